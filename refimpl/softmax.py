@@ -1,0 +1,162 @@
+"""Softmax, log-sum-exp, the online-softmax state, and the split-KV merge.
+
+Conventions (pinned by this spec):
+
+* All arithmetic in float64; inputs are never mutated.
+* A row whose entries are all ``-inf`` (a fully masked row) has
+  ``logsumexp = -inf`` and ``softmax = 0`` everywhere, never NaN.
+* NaN and ``+inf`` inputs are rejected with ValueError: softmax of a row holding
+  ``+inf`` has no value, and silently returning NaN is what this spec exists to
+  prevent.
+
+Formulas:
+
+    logsumexp(x) = m + log(sum_j exp(x_j - m)),   m = max_j x_j
+    softmax(x)_j = exp(x_j - logsumexp(x))
+
+Online softmax (Milakov & Gimelshein 2018; FlashAttention, Dao et al. 2022)
+keeps, for a stream of blocks, the running maximum ``m`` and the running sum
+``l = sum_j exp(x_j - m)``. A new block ``b`` updates
+
+    m' = max(m, max(b)),   l' = l * exp(m - m') + sum_j exp(b_j - m')
+
+and two states over disjoint parts merge with the same rule:
+
+    m = max(m1, m2),       l = l1 * exp(m1 - m) + l2 * exp(m2 - m).
+
+The empty state is ``(m, l) = (-inf, 0)``; ``exp(-inf - (-inf))`` is defined
+here as 0 (the empty part contributes nothing), never NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ._validate import as_float_array
+
+
+def _exp_shift(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """exp(x - m) elementwise, with exp(-inf - m) = 0 even when m = -inf."""
+    with np.errstate(invalid="ignore"):
+        d = x - m
+    return np.where(np.isneginf(x), 0.0, np.exp(np.where(np.isneginf(x), 0.0, d)))
+
+
+def logsumexp(x, axis: int = -1) -> np.ndarray:
+    """Natural-log log-sum-exp along ``axis``; -inf for an all -inf (or empty) row.
+
+    Shapes: x (..., n) -> (...) for the default axis.
+    """
+    x = as_float_array(x, "x", allow_neg_inf=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    s = np.sum(_exp_shift(x, m), axis=axis, keepdims=True)
+    with np.errstate(divide="ignore"):
+        out = np.where(s > 0, m + np.log(np.where(s > 0, s, 1.0)), -np.inf)
+    return np.squeeze(out, axis=axis)
+
+
+def softmax(x, axis: int = -1) -> np.ndarray:
+    """exp(x - logsumexp(x)) along ``axis``; a row of all -inf gives zeros.
+
+    Max-subtracted, so scores of any finite magnitude give no overflow.
+    """
+    x = as_float_array(x, "x", allow_neg_inf=True)
+    lse = np.expand_dims(logsumexp(x, axis=axis), axis)
+    return _exp_shift(x, lse)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineSoftmaxState:
+    """Running statistics of online softmax over the parts seen so far.
+
+    m: running maximum, shape (...); -inf while nothing (unmasked) was seen.
+    l: running sum of exp(x - m), shape (...); 0 while nothing was seen.
+    """
+
+    m: np.ndarray
+    l: np.ndarray
+
+    @classmethod
+    def empty(cls, shape=()) -> "OnlineSoftmaxState":
+        return cls(np.full(shape, -np.inf), np.zeros(shape))
+
+    @property
+    def lse(self) -> np.ndarray:
+        """log-sum-exp of everything seen: m + log(l), -inf if l == 0."""
+        with np.errstate(divide="ignore"):
+            return np.where(self.l > 0, self.m + np.log(np.where(self.l > 0, self.l, 1.0)), -np.inf)
+
+
+def online_softmax_update(state: OnlineSoftmaxState, block, axis: int = -1) -> OnlineSoftmaxState:
+    """Fold one block of scores into the state (one pass: the block is read once).
+
+    m' = max(m, max(block)),  l' = l * exp(m - m') + sum exp(block - m').
+    """
+    block = as_float_array(block, "block", allow_neg_inf=True)
+    m_new = np.maximum(state.m, np.max(block, axis=axis, initial=-np.inf))
+    l_new = state.l * _exp_shift(state.m, m_new) + np.sum(
+        _exp_shift(block, np.expand_dims(m_new, axis)), axis=axis
+    )
+    return OnlineSoftmaxState(m_new, l_new)
+
+
+def online_softmax_merge(a: OnlineSoftmaxState, b: OnlineSoftmaxState) -> OnlineSoftmaxState:
+    """Combine states of two disjoint parts: associative and commutative.
+
+    m = max(m_a, m_b),  l = l_a * exp(m_a - m) + l_b * exp(m_b - m);
+    the empty state (-inf, 0) is the identity.
+    """
+    m = np.maximum(a.m, b.m)
+    return OnlineSoftmaxState(m, a.l * _exp_shift(a.m, m) + b.l * _exp_shift(b.m, m))
+
+
+def online_logsumexp(x, boundaries, axis: int = -1) -> np.ndarray:
+    """log-sum-exp of ``x`` along ``axis`` computed in one pass over blocks.
+
+    ``boundaries`` are the split points (sorted ints in [0, n]) that cut the axis
+    into consecutive blocks; empty blocks are allowed. Equals ``logsumexp(x)``
+    for any partition (up to rounding).
+    """
+    x = as_float_array(x, "x", allow_neg_inf=True)
+    x = np.moveaxis(x, axis, -1)
+    n = x.shape[-1]
+    cuts = [0, *sorted(int(b) for b in boundaries), n]
+    if cuts[1] < 0 or cuts[-2] > n:
+        raise ValueError(f"boundaries must lie in [0, {n}], got {list(boundaries)}")
+    state = OnlineSoftmaxState.empty(x.shape[:-1])
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        state = online_softmax_update(state, x[..., lo:hi])
+    return state.lse
+
+
+def merge_attention_states(outs, lses):
+    """Combine partial attention results over disjoint key sets (split-KV).
+
+    Each part i attended to its own subset of keys and produced a normalised
+    output ``out_i`` (..., Dv) and ``lse_i`` (...). The combination is exactly
+    attention over the union of the key sets:
+
+        lse = logsumexp_i(lse_i),   out = sum_i exp(lse_i - lse) * out_i
+
+    (flash-decoding's combine step; flash-attn ``combine_attn_seqk_parallel`` in
+    ``csrc/flash_attn/src/flash_fwd_kernel.h``). A part that saw no unmasked key
+    is (out 0, lse -inf) and is the identity; if every part is empty the result
+    is (0, -inf). Returns (out, lse).
+    """
+    outs = [as_float_array(o, f"outs[{i}]") for i, o in enumerate(outs)]
+    lses = [as_float_array(l, f"lses[{i}]", allow_neg_inf=True) for i, l in enumerate(lses)]
+    if not outs or len(outs) != len(lses):
+        raise ValueError(f"need the same positive number of outs and lses, got {len(outs)} and {len(lses)}")
+    for i, (o, l) in enumerate(zip(outs, lses)):
+        if o.shape[:-1] != l.shape or o.shape != outs[0].shape:
+            raise ValueError(
+                f"part {i}: out shape {o.shape} and lse shape {l.shape} must be (..., Dv) and (...), "
+                f"all parts alike (part 0 out: {outs[0].shape})"
+            )
+    L = np.stack(lses)  # (parts, ...)
+    lse = logsumexp(L, axis=0)
+    w = _exp_shift(L, lse[None])  # weights exp(lse_i - lse); 0 for empty parts
+    out = np.einsum("p...,p...d->...d", w, np.stack(outs))
+    return out, lse
