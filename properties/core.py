@@ -33,7 +33,9 @@ class Property:
     name:      identifier used in test ids and in the report.
     kind:      the implementation protocol it applies to ("attention", ...).
     check:     ``check(impl, case) -> None``; raises AssertionError on violation.
-    strategy:  Hypothesis strategy drawing ``case``.
+    strategy:  Hypothesis strategy drawing ``case``, or a function
+               ``capabilities -> strategy`` so that each implementation is
+               exercised on every feature it declares (and only those).
     requires:  capabilities the implementation must declare.
     rejects:   names of wrong implementations (see each module's ``WRONG``)
                that this property must reject; checked by the meta-tests.
@@ -57,6 +59,13 @@ def supports(impl, prop: Property) -> bool:
     return prop.kind == impl.kind and prop.requires <= frozenset(impl.capabilities)
 
 
+def strategy_for(prop: Property, impl) -> SearchStrategy:
+    """The property's strategy, specialised to the implementation's capabilities."""
+    if isinstance(prop.strategy, SearchStrategy):
+        return prop.strategy
+    return prop.strategy(frozenset(impl.capabilities))
+
+
 def run_property(prop: Property, impl, max_examples: int | None = None) -> None:
     """Run ``prop`` against ``impl`` under the active Hypothesis profile.
 
@@ -68,7 +77,7 @@ def run_property(prop: Property, impl, max_examples: int | None = None) -> None:
             f"(needs {sorted(prop.requires - frozenset(impl.capabilities))})"
         )
 
-    @given(case=prop.strategy)
+    @given(case=strategy_for(prop, impl))
     def _run(case):
         prop.check(impl, case)
 
@@ -93,7 +102,7 @@ def find_counterexample(prop: Property, impl, max_examples: int = 300):
 
     try:
         return find(
-            prop.strategy,
+            strategy_for(prop, impl),
             violates,
             settings=settings(
                 max_examples=max_examples,

@@ -1,0 +1,441 @@
+"""Exact (naive) scaled dot-product attention, its analytic backward, GQA/MQA, ALiBi.
+
+Shapes (layout B, H, L, D):
+    q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv)
+    out (B, Hq, Lq, Dv), lse (B, Hq, Lq)
+Query head ``h`` reads key/value head ``h // (Hq // Hkv)`` (GQA; MQA is Hkv = 1,
+MHA is Hkv = Hq). Equivalent to ``repeat_interleave`` of k and v along heads.
+
+Order of operations for the score of query i and key j (flash-attn's order;
+see ``tests/test_flash_attn.py::attention_ref`` in Dao-AILab/flash-attention):
+
+    s_ij = scale * <q_i, k_j>                    scale = 1/sqrt(D) unless given
+    s_ij = softcap * tanh(s_ij / softcap)        if softcap (Gemma-2 style)
+    s_ij = s_ij + bias_ij                        if bias (e.g. ALiBi)
+    s_ij = -inf where the mask hides (i, j)      mask & causal & window
+    lse_i = log sum_j exp(s_ij)                  natural log, of the final scores
+    P_ij  = exp(s_ij - lse_i)                    (0 in a fully masked row)
+    out_i = sum_j P_ij * keep_ij / (1 - p) * v_j dropout by an explicit keep-mask
+
+Conventions: causal alignment ``bottom_right`` by default (see refimpl.masks);
+``window=(left, right)`` in the flash-attn sense, None = unbounded side; a fully
+masked row gives ``out = 0`` and ``lse = -inf``; computation in float64; inputs
+are never mutated. Masked entries are excluded exactly (weight 0), not by a
+large finite negative number.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import masks as _masks
+from ._validate import positive_float
+from .softmax import _exp_shift, logsumexp
+
+
+# ----------------------------------------------------------------------------
+# argument handling
+
+
+def _real_4d(x, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+    if arr.ndim != 4:
+        raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    return arr.astype(np.float64, copy=False)
+
+
+def _check_qkv(q, k, v):
+    q, k, v = _real_4d(q, "q"), _real_4d(k, "k"), _real_4d(v, "v")
+    B, Hq, Lq, D = q.shape
+    Bk, Hkv, Lk, Dk = k.shape
+    if Bk != B or v.shape[0] != B:
+        raise ValueError(f"batch sizes differ: q {q.shape}, k {k.shape}, v {v.shape}")
+    if Dk != D:
+        raise ValueError(f"head dim differs: q has D={D}, k has D={Dk}")
+    if v.shape[1:3] != (Hkv, Lk):
+        raise ValueError(f"k {k.shape} and v {v.shape} must agree on (Hkv, Lk)")
+    if D < 1 or v.shape[3] < 1:
+        raise ValueError(f"head dims must be positive, got D={D}, Dv={v.shape[3]}")
+    if Hkv < 1 or Hq % Hkv != 0:
+        raise ValueError(f"Hq={Hq} must be a positive multiple of Hkv={Hkv} (GQA groups)")
+    return q, k, v
+
+
+def check_window(window):
+    """Validate ``window``: None or (left, right), each a non-negative int or None."""
+    if window is None:
+        return None
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise ValueError(f"window: expected (left, right), got {window!r}")
+    out = []
+    for side, w in zip(("left", "right"), window):
+        if w is None:
+            out.append(None)
+            continue
+        if isinstance(w, bool) or not isinstance(w, (numbers.Integral, np.integer)):
+            raise TypeError(f"window {side}: expected an int or None, got {type(w).__name__}")
+        if w < 0:
+            raise ValueError(
+                f"window {side}: expected >= 0 or None (unbounded), got {w}"
+                + (" (flash-attn writes -1 for unbounded; here that is None)" if w == -1 else "")
+            )
+        out.append(int(w))
+    return tuple(out)
+
+
+class _Broadcast:
+    """An array broadcastable to (B, Hq, Lq, Lk), sliced per tile without materialising."""
+
+    def __init__(self, arr: np.ndarray, name: str, full_shape: tuple):
+        if arr.ndim > 4:
+            raise ValueError(f"{name}: expected at most 4 dimensions, got shape {arr.shape}")
+        arr = arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
+        try:
+            ok = np.broadcast_shapes(arr.shape, full_shape) == tuple(full_shape)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: shape {arr.shape} does not broadcast to (B, Hq, Lq, Lk) = {tuple(full_shape)}")
+        self.arr = arr
+
+    def tile(self, qs: slice, ks: slice) -> np.ndarray:
+        a = self.arr
+        return a[:, :, qs if a.shape[2] > 1 else slice(None), ks if a.shape[3] > 1 else slice(None)]
+
+
+class AttentionMask:
+    """The visibility of every (b, h, i, j), from ``mask``, ``causal``, ``align``, ``window``.
+
+    ``tile(qs, ks)`` returns the bool block broadcastable to (B, Hq, nq, nk) and
+    ``tile_is_empty`` tells whether a block is hidden entirely (block skipping).
+    Shared by the naive and the tiled paths so both see the same mask.
+    """
+
+    def __init__(self, mask, causal, align, window, full_shape):
+        _masks._check_align(align)
+        if not isinstance(causal, (bool, np.bool_)):
+            raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+        self.Lq, self.Lk = full_shape[2], full_shape[3]
+        self.predicates: list[_masks.Mask] = []
+        self.arrays: list[_Broadcast] = []
+        if causal:
+            self.predicates.append(_masks.Causal(align))
+        window = check_window(window)
+        if window is not None:
+            self.predicates.append(_masks.SlidingWindow(window[0], window[1], align))
+        if mask is not None:
+            if isinstance(mask, _masks.Mask):
+                self.predicates.append(mask)
+            else:
+                arr = np.asarray(mask)
+                if arr.dtype != np.bool_:
+                    raise TypeError(
+                        f"mask: expected a bool array (True = may attend) or a refimpl.masks.Mask, "
+                        f"got dtype {arr.dtype}; pass additive float masks as bias="
+                    )
+                self.arrays.append(_Broadcast(arr, "mask", full_shape))
+
+    @property
+    def trivial(self) -> bool:
+        return not self.predicates and not self.arrays
+
+    def tile(self, qs: slice, ks: slice) -> np.ndarray:
+        q0, q1, _ = qs.indices(self.Lq)
+        k0, k1, _ = ks.indices(self.Lk)
+        out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
+        for p in self.predicates:
+            out = out & p.tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
+        for a in self.arrays:
+            out = out & a.tile(qs, ks)
+        return out
+
+
+def _split_heads(x: np.ndarray, Hkv: int) -> np.ndarray:
+    """(B, Hq, ...) -> (B, Hkv, G, ...): head h = kv * G + g reads kv head h // G.
+
+    A broadcast head axis of size 1 stays size 1 on both new axes.
+    """
+    if x.shape[1] == 1:
+        return x[:, :, None]
+    return x.reshape(x.shape[0], Hkv, x.shape[1] // Hkv, *x.shape[2:])
+
+
+def _merge_heads(x: np.ndarray) -> np.ndarray:
+    """(B, Hkv, G, ...) -> (B, Hq, ...)."""
+    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+
+
+class _Setup:
+    """Validated arguments of attention / attention_backward / flash_attention."""
+
+    def __init__(self, q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p):
+        self.q, self.k, self.v = _check_qkv(q, k, v)
+        B, Hq, Lq, D = self.q.shape
+        Hkv, Lk, Dv = self.k.shape[1], self.k.shape[2], self.v.shape[3]
+        self.B, self.Hq, self.Hkv, self.Lq, self.Lk, self.D, self.Dv = B, Hq, Hkv, Lq, Lk, D, Dv
+        self.G = Hq // Hkv
+        full = (B, Hq, Lq, Lk)
+        self.scale = 1.0 / np.sqrt(D) if scale is None else positive_float(scale, "scale")
+        self.softcap = None if softcap is None else positive_float(softcap, "softcap")
+        self.mask = AttentionMask(mask, causal, align, window, full)
+        self.bias = None
+        if bias is not None:
+            b = np.asarray(bias)
+            if not np.issubdtype(b.dtype, np.floating):
+                raise TypeError(f"bias: expected a floating-point array, got dtype {b.dtype}")
+            if np.isnan(b).any() or np.isposinf(b).any():
+                raise ValueError("bias: contains NaN or +inf (-inf is allowed and hides the key)")
+            self.bias = _Broadcast(b.astype(np.float64, copy=False), "bias", full)
+        if isinstance(dropout_p, bool) or not isinstance(dropout_p, (numbers.Real, np.floating)):
+            raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
+        if not 0.0 <= float(dropout_p) < 1.0:
+            raise ValueError(f"dropout_p: expected 0 <= p < 1, got {dropout_p}")
+        self.dropout_p = float(dropout_p)
+        self.keep = None
+        if dropout_mask is not None:
+            if self.dropout_p == 0.0:
+                raise ValueError("dropout_mask given with dropout_p = 0: pass the drop rate the mask was drawn with")
+            km = np.asarray(dropout_mask)
+            if km.dtype != np.bool_:
+                raise TypeError(f"dropout_mask: expected a bool keep-mask (True = keep), got dtype {km.dtype}")
+            self.keep = _Broadcast(km, "dropout_mask", full)
+        elif self.dropout_p > 0.0:
+            raise ValueError(
+                "dropout_p > 0 needs an explicit dropout_mask (bool keep-mask): the spec has no hidden RNG"
+            )
+
+    # --- tiles in the (B, Hkv, G, ...) layout -------------------------------
+
+    def q5(self, qs=slice(None)):
+        return _split_heads(self.q[:, :, qs], self.Hkv)
+
+    def kv(self, ks=slice(None)):
+        """Key and value tiles, (B, Hkv, nk, D) and (B, Hkv, nk, Dv)."""
+        return self.k[:, :, ks], self.v[:, :, ks]
+
+    def scores(self, qs: slice, ks: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Final scores of a tile and the pre-softcap ones, (B, Hkv, G, nq, nk) each.
+
+        Hidden entries are -inf in the final scores.
+        """
+        k, _ = self.kv(ks)
+        raw = self.scale * np.einsum("bhgqd,bhkd->bhgqk", self.q5(qs), k)
+        s = raw if self.softcap is None else self.softcap * np.tanh(raw / self.softcap)
+        if self.bias is not None:
+            s = s + _split_heads(self.bias.tile(qs, ks), self.Hkv)
+        if not self.mask.trivial:
+            s = np.where(_split_heads(self.mask.tile(qs, ks), self.Hkv), s, -np.inf)
+        return s, raw
+
+    def dropout_scale(self, qs: slice, ks: slice):
+        """keep / (1 - p) for a tile, (B?, Hkv?, G?, nq, nk), or None without dropout."""
+        if self.keep is None:
+            return None
+        return _split_heads(self.keep.tile(qs, ks), self.Hkv) / (1.0 - self.dropout_p)
+
+
+# ----------------------------------------------------------------------------
+# forward and backward
+
+
+def attention(
+    q,
+    k,
+    v,
+    *,
+    mask=None,
+    causal=False,
+    align="bottom_right",
+    window=None,
+    scale=None,
+    softcap=None,
+    bias=None,
+    dropout_mask=None,
+    dropout_p=0.0,
+):
+    """Exact attention, materialising the (Lq, Lk) scores. Returns (out, lse).
+
+    Arguments (see the module docstring for the formula and the order of operations):
+      mask:    bool array broadcastable to (B, Hq, Lq, Lk), True = may attend, or a
+               ``refimpl.masks.Mask`` predicate; combined (AND) with causal/window.
+      causal:  hide keys after the query's aligned position.
+      align:   "bottom_right" (default, flash-attn) or "top_left" (torch is_causal).
+      window:  (left, right) keys around the aligned position, None = unbounded side.
+      scale:   finite positive; default 1/sqrt(D).
+      softcap: finite positive c: scores -> c * tanh(scores / c), before bias and mask.
+      bias:    float array broadcastable to (B, Hq, Lq, Lk) added to the scores (ALiBi:
+               ``alibi_bias``); -inf entries act as a mask.
+      dropout_mask, dropout_p: bool keep-mask (True = keep) and the rate p; kept
+               probabilities are scaled by 1/(1-p). LSE is unaffected by dropout.
+    Returns out (B, Hq, Lq, Dv) and lse (B, Hq, Lq), float64; a fully masked row
+    gives out 0 and lse -inf.
+    """
+    st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
+    out, lse, _ = _forward(st)
+    return out, lse
+
+
+def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", window=None, scale=None, softcap=None, bias=None):
+    """The attention weights P (B, Hq, Lq, Lk) before dropout: rows sum to 1, or 0 if fully masked."""
+    k = np.asarray(k)
+    v = np.zeros(k.shape[:3] + (1,), dtype=np.float64) if k.ndim == 4 else k
+    st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, None, 0.0)
+    return _merge_heads(_forward(st)[2])
+
+
+def _forward(st: _Setup):
+    everything = slice(None)
+    s, _ = st.scores(everything, everything)
+    lse = logsumexp(s)  # (B, Hkv, G, Lq); -inf for a fully masked row
+    P = _exp_shift(s, lse[..., None])  # 0 where hidden and in fully masked rows
+    drop = st.dropout_scale(everything, everything)
+    Pd = P if drop is None else P * drop
+    _, v = st.kv()
+    out = np.einsum("bhgqk,bhkd->bhgqd", Pd, v)
+    return _merge_heads(out), _merge_heads(lse), P
+
+
+def attention_backward(
+    q,
+    k,
+    v,
+    dout,
+    *,
+    mask=None,
+    causal=False,
+    align="bottom_right",
+    window=None,
+    scale=None,
+    softcap=None,
+    bias=None,
+    dropout_mask=None,
+    dropout_p=0.0,
+):
+    """Analytic gradients (dq, dk, dv) of ``sum(dout * out)``; same keywords as ``attention``.
+
+    With P the attention weights, Z = keep / (1 - p) (1 without dropout), S the
+    final scores and R the pre-softcap scores:
+
+        dV   = (P * Z)^T dO                     summed over the G query heads of a group
+        dP   = (dO V^T) * Z
+        D_i  = sum_j P_ij dP_ij = rowsum(dO * O)_i     (FlashAttention-2's D)
+        dS   = P * (dP - D)
+        dR   = dS * (1 - (S_cap / c)^2)          softcap c, S_cap = c tanh(R / c); else dR = dS
+        dQ   = scale * dR K,    dK = scale * dR^T Q   (dK summed over the group)
+
+    Hidden entries and fully masked rows have P = 0 and get no gradient.
+    """
+    st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
+    dout = _real_4d(dout, "dout")
+    if dout.shape != (st.B, st.Hq, st.Lq, st.Dv):
+        raise ValueError(f"dout: expected shape {(st.B, st.Hq, st.Lq, st.Dv)}, got {dout.shape}")
+    everything = slice(None)
+    s, raw = st.scores(everything, everything)
+    lse = logsumexp(s)
+    P = _exp_shift(s, lse[..., None])
+    drop = st.dropout_scale(everything, everything)
+    Z = 1.0 if drop is None else drop
+    q5 = st.q5()
+    k, v = st.kv()
+    do5 = _split_heads(dout, st.Hkv)
+    dv = np.einsum("bhgqk,bhgqd->bhkd", P * Z, do5)
+    dP = np.einsum("bhgqd,bhkd->bhgqk", do5, v) * Z
+    Drow = np.sum(P * dP, axis=-1, keepdims=True)
+    dS = P * (dP - Drow)
+    if st.softcap is not None:
+        dS = dS * (1.0 - np.tanh(raw / st.softcap) ** 2)
+    dq = st.scale * np.einsum("bhgqk,bhkd->bhgqd", dS, k)
+    dk = st.scale * np.einsum("bhgqk,bhgqd->bhkd", dS, q5)
+    return _merge_heads(dq), dk, dv
+
+
+# ----------------------------------------------------------------------------
+# ALiBi
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """ALiBi head slopes (Press et al. 2022, ``get_slopes`` in ofirpress/attention_with_linear_biases).
+
+    For n a power of two: slope_h = 2^(-8 (h + 1) / n), h = 0..n-1. Otherwise the
+    slopes of the closest smaller power of two m, followed by every other slope
+    of 2m: ``get_slopes(m) + get_slopes(2m)[0::2][: n - m]``.
+    """
+    if isinstance(num_heads, bool) or not isinstance(num_heads, (numbers.Integral, np.integer)) or num_heads < 1:
+        raise ValueError(f"num_heads: expected a positive int, got {num_heads!r}")
+    n = int(num_heads)
+
+    def power_of_two(m):
+        return [2.0 ** (-8.0 * (h + 1) / m) for h in range(m)]
+
+    m = 2 ** int(np.floor(np.log2(n)))
+    slopes = power_of_two(m) if m == n else power_of_two(m) + power_of_two(2 * m)[0::2][: n - m]
+    return np.array(slopes, dtype=np.float64)
+
+
+def alibi_bias(slopes, Lq: int, Lk: int, *, align: str = "bottom_right") -> np.ndarray:
+    """ALiBi in the flash-attn form: bias[h, i, j] = -slope_h * |i + o - j|, shape (1, H, Lq, Lk).
+
+    ``o = Lk - Lq`` for bottom_right (flash-attn ``alibi_slopes`` docstring in
+    ``flash_attn_interface.py``: "-alibi_slope * |i + seqlen_k - seqlen_q - j|"),
+    0 for top_left. ``slopes`` may also be (B, H), giving (B, H, Lq, Lk).
+    """
+    s = np.asarray(slopes, dtype=np.float64)
+    if s.ndim not in (1, 2) or not np.isfinite(s).all():
+        raise ValueError(f"slopes: expected finite (H,) or (B, H), got shape {s.shape}")
+    o = _masks.offset(Lq, Lk, align)
+    dist = np.abs(np.arange(Lq)[:, None] + o - np.arange(Lk)[None, :]).astype(np.float64)
+    s4 = s.reshape((1,) * (2 - s.ndim) + s.shape)[..., None, None]
+    return -s4 * dist
+
+
+# ----------------------------------------------------------------------------
+# multi-head attention with projections (seed 003 section 4)
+
+
+def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_kv_heads: int | None = None, **attention_kwargs):
+    """Multi-head (self- or cross-) attention with projections, inputs (B, L, d_model).
+
+        Q = x_q W_q, K = x_kv W_k, V = x_kv W_v           (seed 003 section 4.1, eq. 5; 4.5, eq. 9)
+        split into heads: (B, L, H*d) -> (B, L, H, d) -> (B, H, L, d)
+        A = attention(Q, K, V, **attention_kwargs)          (GQA when num_kv_heads < num_heads)
+        concat heads: (B, H, Lq, dv) -> (B, Lq, H*dv);  MHA = A W_o  (eq. 8)
+
+    Shapes: x_q (B, Lq, d_model), x_kv (B, Lk, d_model); W_q (d_model, Hq*D),
+    W_k (d_model, Hkv*D), W_v (d_model, Hkv*Dv), W_o (Hq*Dv, d_out). Returns (B, Lq, d_out).
+    Self-attention: ``x_kv is x_q``; cross-attention: queries from one sequence,
+    keys and values from another (Lq may differ from Lk).
+    """
+    Hq = int(num_heads)
+    Hkv = Hq if num_kv_heads is None else int(num_kv_heads)
+    if Hq < 1 or Hkv < 1 or Hq % Hkv:
+        raise ValueError(f"num_heads={num_heads} must be a positive multiple of num_kv_heads={num_kv_heads}")
+    x_q, x_kv = np.asarray(x_q, dtype=np.float64), np.asarray(x_kv, dtype=np.float64)
+    W = {n: np.asarray(w, dtype=np.float64) for n, w in dict(W_q=W_q, W_k=W_k, W_v=W_v, W_o=W_o).items()}
+    if x_q.ndim != 3 or x_kv.ndim != 3 or x_q.shape[0] != x_kv.shape[0] or x_q.shape[2] != x_kv.shape[2]:
+        raise ValueError(f"x_q {x_q.shape} and x_kv {x_kv.shape} must be (B, L, d_model) with equal B and d_model")
+    d_model = x_q.shape[2]
+    for name, heads in (("W_q", Hq), ("W_k", Hkv), ("W_v", Hkv)):
+        if W[name].ndim != 2 or W[name].shape[0] != d_model or W[name].shape[1] % heads:
+            raise ValueError(f"{name}: expected (d_model={d_model}, heads*head_dim) with heads={heads}, got {W[name].shape}")
+    D, Dv = W["W_q"].shape[1] // Hq, W["W_v"].shape[1] // Hkv
+    if W["W_k"].shape[1] != Hkv * D:
+        raise ValueError(f"W_k: expected (d_model, {Hkv * D}) to match W_q's head dim {D}, got {W['W_k'].shape}")
+    if W["W_o"].ndim != 2 or W["W_o"].shape[0] != Hq * Dv:
+        raise ValueError(f"W_o: expected ({Hq * Dv}, d_out), got {W['W_o'].shape}")
+
+    def heads(x, Wm, H, d):
+        B, L, _ = x.shape
+        return (x @ Wm).reshape(B, L, H, d).transpose(0, 2, 1, 3)
+
+    Q = heads(x_q, W["W_q"], Hq, D)
+    K = heads(x_kv, W["W_k"], Hkv, D)
+    V = heads(x_kv, W["W_v"], Hkv, Dv)
+    A, _ = attention(Q, K, V, **attention_kwargs)
+    B, _, Lq, _ = A.shape
+    return A.transpose(0, 2, 1, 3).reshape(B, Lq, Hq * Dv) @ W["W_o"]

@@ -1,0 +1,137 @@
+"""Expert capacity: how many token slots each expert's buffer holds.
+
+Formula (the spec's general rule, every part a named keyword):
+
+    C = round_mode(factor * (k if k_in_capacity else 1) * tokens / experts)
+    C = max(C, min_capacity)
+    C = multiple_of * ceil(C / multiple_of)
+    C = min(C, max_capacity)            (only if max_capacity is given)
+
+with round_mode one of ``"floor"`` (Megablocks, Switch/Mesh TF), ``"ceil"``
+(DeepSpeed) or ``"round"`` (round half to even, as Python's ``round``).
+
+The two readings in the seeds are both instances (ERRATA 4): seed 000 section 5
+writes ``C = tokens / E * cf`` (``k_in_capacity=False``), seed 000 Problem 3 writes
+``C = tokens * k / E * cf`` (``k_in_capacity=True``, the default here).
+
+Arithmetic: the product ``factor * k * tokens / experts`` is evaluated exactly
+(``fractions.Fraction`` of the given float ``factor``), so the result does not
+depend on the order of floating-point operations. Libraries evaluate it in
+floating point, each in its own order; where that matters (a product within
+rounding of an integer) the library presets in ``refimpl.moe.presets`` use the
+library's own expression instead of this function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from fractions import Fraction
+
+ROUNDINGS = ("floor", "ceil", "round")
+
+
+def _check_int(x, name: str, *, minimum: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(x).__name__}")
+    x = int(x)
+    if x < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {x}")
+    return x
+
+
+def _check_factor(factor) -> Fraction:
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+        raise TypeError(f"factor: expected a real number, got {type(factor).__name__}")
+    if not math.isfinite(float(factor)) or factor < 0:
+        raise ValueError(f"factor: expected a finite number >= 0, got {factor}")
+    return Fraction(factor)
+
+
+def _round(x: Fraction, rounding: str) -> int:
+    if rounding == "floor":
+        return math.floor(x)
+    if rounding == "ceil":
+        return math.ceil(x)
+    if rounding == "round":
+        return round(x)  # Fraction.__round__: half to even, like Python's round()
+    raise ValueError(f"rounding: expected one of {ROUNDINGS}, got {rounding!r}")
+
+
+def capacity(
+    tokens,
+    experts,
+    *,
+    k=1,
+    factor=1.0,
+    k_in_capacity: bool = True,
+    rounding: str = "floor",
+    min_capacity=0,
+    multiple_of=1,
+    max_capacity=None,
+) -> int:
+    """Slots per expert: round_mode(factor * (k if k_in_capacity else 1) * tokens / experts),
+    then at least ``min_capacity``, then rounded up to a multiple of ``multiple_of``,
+    then at most ``max_capacity`` (None: no upper bound).
+
+    ``tokens`` is the number of tokens routed together (the group or batch,
+    padding included, as every library listed in CONVENTIONS.md counts it).
+
+    Seed 000 Problem 3: ``capacity(1024, 16, k=2, factor=1.25) == 160``.
+    """
+    tokens = _check_int(tokens, "tokens", minimum=0)
+    experts = _check_int(experts, "experts", minimum=1)
+    k = _check_int(k, "k", minimum=1)
+    f = _check_factor(factor)
+    if not isinstance(k_in_capacity, bool):
+        raise TypeError(f"k_in_capacity: expected a bool, got {type(k_in_capacity).__name__}")
+    min_capacity = _check_int(min_capacity, "min_capacity", minimum=0)
+    multiple_of = _check_int(multiple_of, "multiple_of", minimum=1)
+    if max_capacity is not None:
+        max_capacity = _check_int(max_capacity, "max_capacity", minimum=0)
+
+    expected = f * (k if k_in_capacity else 1) * tokens / experts
+    c = _round(expected, rounding)
+    c = max(c, min_capacity)
+    c = multiple_of * -(-c // multiple_of)
+    if max_capacity is not None:
+        c = min(c, max_capacity)
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityRule:
+    """The keywords of :func:`capacity` frozen into a rule; call it as
+    ``rule(tokens, experts, k) -> int``. ``route(..., capacity=rule)`` uses it, and
+    ``route(..., capacity_factor=x)`` replaces ``factor``.
+
+    ``cap_at_tokens``: also bound C by the number of tokens (Mesh TF's
+    ``min(S, ...)``), applied after ``multiple_of``.
+    """
+
+    factor: float = 1.0
+    k_in_capacity: bool = True
+    rounding: str = "floor"
+    min_capacity: int = 0
+    multiple_of: int = 1
+    cap_at_tokens: bool = False
+
+    def __post_init__(self):
+        # validate eagerly so a bad rule fails where it is written
+        capacity(
+            1, 1, factor=self.factor, k_in_capacity=self.k_in_capacity, rounding=self.rounding,
+            min_capacity=self.min_capacity, multiple_of=self.multiple_of,
+        )
+        if not isinstance(self.cap_at_tokens, bool):
+            raise TypeError("cap_at_tokens: expected a bool")
+
+    def with_factor(self, factor) -> "CapacityRule":
+        return dataclasses.replace(self, factor=factor)
+
+    def __call__(self, tokens: int, experts: int, k: int) -> int:
+        return capacity(
+            tokens, experts, k=k, factor=self.factor, k_in_capacity=self.k_in_capacity,
+            rounding=self.rounding, min_capacity=self.min_capacity, multiple_of=self.multiple_of,
+            max_capacity=tokens if self.cap_at_tokens else None,
+        )
