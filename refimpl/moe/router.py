@@ -1,0 +1,418 @@
+"""Token-choice routing: scores, top-k, capacity slots, dropping, gates.
+
+The router takes **raw logits** z (T, E), one row per token, one column per
+expert (z = x W_g). It never takes probabilities: a softmax applied to
+probabilities (a "double softmax") flattens the distribution and is a real bug
+this spec's properties catch.
+
+For each token t (seed 000 section 3, seed 001 21.1; names follow the seeds):
+
+    p_t   = softmax(z_t)                 score="softmax" (float64)
+          = sigmoid(z_t)                 score="sigmoid" (DeepSeek-V3)
+    s_t   = p_t + b                      selection score; the bias b
+                                         (selection_bias, DeepSeek-V3) steers
+                                         selection only, never the gates
+    T_t   = top-k(s_t)                   indices[t, j], j = 0..k-1, by s
+                                         descending, ties to the lower expert id
+    w_tj  = p_t[indices[t, j]]           raw gate
+
+Group-limited selection (DeepSeek-V2 ``group_limited_greedy``, DeepSeek-V3):
+the E experts form ``n_groups`` consecutive groups of E / n_groups; a group's
+score is the max (``group_score="max"``) or the sum of the two largest
+(``"top2_sum"``) selection scores in it; only the ``topk_groups`` best groups
+(ties to the lower group id) are eligible for the top-k.
+
+Capacity and dropping. Every (token, choice) pair is an *assignment* of the
+token to expert ``indices[t, j]``. ``counts[e]`` is the number of assignments to
+e before dropping. With capacity C, each expert keeps at most C assignments;
+``drop_order`` says which:
+
+    k_major              all first choices in token order, then all second
+                         choices, ... (GShard, Switch, DeepSpeed top-2, fairseq);
+                         position = number of earlier assignments to the same
+                         expert in that order; kept iff position < C.
+    token_major          token 0's choices, then token 1's, ... (DeepSpeed
+                         top-k "position", Megablocks); same position rule.
+    priority             batch prioritized routing (BPR, Riquelme et al. 2021):
+                         k_major over tokens sorted by max_e p_te descending
+                         (ties: lower token index first); same position rule.
+    per_expert_top_prob  each expert keeps the C assignments with the highest
+                         p_te (ties: lower token index); positions then count
+                         kept assignments in token order (DeepSpeed top-k
+                         drop_policy="probs").
+    random               each expert keeps the C assignments with the highest
+                         uniform random key drawn from ``seed``; positions as
+                         for per_expert_top_prob (DeepSpeed random token
+                         selection; its own RNG cannot be reproduced).
+
+``position`` is the slot in the expert's buffer (-1 where dropped); with
+``capacity=None`` (dropless) nothing is dropped and positions still follow the
+order. Tokens masked out by ``padding_mask`` make no assignments: they are not
+counted, take no slot, have kept False, gate 0 and position -1 (their top-k
+``indices`` are still reported).
+
+Gates. ``normalize`` (ERRATA 14: both forms exist, each is named):
+
+    none         g_tj = w_tj * kept_tj                        (Switch, DeepSeek-V2)
+    before_drop  g_tj = w_tj / sum_i w_ti * kept_tj           (GShard legacy, Tutel)
+    after_drop   g_tj = w_tj kept_tj / sum_i w_ti kept_ti     (DeepSpeed top-2, fairseq)
+
+then g *= route_scale (DeepSeek-V2 16, DeepSeek-V3 2.5). A denominator of 0
+(every choice dropped, or sigmoid scores that underflowed) gives gates 0, never
+NaN. Without dropping, before_drop and after_drop coincide (Mixtral's
+renormalisation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Callable, Optional, Union
+
+import numpy as np
+from scipy.special import expit
+
+from ..softmax import softmax
+from .._validate import as_float_array
+from .capacity import CapacityRule
+
+SCORES = ("softmax", "sigmoid")
+NORMALIZE = ("none", "before_drop", "after_drop")
+DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob", "random")
+POSITION_ORDERS = ("k_major", "token_major", "priority")  # kept iff position < C
+GROUP_SCORES = ("max", "top2_sum")
+
+CapacitySpec = Union[None, int, CapacityRule, Callable[[int, int, int], int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Routing:
+    """The result of :func:`route`. Arrays are float64, int64 or bool.
+
+    probs:    (T, E) router scores: softmax probabilities (or sigmoid scores)
+    indices:  (T, k) int64 selected experts, by selection score descending
+    gates:    (T, k) combine weights after normalisation, dropping, route_scale
+    kept:     (T, k) bool, the assignment got a slot
+    position: (T, k) int64 slot in the expert's buffer, -1 where not kept
+    capacity: slots per expert, or None (dropless)
+    counts:   (E,) int64 assignments per expert before dropping
+    token_mask: (T,) bool, False for padding tokens
+    options:  the RouteOptions used
+    """
+
+    probs: np.ndarray
+    indices: np.ndarray
+    gates: np.ndarray
+    kept: np.ndarray
+    position: np.ndarray
+    capacity: Optional[int]
+    counts: np.ndarray
+    token_mask: np.ndarray
+    options: "RouteOptions"
+
+    @property
+    def num_tokens(self) -> int:
+        return self.probs.shape[0]
+
+    @property
+    def num_experts(self) -> int:
+        return self.probs.shape[1]
+
+    @property
+    def k(self) -> int:
+        return self.indices.shape[1]
+
+    @property
+    def kept_counts(self) -> np.ndarray:
+        """(E,) assignments per expert after dropping."""
+        return np.bincount(self.indices[self.kept], minlength=self.num_experts).astype(np.int64)
+
+    @property
+    def num_dropped(self) -> int:
+        return int(self.counts.sum() - self.kept.sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteOptions:
+    """Every routing convention, named, with the spec's default.
+
+    score:       "softmax" | "sigmoid"
+    normalize:   "none" | "before_drop" | "after_drop"
+    capacity:    None (dropless) | int | CapacityRule or callable(tokens, experts, k) -> int
+    drop_order:  "k_major" | "token_major" | "priority" | "per_expert_top_prob" | "random"
+    route_scale: multiplies the gates last
+    n_groups, topk_groups, group_score: group-limited selection (None: off)
+    """
+
+    score: str = "softmax"
+    normalize: str = "none"
+    capacity: CapacitySpec = None
+    drop_order: str = "k_major"
+    route_scale: float = 1.0
+    n_groups: Optional[int] = None
+    topk_groups: Optional[int] = None
+    group_score: str = "max"
+
+    def __post_init__(self):
+        for name, allowed in (("score", SCORES), ("normalize", NORMALIZE),
+                              ("drop_order", DROP_ORDERS), ("group_score", GROUP_SCORES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        c = self.capacity
+        if c is not None and not callable(c):
+            if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+                raise TypeError(f"capacity: expected None, an int or a callable rule, got {type(c).__name__}")
+            if c < 0:
+                raise ValueError(f"capacity: expected an int >= 0, got {c}")
+        if isinstance(self.route_scale, bool) or not isinstance(self.route_scale, numbers.Real) \
+                or not np.isfinite(self.route_scale) or self.route_scale <= 0:
+            raise ValueError(f"route_scale: expected a finite positive number, got {self.route_scale!r}")
+        if (self.n_groups is None) != (self.topk_groups is None):
+            raise ValueError("n_groups and topk_groups: give both or neither")
+        if self.n_groups is not None:
+            for name in ("n_groups", "topk_groups"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                    raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            if self.topk_groups > self.n_groups:
+                raise ValueError(f"topk_groups: expected <= n_groups={self.n_groups}, got {self.topk_groups}")
+
+
+# ---------------------------------------------------------------------------
+# the steps of route(), each a small function
+
+
+def router_scores(logits: np.ndarray, score: str = "softmax") -> np.ndarray:
+    """p (T, E): softmax over experts (refimpl.softmax, float64) or elementwise sigmoid."""
+    if score == "softmax":
+        return softmax(logits, axis=-1)
+    if score == "sigmoid":
+        return expit(logits)
+    raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """(T, k) int64: column indices of the k largest scores per row, descending,
+    ties to the lower index (a stable sort of -scores)."""
+    return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
+
+
+def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group_score: str) -> np.ndarray:
+    """Selection scores with experts outside the ``topk_groups`` best groups set to -inf.
+
+    Groups are consecutive blocks of E / n_groups experts. Group score: the max
+    (DeepSeek-V2 ``group_limited_greedy``) or the sum of the two largest scores
+    (DeepSeek-V3 ``Gate.forward`` with a bias) in the group.
+    """
+    T, E = sel.shape
+    if E % n_groups:
+        raise ValueError(f"n_groups: must divide the number of experts E={E}, got {n_groups}")
+    grouped = sel.reshape(T, n_groups, E // n_groups)
+    if group_score == "max":
+        gscore = grouped.max(axis=-1)
+    else:
+        if E // n_groups < 2:
+            raise ValueError("group_score='top2_sum' needs at least 2 experts per group")
+        gscore = -np.sort(-grouped, axis=-1)[..., :2].sum(axis=-1)
+    chosen = top_k(gscore, topk_groups)  # (T, topk_groups)
+    eligible = np.zeros((T, n_groups), dtype=bool)
+    np.put_along_axis(eligible, chosen, True, axis=-1)
+    return np.where(np.repeat(eligible, E // n_groups, axis=-1), sel, -np.inf)
+
+
+def rank_within_expert(experts_in_order: np.ndarray, num_experts: int) -> np.ndarray:
+    """For a sequence of expert ids, the number of earlier entries with the same id
+    (GShard's ``cumsum(mask) - 1`` read at each entry)."""
+    n = experts_in_order.shape[0]
+    one_hot = experts_in_order[:, None] == np.arange(num_experts)[None, :]
+    return (np.cumsum(one_hot, axis=0) - 1)[np.arange(n), experts_in_order].astype(np.int64)
+
+
+def assignment_order(indices: np.ndarray, token_mask: np.ndarray, drop_order: str,
+                     probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(token, choice) index arrays listing the non-padding assignments in the order
+    that claims slots, for the position-based drop orders."""
+    T, k = indices.shape
+    if drop_order == "k_major":
+        tokens = np.arange(T)
+    elif drop_order == "priority":
+        tokens = np.argsort(-probs.max(axis=-1), kind="stable")  # BPR: most confident first
+    elif drop_order == "token_major":
+        t, j = np.divmod(np.arange(T * k), k)
+        keep = token_mask[t]
+        return t[keep], j[keep]
+    else:
+        raise ValueError(f"drop_order {drop_order!r} is not position-based")
+    tokens = tokens[token_mask[tokens]]
+    t = np.tile(tokens, k)
+    j = np.repeat(np.arange(k), tokens.shape[0])
+    return t, j
+
+
+def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, seed=None):
+    """(kept, position), both (T, k), for the given drop order (see module docstring)."""
+    T, k = indices.shape
+    kept = np.zeros((T, k), dtype=bool)
+    position = np.full((T, k), -1, dtype=np.int64)
+    C = np.inf if capacity is None else capacity
+
+    if drop_order in POSITION_ORDERS:
+        t, j = assignment_order(indices, token_mask, drop_order, probs)
+        rank = rank_within_expert(indices[t, j], num_experts)
+        keep = rank < C
+        kept[t[keep], j[keep]] = True
+        position[t[keep], j[keep]] = rank[keep]
+        return kept, position
+
+    # per-expert selection: each expert keeps its C best assignments by a key
+    t, j = np.nonzero(token_mask[:, None] & np.ones((1, k), dtype=bool))  # token-major
+    e = indices[t, j]
+    if drop_order == "per_expert_top_prob":
+        key = probs[t, e]
+    else:  # "random"
+        if seed is None:
+            raise ValueError("drop_order='random' needs an explicit seed")
+        key = np.random.default_rng(seed).random((T, k))[t, j]
+    # best key first, ties to the lower token index (t is ascending: stable sort)
+    by_key = np.argsort(-key, kind="stable")
+    rank_by_key = np.empty_like(by_key)
+    rank_by_key[by_key] = rank_within_expert(e[by_key], num_experts)
+    keep = rank_by_key < C
+    kept[t[keep], j[keep]] = True
+    # slots among the kept, in token order (DeepSpeed: cumsum over the kept mask)
+    position[t[keep], j[keep]] = rank_within_expert(e[keep], num_experts)
+    return kept, position
+
+
+def normalize_gates(raw: np.ndarray, kept: np.ndarray, normalize: str) -> np.ndarray:
+    """Gates (T, k) from raw gates w = p[t, indices] and the kept mask (module docstring)."""
+    if normalize == "none":
+        return np.where(kept, raw, 0.0)
+    if normalize == "before_drop":
+        num, den = raw, raw.sum(axis=-1, keepdims=True)
+    elif normalize == "after_drop":
+        num = np.where(kept, raw, 0.0)
+        den = num.sum(axis=-1, keepdims=True)
+    else:
+        raise ValueError(f"normalize: expected one of {NORMALIZE}, got {normalize!r}")
+    safe = np.where(den > 0, den, 1.0)
+    return np.where(kept & (den > 0), num / safe, 0.0)
+
+
+def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> Optional[int]:
+    if spec is None:
+        return None
+    if callable(spec):
+        c = spec(tokens, experts, k)
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0:
+            raise ValueError(f"capacity rule {spec!r} returned {c!r}, expected an int >= 0")
+        return int(c)
+    return int(spec)
+
+
+# ---------------------------------------------------------------------------
+
+
+def _check_logits(logits) -> np.ndarray:
+    z = as_float_array(logits, "logits", ndim=2)
+    if z.shape[1] < 1:
+        raise ValueError(f"logits: expected shape (T, E) with E >= 1, got {z.shape}")
+    return z
+
+
+def _check_k(k, E: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k: expected an int, got {type(k).__name__}")
+    if not 1 <= k <= E:
+        raise ValueError(f"k: expected 1 <= k <= E={E}, got {k}")
+    return int(k)
+
+
+def _check_padding_mask(padding_mask, T: int) -> np.ndarray:
+    if padding_mask is None:
+        return np.ones(T, dtype=bool)
+    m = np.asarray(padding_mask)
+    if m.dtype != np.bool_ or m.shape != (T,):
+        raise ValueError(f"padding_mask: expected a bool array of shape ({T},) (True = real token), "
+                         f"got dtype {m.dtype} shape {m.shape}")
+    return m.copy()
+
+
+def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOptions:
+    """RouteOptions from a preset (name or Preset), overridden by explicit conventions.
+
+    ``capacity_factor`` replaces the factor of the capacity rule in force (the
+    spec's default rule ``CapacityRule()`` if the capacity is None or an int).
+    """
+    names = {f.name for f in dataclasses.fields(RouteOptions)}
+    unknown = set(conventions) - names
+    if unknown:
+        raise TypeError(f"route: unknown keyword(s) {sorted(unknown)}; conventions are {sorted(names)}")
+    base = RouteOptions()
+    if preset is not None:
+        from .presets import get as _get_preset
+
+        base = _get_preset(preset).options
+    opts = dataclasses.replace(base, **conventions)
+    if capacity_factor is not None:
+        rule = opts.capacity
+        if not hasattr(rule, "with_factor"):
+            rule = CapacityRule()
+        opts = dataclasses.replace(opts, capacity=rule.with_factor(capacity_factor))
+    return opts
+
+
+def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
+          capacity_factor=None, seed=None, **conventions) -> Routing:
+    """Route T tokens to k of E experts each. See the module docstring for the formulas.
+
+    logits:         (T, E) raw router logits (not probabilities), finite
+    k:              experts per token, 1 <= k <= E
+    preset:         a name from ``refimpl.moe.presets`` (or a Preset): its conventions
+    padding_mask:   (T,) bool, True for real tokens (default: all real)
+    selection_bias: (E,) added to the scores for selection only (DeepSeek-V3)
+    capacity_factor: replaces the factor of the capacity rule
+    seed:           for drop_order="random"
+    **conventions:  any field of :class:`RouteOptions` (score, normalize,
+                    capacity, drop_order, route_scale, n_groups, topk_groups,
+                    group_score); explicit values override the preset's.
+                    Defaults: softmax, normalize="none", capacity=None
+                    (dropless), drop_order="k_major", route_scale=1.
+
+    Returns a :class:`Routing`. Inputs are not modified.
+    """
+    if preset is not None:
+        from .presets import get as _get_preset
+
+        p = _get_preset(preset)
+        if p.k is not None and k != p.k:
+            raise ValueError(f"k: preset {p.name!r} routes to exactly k={p.k}, got k={k}")
+    opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
+    z = _check_logits(logits)
+    T, E = z.shape
+    k = _check_k(k, E)
+    token_mask = _check_padding_mask(padding_mask, T)
+
+    probs = router_scores(z, opts.score)
+    sel = probs
+    if selection_bias is not None:
+        b = as_float_array(selection_bias, "selection_bias", ndim=1)
+        if b.shape != (E,):
+            raise ValueError(f"selection_bias: expected shape ({E},), got {b.shape}")
+        sel = probs + b
+    if opts.n_groups is not None:
+        per_group = E // opts.n_groups if E % opts.n_groups == 0 else 0
+        if k > opts.topk_groups * per_group:
+            raise ValueError(f"k: expected <= topk_groups * E / n_groups = {opts.topk_groups * per_group}, got {k}")
+        sel = group_limited_scores(sel, opts.n_groups, opts.topk_groups, opts.group_score)
+    indices = top_k(sel, k)
+
+    counts = np.bincount(indices[token_mask].ravel(), minlength=E).astype(np.int64)
+    C = resolve_capacity(opts.capacity, T, E, k)
+    kept, position = assign_slots(indices, token_mask, E, C, opts.drop_order, probs, seed)
+
+    raw = np.take_along_axis(probs, indices, axis=-1)
+    gates = normalize_gates(raw, kept, opts.normalize) * opts.route_scale
+
+    return Routing(probs=probs, indices=indices, gates=gates, kept=kept, position=position,
+                   capacity=C, counts=counts, token_mask=token_mask, options=opts)
