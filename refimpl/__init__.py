@@ -3,6 +3,15 @@
 Read the module docstrings for formulas, shapes, conventions and sources.
 """
 
+from . import masks
+from .sdpa import (
+    alibi_bias,
+    alibi_slopes,
+    attention,
+    attention_backward,
+    attention_probs,
+    multi_head_attention,
+)
 from .softmax import (
     OnlineSoftmaxState,
     logsumexp,
@@ -14,6 +23,13 @@ from .softmax import (
 )
 
 __all__ = [
+    "masks",
+    "alibi_bias",
+    "alibi_slopes",
+    "attention",
+    "attention_backward",
+    "attention_probs",
+    "multi_head_attention",
     "OnlineSoftmaxState",
     "logsumexp",
     "merge_attention_states",

@@ -1,0 +1,386 @@
+"""Conformance properties of attention implementations (kind "attention").
+
+Each check takes an adapter (see ``properties.attention_impls.AttentionAdapter``)
+and a case (``properties.attention_cases.AttnCase``). ``PROPERTIES`` lists them
+with the wrong implementations each must reject.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+import refimpl
+
+from . import attention_cases as C
+from .attention_impls import BUNDLED, WRONG  # noqa: F401  (re-exported for tests)
+from .core import Property
+from .tolerance import (
+    attention_forward_bounds,
+    compare_close,
+    compare_lse,
+    float32_kernel_bounds,
+)
+
+
+def _run(impl, case: C.AttnCase, **override):
+    kw = {**case.kwargs, **override}
+    out, lse = impl.forward(case.q, case.k, case.v, **kw)
+    return np.asarray(out, dtype=np.float64), (None if lse is None else np.asarray(lse, dtype=np.float64))
+
+
+def _bounds(impl, case: C.AttnCase, ref_out, ref_lse):
+    kw = case.kwargs
+    if getattr(impl, "precision", "float64") == "float32":
+        D = case.q.shape[-1]
+        scale = kw.get("scale") or 1.0 / np.sqrt(D)
+        return float32_kernel_bounds(
+            case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), scale, kw.get("softcap"), kw.get("bias")
+        )
+    return attention_forward_bounds(case.q, case.k, case.v, scale=kw.get("scale"), bias=kw.get("bias"), lse=ref_lse)
+
+
+def _assert_matches(impl, case, out, lse, ref_out, ref_lse, what=""):
+    atol_out, atol_lse = _bounds(impl, case, ref_out, ref_lse)
+    ctx = f"{impl.name}{what} on {case!r}"
+    compare_close("out", out, ref_out, atol_out, ctx)
+    if lse is not None and "lse" in impl.capabilities:
+        compare_lse("lse", lse, ref_lse, atol_lse, ctx)
+
+
+# ----------------------------------------------------------------------------
+# checks
+
+
+def check_matches_reference(impl, case):
+    """out and lse equal refimpl.attention's within the reasoned bound."""
+    out, lse = _run(impl, case)
+    ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **case.kwargs)
+    _assert_matches(impl, case, out, lse, ref_out, ref_lse)
+
+
+def check_convex_combination(impl, case):
+    """Each output row lies in the box spanned by the values it attends to (0 if none).
+
+    Without dropout out_i = sum_j P_ij v_j with P_ij >= 0 summing to 1 over the
+    visible keys, so min_j v_jd <= out_id <= max_j v_jd. Rejects outputs whose
+    weights do not sum to 1 (a forgotten rescale, a wrong normaliser).
+    """
+    out, _ = _run(impl, case)
+    vis = C.visible(case)  # (B, Hq, Lq, Lk)
+    G = case.q.shape[1] // case.k.shape[1]
+    V = np.repeat(case.v, G, axis=1)[:, :, None, :, :]  # (B, Hq, 1, Lk, Dv)
+    hi = np.max(np.where(vis[..., None], V, -np.inf), axis=3)
+    lo = np.min(np.where(vis[..., None], V, np.inf), axis=3)
+    empty = ~vis.any(axis=-1)
+    ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **case.kwargs)
+    tol, _ = _bounds(impl, case, ref_out, ref_lse)
+    if not np.isfinite(out).all():
+        raise AssertionError(f"{impl.name}: non-finite output on {case!r}")
+    bad = ~empty[..., None] & ((out > hi + tol) | (out < lo - tol))
+    if bad.any():
+        b = tuple(np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{impl.name}: out{list(map(int, b))} = {out[b]:.6g} outside the attended values' range "
+            f"[{lo[b]:.6g}, {hi[b]:.6g}]: the weights do not form a convex combination; {case!r}"
+        )
+    if np.any(np.abs(out[empty]) > 0):
+        raise AssertionError(f"{impl.name}: a fully masked row has a non-zero output; {case!r}")
+
+
+def _with_array_mask(case: C.AttnCase) -> C.AttnCase:
+    """The same problem with causal/window/predicate masks folded into one bool array."""
+    kw = {k: v for k, v in case.kwargs.items() if k not in ("mask", "causal", "window", "align")}
+    B, Hq, Lq, _ = case.q.shape
+    vis = C.visible(case.with_(kwargs={k: v for k, v in case.kwargs.items() if k != "bias"}))
+    return case.with_(kwargs={**kw, "mask": np.ascontiguousarray(vis)})
+
+
+def check_key_permutation_invariance(impl, case):
+    """Permuting keys, values, mask columns (and bias, dropout columns) together changes nothing."""
+    base = _with_array_mask(case)
+    perm = np.random.default_rng(case.seed).permutation(case.k.shape[2])
+    kw = dict(base.kwargs)
+    for key in ("mask", "bias", "dropout_mask"):
+        if kw.get(key) is not None:
+            arr = np.asarray(kw[key])
+            kw[key] = arr[..., perm] if arr.shape[-1] > 1 else arr
+    permuted = base.with_(k=case.k[:, :, perm], v=case.v[:, :, perm], kwargs=kw)
+    out0, lse0 = _run(impl, base)
+    out1, lse1 = _run(impl, permuted)
+    _assert_matches(impl, base, out1, lse1, out0, lse0, what=" (keys permuted vs not)")
+
+
+def check_gqa_equals_repeated_mha(impl, case):
+    """GQA with Hkv kv heads equals MHA with each kv head repeated G times (h -> h // G)."""
+    G = case.q.shape[1] // case.k.shape[1]
+    if G == 1:
+        return
+    out0, lse0 = _run(impl, case)
+    mha = case.with_(k=np.repeat(case.k, G, axis=1), v=np.repeat(case.v, G, axis=1))
+    out1, lse1 = _run(impl, mha)
+    _assert_matches(impl, case, out0, lse0, out1, lse1, what=" (GQA vs repeated-kv MHA)")
+
+
+def _perturb(case, cols_hidden: np.ndarray):
+    """Replace keys and values where cols_hidden (Lk,) is True with unrelated ones."""
+    rng = np.random.default_rng(case.seed + 1)
+    k, v = case.k.copy(), case.v.copy()
+    k[:, :, cols_hidden] = rng.standard_normal(k[:, :, cols_hidden].shape) * 5
+    v[:, :, cols_hidden] = rng.standard_normal(v[:, :, cols_hidden].shape) * 5
+    return case.with_(k=k, v=v)
+
+
+def check_causal_ignores_future(impl, case):
+    """With causal=True, row i does not depend on keys after its aligned position i + o."""
+    Lq, Lk = case.q.shape[2], case.k.shape[2]
+    o = Lk - Lq if case.kwargs.get("align", "bottom_right") == "bottom_right" else 0
+    cut = int(np.random.default_rng(case.seed).integers(0, Lk + 1))
+    out0, lse0 = _run(impl, case)
+    out1, lse1 = _run(impl, _perturb(case, np.arange(Lk) >= cut))
+    rows = np.arange(Lq) + o < cut  # rows whose visible keys all lie before the cut
+    atol, _ = _bounds(impl, case, out0, lse0)
+    sub = lambda a: a[:, :, rows]  # noqa: E731
+    compare_close("out (future keys perturbed)", sub(out1), sub(out0), atol, f"{impl.name}: cut={cut}, o={o}; {case!r}")
+
+
+def check_window_ignores_outside(impl, case):
+    """Row i does not depend on keys outside [i + o - left, i + o + right]."""
+    Lq, Lk = case.q.shape[2], case.k.shape[2]
+    left, right = case.kwargs["window"]
+    o = Lk - Lq if case.kwargs.get("align", "bottom_right") == "bottom_right" else 0
+    out0, lse0 = _run(impl, case)
+    atol, _ = _bounds(impl, case, out0, lse0)
+    j = np.arange(Lk)
+    for i in range(Lq):
+        inside = np.ones(Lk, dtype=bool)
+        if left is not None:
+            inside &= j >= i + o - left
+        if right is not None:
+            inside &= j <= i + o + right
+        if inside.all():
+            continue
+        out1, _ = _run(impl, _perturb(case, ~inside))
+        compare_close(
+            f"out row {i} (keys outside the window perturbed)", out1[:, :, i], out0[:, :, i], atol,
+            f"{impl.name}: window={case.kwargs['window']}, o={o}; {case!r}",
+        )
+
+
+def check_alignment_relation(impl, case):
+    """Causal bottom_right equals top_left when Lq == Lk and differs when Lq != Lk."""
+    Lq, Lk = case.q.shape[2], case.k.shape[2]
+    br = _run(impl, case, causal=True, align="bottom_right")
+    tl = _run(impl, case, causal=True, align="top_left")
+    if Lq == Lk:
+        _assert_matches(impl, case, tl[0], tl[1], br[0], br[1], what=" (top_left vs bottom_right, Lq == Lk)")
+        return
+    ref_br = refimpl.attention(case.q, case.k, case.v, **{**case.kwargs, "causal": True, "align": "bottom_right"})[0]
+    ref_tl = refimpl.attention(case.q, case.k, case.v, **{**case.kwargs, "causal": True, "align": "top_left"})[0]
+    atol_br, _ = _bounds(impl, case, ref_br, None)
+    compare_close("out (align=bottom_right)", br[0], ref_br, atol_br, f"{impl.name}; {case!r}")
+    atol_tl, _ = _bounds(impl, case, ref_tl, None)
+    compare_close("out (align=top_left)", tl[0], ref_tl, atol_tl, f"{impl.name}; {case!r}")
+
+
+def check_backward_finite_differences(impl, case):
+    """Analytic (dq, dk, dv) agree with central differences of f = sum(dout * out).
+
+    Directional: for each of q, k, v a random unit direction e, compare <grad, e>
+    with (f(x + h e) - f(x - h e)) / 2h, h = 1e-5. Truncation error is
+    h^2/6 |f'''| (inputs of magnitude <= 3 and D <= 6 keep |f'''| below ~1e2
+    here), roundoff about u |f| / h ~ 1e-11 |f|; the tolerance 1e-6 (1 + |f| + |<grad,e>|)
+    sits orders of magnitude above both and far below the O(1e-2..1) errors of
+    a wrong gradient.
+    """
+    rng = np.random.default_rng(case.seed + 7)
+    dout = rng.standard_normal(case.q.shape[:3] + (case.v.shape[3],))
+    grads = impl.backward(case.q, case.k, case.v, dout, **case.kwargs)
+    h = 1e-5
+
+    def f(q, k, v):
+        return float(np.sum(np.asarray(impl.forward(q, k, v, **case.kwargs)[0]) * dout))
+
+    f0 = f(case.q, case.k, case.v)
+    for idx, name in enumerate("qkv"):
+        x = (case.q, case.k, case.v)[idx]
+        e = rng.standard_normal(x.shape)
+        e /= np.linalg.norm(e)
+        args_p = [case.q, case.k, case.v]
+        args_m = [case.q, case.k, case.v]
+        args_p[idx] = x + h * e
+        args_m[idx] = x - h * e
+        fd = (f(*args_p) - f(*args_m)) / (2 * h)
+        an = float(np.sum(np.asarray(grads[idx]) * e))
+        tol = 1e-6 * (1 + abs(f0) + abs(an))
+        if not abs(fd - an) <= tol:
+            raise AssertionError(
+                f"{impl.name}: d{name} . e = {an:.9g} but central difference gives {fd:.9g} "
+                f"(|diff| {abs(fd - an):.2e} > {tol:.2e}); {case!r}"
+            )
+
+
+def check_backward_matches_reference(impl, case):
+    """(dq, dk, dv) equal refimpl.attention_backward's within a scaled float64 bound.
+
+    The gradients are sums of at most Lq*G (or Lk) products of the forward
+    quantities; the bound is the forward bound scaled by max|dout| * (1 + S) * (Lq*G + Lk),
+    with S = scale * max||q|| * max||k|| the score magnitude.
+    """
+    rng = np.random.default_rng(case.seed + 7)
+    dout = rng.standard_normal(case.q.shape[:3] + (case.v.shape[3],))
+    got = impl.backward(case.q, case.k, case.v, dout, **case.kwargs)
+    ref = refimpl.attention_backward(case.q, case.k, case.v, dout, **case.kwargs)
+    atol, _ = attention_forward_bounds(case.q, case.k, case.v, scale=case.kwargs.get("scale"), bias=case.kwargs.get("bias"))
+    D = case.q.shape[-1]
+    scale = case.kwargs.get("scale") or 1 / np.sqrt(D)
+    S = scale * np.max(np.linalg.norm(case.q, axis=-1)) * np.max(np.linalg.norm(case.k, axis=-1))
+    G = case.q.shape[1] // case.k.shape[1]
+    mag = (1 + S) * (1 + np.max(np.abs(case.q)) + np.max(np.abs(case.k))) * np.max(np.abs(dout)) * (case.q.shape[2] * G + case.k.shape[2])
+    for name, g, r in zip(("dq", "dk", "dv"), got, ref):
+        compare_close(name, g, r, atol * mag + 1e-13, f"{impl.name}; {case!r}")
+
+
+def check_dropout_keep_mask(impl, case):
+    """out = (P * keep / (1 - p)) V with P the dropout-free weights; lse ignores dropout."""
+    out, lse = _run(impl, case)
+    kw = case.kwargs
+    P = refimpl.attention_probs(case.q, case.k, **{k: v for k, v in kw.items() if k not in ("dropout_mask", "dropout_p")})
+    G = case.q.shape[1] // case.k.shape[1]
+    expect = (P * kw["dropout_mask"] / (1 - kw["dropout_p"])) @ np.repeat(case.v, G, axis=1)
+    ref_lse = refimpl.attention(case.q, case.k, case.v, **{k: v for k, v in kw.items() if k not in ("dropout_mask", "dropout_p")})[1]
+    atol_out, atol_lse = _bounds(impl, case, expect, ref_lse)
+    ctx = f"{impl.name} with dropout p={kw['dropout_p']}; {case!r}"
+    compare_close("out", out, expect, atol_out / (1 - kw["dropout_p"]), ctx)
+    if lse is not None and "lse" in impl.capabilities:
+        compare_lse("lse", lse, ref_lse, atol_lse, ctx)
+
+
+def check_extreme_scores(impl, case):
+    """Scores of magnitude up to ~1e4: finite outputs, no overflow, equal to the spec."""
+    out, lse = _run(impl, case)
+    if not np.isfinite(out).all():
+        raise AssertionError(f"{impl.name}: non-finite output with extreme scores; {case!r}")
+    check_matches_reference(impl, case)
+
+
+def check_default_scale(impl, case):
+    """The default scale is 1/sqrt(D): attention(q, k, v) == attention(c q, k, v, scale=1/(c sqrt D))."""
+    D = case.q.shape[-1]
+    c = 1.7
+    kw = {k: v for k, v in case.kwargs.items() if k != "scale"}
+    out0, lse0 = impl.forward(case.q, case.k, case.v, **kw)
+    out1, lse1 = impl.forward(case.q * c, case.k, case.v, **kw, scale=1.0 / (c * np.sqrt(D)))
+    _assert_matches(impl, case, np.asarray(out0), lse0, np.asarray(out1), lse1, what=" (default scale vs explicit 1/sqrt(D))")
+
+
+def check_fully_masked_rows(impl, case):
+    """A row with no visible key gives out 0 and lse -inf (the spec's convention)."""
+    out, lse = _run(impl, case)
+    empty = ~C.visible(case).any(axis=-1)
+    if not empty.any():
+        return
+    if not np.all(np.asarray(out)[empty] == 0):
+        raise AssertionError(f"{impl.name}: fully masked rows must give out 0, got {np.asarray(out)[empty][:2]}; {case!r}")
+    if lse is not None and "lse" in impl.capabilities and not np.all(np.isneginf(np.asarray(lse)[empty])):
+        raise AssertionError(f"{impl.name}: fully masked rows must give lse -inf, got {np.asarray(lse)[empty][:3]}; {case!r}")
+
+
+def check_inputs_not_mutated(impl, case):
+    """q, k, v and every array keyword are unchanged by the call."""
+    arrays = {"q": case.q, "k": case.k, "v": case.v, **{k: v for k, v in case.kwargs.items() if isinstance(v, np.ndarray)}}
+    before = {name: a.copy() for name, a in arrays.items()}
+    impl.forward(case.q, case.k, case.v, **case.kwargs)
+    for name, a in arrays.items():
+        if not np.array_equal(a, before[name]):
+            raise AssertionError(f"{impl.name}: the call modified its input {name}; {case!r}")
+
+
+# ----------------------------------------------------------------------------
+# strategies bound to capabilities
+
+
+def _general(caps):
+    return C.attention_case(caps)
+
+
+def _no_dropout(caps):
+    return C.attention_case(caps - {"dropout"})
+
+
+def _causal(caps):
+    return C.attention_case(caps - {"window"}, force={"causal": True})
+
+
+@st.composite
+def _windowed(draw, caps):
+    case = draw(C.attention_case(caps - {"mask_array", "mask_predicate"}))
+    if "window" not in case.kwargs:
+        case = case.with_kwargs(window=(draw(st.integers(0, 3)), draw(st.one_of(st.none(), st.integers(0, 3)))))
+    return case
+
+
+def _alignment(caps):
+    return C.attention_case(caps - {"window", "mask_predicate"})
+
+
+def _backward(caps):
+    return C.attention_case(caps, max_len=5, max_dim=6)
+
+
+def _dropout(caps):
+    return C.attention_case(caps).filter(lambda c: "dropout_p" in c.kwargs)
+
+
+def _extreme(caps):
+    return C.attention_case(caps - {"dropout", "softcap"}, magnitudes=(30.0, 100.0))
+
+
+def _masked_rows(caps):
+    return C.attention_case(caps).filter(lambda c: not C.visible(c).any(axis=-1).all())
+
+
+_ALL_BUGS_FORWARD = (
+    "top_left_for_bottom_right", "ignore_align", "window_off_by_one", "head_map_mod", "no_scale",
+    "inverted_causal", "nan_empty_rows", "uniform_empty_rows", "dropout_no_rescale", "online_no_rescale",
+)
+
+PROPERTIES = [
+    Property("matches_reference", "attention", check_matches_reference, _general,
+             "out and lse equal refimpl.attention within the reasoned bound", rejects=_ALL_BUGS_FORWARD),
+    Property("convex_combination", "attention", check_convex_combination, _no_dropout,
+             "each output row is a convex combination of the attended values", rejects=("online_no_rescale",)),
+    Property("key_permutation_invariance", "attention", check_key_permutation_invariance, _general,
+             "permuting keys, values and mask columns together changes nothing",
+             requires=frozenset({"mask_array"}), rejects=("online_no_rescale",)),
+    Property("gqa_equals_repeated_mha", "attention", check_gqa_equals_repeated_mha, _general,
+             "GQA equals MHA with k/v repeated (head h reads kv head h // G)",
+             requires=frozenset({"gqa"}), rejects=("head_map_mod",)),
+    Property("causal_ignores_future", "attention", check_causal_ignores_future, _causal,
+             "causal rows do not depend on keys after their aligned position",
+             requires=frozenset({"causal"}), rejects=("inverted_causal", "top_left_for_bottom_right")),
+    Property("window_ignores_outside", "attention", check_window_ignores_outside, _windowed,
+             "window rows do not depend on keys outside [p - left, p + right]",
+             requires=frozenset({"window"}), rejects=("window_off_by_one",)),
+    Property("alignment_relation", "attention", check_alignment_relation, _alignment,
+             "bottom_right equals top_left when Lq == Lk and each matches the spec otherwise",
+             requires=frozenset({"causal", "top_left"}), rejects=("ignore_align", "top_left_for_bottom_right")),
+    Property("backward_finite_differences", "attention", check_backward_finite_differences, _backward,
+             "analytic gradients agree with central finite differences (float64)",
+             requires=frozenset({"backward"}), rejects=("backward_no_D", "backward_no_softcap_grad", "backward_dk_one_head")),
+    Property("backward_matches_reference", "attention", check_backward_matches_reference, _backward,
+             "gradients equal refimpl.attention_backward",
+             requires=frozenset({"backward"}), rejects=("backward_no_D", "backward_no_softcap_grad", "backward_dk_one_head")),
+    Property("dropout_keep_mask", "attention", check_dropout_keep_mask, _dropout,
+             "dropout by an explicit keep-mask: out = (P * keep / (1 - p)) V, lse unchanged",
+             requires=frozenset({"dropout"}), rejects=("dropout_no_rescale", "dropout_before_softmax")),
+    Property("extreme_scores", "attention", check_extreme_scores, _extreme,
+             "scores up to ~1e4 in magnitude: no overflow or NaN, equal to the spec", rejects=("no_max_subtraction",)),
+    Property("default_scale", "attention", check_default_scale, _general,
+             "default scale is 1/sqrt(D)", requires=frozenset({"scale"}), rejects=("no_scale",)),
+    Property("fully_masked_rows", "attention", check_fully_masked_rows, _masked_rows,
+             "a fully masked row gives out 0 and lse -inf",
+             requires=frozenset({"mask_array"}), rejects=("nan_empty_rows", "uniform_empty_rows")),
+    Property("inputs_not_mutated", "attention", check_inputs_not_mutated, _general,
+             "inputs are never modified", rejects=("mutates_input",)),
+]

@@ -1,0 +1,232 @@
+"""Attention adapters: the bundled implementations and the deliberately wrong ones.
+
+``NaiveAttention`` is a second, independent float64 implementation (written
+directly from the formula with ``np.repeat`` for GQA and a materialised mask),
+so the suite never checks refimpl only against itself. With ``bug=...`` it
+becomes one of the wrong implementations the meta-tests feed to the
+properties; each bug is a mistake seen in real kernels or in the seeds:
+
+    top_left_for_bottom_right  causal/window aligned top-left although bottom-right was asked
+    ignore_align               always bottom-right, even when top-left was asked
+    window_off_by_one          left window one key too wide (W + 1 keys for W, ERRATA 2)
+    head_map_mod               GQA query head h reads kv head h % Hkv instead of h // G
+    no_max_subtraction         exp(s) without subtracting the row max: overflows
+    no_scale                   forgets the default 1/sqrt(D)
+    inverted_causal            the causal mask of seed 001 section 14.5 (ERRATA 1)
+    nan_empty_rows             a fully masked row gives NaN (0/0), as the xformers reference
+    uniform_empty_rows         a fully masked row averages all values (finite mask value, JAX)
+    dropout_no_rescale         kept probabilities not divided by (1 - p)
+    dropout_before_softmax     keep-mask applied to scores, then renormalised
+    mutates_input              scales q in place (the caller's array changes)
+    online_no_rescale          blockwise over keys, accumulator not rescaled when the max grows
+    backward_no_D              dS = P * dP (drops the rowsum(dO * O) term)
+    backward_no_softcap_grad   forgets the tanh' factor of softcap
+    backward_dk_one_head       dK/dV from the first query head of each group only
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+import refimpl
+from refimpl import masks as M
+
+from .attention_cases import ALL_CAPS
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionAdapter:
+    """Adapter protocol for attention implementations.
+
+    forward(q, k, v, **kwargs) -> (out, lse) with refimpl.attention's keywords.
+    backward(q, k, v, dout, **kwargs) -> (dq, dk, dv), if "backward" in capabilities.
+    precision: "float64" (compared with the float64 bound) or "float32"
+    (compared the flash-attn way; see properties.tolerance).
+    """
+
+    name: str
+    forward: Callable
+    capabilities: frozenset
+    backward: Callable | None = None
+    precision: str = "float64"
+    kind: str = "attention"
+
+
+BUGS = (
+    "top_left_for_bottom_right",
+    "ignore_align",
+    "window_off_by_one",
+    "head_map_mod",
+    "no_max_subtraction",
+    "no_scale",
+    "inverted_causal",
+    "nan_empty_rows",
+    "uniform_empty_rows",
+    "dropout_no_rescale",
+    "dropout_before_softmax",
+    "mutates_input",
+    "online_no_rescale",
+    "backward_no_D",
+    "backward_no_softcap_grad",
+    "backward_dk_one_head",
+)
+
+
+def _visible(Lq, Lk, B, Hq, mask, causal, align, window, bias, bug):
+    o = Lk - Lq if align == "bottom_right" else 0
+    if bug == "top_left_for_bottom_right":
+        o = 0
+    if bug == "ignore_align":
+        o = Lk - Lq
+    i = np.arange(Lq)[:, None]
+    j = np.arange(Lk)[None, :]
+    vis = np.ones((B, Hq, Lq, Lk), dtype=bool)
+    if causal:
+        vis &= (i + o < j) if bug == "inverted_causal" else (j <= i + o)
+    if window is not None:
+        left, right = window
+        if left is not None:
+            vis &= j >= i + o - (left + 1 if bug == "window_off_by_one" else left)
+        if right is not None:
+            vis &= j <= i + o + right
+    if mask is not None:
+        vis &= mask.materialize(Lq, Lk) if isinstance(mask, M.Mask) else np.asarray(mask, dtype=bool)
+    if bias is not None:
+        vis &= np.isfinite(bias)
+    return vis
+
+
+def _scores(q, k, scale, softcap, bias, bug):
+    D = q.shape[-1]
+    sc = 1.0 / np.sqrt(D) if scale is None else scale
+    if bug == "no_scale" and scale is None:
+        sc = 1.0
+    if bug == "mutates_input":
+        q *= sc  # the bug: writes into the caller's array
+        raw = q @ np.swapaxes(k, -1, -2)
+    else:
+        raw = sc * (q @ np.swapaxes(k, -1, -2))
+    s = raw if softcap is None else softcap * np.tanh(raw / softcap)
+    if bias is not None:
+        s = s + np.where(np.isfinite(bias), bias, 0.0)
+    return s, raw, sc
+
+
+def _kv_heads(Hq, Hkv, bug):
+    G = Hq // Hkv
+    return np.arange(Hq) % Hkv if bug == "head_map_mod" else np.arange(Hq) // G
+
+
+def naive_attention(
+    q, k, v, *, mask=None, causal=False, align="bottom_right", window=None, scale=None,
+    softcap=None, bias=None, dropout_mask=None, dropout_p=0.0, bug=None, return_probs=False,
+):
+    """Attention straight from the formula, independent of refimpl.attention."""
+    if bug != "mutates_input":
+        q = np.array(q, dtype=np.float64)
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    idx = _kv_heads(Hq, Hkv, bug)
+    K, V = np.asarray(k, np.float64)[:, idx], np.asarray(v, np.float64)[:, idx]
+    s, _, _ = _scores(q, K, scale, softcap, bias, bug)
+    vis = _visible(Lq, Lk, B, Hq, mask, causal, align, window, bias, bug)
+    if dropout_mask is not None and bug == "dropout_before_softmax":
+        vis = vis & dropout_mask
+    s = np.where(vis, s, -np.inf)
+    any_vis = vis.any(axis=-1, keepdims=True)
+    m = np.where(any_vis, np.max(s, axis=-1, keepdims=True, initial=-np.inf), 0.0)
+    if bug == "no_max_subtraction":
+        m = np.zeros_like(m)
+    if bug == "online_no_rescale":
+        e, l = _online_no_rescale_weights(s)
+    else:
+        with np.errstate(over="ignore"):
+            e = np.exp(s - m)
+        l = np.sum(e, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if bug == "nan_empty_rows":
+            P = e / l
+        else:
+            P = np.where(l > 0, e / np.where(l > 0, l, 1.0), 0.0)
+        if bug == "uniform_empty_rows":
+            P = np.where(any_vis, P, 1.0 / Lk)
+        lse = np.where(l[..., 0] > 0, m[..., 0] + np.log(np.where(l[..., 0] > 0, l[..., 0], 1.0)), -np.inf)
+    Pd = P
+    if dropout_mask is not None and bug != "dropout_before_softmax":
+        Pd = P * dropout_mask if bug == "dropout_no_rescale" else P * dropout_mask / (1.0 - dropout_p)
+    out = Pd @ V
+    return (out, lse, P) if return_probs else (out, lse)
+
+
+def _online_no_rescale_weights(s, block=2):
+    """Blockwise over keys with the accumulator's rescale forgotten: the weight of an
+    early block stays exp(s - m_old) after the running max grows to m_new."""
+    Lk = s.shape[-1]
+    m = np.full(s.shape[:-1] + (1,), -np.inf)
+    l = np.zeros(s.shape[:-1] + (1,))
+    e = np.zeros_like(s)
+    for j0 in range(0, Lk, block):
+        blk = s[..., j0 : j0 + block]
+        m_new = np.maximum(m, np.max(blk, axis=-1, keepdims=True))
+        safe = np.where(np.isfinite(m_new), m_new, 0.0)
+        eb = np.where(np.isfinite(blk), np.exp(blk - safe), 0.0)
+        l = l * np.where(np.isfinite(m), np.exp(m - safe), 0.0) + eb.sum(-1, keepdims=True)
+        e[..., j0 : j0 + block] = eb  # earlier columns keep their stale scale: the bug
+        m = m_new
+    return e, l
+
+
+def naive_attention_backward(q, k, v, dout, *, bug=None, **kw):
+    """Gradients straight from the formula (see refimpl.attention_backward)."""
+    q = np.asarray(q, np.float64)
+    B, Hq, Lq, D = q.shape
+    Hkv = k.shape[1]
+    G = Hq // Hkv
+    idx = _kv_heads(Hq, Hkv, None)
+    K, V = np.asarray(k, np.float64)[:, idx], np.asarray(v, np.float64)[:, idx]
+    _, _, P = naive_attention(q, k, v, **kw, return_probs=True)
+    _, raw, sc = _scores(q, K, kw.get("scale"), kw.get("softcap"), None, None)
+    Z = 1.0
+    if kw.get("dropout_mask") is not None:
+        Z = kw["dropout_mask"] / (1.0 - kw["dropout_p"])
+    dV = np.swapaxes(P * Z, -1, -2) @ dout
+    dP = (dout @ np.swapaxes(V, -1, -2)) * Z
+    Drow = 0.0 if bug == "backward_no_D" else np.sum(P * dP, axis=-1, keepdims=True)
+    dS = P * (dP - Drow)
+    if kw.get("softcap") is not None and bug != "backward_no_softcap_grad":
+        dS = dS * (1.0 - np.tanh(raw / kw["softcap"]) ** 2)
+    dq = sc * dS @ K
+    dK = sc * np.swapaxes(dS, -1, -2) @ q
+    if bug == "backward_dk_one_head":
+        dk = dK.reshape(B, Hkv, G, *dK.shape[2:])[:, :, 0]
+        dv = dV.reshape(B, Hkv, G, *dV.shape[2:])[:, :, 0]
+    else:
+        dk = dK.reshape(B, Hkv, G, *dK.shape[2:]).sum(axis=2)
+        dv = dV.reshape(B, Hkv, G, *dV.shape[2:]).sum(axis=2)
+    return dq, dk, dv
+
+
+def naive_adapter(bug=None) -> AttentionAdapter:
+    name = "properties.naive_attention" + (f"[bug={bug}]" if bug else "")
+    return AttentionAdapter(
+        name=name,
+        forward=lambda q, k, v, **kw: naive_attention(q, k, v, bug=bug, **kw),
+        backward=lambda q, k, v, do, **kw: naive_attention_backward(
+            q, k, v, do, bug=bug if bug and bug.startswith("backward") else None, **kw
+        ),
+        capabilities=ALL_CAPS,
+    )
+
+
+REFIMPL_ATTENTION = AttentionAdapter(
+    name="refimpl.attention",
+    forward=refimpl.attention,
+    backward=refimpl.attention_backward,
+    capabilities=ALL_CAPS,
+)
+
+BUNDLED = [REFIMPL_ATTENTION, naive_adapter()]
+WRONG = {bug: naive_adapter(bug) for bug in BUGS}

@@ -1,0 +1,140 @@
+"""Reasoned error bounds for comparing attention implementations.
+
+Float64 bound (a float64 implementation against the exact value).
+Write u = 2^-53 (unit roundoff). For one score s_ij = scale * <q_i, k_j>
+computed in floating point, the dot product's error is at most
+gamma_D * scale * ||q_i|| ||k_j|| with gamma_D = D u / (1 - D u) (Higham,
+*Accuracy and Stability of Numerical Algorithms*, eq. 3.5, plus Cauchy-Schwarz);
+softcap (|d tanh| <= 1) does not amplify it and a bias adds u |bias|.
+A perturbation delta of the scores changes each weight P_ij = exp(s_ij - lse_i)
+by a relative amount of at most 2 delta, and the sum over Lk keys and the exp,
+log and division add (Lk + c) u. Hence, with V = max |v|,
+
+    |out - out_exact| <= V * (2 delta + (Lk + 8) u),   delta = (D + 2) u * S + u * max|bias|
+    |lse - lse_exact| <= delta + (Lk + 8) u * max(1, |lse|)
+
+where S = scale * max_i ||q_i|| * max_j ||k_j||. Two float64 implementations
+each within this bound differ by at most twice it; the suite uses
+``FLOAT64_SAFETY`` (4) times the one-sided bound, and ``tests/test_tolerance.py``
+measures refimpl's actual error against a 50-digit mpmath oracle to show the
+spec sits far inside (the measured margin is printed there).
+
+Float32 kernels are compared the flash-attn way (CONVENTIONS.md, Tolerances):
+their error against the float64 spec may be at most ``2x`` (forward) the error
+of a naive float32 NumPy computation of the same attention, plus a
+rounding-noise floor of a few float32 ulps of the output scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+U64 = 2.0**-53
+U32 = 2.0**-24
+FLOAT64_SAFETY = 4.0
+
+
+def _norms(x: np.ndarray) -> float:
+    return float(np.max(np.linalg.norm(x, axis=-1), initial=0.0))
+
+
+def score_error_bound(q, k, scale: float, bias=None) -> float:
+    """delta: bound on the absolute error of any final score, float64."""
+    D = q.shape[-1]
+    S = scale * _norms(q) * _norms(k)
+    b = 0.0 if bias is None else float(np.max(np.abs(np.where(np.isfinite(bias), bias, 0.0)), initial=0.0))
+    return (D + 2) * U64 * S + U64 * b
+
+
+def attention_forward_bounds(q, k, v, *, scale=None, bias=None, lse=None, safety: float = FLOAT64_SAFETY):
+    """(atol_out, atol_lse) for comparing two float64 attention results.
+
+    ``lse`` (the reference's) scales the lse bound; pass None to use 1.
+    """
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    D, Lk = q.shape[-1], k.shape[-2]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    delta = score_error_bound(q, k, scale, bias)
+    V = float(np.max(np.abs(v), initial=0.0))
+    atol_out = safety * V * (2 * delta + (Lk + 8) * U64)
+    lse_mag = 1.0 if lse is None else max(1.0, float(np.max(np.abs(lse[np.isfinite(lse)]), initial=0.0)))
+    atol_lse = safety * (delta + (Lk + 8) * U64 * lse_mag)
+    return atol_out, atol_lse
+
+
+def compare_lse(name: str, got, ref, atol: float, context: str) -> None:
+    """Assert -inf positions equal and finite entries within ``atol``."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        raise AssertionError(f"{name}: shape {got.shape}, expected {ref.shape}; {context}")
+    if np.isnan(got).any():
+        raise AssertionError(f"{name}: NaN at {np.argwhere(np.isnan(got))[:3].tolist()}; {context}")
+    inf_got, inf_ref = np.isneginf(got), np.isneginf(ref)
+    if not np.array_equal(inf_got, inf_ref):
+        where = np.argwhere(inf_got != inf_ref)[0].tolist()
+        raise AssertionError(
+            f"{name}: -inf pattern differs at {where} (got {got[tuple(where)]}, expected {ref[tuple(where)]}); "
+            f"a fully masked row must give -inf and only those; {context}"
+        )
+    fin = ~inf_ref
+    compare_close(name, got[fin], ref[fin], atol, context)
+
+
+def compare_close(name: str, got, ref, atol: float, context: str) -> None:
+    """Assert |got - ref| <= atol everywhere, with a message naming the worst entry."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        raise AssertionError(f"{name}: shape {got.shape}, expected {ref.shape}; {context}")
+    if got.size == 0:
+        return
+    if not np.isfinite(got).all():
+        bad = np.argwhere(~np.isfinite(got))[0].tolist()
+        raise AssertionError(f"{name}: non-finite value {got[tuple(bad)]} at {bad}; {context}")
+    err = np.abs(got - ref)
+    worst = np.unravel_index(np.argmax(err), err.shape)
+    if err[worst] > atol:
+        raise AssertionError(
+            f"{name}: max |error| {err[worst]:.3e} at {list(map(int, worst))} exceeds bound {atol:.3e} "
+            f"(got {got[worst]!r}, expected {ref[worst]!r}); {context}"
+        )
+
+
+def float32_naive_attention(q, k, v, mask_bool, scale, softcap=None, bias=None):
+    """A naive float32 NumPy attention (the baseline a float32 kernel is held to).
+
+    ``mask_bool`` (broadcastable to (B, Hq, Lq, Lk)) True = visible; GQA by repeat.
+    Returns (out, lse) in float32 arithmetic (converted to float64 for comparison).
+    """
+    f = np.float32
+    G = q.shape[1] // k.shape[1]
+    q32, k32, v32 = q.astype(f), np.repeat(k, G, axis=1).astype(f), np.repeat(v, G, axis=1).astype(f)
+    s = (q32 @ np.swapaxes(k32, -1, -2)) * f(scale)
+    if softcap is not None:
+        s = f(softcap) * np.tanh(s / f(softcap))
+    if bias is not None:
+        s = s + np.asarray(bias).astype(f)
+    s = np.where(mask_bool, s, f(-np.inf))
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, f(0))
+    e = np.exp(s - m)
+    l = np.sum(e, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(l > 0, (e / np.where(l > 0, l, f(1))) @ v32, f(0))
+        lse = np.where(l[..., 0] > 0, m[..., 0] + np.log(np.where(l[..., 0] > 0, l[..., 0], f(1))), -np.inf)
+    return out.astype(np.float64), lse.astype(np.float64)
+
+
+def float32_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, softcap=None, bias=None, factor: float = 2.0):
+    """(atol_out, atol_lse) for a float32 kernel: factor x naive-float32 error + noise floor.
+
+    The floor is 8 float32 ulps of the output scale max|v| (and of max(1, |lse|)):
+    when the naive float32 error happens to be tiny the kernel still rounds
+    differently (other summation order), by a few ulps.
+    """
+    o32, l32 = float32_naive_attention(q, k, v, mask_bool, scale, softcap, bias)
+    fin = np.isfinite(ref_lse)
+    err_out = float(np.max(np.abs(o32 - ref_out), initial=0.0))
+    err_lse = float(np.max(np.abs(np.where(fin, l32 - ref_lse, 0.0)), initial=0.0))
+    V = float(np.max(np.abs(v), initial=0.0))
+    lse_mag = max(1.0, float(np.max(np.abs(np.where(fin, ref_lse, 0.0)), initial=0.0)))
+    return factor * err_out + 8 * U32 * V, factor * err_lse + 8 * U32 * lse_mag

@@ -1,0 +1,47 @@
+"""Helpers that bind property modules to pytest parametrisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from properties.core import find_counterexample, load_user_implementations, run_property, supports
+
+
+def impl_params(bundled, kind):
+    """Bundled adapters plus the user's ($REFIMPL_IMPLS) of this kind, as pytest params."""
+    impls = list(bundled) + [u for u in load_user_implementations() if u.kind == kind]
+    return [pytest.param(i, id=i.name) for i in impls]
+
+
+def property_impl_params(props, impls):
+    """(property, implementation) pairs; pairs whose capabilities don't fit are not generated.
+
+    An implementation that lacks a capability is listed as unsupported by the
+    report (``python -m properties``), never run and never counted as a pass.
+    """
+    out = []
+    for prop in props:
+        for p in impls:
+            impl = p.values[0]
+            if supports(impl, prop):
+                out.append(pytest.param(prop, impl, id=f"{prop.name}-{impl.name}"))
+    return out
+
+
+def meta_params(props, wrong):
+    return [
+        pytest.param(prop, wrong[bug], id=f"{prop.name}-rejects-{bug}")
+        for prop in props
+        for bug in prop.rejects
+    ]
+
+
+def assert_rejects(prop, wrong_impl, max_examples=300):
+    case = find_counterexample(prop, wrong_impl, max_examples=max_examples)
+    assert case is not None, (
+        f"property {prop.name} found no counterexample for the wrong implementation "
+        f"{wrong_impl.name} in {max_examples} examples: the property cannot catch the bug it exists for"
+    )
+
+
+__all__ = ["impl_params", "property_impl_params", "meta_params", "assert_rejects", "run_property"]
