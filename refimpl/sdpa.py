@@ -13,8 +13,9 @@ see ``tests/test_flash_attn.py::attention_ref`` in Dao-AILab/flash-attention):
     s_ij = softcap * tanh(s_ij / softcap)        if softcap (Gemma-2 style)
     s_ij = s_ij + bias_ij                        if bias (e.g. ALiBi)
     s_ij = -inf where the mask hides (i, j)      mask & causal & window
-    lse_i = log sum_j exp(s_ij)                  natural log, of the final scores
-    P_ij  = exp(s_ij - lse_i)                    (0 in a fully masked row)
+    m_i = max_j s_ij,  l_i = sum_j exp(s_ij - m_i)
+    P_ij  = exp(s_ij - m_i) / l_i                (0 in a fully masked row)
+    lse_i = m_i + log l_i                        natural log, of the final scores
     out_i = sum_j P_ij * keep_ij / (1 - p) * v_j dropout by an explicit keep-mask
 
 Conventions: causal alignment ``bottom_right`` by default (see refimpl.masks);
@@ -32,7 +33,7 @@ import numpy as np
 
 from . import masks as _masks
 from ._validate import positive_float
-from .softmax import _exp_shift, logsumexp
+from .softmax import softmax_and_logsumexp
 
 
 # ----------------------------------------------------------------------------
@@ -292,8 +293,7 @@ def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", wind
 def _forward(st: _Setup):
     everything = slice(None)
     s, _ = st.scores(everything, everything)
-    lse = logsumexp(s)  # (B, Hkv, G, Lq); -inf for a fully masked row
-    P = _exp_shift(s, lse[..., None])  # 0 where hidden and in fully masked rows
+    P, lse = softmax_and_logsumexp(s)  # P 0 where hidden; lse -inf for a fully masked row
     drop = st.dropout_scale(everything, everything)
     Pd = P if drop is None else P * drop
     _, v = st.kv()
@@ -337,8 +337,7 @@ def attention_backward(
         raise ValueError(f"dout: expected shape {(st.B, st.Hq, st.Lq, st.Dv)}, got {dout.shape}")
     everything = slice(None)
     s, raw = st.scores(everything, everything)
-    lse = logsumexp(s)
-    P = _exp_shift(s, lse[..., None])
+    P, _ = softmax_and_logsumexp(s)
     drop = st.dropout_scale(everything, everything)
     Z = 1.0 if drop is None else drop
     q5 = st.q5()

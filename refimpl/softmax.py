@@ -44,27 +44,42 @@ def _exp_shift(x: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.where(np.isneginf(x), 0.0, np.exp(np.where(np.isneginf(x), 0.0, d)))
 
 
+def softmax_and_logsumexp(x, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax(x), logsumexp(x)) along ``axis``, sharing the max-subtracted exponentials.
+
+        m = max_j x_j,  e_j = exp(x_j - m),  l = sum_j e_j
+        softmax_j = e_j / l,   logsumexp = m + log(l)
+
+    Dividing by ``l`` rather than forming ``exp(x_j - logsumexp)`` keeps the
+    rounding error of each weight near n*u whatever the magnitude of x (the
+    latter has an extra error of u * |logsumexp|). An all -inf row gives
+    softmax 0 and logsumexp -inf.
+    """
+    x = as_float_array(x, "x", allow_neg_inf=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    e = _exp_shift(x, m)
+    l = np.sum(e, axis=axis, keepdims=True)
+    nonempty = l > 0
+    p = e / np.where(nonempty, l, 1.0)
+    with np.errstate(divide="ignore"):
+        lse = np.where(nonempty, m + np.log(np.where(nonempty, l, 1.0)), -np.inf)
+    return p, np.squeeze(lse, axis=axis)
+
+
 def logsumexp(x, axis: int = -1) -> np.ndarray:
     """Natural-log log-sum-exp along ``axis``; -inf for an all -inf (or empty) row.
 
     Shapes: x (..., n) -> (...) for the default axis.
     """
-    x = as_float_array(x, "x", allow_neg_inf=True)
-    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
-    s = np.sum(_exp_shift(x, m), axis=axis, keepdims=True)
-    with np.errstate(divide="ignore"):
-        out = np.where(s > 0, m + np.log(np.where(s > 0, s, 1.0)), -np.inf)
-    return np.squeeze(out, axis=axis)
+    return softmax_and_logsumexp(x, axis)[1]
 
 
 def softmax(x, axis: int = -1) -> np.ndarray:
-    """exp(x - logsumexp(x)) along ``axis``; a row of all -inf gives zeros.
+    """exp(x_j - m) / sum_k exp(x_k - m), m the row max; a row of all -inf gives zeros.
 
     Max-subtracted, so scores of any finite magnitude give no overflow.
     """
-    x = as_float_array(x, "x", allow_neg_inf=True)
-    lse = np.expand_dims(logsumexp(x, axis=axis), axis)
-    return _exp_shift(x, lse)
+    return softmax_and_logsumexp(x, axis)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +170,7 @@ def merge_attention_states(outs, lses):
                 f"part {i}: out shape {o.shape} and lse shape {l.shape} must be (..., Dv) and (...), "
                 f"all parts alike (part 0 out: {outs[0].shape})"
             )
-    L = np.stack(lses)  # (parts, ...)
-    lse = logsumexp(L, axis=0)
-    w = _exp_shift(L, lse[None])  # weights exp(lse_i - lse); 0 for empty parts
+    # the weights exp(lse_i - lse) are a softmax over the parts' lse values
+    w, lse = softmax_and_logsumexp(np.stack(lses), axis=0)  # w 0 for empty parts
     out = np.einsum("p...,p...d->...d", w, np.stack(outs))
     return out, lse
