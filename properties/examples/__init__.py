@@ -29,7 +29,10 @@ class WorkedExample:
     rel_tol:  relative tolerance of the comparison, justified by the digits
               the seed prints (e.g. 5e-3 for a figure printed to 3 digits).
     note:     what the comparison means, where the seed is loose or wrong
-              (cite ERRATA.md by number), and any exact figure shown beside it.
+              (cite ERRATA.md by number).
+    beside:   optional zero-argument function returning a line of exact figures
+              computed by the spec, printed beside the seed's (e.g. an exact count
+              beside the seed's estimate).
     """
 
     name: str
@@ -39,6 +42,7 @@ class WorkedExample:
     expected: object
     rel_tol: float
     note: str = ""
+    beside: Callable[[], str] | None = None
 
 
 def all_examples() -> list[WorkedExample]:

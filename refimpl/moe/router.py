@@ -40,6 +40,16 @@ e before dropping. With capacity C, each expert keeps at most C assignments;
                          p_te (ties: lower token index); positions then count
                          kept assignments in token order (DeepSpeed top-k
                          drop_policy="probs").
+    per_expert_top_masked_logit
+                         what DeepSpeed ``topkgating(drop_policy="probs")``
+                         actually computes: each expert ranks the column
+                         z[:, e] with unselected entries replaced by 0
+                         (``topk_masked_gates`` holds *logits*, zero-filled)
+                         and keeps an assignment iff fewer than C entries of
+                         that column rank before it (ties: lower token index).
+                         A selected token with a negative logit can lose its
+                         slot to unselected zeros even when the expert is not
+                         full. Positions as for per_expert_top_prob.
     random               each expert keeps the C assignments with the highest
                          uniform random key drawn from ``seed``; positions as
                          for per_expert_top_prob (DeepSpeed random token
@@ -57,7 +67,9 @@ Gates. ``normalize`` (ERRATA 14: both forms exist, each is named):
     before_drop  g_tj = w_tj / sum_i w_ti * kept_tj           (GShard legacy, Tutel)
     after_drop   g_tj = w_tj kept_tj / sum_i w_ti kept_ti     (DeepSpeed top-2, fairseq)
 
-then g *= route_scale (DeepSeek-V2 16, DeepSeek-V3 2.5). A denominator of 0
+The denominator is sum + ``normalize_eps`` (0 by default; lingvo adds 1e-9,
+DeepSeek-V2 1e-20). Then g *= route_scale (DeepSeek-V2 16, DeepSeek-V3 2.5).
+A denominator of 0
 (every choice dropped, or sigmoid scores that underflowed) gives gates 0, never
 NaN. Without dropping, before_drop and after_drop coincide (Mixtral's
 renormalisation).
@@ -78,7 +90,8 @@ from .capacity import CapacityRule
 
 SCORES = ("softmax", "sigmoid")
 NORMALIZE = ("none", "before_drop", "after_drop")
-DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob", "random")
+DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob",
+               "per_expert_top_masked_logit", "random")
 POSITION_ORDERS = ("k_major", "token_major", "priority")  # kept iff position < C
 GROUP_SCORES = ("max", "top2_sum")
 
@@ -141,6 +154,7 @@ class RouteOptions:
     capacity:    None (dropless) | int | CapacityRule or callable(tokens, experts, k) -> int
     drop_order:  "k_major" | "token_major" | "priority" | "per_expert_top_prob" | "random"
     route_scale: multiplies the gates last
+    normalize_eps: added to the renormalisation denominator
     n_groups, topk_groups, group_score: group-limited selection (None: off)
     """
 
@@ -149,6 +163,7 @@ class RouteOptions:
     capacity: CapacitySpec = None
     drop_order: str = "k_major"
     route_scale: float = 1.0
+    normalize_eps: float = 0.0
     n_groups: Optional[int] = None
     topk_groups: Optional[int] = None
     group_score: str = "max"
@@ -167,6 +182,9 @@ class RouteOptions:
         if isinstance(self.route_scale, bool) or not isinstance(self.route_scale, numbers.Real) \
                 or not np.isfinite(self.route_scale) or self.route_scale <= 0:
             raise ValueError(f"route_scale: expected a finite positive number, got {self.route_scale!r}")
+        if isinstance(self.normalize_eps, bool) or not isinstance(self.normalize_eps, numbers.Real) \
+                or not np.isfinite(self.normalize_eps) or self.normalize_eps < 0:
+            raise ValueError(f"normalize_eps: expected a finite number >= 0, got {self.normalize_eps!r}")
         if (self.n_groups is None) != (self.topk_groups is None):
             raise ValueError("n_groups and topk_groups: give both or neither")
         if self.n_groups is not None:
@@ -249,7 +267,7 @@ def assignment_order(indices: np.ndarray, token_mask: np.ndarray, drop_order: st
     return t, j
 
 
-def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, seed=None):
+def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, seed=None, logits=None):
     """(kept, position), both (T, k), for the given drop order (see module docstring)."""
     T, k = indices.shape
     kept = np.zeros((T, k), dtype=bool)
@@ -267,6 +285,8 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
     # per-expert selection: each expert keeps its C best assignments by a key
     t, j = np.nonzero(token_mask[:, None] & np.ones((1, k), dtype=bool))  # token-major
     e = indices[t, j]
+    if drop_order == "per_expert_top_masked_logit":
+        return _deepspeed_masked_logit_slots(indices, token_mask, num_experts, C, logits)
     if drop_order == "per_expert_top_prob":
         key = probs[t, e]
     else:  # "random"
@@ -284,7 +304,31 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
     return kept, position
 
 
-def normalize_gates(raw: np.ndarray, kept: np.ndarray, normalize: str) -> np.ndarray:
+def _deepspeed_masked_logit_slots(indices, token_mask, num_experts, C, logits):
+    """drop_order="per_expert_top_masked_logit" (see module docstring)."""
+    T, k = indices.shape
+    selected = np.zeros((T, num_experts), dtype=bool)
+    t_real = np.nonzero(token_mask)[0]
+    selected[np.repeat(t_real, k), indices[t_real].ravel()] = True
+    column_keys = np.where(selected, logits, 0.0)  # DeepSpeed's topk_masked_gates
+    kept = np.zeros((T, k), dtype=bool)
+    position = np.full((T, k), -1, dtype=np.int64)
+    fill = np.zeros(num_experts, dtype=np.int64)
+    for t in range(T):  # token order, for the positions of the kept
+        for j in range(k):
+            e = indices[t, j]
+            if not selected[t, e]:
+                continue
+            col = column_keys[:, e]
+            ahead = np.count_nonzero(col > col[t]) + np.count_nonzero(col[:t] == col[t])
+            if ahead < C:
+                kept[t, j] = True
+                position[t, j] = fill[e]
+                fill[e] += 1
+    return kept, position
+
+
+def normalize_gates(raw: np.ndarray, kept: np.ndarray, normalize: str, eps: float = 0.0) -> np.ndarray:
     """Gates (T, k) from raw gates w = p[t, indices] and the kept mask (module docstring)."""
     if normalize == "none":
         return np.where(kept, raw, 0.0)
@@ -295,6 +339,7 @@ def normalize_gates(raw: np.ndarray, kept: np.ndarray, normalize: str) -> np.nda
         den = num.sum(axis=-1, keepdims=True)
     else:
         raise ValueError(f"normalize: expected one of {NORMALIZE}, got {normalize!r}")
+    den = den + eps
     safe = np.where(den > 0, den, 1.0)
     return np.where(kept & (den > 0), num / safe, 0.0)
 
@@ -304,6 +349,8 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
         return None
     if callable(spec):
         c = spec(tokens, experts, k)
+        if c is None:  # a rule may decide "dropless" (Megablocks, Tutel with factor 0)
+            return None
         if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0:
             raise ValueError(f"capacity rule {spec!r} returned {c!r}, expected an int >= 0")
         return int(c)
@@ -342,7 +389,8 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
     """RouteOptions from a preset (name or Preset), overridden by explicit conventions.
 
     ``capacity_factor`` replaces the factor of the capacity rule in force (the
-    spec's default rule ``CapacityRule()`` if the capacity is None or an int).
+    spec's default rule ``CapacityRule()`` if the capacity is None or an int); a
+    rule without a factor (fairseq's 2 * ceil(S / E)) refuses it.
     """
     names = {f.name for f in dataclasses.fields(RouteOptions)}
     unknown = set(conventions) - names
@@ -356,8 +404,10 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
     opts = dataclasses.replace(base, **conventions)
     if capacity_factor is not None:
         rule = opts.capacity
-        if not hasattr(rule, "with_factor"):
+        if rule is None or not callable(rule):
             rule = CapacityRule()
+        elif not hasattr(rule, "with_factor"):
+            raise ValueError(f"capacity_factor: the capacity rule {rule!r} has no factor to replace")
         opts = dataclasses.replace(opts, capacity=rule.with_factor(capacity_factor))
     return opts
 
@@ -409,10 +459,10 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
 
     counts = np.bincount(indices[token_mask].ravel(), minlength=E).astype(np.int64)
     C = resolve_capacity(opts.capacity, T, E, k)
-    kept, position = assign_slots(indices, token_mask, E, C, opts.drop_order, probs, seed)
+    kept, position = assign_slots(indices, token_mask, E, C, opts.drop_order, probs, seed, logits=z)
 
     raw = np.take_along_axis(probs, indices, axis=-1)
-    gates = normalize_gates(raw, kept, opts.normalize) * opts.route_scale
+    gates = normalize_gates(raw, kept, opts.normalize, opts.normalize_eps) * opts.route_scale
 
     return Routing(probs=probs, indices=indices, gates=gates, kept=kept, position=position,
                    capacity=C, counts=counts, token_mask=token_mask, options=opts)

@@ -1,0 +1,235 @@
+"""Attention presets: the conventions of real libraries, as named wrappers of ``attention``.
+
+Libraries agree on the formula and disagree on details that change results:
+where a causal mask is aligned when Lq != Lk, how many keys a "window of W"
+holds, and what a fully masked row gives. Each preset below pins those details
+as one library does, with the library's own window parameter, so that a kernel
+author can ask "does my kernel match flash-attn?" and get the right oracle.
+Facts were read from the named files (versions in the docstrings).
+
+=================  ==============  ===========================  =====================  ===============
+preset             causal / window  native window -> (left, right)  fully masked row out  lse of that row
+=================  ==============  ===========================  =====================  ===============
+SPEC               bottom_right    (left, right), None unbounded    0                     -inf
+FLASH_ATTN2        bottom_right    (l, r), -1 unbounded             0                     +inf
+FLASH_ATTN3        bottom_right    (l, r), -1 unbounded             0                     -inf
+TORCH_SDPA         top_left        no window parameter              0                     (not returned)
+FLEX_ATTENTION     top_left        W -> (W, 0), causal implied      0                     -inf
+XFORMERS           top_left        W -> (W - 1, 0), causal implied  NaN (reference)       (not returned)
+XFORMERS_BR        bottom_right    (l, r)                           NaN (reference)       (not returned)
+JAX                top_left        w -> (w, w); (l, r)              mean of all values    mask_value + log Lk
+HF_MISTRAL         bottom_right    W -> (W - 1, 0), causal implied  mean of all values    (not returned)
+=================  ==============  ===========================  =====================  ===============
+
+All use scale 1/sqrt(D) by default and map query head h to kv head h // (Hq/Hkv).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import numpy as np
+
+from .sdpa import alibi_bias, attention
+
+JAX_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+"""``jax._src.nn.functions._get_large_negative`` for float32 logits."""
+
+
+def _int(x, what):
+    if isinstance(x, bool) or not isinstance(x, (numbers.Integral, np.integer)):
+        raise TypeError(f"{what}: expected an int, got {type(x).__name__}")
+    return int(x)
+
+
+def _flash_window(native):
+    left, right = native
+    return (None if _int(left, "window_size[0]") < 0 else int(left), None if _int(right, "window_size[1]") < 0 else int(right)), False
+
+
+def _keys_including_self(native):
+    W = _int(native, "window")
+    if W < 1:
+        raise ValueError(f"window: expected W >= 1 keys, got {W}")
+    return (W - 1, 0), True
+
+
+def _flex_window(native):
+    W = _int(native, "window_size")
+    if W < 0:
+        raise ValueError(f"window_size: expected >= 0, got {W}")
+    return (W, 0), True
+
+
+def _xformers_br_window(native):
+    left, right = (_int(x, "window") for x in native)
+    if left < 0 or right < 0:
+        raise ValueError(f"window: expected non-negative (left, right), got {native}")
+    return (left, right), False
+
+
+def _jax_window(native):
+    if isinstance(native, (tuple, list)):
+        left, right = (_int(x, "local_window_size") for x in native)
+    else:
+        left = right = _int(native, "local_window_size")
+    if left < 0 or right < 0:
+        raise ValueError(f"local_window_size: expected non-negative, got {native}")
+    return (left, right), False
+
+
+def _no_window(native):
+    raise ValueError("this library has no window parameter: pass an explicit boolean mask")
+
+
+_WINDOW_RULES = {
+    "spec": lambda native: (tuple(native), False),
+    "flash": _flash_window,
+    "keys_including_self": _keys_including_self,
+    "flex": _flex_window,
+    "xformers_br": _xformers_br_window,
+    "jax": _jax_window,
+    "none": _no_window,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConvention:
+    """One library's attention conventions.
+
+    name:          preset name.
+    align:         alignment of causal masks and windows ("bottom_right" | "top_left").
+    window_rule:   how the library's own window argument maps to (left, right), and
+                   whether that window implies causal (see ``_WINDOW_RULES``).
+    fully_masked:  what a row with no visible key outputs: "zero" | "nan" | "uniform"
+                   (the mean of all values, what a finite mask value gives).
+    masked_lse:    the lse such a row reports (+inf, -inf, "finite" for
+                   mask_value + log Lk), or None when the library returns no lse.
+    source:        where the behaviour was read.
+    """
+
+    name: str
+    align: str
+    window_rule: str
+    fully_masked: str
+    masked_lse: object
+    source: str
+    alibi_causal_lse_shift: bool = False
+
+    def window(self, native) -> tuple[tuple, bool]:
+        """(left, right) in the spec's sense and whether the library's window implies causal."""
+        return _WINDOW_RULES[self.window_rule](native)
+
+    def attention(self, q, k, v, *, causal=False, window=None, alibi_slopes=None, mask=None, **kwargs):
+        """Attention as this library computes it; ``window`` in the library's own form.
+
+        Other keywords are those of ``refimpl.attention`` (scale, softcap, bias,
+        dropout_mask, dropout_p). ``alibi_slopes`` (H,) or (B, H) adds ALiBi in the
+        flash-attn form. Returns (out, lse); lse is None for libraries that do not
+        return one.
+        """
+        spec_window = None
+        if window is not None:
+            spec_window, implies_causal = self.window(window)
+            causal = causal or implies_causal
+        Lq, Lk = np.shape(q)[2], np.shape(k)[2]
+        bias = kwargs.pop("bias", None)
+        if alibi_slopes is not None:
+            ab = alibi_bias(alibi_slopes, Lq, Lk, align=self.align)
+            bias = ab if bias is None else bias + ab
+        out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)
+        empty = np.isneginf(lse)
+        if empty.any():
+            out = out.copy()
+            if self.fully_masked == "nan":
+                out[empty] = np.nan
+            elif self.fully_masked == "uniform":
+                G = np.shape(q)[1] // np.shape(k)[1]
+                mean_v = np.repeat(np.asarray(v, dtype=np.float64), G, axis=1).mean(axis=2)  # (B, Hq, Dv)
+                out = np.where(empty[..., None], mean_v[:, :, None, :], out)
+        if self.masked_lse is None:
+            return out, None
+        lse = lse.copy()
+        if self.masked_lse == "finite":
+            lse[empty] = JAX_MASK_VALUE + np.log(Lk)
+        else:
+            lse[empty] = self.masked_lse
+        if self.alibi_causal_lse_shift and alibi_slopes is not None and causal:
+            # flash-attn adds +slope * j under causal (row-shift of -slope*|i+o-j|): same
+            # output, lse larger by slope * (i + o); mask.h apply_mask (alibi, causal branch).
+            s = np.asarray(alibi_slopes, dtype=np.float64)
+            s = s.reshape((1,) * (2 - s.ndim) + s.shape)[..., None]
+            shift = s * (np.arange(Lq) + Lk - Lq)[None, None, :]
+            lse = np.where(empty, lse, lse + shift)
+        return out, lse
+
+
+SPEC = AttentionConvention(
+    "spec", "bottom_right", "spec", "zero", -np.inf, "this specification's defaults (CONVENTIONS.md)"
+)
+
+FLASH_ATTN2 = AttentionConvention(
+    "flash_attn2", "bottom_right", "flash", "zero", np.inf,
+    "Dao-AILab/flash-attention 2.8: flash_attn/flash_attn_interface.py flash_attn_func (causal aligned "
+    "bottom-right since 2.1; window [i+Lk-Lq-left, i+Lk-Lq+right] inclusive, -1 = infinite); "
+    "csrc/flash_attn/src/softmax.h normalize_softmax_lse (fully masked row: out 0, lse +INFINITY; "
+    "combine_attn_seqk_parallel also returns +inf when every split is empty); mask.h apply_mask "
+    "(causal ALiBi as +slope*j, so lse is shifted by slope*(i+Lk-Lq))",
+    alibi_causal_lse_shift=True,
+)
+
+FLASH_ATTN3 = AttentionConvention(
+    "flash_attn3", "bottom_right", "flash", "zero", -np.inf,
+    "Dao-AILab/flash-attention hopper/: softmax.h Softmax::finalize and epilogue_fwd.hpp store_zero "
+    "(fully masked row: out 0, lse -INFINITY); same alignment and window as FA2",
+)
+
+TORCH_SDPA = AttentionConvention(
+    "torch_sdpa", "top_left", "none", "zero", None,
+    "torch 2.14 torch/nn/functional.py scaled_dot_product_attention (is_causal: tril, top-left; "
+    "bottom-right only via torch.nn.attention.bias.causal_lower_right); "
+    "aten/src/ATen/native/transformers/attention.cpp _safe_softmax (since 2.5: an all -inf row gives 0); "
+    "enable_gqa uses repeat_interleave; no public lse",
+)
+
+FLEX_ATTENTION = AttentionConvention(
+    "flex_attention", "top_left", "flex", "zero", -np.inf,
+    "pytorch-labs/attention-gym attn_gym/masks/causal.py causal_mask (q_idx >= kv_idx), "
+    "attn_gym/masks/sliding_window.py generate_sliding_window (q_idx - kv_idx <= W and causal: W+1 keys); "
+    "torch/_higher_order_ops/flex_attention.py math_attention (masked rows: out 0, lse -inf; "
+    "lse is natural log after dividing the base-2 value back)",
+)
+
+XFORMERS = AttentionConvention(
+    "xformers", "top_left", "keys_including_self", "nan", None,
+    "facebookresearch/xformers v0.0.35 xformers/ops/fmha/attn_bias.py LowerTriangularMask (top-left), "
+    "make_local_attention(W) (W keys including self); xformers/attn_bias_utils.py ref_attention "
+    "(softmax of an all -inf row: NaN)",
+)
+
+XFORMERS_BR = AttentionConvention(
+    "xformers_bottom_right", "bottom_right", "xformers_br", "nan", None,
+    "facebookresearch/xformers v0.0.35 attn_bias.py LowerTriangularFromBottomRightMask, "
+    "LocalAttentionFromBottomRightMask(window_left, window_right) (left+1+right keys, as flash-attn); "
+    "attn_bias_utils.py ref_attention (NaN on fully masked rows)",
+)
+
+JAX = AttentionConvention(
+    "jax", "top_left", "jax", "uniform", "finite",
+    "jax-ml/jax jax/_src/nn/functions.py dot_product_attention: _get_causal_mask (tril, top-left), "
+    "_get_window_mask (local_window_size=(l, r) inclusive, int w -> (w, w), no Lk-Lq offset), "
+    "_apply_masks replaces masked logits by _get_large_negative = -0.7*finfo(float32).max, so a fully "
+    "masked row averages all values; return_residual gives lse = mask value + log(Lk) there",
+)
+
+HF_MISTRAL = AttentionConvention(
+    "hf_mistral", "bottom_right", "keys_including_self", "uniform", None,
+    "huggingface/transformers 5.23 src/transformers/masking_utils.py sliding_window_overlay / "
+    "sliding_window_causal_mask_function (kv_idx > q_idx - W and causal: W keys incl. self; absolute "
+    "positions, so bottom-right with a KV cache); modeling_flash_attention_utils.py passes "
+    "window_size=(W-1, W-1) with causal (= (W-1, 0)); eager_attention_forward adds finfo.min "
+    "(fully masked row: uniform). The SDPA path passes a bool mask and gives 0 instead",
+)
+
+PRESETS = {p.name: p for p in (SPEC, FLASH_ATTN2, FLASH_ATTN3, TORCH_SDPA, FLEX_ATTENTION, XFORMERS, XFORMERS_BR, JAX, HF_MISTRAL)}
