@@ -1,1 +1,21 @@
-"""GPU kernels (Numba CUDA, CuPy raw kernels / OpenCL) for the hot paths of refimpl."""
+"""GPU kernels for the hot paths of ``refimpl``, verified without a GPU.
+
+* ``gpu.flash_attention(q, k, v, *, backend, ...)``: FlashAttention-2 forward
+  (float32), the semantics of ``refimpl.attention`` for causal/align/window/
+  scale/softcap, GQA/MQA, Lq != Lk, D and Dv up to 128.
+* ``gpu.route(logits, k, *, backend, ...)``: MoE token-choice routing (softmax or
+  sigmoid scores, top-k with ties to the lower id, renormalisation, capacity
+  positions in k_major or token_major order), the semantics of
+  ``refimpl.moe.route``; returns a ``refimpl.moe.Routing``.
+
+``backend`` is "numba" (Numba CUDA: a GPU, or the CUDA simulator), "cupy"
+(CUDA C via cupy.RawModule: a GPU) or "opencl" (the same C text as OpenCL C,
+e.g. PoCL on the CPU). Kernel modules: ``attention_numba``, ``routing_numba``
+(Numba), ``attention_c``, ``routing_c`` (neutral C dialect, ``dialect``);
+compile checks without a GPU: ``gpu.compile``; ``python -m gpu.bench``.
+"""
+
+from .api import BACKENDS, flash_attention, route
+from .errors import BackendUnavailable, UnsupportedOption
+
+__all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "flash_attention", "route"]

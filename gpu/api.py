@@ -1,0 +1,375 @@
+"""The facade: NumPy arrays in, NumPy arrays out, one of three backends.
+
+    gpu.flash_attention(q, k, v, *, backend, causal=False, align="bottom_right",
+                        window=None, scale=None, softcap=None,
+                        block_q=None, block_k=None) -> (out, lse)
+    gpu.route(logits, k, *, backend, **options of refimpl.moe.route) -> Routing
+
+Backends:
+    "numba"   the Numba CUDA kernels (gpu.attention_numba, gpu.routing_numba); on a
+              GPU, or on the CPU under the Numba CUDA simulator
+              (NUMBA_ENABLE_CUDASIM=1 set before numba is first imported);
+    "cupy"    the neutral-dialect C sources (gpu.attention_c, gpu.routing_c) as
+              CUDA C through cupy.RawModule; needs a GPU;
+    "opencl"  the very same C sources as OpenCL C through pyopencl, e.g. on the
+              CPU with PoCL (Debian's pocl-opencl-icd).
+
+A backend may also be given as an object (``gpu.backends.Backend``), which is how
+the meta-tests run deliberately wrong kernels through the same facade.
+
+Semantics are those of ``refimpl.attention`` and ``refimpl.moe.route`` (the
+oracles), computed in float32 with float32 accumulation. Options the kernels do
+not implement raise :class:`gpu.errors.UnsupportedOption` (never silently
+ignored); a missing runtime raises :class:`gpu.errors.BackendUnavailable`.
+Inputs are never mutated: the facade makes float32 C-contiguous copies.
+Output buffers are filled with NaN (float) or a sentinel (int) before the
+launch, and the facade raises RuntimeError if any element was left unwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+
+from refimpl.masks import offset as alignment_offset
+
+from .errors import UnsupportedOption
+
+BACKENDS = ("numba", "cupy", "opencl")
+
+#: largest head dims the kernels are built for (shared-array shapes)
+MAX_HEAD_DIM = 128
+#: head-dim variants compiled on demand: the smallest that holds D is used
+HEAD_DIM_VARIANTS = (16, 32, 64, 128)
+#: default tile sizes (see gpu.attention_numba for the shared-memory budget)
+DEFAULT_BLOCK_Q = 16
+DEFAULT_BLOCK_K = 16
+MAX_THREADS_PER_BLOCK = 1024
+MAX_STATIC_SHARED_BYTES = 48 * 1024
+#: sentinel an integer output holds until the kernel writes it
+INT_UNWRITTEN = np.iinfo(np.int32).min
+_INT32_LIMIT = 2**31 - 1
+
+
+# ---------------------------------------------------------------------------
+# attention
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionLaunch:
+    """Everything a backend needs besides the arrays: tile sizes (compile-time
+    constants) and the scalars of the visibility band ``i + offset - left <= j <=
+    i + offset + right`` (``refimpl.masks``' causal/window with alignment)."""
+
+    block_q: int
+    block_k: int
+    d_max: int
+    dv_max: int
+    scale: float
+    softcap: float  # 0.0 = off
+    offset: int
+    left: int
+    right: int
+    group: int
+
+    @property
+    def threads(self) -> int:
+        return self.block_q * self.block_k
+
+    @property
+    def shared_bytes(self) -> int:
+        return shared_memory_bytes(self.block_q, self.block_k, self.d_max, self.dv_max)
+
+
+def shared_memory_bytes(block_q: int, block_k: int, d_max: int, dv_max: int) -> int:
+    """Static shared memory of the attention kernel: Q, K, V tiles and S, P (float32)."""
+    return 4 * (block_q * d_max + block_k * d_max + block_k * dv_max + 2 * block_q * block_k)
+
+
+def _head_dim_variant(d: int, name: str) -> int:
+    for v in HEAD_DIM_VARIANTS:
+        if d <= v:
+            return v
+    raise UnsupportedOption(f"{name}={d}: the kernels support head dims up to {MAX_HEAD_DIM}")
+
+
+def _float_4d(x, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+    if arr.ndim != 4:
+        raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    if arr.size > _INT32_LIMIT:
+        raise UnsupportedOption(f"{name}: {arr.size} elements; the kernels index with 32-bit ints")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if out is arr:  # never hand the caller's own buffer to a kernel
+        out = out.copy()
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name}: overflows float32")
+    return out
+
+
+def _positive_finite(x, name: str) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a real number, got {type(x).__name__}")
+    x = float(x)
+    if not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{name}: expected a finite positive number, got {x}")
+    return x
+
+
+def check_window(window):
+    """None or (left, right), each a non-negative int or None (unbounded side);
+    the flash-attn convention of ``refimpl.masks.SlidingWindow``."""
+    if window is None:
+        return None
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise ValueError(f"window: expected (left, right), got {window!r}")
+    out = []
+    for side, w in zip(("left", "right"), window):
+        if w is None:
+            out.append(None)
+            continue
+        if isinstance(w, bool) or not isinstance(w, (numbers.Integral, np.integer)):
+            raise TypeError(f"window {side}: expected an int or None, got {type(w).__name__}")
+        if w < 0:
+            raise ValueError(f"window {side}: expected >= 0 or None (unbounded), got {w}")
+        out.append(int(w))
+    return tuple(out)
+
+
+def _tile(x, name: str, default: int) -> int:
+    if x is None:
+        return default
+    if isinstance(x, bool) or not isinstance(x, (numbers.Integral, np.integer)) or x < 1:
+        raise ValueError(f"{name}: expected a positive int, got {x!r}")
+    return int(x)
+
+
+def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right", window=None,
+                      scale=None, softcap=None, bias=None, dropout_mask=None, dropout_p=0.0,
+                      block_q=None, block_k=None):
+    """Validate the arguments of ``flash_attention``; returns (q, k, v, AttentionLaunch)
+    with float32 C-contiguous copies of the inputs."""
+    if mask is not None:
+        raise UnsupportedOption(
+            "mask: the GPU kernels implement causal/align/window only, not arbitrary mask "
+            "arrays or predicates; use refimpl.attention for those")
+    if bias is not None:
+        raise UnsupportedOption("bias: additive score bias (e.g. ALiBi) is not implemented by the GPU kernels")
+    if dropout_mask is not None or (not isinstance(dropout_p, bool) and isinstance(dropout_p, numbers.Real)
+                                    and dropout_p != 0.0):
+        raise UnsupportedOption("dropout_mask/dropout_p: dropout is not implemented by the GPU kernels")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+    q, k, v = _float_4d(q, "q"), _float_4d(k, "k"), _float_4d(v, "v")
+    B, Hq, Lq, D = q.shape
+    Bk, Hkv, Lk, Dk = k.shape
+    if Bk != B or v.shape[0] != B:
+        raise ValueError(f"batch sizes differ: q {q.shape}, k {k.shape}, v {v.shape}")
+    if Dk != D:
+        raise ValueError(f"head dim differs: q has D={D}, k has D={Dk}")
+    if v.shape[1:3] != (Hkv, Lk):
+        raise ValueError(f"k {k.shape} and v {v.shape} must agree on (Hkv, Lk)")
+    Dv = v.shape[3]
+    if min(B, Hq, Lq, D, Lk, Dv) < 1:
+        raise ValueError(f"empty dimension: q {q.shape}, k {k.shape}, v {v.shape}")
+    if Hkv < 1 or Hq % Hkv != 0:
+        raise ValueError(f"Hq={Hq} must be a positive multiple of Hkv={Hkv} (GQA groups)")
+    if B * Hq > 65535:
+        raise UnsupportedOption(f"B * Hq = {B * Hq}: the grid's y dimension holds at most 65535")
+    win = check_window(window)
+    o = alignment_offset(Lq, Lk, align)
+    # an unbounded side becomes a bound wider than any sequence (int32-safe)
+    unbounded = Lq + Lk
+    left = unbounded if win is None or win[0] is None else min(win[0], unbounded)
+    right = unbounded if win is None or win[1] is None else min(win[1], unbounded)
+    if causal:
+        right = min(right, 0)  # causal == window (None, 0), combined by AND
+    scale_ = 1.0 / math.sqrt(D) if scale is None else _positive_finite(scale, "scale")
+    softcap_ = 0.0 if softcap is None else _positive_finite(softcap, "softcap")
+    bq = _tile(block_q, "block_q", DEFAULT_BLOCK_Q)
+    bk = _tile(block_k, "block_k", DEFAULT_BLOCK_K)
+    p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"),
+                        scale_, softcap_, o, left, right, Hq // Hkv)
+    if p.threads > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"block_q * block_k = {p.threads} threads: at most {MAX_THREADS_PER_BLOCK} per block")
+    if p.shared_bytes > MAX_STATIC_SHARED_BYTES:
+        raise ValueError(f"block_q={bq}, block_k={bk} with head dims ({p.d_max}, {p.dv_max}) need "
+                         f"{p.shared_bytes} B of shared memory, more than {MAX_STATIC_SHARED_BYTES}")
+    return q, k, v, p
+
+
+def flash_attention(q, k, v, *, backend, mask=None, causal=False, align="bottom_right", window=None,
+                    scale=None, softcap=None, bias=None, dropout_mask=None, dropout_p=0.0,
+                    block_q=None, block_k=None):
+    """FlashAttention-2 forward on a GPU backend; the semantics of ``refimpl.attention``.
+
+    q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv), D and Dv <= 128; any
+    float dtype in, computed in float32. Supported keywords: ``causal``, ``align``
+    ("bottom_right" | "top_left"), ``window`` ((left, right), None = unbounded
+    side), ``scale`` (default 1/sqrt(D)), ``softcap``; ``block_q``/``block_k``
+    choose the tile (default 16 x 16). ``mask``, ``bias`` and dropout raise
+    UnsupportedOption. Returns out (B, Hq, Lq, Dv) and lse (B, Hq, Lq), float32,
+    natural-log LSE; a row that sees no key gives out 0 and lse -inf.
+    """
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    q, k, v, p = prepare_attention(q, k, v, mask=mask, causal=causal, align=align, window=window,
+                                   scale=scale, softcap=softcap, bias=bias, dropout_mask=dropout_mask,
+                                   dropout_p=dropout_p, block_q=block_q, block_k=block_k)
+    B, Hq, Lq, _ = q.shape
+    out = np.full((B, Hq, Lq, v.shape[3]), np.nan, dtype=np.float32)
+    lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
+    out, lse = be.flash_attention(q, k, v, out, lse, p)
+    _check_written(out=out, lse=lse)
+    return out, lse
+
+
+# ---------------------------------------------------------------------------
+# routing
+
+#: RouteOptions values the kernels implement
+SUPPORTED_SCORES = ("softmax", "sigmoid")
+SUPPORTED_DROP_ORDERS = ("k_major", "token_major")
+NORMALIZE_CODES = {"none": 0, "before_drop": 1, "after_drop": 2}
+SCORE_CODES = {"softmax": 0, "sigmoid": 1}
+ORDER_CODES = {"k_major": 0, "token_major": 1}
+DEFAULT_TOKEN_BLOCK = 64
+DEFAULT_SCAN_BLOCK = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteLaunch:
+    """Scalars of the routing kernels: k, the capacity (-1 = dropless) and the
+    convention codes (see NORMALIZE_CODES, SCORE_CODES, ORDER_CODES)."""
+
+    k: int
+    capacity: int
+    score: int
+    normalize: int
+    order: int
+    route_scale: float
+    token_block: int = 64
+    scan_block: int = 128
+
+
+def prepare_route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
+                  capacity_factor=None, seed=None, token_block=None, scan_block=None, **conventions):
+    """Validate ``route``'s arguments with refimpl's own option resolution; returns
+    (logits float32, token_mask int32, RouteOptions, RouteLaunch)."""
+    from refimpl.moe.router import _check_k, _check_logits, _check_padding_mask, resolve_capacity, resolve_options
+
+    if preset is not None:
+        from refimpl.moe.presets import get as get_preset
+
+        pre = get_preset(preset)
+        if pre.k is not None and k != pre.k:
+            raise ValueError(f"k: preset {pre.name!r} routes to exactly k={pre.k}, got k={k}")
+    opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
+    z = _check_logits(logits)
+    T, E = z.shape
+    k = _check_k(k, E)
+    token_mask = _check_padding_mask(padding_mask, T)
+    if selection_bias is not None:
+        raise UnsupportedOption("selection_bias: selection-only bias (DeepSeek-V3) is not implemented by the GPU kernels")
+    if opts.n_groups is not None:
+        raise UnsupportedOption("n_groups/topk_groups: group-limited selection is not implemented by the GPU kernels")
+    if opts.score not in SUPPORTED_SCORES:
+        raise UnsupportedOption(f"score={opts.score!r}: the GPU kernels implement {SUPPORTED_SCORES}")
+    if opts.drop_order not in SUPPORTED_DROP_ORDERS:
+        raise UnsupportedOption(
+            f"drop_order={opts.drop_order!r}: the GPU kernels implement the position orders "
+            f"{SUPPORTED_DROP_ORDERS} only")
+    C = resolve_capacity(opts.capacity, T, E, k)
+    if T * max(E, k) > _INT32_LIMIT:
+        raise UnsupportedOption(f"T * E = {T * E}: the kernels index with 32-bit ints")
+    if C is not None and C > _INT32_LIMIT:
+        C = _INT32_LIMIT  # more slots than assignments: nothing can be dropped
+    z32 = np.ascontiguousarray(z, dtype=np.float32)
+    if not np.isfinite(z32).all():
+        raise ValueError("logits: overflow float32")
+    p = RouteLaunch(k=k, capacity=-1 if C is None else int(C), score=SCORE_CODES[opts.score],
+                    normalize=NORMALIZE_CODES[opts.normalize], order=ORDER_CODES[opts.drop_order],
+                    route_scale=float(opts.route_scale),
+                    token_block=_tile(token_block, "token_block", DEFAULT_TOKEN_BLOCK),
+                    scan_block=_tile(scan_block, "scan_block", DEFAULT_SCAN_BLOCK))
+    for name in ("token_block", "scan_block"):
+        if getattr(p, name) > MAX_THREADS_PER_BLOCK:
+            raise ValueError(f"{name}: at most {MAX_THREADS_PER_BLOCK} threads per block, got {getattr(p, name)}")
+    return z32, token_mask.astype(np.int32), opts, p, C
+
+
+def route(logits, k, *, backend, preset=None, padding_mask=None, selection_bias=None,
+          capacity_factor=None, seed=None, token_block=None, scan_block=None, **conventions):
+    """Token-choice routing on a GPU backend; the semantics of ``refimpl.moe.route``.
+
+    Takes the same arguments (raw logits (T, E), k, preset, padding_mask,
+    capacity_factor, RouteOptions fields). Implemented: score "softmax" or
+    "sigmoid", normalize "none" | "before_drop" | "after_drop", capacity (None, int
+    or a rule, evaluated on the host exactly as refimpl does), drop_order
+    "k_major" | "token_major", route_scale, padding_mask. selection_bias,
+    group-limited selection and the other drop orders raise UnsupportedOption.
+    ``token_block`` (default 64) and ``scan_block`` (default 128) are the
+    kernels' threads per block (launch parameters, no effect on the result).
+
+    Selection compares the float32 logits: softmax and sigmoid are strictly
+    increasing, so the top-k of the logits is the top-k of the scores, ties to
+    the lower expert id. Integer outputs equal refimpl's whenever float32 keeps
+    the order of the float64 scores (distinct logits that float32 does not merge;
+    exact ties stay ties).
+
+    Returns a ``refimpl.moe.Routing``: indices, position and counts int64, kept
+    bool, probs and gates float64 holding the float32 kernel values.
+    """
+    from refimpl.moe.router import Routing
+
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    z, token_mask, opts, p, C = prepare_route(
+        logits, k, preset=preset, padding_mask=padding_mask, selection_bias=selection_bias,
+        capacity_factor=capacity_factor, seed=seed, token_block=token_block, scan_block=scan_block,
+        **conventions)
+    T, E = z.shape
+    outs = {
+        "probs": np.full((T, E), np.nan, dtype=np.float32),
+        "indices": np.full((T, p.k), INT_UNWRITTEN, dtype=np.int32),
+        "gates": np.full((T, p.k), np.nan, dtype=np.float32),
+        "kept": np.full((T, p.k), INT_UNWRITTEN, dtype=np.int32),
+        "position": np.full((T, p.k), INT_UNWRITTEN, dtype=np.int32),
+        "counts": np.full((E,), INT_UNWRITTEN, dtype=np.int32),
+    }
+    outs = be.route(z, token_mask, outs, p)
+    _check_written(**outs)
+    if not np.isin(outs["kept"], (0, 1)).all():
+        raise RuntimeError("kept: kernel wrote values other than 0/1")
+    return Routing(
+        probs=outs["probs"].astype(np.float64),
+        indices=outs["indices"].astype(np.int64),
+        gates=outs["gates"].astype(np.float64),
+        kept=outs["kept"].astype(bool),
+        position=outs["position"].astype(np.int64),
+        capacity=C,
+        counts=outs["counts"].astype(np.int64),
+        token_mask=token_mask.astype(bool),
+        options=opts,
+    )
+
+
+def _check_written(**arrays) -> None:
+    """Raise if a kernel left an output element unwritten (NaN / sentinel)."""
+    for name, a in arrays.items():
+        if np.issubdtype(a.dtype, np.floating):
+            bad = np.isnan(a)
+        else:
+            bad = a == INT_UNWRITTEN
+        if bad.any():
+            first = tuple(int(x) for x in np.argwhere(bad)[0])
+            raise RuntimeError(f"{name}: {int(bad.sum())} element(s) never written by the kernel, first at {first}")

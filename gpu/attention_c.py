@@ -1,0 +1,174 @@
+"""FlashAttention-2 forward in the neutral dialect (CUDA C for CuPy, OpenCL C for PoCL).
+
+The same algorithm, tiling, barriers and variable names as the Numba kernel in
+``gpu.attention_numba``, whose docstring gives the formula, the tiling, the
+shared-memory budget, the occupancy reasoning and the I/O count; in short:
+
+  * grid ``(ceil(Lq / BR), B * Hq)``, blocks of ``BR * BC`` threads; thread
+    ``(r, c) = (tid / BC, tid % BC)``;
+  * shared memory ``4 * (BR*DMAX + BC*DMAX + BC*DVMAX + 2*BR*BC)`` bytes (26,624 B
+    at the default 16 x 16 tiles and head dims up to 128);
+  * per (b, h): tile loads ``ceil(Lq/BR) * ceil(Lk/BC)``, elements read
+    ``Lq*D + ceil(Lq/BR)*Lk*(D+Dv)``, written ``Lq*Dv + Lq`` (fewer reads where the
+    causal/window band lets whole key tiles be skipped).
+
+Compile-time constants: BR, BC, DMAX, DVMAX (``-D`` flags). Kernel arguments:
+q, k, v, out, lse (float32, C-contiguous, (B, H, L, D) layout flattened), the
+sizes B, Hq, Hkv, Lq, Lk, D, Dv, then scale, softcap (0 = off), offset, left,
+right (the band ``i + offset - left <= j <= i + offset + right``).
+
+Indices are 32-bit ``int``: the facade rejects arrays of 2^31 elements or more.
+"""
+
+from __future__ import annotations
+
+from .dialect import with_prelude
+
+KERNEL_NAMES = ("flash_forward",)
+
+BODY = r"""
+#ifndef BR
+#define BR 16
+#endif
+#ifndef BC
+#define BC 16
+#endif
+#ifndef DMAX
+#define DMAX 128
+#endif
+#ifndef DVMAX
+#define DVMAX 128
+#endif
+#define NT (BR * BC)
+#define ACC ((DVMAX + BC - 1) / BC)
+
+KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL const float* v,
+                          GLOBAL float* out, GLOBAL float* lse,
+                          int B, int Hq, int Hkv, int Lq, int Lk, int D, int Dv,
+                          float scale, float softcap, int offset, int left, int right)
+{
+    SHARED float Qs[BR * DMAX];
+    SHARED float Ks[BC * DMAX];
+    SHARED float Vs[BC * DVMAX];
+    SHARED float S[BR * BC];
+    SHARED float P[BR * BC];
+    float acc[ACC];
+
+    const int bh = BLOCK_ID_Y();
+    const int b = bh / Hq;
+    const int h = bh % Hq;
+    const int hk = h / (Hq / Hkv);  /* GQA: query head h reads kv head h // (Hq // Hkv) */
+    const int tid = THREAD_ID();
+    const int r = tid / BC;
+    const int c = tid % BC;
+    const int q_start = BLOCK_ID_X() * BR;
+    const int i = q_start + r;  /* this thread's query row */
+    GLOBAL const float* qh = q + (b * Hq + h) * Lq * D;
+    GLOBAL const float* kh = k + (b * Hkv + hk) * Lk * D;
+    GLOBAL const float* vh = v + (b * Hkv + hk) * Lk * Dv;
+
+    for (int a = 0; a < ACC; ++a) acc[a] = 0.0f;
+
+    /* the Q tile, once (rows past Lq are zeros and are never written back) */
+    for (int e = tid; e < BR * D; e += NT) {
+        int rr = e / D;
+        Qs[rr * DMAX + e % D] = (q_start + rr < Lq) ? qh[(q_start + rr) * D + e % D] : 0.0f;
+    }
+
+    /* key tiles that intersect the band [q_start + o - left, q_last + o + right] */
+    const int q_last = IMIN(q_start + BR, Lq) - 1;
+    const int kv_lo = IMAX(0, q_start + offset - left);
+    const int kv_hi = IMIN(Lk, q_last + offset + right + 1); /* exclusive */
+    const int tile_lo = kv_lo / BC;
+    int tile_hi = (kv_hi + BC - 1) / BC; /* ceil: the last, partial tile counts */
+    if (kv_hi <= kv_lo) tile_hi = tile_lo; /* no visible key for the whole tile */
+
+    float m = NEG_INF;
+    float l = 0.0f;
+    for (int t = tile_lo; t < tile_hi; ++t) {
+        const int kv_start = t * BC;
+        BARRIER(); /* readers of the previous K/V/S/P tiles are done */
+        for (int e = tid; e < BC * D; e += NT) {
+            int jj = e / D;
+            Ks[jj * DMAX + e % D] = (kv_start + jj < Lk) ? kh[(kv_start + jj) * D + e % D] : 0.0f;
+        }
+        for (int e = tid; e < BC * Dv; e += NT) {
+            int jj = e / Dv;
+            Vs[jj * DVMAX + e % Dv] = (kv_start + jj < Lk) ? vh[(kv_start + jj) * Dv + e % Dv] : 0.0f;
+        }
+        BARRIER();
+
+        /* one score per thread */
+        const int j = kv_start + c;
+        float s = 0.0f;
+        for (int d = 0; d < D; ++d) s += Qs[r * DMAX + d] * Ks[c * DMAX + d];
+        s = s * scale;
+        if (softcap > 0.0f) s = softcap * TANHF(s / softcap);
+        const int visible = i < Lq && j < Lk && j >= i + offset - left && j <= i + offset + right;
+        S[r * BC + c] = visible ? s : NEG_INF;
+        BARRIER();
+
+        /* online softmax, replicated on the BC threads of row r */
+        float m_tile = NEG_INF;
+        for (int cc = 0; cc < BC; ++cc) m_tile = FMAXF(m_tile, S[r * BC + cc]);
+        const float m_new = FMAXF(m, m_tile);
+        float alpha;
+        if (m_new == NEG_INF) { /* nothing visible so far: keep (m, l, acc) = (-inf, 0, 0) */
+            alpha = 1.0f;
+            P[r * BC + c] = 0.0f;
+        } else {
+            alpha = EXPF(m - m_new);
+            P[r * BC + c] = EXPF(S[r * BC + c] - m_new);
+        }
+        BARRIER();
+
+        float row_sum = 0.0f;
+        for (int cc = 0; cc < BC; ++cc) row_sum += P[r * BC + cc];
+        l = alpha * l + row_sum;
+        for (int a = 0; a < ACC; ++a) {
+            const int col = c + a * BC;
+            if (col < Dv) {
+                float pv = 0.0f;
+                for (int cc = 0; cc < BC; ++cc) pv += P[r * BC + cc] * Vs[cc * DVMAX + col];
+                acc[a] = alpha * acc[a] + pv;
+            }
+        }
+        m = m_new;
+    }
+
+    /* deferred normalisation; out and lse written once */
+    if (i < Lq) {
+        GLOBAL float* oh = out + ((b * Hq + h) * Lq + i) * Dv;
+        for (int a = 0; a < ACC; ++a) {
+            const int col = c + a * BC;
+            if (col < Dv) oh[col] = (l > 0.0f) ? acc[a] / l : 0.0f;
+        }
+        if (c == 0) lse[(b * Hq + h) * Lq + i] = (l > 0.0f) ? m + LOGF(l) : NEG_INF;
+    }
+}
+"""
+
+SOURCE = with_prelude(BODY)
+
+
+def defines(launch) -> dict:
+    """Compile-time constants of one kernel variant."""
+    return {"BR": launch.block_q, "BC": launch.block_k, "DMAX": launch.d_max, "DVMAX": launch.dv_max}
+
+
+def run(rt, source: str, q, k, v, out, lse, p):
+    """Build (cached) and launch ``flash_forward`` on runtime ``rt``; fills out, lse."""
+    import numpy as np
+
+    prog = rt.build(source, defines(p))
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    bufs = [rt.to_device(a) for a in (q, k, v, out, lse)]
+    i32, f32 = np.int32, np.float32
+    args = bufs + [i32(B), i32(Hq), i32(Hkv), i32(Lq), i32(Lk), i32(D), i32(Dv),
+                   f32(p.scale), f32(p.softcap), i32(p.offset), i32(p.left), i32(p.right)]
+    grid = ((Lq + p.block_q - 1) // p.block_q, B * Hq)
+    rt.launch(prog, "flash_forward", grid, p.threads, args)
+    rt.to_host(bufs[3], out)
+    rt.to_host(bufs[4], lse)
+    return out, lse

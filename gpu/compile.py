@@ -1,0 +1,146 @@
+"""Compile every kernel for real GPU targets, with no GPU and no driver.
+
+* Numba kernels: ``numba.cuda.compile_ptx(pyfunc, signature, cc=(8, 0) | (9, 0))``
+  lowers the Python kernel through NVVM to PTX. This type-checks what the
+  simulator does not (the simulator runs the Python function as Python), so a
+  float64 slip or an unsupported construct fails here. Needs numba-cuda and
+  libnvvm/libnvrtc (PyPI: nvidia-nvvm, nvidia-cuda-nvrtc).
+* CUDA C (the neutral-dialect sources): NVRTC through ``cuda.bindings.nvrtc``
+  with ``--gpu-architecture=sm_80 | sm_90``, which produces SASS (a cubin), so
+  ptxas runs too; ``--ptxas-options=-v`` reports registers and shared memory.
+
+Both are pure compilers: nothing here needs ``libcuda`` or a device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from .dialect import define_flags
+
+#: compute capabilities every kernel is compiled for (A100, H100)
+TARGET_CCS = ((8, 0), (9, 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class NumbaKernelSpec:
+    """A Numba kernel to compile: a name, its Python function and type signature."""
+
+    name: str
+    pyfunc: object
+    signature: str
+
+
+def numba_kernel_specs(attention_module=None, routing_module=None) -> list[NumbaKernelSpec]:
+    """Every Numba kernel of the package, in the variants the facade launches:
+    the attention kernel for each head-dim variant at the default tiles, and the
+    three routing kernels."""
+    from . import api
+
+    if attention_module is None:
+        from . import attention_numba as attention_module
+    if routing_module is None:
+        from . import routing_numba as routing_module
+    specs = []
+    for d in api.HEAD_DIM_VARIANTS:
+        specs.append(NumbaKernelSpec(
+            f"flash_forward[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]",
+            attention_module.make_flash_forward(api.DEFAULT_BLOCK_Q, api.DEFAULT_BLOCK_K, d, d),
+            attention_module.signature()))
+    for name, (fn, sig) in routing_module.kernels().items():
+        specs.append(NumbaKernelSpec(name, fn, sig))
+    return specs
+
+
+def compile_numba_ptx(spec: NumbaKernelSpec, cc: tuple) -> str:
+    """PTX of one Numba kernel for compute capability ``cc``."""
+    from numba import cuda
+
+    ptx, _ = cuda.compile_ptx(spec.pyfunc, spec.signature, cc=cc)
+    return ptx
+
+
+def ptx_shared_bytes(ptx: str) -> int:
+    """Total static shared memory declared in a PTX module (bytes)."""
+    return sum(int(n) for n in re.findall(r"\.shared\s+\.align\s+\d+\s+\.b8\s+\S+\[(\d+)\]", ptx))
+
+
+def ptx_float64_instructions(ptx: str) -> list[str]:
+    """PTX lines that use a float64 register or operation (a float32 kernel has none)."""
+    return [ln.strip() for ln in ptx.splitlines() if ".f64" in ln]
+
+
+@dataclasses.dataclass(frozen=True)
+class NvrtcResult:
+    arch: str
+    cubin_bytes: int
+    log: str
+
+    def resource_usage(self) -> dict:
+        """{kernel: {"registers": int, "smem": int}} from ptxas' verbose log."""
+        usage: dict = {}
+        current = None
+        for ln in self.log.splitlines():
+            m = re.search(r"Compiling entry function '(\w+)'", ln)
+            if m:
+                current = m.group(1)
+            m = re.search(r"Used (\d+) registers", ln)
+            if m and current:
+                u = usage.setdefault(current, {})
+                u["registers"] = int(m.group(1))
+                s = re.search(r"(\d+) bytes smem", ln)
+                if s:
+                    u["smem"] = int(s.group(1))
+        return usage
+
+
+class NvrtcError(RuntimeError):
+    pass
+
+
+def nvrtc_compile(source: str, arch: str, defines: dict | None = None, name: str = "kernel.cu") -> NvrtcResult:
+    """Compile CUDA C with NVRTC to a cubin for ``arch`` (e.g. "sm_80").
+
+    Raises NvrtcError with the compiler log on failure.
+    """
+    from cuda.bindings import nvrtc
+
+    def ok(err, what):
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise NvrtcError(f"{what}: {err}")
+
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
+    ok(err, "nvrtcCreateProgram")
+    try:
+        opts = [f"--gpu-architecture={arch}", "--std=c++17", "--ptxas-options=-v"]
+        opts += define_flags(defines or {})
+        opts_b = [o.encode() for o in opts]
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts_b), opts_b)
+        e2, n = nvrtc.nvrtcGetProgramLogSize(prog)
+        ok(e2, "nvrtcGetProgramLogSize")
+        log = b" " * n
+        (e3,) = nvrtc.nvrtcGetProgramLog(prog, log)
+        ok(e3, "nvrtcGetProgramLog")
+        log_s = log.rstrip(b"\x00 ").decode(errors="replace")
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise NvrtcError(f"NVRTC failed for {arch} ({err}):\n{log_s}")
+        e4, size = nvrtc.nvrtcGetCUBINSize(prog)
+        ok(e4, "nvrtcGetCUBINSize")
+        return NvrtcResult(arch, int(size), log_s)
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+def c_source_variants():
+    """(name, source, defines) for every C kernel variant the facade builds: the
+    attention source for each head-dim variant at the default tiles, and the
+    routing source."""
+    from . import api, attention_c, routing_c
+
+    out = []
+    for d in api.HEAD_DIM_VARIANTS:
+        defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
+        out.append((f"attention_c[D<={d}]", attention_c.SOURCE, defs))
+    out.append(("routing_c", routing_c.SOURCE, routing_c.DEFAULT_DEFINES))
+    return out

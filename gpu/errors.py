@@ -1,0 +1,16 @@
+"""Errors raised by the gpu facade."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's runtime (package, driver, device or OpenCL platform) is missing.
+
+    The message says what is missing and how to get it.
+    """
+
+
+class UnsupportedOption(NotImplementedError):
+    """A valid ``refimpl`` option that the GPU kernel does not implement.
+
+    Raised instead of silently ignoring the option: the caller should use
+    ``refimpl`` (the oracle) for it.
+    """
