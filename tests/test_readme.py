@@ -1,0 +1,39 @@
+"""The README's oracle example runs as written, and its preset table matches the code."""
+
+import pathlib
+import re
+
+import numpy as np
+
+from refimpl.conventions import PRESETS
+
+README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_oracle_example_runs_as_written():
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks, "README has no python example"
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+
+
+def _table(header_start):
+    lines = README.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith(header_start))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_preset_table_matches_code():
+    rows = _table("| preset | align |")
+    assert {r[0] for r in rows} == set(PRESETS)
+    lse_names = {np.inf: "+inf", -np.inf: "-inf", None: "none", "finite": "finite"}
+    for name, align, _window, out, lse in rows:
+        p = PRESETS[name]
+        assert p.align == align, name
+        assert p.fully_masked == out, name
+        assert lse_names[p.masked_lse] == lse, name
