@@ -1,0 +1,99 @@
+"""Dispatch and combine: the two equivalent layouts of a Routing.
+
+Dense (GShard, Lepikhin et al. 2020; Mesh TF, DeepSpeed, fairseq):
+
+    dispatch[t, e, c] = True  iff some kept choice j of token t has
+                              indices[t, j] = e and position[t, j] = c
+    combine[t, e, c]  = gates[t, j] at the same places, 0 elsewhere
+    expert_inputs[e, c, :] = sum_t dispatch[t, e, c] x[t, :]         ("tec,td->ecd")
+    y[t, :]           = sum_{e,c} combine[t, e, c] expert_outputs[e, c, :]  ("tec,ecd->td")
+
+Sparse (Megablocks ``indices_and_bins`` / ``binned_gather``; Tutel
+``fast_encode``): the kept assignments sorted by (expert, position), so
+expert e's rows are a contiguous bin ``offsets[e]:offsets[e+1]`` in buffer
+order; gather x by token index, run each expert on its bin, scatter-add the
+gated outputs back.
+
+C for the dense layout is the routing's capacity; for a dropless routing it is
+the largest buffer actually used (max kept count), as DeepSpeed does with
+drop_tokens=False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .._validate import as_float_array
+
+
+def buffer_capacity(routing) -> int:
+    """C of the dense layout: routing.capacity, or the largest buffer used when dropless."""
+    if routing.capacity is not None:
+        return routing.capacity
+    return int(routing.kept_counts.max(initial=0))
+
+
+def dispatch_combine_tensors(routing):
+    """(dispatch bool (T, E, C), combine float (T, E, C)) from a Routing."""
+    T, E = routing.num_tokens, routing.num_experts
+    C = buffer_capacity(routing)
+    dispatch = np.zeros((T, E, C), dtype=bool)
+    combine = np.zeros((T, E, C))
+    t, j = np.nonzero(routing.kept)
+    e, c = routing.indices[t, j], routing.position[t, j]
+    dispatch[t, e, c] = True
+    combine[t, e, c] = routing.gates[t, j]
+    return dispatch, combine
+
+
+def dispatch_dense(x, dispatch) -> np.ndarray:
+    """expert_inputs (E, C, D) = einsum("tec,td->ecd", dispatch, x); empty slots are 0."""
+    return np.einsum("tec,td->ecd", dispatch.astype(np.float64), as_float_array(x, "x", ndim=2))
+
+
+def combine_dense(expert_outputs, combine) -> np.ndarray:
+    """y (T, D) = einsum("tec,ecd->td", combine, expert_outputs)."""
+    return np.einsum("tec,ecd->td", combine, expert_outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class SortedAssignments:
+    """The kept assignments sorted by (expert, position).
+
+    token:   (N,) token of each row
+    choice:  (N,) which of the token's k choices
+    expert:  (N,) expert id, non-decreasing
+    gate:    (N,) gate of the assignment
+    offsets: (E + 1,) expert e owns rows offsets[e]:offsets[e + 1]
+    """
+
+    token: np.ndarray
+    choice: np.ndarray
+    expert: np.ndarray
+    gate: np.ndarray
+    offsets: np.ndarray
+
+
+def sort_by_expert(routing) -> SortedAssignments:
+    t, j = np.nonzero(routing.kept)
+    e, pos = routing.indices[t, j], routing.position[t, j]
+    order = np.lexsort((pos, e))  # by expert, then slot
+    t, j, e = t[order], j[order], e[order]
+    counts = np.bincount(e, minlength=routing.num_experts)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return SortedAssignments(token=t.astype(np.int64), choice=j.astype(np.int64), expert=e.astype(np.int64),
+                             gate=routing.gates[t, j], offsets=offsets)
+
+
+def gather_by_expert(x, sa: SortedAssignments) -> np.ndarray:
+    """(N, D): row i is x[token[i]]."""
+    return as_float_array(x, "x", ndim=2)[sa.token]
+
+
+def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
+    """y (T, D): y[token[i]] += gate[i] * rows[i]."""
+    y = np.zeros((num_tokens, rows.shape[1]))
+    np.add.at(y, sa.token, sa.gate[:, None] * rows)
+    return y

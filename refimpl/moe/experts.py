@@ -1,0 +1,162 @@
+"""Expert networks with explicit weights: an FFN and a SwiGLU block, with their VJPs.
+
+Row convention: a token is a row vector x (D,), a batch is X (N, D).
+
+    FFN:     y = act(x W1 + b1) W2 + b2          W1 (D, H), W2 (H, D)   (seed 000 sec. 3:
+                                                  "d x 4d + 4d x d", 8 d^2 weights for H = 4d)
+    SwiGLU:  y = (silu(x Wg) * (x Wu)) Wd         Wg, Wu (D, H), Wd (H, D)
+             (Shazeer 2020; HF Mixtral w1 = gate, w3 = up, w2 = down; 3 D H weights)
+
+Activations: "relu", "gelu" (exact, erf form), "silu" (x * sigmoid(x)).
+``vjp(x, dy)`` returns dL/dx given dL/dy, for the gradient checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+from scipy.special import erf, expit
+
+from .._validate import as_float_array
+
+_SQRT2 = np.sqrt(2.0)
+_SQRT2PI = np.sqrt(2.0 * np.pi)
+
+
+def activation(name: str, u: np.ndarray) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(u, 0.0)
+    if name == "gelu":
+        return 0.5 * u * (1.0 + erf(u / _SQRT2))
+    if name == "silu":
+        return u * expit(u)
+    raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
+
+
+def activation_grad(name: str, u: np.ndarray) -> np.ndarray:
+    """d act(u) / du (relu: 0 at u = 0)."""
+    if name == "relu":
+        return (u > 0).astype(np.float64)
+    if name == "gelu":
+        return 0.5 * (1.0 + erf(u / _SQRT2)) + u * np.exp(-0.5 * u * u) / _SQRT2PI
+    if name == "silu":
+        s = expit(u)
+        return s * (1.0 + u * (1.0 - s))
+    raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
+
+
+def _rows(x, D: int) -> np.ndarray:
+    x = as_float_array(x, "x", ndim=2)
+    if x.shape[1] != D:
+        raise ValueError(f"x: expected shape (N, {D}), got {x.shape}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class FFNExpert:
+    """y = act(x W1 + b1) W2 + b2."""
+
+    W1: np.ndarray
+    W2: np.ndarray
+    b1: Optional[np.ndarray] = None
+    b2: Optional[np.ndarray] = None
+    act: str = "relu"
+
+    def __post_init__(self):
+        W1 = as_float_array(self.W1, "W1", ndim=2)
+        W2 = as_float_array(self.W2, "W2", ndim=2)
+        if W2.shape != (W1.shape[1], W1.shape[0]):
+            raise ValueError(f"W2: expected shape {(W1.shape[1], W1.shape[0])} for W1 {W1.shape}, got {W2.shape}")
+        activation(self.act, np.zeros(1))
+        object.__setattr__(self, "W1", W1)
+        object.__setattr__(self, "W2", W2)
+        for name, n in (("b1", W1.shape[1]), ("b2", W1.shape[0])):
+            b = getattr(self, name)
+            if b is not None:
+                b = as_float_array(b, name, ndim=1)
+                if b.shape != (n,):
+                    raise ValueError(f"{name}: expected shape ({n},), got {b.shape}")
+                object.__setattr__(self, name, b)
+
+    @property
+    def d_model(self) -> int:
+        return self.W1.shape[0]
+
+    @property
+    def num_params(self) -> int:
+        return self.W1.size + self.W2.size + sum(b.size for b in (self.b1, self.b2) if b is not None)
+
+    def _pre(self, x):
+        u = x @ self.W1
+        return u if self.b1 is None else u + self.b1
+
+    def __call__(self, x) -> np.ndarray:
+        x = _rows(x, self.d_model)
+        y = activation(self.act, self._pre(x)) @ self.W2
+        return y if self.b2 is None else y + self.b2
+
+    def vjp(self, x, dy) -> np.ndarray:
+        """dL/dx (N, D) given dL/dy (N, D)."""
+        x = _rows(x, self.d_model)
+        u = self._pre(x)
+        return ((dy @ self.W2.T) * activation_grad(self.act, u)) @ self.W1.T
+
+
+@dataclasses.dataclass(frozen=True)
+class SwiGLUExpert:
+    """y = (silu(x Wg) * (x Wu)) Wd."""
+
+    Wg: np.ndarray
+    Wu: np.ndarray
+    Wd: np.ndarray
+
+    def __post_init__(self):
+        Wg = as_float_array(self.Wg, "Wg", ndim=2)
+        Wu = as_float_array(self.Wu, "Wu", ndim=2)
+        Wd = as_float_array(self.Wd, "Wd", ndim=2)
+        if Wu.shape != Wg.shape or Wd.shape != (Wg.shape[1], Wg.shape[0]):
+            raise ValueError(f"Wg {Wg.shape}, Wu {Wu.shape}, Wd {Wd.shape}: expected (D, H), (D, H), (H, D)")
+        for name, W in (("Wg", Wg), ("Wu", Wu), ("Wd", Wd)):
+            object.__setattr__(self, name, W)
+
+    @property
+    def d_model(self) -> int:
+        return self.Wg.shape[0]
+
+    @property
+    def num_params(self) -> int:
+        return self.Wg.size + self.Wu.size + self.Wd.size
+
+    def __call__(self, x) -> np.ndarray:
+        x = _rows(x, self.d_model)
+        return (activation("silu", x @ self.Wg) * (x @ self.Wu)) @ self.Wd
+
+    def vjp(self, x, dy) -> np.ndarray:
+        x = _rows(x, self.d_model)
+        a, b = x @ self.Wg, x @ self.Wu
+        dh = dy @ self.Wd.T
+        return (dh * b * activation_grad("silu", a)) @ self.Wg.T + (dh * activation("silu", a)) @ self.Wu.T
+
+
+def random_experts(num_experts: int, d_model: int, d_hidden: int, *, kind="ffn", act="relu",
+                   bias=False, seed=0, scale=None) -> list:
+    """Experts with N(0, scale^2) weights (default scale 1/sqrt(fan-in)) from an explicit seed."""
+    rng = np.random.default_rng(seed)
+    s_in = 1 / np.sqrt(d_model) if scale is None else scale
+    s_hid = 1 / np.sqrt(d_hidden) if scale is None else scale
+    out = []
+    for _ in range(num_experts):
+        if kind == "ffn":
+            out.append(FFNExpert(
+                W1=rng.normal(0, s_in, (d_model, d_hidden)), W2=rng.normal(0, s_hid, (d_hidden, d_model)),
+                b1=rng.normal(0, s_in, d_hidden) if bias else None,
+                b2=rng.normal(0, s_hid, d_model) if bias else None, act=act))
+        elif kind == "swiglu":
+            out.append(SwiGLUExpert(
+                Wg=rng.normal(0, s_in, (d_model, d_hidden)), Wu=rng.normal(0, s_in, (d_model, d_hidden)),
+                Wd=rng.normal(0, s_hid, (d_hidden, d_model))))
+        else:
+            raise ValueError(f"kind: expected 'ffn' or 'swiglu', got {kind!r}")
+    return out

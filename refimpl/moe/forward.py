@@ -1,0 +1,89 @@
+"""The MoE layer forward: y_t = sum_j g_tj FFN_{e_tj}(x_t)  (seed 000 sec. 3, seed 001 21.1).
+
+Router: z = x W_g^T with ``router_weight`` W_g of shape (E, D) (the seed's
+W_g in R^{E x d}; torch ``nn.Linear(D, E).weight``). Routing: :func:`route`
+with any preset or conventions. Dropped choices contribute nothing; a token
+whose choices are all dropped gets y_t = 0 (the residual connection around the
+layer, outside this function, carries it).
+
+Three computations of the same y, which the properties compare:
+
+    layout="sparse"         gather each expert's kept tokens, run the expert on
+                            them only, scatter-add the gated outputs (Megablocks)
+    layout="dense_tensors"  GShard dispatch/combine einsums over (T, E, C)
+    dense_moe_forward       every expert on every token, masked by the (T, E)
+                            gate matrix: the definition, at E times the compute
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import as_float_array
+from .dispatch import (combine_dense, dispatch_combine_tensors, dispatch_dense, gather_by_expert,
+                       scatter_combine, sort_by_expert)
+from .router import route
+
+
+def router_logits(x, router_weight) -> np.ndarray:
+    """z (T, E) = x W_g^T."""
+    x = as_float_array(x, "x", ndim=2)
+    W = as_float_array(router_weight, "router_weight", ndim=2)
+    if W.shape[1] != x.shape[1]:
+        raise ValueError(f"router_weight: expected shape (E, {x.shape[1]}), got {W.shape}")
+    return x @ W.T
+
+
+def gate_matrix(routing) -> np.ndarray:
+    """G (T, E): G[t, indices[t, j]] = gates[t, j] (0 for unselected and dropped)."""
+    G = np.zeros((routing.num_tokens, routing.num_experts))
+    t, j = np.nonzero(routing.kept)
+    G[t, routing.indices[t, j]] = routing.gates[t, j]
+    return G
+
+
+def _check_experts(experts, E: int, D: int):
+    if len(experts) != E:
+        raise ValueError(f"experts: expected {E} experts (one per router column), got {len(experts)}")
+    for i, ex in enumerate(experts):
+        if getattr(ex, "d_model", D) != D:
+            raise ValueError(f"experts[{i}]: d_model {ex.d_model} does not match x's {D}")
+
+
+def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
+    """y (T, D) for a given routing."""
+    x = as_float_array(x, "x", ndim=2)
+    T, D = x.shape
+    _check_experts(experts, routing.num_experts, D)
+    if layout == "sparse":
+        sa = sort_by_expert(routing)
+        rows = gather_by_expert(x, sa)
+        out = np.zeros_like(rows)
+        for e, expert in enumerate(experts):
+            lo, hi = sa.offsets[e], sa.offsets[e + 1]
+            if hi > lo:
+                out[lo:hi] = expert(rows[lo:hi])
+        return scatter_combine(out, sa, T)
+    if layout == "dense_tensors":
+        dispatch, combine = dispatch_combine_tensors(routing)
+        inputs = dispatch_dense(x, dispatch)  # (E, C, D)
+        outputs = np.stack([experts[e](inputs[e]) if inputs.shape[1] else inputs[e]
+                            for e in range(routing.num_experts)])
+        return combine_dense(outputs, combine)
+    raise ValueError(f"layout: expected 'sparse' or 'dense_tensors', got {layout!r}")
+
+
+def moe_forward(x, router_weight, experts, k, *, layout: str = "sparse", **route_options):
+    """(y (T, D), routing): route x W_g^T, then apply the experts. ``route_options``
+    are those of :func:`route` (preset, normalize, capacity, drop_order, ...)."""
+    z = router_logits(x, router_weight)
+    routing = route(z, k, **route_options)
+    return apply_experts(x, routing, experts, layout=layout), routing
+
+
+def dense_moe_forward(x, routing, experts) -> np.ndarray:
+    """y = sum_e G[:, e] * FFN_e(x): every expert on every token, masked by the gates."""
+    x = as_float_array(x, "x", ndim=2)
+    _check_experts(experts, routing.num_experts, x.shape[1])
+    G = gate_matrix(routing)
+    return sum(G[:, [e]] * experts[e](x) for e in range(routing.num_experts))

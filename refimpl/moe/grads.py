@@ -1,0 +1,206 @@
+"""Exact derivatives of the router, the MoE output and the auxiliary losses.
+
+Top-k selection, capacity and dropping are piecewise constant in the logits:
+away from the boundaries where two scores tie (the k-th and (k+1)-th expert of
+a token, or two tokens competing for a slot under a probability-based drop
+order) they do not move, so the derivative of the forward function is the
+derivative with the selection held fixed. That is what this module computes.
+It is *not* a straight-through estimator: seed 001 21.1 suggests letting the
+gradient flow "through all softmax probabilities"; that is a different (biased)
+rule, and the properties show it differs from the true derivative.
+
+Score Jacobian, per token (J[t, a, b] = dp_ta / dz_tb):
+
+    softmax:  J = diag(p) - p p^T              sigmoid:  J = diag(s (1 - s))
+
+Gates (``normalize`` of refimpl.moe.router; S = the choices in the
+denominator: all k for before_drop, the kept ones for after_drop):
+
+    none:        g_j = r kept_j w_j                      dg_j/dz = r kept_j J[e_j, :]
+    renormalised g_j = r kept_j w_j / (sum_{i in S} w_i + eps)
+                 dg_j/dz = r kept_j / D * (J[e_j, :] - (w_j / D) sum_{i in S} J[e_i, :])
+
+For softmax scores, renormalised and nothing dropped this is the softmax over
+the selected logits: dg_j/dz_b = g_j (delta(e_j, b) - g_b) for b selected and
+0 for b unselected (unselected logits get no gradient), and for k = 1 it is 0
+(a renormalised top-1 gate is the constant 1: the task loss gives the router no
+gradient). The MoE output y = sum_j g_j FFN_{e_j}(x) then has
+
+    dy/dz_b = sum_j FFN_{e_j}(x) dg_j/dz_b = g_b (FFN_b(x) - y)    (b selected)
+
+whose diagonal factor g_b (1 - g_b) is the seed's formula: it is only the
+diagonal of the softmax Jacobian (ERRATA 7). Raw gates (normalize="none") have
+dg_j/dz_b = p_{e_j} (delta(e_j, b) - p_b) for every b: unselected logits do
+get gradient, through the softmax denominator.
+
+Balance loss with f held constant (f is a count of argmax decisions):
+
+    dL/dz_tb = (alpha c / T) * sum_e f_e J[t, e, b]
+             = (alpha c / T) p_tb (f_b - sum_e f_e p_te)        (softmax)
+
+which for c = E is the formula in CONVENTIONS.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtr
+
+from .._validate import as_float_array
+from .losses import CV_EPS, _kth_excluding, _split_groups, routing_fractions, scale_factor
+from .router import route, router_scores
+from ..softmax import logsumexp, softmax
+
+
+def score_jacobian(logits, score: str = "softmax") -> np.ndarray:
+    """J (T, E, E), J[t, a, b] = d p_ta / d z_tb."""
+    z = as_float_array(logits, "logits", ndim=2)
+    p = router_scores(z, score)
+    if score == "softmax":
+        return np.einsum("ta,ab->tab", p, np.eye(z.shape[1])) - p[:, :, None] * p[:, None, :]
+    return np.einsum("ta,ab->tab", p * (1.0 - p), np.eye(z.shape[1]))
+
+
+def gate_jacobian(logits, k, **route_options):
+    """(routing, Jg) with Jg (T, k, E) = d gates[t, j] / d logits[t, :], selection held fixed.
+
+    ``route_options`` are those of :func:`route`.
+    """
+    z = as_float_array(logits, "logits", ndim=2)
+    routing = route(z, k, **route_options)
+    return routing, gate_jacobian_of(routing, z)
+
+
+def gate_jacobian_of(routing, logits) -> np.ndarray:
+    """Jg (T, k, E) for a routing computed from ``logits``."""
+    opts = routing.options
+    J = score_jacobian(logits, opts.score)  # (T, E, E)
+    Jw = np.take_along_axis(J, routing.indices[:, :, None], axis=1)  # (T, k, E): d w_j / dz
+    w = np.take_along_axis(routing.probs, routing.indices, axis=-1)  # raw gates (T, k)
+    kept = routing.kept.astype(np.float64)
+    if opts.normalize == "none":
+        return opts.route_scale * kept[:, :, None] * Jw
+    in_den = np.ones_like(kept) if opts.normalize == "before_drop" else kept
+    D = (in_den * w).sum(axis=-1) + opts.normalize_eps  # (T,)
+    safe = np.where(D > 0, D, 1.0)
+    dD = np.einsum("tj,tje->te", in_den, Jw)  # d D / dz
+    Jg = (Jw - (w / safe[:, None])[:, :, None] * dD[:, None, :]) / safe[:, None, None]
+    return opts.route_scale * (kept * (D > 0)[:, None])[:, :, None] * Jg
+
+
+def gate_vjp(routing, logits, dgates) -> np.ndarray:
+    """dL/dz (T, E) given dL/dgates (T, k)."""
+    return np.einsum("tj,tje->te", as_float_array(dgates, "dgates", ndim=2),
+                     gate_jacobian_of(routing, logits))
+
+
+def _expert_outputs_per_choice(x, routing, experts) -> np.ndarray:
+    """F (T, k, D): F[t, j] = FFN_{indices[t, j]}(x_t) for every choice (kept or not)."""
+    T, k = routing.indices.shape
+    F = np.zeros((T, k, x.shape[1]))
+    for e, expert in enumerate(experts):
+        t, j = np.nonzero(routing.indices == e)
+        if t.size:
+            F[t, j] = expert(x[t])
+    return F
+
+
+def output_logit_jacobian(x, routing, logits, experts) -> np.ndarray:
+    """dy/dz (T, D, E) of y_t = sum_j g_tj FFN_{e_tj}(x_t), selection held fixed."""
+    x = as_float_array(x, "x", ndim=2)
+    F = _expert_outputs_per_choice(x, routing, experts)
+    return np.einsum("tjd,tje->tde", F, gate_jacobian_of(routing, logits))
+
+
+def moe_vjp(x, router_weight, experts, k, dy, **route_options):
+    """VJP of y = moe_forward(x, router_weight, experts, k)[0]: returns (dx, dz, dW).
+
+    dz (T, E) = dL/dlogits, dx (T, D) = through the experts and through z = x W^T,
+    dW (E, D) = dL/drouter_weight.
+    """
+    from .forward import router_logits
+
+    x = as_float_array(x, "x", ndim=2)
+    W = as_float_array(router_weight, "router_weight", ndim=2)
+    dy = as_float_array(dy, "dy", ndim=2)
+    z = router_logits(x, W)
+    routing = route(z, k, **route_options)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy: expected shape {x.shape}, got {dy.shape}")
+    F = _expert_outputs_per_choice(x, routing, experts)
+    dgates = np.einsum("td,tjd->tj", dy, F)
+    dz = gate_vjp(routing, z, dgates)
+    dx = dz @ W
+    for e, expert in enumerate(experts):
+        t, j = np.nonzero((routing.indices == e) & routing.kept)
+        if t.size:
+            dx_e = expert.vjp(x[t], routing.gates[t, j][:, None] * dy[t])
+            np.add.at(dx, t, dx_e)
+    return dx, dz, dz.T @ x
+
+
+# ---------------------------------------------------------------------------
+# gradients of the losses with respect to the logits
+
+
+def balance_loss_grad(routing, logits, *, alpha=1.0, f="k_hot", scale="E", probs="softmax",
+                      groups=1) -> np.ndarray:
+    """dL/dz (T, E) of ``balance_loss`` with the fractions f held constant."""
+    z = as_float_array(logits, "logits", ndim=2)
+    T, E = z.shape
+    J = score_jacobian(z, routing.options.score)
+    if probs == "normalized_scores":  # q = p / sum p: dq_a/dp_b = (delta_ab - q_a) / sum p
+        p = routing.probs
+        s = p.sum(axis=-1, keepdims=True)
+        Jq = (np.eye(E)[None] - (p / s)[:, :, None]) / s[:, :, None]
+        J = np.einsum("tac,tcb->tab", Jq, J)
+    c = scale_factor(scale, E, routing.k)
+    dP = np.zeros((T, E))  # dL/dp_te (or dL/dq_te)
+    size = T // groups
+    for g, r in enumerate(_split_groups(routing, groups)):
+        n = max(int(r.token_mask.sum()), 1)
+        rows = slice(g * size, (g + 1) * size)
+        dP[rows] = (alpha * c / groups / n) * routing_fractions(r, f)[None, :] * r.token_mask[:, None]
+    return np.einsum("ta,tab->tb", dP, J)
+
+
+def z_loss_grad(logits, *, padding_mask=None) -> np.ndarray:
+    """d/dz of mean_t lse(z_t)^2 = (2 / N) lse(z_t) softmax(z_t) on real tokens."""
+    z = as_float_array(logits, "logits", ndim=2)
+    mask = np.ones(z.shape[0], dtype=bool) if padding_mask is None else np.asarray(padding_mask, dtype=bool)
+    n = max(int(mask.sum()), 1)
+    return (2.0 / n) * (logsumexp(z, axis=-1) * mask)[:, None] * softmax(z, axis=-1)
+
+
+def cv_squared_grad(x, *, eps: float = CV_EPS) -> np.ndarray:
+    """d/dx of var(x) / (mean(x)^2 + eps) (population variance)."""
+    x = as_float_array(x, "x", ndim=1)
+    n, m = x.shape[0], x.mean()
+    v = np.mean((x - m) ** 2)
+    den = m * m + eps
+    return 2.0 * (x - m) / (n * den) - 2.0 * v * m / (n * den * den)
+
+
+def importance_loss_grad(noisy: "NoisyTopK", *, w_importance=1.0) -> np.ndarray:  # noqa: F821
+    """d/dclean of w CV(sum_t G_t)^2, G = softmax(KeepTopK(H)), H = clean + noise * std."""
+    G = noisy.gates
+    dG = w_importance * cv_squared_grad(G.sum(axis=0))[None, :]  # dL/dG_te, same for every t
+    inner = (G * dG).sum(axis=-1, keepdims=True)
+    return G * (dG - inner)  # softmax restricted to the top-k (G = 0 elsewhere)
+
+
+def load_loss_grad(clean_logits, noisy_logits, noise_stddev, k: int, *, w_load=1.0) -> np.ndarray:
+    """d/dclean of w CV(Load)^2, Load_i = sum_t Phi((clean_ti - thr_ti) / std_ti), where the
+    threshold thr_ti is the noisy logit H_tj = clean_tj + noise_tj std_tj of another expert j."""
+    clean = as_float_array(clean_logits, "clean_logits", ndim=2)
+    H = as_float_array(noisy_logits, "noisy_logits", ndim=2)
+    std = as_float_array(noise_stddev, "noise_stddev", ndim=2)
+    thr, j = _kth_excluding(H, k)
+    u = (clean - thr) / std
+    load = ndtr(u).sum(axis=0)
+    dload = w_load * cv_squared_grad(load)  # (E,)
+    a = dload[None, :] * np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) / std  # dL/du_ti / std_ti
+    grad = a.copy()  # through clean_ti
+    T = clean.shape[0]
+    np.add.at(grad, (np.repeat(np.arange(T), clean.shape[1]), j.ravel()), -a.ravel())  # through thr_ti
+    return grad

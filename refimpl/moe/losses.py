@@ -1,0 +1,312 @@
+"""Auxiliary router losses: the product balance loss and its variants, CV^2, z-loss,
+and the importance and load losses of noisy top-k gating (Shazeer et al. 2017).
+
+Product balance loss (Switch Transformer eqs. 4-6; seed 000 section 4):
+
+    L = alpha * c * sum_e f_e * P_e
+
+    f_e  fraction of (real) tokens whose assignment counts for expert e, before
+         dropping: ``f="k_hot"``: e is among the token's top-k (each token
+         counts once per selected expert, sum_e f_e = k); ``f="top1"``: e is the
+         token's first choice (sum_e f_e = 1)
+    P_e  mean over (real) tokens of the router probability p_te
+         (``probs="normalized_scores"``: of p_te / sum_e' p_te', which is
+         DeepSeek-V3's s' for sigmoid scores and equals p for softmax)
+    c    the normalisation: ``scale="E"`` (Switch, GShard, Mixtral, flaxformer),
+         ``"E/k"`` (DeepSpeed top-k, Megablocks, DeepSeek f'_i = E/(kT) count_i),
+         ``"1"`` (seed 001 21.2, r_e without the E factor) or ``"1/E"``
+         (fairscale: ``mean_e(me * ce)``)
+
+Value under uniform routing (P_e = 1/E and f_e = m/E with m = k for k-hot, 1
+for top-1): ``alpha * c * m / E``. So E with top-1 f gives alpha (Switch), E
+with k-hot f gives alpha*k (Mixtral, flaxformer), E/k with k-hot f gives alpha
+(DeepSpeed top-k, DeepSeek), "1" with k-hot f gives alpha*k/E (seed 001),
+"1/E" with top-1 f gives alpha/E^2 (fairscale). ERRATA 5.
+
+``groups``: the T tokens are G consecutive equal groups (sequences for
+DeepSeek's sequence-wise loss, token groups for flaxformer); the loss is the
+mean over groups of each group's loss. Pooling over layers: see
+:func:`balance_loss_layers`.
+
+Padding: tokens with ``token_mask`` False are excluded from both f and P, and
+the means run over real tokens only (HF ``load_balancing_loss_func`` with an
+attention mask). Several libraries differ here (see each preset's notes).
+
+CV^2 (Shazeer et al. 2017; tensor2tensor ``cv_squared``): population variance
+over mean squared, ``var(x) / (mean(x)^2 + eps)``, eps = 1e-10. The seeds'
+"alpha * CV(f)^2" is ``alpha * cv_squared(f)``. With sum_e f_e = 1,
+``E * sum_e f_e^2 = 1 + CV(f)^2`` (exactly, with eps = 0).
+
+Router z-loss (ST-MoE, Zoph et al. 2022): mean over real tokens of
+logsumexp(z_t)^2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy.special import ndtr
+
+from ..softmax import logsumexp, softmax
+from .._validate import as_float_array
+
+F_KINDS = ("k_hot", "top1")
+SCALES = ("E", "E/k", "1", "1/E")
+P_KINDS = ("softmax", "normalized_scores")
+CV_EPS = 1e-10
+
+
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
+        raise ValueError(f"alpha: expected a finite number, got {alpha!r}")
+    return float(alpha)
+
+
+def scale_factor(scale: str, num_experts: int, k: int) -> float:
+    """The constant c of ``alpha * c * sum_e f_e P_e``."""
+    if scale == "E":
+        return float(num_experts)
+    if scale == "E/k":
+        return num_experts / k
+    if scale == "1":
+        return 1.0
+    if scale == "1/E":
+        return 1.0 / num_experts
+    raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
+
+
+def product_balance_loss(f, P, *, alpha=1.0, scale="E", k=1) -> float:
+    """alpha * c * sum_e f_e P_e from the statistics themselves (f, P of shape (E,)).
+
+    Seed 000 Example 3: f = [100, 80, 50, 26] / 256, P = [0.35, 0.30, 0.22, 0.13],
+    alpha = 0.01, scale "E": 0.01147.
+    """
+    f = as_float_array(f, "f", ndim=1)
+    P = as_float_array(P, "P", ndim=1)
+    if f.shape != P.shape:
+        raise ValueError(f"f and P: expected the same shape (E,), got {f.shape} and {P.shape}")
+    return _check_alpha(alpha) * scale_factor(scale, f.shape[0], k) * float(np.dot(f, P))
+
+
+def routing_fractions(routing, f: str = "k_hot") -> np.ndarray:
+    """f (E,): fraction of real tokens assigned to each expert before dropping."""
+    if f not in F_KINDS:
+        raise ValueError(f"f: expected one of {F_KINDS}, got {f!r}")
+    cols = routing.indices if f == "k_hot" else routing.indices[:, :1]
+    real = routing.token_mask
+    n = max(int(real.sum()), 1)
+    return np.bincount(cols[real].ravel(), minlength=routing.num_experts) / n
+
+
+def mean_probabilities(routing, probs: str = "softmax") -> np.ndarray:
+    """P (E,): mean router probability over real tokens."""
+    if probs not in P_KINDS:
+        raise ValueError(f"probs: expected one of {P_KINDS}, got {probs!r}")
+    p = routing.probs
+    if probs == "normalized_scores":
+        p = p / p.sum(axis=-1, keepdims=True)
+    real = routing.token_mask
+    return p[real].sum(axis=0) / max(int(real.sum()), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceLoss:
+    """A named variant of the product balance loss (see the module docstring)."""
+
+    f: str = "k_hot"
+    scale: str = "E"
+    probs: str = "softmax"
+
+    def __post_init__(self):
+        for name, allowed in (("f", F_KINDS), ("scale", SCALES), ("probs", P_KINDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+
+    def uniform_value(self, k: int, num_experts: int, alpha: float = 1.0) -> float:
+        """alpha * c * m / E: the value when P and f are uniform."""
+        m = k if self.f == "k_hot" else 1
+        return alpha * scale_factor(self.scale, num_experts, k) * m / num_experts
+
+    def __call__(self, routing, *, alpha=1.0, groups: int = 1) -> float:
+        return balance_loss(routing, alpha=alpha, f=self.f, scale=self.scale,
+                            probs=self.probs, groups=groups)
+
+
+def _split_groups(routing, groups: int):
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups: expected a positive int, got {groups!r}")
+    T = routing.num_tokens
+    if T % groups:
+        raise ValueError(f"groups: must divide the number of tokens T={T}, got {groups}")
+    size = T // groups
+    for g in range(groups):
+        sl = slice(g * size, (g + 1) * size)
+        yield dataclasses.replace(
+            routing, probs=routing.probs[sl], indices=routing.indices[sl], gates=routing.gates[sl],
+            kept=routing.kept[sl], position=routing.position[sl], token_mask=routing.token_mask[sl],
+        )
+
+
+def balance_loss(routing, *, alpha=1.0, f="k_hot", scale="E", probs="softmax", groups=1) -> float:
+    """alpha * c * sum_e f_e P_e from a Routing (module docstring), mean over ``groups``."""
+    alpha = _check_alpha(alpha)
+    c = scale_factor(scale, routing.num_experts, routing.k)
+    per_group = [
+        alpha * c * float(np.dot(routing_fractions(r, f), mean_probabilities(r, probs)))
+        for r in _split_groups(routing, groups)
+    ]
+    return float(np.mean(per_group))
+
+
+def balance_loss_layers(routings: Sequence, *, alpha=1.0, f="k_hot", scale="E",
+                        probs="softmax", pool="concat") -> float:
+    """The balance loss of several layers' routings (same T, E, k).
+
+    pool="concat": one loss over all layers' tokens together (HF Mixtral
+    ``load_balancing_loss_func`` concatenates the layers' gate logits);
+    "mean" / "sum": mean / sum of the per-layer losses (Megablocks
+    ``batched_load_balancing_loss`` is the mean; DeepSpeed and T5X add the
+    per-layer losses). For pooled f and P the concatenated loss differs from the
+    mean of per-layer losses in general; both equal the uniform value when every
+    layer is uniform.
+    """
+    routings = list(routings)
+    if not routings:
+        raise ValueError("routings: expected at least one Routing")
+    if pool == "concat":
+        cat = dataclasses.replace(
+            routings[0],
+            probs=np.concatenate([r.probs for r in routings]),
+            indices=np.concatenate([r.indices for r in routings]),
+            gates=np.concatenate([r.gates for r in routings]),
+            kept=np.concatenate([r.kept for r in routings]),
+            position=np.concatenate([r.position for r in routings]),
+            token_mask=np.concatenate([r.token_mask for r in routings]),
+            counts=np.sum([r.counts for r in routings], axis=0),
+        )
+        return balance_loss(cat, alpha=alpha, f=f, scale=scale, probs=probs)
+    losses = [balance_loss(r, alpha=alpha, f=f, scale=scale, probs=probs) for r in routings]
+    if pool == "mean":
+        return float(np.mean(losses))
+    if pool == "sum":
+        return float(np.sum(losses))
+    raise ValueError(f"pool: expected 'concat', 'mean' or 'sum', got {pool!r}")
+
+
+def cv_squared(x, *, eps: float = CV_EPS) -> float:
+    """Squared coefficient of variation: population variance / (mean^2 + eps).
+
+    Scale invariant (up to eps) and 0 iff all entries are equal. A single entry
+    gives 0. (Tutel's ``load_importance_loss`` uses torch's default *sample*
+    variance instead; this spec pins the population variance of tensor2tensor's
+    ``cv_squared`` and CONVENTIONS.md.)
+    """
+    x = as_float_array(x, "x", ndim=1)
+    if x.shape[0] == 0:
+        raise ValueError("x: expected at least one entry")
+    m = x.mean()
+    return float(np.mean((x - m) ** 2) / (m * m + eps))
+
+
+def cv_squared_loss(routing, *, alpha=1.0, of="loads") -> float:
+    """alpha * CV^2 of the expert loads (fractions f, k-hot, pre-drop) or importance
+    (sum over real tokens of the probabilities). The seeds' alpha * CV(f)^2."""
+    alpha = _check_alpha(alpha)
+    if of == "loads":
+        return alpha * cv_squared(routing_fractions(routing, "k_hot"))
+    if of == "importance":
+        return alpha * cv_squared(routing.probs[routing.token_mask].sum(axis=0))
+    raise ValueError(f"of: expected 'loads' or 'importance', got {of!r}")
+
+
+def z_loss(logits, *, padding_mask=None) -> float:
+    """Router z-loss: mean over real tokens of logsumexp(z_t)^2 (ST-MoE eq. 5;
+    Mesh TF ``_switch_gating``, flaxformer ``_router_z_loss``, Megablocks
+    ``batched_router_zloss``)."""
+    z = as_float_array(logits, "logits", ndim=2)
+    mask = np.ones(z.shape[0], dtype=bool) if padding_mask is None else np.asarray(padding_mask, dtype=bool)
+    if mask.shape != (z.shape[0],):
+        raise ValueError(f"padding_mask: expected shape ({z.shape[0]},), got {mask.shape}")
+    lse = logsumexp(z, axis=-1)
+    return float(np.sum(np.where(mask, lse**2, 0.0)) / max(int(mask.sum()), 1))
+
+
+# ---------------------------------------------------------------------------
+# Shazeer et al. 2017, "Outrageously large neural networks", section 4 and appendix A.
+# Noisy top-k gating: H(x)_i = clean_i + noise_i * noise_stddev_i, with clean = x W_g,
+# noise_stddev = softplus(x W_noise) and noise ~ N(0, 1), all passed in explicitly.
+
+
+@dataclasses.dataclass(frozen=True)
+class NoisyTopK:
+    """The result of :func:`noisy_top_k_gating`: dense gates (T, E) and what made them."""
+
+    gates: np.ndarray
+    noisy_logits: np.ndarray
+    indices: np.ndarray
+
+
+def noisy_top_k_gating(clean_logits, noise_stddev, noise, k: int) -> NoisyTopK:
+    """G(x) = softmax(KeepTopK(H(x), k)), H = clean + noise * noise_stddev.
+
+    KeepTopK sets all but the k largest entries to -inf (ties to the lower index),
+    so G is 0 outside the top-k and a softmax over the top-k noisy logits inside.
+    """
+    clean = as_float_array(clean_logits, "clean_logits", ndim=2)
+    std = as_float_array(noise_stddev, "noise_stddev", ndim=2)
+    eps = as_float_array(noise, "noise", ndim=2)
+    if not clean.shape == std.shape == eps.shape:
+        raise ValueError(f"clean_logits, noise_stddev, noise: expected one shape, got "
+                         f"{clean.shape}, {std.shape}, {eps.shape}")
+    if (std <= 0).any():
+        raise ValueError("noise_stddev: expected positive entries (softplus output)")
+    from .router import _check_k, top_k  # local: router imports nothing from here
+
+    k = _check_k(k, clean.shape[1])
+    H = clean + eps * std
+    idx = top_k(H, k)
+    keep = np.full(H.shape, -np.inf)
+    np.put_along_axis(keep, idx, np.take_along_axis(H, idx, axis=-1), axis=-1)
+    return NoisyTopK(gates=softmax(keep, axis=-1), noisy_logits=H, indices=idx)
+
+
+def importance_loss(gates, *, w_importance=1.0) -> float:
+    """w * CV(Importance)^2, Importance_e = sum_x G(x)_e (Shazeer 2017 eq. 6-7)."""
+    G = as_float_array(gates, "gates", ndim=2)
+    return float(w_importance) * cv_squared(G.sum(axis=0))
+
+
+def load_probabilities(clean_logits, noisy_logits, noise_stddev, k: int) -> np.ndarray:
+    """P(x, i) (T, E) = Phi((clean_i - kth_excluding(H, k, i)) / noise_stddev_i)
+    (Shazeer 2017 eq. 9): the probability that expert i stays in the top-k when
+    its own noise is redrawn. kth_excluding(H, k, i) is the k-th largest noisy
+    logit among the other experts: the (k+1)-th largest of H if i is in the
+    top-k, the k-th largest otherwise (tensor2tensor ``_prob_in_top_k``)."""
+    clean = as_float_array(clean_logits, "clean_logits", ndim=2)
+    H = as_float_array(noisy_logits, "noisy_logits", ndim=2)
+    std = as_float_array(noise_stddev, "noise_stddev", ndim=2)
+    threshold, _ = _kth_excluding(H, k)
+    return ndtr((clean - threshold) / std)
+
+
+def _kth_excluding(H: np.ndarray, k: int):
+    """(threshold (T, E), index of the expert whose noisy logit is the threshold)."""
+    from .router import top_k
+
+    T, E = H.shape
+    if not 1 <= k < E:
+        raise ValueError(f"k: the load loss needs 1 <= k < E={E}, got {k}")
+    order = top_k(H, k + 1)  # (T, k+1)
+    in_top = np.zeros((T, E), dtype=bool)
+    np.put_along_axis(in_top, order[:, :k], True, axis=-1)
+    idx = np.where(in_top, order[:, [k]], order[:, [k - 1]])  # (T, E)
+    return np.take_along_axis(H, idx, axis=-1), idx
+
+
+def load_loss(clean_logits, noisy_logits, noise_stddev, k: int, *, w_load=1.0) -> float:
+    """w * CV(Load)^2, Load_i = sum_x P(x, i) (Shazeer 2017 eq. 8-11)."""
+    P = load_probabilities(clean_logits, noisy_logits, noise_stddev, k)
+    return float(w_load) * cv_squared(P.sum(axis=0))
