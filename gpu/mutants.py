@@ -1,0 +1,148 @@
+"""Deliberately wrong kernels, made by small textual edits of the real sources.
+
+Each mutation is a bug seen in real kernels. It is applied to the Numba kernel
+module's source and to the neutral-dialect C text alike, so the very same bug
+can be run under the CUDA simulator, on OpenCL and on a GPU. The tests assert
+that the execution checks reject every mutant (a meta-test: a check that
+cannot fail verifies nothing). Every edit must match its source exactly the
+stated number of times, so a mutant cannot silently turn into the original
+kernel when the source changes.
+
+Attention:
+    partial_tile_dropped   key-tile count floor(kv_hi / BC) instead of ceil: the
+                           last, partial key tile is never visited
+    key_bound_off_by_one   j <= Lk instead of j < Lk: the zero padding row of a
+                           partial tile is attended as a key with score 0
+    missing_rescale        acc not multiplied by exp(m_old - m_new) when the
+                           running max grows (l still is)
+    head_map_mod           GQA query head h reads kv head h % Hkv, not h // G
+    window_left_off_by_one j > p - left instead of j >= p - left
+Routing:
+    ties_to_higher_id      >= instead of > in the top-k scan
+    token_major_for_k_major the k_major claiming order walks token by token
+    renormalize_before_drop after_drop divides by the sum over all k choices
+    scan_inclusive         rank = inclusive prefix (positions start at 1)
+    capacity_off_by_one    kept iff rank <= C
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import sys
+import types
+
+Edit = tuple  # (old, new, expected number of occurrences)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    name: str
+    kernel: str  # "attention" | "routing"
+    doc: str
+    numba: tuple  # edits of the Numba module source
+    c: tuple  # edits of the C body
+
+
+def apply_edits(text: str, edits, what: str) -> str:
+    for old, new, count in edits:
+        found = text.count(old)
+        if found != count:
+            raise AssertionError(f"mutation edit for {what}: expected {count} occurrence(s) of {old!r}, found {found}")
+        text = text.replace(old, new)
+    return text
+
+
+MUTATIONS = {m.name: m for m in (
+    Mutation(
+        "partial_tile_dropped", "attention", "the last, partial key tile is never visited",
+        numba=(("tile_hi = (kv_hi + BC - 1) // BC", "tile_hi = kv_hi // BC", 1),),
+        c=(("int tile_hi = (kv_hi + BC - 1) / BC;", "int tile_hi = kv_hi / BC;", 1),),
+    ),
+    Mutation(
+        "key_bound_off_by_one", "attention", "the padding row past Lk is attended with score 0",
+        numba=(("visible = i < Lq and j < Lk and", "visible = i < Lq and j <= Lk and", 1),),
+        c=(("const int visible = i < Lq && j < Lk &&", "const int visible = i < Lq && j <= Lk &&", 1),),
+    ),
+    Mutation(
+        "missing_rescale", "attention", "the accumulator is not rescaled when the running max grows",
+        numba=(("acc[a] = alpha * acc[a] + pv", "acc[a] = acc[a] + pv", 1),),
+        c=(("acc[a] = alpha * acc[a] + pv;", "acc[a] = acc[a] + pv;", 1),),
+    ),
+    Mutation(
+        "head_map_mod", "attention", "query head h reads kv head h % Hkv",
+        numba=(("hk = h // group", "hk = h % (Hq // group)", 1),),
+        c=(("const int hk = h / (Hq / Hkv);", "const int hk = h % Hkv;", 1),),
+    ),
+    Mutation(
+        "window_left_off_by_one", "attention", "the window's left end is excluded",
+        numba=(("j >= i + offset - left", "j > i + offset - left", 1),),
+        c=(("j >= i + offset - left", "j > i + offset - left", 1),),
+    ),
+    Mutation(
+        "ties_to_higher_id", "routing", "equal logits go to the higher expert id",
+        numba=(("if after_prev and (best < 0 or x > best_z):", "if after_prev and (best < 0 or x >= best_z):", 1),),
+        c=(("if (after_prev && (best < 0 || x > best_z)) {", "if (after_prev && (best < 0 || x >= best_z)) {", 1),),
+    ),
+    Mutation(
+        "token_major_for_k_major", "routing", "k_major claims slots token by token",
+        numba=(("if order == 0:  # k_major", "if order == 1:  # k_major", 1), ("            if order == 0:\n", "            if order == 1:\n", 1)),
+        c=(("order == 0 ?", "order == 1 ?", 4),),
+    ),
+    Mutation(
+        "renormalize_before_drop", "routing", "after_drop renormalises over all k choices",
+        numba=(("g = w / sum_kept", "g = w / sum_all", 1),),
+        c=(("g = sum_kept > 0.0f ? w / sum_kept : 0.0f;", "g = sum_kept > 0.0f ? w / sum_all : 0.0f;", 1),),
+    ),
+    Mutation(
+        "scan_inclusive", "routing", "positions from the inclusive prefix sum (start at 1)",
+        numba=(("pos = scan[tid] - mine", "pos = scan[tid]", 1),),
+        c=(("int pos = scan[tid] - mine;", "int pos = scan[tid];", 1),),
+    ),
+    Mutation(
+        "capacity_off_by_one", "routing", "kept iff rank <= C",
+        numba=(("(capacity < 0 or r < capacity)", "(capacity < 0 or r <= capacity)", 1),),
+        c=(("(capacity < 0 || r < capacity)", "(capacity < 0 || r <= capacity)", 1),),
+    ),
+)}
+
+
+def _kernel_modules(kernel: str):
+    return ("gpu.attention_numba", "gpu.attention_c") if kernel == "attention" else ("gpu.routing_numba", "gpu.routing_c")
+
+
+def numba_module(mutation: Mutation) -> types.ModuleType:
+    """A fresh copy of the Numba kernel module with the mutation applied."""
+    base = importlib.import_module(_kernel_modules(mutation.kernel)[0])
+    src = apply_edits(inspect.getsource(base), mutation.numba, f"{base.__name__} ({mutation.name})")
+    name = f"{base.__name__}__mutant_{mutation.name}"
+    mod = types.ModuleType(name)
+    mod.__package__ = "gpu"
+    mod.__file__ = f"<mutant {mutation.name} of {base.__file__}>"
+    sys.modules[name] = mod  # numba resolves the kernel's globals through the module
+    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    return mod
+
+
+def c_source(mutation: Mutation) -> str:
+    """The full neutral-dialect C text of the kernel with the mutation applied."""
+    from .dialect import with_prelude
+
+    base = importlib.import_module(_kernel_modules(mutation.kernel)[1])
+    return with_prelude(apply_edits(base.BODY, mutation.c, f"{base.__name__} ({mutation.name})"))
+
+
+def backend(name: str, runtime: str):
+    """A backend running mutant ``name``: runtime "numba", "opencl" or "cupy"."""
+    from .backends import CSourceBackend, NumbaBackend
+
+    m = MUTATIONS[name]
+    label = f"{runtime}[mutant {name}]"
+    if runtime == "numba":
+        mod = numba_module(m)
+        return NumbaBackend(attention=mod if m.kernel == "attention" else None,
+                            routing=mod if m.kernel == "routing" else None, label=label)
+    src = c_source(m)
+    return CSourceBackend(runtime, attention_source=src if m.kernel == "attention" else None,
+                          routing_source=src if m.kernel == "routing" else None, label=label)
