@@ -1,0 +1,461 @@
+"""FlashAttention: exact attention computed tile by tile, never materialising Lq x Lk.
+
+Seed 000 section 2 claims that tiling plus online softmax computes *the same*
+output as standard attention in O(L) memory. This module is that claim made
+executable, for every mask, window, alignment, GQA layout, softcap, bias and
+dropout that ``refimpl.attention`` accepts: scores, masks and the order of
+operations come from the very same ``refimpl.sdpa._Setup`` as the naive path,
+only evaluated one (B_r x B_c) tile at a time.
+
+Tiles. Queries are cut into T_r = ceil(Lq / B_r) tiles Q_i (``block_q`` = B_r
+rows, the last one possibly shorter), keys and values into T_c = ceil(Lk / B_c)
+tiles K_j, V_j (``block_k`` = B_c). Any positive sizes work; they need not
+divide the lengths. Every array the loops hold is O(B_r x B_c) (a tile of
+scores) or O(L) (per-row statistics, the output).
+
+FA2 (Dao 2023, "FlashAttention-2", Algorithm 1; flash-attn
+``csrc/flash_attn/src/flash_fwd_kernel.h::compute_attn_1rowblock`` with
+``softmax.h::Softmax::softmax_rescale_o``). Query tiles outer, key tiles inner;
+the accumulator stays unnormalised and normalisation is deferred to the end:
+
+    for each query tile i:  m = -inf, l = 0, acc = 0          (on chip)
+        for each key tile j:
+            S    = scores(Q_i, K_j)                             (B_r x B_c)
+            m'   = max(m, rowmax(S))
+            P~   = exp(S - m')
+            l    = exp(m - m') l + rowsum(P~)
+            acc  = diag(exp(m - m')) acc + (P~ * Z) V_j        Z = dropout keep / (1 - p)
+            m    = m'
+        O_i = diag(l)^-1 acc,   lse_i = m + log l               written once
+
+FA1 (Dao et al. 2022, "FlashAttention", Algorithm 1; the update seed 000
+section 2 writes as step d). Key tiles outer, query tiles inner; O, l, m live
+in slow memory and are read and written back at every step, and O is kept
+normalised at every step:
+
+    O = 0, l = 0, m = -inf                                       (slow memory)
+    for each key tile j:
+        for each query tile i:
+            S    = scores(Q_i, K_j)
+            m~   = rowmax(S),  P~ = exp(S - m~),  l~ = rowsum(P~)  (tile-local)
+            m'   = max(m_i, m~),  l' = exp(m_i - m') l_i + exp(m~ - m') l~
+            O_i  = diag(l')^-1 (diag(l_i) exp(m_i - m') O_i + exp(m~ - m') (P~ * Z) V_j)
+            l_i, m_i = l', m'
+    lse = m + log l
+
+Both give ``refimpl.attention``'s (out, lse) up to rounding (ERRATA 12: the
+seed shows only the FA1 form; the spec carries both and tests them equal).
+Conventions are those of ``refimpl.attention``: a fully masked row gives
+out 0 and lse -inf (its m stays -inf and its l 0; ``exp(-inf - (-inf))`` is 0
+here, never NaN); lse is the natural-log log-sum-exp of the final scores and
+ignores dropout.
+
+Block skipping. A tile (i, j) whose mask (``mask`` & ``causal`` & ``window``)
+hides every entry, for every batch entry and head, is never computed: no
+scores, no loads. This generalises flash-attn's ``n_block_min`` /
+``n_block_max`` range for causal and local attention
+(``flash_fwd_kernel.h::compute_attn_1rowblock``) to any mask, as FlexAttention's
+block masks do. Skipping cannot change a result: an all-hidden tile leaves
+(m, l, acc) exactly as they were. ``skip_masked_tiles=False`` computes every
+tile (for checking that claim); entries hidden only by a ``-inf`` bias never
+cause a skip. The count is reported by ``return_stats=True`` (see FlashStats).
+
+Backward (Dao 2023, Algorithm 2; flash-attn ``flash_bwd_preprocess_kernel.h::
+compute_dot_do_o`` for D, ``flash_bwd_kernel.h`` for the loop). Scores and
+probabilities are recomputed tile by tile from the saved lse:
+
+    D_i  = rowsum(dO_i * O_i)                                   (preprocessing pass)
+    for each key tile j:  dK_j = dV_j = 0                       (on chip)
+        for each query tile i:
+            P    = exp(S_ij - lse_i)                            (0 where hidden, 0 if lse_i = -inf)
+            dV_j += (P * Z)^T dO_i
+            dP   = (dO_i V_j^T) * Z
+            dS   = P * (dP - D_i),  times (1 - tanh^2(R / c)) with softcap c
+            dQ_i += scale dS K_j                                (read-modify-write in slow memory)
+            dK_j += scale dS^T Q_i
+        write dK_j, dV_j
+
+I/O instrumentation. Every access to Q, K, V, O, dO, dQ, l, m, lse and D goes
+through a small slow-memory model (``_SlowMemory``) that counts the elements
+moved between slow memory (HBM) and on-chip memory (SRAM). Each iteration of
+the outer loop is one thread block with its own SRAM: a tile it already holds
+is not counted again (FA2 loads Q_i once per query tile, FA1 loads K_j, V_j
+once per key tile); everything else is a fresh load. Tiles are loaded on first
+use, so a fully skipped row of tiles never loads its Q_i. Mask, bias and
+dropout-mask tiles are not counted (flash-attn computes causal/window masks
+from indices). GQA: a K/V tile is loaded once for the G query heads that share
+it (FlashAttention-3's PackGQA layout). ``refimpl.io_accounting`` gives the
+closed-form counts, and the tests check the instrumented counts equal them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+
+import numpy as np
+
+from ._validate import as_float_array, positive_int
+from .sdpa import _merge_heads, _real_4d, _Setup, _split_heads
+from .softmax import OnlineSoftmaxState, _exp_shift
+
+VARIANTS = ("fa1", "fa2")
+
+
+# ----------------------------------------------------------------------------
+# statistics of a tiled run
+
+
+@dataclasses.dataclass(frozen=True)
+class FlashStats:
+    """What one tiled call did (returned with ``return_stats=True``).
+
+    grid:          (T_r, T_c): the number of query tiles and of key tiles.
+    tiles_skipped: tiles (i, j) never computed because the mask hides all of
+                   them (for every batch entry and head): block skipping.
+    reads, writes: elements moved from / to slow memory, per tensor name
+                   ("Q", "K", "V", "O", "l", "m", "lse", "dO", "D", "dQ", "dK", "dV").
+    """
+
+    grid: tuple
+    tiles_skipped: int
+    reads: dict
+    writes: dict
+
+    @property
+    def tiles(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def tiles_computed(self) -> int:
+        return self.tiles - self.tiles_skipped
+
+    @property
+    def elements_read(self) -> int:
+        return sum(self.reads.values())
+
+    @property
+    def elements_written(self) -> int:
+        return sum(self.writes.values())
+
+
+class _SlowMemory:
+    """Counts elements moved between slow memory (HBM) and one thread block's SRAM.
+
+    ``load(name, rows, tile)`` brings the tile of ``name`` covering ``rows`` on
+    chip, counted unless this thread block already holds exactly that tile;
+    ``store`` writes a tile back (always counted); ``new_block()`` starts a
+    thread block with empty SRAM. Returns the tile itself, so the loops read
+    their operands through it.
+    """
+
+    def __init__(self):
+        self.reads: Counter = Counter()
+        self.writes: Counter = Counter()
+        self._held: dict = {}
+
+    def new_block(self) -> None:
+        self._held.clear()
+
+    def load(self, name: str, rows: slice, tile: np.ndarray) -> np.ndarray:
+        key = (rows.start, rows.stop)
+        if self._held.get(name) != key:
+            self.reads[name] += tile.size
+            self._held[name] = key
+        return tile
+
+    def store(self, name: str, tile: np.ndarray) -> np.ndarray:
+        self.writes[name] += tile.size
+        return tile
+
+
+class _TiledSetup(_Setup):
+    """``_Setup`` (validation, scores, masks, dropout) whose Q/K/V tiles are read
+    through the slow-memory counter: ``scores(qs, ks)`` loads Q_i and K_j."""
+
+    def __init__(self, q, k, v, *, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p):
+        super().__init__(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
+        self.memory = _SlowMemory()
+
+    def q5(self, qs=slice(None)):
+        return self.memory.load("Q", qs, super().q5(qs))
+
+    def kv(self, ks=slice(None)):
+        k, v = super().kv(ks)
+        return self.memory.load("K", ks, k), self.memory.load("V", ks, v)
+
+    def hidden(self, qs: slice, ks: slice) -> bool:
+        """True if the mask hides every entry of tile (qs, ks) for every batch entry and head."""
+        return not self.mask.trivial and not self.mask.tile(qs, ks).any()
+
+    def stats(self, grid, skipped) -> FlashStats:
+        return FlashStats(tuple(grid), int(skipped), dict(self.memory.reads), dict(self.memory.writes))
+
+
+def _tiles(start: int, stop: int, size: int) -> list[slice]:
+    """Consecutive slices of ``size`` covering [start, stop); the last may be shorter."""
+    return [slice(a, min(a + size, stop)) for a in range(start, stop, size)]
+
+
+def _check_variant(variant) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    return variant
+
+
+def _check_flag(x, name: str) -> bool:
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(x).__name__}")
+    return bool(x)
+
+
+def _normalise(acc: np.ndarray, l: np.ndarray) -> np.ndarray:
+    """diag(l)^-1 acc, with 0 for rows whose l is 0 (nothing visible)."""
+    nonempty = l > 0
+    return np.where(nonempty[..., None], acc / np.where(nonempty, l, 1.0)[..., None], 0.0)
+
+
+def _pv(P: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """(B, Hkv, G, nq, nk) x (B, Hkv, nk, Dv) -> (B, Hkv, G, nq, Dv)."""
+    return np.einsum("bhgqk,bhkd->bhgqd", P, V)
+
+
+# ----------------------------------------------------------------------------
+# forward loops
+
+
+def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool):
+    """FA2 over the keys in ``key_range`` = (k0, k1): (out, lse, tiles_skipped, grid).
+
+    With a key range narrower than [0, Lk) this is one split of split-KV
+    (flash-attn ``compute_attn_1rowblock_splitkv``): out and lse of attention
+    restricted to those keys, under the full problem's mask and alignment.
+    """
+    mem = st.memory
+    B, Hkv, G, Dv = st.B, st.Hkv, st.G, st.Dv
+    out = np.zeros((B, st.Hq, st.Lq, Dv))
+    lse = np.full((B, st.Hq, st.Lq), -np.inf)
+    q_tiles, k_tiles = _tiles(0, st.Lq, block_q), _tiles(key_range[0], key_range[1], block_k)
+    skipped = 0
+    for qs in q_tiles:  # one thread block per query tile
+        mem.new_block()
+        nq = qs.stop - qs.start
+        m = np.full((B, Hkv, G, nq), -np.inf)
+        l = np.zeros((B, Hkv, G, nq))
+        acc = np.zeros((B, Hkv, G, nq, Dv))
+        for ks in k_tiles:
+            if skip and st.hidden(qs, ks):
+                skipped += 1
+                continue
+            S, _ = st.scores(qs, ks)  # loads Q_i (once per thread block) and K_j
+            _, V = st.kv(ks)
+            m_new = np.maximum(m, np.max(S, axis=-1))
+            P = _exp_shift(S, m_new[..., None])  # P~ = exp(S - m')
+            alpha = _exp_shift(m, m_new)  # exp(m - m'): rescales what was accumulated so far
+            Z = st.dropout_scale(qs, ks)
+            l = alpha * l + np.sum(P, axis=-1)
+            acc = alpha[..., None] * acc + _pv(P if Z is None else P * Z, V)
+            m = m_new
+        out[:, :, qs] = mem.store("O", _merge_heads(_normalise(acc, l)))
+        lse[:, :, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse))
+    return out, lse, skipped, (len(q_tiles), len(k_tiles))
+
+
+def _forward_fa1(st: _TiledSetup, block_q: int, block_k: int, skip: bool):
+    """FA1 (key tiles outer; O, l, m in slow memory, O normalised at every step)."""
+    mem = st.memory
+    B, Hkv, G, Lq, Dv = st.B, st.Hkv, st.G, st.Lq, st.Dv
+    O = mem.store("O", np.zeros((B, Hkv, G, Lq, Dv)))  # Algorithm 1, line 2: initialise in slow memory
+    l = mem.store("l", np.zeros((B, Hkv, G, Lq)))
+    m = mem.store("m", np.full((B, Hkv, G, Lq), -np.inf))
+    q_tiles, k_tiles = _tiles(0, Lq, block_q), _tiles(0, st.Lk, block_k)
+    skipped = 0
+    for ks in k_tiles:  # one thread block per key tile
+        mem.new_block()
+        for qs in q_tiles:
+            if skip and st.hidden(qs, ks):
+                skipped += 1
+                continue
+            S, _ = st.scores(qs, ks)  # loads Q_i and K_j (K_j once per thread block)
+            _, V = st.kv(ks)
+            O_i = mem.load("O", qs, O[..., qs, :])
+            l_i = mem.load("l", qs, l[..., qs])
+            m_i = mem.load("m", qs, m[..., qs])
+            m_t = np.max(S, axis=-1)  # m~: the tile's own row max
+            P = _exp_shift(S, m_t[..., None])  # P~ = exp(S - m~)
+            l_t = np.sum(P, axis=-1)
+            m_new = np.maximum(m_i, m_t)
+            a, b = _exp_shift(m_i, m_new), _exp_shift(m_t, m_new)
+            l_new = a * l_i + b * l_t
+            Z = st.dropout_scale(qs, ks)
+            unnormalised = (l_i * a)[..., None] * O_i + b[..., None] * _pv(P if Z is None else P * Z, V)
+            O[..., qs, :] = mem.store("O", _normalise(unnormalised, l_new))
+            l[..., qs] = mem.store("l", l_new)
+            m[..., qs] = mem.store("m", m_new)
+    mem.new_block()  # final pass: lse = m + log l
+    rows = slice(0, Lq)
+    lse = OnlineSoftmaxState(mem.load("m", rows, m), mem.load("l", rows, l)).lse
+    return _merge_heads(O), mem.store("lse", _merge_heads(lse)), skipped, (len(q_tiles), len(k_tiles))
+
+
+def _setup(q, k, v, block_q, block_k, kw) -> _TiledSetup:
+    positive_int(block_q, "block_q")
+    positive_int(block_k, "block_k")
+    return _TiledSetup(q, k, v, **kw)
+
+
+def flash_attention(
+    q,
+    k,
+    v,
+    *,
+    block_q,
+    block_k,
+    variant="fa2",
+    mask=None,
+    causal=False,
+    align="bottom_right",
+    window=None,
+    scale=None,
+    softcap=None,
+    bias=None,
+    dropout_mask=None,
+    dropout_p=0.0,
+    skip_masked_tiles=True,
+    return_stats=False,
+):
+    """Exact attention computed in (block_q x block_k) tiles. Returns (out, lse).
+
+    Same arguments, shapes, conventions and results as ``refimpl.attention``
+    (up to rounding), plus:
+      block_q, block_k:   tile sizes B_r, B_c (positive ints; need not divide Lq, Lk).
+      variant:            "fa2" (default; query tiles outer, normalisation deferred,
+                          Dao 2023) or "fa1" (key tiles outer, output normalised at
+                          every step, Dao et al. 2022 / seed 000 section 2 step d).
+      skip_masked_tiles:  skip tiles the mask hides entirely (default True); the
+                          result is the same either way.
+      return_stats:       if True, return (out, lse, FlashStats): the tile grid, the
+                          number of skipped tiles and the elements read/written per tensor.
+    Never materialises an (Lq, Lk) array: the largest temporary is one tile of
+    scores, (B, Hq, block_q, block_k).
+    """
+    variant = _check_variant(variant)
+    skip = _check_flag(skip_masked_tiles, "skip_masked_tiles")
+    _check_flag(return_stats, "return_stats")
+    st = _setup(q, k, v, block_q, block_k, dict(
+        mask=mask, causal=causal, align=align, window=window, scale=scale, softcap=softcap,
+        bias=bias, dropout_mask=dropout_mask, dropout_p=dropout_p))
+    if variant == "fa2":
+        out, lse, skipped, grid = _forward_fa2(st, block_q, block_k, (0, st.Lk), skip)
+    else:
+        out, lse, skipped, grid = _forward_fa1(st, block_q, block_k, skip)
+    if return_stats:
+        return out, lse, st.stats(grid, skipped)
+    return out, lse
+
+
+# ----------------------------------------------------------------------------
+# backward
+
+
+def flash_attention_backward(
+    q,
+    k,
+    v,
+    out,
+    lse,
+    dout,
+    *,
+    block_q,
+    block_k,
+    mask=None,
+    causal=False,
+    align="bottom_right",
+    window=None,
+    scale=None,
+    softcap=None,
+    bias=None,
+    dropout_mask=None,
+    dropout_p=0.0,
+    skip_masked_tiles=True,
+    return_stats=False,
+):
+    """FA2 backward: (dq, dk, dv) of ``sum(dout * out)``, recomputing scores tile by tile.
+
+    ``out`` (B, Hq, Lq, Dv) and ``lse`` (B, Hq, Lq) are the forward's results
+    (``flash_attention`` or ``refimpl.attention``; -inf in lse marks a fully
+    masked row); the keywords must be those the forward used. The gradient
+    formulas are ``refimpl.attention_backward``'s, with P recomputed as
+    exp(S - lse) and D = rowsum(dout * out) (see the module docstring). Key
+    tiles outer: dK_j, dV_j accumulate on chip and are written once; dQ_i is
+    read, updated and written back in slow memory at every step. Never
+    materialises an (Lq, Lk) array. ``return_stats=True`` returns
+    ((dq, dk, dv), FlashStats).
+    """
+    skip = _check_flag(skip_masked_tiles, "skip_masked_tiles")
+    _check_flag(return_stats, "return_stats")
+    st = _setup(q, k, v, block_q, block_k, dict(
+        mask=mask, causal=causal, align=align, window=window, scale=scale, softcap=softcap,
+        bias=bias, dropout_mask=dropout_mask, dropout_p=dropout_p))
+    B, Hq, Hkv, Lq, Lk, D, Dv = st.B, st.Hq, st.Hkv, st.Lq, st.Lk, st.D, st.Dv
+    out, dout = _real_4d(out, "out"), _real_4d(dout, "dout")
+    for name, arr in (("out", out), ("dout", dout)):
+        if arr.shape != (B, Hq, Lq, Dv):
+            raise ValueError(f"{name}: expected shape {(B, Hq, Lq, Dv)}, got {arr.shape}")
+    lse = as_float_array(lse, "lse", allow_neg_inf=True)
+    if lse.shape != (B, Hq, Lq):
+        raise ValueError(f"lse: expected shape {(B, Hq, Lq)}, got {lse.shape}")
+    O5, dO5, lse5 = _split_heads(out, Hkv), _split_heads(dout, Hkv), _split_heads(lse, Hkv)
+    mem = st.memory
+    q_tiles, k_tiles = _tiles(0, Lq, block_q), _tiles(0, Lk, block_k)
+
+    # preprocessing (compute_dot_do_o): D_i = rowsum(dO_i * O_i), one pass over query tiles
+    Dsum = np.zeros(lse5.shape)
+    for qs in q_tiles:
+        mem.new_block()
+        dO_i, O_i = mem.load("dO", qs, dO5[..., qs, :]), mem.load("O", qs, O5[..., qs, :])
+        Dsum[..., qs] = mem.store("D", np.sum(dO_i * O_i, axis=-1))
+
+    dq = mem.store("dQ", np.zeros((B, Hkv, st.G, Lq, D)))  # initialised to 0 in slow memory
+    dk, dv = np.zeros((B, Hkv, Lk, D)), np.zeros((B, Hkv, Lk, Dv))
+    skipped = 0
+    for ks in k_tiles:  # one thread block per key tile
+        mem.new_block()
+        dK_j = np.zeros((B, Hkv, ks.stop - ks.start, D))
+        dV_j = np.zeros((B, Hkv, ks.stop - ks.start, Dv))
+        for qs in q_tiles:
+            if skip and st.hidden(qs, ks):
+                skipped += 1
+                continue
+            S, R = st.scores(qs, ks)  # loads Q_i and K_j
+            K, V = st.kv(ks)
+            Q_i = st.q5(qs)
+            dO_i = mem.load("dO", qs, dO5[..., qs, :])
+            L_i = mem.load("lse", qs, lse5[..., qs])[..., None]
+            D_i = mem.load("D", qs, Dsum[..., qs])[..., None]
+            P = np.where(np.isneginf(L_i), 0.0, _exp_shift(S, L_i))  # P = exp(S - lse)
+            Z = st.dropout_scale(qs, ks)
+            dV_j += np.einsum("bhgqk,bhgqd->bhkd", P if Z is None else P * Z, dO_i)
+            dP = np.einsum("bhgqd,bhkd->bhgqk", dO_i, V)
+            if Z is not None:
+                dP = dP * Z
+            dS = P * (dP - D_i)
+            if st.softcap is not None:
+                dS = dS * (1.0 - np.tanh(R / st.softcap) ** 2)
+            dQ_i = mem.load("dQ", qs, dq[..., qs, :]) + st.scale * _pv(dS, K)
+            dq[..., qs, :] = mem.store("dQ", dQ_i)
+            dK_j += st.scale * np.einsum("bhgqk,bhgqd->bhkd", dS, Q_i)
+        dk[:, :, ks] = mem.store("dK", dK_j)
+        dv[:, :, ks] = mem.store("dV", dV_j)
+    grads = (_merge_heads(dq), dk, dv)
+    if return_stats:
+        return grads, st.stats((len(q_tiles), len(k_tiles)), skipped)
+    return grads
+
+
+def tile_grid(Lq: int, Lk: int, block_q: int, block_k: int) -> tuple[int, int]:
+    """(T_r, T_c) = (ceil(Lq / block_q), ceil(Lk / block_k))."""
+    positive_int(block_q, "block_q")
+    positive_int(block_k, "block_k")
+    return math.ceil(Lq / block_q), math.ceil(Lk / block_k)
