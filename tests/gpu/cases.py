@@ -56,11 +56,11 @@ class AttentionCase:
 ATTENTION_CASES = [
     # (B, Hq, Hkv, Lq, Lk, D, Dv)
     AttentionCase("plain_mqa_partial_tiles", (1, 2, 1, 7, 9, 5, 3)),
+    AttentionCase("window_2_1_block_skipping", (1, 1, 1, 10, 10, 4, 4), {"window": (2, 1)}, (3, 3), seed=5),
     AttentionCase("extreme_scores_rescale", (1, 1, 1, 6, 11, 4, 4), magnitude=6.0, seed=1),
     AttentionCase("causal_bottom_right_lq_lt_lk_gqa", (1, 4, 2, 5, 11, 4, 4), {"causal": True}, (2, 4), seed=2),
     AttentionCase("causal_bottom_right_empty_rows", (1, 1, 1, 9, 3, 3, 2), {"causal": True}, (2, 2), seed=3),
     AttentionCase("causal_top_left_lq_lt_lk", (1, 2, 2, 6, 9, 4, 5), {"causal": True, "align": "top_left"}, seed=4),
-    AttentionCase("window_2_1_block_skipping", (1, 1, 1, 10, 10, 4, 4), {"window": (2, 1)}, (3, 3), seed=5),
     AttentionCase("window_left_unbounded_right_top_left", (1, 2, 1, 8, 5, 3, 3), {"window": (1, None), "align": "top_left"}, seed=6),
     AttentionCase("window_left_causal", (1, 1, 1, 12, 12, 4, 2), {"window": (3, None), "causal": True}, (4, 4), seed=7),
     AttentionCase("softcap_and_scale", (2, 1, 1, 6, 6, 4, 4), {"softcap": 2.0, "scale": 0.7}, seed=8, magnitude=2.0),

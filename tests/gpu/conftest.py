@@ -1,0 +1,68 @@
+"""A per-route summary of the GPU verification at the end of the pytest run.
+
+CI's output must show that each verification route ran and passed (not
+skipped); this prints, after the usual summary, one line per route with the
+number of tests passed / failed / skipped and their total time, e.g.
+
+    ptx (numba.cuda.compile_ptx, cc 8.0 / 9.0)      passed 14  failed 0  skipped 0   9.8 s
+"""
+
+from __future__ import annotations
+
+import collections
+
+ROUTES = (
+    # (label, test file, test-name prefixes or None for "all others in the file")
+    ("ptx: numba.cuda.compile_ptx, cc 8.0 / 9.0", "test_compile.py", ("test_numba_kernel_compiles_to_ptx",)),
+    ("nvrtc: CUDA C -> sm_80 / sm_90 cubin", "test_compile.py", ("test_c_source_compiles_with_nvrtc",)),
+    ("compile checks: meta-tests and OpenCL build", "test_compile.py", None),
+    ("simulator: Numba kernels vs refimpl", "test_simulator.py", ("test_simulated_kernel_matches_refimpl",
+                                                                   "test_simulator_child_ran_everything")),
+    ("simulator: mutants rejected", "test_simulator.py", ("test_simulated_mutant_is_rejected",)),
+    ("opencl: C kernels vs refimpl (PoCL)", "test_opencl.py", ("test_attention_matches_refimpl",
+                                                               "test_routing_matches_refimpl")),
+    ("opencl: mutants rejected", "test_opencl.py", ("test_mutant_is_rejected",)),
+    ("opencl: conformance properties", "test_opencl_properties.py", None),
+    ("facade: errors, inputs, bench", "test_facade.py", None),
+    ("gpu hardware (cupy, numba)", "test_on_device.py", None),
+)
+
+_stats: dict = collections.defaultdict(lambda: collections.Counter())
+_time: dict = collections.defaultdict(float)
+
+
+def _route(nodeid: str):
+    if "tests/gpu/" not in nodeid:
+        return None
+    path, _, name = nodeid.partition("::")
+    fname = path.rsplit("/", 1)[-1]
+    for label, file, prefixes in ROUTES:
+        if file == fname and prefixes is not None and name.startswith(prefixes):
+            return label
+    for label, file, prefixes in ROUTES:
+        if file == fname and prefixes is None:
+            return label
+    return None
+
+
+def pytest_runtest_logreport(report):
+    label = _route(report.nodeid)
+    if label is None:
+        return
+    _time[label] += report.duration
+    if report.when == "call":
+        _stats[label][report.outcome] += 1
+    elif report.outcome in ("skipped", "failed"):  # skipped or errored in setup/teardown
+        _stats[label]["skipped" if report.outcome == "skipped" else "failed"] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _stats:
+        return
+    tr = terminalreporter
+    tr.section("GPU verification routes (tests/gpu)")
+    for label, _, _ in ROUTES:
+        if label in _stats:
+            c = _stats[label]
+            tr.write_line(f"{label:<46} passed {c['passed']:>3}  failed {c['failed']:>3}  "
+                          f"skipped {c['skipped']:>3}  {_time[label]:6.1f} s")
