@@ -16,11 +16,17 @@ import argparse
 import sys
 import time
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 
 from . import registry
 from .core import Unsupported, find_counterexample, load_user_implementations, run_property, supports
 from .examples import all_examples
+
+
+_REPORT_SETTINGS = dict(
+    deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 def _fmt(x):
@@ -77,7 +83,7 @@ def conformance(examples: int, only: str | None) -> int:
                 continue
             t0 = time.perf_counter()
             try:
-                run_property(prop, impl, max_examples=examples)
+                run_property(prop, impl, **_REPORT_SETTINGS, max_examples=examples)
                 line.append(f"{impl.name}: pass ({time.perf_counter() - t0:.1f}s)")
             except Unsupported:
                 line.append(f"{impl.name}: unsupported")
@@ -120,11 +126,6 @@ def main(argv=None) -> int:
     ap.add_argument("--no-meta", action="store_true")
     ap.add_argument("--only", default=None, help="run only properties whose name contains this")
     args = ap.parse_args(argv)
-    settings.register_profile(
-        "report", max_examples=args.examples, deadline=None, derandomize=True, database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    settings.load_profile("report")
     t0 = time.perf_counter()
     bad = worked_examples()
     bad += conformance(args.examples, args.only)

@@ -66,9 +66,10 @@ def strategy_for(prop: Property, impl) -> SearchStrategy:
     return prop.strategy(frozenset(impl.capabilities))
 
 
-def run_property(prop: Property, impl, max_examples: int | None = None) -> None:
+def run_property(prop: Property, impl, max_examples: int | None = None, **overrides) -> None:
     """Run ``prop`` against ``impl`` under the active Hypothesis profile.
 
+    ``max_examples`` and ``overrides`` (Hypothesis settings) apply to this run only.
     Raises the AssertionError of the (shrunk) failing case, if any.
     """
     if not supports(impl, prop):
@@ -82,7 +83,9 @@ def run_property(prop: Property, impl, max_examples: int | None = None) -> None:
         prop.check(impl, case)
 
     if max_examples is not None:
-        _run = settings(max_examples=max_examples)(_run)
+        overrides["max_examples"] = max_examples
+    if overrides:
+        _run = settings(**overrides)(_run)
     _run()
 
 
