@@ -1,0 +1,114 @@
+"""Split-KV attention (flash-decoding): partial results over key chunks, then a merge.
+
+When there are few queries (decoding: Lq = 1) one thread block per query tile
+leaves the GPU idle, so the keys are cut into chunks [k_0, k_1), [k_1, k_2), ...
+that run in parallel. Chunk c runs the FA2 loop over its own keys only, under
+the *full* problem's mask and alignment (a chunk is a column range of the
+(Lq, Lk) problem, not a shorter problem of its own), and produces a normalised
+partial result
+
+    out_c = softmax(S[:, chunk c]) V[chunk c],    lse_c = logsumexp(S[:, chunk c])
+
+and the partials combine exactly (``refimpl.merge_attention_states``):
+
+    lse = logsumexp_c(lse_c),     out = sum_c exp(lse_c - lse) out_c.
+
+A chunk a row cannot see at all gives (out 0, lse -inf), the identity of the
+merge; so does an empty chunk. Sources: Dao et al., "Flash-Decoding for
+long-context inference" (2023); flash-attn ``csrc/flash_attn/src/flash_fwd_kernel.h``
+(``compute_attn_1rowblock_splitkv`` for the partials, ``combine_attn_seqk_parallel``
+for the merge), whose even split gives each of ``num_splits`` splits
+``ceil(ceil(Lk / block_k) / num_splits)`` key tiles (``even_boundaries``).
+
+Pitfall this module exists to show: computing a chunk as attention over
+``k[:, :, a:b]`` with the same ``causal=True`` re-aligns the causal diagonal
+to the chunk (bottom-right alignment is relative to the chunk's own length)
+and gives a wrong answer; the chunk must be a column range of the full mask.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ._validate import positive_int
+from .flash import _forward_fa2, _setup
+from .softmax import merge_attention_states
+
+
+def even_boundaries(Lk: int, num_splits: int, block_k: int) -> tuple[int, ...]:
+    """flash-attn's even split: ``num_splits`` chunks of ``ceil(ceil(Lk/block_k)/num_splits)`` key tiles.
+
+    Returns the num_splits - 1 inner boundaries (the last chunks may be empty).
+    """
+    Lk = positive_int(Lk, "Lk", allow_zero=True)
+    num_splits = positive_int(num_splits, "num_splits")
+    block_k = positive_int(block_k, "block_k")
+    per_split = math.ceil(math.ceil(Lk / block_k) / num_splits)
+    return tuple(min(s * per_split * block_k, Lk) for s in range(1, num_splits))
+
+
+def _check_boundaries(boundaries, Lk: int) -> tuple[int, ...]:
+    if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
+        raise TypeError(f"boundaries: expected a sequence of ints, got {type(boundaries).__name__}")
+    out = []
+    for b in boundaries:
+        if isinstance(b, (bool, np.bool_)) or not isinstance(b, (numbers.Integral, np.integer)):
+            raise TypeError(f"boundaries: expected ints, got {b!r}")
+        out.append(int(b))
+    if any(b < 0 or b > Lk for b in out) or out != sorted(out):
+        raise ValueError(f"boundaries: expected non-decreasing ints in [0, Lk={Lk}], got {list(boundaries)}")
+    return tuple(out)
+
+
+def _chunks(boundaries, num_splits, Lk, block_k) -> list[tuple[int, int]]:
+    if (boundaries is None) == (num_splits is None):
+        raise ValueError("give exactly one of boundaries= (explicit key cuts) or num_splits= (flash-attn's even split)")
+    cuts = even_boundaries(Lk, num_splits, block_k) if boundaries is None else _check_boundaries(boundaries, Lk)
+    edges = (0, *cuts, Lk)
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def attention_partials(q, k, v, *, block_q, block_k, boundaries=None, num_splits=None, **attention_kwargs):
+    """The partial results [(out_c, lse_c), ...] of each key chunk, in key order.
+
+    Chunks are cut at ``boundaries`` (non-decreasing ints in [0, Lk]; repeated
+    cuts make empty chunks) or by ``num_splits`` (flash-attn's even split in
+    whole key tiles). ``attention_kwargs`` are those of ``refimpl.attention``;
+    masks, alignment, bias and dropout refer to the full (Lq, Lk) problem.
+    out_c (B, Hq, Lq, Dv), lse_c (B, Hq, Lq); (0, -inf) for rows that see no
+    key of the chunk.
+    """
+    st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
+    parts = []
+    for k0, k1 in _chunks(boundaries, num_splits, st.Lk, block_k):
+        st.memory.new_block()
+        out_c, lse_c, _, _ = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)
+        parts.append((out_c, lse_c))
+    return parts
+
+
+def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits=None, **attention_kwargs):
+    """Attention by split-KV: ``attention_partials`` merged with ``merge_attention_states``.
+
+    Returns (out, lse), equal to ``refimpl.attention`` (up to rounding) for
+    any partition of the keys, including chunks some or all rows cannot see.
+    """
+    parts = attention_partials(
+        q, k, v, block_q=block_q, block_k=block_k, boundaries=boundaries, num_splits=num_splits, **attention_kwargs
+    )
+    return merge_attention_states([o for o, _ in parts], [l for _, l in parts])
+
+
+_KEYWORDS = ("mask", "causal", "align", "window", "scale", "softcap", "bias", "dropout_mask", "dropout_p")
+_DEFAULTS = dict(mask=None, causal=False, align="bottom_right", window=None, scale=None, softcap=None,
+                 bias=None, dropout_mask=None, dropout_p=0.0)
+
+
+def _attention_keywords(kw: dict) -> dict:
+    unknown = set(kw) - set(_KEYWORDS)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; refimpl.attention takes {list(_KEYWORDS)}")
+    return {**_DEFAULTS, **kw}
