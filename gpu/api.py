@@ -106,7 +106,8 @@ def _float_4d(x, name: str) -> np.ndarray:
         raise ValueError(f"{name}: contains NaN or inf")
     if arr.size > _INT32_LIMIT:
         raise UnsupportedOption(f"{name}: {arr.size} elements; the kernels index with 32-bit ints")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # reported below as a ValueError
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if out is arr:  # never hand the caller's own buffer to a kernel
         out = out.copy()
     if not np.isfinite(out).all():
@@ -292,7 +293,8 @@ def prepare_route(logits, k, *, preset=None, padding_mask=None, selection_bias=N
         raise UnsupportedOption(f"T * E = {T * E}: the kernels index with 32-bit ints")
     if C is not None and C > _INT32_LIMIT:
         C = _INT32_LIMIT  # more slots than assignments: nothing can be dropped
-    z32 = np.ascontiguousarray(z, dtype=np.float32)
+    with np.errstate(over="ignore"):  # reported below as a ValueError
+        z32 = np.ascontiguousarray(z, dtype=np.float32)
     if not np.isfinite(z32).all():
         raise ValueError("logits: overflow float32")
     p = RouteLaunch(k=k, capacity=-1 if C is None else int(C), score=SCORE_CODES[opts.score],

@@ -1,0 +1,56 @@
+"""Conformance-suite adapters for the GPU kernels (duck-typed, see properties.core).
+
+Point the suite at a kernel with, for example::
+
+    REFIMPL_IMPLS=gpu.adapters:opencl_attention pytest tests/test_attention_properties.py
+
+An adapter declares only the features the kernel implements (capabilities), so
+properties needing masks, bias, dropout or a backward are reported as
+unsupported, never run against it. ``precision="float32"``: compared the
+flash-attn way (2x the naive float32 error plus a noise floor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+#: features of refimpl.attention that gpu.flash_attention implements
+ATTENTION_CAPABILITIES = frozenset(
+    {"lse", "causal", "top_left", "window", "gqa", "lq_ne_lk", "dv_ne_d", "softcap", "scale"})
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelAttentionAdapter:
+    name: str
+    forward: Callable
+    capabilities: frozenset = ATTENTION_CAPABILITIES
+    backward: Callable | None = None
+    precision: str = "float32"
+    kind: str = "attention"
+
+
+def attention_adapter(backend, *, block_q=None, block_k=None, name=None) -> KernelAttentionAdapter:
+    """An adapter running ``gpu.flash_attention`` on ``backend`` with the given tiles."""
+    from .api import flash_attention
+
+    def forward(q, k, v, **kwargs):
+        return flash_attention(q, k, v, backend=backend, block_q=block_q, block_k=block_k, **kwargs)
+
+    label = name or f"gpu-{getattr(backend, 'name', backend)}" + (
+        f"-{block_q}x{block_k}" if block_q or block_k else "")
+    return KernelAttentionAdapter(label, forward)
+
+
+def opencl_attention():
+    """Adapters for the OpenCL kernel: small tiles (many partial tiles) and the default 16 x 16."""
+    return [attention_adapter("opencl", block_q=4, block_k=3), attention_adapter("opencl")]
+
+
+def numba_attention():
+    """Adapter for the Numba kernel (a GPU, or the simulator if enabled before numba's import)."""
+    return [attention_adapter("numba", block_q=4, block_k=3)]
+
+
+def cupy_attention():
+    return [attention_adapter("cupy")]

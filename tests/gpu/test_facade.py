@@ -1,0 +1,194 @@
+"""The facade's contract: clear errors, untouched inputs, unwritten outputs caught,
+``python -m gpu.bench`` without a GPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpu
+from gpu import mutants
+from gpu.backends import CSourceBackend, NumbaBackend
+from gpu.errors import BackendUnavailable, UnsupportedOption
+
+from .support import opencl_backend_or_missing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _qkv(B=1, Hq=2, Hkv=1, Lq=5, Lk=6, D=4, Dv=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((B, Hq, Lq, D)), rng.standard_normal((B, Hkv, Lk, D)),
+            rng.standard_normal((B, Hkv, Lk, Dv)))
+
+
+def _has_gpu() -> bool:
+    from gpu.bench import gpu_or_reason
+
+    return gpu_or_reason()[0] is not None
+
+
+# ---------------------------------------------------------------------------
+# unsupported options and bad input: raised before any runtime is touched
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"mask": np.ones((5, 6), dtype=bool)}, "mask"),
+    ({"bias": np.zeros((5, 6))}, "bias"),
+    ({"dropout_p": 0.1, "dropout_mask": np.ones((5, 6), dtype=bool)}, "dropout"),
+])
+@pytest.mark.parametrize("backend", gpu.BACKENDS)
+def test_unsupported_attention_option(backend, kwargs, word):
+    q, k, v = _qkv()
+    with pytest.raises(UnsupportedOption, match=word):
+        gpu.flash_attention(q, k, v, backend=backend, **kwargs)
+
+
+def test_head_dim_above_128_is_unsupported():
+    q, k, v = _qkv(D=129)
+    with pytest.raises(UnsupportedOption, match="D=129"):
+        gpu.flash_attention(q, k, v, backend="opencl")
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    ({"window": (-1, 0)}, ValueError, "window left"),
+    ({"window": (1,)}, ValueError, "window"),
+    ({"align": "middle"}, ValueError, "align"),
+    ({"scale": 0.0}, ValueError, "scale"),
+    ({"softcap": -1.0}, ValueError, "softcap"),
+    ({"causal": "yes"}, TypeError, "causal"),
+    ({"block_q": 64, "block_k": 32}, ValueError, "threads"),
+    ({"block_q": 0}, ValueError, "block_q"),
+])
+def test_bad_attention_arguments(kwargs, exc, word):
+    q, k, v = _qkv()
+    with pytest.raises(exc, match=word):
+        gpu.flash_attention(q, k, v, backend="opencl", **kwargs)
+
+
+def test_bad_shapes_and_values():
+    q, k, v = _qkv(Hq=3, Hkv=2)
+    with pytest.raises(ValueError, match="multiple of Hkv"):
+        gpu.flash_attention(q, k, v, backend="opencl")
+    q, k, v = _qkv()
+    q[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="q: contains NaN"):
+        gpu.flash_attention(q, k, v, backend="opencl")
+    with pytest.raises(ValueError, match="overflows float32"):
+        gpu.flash_attention(np.full((1, 1, 2, 2), 1e300), *_qkv(Hq=1, Lq=2, D=2)[1:], backend="opencl")
+    with pytest.raises(ValueError, match="backend"):
+        gpu.flash_attention(*_qkv(), backend="cuda")
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"selection_bias": np.zeros(4)}, "selection_bias"),
+    ({"n_groups": 2, "topk_groups": 1}, "n_groups"),
+    ({"drop_order": "priority", "capacity": 2}, "drop_order"),
+    ({"drop_order": "per_expert_top_prob", "capacity": 2}, "drop_order"),
+    ({"drop_order": "random", "capacity": 2, "seed": 0}, "drop_order"),
+])
+def test_unsupported_routing_option(kwargs, word):
+    z = np.zeros((6, 4))
+    with pytest.raises(UnsupportedOption, match=word):
+        gpu.route(z, 2, backend="opencl", **kwargs)
+
+
+def test_bad_routing_arguments():
+    z = np.zeros((6, 4))
+    with pytest.raises(ValueError, match="k"):
+        gpu.route(z, 5, backend="opencl")
+    with pytest.raises(TypeError, match="unknown keyword"):
+        gpu.route(z, 2, backend="opencl", normalise="after_drop")
+    with pytest.raises(ValueError, match="normalize"):
+        gpu.route(z, 2, backend="opencl", normalize="sometimes")
+    bad = z.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        gpu.route(bad, 2, backend="opencl")
+
+
+# ---------------------------------------------------------------------------
+# missing runtimes
+
+def test_cupy_without_gpu_says_so():
+    if _has_gpu():
+        pytest.skip("a CUDA GPU is present: the cupy backend is available")
+    q, k, v = _qkv()
+    with pytest.raises(BackendUnavailable, match="cupy"):
+        gpu.flash_attention(q, k, v, backend="cupy")
+    with pytest.raises(BackendUnavailable, match="cupy"):
+        gpu.route(np.zeros((4, 3)), 1, backend="cupy")
+
+
+def test_numba_without_gpu_or_simulator_says_how_to_simulate():
+    if _has_gpu():
+        pytest.skip("a CUDA GPU is present: the numba backend is available")
+    # this (parent) process never enables the simulator; the child of test_simulator does
+    with pytest.raises(BackendUnavailable, match="NUMBA_ENABLE_CUDASIM=1"):
+        gpu.flash_attention(*_qkv(), backend=NumbaBackend())
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyopencl", None)  # import pyopencl -> ImportError
+    with pytest.raises(BackendUnavailable, match=r"pyopencl is not installed.*\[gpu\]"):
+        gpu.flash_attention(*_qkv(), backend=CSourceBackend("opencl"))
+    monkeypatch.setitem(sys.modules, "numba", None)
+    with pytest.raises(BackendUnavailable, match="numba"):
+        gpu.flash_attention(*_qkv(), backend=NumbaBackend())
+
+
+def test_missing_opencl_platform(monkeypatch):
+    opencl_backend_or_missing()
+    monkeypatch.setenv("GPU_OPENCL_PLATFORM", "no-such-platform")
+    with pytest.raises(BackendUnavailable, match="pocl-opencl-icd"):
+        gpu.flash_attention(*_qkv(), backend=CSourceBackend("opencl"))
+
+
+# ---------------------------------------------------------------------------
+# inputs, outputs
+
+def test_inputs_not_mutated_and_any_layout_accepted():
+    opencl_backend_or_missing()
+    q, k, v = _qkv(Lq=6, Lk=6)
+    qt = np.ascontiguousarray(q.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # non-contiguous view
+    copies = [a.copy() for a in (qt, k, v)]
+    out, lse = gpu.flash_attention(qt, k, v.astype(np.float32), backend="opencl", causal=True)
+    assert out.dtype == np.float32 and lse.dtype == np.float32
+    for a, b in zip((qt, k, v), copies):
+        assert np.array_equal(a, b)
+    z = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    z0 = z.copy()
+    r = gpu.route(z, 2, backend="opencl", capacity=3)
+    assert np.array_equal(z, z0)
+    assert r.indices.dtype == np.int64 and r.kept.dtype == bool and r.probs.dtype == np.float64
+
+
+def test_unwritten_output_is_caught():
+    """Outputs start as NaN: a kernel that forgets to write some lse entries is
+    reported by the facade, not returned as numbers."""
+    opencl_backend_or_missing()
+    m = mutants.Mutation("skips_row_0_lse", "attention", "", numba=(),
+                         c=(("if (c == 0) lse[", "if (c == 0 && i > 0) lse[", 1),))
+    be = CSourceBackend("opencl", attention_source=mutants.c_source(m), label="opencl[skips row 0]")
+    with pytest.raises(RuntimeError, match=r"lse: 2 element\(s\) never written"):
+        gpu.flash_attention(*_qkv(), backend=be)
+
+
+def test_mutation_edit_must_match():
+    with pytest.raises(AssertionError, match="expected 1 occurrence"):
+        mutants.apply_edits("abc", (("xyz", "q", 1),), "demo")
+
+
+# ---------------------------------------------------------------------------
+# benchmark script
+
+def test_bench_without_gpu_says_so_and_exits_0():
+    if _has_gpu():
+        pytest.skip("a CUDA GPU is present: tests/gpu/test_on_device.py runs the benchmark")
+    proc = subprocess.run([sys.executable, "-m", "gpu.bench"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "no GPU" in proc.stdout
+    print(proc.stdout.strip())

@@ -1,0 +1,50 @@
+"""On a CUDA GPU: the same problems and mutants on the device (cupy and numba
+backends) and the benchmark. Without a GPU these skip, with the reason: the
+GPU-free routes (test_compile, test_simulator, test_opencl) verify the same
+kernels on every run, and none of them skips in CI.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpu import mutants
+from gpu.bench import gpu_or_reason
+
+from . import cases as C
+
+ROOT = Path(__file__).resolve().parents[2]
+_cupy, _reason = gpu_or_reason()
+pytestmark = pytest.mark.skipif(_cupy is None, reason=f"no CUDA GPU: {_reason}")
+
+BACKENDS = ("cupy", "numba")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", C.ATTENTION_CASES, ids=lambda c: c.name)
+def test_attention_on_device(backend, case):
+    C.check_attention(backend, case)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", C.ROUTING_CASES, ids=lambda c: c.name)
+def test_routing_on_device(backend, case):
+    C.check_routing(backend, case)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
+def test_mutant_rejected_on_device(backend, name):
+    m = mutants.MUTATIONS[name]
+    case, _ = C.find_rejecting_case(mutants.backend(name, backend), m.kernel)
+    assert case is not None, f"mutant {name} passed every case on {backend}"
+
+
+def test_bench_on_device():
+    proc = subprocess.run([sys.executable, "-m", "gpu.bench"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
