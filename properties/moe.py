@@ -1,0 +1,612 @@
+"""Mixture-of-experts properties (kind "moe"), the refimpl adapter, and the wrong
+implementations each property must reject (``WRONG``, see ``properties.moe_wrong``).
+
+Adapter protocol (``MoEAdapter``): callables with refimpl.moe's signatures
+
+    route(logits, k, **options) -> Routing          capacity(tokens, experts, **rule) -> int
+    balance_loss(routing, *, alpha, f, scale, probs, groups) -> float
+    cv_squared(x) -> float                          z_loss(logits) / z_loss_grad(logits)
+    gate_jacobian(logits, k, **options) -> (Routing, J (T, k, E))
+    output_logit_jacobian(x, W, experts, k, **options) -> (Routing, dy/dz (T, D, E))
+    moe_forward(x, W, experts, k, layout=..., **options) -> (y, Routing)
+    dispatch_combine(routing) -> (dispatch (T, E, C) bool, combine (T, E, C))
+    moe_vjp(x, W, experts, k, dy, **options) -> (dx, dz, dW)
+    balance_loss_grad(routing, logits, **variant) -> (T, E)
+    noisy_gating(clean, std, noise, k) -> NoisyTopK; importance_loss(gates);
+    importance_loss_grad(noisy); load_loss(clean, H, std, k); load_loss_grad(clean, H, std, k)
+
+Capabilities: "route" (softmax/sigmoid, the three normalisations, capacity
+None or int, drop orders k_major and token_major), "route.drop_orders" (all
+drop orders), "route.padding", "capacity", "losses", "gradients", "forward".
+A kernel that only routes (the GPU kernels) declares {"route"} and is run on
+the routing properties with the orders it implements.
+
+Tolerances. Integer outputs must match exactly. Float comparisons use bounds
+written next to each check: a few ulps times the number of terms for sums of
+O(1) values (u = 2^-53), and for central differences with step h = 1e-6 the
+truncation error h^2/6 |f'''| plus the rounding error ~u |f| / h, both below
+1e-8 for these O(1) problems; the checks allow 1e-6 (1 + |derivative|), which
+every deliberately wrong derivative misses by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from typing import Callable
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+import refimpl.moe as M
+from refimpl.moe import presets as P
+
+from . import moe_cases as C
+from .core import Property
+
+U64 = 2.0**-53
+FD_STEP = 1e-6
+FD_TOL = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEAdapter:
+    name: str
+    route: Callable = M.route
+    capacity: Callable = M.capacity
+    balance_loss: Callable = M.balance_loss
+    cv_squared: Callable = M.cv_squared
+    z_loss: Callable = M.z_loss
+    z_loss_grad: Callable = M.z_loss_grad
+    gate_jacobian: Callable = M.gate_jacobian
+    output_logit_jacobian: Callable = None
+    moe_forward: Callable = M.moe_forward
+    dispatch_combine: Callable = M.dispatch_combine_tensors
+    moe_vjp: Callable = M.moe_vjp
+    balance_loss_grad: Callable = M.balance_loss_grad
+    noisy_gating: Callable = M.noisy_top_k_gating
+    importance_loss: Callable = M.importance_loss
+    importance_loss_grad: Callable = M.importance_loss_grad
+    load_loss: Callable = M.load_loss
+    load_loss_grad: Callable = M.load_loss_grad
+    capabilities: frozenset = frozenset({"route", "route.drop_orders", "route.padding", "capacity",
+                                         "losses", "gradients", "forward"})
+    kind: str = "moe"
+
+
+def _refimpl_output_logit_jacobian(x, W, experts, k, **options):
+    z = M.router_logits(x, W)
+    routing = M.route(z, k, **options)
+    return routing, M.output_logit_jacobian(x, routing, z, experts)
+
+
+REFIMPL = MoEAdapter(name="refimpl.moe", output_logit_jacobian=_refimpl_output_logit_jacobian)
+BUNDLED = [REFIMPL]
+
+
+def _fail(impl, msg, case):
+    raise AssertionError(f"{impl.name}: {msg}\n  case: {case!r}")
+
+
+def _softmax_rows(z):
+    """A direct float64 softmax, independent of refimpl.softmax."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _central_difference(f, z, h=FD_STEP):
+    """d f / d z for scalar or array f, by central differences over every entry of z."""
+    f0 = np.asarray(f(z))
+    out = np.zeros(f0.shape + z.shape)
+    for idx in np.ndindex(*z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += h
+        zm[idx] -= h
+        out[(Ellipsis,) + idx] = (np.asarray(f(zp)) - np.asarray(f(zm))) / (2 * h)
+    return out
+
+
+def _close_fd(impl, what, got, fd, case):
+    got, fd = np.asarray(got, dtype=float), np.asarray(fd, dtype=float)
+    if got.shape != fd.shape:
+        _fail(impl, f"{what}: shape {got.shape}, finite differences give {fd.shape}", case)
+    tol = FD_TOL * (1.0 + np.abs(fd))
+    bad = np.abs(got - fd) > tol
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.abs(got - fd) - tol), got.shape)
+        _fail(impl, f"{what} differs from central finite differences at {i}: analytic {got[i]!r}, "
+                    f"FD {fd[i]!r} (tolerance {tol[i]:.2g})", case)
+
+
+# ---------------------------------------------------------------------------
+# routing: integer structure
+
+
+def check_route_structure(impl, case: C.RouteCase):
+    """Shapes and dtypes; indices distinct per token; position -1 iff not kept; kept
+    positions distinct per expert and < capacity; counts = bincount of real tokens' indices."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    T, E = case.logits.shape
+    k = case.k
+    for f, shape, dt in (("indices", (T, k), np.int64), ("position", (T, k), np.int64),
+                         ("kept", (T, k), np.bool_), ("counts", (E,), np.int64)):
+        a = np.asarray(getattr(r, f))
+        if a.shape != shape or a.dtype != dt:
+            _fail(impl, f"{f}: expected {np.dtype(dt).name} {shape}, got {a.dtype} {a.shape}", case)
+    if any(len(set(row)) != k for row in r.indices.tolist()):
+        _fail(impl, "a token selected the same expert twice", case)
+    if ((r.position >= 0) != r.kept).any():
+        _fail(impl, "position must be -1 exactly where kept is False", case)
+    mask = np.ones(T, bool) if case.padding_mask is None else case.padding_mask
+    want = np.bincount(r.indices[mask].ravel(), minlength=E)
+    if not np.array_equal(r.counts, want):
+        _fail(impl, f"counts {r.counts.tolist()} != assignments per expert before dropping {want.tolist()}", case)
+    if r.kept[~mask].any():
+        _fail(impl, "a padding token was kept", case)
+    for e in range(E):
+        pos = r.position[(r.indices == e) & r.kept]
+        if len(set(pos.tolist())) != pos.size:
+            _fail(impl, f"expert {e}: two kept assignments share a slot: {sorted(pos.tolist())}", case)
+        if r.capacity is not None and (pos >= r.capacity).any():
+            _fail(impl, f"expert {e}: slot {pos.max()} >= capacity {r.capacity}", case)
+
+
+def check_capacity_respected(impl, case: C.RouteCase):
+    """No expert keeps more than C assignments."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    if r.capacity is None:
+        return
+    kept = np.bincount(r.indices[r.kept], minlength=case.logits.shape[1])
+    if (kept > r.capacity).any():
+        _fail(impl, f"kept per expert {kept.tolist()} exceeds capacity {r.capacity}", case)
+
+
+def check_dropped_count(impl, case: C.RouteCase):
+    """Position-based orders drop exactly sum_e max(0, count_e - C) assignments, where
+    count_e is the number of assignments before dropping (seed 000 Problem 3: 200 - 160 = 40)."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    if r.capacity is None:
+        return
+    mask = np.ones(case.logits.shape[0], bool) if case.padding_mask is None else case.padding_mask
+    counts = np.asarray(r.counts)  # the implementation's own pre-drop counts
+    want = int(np.maximum(counts - r.capacity, 0).sum())
+    got = int(mask.sum() * case.k - r.kept.sum())
+    if got != want:
+        _fail(impl, f"dropped {got} assignments, expected sum max(0, count - C) = {want} "
+                    f"(counts {counts.tolist()}, C = {r.capacity}, reported counts {r.counts.tolist()})", case)
+
+
+def check_dropless_keeps_all(impl, case: C.RouteCase):
+    """capacity=None (dropless) keeps every real token's every choice."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    mask = np.ones(case.logits.shape[0], bool) if case.padding_mask is None else case.padding_mask
+    if not r.kept[mask].all():
+        _fail(impl, f"dropless routing dropped {int((~r.kept[mask]).sum())} assignments", case)
+
+
+def check_ties_to_lower_index(impl, case: C.RouteCase):
+    """indices[t] = the k experts with the largest logits (equivalently probabilities),
+    descending, equal values in increasing expert id."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    z = case.logits
+    want = np.array([sorted(range(z.shape[1]), key=lambda e: (-z[t, e], e))[: case.k] for t in range(z.shape[0])])
+    if not np.array_equal(r.indices, want):
+        t = int(np.argmax((r.indices != want).any(axis=1)))
+        _fail(impl, f"token {t}: indices {r.indices[t].tolist()}, expected {want[t].tolist()} "
+                    f"(ties to the lower expert id) for logits {z[t].tolist()}", case)
+
+
+def check_deterministic(impl, case: C.RouteCase):
+    """Routing the same input twice gives bitwise identical results."""
+    a = impl.route(case.logits.copy(), case.k, **case.kwargs())
+    b = impl.route(case.logits.copy(), case.k, **case.kwargs())
+    for f in ("indices", "position", "kept", "counts", "gates", "probs"):
+        if not np.array_equal(np.asarray(getattr(a, f)), np.asarray(getattr(b, f))):
+            _fail(impl, f"two calls on the same input disagree on {f}", case)
+
+
+def check_permutation(impl, case: C.PermutationCase):
+    """Permuting the tokens permutes indices, gates and kept (and leaves counts
+    unchanged) when the drop order does not depend on token positions."""
+    rc = case.route
+    a = impl.route(rc.logits, rc.k, **rc.kwargs())
+    b = impl.route(rc.logits[case.perm], rc.k, **rc.kwargs())
+    for f in ("indices", "kept"):
+        if not np.array_equal(np.asarray(getattr(a, f))[case.perm], np.asarray(getattr(b, f))):
+            _fail(impl, f"{f} of the permuted tokens is not the permutation of {f}", case)
+    if not np.array_equal(a.counts, b.counts):
+        _fail(impl, "counts changed under a permutation of the tokens", case)
+    if not np.allclose(a.gates[case.perm], b.gates, rtol=0, atol=8 * U64 * max(1.0, np.abs(a.gates).max())):
+        _fail(impl, "gates of the permuted tokens are not the permuted gates", case)
+
+
+# ---------------------------------------------------------------------------
+# routing: gates
+
+
+def check_renormalised_sum_to_one(impl, case: C.RouteCase):
+    """With before_drop or after_drop, a token none of whose choices was dropped has
+    gates summing to 1 (times route_scale): sum of k terms, |error| <= (k + 2) u."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    full = r.kept.all(axis=1)
+    s = r.gates[full].sum(axis=1)
+    if s.size and np.abs(s - 1.0).max() > (case.k + 2) * U64 * 4:
+        _fail(impl, f"renormalised gates of undropped tokens sum to {s.tolist()}, not 1", case)
+
+
+def check_topk_softmax_commute(impl, case: C.RouteCase):
+    """softmax(top-k(z)) == renormalised top-k(softmax(z)): for an undropped token the
+    renormalised gates are the softmax of its selected logits (seed 000 sec. 3 vs
+    seed 001 21.1: the two routes to the same gates). |error| <= (k + E + 8) u."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    sel = np.take_along_axis(case.logits, np.asarray(r.indices), axis=-1)
+    want = _softmax_rows(sel)
+    full = r.kept.all(axis=1)
+    tol = (case.k + case.logits.shape[1] + 8) * U64 * 4
+    if full.any() and np.abs(r.gates[full] - want[full]).max() > tol:
+        t = int(np.flatnonzero(full)[np.argmax(np.abs(r.gates[full] - want[full]).max(axis=1))])
+        _fail(impl, f"token {t}: gates {r.gates[t].tolist()} != softmax of the selected logits "
+                    f"{want[t].tolist()} (a softmax applied to probabilities, or no renormalisation?)", case)
+
+
+def check_after_drop_renormalises_kept(impl, case: C.RouteCase):
+    """normalize="after_drop": the kept gates of a token sum to 1 even when some of its
+    choices were dropped (before_drop would leave them summing to less)."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    some = r.kept.any(axis=1)
+    s = r.gates[some].sum(axis=1)
+    if s.size and np.abs(s - 1.0).max() > (case.k + 2) * U64 * 4:
+        t = int(np.flatnonzero(some)[np.argmax(np.abs(s - 1.0))])
+        _fail(impl, f"token {t}: kept gates {r.gates[t].tolist()} (kept {r.kept[t].tolist()}) sum to "
+                    f"{r.gates[t].sum()!r}, not 1", case)
+
+
+# ---------------------------------------------------------------------------
+# capacity
+
+
+def check_capacity_formula(impl, case: C.CapacityCase):
+    """capacity = round(factor * (k if k_in_capacity else 1) * T / E), then >= min_capacity,
+    then up to a multiple of multiple_of; exact rational arithmetic on the float factor
+    (integer floor/ceil division here, independent of refimpl)."""
+    got = impl.capacity(case.tokens, case.experts, k=case.k, factor=case.factor,
+                        k_in_capacity=case.k_in_capacity, rounding=case.rounding,
+                        min_capacity=case.min_capacity, multiple_of=case.multiple_of)
+    f = Fraction(case.factor)
+    num = f.numerator * (case.k if case.k_in_capacity else 1) * case.tokens
+    den = f.denominator * case.experts
+    if case.rounding == "floor":
+        c = num // den
+    elif case.rounding == "ceil":
+        c = -((-num) // den)
+    else:  # half to even
+        q, rem = divmod(num, den)
+        c = q + (1 if 2 * rem > den or (2 * rem == den and q % 2 == 1) else 0)
+    c = max(c, case.min_capacity)
+    c = -(-c // case.multiple_of) * case.multiple_of
+    if got != c:
+        _fail(impl, f"capacity {got}, expected {c}", case)
+
+
+# ---------------------------------------------------------------------------
+# losses
+
+
+def check_balance_loss_formula(impl, case: C.RouteCase):
+    """balance_loss = alpha * E * sum_e f_e P_e, f_e the fraction of real tokens with e in
+    their top-k (pre-drop), P_e their mean probability (CONVENTIONS.md). Relative error
+    <= (E + T + 8) u."""
+    r = impl.route(case.logits, case.k, **case.kwargs())
+    T, E = case.logits.shape
+    mask = np.ones(T, bool) if case.padding_mask is None else case.padding_mask
+    n = max(int(mask.sum()), 1)
+    f = np.zeros(E)
+    for t in np.flatnonzero(mask):
+        f[r.indices[t]] += 1.0 / n
+    Pm = _softmax_rows(case.logits)[mask].sum(axis=0) / n
+    want = 0.01 * E * float(f @ Pm)
+    got = impl.balance_loss(r, alpha=0.01, f="k_hot", scale="E", probs="softmax", groups=1)
+    if abs(got - want) > (E + T + 8) * U64 * 8 * max(abs(want), 1e-300):
+        _fail(impl, f"balance loss {got!r}, expected alpha E sum f P = {want!r}", case)
+
+
+def check_preset_uniform_balance(impl, case: C.PresetCase):
+    """Each preset's balance loss, computed on a batch routed uniformly (every expert
+    the top-1 of the same number of tokens, mean probability 1/E), equals the value the
+    preset states (written by hand in refimpl.moe.presets): relative error <= 64 E u."""
+    p = P.ALL[case.preset]
+    z = C.uniform_batch(case.E, p.options.n_groups or 1, case.repeats, case.seed)
+    r = impl.route(z, case.k, preset=p, capacity=None)
+    counts = np.bincount(r.indices[:, 0], minlength=case.E)
+    assume(counts.min() == counts.max())  # distinct base values: always true unless a tie was drawn
+    groups = case.repeats  # each block of E rows is uniform on its own (per-sequence variants)
+    got = impl.balance_loss(r, alpha=1.0, f=p.balance.f, scale=p.balance.scale, probs=p.balance.probs,
+                            groups=groups)
+    want = p.uniform_balance_loss(case.k, case.E)
+    if abs(got - want) > 64 * case.E * U64 * max(1.0, abs(want)):
+        _fail(impl, f"preset {p.name}: balance loss {got!r} under uniform routing, the preset states "
+                    f"{want!r} ({p.balance}, k={case.k}, E={case.E})", case)
+
+
+def check_cv_scale_invariant_zero_iff_uniform(impl, case: C.VectorCase):
+    """CV^2(c x) = CV^2(x) up to the eps term and rounding (|diff| <= CV^2 eps |1/c^2 - 1| /
+    mean^2 + 64 u CV^2 + (4 E u)^2: the scaled entries' mean is rounded, so equal scaled
+    loads can show a spread of E u mean), and CV^2(x) = 0 exactly iff the (integer) loads
+    are all equal."""
+    x = case.x
+    a, b = impl.cv_squared(x), impl.cv_squared(case.scale * x)
+    m = x.mean()
+    tol = a * 1e-10 * abs(1 / case.scale**2 - 1) / (m * m) + 64 * U64 * a + (4 * x.size * U64) ** 2
+    if abs(a - b) > tol:
+        _fail(impl, f"CV^2 not scale invariant: {a!r} vs {b!r} after scaling by {case.scale}", case)
+    uniform = bool((x == x[0]).all())
+    if uniform != (a == 0.0):
+        _fail(impl, f"CV^2 = {a!r} for {'uniform' if uniform else 'non-uniform'} loads", case)
+
+
+def check_cv_identity(impl, case: C.VectorCase):
+    """With f = x / sum x (sum f = 1): E sum f^2 = 1 + CV(f)^2 (population variance).
+    |diff| <= CV^2 eps E^2 (the eps term) + 16 E u."""
+    f = case.x / case.x.sum()
+    E = f.size
+    cv = impl.cv_squared(f)
+    lhs = E * float(f @ f)
+    if abs(lhs - (1 + cv)) > cv * 1e-10 * E * E + 16 * E * U64:
+        _fail(impl, f"E sum f^2 = {lhs!r} but 1 + CV^2 = {1 + cv!r} (sample instead of population variance?)", case)
+
+
+# ---------------------------------------------------------------------------
+# gradients
+
+
+def check_gate_jacobian_fd(impl, case: C.LogitGradCase):
+    """The gate Jacobian (T, k, E) equals central finite differences of route()'s gates."""
+    r, J = impl.gate_jacobian(case.logits, case.k, **case.options)
+    fd = _central_difference(lambda z: impl.route(z, case.k, **case.options).gates, case.logits)
+    # fd[t, j, s, e] = d gates[t, j] / d z[s, e]; the Jacobian is block diagonal over tokens
+    T = case.logits.shape[0]
+    off = fd.copy()
+    off[np.arange(T), :, np.arange(T), :] = 0.0
+    if np.abs(off).max() > FD_TOL:
+        _fail(impl, "a token's gates depend on another token's logits", case)
+    _close_fd(impl, "d gates / d logits", J, fd[np.arange(T), :, np.arange(T), :], case)
+
+
+def check_unselected_zero_gradient(impl, case: C.LogitGradCase):
+    """Renormalised softmax gates do not depend on unselected logits: their Jacobian
+    columns are 0 (a straight-through rule would give them the softmax gradient). In
+    float64 the chain rule's two cancelling terms leave at most (k + 4) u max |J|."""
+    r, J = impl.gate_jacobian(case.logits, case.k, **case.options)
+    T, E = case.logits.shape
+    tol = 4 * (case.k + 4) * U64 * max(np.abs(J).max(), 1.0)
+    for t in range(T):
+        unsel = np.setdiff1d(np.arange(E), r.indices[t])
+        if unsel.size and np.abs(J[t][:, unsel]).max() > tol:
+            _fail(impl, f"token {t}: unselected experts {unsel.tolist()} get gate gradient "
+                        f"{J[t][:, unsel].tolist()}", case)
+
+
+def check_k1_renormalised_no_router_gradient(impl, case: C.GradCase):
+    """k = 1 with renormalisation: the gate is the constant 1 (times route_scale), so the
+    task loss gives the router logits zero gradient."""
+    dx, dz, dW = impl.moe_vjp(case.x, case.W, list(case.experts), 1, case.dy, **case.options)
+    # 0 in exact arithmetic: w / (w + 0) is exactly 1 in IEEE, so the two cancelling terms
+    # are equal; allow 8 u times the size of the terms anyway
+    F = max(float(np.abs(ex(case.x)).max()) for ex in case.experts)
+    tol = 8 * U64 * (1 + F * float(np.abs(case.dy).max())) * max(1.0, float(np.abs(case.x).max()))
+    if np.abs(dz).max() > tol or np.abs(dW).max() > tol:
+        _fail(impl, f"router gradient {np.abs(dz).max()!r} with k = 1 and renormalised gates", case)
+
+
+def check_router_gradient_formula(impl, case: C.GradCase):
+    """Renormalised softmax top-k, nothing dropped: dy/dz_b = g_b (FFN_b(x) - y) for b
+    selected, 0 otherwise (ERRATA 7: g_b (1 - g_b) FFN_b(x) is only the diagonal).
+    Bound: (k + 8) u (1 + max |FFN|) per entry, times 8."""
+    r, Jy = impl.output_logit_jacobian(case.x, case.W, list(case.experts), case.k, **case.options)
+    y, _ = impl.moe_forward(case.x, case.W, list(case.experts), case.k, **case.options)
+    T, D = case.x.shape
+    E = case.W.shape[0]
+    want = np.zeros((T, D, E))
+    F = np.stack([np.asarray(ex(case.x)) for ex in case.experts], axis=-1)  # (T, D, E)
+    scale = case.options.get("route_scale", 1.0)
+    for t in range(T):
+        for j, b in enumerate(r.indices[t]):
+            want[t, :, b] = r.gates[t, j] * (F[t, :, b] - y[t] / scale)
+    tol = 8 * (case.k + 8) * U64 * (1 + np.abs(F).max()) * scale * 16
+    if np.abs(Jy - want).max() > tol:
+        i = np.unravel_index(np.argmax(np.abs(Jy - want)), Jy.shape)
+        _fail(impl, f"dy/dz at (token, dim, expert) {i}: {Jy[i]!r}, expected g_b (FFN_b(x) - y) = {want[i]!r}", case)
+
+
+def check_moe_vjp_fd(impl, case: C.GradCase):
+    """VJP of the MoE output with respect to x (through the experts and the router),
+    the router logits and the router weight, against central finite differences of
+    L = <dy, y>."""
+    experts = list(case.experts)
+    dx, dz, dW = impl.moe_vjp(case.x, case.W, experts, case.k, case.dy, **case.options)
+
+    def loss_x(x):
+        return float(np.sum(impl.moe_forward(x, case.W, experts, case.k, **case.options)[0] * case.dy))
+
+    def loss_W(W):
+        return float(np.sum(impl.moe_forward(case.x, W, experts, case.k, **case.options)[0] * case.dy))
+
+    def loss_z(z):  # router logits -> <dy, y>, gates from impl.route, experts applied here
+        r = impl.route(z, case.k, **case.options)
+        G = np.zeros(z.shape)
+        t, j = np.nonzero(r.kept)
+        G[t, r.indices[t, j]] = r.gates[t, j]
+        return float(np.sum(sum(G[:, [e]] * np.asarray(ex(case.x)) for e, ex in enumerate(experts)) * case.dy))
+
+    _close_fd(impl, "dL/dz", dz, _central_difference(loss_z, case.x @ case.W.T), case)
+    _close_fd(impl, "dL/dx", dx, _central_difference(loss_x, case.x), case)
+    _close_fd(impl, "dL/dW_router", dW, _central_difference(loss_W, case.W), case)
+
+
+def check_balance_loss_gradient(impl, case: C.LogitGradCase):
+    """dL/dz_tj = (alpha E / T) p_tj (f_j - sum_i f_i p_ti) for the k-hot product loss
+    with f held constant (CONVENTIONS.md), and equal to finite differences of the loss."""
+    alpha = 0.01
+    r = impl.route(case.logits, case.k, **case.options)
+    T, E = case.logits.shape
+    got = impl.balance_loss_grad(r, case.logits, alpha=alpha, f="k_hot", scale="E", probs="softmax")
+    if case.options.get("score", "softmax") == "softmax":
+        p = _softmax_rows(case.logits)
+        f = np.zeros(E)
+        for t in range(T):
+            f[r.indices[t]] += 1.0 / T
+        want = (alpha * E / T) * p * (f[None, :] - (p @ f)[:, None])
+        if np.abs(got - want).max() > 64 * (E + T) * U64 * alpha * E:
+            _fail(impl, f"balance-loss gradient differs from (alpha E/T) p (f - sum f p) by "
+                        f"{np.abs(got - want).max():.3g}", case)
+    fd = _central_difference(
+        lambda z: impl.balance_loss(impl.route(z, case.k, **case.options), alpha=alpha, f="k_hot",
+                                    scale="E", probs="softmax", groups=1), case.logits)
+    _close_fd(impl, "d balance / d z", got, fd, case)
+
+
+def check_loss_gradients_fd(impl, case: C.NoisyCase):
+    """z-loss, importance loss and load loss gradients against central differences
+    (noise passed in explicitly; noisy logits kept apart so top-k sets do not move)."""
+    z = case.clean
+    _close_fd(impl, "d z_loss / d z", impl.z_loss_grad(z), _central_difference(impl.z_loss, z), case)
+    noisy = impl.noisy_gating(z, case.std, case.noise, case.k)
+    _close_fd(impl, "d importance / d clean", impl.importance_loss_grad(noisy),
+              _central_difference(lambda c: impl.importance_loss(impl.noisy_gating(c, case.std, case.noise, case.k).gates), z),
+              case)
+    H = z + case.noise * case.std
+    _close_fd(impl, "d load / d clean", impl.load_loss_grad(z, H, case.std, case.k),
+              _central_difference(lambda c: impl.load_loss(c, c + case.noise * case.std, case.std, case.k), z),
+              case)
+
+
+# ---------------------------------------------------------------------------
+# forward
+
+
+def check_sparse_equals_dense(impl, case: C.GradCase):
+    """The sparse forward (gather, run each expert on its tokens, scatter) equals the
+    definition y = sum_e G[:, e] FFN_e(x) with G the gate matrix of the same routing
+    (every expert on every token, masked). |error| <= 8 (k + 4) u max |G FFN|."""
+    experts = list(case.experts)
+    y, r = impl.moe_forward(case.x, case.W, experts, case.k, **case.options)
+    G = np.zeros((case.x.shape[0], case.W.shape[0]))
+    t, j = np.nonzero(r.kept)
+    G[t, r.indices[t, j]] = r.gates[t, j]
+    terms = [G[:, [e]] * np.asarray(ex(case.x)) for e, ex in enumerate(experts)]
+    want = sum(terms)
+    tol = 8 * (case.k + 4) * U64 * max(1.0, max(np.abs(tm).max() for tm in terms))
+    if np.abs(y - want).max() > tol:
+        _fail(impl, f"sparse forward differs from the dense definition by {np.abs(y - want).max():.3g}", case)
+
+
+def check_dispatch_combine(impl, case: C.GradCase):
+    """GShard tensors: dispatch[t, e, c] is True exactly at (indices, position) of the
+    kept choices, combine holds their gates there, and the dense-tensor forward equals
+    the sparse one."""
+    experts = list(case.experts)
+    y, r = impl.moe_forward(case.x, case.W, experts, case.k, layout="sparse", **case.options)
+    dispatch, combine = impl.dispatch_combine(r)
+    want = np.zeros(dispatch.shape, bool)
+    t, j = np.nonzero(r.kept)
+    want[t, r.indices[t, j], r.position[t, j]] = True
+    if not np.array_equal(dispatch, want):
+        _fail(impl, "dispatch tensor is not one-hot at (indices, position) of the kept choices", case)
+    if not np.array_equal(combine[t, r.indices[t, j], r.position[t, j]], r.gates[t, j]) or combine[~want].any():
+        _fail(impl, "combine tensor does not hold exactly the gates at the dispatch slots", case)
+    yd, _ = impl.moe_forward(case.x, case.W, experts, case.k, layout="dense_tensors", **case.options)
+    if np.abs(yd - y).max() > 8 * (case.k + 4) * U64 * max(1.0, np.abs(y).max()) * 4:
+        _fail(impl, f"dense-tensor forward differs from sparse by {np.abs(yd - y).max():.3g}", case)
+
+
+# ---------------------------------------------------------------------------
+
+
+def _route_strategy(**kw):
+    return lambda caps: C.route_case(caps, **kw)
+
+
+def _position_orders(caps):
+    return C.POSITION_ORDERS if "route.drop_orders" in caps else C.BASIC_DROP_ORDERS
+
+
+PROPERTIES = [
+    Property("moe_route_structure", "moe", check_route_structure, _route_strategy(),
+             "integer outputs well formed: distinct choices, -1 iff dropped, slots < C, counts", frozenset({"route"}),
+             ("capacity_off_by_one", "counts_after_drop")),
+    Property("moe_capacity_respected", "moe", check_capacity_respected, _route_strategy(capacity="finite"),
+             "no expert keeps more than C assignments", frozenset({"route"}), ("capacity_off_by_one",)),
+    Property("moe_dropped_count", "moe", check_dropped_count,
+             lambda caps: C.route_case(caps, drop_orders=_position_orders(caps), capacity="finite"),
+             "position orders drop sum max(0, count - C)", frozenset({"route"}),
+             ("capacity_off_by_one", "counts_after_drop")),
+    Property("moe_dropless_keeps_all", "moe", check_dropless_keeps_all, _route_strategy(capacity="none"),
+             "capacity None drops nothing", frozenset({"route"}), ("dropless_drops",)),
+    Property("moe_ties_to_lower_index", "moe", check_ties_to_lower_index,
+             _route_strategy(logit_kinds=("integer", "equal")), "top-k ties go to the lower expert id",
+             frozenset({"route"}), ("ties_to_higher",)),
+    Property("moe_deterministic", "moe", check_deterministic, _route_strategy(logit_kinds=("integer", "equal")),
+             "same input, same routing", frozenset({"route"}), ("random_ties",)),
+    Property("moe_permutation", "moe", check_permutation, lambda caps: C.permutation_case(caps),
+             "permuting tokens permutes the routing (position-independent orders)", frozenset({"route"}),
+             ("bpr_uses_position",)),
+    Property("moe_renormalised_sum_to_one", "moe", check_renormalised_sum_to_one,
+             _route_strategy(normalize=("before_drop", "after_drop")),
+             "renormalised gates of an undropped token sum to 1", frozenset({"route"}), ("no_renormalize",)),
+    Property("moe_topk_softmax_commute", "moe", check_topk_softmax_commute,
+             _route_strategy(normalize=("before_drop", "after_drop")),
+             "softmax(top-k(z)) == renormalised top-k(softmax(z))", frozenset({"route"}),
+             ("double_softmax", "no_renormalize")),
+    Property("moe_after_drop_renormalises_kept", "moe", check_after_drop_renormalises_kept,
+             _route_strategy(normalize=("after_drop",), capacity="finite"),
+             "after_drop: kept gates sum to 1 even when a choice was dropped", frozenset({"route"}),
+             ("renorm_before_drop",)),
+    Property("moe_capacity_formula", "moe", check_capacity_formula, C.capacity_case(),
+             "capacity = round(factor k T / E), min, multiple", frozenset({"capacity"}),
+             ("capacity_without_k", "capacity_ceil")),
+    Property("moe_balance_loss_formula", "moe", check_balance_loss_formula, _route_strategy(),
+             "balance loss = alpha E sum f P", frozenset({"route", "losses"}), ("loss_without_E",)),
+    Property("moe_preset_uniform_balance", "moe", check_preset_uniform_balance, C.preset_case(),
+             "each preset's balance loss equals its stated uniform value", frozenset({"route", "losses"}),
+             ("loss_without_E",)),
+    Property("moe_cv_scale_invariant", "moe", check_cv_scale_invariant_zero_iff_uniform, C.loads_case(),
+             "CV^2 scale invariant, zero iff uniform", frozenset({"losses"}), ("cv_over_mean",)),
+    Property("moe_cv_identity", "moe", check_cv_identity, C.loads_case(),
+             "E sum f^2 = 1 + CV(f)^2", frozenset({"losses"}), ("cv_sample_variance",)),
+    Property("moe_gate_jacobian_fd", "moe", check_gate_jacobian_fd, C.logit_grad_case(),
+             "gate Jacobian equals finite differences", frozenset({"route", "gradients"}),
+             ("seed_diagonal_jacobian", "straight_through")),
+    Property("moe_unselected_zero_gradient", "moe", check_unselected_zero_gradient,
+             C.logit_grad_case(normalize=("before_drop", "after_drop"), score=("softmax",)),
+             "renormalised gates: unselected logits get no gradient", frozenset({"gradients"}),
+             ("straight_through",)),
+    Property("moe_k1_no_router_gradient", "moe", check_k1_renormalised_no_router_gradient,
+             C.grad_case(k=1, normalize=("before_drop", "after_drop"), capacity="none", min_E=2),
+             "k = 1 renormalised: zero task gradient to the router", frozenset({"gradients"}),
+             ("straight_through",)),
+    Property("moe_router_gradient_formula", "moe", check_router_gradient_formula,
+             C.grad_case(normalize=("after_drop",), score=("softmax",), capacity="none"),
+             "dy/dz_j = g_j (FFN_j(x) - y) (ERRATA 7)", frozenset({"gradients", "forward"}),
+             ("seed_diagonal_jacobian",)),
+    Property("moe_vjp_fd", "moe", check_moe_vjp_fd, C.grad_case(),
+             "MoE VJPs (x, logits, router weight) equal finite differences", frozenset({"gradients", "forward"}),
+             ("seed_diagonal_jacobian", "vjp_x_ignores_router")),
+    Property("moe_balance_loss_gradient", "moe", check_balance_loss_gradient,
+             C.logit_grad_case(score=("softmax",), capacity="none"),
+             "balance-loss gradient formula (CONVENTIONS.md) and finite differences",
+             frozenset({"route", "losses", "gradients"}), ("balance_grad_missing_term",)),
+    Property("moe_loss_gradients_fd", "moe", check_loss_gradients_fd, C.noisy_case(),
+             "z-loss, importance and load loss gradients equal finite differences",
+             frozenset({"losses", "gradients"}), ("zloss_grad_missing_2", "load_grad_no_threshold")),
+    Property("moe_sparse_equals_dense", "moe", check_sparse_equals_dense, C.grad_case(),
+             "sparse forward == every expert on every token, masked", frozenset({"forward"}),
+             ("forward_raw_probs",)),
+    Property("moe_dispatch_combine", "moe", check_dispatch_combine, C.grad_case(),
+             "GShard dispatch/combine tensors agree with the routing and the sparse forward",
+             frozenset({"forward"}), ("dispatch_off_by_one",)),
+]
+
+from .moe_wrong import WRONG  # noqa: E402  (the wrong adapters are built from REFIMPL)
+
+__all__ = ["BUNDLED", "MoEAdapter", "PROPERTIES", "REFIMPL", "WRONG"]

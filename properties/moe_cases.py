@@ -1,0 +1,355 @@
+"""Hypothesis strategies for the MoE properties.
+
+Cases carry small NumPy arrays drawn from an explicit seed (Hypothesis draws the
+seed and the shape/option choices, NumPy the numbers: fast, reproducible,
+shrinkable in the choices). They cover the edges the design asks for: T = 1,
+k = E, E = 1, capacity 0 and capacity above every count, all tokens to one
+expert, ties (integer-valued logits), extreme logits (|z| up to 1e4), padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+ALL_DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob",
+                   "per_expert_top_masked_logit", "random")
+BASIC_DROP_ORDERS = ("k_major", "token_major")
+POSITION_ORDERS = ("k_major", "token_major", "priority")
+NORMALIZE = ("none", "before_drop", "after_drop")
+
+
+def _pretty(self, p, cycle):
+    p.text(repr(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteCase:
+    """logits (T, E), k, route options, an optional padding mask."""
+
+    logits: np.ndarray
+    k: int
+    options: dict
+    padding_mask: Optional[np.ndarray] = None
+
+    def kwargs(self) -> dict:
+        kw = dict(self.options)
+        if self.padding_mask is not None:
+            kw["padding_mask"] = self.padding_mask
+        return kw
+
+    def __repr__(self):
+        z = self.logits
+        return (f"RouteCase(T={z.shape[0]}, E={z.shape[1]}, k={self.k}, options={self.options}, "
+                f"padding={None if self.padding_mask is None else self.padding_mask.astype(int).tolist()}, "
+                f"logits={np.array2string(z, precision=4, threshold=64)})")
+
+    _repr_pretty_ = _pretty
+
+
+def _logits(draw, rng, T, E, kind=None):
+    kind = kind or draw(st.sampled_from(["normal", "integer", "one_expert", "equal", "extreme"]))
+    if kind == "normal":
+        return rng.standard_normal((T, E)) * draw(st.sampled_from([0.5, 2.0, 8.0]))
+    if kind == "integer":  # ties between experts and between tokens
+        return rng.integers(-2, 3, size=(T, E)).astype(np.float64)
+    if kind == "one_expert":  # every token prefers the same expert
+        z = rng.standard_normal((T, E))
+        z[:, rng.integers(E)] += 20.0
+        return z
+    if kind == "equal":
+        return np.zeros((T, E))
+    return rng.standard_normal((T, E)) * 1e4
+
+
+@st.composite
+def route_case(draw, caps=frozenset({"route"}), *, drop_orders=None, normalize=None, capacity="any",
+               logit_kinds=None, min_E=1, max_T=12, max_E=8, padding=None):
+    """A routing problem. ``caps``: the implementation's capabilities decide which
+    drop orders and whether padding masks are drawn."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    T = draw(st.integers(1, max_T))
+    E = draw(st.integers(min_E, max_E))
+    k = draw(st.integers(1, E))
+    z = _logits(draw, rng, T, E, draw(st.sampled_from(logit_kinds)) if logit_kinds else None)
+    if drop_orders is None:
+        drop_orders = ALL_DROP_ORDERS if "route.drop_orders" in caps else BASIC_DROP_ORDERS
+    options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
+               "drop_order": draw(st.sampled_from(drop_orders))}
+    if options["drop_order"] == "random":
+        options["seed"] = draw(st.integers(0, 1000))
+    if capacity == "any":
+        options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T * k + 1), st.integers(0, 2)))
+    elif capacity == "finite":
+        options["capacity"] = draw(st.integers(0, max(1, (T * k) // max(E, 1))))
+    elif capacity == "none":
+        options["capacity"] = None
+    mask = None
+    want_padding = ("route.padding" in caps) if padding is None else padding
+    if want_padding and draw(st.booleans()):
+        mask = rng.random(T) < 0.7
+    return RouteCase(z, k, options, mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class PermutationCase:
+    route: RouteCase
+    perm: np.ndarray
+
+    def __repr__(self):
+        return f"PermutationCase({self.route!r}, perm={self.perm.tolist()})"
+
+    _repr_pretty_ = _pretty
+
+
+@st.composite
+def permutation_case(draw, caps=frozenset({"route"})):
+    """Routing whose outcome does not depend on token order: dropless (any order), or
+    a probability-keyed order with continuous logits (no ties), plus a permutation."""
+    orders = ("priority", "per_expert_top_prob") if "route.drop_orders" in caps else ()
+    mode = draw(st.sampled_from(("dropless",) + orders))
+    if mode == "dropless":
+        case = draw(route_case(caps, capacity="none", padding=False))
+    else:
+        case = draw(route_case(caps, drop_orders=(mode,), capacity="finite", logit_kinds=("normal",),
+                               padding=False, min_E=2))
+        from refimpl.moe import router_scores
+
+        p = router_scores(case.logits, "softmax")
+        keys = p.max(axis=1)[:, None] if mode == "priority" else p
+        # the keys that order tokens must be distinct (ties fall back to token order)
+        assume(all(np.unique(col).size == col.size for col in keys.T))
+    perm = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).permutation(case.logits.shape[0])
+    return PermutationCase(case, perm)
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityCase:
+    tokens: int
+    experts: int
+    k: int
+    factor: float
+    k_in_capacity: bool
+    rounding: str
+    min_capacity: int
+    multiple_of: int
+
+
+@st.composite
+def capacity_case(draw):
+    return CapacityCase(
+        tokens=draw(st.integers(0, 5000)), experts=draw(st.integers(1, 64)), k=draw(st.integers(1, 8)),
+        factor=draw(st.one_of(st.sampled_from([0.5, 1.0, 1.25, 1.5, 2.0]),
+                              st.floats(0.0, 4.0, allow_nan=False, allow_infinity=False))),
+        k_in_capacity=draw(st.booleans()), rounding=draw(st.sampled_from(["floor", "ceil", "round"])),
+        min_capacity=draw(st.sampled_from([0, 0, 4, 8])), multiple_of=draw(st.sampled_from([1, 1, 4])),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorCase:
+    x: np.ndarray
+    scale: float
+
+    def __repr__(self):
+        return f"VectorCase(x={self.x.tolist()}, scale={self.scale})"
+
+    _repr_pretty_ = _pretty
+
+
+@st.composite
+def loads_case(draw):
+    """Integer loads per expert (some uniform), and a positive scale factor."""
+    E = draw(st.integers(1, 64))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        x = np.full(E, float(draw(st.integers(1, 50))))
+    else:
+        x = rng.integers(0, 100, size=E).astype(np.float64)
+        assume(x.sum() > 0)
+    return VectorCase(x, draw(st.sampled_from([1e-2, 0.5, 3.0, 1e3])))
+
+
+# ---------------------------------------------------------------------------
+# gradient cases: selections kept away from ties, smooth experts
+
+
+def _with_margin(rng, T, E, k, margin, scale):
+    """Logits whose k-th and (k+1)-th entries of every row differ by >= margin, and
+    all entries of a row by >= margin / 4 (so no perturbation of size << margin
+    changes the selection)."""
+    z = np.empty((T, E))
+    for t in range(T):
+        gaps = margin / 4 + rng.random(E - 1) * scale
+        if 1 <= k < E:
+            gaps[k - 1] += margin
+        row = -np.concatenate([[0.0], np.cumsum(gaps)]) + rng.standard_normal() * scale
+        z[t] = row[rng.permutation(E)]
+    return z
+
+
+@dataclasses.dataclass(frozen=True)
+class GradCase:
+    """A differentiable MoE problem: x (T, D), router W (E, D), experts, k, options, dy."""
+
+    x: np.ndarray
+    W: np.ndarray
+    experts: tuple
+    k: int
+    options: dict
+    dy: np.ndarray
+
+    @property
+    def logits(self):
+        return self.x @ self.W.T
+
+    def __repr__(self):
+        return (f"GradCase(T={self.x.shape[0]}, D={self.x.shape[1]}, E={self.W.shape[0]}, k={self.k}, "
+                f"options={self.options}, logits={np.array2string(self.logits, precision=4)})")
+
+    _repr_pretty_ = _pretty
+
+
+def _min_gap(z, k):
+    s = -np.sort(-z, axis=-1)
+    gaps = [np.min(s[:, :-1] - s[:, 1:])] if z.shape[1] > 1 else [np.inf]
+    return float(min(gaps))
+
+
+@st.composite
+def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E=2, max_E=5):
+    """Small smooth problems for finite differences: x and W drawn, logits z = x W^T with
+    all gaps >= 1e-3 (a central difference with step h moves z by at most |W| h ~ 1e-6),
+    GELU/SiLU/SwiGLU experts, position-based drop orders only."""
+    from refimpl.moe import random_experts
+
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    T, D = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    E = draw(st.integers(min_E, max_E))
+    kk = draw(st.integers(1, E)) if k is None else k
+    assume(kk <= E)
+    x = rng.standard_normal((T, D))
+    W = rng.standard_normal((E, D)) * 1.5
+    assume(_min_gap(x @ W.T, kk) >= 1e-3)
+    kind = draw(st.sampled_from(["ffn_gelu", "ffn_silu", "swiglu"]))
+    experts = tuple(random_experts(E, D, 3, kind="swiglu" if kind == "swiglu" else "ffn",
+                                   act="gelu" if kind == "ffn_gelu" else "silu", bias=kind != "swiglu",
+                                   seed=int(rng.integers(2**31))))
+    options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
+               "score": draw(st.sampled_from(score or ("softmax", "sigmoid"))),
+               "drop_order": draw(st.sampled_from(BASIC_DROP_ORDERS)),
+               "route_scale": draw(st.sampled_from([1.0, 2.5]))}
+    if capacity == "any":
+        options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T)))
+    elif capacity == "none":
+        options["capacity"] = None
+    return GradCase(x, W, experts, kk, options, rng.standard_normal((T, D)))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitGradCase:
+    logits: np.ndarray
+    k: int
+    options: dict
+
+    def __repr__(self):
+        return f"LogitGradCase(k={self.k}, options={self.options}, logits={np.array2string(self.logits, precision=4)})"
+
+    _repr_pretty_ = _pretty
+
+
+@st.composite
+def logit_grad_case(draw, *, normalize=None, score=None, capacity="any", k=None, max_E=6):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    T, E = draw(st.integers(1, 5)), draw(st.integers(2, max_E))
+    kk = draw(st.integers(1, E)) if k is None else k
+    assume(kk <= E)
+    z = _with_margin(rng, T, E, kk, margin=0.05, scale=draw(st.sampled_from([0.3, 1.5])))
+    options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
+               "score": draw(st.sampled_from(score or ("softmax", "sigmoid"))),
+               "drop_order": draw(st.sampled_from(BASIC_DROP_ORDERS)),
+               "route_scale": draw(st.sampled_from([1.0, 16.0]))}
+    if capacity == "any":
+        options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T)))
+    else:
+        options["capacity"] = None
+    return LogitGradCase(z, kk, options)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoisyCase:
+    clean: np.ndarray
+    std: np.ndarray
+    noise: np.ndarray
+    k: int
+
+    def __repr__(self):
+        return f"NoisyCase(k={self.k}, clean={np.array2string(self.clean, precision=4)})"
+
+    _repr_pretty_ = _pretty
+
+
+@st.composite
+def noisy_case(draw):
+    """Noisy top-k gating inputs whose noisy logits H are separated by >= 0.05 (the
+    top-k set and every kth_excluding threshold stay put under the FD step)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    T, E = draw(st.integers(1, 5)), draw(st.integers(2, 6))
+    k = draw(st.integers(1, E - 1))
+    H = _with_margin(rng, T, E, k, margin=0.2, scale=1.0)
+    std = 0.2 + rng.random((T, E))
+    noise = rng.standard_normal((T, E))
+    return NoisyCase(clean=H - noise * std, std=std, noise=noise, k=k)
+
+
+# ---------------------------------------------------------------------------
+
+
+def uniform_batch(E: int, n_groups: int, repeats: int, seed: int) -> np.ndarray:
+    """Logits (repeats * E, E) under which routing is uniform for any preset: every
+    expert is the first choice of exactly ``repeats`` tokens, in the top-k of
+    exactly ``k * repeats``, and the mean probability of every expert is 1/E.
+
+    Row (a, b) puts base[e] at sigma(e), where sigma shifts the group of e by a and
+    its place inside the group by b: a transitive set of permutations that
+    preserves the expert groups, so group-limited top-k is equivariant under it
+    (base has distinct entries and distinct group scores).
+    """
+    rng = np.random.default_rng(seed)
+    g = E // n_groups
+    base = rng.standard_normal(E) * 2.0
+    rows = []
+    for a in range(n_groups):
+        for b in range(g):
+            row = np.empty(E)
+            for e in range(E):
+                G, w = divmod(e, g)
+                row[((G + a) % n_groups) * g + (w + b) % g] = base[e]
+            rows.append(row)
+    return np.tile(np.array(rows), (repeats, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetCase:
+    preset: str
+    k: int
+    E: int
+    repeats: int
+    seed: int
+
+
+@st.composite
+def preset_case(draw):
+    from refimpl.moe import presets
+
+    name = draw(st.sampled_from(sorted(presets.ALL)))
+    p = presets.ALL[name]
+    E = draw(st.sampled_from([8, 16]) if p.options.n_groups else st.integers(2, 12))
+    k = p.k if p.k is not None else draw(st.integers(1, E))
+    assume(p.supports(k, E))
+    return PresetCase(name, k, E, draw(st.integers(1, 3)), draw(st.integers(0, 2**32 - 1)))
