@@ -169,6 +169,24 @@ ROUTING_CASES = [
                                                "route_scale": 2.5}, (8, 4), seed=9),
 ]
 
+# larger problems for REFIMPL_PROFILE=thorough (minutes under the simulator)
+THOROUGH_ATTENTION_CASES = [
+    AttentionCase("thorough_d64_default_tiles_causal", (1, 2, 1, 40, 37, 64, 64), {"causal": True}, (16, 16), seed=20),
+    AttentionCase("thorough_d128_window", (1, 1, 1, 33, 33, 128, 96), {"window": (7, 3)}, (8, 8), seed=21),
+    AttentionCase("thorough_gqa_top_left", (2, 4, 2, 17, 29, 16, 16), {"causal": True, "align": "top_left"}, (4, 8), seed=22),
+]
+THOROUGH_ROUTING_CASES = [
+    RoutingCase("thorough_top2_many_tokens", 300, 16, 2, {"capacity_factor": 1.25, "normalize": "after_drop"}, (64, 32), seed=20),
+    RoutingCase("thorough_top4_ties", 200, 8, 4, {"capacity": 60, "normalize": "before_drop"}, (32, 16), "ties", seed=21),
+]
+
+
+def thorough() -> bool:
+    import os
+
+    return os.environ.get("REFIMPL_PROFILE") == "thorough"
+
+
 INTEGER_FIELDS = ("indices", "kept", "position", "counts", "token_mask")
 
 
@@ -234,8 +252,12 @@ def check_routing(backend, case: RoutingCase) -> dict:
 # ---------------------------------------------------------------------------
 # meta-tests: every mutant must be rejected by at least one case
 
-def cases_for(kernel: str):
-    return ATTENTION_CASES if kernel == "attention" else ROUTING_CASES
+def cases_for(kernel: str, include_thorough: bool | None = None):
+    """The problems every route runs; the larger ones too under the thorough profile."""
+    extra = thorough() if include_thorough is None else include_thorough
+    if kernel == "attention":
+        return ATTENTION_CASES + (THOROUGH_ATTENTION_CASES if extra else [])
+    return ROUTING_CASES + (THOROUGH_ROUTING_CASES if extra else [])
 
 
 def check(backend, kernel: str, case) -> dict:
@@ -245,7 +267,7 @@ def check(backend, kernel: str, case) -> dict:
 def find_rejecting_case(backend, kernel: str):
     """The first case on which ``backend`` (a mutant) fails its check, with the
     message; (None, None) if it passes them all (the checks are too weak)."""
-    for case in cases_for(kernel):
+    for case in cases_for(kernel, include_thorough=False):
         try:
             check(backend, kernel, case)
         except AssertionError as e:

@@ -20,7 +20,8 @@ ROUTES = (
                                                                    "test_simulator_child_ran_everything")),
     ("simulator: mutants rejected", "test_simulator.py", ("test_simulated_mutant_is_rejected",)),
     ("opencl: C kernels vs refimpl (PoCL)", "test_opencl.py", ("test_attention_matches_refimpl",
-                                                               "test_routing_matches_refimpl")),
+                                                               "test_routing_matches_refimpl",
+                                                               "test_routing_random_problems")),
     ("opencl: mutants rejected", "test_opencl.py", ("test_mutant_is_rejected",)),
     ("opencl: conformance properties", "test_opencl_properties.py", None),
     ("facade: errors, inputs, bench", "test_facade.py", None),
@@ -50,10 +51,19 @@ def pytest_runtest_logreport(report):
     if label is None:
         return
     _time[label] += report.duration
-    if report.when == "call":
+    if hasattr(report, "wasxfail"):
+        _stats[label]["xfailed" if report.outcome == "skipped" else "xpassed"] += 1
+    elif report.when == "call":
         _stats[label][report.outcome] += 1
     elif report.outcome in ("skipped", "failed"):  # skipped or errored in setup/teardown
         _stats[label]["skipped" if report.outcome == "skipped" else "failed"] += 1
+
+
+def pytest_collectreport(report):
+    if report.outcome == "skipped":  # a module skipped as a whole (no GPU)
+        label = _route(report.nodeid + "::")
+        if label is not None:
+            _stats[label]["skipped"] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -65,4 +75,5 @@ def pytest_terminal_summary(terminalreporter):
         if label in _stats:
             c = _stats[label]
             tr.write_line(f"{label:<46} passed {c['passed']:>3}  failed {c['failed']:>3}  "
-                          f"skipped {c['skipped']:>3}  {_time[label]:6.1f} s")
+                          f"skipped {c['skipped']:>3}  {_time[label]:6.1f} s"
+                          + (f"  (xfailed {c['xfailed']}: see the test's reason)" if c["xfailed"] else ""))

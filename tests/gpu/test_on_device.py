@@ -19,19 +19,20 @@ from . import cases as C
 
 ROOT = Path(__file__).resolve().parents[2]
 _cupy, _reason = gpu_or_reason()
-pytestmark = pytest.mark.skipif(_cupy is None, reason=f"no CUDA GPU: {_reason}")
+if _cupy is None:  # one skip line for the module, with the reason
+    pytest.skip(f"no CUDA GPU, device tests not run: {_reason}", allow_module_level=True)
 
 BACKENDS = ("cupy", "numba")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", C.ATTENTION_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", C.cases_for("attention"), ids=lambda c: c.name)
 def test_attention_on_device(backend, case):
     C.check_attention(backend, case)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", C.ROUTING_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", C.cases_for("routing"), ids=lambda c: c.name)
 def test_routing_on_device(backend, case):
     C.check_routing(backend, case)
 

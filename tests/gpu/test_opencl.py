@@ -20,13 +20,13 @@ def opencl():
     return opencl_backend_or_missing()
 
 
-@pytest.mark.parametrize("case", C.ATTENTION_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", C.cases_for("attention"), ids=lambda c: c.name)
 def test_attention_matches_refimpl(opencl, case):
     figures = C.check_attention(opencl, case)
     assert figures["err_out"] <= figures["bound_out"]
 
 
-@pytest.mark.parametrize("case", C.ROUTING_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", C.cases_for("routing"), ids=lambda c: c.name)
 def test_routing_matches_refimpl(opencl, case):
     C.check_routing(opencl, case)
 
@@ -39,3 +39,31 @@ def test_mutant_is_rejected(opencl, name):
     case, message = C.find_rejecting_case(be, m.kernel)
     assert case is not None, f"mutant {name} ({m.doc}) passed every {m.kernel} case: the checks are too weak"
     print(f"mutant {name}: rejected by case {case}: {message}")
+
+
+# ---------------------------------------------------------------------------
+# routing on random problems (Hypothesis draws shapes and conventions)
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@st.composite
+def routing_cases(draw):
+    E = draw(st.integers(1, 9))
+    k = draw(st.integers(1, E))
+    T = draw(st.integers(1, 40))
+    opts = {"normalize": draw(st.sampled_from(["none", "before_drop", "after_drop"])),
+            "score": draw(st.sampled_from(["softmax", "sigmoid"])),
+            "drop_order": draw(st.sampled_from(["k_major", "token_major"]))}
+    cap = draw(st.one_of(st.none(), st.integers(0, T * k + 1)))
+    if cap is not None:
+        opts["capacity"] = cap
+    if draw(st.booleans()):
+        opts["padding_mask"] = "random"
+    return C.RoutingCase("drawn", T, E, k, opts, (draw(st.sampled_from([1, 8, 64])), draw(st.sampled_from([1, 3, 16]))),
+                         draw(st.sampled_from(["grid", "ties", "one_expert"])), seed=draw(st.integers(0, 2**31)))
+
+
+@given(case=routing_cases())
+def test_routing_random_problems(case):
+    C.check_routing(opencl_backend_or_missing(), case)

@@ -56,13 +56,13 @@ def test_simulator_child_ran_everything(simulator_results):
     r = simulator_results
     print(r["summary"])
     assert r["environment"]["simulator"] is True
-    expected = {f"attention:{c.name}" for c in C.ATTENTION_CASES} | {f"routing:{c.name}" for c in C.ROUTING_CASES}
+    expected = set(_case_ids())
     assert set(r["cases"]) == expected
     assert set(r["mutants"]) == set(mutants.MUTATIONS)
 
 
 def _case_ids():
-    return [f"attention:{c.name}" for c in C.ATTENTION_CASES] + [f"routing:{c.name}" for c in C.ROUTING_CASES]
+    return [f"{kernel}:{c.name}" for kernel in ("attention", "routing") for c in C.cases_for(kernel)]
 
 
 @pytest.mark.parametrize("key", _case_ids())
