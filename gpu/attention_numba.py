@@ -44,12 +44,21 @@ bytes. Default BR = BC = 16, DMAX = DVMAX = 128: 26,624 B, under the 48 KiB a
 block may declare statically. Registers: ``ceil(DVMAX / BC)`` = 8 accumulators
 per thread plus scalars.
 
-Occupancy (A100, sm_80: 164 KiB shared memory and 2048 threads per SM; H100,
-sm_90: 228 KiB, 2048 threads): a 256-thread block with 26 KiB of shared memory
-allows 6 (A100) or 8 (H100) resident blocks by shared memory and 8 by threads, so
-1536 of 2048 threads (75%) on A100 and 100% on H100, if registers allow
-(<= 32 registers/thread for full occupancy at 2048 threads; more registers lower
-it). Smaller D uses a smaller DMAX variant (16, 32, 64) and less shared memory.
+Occupancy (A100, sm_80: 64 Ki registers, 164 KiB shared memory and 2048 threads
+per SM; H100, sm_90: 64 Ki registers, 228 KiB, 2048 threads), for the default
+256-thread block at D <= 128:
+  * threads allow 8 resident blocks; shared memory (26 KiB + 1 KiB reserved per
+    block) allows 6 (A100) or 8 (H100);
+  * registers decide: NVRTC/ptxas report 72 registers per thread for the C twin
+    of this kernel (gpu.attention_c; sm_80 and sm_90, no spills; see
+    tests/gpu/test_compile.py), i.e. 18,432 per block, so 3 blocks = 768
+    threads = 37.5% occupancy on both. Capping registers at 64
+    (``__launch_bounds__(256, 4)``) would allow 4 blocks (50%) at the risk of
+    spilling the 8 accumulators. Numba's PTX does not fix the register count
+    (ptxas does); expect the same order.
+Smaller D selects a smaller DMAX variant (16, 32, 64: 56-65 registers, 5-14 KiB).
+The kernel is latency-bound by design (scalar FMAs, no tensor cores): it is the
+reference-quality twin of refimpl.flash_attention, not a tuned kernel.
 
 I/O (elements of slow/global memory; the tiled-attention formula of
 ``refimpl.flash_attention``, Q outer): each block reads its Q tile once and every
