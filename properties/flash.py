@@ -1,0 +1,530 @@
+"""Conformance properties of tiled (FlashAttention) implementations, kind "flash".
+
+A *flash* adapter exposes the tile sizes, so the properties can draw them
+(any sizes, dividing the lengths or not):
+
+    forward(q, k, v, *, block_q, block_k, variant, skip_masked_tiles=True,
+            return_stats=False, **attention_kwargs) -> (out, lse) [, stats]
+    backward(q, k, v, out, lse, dout, *, block_q, block_k, **kw) -> (dq, dk, dv)
+    split_kv(q, k, v, *, block_q, block_k, boundaries, **kw) -> (out, lse)
+
+with capabilities: those of attention (``properties.attention_cases``) plus
+"fa1", "fa2" (variants), "stats" (``return_stats`` gives an object with
+``tiles_skipped``), "skip_toggle" (``skip_masked_tiles``), "split_kv", "backward".
+
+This module also defines:
+
+* ``FLASH``: ``refimpl.flash_attention`` (fa1 and fa2, several tile sizes) and
+  ``refimpl.split_kv_attention`` as plain *attention* adapters, so every
+  attention property (``properties.attention.PROPERTIES``) runs against them;
+* ``compact_flash`` etc.: a second, compact tiled implementation (FA2 and FA1
+  loops written out again; scores from ``refimpl.sdpa._Setup``) that, with
+  ``bug=...``, becomes one of the deliberately wrong implementations in ``WRONG``:
+
+    no_rescale                       accumulator not rescaled by exp(m - m') when the running max grows
+    wrong_l                          divides by the last key tile's row sum instead of the running l
+    drop_last_partial_k_tile         loops over whole key tiles only: the last partial one is dropped
+    double_count_last_partial_k_tile the last partial key tile is processed twice (main loop + "tail")
+    drop_last_partial_q_tile         loops over whole query tiles only: the last rows stay 0
+    skip_partial_tile                block skipping drops tiles that are only partly masked
+    fa1_forgets_old_l                FA1 step d without diag(l): the normalised O is treated as unnormalised
+    backward_no_D                    tiled backward with dS = P * dP (the rowsum(dO * O) term dropped)
+    backward_dq_not_accumulated      dQ_i overwritten by each key tile instead of accumulated
+    split_merge_average              split-KV partials averaged instead of weighted by exp(lse_c - lse)
+    split_chunk_mask_realigned       each chunk run as attention over k[a:b] with the same keywords:
+                                     causal/window re-aligned to the chunk (the pitfall of refimpl.split_kv)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+import refimpl
+from refimpl.flash import FlashStats, flash_attention, flash_attention_backward
+from refimpl.sdpa import AttentionMask, _merge_heads, _Setup, _split_heads
+from refimpl.softmax import OnlineSoftmaxState, _exp_shift
+from refimpl.split_kv import attention_partials, split_kv_attention
+
+from . import attention as A
+from . import attention_cases as C
+from .attention_impls import AttentionAdapter
+from .core import Property
+from .tolerance import FLOAT64_SAFETY, U64, attention_forward_bounds, compare_close, compare_lse
+
+# ----------------------------------------------------------------------------
+# tolerance of the tiled order
+
+
+def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=None, lse=None, chunks: int = 1):
+    """(atol_out, atol_lse) for a tiled float64 result against refimpl.attention.
+
+    The tiled path computes the same weights exp(s - lse) as the naive one, but
+    reaches them through T = ceil(Lk / block_k) online steps, so on top of
+    ``attention_forward_bounds`` (which covers the score error delta and a sum
+    of Lk terms in any order) each weight carries the rounding of its
+    rescalings. With u = 2^-53:
+
+    * the running max m_1 <= m_2 <= ... <= m_T is exact (a max of computed
+      scores); the factor exp(m_t - m_{t+1}) is computed with relative error
+      <= u |m_t - m_{t+1}| + 2u (the subtraction, the exp, the multiply);
+    * a weight from tile t is multiplied by the factors of the later tiles, so
+      its relative error grows by at most u sum_t |m_t - m_{t+1}| + 2 T u
+      <= u R + 2 T u, where R <= 2 (S_eff + b) bounds the spread of the row's
+      scores: S_eff = scale max||q|| max||k|| (at most c with softcap c),
+      b = max |bias| (the sum telescopes: the max only grows);
+    * FA1 also divides by l' and multiplies by l at every step: at most
+      3 more roundings per step, so 5 T u covers both variants;
+    * weights normalised by their sum: a relative error e per weight moves the
+      output by at most 2 e max|v| and the log-sum-exp by at most e.
+
+    Hence the extra terms ``safety * max|v| * 2 (u R + 5 T u)`` for out and
+    ``safety * (u R + 5 T u)`` for lse. Split-KV with ``chunks`` partial results
+    adds the merge: weights exp(lse_c - lse) perturbed by the partials' lse
+    errors e_l (relative 2 e_l) and C + 4 roundings, i.e. 2 max|v| (2 e_l + (C + 4) u)
+    on out and e_l + (C + 4) u max(1, |lse|) on lse.
+    The bound grows with the number of tiles, as it must; it is not a looser
+    constant. Measured errors sit orders of magnitude below it.
+    """
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    atol_out, atol_lse = attention_forward_bounds(q, k, v, scale=scale, bias=bias, lse=lse)
+    D, Lk = q.shape[-1], k.shape[-2]
+    sc = 1.0 / np.sqrt(D) if scale is None else scale
+    S = sc * float(np.max(np.linalg.norm(q, axis=-1), initial=0.0)) * float(np.max(np.linalg.norm(k, axis=-1), initial=0.0))
+    if softcap is not None:
+        S = min(S, softcap)
+    b = 0.0 if bias is None else float(np.max(np.abs(np.where(np.isfinite(bias), bias, 0.0)), initial=0.0))
+    T = math.ceil(Lk / block_k)
+    V = float(np.max(np.abs(v), initial=0.0))
+    e = U64 * 2 * (S + b) + 5 * T * U64
+    atol_out += FLOAT64_SAFETY * V * 2 * e
+    atol_lse += FLOAT64_SAFETY * e
+    if chunks > 1:
+        lse_mag = 1.0 if lse is None else max(1.0, float(np.max(np.abs(lse[np.isfinite(lse)]), initial=0.0)))
+        atol_out += FLOAT64_SAFETY * V * 2 * (2 * atol_lse + (chunks + 4) * U64)
+        atol_lse += FLOAT64_SAFETY * (chunks + 4) * U64 * lse_mag
+    return atol_out, atol_lse
+
+
+# ----------------------------------------------------------------------------
+# adapters
+
+
+@dataclasses.dataclass(frozen=True)
+class FlashAdapter:
+    """Adapter protocol for tiled implementations (see the module docstring)."""
+
+    name: str
+    forward: Callable
+    capabilities: frozenset
+    backward: Callable | None = None
+    split_kv: Callable | None = None
+    kind: str = "flash"
+
+
+FLASH_CAPS = C.ALL_CAPS | {"fa1", "fa2", "stats", "skip_toggle", "split_kv"}
+
+REFIMPL_FLASH = FlashAdapter(
+    name="refimpl.flash_attention",
+    forward=flash_attention,
+    backward=flash_attention_backward,
+    split_kv=split_kv_attention,
+    capabilities=FLASH_CAPS,
+)
+
+
+def _fixed_tiles(block_q: int, block_k: int, variant: str) -> AttentionAdapter:
+    """refimpl.flash_attention at fixed tiles, as an attention adapter."""
+    fwd = functools.partial(flash_attention, block_q=block_q, block_k=block_k, variant=variant)
+
+    def bwd(q, k, v, dout, **kw):
+        out, lse = fwd(q, k, v, **kw)
+        return flash_attention_backward(q, k, v, out, lse, dout, block_q=block_q, block_k=block_k, **kw)
+
+    return AttentionAdapter(
+        name=f"refimpl.flash_attention[{variant},{block_q}x{block_k}]", forward=fwd, backward=bwd, capabilities=C.ALL_CAPS
+    )
+
+
+def _split_adapter(num_splits: int, block_q: int, block_k: int) -> AttentionAdapter:
+    return AttentionAdapter(
+        name=f"refimpl.split_kv_attention[{num_splits} splits,{block_q}x{block_k}]",
+        forward=functools.partial(split_kv_attention, num_splits=num_splits, block_q=block_q, block_k=block_k),
+        capabilities=C.ALL_CAPS - {"backward"},
+    )
+
+
+#: Tiled implementations as attention adapters: all attention properties run on them.
+FLASH = [
+    _fixed_tiles(1, 1, "fa2"),
+    _fixed_tiles(2, 3, "fa2"),
+    _fixed_tiles(3, 2, "fa1"),
+    _fixed_tiles(4, 4, "fa1"),
+    _fixed_tiles(16, 16, "fa2"),
+    _split_adapter(3, 2, 2),
+]
+
+
+# ----------------------------------------------------------------------------
+# a compact second tiled implementation, and its wrong variants
+
+
+def _setup(q, k, v, kw) -> _Setup:
+    g = kw.get
+    return _Setup(q, k, v, g("mask"), g("causal", False), g("align", "bottom_right"), g("window"), g("scale"),
+                  g("softcap"), g("bias"), g("dropout_mask"), g("dropout_p", 0.0))
+
+
+def _starts(L: int, block: int, bug_drop: bool) -> list[int]:
+    stop = L - L % block if bug_drop else L
+    return list(range(0, stop, block))
+
+
+def _key_tiles(k0: int, k1: int, block_k: int, bug) -> list[slice]:
+    starts = _starts(k1 - k0, block_k, bug == "drop_last_partial_k_tile")
+    tiles = [slice(k0 + a, min(k0 + a + block_k, k1)) for a in starts]
+    if bug == "double_count_last_partial_k_tile" and (k1 - k0) % block_k:
+        tiles.append(tiles[-1])  # a "tail" pass over the partial tile the main loop already did
+    return tiles
+
+
+def _skips(st: _Setup, qs, ks, bug) -> bool:
+    if st.mask.trivial:
+        return False
+    vis = st.mask.tile(qs, ks)
+    return not vis.all() if bug == "skip_partial_tile" else not vis.any()
+
+
+def compact_flash(q, k, v, *, block_q, block_k, variant="fa2", skip_masked_tiles=True, return_stats=False,
+                  key_range=None, bug=None, **kw):
+    """FA2 / FA1 written out directly (see refimpl.flash for the formulas); ``bug`` injects a mistake."""
+    st = _setup(q, k, v, kw)
+    B, Hkv, G, Lq, Dv = st.B, st.Hkv, st.G, st.Lq, st.Dv
+    k0, k1 = key_range or (0, st.Lk)
+    q_tiles = [slice(a, min(a + block_q, Lq)) for a in _starts(Lq, block_q, bug == "drop_last_partial_q_tile")]
+    k_tiles = _key_tiles(k0, k1, block_k, bug)
+    O = np.zeros((B, Hkv, G, Lq, Dv))
+    m = np.full((B, Hkv, G, Lq), -np.inf)
+    l = np.zeros((B, Hkv, G, Lq))
+    skipped = 0
+    pairs = [(qs, ks) for qs in q_tiles for ks in k_tiles] if variant == "fa2" else [(qs, ks) for ks in k_tiles for qs in q_tiles]
+    l_last = np.zeros_like(l)
+    for qs, ks in pairs:
+        if skip_masked_tiles and _skips(st, qs, ks, bug):
+            skipped += 1
+            continue
+        S, _ = st.scores(qs, ks)
+        V = st.kv(ks)[1]
+        Z = st.dropout_scale(qs, ks)
+        rows, orows = (Ellipsis, qs), (Ellipsis, qs, slice(None))  # rows of m, l and of O
+        if variant == "fa2":  # O holds the unnormalised accumulator
+            m_new = np.maximum(m[rows], S.max(axis=-1))
+            P = _exp_shift(S, m_new[..., None])
+            alpha = _exp_shift(m[rows], m_new)
+            l[rows] = alpha * l[rows] + P.sum(axis=-1)
+            l_last[rows] = P.sum(axis=-1)
+            keep = 1.0 if bug == "no_rescale" else alpha[..., None]
+            O[orows] = keep * O[orows] + np.einsum("bhgqk,bhkd->bhgqd", P if Z is None else P * Z, V)
+            m[rows] = m_new
+        else:  # FA1: O normalised after every step
+            m_t = S.max(axis=-1)
+            P = _exp_shift(S, m_t[..., None])
+            m_new = np.maximum(m[rows], m_t)
+            a, b = _exp_shift(m[rows], m_new), _exp_shift(m_t, m_new)
+            l_new = a * l[rows] + b * P.sum(axis=-1)
+            rescale = np.ones_like(a) if bug == "no_rescale" else a
+            old = O[orows] * rescale[..., None]
+            if bug != "fa1_forgets_old_l":
+                old = l[rows][..., None] * old
+            num = old + b[..., None] * np.einsum("bhgqk,bhkd->bhgqd", P if Z is None else P * Z, V)
+            denom = b * P.sum(axis=-1) if bug == "wrong_l" else l_new
+            O[orows] = np.where(denom[..., None] > 0, num / np.where(denom > 0, denom, 1.0)[..., None], 0.0)
+            l[rows], m[rows] = l_new, m_new
+    if variant == "fa2":
+        denom = l_last if bug == "wrong_l" else l
+        O = np.where(denom[..., None] > 0, O / np.where(denom > 0, denom, 1.0)[..., None], 0.0)
+    lse = OnlineSoftmaxState(m, l).lse
+    out, lse = _merge_heads(O), _merge_heads(lse)
+    if return_stats:
+        grid = (math.ceil(Lq / block_q), math.ceil((k1 - k0) / block_k))
+        return out, lse, FlashStats(grid, skipped, {}, {})
+    return out, lse
+
+
+def compact_flash_backward(q, k, v, out, lse, dout, *, block_q, block_k, skip_masked_tiles=True, bug=None, **kw):
+    """FA2 backward written out directly (see refimpl.flash); ``bug`` injects a mistake."""
+    st = _setup(q, k, v, kw)
+    Hkv = st.Hkv
+    O5, dO5 = _split_heads(np.asarray(out, float), Hkv), _split_heads(np.asarray(dout, float), Hkv)
+    L5 = _split_heads(np.asarray(lse, float), Hkv)
+    Drow = np.zeros(L5.shape) if bug == "backward_no_D" else np.sum(dO5 * O5, axis=-1)
+    dq = np.zeros(O5.shape[:-1] + (st.D,))
+    dk, dv = np.zeros_like(st.k), np.zeros_like(st.v)
+    for k0 in range(0, st.Lk, block_k):
+        ks = slice(k0, min(k0 + block_k, st.Lk))
+        K, V = st.kv(ks)
+        for q0 in range(0, st.Lq, block_q):
+            qs = slice(q0, min(q0 + block_q, st.Lq))
+            if skip_masked_tiles and _skips(st, qs, ks, None):
+                continue
+            S, R = st.scores(qs, ks)
+            Lrow = L5[..., qs, None]
+            P = np.where(np.isneginf(Lrow), 0.0, _exp_shift(S, Lrow))
+            Z = st.dropout_scale(qs, ks)
+            Z = 1.0 if Z is None else Z
+            dv[:, :, ks] += np.einsum("bhgqk,bhgqd->bhkd", P * Z, dO5[..., qs, :])
+            dP = np.einsum("bhgqd,bhkd->bhgqk", dO5[..., qs, :], V) * Z
+            dS = P * (dP - Drow[..., qs, None])
+            if st.softcap is not None:
+                dS = dS * (1.0 - np.tanh(R / st.softcap) ** 2)
+            contrib = st.scale * np.einsum("bhgqk,bhkd->bhgqd", dS, K)
+            dq[..., qs, :] = contrib if bug == "backward_dq_not_accumulated" else dq[..., qs, :] + contrib
+            dk[:, :, ks] += st.scale * np.einsum("bhgqk,bhgqd->bhkd", dS, st.q5(qs))
+    return _merge_heads(dq), dk, dv
+
+
+def _slice_keys(kw: dict, a: int, b: int) -> dict:
+    """The keywords for attention over keys [a, b) run as a problem of its own (the buggy way)."""
+    out = dict(kw)
+    for key in ("mask", "bias", "dropout_mask"):
+        arr = kw.get(key)
+        if isinstance(arr, np.ndarray) and arr.ndim >= 1 and arr.shape[-1] > 1:
+            out[key] = arr[..., a:b]
+    return out
+
+
+def compact_split_kv(q, k, v, *, block_q, block_k, boundaries, bug=None, **kw):
+    """Split-KV: one compact FA2 run per key chunk (a column range of the full problem), then the merge."""
+    Lk = np.shape(k)[2]
+    edges = (0, *boundaries, Lk)
+    outs, lses = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if bug == "split_chunk_mask_realigned":
+            if b == a:
+                continue
+            o, l = flash_attention(q, k[:, :, a:b], v[:, :, a:b], block_q=block_q, block_k=block_k, **_slice_keys(kw, a, b))
+        else:
+            o, l = compact_flash(q, k, v, block_q=block_q, block_k=block_k, key_range=(a, b), **kw)
+        outs.append(o)
+        lses.append(l)
+    if bug == "split_merge_average":
+        _, lse = refimpl.merge_attention_states(outs, lses)
+        seen = np.stack([np.isfinite(l) for l in lses])  # chunks the row could see
+        out = np.einsum("c...,c...d->...d", seen, np.stack(outs)) / np.maximum(seen.sum(axis=0), 1)[..., None]
+        return out, lse
+    return refimpl.merge_attention_states(outs, lses)
+
+
+def compact_adapter(bug=None) -> FlashAdapter:
+    name = "properties.compact_flash" + (f"[bug={bug}]" if bug else "")
+    bwd_bug = bug if bug and bug.startswith("backward") else None
+    split_bug = bug if bug and bug.startswith("split") else None
+    fwd_bug = None if (bwd_bug or split_bug) else bug
+    return FlashAdapter(
+        name=name,
+        forward=functools.partial(compact_flash, bug=fwd_bug),
+        backward=functools.partial(compact_flash_backward, bug=bwd_bug),
+        split_kv=functools.partial(compact_split_kv, bug=split_bug),
+        capabilities=FLASH_CAPS,
+    )
+
+
+BUGS = (
+    "no_rescale",
+    "wrong_l",
+    "drop_last_partial_k_tile",
+    "double_count_last_partial_k_tile",
+    "drop_last_partial_q_tile",
+    "skip_partial_tile",
+    "fa1_forgets_old_l",
+    "backward_no_D",
+    "backward_dq_not_accumulated",
+    "split_merge_average",
+    "split_chunk_mask_realigned",
+)
+
+#: Bundled implementations: the tiled ones (kind "flash") and, as attention
+#: adapters, refimpl.flash_attention at fixed tiles and refimpl.split_kv_attention.
+BUNDLED = [REFIMPL_FLASH, compact_adapter(), *FLASH]
+WRONG = {bug: compact_adapter(bug) for bug in BUGS}
+
+
+# ----------------------------------------------------------------------------
+# cases
+
+
+@dataclasses.dataclass(frozen=True)
+class FlashCase:
+    attn: C.AttnCase
+    block_q: int
+    block_k: int
+    variant: str
+    boundaries: tuple
+
+    def __repr__(self) -> str:
+        return (f"FlashCase(block_q={self.block_q}, block_k={self.block_k}, variant={self.variant!r}, "
+                f"boundaries={self.boundaries}, {self.attn!r})")
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
+    @property
+    def tiles(self) -> dict:
+        return dict(block_q=self.block_q, block_k=self.block_k)
+
+
+@st.composite
+def flash_case(draw, caps: frozenset, **attention_case_kwargs):
+    """An attention problem (only features in ``caps``), tile sizes from 1 to L + 2
+    (so often not dividing L, and sometimes larger than it), a variant, and
+    key-chunk boundaries for split-KV (repeated cuts give empty chunks)."""
+    attn = draw(C.attention_case(caps & C.ALL_CAPS, **attention_case_kwargs))
+    Lq, Lk = attn.q.shape[2], attn.k.shape[2]
+    block_q = draw(st.integers(1, Lq + 2))
+    block_k = draw(st.integers(1, Lk + 2))
+    variant = draw(st.sampled_from(sorted(caps & {"fa1", "fa2"})))
+    boundaries = tuple(sorted(draw(st.lists(st.integers(0, Lk), max_size=3))))
+    return FlashCase(attn, block_q, block_k, variant, boundaries)
+
+
+def _general(caps):
+    return flash_case(caps)
+
+
+def _backward(caps):
+    return flash_case(caps, max_len=5, max_dim=6)
+
+
+# ----------------------------------------------------------------------------
+# checks
+
+
+def _forward(impl, fc: FlashCase, **extra):
+    a = fc.attn
+    res = impl.forward(a.q, a.k, a.v, **fc.tiles, variant=fc.variant, **a.kwargs, **extra)
+    return tuple(np.asarray(x, dtype=np.float64) if isinstance(x, np.ndarray) else x for x in res)
+
+
+def _bounds(fc: FlashCase, ref_lse, chunks=1):
+    a = fc.attn
+    kw = a.kwargs
+    return flash_forward_bounds(a.q, a.k, a.v, block_k=fc.block_k, scale=kw.get("scale"), softcap=kw.get("softcap"),
+                                bias=kw.get("bias"), lse=ref_lse, chunks=chunks)
+
+
+def _assert_close(what, fc, out, lse, ref_out, ref_lse, chunks=1):
+    atol_out, atol_lse = _bounds(fc, ref_lse, chunks)
+    compare_close("out", out, ref_out, atol_out, what)
+    compare_lse("lse", lse, ref_lse, atol_lse, what)
+
+
+def check_flash_matches_attention(impl, fc: FlashCase):
+    """(out, lse) equal refimpl.attention's within the tiled bound; fully masked rows give exactly (0, -inf)."""
+    a = fc.attn
+    out, lse = _forward(impl, fc)
+    ref_out, ref_lse = refimpl.attention(a.q, a.k, a.v, **a.kwargs)
+    _assert_close(f"{impl.name} vs refimpl.attention on {fc!r}", fc, out, lse, ref_out, ref_lse)
+    empty = np.isneginf(ref_lse)
+    if np.any(out[empty] != 0):
+        raise AssertionError(f"{impl.name}: a fully masked row must give out exactly 0; {fc!r}")
+
+
+def check_fa1_equals_fa2(impl, fc: FlashCase):
+    """FA1 (output normalised every step, key tiles outer) equals FA2 (deferred normalisation)."""
+    fa1 = _forward(impl, dataclasses.replace(fc, variant="fa1"))
+    fa2 = _forward(impl, dataclasses.replace(fc, variant="fa2"))
+    _assert_close(f"{impl.name}: fa1 vs fa2 on {fc!r}", fc, fa1[0], fa1[1], fa2[0], fa2[1])
+
+
+def _as_attention(impl: FlashAdapter, fc: FlashCase) -> AttentionAdapter:
+    """The flash adapter at the case's tiles, seen as an attention adapter."""
+
+    def fwd(q, k, v, **kw):
+        return impl.forward(q, k, v, **fc.tiles, variant=fc.variant, **kw)
+
+    def bwd(q, k, v, dout, **kw):
+        out, lse = fwd(q, k, v, **kw)
+        return impl.backward(q, k, v, out, lse, dout, **fc.tiles, **kw)
+
+    return AttentionAdapter(f"{impl.name}[{fc.variant},{fc.block_q}x{fc.block_k}]", fwd, impl.capabilities, bwd)
+
+
+def check_flash_backward_matches_reference(impl, fc: FlashCase):
+    """The tiled backward (from the saved lse) equals refimpl.attention_backward (bound of
+    properties.attention.check_backward_matches_reference)."""
+    A.check_backward_matches_reference(_as_attention(impl, fc), fc.attn)
+
+
+def check_flash_backward_finite_differences(impl, fc: FlashCase):
+    """The tiled backward agrees with central differences of the tiled forward."""
+    A.check_backward_finite_differences(_as_attention(impl, fc), fc.attn)
+
+
+def hidden_tile_count(fc: FlashCase) -> int:
+    """Tiles of the (T_r, T_c) grid that mask & causal & window hide entirely, from the materialised mask."""
+    a = fc.attn
+    B, Hq, Lq, _ = a.q.shape
+    Lk = a.k.shape[2]
+    kw = a.kwargs
+    vis = AttentionMask(kw.get("mask"), kw.get("causal", False), kw.get("align", "bottom_right"), kw.get("window"),
+                        (B, Hq, Lq, Lk)).tile(slice(None), slice(None))
+    vis = np.broadcast_to(vis, (B, Hq, Lq, Lk)).any(axis=(0, 1))
+    return sum(
+        not vis[i : i + fc.block_q, j : j + fc.block_k].any()
+        for i in range(0, Lq, fc.block_q)
+        for j in range(0, Lk, fc.block_k)
+    )
+
+
+def check_block_skipping_invisible(impl, fc: FlashCase):
+    """Skipping fully masked tiles changes no result, and exactly the fully masked tiles are skipped."""
+    out1, lse1, stats1 = _forward(impl, fc, skip_masked_tiles=True, return_stats=True)
+    out0, lse0, stats0 = _forward(impl, fc, skip_masked_tiles=False, return_stats=True)
+    expected = hidden_tile_count(fc)
+    if stats0.tiles_skipped != 0:
+        raise AssertionError(f"{impl.name}: skipped {stats0.tiles_skipped} tiles with skip_masked_tiles=False; {fc!r}")
+    if stats1.tiles_skipped != expected:
+        raise AssertionError(
+            f"{impl.name}: skipped {stats1.tiles_skipped} tiles, but exactly {expected} tiles are fully masked; {fc!r}"
+        )
+    _assert_close(f"{impl.name}: skipping on vs off on {fc!r}", fc, out1, lse1, out0, lse0)
+
+
+def check_split_kv_matches_attention(impl, fc: FlashCase):
+    """Split-KV over any key partition (empty and fully masked chunks included) equals refimpl.attention."""
+    a = fc.attn
+    out, lse = impl.split_kv(a.q, a.k, a.v, **fc.tiles, boundaries=fc.boundaries, **a.kwargs)
+    ref_out, ref_lse = refimpl.attention(a.q, a.k, a.v, **a.kwargs)
+    _assert_close(f"{impl.name} split at {fc.boundaries} vs refimpl.attention on {fc!r}", fc,
+                  np.asarray(out, float), np.asarray(lse, float), ref_out, ref_lse, chunks=len(fc.boundaries) + 1)
+
+
+_TILING_BUGS = ("no_rescale", "wrong_l", "drop_last_partial_k_tile", "double_count_last_partial_k_tile",
+                "drop_last_partial_q_tile", "skip_partial_tile", "fa1_forgets_old_l")
+_BACKWARD_BUGS = ("backward_no_D", "backward_dq_not_accumulated")
+
+PROPERTIES = [
+    Property("flash_matches_attention", "flash", check_flash_matches_attention, _general,
+             "tiled (out, lse) equal refimpl.attention for any tile sizes, masks and shapes",
+             rejects=_TILING_BUGS),
+    Property("fa1_equals_fa2", "flash", check_fa1_equals_fa2, _general,
+             "FA1 (normalise every step) equals FA2 (deferred normalisation)",
+             requires=frozenset({"fa1", "fa2"}), rejects=("fa1_forgets_old_l",)),
+    Property("flash_backward_matches_reference", "flash", check_flash_backward_matches_reference, _backward,
+             "tiled backward from (out, lse) equals refimpl.attention_backward",
+             requires=frozenset({"backward"}), rejects=_BACKWARD_BUGS),
+    Property("flash_backward_finite_differences", "flash", check_flash_backward_finite_differences, _backward,
+             "tiled backward agrees with central finite differences",
+             requires=frozenset({"backward"}), rejects=_BACKWARD_BUGS),
+    Property("block_skipping_invisible", "flash", check_block_skipping_invisible, _general,
+             "skipping fully masked tiles changes nothing; exactly those tiles are skipped",
+             requires=frozenset({"stats", "skip_toggle"}), rejects=("skip_partial_tile",)),
+    Property("split_kv_matches_attention", "flash", check_split_kv_matches_attention, _general,
+             "split-KV (partials + merge) equals attention for any key partition",
+             requires=frozenset({"split_kv"}), rejects=("split_merge_average", "split_chunk_mask_realigned")),
+]

@@ -1,0 +1,45 @@
+"""Tiled attention against the conformance suite.
+
+* every attention property (properties.attention.PROPERTIES) against refimpl.flash_attention
+  at several tile sizes (fa1 and fa2) and refimpl.split_kv_attention, as attention adapters;
+* the flash properties (properties.flash.PROPERTIES: any tile sizes, fa1 == fa2, backward,
+  block skipping, split-KV) against refimpl.flash_attention and the compact second implementation;
+* meta-tests: each flash property rejects the wrong tiled implementations it names.
+"""
+
+import pytest
+
+from properties import attention as A
+from properties import flash as F
+
+from ._binding import assert_rejects, impl_params, meta_params, property_impl_params, run_property
+
+ATTENTION_IMPLS = impl_params(F.FLASH, "attention")
+FLASH_IMPLS = impl_params([i for i in F.BUNDLED if i.kind == "flash"], "flash")
+
+
+@pytest.mark.parametrize("prop, impl", property_impl_params(A.PROPERTIES, ATTENTION_IMPLS))
+def test_attention_property_on_tiled(prop, impl):
+    run_property(prop, impl)
+
+
+@pytest.mark.parametrize("prop, impl", property_impl_params(F.PROPERTIES, FLASH_IMPLS))
+def test_flash_property(prop, impl):
+    run_property(prop, impl)
+
+
+@pytest.mark.parametrize("prop, wrong", meta_params(F.PROPERTIES, F.WRONG))
+def test_flash_property_rejects_wrong_implementation(prop, wrong):
+    assert_rejects(prop, wrong)
+
+
+def test_every_flash_property_has_a_meta_test():
+    assert all(p.rejects for p in F.PROPERTIES)
+    assert all(b in F.WRONG for p in F.PROPERTIES for b in p.rejects)
+    assert set(F.WRONG) == {b for p in F.PROPERTIES for b in p.rejects}, "a wrong implementation no property names"
+
+
+def test_every_flash_adapter_runs_every_property():
+    """No property silently unsupported by the bundled tiled implementations."""
+    for impl in (p.values[0] for p in FLASH_IMPLS):
+        assert all(prop.requires <= impl.capabilities for prop in F.PROPERTIES), impl.name
