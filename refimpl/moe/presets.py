@@ -371,12 +371,13 @@ tutel = Preset(
     source="microsoft/tutel tutel/impls/fast_dispatch.py: extract_critical (normalize_gate=True, "
            "batch_prioritized_routing=False); tutel/impls/losses.py: gshard_loss; "
            "tutel/impls/moe_layer.py routing()",
-    options=RouteOptions(normalize="before_drop", drop_order="k_major",
+    options=RouteOptions(normalize="before_drop", normalize_top1=False, drop_order="k_major",
                          capacity=LibraryCapacity("tutel", factor=1.0)),
     balance=BalanceLoss(f="top1", scale="E"),
     uniform_balance_loss=lambda k, E: 1.0,
     pool="sum",
-    notes="Gates renormalised over the top-k before capacity (k > 1; clamp at eps). Positions "
+    notes="Gates renormalised over the top-k before capacity, only for k > 1 (normalize_top1=False; "
+          "clamp at eps). Positions "
           "k-major (acc_base of earlier choices). Capacity k * int(cf * ceil(S/E)), rounded up to "
           "`alignment`; cf = 0 is dropless, cf < 0 (a bound on the dropless capacity) is not "
           "encoded. gshard_loss is E * sum_e P_e f_e with top-1 f (uniform 1; CONVENTIONS.md says "

@@ -155,6 +155,9 @@ class RouteOptions:
     drop_order:  "k_major" | "token_major" | "priority" | "per_expert_top_prob" | "random"
     route_scale: multiplies the gates last
     normalize_eps: added to the renormalisation denominator
+    normalize_top1: whether a renormalisation applies when k = 1 (Tutel's
+                 extract_critical renormalises only for k > 1, so its top-1 gate
+                 stays the raw probability; with True a top-1 gate is 1)
     n_groups, topk_groups, group_score: group-limited selection (None: off)
     """
 
@@ -164,6 +167,7 @@ class RouteOptions:
     drop_order: str = "k_major"
     route_scale: float = 1.0
     normalize_eps: float = 0.0
+    normalize_top1: bool = True
     n_groups: Optional[int] = None
     topk_groups: Optional[int] = None
     group_score: str = "max"
@@ -412,6 +416,14 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
     return opts
 
 
+def effective_options(opts: RouteOptions, k: int) -> RouteOptions:
+    """The options actually applied for this k: normalize becomes "none" when k = 1
+    and ``normalize_top1`` is False. Routing.options records these."""
+    if k == 1 and not opts.normalize_top1 and opts.normalize != "none":
+        return dataclasses.replace(opts, normalize="none")
+    return opts
+
+
 def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
           capacity_factor=None, seed=None, **conventions) -> Routing:
     """Route T tokens to k of E experts each. See the module docstring for the formulas.
@@ -425,7 +437,8 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
     seed:           for drop_order="random"
     **conventions:  any field of :class:`RouteOptions` (score, normalize,
                     capacity, drop_order, route_scale, n_groups, topk_groups,
-                    group_score); explicit values override the preset's.
+                    group_score, normalize_eps, normalize_top1); explicit values
+                    override the preset's.
                     Defaults: softmax, normalize="none", capacity=None
                     (dropless), drop_order="k_major", route_scale=1.
 
@@ -441,6 +454,7 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
     z = _check_logits(logits)
     T, E = z.shape
     k = _check_k(k, E)
+    opts = effective_options(opts, k)
     token_mask = _check_padding_mask(padding_mask, T)
 
     probs = router_scores(z, opts.score)
