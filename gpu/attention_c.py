@@ -17,6 +17,12 @@ q, k, v, out, lse (float32, C-contiguous, (B, H, L, D) layout flattened), the
 sizes B, Hq, Hkv, Lq, Lk, D, Dv, then scale, softcap (0 = off), offset, left,
 right (the band ``i + offset - left <= j <= i + offset + right``).
 
+Instrumentation: built with ``-DCOUNT_IO=1`` (``run(..., count_io=True)``) every
+thread counts the global elements it reads and writes; tests/gpu/test_io_count.py
+checks the totals against ``refimpl.io_accounting.forward_io`` (Q outer, K/V
+read once per query head since blocks of different heads do not share tiles,
+and only the tile pairs the causal/window band does not exclude).
+
 Indices are 32-bit ``int``: the facade rejects arrays of 2^31 elements or more.
 """
 
@@ -41,11 +47,22 @@ BODY = r"""
 #endif
 #define NT (BR * BC)
 #define ACC ((DVMAX + BC - 1) / BC)
+/* optional instrumentation (-DCOUNT_IO=1): every thread counts the global-memory
+   elements it reads and writes, written to io[2 * global thread id + {0, 1}] */
+#ifdef COUNT_IO
+#define IO_ARG , GLOBAL int* io
+#define IO_READ(n) (io_reads += (n))
+#define IO_WRITE(n) (io_writes += (n))
+#else
+#define IO_ARG
+#define IO_READ(n)
+#define IO_WRITE(n)
+#endif
 
 KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL const float* v,
                           GLOBAL float* out, GLOBAL float* lse,
                           int B, int Hq, int Hkv, int Lq, int Lk, int D, int Dv,
-                          float scale, float softcap, int offset, int left, int right)
+                          float scale, float softcap, int offset, int left, int right IO_ARG)
 {
     SHARED float Qs[BR * DMAX];
     SHARED float Ks[BC * DMAX];
@@ -67,13 +84,10 @@ KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL c
     GLOBAL const float* kh = k + (b * Hkv + hk) * Lk * D;
     GLOBAL const float* vh = v + (b * Hkv + hk) * Lk * Dv;
 
+#ifdef COUNT_IO
+    int io_reads = 0, io_writes = 0;
+#endif
     for (int a = 0; a < ACC; ++a) acc[a] = 0.0f;
-
-    /* the Q tile, once (rows past Lq are zeros and are never written back) */
-    for (int e = tid; e < BR * D; e += NT) {
-        int rr = e / D;
-        Qs[rr * DMAX + e % D] = (q_start + rr < Lq) ? qh[(q_start + rr) * D + e % D] : 0.0f;
-    }
 
     /* key tiles that intersect the band [q_start + o - left, q_last + o + right] */
     const int q_last = IMIN(q_start + BR, Lq) - 1;
@@ -83,6 +97,19 @@ KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL c
     int tile_hi = (kv_hi + BC - 1) / BC; /* ceil: the last, partial tile counts */
     if (kv_hi <= kv_lo) tile_hi = tile_lo; /* no visible key for the whole tile */
 
+    /* the Q tile, once, if any key tile is visited (rows past Lq are zeros, never written back) */
+    if (tile_hi > tile_lo) {
+        for (int e = tid; e < BR * D; e += NT) {
+            int rr = e / D;
+            if (q_start + rr < Lq) {
+                Qs[rr * DMAX + e % D] = qh[(q_start + rr) * D + e % D];
+                IO_READ(1);
+            } else {
+                Qs[rr * DMAX + e % D] = 0.0f;
+            }
+        }
+    }
+
     float m = NEG_INF;
     float l = 0.0f;
     for (int t = tile_lo; t < tile_hi; ++t) {
@@ -90,11 +117,21 @@ KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL c
         BARRIER(); /* readers of the previous K/V/S/P tiles are done */
         for (int e = tid; e < BC * D; e += NT) {
             int jj = e / D;
-            Ks[jj * DMAX + e % D] = (kv_start + jj < Lk) ? kh[(kv_start + jj) * D + e % D] : 0.0f;
+            if (kv_start + jj < Lk) {
+                Ks[jj * DMAX + e % D] = kh[(kv_start + jj) * D + e % D];
+                IO_READ(1);
+            } else {
+                Ks[jj * DMAX + e % D] = 0.0f;
+            }
         }
         for (int e = tid; e < BC * Dv; e += NT) {
             int jj = e / Dv;
-            Vs[jj * DVMAX + e % Dv] = (kv_start + jj < Lk) ? vh[(kv_start + jj) * Dv + e % Dv] : 0.0f;
+            if (kv_start + jj < Lk) {
+                Vs[jj * DVMAX + e % Dv] = vh[(kv_start + jj) * Dv + e % Dv];
+                IO_READ(1);
+            } else {
+                Vs[jj * DVMAX + e % Dv] = 0.0f;
+            }
         }
         BARRIER();
 
@@ -141,10 +178,21 @@ KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL c
         GLOBAL float* oh = out + ((b * Hq + h) * Lq + i) * Dv;
         for (int a = 0; a < ACC; ++a) {
             const int col = c + a * BC;
-            if (col < Dv) oh[col] = (l > 0.0f) ? acc[a] / l : 0.0f;
+            if (col < Dv) {
+                oh[col] = (l > 0.0f) ? acc[a] / l : 0.0f;
+                IO_WRITE(1);
+            }
         }
-        if (c == 0) lse[(b * Hq + h) * Lq + i] = (l > 0.0f) ? m + LOGF(l) : NEG_INF;
+        if (c == 0) {
+            lse[(b * Hq + h) * Lq + i] = (l > 0.0f) ? m + LOGF(l) : NEG_INF;
+            IO_WRITE(1);
+        }
     }
+#ifdef COUNT_IO
+    const int gtid = (bh * ((Lq + BR - 1) / BR) + BLOCK_ID_X()) * NT + tid;
+    io[2 * gtid] = io_reads;
+    io[2 * gtid + 1] = io_writes;
+#endif
 }
 """
 
@@ -156,11 +204,11 @@ def defines(launch) -> dict:
     return {"BR": launch.block_q, "BC": launch.block_k, "DMAX": launch.d_max, "DVMAX": launch.dv_max}
 
 
-def run(rt, source: str, q, k, v, out, lse, p):
+def run(rt, source: str, q, k, v, out, lse, p, count_io: bool = False):
     """Build (cached) and launch ``flash_forward`` on runtime ``rt``; fills out, lse."""
     import numpy as np
 
-    prog = rt.build(source, defines(p))
+    prog = rt.build(source, {**defines(p), **({"COUNT_IO": 1} if count_io else {})})
     B, Hq, Lq, D = q.shape
     Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
     bufs = [rt.to_device(a) for a in (q, k, v, out, lse)]
@@ -168,7 +216,14 @@ def run(rt, source: str, q, k, v, out, lse, p):
     args = bufs + [i32(B), i32(Hq), i32(Hkv), i32(Lq), i32(Lk), i32(D), i32(Dv),
                    f32(p.scale), f32(p.softcap), i32(p.offset), i32(p.left), i32(p.right)]
     grid = ((Lq + p.block_q - 1) // p.block_q, B * Hq)
+    if count_io:
+        io = np.zeros((grid[0] * grid[1] * p.threads, 2), dtype=np.int32)
+        io_buf = rt.to_device(io)
+        args.append(io_buf)
     rt.launch(prog, "flash_forward", grid, p.threads, args)
     rt.to_host(bufs[3], out)
     rt.to_host(bufs[4], lse)
+    if count_io:
+        rt.to_host(io_buf, io)
+        return out, lse, {"read": int(io[:, 0].sum()), "written": int(io[:, 1].sum())}
     return out, lse

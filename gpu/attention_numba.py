@@ -121,14 +121,6 @@ def make_flash_forward(BR: int, BC: int, DMAX: int, DVMAX: int):
         for a in range(ACC):
             acc[a] = ZERO
 
-        # the Q tile, once (rows past Lq are zeros and are never written back)
-        for e in range(tid, BR * D, NT):
-            rr = e // D
-            if q_start + rr < Lq:
-                Qs[rr, e % D] = q[b, h, q_start + rr, e % D]
-            else:
-                Qs[rr, e % D] = ZERO
-
         # key tiles that intersect the band [q_start + o - left, q_last + o + right]
         q_last = min(q_start + BR, Lq) - 1
         kv_lo = max(0, q_start + offset - left)
@@ -137,6 +129,15 @@ def make_flash_forward(BR: int, BC: int, DMAX: int, DVMAX: int):
         tile_hi = (kv_hi + BC - 1) // BC  # ceil: the last, partial tile counts
         if kv_hi <= kv_lo:
             tile_hi = tile_lo  # no visible key for the whole tile: skip all
+
+        # the Q tile, once, if any key tile is visited (rows past Lq are zeros, never written back)
+        if tile_hi > tile_lo:
+            for e in range(tid, BR * D, NT):
+                rr = e // D
+                if q_start + rr < Lq:
+                    Qs[rr, e % D] = q[b, h, q_start + rr, e % D]
+                else:
+                    Qs[rr, e % D] = ZERO
 
         m = NEG_INF
         l = ZERO

@@ -171,7 +171,7 @@ def test_unwritten_output_is_caught():
     reported by the facade, not returned as numbers."""
     opencl_backend_or_missing()
     m = mutants.Mutation("skips_row_0_lse", "attention", "", numba=(),
-                         c=(("if (c == 0) lse[", "if (c == 0 && i > 0) lse[", 1),))
+                         c=(("if (c == 0) {", "if (c == 0 && i > 0) {", 1),))
     be = CSourceBackend("opencl", attention_source=mutants.c_source(m), label="opencl[skips row 0]")
     with pytest.raises(RuntimeError, match=r"lse: 2 element\(s\) never written"):
         gpu.flash_attention(*_qkv(), backend=be)
