@@ -1,0 +1,233 @@
+"""Unit tests of refimpl.flash: argument errors, statistics, edge shapes, and block
+skipping checked against flash-attn's own tile range. The equality with naive
+attention for every mask and shape is the job of tests/test_flash_properties.py."""
+
+import math
+
+import numpy as np
+import pytest
+
+import refimpl
+from refimpl import masks as M
+from refimpl.flash import FlashStats, flash_attention, flash_attention_backward, tile_grid
+
+from properties.flash import flash_forward_bounds
+from properties.tolerance import compare_close, compare_lse
+
+
+def _qkv(B=1, Hq=2, Hkv=1, Lq=5, Lk=7, D=3, Dv=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((B, Hq, Lq, D)), rng.standard_normal((B, Hkv, Lk, D)), rng.standard_normal((B, Hkv, Lk, Dv)))
+
+
+def _assert_equals_naive(q, k, v, block_k, got, **kw):
+    ref_out, ref_lse = refimpl.attention(q, k, v, **kw)
+    atol_out, atol_lse = flash_forward_bounds(q, k, v, block_k=block_k, lse=ref_lse, **{x: kw[x] for x in ("scale", "softcap", "bias") if x in kw})
+    compare_close("out", got[0], ref_out, atol_out, str(kw))
+    compare_lse("lse", got[1], ref_lse, atol_lse, str(kw))
+
+
+# --- arguments -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw, exc, words",
+    [
+        (dict(block_q=0, block_k=2), ValueError, "block_q"),
+        (dict(block_q=2, block_k=-1), ValueError, "block_k"),
+        (dict(block_q=2.0, block_k=2), TypeError, "block_q"),
+        (dict(block_q=True, block_k=2), TypeError, "block_q"),
+        (dict(block_q=2, block_k=2, variant="fa3"), ValueError, "variant"),
+        (dict(block_q=2, block_k=2, skip_masked_tiles="yes"), TypeError, "skip_masked_tiles"),
+        (dict(block_q=2, block_k=2, return_stats=1), TypeError, "return_stats"),
+        (dict(block_q=2, block_k=2, window=(-1, 0)), ValueError, "window"),
+        (dict(block_q=2, block_k=2, scale=0.0), ValueError, "scale"),
+        (dict(block_q=2, block_k=2, dropout_p=0.2), ValueError, "dropout_mask"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_argument(kw, exc, words):
+    q, k, v = _qkv()
+    with pytest.raises(exc, match=words):
+        flash_attention(q, k, v, **kw)
+
+
+def test_block_sizes_are_required():
+    q, k, v = _qkv()
+    with pytest.raises(TypeError):
+        flash_attention(q, k, v)
+
+
+def test_bad_qkv_shapes_are_rejected_as_in_attention():
+    q, k, v = _qkv(Hq=3, Hkv=2)
+    with pytest.raises(ValueError, match="Hq=3"):
+        flash_attention(q, k, v, block_q=2, block_k=2)
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="contains NaN"):
+        flash_attention(np.full_like(q, np.nan), k, v, block_q=2, block_k=2)
+
+
+def test_backward_validates_out_lse_dout():
+    q, k, v = _qkv()
+    out, lse = flash_attention(q, k, v, block_q=2, block_k=3)
+    dout = np.ones_like(out)
+    bw = dict(block_q=2, block_k=3)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        flash_attention_backward(q, k, v, out[:, :, :-1], lse, dout, **bw)
+    with pytest.raises(ValueError, match="lse: expected shape"):
+        flash_attention_backward(q, k, v, out, lse[..., :-1], dout, **bw)
+    with pytest.raises(ValueError, match="lse: contains NaN"):
+        flash_attention_backward(q, k, v, out, np.full_like(lse, np.nan), dout, **bw)
+    with pytest.raises(ValueError, match="lse: contains \\+inf"):
+        flash_attention_backward(q, k, v, out, np.full_like(lse, np.inf), dout, **bw)
+    with pytest.raises(ValueError, match="dout: expected shape"):
+        flash_attention_backward(q, k, v, out, lse, dout[..., :1], **bw)
+
+
+# --- results and statistics --------------------------------------------------------------
+
+
+def test_return_stats_reports_grid_skips_and_traffic():
+    q, k, v = _qkv(Lq=7, Lk=7)
+    out, lse, stats = flash_attention(q, k, v, block_q=2, block_k=3, causal=True, return_stats=True)
+    assert isinstance(stats, FlashStats)
+    assert stats.grid == tile_grid(7, 7, 2, 3) == (4, 3)
+    assert stats.tiles == 12 and stats.tiles_computed + stats.tiles_skipped == 12
+    assert stats.elements_read == sum(stats.reads.values()) > 0
+    assert stats.writes["O"] == out.size and stats.writes["lse"] == lse.size
+    plain = flash_attention(q, k, v, block_q=2, block_k=3, causal=True)
+    assert np.array_equal(plain[0], out) and np.array_equal(plain[1], lse)
+
+
+def test_causal_square_skips_the_tiles_above_the_diagonal():
+    """Lq = Lk = n, equal tiles of size b: T (T - 1) / 2 of the T^2 tiles are hidden (T = ceil(n / b))."""
+    for n, b in ((8, 2), (9, 2), (16, 4), (10, 3)):
+        q, k, v = _qkv(Lq=n, Lk=n)
+        T = math.ceil(n / b)
+        for variant in ("fa1", "fa2"):
+            _, _, stats = flash_attention(q, k, v, block_q=b, block_k=b, causal=True, variant=variant, return_stats=True)
+            assert stats.tiles_skipped == T * (T - 1) // 2, (n, b, variant, stats)
+        _, stats = flash_attention_backward(q, k, v, *refimpl.attention(q, k, v, causal=True), np.ones((1, 2, n, 2)),
+                                            block_q=b, block_k=b, causal=True, return_stats=True)
+        assert stats.tiles_skipped == T * (T - 1) // 2
+
+
+def _flash_attn_tile_range(Lq, Lk, bq, bk, left, right):
+    """Tiles computed by flash-attn: for query tile m, key tiles [n_block_min, n_block_max) with
+        n_block_min = max(0, (m bq + Lk - Lq - left) // bk)              (local only)
+        n_block_max = min(ceil(Lk / bk), ceil(((m + 1) bq + Lk - Lq + right) / bk))
+    (csrc/flash_attn/src/flash_fwd_kernel.h, compute_attn_1rowblock; right = 0 for causal)."""
+    total = 0
+    for m in range(math.ceil(Lq / bq)):
+        lo = 0 if left is None else max(0, (m * bq + Lk - Lq - left) // bk)
+        hi = math.ceil(Lk / bk)
+        if right is not None:
+            hi = min(hi, math.ceil(((m + 1) * bq + Lk - Lq + right) / bk))
+        total += max(0, hi - lo)
+    return total
+
+
+@pytest.mark.parametrize("window", [(None, 0), (2, 0), (3, 1), (0, 0), (None, 2), (5, None)])
+def test_block_skipping_matches_flash_attn_tile_range(window):
+    """For causal and local masks (bottom-right, Lq <= Lk) the tiles computed are exactly flash-attn's range."""
+    for Lq, Lk in ((1, 13), (5, 8), (8, 8), (5, 13), (13, 13)):
+        q, k, v = _qkv(Hq=1, Lq=Lq, Lk=Lk)
+        for bq, bk in ((1, 1), (2, 3), (4, 4), (4, 1)):
+            _, _, stats = flash_attention(q, k, v, block_q=bq, block_k=bk, window=window, return_stats=True)
+            assert stats.tiles_computed == _flash_attn_tile_range(Lq, Lk, bq, bk, *window), (Lq, Lk, bq, bk)
+
+
+def test_no_skipping_without_a_mask_and_with_skipping_off():
+    q, k, v = _qkv(Lq=6, Lk=6)
+    assert flash_attention(q, k, v, block_q=2, block_k=2, return_stats=True)[2].tiles_skipped == 0
+    assert flash_attention(q, k, v, block_q=2, block_k=2, causal=True, skip_masked_tiles=False, return_stats=True)[2].tiles_skipped == 0
+
+
+def test_a_bias_of_minus_inf_hides_keys_but_never_causes_a_skip():
+    q, k, v = _qkv(Lq=4, Lk=6)
+    bias = np.zeros((4, 6))
+    bias[:, 3:] = -np.inf
+    out, lse, stats = flash_attention(q, k, v, block_q=2, block_k=3, bias=bias, return_stats=True)
+    assert stats.tiles_skipped == 0
+    _assert_equals_naive(q, k, v, 3, (out, lse), bias=bias)
+
+
+@pytest.mark.parametrize("variant", ["fa1", "fa2"])
+def test_fully_masked_rows_give_exactly_zero_and_minus_inf(variant):
+    q, k, v = _qkv(Lq=6, Lk=4)
+    # an array mask that hides rows 1 and 4 entirely
+    mask = np.ones((6, 4), dtype=bool)
+    mask[[1, 4]] = False
+    out, lse = flash_attention(q, k, v, block_q=4, block_k=3, mask=mask, variant=variant)
+    assert np.all(out[:, :, [1, 4]] == 0) and np.all(np.isneginf(lse[:, :, [1, 4]]))
+    assert np.isfinite(lse[:, :, [0, 2, 3, 5]]).all()
+    # bottom-right causal with Lq > Lk: the first Lq - Lk rows see nothing
+    out, lse = flash_attention(q, k, v, block_q=4, block_k=3, causal=True, variant=variant)
+    assert np.all(out[:, :, :2] == 0) and np.all(np.isneginf(lse[:, :, :2])) and np.isfinite(lse[:, :, 2:]).all()
+
+
+@pytest.mark.parametrize("variant", ["fa1", "fa2"])
+def test_edge_shapes(variant):
+    """L = 1, tiles larger than L, no keys at all, no queries at all."""
+    for Lq, Lk, bq, bk in ((1, 1, 1, 1), (1, 9, 4, 4), (9, 1, 2, 5), (3, 5, 100, 100)):
+        q, k, v = _qkv(Lq=Lq, Lk=Lk)
+        _assert_equals_naive(q, k, v, bk, flash_attention(q, k, v, block_q=bq, block_k=bk, variant=variant))
+    q, k, v = _qkv(Lq=3, Lk=0)
+    out, lse = flash_attention(q, k, v, block_q=2, block_k=2, variant=variant)
+    assert np.all(out == 0) and np.all(np.isneginf(lse)) and out.shape == (1, 2, 3, 2)
+    q, k, v = _qkv(Lq=0, Lk=3)
+    out, lse = flash_attention(q, k, v, block_q=2, block_k=2, variant=variant)
+    assert out.shape == (1, 2, 0, 2) and lse.shape == (1, 2, 0)
+
+
+def test_float32_inputs_are_computed_in_float64():
+    q, k, v = _qkv()
+    out, lse = flash_attention(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), block_q=2, block_k=3)
+    assert out.dtype == np.float64 and lse.dtype == np.float64
+    q64, k64, v64 = (x.astype(np.float32).astype(np.float64) for x in (q, k, v))
+    _assert_equals_naive(q64, k64, v64, 3, (out, lse))
+
+
+def test_predicate_masks_and_gqa():
+    q, k, v = _qkv(B=2, Hq=6, Hkv=2, Lq=9, Lk=9)
+    for mask in (M.Strided(3), M.DSA(window=2, stride=3), M.PrefixLM(2) & ~M.Dilated(2, 2)):
+        for variant in ("fa1", "fa2"):
+            got = flash_attention(q, k, v, block_q=2, block_k=4, mask=mask, variant=variant)
+            _assert_equals_naive(q, k, v, 4, got, mask=mask)
+
+
+def test_backward_matches_attention_backward_with_every_option():
+    rng = np.random.default_rng(3)
+    q, k, v = _qkv(B=2, Hq=4, Hkv=2, Lq=6, Lk=7, seed=3)
+    kw = dict(causal=True, align="top_left", window=(3, None), softcap=2.0,
+              bias=rng.standard_normal((1, 4, 6, 7)), dropout_p=0.25, dropout_mask=rng.random((2, 4, 6, 7)) > 0.25)
+    dout = rng.standard_normal((2, 4, 6, 2))
+    out, lse = flash_attention(q, k, v, block_q=4, block_k=3, **kw)
+    got = flash_attention_backward(q, k, v, out, lse, dout, block_q=4, block_k=3, **kw)
+    ref = refimpl.attention_backward(q, k, v, dout, **kw)
+    for name, g, r in zip(("dq", "dk", "dv"), got, ref):
+        scale = max(1.0, float(np.max(np.abs(r))))
+        assert np.max(np.abs(g - r)) <= 1e-13 * scale, name  # measured ~1e-15; sums of <= 40 terms
+
+
+def test_fa1_is_the_seed_step_d_update():
+    """Seed 000 section 2, step d: O <- diag(l')^-1 (diag(l) e^(m - m') O + e^(S - m') V), on two
+    key blocks by hand, equals variant="fa1" with the same key tiles."""
+    q, k, v = _qkv(Hq=1, Lq=3, Lk=6, D=2, Dv=2, seed=5)
+    S = (q[0, 0] @ k[0, 0].T) / np.sqrt(2)
+    O, l, m = np.zeros((3, 2)), np.zeros(3), np.full(3, -np.inf)
+    for blk in (slice(0, 3), slice(3, 6)):
+        m_new = np.maximum(m, S[:, blk].max(axis=1))
+        l_new = l * np.exp(m - m_new) + np.exp(S[:, blk] - m_new[:, None]).sum(axis=1)
+        O = ((l * np.exp(m - m_new))[:, None] * O + np.exp(S[:, blk] - m_new[:, None]) @ v[0, 0, blk]) / l_new[:, None]
+        m, l = m_new, l_new
+    out, lse = flash_attention(q, k, v, block_q=3, block_k=3, variant="fa1")
+    assert np.allclose(out[0, 0], O, rtol=0, atol=1e-15) and np.allclose(lse[0, 0], m + np.log(l), rtol=0, atol=1e-15)
+
+
+def test_inputs_are_not_mutated_and_results_are_deterministic():
+    q, k, v = _qkv()
+    copies = [x.copy() for x in (q, k, v)]
+    a = flash_attention(q, k, v, block_q=2, block_k=3, causal=True)
+    b = flash_attention(q, k, v, block_q=2, block_k=3, causal=True)
+    assert all(np.array_equal(x, c) for x, c in zip((q, k, v), copies))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
