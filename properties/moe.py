@@ -21,7 +21,9 @@ drop orders), "route.padding", "capacity", "losses", "gradients", "forward".
 A kernel that only routes (the GPU kernels) declares {"route"} and is run on
 the routing properties with the orders it implements.
 
-Tolerances. Integer outputs must match exactly. Float comparisons use bounds
+Tolerances. Integer outputs must match exactly. An adapter computing in lower
+precision declares ``unit_roundoff`` (e.g. 2**-24 for float32 kernels); the
+routing checks scale their float bounds by it (default 2**-53). Float comparisons use bounds
 written next to each check: a few ulps times the number of terms for sums of
 O(1) values (u = 2^-53), and for central differences with step h = 1e-6 the
 truncation error h^2/6 |f'''| plus the rounding error ~u |f| / h, both below
@@ -83,6 +85,11 @@ def _refimpl_output_logit_jacobian(x, W, experts, k, **options):
 
 REFIMPL = MoEAdapter(name="refimpl.moe", output_logit_jacobian=_refimpl_output_logit_jacobian)
 BUNDLED = [REFIMPL]
+
+
+def _u(impl) -> float:
+    """Unit roundoff of the implementation's arithmetic (float64 unless it says otherwise)."""
+    return float(getattr(impl, "unit_roundoff", U64))
 
 
 def _fail(impl, msg, case):
@@ -217,7 +224,7 @@ def check_permutation(impl, case: C.PermutationCase):
             _fail(impl, f"{f} of the permuted tokens is not the permutation of {f}", case)
     if not np.array_equal(a.counts, b.counts):
         _fail(impl, "counts changed under a permutation of the tokens", case)
-    if not np.allclose(a.gates[case.perm], b.gates, rtol=0, atol=8 * U64 * max(1.0, np.abs(a.gates).max())):
+    if not np.allclose(a.gates[case.perm], b.gates, rtol=0, atol=8 * _u(impl) * max(1.0, np.abs(a.gates).max())):
         _fail(impl, "gates of the permuted tokens are not the permuted gates", case)
 
 
@@ -231,7 +238,7 @@ def check_renormalised_sum_to_one(impl, case: C.RouteCase):
     r = impl.route(case.logits, case.k, **case.kwargs())
     full = r.kept.all(axis=1)
     s = r.gates[full].sum(axis=1)
-    if s.size and np.abs(s - 1.0).max() > (case.k + 2) * U64 * 4:
+    if s.size and np.abs(s - 1.0).max() > (case.k + 2) * _u(impl) * 4:
         _fail(impl, f"renormalised gates of undropped tokens sum to {s.tolist()}, not 1", case)
 
 
@@ -243,7 +250,7 @@ def check_topk_softmax_commute(impl, case: C.RouteCase):
     sel = np.take_along_axis(case.logits, np.asarray(r.indices), axis=-1)
     want = _softmax_rows(sel)
     full = r.kept.all(axis=1)
-    tol = (case.k + case.logits.shape[1] + 8) * U64 * 4
+    tol = (case.k + case.logits.shape[1] + 8) * _u(impl) * 4 * max(1.0, float(np.ptp(sel)) if sel.size else 1.0)
     if full.any() and np.abs(r.gates[full] - want[full]).max() > tol:
         t = int(np.flatnonzero(full)[np.argmax(np.abs(r.gates[full] - want[full]).max(axis=1))])
         _fail(impl, f"token {t}: gates {r.gates[t].tolist()} != softmax of the selected logits "
@@ -256,7 +263,7 @@ def check_after_drop_renormalises_kept(impl, case: C.RouteCase):
     r = impl.route(case.logits, case.k, **case.kwargs())
     some = r.kept.any(axis=1)
     s = r.gates[some].sum(axis=1)
-    if s.size and np.abs(s - 1.0).max() > (case.k + 2) * U64 * 4:
+    if s.size and np.abs(s - 1.0).max() > (case.k + 2) * _u(impl) * 4:
         t = int(np.flatnonzero(some)[np.argmax(np.abs(s - 1.0))])
         _fail(impl, f"token {t}: kept gates {r.gates[t].tolist()} (kept {r.kept[t].tolist()}) sum to "
                     f"{r.gates[t].sum()!r}, not 1", case)
