@@ -1,7 +1,7 @@
 """Token-choice routing: scores, top-k, capacity slots, dropping, gates.
 
 The router takes **raw logits** z (T, E), one row per token, one column per
-expert (z = x W_g). It never takes probabilities: a softmax applied to
+expert (z = x W_g^T, W_g of shape (E, D)). It never takes probabilities: a softmax applied to
 probabilities (a "double softmax") flattens the distribution and is a real bug
 this spec's properties catch.
 
@@ -39,7 +39,8 @@ e before dropping. With capacity C, each expert keeps at most C assignments;
     per_expert_top_prob  each expert keeps the C assignments with the highest
                          p_te (ties: lower token index); positions then count
                          kept assignments in token order (DeepSpeed top-k
-                         drop_policy="probs").
+                         drop_policy="probs" as CONVENTIONS.md reads it; the
+                         next order is what its code computes).
     per_expert_top_masked_logit
                          what DeepSpeed ``topkgating(drop_policy="probs")``
                          actually computes: each expert ranks the column
@@ -69,10 +70,10 @@ Gates. ``normalize`` (ERRATA 14: both forms exist, each is named):
 
 The denominator is sum + ``normalize_eps`` (0 by default; lingvo adds 1e-9,
 DeepSeek-V2 1e-20). Then g *= route_scale (DeepSeek-V2 16, DeepSeek-V3 2.5).
-A denominator of 0
-(every choice dropped, or sigmoid scores that underflowed) gives gates 0, never
-NaN. Without dropping, before_drop and after_drop coincide (Mixtral's
-renormalisation).
+A denominator of 0 (every choice dropped, or sigmoid scores that underflowed)
+gives gates 0, never NaN. Without dropping, before_drop and after_drop coincide
+(Mixtral's renormalisation). With ``normalize_top1=False`` a k = 1 routing is
+not renormalised (Tutel): ``Routing.options`` records the options applied.
 """
 
 from __future__ import annotations
