@@ -54,3 +54,31 @@ def numba_attention():
 
 def cupy_attention():
     return [attention_adapter("cupy")]
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRoutingAdapter:
+    """properties.moe adapter for ``gpu.route``: declares only "route" (softmax or
+    sigmoid, the three normalisations, capacity None or int, k_major and
+    token_major), so the routing properties run and the rest are unsupported.
+    ``unit_roundoff`` tells the checks the kernel computes in float32."""
+
+    name: str
+    route: Callable
+    capabilities: frozenset = frozenset({"route"})
+    unit_roundoff: float = 2.0**-24
+    kind: str = "moe"
+
+
+def routing_adapter(backend, *, token_block=None, scan_block=None, name=None) -> KernelRoutingAdapter:
+    from .api import route
+
+    def run(logits, k, **options):
+        return route(logits, k, backend=backend, token_block=token_block, scan_block=scan_block, **options)
+
+    return KernelRoutingAdapter(name or f"gpu-{getattr(backend, 'name', backend)}-route", run)
+
+
+def opencl_routing():
+    """The OpenCL routing kernels with small blocks (many blocks, multi-step scans)."""
+    return [routing_adapter("opencl", token_block=8, scan_block=4)]

@@ -24,6 +24,7 @@ ROUTES = (
                                                                "test_routing_random_problems")),
     ("opencl: mutants rejected", "test_opencl.py", ("test_mutant_is_rejected",)),
     ("opencl: conformance properties", "test_opencl_properties.py", None),
+    ("opencl: MoE routing properties", "test_opencl_moe_properties.py", None),
     ("opencl: instrumented I/O = formula", "test_io_count.py", None),
     ("facade: errors, inputs, bench", "test_facade.py", None),
     ("gpu hardware (cupy, numba)", "test_on_device.py", None),
