@@ -11,6 +11,8 @@ import refimpl
 from refimpl import masks as M
 from refimpl.flash import FlashStats, flash_attention, flash_attention_backward, tile_grid
 
+from properties import flash as F
+from properties.attention_cases import AttnCase
 from properties.flash import flash_forward_bounds
 from properties.tolerance import compare_close, compare_lse
 
@@ -196,17 +198,15 @@ def test_predicate_masks_and_gqa():
 
 
 def test_backward_matches_attention_backward_with_every_option():
+    """All options at once (GQA, top-left causal, window, softcap, bias, dropout), with the
+    bound of properties.attention.check_backward_matches_reference."""
     rng = np.random.default_rng(3)
     q, k, v = _qkv(B=2, Hq=4, Hkv=2, Lq=6, Lk=7, seed=3)
     kw = dict(causal=True, align="top_left", window=(3, None), softcap=2.0,
               bias=rng.standard_normal((1, 4, 6, 7)), dropout_p=0.25, dropout_mask=rng.random((2, 4, 6, 7)) > 0.25)
-    dout = rng.standard_normal((2, 4, 6, 2))
-    out, lse = flash_attention(q, k, v, block_q=4, block_k=3, **kw)
-    got = flash_attention_backward(q, k, v, out, lse, dout, block_q=4, block_k=3, **kw)
-    ref = refimpl.attention_backward(q, k, v, dout, **kw)
-    for name, g, r in zip(("dq", "dk", "dv"), got, ref):
-        scale = max(1.0, float(np.max(np.abs(r))))
-        assert np.max(np.abs(g - r)) <= 1e-13 * scale, name  # measured ~1e-15; sums of <= 40 terms
+    case = F.FlashCase(AttnCase(q, k, v, kw, seed=3), block_q=4, block_k=3, variant="fa2", boundaries=())
+    F.check_flash_backward_matches_reference(F.REFIMPL_FLASH, case)
+    F.check_flash_backward_finite_differences(F.REFIMPL_FLASH, case)
 
 
 def test_fa1_is_the_seed_step_d_update():
