@@ -3,7 +3,7 @@
 Read the module docstrings for formulas, shapes, conventions and sources.
 """
 
-from . import masks
+from . import accounting, masks, moe
 from .sdpa import (
     alibi_bias,
     alibi_slopes,
@@ -23,7 +23,9 @@ from .softmax import (
 )
 
 __all__ = [
+    "accounting",
     "masks",
+    "moe",
     "alibi_bias",
     "alibi_slopes",
     "attention",

@@ -37,3 +37,16 @@ def test_preset_table_matches_code():
         assert p.align == align, name
         assert p.fully_masked == out, name
         assert lse_names[p.masked_lse] == lse, name
+
+
+def test_moe_preset_table_matches_code():
+    from refimpl.moe import presets as P
+
+    rows = _table("| preset | library (file: function) |")
+    names = {n.strip("` ") for r in rows for n in r[0].split(",")}
+    assert names == set(P.ALL), names ^ set(P.ALL)
+    for row in rows:
+        uniform = row[-1].rsplit("(", 1)[1].rstrip(")")
+        for n in (n.strip("` ") for n in row[0].split(",")):
+            value = P.ALL[n].uniform_balance_loss(3, 8)  # k = 3, E = 8
+            assert value == {"1": 1.0, "k": 3.0}[uniform], (n, value, uniform)

@@ -29,4 +29,4 @@ def test_worked_example(ex):
 
 
 def test_there_are_worked_examples():
-    assert len(EXAMPLES) >= 9
+    assert len(EXAMPLES) >= 18
