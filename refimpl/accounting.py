@@ -33,6 +33,8 @@ import dataclasses
 import numbers
 from typing import Optional
 
+from .cache import kv_cache_values
+
 
 def _pos_int(x, name, *, allow_zero=False) -> int:
     if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 0 or (x == 0 and not allow_zero):
@@ -196,8 +198,8 @@ def weight_bytes(num_params: int, bytes_per_param: float = 2) -> float:
 
 
 def kv_cache_bytes(cfg: TransformerConfig, *, tokens: int, batch: int = 1, bytes_per_value: float = 2) -> float:
-    """2 x layers x Hkv x hd x tokens x batch x bytes."""
-    return 2.0 * cfg.n_layers * cfg.kv_heads * cfg.hd * tokens * batch * bytes_per_value
+    """2 x layers x Hkv x hd x tokens x batch x bytes (``refimpl.cache.kv_cache_values`` x bytes)."""
+    return float(kv_cache_values(tokens, cfg.kv_heads, cfg.hd, layers=cfg.n_layers, batch=batch)) * bytes_per_value
 
 
 def inference_memory_bytes(num_params: int, kv_bytes: float, *, bytes_per_param: float = 2) -> float:
