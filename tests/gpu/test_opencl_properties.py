@@ -19,10 +19,11 @@ ADAPTERS = opencl_attention()
 # properties.attention.check_alignment_relation passes lse=None to
 # properties.tolerance.float32_kernel_bounds, which calls np.isfinite(None): a
 # TypeError for every float32 adapter (float64 adapters take another path).
-# Reported to the lead with the fix; strict, so the mark must go once fixed.
+# Reported to the lead with the fix. Not strict: a fix landing first shows up
+# as XPASS (and in the route summary) instead of breaking CI; then drop the mark.
 _KNOWN_HARNESS_BUGS = {
     "alignment_relation": pytest.mark.xfail(
-        strict=True, raises=TypeError,
+        strict=False, raises=TypeError,
         reason="harness bug: float32_kernel_bounds(ref_lse=None) in check_alignment_relation"),
 }
 PAIRS = [pytest.param(p, a, id=f"{p.name}-{a.name}", marks=_KNOWN_HARNESS_BUGS.get(p.name, ()))
