@@ -78,4 +78,5 @@ def pytest_terminal_summary(terminalreporter):
             c = _stats[label]
             tr.write_line(f"{label:<46} passed {c['passed']:>3}  failed {c['failed']:>3}  "
                           f"skipped {c['skipped']:>3}  {_time[label]:6.1f} s"
-                          + (f"  (xfailed {c['xfailed']}: see the test's reason)" if c["xfailed"] else ""))
+                          + (f"  (xfailed {c['xfailed']}: see the test's reason)" if c["xfailed"] else "")
+                          + (f"  (XPASSED {c['xpassed']}: drop the xfail mark)" if c["xpassed"] else ""))
