@@ -134,7 +134,8 @@ def float32_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, softcap=N
     o32, l32 = float32_naive_attention(q, k, v, mask_bool, scale, softcap, bias)
     fin = np.isfinite(ref_lse)
     err_out = float(np.max(np.abs(o32 - ref_out), initial=0.0))
-    err_lse = float(np.max(np.abs(np.where(fin, l32 - ref_lse, 0.0)), initial=0.0))
+    with np.errstate(invalid="ignore"):  # -inf - -inf in fully masked rows, excluded by fin
+        err_lse = float(np.max(np.abs(np.where(fin, l32 - ref_lse, 0.0)), initial=0.0))
     V = float(np.max(np.abs(v), initial=0.0))
     lse_mag = max(1.0, float(np.max(np.abs(np.where(fin, ref_lse, 0.0)), initial=0.0)))
     return factor * err_out + 8 * U32 * V, factor * err_lse + 8 * U32 * lse_mag

@@ -21,12 +21,7 @@ ADAPTERS = opencl_attention()
 # TypeError for every float32 adapter (float64 adapters take another path).
 # Reported to the lead with the fix. Not strict: a fix landing first shows up
 # as XPASS (and in the route summary) instead of breaking CI; then drop the mark.
-_KNOWN_HARNESS_BUGS = {
-    "alignment_relation": pytest.mark.xfail(
-        strict=False, raises=TypeError,
-        reason="harness bug: float32_kernel_bounds(ref_lse=None) in check_alignment_relation"),
-}
-PAIRS = [pytest.param(p, a, id=f"{p.name}-{a.name}", marks=_KNOWN_HARNESS_BUGS.get(p.name, ()))
+PAIRS = [pytest.param(p, a, id=f"{p.name}-{a.name}")
          for p in A.PROPERTIES for a in ADAPTERS if supports(a, p)]
 
 
