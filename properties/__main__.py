@@ -7,7 +7,9 @@
 3. Runs the meta-tests: each property must reject the wrong implementations it names.
 
 Exit status 0 when everything passes. Options: ``--examples N`` (Hypothesis
-examples per property, default 20), ``--no-meta``, ``--only SUBSTRING``.
+examples per property, default 20), ``--no-meta``, ``--no-kernels`` (leave
+out the gpu/ kernels, run through OpenCL on the CPU when PoCL is present),
+``--only SUBSTRING``.
 """
 
 from __future__ import annotations
@@ -67,8 +69,21 @@ def worked_examples() -> int:
     return failures
 
 
-def conformance(examples: int, only: str | None) -> int:
-    impls = registry.all_bundled() + load_user_implementations()
+def kernel_adapters() -> list:
+    """Adapters for the gpu/ kernels whose runtime is present (OpenCL on the CPU via PoCL here)."""
+    try:
+        from gpu import adapters
+        from gpu.backends import get_backend
+
+        get_backend("opencl").runtime()
+    except Exception as e:  # no extra installed, or no OpenCL driver
+        print(f"(gpu kernels not included: {type(e).__name__}: {str(e).splitlines()[0][:160]})")
+        return []
+    return adapters.opencl_attention() + adapters.opencl_routing()
+
+
+def conformance(examples: int, only: str | None, kernels: bool) -> int:
+    impls = registry.all_bundled() + (kernel_adapters() if kernels else []) + load_user_implementations()
     props = [p for p in registry.all_properties() if not only or only in p.name]
     print()
     print("=" * 100)
@@ -76,21 +91,23 @@ def conformance(examples: int, only: str | None) -> int:
     print("=" * 100)
     failures = 0
     for prop in props:
-        line = []
+        line, unsupported = [], []
         for impl in (i for i in impls if i.kind == prop.kind):
             if not supports(impl, prop):
-                line.append(f"{impl.name}: unsupported")
+                unsupported.append(impl.name)
                 continue
             t0 = time.perf_counter()
             try:
                 run_property(prop, impl, **_REPORT_SETTINGS, max_examples=examples)
                 line.append(f"{impl.name}: pass ({time.perf_counter() - t0:.1f}s)")
             except Unsupported:
-                line.append(f"{impl.name}: unsupported")
+                unsupported.append(impl.name)
             except Exception as e:  # report and continue
                 failures += 1
                 msg = str(e).splitlines()[0][:300]
                 line.append(f"{impl.name}: FAIL: {msg}")
+        if unsupported:
+            line.append("unsupported (not run, not counted): " + ", ".join(unsupported))
         print(f"- {prop.name} [{prop.kind}]: {prop.doc}")
         for entry in line:
             print(f"    {entry}")
@@ -124,11 +141,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m properties", description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=20)
     ap.add_argument("--no-meta", action="store_true")
+    ap.add_argument("--no-kernels", action="store_true", help="skip the gpu/ kernels (OpenCL on the CPU)")
     ap.add_argument("--only", default=None, help="run only properties whose name contains this")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     bad = worked_examples()
-    bad += conformance(args.examples, args.only)
+    bad += conformance(args.examples, args.only, kernels=not args.no_kernels)
     if not args.no_meta:
         bad += meta(args.only)
     print()
