@@ -84,7 +84,6 @@ def attention_partials(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
     parts = []
     for k0, k1 in _chunks(boundaries, num_splits, st.Lk, block_k):
-        st.memory.new_block()
         out_c, lse_c, _, _ = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)
         parts.append((out_c, lse_c))
     return parts
