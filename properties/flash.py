@@ -49,7 +49,7 @@ import refimpl
 from refimpl.flash import FlashStats, flash_attention, flash_attention_backward
 from refimpl.sdpa import AttentionMask, _merge_heads, _Setup, _split_heads
 from refimpl.softmax import OnlineSoftmaxState, _exp_shift
-from refimpl.split_kv import attention_partials, split_kv_attention
+from refimpl.split_kv import split_kv_attention
 
 from . import attention as A
 from . import attention_cases as C
