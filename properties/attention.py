@@ -19,6 +19,7 @@ from .tolerance import (
     attention_forward_bounds,
     compare_close,
     compare_lse,
+    flash_forward_bounds,
     float32_kernel_bounds,
 )
 
@@ -32,7 +33,8 @@ def _run(impl, case: C.AttnCase, **override):
 def _bounds(impl, case: C.AttnCase):
     """(atol_out, atol_lse) for comparing ``impl`` on ``case`` with the float64 spec.
 
-    float64 adapters: the derived float64 bound (``attention_forward_bounds``).
+    float64 adapters: the derived float64 bound (``attention_forward_bounds``),
+    plus the online-rescaling term for tiled ones (``flash_forward_bounds``).
     float32 adapters: 2x the error of a naive float32 computation of the same
     (dropout-free) problem plus a noise floor (``float32_kernel_bounds``).
     """
@@ -45,6 +47,11 @@ def _bounds(impl, case: C.AttnCase):
         return float32_kernel_bounds(
             case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), scale, kw.get("softcap"), kw.get("bias")
         )
+    tiling = getattr(impl, "tiling", None)
+    if tiling is not None:
+        block_k, chunks = tiling
+        return flash_forward_bounds(case.q, case.k, case.v, block_k=block_k, chunks=chunks, scale=kw.get("scale"),
+                                    softcap=kw.get("softcap"), bias=kw.get("bias"), lse=ref_lse)
     return attention_forward_bounds(case.q, case.k, case.v, scale=kw.get("scale"), bias=kw.get("bias"), lse=ref_lse)
 
 

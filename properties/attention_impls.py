@@ -45,6 +45,8 @@ class AttentionAdapter:
     backward(q, k, v, dout, **kwargs) -> (dq, dk, dv), if "backward" in capabilities.
     precision: "float64" (compared with the float64 bound) or "float32"
     (compared the flash-attn way; see properties.tolerance).
+    tiling: (block_k, chunks) for a tiled float64 implementation: its bound
+    grows with the number of online-softmax steps (``flash_forward_bounds``).
     """
 
     name: str
@@ -52,6 +54,7 @@ class AttentionAdapter:
     capabilities: frozenset
     backward: Callable | None = None
     precision: str = "float64"
+    tiling: tuple | None = None
     kind: str = "attention"
 
 

@@ -39,7 +39,6 @@ from typing import Callable
 
 import numpy as np
 from hypothesis import assume
-from hypothesis import strategies as st
 
 import refimpl.moe as M
 from refimpl.moe import presets as P

@@ -3,7 +3,8 @@
 Read the module docstrings for formulas, shapes, conventions and sources.
 """
 
-from . import accounting, masks, moe
+from . import accounting, flash, io_accounting, masks, moe, split_kv
+from .flash import FlashStats, flash_attention, flash_attention_backward
 from .sdpa import (
     alibi_bias,
     alibi_slopes,
@@ -12,6 +13,7 @@ from .sdpa import (
     attention_probs,
     multi_head_attention,
 )
+from .split_kv import attention_partials, even_boundaries, split_kv_attention
 from .softmax import (
     OnlineSoftmaxState,
     logsumexp,
@@ -24,8 +26,17 @@ from .softmax import (
 
 __all__ = [
     "accounting",
+    "flash",
+    "io_accounting",
     "masks",
     "moe",
+    "split_kv",
+    "FlashStats",
+    "flash_attention",
+    "flash_attention_backward",
+    "attention_partials",
+    "even_boundaries",
+    "split_kv_attention",
     "alibi_bias",
     "alibi_slopes",
     "attention",

@@ -13,7 +13,7 @@ from refimpl.flash import FlashStats, flash_attention, flash_attention_backward,
 
 from properties import flash as F
 from properties.attention_cases import AttnCase
-from properties.flash import flash_forward_bounds
+from properties.tolerance import flash_forward_bounds
 from properties.tolerance import compare_close, compare_lse
 
 

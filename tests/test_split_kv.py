@@ -10,7 +10,7 @@ import pytest
 import refimpl
 from refimpl.split_kv import attention_partials, even_boundaries, split_kv_attention
 
-from properties.flash import flash_forward_bounds
+from properties.tolerance import flash_forward_bounds
 from properties.tolerance import compare_close, compare_lse
 
 
