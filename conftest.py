@@ -17,7 +17,7 @@ _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 settings.register_profile("dev", max_examples=25, **_COMMON)
 settings.register_profile(
-    "ci", max_examples=40, derandomize=True, print_blob=True, **_COMMON
+    "ci", max_examples=100, derandomize=True, print_blob=True, **_COMMON
 )
 settings.register_profile(
     "thorough", max_examples=2000, print_blob=True, **_COMMON
