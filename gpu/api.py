@@ -35,6 +35,7 @@ import numbers
 import numpy as np
 
 from refimpl.masks import offset as alignment_offset
+from refimpl.sdpa import check_window  # the same window validation as the spec
 
 from .errors import UnsupportedOption
 
@@ -122,26 +123,6 @@ def _positive_finite(x, name: str) -> float:
     if not math.isfinite(x) or x <= 0:
         raise ValueError(f"{name}: expected a finite positive number, got {x}")
     return x
-
-
-def check_window(window):
-    """None or (left, right), each a non-negative int or None (unbounded side);
-    the flash-attn convention of ``refimpl.masks.SlidingWindow``."""
-    if window is None:
-        return None
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise ValueError(f"window: expected (left, right), got {window!r}")
-    out = []
-    for side, w in zip(("left", "right"), window):
-        if w is None:
-            out.append(None)
-            continue
-        if isinstance(w, bool) or not isinstance(w, (numbers.Integral, np.integer)):
-            raise TypeError(f"window {side}: expected an int or None, got {type(w).__name__}")
-        if w < 0:
-            raise ValueError(f"window {side}: expected >= 0 or None (unbounded), got {w}")
-        out.append(int(w))
-    return tuple(out)
 
 
 def _tile(x, name: str, default: int) -> int:
