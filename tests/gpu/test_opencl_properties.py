@@ -16,11 +16,6 @@ from properties.core import run_property, supports
 from .support import opencl_backend_or_missing
 
 ADAPTERS = opencl_attention()
-# properties.attention.check_alignment_relation passes lse=None to
-# properties.tolerance.float32_kernel_bounds, which calls np.isfinite(None): a
-# TypeError for every float32 adapter (float64 adapters take another path).
-# Reported to the lead with the fix. Not strict: a fix landing first shows up
-# as XPASS (and in the route summary) instead of breaking CI; then drop the mark.
 PAIRS = [pytest.param(p, a, id=f"{p.name}-{a.name}")
          for p in A.PROPERTIES for a in ADAPTERS if supports(a, p)]
 
