@@ -258,9 +258,15 @@ def check_topk_softmax_commute(impl, case: C.RouteCase):
 
 def check_after_drop_renormalises_kept(impl, case: C.RouteCase):
     """normalize="after_drop": the kept gates of a token sum to 1 even when some of its
-    choices were dropped (before_drop would leave them summing to less)."""
+    choices were dropped (before_drop would leave them summing to less).
+
+    Tokens whose kept choices all have probability 0 (underflow: logits ~1e3 or
+    more below the token's max) are excluded: their denominator is 0 and the
+    spec defines those gates as 0, never NaN.
+    """
     r = impl.route(case.logits, case.k, **case.kwargs())
-    some = r.kept.any(axis=1)
+    kept_mass = np.where(r.kept, np.take_along_axis(np.asarray(r.probs), np.asarray(r.indices), axis=1), 0.0).sum(axis=1)
+    some = r.kept.any(axis=1) & (kept_mass > 0)
     s = r.gates[some].sum(axis=1)
     if s.size and np.abs(s - 1.0).max() > (case.k + 2) * _u(impl) * 4:
         t = int(np.flatnonzero(some)[np.argmax(np.abs(s - 1.0))])
