@@ -35,7 +35,7 @@ import numbers
 import numpy as np
 
 from refimpl.masks import offset as alignment_offset
-from refimpl.sdpa import check_window  # the same window validation as the spec
+from refimpl.sdpa import check_qkv_shapes, check_window  # the spec's own argument rules
 
 from .errors import UnsupportedOption
 
@@ -150,19 +150,9 @@ def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right",
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     q, k, v = _float_4d(q, "q"), _float_4d(k, "k"), _float_4d(v, "v")
-    B, Hq, Lq, D = q.shape
-    Bk, Hkv, Lk, Dk = k.shape
-    if Bk != B or v.shape[0] != B:
-        raise ValueError(f"batch sizes differ: q {q.shape}, k {k.shape}, v {v.shape}")
-    if Dk != D:
-        raise ValueError(f"head dim differs: q has D={D}, k has D={Dk}")
-    if v.shape[1:3] != (Hkv, Lk):
-        raise ValueError(f"k {k.shape} and v {v.shape} must agree on (Hkv, Lk)")
-    Dv = v.shape[3]
-    if min(B, Hq, Lq, D, Lk, Dv) < 1:
+    B, Hq, Hkv, Lq, Lk, D, Dv = check_qkv_shapes(q, k, v)  # the spec's own shape rules
+    if min(B, Hq, Lq, Lk) < 1:
         raise ValueError(f"empty dimension: q {q.shape}, k {k.shape}, v {v.shape}")
-    if Hkv < 1 or Hq % Hkv != 0:
-        raise ValueError(f"Hq={Hq} must be a positive multiple of Hkv={Hkv} (GQA groups)")
     if B * Hq > 65535:
         raise UnsupportedOption(f"B * Hq = {B * Hq}: the grid's y dimension holds at most 65535")
     win = check_window(window)

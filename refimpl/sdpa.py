@@ -51,8 +51,12 @@ def _real_4d(x, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
-def _check_qkv(q, k, v):
-    q, k, v = _real_4d(q, "q"), _real_4d(k, "k"), _real_4d(v, "v")
+def check_qkv_shapes(q, k, v) -> tuple:
+    """Validate the shapes of 4-D q, k, v; return (B, Hq, Hkv, Lq, Lk, D, Dv).
+
+    q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv), D, Dv >= 1, Hq a
+    positive multiple of Hkv. Shared with the gpu facade so both reject alike.
+    """
     B, Hq, Lq, D = q.shape
     Bk, Hkv, Lk, Dk = k.shape
     if Bk != B or v.shape[0] != B:
@@ -65,6 +69,12 @@ def _check_qkv(q, k, v):
         raise ValueError(f"head dims must be positive, got D={D}, Dv={v.shape[3]}")
     if Hkv < 1 or Hq % Hkv != 0:
         raise ValueError(f"Hq={Hq} must be a positive multiple of Hkv={Hkv} (GQA groups)")
+    return B, Hq, Hkv, Lq, Lk, D, v.shape[3]
+
+
+def _check_qkv(q, k, v):
+    q, k, v = _real_4d(q, "q"), _real_4d(k, "k"), _real_4d(v, "v")
+    check_qkv_shapes(q, k, v)
     return q, k, v
 
 
