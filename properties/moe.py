@@ -129,6 +129,34 @@ def _close_fd(impl, what, got, fd, case):
 # routing: integer structure
 
 
+def check_route_matches_reference(impl, case: C.RouteCase):
+    """The routing equals refimpl.moe.route's: indices, kept, position and counts exactly;
+    probs and gates within a few ulps of the implementation's arithmetic.
+
+    Logits are put on a 1/16 grid first (exact in float32, so a float32 kernel sees
+    the same ties and the same order as the float64 spec; distinct logits differ by
+    >= 1/16, far beyond float32 rounding). Float bound: each probability/gate is a
+    ratio of exponentials of O(1 + spread) arguments: 8 (E + k + 4) u (1 + spread).
+    """
+    z = np.round(np.asarray(case.logits) * 16.0) / 16.0
+    got = impl.route(z, case.k, **case.kwargs())
+    ref = M.route(z, case.k, **case.kwargs())
+    for f in ("indices", "kept", "position", "counts"):
+        a, b = np.asarray(getattr(got, f)), np.asarray(getattr(ref, f))
+        if a.shape != b.shape or not np.array_equal(a, b):
+            bad = np.argwhere(a != b)[:1].tolist() if a.shape == b.shape else "shape"
+            _fail(impl, f"{f} differs from refimpl.moe.route at {bad}: got {a.tolist()}, expected {b.tolist()}",
+                  dataclasses.replace(case, logits=z))
+    if got.capacity != ref.capacity:
+        _fail(impl, f"capacity {got.capacity} != refimpl's {ref.capacity}", dataclasses.replace(case, logits=z))
+    spread = float(np.ptp(z)) if z.size else 0.0
+    tol = 8 * (z.shape[1] + case.k + 4) * _u(impl) * (1.0 + spread) * max(1.0, float(np.max(np.abs(ref.gates), initial=0)))
+    for f in ("probs", "gates"):
+        err = float(np.max(np.abs(np.asarray(getattr(got, f)) - np.asarray(getattr(ref, f))), initial=0.0))
+        if err > tol:
+            _fail(impl, f"{f} differ from refimpl.moe.route's by {err:.3g} > {tol:.3g}", dataclasses.replace(case, logits=z))
+
+
 def check_route_structure(impl, case: C.RouteCase):
     """Shapes and dtypes; indices distinct per token; position -1 iff not kept; kept
     positions distinct per expert and < capacity; counts = bincount of real tokens' indices."""
@@ -544,6 +572,10 @@ def _position_orders(caps):
 
 
 PROPERTIES = [
+    Property("moe_route_matches_reference", "moe", check_route_matches_reference,
+             _route_strategy(logit_kinds=("normal", "integer", "one_expert", "equal")),
+             "routing equals refimpl.moe.route: integers exactly, probs and gates within ulps",
+             frozenset({"route"}), ("token_major_for_k_major", "ties_to_higher", "capacity_off_by_one")),
     Property("moe_route_structure", "moe", check_route_structure, _route_strategy(),
              "integer outputs well formed: distinct choices, -1 iff dropped, slots < C, counts", frozenset({"route"}),
              ("capacity_off_by_one", "counts_after_drop")),

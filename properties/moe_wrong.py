@@ -52,6 +52,14 @@ def _route_ties_to_higher(z, k, **o):
     return dataclasses.replace(r, probs=r.probs[:, ::-1], indices=E - 1 - r.indices, counts=r.counts[::-1])
 
 
+def _route_token_major_for_k_major(z, k, **o):
+    """Fills expert buffers token by token (all choices of token 0, then token 1, ...)
+    although k_major (all first choices, then all second choices) was asked."""
+    if o.get("drop_order", "k_major") == "k_major":
+        o = {**o, "drop_order": "token_major"}
+    return M.route(z, k, **o)
+
+
 def _route_random_ties(z, k, **o):
     """Breaks ties with fresh (unseeded) noise: not deterministic."""
     z = np.asarray(z, dtype=float)
@@ -200,6 +208,7 @@ WRONG = {
     "dropless_drops": _with("wrong:dropless_drops", route=_route_dropless_drops),
     "ties_to_higher": _with("wrong:ties_to_higher", route=_route_ties_to_higher),
     "random_ties": _with("wrong:random_ties", route=_route_random_ties),
+    "token_major_for_k_major": _with("wrong:token_major_for_k_major", route=_route_token_major_for_k_major),
     "bpr_uses_position": _with("wrong:bpr_uses_position", route=_route_bpr_uses_position),
     "no_renormalize": _with("wrong:no_renormalize", route=_route_no_renormalize),
     "double_softmax": _with("wrong:double_softmax", route=_route_double_softmax),
