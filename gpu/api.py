@@ -35,7 +35,7 @@ import numbers
 import numpy as np
 
 from refimpl.masks import offset as alignment_offset
-from refimpl.sdpa import check_qkv_shapes, check_window  # the spec's own argument rules
+from refimpl.sdpa import check_qkv_shapes, check_real_4d, check_window  # the spec's own argument rules
 
 from .errors import UnsupportedOption
 
@@ -98,13 +98,7 @@ def _head_dim_variant(d: int, name: str) -> int:
 
 
 def _float_4d(x, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
-    if arr.ndim != 4:
-        raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: contains NaN or inf")
+    arr = check_real_4d(x, name)
     if arr.size > _INT32_LIMIT:
         raise UnsupportedOption(f"{name}: {arr.size} elements; the kernels index with 32-bit ints")
     with np.errstate(over="ignore"):  # reported below as a ValueError

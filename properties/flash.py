@@ -412,8 +412,9 @@ def check_flash_backward_finite_differences(impl, fc: FlashCase):
     A.check_backward_finite_differences(_as_attention(impl, fc), fc.attn)
 
 
-def hidden_tile_count(fc: FlashCase) -> int:
-    """Tiles of the (T_r, T_c) grid that mask & causal & window hide entirely, from the materialised mask."""
+def visible_tile_grid(fc: FlashCase) -> np.ndarray:
+    """bool (T_r, T_c): tiles where mask & causal & window leave some entry visible
+    (for some batch entry and head), from the materialised mask."""
     a = fc.attn
     B, Hq, Lq, _ = a.q.shape
     Lk = a.k.shape[2]
@@ -421,11 +422,13 @@ def hidden_tile_count(fc: FlashCase) -> int:
     vis = AttentionMask(kw.get("mask"), kw.get("causal", False), kw.get("align", "bottom_right"), kw.get("window"),
                         (B, Hq, Lq, Lk)).tile(slice(None), slice(None))
     vis = np.broadcast_to(vis, (B, Hq, Lq, Lk)).any(axis=(0, 1))
-    return sum(
-        not vis[i : i + fc.block_q, j : j + fc.block_k].any()
-        for i in range(0, Lq, fc.block_q)
-        for j in range(0, Lk, fc.block_k)
-    )
+    return np.array([[vis[i : i + fc.block_q, j : j + fc.block_k].any() for j in range(0, Lk, fc.block_k)]
+                     for i in range(0, Lq, fc.block_q)], dtype=bool).reshape(-(-Lq // fc.block_q), -(-Lk // fc.block_k))
+
+
+def hidden_tile_count(fc: FlashCase) -> int:
+    """Tiles of the (T_r, T_c) grid that mask & causal & window hide entirely."""
+    return int((~visible_tile_grid(fc)).sum())
 
 
 def check_block_skipping_invisible(impl, fc: FlashCase):

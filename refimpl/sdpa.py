@@ -40,7 +40,9 @@ from .softmax import softmax_and_logsumexp
 # argument handling
 
 
-def _real_4d(x, name: str) -> np.ndarray:
+def check_real_4d(x, name: str) -> np.ndarray:
+    """``x`` as an array, checked to be a finite real floating-point (B, H, L, D) array
+    (not converted; shared with the gpu facade)."""
     arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
@@ -48,7 +50,11 @@ def _real_4d(x, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: contains NaN or inf")
-    return arr.astype(np.float64, copy=False)
+    return arr
+
+
+def _real_4d(x, name: str) -> np.ndarray:
+    return check_real_4d(x, name).astype(np.float64, copy=False)
 
 
 def check_qkv_shapes(q, k, v) -> tuple:

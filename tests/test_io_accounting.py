@@ -7,30 +7,16 @@ import pytest
 from hypothesis import given
 
 from refimpl import io_accounting as IO
-from refimpl.sdpa import AttentionMask
 
 from properties.attention_cases import ALL_CAPS
-from properties.flash import flash_case
-
-
-def _computed_grid(fc):
-    """Tile pairs the mask leaves at least one visible entry in (from the materialised mask)."""
-    a = fc.attn
-    B, Hq, Lq, _ = a.q.shape
-    Lk = a.k.shape[2]
-    kw = a.kwargs
-    vis = AttentionMask(kw.get("mask"), kw.get("causal", False), kw.get("align", "bottom_right"), kw.get("window"),
-                        (B, Hq, Lq, Lk)).tile(slice(None), slice(None))
-    vis = np.broadcast_to(vis, (B, Hq, Lq, Lk)).any(axis=(0, 1))
-    return np.array([[vis[i : i + fc.block_q, j : j + fc.block_k].any() for j in range(0, Lk, fc.block_k)]
-                     for i in range(0, Lq, fc.block_q)], dtype=bool).reshape(-(-Lq // fc.block_q), -(-Lk // fc.block_k))
+from properties.flash import flash_case, visible_tile_grid
 
 
 def _problem(fc):
     a = fc.attn
     B, Hq, Lq, D = a.q.shape
     return dict(Lq=Lq, Lk=a.k.shape[2], D=D, Dv=a.v.shape[3], block_q=fc.block_q, block_k=fc.block_k,
-                batch=B, heads_q=Hq, heads_kv=a.k.shape[1], computed=_computed_grid(fc))
+                batch=B, heads_q=Hq, heads_kv=a.k.shape[1], computed=visible_tile_grid(fc))
 
 
 @given(fc=flash_case(ALL_CAPS - {"dropout", "backward"} | {"fa1", "fa2"}))
