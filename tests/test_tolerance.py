@@ -10,7 +10,6 @@ is tight enough to tell float64 from float32 arithmetic.
 """
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,27 +17,26 @@ import refimpl
 from properties.mp_oracle import mp_attention, mp_logsumexp
 from properties.tolerance import FLOAT64_SAFETY, U64, attention_forward_bounds, float32_naive_attention
 
-RATIOS = []
-
-
-@st.composite
-def small_problem(draw):
-    Hkv, G = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    Lq, Lk, D, Dv = (draw(st.integers(1, 5)) for _ in range(4))
-    seed = draw(st.integers(0, 2**32 - 1))
-    mag = draw(st.sampled_from([0.5, 3.0, 60.0]))
-    rng = np.random.default_rng(seed)
+def _problem(rng, Hkv, G, Lq, Lk, D, Dv, mag, use_mask, use_softcap, use_bias):
     q = rng.standard_normal((1, Hkv * G, Lq, D)) * mag
     k = rng.standard_normal((1, Hkv, Lk, D)) * mag
     v = rng.standard_normal((1, Hkv, Lk, Dv))
     kw = {}
-    if draw(st.booleans()):
+    if use_mask:
         kw["mask"] = rng.random((Lq, Lk)) < 0.6
-    if draw(st.booleans()):
+    if use_softcap:
         kw["softcap"] = 20.0
-    if draw(st.booleans()):
+    if use_bias:
         kw["bias"] = rng.standard_normal((1, Hkv * G, Lq, Lk))
     return q, k, v, kw
+
+
+@st.composite
+def small_problem(draw):
+    dims = [draw(st.integers(1, 2)), draw(st.integers(1, 2))] + [draw(st.integers(1, 5)) for _ in range(4)]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mag = draw(st.sampled_from([0.5, 3.0, 60.0]))
+    return _problem(rng, *dims, mag, draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
 
 
 def _visible(q, k, kw):
@@ -46,27 +44,37 @@ def _visible(q, k, kw):
     return np.broadcast_to(kw.get("mask", np.ones(shape[2:], bool)), shape)
 
 
-@settings(max_examples=30, deadline=None)
-@given(small_problem())
-def test_spec_error_is_well_inside_the_suite_bound(problem):
-    q, k, v, kw = problem
+def _error_ratio(q, k, v, kw) -> float:
+    """max(error / one-sided bound) of refimpl.attention against the 50-digit oracle, out and lse."""
     out, lse = refimpl.attention(q, k, v, **kw)
     scale = 1 / np.sqrt(q.shape[-1])
     mp_out, mp_lse = mp_attention(q, k, v, _visible(q, k, kw), scale, kw.get("softcap"), kw.get("bias"))
     atol_out, atol_lse = attention_forward_bounds(q, k, v, bias=kw.get("bias"), lse=mp_lse, safety=1.0)
-    err_out = np.max(np.abs(out - mp_out), initial=0)
     fin = np.isfinite(mp_lse)
     assert np.array_equal(np.isneginf(lse), ~fin)
+    err_out = np.max(np.abs(out - mp_out), initial=0)
     err_lse = np.max(np.abs(lse[fin] - mp_lse[fin]), initial=0)
-    RATIOS.append(max(err_out / atol_out, err_lse / atol_lse))
-    assert err_out <= atol_out and err_lse <= atol_lse, (err_out, atol_out, err_lse, atol_lse)
+    return max(err_out / atol_out, err_lse / atol_lse)
 
 
-def test_report_margin(capsys):
-    if RATIOS:
-        with capsys.disabled():
-            print(f"\n[tolerance] max measured error / one-sided float64 bound = {max(RATIOS):.3g} "
-                  f"over {len(RATIOS)} problems; the suite allows {FLOAT64_SAFETY:g}x the bound")
+@settings(max_examples=30, deadline=None)
+@given(small_problem())
+def test_spec_error_is_inside_the_one_sided_bound(problem):
+    assert _error_ratio(*problem) <= 1.0
+
+
+def test_spec_stays_well_inside_the_bound_and_reports_the_margin(capsys):
+    """On 40 seeded problems (scores up to ~1e4, masks, softcap, bias) the worst error is
+    under half the one-sided bound, an eighth of what the suite allows; the margin is printed."""
+    rng = np.random.default_rng(2026)
+    ratios = []
+    for n in range(40):
+        dims = list(rng.integers(1, 3, size=2)) + list(rng.integers(1, 6, size=4))
+        ratios.append(_error_ratio(*_problem(rng, *map(int, dims), [0.5, 3.0, 60.0][n % 3], n % 2 == 0, n % 4 < 2, n % 5 < 2)))
+    with capsys.disabled():
+        print(f"\n[tolerance] max measured error / one-sided float64 bound = {max(ratios):.3g} "
+              f"over {len(ratios)} problems; the suite allows {FLOAT64_SAFETY:g}x the bound")
+    assert max(ratios) < 0.5
 
 
 def test_float32_arithmetic_exceeds_the_float64_bound():
