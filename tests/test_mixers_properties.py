@@ -1,0 +1,46 @@
+"""Linear-time mixer properties (linear attention, delta rule, WKV, selective scan) with meta-tests.
+
+Each bundled adapter is one form of the spec (recurrent, parallel, chunked, stable, associative,
+convolution) checked against the recurrent definition; the meta-tests assert each property
+rejects the wrong implementations it names. ``-s`` prints the measured error / bound ratios.
+"""
+
+import pytest
+
+from properties import mixers_common, mixers_linear, mixers_scan
+
+from ._binding import assert_rejects, impl_params, meta_params, property_impl_params, run_property
+
+MODULES = (mixers_linear, mixers_scan)
+PROPS = [p for m in MODULES for p in m.PROPERTIES]
+IMPLS = [p for m in MODULES for kind in {a.kind for a in m.BUNDLED}
+         for p in impl_params([a for a in m.BUNDLED if a.kind == kind], kind)]
+WRONG = {name: impl for m in MODULES for name, impl in m.WRONG.items()}
+
+
+@pytest.mark.parametrize("prop, impl", property_impl_params(PROPS, IMPLS))
+def test_property(prop, impl):
+    run_property(prop, impl)
+
+
+@pytest.mark.parametrize("prop, wrong", meta_params(PROPS, WRONG))
+def test_property_rejects_wrong_implementation(prop, wrong):
+    assert_rejects(prop, wrong)
+
+
+def test_kinds_declare_every_capability_the_bundled_adapters_use():
+    for m in MODULES:
+        kinds = {k.name: k for k in m.KINDS}
+        for impl in list(m.BUNDLED) + list(m.WRONG.values()):
+            kind = kinds[impl.kind]
+            assert set(impl.capabilities) <= set(kind.capabilities), (impl.name, set(impl.capabilities) - set(kind.capabilities))
+            for meth in kind.required + tuple(x for c in impl.capabilities for x in kind.capabilities[c].methods):
+                assert callable(getattr(impl, meth, None)), f"{impl.name} lacks {meth}"
+        assert {p.kind for p in m.PROPERTIES} <= set(kinds)
+
+
+def test_zz_report_measured_ratios():
+    """Printed with -s: the largest error / bound seen per property on the correct forms (< 1 by the checks)."""
+    for name, ratio in sorted(mixers_common.MEASURED.items()):
+        print(f"measured {name}: max error/bound = {ratio:.3g}")
+        assert 0.0 <= ratio <= 1.0
