@@ -23,10 +23,12 @@ FAVOR+ (Choromanski et al. 2021, "Rethinking Attention with Performers", Lemma 1
     phi(x) = exp(W x - |x|^2 / 2 - c) / sqrt(m),   rows w_i of W ~ N(0, I_d), orthogonal blocks
 
 gives E[phi(q).phi(k)] = exp(q.k - c_q - c_k): unbiased for exp(q.k) up to the constant
-factor exp(-c_q - c_k), which the normaliser cancels. c is the stabilising shift
-(max over W x - |x|^2/2; google-research ``performer/fast_attention/jax/fast_attention.py``
-``nonnegative_softmax_kernel_feature_creator``: per query row for queries, one global max
-for keys). ERRATA 8: the seed's phi(x) = exp(w.x)/sqrt(m) (no -|x|^2/2) has
+factor exp(-c_q - c_k), which the normaliser cancels. c is the stabilising shift: here the max
+of W x - |x|^2/2 per query row (queries) or over all keys (keys). google-research
+``performer/fast_attention/jax/fast_attention.py`` ``nonnegative_softmax_kernel_feature_creator``
+takes the max of W x alone (a different constant, equally cancelled) and adds
+``numerical_stabilizer`` (1e-6 in ``make_fast_softmax_attention``) to every feature, which this
+spec leaves out (it biases the estimate). ERRATA 8: the seed's phi(x) = exp(w.x)/sqrt(m) (no -|x|^2/2) has
 E[phi(q).phi(k)] = E[exp(w.(q+k))]/1 = exp(|q+k|^2/2), not exp(q.k).
 Softmax attention's exp(q.k / sqrt(d)) is matched by feeding x / d^(1/4) to phi.
 """
@@ -131,6 +133,9 @@ def performer_attention(q, k, v, W, *, causal=True, eps=NORMALISER_EPS, form="re
 
     q and k are scaled by d^-1/4 so that exp(q'.k') = exp(q.k/sqrt(d)); then linear attention
     with the FAVOR+ features and the normaliser. W (m, d) from :func:`orthogonal_gaussian`.
+    The stabilising shifts cancel exactly only with ``eps=0``; an eps > 0 is added to the
+    shifted normaliser, so its effect depends on the shift. The default keeps eps > 0 so that a query
+    whose visible keys all underflow gives 0, never 0/0.
     """
     q = as_float_array(q, "q", ndim=4)
     d = q.shape[3]
