@@ -29,7 +29,7 @@ of W x - |x|^2/2 per query row (queries) or over all keys (keys). google-researc
 takes the max of W x alone (a different constant, equally cancelled) and adds
 ``numerical_stabilizer`` (1e-6 in ``make_fast_softmax_attention``) to every feature, which this
 spec leaves out (it biases the estimate). ERRATA 8: the seed's phi(x) = exp(w.x)/sqrt(m) (no -|x|^2/2) has
-E[phi(q).phi(k)] = E[exp(w.(q+k))]/1 = exp(|q+k|^2/2), not exp(q.k).
+E[phi(q).phi(k)] = E_w[exp(w.(q+k))] = exp(|q+k|^2/2), not exp(q.k).
 Softmax attention's exp(q.k / sqrt(d)) is matched by feeding x / d^(1/4) to phi.
 """
 
