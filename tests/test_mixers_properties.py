@@ -39,8 +39,17 @@ def test_kinds_declare_every_capability_the_bundled_adapters_use():
         assert {p.kind for p in m.PROPERTIES} <= set(kinds)
 
 
-def test_zz_report_measured_ratios():
-    """Printed with -s: the largest error / bound seen per property on the correct forms (< 1 by the checks)."""
+def test_bounds_have_margin_on_the_correct_forms():
+    """Each bound is 4 gamma_n M (two implementations, factor 2 spare); measured on every bundled form
+    the difference stays under a quarter of it, i.e. within the one-implementation bound gamma_n M.
+    The ratios are printed with -s (the figures in the report)."""
+    mixers_common.MEASURED.clear()
+    for prop in PROPS:
+        for p in IMPLS:
+            impl = p.values[0]
+            if impl.kind == prop.kind and prop.requires <= frozenset(impl.capabilities):
+                run_property(prop, impl, max_examples=25, derandomize=True, database=None)
+    assert set(mixers_common.MEASURED) == {p.name for p in PROPS}
     for name, ratio in sorted(mixers_common.MEASURED.items()):
-        print(f"measured {name}: max error/bound = {ratio:.3g}")
-        assert 0.0 <= ratio <= 1.0
+        print(f"measured {name}: max error / bound = {ratio:.3g}")
+        assert ratio < 0.25, (name, ratio)
