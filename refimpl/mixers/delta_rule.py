@@ -39,7 +39,6 @@ with |k| = 1 and 0 <= beta <= 1 (or <= 2) each I - beta k k^T is a contraction, 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from .._validate import as_float_array, chunk_starts, leading_shape, positive_float
 
@@ -85,22 +84,18 @@ def _chunk(s: _Setup, S, a: int, b: int):
     lower = np.tril(np.ones((c, c), dtype=bool))
     Gam = np.exp(np.where(lower, gam[..., :, None] - gam[..., None, :], -np.inf))
     kk = k @ np.swapaxes(k, -1, -2) * Gam
-    out_o, out_S = np.empty((s.B, s.H, c, s.V)), np.empty_like(S)
-    for bi in range(s.B):
-        for h in range(s.H):
-            # Value columns are independent; a per-value-channel beta gives one system per column.
-            bts = beta[bi, h]  # (c, 1) or (c, V)
-            rhs = v[bi, h] - np.exp(gam[bi, h])[:, None] * (k[bi, h] @ S[bi, h])
-            groups = [(bts[:, 0], slice(None))] if bts.shape[1] == 1 else [(bts[:, j], slice(j, j + 1)) for j in range(s.V)]
-            U = np.empty((c, s.V))
-            for bt, cols in groups:
-                Tinv = np.eye(c) + np.tril(bt[:, None] * kk[bi, h], -1)
-                U[:, cols] = solve_triangular(Tinv, bt[:, None] * rhs[:, cols], lower=True, unit_diagonal=True)
-            qk = np.tril(q[bi, h] @ k[bi, h].T * Gam[bi, h])
-            out_o[bi, h] = s.scale * (np.exp(gam[bi, h])[:, None] * q[bi, h] @ S[bi, h] + qk @ U)
-            kd = k[bi, h] * np.exp(gam[bi, h, -1] - gam[bi, h])[:, None]
-            out_S[bi, h] = np.exp(gam[bi, h, -1]) * S[bi, h] + kd.T @ U
-    return out_o, out_S
+    # T^{-1} = I + strict_tril(diag(beta) (K K^T * Gam)); value columns are independent, so a
+    # per-value-channel beta gives one system per column (axis 2 below), a per-head beta one system.
+    bcol = np.moveaxis(beta, 3, 2)[..., :, None]  # (B, H, 1 or V, c, 1)
+    Tinv = np.eye(c) + np.tril(bcol * kk[:, :, None], -1)
+    rhs = beta * (v - np.exp(gam)[..., None] * (k @ S))  # diag(beta) (V - diag(e^gam) K S_prev), (B, H, c, V)
+    if beta.shape[3] == 1:
+        U = np.linalg.solve(Tinv[:, :, 0], rhs)
+    else:
+        U = np.moveaxis(np.linalg.solve(Tinv, np.moveaxis(rhs, 3, 2)[..., None])[..., 0], 2, 3)
+    o = s.scale * (np.exp(gam)[..., None] * q @ S + np.tril(q @ np.swapaxes(k, -1, -2) * Gam) @ U)
+    kd = k * np.exp(gam[..., -1:] - gam)[..., None]
+    return o, np.exp(gam[..., -1])[..., None, None] * S + np.swapaxes(kd, -1, -2) @ U
 
 
 def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="recurrent", chunk_size=64):
