@@ -83,10 +83,18 @@ def test_empty_sequence_and_inputs_not_mutated():
     (lambda: SSM.selective_scan(np.ones((1, 3, 4, 2)), np.ones((1, 3, 4, 2)), -np.ones((3, 2, 2)), np.ones((1, 2, 4, 2)), np.ones((1, 2, 4, 2))), "B"),
     (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), np.arange(4.0).reshape(1, 1, 4, 1), -np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)), form="convolution"), "time-invariant"),
     (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), np.ones((1, 1, 4, 1)), -np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)), discretization="euler"), "discretization"),
+    (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), -np.ones((1, 1, 4, 1)), -np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2))), "delta"),
+    (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), np.ones((1, 1, 4, 1)), np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2))), "A"),
 ])
 def test_bad_arguments_name_themselves(call, arg):
     with pytest.raises((ValueError, TypeError), match=arg):
         call()
+
+
+def test_normaliser_never_divides_zero_by_zero():
+    q, k, v = -np.ones((3, 1, 1, 3, 2))  # relu features all 0: numerator and normaliser 0
+    y = LA.linear_attention(q, k, v, feature_map="relu", eps=0.0)
+    assert np.array_equal(y, np.zeros_like(y))
 
 
 def test_nan_input_rejected():

@@ -90,7 +90,9 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
         out = positive_float(scale, "scale") * fq @ S
     if not normalize:
         return out
-    return out[..., :-1] / (out[..., -1:] + eps)
+    num, den = out[..., :-1], np.broadcast_to(out[..., -1:] + eps, out[..., :-1].shape)
+    # den = 0 only with eps = 0 and a query that sees no feature mass (relu): output 0, never 0/0.
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
 
 
 def orthogonal_gaussian(m: int, d: int, seed) -> np.ndarray:

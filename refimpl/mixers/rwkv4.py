@@ -23,7 +23,7 @@ Forms, all equal to the definition:
   (logsumexp over j), O(L^2) per channel;
 * ``"recurrent"``: the naive recurrence a_t = e^w a_{t-1} + e^{k_t} v_t, b_t likewise,
   wkv_t = (a_{t-1} + e^{u+k_t} v_t) / (b_{t-1} + e^{u+k_t}); exact in real arithmetic, but
-  e^{k} overflows float64 for k > 709.78;
+  e^{k} overflows float64 for k > 709.78 (then it raises OverflowError rather than return NaN);
 * ``"stable"``: the CUDA kernel's running-max form: (p, q, o) with a = p e^o, b = q e^o,
   o the running max exponent; never overflows::
 
@@ -85,7 +85,7 @@ def log_weights(w, u, k):
 
 def wkv(w, u, k, v, *, form="stable"):
     """RWKV-4 WKV (module doc), (B, H, L, D). ``form``: "stable" (CUDA kernel), "recurrent"
-    (naive; overflows for large k, exactly as the kernel without its max shift would), "parallel"."""
+    (naive; raises OverflowError where e^k overflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
     s = _Setup(w, u, k, v)
     if form == "parallel":
         lw = log_weights(w, u, k)
@@ -99,6 +99,9 @@ def wkv(w, u, k, v, *, form="stable"):
                 ek, euk = np.exp(s.k[:, :, t]), np.exp(s.u + s.k[:, :, t])
                 out[:, :, t] = (a + euk * s.v[:, :, t]) / (b + euk)
                 a, b = np.exp(s.w) * a + ek * s.v[:, :, t], np.exp(s.w) * b + ek
+        if not np.isfinite(out).all():
+            raise OverflowError("wkv(form='recurrent'): exp(k) or exp(u + k) overflowed float64 (k > 709.78); "
+                                "form='stable' is the same function without overflow")
         return out
     if form == "stable":
         p = q = np.zeros(s.w.shape)

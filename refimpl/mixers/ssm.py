@@ -74,6 +74,10 @@ class _Setup:
             leading_shape(db, "delta_bias", (H, P), "(H, P)")
             delta = delta + db[None, :, None, :]
         self.delta = softplus(delta) if delta_softplus else delta
+        if (self.delta < 0).any():
+            raise ValueError("delta: step sizes must be >= 0 (after delta_bias and softplus)")
+        if (self.A > 0).any():
+            raise ValueError("A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log))")
         self.D = None if D is None else as_float_array(D, "D", ndim=2)
         if self.D is not None:
             leading_shape(self.D, "D", (H, P), "(H, P)")
