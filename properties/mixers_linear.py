@@ -81,10 +81,37 @@ class MixerCase:
     beta: Optional[np.ndarray]
     scale: float
     chunk_size: Optional[int]
+    seed: int = 0
     eps: float = LA.NORMALISER_EPS
 
+    def for_adapter(self, impl) -> "MixerCase":
+        """The case as run on ``impl``: an adapter with fixed ``chunk_sizes`` gets chunk size
+        C = chunk_sizes[seed % n] and m C more tokens (m = 0, 1, 2; drawn like the others from a
+        generator seeded by the case), so the drawn length L + m C straddles its chunk boundaries."""
+        sizes = getattr(impl, "chunk_sizes", None)
+        if not sizes or "chunked" not in impl.capabilities:
+            return self
+        C = int(sizes[self.seed % len(sizes)])
+        m = (self.seed // len(sizes)) % 3
+        rng = np.random.default_rng(self.seed + 1)
+        B, H, _, K = self.q.shape
+
+        def more(x, draw):
+            return None if x is None else np.concatenate([x, draw(x.shape[:2] + (m * C,) + x.shape[3:])], axis=2)
+        positive = bool((self.q > 0).all() and (self.k > 0).all())
+        qk = (lambda shape: np.exp(0.5 * rng.standard_normal(shape))) if positive else rng.standard_normal
+        q, k = more(self.q, qk), more(self.k, qk)
+        if self.beta is not None:  # delta rule: unit keys and queries
+            q, k = (x / np.linalg.norm(x, axis=-1, keepdims=True) for x in (q, k))
+        strength = 0.0 if self.g is None else float(-self.g.min(initial=0.0))
+        return dataclasses.replace(
+            self, q=q, k=k, v=more(self.v, rng.standard_normal),
+            g=None if self.g is None else np.concatenate(
+                [self.g, -strength * rng.random(self.g.shape[:2] + (m * C,) + self.g.shape[3:])], axis=2),
+            beta=more(self.beta[..., None], rng.random)[..., 0] if self.beta is not None else None, chunk_size=C)
+
     def __repr__(self):
-        return (f"MixerCase({shape_repr(q=self.q, v=self.v)}, g={None if self.g is None else self.g.shape}, "
+        return (f"MixerCase({shape_repr(q=self.q, v=self.v)}, g={None if self.g is None else self.g.shape}, seed={self.seed}, "
                 f"chunk_size={self.chunk_size}, scale={self.scale:.3g}, max|q|={np.abs(self.q).max(initial=0):.3g})")
 
     def _repr_pretty_(self, p, cycle):
@@ -102,7 +129,8 @@ def _case(draw, caps, family, adapter_chunks=None, positive=False):
                                   draw(st.integers(1, 20))]))
     else:
         L = draw(st.integers(1, 20))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
     mag = draw(st.sampled_from([1.0, 0.1, 5.0]))
     q, k = rng.standard_normal((2, B, H, L, K)) * mag
     if positive:
@@ -122,7 +150,7 @@ def _case(draw, caps, family, adapter_chunks=None, positive=False):
         q = q / np.linalg.norm(q, axis=-1, keepdims=True)
         beta = rng.random((B, H, L))
     scale = draw(st.sampled_from([1.0, K ** -0.5]))
-    return MixerCase(q, k, v, g, beta, scale, chunk)
+    return MixerCase(q, k, v, g, beta, scale, chunk, seed)
 
 
 def la_case(caps):
@@ -151,6 +179,7 @@ def _gla_bound(c: MixerCase):
 
 def check_la_matches_recurrent(impl, c: MixerCase):
     """o (and S_L when declared) equal the recurrent definition within the rounding bound."""
+    c = c.for_adapter(impl)
     o, S = impl.forward(c.q, c.k, c.v, c.g, c.scale, c.chunk_size)
     ro, rS = GL.gated_linear_attention(c.q, c.k, c.v, c.g, scale=c.scale)
     bo, bS = _gla_bound(c)
@@ -161,6 +190,7 @@ def check_la_matches_recurrent(impl, c: MixerCase):
 
 def check_la_normalized(impl, c: MixerCase):
     """y = num / (den + eps) with the causal normaliser; |dy| <= (B_num + |y| B_den) / (den + eps)."""
+    c = c.for_adapter(impl)
     y = impl.normalized(c.q, c.k, c.v, c.scale, c.eps, c.chunk_size)
     ry = LA.linear_attention(c.q, c.k, c.v, feature_map="identity", scale=c.scale, eps=c.eps)
     va = np.concatenate([c.v, np.ones(c.v.shape[:3] + (1,))], axis=3)
@@ -186,6 +216,7 @@ def _delta_bound(c: MixerCase):
 
 def check_delta_matches_recurrent(impl, c: MixerCase):
     """o (and S_L when declared) equal the delta-rule recurrence within the rounding bound."""
+    c = c.for_adapter(impl)
     o, S = impl.forward(c.q, c.k, c.v, c.beta, c.g, c.scale, c.chunk_size)
     ro, rS = DR.delta_rule(c.q, c.k, c.v, c.beta, c.g, scale=c.scale)
     bo, bS = _delta_bound(c)
@@ -225,7 +256,9 @@ def check_delta_memorises(impl, c: MemoryCase):
     L = len(c.writes)
     k = c.keys[list(c.writes)][None, None]
     q = c.keys[list(c.reads)][None, None]
-    o, _ = impl.forward(q, k, c.v, np.ones((1, 1, L)), None, 1.0, c.chunk_size)
+    sizes = getattr(impl, "chunk_sizes", None)
+    chunk = min(sizes) if sizes and c.chunk_size is not None else c.chunk_size  # fixed sizes: the smallest
+    o, _ = impl.forward(q, k, c.v, np.ones((1, 1, L)), None, 1.0, chunk)
     expect = np.zeros_like(c.v)
     for t in range(L):
         last = [j for j in range(t + 1) if c.writes[j] == c.reads[t]]

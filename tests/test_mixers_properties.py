@@ -53,3 +53,36 @@ def test_bounds_have_margin_on_the_correct_forms():
     for name, ratio in sorted(mixers_common.MEASURED.items()):
         print(f"measured {name}: max error / bound = {ratio:.3g}")
         assert ratio < 0.25, (name, ratio)
+
+
+def test_an_adapter_with_fixed_chunk_sizes_is_run_across_its_chunk_boundaries():
+    """A kernel supporting only chunk sizes 16 and 32 is driven at those sizes with lengths L + m C;
+    the same kernel dropping the carried state is rejected."""
+    import dataclasses
+
+    from refimpl.mixers import delta_rule as DR
+    from refimpl.mixers import gated as GL
+
+    seen = []
+
+    def fwd(q, k, v, g, scale, chunk_size):
+        assert chunk_size in (16, 32), chunk_size
+        seen.append((chunk_size, q.shape[2]))
+        return GL.gated_linear_attention(q, k, v, g, scale=scale, form="chunked", chunk_size=chunk_size)
+
+    good = mixers_linear.LinearAttentionAdapter("fixed16_32", fwd, capabilities=frozenset({"chunked", "gate_scalar"}),
+                                                chunk_sizes=(16, 32))
+    prop = next(p for p in mixers_linear.PROPERTIES if p.name == "la_matches_recurrent")
+    run_property(prop, good, max_examples=30)
+    assert any(L > c for c, L in seen) and any(L % c for c, L in seen)
+    bad = dataclasses.replace(mixers_linear.WRONG["chunk_state_dropped"], chunk_sizes=(16, 32))
+    assert_rejects(prop, bad, max_examples=100)
+
+    def dfwd(q, k, v, beta, g, scale, chunk_size):
+        assert chunk_size == 16
+        return DR.delta_rule(q, k, v, beta, g, scale=scale, form="chunked", chunk_size=chunk_size)
+
+    dgood = mixers_linear.DeltaRuleAdapter("delta16", dfwd, frozenset({"chunked", "gated"}), chunk_sizes=(16,))
+    for p in mixers_linear.PROPERTIES:
+        if p.kind == "delta_rule":
+            run_property(p, dgood, max_examples=20)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logsumexp
 
-from .._validate import as_float_array, leading_shape
+from .._validate import as_float_array
 
 FORMS = ("stable", "recurrent", "parallel")
 
