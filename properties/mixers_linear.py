@@ -64,6 +64,7 @@ KINDS = (
                      "g None or (B,H,L) <= 0; keys L2-normalised by the caller"},
          ("forward",),
          {"gated": Capability("accepts g (gated DeltaNet)"),
+          "beta_per_channel": Capability("accepts beta of shape (B, H, L, V), one rate per value channel (fla delta_rule_recurrence)"),
           "final_state": Capability("forward returns the final state S_L"),
           "chunked": _CHUNKED}),
 )
@@ -148,7 +149,7 @@ def _case(draw, caps, family, adapter_chunks=None, positive=False):
     if family == "delta":
         k = k / np.linalg.norm(k, axis=-1, keepdims=True)
         q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-        beta = rng.random((B, H, L))
+        beta = rng.random((B, H, L, V) if "beta_per_channel" in caps and draw(st.booleans()) else (B, H, L))
     scale = draw(st.sampled_from([1.0, K ** -0.5]))
     return MixerCase(q, k, v, g, beta, scale, chunk, seed)
 
@@ -208,7 +209,8 @@ def _delta_bound(c: MixerCase):
     L, K = c.q.shape[2], c.q.shape[3]
     Gmax = 0.0 if c.g is None else float(np.max(-np.sum(c.g, axis=2), initial=0.0))
     n = 2 * L + K + 8 + L * Gmax
-    run = np.cumsum(c.beta * np.linalg.norm(c.v, axis=-1), axis=2)[..., None]  # (B, H, L, 1)
+    beta = c.beta if c.beta.ndim == 3 else c.beta.max(axis=-1)  # per channel: the largest rate bounds |u_t|
+    run = np.cumsum(beta * np.linalg.norm(c.v, axis=-1), axis=2)[..., None]  # (B, H, L, 1)
     bo = rounding_bound(c.scale * np.linalg.norm(c.q, axis=-1)[..., None] * run, n)
     bS = rounding_bound(run[:, :, -1:, :] * np.ones((1, 1, K, 1)), n)
     return bo, bS
@@ -286,7 +288,7 @@ BUNDLED = [LinearAttentionAdapter(f"refimpl.gla[{f}]", *_gla(f), capabilities=_L
            for f in GL.FORMS]
 BUNDLED += [DeltaRuleAdapter(f"refimpl.delta_rule[{f}]",
                              (lambda f: lambda q, k, v, b, g, s, c: DR.delta_rule(q, k, v, b, g, scale=s, form=f, chunk_size=c or 64))(f),
-                             frozenset({"gated", "final_state"}) | ({"chunked"} if f == "chunked" else set()))
+                             frozenset({"gated", "final_state", "beta_per_channel"}) | ({"chunked"} if f == "chunked" else set()))
             for f in DR.FORMS]
 
 
