@@ -148,6 +148,8 @@ def rope_frequencies(rotary_dim: int, base: float = 10000.0, scaling=None) -> tu
     if kind == "dynamic":
         P = positive_int(sc["max_position_embeddings"], "max_position_embeddings")
         s = max(positive_int(sc["seq_len"], "seq_len"), P)
+        if d < 4:
+            raise ValueError(f"scaling dynamic: needs rotary_dim >= 4 (the exponent is d / (d - 2)), got {d}")
         new_base = base * (factor * s / P - (factor - 1)) ** (d / (d - 2))
         return base_frequencies(d, new_base), 1.0
     if kind == "llama3":
