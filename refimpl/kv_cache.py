@@ -149,16 +149,21 @@ class PagedCache(KVCache):
         for t in range(k.shape[1]):
             p = self.lengths[seq]
             j, off = divmod(p, self.block_size)
-            if j == len(table):
-                table.append(self._allocate())
-            elif self.ref_count[table[j]] > 1:  # copy-on-write: the block is shared
-                b = self._allocate()
-                self.k_pool[b], self.v_pool[b] = self.k_pool[table[j]], self.v_pool[table[j]]
-                self.ref_count[table[j]] -= 1
-                table[j] = b
-            self.k_pool[table[j], :, off] = k[:, t]
-            self.v_pool[table[j], :, off] = v[:, t]
+            b = self._block_for_write(table, j)
+            self.k_pool[b, :, off] = k[:, t]
+            self.v_pool[b, :, off] = v[:, t]
             self.lengths[seq] = p + 1
+
+    def _block_for_write(self, table: list, j: int) -> int:
+        """The physical block for logical block j: a fresh one past the end, a private copy if shared."""
+        if j == len(table):
+            table.append(self._allocate())
+        elif self.ref_count[table[j]] > 1:  # copy-on-write
+            b = self._allocate()
+            self.k_pool[b], self.v_pool[b] = self.k_pool[table[j]], self.v_pool[table[j]]
+            self.ref_count[table[j]] -= 1
+            table[j] = b
+        return table[j]
 
     def gather(self, seq: int):
         """(K (Hkv, n, D), V (Hkv, n, Dv)) of a sequence in position order: token p from
