@@ -102,6 +102,17 @@ class _FloorPaged(KV.PagedCache):
         return K[:, :n], V[:, :n]
 
 
+class _OffByOnePaged(KV.PagedCache):
+    """Reads token p from block table[(p + 1) // block_size]: the last slot of each block comes from the next one."""
+
+    def gather(self, seq):
+        p = np.arange(self.lengths[seq])
+        table = np.asarray(self.tables[seq], dtype=np.int64)
+        blocks = table[np.minimum((p + 1) // self.block_size, table.size - 1)]
+        off = p % self.block_size
+        return self.k_pool[blocks, :, off].transpose(1, 0, 2), self.v_pool[blocks, :, off].transpose(1, 0, 2)
+
+
 class _NoCowPaged(KV.PagedCache):
     """Writes into a shared block without copying it: the other sequence sees the write."""
 
@@ -117,7 +128,8 @@ def _make(kind, Hkv, D, Dv, B, window, block_size, bug=None):
         cls, cap = (_StaleRing, left + 1) if bug == "stale_ring" else (_EarlyRing, max(left, 1))
         return cls(Hkv, D, Dv, batch=B, capacity=cap)
     if kind == "paged":
-        cls = {"paged_floor_blocks": _FloorPaged, "paged_no_copy_on_write": _NoCowPaged}.get(bug, KV.PagedCache)
+        cls = {"paged_floor_blocks": _FloorPaged, "paged_no_copy_on_write": _NoCowPaged,
+               "paged_table_off_by_one": _OffByOnePaged}.get(bug, KV.PagedCache)
         return cls(Hkv, D, Dv, batch=B, block_size=block_size, num_blocks=64)
     return KV.make_cache(kind, Hkv, D, Dv, batch=B, window=window, block_size=block_size)
 
@@ -192,7 +204,7 @@ BUNDLED = [
     DecodeAdapter("position_masked", _position_masked, frozenset({"paged", "ring", "rope", "gqa"})),
 ]
 _BUGS = ("top_left_decode", "rope_positions_from_zero", "rope_after_cache", "stale_ring", "ring_evicts_early",
-         "paged_floor_blocks", "paged_no_copy_on_write")
+         "paged_floor_blocks", "paged_table_off_by_one", "paged_no_copy_on_write")
 
 
 def _wrong(bug):
@@ -324,14 +336,14 @@ PROPERTIES = [
     Property("decode_equals_prefill", "decode", check_decode_equals_prefill, decode_case,
              "token-by-token / chunked decoding through the cache equals full causal attention (RoPE, GQA, windows)",
              rejects=("top_left_decode", "rope_positions_from_zero", "rope_after_cache", "stale_ring",
-                      "ring_evicts_early", "paged_floor_blocks")),
+                      "ring_evicts_early", "paged_floor_blocks", "paged_table_off_by_one")),
     Property("eviction_invisible", "decode", check_eviction_invisible,
              lambda caps: decode_case(caps, ring_only=True),
              "a ring buffer of left + 1 slots never changes a result the window allows",
              requires=frozenset({"ring"}), rejects=("ring_evicts_early", "stale_ring", "rope_after_cache")),
     Property("cache_contents", "decode", check_cache_contents, decode_case,
              "the cache holds every position (paged gather == contiguous) or the last left + 1 (ring), in order",
-             requires=frozenset({"contents"}), rejects=("stale_ring", "paged_floor_blocks")),
+             requires=frozenset({"contents"}), rejects=("stale_ring", "paged_floor_blocks", "paged_table_off_by_one")),
     Property("paged_fork_shares_blocks", "decode", check_fork_shares_blocks,
              lambda caps: decode_case(caps, kinds=("paged",)),
              "forked paged sequences share full prefix blocks and copy on write",
