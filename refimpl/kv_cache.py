@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_float_array, positive_int
-from .rope import apply_rope, is_rope_kwargs
+from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention, check_window
 
 CACHE_KINDS = ("contiguous", "paged", "ring")
@@ -261,7 +261,7 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
     n = q.shape[2]
     pos = np.arange(cache.length, cache.length + n)
     if rope is not None:
-        kw = is_rope_kwargs(rope)
+        kw = check_rope_kwargs(rope)
         q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
     K, V = cache.update(k, v)
     return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]

@@ -12,8 +12,9 @@ RoPE (Su et al. 2021; seed 001 section 15.2) rotates each pair of the first
 so <R_m q, R_n k> = <q, R_(n-m) k> depends on m - n only. Which columns form
 pair i is the *layout*, where real libraries disagree:
 
-    "half"        (a, b) = (i, i + d/2)   GPT-NeoX, HF Llama ``rotate_half`` /
-                  ``apply_rotary_pos_emb`` (transformers/models/llama/modeling_llama.py)
+    "half"        (a, b) = (i, i + d/2)   GPT-NeoX (transformers/models/gpt_neox/modeling_gpt_neox.py,
+                  ``rotary_ndims``), HF Llama ``rotate_half`` / ``apply_rotary_pos_emb``
+                  (transformers/models/llama/modeling_llama.py)
     "interleaved" (a, b) = (2i, 2i + 1)   GPT-J ``rotate_every_two`` (transformers/models/gptj/
                   modeling_gptj.py), Meta llama ``apply_rotary_emb`` (model.py: x viewed as d/2
                   complex numbers times exp(i m theta)), DeepSeek-V3 inference/model.py
@@ -239,7 +240,7 @@ def apply_rope(x, positions, *, layout: str = "half", rotary_dim: int | None = N
     return np.concatenate([rotated, x[..., d:]], axis=-1)
 
 
-def is_rope_kwargs(kw) -> dict:
+def check_rope_kwargs(kw) -> dict:
     """Validate a dict of apply_rope keywords (layout, rotary_dim, base, scaling)."""
     if not isinstance(kw, Mapping):
         raise TypeError(f"rope: expected a dict of apply_rope keywords, got {type(kw).__name__}")
@@ -252,6 +253,6 @@ def is_rope_kwargs(kw) -> dict:
 
 
 __all__ = [
-    "LAYOUTS", "SCALINGS", "apply_rope", "base_frequencies", "check_positions", "convert_layout",
+    "LAYOUTS", "SCALINGS", "apply_rope", "base_frequencies", "check_positions", "check_rope_kwargs", "convert_layout",
     "layout_permutation", "rope_angles", "rope_frequencies", "yarn_get_mscale",
 ]
