@@ -266,7 +266,8 @@ def decode_case(draw, caps, *, kinds=None, ring_only=False):
     window = (draw(st.integers(0, 5)), 0) if cache == "ring" or draw(st.booleans()) else None
     rope = None
     if "rope" in caps and draw(st.booleans()):
-        rope = {"layout": draw(st.sampled_from(("half", "interleaved"))), "base": draw(st.sampled_from((10.0, 10000.0)))}
+        rope = {"layout": draw(st.sampled_from(("half", "interleaved"))), "base": draw(st.sampled_from((10.0, 10000.0))),
+                "rotary_dim": draw(st.sampled_from((None, 2)))}
     return DecodeCase(rng.standard_normal((B, Hkv * G, L, D)), rng.standard_normal((B, Hkv, L, D)),
                       rng.standard_normal((B, Hkv, L, Dv)), cache, tuple(chunks), window, rope,
                       draw(st.integers(1, 4)), seed)
