@@ -6,6 +6,7 @@ import importlib
 
 MODULES = (
     "properties.softmax", "properties.attention", "properties.flash", "properties.moe",
+    "properties.rope", "properties.decode", "properties.mla",
     "properties.mixers_linear", "properties.mixers_scan",
 )
 
