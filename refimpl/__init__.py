@@ -4,6 +4,7 @@ Read the module docstrings for formulas, shapes, conventions and sources.
 """
 
 from . import accounting, flash, io_accounting, masks, moe, split_kv
+from . import block, ffn, formats, losses, norms
 from .flash import FlashStats, flash_attention, flash_attention_backward
 from .sdpa import (
     alibi_bias,
@@ -26,6 +27,11 @@ from .softmax import (
 
 __all__ = [
     "accounting",
+    "block",
+    "ffn",
+    "formats",
+    "losses",
+    "norms",
     "flash",
     "io_accounting",
     "masks",
