@@ -304,31 +304,29 @@ def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype,
 
 
 def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_dtype) -> np.ndarray:
-    """Elementwise bound B with |lowp_matmul(a, b) - a @ b| <= B (exact a @ b), when no overflow.
+    """Elementwise bound B with |lowp_matmul(a, b) - a @ b| <= B (exact a @ b), when nothing overflows.
 
-    Derivation (Higham, Accuracy and Stability, 2nd ed., sec. 2.2 and 3.1), u_in, u_acc,
-    u_out unit roundoffs, t_in, t_out smallest subnormals:
-      inputs:  |a^ - a| <= u_in |a| + t_in / 2 (the absolute term covers underflow)
-               so |a^ b^ - a b| <= (2 u_in + u_in^2)|a||b| + (t_in/2)(|a| + |b| + t_in/2)
-      sum:     K terms added in order: |fl(sum) - sum| <= gamma_K(u_acc) sum |a^||b^|,
-               gamma_K = K u / (1 - K u) (K, not K - 1: the first add into zero is exact,
-               the bound is kept simple), and |a^| <= (1 + u_in)|a| + t_in / 2
-      output:  |round_out(c) - c| <= u_out |c| + t_out / 2, |c| <= |a^||b^| summed.
+    Derivation (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., 2.2, 3.1),
+    with a^, b^ the rounded inputs, u_acc, u_out unit roundoffs, t_out the output's
+    smallest subnormal:
+      inputs:  a b - a^ b^ = (a - a^) b + a^ (b - b^), so the input rounding costs at most
+               |a - a^| |b| + |a^| |b - b^| (computed from the actual rounding errors: zero
+               when the inputs are already representable)
+      sum:     K exact products added in order in u_acc arithmetic:
+               |fl(sum) - sum| <= gamma_K sum |a^||b^|, gamma_K = K u_acc / (1 - K u_acc)
+      output:  |round_out(c) - c| <= u_out |c| + t_out / 2, |c| <= (1 + gamma_K) sum |a^||b^|
+    The float64 evaluation of B itself is inflated by (1 + 1e-12) to cover its own rounding.
     """
     a, b = _matmul_shapes(a, b)
     check_choice(accumulate, "accumulate", ACCUMULATE)
-    fi, fo, fa = get_format(input_dtype), get_format(output_dtype), get_format(accumulate)
-    ui, uo, ua = fi.unit_roundoff, fo.unit_roundoff, fa.unit_roundoff
-    ti, to = fi.smallest_subnormal, fo.smallest_subnormal
-    A, Bm = np.abs(a), np.abs(b)
+    fo, fa = get_format(output_dtype), get_format(accumulate)
+    ar, br = round_to(a, input_dtype), round_to(b, input_dtype)
     K = a.shape[1]
-    abs_ab = A @ Bm
-    s1 = A.sum(axis=1, keepdims=True)  # for the absolute input terms
-    s2 = Bm.sum(axis=0, keepdims=True)
-    inputs = (2 * ui + ui * ui) * abs_ab + (ti / 2) * (s1 + s2 + K * ti / 2)
-    hat = ((1 + ui) * A + ti / 2) @ ((1 + ui) * Bm + ti / 2)  # >= sum |a^||b^|
-    gamma = K * ua / (1 - K * ua)
-    return inputs + gamma * hat + uo * (1 + gamma) * hat + to / 2
+    inputs = np.abs(a - ar) @ np.abs(b) + np.abs(ar) @ np.abs(b - br)
+    hat = np.abs(ar) @ np.abs(br)
+    gamma = K * fa.unit_roundoff / (1 - K * fa.unit_roundoff)
+    bound = inputs + gamma * hat + fo.unit_roundoff * (1 + gamma) * hat + fo.smallest_subnormal / 2
+    return bound * (1 + 1e-12)
 
 
 __all__ = [
