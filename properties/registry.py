@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("properties.softmax", "properties.attention", "properties.flash", "properties.moe")
+MODULES = ("properties.softmax", "properties.attention", "properties.flash", "properties.moe",
+           "properties.norms", "properties.ffn", "properties.losses", "properties.formats", "properties.block")
 
 
 def modules():
