@@ -15,7 +15,7 @@ with fp32 accumulation; capabilities name the (input, output) pairs it supports 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from hypothesis import strategies as st
@@ -31,10 +31,13 @@ MATMUL_PAIRS = ("bfloat16->float32", "bfloat16->bfloat16", "float16->float16", "
 
 KINDS = (
     Kind("cast", "rounds float32 values to a low-precision format; compared with refimpl.formats.round_to",
-         {"cast": "cast(x: float64 array of float32 values, fmt: str) -> float64 array of the rounded values"},
+         {"cast": "cast(x: float64 array of float32 values, fmt: str) -> float64 array of the rounded values",
+          "quantize": "quantize(x (rows, cols), fmt, channel_axis: None | 0) -> (q, S): q = cast(x S), S = max / amax, "
+                      "one S per tensor or per row (channel_axis=0), S shaped to broadcast against x"},
          ("cast",),
          {**{f: Capability(f"cast supports fmt={f!r}") for f in CAST_FORMATS},
-          "saturate": Capability("overflow clamps to +-max of the format (no inf, no NaN from finite input)")}),
+          "saturate": Capability("overflow clamps to +-max of the format (no inf, no NaN from finite input)"),
+          "scaling": Capability("supplies amax scaling for FP8 casts", ("quantize",))}),
     Kind("lowp_matmul", "a (M, K) @ b (K, N) with inputs rounded to input_dtype, fp32 accumulation, output "
          "rounded to output_dtype; bounded by refimpl.formats.lowp_matmul_bound",
          {"matmul": "matmul(a, b, input_dtype: str, output_dtype: str) -> float64 array (M, N)"},
@@ -48,6 +51,7 @@ class CastAdapter:
     name: str
     cast: Callable
     capabilities: frozenset = frozenset(CAST_FORMATS)
+    quantize: Optional[Callable] = None
     kind: str = "cast"
 
 
@@ -118,6 +122,43 @@ def check_cast_overflow_convention(impl, case: CastCase):
         i = int(np.argmax(~same))
         raise AssertionError(f"{impl.name}: {case.fmt} cast of {case.x[i]!r} gave {got[i]!r}; the declared overflow "
                              f"convention {conv!r} gives {want[i]!r}; {case!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleCase:
+    x: np.ndarray
+    fmt: str
+    channel_axis: Optional[int]
+
+    def __repr__(self):
+        return f"ScaleCase({self.fmt}, x{self.x.shape}, row amax={np.abs(self.x).max(axis=1).tolist()}, channel_axis={self.channel_axis})"
+
+
+@st.composite
+def scale_case(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rows, cols = draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    x = rng.standard_normal((rows, cols)) * 10.0 ** rng.uniform(-4, 4, (rows, 1))  # loud and quiet rows
+    if draw(st.booleans()):
+        x[0] = 0.0  # an all-zero channel: S = 1
+    fmt = draw(st.sampled_from(["float8_e4m3fn", "float8_e5m2"]))
+    return ScaleCase(x.astype(np.float32).astype(np.float64), fmt, draw(st.sampled_from([None, 0])))
+
+
+def check_fp8_scaling(impl, case: ScaleCase):
+    """S = max_fmt / amax (per tensor, or per row for channel_axis=0; 1 where amax = 0), so each
+    channel's amax lands on the format's max, and q = round(x S) to nearest even (seed 003 7)."""
+    q, S = impl.quantize(case.x, case.fmt, case.channel_axis)
+    q, S = np.asarray(q, dtype=np.float64), np.asarray(S, dtype=np.float64)
+    f = F.get_format(case.fmt)
+    amax = np.abs(case.x).max(axis=None if case.channel_axis is None else 1, keepdims=True)
+    want_S = np.where(amax > 0, f.max / np.where(amax > 0, amax, 1.0), 1.0)
+    ctx = f"{impl.name}; {case!r}"
+    if S.size != want_S.size or not np.allclose(S.reshape(want_S.shape), want_S, rtol=4 * 2.0**-24, atol=0):
+        raise AssertionError(f"scales {S.ravel().tolist()}, expected max/amax = {want_S.ravel().tolist()}; {ctx}")
+    want_q = F.round_to(case.x * S.reshape(want_S.shape), case.fmt, overflow="saturate")
+    if not np.array_equal(q, want_q):
+        raise AssertionError(f"q differs from round(x S): got {q.tolist()}, expected {want_q.tolist()}; {ctx}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +267,21 @@ def _matmul_output_not_rounded(a, b, inp, out):
     return F.lowp_matmul(a, b, input_dtype=inp, output_dtype="float32")
 
 
-REFIMPL_CAST = CastAdapter("refimpl.formats.round_to", lambda x, fmt: F.round_to(x, fmt))
+def _ref_quantize(x, fmt, axis):
+    return F.quantize(x, fmt, channel_axis=axis)
+
+
+def _quantize_inverted(x, fmt, axis):
+    q, S = F.quantize(x, fmt, channel_axis=axis)
+    return F.round_to(np.asarray(x) / S, fmt, overflow="saturate"), 1 / S
+
+
+def _quantize_wrong_axis(x, fmt, axis):
+    return F.quantize(x, fmt, channel_axis=None if axis is None else 1)
+
+
+REFIMPL_CAST = CastAdapter("refimpl.formats.round_to", lambda x, fmt: F.round_to(x, fmt),
+                           frozenset(CAST_FORMATS) | {"scaling"}, _ref_quantize)
 ML_DTYPES_CAST = CastAdapter("ml_dtypes.astype", _ml_dtypes_cast)
 REFIMPL_MATMUL = MatmulAdapter("refimpl.formats.lowp_matmul", _refimpl_matmul)
 ML_DTYPES_MATMUL = MatmulAdapter("numpy float32 matmul on ml_dtypes inputs", _ml_dtypes_matmul)
@@ -241,6 +296,9 @@ WRONG = {
     "e4m3fn_nan_where_declared_saturating": CastAdapter(
         "wrong[e4m3fn_nan_where_declared_saturating]", lambda x, fmt: F.round_to(x, fmt),
         frozenset({"float8_e4m3fn", "saturate"})),
+    "scale_inverted": CastAdapter("wrong[scale_inverted]", _ml_dtypes_cast, frozenset({"scaling"}), _quantize_inverted),
+    "per_channel_amax_over_wrong_axis": CastAdapter("wrong[per_channel_amax_over_wrong_axis]", _ml_dtypes_cast,
+                                                    frozenset({"scaling"}), _quantize_wrong_axis),
     "accumulate_in_input_dtype": MatmulAdapter("wrong[accumulate_in_input_dtype]", _matmul_accumulate_in_input,
                                                frozenset({"bfloat16->float32", "float16->float32"})),
     "inputs_not_rounded": MatmulAdapter("wrong[inputs_not_rounded]", _matmul_inputs_not_rounded),
@@ -256,6 +314,9 @@ PROPERTIES = [
              lambda caps: cast_case(caps, overflow=True),
              "above max: +-max if declared saturating, else inf (NaN for e4m3fn); max + ulp/2 ties to even",
              rejects=("e4m3fn_saturates_where_format_gives_nan", "e4m3fn_nan_where_declared_saturating")),
+    Property("fp8_amax_scaling", "cast", check_fp8_scaling, scale_case(),
+             "FP8 scaling: S = max / amax per tensor or per channel, q = round(x S)", requires=frozenset({"scaling"}),
+             rejects=("scale_inverted", "per_channel_amax_over_wrong_axis")),
     Property("lowp_matmul_within_bound", "lowp_matmul", check_lowp_matmul, lambda caps: matmul_case(caps),
              "low-precision matmul error <= refimpl.formats.lowp_matmul_bound, output on its grid, inputs rounded once",
              rejects=("accumulate_in_input_dtype", "inputs_not_rounded", "output_not_rounded")),

@@ -31,11 +31,14 @@ KINDS = (
          {"layer_norm": "layer_norm(x (..., d), weight (d,) | None, bias (d,) | None, eps) -> y",
           "rms_norm": "rms_norm(x (..., d), weight (d,) | None, eps) -> y",
           "layer_norm_backward": "layer_norm_backward(x, dy, weight, bias, eps) -> (dx, dweight | None, dbias | None)",
-          "rms_norm_backward": "rms_norm_backward(x, dy, weight, eps) -> (dx, dweight | None)"},
+          "rms_norm_backward": "rms_norm_backward(x, dy, weight, eps) -> (dx, dweight | None)",
+          "batch_norm": "batch_norm(x (B, C, ...), weight (C,), bias (C,), eps) -> y (training mode: batch statistics)",
+          "group_norm": "group_norm(x (B, C, ...), num_groups, weight (C,), bias (C,), eps) -> y"},
          ("layer_norm", "rms_norm"),
          {"backward": Capability("supplies the analytic gradients", ("layer_norm_backward", "rms_norm_backward")),
           "gemma_offset": Capability("rms_norm scales by (1 + weight) (HF GemmaRMSNorm)"),
-          "eps_outside_sqrt": Capability("rms_norm divides by sqrt(mean x^2) + eps (Zhang & Sennrich reference)")}),
+          "eps_outside_sqrt": Capability("rms_norm divides by sqrt(mean x^2) + eps (Zhang & Sennrich reference)"),
+          "channel_norms": Capability("supplies BatchNorm (training mode) and GroupNorm", ("batch_norm", "group_norm"))}),
 )
 
 
@@ -46,6 +49,8 @@ class NormAdapter:
     rms_norm: Callable
     layer_norm_backward: Optional[Callable] = None
     rms_norm_backward: Optional[Callable] = None
+    batch_norm: Optional[Callable] = None
+    group_norm: Optional[Callable] = None
     capabilities: frozenset = frozenset({"backward"})
     kind: str = "norm"
 
@@ -155,11 +160,50 @@ def check_rms_equals_layer_norm_on_zero_mean(impl, case: NormCase):
     compare_close("rms_norm vs layer_norm (zero-mean rows)", rms, ln, 2 * _bound(case, r, w), f"{impl.name}; {case!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ChannelCase:
+    x: np.ndarray
+    groups: int
+    w: np.ndarray
+    b: np.ndarray
+    eps: float
+    seed: int
+
+    def __repr__(self):
+        return f"ChannelCase(x{self.x.shape}, groups={self.groups}, eps={self.eps}, seed={self.seed})"
+
+
+@st.composite
+def channel_case(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    G = draw(st.sampled_from([1, 2, 3]))
+    C = G * draw(st.integers(1, 3))
+    shape = (draw(st.integers(2, 4)), C) + tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    # per-channel offsets and scales, so that statistics over the wrong axes are visibly different
+    x = rng.standard_normal(shape) * rng.uniform(0.5, 3, (1, C) + (1,) * (len(shape) - 2)) \
+        + rng.standard_normal((1, C) + (1,) * (len(shape) - 2)) * 2 + rng.standard_normal((shape[0],) + (1,) * (len(shape) - 1))
+    return ChannelCase(x, G, rng.standard_normal(C), rng.standard_normal(C), draw(st.sampled_from([1e-5, 1e-2])), seed)
+
+
+def check_channel_norms(impl, case: ChannelCase):
+    """BatchNorm normalises each channel over (batch, spatial); GroupNorm each sample's group of
+    channels over (channels in the group, spatial) (seed 003 5.1; torch's functional forms)."""
+    ctx = f"{impl.name}; {case!r}"
+    n = case.x.size // case.x.shape[1]
+    tol = 16 * (n + case.x[0].size + 4) * U64 * (np.abs(case.x).max() / np.sqrt(case.eps) * np.abs(case.w).max()
+                                                 + np.abs(case.b).max() + 1)
+    compare_close("batch_norm", impl.batch_norm(case.x, case.w, case.b, case.eps),
+                  N.batch_norm(case.x, case.w, case.b, eps=case.eps)[0], tol, ctx)
+    compare_close("group_norm", impl.group_norm(case.x, case.groups, case.w, case.b, case.eps),
+                  N.group_norm(case.x, case.groups, case.w, case.b, eps=case.eps), tol, ctx)
+
+
 # ----------------------------------------------------------------------------
 # adapters
 
 
-def _ref(name="refimpl.norms", caps=frozenset({"backward"})):
+def _ref(name="refimpl.norms", caps=frozenset({"backward", "channel_norms"})):
     conv = _rms_conv(caps)
     return NormAdapter(
         name,
@@ -167,8 +211,28 @@ def _ref(name="refimpl.norms", caps=frozenset({"backward"})):
         lambda x, w, eps: N.rms_norm(x, w, eps=eps, **conv),
         lambda x, dy, w, b, eps: N.layer_norm_backward(x, dy, w, b, eps=eps),
         lambda x, dy, w, eps: N.rms_norm_backward(x, dy, w, eps=eps, **conv),
+        lambda x, w, b, eps: N.batch_norm(x, w, b, eps=eps)[0],
+        lambda x, G, w, b, eps: N.group_norm(x, G, w, b, eps=eps),
         caps,
     )
+
+
+def _bn_per_sample(x, w, b, eps):
+    """Statistics per sample over (C, spatial): a LayerNorm, not a BatchNorm."""
+    axes = tuple(range(1, x.ndim))
+    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return y * w.reshape(shape) + b.reshape(shape)
+
+
+def _gn_pooled_over_batch(x, G, w, b, eps):
+    """Group statistics pooled over the whole batch."""
+    B, C = x.shape[:2]
+    xg = x.reshape((B, G, C // G) + x.shape[2:])
+    axes = (0,) + tuple(range(2, xg.ndim))
+    y = ((xg - xg.mean(axis=axes, keepdims=True)) / np.sqrt(xg.var(axis=axes, keepdims=True) + eps)).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return y * w.reshape(shape) + b.reshape(shape)
 
 
 def _ln_unbiased(x, w, b, eps):
@@ -215,6 +279,10 @@ WRONG = {
         _REF, name="wrong[layer_norm_backward_missing_mean_term]", layer_norm_backward=_ln_backward_no_mean_term),
     "rms_backward_detached_normaliser": dataclasses.replace(
         _REF, name="wrong[rms_backward_detached_normaliser]", rms_norm_backward=_rms_backward_detached_r),
+    "batch_norm_statistics_per_sample": dataclasses.replace(
+        _REF, name="wrong[batch_norm_statistics_per_sample]", batch_norm=_bn_per_sample),
+    "group_norm_statistics_over_batch": dataclasses.replace(
+        _REF, name="wrong[group_norm_statistics_over_batch]", group_norm=_gn_pooled_over_batch),
 }
 
 PROPERTIES = [
@@ -231,4 +299,8 @@ PROPERTIES = [
     Property("rms_equals_layer_norm_on_zero_mean", "norm", check_rms_equals_layer_norm_on_zero_mean,
              norm_case(zero_mean=True), "on zero-mean rows RMSNorm equals LayerNorm without bias (seed 003 5.2)",
              rejects=("layer_norm_unbiased_variance",)),
+    Property("channel_norms_match", "norm", check_channel_norms, channel_case(),
+             "BatchNorm: per channel over (batch, spatial); GroupNorm: per sample and group",
+             requires=frozenset({"channel_norms"}),
+             rejects=("batch_norm_statistics_per_sample", "group_norm_statistics_over_batch")),
 ]
