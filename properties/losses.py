@@ -138,8 +138,7 @@ def check_causal_lm_shift(impl, case: LMCase):
 
 
 def check_sft_response_only(impl, case: LMCase):
-    """SFT loss is the positive mean -log p over response targets only (ERRATA 17: the sign),
-    and prompt tokens' values do not change it beyond their role as context."""
+    """SFT loss is the mean -log p over response targets only, and is >= 0 (ERRATA 17: the sign)."""
     targets = np.where(case.response, case.tokens, L.IGNORE_INDEX)[:, 1:]
     want = _pairs_loss(case.z[:, :-1], targets)
     got = impl.sft_loss(case.z, case.tokens, case.response)

@@ -165,6 +165,8 @@ def round_to(x, fmt, *, overflow: str = "format") -> np.ndarray:
 
     Finite inputs only. ``overflow``: "format" (inf, or NaN for e4m3fn) or "saturate"
     (+-max); see the module docstring. Signed zeros are kept (-tiny rounds to -0.0).
+    One rounding from float64: ml_dtypes 0.6 and torch 2.13 take float64 to bfloat16 through
+    float32 (two roundings), which differs in rare near-tie cases (tests/test_formats.py).
     """
     f = get_format(fmt)
     check_choice(overflow, "overflow", OVERFLOW)
@@ -297,7 +299,9 @@ def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype,
     acc = np.zeros((a.shape[0], b.shape[1]), dtype=acc_t)
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(a.shape[1]):
-            acc = (acc + np.outer(ar[:, k], br[k, :])).astype(acc_t)  # float64 add of exact terms, one rounding
+            # the float64 sum of a float32 partial and an exact product, rounded to float32: one fp32
+            # addition up to a double-rounding tie (an error still <= u32 (1 + 2^-29), inside gamma_K)
+            acc = (acc + np.outer(ar[:, k], br[k, :])).astype(acc_t)
     out = acc.astype(np.float64)
     finite = np.isfinite(out)
     return np.where(finite, round_to(np.where(finite, out, 0.0), output_dtype, overflow=overflow), out)
