@@ -99,7 +99,8 @@ def _unrolled(case, arrangement):
 
     def norm(nrm, v):
         nonlocal R
-        R = max(R, float(1 / np.sqrt(np.mean(v * v, axis=-1).min() + nrm.eps)))
+        spread = np.var(v, axis=-1) if nrm.kind == "layernorm" else np.mean(v * v, axis=-1)
+        R = max(R, float(1 / np.sqrt(spread.min() + nrm.eps)))
         return nrm(v)
 
     for blk in case.blocks:
