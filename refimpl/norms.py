@@ -293,8 +293,31 @@ def group_norm_backward(x, dy, num_groups, weight=None, bias=None, *, eps=1e-5):
     return _standardize_backward(dxhat.reshape(s.xc.shape), s).reshape(x.shape), dw, db
 
 
+def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> np.ndarray:
+    """The low-precision result of an RMSNorm preset, with its library's cast order, for x and
+    weight already representable in ``dtype`` (values returned as float64):
+
+        hf_llama, hf_t5:  y = rd( rd(x r) * w )       normalise in fp32, cast, multiply in dtype
+        hf_gemma:         y = rd( fl32(x r (1 + w)) )  multiply in fp32, cast once
+    rd = round to ``dtype`` (``refimpl.formats.round_to``); x r is formed in float64 and rounded
+    to float32, which is how the fp32 kernels differ from it: by at most an fp32 rounding of r.
+    """
+    from .formats import round_to
+
+    if preset not in ("hf_llama", "hf_t5", "hf_gemma"):
+        raise ValueError(f"preset: expected 'hf_llama', 'hf_t5' or 'hf_gemma', got {preset!r}")
+    c = RMSNORM_PRESETS[preset]
+    x = _last_axis(x)
+    w = as_float_array(weight, "weight", ndim=1)
+    same_shape(w, x.shape[-1:], "weight")
+    s = _standardize(x, (-1,), center=False, eps=c.eps, placement=c.eps_placement)
+    if c.weight_offset:
+        return round_to(round_to(s.xhat * (c.weight_offset + w), "float32"), dtype)
+    return round_to(round_to(round_to(s.xhat, "float32"), dtype) * w, dtype)
+
+
 __all__ = [
     "EPS_PLACEMENTS", "RMSNORM_PRESETS", "RMSNormConvention", "batch_norm", "batch_norm_backward",
     "batch_norm_inference", "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
-    "rms_norm", "rms_norm_backward",
+    "rms_norm", "rms_norm_backward", "rms_norm_cast_order",
 ]

@@ -190,3 +190,45 @@ def test_ffn_backward_matches_finite_differences_and_dropout_is_explicit():
     with pytest.raises(ValueError, match="contradicts"):
         Fn.ffn(x, p, variant="swiglu", activation="gelu")
     np.testing.assert_array_equal(Fn.dropout(np.ones(3), np.array([True, False, True]), 0.5), [2.0, 0.0, 2.0])
+
+
+def _bf16_case():
+    from refimpl.formats import round_to
+
+    rng = np.random.default_rng(4)
+    x = round_to(rng.standard_normal((500, 64)) * 3, "bfloat16")
+    w = round_to(0.3 * rng.standard_normal(64), "bfloat16")  # Gemma's w; Llama's weight is 1 + w (exact here)
+    return x, w, round_to
+
+
+def test_llama_and_gemma_cast_orders_give_different_bf16_results():
+    """Same effective weight 1 + w, different cast order: a quarter of the bf16 outputs differ by an ulp."""
+    x, w, round_to = _bf16_case()
+    assert np.array_equal(round_to(1 + w, "bfloat16"), 1 + w)
+    llama = N.rms_norm_cast_order(x, 1 + w, preset="hf_llama")
+    gemma = N.rms_norm_cast_order(x, w, preset="hf_gemma")
+    differ = llama != gemma
+    assert 0.1 < differ.mean() < 0.5
+    assert np.all(np.abs(llama - gemma)[differ] <= np.abs(gemma[differ]) * 2.0**-7 * 1.01)
+
+
+@needs_torch
+@pytest.mark.parametrize("preset", ["hf_llama", "hf_gemma"])
+def test_cast_order_matches_torch_bf16(preset):
+    """The HF forwards written in torch bf16 (fp32 inside) against rms_norm_cast_order: bit-equal but for
+    rare 1-ulp differences where torch's fp32 reduction rounds differently from float64."""
+    x, w, _ = _bf16_case()
+    xt = torch.tensor(x, dtype=torch.bfloat16)
+    if preset == "hf_llama":
+        wt = torch.tensor(1 + w, dtype=torch.bfloat16)
+        hf = xt.float()
+        ref = wt * (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16)
+        mine = N.rms_norm_cast_order(x, 1 + w, preset=preset)
+    else:
+        wt = torch.tensor(w, dtype=torch.bfloat16)
+        o = xt.float()
+        ref = ((o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-6)) * (1.0 + wt.float())).type_as(xt)
+        mine = N.rms_norm_cast_order(x, w, preset=preset)
+    ref = ref.double().numpy()
+    assert (ref == mine).mean() > 0.999
+    assert np.all(np.abs(ref - mine) <= np.abs(mine) * 2.0**-7 * 1.01)
