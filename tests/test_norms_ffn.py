@@ -197,7 +197,8 @@ def _bf16_case():
 
     rng = np.random.default_rng(4)
     x = round_to(rng.standard_normal((500, 64)) * 3, "bfloat16")
-    w = round_to(0.3 * rng.standard_normal(64), "bfloat16")  # Gemma's w; Llama's weight is 1 + w (exact here)
+    # Gemma's w with 1 + w exact in bf16 (Llama's weight): w = w1 - 1 for bf16 w1 in [0.5, 2] (Sterbenz)
+    w = round_to(np.clip(1 + 0.3 * rng.standard_normal(64), 0.5, 2.0), "bfloat16") - 1
     return x, w, round_to
 
 
