@@ -333,8 +333,23 @@ def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_
     return bound * (1 + 1e-12)
 
 
+def fp8_matmul(a, b, *, fmt: str = "float8_e4m3fn", per_channel: bool = False, output_dtype: str = "float32"):
+    """Scaled FP8 GEMM (seed 003 section 7): O = FP8GEMM(a S_a, b S_b) / (S_a S_b).
+
+    a (M, K), b (K, N); S_a per tensor or per row of a (token), S_b per tensor or per column
+    of b (output channel), S = max_fmt / amax; the scaled operands are cast (saturating),
+    multiplied with fp32 accumulation, and the fp32 result is unscaled before the single
+    output rounding (the epilogue of cuBLASLt-style FP8 GEMMs). Returns (O, S_a, S_b).
+    """
+    a, b = _matmul_shapes(a, b)
+    qa, Sa = quantize(a, fmt, channel_axis=0 if per_channel else None)
+    qb, Sb = quantize(b, fmt, channel_axis=1 if per_channel else None)
+    acc = lowp_matmul(qa, qb, input_dtype=fmt, output_dtype="float32")
+    return round_to(acc / (Sa * Sb), output_dtype), Sa, Sb
+
+
 __all__ = [
-    "ACCUMULATE", "DelayedScaling", "FORMATS", "Format", "OVERFLOW", "amax", "dequantize", "format_table",
+    "ACCUMULATE", "DelayedScaling", "FORMATS", "Format", "OVERFLOW", "amax", "dequantize", "format_table", "fp8_matmul",
     "get_format", "loss_scale_update", "lowp_matmul", "lowp_matmul_bound", "quantize", "round_to",
     "scale_from_amax", "scaled_gradient_in",
 ]

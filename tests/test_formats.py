@@ -144,3 +144,16 @@ def test_argument_checks():
         F.lowp_matmul(np.ones((2, 3)), np.ones((2, 3)), input_dtype="bfloat16", output_dtype="float32")
     with pytest.raises(ValueError, match="accumulate"):
         F.lowp_matmul(np.ones((2, 3)), np.ones((3, 3)), input_dtype="bfloat16", accumulate="bfloat16", output_dtype="float32")
+
+
+def test_fp8_matmul_unscales_and_per_channel_helps_uneven_rows():
+    """O = FP8GEMM(a S_a, b S_b) / (S_a S_b); error within the lowp bound of the scaled problem, unscaled."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((4, 64)) * np.array([[1e-4], [1.0], [50.0], [1e3]])
+    b = rng.standard_normal((64, 3))
+    for per_channel in (False, True):
+        O, Sa, Sb = F.fp8_matmul(a, b, per_channel=per_channel)
+        bound = F.lowp_matmul_bound(a * Sa, b * Sb, input_dtype="float8_e4m3fn", output_dtype="float32") / (Sa * Sb)
+        assert np.all(np.abs(O - a @ b) <= bound * (1 + 2.0**-20) + np.abs(a @ b) * 2.0**-24)
+    rel = lambda O: np.abs(O - a @ b).max(axis=1) / np.abs(a @ b).max(axis=1)  # noqa: E731
+    assert rel(F.fp8_matmul(a, b)[0])[0] > 10 * rel(F.fp8_matmul(a, b, per_channel=True)[0])[0]
