@@ -8,7 +8,7 @@ capabilities name the formats it supports and ``"saturate"`` when its overflow c
 to +-max instead of the format's own rule (inf, or NaN for e4m3fn).
 
 Lowp-matmul adapter: ``matmul(a, b, input_dtype, output_dtype) -> float64 values``
-with fp32 accumulation; capabilities name the (input, output) pairs it supports as
+with fp32 accumulation, for a and b holding float32 values; capabilities name the (input, output) pairs it supports as
 "input->output".
 """
 
@@ -182,7 +182,8 @@ def matmul_case(draw, caps):
     if draw(st.booleans()):  # inputs already representable: the bound is then all accumulation + output
         inp = pair.split("->")[0]
         a, b = F.round_to(a, inp), F.round_to(b, inp)
-    return MatmulCase(a, b, pair)
+    # float32 values, as a kernel receives them (a float64 -> float32 -> bf16 detour would round twice)
+    return MatmulCase(a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64), pair)
 
 
 def check_lowp_matmul(impl, case: MatmulCase):
