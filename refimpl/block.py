@@ -214,7 +214,8 @@ def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = 
     hidden = None
     for blk in blocks:
         residual = residual if hidden is None else residual + hidden
-        hidden = _attend(blk.norm1(residual), blk.norm1(residual), blk.attn, None, causal=causal)
+        normed = blk.norm1(residual)
+        hidden = _attend(normed, normed, blk.attn, None, causal=causal)
         residual = residual + hidden
         hidden = _feed_forward(blk.norm2(residual), blk, None, None, 0.0)
     out = residual if hidden is None else residual + hidden
