@@ -8,6 +8,7 @@ MODULES = (
     "properties.softmax", "properties.attention", "properties.flash", "properties.moe",
     "properties.rope", "properties.decode", "properties.mla",
     "properties.mixers_linear", "properties.mixers_scan",
+    "properties.norms", "properties.ffn", "properties.losses", "properties.formats", "properties.block",
 )
 
 

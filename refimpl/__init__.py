@@ -3,7 +3,8 @@
 Read the module docstrings for formulas, shapes, conventions and sources.
 """
 
-from . import accounting, flash, io_accounting, kv_cache, masks, mla, moe, receptive_field, rope, split_kv
+from . import accounting, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
+from . import block, ffn, formats, losses, norms
 from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
 from .mla import MLALatentCache, MLAWeights, mla_attention
 from .receptive_field import receptive_field as receptive_field_matrix, window_receptive_interval
@@ -30,9 +31,15 @@ from .softmax import (
 
 __all__ = [
     "accounting",
+    "block",
+    "ffn",
+    "formats",
+    "losses",
+    "norms",
     "flash",
     "io_accounting",
     "masks",
+    "mixers",
     "moe",
     "split_kv",
     "kv_cache",

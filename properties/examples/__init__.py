@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 from typing import Callable
 
-TOPICS = ("attention", "flash", "moe", "positions", "mixers")
+TOPICS = ("attention", "flash", "moe", "positions", "mixers", "block")
 
 
 @dataclasses.dataclass(frozen=True)

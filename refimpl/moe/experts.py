@@ -17,34 +17,25 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
-from scipy.special import erf, expit
 
 from .._validate import as_float_array
+from ..ffn import act, act_grad
 
-_SQRT2 = np.sqrt(2.0)
-_SQRT2PI = np.sqrt(2.0 * np.pi)
+_MOE_ACTIVATIONS = ("relu", "gelu", "silu")
 
 
 def activation(name: str, u: np.ndarray) -> np.ndarray:
-    if name == "relu":
-        return np.maximum(u, 0.0)
-    if name == "gelu":
-        return 0.5 * u * (1.0 + erf(u / _SQRT2))
-    if name == "silu":
-        return u * expit(u)
-    raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
+    """``refimpl.ffn.act`` restricted to the experts' activations (one definition of each)."""
+    if name not in _MOE_ACTIVATIONS:
+        raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
+    return act(name, u)
 
 
 def activation_grad(name: str, u: np.ndarray) -> np.ndarray:
-    """d act(u) / du (relu: 0 at u = 0)."""
-    if name == "relu":
-        return (u > 0).astype(np.float64)
-    if name == "gelu":
-        return 0.5 * (1.0 + erf(u / _SQRT2)) + u * np.exp(-0.5 * u * u) / _SQRT2PI
-    if name == "silu":
-        s = expit(u)
-        return s * (1.0 + u * (1.0 - s))
-    raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
+    """d act(u) / du (relu: 0 at u = 0); ``refimpl.ffn.act_grad``."""
+    if name not in _MOE_ACTIVATIONS:
+        raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
+    return act_grad(name, u)
 
 
 def _rows(x, D: int) -> np.ndarray:

@@ -1,0 +1,227 @@
+"""Properties of transformer blocks and stacks (kind "block"), against the unrolled
+composition of refimpl's pieces (refimpl.sdpa.multi_head_attention, refimpl.ffn, the norms).
+
+Adapter: ``stack(x (B, L, d), blocks: list of refimpl.block.Block, arrangement, causal,
+memory, parallel_scale, final_norm) -> (B, L, d)``. Capabilities: "parallel" (the parallel
+attention + FFN arrangement), "cross_attention" (decoder blocks attending to ``memory``).
+
+Tolerance: a different but exact-in-math order of the same float64 operations. Each layer's
+matmuls and reductions have at most d + d_ff + L + 4 terms; a norm multiplies an absolute
+error by at most r = 1 / rms of its input. With m the largest |h| and R the largest r seen
+in the unrolled pass, the error after n layers is below 64 n (d + d_ff + L + 4) u (1 + m) R^n
+(R is about 1 for these well-scaled cases, so the bound stays near 1e-12).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+from refimpl import block as Bk
+from refimpl import ffn as Fn
+from refimpl.sdpa import multi_head_attention
+
+from .core import Property
+from .protocol import Capability, Kind
+from .tolerance import U64, compare_close
+
+KINDS = (
+    Kind("block", "residual blocks and stacks; compared with the unrolled composition of refimpl's pieces",
+         {"stack": "stack(x (B, L, d), blocks: [refimpl.block.Block], arrangement: 'pre_norm' | 'post_norm' | "
+                   "'parallel', causal: bool, memory (B, L_enc, d) | None, parallel_scale: float, "
+                   "final_norm: refimpl.block.Norm | None) -> (B, L, d)"},
+         ("stack",),
+         {"parallel": Capability("supports arrangement='parallel' with a parallel_scale"),
+          "cross_attention": Capability("supports decoder blocks with cross-attention to memory")}),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockAdapter:
+    name: str
+    stack: Callable
+    capabilities: frozenset = frozenset({"parallel", "cross_attention"})
+    kind: str = "block"
+
+
+@dataclasses.dataclass(frozen=True)
+class StackCase:
+    x: np.ndarray
+    blocks: tuple
+    causal: bool
+    final_norm: object
+    memory: object
+    scale: float
+    seed: int
+
+    def __repr__(self):
+        b = self.blocks[0]
+        return (f"StackCase(x{self.x.shape}, layers={len(self.blocks)}, heads={b.attn.num_heads}, "
+                f"ffn={type(b.ffn).__name__}/{b.activation}, norm={b.norm1.kind}, causal={self.causal}, "
+                f"final_norm={self.final_norm is not None}, scale={self.scale:.4g}, seed={self.seed})")
+
+
+@st.composite
+def stack_case(draw, cross=False):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    H = draw(st.sampled_from([1, 2]))
+    d = H * draw(st.sampled_from([2, 3]))
+    kw = dict(d_model=d, num_heads=H, d_ff=draw(st.integers(1, 10)), ffn_kind=draw(st.sampled_from(["mlp", "glu"])),
+              activation=draw(st.sampled_from(["gelu", "silu", "relu"])), norm=draw(st.sampled_from(["rmsnorm", "layernorm"])),
+              cross=cross)
+    kw["norm_bias"] = kw["norm"] == "layernorm" and draw(st.booleans())
+    n = draw(st.integers(1, 3))
+    blocks = tuple(Bk.init_block(int(rng.integers(2**31)), **kw) for _ in range(n))
+    B, Lq = draw(st.integers(1, 2)), draw(st.integers(1, 5))
+    x = rng.standard_normal((B, Lq, d))
+    final = Bk.Norm(1 + 0.1 * rng.standard_normal(d), kind=kw["norm"]) if draw(st.booleans()) else None
+    memory = rng.standard_normal((B, draw(st.integers(1, 4)), d)) if cross else None
+    scale = draw(st.sampled_from([1.0, 1 / np.sqrt(2)]))
+    return StackCase(x, blocks, draw(st.booleans()), final, memory, scale, seed)
+
+
+def _attn(h, kv, a, causal):
+    return multi_head_attention(h, kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
+                                num_kv_heads=a.num_kv_heads, causal=causal)
+
+
+def _ff(h, blk):
+    return Fn.ffn(h, blk.ffn, activation=blk.activation)
+
+
+def _unrolled(case, arrangement):
+    """The stack written out layer by layer; returns the output, max |h| and max 1/rms seen."""
+    h, m, R = case.x, np.abs(case.x).max(), 1.0
+
+    def norm(nrm, v):
+        nonlocal R
+        spread = np.var(v, axis=-1) if nrm.kind == "layernorm" else np.mean(v * v, axis=-1)
+        R = max(R, float(1 / np.sqrt(spread.min() + nrm.eps)))
+        return nrm(v)
+
+    for blk in case.blocks:
+        if arrangement == "parallel":
+            n1 = norm(blk.norm1, h)
+            h = h + case.scale * (_attn(n1, n1, blk.attn, case.causal) + _ff(n1, blk))
+        else:
+            n1 = norm(blk.norm1, h)
+            h = h + _attn(n1, n1, blk.attn, case.causal)
+            if case.memory is not None:
+                h = h + _attn(norm(blk.norm_cross, h), case.memory, blk.cross_attn, False)
+            h = h + _ff(norm(blk.norm2, h), blk)
+        m = max(m, np.abs(h).max())
+    if case.final_norm is not None:
+        h = norm(case.final_norm, h)
+    return h, m, R
+
+
+def _tol(case, m, R):
+    b = case.blocks[0]
+    dff = (b.ffn.W_gate if isinstance(b.ffn, Fn.GLUParams) else b.ffn.W1).shape[1]
+    n = len(case.blocks)
+    return 64 * n * (case.x.shape[-1] + dff + case.x.shape[1] + 4) * U64 * (1 + m) * max(R, 1.0) ** (2 * n + 1)
+
+
+def check_pre_norm_unrolled(impl, case: StackCase):
+    """A pre-norm stack is h <- h + Attn(N1 h); h <- h + FFN(N2 h) per layer, then the final norm."""
+    want, m, R = _unrolled(case, "pre_norm")
+    got = impl.stack(case.x, list(case.blocks), "pre_norm", case.causal, None, 1.0, case.final_norm)
+    compare_close("pre-norm stack", got, want, _tol(case, m, R), f"{impl.name}; {case!r}")
+
+
+def check_parallel_block(impl, case: StackCase):
+    """Parallel block: h <- h + s (Attn(N1 h) + FFN(N1 h)), one norm shared (seed 003 8.9)."""
+    want, m, R = _unrolled(case, "parallel")
+    got = impl.stack(case.x, list(case.blocks), "parallel", case.causal, None, case.scale, case.final_norm)
+    compare_close("parallel stack", got, want, _tol(case, m, R), f"{impl.name}; {case!r}")
+
+
+def check_decoder(impl, case: StackCase):
+    """Decoder stack (causal self-attention, cross-attention to memory, FFN) equals its unrolling,
+    and its output at t does not depend on decoder inputs after t."""
+    case = dataclasses.replace(case, causal=True)
+    want, m, R = _unrolled(case, "pre_norm")
+    got = impl.stack(case.x, list(case.blocks), "pre_norm", True, case.memory, 1.0, case.final_norm)
+    tol = _tol(case, m, R)
+    ctx = f"{impl.name}; {case!r}"
+    compare_close("decoder stack", got, want, tol, ctx)
+    Lq = case.x.shape[1]
+    if Lq > 1:
+        x2 = case.x.copy()
+        x2[:, -1] += 3.0
+        got2 = impl.stack(x2, list(case.blocks), "pre_norm", True, case.memory, 1.0, case.final_norm)
+        compare_close("decoder output before the changed last position", got2[:, :-1], got[:, :-1], tol, ctx)
+
+
+# ----------------------------------------------------------------------------
+# adapters
+
+
+def _ref_stack(x, blocks, arrangement, causal, memory, scale, final_norm):
+    return Bk.stack(x, blocks, arrangement=arrangement, causal=causal, memory=memory, parallel_scale=scale,
+                    final_norm=final_norm)
+
+
+def _fused_stack(x, blocks, arrangement, causal, memory, scale, final_norm):
+    return Bk.pre_norm_stack_fused_residual(x, blocks, causal=causal, final_norm=final_norm)
+
+
+def _post_norm(x, blocks, arrangement, causal, memory, scale, final_norm):
+    arrangement = "post_norm" if arrangement == "pre_norm" else arrangement
+    return _ref_stack(x, blocks, arrangement, causal, memory, scale, final_norm)
+
+
+def _fused_missing_last_add(x, blocks, arrangement, causal, memory, scale, final_norm):
+    """The fused-residual loop returns the residual without adding the last block's FFN output."""
+    residual, hidden = np.asarray(x, dtype=np.float64), None
+    for blk in blocks:
+        residual = residual if hidden is None else residual + hidden
+        n1 = blk.norm1(residual)
+        residual = residual + _attn(n1, n1, blk.attn, causal)
+        hidden = _ff(blk.norm2(residual), blk)
+    return residual if final_norm is None else final_norm(residual)
+
+
+def _parallel_unscaled(x, blocks, arrangement, causal, memory, scale, final_norm):
+    return _ref_stack(x, blocks, arrangement, causal, memory, 1.0, final_norm)
+
+
+def _parallel_two_norms(x, blocks, arrangement, causal, memory, scale, final_norm):
+    h = x
+    for blk in blocks:
+        h = h + scale * (_attn(blk.norm1(h), blk.norm1(h), blk.attn, causal) + _ff(blk.norm2(h), blk))
+    return h if final_norm is None else final_norm(h)
+
+
+def _decoder_not_causal(x, blocks, arrangement, causal, memory, scale, final_norm):
+    return _ref_stack(x, blocks, arrangement, False, memory, scale, final_norm)
+
+
+REFIMPL = BlockAdapter("refimpl.block.stack", _ref_stack)
+REFIMPL_FUSED = BlockAdapter("refimpl.block.pre_norm_stack_fused_residual", _fused_stack, frozenset())
+BUNDLED = [REFIMPL, REFIMPL_FUSED]
+
+WRONG = {
+    "post_norm_for_pre_norm": BlockAdapter("wrong[post_norm_for_pre_norm]", _post_norm),
+    "fused_residual_missing_last_add": BlockAdapter("wrong[fused_residual_missing_last_add]", _fused_missing_last_add,
+                                                    frozenset()),
+    "parallel_scale_ignored": BlockAdapter("wrong[parallel_scale_ignored]", _parallel_unscaled),
+    "parallel_two_norms": BlockAdapter("wrong[parallel_two_norms]", _parallel_two_norms),
+    "decoder_self_attention_not_causal": BlockAdapter("wrong[decoder_self_attention_not_causal]", _decoder_not_causal),
+}
+
+PROPERTIES = [
+    Property("pre_norm_stack_equals_unrolled", "block", check_pre_norm_unrolled, stack_case(),
+             "a pre-norm stack equals h <- h + Attn(N1 h); h <- h + FFN(N2 h) unrolled, then the final norm",
+             rejects=("post_norm_for_pre_norm", "fused_residual_missing_last_add")),
+    Property("parallel_block_scaled_sum", "block", check_parallel_block, stack_case(),
+             "parallel block: h + s (Attn(N h) + FFN(N h)) with one shared norm (s = 1 or 1/sqrt 2)",
+             requires=frozenset({"parallel"}), rejects=("parallel_scale_ignored", "parallel_two_norms")),
+    Property("decoder_stack_causal_with_cross_attention", "block", check_decoder, stack_case(cross=True),
+             "decoder: causal self-attention, cross-attention to memory, FFN; output at t ignores inputs after t",
+             requires=frozenset({"cross_attention"}), rejects=("decoder_self_attention_not_causal",)),
+]

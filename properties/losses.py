@@ -1,0 +1,229 @@
+"""Properties of training losses (kind "loss"), against refimpl.losses.
+
+Adapter: ``cross_entropy(logits (N, V), targets (N,), ignore_index) -> mean``,
+``cross_entropy_grad(...) -> (N, V)``, ``causal_lm_loss(logits (B, L, V), tokens (B, L))``,
+``sft_loss(logits, tokens, response_mask)`` (mean over response tokens of the batch).
+
+Tolerance: per row, logsumexp(z) - z_y errs by <= (V + 4) u (|z|max + 1) (max-subtracted
+sum of V terms); the mean of N such rows adds N u relative; factor 8 for safety. The
+gradient p - onehot: |p| <= 1 with (V + 4) u relative error per entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+from hypothesis import strategies as st
+
+from refimpl import losses as L
+from refimpl.softmax import logsumexp, softmax
+
+from .core import Property
+from .protocol import Capability, Kind
+from .tolerance import U64, compare_close
+
+KINDS = (
+    Kind("loss", "softmax cross-entropy, causal-LM and SFT losses; compared with refimpl.losses",
+         {"cross_entropy": "cross_entropy(logits (N, V), targets (N,) int, ignore_index) -> float (mean over counted rows)",
+          "cross_entropy_grad": "cross_entropy_grad(logits, targets, ignore_index) -> (N, V)",
+          "causal_lm_loss": "causal_lm_loss(logits (B, L, V), tokens (B, L)) -> float",
+          "sft_loss": "sft_loss(logits (B, L, V), tokens (B, L), response_mask (B, L) bool) -> float"},
+         ("cross_entropy",),
+         {"grad": Capability("supplies the gradient with respect to the logits", ("cross_entropy_grad",)),
+          "lm": Capability("supplies the causal-LM and SFT losses", ("causal_lm_loss", "sft_loss"))}),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossAdapter:
+    name: str
+    cross_entropy: Callable
+    cross_entropy_grad: Optional[Callable] = None
+    causal_lm_loss: Optional[Callable] = None
+    sft_loss: Optional[Callable] = None
+    capabilities: frozenset = frozenset({"grad", "lm"})
+    kind: str = "loss"
+
+
+@dataclasses.dataclass(frozen=True)
+class CECase:
+    z: np.ndarray
+    t: np.ndarray
+    ignore_index: int
+    seed: int
+
+    def __repr__(self):
+        return f"CECase(z{self.z.shape}, max|z|={np.abs(self.z).max():.3g}, targets={self.t.tolist()}, ignore_index={self.ignore_index})"
+
+
+@st.composite
+def ce_case(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    N, V = draw(st.integers(1, 6)), draw(st.integers(1, 9))
+    z = rng.standard_normal((N, V)) * draw(st.sampled_from([1.0, 10.0, 1e3]))
+    ignore = draw(st.sampled_from([-100, -1, V]))  # torch's default, and others a tokenizer may use
+    t = rng.integers(0, V, N)
+    t[rng.random(N) < draw(st.sampled_from([0.0, 0.3, 1.0]))] = ignore
+    return CECase(z, t, ignore, seed)
+
+
+def _ce_tol(z, count):
+    return 8 * (z.shape[-1] + 4 + count) * U64 * (np.abs(z).max() + 1)
+
+
+def check_cross_entropy(impl, case: CECase):
+    """mean over non-ignored rows of logsumexp(z) - z_y; 0.0 when every row is ignored."""
+    valid = case.t != case.ignore_index
+    rows = logsumexp(case.z, axis=-1) - np.take_along_axis(case.z, np.where(valid, case.t, 0)[:, None], 1)[:, 0]
+    want = float(rows[valid].mean()) if valid.any() else 0.0
+    got = impl.cross_entropy(case.z, case.t, case.ignore_index)
+    compare_close("cross_entropy", np.float64(got), np.float64(want), _ce_tol(case.z, len(case.t)), f"{impl.name}; {case!r}")
+
+
+def check_grad_p_minus_onehot(impl, case: CECase):
+    """dCE/dz = (softmax(z) - onehot(y)) / count on counted rows, 0 on ignored rows; each
+    counted row sums to 0 and only its target entry is negative."""
+    g = np.asarray(impl.cross_entropy_grad(case.z, case.t, case.ignore_index), dtype=np.float64)
+    valid = case.t != case.ignore_index
+    count = max(int(valid.sum()), 1)
+    p = softmax(case.z, axis=-1)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(p)), np.where(valid, case.t, 0)] = 1.0
+    want = np.where(valid[:, None], p - onehot, 0.0) / count
+    compare_close("cross_entropy_grad", g, want, 8 * (case.z.shape[-1] + 4) * U64, f"{impl.name}; {case!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LMCase:
+    z: np.ndarray
+    tokens: np.ndarray
+    response: np.ndarray
+    seed: int
+
+    def __repr__(self):
+        return f"LMCase(z{self.z.shape}, tokens={self.tokens.tolist()}, response={self.response.astype(int).tolist()})"
+
+
+@st.composite
+def lm_case(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    B, Lq, V = draw(st.integers(1, 3)), draw(st.integers(2, 7)), draw(st.integers(2, 8))
+    z = rng.standard_normal((B, Lq, V)) * draw(st.sampled_from([1.0, 5.0]))
+    tokens = rng.integers(0, V, (B, Lq))
+    if draw(st.booleans()):  # padding at the end of one sequence
+        tokens[0, Lq - 1:] = L.IGNORE_INDEX
+    prompt = rng.integers(0, Lq, B)
+    response = (np.arange(Lq)[None, :] >= prompt[:, None]) & (tokens != L.IGNORE_INDEX)
+    return LMCase(z, tokens, response, seed)
+
+
+def _pairs_loss(z, targets):
+    """Mean of logsumexp(z_t) - z_t[target_t] over the given (logit row, target) pairs."""
+    valid = targets != L.IGNORE_INDEX
+    if not valid.any():
+        return 0.0
+    rows = logsumexp(z, axis=-1) - np.take_along_axis(z, np.where(valid, targets, 0)[..., None], -1)[..., 0]
+    return float(rows[valid].mean())
+
+
+def check_causal_lm_shift(impl, case: LMCase):
+    """Logits at t are scored against the token at t + 1 (the label shift)."""
+    want = _pairs_loss(case.z[:, :-1], case.tokens[:, 1:])
+    got = impl.causal_lm_loss(case.z, case.tokens)
+    compare_close("causal_lm_loss", np.float64(got), np.float64(want), _ce_tol(case.z, case.z.size), f"{impl.name}; {case!r}")
+
+
+def check_sft_response_only(impl, case: LMCase):
+    """SFT loss is the mean -log p over response targets only, and is >= 0 (ERRATA 17: the sign)."""
+    targets = np.where(case.response, case.tokens, L.IGNORE_INDEX)[:, 1:]
+    want = _pairs_loss(case.z[:, :-1], targets)
+    got = impl.sft_loss(case.z, case.tokens, case.response)
+    ctx = f"{impl.name}; {case!r}"
+    compare_close("sft_loss", np.float64(got), np.float64(want), _ce_tol(case.z, case.z.size), ctx)
+    if got < 0:
+        raise AssertionError(f"sft_loss is negative ({got}): a cross-entropy is >= 0 (the minus sign, ERRATA 17); {ctx}")
+
+
+# ----------------------------------------------------------------------------
+# adapters
+
+
+def _ref_ce(z, t, ii):
+    return L.cross_entropy(z, t, ignore_index=ii)
+
+
+def _ref_grad(z, t, ii):
+    return L.cross_entropy_grad(z, t, ignore_index=ii)
+
+
+def _ce_counts_ignored(z, t, ii):
+    return L.cross_entropy(z, t, ignore_index=ii, reduction="sum") / len(t)
+
+
+def _ce_no_max(z, t, ii):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        rows = np.log(np.exp(z).sum(-1)) - np.take_along_axis(z, np.where(t != ii, t, 0)[:, None], 1)[:, 0]
+    valid = t != ii
+    return float(rows[valid].mean()) if valid.any() else 0.0
+
+
+def _grad_onehot_minus_p(z, t, ii):
+    return -L.cross_entropy_grad(z, t, ignore_index=ii)
+
+
+def _grad_not_divided(z, t, ii):
+    return L.cross_entropy_grad(z, t, ignore_index=ii, reduction="sum")
+
+
+def _lm_no_shift(z, tok):
+    return L.cross_entropy(np.asarray(z).reshape(-1, z.shape[-1]), np.asarray(tok).reshape(-1))
+
+
+def _ref_sft(z, tok, m):
+    return L.sft_loss(z, tok, m)
+
+
+def _sft_no_minus(z, tok, m):
+    return -L.sft_loss(z, tok, m)
+
+
+def _sft_counts_prompt(z, tok, m):
+    return L.causal_lm_loss(z, tok)
+
+
+REFIMPL = LossAdapter("refimpl.losses", _ref_ce, _ref_grad, L.causal_lm_loss, _ref_sft)
+BUNDLED = [REFIMPL]
+
+
+def _wrong(name, **kw):
+    return dataclasses.replace(REFIMPL, name=f"wrong[{name}]", **kw)
+
+
+WRONG = {
+    "ce_averages_over_ignored_rows": _wrong("ce_averages_over_ignored_rows", cross_entropy=_ce_counts_ignored),
+    "ce_without_max_subtraction": _wrong("ce_without_max_subtraction", cross_entropy=_ce_no_max),
+    "grad_onehot_minus_p": _wrong("grad_onehot_minus_p", cross_entropy_grad=_grad_onehot_minus_p),
+    "grad_not_divided_by_count": _wrong("grad_not_divided_by_count", cross_entropy_grad=_grad_not_divided),
+    "missing_label_shift": _wrong("missing_label_shift", causal_lm_loss=_lm_no_shift),
+    "sft_missing_minus_sign": _wrong("sft_missing_minus_sign", sft_loss=_sft_no_minus),
+    "sft_counts_prompt_tokens": _wrong("sft_counts_prompt_tokens", sft_loss=_sft_counts_prompt),
+}
+
+PROPERTIES = [
+    Property("cross_entropy_matches", "loss", check_cross_entropy, ce_case(),
+             "CE = mean over non-ignored rows of logsumexp(z) - z_y (0 if all ignored), stable for |z| ~ 1e3",
+             rejects=("ce_averages_over_ignored_rows", "ce_without_max_subtraction")),
+    Property("cross_entropy_grad_p_minus_onehot", "loss", check_grad_p_minus_onehot, ce_case(),
+             "dCE/dz = (softmax(z) - onehot(y)) / count, 0 on ignored rows", requires=frozenset({"grad"}),
+             rejects=("grad_onehot_minus_p", "grad_not_divided_by_count")),
+    Property("causal_lm_label_shift", "loss", check_causal_lm_shift, lm_case(),
+             "causal LM loss pairs logits at t with the token at t + 1", requires=frozenset({"lm"}),
+             rejects=("missing_label_shift",)),
+    Property("sft_loss_response_only", "loss", check_sft_response_only, lm_case(),
+             "SFT loss = mean -log p over response targets only, >= 0 (ERRATA 17)", requires=frozenset({"lm"}),
+             rejects=("sft_missing_minus_sign", "sft_counts_prompt_tokens")),
+]

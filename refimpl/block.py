@@ -1,0 +1,300 @@
+"""Transformer blocks and stacks: pre-norm, post-norm and parallel residual blocks,
+encoder and decoder stacks with cross-attention, DropPath (seed 003 sections 4.7, 8, 8.9;
+seed 001 14.1, 14.3, 14.4).
+
+    post-norm (Vaswani 2017):   h = N1(x + Attn(x));            y = N2(h + FFN(h))
+    pre-norm (GPT-2 onwards):   h = x + Attn(N1(x));            y = h + FFN(N2(h))
+    parallel (GPT-J, PaLM):     y = x + s (Attn(N1(x)) + FFN(N1(x)))     one norm;
+                                s = 1 (GPT-J, PaLM) or 1/sqrt(2) (seed 003 8.9: two summed
+                                unit-variance branches have variance 2)
+    decoder (encoder-decoder):  self-attention causal, then cross-attention with
+                                queries from the decoder and keys/values from the encoder
+                                output M (pre-norm: h = h + XAttn(Nc(h), M)), then the FFN.
+
+A pre-norm stack usually ends with a final norm ("final LN" of GPT-2, Llama's norm before
+the head). Fused kernels carry the residual stream separately (vLLM ``fused_add_rms_norm``:
+residual <- residual + hidden; hidden <- norm(residual)); :func:`pre_norm_stack_fused_residual`
+is that form, equal to the plain composition.
+
+DropPath / stochastic depth (timm ``drop_path``): a branch's output is kept or dropped per
+sample: branch * keep_b / (1 - p), keep (B,) bool, passed in explicitly; in a parallel block
+attention and FFN have independent masks.
+
+MAC accounting: every weight matmul adds rows x weights to an optional :class:`MacCounter`,
+and attention adds 2 H hd Lq Lk (q.k and p.v, every pair counted, masked or not, as
+``refimpl.accounting`` does); tests check the tally against ``refimpl.accounting``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import accounting, ffn as _ffn, norms
+from ._validate import as_float_array, check_choice, nonneg_float, same_shape
+from .sdpa import multi_head_attention
+
+ARRANGEMENTS = ("pre_norm", "post_norm", "parallel")
+NORM_KINDS = ("layernorm", "rmsnorm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Norm:
+    """A LayerNorm (weight, optional bias) or an RMSNorm (weight; ``weight_offset`` 1 for Gemma)."""
+
+    weight: np.ndarray
+    bias: Optional[np.ndarray] = None
+    kind: str = "rmsnorm"
+    eps: float = 1e-6
+    weight_offset: float = 0.0
+
+    def __call__(self, x):
+        check_choice(self.kind, "kind", NORM_KINDS)
+        if self.kind == "layernorm":
+            return norms.layer_norm(x, self.weight, self.bias, eps=self.eps)
+        if self.bias is not None:
+            raise ValueError("bias: an RMSNorm has no bias")
+        return norms.rms_norm(x, self.weight, eps=self.eps, weight_offset=self.weight_offset)
+
+    def num_params(self) -> int:
+        return int(np.size(self.weight)) + (0 if self.bias is None else int(np.size(self.bias)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Attention:
+    """W_q (d, H hd), W_k, W_v (d, Hkv hd), W_o (H hd, d); no biases."""
+
+    W_q: np.ndarray
+    W_k: np.ndarray
+    W_v: np.ndarray
+    W_o: np.ndarray
+    num_heads: int
+    num_kv_heads: Optional[int] = None
+
+    def num_params(self) -> int:
+        return int(sum(np.size(w) for w in (self.W_q, self.W_k, self.W_v, self.W_o)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One layer's parameters. ``cross_attn``/``norm_cross`` only in a decoder of an
+    encoder-decoder model; ``norm2`` unused by the parallel arrangement."""
+
+    attn: Attention
+    ffn: object  # refimpl.ffn.MLPParams or GLUParams
+    activation: str
+    norm1: Norm
+    norm2: Optional[Norm] = None
+    cross_attn: Optional[Attention] = None
+    norm_cross: Optional[Norm] = None
+
+    def num_params(self) -> int:
+        parts = [self.attn.num_params(), _ffn.num_params(self.ffn)]
+        parts += [m.num_params() for m in (self.norm1, self.norm2, self.cross_attn, self.norm_cross) if m is not None]
+        return int(sum(parts))
+
+
+class MacCounter:
+    """Multiply-accumulates of one forward pass (weights and attention scores)."""
+
+    def __init__(self):
+        self.total = 0
+
+    def add(self, n: int):
+        self.total += int(n)
+
+
+def _attend(x_q, x_kv, a: Attention, counter, **kw):
+    if counter is not None:
+        B, Lq, _ = x_q.shape
+        Lk = x_kv.shape[1]
+        counter.add(B * Lq * (a.W_q.size + a.W_o.size) + B * Lk * (a.W_k.size + a.W_v.size))
+        hd = a.W_q.shape[1] // a.num_heads
+        counter.add(2 * B * a.num_heads * hd * Lq * Lk)
+    return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
+                                num_kv_heads=a.num_kv_heads, **kw)
+
+
+def _feed_forward(x, blk: Block, counter, keep_mask, dropout_p):
+    if counter is not None:
+        counter.add(x.shape[0] * x.shape[1] * _ffn.ffn_macs_per_token(blk.ffn))
+    return _ffn.ffn(x, blk.ffn, activation=blk.activation, keep_mask=keep_mask, dropout_p=dropout_p)
+
+
+def drop_path(branch, keep, p: float) -> np.ndarray:
+    """Stochastic depth: branch (B, ...) * keep_b / (1 - p); keep (B,) bool; keep=None is identity."""
+    branch = as_float_array(branch, "branch")
+    p = nonneg_float(p, "drop_path_p", upper=1.0)
+    if keep is None:
+        return branch
+    keep = np.asarray(keep)
+    if keep.dtype != np.bool_:
+        raise TypeError(f"keep: expected a boolean array, got dtype {keep.dtype}")
+    same_shape(keep, branch.shape[:1], "keep")
+    if p >= 1.0:
+        raise ValueError("drop_path_p: must be < 1 when a keep mask is given")
+    return branch * (keep / (1.0 - p)).reshape((-1,) + (1,) * (branch.ndim - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stochastic:
+    """Explicit randomness of one block call: DropPath keep masks (B,) per branch and the
+    activation-dropout keep-mask (B, L, d_ff) of the FFN."""
+
+    drop_path_p: float = 0.0
+    keep_attn: Optional[np.ndarray] = None
+    keep_cross: Optional[np.ndarray] = None
+    keep_ffn: Optional[np.ndarray] = None
+    act_keep_mask: Optional[np.ndarray] = None
+    act_dropout_p: float = 0.0
+
+
+_NONE = Stochastic()
+
+
+def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False, memory=None,
+          parallel_scale: float = 1.0, rand: Stochastic = _NONE, counter: Optional[MacCounter] = None) -> np.ndarray:
+    """One residual block on x (B, L, d) (module docstring); ``memory`` (B, L_enc, d) turns on
+    the cross-attention sub-layer (the block must have ``cross_attn``)."""
+    check_choice(arrangement, "arrangement", ARRANGEMENTS)
+    x = as_float_array(x, "x", ndim=3)
+    if (memory is None) != (blk.cross_attn is None):
+        raise ValueError("memory: give it exactly when the block has cross_attn")
+    if memory is not None:
+        memory = as_float_array(memory, "memory", ndim=3)
+    dp = rand.drop_path_p
+
+    def attn(h):
+        return drop_path(_attend(h, h, blk.attn, counter, causal=causal), rand.keep_attn, dp)
+
+    def cross(h):
+        return drop_path(_attend(h, memory, blk.cross_attn, counter), rand.keep_cross, dp)
+
+    def ff(h):
+        return drop_path(_feed_forward(h, blk, counter, rand.act_keep_mask, rand.act_dropout_p), rand.keep_ffn, dp)
+
+    if arrangement == "parallel":
+        if memory is not None:
+            raise ValueError("arrangement: the parallel block has no cross-attention")
+        s = nonneg_float(parallel_scale, "parallel_scale")
+        h = blk.norm1(x)
+        return x + s * (attn(h) + ff(h))
+    if arrangement == "pre_norm":
+        h = x + attn(blk.norm1(x))
+        if memory is not None:
+            h = h + cross(blk.norm_cross(h))
+        return h + ff(blk.norm2(h))
+    h = blk.norm1(x + attn(x))
+    if memory is not None:
+        h = blk.norm_cross(h + cross(h))
+    return blk.norm2(h + ff(h))
+
+
+def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: bool = False, memory=None,
+          final_norm: Optional[Norm] = None, parallel_scale: float = 1.0, rands: Optional[Sequence[Stochastic]] = None,
+          counter: Optional[MacCounter] = None) -> np.ndarray:
+    """blocks applied in order, then ``final_norm`` if given; ``rands`` one per block."""
+    rands = [_NONE] * len(blocks) if rands is None else list(rands)
+    if len(rands) != len(blocks):
+        raise ValueError(f"rands: expected {len(blocks)} entries, got {len(rands)}")
+    h = x
+    for blk, r in zip(blocks, rands):
+        h = block(h, blk, arrangement=arrangement, causal=causal, memory=memory, parallel_scale=parallel_scale,
+                  rand=r, counter=counter)
+    return h if final_norm is None else final_norm(h)
+
+
+def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = False,
+                                  final_norm: Optional[Norm] = None) -> np.ndarray:
+    """The residual-stream form of a pre-norm stack (vLLM's Llama with fused add + RMSNorm):
+    each norm takes (hidden, residual), adds, normalises, and passes the sum on."""
+    residual = as_float_array(x, "x", ndim=3)
+    hidden = None
+    for blk in blocks:
+        residual = residual if hidden is None else residual + hidden
+        normed = blk.norm1(residual)
+        hidden = _attend(normed, normed, blk.attn, None, causal=causal)
+        residual = residual + hidden
+        hidden = _feed_forward(blk.norm2(residual), blk, None, None, 0.0)
+    out = residual if hidden is None else residual + hidden
+    return out if final_norm is None else final_norm(out)
+
+
+def encoder(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", final_norm: Optional[Norm] = None,
+            counter: Optional[MacCounter] = None) -> np.ndarray:
+    """Encoder stack: bidirectional self-attention (no mask); returns the memory M = H^{N_enc}."""
+    return stack(x, blocks, arrangement=arrangement, causal=False, final_norm=final_norm, counter=counter)
+
+
+def decoder(y_in, memory, blocks: Sequence[Block], *, arrangement: str = "pre_norm",
+            final_norm: Optional[Norm] = None, counter: Optional[MacCounter] = None) -> np.ndarray:
+    """Decoder stack of an encoder-decoder model: causal self-attention, cross-attention to
+    ``memory``, FFN. ``y_in`` is the embedded shifted-right target (``refimpl.losses.shift_right``)."""
+    return stack(y_in, blocks, arrangement=arrangement, causal=True, memory=memory, final_norm=final_norm,
+                 counter=counter)
+
+
+def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *, bos: int,
+                   enc_norm: Optional[Norm] = None, dec_norm: Optional[Norm] = None) -> np.ndarray:
+    """Teacher-forced encoder-decoder: logits (B, L_dec, V) for predicting tgt_tokens[:, t] at t,
+    the decoder reading [BOS, y_1, ..., y_{L-1}]; tied embedding (V, d) as the output head."""
+    from .losses import shift_right
+
+    E = as_float_array(embedding, "embedding", ndim=2)
+    M = encoder(E[np.asarray(src_tokens)], enc_blocks, final_norm=enc_norm)
+    h = decoder(E[shift_right(tgt_tokens, bos)], M, dec_blocks, final_norm=dec_norm)
+    return h @ E.T
+
+
+def block_config(blk: Block, *, n_layers: int = 1) -> accounting.TransformerConfig:
+    """The ``refimpl.accounting`` config describing a decoder-only stack of ``blk``
+    (norm weights counted as vectors: a LayerNorm with bias is two)."""
+    if blk.cross_attn is not None:
+        raise ValueError("blk: accounting.TransformerConfig describes decoder-only blocks (no cross-attention)")
+    f = blk.ffn
+    if any(getattr(f, n.name) is not None for n in dataclasses.fields(f) if n.name.startswith("b")):
+        raise ValueError("blk: accounting counts FFN biases only together with attention biases; use bias-free FFNs")
+    d = blk.attn.W_q.shape[0]
+    glu = isinstance(f, _ffn.GLUParams)
+    d_ff = (f.W_gate if glu else f.W1).shape[1]
+    norm_vectors = sum(m.num_params() // d for m in (blk.norm1, blk.norm2) if m is not None)
+    H = blk.attn.num_heads
+    return accounting.TransformerConfig(
+        d_model=d, n_layers=n_layers, n_heads=H, n_kv_heads=blk.attn.num_kv_heads,
+        head_dim=blk.attn.W_q.shape[1] // H, d_ff=d_ff, ffn_kind="glu" if glu else "mlp",
+        norms_per_layer=norm_vectors)
+
+
+def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_heads: Optional[int] = None,
+               ffn_kind: str = "mlp", activation: str = "gelu", norm: str = "rmsnorm", norm_bias: bool = False,
+               cross: bool = False) -> Block:
+    """A block with weights drawn from ``seed``: N(0, 1/fan_in) matrices, norm weights 1 + N(0, 0.1^2)."""
+    rng = np.random.default_rng(seed)
+    check_choice(norm, "norm", NORM_KINDS)
+    check_choice(ffn_kind, "ffn_kind", ("mlp", "glu"))
+    Hkv = num_heads if num_kv_heads is None else num_kv_heads
+    hd = d_model // num_heads
+
+    def mat(r, c):
+        return rng.standard_normal((r, c)) / np.sqrt(r)
+
+    def attn():
+        return Attention(mat(d_model, num_heads * hd), mat(d_model, Hkv * hd), mat(d_model, Hkv * hd),
+                         mat(num_heads * hd, d_model), num_heads, num_kv_heads)
+
+    def nrm():
+        w = 1.0 + 0.1 * rng.standard_normal(d_model)
+        b = 0.1 * rng.standard_normal(d_model) if norm_bias else None
+        return Norm(w, b, kind=norm, eps=1e-5 if norm == "layernorm" else 1e-6)
+
+    f = (_ffn.GLUParams(mat(d_model, d_ff), mat(d_model, d_ff), mat(d_ff, d_model)) if ffn_kind == "glu"
+         else _ffn.MLPParams(mat(d_model, d_ff), mat(d_ff, d_model)))
+    return Block(attn(), f, activation, nrm(), nrm(), attn() if cross else None, nrm() if cross else None)
+
+
+__all__ = [
+    "ARRANGEMENTS", "Attention", "Block", "MacCounter", "NORM_KINDS", "Norm", "Stochastic", "block",
+    "block_config", "decoder", "drop_path", "encoder", "init_block", "pre_norm_stack_fused_residual", "seq2seq_logits", "stack",
+]

@@ -1,0 +1,281 @@
+"""Position-wise feed-forward networks and gated linear units, with backward
+(seed 003 sections 8.6-8.7; seed 001 14.4; Shazeer 2020, "GLU Variants Improve Transformer").
+
+Row convention: a token is a row x (d,); leading axes are batch/sequence.
+
+    MLP:   u = x W1 + b1            W1 (d, d_ff)
+           h = act(u) * M / q       M: activation-dropout keep-mask, q = 1 - p (seed 003 4.8)
+           y = h W2 + b2            W2 (d_ff, d)
+    GLU:   u = x W_gate + b_gate,  v = x W_up + b_up
+           h = act(u) * v * M / q
+           y = h W_down + b_down
+
+    variant   act on the gate          used by
+    GLU       sigmoid                  Dauphin et al. 2017
+    ReGLU     relu
+    GEGLU     gelu (erf) or gelu_tanh  T5 v1.1 "gated-gelu" (gelu_new = tanh form)
+    SwiGLU    silu = x sigmoid(x)      LLaMA, PaLM, Mistral (HF: down(silu(gate(x)) * up(x)))
+
+Activations, each named (torch.nn.functional, torch 2.13):
+    relu(x)      = max(x, 0)                      (derivative 0 at x = 0, as torch)
+    gelu(x)      = x Phi(x) = x/2 (1 + erf(x/sqrt 2))           F.gelu(approximate="none")
+    gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) F.gelu(approximate="tanh")
+    silu(x)      = x sigmoid(x)                                 F.silu
+    sigmoid(x)   = 1 / (1 + e^-x)
+The two GELUs differ by up to ~4.7e-4 (at |x| ~ 2.2): a kernel using one where the
+model was trained with the other is a real bug, so they are distinct names.
+
+Fused GLU projections: one matmul x [W_gate | W_up] gives h2 (.., 2 d_ff) split in halves;
+which half is the gate is a convention (:func:`glu_split`): HF Phi-3 ``gate_up_proj.chunk``
+and vLLM ``SiluAndMul`` take the first half as the gate, ``torch.nn.functional.glu(a|b) = a
+sigmoid(b)`` the second.
+
+Width: a GLU has three matrices, so d_ff = (2/3) 4d = 8d/3 keeps the 8 d^2 parameters of a
+4d MLP. Meta's Llama ``FeedForward.__init__`` (meta-llama/llama model.py; llama3 the same):
+hidden = int(2 * 4d / 3); hidden = int(ffn_dim_multiplier * hidden) if given; then rounded
+up to a multiple of ``multiple_of`` (:func:`llama_hidden_dim`): 11008 for d = 4096 (Llama 1/2
+7B), 13824 for 5120 (13B), 14336 for Llama 3 8B (x1.3, multiple_of 1024), 28672 for
+Llama 2/3 70B (d = 8192, x1.3, multiple_of 4096).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+from scipy.special import erf, expit
+
+from ._validate import as_float_array, check_choice, nonneg_float, positive_int, same_shape
+
+_SQRT2 = np.sqrt(2.0)
+_SQRT2PI = np.sqrt(2.0 * np.pi)
+_TANH_C = np.sqrt(2.0 / np.pi)
+_TANH_A = 0.044715
+
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "sigmoid")
+GLU_VARIANTS = {"glu": "sigmoid", "reglu": "relu", "geglu": "gelu", "geglu_tanh": "gelu_tanh", "swiglu": "silu"}
+
+
+def act(name: str, u) -> np.ndarray:
+    """The activation ``name`` (one of ``ACTIVATIONS``) applied elementwise."""
+    check_choice(name, "activation", ACTIVATIONS)
+    u = np.asarray(u, dtype=np.float64)
+    if name == "relu":
+        return np.maximum(u, 0.0)
+    if name == "gelu":
+        return 0.5 * u * (1.0 + erf(u / _SQRT2))
+    if name == "gelu_tanh":
+        return 0.5 * u * (1.0 + np.tanh(_TANH_C * (u + _TANH_A * u**3)))
+    if name == "silu":
+        return u * expit(u)
+    return expit(u)
+
+
+def act_grad(name: str, u) -> np.ndarray:
+    """d act(u) / du."""
+    check_choice(name, "activation", ACTIVATIONS)
+    u = np.asarray(u, dtype=np.float64)
+    if name == "relu":
+        return (u > 0).astype(np.float64)
+    if name == "gelu":
+        return 0.5 * (1.0 + erf(u / _SQRT2)) + u * np.exp(-0.5 * u * u) / _SQRT2PI
+    if name == "gelu_tanh":
+        t = np.tanh(_TANH_C * (u + _TANH_A * u**3))
+        return 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * _TANH_C * (1.0 + 3 * _TANH_A * u * u)
+    s = expit(u)
+    if name == "silu":
+        return s * (1.0 + u * (1.0 - s))
+    return s * (1.0 - s)
+
+
+def dropout(h, keep_mask, p: float) -> np.ndarray:
+    """Inverted dropout by an explicit keep-mask: h * M / (1 - p) (seed 003 4.8); p = 0 is identity."""
+    h = as_float_array(h, "h")
+    p = nonneg_float(p, "p", upper=1.0)
+    if keep_mask is None:
+        if p != 0:
+            raise ValueError("keep_mask: required when p > 0 (randomness is passed in explicitly)")
+        return h
+    if p >= 1.0:
+        raise ValueError("p: must be < 1 when a keep_mask is given")
+    m = np.asarray(keep_mask)
+    if m.dtype != np.bool_:
+        raise TypeError(f"keep_mask: expected a boolean array, got dtype {m.dtype}")
+    same_shape(m, h.shape, "keep_mask")
+    return np.where(m, h / (1.0 - p), 0.0)
+
+
+def glu_split(h2, activation: str = "silu", *, gate_half: str = "first") -> np.ndarray:
+    """act(gate) * value for a fused projection h2 (..., 2 n) (module docstring)."""
+    h2 = as_float_array(h2, "h2")
+    check_choice(gate_half, "gate_half", ("first", "second"))
+    if h2.ndim < 1 or h2.shape[-1] % 2:
+        raise ValueError(f"h2: last axis must be even, got shape {h2.shape}")
+    a, b = np.split(h2, 2, axis=-1)
+    gate, value = (a, b) if gate_half == "first" else (b, a)
+    return act(activation, gate) * value
+
+
+def llama_hidden_dim(dim: int, *, multiple_of: int = 256, ffn_dim_multiplier: Optional[float] = None,
+                     hidden_dim: Optional[int] = None) -> int:
+    """Meta Llama's SwiGLU width (module docstring); ``hidden_dim`` defaults to 4 dim."""
+    dim = positive_int(dim, "dim")
+    m = positive_int(multiple_of, "multiple_of")
+    h = 4 * dim if hidden_dim is None else positive_int(hidden_dim, "hidden_dim")
+    h = int(2 * h / 3)
+    if ffn_dim_multiplier is not None:
+        h = int(float(ffn_dim_multiplier) * h)
+    return m * ((h + m - 1) // m)
+
+
+# ----------------------------------------------------------------------------
+# parameters and the shared forward
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPParams:
+    """W1 (d, d_ff), W2 (d_ff, d), optional biases b1 (d_ff,), b2 (d,)."""
+
+    W1: np.ndarray
+    W2: np.ndarray
+    b1: Optional[np.ndarray] = None
+    b2: Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GLUParams:
+    """W_gate, W_up (d, d_ff), W_down (d_ff, d), optional biases."""
+
+    W_gate: np.ndarray
+    W_up: np.ndarray
+    W_down: np.ndarray
+    b_gate: Optional[np.ndarray] = None
+    b_up: Optional[np.ndarray] = None
+    b_down: Optional[np.ndarray] = None
+
+
+def num_params(params) -> int:
+    """Number of weights and biases in an :class:`MLPParams` / :class:`GLUParams`."""
+    return sum(int(np.size(getattr(params, f.name))) for f in dataclasses.fields(params)
+               if getattr(params, f.name) is not None)
+
+
+def _mat(W, name, rows=None):
+    W = as_float_array(W, name, ndim=2)
+    if rows is not None and W.shape[0] != rows:
+        raise ValueError(f"{name}: expected {rows} rows, got shape {W.shape}")
+    return W
+
+
+def _vec(b, name, n):
+    if b is None:
+        return None
+    b = as_float_array(b, name, ndim=1)
+    same_shape(b, (n,), name)
+    return b
+
+
+class _Forward:
+    """Validated inputs and the intermediates u, v, a = act(u), h of one FFN call."""
+
+    def __init__(self, x, params, activation, keep_mask, p):
+        self.glu = isinstance(params, GLUParams)
+        if not self.glu and not isinstance(params, MLPParams):
+            raise TypeError(f"params: expected MLPParams or GLUParams, got {type(params).__name__}")
+        x = as_float_array(x, "x")
+        if x.ndim < 1:
+            raise ValueError("x: expected shape (..., d)")
+        self.shape = x.shape
+        d = x.shape[-1]
+        self.x = x.reshape(-1, d)
+        self.activation = check_choice(activation, "activation", ACTIVATIONS)
+        if self.glu:
+            self.W1 = _mat(params.W_gate, "W_gate", d)
+            self.Wv = _mat(params.W_up, "W_up", d)
+            same_shape(self.Wv, self.W1.shape, "W_up")
+            self.W2 = _mat(params.W_down, "W_down", self.W1.shape[1])
+            self.b1, self.bv = _vec(params.b_gate, "b_gate", self.W1.shape[1]), _vec(params.b_up, "b_up", self.W1.shape[1])
+            self.b2 = _vec(params.b_down, "b_down", self.W2.shape[1])
+        else:
+            self.W1 = _mat(params.W1, "W1", d)
+            self.W2 = _mat(params.W2, "W2", self.W1.shape[1])
+            self.b1, self.bv, self.Wv = _vec(params.b1, "b1", self.W1.shape[1]), None, None
+            self.b2 = _vec(params.b2, "b2", self.W2.shape[1])
+        if self.W2.shape[1] != d:
+            raise ValueError(f"{'W_down' if self.glu else 'W2'}: expected {d} columns, got shape {self.W2.shape}")
+        self.p = nonneg_float(p, "dropout_p", upper=1.0)
+        n_ff = self.W1.shape[1]
+        self.mask = None
+        if keep_mask is not None:
+            m = np.asarray(keep_mask)
+            same_shape(m, self.shape[:-1] + (n_ff,), "keep_mask")
+            self.mask = m.reshape(-1, n_ff)
+        self.u = self.x @ self.W1 + (0.0 if self.b1 is None else self.b1)
+        self.v = None if not self.glu else self.x @ self.Wv + (0.0 if self.bv is None else self.bv)
+        self.a = act(activation, self.u)
+        gated = self.a if self.v is None else self.a * self.v
+        self.h = dropout(gated, self.mask, self.p)
+
+    def output(self) -> np.ndarray:
+        y = self.h @ self.W2 + (0.0 if self.b2 is None else self.b2)
+        return y.reshape(self.shape)
+
+
+def _activation_of(params, activation, variant):
+    if isinstance(params, GLUParams) and variant is not None:
+        check_choice(variant, "variant", tuple(GLU_VARIANTS))
+        if activation is not None and activation != GLU_VARIANTS[variant]:
+            raise ValueError(f"activation: {activation!r} contradicts variant {variant!r}")
+        return GLU_VARIANTS[variant]
+    if activation is None:
+        raise ValueError("activation: required (or variant= for a GLU)")
+    return activation
+
+
+def ffn(x, params, *, activation=None, variant=None, keep_mask=None, dropout_p=0.0) -> np.ndarray:
+    """MLP (``MLPParams``) or GLU (``GLUParams``) feed-forward of x (..., d) -> (..., d).
+
+    ``variant`` ("glu", "reglu", "geglu", "geglu_tanh", "swiglu") names a GLU's gate
+    activation; ``keep_mask`` (..., d_ff) and ``dropout_p`` apply activation dropout to h.
+    """
+    return _Forward(x, params, _activation_of(params, activation, variant), keep_mask, dropout_p).output()
+
+
+def ffn_backward(x, dy, params, *, activation=None, variant=None, keep_mask=None, dropout_p=0.0):
+    """Gradients of :func:`ffn`: (dx, grads) with grads a params object of the same type
+    holding dL/dW and dL/db (None where the bias is None)."""
+    f = _Forward(x, params, _activation_of(params, activation, variant), keep_mask, dropout_p)
+    dy = as_float_array(dy, "dy")
+    same_shape(dy, f.shape, "dy")
+    dy = dy.reshape(-1, f.shape[-1])
+    dW2 = f.h.T @ dy
+    db2 = None if f.b2 is None else dy.sum(axis=0)
+    dh = dropout(dy @ f.W2.T, f.mask, f.p)  # the same mask and 1/q scale backward
+    if f.glu:
+        dv = dh * f.a
+        du = dh * f.v * act_grad(f.activation, f.u)
+    else:
+        du = dh * act_grad(f.activation, f.u)
+    dW1 = f.x.T @ du
+    db1 = None if f.b1 is None else du.sum(axis=0)
+    dx = du @ f.W1.T
+    if f.glu:
+        dx = dx + dv @ f.Wv.T
+        grads = GLUParams(dW1, f.x.T @ dv, dW2, db1, None if f.bv is None else dv.sum(axis=0), db2)
+    else:
+        grads = MLPParams(dW1, dW2, db1, db2)
+    return dx.reshape(f.shape), grads
+
+
+def ffn_macs_per_token(params) -> int:
+    """Multiply-accumulates per token of the weight matmuls (2 d d_ff for an MLP, 3 for a GLU)."""
+    if isinstance(params, GLUParams):
+        return int(np.size(params.W_gate) + np.size(params.W_up) + np.size(params.W_down))
+    return int(np.size(params.W1) + np.size(params.W2))
+
+
+__all__ = [
+    "ACTIVATIONS", "GLU_VARIANTS", "GLUParams", "MLPParams", "act", "act_grad", "dropout", "ffn",
+    "ffn_backward", "ffn_macs_per_token", "glu_split", "llama_hidden_dim", "num_params",
+]

@@ -1,0 +1,323 @@
+"""Normalisations with analytic backward: LayerNorm, RMSNorm (with the epsilon and weight
+conventions real models use), BatchNorm and GroupNorm (seed 003 sections 4.7, 5).
+
+One computation, four groupings. Over a set of axes A with n elements:
+
+    mu   = mean_A x                       (LayerNorm, BatchNorm, GroupNorm; RMSNorm: mu = 0)
+    xc   = x - mu
+    v    = mean_A xc^2                    (biased: divide by n)
+    r    = 1 / sqrt(v + eps)              eps_placement="inside_sqrt" (torch, HF Llama/T5/Gemma)
+         = 1 / (sqrt(v) + eps)            eps_placement="outside_sqrt" (Zhang & Sennrich's
+                                          reference RMSNorm, bzhangGo/rmsnorm rmsnorm_torch.py)
+    xhat = xc r
+    y    = xhat * g + b,  g = w (or 1 + w: Gemma), b optional
+
+Seed 003 4.7 writes the short form gamma (X - mu) / sqrt(sigma + eps): sigma there must be
+the variance sigma^2, as in its long form. Grouping A: LayerNorm / RMSNorm the last axis;
+BatchNorm every axis but the channel axis 1 ((B, C) or (B, C, H, W)); GroupNorm the
+channels of one group and the spatial axes, per sample.
+
+Backward (dL/dy = dy given). With dxhat = dy * g and r = phi(v):
+
+    dxc = r dxhat + kappa xc mean_A(dxhat xc),   kappa = 2 phi'(v) = -r^3 (inside)
+                                                               = -r^2 / sqrt(v) (outside)
+    dx  = dxc - mean_A(dxc)  when centred (the Jacobian of xc = x - mu is I - 11^T/n)
+    dw  = sum dy xhat, db = sum dy, over every axis the parameter is broadcast along.
+
+RMSNorm equals LayerNorm without bias on inputs whose mean over A is zero (v is then the
+same); that is the seed's argument that the mean subtraction is what RMSNorm saves (5.2).
+
+Library conventions (checked in the sources; transformers 5.x ``modeling_*.py``):
+
+* HF ``LlamaRMSNorm``: x.float() * rsqrt(mean(x^2) + eps), cast back to the input dtype,
+  then * weight; eps 1e-6 (config ``rms_norm_eps``).
+* HF ``T5LayerNorm``: variance in float32, x * rsqrt(variance + eps), cast to the weight's
+  dtype if that is fp16/bf16, then weight * x; no mean, no bias; eps 1e-6.
+* HF ``GemmaRMSNorm``: all in float32, output * (1 + weight.float()), cast at the end;
+  weight initialised to 0; eps 1e-6.
+* torch ``F.rms_norm`` (eps None: finfo(dtype).eps), ``F.layer_norm`` / ``group_norm`` /
+  ``batch_norm`` eps 1e-5; BatchNorm normalises with the biased batch variance and updates
+  running_var with the unbiased one (n / (n - 1)), momentum 0.1.
+
+In float64 Llama and T5 compute the same function; they differ only in where a half-precision
+cast happens (``RMSNORM_PRESETS`` notes). The spec computes in float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ._validate import as_float_array, check_choice, nonneg_float, positive_int, same_shape
+
+EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
+
+
+@dataclasses.dataclass(frozen=True)
+class RMSNormConvention:
+    """An RMSNorm as a library writes it: eps, where eps goes, the weight offset (g = offset + w)."""
+
+    eps: float
+    eps_placement: str = "inside_sqrt"
+    weight_offset: float = 0.0
+    source: str = ""
+
+
+RMSNORM_PRESETS = {
+    "hf_llama": RMSNormConvention(1e-6, source="transformers LlamaRMSNorm: normalise in fp32, cast to input dtype, then * w"),
+    "hf_t5": RMSNormConvention(1e-6, source="transformers T5LayerNorm: rsqrt(var + eps) in fp32, cast to w's dtype if half, w * x"),
+    "hf_gemma": RMSNormConvention(1e-6, weight_offset=1.0,
+                                  source="transformers GemmaRMSNorm: (x rsqrt(...)) * (1 + w) in fp32, then cast"),
+    "torch_float32": RMSNormConvention(float(np.finfo(np.float32).eps),
+                                       source="torch.nn.functional.rms_norm(eps=None) on float32 input: finfo(float32).eps"),
+    "zhang_sennrich": RMSNormConvention(1e-8, eps_placement="outside_sqrt",
+                                        source="bzhangGo/rmsnorm rmsnorm_torch.py: x / (||x|| d^-1/2 + eps)"),
+}
+
+
+# ----------------------------------------------------------------------------
+# the shared core
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stats:
+    xc: np.ndarray  # centred (or raw) input
+    v: np.ndarray  # mean of xc^2 over the axes (keepdims)
+    r: np.ndarray  # phi(v)
+    axes: tuple
+    center: bool
+    placement: str
+
+    @property
+    def xhat(self) -> np.ndarray:
+        return self.xc * self.r
+
+
+def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placement: str) -> _Stats:
+    xc = x - x.mean(axis=axes, keepdims=True) if center else x
+    v = np.mean(xc * xc, axis=axes, keepdims=True)
+    if placement == "inside_sqrt":
+        r = 1.0 / np.sqrt(v + eps)
+    else:
+        r = 1.0 / (np.sqrt(v) + eps)
+    return _Stats(xc, v, r, axes, center, placement)
+
+
+def _standardize_backward(dxhat: np.ndarray, s: _Stats) -> np.ndarray:
+    if s.placement == "inside_sqrt":
+        kappa = -s.r**3
+    else:  # v = 0 means xc = 0 on the whole group: the term vanishes
+        sq = np.sqrt(s.v)
+        kappa = np.where(sq > 0, -s.r**2 / np.where(sq > 0, sq, 1.0), 0.0)
+    dxc = s.r * dxhat + kappa * s.xc * np.mean(dxhat * s.xc, axis=s.axes, keepdims=True)
+    if s.center:
+        dxc = dxc - dxc.mean(axis=s.axes, keepdims=True)
+    return dxc
+
+
+def _params(weight, bias, n: int, *, weight_offset: float = 0.0):
+    g = None if weight is None else as_float_array(weight, "weight", ndim=1)
+    b = None if bias is None else as_float_array(bias, "bias", ndim=1)
+    for name, p in (("weight", g), ("bias", b)):
+        if p is not None:
+            same_shape(p, (n,), name)
+    if g is not None:
+        g = weight_offset + g
+    return g, b
+
+
+def _check_eps(eps, placement):
+    check_choice(placement, "eps_placement", EPS_PLACEMENTS)
+    return nonneg_float(eps, "eps")
+
+
+def _last_axis(x, name="x"):
+    x = as_float_array(x, name)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{name}: expected at least one feature on the last axis, got shape {x.shape}")
+    return x
+
+
+def _affine(xhat, g, b, shape):
+    y = xhat if g is None else xhat * g.reshape(shape)
+    return y if b is None else y + b.reshape(shape)
+
+
+def _affine_backward(dy, xhat, g, b, shape, param_axes):
+    dxhat = dy if g is None else dy * g.reshape(shape)
+    dw = None if g is None else np.sum(dy * xhat, axis=param_axes)
+    db = None if b is None else np.sum(dy, axis=param_axes)
+    return dxhat, dw, db
+
+
+def _check_dy(dy, x):
+    dy = as_float_array(dy, "dy")
+    same_shape(dy, x.shape, "dy")
+    return dy
+
+
+# ----------------------------------------------------------------------------
+# LayerNorm and RMSNorm: over the last axis
+
+
+def _feature_norm(x, weight, bias, eps, placement, center, offset):
+    x = _last_axis(x)
+    eps = _check_eps(eps, placement)
+    g, b = _params(weight, bias, x.shape[-1], weight_offset=offset)
+    s = _standardize(x, (-1,), center=center, eps=eps, placement=placement)
+    return x, g, b, s
+
+
+def layer_norm(x, weight=None, bias=None, *, eps=1e-5, eps_placement="inside_sqrt") -> np.ndarray:
+    """LayerNorm over the last axis: (x - mu) / sqrt(var + eps) * w + b (torch.nn.functional.layer_norm).
+    x (..., d); weight, bias (d,) or None."""
+    x, g, b, s = _feature_norm(x, weight, bias, eps, eps_placement, True, 0.0)
+    return _affine(s.xhat, g, b, (-1,))
+
+
+def layer_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5, eps_placement="inside_sqrt"):
+    """(dx, dweight, dbias) of :func:`layer_norm` (None for an absent parameter)."""
+    x, g, b, s = _feature_norm(x, weight, bias, eps, eps_placement, True, 0.0)
+    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, (-1,), tuple(range(x.ndim - 1)))
+    return _standardize_backward(dxhat, s), dw, db
+
+
+def _rms_args(eps, eps_placement, weight_offset, preset):
+    if preset is not None:
+        if preset not in RMSNORM_PRESETS:
+            raise ValueError(f"preset: expected one of {sorted(RMSNORM_PRESETS)}, got {preset!r}")
+        c = RMSNORM_PRESETS[preset]
+        return c.eps, c.eps_placement, c.weight_offset
+    return eps, eps_placement, float(weight_offset)
+
+
+def rms_norm(x, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None) -> np.ndarray:
+    """RMSNorm over the last axis: x r (offset + w), r = 1/sqrt(mean x^2 + eps) (or 1/(rms + eps)).
+    ``preset`` (a key of ``RMSNORM_PRESETS``) sets eps, eps_placement and weight_offset."""
+    eps, placement, offset = _rms_args(eps, eps_placement, weight_offset, preset)
+    x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
+    return _affine(s.xhat, g, None, (-1,))
+
+
+def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None):
+    """(dx, dweight) of :func:`rms_norm`; d(offset + w)/dw = 1, so dweight is the same for Gemma."""
+    eps, placement, offset = _rms_args(eps, eps_placement, weight_offset, preset)
+    x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
+    dxhat, dw, _ = _affine_backward(_check_dy(dy, x), s.xhat, g, None, (-1,), tuple(range(x.ndim - 1)))
+    return _standardize_backward(dxhat, s), dw
+
+
+# ----------------------------------------------------------------------------
+# BatchNorm and GroupNorm: channel axis 1
+
+
+def _channels(x):
+    x = as_float_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x: expected (B, C, ...), got shape {x.shape}")
+    return x
+
+
+def _bn_setup(x, weight, bias, eps):
+    x = _channels(x)
+    if x.size // x.shape[1] < 2:
+        raise ValueError("x: batch statistics need at least 2 values per channel")
+    g, b = _params(weight, bias, x.shape[1])
+    axes = (0,) + tuple(range(2, x.ndim))
+    s = _standardize(x, axes, center=True, eps=_check_eps(eps, "inside_sqrt"), placement="inside_sqrt")
+    return x, g, b, s, axes, (1, -1) + (1,) * (x.ndim - 2)
+
+
+def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, running_var=None, momentum=0.1):
+    """Training-mode BatchNorm over (B, *spatial) per channel; x (B, C) or (B, C, H, W, ...).
+
+    Returns (y, new_running_mean, new_running_var) (the running stats None when not given):
+    running <- (1 - momentum) running + momentum batch_stat, with the unbiased variance (torch).
+    """
+    x, g, b, s, axes, shape = _bn_setup(x, weight, bias, eps)
+    y = _affine(s.xhat, g, b, shape)
+    if running_mean is None or running_var is None:
+        return y, None, None
+    m = nonneg_float(momentum, "momentum", upper=1.0)
+    n = x.size // x.shape[1]
+    rm = as_float_array(running_mean, "running_mean", ndim=1)
+    rv = as_float_array(running_var, "running_var", ndim=1)
+    mean = x.mean(axis=axes)
+    unbiased = s.v.reshape(-1) * n / (n - 1)
+    return y, (1 - m) * rm + m * mean, (1 - m) * rv + m * unbiased
+
+
+def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *, eps=1e-5) -> np.ndarray:
+    """Eval-mode BatchNorm: (x - running_mean) / sqrt(running_var + eps) * w + b."""
+    x = _channels(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    rm = as_float_array(running_mean, "running_mean", ndim=1).reshape(shape)
+    rv = as_float_array(running_var, "running_var", ndim=1).reshape(shape)
+    g, b = _params(weight, bias, x.shape[1])
+    return _affine((x - rm) / np.sqrt(rv + nonneg_float(eps, "eps")), g, b, shape)
+
+
+def batch_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5):
+    """(dx, dweight, dbias) of training-mode :func:`batch_norm` (batch statistics differentiated)."""
+    x, g, b, s, axes, shape = _bn_setup(x, weight, bias, eps)
+    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, shape, axes)
+    return _standardize_backward(dxhat, s), dw, db
+
+
+def _gn_setup(x, num_groups, weight, bias, eps):
+    x = _channels(x)
+    G = positive_int(num_groups, "num_groups")
+    B, C = x.shape[:2]
+    if C % G:
+        raise ValueError(f"num_groups: must divide the {C} channels, got {G}")
+    g, b = _params(weight, bias, C)
+    xg = x.reshape((B, G, C // G) + x.shape[2:])
+    s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=_check_eps(eps, "inside_sqrt"),
+                     placement="inside_sqrt")
+    return x, g, b, s, (1, -1) + (1,) * (x.ndim - 2)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5) -> np.ndarray:
+    """GroupNorm (torch.nn.functional.group_norm): per sample, per group of C/G channels,
+    over those channels and the spatial axes; weight and bias per channel."""
+    x, g, b, s, shape = _gn_setup(x, num_groups, weight, bias, eps)
+    return _affine(s.xhat.reshape(x.shape), g, b, shape)
+
+
+def group_norm_backward(x, dy, num_groups, weight=None, bias=None, *, eps=1e-5):
+    """(dx, dweight, dbias) of :func:`group_norm`."""
+    x, g, b, s, shape = _gn_setup(x, num_groups, weight, bias, eps)
+    axes = (0,) + tuple(range(2, x.ndim))
+    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat.reshape(x.shape), g, b, shape, axes)
+    return _standardize_backward(dxhat.reshape(s.xc.shape), s).reshape(x.shape), dw, db
+
+
+def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> np.ndarray:
+    """The low-precision result of an RMSNorm preset, with its library's cast order, for x and
+    weight already representable in ``dtype`` (values returned as float64):
+
+        hf_llama, hf_t5:  y = rd( rd(x r) * w )       normalise in fp32, cast, multiply in dtype
+        hf_gemma:         y = rd( fl32(x r (1 + w)) )  multiply in fp32, cast once
+    rd = round to ``dtype`` (``refimpl.formats.round_to``); x r is formed in float64 and rounded
+    to float32, which is how the fp32 kernels differ from it: by at most an fp32 rounding of r.
+    """
+    from .formats import round_to
+
+    if preset not in ("hf_llama", "hf_t5", "hf_gemma"):
+        raise ValueError(f"preset: expected 'hf_llama', 'hf_t5' or 'hf_gemma', got {preset!r}")
+    c = RMSNORM_PRESETS[preset]
+    x = _last_axis(x)
+    w = as_float_array(weight, "weight", ndim=1)
+    same_shape(w, x.shape[-1:], "weight")
+    s = _standardize(x, (-1,), center=False, eps=c.eps, placement=c.eps_placement)
+    if c.weight_offset:
+        return round_to(round_to(s.xhat * (c.weight_offset + w), "float32"), dtype)
+    return round_to(round_to(round_to(s.xhat, "float32"), dtype) * w, dtype)
+
+
+__all__ = [
+    "EPS_PLACEMENTS", "RMSNORM_PRESETS", "RMSNormConvention", "batch_norm", "batch_norm_backward",
+    "batch_norm_inference", "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
+    "rms_norm", "rms_norm_backward", "rms_norm_cast_order",
+]
