@@ -1,0 +1,12 @@
+"""Distributed forms of attention and MoE, specified as rank programs (see messages.py).
+
+    sharding         sequence layouts (contiguous, zig-zag), the global mask
+    ring             ring attention forward and backward (context parallelism)
+    ulysses          all-to-all (DeepSpeed-Ulysses) sequence <-> head resharding
+    expert_parallel  expert-parallel MoE: routing per rank, all-to-all dispatch/combine
+    simulate         all ranks in one process, lockstep, counting messages
+    comm_volume      communication volume per rank as formulas
+    mpi              the same rank programs on real MPI ranks (needs mpi4py)
+"""
+
+from . import ring, sharding, simulate  # noqa: F401
