@@ -1,0 +1,106 @@
+"""All-to-all (DeepSpeed-Ulysses) context parallelism: swap sequence sharding for head sharding.
+
+Jacobs et al. 2023, "DeepSpeed Ulysses" (deepspeed/sequence/layer.py,
+``DistributedAttention`` with ``_SeqAllToAll``). Rank r holds all heads of its
+sequence rows pos_r. Heads are cut into P contiguous groups (needs P | Hq and
+P | Hkv; query head h reads K/V head h // G, so query group p reads exactly K/V
+group p under GQA):
+
+    round 1 (all-to-all): rank r sends to rank p  (pos_r, Q_r[:, heads_q(p)], K_r[:, heads_kv(p)], V_r[:, heads_kv(p)])
+    on rank p:            place the received rows at their GLOBAL positions -> the whole sequence, heads group p
+                          (out_p, lse_p) = attention(Q_p, K_p, V_p, **the gathered problem's keywords)
+    round 2 (all-to-all): rank p sends to rank r  (out_p[:, :, pos_r], lse_p[:, :, pos_r])
+    on rank r:            concatenate the head groups -> out_r, lse_r for all heads
+
+Each rank runs ``refimpl.attention`` on a full sequence, so causal masks,
+windows and alignment are the gathered problem's as written. The pitfall:
+concatenating the received rows in source-rank order instead of placing them
+at their global positions is right for contiguous layouts and wrong for
+zig-zag ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..sdpa import attention
+from .messages import Exchange
+from .ring import AttentionProblem, RankShard, _check, shards_of
+from .sharding import gather
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadBlock:
+    """Round 1 message: the source's rows (global positions) of one head group."""
+
+    source: int
+    positions: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class OutBlock:
+    """Round 2 message: one head group's output rows for the destination's positions."""
+
+    heads: int
+    out: np.ndarray
+    lse: np.ndarray
+
+
+def head_groups(H: int, P: int) -> list:
+    """P contiguous slices of H heads (P must divide H)."""
+    if H % P:
+        raise ValueError(f"Ulysses needs the number of ranks P={P} to divide the head count, got {H} heads")
+    n = H // P
+    return [slice(p * n, (p + 1) * n) for p in range(P)]
+
+
+def scatter_heads(shard: RankShard, P: int) -> dict:
+    """Round 1 sends of rank r: head group p of its rows to rank p."""
+    gq, gkv = head_groups(shard.q.shape[1], P), head_groups(shard.k.shape[1], P)
+    return {p: HeadBlock(shard.rank, shard.positions, shard.q[:, gq[p]], shard.k[:, gkv[p]], shard.v[:, gkv[p]])
+            for p in range(P)}
+
+
+def assemble_sequence(received: dict) -> tuple:
+    """(q, k, v) of the whole sequence for one head group: rows placed at their global positions."""
+    blocks = [received[s] for s in sorted(received)]
+    positions = tuple(b.positions for b in blocks)
+    return tuple(gather([getattr(b, n) for b in blocks], positions) for n in ("q", "k", "v"))
+
+
+def head_attention(problem: AttentionProblem, q, k, v) -> tuple:
+    """The gathered problem on one head group: refimpl.attention itself."""
+    return attention(q, k, v, **problem.reference_keywords())
+
+
+def program(problem: AttentionProblem, shard: RankShard, num_ranks: int, assemble=assemble_sequence):
+    """Rank program of Ulysses attention; returns (out_r, lse_r) for rank r's rows, all heads."""
+    P, r = num_ranks, shard.rank
+    everyone = tuple(range(P))
+    received = yield Exchange(scatter_heads(shard, P), everyone)
+    q, k, v = assemble(received)
+    out, lse = head_attention(problem, q, k, v)
+    back = {s: OutBlock(r, out[:, :, received[s].positions], lse[:, :, received[s].positions]) for s in everyone}
+    parts = yield Exchange(back, everyone)
+    return (np.concatenate([parts[p].out for p in everyone], axis=1),
+            np.concatenate([parts[p].lse for p in everyone], axis=1))
+
+
+def ulysses_attention(q, k, v, positions, *, causal=False, window=None, mask=None, scale=None, softcap=None,
+                      log=None, rank_program=program):
+    """Attention of the gathered sequence by two all-to-alls over ``len(positions)`` simulated ranks.
+
+    Shapes as ``ring.ring_attention``; P must divide Hq and Hkv. Returns (out, lse) in global order.
+    """
+    from . import simulate
+
+    q, k, v, positions, problem = _check(q, k, v, positions, causal, window, mask, scale, softcap)
+    P = len(positions)
+    head_groups(q.shape[1], P), head_groups(k.shape[1], P)  # validate before running
+    res = simulate.run([rank_program(problem, sh, P) for sh in shards_of(q, k, v, positions)], log)
+    return gather([o for o, _ in res], positions), gather([l for _, l in res], positions)
