@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("properties.softmax", "properties.attention", "properties.flash", "properties.moe")
+MODULES = ("properties.softmax", "properties.attention", "properties.flash", "properties.moe", "properties.distributed")
 
 
 def modules():

@@ -9,4 +9,4 @@
     mpi              the same rank programs on real MPI ranks (needs mpi4py)
 """
 
-from . import ring, sharding, simulate  # noqa: F401
+from . import comm_volume, expert_parallel, ring, sharding, simulate, ulysses  # noqa: F401

@@ -1,0 +1,403 @@
+"""Distributed properties: context-parallel attention (kind "context_parallel") and
+expert-parallel MoE (kind "expert_parallel"), the refimpl adapters, and the wrong
+rank programs each property must reject (``WRONG``, see ``properties.distributed_wrong``).
+
+Every property compares a distributed run over P ranks, for any P and shard
+sizes Hypothesis draws, with the single-process spec on the gathered problem:
+
+    ring forward / Ulysses   == refimpl.attention on the whole sequence
+    ring backward            == refimpl.attention_backward on the whole sequence
+    expert parallel          == refimpl.moe.moe_forward on each rank's tokens ("local" capacity)
+                                or on the gathered tokens ("global" capacity), same routing
+    token conservation       rows computed per expert == the reference routing's kept counts
+    communication volume     counted messages == refimpl.distributed.comm_volume's formulas
+
+Tolerances. Ring attention is split-KV attention whose key chunks are the P
+shards, each computed in one block and merged as it arrives: P - 1 two-part
+merges, each costing at most (2 + 4) u of relative weight error, i.e. within
+the single-merge term (C + 4) u of ``flash_forward_bounds`` with C = 6P, and
+one tile per chunk (block_k = L). Ulysses runs refimpl.attention itself on a
+head subset: the plain float64 bound. The backward uses the bound of
+``properties.attention.check_backward_matches_reference`` (sums of Lq G + Lk
+terms in any order). Expert parallel: an FFN expert's output row is computed
+with error at most (gamma_D + gamma_H) A(x), A(x) = (|x| |W1|) |W2| (relu is
+1-Lipschitz; Higham eq. 3.5 per matmul), so two float64 evaluations of
+y_t = sum_j g_tj FFN_j(x_t) differ by at most 4 u (D + H + k + E + 11) max_t
+sum_j g_tj A_j(x_t) (the E term covers the gates' softmax). Integers (kept,
+slots, counts, volumes) match exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+import refimpl
+import refimpl.moe as M
+from refimpl.distributed import comm_volume as CV
+from refimpl.distributed import expert_parallel as EP
+from refimpl.distributed import ring as R
+from refimpl.distributed import sharding as SH
+from refimpl.distributed import simulate
+from refimpl.distributed import ulysses as U
+
+from . import distributed_wrong as W
+from .attention import check_backward_matches_reference
+from .attention_cases import AttnCase
+from .core import Property
+from .protocol import Capability, Kind
+from .tolerance import U64, attention_forward_bounds, compare_close, compare_lse, flash_forward_bounds
+
+KINDS = (
+    Kind("context_parallel",
+         "attention of one sequence sharded over P ranks (layout: one global-position array per rank); "
+         "equals refimpl.attention / attention_backward on the gathered sequence",
+         {"ring_forward": "(q, k, v, positions, *, log, causal, window, scale, softcap) -> (out, lse), global order",
+          "ring_backward": "(q, k, v, dout, positions, *, log, **same) -> (dq, dk, dv), global order",
+          "ulysses": "(q, k, v, positions, *, log, **same) -> (out, lse), global order"},
+         ("ring_forward",),
+         {"ring": Capability("ring attention forward over any layout, causal/window by global positions, GQA",
+                             ("ring_forward",)),
+          "ring_backward": Capability("ring attention backward from the merged (out, lse)", ("ring_backward",)),
+          "ulysses": Capability("all-to-all attention; P divides Hq and Hkv", ("ulysses",)),
+          "comm_log": Capability("fills the simulate.Log passed as log= with every message sent")}),
+    Kind("expert_parallel",
+         "MoE layer with experts on ranks; equals refimpl.moe.moe_forward with the same routing",
+         {"moe": "(xs, W, experts, k, owner, *, capacity_convention, log, **route_options) -> "
+                 "[per rank: object with y (T_r, D), routing, rows_per_expert {e: rows}]"},
+         ("moe",),
+         {"local": Capability("capacity_convention='local': C per source rank from its T_r tokens", ("moe",)),
+          "global": Capability("capacity_convention='global': one C from all T tokens (k_major, token_major)",
+                               ("moe",)),
+          "comm_log": Capability("fills the simulate.Log passed as log= with every message sent")}),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextParallelAdapter:
+    name: str
+    ring_forward: Callable = None
+    ring_backward: Callable = None
+    ulysses: Callable = None
+    capabilities: frozenset = frozenset({"ring", "ring_backward", "ulysses", "comm_log"})
+    kind: str = "context_parallel"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertParallelAdapter:
+    name: str
+    moe: Callable = EP.expert_parallel_moe
+    capabilities: frozenset = frozenset({"local", "global", "comm_log"})
+    kind: str = "expert_parallel"
+
+
+def _ring_fwd(program=R.forward_program):
+    def run(q, k, v, positions, **kw):
+        out, lse, _ = R.ring_attention(q, k, v, positions, program=program, **kw)
+        return out, lse
+    return run
+
+
+def _cp(name, forward=R.forward_program, backward=R.backward_program, ulysses=U.program):
+    return ContextParallelAdapter(
+        name, _ring_fwd(forward), functools.partial(R.ring_attention_backward, program=backward),
+        functools.partial(U.ulysses_attention, rank_program=ulysses))
+
+
+REFIMPL_CP = _cp("refimpl.distributed[simulated]")
+REFIMPL_EP = ExpertParallelAdapter("refimpl.distributed.expert_parallel[simulated]")
+BUNDLED = [REFIMPL_CP, REFIMPL_EP]
+
+WRONG = {
+    "ring_local_causal_offset": _cp("wrong: ring masks blocks by local indices", forward=W.ring_forward_local_causal),
+    "ring_forwards_own_shard": _cp("wrong: ring sends its own shard every step", forward=W.ring_forward_own_shard),
+    "ring_merges_partial_twice": _cp("wrong: ring merges the last partial twice", forward=W.ring_forward_merge_twice),
+    "ring_ignores_window_reach": _cp("wasteful: ring always runs P steps", forward=W.ring_forward_all_steps),
+    "ring_backward_block_lse": _cp("wrong: backward uses each block's own lse", backward=W.ring_backward_local_lse),
+    "ring_backward_grads_not_sent_home": _cp("wrong: dK, dV never sent home", backward=W.ring_backward_keep_held),
+    "ulysses_rank_order": _cp("wrong: Ulysses concatenates rows in rank order", ulysses=W.ulysses_rank_order),
+    "ep_combine_from_wrong_rank": ExpertParallelAdapter(
+        "wrong: combine reads the neighbour rank's rows", functools.partial(EP.expert_parallel_moe,
+                                                                            rank_program=W.ep_combine_wrong_rank)),
+    "ep_global_capacity_as_local": ExpertParallelAdapter(
+        "wrong: global capacity computed per rank", functools.partial(EP.expert_parallel_moe,
+                                                                      rank_program=W.ep_global_as_local)),
+    "ep_token_sent_twice": ExpertParallelAdapter(
+        "wrong: a token dispatched twice", functools.partial(EP.expert_parallel_moe,
+                                                             rank_program=W.ep_token_sent_twice)),
+    "ep_dispatch_to_all": ExpertParallelAdapter(
+        "wasteful: all-gather dispatch", functools.partial(EP.expert_parallel_moe,
+                                                           rank_program=W.ep_dispatch_to_all)),
+}
+
+
+def _fail(impl, msg, case):
+    raise AssertionError(f"{impl.name}: {msg}\n  case: {case!r}")
+
+
+# ---------------------------------------------------------------------------
+# context-parallel cases
+
+
+@dataclasses.dataclass(frozen=True)
+class CPCase:
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    layout: str
+    sizes: tuple  # contiguous: per rank; zigzag: the 2P chunks
+    kwargs: dict
+    seed: int
+
+    @property
+    def positions(self):
+        return SH.contiguous(self.sizes) if self.layout == "contiguous" else SH.zigzag(self.sizes)
+
+    @property
+    def num_ranks(self):
+        return len(self.positions)
+
+    def __repr__(self):
+        return (f"CPCase(q{self.q.shape}, k{self.k.shape}, v{self.v.shape}, {self.layout}{self.sizes}, "
+                f"kwargs={self.kwargs}, seed={self.seed})")
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
+
+@st.composite
+def cp_case(draw, *, ulysses=False):
+    P = draw(st.integers(1, 4))
+    layout = draw(st.sampled_from(("contiguous", "zigzag")))
+    n = P if layout == "contiguous" else 2 * P
+    sizes = tuple(draw(st.lists(st.integers(0, 4 if layout == "contiguous" else 2), min_size=n, max_size=n)))
+    if sum(sizes) == 0:
+        sizes = (1,) + sizes[1:]
+    Hkv = P * draw(st.integers(1, 2)) if ulysses else draw(st.integers(1, 2))
+    G, B = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    D, Dv = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    kw = {"causal": draw(st.booleans())}
+    if draw(st.booleans()):
+        side = st.one_of(st.none(), st.integers(0, 5))
+        kw["window"] = (draw(side), draw(side))
+    if draw(st.booleans()):
+        kw["softcap"] = draw(st.sampled_from((0.5, 3.0)))
+    if draw(st.booleans()):
+        kw["scale"] = draw(st.sampled_from((0.1, 1.0, 4.0)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    mag = draw(st.sampled_from((1.0, 5.0)))
+    rng = np.random.default_rng(seed)
+    L = sum(sizes)
+    q = mag * rng.standard_normal((B, Hkv * G, L, D))
+    k = mag * rng.standard_normal((B, Hkv, L, D))
+    v = rng.standard_normal((B, Hkv, L, Dv))
+    return CPCase(q, k, v, layout, sizes, kw, seed)
+
+
+def check_ring_forward(impl, case: CPCase):
+    """Ring attention over P ranks equals refimpl.attention on the gathered sequence (split-KV bound, C = 6P)."""
+    out, lse = impl.ring_forward(case.q, case.k, case.v, case.positions, **case.kwargs)
+    ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **case.kwargs)
+    atol_out, atol_lse = flash_forward_bounds(case.q, case.k, case.v, block_k=max(1, case.q.shape[2]),
+                                              chunks=6 * case.num_ranks, scale=case.kwargs.get("scale"),
+                                              softcap=case.kwargs.get("softcap"), lse=ref_lse)
+    ctx = f"{impl.name}; {case!r}"
+    compare_close("out", out, ref_out, atol_out, ctx)
+    compare_lse("lse", lse, ref_lse, atol_lse, ctx)
+
+
+def check_ring_backward(impl, case: CPCase):
+    """The ring backward equals refimpl.attention_backward on the gathered sequence."""
+    as_attention = types.SimpleNamespace(name=impl.name, backward=lambda q, k, v, dout, **kw: impl.ring_backward(
+        q, k, v, dout, case.positions, **kw))
+    check_backward_matches_reference(as_attention, AttnCase(case.q, case.k, case.v, case.kwargs, case.seed))
+
+
+def check_ulysses(impl, case: CPCase):
+    """Ulysses (two all-to-alls, heads split over ranks) equals refimpl.attention (float64 bound)."""
+    out, lse = impl.ulysses(case.q, case.k, case.v, case.positions, **case.kwargs)
+    ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **case.kwargs)
+    atol_out, atol_lse = attention_forward_bounds(case.q, case.k, case.v, scale=case.kwargs.get("scale"), lse=ref_lse)
+    ctx = f"{impl.name}; {case!r}"
+    compare_close("out", out, ref_out, atol_out, ctx)
+    compare_lse("lse", lse, ref_lse, atol_lse, ctx)
+
+
+def check_cp_comm_volume(impl, case: CPCase):
+    """Elements each rank sends (counted) equal comm_volume's ring forward, ring backward and Ulysses formulas."""
+    positions, P = case.positions, case.num_ranks
+    sizes = [len(p) for p in positions]
+    B, Hq, L, D = case.q.shape
+    Hkv, Dv = case.k.shape[1], case.v.shape[3]
+    gm = SH.GlobalMask(L, case.kwargs["causal"], case.kwargs.get("window"))
+    S = R.ring_num_steps(gm, positions)
+    runs = [("ring forward", lambda log: impl.ring_forward(case.q, case.k, case.v, positions, log=log, **case.kwargs),
+             CV.ring_forward(sizes, S, B, Hkv, D, Dv))]
+    if "ring_backward" in impl.capabilities:
+        dout = np.ones((B, Hq, L, Dv))
+        runs.append(("ring backward", lambda log: impl.ring_backward(case.q, case.k, case.v, dout, positions, log=log,
+                                                                     **case.kwargs),
+                     CV.ring_backward(sizes, S, B, Hkv, D, Dv)))
+    if "ulysses" in impl.capabilities and Hkv % P == 0:
+        runs.append(("ulysses", lambda log: impl.ulysses(case.q, case.k, case.v, positions, log=log, **case.kwargs),
+                     CV.ulysses(sizes, B, Hq, Hkv, D, Dv)))
+    for what, run, formula in runs:
+        log = simulate.Log(P)
+        run(log)
+        counted = [log.volume(r) for r in range(P)]
+        if counted != formula:
+            _fail(impl, f"{what}: counted volume per rank {counted} != formula {formula} (S={S} steps)", case)
+
+
+# ---------------------------------------------------------------------------
+# expert-parallel cases
+
+
+@dataclasses.dataclass(frozen=True)
+class EPCase:
+    xs: tuple
+    W: np.ndarray
+    experts: tuple
+    k: int
+    owner: np.ndarray
+    convention: str
+    options: dict
+    seed: int
+
+    def __repr__(self):
+        return (f"EPCase(T_r={[x.shape[0] for x in self.xs]}, D={self.W.shape[1]}, E={self.W.shape[0]}, k={self.k}, "
+                f"owner={self.owner.tolist()}, {self.convention}, options={self.options}, seed={self.seed})")
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
+
+@st.composite
+def ep_case(draw, conventions=("local", "global")):
+    P = draw(st.integers(1, 4))
+    E = draw(st.integers(1, 6))
+    k = draw(st.integers(1, min(E, 3)))
+    D, H = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    owner = np.array(draw(st.lists(st.integers(0, P - 1), min_size=E, max_size=E)), dtype=np.int64)
+    convention = draw(st.sampled_from(conventions))
+    orders = EP.GLOBAL_ORDERS if convention == "global" else ("k_major", "token_major", "priority",
+                                                               "per_expert_top_prob")
+    options = {"normalize": draw(st.sampled_from(("none", "before_drop", "after_drop"))),
+               "drop_order": draw(st.sampled_from(orders)),
+               "score": draw(st.sampled_from(("softmax", "sigmoid")))}
+    cap = draw(st.sampled_from(("none", "int", "factor")))
+    if cap == "int":
+        options["capacity"] = draw(st.integers(0, 3))
+    elif cap == "factor":
+        options["capacity_factor"] = draw(st.sampled_from((0.5, 1.0, 1.5)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    sizes = draw(st.lists(st.integers(0, 5), min_size=P, max_size=P))
+    xs = tuple(rng.standard_normal((n, D)) for n in sizes)
+    W = draw(st.sampled_from((1.0, 4.0))) * rng.standard_normal((E, D))
+    return EPCase(xs, W, tuple(M.random_experts(E, D, H, seed=seed % 1000)), k, owner, convention, options, seed)
+
+
+def _reference(case: EPCase):
+    """[(y, routing)] per group: each rank's tokens (local) or all tokens (global)."""
+    groups = case.xs if case.convention == "local" else (np.concatenate(case.xs),)
+    return [M.moe_forward(x, case.W, list(case.experts), case.k, **case.options) for x in groups]
+
+
+def _run_ep(impl, case: EPCase, log=None):
+    return impl.moe(list(case.xs), case.W, list(case.experts), case.k, case.owner,
+                    capacity_convention=case.convention, log=log, **case.options)
+
+
+def _ffn_magnitude(case: EPCase, x, routing) -> float:
+    """max_t sum_j |g_tj| A_{e_tj}(x_t), A(x) = (|x| |W1|) |W2| (see the module docstring)."""
+    total = np.zeros(x.shape)
+    for t, j in zip(*np.nonzero(routing.kept)):
+        ex = case.experts[routing.indices[t, j]]
+        total[t] += abs(routing.gates[t, j]) * ((np.abs(x[t]) @ np.abs(ex.W1)) @ np.abs(ex.W2))
+    return float(total.max(initial=0.0))
+
+
+def check_ep_matches_moe(impl, case: EPCase):
+    """Expert parallel equals single-process refimpl.moe with the same routing: kept, slots exactly; y in bound."""
+    res = _run_ep(impl, case)
+    ref = _reference(case)
+    if case.convention == "local":
+        pairs = [(r.y, r.routing, y, rt, x) for r, (y, rt), x in zip(res, ref, case.xs)]
+    else:
+        cat = np.concatenate(case.xs)
+        y = np.concatenate([r.y for r in res]) if res else np.zeros((0, cat.shape[1]))
+        routing = _concat_routings([r.routing for r in res])
+        pairs = [(y, routing, ref[0][0], ref[0][1], cat)]
+    D, H, E = case.W.shape[1], case.experts[0].W1.shape[1], case.W.shape[0]
+    for got_y, got_r, ref_y, ref_r, x in pairs:
+        for name in ("indices", "kept", "position"):
+            if not np.array_equal(getattr(got_r, name), getattr(ref_r, name)):
+                _fail(impl, f"routing.{name} differs from refimpl.moe.route's:\n{getattr(got_r, name)}\n"
+                            f"vs\n{getattr(ref_r, name)}", case)
+        tol = 4 * U64 * (D + H + case.k + E + 11) * max(_ffn_magnitude(case, x, ref_r), 1e-300)
+        compare_close("y", got_y, ref_y, tol, f"{impl.name}; {case!r}")
+
+
+def _concat_routings(routings):
+    return type("Cat", (), {n: np.concatenate([getattr(r, n) for r in routings]) for n in
+                            ("indices", "kept", "position", "gates")})
+
+
+def check_ep_token_conservation(impl, case: EPCase):
+    """Each expert computes exactly the assignments the reference routing keeps: none lost, none twice."""
+    res = _run_ep(impl, case)
+    E = case.W.shape[0]
+    want = sum(rt.kept_counts for _, rt in _reference(case))
+    got = np.zeros(E, dtype=np.int64)
+    for r in res:
+        for e, n in r.rows_per_expert.items():
+            got[e] += n
+    if not np.array_equal(got, want):
+        _fail(impl, f"rows computed per expert {got.tolist()} != kept assignments {want.tolist()}", case)
+
+
+def check_ep_comm_volume(impl, case: EPCase):
+    """Elements each rank sends (counted) equal comm_volume.expert_parallel of the kept rows per (source, dest)."""
+    P = len(case.xs)
+    log = simulate.Log(P)
+    res = _run_ep(impl, case, log)
+    m = CV.kept_rows([r.routing for r in res], case.owner)
+    formula = CV.expert_parallel(m, case.W.shape[1], case.k, case.W.shape[0], case.convention)
+    counted = [log.volume(r) for r in range(P)]
+    if counted != formula:
+        _fail(impl, f"counted volume per rank {counted} != formula {formula} (kept rows m = {m.tolist()})", case)
+
+
+def _ep_strategy(caps, **kw):
+    return ep_case(conventions=tuple(c for c in ("local", "global") if c in caps), **kw)
+
+
+PROPERTIES = [
+    Property("cp_ring_forward_matches_attention", "context_parallel", check_ring_forward, cp_case(),
+             "ring attention over any layout == refimpl.attention on the gathered sequence", frozenset({"ring"}),
+             ("ring_local_causal_offset", "ring_forwards_own_shard", "ring_merges_partial_twice")),
+    Property("cp_ring_backward_matches_attention", "context_parallel", check_ring_backward, cp_case(),
+             "ring backward == refimpl.attention_backward on the gathered sequence",
+             frozenset({"ring", "ring_backward"}),
+             ("ring_backward_block_lse", "ring_backward_grads_not_sent_home")),
+    Property("cp_ulysses_matches_attention", "context_parallel", check_ulysses, cp_case(ulysses=True),
+             "Ulysses all-to-all attention == refimpl.attention", frozenset({"ulysses"}), ("ulysses_rank_order",)),
+    Property("cp_comm_volume", "context_parallel", check_cp_comm_volume, cp_case(ulysses=True),
+             "counted elements sent per rank == comm_volume formulas (ring fwd/bwd, Ulysses)",
+             frozenset({"ring", "comm_log"}), ("ring_ignores_window_reach",)),
+    Property("ep_matches_moe", "expert_parallel", check_ep_matches_moe, _ep_strategy,
+             "expert-parallel MoE == refimpl.moe with the same routing (local or global capacity)",
+             frozenset({"local"}), ("ep_combine_from_wrong_rank", "ep_global_capacity_as_local")),
+    Property("ep_token_conservation", "expert_parallel", check_ep_token_conservation, _ep_strategy,
+             "rows computed per expert == the reference's kept assignments", frozenset({"local"}),
+             ("ep_token_sent_twice",)),
+    Property("ep_comm_volume", "expert_parallel", check_ep_comm_volume, _ep_strategy,
+             "counted elements sent per rank == comm_volume.expert_parallel", frozenset({"local", "comm_log"}),
+             ("ep_dispatch_to_all",)),
+]
