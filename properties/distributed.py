@@ -96,44 +96,54 @@ class ExpertParallelAdapter:
     kind: str = "expert_parallel"
 
 
-def _ring_fwd(program=R.forward_program):
+def _ring_fwd(program, driver):
     def run(q, k, v, positions, **kw):
-        out, lse, _ = R.ring_attention(q, k, v, positions, program=program, **kw)
+        out, lse, _ = R.ring_attention(q, k, v, positions, program=program, driver=driver, **kw)
         return out, lse
     return run
 
 
-def _cp(name, forward=R.forward_program, backward=R.backward_program, ulysses=U.program):
+def _cp(name, forward=R.forward_program, backward=R.backward_program, ulysses=U.program, driver=None):
+    """A context-parallel adapter running the given rank programs (simulated, or ``driver=mpi.driver()``)."""
     return ContextParallelAdapter(
-        name, _ring_fwd(forward), functools.partial(R.ring_attention_backward, program=backward),
-        functools.partial(U.ulysses_attention, rank_program=ulysses))
+        name, _ring_fwd(forward, driver), functools.partial(R.ring_attention_backward, program=backward, driver=driver),
+        functools.partial(U.ulysses_attention, rank_program=ulysses, driver=driver))
 
 
-REFIMPL_CP = _cp("refimpl.distributed[simulated]")
-REFIMPL_EP = ExpertParallelAdapter("refimpl.distributed.expert_parallel[simulated]")
-BUNDLED = [REFIMPL_CP, REFIMPL_EP]
+def _ep(name, program=EP.program, driver=None):
+    return ExpertParallelAdapter(name, functools.partial(EP.expert_parallel_moe, rank_program=program, driver=driver))
 
-WRONG = {
-    "ring_local_causal_offset": _cp("wrong: ring masks blocks by local indices", forward=W.ring_forward_local_causal),
-    "ring_forwards_own_shard": _cp("wrong: ring sends its own shard every step", forward=W.ring_forward_own_shard),
-    "ring_merges_partial_twice": _cp("wrong: ring merges the last partial twice", forward=W.ring_forward_merge_twice),
-    "ring_ignores_window_reach": _cp("wasteful: ring always runs P steps", forward=W.ring_forward_all_steps),
-    "ring_backward_block_lse": _cp("wrong: backward uses each block's own lse", backward=W.ring_backward_local_lse),
-    "ring_backward_grads_not_sent_home": _cp("wrong: dK, dV never sent home", backward=W.ring_backward_keep_held),
-    "ulysses_rank_order": _cp("wrong: Ulysses concatenates rows in rank order", ulysses=W.ulysses_rank_order),
-    "ep_combine_from_wrong_rank": ExpertParallelAdapter(
-        "wrong: combine reads the neighbour rank's rows", functools.partial(EP.expert_parallel_moe,
-                                                                            rank_program=W.ep_combine_wrong_rank)),
-    "ep_global_capacity_as_local": ExpertParallelAdapter(
-        "wrong: global capacity computed per rank", functools.partial(EP.expert_parallel_moe,
-                                                                      rank_program=W.ep_global_as_local)),
-    "ep_token_sent_twice": ExpertParallelAdapter(
-        "wrong: a token dispatched twice", functools.partial(EP.expert_parallel_moe,
-                                                             rank_program=W.ep_token_sent_twice)),
-    "ep_dispatch_to_all": ExpertParallelAdapter(
-        "wasteful: all-gather dispatch", functools.partial(EP.expert_parallel_moe,
-                                                           rank_program=W.ep_dispatch_to_all)),
+
+#: the wrong rank programs: name -> (description, kind, {role: program}); WRONG holds them as adapters
+WRONG_PROGRAMS = {
+    "ring_local_causal_offset": ("ring masks blocks by local indices", "cp", {"forward": W.ring_forward_local_causal}),
+    "ring_forwards_own_shard": ("ring sends its own shard every step", "cp", {"forward": W.ring_forward_own_shard}),
+    "ring_merges_partial_twice": ("ring merges the last partial twice", "cp", {"forward": W.ring_forward_merge_twice}),
+    "ring_ignores_window_reach": ("ring always runs P steps (wasteful)", "cp", {"forward": W.ring_forward_all_steps}),
+    "ring_backward_block_lse": ("backward uses each block's own lse", "cp", {"backward": W.ring_backward_local_lse}),
+    "ring_backward_grads_not_sent_home": ("dK, dV never sent home", "cp", {"backward": W.ring_backward_keep_held}),
+    "ulysses_rank_order": ("Ulysses concatenates rows in rank order", "cp", {"ulysses": W.ulysses_rank_order}),
+    "ep_combine_from_wrong_rank": ("combine reads the neighbour rank's rows", "ep", {"program": W.ep_combine_wrong_rank}),
+    "ep_global_capacity_as_local": ("global capacity computed per rank", "ep", {"program": W.ep_global_as_local}),
+    "ep_token_sent_twice": ("a token dispatched twice", "ep", {"program": W.ep_token_sent_twice}),
+    "ep_dispatch_to_all": ("all-gather dispatch (wasteful)", "ep", {"program": W.ep_dispatch_to_all}),
 }
+
+
+def adapter(name: str | None = None, driver=None):
+    """The refimpl adapters (name None: a (context_parallel, expert_parallel) pair) or the wrong one
+    ``name`` (a key of WRONG_PROGRAMS), running on ``driver`` (None: simulated; ``mpi.driver()``: real ranks)."""
+    where = "simulated" if driver is None else "mpi"
+    if name is None:
+        return (_cp(f"refimpl.distributed[{where}]", driver=driver),
+                _ep(f"refimpl.distributed.expert_parallel[{where}]", driver=driver))
+    doc, kind, programs = WRONG_PROGRAMS[name]
+    return (_cp if kind == "cp" else _ep)(f"wrong[{where}]: {doc}", driver=driver, **programs)
+
+
+REFIMPL_CP, REFIMPL_EP = adapter()
+BUNDLED = [REFIMPL_CP, REFIMPL_EP]
+WRONG = {name: adapter(name) for name in WRONG_PROGRAMS}
 
 
 def _fail(impl, msg, case):

@@ -51,6 +51,7 @@ from ..moe.forward import router_logits
 from ..moe.router import (RouteOptions, effective_options, normalize_gates, rank_within_expert, resolve_capacity,
                           resolve_options, route)
 from .messages import Exchange
+from .simulate import resolve as resolve_driver
 
 CONVENTIONS = ("local", "global")
 GLOBAL_ORDERS = ("k_major", "token_major")
@@ -231,10 +232,10 @@ def program(shard: EPShard, k: int, num_ranks: int, capacity_convention: str = "
 
 
 def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_convention="local", log=None,
-                        rank_program=program, **route_options):
+                        rank_program=program, driver=None, **route_options):
     """Run the layer over len(xs) simulated ranks. xs: list of (T_r, D); experts: all E (each rank gets
-    its own); owner (E,) rank of each expert. Returns the list of EPResult, one per rank."""
-    from . import simulate
+    its own); owner (E,) rank of each expert. Returns the list of EPResult, one per rank.
+    ``driver``: ``simulate.drive`` (default) or ``mpi.driver()``."""
 
     W = as_float_array(router_weight, "router_weight", ndim=2)
     owner = np.asarray(owner, dtype=np.int64)
@@ -245,4 +246,4 @@ def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_conven
         raise ValueError(f"experts: expected {E} experts (one per router row), got {len(experts)}")
     shards = [EPShard(r, as_float_array(x, f"xs[{r}]", ndim=2), W,
                       {e: experts[e] for e in range(E) if owner[e] == r}, owner) for r, x in enumerate(xs)]
-    return simulate.run([rank_program(sh, k, P, capacity_convention, **route_options) for sh in shards], log)
+    return resolve_driver(driver)(lambda r: rank_program(shards[r], k, P, capacity_convention, **route_options), P, log)

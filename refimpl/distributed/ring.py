@@ -55,6 +55,7 @@ from ..flash import flash_attention_backward
 from ..sdpa import attention, check_qkv_shapes, check_real_4d
 from ..softmax import merge_attention_states
 from .messages import Exchange
+from .simulate import resolve as resolve_driver
 from .sharding import GlobalMask, check_layout, gather, shard
 
 
@@ -230,7 +231,8 @@ def backward_program(problem, shard: RankShard, out, lse, dout, num_ranks: int, 
 # whole-sequence entry points (shard, run every rank, gather)
 
 
-def _check(q, k, v, positions, causal, window, mask, scale, softcap):
+def prepare(q, k, v, positions, causal, window, mask, scale, softcap):
+    """Validated float64 (q, k, v), the layout and the AttentionProblem of a context-parallel call."""
     q, k, v = (check_real_4d(x, n).astype(np.float64, copy=False) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _, _, _, Lq, Lk, _, _ = check_qkv_shapes(q, k, v)
     if Lq != Lk:
@@ -246,36 +248,33 @@ def shards_of(q, k, v, positions) -> list:
 
 
 def ring_attention(q, k, v, positions, *, causal=False, window=None, mask=None, scale=None, softcap=None,
-                   log=None, program=forward_program):
+                   log=None, program=forward_program, driver=None):
     """Attention of the gathered sequence computed by ring attention over ``len(positions)`` simulated ranks.
 
     q (B, Hq, L, D), k (B, Hkv, L, D), v (B, Hkv, L, Dv); ``positions`` a layout
     (``sharding.contiguous`` / ``sharding.zigzag``). Returns (out, lse, states)
     with out and lse gathered back to global order and each rank's ForwardState.
-    ``log`` (a ``simulate.Log``) receives the counted messages.
+    ``log`` (a ``simulate.Log``) receives the counted messages. ``driver``:
+    ``simulate.drive`` (default) or ``mpi.driver()`` (real ranks).
     """
-    from . import simulate
-
-    q, k, v, positions, problem = _check(q, k, v, positions, causal, window, mask, scale, softcap)
+    q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
-    states = simulate.run([program(problem, sh, P, S) for sh in shards_of(q, k, v, positions)], log)
+    shards = shards_of(q, k, v, positions)
+    states = resolve_driver(driver)(lambda r: program(problem, shards[r], P, S), P, log)
     return gather([s.out for s in states], positions), gather([s.lse for s in states], positions), states
 
 
 def ring_attention_backward(q, k, v, dout, positions, *, causal=False, window=None, mask=None, scale=None,
-                            softcap=None, log=None, program=backward_program):
-    """(dq, dk, dv) of sum(dout * out) by the ring backward (forward by ring_attention first)."""
-    from . import simulate
-
+                            softcap=None, log=None, program=backward_program, driver=None):
+    """(dq, dk, dv) of sum(dout * out) by the ring backward (forward by ring_attention first, uncounted)."""
     out, lse, _ = ring_attention(q, k, v, positions, causal=causal, window=window, mask=mask, scale=scale,
-                                 softcap=softcap)
-    q, k, v, positions, problem = _check(q, k, v, positions, causal, window, mask, scale, softcap)
+                                 softcap=softcap, driver=driver)
+    q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     dout = check_real_4d(dout, "dout").astype(np.float64, copy=False)
     if dout.shape != out.shape:
         raise ValueError(f"dout: expected shape {out.shape}, got {dout.shape}")
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
     outs, lses, douts = shard(out, positions), shard(lse, positions), shard(dout, positions)
-    progs = [program(problem, sh, outs[r], lses[r], douts[r], P, S)
-             for r, sh in enumerate(shards_of(q, k, v, positions))]
-    grads = simulate.run(progs, log)
+    shards = shards_of(q, k, v, positions)
+    grads = resolve_driver(driver)(lambda r: program(problem, shards[r], outs[r], lses[r], douts[r], P, S), P, log)
     return tuple(gather([g[i] for g in grads], positions) for i in range(3))

@@ -74,6 +74,20 @@ def run(programs: list, log: Log | None = None) -> list:
     return results
 
 
+def drive(make_program, num_ranks: int, log: Log | None = None) -> list:
+    """The simulated driver: ``run([make_program(r) for r in range(num_ranks)], log)``.
+
+    Entry points (``ring.ring_attention`` ...) take a ``driver`` with this
+    signature; ``refimpl.distributed.mpi.driver()`` runs the same programs on MPI ranks.
+    """
+    return run([make_program(r) for r in range(num_ranks)], log)
+
+
+def resolve(driver):
+    """``driver``, or the simulated one when None."""
+    return drive if driver is None else driver
+
+
 def _advance(prog, value, rank, results):
     try:
         return prog.send(value)
@@ -82,4 +96,4 @@ def _advance(prog, value, rank, results):
         return None
 
 
-__all__ = ["Exchange", "Log", "Size", "run"]
+__all__ = ["Exchange", "Log", "Size", "drive", "run"]

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..sdpa import attention
 from .messages import Exchange
-from .ring import AttentionProblem, RankShard, _check, shards_of
+from .ring import AttentionProblem, RankShard, prepare, shards_of
+from .simulate import resolve as resolve_driver
 from .sharding import gather
 
 
@@ -92,15 +93,14 @@ def program(problem: AttentionProblem, shard: RankShard, num_ranks: int, assembl
 
 
 def ulysses_attention(q, k, v, positions, *, causal=False, window=None, mask=None, scale=None, softcap=None,
-                      log=None, rank_program=program):
+                      log=None, rank_program=program, driver=None):
     """Attention of the gathered sequence by two all-to-alls over ``len(positions)`` simulated ranks.
 
     Shapes as ``ring.ring_attention``; P must divide Hq and Hkv. Returns (out, lse) in global order.
     """
-    from . import simulate
-
-    q, k, v, positions, problem = _check(q, k, v, positions, causal, window, mask, scale, softcap)
+    q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     P = len(positions)
     head_groups(q.shape[1], P), head_groups(k.shape[1], P)  # validate before running
-    res = simulate.run([rank_program(problem, sh, P) for sh in shards_of(q, k, v, positions)], log)
+    shards = shards_of(q, k, v, positions)
+    res = resolve_driver(driver)(lambda r: rank_program(problem, shards[r], P), P, log)
     return gather([o for o, _ in res], positions), gather([l for _, l in res], positions)
