@@ -146,3 +146,28 @@ def test_simulator_rejects_a_protocol_mismatch():
 def test_message_size_counts_floats_and_ints():
     blk = R.KVBlock(0, np.arange(3), np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3, 1)))
     assert message_size(blk) == Size(floats=24 + 6, ints=3 + 1)
+
+
+def test_readme_volume_table_is_the_formula_on_the_demo_case():
+    """The README's measured volumes (4 MPI ranks) are what comm_volume gives for the demo's cases."""
+    import pathlib
+
+    from properties import mpi_demo
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    case = mpi_demo.cp_cases(4)[3]
+    B, Hq, L, D = case.q.shape
+    Hkv, Dv = case.k.shape[1], case.v.shape[3]
+    sizes = [len(p) for p in case.positions]
+    S = R.ring_num_steps(SH.GlobalMask(L, True), case.positions)
+    ec = mpi_demo.ep_cases(4)[3]
+    res = EP.expert_parallel_moe(list(ec.xs), ec.W, list(ec.experts), ec.k, ec.owner,
+                                 capacity_convention=ec.convention, **ec.options)
+    rows = {"ring forward": CV.ring_forward(sizes, S, B, Hkv, D, Dv),
+            "ring backward": CV.ring_backward(sizes, S, B, Hkv, D, Dv),
+            "Ulysses": CV.ulysses(sizes, B, Hq, Hkv, D, Dv),
+            "expert parallel": CV.expert_parallel(CV.kept_rows([r.routing for r in res], ec.owner), ec.W.shape[1],
+                                                  ec.k, ec.W.shape[0], ec.convention)}
+    for form, vols in rows.items():
+        line = next(l for l in readme.splitlines() if l.startswith(f"| {form} |"))
+        assert line.rstrip(" |").endswith(", ".join(str(v.floats) for v in vols)), (form, line, vols)
