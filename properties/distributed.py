@@ -8,7 +8,8 @@ sizes Hypothesis draws, with the single-process spec on the gathered problem:
     ring forward / Ulysses   == refimpl.attention on the whole sequence
     ring backward            == refimpl.attention_backward on the whole sequence
     expert parallel          == refimpl.moe.moe_forward on each rank's tokens ("local" capacity)
-                                or on the gathered tokens ("global" capacity), same routing
+                                or on the gathered tokens ("global" capacity), same routing;
+                                with reroute=True, == refimpl.moe.reroute_dropped's routing applied
     token conservation       rows computed per expert == the reference routing's kept counts
     communication volume     counted messages == refimpl.distributed.comm_volume's formulas
 
@@ -127,6 +128,8 @@ WRONG_PROGRAMS = {
     "ep_global_capacity_as_local": ("global capacity computed per rank", "ep", {"program": W.ep_global_as_local}),
     "ep_token_sent_twice": ("a token dispatched twice", "ep", {"program": W.ep_token_sent_twice}),
     "ep_dispatch_to_all": ("all-gather dispatch (wasteful)", "ep", {"program": W.ep_dispatch_to_all}),
+    "ep_reroute_to_own_choice": ("reroutes to an expert the token already chose", "ep",
+                                 {"program": W.ep_reroute_to_own_choice}),
 }
 
 
@@ -305,18 +308,31 @@ def ep_case(draw, conventions=("local", "global")):
         options["capacity"] = draw(st.integers(0, 3))
     elif cap == "factor":
         options["capacity_factor"] = draw(st.sampled_from((0.5, 1.0, 1.5)))
+    reroute = convention == "local" and cap != "none" and draw(st.booleans())
+    if reroute:  # backups need free slots next to full experts: more tokens, some slack
+        options["reroute"] = True
+        options.pop("capacity_factor", None)
+        options["capacity"] = draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    sizes = draw(st.lists(st.integers(0, 5), min_size=P, max_size=P))
+    sizes = draw(st.lists(st.integers(2 if reroute else 0, 8 if reroute else 5), min_size=P, max_size=P))
     xs = tuple(rng.standard_normal((n, D)) for n in sizes)
     W = draw(st.sampled_from((1.0, 4.0))) * rng.standard_normal((E, D))
     return EPCase(xs, W, tuple(M.random_experts(E, D, H, seed=seed % 1000)), k, owner, convention, options, seed)
 
 
 def _reference(case: EPCase):
-    """[(y, routing)] per group: each rank's tokens (local) or all tokens (global)."""
+    """[(y, routing)] per group: each rank's tokens (local) or all tokens (global); with
+    ``reroute``, refimpl.moe.reroute_dropped applied to the group's routing."""
     groups = case.xs if case.convention == "local" else (np.concatenate(case.xs),)
-    return [M.moe_forward(x, case.W, list(case.experts), case.k, **case.options) for x in groups]
+    opts = {n: v for n, v in case.options.items() if n != "reroute"}
+    out = []
+    for x in groups:
+        routing = M.route(M.router_logits(x, case.W), case.k, **opts)
+        if case.options.get("reroute"):
+            routing = M.reroute_dropped(routing)
+        out.append((M.apply_experts(x, routing, list(case.experts)), routing))
+    return out
 
 
 def _run_ep(impl, case: EPCase, log=None):
@@ -403,7 +419,8 @@ PROPERTIES = [
              frozenset({"ring", "comm_log"}), ("ring_ignores_window_reach",)),
     Property("ep_matches_moe", "expert_parallel", check_ep_matches_moe, _ep_strategy,
              "expert-parallel MoE == refimpl.moe with the same routing (local or global capacity)",
-             frozenset({"local"}), ("ep_combine_from_wrong_rank", "ep_global_capacity_as_local")),
+             frozenset({"local"}), ("ep_combine_from_wrong_rank", "ep_global_capacity_as_local",
+                                    "ep_reroute_to_own_choice")),
     Property("ep_token_conservation", "expert_parallel", check_ep_token_conservation, _ep_strategy,
              "rows computed per expert == the reference's kept assignments", frozenset({"local"}),
              ("ep_token_sent_twice",)),

@@ -15,6 +15,7 @@ from refimpl.distributed import expert_parallel as EP
 from refimpl.distributed import ring as R
 from refimpl.distributed import ulysses as U
 from refimpl.distributed.messages import Exchange
+from refimpl.moe.router import normalize_gates
 from refimpl.sdpa import attention
 from refimpl.softmax import merge_attention_states
 
@@ -178,3 +179,28 @@ def ep_token_sent_twice(shard, k, num_ranks, capacity_convention="local", **rout
             msg = gen.send(received)
     except StopIteration as stop:
         return stop.value
+
+
+def _reroute_ignoring_own_choices(routing):
+    """Backup = the best-scored expert with a free slot, even one the token already chose."""
+    C = routing.capacity
+    if C is None:
+        return routing
+    indices, kept, position = routing.indices.copy(), routing.kept.copy(), routing.position.copy()
+    fill = routing.kept_counts.copy()
+    for t, j in zip(*np.nonzero(~kept & routing.token_mask[:, None])):
+        for e in np.argsort(-routing.probs[t], kind="stable"):
+            if e != indices[t, j] and fill[e] < C:
+                indices[t, j], kept[t, j], position[t, j] = e, True, fill[e]
+                fill[e] += 1
+                break
+    opts = routing.options
+    gates = normalize_gates(np.take_along_axis(routing.probs, indices, axis=-1), kept, opts.normalize,
+                            opts.normalize_eps) * opts.route_scale
+    return dataclasses.replace(routing, indices=indices, kept=kept, position=position, gates=gates)
+
+
+def ep_reroute_to_own_choice(shard, k, num_ranks, capacity_convention="local", **route_options):
+    """Reroutes a dropped assignment to an expert the token already chose (its output counted twice)."""
+    return (yield from EP.program(shard, k, num_ranks, capacity_convention, reroute_step=_reroute_ignoring_own_choices,
+                                  **route_options))

@@ -59,7 +59,8 @@ def ep_cases(P: int) -> list:
     opts = ({"capacity_factor": 1.0, "normalize": "after_drop"},
             {"capacity_factor": 1.0, "drop_order": "token_major"},
             {"normalize": "before_drop"})
-    return [DP.EPCase(xs, W, experts, 2, owner, conv, o, 7) for conv in ("local", "global") for o in opts]
+    cases = [DP.EPCase(xs, W, experts, 2, owner, conv, o, 7) for conv in ("local", "global") for o in opts]
+    return cases + [DP.EPCase(xs, W, experts, 2, owner, "local", {"capacity_factor": 0.5, "reroute": True}, 7)]
 
 
 def _run_checks(cp, ep, P, props) -> list:

@@ -171,3 +171,35 @@ def test_readme_volume_table_is_the_formula_on_the_demo_case():
     for form, vols in rows.items():
         line = next(l for l in readme.splitlines() if l.startswith(f"| {form} |"))
         assert line.rstrip(" |").endswith(", ".join(str(v.floats) for v in vols)), (form, line, vols)
+
+
+def test_reroute_worked_example():
+    """Capacity 1, every token prefers expert 0: token 1 moves to its best free backup (2);
+    token 2's backups (1, then 2) are full by then, so it stays dropped; gates from the backups' scores."""
+    z = np.array([[3.0, 2, 0], [3, 1, 2], [3, 2, 1], [0, 3, 1]])
+    r = M.route(z, 1, capacity=1)
+    rr = M.reroute_dropped(r)
+    assert r.kept.ravel().tolist() == [True, False, False, True]
+    assert rr.indices.ravel().tolist() == [0, 2, 0, 1]
+    assert rr.kept.ravel().tolist() == [True, True, False, True]
+    assert rr.position.ravel().tolist() == [0, 0, -1, 0]
+    np.testing.assert_allclose(rr.gates[1, 0], refimpl.softmax(z[1])[2], rtol=1e-15)
+    assert np.array_equal(M.reroute_dropped(M.route(z, 1)).indices, M.route(z, 1).indices)  # dropless: no-op
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_reroute_invariants(seed):
+    """Backups respect C, never repeat one of the token's choices, and keep every first-pass slot."""
+    rng = np.random.default_rng(seed)
+    T, E = rng.integers(1, 9), rng.integers(2, 6)
+    k = int(rng.integers(1, E))
+    order = ["k_major", "token_major", "priority", "per_expert_top_prob"][seed % 4]
+    r = M.route(rng.standard_normal((T, E)) * 3, k, capacity=int(rng.integers(0, 3)), drop_order=order,
+                normalize=["none", "before_drop", "after_drop"][seed % 3])
+    rr = M.reroute_dropped(r)
+    assert (rr.kept_counts <= r.capacity).all()
+    assert all(len(set(row)) == k for row in rr.indices)
+    assert (rr.kept >= r.kept).all() and np.array_equal(rr.indices[r.kept], r.indices[r.kept])
+    for e in range(E):  # slots of each expert are 0..n-1
+        assert sorted(rr.position[rr.kept & (rr.indices == e)].tolist()) == list(range(rr.kept_counts[e]))
+    assert rr.num_dropped == r.counts.sum() - rr.kept.sum()

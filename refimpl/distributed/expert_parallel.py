@@ -35,6 +35,13 @@ Capacity convention (named; both exist):
               Orders that rank by score across the batch (priority, per-expert
               top-C) would need the scores exchanged and are refused.
 
+Rerouting (``reroute=True``, seed 003 8.8; ``refimpl.moe.reroute_dropped``):
+under the local convention each rank moves its dropped assignments to backup
+experts with free slots before dispatch, exactly as the single-process rule
+does on its tokens. Under the global convention a backup's free slots depend on
+every other rank's reroutes in claim order, which the count tables do not carry:
+refused.
+
 Token conservation: every kept assignment is sent to exactly one expert rank,
 computed once and returned once; dropped ones are never sent (their gate is 0).
 """
@@ -48,6 +55,7 @@ import numpy as np
 from .._validate import as_float_array
 from ..moe.dispatch import gather_by_expert, scatter_combine, sort_by_expert
 from ..moe.forward import router_logits
+from ..moe.reroute import reroute_dropped
 from ..moe.router import (RouteOptions, effective_options, normalize_gates, rank_within_expert, resolve_capacity,
                           resolve_options, route)
 from .messages import Exchange
@@ -212,14 +220,20 @@ def combine(plan, received: dict, num_tokens: int, D: int) -> np.ndarray:
 
 
 def program(shard: EPShard, k: int, num_ranks: int, capacity_convention: str = "local", combine_step=combine,
-            **route_options):
+            reroute: bool = False, reroute_step=reroute_dropped, **route_options):
     """Rank program of the expert-parallel MoE layer; returns an EPResult."""
     P, r = num_ranks, shard.rank
     everyone = tuple(range(P))
     opts = _route_options(capacity_convention, route_options)
+    if not isinstance(reroute, bool):
+        raise TypeError(f"reroute: expected a bool, got {type(reroute).__name__}")
+    if reroute and capacity_convention == "global":
+        raise ValueError("reroute: supported with capacity_convention='local' only (see the module docstring)")
     z = router_logits(shard.x, shard.router_weight)
     if capacity_convention == "local":
         routing = route(z, k, **_fields(opts))
+        if reroute:
+            routing = reroute_step(routing)
     else:
         routing = route(z, k, **_fields(opts, capacity=None))  # selection and probabilities only
         tables = yield Exchange({p: CountTable(r, choice_counts(routing)) for p in everyone}, everyone)
@@ -232,7 +246,7 @@ def program(shard: EPShard, k: int, num_ranks: int, capacity_convention: str = "
 
 
 def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_convention="local", log=None,
-                        rank_program=program, driver=None, **route_options):
+                        rank_program=program, driver=None, reroute=False, **route_options):
     """Run the layer over len(xs) simulated ranks. xs: list of (T_r, D); experts: all E (each rank gets
     its own); owner (E,) rank of each expert. Returns the list of EPResult, one per rank.
     ``driver``: ``simulate.drive`` (default) or ``mpi.driver()``."""
@@ -246,4 +260,6 @@ def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_conven
         raise ValueError(f"experts: expected {E} experts (one per router row), got {len(experts)}")
     shards = [EPShard(r, as_float_array(x, f"xs[{r}]", ndim=2), W,
                       {e: experts[e] for e in range(E) if owner[e] == r}, owner) for r, x in enumerate(xs)]
+    if reroute:  # passed only when asked, so rank programs without rerouting keep their signature
+        route_options = {**route_options, "reroute": reroute}
     return resolve_driver(driver)(lambda r: rank_program(shards[r], k, P, capacity_convention, **route_options), P, log)
