@@ -6,7 +6,7 @@ Every property compares a distributed run over P ranks, for any P and shard
 sizes Hypothesis draws, with the single-process spec on the gathered problem:
 
     ring forward / Ulysses   == refimpl.attention on the whole sequence
-    ring backward            == refimpl.attention_backward on the whole sequence
+    ring / Ulysses backward  == refimpl.attention_backward on the whole sequence
     expert parallel          == refimpl.moe.moe_forward on each rank's tokens ("local" capacity)
                                 or on the gathered tokens ("global" capacity), same routing;
                                 with reroute=True, == refimpl.moe.reroute_dropped's routing applied
@@ -60,12 +60,14 @@ KINDS = (
          "equals refimpl.attention / attention_backward on the gathered sequence",
          {"ring_forward": "(q, k, v, positions, *, log, causal, window, scale, softcap) -> (out, lse), global order",
           "ring_backward": "(q, k, v, dout, positions, *, log, **same) -> (dq, dk, dv), global order",
-          "ulysses": "(q, k, v, positions, *, log, **same) -> (out, lse), global order"},
+          "ulysses": "(q, k, v, positions, *, log, **same) -> (out, lse), global order",
+          "ulysses_backward": "(q, k, v, dout, positions, *, log, **same) -> (dq, dk, dv), global order"},
          ("ring_forward",),
          {"ring": Capability("ring attention forward over any layout, causal/window by global positions, GQA",
                              ("ring_forward",)),
           "ring_backward": Capability("ring attention backward from the merged (out, lse)", ("ring_backward",)),
-          "ulysses": Capability("all-to-all attention; P divides Hq and Hkv", ("ulysses",)),
+          "ulysses": Capability("all-to-all attention and its backward; P divides Hq and Hkv",
+                                ("ulysses", "ulysses_backward")),
           "comm_log": Capability("fills the simulate.Log passed as log= with every message sent")}),
     Kind("expert_parallel",
          "MoE layer with experts on ranks; equals refimpl.moe.moe_forward with the same routing",
@@ -85,6 +87,7 @@ class ContextParallelAdapter:
     ring_forward: Callable = None
     ring_backward: Callable = None
     ulysses: Callable = None
+    ulysses_backward: Callable = None
     capabilities: frozenset = frozenset({"ring", "ring_backward", "ulysses", "comm_log"})
     kind: str = "context_parallel"
 
@@ -104,11 +107,13 @@ def _ring_fwd(program, driver):
     return run
 
 
-def _cp(name, forward=R.forward_program, backward=R.backward_program, ulysses=U.program, driver=None):
+def _cp(name, forward=R.forward_program, backward=R.backward_program, ulysses=U.program,
+        ulysses_backward=U.backward_program, driver=None):
     """A context-parallel adapter running the given rank programs (simulated, or ``driver=mpi.driver()``)."""
     return ContextParallelAdapter(
         name, _ring_fwd(forward, driver), functools.partial(R.ring_attention_backward, program=backward, driver=driver),
-        functools.partial(U.ulysses_attention, rank_program=ulysses, driver=driver))
+        functools.partial(U.ulysses_attention, rank_program=ulysses, driver=driver),
+        functools.partial(U.ulysses_attention_backward, rank_program=ulysses_backward, driver=driver))
 
 
 def _ep(name, program=EP.program, driver=None):
@@ -123,7 +128,8 @@ WRONG_PROGRAMS = {
     "ring_ignores_window_reach": ("ring always runs P steps (wasteful)", "cp", {"forward": W.ring_forward_all_steps}),
     "ring_backward_block_lse": ("backward uses each block's own lse", "cp", {"backward": W.ring_backward_local_lse}),
     "ring_backward_grads_not_sent_home": ("dK, dV never sent home", "cp", {"backward": W.ring_backward_keep_held}),
-    "ulysses_rank_order": ("Ulysses concatenates rows in rank order", "cp", {"ulysses": W.ulysses_rank_order}),
+    "ulysses_rank_order": ("Ulysses concatenates rows in rank order", "cp",
+                           {"ulysses": W.ulysses_rank_order, "ulysses_backward": W.ulysses_backward_rank_order}),
     "ep_combine_from_wrong_rank": ("combine reads the neighbour rank's rows", "ep", {"program": W.ep_combine_wrong_rank}),
     "ep_global_capacity_as_local": ("global capacity computed per rank", "ep", {"program": W.ep_global_as_local}),
     "ep_token_sent_twice": ("a token dispatched twice", "ep", {"program": W.ep_token_sent_twice}),
@@ -224,11 +230,21 @@ def check_ring_forward(impl, case: CPCase):
     compare_lse("lse", lse, ref_lse, atol_lse, ctx)
 
 
-def check_ring_backward(impl, case: CPCase):
-    """The ring backward equals refimpl.attention_backward on the gathered sequence."""
-    as_attention = types.SimpleNamespace(name=impl.name, backward=lambda q, k, v, dout, **kw: impl.ring_backward(
+def _check_backward(impl, case: CPCase, method: str):
+    run = getattr(impl, method)
+    as_attention = types.SimpleNamespace(name=impl.name, backward=lambda q, k, v, dout, **kw: run(
         q, k, v, dout, case.positions, **kw))
     check_backward_matches_reference(as_attention, AttnCase(case.q, case.k, case.v, case.kwargs, case.seed))
+
+
+def check_ring_backward(impl, case: CPCase):
+    """The ring backward equals refimpl.attention_backward on the gathered sequence."""
+    _check_backward(impl, case, "ring_backward")
+
+
+def check_ulysses_backward(impl, case: CPCase):
+    """The Ulysses backward equals refimpl.attention_backward on the gathered sequence."""
+    _check_backward(impl, case, "ulysses_backward")
 
 
 def check_ulysses(impl, case: CPCase):
@@ -257,8 +273,12 @@ def check_cp_comm_volume(impl, case: CPCase):
                                                                      **case.kwargs),
                      CV.ring_backward(sizes, S, B, Hkv, D, Dv)))
     if "ulysses" in impl.capabilities and Hkv % P == 0:
+        dout = np.ones((B, Hq, L, Dv))
         runs.append(("ulysses", lambda log: impl.ulysses(case.q, case.k, case.v, positions, log=log, **case.kwargs),
                      CV.ulysses(sizes, B, Hq, Hkv, D, Dv)))
+        runs.append(("ulysses backward", lambda log: impl.ulysses_backward(case.q, case.k, case.v, dout, positions,
+                                                                           log=log, **case.kwargs),
+                     CV.ulysses_backward(sizes, B, Hq, Hkv, D, Dv)))
     for what, run, formula in runs:
         log = simulate.Log(P)
         run(log)
@@ -414,8 +434,11 @@ PROPERTIES = [
              ("ring_backward_block_lse", "ring_backward_grads_not_sent_home")),
     Property("cp_ulysses_matches_attention", "context_parallel", check_ulysses, cp_case(ulysses=True),
              "Ulysses all-to-all attention == refimpl.attention", frozenset({"ulysses"}), ("ulysses_rank_order",)),
+    Property("cp_ulysses_backward_matches_attention", "context_parallel", check_ulysses_backward,
+             cp_case(ulysses=True), "Ulysses backward == refimpl.attention_backward", frozenset({"ulysses"}),
+             ("ulysses_rank_order",)),
     Property("cp_comm_volume", "context_parallel", check_cp_comm_volume, cp_case(ulysses=True),
-             "counted elements sent per rank == comm_volume formulas (ring fwd/bwd, Ulysses)",
+             "counted elements sent per rank == comm_volume formulas (ring and Ulysses, fwd and bwd)",
              frozenset({"ring", "comm_log"}), ("ring_ignores_window_reach",)),
     Property("ep_matches_moe", "expert_parallel", check_ep_matches_moe, _ep_strategy,
              "expert-parallel MoE == refimpl.moe with the same routing (local or global capacity)",

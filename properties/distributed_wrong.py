@@ -93,14 +93,19 @@ def ring_backward_keep_held(problem, shard, out, lse, dout, num_ranks, num_steps
     return dq, held.dk, held.dv
 
 
-def _assemble_in_rank_order(received):
+def _assemble_in_rank_order(received, names=("q", "k", "v")):
     blocks = [received[s] for s in sorted(received)]
-    return tuple(np.concatenate([getattr(b, n) for b in blocks], axis=2) for n in ("q", "k", "v"))
+    return tuple(np.concatenate([getattr(b, n) for b in blocks], axis=2) for n in names)
 
 
 def ulysses_rank_order(problem, shard, num_ranks):
     """Concatenates the received rows in source-rank order, not at their global positions."""
     return (yield from U.program(problem, shard, num_ranks, assemble=_assemble_in_rank_order))
+
+
+def ulysses_backward_rank_order(problem, shard, dout, num_ranks):
+    """The backward with the same mistake."""
+    return (yield from U.backward_program(problem, shard, dout, num_ranks, assemble=_assemble_in_rank_order))
 
 
 def _combine_from_wrong_rank(plan, received, num_tokens, D):

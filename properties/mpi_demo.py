@@ -86,7 +86,8 @@ def _agreement_and_volumes(cp, ep, P, say) -> bool:
     Hkv, Dv = k.shape[1], v.shape[3]
     sizes = [len(p) for p in pos]
     S = R.ring_num_steps(SH.GlobalMask(L, True), pos)
-    logs = {what: simulate.Log(P) for what in ("ring forward", "ring backward", "ulysses", "expert parallel")}
+    logs = {what: simulate.Log(P) for what in ("ring forward", "ring backward", "ulysses", "ulysses backward",
+                                               "expert parallel")}
     out_m, lse_m = cp.ring_forward(q, k, v, pos, log=logs["ring forward"], **kw)
     out_s, lse_s, _ = R.ring_attention(q, k, v, pos, **kw)
     ref_out, _ = refimpl.attention(q, k, v, **kw)
@@ -95,6 +96,7 @@ def _agreement_and_volumes(cp, ep, P, say) -> bool:
         f"{np.abs(out_m - ref_out).max():.2e}; MPI == simulated, bit for bit: {same}")
     cp.ring_backward(q, k, v, np.ones(out_m.shape), pos, log=logs["ring backward"], **kw)
     cp.ulysses(q, k, v, pos, log=logs["ulysses"], **kw)
+    cp.ulysses_backward(q, k, v, np.ones(out_m.shape), pos, log=logs["ulysses backward"], **kw)
     ec = ep_cases(P)[3]  # global capacity
     res = ep.moe(list(ec.xs), ec.W, list(ec.experts), ec.k, ec.owner, capacity_convention=ec.convention,
                  log=logs["expert parallel"], **ec.options)
@@ -105,6 +107,7 @@ def _agreement_and_volumes(cp, ep, P, say) -> bool:
     formulas = {"ring forward": CV.ring_forward(sizes, S, B, Hkv, D, Dv),
                 "ring backward": CV.ring_backward(sizes, S, B, Hkv, D, Dv),
                 "ulysses": CV.ulysses(sizes, B, Hq, Hkv, D, Dv),
+                "ulysses backward": CV.ulysses_backward(sizes, B, Hq, Hkv, D, Dv),
                 "expert parallel": CV.expert_parallel(m, ec.W.shape[1], ec.k, ec.W.shape[0], ec.convention)}
     say(f"elements sent per rank, counted on MPI | formula (refimpl.distributed.comm_volume); S={S} ring steps:")
     agree = same

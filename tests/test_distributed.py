@@ -83,6 +83,7 @@ def test_inputs_not_mutated():
     pos = SH.zigzag([1, 2, 1, 2])
     R.ring_attention_backward(q, k, v, np.ones((1, 4, 6, 2)), pos, causal=True)
     U.ulysses_attention(q, k, v, pos, causal=True)
+    U.ulysses_attention_backward(q, k, v, np.ones((1, 4, 6, 2)), pos, causal=True)
     assert all(np.array_equal(a, b) for a, b in zip((q, k, v), copies))
 
 
@@ -166,6 +167,7 @@ def test_readme_volume_table_is_the_formula_on_the_demo_case():
     rows = {"ring forward": CV.ring_forward(sizes, S, B, Hkv, D, Dv),
             "ring backward": CV.ring_backward(sizes, S, B, Hkv, D, Dv),
             "Ulysses": CV.ulysses(sizes, B, Hq, Hkv, D, Dv),
+            "Ulysses backward": CV.ulysses_backward(sizes, B, Hq, Hkv, D, Dv),
             "expert parallel": CV.expert_parallel(CV.kept_rows([r.routing for r in res], ec.owner), ec.W.shape[1],
                                                   ec.k, ec.W.shape[0], ec.convention)}
     for form, vols in rows.items():

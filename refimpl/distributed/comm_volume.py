@@ -28,6 +28,11 @@ Ulysses (two all-to-alls; heads split in P groups):
     floats_r = (P - 1) B n_r (Hq D + Hkv (D + Dv)) / P  +  B (Hq / P) (Dv + 1) (L - n_r)
     ints_r   = (P - 1) (n_r + 1) + (P - 1)
 
+Ulysses backward (round 1 also carries dout, round 2 returns dq, dk, dv; no ints back):
+
+    floats_r = (P - 1) B n_r (Hq (D + Dv) + Hkv (D + Dv)) / P  +  B (L - n_r) (Hq D + Hkv (D + Dv)) / P
+    ints_r   = (P - 1) (n_r + 1)
+
 Expert parallel, with m[r][p] the kept assignments of rank r's tokens to
 experts on rank p:
 
@@ -67,6 +72,12 @@ def ulysses(sizes, B: int, Hq: int, Hkv: int, D: int, Dv: int) -> list:
     P, L = len(sizes), sum(sizes)
     return [Size((P - 1) * B * n * (Hq * D + Hkv * (D + Dv)) // P + B * (Hq // P) * (Dv + 1) * (L - n),
                  (P - 1) * (n + 1) + (P - 1)) for n in sizes]
+
+
+def ulysses_backward(sizes, B: int, Hq: int, Hkv: int, D: int, Dv: int) -> list:
+    P, L = len(sizes), sum(sizes)
+    return [Size((P - 1) * B * n * (Hq + Hkv) * (D + Dv) // P + B * (L - n) * (Hq * D + Hkv * (D + Dv)) // P,
+                 (P - 1) * (n + 1)) for n in sizes]
 
 
 def kept_rows(routings, owner) -> np.ndarray:

@@ -223,7 +223,8 @@ def backward_program(problem, shard: RankShard, out, lse, dout, num_ranks: int, 
         return dq, held.dk, held.dv
     home, source = (r - num_steps + 1) % P, (r + num_steps - 1) % P
     own = (yield Exchange({home: GradHome(held.owner, held.dk, held.dv)}, (source,)))[source]
-    assert own.owner == r, f"rank {r} received the gradients of rank {own.owner}"
+    if own.owner != r:
+        raise RuntimeError(f"rank {r} received the gradients of rank {own.owner}'s shard")
     return dq, own.dk, own.dv
 
 
