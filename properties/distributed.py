@@ -212,6 +212,8 @@ def cp_case(draw, *, ulysses=False):
     mag = draw(st.sampled_from((1.0, 5.0)))
     rng = np.random.default_rng(seed)
     L = sum(sizes)
+    if draw(st.integers(0, 3)) == 0:  # packed documents: a global predicate (segment ids by global position)
+        kw["mask"] = refimpl.masks.Document(np.sort(rng.integers(0, 3, L)))
     q = mag * rng.standard_normal((B, Hkv * G, L, D))
     k = mag * rng.standard_normal((B, Hkv, L, D))
     v = rng.standard_normal((B, Hkv, L, Dv))
@@ -263,7 +265,7 @@ def check_cp_comm_volume(impl, case: CPCase):
     sizes = [len(p) for p in positions]
     B, Hq, L, D = case.q.shape
     Hkv, Dv = case.k.shape[1], case.v.shape[3]
-    gm = SH.GlobalMask(L, case.kwargs["causal"], case.kwargs.get("window"))
+    gm = SH.GlobalMask(L, case.kwargs["causal"], case.kwargs.get("window"), case.kwargs.get("mask"))
     S = R.ring_num_steps(gm, positions)
     runs = [("ring forward", lambda log: impl.ring_forward(case.q, case.k, case.v, positions, log=log, **case.kwargs),
              CV.ring_forward(sizes, S, B, Hkv, D, Dv))]
