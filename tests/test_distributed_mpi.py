@@ -9,6 +9,7 @@ reason, unless ``CI`` is set: in CI a missing MPI is a failure. MPICH runs 4 ran
 the allow-run-as-root variables.
 """
 
+import functools
 import os
 import pathlib
 import shutil
@@ -23,12 +24,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
 
 
+@functools.lru_cache(maxsize=None)
 def _mpiexec():
-    """(argv prefix, None) or (None, reason)."""
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return None, 'mpi4py is not installed (pip install -e ".[mpi]")'
+    """(argv prefix, None) or (None, reason). The MPI library is loaded in a child process, not here."""
+    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI; print(MPI.Get_library_version())"],
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        return None, f'mpi4py or its MPI library does not load (pip install -e ".[mpi]"): {probe.stderr[-300:]}'
     here = pathlib.Path(sys.executable).parent / "mpiexec"
     exe = str(here) if here.exists() else shutil.which("mpiexec")
     if exe is None:

@@ -1,5 +1,6 @@
 """Distributed forms of attention and MoE, specified as rank programs (see messages.py).
 
+    messages         the Exchange protocol of rank programs, message sizes
     sharding         sequence layouts (contiguous, zig-zag), the global mask
     ring             ring attention forward and backward (context parallelism)
     ulysses          all-to-all (DeepSpeed-Ulysses) sequence <-> head resharding

@@ -247,7 +247,7 @@ def program(shard: EPShard, k: int, num_ranks: int, capacity_convention: str = "
 
 def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_convention="local", log=None,
                         rank_program=program, driver=None, reroute=False, **route_options):
-    """Run the layer over len(xs) simulated ranks. xs: list of (T_r, D); experts: all E (each rank gets
+    """Run the layer over len(xs) ranks (simulated by default). xs: list of (T_r, D); experts: all E (each rank gets
     its own); owner (E,) rank of each expert. Returns the list of EPResult, one per rank.
     ``driver``: ``simulate.drive`` (default) or ``mpi.driver()``."""
 

@@ -250,7 +250,7 @@ def shards_of(q, k, v, positions) -> list:
 
 def ring_attention(q, k, v, positions, *, causal=False, window=None, mask=None, scale=None, softcap=None,
                    log=None, program=forward_program, driver=None):
-    """Attention of the gathered sequence computed by ring attention over ``len(positions)`` simulated ranks.
+    """Attention of the gathered sequence by ring attention over ``len(positions)`` ranks (simulated by default).
 
     q (B, Hq, L, D), k (B, Hkv, L, D), v (B, Hkv, L, Dv); ``positions`` a layout
     (``sharding.contiguous`` / ``sharding.zigzag``). Returns (out, lse, states)

@@ -134,7 +134,7 @@ def backward_program(problem: AttentionProblem, shard: RankShard, dout, num_rank
 
 def ulysses_attention(q, k, v, positions, *, causal=False, window=None, mask=None, scale=None, softcap=None,
                       log=None, rank_program=program, driver=None):
-    """Attention of the gathered sequence by two all-to-alls over ``len(positions)`` simulated ranks.
+    """Attention of the gathered sequence by two all-to-alls over ``len(positions)`` ranks (simulated by default).
 
     Shapes as ``ring.ring_attention``; P must divide Hq and Hkv. Returns (out, lse) in global order.
     """
