@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("properties.softmax", "properties.attention", "properties.flash", "properties.moe", "properties.distributed")
+MODULES = (
+    "properties.softmax", "properties.attention", "properties.flash", "properties.moe",
+    "properties.rope", "properties.decode", "properties.mla",
+    "properties.mixers_linear", "properties.mixers_scan",
+    "properties.distributed",
+)
 
 
 def modules():

@@ -3,7 +3,11 @@
 Read the module docstrings for formulas, shapes, conventions and sources.
 """
 
-from . import accounting, flash, io_accounting, masks, moe, split_kv
+from . import accounting, flash, io_accounting, kv_cache, masks, mla, moe, receptive_field, rope, split_kv
+from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
+from .mla import MLALatentCache, MLAWeights, mla_attention
+from .receptive_field import receptive_field as receptive_field_matrix, window_receptive_interval
+from .rope import apply_rope, convert_layout, layout_permutation, rope_frequencies
 from .flash import FlashStats, flash_attention, flash_attention_backward
 from .sdpa import (
     alibi_bias,
@@ -31,6 +35,25 @@ __all__ = [
     "masks",
     "moe",
     "split_kv",
+    "kv_cache",
+    "mla",
+    "receptive_field",
+    "rope",
+    "ContiguousCache",
+    "PagedCache",
+    "RingCache",
+    "decode",
+    "decode_step",
+    "make_cache",
+    "MLALatentCache",
+    "MLAWeights",
+    "mla_attention",
+    "receptive_field_matrix",
+    "window_receptive_interval",
+    "apply_rope",
+    "convert_layout",
+    "layout_permutation",
+    "rope_frequencies",
     "FlashStats",
     "flash_attention",
     "flash_attention_backward",

@@ -46,3 +46,16 @@ def positive_float(x, name: str) -> float:
     if not np.isfinite(x) or x <= 0:
         raise ValueError(f"{name}: expected a finite positive number, got {x}")
     return x
+
+
+def leading_shape(arr: np.ndarray, name: str, expected: tuple, what: str) -> None:
+    """Require ``arr.shape[:len(expected)] == expected`` (``None`` entries match anything)."""
+    got = arr.shape[: len(expected)]
+    if len(got) != len(expected) or any(e is not None and g != e for g, e in zip(got, expected)):
+        raise ValueError(f"{name}: expected leading shape {what} = {expected}, got shape {arr.shape}")
+
+
+def chunk_starts(L: int, chunk_size, name: str = "chunk_size") -> list:
+    """Start offsets of consecutive chunks of ``chunk_size`` tokens (the last may be shorter)."""
+    c = positive_int(chunk_size, name)
+    return list(range(0, L, c))

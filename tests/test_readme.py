@@ -50,3 +50,10 @@ def test_moe_preset_table_matches_code():
         for n in (n.strip("` ") for n in row[0].split(",")):
             value = P.ALL[n].uniform_balance_loss(3, 8)  # k = 3, E = 8
             assert value == {"1": 1.0, "k": 3.0}[uniform], (n, value, uniform)
+
+
+def test_mixer_preset_table_matches_code():
+    from refimpl.mixers import presets as MP
+
+    rows = _table("| preset | library (file: function, version checked) |")
+    assert {r[0].strip("` ") for r in rows} == set(MP.__all__)

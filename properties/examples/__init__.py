@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 from typing import Callable
 
-TOPICS = ("attention", "flash", "moe")
+TOPICS = ("attention", "flash", "moe", "positions", "mixers")
 
 
 @dataclasses.dataclass(frozen=True)

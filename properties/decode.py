@@ -1,0 +1,352 @@
+"""Conformance properties of KV caches and decoding loops (kind "decode").
+
+An adapter runs a whole sequence through its cache and decoding loop:
+
+    decode(q, k, v, *, cache, chunks, window, rope, block_size) -> out (B, Hq, L, Dv)
+
+with q, k, v before RoPE, ``cache`` in refimpl.kv_cache.CACHE_KINDS, ``chunks``
+the step lengths (all 1: token by token; one chunk: prefill; else chunked
+prefill / several queries per step), ``window`` None or (left, 0), ``rope``
+None or apply_rope keywords. It must equal full causal attention over the
+sequence with RoPE at positions 0..L-1 (``refimpl.kv_cache.prefill_reference``).
+
+The bundled ``position_masked`` decoder is independent of refimpl's caches: it
+keeps (position, k, v) entries in a list, evicts by position, and masks by
+comparing absolute positions (no alignment convention involved).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+import refimpl
+from refimpl import kv_cache as KV
+
+from .core import Property
+from .protocol import Capability, Kind
+from .tolerance import attention_forward_bounds, compare_close
+
+KINDS = (
+    Kind(
+        "decode",
+        "a KV cache plus decoding loop; the concatenated step outputs are compared with full causal attention "
+        "(refimpl.kv_cache.prefill_reference)",
+        {
+            "decode": "decode(q, k, v, *, cache, chunks, window, rope, block_size) -> out (B, Hq, L, Dv)",
+            "contents": "contents(k, v, *, cache, chunks, window, block_size) -> (K, V, positions) held, in position order",
+            "fork": "fork(k, v, *, prefix, block_size) -> (K_a, V_a, K_b, V_b, blocks_in_use): sequence b forks "
+                    "sequence a after `prefix` tokens, then each appends its own continuation (B = 2 rows of k, v)",
+        },
+        ("decode",),
+        {
+            "paged": Capability("supports cache='paged' (block tables of block_size tokens)"),
+            "ring": Capability("supports cache='ring' (a sliding-window ring of left + 1 slots)"),
+            "rope": Capability("applies RoPE (rope keywords) at absolute positions"),
+            "gqa": Capability("supports Hq a multiple of Hkv"),
+            "contents": Capability("exposes what the cache holds", ("contents",)),
+            "fork": Capability("paged sequences share blocks after a fork (copy-on-write)", ("fork",)),
+        },
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeAdapter:
+    name: str
+    decode: Callable
+    capabilities: frozenset
+    contents: Callable | None = None
+    fork: Callable | None = None
+    kind: str = "decode"
+
+
+# ----------------------------------------------------------------------------
+# refimpl's caches, the independent decoder, and the wrong ones
+
+
+def _run_ref(q, k, v, *, cache, chunks, window, rope, block_size, bug=None):
+    B, Hkv, _, D = k.shape
+    c = _make(cache, Hkv, D, v.shape[-1], B, window, block_size, bug)
+    if bug is not None:
+        return _buggy_loop(q, k, v, c, chunks, window, rope, bug)
+    return KV.decode(q, k, v, c, chunks=chunks, window=window, rope=rope)
+
+
+class _StaleRing(KV.RingCache):
+    """Reads its slots in slot order: after wrap-around the keys are no longer in position order."""
+
+    def contents(self):
+        held = np.arange(max(0, self.length - self.capacity), self.length)
+        slots = np.sort(held % self.capacity)
+        return self.k[:, :, slots], self.v[:, :, slots], self.slot_position[slots]
+
+
+class _EarlyRing(KV.RingCache):
+    """W - 1 slots for W keys, written before attending: the oldest key the window allows is gone."""
+
+    def update(self, k, v):
+        super().update(k, v)
+        return self.contents()[:2]
+
+
+class _FloorPaged(KV.PagedCache):
+    """Gathers only the full blocks (len // block_size of them): the partial last block is lost."""
+
+    def gather(self, seq):
+        K, V = super().gather(seq)
+        n = self.lengths[seq] // self.block_size * self.block_size
+        return K[:, :n], V[:, :n]
+
+
+class _OffByOnePaged(KV.PagedCache):
+    """Reads token p from block table[(p + 1) // block_size]: the last slot of each block comes from the next one."""
+
+    def gather(self, seq):
+        p = np.arange(self.lengths[seq])
+        table = np.asarray(self.tables[seq], dtype=np.int64)
+        blocks = table[np.minimum((p + 1) // self.block_size, table.size - 1)]
+        off = p % self.block_size
+        return self.k_pool[blocks, :, off].transpose(1, 0, 2), self.v_pool[blocks, :, off].transpose(1, 0, 2)
+
+
+class _NoCowPaged(KV.PagedCache):
+    """Writes into a shared block without copying it: the other sequence sees the write."""
+
+    def _block_for_write(self, table, j):
+        if j == len(table):
+            table.append(self._allocate())
+        return table[j]
+
+
+def _make(kind, Hkv, D, Dv, B, window, block_size, bug=None):
+    if kind == "ring" and bug in ("stale_ring", "ring_evicts_early"):
+        left = window[0]
+        cls, cap = (_StaleRing, left + 1) if bug == "stale_ring" else (_EarlyRing, max(left, 1))
+        return cls(Hkv, D, Dv, batch=B, capacity=cap)
+    if kind == "paged":
+        cls = {"paged_floor_blocks": _FloorPaged, "paged_no_copy_on_write": _NoCowPaged,
+               "paged_table_off_by_one": _OffByOnePaged}.get(bug, KV.PagedCache)
+        return cls(Hkv, D, Dv, batch=B, block_size=block_size, num_blocks=64)
+    return KV.make_cache(kind, Hkv, D, Dv, batch=B, window=window, block_size=block_size)
+
+
+def _buggy_loop(q, k, v, cache, chunks, window, rope, bug):
+    outs, s = [], 0
+    win = None if window is None else (window[0], 0)
+    for n in chunks:
+        sl = slice(s, s + n)
+        qs, ks = q[:, :, sl], k[:, :, sl]
+        pos = np.arange(s, s + n) if bug != "rope_positions_from_zero" else np.arange(n)
+        if rope is not None:
+            qs = refimpl.apply_rope(qs, pos, **rope)
+            if bug != "rope_after_cache":
+                ks = refimpl.apply_rope(ks, pos, **rope)
+        K, V = cache.update(ks, v[:, :, sl])
+        if rope is not None and bug == "rope_after_cache":  # rotates the gathered keys at their index
+            K = refimpl.apply_rope(K, np.arange(K.shape[2]), **rope)
+        align = "top_left" if bug == "top_left_decode" else "bottom_right"
+        outs.append(refimpl.attention(qs, K, V, causal=True, window=win, align=align)[0])
+        s += n
+    return np.concatenate(outs, axis=2)
+
+
+def _contents_ref(k, v, *, cache, chunks, window, block_size, bug=None):
+    B, Hkv, _, D = k.shape
+    c = _make(cache, Hkv, D, v.shape[-1], B, window, block_size, bug)
+    s = 0
+    for n in chunks:
+        c.update(k[:, :, s : s + n], v[:, :, s : s + n])
+        s += n
+    return c.contents()
+
+
+def _fork_ref(k, v, *, prefix, block_size, bug=None):
+    """Sequence a = row 0, b = row 1 of k, v; b shares a's first `prefix` tokens."""
+    c = _make("paged", k.shape[1], k.shape[3], v.shape[3], 1, None, block_size, bug)
+    c.append(0, k[0, :, :prefix], v[0, :, :prefix])
+    b = c.fork(0)
+    c.append(0, k[0, :, prefix:], v[0, :, prefix:])
+    c.append(b, k[1, :, prefix:], v[1, :, prefix:])
+    (Ka, Va), (Kb, Vb) = c.gather(0), c.gather(b)
+    return Ka, Va, Kb, Vb, c.blocks_in_use
+
+
+def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size):
+    """Independent decoder: a list of (position, k, v), eviction and masking by absolute position."""
+    left = None if window is None else window[0]
+    entries, outs, s = [], [], 0
+    for n in chunks:
+        pos = np.arange(s, s + n)
+        qs, ks = q[:, :, s : s + n], k[:, :, s : s + n]
+        if rope is not None:
+            qs, ks = refimpl.apply_rope(qs, pos, **rope), refimpl.apply_rope(ks, pos, **rope)
+        entries += [(int(p), ks[:, :, i], v[:, :, s + i]) for i, p in enumerate(pos)]
+        kp = np.array([e[0] for e in entries])
+        vis = kp[None, :] <= pos[:, None]
+        if left is not None:
+            vis &= kp[None, :] >= pos[:, None] - left
+        K = np.stack([e[1] for e in entries], axis=2)
+        V = np.stack([e[2] for e in entries], axis=2)
+        outs.append(refimpl.attention(qs, K, V, mask=vis)[0])
+        if cache == "ring":  # keep only what a later query's window can still see
+            entries = [e for e in entries if e[0] >= s + n - left]
+        s += n
+    return np.concatenate(outs, axis=2)
+
+
+ALL_CAPS = frozenset({"paged", "ring", "rope", "gqa", "contents", "fork"})
+BUNDLED = [
+    DecodeAdapter("refimpl.kv_cache", _run_ref, ALL_CAPS, contents=_contents_ref, fork=_fork_ref),
+    DecodeAdapter("position_masked", _position_masked, frozenset({"paged", "ring", "rope", "gqa"})),
+]
+_BUGS = ("top_left_decode", "rope_positions_from_zero", "rope_after_cache", "stale_ring", "ring_evicts_early",
+         "paged_floor_blocks", "paged_table_off_by_one", "paged_no_copy_on_write")
+
+
+def _wrong(bug):
+    def dec(*a, **kw):
+        return _run_ref(*a, bug=bug, **kw)
+
+    def con(*a, **kw):
+        return _contents_ref(*a, bug=bug, **kw)
+
+    def frk(*a, **kw):
+        return _fork_ref(*a, bug=bug, **kw)
+
+    return DecodeAdapter(f"wrong:{bug}", dec, ALL_CAPS, contents=con, fork=frk)
+
+
+WRONG = {b: _wrong(b) for b in _BUGS}
+
+
+# ----------------------------------------------------------------------------
+# cases
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeCase:
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    cache: str
+    chunks: tuple
+    window: tuple | None
+    rope: dict | None
+    block_size: int
+    seed: int
+
+    def kwargs(self):
+        return dict(cache=self.cache, chunks=list(self.chunks), window=self.window, rope=self.rope,
+                    block_size=self.block_size)
+
+    def __repr__(self):
+        return (f"DecodeCase(q{self.q.shape}, k{self.k.shape}, v{self.v.shape}, cache={self.cache!r}, "
+                f"chunks={list(self.chunks)}, window={self.window}, rope={self.rope}, block_size={self.block_size}, "
+                f"seed={self.seed})")
+
+
+@st.composite
+def decode_case(draw, caps, *, kinds=None, ring_only=False):
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    kinds = kinds or ("contiguous",) + tuple(c for c in ("paged", "ring") if c in caps)
+    cache = "ring" if ring_only else draw(st.sampled_from(kinds))
+    B, Hkv = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    G = draw(st.integers(1, 3)) if "gqa" in caps else 1
+    D, Dv, L = 2 * draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 12))
+    chunks, left_over = [], L
+    while left_over:
+        c = draw(st.sampled_from((1, 1, 2, 3, 5, 12)))
+        chunks.append(min(c, left_over))
+        left_over -= chunks[-1]
+    window = (draw(st.integers(0, 5)), 0) if cache == "ring" or draw(st.booleans()) else None
+    rope = None
+    if "rope" in caps and draw(st.booleans()):
+        rope = {"layout": draw(st.sampled_from(("half", "interleaved"))), "base": draw(st.sampled_from((10.0, 10000.0))),
+                "rotary_dim": draw(st.sampled_from((None, 2)))}
+    return DecodeCase(rng.standard_normal((B, Hkv * G, L, D)), rng.standard_normal((B, Hkv, L, D)),
+                      rng.standard_normal((B, Hkv, L, Dv)), cache, tuple(chunks), window, rope,
+                      draw(st.integers(1, 4)), seed)
+
+
+def _bound(case):
+    """Both sides compute the same rotated q, k (RoPE is elementwise); attention rows of
+    different lengths differ by at most the float64 attention bound each: twice it."""
+    pos = np.arange(case.q.shape[2])
+    q, k = case.q, case.k
+    if case.rope is not None:
+        q, k = refimpl.apply_rope(q, pos, **case.rope), refimpl.apply_rope(k, pos, **case.rope)
+    return 2 * attention_forward_bounds(q, k, case.v)[0]
+
+
+# ----------------------------------------------------------------------------
+# checks
+
+
+def check_decode_equals_prefill(impl, case):
+    """Decoding in case.chunks through the cache equals full causal attention over the sequence."""
+    out = np.asarray(impl.decode(case.q, case.k, case.v, **case.kwargs()), dtype=np.float64)
+    ref = KV.prefill_reference(case.q, case.k, case.v, window=case.window, rope=case.rope)
+    compare_close("out (decode vs prefill)", out, ref, _bound(case), f"{impl.name}; {case!r}")
+
+
+def check_eviction_invisible(impl, case):
+    """A ring of left + 1 slots gives what a contiguous cache gives under the same window."""
+    ring = np.asarray(impl.decode(case.q, case.k, case.v, **case.kwargs()), dtype=np.float64)
+    full = np.asarray(impl.decode(case.q, case.k, case.v, **{**case.kwargs(), "cache": "contiguous"}), dtype=np.float64)
+    compare_close("out (ring vs contiguous)", ring, full, _bound(case), f"{impl.name}; {case!r}")
+
+
+def check_cache_contents(impl, case):
+    """The cache holds exactly: every position (contiguous, paged gather) or the last left + 1 (ring), in order."""
+    K, V, pos = impl.contents(case.k, case.v, **{k: v for k, v in case.kwargs().items() if k != "rope"})
+    L = case.k.shape[2]
+    first = 0 if case.cache != "ring" else max(0, L - case.window[0] - 1)
+    want = np.arange(first, L)
+    if not np.array_equal(np.asarray(pos), want):
+        raise AssertionError(f"{impl.name}: cache holds positions {np.asarray(pos).tolist()}, expected {want.tolist()}; {case!r}")
+    if not (np.array_equal(K, case.k[:, :, first:]) and np.array_equal(V, case.v[:, :, first:])):
+        raise AssertionError(f"{impl.name}: cached keys/values are not those of positions {want.tolist()}; {case!r}")
+
+
+def check_fork_shares_blocks(impl, case):
+    """Two sequences forked after a prefix gather their own tokens exactly; the prefix's full blocks are shared."""
+    L, bs = case.k.shape[2], case.block_size
+    prefix = int(np.random.default_rng(case.seed).integers(0, L + 1))
+    k = np.stack([case.k[0], case.k[-1] + 1.0])  # two different rows (B may be 1)
+    v = np.stack([case.v[0], case.v[-1] - 1.0])
+    Ka, Va, Kb, Vb, used = impl.fork(k, v, prefix=prefix, block_size=bs)
+    kb = np.concatenate([k[0, :, :prefix], k[1, :, prefix:]], axis=1)
+    vb = np.concatenate([v[0, :, :prefix], v[1, :, prefix:]], axis=1)
+    ctx = f"{impl.name}: prefix={prefix}; {case!r}"
+    if not (np.array_equal(Ka, k[0]) and np.array_equal(Va, v[0])):
+        raise AssertionError(f"{ctx}: sequence a no longer gathers its own tokens (a shared block was overwritten?)")
+    if not (np.array_equal(Kb, kb) and np.array_equal(Vb, vb)):
+        raise AssertionError(f"{ctx}: the forked sequence does not gather prefix + its continuation")
+    shared = prefix // bs if prefix < L else -(-L // bs)  # full prefix blocks; all blocks if nothing diverges
+    expect = 2 * -(-L // bs) - shared
+    if used != expect:
+        raise AssertionError(f"{ctx}: {used} blocks in use, expected {expect} ({shared} shared)")
+
+
+PROPERTIES = [
+    Property("decode_equals_prefill", "decode", check_decode_equals_prefill, decode_case,
+             "token-by-token / chunked decoding through the cache equals full causal attention (RoPE, GQA, windows)",
+             rejects=("top_left_decode", "rope_positions_from_zero", "rope_after_cache", "stale_ring",
+                      "ring_evicts_early", "paged_floor_blocks", "paged_table_off_by_one")),
+    Property("eviction_invisible", "decode", check_eviction_invisible,
+             lambda caps: decode_case(caps, ring_only=True),
+             "a ring buffer of left + 1 slots never changes a result the window allows",
+             requires=frozenset({"ring"}), rejects=("ring_evicts_early", "stale_ring", "rope_after_cache")),
+    Property("cache_contents", "decode", check_cache_contents, decode_case,
+             "the cache holds every position (paged gather == contiguous) or the last left + 1 (ring), in order",
+             requires=frozenset({"contents"}), rejects=("stale_ring", "paged_floor_blocks", "paged_table_off_by_one")),
+    Property("paged_fork_shares_blocks", "decode", check_fork_shares_blocks,
+             lambda caps: decode_case(caps, kinds=("paged",)),
+             "forked paged sequences share full prefix blocks and copy on write",
+             requires=frozenset({"fork"}), rejects=("paged_no_copy_on_write",)),
+]

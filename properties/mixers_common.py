@@ -1,0 +1,62 @@
+"""Shared by the linear-time mixer property modules: elementwise bounds and case reprs.
+
+Every mixer bound has the same shape. Each output entry is a sum of products
+o = sum_i prod_m x_im (over tokens, channels, state entries), one per path through the
+recurrence. Evaluate the same computation on absolute values (decays are positive) to get
+M = sum_i prod_m |x_im|; then any float64 evaluation order of the sum is within
+gamma_n M, gamma_n = n u / (1 - n u) (Higham, *Accuracy and Stability*, eq. 3.5, for sums of
+n terms in any order, each product carrying its own (1 + delta)^m), where n counts the
+additions along the longest path plus the roundings inside one product (decays computed as a
+product of L per-step exps in one form and as one exp of a cumulative sum in another: L roundings
+plus the cumulative sum's error L u max|G| turned into a relative one by exp). Two
+implementations each within the bound of the exact value differ by at most twice it; the
+suite takes ``SAFETY`` = 2 more (4 in all, the same as ``properties.tolerance.FLOAT64_SAFETY``).
+The measured ratios error / bound are recorded in ``MEASURED`` (max per property) and printed
+by ``tests/test_mixers_properties.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+U64 = 2.0**-53
+SAFETY = 4.0
+
+#: property name -> largest error / bound seen on a bundled (correct) implementation.
+MEASURED: dict = {}
+
+
+def rounding_bound(magnitude, n_terms: float) -> np.ndarray:
+    """SAFETY * gamma_n * M for entries of magnitude M (see the module doc)."""
+    n = float(n_terms)
+    return SAFETY * (n * U64 / (1.0 - n * U64)) * np.asarray(magnitude, dtype=np.float64)
+
+
+def compare_elementwise(prop: str, impl_name: str, got, ref, bound, context: str) -> None:
+    """Assert |got - ref| <= bound entrywise (bound an array broadcastable to ref) and record the ratio."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        raise AssertionError(f"{prop}: {impl_name} returned shape {got.shape}, expected {ref.shape}; {context}")
+    if got.size == 0:
+        return
+    if not np.isfinite(got).all():
+        bad = tuple(np.argwhere(~np.isfinite(got))[0].tolist())
+        raise AssertionError(f"{prop}: {impl_name} gave non-finite {got[bad]} at {list(bad)}; {context}")
+    err = np.abs(got - ref)
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), err.shape)
+    ratio = err / np.maximum(bound, np.finfo(float).tiny)
+    worst = np.unravel_index(np.argmax(ratio), ratio.shape)
+    if ratio[worst] > 1.0:
+        raise AssertionError(
+            f"{prop}: {impl_name} differs by {err[worst]:.3e} at {list(map(int, worst))}, bound {bound[worst]:.3e} "
+            f"(got {got[worst]!r}, expected {ref[worst]!r}); {context}"
+        )
+    if not impl_name.startswith("wrong["):
+        MEASURED[prop] = max(MEASURED.get(prop, 0.0), float(ratio[worst]))
+
+
+def shape_repr(**arrays) -> str:
+    return ", ".join(f"{k}{tuple(v.shape)}" if hasattr(v, "shape") else f"{k}={v}" for k, v in arrays.items())
+
+
+__all__ = ["MEASURED", "SAFETY", "U64", "compare_elementwise", "rounding_bound", "shape_repr"]

@@ -1,0 +1,274 @@
+"""Conformance of RWKV-4 WKV and the selective state-space scan: every form equals the definition.
+
+Kinds ``wkv`` and ``ssm_scan`` (declared in ``KINDS``). The WKV reference is the definition
+as an explicit weighted average in log space (:func:`refimpl.mixers.rwkv4.wkv`, form
+"parallel"); the scan reference is the sequential loop (:func:`refimpl.mixers.ssm.selective_scan`).
+An adapter that only handles time-invariant SSMs (a convolution / FFT kernel) leaves out the
+``time_varying`` capability and is drawn only time-invariant cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+from hypothesis import strategies as st
+
+from refimpl.mixers import rwkv4 as RW
+from refimpl.mixers import ssm as SSM
+
+from .core import Property
+from .mixers_common import compare_elementwise, rounding_bound, shape_repr
+from .protocol import Capability, Kind
+
+
+@dataclasses.dataclass(frozen=True)
+class WKVAdapter:
+    name: str
+    forward: Callable
+    capabilities: frozenset = frozenset()
+    kind: str = "wkv"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanAdapter:
+    name: str
+    forward: Callable
+    capabilities: frozenset = frozenset()
+    kind: str = "ssm_scan"
+
+
+KINDS = (
+    Kind("wkv", "RWKV-4 WKV per channel, bonus u for the current token only, past token j weighted "
+                "e^{(t-1-j) w + k_j}: refimpl.mixers.rwkv4.wkv",
+         {"forward": "forward(w, u, k, v) -> wkv (B,H,L,D); k, v (B,H,L,D); w, u (H,D); w = -exp(time_decay) < 0"},
+         ("forward",),
+         {"large_keys": Capability("finite and exact for |k| up to 1e4 (a running-max / log-space kernel)")}),
+    Kind("ssm_scan", "Mamba selective scan: x_t = exp(delta A) x_{t-1} + delta B_t u_t, y = C_t x_t + D u, "
+                     "* silu(z): refimpl.mixers.ssm.selective_scan(form='sequential')",
+         {"forward": "forward(u, delta, A, B, C, D, z, initial_state) -> (y (B,H,L,P), last state (B,H,P,N) or None); "
+                     "u, delta, z (B,H,L,P); A (H,P,N); B, C (B,G,L,N); D (H,P); D, z, initial_state may be None"},
+         ("forward",),
+         {"time_varying": Capability("delta, B and C may vary along L (a selective scan, not only a convolution)"),
+          "grouped": Capability("B, C with G < H groups; head h reads group h // (H / G)"),
+          "skip_and_gate": Capability("accepts D and z"),
+          "initial_state": Capability("accepts initial_state"),
+          "final_state": Capability("returns the last state")}),
+)
+
+
+# ----------------------------------------------------------------------------- WKV
+
+
+@dataclasses.dataclass(frozen=True)
+class WKVCase:
+    w: np.ndarray
+    u: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+
+    def __repr__(self):
+        return (f"WKVCase({shape_repr(k=self.k)}, max|k|={np.abs(self.k).max():.3g}, w in [{self.w.min():.3g}, "
+                f"{self.w.max():.3g}], u in [{self.u.min():.3g}, {self.u.max():.3g}])")
+
+
+@st.composite
+def wkv_case(draw, caps):
+    B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 16)), draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kmag = draw(st.sampled_from([1.0, 5.0, 30.0] + ([1e3, 1e4] if "large_keys" in caps else [])))
+    w = -np.exp(rng.standard_normal((H, D)) * draw(st.sampled_from([0.5, 2.0])))
+    u = rng.standard_normal((H, D)) * draw(st.sampled_from([0.5, 3.0]))
+    return WKVCase(w, u, rng.standard_normal((B, H, L, D)) * kmag, rng.standard_normal((B, H, L, D)))
+
+
+def _wkv_bound(c: WKVCase):
+    """wkv_t is a convex combination of v_j; each weight's exponent a = (t-1-j) w + k_j (or u + k_t)
+    is evaluated with relative error ~ u, so its weight carries a relative error <= u |a| + (L + 4) u
+    (the exps and the running-max rescalings); the average moves by at most twice that times max|v|."""
+    L = c.k.shape[2]
+    a = np.abs(c.k).max() + np.abs(c.u).max() + L * np.abs(c.w).max()
+    vmax = np.maximum.accumulate(np.abs(c.v), axis=2)
+    return rounding_bound(2 * vmax, a + 2 * L + 8)
+
+
+def check_wkv_matches_definition(impl, c: WKVCase):
+    """The WKV output equals the definition (explicit weighted average, log space) within the bound."""
+    got = impl.forward(c.w, c.u, c.k, c.v)
+    compare_elementwise("wkv_matches_definition", impl.name, got, RW.wkv(c.w, c.u, c.k, c.v, form="parallel"),
+                        _wkv_bound(c), repr(c))
+
+
+def _wkv_naive(w, u, k, v):
+    return RW.wkv(w, u, k, v, form="recurrent")
+
+
+def _wkv_no_max_shift(w, u, k, v):
+    """The naive recurrence as a kernel without the running max runs it: inf / NaN past e^709."""
+    try:
+        return _wkv_naive(w, u, k, v)
+    except OverflowError:
+        return np.full(np.shape(k), np.nan)
+
+
+def _from_log_weights(lw, v):
+    lw = lw - np.max(lw, axis=3, keepdims=True)
+    p = np.exp(lw)
+    return np.einsum("bhtjd,bhjd->bhtd", p / p.sum(axis=3, keepdims=True), v)
+
+
+def _per_head(x, k):
+    return np.broadcast_to(x, (k.shape[1], k.shape[3]))[None, :, None, None, :]
+
+
+def _wkv_u_on_past(w, u, k, v):
+    """Bonus u also given to a past token (j = t - 1), an indexing slip. (Adding u to every
+    token instead would cancel in the normalisation and change nothing.)"""
+    L = k.shape[2]
+    prev = np.eye(L, k=-1, dtype=bool)[None, None, :, :, None]
+    lw = RW.log_weights(w, u, k)
+    return _from_log_weights(np.where(prev, lw + _per_head(u, k), lw), v)
+
+
+def _wkv_decay_t_minus_j(w, u, k, v):
+    """Past token j weighted e^{(t-j) w}: one extra decay step (the seed's e^{-(t-j) w} read literally)."""
+    lw = RW.log_weights(w, u, k)
+    past = np.tril(np.ones((k.shape[2],) * 2, dtype=bool), -1)[None, None, :, :, None]
+    return _from_log_weights(np.where(past, lw + _per_head(w, k), lw), v)
+
+
+# ----------------------------------------------------------------------------- selective scan
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanCase:
+    u: np.ndarray
+    delta: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    D: Optional[np.ndarray]
+    z: Optional[np.ndarray]
+    x0: Optional[np.ndarray]
+
+    def __repr__(self):
+        return (f"ScanCase({shape_repr(u=self.u, A=self.A, B=self.B)}, D={self.D is not None}, z={self.z is not None}, "
+                f"x0={self.x0 is not None}, max delta*|A|={np.max(self.delta[..., None] * -self.A[None, :, None]):.3g})")
+
+
+@st.composite
+def scan_case(draw, caps):
+    b, L, P, N = draw(st.integers(1, 2)), draw(st.integers(1, 16)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    G = draw(st.integers(1, 2))
+    H = G * (draw(st.integers(1, 2)) if "grouped" in caps else 1)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    A = -np.exp(rng.standard_normal((H, P, N)))
+    tv = "time_varying" in caps and draw(st.booleans())
+    delta = np.log1p(np.exp(rng.standard_normal((b, H, L if tv else 1, P)) * draw(st.sampled_from([1.0, 3.0]))))
+    Bm, Cm = rng.standard_normal((2, b, G, L if tv else 1, N))
+    delta, Bm, Cm = (np.broadcast_to(x, x.shape[:2] + (L,) + x.shape[3:]).copy() for x in (delta, Bm, Cm))
+    u = rng.standard_normal((b, H, L, P)) * draw(st.sampled_from([1.0, 100.0]))
+    D = z = x0 = None
+    if "skip_and_gate" in caps and draw(st.booleans()):
+        D, z = rng.standard_normal((H, P)), rng.standard_normal((b, H, L, P))
+    if "initial_state" in caps and draw(st.booleans()):
+        x0 = rng.standard_normal((b, H, P, N))
+    return ScanCase(u, delta, A, Bm, Cm, D, z, x0)
+
+
+def _scan_bound(c: ScanCase):
+    """Same recurrence on absolute values (Abar > 0 already) bounds every path's magnitude; a decay
+    over s steps is a product of s exps (sequential, associative) or a power (convolution):
+    <= L roundings, plus u * sum_t delta |A| from the exponents, so n = 3L + N + 8 + max sum delta |A|."""
+    L, N = c.u.shape[2], c.A.shape[2]
+    absD = None if c.D is None else np.abs(c.D)
+    my, mx = SSM.selective_scan(np.abs(c.u), c.delta, c.A, np.abs(c.B), np.abs(c.C), absD, None, initial_state=None if c.x0 is None else np.abs(c.x0))
+    if c.z is not None:
+        my = my * np.abs(SSM.silu(c.z))
+    n = 3 * L + N + 8 + float(np.max(np.sum(c.delta, axis=2)[..., None] * -c.A[None], initial=0.0))
+    return rounding_bound(my, n), rounding_bound(mx, n)
+
+
+def check_scan_matches_sequential(impl, c: ScanCase):
+    """Output (and last state when declared) equal the sequential scan within the rounding bound."""
+    y, x = impl.forward(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.x0)
+    ry, rx = SSM.selective_scan(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, initial_state=c.x0)
+    by, bx = _scan_bound(c)
+    compare_elementwise("scan_matches_sequential", impl.name, y, ry, by, repr(c))
+    if "final_state" in impl.capabilities:
+        compare_elementwise("scan_matches_sequential", impl.name, x, rx, bx, repr(c) + " (last state)")
+
+
+def _scan_form(form):
+    return lambda u, dl, A, B, C, D, z, x0: SSM.selective_scan(u, dl, A, B, C, D, z, initial_state=x0, form=form)
+
+
+def _scan_euler_a(u, dl, A, B, C, D, z, x0):
+    """Euler for A too: Abar = 1 + delta A (first-order, not ZOH): differs at O((delta A)^2)."""
+    b, H, L, P = u.shape
+    G = B.shape[1]
+    Bg, Cg = np.repeat(B, H // G, axis=1), np.repeat(C, H // G, axis=1)
+    x = np.zeros((b, H, P, A.shape[2])) if x0 is None else x0
+    ys = []
+    for t in range(L):
+        x = (1 + dl[:, :, t, :, None] * A[None]) * x + dl[:, :, t, :, None] * Bg[:, :, t, None, :] * u[:, :, t, :, None]
+        ys.append(np.einsum("bhpn,bhn->bhp", x, Cg[:, :, t]))
+    y = np.stack(ys, axis=2) + (0 if D is None else D[None, :, None] * u)
+    return (y if z is None else y * SSM.silu(z)), x
+
+
+def _scan_group_mod(u, dl, A, B, C, D, z, x0):
+    """Head h reads group h % G instead of h // (H / G) (the GQA-style mapping bug)."""
+    H, G = u.shape[1], B.shape[1]
+    order = [h % G for h in range(H)]
+    rep = H // G
+    Bp, Cp = B[:, order], C[:, order]  # (b, H, L, N): treat every head as its own group
+    return SSM.selective_scan(u, dl, A, Bp, Cp, D, z, initial_state=x0) if rep > 1 else \
+        SSM.selective_scan(u, dl, A, B, C, D, z, initial_state=x0)
+
+
+def _scan_seed_convolution(u, dl, A, B, C, D, z, x0):
+    """Seed 001 19.2 read literally: y_t = sum_{j<t} C Abar^{t-j-1} Bbar u_j + D u_t (ERRATA 15)."""
+    s = SSM.selective_scan(u, dl, A, B, C, None, None, form="convolution")  # for the setup checks
+    H, G = u.shape[1], B.shape[1]
+    Abar = np.exp(dl[:, :, 0, :, None] * A[None])
+    Bbar = dl[:, :, 0, :, None] * np.repeat(B, H // G, axis=1)[:, :, 0, None, :]
+    c = np.repeat(C, H // G, axis=1)[:, :, 0]
+    L = u.shape[2]
+    y = np.zeros(u.shape)
+    for t in range(L):
+        for j in range(t):
+            y[:, :, t] += np.einsum("bhpn,bhn->bhp", Abar ** (t - j - 1) * Bbar, c) * u[:, :, j]
+    y = y + (0 if D is None else D[None, :, None] * u)
+    return (y if z is None else y * SSM.silu(z)), s[1]
+
+
+_ALL = frozenset({"time_varying", "grouped", "skip_and_gate", "initial_state", "final_state"})
+BUNDLED = [WKVAdapter(f"refimpl.wkv[{f}]", (lambda f: lambda w, u, k, v: RW.wkv(w, u, k, v, form=f))(f),
+                      frozenset({"large_keys"})) for f in ("stable", "parallel")]
+BUNDLED.append(WKVAdapter("refimpl.wkv[recurrent]", _wkv_naive))  # exact, but overflows for large keys
+BUNDLED += [ScanAdapter(f"refimpl.selective_scan[{f}]", _scan_form(f), _ALL) for f in ("sequential", "associative")]
+BUNDLED.append(ScanAdapter("refimpl.selective_scan[convolution]", _scan_form("convolution"), _ALL - {"time_varying"}))
+
+_W = "wrong[{}]"
+WRONG = {
+    "wkv_naive_overflows": WKVAdapter(_W.format("wkv_naive_overflows"), _wkv_no_max_shift, frozenset({"large_keys"})),
+    "wkv_u_on_past": WKVAdapter(_W.format("wkv_u_on_past"), _wkv_u_on_past),
+    "wkv_decay_t_minus_j": WKVAdapter(_W.format("wkv_decay_t_minus_j"), _wkv_decay_t_minus_j),
+    "scan_euler_a": ScanAdapter(_W.format("scan_euler_a"), _scan_euler_a, _ALL),
+    "scan_group_mod": ScanAdapter(_W.format("scan_group_mod"), _scan_group_mod, _ALL),
+    "scan_seed_convolution": ScanAdapter(_W.format("scan_seed_convolution"), _scan_seed_convolution, _ALL - {"time_varying"}),
+}
+
+PROPERTIES = [
+    Property("wkv_matches_definition", "wkv", check_wkv_matches_definition, wkv_case,
+             "WKV equals its definition (bonus u on the current token only, past token j decayed (t-1-j) w); "
+             "with large_keys, also for |k| up to 1e4 where exp(k) overflows",
+             rejects=("wkv_naive_overflows", "wkv_u_on_past", "wkv_decay_t_minus_j")),
+    Property("scan_matches_sequential", "ssm_scan", check_scan_matches_sequential, scan_case,
+             "sequential, associative and convolution forms equal the ZOH-A / Euler-B selective scan",
+             rejects=("scan_euler_a", "scan_group_mod", "scan_seed_convolution")),
+]
+
+__all__ = ["BUNDLED", "KINDS", "PROPERTIES", "WRONG", "ScanAdapter", "WKVAdapter"]

@@ -1,0 +1,295 @@
+"""Conformance properties of RoPE implementations (kind "rope").
+
+An adapter's ``apply(x, positions, *, layout, rotary_dim, base, scaling)`` has
+refimpl.apply_rope's signature. The bundled ``ComplexRope`` is an independent
+implementation in Meta's complex-number form (pairs as complex numbers times
+exp(i m theta)), so refimpl is never checked only against itself.
+
+Error bound (float64, u = 2^-53). theta_i = base^(-e) with e = 2i/d: rounding
+e, the power and the division give |dtheta| <= (ln(base) e + 3) u theta; the
+product m theta adds u, so |d alpha| <= m theta (ln(base) + 4) u =: A (scalings
+add a handful of operations: we use ln(base) + 20). cos and sin are then
+within A + u of the exact values, and each rotated column x_a cos - x_b sin
+within (|x_a| + |x_b|)(A + 3u). Comparisons use twice that (both sides err).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import mpmath
+import numpy as np
+from hypothesis import strategies as st
+
+import refimpl
+from refimpl import rope as R
+
+from .core import Property
+from .protocol import Capability, Kind
+
+U = 2.0**-53
+
+KINDS = (
+    Kind(
+        "rope",
+        "rotary position embedding of (B, H, L, D) at integer positions; compared with refimpl.apply_rope",
+        {"apply": "apply(x, positions, *, layout, rotary_dim, base, scaling) -> (B, H, L, D) float array"},
+        ("apply",),
+        {
+            "interleaved": Capability("supports layout='interleaved' (GPT-J / Meta pairs (2i, 2i+1)) besides 'half'"),
+            "partial": Capability("supports rotary_dim < D (the remaining columns pass through)"),
+            "scaling": Capability("supports scaling dicts: linear, dynamic, yarn, llama3 (HF rope_parameters keys)"),
+        },
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeAdapter:
+    name: str
+    apply: Callable
+    capabilities: frozenset
+    kind: str = "rope"
+
+
+def _complex_rope(x, positions, *, layout="half", rotary_dim=None, base=10000.0, scaling=None, bug=None):
+    """RoPE as complex multiplication (Meta llama ``apply_rotary_emb``), any layout via the permutation."""
+    x = np.asarray(x, dtype=np.float64)
+    B, H, L, D = x.shape
+    d = D if rotary_dim is None else rotary_dim
+    if bug == "partial_rotates_last":
+        x = x[..., ::-1]
+    perm = R.layout_permutation(D, d)
+    native = layout == "interleaved" and bug != "half_for_interleaved"  # the bug treats every input as half
+    xi = x if native else x[..., perm]
+    theta, attn = R.rope_frequencies(d, base, scaling)
+    if bug == "theta_i_over_d":
+        theta = 1.0 / base ** (np.arange(d // 2) / d)
+    if bug == "yarn_no_attention_factor":
+        attn = 1.0
+    pos = np.broadcast_to(np.asarray(positions), (B, L)).astype(np.int64)
+    if bug == "positions_off_by_one":
+        pos = pos + 1
+    if bug == "float32_angles":
+        alpha = (pos.astype(np.float32)[..., None] * theta.astype(np.float32)).astype(np.float64)
+    else:
+        alpha = pos.astype(np.float64)[..., None] * theta
+    z = xi[..., 0:d:2] + 1j * xi[..., 1:d:2]
+    w = attn * np.exp(1j * alpha[:, None])
+    if bug == "no_minus_sign":
+        zr = z.real * w.real + z.imag * w.imag + 1j * (z.imag * w.real + z.real * w.imag)
+    elif bug == "mixed_tables":  # half-layout tables (cat(freqs, freqs)) read pairwise: a pair gets two angles
+        a2 = np.concatenate([alpha, alpha], axis=-1)[:, None]
+        c, s = attn * np.cos(a2), attn * np.sin(a2)
+        zr = (z.real * c[..., 0::2] - z.imag * s[..., 0::2]) + 1j * (z.imag * c[..., 1::2] + z.real * s[..., 1::2])
+    else:
+        zr = z * w
+    out = xi.copy()
+    out[..., 0:d:2], out[..., 1:d:2] = zr.real, zr.imag
+    if not native:
+        out = out[..., np.argsort(perm)]
+    if bug == "partial_rotates_last":
+        out = out[..., ::-1]
+    return out
+
+
+ALL_CAPS = frozenset({"interleaved", "partial", "scaling"})
+BUNDLED = [
+    RopeAdapter("refimpl.apply_rope", refimpl.apply_rope, ALL_CAPS),
+    RopeAdapter("complex_form", _complex_rope, ALL_CAPS),
+]
+_BUGS = ("half_for_interleaved", "positions_off_by_one", "float32_angles", "mixed_tables", "no_minus_sign",
+         "partial_rotates_last", "yarn_no_attention_factor", "theta_i_over_d")
+WRONG = {b: RopeAdapter(f"wrong:{b}", (lambda bug: lambda *a, **k: _complex_rope(*a, bug=bug, **k))(b), ALL_CAPS)
+         for b in _BUGS}
+
+
+# ----------------------------------------------------------------------------
+# cases
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeCase:
+    x: np.ndarray
+    positions: np.ndarray
+    kwargs: dict
+    seed: int
+
+    def __repr__(self):
+        return (f"RopeCase(x{self.x.shape}, positions={self.positions.tolist()}, kwargs={self.kwargs}, "
+                f"seed={self.seed})")
+
+
+_SCALINGS = (
+    None,
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "dynamic", "factor": 2.0, "max_position_embeddings": 64, "seq_len": 300},
+    {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 64},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+)
+
+
+@st.composite
+def rope_case(draw, caps, *, max_position=2**20, scalings=True, layouts=None):
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    B, H, L = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 5))
+    D = 2 * draw(st.integers(1, 6))
+    kw = {"layout": draw(st.sampled_from(layouts or (("half", "interleaved") if "interleaved" in caps else ("half",))))}
+    if "partial" in caps and draw(st.booleans()):
+        kw["rotary_dim"] = 2 * draw(st.integers(1, D // 2))
+    kw["base"] = draw(st.sampled_from((10000.0, 500000.0, 100.0)))
+    if scalings and "scaling" in caps:
+        kw["scaling"] = draw(st.sampled_from(_SCALINGS))
+        if kw["scaling"] and kw["scaling"]["rope_type"] == "dynamic" and kw.get("rotary_dim", D) < 4:
+            kw["scaling"] = None  # dynamic NTK's exponent d / (d - 2) needs d >= 4
+    top = draw(st.sampled_from((16, 4096, max_position)))
+    shape = (L,) if draw(st.booleans()) else (B, L)
+    positions = rng.integers(0, top, size=shape)
+    return RopeCase(rng.standard_normal((B, H, L, D)), positions, kw, seed)
+
+
+def _angle_bound(case) -> float:
+    """A = max m theta (ln(base) + 20) u (see the module docstring); theta_0 = 1 / factors >= all theta_i."""
+    base = case.kwargs.get("base", 10000.0)
+    sc = case.kwargs.get("scaling")
+    if sc and sc["rope_type"] == "dynamic":  # the enlarged base
+        d = case.kwargs.get("rotary_dim") or case.x.shape[-1]
+        s = max(sc["seq_len"], sc["max_position_embeddings"]) / sc["max_position_embeddings"]
+        base = base * (sc["factor"] * s - (sc["factor"] - 1)) ** (d / (d - 2))
+    return float(np.max(case.positions, initial=0)) * (math.log(base) + 20) * U
+
+
+def _attn(case) -> float:
+    d = case.kwargs.get("rotary_dim") or case.x.shape[-1]
+    return R.rope_frequencies(d, case.kwargs.get("base", 10000.0), case.kwargs.get("scaling"))[1]
+
+
+def _apply(impl, case, x=None, positions=None, **override):
+    kw = {**case.kwargs, **override}
+    return np.asarray(impl.apply(case.x if x is None else x, case.positions if positions is None else positions, **kw),
+                      dtype=np.float64)
+
+
+def _fail(impl, what, err, tol, case):
+    raise AssertionError(f"{impl.name}: {what}: error {err:.3e} > bound {tol:.3e}; {case!r}")
+
+
+# ----------------------------------------------------------------------------
+# checks
+
+
+def check_matches_reference(impl, case):
+    """Equal to refimpl.apply_rope within 2 (|x_a| + |x_b|)(A + 3u) per column."""
+    got = _apply(impl, case)
+    ref = refimpl.apply_rope(case.x, case.positions, **case.kwargs)
+    tol = 2 * _attn(case) * 2 * np.max(np.abs(case.x)) * (_angle_bound(case) + 3 * U) + 1e-300
+    err = float(np.max(np.abs(got - ref)))
+    if not err <= tol:
+        _fail(impl, "differs from refimpl.apply_rope", err, tol, case)
+
+
+def check_norm_preserving(impl, case):
+    """Each rotated pair keeps its norm (times the attention factor); the pass-through columns are unchanged.
+
+    c^2 + s^2 of one computed angle is 1 within 3u whatever the angle error, and
+    each output component adds at most 3u relative: |‖y_p‖ - a ‖x_p‖| <= 8u a ‖x_p‖.
+    """
+    y = _apply(impl, case)
+    d = case.kwargs.get("rotary_dim") or case.x.shape[-1]
+    a = _attn(case)
+    if not np.array_equal(y[..., d:], case.x[..., d:]):
+        raise AssertionError(f"{impl.name}: columns >= rotary_dim = {d} changed; {case!r}")
+    pairs = R._pairs
+    xa, xb = pairs(case.x, d, case.kwargs.get("layout", "half"))
+    ya, yb = pairs(y, d, case.kwargs.get("layout", "half"))
+    nx, ny = np.hypot(xa, xb), np.hypot(ya, yb)
+    err = float(np.max(np.abs(ny - a * nx)))
+    tol = 8 * U * a * float(np.max(nx)) + 1e-300
+    if not err <= tol:
+        _fail(impl, "a rotated pair changed its norm", err, tol, case)
+
+
+def check_relative_position(impl, case):
+    """<RoPE(q, m), RoPE(k, n)> is unchanged when every position shifts by the same s."""
+    rng = np.random.default_rng(case.seed + 1)
+    s = int(rng.integers(1, 1000))
+    q, k = case.x, np.roll(case.x, 1, axis=2) + rng.standard_normal(case.x.shape)
+    pos = np.asarray(case.positions)
+    dots = [np.einsum("bhld,bhmd->bhlm", _apply(impl, case, q, pos + t), _apply(impl, case, k, pos + t)) for t in (0, s)]
+    shifted = dataclasses.replace(case, positions=pos + s)
+    nq, nk = np.linalg.norm(q, axis=-1), np.linalg.norm(k, axis=-1)
+    scale = _attn(case) ** 2 * np.max(nq) * np.max(nk)
+    tol = 4 * scale * (2 * _angle_bound(shifted) + (q.shape[-1] + 6) * U) + 1e-300
+    err = float(np.max(np.abs(dots[0] - dots[1])))
+    if not err <= tol:
+        _fail(impl, f"q.k changed when all positions shifted by {s}", err, tol, case)
+
+
+def check_exact_integer_positions(impl, case):
+    """cos and sin of m theta_i for m up to 2^20 match an mpmath oracle within m theta_i (ln(base) 2i/d + 5) u + 2u.
+
+    Rotating the basis vector of a pair's first column returns (cos, sin) in the
+    pair's two columns. A float32 angle or an accumulated one drifts far past this.
+    """
+    D, d = case.x.shape[-1], case.kwargs.get("rotary_dim") or case.x.shape[-1]
+    base, layout = case.kwargs.get("base", 10000.0), case.kwargs.get("layout", "half")
+    pos = np.asarray(case.positions).reshape(-1)[:4]
+    e = np.eye(D)[None, :, None, :].repeat(pos.size, axis=2)  # (1, D, L, D): head h holds e_h
+    y = _apply(impl, case, e, pos)
+    mpmath.mp.dps = 40
+    for i in range(d // 2):
+        a_col, b_col = (i, i + d // 2) if layout == "half" else (2 * i, 2 * i + 1)
+        theta = mpmath.power(mpmath.mpf(base), -mpmath.mpf(2 * i) / d)
+        for li, m in enumerate(pos.tolist()):
+            c, s = mpmath.cos(m * theta), mpmath.sin(m * theta)
+            tol = float(m * theta) * (math.log(base) * 2 * i / d + 5) * U + 2 * U
+            err = max(abs(float(y[0, a_col, li, a_col] - c)), abs(float(y[0, a_col, li, b_col] - s)))
+            if not err <= tol:
+                _fail(impl, f"cos/sin of position {m} x theta_{i} vs mpmath", err, tol, case)
+
+
+def check_layout_conversion(impl, case):
+    """RoPE "half" then the column permutation == the permutation then RoPE "interleaved", and
+    attention over RoPE'd q, k in one layout equals the other layout on permuted q, k."""
+    D = case.x.shape[-1]
+    d = case.kwargs.get("rotary_dim") or D
+    perm = R.layout_permutation(D, d)
+    rng = np.random.default_rng(case.seed + 2)
+    k, v = rng.standard_normal(case.x.shape), rng.standard_normal(case.x.shape)
+    qh, kh = _apply(impl, case, layout="half"), _apply(impl, case, k, layout="half")
+    qi, ki = _apply(impl, case, case.x[..., perm], layout="interleaved"), _apply(impl, case, k[..., perm], layout="interleaved")
+    tol = 4 * _attn(case) * 2 * max(np.max(np.abs(case.x)), np.max(np.abs(k))) * (_angle_bound(case) + 3 * U) + 1e-300
+    err = float(np.max(np.abs(qh[..., perm] - qi)))
+    if not err <= tol:
+        _fail(impl, "half-then-permute differs from permute-then-interleaved", err, tol, case)
+    out_h, _ = refimpl.attention(qh, kh, v, causal=True)
+    out_i, _ = refimpl.attention(qi, ki, v, causal=True)
+    err = float(np.max(np.abs(out_h - out_i)))
+    tol_out = 2 * tol * np.max(np.abs(v)) * np.max(np.abs(qh)) * D + 64 * D * U * np.max(np.abs(v)) * (1 + np.max(np.abs(qh)) ** 2 * D)
+    if not err <= tol_out:
+        _fail(impl, "attention with RoPE differs between layouts after the permutation", err, tol_out, case)
+
+
+PROPERTIES = [
+    Property("rope_matches_reference", "rope", check_matches_reference, rope_case,
+             "RoPE equals refimpl.apply_rope (layouts, partial rotary, scalings) within the derived bound",
+             rejects=("half_for_interleaved", "positions_off_by_one", "float32_angles", "partial_rotates_last",
+                      "yarn_no_attention_factor", "theta_i_over_d")),
+    Property("rope_norm_preserving", "rope", check_norm_preserving, rope_case,
+             "each rotated pair keeps its norm (times the attention factor); other columns unchanged",
+             rejects=("no_minus_sign", "mixed_tables", "yarn_no_attention_factor")),
+    Property("rope_relative_position", "rope", check_relative_position, lambda caps: rope_case(caps, max_position=4096),
+             "q_m . k_n depends only on m - n", rejects=("mixed_tables", "no_minus_sign")),
+    Property("rope_exact_integer_positions", "rope", check_exact_integer_positions,
+             lambda caps: rope_case(caps, scalings=False),
+             "angles from integer positions up to 2^20 agree with mpmath (no float drift)",
+             rejects=("float32_angles", "positions_off_by_one", "theta_i_over_d")),
+    Property("rope_layout_conversion", "rope", check_layout_conversion,
+             lambda caps: rope_case(caps, layouts=("half",)),
+             "half and interleaved layouts are one column permutation apart, attention included",
+             requires=frozenset({"interleaved"}), rejects=("half_for_interleaved",)),
+]

@@ -1,0 +1,302 @@
+"""KV caches and decoding: contiguous, paged (block tables), ring buffer (sliding window).
+
+Decoding feeds a sequence to attention in chunks (one token per step, or a
+chunk of prefill, or several queries per step). Each step (``decode_step``):
+
+    start   = cache.length                          absolute position of the chunk's first token
+    pos     = start .. start + n - 1
+    q, k    = RoPE(q, pos), RoPE(k, pos)             before caching: cached keys are rotated once,
+                                                     at their own absolute position (HF, vLLM, Meta)
+    K, V    = cache.update(k, v)                     keys the chunk attends to, in position order,
+                                                     the chunk's own keys last (HF ``Cache.update``)
+    out     = attention(q, K, V, causal=True, window=(left, 0), align="bottom_right")
+
+Bottom-right alignment puts query i of the chunk at key position i + Lk - n,
+i.e. at its absolute position, so every step reproduces the rows of full causal
+attention over the whole sequence (``decode`` checks nothing more). Top-left
+alignment (torch ``is_causal``) would let query i see only keys 0..i of what
+the cache returns: wrong whenever the cache is not empty.
+
+Caches (B sequences, Hkv heads; k (B, Hkv, n, D), v (B, Hkv, n, Dv)):
+
+* ``ContiguousCache``: one growing array per sequence (HF ``DynamicCache``).
+* ``PagedCache``: a pool of fixed-size physical blocks; each sequence has a
+  block table, logical block j -> physical block; token p lives in block
+  ``table[p // block_size]`` at offset ``p % block_size`` (vLLM
+  csrc/attention/attention_kernels.cuh ``paged_attention_kernel``: ``block_table[block_idx]``;
+  csrc/cache_kernels.cu ``reshape_and_cache``: slot = block * block_size + offset).
+  ``fork`` shares every block of a sequence (reference counts, as vLLM's block
+  manager for parallel sampling / prefix sharing); a write into a shared block
+  first copies it (copy-on-write).
+* ``RingCache``: a sliding-window cache of ``capacity`` = left + 1 slots (the
+  W keys including self of HF Mistral ``sliding_window = W``, window
+  (W - 1, 0)); position p lives in slot p % capacity and overwrites position
+  p - capacity (mistral-inference ``RotatingBufferCache``). ``update`` returns the
+  stored keys in position order followed by the new chunk, then stores the
+  chunk's last ``capacity`` tokens, so a chunk longer than the window still
+  sees every key its window allows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import as_float_array, positive_int
+from .rope import apply_rope, check_rope_kwargs
+from .sdpa import attention, check_window
+
+CACHE_KINDS = ("contiguous", "paged", "ring")
+
+
+def _check_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
+    k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
+    if k.shape[:2] != (B, Hkv) or k.shape[3] != D or v.shape != k.shape[:3] + (Dv,):
+        raise ValueError(f"k {k.shape}, v {v.shape}: expected ({B}, {Hkv}, n, {D}) and ({B}, {Hkv}, n, {Dv})")
+    return k, v
+
+
+class KVCache:
+    """Common shape bookkeeping: ``batch`` sequences, ``num_kv_heads``, ``head_dim``, ``v_head_dim``."""
+
+    def __init__(self, num_kv_heads: int, head_dim: int, v_head_dim: int | None = None, *, batch: int = 1):
+        self.B = positive_int(batch, "batch")
+        self.Hkv = positive_int(num_kv_heads, "num_kv_heads")
+        self.D = positive_int(head_dim, "head_dim")
+        self.Dv = self.D if v_head_dim is None else positive_int(v_head_dim, "v_head_dim")
+        self.length = 0  # tokens appended so far = absolute position of the next token
+
+    def update(self, k, v):  # pragma: no cover - abstract
+        """Store k, v at positions length .. length + n - 1; return (K, V) the new queries attend to."""
+        raise NotImplementedError
+
+    def contents(self):  # pragma: no cover - abstract
+        """(K, V, positions): what the cache holds, in position order."""
+        raise NotImplementedError
+
+    @property
+    def stored_values(self) -> int:
+        """Cached scalars: batch * Hkv * (D + Dv) * tokens held (refimpl.cache.kv_cache_values per token)."""
+        return self.B * self.Hkv * (self.D + self.Dv) * self.contents()[2].size
+
+
+class ContiguousCache(KVCache):
+    """Keys and values of every position, concatenated (HF ``DynamicCache``)."""
+
+    def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1):
+        super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
+        self.k = np.zeros((self.B, self.Hkv, 0, self.D))
+        self.v = np.zeros((self.B, self.Hkv, 0, self.Dv))
+
+    def update(self, k, v):
+        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        self.k = np.concatenate([self.k, k], axis=2)
+        self.v = np.concatenate([self.v, v], axis=2)
+        self.length += k.shape[2]
+        return self.k, self.v
+
+    def contents(self):
+        return self.k, self.v, np.arange(self.length)
+
+
+class PagedCache(KVCache):
+    """Fixed-size blocks in a shared pool, one block table per sequence (vLLM PagedAttention).
+
+    Sequences 0 .. batch-1 exist from the start and ``update`` appends to all of
+    them; ``add_sequence``, ``fork``, ``append`` and ``gather`` work on one sequence.
+    Free blocks are handed out lowest index first (deterministic).
+    """
+
+    def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, block_size: int = 16, num_blocks: int = 64):
+        super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
+        self.block_size = positive_int(block_size, "block_size")
+        n = positive_int(num_blocks, "num_blocks")
+        self.k_pool = np.zeros((n, self.Hkv, self.block_size, self.D))
+        self.v_pool = np.zeros((n, self.Hkv, self.block_size, self.Dv))
+        self.ref_count = np.zeros(n, dtype=np.int64)
+        self.tables: list[list[int]] = []
+        self.lengths: list[int] = []
+        for _ in range(self.B):
+            self.add_sequence()
+
+    def _allocate(self) -> int:
+        free = np.flatnonzero(self.ref_count == 0)
+        if free.size == 0:
+            raise MemoryError(f"PagedCache: all {self.ref_count.size} blocks are in use")
+        b = int(free[0])
+        self.ref_count[b] = 1
+        return b
+
+    def add_sequence(self) -> int:
+        self.tables.append([])
+        self.lengths.append(0)
+        return len(self.tables) - 1
+
+    def fork(self, seq: int) -> int:
+        """A new sequence sharing every block of ``seq`` (no copy until one of them writes)."""
+        new = self.add_sequence()
+        self.tables[new] = list(self.tables[seq])
+        self.lengths[new] = self.lengths[seq]
+        for b in self.tables[seq]:
+            self.ref_count[b] += 1
+        return new
+
+    def block_table(self, seq: int) -> tuple:
+        return tuple(self.tables[seq])
+
+    def append(self, seq: int, k, v) -> None:
+        """Write k (Hkv, n, D), v (Hkv, n, Dv) at the sequence's next positions."""
+        table = self.tables[seq]
+        for t in range(k.shape[1]):
+            p = self.lengths[seq]
+            j, off = divmod(p, self.block_size)
+            b = self._block_for_write(table, j)
+            self.k_pool[b, :, off] = k[:, t]
+            self.v_pool[b, :, off] = v[:, t]
+            self.lengths[seq] = p + 1
+
+    def _block_for_write(self, table: list, j: int) -> int:
+        """The physical block for logical block j: a fresh one past the end, a private copy if shared."""
+        if j == len(table):
+            table.append(self._allocate())
+        elif self.ref_count[table[j]] > 1:  # copy-on-write
+            b = self._allocate()
+            self.k_pool[b], self.v_pool[b] = self.k_pool[table[j]], self.v_pool[table[j]]
+            self.ref_count[table[j]] -= 1
+            table[j] = b
+        return table[j]
+
+    def gather(self, seq: int):
+        """(K (Hkv, n, D), V (Hkv, n, Dv)) of a sequence in position order: token p from
+        physical block table[p // block_size], offset p % block_size."""
+        p = np.arange(self.lengths[seq])
+        blocks = np.asarray(self.tables[seq], dtype=np.int64)[p // self.block_size]
+        offsets = p % self.block_size
+        return self.k_pool[blocks, :, offsets].transpose(1, 0, 2), self.v_pool[blocks, :, offsets].transpose(1, 0, 2)
+
+    @property
+    def blocks_in_use(self) -> int:
+        return int(np.count_nonzero(self.ref_count))
+
+    def update(self, k, v):
+        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        for b in range(self.B):
+            self.append(b, k[b], v[b])
+        self.length += k.shape[2]
+        return self.contents()[:2]
+
+    def contents(self):
+        kv = [self.gather(b) for b in range(self.B)]
+        return np.stack([a for a, _ in kv]), np.stack([b for _, b in kv]), np.arange(self.length)
+
+
+class RingCache(KVCache):
+    """Sliding-window cache of ``capacity`` slots; position p in slot p % capacity.
+
+    ``capacity = left + 1`` serves window (left, 0): W = left + 1 keys including self.
+    """
+
+    def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, capacity: int):
+        super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
+        self.capacity = positive_int(capacity, "capacity")
+        self.k = np.zeros((self.B, self.Hkv, self.capacity, self.D))
+        self.v = np.zeros((self.B, self.Hkv, self.capacity, self.Dv))
+        self.slot_position = np.full(self.capacity, -1, dtype=np.int64)  # -1: empty
+
+    def contents(self):
+        held = np.arange(max(0, self.length - self.capacity), self.length)
+        slots = held % self.capacity
+        assert np.array_equal(self.slot_position[slots], held)  # no stale slot is ever read
+        return self.k[:, :, slots], self.v[:, :, slots], held
+
+    def update(self, k, v):
+        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        old_k, old_v, _ = self.contents()
+        n = k.shape[2]
+        pos = np.arange(self.length, self.length + n)
+        keep = slice(max(0, n - self.capacity), n)  # only the last `capacity` tokens survive
+        slots = pos[keep] % self.capacity
+        self.k[:, :, slots], self.v[:, :, slots] = k[:, :, keep], v[:, :, keep]
+        self.slot_position[slots] = pos[keep]
+        self.length += n
+        return np.concatenate([old_k, k], axis=2), np.concatenate([old_v, v], axis=2)
+
+
+def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, batch=1, window=None,
+               block_size: int = 16, num_blocks: int | None = None) -> KVCache:
+    """A cache of ``kind`` in CACHE_KINDS; "ring" takes its capacity from ``window = (left, 0)``."""
+    if kind == "contiguous":
+        return ContiguousCache(num_kv_heads, head_dim, v_head_dim, batch=batch)
+    if kind == "paged":
+        return PagedCache(num_kv_heads, head_dim, v_head_dim, batch=batch, block_size=block_size,
+                          num_blocks=64 if num_blocks is None else num_blocks)
+    if kind == "ring":
+        left = _left(window)
+        if left is None:
+            raise ValueError("a ring cache needs a finite window (left, 0)")
+        return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=left + 1)
+    raise ValueError(f"kind: expected one of {CACHE_KINDS}, got {kind!r}")
+
+
+def _left(window):
+    window = check_window(window)
+    if window is None:
+        return None
+    if window[1] != 0:
+        raise ValueError(f"window: decoding is causal, expected (left, 0), got {window}")
+    return window[0]
+
+
+def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, align: str = "bottom_right"):
+    """One decoding step: n new tokens' q (B, Hq, n, D), k, v (B, Hkv, n, D/Dv) -> out (B, Hq, n, Dv).
+
+    ``rope``: None or apply_rope keywords (layout, rotary_dim, base, scaling); q and k
+    are rotated at their absolute positions cache.length + i before k is cached.
+    ``window``: None or (left, 0). ``align`` is "bottom_right" (what makes decoding
+    exact); "top_left" is accepted only to demonstrate that it is wrong.
+    """
+    q = as_float_array(q, "q", ndim=4)
+    left = _left(window)
+    if isinstance(cache, RingCache) and (left is None or cache.capacity < left + 1):
+        raise ValueError(f"window {window}: a ring of {cache.capacity} slots would evict keys the window allows")
+    n = q.shape[2]
+    pos = np.arange(cache.length, cache.length + n)
+    if rope is not None:
+        kw = check_rope_kwargs(rope)
+        q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
+    K, V = cache.update(k, v)
+    return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]
+
+
+def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=None):
+    """Feed the whole sequence through ``cache`` in ``chunks`` (lengths summing to L); concatenate the outputs.
+
+    Equals ``attention(RoPE(q), RoPE(k), v, causal=True, window=window)`` over the
+    whole sequence (positions 0 .. L-1) for every cache kind.
+    """
+    q = as_float_array(q, "q", ndim=4)
+    k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
+    chunks = [positive_int(c, "chunk length") for c in chunks]
+    if sum(chunks) != q.shape[2] or q.shape[2] != k.shape[2]:
+        raise ValueError(f"chunks {chunks} must sum to the sequence length {q.shape[2]} of q and k")
+    outs, s = [], 0
+    for c in chunks:
+        sl = slice(s, s + c)
+        outs.append(decode_step(q[:, :, sl], k[:, :, sl], v[:, :, sl], cache, window=window, rope=rope, scale=scale))
+        s += c
+    return np.concatenate(outs, axis=2)
+
+
+def prefill_reference(q, k, v, *, window=None, rope=None, scale=None):
+    """Full causal attention over the whole sequence with RoPE at positions 0 .. L-1 (what decode must equal)."""
+    q, k = as_float_array(q, "q", ndim=4), as_float_array(k, "k", ndim=4)
+    left = _left(window)
+    if rope is not None:
+        pos = np.arange(q.shape[2])
+        q, k = apply_rope(q, pos, **rope), apply_rope(k, pos, **rope)
+    return attention(q, k, v, causal=True, window=None if left is None else (left, 0), scale=scale)[0]
+
+
+__all__ = [
+    "CACHE_KINDS", "ContiguousCache", "KVCache", "PagedCache", "RingCache",
+    "decode", "decode_step", "make_cache", "prefill_reference",
+]

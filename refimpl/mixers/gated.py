@@ -1,0 +1,156 @@
+"""Gated linear attention: one decayed outer-product recurrence in three forms.
+
+The recurrence (the definition; every other form must equal it)::
+
+    S_0 = S_init                                    (K x V; zeros unless given)
+    for t = 1 .. L:
+        S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T    # decay the old state FIRST, then write
+        o_t = scale * S_t^T q_t                     # read AFTER the write: token t sees itself
+
+with log-space gates g_t <= 0 (forget rate), one of
+
+* ``g=None``: plain linear attention, S_t = S_{t-1} + k_t v_t^T (Katharopoulos et al. 2020,
+  "Transformers are RNNs", eq. 16-18; :mod:`refimpl.mixers.linear_attention` adds the feature
+  map and the normaliser on top of this module);
+* scalar per head and step, shape (B, H, L): RetNet (Sun et al. 2023, eq. 1-6) when constant,
+  g = log gamma_h with gamma_h = 1 - 2^(-5-h) (:func:`retnet_gammas`); Mamba-2 / gated
+  RetNet style when data dependent;
+* per key channel, shape (B, H, L, K): GLA (Yang et al. 2024, "Gated Linear Attention
+  Transformers with Hardware-Efficient Training", eq. 3).
+
+With G_t = sum_{s<=t} g_s (cumulative log-decay) the recurrence unrolls to the *parallel* form
+
+    o_t = scale * sum_{j<=t} sum_c q_tc k_jc exp(G_tc - G_jc) v_j      (+ scale (q_t * exp(G_t))^T S_init)
+
+and, cutting the sequence into chunks [a, b) of any size (the last one shorter), the *chunked*
+form reads the carried state once per chunk and uses the parallel form inside the chunk:
+
+    o_t   = scale * (q_t * exp(G_t - G_{a-1}))^T S_{a-1} + intra-chunk parallel form,  a <= t < b
+    S_b-1 = diag(exp(G_{b-1} - G_{a-1})) S_{a-1} + sum_{a<=j<b} (k_j * exp(G_{b-1} - G_j)) v_j^T
+
+Every exponent is G_later - G_earlier <= 0, so no form overflows for g <= 0.
+
+Conventions (named; CONVENTIONS in the README table "Linear-time mixers"):
+
+* layout (B, H, L, D) as attention: q, k (B, H, L, K), v (B, H, L, V), state (B, H, K, V).
+  flash-linear-attention's naive references take (B, L, H, D) (``fla/ops/gla/naive.py``
+  ``naive_recurrent_gla``, fla 0.5.2) except ``naive_retention`` and ``delta_rule`` (B, H, L, D).
+* ``scale`` multiplies q; default K^-0.5 as fla (``naive_recurrent_gla``:
+  ``scale = K ** -0.5``). Katharopoulos et al. and the seeds use no scale: pass ``scale=1``.
+* state updated before the output (fla ``naive_recurrent_gla``: ``h = h * gk.exp() + kv``
+  then ``o = q h``); the "read before write" variant is a different layer, not a preset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import as_float_array, chunk_starts, leading_shape, positive_float
+
+FORMS = ("recurrent", "parallel", "chunked")
+
+
+def retnet_gammas(num_heads: int) -> np.ndarray:
+    """RetNet's per-head decay gamma_h = 1 - 2^(-5-h), h = 0..H-1 (Sun et al. 2023, sec. 2.2;
+    fla ``fla/ops/retention/naive.py`` ``naive_retention``). Log-gate: ``np.log(gamma)``."""
+    return 1.0 - 2.0 ** (-5.0 - np.arange(num_heads, dtype=np.float64))
+
+
+class _Setup:
+    """Validated inputs shared by every form: scaled q, k, v, cumulative gates G, S_init."""
+
+    def __init__(self, q, k, v, g, scale, initial_state):
+        self.q = as_float_array(q, "q", ndim=4)
+        B, H, L, K = self.q.shape
+        self.k = as_float_array(k, "k", ndim=4)
+        leading_shape(self.k, "k", (B, H, L, K), "(B, H, L, K) of q")
+        self.v = as_float_array(v, "v", ndim=4)
+        leading_shape(self.v, "v", (B, H, L), "(B, H, L) of q")
+        self.B, self.H, self.L, self.K, self.V = B, H, L, K, self.v.shape[3]
+        self.scale = K ** -0.5 if scale is None else positive_float(scale, "scale")
+        if g is None:
+            G = np.zeros((B, H, L, 1))
+        else:
+            g = as_float_array(g, "g")
+            if g.shape == (B, H, L):
+                g = g[..., None]
+            elif g.shape != (B, H, L, K):
+                raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {g.shape}")
+            if (g > 0).any():
+                raise ValueError("g: log-space gates must be <= 0 (a decay, never a growth)")
+            G = np.cumsum(g, axis=2)
+        # G_{-1} = 0 prepended: G[:, :, t + 1] is G_t, G[:, :, 0] the start.
+        self.G = np.concatenate([np.zeros((B, H, 1, G.shape[3])), G], axis=2)
+        self.S0 = np.zeros((B, H, K, self.V))
+        if initial_state is not None:
+            self.S0 = as_float_array(initial_state, "initial_state", ndim=4)
+            leading_shape(self.S0, "initial_state", (B, H, K, self.V), "(B, H, K, V)")
+
+    def decay(self, later: int, earlier: int) -> np.ndarray:
+        """exp(G_later - G_earlier), (B, H, K or 1); indices into the padded G (t + 1 is G_t)."""
+        return np.exp(self.G[:, :, later] - self.G[:, :, earlier])
+
+    def intra(self, a: int, b: int) -> np.ndarray:
+        """sum_{a<=j<=t} scale (q_t * exp(G_t - G_j)) . k_j v_j for a <= t < b, (B, H, b-a, V)."""
+        Gt = self.G[:, :, a + 1 : b + 1]  # G_t, t in [a, b)
+        rel = Gt[:, :, :, None, :] - Gt[:, :, None, :, :]  # (B, H, t, j, K|1)
+        causal = np.tril(np.ones((b - a, b - a), dtype=bool))[..., None]
+        w = np.exp(np.where(causal, rel, -np.inf))
+        scores = np.einsum("bhtc,bhjc,bhtjc->bhtj", self.q[:, :, a:b], self.k[:, :, a:b],
+                           np.broadcast_to(w, rel.shape[:4] + (self.K,)))
+        return self.scale * scores @ self.v[:, :, a:b]
+
+    def read(self, S: np.ndarray, a: int, b: int) -> np.ndarray:
+        """Inter-chunk read scale * (q_t * exp(G_t - G_{a-1}))^T S for a <= t < b."""
+        qd = self.q[:, :, a:b] * np.exp(self.G[:, :, a + 1 : b + 1] - self.G[:, :, a : a + 1])
+        return self.scale * qd @ S
+
+    def carry(self, S: np.ndarray, a: int, b: int) -> np.ndarray:
+        """S_{b-1} from S_{a-1} and the chunk's writes, each decayed to the chunk's end."""
+        kd = self.k[:, :, a:b] * np.exp(self.G[:, :, b : b + 1] - self.G[:, :, a + 1 : b + 1])
+        return self.decay(b, a)[..., None] * S + np.swapaxes(kd, -1, -2) @ self.v[:, :, a:b]
+
+
+def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, form="recurrent",
+                           chunk_size=64):
+    """o_t = scale * S_t^T q_t with S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T (see module doc).
+
+    q, k: (B, H, L, K); v: (B, H, L, V); g: None, (B, H, L) or (B, H, L, K), log-gates <= 0;
+    initial_state: (B, H, K, V) or None. ``form``: "recurrent" (the definition), "parallel"
+    (masked quadratic) or "chunked" (any ``chunk_size`` >= 1; need not divide L).
+    Returns (o (B, H, L, V), final state S_L (B, H, K, V)).
+    """
+    s = _Setup(q, k, v, g, scale, initial_state)
+    if form == "recurrent":
+        S, o = s.S0, np.empty((s.B, s.H, s.L, s.V))
+        for t in range(s.L):
+            S = s.decay(t + 1, t)[..., None] * S + s.k[:, :, t, :, None] * s.v[:, :, t, None, :]
+            o[:, :, t] = s.scale * np.einsum("bhk,bhkv->bhv", s.q[:, :, t], S)
+        return o, S
+    if form == "parallel":
+        o = s.intra(0, s.L) + s.read(s.S0, 0, s.L)
+        return o, s.carry(s.S0, 0, s.L)
+    if form == "chunked":
+        S, parts = s.S0, []
+        for a in chunk_starts(s.L, chunk_size):
+            b = min(a + int(chunk_size), s.L)
+            parts.append(s.read(S, a, b) + s.intra(a, b))
+            S = s.carry(S, a, b)
+        o = np.concatenate(parts, axis=2) if parts else np.empty((s.B, s.H, 0, s.V))
+        return o, S
+    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+
+
+def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
+    """RetNet retention: gated linear attention with constant per-head gamma_h = 1 - 2^(-5-h).
+
+    o_t = scale * sum_{j<=t} gamma_h^(t-j) (q_t . k_j) v_j; as fla ``naive_retention``
+    (layout (B, H, L, D), scale D^-0.5, no normaliser, no group norm). Returns o only.
+    """
+    qa = as_float_array(q, "q", ndim=4)
+    B, H, L, _ = qa.shape
+    g = np.broadcast_to(np.log(retnet_gammas(H))[None, :, None], (B, H, L))
+    return gated_linear_attention(qa, k, v, g, scale=scale, form=form, chunk_size=chunk_size)[0]
+
+
+__all__ = ["FORMS", "gated_linear_attention", "retention", "retnet_gammas"]

@@ -1,0 +1,151 @@
+"""Linear attention (Katharopoulos et al. 2020) and Performer's FAVOR+ features (Choromanski et al. 2021).
+
+Replace exp(q.k) by a kernel phi(q).phi(k) and attention becomes a recurrence
+(seed 001 17.1-17.3, seed 003 4.10)::
+
+    S_t = S_{t-1} + phi(k_t) v_t^T          (d_phi x d_v)
+    z_t = z_{t-1} + phi(k_t)                (d_phi; the normaliser's state)
+    y_t = scale * phi(q_t)^T S_t / (scale * phi(q_t)^T z_t + eps)       (causal)
+
+Non-causal: S and z summed over all L tokens for every query. Cost O(L d_phi d_v) against
+softmax attention's O(L^2 d) (:mod:`refimpl.mixers.cost`).
+
+One computation, one setup: the numerator and the normaliser are the same recurrence, so
+the normaliser is computed by appending a column of ones to v (z_t = S_t[:, d_v]) and both
+go through :func:`refimpl.mixers.gated.gated_linear_attention` (gate g = 0), which supplies
+the recurrent, parallel (masked quadratic) and chunked forms.
+
+Feature maps (``feature_map``): "elu+1" (Katharopoulos, elu(x) + 1 > 0), "relu", "identity"
+(no normaliser makes sense then), or a callable (B, H, L, D) -> (B, H, L, d_phi).
+
+FAVOR+ (Choromanski et al. 2021, "Rethinking Attention with Performers", Lemma 1, eq. 7)::
+
+    phi(x) = exp(W x - |x|^2 / 2 - c) / sqrt(m),   rows w_i of W ~ N(0, I_d), orthogonal blocks
+
+gives E[phi(q).phi(k)] = exp(q.k - c_q - c_k): unbiased for exp(q.k) up to the constant
+factor exp(-c_q - c_k), which the normaliser cancels. c is the stabilising shift: here the max
+of W x - |x|^2/2 per query row (queries) or over all keys (keys). google-research
+``performer/fast_attention/jax/fast_attention.py`` ``nonnegative_softmax_kernel_feature_creator``
+takes the max of W x alone (a different constant, equally cancelled) and adds
+``numerical_stabilizer`` (1e-6 in ``make_fast_softmax_attention``) to every feature, which this
+spec leaves out (it biases the estimate). ERRATA 8: the seed's phi(x) = exp(w.x)/sqrt(m) (no -|x|^2/2) has
+E[phi(q).phi(k)] = E_w[exp(w.(q+k))] = exp(|q+k|^2/2), not exp(q.k).
+Softmax attention's exp(q.k / sqrt(d)) is matched by feeding x / d^(1/4) to phi.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import as_float_array, positive_float, positive_int
+from .gated import gated_linear_attention
+
+FEATURE_MAPS = {
+    "elu+1": lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0))),
+    "relu": lambda x: np.maximum(x, 0.0),
+    "identity": lambda x: x,
+}
+
+#: Default epsilon of the normaliser: fla ``fla/ops/linear_attn/naive.py``
+#: ``naive_recurrent_linear_attn(normalize=True)`` adds 1e-10 to the denominator (fla 0.5.2);
+#: seed 003 4.10 writes "+ epsilon" without a value.
+NORMALISER_EPS = 1e-10
+
+
+def apply_feature_map(x, feature_map="elu+1"):
+    """phi(x) for a named map or a callable; the result must be finite, shape (B, H, L, d_phi)."""
+    x = as_float_array(x, "x", ndim=4)
+    if callable(feature_map):
+        out = as_float_array(feature_map(x), "feature_map(x)", ndim=4)
+        if out.shape[:3] != x.shape[:3]:
+            raise ValueError(f"feature_map: must keep the leading (B, H, L) = {x.shape[:3]}, got {out.shape}")
+        return out
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(f"feature_map: expected one of {sorted(FEATURE_MAPS)} or a callable, got {feature_map!r}")
+    return FEATURE_MAPS[feature_map](x)
+
+
+def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=True, eps=NORMALISER_EPS,
+                     scale=1.0, form="recurrent", chunk_size=64):
+    """y_t = scale phi(q_t)^T S_t / (scale phi(q_t)^T z_t + eps); see the module doc.
+
+    q, k: (B, H, L, D); v: (B, H, L, Dv). ``scale`` multiplies phi(q) (default 1 as the paper;
+    fla's naive reference uses D^-0.5, preset in :mod:`refimpl.mixers.presets`);
+    ``normalize=False`` returns the numerator only (fla's default). ``form`` and ``chunk_size``
+    as :func:`refimpl.mixers.gated.gated_linear_attention`; non-causal has one form.
+    Returns y (B, H, L, Dv).
+    """
+    fq, fk = apply_feature_map(q, feature_map), apply_feature_map(k, feature_map)
+    if fq.shape[3] != fk.shape[3]:
+        raise ValueError(f"feature_map: phi(q) and phi(k) differ in width ({fq.shape[3]} vs {fk.shape[3]})")
+    v = as_float_array(v, "v", ndim=4)
+    eps = 0.0 if eps == 0 else positive_float(eps, "eps")
+    va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
+    if causal:
+        out, _ = gated_linear_attention(fq, fk, va, None, scale=scale, form=form, chunk_size=chunk_size)
+    else:
+        if fk.shape[2] != va.shape[2]:
+            raise ValueError(f"v: expected length {fk.shape[2]} of k, got {va.shape}")
+        S = np.swapaxes(fk, -1, -2) @ va  # (B, H, d_phi, Dv [+1]): every query sees every key
+        out = positive_float(scale, "scale") * fq @ S
+    if not normalize:
+        return out
+    num, den = out[..., :-1], np.broadcast_to(out[..., -1:] + eps, out[..., :-1].shape)
+    # den = 0 only with eps = 0 and a query that sees no feature mass (relu): output 0, never 0/0.
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+
+def orthogonal_gaussian(m: int, d: int, seed) -> np.ndarray:
+    """(m, d) random features: stacked blocks of d orthogonal directions, row norms ~ chi_d.
+
+    FAVOR+ "ORF" (Choromanski et al. 2021, sec. 2.4; google-research
+    ``gaussian_orthogonal_random_matrix``): QR of a Gaussian block gives orthonormal rows,
+    rescaled by the norms of independent Gaussian vectors so each row is marginally N(0, I_d).
+    """
+    m, d = positive_int(m, "m"), positive_int(d, "d")
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for _ in range(-(-m // d)):
+        Q, R = np.linalg.qr(rng.standard_normal((d, d)))
+        blocks.append((Q * np.sign(np.diag(R))).T)  # sign fix: Haar-distributed rows
+    W = np.concatenate(blocks)[:m]
+    return W * np.linalg.norm(rng.standard_normal((m, d)), axis=1, keepdims=True)
+
+
+def favor_features(x, W, *, is_query: bool, stabilize=True):
+    """FAVOR+ positive features phi(x) = exp(W x - |x|^2/2 - c)/sqrt(m), x (B, H, L, d), W (m, d).
+
+    c = 0 without ``stabilize``; else the max of W x - |x|^2/2 over features per row (queries:
+    the constant cancels in the normaliser row by row) or over everything (keys: one constant
+    for all keys keeps their relative weights). Returns (B, H, L, m).
+    """
+    x = as_float_array(x, "x", ndim=4)
+    W = as_float_array(W, "W", ndim=2)
+    if W.shape[1] != x.shape[3]:
+        raise ValueError(f"W: expected (m, {x.shape[3]}), got {W.shape}")
+    logits = x @ W.T - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
+    if stabilize and logits.size:
+        c = logits.max(axis=-1, keepdims=True) if is_query else logits.max(axis=(-3, -2, -1), keepdims=True)
+        logits = logits - c
+    return np.exp(logits) / np.sqrt(W.shape[0])
+
+
+def performer_attention(q, k, v, W, *, causal=True, eps=NORMALISER_EPS, form="recurrent", chunk_size=64):
+    """FAVOR+ estimate of softmax attention softmax(q k^T / sqrt(d)) v (Choromanski et al. eq. 7).
+
+    q and k are scaled by d^-1/4 so that exp(q'.k') = exp(q.k/sqrt(d)); then linear attention
+    with the FAVOR+ features and the normaliser. W (m, d) from :func:`orthogonal_gaussian`.
+    The stabilising shifts cancel exactly only with ``eps=0``; an eps > 0 is added to the
+    shifted normaliser, so its effect depends on the shift. The default keeps eps > 0 so that a query
+    whose visible keys all underflow gives 0, never 0/0.
+    """
+    q = as_float_array(q, "q", ndim=4)
+    d = q.shape[3]
+    fq = favor_features(q * d ** -0.25, W, is_query=True)
+    fk = favor_features(as_float_array(k, "k", ndim=4) * d ** -0.25, W, is_query=False)
+    return linear_attention(fq, fk, v, feature_map="identity", causal=causal, normalize=True, eps=eps,
+                            form=form, chunk_size=chunk_size)
+
+
+__all__ = ["FEATURE_MAPS", "NORMALISER_EPS", "apply_feature_map", "favor_features", "linear_attention",
+           "orthogonal_gaussian", "performer_attention"]

@@ -1,0 +1,108 @@
+"""Library conventions as presets: same arguments, layout and defaults as each library's reference.
+
+Each preset takes and returns arrays in the library's own layout and argument order and calls
+the spec underneath, so a user comparing against a library reads one line. Checked against the
+sources named (the tests run the pure-PyTorch references beside these when their source is
+present, see ``tests/test_mixers_libraries.py``):
+
+| preset                          | library function (version / commit)                                   | layout        | scale       | state vs output    | normaliser eps |
+|---------------------------------|------------------------------------------------------------------------|---------------|-------------|--------------------|----------------|
+| fla_linear_attn                 | fla 0.5.2 ``fla/ops/linear_attn/naive.py`` ``naive_recurrent_linear_attn`` | (B, L, H, D) | K^-0.5     | update, then read  | 1e-10 (normalize=True; default False) |
+| fla_gla                         | ``fla/ops/gla/naive.py`` ``naive_recurrent_gla``                       | (B, L, H, D)  | K^-0.5      | decay+write, read  | none           |
+| fla_retention                   | ``fla/ops/retention/naive.py`` ``naive_retention``                     | (B, H, L, D)  | D^-0.5      | (parallel form)    | none           |
+| fla_delta_rule                  | ``fla/ops/delta_rule/naive.py`` ``delta_rule_recurrence``              | (B, H, L, D)  | K^-0.5      | update, then read  | none           |
+| fla_gated_delta_rule            | ``fla/ops/gated_delta_rule/naive.py`` ``naive_recurrent_gated_delta_rule`` (q, k, v, beta, g); the chunk version takes (q, k, v, g, beta) | (B, L, H, D) | K^-0.5 | decay, delta, read | none |
+| mamba_selective_scan            | mamba_ssm 2.3.2 ``ops/selective_scan_interface.py`` ``selective_scan_ref`` | u (B, D, L); B, C (B, N, L) or (B, G, N, L) | - | x_t then y_t = C x_t | - |
+| causal_conv1d_ref               | causal-conv1d 1.6.1 ``causal_conv1d_interface.py`` ``causal_conv1d_ref`` | x (B, D, L); weight (D, W) | - | weight[W-1] on x_t | - |
+| rwkv4_wkv                       | RWKV-LM ``RWKV-v4/cuda/wkv_cuda.cu`` ``kernel_forward`` (524481d)     | (B, T, C); w = -exp(time_decay) | - | read past, then write | none (exact division) |
+
+The spec's own defaults: layout (B, H, L, D); linear attention scale 1 (Katharopoulos et al.),
+gated / delta forms K^-0.5 (as fla); eps 1e-10.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .delta_rule import delta_rule
+from .gated import gated_linear_attention, retention
+from .linear_attention import NORMALISER_EPS, linear_attention
+from .rwkv4 import wkv
+from .ssm import causal_conv1d, selective_scan
+
+
+def _bhld(x):  # (B, L, H, D) <-> (B, H, L, D)
+    return np.swapaxes(np.asarray(x, dtype=np.float64), 1, 2)
+
+
+def fla_linear_attn(q, k, v, scale=None, normalize=False):
+    """fla ``naive_recurrent_linear_attn``: q, k (B, L, H, K) already feature-mapped; returns o (B, L, H, V)."""
+    q = _bhld(q)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    o = linear_attention(q, _bhld(k), _bhld(v), feature_map="identity", normalize=normalize,
+                         eps=NORMALISER_EPS, scale=scale)
+    return _bhld(o)
+
+
+def fla_gla(q, k, v, gk, initial_state=None):
+    """fla ``naive_recurrent_gla``: (B, L, H, D) inputs, per-channel log gate gk; returns (o, final state)."""
+    o, S = gated_linear_attention(_bhld(q), _bhld(k), _bhld(v), _bhld(gk), initial_state=initial_state)
+    return _bhld(o), S
+
+
+def fla_retention(q, k, v):
+    """fla ``naive_retention``: (B, H, L, D); gamma_h = 1 - 2^(-5-h); returns o."""
+    return retention(q, k, v, form="parallel")
+
+
+def fla_delta_rule(q, k, v, beta, initial_state=None):
+    """fla ``delta_rule_recurrence``: (B, H, L, D), beta (B, H, L); returns (o, final state)."""
+    return delta_rule(q, k, v, beta, initial_state=initial_state)
+
+
+def fla_gated_delta_rule(q, k, v, beta, g, scale=None, initial_state=None):
+    """fla ``naive_recurrent_gated_delta_rule``: (B, L, H, D); beta, g (B, L, H); returns (o, final state)."""
+    o, S = delta_rule(_bhld(q), _bhld(k), _bhld(v), np.swapaxes(beta, 1, 2), np.swapaxes(g, 1, 2),
+                      scale=scale, initial_state=initial_state)
+    return _bhld(o), S
+
+
+def mamba_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False):
+    """mamba ``selective_scan_ref`` for real A (D, N) and variable B, C (B, N, L) or (B, G, N, L):
+    u, delta, z (B, D, L); D, delta_bias (D,). Channels map to one head of P = D channels per group."""
+    u = np.asarray(u, dtype=np.float64)
+    b, dim, L = u.shape
+    Bm, Cm = (np.asarray(x, dtype=np.float64) for x in (B, C))
+    Bm, Cm = (x[:, None] if x.ndim == 3 else x for x in (Bm, Cm))  # (B, G, N, L)
+    G = Bm.shape[1]
+
+    def heads(x):  # (B, D, L) -> (B, G, L, D / G): channel d = g (D / G) + p, as Mamba's repeat
+        return None if x is None else np.asarray(x, dtype=np.float64).reshape(b, G, dim // G, L).transpose(0, 1, 3, 2)
+
+    def per_ch(x):
+        return None if x is None else np.asarray(x, dtype=np.float64).reshape(G, dim // G)
+
+    out, last = selective_scan(heads(u), heads(delta), np.asarray(A, dtype=np.float64).reshape(G, dim // G, -1),
+                               Bm.transpose(0, 1, 3, 2), Cm.transpose(0, 1, 3, 2), per_ch(D), heads(z),
+                               delta_bias=per_ch(delta_bias), delta_softplus=delta_softplus)
+    out = out.transpose(0, 1, 3, 2).reshape(b, dim, L)
+    return (out, last.reshape(b, dim, -1)) if return_last_state else out
+
+
+def causal_conv1d_ref(x, weight, bias=None, activation=None):
+    """causal-conv1d ``causal_conv1d_ref``: x (B, D, L), weight (D, W), bias (D,); returns (B, D, L)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = causal_conv1d(np.swapaxes(x, 1, 2)[:, None], np.asarray(weight)[None],
+                        None if bias is None else np.asarray(bias)[None], activation=activation)
+    return np.swapaxes(out[:, 0], 1, 2)
+
+
+def rwkv4_wkv(w, u, k, v):
+    """RWKV-4 ``kernel_forward``: k, v (B, T, C); w (C,) = -exp(time_decay), u (C,); returns y (B, T, C)."""
+    k, v = (np.asarray(x, dtype=np.float64)[:, None] for x in (k, v))
+    return wkv(np.asarray(w)[None], np.asarray(u)[None], k, v, form="stable")[:, 0]
+
+
+__all__ = ["causal_conv1d_ref", "fla_delta_rule", "fla_gated_delta_rule", "fla_gla", "fla_linear_attn",
+           "fla_retention", "mamba_selective_scan", "rwkv4_wkv"]

@@ -1,0 +1,126 @@
+"""RWKV-4 WKV: per-channel decayed softmax-like averaging with a bonus for the current token.
+
+The definition (Peng et al. 2023, "RWKV: Reinventing RNNs for the Transformer Era", eq. 14;
+BlinkDL RWKV-LM ``RWKV-v4/cuda/wkv_cuda.cu`` ``kernel_forward``, commit 524481d), per channel c::
+
+    wkv_t = ( sum_{j<t} e^{(t-1-j) w + k_j} v_j + e^{u + k_t} v_t )
+          / ( sum_{j<t} e^{(t-1-j) w + k_j}       + e^{u + k_t}      )
+    out_t = sigmoid(r_t) * wkv_t                    (receptance gates the output: ``model.py`` ``sr * wkv``)
+
+* ``w`` is the per-step log-decay the kernel receives: w = -exp(time_decay) < 0
+  (``RWKV-v4/src/model.py``: ``w = -torch.exp(w)`` before ``wkv_cuda.forward``). The most recent
+  past token (j = t-1) is not decayed at all; token j < t carries e^{(t-1-j) w}.
+* ``u`` (``time_first``) is a bonus used only for the current token t, never for past ones.
+* keys are per channel: exp(k_jc), no dot product with r. Receptance r enters only through
+  sigmoid(r_t) outside the average. ERRATA 9: seed 001 20.2 writes weights exp(r_t . k_j -
+  (t-j) w) and claims the recurrence s_t = e^{-w} s_{t-1} + e^{r_t . k_t} v_t computes them;
+  that holds only when r_t is the same for every t (the past terms were added with their own
+  r_j, not r_t).
+
+Forms, all equal to the definition:
+
+* ``"parallel"``: the definition as an explicit weighted average, weights in log space
+  (logsumexp over j), O(L^2) per channel;
+* ``"recurrent"``: the naive recurrence a_t = e^w a_{t-1} + e^{k_t} v_t, b_t likewise,
+  wkv_t = (a_{t-1} + e^{u+k_t} v_t) / (b_{t-1} + e^{u+k_t}); exact in real arithmetic, but
+  e^{k} overflows float64 for k > 709.78 (then it raises OverflowError rather than return NaN);
+* ``"stable"``: the CUDA kernel's running-max form: (p, q, o) with a = p e^o, b = q e^o,
+  o the running max exponent; never overflows::
+
+        no = max(o, u + k_t);  A = e^{o - no};  B = e^{u + k_t - no}
+        wkv_t = (A p + B v_t) / (A q + B)
+        no = max(w + o, k_t);  A = e^{w + o - no};  B = e^{k_t - no}
+        p = A p + B v_t;  q = A q + B;  o = no
+
+Layout: k, v (B, H, L, D) (RWKV-4 is (B, T, C): C = H * D channels); w, u (H, D) or (D,).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit, logsumexp
+
+from .._validate import as_float_array
+
+FORMS = ("stable", "recurrent", "parallel")
+
+
+def rwkv4_w(time_decay):
+    """The kernel's w = -exp(time_decay) from RWKV-4's learned ``time_decay`` parameter."""
+    return -np.exp(as_float_array(time_decay, "time_decay"))
+
+
+class _Setup:
+    def __init__(self, w, u, k, v):
+        self.k = as_float_array(k, "k", ndim=4)
+        self.v = as_float_array(v, "v", ndim=4)
+        if self.v.shape != self.k.shape:
+            raise ValueError(f"v: expected the shape of k {self.k.shape}, got {self.v.shape}")
+        B, H, L, D = self.k.shape
+        self.w = np.broadcast_to(_per_channel(w, "w", H, D), (B, H, D))
+        self.u = np.broadcast_to(_per_channel(u, "u", H, D), (B, H, D))
+        self.L = L
+
+
+def _per_channel(x, name, H, D):
+    x = as_float_array(x, name)
+    if x.shape not in ((D,), (H, D)):
+        raise ValueError(f"{name}: expected shape (H, D) = {(H, D)} or (D,), got {x.shape}")
+    return x
+
+
+def log_weights(w, u, k):
+    """log of the unnormalised WKV weights, (B, H, L_t, L_j, D): (t-1-j) w + k_j for j < t,
+    u + k_t for j = t, -inf for j > t. The parallel form and the worked example read these."""
+    s = _Setup(w, u, k, k)
+    t = np.arange(s.L)
+    lag = (t[:, None] - 1 - t[None, :]).astype(float)  # t - 1 - j
+    past = lag[None, None, :, :, None] * s.w[:, :, None, None, :] + s.k[:, :, None, :, :]
+    cur = s.u[:, :, None, :] + s.k  # (B, H, L, D)
+    out = np.where((lag >= 0)[None, None, :, :, None], past, -np.inf)
+    idx = np.arange(s.L)
+    out[:, :, idx, idx, :] = cur
+    return out
+
+
+def wkv(w, u, k, v, *, form="stable"):
+    """RWKV-4 WKV (module doc), (B, H, L, D). ``form``: "stable" (CUDA kernel), "recurrent"
+    (naive; raises OverflowError where e^k overflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
+    s = _Setup(w, u, k, v)
+    if form == "parallel":
+        lw = log_weights(w, u, k)
+        lw = lw - logsumexp(lw, axis=3, keepdims=True)
+        return np.einsum("bhtjd,bhjd->bhtd", np.exp(lw), s.v)
+    out = np.empty_like(s.k)
+    if form == "recurrent":
+        a = b = np.zeros(s.w.shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for t in range(s.L):
+                ek, euk = np.exp(s.k[:, :, t]), np.exp(s.u + s.k[:, :, t])
+                out[:, :, t] = (a + euk * s.v[:, :, t]) / (b + euk)
+                a, b = np.exp(s.w) * a + ek * s.v[:, :, t], np.exp(s.w) * b + ek
+        if not np.isfinite(out).all():
+            raise OverflowError("wkv(form='recurrent'): exp(k) or exp(u + k) overflowed float64 (k > 709.78); "
+                                "form='stable' is the same function without overflow")
+        return out
+    if form == "stable":
+        p = q = np.zeros(s.w.shape)
+        o = np.full(s.w.shape, -1e38)  # the kernel's MIN_VALUE: "no past yet"
+        for t in range(s.L):
+            kt, vt = s.k[:, :, t], s.v[:, :, t]
+            no = np.maximum(o, s.u + kt)
+            A, Bc = np.exp(o - no), np.exp(s.u + kt - no)
+            out[:, :, t] = (A * p + Bc * vt) / (A * q + Bc)
+            no = np.maximum(s.w + o, kt)
+            A, Bc = np.exp(s.w + o - no), np.exp(kt - no)
+            p, q, o = A * p + Bc * vt, A * q + Bc, no
+        return out
+    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+
+
+def rwkv4_time_mixing_output(r, wkv_out):
+    """out_t = sigmoid(r_t) * wkv_t (RWKV-4 ``model.py`` ``RWKV_TimeMix.forward``: ``sr * wkv``)."""
+    return expit(as_float_array(r, "r", ndim=4)) * as_float_array(wkv_out, "wkv_out", ndim=4)
+
+
+__all__ = ["FORMS", "log_weights", "rwkv4_time_mixing_output", "rwkv4_w", "wkv"]

@@ -1,0 +1,60 @@
+"""Receptive field of stacked attention layers (seed 001 section 16.2).
+
+Layer l mixes position i with the positions its mask lets it see, so after L
+layers position i depends on position j iff there is a path j = p_0 -> p_1 ->
+... -> p_L = i with every step visible. With A the visibility matrix
+(A[i, j] = True iff query i may attend to key j; self-attention, Lq = Lk = n):
+
+    R_1 = A,    R_L = R_(L-1) . A        (boolean matrix product)
+
+For a causal sliding window of w keys before self (window (w, 0), the seed's
+M_w: max(0, i - w) <= j <= i) the closed form is the interval
+
+    R_L[i] = [max(0, i - L w), i]
+
+(each hop moves back at most w, and i -> i - w -> ... reaches every point in
+between because each window contains self). Seed 001's example, w = 4, i = 10:
+[6..10], [2..10], [0..10].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import masks as _masks
+from ._validate import positive_int
+
+
+def receptive_field(mask: _masks.Mask, n: int, layers: int) -> np.ndarray:
+    """bool (n, n): R[i, j] True iff position j can influence position i after ``layers`` layers."""
+    n = positive_int(n, "n")
+    layers = positive_int(layers, "layers")
+    if not isinstance(mask, _masks.Mask):
+        raise TypeError(f"mask: expected a refimpl.masks.Mask, got {type(mask).__name__}")
+    A = mask.materialize(n, n).astype(np.int64)
+    R = A.copy()
+    for _ in range(layers - 1):
+        R = np.minimum(R @ A, 1)  # boolean product, kept 0/1 so counts never overflow
+    return R.astype(bool)
+
+
+def window_receptive_interval(i: int, w: int, layers: int) -> tuple[int, int]:
+    """Closed form for a causal window of w keys before self: (max(0, i - layers * w), i), inclusive."""
+    i = positive_int(i, "i", allow_zero=True)
+    w = positive_int(w, "w", allow_zero=True)
+    layers = positive_int(layers, "layers")
+    return max(0, i - layers * w), i
+
+
+def receptive_interval(mask: _masks.Mask, i: int, layers: int, n: int | None = None) -> tuple[int, int]:
+    """(first, last) position that can influence position i, from the boolean product; checks it is an interval."""
+    n = positive_int(i, "i", allow_zero=True) + 1 if n is None else n
+    row = np.flatnonzero(receptive_field(mask, n, layers)[i])
+    if row.size == 0:
+        raise ValueError(f"position {i} sees nothing")
+    if row.size != row[-1] - row[0] + 1:
+        raise ValueError(f"the receptive field of position {i} is not an interval: {row.tolist()}")
+    return int(row[0]), int(row[-1])
+
+
+__all__ = ["receptive_field", "receptive_interval", "window_receptive_interval"]

@@ -1,0 +1,258 @@
+"""Rotary position embeddings (RoPE): layouts, partial rotary, frequency scalings.
+
+RoPE (Su et al. 2021; seed 001 section 15.2) rotates each pair of the first
+``d = rotary_dim`` columns of a query or key at integer position m:
+
+    theta_i  = base^(-2i/d),                         i = 0 .. d/2 - 1
+    alpha_i  = m * theta_i                            (angle, radians)
+    [y_a]   [cos alpha_i  -sin alpha_i] [x_a]
+    [y_b] = [sin alpha_i   cos alpha_i] [x_b]        for the pair (a, b) of frequency i
+    columns d .. D - 1 pass through unchanged          (partial rotary)
+
+so <R_m q, R_n k> = <q, R_(n-m) k> depends on m - n only. Which columns form
+pair i is the *layout*, where real libraries disagree:
+
+    "half"        (a, b) = (i, i + d/2)   GPT-NeoX (transformers/models/gpt_neox/modeling_gpt_neox.py,
+                  ``rotary_ndims``), HF Llama ``rotate_half`` / ``apply_rotary_pos_emb``
+                  (transformers/models/llama/modeling_llama.py)
+    "interleaved" (a, b) = (2i, 2i + 1)   GPT-J ``rotate_every_two`` (transformers/models/gptj/
+                  modeling_gptj.py), Meta llama ``apply_rotary_emb`` (model.py: x viewed as d/2
+                  complex numbers times exp(i m theta)), DeepSeek-V3 inference/model.py
+
+The layouts are one fixed column permutation apart (``layout_permutation``):
+HF's Llama conversion script permutes W_q and W_k rows the same way.
+
+Scalings (``scaling`` = None or a dict keyed as HF ``rope_parameters``, each
+following transformers 5.23 ``modeling_rope_utils``; the spec computes in
+float64 where HF uses float32):
+
+    "linear"   theta_i / factor                   (position interpolation, Chen et al. 2023;
+                                                   ``_compute_linear_scaling_rope_parameters``)
+    "dynamic"  base' = base * (factor * s / P - (factor - 1))^(d / (d - 2)),
+               s = max(seq_len, P), P = max_position_embeddings
+                                                  (dynamic NTK; ``_compute_dynamic_ntk_parameters``;
+                                                   seq_len is explicit here: HF takes max(position)+1
+                                                   at run time, so keys cached earlier were rotated
+                                                   with another base)
+    "yarn"     theta_i' = theta_i / factor * r_i + theta_i * (1 - r_i), with the ramp
+               r_i = clamp((i - low) / (high - low), 0, 1) between the dims where a period fits
+               beta_fast and beta_slow times into the original context; cos and sin are
+               multiplied by the attention factor 0.1 ln(factor) + 1 (or the mscale ratio)
+                                                  (Peng et al. 2023; ``_compute_yarn_parameters``,
+                                                   ``get_mscale``, ``find_correction_range``)
+    "llama3"   wavelength 2 pi / theta_i: below P / high_freq_factor kept, above
+               P / low_freq_factor divided by factor, smooth in between
+                                                  (``_compute_llama3_parameters``; Meta Llama 3.1)
+
+Positions are integers (int dtype, 0 <= m < 2^53): the angle is one float64
+product of the exact integer m and theta_i, so there is no drift with m (an
+angle accumulated step by step, or a float32 product, is off by up to ~0.06 rad
+at m = 2^20). The attention factor multiplies the rotated columns only (HF
+multiplies its cos and sin tables).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Mapping
+
+import numpy as np
+
+from ._validate import as_float_array, positive_float, positive_int
+
+LAYOUTS = ("half", "interleaved")
+SCALINGS = ("linear", "dynamic", "yarn", "llama3")
+MAX_POSITION = 2**53  # integers below this convert to float64 exactly
+
+_REQUIRED = {
+    "linear": ("factor",),
+    "dynamic": ("factor", "max_position_embeddings", "seq_len"),
+    "yarn": ("factor", "original_max_position_embeddings"),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+_OPTIONAL = {
+    "linear": (),
+    "dynamic": (),
+    "yarn": ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor", "truncate"),
+    "llama3": (),
+}
+
+
+def _check_layout(layout) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def _check_rotary_dim(rotary_dim, D: int) -> int:
+    d = D if rotary_dim is None else positive_int(rotary_dim, "rotary_dim")
+    if d % 2 or d > D:
+        raise ValueError(f"rotary_dim: expected an even number <= head dim {D}, got {d}")
+    return d
+
+
+def check_positions(positions, B: int, L: int) -> np.ndarray:
+    """Integer positions (L,) or (B, L) as int64 (B, L); rejects floats, bools, negatives, >= 2^53."""
+    p = np.asarray(positions)
+    if p.dtype == np.bool_ or not np.issubdtype(p.dtype, np.integer):
+        raise TypeError(f"positions: expected an integer array (exact positions), got dtype {p.dtype}")
+    if p.shape not in ((L,), (B, L)):
+        raise ValueError(f"positions: expected shape ({L},) or ({B}, {L}), got {p.shape}")
+    if p.size and (p.min() < 0 or p.max() >= MAX_POSITION):
+        raise ValueError(f"positions: expected 0 <= m < 2^53, got range [{p.min()}, {p.max()}]")
+    return np.broadcast_to(p.astype(np.int64), (B, L))
+
+
+def check_scaling(scaling) -> dict | None:
+    """Validate a scaling dict (HF ``rope_parameters`` keys plus "rope_type")."""
+    if scaling is None:
+        return None
+    if not isinstance(scaling, Mapping) or scaling.get("rope_type") not in SCALINGS:
+        raise ValueError(f"scaling: expected None or a dict with rope_type in {SCALINGS}, got {scaling!r}")
+    kind = scaling["rope_type"]
+    missing = [k for k in _REQUIRED[kind] if scaling.get(k) is None]
+    unknown = set(scaling) - {"rope_type", *_REQUIRED[kind], *_OPTIONAL[kind]}
+    if missing or unknown:
+        raise ValueError(f"scaling {kind!r}: missing {missing}, unknown {sorted(unknown)}")
+    out = dict(scaling)
+    out["factor"] = positive_float(scaling["factor"], "scaling factor")
+    if kind == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
+        raise ValueError("scaling llama3: high_freq_factor must exceed low_freq_factor")
+    return out
+
+
+def base_frequencies(rotary_dim: int, base: float) -> np.ndarray:
+    """theta_i = 1 / base^(2i/d), i = 0 .. d/2 - 1 (float64; HF's ``1.0 / (base ** (arange(0, d, 2) / d))``)."""
+    d = positive_int(rotary_dim, "rotary_dim")
+    return 1.0 / positive_float(base, "base") ** (np.arange(0, d, 2, dtype=np.float64) / d)
+
+
+def yarn_get_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature: 0.1 * mscale * ln(scale) + 1 for scale > 1, else 1 (HF ``get_mscale``)."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def rope_frequencies(rotary_dim: int, base: float = 10000.0, scaling=None) -> tuple[np.ndarray, float]:
+    """(theta (d/2,), attention_factor): the per-pair frequencies after ``scaling``.
+
+    Mirrors HF's ``ROPE_INIT_FUNCTIONS[rope_type](config)`` -> (inv_freq, attention_factor).
+    """
+    d = positive_int(rotary_dim, "rotary_dim")
+    sc = check_scaling(scaling)
+    theta = base_frequencies(d, base)
+    if sc is None:
+        return theta, 1.0
+    kind, factor = sc["rope_type"], sc["factor"]
+    if kind == "linear":
+        return theta / factor, 1.0
+    if kind == "dynamic":
+        P = positive_int(sc["max_position_embeddings"], "max_position_embeddings")
+        s = max(positive_int(sc["seq_len"], "seq_len"), P)
+        if d < 4:
+            raise ValueError(f"scaling dynamic: needs rotary_dim >= 4 (the exponent is d / (d - 2)), got {d}")
+        new_base = base * (factor * s / P - (factor - 1)) ** (d / (d - 2))
+        return base_frequencies(d, new_base), 1.0
+    if kind == "llama3":
+        P = sc["original_max_position_embeddings"]
+        lo, hi = sc["low_freq_factor"], sc["high_freq_factor"]
+        wavelen = 2 * math.pi / theta
+        scaled = np.where(wavelen > P / lo, theta / factor, theta)
+        smooth = (P / wavelen - lo) / (hi - lo)
+        medium = ~(wavelen < P / hi) & ~(wavelen > P / lo)
+        return np.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled), 1.0
+    # yarn
+    P = sc["original_max_position_embeddings"]
+    beta_fast, beta_slow = sc.get("beta_fast") or 32, sc.get("beta_slow") or 1
+    attn = sc.get("attention_factor")
+    if attn is None:
+        m, m_all = sc.get("mscale"), sc.get("mscale_all_dim")
+        attn = yarn_get_mscale(factor, m) / yarn_get_mscale(factor, m_all) if (m and m_all) else yarn_get_mscale(factor)
+
+    def correction_dim(rotations):  # the dim index whose period fits `rotations` times into P
+        return d * math.log(P / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if sc.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, d - 1)
+    if low == high:
+        high += 0.001  # HF: prevent a singular ramp
+    ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    return theta / factor * ramp + theta * (1 - ramp), float(attn)
+
+
+def layout_permutation(head_dim: int, rotary_dim: int | None = None) -> np.ndarray:
+    """Column order taking a "half"-layout vector to the "interleaved" layout.
+
+    ``x_interleaved = x_half[..., perm]``: interleaved column 2i holds half column i and
+    2i + 1 holds i + d/2; columns >= rotary_dim stay. ``np.argsort(perm)`` goes back.
+    """
+    D = positive_int(head_dim, "head_dim")
+    d = _check_rotary_dim(rotary_dim, D)
+    half = np.arange(d // 2)
+    return np.concatenate([np.stack([half, half + d // 2], axis=1).reshape(-1), np.arange(d, D)])
+
+
+def convert_layout(x, src: str, dst: str, rotary_dim: int | None = None) -> np.ndarray:
+    """Permute the last axis of ``x`` (a q, a k, or the output rows of W_q / W_k) from layout src to dst."""
+    _check_layout(src), _check_layout(dst)
+    x = np.asarray(x)
+    perm = layout_permutation(x.shape[-1], rotary_dim)
+    if src == dst:
+        return x.copy()
+    return x[..., perm] if src == "half" else x[..., np.argsort(perm)]
+
+
+def _pairs(x: np.ndarray, d: int, layout: str):
+    """The two columns of each pair, (..., d/2) each."""
+    return (x[..., : d // 2], x[..., d // 2 : d]) if layout == "half" else (x[..., 0:d:2], x[..., 1:d:2])
+
+
+def _unpair(a: np.ndarray, b: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "half":
+        return np.concatenate([a, b], axis=-1)
+    return np.stack([a, b], axis=-1).reshape(*a.shape[:-1], 2 * a.shape[-1])
+
+
+def rope_angles(positions: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """alpha[..., l, i] = m_l * theta_i: one float64 product of an exact integer and theta_i."""
+    return positions.astype(np.float64)[..., None] * theta
+
+
+def apply_rope(x, positions, *, layout: str = "half", rotary_dim: int | None = None, base: float = 10000.0, scaling=None):
+    """Rotate the first ``rotary_dim`` columns of x (B, H, L, D) at integer ``positions`` (L,) or (B, L).
+
+    Returns float64 (B, H, L, D); see the module docstring for the formula, the
+    layouts and the scalings. Columns >= rotary_dim are returned unchanged; the
+    rotated ones are multiplied by the scaling's attention factor (1 except YaRN).
+    """
+    x = as_float_array(x, "x", ndim=4)
+    B, H, L, D = x.shape
+    layout = _check_layout(layout)
+    d = _check_rotary_dim(rotary_dim, D)
+    pos = check_positions(positions, B, L)
+    theta, attn = rope_frequencies(d, base, scaling)
+    alpha = rope_angles(pos, theta)[:, None]  # (B, 1, L, d/2)
+    cos, sin = attn * np.cos(alpha), attn * np.sin(alpha)
+    xa, xb = _pairs(x, d, layout)
+    rotated = _unpair(xa * cos - xb * sin, xb * cos + xa * sin, layout)
+    return np.concatenate([rotated, x[..., d:]], axis=-1)
+
+
+def check_rope_kwargs(kw) -> dict:
+    """Validate a dict of apply_rope keywords (layout, rotary_dim, base, scaling)."""
+    if not isinstance(kw, Mapping):
+        raise TypeError(f"rope: expected a dict of apply_rope keywords, got {type(kw).__name__}")
+    unknown = set(kw) - {"layout", "rotary_dim", "base", "scaling"}
+    if unknown:
+        raise ValueError(f"rope: unknown keywords {sorted(unknown)}")
+    if "base" in kw and not isinstance(kw["base"], numbers.Real):
+        raise TypeError("rope base: expected a real number")
+    return dict(kw)
+
+
+__all__ = [
+    "LAYOUTS", "SCALINGS", "apply_rope", "base_frequencies", "check_positions", "check_rope_kwargs", "convert_layout",
+    "layout_permutation", "rope_angles", "rope_frequencies", "yarn_get_mscale",
+]

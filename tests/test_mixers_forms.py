@@ -1,0 +1,177 @@
+"""refimpl.mixers: definitions against hand loops, argument checks, conv1d, presets and cost accounting."""
+
+import numpy as np
+import pytest
+
+from refimpl.mixers import cost, presets
+from refimpl.mixers import delta_rule as DR
+from refimpl.mixers import gated as GL
+from refimpl.mixers import linear_attention as LA
+from refimpl.mixers import rwkv4 as RW
+from refimpl.mixers import ssm as SSM
+
+rng = np.random.default_rng(11)
+
+
+def test_linear_attention_matches_the_seed_loop_and_the_non_causal_sum():
+    """Seed 001 17.3 / 003 4.10: S_t = S_{t-1} + phi(k_t) v_t^T, z likewise, y = phi(q)S / (phi(q)z + eps)."""
+    q, k = rng.standard_normal((2, 1, 1, 7, 3))
+    v = rng.standard_normal((1, 1, 7, 2))
+    phi = LA.FEATURE_MAPS["elu+1"]
+    fq, fk = phi(q[0, 0]), phi(k[0, 0])
+    S, z, y = np.zeros((3, 2)), np.zeros(3), np.empty((7, 2))
+    for t in range(7):
+        S, z = S + np.outer(fk[t], v[0, 0, t]), z + fk[t]
+        y[t] = fq[t] @ S / (fq[t] @ z + 1e-10)
+    np.testing.assert_allclose(LA.linear_attention(q, k, v)[0, 0], y, rtol=1e-13)
+    nc = LA.linear_attention(q, k, v, causal=False)[0, 0]
+    np.testing.assert_allclose(nc, (fq @ (fk.T @ v[0, 0])) / (fq @ fk.sum(0) + 1e-10)[:, None], rtol=1e-13)
+    assert np.all(phi(np.array([-50.0, 0.0, 2.0])) > 0)
+
+
+def test_retention_gammas_and_decay():
+    np.testing.assert_allclose(GL.retnet_gammas(3), [1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128])
+    q, k, v = rng.standard_normal((3, 1, 2, 5, 2))
+    o = GL.retention(q, k, v)
+    gam = GL.retnet_gammas(2)
+    ref = np.einsum("htj,htj,hjd->htd",
+                    np.einsum("htd,hjd->htj", q[0], k[0]) / np.sqrt(2),
+                    np.tril(gam[:, None, None] ** (np.arange(5)[:, None] - np.arange(5)[None, :]).clip(0)), v[0])
+    np.testing.assert_allclose(o[0], ref, rtol=1e-13)
+
+
+def test_initial_state_is_carried_by_every_form():
+    q, k, v = rng.standard_normal((3, 1, 1, 6, 2))
+    g = -rng.random((1, 1, 6, 2))
+    S0 = rng.standard_normal((1, 1, 2, 2))
+    o1, S1 = GL.gated_linear_attention(q[:, :, :3], k[:, :, :3], v[:, :, :3], g[:, :, :3])
+    o2, S2 = GL.gated_linear_attention(q[:, :, 3:], k[:, :, 3:], v[:, :, 3:], g[:, :, 3:], initial_state=S1)
+    for form in GL.FORMS:
+        o, S = GL.gated_linear_attention(q, k, v, g, form=form, chunk_size=4)
+        np.testing.assert_allclose(o, np.concatenate([o1, o2], axis=2), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(S, S2, rtol=1e-12, atol=1e-14)
+        o3, _ = GL.gated_linear_attention(q, k, v, g, form=form, chunk_size=4, initial_state=S0)
+        np.testing.assert_allclose(o3 - o, GL.gated_linear_attention(q, k, 0 * v, g, initial_state=S0)[0], atol=1e-12)
+    od, Sd = DR.delta_rule(q, k / np.linalg.norm(k, axis=-1, keepdims=True), v, np.full((1, 1, 6), 0.5),
+                           g[..., 0], initial_state=S0)
+    oc, Sc = DR.delta_rule(q, k / np.linalg.norm(k, axis=-1, keepdims=True), v, np.full((1, 1, 6), 0.5),
+                           g[..., 0], initial_state=S0, form="chunked", chunk_size=4)
+    np.testing.assert_allclose(oc, od, atol=1e-13)
+    np.testing.assert_allclose(Sc, Sd, atol=1e-13)
+
+
+def test_empty_sequence_and_inputs_not_mutated():
+    q, k, v = rng.standard_normal((3, 1, 1, 5, 2))
+    copies = [x.copy() for x in (q, k, v)]
+    for form in GL.FORMS:
+        GL.gated_linear_attention(q, k, v, -np.ones((1, 1, 5)), form=form, chunk_size=2)
+        o, S = GL.gated_linear_attention(q[:, :, :0], k[:, :, :0], v[:, :, :0], form=form)
+        assert o.shape == (1, 1, 0, 2) and not S.any()
+    DR.delta_rule(q, k, v, np.ones((1, 1, 5)), form="chunked", chunk_size=2)
+    for a, b in zip((q, k, v), copies):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: GL.gated_linear_attention(np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 2))), "k"),
+    (lambda: GL.gated_linear_attention(np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), np.ones((1, 1, 3))), "g"),
+    (lambda: GL.gated_linear_attention(np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), form="chunked", chunk_size=0), "chunk_size"),
+    (lambda: GL.gated_linear_attention(np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), form="scan"), "form"),
+    (lambda: LA.linear_attention(np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), feature_map="tanh"), "feature_map"),
+    (lambda: DR.delta_rule(np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2)), np.ones((1, 1, 2))), "beta"),
+    (lambda: RW.wkv(np.ones(3), np.ones(2), np.ones((1, 1, 3, 2)), np.ones((1, 1, 3, 2))), "w"),
+    (lambda: SSM.selective_scan(np.ones((1, 3, 4, 2)), np.ones((1, 3, 4, 2)), -np.ones((3, 2, 2)), np.ones((1, 2, 4, 2)), np.ones((1, 2, 4, 2))), "B"),
+    (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), np.arange(4.0).reshape(1, 1, 4, 1), -np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)), form="convolution"), "time-invariant"),
+    (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), np.ones((1, 1, 4, 1)), -np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)), discretization="euler"), "discretization"),
+    (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), -np.ones((1, 1, 4, 1)), -np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2))), "delta"),
+    (lambda: SSM.selective_scan(np.ones((1, 1, 4, 1)), np.ones((1, 1, 4, 1)), np.ones((1, 1, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2))), "A"),
+])
+def test_bad_arguments_name_themselves(call, arg):
+    with pytest.raises((ValueError, TypeError), match=arg):
+        call()
+
+
+def test_normaliser_never_divides_zero_by_zero():
+    q, k, v = -np.ones((3, 1, 1, 3, 2))  # relu features all 0: numerator and normaliser 0
+    y = LA.linear_attention(q, k, v, feature_map="relu", eps=0.0)
+    assert np.array_equal(y, np.zeros_like(y))
+
+
+def test_nan_input_rejected():
+    x = np.ones((1, 1, 3, 2))
+    x[0, 0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="q: contains NaN"):
+        GL.gated_linear_attention(x, np.ones_like(x), np.ones_like(x))
+
+
+def test_ssm_zoh_b_and_discretisations():
+    """Full ZOH: Bbar = (exp(delta A) - 1)/A B, which -> delta B as delta A -> 0 (then Euler-B = ZOH-B)."""
+    u = rng.standard_normal((1, 1, 5, 1))
+    A, Bm, Cm = -np.ones((1, 1, 1)), np.ones((1, 1, 5, 1)), np.ones((1, 1, 5, 1))
+    small = np.full((1, 1, 5, 1), 1e-9)
+    y_e, _ = SSM.selective_scan(u, small, A, Bm, Cm)
+    y_z, _ = SSM.selective_scan(u, small, A, Bm, Cm, discretization="zoh")
+    np.testing.assert_allclose(y_z, y_e, rtol=1e-8)
+    dt = np.ones((1, 1, 5, 1))
+    x, ys = 0.0, []
+    for t in range(5):
+        x = np.exp(-1.0) * x + (1 - np.exp(-1.0)) * u[0, 0, t, 0]
+        ys.append(x)
+    np.testing.assert_allclose(SSM.selective_scan(u, dt, A, Bm, Cm, discretization="zoh")[0][0, 0, :, 0], ys, rtol=1e-13)
+
+
+def test_causal_conv1d_definition():
+    x = rng.standard_normal((1, 1, 6, 2))
+    w = rng.standard_normal((1, 2, 3))
+    out = SSM.causal_conv1d(x, w)
+    for t in range(6):
+        want = sum(w[0, :, i] * x[0, 0, t - 2 + i] for i in range(3) if t - 2 + i >= 0)
+        np.testing.assert_allclose(out[0, 0, t], want, rtol=1e-14)
+    # weight[W-1] multiplies the current token: an impulse at t = 0 reads the weights backwards
+    imp = np.zeros((1, 1, 3, 1))
+    imp[0, 0, 0, 0] = 1.0
+    np.testing.assert_allclose(SSM.causal_conv1d(imp, np.array([[[1.0, 2.0, 3.0]]]))[0, 0, :, 0], [3.0, 2.0, 1.0])
+    np.testing.assert_allclose(SSM.causal_conv1d(x, w, np.ones((1, 2)), activation="silu"), SSM.silu(out + 1))
+
+
+def test_presets_layouts_round_trip():
+    q, k = rng.standard_normal((2, 2, 5, 3, 4))  # (B, L, H, D)
+    v, gk = rng.standard_normal((2, 2, 5, 3, 4))
+    o, _ = presets.fla_gla(q, k, v, -np.abs(gk))
+    o2, _ = GL.gated_linear_attention(*(np.swapaxes(x, 1, 2) for x in (q, k, v, -np.abs(gk))))
+    np.testing.assert_array_equal(o, np.swapaxes(o2, 1, 2))
+    w, u = -np.exp(rng.standard_normal(4)), rng.standard_normal(4)
+    y = presets.rwkv4_wkv(w, u, q[:, :, 0], v[:, :, 0])
+    np.testing.assert_allclose(y, RW.wkv(w, u, q[:, None, :, 0], v[:, None, :, 0])[:, 0], rtol=1e-14)
+
+
+def test_cost_accounting():
+    """State and MACs per token (per head) beside softmax attention; seed 001 17.1 and 003 4.10."""
+    assert cost.softmax_attention(t=4096, d=128, d_v=128) == cost.MixerCost(state=4096 * 256, macs=4096 * 256, exps=4096)
+    la = cost.linear_attention(d_phi=128, d_v=128)
+    assert (la.state, la.macs) == (128 * 128 + 128, 2 * 128 * 128 + 2 * 128)
+    assert cost.delta_rule(64, 64, gated=True).macs == 4 * 64 * 64
+    assert cost.rwkv4(768).state == 3 * 768
+    assert cost.selective_scan(P=16, N=16).state == 256
+    # whole sequences: n^2 d against n d_phi d_v; the ratio grows linearly in n
+    n, d = 8192, 128
+    soft, lin = cost.sequence_macs_softmax(n, d, d), cost.sequence_macs_linear(n, d, d)
+    assert soft == n * (n + 1) // 2 * 2 * d and lin == 2 * n * d * d
+    assert cost.sequence_macs_softmax(2 * n, d, d) / cost.sequence_macs_linear(2 * n, d, d) > 1.99 * soft / lin
+    # break-even: causal softmax (n + 1) d MACs per token vs 2 d^2 when n + 1 = 2 d
+    assert cost.sequence_macs_softmax(2 * d - 1, d, d) == cost.sequence_macs_linear(2 * d - 1, d, d)
+    tab = cost.attention_table(B=2, H=4, L=16, d_head=8, Lq=16, Lk=32, t=10)
+    assert tab["scores"] == 2 * 4 * 16 * 16 * 8 and tab["softmax"] == 2 * 4 * 256
+    assert tab["cross_attention"] == (2 * 2 * 4 * 16 * 32 * 8, 2 * 4 * 16 * 32)  # no stray factor L (ERRATA 18)
+    assert tab["decode_step"] == 2 * 4 * 10 * 8 and tab["kv_cache"] == 2 * 16 * 32
+    with pytest.raises(ValueError, match="d_phi"):
+        cost.linear_attention(0, 4)
+
+
+def test_cost_counts_match_an_operation_count_of_the_recurrence():
+    """The recurrent gated step does exactly decay (d_k d_v), write (d_k d_v) and read (d_k d_v) multiplies."""
+    d_k, d_v = 3, 5
+    count = d_k * d_v + d_k * d_v + d_k * d_v
+    assert cost.gated_linear_attention(d_k, d_v).macs == count
+    # delta rule: recall S^T k (d_k d_v), write k u^T (d_k d_v), read (d_k d_v); gated adds the decay
+    assert cost.delta_rule(d_k, d_v).macs == 3 * d_k * d_v
