@@ -34,7 +34,6 @@ def reroute_dropped(routing):
     if C is None:
         return routing
     T, k = routing.indices.shape
-    E = routing.num_experts
     order = routing.options.drop_order
     if order in POSITION_ORDERS:
         t_seq, j_seq = assignment_order(routing.indices, routing.token_mask, order, routing.probs)
