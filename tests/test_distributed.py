@@ -123,6 +123,10 @@ def test_argument_checks():
                                drop_order="priority")
     with pytest.raises(ValueError, match="capacity_convention"):
         EP.expert_parallel_moe(xs, W, ex, 1, [0, 0, 1, 1], capacity_convention="per_rank")
+    with pytest.raises(ValueError, match="preset 'switch' routes to exactly k=1"):
+        EP.expert_parallel_moe(xs, W, ex, 2, [0, 0, 1, 1], preset="switch")
+    with pytest.raises(ValueError, match="reroute"):
+        EP.expert_parallel_moe(xs, W, ex, 1, [0, 0, 1, 1], capacity_convention="global", capacity=1, reroute=True)
     with pytest.raises(ValueError, match="owner"):
         EP.expert_parallel_moe(xs, W, ex, 1, [0, 0, 2, 1])
 

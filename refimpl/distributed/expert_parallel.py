@@ -55,6 +55,7 @@ import numpy as np
 from .._validate import as_float_array
 from ..moe.dispatch import gather_by_expert, scatter_combine, sort_by_expert
 from ..moe.forward import router_logits
+from ..moe.presets import get as get_preset
 from ..moe.reroute import reroute_dropped
 from ..moe.router import (RouteOptions, effective_options, normalize_gates, rank_within_expert, resolve_capacity,
                           resolve_options, route)
@@ -119,9 +120,13 @@ def contiguous_placement(E: int, P: int) -> np.ndarray:
     return np.arange(E, dtype=np.int64) // (E // P)
 
 
-def _route_options(capacity_convention, route_options) -> RouteOptions:
+def _route_options(capacity_convention, route_options, k) -> RouteOptions:
     if capacity_convention not in CONVENTIONS:
         raise ValueError(f"capacity_convention: expected one of {CONVENTIONS}, got {capacity_convention!r}")
+    if route_options.get("preset") is not None:
+        preset = get_preset(route_options["preset"])
+        if preset.k is not None and k != preset.k:
+            raise ValueError(f"k: preset {preset.name!r} routes to exactly k={preset.k}, got k={k}")
     opts = resolve_options(route_options.get("preset"), capacity_factor=route_options.get("capacity_factor"),
                            **{n: v for n, v in route_options.items() if n not in ("preset", "capacity_factor")})
     if capacity_convention == "global" and opts.drop_order not in GLOBAL_ORDERS:
@@ -224,7 +229,7 @@ def program(shard: EPShard, k: int, num_ranks: int, capacity_convention: str = "
     """Rank program of the expert-parallel MoE layer; returns an EPResult."""
     P, r = num_ranks, shard.rank
     everyone = tuple(range(P))
-    opts = _route_options(capacity_convention, route_options)
+    opts = _route_options(capacity_convention, route_options, k)
     if not isinstance(reroute, bool):
         raise TypeError(f"reroute: expected a bool, got {type(reroute).__name__}")
     if reroute and capacity_convention == "global":
