@@ -9,6 +9,8 @@ MODULES = (
     "properties.rope", "properties.decode", "properties.mla",
     "properties.mixers_linear", "properties.mixers_scan",
     "properties.norms", "properties.ffn", "properties.losses", "properties.formats", "properties.block",
+
+    "properties.distributed",
 )
 
 

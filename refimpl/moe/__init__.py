@@ -12,6 +12,7 @@ Modules (each readable on its own):
     forward        moe_forward (sparse / dense tensors) and the dense definition
     grads          exact Jacobians and VJPs; loss gradients
     expert_choice  expert-choice routing (Zhou et al. 2022)
+    reroute        dropped assignments moved to a backup expert (seed 003 8.8)
 
 The router takes raw logits (T, E), never probabilities.
 """
@@ -31,6 +32,7 @@ from .losses import (BalanceLoss, NoisyTopK, balance_loss, balance_loss_layers, 
                      mean_probabilities, noisy_top_k_gating, product_balance_loss,
                      routing_fractions, z_loss)
 from .presets import Preset
+from .reroute import reroute_dropped
 from .router import Routing, RouteOptions, route, router_scores, top_k
 
 __all__ = [
@@ -42,7 +44,7 @@ __all__ = [
     "gate_vjp", "gather_by_expert", "importance_loss", "importance_loss_grad", "load_loss",
     "load_loss_grad", "load_probabilities", "mean_probabilities", "moe_forward", "moe_vjp",
     "noisy_top_k_gating", "output_logit_jacobian", "presets", "product_balance_loss",
-    "random_experts", "route", "route_expert_choice", "router_logits", "router_scores",
+    "random_experts", "reroute_dropped", "route", "route_expert_choice", "router_logits", "router_scores",
     "routing_fractions", "scatter_combine", "score_jacobian", "sort_by_expert", "top_k", "z_loss",
     "z_loss_grad",
 ]

@@ -1,0 +1,151 @@
+"""Sequence sharding for context parallelism: which global positions each rank holds.
+
+A *layout* is a partition of the positions 0..L-1 of one sequence over P ranks:
+``positions[r]`` is the sorted int64 array of the global positions rank r holds
+(its query rows and its key/value rows alike). Two layouts:
+
+    contiguous(sizes)        rank r holds [s_r, s_r + n_r), s_r = n_0 + ... + n_{r-1}
+                             (Ring Attention, Liu et al. 2023; any sizes, empty allowed)
+    zigzag(chunk_sizes)      the sequence cut into 2P chunks c_0 .. c_{2P-1};
+                             rank r holds chunks r and 2P-1-r
+                             (load-balanced causal sharding: Megatron-LM context
+                             parallelism, ``get_batch_on_this_cp_rank`` in
+                             megatron/training/utils.py; zhuzilin/ring-flash-attention
+                             ``zigzag_ring_flash_attn``)
+
+Why zig-zag: under a causal mask query position i sees i + 1 keys, so with
+contiguous shards the last rank does about 2P - 1 times the work of the first.
+With 2P equal chunks of c positions, chunk i carries i c^2 + c (c + 1) / 2
+visible pairs and rank r's two chunks carry (2P - 1) c^2 + c (c + 1) in total:
+the same for every r (``visible_pairs_per_rank`` checks it).
+
+The mask of the sharded problem is the mask of the *gathered* problem (self
+attention over the whole sequence, Lq = Lk = L, so both causal alignments
+agree) evaluated at global positions: ``visible(qpos, kpos)``. Evaluating it at
+shard-local indices (``causal=True`` on the shard) is the classic bug.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import masks as _masks
+from .._validate import positive_int
+from ..sdpa import check_window
+
+
+def _sizes(sizes, name: str) -> tuple:
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of non-negative ints, got {type(sizes).__name__}")
+    out = tuple(positive_int(s, f"{name}[{i}]", allow_zero=True) for i, s in enumerate(sizes))
+    if not out:
+        raise ValueError(f"{name}: expected at least one entry")
+    return out
+
+
+def contiguous(sizes) -> tuple:
+    """Positions of each rank for contiguous shards of the given sizes (one per rank)."""
+    sizes = _sizes(sizes, "sizes")
+    edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return tuple(np.arange(edges[r], edges[r + 1], dtype=np.int64) for r in range(len(sizes)))
+
+
+def zigzag(chunk_sizes) -> tuple:
+    """Positions of each of P ranks from 2P chunk sizes: rank r holds chunks r and 2P-1-r."""
+    chunk_sizes = _sizes(chunk_sizes, "chunk_sizes")
+    if len(chunk_sizes) % 2:
+        raise ValueError(f"chunk_sizes: zig-zag needs 2P chunks, got {len(chunk_sizes)}")
+    chunks = contiguous(chunk_sizes)
+    P = len(chunks) // 2
+    return tuple(np.concatenate([chunks[r], chunks[2 * P - 1 - r]]) for r in range(P))
+
+
+def even_sizes(L: int, parts: int) -> tuple:
+    """``parts`` sizes summing to L, differing by at most one (the larger first)."""
+    L, parts = positive_int(L, "L", allow_zero=True), positive_int(parts, "parts")
+    return tuple(L // parts + (1 if r < L % parts else 0) for r in range(parts))
+
+
+def check_layout(positions, L: int) -> tuple:
+    """Validate that ``positions`` (one int array per rank) partition 0..L-1; return them as int64."""
+    out = tuple(np.asarray(p, dtype=np.int64).reshape(-1) for p in positions)
+    if not out:
+        raise ValueError("positions: expected one array per rank, got none")
+    allpos = np.concatenate(out) if out else np.zeros(0, np.int64)
+    if allpos.size != L or not np.array_equal(np.sort(allpos), np.arange(L)):
+        raise ValueError(f"positions: the ranks' positions must partition 0..{L - 1} exactly once")
+    return out
+
+
+def shard(x: np.ndarray, positions: tuple, axis: int = 2) -> list:
+    """Each rank's rows of ``x`` (sequence along ``axis``): ``x.take(positions[r], axis)``."""
+    return [np.take(x, p, axis=axis) for p in positions]
+
+
+def gather(parts, positions: tuple, axis: int = 2) -> np.ndarray:
+    """Inverse of ``shard``: put each rank's rows back at their global positions."""
+    parts = [np.asarray(p) for p in parts]
+    L = sum(len(p) for p in positions)
+    shape = list(parts[0].shape)
+    shape[axis] = L
+    out = np.zeros(shape, dtype=np.result_type(*parts))
+    for part, pos in zip(parts, positions):
+        idx = [slice(None)] * len(shape)
+        idx[axis] = pos
+        out[tuple(idx)] = part
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalMask:
+    """The gathered problem's mask (causal, window, an optional Mask predicate), over global positions.
+
+    ``L`` is the sequence length; the gathered problem is self-attention with
+    Lq = Lk = L, so ``align`` does not matter. ``window=(left, right)`` in the
+    flash-attn sense (see refimpl.masks). ``mask`` is a ``refimpl.masks.Mask``
+    evaluated on global indices (e.g. ``Document``), or None.
+    """
+
+    L: int
+    causal: bool = False
+    window: tuple | None = None
+    mask: _masks.Mask | None = None
+
+    def __post_init__(self):
+        positive_int(self.L, "L", allow_zero=True)
+        if not isinstance(self.causal, (bool, np.bool_)):
+            raise TypeError(f"causal: expected a bool, got {type(self.causal).__name__}")
+        object.__setattr__(self, "window", check_window(self.window))
+        if self.mask is not None and not isinstance(self.mask, _masks.Mask):
+            raise TypeError(f"mask: expected a refimpl.masks.Mask or None, got {type(self.mask).__name__}")
+
+    def predicates(self) -> list:
+        out = []
+        if self.causal:
+            out.append(_masks.Causal())
+        if self.window is not None:
+            out.append(_masks.SlidingWindow(*self.window))
+        if self.mask is not None:
+            out.append(self.mask)
+        return out
+
+    def visible(self, qpos, kpos) -> np.ndarray:
+        """bool (nq, nk): may the query at global position qpos[i] attend the key at kpos[j]."""
+        i = np.asarray(qpos, dtype=np.int64)[:, None]
+        j = np.asarray(kpos, dtype=np.int64)[None, :]
+        out = np.ones((i.shape[0], j.shape[1]), dtype=bool)
+        for p in self.predicates():
+            out = out & p(i, j, self.L, self.L)
+        return out
+
+    def attention_kwargs(self) -> dict:
+        """The keywords of ``refimpl.attention`` for the gathered problem."""
+        return dict(causal=bool(self.causal), window=self.window, mask=self.mask)
+
+
+def visible_pairs_per_rank(gmask: GlobalMask, positions: tuple) -> np.ndarray:
+    """(P,) int64: visible (query, key) pairs whose query rank r holds (the compute of rank r)."""
+    allpos = np.arange(gmask.L)
+    return np.array([int(gmask.visible(p, allpos).sum()) for p in positions], dtype=np.int64)

@@ -1,0 +1,99 @@
+"""Run P rank programs single-process, in lockstep, counting every message.
+
+Each round, every unfinished rank yields an ``Exchange``; the simulator
+delivers ``sends[dest]`` to ``dest`` and resumes each rank with the messages
+from the sources it named. A rank that names a source which sent it nothing
+(or is sent a message it did not ask for) is a protocol error: a deadlock or a
+lost message on real ranks, so it raises here too. All ranks must finish in
+the same round (the programs here are bulk-synchronous).
+
+``Log`` records, per round, the size of every message a rank sent to another
+rank (self-sends are local copies and are not counted), so tests can compare
+the counted volume with the formulas of ``refimpl.distributed.comm_volume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .messages import Exchange, Size, message_size
+
+
+@dataclasses.dataclass
+class Log:
+    """Counted communication. ``sent[r]`` is the list of (round, dest, Size) rank r sent."""
+
+    num_ranks: int
+    sent: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        self.sent = [[] for _ in range(self.num_ranks)]
+
+    def record(self, rnd: int, src: int, dest: int, msg) -> None:
+        if src != dest:
+            self.sent[src].append((rnd, dest, message_size(msg)))
+
+    def volume(self, rank: int) -> Size:
+        """Total elements rank ``rank`` sent to other ranks."""
+        return sum((s for _, _, s in self.sent[rank]), Size())
+
+    def messages(self, rank: int) -> int:
+        return len(self.sent[rank])
+
+
+def run(programs: list, log: Log | None = None) -> list:
+    """Drive the generators ``programs`` (one per rank) to completion; return their results."""
+    P = len(programs)
+    log = Log(P) if log is None else log
+    results = [None] * P
+    pending = {}
+    for r, prog in enumerate(programs):
+        pending[r] = _advance(prog, None, r, results)
+    rnd = 0
+    while any(x is not None for x in pending.values()):
+        live = {r: ex for r, ex in pending.items() if ex is not None}
+        if len(live) != P:
+            raise RuntimeError(f"round {rnd}: ranks {sorted(set(range(P)) - set(live))} finished while others wait")
+        inbox = {r: {} for r in range(P)}
+        for src, ex in live.items():
+            if not isinstance(ex, Exchange):
+                raise TypeError(f"rank {src} yielded {type(ex).__name__}, expected an Exchange")
+            for dest, msg in ex.sends.items():
+                if not 0 <= dest < P:
+                    raise ValueError(f"round {rnd}: rank {src} sends to rank {dest}, not in 0..{P - 1}")
+                inbox[dest][src] = msg
+                log.record(rnd, src, dest, msg)
+        for dest, ex in live.items():
+            if set(inbox[dest]) != set(ex.recv_from):
+                raise RuntimeError(
+                    f"round {rnd}: rank {dest} expects messages from {sorted(ex.recv_from)} "
+                    f"but was sent messages by {sorted(inbox[dest])}"
+                )
+            pending[dest] = _advance(programs[dest], {s: inbox[dest][s] for s in ex.recv_from}, dest, results)
+        rnd += 1
+    return results
+
+
+def drive(make_program, num_ranks: int, log: Log | None = None) -> list:
+    """The simulated driver: ``run([make_program(r) for r in range(num_ranks)], log)``.
+
+    Entry points (``ring.ring_attention`` ...) take a ``driver`` with this
+    signature; ``refimpl.distributed.mpi.driver()`` runs the same programs on MPI ranks.
+    """
+    return run([make_program(r) for r in range(num_ranks)], log)
+
+
+def resolve(driver):
+    """``driver``, or the simulated one when None."""
+    return drive if driver is None else driver
+
+
+def _advance(prog, value, rank, results):
+    try:
+        return prog.send(value)
+    except StopIteration as stop:
+        results[rank] = stop.value
+        return None
+
+
+__all__ = ["Exchange", "Log", "Size", "drive", "run"]
