@@ -54,16 +54,48 @@ from refimpl.split_kv import split_kv_attention
 from . import attention as A
 from . import attention_cases as C
 from .attention_impls import AttentionAdapter
-from .core import Property
+from .core import Property, Unsupported
+from .protocol import Capability, Kind
 from .tolerance import compare_close, compare_lse, flash_forward_bounds  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------
 # adapters
 
 
+FLASH_KIND = Kind(
+    name="flash",
+    doc="Tiled exact attention whose tile sizes the suite chooses: forward(q, k, v, *, block_q, block_k, variant, "
+        "**keywords of refimpl.attention) -> (out, lse), compared with refimpl.attention (tiled float64 bound, "
+        "properties.tolerance.flash_forward_bounds). Tile sizes are drawn from the adapter's ``tiles`` when it "
+        "declares them (lengths then around their multiples), else from 1 to L + 2.",
+    methods={
+        "forward": "forward(q, k, v, *, block_q, block_k, variant, skip_masked_tiles=True, return_stats=False, "
+                   "**attention keywords) -> (out, lse), or (out, lse, stats) with return_stats=True",
+        "backward": "backward(q, k, v, out, lse, dout, *, block_q, block_k, **attention keywords) -> (dq, dk, dv)",
+        "split_kv": "split_kv(q, k, v, *, block_q, block_k, boundaries, **attention keywords) -> (out, lse): "
+                    "partials over the key chunks cut at boundaries, merged",
+    },
+    required=("forward",),
+    capabilities={
+        **{c: cap for c, cap in C.ATTENTION_CAPABILITIES.items() if c != "backward"},
+        "backward": Capability("backward(q, k, v, out, lse, dout, *, block_q, block_k, **kw) -> (dq, dk, dv): "
+                               "the FA2 backward from the saved (out, lse)", methods=("backward",)),
+        "fa1": Capability("variant='fa1': key tiles outer, output normalised at every step"),
+        "fa2": Capability("variant='fa2': query tiles outer, normalised once at the end"),
+        "stats": Capability("return_stats=True returns a third value with .tiles_skipped (int): tiles the mask "
+                            "hides entirely and the kernel skipped"),
+        "skip_toggle": Capability("skip_masked_tiles=False disables tile skipping (tiles_skipped == 0)"),
+        "split_kv": Capability("split_kv(...) computes partial (out, lse) per key chunk and merges them",
+                               methods=("split_kv",)),
+    },
+    options=C.ATTENTION_OPTIONS,
+    one_of=(("fa1", "fa2"),),
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class FlashAdapter:
-    """Adapter protocol for tiled implementations (see the module docstring)."""
+    """Adapter protocol for tiled implementations (``FLASH_KIND``; module docstring)."""
 
     name: str
     forward: Callable
@@ -71,9 +103,15 @@ class FlashAdapter:
     backward: Callable | None = None
     split_kv: Callable | None = None
     kind: str = "flash"
+    precision: str = "float64"
+    declines: dict = dataclasses.field(default_factory=dict)
+    tiles: tuple | None = None
+    head_dims: tuple | None = None
+    max_len: int | None = None
 
 
-FLASH_CAPS = C.ALL_CAPS | {"fa1", "fa2", "stats", "skip_toggle", "split_kv"}
+KINDS = (FLASH_KIND,)
+FLASH_CAPS = frozenset(FLASH_KIND.capabilities)
 
 REFIMPL_FLASH = FlashAdapter(
     name="refimpl.flash_attention",
@@ -325,16 +363,25 @@ class FlashCase:
         return dict(block_q=self.block_q, block_k=self.block_k)
 
 
-@st.composite
-def flash_case(draw, caps: frozenset, **attention_case_kwargs):
+def flash_case(caps: frozenset, **attention_case_kwargs):
     """An attention problem (only features in ``caps``), tile sizes from 1 to L + 2
-    (so often not dividing L, and sometimes larger than it), a variant, and
-    key-chunk boundaries for split-KV (repeated cuts give empty chunks)."""
+    (so often not dividing L, and sometimes larger than it) or from the adapter's
+    declared ``tiles``, a variant, and key-chunk boundaries for split-KV
+    (repeated cuts give empty chunks)."""
+    variants = sorted(frozenset(caps) & {"fa1", "fa2"})
+    if not variants:
+        raise Unsupported("declares neither 'fa1' nor 'fa2': no variant to run")
+    return _flash_case(caps, tuple(variants), **attention_case_kwargs)
+
+
+@st.composite
+def _flash_case(draw, caps, variants, **attention_case_kwargs):
     attn = draw(C.attention_case(caps & C.ALL_CAPS, **attention_case_kwargs))
     Lq, Lk = attn.q.shape[2], attn.k.shape[2]
-    block_q = draw(st.integers(1, Lq + 2))
-    block_k = draw(st.integers(1, Lk + 2))
-    variant = draw(st.sampled_from(sorted(caps & {"fa1", "fa2"})))
+    tiles = getattr(caps, "tiles", ())
+    block_q = draw(st.sampled_from(tiles) if tiles else st.integers(1, Lq + 2))
+    block_k = draw(st.sampled_from(tiles) if tiles else st.integers(1, Lk + 2))
+    variant = draw(st.sampled_from(variants))
     boundaries = tuple(sorted(draw(st.lists(st.integers(0, Lk), max_size=3))))
     return FlashCase(attn, block_q, block_k, variant, boundaries)
 
