@@ -24,12 +24,13 @@ import argparse
 import sys
 import time
 
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, settings
 
 from . import profiles, registry
 from .core import RECORDS, RunRecord, Unsupported, check_adapter, find_counterexample, load_user_implementations, run_property
 from .examples import all_examples
-from .report import write_json, xfail_entries
+from .core import ProtocolError
+from .report import XfailError, write_json, xfail_entries
 
 
 _REPORT_SETTINGS = dict(
@@ -113,10 +114,13 @@ def conformance(examples, only, kernels, impl_names=(), kinds=(), use_profile=Fa
         settings_kw["max_examples"] = examples
     print()
     print("=" * 100)
-    print(f"Conformance properties ({settings_kw.get('max_examples', 'profile')} Hypothesis examples each)")
+    n = settings_kw.get("max_examples") or settings.default.max_examples
+    print(f"Conformance properties ({n} Hypothesis examples each)")
     print("=" * 100)
     failures, records = 0, []
     for prop in props:
+        if not any(i.kind == prop.kind for i in impls):
+            continue
         line, unsupported = [], []
         for impl in (i for i in impls if i.kind == prop.kind):
             xfail = xfails.get((prop.name, impl.name))
@@ -196,9 +200,13 @@ def main(argv=None) -> int:
     filtered = bool(args.impl or args.kind)
     t0 = time.perf_counter()
     bad = 0 if filtered else worked_examples()
-    failures, records = conformance(examples, args.only, kernels=not args.no_kernels and not filtered,
-                                    impl_names=tuple(args.impl), kinds=tuple(args.kind),
-                                    use_profile=bool(args.profile))
+    try:
+        failures, records = conformance(examples, args.only, kernels=not args.no_kernels and not filtered,
+                                        impl_names=tuple(args.impl), kinds=tuple(args.kind),
+                                        use_profile=bool(args.profile))
+    except (ProtocolError, XfailError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     bad += failures
     if not args.no_meta and (args.meta or not filtered):
         bad += meta(args.only, tuple(args.kind))

@@ -149,6 +149,16 @@ class AttnCase:
     def with_kwargs(self, **kw) -> "AttnCase":
         return self.with_(kwargs={**self.kwargs, **kw})
 
+    def side_by_side(self, case="case") -> list:
+        """Snippet lines calling the adapter and refimpl.attention on this case."""
+        return [
+            f"out, lse = impl.forward({case}.q, {case}.k, {case}.v, **{case}.kwargs)",
+            f"ref_out, ref_lse = refimpl.attention({case}.q, {case}.k, {case}.v, **{case}.kwargs)",
+            "print('max |out - ref_out|:', np.max(np.abs(np.asarray(out, float) - ref_out)))",
+            "if lse is not None:",
+            "    print('lse:', np.asarray(lse).ravel()[:6], 'refimpl:', ref_lse.ravel()[:6])",
+        ]
+
     def python(self) -> str | None:
         """Python source rebuilding this case (for the reproduction snippet)."""
         if self.recipe is None:

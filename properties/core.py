@@ -219,8 +219,8 @@ def run_property(prop: Property, impl, max_examples: int | None = None, **overri
 
     if max_examples is not None:
         overrides["max_examples"] = max_examples
-    if overrides:
-        _run = settings(**overrides)(_run)
+    overrides.setdefault("report_multiple_bugs", False)  # one shrunk case, one snippet
+    _run = settings(**overrides)(_run)
     t0 = time.perf_counter()
     try:
         _run()

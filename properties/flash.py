@@ -358,6 +358,15 @@ class FlashCase:
     def _repr_pretty_(self, p, cycle):
         p.text(repr(self))
 
+    def side_by_side(self) -> list:
+        """Snippet lines calling the adapter at the case's tiles and refimpl.attention."""
+        return [
+            "a = case.attn",
+            "res = impl.forward(a.q, a.k, a.v, **case.tiles, variant=case.variant, **a.kwargs)",
+            "ref_out, ref_lse = refimpl.attention(a.q, a.k, a.v, **a.kwargs)",
+            "print('max |out - ref_out|:', np.max(np.abs(np.asarray(res[0], float) - ref_out)))",
+        ]
+
     @property
     def tiles(self) -> dict:
         return dict(block_q=self.block_q, block_k=self.block_k)

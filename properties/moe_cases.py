@@ -42,6 +42,16 @@ class RouteCase:
             kw["padding_mask"] = self.padding_mask
         return kw
 
+    def side_by_side(self) -> list:
+        """Snippet lines routing with the adapter and with refimpl.moe.route."""
+        return [
+            "import refimpl.moe",
+            "got = impl.route(case.logits, case.k, **case.kwargs())",
+            "ref = refimpl.moe.route(case.logits, case.k, **case.kwargs())",
+            "for f in ('indices', 'kept', 'position', 'counts', 'gates'):",
+            "    print(f, np.asarray(getattr(got, f)).tolist(), 'refimpl:', np.asarray(getattr(ref, f)).tolist())",
+        ]
+
     def __repr__(self):
         z = self.logits
         return (f"RouteCase(T={z.shape[0]}, E={z.shape[1]}, k={self.k}, options={self.options}, "

@@ -88,7 +88,8 @@ def snippet(prop, impl, case) -> str:
     check = prop.check
     lines = [
         f"# property {prop.name!r} (kind {prop.kind!r}) failed for {impl.name!r}",
-        *(["# run with REFIMPL_IMPLS=" + os.environ["REFIMPL_IMPLS"] + " set"] if os.environ.get("REFIMPL_IMPLS") else []),
+        *(["import os", f"os.environ.setdefault('REFIMPL_IMPLS', {os.environ['REFIMPL_IMPLS']!r})"]
+          if os.environ.get("REFIMPL_IMPLS") else []),
         *imports,
         "import refimpl",
         "from properties.core import find_adapter",
