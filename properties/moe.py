@@ -89,7 +89,7 @@ MOE_KIND = Kind(
                                     methods=("route",)),
         "capacity": Capability("capacity() with refimpl.moe.capacity's rule keywords, exact rational arithmetic",
                                methods=("capacity",)),
-        "losses": Capability("balance_loss() for f k_hot|top1, scale E|E/k|1|1/E, probs softmax|..., groups >= 1",
+        "losses": Capability("balance_loss() for f k_hot|top1, scale E|E/k|1|1/E, probs softmax|normalized_scores, groups >= 1 dividing T",
                              methods=("balance_loss",)),
         "losses.grad": Capability("balance_loss_grad(): d balance_loss / d logits with f held constant",
                                   methods=("balance_loss_grad",)),
