@@ -7,6 +7,8 @@
   multi-tile case, and the correct one sits inside it with margin.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,7 +17,7 @@ import refimpl
 from properties import attention as A
 from properties import attention_cases as C
 from properties import sizes, tiled
-from properties.core import declared, run_property
+from properties.core import declared, find_counterexample, run_property
 from properties.tolerance import lowp_kernel_bounds, round_to
 
 from ._binding import assert_rejects
@@ -83,3 +85,21 @@ def test_inputs_are_representable_in_the_declared_precision():
     case = _multi_tile_case()
     for x in (case.q, case.k, case.v):
         assert np.array_equal(round_to(x, "bfloat16"), x)
+
+
+def test_bf16_flash_adapter_at_declared_tiles():
+    """A flash-kind adapter declaring bfloat16 and tiles=(64,) gets block sizes from its tiles
+    and lengths around them, and is held to the bf16 bound."""
+    from properties import flash as F
+
+    def forward(q, k, v, *, block_q, block_k, variant, **kw):
+        assert block_q == block_k == 64
+        return tiled.tiled_attention(q, k, v, tile=64, precision="bfloat16", **kw)
+
+    impl = F.FlashAdapter("user.flash_bf16", forward, frozenset(tiled.TILED_CAPS | {"fa2"}),
+                          precision="bfloat16", tiles=(64,), head_dims=(8,))
+    run_property(F.PROPERTIES[0], impl, max_examples=10)
+    bad = dataclasses.replace(impl, name="user.flash_bf16_bad", forward=lambda q, k, v, **kw: tiled.tiled_attention(
+        q, k, v, tile=64, precision="bfloat16", bug="no_rescale",
+        **{x: y for x, y in kw.items() if x not in ("block_q", "block_k", "variant")}))
+    assert find_counterexample(F.PROPERTIES[0], bad, max_examples=50) is not None
