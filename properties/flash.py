@@ -9,8 +9,10 @@ A *flash* adapter exposes the tile sizes, so the properties can draw them
     split_kv(q, k, v, *, block_q, block_k, boundaries, **kw) -> (out, lse)
 
 with capabilities: those of attention (``properties.attention_cases``) plus
-"fa1", "fa2" (variants), "stats" (``return_stats`` gives an object with
-``tiles_skipped``), "skip_toggle" (``skip_masked_tiles``), "split_kv", "backward".
+"fa1", "fa2" (variants; at least one), "stats" (``return_stats`` gives an object with
+``tiles_skipped``), "skip_toggle" (``skip_masked_tiles``), "split_kv", "backward";
+their exact meanings are ``FLASH_KIND``. An adapter declaring ``tiles`` gets its
+block sizes from them and lengths around their multiples (``properties.sizes``).
 
 This module also defines:
 

@@ -282,7 +282,8 @@ def _online_no_rescale(x, boundaries):
 
 
 def _softmax_sharpened(x):
-    """softmax(2 x): sums to one, invariant under shifts of x... by 2c, but not the softmax of x."""
+    """softmax(2 x) (a temperature folded in twice): sums to one and is shift invariant,
+    so only a check by value sees that it is not the softmax of x."""
     return refimpl.softmax(2.0 * np.asarray(x))
 
 

@@ -38,7 +38,6 @@ key tile, partial last tiles, tile skipping at those sizes. The wrong variants
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
