@@ -103,3 +103,12 @@ def test_bf16_flash_adapter_at_declared_tiles():
         q, k, v, tile=64, precision="bfloat16", bug="no_rescale",
         **{x: y for x, y in kw.items() if x not in ("block_q", "block_k", "variant")}))
     assert find_counterexample(F.PROPERTIES[0], bad, max_examples=50) is not None
+
+
+@pytest.mark.parametrize("name", ("matches_reference", "extreme_scores"))
+def test_float16_tiled_kernel_passes_and_its_bug_is_rejected(name):
+    """float16: scores beyond 65504 overflow the eager baseline; the bound then rests on its
+    floor (properties.tolerance) and still rejects a cross-tile mistake."""
+    prop = next(p for p in A.PROPERTIES if p.name == name)
+    run_property(prop, tiled.tiled_adapter("float16"), max_examples=10)
+    assert find_counterexample(prop, tiled.tiled_adapter("float16", "no_rescale"), max_examples=100) is not None
