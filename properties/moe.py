@@ -45,27 +45,13 @@ from refimpl.moe import presets as P
 
 from . import moe_cases as C
 from .core import Property
-from .moe_protocol import KINDS, MOE_KIND, MoEAdapter  # noqa: F401  (the protocol; re-exported)
+from .moe_protocol import KINDS, MOE_KIND, REFIMPL, MoEAdapter  # noqa: F401  (the protocol; re-exported)
 
 U64 = 2.0**-53
 FD_STEP = 1e-6
 FD_TOL = 1e-6
 
 
-def _refimpl_output_logit_jacobian(x, W, experts, k, **options):
-    z = M.router_logits(x, W)
-    routing = M.route(z, k, **options)
-    return routing, M.output_logit_jacobian(x, routing, z, experts)
-
-
-REFIMPL = MoEAdapter(
-    name="refimpl.moe", route=M.route, capacity=M.capacity, balance_loss=M.balance_loss, cv_squared=M.cv_squared,
-    z_loss=M.z_loss, z_loss_grad=M.z_loss_grad, gate_jacobian=M.gate_jacobian,
-    output_logit_jacobian=_refimpl_output_logit_jacobian, moe_forward=M.moe_forward,
-    dispatch_combine=M.dispatch_combine_tensors, moe_vjp=M.moe_vjp, balance_loss_grad=M.balance_loss_grad,
-    noisy_gating=M.noisy_top_k_gating, importance_loss=M.importance_loss, importance_loss_grad=M.importance_loss_grad,
-    load_loss=M.load_loss, load_loss_grad=M.load_loss_grad, capabilities=frozenset(MOE_KIND.capabilities),
-)
 BUNDLED = [REFIMPL]
 
 

@@ -1,12 +1,15 @@
 """The MoE adapter protocol (kind "moe"): ``MOE_KIND`` declares every method and
 capability with its exact meaning; ``MoEAdapter`` holds only what the user supplies
-(no method falls back to refimpl, no capability is declared by default).
+(no method falls back to refimpl, no capability is declared by default);
+``REFIMPL`` is the adapter of refimpl.moe itself (every method, every capability).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Callable
+
+import refimpl.moe as M
 
 from . import moe_cases as C
 from .protocol import Capability, Kind, Option
@@ -105,3 +108,19 @@ class MoEAdapter:
     kind: str = "moe"
     unit_roundoff: float = U64
     declines: dict = dataclasses.field(default_factory=dict)
+
+
+def _refimpl_output_logit_jacobian(x, W, experts, k, **options):
+    z = M.router_logits(x, W)
+    routing = M.route(z, k, **options)
+    return routing, M.output_logit_jacobian(x, routing, z, experts)
+
+
+REFIMPL = MoEAdapter(
+    name="refimpl.moe", route=M.route, capacity=M.capacity, balance_loss=M.balance_loss, cv_squared=M.cv_squared,
+    z_loss=M.z_loss, z_loss_grad=M.z_loss_grad, gate_jacobian=M.gate_jacobian,
+    output_logit_jacobian=_refimpl_output_logit_jacobian, moe_forward=M.moe_forward,
+    dispatch_combine=M.dispatch_combine_tensors, moe_vjp=M.moe_vjp, balance_loss_grad=M.balance_loss_grad,
+    noisy_gating=M.noisy_top_k_gating, importance_loss=M.importance_loss, importance_loss_grad=M.importance_loss_grad,
+    load_loss=M.load_loss, load_loss_grad=M.load_loss_grad, capabilities=frozenset(MOE_KIND.capabilities),
+)

@@ -150,7 +150,7 @@ def _balance_ignores_groups(routing, **kw):
 
 
 def _wrong_values():
-    from .moe import REFIMPL
+    from .moe_protocol import REFIMPL
 
     def w(name, **fns):
         return dataclasses.replace(REFIMPL, name=f"wrong:{name}", **fns)

@@ -205,3 +205,21 @@ def test_protocol_document_is_generated_from_kinds():
     for kind in registry.all_kinds().values():
         for cap in kind.capabilities:
             assert f"`{cap}`" in text
+
+
+@pytest.mark.parametrize("module, prop_name, bug", [
+    ("properties.moe", "moe_z_loss_matches_reference", "zloss_halved_consistent"),
+    ("properties.flash", "flash_matches_attention", "no_rescale"),
+])
+def test_failure_snippet_reproduces_in_a_fresh_process(module, prop_name, bug):
+    import importlib
+
+    mod = importlib.import_module(module)
+    prop = next(p for p in mod.PROPERTIES if p.name == prop_name)
+    with pytest.raises(AssertionError) as e:
+        run_property(prop, mod.WRONG[bug], max_examples=100, derandomize=True, database=None)
+    snip = str(e.value).split("Reproduce with:\n", 1)[1]
+    assert "pickle" not in snip  # rebuilt from literals / a recipe, readable
+    res = subprocess.run([sys.executable, "-c", snip], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert res.returncode != 0 and "AssertionError" in res.stderr, res.stderr[-1500:]
