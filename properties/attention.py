@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 import refimpl
 
 from . import attention_cases as C
-from .attention_impls import BUNDLED, WRONG  # noqa: F401  (re-exported for tests)
+from . import sizes
+from . import attention_impls, tiled
 from .core import Property
 from .tolerance import (
     attention_forward_bounds,
@@ -21,7 +22,14 @@ from .tolerance import (
     compare_lse,
     flash_forward_bounds,
     float32_kernel_bounds,
+    lowp_kernel_bounds,
 )
+
+KINDS = (C.ATTENTION_KIND,)
+#: refimpl.attention and the independent naive one (the 64-tile float64 / bfloat16
+#: adapters, ``tiled.CORRECT``, run in tests/test_tile_scale.py: big sizes cost time)
+BUNDLED = list(attention_impls.BUNDLED)
+WRONG = {**attention_impls.WRONG, **tiled.WRONG}
 
 
 def _run(impl, case: C.AttnCase, **override):
@@ -36,18 +44,28 @@ def _bounds(impl, case: C.AttnCase):
     float64 adapters: the derived float64 bound (``attention_forward_bounds``),
     plus the online-rescaling term for tiled ones (``flash_forward_bounds``).
     float32 adapters: 2x the error of a naive float32 computation of the same
-    (dropout-free) problem plus a noise floor (``float32_kernel_bounds``).
+    (dropout-free) problem plus a noise floor (``float32_kernel_bounds``);
+    bfloat16/float16 adapters: the same in that precision (``lowp_kernel_bounds``).
+    Declared ``tiles`` without ``tiling``: the tiled bound with the smallest tile
+    (the most online steps), which only widens the float64 bound by the
+    rescaling term.
     """
     kw = case.kwargs
     spec_kw = {k: v for k, v in kw.items() if k not in ("dropout_mask", "dropout_p")}
     ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **spec_kw)
-    if getattr(impl, "precision", "float64") == "float32":
+    precision = getattr(impl, "precision", "float64")
+    if precision != "float64":
         D = case.q.shape[-1]
         scale = kw.get("scale") or 1.0 / np.sqrt(D)
-        return float32_kernel_bounds(
-            case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), scale, kw.get("softcap"), kw.get("bias")
-        )
+        if precision == "float32":
+            return float32_kernel_bounds(
+                case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), scale, kw.get("softcap"), kw.get("bias")
+            )
+        return lowp_kernel_bounds(case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), scale, precision,
+                                  kw.get("softcap"), kw.get("bias"))
     tiling = getattr(impl, "tiling", None)
+    if tiling is None and getattr(impl, "tiles", None):
+        tiling = (min(impl.tiles), 1)
     if tiling is not None:
         block_k, chunks = tiling
         return flash_forward_bounds(case.q, case.k, case.v, block_k=block_k, chunks=chunks, scale=kw.get("scale"),
@@ -173,7 +191,7 @@ def check_window_ignores_outside(impl, case):
     out0, lse0 = _run(impl, case)
     atol, _ = _bounds(impl, case)
     j = np.arange(Lk)
-    for i in range(Lq):
+    for i in _rows_to_probe(Lq, getattr(impl, "tiles", None) or ()):
         inside = np.ones(Lk, dtype=bool)
         if left is not None:
             inside &= j >= i + o - left
@@ -186,6 +204,18 @@ def check_window_ignores_outside(impl, case):
             f"out row {i} (keys outside the window perturbed)", out1[:, :, i], out0[:, :, i], atol,
             f"{impl.name}: window={case.kwargs['window']}, o={o}; {case!r}",
         )
+
+
+def _rows_to_probe(Lq: int, tiles) -> list:
+    """Every row for short sequences; at tile scale the rows at and around each
+    tile boundary plus the first and last (one forward per row)."""
+    if Lq <= 12:
+        return list(range(Lq))
+    rows = {0, Lq - 1}
+    for t in tiles:
+        for b in range(t, Lq, t):
+            rows |= {b - 1, b}
+    return sorted(r for r in rows if 0 <= r < Lq)[:16]
 
 
 def check_alignment_relation(impl, case):
@@ -332,11 +362,16 @@ def _causal(caps):
     return C.attention_case(caps - {"window"}, force={"causal": True})
 
 
+def _windowed(caps):
+    return _windowed_case(caps)
+
+
 @st.composite
-def _windowed(draw, caps):
+def _windowed_case(draw, caps):
     case = draw(C.attention_case(caps - {"mask_array", "mask_predicate"}))
     if "window" not in case.kwargs:
-        case = case.with_kwargs(window=(draw(st.integers(0, 3)), draw(st.one_of(st.none(), st.integers(0, 3)))))
+        side = sizes.window_sides(caps)
+        case = case.with_kwargs(window=(draw(side), draw(side)))
     return case
 
 
@@ -349,6 +384,8 @@ def _backward(caps):
 
 
 def _dropout(caps):
+    if hasattr(caps, "require"):
+        caps.require("dropout_p", C.ATTENTION_OPTIONS["dropout_p"].values)
     return C.attention_case(caps).filter(lambda c: "dropout_p" in c.kwargs)
 
 
@@ -363,6 +400,7 @@ def _masked_rows(caps):
 _ALL_BUGS_FORWARD = (
     "top_left_for_bottom_right", "ignore_align", "window_off_by_one", "head_map_mod", "no_scale",
     "inverted_causal", "nan_empty_rows", "uniform_empty_rows", "dropout_no_rescale", "online_no_rescale",
+    *tiled.WRONG,
 )
 
 PROPERTIES = [

@@ -47,6 +47,8 @@ class AttentionAdapter:
     (compared the flash-attn way; see properties.tolerance).
     tiling: (block_k, chunks) for a tiled float64 implementation: its bound
     grows with the number of online-softmax steps (``flash_forward_bounds``).
+    declines, tiles, head_dims, max_len: see properties.protocol (option values
+    never drawn; the sizes strategies draw around).
     """
 
     name: str
@@ -56,6 +58,10 @@ class AttentionAdapter:
     precision: str = "float64"
     tiling: tuple | None = None
     kind: str = "attention"
+    declines: dict = dataclasses.field(default_factory=dict)
+    tiles: tuple | None = None
+    head_dims: tuple | None = None
+    max_len: int | None = None
 
 
 BUGS = (

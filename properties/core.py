@@ -11,7 +11,9 @@ An *implementation* is an adapter object with at least ``name`` (str),
 ``kind`` (str: which protocol it follows, e.g. ``"attention"``) and
 ``capabilities`` (frozenset of str). A property lists the capabilities it
 requires; an implementation lacking one is reported as *unsupported*, never
-as passing.
+as passing. The protocol of each kind (methods, capabilities, options an
+adapter may decline) is declared in ``properties.protocol`` form by the
+property modules' ``KINDS``; see docs/conformance.md.
 """
 
 from __future__ import annotations
@@ -52,41 +54,193 @@ class Property:
 
 
 class Unsupported(Exception):
-    """Raised by an adapter asked for a feature it does not declare."""
+    """A (property, implementation) pair the implementation's declaration does not cover.
+
+    Raised by the suite (a missing capability, every value of a needed option
+    declined); both runners report the pair as *unsupported* (a pytest skip
+    with the reason), never as passed. An adapter that raises it (or any
+    exception) for a drawn case its declaration covers violates the protocol:
+    that is a failure in both runners, see :class:`ProtocolViolation`.
+    """
+
+
+class ProtocolViolation(AssertionError):
+    """The adapter refused a case its declared capabilities and declines cover."""
+
+
+class ProtocolError(ValueError):
+    """An adapter does not follow its kind's protocol (raised at load time)."""
+
+
+class Declared(frozenset):
+    """An adapter's declaration as the strategies see it.
+
+    A frozenset of capability names (``"causal" in caps``, ``caps - {...}``
+    keep working and keep the extras) plus ``declines``, ``precision``,
+    ``tiles``, ``head_dims`` and ``max_len`` (see properties.protocol).
+    Strategies draw option values through :meth:`allowed`, so a declined value
+    is handled the same way for every kind.
+    """
+
+    def __new__(cls, caps=(), *, declines=None, precision="float64", tiles=None, head_dims=None, max_len=None):
+        self = super().__new__(cls, caps)
+        self.declines = {k: frozenset(v) for k, v in (declines or {}).items()}
+        self.precision = precision
+        self.tiles = tuple(tiles) if tiles else ()
+        self.head_dims = tuple(head_dims) if head_dims else ()
+        self.max_len = max_len
+        return self
+
+    def _like(self, caps):
+        return Declared(caps, declines=self.declines, precision=self.precision, tiles=self.tiles,
+                        head_dims=self.head_dims, max_len=self.max_len)
+
+    def __sub__(self, other):
+        return self._like(frozenset(self) - frozenset(other))
+
+    def __and__(self, other):
+        return self._like(frozenset(self) & frozenset(other))
+
+    def __or__(self, other):
+        return self._like(frozenset(self) | frozenset(other))
+
+    def __reduce__(self):
+        return (_declared, (frozenset(self), self.declines, self.precision, self.tiles, self.head_dims, self.max_len))
+
+    def allowed(self, option: str, values) -> tuple:
+        """``values`` without the ones this adapter declines for ``option``."""
+        no = self.declines.get(option, frozenset())
+        return tuple(v for v in values if v not in no)
+
+    def require(self, option: str, values) -> tuple:
+        """Like :meth:`allowed`, but a property that cannot run without one of
+        ``values`` is unsupported when all are declined."""
+        vals = self.allowed(option, values)
+        if not vals:
+            raise Unsupported(f"declines every value of {option!r} this property needs ({list(values)})")
+        return vals
+
+
+def _declared(caps, declines, precision, tiles, head_dims, max_len):
+    return Declared(caps, declines=declines, precision=precision, tiles=tiles, head_dims=head_dims, max_len=max_len)
+
+
+def declared(impl) -> Declared:
+    """The :class:`Declared` view of an adapter."""
+    return Declared(
+        frozenset(impl.capabilities), declines=getattr(impl, "declines", None) or {},
+        precision=getattr(impl, "precision", "float64") or "float64", tiles=getattr(impl, "tiles", None),
+        head_dims=getattr(impl, "head_dims", None), max_len=getattr(impl, "max_len", None),
+    )
+
+
+def unsupported_reason(impl, prop: Property) -> str | None:
+    """Why ``impl`` cannot run ``prop`` (None when it can)."""
+    if prop.kind != impl.kind:
+        return f"{impl.name} is of kind {impl.kind!r}, property {prop.name} of kind {prop.kind!r}"
+    lacking = sorted(prop.requires - frozenset(impl.capabilities))
+    if lacking:
+        return f"{impl.name} does not declare {lacking} (needed by {prop.name})"
+    try:
+        strategy_for(prop, impl)
+    except Unsupported as e:
+        return f"{impl.name}: {e} (property {prop.name})"
+    return None
 
 
 def supports(impl, prop: Property) -> bool:
-    return prop.kind == impl.kind and prop.requires <= frozenset(impl.capabilities)
+    return unsupported_reason(impl, prop) is None
 
 
 def strategy_for(prop: Property, impl) -> SearchStrategy:
-    """The property's strategy, specialised to the implementation's capabilities."""
+    """The property's strategy, specialised to the implementation's declaration."""
     if isinstance(prop.strategy, SearchStrategy):
         return prop.strategy
-    return prop.strategy(frozenset(impl.capabilities))
+    return prop.strategy(declared(impl))
 
 
-def run_property(prop: Property, impl, max_examples: int | None = None, **overrides) -> None:
+@dataclasses.dataclass
+class RunRecord:
+    """What one run of a property against an implementation did (for the reports)."""
+
+    property: str
+    kind: str
+    implementation: str
+    status: str = "pass"  # pass | fail | unsupported | xfail | xpass
+    examples: int = 0
+    reason: str = ""
+    case: str | None = None
+    snippet: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: (property name, implementation name) -> RunRecord of the latest run in this process.
+RECORDS: dict = {}
+
+
+def run_property(prop: Property, impl, max_examples: int | None = None, **overrides) -> RunRecord:
     """Run ``prop`` against ``impl`` under the active Hypothesis profile.
 
     ``max_examples`` and ``overrides`` (Hypothesis settings) apply to this run only.
-    Raises the AssertionError of the (shrunk) failing case, if any.
+    Raises :class:`Unsupported` for a pair the declaration does not cover, and
+    the AssertionError of the (shrunk) failing case, its message ending with a
+    copy-paste reproduction snippet (``properties.report.snippet``). Returns
+    (and keeps in ``RECORDS``) a :class:`RunRecord`.
     """
-    if not supports(impl, prop):
-        raise Unsupported(
-            f"{impl.name} does not support property {prop.name} "
-            f"(needs {sorted(prop.requires - frozenset(impl.capabilities))})"
-        )
+    import time
+
+    reason = unsupported_reason(impl, prop)
+    rec = RunRecord(prop.name, prop.kind, impl.name)
+    RECORDS[(prop.name, impl.name)] = rec
+    if reason:
+        rec.status, rec.reason = "unsupported", reason
+        raise Unsupported(reason)
+    failing = []
 
     @given(case=strategy_for(prop, impl))
     def _run(case):
-        prop.check(impl, case)
+        rec.examples += 1
+        try:
+            prop.check(impl, case)
+        except AssertionError:
+            failing[:] = [case]
+            raise
+        except Unsupported as e:
+            failing[:] = [case]
+            raise ProtocolViolation(
+                f"{impl.name} raised Unsupported ({e}) on a case its declaration covers: decline the value "
+                f"(adapter.declines) or drop the capability; {case!r}") from e
+        except Exception:
+            failing[:] = [case]
+            raise
 
     if max_examples is not None:
         overrides["max_examples"] = max_examples
-    if overrides:
-        _run = settings(**overrides)(_run)
-    _run()
+    overrides.setdefault("report_multiple_bugs", False)  # one shrunk case, one snippet
+    _run = settings(**overrides)(_run)
+    t0 = time.perf_counter()
+    try:
+        _run()
+    except Exception as e:
+        from .report import snippet
+
+        rec.status = "fail"
+        rec.reason = f"{type(e).__name__}: {e}"
+        if failing:
+            rec.case = repr(failing[0])
+            try:
+                rec.snippet = snippet(prop, impl, failing[0])
+            except Exception as se:  # the report must never hide the failure
+                rec.snippet = f"# (no snippet: {type(se).__name__}: {se})"
+            if isinstance(e, AssertionError):
+                raise type(e)(f"{e}\n\nReproduce with:\n{rec.snippet}") from e
+        raise
+    finally:
+        rec.seconds = time.perf_counter() - t0
+    return rec
 
 
 def find_counterexample(prop: Property, impl, max_examples: int = 300):
@@ -124,22 +278,48 @@ def load_user_implementations(env_var: str = "REFIMPL_IMPLS") -> list:
 
     Each named object is an adapter, or a zero-argument callable returning one
     or a list of them. This is how a user points the suite at their own kernels.
+    Every adapter is checked against its kind's protocol (``properties.protocol``):
+    any problem raises :class:`ProtocolError` listing them all, with the valid names.
     """
     spec = os.environ.get(env_var, "").strip()
     out: list = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        module_name, _, attr = item.partition(":")
-        if not attr:
-            raise ValueError(f"{env_var}: {item!r} is not of the form 'module:object'")
-        obj = getattr(importlib.import_module(module_name), attr)
-        if callable(obj) and not hasattr(obj, "kind"):
-            obj = obj()
-        out.extend(obj if isinstance(obj, (list, tuple)) else [obj])
-    for impl in out:
-        for field in ("name", "kind", "capabilities"):
-            if not hasattr(impl, field):
-                raise TypeError(f"{env_var}: adapter {impl!r} has no attribute {field!r}")
+        out.extend(load_adapter(item, env_var))
     return out
+
+
+def load_adapter(item: str, origin: str = "adapter") -> list:
+    """The validated adapter(s) named by ``"module:object"``."""
+    module_name, _, attr = item.partition(":")
+    if not attr:
+        raise ValueError(f"{origin}: {item!r} is not of the form 'module:object'")
+    obj = getattr(importlib.import_module(module_name), attr)
+    if callable(obj) and not hasattr(obj, "kind"):
+        obj = obj()
+    impls = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    for impl in impls:
+        check_adapter(impl, origin)
+    return impls
+
+
+def check_adapter(impl, origin: str = "adapter") -> None:
+    """Raise :class:`ProtocolError` if ``impl`` does not follow its kind's protocol."""
+    from . import registry
+    from .protocol import validate
+
+    problems = validate(impl, registry.all_kinds())
+    if problems:
+        raise ProtocolError(f"{origin}: " + "\n  ".join(problems))
+
+
+def find_adapter(name: str):
+    """The adapter called ``name``: bundled, wrong, or named in $REFIMPL_IMPLS (used by snippets)."""
+    from . import registry
+
+    for impl in registry.all_bundled() + list(registry.all_wrong().values()) + load_user_implementations():
+        if impl.name == name:
+            return impl
+    raise LookupError(f"no adapter named {name!r} (set REFIMPL_IMPLS to the module:object that defines it)")
 
 
 def select(props: Iterable[Property], kind: str) -> list[Property]:

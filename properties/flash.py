@@ -9,8 +9,10 @@ A *flash* adapter exposes the tile sizes, so the properties can draw them
     split_kv(q, k, v, *, block_q, block_k, boundaries, **kw) -> (out, lse)
 
 with capabilities: those of attention (``properties.attention_cases``) plus
-"fa1", "fa2" (variants), "stats" (``return_stats`` gives an object with
-``tiles_skipped``), "skip_toggle" (``skip_masked_tiles``), "split_kv", "backward".
+"fa1", "fa2" (variants; at least one), "stats" (``return_stats`` gives an object with
+``tiles_skipped``), "skip_toggle" (``skip_masked_tiles``), "split_kv", "backward";
+their exact meanings are ``FLASH_KIND``. An adapter declaring ``tiles`` gets its
+block sizes from them and lengths around their multiples (``properties.sizes``).
 
 This module also defines:
 
@@ -54,16 +56,48 @@ from refimpl.split_kv import split_kv_attention
 from . import attention as A
 from . import attention_cases as C
 from .attention_impls import AttentionAdapter
-from .core import Property
+from .core import Property, Unsupported
+from .protocol import Capability, Kind
 from .tolerance import compare_close, compare_lse, flash_forward_bounds  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------
 # adapters
 
 
+FLASH_KIND = Kind(
+    name="flash",
+    doc="Tiled exact attention whose tile sizes the suite chooses: forward(q, k, v, *, block_q, block_k, variant, "
+        "**keywords of refimpl.attention) -> (out, lse), compared with refimpl.attention (tiled float64 bound, "
+        "properties.tolerance.flash_forward_bounds). Tile sizes are drawn from the adapter's ``tiles`` when it "
+        "declares them (lengths then around their multiples), else from 1 to L + 2.",
+    methods={
+        "forward": "forward(q, k, v, *, block_q, block_k, variant, skip_masked_tiles=True, return_stats=False, "
+                   "**attention keywords) -> (out, lse), or (out, lse, stats) with return_stats=True",
+        "backward": "backward(q, k, v, out, lse, dout, *, block_q, block_k, **attention keywords) -> (dq, dk, dv)",
+        "split_kv": "split_kv(q, k, v, *, block_q, block_k, boundaries, **attention keywords) -> (out, lse): "
+                    "partials over the key chunks cut at boundaries, merged",
+    },
+    required=("forward",),
+    capabilities={
+        **{c: cap for c, cap in C.ATTENTION_CAPABILITIES.items() if c != "backward"},
+        "backward": Capability("backward(q, k, v, out, lse, dout, *, block_q, block_k, **kw) -> (dq, dk, dv): "
+                               "the FA2 backward from the saved (out, lse)", methods=("backward",)),
+        "fa1": Capability("variant='fa1': key tiles outer, output normalised at every step"),
+        "fa2": Capability("variant='fa2': query tiles outer, normalised once at the end"),
+        "stats": Capability("return_stats=True returns a third value with .tiles_skipped (int): tiles the mask "
+                            "hides entirely and the kernel skipped"),
+        "skip_toggle": Capability("skip_masked_tiles=False disables tile skipping (tiles_skipped == 0)"),
+        "split_kv": Capability("split_kv(...) computes partial (out, lse) per key chunk and merges them",
+                               methods=("split_kv",)),
+    },
+    options=C.ATTENTION_OPTIONS,
+    one_of=(("fa1", "fa2"),),
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class FlashAdapter:
-    """Adapter protocol for tiled implementations (see the module docstring)."""
+    """Adapter protocol for tiled implementations (``FLASH_KIND``; module docstring)."""
 
     name: str
     forward: Callable
@@ -71,9 +105,15 @@ class FlashAdapter:
     backward: Callable | None = None
     split_kv: Callable | None = None
     kind: str = "flash"
+    precision: str = "float64"
+    declines: dict = dataclasses.field(default_factory=dict)
+    tiles: tuple | None = None
+    head_dims: tuple | None = None
+    max_len: int | None = None
 
 
-FLASH_CAPS = C.ALL_CAPS | {"fa1", "fa2", "stats", "skip_toggle", "split_kv"}
+KINDS = (FLASH_KIND,)
+FLASH_CAPS = frozenset(FLASH_KIND.capabilities)
 
 REFIMPL_FLASH = FlashAdapter(
     name="refimpl.flash_attention",
@@ -320,21 +360,39 @@ class FlashCase:
     def _repr_pretty_(self, p, cycle):
         p.text(repr(self))
 
+    def side_by_side(self) -> list:
+        """Snippet lines calling the adapter at the case's tiles and refimpl.attention."""
+        return [
+            "a = case.attn",
+            "res = impl.forward(a.q, a.k, a.v, **case.tiles, variant=case.variant, **a.kwargs)",
+            "ref_out, ref_lse = refimpl.attention(a.q, a.k, a.v, **a.kwargs)",
+            "print('max |out - ref_out|:', np.max(np.abs(np.asarray(res[0], float) - ref_out)))",
+        ]
+
     @property
     def tiles(self) -> dict:
         return dict(block_q=self.block_q, block_k=self.block_k)
 
 
-@st.composite
-def flash_case(draw, caps: frozenset, **attention_case_kwargs):
+def flash_case(caps: frozenset, **attention_case_kwargs):
     """An attention problem (only features in ``caps``), tile sizes from 1 to L + 2
-    (so often not dividing L, and sometimes larger than it), a variant, and
-    key-chunk boundaries for split-KV (repeated cuts give empty chunks)."""
+    (so often not dividing L, and sometimes larger than it) or from the adapter's
+    declared ``tiles``, a variant, and key-chunk boundaries for split-KV
+    (repeated cuts give empty chunks)."""
+    variants = sorted(frozenset(caps) & {"fa1", "fa2"})
+    if not variants:
+        raise Unsupported("declares neither 'fa1' nor 'fa2': no variant to run")
+    return _flash_case(caps, tuple(variants), **attention_case_kwargs)
+
+
+@st.composite
+def _flash_case(draw, caps, variants, **attention_case_kwargs):
     attn = draw(C.attention_case(caps & C.ALL_CAPS, **attention_case_kwargs))
     Lq, Lk = attn.q.shape[2], attn.k.shape[2]
-    block_q = draw(st.integers(1, Lq + 2))
-    block_k = draw(st.integers(1, Lk + 2))
-    variant = draw(st.sampled_from(sorted(caps & {"fa1", "fa2"})))
+    tiles = getattr(caps, "tiles", ())
+    block_q = draw(st.sampled_from(tiles) if tiles else st.integers(1, Lq + 2))
+    block_k = draw(st.sampled_from(tiles) if tiles else st.integers(1, Lk + 2))
+    variant = draw(st.sampled_from(variants))
     boundaries = tuple(sorted(draw(st.lists(st.integers(0, Lk), max_size=3))))
     return FlashCase(attn, block_q, block_k, variant, boundaries)
 
@@ -364,8 +422,16 @@ def _bounds(fc: FlashCase, ref_lse, chunks=1):
                                 bias=kw.get("bias"), lse=ref_lse, chunks=chunks)
 
 
-def _assert_close(what, fc, out, lse, ref_out, ref_lse, chunks=1):
-    atol_out, atol_lse = _bounds(fc, ref_lse, chunks)
+def _assert_close(what, fc, out, lse, ref_out, ref_lse, chunks=1, impl=None, relation=False):
+    """Within the tiled float64 bound, or, for an adapter declaring a lower precision,
+    within the bound properties.attention gives that precision (doubled for two runs
+    of the same adapter, ``relation=True``)."""
+    if impl is not None and getattr(impl, "precision", "float64") != "float64":
+        atol_out, atol_lse = A._bounds(impl, fc.attn)
+        if relation:
+            atol_out, atol_lse = 2 * atol_out, 2 * atol_lse
+    else:
+        atol_out, atol_lse = _bounds(fc, ref_lse, chunks)
     compare_close("out", out, ref_out, atol_out, what)
     compare_lse("lse", lse, ref_lse, atol_lse, what)
 
@@ -375,7 +441,7 @@ def check_flash_matches_attention(impl, fc: FlashCase):
     a = fc.attn
     out, lse = _forward(impl, fc)
     ref_out, ref_lse = refimpl.attention(a.q, a.k, a.v, **a.kwargs)
-    _assert_close(f"{impl.name} vs refimpl.attention on {fc!r}", fc, out, lse, ref_out, ref_lse)
+    _assert_close(f"{impl.name} vs refimpl.attention on {fc!r}", fc, out, lse, ref_out, ref_lse, impl=impl)
     empty = np.isneginf(ref_lse)
     if np.any(out[empty] != 0):
         raise AssertionError(f"{impl.name}: a fully masked row must give out exactly 0; {fc!r}")
@@ -385,7 +451,7 @@ def check_fa1_equals_fa2(impl, fc: FlashCase):
     """FA1 (output normalised every step, key tiles outer) equals FA2 (deferred normalisation)."""
     fa1 = _forward(impl, dataclasses.replace(fc, variant="fa1"))
     fa2 = _forward(impl, dataclasses.replace(fc, variant="fa2"))
-    _assert_close(f"{impl.name}: fa1 vs fa2 on {fc!r}", fc, fa1[0], fa1[1], fa2[0], fa2[1])
+    _assert_close(f"{impl.name}: fa1 vs fa2 on {fc!r}", fc, fa1[0], fa1[1], fa2[0], fa2[1], impl=impl, relation=True)
 
 
 def _as_attention(impl: FlashAdapter, fc: FlashCase) -> AttentionAdapter:
@@ -442,7 +508,7 @@ def check_block_skipping_invisible(impl, fc: FlashCase):
         raise AssertionError(
             f"{impl.name}: skipped {stats1.tiles_skipped} tiles, but exactly {expected} tiles are fully masked; {fc!r}"
         )
-    _assert_close(f"{impl.name}: skipping on vs off on {fc!r}", fc, out1, lse1, out0, lse0)
+    _assert_close(f"{impl.name}: skipping on vs off on {fc!r}", fc, out1, lse1, out0, lse0, impl=impl, relation=True)
 
 
 def check_split_kv_matches_attention(impl, fc: FlashCase):
@@ -451,7 +517,7 @@ def check_split_kv_matches_attention(impl, fc: FlashCase):
     out, lse = impl.split_kv(a.q, a.k, a.v, **fc.tiles, boundaries=fc.boundaries, **a.kwargs)
     ref_out, ref_lse = refimpl.attention(a.q, a.k, a.v, **a.kwargs)
     _assert_close(f"{impl.name} split at {fc.boundaries} vs refimpl.attention on {fc!r}", fc,
-                  np.asarray(out, float), np.asarray(lse, float), ref_out, ref_lse, chunks=len(fc.boundaries) + 1)
+                  np.asarray(out, float), np.asarray(lse, float), ref_out, ref_lse, chunks=len(fc.boundaries) + 1, impl=impl)
 
 
 _TILING_BUGS = ("no_rescale", "wrong_l", "drop_last_partial_k_tile", "double_count_last_partial_k_tile",

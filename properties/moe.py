@@ -15,11 +15,12 @@ Adapter protocol (``MoEAdapter``): callables with refimpl.moe's signatures
     noisy_gating(clean, std, noise, k) -> NoisyTopK; importance_loss(gates);
     importance_loss_grad(noisy); load_loss(clean, H, std, k); load_loss_grad(clean, H, std, k)
 
-Capabilities: "route" (softmax/sigmoid, the three normalisations, capacity
-None or int, drop orders k_major and token_major), "route.drop_orders" (all
-drop orders), "route.padding", "capacity", "losses", "gradients", "forward".
-A kernel that only routes (the GPU kernels) declares {"route"} and is run on
-the routing properties with the orders it implements.
+Capabilities and their exact meanings: ``MOE_KIND`` (route, route.drop_orders,
+route.padding, capacity, losses, losses.grad, cv_squared, z_loss, z_loss.grad,
+noisy_gating, noisy_gating.grad, gradients, forward); each names the methods a
+declaring adapter must supply, and nothing falls back to refimpl. A kernel that
+only routes (the GPU kernels) declares {"route"} and is run on the routing
+properties with the orders it implements.
 
 Tolerances. Integer outputs must match exactly. An adapter computing in lower
 precision declares ``unit_roundoff`` (e.g. 2**-24 for float32 kernels); the
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 from fractions import Fraction
-from typing import Callable
 
 import numpy as np
 from hypothesis import assume
@@ -45,44 +45,13 @@ from refimpl.moe import presets as P
 
 from . import moe_cases as C
 from .core import Property
+from .moe_protocol import KINDS, MOE_KIND, REFIMPL, MoEAdapter  # noqa: F401  (the protocol; re-exported)
 
 U64 = 2.0**-53
 FD_STEP = 1e-6
 FD_TOL = 1e-6
 
 
-@dataclasses.dataclass(frozen=True)
-class MoEAdapter:
-    name: str
-    route: Callable = M.route
-    capacity: Callable = M.capacity
-    balance_loss: Callable = M.balance_loss
-    cv_squared: Callable = M.cv_squared
-    z_loss: Callable = M.z_loss
-    z_loss_grad: Callable = M.z_loss_grad
-    gate_jacobian: Callable = M.gate_jacobian
-    output_logit_jacobian: Callable = None
-    moe_forward: Callable = M.moe_forward
-    dispatch_combine: Callable = M.dispatch_combine_tensors
-    moe_vjp: Callable = M.moe_vjp
-    balance_loss_grad: Callable = M.balance_loss_grad
-    noisy_gating: Callable = M.noisy_top_k_gating
-    importance_loss: Callable = M.importance_loss
-    importance_loss_grad: Callable = M.importance_loss_grad
-    load_loss: Callable = M.load_loss
-    load_loss_grad: Callable = M.load_loss_grad
-    capabilities: frozenset = frozenset({"route", "route.drop_orders", "route.padding", "capacity",
-                                         "losses", "gradients", "forward"})
-    kind: str = "moe"
-
-
-def _refimpl_output_logit_jacobian(x, W, experts, k, **options):
-    z = M.router_logits(x, W)
-    routing = M.route(z, k, **options)
-    return routing, M.output_logit_jacobian(x, routing, z, experts)
-
-
-REFIMPL = MoEAdapter(name="refimpl.moe", output_logit_jacobian=_refimpl_output_logit_jacobian)
 BUNDLED = [REFIMPL]
 
 
@@ -506,11 +475,16 @@ def check_balance_loss_gradient(impl, case: C.LogitGradCase):
     _close_fd(impl, "d balance / d z", got, fd, case)
 
 
-def check_loss_gradients_fd(impl, case: C.NoisyCase):
-    """z-loss, importance loss and load loss gradients against central differences
-    (noise passed in explicitly; noisy logits kept apart so top-k sets do not move)."""
+def check_z_loss_gradient_fd(impl, case: C.NoisyCase):
+    """z-loss gradient against central differences of z_loss."""
     z = case.clean
     _close_fd(impl, "d z_loss / d z", impl.z_loss_grad(z), _central_difference(impl.z_loss, z), case)
+
+
+def check_noisy_loss_gradients_fd(impl, case: C.NoisyCase):
+    """Importance and load loss gradients against central differences (noise passed in
+    explicitly; noisy logits kept apart so top-k sets do not move)."""
+    z = case.clean
     noisy = impl.noisy_gating(z, case.std, case.noise, case.k)
     _close_fd(impl, "d importance / d clean", impl.importance_loss_grad(noisy),
               _central_difference(lambda c: impl.importance_loss(impl.noisy_gating(c, case.std, case.noise, case.k).gates), z),
@@ -615,42 +589,49 @@ PROPERTIES = [
              "each preset's balance loss equals its stated uniform value", frozenset({"route", "losses"}),
              ("loss_without_E",)),
     Property("moe_cv_scale_invariant", "moe", check_cv_scale_invariant_zero_iff_uniform, C.loads_case(),
-             "CV^2 scale invariant, zero iff uniform", frozenset({"losses"}), ("cv_over_mean",)),
+             "CV^2 scale invariant, zero iff uniform", frozenset({"cv_squared"}), ("cv_over_mean",)),
     Property("moe_cv_identity", "moe", check_cv_identity, C.loads_case(),
-             "E sum f^2 = 1 + CV(f)^2", frozenset({"losses"}), ("cv_sample_variance",)),
-    Property("moe_gate_jacobian_fd", "moe", check_gate_jacobian_fd, C.logit_grad_case(),
+             "E sum f^2 = 1 + CV(f)^2", frozenset({"cv_squared"}), ("cv_sample_variance",)),
+    Property("moe_gate_jacobian_fd", "moe", check_gate_jacobian_fd, lambda caps: C.honouring(caps, C.logit_grad_case),
              "gate Jacobian equals finite differences", frozenset({"route", "gradients"}),
              ("seed_diagonal_jacobian", "straight_through")),
     Property("moe_unselected_zero_gradient", "moe", check_unselected_zero_gradient,
-             C.logit_grad_case(normalize=("before_drop", "after_drop"), score=("softmax",)),
+             lambda caps: C.honouring(caps, C.logit_grad_case, normalize=("before_drop", "after_drop"), score=("softmax",)),
              "renormalised gates: unselected logits get no gradient", frozenset({"gradients"}),
              ("straight_through",)),
     Property("moe_k1_no_router_gradient", "moe", check_k1_renormalised_no_router_gradient,
-             C.grad_case(k=1, normalize=("before_drop", "after_drop"), capacity="none", min_E=2),
+             lambda caps: C.honouring(caps, C.grad_case, k=1, normalize=("before_drop", "after_drop"), capacity="none", min_E=2),
              "k = 1 renormalised: zero task gradient to the router", frozenset({"gradients"}),
              ("straight_through",)),
     Property("moe_router_gradient_formula", "moe", check_router_gradient_formula,
-             C.grad_case(normalize=("after_drop",), score=("softmax",), capacity="none"),
+             lambda caps: C.honouring(caps, C.grad_case, normalize=("after_drop",), score=("softmax",), capacity="none"),
              "dy/dz_j = g_j (FFN_j(x) - y) (ERRATA 7)", frozenset({"gradients", "forward"}),
              ("seed_diagonal_jacobian",)),
-    Property("moe_vjp_fd", "moe", check_moe_vjp_fd, C.grad_case(),
-             "MoE VJPs (x, logits, router weight) equal finite differences", frozenset({"gradients", "forward"}),
+    Property("moe_vjp_fd", "moe", check_moe_vjp_fd, lambda caps: C.honouring(caps, C.grad_case),
+             "MoE VJPs (x, logits, router weight) equal finite differences", frozenset({"route", "gradients", "forward"}),
              ("seed_diagonal_jacobian", "vjp_x_ignores_router")),
     Property("moe_balance_loss_gradient", "moe", check_balance_loss_gradient,
-             C.logit_grad_case(score=("softmax",), capacity="none"),
+             lambda caps: C.honouring(caps, C.logit_grad_case, score=("softmax",), capacity="none"),
              "balance-loss gradient formula (CONVENTIONS.md) and finite differences",
-             frozenset({"route", "losses", "gradients"}), ("balance_grad_missing_term",)),
-    Property("moe_loss_gradients_fd", "moe", check_loss_gradients_fd, C.noisy_case(),
-             "z-loss, importance and load loss gradients equal finite differences",
-             frozenset({"losses", "gradients"}), ("zloss_grad_missing_2", "load_grad_no_threshold")),
-    Property("moe_sparse_equals_dense", "moe", check_sparse_equals_dense, C.grad_case(),
+             frozenset({"route", "losses", "losses.grad"}), ("balance_grad_missing_term",)),
+    Property("moe_z_loss_gradient_fd", "moe", check_z_loss_gradient_fd, C.noisy_case(),
+             "z-loss gradient equals finite differences of z_loss",
+             frozenset({"z_loss", "z_loss.grad"}), ("zloss_grad_missing_2",)),
+    Property("moe_noisy_loss_gradients_fd", "moe", check_noisy_loss_gradients_fd, C.noisy_case(),
+             "importance and load loss gradients equal finite differences",
+             frozenset({"noisy_gating", "noisy_gating.grad"}), ("load_grad_no_threshold",)),
+    Property("moe_sparse_equals_dense", "moe", check_sparse_equals_dense, lambda caps: C.honouring(caps, C.grad_case),
              "sparse forward == every expert on every token, masked", frozenset({"forward"}),
              ("forward_raw_probs",)),
-    Property("moe_dispatch_combine", "moe", check_dispatch_combine, C.grad_case(),
+    Property("moe_dispatch_combine", "moe", check_dispatch_combine, lambda caps: C.honouring(caps, C.grad_case),
              "GShard dispatch/combine tensors agree with the routing and the sparse forward",
              frozenset({"forward"}), ("dispatch_off_by_one",)),
 ]
 
+from . import moe_values  # noqa: E402  (value checks of every supplied function; built from REFIMPL)
 from .moe_wrong import WRONG  # noqa: E402  (the wrong adapters are built from REFIMPL)
+
+PROPERTIES += moe_values.PROPERTIES
+WRONG = {**WRONG, **moe_values.WRONG}
 
 __all__ = ["BUNDLED", "MoEAdapter", "PROPERTIES", "REFIMPL", "WRONG"]

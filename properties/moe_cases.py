@@ -42,6 +42,16 @@ class RouteCase:
             kw["padding_mask"] = self.padding_mask
         return kw
 
+    def side_by_side(self) -> list:
+        """Snippet lines routing with the adapter and with refimpl.moe.route."""
+        return [
+            "import refimpl.moe",
+            "got = impl.route(case.logits, case.k, **case.kwargs())",
+            "ref = refimpl.moe.route(case.logits, case.k, **case.kwargs())",
+            "for f in ('indices', 'kept', 'position', 'counts', 'gates'):",
+            "    print(f, np.asarray(getattr(got, f)).tolist(), 'refimpl:', np.asarray(getattr(ref, f)).tolist())",
+        ]
+
     def __repr__(self):
         z = self.logits
         return (f"RouteCase(T={z.shape[0]}, E={z.shape[1]}, k={self.k}, options={self.options}, "
@@ -66,20 +76,34 @@ def _logits(draw, rng, T, E, kind=None):
     return rng.standard_normal((T, E)) * 1e4
 
 
-@st.composite
-def route_case(draw, caps=frozenset({"route"}), *, drop_orders=None, normalize=None, capacity="any",
-               logit_kinds=None, min_E=1, max_T=12, max_E=8, padding=None):
+def allowed(caps, option: str, values) -> tuple:
+    """``values`` less those the adapter declines (caps: properties.core.Declared);
+    Unsupported when nothing is left (the property cannot run for this adapter)."""
+    if hasattr(caps, "require"):
+        return caps.require(option, tuple(values))
+    return tuple(values)
+
+
+def route_case(caps=frozenset({"route"}), *, drop_orders=None, normalize=None, **kw):
     """A routing problem. ``caps``: the implementation's capabilities decide which
-    drop orders and whether padding masks are drawn."""
+    drop orders and whether padding masks are drawn; declined drop orders and
+    normalisations are never drawn."""
+    if drop_orders is None:
+        drop_orders = ALL_DROP_ORDERS if "route.drop_orders" in caps else BASIC_DROP_ORDERS
+    return _route_case(caps, drop_orders=allowed(caps, "drop_order", drop_orders),
+                       normalize=allowed(caps, "normalize", normalize or NORMALIZE), **kw)
+
+
+@st.composite
+def _route_case(draw, caps, *, drop_orders, normalize, capacity="any",
+                logit_kinds=None, min_E=1, max_T=12, max_E=8, padding=None):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     T = draw(st.integers(1, max_T))
     E = draw(st.integers(min_E, max_E))
     k = draw(st.integers(1, E))
     z = _logits(draw, rng, T, E, draw(st.sampled_from(logit_kinds)) if logit_kinds else None)
-    if drop_orders is None:
-        drop_orders = ALL_DROP_ORDERS if "route.drop_orders" in caps else BASIC_DROP_ORDERS
-    options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
+    options = {"normalize": draw(st.sampled_from(normalize)),
                "drop_order": draw(st.sampled_from(drop_orders))}
     if options["drop_order"] == "random":
         options["seed"] = draw(st.integers(0, 1000))
@@ -112,6 +136,7 @@ def permutation_case(draw, caps=frozenset({"route"})):
     """Routing whose outcome does not depend on token order: dropless (any order), or
     a probability-keyed order with continuous logits (no ties), plus a permutation."""
     orders = ("priority", "per_expert_top_prob") if "route.drop_orders" in caps else ()
+    orders = tuple(o for o in orders if o in getattr(caps, "allowed", lambda o, v: v)("drop_order", orders))
     mode = draw(st.sampled_from(("dropless",) + orders))
     if mode == "dropless":
         case = draw(route_case(caps, capacity="none", padding=False))
@@ -222,7 +247,7 @@ def _min_gap(z, k):
 
 
 @st.composite
-def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E=2, max_E=5):
+def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E=2, max_E=5, drop_orders=None):
     """Small smooth problems for finite differences: x and W drawn, logits z = x W^T with
     all gaps >= 1e-3 (a central difference with step h moves z by at most |W| h ~ 1e-6),
     GELU/SiLU/SwiGLU experts, position-based drop orders only."""
@@ -242,7 +267,7 @@ def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E
                                    seed=int(rng.integers(2**31))))
     options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
                "score": draw(st.sampled_from(score or ("softmax", "sigmoid"))),
-               "drop_order": draw(st.sampled_from(BASIC_DROP_ORDERS)),
+               "drop_order": draw(st.sampled_from(drop_orders or BASIC_DROP_ORDERS)),
                "route_scale": draw(st.sampled_from([1.0, 2.5]))}
     if capacity == "any":
         options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T)))
@@ -264,7 +289,7 @@ class LogitGradCase:
 
 
 @st.composite
-def logit_grad_case(draw, *, normalize=None, score=None, capacity="any", k=None, max_E=6):
+def logit_grad_case(draw, *, normalize=None, score=None, capacity="any", k=None, max_E=6, drop_orders=None):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     T, E = draw(st.integers(1, 5)), draw(st.integers(2, max_E))
     kk = draw(st.integers(1, E)) if k is None else k
@@ -272,7 +297,7 @@ def logit_grad_case(draw, *, normalize=None, score=None, capacity="any", k=None,
     z = _with_margin(rng, T, E, kk, margin=0.05, scale=draw(st.sampled_from([0.3, 1.5])))
     options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
                "score": draw(st.sampled_from(score or ("softmax", "sigmoid"))),
-               "drop_order": draw(st.sampled_from(BASIC_DROP_ORDERS)),
+               "drop_order": draw(st.sampled_from(drop_orders or BASIC_DROP_ORDERS)),
                "route_scale": draw(st.sampled_from([1.0, 16.0]))}
     if capacity == "any":
         options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T)))
@@ -353,3 +378,12 @@ def preset_case(draw):
     k = p.k if p.k is not None else draw(st.integers(1, E))
     assume(p.supports(k, E))
     return PresetCase(name, k, E, draw(st.integers(1, 3)), draw(st.integers(0, 2**32 - 1)))
+
+
+def honouring(caps, make, **kw):
+    """``make(**kw)`` (grad_case, logit_grad_case) with normalize, score and drop
+    orders restricted to what the adapter does not decline."""
+    kw["normalize"] = allowed(caps, "normalize", kw.get("normalize") or NORMALIZE)
+    kw["score"] = allowed(caps, "score", kw.get("score") or ("softmax", "sigmoid"))
+    kw["drop_orders"] = allowed(caps, "drop_order", BASIC_DROP_ORDERS)
+    return make(**kw)

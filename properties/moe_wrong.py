@@ -13,7 +13,7 @@ import numpy as np
 import refimpl.moe as M
 from refimpl.moe import grads as G
 
-from .moe import REFIMPL
+from .moe_protocol import REFIMPL
 
 
 def _with(name, **fns):

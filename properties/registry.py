@@ -1,4 +1,9 @@
-"""Where the property modules are: each defines PROPERTIES, BUNDLED and WRONG."""
+"""Where the property modules are: each defines KINDS, PROPERTIES, BUNDLED and WRONG.
+
+To add a topic, append its module to ``MODULES``: its ``KINDS`` (properties.protocol)
+are then what adapters of those kinds are validated against, what
+``python -m properties --kind`` accepts and what docs/conformance.md lists.
+"""
 
 from __future__ import annotations
 
@@ -44,4 +49,15 @@ def all_wrong():
     for m in modules():
         for name, impl in m.WRONG.items():
             out[(m.__name__, name)] = impl
+    return out
+
+
+def all_kinds() -> dict:
+    """Kind name -> properties.protocol.Kind, over every module's KINDS."""
+    out = {}
+    for m in modules():
+        for kind in getattr(m, "KINDS", ()):
+            if kind.name in out and out[kind.name] is not kind:
+                raise ValueError(f"kind {kind.name!r} declared twice ({m.__name__})")
+            out[kind.name] = kind
     return out

@@ -17,7 +17,35 @@ from hypothesis import strategies as st
 import refimpl
 
 from .core import Property
+from .protocol import Capability, Kind
 from .tolerance import U64, attention_forward_bounds, compare_close, compare_lse
+
+
+SOFTMAX_KIND = Kind(
+    name="softmax",
+    doc="Softmax and log-sum-exp along the last axis of float64 rows (entries may be -inf, whole rows too), "
+        "compared with refimpl.softmax / refimpl.logsumexp.",
+    methods={
+        "softmax": "softmax(x) -> array like x: exp(x - lse) per row; an all -inf row gives all 0",
+        "logsumexp": "logsumexp(x) -> x.shape[:-1]: log sum exp over the last axis; -inf for an all -inf row",
+        "online_logsumexp": "online_logsumexp(x, boundaries) -> x.shape[:-1]: one pass over the blocks of the "
+                            "last axis cut at the sorted indices boundaries (empty blocks allowed)",
+    },
+    required=("softmax", "logsumexp"),
+    capabilities={"online": Capability("supplies online_logsumexp (the one-pass blockwise form)",
+                                       methods=("online_logsumexp",))},
+)
+
+MERGE_KIND = Kind(
+    name="merge",
+    doc="The split-KV merge of partial attention states, compared with refimpl.merge_attention_states.",
+    methods={"merge": "merge(outs, lses) -> (out, lse): lists of partial (B, H, L, Dv) outputs and (B, H, L) "
+                      "lses over disjoint key sets; (0, -inf) partials are the identity"},
+    required=("merge",),
+    capabilities={},
+)
+
+KINDS = (SOFTMAX_KIND, MERGE_KIND)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +53,10 @@ class SoftmaxAdapter:
     name: str
     softmax: Callable
     logsumexp: Callable
-    online_logsumexp: Callable
+    online_logsumexp: Callable | None = None
     capabilities: frozenset = frozenset({"online"})
     kind: str = "softmax"
+    declines: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +65,7 @@ class MergeAdapter:
     merge: Callable
     capabilities: frozenset = frozenset()
     kind: str = "merge"
+    declines: dict = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------
@@ -113,6 +143,18 @@ def check_sums_to_one(impl, case: RowsCase):
     sums = p.sum(axis=-1)
     expect = np.where(empty, 0.0, 1.0)
     compare_close("row sums", sums, expect, (p.shape[-1] + 4) * U64 * 2, f"{impl.name}; {case!r}")
+
+
+def check_softmax_matches(impl, case: RowsCase):
+    """softmax equals exp(x - lse) with a direct max-subtracted lse, entry by entry:
+    each entry is exp of an argument with error <= (n + 4) u (1 + max|x|), so the
+    entry's relative error is at most that; all -inf rows give exactly 0."""
+    got = np.asarray(impl.softmax(case.x), dtype=np.float64)
+    lse = _lse_ref(case.x)
+    with np.errstate(invalid="ignore"):
+        want = np.where(np.isneginf(lse)[..., None] | np.isneginf(case.x), 0.0,
+                        np.exp(case.x - np.where(np.isfinite(lse), lse, 0.0)[..., None]))
+    compare_close("softmax", got, want, _row_tol(case.x, case.x.shape[-1]), f"{impl.name}; {case!r}")
 
 
 def check_logsumexp_matches(impl, case: RowsCase):
@@ -239,6 +281,12 @@ def _online_no_rescale(x, boundaries):
         return np.where(l > 0, m + np.log(np.where(l > 0, l, 1.0)), -np.inf)
 
 
+def _softmax_sharpened(x):
+    """softmax(2 x) (a temperature folded in twice): sums to one and is shift invariant,
+    so only a check by value sees that it is not the softmax of x."""
+    return refimpl.softmax(2.0 * np.asarray(x))
+
+
 def _merge_average(outs, lses):
     """Ignores the lse weights: a plain average of the partial outputs."""
     return np.mean(outs, axis=0), refimpl.logsumexp(np.stack(lses), axis=0)
@@ -271,6 +319,7 @@ WRONG = {
     "softmax_no_max_subtraction": SoftmaxAdapter("wrong[softmax_no_max_subtraction]", _softmax_no_max, refimpl.logsumexp, refimpl.online_logsumexp),
     "nan_on_empty_row": SoftmaxAdapter("wrong[nan_on_empty_row]", _softmax_nan_empty, _lse_nan_empty, refimpl.online_logsumexp),
     "online_no_rescale": SoftmaxAdapter("wrong[online_no_rescale]", refimpl.softmax, refimpl.logsumexp, _online_no_rescale),
+    "softmax_sharpened": SoftmaxAdapter("wrong[softmax_sharpened]", _softmax_sharpened, refimpl.logsumexp, refimpl.online_logsumexp),
     "merge_average": MergeAdapter("wrong[merge_average]", _merge_average),
     "merge_no_max_subtraction": MergeAdapter("wrong[merge_no_max_subtraction]", _merge_no_max),
     "merge_nan_identity": MergeAdapter("wrong[merge_nan_identity]", _merge_nan_identity),
@@ -282,6 +331,8 @@ PROPERTIES = [
     Property("softmax_sums_to_one", "softmax", check_sums_to_one, rows_case(),
              "softmax rows lie in [0, 1] and sum to 1 (0 for an all -inf row)",
              rejects=("softmax_no_max_subtraction", "nan_on_empty_row")),
+    Property("softmax_matches", "softmax", check_softmax_matches, rows_case(),
+             "softmax equals exp(x - logsumexp(x)) entry by entry", rejects=("softmax_sharpened", "nan_on_empty_row")),
     Property("logsumexp_matches", "softmax", check_logsumexp_matches, rows_case(),
              "logsumexp is exact to rounding; -inf for an all -inf row", rejects=("nan_on_empty_row",)),
     Property("online_equals_two_pass", "softmax", check_online_equals_two_pass, rows_case(),

@@ -23,6 +23,30 @@ Float32 kernels are compared the flash-attn way (CONVENTIONS.md, Tolerances):
 their error against the float64 spec may be at most ``2x`` (forward) the error
 of a naive float32 NumPy computation of the same attention, plus a
 rounding-noise floor of a few float32 ulps (see ``float32_kernel_bounds``).
+
+bfloat16 / float16 kernels (``lowp_kernel_bounds``) are held the same way,
+following flash-attn's tests (tests/test_flash_attn.py: ``attention_ref`` with
+``upcast=False`` is the naive low-precision baseline, and the kernel's error
+against the fp32 reference must be at most 2x the baseline's plus a small
+constant). Inputs are drawn exactly representable in the precision (the
+strategies round them: ``round_to``), so kernel, baseline and spec see the same
+numbers. The baseline (``lowp_naive_attention``) is what an eager framework
+computes in that dtype: every matmul accumulates in float32 and rounds its
+result to the dtype, and so does every elementwise step (scale, softcap, bias,
+exp, row sum, division); its lse stays float32. Floor, with u the dtype's unit
+roundoff (2^-8 bfloat16, 2^-11 float16), V = max|v|, S the score magnitude:
+
+    out:  2 u V + 4 (D + Lk) u32 V (1 + S)
+          (an output rounded to the dtype: u |out| <= u V; weights rounded to
+          the dtype before the PV matmul, as flash-attn does: relative u each,
+          sum_j |dP_j| |v_j| <= u V; plus float32 accumulation of the scores and
+          the sums: (D + Lk) u32 relative on weights with scores of size S)
+    lse:  u max(1, |lse|) + 4 (D + Lk) u32 (max(1, |lse|) + S)
+          (an lse stored in the dtype, plus the float32 terms)
+
+FP8 (e4m3/e5m2) is not supported: an FP8 kernel quantises q, k, v and P with
+per-tensor or per-block scales that are part of the kernel, not of the inputs,
+so no bound stated from the inputs alone would be both safe and tight.
 """
 
 from __future__ import annotations
@@ -34,6 +58,26 @@ import numpy as np
 U64 = 2.0**-53
 U32 = 2.0**-24
 FLOAT64_SAFETY = 4.0
+
+#: unit roundoff of each precision an adapter may declare
+UNIT_ROUNDOFF = {"float64": U64, "float32": U32, "bfloat16": 2.0**-8, "float16": 2.0**-11}
+
+
+def numpy_dtype(precision: str):
+    """The NumPy dtype of a precision name (bfloat16 from ml_dtypes)."""
+    if precision == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(precision)
+
+
+def round_to(x, precision: str) -> np.ndarray:
+    """x rounded to ``precision`` (nearest even), returned as float64 (exactly representable)."""
+    x = np.asarray(x, dtype=np.float64)
+    if precision == "float64":
+        return x
+    return x.astype(numpy_dtype(precision)).astype(np.float64)
 
 
 def _norms(x: np.ndarray) -> float:
@@ -84,6 +128,8 @@ def compare_lse(name: str, got, ref, atol: float, context: str) -> None:
 
 def compare_close(name: str, got, ref, atol: float, context: str) -> None:
     """Assert |got - ref| <= atol everywhere, with a message naming the worst entry."""
+    if not atol >= 0:  # a NaN bound would pass everything
+        raise ValueError(f"{name}: the tolerance is {atol!r}, not a number >= 0; {context}")
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if got.shape != ref.shape:
         raise AssertionError(f"{name}: shape {got.shape}, expected {ref.shape}; {context}")
@@ -201,3 +247,66 @@ def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=Non
         atol_out += FLOAT64_SAFETY * V * 2 * (2 * atol_lse + (chunks + 4) * U64)
         atol_lse += FLOAT64_SAFETY * (chunks + 4) * U64 * lse_mag
     return atol_out, atol_lse
+
+
+def lowp_naive_attention(q, k, v, mask_bool, scale, precision: str, softcap=None, bias=None):
+    """The naive attention an eager framework computes in ``precision`` (bfloat16/float16).
+
+    Every matmul accumulates in float32 and rounds its result to the dtype; every
+    elementwise step is rounded to the dtype; the lse stays float32 (see the
+    module docstring). Returns float64 (out, lse).
+    """
+    dt, f = numpy_dtype(precision), np.float32
+
+    def r(x):
+        with np.errstate(over="ignore"):
+            return np.asarray(x, dtype=f).astype(dt).astype(f)
+
+    G = q.shape[1] // k.shape[1]
+    q, k, v = r(q), r(np.repeat(k, G, axis=1)), r(np.repeat(v, G, axis=1))
+    with np.errstate(over="ignore", invalid="ignore"):  # float16 may overflow: handled by the caller
+        s = r(r(q * f(scale)) @ np.swapaxes(k, -1, -2))  # q scaled first, as flash-attn's attention_ref
+    if softcap is not None:
+        s = r(f(softcap) * np.tanh(s / f(softcap)))
+    if bias is not None:
+        s = r(s + r(np.where(np.isfinite(bias), bias, 0.0)))
+        mask_bool = mask_bool & np.isfinite(bias)
+    s = np.where(mask_bool, s, f(-np.inf))
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, f(0))
+    with np.errstate(over="ignore"):
+        e = r(np.exp(s - m))
+    l32 = np.sum(e, axis=-1, keepdims=True, dtype=f)
+    l = r(l32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        P = r(np.where(l > 0, e / np.where(l > 0, l, f(1)), f(0)))
+        out = r(P @ v)
+        lse = np.where(l32[..., 0] > 0, m[..., 0] + np.log(np.where(l32[..., 0] > 0, l32[..., 0], f(1))), -np.inf)
+    return out.astype(np.float64), lse.astype(np.float64)
+
+
+def lowp_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, precision: str, softcap=None, bias=None,
+                       factor: float = 2.0):
+    """(atol_out, atol_lse) for a bfloat16/float16 kernel: factor x the naive low-precision
+    error (``lowp_naive_attention``) + the floor derived in the module docstring."""
+    o_lp, l_lp = lowp_naive_attention(q, k, v, mask_bool, scale, precision, softcap, bias)
+    fin = np.isfinite(ref_lse)
+    with np.errstate(invalid="ignore"):
+        err_out = float(np.max(np.abs(o_lp - ref_out), initial=0.0))
+        err_lse = float(np.max(np.abs(np.where(fin, l_lp - ref_lse, 0.0)), initial=0.0))
+    # A baseline that overflows the format (float16 scores beyond 65504) says nothing about
+    # the kernel, which accumulates scores in float32: then the floor alone applies (its
+    # float32 term grows with the score magnitude S).
+    err_out = err_out if np.isfinite(err_out) else 0.0
+    err_lse = err_lse if np.isfinite(err_lse) else 0.0
+    u = UNIT_ROUNDOFF[precision]
+    V = float(np.max(np.abs(v), initial=0.0))
+    lse_mag = max(1.0, float(np.max(np.abs(np.where(fin, ref_lse, 0.0)), initial=0.0)))
+    S = scale * _norms(np.asarray(q, np.float64)) * _norms(np.asarray(k, np.float64))
+    if softcap is not None:
+        S = min(S, softcap)
+    D, Lk = q.shape[-1], k.shape[-2]
+    f32 = 4 * (D + Lk) * U32
+    floor_out = 2 * u * V + f32 * V * (1 + S)
+    floor_lse = u * lse_mag + f32 * (lse_mag + S)
+    return factor * err_out + floor_out, factor * err_lse + floor_lse

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from properties.core import find_counterexample, load_user_implementations, run_property, supports
+from properties.core import find_counterexample, load_user_implementations, run_property, unsupported_reason
+from properties.report import xfail_entries
 
 
 def impl_params(bundled, kind):
@@ -14,17 +15,27 @@ def impl_params(bundled, kind):
 
 
 def property_impl_params(props, impls):
-    """(property, implementation) pairs; pairs whose capabilities don't fit are not generated.
+    """Every (property, implementation) pair of the same kind.
 
-    An implementation that lacks a capability is listed as unsupported by the
-    report (``python -m properties``), never run and never counted as a pass.
+    A pair the implementation's declaration does not cover is a SKIP with the
+    reason (never run, never counted as a pass); a pair listed in the xfail file
+    (properties/xfail.json) is a strict xfail: its passing is reported as XPASS
+    and fails the run.
     """
+    xfails = xfail_entries()
     out = []
     for prop in props:
         for p in impls:
             impl = p.values[0]
-            if supports(impl, prop):
-                out.append(pytest.param(prop, impl, id=f"{prop.name}-{impl.name}"))
+            if impl.kind != prop.kind:
+                continue
+            marks = []
+            reason = unsupported_reason(impl, prop)
+            if reason:
+                marks.append(pytest.mark.skip(reason=f"unsupported: {reason}"))
+            elif (prop.name, impl.name) in xfails:
+                marks.append(pytest.mark.xfail(strict=True, reason=xfails[(prop.name, impl.name)]))
+            out.append(pytest.param(prop, impl, id=f"{prop.name}-{impl.name}", marks=marks))
     return out
 
 

@@ -4,7 +4,7 @@ and the meta-tests: each property rejects the wrong implementations it names."""
 import pytest
 
 from properties import attention as A
-from properties.attention_impls import BUNDLED, WRONG
+from properties.attention import BUNDLED, WRONG
 
 from ._binding import assert_rejects, impl_params, meta_params, property_impl_params, run_property
 

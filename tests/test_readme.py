@@ -57,3 +57,19 @@ def test_mixer_preset_table_matches_code():
 
     rows = _table("| preset | library (file: function, version checked) |")
     assert {r[0].strip("` ") for r in rows} == set(MP.__all__)
+
+def test_readme_misspelled_capability_command(monkeypatch, capsys):
+    """The README's misspelled-capability command gives the error it shows."""
+    from properties.__main__ import main
+
+    line = next(l for l in README.splitlines() if "properties.demo:misspelled python -m properties" in l)
+    env, _, cmd = line.strip().partition(" python -m properties ")
+    monkeypatch.setenv(*env.split("=", 1))
+    assert main(cmd.split()) == 2
+    shown = README.split(line, 1)[1].splitlines()[1].strip()
+    got = capsys.readouterr().err.strip()
+    assert got.startswith(shown.split("...")[0].rstrip(", ")), (got, shown)
+
+
+def test_readme_links_the_conformance_document():
+    assert "docs/conformance.md" in README

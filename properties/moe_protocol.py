@@ -1,0 +1,126 @@
+"""The MoE adapter protocol (kind "moe"): ``MOE_KIND`` declares every method and
+capability with its exact meaning; ``MoEAdapter`` holds only what the user supplies
+(no method falls back to refimpl, no capability is declared by default);
+``REFIMPL`` is the adapter of refimpl.moe itself (every method, every capability).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import refimpl.moe as M
+
+from . import moe_cases as C
+from .protocol import Capability, Kind, Option
+
+U64 = 2.0**-53
+
+
+MOE_KIND = Kind(
+    name="moe",
+    doc="Mixture-of-experts routing, capacity, losses, gradients and forward, compared with refimpl.moe "
+        "(every supplied function is checked by value against the spec's, and the gradients also against "
+        "finite differences). Routings are refimpl.moe.Routing objects (or any object with its fields).",
+    methods={
+        "route": "route(logits (T, E), k, **options of refimpl.moe.route) -> Routing",
+        "capacity": "capacity(tokens, experts, *, k, factor, k_in_capacity, rounding, min_capacity, multiple_of) -> int",
+        "balance_loss": "balance_loss(routing, *, alpha, f, scale, probs, groups) -> float",
+        "cv_squared": "cv_squared(x) -> float (population variance / (mean^2 + 1e-10))",
+        "z_loss": "z_loss(logits) -> float: mean over tokens of logsumexp(z)^2",
+        "z_loss_grad": "z_loss_grad(logits) -> (T, E)",
+        "noisy_gating": "noisy_gating(clean, std, noise, k) -> NoisyTopK (gates, noisy_logits, indices)",
+        "importance_loss": "importance_loss(gates) -> float",
+        "load_loss": "load_loss(clean, noisy, std, k) -> float",
+        "importance_loss_grad": "importance_loss_grad(noisy: NoisyTopK) -> (T, E) d/d clean",
+        "load_loss_grad": "load_loss_grad(clean, noisy, std, k) -> (T, E) d/d clean",
+        "gate_jacobian": "gate_jacobian(logits, k, **options) -> (Routing, J (T, k, E))",
+        "output_logit_jacobian": "output_logit_jacobian(x, W, experts, k, **options) -> (Routing, dy/dz (T, D, E))",
+        "moe_vjp": "moe_vjp(x, W, experts, k, dy, **options) -> (dx, dz, dW)",
+        "balance_loss_grad": "balance_loss_grad(routing, logits, *, alpha, f, scale, probs) -> (T, E)",
+        "moe_forward": "moe_forward(x, W, experts, k, *, layout='sparse'|'dense_tensors', **options) -> (y, Routing)",
+        "dispatch_combine": "dispatch_combine(routing) -> (dispatch (T, E, C) bool, combine (T, E, C))",
+    },
+    required=(),
+    capabilities={
+        "route": Capability("route() for score softmax|sigmoid, normalize none|before_drop|after_drop, capacity None "
+                            "or an int, drop orders k_major and token_major (raw logits in, never probabilities)",
+                            methods=("route",)),
+        "route.drop_orders": Capability("route() also for the drop orders priority, per_expert_top_prob, "
+                                        "per_expert_top_masked_logit and random (option drop_order)",
+                                        methods=("route",)),
+        "route.padding": Capability("route(padding_mask=bool (T,)): padding tokens neither counted nor kept",
+                                    methods=("route",)),
+        "capacity": Capability("capacity() with refimpl.moe.capacity's rule keywords, exact rational arithmetic",
+                               methods=("capacity",)),
+        "losses": Capability("balance_loss() for f k_hot|top1, scale E|E/k|1|1/E, probs softmax|normalized_scores, groups >= 1 dividing T",
+                             methods=("balance_loss",)),
+        "losses.grad": Capability("balance_loss_grad(): d balance_loss / d logits with f held constant",
+                                  methods=("balance_loss_grad",)),
+        "cv_squared": Capability("cv_squared(): squared coefficient of variation, population variance",
+                                 methods=("cv_squared",)),
+        "z_loss": Capability("z_loss(): router z-loss", methods=("z_loss",)),
+        "z_loss.grad": Capability("z_loss_grad(): its gradient", methods=("z_loss_grad",)),
+        "noisy_gating": Capability("noisy top-k gating (Shazeer et al. 2017) and its importance and load losses",
+                                   methods=("noisy_gating", "importance_loss", "load_loss")),
+        "noisy_gating.grad": Capability("gradients of the importance and load losses w.r.t. the clean logits",
+                                        methods=("importance_loss_grad", "load_loss_grad")),
+        "gradients": Capability("router gradients with the selection held fixed: gate Jacobian, output-logit "
+                                "Jacobian, the MoE VJP", methods=("gate_jacobian", "output_logit_jacobian", "moe_vjp")),
+        "forward": Capability("the MoE forward (sparse and GShard dense-tensor layouts) and dispatch/combine tensors",
+                              methods=("moe_forward", "dispatch_combine")),
+    },
+    options={
+        "drop_order": Option("drop orders drawn (k_major and token_major with 'route', the rest with "
+                             "'route.drop_orders')", C.ALL_DROP_ORDERS),
+        "normalize": Option("gate normalisations drawn", C.NORMALIZE),
+        "score": Option("router scores drawn", ("softmax", "sigmoid")),
+    },
+)
+
+KINDS = (MOE_KIND,)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEAdapter:
+    """An MoE adapter (``MOE_KIND``): only the methods supplied; nothing falls back to
+    refimpl, and ``capabilities`` (none by default) must name each supplied group."""
+
+    name: str
+    route: Callable = None
+    capacity: Callable = None
+    balance_loss: Callable = None
+    cv_squared: Callable = None
+    z_loss: Callable = None
+    z_loss_grad: Callable = None
+    gate_jacobian: Callable = None
+    output_logit_jacobian: Callable = None
+    moe_forward: Callable = None
+    dispatch_combine: Callable = None
+    moe_vjp: Callable = None
+    balance_loss_grad: Callable = None
+    noisy_gating: Callable = None
+    importance_loss: Callable = None
+    importance_loss_grad: Callable = None
+    load_loss: Callable = None
+    load_loss_grad: Callable = None
+    capabilities: frozenset = frozenset()
+    kind: str = "moe"
+    unit_roundoff: float = U64
+    declines: dict = dataclasses.field(default_factory=dict)
+
+
+def _refimpl_output_logit_jacobian(x, W, experts, k, **options):
+    z = M.router_logits(x, W)
+    routing = M.route(z, k, **options)
+    return routing, M.output_logit_jacobian(x, routing, z, experts)
+
+
+REFIMPL = MoEAdapter(
+    name="refimpl.moe", route=M.route, capacity=M.capacity, balance_loss=M.balance_loss, cv_squared=M.cv_squared,
+    z_loss=M.z_loss, z_loss_grad=M.z_loss_grad, gate_jacobian=M.gate_jacobian,
+    output_logit_jacobian=_refimpl_output_logit_jacobian, moe_forward=M.moe_forward,
+    dispatch_combine=M.dispatch_combine_tensors, moe_vjp=M.moe_vjp, balance_loss_grad=M.balance_loss_grad,
+    noisy_gating=M.noisy_top_k_gating, importance_loss=M.importance_loss, importance_loss_grad=M.importance_loss_grad,
+    load_loss=M.load_loss, load_loss_grad=M.load_loss_grad, capabilities=frozenset(MOE_KIND.capabilities),
+)

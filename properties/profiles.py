@@ -1,0 +1,40 @@
+"""The Hypothesis profiles, one definition for both runners (pytest's conftest.py
+and ``python -m properties --profile``).
+
+``dev``       fast, randomised: the default on a developer machine (25 examples).
+``ci``        derandomised (same examples every run), no deadline, prints the
+              reproduction blob of a failure (100 examples). Default when ``CI`` is set.
+``thorough``  2000 examples per property; before a release or when a kernel changes.
+
+Selected by ``REFIMPL_PROFILE`` (pytest) or ``--profile`` (python -m properties).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+PROFILES = ("dev", "ci", "thorough")
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+settings.register_profile("dev", max_examples=25, **_COMMON)
+settings.register_profile("ci", max_examples=100, derandomize=True, print_blob=True, **_COMMON)
+settings.register_profile("thorough", max_examples=2000, print_blob=True, **_COMMON)
+
+
+def default_profile() -> str:
+    """$REFIMPL_PROFILE, else "ci" when $CI is set, else "dev"."""
+    name = os.environ.get("REFIMPL_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+    if name not in PROFILES:
+        raise ValueError(f"REFIMPL_PROFILE={name!r}: expected one of {', '.join(map(repr, PROFILES))}")
+    return name
+
+
+def load(name: str | None = None) -> str:
+    """Load profile ``name`` (default: :func:`default_profile`) and return its name."""
+    name = name or default_profile()
+    if name not in PROFILES:
+        raise ValueError(f"profile {name!r}: expected one of {', '.join(map(repr, PROFILES))}")
+    settings.load_profile(name)
+    return name
