@@ -232,12 +232,14 @@ def _tn(A: np.ndarray, X: np.ndarray) -> np.ndarray:
 # forward loops
 
 
-def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool):
+def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool, state=None):
     """FA2 over the keys in ``key_range`` = (k0, k1): (out, lse, tiles_skipped, grid).
 
     With a key range narrower than [0, Lk) this is one split of split-KV
     (flash-attn ``compute_attn_1rowblock_splitkv``): out and lse of attention
     restricted to those keys, under the full problem's mask and alignment.
+    ``state``, if given, is a list that receives the final OnlineSoftmaxState
+    (m, l), each (B, Hq, Lq), for an exact merge of splits.
     """
     mem = st.memory
     B, Hkv, G, Dv = st.B, st.Hkv, st.G, st.Dv
@@ -245,6 +247,7 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
     lse = np.full((B, st.Hq, st.Lq), -np.inf)
     q_tiles, k_tiles = _tiles(0, st.Lq, block_q), _tiles(key_range[0], key_range[1], block_k)
     skipped = 0
+    m_all, l_all = (np.full((B, st.Hq, st.Lq), -np.inf), np.zeros((B, st.Hq, st.Lq))) if state is not None else (None, None)
     for qs in q_tiles:  # one thread block per query tile
         mem.new_block()
         nq = qs.stop - qs.start
@@ -267,6 +270,10 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
             m = m_new
         out[:, :, qs] = mem.store("O", _merge_heads(_normalise(acc, l)))
         lse[:, :, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse))
+        if state is not None:
+            m_all[:, :, qs], l_all[:, :, qs] = _merge_heads(m), _merge_heads(l)
+    if state is not None:
+        state.append(OnlineSoftmaxState(m_all, l_all))
     return out, lse, skipped, (len(q_tiles), len(k_tiles))
 
 

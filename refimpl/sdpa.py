@@ -464,7 +464,7 @@ def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int):
             dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
     for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
         if not np.isfinite(g).all():
-            raise ValueError(f"dout: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308); rescale dout")
+            raise ValueError(f"dout, v: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308); rescale dout or v")
     return dq, dk, dv
 
 
