@@ -75,6 +75,12 @@ probabilities are recomputed tile by tile from the saved lse:
             dK_j += scale dS^T Q_i
         write dK_j, dV_j
 
+Arithmetic. Each tile's products are BLAS GEMMs with the G query heads of a
+kv head folded into the rows (see ``refimpl.sdpa``); exp(S - m') overwrites
+the score tile in place, so a tile costs the two GEMMs plus five passes
+(scale, max, subtract, exp, sum), and the mask pass only on tiles the mask
+cuts. ``_exp_shift`` reads m' = -inf (nothing visible yet) as 0: exp(-inf) = 0.
+
 I/O instrumentation. Every access to Q, K, V, O, dO, dQ, l, m, lse and D goes
 through a small slow-memory model (``_SlowMemory``) that counts the elements
 moved between slow memory (HBM) and on-chip memory (SRAM). Each iteration of

@@ -23,6 +23,15 @@ Conventions: causal alignment ``bottom_right`` by default (see refimpl.masks);
 masked row gives ``out = 0`` and ``lse = -inf``; computation in float64; inputs
 are never mutated. Masked entries are excluded exactly (weight 0), not by a
 large finite negative number.
+
+Computation. Every product is one BLAS GEMM per (batch, kv head): the G query
+heads that share kv head h are folded into the rows, (B, Hkv, G, Lq, D) ->
+(B, Hkv, G*Lq, D), so S = Q K^T, out = P V, dV = P^T dO, dP = dO V^T,
+dQ = dS K and dK = dS^T Q are each a single ``np.matmul`` (dK and dV summed
+over the group by the GEMM itself). Scores that would overflow float64 are
+handled in ``_Setup.scores`` (softcap applied to +-inf is exact; otherwise an
+error naming q, k and scale), and the backward runs on dout and v divided by
+powers of two, so a large finite dout never turns into inf - inf = NaN.
 """
 
 from __future__ import annotations
