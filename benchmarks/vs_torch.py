@@ -186,9 +186,12 @@ def _peak_rss_growth(contender: str, L: int) -> float:
         return float("nan")
 
 
-def _memory_child(contender: str, L: int) -> None:
-    import resource
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
+
+def _memory_child(contender: str, L: int) -> None:
     q, k, v, _ = _qkv(L, H)
     if contender == "torch":
         q, k, v = _t(q), _t(k), _t(v)
@@ -197,11 +200,11 @@ def _memory_child(contender: str, L: int) -> None:
         fn = lambda: flash_attention(q, k, v, block_q=512, block_k=512)  # noqa: E731
     else:
         fn = lambda: refimpl.attention(q, k, v)  # noqa: E731
-    with open("/proc/self/statm") as f:
-        rss0 = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) left by the imports
+    rss0 = _status_kib("VmRSS")
     fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print((peak - rss0) / MiB)
+    print((_status_kib("VmHWM") - rss0) / 1024)
 
 
 # ----------------------------------------------------------------------------
@@ -270,14 +273,16 @@ def _plot(times):
     if not Ls:
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    colors = {"flash": "C0", "torch": "C1", "dense": "C2"}
     series = {"refimpl flash (fa2)": [times[("flash_fwd", L, H, False)][0] for L in Ls]}
     dense_L = [L for L in Ls if ("dense_fwd", L, H, False) in times]
     if torch is not None:
         series["torch SDPA"] = [times[("flash_fwd", L, H, False)][1] for L in Ls]
     for name, ys in series.items():
-        ax1.loglog(Ls, ys, "o-", label=name)
+        ax1.loglog(Ls, ys, "o-", label=name, color=colors["torch" if name.startswith("torch") else "flash"])
     if dense_L:
-        ax1.loglog(dense_L, [times[("dense_fwd", L, H, False)][0] for L in dense_L], "s--", label="refimpl dense")
+        ax1.loglog(dense_L, [times[("dense_fwd", L, H, False)][0] for L in dense_L], "s--", label="refimpl dense",
+                   color=colors["dense"])
     ax1.set(xlabel="L", ylabel="forward time, s", title=f"float64, B=1 H={H} D={D}, non-causal")
     ax1.legend(fontsize=8)
     if not ARGS.no_memory:
@@ -287,8 +292,9 @@ def _plot(times):
             if contender == "torch" and torch is None:
                 continue
             xs = [L for L in mem_L if L <= Lmax]
-            ax2.loglog(xs, [max(_peak_rss_growth(contender, L), 0.1) for L in xs], "o-" if contender != "dense" else "s--",
-                       label=label)
+            mem = [max(_peak_rss_growth(contender, L), 0.1) for L in xs]
+            print(f"peak RSS growth, {label}: " + ", ".join(f"L={L}: {m:.1f} MiB" for L, m in zip(xs, mem)))
+            ax2.loglog(xs, mem, "o-" if contender != "dense" else "s--", label=label, color=colors[contender])
         ax2.set(xlabel="L", ylabel="peak RSS growth, MiB", title="one forward call")
         ax2.legend(fontsize=8)
     fig.tight_layout()
