@@ -75,6 +75,12 @@ probabilities are recomputed tile by tile from the saved lse:
             dK_j += scale dS^T Q_i
         write dK_j, dV_j
 
+Arithmetic. Each tile's products are BLAS GEMMs with the G query heads of a
+kv head folded into the rows (see ``refimpl.sdpa``); exp(S - m') overwrites
+the score tile in place, so a tile costs the two GEMMs plus five passes
+(scale, max, subtract, exp, sum), and the mask pass only on tiles the mask
+cuts. ``_exp_shift`` reads m' = -inf (nothing visible yet) as 0: exp(-inf) = 0.
+
 I/O instrumentation. Every access to Q, K, V, O, dO, dQ, l, m, lse and D goes
 through a small slow-memory model (``_SlowMemory``) that counts the elements
 moved between slow memory (HBM) and on-chip memory (SRAM). Each iteration of
@@ -97,7 +103,8 @@ from collections import Counter
 import numpy as np
 
 from ._validate import as_float_array, positive_int
-from .sdpa import _merge_heads, _real_4d, _Setup, _split_heads
+from .sdpa import (_exponent, _fold, _grads_back_to_scale, _merge_heads, _real_4d, _Setup, _softcap_grad,
+                   _split_heads, _unit_scaled)
 from .softmax import OnlineSoftmaxState, _exp_shift
 
 VARIANTS = ("fa1", "fa2")
@@ -217,20 +224,28 @@ def _normalise(acc: np.ndarray, l: np.ndarray) -> np.ndarray:
 
 
 def _pv(P: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """(B, Hkv, G, nq, nk) x (B, Hkv, nk, Dv) -> (B, Hkv, G, nq, Dv)."""
-    return np.einsum("bhgqk,bhkd->bhgqd", P, V)
+    """P V: (B, Hkv, G, nq, nk) x (B, Hkv, nk, Dv) -> (B, Hkv, G, nq, Dv), one GEMM per
+    (b, kv head) with the G query heads folded into the rows."""
+    return np.matmul(_fold(P), V).reshape(P.shape[:-1] + (V.shape[-1],))
+
+
+def _tn(A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """A^T X summed over the group: (B, Hkv, G, nq, nk), (B, Hkv, G, nq, d) -> (B, Hkv, nk, d)."""
+    return np.matmul(_fold(A).swapaxes(-1, -2), _fold(X))
 
 
 # ----------------------------------------------------------------------------
 # forward loops
 
 
-def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool):
+def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool, state=None):
     """FA2 over the keys in ``key_range`` = (k0, k1): (out, lse, tiles_skipped, grid).
 
     With a key range narrower than [0, Lk) this is one split of split-KV
     (flash-attn ``compute_attn_1rowblock_splitkv``): out and lse of attention
     restricted to those keys, under the full problem's mask and alignment.
+    ``state``, if given, is a list that receives the final OnlineSoftmaxState
+    (m, l), each (B, Hq, Lq), for an exact merge of splits.
     """
     mem = st.memory
     B, Hkv, G, Dv = st.B, st.Hkv, st.G, st.Dv
@@ -238,6 +253,7 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
     lse = np.full((B, st.Hq, st.Lq), -np.inf)
     q_tiles, k_tiles = _tiles(0, st.Lq, block_q), _tiles(key_range[0], key_range[1], block_k)
     skipped = 0
+    m_all, l_all = (np.full((B, st.Hq, st.Lq), -np.inf), np.zeros((B, st.Hq, st.Lq))) if state is not None else (None, None)
     for qs in q_tiles:  # one thread block per query tile
         mem.new_block()
         nq = qs.stop - qs.start
@@ -251,14 +267,19 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
             S, _ = st.scores(qs, ks)  # loads Q_i (once per thread block) and K_j
             _, V = st.kv(ks)
             m_new = np.maximum(m, np.max(S, axis=-1))
-            P = _exp_shift(S, m_new[..., None])  # P~ = exp(S - m')
+            P = _exp_shift(S, m_new[..., None], out=S)  # P~ = exp(S - m'), over S's buffer
             alpha = _exp_shift(m, m_new)  # exp(m - m'): rescales what was accumulated so far
             Z = st.dropout_scale(qs, ks)
             l = alpha * l + np.sum(P, axis=-1)
-            acc = alpha[..., None] * acc + _pv(P if Z is None else P * Z, V)
+            acc *= alpha[..., None]
+            acc += _pv(P if Z is None else P * Z, V)  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
             m = m_new
         out[:, :, qs] = mem.store("O", _merge_heads(_normalise(acc, l)))
         lse[:, :, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse))
+        if state is not None:
+            m_all[:, :, qs], l_all[:, :, qs] = _merge_heads(m), _merge_heads(l)
+    if state is not None:
+        state.append(OnlineSoftmaxState(m_all, l_all))
     return out, lse, skipped, (len(q_tiles), len(k_tiles))
 
 
@@ -283,7 +304,7 @@ def _forward_fa1(st: _TiledSetup, block_q: int, block_k: int, skip: bool):
             l_i = mem.load("l", qs, l[..., qs])
             m_i = mem.load("m", qs, m[..., qs])
             m_t = np.max(S, axis=-1)  # m~: the tile's own row max
-            P = _exp_shift(S, m_t[..., None])  # P~ = exp(S - m~)
+            P = _exp_shift(S, m_t[..., None], out=S)  # P~ = exp(S - m~)
             l_t = np.sum(P, axis=-1)
             m_new = np.maximum(m_i, m_t)
             a, b = _exp_shift(m_i, m_new), _exp_shift(m_t, m_new)
@@ -406,6 +427,10 @@ def flash_attention_backward(
     lse = as_float_array(lse, "lse", allow_neg_inf=True)
     if lse.shape != (B, Hq, Lq):
         raise ValueError(f"lse: expected shape {(B, Hq, Lq)}, got {lse.shape}")
+    # out and dout / 2^e (exact; see refimpl.sdpa._unit_scaled): no intermediate overflows
+    dout, e_do = _unit_scaled(dout)
+    out, e_v = np.ldexp(out, -_exponent(st.v)), _exponent(st.v)
+    V_all = np.ldexp(st.v, -e_v)
     O5, dO5, lse5 = _split_heads(out, Hkv), _split_heads(dout, Hkv), _split_heads(lse, Hkv)
     mem = st.memory
     q_tiles, k_tiles = _tiles(0, Lq, block_q), _tiles(0, Lk, block_k)
@@ -416,6 +441,9 @@ def flash_attention_backward(
         mem.new_block()
         dO_i, O_i = mem.load("dO", qs, dO5[..., qs, :]), mem.load("O", qs, O5[..., qs, :])
         Dsum[..., qs] = mem.store("D", np.sum(dO_i * O_i, axis=-1))
+    # P = exp(S - lse): a row with lse = -inf (fully masked) has every S = -inf and P = 0;
+    # reading its lse as +inf keeps P = 0 even for scores that are not -inf
+    L_shift = np.where(np.isneginf(lse5), np.inf, lse5)
 
     dq = mem.store("dQ", np.zeros((B, Hkv, st.G, Lq, D)))  # initialised to 0 in slow memory
     dk, dv = np.zeros((B, Hkv, Lk, D)), np.zeros((B, Hkv, Lk, Dv))
@@ -429,26 +457,27 @@ def flash_attention_backward(
                 skipped += 1
                 continue
             S, R = st.scores(qs, ks)  # loads Q_i and K_j
-            K, V = st.kv(ks)
+            K, _ = st.kv(ks)
+            V = V_all[:, :, ks]
             Q_i = st.q5(qs)
             dO_i = mem.load("dO", qs, dO5[..., qs, :])
-            L_i = mem.load("lse", qs, lse5[..., qs])[..., None]
+            L_i = mem.load("lse", qs, L_shift[..., qs])[..., None]
             D_i = mem.load("D", qs, Dsum[..., qs])[..., None]
-            P = np.where(np.isneginf(L_i), 0.0, _exp_shift(S, L_i))  # P = exp(S - lse)
+            P = np.exp(np.subtract(S, L_i, out=S), out=S)  # P = exp(S - lse)
             Z = st.dropout_scale(qs, ks)
-            dV_j += np.einsum("bhgqk,bhgqd->bhkd", P if Z is None else P * Z, dO_i)
-            dP = np.einsum("bhgqd,bhkd->bhgqk", dO_i, V)
+            dV_j += _tn(P if Z is None else P * Z, dO_i)  # dV_j += (P * Z)^T dO_i
+            dP = np.matmul(_fold(dO_i), V.swapaxes(-1, -2)).reshape(P.shape)  # dP = dO_i V_j^T
             if Z is not None:
-                dP = dP * Z
-            dS = P * (dP - D_i)
+                dP *= Z
+            dS = np.multiply(P, np.subtract(dP, D_i, out=dP), out=dP)  # dS = P * (dP - D_i)
             if st.softcap is not None:
-                dS = dS * (1.0 - np.tanh(R / st.softcap) ** 2)
-            dQ_i = mem.load("dQ", qs, dq[..., qs, :]) + st.scale * _pv(dS, K)
+                dS *= _softcap_grad(R, st.softcap)
+            dQ_i = mem.load("dQ", qs, dq[..., qs, :]) + st.scale * _pv(dS, K)  # dQ_i += scale dS K_j
             dq[..., qs, :] = mem.store("dQ", dQ_i)
-            dK_j += st.scale * np.einsum("bhgqk,bhgqd->bhkd", dS, Q_i)
+            dK_j += st.scale * _tn(dS, Q_i)  # dK_j += scale dS^T Q_i
         dk[:, :, ks] = mem.store("dK", dK_j)
         dv[:, :, ks] = mem.store("dV", dV_j)
-    grads = (_merge_heads(dq), dk, dv)
+    grads = _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v)
     if return_stats:
         return grads, st.stats((len(q_tiles), len(k_tiles)), skipped)
     return grads

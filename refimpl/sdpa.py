@@ -23,6 +23,15 @@ Conventions: causal alignment ``bottom_right`` by default (see refimpl.masks);
 masked row gives ``out = 0`` and ``lse = -inf``; computation in float64; inputs
 are never mutated. Masked entries are excluded exactly (weight 0), not by a
 large finite negative number.
+
+Computation. Every product is one BLAS GEMM per (batch, kv head): the G query
+heads that share kv head h are folded into the rows, (B, Hkv, G, Lq, D) ->
+(B, Hkv, G*Lq, D), so S = Q K^T, out = P V, dV = P^T dO, dP = dO V^T,
+dQ = dS K and dK = dS^T Q are each a single ``np.matmul`` (dK and dV summed
+over the group by the GEMM itself). Scores that would overflow float64 are
+handled in ``_Setup.scores`` (softcap applied to +-inf is exact; otherwise an
+error naming q, k and scale), and the backward runs on dout and v divided by
+powers of two, so a large finite dout never turns into inf - inf = NaN.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import numpy as np
 
 from . import masks as _masks
 from ._validate import positive_float
-from .softmax import softmax_and_logsumexp
+from .softmax import _softmax_lse
 
 
 # ----------------------------------------------------------------------------
@@ -165,11 +174,14 @@ class AttentionMask:
     def tile(self, qs: slice, ks: slice) -> np.ndarray:
         q0, q1, _ = qs.indices(self.Lq)
         k0, k1, _ = ks.indices(self.Lk)
+        if getattr(self, "_last", (None,))[0] == (q0, q1, k0, k1):
+            return self._last[1]  # block skipping and the scores ask for the same tile in turn
         out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
         for p in self.predicates:
             out = out & p.tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
         for a in self.arrays:
             out = out & a.tile(qs, ks)
+        self._last = ((q0, q1, k0, k1), out)
         return out
 
 
@@ -181,6 +193,17 @@ def _split_heads(x: np.ndarray, Hkv: int) -> np.ndarray:
     if x.shape[1] == 1:
         return x[:, :, None]
     return x.reshape(x.shape[0], Hkv, x.shape[1] // Hkv, *x.shape[2:])
+
+
+def _exponent(x) -> int:
+    """e with max|x| < 2^e (frexp's exponent of the largest magnitude; 0 for all zeros or empty)."""
+    a = float(np.max(np.abs(x), initial=0.0))
+    return int(np.frexp(a)[1]) if a > 0 else 0
+
+
+def _fold(x: np.ndarray) -> np.ndarray:
+    """(B, Hkv, G, n, d) -> (B, Hkv, G*n, d): the G query heads of a kv head as rows of one GEMM."""
+    return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], x.shape[4])
 
 
 def _merge_heads(x: np.ndarray) -> np.ndarray:
@@ -209,6 +232,9 @@ class _Setup:
             if np.isnan(b).any() or np.isposinf(b).any():
                 raise ValueError("bias: contains NaN or +inf (-inf is allowed and hides the key)")
             self.bias = _Broadcast(b.astype(np.float64, copy=False), "bias", full)
+        self.exact_range = _exponent(self.q) + _exponent(self.k) + _exponent(max(self.scale, 1.0)) \
+            + int(np.ceil(np.log2(max(D, 1)))) <= 1000 and (
+                self.bias is None or _exponent(np.where(np.isfinite(self.bias.arr), self.bias.arr, 0.0)) <= 1000)
         if isinstance(dropout_p, bool) or not isinstance(dropout_p, (numbers.Real, np.floating)):
             raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
         if not 0.0 <= float(dropout_p) < 1.0:
@@ -236,19 +262,66 @@ class _Setup:
         """Key and value tiles, (B, Hkv, nk, D) and (B, Hkv, nk, Dv)."""
         return self.k[:, :, ks], self.v[:, :, ks]
 
-    def scores(self, qs: slice, ks: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Final scores of a tile and the pre-softcap ones, (B, Hkv, G, nq, nk) each.
+    def scores(self, qs: slice, ks: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        """Final scores S of a tile and, with softcap, the pre-softcap ones R; (B, Hkv, G, nq, nk).
 
-        Hidden entries are -inf in the final scores.
+        Hidden entries are -inf in S. R is None without softcap. One GEMM per
+        (b, kv head): the G query heads sharing a kv head are folded into the
+        rows, (B, Hkv, G, nq, D) -> (B, Hkv, G*nq, D), times K^T (B, Hkv, D, nk).
+        The remaining passes over the tile: the scale, softcap's tanh, the bias,
+        and the mask (skipped where the tile is entirely visible).
         """
         k, _ = self.kv(ks)
-        raw = self.scale * np.einsum("bhgqd,bhkd->bhgqk", self.q5(qs), k)
-        s = raw if self.softcap is None else self.softcap * np.tanh(raw / self.softcap)
+        q5 = self.q5(qs)
+        B, Hkv, G, nq, D = q5.shape
+        visible = None if self.mask.trivial else self.mask.tile(qs, ks)
+        if self.exact_range:
+            raw = np.matmul(_fold(q5), k.swapaxes(-1, -2)).reshape(B, Hkv, G, nq, k.shape[2])
+            raw *= self.scale  # s = scale * <q_i, k_j>
+        else:
+            raw = self._scores_far_from_one(q5, k)
+        if self.softcap is not None:
+            s = np.divide(raw, self.softcap)
+            s = np.multiply(np.tanh(s, out=s), self.softcap, out=s)  # s = c tanh(s / c)
+        else:
+            s = raw if self.exact_range else raw.copy()
         if self.bias is not None:
-            s = s + _split_heads(self.bias.tile(qs, ks), self.Hkv)
-        if not self.mask.trivial:
-            s = np.where(_split_heads(self.mask.tile(qs, ks), self.Hkv), s, -np.inf)
-        return s, raw
+            b = _split_heads(self.bias.tile(qs, ks), self.Hkv)
+            s += b  # s = s + bias
+            if not self.exact_range:
+                np.copyto(s, -np.inf, where=np.isneginf(b))  # a -inf bias hides its key, even from an inf score
+        if visible is not None and not visible.all():
+            np.copyto(s, -np.inf, where=~_split_heads(visible, self.Hkv))  # s = -inf where hidden
+        if not self.exact_range:
+            self._check_no_overflow(s, visible, qs, ks)
+        return s, (raw if self.softcap is not None else None)
+
+    # Scores near the ends of the float64 range. ``exact_range`` (set in
+    # __init__) holds when D max|q| max|k| max(scale, 1) and max|bias| are below
+    # 2^1000: then no partial sum of the plain GEMM can overflow. Otherwise the
+    # tile is computed from q and k scaled by powers of two (exactly) and
+    # scaled back with ldexp: a score representable in float64 comes out as the
+    # plain path would give it, with softcap an overflowing raw score is +-inf
+    # and caps to exactly +-c, and a visible final score beyond the float64
+    # range is an error (never a masked entry: issue 9).
+
+    def _scores_far_from_one(self, q5, k):
+        B, Hkv, G, nq, D = q5.shape
+        eq, ek, es = _exponent(q5), _exponent(k), _exponent(self.scale)
+        dot = np.matmul(_fold(np.ldexp(q5, -eq)), np.ldexp(k, -ek).swapaxes(-1, -2)).reshape(B, Hkv, G, nq, k.shape[2])
+        with np.errstate(over="ignore"):
+            return np.ldexp(dot * np.ldexp(self.scale, -es), eq + ek + es)
+
+    def _check_no_overflow(self, s, visible, qs, ks):
+        bad = ~np.isfinite(s)
+        if self.bias is not None:
+            bad &= ~np.isneginf(_split_heads(self.bias.tile(qs, ks), self.Hkv))
+        if visible is not None:
+            bad &= _split_heads(visible, self.Hkv)
+        if bad.any():
+            raise ValueError(
+                "q, k, scale: a visible score scale * <q_i, k_j> (plus bias) exceeds the float64 range "
+                "(|s| > 1.8e308); rescale q, k or scale, or pass softcap= to bound the scores")
 
     def dropout_scale(self, qs: slice, ks: slice):
         """keep / (1 - p) for a tile, (B?, Hkv?, G?, nq, nk), or None without dropout."""
@@ -309,11 +382,11 @@ def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", wind
 def _forward(st: _Setup):
     everything = slice(None)
     s, _ = st.scores(everything, everything)
-    P, lse = softmax_and_logsumexp(s)  # P 0 where hidden; lse -inf for a fully masked row
+    P, lse = _softmax_lse(s, inplace=True)  # P 0 where hidden; lse -inf for a fully masked row
     drop = st.dropout_scale(everything, everything)
     Pd = P if drop is None else P * drop
     _, v = st.kv()
-    out = np.einsum("bhgqk,bhkd->bhgqd", Pd, v)
+    out = np.matmul(_fold(Pd), v).reshape(P.shape[:-1] + (st.Dv,))  # out = (P * Z) V, G heads folded
     return _merge_heads(out), _merge_heads(lse), P
 
 
@@ -352,22 +425,56 @@ def attention_backward(
     if dout.shape != (st.B, st.Hq, st.Lq, st.Dv):
         raise ValueError(f"dout: expected shape {(st.B, st.Hq, st.Lq, st.Dv)}, got {dout.shape}")
     everything = slice(None)
+    dout, e_do = _unit_scaled(dout)
+    vs, e_v = _unit_scaled(st.v)
     s, raw = st.scores(everything, everything)
-    P, _ = softmax_and_logsumexp(s)
+    P, _ = _softmax_lse(s, inplace=True)
     drop = st.dropout_scale(everything, everything)
-    Z = 1.0 if drop is None else drop
-    q5 = st.q5()
-    k, v = st.kv()
-    do5 = _split_heads(dout, st.Hkv)
-    dv = np.einsum("bhgqk,bhgqd->bhkd", P * Z, do5)
-    dP = np.einsum("bhgqd,bhkd->bhgqk", do5, v) * Z
-    Drow = np.sum(P * dP, axis=-1, keepdims=True)
-    dS = P * (dP - Drow)
+    PZ = P if drop is None else P * drop
+    q5, k = st.q5(), st.k
+    do5 = _fold(_split_heads(dout, st.Hkv))  # (B, Hkv, G*Lq, Dv): the G heads of a kv head as rows
+    dv = np.matmul(_fold(PZ).swapaxes(-1, -2), do5)  # dV = (P * Z)^T dO, summed over the group
+    dP = np.matmul(do5, vs.swapaxes(-1, -2)).reshape(P.shape)  # dP = dO V^T
+    if drop is not None:
+        dP *= drop  # dP = (dO V^T) * Z
+    Drow = np.sum(P * dP, axis=-1, keepdims=True)  # D_i = sum_j P_ij dP_ij
+    dS = np.multiply(P, np.subtract(dP, Drow, out=dP), out=dP)  # dS = P * (dP - D)
     if st.softcap is not None:
-        dS = dS * (1.0 - np.tanh(raw / st.softcap) ** 2)
-    dq = st.scale * np.einsum("bhgqk,bhkd->bhgqd", dS, k)
-    dk = st.scale * np.einsum("bhgqk,bhgqd->bhkd", dS, q5)
-    return _merge_heads(dq), dk, dv
+        dS *= _softcap_grad(raw, st.softcap)  # dR = dS * (1 - tanh^2(R / c))
+    dS = _fold(dS)
+    dq = st.scale * np.matmul(dS, k)  # dQ = scale dR K
+    dk = st.scale * np.matmul(dS.swapaxes(-1, -2), _fold(q5))  # dK = scale dR^T Q, summed over the group
+    dq = dq.reshape(q5.shape[:-1] + (st.D,))
+    return _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v)
+
+
+def _softcap_grad(raw: np.ndarray, c: float) -> np.ndarray:
+    """1 - tanh^2(R / c): d(c tanh(R / c)) / dR."""
+    t = np.tanh(raw / c)
+    return np.subtract(1.0, np.multiply(t, t, out=t), out=t)
+
+
+# The gradients are linear in dout, and dq, dk linear in v (through dP): the
+# backward passes run on dout / 2^e_do and v / 2^e_v, both of magnitude < 1
+# (powers of two: exact), and scale the results back. A large but finite dout
+# or v then cannot overflow an intermediate (dP - D would be inf - inf = NaN);
+# a gradient that itself exceeds the float64 range is an error.
+
+
+def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(x / 2^e, e) with max|x / 2^e| < 1, exactly (e = 0 for zeros)."""
+    e = _exponent(x)
+    return (x if e == 0 else np.ldexp(x, -e)), e
+
+
+def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int):
+    if e_do or e_v:
+        with np.errstate(over="ignore"):
+            dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
+    for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
+        if not np.isfinite(g).all():
+            raise ValueError(f"dout, v: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308); rescale dout or v")
+    return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------

@@ -13,6 +13,17 @@ and the partials combine exactly (``refimpl.merge_attention_states``):
 
     lse = logsumexp_c(lse_c),     out = sum_c exp(lse_c - lse) out_c.
 
+``split_kv_attention`` merges each chunk's online-softmax state (m_c, l_c),
+lse_c = m_c + log l_c, in the equivalent form
+
+    m = max_c m_c,   w_c = exp(m_c - m) l_c,   l = sum_c w_c,
+    out = sum_c (w_c / l) out_c,   lse = m + log l
+
+because it stays exact at any score magnitude: m_c - m is a difference of two
+computed scores, whereas lse_c carries a rounding of u |lse_c| (u = 2^-53)
+that exp(lse_c - lse) turns into a relative error of about 2 u |lse| in each
+weight, i.e. 3e-5 at scores near 1e12 (see ``merge_attention_states``).
+
 A chunk a row cannot see at all gives (out 0, lse -inf), the identity of the
 merge; so does an empty chunk. Sources: Dao et al., "Flash-Decoding for
 long-context inference" (2023); flash-attn ``csrc/flash_attn/src/flash_fwd_kernel.h``
@@ -28,6 +39,7 @@ and gives a wrong answer; the chunk must be a column range of the full mask.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -35,7 +47,7 @@ import numpy as np
 
 from ._validate import positive_int
 from .flash import _forward_fa2, _setup
-from .softmax import merge_attention_states
+from .softmax import _exp_shift, merge_attention_states, online_softmax_merge  # noqa: F401
 
 
 def even_boundaries(Lk: int, num_splits: int, block_k: int) -> tuple[int, ...]:
@@ -95,10 +107,18 @@ def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     Returns (out, lse), equal to ``refimpl.attention`` (up to rounding) for
     any partition of the keys, including chunks some or all rows cannot see.
     """
-    parts = attention_partials(
-        q, k, v, block_q=block_q, block_k=block_k, boundaries=boundaries, num_splits=num_splits, **attention_kwargs
-    )
-    return merge_attention_states([o for o, _ in parts], [l for _, l in parts])
+    st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
+    outs, states = [], []
+    for k0, k1 in _chunks(boundaries, num_splits, st.Lk, block_k):
+        out_c, _, _, _ = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True, state=states)
+        outs.append(out_c)
+    merged = functools.reduce(online_softmax_merge, states)  # m = max_c m_c, l = sum_c exp(m_c - m) l_c
+    out = np.zeros_like(outs[0])
+    nonempty = merged.l > 0  # rows no chunk could see stay (0, -inf)
+    for out_c, s_c in zip(outs, states):
+        w_c = _exp_shift(s_c.m, merged.m) * s_c.l  # exp(m_c - m) l_c
+        out += np.where(nonempty, w_c / np.where(nonempty, merged.l, 1.0), 0.0)[..., None] * out_c
+    return out, merged.lse
 
 
 _KEYWORDS = ("mask", "causal", "align", "window", "scale", "softcap", "bias", "dropout_mask", "dropout_p")

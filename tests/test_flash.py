@@ -231,3 +231,77 @@ def test_inputs_are_not_mutated_and_results_are_deterministic():
     b = flash_attention(q, k, v, block_q=2, block_k=3, causal=True)
     assert all(np.array_equal(x, c) for x, c in zip((q, k, v), copies))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# ---------------------------------------------------------------------------
+# scores at the ends of the float64 range (issue 9): never the fully masked answer
+
+
+def _capped_reference(q, k, v, c):
+    """Attention with softcap c and D = 1 (scale 1), by hand: each raw score is one product,
+    +-inf where it overflows, and c tanh(+-inf / c) = +-c."""
+    with np.errstate(over="ignore"):
+        raw = q[..., :, None, 0] * k[..., None, :, 0]
+    s = c * np.tanh(raw / c)
+    P, lse = refimpl.softmax(s), refimpl.logsumexp(s)
+    return P @ v, lse
+
+
+_HUGE_Q = np.array([1e200, -1e200, 1e-300]).reshape(1, 1, 3, 1)
+_HUGE_K = np.array([1e200, 1e200, -1e200, 0.0, 3e250]).reshape(1, 1, 5, 1)
+_HUGE_V = np.random.default_rng(7).standard_normal((1, 1, 5, 2))
+
+
+@pytest.mark.parametrize("impl", ["attention", "fa1", "fa2", "split_kv"])
+def test_softcap_bounds_scores_whose_raw_value_overflows(impl):
+    """Raw scores beyond float64 (1e400) capped to +-c: the exact capped answer, not (0, -inf)."""
+    c = 5.0
+    fns = {
+        "attention": lambda **kw: refimpl.attention(_HUGE_Q, _HUGE_K, _HUGE_V, **kw),
+        "fa1": lambda **kw: flash_attention(_HUGE_Q, _HUGE_K, _HUGE_V, block_q=2, block_k=2, variant="fa1", **kw),
+        "fa2": lambda **kw: flash_attention(_HUGE_Q, _HUGE_K, _HUGE_V, block_q=2, block_k=2, **kw),
+        "split_kv": lambda **kw: refimpl.split_kv_attention(_HUGE_Q, _HUGE_K, _HUGE_V, block_q=1, block_k=2,
+                                                            boundaries=[1, 3], **kw),
+    }
+    out, lse = fns[impl](softcap=c)
+    ref_out, ref_lse = _capped_reference(_HUGE_Q, _HUGE_K, _HUGE_V, c)
+    np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(lse, ref_lse, rtol=0, atol=1e-14)
+    assert np.isfinite(lse).all()
+    with pytest.raises(ValueError, match="q, k, scale"):  # without the cap the scores do not exist in float64
+        fns[impl]()
+
+
+def test_scores_representable_only_after_scaling_are_computed_exactly():
+    """q, k of magnitude 2^500 with scale 2^-1000 / sqrt(D): the plain GEMM would overflow,
+    the scores (and so the result) are those of the unscaled problem."""
+    q, k, v = _qkv(Lq=6, Lk=9, D=4)
+    ref_out, ref_lse = refimpl.attention(q, k, v)
+    big = dict(scale=2.0**-1000 / 2.0)
+    for out, lse in (refimpl.attention(q * 2.0**500, k * 2.0**500, v, **big),
+                     flash_attention(q * 2.0**500, k * 2.0**500, v, block_q=2, block_k=4, **big)):
+        np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(lse, ref_lse, rtol=0, atol=1e-14)
+
+
+def test_backward_with_large_finite_dout_is_finite():
+    """dout 1.5e307, v 2: dO V^T overflows float64, the gradients do not (dq, dk are ~0 here:
+    dP is constant along each row, so dS = P (dP - D) vanishes). Before the fix: NaN."""
+    rng = np.random.default_rng(3)
+    q, k = rng.standard_normal((1, 2, 6, 64)), rng.standard_normal((1, 2, 6, 64))
+    v = np.full((1, 2, 6, 64), 2.0)
+    out, lse = refimpl.attention(q, k, v)
+    dout = np.full(out.shape, 1.5e307)
+    for grads in (refimpl.attention_backward(q, k, v, dout),
+                  flash_attention_backward(q, k, v, out, lse, dout, block_q=2, block_k=4)):
+        dq, dk, dv = grads
+        assert all(np.isfinite(g).all() for g in grads)
+        assert np.abs(dq).max() < 1e-14 * 1.5e307 * 64 * 2 and np.abs(dk).max() < 1e-14 * 1.5e307 * 64 * 2
+        # dv = P^T dout: each column of P sums to at most Lq = 6 (per kv head: G = 2 query heads)
+        assert np.abs(dv).max() <= 12 * 1.5e307 * (1 + 1e-13)
+    small = refimpl.attention_backward(q, k, v, dout / 2.0**1000)
+    scaled = refimpl.attention_backward(q, k, v, dout)
+    for g_small, g in zip(small, scaled):  # linear in dout, exactly (powers of two)
+        np.testing.assert_array_equal(np.ldexp(g_small, 1000), g)
+    with pytest.raises(ValueError, match="dout, v"):  # a gradient beyond float64 is an error, not inf
+        refimpl.attention_backward(q, k, rng.standard_normal(v.shape) * 1e300, dout)

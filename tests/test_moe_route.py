@@ -265,3 +265,38 @@ def test_bad_logits(logits, match):
 def test_capacity_bad_arguments(kwargs, exc):
     with pytest.raises(exc):
         capacity(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# router_scores dtype (issue 9) and the partition-based top-k / sort-based ranks
+
+
+@pytest.mark.parametrize("score", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
+def test_router_scores_are_float64_on_both_paths(score, dtype):
+    from scipy.special import expit
+
+    from refimpl.moe import router_scores
+
+    z = (np.random.default_rng(0).standard_normal((4, 6)) * 3).astype(dtype)
+    p = router_scores(z, score)
+    assert p.dtype == np.float64
+    z64 = z.astype(np.float64)
+    np.testing.assert_array_equal(p, softmax(z64, axis=-1) if score == "softmax" else expit(z64))
+
+
+def test_top_k_is_a_stable_sort_of_minus_scores_with_ties_and_minus_inf():
+    """The partition-based top_k equals the first k columns of a stable argsort of -scores."""
+    from refimpl.moe import top_k
+    from refimpl.moe.router import rank_within_expert
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        T, E = int(rng.integers(0, 20)), int(rng.integers(1, 10))
+        k = int(rng.integers(1, E + 1))
+        s = rng.integers(-2, 3, (T, E)).astype(np.float64)  # many ties
+        s[rng.random((T, E)) < 0.2] = -np.inf
+        np.testing.assert_array_equal(top_k(s, k), np.argsort(-s, axis=-1, kind="stable")[:, :k])
+        e = rng.integers(0, E, 40)
+        one_hot = e[:, None] == np.arange(E)[None, :]
+        np.testing.assert_array_equal(rank_within_expert(e, E), (np.cumsum(one_hot, axis=0) - 1)[np.arange(40), e])

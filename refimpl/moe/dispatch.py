@@ -49,13 +49,20 @@ def dispatch_combine_tensors(routing):
 
 
 def dispatch_dense(x, dispatch) -> np.ndarray:
-    """expert_inputs (E, C, D) = einsum("tec,td->ecd", dispatch, x); empty slots are 0."""
-    return np.einsum("tec,td->ecd", dispatch.astype(np.float64), as_float_array(x, "x", ndim=2))
+    """expert_inputs (E, C, D) = einsum("tec,td->ecd", dispatch, x); empty slots are 0.
+
+    One GEMM: dispatch folded to (T, E*C), transposed, times x (T, D)."""
+    x = as_float_array(x, "x", ndim=2)
+    T, E, C = dispatch.shape
+    return (dispatch.reshape(T, E * C).T.astype(np.float64) @ x).reshape(E, C, x.shape[1])
 
 
 def combine_dense(expert_outputs, combine) -> np.ndarray:
-    """y (T, D) = einsum("tec,ecd->td", combine, expert_outputs)."""
-    return np.einsum("tec,ecd->td", combine, expert_outputs)
+    """y (T, D) = einsum("tec,ecd->td", combine, expert_outputs): one GEMM,
+    (T, E*C) times (E*C, D)."""
+    T, E, C = combine.shape
+    outputs = np.asarray(expert_outputs)
+    return combine.reshape(T, E * C) @ outputs.reshape(E * C, outputs.shape[-1])
 
 
 @dataclasses.dataclass(frozen=True)

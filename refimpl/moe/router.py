@@ -85,7 +85,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 from scipy.special import expit
 
-from ..softmax import softmax
+from ..softmax import _softmax_lse
 from .._validate import as_float_array
 from .capacity import CapacityRule
 
@@ -205,19 +205,43 @@ class RouteOptions:
 # the steps of route(), each a small function
 
 
-def router_scores(logits: np.ndarray, score: str = "softmax") -> np.ndarray:
-    """p (T, E): softmax over experts (refimpl.softmax, float64) or elementwise sigmoid."""
+def router_scores(logits, score: str = "softmax") -> np.ndarray:
+    """p (T, E), float64 on both paths: softmax over experts (refimpl.softmax) or
+    elementwise sigmoid (logits of any real dtype are converted to float64 first)."""
+    return _router_scores(as_float_array(logits, "logits"), score)
+
+
+def _router_scores(z: np.ndarray, score: str) -> np.ndarray:
+    """``router_scores`` on validated float64 logits."""
     if score == "softmax":
-        return softmax(logits, axis=-1)
+        return _softmax_lse(z, axis=-1)[0]
     if score == "sigmoid":
-        return expit(logits)
+        return expit(z)
     raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """(T, k) int64: column indices of the k largest scores per row, descending,
-    ties to the lower index (a stable sort of -scores)."""
-    return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
+    ties to the lower index: the first k columns of a stable sort of -scores.
+
+    Computed without sorting whole rows: v = the k-th largest score of the row
+    (a partition); the chosen columns are those with s > v and the lowest-index
+    ones with s == v; then these k are sorted by (-s, index).
+    """
+    T, E = scores.shape
+    if k == E or T == 0:
+        return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
+    v = np.partition(scores, E - k, axis=-1)[:, E - k, None]
+    above, tie = scores > v, scores == v
+    need = k - np.count_nonzero(above, axis=-1)  # ties at v to take, >= 1
+    chosen = above | tie
+    crowded = np.nonzero(np.count_nonzero(tie, axis=-1) > need)[0]  # rows with more ties than places
+    if crowded.size:  # keep the lowest-index ties only
+        tie_c = tie[crowded]
+        chosen[crowded] = above[crowded] | (tie_c & (np.cumsum(tie_c, axis=-1) <= need[crowded, None]))
+    cols = np.nonzero(chosen)[1].reshape(T, k)  # ascending column order within each row
+    order = np.argsort(-np.take_along_axis(scores, cols, axis=-1), axis=-1, kind="stable")
+    return np.take_along_axis(cols, order, axis=-1).astype(np.int64)
 
 
 def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group_score: str) -> np.ndarray:
@@ -246,9 +270,17 @@ def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group
 def rank_within_expert(experts_in_order: np.ndarray, num_experts: int) -> np.ndarray:
     """For a sequence of expert ids, the number of earlier entries with the same id
     (GShard's ``cumsum(mask) - 1`` read at each entry)."""
+    # the same count by a stable sort (no (n, E) one-hot): entries of one id keep
+    # their order, so an entry's rank is its place in the sorted order minus the
+    # start of its id's run
     n = experts_in_order.shape[0]
-    one_hot = experts_in_order[:, None] == np.arange(num_experts)[None, :]
-    return (np.cumsum(one_hot, axis=0) - 1)[np.arange(n), experts_in_order].astype(np.int64)
+    keys = experts_in_order.astype(np.int16 if num_experts <= 2**15 else np.int64)  # radix sort for int16
+    order = np.argsort(keys, kind="stable")
+    counts = np.bincount(experts_in_order, minlength=num_experts)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - starts[experts_in_order[order]]
+    return rank
 
 
 def assignment_order(indices: np.ndarray, token_mask: np.ndarray, drop_order: str,
@@ -458,7 +490,7 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
     opts = effective_options(opts, k)
     token_mask = _check_padding_mask(padding_mask, T)
 
-    probs = router_scores(z, opts.score)
+    probs = _router_scores(z, opts.score)
     sel = probs
     if selection_bias is not None:
         b = as_float_array(selection_bias, "selection_bias", ndim=1)

@@ -1,0 +1,306 @@
+"""refimpl (NumPy, float64) beside torch (CPU, float64): speed ratios, peak memory, a plot.
+
+    pip install -e ".[bench]"              # torch==2.13.0 (CPU wheel) and matplotlib
+    python benchmarks/vs_torch.py          # the whole table and benchmarks/vs_torch.png
+    python benchmarks/vs_torch.py --quick  # small sizes, under two minutes
+    python benchmarks/vs_torch.py --threads 1 --rounds 5 --only flash_fwd
+
+What is timed (float64, B = 1, Hq = 8, D = Dv = 64; GQA is Hkv = 2):
+
+    flash_fwd   refimpl.flash_attention (fa2; best of --blocks)  vs  torch SDPA
+    flash_bwd   refimpl.flash_attention_backward (best block)    vs  torch autograd of SDPA (backward only)
+    dense_fwd   refimpl.attention                                vs  torch SDPA
+    dense_bwd   refimpl.attention_backward                       vs  torch autograd of SDPA
+    route       refimpl.moe.route(E = 64, k = 2, capacity 1.25)  vs  torch softmax + topk + cumsum slots
+
+Ratio = torch time / refimpl time (> 1: refimpl faster). Method: threads pinned
+(``--threads``, default all cores) for NumPy's BLAS through OMP_NUM_THREADS /
+OPENBLAS_NUM_THREADS / MKL_NUM_THREADS, set *before* NumPy is imported, and
+for torch through ``torch.set_num_threads`` with the same count; contenders
+interleaved within each round (refimpl, torch, refimpl, ...) so that load
+from other processes hits both alike; each figure is the minimum over
+``--rounds`` rounds. Peak memory (the plot's second panel) is the growth of
+the peak resident set size of a fresh subprocess during one call, inputs
+already allocated: the same method for NumPy and torch. Without torch the
+refimpl figures are printed alone. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MiB = 2**20
+
+
+def _parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (L <= 2048, T <= 16384): under two minutes")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for NumPy's BLAS and torch")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per figure (minimum taken); default 3, quick 2")
+    ap.add_argument("--L", type=int, nargs="+", default=None, help="sequence lengths for flash (Lq = Lk)")
+    ap.add_argument("--dense-max-L", type=int, default=None, help="largest L for the dense paths (memory: 8 H L^2 bytes per score matrix)")
+    ap.add_argument("--blocks", type=int, nargs="+", default=None, help="block sizes tried for flash (block_q = block_k)")
+    ap.add_argument("--T", type=int, nargs="+", default=None, help="token counts for route")
+    ap.add_argument("--only", nargs="+", default=None,
+                    choices=["flash_fwd", "flash_bwd", "dense_fwd", "dense_bwd", "route"], help="run only these")
+    ap.add_argument("--plot", default=os.path.join(HERE, "vs_torch.png"), help="PNG path ('' for none)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--_memory", nargs=3, help=argparse.SUPPRESS)  # internal: contender L H
+    a = ap.parse_args(argv)
+    quick = a.quick
+    a.rounds = a.rounds or (2 if quick else 3)
+    a.L = a.L or ([1024, 2048] if quick else [2048, 4096, 8192])
+    a.dense_max_L = a.dense_max_L or (2048 if quick else 4096)
+    a.blocks = a.blocks or ([512] if quick else [256, 512, 1024])
+    a.T = a.T or ([4096, 16384] if quick else [4096, 65536])
+    return a
+
+
+ARGS = _parse(sys.argv[1:])
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(ARGS.threads)  # before NumPy (and torch) load their thread pools
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(HERE))
+import refimpl  # noqa: E402
+from refimpl.flash import flash_attention, flash_attention_backward  # noqa: E402
+from refimpl.moe import route  # noqa: E402
+
+try:
+    import torch  # noqa: E402
+
+    torch.set_num_threads(ARGS.threads)
+    F = torch.nn.functional
+except ImportError:  # refimpl-only figures
+    torch = None
+
+H, D, E, K, CF = 8, 64, 64, 2, 1.25
+
+
+def _qkv(L, Hkv, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((1, H, L, D))
+    k = rng.standard_normal((1, Hkv, L, D))
+    v = rng.standard_normal((1, Hkv, L, D))
+    return q, k, v, rng.standard_normal((1, H, L, D))
+
+
+def _t(x, grad=False):
+    return torch.from_numpy(x).requires_grad_(grad)
+
+
+def _sdpa(q, k, v, causal):
+    # torch SDPA wants equal head counts unless enable_gqa (top_left causal = bottom_right here: Lq = Lk)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _race(contenders: dict, rounds: int) -> dict:
+    """Minimum time of each contender over ``rounds`` rounds, contenders interleaved in each round."""
+    best = {name: float("inf") for name in contenders}
+    for r in range(rounds):
+        names = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+        for name in names:
+            best[name] = min(best[name], _timed(contenders[name]))
+    return best
+
+
+# ----------------------------------------------------------------------------
+# the contenders of each row
+
+
+def attention_rows(kind, L, Hkv, causal):
+    """{name: callable} for one row; 'refimpl ...' names and 'torch'."""
+    q, k, v, do = _qkv(L, Hkv)
+    rows = {}
+    if kind == "flash_fwd":
+        for b in ARGS.blocks:
+            rows[f"refimpl b={b}"] = lambda b=b: flash_attention(q, k, v, block_q=b, block_k=b, causal=causal)
+        if torch is not None:
+            tq, tk, tv = _t(q), _t(k), _t(v)
+            rows["torch"] = lambda: _sdpa(tq, tk, tv, causal)
+    elif kind == "dense_fwd":
+        rows["refimpl"] = lambda: refimpl.attention(q, k, v, causal=causal)
+        if torch is not None:
+            tq, tk, tv = _t(q), _t(k), _t(v)
+            rows["torch"] = lambda: _sdpa(tq, tk, tv, causal)
+    else:
+        out, lse = refimpl.attention(q, k, v, causal=causal) if L <= 4096 else \
+            flash_attention(q, k, v, block_q=512, block_k=512, causal=causal)
+        if kind == "flash_bwd":
+            for b in ARGS.blocks:
+                rows[f"refimpl b={b}"] = lambda b=b: flash_attention_backward(
+                    q, k, v, out, lse, do, block_q=b, block_k=b, causal=causal)
+        else:
+            rows["refimpl"] = lambda: refimpl.attention_backward(q, k, v, do, causal=causal)
+        if torch is not None:
+            tq, tk, tv = _t(q, True), _t(k, True), _t(v, True)
+            tout, tdo = _sdpa(tq, tk, tv, causal), _t(do)
+            rows["torch"] = lambda: torch.autograd.grad(tout, (tq, tk, tv), tdo, retain_graph=True)
+    return rows
+
+
+def _torch_route(z, k, C):
+    """GShard-style top-k routing in plain torch: softmax, top-k, k-major cumsum slots, capacity."""
+    T, E_ = z.shape
+    p = torch.softmax(z, dim=-1)
+    w, idx = torch.topk(p, k, dim=-1)
+    onehot = F.one_hot(idx.t().reshape(-1), E_)  # k-major order of assignments
+    pos = (torch.cumsum(onehot, dim=0) - 1).gather(1, idx.t().reshape(-1, 1)).view(k, T).t()
+    kept = pos < C
+    return w * kept, idx, torch.where(kept, pos, -1)
+
+
+def route_rows(T):
+    z = np.random.default_rng(0).standard_normal((T, E))
+    rule = refimpl.moe.CapacityRule(factor=CF)
+    rows = {"refimpl": lambda: route(z, K, capacity=rule)}
+    if torch is not None:
+        tz, C = _t(z), rule(T, E, K)
+        rows["torch"] = lambda: _torch_route(tz, K, C)
+    return rows
+
+
+# ----------------------------------------------------------------------------
+# peak memory of one call in a fresh process
+
+
+def _peak_rss_growth(contender: str, L: int) -> float:
+    """Run ``contender`` once at length L in a subprocess; return its peak RSS growth in MiB."""
+    cmd = [sys.executable, __file__, "--threads", str(ARGS.threads), "--_memory", contender, str(L), str(H)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return float(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _memory_child(contender: str, L: int) -> None:
+    q, k, v, _ = _qkv(L, H)
+    if contender == "torch":
+        q, k, v = _t(q), _t(k), _t(v)
+        fn = lambda: _sdpa(q, k, v, False)  # noqa: E731
+    elif contender == "flash":
+        fn = lambda: flash_attention(q, k, v, block_q=512, block_k=512)  # noqa: E731
+    else:
+        fn = lambda: refimpl.attention(q, k, v)  # noqa: E731
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) left by the imports
+    rss0 = _status_kib("VmRSS")
+    fn()
+    print((_status_kib("VmHWM") - rss0) / 1024)
+
+
+# ----------------------------------------------------------------------------
+# main
+
+
+def _fmt_row(label, best):
+    ref = {n: t for n, t in best.items() if n.startswith("refimpl")}
+    rname = min(ref, key=ref.get)
+    t_ref = ref[rname]
+    t_torch = best.get("torch")
+    ratio = f"{t_torch / t_ref:6.2f}" if t_torch else "     -"
+    ts = f"{t_torch:9.3f}" if t_torch else "        -"
+    return f"{label:<34} {t_ref:9.3f} {ts} {ratio}  {rname}", t_ref, t_torch
+
+
+def main():
+    if ARGS._memory:
+        _memory_child(ARGS._memory[0], int(ARGS._memory[1]))
+        return
+    only = set(ARGS.only or ["flash_fwd", "flash_bwd", "dense_fwd", "dense_bwd", "route"])
+    load = os.getloadavg()
+    print(f"refimpl vs torch {torch.__version__ if torch else '(not installed)'}, numpy {np.__version__}, "
+          f"float64, threads={ARGS.threads}, rounds={ARGS.rounds} (min), load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"B=1 Hq={H} D={D}; GQA Hkv=2; blocks tried {ARGS.blocks}; route E={E} k={K} capacity factor {CF}")
+    head = f"{'row':<34} {'refimpl s':>9} {'torch s':>9} {'ratio':>6}  best"
+    print(head + "\n" + "-" * len(head))
+    times = {}
+    for kind in ("flash_fwd", "flash_bwd", "dense_fwd", "dense_bwd"):
+        if kind not in only:
+            continue
+        for L in ARGS.L:
+            if kind.startswith("dense") and L > ARGS.dense_max_L:
+                continue
+            for Hkv, causal in ((H, False), (H, True), (2, False), (2, True)):
+                if kind.endswith("bwd") and Hkv != H and ARGS.quick:
+                    continue
+                label = f"{kind} L={L} {'MHA' if Hkv == H else 'GQA'}{' causal' if causal else ''}"
+                best = _race(attention_rows(kind, L, Hkv, causal), ARGS.rounds)
+                line, t_ref, t_torch = _fmt_row(label, best)
+                times[(kind, L, Hkv, causal)] = (t_ref, t_torch)
+                print(line, flush=True)
+    if "route" in only:
+        for T in ARGS.T:
+            line, *_ = _fmt_row(f"route T={T} E={E} k={K}", _race(route_rows(T), max(ARGS.rounds, 5)))
+            print(line, flush=True)
+    for (kind, L, Hkv, causal), (t, _) in sorted(times.items()):
+        if kind == "flash_fwd" and causal and (kind, L, Hkv, False) in times:
+            print(f"causal / non-causal time, flash_fwd L={L} {'MHA' if Hkv == H else 'GQA'}: "
+                  f"{t / times[(kind, L, Hkv, False)][0]:.2f}")
+    print("ratio = torch time / refimpl time (>= 1: refimpl as fast); times: min over rounds, seconds")
+    if ARGS.plot:
+        _plot(times)
+
+
+def _plot(times):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    Ls = sorted({L for (kind, L, Hkv, c) in times if kind == "flash_fwd" and Hkv == H and not c})
+    if not Ls:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    colors = {"flash": "C0", "torch": "C1", "dense": "C2"}
+    series = {"refimpl flash (fa2)": [times[("flash_fwd", L, H, False)][0] for L in Ls]}
+    dense_L = [L for L in Ls if ("dense_fwd", L, H, False) in times]
+    if torch is not None:
+        series["torch SDPA"] = [times[("flash_fwd", L, H, False)][1] for L in Ls]
+    for name, ys in series.items():
+        ax1.loglog(Ls, ys, "o-", label=name, color=colors["torch" if name.startswith("torch") else "flash"])
+    if dense_L:
+        ax1.loglog(dense_L, [times[("dense_fwd", L, H, False)][0] for L in dense_L], "s--", label="refimpl dense",
+                   color=colors["dense"])
+    ax1.set(xlabel="L", ylabel="forward time, s", title=f"float64, B=1 H={H} D={D}, non-causal")
+    ax1.legend(fontsize=8)
+    if not ARGS.no_memory:
+        mem_L = sorted(set(Ls) | set(dense_L))
+        for contender, label, Lmax in (("flash", "refimpl flash (fa2)", max(mem_L)), ("dense", "refimpl dense", ARGS.dense_max_L),
+                                       ("torch", "torch SDPA", max(mem_L))):
+            if contender == "torch" and torch is None:
+                continue
+            xs = [L for L in mem_L if L <= Lmax]
+            mem = [max(_peak_rss_growth(contender, L), 0.1) for L in xs]
+            print(f"peak RSS growth, {label}: " + ", ".join(f"L={L}: {m:.1f} MiB" for L, m in zip(xs, mem)))
+            ax2.loglog(xs, mem, "o-" if contender != "dense" else "s--", label=label, color=colors[contender])
+        ax2.set(xlabel="L", ylabel="peak RSS growth, MiB", title="one forward call")
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(ARGS.plot, dpi=80)
+    print(f"plot: {ARGS.plot}")
+
+
+if __name__ == "__main__":
+    main()
