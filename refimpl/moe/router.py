@@ -86,6 +86,7 @@ import numpy as np
 from scipy.special import expit
 
 from ..softmax import softmax
+from .. import _validate as V
 from .._validate import as_float_array
 from .capacity import CapacityRule
 
@@ -206,7 +207,9 @@ class RouteOptions:
 
 
 def router_scores(logits: np.ndarray, score: str = "softmax") -> np.ndarray:
-    """p (T, E): softmax over experts (refimpl.softmax, float64) or elementwise sigmoid."""
+    """p (T, E) float64: softmax over experts (refimpl.softmax) or elementwise sigmoid."""
+    logits = _check_logits(logits)
+    V.choice(score, "score", SCORES)
     if score == "softmax":
         return softmax(logits, axis=-1)
     if score == "sigmoid":
@@ -217,6 +220,8 @@ def router_scores(logits: np.ndarray, score: str = "softmax") -> np.ndarray:
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """(T, k) int64: column indices of the k largest scores per row, descending,
     ties to the lower index (a stable sort of -scores)."""
+    scores = as_float_array(scores, "scores", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
+    k = _check_k(k, scores.shape[1])
     return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
 
 
@@ -277,7 +282,7 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
     T, k = indices.shape
     kept = np.zeros((T, k), dtype=bool)
     position = np.full((T, k), -1, dtype=np.int64)
-    C = np.inf if capacity is None else capacity
+    C = np.inf if capacity is None else min(capacity, T * k)  # beyond T*k nothing drops (and int64 holds it)
 
     if drop_order in POSITION_ORDERS:
         t, j = assignment_order(indices, token_mask, drop_order, probs)
@@ -366,28 +371,20 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
 
 
 def _check_logits(logits) -> np.ndarray:
-    z = as_float_array(logits, "logits", ndim=2)
-    if z.shape[1] < 1:
-        raise ValueError(f"logits: expected shape (T, E) with E >= 1, got {z.shape}")
-    return z
+    return as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
 
 
 def _check_k(k, E: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k: expected an int, got {type(k).__name__}")
-    if not 1 <= k <= E:
+    k = V.count(k, "k", minimum=1, maximum=None)
+    if not k <= E:
         raise ValueError(f"k: expected 1 <= k <= E={E}, got {k}")
-    return int(k)
+    return k
 
 
 def _check_padding_mask(padding_mask, T: int) -> np.ndarray:
     if padding_mask is None:
         return np.ones(T, dtype=bool)
-    m = np.asarray(padding_mask)
-    if m.dtype != np.bool_ or m.shape != (T,):
-        raise ValueError(f"padding_mask: expected a bool array of shape ({T},) (True = real token), "
-                         f"got dtype {m.dtype} shape {m.shape}")
-    return m.copy()
+    return V.bool_array(padding_mask, "padding_mask", shape=(T,), shape_doc="(T,) with T from logits (True = real token)").copy()
 
 
 def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOptions:
@@ -408,6 +405,7 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
         base = _get_preset(preset).options
     opts = dataclasses.replace(base, **conventions)
     if capacity_factor is not None:
+        capacity_factor = V.real_number(capacity_factor, "capacity_factor", minimum=0.0)
         rule = opts.capacity
         if rule is None or not callable(rule):
             rule = CapacityRule()

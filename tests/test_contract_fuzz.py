@@ -1,0 +1,334 @@
+"""The public-function contract, fuzzed (README "Contract").
+
+For every public callable (enumerated from ``__all__`` of ``refimpl`` and the
+subpackages it lists; a module without ``__all__`` contributes the public
+names it defines), plus every attention and MoE preset, Hypothesis draws a
+valid call (tests/contract_recipes.py) and then either
+
+* breaks one argument with a wrong value of its kind (wrong dtype, list, None,
+  wrong ndim or shape, empty dim, NaN/inf, huge/tiny value, int >= 2**63,
+  negative/zero/bool/float count, unknown name), or
+* scales the arrays to valid extremes (1e150, 1e300, 1e-300, subnormal),
+
+and checks: the call raises only ValueError/TypeError (or the recipe's
+documented classes) whose message names the broken argument (or, for a shape
+disagreement, one of the arrays it must agree with); a call that returns
+gives no NaN/inf from finite inputs (except what the docstring states:
+``lse = -inf`` for a fully masked row, the NaN rows of the xformers preset);
+inputs are never mutated; two calls give equal results; the call finishes
+within a hang guard. A public callable without a recipe fails
+``test_every_public_callable_has_a_recipe``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import signal
+import types
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import refimpl
+from refimpl import moe
+
+from . import contract_recipes as CR
+
+HANG_GUARD_S = 30  # a hang guard, not a performance assertion: the calls here take milliseconds
+
+# Result records: constructed by the library, fuzzed through the functions that return them
+# (their fields are outputs; they validate nothing themselves and are documented as such).
+RESULT_TYPES = {
+    "refimpl.FlashStats": "refimpl.flash_attention(return_stats=True)",
+    "refimpl.moe.Routing": "refimpl.moe.route",
+    "refimpl.moe.ExpertChoiceRouting": "refimpl.moe.route_expert_choice",
+    "refimpl.moe.NoisyTopK": "refimpl.moe.noisy_top_k_gating",
+    "refimpl.moe.SortedAssignments": "refimpl.moe.sort_by_expert",
+    "refimpl.moe.Preset": "moe.presets.*.route / balance_loss",
+    "refimpl.accounting.ParameterCount": "refimpl.accounting.parameter_count",
+    "refimpl.accounting.ComputePerToken": "refimpl.accounting.compute_per_token",
+    "refimpl.io_accounting.IOCount": "refimpl.io_accounting.forward_io",
+}
+
+
+def public_callables() -> dict:
+    """{qualified name: callable}, from __all__ (or the module's own public names), deduplicated."""
+    out, seen = {}, {}
+
+    def walk(mod, prefix):
+        names = getattr(mod, "__all__", None)
+        if names is None:
+            names = [n for n, o in vars(mod).items()
+                     if not n.startswith("_") and getattr(o, "__module__", None) == mod.__name__]
+        for n in names:
+            o = getattr(mod, n)
+            if isinstance(o, types.ModuleType):
+                walk(o, f"{prefix}{n}.")
+            elif callable(o):
+                name = prefix + n
+                if id(o) in seen and len(seen[id(o)]) <= len(name):
+                    continue
+                out.pop(seen.get(id(o)), None)
+                seen[id(o)] = name
+                out[name] = o
+
+    walk(refimpl, "refimpl.")
+    return out
+
+
+PUBLIC = public_callables()
+TARGETS = {n: f for n, f in PUBLIC.items() if n not in RESULT_TYPES}
+PRESET_PREFIXES = ("conventions.", "moe.presets.")  # presets: bound methods, invoked by the recipe
+TARGETS.update({n: None for n in CR.R if n.startswith(PRESET_PREFIXES)})
+
+
+def test_every_public_callable_has_a_recipe():
+    missing = sorted(n for n in PUBLIC if n not in CR.R and n not in RESULT_TYPES)
+    assert not missing, f"public callables without a fuzz recipe in tests/contract_recipes.py: {missing}"
+    stale = sorted(n for n in CR.R if n not in PUBLIC and not n.startswith(PRESET_PREFIXES))
+    assert not stale, f"recipes for names that are not public callables: {stale}"
+
+
+# ---------------------------------------------------------------------------
+# wrong values per kind
+
+
+class Weird:
+    """An object of no expected type."""
+
+
+def _bad_arrays(a):
+    a = np.asarray(a)
+    out = [("None", None), ("str", "abc"), ("object", Weird()), ("complex", a.astype(np.complex128) + 1j),
+           ("list of str", [["a"]]), ("extra axis", a[None]), ("0-d", np.float64(1.0))]
+    if a.ndim:
+        out += [("drop axis", a[..., 0] if a.shape[-1] else a.reshape(a.shape[:-1] + (0,))[..., :0]),
+                ("last axis + 1", np.concatenate([a, a[..., :1] if a.shape[-1] else np.zeros(a.shape[:-1] + (1,))], -1)),
+                ("first axis empty", a[:0]), ("last axis empty", a[..., :0])]
+    if a.size and np.issubdtype(a.dtype, np.number):
+        for label, val in (("NaN", np.nan), ("+inf", np.inf), ("-inf", -np.inf)):
+            b = a.astype(np.float64).copy()
+            b.flat[0] = val
+            out.append((label, b))
+    return out
+
+
+BAD_SCALARS = {
+    "count": [-1, 0, True, False, 2.5, None, "3", 2**63, 2**64 + 1, 10**30, -(2**63) - 1, np.float64(2.0), 1j, Weird()],
+    "side": [-1, -(2**63), 2**63, 2**64, 10**40, True, 2.5, "1", Weird()],
+    "float": [np.nan, np.inf, -np.inf, -1.0, 0.0, None, "1", True, 1e308, 1e-308, 5e-324, 1e300, 1 + 1j, 2**70, Weird()],
+    "nonneg_float": [np.nan, np.inf, -1.0, None, "1", True, 1e308, 1e300, 1 + 1j, np.float32(1.25), 2**1100, Weird()],
+    "real": [np.nan, np.inf, -np.inf, None, "1", True, 1e308, 1 + 1j, 2**1100, Weird()],
+    "prob": [np.nan, -0.1, 1.0, 1.5, None, True, "0.1"],
+    "name": ["nope", "", None, 3, True, ("softmax",), Weird()],
+    "str": [None, 3, Weird()],
+    "bool": [None, "yes", 2, 0.0, Weird()],
+    "axis": [5, -5, 1.0, None, True, "0", 2**63],
+    "window": [(-1, 0), (0, -2), (2**63, 0), (0, 2**64), (10**30, None), (1.5, 0), (True, 0), ("1", 0), (1,),
+               (1, 2, 3), 3, -1, None, "w", 2**63],
+    "object": [None, 3, "x", Weird()],
+    "routing": [None, 3, "x", Weird()],
+    "ec_routing": [None, "x", Weird()],
+    "state": [None, 3, Weird()],
+    "experts": [None, 3, [], [Weird()], "ffn"],
+    "mask": [None, 3, Weird(), True],
+    "mask_list": [[], [None], [3], None, [Weird()]],
+    "routing_list": [[], [None], None, 3, [Weird()]],
+    "callable": [None, 3, "f"],
+    "index_list": [[-1], [2**63], [1.5], [True], None, "0", [None]],
+    "cuts": [[-1], [99], [3, 1], [1.5], None, "1", [2**63]],
+}
+
+
+def bad_values(kind, valid):
+    """(label, value) pairs of wrong values for one argument of this kind."""
+    if kind in ("array", "array_neginf", "lse"):
+        return _bad_arrays(valid) if valid is not None else [("None->array", np.ones((2, 2)))]
+    if kind == "bool_array":
+        a = np.asarray(valid) if valid is not None else np.ones((2, 2), bool)
+        return [("float", a.astype(np.float64)), ("None", None) if valid is not None else ("str", "x"),
+                ("extra axis", a[None, None, None, None, None]), ("last axis + 1", np.ones(a.shape[:-1] + (a.shape[-1] + 1,), bool)
+                                                                   if a.ndim else np.ones(7, bool))]
+    if kind == "int_array":
+        a = np.asarray(valid) if valid is not None else np.zeros(2, np.int64)
+        return [("float", a.astype(np.float64) + 0.5), ("None", None), ("2-D", a[None, None]), ("bool", a > 0),
+                ("huge", a.astype(object) + 2**64)]
+    if kind == "array_list":
+        v = list(valid)
+        return [("empty", []), ("None", None), ("NaN item", [np.full_like(np.asarray(v[0]), np.nan)] + v[1:]),
+                ("item None", [None] + v[1:]), ("longer", v + v[:1]), ("str", "abc")]
+    return [(repr(b), b) for b in BAD_SCALARS[kind]]
+
+
+EXTREMES = (1e150, 1e300, 1e-300, 5e-324, -1e300)
+
+
+# ---------------------------------------------------------------------------
+# contract checks
+
+
+def _snapshot(x):
+    try:
+        return copy.deepcopy(x)
+    except Exception:  # a callable or module argument
+        return x
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind in "fc":
+            return bool(np.array_equal(a, b, equal_nan=True))
+        return bool(np.array_equal(a, b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)
+    if isinstance(a, refimpl.masks.Mask) or callable(a) or type(a).__eq__ is object.__eq__:
+        return type(a) is type(b)
+    try:
+        return bool(a == b)
+    except Exception:
+        return True
+
+
+def _floats(x, path="result"):
+    """Yield (path, float ndarray) for every float leaf of a result."""
+    if isinstance(x, (float, np.floating)):
+        yield path, np.asarray(x)
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind == "f":
+            yield path, x
+    elif isinstance(x, (list, tuple)):
+        for i, y in enumerate(x):
+            yield from _floats(y, f"{path}[{i}]")
+    elif isinstance(x, dict):
+        for k, y in x.items():
+            yield from _floats(y, f"{path}[{k!r}]")
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        for f in dataclasses.fields(x):
+            yield from _floats(getattr(x, f.name), f"{path}.{f.name}")
+
+
+def check_finite(result, finite):
+    if finite is None:
+        return
+    for path, a in _floats(result):
+        assert not np.isnan(a).any(), f"{path}: NaN from finite inputs"
+        assert not np.isposinf(a).any(), f"{path}: +inf from finite inputs"
+        if finite == "all":
+            assert not np.isneginf(a).any(), f"{path}: -inf from finite inputs"
+
+
+class _Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Hang()
+
+
+def invoke(name, fn, rec, kw):
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(HANG_GUARD_S)
+    try:
+        return rec.call(fn, kw) if rec.call else fn(**kw)
+    except _Hang:
+        pytest.fail(f"{name}: did not finish within {HANG_GUARD_S} s (unbounded work)")
+    finally:
+        signal.alarm(0)
+
+
+CALLS = {"n": 0}
+
+
+def run_case(name, fn, rec, kw, **opts):
+    """Call once; check the contract (see _run_case). With $CONTRACT_COLLECT set to a file,
+    violations are appended there instead of failing (a survey mode for development)."""
+    if not COLLECT:
+        return _run_case(name, fn, rec, kw, **opts)
+    try:
+        _run_case(name, fn, rec, kw, **opts)
+    except (AssertionError, pytest.fail.Exception) as e:
+        with open(COLLECT, "a") as f:
+            f.write(str(e).splitlines()[0][:400] + "\n")
+
+
+COLLECT = os.environ.get("CONTRACT_COLLECT")
+
+
+def _run_case(name, fn, rec, kw, *, broken=None, label="", may_reject=False, names_ok=()):
+    """Call once; check the contract. ``broken``: the argument made wrong (None: a valid call)."""
+    before = {n: _snapshot(v) for n, v in kw.items()}
+    CALLS["n"] += 1
+    try:
+        result = invoke(name, fn, rec, kw)
+    except rec.raises as e:
+        msg = str(e)
+        if broken is None and not may_reject:
+            raise AssertionError(f"{name}: a valid call raised {type(e).__name__}: {msg}") from e
+        allowed = ({broken} | set(names_ok)) if broken else set(kw) | set(names_ok)
+        assert any(n in msg for n in allowed), (
+            f"{name}({broken}={label}): {type(e).__name__} message does not name {sorted(allowed)}: {msg!r}")
+        result = None
+    except Exception as e:  # the contract: only the documented error classes
+        raise AssertionError(f"{name}({broken}={label}): raised {type(e).__name__}: {e}") from e
+    for n, v in kw.items():
+        assert _same(before[n], v), f"{name}: argument {n!r} was mutated"
+    if result is None:
+        return
+    check_finite(result, rec.finite)
+    if broken is None:  # determinism, on valid calls
+        again = invoke(name, fn, rec, {n: _snapshot(v) for n, v in before.items()})
+        assert _same(result, again), f"{name}: two calls with equal arguments gave different results"
+
+
+ARRAY_KINDS = ("array", "array_neginf", "lse", "bool_array", "int_array", "array_list")
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_contract(name):
+    rec = CR.R[name]
+    fn = TARGETS[name]
+    n_examples = max(8, settings().max_examples // 6)
+
+    @settings(max_examples=n_examples, suppress_health_check=list(HealthCheck), deadline=None)
+    @given(data=st.data())
+    def fuzz(data):
+        kw = rec.build(data.draw)
+        mode = data.draw(st.sampled_from(["valid", "broken", "broken", "extreme"] if rec.kinds else ["valid"]))
+        if mode == "valid":
+            return run_case(name, fn, rec, kw)
+        if mode == "extreme":
+            arrays = [n for n in kw if rec.kinds.get(n) in ("array", "array_neginf") and n in kw
+                      and isinstance(kw[n], np.ndarray) and kw[n].dtype.kind == "f"]
+            if not arrays:
+                return run_case(name, fn, rec, kw)
+            f = data.draw(st.sampled_from(EXTREMES))
+            which = data.draw(st.sampled_from(arrays))
+            kw2 = dict(kw, **{which: kw[which] * f})
+            return run_case(name, fn, rec, kw2, label=f"x{f:g}", may_reject=True)
+        arg = data.draw(st.sampled_from(sorted(rec.kinds)))
+        label, bad = data.draw(st.sampled_from(bad_values(rec.kinds[arg], kw.get(arg))))
+        kw2 = dict(kw, **{arg: bad})
+        shape_kinds = {n for n, k in rec.kinds.items() if k in ARRAY_KINDS or k in ("routing", "ec_routing", "object",
+                                                                                     "experts", "state", "count")}
+        names_ok = shape_kinds if "axis" in label or "empty" in label or "0-d" in label or "drop" in label else ()
+        run_case(name, fn, rec, kw2, broken=arg, label=label, names_ok=names_ok)
+
+    fuzz()
+
+
+def test_report_call_count():
+    """Runs last in this module (name order): records how many generated calls were checked."""
+    print(f"\ncontract fuzz: {len(TARGETS)} callables, {CALLS['n']} generated calls")
