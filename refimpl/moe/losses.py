@@ -86,7 +86,7 @@ def product_balance_loss(f, P, *, alpha=1.0, scale="E", k=1) -> float:
     alpha = 0.01, scale "E": 0.01147.
     """
     f = as_float_array(f, "f", ndim=1, shape_doc="(E,)", min_size={0: 1})
-    P = as_float_array(P, "P", shape=f.shape, shape_doc="(E,) with E from f")
+    P = as_float_array(P, "P", shape=f.shape, shape_doc="(E,), the same shape as f")
     alpha, c = _check_alpha(alpha), scale_factor(scale, f.shape[0], k)
     with np.errstate(over="ignore", invalid="ignore"):
         value = alpha * c * float(np.dot(f, P))
@@ -228,11 +228,13 @@ def _check_cv(x, eps):
     """x (n,), n >= 1, scaled into float64 range for the squares: CV^2 is scale invariant
     (up to eps, which is scaled alike)."""
     x = as_float_array(x, "x", ndim=1, shape_doc="(n,)", min_size={0: 1})
-    eps = V.real_number(eps, "eps", minimum=0.0, min_open=True)
+    eps = V.real_number(eps, "eps", minimum=0.0)
     a = float(np.abs(x).max())
     if a > 1e150 or 0 < a < 1e-150:  # x^2 or eps would leave float64 range or lose eps
         raise ValueError(f"x: expected max |x| in [1e-150, 1e150] (or 0) so that x^2 and eps stay "
                          f"in float64 range, got {a:g}")
+    if a == 0 and eps == 0:
+        raise ValueError("x, eps: CV^2 of all-zero x is 0 / 0 with eps = 0; pass eps > 0")
     return x, eps
 
 

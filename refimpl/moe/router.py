@@ -375,8 +375,8 @@ def _check_logits(logits) -> np.ndarray:
 
 
 def _check_k(k, E: int) -> int:
-    k = V.count(k, "k", minimum=1, maximum=None)
-    if not k <= E:
+    k = V.count(k, "k", minimum=-(2**63), maximum=None)
+    if not 1 <= k <= E:
         raise ValueError(f"k: expected 1 <= k <= E={E}, got {k}")
     return k
 
