@@ -198,7 +198,7 @@ def compute_per_token(cfg: TransformerConfig, *, convention: str = "mac",
     d = cfg.d_model
     attn = 2 * d * cfg.n_heads * cfg.hd + 2 * d * cfg.kv_heads * cfg.hd
     if context_length is not None:
-        attn += 2 * cfg.n_heads * cfg.hd * _pos_int(context_length, "context_length")
+        attn += 2 * cfg.n_heads * cfg.hd * _pos_int(context_length, "context_length", allow_zero=True)
     mats = 2 if cfg.ffn_kind == "mlp" else 3
     ffn = (cfg.top_k + cfg.n_shared_experts) * mats * d * cfg.d_ff
     router = cfg.num_experts * d if cfg.is_moe else 0

@@ -31,6 +31,7 @@ import numbers
 
 import numpy as np
 
+from . import _validate as _V
 from .sdpa import alibi_bias, attention, check_real_4d, check_window
 
 JAX_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
@@ -145,6 +146,10 @@ class AttentionConvention:
         Lq, Lk = np.shape(q)[2], np.shape(k)[2]
         bias = kwargs.pop("bias", None)
         if alibi_slopes is not None:
+            B, Hq = np.shape(q)[:2]
+            s = _V.as_float_array(alibi_slopes, "alibi_slopes")
+            if s.shape not in ((Hq,), (B, Hq)):
+                raise ValueError(f"alibi_slopes: expected shape (Hq,) = ({Hq},) or (B, Hq) = {(B, Hq)}, got {s.shape}")
             ab = alibi_bias(alibi_slopes, Lq, Lk, align=self.align)
             bias = ab if bias is None else bias + ab
         out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)

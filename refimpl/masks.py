@@ -48,6 +48,7 @@ def _check_align(align: str) -> str:
 
 def offset(Lq: int, Lk: int, align: str = "bottom_right") -> int:
     """Key position of query 0: ``Lk - Lq`` (bottom_right) or ``0`` (top_left)."""
+    Lq, Lk = _check_lengths(Lq, Lk)
     return Lk - Lq if _check_align(align) == "bottom_right" else 0
 
 

@@ -33,7 +33,10 @@ import numbers
 
 import numpy as np
 
-from ._validate import positive_int
+from ._validate import count, positive_int
+
+MAX_SPLITS = 2**20
+"""Largest num_splits accepted (flash-attn caps its own at 128)."""
 from .flash import _forward_fa2, _setup
 from .softmax import merge_attention_states
 
@@ -42,9 +45,10 @@ def even_boundaries(Lk: int, num_splits: int, block_k: int) -> tuple[int, ...]:
     """flash-attn's even split: ``num_splits`` chunks of ``ceil(ceil(Lk/block_k)/num_splits)`` key tiles.
 
     Returns the num_splits - 1 inner boundaries (the last chunks may be empty).
+    At most ``MAX_SPLITS`` splits; empty chunks cost nothing (see attention_partials).
     """
     Lk = positive_int(Lk, "Lk", allow_zero=True)
-    num_splits = positive_int(num_splits, "num_splits")
+    num_splits = count(num_splits, "num_splits", minimum=1, maximum=MAX_SPLITS)
     block_k = positive_int(block_k, "block_k")
     per_split = math.ceil(math.ceil(Lk / block_k) / num_splits)
     return tuple(min(s * per_split * block_k, Lk) for s in range(1, num_splits))
@@ -82,8 +86,15 @@ def attention_partials(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     key of the chunk.
     """
     st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
-    parts = []
+    parts, empty = [], None
     for k0, k1 in _chunks(boundaries, num_splits, st.Lk, block_k):
+        if k0 == k1:  # an empty chunk is the merge identity (0, -inf): no work, one shared read-only copy
+            if empty is None:
+                empty = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)[:2]
+                for a in empty:
+                    a.flags.writeable = False
+            parts.append(empty)
+            continue
         out_c, lse_c, _, _ = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)
         parts.append((out_c, lse_c))
     return parts
@@ -98,7 +109,8 @@ def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     parts = attention_partials(
         q, k, v, block_q=block_q, block_k=block_k, boundaries=boundaries, num_splits=num_splits, **attention_kwargs
     )
-    return merge_attention_states([o for o, _ in parts], [l for _, l in parts])
+    seen = [p for p in dict((id(p), p) for p in parts).values()]  # empty chunks share one identity part
+    return merge_attention_states([o for o, _ in seen], [l for _, l in seen])
 
 
 _KEYWORDS = ("mask", "causal", "align", "window", "scale", "softcap", "bias", "dropout_mask", "dropout_p")

@@ -38,6 +38,7 @@ class Recipe:
     call: Optional[Callable] = None
     finite: Optional[str] = "all"
     raises: tuple = (ValueError, TypeError)
+    rejects_valid: bool = False  # the call is documented to raise (a library without that parameter)
 
 
 # ---------------------------------------------------------------------------
@@ -425,7 +426,8 @@ routing_recipe(["refimpl.moe.cv_squared_loss"], dict(RT, alpha="real", of="name"
                lambda draw: dict(routing=routing(draw)[0]))
 routing_recipe(["refimpl.moe.balance_loss_layers"], dict(routings="routing_list", alpha="real", f="name",
                                                          scale="name", probs="name", pool="name"),
-               lambda draw: dict(routings=[routing(draw)[0] for _ in range(draw(st.integers(1, 3)))]))
+               lambda draw: (lambda z, k: dict(routings=[moe.route(z * (i + 1), k) for i in range(draw(st.integers(1, 3)))]))(
+                   *(lambda z: (z, draw(st.integers(1, z.shape[1]))))(logits(draw))))
 
 
 def _rz(draw, **kw):
@@ -625,15 +627,15 @@ for _name, _conv in ATTENTION_PRESETS.items():
         call=(lambda c: lambda fn, kw: c.attention(**kw))(_conv),
         finite=None if _conv.fully_masked == "nan" or _conv.masked_lse not in (None, -np.inf) else "no_nan_posinf")
     R[f"conventions.{_name}.window"] = Recipe(
-        (lambda c: lambda draw: dict(native=draw(NATIVE_WINDOW[c.window_rule].filter(lambda w: w is not None))
+        (lambda c: lambda draw: dict(window=draw(NATIVE_WINDOW[c.window_rule].filter(lambda w: w is not None))
                                      if c.window_rule != "none" else 1))(_conv),
-        dict(native="window"), call=(lambda c: lambda fn, kw: c.window(kw["native"]))(_conv),
-        raises=(ValueError, TypeError))
+        dict(window="window"), call=(lambda c: lambda fn, kw: c.window(kw["window"]))(_conv),
+        rejects_valid=_conv.window_rule == "none")
 
 for _name, _p in moe_presets.ALL.items():
     def _preset_route(draw, p=_p):
-        E = draw(st.sampled_from([4, 8]))
-        z = logits(draw, E=E)
+        E = draw(st.sampled_from([E for E in (4, 8, 16, 32, 64) if any(p.supports(k, E) for k in range(1, E + 1))]))
+        z = logits(draw, T=draw(st.integers(1, 6)), E=E)
         ks = [k for k in range(1, E + 1) if p.supports(k, E)]
         return dict(logits=z, k=draw(st.sampled_from(ks)), preset=p.name,
                     capacity_factor=None if p.options.capacity is None or getattr(p.options.capacity, "rule", "") == "fairseq"

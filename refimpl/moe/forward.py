@@ -65,12 +65,14 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
             lo, hi = sa.offsets[e], sa.offsets[e + 1]
             if hi > lo:
                 out[lo:hi] = expert(rows[lo:hi])
+        V.finite_result(out, "an expert output", "x, experts")
         return scatter_combine(out, sa, T)
     if layout == "dense_tensors":
         dispatch, combine = dispatch_combine_tensors(routing)
         inputs = dispatch_dense(x, dispatch)  # (E, C, D)
         outputs = np.stack([experts[e](inputs[e]) if inputs.shape[1] else inputs[e]
                             for e in range(routing.num_experts)])
+        V.finite_result(outputs, "an expert output", "x, experts")
         return combine_dense(outputs, combine)
     raise ValueError(f"layout: expected 'sparse' or 'dense_tensors', got {layout!r}")
 

@@ -224,14 +224,14 @@ def cv_squared(x, *, eps: float = CV_EPS) -> float:
     return float(np.mean((x - m) ** 2) / (m * m + eps))
 
 
-def _check_cv(x, eps):
+def _check_cv(x, eps, name="x"):
     """x (n,), n >= 1, scaled into float64 range for the squares: CV^2 is scale invariant
     (up to eps, which is scaled alike)."""
-    x = as_float_array(x, "x", ndim=1, shape_doc="(n,)", min_size={0: 1})
+    x = as_float_array(x, name, ndim=1, shape_doc="(n,)", min_size={0: 1})
     eps = V.real_number(eps, "eps", minimum=0.0)
     a = float(np.abs(x).max())
     if a > 1e150 or 0 < a < 1e-150:  # x^2 or eps would leave float64 range or lose eps
-        raise ValueError(f"x: expected max |x| in [1e-150, 1e150] (or 0) so that x^2 and eps stay "
+        raise ValueError(f"{name}: expected max |x| in [1e-150, 1e150] (or 0) so that x^2 and eps stay "
                          f"in float64 range, got {a:g}")
     if a == 0 and eps == 0:
         raise ValueError("x, eps: CV^2 of all-zero x is 0 / 0 with eps = 0; pass eps > 0")
@@ -309,6 +309,7 @@ def importance_loss(gates, *, w_importance=1.0) -> float:
     """w * CV(Importance)^2, Importance_e = sum_x G(x)_e (Shazeer 2017 eq. 6-7)."""
     G = as_float_array(gates, "gates", ndim=2, shape_doc="(T, E)", min_size={1: 1})
     w = V.real_number(w_importance, "w_importance")
+    _check_cv(G.sum(axis=0), CV_EPS, "gates")
     return w * cv_squared(G.sum(axis=0))
 
 
