@@ -183,7 +183,8 @@ def _log_max_norm(x: np.ndarray) -> float:
     return math.log(a) + math.log(float(np.sqrt(np.square(x / a).sum(axis=-1)).max()))
 
 
-def check_score_range(q: np.ndarray, k: np.ndarray, scale: float, softcap, bias) -> None:
+def check_score_range(q: np.ndarray, k: np.ndarray, scale: float, softcap, bias, *,
+                      limit: float = FLOAT_MAX / 2, what: str = "float64") -> None:
     """Reject attention inputs whose scores may overflow float64.
 
     Cauchy-Schwarz bounds every partial sum of <q_i, k_j> (and its product with
@@ -194,15 +195,15 @@ def check_score_range(q: np.ndarray, k: np.ndarray, scale: float, softcap, bias)
     c, so only the bias term is checked then (the tiled paths then compute
     tanh from the scaled scores; see refimpl/flash.py).
     """
-    limit = math.log(FLOAT_MAX / 2)
+    limit_value, limit = limit, math.log(limit)
     if softcap is None:
         lq, lk = _log_max_norm(q), _log_max_norm(k)
         bound = lq + lk + max(0.0, math.log(scale))
         if bound > limit:
             raise ValueError(
-                f"q, k, scale: the scores may overflow float64 (Cauchy-Schwarz bound "
-                f"max(1, scale) * max ||q_i|| * max ||k_j|| = e^{bound:.1f} > FLOAT_MAX / 2 = e^{limit:.1f}); "
-                f"rescale q or k, or pass a softcap")
+                f"q, k, scale: the scores may overflow {what} (Cauchy-Schwarz bound "
+                f"max(1, scale) * max ||q_i|| * max ||k_j|| = e^{bound:.1f} > {limit_value:.3g}); "
+                f"rescale q or k" + (", or pass a softcap" if what == "float64" else ""))
     if bias is not None:
         b = np.asarray(bias, dtype=np.float64)
         fin = b[np.isfinite(b)]

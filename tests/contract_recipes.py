@@ -38,7 +38,8 @@ class Recipe:
     call: Optional[Callable] = None
     finite: Optional[str] = "all"
     raises: tuple = (ValueError, TypeError)
-    rejects_valid: bool = False  # the call is documented to raise (a library without that parameter)
+    rejects_valid: bool = False
+    oracle: Optional[Callable] = None  # oracle(kw, result): a semantic check of a returned result  # the call is documented to raise (a library without that parameter)
 
 
 # ---------------------------------------------------------------------------
@@ -207,6 +208,20 @@ def _(draw):
 
 
 # --- masks: construct, then evaluate ------------------------------------------
+
+
+def same_fully_masked_rows(kw, result):
+    """A tiled/split form reports lse = -inf exactly where refimpl.attention does: a row whose
+    scores are finite is never given the fully masked answer (0, -inf)."""
+    ref = refimpl.attention(**{n: v for n, v in kw.items() if n not in ("block_q", "block_k", "num_splits",
+                                                                          "variant", "skip_masked_tiles")})[1]
+    lse = result[1] if isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], tuple) else None
+    if lse is not None:
+        assert np.array_equal(np.isneginf(lse), np.isneginf(ref)), "lse = -inf on rows attention sees keys for"
+
+
+for _n in ("refimpl.flash_attention", "refimpl.split_kv_attention"):
+    R[_n].oracle = same_fully_masked_rows
 
 
 def mask_call(fn, kw):
@@ -647,3 +662,42 @@ for _name, _p in moe_presets.ALL.items():
         lambda draw, p=_p: (lambda d: dict(routing=moe.route(**d), alpha=1.0))(_preset_route(draw, p)),
         dict(routing="routing", alpha="real", groups="count"),
         call=(lambda p: lambda fn, kw: p.balance_loss(**kw))(_p))
+
+
+# --- the gpu facade (OpenCL through PoCL, where its runtime is available) -------
+
+
+def _gpu_attn(draw):
+    d = qkv(draw)
+    for n in ("mask", "bias"):
+        d.pop(n, None)
+    if draw(st.booleans()):
+        d["causal"] = draw(st.booleans())
+    if draw(st.booleans()):
+        d["window"] = (draw(st.none() | st.integers(0, 4)), draw(st.none() | st.integers(0, 4)))
+    if draw(st.booleans()):
+        d["softcap"] = draw(st.floats(0.5, 30.0))
+    return d
+
+
+def _gpu_call(name):
+    def call(fn, kw):
+        import gpu
+
+        return getattr(gpu, name)(backend="opencl", **kw)
+    return call
+
+
+def _gpu_raises():
+    from gpu.errors import UnsupportedOption
+
+    return (ValueError, TypeError, UnsupportedOption)
+
+
+R["gpu.flash_attention"] = Recipe(_gpu_attn, dict(q="array", k="array", v="array", causal="bool", align="name",
+                                                  window="window", scale="float", softcap="float"),
+                                  call=_gpu_call("flash_attention"), finite="no_nan_posinf")
+R["gpu.route"] = Recipe(lambda draw: (lambda d: {n: d[n] for n in d if n != "selection_bias"})(route_args(draw)),
+                        dict(logits="array", k="count", normalize="name", capacity="count",
+                             capacity_factor="nonneg_float", padding_mask="bool_array"),
+                        call=_gpu_call("route"))
