@@ -32,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import numpy as np
+
 from . import _validate as V
 from .cache import kv_cache_values
 
@@ -214,8 +216,10 @@ def training_flops(active_params: int, tokens: int) -> int:
 
 def weight_bytes(num_params: int, bytes_per_param: float = 2) -> float:
     """Bytes to hold the weights (every expert: any may be called)."""
-    return _bytes(_pos_int(num_params, "num_params", allow_zero=True), bytes_per_param, "bytes_per_param",
-                  "num_params * bytes_per_param")
+    # num_params may be a float (``7e9``, seed 000 Problem 4): the result is a float estimate anyway
+    n = V.real_number(num_params, "num_params", minimum=0.0) if isinstance(num_params, (float, np.floating)) \
+        else _pos_int(num_params, "num_params", allow_zero=True)
+    return _bytes(n, bytes_per_param, "bytes_per_param", "num_params * bytes_per_param")
 
 
 def kv_cache_bytes(cfg: TransformerConfig, *, tokens: int, batch: int = 1, bytes_per_value: float = 2) -> float:

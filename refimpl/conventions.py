@@ -79,7 +79,7 @@ def _xformers_br_window(native):
 
 def _jax_window(native):
     if isinstance(native, (tuple, list)):
-        left, right = (_int(x, "local_window_size") for x in native)
+        left, right = (_int(x, "local_window_size") for x in _pair(native, "local_window_size"))
     else:
         left = right = _int(native, "local_window_size")
     if left < 0 or right < 0:
@@ -151,6 +151,13 @@ class AttentionConvention:
             if s.shape not in ((Hq,), (B, Hq)):
                 raise ValueError(f"alibi_slopes: expected shape (Hq,) = ({Hq},) or (B, Hq) = {(B, Hq)}, got {s.shape}")
             ab = alibi_bias(alibi_slopes, Lq, Lk, align=self.align)
+            if bias is not None:
+                bias = _V.as_float_array(bias, "bias", allow_neg_inf=True)
+                try:
+                    np.broadcast_shapes(bias.shape, ab.shape, (B, Hq, Lq, Lk))
+                except ValueError:
+                    raise ValueError(f"bias: shape {bias.shape} does not broadcast to (B, Hq, Lq, Lk) = "
+                                     f"{(B, Hq, Lq, Lk)}") from None
             bias = ab if bias is None else bias + ab
         out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)
         empty = np.isneginf(lse)

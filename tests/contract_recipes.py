@@ -331,12 +331,12 @@ recipe("refimpl.accounting.compute_per_token", kinds=dict(cfg="object", conventi
     lambda draw: dict(cfg=cfg(draw), context_length=draw(st.none() | st.integers(0, 99))))
 recipe("refimpl.accounting.training_flops", kinds=dict(active_params="count", tokens="count"))(
     lambda draw: dict(active_params=draw(st.integers(0, 10**9)), tokens=draw(st.integers(0, 10**9))))
-recipe("refimpl.accounting.weight_bytes", kinds=dict(num_params="count", bytes_per_param="float"))(
+recipe("refimpl.accounting.weight_bytes", kinds=dict(num_params="nonneg_float", bytes_per_param="float"))(
     lambda draw: dict(num_params=draw(st.integers(0, 10**9)), bytes_per_param=draw(st.sampled_from([0.5, 1, 2, 4]))))
 recipe("refimpl.accounting.kv_cache_bytes", kinds=dict(cfg="object", tokens="count", batch="count",
                                                        bytes_per_value="float"))(
     lambda draw: dict(cfg=cfg(draw), tokens=draw(st.integers(0, 999)), batch=draw(st.integers(1, 4))))
-recipe("refimpl.accounting.inference_memory_bytes", kinds=dict(num_params="count", kv_bytes="nonneg_float",
+recipe("refimpl.accounting.inference_memory_bytes", kinds=dict(num_params="nonneg_float", kv_bytes="nonneg_float",
                                                                bytes_per_param="float"))(
     lambda draw: dict(num_params=draw(st.integers(0, 10**9)), kv_bytes=float(draw(st.integers(0, 10**6)))))
 
