@@ -225,7 +225,7 @@ def weight_bytes(num_params: int, bytes_per_param: float = 2) -> float:
 def kv_cache_bytes(cfg: TransformerConfig, *, tokens: int, batch: int = 1, bytes_per_value: float = 2) -> float:
     """2 x layers x Hkv x hd x tokens x batch x bytes (``refimpl.cache.kv_cache_values`` x bytes)."""
     cfg = _cfg(cfg)
-    tokens, batch = _pos_int(tokens, "tokens", allow_zero=True), _pos_int(batch, "batch")
+    tokens, batch = V.count(tokens, "tokens"), V.count(batch, "batch", minimum=1)
     values = kv_cache_values(tokens, cfg.kv_heads, cfg.hd, layers=cfg.n_layers, batch=batch)
     return _bytes(values, bytes_per_value, "bytes_per_value", "the KV cache size")
 

@@ -421,7 +421,7 @@ class Document(Mask):
     def _visible(self, i, j, Lq, Lk):
         if (Lq, Lk) != (len(self.seg_q), len(self.seg_k)):
             raise ValueError(
-                f"Document mask built for (Lq, Lk) = ({len(self.seg_q)}, {len(self.seg_k)}), used with ({Lq}, {Lk})"
+                f"segment_ids_q, segment_ids_k: Document mask built for (Lq, Lk) = ({len(self.seg_q)}, {len(self.seg_k)}), used with ({Lq}, {Lk})"
             )
         return self.seg_q[i] == self.seg_k[j]
 

@@ -203,7 +203,6 @@ class _Setup:
         self.scale = 1.0 / np.sqrt(D) if scale is None else positive_float(scale, "scale")
         self.softcap = None if softcap is None else positive_float(softcap, "softcap")
         self.mask = AttentionMask(mask, causal, align, window, full)
-        V.check_score_range(self.q, self.k, self.scale, self.softcap, bias if bias is None else np.asarray(bias))
         self.bias = None
         if bias is not None:
             b = np.asarray(bias)
@@ -212,6 +211,7 @@ class _Setup:
             if np.isnan(b).any() or np.isposinf(b).any():
                 raise ValueError("bias: contains NaN or +inf (-inf is allowed and hides the key)")
             self.bias = _Broadcast(b.astype(np.float64, copy=False), "bias", full)
+        V.check_score_range(self.q, self.k, self.scale, self.softcap, None if self.bias is None else self.bias.arr)
         if isinstance(dropout_p, bool) or not isinstance(dropout_p, (numbers.Real, np.floating)):
             raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
         if not 0.0 <= float(dropout_p) < 1.0:

@@ -262,7 +262,7 @@ mask_recipe("refimpl.masks.seed_inverted_causal", {}, lambda draw: {})
 
 
 @recipe("refimpl.masks.And", "refimpl.masks.Or", kinds=dict(parts="mask_list"),
-        call=lambda fn, kw: mask_call(lambda parts: fn(*parts), kw))
+        call=lambda fn, kw: mask_call(lambda parts: fn(*parts) if isinstance(parts, (list, tuple)) else fn(parts), kw))
 def _(draw):
     return dict(parts=[M.Causal(), M.SlidingWindow(draw(small), None)], Lq=draw(small), Lk=draw(small))
 

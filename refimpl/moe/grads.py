@@ -163,6 +163,7 @@ def balance_loss_grad(routing, logits, *, alpha=1.0, f="k_hot", scale="E", probs
     """dL/dz (T, E) of ``balance_loss`` with the fractions f held constant."""
     routing, z = _check_routing_logits(routing, logits)
     V.choice(f, "f", F_KINDS), V.choice(probs, "probs", P_KINDS)
+    alpha, groups = V.real_number(alpha, "alpha"), V.count(groups, "groups", minimum=1)
     T, E = z.shape
     J = score_jacobian(z, routing.options.score)
     if probs == "normalized_scores":  # q = p / sum p: dq_a/dp_b = (delta_ab - q_a) / sum p

@@ -69,7 +69,7 @@ class LibraryCapacity:
         S, E, k = V.count(S, "S"), V.count(E, "E", minimum=1), V.count(k, "k", minimum=1)
         with np.errstate(over="ignore"):
             c = self._capacity(S, E, k)
-        if c is not None and not math.isfinite(c):
+        if isinstance(c, float) and not math.isfinite(c):  # ints are exact (and may exceed float range)
             raise ValueError(f"capacity_factor: {self.factor!r} gives a capacity beyond float range in the "
                              f"{self.rule!r} expression (S={S}, E={E}, k={k})")
         return None if c is None else int(c)
@@ -86,7 +86,7 @@ class LibraryCapacity:
         if self.rule == "lingvo":
             # Top2GatingOnLogits with expert_capacity_dim=0: int((S * cf) / E), 0 -> 4, up to a multiple of 4
             c = _int((S * cf) / E)
-            if not math.isfinite(c):
+            if isinstance(c, float):  # inf
                 return c
             if c == 0:
                 c = 4
@@ -110,7 +110,7 @@ class LibraryCapacity:
             if cf == 0:
                 return None
             c = k * _int(cf * ((S + E - 1) // E))
-            if not math.isfinite(c):
+            if isinstance(c, float):  # inf
                 return c
             if c % self.alignment:
                 c += self.alignment - c % self.alignment

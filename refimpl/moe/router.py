@@ -181,16 +181,10 @@ class RouteOptions:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
         c = self.capacity
         if c is not None and not callable(c):
-            if isinstance(c, bool) or not isinstance(c, numbers.Integral):
-                raise TypeError(f"capacity: expected None, an int or a callable rule, got {type(c).__name__}")
-            if c < 0:
-                raise ValueError(f"capacity: expected an int >= 0, got {c}")
-        if isinstance(self.route_scale, bool) or not isinstance(self.route_scale, numbers.Real) \
-                or not np.isfinite(self.route_scale) or self.route_scale <= 0:
-            raise ValueError(f"route_scale: expected a finite positive number, got {self.route_scale!r}")
-        if isinstance(self.normalize_eps, bool) or not isinstance(self.normalize_eps, numbers.Real) \
-                or not np.isfinite(self.normalize_eps) or self.normalize_eps < 0:
-            raise ValueError(f"normalize_eps: expected a finite number >= 0, got {self.normalize_eps!r}")
+            V.count(c, "capacity", maximum=None, what="or None, or a callable rule")
+        V.real_number(self.route_scale, "route_scale", minimum=0.0, min_open=True)
+        V.real_number(self.normalize_eps, "normalize_eps", minimum=0.0)
+        V.flag(self.normalize_top1, "normalize_top1")
         if (self.n_groups is None) != (self.topk_groups is None):
             raise ValueError("n_groups and topk_groups: give both or neither")
         if self.n_groups is not None:
