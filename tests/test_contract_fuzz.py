@@ -437,3 +437,71 @@ def test_backward_with_large_finite_dout_is_finite_or_a_clear_error(form, reques
         if not np.isfinite(g).all():
             request.applymarker(pytest.mark.xfail(strict=True, reason=I14_BACKWARD))
             raise AssertionError("NaN or inf gradient from finite inputs")
+
+
+# ---------------------------------------------------------------------------
+# the issue's named cases, pinned (each once failed; see the README "Contract")
+
+
+def test_sigmoid_scores_that_underflow_give_finite_losses_and_gradients():
+    z = np.full((4, 3), -800.0)  # sigmoid(-800) underflows to 0 in float64
+    z[0, 0] = -790.0
+    r = moe.route(z, 2, score="sigmoid", normalize="after_drop")
+    assert r.probs.dtype == np.float64
+    for probs in ("softmax", "normalized_scores"):
+        loss = moe.balance_loss(r, probs=probs)
+        grad = moe.balance_loss_grad(r, z, probs=probs)
+        assert np.isfinite(loss) and np.isfinite(grad).all(), probs
+
+
+def test_router_scores_are_float64_on_both_paths():
+    z = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    for score in ("softmax", "sigmoid"):
+        assert moe.router_scores(z, score).dtype == np.float64
+
+
+def test_numpy_float32_capacity_factor_is_accepted_exactly():
+    assert moe.capacity(1024, 16, k=2, factor=np.float32(1.25)) == 160
+    assert moe.route(np.zeros((8, 4)), 1, capacity_factor=np.float32(1.25)).capacity == 2
+
+
+@pytest.mark.parametrize("preset", sorted(moe.presets.ALL))
+def test_preset_capacity_factor_extremes_are_errors_or_exact(preset):
+    p = moe.presets.get(preset)
+    k = p.k or 2
+    E = next(E for E in (4, 8, 16, 32, 64) if p.supports(k, E))
+    z = np.random.default_rng(0).normal(size=(4, E))
+    for cf in (np.inf, -1.0, 1e300):
+        try:
+            r = moe.route(z, k, preset=preset, capacity_factor=cf)
+        except ValueError as e:
+            assert "capacity_factor" in str(e)
+        else:
+            assert cf == 1e300 and (r.capacity is None or r.capacity >= 0)
+
+
+def test_split_kv_with_a_million_splits_costs_what_its_nonempty_splits_cost():
+    """Empty chunks are the merge identity and are not computed (no timing assertion: the
+    hang guard of the fuzz suite bounds the call)."""
+    rng = np.random.default_rng(3)
+    q, k, v = rng.normal(size=(1, 1, 3, 2)), rng.normal(size=(1, 1, 5, 2)), rng.normal(size=(1, 1, 5, 2))
+    out, lse = invoke("split_kv_attention", refimpl.split_kv_attention, CR.Recipe(None, {}),
+                      dict(q=q, k=k, v=v, block_q=2, block_k=2, num_splits=10**6))
+    ref_out, ref_lse = refimpl.attention(q, k, v)
+    np.testing.assert_allclose(out, ref_out, atol=1e-14)
+    np.testing.assert_allclose(lse, ref_lse, atol=1e-14)
+    with pytest.raises(ValueError, match="num_splits"):
+        refimpl.split_kv_attention(q, k, v, block_q=2, block_k=2, num_splits=2**21)
+
+
+def test_gpu_facade_validates_scale_and_softcap_as_float32_uses_them():
+    from gpu.api import prepare_attention
+
+    q = np.ones((1, 1, 2, 4))
+    for name, value in (("softcap", 1e-50), ("scale", 1e40), ("scale", 1e-46)):
+        with pytest.raises(ValueError, match=f"{name}: expected a value representable as a normal float32"):
+            prepare_attention(q, q, q, **{name: value})
+    with pytest.raises(ValueError, match=r"q, k, scale: the scores may overflow float32"):
+        prepare_attention(q * 1e20, q * 1e20, q)
+    *_, launch = prepare_attention(q, q, q, softcap=0.5, scale=2.0)
+    assert (launch.softcap, launch.scale) == (0.5, 2.0)
