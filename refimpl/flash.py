@@ -91,7 +91,6 @@ closed-form counts, and the tests check the instrumented counts equal them.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 
 import numpy as np

@@ -32,7 +32,6 @@ check the closed form against the materialised count.
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Iterable, Sequence
 
 import numpy as np

@@ -192,11 +192,12 @@ def _state(draw, shape=(2,)):
     return refimpl.online_softmax_update(refimpl.OnlineSoftmaxState.empty(shape), arr(draw, shape + (3,)))
 
 
-recipe("refimpl.online_softmax_update", kinds=dict(state="state", block="array_neginf", axis="axis"))(
+recipe("refimpl.online_softmax_update", kinds=dict(state="state", block="array_neginf", axis="axis"),
+       finite="no_nan_posinf")(
     lambda draw: dict(state=_state(draw), block=arr(draw, (2, 4))))
-recipe("refimpl.online_softmax_merge", kinds=dict(a="state", b="state"))(
+recipe("refimpl.online_softmax_merge", kinds=dict(a="state", b="state"), finite="no_nan_posinf")(
     lambda draw: dict(a=_state(draw), b=_state(draw)))
-recipe("refimpl.OnlineSoftmaxState", kinds=dict(m="array_neginf", l="array"))(
+recipe("refimpl.OnlineSoftmaxState", kinds=dict(m="array_neginf", l="array"), finite="no_nan_posinf")(
     lambda draw: dict(m=arr(draw, (3,)), l=arr(draw, (3,), 0.5, 4.0)))
 
 
