@@ -184,7 +184,8 @@ recipe("refimpl.flash.tile_grid", kinds=dict(Lq="count", Lk="count", block_q="co
 SM_KINDS = dict(x="array_neginf", axis="axis")
 recipe("refimpl.softmax", "refimpl.logsumexp", kinds=SM_KINDS, finite="no_nan_posinf")(
     lambda draw: dict(x=arr(draw, (draw(st.integers(1, 3)), draw(st.integers(1, 4))))))
-recipe("refimpl.online_logsumexp", kinds=dict(x="array_neginf", boundaries="cuts", axis="axis"))(
+recipe("refimpl.online_logsumexp", kinds=dict(x="array_neginf", boundaries="cuts", axis="axis"),
+       finite="no_nan_posinf")(
     lambda draw: dict(x=arr(draw, (2, 6)), boundaries=sorted(draw(st.lists(st.integers(0, 6), max_size=3)))))
 
 

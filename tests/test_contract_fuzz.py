@@ -308,7 +308,7 @@ def test_contract(name):
         from gpu.errors import UnsupportedOption
 
         rec = dataclasses.replace(rec, raises=(ValueError, TypeError, UnsupportedOption))
-    n_examples = max(8, settings().max_examples // 3)
+    n_examples = settings().max_examples
 
     @settings(max_examples=n_examples, suppress_health_check=list(HealthCheck), deadline=None)
     @given(data=st.data())

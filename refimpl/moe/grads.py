@@ -202,8 +202,10 @@ def importance_loss_grad(noisy: "NoisyTopK", *, w_importance=1.0) -> np.ndarray:
     """d/dclean of w CV(sum_t G_t)^2, G = softmax(KeepTopK(H)), H = clean + noise * std."""
     G = V.instance(noisy, "noisy", NoisyTopK, "NoisyTopK (from noisy_top_k_gating)").gates
     dG = V.real_number(w_importance, "w_importance") * cv_squared_grad(G.sum(axis=0))[None, :]  # dL/dG_te, same for every t
-    inner = (G * dG).sum(axis=-1, keepdims=True)
-    return G * (dG - inner)  # softmax restricted to the top-k (G = 0 elsewhere)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inner = (G * dG).sum(axis=-1, keepdims=True)
+        grad = G * (dG - inner)  # softmax restricted to the top-k (G = 0 elsewhere)
+    return V.finite_result(grad, "the gradient", "w_importance")
 
 
 def load_loss_grad(clean_logits, noisy_logits, noise_stddev, k: int, *, w_load=1.0) -> np.ndarray:
@@ -217,8 +219,9 @@ def load_loss_grad(clean_logits, noisy_logits, noise_stddev, k: int, *, w_load=1
                             "clean_logits, noisy_logits, noise_stddev")
     load = ndtr(u).sum(axis=0)
     dload = w_load * cv_squared_grad(load)  # (E,)
-    a = dload[None, :] * np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) / std  # dL/du_ti / std_ti
-    grad = a.copy()  # through clean_ti
-    T = clean.shape[0]
-    np.add.at(grad, (np.repeat(np.arange(T), clean.shape[1]), j.ravel()), -a.ravel())  # through thr_ti
-    return grad
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = dload[None, :] * np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) / std  # dL/du_ti / std_ti
+        grad = a.copy()  # through clean_ti
+        T = clean.shape[0]
+        np.add.at(grad, (np.repeat(np.arange(T), clean.shape[1]), j.ravel()), -a.ravel())  # through thr_ti
+    return V.finite_result(grad, "the gradient", "w_load, noise_stddev")
