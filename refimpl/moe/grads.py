@@ -179,7 +179,9 @@ def balance_loss_grad(routing, logits, *, alpha=1.0, f="k_hot", scale="E", probs
         n = max(int(r.token_mask.sum()), 1)
         rows = slice(g * size, (g + 1) * size)
         dP[rows] = (alpha * c / groups / n) * routing_fractions(r, f)[None, :] * r.token_mask[:, None]
-    return np.einsum("ta,tab->tb", dP, J)
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad = np.einsum("ta,tab->tb", dP, J)
+    return V.finite_result(grad, "the gradient", "alpha")
 
 
 def z_loss_grad(logits, *, padding_mask=None) -> np.ndarray:
