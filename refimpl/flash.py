@@ -449,8 +449,8 @@ def flash_attention_backward(
         dv[:, :, ks] = mem.store("dV", dV_j)
     grads = (_merge_heads(dq), dk, dv)
     if not all(np.isfinite(g).all() for g in grads):  # never NaN/inf from finite inputs (README "Contract")
-        raise ValueError("out, lse, dout: the gradients overflow float64 (out and lse must be the forward "
-                         "of q, k, v, so that P = exp(S - lse) <= 1)")
+        raise ValueError("dout, out, lse: the gradients overflow float64 (dout * v too large, or out and lse "
+                         "not the forward of q, k, v, so that P = exp(S - lse) > 1)")
     if return_stats:
         return grads, st.stats((len(q_tiles), len(k_tiles)), skipped)
     return grads

@@ -426,24 +426,28 @@ def test_split_kv_is_exact_at_a_large_common_score_offset():
     np.testing.assert_allclose(got, ref, atol=1e-10)
 
 
-@pytest.mark.parametrize("form", ["attention_backward", "flash_attention_backward"])
-def test_backward_with_large_finite_dout_is_finite_or_a_clear_error(form, request):
+@pytest.mark.parametrize("form", [
+    pytest.param("attention_backward", marks=pytest.mark.xfail(strict=True, reason=I14_BACKWARD)),
+    "flash_attention_backward",
+])
+def test_backward_with_large_finite_dout_is_finite_or_a_clear_error(form):
+    """dP = dO V^T overflows (1e300 * 1e10): today attention_backward gives NaN (inf - inf in
+    dP - D); flash_attention_backward reports it (dout named). Finite, or a ValueError naming dout."""
     rng = np.random.default_rng(2)
-    q, k, v = rng.normal(size=(1, 2, 4, 3)), rng.normal(size=(1, 2, 5, 3)), rng.normal(size=(1, 2, 5, 3))
-    dout = rng.normal(size=(1, 2, 4, 3)) * 1e307
+    q, k = rng.normal(size=(1, 2, 4, 3)), rng.normal(size=(1, 2, 5, 3))
+    v, dout = rng.normal(size=(1, 2, 5, 3)) * 1e10, rng.normal(size=(1, 2, 4, 3)) * 1e300
     try:
-        if form == "attention_backward":
-            grads = refimpl.attention_backward(q, k, v, dout)
-        else:
-            out, lse = refimpl.attention(q, k, v)
-            grads = refimpl.flash_attention_backward(q, k, v, out, lse, dout, block_q=2, block_k=2)
+        with np.errstate(all="ignore"):
+            if form == "attention_backward":
+                grads = refimpl.attention_backward(q, k, v, dout)
+            else:
+                out, lse = refimpl.attention(q, k, v)
+                grads = refimpl.flash_attention_backward(q, k, v, out, lse, dout, block_q=2, block_k=2)
     except ValueError as e:
         assert "dout" in str(e)
         return
     for g in grads:
-        if not np.isfinite(g).all():
-            request.applymarker(pytest.mark.xfail(strict=True, reason=I14_BACKWARD))
-            raise AssertionError("NaN or inf gradient from finite inputs")
+        assert np.isfinite(g).all(), "NaN or inf gradient from finite inputs"
 
 
 # ---------------------------------------------------------------------------
