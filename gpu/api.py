@@ -37,6 +37,8 @@ import numpy as np
 from refimpl.masks import offset as alignment_offset
 from refimpl.sdpa import check_qkv_shapes, check_real_4d, check_window  # the spec's own argument rules
 
+from refimpl import _validate as V
+
 from .errors import UnsupportedOption
 
 BACKENDS = ("numba", "cupy", "opencl")
@@ -53,6 +55,8 @@ MAX_STATIC_SHARED_BYTES = 48 * 1024
 #: sentinel an integer output holds until the kernel writes it
 INT_UNWRITTEN = np.iinfo(np.int32).min
 _INT32_LIMIT = 2**31 - 1
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 
 # ---------------------------------------------------------------------------
@@ -110,13 +114,15 @@ def _float_4d(x, name: str) -> np.ndarray:
     return out
 
 
-def _positive_finite(x, name: str) -> float:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a real number, got {type(x).__name__}")
-    x = float(x)
-    if not math.isfinite(x) or x <= 0:
-        raise ValueError(f"{name}: expected a finite positive number, got {x}")
-    return x
+def _positive_float32(x, name: str) -> float:
+    """A positive number as the float32 kernels will use it: validated after the cast, so a
+    value that float32 turns into 0, a subnormal or inf is an error, never silently another value."""
+    v = V.positive_float(x, name)
+    v32 = float(np.float32(v)) if v <= _F32_MAX else math.inf
+    if not _F32_TINY <= v32 <= _F32_MAX:
+        raise ValueError(f"{name}: expected a value representable as a normal float32 "
+                         f"[{_F32_TINY:.3g}, {_F32_MAX:.3g}] (the kernels compute in float32), got {x}")
+    return v32
 
 
 def _tile(x, name: str, default: int) -> int:
@@ -145,8 +151,6 @@ def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right",
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     q, k, v = _float_4d(q, "q"), _float_4d(k, "k"), _float_4d(v, "v")
     B, Hq, Hkv, Lq, Lk, D, Dv = check_qkv_shapes(q, k, v)  # the spec's own shape rules
-    if min(B, Hq, Lq, Lk) < 1:
-        raise ValueError(f"empty dimension: q {q.shape}, k {k.shape}, v {v.shape}")
     if B * Hq > 65535:
         raise UnsupportedOption(f"B * Hq = {B * Hq}: the grid's y dimension holds at most 65535")
     win = check_window(window)
@@ -157,8 +161,12 @@ def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right",
     right = unbounded if win is None or win[1] is None else min(win[1], unbounded)
     if causal:
         right = min(right, 0)  # causal == window (None, 0), combined by AND
-    scale_ = 1.0 / math.sqrt(D) if scale is None else _positive_finite(scale, "scale")
-    softcap_ = 0.0 if softcap is None else _positive_finite(softcap, "softcap")
+    scale_ = float(np.float32(1.0 / math.sqrt(D))) if scale is None else _positive_float32(scale, "scale")
+    softcap_ = 0.0 if softcap is None else _positive_float32(softcap, "softcap")
+    # float32 scores: the bound of refimpl's overflow contract at float32's range; a softcap does
+    # not help here, as the kernels form the raw float32 score before capping it
+    V.check_score_range(q.astype(np.float64), k.astype(np.float64), scale_, None, None, limit=_F32_MAX / 2,
+                        what="float32 (the kernels' precision)")
     bq = _tile(block_q, "block_q", DEFAULT_BLOCK_Q)
     bk = _tile(block_k, "block_k", DEFAULT_BLOCK_K)
     p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"),
@@ -191,6 +199,9 @@ def flash_attention(q, k, v, *, backend, mask=None, causal=False, align="bottom_
                                    scale=scale, softcap=softcap, bias=bias, dropout_mask=dropout_mask,
                                    dropout_p=dropout_p, block_q=block_q, block_k=block_k)
     B, Hq, Lq, _ = q.shape
+    if min(B, Hq, Lq) == 0 or k.shape[2] == 0:  # nothing to launch: no rows, or rows that see no key
+        return (np.zeros((B, Hq, Lq, v.shape[3]), dtype=np.float32),
+                np.full((B, Hq, Lq), -np.inf, dtype=np.float32))
     out = np.full((B, Hq, Lq, v.shape[3]), np.nan, dtype=np.float32)
     lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
     out, lse = be.flash_attention(q, k, v, out, lse, p)
@@ -313,7 +324,10 @@ def route(logits, k, *, backend, preset=None, padding_mask=None, selection_bias=
         "position": np.full((T, p.k), INT_UNWRITTEN, dtype=np.int32),
         "counts": np.full((E,), INT_UNWRITTEN, dtype=np.int32),
     }
-    outs = be.route(z, token_mask, outs, p)
+    if T > 0:  # T = 0: nothing to launch (zero-size buffers are invalid OpenCL arguments)
+        outs = be.route(z, token_mask, outs, p)
+    else:
+        outs["counts"][:] = 0
     _check_written(**outs)
     if not np.isin(outs["kept"], (0, 1)).all():
         raise RuntimeError("kept: kernel wrote values other than 0/1")

@@ -1,26 +1,75 @@
-"""Argument checks shared by the refimpl modules: clear errors, never silent NaN."""
+"""The one validation layer shared by every public function (README "Contract").
+
+Each argument is checked once, by name, with one wording:
+
+    <name>: expected <what>, got <what was given>
+
+* arrays: real floating point (integers accepted and converted; bool, complex,
+  object and strings rejected with TypeError); rank and shape agreement stated
+  in the message (``expected shape (T, E) = (4, 3)``); NaN and +inf rejected,
+  -inf only where it means "hidden" (masked scores, log-sum-exps);
+* counts: Python or NumPy integers (bool is not a count, a float is not a
+  count even when integral); a range; counts that size arrays are at most
+  ``MAX_COUNT`` = 2**62 (NumPy's int64 indices);
+* real numbers: Python or NumPy reals (bool and complex rejected), finite
+  unless stated, with a range;
+* names: one of the listed values (the message lists them);
+* objects: an instance of the expected class (``refimpl.moe.Routing``...).
+
+Extremes: an exact value outside float64 range is an error, never inf
+(``finite_result``); attention rejects inputs whose scores may overflow
+float64 (``check_score_range``) unless a softcap bounds them.
+"""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
+MAX_COUNT = 2**62
+"""Largest count (length, size, index) accepted where it sizes or indexes an array."""
 
-def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool = False) -> np.ndarray:
-    """``x`` as a float64 array (a copy is never needed: callers never write to it).
+FLOAT_MAX = float(np.finfo(np.float64).max)
 
-    Rejects non-numeric and complex input, wrong rank, NaN, +inf, and -inf unless
-    ``allow_neg_inf`` (masked scores and log-sum-exps may legitimately be -inf).
+
+def _type(x) -> str:
+    return type(x).__name__
+
+
+def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool = False,
+                   shape: tuple | None = None, shape_doc: str = "", min_size: dict | None = None) -> np.ndarray:
+    """``x`` as a float64 array (callers never write to it, so no copy is made).
+
+    Rejects non-numeric, bool and complex input (TypeError), wrong rank or shape,
+    NaN, +inf, and -inf unless ``allow_neg_inf`` (ValueError). ``shape`` may hold
+    None for a free axis; ``shape_doc`` names the axes, e.g. "(T, E)".
+    ``min_size`` {axis: n} requires at least n entries along an axis.
     """
-    if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"{name}: expected a real array, got {type(x).__name__}")
-    arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name}: expected a real floating-point array, got {_type(x)}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested sequences
+        raise TypeError(f"{name}: expected a real floating-point array, got {_type(x)} ({e})") from None
+    if arr.dtype == object or arr.dtype == np.bool_ or not (
+            np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+    doc = f" {shape_doc}" if shape_doc else ""
     if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
+        raise ValueError(f"{name}: expected {ndim} dimensions{doc}, got shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and a != s for a, s in zip(arr.shape, shape)):
+            want = tuple("*" if s is None else s for s in shape)
+            raise ValueError(f"{name}: expected shape{doc} = {want}, got {arr.shape}")
+    for axis, n in (min_size or {}).items():
+        if arr.shape[axis] < n:
+            raise ValueError(f"{name}: expected at least {n} entries along axis {axis}{doc}, got shape {arr.shape}")
+    if arr.dtype != np.float64:
+        if np.issubdtype(arr.dtype, np.integer) and arr.size and np.abs(arr).max() >= 2**53:
+            raise ValueError(f"{name}: integer entries beyond 2**53 are not exact in float64")
+        arr = arr.astype(np.float64)
     if np.isnan(arr).any():
         raise ValueError(f"{name}: contains NaN")
     if np.isposinf(arr).any():
@@ -30,21 +79,73 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
     return arr
 
 
-def positive_int(x, name: str, *, allow_zero: bool = False) -> int:
+def bool_array(x, name: str, *, shape: tuple | None = None, shape_doc: str = "") -> np.ndarray:
+    """``x`` as a bool array of the given shape (None entries free)."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name}: expected a bool array, got {_type(x)}")
+    arr = np.asarray(x)
+    if arr.dtype != np.bool_:
+        raise TypeError(f"{name}: expected a bool array, got dtype {arr.dtype}")
+    if shape is not None and (arr.ndim != len(shape) or any(s is not None and a != s for a, s in zip(arr.shape, shape))):
+        want = tuple("*" if s is None else s for s in shape)
+        raise ValueError(f"{name}: expected shape{(' ' + shape_doc) if shape_doc else ''} = {want}, got {arr.shape}")
+    return arr
+
+
+def count(x, name: str, *, minimum: int = 0, maximum: int | None = MAX_COUNT, what: str = "") -> int:
+    """An integer count in [minimum, maximum] (maximum None: unbounded, exact Python ints)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(x).__name__}")
+        raise TypeError(f"{name}: expected an int{what and ' (' + what + ')'}, got {_type(x)}")
     x = int(x)
-    if x < 0 or (x == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected {'a non-negative' if allow_zero else 'a positive'} int, got {x}")
+    if x < minimum or (maximum is not None and x > maximum):
+        hi = "" if maximum is None else f" and <= {maximum if maximum != MAX_COUNT else '2**62'}"
+        raise ValueError(f"{name}: expected an int >= {minimum}{hi}{what and ' (' + what + ')'}, got {x}")
     return x
 
 
-def positive_float(x, name: str) -> float:
+def positive_int(x, name: str, *, allow_zero: bool = False) -> int:
+    """A positive (or, with allow_zero, non-negative) count <= MAX_COUNT."""
+    return count(x, name, minimum=0 if allow_zero else 1)
+
+
+def real_number(x, name: str, *, minimum: float | None = None, maximum: float | None = None,
+                min_open: bool = False, max_open: bool = False, finite: bool = True) -> float:
+    """A real number (Python or NumPy; bool and complex rejected) as a float in the given range."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a real number, got {type(x).__name__}")
-    x = float(x)
-    if not np.isfinite(x) or x <= 0:
-        raise ValueError(f"{name}: expected a finite positive number, got {x}")
+        raise TypeError(f"{name}: expected a real number, got {_type(x)}")
+    try:
+        v = float(x)
+    except OverflowError:
+        raise ValueError(f"{name}: expected a number within float64 range, got {x}") from None
+    lo = "" if minimum is None else f"{'>' if min_open else '>='} {minimum:g}"
+    hi = "" if maximum is None else f"{'<' if max_open else '<='} {maximum:g}"
+    rng = " and ".join(s for s in (lo, hi) if s)
+    want = f"a {'finite ' if finite else ''}number{(' ' + rng) if rng else ''}"
+    if math.isnan(v) or (finite and math.isinf(v)):
+        raise ValueError(f"{name}: expected {want}, got {x}")
+    if minimum is not None and (v < minimum or (min_open and v == minimum)):
+        raise ValueError(f"{name}: expected {want}, got {x}")
+    if maximum is not None and (v > maximum or (max_open and v == maximum)):
+        raise ValueError(f"{name}: expected {want}, got {x}")
+    return v
+
+
+def positive_float(x, name: str) -> float:
+    return real_number(x, name, minimum=0.0, min_open=True)
+
+
+def flag(x, name: str) -> bool:
+    """A bool (Python or NumPy)."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {_type(x)}")
+    return bool(x)
+
+
+def choice(x, name: str, options) -> str:
+    """One of ``options`` (strings); the message lists them."""
+    options = tuple(options)
+    if not isinstance(x, str) or x not in options:
+        raise ValueError(f"{name}: expected one of {options}, got {x!r}")
     return x
 
 
@@ -80,3 +181,89 @@ def nonneg_float(x, name: str, *, upper: float | None = None) -> float:
 def same_shape(x: np.ndarray, ref_shape: tuple, name: str) -> None:
     if x.shape != tuple(ref_shape):
         raise ValueError(f"{name}: expected shape {tuple(ref_shape)}, got {x.shape}")
+
+def instance(x, name: str, cls, what: str | None = None):
+    """``x`` if it is a ``cls`` instance, else TypeError naming the expected class."""
+    if not isinstance(x, cls):
+        expected = what or (cls.__name__ if isinstance(cls, type) else " or ".join(c.__name__ for c in cls))
+        raise TypeError(f"{name}: expected a {expected}, got {_type(x)}")
+    return x
+
+
+def axis_index(axis, ndim: int, name: str = "axis") -> int:
+    """An axis in [-ndim, ndim), as a non-negative int."""
+    a = count(axis, name, minimum=-(2**62))
+    if not -ndim <= a < ndim:
+        raise ValueError(f"{name}: expected an int in [{-ndim}, {ndim}) for an array of {ndim} dimensions, got {a}")
+    return a % ndim
+
+
+def finite_result(value, what: str, names: str):
+    """``value`` (a float or array) if finite; else ValueError: an exact value beyond float64 range."""
+    v = np.asarray(value)
+    if not np.isfinite(v).all():
+        raise ValueError(f"{names}: {what} is beyond float64 range (exact values are never reported as inf)")
+    return value
+
+
+def _log_max_norm(x: np.ndarray) -> float:
+    """log of max_i ||x_i|| over the last axis, without overflow (-inf for all-zero x)."""
+    if x.size == 0:
+        return -math.inf
+    a = float(np.abs(x).max())
+    if a == 0.0:
+        return -math.inf
+    return math.log(a) + math.log(float(np.sqrt(np.square(x / a).sum(axis=-1)).max()))
+
+
+def check_score_range(q: np.ndarray, k: np.ndarray, scale: float, softcap, bias, *,
+                      limit: float = FLOAT_MAX / 2, what: str = "float64") -> None:
+    """Reject attention inputs whose scores may overflow float64.
+
+    Cauchy-Schwarz bounds every partial sum of <q_i, k_j> (and its product with
+    ``scale`` in either order) by max(1, scale) * max_i ||q_i|| * max_j ||k_j||.
+    Below FLOAT_MAX / 2 (with max |bias| added), no score and no difference of
+    two scores overflows; above it they may, and a silent inf or NaN would turn
+    a row into the fully masked answer. A softcap c bounds the exact scores by
+    c, so only the bias term is checked then (the tiled paths then compute
+    tanh from the scaled scores; see refimpl/flash.py).
+    """
+    limit_value, limit = limit, math.log(limit)
+    if softcap is None:
+        lq, lk = _log_max_norm(q), _log_max_norm(k)
+        bound = lq + lk + max(0.0, math.log(scale))
+        if bound > limit:
+            raise ValueError(
+                f"q, k, scale: the scores may overflow {what} (Cauchy-Schwarz bound "
+                f"max(1, scale) * max ||q_i|| * max ||k_j|| = e^{bound:.1f} > {limit_value:.3g}); "
+                f"rescale q or k" + (", or pass a softcap" if what == "float64" else ""))
+    if bias is not None:
+        b = np.asarray(bias, dtype=np.float64)
+        fin = b[np.isfinite(b)]
+        if fin.size and float(np.abs(fin).max()) > FLOAT_MAX / 4:
+            raise ValueError(f"bias: entries beyond FLOAT_MAX / 4 = {FLOAT_MAX / 4:.3g} may overflow the scores")
+
+
+# ---------------------------------------------------------------------------
+# the library's own objects passed back in (MoE routings, experts, states)
+
+
+def routing(x, name: str = "routing"):
+    """A ``refimpl.moe.Routing`` (the result of ``route``)."""
+    from .moe.router import Routing
+
+    return instance(x, name, Routing, "refimpl.moe.Routing (the result of refimpl.moe.route)")
+
+
+def experts(x, name: str, E: int, D: int) -> list:
+    """A sequence of E experts: callables mapping (N, D) rows to (N, D) with ``d_model`` == D."""
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") or not hasattr(x, "__getitem__"):
+        raise TypeError(f"{name}: expected a sequence of {E} experts, got {_type(x)}")
+    if len(x) != E:
+        raise ValueError(f"{name}: expected {E} experts (one per router column), got {len(x)}")
+    for i, ex in enumerate(x):
+        if not callable(ex):
+            raise TypeError(f"{name}[{i}]: expected a callable expert (FFNExpert, SwiGLUExpert), got {_type(ex)}")
+        if getattr(ex, "d_model", D) != D:
+            raise ValueError(f"{name}[{i}]: d_model {ex.d_model} does not match x's D = {D}")
+    return list(x)

@@ -31,60 +31,68 @@ import numbers
 
 import numpy as np
 
-from .sdpa import alibi_bias, attention
+from . import _validate as _V
+from .sdpa import alibi_bias, attention, check_real_4d, check_window
 
 JAX_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 """``jax._src.nn.functions._get_large_negative`` for float32 logits."""
 
 
 def _int(x, what):
+    """An int window parameter; ``what`` is the library's own name, reported as window (name)."""
     if isinstance(x, bool) or not isinstance(x, (numbers.Integral, np.integer)):
-        raise TypeError(f"{what}: expected an int, got {type(x).__name__}")
+        raise TypeError(f"window ({what}): expected an int, got {type(x).__name__}")
     return int(x)
 
 
+def _pair(native, what):
+    if not isinstance(native, (tuple, list)) or len(native) != 2:
+        raise TypeError(f"window ({what}): expected a pair (left, right), got {native!r}")
+    return native
+
+
 def _flash_window(native):
-    left, right = native
+    left, right = _pair(native, "window_size")
     return (None if _int(left, "window_size[0]") < 0 else int(left), None if _int(right, "window_size[1]") < 0 else int(right)), False
 
 
 def _keys_including_self(native):
     W = _int(native, "window")
     if W < 1:
-        raise ValueError(f"window: expected W >= 1 keys, got {W}")
+        raise ValueError(f"window (W keys including self): expected W >= 1, got {W}")
     return (W - 1, 0), True
 
 
 def _flex_window(native):
     W = _int(native, "window_size")
     if W < 0:
-        raise ValueError(f"window_size: expected >= 0, got {W}")
+        raise ValueError(f"window (window_size): expected >= 0, got {W}")
     return (W, 0), True
 
 
 def _xformers_br_window(native):
-    left, right = (_int(x, "window") for x in native)
+    left, right = (_int(x, "window_left, window_right") for x in _pair(native, "window_left, window_right"))
     if left < 0 or right < 0:
-        raise ValueError(f"window: expected non-negative (left, right), got {native}")
+        raise ValueError(f"window (window_left, window_right): expected non-negative (left, right), got {native}")
     return (left, right), False
 
 
 def _jax_window(native):
     if isinstance(native, (tuple, list)):
-        left, right = (_int(x, "local_window_size") for x in native)
+        left, right = (_int(x, "local_window_size") for x in _pair(native, "local_window_size"))
     else:
         left = right = _int(native, "local_window_size")
     if left < 0 or right < 0:
-        raise ValueError(f"local_window_size: expected non-negative, got {native}")
+        raise ValueError(f"window (local_window_size): expected non-negative, got {native}")
     return (left, right), False
 
 
 def _no_window(native):
-    raise ValueError("this library has no window parameter: pass an explicit boolean mask")
+    raise ValueError("window: this library has no window parameter: pass an explicit boolean mask")
 
 
 _WINDOW_RULES = {
-    "spec": lambda native: (tuple(native), False),
+    "spec": lambda native: (check_window(native), False),
     "flash": _flash_window,
     "keys_including_self": _keys_including_self,
     "flex": _flex_window,
@@ -117,9 +125,10 @@ class AttentionConvention:
     source: str
     alibi_causal_lse_shift: bool = False
 
-    def window(self, native) -> tuple[tuple, bool]:
-        """(left, right) in the spec's sense and whether the library's window implies causal."""
-        return _WINDOW_RULES[self.window_rule](native)
+    def window(self, window) -> tuple[tuple, bool]:
+        """(left, right) in the spec's sense and whether the library's window implies causal;
+        ``window`` in the library's own form (see the module table)."""
+        return _WINDOW_RULES[self.window_rule](window)
 
     def attention(self, q, k, v, *, causal=False, window=None, alibi_slopes=None, mask=None, **kwargs):
         """Attention as this library computes it; ``window`` in the library's own form.
@@ -129,6 +138,7 @@ class AttentionConvention:
         flash-attn form. Returns (out, lse); lse is None for libraries that do not
         return one.
         """
+        q, k, v = (check_real_4d(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
         spec_window = None
         if window is not None:
             spec_window, implies_causal = self.window(window)
@@ -136,7 +146,18 @@ class AttentionConvention:
         Lq, Lk = np.shape(q)[2], np.shape(k)[2]
         bias = kwargs.pop("bias", None)
         if alibi_slopes is not None:
+            B, Hq = np.shape(q)[:2]
+            s = _V.as_float_array(alibi_slopes, "alibi_slopes")
+            if s.shape not in ((Hq,), (B, Hq)):
+                raise ValueError(f"alibi_slopes: expected shape (Hq,) = ({Hq},) or (B, Hq) = {(B, Hq)}, got {s.shape}")
             ab = alibi_bias(alibi_slopes, Lq, Lk, align=self.align)
+            if bias is not None:
+                bias = _V.as_float_array(bias, "bias", allow_neg_inf=True)
+                try:
+                    np.broadcast_shapes(bias.shape, ab.shape, (B, Hq, Lq, Lk))
+                except ValueError:
+                    raise ValueError(f"bias: shape {bias.shape} does not broadcast to (B, Hq, Lq, Lk) = "
+                                     f"{(B, Hq, Lq, Lk)}") from None
             bias = ab if bias is None else bias + ab
         out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)
         empty = np.isneginf(lse)

@@ -97,7 +97,6 @@ closed-form counts, and the tests check the instrumented counts equal them.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 
 import numpy as np
@@ -477,7 +476,8 @@ def flash_attention_backward(
             dK_j += st.scale * _tn(dS, Q_i)  # dK_j += scale dS^T Q_i
         dk[:, :, ks] = mem.store("dK", dK_j)
         dv[:, :, ks] = mem.store("dV", dV_j)
-    grads = _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v)
+    # out and lse not the forward of q, k, v make P = exp(S - lse) > 1 and can overflow too
+    grads = _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v, culprits="dout, v, out, lse")
     if return_stats:
         return grads, st.stats((len(q_tiles), len(k_tiles)), skipped)
     return grads
@@ -485,6 +485,7 @@ def flash_attention_backward(
 
 def tile_grid(Lq: int, Lk: int, block_q: int, block_k: int) -> tuple[int, int]:
     """(T_r, T_c) = (ceil(Lq / block_q), ceil(Lk / block_k))."""
+    Lq, Lk = positive_int(Lq, "Lq", allow_zero=True), positive_int(Lk, "Lk", allow_zero=True)
     positive_int(block_q, "block_q")
     positive_int(block_k, "block_k")
-    return math.ceil(Lq / block_q), math.ceil(Lk / block_k)
+    return -(-Lq // block_q), -(-Lk // block_k)

@@ -32,31 +32,34 @@ check the closed form against the materialised count.
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from . import _validate as _V
 
 ALIGNMENTS = ("bottom_right", "top_left")
 
 
 def _check_align(align: str) -> str:
-    if align not in ALIGNMENTS:
-        raise ValueError(f"align: expected one of {ALIGNMENTS}, got {align!r}")
-    return align
+    return _V.choice(align, "align", ALIGNMENTS)
 
 
 def offset(Lq: int, Lk: int, align: str = "bottom_right") -> int:
     """Key position of query 0: ``Lk - Lq`` (bottom_right) or ``0`` (top_left)."""
+    Lq, Lk = _check_lengths(Lq, Lk)
     return Lk - Lq if _check_align(align) == "bottom_right" else 0
 
 
 def _nonneg_int(x, name: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(x).__name__}")
-    if x < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {x}")
-    return int(x)
+    """A length or index: a non-negative int <= 2**62 (int64 index arithmetic stays exact)."""
+    return _V.count(x, name)
+
+
+def _extent(x, name: str) -> int:
+    """A window side, width or prefix: a non-negative int; anything beyond 2**62 keys is wider
+    than any sequence an int64 index can address, so it is clamped there (same mask, no overflow)."""
+    return min(_V.count(x, name, maximum=None), _V.MAX_COUNT)
 
 
 def _pos_int(x, name: str) -> int:
@@ -151,7 +154,7 @@ class Not(Mask):
     """Visible iff not visible in ``part``."""
 
     def __init__(self, part: Mask):
-        (self.part,) = _masks([part])
+        (self.part,) = _masks([part], "part")
 
     def _visible(self, i, j, Lq, Lk):
         return ~np.asarray(self.part._visible(i, j, Lq, Lk), dtype=bool)
@@ -160,13 +163,12 @@ class Not(Mask):
         return f"~{self.part!r}"
 
 
-def _masks(parts: Iterable) -> tuple:
+def _masks(parts: Iterable, name: str = "parts") -> tuple:
     parts = tuple(parts)
     for p in parts:
-        if not isinstance(p, Mask):
-            raise TypeError(f"expected Mask predicates, got {type(p).__name__}")
+        _V.instance(p, name, Mask, "refimpl.masks.Mask predicate")
     if not parts:
-        raise ValueError("need at least one mask to combine")
+        raise ValueError(f"{name}: need at least one mask to combine")
     return parts
 
 
@@ -206,8 +208,8 @@ class SlidingWindow(Mask):
     """
 
     def __init__(self, left: int | None, right: int | None, align: str = "bottom_right"):
-        self.left = None if left is None else _nonneg_int(left, "window left")
-        self.right = None if right is None else _nonneg_int(right, "window right")
+        self.left = None if left is None else _extent(left, "window left")
+        self.right = None if right is None else _extent(right, "window right")
         self.align = _check_align(align)
 
     def _visible(self, i, j, Lq, Lk):
@@ -256,7 +258,7 @@ def window_from_keys_including_self(W: int) -> tuple[int, int]:
 
 def window_from_seed_mw(w: int) -> tuple[int, int]:
     """Seed 000 section 1, ``M_w``: ``max(0, i-w) <= j <= i`` -> (w, 0): w + 1 keys incl. self."""
-    return (_nonneg_int(w, "w"), 0)
+    return (_extent(w, "w"), 0)
 
 
 def seed_inverted_causal() -> Mask:
@@ -287,6 +289,8 @@ def predicate(fn: Callable, name: str = "predicate") -> Mask:
 
 
 def _index_set(indices, name: str) -> np.ndarray:
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of ints, got {type(indices).__name__}")
     arr = np.asarray(sorted(set(int(_nonneg_int(g, name)) for g in indices)), dtype=np.int64)
     return arr
 
@@ -300,7 +304,7 @@ class GlobalTokens(Mask):
     """
 
     def __init__(self, indices: Sequence[int], align: str = "bottom_right"):
-        self.indices = _index_set(indices, "global token index")
+        self.indices = _index_set(indices, "indices")
         self.align = _check_align(align)
 
     def _visible(self, i, j, Lq, Lk):
@@ -319,7 +323,7 @@ class Dilated(Mask):
     """
 
     def __init__(self, window: int, dilation: int, align: str = "bottom_right"):
-        self.window = _nonneg_int(window, "window")
+        self.window = _extent(window, "window")
         self.dilation = _pos_int(dilation, "dilation")
         self.align = _check_align(align)
 
@@ -384,7 +388,7 @@ class PrefixLM(Mask):
     """
 
     def __init__(self, prefix: int, align: str = "bottom_right"):
-        self.prefix = _nonneg_int(prefix, "prefix")
+        self.prefix = _extent(prefix, "prefix")
         self.align = _check_align(align)
 
     def _visible(self, i, j, Lq, Lk):
@@ -416,7 +420,7 @@ class Document(Mask):
     def _visible(self, i, j, Lq, Lk):
         if (Lq, Lk) != (len(self.seg_q), len(self.seg_k)):
             raise ValueError(
-                f"Document mask built for (Lq, Lk) = ({len(self.seg_q)}, {len(self.seg_k)}), used with ({Lq}, {Lk})"
+                f"segment_ids_q, segment_ids_k: Document mask built for (Lq, Lk) = ({len(self.seg_q)}, {len(self.seg_k)}), used with ({Lq}, {Lk})"
             )
         return self.seg_q[i] == self.seg_k[j]
 
@@ -439,9 +443,9 @@ class DSA(Mask):
     """
 
     def __init__(self, window: int, stride: int, global_tokens: Sequence[int] = (0,), align: str = "bottom_right"):
-        self.window = _nonneg_int(window, "window")
+        self.window = _extent(window, "window")
         self.stride = _pos_int(stride, "stride")
-        self.global_tokens = _index_set(global_tokens, "global token index")
+        self.global_tokens = _index_set(global_tokens, "global_tokens")
         self.align = _check_align(align)
 
     def _visible(self, i, j, Lq, Lk):

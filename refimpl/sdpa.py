@@ -41,6 +41,7 @@ import numbers
 import numpy as np
 
 from . import masks as _masks
+from . import _validate as V
 from ._validate import positive_float
 from .softmax import _softmax_lse
 
@@ -467,13 +468,14 @@ def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
     return (x if e == 0 else np.ldexp(x, -e)), e
 
 
-def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int):
+def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int, culprits: str = "dout, v"):
     if e_do or e_v:
         with np.errstate(over="ignore"):
             dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
     for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
         if not np.isfinite(g).all():
-            raise ValueError(f"dout, v: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308); rescale dout or v")
+            raise ValueError(f"{culprits}: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308) "
+                             f"or is NaN; rescale dout or v")
     return dq, dk, dv
 
 
@@ -488,9 +490,7 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
     slopes of the closest smaller power of two m, followed by every other slope
     of 2m: ``get_slopes(m) + get_slopes(2m)[0::2][: n - m]``.
     """
-    if isinstance(num_heads, bool) or not isinstance(num_heads, (numbers.Integral, np.integer)) or num_heads < 1:
-        raise ValueError(f"num_heads: expected a positive int, got {num_heads!r}")
-    n = int(num_heads)
+    n = V.count(num_heads, "num_heads", minimum=1, maximum=MAX_HEADS)
 
     def power_of_two(m):
         return [2.0 ** (-8.0 * (h + 1) / m) for h in range(m)]
@@ -507,13 +507,19 @@ def alibi_bias(slopes, Lq: int, Lk: int, *, align: str = "bottom_right") -> np.n
     ``flash_attn_interface.py``: "-alibi_slope * |i + seqlen_k - seqlen_q - j|"),
     0 for top_left. ``slopes`` may also be (B, H), giving (B, H, Lq, Lk).
     """
-    s = np.asarray(slopes, dtype=np.float64)
-    if s.ndim not in (1, 2) or not np.isfinite(s).all():
-        raise ValueError(f"slopes: expected finite (H,) or (B, H), got shape {s.shape}")
+    s = V.as_float_array(slopes, "slopes")
+    if s.ndim not in (1, 2):
+        raise ValueError(f"slopes: expected shape (H,) or (B, H), got {s.shape}")
+    Lq, Lk = V.count(Lq, "Lq"), V.count(Lk, "Lk")
     o = _masks.offset(Lq, Lk, align)
     dist = np.abs(np.arange(Lq)[:, None] + o - np.arange(Lk)[None, :]).astype(np.float64)
     s4 = s.reshape((1,) * (2 - s.ndim) + s.shape)[..., None, None]
-    return -s4 * dist
+    with np.errstate(over="ignore"):
+        return V.finite_result(-s4 * dist, "a bias -slope * |i + o - j|", "slopes")
+
+
+MAX_HEADS = 2**16
+"""Largest head count ``alibi_slopes`` builds a list for."""
 
 
 # ----------------------------------------------------------------------------
@@ -533,14 +539,14 @@ def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_k
     Self-attention: ``x_kv is x_q``; cross-attention: queries from one sequence,
     keys and values from another (Lq may differ from Lk).
     """
-    Hq = int(num_heads)
-    Hkv = Hq if num_kv_heads is None else int(num_kv_heads)
-    if Hq < 1 or Hkv < 1 or Hq % Hkv:
+    Hq = V.count(num_heads, "num_heads", minimum=1)
+    Hkv = Hq if num_kv_heads is None else V.count(num_kv_heads, "num_kv_heads", minimum=1)
+    if Hq % Hkv:
         raise ValueError(f"num_heads={num_heads} must be a positive multiple of num_kv_heads={num_kv_heads}")
-    x_q, x_kv = np.asarray(x_q, dtype=np.float64), np.asarray(x_kv, dtype=np.float64)
-    W = {n: np.asarray(w, dtype=np.float64) for n, w in dict(W_q=W_q, W_k=W_k, W_v=W_v, W_o=W_o).items()}
-    if x_q.ndim != 3 or x_kv.ndim != 3 or x_q.shape[0] != x_kv.shape[0] or x_q.shape[2] != x_kv.shape[2]:
-        raise ValueError(f"x_q {x_q.shape} and x_kv {x_kv.shape} must be (B, L, d_model) with equal B and d_model")
+    x_q = V.as_float_array(x_q, "x_q", ndim=3, shape_doc="(B, Lq, d_model)")
+    x_kv = V.as_float_array(x_kv, "x_kv", shape=(x_q.shape[0], None, x_q.shape[2]),
+                            shape_doc="(B, Lk, d_model) with B, d_model from x_q")
+    W = {n: V.as_float_array(w, n, ndim=2) for n, w in dict(W_q=W_q, W_k=W_k, W_v=W_v, W_o=W_o).items()}
     d_model = x_q.shape[2]
     for name, heads in (("W_q", Hq), ("W_k", Hkv), ("W_v", Hkv)):
         if W[name].ndim != 2 or W[name].shape[0] != d_model or W[name].shape[1] % heads:
@@ -551,13 +557,16 @@ def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_k
     if W["W_o"].ndim != 2 or W["W_o"].shape[0] != Hq * Dv:
         raise ValueError(f"W_o: expected ({Hq * Dv}, d_out), got {W['W_o'].shape}")
 
-    def heads(x, Wm, H, d):
+    def heads(x, Wm, H, d, names):
         B, L, _ = x.shape
-        return (x @ Wm).reshape(B, L, H, d).transpose(0, 2, 1, 3)
+        with np.errstate(over="ignore", invalid="ignore"):
+            proj = V.finite_result(x @ Wm, "a projection", names)
+        return proj.reshape(B, L, H, d).transpose(0, 2, 1, 3)
 
-    Q = heads(x_q, W["W_q"], Hq, D)
-    K = heads(x_kv, W["W_k"], Hkv, D)
-    V = heads(x_kv, W["W_v"], Hkv, Dv)
-    A, _ = attention(Q, K, V, **attention_kwargs)
+    Q = heads(x_q, W["W_q"], Hq, D, "x_q, W_q")
+    K = heads(x_kv, W["W_k"], Hkv, D, "x_kv, W_k")
+    Vh = heads(x_kv, W["W_v"], Hkv, Dv, "x_kv, W_v")
+    A, _ = attention(Q, K, Vh, **attention_kwargs)
     B, _, Lq, _ = A.shape
-    return A.transpose(0, 2, 1, 3).reshape(B, Lq, Hq * Dv) @ W["W_o"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return V.finite_result(A.transpose(0, 2, 1, 3).reshape(B, Lq, Hq * Dv) @ W["W_o"], "an output", "W_o")

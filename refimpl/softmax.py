@@ -34,6 +34,7 @@ import dataclasses
 
 import numpy as np
 
+from . import _validate as V
 from ._validate import as_float_array
 
 
@@ -77,7 +78,7 @@ def softmax_and_logsumexp(x, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     softmax 0 and logsumexp -inf.
     """
     x = as_float_array(x, "x", allow_neg_inf=True)
-    return _softmax_lse(x, axis)
+    return _softmax_lse(x, V.axis_index(axis, x.ndim))
 
 
 def logsumexp(x, axis: int = -1) -> np.ndarray:
@@ -107,6 +108,14 @@ class OnlineSoftmaxState:
     m: np.ndarray
     l: np.ndarray
 
+    def __post_init__(self):
+        m = as_float_array(self.m, "m", allow_neg_inf=True)
+        l = as_float_array(self.l, "l", shape=m.shape, shape_doc="the same shape as m")
+        if (l < 0).any():
+            raise ValueError("l: expected sums of exponentials >= 0")
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "l", l)
+
     @classmethod
     def empty(cls, shape=()) -> "OnlineSoftmaxState":
         return cls(np.full(shape, -np.inf), np.zeros(shape))
@@ -123,7 +132,12 @@ def online_softmax_update(state: OnlineSoftmaxState, block, axis: int = -1) -> O
 
     m' = max(m, max(block)),  l' = l * exp(m - m') + sum exp(block - m').
     """
+    V.instance(state, "state", OnlineSoftmaxState)
     block = as_float_array(block, "block", allow_neg_inf=True)
+    axis = V.axis_index(axis, block.ndim)
+    rest = block.shape[:axis] + block.shape[axis + 1:]
+    if state.m.shape != rest:
+        raise ValueError(f"block: expected shape {state.m.shape} (the state's) with the axis {axis} added, got {block.shape}")
     m_new = np.maximum(state.m, np.max(block, axis=axis, initial=-np.inf))
     l_new = state.l * _exp_shift(state.m, m_new) + np.sum(
         _exp_shift(block, np.expand_dims(m_new, axis)), axis=axis
@@ -137,6 +151,9 @@ def online_softmax_merge(a: OnlineSoftmaxState, b: OnlineSoftmaxState) -> Online
     m = max(m_a, m_b),  l = l_a * exp(m_a - m) + l_b * exp(m_b - m);
     the empty state (-inf, 0) is the identity.
     """
+    V.instance(a, "a", OnlineSoftmaxState), V.instance(b, "b", OnlineSoftmaxState)
+    if a.m.shape != b.m.shape:
+        raise ValueError(f"a, b: expected states of the same shape, got {a.m.shape} and {b.m.shape}")
     m = np.maximum(a.m, b.m)
     return OnlineSoftmaxState(m, a.l * _exp_shift(a.m, m) + b.l * _exp_shift(b.m, m))
 
@@ -149,11 +166,11 @@ def online_logsumexp(x, boundaries, axis: int = -1) -> np.ndarray:
     for any partition (up to rounding).
     """
     x = as_float_array(x, "x", allow_neg_inf=True)
-    x = np.moveaxis(x, axis, -1)
+    x = np.moveaxis(x, V.axis_index(axis, x.ndim), -1)
     n = x.shape[-1]
-    cuts = [0, *sorted(int(b) for b in boundaries), n]
-    if cuts[1] < 0 or cuts[-2] > n:
-        raise ValueError(f"boundaries must lie in [0, {n}], got {list(boundaries)}")
+    if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
+        raise TypeError(f"boundaries: expected a sequence of ints, got {type(boundaries).__name__}")
+    cuts = [0, *sorted(V.count(b, "boundaries", maximum=n, what=f"a cut in [0, n={n}]") for b in boundaries), n]
     state = OnlineSoftmaxState.empty(x.shape[:-1])
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         state = online_softmax_update(state, x[..., lo:hi])
@@ -181,16 +198,18 @@ def merge_attention_states(outs, lses):
     which stays exact at any magnitude; this function is the flash-decoding
     combine as libraries write it.
     """
-    outs = [as_float_array(o, f"outs[{i}]") for i, o in enumerate(outs)]
+    for name, seq in (("outs", outs), ("lses", lses)):
+        if isinstance(seq, (str, bytes, np.ndarray)) or not hasattr(seq, "__len__"):
+            raise TypeError(f"{name}: expected a list of arrays, got {type(seq).__name__}")
+    outs = [as_float_array(o, f"outs[{i}]", min_size={-1: 1} if np.ndim(o) else None) for i, o in enumerate(outs)]
     lses = [as_float_array(l, f"lses[{i}]", allow_neg_inf=True) for i, l in enumerate(lses)]
     if not outs or len(outs) != len(lses):
-        raise ValueError(f"need the same positive number of outs and lses, got {len(outs)} and {len(lses)}")
+        raise ValueError(f"outs, lses: expected the same positive number of parts, got {len(outs)} and {len(lses)}")
     for i, (o, l) in enumerate(zip(outs, lses)):
-        if o.shape[:-1] != l.shape or o.shape != outs[0].shape:
-            raise ValueError(
-                f"part {i}: out shape {o.shape} and lse shape {l.shape} must be (..., Dv) and (...), "
-                f"all parts alike (part 0 out: {outs[0].shape})"
-            )
+        if o.ndim < 1 or o.shape != outs[0].shape:
+            raise ValueError(f"outs[{i}]: expected shape (..., Dv) = {outs[0].shape} as outs[0], got {o.shape}")
+        if o.shape[:-1] != l.shape:
+            raise ValueError(f"lses[{i}]: expected shape {o.shape[:-1]} (outs[{i}] without Dv), got {l.shape}")
     # the weights exp(lse_i - lse) are a softmax over the parts' lse values
     w, lse = softmax_and_logsumexp(np.stack(lses), axis=0)  # w 0 for empty parts
     out = np.einsum("p...,p...d->...d", w, np.stack(outs))

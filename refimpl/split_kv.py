@@ -45,18 +45,22 @@ import numbers
 
 import numpy as np
 
-from ._validate import positive_int
+from ._validate import count, positive_int
 from .flash import _forward_fa2, _setup
 from .softmax import _exp_shift, merge_attention_states, online_softmax_merge  # noqa: F401
+
+MAX_SPLITS = 2**20
+"""Largest num_splits accepted (flash-attn caps its own at 128)."""
 
 
 def even_boundaries(Lk: int, num_splits: int, block_k: int) -> tuple[int, ...]:
     """flash-attn's even split: ``num_splits`` chunks of ``ceil(ceil(Lk/block_k)/num_splits)`` key tiles.
 
     Returns the num_splits - 1 inner boundaries (the last chunks may be empty).
+    At most ``MAX_SPLITS`` splits; empty chunks cost nothing (see attention_partials).
     """
     Lk = positive_int(Lk, "Lk", allow_zero=True)
-    num_splits = positive_int(num_splits, "num_splits")
+    num_splits = count(num_splits, "num_splits", minimum=1, maximum=MAX_SPLITS)
     block_k = positive_int(block_k, "block_k")
     per_split = math.ceil(math.ceil(Lk / block_k) / num_splits)
     return tuple(min(s * per_split * block_k, Lk) for s in range(1, num_splits))
@@ -94,22 +98,32 @@ def attention_partials(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     key of the chunk.
     """
     st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
-    parts = []
+    parts, empty = [], None
     for k0, k1 in _chunks(boundaries, num_splits, st.Lk, block_k):
+        if k0 == k1:  # an empty chunk is the merge identity (0, -inf): no work, one shared read-only copy
+            if empty is None:
+                empty = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)[:2]
+                for a in empty:
+                    a.flags.writeable = False
+            parts.append(empty)
+            continue
         out_c, lse_c, _, _ = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)
         parts.append((out_c, lse_c))
     return parts
 
 
 def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits=None, **attention_kwargs):
-    """Attention by split-KV: ``attention_partials`` merged with ``merge_attention_states``.
+    """Attention by split-KV: each chunk's FA2 state (m_c, l_c, out_c), merged as in the module docstring.
 
     Returns (out, lse), equal to ``refimpl.attention`` (up to rounding) for
     any partition of the keys, including chunks some or all rows cannot see.
     """
     st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
+    chunks = _chunks(boundaries, num_splits, st.Lk, block_k)
+    # an empty chunk is the merge identity (m -inf, l 0): skip it, keeping one when all are empty
+    chunks = [c for c in chunks if c[0] < c[1]] or chunks[:1]
     outs, states = [], []
-    for k0, k1 in _chunks(boundaries, num_splits, st.Lk, block_k):
+    for k0, k1 in chunks:
         out_c, _, _, _ = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True, state=states)
         outs.append(out_c)
     merged = functools.reduce(online_softmax_merge, states)  # m = max_c m_c, l = sum_c exp(m_c - m) l_c

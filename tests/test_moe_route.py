@@ -221,7 +221,7 @@ def test_capacity_factor_keyword_replaces_the_factor():
         (dict(k=1, capacity_factor=-1.0), ValueError, "factor"),
         (dict(k=1, capacity_factor=float("inf")), ValueError, "factor"),
         (dict(k=1, capacity_factor=float("nan")), ValueError, "factor"),
-        (dict(k=1, padding_mask=np.ones(3)), ValueError, "padding_mask"),
+        (dict(k=1, padding_mask=np.ones(3)), TypeError, "padding_mask"),
         (dict(k=1, selection_bias=np.zeros(3)), ValueError, "selection_bias"),
         (dict(k=1, renormalize="none"), TypeError, "unknown keyword"),
         (dict(k=1, n_groups=3, topk_groups=1), ValueError, "n_groups"),

@@ -26,27 +26,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
+from .. import _validate as V
 from fractions import Fraction
 
 ROUNDINGS = ("floor", "ceil", "round")
 
 
 def _check_int(x, name: str, *, minimum: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {type(x).__name__}")
-    x = int(x)
-    if x < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {x}")
-    return x
+    return V.count(x, name, minimum=minimum, maximum=None)
 
 
 def _check_factor(factor) -> Fraction:
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
-        raise TypeError(f"factor: expected a real number, got {type(factor).__name__}")
-    if not math.isfinite(float(factor)) or factor < 0:
-        raise ValueError(f"factor: expected a finite number >= 0, got {factor}")
-    return Fraction(factor)
+    # NumPy scalars (np.float32(1.25)) are exact binary fractions too: Fraction of their float value
+    return Fraction(V.real_number(factor, "factor", minimum=0.0))
 
 
 def _round(x: Fraction, rounding: str) -> int:

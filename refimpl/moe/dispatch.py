@@ -25,11 +25,13 @@ import dataclasses
 
 import numpy as np
 
+from .. import _validate as V
 from .._validate import as_float_array
 
 
 def buffer_capacity(routing) -> int:
     """C of the dense layout: routing.capacity, or the largest buffer used when dropless."""
+    routing = V.routing(routing)
     if routing.capacity is not None:
         return routing.capacity
     return int(routing.kept_counts.max(initial=0))
@@ -37,6 +39,7 @@ def buffer_capacity(routing) -> int:
 
 def dispatch_combine_tensors(routing):
     """(dispatch bool (T, E, C), combine float (T, E, C)) from a Routing."""
+    routing = V.routing(routing)
     T, E = routing.num_tokens, routing.num_experts
     C = buffer_capacity(routing)
     dispatch = np.zeros((T, E, C), dtype=bool)
@@ -52,7 +55,8 @@ def dispatch_dense(x, dispatch) -> np.ndarray:
     """expert_inputs (E, C, D) = einsum("tec,td->ecd", dispatch, x); empty slots are 0.
 
     One GEMM: dispatch folded to (T, E*C), transposed, times x (T, D)."""
-    x = as_float_array(x, "x", ndim=2)
+    x = as_float_array(x, "x", ndim=2, shape_doc="(T, D)")
+    dispatch = V.bool_array(dispatch, "dispatch", shape=(x.shape[0], None, None), shape_doc="(T, E, C) with T from x")
     T, E, C = dispatch.shape
     return (dispatch.reshape(T, E * C).T.astype(np.float64) @ x).reshape(E, C, x.shape[1])
 
@@ -60,9 +64,11 @@ def dispatch_dense(x, dispatch) -> np.ndarray:
 def combine_dense(expert_outputs, combine) -> np.ndarray:
     """y (T, D) = einsum("tec,ecd->td", combine, expert_outputs): one GEMM,
     (T, E*C) times (E*C, D)."""
+    combine = as_float_array(combine, "combine", ndim=3, shape_doc="(T, E, C)")
     T, E, C = combine.shape
-    outputs = np.asarray(expert_outputs)
-    return combine.reshape(T, E * C) @ outputs.reshape(E * C, outputs.shape[-1])
+    expert_outputs = as_float_array(expert_outputs, "expert_outputs", shape=(E, C, None),
+                                    shape_doc="(E, C, D) with E, C from combine")
+    return combine.reshape(T, E * C) @ expert_outputs.reshape(E * C, expert_outputs.shape[-1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +90,7 @@ class SortedAssignments:
 
 
 def sort_by_expert(routing) -> SortedAssignments:
+    routing = V.routing(routing)
     t, j = np.nonzero(routing.kept)
     e, pos = routing.indices[t, j], routing.position[t, j]
     order = np.lexsort((pos, e))  # by expert, then slot
@@ -96,11 +103,22 @@ def sort_by_expert(routing) -> SortedAssignments:
 
 def gather_by_expert(x, sa: SortedAssignments) -> np.ndarray:
     """(N, D): row i is x[token[i]]."""
-    return as_float_array(x, "x", ndim=2)[sa.token]
+    V.instance(sa, "sa", SortedAssignments, "SortedAssignments (from sort_by_expert)")
+    x = as_float_array(x, "x", ndim=2, shape_doc="(T, D)")
+    if sa.token.size and sa.token.max() >= x.shape[0]:
+        raise ValueError(f"x: expected at least {sa.token.max() + 1} token rows (sa routes token "
+                         f"{sa.token.max()}), got shape {x.shape}")
+    return x[sa.token]
 
 
 def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
     """y (T, D): y[token[i]] += gate[i] * rows[i]."""
+    V.instance(sa, "sa", SortedAssignments, "SortedAssignments (from sort_by_expert)")
+    N = sa.token.shape[0]
+    rows = as_float_array(rows, "rows", shape=(N, None), shape_doc="(N, D) with N = len(sa.token)")
+    num_tokens = V.count(num_tokens, "num_tokens")
+    if N and sa.token.max() >= num_tokens:
+        raise ValueError(f"num_tokens: expected > {sa.token.max()} (sa routes that token), got {num_tokens}")
     y = np.zeros((num_tokens, rows.shape[1]))
     np.add.at(y, sa.token, sa.gate[:, None] * rows)
     return y

@@ -45,10 +45,15 @@ def route_expert_choice(logits, capacity) -> ExpertChoiceRouting:
 
 
 def expert_choice_forward(x, routing: ExpertChoiceRouting, experts) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+    from .. import _validate as V
+
+    V.instance(routing, "routing", ExpertChoiceRouting, "ExpertChoiceRouting (from route_expert_choice)")
+    T, E = routing.probs.shape
+    x = V.as_float_array(x, "x", shape=(T, None), shape_doc="(T, D) with T from routing")
+    experts = V.experts(experts, "experts", E, x.shape[1])
     y = np.zeros_like(x)
     for e, expert in enumerate(experts):
         idx = routing.token_index[e]
         if idx.size:
             np.add.at(y, idx, routing.gates[e][:, None] * expert(x[idx]))
-    return y
+    return V.finite_result(y, "an output", "x, experts")

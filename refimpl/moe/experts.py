@@ -134,6 +134,13 @@ class SwiGLUExpert:
 def random_experts(num_experts: int, d_model: int, d_hidden: int, *, kind="ffn", act="relu",
                    bias=False, seed=0, scale=None) -> list:
     """Experts with N(0, scale^2) weights (default scale 1/sqrt(fan-in)) from an explicit seed."""
+    from .. import _validate as V
+
+    num_experts = V.count(num_experts, "num_experts", minimum=1, maximum=2**16)
+    d_model, d_hidden = V.count(d_model, "d_model", minimum=1, maximum=2**16), V.count(d_hidden, "d_hidden", minimum=1, maximum=2**16)
+    V.choice(kind, "kind", ("ffn", "swiglu")), V.flag(bias, "bias"), V.count(seed, "seed", maximum=2**64)
+    if scale is not None:
+        scale = V.real_number(scale, "scale", minimum=0.0, maximum=1e150)
     rng = np.random.default_rng(seed)
     s_in = 1 / np.sqrt(d_model) if scale is None else scale
     s_hid = 1 / np.sqrt(d_hidden) if scale is None else scale

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _validate as V
 from .._validate import as_float_array
 from .dispatch import (combine_dense, dispatch_combine_tensors, dispatch_dense, gather_by_expert,
                        scatter_combine, sort_by_expert)
@@ -27,34 +28,35 @@ from .router import route
 
 def router_logits(x, router_weight) -> np.ndarray:
     """z (T, E) = x W_g^T."""
-    x = as_float_array(x, "x", ndim=2)
-    W = as_float_array(router_weight, "router_weight", ndim=2)
-    if W.shape[1] != x.shape[1]:
-        raise ValueError(f"router_weight: expected shape (E, {x.shape[1]}), got {W.shape}")
-    return x @ W.T
+    x = as_float_array(x, "x", ndim=2, shape_doc="(T, D)")
+    W = as_float_array(router_weight, "router_weight", shape=(None, x.shape[1]), shape_doc="(E, D) with D from x",
+                       min_size={0: 1})
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = x @ W.T
+    return V.finite_result(z, "a logit x W_g^T", "x, router_weight")
 
 
 def gate_matrix(routing) -> np.ndarray:
     """G (T, E): G[t, indices[t, j]] = gates[t, j] (0 for unselected and dropped)."""
+    routing = V.routing(routing)
     G = np.zeros((routing.num_tokens, routing.num_experts))
     t, j = np.nonzero(routing.kept)
     G[t, routing.indices[t, j]] = routing.gates[t, j]
     return G
 
 
-def _check_experts(experts, E: int, D: int):
-    if len(experts) != E:
-        raise ValueError(f"experts: expected {E} experts (one per router column), got {len(experts)}")
-    for i, ex in enumerate(experts):
-        if getattr(ex, "d_model", D) != D:
-            raise ValueError(f"experts[{i}]: d_model {ex.d_model} does not match x's {D}")
+def _check_x_routing_experts(x, routing, experts):
+    """x (T, D), a Routing of those T tokens, E experts: the shared checks of the forward forms."""
+    routing = V.routing(routing)
+    x = as_float_array(x, "x", shape=(routing.num_tokens, None), shape_doc="(T, D) with T from routing")
+    return x, routing, V.experts(experts, "experts", routing.num_experts, x.shape[1])
 
 
 def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
     """y (T, D) for a given routing."""
-    x = as_float_array(x, "x", ndim=2)
+    x, routing, experts = _check_x_routing_experts(x, routing, experts)
     T, D = x.shape
-    _check_experts(experts, routing.num_experts, D)
+    V.choice(layout, "layout", ("sparse", "dense_tensors"))
     if layout == "sparse":
         sa = sort_by_expert(routing)
         rows = gather_by_expert(x, sa)
@@ -63,12 +65,14 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
             lo, hi = sa.offsets[e], sa.offsets[e + 1]
             if hi > lo:
                 out[lo:hi] = expert(rows[lo:hi])
+        V.finite_result(out, "an expert output", "x, experts")
         return scatter_combine(out, sa, T)
     if layout == "dense_tensors":
         dispatch, combine = dispatch_combine_tensors(routing)
         inputs = dispatch_dense(x, dispatch)  # (E, C, D)
         outputs = np.stack([experts[e](inputs[e]) if inputs.shape[1] else inputs[e]
                             for e in range(routing.num_experts)])
+        V.finite_result(outputs, "an expert output", "x, experts")
         return combine_dense(outputs, combine)
     raise ValueError(f"layout: expected 'sparse' or 'dense_tensors', got {layout!r}")
 
@@ -77,13 +81,14 @@ def moe_forward(x, router_weight, experts, k, *, layout: str = "sparse", **route
     """(y (T, D), routing): route x W_g^T, then apply the experts. ``route_options``
     are those of :func:`route` (preset, normalize, capacity, drop_order, ...)."""
     z = router_logits(x, router_weight)
+    V.experts(experts, "experts", z.shape[1], np.shape(x)[1])
+    V.choice(layout, "layout", ("sparse", "dense_tensors"))
     routing = route(z, k, **route_options)
     return apply_experts(x, routing, experts, layout=layout), routing
 
 
 def dense_moe_forward(x, routing, experts) -> np.ndarray:
     """y = sum_e G[:, e] * FFN_e(x): every expert on every token, masked by the gates."""
-    x = as_float_array(x, "x", ndim=2)
-    _check_experts(experts, routing.num_experts, x.shape[1])
+    x, routing, experts = _check_x_routing_experts(x, routing, experts)
     G = gate_matrix(routing)
     return sum(G[:, [e]] * experts[e](x) for e in range(routing.num_experts))

@@ -46,15 +46,17 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
+from .. import _validate as V
 from .._validate import as_float_array
-from .losses import CV_EPS, _kth_excluding, _split_groups, routing_fractions, scale_factor
+from .losses import (CV_EPS, _check_cv, _check_load, _check_z_loss, _kth_excluding, _split_groups,
+                     routing_fractions, scale_factor, F_KINDS, P_KINDS, NoisyTopK)
 from .router import route, router_scores
 from ..softmax import logsumexp, softmax
 
 
 def score_jacobian(logits, score: str = "softmax") -> np.ndarray:
     """J (T, E, E), J[t, a, b] = d p_ta / d z_tb."""
-    z = as_float_array(logits, "logits", ndim=2)
+    z = as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
     p = router_scores(z, score)
     if score == "softmax":
         return np.einsum("ta,ab->tab", p, np.eye(z.shape[1])) - p[:, :, None] * p[:, None, :]
@@ -73,8 +75,9 @@ def gate_jacobian(logits, k, **route_options):
 
 def gate_jacobian_of(routing, logits) -> np.ndarray:
     """Jg (T, k, E) for a routing computed from ``logits``."""
+    routing, z = _check_routing_logits(routing, logits)
     opts = routing.options
-    J = score_jacobian(logits, opts.score)  # (T, E, E)
+    J = score_jacobian(z, opts.score)  # (T, E, E)
     Jw = np.take_along_axis(J, routing.indices[:, :, None], axis=1)  # (T, k, E): d w_j / dz
     w = np.take_along_axis(routing.probs, routing.indices, axis=-1)  # raw gates (T, k)
     kept = routing.kept.astype(np.float64)
@@ -88,10 +91,20 @@ def gate_jacobian_of(routing, logits) -> np.ndarray:
     return opts.route_scale * (kept * (D > 0)[:, None])[:, :, None] * Jg
 
 
+def _check_routing_logits(routing, logits):
+    """A Routing and the (T, E) logits it was computed from (shapes must agree)."""
+    routing = V.routing(routing)
+    z = as_float_array(logits, "logits", shape=routing.probs.shape, shape_doc="(T, E) as routing.probs")
+    return routing, z
+
+
 def gate_vjp(routing, logits, dgates) -> np.ndarray:
     """dL/dz (T, E) given dL/dgates (T, k)."""
-    return np.einsum("tj,tje->te", as_float_array(dgates, "dgates", ndim=2),
-                     gate_jacobian_of(routing, logits))
+    routing, z = _check_routing_logits(routing, logits)
+    dg = as_float_array(dgates, "dgates", shape=routing.gates.shape, shape_doc="(T, k) as routing.gates")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.einsum("tj,tje->te", dg, gate_jacobian_of(routing, z))
+    return V.finite_result(out, "a gradient", "dgates")
 
 
 def _expert_outputs_per_choice(x, routing, experts) -> np.ndarray:
@@ -107,8 +120,11 @@ def _expert_outputs_per_choice(x, routing, experts) -> np.ndarray:
 
 def output_logit_jacobian(x, routing, logits, experts) -> np.ndarray:
     """dy/dz (T, D, E) of y_t = sum_j g_tj FFN_{e_tj}(x_t), selection held fixed."""
-    x = as_float_array(x, "x", ndim=2)
+    routing, z = _check_routing_logits(routing, logits)
+    x = as_float_array(x, "x", shape=(routing.num_tokens, None), shape_doc="(T, D) with T from routing")
+    experts = V.experts(experts, "experts", routing.num_experts, x.shape[1])
     F = _expert_outputs_per_choice(x, routing, experts)
+    logits = z
     return np.einsum("tjd,tje->tde", F, gate_jacobian_of(routing, logits))
 
 
@@ -120,13 +136,12 @@ def moe_vjp(x, router_weight, experts, k, dy, **route_options):
     """
     from .forward import router_logits
 
-    x = as_float_array(x, "x", ndim=2)
-    W = as_float_array(router_weight, "router_weight", ndim=2)
-    dy = as_float_array(dy, "dy", ndim=2)
+    x = as_float_array(x, "x", ndim=2, shape_doc="(T, D)")
+    W = as_float_array(router_weight, "router_weight", shape=(None, x.shape[1]), shape_doc="(E, D) with D from x")
+    dy = as_float_array(dy, "dy", shape=x.shape, shape_doc="(T, D) as x")
     z = router_logits(x, W)
+    experts = V.experts(experts, "experts", z.shape[1], x.shape[1])
     routing = route(z, k, **route_options)
-    if dy.shape != x.shape:
-        raise ValueError(f"dy: expected shape {x.shape}, got {dy.shape}")
     F = _expert_outputs_per_choice(x, routing, experts)
     dgates = np.einsum("td,tjd->tj", dy, F)
     dz = gate_vjp(routing, z, dgates)
@@ -146,12 +161,15 @@ def moe_vjp(x, router_weight, experts, k, dy, **route_options):
 def balance_loss_grad(routing, logits, *, alpha=1.0, f="k_hot", scale="E", probs="softmax",
                       groups=1) -> np.ndarray:
     """dL/dz (T, E) of ``balance_loss`` with the fractions f held constant."""
-    z = as_float_array(logits, "logits", ndim=2)
+    routing, z = _check_routing_logits(routing, logits)
+    V.choice(f, "f", F_KINDS), V.choice(probs, "probs", P_KINDS)
+    alpha, groups = V.real_number(alpha, "alpha"), V.count(groups, "groups", minimum=1)
     T, E = z.shape
     J = score_jacobian(z, routing.options.score)
     if probs == "normalized_scores":  # q = p / sum p: dq_a/dp_b = (delta_ab - q_a) / sum p
         p = routing.probs
         s = p.sum(axis=-1, keepdims=True)
+        s = np.where(s > 0, s, np.inf)  # an all-underflowed row counts 0 in the loss: gradient 0
         Jq = (np.eye(E)[None] - (p / s)[:, :, None]) / s[:, :, None]
         J = np.einsum("tac,tcb->tab", Jq, J)
     c = scale_factor(scale, E, routing.k)
@@ -161,20 +179,21 @@ def balance_loss_grad(routing, logits, *, alpha=1.0, f="k_hot", scale="E", probs
         n = max(int(r.token_mask.sum()), 1)
         rows = slice(g * size, (g + 1) * size)
         dP[rows] = (alpha * c / groups / n) * routing_fractions(r, f)[None, :] * r.token_mask[:, None]
-    return np.einsum("ta,tab->tb", dP, J)
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad = np.einsum("ta,tab->tb", dP, J)
+    return V.finite_result(grad, "the gradient", "alpha")
 
 
 def z_loss_grad(logits, *, padding_mask=None) -> np.ndarray:
     """d/dz of mean_t lse(z_t)^2 = (2 / N) lse(z_t) softmax(z_t) on real tokens."""
-    z = as_float_array(logits, "logits", ndim=2)
-    mask = np.ones(z.shape[0], dtype=bool) if padding_mask is None else np.asarray(padding_mask, dtype=bool)
+    z, mask = _check_z_loss(logits, padding_mask)
     n = max(int(mask.sum()), 1)
     return (2.0 / n) * (logsumexp(z, axis=-1) * mask)[:, None] * softmax(z, axis=-1)
 
 
 def cv_squared_grad(x, *, eps: float = CV_EPS) -> np.ndarray:
     """d/dx of var(x) / (mean(x)^2 + eps) (population variance)."""
-    x = as_float_array(x, "x", ndim=1)
+    x, eps = _check_cv(x, eps)
     n, m = x.shape[0], x.mean()
     v = np.mean((x - m) ** 2)
     den = m * m + eps
@@ -183,24 +202,28 @@ def cv_squared_grad(x, *, eps: float = CV_EPS) -> np.ndarray:
 
 def importance_loss_grad(noisy: "NoisyTopK", *, w_importance=1.0) -> np.ndarray:  # noqa: F821
     """d/dclean of w CV(sum_t G_t)^2, G = softmax(KeepTopK(H)), H = clean + noise * std."""
-    G = noisy.gates
-    dG = w_importance * cv_squared_grad(G.sum(axis=0))[None, :]  # dL/dG_te, same for every t
-    inner = (G * dG).sum(axis=-1, keepdims=True)
-    return G * (dG - inner)  # softmax restricted to the top-k (G = 0 elsewhere)
+    G = V.instance(noisy, "noisy", NoisyTopK, "NoisyTopK (from noisy_top_k_gating)").gates
+    dG = V.real_number(w_importance, "w_importance") * cv_squared_grad(G.sum(axis=0))[None, :]  # dL/dG_te, same for every t
+    with np.errstate(over="ignore", invalid="ignore"):
+        inner = (G * dG).sum(axis=-1, keepdims=True)
+        grad = G * (dG - inner)  # softmax restricted to the top-k (G = 0 elsewhere)
+    return V.finite_result(grad, "the gradient", "w_importance")
 
 
 def load_loss_grad(clean_logits, noisy_logits, noise_stddev, k: int, *, w_load=1.0) -> np.ndarray:
     """d/dclean of w CV(Load)^2, Load_i = sum_t Phi((clean_ti - thr_ti) / std_ti), where the
     threshold thr_ti is the noisy logit H_tj = clean_tj + noise_tj std_tj of another expert j."""
-    clean = as_float_array(clean_logits, "clean_logits", ndim=2)
-    H = as_float_array(noisy_logits, "noisy_logits", ndim=2)
-    std = as_float_array(noise_stddev, "noise_stddev", ndim=2)
+    clean, H, std, k = _check_load(clean_logits, noisy_logits, noise_stddev, k)
+    w_load = V.real_number(w_load, "w_load")
     thr, j = _kth_excluding(H, k)
-    u = (clean - thr) / std
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = V.finite_result((clean - thr) / std, "(clean - threshold) / noise_stddev",
+                            "clean_logits, noisy_logits, noise_stddev")
     load = ndtr(u).sum(axis=0)
     dload = w_load * cv_squared_grad(load)  # (E,)
-    a = dload[None, :] * np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) / std  # dL/du_ti / std_ti
-    grad = a.copy()  # through clean_ti
-    T = clean.shape[0]
-    np.add.at(grad, (np.repeat(np.arange(T), clean.shape[1]), j.ravel()), -a.ravel())  # through thr_ti
-    return grad
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = dload[None, :] * np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) / std  # dL/du_ti / std_ti
+        grad = a.copy()  # through clean_ti
+        T = clean.shape[0]
+        np.add.at(grad, (np.repeat(np.arange(T), clean.shape[1]), j.ravel()), -a.ravel())  # through thr_ti
+    return V.finite_result(grad, "the gradient", "w_load, noise_stddev")

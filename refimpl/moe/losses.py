@@ -44,13 +44,13 @@ logsumexp(z_t)^2.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Optional, Sequence
 
 import numpy as np
 from scipy.special import ndtr
 
 from ..softmax import logsumexp, softmax
+from .. import _validate as V
 from .._validate import as_float_array
 
 F_KINDS = ("k_hot", "top1")
@@ -60,13 +60,14 @@ CV_EPS = 1e-10
 
 
 def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
-        raise ValueError(f"alpha: expected a finite number, got {alpha!r}")
-    return float(alpha)
+    return V.real_number(alpha, "alpha")
 
 
 def scale_factor(scale: str, num_experts: int, k: int) -> float:
     """The constant c of ``alpha * c * sum_e f_e P_e``."""
+    V.choice(scale, "scale", SCALES)
+    num_experts = V.count(num_experts, "num_experts", minimum=1)
+    k = V.count(k, "k", minimum=1)
     if scale == "E":
         return float(num_experts)
     if scale == "E/k":
@@ -84,17 +85,18 @@ def product_balance_loss(f, P, *, alpha=1.0, scale="E", k=1) -> float:
     Seed 000 Example 3: f = [100, 80, 50, 26] / 256, P = [0.35, 0.30, 0.22, 0.13],
     alpha = 0.01, scale "E": 0.01147.
     """
-    f = as_float_array(f, "f", ndim=1)
-    P = as_float_array(P, "P", ndim=1)
-    if f.shape != P.shape:
-        raise ValueError(f"f and P: expected the same shape (E,), got {f.shape} and {P.shape}")
-    return _check_alpha(alpha) * scale_factor(scale, f.shape[0], k) * float(np.dot(f, P))
+    f = as_float_array(f, "f", ndim=1, shape_doc="(E,)", min_size={0: 1})
+    P = as_float_array(P, "P", shape=f.shape, shape_doc="(E,), the same shape as f")
+    alpha, c = _check_alpha(alpha), scale_factor(scale, f.shape[0], k)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = alpha * c * float(np.dot(f, P))
+    return V.finite_result(value, "the loss", "f, P, alpha")
 
 
 def routing_fractions(routing, f: str = "k_hot") -> np.ndarray:
     """f (E,): fraction of real tokens assigned to each expert before dropping."""
-    if f not in F_KINDS:
-        raise ValueError(f"f: expected one of {F_KINDS}, got {f!r}")
+    routing = V.routing(routing)
+    V.choice(f, "f", F_KINDS)
     cols = routing.indices if f == "k_hot" else routing.indices[:, :1]
     real = routing.token_mask
     n = max(int(real.sum()), 1)
@@ -103,11 +105,14 @@ def routing_fractions(routing, f: str = "k_hot") -> np.ndarray:
 
 def mean_probabilities(routing, probs: str = "softmax") -> np.ndarray:
     """P (E,): mean router probability over real tokens."""
-    if probs not in P_KINDS:
-        raise ValueError(f"probs: expected one of {P_KINDS}, got {probs!r}")
+    routing = V.routing(routing)
+    V.choice(probs, "probs", P_KINDS)
     p = routing.probs
     if probs == "normalized_scores":
-        p = p / p.sum(axis=-1, keepdims=True)
+        # a row whose sigmoid scores all underflowed has no distribution: it counts 0 (as the
+        # router's gates do with a zero denominator), never NaN
+        s = p.sum(axis=-1, keepdims=True)
+        p = np.where(s > 0, p / np.where(s > 0, s, 1.0), 0.0)
     real = routing.token_mask
     return p[real].sum(axis=0) / max(int(real.sum()), 1)
 
@@ -136,8 +141,7 @@ class BalanceLoss:
 
 
 def _split_groups(routing, groups: int):
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups: expected a positive int, got {groups!r}")
+    groups = V.count(groups, "groups", minimum=1)
     T = routing.num_tokens
     if T % groups:
         raise ValueError(f"groups: must divide the number of tokens T={T}, got {groups}")
@@ -152,13 +156,17 @@ def _split_groups(routing, groups: int):
 
 def balance_loss(routing, *, alpha=1.0, f="k_hot", scale="E", probs="softmax", groups=1) -> float:
     """alpha * c * sum_e f_e P_e from a Routing (module docstring), mean over ``groups``."""
+    routing = V.routing(routing)
     alpha = _check_alpha(alpha)
     c = scale_factor(scale, routing.num_experts, routing.k)
+    V.choice(f, "f", F_KINDS), V.choice(probs, "probs", P_KINDS)
     per_group = [
         alpha * c * float(np.dot(routing_fractions(r, f), mean_probabilities(r, probs)))
         for r in _split_groups(routing, groups)
     ]
-    return float(np.mean(per_group))
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(np.mean(per_group))
+    return V.finite_result(value, "the loss", "alpha")
 
 
 def balance_loss_layers(routings: Sequence, *, alpha=1.0, f="k_hot", scale="E",
@@ -173,9 +181,16 @@ def balance_loss_layers(routings: Sequence, *, alpha=1.0, f="k_hot", scale="E",
     mean of per-layer losses in general; both equal the uniform value when every
     layer is uniform.
     """
-    routings = list(routings)
+    if isinstance(routings, (str, bytes)) or not hasattr(routings, "__iter__"):
+        raise TypeError(f"routings: expected a sequence of Routing, got {type(routings).__name__}")
+    routings = [V.routing(r, f"routings[{i}]") for i, r in enumerate(routings)]
     if not routings:
         raise ValueError("routings: expected at least one Routing")
+    V.choice(pool, "pool", ("concat", "mean", "sum"))
+    shape = (routings[0].num_experts, routings[0].k)
+    for i, r in enumerate(routings):
+        if (r.num_experts, r.k) != shape:
+            raise ValueError(f"routings[{i}]: expected (E, k) = {shape} as routings[0], got {(r.num_experts, r.k)}")
     if pool == "concat":
         cat = dataclasses.replace(
             routings[0],
@@ -204,17 +219,31 @@ def cv_squared(x, *, eps: float = CV_EPS) -> float:
     variance instead; this spec pins the population variance of tensor2tensor's
     ``cv_squared`` and CONVENTIONS.md.)
     """
-    x = as_float_array(x, "x", ndim=1)
-    if x.shape[0] == 0:
-        raise ValueError("x: expected at least one entry")
+    x, eps = _check_cv(x, eps)
     m = x.mean()
     return float(np.mean((x - m) ** 2) / (m * m + eps))
+
+
+def _check_cv(x, eps, name="x"):
+    """x (n,), n >= 1, scaled into float64 range for the squares: CV^2 is scale invariant
+    (up to eps, which is scaled alike)."""
+    x = as_float_array(x, name, ndim=1, shape_doc="(n,)", min_size={0: 1})
+    eps = V.real_number(eps, "eps", minimum=0.0)
+    a = float(np.abs(x).max())
+    if a > 1e150 or 0 < a < 1e-150:  # x^2 or eps would leave float64 range or lose eps
+        raise ValueError(f"{name}: expected max |x| in [1e-150, 1e150] (or 0) so that x^2 and eps stay "
+                         f"in float64 range, got {a:g}")
+    if a == 0 and eps == 0:
+        raise ValueError("x, eps: CV^2 of all-zero x is 0 / 0 with eps = 0; pass eps > 0")
+    return x, eps
 
 
 def cv_squared_loss(routing, *, alpha=1.0, of="loads") -> float:
     """alpha * CV^2 of the expert loads (fractions f, k-hot, pre-drop) or importance
     (sum over real tokens of the probabilities). The seeds' alpha * CV(f)^2."""
+    routing = V.routing(routing)
     alpha = _check_alpha(alpha)
+    V.choice(of, "of", ("loads", "importance"))
     if of == "loads":
         return alpha * cv_squared(routing_fractions(routing, "k_hot"))
     if of == "importance":
@@ -226,12 +255,19 @@ def z_loss(logits, *, padding_mask=None) -> float:
     """Router z-loss: mean over real tokens of logsumexp(z_t)^2 (ST-MoE eq. 5;
     Mesh TF ``_switch_gating``, flaxformer ``_router_z_loss``, Megablocks
     ``batched_router_zloss``)."""
-    z = as_float_array(logits, "logits", ndim=2)
-    mask = np.ones(z.shape[0], dtype=bool) if padding_mask is None else np.asarray(padding_mask, dtype=bool)
-    if mask.shape != (z.shape[0],):
-        raise ValueError(f"padding_mask: expected shape ({z.shape[0]},), got {mask.shape}")
+    z, mask = _check_z_loss(logits, padding_mask)
     lse = logsumexp(z, axis=-1)
-    return float(np.sum(np.where(mask, lse**2, 0.0)) / max(int(mask.sum()), 1))
+    with np.errstate(over="ignore"):
+        value = float(np.sum(np.where(mask, lse**2, 0.0)) / max(int(mask.sum()), 1))
+    return V.finite_result(value, "the z-loss", "logits")
+
+
+def _check_z_loss(logits, padding_mask):
+    """logits (T, E), E >= 1, and the (T,) bool padding mask (shared by z_loss and z_loss_grad)."""
+    z = as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
+    if padding_mask is None:
+        return z, np.ones(z.shape[0], dtype=bool)
+    return z, V.bool_array(padding_mask, "padding_mask", shape=(z.shape[0],), shape_doc="(T,) with T from logits")
 
 
 # ---------------------------------------------------------------------------
@@ -255,18 +291,14 @@ def noisy_top_k_gating(clean_logits, noise_stddev, noise, k: int) -> NoisyTopK:
     KeepTopK sets all but the k largest entries to -inf (ties to the lower index),
     so G is 0 outside the top-k and a softmax over the top-k noisy logits inside.
     """
-    clean = as_float_array(clean_logits, "clean_logits", ndim=2)
-    std = as_float_array(noise_stddev, "noise_stddev", ndim=2)
-    eps = as_float_array(noise, "noise", ndim=2)
-    if not clean.shape == std.shape == eps.shape:
-        raise ValueError(f"clean_logits, noise_stddev, noise: expected one shape, got "
-                         f"{clean.shape}, {std.shape}, {eps.shape}")
-    if (std <= 0).any():
-        raise ValueError("noise_stddev: expected positive entries (softplus output)")
+    clean, std = _check_clean_std(clean_logits, noise_stddev)
+    eps = as_float_array(noise, "noise", shape=clean.shape, shape_doc="(T, E) as clean_logits")
     from .router import _check_k, top_k  # local: router imports nothing from here
 
     k = _check_k(k, clean.shape[1])
-    H = clean + eps * std
+    with np.errstate(over="ignore", invalid="ignore"):
+        H = V.finite_result(clean + eps * std, "a noisy logit clean + noise * noise_stddev",
+                            "clean_logits, noise, noise_stddev")
     idx = top_k(H, k)
     keep = np.full(H.shape, -np.inf)
     np.put_along_axis(keep, idx, np.take_along_axis(H, idx, axis=-1), axis=-1)
@@ -275,8 +307,10 @@ def noisy_top_k_gating(clean_logits, noise_stddev, noise, k: int) -> NoisyTopK:
 
 def importance_loss(gates, *, w_importance=1.0) -> float:
     """w * CV(Importance)^2, Importance_e = sum_x G(x)_e (Shazeer 2017 eq. 6-7)."""
-    G = as_float_array(gates, "gates", ndim=2)
-    return float(w_importance) * cv_squared(G.sum(axis=0))
+    G = as_float_array(gates, "gates", ndim=2, shape_doc="(T, E)", min_size={1: 1})
+    w = V.real_number(w_importance, "w_importance")
+    _check_cv(G.sum(axis=0), CV_EPS, "gates")
+    return w * cv_squared(G.sum(axis=0))
 
 
 def load_probabilities(clean_logits, noisy_logits, noise_stddev, k: int) -> np.ndarray:
@@ -285,11 +319,31 @@ def load_probabilities(clean_logits, noisy_logits, noise_stddev, k: int) -> np.n
     its own noise is redrawn. kth_excluding(H, k, i) is the k-th largest noisy
     logit among the other experts: the (k+1)-th largest of H if i is in the
     top-k, the k-th largest otherwise (tensor2tensor ``_prob_in_top_k``)."""
-    clean = as_float_array(clean_logits, "clean_logits", ndim=2)
-    H = as_float_array(noisy_logits, "noisy_logits", ndim=2)
-    std = as_float_array(noise_stddev, "noise_stddev", ndim=2)
+    clean, H, std, k = _check_load(clean_logits, noisy_logits, noise_stddev, k)
     threshold, _ = _kth_excluding(H, k)
-    return ndtr((clean - threshold) / std)
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = V.finite_result((clean - threshold) / std, "(clean - threshold) / noise_stddev",
+                            "clean_logits, noisy_logits, noise_stddev")
+    return ndtr(u)
+
+
+def _check_clean_std(clean_logits, noise_stddev):
+    clean = as_float_array(clean_logits, "clean_logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
+    std = as_float_array(noise_stddev, "noise_stddev", shape=clean.shape, shape_doc="(T, E) as clean_logits")
+    if (std <= 0).any():
+        raise ValueError("noise_stddev: expected positive entries (softplus output)")
+    return clean, std
+
+
+def _check_load(clean_logits, noisy_logits, noise_stddev, k):
+    """The shared arguments of load_probabilities, load_loss and load_loss_grad."""
+    clean, std = _check_clean_std(clean_logits, noise_stddev)
+    H = as_float_array(noisy_logits, "noisy_logits", shape=clean.shape, shape_doc="(T, E) as clean_logits")
+    E = clean.shape[1]
+    k = V.count(k, "k", minimum=1, maximum=max(E - 1, 1), what=f"the load loss needs 1 <= k < E={E}")
+    if k >= E:
+        raise ValueError(f"k: the load loss needs 1 <= k < E={E}, got {k}")
+    return clean, H, std, k
 
 
 def _kth_excluding(H: np.ndarray, k: int):
@@ -309,4 +363,4 @@ def _kth_excluding(H: np.ndarray, k: int):
 def load_loss(clean_logits, noisy_logits, noise_stddev, k: int, *, w_load=1.0) -> float:
     """w * CV(Load)^2, Load_i = sum_x P(x, i) (Shazeer 2017 eq. 8-11)."""
     P = load_probabilities(clean_logits, noisy_logits, noise_stddev, k)
-    return float(w_load) * cv_squared(P.sum(axis=0))
+    return V.real_number(w_load, "w_load") * cv_squared(P.sum(axis=0))

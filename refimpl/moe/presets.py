@@ -26,10 +26,19 @@ from typing import Callable, Optional
 import numpy as np
 
 from .losses import BalanceLoss
+from .. import _validate as V
 from .router import RouteOptions
 
 # ---------------------------------------------------------------------------
 # capacity expressions, written as each library writes them (floating point)
+
+RULES = ("mesh_tf", "flaxformer", "lingvo", "deepspeed_top1", "deepspeed_top2", "deepspeed_topk", "fairseq",
+         "megablocks", "tutel")
+
+
+def _int(x):
+    """int(x) truncating like the libraries' int(); inf stays inf (reported by the caller)."""
+    return int(x) if math.isfinite(x) else math.inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,19 +57,37 @@ class LibraryCapacity:
     def with_factor(self, factor) -> "LibraryCapacity":
         if self.rule == "fairseq":
             raise ValueError("capacity_factor: fairseq's training capacity 2 * ceil(S / E) has no factor")
-        return dataclasses.replace(self, factor=factor)
+        return dataclasses.replace(self, factor=V.real_number(factor, "capacity_factor", minimum=0.0))
+
+    def __post_init__(self):
+        V.choice(self.rule, "rule", RULES)
+        V.real_number(self.factor, "factor", minimum=0.0)
+        V.count(self.min_capacity, "min_capacity")
+        V.count(self.alignment, "alignment", minimum=1)
 
     def __call__(self, S: int, E: int, k: int) -> Optional[int]:
+        S, E, k = V.count(S, "S"), V.count(E, "E", minimum=1), V.count(k, "k", minimum=1)
+        with np.errstate(over="ignore"):
+            c = self._capacity(S, E, k)
+        if isinstance(c, float) and not math.isfinite(c):  # ints are exact (and may exceed float range)
+            raise ValueError(f"capacity_factor: {self.factor!r} gives a capacity beyond float range in the "
+                             f"{self.rule!r} expression (S={S}, E={E}, k={k})")
+        return None if c is None else int(c)
+
+    def _capacity(self, S: int, E: int, k: int):
+        """The expression, in the library's floating-point order (may be inf for a huge factor)."""
         cf = self.factor
         if self.rule == "mesh_tf":
             # transformer_moe_layer_v1: min(S, int((S * cf) / E)), then max(., min_expert_capacity)
-            return max(min(S, int((S * cf) / E)), self.min_capacity)
+            return max(min(S, _int((S * cf) / E)), self.min_capacity)
         if self.rule == "flaxformer":
             # moe_layers.MoeLayer: int(round(cf * S / E)), then max(., min_expert_capacity)
-            return max(int(round(cf * S / E)), self.min_capacity)
+            return max(_int(round(cf * S / E)) if math.isfinite(cf * S / E) else math.inf, self.min_capacity)
         if self.rule == "lingvo":
             # Top2GatingOnLogits with expert_capacity_dim=0: int((S * cf) / E), 0 -> 4, up to a multiple of 4
-            c = int((S * cf) / E)
+            c = _int((S * cf) / E)
+            if isinstance(c, float):  # inf
+                return c
             if c == 0:
                 c = 4
             while c % 4:
@@ -69,20 +96,22 @@ class LibraryCapacity:
         if self.rule.startswith("deepspeed"):
             # _capacity: ceil((S / E) * torch.tensor(cf * m)), float32; m = 1 (top1), 2 (top2), k (topk)
             m = {"deepspeed_top1": 1, "deepspeed_top2": 2, "deepspeed_topk": k}[self.rule]
-            c = int(np.ceil(np.float32(S / E) * np.float32(cf * m)))
-            return max(c, self.min_capacity)
+            c = np.ceil(np.float32(S / E) * np.float32(cf * m))
+            return max(_int(c), self.min_capacity)
         if self.rule == "fairseq":
             # top2gating (training): 2 * math.ceil(num_tokens / num_experts)
             return 2 * math.ceil(S / E)
         if self.rule == "megablocks":
             # ParallelMLP.expert_capacity: int(cf * (k * T / E)); 0 means dropless
-            c = int(cf * (k * S / E))
+            c = _int(cf * (k * S / E))
             return None if c == 0 else c
         if self.rule == "tutel":
             # extract_critical: k * int(cf * ceil(S / E)), rounded up to `alignment`; cf = 0: dropless
             if cf == 0:
                 return None
-            c = k * int(cf * ((S + E - 1) // E))
+            c = k * _int(cf * ((S + E - 1) // E))
+            if isinstance(c, float):  # inf
+                return c
             if c % self.alignment:
                 c += self.alignment - c % self.alignment
             return c

@@ -86,6 +86,7 @@ import numpy as np
 from scipy.special import expit
 
 from ..softmax import _softmax_lse
+from .. import _validate as V
 from .._validate import as_float_array
 from .capacity import CapacityRule
 
@@ -180,16 +181,10 @@ class RouteOptions:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
         c = self.capacity
         if c is not None and not callable(c):
-            if isinstance(c, bool) or not isinstance(c, numbers.Integral):
-                raise TypeError(f"capacity: expected None, an int or a callable rule, got {type(c).__name__}")
-            if c < 0:
-                raise ValueError(f"capacity: expected an int >= 0, got {c}")
-        if isinstance(self.route_scale, bool) or not isinstance(self.route_scale, numbers.Real) \
-                or not np.isfinite(self.route_scale) or self.route_scale <= 0:
-            raise ValueError(f"route_scale: expected a finite positive number, got {self.route_scale!r}")
-        if isinstance(self.normalize_eps, bool) or not isinstance(self.normalize_eps, numbers.Real) \
-                or not np.isfinite(self.normalize_eps) or self.normalize_eps < 0:
-            raise ValueError(f"normalize_eps: expected a finite number >= 0, got {self.normalize_eps!r}")
+            V.count(c, "capacity", maximum=None, what="or None, or a callable rule")
+        V.real_number(self.route_scale, "route_scale", minimum=0.0, min_open=True)
+        V.real_number(self.normalize_eps, "normalize_eps", minimum=0.0)
+        V.flag(self.normalize_top1, "normalize_top1")
         if (self.n_groups is None) != (self.topk_groups is None):
             raise ValueError("n_groups and topk_groups: give both or neither")
         if self.n_groups is not None:
@@ -208,7 +203,7 @@ class RouteOptions:
 def router_scores(logits, score: str = "softmax") -> np.ndarray:
     """p (T, E), float64 on both paths: softmax over experts (refimpl.softmax) or
     elementwise sigmoid (logits of any real dtype are converted to float64 first)."""
-    return _router_scores(as_float_array(logits, "logits"), score)
+    return _router_scores(_check_logits(logits), V.choice(score, "score", SCORES))
 
 
 def _router_scores(z: np.ndarray, score: str) -> np.ndarray:
@@ -228,6 +223,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     (a partition); the chosen columns are those with s > v and the lowest-index
     ones with s == v; then these k are sorted by (-s, index).
     """
+    scores = as_float_array(scores, "scores", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
+    k = _check_k(k, scores.shape[1])
     T, E = scores.shape
     if k == E or T == 0:
         return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
@@ -309,7 +306,7 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
     T, k = indices.shape
     kept = np.zeros((T, k), dtype=bool)
     position = np.full((T, k), -1, dtype=np.int64)
-    C = np.inf if capacity is None else capacity
+    C = np.inf if capacity is None else min(capacity, T * k)  # beyond T*k nothing drops (and int64 holds it)
 
     if drop_order in POSITION_ORDERS:
         t, j = assignment_order(indices, token_mask, drop_order, probs)
@@ -398,28 +395,20 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
 
 
 def _check_logits(logits) -> np.ndarray:
-    z = as_float_array(logits, "logits", ndim=2)
-    if z.shape[1] < 1:
-        raise ValueError(f"logits: expected shape (T, E) with E >= 1, got {z.shape}")
-    return z
+    return as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
 
 
 def _check_k(k, E: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k: expected an int, got {type(k).__name__}")
+    k = V.count(k, "k", minimum=-(2**63), maximum=None)
     if not 1 <= k <= E:
         raise ValueError(f"k: expected 1 <= k <= E={E}, got {k}")
-    return int(k)
+    return k
 
 
 def _check_padding_mask(padding_mask, T: int) -> np.ndarray:
     if padding_mask is None:
         return np.ones(T, dtype=bool)
-    m = np.asarray(padding_mask)
-    if m.dtype != np.bool_ or m.shape != (T,):
-        raise ValueError(f"padding_mask: expected a bool array of shape ({T},) (True = real token), "
-                         f"got dtype {m.dtype} shape {m.shape}")
-    return m.copy()
+    return V.bool_array(padding_mask, "padding_mask", shape=(T,), shape_doc="(T,) with T from logits (True = real token)").copy()
 
 
 def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOptions:
@@ -440,6 +429,7 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
         base = _get_preset(preset).options
     opts = dataclasses.replace(base, **conventions)
     if capacity_factor is not None:
+        capacity_factor = V.real_number(capacity_factor, "capacity_factor", minimum=0.0)
         rule = opts.capacity
         if rule is None or not callable(rule):
             rule = CapacityRule()
