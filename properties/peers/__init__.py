@@ -26,9 +26,9 @@ import importlib
 from ._common import Unavailable
 
 FACTORIES = {
-    "torch_sdpa": "torch_sdpa",
-    "torch_flex": "torch_flex",
-    "jax_attention": "jax_attention",
+    "torch_sdpa": "sdpa",
+    "torch_flex": "flex",
+    "jax_attention": "jax_dpa",
     "hf_mixtral": "hf_moe",
     "hf_qwen2_moe": "hf_moe",
     "deepspeed_topk": "deepspeed_gating",
@@ -48,7 +48,8 @@ def _factory(name: str):
     return make
 
 
-for _name in FACTORIES:
+for _name in FACTORIES:  # module names differ from factory names: importing one never shadows a factory
+    assert _name not in {FACTORIES[n] for n in FACTORIES}, _name
     globals()[_name] = _factory(_name)
 
 

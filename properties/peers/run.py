@@ -73,13 +73,14 @@ def accepts(impl, case) -> bool:
     return not any(v in declines.get(k, ()) for k, v in option_values(opts).items())
 
 
-def run_pair(prop, impl, profile="ci", xfail=None):
+def run_pair(prop, impl, profile="ci", xfail=None, max_examples=None):
     """(status, detail, examples) for one property against one adapter."""
+    cfg = dict(PROFILES[profile], **({} if max_examples is None else {"max_examples": max_examples}))
     if not supports(impl, prop):
         return "unsupported", f"needs {sorted(prop.requires - frozenset(impl.capabilities))}", 0
     count = [0]
 
-    @settings(deadline=None, database=None, **PROFILES[profile],
+    @settings(deadline=None, database=None, **cfg,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
     @given(case=strategy_for(prop, impl).filter(lambda c: accepts(impl, c)))
     def _run(case):
