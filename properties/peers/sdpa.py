@@ -32,13 +32,12 @@ from ._common import make, require, version
 
 PRESET = "refimpl.conventions.TORCH_SDPA"
 CAPABILITIES = frozenset({"causal", "top_left", "mask_array", "bias", "gqa", "lq_ne_lk", "dv_ne_d", "scale", "backward"})
-_UNSUPPORTED = ("window", "softcap", "dropout_mask", "dropout_p")
 
 
 def _call(torch, q, k, v, *, mask=None, causal=False, align="bottom_right", scale=None, bias=None, **rest):
     from torch.nn.attention.bias import causal_lower_right
 
-    bad = [key for key in rest if key in _UNSUPPORTED or rest[key] is not None]
+    bad = sorted(key for key, val in rest.items() if val is not None and not (key == "dropout_p" and val == 0))
     if bad:
         raise Unsupported(f"torch SDPA adapter: {bad} not supported")
     if mask is not None and not isinstance(mask, np.ndarray):
