@@ -41,14 +41,14 @@ def xfails() -> dict:
 
 def peers(only=None):
     """[(factory name, adapter)] of the available peers, and {factory name: reason} of the others."""
-    from . import __dict__ as ns
+    import properties.peers as pkg
 
     got, missing = [], {}
     for name in FACTORIES:
         if only and name not in only:
             continue
         try:
-            out = ns[name]()
+            out = getattr(pkg, name)()
         except Unavailable as e:
             missing[name] = str(e)
             continue
