@@ -11,15 +11,20 @@ Facts were read from the named files (versions in the docstrings).
 preset             causal / window  native window -> (left, right)  fully masked row out  lse of that row
 =================  ==============  ===========================  =====================  ===============
 SPEC               bottom_right    (left, right), None unbounded    0                     -inf
-FLASH_ATTN2        bottom_right    (l, r), -1 unbounded             0                     +inf
+FLASH_ATTN2        bottom_right    (l, r) as the kernel sees it (*) 0                     +inf
 FLASH_ATTN3        bottom_right    (l, r), -1 unbounded             0                     -inf
 TORCH_SDPA         top_left        no window parameter              0                     (not returned)
 FLEX_ATTENTION     top_left        W -> (W, 0), causal implied      0                     -inf
 XFORMERS           top_left        W -> (W - 1, 0), causal implied  NaN (reference)       (not returned)
 XFORMERS_BR        bottom_right    (l, r)                           NaN (reference)       (not returned)
 JAX                top_left        w -> (w, w); (l, r)              mean of all values    mask_value + log Lk
-HF_MISTRAL         bottom_right    W -> (W - 1, 0), causal implied  mean of all values    (not returned)
+HF_MISTRAL         bottom_right    W -> (W - 1, 0), causal implied  mean of all values(**) (not returned)
 =================  ==============  ===========================  =====================  ===============
+
+(*) flash-attn 2's host code rewrites the window before the kernel sees it (a side >= Lk
+becomes -1, then a lone -1 side becomes Lk): with Lq >= Lk + 2 a "-1" right side still
+hides keys. (**) NaN for float64 inputs (HF's eager softmax runs in float32, where
+finfo(float64).min is -inf).
 
 All use scale 1/sqrt(D) by default and map query head h to kv head h // (Hq/Hkv).
 """
@@ -51,33 +56,62 @@ def _pair(native, what):
     return native
 
 
-def _flash_window(native):
+def _flash_window(native, Lq=None, Lk=None):
+    """FA3 (hopper/flash_api.cpp): -1 becomes Lk - 1 (left) / Lq - 1 (right), i.e. unbounded."""
     left, right = _pair(native, "window_size")
     return (None if _int(left, "window_size[0]") < 0 else int(left), None if _int(right, "window_size[1]") < 0 else int(right)), False
 
 
-def _keys_including_self(native):
+def _flash2_window(native, Lq, Lk):
+    """What FA2's kernel masks, after its host code rewrites the window.
+
+    csrc/flash_attn/flash_api.cpp (v2.8.3 and main), mha_fwd then set_params_fprop:
+
+        if (left  >= seqlen_k) left  = -1;     if (right >= seqlen_k) right = -1;
+        if (left < 0 && right >= 0) left  = seqlen_k;
+        if (left >= 0 && right < 0) right = seqlen_k;
+
+    and csrc/flash_attn/src/mask.h keeps key j of row i iff
+    i + Lk - Lq - left <= j <= i + Lk - Lq + right (both -1: no window at all).
+    A left side of Lk bounds nothing (j >= i - Lq); a right side of Lk means
+    j <= i + 2 Lk - Lq, which hides keys of rows i < Lq - Lk - 1: with Lq >= Lk + 2,
+    (2, -1) is not "unbounded on the right" (Lq = 10, Lk = 3: rows 0-3 see nothing).
+    """
+    if Lq is None or Lk is None:
+        raise ValueError("Lq, Lk: flash_attn2's host code rewrites the window by the problem's lengths; pass both")
+    native = _pair(native, "window_size")
+    left, right = _int(native[0], "window_size[0]"), _int(native[1], "window_size[1]")
+    if left >= Lk:
+        left = -1
+    if right >= Lk:
+        right = -1
+    if left < 0 and right < 0:
+        return None, False
+    return (Lk if left < 0 else left, Lk if right < 0 else right), False
+
+
+def _keys_including_self(native, Lq=None, Lk=None):
     W = _int(native, "window")
     if W < 1:
         raise ValueError(f"window (W keys including self): expected W >= 1, got {W}")
     return (W - 1, 0), True
 
 
-def _flex_window(native):
+def _flex_window(native, Lq=None, Lk=None):
     W = _int(native, "window_size")
     if W < 0:
         raise ValueError(f"window (window_size): expected >= 0, got {W}")
     return (W, 0), True
 
 
-def _xformers_br_window(native):
+def _xformers_br_window(native, Lq=None, Lk=None):
     left, right = (_int(x, "window_left, window_right") for x in _pair(native, "window_left, window_right"))
     if left < 0 or right < 0:
         raise ValueError(f"window (window_left, window_right): expected non-negative (left, right), got {native}")
     return (left, right), False
 
 
-def _jax_window(native):
+def _jax_window(native, Lq=None, Lk=None):
     if isinstance(native, (tuple, list)):
         left, right = (_int(x, "local_window_size") for x in _pair(native, "local_window_size"))
     else:
@@ -87,13 +121,14 @@ def _jax_window(native):
     return (left, right), False
 
 
-def _no_window(native):
+def _no_window(native, Lq=None, Lk=None):
     raise ValueError("window: this library has no window parameter: pass an explicit boolean mask")
 
 
 _WINDOW_RULES = {
-    "spec": lambda native: (check_window(native), False),
+    "spec": lambda native, Lq=None, Lk=None: (check_window(native), False),
     "flash": _flash_window,
+    "flash2": _flash2_window,
     "keys_including_self": _keys_including_self,
     "flex": _flex_window,
     "xformers_br": _xformers_br_window,
@@ -115,6 +150,7 @@ class AttentionConvention:
     masked_lse:    the lse such a row reports (+inf, -inf, "finite" for
                    mask_value + log Lk), or None when the library returns no lse.
     source:        where the behaviour was read.
+    fully_masked_float64: what such a row gives for float64 inputs, when that differs.
     """
 
     name: str
@@ -124,11 +160,14 @@ class AttentionConvention:
     masked_lse: object
     source: str
     alibi_causal_lse_shift: bool = False
+    fully_masked_float64: str | None = None
 
-    def window(self, window) -> tuple[tuple, bool]:
-        """(left, right) in the spec's sense and whether the library's window implies causal;
-        ``window`` in the library's own form (see the module table)."""
-        return _WINDOW_RULES[self.window_rule](window)
+    def window(self, window, Lq=None, Lk=None) -> tuple[tuple | None, bool]:
+        """(left, right) in the spec's sense (None: no window) and whether the library's
+        window implies causal; ``window`` in the library's own form (see the module
+        table). ``Lq``, ``Lk`` are needed where the library rewrites the window by
+        the problem's lengths (flash_attn2)."""
+        return _WINDOW_RULES[self.window_rule](window, Lq, Lk)
 
     def attention(self, q, k, v, *, causal=False, window=None, alibi_slopes=None, mask=None, **kwargs):
         """Attention as this library computes it; ``window`` in the library's own form.
@@ -140,10 +179,10 @@ class AttentionConvention:
         """
         q, k, v = (check_real_4d(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
         spec_window = None
-        if window is not None:
-            spec_window, implies_causal = self.window(window)
-            causal = causal or implies_causal
         Lq, Lk = np.shape(q)[2], np.shape(k)[2]
+        if window is not None:
+            spec_window, implies_causal = self.window(window, Lq, Lk)
+            causal = causal or implies_causal
         bias = kwargs.pop("bias", None)
         if alibi_slopes is not None:
             B, Hq = np.shape(q)[:2]
@@ -161,11 +200,14 @@ class AttentionConvention:
             bias = ab if bias is None else bias + ab
         out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)
         empty = np.isneginf(lse)
+        fully_masked = self.fully_masked
+        if self.fully_masked_float64 is not None and np.asarray(q).dtype == np.float64:
+            fully_masked = self.fully_masked_float64
         if empty.any():
             out = out.copy()
-            if self.fully_masked == "nan":
+            if fully_masked == "nan":
                 out[empty] = np.nan
-            elif self.fully_masked == "uniform":
+            elif fully_masked == "uniform":
                 G = np.shape(q)[1] // np.shape(k)[1]
                 mean_v = np.repeat(np.asarray(v, dtype=np.float64), G, axis=1).mean(axis=2)  # (B, Hq, Dv)
                 out = np.where(empty[..., None], mean_v[:, :, None, :], out)
@@ -191,9 +233,11 @@ SPEC = AttentionConvention(
 )
 
 FLASH_ATTN2 = AttentionConvention(
-    "flash_attn2", "bottom_right", "flash", "zero", np.inf,
-    "Dao-AILab/flash-attention 2.8: flash_attn/flash_attn_interface.py flash_attn_func (causal aligned "
-    "bottom-right since 2.1; window [i+Lk-Lq-left, i+Lk-Lq+right] inclusive, -1 = infinite); "
+    "flash_attn2", "bottom_right", "flash2", "zero", np.inf,
+    "Dao-AILab/flash-attention v2.8.3 (and main, Aug 2026): flash_attn/flash_attn_interface.py "
+    "flash_attn_func (causal aligned bottom-right since 2.1; window [i+Lk-Lq-left, i+Lk-Lq+right] "
+    "inclusive); csrc/flash_attn/flash_api.cpp mha_fwd + set_params_fprop rewrite the window first "
+    "(a side >= seqlen_k becomes -1, then a lone -1 side becomes seqlen_k: see _flash2_window); "
     "csrc/flash_attn/src/softmax.h normalize_softmax_lse (fully masked row: out 0, lse +INFINITY; "
     "combine_attn_seqk_parallel also returns +inf when every split is empty); mask.h apply_mask "
     "(causal ALiBi as +slope*j, so lse is shifted by slope*(i+Lk-Lq))",
@@ -203,7 +247,8 @@ FLASH_ATTN2 = AttentionConvention(
 FLASH_ATTN3 = AttentionConvention(
     "flash_attn3", "bottom_right", "flash", "zero", -np.inf,
     "Dao-AILab/flash-attention hopper/: softmax.h Softmax::finalize and epilogue_fwd.hpp store_zero "
-    "(fully masked row: out 0, lse -INFINITY); same alignment and window as FA2",
+    "(fully masked row: out 0, lse -INFINITY); same alignment as FA2; hopper/flash_api.cpp (main, "
+    "Aug 2026) maps a -1 left side to seqlen_k - 1 and a -1 right side to seqlen_q - 1, both unbounded",
 )
 
 TORCH_SDPA = AttentionConvention(
@@ -224,8 +269,10 @@ FLEX_ATTENTION = AttentionConvention(
 
 XFORMERS = AttentionConvention(
     "xformers", "top_left", "keys_including_self", "nan", None,
-    "facebookresearch/xformers v0.0.35 xformers/ops/fmha/attn_bias.py LowerTriangularMask (top-left), "
-    "make_local_attention(W) (W keys including self); xformers/attn_bias_utils.py ref_attention "
+    "facebookresearch/xformers v0.0.35 xformers/ops/fmha/attn_bias.py LowerTriangularMask (top-left "
+    "causal; it has no window); BlockDiagonalCausalMask.make_local_attention(W) (defined on "
+    "BlockDiagonalMask) returns BlockDiagonalCausalLocalAttentionMask: per block, key j visible iff "
+    "i - W < j <= i, top-left (W keys including self); xformers/attn_bias_utils.py ref_attention "
     "(softmax of an all -inf row: NaN)",
 )
 
@@ -246,11 +293,15 @@ JAX = AttentionConvention(
 
 HF_MISTRAL = AttentionConvention(
     "hf_mistral", "bottom_right", "keys_including_self", "uniform", None,
+    fully_masked_float64="nan", source=
     "huggingface/transformers 5.23 src/transformers/masking_utils.py sliding_window_overlay / "
     "sliding_window_causal_mask_function (kv_idx > q_idx - W and causal: W keys incl. self; absolute "
     "positions, so bottom-right with a KV cache); modeling_flash_attention_utils.py passes "
-    "window_size=(W-1, W-1) with causal (= (W-1, 0)); eager_attention_forward adds finfo.min "
-    "(fully masked row: uniform). The SDPA path passes a bool mask and gives 0 instead",
+    "window_size=(W-1, W-1) with causal (= (W-1, 0)); models/mistral/modeling_mistral.py "
+    "eager_attention_forward adds finfo(dtype).min and takes softmax(dtype=torch.float32): a fully "
+    "masked row is uniform for float32/bf16 inputs and NaN for float64 ones (finfo(float64).min "
+    "casts to -inf; run on CPU with transformers 5.23.0, torch 2.13). The SDPA path passes a bool "
+    "mask and gives 0 instead",
 )
 
 PRESETS = {p.name: p for p in (SPEC, FLASH_ATTN2, FLASH_ATTN3, TORCH_SDPA, FLEX_ATTENTION, XFORMERS, XFORMERS_BR, JAX, HF_MISTRAL)}

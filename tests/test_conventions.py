@@ -87,8 +87,7 @@ def test_fully_masked_rows_per_library():
     assert np.all(np.isnan(out[:, :, 0])) and not np.isnan(out[:, :, 1:]).any()
     (out, lse), v = _fully_masked(C.JAX)
     assert np.allclose(out[:, :, 0], v.mean(axis=2)) and np.all(lse[:, :, 0] == C.JAX_MASK_VALUE + np.log(2))
-    (out, lse), v = _fully_masked(C.HF_MISTRAL)
-    assert np.allclose(out[:, :, 0], v.mean(axis=2)) and lse is None
+    # HF_MISTRAL: see test_hf_eager_fully_masked_row_is_nan_for_float64_and_uniform_for_float32
     # rows that are not fully masked are the spec's in every preset
     ref, _ = refimpl.attention(*_inputs(), mask=np.array([[False, False], [True, False], [True, True], [True, True]]))
     for p in C.PRESETS.values():
@@ -116,3 +115,66 @@ def test_flash_attn_causal_alibi_lse_shift():
 def test_every_preset_cites_its_source():
     for p in C.PRESETS.values():
         assert len(p.source) > 20, p.name
+
+
+# --- flash-attn 2's host code rewrites the window (csrc/flash_attn/flash_api.cpp) -------------
+
+
+def _fa2_kernel_visibility(Lq, Lk, left, right, causal=False):
+    """flash_api.cpp mha_fwd + set_params_fprop, then mask.h's bounds, transcribed."""
+    if left >= Lk:
+        left = -1
+    if right >= Lk:
+        right = -1
+    if causal:
+        right = 0
+    if left < 0 and right < 0:
+        return np.ones((Lq, Lk), int)
+    if left < 0:
+        left = Lk
+    if right < 0:
+        right = Lk
+    i, j = np.arange(Lq)[:, None], np.arange(Lk)[None, :]
+    o = Lk - Lq
+    vis = (j >= i + o - left) & (j <= i + o + right)
+    return vis.astype(int)
+
+
+def test_flash_attn2_lone_minus_one_becomes_seqlen_k():
+    # Lq = 10, Lk = 3, window (2, -1): right becomes 3, j <= i + 6 - 10: rows 0-3 see nothing
+    vis, out, lse = visibility(C.FLASH_ATTN2, 10, 3, window=(2, -1))
+    assert not vis[:4].any() and vis[4:].any(axis=1).all()
+    assert np.all(out[0, 0, :4] == 0) and np.all(np.isposinf(lse[0, 0, :4]))
+    # the "unbounded right side" reading (FA3) lets row 0 see key 0
+    assert visibility(C.FLASH_ATTN3, 10, 3, window=(2, -1))[0][:4].any()
+
+
+@pytest.mark.parametrize("Lq, Lk", [(10, 3), (6, 4), (4, 4), (3, 7), (1, 5), (9, 1)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_attn2_matches_host_code_transcription(Lq, Lk, causal):
+    for left in (-1, 0, 1, 2, 3, 5, 8):
+        for right in (-1, 0, 1, 2, 3, 5, 8):
+            vis = visibility(C.FLASH_ATTN2, Lq, Lk, window=(left, right), causal=causal)[0]
+            want = _fa2_kernel_visibility(Lq, Lk, left, right, causal)
+            if causal:  # mha_fwd also sets right = 0; the spec's causal mask is the same bound
+                want &= _fa2_kernel_visibility(Lq, Lk, -1, 0)
+            np.testing.assert_array_equal(vis, want, err_msg=f"window ({left}, {right}), Lq={Lq}, Lk={Lk}")
+
+
+def test_flash_attn3_minus_one_is_unbounded():
+    # hopper/flash_api.cpp: -1 left -> seqlen_k - 1, -1 right -> seqlen_q - 1: no bound
+    for Lq, Lk in ((10, 3), (3, 10), (5, 5)):
+        vis = visibility(C.FLASH_ATTN3, Lq, Lk, window=(-1, -1))[0]
+        assert vis.all()
+        vis = visibility(C.FLASH_ATTN3, Lq, Lk, window=(1, -1))[0]
+        i, j = np.arange(Lq)[:, None], np.arange(Lk)[None, :]
+        np.testing.assert_array_equal(vis, (j >= i + Lk - Lq - 1).astype(int))
+
+
+def test_hf_eager_fully_masked_row_is_nan_for_float64_and_uniform_for_float32():
+    (out, lse), v = _fully_masked(C.HF_MISTRAL)  # float64 inputs
+    assert np.all(np.isnan(out[:, :, 0])) and lse is None
+    q, k, v = (a.astype(np.float32) for a in _inputs())
+    mask = np.array([[False, False], [True, False], [True, True], [True, True]])
+    out, _ = C.HF_MISTRAL.attention(q, k, v, mask=mask)
+    assert np.allclose(out[:, :, 0], v.astype(np.float64).mean(axis=2))

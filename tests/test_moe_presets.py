@@ -390,11 +390,13 @@ def test_deepseek_v2_matches_transcription():
 # --- DeepSpeed topkgating drop policies ----------------------------------------------------------
 
 
-def _lib_deepspeed_topk(logits, k, capacity, drop_policy):
+def _lib_deepspeed_topk(logits, k, capacity, drop_policy, ranks="probs"):
+    """topkgating; ranks="logits" is v0.15-v0.18 (topk over logits), "probs" v0.19+ (over softmax)."""
     T, E = logits.shape
-    top_idx = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    top_gate = np.take_along_axis(logits, top_idx, 1)
     gates = _softmax(logits)
+    ranked = logits if ranks == "logits" else gates
+    top_idx = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
+    top_gate = np.take_along_axis(ranked, top_idx, 1)
     topk_masked_gates = np.zeros_like(logits)
     np.put_along_axis(topk_masked_gates, top_idx, top_gate, axis=1)
     mask = np.zeros((T, E), bool)
@@ -416,14 +418,16 @@ def _lib_deepspeed_topk(logits, k, capacity, drop_policy):
                 gates=np.take_along_axis(gm, top_idx, 1), l_aux=l_aux)
 
 
-@pytest.mark.parametrize("policy, preset", [("probs", "deepspeed_topk"), ("position", "deepspeed_topk_position")])
-def test_deepspeed_topk_matches_transcription(policy, preset):
+@pytest.mark.parametrize("policy, ranks, preset", [("probs", "probs", "deepspeed_topk"),
+                                                   ("probs", "logits", "deepspeed_topk_v0_15"),
+                                                   ("position", "probs", "deepspeed_topk_position")])
+def test_deepspeed_topk_matches_transcription(policy, ranks, preset):
     for i, z in enumerate(_cases(seed=10)):
         k = 1 + i % 3
         if k > z.shape[1]:
             continue
         C = 1 + i % 5
-        lib = _lib_deepspeed_topk(z, k, C, policy)
+        lib = _lib_deepspeed_topk(z, k, C, policy, ranks)
         r = M.route(z, k, preset=preset, capacity=C)
         np.testing.assert_array_equal(r.kept, lib["kept"])
         np.testing.assert_array_equal(r.position, lib["position"])
@@ -431,12 +435,14 @@ def test_deepspeed_topk_matches_transcription(policy, preset):
         assert P.ALL[preset].balance_loss(r) == pytest.approx(lib["l_aux"], rel=1e-12)
 
 
-def test_deepspeed_probs_policy_drops_negative_logits_for_unselected_zeros():
-    # expert 0 has a single assignment (token 0, logit -1) and C = 1, yet DeepSpeed's
-    # topk over the zero-filled logit column prefers token 1's unselected 0: token 0 is dropped
+def test_deepspeed_v0_15_probs_policy_drops_negative_logits_for_unselected_zeros():
+    # expert 0 has a single assignment (token 0, logit -1) and C = 1, yet DeepSpeed 0.15-0.18's
+    # topk over the zero-filled logit column prefers token 1's unselected 0: token 0 is dropped.
+    # Since 0.19.0 the column holds probabilities (> 0 for the selected): nothing is dropped.
     z = np.array([[-1.0, -2.0], [-3.0, 5.0]])
-    r = M.route(z, 1, preset="deepspeed_topk", capacity=1)
+    r = M.route(z, 1, preset="deepspeed_topk_v0_15", capacity=1)
     np.testing.assert_array_equal(r.kept[:, 0], [False, True])
+    assert M.route(z, 1, preset="deepspeed_topk", capacity=1).kept.all()
     assert M.route(z, 1, drop_order="per_expert_top_prob", capacity=1).kept.all()
 
 

@@ -265,26 +265,40 @@ deepspeed_top2 = Preset(
 
 deepspeed_topk = Preset(
     name="deepspeed_topk",
-    library="DeepSpeed",
-    source="deepspeed/moe/sharded_moe.py: topkgating (drop_policy='probs', drop_tokens=True), "
-           "_capacity (DeepSpeed >= 0.14; the index's microsoft/DeepSpeed snapshot predates "
-           "topkgating, read from two downstream copies of the file that agree)",
-    options=RouteOptions(normalize="after_drop", drop_order="per_expert_top_masked_logit",
+    library="DeepSpeed >= 0.19.0",
+    source="deepspeedai/DeepSpeed deepspeed/moe/sharded_moe.py: topkgating (drop_policy='probs', "
+           "drop_tokens=True), _capacity; read at tags v0.19.0 and v0.19.5 and in the installed 0.19.8 "
+           "(commit 853c93894 'fix: topkgating major bug (#7986)' made the ranked column probabilities)",
+    options=RouteOptions(normalize="after_drop", drop_order="per_expert_top_prob",
                          capacity=LibraryCapacity("deepspeed_topk", factor=1.0, min_capacity=8)),
     balance=BalanceLoss(f="k_hot", scale="E/k"),
     uniform_balance_loss=lambda k, E: 1.0,
-    notes="Capacity ceil((S/E) * k cf) in float32, at least 8. Drop policy 'probs' ranks each "
-          "expert's column of topk_masked_gates, which holds the selected *logits* with zeros "
-          "elsewhere (not probabilities, as CONVENTIONS.md says): a selected token with a negative "
-          "logit can be dropped in favour of unselected zeros. Survivors are renumbered in token "
+    notes="Capacity ceil((S/E) * k cf) in float32, at least 8. Drop policy 'probs': top_gate, top_idx = "
+          "topk(softmax(logits)); each expert's column of topk_masked_gates (the selected "
+          "probabilities, zeros elsewhere) keeps its C largest (torch.topk(dim=0, sorted=False): "
+          "ties unspecified, the spec takes the lower token). Survivors are renumbered in token "
           "order. Gates renormalised over kept choices. Loss mean_e(me * ce) * E^2 / k, k-hot ce. "
-          "drop_policy='position' is the preset deepspeed_topk_position.",
+          "v0.15.0-v0.18.x ranked logits instead: preset deepspeed_topk_v0_15. drop_policy="
+          "'position' is the preset deepspeed_topk_position.",
+)
+
+deepspeed_topk_v0_15 = dataclasses.replace(
+    deepspeed_topk,
+    name="deepspeed_topk_v0_15",
+    library="DeepSpeed 0.15.0 - 0.18.x",
+    source="microsoft/DeepSpeed deepspeed/moe/sharded_moe.py: topkgating (drop_policy='probs', "
+           "drop_tokens=True), read at tags v0.15.0, v0.18.0 and v0.18.9 (topkgating first appears in v0.15.0)",
+    options=dataclasses.replace(deepspeed_topk.options, drop_order="per_expert_top_masked_logit"),
+    notes="As deepspeed_topk, but top_gate, top_idx = topk(logits), so topk_masked_gates holds the "
+          "selected *logits* with zeros elsewhere: a selected token with a negative logit can lose "
+          "its slot to unselected zeros even when the expert is not full. Fixed in v0.19.0.",
 )
 
 deepspeed_topk_position = dataclasses.replace(
     deepspeed_topk,
     name="deepspeed_topk_position",
-    source="deepspeed/moe/sharded_moe.py: topkgating (drop_policy='position')",
+    library="DeepSpeed >= 0.15.0",
+    source="deepspeed/moe/sharded_moe.py: topkgating (drop_policy='position'), unchanged v0.15.0 - 0.19.8",
     options=dataclasses.replace(deepspeed_topk.options, drop_order="token_major"),
     notes="As deepspeed_topk, but slots by cumsum of the k-hot (T, E) mask over tokens: all of a "
           "token's choices before the next token's (token-major).",
@@ -414,7 +428,7 @@ tutel = Preset(
 )
 
 ALL = {p.name: p for p in (switch, flaxformer, gshard, deepseek_v2, deepseek_v3, deepspeed_top1,
-                           deepspeed_top2, deepspeed_topk, deepspeed_topk_position, fairseq_top2,
+                           deepspeed_top2, deepspeed_topk, deepspeed_topk_v0_15, deepspeed_topk_position, fairseq_top2,
                            mixtral, qwen2_moe, megablocks, tutel)}
 
 

@@ -1,0 +1,80 @@
+"""Shipped adapters for real libraries (install with ``pip install -e '.[peers]'``).
+
+Point the suite at one with ``REFIMPL_IMPLS=properties.peers:torch_sdpa pytest
+tests/test_attention_properties.py`` (or ``python -m properties``). Each name
+below is a zero-argument factory returning the adapter(s); it raises
+:class:`Unavailable` ("unavailable: <reason>") when the library or the GPU it
+needs is absent. Importing this package, or any module in it, never imports a
+library. Each adapter carries ``preset`` (the refimpl preset whose conventions
+the library follows) and ``library`` (the version it was run with).
+
+    torch_sdpa       torch.nn.functional.scaled_dot_product_attention, CPU float64 + float32
+    torch_flex       torch.nn.attention.flex_attention (eager, CPU float64), with lse
+    jax_attention    jax.nn.dot_product_attention (CPU float64), with lse
+    hf_mixtral       transformers MixtralTopKRouter (+ load_balancing_loss_func)
+    hf_qwen2_moe     transformers Qwen2MoeTopKRouter, norm_topk_prob False and True
+    deepspeed_topk   deepspeed.moe.sharded_moe.topkgating, drop_policy "probs" and "position"
+    flash_attn       flash_attn.flash_attn_func (GPU only)
+    xformers         xformers.ops.memory_efficient_attention (GPU only)
+    flashinfer       flashinfer.single_prefill_with_kv_cache (GPU only)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._common import Unavailable
+
+FACTORIES = {
+    "torch_sdpa": "sdpa",
+    "torch_flex": "flex",
+    "jax_attention": "jax_dpa",
+    "hf_mixtral": "hf_moe",
+    "hf_qwen2_moe": "hf_moe",
+    "deepspeed_topk": "deepspeed_gating",
+    "flash_attn": "gpu_only",
+    "xformers": "gpu_only",
+    "flashinfer": "gpu_only",
+}
+
+
+def _factory(name: str):
+    def make():
+        module = importlib.import_module(f"{__name__}.{FACTORIES[name]}")
+        return getattr(module, name)()
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = f"The {name} adapter(s); raises Unavailable when the library or device is absent."
+    return make
+
+
+for _name in FACTORIES:  # module names differ from factory names: importing one never shadows a factory
+    assert _name not in {FACTORIES[n] for n in FACTORIES}, _name
+    globals()[_name] = _factory(_name)
+
+
+def every_available() -> list:
+    """Every adapter whose library is present here (for ``REFIMPL_IMPLS=properties.peers:every_available``)."""
+    out = []
+    for name in FACTORIES:
+        try:
+            got = globals()[name]()
+        except Unavailable:
+            continue
+        out.extend(got if isinstance(got, (list, tuple)) else [got])
+    return out
+
+
+def availability() -> dict:
+    """name -> "available" or "unavailable: <reason>"."""
+    out = {}
+    for name in FACTORIES:
+        try:
+            globals()[name]()
+            out[name] = "available"
+        except Unavailable as e:
+            out[name] = str(e)
+    return out
+
+
+__all__ = ["FACTORIES", "Unavailable", "availability", "every_available", *FACTORIES]
