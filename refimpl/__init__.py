@@ -3,7 +3,7 @@
 Read the module docstrings for formulas, shapes, conventions and sources.
 """
 
-from . import accounting, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
+from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
 from . import block, ffn, formats, losses, norms
 from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
 from .mla import MLALatentCache, MLAWeights, mla_attention
@@ -31,6 +31,7 @@ from .softmax import (
 
 __all__ = [
     "accounting",
+    "distributed",
     "block",
     "ffn",
     "formats",

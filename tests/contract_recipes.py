@@ -703,3 +703,15 @@ R["gpu.route"] = Recipe(lambda draw: (lambda d: {n: d[n] for n in d if n != "sel
                         dict(logits="array", k="count", normalize="name", capacity="count",
                              capacity_factor="nonneg_float", padding_mask="bool_array"),
                         call=_gpu_call("route"))
+
+
+# --- the newer families: one recipe module each, registering into R -----------
+
+import importlib as _importlib  # noqa: E402
+
+for _family in ("positions", "mixers", "layers", "distributed"):
+    try:
+        _importlib.import_module(f"{__package__}.contract_recipes_{_family}")
+    except ModuleNotFoundError as _e:  # a family whose recipes are not written: its callables are reported missing
+        if not _e.name.endswith(f"contract_recipes_{_family}"):
+            raise

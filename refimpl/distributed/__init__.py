@@ -11,3 +11,5 @@
 """
 
 from . import comm_volume, expert_parallel, ring, sharding, simulate, ulysses  # noqa: F401
+
+__all__ = ["comm_volume", "expert_parallel", "ring", "sharding", "simulate", "ulysses"]
