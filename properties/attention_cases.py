@@ -32,7 +32,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from refimpl import masks as M
-from refimpl.sdpa import alibi_bias, alibi_slopes
+from refimpl.alibi import alibi_bias, alibi_slopes
 
 from . import sizes
 from .protocol import Capability, Kind, Option

@@ -1,5 +1,5 @@
 """Properties of transformer blocks and stacks (kind "block"), against the unrolled
-composition of refimpl's pieces (refimpl.sdpa.multi_head_attention, refimpl.ffn, the norms).
+composition of refimpl's pieces (refimpl.mha.multi_head_attention, refimpl.ffn, the norms).
 
 Adapter: ``stack(x (B, L, d), blocks: list of refimpl.block.Block, arrangement, causal,
 memory, parallel_scale, final_norm) -> (B, L, d)``. Capabilities: "parallel" (the parallel
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from refimpl import block as Bk
 from refimpl import ffn as Fn
-from refimpl.sdpa import multi_head_attention
+from refimpl.mha import multi_head_attention
 
 from .core import Property
 from .protocol import Capability, Kind

@@ -10,14 +10,9 @@ from .mla import MLALatentCache, MLAWeights, mla_attention
 from .receptive_field import receptive_field as receptive_field_matrix, window_receptive_interval
 from .rope import apply_rope, convert_layout, layout_permutation, rope_frequencies
 from .flash import FlashStats, flash_attention, flash_attention_backward
-from .sdpa import (
-    alibi_bias,
-    alibi_slopes,
-    attention,
-    attention_backward,
-    attention_probs,
-    multi_head_attention,
-)
+from .alibi import alibi_bias, alibi_slopes
+from .mha import multi_head_attention
+from .sdpa import attention, attention_backward, attention_probs
 from .split_kv import attention_partials, even_boundaries, split_kv_attention
 from .softmax import (
     OnlineSoftmaxState,

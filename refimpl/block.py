@@ -34,7 +34,7 @@ import numpy as np
 
 from . import accounting, ffn as _ffn, norms
 from ._validate import as_float_array, check_choice, nonneg_float, same_shape
-from .sdpa import multi_head_attention
+from .mha import multi_head_attention
 
 ARRANGEMENTS = ("pre_norm", "post_norm", "parallel")
 NORM_KINDS = ("layernorm", "rmsnorm")

@@ -37,7 +37,8 @@ import numbers
 import numpy as np
 
 from . import _validate as _V
-from .sdpa import alibi_bias, attention, check_real_4d, check_window
+from .alibi import alibi_bias
+from .sdpa import attention, check_real_4d, check_window
 
 JAX_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 """``jax._src.nn.functions._get_large_negative`` for float32 logits."""

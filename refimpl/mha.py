@@ -1,0 +1,54 @@
+"""Multi-head (self- or cross-) attention with input and output projections (seed 003 section 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate as V
+from .sdpa import attention
+
+
+def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_kv_heads: int | None = None, **attention_kwargs):
+    """Multi-head (self- or cross-) attention with projections, inputs (B, L, d_model).
+
+        Q = x_q W_q, K = x_kv W_k, V = x_kv W_v           (seed 003 section 4.1, eq. 5; 4.5, eq. 9)
+        split into heads: (B, L, H*d) -> (B, L, H, d) -> (B, H, L, d)
+        A = attention(Q, K, V, **attention_kwargs)          (GQA when num_kv_heads < num_heads)
+        concat heads: (B, H, Lq, dv) -> (B, Lq, H*dv);  MHA = A W_o  (eq. 8)
+
+    Shapes: x_q (B, Lq, d_model), x_kv (B, Lk, d_model); W_q (d_model, Hq*D),
+    W_k (d_model, Hkv*D), W_v (d_model, Hkv*Dv), W_o (Hq*Dv, d_out). Returns (B, Lq, d_out).
+    Self-attention: ``x_kv is x_q``; cross-attention: queries from one sequence,
+    keys and values from another (Lq may differ from Lk).
+    """
+    Hq = V.count(num_heads, "num_heads", minimum=1)
+    Hkv = Hq if num_kv_heads is None else V.count(num_kv_heads, "num_kv_heads", minimum=1)
+    if Hq % Hkv:
+        raise ValueError(f"num_heads={num_heads} must be a positive multiple of num_kv_heads={num_kv_heads}")
+    x_q = V.as_float_array(x_q, "x_q", ndim=3, shape_doc="(B, Lq, d_model)")
+    x_kv = V.as_float_array(x_kv, "x_kv", shape=(x_q.shape[0], None, x_q.shape[2]),
+                            shape_doc="(B, Lk, d_model) with B, d_model from x_q")
+    W = {n: V.as_float_array(w, n, ndim=2) for n, w in dict(W_q=W_q, W_k=W_k, W_v=W_v, W_o=W_o).items()}
+    d_model = x_q.shape[2]
+    for name, heads in (("W_q", Hq), ("W_k", Hkv), ("W_v", Hkv)):
+        if W[name].ndim != 2 or W[name].shape[0] != d_model or W[name].shape[1] % heads:
+            raise ValueError(f"{name}: expected (d_model={d_model}, heads*head_dim) with heads={heads}, got {W[name].shape}")
+    D, Dv = W["W_q"].shape[1] // Hq, W["W_v"].shape[1] // Hkv
+    if W["W_k"].shape[1] != Hkv * D:
+        raise ValueError(f"W_k: expected (d_model, {Hkv * D}) to match W_q's head dim {D}, got {W['W_k'].shape}")
+    if W["W_o"].ndim != 2 or W["W_o"].shape[0] != Hq * Dv:
+        raise ValueError(f"W_o: expected ({Hq * Dv}, d_out), got {W['W_o'].shape}")
+
+    def heads(x, Wm, H, d, names):
+        B, L, _ = x.shape
+        with np.errstate(over="ignore", invalid="ignore"):
+            proj = V.finite_result(x @ Wm, "a projection", names)
+        return proj.reshape(B, L, H, d).transpose(0, 2, 1, 3)
+
+    Q = heads(x_q, W["W_q"], Hq, D, "x_q, W_q")
+    K = heads(x_kv, W["W_k"], Hkv, D, "x_kv, W_k")
+    Vh = heads(x_kv, W["W_v"], Hkv, Dv, "x_kv, W_v")
+    A, _ = attention(Q, K, Vh, **attention_kwargs)
+    B, _, Lq, _ = A.shape
+    with np.errstate(over="ignore", invalid="ignore"):
+        return V.finite_result(A.transpose(0, 2, 1, 3).reshape(B, Lq, Hq * Dv) @ W["W_o"], "an output", "W_o")
