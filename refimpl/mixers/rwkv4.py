@@ -40,14 +40,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logsumexp
 
-from .._validate import as_float_array
+from .._validate import as_float_array, choice, finite_result
 
 FORMS = ("stable", "recurrent", "parallel")
 
 
 def rwkv4_w(time_decay):
     """The kernel's w = -exp(time_decay) from RWKV-4's learned ``time_decay`` parameter."""
-    return -np.exp(as_float_array(time_decay, "time_decay"))
+    with np.errstate(over="ignore"):
+        w = -np.exp(as_float_array(time_decay, "time_decay"))
+    return finite_result(w, "w = -exp(time_decay)", "time_decay")
 
 
 class _Setup:
@@ -87,6 +89,7 @@ def wkv(w, u, k, v, *, form="stable"):
     """RWKV-4 WKV (module doc), (B, H, L, D). ``form``: "stable" (CUDA kernel), "recurrent"
     (naive; raises OverflowError where e^k overflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
     s = _Setup(w, u, k, v)
+    choice(form, "form", FORMS)
     if form == "parallel":
         lw = log_weights(w, u, k)
         lw = lw - logsumexp(lw, axis=3, keepdims=True)
@@ -100,8 +103,8 @@ def wkv(w, u, k, v, *, form="stable"):
                 out[:, :, t] = (a + euk * s.v[:, :, t]) / (b + euk)
                 a, b = np.exp(s.w) * a + ek * s.v[:, :, t], np.exp(s.w) * b + ek
         if not np.isfinite(out).all():
-            raise OverflowError("wkv(form='recurrent'): exp(k) or exp(u + k) overflowed float64 (k > 709.78); "
-                                "form='stable' is the same function without overflow")
+            raise OverflowError("k, u, w: wkv(form='recurrent'): exp(k), exp(u + k) or exp(w) overflowed float64 "
+                                "(k > 709.78); form='stable' is the same function without overflow")
         return out
     if form == "stable":
         p = q = np.zeros(s.w.shape)
@@ -120,7 +123,9 @@ def wkv(w, u, k, v, *, form="stable"):
 
 def rwkv4_time_mixing_output(r, wkv_out):
     """out_t = sigmoid(r_t) * wkv_t (RWKV-4 ``model.py`` ``RWKV_TimeMix.forward``: ``sr * wkv``)."""
-    return expit(as_float_array(r, "r", ndim=4)) * as_float_array(wkv_out, "wkv_out", ndim=4)
+    r = as_float_array(r, "r", ndim=4)
+    wkv_out = as_float_array(wkv_out, "wkv_out", shape=r.shape, shape_doc="(B, H, L, D) of r")
+    return expit(r) * wkv_out
 
 
 __all__ = ["FORMS", "log_weights", "rwkv4_time_mixing_output", "rwkv4_w", "wkv"]
