@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import (FLOAT_MAX, as_float_array, choice, count, finite_result, flag, nonneg_float,
-                         positive_float, positive_int)
+from .._validate import (FLOAT_MAX, as_float_array, choice, count, finite_result, flag, positive_float,
+                         positive_int, real_number)
 from .gated import FORMS, gated_linear_attention
 
 FEATURE_MAPS = {
@@ -83,7 +83,7 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
         raise ValueError(f"k: expected leading shape (B, H) of q = {fq.shape[:2]}, got shape {fk.shape}")
     v = as_float_array(v, "v", ndim=4)
     causal, normalize = flag(causal, "causal"), flag(normalize, "normalize")
-    eps, scale = nonneg_float(eps, "eps"), positive_float(scale, "scale")
+    eps, scale = real_number(eps, "eps", minimum=0.0), positive_float(scale, "scale")
     choice(form, "form", FORMS)
     count(chunk_size, "chunk_size", minimum=1)
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v

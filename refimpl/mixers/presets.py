@@ -54,6 +54,8 @@ def _renamed(fn, names: dict):
 def fla_linear_attn(q, k, v, scale=None, normalize=False):
     """fla ``naive_recurrent_linear_attn``: q, k (B, L, H, K) already feature-mapped; returns o (B, L, H, V)."""
     q, k, v = _bhld(q, "q"), _bhld(k, "k"), _bhld(v, "v")
+    if scale is None and q.shape[-1] == 0:
+        raise ValueError(f"q: expected K >= 1 features for the default scale K^-0.5, got shape {q.shape}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     o = linear_attention(q, k, v, feature_map="identity", normalize=normalize, eps=NORMALISER_EPS, scale=scale)
     return _bhld(o)

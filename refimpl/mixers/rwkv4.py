@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logsumexp
 
-from .._validate import as_float_array, choice, finite_result
+from .._validate import FLOAT_MAX, as_float_array, choice, finite_result
 
 FORMS = ("stable", "recurrent", "parallel")
 
@@ -62,6 +62,12 @@ class _Setup:
         self.w = np.broadcast_to(_per_channel(w, "w", H, D), (B, H, D))
         self.u = np.broadcast_to(_per_channel(u, "u", H, D), (B, H, D))
         self.L = L
+        # every exponent the forms take lies within |w| max(L - 1, 1) + 2 |k| + |u| of 0: below
+        # FLOAT_MAX / 2 none overflows (a difference of two of them included)
+        mx = lambda a: float(np.abs(a).max(initial=0.0))  # noqa: E731
+        if mx(self.w) * max(L - 1, 1) + 2 * mx(self.k) + mx(self.u) > FLOAT_MAX / 2:
+            raise ValueError(f"w, u, k: the log-weights (t-1-j) w + k_j and u + k_t may overflow float64 "
+                             f"(|w| (L-1) + 2|k| + |u| > {FLOAT_MAX / 2:.3g})")
 
 
 def _per_channel(x, name, H, D):
@@ -87,7 +93,7 @@ def log_weights(w, u, k):
 
 def wkv(w, u, k, v, *, form="stable"):
     """RWKV-4 WKV (module doc), (B, H, L, D). ``form``: "stable" (CUDA kernel), "recurrent"
-    (naive; raises OverflowError where e^k overflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
+    (naive; raises OverflowError where e^k overflows or underflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
     s = _Setup(w, u, k, v)
     choice(form, "form", FORMS)
     if form == "parallel":
@@ -103,12 +109,15 @@ def wkv(w, u, k, v, *, form="stable"):
                 out[:, :, t] = (a + euk * s.v[:, :, t]) / (b + euk)
                 a, b = np.exp(s.w) * a + ek * s.v[:, :, t], np.exp(s.w) * b + ek
         if not np.isfinite(out).all():
-            raise OverflowError("k, u, w: wkv(form='recurrent'): exp(k), exp(u + k) or exp(w) overflowed float64 "
-                                "(k > 709.78); form='stable' is the same function without overflow")
+            raise OverflowError("k, u, w: wkv(form='recurrent'): exp(k), exp(u + k) or exp(w) left float64 range "
+                                "(overflow for k > 709.78, 0/0 once every e^k underflows, k < -745); "
+                                "form='stable' is the same function without overflow")
         return out
     if form == "stable":
         p = q = np.zeros(s.w.shape)
-        o = np.full(s.w.shape, -1e38)  # the kernel's MIN_VALUE: "no past yet"
+        # "no past yet": -inf, exactly (the kernel's MIN_VALUE = -1e38 stands in for it, which gives
+        # 0/0 at t = 0 once u + k_0 < -1e38: A = e^0 = 1 weights an empty past, B = e^(u+k-o) = 0)
+        o = np.full(s.w.shape, -np.inf)
         for t in range(s.L):
             kt, vt = s.k[:, :, t], s.v[:, :, t]
             no = np.maximum(o, s.u + kt)
