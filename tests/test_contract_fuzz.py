@@ -53,6 +53,7 @@ RESULT_TYPES = {
     "refimpl.accounting.ParameterCount": "refimpl.accounting.parameter_count",
     "refimpl.accounting.ComputePerToken": "refimpl.accounting.compute_per_token",
     "refimpl.io_accounting.IOCount": "refimpl.io_accounting.forward_io",
+    "refimpl.mixers.cost.MixerCost": "refimpl.mixers.cost.* (softmax_attention, rwkv4, ...)",
 }
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .._validate import positive_int
+from .._validate import flag, positive_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ def softmax_attention(t: int, d: int, d_v: int) -> MixerCost:
 
 def linear_attention(d_phi: int, d_v: int, *, normalize: bool = True) -> MixerCost:
     d_phi, d_v = positive_int(d_phi, "d_phi"), positive_int(d_v, "d_v")
-    z = d_phi if normalize else 0
+    z = d_phi if flag(normalize, "normalize") else 0
     return MixerCost(state=d_phi * d_v + z, macs=2 * d_phi * d_v + 2 * z)
 
 
@@ -56,7 +56,7 @@ def gated_linear_attention(d_k: int, d_v: int) -> MixerCost:
 
 def delta_rule(d_k: int, d_v: int, *, gated: bool = False) -> MixerCost:
     d_k, d_v = positive_int(d_k, "d_k"), positive_int(d_v, "d_v")
-    return MixerCost(state=d_k * d_v, macs=(4 if gated else 3) * d_k * d_v, exps=int(gated))
+    return MixerCost(state=d_k * d_v, macs=(4 if flag(gated, "gated") else 3) * d_k * d_v, exps=int(gated))
 
 
 def rwkv4(channels: int) -> MixerCost:
@@ -66,13 +66,13 @@ def rwkv4(channels: int) -> MixerCost:
 
 def selective_scan(P: int, N: int, *, d_skip: bool = True) -> MixerCost:
     P, N = positive_int(P, "P"), positive_int(N, "N")
-    return MixerCost(state=P * N, macs=4 * P * N + (P if d_skip else 0), exps=P * N)
+    return MixerCost(state=P * N, macs=4 * P * N + (P if flag(d_skip, "d_skip") else 0), exps=P * N)
 
 
 def sequence_macs_softmax(n: int, d: int, d_v: int, *, causal: bool = True) -> int:
     """Score and value MACs of softmax attention over n tokens: O(n^2 d)."""
     n, d, d_v = positive_int(n, "n"), positive_int(d, "d"), positive_int(d_v, "d_v")
-    pairs = n * (n + 1) // 2 if causal else n * n
+    pairs = n * (n + 1) // 2 if flag(causal, "causal") else n * n
     return pairs * (d + d_v)
 
 

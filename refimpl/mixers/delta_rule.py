@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, chunk_starts, leading_shape, positive_float
+from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float
+from .gated import G_FLOOR
 
 FORMS = ("recurrent", "chunked")
 
@@ -69,6 +70,7 @@ class _Setup:
             leading_shape(self.g, "g", (B, H, L), "(B, H, L)")
             if self.g.ndim != 3 or (self.g > 0).any():
                 raise ValueError("g: expected (B, H, L) log-gates <= 0")
+            self.g = np.maximum(self.g, G_FLOOR)  # exp(g) is 0 either way; keeps chunk cumsums exact (gated.G_FLOOR)
         self.scale = K ** -0.5 if scale is None else positive_float(scale, "scale")
         self.S0 = np.zeros((B, H, K, V))
         if initial_state is not None:
@@ -105,6 +107,20 @@ def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="r
     Returns (o (B, H, L, V), final state (B, H, K, V)).
     """
     s = _Setup(q, k, v, beta, g, scale, initial_state)
+    choice(form, "form", FORMS)
+    starts = chunk_starts(s.L, chunk_size)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+        try:
+            o, S = _forms(s, form, starts, chunk_size)
+        except np.linalg.LinAlgError:  # T^-1 is unit lower triangular: singular only once overflowed to inf/NaN
+            o = S = np.full(1, np.inf)
+    # unnormalised keys with beta |k|^2 > 2 make I - beta k k^T expand: the state can grow geometrically
+    finite_result(o, "an output", "q, k, v, beta, scale, initial_state")
+    finite_result(S, "the final state", "k, v, beta, initial_state")
+    return o, S
+
+
+def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
     if form == "recurrent":
         S, o = s.S0, np.empty((s.B, s.H, s.L, s.V))
         for t in range(s.L):
@@ -114,13 +130,11 @@ def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="r
             S = S + kt[..., :, None] * u[..., None, :]
             o[:, :, t] = s.scale * np.einsum("bhk,bhkv->bhv", s.q[:, :, t], S)
         return o, S
-    if form == "chunked":
-        S, parts = s.S0, []
-        for a in chunk_starts(s.L, chunk_size):
-            o, S = _chunk(s, S, a, min(a + int(chunk_size), s.L))
-            parts.append(o)
-        return (np.concatenate(parts, axis=2) if parts else np.empty((s.B, s.H, 0, s.V))), S
-    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    S, parts = s.S0, []  # chunked
+    for a in starts:
+        o, S = _chunk(s, S, a, min(a + int(chunk_size), s.L))
+        parts.append(o)
+    return (np.concatenate(parts, axis=2) if parts else np.empty((s.B, s.H, 0, s.V))), S
 
 
 __all__ = ["FORMS", "delta_rule"]

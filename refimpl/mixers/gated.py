@@ -28,7 +28,12 @@ form reads the carried state once per chunk and uses the parallel form inside th
     o_t   = scale * (q_t * exp(G_t - G_{a-1}))^T S_{a-1} + intra-chunk parallel form,  a <= t < b
     S_b-1 = diag(exp(G_{b-1} - G_{a-1})) S_{a-1} + sum_{a<=j<b} (k_j * exp(G_{b-1} - G_j)) v_j^T
 
-Every exponent is G_later - G_earlier <= 0, so no form overflows for g <= 0.
+Every exponent is G_later - G_earlier <= 0, so no form overflows for g <= 0. Gates below
+``G_FLOOR`` = -800 are raised to it: exp(g) underflows to 0 either way (exp(-745) is float64's
+smallest subnormal), and without the floor a gate like -1e300 would absorb every later gate into
+the cumulative sum G (G_t - G_j = 0 for the small gates after it: a silent wrong answer).
+Inputs whose exact outputs or states exceed float64 range are a ValueError naming the arrays,
+never inf or NaN.
 
 Conventions (named; CONVENTIONS in the README table "Linear-time mixers"):
 
@@ -45,15 +50,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, chunk_starts, leading_shape, positive_float
+from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
 
 FORMS = ("recurrent", "parallel", "chunked")
+G_FLOOR = -800.0
+"""Log-gates below this are raised to it: exp(-800) == 0.0 in float64 already (see module doc)."""
 
 
 def retnet_gammas(num_heads: int) -> np.ndarray:
     """RetNet's per-head decay gamma_h = 1 - 2^(-5-h), h = 0..H-1 (Sun et al. 2023, sec. 2.2;
     fla ``fla/ops/retention/naive.py`` ``naive_retention``). Log-gate: ``np.log(gamma)``."""
-    return 1.0 - 2.0 ** (-5.0 - np.arange(num_heads, dtype=np.float64))
+    return 1.0 - 2.0 ** (-5.0 - np.arange(positive_int(num_heads, "num_heads"), dtype=np.float64))
 
 
 class _Setup:
@@ -78,7 +85,7 @@ class _Setup:
                 raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {g.shape}")
             if (g > 0).any():
                 raise ValueError("g: log-space gates must be <= 0 (a decay, never a growth)")
-            G = np.cumsum(g, axis=2)
+            G = np.cumsum(np.maximum(g, G_FLOOR), axis=2)
         # G_{-1} = 0 prepended: G[:, :, t + 1] is G_t, G[:, :, 0] the start.
         self.G = np.concatenate([np.zeros((B, H, 1, G.shape[3])), G], axis=2)
         self.S0 = np.zeros((B, H, K, self.V))
@@ -121,6 +128,16 @@ def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, f
     Returns (o (B, H, L, V), final state S_L (B, H, K, V)).
     """
     s = _Setup(q, k, v, g, scale, initial_state)
+    choice(form, "form", FORMS)
+    starts = chunk_starts(s.L, chunk_size)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+        o, S = _forms(s, form, starts, chunk_size)
+    finite_result(o, "an output", "q, k, v, scale, initial_state")
+    finite_result(S, "the final state", "k, v, initial_state")
+    return o, S
+
+
+def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
     if form == "recurrent":
         S, o = s.S0, np.empty((s.B, s.H, s.L, s.V))
         for t in range(s.L):
@@ -130,15 +147,13 @@ def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, f
     if form == "parallel":
         o = s.intra(0, s.L) + s.read(s.S0, 0, s.L)
         return o, s.carry(s.S0, 0, s.L)
-    if form == "chunked":
-        S, parts = s.S0, []
-        for a in chunk_starts(s.L, chunk_size):
-            b = min(a + int(chunk_size), s.L)
-            parts.append(s.read(S, a, b) + s.intra(a, b))
-            S = s.carry(S, a, b)
-        o = np.concatenate(parts, axis=2) if parts else np.empty((s.B, s.H, 0, s.V))
-        return o, S
-    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    S, parts = s.S0, []  # chunked
+    for a in starts:
+        b = min(a + int(chunk_size), s.L)
+        parts.append(s.read(S, a, b) + s.intra(a, b))
+        S = s.carry(S, a, b)
+    o = np.concatenate(parts, axis=2) if parts else np.empty((s.B, s.H, 0, s.V))
+    return o, S
 
 
 def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
@@ -153,4 +168,4 @@ def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
     return gated_linear_attention(qa, k, v, g, scale=scale, form=form, chunk_size=chunk_size)[0]
 
 
-__all__ = ["FORMS", "gated_linear_attention", "retention", "retnet_gammas"]
+__all__ = ["FORMS", "G_FLOOR", "gated_linear_attention", "retention", "retnet_gammas"]

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, positive_float, positive_int
-from .gated import gated_linear_attention
+from .._validate import (FLOAT_MAX, as_float_array, choice, count, finite_result, flag, positive_float,
+                         positive_int, real_number)
+from .gated import FORMS, gated_linear_attention
 
 FEATURE_MAPS = {
     "elu+1": lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0))),
@@ -60,7 +61,7 @@ def apply_feature_map(x, feature_map="elu+1"):
         if out.shape[:3] != x.shape[:3]:
             raise ValueError(f"feature_map: must keep the leading (B, H, L) = {x.shape[:3]}, got {out.shape}")
         return out
-    if feature_map not in FEATURE_MAPS:
+    if not isinstance(feature_map, str) or feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map: expected one of {sorted(FEATURE_MAPS)} or a callable, got {feature_map!r}")
     return FEATURE_MAPS[feature_map](x)
 
@@ -75,24 +76,46 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     as :func:`refimpl.mixers.gated.gated_linear_attention`; non-causal has one form.
     Returns y (B, H, L, Dv).
     """
-    fq, fk = apply_feature_map(q, feature_map), apply_feature_map(k, feature_map)
+    fq, fk = _phi(q, "q", feature_map), _phi(k, "k", feature_map)
     if fq.shape[3] != fk.shape[3]:
         raise ValueError(f"feature_map: phi(q) and phi(k) differ in width ({fq.shape[3]} vs {fk.shape[3]})")
+    if fk.shape[:2] != fq.shape[:2]:
+        raise ValueError(f"k: expected leading shape (B, H) of q = {fq.shape[:2]}, got shape {fk.shape}")
     v = as_float_array(v, "v", ndim=4)
-    eps = 0.0 if eps == 0 else positive_float(eps, "eps")
+    causal, normalize = flag(causal, "causal"), flag(normalize, "normalize")
+    eps, scale = real_number(eps, "eps", minimum=0.0), positive_float(scale, "scale")
+    choice(form, "form", FORMS)
+    count(chunk_size, "chunk_size", minimum=1)
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
     if causal:
-        out, _ = gated_linear_attention(fq, fk, va, None, scale=scale, form=form, chunk_size=chunk_size)
+        try:
+            out, _ = gated_linear_attention(fq, fk, va, None, scale=scale, form=form, chunk_size=chunk_size)
+        except ValueError as e:  # name the caller's arguments, not phi(q), phi(k)
+            raise ValueError(f"q, k, v, scale, feature_map: {e}") from None
     else:
-        if fk.shape[2] != va.shape[2]:
-            raise ValueError(f"v: expected length {fk.shape[2]} of k, got {va.shape}")
-        S = np.swapaxes(fk, -1, -2) @ va  # (B, H, d_phi, Dv [+1]): every query sees every key
-        out = positive_float(scale, "scale") * fq @ S
+        if fk.shape[2] != va.shape[2] or va.shape[:2] != fk.shape[:2]:
+            raise ValueError(f"v: expected leading shape (B, H, L) of k = {fk.shape[:3]}, got {v.shape}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            S = np.swapaxes(fk, -1, -2) @ va  # (B, H, d_phi, Dv [+1]): every query sees every key
+            out = scale * fq @ S
+        finite_result(out, "an output", "q, k, v, scale, feature_map")
     if not normalize:
         return out
     num, den = out[..., :-1], np.broadcast_to(out[..., -1:] + eps, out[..., :-1].shape)
     # den = 0 only with eps = 0 and a query that sees no feature mass (relu): output 0, never 0/0.
-    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+    with np.errstate(over="ignore"):
+        y = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+    # |y| <= max |v| when phi >= 0 (a weighted average); a signed map (identity) can make den tiny
+    return finite_result(y, "an output (numerator / normaliser)", "q, k, v, eps, feature_map")
+
+
+def _phi(x, name, feature_map):
+    """apply_feature_map with the caller's argument name in its messages."""
+    try:
+        return apply_feature_map(x, feature_map)
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        raise type(e)(f"{name}: {msg[3:]}" if msg.startswith("x: ") else msg) from None
 
 
 def orthogonal_gaussian(m: int, d: int, seed) -> np.ndarray:
@@ -103,7 +126,7 @@ def orthogonal_gaussian(m: int, d: int, seed) -> np.ndarray:
     rescaled by the norms of independent Gaussian vectors so each row is marginally N(0, I_d).
     """
     m, d = positive_int(m, "m"), positive_int(d, "d")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(count(seed, "seed", maximum=None))
     blocks = []
     for _ in range(-(-m // d)):
         Q, R = np.linalg.qr(rng.standard_normal((d, d)))
@@ -120,14 +143,24 @@ def favor_features(x, W, *, is_query: bool, stabilize=True):
     for all keys keeps their relative weights). Returns (B, H, L, m).
     """
     x = as_float_array(x, "x", ndim=4)
-    W = as_float_array(W, "W", ndim=2)
+    W = as_float_array(W, "W", ndim=2, min_size={0: 1})
     if W.shape[1] != x.shape[3]:
         raise ValueError(f"W: expected (m, {x.shape[3]}), got {W.shape}")
+    is_query, stabilize = flag(is_query, "is_query"), flag(stabilize, "stabilize")
+    # |W x - |x|^2/2| <= |W| |x| + |x|^2/2: below FLOAT_MAX / 4 neither term nor a difference of
+    # two logits overflows. Beyond it the features are not computed (an error, never NaN).
+    xn = max(np.abs(x).max(initial=0.0) * np.sqrt(x.shape[3]), 0.0)
+    wn = np.abs(W).max(initial=0.0) * np.sqrt(W.shape[1])
+    if xn > np.sqrt(FLOAT_MAX / 4) or (xn * wn > FLOAT_MAX / 4):
+        raise ValueError(f"x, W: the FAVOR+ logits W x - |x|^2/2 may overflow float64 "
+                         f"(|x| <= {xn:.3g}, |w_i| <= {wn:.3g}); rescale x")
     logits = x @ W.T - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
     if stabilize and logits.size:
         c = logits.max(axis=-1, keepdims=True) if is_query else logits.max(axis=(-3, -2, -1), keepdims=True)
         logits = logits - c
-    return np.exp(logits) / np.sqrt(W.shape[0])
+    with np.errstate(over="ignore"):
+        phi = np.exp(logits) / np.sqrt(W.shape[0])
+    return finite_result(phi, "a feature exp(W x - |x|^2/2) (pass stabilize=True)", "x, W, stabilize")
 
 
 def performer_attention(q, k, v, W, *, causal=True, eps=NORMALISER_EPS, form="recurrent", chunk_size=64):
@@ -141,8 +174,15 @@ def performer_attention(q, k, v, W, *, causal=True, eps=NORMALISER_EPS, form="re
     """
     q = as_float_array(q, "q", ndim=4)
     d = q.shape[3]
-    fq = favor_features(q * d ** -0.25, W, is_query=True)
-    fk = favor_features(as_float_array(k, "k", ndim=4) * d ** -0.25, W, is_query=False)
+    k = as_float_array(k, "k", ndim=4)
+    if k.shape[3] != d:
+        raise ValueError(f"k: expected head dim d = {d} of q, got shape {k.shape}")
+    try:
+        fq = favor_features(q * d ** -0.25, W, is_query=True)
+        fk = favor_features(k * d ** -0.25, W, is_query=False)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(f"q, k, W: {msg[6:]}" if msg.startswith("x, W: ") else msg) from None
     return linear_attention(fq, fk, v, feature_map="identity", causal=causal, normalize=True, eps=eps,
                             form=form, chunk_size=chunk_size)
 

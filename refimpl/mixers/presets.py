@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import as_float_array, flag, leading_shape
 from .delta_rule import delta_rule
 from .gated import gated_linear_attention, retention
 from .linear_attention import NORMALISER_EPS, linear_attention
@@ -31,22 +32,39 @@ from .rwkv4 import wkv
 from .ssm import causal_conv1d, selective_scan
 
 
-def _bhld(x):  # (B, L, H, D) <-> (B, H, L, D)
-    return np.swapaxes(np.asarray(x, dtype=np.float64), 1, 2)
+def _bhld(x, name=None, ndim=4):
+    """(B, L, H, D) <-> (B, H, L, D); with a name, validated first (messages name the library's argument)."""
+    if name is not None:
+        x = as_float_array(x, name, ndim=ndim)
+    return np.swapaxes(x, 1, 2)
+
+
+def _renamed(fn, names: dict):
+    """Call fn(); a ValueError/TypeError naming a spec argument is re-raised naming the library's."""
+    try:
+        return fn()
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        for spec, lib in names.items():
+            if msg.startswith(spec + ":"):
+                raise type(e)(lib + msg[len(spec):]) from None
+        raise
 
 
 def fla_linear_attn(q, k, v, scale=None, normalize=False):
     """fla ``naive_recurrent_linear_attn``: q, k (B, L, H, K) already feature-mapped; returns o (B, L, H, V)."""
-    q = _bhld(q)
+    q, k, v = _bhld(q, "q"), _bhld(k, "k"), _bhld(v, "v")
+    if scale is None and q.shape[-1] == 0:
+        raise ValueError(f"q: expected K >= 1 features for the default scale K^-0.5, got shape {q.shape}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    o = linear_attention(q, _bhld(k), _bhld(v), feature_map="identity", normalize=normalize,
-                         eps=NORMALISER_EPS, scale=scale)
+    o = linear_attention(q, k, v, feature_map="identity", normalize=normalize, eps=NORMALISER_EPS, scale=scale)
     return _bhld(o)
 
 
 def fla_gla(q, k, v, gk, initial_state=None):
     """fla ``naive_recurrent_gla``: (B, L, H, D) inputs, per-channel log gate gk; returns (o, final state)."""
-    o, S = gated_linear_attention(_bhld(q), _bhld(k), _bhld(v), _bhld(gk), initial_state=initial_state)
+    q, k, v, gk = _bhld(q, "q"), _bhld(k, "k"), _bhld(v, "v"), _bhld(gk, "gk")
+    o, S = _renamed(lambda: gated_linear_attention(q, k, v, gk, initial_state=initial_state), {"g": "gk"})
     return _bhld(o), S
 
 
@@ -62,8 +80,9 @@ def fla_delta_rule(q, k, v, beta, initial_state=None):
 
 def fla_gated_delta_rule(q, k, v, beta, g, scale=None, initial_state=None):
     """fla ``naive_recurrent_gated_delta_rule``: (B, L, H, D); beta, g (B, L, H); returns (o, final state)."""
-    o, S = delta_rule(_bhld(q), _bhld(k), _bhld(v), np.swapaxes(beta, 1, 2), np.swapaxes(g, 1, 2),
-                      scale=scale, initial_state=initial_state)
+    q, k, v = _bhld(q, "q"), _bhld(k, "k"), _bhld(v, "v")
+    beta = _bhld(beta, "beta", as_float_array(beta, "beta").ndim if np.ndim(beta) in (3, 4) else 3)
+    o, S = delta_rule(q, k, v, beta, _bhld(g, "g", 3), scale=scale, initial_state=initial_state)
     return _bhld(o), S
 
 
@@ -71,37 +90,54 @@ def mamba_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
                          return_last_state=False):
     """mamba ``selective_scan_ref`` for real A (D, N) and variable B, C (B, N, L) or (B, G, N, L):
     u, delta, z (B, D, L); D, delta_bias (D,). Channels map to one head of P = D channels per group."""
-    u = np.asarray(u, dtype=np.float64)
+    u = as_float_array(u, "u", ndim=3)
     b, dim, L = u.shape
-    Bm, Cm = (np.asarray(x, dtype=np.float64) for x in (B, C))
-    Bm, Cm = (x[:, None] if x.ndim == 3 else x for x in (Bm, Cm))  # (B, G, N, L)
+    delta = as_float_array(delta, "delta", shape=u.shape, shape_doc="(B, D, L) of u")
+    A = as_float_array(A, "A", ndim=2)
+    leading_shape(A, "A", (dim,), "(D,) of u")
+    Bm, Cm = as_float_array(B, "B"), as_float_array(C, "C")
+    if Bm.ndim not in (3, 4):
+        raise ValueError(f"B: expected (B, N, L) or (B, G, N, L), got shape {Bm.shape}")
+    Bm = Bm[:, None] if Bm.ndim == 3 else Bm  # (B, G, N, L)
     G = Bm.shape[1]
+    leading_shape(Bm, "B", (b, G, A.shape[1], L), "(B, G, N, L)")
+    Cm = as_float_array(Cm[:, None] if Cm.ndim == 3 else Cm, "C", shape=Bm.shape, shape_doc="(B, G, N, L) of B")
+    if G == 0 or dim % G:
+        raise ValueError(f"B: number of groups {G} must divide the number of channels D = {dim}")
+    flag(return_last_state, "return_last_state")
 
-    def heads(x):  # (B, D, L) -> (B, G, L, D / G): channel d = g (D / G) + p, as Mamba's repeat
-        return None if x is None else np.asarray(x, dtype=np.float64).reshape(b, G, dim // G, L).transpose(0, 1, 3, 2)
+    def heads(x, name):  # (B, D, L) -> (B, G, L, D / G): channel d = g (D / G) + p, as Mamba's repeat
+        if x is None:
+            return None
+        x = as_float_array(x, name, shape=u.shape, shape_doc="(B, D, L) of u")
+        return x.reshape(b, G, dim // G, L).transpose(0, 1, 3, 2)
 
-    def per_ch(x):
-        return None if x is None else np.asarray(x, dtype=np.float64).reshape(G, dim // G)
+    def per_ch(x, name):
+        return None if x is None else as_float_array(x, name, shape=(dim,), shape_doc="(D,)").reshape(G, dim // G)
 
-    out, last = selective_scan(heads(u), heads(delta), np.asarray(A, dtype=np.float64).reshape(G, dim // G, -1),
-                               Bm.transpose(0, 1, 3, 2), Cm.transpose(0, 1, 3, 2), per_ch(D), heads(z),
-                               delta_bias=per_ch(delta_bias), delta_softplus=delta_softplus)
+    out, last = selective_scan(heads(u, "u"), heads(delta, "delta"), A.reshape(G, dim // G, -1),
+                               Bm.transpose(0, 1, 3, 2), Cm.transpose(0, 1, 3, 2), per_ch(D, "D"), heads(z, "z"),
+                               delta_bias=per_ch(delta_bias, "delta_bias"), delta_softplus=delta_softplus)
     out = out.transpose(0, 1, 3, 2).reshape(b, dim, L)
     return (out, last.reshape(b, dim, -1)) if return_last_state else out
 
 
 def causal_conv1d_ref(x, weight, bias=None, activation=None):
     """causal-conv1d ``causal_conv1d_ref``: x (B, D, L), weight (D, W), bias (D,); returns (B, D, L)."""
-    x = np.asarray(x, dtype=np.float64)
-    out = causal_conv1d(np.swapaxes(x, 1, 2)[:, None], np.asarray(weight)[None],
-                        None if bias is None else np.asarray(bias)[None], activation=activation)
+    x = as_float_array(x, "x", ndim=3)
+    weight = as_float_array(weight, "weight", ndim=2)
+    leading_shape(weight, "weight", (x.shape[1],), "(D,) of x")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", shape=(x.shape[1],), shape_doc="(D,) of x")[None]
+    out = causal_conv1d(np.swapaxes(x, 1, 2)[:, None], weight[None], bias, activation=activation)
     return np.swapaxes(out[:, 0], 1, 2)
 
 
 def rwkv4_wkv(w, u, k, v):
     """RWKV-4 ``kernel_forward``: k, v (B, T, C); w (C,) = -exp(time_decay), u (C,); returns y (B, T, C)."""
-    k, v = (np.asarray(x, dtype=np.float64)[:, None] for x in (k, v))
-    return wkv(np.asarray(w)[None], np.asarray(u)[None], k, v, form="stable")[:, 0]
+    k, v = as_float_array(k, "k", ndim=3)[:, None], as_float_array(v, "v", ndim=3)[:, None]
+    w, u = as_float_array(w, "w", ndim=1), as_float_array(u, "u", ndim=1)
+    return wkv(w[None], u[None], k, v, form="stable")[:, 0]
 
 
 __all__ = ["causal_conv1d_ref", "fla_delta_rule", "fla_gated_delta_rule", "fla_gla", "fla_linear_attn",

@@ -40,14 +40,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logsumexp
 
-from .._validate import as_float_array
+from .._validate import FLOAT_MAX, as_float_array, choice, finite_result
 
 FORMS = ("stable", "recurrent", "parallel")
 
 
 def rwkv4_w(time_decay):
     """The kernel's w = -exp(time_decay) from RWKV-4's learned ``time_decay`` parameter."""
-    return -np.exp(as_float_array(time_decay, "time_decay"))
+    with np.errstate(over="ignore"):
+        w = -np.exp(as_float_array(time_decay, "time_decay"))
+    return finite_result(w, "w = -exp(time_decay)", "time_decay")
 
 
 class _Setup:
@@ -60,6 +62,12 @@ class _Setup:
         self.w = np.broadcast_to(_per_channel(w, "w", H, D), (B, H, D))
         self.u = np.broadcast_to(_per_channel(u, "u", H, D), (B, H, D))
         self.L = L
+        # every exponent the forms take lies within |w| max(L - 1, 1) + 2 |k| + |u| of 0: below
+        # FLOAT_MAX / 2 none overflows (a difference of two of them included)
+        mx = lambda a: float(np.abs(a).max(initial=0.0))  # noqa: E731
+        if mx(self.w) * max(L - 1, 1) + 2 * mx(self.k) + mx(self.u) > FLOAT_MAX / 2:
+            raise ValueError(f"w, u, k: the log-weights (t-1-j) w + k_j and u + k_t may overflow float64 "
+                             f"(|w| (L-1) + 2|k| + |u| > {FLOAT_MAX / 2:.3g})")
 
 
 def _per_channel(x, name, H, D):
@@ -85,8 +93,9 @@ def log_weights(w, u, k):
 
 def wkv(w, u, k, v, *, form="stable"):
     """RWKV-4 WKV (module doc), (B, H, L, D). ``form``: "stable" (CUDA kernel), "recurrent"
-    (naive; raises OverflowError where e^k overflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
+    (naive; raises OverflowError where e^k overflows or underflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
     s = _Setup(w, u, k, v)
+    choice(form, "form", FORMS)
     if form == "parallel":
         lw = log_weights(w, u, k)
         lw = lw - logsumexp(lw, axis=3, keepdims=True)
@@ -100,12 +109,15 @@ def wkv(w, u, k, v, *, form="stable"):
                 out[:, :, t] = (a + euk * s.v[:, :, t]) / (b + euk)
                 a, b = np.exp(s.w) * a + ek * s.v[:, :, t], np.exp(s.w) * b + ek
         if not np.isfinite(out).all():
-            raise OverflowError("wkv(form='recurrent'): exp(k) or exp(u + k) overflowed float64 (k > 709.78); "
+            raise OverflowError("k, u, w: wkv(form='recurrent'): exp(k), exp(u + k) or exp(w) left float64 range "
+                                "(overflow for k > 709.78, 0/0 once every e^k underflows, k < -745); "
                                 "form='stable' is the same function without overflow")
         return out
     if form == "stable":
         p = q = np.zeros(s.w.shape)
-        o = np.full(s.w.shape, -1e38)  # the kernel's MIN_VALUE: "no past yet"
+        # "no past yet": -inf, exactly (the kernel's MIN_VALUE = -1e38 stands in for it, which gives
+        # 0/0 at t = 0 once u + k_0 < -1e38: A = e^0 = 1 weights an empty past, B = e^(u+k-o) = 0)
+        o = np.full(s.w.shape, -np.inf)
         for t in range(s.L):
             kt, vt = s.k[:, :, t], s.v[:, :, t]
             no = np.maximum(o, s.u + kt)
@@ -120,7 +132,9 @@ def wkv(w, u, k, v, *, form="stable"):
 
 def rwkv4_time_mixing_output(r, wkv_out):
     """out_t = sigmoid(r_t) * wkv_t (RWKV-4 ``model.py`` ``RWKV_TimeMix.forward``: ``sr * wkv``)."""
-    return expit(as_float_array(r, "r", ndim=4)) * as_float_array(wkv_out, "wkv_out", ndim=4)
+    r = as_float_array(r, "r", ndim=4)
+    wkv_out = as_float_array(wkv_out, "wkv_out", shape=r.shape, shape_doc="(B, H, L, D) of r")
+    return expit(r) * wkv_out
 
 
 __all__ = ["FORMS", "log_weights", "rwkv4_time_mixing_output", "rwkv4_w", "wkv"]

@@ -36,18 +36,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, leading_shape, positive_int
+from scipy.special import expit
+
+from .._validate import as_float_array, choice, finite_result, flag, leading_shape, positive_int
 
 FORMS = ("sequential", "associative", "convolution")
 DISCRETIZATIONS = ("zoh_a_euler_b", "zoh")
 
 
 def softplus(x):
-    return np.logaddexp(0.0, x)
+    """softplus(x) = log(1 + e^x), computed as logaddexp(0, x) (no overflow; ~x for large x)."""
+    return np.logaddexp(0.0, as_float_array(x, "x"))
 
 
 def silu(x):
-    return x / (1.0 + np.exp(-x))
+    """silu(x) = x sigmoid(x) (torch ``F.silu``); sigmoid by ``expit``, so e^-x never overflows."""
+    x = as_float_array(x, "x")
+    return x * expit(x)
 
 
 class _Setup:
@@ -74,6 +79,7 @@ class _Setup:
             leading_shape(db, "delta_bias", (H, P), "(H, P)")
             delta = delta + db[None, :, None, :]
         self.delta = softplus(delta) if delta_softplus else delta
+        flag(delta_softplus, "delta_softplus")
         if (self.delta < 0).any():
             raise ValueError("delta: step sizes must be >= 0 (after delta_bias and softplus)")
         if (self.A > 0).any():
@@ -84,15 +90,15 @@ class _Setup:
         self.z = None if z is None else as_float_array(z, "z", ndim=4)
         if self.z is not None and self.z.shape != self.u.shape:
             raise ValueError(f"z: expected the shape of u {self.u.shape}, got {self.z.shape}")
-        if discretization not in DISCRETIZATIONS:
-            raise ValueError(f"discretization: expected one of {DISCRETIZATIONS}, got {discretization!r}")
+        choice(discretization, "discretization", DISCRETIZATIONS)
         dA = self.delta[..., None] * self.A[None, :, None]  # (B, H, L, P, N)
         self.Abar = np.exp(dA)
         if discretization == "zoh_a_euler_b":
             Bfac = self.delta[..., None]
-        else:  # (exp(dA) - 1) / A; its limit delta as A -> 0
-            safeA = np.where(self.A == 0, 1.0, self.A)[None, :, None]
-            Bfac = np.where(self.A[None, :, None] == 0, self.delta[..., None], np.expm1(dA) / safeA)
+        else:  # (exp(dA) - 1) / A = delta * expm1(dA) / dA; its limit delta as dA -> 0
+            # written with dA, not A: for a subnormal A, expm1(delta A) / A loses every digit
+            safe = np.where(dA == 0, 1.0, dA)
+            Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
         self.Bbar = Bfac * self.Bg[:, :, :, None, :]  # (B, H, L, P, N)
         self.Bu = self.Bbar * self.u[..., None]  # Bbar_t u_t
         self.x0 = np.zeros((b, H, P, N))
@@ -127,7 +133,16 @@ def _associative_scan(a, b):
 def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus=False,
                    discretization="zoh_a_euler_b", initial_state=None, form="sequential"):
     """Mamba's selective scan (module doc). Returns (out (B, H, L, P), last state (B, H, P, N))."""
-    s = _Setup(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, initial_state)
+    choice(form, "form", FORMS)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+        s = _Setup(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, initial_state)
+        out, last = _forms(s, form)
+    finite_result(out, "an output", "u, delta, A, B, C, D, delta_bias, initial_state")
+    finite_result(last, "the last state", "u, delta, A, B, delta_bias, initial_state")
+    return out, last
+
+
+def _forms(s: _Setup, form: str):
     if form == "sequential":
         x, xs = s.x0, np.empty(s.Bu.shape)
         for t in range(s.L):
@@ -154,7 +169,6 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_
         y = y + np.einsum("bhtpn,bhpn,bhn->bhtp", powers[:, :, 1:], s.x0, c)  # C Abar^{t+1} x_init
         last = np.einsum("bhjpn,bhjp->bhpn", powers[:, :, -2::-1] * Bbar[:, :, None], s.u) + powers[:, :, -1] * s.x0
         return s.finish(y), last
-    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
 
 
 def causal_conv1d(x, weight, bias=None, *, activation=None):
@@ -169,6 +183,8 @@ def causal_conv1d(x, weight, bias=None, *, activation=None):
     """
     x = as_float_array(x, "x", ndim=4)
     weight = as_float_array(weight, "weight", ndim=3)
+    if activation is not None:
+        choice(activation, "activation", ("silu", "swish"))
     b, H, L, P = x.shape
     leading_shape(weight, "weight", (H, P), "(H, P)")
     W = positive_int(weight.shape[2], "weight width")
@@ -178,9 +194,9 @@ def causal_conv1d(x, weight, bias=None, *, activation=None):
         bias = as_float_array(bias, "bias", ndim=2)
         leading_shape(bias, "bias", (H, P), "(H, P)")
         out = out + bias[None, :, None, :]
-    if activation not in (None, "silu", "swish"):
-        raise ValueError(f"activation: expected None or 'silu', got {activation!r}")
-    return out if activation is None else silu(out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = out if activation is None else silu(out)  # (inf from an overflowed sum is caught below)
+    return finite_result(out, "an output", "x, weight, bias")
 
 
 __all__ = ["DISCRETIZATIONS", "FORMS", "causal_conv1d", "selective_scan", "silu", "softplus"]
