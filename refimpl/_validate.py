@@ -172,7 +172,10 @@ def nonneg_float(x, name: str, *, upper: float | None = None) -> float:
     """A finite real >= 0 (and <= ``upper`` when given)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{name}: expected a real number, got {type(x).__name__}")
-    x = float(x)
+    try:
+        x = float(x)
+    except OverflowError:  # an int beyond float64 range
+        raise ValueError(f"{name}: expected a finite number, got an integer beyond float64 range") from None
     if not np.isfinite(x) or x < 0 or (upper is not None and x > upper):
         raise ValueError(f"{name}: expected a finite number in [0, {upper if upper is not None else 'inf'}], got {x}")
     return x
