@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, positive_int
+from ._validate import as_float_array, choice, count, instance, positive_float, positive_int
 from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention, check_window
 
@@ -131,8 +131,12 @@ class PagedCache(KVCache):
         self.lengths.append(0)
         return len(self.tables) - 1
 
+    def _seq(self, seq) -> int:
+        return count(seq, "seq", maximum=len(self.tables) - 1, what=f"one of the {len(self.tables)} sequences")
+
     def fork(self, seq: int) -> int:
         """A new sequence sharing every block of ``seq`` (no copy until one of them writes)."""
+        seq = self._seq(seq)
         new = self.add_sequence()
         self.tables[new] = list(self.tables[seq])
         self.lengths[new] = self.lengths[seq]
@@ -141,10 +145,19 @@ class PagedCache(KVCache):
         return new
 
     def block_table(self, seq: int) -> tuple:
-        return tuple(self.tables[seq])
+        return tuple(self.tables[self._seq(seq)])
 
     def append(self, seq: int, k, v) -> None:
-        """Write k (Hkv, n, D), v (Hkv, n, Dv) at the sequence's next positions."""
+        """Write k (Hkv, n, D), v (Hkv, n, Dv) at the sequence's next positions.
+
+        Raises MemoryError (documented) when the pool has no free block left; blocks are
+        counted before anything is written, so a failed append changes nothing.
+        """
+        seq = self._seq(seq)
+        k, v = _check_kv(k[None] if np.ndim(k) == 3 else k, v[None] if np.ndim(v) == 3 else v,
+                         1, self.Hkv, self.D, self.Dv)
+        k, v = k[0], v[0]
+        self._reserve([seq], k.shape[1])
         table = self.tables[seq]
         for t in range(k.shape[1]):
             p = self.lengths[seq]
@@ -153,6 +166,19 @@ class PagedCache(KVCache):
             self.k_pool[b, :, off] = k[:, t]
             self.v_pool[b, :, off] = v[:, t]
             self.lengths[seq] = p + 1
+
+    def _reserve(self, seqs, n: int) -> None:
+        """MemoryError unless the free blocks cover n more tokens in each of ``seqs`` (worst case:
+        every shared block they write into is copied)."""
+        need = 0
+        for s in seqs:
+            first, last = divmod(self.lengths[s], self.block_size)[0], (self.lengths[s] + n - 1) // self.block_size
+            if n:
+                need += sum(1 for j in range(first, last + 1) if j >= len(self.tables[s]) or
+                            self.ref_count[self.tables[s][j]] > 1)
+        free = int(np.count_nonzero(self.ref_count == 0))
+        if need > free:
+            raise MemoryError(f"PagedCache: {need} more blocks needed, {free} of {self.ref_count.size} free")
 
     def _block_for_write(self, table: list, j: int) -> int:
         """The physical block for logical block j: a fresh one past the end, a private copy if shared."""
@@ -168,6 +194,7 @@ class PagedCache(KVCache):
     def gather(self, seq: int):
         """(K (Hkv, n, D), V (Hkv, n, Dv)) of a sequence in position order: token p from
         physical block table[p // block_size], offset p % block_size."""
+        seq = self._seq(seq)
         p = np.arange(self.lengths[seq])
         blocks = np.asarray(self.tables[seq], dtype=np.int64)[p // self.block_size]
         offsets = p % self.block_size
@@ -179,6 +206,7 @@ class PagedCache(KVCache):
 
     def update(self, k, v):
         k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        self._reserve(range(self.B), k.shape[2])
         for b in range(self.B):
             self.append(b, k[b], v[b])
         self.length += k.shape[2]
@@ -224,6 +252,7 @@ class RingCache(KVCache):
 def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, batch=1, window=None,
                block_size: int = 16, num_blocks: int | None = None) -> KVCache:
     """A cache of ``kind`` in CACHE_KINDS; "ring" takes its capacity from ``window = (left, 0)``."""
+    choice(kind, "kind", CACHE_KINDS)
     if kind == "contiguous":
         return ContiguousCache(num_kv_heads, head_dim, v_head_dim, batch=batch)
     if kind == "paged":
@@ -232,9 +261,8 @@ def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, 
     if kind == "ring":
         left = _left(window)
         if left is None:
-            raise ValueError("a ring cache needs a finite window (left, 0)")
+            raise ValueError("window: a ring cache needs a finite window (left, 0), got None")
         return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=left + 1)
-    raise ValueError(f"kind: expected one of {CACHE_KINDS}, got {kind!r}")
 
 
 def _left(window):
@@ -254,13 +282,21 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
     ``window``: None or (left, 0). ``align`` is "bottom_right" (what makes decoding
     exact); "top_left" is accepted only to demonstrate that it is wrong.
     """
+    instance(cache, "cache", KVCache, "refimpl.kv_cache.KVCache (make_cache)")
     q = as_float_array(q, "q", ndim=4)
+    k, v = _check_kv(k, v, cache.B, cache.Hkv, cache.D, cache.Dv)
+    B, Hq, n, D = q.shape
+    if (B, D, n) != (cache.B, cache.D, k.shape[2]) or Hq % cache.Hkv:
+        raise ValueError(f"q: expected shape ({cache.B}, a multiple of {cache.Hkv}, n = {k.shape[2]}, {cache.D}) "
+                         f"to match k and the cache, got {q.shape}")
     left = _left(window)
     if isinstance(cache, RingCache) and (left is None or cache.capacity < left + 1):
-        raise ValueError(f"window {window}: a ring of {cache.capacity} slots would evict keys the window allows")
-    n = q.shape[2]
+        raise ValueError(f"window: {window} with a ring of {cache.capacity} slots would evict keys the window allows")
+    choice(align, "align", ("bottom_right", "top_left"))
+    if scale is not None:
+        positive_float(scale, "scale")
     pos = np.arange(cache.length, cache.length + n)
-    if rope is not None:
+    if rope is not None:  # checked in full before the cache is touched
         kw = check_rope_kwargs(rope)
         q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
     K, V = cache.update(k, v)
@@ -275,9 +311,13 @@ def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=Non
     """
     q = as_float_array(q, "q", ndim=4)
     k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
-    chunks = [positive_int(c, "chunk length") for c in chunks]
-    if sum(chunks) != q.shape[2] or q.shape[2] != k.shape[2]:
-        raise ValueError(f"chunks {chunks} must sum to the sequence length {q.shape[2]} of q and k")
+    if q.shape[2] != k.shape[2] or k.shape[2] != v.shape[2]:
+        raise ValueError(f"q, k, v: expected one sequence length, got {q.shape[2]}, {k.shape[2]}, {v.shape[2]}")
+    if isinstance(chunks, (str, bytes)) or not hasattr(chunks, "__iter__"):
+        raise TypeError(f"chunks: expected a sequence of chunk lengths, got {type(chunks).__name__}")
+    chunks = [positive_int(c, f"chunks[{i}]") for i, c in enumerate(chunks)]
+    if sum(chunks) != q.shape[2]:
+        raise ValueError(f"chunks: expected lengths summing to the sequence length {q.shape[2]}, got {chunks}")
     outs, s = [], 0
     for c in chunks:
         sl = slice(s, s + c)
@@ -289,9 +329,12 @@ def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=Non
 def prefill_reference(q, k, v, *, window=None, rope=None, scale=None):
     """Full causal attention over the whole sequence with RoPE at positions 0 .. L-1 (what decode must equal)."""
     q, k = as_float_array(q, "q", ndim=4), as_float_array(k, "k", ndim=4)
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"q, k: expected one sequence length (self-attention), got {q.shape[2]} and {k.shape[2]}")
     left = _left(window)
     if rope is not None:
         pos = np.arange(q.shape[2])
+        rope = check_rope_kwargs(rope)
         q, k = apply_rope(q, pos, **rope), apply_rope(k, pos, **rope)
     return attention(q, k, v, causal=True, window=None if left is None else (left, 0), scale=scale)[0]
 
