@@ -51,7 +51,9 @@ CACHE_KINDS = ("contiguous", "paged", "ring")
 def _check_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
     k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
     if k.shape[:2] != (B, Hkv) or k.shape[3] != D or v.shape != k.shape[:3] + (Dv,):
-        raise ValueError(f"k {k.shape}, v {v.shape}: expected ({B}, {Hkv}, n, {D}) and ({B}, {Hkv}, n, {Dv})")
+        raise ValueError(f"k, v: expected shapes (batch, num_kv_heads, n, head_dim) = ({B}, {Hkv}, n, {D}) and "
+                         f"(batch, num_kv_heads, n, v_head_dim) = ({B}, {Hkv}, n, {Dv}) (the cache's), "
+                         f"got {k.shape} and {v.shape}")
     return k, v
 
 
@@ -297,7 +299,7 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
         positive_float(scale, "scale")
     pos = np.arange(cache.length, cache.length + n)
     if rope is not None:  # checked in full before the cache is touched
-        kw = check_rope_kwargs(rope)
+        kw = check_rope_kwargs(rope, D)
         q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
     K, V = cache.update(k, v)
     return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]
@@ -329,12 +331,13 @@ def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=Non
 def prefill_reference(q, k, v, *, window=None, rope=None, scale=None):
     """Full causal attention over the whole sequence with RoPE at positions 0 .. L-1 (what decode must equal)."""
     q, k = as_float_array(q, "q", ndim=4), as_float_array(k, "k", ndim=4)
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(f"q, k: expected one sequence length (self-attention), got {q.shape[2]} and {k.shape[2]}")
+    if q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q, k: expected one sequence length (self-attention) and one head dim, "
+                         f"got shapes {q.shape} and {k.shape}")
     left = _left(window)
     if rope is not None:
         pos = np.arange(q.shape[2])
-        rope = check_rope_kwargs(rope)
+        rope = check_rope_kwargs(rope, q.shape[3])
         q, k = apply_rope(q, pos, **rope), apply_rope(k, pos, **rope)
     return attention(q, k, v, causal=True, window=None if left is None else (left, 0), scale=scale)[0]
 

@@ -176,7 +176,7 @@ def mla_attention(x, weights: MLAWeights, *, absorbed: bool = False, cache=None,
             raise ValueError(f"cache: expected dims {expect} for x and weights, got {dims}")
     if scale is not None:
         positive_float(scale, "scale")
-    rope = {"layout": "interleaved", **check_rope_kwargs({} if rope is None else rope)}
+    rope = {"layout": "interleaved", **check_rope_kwargs({} if rope is None else rope, dr)}
     start = 0 if cache is None else cache.length
     positions = np.arange(start, start + L)
     d_c = weights.d_c

@@ -82,8 +82,13 @@ def _check_layout(layout, name: str = "layout") -> str:
     return choice(layout, name, LAYOUTS)
 
 
-def _check_rotary_dim(rotary_dim, D: int) -> int:
-    d = D if rotary_dim is None else positive_int(rotary_dim, "rotary_dim")
+def _check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
+    """rotary_dim (default: the head dim D, full rotary) even and <= D; ``dim_name`` names where D came from."""
+    if rotary_dim is None:
+        if D % 2:
+            raise ValueError(f"{dim_name}: full rotary (rotary_dim None) needs an even head dim, got {D}")
+        return D
+    d = positive_int(rotary_dim, "rotary_dim")
     if d % 2 or d > D:
         raise ValueError(f"rotary_dim: expected an even number <= head dim {D}, got {d}")
     return d
@@ -106,7 +111,7 @@ def check_positions(positions, B: int, L: int) -> np.ndarray:
     B, L = positive_int(B, "B"), count(L, "L")
     p = _int_positions(positions)
     if p.shape not in ((L,), (B, L)):
-        raise ValueError(f"positions: expected shape ({L},) or ({B}, {L}), got {p.shape}")
+        raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
     return np.broadcast_to(p.astype(np.int64), (B, L))
 
 
@@ -173,7 +178,8 @@ def rope_frequencies(rotary_dim: int, base: float = 10000.0, scaling=None) -> tu
     d = positive_int(rotary_dim, "rotary_dim")
     sc = check_scaling(scaling)
     theta = base_frequencies(d, base)
-    theta, attn = _scaled(theta, d, positive_float(base, "base"), sc)
+    with np.errstate(over="ignore", divide="ignore"):  # overflow is reported below, by name
+        theta, attn = _scaled(theta, d, positive_float(base, "base"), sc)
     return finite_result(theta, "a scaled frequency", "base, scaling"), finite_result(attn, "the attention factor",
                                                                                        "scaling")
 
@@ -230,7 +236,7 @@ def layout_permutation(head_dim: int, rotary_dim: int | None = None) -> np.ndarr
     2i + 1 holds i + d/2; columns >= rotary_dim stay. ``np.argsort(perm)`` goes back.
     """
     D = positive_int(head_dim, "head_dim")
-    d = _check_rotary_dim(rotary_dim, D)
+    d = _check_rotary_dim(rotary_dim, D, "head_dim")
     half = np.arange(d // 2)
     return np.concatenate([np.stack([half, half + d // 2], axis=1).reshape(-1), np.arange(d, D)])
 
@@ -292,10 +298,10 @@ def apply_rope(x, positions, *, layout: str = "half", rotary_dim: int | None = N
     return np.concatenate([finite_result(rotated, "a rotated entry", "x, scaling"), x[..., d:]], axis=-1)
 
 
-def check_rope_kwargs(rope) -> dict:
+def check_rope_kwargs(rope, head_dim: int | None = None) -> dict:
     """Validate a dict of apply_rope keywords (layout, rotary_dim, base, scaling); messages name ``rope``.
 
-    rotary_dim is checked against the head dim where the keywords are used (``apply_rope``).
+    With ``head_dim`` (the rotated vectors' width) rotary_dim is checked against it too.
     """
     instance(rope, "rope", Mapping, "dict of apply_rope keywords")
     unknown = set(rope) - {"layout", "rotary_dim", "base", "scaling"}
@@ -306,13 +312,18 @@ def check_rope_kwargs(rope) -> dict:
         _check_layout(rope["layout"], "rope['layout']")
     if rope.get("rotary_dim") is not None:
         positive_int(rope["rotary_dim"], "rope['rotary_dim']")
+    if head_dim is not None:
+        try:
+            _check_rotary_dim(rope.get("rotary_dim"), positive_int(head_dim, "head_dim"), "head_dim")
+        except ValueError as e:
+            raise ValueError(f"rope: {e}") from None
     if "base" in rope:
         positive_float(rope["base"], "rope['base']")
     if rope.get("scaling") is not None:
         try:
             check_scaling(rope["scaling"])
         except (TypeError, ValueError) as e:
-            raise type(e)(f"rope['scaling']: {e}") from None
+            raise type(e)(str(e).replace("scaling", "rope['scaling']", 1)) from None
     return out
 
 
