@@ -57,6 +57,15 @@ def _check_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
     return k, v
 
 
+def _zeros(shape: tuple, names: str) -> np.ndarray:
+    """A zero pool; a shape beyond NumPy's addressable size is a ValueError naming the sizing arguments
+    (an allocation that merely exceeds free memory stays a MemoryError)."""
+    try:
+        return np.zeros(shape)
+    except ValueError:
+        raise ValueError(f"{names}: a pool of shape {shape} exceeds the addressable array size") from None
+
+
 class KVCache:
     """Common shape bookkeeping: ``batch`` sequences, ``num_kv_heads``, ``head_dim``, ``v_head_dim``."""
 
@@ -105,15 +114,17 @@ class PagedCache(KVCache):
 
     Sequences 0 .. batch-1 exist from the start and ``update`` appends to all of
     them; ``add_sequence``, ``fork``, ``append`` and ``gather`` work on one sequence.
-    Free blocks are handed out lowest index first (deterministic).
+    Free blocks are handed out lowest index first (deterministic). A write that needs more
+    free blocks than the pool has raises MemoryError (documented) before anything is written.
     """
 
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, block_size: int = 16, num_blocks: int = 64):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
         self.block_size = positive_int(block_size, "block_size")
         n = positive_int(num_blocks, "num_blocks")
-        self.k_pool = np.zeros((n, self.Hkv, self.block_size, self.D))
-        self.v_pool = np.zeros((n, self.Hkv, self.block_size, self.Dv))
+        names = "num_blocks, block_size, num_kv_heads, head_dim, v_head_dim"
+        self.k_pool = _zeros((n, self.Hkv, self.block_size, self.D), names)
+        self.v_pool = _zeros((n, self.Hkv, self.block_size, self.Dv), names)
         self.ref_count = np.zeros(n, dtype=np.int64)
         self.tables: list[list[int]] = []
         self.lengths: list[int] = []
@@ -170,14 +181,20 @@ class PagedCache(KVCache):
             self.lengths[seq] = p + 1
 
     def _reserve(self, seqs, n: int) -> None:
-        """MemoryError unless the free blocks cover n more tokens in each of ``seqs`` (worst case:
-        every shared block they write into is copied)."""
-        need = 0
+        """MemoryError unless the free blocks cover n more tokens in each of ``seqs``: a fresh
+        block past each table's end, and a copy for each write into a shared block (a block
+        with r references written by w of the sequences is copied min(w, r - 1) times)."""
+        fresh, writers = 0, {}
         for s in seqs:
-            first, last = divmod(self.lengths[s], self.block_size)[0], (self.lengths[s] + n - 1) // self.block_size
-            if n:
-                need += sum(1 for j in range(first, last + 1) if j >= len(self.tables[s]) or
-                            self.ref_count[self.tables[s][j]] > 1)
+            if not n:
+                continue
+            table = self.tables[s]
+            for j in range(self.lengths[s] // self.block_size, (self.lengths[s] + n - 1) // self.block_size + 1):
+                if j >= len(table):
+                    fresh += 1
+                else:
+                    writers[table[j]] = writers.get(table[j], 0) + 1
+        need = fresh + sum(min(w, int(self.ref_count[b]) - 1) for b, w in writers.items())
         free = int(np.count_nonzero(self.ref_count == 0))
         if need > free:
             raise MemoryError(f"PagedCache: {need} more blocks needed, {free} of {self.ref_count.size} free")
@@ -228,8 +245,9 @@ class RingCache(KVCache):
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, capacity: int):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
         self.capacity = positive_int(capacity, "capacity")
-        self.k = np.zeros((self.B, self.Hkv, self.capacity, self.D))
-        self.v = np.zeros((self.B, self.Hkv, self.capacity, self.Dv))
+        names = "capacity, batch, num_kv_heads, head_dim, v_head_dim"
+        self.k = _zeros((self.B, self.Hkv, self.capacity, self.D), names)
+        self.v = _zeros((self.B, self.Hkv, self.capacity, self.Dv), names)
         self.slot_position = np.full(self.capacity, -1, dtype=np.int64)  # -1: empty
 
     def contents(self):

@@ -108,7 +108,7 @@ def _int_positions(positions, name: str = "positions") -> np.ndarray:
 
 def check_positions(positions, B: int, L: int) -> np.ndarray:
     """Integer positions (L,) or (B, L) as int64 (B, L); rejects floats, bools, negatives, >= 2^53."""
-    B, L = positive_int(B, "B"), count(L, "L")
+    B, L = count(B, "B"), count(L, "L")
     p = _int_positions(positions)
     if p.shape not in ((L,), (B, L)):
         raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
@@ -178,7 +178,7 @@ def rope_frequencies(rotary_dim: int, base: float = 10000.0, scaling=None) -> tu
     d = positive_int(rotary_dim, "rotary_dim")
     sc = check_scaling(scaling)
     theta = base_frequencies(d, base)
-    with np.errstate(over="ignore", divide="ignore"):  # overflow is reported below, by name
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # non-finite results reported below
         theta, attn = _scaled(theta, d, positive_float(base, "base"), sc)
     return finite_result(theta, "a scaled frequency", "base, scaling"), finite_result(attn, "the attention factor",
                                                                                        "scaling")
