@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, positive_int
+from ._validate import as_float_array, choice, count, instance, positive_float, positive_int
 from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention, check_window
 
@@ -51,8 +51,19 @@ CACHE_KINDS = ("contiguous", "paged", "ring")
 def _check_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
     k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
     if k.shape[:2] != (B, Hkv) or k.shape[3] != D or v.shape != k.shape[:3] + (Dv,):
-        raise ValueError(f"k {k.shape}, v {v.shape}: expected ({B}, {Hkv}, n, {D}) and ({B}, {Hkv}, n, {Dv})")
+        raise ValueError(f"k, v: expected shapes (batch, num_kv_heads, n, head_dim) = ({B}, {Hkv}, n, {D}) and "
+                         f"(batch, num_kv_heads, n, v_head_dim) = ({B}, {Hkv}, n, {Dv}) (the cache's), "
+                         f"got {k.shape} and {v.shape}")
     return k, v
+
+
+def _zeros(shape: tuple, names: str) -> np.ndarray:
+    """A zero pool; a shape beyond NumPy's addressable size is a ValueError naming the sizing arguments
+    (an allocation that merely exceeds free memory stays a MemoryError)."""
+    try:
+        return np.zeros(shape)
+    except ValueError:
+        raise ValueError(f"{names}: a pool of shape {shape} exceeds the addressable array size") from None
 
 
 class KVCache:
@@ -103,15 +114,17 @@ class PagedCache(KVCache):
 
     Sequences 0 .. batch-1 exist from the start and ``update`` appends to all of
     them; ``add_sequence``, ``fork``, ``append`` and ``gather`` work on one sequence.
-    Free blocks are handed out lowest index first (deterministic).
+    Free blocks are handed out lowest index first (deterministic). A write that needs more
+    free blocks than the pool has raises MemoryError (documented) before anything is written.
     """
 
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, block_size: int = 16, num_blocks: int = 64):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
         self.block_size = positive_int(block_size, "block_size")
         n = positive_int(num_blocks, "num_blocks")
-        self.k_pool = np.zeros((n, self.Hkv, self.block_size, self.D))
-        self.v_pool = np.zeros((n, self.Hkv, self.block_size, self.Dv))
+        names = "num_blocks, block_size, num_kv_heads, head_dim, v_head_dim"
+        self.k_pool = _zeros((n, self.Hkv, self.block_size, self.D), names)
+        self.v_pool = _zeros((n, self.Hkv, self.block_size, self.Dv), names)
         self.ref_count = np.zeros(n, dtype=np.int64)
         self.tables: list[list[int]] = []
         self.lengths: list[int] = []
@@ -131,8 +144,12 @@ class PagedCache(KVCache):
         self.lengths.append(0)
         return len(self.tables) - 1
 
+    def _seq(self, seq) -> int:
+        return count(seq, "seq", maximum=len(self.tables) - 1, what=f"one of the {len(self.tables)} sequences")
+
     def fork(self, seq: int) -> int:
         """A new sequence sharing every block of ``seq`` (no copy until one of them writes)."""
+        seq = self._seq(seq)
         new = self.add_sequence()
         self.tables[new] = list(self.tables[seq])
         self.lengths[new] = self.lengths[seq]
@@ -141,10 +158,19 @@ class PagedCache(KVCache):
         return new
 
     def block_table(self, seq: int) -> tuple:
-        return tuple(self.tables[seq])
+        return tuple(self.tables[self._seq(seq)])
 
     def append(self, seq: int, k, v) -> None:
-        """Write k (Hkv, n, D), v (Hkv, n, Dv) at the sequence's next positions."""
+        """Write k (Hkv, n, D), v (Hkv, n, Dv) at the sequence's next positions.
+
+        Raises MemoryError (documented) when the pool has no free block left; blocks are
+        counted before anything is written, so a failed append changes nothing.
+        """
+        seq = self._seq(seq)
+        k, v = _check_kv(k[None] if np.ndim(k) == 3 else k, v[None] if np.ndim(v) == 3 else v,
+                         1, self.Hkv, self.D, self.Dv)
+        k, v = k[0], v[0]
+        self._reserve([seq], k.shape[1])
         table = self.tables[seq]
         for t in range(k.shape[1]):
             p = self.lengths[seq]
@@ -153,6 +179,25 @@ class PagedCache(KVCache):
             self.k_pool[b, :, off] = k[:, t]
             self.v_pool[b, :, off] = v[:, t]
             self.lengths[seq] = p + 1
+
+    def _reserve(self, seqs, n: int) -> None:
+        """MemoryError unless the free blocks cover n more tokens in each of ``seqs``: a fresh
+        block past each table's end, and a copy for each write into a shared block (a block
+        with r references written by w of the sequences is copied min(w, r - 1) times)."""
+        fresh, writers = 0, {}
+        for s in seqs:
+            if not n:
+                continue
+            table = self.tables[s]
+            for j in range(self.lengths[s] // self.block_size, (self.lengths[s] + n - 1) // self.block_size + 1):
+                if j >= len(table):
+                    fresh += 1
+                else:
+                    writers[table[j]] = writers.get(table[j], 0) + 1
+        need = fresh + sum(min(w, int(self.ref_count[b]) - 1) for b, w in writers.items())
+        free = int(np.count_nonzero(self.ref_count == 0))
+        if need > free:
+            raise MemoryError(f"PagedCache: {need} more blocks needed, {free} of {self.ref_count.size} free")
 
     def _block_for_write(self, table: list, j: int) -> int:
         """The physical block for logical block j: a fresh one past the end, a private copy if shared."""
@@ -168,6 +213,7 @@ class PagedCache(KVCache):
     def gather(self, seq: int):
         """(K (Hkv, n, D), V (Hkv, n, Dv)) of a sequence in position order: token p from
         physical block table[p // block_size], offset p % block_size."""
+        seq = self._seq(seq)
         p = np.arange(self.lengths[seq])
         blocks = np.asarray(self.tables[seq], dtype=np.int64)[p // self.block_size]
         offsets = p % self.block_size
@@ -179,6 +225,7 @@ class PagedCache(KVCache):
 
     def update(self, k, v):
         k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        self._reserve(range(self.B), k.shape[2])
         for b in range(self.B):
             self.append(b, k[b], v[b])
         self.length += k.shape[2]
@@ -198,8 +245,9 @@ class RingCache(KVCache):
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, capacity: int):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
         self.capacity = positive_int(capacity, "capacity")
-        self.k = np.zeros((self.B, self.Hkv, self.capacity, self.D))
-        self.v = np.zeros((self.B, self.Hkv, self.capacity, self.Dv))
+        names = "capacity, batch, num_kv_heads, head_dim, v_head_dim"
+        self.k = _zeros((self.B, self.Hkv, self.capacity, self.D), names)
+        self.v = _zeros((self.B, self.Hkv, self.capacity, self.Dv), names)
         self.slot_position = np.full(self.capacity, -1, dtype=np.int64)  # -1: empty
 
     def contents(self):
@@ -224,6 +272,7 @@ class RingCache(KVCache):
 def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, batch=1, window=None,
                block_size: int = 16, num_blocks: int | None = None) -> KVCache:
     """A cache of ``kind`` in CACHE_KINDS; "ring" takes its capacity from ``window = (left, 0)``."""
+    choice(kind, "kind", CACHE_KINDS)
     if kind == "contiguous":
         return ContiguousCache(num_kv_heads, head_dim, v_head_dim, batch=batch)
     if kind == "paged":
@@ -232,9 +281,8 @@ def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, 
     if kind == "ring":
         left = _left(window)
         if left is None:
-            raise ValueError("a ring cache needs a finite window (left, 0)")
+            raise ValueError("window: a ring cache needs a finite window (left, 0), got None")
         return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=left + 1)
-    raise ValueError(f"kind: expected one of {CACHE_KINDS}, got {kind!r}")
 
 
 def _left(window):
@@ -254,14 +302,22 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
     ``window``: None or (left, 0). ``align`` is "bottom_right" (what makes decoding
     exact); "top_left" is accepted only to demonstrate that it is wrong.
     """
+    instance(cache, "cache", KVCache, "refimpl.kv_cache.KVCache (make_cache)")
     q = as_float_array(q, "q", ndim=4)
+    k, v = _check_kv(k, v, cache.B, cache.Hkv, cache.D, cache.Dv)
+    B, Hq, n, D = q.shape
+    if (B, D, n) != (cache.B, cache.D, k.shape[2]) or Hq % cache.Hkv:
+        raise ValueError(f"q: expected shape ({cache.B}, a multiple of {cache.Hkv}, n = {k.shape[2]}, {cache.D}) "
+                         f"to match k and the cache, got {q.shape}")
     left = _left(window)
     if isinstance(cache, RingCache) and (left is None or cache.capacity < left + 1):
-        raise ValueError(f"window {window}: a ring of {cache.capacity} slots would evict keys the window allows")
-    n = q.shape[2]
+        raise ValueError(f"window: {window} with a ring of {cache.capacity} slots would evict keys the window allows")
+    choice(align, "align", ("bottom_right", "top_left"))
+    if scale is not None:
+        positive_float(scale, "scale")
     pos = np.arange(cache.length, cache.length + n)
-    if rope is not None:
-        kw = check_rope_kwargs(rope)
+    if rope is not None:  # checked in full before the cache is touched
+        kw = check_rope_kwargs(rope, D)
         q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
     K, V = cache.update(k, v)
     return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]
@@ -275,9 +331,13 @@ def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=Non
     """
     q = as_float_array(q, "q", ndim=4)
     k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
-    chunks = [positive_int(c, "chunk length") for c in chunks]
-    if sum(chunks) != q.shape[2] or q.shape[2] != k.shape[2]:
-        raise ValueError(f"chunks {chunks} must sum to the sequence length {q.shape[2]} of q and k")
+    if q.shape[2] != k.shape[2] or k.shape[2] != v.shape[2]:
+        raise ValueError(f"q, k, v: expected one sequence length, got {q.shape[2]}, {k.shape[2]}, {v.shape[2]}")
+    if isinstance(chunks, (str, bytes)) or not hasattr(chunks, "__iter__"):
+        raise TypeError(f"chunks: expected a sequence of chunk lengths, got {type(chunks).__name__}")
+    chunks = [positive_int(c, f"chunks[{i}]") for i, c in enumerate(chunks)]
+    if sum(chunks) != q.shape[2]:
+        raise ValueError(f"chunks: expected lengths summing to the sequence length {q.shape[2]}, got {chunks}")
     outs, s = [], 0
     for c in chunks:
         sl = slice(s, s + c)
@@ -289,9 +349,13 @@ def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=Non
 def prefill_reference(q, k, v, *, window=None, rope=None, scale=None):
     """Full causal attention over the whole sequence with RoPE at positions 0 .. L-1 (what decode must equal)."""
     q, k = as_float_array(q, "q", ndim=4), as_float_array(k, "k", ndim=4)
+    if q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q, k: expected one sequence length (self-attention) and one head dim, "
+                         f"got shapes {q.shape} and {k.shape}")
     left = _left(window)
     if rope is not None:
         pos = np.arange(q.shape[2])
+        rope = check_rope_kwargs(rope, q.shape[3])
         q, k = apply_rope(q, pos, **rope), apply_rope(k, pos, **rope)
     return attention(q, k, v, causal=True, window=None if left is None else (left, 0), scale=scale)[0]
 

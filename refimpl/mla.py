@@ -32,16 +32,19 @@ import math
 
 import numpy as np
 
-from ._validate import as_float_array, positive_int
+from ._validate import (as_float_array, choice, count, finite_result, flag, instance, positive_float, positive_int,
+                        real_number)
 from .kv_cache import ContiguousCache
-from .rope import apply_rope, yarn_get_mscale
+from .rope import apply_rope, check_rope_kwargs, yarn_get_mscale
 from .sdpa import attention
 
 
 @dataclasses.dataclass(frozen=True)
 class MLAWeights:
     """W_q (d_model, H (d_nope + d_rope)), W_dkv (d_model, d_c + d_rope),
-    W_ukv (d_c, H (d_nope + d_v)) (DeepSeek ``wkv_b``, transposed), W_o (H d_v, d_model)."""
+    W_ukv (d_c, H (d_nope + d_v)) (DeepSeek ``wkv_b``, transposed), W_o (H d_v, d_model).
+
+    Checked on construction (shapes agree, d_rope even); the matrices are stored as float64 arrays."""
 
     W_q: np.ndarray
     W_dkv: np.ndarray
@@ -51,6 +54,10 @@ class MLAWeights:
     d_nope: int
     d_rope: int
     d_v: int
+
+    def __post_init__(self):
+        for n, a in self.check().items():
+            object.__setattr__(self, n, a)
 
     @property
     def d_c(self) -> int:
@@ -82,7 +89,12 @@ class MLAWeights:
 
 def init_mla_weights(rng: np.random.Generator, d_model: int, num_heads: int, d_c: int, d_nope: int, d_rope: int, d_v: int) -> MLAWeights:
     """Random weights with entries N(0, 1/fan_in) (an explicit Generator: no hidden randomness)."""
-    H = num_heads
+    instance(rng, "rng", np.random.Generator, "numpy.random.Generator (np.random.default_rng(seed))")
+    d_model, H, d_c, d_nope, d_rope, d_v = (positive_int(x, n) for x, n in (
+        (d_model, "d_model"), (num_heads, "num_heads"), (d_c, "d_c"), (d_nope, "d_nope"), (d_rope, "d_rope"),
+        (d_v, "d_v")))
+    if d_rope % 2:
+        raise ValueError(f"d_rope: expected an even number, got {d_rope}")
 
     def w(m, n):
         return rng.standard_normal((m, n)) / math.sqrt(m)
@@ -93,13 +105,18 @@ def init_mla_weights(rng: np.random.Generator, d_model: int, num_heads: int, d_c
 
 def mla_softmax_scale(d_nope: int, d_rope: int, *, rope_factor: float = 1.0, mscale: float = 1.0) -> float:
     """(d_nope + d_rope)^(-1/2) * mscale(rope_factor)^2 (DeepSeek-V3 ``MLA.softmax_scale``; 1 without YaRN)."""
-    return (d_nope + d_rope) ** -0.5 * yarn_get_mscale(rope_factor, mscale) ** 2
+    d_nope, d_rope = positive_int(d_nope, "d_nope"), positive_int(d_rope, "d_rope")
+    rope_factor, mscale = positive_float(rope_factor, "rope_factor"), real_number(mscale, "mscale")
+    m = yarn_get_mscale(rope_factor, mscale)
+    return finite_result((d_nope + d_rope) ** -0.5 * m * m, "the softmax scale", "rope_factor, mscale")
 
 
 class MLALatentCache:
     """The absorbed form's cache: c_KV (B, T, d_c) and the shared RoPE key k_pe (B, T, d_rope)."""
 
     def __init__(self, d_c: int, d_rope: int, *, batch: int = 1):
+        d_c, d_rope = positive_int(d_c, "d_c"), positive_int(d_rope, "d_rope")
+        self.d_rope = d_rope
         self.store = ContiguousCache(1, d_c + d_rope, 1, batch=batch)  # one "head": [c_KV, k_pe]
         self.d_c = d_c
 
@@ -108,6 +125,11 @@ class MLALatentCache:
         return self.store.length
 
     def update(self, c_kv, k_pe):
+        B = self.store.B
+        c_kv = as_float_array(c_kv, "c_kv", ndim=3)
+        k_pe = as_float_array(k_pe, "k_pe", shape=(B, c_kv.shape[1], self.d_rope), shape_doc="(B, n, d_rope)")
+        if c_kv.shape[::2] != (B, self.d_c):
+            raise ValueError(f"c_kv: expected shape (B, n, d_c) = ({B}, *, {self.d_c}), got {c_kv.shape}")
         kv = np.concatenate([c_kv, k_pe], axis=-1)[:, None]  # (B, 1, n, d_c + d_rope)
         K, _ = self.store.update(kv, np.zeros(kv.shape[:3] + (1,)))
         return K  # (B, 1, T, d_c + d_rope)
@@ -138,22 +160,31 @@ def mla_attention(x, weights: MLAWeights, *, absorbed: bool = False, cache=None,
     positions cache.length + i and are appended. ``rope``: apply_rope keywords
     (default interleaved, as DeepSeek). ``scale``: default ``mla_softmax_scale``.
     """
-    W = weights.check()
+    W = instance(weights, "weights", MLAWeights).check()
     x = as_float_array(x, "x", ndim=3)
     if x.shape[2] != W["W_q"].shape[0]:
         raise ValueError(f"x: expected d_model = {W['W_q'].shape[0]}, got {x.shape}")
-    if not isinstance(absorbed, bool):
-        raise TypeError("absorbed: expected a bool")
-    want = MLALatentCache if absorbed else ContiguousCache
-    if cache is not None and not isinstance(cache, want):
-        raise TypeError(f"cache: the {'absorbed' if absorbed else 'naive'} form needs a {want.__name__}")
-    rope = {"layout": "interleaved", **(rope or {})}
+    absorbed = flag(absorbed, "absorbed")
     B, L, _ = x.shape
+    H, dn, dr, dv = weights.num_heads, weights.d_nope, weights.d_rope, weights.d_v
+    if cache is not None:
+        want = MLALatentCache if absorbed else ContiguousCache
+        instance(cache, "cache", want, f"{want.__name__} (the {'absorbed' if absorbed else 'naive'} form's cache)")
+        dims = (cache.store.B, cache.d_c, cache.d_rope) if absorbed else (cache.B, cache.Hkv, cache.D, cache.Dv)
+        expect = (B, weights.d_c, dr) if absorbed else (B, H, dn + dr, dv)
+        if dims != expect:
+            raise ValueError(f"cache: expected dims {expect} for x and weights, got {dims}")
+    if scale is not None:
+        positive_float(scale, "scale")
+    rope = {"layout": "interleaved", **check_rope_kwargs({} if rope is None else rope, dr)}
     start = 0 if cache is None else cache.length
     positions = np.arange(start, start + L)
-    H, dn, dv, d_c = weights.num_heads, weights.d_nope, weights.d_v, weights.d_c
-    scale = mla_softmax_scale(dn, weights.d_rope) if scale is None else scale
-    q_nope, q_pe, c_kv, k_pe = _project(x, weights, W, positions, rope)
+    d_c = weights.d_c
+    scale = mla_softmax_scale(dn, dr) if scale is None else scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        q_nope, q_pe, c_kv, k_pe = _project(x, weights, W, positions, rope)
+    for a in (q_nope, q_pe, c_kv, k_pe):  # x W: an exact projection beyond float64 range is an error
+        finite_result(a, "a projection x W", "x, weights")
     if absorbed:
         q_lat = np.einsum("bhld,hdc->bhlc", q_nope, weights.W_uk())
         K = np.concatenate([c_kv, k_pe], axis=-1)[:, None]  # (B, 1, L, d_c + d_rope)
@@ -168,12 +199,24 @@ def mla_attention(x, weights: MLAWeights, *, absorbed: bool = False, cache=None,
         if cache is not None:
             k, v = cache.update(k, v)
         o, _ = attention(np.concatenate([q_nope, q_pe], axis=-1), k, v, causal=True, scale=scale)
-    return o.transpose(0, 2, 1, 3).reshape(B, L, H * dv) @ W["W_o"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = o.transpose(0, 2, 1, 3).reshape(B, L, H * dv) @ W["W_o"]
+    return finite_result(y, "an output entry", "x, weights")
 
 
 def mla_cache_values_per_token(weights_or_dims, *, form: str) -> int:
-    """Cached scalars per token and layer: "naive" H (d_nope + d_rope + d_v); "latent" d_c + d_rope."""
-    H, dn, dr, dv, d_c = weights_or_dims
+    """Cached scalars per token and layer: "naive" H (d_nope + d_rope + d_v); "latent" d_c + d_rope.
+
+    ``weights_or_dims``: an MLAWeights or the tuple (H, d_nope, d_rope, d_v, d_c)."""
+    form = choice(form, "form", ("naive", "latent"))
+    if isinstance(weights_or_dims, MLAWeights):
+        w = weights_or_dims
+        H, dn, dr, dv, d_c = w.num_heads, w.d_nope, w.d_rope, w.d_v, w.d_c
+    else:
+        if not isinstance(weights_or_dims, (tuple, list)) or len(weights_or_dims) != 5:
+            raise TypeError(f"weights_or_dims: expected MLAWeights or (H, d_nope, d_rope, d_v, d_c), "
+                            f"got {weights_or_dims!r}")
+        H, dn, dr, dv, d_c = (positive_int(x, f"weights_or_dims[{i}]") for i, x in enumerate(weights_or_dims))
     if form == "naive":
         return H * (dn + dr + dv)
     if form == "latent":
@@ -187,7 +230,10 @@ def mla_params(d_model: int, num_heads: int, *, q_lora_rank: int, kv_lora_rank: 
     q_lora_rank > 0: W_DQ (d, r_q) + q_norm (r_q) + W_UQ (r_q, H (d_nope + d_rope)); else W_q (d, H (d_nope + d_rope));
     W_DKV (d, d_c + d_rope) + kv_norm (d_c) + W_UKV (d_c, H (d_nope + d_v)) + W_o (H d_v, d).
     """
-    d, H = d_model, num_heads
+    d, H = positive_int(d_model, "d_model"), positive_int(num_heads, "num_heads")
+    q_lora_rank = count(q_lora_rank, "q_lora_rank")
+    kv_lora_rank, d_nope, d_rope, d_v = (positive_int(x, n) for x, n in (
+        (kv_lora_rank, "kv_lora_rank"), (d_nope, "d_nope"), (d_rope, "d_rope"), (d_v, "d_v")))
     qk = H * (d_nope + d_rope)
     q = d * q_lora_rank + q_lora_rank + q_lora_rank * qk if q_lora_rank else d * qk
     kv = d * (kv_lora_rank + d_rope) + kv_lora_rank + kv_lora_rank * H * (d_nope + d_v)

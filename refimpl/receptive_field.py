@@ -22,20 +22,28 @@ from __future__ import annotations
 import numpy as np
 
 from . import masks as _masks
+from . import _validate as _V
 from ._validate import positive_int
 
 
 def receptive_field(mask: _masks.Mask, n: int, layers: int) -> np.ndarray:
-    """bool (n, n): R[i, j] True iff position j can influence position i after ``layers`` layers."""
+    """bool (n, n): R[i, j] True iff position j can influence position i after ``layers`` layers.
+
+    R = A^layers in the boolean semiring, by repeated squaring: O(log layers) products,
+    so any layer count (up to 2**62) costs at most 62 squarings.
+    """
+    _V.instance(mask, "mask", _masks.Mask, "refimpl.masks.Mask")
     n = positive_int(n, "n")
     layers = positive_int(layers, "layers")
-    if not isinstance(mask, _masks.Mask):
-        raise TypeError(f"mask: expected a refimpl.masks.Mask, got {type(mask).__name__}")
     A = mask.materialize(n, n).astype(np.int64)
-    R = A.copy()
-    for _ in range(layers - 1):
-        R = np.minimum(R @ A, 1)  # boolean product, kept 0/1 so counts never overflow
-    return R.astype(bool)
+    R = None
+    while True:  # binary powering; entries kept 0/1 so products never overflow
+        if layers & 1:
+            R = A if R is None else np.minimum(R @ A, 1)
+        layers >>= 1
+        if not layers:
+            return R.astype(bool)
+        A = np.minimum(A @ A, 1)
 
 
 def window_receptive_interval(i: int, w: int, layers: int) -> tuple[int, int]:
@@ -47,13 +55,20 @@ def window_receptive_interval(i: int, w: int, layers: int) -> tuple[int, int]:
 
 
 def receptive_interval(mask: _masks.Mask, i: int, layers: int, n: int | None = None) -> tuple[int, int]:
-    """(first, last) position that can influence position i, from the boolean product; checks it is an interval."""
-    n = positive_int(i, "i", allow_zero=True) + 1 if n is None else n
+    """(first, last) position that can influence position i, from the boolean product; checks it is an interval.
+
+    ``n`` (sequence length, default i + 1) must exceed i. A mask under which position i
+    sees nothing, or sees a set with holes, is a ValueError naming ``mask``.
+    """
+    i = positive_int(i, "i", allow_zero=True)
+    n = i + 1 if n is None else positive_int(n, "n")
+    if i >= n:
+        raise ValueError(f"i: expected a position < n = {n}, got {i}")
     row = np.flatnonzero(receptive_field(mask, n, layers)[i])
     if row.size == 0:
-        raise ValueError(f"position {i} sees nothing")
+        raise ValueError(f"mask: position {i} sees nothing after {layers} layers")
     if row.size != row[-1] - row[0] + 1:
-        raise ValueError(f"the receptive field of position {i} is not an interval: {row.tolist()}")
+        raise ValueError(f"mask: the receptive field of position {i} is not an interval: {row.tolist()}")
     return int(row[0]), int(row[-1])
 
 

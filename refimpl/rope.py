@@ -54,12 +54,11 @@ multiplies its cos and sin tables).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Mapping
 
 import numpy as np
 
-from ._validate import as_float_array, positive_float, positive_int
+from ._validate import as_float_array, choice, count, finite_result, flag, instance, positive_float, positive_int, real_number
 
 LAYOUTS = ("half", "interleaved")
 SCALINGS = ("linear", "dynamic", "yarn", "llama3")
@@ -79,28 +78,40 @@ _OPTIONAL = {
 }
 
 
-def _check_layout(layout) -> str:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
-    return layout
+def _check_layout(layout, name: str = "layout") -> str:
+    return choice(layout, name, LAYOUTS)
 
 
-def _check_rotary_dim(rotary_dim, D: int) -> int:
-    d = D if rotary_dim is None else positive_int(rotary_dim, "rotary_dim")
+def _check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
+    """rotary_dim (default: the head dim D, full rotary) even and <= D; ``dim_name`` names where D came from."""
+    if rotary_dim is None:
+        if D % 2:
+            raise ValueError(f"{dim_name}: full rotary (rotary_dim None) needs an even head dim, got {D}")
+        return D
+    d = positive_int(rotary_dim, "rotary_dim")
     if d % 2 or d > D:
         raise ValueError(f"rotary_dim: expected an even number <= head dim {D}, got {d}")
     return d
 
 
-def check_positions(positions, B: int, L: int) -> np.ndarray:
-    """Integer positions (L,) or (B, L) as int64 (B, L); rejects floats, bools, negatives, >= 2^53."""
+def _int_positions(positions, name: str = "positions") -> np.ndarray:
+    """An integer array of exact positions 0 <= m < 2^53 (any shape)."""
+    if positions is None or isinstance(positions, (str, bytes)):
+        raise TypeError(f"{name}: expected an integer array (exact positions), got {type(positions).__name__}")
     p = np.asarray(positions)
     if p.dtype == np.bool_ or not np.issubdtype(p.dtype, np.integer):
-        raise TypeError(f"positions: expected an integer array (exact positions), got dtype {p.dtype}")
-    if p.shape not in ((L,), (B, L)):
-        raise ValueError(f"positions: expected shape ({L},) or ({B}, {L}), got {p.shape}")
+        raise TypeError(f"{name}: expected an integer array (exact positions), got dtype {p.dtype}")
     if p.size and (p.min() < 0 or p.max() >= MAX_POSITION):
-        raise ValueError(f"positions: expected 0 <= m < 2^53, got range [{p.min()}, {p.max()}]")
+        raise ValueError(f"{name}: expected 0 <= m < 2^53, got range [{p.min()}, {p.max()}]")
+    return p
+
+
+def check_positions(positions, B: int, L: int) -> np.ndarray:
+    """Integer positions (L,) or (B, L) as int64 (B, L); rejects floats, bools, negatives, >= 2^53."""
+    B, L = count(B, "B"), count(L, "L")
+    p = _int_positions(positions)
+    if p.shape not in ((L,), (B, L)):
+        raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
     return np.broadcast_to(p.astype(np.int64), (B, L))
 
 
@@ -114,45 +125,78 @@ def check_scaling(scaling) -> dict | None:
     missing = [k for k in _REQUIRED[kind] if scaling.get(k) is None]
     unknown = set(scaling) - {"rope_type", *_REQUIRED[kind], *_OPTIONAL[kind]}
     if missing or unknown:
-        raise ValueError(f"scaling {kind!r}: missing {missing}, unknown {sorted(unknown)}")
+        raise ValueError(f"scaling: {kind!r} expects keys {list(_REQUIRED[kind] + _OPTIONAL[kind])}; "
+                         f"missing {missing}, unknown {sorted(unknown)}")
     out = dict(scaling)
-    out["factor"] = positive_float(scaling["factor"], "scaling factor")
-    if kind == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
-        raise ValueError("scaling llama3: high_freq_factor must exceed low_freq_factor")
+    for key, check in _CHECKS.items():
+        if scaling.get(key) is not None:
+            out[key] = check(scaling[key], f"scaling[{key!r}]")
+    if kind == "llama3" and not out["high_freq_factor"] > out["low_freq_factor"]:
+        raise ValueError("scaling: llama3 high_freq_factor must exceed low_freq_factor")
     return out
 
 
+_CHECKS = {  # each scaling entry, checked by name ("scaling['factor']: expected ...")
+    "factor": positive_float, "max_position_embeddings": positive_int, "seq_len": positive_int,
+    "original_max_position_embeddings": positive_int, "low_freq_factor": positive_float,
+    "high_freq_factor": positive_float, "beta_fast": positive_float, "beta_slow": positive_float,
+    "mscale": real_number, "mscale_all_dim": real_number, "attention_factor": positive_float, "truncate": flag,
+}
+
+
 def base_frequencies(rotary_dim: int, base: float) -> np.ndarray:
-    """theta_i = 1 / base^(2i/d), i = 0 .. d/2 - 1 (float64; HF's ``1.0 / (base ** (arange(0, d, 2) / d))``)."""
+    """theta_i = 1 / base^(2i/d), i = 0 .. d/2 - 1 (float64; HF's ``1.0 / (base ** (arange(0, d, 2) / d))``).
+
+    ``rotary_dim`` is even (d/2 pairs); ``base`` > 0. A base below 1 so small that a theta_i
+    exceeds float64 range is an error (never inf).
+    """
     d = positive_int(rotary_dim, "rotary_dim")
-    return 1.0 / positive_float(base, "base") ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    if d % 2:
+        raise ValueError(f"rotary_dim: expected an even number (d/2 rotated pairs), got {d}")
+    with np.errstate(over="ignore"):
+        theta = 1.0 / positive_float(base, "base") ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    return finite_result(theta, "a frequency theta_i = base^(-2i/d)", "base")
 
 
 def yarn_get_mscale(scale: float, mscale: float = 1.0) -> float:
-    """YaRN's attention temperature: 0.1 * mscale * ln(scale) + 1 for scale > 1, else 1 (HF ``get_mscale``)."""
-    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+    """YaRN's attention temperature: 0.1 * mscale * ln(scale) + 1 for scale > 1, else 1 (HF ``get_mscale``).
+
+    ``scale`` (the context extension factor) > 0, ``mscale`` a finite real.
+    """
+    scale, mscale = positive_float(scale, "scale"), real_number(mscale, "mscale")
+    return 1.0 if scale <= 1 else finite_result(0.1 * mscale * math.log(scale) + 1.0, "the mscale", "scale, mscale")
 
 
 def rope_frequencies(rotary_dim: int, base: float = 10000.0, scaling=None) -> tuple[np.ndarray, float]:
     """(theta (d/2,), attention_factor): the per-pair frequencies after ``scaling``.
+
+    ``rotary_dim`` even, ``base`` > 0, ``scaling`` None or a dict (see ``check_scaling``);
+    a scaled frequency or factor beyond float64 range is an error.
 
     Mirrors HF's ``ROPE_INIT_FUNCTIONS[rope_type](config)`` -> (inv_freq, attention_factor).
     """
     d = positive_int(rotary_dim, "rotary_dim")
     sc = check_scaling(scaling)
     theta = base_frequencies(d, base)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # non-finite results reported below
+        theta, attn = _scaled(theta, d, positive_float(base, "base"), sc)
+    return finite_result(theta, "a scaled frequency", "base, scaling"), finite_result(attn, "the attention factor",
+                                                                                       "scaling")
+
+
+def _scaled(theta: np.ndarray, d: int, base: float, sc: dict | None) -> tuple[np.ndarray, float]:
     if sc is None:
         return theta, 1.0
     kind, factor = sc["rope_type"], sc["factor"]
     if kind == "linear":
         return theta / factor, 1.0
     if kind == "dynamic":
-        P = positive_int(sc["max_position_embeddings"], "max_position_embeddings")
-        s = max(positive_int(sc["seq_len"], "seq_len"), P)
+        P, s = sc["max_position_embeddings"], max(sc["seq_len"], sc["max_position_embeddings"])
         if d < 4:
-            raise ValueError(f"scaling dynamic: needs rotary_dim >= 4 (the exponent is d / (d - 2)), got {d}")
-        new_base = base * (factor * s / P - (factor - 1)) ** (d / (d - 2))
-        return base_frequencies(d, new_base), 1.0
+            raise ValueError(f"rotary_dim: the dynamic scaling needs rotary_dim >= 4 (exponent d / (d - 2)), got {d}")
+        with np.errstate(over="ignore"):
+            new_base = base * (factor * s / P - (factor - 1)) ** (d / (d - 2))
+        return base_frequencies(d, finite_result(new_base, "the dynamic NTK base", "base, scaling")), 1.0
     if kind == "llama3":
         P = sc["original_max_position_embeddings"]
         lo, hi = sc["low_freq_factor"], sc["high_freq_factor"]
@@ -168,6 +212,9 @@ def rope_frequencies(rotary_dim: int, base: float = 10000.0, scaling=None) -> tu
     if attn is None:
         m, m_all = sc.get("mscale"), sc.get("mscale_all_dim")
         attn = yarn_get_mscale(factor, m) / yarn_get_mscale(factor, m_all) if (m and m_all) else yarn_get_mscale(factor)
+
+    if base == 1.0:
+        raise ValueError("base: the yarn ramp needs base != 1 (its dims are log(...) / log(base))")
 
     def correction_dim(rotations):  # the dim index whose period fits `rotations` times into P
         return d * math.log(P / (rotations * 2 * math.pi)) / (2 * math.log(base))
@@ -189,15 +236,17 @@ def layout_permutation(head_dim: int, rotary_dim: int | None = None) -> np.ndarr
     2i + 1 holds i + d/2; columns >= rotary_dim stay. ``np.argsort(perm)`` goes back.
     """
     D = positive_int(head_dim, "head_dim")
-    d = _check_rotary_dim(rotary_dim, D)
+    d = _check_rotary_dim(rotary_dim, D, "head_dim")
     half = np.arange(d // 2)
     return np.concatenate([np.stack([half, half + d // 2], axis=1).reshape(-1), np.arange(d, D)])
 
 
 def convert_layout(x, src: str, dst: str, rotary_dim: int | None = None) -> np.ndarray:
     """Permute the last axis of ``x`` (a q, a k, or the output rows of W_q / W_k) from layout src to dst."""
-    _check_layout(src), _check_layout(dst)
-    x = np.asarray(x)
+    _check_layout(src, "src"), _check_layout(dst, "dst")
+    x = as_float_array(x, "x")
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x: expected a last axis of head_dim >= 1 columns, got shape {x.shape}")
     perm = layout_permutation(x.shape[-1], rotary_dim)
     if src == dst:
         return x.copy()
@@ -216,8 +265,16 @@ def _unpair(a: np.ndarray, b: np.ndarray, layout: str) -> np.ndarray:
 
 
 def rope_angles(positions: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """alpha[..., l, i] = m_l * theta_i: one float64 product of an exact integer and theta_i."""
-    return positions.astype(np.float64)[..., None] * theta
+    """alpha[..., l, i] = m_l * theta_i: one float64 product of an exact integer and theta_i.
+
+    positions: integers 0 <= m < 2^53 (any shape); theta: finite (d/2,). An angle beyond
+    float64 range is an error.
+    """
+    pos = _int_positions(positions)
+    theta = as_float_array(theta, "theta", ndim=1)
+    with np.errstate(over="ignore"):
+        alpha = pos.astype(np.float64)[..., None] * theta
+    return finite_result(alpha, "an angle m * theta_i", "positions, theta")
 
 
 def apply_rope(x, positions, *, layout: str = "half", rotary_dim: int | None = None, base: float = 10000.0, scaling=None):
@@ -236,20 +293,38 @@ def apply_rope(x, positions, *, layout: str = "half", rotary_dim: int | None = N
     alpha = rope_angles(pos, theta)[:, None]  # (B, 1, L, d/2)
     cos, sin = attn * np.cos(alpha), attn * np.sin(alpha)
     xa, xb = _pairs(x, d, layout)
-    rotated = _unpair(xa * cos - xb * sin, xb * cos + xa * sin, layout)
-    return np.concatenate([rotated, x[..., d:]], axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rotated = _unpair(xa * cos - xb * sin, xb * cos + xa * sin, layout)
+    return np.concatenate([finite_result(rotated, "a rotated entry", "x, scaling"), x[..., d:]], axis=-1)
 
 
-def check_rope_kwargs(kw) -> dict:
-    """Validate a dict of apply_rope keywords (layout, rotary_dim, base, scaling)."""
-    if not isinstance(kw, Mapping):
-        raise TypeError(f"rope: expected a dict of apply_rope keywords, got {type(kw).__name__}")
-    unknown = set(kw) - {"layout", "rotary_dim", "base", "scaling"}
+def check_rope_kwargs(rope, head_dim: int | None = None) -> dict:
+    """Validate a dict of apply_rope keywords (layout, rotary_dim, base, scaling); messages name ``rope``.
+
+    With ``head_dim`` (the rotated vectors' width) rotary_dim is checked against it too.
+    """
+    instance(rope, "rope", Mapping, "dict of apply_rope keywords")
+    unknown = set(rope) - {"layout", "rotary_dim", "base", "scaling"}
     if unknown:
-        raise ValueError(f"rope: unknown keywords {sorted(unknown)}")
-    if "base" in kw and not isinstance(kw["base"], numbers.Real):
-        raise TypeError("rope base: expected a real number")
-    return dict(kw)
+        raise ValueError(f"rope: unknown keywords {sorted(unknown)}, expected layout, rotary_dim, base, scaling")
+    out = dict(rope)
+    if "layout" in rope:
+        _check_layout(rope["layout"], "rope['layout']")
+    if rope.get("rotary_dim") is not None:
+        positive_int(rope["rotary_dim"], "rope['rotary_dim']")
+    if head_dim is not None:
+        try:
+            _check_rotary_dim(rope.get("rotary_dim"), positive_int(head_dim, "head_dim"), "head_dim")
+        except ValueError as e:
+            raise ValueError(f"rope: {e}") from None
+    if "base" in rope:
+        positive_float(rope["base"], "rope['base']")
+    if rope.get("scaling") is not None:
+        try:
+            check_scaling(rope["scaling"])
+        except (TypeError, ValueError) as e:
+            raise type(e)(str(e).replace("scaling", "rope['scaling']", 1)) from None
+    return out
 
 
 __all__ = [
