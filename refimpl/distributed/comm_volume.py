@@ -166,4 +166,4 @@ def padded_dispatch_floats(capacity: int, owner, rank: int, D: int) -> int:
     (D,) = _dims(D=D)
     owner = index_array(owner, "owner", ndim=1)
     rank = count(rank, "rank")
-    return int(D * capacity * np.count_nonzero(owner != rank))
+    return D * capacity * int(np.count_nonzero(owner != rank))  # exact Python ints
