@@ -278,7 +278,7 @@ def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_conven
     count(k, "k", minimum=1, maximum=E)
     flag(reroute, "reroute")
     _route_options(capacity_convention, route_options, k)  # every rank checks it again; fail before running
-    check_hooks(log, P, rank_program=rank_program, driver=driver)
+    check_hooks(log, P, "xs", rank_program=rank_program, driver=driver)
     shards = [EPShard(r, x, W, {e: experts[e] for e in range(E) if owner[e] == r}, owner) for r, x in enumerate(xs)]
     if reroute:  # passed only when asked, so rank programs without rerouting keep their signature
         route_options = {**route_options, "reroute": reroute}

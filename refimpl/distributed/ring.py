@@ -240,10 +240,11 @@ def backward_program(problem, shard: RankShard, out, lse, dout, num_ranks: int, 
 # whole-sequence entry points (shard, run every rank, gather)
 
 
-def check_hooks(log, P: int, **hooks) -> None:
-    """``log`` a simulate.Log of P ranks or None; each hook (rank program, driver) callable or None."""
+def check_hooks(log, P: int, ranks_from: str = "positions", **hooks) -> None:
+    """``log`` a simulate.Log of P = len(ranks_from) ranks or None; each hook (rank program, driver)
+    callable or None."""
     if log is not None:
-        _check_log(log, P)
+        _check_log(log, P, ranks_from)
     for name, f in hooks.items():
         if f is not None and not callable(f):
             raise TypeError(f"{name}: expected a callable or None, got {type(f).__name__}")

@@ -90,7 +90,8 @@ def check_layout(positions, L: int | None = None) -> tuple:
 def shard(x: np.ndarray, positions: tuple, axis: int = 2) -> list:
     """Each rank's rows of ``x`` (sequence along ``axis``): ``x.take(positions[r], axis)``.
 
-    ``positions`` must partition 0..L-1, L = ``x.shape[axis]``."""
+    ``positions`` must partition 0..L-1, L = ``x.shape[axis]``. Entries are moved, not computed:
+    -inf (the lse of a fully masked row) is accepted and passes through; NaN and +inf are rejected."""
     x = as_float_array(x, "x", allow_neg_inf=True)  # -inf: the lse of fully masked rows
     axis = axis_index(axis, x.ndim)
     positions = check_layout(positions, x.shape[axis])
@@ -100,7 +101,8 @@ def shard(x: np.ndarray, positions: tuple, axis: int = 2) -> list:
 def gather(parts, positions: tuple, axis: int = 2) -> np.ndarray:
     """Inverse of ``shard``: put each rank's rows back at their global positions.
 
-    ``parts[r]`` holds ``len(positions[r])`` rows along ``axis``; every other axis agrees."""
+    ``parts[r]`` holds ``len(positions[r])`` rows along ``axis``; every other axis agrees.
+    -inf entries pass through as in ``shard``."""
     positions = check_layout(positions)
     if isinstance(parts, (str, bytes, np.ndarray)) or not isinstance(parts, (list, tuple)):
         raise TypeError(f"parts: expected a sequence of arrays (one per rank), got {type(parts).__name__}")

@@ -100,7 +100,7 @@ def drive(make_program, num_ranks: int, log: Log | None = None) -> list:
     if not callable(make_program):
         raise TypeError(f"make_program: expected a callable rank -> rank program, got {type(make_program).__name__}")
     num_ranks = count(num_ranks, "num_ranks", minimum=1, maximum=MAX_RANKS)
-    _check_log(log, num_ranks)
+    _check_log(log, num_ranks, "num_ranks")
     return run([make_program(r) for r in range(num_ranks)], log)
 
 
@@ -112,12 +112,14 @@ def resolve(driver):
     return drive if driver is None else driver
 
 
-def _check_log(log, P: int, name: str = "log"):
+def _check_log(log, P: int, ranks_from: str = "programs"):
+    """``log``, or a new Log of P ranks when None; ``ranks_from`` names the argument that sets P."""
     if log is None:
         return Log(P)
-    instance(log, name, Log, "refimpl.distributed.simulate.Log or None")
+    instance(log, "log", Log, "refimpl.distributed.simulate.Log or None")
     if log.num_ranks != P:
-        raise ValueError(f"{name}: expected a Log of {P} ranks, got one of {log.num_ranks}")
+        raise ValueError(f"log, {ranks_from}: expected a Log of P = {P} ranks ({ranks_from}), "
+                         f"got one of {log.num_ranks}")
     return log
 
 
