@@ -9,6 +9,7 @@ executable spec of the algorithm, driven by the entry points with validated argu
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from refimpl.distributed import comm_volume as CV
 from refimpl.distributed import sharding as SH
 from refimpl.distributed.messages import Exchange
 
-from .contract_recipes import arr, recipe
+from .contract_recipes import R, arr, recipe
 
 P_ = "refimpl.distributed."
 Log = refimpl.distributed.simulate.Log
@@ -47,8 +48,17 @@ def _index_list(draw, lo=0, hi=4, n=(1, 4)):
 
 # --- sharding ------------------------------------------------------------------
 
-recipe(P_ + "sharding.contiguous", kinds=dict(sizes="index_list"))(lambda draw: dict(sizes=_index_list(draw)))
-recipe(P_ + "sharding.zigzag", kinds=dict(chunk_sizes="index_list"))(
+
+def _partitions(kw, res):
+    """A layout's ranks hold 0..L-1 exactly once, L the sum of the sizes."""
+    L = sum(kw.get("sizes", kw.get("chunk_sizes")))
+    got = np.sort(np.concatenate(res))
+    assert np.array_equal(got, np.arange(L)), f"layout does not partition 0..{L - 1}: {res}"
+
+
+recipe(P_ + "sharding.contiguous", kinds=dict(sizes="index_list"), oracle=_partitions)(
+    lambda draw: dict(sizes=_index_list(draw)))
+recipe(P_ + "sharding.zigzag", kinds=dict(chunk_sizes="index_list"), oracle=_partitions)(
     lambda draw: dict(chunk_sizes=_index_list(draw) * 2))
 recipe(P_ + "sharding.even_sizes", kinds=dict(L="count", parts="count"))(
     lambda draw: dict(L=draw(st.integers(0, 9)), parts=draw(st.integers(1, 4))))
@@ -62,8 +72,13 @@ def _(draw):
     return dict(x=arr(draw, (2, 1, L, 2)), positions=_layout(draw, L), axis=2)
 
 
+def _gather_inverts_shard(kw, res):
+    back = SH.shard(res, kw["positions"], kw["axis"])
+    assert all(np.array_equal(a, b) for a, b in zip(back, kw["parts"])), "shard(gather(parts)) != parts"
+
+
 @recipe(P_ + "sharding.gather", kinds=dict(parts="array_list", positions="array_list", axis="axis"),
-        finite="no_nan_posinf")
+        finite="no_nan_posinf", oracle=_gather_inverts_shard)
 def _(draw):
     L = draw(st.integers(1, 6))
     pos = _layout(draw, L)
@@ -211,6 +226,14 @@ def _dims(draw, names, P=1):
     return {n: (P * draw(st.integers(1, 2)) if n in ("Hq", "Hkv") else draw(st.integers(1, 4))) for n in names}
 
 
+def _all_gather_volume(kw, res):
+    """Equal shards n, S = P: the ring forward sends (P - 1) B Hkv n (D + Dv) floats (module docstring)."""
+    sizes, P = kw["sizes"], len(kw["sizes"])
+    if len(set(sizes)) == 1 and kw["num_steps"] == P and res:
+        want = (P - 1) * kw["B"] * kw["Hkv"] * sizes[0] * (kw["D"] + kw["Dv"])
+        assert all(s.floats == want for s in res), f"ring_forward {res} != all-gather volume {want}"
+
+
 @recipe(P_ + "comm_volume.ring_forward", P_ + "comm_volume.ring_backward",
         kinds=dict(sizes="index_list", num_steps="count", **{n: "count" for n in DIMS if n != "Hq"}))
 def _(draw):
@@ -249,3 +272,6 @@ def _(draw):
     P = draw(st.integers(1, 3))
     return dict(capacity=draw(st.integers(0, 5)), owner=np.array([draw(st.integers(0, P - 1)) for _ in range(4)]),
                 rank=draw(st.integers(0, P - 1)), D=draw(st.integers(1, 4)))
+
+
+R[P_ + "comm_volume.ring_forward"] = dataclasses.replace(R[P_ + "comm_volume.ring_forward"], oracle=_all_gather_volume)

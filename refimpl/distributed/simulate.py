@@ -41,9 +41,12 @@ class Log:
 
     def volume(self, rank: int) -> Size:
         """Total elements rank ``rank`` sent to other ranks."""
+        rank = count(rank, "rank", maximum=self.num_ranks - 1)
         return sum((s for _, _, s in self.sent[rank]), Size())
 
     def messages(self, rank: int) -> int:
+        """Number of messages rank ``rank`` sent to other ranks."""
+        rank = count(rank, "rank", maximum=self.num_ranks - 1)
         return len(self.sent[rank])
 
 
