@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 import refimpl
 from refimpl import moe
-from refimpl.distributed import comm_volume as CV
 from refimpl.distributed import sharding as SH
 from refimpl.distributed.messages import Exchange
 
