@@ -270,3 +270,26 @@ def experts(x, name: str, E: int, D: int) -> list:
         if getattr(ex, "d_model", D) != D:
             raise ValueError(f"{name}[{i}]: d_model {ex.d_model} does not match x's D = {D}")
     return list(x)
+
+
+def index_array(x, name: str, *, ndim: int | None = None) -> np.ndarray:
+    """``x`` as an int64 array of non-negative indices (< MAX_COUNT); bool and float rejected."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name}: expected an integer array, got {_type(x)}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name}: expected an integer array, got {_type(x)} ({e})") from None
+    if arr.size == 0 and arr.dtype == np.float64:  # [] or np.zeros(0): an empty index set
+        arr = arr.astype(np.int64)
+    if arr.dtype == object and arr.size and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                 for v in arr.flat):
+        if any(not 0 <= int(v) < MAX_COUNT for v in arr.flat):
+            raise ValueError(f"{name}: expected indices in [0, 2**62), got an entry out of range")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {arr.shape}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= MAX_COUNT):
+        raise ValueError(f"{name}: expected indices in [0, 2**62), got range [{int(arr.min())}, {int(arr.max())}]")
+    return arr.astype(np.int64, copy=False)

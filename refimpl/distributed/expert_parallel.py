@@ -52,7 +52,8 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import as_float_array
+from .._validate import as_float_array, count, flag, index_array
+from .._validate import experts as check_experts
 from ..moe.dispatch import gather_by_expert, scatter_combine, sort_by_expert
 from ..moe.forward import router_logits
 from ..moe.presets import get as get_preset
@@ -60,7 +61,11 @@ from ..moe.reroute import reroute_dropped
 from ..moe.router import (RouteOptions, effective_options, normalize_gates, rank_within_expert, resolve_capacity,
                           resolve_options, route)
 from .messages import Exchange
+from .ring import check_hooks
+from .simulate import MAX_RANKS
 from .simulate import resolve as resolve_driver
+
+__all__ = ["CONVENTIONS", "GLOBAL_ORDERS", "contiguous_placement", "expert_parallel_moe"]
 
 CONVENTIONS = ("local", "global")
 GLOBAL_ORDERS = ("k_major", "token_major")
@@ -115,8 +120,9 @@ class EPResult:
 
 def contiguous_placement(E: int, P: int) -> np.ndarray:
     """owner[e] = e // (E / P): E / P consecutive experts per rank (P must divide E)."""
+    E, P = count(E, "E", minimum=1), count(P, "P", minimum=1, maximum=MAX_RANKS)
     if E % P:
-        raise ValueError(f"contiguous placement needs P={P} to divide E={E}")
+        raise ValueError(f"E, P: contiguous placement needs P={P} to divide E={E}")
     return np.arange(E, dtype=np.int64) // (E // P)
 
 
@@ -256,15 +262,24 @@ def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_conven
     its own); owner (E,) rank of each expert. Returns the list of EPResult, one per rank.
     ``driver``: ``simulate.drive`` (default) or ``mpi.driver()``."""
 
-    W = as_float_array(router_weight, "router_weight", ndim=2)
-    owner = np.asarray(owner, dtype=np.int64)
-    P, E = len(xs), W.shape[0]
-    if owner.shape != (E,) or (owner.size and (owner.min() < 0 or owner.max() >= P)):
-        raise ValueError(f"owner: expected shape ({E},) with ranks in 0..{P - 1}, got {owner!r}")
-    if len(experts) != E:
-        raise ValueError(f"experts: expected {E} experts (one per router row), got {len(experts)}")
-    shards = [EPShard(r, as_float_array(x, f"xs[{r}]", ndim=2), W,
-                      {e: experts[e] for e in range(E) if owner[e] == r}, owner) for r, x in enumerate(xs)]
+    if isinstance(xs, (str, bytes, np.ndarray)) or not isinstance(xs, (list, tuple)):
+        raise TypeError(f"xs: expected a list of (T_r, D) arrays (one per rank), got {type(xs).__name__}")
+    if not 1 <= len(xs) <= MAX_RANKS:
+        raise ValueError(f"xs: expected 1 to {MAX_RANKS} ranks, got {len(xs)}")
+    W = as_float_array(router_weight, "router_weight", ndim=2, shape_doc="(E, D)", min_size={0: 1})
+    P, (E, D) = len(xs), W.shape
+    xs = [as_float_array(x, f"xs[{r}]", shape=(None, D), shape_doc="(T_r, D) with D of router_weight")
+          for r, x in enumerate(xs)]
+    owner = index_array(owner, "owner", ndim=1)
+    if owner.shape != (E,) or (owner.size and owner.max() >= P):
+        raise ValueError(f"owner: expected shape ({E},) (E = router_weight rows) with ranks in 0..{P - 1} "
+                         f"(P = len(xs)), got shape {owner.shape} and entries {owner.tolist()[:8]}")
+    experts = check_experts(experts, "experts", E, D)
+    count(k, "k", minimum=1, maximum=E)
+    flag(reroute, "reroute")
+    _route_options(capacity_convention, route_options, k)  # every rank checks it again; fail before running
+    check_hooks(log, P, "xs", rank_program=rank_program, driver=driver)
+    shards = [EPShard(r, x, W, {e: experts[e] for e in range(E) if owner[e] == r}, owner) for r, x in enumerate(xs)]
     if reroute:  # passed only when asked, so rank programs without rerouting keep their signature
         route_options = {**route_options, "reroute": reroute}
     return resolve_driver(driver)(lambda r: rank_program(shards[r], k, P, capacity_convention, **route_options), P, log)

@@ -55,8 +55,11 @@ from ..flash import flash_attention_backward
 from ..sdpa import attention, check_qkv_shapes, check_real_4d
 from ..softmax import merge_attention_states
 from .messages import Exchange
+from .simulate import _check_log
 from .simulate import resolve as resolve_driver
 from .sharding import GlobalMask, check_layout, gather, shard
+
+__all__ = ["ring_attention", "ring_attention_backward", "ring_num_steps"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +146,12 @@ class ForwardState:
 
 
 def ring_num_steps(gmask: GlobalMask, positions) -> int:
-    """S: 1 + the largest hop distance (r - owner) mod P at which some rank sees a key of the shard."""
+    """S: 1 + the largest hop distance (r - owner) mod P at which some rank sees a key of the shard.
+
+    ``gmask`` a ``sharding.GlobalMask`` of length L; ``positions`` a layout of 0..L-1."""
+    if not isinstance(gmask, GlobalMask):
+        raise TypeError(f"gmask: expected a refimpl.distributed.sharding.GlobalMask, got {type(gmask).__name__}")
+    positions = check_layout(positions, gmask.L)
     P = len(positions)
     S = 1
     for r in range(P):
@@ -232,6 +240,16 @@ def backward_program(problem, shard: RankShard, out, lse, dout, num_ranks: int, 
 # whole-sequence entry points (shard, run every rank, gather)
 
 
+def check_hooks(log, P: int, ranks_from: str = "positions", **hooks) -> None:
+    """``log`` a simulate.Log of P = len(ranks_from) ranks or None; each hook (rank program, driver)
+    callable or None."""
+    if log is not None:
+        _check_log(log, P, ranks_from)
+    for name, f in hooks.items():
+        if f is not None and not callable(f):
+            raise TypeError(f"{name}: expected a callable or None, got {type(f).__name__}")
+
+
 def prepare(q, k, v, positions, causal, window, mask, scale, softcap):
     """Validated float64 (q, k, v), the layout and the AttentionProblem of a context-parallel call."""
     q, k, v = (check_real_4d(x, n).astype(np.float64, copy=False) for x, n in ((q, "q"), (k, "k"), (v, "v")))
@@ -260,6 +278,7 @@ def ring_attention(q, k, v, positions, *, causal=False, window=None, mask=None, 
     """
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
+    check_hooks(log, P, program=program, driver=driver)
     shards = shards_of(q, k, v, positions)
     states = resolve_driver(driver)(lambda r: program(problem, shards[r], P, S), P, log)
     return gather([s.out for s in states], positions), gather([s.lse for s in states], positions), states
@@ -268,13 +287,14 @@ def ring_attention(q, k, v, positions, *, causal=False, window=None, mask=None, 
 def ring_attention_backward(q, k, v, dout, positions, *, causal=False, window=None, mask=None, scale=None,
                             softcap=None, log=None, program=backward_program, driver=None):
     """(dq, dk, dv) of sum(dout * out) by the ring backward (forward by ring_attention first, uncounted)."""
+    dout = check_real_4d(dout, "dout").astype(np.float64, copy=False)
     out, lse, _ = ring_attention(q, k, v, positions, causal=causal, window=window, mask=mask, scale=scale,
                                  softcap=softcap, driver=driver)
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
-    dout = check_real_4d(dout, "dout").astype(np.float64, copy=False)
     if dout.shape != out.shape:
         raise ValueError(f"dout: expected shape {out.shape}, got {dout.shape}")
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
+    check_hooks(log, P, program=program, driver=driver)
     outs, lses, douts = shard(out, positions), shard(lse, positions), shard(dout, positions)
     shards = shards_of(q, k, v, positions)
     grads = resolve_driver(driver)(lambda r: program(problem, shards[r], outs[r], lses[r], douts[r], P, S), P, log)

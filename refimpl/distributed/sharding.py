@@ -32,17 +32,21 @@ import dataclasses
 import numpy as np
 
 from .. import masks as _masks
-from .._validate import positive_int
+from .._validate import as_float_array, axis_index, count, index_array, instance, positive_int
 from ..sdpa import check_window
 
+__all__ = ["GlobalMask", "contiguous", "even_sizes", "gather", "shard", "visible_pairs_per_rank", "zigzag"]
 
-def _sizes(sizes, name: str) -> tuple:
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+MAX_RANKS = 2**16
+"""Most ranks (or zig-zag chunks) a layout may have: each is a Python-level loop iteration."""
+
+
+def _sizes(sizes, name: str, *, max_len: int = MAX_RANKS) -> tuple:
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__") or not hasattr(sizes, "__len__"):
         raise TypeError(f"{name}: expected a sequence of non-negative ints, got {type(sizes).__name__}")
-    out = tuple(positive_int(s, f"{name}[{i}]", allow_zero=True) for i, s in enumerate(sizes))
-    if not out:
-        raise ValueError(f"{name}: expected at least one entry")
-    return out
+    if not 1 <= len(sizes) <= max_len:
+        raise ValueError(f"{name}: expected 1 to {max_len} entries, got {len(sizes)}")
+    return tuple(positive_int(s, f"{name}[{i}]", allow_zero=True) for i, s in enumerate(sizes))
 
 
 def contiguous(sizes) -> tuple:
@@ -54,7 +58,7 @@ def contiguous(sizes) -> tuple:
 
 def zigzag(chunk_sizes) -> tuple:
     """Positions of each of P ranks from 2P chunk sizes: rank r holds chunks r and 2P-1-r."""
-    chunk_sizes = _sizes(chunk_sizes, "chunk_sizes")
+    chunk_sizes = _sizes(chunk_sizes, "chunk_sizes", max_len=2 * MAX_RANKS)
     if len(chunk_sizes) % 2:
         raise ValueError(f"chunk_sizes: zig-zag needs 2P chunks, got {len(chunk_sizes)}")
     chunks = contiguous(chunk_sizes)
@@ -64,33 +68,57 @@ def zigzag(chunk_sizes) -> tuple:
 
 def even_sizes(L: int, parts: int) -> tuple:
     """``parts`` sizes summing to L, differing by at most one (the larger first)."""
-    L, parts = positive_int(L, "L", allow_zero=True), positive_int(parts, "parts")
+    L, parts = positive_int(L, "L", allow_zero=True), count(parts, "parts", minimum=1, maximum=MAX_RANKS)
     return tuple(L // parts + (1 if r < L % parts else 0) for r in range(parts))
 
 
-def check_layout(positions, L: int) -> tuple:
-    """Validate that ``positions`` (one int array per rank) partition 0..L-1; return them as int64."""
-    out = tuple(np.asarray(p, dtype=np.int64).reshape(-1) for p in positions)
-    if not out:
-        raise ValueError("positions: expected one array per rank, got none")
-    allpos = np.concatenate(out) if out else np.zeros(0, np.int64)
+def check_layout(positions, L: int | None = None) -> tuple:
+    """Validate that ``positions`` (one 1-D int array per rank) partition 0..L-1 (L = their total size
+    when None); return them as int64."""
+    if isinstance(positions, (str, bytes, np.ndarray)) or not isinstance(positions, (list, tuple)):
+        raise TypeError(f"positions: expected a sequence of int arrays (one per rank), got {type(positions).__name__}")
+    if not 1 <= len(positions) <= MAX_RANKS:
+        raise ValueError(f"positions: expected 1 to {MAX_RANKS} ranks, got {len(positions)}")
+    out = tuple(index_array(p, f"positions[{r}]", ndim=1) for r, p in enumerate(positions))
+    allpos = np.concatenate(out)
+    L = allpos.size if L is None else L
     if allpos.size != L or not np.array_equal(np.sort(allpos), np.arange(L)):
         raise ValueError(f"positions: the ranks' positions must partition 0..{L - 1} exactly once")
     return out
 
 
 def shard(x: np.ndarray, positions: tuple, axis: int = 2) -> list:
-    """Each rank's rows of ``x`` (sequence along ``axis``): ``x.take(positions[r], axis)``."""
+    """Each rank's rows of ``x`` (sequence along ``axis``): ``x.take(positions[r], axis)``.
+
+    ``positions`` must partition 0..L-1, L = ``x.shape[axis]``. Entries are moved, not computed:
+    -inf (the lse of a fully masked row) is accepted and passes through; NaN and +inf are rejected."""
+    x = as_float_array(x, "x", allow_neg_inf=True)  # -inf: the lse of fully masked rows
+    axis = axis_index(axis, x.ndim)
+    positions = check_layout(positions, x.shape[axis])
     return [np.take(x, p, axis=axis) for p in positions]
 
 
 def gather(parts, positions: tuple, axis: int = 2) -> np.ndarray:
-    """Inverse of ``shard``: put each rank's rows back at their global positions."""
-    parts = [np.asarray(p) for p in parts]
+    """Inverse of ``shard``: put each rank's rows back at their global positions.
+
+    ``parts[r]`` holds ``len(positions[r])`` rows along ``axis``; every other axis agrees.
+    -inf entries pass through as in ``shard``."""
+    positions = check_layout(positions)
+    if isinstance(parts, (str, bytes, np.ndarray)) or not isinstance(parts, (list, tuple)):
+        raise TypeError(f"parts: expected a sequence of arrays (one per rank), got {type(parts).__name__}")
+    if len(parts) != len(positions):
+        raise ValueError(f"parts: expected {len(positions)} arrays (one per rank of positions), got {len(parts)}")
+    parts = [as_float_array(p, f"parts[{r}]", allow_neg_inf=True) for r, p in enumerate(parts)]
+    axis = axis_index(axis, parts[0].ndim)
+    for r, (p, pos) in enumerate(zip(parts, positions)):
+        want = parts[0].shape[:axis] + (len(pos),) + parts[0].shape[axis + 1:]
+        if p.shape != want:
+            raise ValueError(f"parts[{r}]: expected shape {want} (len(positions[{r}]) rows along axis {axis}), "
+                             f"got {p.shape}")
     L = sum(len(p) for p in positions)
     shape = list(parts[0].shape)
     shape[axis] = L
-    out = np.zeros(shape, dtype=np.result_type(*parts))
+    out = np.zeros(shape, dtype=np.float64)
     for part, pos in zip(parts, positions):
         idx = [slice(None)] * len(shape)
         idx[axis] = pos
@@ -122,6 +150,7 @@ class GlobalMask:
             raise TypeError(f"mask: expected a refimpl.masks.Mask or None, got {type(self.mask).__name__}")
 
     def predicates(self) -> list:
+        """The refimpl.masks predicates whose conjunction is this mask."""
         out = []
         if self.causal:
             out.append(_masks.Causal())
@@ -133,8 +162,8 @@ class GlobalMask:
 
     def visible(self, qpos, kpos) -> np.ndarray:
         """bool (nq, nk): may the query at global position qpos[i] attend the key at kpos[j]."""
-        i = np.asarray(qpos, dtype=np.int64)[:, None]
-        j = np.asarray(kpos, dtype=np.int64)[None, :]
+        i = index_array(qpos, "qpos", ndim=1)[:, None]
+        j = index_array(kpos, "kpos", ndim=1)[None, :]
         out = np.ones((i.shape[0], j.shape[1]), dtype=bool)
         for p in self.predicates():
             out = out & p(i, j, self.L, self.L)
@@ -147,5 +176,7 @@ class GlobalMask:
 
 def visible_pairs_per_rank(gmask: GlobalMask, positions: tuple) -> np.ndarray:
     """(P,) int64: visible (query, key) pairs whose query rank r holds (the compute of rank r)."""
+    instance(gmask, "gmask", GlobalMask)
+    positions = check_layout(positions, gmask.L)
     allpos = np.arange(gmask.L)
     return np.array([int(gmask.visible(p, allpos).sum()) for p in positions], dtype=np.int64)

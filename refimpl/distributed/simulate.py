@@ -15,8 +15,13 @@ the counted volume with the formulas of ``refimpl.distributed.comm_volume``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
+from .._validate import count, instance
 from .messages import Exchange, Size, message_size
+
+MAX_RANKS = 2**16
+"""Most simulated ranks (each is a Python generator driven in lockstep)."""
 
 
 @dataclasses.dataclass
@@ -27,6 +32,7 @@ class Log:
     sent: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
+        self.num_ranks = count(self.num_ranks, "num_ranks", minimum=1, maximum=MAX_RANKS)
         self.sent = [[] for _ in range(self.num_ranks)]
 
     def record(self, rnd: int, src: int, dest: int, msg) -> None:
@@ -35,16 +41,30 @@ class Log:
 
     def volume(self, rank: int) -> Size:
         """Total elements rank ``rank`` sent to other ranks."""
+        rank = count(rank, "rank", maximum=self.num_ranks - 1)
         return sum((s for _, _, s in self.sent[rank]), Size())
 
     def messages(self, rank: int) -> int:
+        """Number of messages rank ``rank`` sent to other ranks."""
+        rank = count(rank, "rank", maximum=self.num_ranks - 1)
         return len(self.sent[rank])
 
 
 def run(programs: list, log: Log | None = None) -> list:
-    """Drive the generators ``programs`` (one per rank) to completion; return their results."""
+    """Drive the generators ``programs`` (one per rank) to completion; return their results.
+
+    ``log``: a ``Log`` of ``len(programs)`` ranks, or None. A protocol error of the programs
+    (a deadlock or a lost message on real ranks) raises RuntimeError."""
+    if isinstance(programs, (str, bytes)) or not isinstance(programs, (list, tuple)):
+        raise TypeError(f"programs: expected a list of generators (one rank program per rank), "
+                        f"got {type(programs).__name__}")
+    if not 1 <= len(programs) <= MAX_RANKS:
+        raise ValueError(f"programs: expected 1 to {MAX_RANKS} rank programs, got {len(programs)}")
+    for r, prog in enumerate(programs):
+        if not inspect.isgenerator(prog):
+            raise TypeError(f"programs[{r}]: expected a generator (a rank program), got {type(prog).__name__}")
     P = len(programs)
-    log = Log(P) if log is None else log
+    log = _check_log(log, P)
     results = [None] * P
     pending = {}
     for r, prog in enumerate(programs):
@@ -80,12 +100,30 @@ def drive(make_program, num_ranks: int, log: Log | None = None) -> list:
     Entry points (``ring.ring_attention`` ...) take a ``driver`` with this
     signature; ``refimpl.distributed.mpi.driver()`` runs the same programs on MPI ranks.
     """
+    if not callable(make_program):
+        raise TypeError(f"make_program: expected a callable rank -> rank program, got {type(make_program).__name__}")
+    num_ranks = count(num_ranks, "num_ranks", minimum=1, maximum=MAX_RANKS)
+    _check_log(log, num_ranks, "num_ranks")
     return run([make_program(r) for r in range(num_ranks)], log)
 
 
 def resolve(driver):
     """``driver``, or the simulated one when None."""
+    if driver is not None and not callable(driver):
+        raise TypeError(f"driver: expected None (simulated) or a driver such as refimpl.distributed.mpi.driver(), "
+                        f"got {type(driver).__name__}")
     return drive if driver is None else driver
+
+
+def _check_log(log, P: int, ranks_from: str = "programs"):
+    """``log``, or a new Log of P ranks when None; ``ranks_from`` names the argument that sets P."""
+    if log is None:
+        return Log(P)
+    instance(log, "log", Log, "refimpl.distributed.simulate.Log or None")
+    if log.num_ranks != P:
+        raise ValueError(f"log, {ranks_from}: expected a Log of P = {P} ranks ({ranks_from}), "
+                         f"got one of {log.num_ranks}")
+    return log
 
 
 def _advance(prog, value, rank, results):
@@ -96,4 +134,4 @@ def _advance(prog, value, rank, results):
         return None
 
 
-__all__ = ["Exchange", "Log", "Size", "drive", "run"]
+__all__ = ["Log", "drive", "run"]

@@ -30,10 +30,12 @@ import numpy as np
 
 from ..sdpa import attention, attention_backward, check_real_4d
 from .messages import Exchange
-from .ring import AttentionProblem, RankShard, prepare, shards_of
+from .ring import AttentionProblem, RankShard, check_hooks, prepare, shards_of
 from .simulate import resolve as resolve_driver
 from .sharding import gather
 from .sharding import shard as shard_rows
+
+__all__ = ["ulysses_attention", "ulysses_attention_backward"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +79,11 @@ class OutBlock:
     lse: np.ndarray
 
 
-def head_groups(H: int, P: int) -> list:
+def head_groups(H: int, P: int, name: str = "heads") -> list:
     """P contiguous slices of H heads (P must divide H)."""
     if H % P:
-        raise ValueError(f"Ulysses needs the number of ranks P={P} to divide the head count, got {H} heads")
+        raise ValueError(f"{name}, positions: Ulysses needs the number of ranks P={P} (len(positions)) to divide "
+                         f"the head count, got {H} heads")
     n = H // P
     return [slice(p * n, (p + 1) * n) for p in range(P)]
 
@@ -140,7 +143,8 @@ def ulysses_attention(q, k, v, positions, *, causal=False, window=None, mask=Non
     """
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     P = len(positions)
-    head_groups(q.shape[1], P), head_groups(k.shape[1], P)  # validate before running
+    head_groups(q.shape[1], P, "q"), head_groups(k.shape[1], P, "k")  # validate before running
+    check_hooks(log, P, rank_program=rank_program, driver=driver)
     shards = shards_of(q, k, v, positions)
     res = resolve_driver(driver)(lambda r: rank_program(problem, shards[r], P), P, log)
     return gather([o for o, _ in res], positions), gather([l for _, l in res], positions)
@@ -154,7 +158,8 @@ def ulysses_attention_backward(q, k, v, dout, positions, *, causal=False, window
     if dout.shape != q.shape[:3] + (v.shape[3],):
         raise ValueError(f"dout: expected shape {q.shape[:3] + (v.shape[3],)}, got {dout.shape}")
     P = len(positions)
-    head_groups(q.shape[1], P), head_groups(k.shape[1], P)
+    head_groups(q.shape[1], P, "q"), head_groups(k.shape[1], P, "k")
+    check_hooks(log, P, rank_program=rank_program, driver=driver)
     shards, douts = shards_of(q, k, v, positions), shard_rows(dout, positions)
     res = resolve_driver(driver)(lambda r: rank_program(problem, shards[r], douts[r], P), P, log)
     return tuple(gather([g[i] for g in res], positions) for i in range(3))
