@@ -100,6 +100,8 @@ def route_case(caps=frozenset({"route"}), *, drop_orders=None, normalize=None, *
 
 def _capacity(draw, kinds, wanted, T, k, E):
     """A capacity of the kinds not declined: the unrestricted draws when nothing is declined."""
+    if wanted == "none":
+        return None
     if set(kinds) == set(_CAPACITY_NEEDS[wanted]):
         if wanted == "any":
             return draw(st.one_of(st.none(), st.integers(0, T * k + 1), st.integers(0, 2)))
