@@ -159,7 +159,7 @@ def xfail_entries(known_impls=None) -> dict:
     for path in paths:
         if not path.exists():
             continue
-        peers_file = path == PEERS_XFAIL_FILE
+        peers_file = path.resolve() == PEERS_XFAIL_FILE.resolve()
         for n, e in enumerate(_read_entries(path)):
             if not isinstance(e, dict) or not {"property", "implementation", "reason"} <= set(e) or not e["reason"]:
                 raise XfailError(f"{path}: entry {n} needs property, implementation and a non-empty reason: {e!r}")
