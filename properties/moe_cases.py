@@ -21,6 +21,8 @@ ALL_DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob",
 BASIC_DROP_ORDERS = ("k_major", "token_major")
 POSITION_ORDERS = ("k_major", "token_major", "priority")
 NORMALIZE = ("none", "before_drop", "after_drop")
+CAPACITY_KINDS = ("none", "zero", "finite")  # capacity None, 0, an int >= 1 (option "capacity")
+_CAPACITY_NEEDS = {"any": CAPACITY_KINDS, "finite": ("zero", "finite"), "none": ("none",)}
 
 
 def _pretty(self, p, cycle):
@@ -90,12 +92,31 @@ def route_case(caps=frozenset({"route"}), *, drop_orders=None, normalize=None, *
     normalisations are never drawn."""
     if drop_orders is None:
         drop_orders = ALL_DROP_ORDERS if "route.drop_orders" in caps else BASIC_DROP_ORDERS
+    cap = kw.get("capacity", "any")
+    kw["capacity_kinds"] = allowed(caps, "capacity", _CAPACITY_NEEDS[cap]) if cap in _CAPACITY_NEEDS else ()
     return _route_case(caps, drop_orders=allowed(caps, "drop_order", drop_orders),
                        normalize=allowed(caps, "normalize", normalize or NORMALIZE), **kw)
 
 
+def _capacity(draw, kinds, wanted, T, k, E):
+    """A capacity of the kinds not declined: the unrestricted draws when nothing is declined."""
+    if wanted == "none":
+        return None
+    if set(kinds) == set(_CAPACITY_NEEDS[wanted]):
+        if wanted == "any":
+            return draw(st.one_of(st.none(), st.integers(0, T * k + 1), st.integers(0, 2)))
+        return draw(st.integers(0, max(1, (T * k) // max(E, 1))))
+    kind = draw(st.sampled_from(kinds))
+    if kind == "none":
+        return None
+    if kind == "zero":
+        return 0
+    hi = T * k + 1 if wanted == "any" else max(1, (T * k) // max(E, 1))
+    return draw(st.integers(1, hi))
+
+
 @st.composite
-def _route_case(draw, caps, *, drop_orders, normalize, capacity="any",
+def _route_case(draw, caps, *, drop_orders, normalize, capacity="any", capacity_kinds=(),
                 logit_kinds=None, min_E=1, max_T=12, max_E=8, padding=None):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -107,12 +128,8 @@ def _route_case(draw, caps, *, drop_orders, normalize, capacity="any",
                "drop_order": draw(st.sampled_from(drop_orders))}
     if options["drop_order"] == "random":
         options["seed"] = draw(st.integers(0, 1000))
-    if capacity == "any":
-        options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T * k + 1), st.integers(0, 2)))
-    elif capacity == "finite":
-        options["capacity"] = draw(st.integers(0, max(1, (T * k) // max(E, 1))))
-    elif capacity == "none":
-        options["capacity"] = None
+    if capacity in _CAPACITY_NEEDS:
+        options["capacity"] = _capacity(draw, capacity_kinds, capacity, T, k, E)
     mask = None
     want_padding = ("route.padding" in caps) if padding is None else padding
     if want_padding and draw(st.booleans()):
@@ -386,4 +403,12 @@ def honouring(caps, make, **kw):
     kw["normalize"] = allowed(caps, "normalize", kw.get("normalize") or NORMALIZE)
     kw["score"] = allowed(caps, "score", kw.get("score") or ("softmax", "sigmoid"))
     kw["drop_orders"] = allowed(caps, "drop_order", BASIC_DROP_ORDERS)
+    cap = kw.get("capacity", "any")
+    kinds = allowed(caps, "capacity", _CAPACITY_NEEDS[cap])
+    if set(kinds) != set(_CAPACITY_NEEDS[cap]):  # grad cases draw None or 0..T: keep only dropless
+        if "none" not in kinds:
+            from .core import Unsupported
+
+            raise Unsupported(f"declines capacity None, which the gradient cases need ({list(kinds)} left)")
+        kw["capacity"] = "none"
     return make(**kw)

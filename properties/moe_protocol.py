@@ -75,6 +75,8 @@ MOE_KIND = Kind(
                              "'route.drop_orders')", C.ALL_DROP_ORDERS),
         "normalize": Option("gate normalisations drawn", C.NORMALIZE),
         "score": Option("router scores drawn", ("softmax", "sigmoid")),
+        "capacity": Option("capacities drawn for route(): None (dropless), 0, or a finite int >= 1 "
+                           "(decline 'zero' and 'finite' for a dropless-only router)", C.CAPACITY_KINDS),
     },
 )
 

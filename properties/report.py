@@ -5,12 +5,14 @@
   literal arrays otherwise), calls the adapter and refimpl side by side and then
   the property's check, which raises the same AssertionError. Both runners
   append it to every failure.
-* The xfail file (``properties/xfail.json``, or ``$REFIMPL_XFAIL``): known,
+* The xfail files (``properties/xfail.json``, or ``$REFIMPL_XFAIL``, plus the
+  shipped peer adapters' ``properties/peers/xfail.json``): known,
   documented deviations as ``{"property", "implementation", "reason"}``
   entries (optionally ``"adapter": "module:object"`` naming where an adapter
   that is not bundled comes from). Such pairs are reported as xfail, apart from
   passes; an entry that passes is XPASS and fails the run (strict), and an
-  entry naming an unknown property or implementation is an error.
+  entry naming an unknown property or implementation is an error (a peer
+  entry whose adapter is not loaded in the run is skipped, see xfail_entries).
 * ``write_json(path, records)``: one record per (property, implementation):
   status pass / fail / unsupported / xfail / xpass, examples run, the reason,
   and for a failure the shrunk case and its snippet.
@@ -28,6 +30,7 @@ import pickle
 import numpy as np
 
 XFAIL_FILE = pathlib.Path(__file__).with_name("xfail.json")
+PEERS_XFAIL_FILE = pathlib.Path(__file__).with_name("peers") / "xfail.json"  # the shipped adapters' deviations
 MAX_LITERAL = 4096  # arrays with more elements are pickled into the snippet
 
 
@@ -113,42 +116,76 @@ def _xfail_path() -> pathlib.Path:
     return pathlib.Path(os.environ.get("REFIMPL_XFAIL") or XFAIL_FILE)
 
 
-def xfail_entries(known_impls=None) -> dict:
-    """(property, implementation) -> reason, from the xfail file, validated.
-
-    ``known_impls``: implementation names the runner knows (default: bundled,
-    wrong and $REFIMPL_IMPLS adapters). Raises XfailError on unknown names.
-    """
-    from . import registry
-    from .core import load_adapter, load_user_implementations
-
-    path = _xfail_path()
-    if not path.exists():
-        return {}
+def _read_entries(path: pathlib.Path) -> list:
     try:
         data = json.loads(path.read_text())
         entries = data["entries"]
     except (ValueError, KeyError, TypeError) as e:
         raise XfailError(f"{path}: expected {{\"entries\": [...]}}: {e}") from e
+    if not isinstance(entries, list):
+        raise XfailError(f"{path}: \"entries\" must be a list")
+    return entries
+
+
+def _loaded_specs() -> set:
+    return {s.strip() for s in os.environ.get("REFIMPL_IMPLS", "").split(",") if s.strip()}
+
+
+def xfail_entries(known_impls=None) -> dict:
+    """(property, implementation) -> reason, from the xfail files, validated.
+
+    Read: ``$REFIMPL_XFAIL`` (else ``properties/xfail.json``), then the shipped
+    peers' file ``properties/peers/xfail.json`` (:data:`PEERS_XFAIL_FILE`).
+    ``known_impls``: implementation names the runner knows (default: bundled,
+    wrong and $REFIMPL_IMPLS adapters). Raises XfailError on an unknown
+    property, a malformed entry, or an unknown implementation; except that a
+    peer entry whose adapter ("properties.peers:<factory>") is not loaded in
+    this run (not in $REFIMPL_IMPLS, e.g. its library is absent) is skipped
+    without importing the library. Its factory must still exist.
+    """
+    from . import registry
+    from .core import load_adapter, load_user_implementations
+
     props = {p.name for p in registry.all_properties()}
     if known_impls is None:
         known_impls = {i.name for i in registry.all_bundled() + list(registry.all_wrong().values())
                        + load_user_implementations()}
     known_impls = set(known_impls)
+    paths = [_xfail_path()]
+    if PEERS_XFAIL_FILE.resolve() != paths[0].resolve():
+        paths.append(PEERS_XFAIL_FILE)
+    loaded = _loaded_specs()
     out = {}
-    for n, e in enumerate(entries):
-        if not isinstance(e, dict) or not {"property", "implementation", "reason"} <= set(e) or not e["reason"]:
-            raise XfailError(f"{path}: entry {n} needs property, implementation and a non-empty reason: {e!r}")
-        if e["property"] not in props:
-            raise XfailError(f"{path}: entry {n} names unknown property {e['property']!r}")
-        name = e["implementation"]
-        if name not in known_impls:
-            found = {i.name for i in load_adapter(e["adapter"], f"{path} entry {n}")} if e.get("adapter") else set()
-            if name not in found:
-                raise XfailError(f"{path}: entry {n} names unknown implementation {name!r} "
-                                 f"(give \"adapter\": \"module:object\" for one that is not bundled)")
-        out[(e["property"], name)] = e["reason"]
+    for path in paths:
+        if not path.exists():
+            continue
+        peers_file = path.resolve() == PEERS_XFAIL_FILE.resolve()
+        for n, e in enumerate(_read_entries(path)):
+            if not isinstance(e, dict) or not {"property", "implementation", "reason"} <= set(e) or not e["reason"]:
+                raise XfailError(f"{path}: entry {n} needs property, implementation and a non-empty reason: {e!r}")
+            if e["property"] not in props:
+                raise XfailError(f"{path}: entry {n} names unknown property {e['property']!r}")
+            name = e["implementation"]
+            if peers_file:
+                _check_peer_entry(path, n, e)
+                if name not in known_impls and e["adapter"] not in loaded:
+                    continue  # that peer is not part of this run (or its library is absent)
+            if name not in known_impls:
+                found = {i.name for i in load_adapter(e["adapter"], f"{path} entry {n}")} if e.get("adapter") else set()
+                if name not in found:
+                    raise XfailError(f"{path}: entry {n} names unknown implementation {name!r} "
+                                     f"(give \"adapter\": \"module:object\" for one that is not bundled)")
+            out[(e["property"], name)] = e["reason"]
     return out
+
+
+def _check_peer_entry(path, n, e) -> None:
+    from .peers import FACTORIES
+
+    mod, _, factory = str(e.get("adapter", "")).partition(":")
+    if mod != "properties.peers" or factory not in FACTORIES:
+        raise XfailError(f"{path}: entry {n} needs \"adapter\": \"properties.peers:<factory>\" with a factory of "
+                         f"{sorted(FACTORIES)}, got {e.get('adapter')!r}")
 
 
 # ----------------------------------------------------------------------------

@@ -14,13 +14,14 @@ def impl_params(bundled, kind):
     return [pytest.param(i, id=i.name) for i in impls]
 
 
-def property_impl_params(props, impls):
+def property_impl_params(props, impls, strict=True):
     """Every (property, implementation) pair of the same kind.
 
     A pair the implementation's declaration does not cover is a SKIP with the
     reason (never run, never counted as a pass); a pair listed in the xfail file
     (properties/xfail.json) is a strict xfail: its passing is reported as XPASS
-    and fails the run.
+    and fails the run. ``strict=False`` for smoke-size runs, whose few examples
+    may not draw the deviating case (the full-size runs stay strict).
     """
     xfails = xfail_entries()
     out = []
@@ -34,7 +35,7 @@ def property_impl_params(props, impls):
             if reason:
                 marks.append(pytest.mark.skip(reason=f"unsupported: {reason}"))
             elif (prop.name, impl.name) in xfails:
-                marks.append(pytest.mark.xfail(strict=True, reason=xfails[(prop.name, impl.name)]))
+                marks.append(pytest.mark.xfail(strict=strict, reason=xfails[(prop.name, impl.name)]))
             out.append(pytest.param(prop, impl, id=f"{prop.name}-{impl.name}", marks=marks))
     return out
 

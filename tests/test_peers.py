@@ -12,7 +12,8 @@ import pytest
 
 import refimpl
 from properties import registry
-from properties.peers import FACTORIES, Unavailable, availability, run
+from properties.peers import FACTORIES, Unavailable, availability
+from tests._binding import property_impl_params, run_property
 from refimpl import conventions as C
 from refimpl import moe as M
 from refimpl.moe import presets as P
@@ -50,48 +51,88 @@ def test_gpu_only_adapters_say_what_is_missing():
 
 
 def test_xfail_entries_name_a_property_and_cite_the_library():
+    from properties.report import PEERS_XFAIL_FILE
+
     names = {p.name for p in registry.all_properties()}
-    with open(run.XFAIL_PATH) as fh:
-        entries = json.load(fh)
+    entries = json.loads(PEERS_XFAIL_FILE.read_text())["entries"]
     for e in entries:
-        assert set(e) == {"property", "impl", "reason"} and e["property"] in names, e
+        assert set(e) == {"property", "implementation", "adapter", "reason"} and e["property"] in names, e
+        assert e["adapter"].split(":")[1] in FACTORIES, e
         assert ".py" in e["reason"], e  # the library's file (and function) is cited
 
 
-# --- every peer through every property of its kind (smoke size; full run: python -m properties.peers)
+def test_peer_xfail_entries_skipped_unless_their_adapter_is_loaded(monkeypatch):
+    from properties.report import xfail_entries
+
+    monkeypatch.delenv("REFIMPL_IMPLS", raising=False)
+    assert not any(impl.startswith(("hf.", "jax.", "deepspeed.")) for _, impl in xfail_entries())
 
 
-def _pairs():
+def test_peer_xfail_entry_with_unknown_property_is_an_error(monkeypatch, tmp_path):
+    from properties import report
+
+    bad = {"entries": [{"property": "no_such_property", "implementation": "x", "adapter": "properties.peers:hf_mixtral",
+                        "reason": "x.py"}]}
+    (tmp_path / "xfail.json").write_text(json.dumps(bad))
+    monkeypatch.setattr(report, "PEERS_XFAIL_FILE", tmp_path / "xfail.json")
+    with pytest.raises(report.XfailError, match="unknown property"):
+        report.xfail_entries(set())
+
+
+# --- every peer through every property of its kind, by the same binding as any adapter ----------
+# (smoke size; the full run is python -m properties.peers --profile ci, see the README)
+
+# Smoke size: 3 examples a pair (CI time); FlexAttention's eager CPU path builds a BlockMask per
+# call and XLA compiles jax.nn.dot_product_attention for every new shape (~1-4 s an example on 2
+# shared cores), so outside REFIMPL_PROFILE=thorough they run two properties, 2 examples each.
+# The full-size run of every pair: python -m properties.peers --profile ci (README).
+EXAMPLES = 3
+SLOW = {"torch.flex_attention[float64]", "jax.nn.dot_product_attention"}
+SLOW_SMOKE = {"matches_reference", "gqa_equals_repeated_mha"}
+THOROUGH = os.environ.get("REFIMPL_PROFILE") == "thorough"
+
+
+def _peer_impls():
+    if os.environ.get("REFIMPL_PEERS") == "0":
+        return []
     out = []
     for factory in FACTORIES:
-        if availability()[factory] != "available":
+        try:
+            got = getattr(__import__("properties.peers", fromlist=[factory]), factory)()
+        except Unavailable:
             continue
-        got = getattr(__import__("properties.peers", fromlist=[factory]), factory)()
-        for impl in got if isinstance(got, list) else [got]:
-            for prop in registry.all_properties():
-                if prop.kind == impl.kind:
-                    out.append(pytest.param(prop, impl, id=f"{prop.name}-{impl.name}"))
+        out += [pytest.param(i, id=i.name) for i in (got if isinstance(got, list) else [got])]
     return out
 
 
-# Too slow for the default run: FlexAttention's eager CPU path builds a BlockMask per call and XLA
-# compiles jax.nn.dot_product_attention for every new shape (each ~1-4 s an example on 2 shared
-# cores). They run under the thorough profile and in `python -m properties.peers`.
-SLOW = {"torch.flex_attention[float64]", "jax.nn.dot_product_attention"}
+def _peer_pairs():
+    impls = _peer_impls()
+    if not impls:
+        return [pytest.param(None, None, marks=pytest.mark.skip(
+            reason="no peer library installed (pip install -e '.[peers]') or REFIMPL_PEERS=0"))]
+    monkey = os.environ.get("REFIMPL_IMPLS")  # the peer xfail entries apply to loaded peers only
+    os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(
+        f"properties.peers:{f}" for f in FACTORIES if availability()[f] == "available")]))
+    try:
+        return property_impl_params(registry.all_properties(), impls, strict=False)
+    finally:
+        if monkey is None:
+            del os.environ["REFIMPL_IMPLS"]
+        else:
+            os.environ["REFIMPL_IMPLS"] = monkey
 
 
-@pytest.mark.skipif(os.environ.get("REFIMPL_PEERS") == "0", reason="REFIMPL_PEERS=0")
-@pytest.mark.parametrize("prop, impl", _pairs() if os.environ.get("REFIMPL_PEERS") != "0" else [])
+@pytest.mark.parametrize("prop, impl", _peer_pairs())
 def test_peer_property(prop, impl):
-    xfail = run.xfails().get((prop.name, impl.name))
-    if impl.name in SLOW and os.environ.get("REFIMPL_PROFILE") != "thorough":
-        pytest.skip(f"{impl.name} runs under REFIMPL_PROFILE=thorough and in python -m properties.peers (slow)")
-    status, detail, _ = run.run_pair(prop, impl, "ci", xfail, max_examples=10)
-    if status == "unsupported":
-        pytest.skip(detail)
-    if status in ("xfail", "xpass"):  # xpass: the deviation's case was not drawn at smoke size
-        pytest.xfail(xfail)
-    assert status == "pass", detail
+    if THOROUGH:
+        run_property(prop, impl)
+    elif impl.name in SLOW:
+        if prop.name not in SLOW_SMOKE:
+            pytest.skip(f"{impl.name} is slow on the CPU: {prop.name} runs under REFIMPL_PROFILE=thorough "
+                        f"and in python -m properties.peers")
+        run_property(prop, impl, max_examples=2)
+    else:
+        run_property(prop, impl, max_examples=EXAMPLES)
 
 
 # --- presets side by side with the real libraries (item 7) -------------------------------------

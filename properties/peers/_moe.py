@@ -3,14 +3,12 @@ and an adapter with no refimpl fallback (every method not supplied is None)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from refimpl.moe.router import RouteOptions, Routing
 
 from ..core import Unsupported
-from ..moe import MoEAdapter
+from ..moe import MOE_KIND, MoEAdapter
 from ._common import make
 
 ROUTE_KEYWORDS = ("normalize", "capacity", "drop_order", "seed", "padding_mask")
@@ -47,6 +45,5 @@ def check_options(adapter_name, declines, options, allowed_keys=ROUTE_KEYWORDS):
 
 def moe_adapter(**fields) -> MoEAdapter:
     """A MoEAdapter whose every method is None unless given (no refimpl fallback)."""
-    methods = {f.name: None for f in dataclasses.fields(MoEAdapter)
-               if f.name not in ("name", "capabilities", "kind")}
+    methods = {m: None for m in MOE_KIND.methods}
     return make(MoEAdapter, **{**methods, **fields})
