@@ -56,6 +56,7 @@ import math
 import numpy as np
 
 U64 = 2.0**-53
+ETA64 = 2.0**-1074  # the smallest float64 subnormal: the absolute error floor of an underflowing product
 U32 = 2.0**-24
 FLOAT64_SAFETY = 4.0
 
@@ -102,7 +103,9 @@ def attention_forward_bounds(q, k, v, *, scale=None, bias=None, lse=None, safety
     scale = 1.0 / np.sqrt(D) if scale is None else scale
     delta = score_error_bound(q, k, scale, bias)
     V = float(np.max(np.abs(v), initial=0.0))
-    atol_out = safety * V * (2 * delta + (Lk + 8) * U64)
+    # + an underflow floor: each product p_j v_j may lose up to ETA64 absolutely (a
+    # subnormal v makes the relative terms 0), and the Lk-term sum and the division keep it
+    atol_out = safety * (V * (2 * delta + (Lk + 8) * U64) + (Lk + 8) * ETA64)
     lse_mag = 1.0 if lse is None else max(1.0, float(np.max(np.abs(lse[np.isfinite(lse)]), initial=0.0)))
     atol_lse = safety * (delta + (Lk + 8) * U64 * lse_mag)
     return atol_out, atol_lse
@@ -244,7 +247,7 @@ def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=Non
     atol_lse += FLOAT64_SAFETY * e
     if chunks > 1:
         lse_mag = 1.0 if lse is None else max(1.0, float(np.max(np.abs(lse[np.isfinite(lse)]), initial=0.0)))
-        atol_out += FLOAT64_SAFETY * V * 2 * (2 * atol_lse + (chunks + 4) * U64)
+        atol_out += FLOAT64_SAFETY * (V * 2 * (2 * atol_lse + (chunks + 4) * U64) + (chunks + 4) * ETA64)
         atol_lse += FLOAT64_SAFETY * (chunks + 4) * U64 * lse_mag
     return atol_out, atol_lse
 
