@@ -53,6 +53,9 @@ RESULT_TYPES = {
     "refimpl.accounting.ParameterCount": "refimpl.accounting.parameter_count",
     "refimpl.accounting.ComputePerToken": "refimpl.accounting.compute_per_token",
     "refimpl.io_accounting.IOCount": "refimpl.io_accounting.forward_io",
+    "refimpl.losses.LossTerms": "refimpl.losses.training_loss",
+    "refimpl.losses.CollapseResult": "refimpl.losses.router_collapse_simulation",
+    "refimpl.formats.Format": "refimpl.formats.get_format",
 }
 
 
