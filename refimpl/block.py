@@ -193,6 +193,8 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
         instance(counter, "counter", MacCounter)
     if (memory is None) != (blk.cross_attn is None):
         raise ValueError("memory: give it exactly when the block has cross_attn")
+    if arrangement != "parallel" and blk.norm2 is None:
+        raise ValueError(f"norm2: the {arrangement} arrangement needs the block's norm2 (only 'parallel' has one norm)")
     if memory is not None:
         memory = as_float_array(memory, "memory", ndim=3)
     dp = rand.drop_path_p
@@ -289,7 +291,7 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
     the decoder reading [BOS, y_1, ..., y_{L-1}]; tied embedding (V, d) as the output head."""
     from .losses import _token_ids, shift_right
 
-    E = as_float_array(embedding, "embedding", ndim=2)
+    E = as_float_array(embedding, "embedding", ndim=2, shape_doc="(V, d)", min_size={1: 1})
     V = E.shape[0]
     src = _token_ids(src_tokens, "src_tokens", V)
     tgt = _token_ids(tgt_tokens, "tgt_tokens", V)

@@ -24,6 +24,12 @@ Backward (dL/dy = dy given). With dxhat = dy * g and r = phi(v):
     dx  = dxc - mean_A(dxc)  when centred (the Jacobian of xc = x - mu is I - 11^T/n)
     dw  = sum dy xhat, db = sum dy, over every axis the parameter is broadcast along.
 
+Extremes: the statistics are taken of xc / 2^e, 2^e a power of two per group (exact, see
+``_Stats``), so that inputs near 1e300 or 1e-300 normalise as inputs near 1 do; the backward
+uses r^2 xc = r xhat (inside: dxc = r (dxhat - xhat mean_A(dxhat xhat))) so that no r^3
+overflows. eps = 0 on a group with zero variance is an error (0 / 0); an output or gradient
+beyond float64 range is an error, never inf.
+
 RMSNorm equals LayerNorm without bias on inputs whose mean over A is zero (v is then the
 same); that is the seed's argument that the mean subtraction is what RMSNorm saves (5.2).
 
@@ -89,15 +95,16 @@ RMSNORM_PRESETS = {
 
 @dataclasses.dataclass(frozen=True)
 class _Stats:
-    """The statistics of x / s, s = 2^e a power of two with max_A |x / s| in [0.5, 1) per group:
-    dividing by a power of two is exact, so xhat is bit-for-bit that of x, and no square
-    overflows or underflows (inputs near 1e300 or 1e-300 are normalised exactly)."""
+    """The statistics of xc / s, s a power of two per group (that of x, times that of the
+    centred values after cancellation) with max_A |xc / s| in [0.5, 1): dividing by a power
+    of two is exact, so xhat is that of x, and no square overflows or underflows (inputs
+    near 1e300 or 1e-300 are normalised as exactly as inputs near 1)."""
 
     xc: np.ndarray  # centred (or raw) input / s
     v: np.ndarray  # mean of xc^2 over the axes (keepdims): v(x) / s^2
     r: np.ndarray  # phi(v) with eps / s^2 (inside) or eps / s (outside): r(x) * s
     r_true: np.ndarray  # r(x) itself, for the backward pass
-    s: np.ndarray
+    e: np.ndarray  # s = 2^e (an int array: s itself may exceed float64 range)
     axes: tuple
     center: bool
     placement: str
@@ -108,21 +115,32 @@ class _Stats:
 
 
 def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placement: str) -> _Stats:
-    a = np.max(np.abs(x), axis=axes, keepdims=True, initial=0.0)
-    s = np.where(a > 0, np.ldexp(1.0, np.frexp(a)[1]), 1.0)
-    xs = x / s
-    xc = xs - xs.mean(axis=axes, keepdims=True) if center else xs
-    v = np.mean(xc * xc, axis=axes, keepdims=True)
-    with np.errstate(over="ignore", divide="ignore"):  # eps / s^2 may be inf for tiny x: then r = 0 exactly enough
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        e1 = _exp2(x, axes)
+        xs = np.ldexp(x, -e1)  # exact; the mean of xs cannot overflow
+        xc = xs - xs.mean(axis=axes, keepdims=True) if center else xs
+        e2 = _exp2(xc, axes)  # rescale after cancellation, so that xc^2 neither under- nor overflows
+        xc = np.ldexp(xc, -e2)
+        e = e1 + e2
+        v = np.mean(xc * xc, axis=axes, keepdims=True)
+        zero = v == 0  # xc = 0 on the whole group: xhat = 0, r only matters backward
+        if eps == 0 and zero.any():
+            raise ValueError("x, eps: a group with zero variance and eps = 0 has no normalisation (1 / sqrt(0))")
+        vs = np.where(zero, 1.0, v)
         if placement == "inside_sqrt":
-            r = 1.0 / np.sqrt(v + eps / s / s)
-            r_true = 1.0 / np.sqrt(v * s * s + eps)
+            r = 1.0 / np.sqrt(vs + np.ldexp(eps, -2 * e))
+            r_true = 1.0 / np.sqrt(np.ldexp(v, 2 * e) + eps)
         else:
-            r = 1.0 / (np.sqrt(v) + eps / s)
-            r_true = 1.0 / (np.sqrt(v) * s + eps)
-    if not np.isfinite(r).all():
-        raise ValueError("x, eps: a group with zero variance and eps = 0 has no normalisation (1 / sqrt(0))")
-    return _Stats(xc, v, r, r_true, s, axes, center, placement)
+            r = 1.0 / (np.sqrt(vs) + np.ldexp(eps, -e))
+            r_true = 1.0 / (np.ldexp(np.sqrt(v), e) + eps)
+        r = np.where(zero, 0.0, r)
+    return _Stats(xc, v, r, r_true, e, axes, center, placement)
+
+
+def _exp2(x: np.ndarray, axes: tuple) -> np.ndarray:
+    """e with max_A |x| in [2^(e-1), 2^e) per group (0 for an all-zero group)."""
+    a = np.max(np.abs(x), axis=axes, keepdims=True, initial=0.0)
+    return np.frexp(a)[1]
 
 
 def _standardize_backward(dxhat: np.ndarray, st: _Stats) -> np.ndarray:
@@ -135,7 +153,7 @@ def _standardize_backward(dxhat: np.ndarray, st: _Stats) -> np.ndarray:
         if st.placement == "inside_sqrt":
             dxc = st.r_true * (dxhat - xhat * m)
         else:
-            rms = np.sqrt(st.v) * st.s
+            rms = np.ldexp(np.sqrt(st.v), st.e)
             dxc = st.r_true * dxhat - np.where(rms > 0, xhat * m / np.where(rms > 0, rms, 1.0), 0.0)
     if st.center:
         dxc = dxc - dxc.mean(axis=st.axes, keepdims=True)
@@ -284,10 +302,10 @@ def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, runnin
     m = real_number(momentum, "momentum", minimum=0.0, maximum=1.0)
     n = x.size // x.shape[1]
     rm, rv = _running(running_mean, running_var, x.shape[1])
-    scale = s.s.reshape(-1)
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = (x / s.s).mean(axis=axes) * scale
-        unbiased = s.v.reshape(-1) * scale * scale * n / (n - 1)
+        e1 = _exp2(x, axes)
+        mean = np.ldexp(np.ldexp(x, -e1).mean(axis=axes, keepdims=True), e1).reshape(-1)
+        unbiased = np.ldexp(s.v, 2 * s.e).reshape(-1) * n / (n - 1)
         new = ((1 - m) * rm + m * mean, (1 - m) * rv + m * unbiased)
     return (y,) + tuple(finite_result(r, "the running statistic", "x, running_mean, running_var") for r in new)
 
