@@ -124,8 +124,13 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         counter.add(B * Lq * (a.W_q.size + a.W_o.size) + B * Lk * (a.W_k.size + a.W_v.size))
         hd = a.W_q.shape[1] // a.num_heads
         counter.add(2 * B * a.num_heads * hd * Lq * Lk)
-    return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
-                                num_kv_heads=a.num_kv_heads, **kw)
+    try:
+        return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
+                                    num_kv_heads=a.num_kv_heads, **kw)
+    except ValueError as e:  # name the block's inputs, not the sub-layer's internal q, k
+        if not str(e).startswith("q, k, scale"):
+            raise
+        raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
 
 
 def _feed_forward(x, blk: Block, counter, keep_mask, dropout_p):
