@@ -296,11 +296,11 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
     the decoder reading [BOS, y_1, ..., y_{L-1}]; tied embedding (V, d) as the output head."""
     from .losses import _token_ids, shift_right
 
-    E = as_float_array(embedding, "embedding", ndim=2, shape_doc="(V, d)", min_size={1: 1})
+    E = as_float_array(embedding, "embedding", ndim=2, shape_doc="(V, d)", min_size={0: 1, 1: 1})
     V = E.shape[0]
     src = _token_ids(src_tokens, "src_tokens", V)
     tgt = _token_ids(tgt_tokens, "tgt_tokens", V)
-    bos = count(bos, "bos", maximum=V - 1) if V else count(bos, "bos", minimum=1, maximum=0)
+    bos = count(bos, "bos", maximum=V - 1)
     enc_blocks, dec_blocks = _blocks(enc_blocks, "enc_blocks"), _blocks(dec_blocks, "dec_blocks")
     _final(enc_norm, "enc_norm"), _final(dec_norm, "dec_norm")
     if src.shape[0] != tgt.shape[0]:

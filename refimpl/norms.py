@@ -128,11 +128,16 @@ def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placem
             raise ValueError("x, eps: a group with zero variance and eps = 0 has no normalisation (1 / sqrt(0))")
         vs = np.where(zero, 1.0, v)
         if placement == "inside_sqrt":
-            r = 1.0 / np.sqrt(vs + np.ldexp(eps, -2 * e))
-            r_true = 1.0 / np.sqrt(np.ldexp(v, 2 * e) + eps)
+            eps_s = np.ldexp(eps, -2 * e)
+            r = 1.0 / np.sqrt(vs + eps_s)
+            direct = 1.0 / np.sqrt(np.ldexp(v, 2 * e) + eps)
         else:
-            r = 1.0 / (np.sqrt(vs) + np.ldexp(eps, -e))
-            r_true = 1.0 / (np.ldexp(np.sqrt(v), e) + eps)
+            eps_s = np.ldexp(eps, -e)
+            r = 1.0 / (np.sqrt(vs) + eps_s)
+            direct = 1.0 / (np.ldexp(np.sqrt(v), e) + eps)
+        # r(x) = r / s exactly, except where eps / s^k overflowed (eps dominates: the direct form is exact
+        # enough) or the group is zero (r(x) = phi(0))
+        r_true = np.where(zero | ~np.isfinite(eps_s), direct, np.ldexp(r, -e))
         r = np.where(zero, 0.0, r)
     return _Stats(xc, v, r, r_true, e, axes, center, placement)
 
