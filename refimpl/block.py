@@ -73,6 +73,19 @@ class Attention:
     num_heads: int
     num_kv_heads: Optional[int] = None
 
+    def __post_init__(self):
+        H = positive_int(self.num_heads, "num_heads")
+        Hkv = H if self.num_kv_heads is None else positive_int(self.num_kv_heads, "num_kv_heads")
+        Wq = as_float_array(self.W_q, "W_q", ndim=2, shape_doc="(d, H hd)")
+        d, cols = Wq.shape
+        if cols % H:
+            raise ValueError(f"W_q, num_heads: expected num_heads = {H} to divide W_q's {cols} columns")
+        hd = cols // H
+        for name in ("W_k", "W_v"):
+            as_float_array(getattr(self, name), name, shape=(d, Hkv * hd),
+                           shape_doc=f"(d, num_kv_heads * head_dim) with num_kv_heads = {Hkv}, head_dim = {hd}")
+        as_float_array(self.W_o, "W_o", shape=(cols, d), shape_doc="(H hd, d)")
+
     def num_params(self) -> int:
         return int(sum(np.size(w) for w in (self.W_q, self.W_k, self.W_v, self.W_o)))
 
@@ -202,6 +215,8 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
         raise ValueError(f"norm2: the {arrangement} arrangement needs the block's norm2 (only 'parallel' has one norm)")
     if memory is not None:
         memory = as_float_array(memory, "memory", ndim=3)
+        if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
+            raise ValueError(f"memory: expected shape (B, L_enc, d) with B, d of x {x.shape}, got {memory.shape}")
     dp = rand.drop_path_p
 
     def attn(h):
@@ -243,7 +258,7 @@ def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: 
     for i, r in enumerate(rands):
         instance(r, f"rands[{i}]", Stochastic)
     if len(rands) != len(blocks):
-        raise ValueError(f"rands: expected {len(blocks)} entries, got {len(rands)}")
+        raise ValueError(f"rands, blocks: expected one Stochastic per block ({len(blocks)} blocks), got {len(rands)}")
     h = x
     for blk, r in zip(blocks, rands):
         h = block(h, blk, arrangement=arrangement, causal=causal, memory=memory, parallel_scale=parallel_scale,

@@ -202,8 +202,8 @@ class _Forward:
         if not self.glu and not isinstance(params, MLPParams):
             raise TypeError(f"params: expected MLPParams or GLUParams, got {type(params).__name__}")
         x = as_float_array(x, "x")
-        if x.ndim < 1:
-            raise ValueError("x: expected shape (..., d)")
+        if x.ndim < 1 or x.shape[-1] < 1:
+            raise ValueError(f"x: expected shape (..., d) with d >= 1, got {x.shape}")
         self.shape = x.shape
         d = x.shape[-1]
         self.x = x.reshape(-1, d)

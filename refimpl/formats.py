@@ -58,7 +58,7 @@ import dataclasses
 import numpy as np
 
 from ._validate import (as_float_array, axis_index, check_choice, count, finite_result, flag, positive_float,
-                        positive_int)
+                        positive_int, real_number)
 
 OVERFLOW = ("format", "saturate")
 
@@ -288,8 +288,9 @@ def loss_scale_update(scale: float, grads_finite: bool, good_steps: int, *, grow
     scale = positive_float(scale, "scale")
     grads_finite = flag(grads_finite, "grads_finite")
     good_steps = positive_int(good_steps, "good_steps", allow_zero=True)
-    growth_factor = positive_float(growth_factor, "growth_factor")
-    backoff_factor = positive_float(backoff_factor, "backoff_factor")
+    # torch.amp.GradScaler.__init__ asserts growth_factor > 1.0 and backoff_factor < 1.0
+    growth_factor = real_number(growth_factor, "growth_factor", minimum=1.0, min_open=True)
+    backoff_factor = real_number(backoff_factor, "backoff_factor", minimum=0.0, maximum=1.0, min_open=True, max_open=True)
     growth_interval = positive_int(growth_interval, "growth_interval")
     if not grads_finite:
         return scale * backoff_factor, 0, False

@@ -133,7 +133,7 @@ def shift_right(tokens, start_token: int) -> np.ndarray:
 
 
 def _lm_logits(logits, labels, name="tokens"):
-    z = as_float_array(logits, "logits", ndim=3, shape_doc="(B, L, V)")
+    z = as_float_array(logits, "logits", ndim=3, shape_doc="(B, L, V)", min_size={2: 1})
     lab = _int_array(labels, name, 2, "(B, L)")
     if lab.shape != z.shape[:2]:
         raise ValueError(f"logits, {name}: expected logits (B, L, V) and {name} (B, L) to agree, got "
@@ -184,8 +184,8 @@ def output_z_loss(logits, tokens=None, *, ignore_index: int = IGNORE_INDEX) -> f
     """mean over counted positions of logsumexp(z_t)^2 (PaLM's auxiliary loss on the LM head;
     ``refimpl.moe.z_loss``); with ``tokens`` only positions with a next-token target count."""
     z = as_float_array(logits, "logits")
-    if z.ndim < 1:
-        raise ValueError(f"logits: expected shape (..., V), got {z.shape}")
+    if z.ndim < 1 or z.shape[-1] < 1:
+        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {z.shape}")
     ignore_index = _ignore(ignore_index)
     mask = None
     if tokens is not None:

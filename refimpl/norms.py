@@ -196,12 +196,12 @@ def _affine(xhat, g, b, shape):
     with np.errstate(over="ignore", invalid="ignore"):
         y = xhat if g is None else xhat * g.reshape(shape)
         y = y if b is None else y + b.reshape(shape)
-    return finite_result(y, "the output", "x, weight, bias")
+    return finite_result(y, "the output", "x, weight, bias, weight_offset")
 
 
 def _grads(*gs):
     """The gradients, each finite (an exact gradient beyond float64 range is an error)."""
-    return tuple(_finite(g, "the gradient", "x, dy, weight") for g in gs)
+    return tuple(_finite(g, "the gradient", "x, dy, weight, weight_offset") for g in gs)
 
 
 def _affine_backward(dy, xhat, g, b, shape, param_axes):
@@ -279,8 +279,8 @@ def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqr
 
 def _channels(x):
     x = as_float_array(x, "x")
-    if x.ndim < 2:
-        raise ValueError(f"x: expected (B, C, ...), got shape {x.shape}")
+    if x.ndim < 2 or x.shape[1] < 1:
+        raise ValueError(f"x: expected (B, C, ...) with C >= 1, got shape {x.shape}")
     return x
 
 
