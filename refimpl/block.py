@@ -234,7 +234,11 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
         if memory is not None:
             raise ValueError("arrangement: the parallel block has no cross-attention")
         h = blk.norm1(x)
-        return x + s * (attn(h) + ff(h))
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = x + s * (attn(h) + ff(h))
+        if not np.isfinite(y).all():
+            raise ValueError("x, parallel_scale, blk: the block's output x + s (Attn + FFN) is beyond float64 range")
+        return y
     if arrangement == "pre_norm":
         h = x + attn(blk.norm1(x))
         if memory is not None:

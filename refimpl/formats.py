@@ -397,7 +397,7 @@ def fp8_matmul(a, b, *, fmt: str = "float8_e4m3fn", per_channel: bool = False, o
     qa, Sa = quantize(a, fmt, channel_axis=0 if per_channel else None)
     qb, Sb = quantize(b, fmt, channel_axis=1 if per_channel else None)
     acc = lowp_matmul(qa, qb, input_dtype=fmt, output_dtype="float32")
-    return round_to(acc / (Sa * Sb), out_fmt), Sa, Sb
+    return round_to(acc / Sa / Sb, out_fmt), Sa, Sb  # two divisions: Sa Sb alone may overflow
 
 
 __all__ = [
