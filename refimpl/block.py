@@ -205,6 +205,9 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
     check_choice(arrangement, "arrangement", ARRANGEMENTS)
     x = as_float_array(x, "x", ndim=3)
     instance(blk, "blk", Block)
+    if blk.attn.W_q.shape[0] != x.shape[2]:
+        raise ValueError(f"x, blk: expected x's last axis {x.shape[2]} to equal the block's d_model "
+                         f"{blk.attn.W_q.shape[0]}")
     instance(rand, "rand", Stochastic)
     causal = flag(causal, "causal")
     if counter is not None:
@@ -322,6 +325,11 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
     bos = count(bos, "bos", maximum=V - 1)
     enc_blocks, dec_blocks = _blocks(enc_blocks, "enc_blocks"), _blocks(dec_blocks, "dec_blocks")
     _final(enc_norm, "enc_norm"), _final(dec_norm, "dec_norm")
+    for name, bl in (("enc_blocks", enc_blocks), ("dec_blocks", dec_blocks)):
+        for i, b in enumerate(bl):
+            if b.attn.W_q.shape[0] != E.shape[1]:
+                raise ValueError(f"embedding, {name}: expected {name}[{i}]'s d_model {b.attn.W_q.shape[0]} to equal "
+                                 f"the embedding width d = {E.shape[1]}")
     if src.shape[0] != tgt.shape[0]:
         raise ValueError(f"tgt_tokens: expected batch size {src.shape[0]} (src_tokens), got shape {tgt.shape}")
     M = encoder(E[src], enc_blocks, final_norm=enc_norm)
