@@ -15,7 +15,6 @@ from refimpl import block as B
 from refimpl import ffn as F
 from refimpl import formats as FM
 from refimpl import losses as LS
-from refimpl import moe
 from refimpl import norms as N
 
 from .contract_recipes import R, Recipe, arr, recipe, routing
