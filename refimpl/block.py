@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import accounting, ffn as _ffn, norms
-from ._validate import as_float_array, check_choice, nonneg_float, same_shape
+from ._validate import as_float_array, bool_array, check_choice, count, flag, instance, positive_int, real_number
 from .mha import multi_head_attention
 
 ARRANGEMENTS = ("pre_norm", "post_norm", "parallel")
@@ -73,6 +73,19 @@ class Attention:
     num_heads: int
     num_kv_heads: Optional[int] = None
 
+    def __post_init__(self):
+        H = positive_int(self.num_heads, "num_heads")
+        Hkv = H if self.num_kv_heads is None else positive_int(self.num_kv_heads, "num_kv_heads")
+        Wq = as_float_array(self.W_q, "W_q", ndim=2, shape_doc="(d, H hd)")
+        d, cols = Wq.shape
+        if cols % H:
+            raise ValueError(f"W_q, num_heads: expected num_heads = {H} to divide W_q's {cols} columns")
+        hd = cols // H
+        for name in ("W_k", "W_v"):
+            as_float_array(getattr(self, name), name, shape=(d, Hkv * hd),
+                           shape_doc=f"(d, num_kv_heads * head_dim) with num_kv_heads = {Hkv}, head_dim = {hd}")
+        as_float_array(self.W_o, "W_o", shape=(cols, d), shape_doc="(H hd, d)")
+
     def num_params(self) -> int:
         return int(sum(np.size(w) for w in (self.W_q, self.W_k, self.W_v, self.W_o)))
 
@@ -89,6 +102,17 @@ class Block:
     norm2: Optional[Norm] = None
     cross_attn: Optional[Attention] = None
     norm_cross: Optional[Norm] = None
+
+    def __post_init__(self):
+        instance(self.attn, "attn", Attention)
+        instance(self.ffn, "ffn", (_ffn.MLPParams, _ffn.GLUParams))
+        check_choice(self.activation, "activation", _ffn.ACTIVATIONS)
+        instance(self.norm1, "norm1", Norm)
+        for name in ("norm2", "cross_attn", "norm_cross"):
+            if getattr(self, name) is not None:
+                instance(getattr(self, name), name, Attention if name == "cross_attn" else Norm)
+        if (self.cross_attn is None) != (self.norm_cross is None):
+            raise ValueError("cross_attn, norm_cross: give both (a decoder block) or neither")
 
     def num_params(self) -> int:
         parts = [self.attn.num_params(), _ffn.num_params(self.ffn)]
@@ -113,29 +137,42 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         counter.add(B * Lq * (a.W_q.size + a.W_o.size) + B * Lk * (a.W_k.size + a.W_v.size))
         hd = a.W_q.shape[1] // a.num_heads
         counter.add(2 * B * a.num_heads * hd * Lq * Lk)
-    return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
-                                num_kv_heads=a.num_kv_heads, **kw)
+    try:
+        return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
+                                    num_kv_heads=a.num_kv_heads, **kw)
+    except ValueError as e:  # name the block's inputs, not the sub-layer's internal q, k
+        if not str(e).startswith("q, k, scale"):
+            raise
+        raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
 
 
 def _feed_forward(x, blk: Block, counter, keep_mask, dropout_p):
     if counter is not None:
         counter.add(x.shape[0] * x.shape[1] * _ffn.ffn_macs_per_token(blk.ffn))
-    return _ffn.ffn(x, blk.ffn, activation=blk.activation, keep_mask=keep_mask, dropout_p=dropout_p)
+    f = _ffn._Forward(x, blk.ffn, blk.activation, keep_mask, dropout_p, "act_keep_mask", "act_dropout_p")
+    return f.output()
 
 
 def drop_path(branch, keep, p: float) -> np.ndarray:
     """Stochastic depth: branch (B, ...) * keep_b / (1 - p); keep (B,) bool; keep=None is identity."""
-    branch = as_float_array(branch, "branch")
-    p = nonneg_float(p, "drop_path_p", upper=1.0)
+    return _drop_path(as_float_array(branch, "branch"), keep, p, "keep", "p")
+
+
+def _drop_path(branch, keep, p, keep_name, p_name):
+    """drop_path, the messages naming the caller's arguments."""
+    p = real_number(p, p_name, minimum=0.0, maximum=1.0)
     if keep is None:
         return branch
-    keep = np.asarray(keep)
-    if keep.dtype != np.bool_:
-        raise TypeError(f"keep: expected a boolean array, got dtype {keep.dtype}")
-    same_shape(keep, branch.shape[:1], "keep")
+    if branch.ndim < 1:
+        raise ValueError(f"branch: expected shape (B, ...), got {branch.shape}")
+    keep = bool_array(keep, keep_name, shape=branch.shape[:1], shape_doc="(B,)")
     if p >= 1.0:
-        raise ValueError("drop_path_p: must be < 1 when a keep mask is given")
-    return branch * (keep / (1.0 - p)).reshape((-1,) + (1,) * (branch.ndim - 1))
+        raise ValueError(f"{p_name}: expected < 1 when a keep mask is given, got {p}")
+    with np.errstate(over="ignore"):
+        out = branch * (keep / (1.0 - p)).reshape((-1,) + (1,) * (branch.ndim - 1))
+    if not np.isfinite(out).all():
+        raise ValueError(f"branch, {p_name}: branch / (1 - p) is beyond float64 range")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +187,13 @@ class Stochastic:
     act_keep_mask: Optional[np.ndarray] = None
     act_dropout_p: float = 0.0
 
+    def __post_init__(self):
+        for name in ("drop_path_p", "act_dropout_p"):
+            real_number(getattr(self, name), name, minimum=0.0, maximum=1.0)
+        for name in ("keep_attn", "keep_cross", "keep_ffn", "act_keep_mask"):
+            if getattr(self, name) is not None:
+                bool_array(getattr(self, name), name)
+
 
 _NONE = Stochastic()
 
@@ -160,27 +204,44 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
     the cross-attention sub-layer (the block must have ``cross_attn``)."""
     check_choice(arrangement, "arrangement", ARRANGEMENTS)
     x = as_float_array(x, "x", ndim=3)
+    instance(blk, "blk", Block)
+    if blk.attn.W_q.shape[0] != x.shape[2]:
+        raise ValueError(f"x, blk: expected x's last axis {x.shape[2]} to equal the block's d_model "
+                         f"{blk.attn.W_q.shape[0]}")
+    instance(rand, "rand", Stochastic)
+    causal = flag(causal, "causal")
+    if counter is not None:
+        instance(counter, "counter", MacCounter)
     if (memory is None) != (blk.cross_attn is None):
         raise ValueError("memory: give it exactly when the block has cross_attn")
+    if arrangement != "parallel" and blk.norm2 is None:
+        raise ValueError(f"norm2: the {arrangement} arrangement needs the block's norm2 (only 'parallel' has one norm)")
     if memory is not None:
         memory = as_float_array(memory, "memory", ndim=3)
+        if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
+            raise ValueError(f"memory: expected shape (B, L_enc, d) with B, d of x {x.shape}, got {memory.shape}")
     dp = rand.drop_path_p
 
     def attn(h):
-        return drop_path(_attend(h, h, blk.attn, counter, causal=causal), rand.keep_attn, dp)
+        return _drop_path(_attend(h, h, blk.attn, counter, causal=causal), rand.keep_attn, dp, "keep_attn", "drop_path_p")
 
     def cross(h):
-        return drop_path(_attend(h, memory, blk.cross_attn, counter), rand.keep_cross, dp)
+        return _drop_path(_attend(h, memory, blk.cross_attn, counter), rand.keep_cross, dp, "keep_cross", "drop_path_p")
 
     def ff(h):
-        return drop_path(_feed_forward(h, blk, counter, rand.act_keep_mask, rand.act_dropout_p), rand.keep_ffn, dp)
+        return _drop_path(_feed_forward(h, blk, counter, rand.act_keep_mask, rand.act_dropout_p), rand.keep_ffn, dp,
+                          "keep_ffn", "drop_path_p")
 
+    s = real_number(parallel_scale, "parallel_scale", minimum=0.0)
     if arrangement == "parallel":
         if memory is not None:
             raise ValueError("arrangement: the parallel block has no cross-attention")
-        s = nonneg_float(parallel_scale, "parallel_scale")
         h = blk.norm1(x)
-        return x + s * (attn(h) + ff(h))
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = x + s * (attn(h) + ff(h))
+        if not np.isfinite(y).all():
+            raise ValueError("x, parallel_scale, blk: the block's output x + s (Attn + FFN) is beyond float64 range")
+        return y
     if arrangement == "pre_norm":
         h = x + attn(blk.norm1(x))
         if memory is not None:
@@ -196,9 +257,15 @@ def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: 
           final_norm: Optional[Norm] = None, parallel_scale: float = 1.0, rands: Optional[Sequence[Stochastic]] = None,
           counter: Optional[MacCounter] = None) -> np.ndarray:
     """blocks applied in order, then ``final_norm`` if given; ``rands`` one per block."""
+    blocks = _blocks(blocks, "blocks")
+    _final(final_norm, "final_norm")
+    if rands is not None and (isinstance(rands, (str, bytes)) or not hasattr(rands, "__iter__")):
+        raise TypeError(f"rands: expected a sequence of refimpl.block.Stochastic, got {type(rands).__name__}")
     rands = [_NONE] * len(blocks) if rands is None else list(rands)
+    for i, r in enumerate(rands):
+        instance(r, f"rands[{i}]", Stochastic)
     if len(rands) != len(blocks):
-        raise ValueError(f"rands: expected {len(blocks)} entries, got {len(rands)}")
+        raise ValueError(f"rands, blocks: expected one Stochastic per block ({len(blocks)} blocks), got {len(rands)}")
     h = x
     for blk, r in zip(blocks, rands):
         h = block(h, blk, arrangement=arrangement, causal=causal, memory=memory, parallel_scale=parallel_scale,
@@ -211,6 +278,12 @@ def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = 
     """The residual-stream form of a pre-norm stack (vLLM's Llama with fused add + RMSNorm):
     each norm takes (hidden, residual), adds, normalises, and passes the sum on."""
     residual = as_float_array(x, "x", ndim=3)
+    blocks = _blocks(blocks, "blocks")
+    _final(final_norm, "final_norm")
+    causal = flag(causal, "causal")
+    for i, blk in enumerate(blocks):
+        if blk.norm2 is None or blk.cross_attn is not None:
+            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2")
     hidden = None
     for blk in blocks:
         residual = residual if hidden is None else residual + hidden
@@ -225,6 +298,7 @@ def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = 
 def encoder(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", final_norm: Optional[Norm] = None,
             counter: Optional[MacCounter] = None) -> np.ndarray:
     """Encoder stack: bidirectional self-attention (no mask); returns the memory M = H^{N_enc}."""
+    x = as_float_array(x, "x", ndim=3)
     return stack(x, blocks, arrangement=arrangement, causal=False, final_norm=final_norm, counter=counter)
 
 
@@ -232,6 +306,8 @@ def decoder(y_in, memory, blocks: Sequence[Block], *, arrangement: str = "pre_no
             final_norm: Optional[Norm] = None, counter: Optional[MacCounter] = None) -> np.ndarray:
     """Decoder stack of an encoder-decoder model: causal self-attention, cross-attention to
     ``memory``, FFN. ``y_in`` is the embedded shifted-right target (``refimpl.losses.shift_right``)."""
+    y_in = as_float_array(y_in, "y_in", ndim=3)
+    memory = as_float_array(memory, "memory", ndim=3)
     return stack(y_in, blocks, arrangement=arrangement, causal=True, memory=memory, final_norm=final_norm,
                  counter=counter)
 
@@ -240,17 +316,51 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
                    enc_norm: Optional[Norm] = None, dec_norm: Optional[Norm] = None) -> np.ndarray:
     """Teacher-forced encoder-decoder: logits (B, L_dec, V) for predicting tgt_tokens[:, t] at t,
     the decoder reading [BOS, y_1, ..., y_{L-1}]; tied embedding (V, d) as the output head."""
-    from .losses import shift_right
+    from .losses import _token_ids, shift_right
 
-    E = as_float_array(embedding, "embedding", ndim=2)
-    M = encoder(E[np.asarray(src_tokens)], enc_blocks, final_norm=enc_norm)
-    h = decoder(E[shift_right(tgt_tokens, bos)], M, dec_blocks, final_norm=dec_norm)
-    return h @ E.T
+    E = as_float_array(embedding, "embedding", ndim=2, shape_doc="(V, d)", min_size={0: 1, 1: 1})
+    V = E.shape[0]
+    src = _token_ids(src_tokens, "src_tokens", V)
+    tgt = _token_ids(tgt_tokens, "tgt_tokens", V)
+    bos = count(bos, "bos", maximum=V - 1)
+    enc_blocks, dec_blocks = _blocks(enc_blocks, "enc_blocks"), _blocks(dec_blocks, "dec_blocks")
+    _final(enc_norm, "enc_norm"), _final(dec_norm, "dec_norm")
+    for name, bl in (("enc_blocks", enc_blocks), ("dec_blocks", dec_blocks)):
+        for i, b in enumerate(bl):
+            if b.attn.W_q.shape[0] != E.shape[1]:
+                raise ValueError(f"embedding, {name}: expected {name}[{i}]'s d_model {b.attn.W_q.shape[0]} to equal "
+                                 f"the embedding width d = {E.shape[1]}")
+    if src.shape[0] != tgt.shape[0]:
+        raise ValueError(f"tgt_tokens: expected batch size {src.shape[0]} (src_tokens), got shape {tgt.shape}")
+    M = encoder(E[src], enc_blocks, final_norm=enc_norm)
+    h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = h @ E.T
+    if not np.isfinite(logits).all():
+        raise ValueError("embedding: the logits h E^T are beyond float64 range")
+    return logits
+
+
+def _blocks(blocks, name: str) -> list:
+    """A sequence of :class:`Block`, named per entry in messages."""
+    if isinstance(blocks, (str, bytes, Block)) or not hasattr(blocks, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of refimpl.block.Block, got {type(blocks).__name__}")
+    blocks = list(blocks)
+    for i, b in enumerate(blocks):
+        instance(b, f"{name}[{i}]", Block)
+    return blocks
+
+
+def _final(norm, name: str):
+    if norm is not None:
+        instance(norm, name, Norm)
 
 
 def block_config(blk: Block, *, n_layers: int = 1) -> accounting.TransformerConfig:
     """The ``refimpl.accounting`` config describing a decoder-only stack of ``blk``
     (norm weights counted as vectors: a LayerNorm with bias is two)."""
+    instance(blk, "blk", Block)
+    n_layers = positive_int(n_layers, "n_layers")
     if blk.cross_attn is not None:
         raise ValueError("blk: accounting.TransformerConfig describes decoder-only blocks (no cross-attention)")
     f = blk.ffn
@@ -271,10 +381,20 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
                ffn_kind: str = "mlp", activation: str = "gelu", norm: str = "rmsnorm", norm_bias: bool = False,
                cross: bool = False) -> Block:
     """A block with weights drawn from ``seed``: N(0, 1/fan_in) matrices, norm weights 1 + N(0, 0.1^2)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(count(seed, "seed", maximum=None))
     check_choice(norm, "norm", NORM_KINDS)
     check_choice(ffn_kind, "ffn_kind", ("mlp", "glu"))
-    Hkv = num_heads if num_kv_heads is None else num_kv_heads
+    check_choice(activation, "activation", _ffn.ACTIVATIONS)
+    norm_bias, cross = flag(norm_bias, "norm_bias"), flag(cross, "cross")
+    if norm_bias and norm == "rmsnorm":
+        raise ValueError("norm_bias: an RMSNorm has no bias (norm='rmsnorm')")
+    d_model, num_heads, d_ff = (positive_int(v, n) for v, n in ((d_model, "d_model"), (num_heads, "num_heads"),
+                                                                   (d_ff, "d_ff")))
+    Hkv = num_heads if num_kv_heads is None else positive_int(num_kv_heads, "num_kv_heads")
+    if d_model % num_heads or num_heads % Hkv:
+        raise ValueError(f"num_heads, num_kv_heads: expected num_kv_heads | num_heads | d_model, got "
+                         f"d_model={d_model}, num_heads={num_heads}, num_kv_heads={Hkv}")
+
     hd = d_model // num_heads
 
     def mat(r, c):

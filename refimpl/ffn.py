@@ -46,7 +46,8 @@ from typing import Optional
 import numpy as np
 from scipy.special import erf, expit
 
-from ._validate import as_float_array, check_choice, nonneg_float, positive_int, same_shape
+from ._validate import (as_float_array, bool_array, check_choice, finite_result, instance, positive_int, real_number,
+                        same_shape)
 
 _SQRT2 = np.sqrt(2.0)
 _SQRT2PI = np.sqrt(2.0 * np.pi)
@@ -59,8 +60,13 @@ GLU_VARIANTS = {"glu": "sigmoid", "reglu": "relu", "geglu": "gelu", "geglu_tanh"
 
 def act(name: str, u) -> np.ndarray:
     """The activation ``name`` (one of ``ACTIVATIONS``) applied elementwise."""
-    check_choice(name, "activation", ACTIVATIONS)
-    u = np.asarray(u, dtype=np.float64)
+    check_choice(name, "name", ACTIVATIONS)
+    u = as_float_array(u, "u")
+    with np.errstate(over="ignore"):  # u^3 = inf in gelu_tanh: tanh(inf) = 1 is the exact limit
+        return _act(name, u)
+
+
+def _act(name, u):
     if name == "relu":
         return np.maximum(u, 0.0)
     if name == "gelu":
@@ -74,15 +80,21 @@ def act(name: str, u) -> np.ndarray:
 
 def act_grad(name: str, u) -> np.ndarray:
     """d act(u) / du."""
-    check_choice(name, "activation", ACTIVATIONS)
-    u = np.asarray(u, dtype=np.float64)
+    check_choice(name, "name", ACTIVATIONS)
+    u = as_float_array(u, "u")
+    with np.errstate(over="ignore", under="ignore"):
+        return _act_grad(name, u)
+
+
+def _act_grad(name, u):
     if name == "relu":
         return (u > 0).astype(np.float64)
     if name == "gelu":
         return 0.5 * (1.0 + erf(u / _SQRT2)) + u * np.exp(-0.5 * u * u) / _SQRT2PI
     if name == "gelu_tanh":
         t = np.tanh(_TANH_C * (u + _TANH_A * u**3))
-        return 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * _TANH_C * (1.0 + 3 * _TANH_A * u * u)
+        uc = np.clip(u, -50.0, 50.0)  # 1 - t^2 is exactly 0 beyond |u| = 50; clipping avoids 0 * inf there
+        return 0.5 * (1.0 + t) + 0.5 * uc * (1.0 - t * t) * _TANH_C * (1.0 + 3 * _TANH_A * uc * uc)
     s = expit(u)
     if name == "silu":
         return s * (1.0 + u * (1.0 - s))
@@ -91,19 +103,21 @@ def act_grad(name: str, u) -> np.ndarray:
 
 def dropout(h, keep_mask, p: float) -> np.ndarray:
     """Inverted dropout by an explicit keep-mask: h * M / (1 - p) (seed 003 4.8); p = 0 is identity."""
-    h = as_float_array(h, "h")
-    p = nonneg_float(p, "p", upper=1.0)
+    return _dropout(as_float_array(h, "h"), keep_mask, p, "keep_mask", "p")
+
+
+def _dropout(h, keep_mask, p, mask_name, p_name):
+    """dropout, the messages naming the caller's arguments."""
+    p = real_number(p, p_name, minimum=0.0, maximum=1.0)
     if keep_mask is None:
         if p != 0:
-            raise ValueError("keep_mask: required when p > 0 (randomness is passed in explicitly)")
+            raise ValueError(f"{mask_name}: required when {p_name} > 0 (randomness is passed in explicitly)")
         return h
     if p >= 1.0:
-        raise ValueError("p: must be < 1 when a keep_mask is given")
-    m = np.asarray(keep_mask)
-    if m.dtype != np.bool_:
-        raise TypeError(f"keep_mask: expected a boolean array, got dtype {m.dtype}")
-    same_shape(m, h.shape, "keep_mask")
-    return np.where(m, h / (1.0 - p), 0.0)
+        raise ValueError(f"{p_name}: expected < 1 when a {mask_name} is given, got {p}")
+    m = bool_array(keep_mask, mask_name, shape=h.shape)
+    with np.errstate(over="ignore"):
+        return finite_result(np.where(m, h / (1.0 - p), 0.0), "h / (1 - p)", f"h, {p_name}")
 
 
 def glu_split(h2, activation: str = "silu", *, gate_half: str = "first") -> np.ndarray:
@@ -114,7 +128,9 @@ def glu_split(h2, activation: str = "silu", *, gate_half: str = "first") -> np.n
         raise ValueError(f"h2: last axis must be even, got shape {h2.shape}")
     a, b = np.split(h2, 2, axis=-1)
     gate, value = (a, b) if gate_half == "first" else (b, a)
-    return act(activation, gate) * value
+    check_choice(activation, "activation", ACTIVATIONS)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return finite_result(act(activation, gate) * value, "act(gate) * value", "h2")
 
 
 def llama_hidden_dim(dim: int, *, multiple_of: int = 256, ffn_dim_multiplier: Optional[float] = None,
@@ -125,7 +141,8 @@ def llama_hidden_dim(dim: int, *, multiple_of: int = 256, ffn_dim_multiplier: Op
     h = 4 * dim if hidden_dim is None else positive_int(hidden_dim, "hidden_dim")
     h = int(2 * h / 3)
     if ffn_dim_multiplier is not None:
-        h = int(float(ffn_dim_multiplier) * h)
+        mult = real_number(ffn_dim_multiplier, "ffn_dim_multiplier", minimum=0.0, min_open=True)
+        h = int(finite_result(mult * h, "ffn_dim_multiplier * hidden_dim", "ffn_dim_multiplier"))
     return m * ((h + m - 1) // m)
 
 
@@ -157,6 +174,7 @@ class GLUParams:
 
 def num_params(params) -> int:
     """Number of weights and biases in an :class:`MLPParams` / :class:`GLUParams`."""
+    instance(params, "params", (MLPParams, GLUParams))
     return sum(int(np.size(getattr(params, f.name))) for f in dataclasses.fields(params)
                if getattr(params, f.name) is not None)
 
@@ -179,13 +197,13 @@ def _vec(b, name, n):
 class _Forward:
     """Validated inputs and the intermediates u, v, a = act(u), h of one FFN call."""
 
-    def __init__(self, x, params, activation, keep_mask, p):
+    def __init__(self, x, params, activation, keep_mask, p, mask_name="keep_mask", p_name="dropout_p"):
         self.glu = isinstance(params, GLUParams)
         if not self.glu and not isinstance(params, MLPParams):
             raise TypeError(f"params: expected MLPParams or GLUParams, got {type(params).__name__}")
         x = as_float_array(x, "x")
-        if x.ndim < 1:
-            raise ValueError("x: expected shape (..., d)")
+        if x.ndim < 1 or x.shape[-1] < 1:
+            raise ValueError(f"x: expected shape (..., d) with d >= 1, got {x.shape}")
         self.shape = x.shape
         d = x.shape[-1]
         self.x = x.reshape(-1, d)
@@ -204,22 +222,23 @@ class _Forward:
             self.b2 = _vec(params.b2, "b2", self.W2.shape[1])
         if self.W2.shape[1] != d:
             raise ValueError(f"{'W_down' if self.glu else 'W2'}: expected {d} columns, got shape {self.W2.shape}")
-        self.p = nonneg_float(p, "dropout_p", upper=1.0)
+        self.names = (mask_name, p_name)
+        self.p = real_number(p, p_name, minimum=0.0, maximum=1.0)
         n_ff = self.W1.shape[1]
         self.mask = None
         if keep_mask is not None:
-            m = np.asarray(keep_mask)
-            same_shape(m, self.shape[:-1] + (n_ff,), "keep_mask")
-            self.mask = m.reshape(-1, n_ff)
-        self.u = self.x @ self.W1 + (0.0 if self.b1 is None else self.b1)
-        self.v = None if not self.glu else self.x @ self.Wv + (0.0 if self.bv is None else self.bv)
-        self.a = act(activation, self.u)
-        gated = self.a if self.v is None else self.a * self.v
-        self.h = dropout(gated, self.mask, self.p)
+            self.mask = bool_array(keep_mask, mask_name, shape=self.shape[:-1] + (n_ff,)).reshape(-1, n_ff)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.u = self.x @ self.W1 + (0.0 if self.b1 is None else self.b1)
+            self.v = None if not self.glu else self.x @ self.Wv + (0.0 if self.bv is None else self.bv)
+            self.a = act(activation, finite_result(self.u, "x W1 + b1", "x, params"))
+            gated = self.a if self.v is None else self.a * finite_result(self.v, "x W_up + b_up", "x, params")
+        self.h = _dropout(finite_result(gated, "the hidden activation", "x, params"), self.mask, self.p, *self.names)
 
     def output(self) -> np.ndarray:
-        y = self.h @ self.W2 + (0.0 if self.b2 is None else self.b2)
-        return y.reshape(self.shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = self.h @ self.W2 + (0.0 if self.b2 is None else self.b2)
+        return finite_result(y, "the output", "x, params").reshape(self.shape)
 
 
 def _activation_of(params, activation, variant):
@@ -230,7 +249,7 @@ def _activation_of(params, activation, variant):
         return GLU_VARIANTS[variant]
     if activation is None:
         raise ValueError("activation: required (or variant= for a GLU)")
-    return activation
+    return check_choice(activation, "activation", ACTIVATIONS)
 
 
 def ffn(x, params, *, activation=None, variant=None, keep_mask=None, dropout_p=0.0) -> np.ndarray:
@@ -249,9 +268,18 @@ def ffn_backward(x, dy, params, *, activation=None, variant=None, keep_mask=None
     dy = as_float_array(dy, "dy")
     same_shape(dy, f.shape, "dy")
     dy = dy.reshape(-1, f.shape[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        dx, grads = _backward(f, dy)
+    grads = type(grads)(*(None if g is None else finite_result(g, "the gradient", "x, dy, params")
+                          for g in (getattr(grads, n.name) for n in dataclasses.fields(grads))))
+    return finite_result(dx, "the gradient", "x, dy, params").reshape(f.shape), grads
+
+
+def _backward(f, dy):
     dW2 = f.h.T @ dy
     db2 = None if f.b2 is None else dy.sum(axis=0)
-    dh = dropout(dy @ f.W2.T, f.mask, f.p)  # the same mask and 1/q scale backward
+    dh = dy @ f.W2.T
+    dh = dh if f.mask is None else np.where(f.mask, dh / (1.0 - f.p), 0.0)  # the same mask and 1/q scale backward
     if f.glu:
         dv = dh * f.a
         du = dh * f.v * act_grad(f.activation, f.u)
@@ -265,11 +293,12 @@ def ffn_backward(x, dy, params, *, activation=None, variant=None, keep_mask=None
         grads = GLUParams(dW1, f.x.T @ dv, dW2, db1, None if f.bv is None else dv.sum(axis=0), db2)
     else:
         grads = MLPParams(dW1, dW2, db1, db2)
-    return dx.reshape(f.shape), grads
+    return dx, grads
 
 
 def ffn_macs_per_token(params) -> int:
     """Multiply-accumulates per token of the weight matmuls (2 d d_ff for an MLP, 3 for a GLU)."""
+    instance(params, "params", (MLPParams, GLUParams))
     if isinstance(params, GLUParams):
         return int(np.size(params.W_gate) + np.size(params.W_up) + np.size(params.W_down))
     return int(np.size(params.W1) + np.size(params.W2))

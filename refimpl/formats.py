@@ -57,7 +57,8 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice, positive_float, positive_int
+from ._validate import (as_float_array, axis_index, check_choice, count, finite_result, flag, positive_float,
+                        positive_int, real_number)
 
 OVERFLOW = ("format", "saturate")
 
@@ -142,18 +143,25 @@ FORMATS = {
 
 def get_format(fmt) -> Format:
     """A :class:`Format` from itself or its name (``"bfloat16"``, ``"float8_e4m3fn"``, ...)."""
+    return _format(fmt, "fmt")
+
+
+def _format(fmt, name: str) -> Format:
+    """get_format, the message naming the caller's argument (``input_dtype``, ``dtype``...)."""
     if isinstance(fmt, Format):
         return fmt
     if isinstance(fmt, str) and fmt in FORMATS:
         return FORMATS[fmt]
-    raise ValueError(f"fmt: expected a Format or one of {sorted(FORMATS)}, got {fmt!r}")
+    raise ValueError(f"{name}: expected a Format or one of {sorted(FORMATS)}, got {fmt!r}")
 
 
 def format_table(names=("float32", "tf32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")) -> list:
     """One row per format, every figure computed from the layout (replaces seed 003 Tables 3-4)."""
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise TypeError(f"names: expected a sequence of format names, got {type(names).__name__}")
     rows = []
-    for name in names:
-        f = get_format(name)
+    for i, name in enumerate(names):
+        f = _format(name, f"names[{i}]")
         rows.append(dict(name=f.name, bits=f.bits, exponent_bits=f.exponent_bits, mantissa_bits=f.mantissa_bits,
                          bias=f.bias, max=f.max, smallest_normal=f.smallest_normal,
                          smallest_subnormal=f.smallest_subnormal, ulp_at_1=f.ulp_at_1, has_inf=f.has_inf))
@@ -185,7 +193,7 @@ def round_to(x, fmt, *, overflow: str = "format") -> np.ndarray:
 def _axes_except(ndim: int, axis) -> tuple:
     if axis is None:
         return tuple(range(ndim))
-    axis = axis % ndim
+    axis = axis_index(axis, ndim, "channel_axis")
     return tuple(a for a in range(ndim) if a != axis)
 
 
@@ -198,14 +206,22 @@ def amax(x, *, channel_axis=None) -> np.ndarray:
 
 
 def scale_from_amax(amax_value, fmt, *, margin: int = 0) -> np.ndarray:
-    """S = max_fmt / (amax 2^margin); S = 1 where amax = 0 (nothing to scale)."""
+    """S = max_fmt / (amax 2^margin); S = 1 where amax = 0 (nothing to scale).
+
+    margin in [0, 1023]; a scale that overflows float64 (amax below max_fmt / FLOAT_MAX, a
+    subnormal amax) or underflows to 0 is an error: x S or q / S could not be formed."""
     f = get_format(fmt)
-    a = as_float_array(amax_value, "amax")
+    a = as_float_array(amax_value, "amax_value")
     if (a < 0).any():
-        raise ValueError("amax: must be >= 0")
-    m = positive_int(margin, "margin", allow_zero=True)
+        raise ValueError("amax_value: expected entries >= 0 (an amax is a largest magnitude)")
+    m = count(margin, "margin", maximum=MAX_MARGIN)
     safe = np.where(a > 0, a, 1.0)
-    return np.where(a > 0, f.max / (safe * 2.0**m), 1.0)
+    with np.errstate(over="ignore", divide="ignore"):
+        S = np.where(a > 0, np.ldexp(f.max / safe, -m), 1.0)
+    if not (np.isfinite(S) & (S > 0)).all():
+        raise ValueError(f"amax_value, margin: the scale max_fmt / (amax 2^margin) is outside float64's range "
+                         f"(amax in [{a.min():g}, {a.max():g}], margin {m})")
+    return S
 
 
 def quantize(x, fmt, *, channel_axis=None, margin: int = 0, overflow: str = "saturate"):
@@ -215,8 +231,21 @@ def quantize(x, fmt, *, channel_axis=None, margin: int = 0, overflow: str = "sat
     return round_to(as_float_array(x, "x") * S, fmt, overflow=overflow), S
 
 
+MAX_MARGIN = 1023
+"""Largest ``margin``: 2^-margin is then still a normal float64."""
+
+
 def dequantize(q, scale) -> np.ndarray:
-    return as_float_array(q, "q") / as_float_array(scale, "scale")
+    """q / scale (the scale of :func:`quantize`: positive, broadcasting against q)."""
+    q, S = as_float_array(q, "q"), as_float_array(scale, "scale")
+    try:
+        np.broadcast_shapes(q.shape, S.shape)
+    except ValueError:
+        raise ValueError(f"scale: expected a shape broadcasting against q {q.shape}, got {S.shape}") from None
+    if (S <= 0).any():
+        raise ValueError("scale: expected positive scales, got an entry <= 0")
+    with np.errstate(over="ignore"):
+        return finite_result(q / S, "q / scale", "q, scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +262,7 @@ class DelayedScaling:
         get_format(self.fmt)
         positive_int(self.history_len, "history_len")
         check_choice(self.algo, "algo", ("max", "most_recent"))
-        positive_int(self.margin, "margin", allow_zero=True)
+        count(self.margin, "margin", maximum=MAX_MARGIN)
 
     def scale(self, history) -> float:
         h = as_float_array(history, "history", ndim=1)
@@ -257,19 +286,28 @@ def loss_scale_update(scale: float, grads_finite: bool, good_steps: int, *, grow
     (new_scale, new_good_steps, apply_step): on inf/NaN gradients the step is skipped
     and the scale backs off; after ``growth_interval`` clean steps it grows."""
     scale = positive_float(scale, "scale")
+    grads_finite = flag(grads_finite, "grads_finite")
     good_steps = positive_int(good_steps, "good_steps", allow_zero=True)
+    # torch.amp.GradScaler.__init__ asserts growth_factor > 1.0 and backoff_factor < 1.0
+    growth_factor = real_number(growth_factor, "growth_factor", minimum=1.0, min_open=True)
+    backoff_factor = real_number(backoff_factor, "backoff_factor", minimum=0.0, maximum=1.0, min_open=True, max_open=True)
+    growth_interval = positive_int(growth_interval, "growth_interval")
     if not grads_finite:
         return scale * backoff_factor, 0, False
     good_steps += 1
     if good_steps >= growth_interval:
-        return scale * growth_factor, 0, True
+        return finite_result(scale * growth_factor, "the grown scale", "scale, growth_factor"), 0, True
     return scale, good_steps, True
 
 
 def scaled_gradient_in(grad, fmt, loss_scale: float) -> np.ndarray:
-    """What survives of a gradient stored in ``fmt`` under loss scaling: round_to(S g) / S."""
+    """What survives of a gradient stored in ``fmt`` under loss scaling: round_to(S g) / S.
+    A scaled gradient beyond ``fmt``'s range is inf (NaN for e4m3fn): the overflow the loss
+    scaler detects (:func:`loss_scale_update` with grads_finite=False)."""
     S = positive_float(loss_scale, "loss_scale")
-    return round_to(as_float_array(grad, "grad") * S, fmt) / S
+    f = get_format(fmt)
+    with np.errstate(over="ignore"):
+        return round_to(as_float_array(grad, "grad") * S, f) / S
 
 
 ACCUMULATE = ("float32", "float64")
@@ -290,11 +328,14 @@ def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype,
     Products are formed exactly (float64 holds them) and rounded once into the
     accumulator, which is what an fp32-accumulating tensor core does for bf16/fp16/FP8
     inputs (their products are exact in fp32). FP8 inputs: scale first (:func:`quantize`)
-    and divide C by S_a S_b after.
+    and divide C by S_a S_b after. Non-finite results are part of the spec: with
+    ``overflow="format"`` a value beyond a format's range is inf (NaN for e4m3fn), and an
+    accumulator that overflows is inf or NaN (inf - inf), as on the hardware.
     """
     a, b = _matmul_shapes(a, b)
     check_choice(accumulate, "accumulate", ACCUMULATE)
-    ar, br = round_to(a, input_dtype, overflow=overflow), round_to(b, input_dtype, overflow=overflow)
+    fi, fo = _format(input_dtype, "input_dtype"), _format(output_dtype, "output_dtype")
+    ar, br = round_to(a, fi, overflow=overflow), round_to(b, fi, overflow=overflow)
     acc_t = np.float32 if accumulate == "float32" else np.float64
     acc = np.zeros((a.shape[0], b.shape[1]), dtype=acc_t)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -304,7 +345,7 @@ def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype,
             acc = (acc + np.outer(ar[:, k], br[k, :])).astype(acc_t)
     out = acc.astype(np.float64)
     finite = np.isfinite(out)
-    return np.where(finite, round_to(np.where(finite, out, 0.0), output_dtype, overflow=overflow), out)
+    return np.where(finite, round_to(np.where(finite, out, 0.0), fo, overflow=overflow), out)
 
 
 def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_dtype) -> np.ndarray:
@@ -323,14 +364,22 @@ def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_
     """
     a, b = _matmul_shapes(a, b)
     check_choice(accumulate, "accumulate", ACCUMULATE)
-    fo, fa = get_format(output_dtype), get_format(accumulate)
-    ar, br = round_to(a, input_dtype), round_to(b, input_dtype)
+    fi, fo, fa = _format(input_dtype, "input_dtype"), _format(output_dtype, "output_dtype"), get_format(accumulate)
+    ar, br = round_to(a, fi), round_to(b, fi)
+    for name, x in (("a", ar), ("b", br)):
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name}: entries beyond the largest {fi.name} value {fi.max:g} (the bound assumes "
+                             "nothing overflows)")
     K = a.shape[1]
-    inputs = np.abs(a - ar) @ np.abs(b) + np.abs(ar) @ np.abs(b - br)
-    hat = np.abs(ar) @ np.abs(br)
-    gamma = K * fa.unit_roundoff / (1 - K * fa.unit_roundoff)
-    bound = inputs + gamma * hat + fo.unit_roundoff * (1 + gamma) * hat + fo.smallest_subnormal / 2
-    return bound * (1 + 1e-12)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inputs = np.abs(a - ar) @ np.abs(b) + np.abs(ar) @ np.abs(b - br)
+        hat = np.abs(ar) @ np.abs(br)
+        gamma = K * fa.unit_roundoff / (1 - K * fa.unit_roundoff)
+        bound = inputs + gamma * hat + fo.unit_roundoff * (1 + gamma) * hat + fo.smallest_subnormal / 2
+    if (hat * (1 + gamma) > fo.max).any():
+        raise ValueError(f"a, b: sum |a^||b^| exceeds the largest {fo.name} value {fo.max:g}; the result may "
+                         "overflow and no bound holds")
+    return finite_result(bound * (1 + 1e-12), "the bound", "a, b")
 
 
 def fp8_matmul(a, b, *, fmt: str = "float8_e4m3fn", per_channel: bool = False, output_dtype: str = "float32"):
@@ -339,13 +388,16 @@ def fp8_matmul(a, b, *, fmt: str = "float8_e4m3fn", per_channel: bool = False, o
     a (M, K), b (K, N); S_a per tensor or per row of a (token), S_b per tensor or per column
     of b (output channel), S = max_fmt / amax; the scaled operands are cast (saturating),
     multiplied with fp32 accumulation, and the fp32 result is unscaled before the single
-    output rounding (the epilogue of cuBLASLt-style FP8 GEMMs). Returns (O, S_a, S_b).
+    output rounding (the epilogue of cuBLASLt-style FP8 GEMMs). Returns (O, S_a, S_b);
+    an entry of O beyond ``output_dtype``'s range is inf (round_to, overflow="format").
     """
     a, b = _matmul_shapes(a, b)
+    per_channel = flag(per_channel, "per_channel")
+    out_fmt = _format(output_dtype, "output_dtype")
     qa, Sa = quantize(a, fmt, channel_axis=0 if per_channel else None)
     qb, Sb = quantize(b, fmt, channel_axis=1 if per_channel else None)
     acc = lowp_matmul(qa, qb, input_dtype=fmt, output_dtype="float32")
-    return round_to(acc / (Sa * Sb), output_dtype), Sa, Sb
+    return round_to(acc / Sa / Sb, out_fmt), Sa, Sb  # two divisions: Sa Sb alone may overflow
 
 
 __all__ = [

@@ -39,17 +39,41 @@ from typing import Sequence
 import numpy as np
 
 from . import moe
-from ._validate import as_float_array, check_choice, nonneg_float, same_shape
+from ._validate import (as_float_array, bool_array, check_choice, count, finite_result, instance, real_number,
+                        routing as _routing, same_shape)
 from .softmax import logsumexp, softmax
 
 IGNORE_INDEX = -100
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def _ignore(ignore_index) -> int:
+    """ignore_index: any int64 value (a token id never used; -100 by default)."""
+    return count(ignore_index, "ignore_index", minimum=-(2**62))
+
+
+def _int_array(x, name: str, ndim: int, doc: str) -> np.ndarray:
+    """An integer array (bool, float and object arrays rejected) of the given rank, as int64."""
+    t = np.asarray(x) if not isinstance(x, (str, bytes)) and x is not None else np.asarray(object())
+    if t.dtype == np.bool_ or not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array {doc}, got dtype {t.dtype}")
+    if t.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions {doc}, got shape {t.shape}")
+    if t.dtype == np.uint64 and t.size and t.max() >= 2**63:
+        raise ValueError(f"{name}: expected entries below 2**63, got {t.max()}")
+    return t.astype(np.int64)
+
+
+def _token_ids(x, name: str, V: int) -> np.ndarray:
+    """Token ids (B, L) in [0, V) (used to index an embedding)."""
+    t = _int_array(x, name, 2, "(B, L)")
+    if t.size and (t.min() < 0 or t.max() >= V):
+        raise ValueError(f"{name}: expected token ids in [0, {V}), got values in [{t.min()}, {t.max()}]")
+    return t
+
+
 def _targets(targets, n: int, V: int, ignore_index: int) -> np.ndarray:
-    t = np.asarray(targets)
-    if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"targets: expected an integer array, got dtype {t.dtype}")
+    t = _int_array(targets, "targets", 1, "(N,)")
     same_shape(t, (n,), "targets")
     bad = (t != ignore_index) & ((t < 0) | (t >= V))
     if bad.any():
@@ -65,7 +89,8 @@ class _CE:
         N, V = self.z.shape
         if V < 1:
             raise ValueError("logits: need at least one class")
-        self.t = _targets(targets, N, V, int(ignore_index))
+        ignore_index = _ignore(ignore_index)
+        self.t = _targets(targets, N, V, ignore_index)
         self.valid = self.t != ignore_index
         safe_t = np.where(self.valid, self.t, 0)
         self.safe_t = safe_t
@@ -95,25 +120,24 @@ def cross_entropy_grad(logits, targets, *, ignore_index: int = IGNORE_INDEX, red
 
 
 def shift_labels(tokens, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """labels[:, t] = tokens[:, t + 1], the last position ignore_index (HF ForCausalLMLoss)."""
-    tok = np.asarray(tokens)
-    if tok.ndim != 2 or not np.issubdtype(tok.dtype, np.integer):
-        raise ValueError(f"tokens: expected an integer array (B, L), got {tok.dtype} {tok.shape}")
-    return np.concatenate([tok[:, 1:], np.full((tok.shape[0], 1), ignore_index, dtype=tok.dtype)], axis=1)
+    """labels[:, t] = tokens[:, t + 1], the last position ignore_index (HF ForCausalLMLoss); int64."""
+    tok = _int_array(tokens, "tokens", 2, "(B, L)")
+    return np.concatenate([tok[:, 1:], np.full((tok.shape[0], 1), _ignore(ignore_index), dtype=np.int64)], axis=1)
 
 
 def shift_right(tokens, start_token: int) -> np.ndarray:
-    """Decoder input of teacher forcing (seed 003 8): [BOS, y_1, ..., y_{L-1}] from y (B, L)."""
-    tok = np.asarray(tokens)
-    if tok.ndim != 2 or not np.issubdtype(tok.dtype, np.integer):
-        raise ValueError(f"tokens: expected an integer array (B, L), got {tok.dtype} {tok.shape}")
-    return np.concatenate([np.full((tok.shape[0], 1), start_token, dtype=tok.dtype), tok[:, :-1]], axis=1)
+    """Decoder input of teacher forcing (seed 003 8): [BOS, y_1, ..., y_{L-1}] from y (B, L); int64."""
+    tok = _int_array(tokens, "tokens", 2, "(B, L)")
+    start = count(start_token, "start_token")
+    return np.concatenate([np.full((tok.shape[0], 1), start, dtype=np.int64), tok[:, :-1]], axis=1)
 
 
-def _lm_logits(logits, labels):
-    z = as_float_array(logits, "logits", ndim=3)
-    lab = np.asarray(labels)
-    same_shape(lab, z.shape[:2], "labels")
+def _lm_logits(logits, labels, name="tokens"):
+    z = as_float_array(logits, "logits", ndim=3, shape_doc="(B, L, V)", min_size={2: 1})
+    lab = _int_array(labels, name, 2, "(B, L)")
+    if lab.shape != z.shape[:2]:
+        raise ValueError(f"logits, {name}: expected logits (B, L, V) and {name} (B, L) to agree, got "
+                         f"{z.shape} and {lab.shape}")
     return z, lab
 
 
@@ -134,12 +158,9 @@ def causal_lm_loss_grad(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> 
 
 def sft_labels(tokens, response_mask, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """tokens with every non-response position replaced by ignore_index (before the shift)."""
-    tok = np.asarray(tokens)
-    m = np.asarray(response_mask)
-    if m.dtype != np.bool_:
-        raise TypeError(f"response_mask: expected a boolean array, got dtype {m.dtype}")
-    same_shape(m, tok.shape, "response_mask")
-    return np.where(m, tok, ignore_index)
+    tok = _int_array(tokens, "tokens", 2, "(B, L)")
+    m = bool_array(response_mask, "response_mask", shape=tok.shape, shape_doc="(B, L) of tokens")
+    return np.where(m, tok, np.int64(_ignore(ignore_index)))
 
 
 def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore_index: int = IGNORE_INDEX) -> float:
@@ -163,11 +184,14 @@ def output_z_loss(logits, tokens=None, *, ignore_index: int = IGNORE_INDEX) -> f
     """mean over counted positions of logsumexp(z_t)^2 (PaLM's auxiliary loss on the LM head;
     ``refimpl.moe.z_loss``); with ``tokens`` only positions with a next-token target count."""
     z = as_float_array(logits, "logits")
-    flat = z.reshape(-1, z.shape[-1])
+    if z.ndim < 1 or z.shape[-1] < 1:
+        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {z.shape}")
+    ignore_index = _ignore(ignore_index)
     mask = None
     if tokens is not None:
-        mask = (shift_labels(np.asarray(tokens), ignore_index=ignore_index) != ignore_index).reshape(-1)
-    return moe.z_loss(flat, padding_mask=mask)
+        z, tok = _lm_logits(z, tokens)
+        mask = (shift_labels(tok, ignore_index=ignore_index) != ignore_index).reshape(-1)
+    return moe.z_loss(z.reshape(-1, z.shape[-1]), padding_mask=mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,12 +213,29 @@ def training_loss(logits, tokens, *, routings: Sequence = (), router_logits: Seq
     alpha fixed to 1 so that ``aux_coef`` is the one coefficient.
     """
     lm = causal_lm_loss(logits, tokens, ignore_index=ignore_index)
-    zc, ac, rc = (nonneg_float(c, n) for c, n in ((z_coef, "z_coef"), (aux_coef, "aux_coef"), (router_z_coef, "router_z_coef")))
+    zc, ac, rc = (real_number(c, n, minimum=0.0) for c, n in ((z_coef, "z_coef"), (aux_coef, "aux_coef"),
+                                                               (router_z_coef, "router_z_coef")))
     z = output_z_loss(logits, tokens, ignore_index=ignore_index) if zc else 0.0
+    if balance_options is not None:
+        instance(balance_options, "balance_options", dict, "dict of refimpl.moe.balance_loss keyword arguments")
+        if "alpha" in balance_options:
+            raise ValueError("balance_options: alpha is fixed to 1 (aux_coef is the coefficient)")
     opts = dict(balance_options or {})
-    bal = float(sum(moe.balance_loss(r, alpha=1.0, **opts) for r in routings))
-    rz = float(sum(moe.z_loss(l) for l in router_logits))
-    return LossTerms(lm, z, bal, rz, lm + zc * z + ac * bal + rc * rz)
+    routings, router_logits = _seq(routings, "routings"), _seq(router_logits, "router_logits")
+    bal = float(sum(moe.balance_loss(_routing(r, f"routings[{i}]"), alpha=1.0, **opts) for i, r in enumerate(routings)))
+    rz = 0.0
+    for i, l in enumerate(router_logits):
+        rz += moe.z_loss(as_float_array(l, f"router_logits[{i}]", ndim=2, shape_doc="(T, E)"))
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = lm + zc * z + ac * bal + rc * rz
+    return LossTerms(lm, z, bal, float(rz), finite_result(total, "the total loss",
+                                                              "z_coef, aux_coef, router_z_coef"))
+
+
+def _seq(x, name: str) -> list:
+    if isinstance(x, (str, bytes, np.ndarray)) or not hasattr(x, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence (one entry per MoE layer), got {type(x).__name__}")
+    return list(x)
 
 
 # ----------------------------------------------------------------------------
@@ -225,16 +266,22 @@ def router_collapse_simulation(*, aux_coef: float, seed: int = 0, steps: int = 3
     gradient and never learn. Everything is drawn from ``seed``. The balance loss is
     ``refimpl.moe.balance_loss`` and its gradient ``refimpl.moe.balance_loss_grad``.
     """
-    aux = nonneg_float(aux_coef, "aux_coef")
-    rng = np.random.default_rng(seed)
-    E, T = num_experts, tokens
+    aux = real_number(aux_coef, "aux_coef", minimum=0.0)
+    lr = real_number(lr, "lr", minimum=0.0, min_open=True)
+    rng = np.random.default_rng(count(seed, "seed", maximum=None))
+    steps = count(steps, "steps", maximum=10**6)
+    E, T, d = (count(v, n, minimum=1, maximum=2**20) for v, n in ((num_experts, "num_experts"), (tokens, "tokens"),
+                                                                    (d, "d")))
     M_star = rng.standard_normal((d, d)) / np.sqrt(d)
     A = rng.standard_normal((E, d, d)) * 0.05 / np.sqrt(d)
     W = rng.standard_normal((d, E)) * 0.01
     loads = []
-    for _ in range(steps):
+    for step in range(steps):
         x = rng.standard_normal((T, d))
-        z = x @ W
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = x @ W
+        if not (np.isfinite(A).all() and np.isfinite(z).all()):
+            raise ValueError(f"lr: the simulation diverged (weights overflowed) at step {step}; use a smaller lr")
         r = moe.route(z, 1)
         e = r.indices[:, 0]
         p = r.probs[np.arange(T), e]
@@ -246,8 +293,9 @@ def router_collapse_simulation(*, aux_coef: float, seed: int = 0, steps: int = 3
         dz = dp[:, None] * p[:, None] * ((np.arange(E)[None, :] == e[:, None]) - r.probs)  # dp_e/dz_j
         if aux:
             dz = dz + moe.balance_loss_grad(r, z, alpha=aux)
-        A -= lr * dA
-        W -= lr * (x.T @ dz)
+        with np.errstate(over="ignore", invalid="ignore"):
+            A -= lr * dA
+            W -= lr * (x.T @ dz)
         loads.append(np.bincount(e, minlength=E) / T)
     return CollapseResult(np.array(loads))
 

@@ -24,6 +24,12 @@ Backward (dL/dy = dy given). With dxhat = dy * g and r = phi(v):
     dx  = dxc - mean_A(dxc)  when centred (the Jacobian of xc = x - mu is I - 11^T/n)
     dw  = sum dy xhat, db = sum dy, over every axis the parameter is broadcast along.
 
+Extremes: the statistics are taken of xc / 2^e, 2^e a power of two per group (exact, see
+``_Stats``), so that inputs near 1e300 or 1e-300 normalise as inputs near 1 do; the backward
+uses r^2 xc = r xhat (inside: dxc = r (dxhat - xhat mean_A(dxhat xhat))) so that no r^3
+overflows. eps = 0 on a group with zero variance is an error (0 / 0); an output or gradient
+beyond float64 range is an error, never inf.
+
 RMSNorm equals LayerNorm without bias on inputs whose mean over A is zero (v is then the
 same); that is the seed's argument that the mean subtraction is what RMSNorm saves (5.2).
 
@@ -49,7 +55,7 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice, nonneg_float, positive_int, same_shape
+from ._validate import (as_float_array, check_choice, finite_result, positive_int, real_number, same_shape)
 
 EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
 
@@ -62,6 +68,13 @@ class RMSNormConvention:
     eps_placement: str = "inside_sqrt"
     weight_offset: float = 0.0
     source: str = ""
+
+    def __post_init__(self):
+        real_number(self.eps, "eps", minimum=0.0)
+        check_choice(self.eps_placement, "eps_placement", EPS_PLACEMENTS)
+        real_number(self.weight_offset, "weight_offset")
+        if not isinstance(self.source, str):
+            raise TypeError(f"source: expected a str, got {type(self.source).__name__}")
 
 
 RMSNORM_PRESETS = {
@@ -82,9 +95,16 @@ RMSNORM_PRESETS = {
 
 @dataclasses.dataclass(frozen=True)
 class _Stats:
-    xc: np.ndarray  # centred (or raw) input
-    v: np.ndarray  # mean of xc^2 over the axes (keepdims)
-    r: np.ndarray  # phi(v)
+    """The statistics of xc / s, s a power of two per group (that of x, times that of the
+    centred values after cancellation) with max_A |xc / s| in [0.5, 1): dividing by a power
+    of two is exact, so xhat is that of x, and no square overflows or underflows (inputs
+    near 1e300 or 1e-300 are normalised as exactly as inputs near 1)."""
+
+    xc: np.ndarray  # centred (or raw) input / s
+    v: np.ndarray  # mean of xc^2 over the axes (keepdims): v(x) / s^2
+    r: np.ndarray  # phi(v) with eps / s^2 (inside) or eps / s (outside): r(x) * s
+    r_true: np.ndarray  # r(x) itself, for the backward pass
+    e: np.ndarray  # s = 2^e (an int array: s itself may exceed float64 range)
     axes: tuple
     center: bool
     placement: str
@@ -95,25 +115,58 @@ class _Stats:
 
 
 def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placement: str) -> _Stats:
-    xc = x - x.mean(axis=axes, keepdims=True) if center else x
-    v = np.mean(xc * xc, axis=axes, keepdims=True)
-    if placement == "inside_sqrt":
-        r = 1.0 / np.sqrt(v + eps)
-    else:
-        r = 1.0 / (np.sqrt(v) + eps)
-    return _Stats(xc, v, r, axes, center, placement)
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        e1 = _exp2(x, axes)
+        xs = np.ldexp(x, -e1)  # exact; the mean of xs cannot overflow
+        xc = xs - xs.mean(axis=axes, keepdims=True) if center else xs
+        e2 = _exp2(xc, axes)  # rescale after cancellation, so that xc^2 neither under- nor overflows
+        xc = np.ldexp(xc, -e2)
+        e = e1 + e2
+        v = np.mean(xc * xc, axis=axes, keepdims=True)
+        zero = v == 0  # xc = 0 on the whole group: xhat = 0, r only matters backward
+        if eps == 0 and zero.any():
+            raise ValueError("x, eps: a group with zero variance and eps = 0 has no normalisation (1 / sqrt(0))")
+        vs = np.where(zero, 1.0, v)
+        if placement == "inside_sqrt":
+            eps_s = np.ldexp(eps, -2 * e)
+            r = 1.0 / np.sqrt(vs + eps_s)
+            direct = 1.0 / np.sqrt(np.ldexp(v, 2 * e) + eps)
+        else:
+            eps_s = np.ldexp(eps, -e)
+            r = 1.0 / (np.sqrt(vs) + eps_s)
+            direct = 1.0 / (np.ldexp(np.sqrt(v), e) + eps)
+        # r(x) = r / s exactly, except where eps / s^k overflowed (eps dominates: the direct form is exact
+        # enough) or the group is zero (r(x) = phi(0))
+        r_true = np.where(zero | ~np.isfinite(eps_s), direct, np.ldexp(r, -e))
+        r = np.where(zero, 0.0, r)
+    return _Stats(xc, v, r, r_true, e, axes, center, placement)
 
 
-def _standardize_backward(dxhat: np.ndarray, s: _Stats) -> np.ndarray:
-    if s.placement == "inside_sqrt":
-        kappa = -s.r**3
-    else:  # v = 0 means xc = 0 on the whole group: the term vanishes
-        sq = np.sqrt(s.v)
-        kappa = np.where(sq > 0, -s.r**2 / np.where(sq > 0, sq, 1.0), 0.0)
-    dxc = s.r * dxhat + kappa * s.xc * np.mean(dxhat * s.xc, axis=s.axes, keepdims=True)
-    if s.center:
-        dxc = dxc - dxc.mean(axis=s.axes, keepdims=True)
+def _exp2(x: np.ndarray, axes: tuple) -> np.ndarray:
+    """e with max_A |x| in [2^(e-1), 2^e) per group (0 for an all-zero group)."""
+    a = np.max(np.abs(x), axis=axes, keepdims=True, initial=0.0)
+    return np.frexp(a)[1]
+
+
+def _standardize_backward(dxhat: np.ndarray, st: _Stats) -> np.ndarray:
+    """dxc = r (dxhat - xhat mean(dxhat xhat))             (inside: kappa xc = -r xhat r^2 xc)
+           = r dxhat - xhat mean(dxhat xhat) / sqrt(v)   (outside; 0 where v = 0)
+    the module docstring's formula with r^2 xc = r xhat folded in, so that no r^3 overflows."""
+    xhat = st.xhat
+    m = np.mean(dxhat * xhat, axis=st.axes, keepdims=True)
+    with np.errstate(over="ignore"):
+        if st.placement == "inside_sqrt":
+            dxc = st.r_true * (dxhat - xhat * m)
+        else:
+            rms = np.ldexp(np.sqrt(st.v), st.e)
+            dxc = st.r_true * dxhat - np.where(rms > 0, xhat * m / np.where(rms > 0, rms, 1.0), 0.0)
+    if st.center:
+        dxc = dxc - dxc.mean(axis=st.axes, keepdims=True)
     return dxc
+
+
+def _finite(value, what, names):
+    return finite_result(value, what, names) if value is not None else None
 
 
 def _params(weight, bias, n: int, *, weight_offset: float = 0.0):
@@ -129,7 +182,7 @@ def _params(weight, bias, n: int, *, weight_offset: float = 0.0):
 
 def _check_eps(eps, placement):
     check_choice(placement, "eps_placement", EPS_PLACEMENTS)
-    return nonneg_float(eps, "eps")
+    return real_number(eps, "eps", minimum=0.0)
 
 
 def _last_axis(x, name="x"):
@@ -140,11 +193,23 @@ def _last_axis(x, name="x"):
 
 
 def _affine(xhat, g, b, shape):
-    y = xhat if g is None else xhat * g.reshape(shape)
-    return y if b is None else y + b.reshape(shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = xhat if g is None else xhat * g.reshape(shape)
+        y = y if b is None else y + b.reshape(shape)
+    return finite_result(y, "the output", "x, weight, bias, weight_offset")
+
+
+def _grads(*gs):
+    """The gradients, each finite (an exact gradient beyond float64 range is an error)."""
+    return tuple(_finite(g, "the gradient", "x, dy, weight, weight_offset") for g in gs)
 
 
 def _affine_backward(dy, xhat, g, b, shape, param_axes):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _affine_backward_raw(dy, xhat, g, b, shape, param_axes)
+
+
+def _affine_backward_raw(dy, xhat, g, b, shape, param_axes):
     dxhat = dy if g is None else dy * g.reshape(shape)
     dw = None if g is None else np.sum(dy * xhat, axis=param_axes)
     db = None if b is None else np.sum(dy, axis=param_axes)
@@ -180,7 +245,7 @@ def layer_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5, eps_placemen
     """(dx, dweight, dbias) of :func:`layer_norm` (None for an absent parameter)."""
     x, g, b, s = _feature_norm(x, weight, bias, eps, eps_placement, True, 0.0)
     dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, (-1,), tuple(range(x.ndim - 1)))
-    return _standardize_backward(dxhat, s), dw, db
+    return _grads(_standardize_backward(dxhat, s), dw, db)
 
 
 def _rms_args(eps, eps_placement, weight_offset, preset):
@@ -189,7 +254,7 @@ def _rms_args(eps, eps_placement, weight_offset, preset):
             raise ValueError(f"preset: expected one of {sorted(RMSNORM_PRESETS)}, got {preset!r}")
         c = RMSNORM_PRESETS[preset]
         return c.eps, c.eps_placement, c.weight_offset
-    return eps, eps_placement, float(weight_offset)
+    return eps, eps_placement, real_number(weight_offset, "weight_offset")
 
 
 def rms_norm(x, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None) -> np.ndarray:
@@ -205,7 +270,7 @@ def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqr
     eps, placement, offset = _rms_args(eps, eps_placement, weight_offset, preset)
     x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
     dxhat, dw, _ = _affine_backward(_check_dy(dy, x), s.xhat, g, None, (-1,), tuple(range(x.ndim - 1)))
-    return _standardize_backward(dxhat, s), dw
+    return _grads(_standardize_backward(dxhat, s), dw)
 
 
 # ----------------------------------------------------------------------------
@@ -214,8 +279,8 @@ def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqr
 
 def _channels(x):
     x = as_float_array(x, "x")
-    if x.ndim < 2:
-        raise ValueError(f"x: expected (B, C, ...), got shape {x.shape}")
+    if x.ndim < 2 or x.shape[1] < 1:
+        raise ValueError(f"x: expected (B, C, ...) with C >= 1, got shape {x.shape}")
     return x
 
 
@@ -239,30 +304,44 @@ def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, runnin
     y = _affine(s.xhat, g, b, shape)
     if running_mean is None or running_var is None:
         return y, None, None
-    m = nonneg_float(momentum, "momentum", upper=1.0)
+    m = real_number(momentum, "momentum", minimum=0.0, maximum=1.0)
     n = x.size // x.shape[1]
-    rm = as_float_array(running_mean, "running_mean", ndim=1)
-    rv = as_float_array(running_var, "running_var", ndim=1)
-    mean = x.mean(axis=axes)
-    unbiased = s.v.reshape(-1) * n / (n - 1)
-    return y, (1 - m) * rm + m * mean, (1 - m) * rv + m * unbiased
+    rm, rv = _running(running_mean, running_var, x.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        e1 = _exp2(x, axes)
+        mean = np.ldexp(np.ldexp(x, -e1).mean(axis=axes, keepdims=True), e1).reshape(-1)
+        unbiased = np.ldexp(s.v, 2 * s.e).reshape(-1) * n / (n - 1)
+        new = ((1 - m) * rm + m * mean, (1 - m) * rv + m * unbiased)
+    return (y,) + tuple(finite_result(r, "the running statistic", "x, running_mean, running_var") for r in new)
+
+
+def _running(running_mean, running_var, C):
+    rm = as_float_array(running_mean, "running_mean", shape=(C,), shape_doc="(C,)")
+    rv = as_float_array(running_var, "running_var", shape=(C,), shape_doc="(C,)")
+    if (rv < 0).any():
+        raise ValueError("running_var: expected variances >= 0, got a negative entry")
+    return rm, rv
 
 
 def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *, eps=1e-5) -> np.ndarray:
     """Eval-mode BatchNorm: (x - running_mean) / sqrt(running_var + eps) * w + b."""
     x = _channels(x)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    rm = as_float_array(running_mean, "running_mean", ndim=1).reshape(shape)
-    rv = as_float_array(running_var, "running_var", ndim=1).reshape(shape)
+    rm, rv = _running(running_mean, running_var, x.shape[1])
     g, b = _params(weight, bias, x.shape[1])
-    return _affine((x - rm) / np.sqrt(rv + nonneg_float(eps, "eps")), g, b, shape)
+    den = np.sqrt(rv + real_number(eps, "eps", minimum=0.0)).reshape(shape)
+    if (den == 0).any():
+        raise ValueError("running_var, eps: a channel with running_var + eps = 0 has no normalisation")
+    with np.errstate(over="ignore", invalid="ignore"):
+        xhat = (x - rm.reshape(shape)) / den
+    return _affine(finite_result(xhat, "the normalised input", "x, running_mean, running_var"), g, b, shape)
 
 
 def batch_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5):
     """(dx, dweight, dbias) of training-mode :func:`batch_norm` (batch statistics differentiated)."""
     x, g, b, s, axes, shape = _bn_setup(x, weight, bias, eps)
     dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, shape, axes)
-    return _standardize_backward(dxhat, s), dw, db
+    return _grads(_standardize_backward(dxhat, s), dw, db)
 
 
 def _gn_setup(x, num_groups, weight, bias, eps):
@@ -290,7 +369,7 @@ def group_norm_backward(x, dy, num_groups, weight=None, bias=None, *, eps=1e-5):
     x, g, b, s, shape = _gn_setup(x, num_groups, weight, bias, eps)
     axes = (0,) + tuple(range(2, x.ndim))
     dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat.reshape(x.shape), g, b, shape, axes)
-    return _standardize_backward(dxhat.reshape(s.xc.shape), s).reshape(x.shape), dw, db
+    return _grads(_standardize_backward(dxhat.reshape(s.xc.shape), s).reshape(x.shape), dw, db)
 
 
 def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> np.ndarray:
@@ -302,8 +381,9 @@ def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> n
     rd = round to ``dtype`` (``refimpl.formats.round_to``); x r is formed in float64 and rounded
     to float32, which is how the fp32 kernels differ from it: by at most an fp32 rounding of r.
     """
-    from .formats import round_to
+    from .formats import _format, round_to
 
+    _format(dtype, "dtype")
     if preset not in ("hf_llama", "hf_t5", "hf_gemma"):
         raise ValueError(f"preset: expected 'hf_llama', 'hf_t5' or 'hf_gemma', got {preset!r}")
     c = RMSNORM_PRESETS[preset]

@@ -54,6 +54,10 @@ RESULT_TYPES = {
     "refimpl.accounting.ComputePerToken": "refimpl.accounting.compute_per_token",
     "refimpl.io_accounting.IOCount": "refimpl.io_accounting.forward_io",
     "refimpl.mixers.cost.MixerCost": "refimpl.mixers.cost.* (softmax_attention, rwkv4, ...)",
+
+    "refimpl.losses.LossTerms": "refimpl.losses.training_loss",
+    "refimpl.losses.CollapseResult": "refimpl.losses.router_collapse_simulation",
+    "refimpl.formats.Format": "refimpl.formats.get_format",
 }
 
 

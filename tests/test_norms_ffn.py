@@ -233,3 +233,42 @@ def test_cast_order_matches_torch_bf16(preset):
     ref = ref.double().numpy()
     assert (ref == mine).mean() > 0.999
     assert np.all(np.abs(ref - mine) <= np.abs(mine) * 2.0**-7 * 1.01)
+
+
+# ---------------------------------------------------------------------------
+# numeric extremes (issue 9, found by tests/contract_recipes_layers.py)
+
+
+@pytest.mark.parametrize("k", [-1000, -500, 0, 500, 1000])  # x 2^k stays normal: exact
+def test_norms_are_exact_under_power_of_two_scaling_at_eps_0(k):
+    """With eps = 0 the norms are scale-invariant, and x * 2^k is exact: the statistics are taken
+    of x / 2^e, so 1e300 (squares overflow) and 1e-300 (squares underflow) give the answer of x."""
+    x = np.random.default_rng(0).normal(size=(3, 6))
+    xs = np.ldexp(x, k)
+    for f in (N.layer_norm, N.rms_norm):
+        np.testing.assert_array_equal(f(xs, eps=0.0), f(x, eps=0.0))
+    np.testing.assert_allclose(N.rms_norm_backward(xs, x, eps=0.0)[0], np.ldexp(N.rms_norm_backward(x, x, eps=0.0)[0], -k),
+                               rtol=1e-12)
+
+
+def test_layer_norm_of_values_whose_centred_sum_overflows():
+    np.testing.assert_array_equal(N.layer_norm(np.array([[1e308, -1.7e308]])), [[1.0, -1.0]])
+    x = np.full((1, 2), 1e300)  # xc = 0: xhat = 0, dx = (I - 11^T / n) dy / sqrt(eps)
+    assert np.array_equal(N.layer_norm(x), np.zeros((1, 2)))
+    dx = N.layer_norm_backward(x, np.array([[1.0, 2.0]]), eps=1e-4)[0]
+    np.testing.assert_allclose(dx, [[-50.0, 50.0]], rtol=1e-12)
+    with pytest.raises(ValueError, match="x, eps"):
+        N.layer_norm(x, eps=0.0)  # 0 / 0
+    with pytest.raises(ValueError, match="running statistic"):  # the unbiased variance ~ 1e616
+        N.batch_norm(np.array([[1e308], [-1.7e308]]), running_mean=np.zeros(1), running_var=np.ones(1))
+
+
+def test_activation_gradients_at_huge_inputs_are_the_limits():
+    u = np.array([-1e300, -1e150, 1e150, 1e300])
+    for name in Fn.ACTIVATIONS:
+        g = Fn.act_grad(name, u)
+        assert np.isfinite(g).all(), name
+        np.testing.assert_array_equal(g[2:], 0.0 if name == "sigmoid" else 1.0)
+        np.testing.assert_array_equal(g[:2], 0.0)
+    with pytest.raises(ValueError, match="act\\(gate\\) \\* value"):  # the exact product ~ 1e600
+        Fn.glu_split(np.array([1e300, 1e300]), "relu")

@@ -25,11 +25,13 @@ import dataclasses
 
 import numpy as np
 
+from .._validate import routing as _check_routing
 from .router import POSITION_ORDERS, assignment_order, normalize_gates
 
 
 def reroute_dropped(routing):
     """The routing with each dropped assignment moved to its best backup expert with a free slot."""
+    routing = _check_routing(routing)
     C = routing.capacity
     if C is None:
         return routing
