@@ -80,6 +80,7 @@ def _flash2_window(native, Lq, Lk):
     """
     if Lq is None or Lk is None:
         raise ValueError("Lq, Lk: flash_attn2's host code rewrites the window by the problem's lengths; pass both")
+    Lq, Lk = _V.count(Lq, "Lq"), _V.count(Lk, "Lk")
     native = _pair(native, "window_size")
     left, right = _int(native[0], "window_size[0]"), _int(native[1], "window_size[1]")
     if left >= Lk:

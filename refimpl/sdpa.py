@@ -282,7 +282,8 @@ class _Setup:
         else:
             raw = self._scores_far_from_one(q5, k)
         if self.softcap is not None:
-            s = np.divide(raw, self.softcap)
+            with np.errstate(over="ignore"):  # raw / c beyond float64 is +-inf, and c tanh(+-inf) = +-c exactly
+                s = np.divide(raw, self.softcap)
             s = np.multiply(np.tanh(s, out=s), self.softcap, out=s)  # s = c tanh(s / c)
         else:
             s = raw if self.exact_range else raw.copy()

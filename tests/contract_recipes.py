@@ -620,6 +620,7 @@ recipe("refimpl.moe.presets.LibraryCapacity", kinds=dict(rule="name", factor="no
 NATIVE_WINDOW = {
     "spec": st.tuples(st.none() | st.integers(0, 4), st.none() | st.integers(0, 4)),
     "flash": st.tuples(st.integers(-1, 4), st.integers(-1, 4)),
+    "flash2": st.tuples(st.integers(-1, 8), st.integers(-1, 8)),
     "keys_including_self": st.integers(1, 5), "flex": st.integers(0, 5),
     "xformers_br": st.tuples(st.integers(0, 4), st.integers(0, 4)),
     "jax": st.integers(0, 4) | st.tuples(st.integers(0, 4), st.integers(0, 4)),
@@ -642,11 +643,15 @@ for _name, _conv in ATTENTION_PRESETS.items():
     R[f"conventions.{_name}.attention"] = Recipe(
         (lambda c: lambda draw: _preset_attn(draw, c))(_conv), dict(ATTN_KINDS, alibi_slopes="array"),
         call=(lambda c: lambda fn, kw: c.attention(**kw))(_conv),
-        finite=None if _conv.fully_masked == "nan" or _conv.masked_lse not in (None, -np.inf) else "no_nan_posinf")
+        finite=None if "nan" in (_conv.fully_masked, _conv.fully_masked_float64)
+        or _conv.masked_lse not in (None, -np.inf) else "no_nan_posinf")
+    _needs_lengths = _conv.window_rule == "flash2"  # flash-attn 2's host code rewrites the window by Lq, Lk
     R[f"conventions.{_name}.window"] = Recipe(
-        (lambda c: lambda draw: dict(window=draw(NATIVE_WINDOW[c.window_rule].filter(lambda w: w is not None))
-                                     if c.window_rule != "none" else 1))(_conv),
-        dict(window="window"), call=(lambda c: lambda fn, kw: c.window(kw["window"]))(_conv),
+        (lambda c, n: lambda draw: dict(
+            window=draw(NATIVE_WINDOW[c.window_rule].filter(lambda w: w is not None)) if c.window_rule != "none" else 1,
+            **(dict(Lq=draw(st.integers(1, 12)), Lk=draw(st.integers(1, 12))) if n else {})))(_conv, _needs_lengths),
+        dict(window="window", **(dict(Lq="count", Lk="count") if _needs_lengths else {})),
+        call=(lambda c: lambda fn, kw: c.window(kw["window"], kw.get("Lq"), kw.get("Lk")))(_conv),
         rejects_valid=_conv.window_rule == "none")
 
 for _name, _p in moe_presets.ALL.items():
