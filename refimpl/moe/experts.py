@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .._validate import as_float_array
-from ..ffn import act, act_grad
+from ..ffn import GLUParams, MLPParams, act, ffn, ffn_backward
 
 _MOE_ACTIVATIONS = ("relu", "gelu", "silu")
 
@@ -29,13 +29,6 @@ def activation(name: str, u: np.ndarray) -> np.ndarray:
     if name not in _MOE_ACTIVATIONS:
         raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
     return act(name, u)
-
-
-def activation_grad(name: str, u: np.ndarray) -> np.ndarray:
-    """d act(u) / du (relu: 0 at u = 0); ``refimpl.ffn.act_grad``."""
-    if name not in _MOE_ACTIVATIONS:
-        raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
-    return act_grad(name, u)
 
 
 def _rows(x, D: int) -> np.ndarray:
@@ -79,20 +72,16 @@ class FFNExpert:
     def num_params(self) -> int:
         return self.W1.size + self.W2.size + sum(b.size for b in (self.b1, self.b2) if b is not None)
 
-    def _pre(self, x):
-        u = x @ self.W1
-        return u if self.b1 is None else u + self.b1
+    def _params(self) -> MLPParams:
+        return MLPParams(self.W1, self.W2, self.b1, self.b2)
 
     def __call__(self, x) -> np.ndarray:
-        x = _rows(x, self.d_model)
-        y = activation(self.act, self._pre(x)) @ self.W2
-        return y if self.b2 is None else y + self.b2
+        """``refimpl.ffn.ffn`` (one statement of the formula) on rows of x."""
+        return ffn(_rows(x, self.d_model), self._params(), activation=self.act)
 
     def vjp(self, x, dy) -> np.ndarray:
-        """dL/dx (N, D) given dL/dy (N, D)."""
-        x = _rows(x, self.d_model)
-        u = self._pre(x)
-        return ((dy @ self.W2.T) * activation_grad(self.act, u)) @ self.W1.T
+        """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
+        return ffn_backward(_rows(x, self.d_model), dy, self._params(), activation=self.act)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,15 +109,16 @@ class SwiGLUExpert:
     def num_params(self) -> int:
         return self.Wg.size + self.Wu.size + self.Wd.size
 
+    def _params(self) -> GLUParams:
+        return GLUParams(self.Wg, self.Wu, self.Wd)
+
     def __call__(self, x) -> np.ndarray:
-        x = _rows(x, self.d_model)
-        return (activation("silu", x @ self.Wg) * (x @ self.Wu)) @ self.Wd
+        """``refimpl.ffn.ffn`` with variant "swiglu" on rows of x."""
+        return ffn(_rows(x, self.d_model), self._params(), variant="swiglu")
 
     def vjp(self, x, dy) -> np.ndarray:
-        x = _rows(x, self.d_model)
-        a, b = x @ self.Wg, x @ self.Wu
-        dh = dy @ self.Wd.T
-        return (dh * b * activation_grad("silu", a)) @ self.Wg.T + (dh * activation("silu", a)) @ self.Wu.T
+        """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
+        return ffn_backward(_rows(x, self.d_model), dy, self._params(), variant="swiglu")[0]
 
 
 def random_experts(num_experts: int, d_model: int, d_hidden: int, *, kind="ffn", act="relu",
