@@ -101,6 +101,7 @@ from collections import Counter
 
 import numpy as np
 
+from ._parallel import map_blocks
 from ._validate import as_float_array, positive_int
 from .sdpa import (_exponent, _fold, _grads_back_to_scale, _merge_heads, _real_4d, _Setup, _softcap_grad,
                    _split_heads, _unit_scaled)
@@ -175,25 +176,28 @@ class _SlowMemory:
         self.writes[name] += tile.size
         return tile
 
+    def absorb(self, other: "_SlowMemory") -> None:
+        """Add the counts of another thread block (run concurrently) to these."""
+        self.reads.update(other.reads)
+        self.writes.update(other.writes)
+
 
 class _TiledSetup(_Setup):
-    """``_Setup`` (validation, scores, masks, dropout) whose Q/K/V tiles are read
-    through the slow-memory counter: ``scores(qs, ks)`` loads Q_i and K_j."""
+    """``_Setup`` (validation, scores, masks, dropout) with the slow-memory counter."""
 
     def __init__(self, q, k, v, *, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p):
         super().__init__(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
         self.memory = _SlowMemory()
 
-    def q5(self, qs=slice(None)):
-        return self.memory.load("Q", qs, super().q5(qs))
-
-    def kv(self, ks=slice(None)):
-        k, v = super().kv(ks)
-        return self.memory.load("K", ks, k), self.memory.load("V", ks, v)
+    def load(self, mem: _SlowMemory, qs: slice, ks: slice):
+        """Q_i (B, Hkv, G, nq, D), K_j, V_j (B, Hkv, nk, D / Dv), each read through ``mem``."""
+        return (mem.load("Q", qs, self.q5(qs)), mem.load("K", ks, self.k[:, :, ks]),
+                mem.load("V", ks, self.v[:, :, ks]))
 
     def hidden(self, qs: slice, ks: slice) -> bool:
         """True if the mask hides every entry of tile (qs, ks) for every batch entry and head."""
-        return not self.mask.trivial and not self.mask.tile(qs, ks).any()
+        visible = self.visible(qs, ks)
+        return visible is not None and not visible.any()
 
     def stats(self, grid, skipped) -> FlashStats:
         return FlashStats(tuple(grid), int(skipped), dict(self.memory.reads), dict(self.memory.writes))
@@ -237,44 +241,100 @@ def _tn(A: np.ndarray, X: np.ndarray) -> np.ndarray:
 # forward loops
 
 
+def _row_strips(visible, nq: int, nk: int) -> list[tuple[slice, slice]]:
+    """Parts of a tile to compute: the whole tile, or, where the mask hides much of
+    it (a causal diagonal, a window's edge), strips of _STRIP rows, each over the
+    span of key columns its rows can see (strips that see nothing are left out).
+
+    Hidden entries contribute exactly 0 to l and acc, so leaving them out
+    changes no result; computing only the strips is what makes causal cost about
+    half of non-causal (the diagonal tiles are otherwise computed in full).
+    """
+    whole = [(slice(0, nq), slice(0, nk))]
+    if visible is None:
+        return whole
+    seen = visible.reshape(-1, nq, nk).any(axis=0)  # visible for some batch entry and head
+    if seen.all():
+        return whole
+    parts = []
+    for r0 in range(0, nq, _STRIP):
+        cols = np.flatnonzero(seen[r0:r0 + _STRIP].any(axis=0))
+        if cols.size:
+            parts.append((slice(r0, min(r0 + _STRIP, nq)), slice(int(cols[0]), int(cols[-1]) + 1)))
+    area = sum((r.stop - r.start) * (c.stop - c.start) for r, c in parts)
+    return parts if area <= 0.75 * nq * nk else whole
+
+
+_STRIP = 32  # rows per strip of a partially hidden tile
+
+
+def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
+    """One FA2 thread block: query tile Q_i against the key tiles, (m, l, acc) on chip.
+
+    Returns (memory, tiles skipped, m, l, acc), m and l (B, Hkv, G, nq), acc
+    (B, Hkv, G, nq, Dv) unnormalised. Rows of a strip (see ``_row_strips``) are
+    updated with that strip's keys only; per row the update is the one of the
+    module docstring.
+    """
+    mem = _SlowMemory()
+    nq = qs.stop - qs.start
+    m = np.full((st.B, st.Hkv, st.G, nq), -np.inf)
+    l = np.zeros((st.B, st.Hkv, st.G, nq))
+    acc = np.zeros((st.B, st.Hkv, st.G, nq, st.Dv))
+    skipped = 0
+    for ks in k_tiles:
+        visible = st.visible(qs, ks)
+        if skip and visible is not None and not visible.any():
+            skipped += 1  # hidden for every batch entry and head: never loaded, never computed
+            continue
+        Q_i, K_j, V_j = st.load(mem, qs, ks)  # Q_i loaded once per thread block
+        parts = _row_strips(visible, nq, ks.stop - ks.start) if skip else [(slice(0, nq), slice(None))]
+        for r, c in parts:
+            q_rows, k_cols = _shift(r, qs.start), _shift(c, ks.start, ks.stop)
+            S, _ = st.scores_of(Q_i[..., r, :], K_j[:, :, c], q_rows, k_cols,
+                                None if visible is None else visible[..., r, c])
+            m_r = m[..., r]
+            m_new = np.maximum(m_r, np.max(S, axis=-1))  # m' = max(m, rowmax(S))
+            P = _exp_shift(S, m_new[..., None], out=S)  # P~ = exp(S - m'), over S's buffer
+            alpha = _exp_shift(m_r, m_new)  # exp(m - m'): rescales what was accumulated so far
+            Z = st.dropout_scale(q_rows, k_cols)
+            l[..., r] = alpha * l[..., r] + np.sum(P, axis=-1)  # l = exp(m - m') l + rowsum(P~)
+            acc_r = acc[..., r, :]
+            acc_r *= alpha[..., None]
+            acc_r += _pv(P if Z is None else P * Z, V_j[:, :, c])  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
+            m[..., r] = m_new
+    return mem, skipped, m, l, acc
+
+
+def _shift(part: slice, start: int, stop: int | None = None) -> slice:
+    """``part`` of a tile as absolute indices, the tile starting at ``start`` (ending at ``stop``)."""
+    return slice(start + (part.start or 0), start + part.stop if part.stop is not None else stop)
+
+
 def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool, state=None):
     """FA2 over the keys in ``key_range`` = (k0, k1): (out, lse, tiles_skipped, grid).
 
+    The query tiles are independent thread blocks: they run concurrently on
+    CPU threads (``refimpl._parallel``; the last tiles first, as under a causal
+    mask they have the most keys), each computing exactly what it would alone.
     With a key range narrower than [0, Lk) this is one split of split-KV
     (flash-attn ``compute_attn_1rowblock_splitkv``): out and lse of attention
     restricted to those keys, under the full problem's mask and alignment.
     ``state``, if given, is a list that receives the final OnlineSoftmaxState
     (m, l), each (B, Hq, Lq), for an exact merge of splits.
     """
-    mem = st.memory
-    B, Hkv, G, Dv = st.B, st.Hkv, st.G, st.Dv
-    out = np.zeros((B, st.Hq, st.Lq, Dv))
-    lse = np.full((B, st.Hq, st.Lq), -np.inf)
+    out = np.zeros((st.B, st.Hq, st.Lq, st.Dv))
+    lse = np.full((st.B, st.Hq, st.Lq), -np.inf)
     q_tiles, k_tiles = _tiles(0, st.Lq, block_q), _tiles(key_range[0], key_range[1], block_k)
+    work = st.B * st.Hq * st.Lq * (key_range[1] - key_range[0]) * (st.D + st.Dv)
+    blocks = map_blocks(lambda qs: _fa2_thread_block(st, qs, k_tiles, skip), q_tiles[::-1], work)[::-1]
     skipped = 0
-    m_all, l_all = (np.full((B, st.Hq, st.Lq), -np.inf), np.zeros((B, st.Hq, st.Lq))) if state is not None else (None, None)
-    for qs in q_tiles:  # one thread block per query tile
-        mem.new_block()
-        nq = qs.stop - qs.start
-        m = np.full((B, Hkv, G, nq), -np.inf)
-        l = np.zeros((B, Hkv, G, nq))
-        acc = np.zeros((B, Hkv, G, nq, Dv))
-        for ks in k_tiles:
-            if skip and st.hidden(qs, ks):
-                skipped += 1
-                continue
-            S, _ = st.scores(qs, ks)  # loads Q_i (once per thread block) and K_j
-            _, V = st.kv(ks)
-            m_new = np.maximum(m, np.max(S, axis=-1))
-            P = _exp_shift(S, m_new[..., None], out=S)  # P~ = exp(S - m'), over S's buffer
-            alpha = _exp_shift(m, m_new)  # exp(m - m'): rescales what was accumulated so far
-            Z = st.dropout_scale(qs, ks)
-            l = alpha * l + np.sum(P, axis=-1)
-            acc *= alpha[..., None]
-            acc += _pv(P if Z is None else P * Z, V)  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
-            m = m_new
-        out[:, :, qs] = mem.store("O", _merge_heads(_normalise(acc, l)))
-        lse[:, :, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse))
+    m_all, l_all = (np.full((st.B, st.Hq, st.Lq), -np.inf), np.zeros((st.B, st.Hq, st.Lq))) if state is not None else (None, None)
+    for qs, (mem, n_skipped, m, l, acc) in zip(q_tiles, blocks):
+        skipped += n_skipped
+        out[:, :, qs] = mem.store("O", _merge_heads(_normalise(acc, l)))  # O_i = diag(l)^-1 acc
+        lse[:, :, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse))  # lse_i = m + log l
+        st.memory.absorb(mem)
         if state is not None:
             m_all[:, :, qs], l_all[:, :, qs] = _merge_heads(m), _merge_heads(l)
     if state is not None:
@@ -297,8 +357,8 @@ def _forward_fa1(st: _TiledSetup, block_q: int, block_k: int, skip: bool):
             if skip and st.hidden(qs, ks):
                 skipped += 1
                 continue
-            S, _ = st.scores(qs, ks)  # loads Q_i and K_j (K_j once per thread block)
-            _, V = st.kv(ks)
+            Q_i, K_j, V = st.load(mem, qs, ks)  # K_j, V_j once per thread block
+            S, _ = st.scores_of(Q_i, K_j, qs, ks)
             O_i = mem.load("O", qs, O[..., qs, :])
             l_i = mem.load("l", qs, l[..., qs])
             m_i = mem.load("m", qs, m[..., qs])
@@ -455,10 +515,9 @@ def flash_attention_backward(
             if skip and st.hidden(qs, ks):
                 skipped += 1
                 continue
-            S, R = st.scores(qs, ks)  # loads Q_i and K_j
-            K, _ = st.kv(ks)
+            Q_i, K, _ = st.load(mem, qs, ks)  # K_j, V_j once per thread block
+            S, R = st.scores_of(Q_i, K, qs, ks)
             V = V_all[:, :, ks]
-            Q_i = st.q5(qs)
             dO_i = mem.load("dO", qs, dO5[..., qs, :])
             L_i = mem.load("lse", qs, L_shift[..., qs])[..., None]
             D_i = mem.load("D", qs, Dsum[..., qs])[..., None]

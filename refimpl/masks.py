@@ -95,6 +95,15 @@ class Mask:
         j = np.arange(k_start, k_stop, dtype=np.int64)[None, :]
         return np.array(self(i, j, Lq, Lk), dtype=bool)
 
+    def _covers(self, q_start: int, q_stop: int, k_start: int, k_stop: int, Lq: int, Lk: int) -> bool:
+        """True if the block is known to be visible everywhere without building it
+        (closed form where a subclass has one; False means "build the tile")."""
+        return False
+
+    def _hides(self, q_start: int, q_stop: int, k_start: int, k_stop: int, Lq: int, Lk: int) -> bool:
+        """True if the block is known to be hidden everywhere without building it."""
+        return False
+
     def materialize(self, Lq: int, Lk: int) -> np.ndarray:
         """bool (Lq, Lk); True where query i may attend to key j."""
         Lq, Lk = _check_lengths(Lq, Lk)
@@ -220,6 +229,18 @@ class SlidingWindow(Mask):
         if self.right is not None:
             ok = ok & (j <= p + self.right)
         return ok
+
+    def _covers(self, q_start, q_stop, k_start, k_stop, Lq, Lk) -> bool:
+        """Every (i, j) of the block visible: min(j - p) >= -left and max(j - p) <= right."""
+        o = offset(Lq, Lk, self.align)
+        return (self.left is None or k_start - (q_stop - 1 + o) >= -self.left) and \
+            (self.right is None or (k_stop - 1) - (q_start + o) <= self.right)
+
+    def _hides(self, q_start, q_stop, k_start, k_stop, Lq, Lk) -> bool:
+        """Every (i, j) of the block hidden: max(j - p) < -left or min(j - p) > right."""
+        o = offset(Lq, Lk, self.align)
+        return (self.left is not None and (k_stop - 1) - (q_start + o) < -self.left) or \
+            (self.right is not None and k_start - (q_stop - 1 + o) > self.right)
 
     def row_counts(self, Lq, Lk):
         """Keys in [0, Lk) within [p - left, p + right]: clip(p+right+1, 0, Lk) - clip(p-left, 0, Lk)."""

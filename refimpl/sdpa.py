@@ -139,9 +139,9 @@ class _Broadcast:
 class AttentionMask:
     """The visibility of every (b, h, i, j), from ``mask``, ``causal``, ``align``, ``window``.
 
-    ``tile(qs, ks)`` returns the bool block broadcastable to (B, Hq, nq, nk) and
-    ``tile_is_empty`` tells whether a block is hidden entirely (block skipping).
-    Shared by the naive and the tiled paths so both see the same mask.
+    ``tile(qs, ks)`` returns the bool block broadcastable to (B, Hq, nq, nk)
+    (a block with no True is hidden entirely: block skipping). Shared by the
+    naive and the tiled paths so both see the same mask.
     """
 
     def __init__(self, mask, causal, align, window, full_shape):
@@ -172,17 +172,26 @@ class AttentionMask:
     def trivial(self) -> bool:
         return not self.predicates and not self.arrays
 
+    def covers(self, qs: slice, ks: slice) -> bool:
+        """True if every entry of the tile is known visible without building it (closed forms)."""
+        q0, q1, _ = qs.indices(self.Lq)
+        k0, k1, _ = ks.indices(self.Lk)
+        return not self.arrays and all(p._covers(q0, q1, k0, k1, self.Lq, self.Lk) for p in self.predicates)
+
+    def hides(self, qs: slice, ks: slice) -> bool:
+        """True if some predicate is known to hide the whole non-empty tile (closed forms)."""
+        q0, q1, _ = qs.indices(self.Lq)
+        k0, k1, _ = ks.indices(self.Lk)
+        return q1 > q0 and k1 > k0 and any(p._hides(q0, q1, k0, k1, self.Lq, self.Lk) for p in self.predicates)
+
     def tile(self, qs: slice, ks: slice) -> np.ndarray:
         q0, q1, _ = qs.indices(self.Lq)
         k0, k1, _ = ks.indices(self.Lk)
-        if getattr(self, "_last", (None,))[0] == (q0, q1, k0, k1):
-            return self._last[1]  # block skipping and the scores ask for the same tile in turn
         out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
         for p in self.predicates:
             out = out & p.tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
         for a in self.arrays:
             out = out & a.tile(qs, ks)
-        self._last = ((q0, q1, k0, k1), out)
         return out
 
 
@@ -272,10 +281,23 @@ class _Setup:
         The remaining passes over the tile: the scale, softcap's tanh, the bias,
         and the mask (skipped where the tile is entirely visible).
         """
-        k, _ = self.kv(ks)
-        q5 = self.q5(qs)
+        return self.scores_of(self.q5(qs), self.kv(ks)[0], qs, ks)
+
+    def visible(self, qs: slice, ks: slice):
+        """The mask's bool tile, broadcastable to (B, Hq, nq, nk); None where the tile is
+        known to be visible everywhere (no mask, or a causal / window mask in closed form)."""
+        if self.mask.trivial or self.mask.covers(qs, ks):
+            return None
+        if self.mask.hides(qs, ks):
+            return np.zeros((1, 1, len(range(*qs.indices(self.Lq))), len(range(*ks.indices(self.Lk)))), dtype=bool)
+        return self.mask.tile(qs, ks)
+
+    def scores_of(self, q5, k, qs: slice, ks: slice, visible=False):
+        """``scores`` from operands already loaded: q5 = Q[qs] (B, Hkv, G, nq, D),
+        k = K[ks] (B, Hkv, nk, D); ``visible`` = ``self.visible(qs, ks)`` if known."""
         B, Hkv, G, nq, D = q5.shape
-        visible = None if self.mask.trivial else self.mask.tile(qs, ks)
+        if visible is False:
+            visible = self.visible(qs, ks)
         if self.exact_range:
             raw = np.matmul(_fold(q5), k.swapaxes(-1, -2)).reshape(B, Hkv, G, nq, k.shape[2])
             raw *= self.scale  # s = scale * <q_i, k_j>

@@ -1,0 +1,102 @@
+"""Independent blocks of work on CPU threads, with results that do not depend on them.
+
+The tiled algorithms have units that never share an output: FA2's query tiles
+(one GPU thread block each), the dense path's chunks of query rows, the
+backward's (batch, kv head) pairs. ``map_blocks(fn, items)`` runs ``fn`` on
+each item, on a pool of threads when the work is large enough, and returns
+the results in the order of ``items``. Each call of ``fn`` computes exactly
+what it would compute alone, so the results are bit for bit the same for any
+number of threads and any scheduling (tests/test_parallel.py checks this);
+reductions across items are done by the caller, in item order.
+
+Threads. NumPy's elementwise ufuncs run on one core and release the GIL, so
+blocks on threads use every core for the passes over the score tiles. While
+blocks run, NumPy's BLAS is limited to one thread (threadpoolctl; restored
+afterwards), so the pool does not oversubscribe the cores with BLAS's own
+threads. The number of threads is ``REFIMPL_NUM_THREADS`` if set, else the
+number BLAS is configured with (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``
+/ the core count): one setting pins both. 1 runs everything in the calling
+thread. Calls below ``MIN_PARALLEL_WORK`` multiply-adds run in the calling
+thread too (starting threads would cost more than it saves), and so does a
+``map_blocks`` nested inside a block.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Callable, Iterable
+
+MIN_PARALLEL_WORK = 1 << 22  # multiply-adds (about a millisecond of BLAS): below this, one thread
+
+_state = threading.local()
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_controller = None
+
+
+def _blas_controller():
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def num_threads() -> int:
+    """Threads a large tiled call uses: ``REFIMPL_NUM_THREADS``, else BLAS's thread count."""
+    env = os.environ.get("REFIMPL_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"REFIMPL_NUM_THREADS: expected a positive integer, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"REFIMPL_NUM_THREADS: expected a positive integer, got {env!r}")
+        return n
+    counts = [lib["num_threads"] for lib in _blas_controller().info() if lib["user_api"] == "blas"]
+    return max(1, max(counts, default=os.cpu_count() or 1))
+
+
+def _get_pool(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="refimpl"), n
+        return _pool
+
+
+def _forget_pool_after_fork():  # a forked child has none of the parent's threads
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _run_marked(fn: Callable, item):
+    _state.inside = True
+    try:
+        return fn(item)
+    finally:
+        _state.inside = False
+
+
+def map_blocks(fn: Callable, items: Iterable, work: float) -> list:
+    """[fn(item) for item in items], on threads when ``work`` (multiply-adds of the
+    whole call) is at least MIN_PARALLEL_WORK, there are two or more items and
+    more than one thread; results in the order of ``items``. Exceptions propagate."""
+    items = list(items)
+    n = min(num_threads(), len(items)) if work >= MIN_PARALLEL_WORK else 1
+    if n <= 1 or getattr(_state, "inside", False):
+        return [fn(item) for item in items]
+    pool = _get_pool(num_threads())
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        futures = [pool.submit(_run_marked, fn, item) for item in items]
+        wait(futures)  # every block has finished before BLAS gets its threads back
+    return [f.result() for f in futures]
