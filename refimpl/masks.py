@@ -104,6 +104,11 @@ class Mask:
         """True if the block is known to be hidden everywhere without building it."""
         return False
 
+    def _key_span(self, q_start: int, q_stop: int, Lq: int, Lk: int):
+        """(lo, hi): keys outside [lo, hi) are hidden from every query in [q_start, q_stop),
+        in closed form; None where no closed form is known."""
+        return None
+
     def materialize(self, Lq: int, Lk: int) -> np.ndarray:
         """bool (Lq, Lk); True where query i may attend to key j."""
         Lq, Lk = _check_lengths(Lq, Lk)
@@ -241,6 +246,13 @@ class SlidingWindow(Mask):
         o = offset(Lq, Lk, self.align)
         return (self.left is not None and (k_stop - 1) - (q_start + o) < -self.left) or \
             (self.right is not None and k_start - (q_stop - 1 + o) > self.right)
+
+    def _key_span(self, q_start, q_stop, Lq, Lk):
+        """[p_first - left, p_last + right + 1) clipped to [0, Lk)."""
+        o = offset(Lq, Lk, self.align)
+        lo = 0 if self.left is None else min(max(q_start + o - self.left, 0), Lk)
+        hi = Lk if self.right is None else min(max(q_stop - 1 + o + self.right + 1, 0), Lk)
+        return lo, max(lo, hi)
 
     def row_counts(self, Lq, Lk):
         """Keys in [0, Lk) within [p - left, p + right]: clip(p+right+1, 0, Lk) - clip(p-left, 0, Lk)."""

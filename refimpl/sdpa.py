@@ -28,7 +28,12 @@ Computation. Every product is one BLAS GEMM per (batch, kv head): the G query
 heads that share kv head h are folded into the rows, (B, Hkv, G, Lq, D) ->
 (B, Hkv, G*Lq, D), so S = Q K^T, out = P V, dV = P^T dO, dP = dO V^T,
 dQ = dS K and dK = dS^T Q are each a single ``np.matmul`` (dK and dV summed
-over the group by the GEMM itself). Scores that would overflow float64 are
+over the group by the GEMM itself). Softmax is per row, so the rows are taken
+a chunk at a time (about 8 MiB of scores, ``_CHUNK_BYTES``), each chunk over
+the span of keys its rows can see (under a causal mask, about half): keys
+outside the span are hidden and would get weight exactly 0. The chunks (the
+forward) and the (batch, kv head) pairs (the backward) run on threads
+(``refimpl._parallel``), with the same bits for any thread count. Scores that would overflow float64 are
 handled in ``_Setup.scores`` (softcap applied to +-inf is exact; otherwise an
 error naming q, k and scale), and the backward runs on dout and v divided by
 powers of two, so a large finite dout never turns into inf - inf = NaN.
@@ -36,12 +41,14 @@ powers of two, so a large finite dout never turns into inf - inf = NaN.
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
 
 from . import masks as _masks
 from . import _validate as V
+from ._parallel import map_blocks
 from ._validate import positive_float
 from .softmax import _softmax_lse
 
@@ -135,6 +142,13 @@ class _Broadcast:
         a = self.arr
         return a[:, :, qs if a.shape[2] > 1 else slice(None), ks if a.shape[3] > 1 else slice(None)]
 
+    def unit(self, b: int, heads: slice) -> "_Broadcast":
+        """The part for batch entry b and query heads ``heads`` (broadcast axes stay size 1)."""
+        part = copy.copy(self)
+        a = self.arr
+        part.arr = a[slice(b, b + 1) if a.shape[0] > 1 else slice(None), heads if a.shape[1] > 1 else slice(None)]
+        return part
+
 
 class AttentionMask:
     """The visibility of every (b, h, i, j), from ``mask``, ``causal``, ``align``, ``window``.
@@ -172,6 +186,12 @@ class AttentionMask:
     def trivial(self) -> bool:
         return not self.predicates and not self.arrays
 
+    def unit(self, b: int, heads: slice) -> "AttentionMask":
+        """The mask of batch entry b and query heads ``heads``."""
+        part = copy.copy(self)
+        part.arrays = [a.unit(b, heads) for a in self.arrays]
+        return part
+
     def covers(self, qs: slice, ks: slice) -> bool:
         """True if every entry of the tile is known visible without building it (closed forms)."""
         q0, q1, _ = qs.indices(self.Lq)
@@ -183,6 +203,25 @@ class AttentionMask:
         q0, q1, _ = qs.indices(self.Lq)
         k0, k1, _ = ks.indices(self.Lk)
         return q1 > q0 and k1 > k0 and any(p._hides(q0, q1, k0, k1, self.Lq, self.Lk) for p in self.predicates)
+
+    def key_span(self, qs: slice) -> slice:
+        """The smallest slice of keys outside which every key is hidden from every query of
+        ``qs`` (all batch entries and heads): closed forms narrow it, a built tile finishes."""
+        q0, q1, _ = qs.indices(self.Lq)
+        lo, hi = 0, self.Lk
+        unknown = bool(self.arrays)
+        for p in self.predicates:
+            span = p._key_span(q0, q1, self.Lq, self.Lk)
+            if span is None:
+                unknown = True
+            else:
+                lo, hi = max(lo, span[0]), min(hi, span[1])
+        if hi <= lo or q1 <= q0:
+            return slice(0, 0)
+        if unknown:
+            cols = np.flatnonzero(self.tile(qs, slice(lo, hi)).any(axis=(0, 1, 2)))
+            return slice(lo + int(cols[0]), lo + int(cols[-1]) + 1) if cols.size else slice(0, 0)
+        return slice(lo, hi)
 
     def tile(self, qs: slice, ks: slice) -> np.ndarray:
         q0, q1, _ = qs.indices(self.Lq)
@@ -219,6 +258,9 @@ def _fold(x: np.ndarray) -> np.ndarray:
 def _merge_heads(x: np.ndarray) -> np.ndarray:
     """(B, Hkv, G, ...) -> (B, Hq, ...)."""
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+
+
+_CHUNK_BYTES = 8 * 2**20  # scores of one chunk of query rows in the dense path (bounded, cache-friendly)
 
 
 class _Setup:
@@ -271,6 +313,22 @@ class _Setup:
     def kv(self, ks=slice(None)):
         """Key and value tiles, (B, Hkv, nk, D) and (B, Hkv, nk, Dv)."""
         return self.k[:, :, ks], self.v[:, :, ks]
+
+    def unit(self, b: int, h: int) -> "_Setup":
+        """The problem of batch entry b and kv head h alone (its G query heads): B = Hkv = 1."""
+        part = copy.copy(self)
+        heads = slice(h * self.G, (h + 1) * self.G)
+        part.q, part.k, part.v = self.q[b:b + 1, heads], self.k[b:b + 1, h:h + 1], self.v[b:b + 1, h:h + 1]
+        part.B, part.Hq, part.Hkv = 1, self.G, 1
+        part.mask = self.mask.unit(b, heads)
+        part.bias = None if self.bias is None else self.bias.unit(b, heads)
+        part.keep = None if self.keep is None else self.keep.unit(b, heads)
+        return part
+
+    def row_chunks(self) -> list[slice]:
+        """Chunks of query rows whose scores, (B, Hq, rows, Lk) float64, take about _CHUNK_BYTES."""
+        rows = max(1, _CHUNK_BYTES // (8 * max(self.B * self.Hq * self.Lk, 1)))
+        return [slice(a, min(a + rows, self.Lq)) for a in range(0, self.Lq, rows)]
 
     def scores(self, qs: slice, ks: slice) -> tuple[np.ndarray, np.ndarray | None]:
         """Final scores S of a tile and, with softcap, the pre-softcap ones R; (B, Hkv, G, nq, nk).
@@ -373,7 +431,7 @@ def attention(
     dropout_mask=None,
     dropout_p=0.0,
 ):
-    """Exact attention, materialising the (Lq, Lk) scores. Returns (out, lse).
+    """Exact attention, the scores of each chunk of query rows formed whole. Returns (out, lse).
 
     Arguments (see the module docstring for the formula and the order of operations):
       mask:    bool array broadcastable to (B, Hq, Lq, Lk), True = may attend, or a
@@ -392,7 +450,7 @@ def attention(
     """
     st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
     out, lse, _ = _forward(st)
-    return out, lse
+    return _merge_heads(out), _merge_heads(lse)
 
 
 def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", window=None, scale=None, softcap=None, bias=None):
@@ -400,18 +458,35 @@ def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", wind
     k = np.asarray(k)
     v = np.zeros(k.shape[:3] + (1,), dtype=np.float64) if k.ndim == 4 else k
     st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, None, 0.0)
-    return _merge_heads(_forward(st)[2])
+    return _merge_heads(_forward(st, probs=True)[2])
 
 
-def _forward(st: _Setup):
-    everything = slice(None)
-    s, _ = st.scores(everything, everything)
-    P, lse = _softmax_lse(s, inplace=True)  # P 0 where hidden; lse -inf for a fully masked row
-    drop = st.dropout_scale(everything, everything)
-    Pd = P if drop is None else P * drop
-    _, v = st.kv()
-    out = np.matmul(_fold(Pd), v).reshape(P.shape[:-1] + (st.Dv,))  # out = (P * Z) V, G heads folded
-    return _merge_heads(out), _merge_heads(lse), P
+def _forward(st: _Setup, probs: bool = False):
+    """(out, lse, P or None) in the (B, Hkv, G, ...) layout, one chunk of query rows at a time.
+
+    Rows are independent: a chunk's scores S (B, Hkv, G, rows, n) are formed
+    whole over the keys its rows can see (``AttentionMask.key_span``: the keys
+    outside are hidden, weight exactly 0), then P = softmax(S) and
+    out = (P * Z) V. Chunks run on threads (``refimpl._parallel``).
+    """
+    B, Hkv, G, Lq, Lk, Dv = st.B, st.Hkv, st.G, st.Lq, st.Lk, st.Dv
+    out = np.zeros((B, Hkv, G, Lq, Dv))
+    lse = np.full((B, Hkv, G, Lq), -np.inf)
+    P_all = np.zeros((B, Hkv, G, Lq, Lk)) if probs else None
+
+    def chunk(qs: slice):
+        ks = st.mask.key_span(qs)
+        s, _ = st.scores(qs, ks)
+        P, lse_rows = _softmax_lse(s, inplace=True)  # P 0 where hidden; lse -inf for a fully masked row
+        lse[..., qs] = lse_rows
+        if P_all is not None:
+            P_all[..., qs, ks] = P
+        Z = st.dropout_scale(qs, ks)
+        PZ = P if Z is None else P * Z
+        out[..., qs, :] = np.matmul(_fold(PZ), st.v[:, :, ks]).reshape(PZ.shape[:-1] + (Dv,))  # out = (P * Z) V
+
+    map_blocks(chunk, st.row_chunks(), work=B * st.Hq * Lq * Lk * (st.D + Dv))
+    return out, lse, P_all
 
 
 def attention_backward(
@@ -448,28 +523,45 @@ def attention_backward(
     dout = _real_4d(dout, "dout")
     if dout.shape != (st.B, st.Hq, st.Lq, st.Dv):
         raise ValueError(f"dout: expected shape {(st.B, st.Hq, st.Lq, st.Dv)}, got {dout.shape}")
-    everything = slice(None)
     dout, e_do = _unit_scaled(dout)
     vs, e_v = _unit_scaled(st.v)
-    s, raw = st.scores(everything, everything)
-    P, _ = _softmax_lse(s, inplace=True)
-    drop = st.dropout_scale(everything, everything)
-    PZ = P if drop is None else P * drop
-    q5, k = st.q5(), st.k
-    do5 = _fold(_split_heads(dout, st.Hkv))  # (B, Hkv, G*Lq, Dv): the G heads of a kv head as rows
-    dv = np.matmul(_fold(PZ).swapaxes(-1, -2), do5)  # dV = (P * Z)^T dO, summed over the group
-    dP = np.matmul(do5, vs.swapaxes(-1, -2)).reshape(P.shape)  # dP = dO V^T
-    if drop is not None:
-        dP *= drop  # dP = (dO V^T) * Z
-    Drow = np.sum(P * dP, axis=-1, keepdims=True)  # D_i = sum_j P_ij dP_ij
-    dS = np.multiply(P, np.subtract(dP, Drow, out=dP), out=dP)  # dS = P * (dP - D)
-    if st.softcap is not None:
-        dS *= _softcap_grad(raw, st.softcap)  # dR = dS * (1 - tanh^2(R / c))
-    dS = _fold(dS)
-    dq = st.scale * np.matmul(dS, k)  # dQ = scale dR K
-    dk = st.scale * np.matmul(dS.swapaxes(-1, -2), _fold(q5))  # dK = scale dR^T Q, summed over the group
-    dq = dq.reshape(q5.shape[:-1] + (st.D,))
+    do5 = _split_heads(dout, st.Hkv)
+    dq = np.zeros(st.q5().shape)
+    dk, dv = np.zeros(st.k.shape), np.zeros(st.v.shape)
+
+    def unit(bh):  # one (batch entry, kv head): its gradients depend on nothing else
+        b, h = bh
+        sl = (slice(b, b + 1), slice(h, h + 1))
+        _backward_unit(st.unit(b, h), do5[sl], vs[sl], dq[sl], dk[sl], dv[sl])
+
+    map_blocks(unit, [(b, h) for b in range(st.B) for h in range(st.Hkv)],
+               work=st.B * st.Hq * st.Lq * st.Lk * (3 * st.D + 2 * st.Dv))
     return _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v)
+
+
+def _backward_unit(st: _Setup, do5, vs, dq, dk, dv) -> None:
+    """The formulas of ``attention_backward`` for one (batch entry, kv head), B = Hkv = 1,
+    one chunk of query rows at a time over the keys they can see; dq (1, 1, G, Lq, D) is
+    written per chunk, dk, dv accumulate over the chunks in order."""
+    q5, k = st.q5(), st.k
+    for qs in st.row_chunks():
+        ks = st.mask.key_span(qs)
+        s, raw = st.scores(qs, ks)
+        P, _ = _softmax_lse(s, inplace=True)
+        Z = st.dropout_scale(qs, ks)
+        PZ = P if Z is None else P * Z
+        dO = _fold(do5[..., qs, :])  # (1, 1, G*rows, Dv): the G heads of the kv head as rows
+        dv[:, :, ks] += np.matmul(_fold(PZ).swapaxes(-1, -2), dO)  # dV = (P * Z)^T dO, summed over the group
+        dP = np.matmul(dO, vs[:, :, ks].swapaxes(-1, -2)).reshape(P.shape)  # dP = dO V^T
+        if Z is not None:
+            dP *= Z  # dP = (dO V^T) * Z
+        Drow = np.sum(P * dP, axis=-1, keepdims=True)  # D_i = sum_j P_ij dP_ij
+        dS = np.multiply(P, np.subtract(dP, Drow, out=dP), out=dP)  # dS = P * (dP - D)
+        if st.softcap is not None:
+            dS *= _softcap_grad(raw, st.softcap)  # dR = dS * (1 - tanh^2(R / c))
+        dS_f = _fold(dS)
+        dq[..., qs, :] = st.scale * np.matmul(dS_f, k[:, :, ks]).reshape(dS.shape[:-1] + (st.D,))  # dQ = scale dR K
+        dk[:, :, ks] += st.scale * np.matmul(dS_f.swapaxes(-1, -2), _fold(q5[..., qs, :]))  # dK = scale dR^T Q
 
 
 def _softcap_grad(raw: np.ndarray, c: float) -> np.ndarray:
