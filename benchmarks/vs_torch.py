@@ -217,8 +217,8 @@ def _fmt_row(label, best):
     t_ref = ref[rname]
     t_torch = best.get("torch")
     ratio = f"{t_torch / t_ref:6.2f}" if t_torch else "     -"
-    ts = f"{t_torch:9.3f}" if t_torch else "        -"
-    return f"{label:<34} {t_ref:9.3f} {ts} {ratio}  {rname}", t_ref, t_torch
+    ts = f"{t_torch * 1e3:10.1f}" if t_torch else "         -"
+    return f"{label:<34} {t_ref * 1e3:10.1f} {ts} {ratio}  {rname}", t_ref, t_torch
 
 
 def main():
@@ -230,7 +230,7 @@ def main():
     print(f"refimpl vs torch {torch.__version__ if torch else '(not installed)'}, numpy {np.__version__}, "
           f"float64, threads={ARGS.threads}, rounds={ARGS.rounds} (min), load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"B=1 Hq={H} D={D}; GQA Hkv=2; blocks tried {ARGS.blocks}; route E={E} k={K} capacity factor {CF}")
-    head = f"{'row':<34} {'refimpl s':>9} {'torch s':>9} {'ratio':>6}  best"
+    head = f"{'row':<34} {'refimpl ms':>10} {'torch ms':>10} {'ratio':>6}  best"
     print(head + "\n" + "-" * len(head))
     times = {}
     for kind in ("flash_fwd", "flash_bwd", "dense_fwd", "dense_bwd"):
@@ -249,13 +249,13 @@ def main():
                 print(line, flush=True)
     if "route" in only:
         for T in ARGS.T:
-            line, *_ = _fmt_row(f"route T={T} E={E} k={K}", _race(route_rows(T), max(ARGS.rounds, 5)))
+            line, *_ = _fmt_row(f"route T={T} E={E} k={K}", _race(route_rows(T), max(ARGS.rounds, 30)))  # milliseconds: many rounds
             print(line, flush=True)
     for (kind, L, Hkv, causal), (t, _) in sorted(times.items()):
         if kind == "flash_fwd" and causal and (kind, L, Hkv, False) in times:
             print(f"causal / non-causal time, flash_fwd L={L} {'MHA' if Hkv == H else 'GQA'}: "
                   f"{t / times[(kind, L, Hkv, False)][0]:.2f}")
-    print("ratio = torch time / refimpl time (>= 1: refimpl as fast); times: min over rounds, seconds")
+    print("ratio = torch time / refimpl time (>= 1: refimpl as fast); times: min over rounds (route: at least 30)")
     if ARGS.plot:
         _plot(times)
 

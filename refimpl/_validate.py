@@ -70,12 +70,13 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
         if np.issubdtype(arr.dtype, np.integer) and arr.size and np.abs(arr).max() >= 2**53:
             raise ValueError(f"{name}: integer entries beyond 2**53 are not exact in float64")
         arr = arr.astype(np.float64)
-    if np.isnan(arr).any():
-        raise ValueError(f"{name}: contains NaN")
-    if np.isposinf(arr).any():
-        raise ValueError(f"{name}: contains +inf")
-    if not allow_neg_inf and np.isneginf(arr).any():
-        raise ValueError(f"{name}: contains -inf")
+    if not np.isfinite(arr).all():  # one pass when all is well; find the culprit only when not
+        if np.isnan(arr).any():
+            raise ValueError(f"{name}: contains NaN")
+        if np.isposinf(arr).any():
+            raise ValueError(f"{name}: contains +inf")
+        if not allow_neg_inf:
+            raise ValueError(f"{name}: contains -inf")
     return arr
 
 

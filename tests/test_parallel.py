@@ -184,3 +184,21 @@ def test_attention_mask_visible_returns_none_only_for_fully_visible_tiles():
             built = mask.tile(qs, ks)
             assert mask.covers(qs, ks) == bool(built.all())
             assert mask.hides(qs, ks) == (not built.any())
+
+
+@pytest.mark.parametrize("kw", [{}, {"preset": "deepseek_v3"}, {"capacity_factor": 1.0, "preset": "gshard"}],
+                         ids=["plain", "deepseek_v3", "gshard"])
+def test_route_is_the_same_for_any_thread_count_and_chunking(threaded, monkeypatch, kw):
+    from refimpl.moe import router
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((300, 16))
+    z[::7, 3] = z[::7, 5]  # ties
+    extra = {"selection_bias": rng.standard_normal(16)} if kw.get("preset") == "deepseek_v3" else {}
+    k = 8 if kw.get("preset") == "deepseek_v3" else 2
+    whole = threaded(1, lambda: router.route(z, k, **kw, **extra))
+    monkeypatch.setattr(router, "_SELECT_CHUNK", 16 * 7)  # chunks of 7 tokens, the last one shorter
+    chunked = threaded(3, lambda: router.route(z, k, **kw, **extra))
+    for field in ("probs", "indices", "gates", "kept", "position", "counts", "token_mask"):
+        _equal(getattr(whole, field), getattr(chunked, field))
+    assert whole.capacity == chunked.capacity

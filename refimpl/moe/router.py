@@ -85,6 +85,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 from scipy.special import expit
 
+from .._parallel import map_blocks
 from ..softmax import _softmax_lse
 from .. import _validate as V
 from .._validate import as_float_array
@@ -224,7 +225,11 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     ones with s == v; then these k are sorted by (-s, index).
     """
     scores = as_float_array(scores, "scores", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
-    k = _check_k(k, scores.shape[1])
+    return _top_k(scores, _check_k(k, scores.shape[1]))
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """``top_k`` on validated scores and k."""
     T, E = scores.shape
     if k == E or T == 0:
         return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
@@ -394,6 +399,10 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
 # ---------------------------------------------------------------------------
 
 
+_SELECT_CHUNK = 2**16  # router scores per chunk of tokens in route()
+_SELECT_WORK_PER_SCORE = 32  # an exp, a division and a partition step, in multiply-add equivalents
+
+
 def _check_logits(logits) -> np.ndarray:
     return as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
 
@@ -480,19 +489,28 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
     opts = effective_options(opts, k)
     token_mask = _check_padding_mask(padding_mask, T)
 
-    probs = _router_scores(z, opts.score)
-    sel = probs
+    b = None
     if selection_bias is not None:
         b = as_float_array(selection_bias, "selection_bias", ndim=1)
         if b.shape != (E,):
             raise ValueError(f"selection_bias: expected shape ({E},), got {b.shape}")
-        sel = probs + b
     if opts.n_groups is not None:
         per_group = E // opts.n_groups if E % opts.n_groups == 0 else 0
         if k > opts.topk_groups * per_group:
             raise ValueError(f"k: expected <= topk_groups * E / n_groups = {opts.topk_groups * per_group}, got {k}")
-        sel = group_limited_scores(sel, opts.n_groups, opts.topk_groups, opts.group_score)
-    indices = top_k(sel, k)
+
+    def select(ts: slice):  # scores and selection are per token: chunks of tokens, on threads
+        p = _router_scores(z[ts], opts.score)
+        sel = p if b is None else p + b
+        if opts.n_groups is not None:
+            sel = group_limited_scores(sel, opts.n_groups, opts.topk_groups, opts.group_score)
+        return p, _top_k(sel, k)
+
+    rows = max(1, _SELECT_CHUNK // E)
+    parts = map_blocks(select, [slice(a, a + rows) for a in range(0, T, rows)] or [slice(0, 0)],
+                       work=_SELECT_WORK_PER_SCORE * T * E)
+    probs = np.concatenate([p for p, _ in parts])
+    indices = np.concatenate([i for _, i in parts])
 
     counts = np.bincount(indices[token_mask].ravel(), minlength=E).astype(np.int64)
     C = resolve_capacity(opts.capacity, T, E, k)
