@@ -75,6 +75,14 @@ probabilities are recomputed tile by tile from the saved lse:
             dK_j += scale dS^T Q_i
         write dK_j, dV_j
 
+Threads. FA2's query tiles (forward) and the backward's (batch, kv head)
+pairs share no output, so they run concurrently on CPU threads
+(``refimpl._parallel``), each computing exactly what it computes alone: the
+results and the statistics are the same bits for any thread count. A tile
+the mask hides only in part (a causal diagonal, a window's edge) is computed
+in strips of rows, each over the span of keys its rows can see
+(``_row_strips``); hidden entries would contribute exactly 0.
+
 Arithmetic. Each tile's products are BLAS GEMMs with the G query heads of a
 kv head folded into the rows (see ``refimpl.sdpa``); exp(S - m') overwrites
 the score tile in place, so a tile costs the two GEMMs plus five passes
@@ -491,9 +499,34 @@ def flash_attention_backward(
     out, e_v = np.ldexp(out, -_exponent(st.v)), _exponent(st.v)
     V_all = np.ldexp(st.v, -e_v)
     O5, dO5, lse5 = _split_heads(out, Hkv), _split_heads(dout, Hkv), _split_heads(lse, Hkv)
-    mem = st.memory
     q_tiles, k_tiles = _tiles(0, Lq, block_q), _tiles(0, Lk, block_k)
+    # a tile is skipped when hidden for every batch entry and head (the stats count tiles so)
+    hidden = {(i, j) for j, ks in enumerate(k_tiles) for i, qs in enumerate(q_tiles) if skip and st.hidden(qs, ks)}
+    dq = np.zeros((B, Hkv, st.G, Lq, D))
+    dk, dv = np.zeros((B, Hkv, Lk, D)), np.zeros((B, Hkv, Lk, Dv))
 
+    def unit(bh):  # one (batch entry, kv head): the loops below for its G query heads alone
+        b, h = bh
+        u, sl = st.unit(b, h), (slice(b, b + 1), slice(h, h + 1))
+        u.memory = _SlowMemory()
+        _backward_unit(u, O5[sl], dO5[sl], lse5[sl], V_all[sl], dq[sl], dk[sl], dv[sl], q_tiles, k_tiles, hidden)
+        return u.memory
+
+    # the loads of the units add up to those of one pass over all heads (a tile of every head at once)
+    for mem in map_blocks(unit, [(b, h) for b in range(B) for h in range(Hkv)],
+                          work=B * Hq * Lq * Lk * (3 * D + 2 * Dv)):
+        st.memory.absorb(mem)
+    # out and lse not the forward of q, k, v make P = exp(S - lse) > 1 and can overflow too
+    grads = _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v, culprits="dout, v, out, lse")
+    if return_stats:
+        return grads, st.stats((len(q_tiles), len(k_tiles)), len(hidden))
+    return grads
+
+
+def _backward_unit(st: _TiledSetup, O5, dO5, lse5, V_all, dq, dk, dv, q_tiles, k_tiles, hidden) -> None:
+    """The FA2 backward loops (module docstring) for one batch entry and kv head (B = Hkv = 1),
+    tiles in ``hidden`` skipped; dq, dk, dv (views of the results) are written in place."""
+    mem = st.memory
     # preprocessing (compute_dot_do_o): D_i = rowsum(dO_i * O_i), one pass over query tiles
     Dsum = np.zeros(lse5.shape)
     for qs in q_tiles:
@@ -504,16 +537,13 @@ def flash_attention_backward(
     # reading its lse as +inf keeps P = 0 even for scores that are not -inf
     L_shift = np.where(np.isneginf(lse5), np.inf, lse5)
 
-    dq = mem.store("dQ", np.zeros((B, Hkv, st.G, Lq, D)))  # initialised to 0 in slow memory
-    dk, dv = np.zeros((B, Hkv, Lk, D)), np.zeros((B, Hkv, Lk, Dv))
-    skipped = 0
-    for ks in k_tiles:  # one thread block per key tile
+    mem.store("dQ", dq)  # initialised to 0 in slow memory
+    for j, ks in enumerate(k_tiles):  # one thread block per key tile
         mem.new_block()
-        dK_j = np.zeros((B, Hkv, ks.stop - ks.start, D))
-        dV_j = np.zeros((B, Hkv, ks.stop - ks.start, Dv))
-        for qs in q_tiles:
-            if skip and st.hidden(qs, ks):
-                skipped += 1
+        dK_j = np.zeros((1, 1, ks.stop - ks.start, st.D))
+        dV_j = np.zeros((1, 1, ks.stop - ks.start, st.Dv))
+        for i, qs in enumerate(q_tiles):
+            if (i, j) in hidden:
                 continue
             Q_i, K, _ = st.load(mem, qs, ks)  # K_j, V_j once per thread block
             S, R = st.scores_of(Q_i, K, qs, ks)
@@ -535,11 +565,6 @@ def flash_attention_backward(
             dK_j += st.scale * _tn(dS, Q_i)  # dK_j += scale dS^T Q_i
         dk[:, :, ks] = mem.store("dK", dK_j)
         dv[:, :, ks] = mem.store("dV", dV_j)
-    # out and lse not the forward of q, k, v make P = exp(S - lse) > 1 and can overflow too
-    grads = _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v, culprits="dout, v, out, lse")
-    if return_stats:
-        return grads, st.stats((len(q_tiles), len(k_tiles)), skipped)
-    return grads
 
 
 def tile_grid(Lq: int, Lk: int, block_q: int, block_k: int) -> tuple[int, int]:

@@ -78,6 +78,8 @@ def test_flash_and_dense_are_the_same_bits_for_any_thread_count(threaded, kw):
     dout = rng.standard_normal((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
     calls = {
         "fa2": lambda: flash.flash_attention(q, k, v, block_q=8, block_k=16, return_stats=True, **kw),
+        "fa2_bwd": lambda: flash.flash_attention_backward(q, k, v, *refimpl.attention(q, k, v, **kw), dout,
+                                                          block_q=8, block_k=16, return_stats=True, **kw),
         "dense": lambda: refimpl.attention(q, k, v, **kw),
         "dense_bwd": lambda: refimpl.attention_backward(q, k, v, dout, **kw),
         "probs": lambda: refimpl.attention_probs(q, k, **{n: x for n, x in kw.items() if "dropout" not in n}),
