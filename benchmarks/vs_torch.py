@@ -16,7 +16,8 @@ What is timed (float64, B = 1, Hq = 8, D = Dv = 64; GQA is Hkv = 2):
 Ratio = torch time / refimpl time (> 1: refimpl faster). Method: threads pinned
 (``--threads``, default all cores) for NumPy's BLAS through OMP_NUM_THREADS /
 OPENBLAS_NUM_THREADS / MKL_NUM_THREADS, set *before* NumPy is imported, and
-for torch through ``torch.set_num_threads`` with the same count; contenders
+for torch through ``torch.set_num_threads`` with the same count (refimpl's
+own pool of threads, ``refimpl._parallel``, takes BLAS's count); contenders
 interleaved within each round (refimpl, torch, refimpl, ...) so that load
 from other processes hits both alike; each figure is the minimum over
 ``--rounds`` rounds. Peak memory (the plot's second panel) is the growth of
