@@ -220,9 +220,11 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """(T, k) int64: column indices of the k largest scores per row, descending,
     ties to the lower index: the first k columns of a stable sort of -scores.
 
-    Computed without sorting whole rows: v = the k-th largest score of the row
-    (a partition); the chosen columns are those with s > v and the lowest-index
-    ones with s == v; then these k are sorted by (-s, index).
+    Computed without sorting whole rows: for k <= 8 and no -inf score, by k
+    argmax passes (each takes the lowest index among ties; the chosen entry is
+    then set below every other); otherwise v = the k-th largest score of the row
+    (a partition), the chosen columns are those with s > v and the lowest-index
+    ones with s == v, and these k are sorted by (-s, index).
     """
     scores = as_float_array(scores, "scores", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
     return _top_k(scores, _check_k(k, scores.shape[1]))
@@ -231,6 +233,17 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """``top_k`` on validated scores and k."""
     T, E = scores.shape
+    if k <= _ARGMAX_K and T and not np.isneginf(scores.min()):
+        # k argmax passes: argmax takes the lowest index among ties, and a chosen entry
+        # set to -inf falls below every score left (none is -inf), so pass j picks the
+        # j-th column of the stable sort of -scores
+        rest = scores.copy()
+        rows = np.arange(T)
+        out = np.empty((T, k), dtype=np.int64)
+        for j in range(k):
+            out[:, j] = np.argmax(rest, axis=-1)
+            rest[rows, out[:, j]] = -np.inf
+        return out
     if k == E or T == 0:
         return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
     v = np.partition(scores, E - k, axis=-1)[:, E - k, None]
@@ -400,6 +413,7 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
 
 
 _SELECT_CHUNK = 2**16  # router scores per chunk of tokens in route()
+_ARGMAX_K = 8  # top_k by k argmax passes up to this k (a partition beyond)
 _SELECT_WORK_PER_SCORE = 32  # an exp, a division and a partition step, in multiply-add equivalents
 
 
