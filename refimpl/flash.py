@@ -87,7 +87,8 @@ Arithmetic. Each tile's products are BLAS GEMMs with the G query heads of a
 kv head folded into the rows (see ``refimpl.sdpa``); exp(S - m') overwrites
 the score tile in place, so a tile costs the two GEMMs plus five passes
 (scale, max, subtract, exp, sum), and the mask pass only on tiles the mask
-cuts. ``_exp_shift`` reads m' = -inf (nothing visible yet) as 0: exp(-inf) = 0.
+cuts. m' = -inf (nothing visible yet) is read as 0 in the shift, so
+exp(-inf - m') is exp(-inf) = 0, never NaN (``refimpl.softmax._exp_shift``).
 
 I/O instrumentation. Every access to Q, K, V, O, dO, dQ, l, m, lse and D goes
 through a small slow-memory model (``_SlowMemory``) that counts the elements
@@ -301,16 +302,17 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
             q_rows, k_cols = _shift(r, qs.start), _shift(c, ks.start, ks.stop)
             S, _ = st.scores_of(Q_i[..., r, :], K_j[:, :, c], q_rows, k_cols,
                                 None if visible is None else visible[..., r, c])
-            m_r = m[..., r]
+            m_r, l_r, acc_r = m[..., r], l[..., r], acc[..., r, :]  # views: updated in place
             m_new = np.maximum(m_r, np.max(S, axis=-1))  # m' = max(m, rowmax(S))
-            P = _exp_shift(S, m_new[..., None], out=S)  # P~ = exp(S - m'), over S's buffer
-            alpha = _exp_shift(m_r, m_new)  # exp(m - m'): rescales what was accumulated so far
+            shift = np.where(m_new == -np.inf, 0.0, m_new)  # m' = -inf (nothing visible yet) read as 0
+            P = np.exp(np.subtract(S, shift[..., None], out=S), out=S)  # P~ = exp(S - m'), over S's buffer
+            alpha = np.exp(m_r - shift)  # exp(m - m'): rescales what was accumulated so far (0 if m = -inf)
             Z = st.dropout_scale(q_rows, k_cols)
-            l[..., r] = alpha * l[..., r] + np.sum(P, axis=-1)  # l = exp(m - m') l + rowsum(P~)
-            acc_r = acc[..., r, :]
+            l_r *= alpha
+            l_r += np.sum(P, axis=-1)  # l = exp(m - m') l + rowsum(P~)
             acc_r *= alpha[..., None]
             acc_r += _pv(P if Z is None else P * Z, V_j[:, :, c])  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
-            m[..., r] = m_new
+            m_r[...] = m_new
     return mem, skipped, m, l, acc
 
 
