@@ -335,18 +335,22 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
     """
     out = np.zeros((st.B, st.Hq, st.Lq, st.Dv))
     lse = np.full((st.B, st.Hq, st.Lq), -np.inf)
-    q_tiles, k_tiles = _tiles(0, st.Lq, block_q), _tiles(key_range[0], key_range[1], block_k)
-    work = st.B * st.Hq * st.Lq * (key_range[1] - key_range[0]) * (st.D + st.Dv)
-    blocks = map_blocks(lambda qs: _fa2_thread_block(st, qs, k_tiles, skip), q_tiles[::-1], work)[::-1]
-    skipped = 0
     m_all, l_all = (np.full((st.B, st.Hq, st.Lq), -np.inf), np.zeros((st.B, st.Hq, st.Lq))) if state is not None else (None, None)
-    for qs, (mem, n_skipped, m, l, acc) in zip(q_tiles, blocks):
-        skipped += n_skipped
+    q_tiles, k_tiles = _tiles(0, st.Lq, block_q), _tiles(key_range[0], key_range[1], block_k)
+
+    def thread_block(qs: slice):  # each writes its own rows of out and lse, once
+        mem, n_skipped, m, l, acc = _fa2_thread_block(st, qs, k_tiles, skip)
         out[:, :, qs] = mem.store("O", _merge_heads(_normalise(acc, l)))  # O_i = diag(l)^-1 acc
         lse[:, :, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse))  # lse_i = m + log l
-        st.memory.absorb(mem)
         if state is not None:
             m_all[:, :, qs], l_all[:, :, qs] = _merge_heads(m), _merge_heads(l)
+        return mem, n_skipped
+
+    work = st.B * st.Hq * st.Lq * (key_range[1] - key_range[0]) * (st.D + st.Dv)
+    skipped = 0
+    for mem, n_skipped in map_blocks(thread_block, q_tiles[::-1], work):
+        st.memory.absorb(mem)
+        skipped += n_skipped
     if state is not None:
         state.append(OnlineSoftmaxState(m_all, l_all))
     return out, lse, skipped, (len(q_tiles), len(k_tiles))
