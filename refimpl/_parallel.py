@@ -72,8 +72,11 @@ def _get_pool(n: int) -> ThreadPoolExecutor:
 
 
 def _forget_pool_after_fork():  # a forked child has none of the parent's threads
-    global _pool, _pool_size, _lock
+    global _pool, _pool_size, _lock, _limit_depth, _limiter
     _pool, _pool_size, _lock = None, 0, threading.Lock()
+    if _limiter is not None:  # forked while blocks ran: the child's BLAS is not the parent's to limit
+        _limiter.restore_original_limits()
+    _limit_depth, _limiter = 0, None
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
@@ -96,7 +99,33 @@ def map_blocks(fn: Callable, items: Iterable, work: float) -> list:
     if n <= 1 or getattr(_state, "inside", False):
         return [fn(item) for item in items]
     pool = _get_pool(num_threads())
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    _limit_blas()
+    try:
         futures = [pool.submit(_run_marked, fn, item) for item in items]
         wait(futures)  # every block has finished before BLAS gets its threads back
+    finally:
+        _unlimit_blas()
     return [f.result() for f in futures]
+
+
+# BLAS at one thread while any call's blocks run: the first call to start sets the limit,
+# the last to finish restores the original count (calls from several user threads overlap).
+_limit_depth = 0
+_limiter = None
+
+
+def _limit_blas() -> None:
+    global _limit_depth, _limiter
+    with _lock:
+        if _limit_depth == 0:
+            _limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _limit_depth += 1
+
+
+def _unlimit_blas() -> None:
+    global _limit_depth, _limiter
+    with _lock:
+        _limit_depth -= 1
+        if _limit_depth == 0:
+            _limiter.restore_original_limits()
+            _limiter = None

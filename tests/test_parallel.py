@@ -204,3 +204,35 @@ def test_route_is_the_same_for_any_thread_count_and_chunking(threaded, monkeypat
     for field in ("probs", "indices", "gates", "kept", "position", "counts", "token_mask"):
         _equal(getattr(whole, field), getattr(chunked, field))
     assert whole.capacity == chunked.capacity
+
+
+def test_calls_from_several_user_threads_restore_blas_threads(threaded):
+    """Overlapping threaded calls from user threads: the BLAS limit is set by the first and
+    lifted by the last, so the original thread count survives (and results are unchanged)."""
+    import threading
+
+    before = _parallel._blas_controller().info()
+    q, k, v, _ = _case(6, Lq=64, Lk=64)
+    want = threaded(1, lambda: flash.flash_attention(q, k, v, block_q=8, block_k=8))
+    got, errors = [], []
+
+    def user():
+        try:
+            for _ in range(5):
+                got.append(flash.flash_attention(q, k, v, block_q=8, block_k=8))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def run_users():
+        users = [threading.Thread(target=user) for _ in range(4)]
+        for t in users:
+            t.start()
+        for t in users:
+            t.join()
+
+    threaded(2, run_users)
+    assert not errors
+    assert len(got) == 20
+    for out in got:
+        _equal(out, want)
+    assert _parallel._blas_controller().info() == before
