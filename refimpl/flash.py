@@ -313,6 +313,7 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
             acc_r *= alpha[..., None]
             acc_r += _pv(P if Z is None else P * Z, V_j[:, :, c])  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
             m_r[...] = m_new
+            del S, P  # one score tile alive at a time: freed before the next is formed
     return mem, skipped, m, l, acc
 
 
@@ -569,6 +570,7 @@ def _backward_unit(st: _TiledSetup, O5, dO5, lse5, V_all, dq, dk, dv, q_tiles, k
             dQ_i = mem.load("dQ", qs, dq[..., qs, :]) + st.scale * _pv(dS, K)  # dQ_i += scale dS K_j
             dq[..., qs, :] = mem.store("dQ", dQ_i)
             dK_j += st.scale * _tn(dS, Q_i)  # dK_j += scale dS^T Q_i
+            del S, R, P, dP, dS  # one tile of each alive at a time
         dk[:, :, ks] = mem.store("dK", dK_j)
         dv[:, :, ks] = mem.store("dV", dV_j)
 

@@ -562,6 +562,7 @@ def _backward_unit(st: _Setup, do5, vs, dq, dk, dv) -> None:
         dS_f = _fold(dS)
         dq[..., qs, :] = st.scale * np.matmul(dS_f, k[:, :, ks]).reshape(dS.shape[:-1] + (st.D,))  # dQ = scale dR K
         dk[:, :, ks] += st.scale * np.matmul(dS_f.swapaxes(-1, -2), _fold(q5[..., qs, :]))  # dK = scale dR^T Q
+        del s, raw, P, PZ, dP, dS, dS_f  # one chunk of each alive at a time
 
 
 def _softcap_grad(raw: np.ndarray, c: float) -> np.ndarray:
