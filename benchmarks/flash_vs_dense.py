@@ -5,7 +5,8 @@
 
 Both are the NumPy specification (they compute in float64 whatever the input
 dtype; float32 inputs are converted on entry), so this measures the cost of
-materialising the (L, L) scores versus streaming tiles, not a GPU kernel. Time
+forming the scores of whole rows (the dense path takes about 8 MiB of rows at
+a time) versus streaming tiles with the online softmax, not a GPU kernel. Time
 is the best of ``--repeat`` runs (perf_counter); peak memory is the peak of
 memory traced by tracemalloc during one more run (NumPy reports its buffers to
 tracemalloc), inputs excluded. B = H = 1 unless given. Not a test: nothing is
