@@ -33,10 +33,11 @@ a chunk at a time (about 8 MiB of scores, ``_CHUNK_BYTES``), each chunk over
 the span of keys its rows can see (under a causal mask, about half): keys
 outside the span are hidden and would get weight exactly 0. The chunks (the
 forward) and the (batch, kv head) pairs (the backward) run on threads
-(``refimpl._parallel``), with the same bits for any thread count. Scores that would overflow float64 are
-handled in ``_Setup.scores`` (softcap applied to +-inf is exact; otherwise an
-error naming q, k and scale), and the backward runs on dout and v divided by
-powers of two, so a large finite dout never turns into inf - inf = NaN.
+(``refimpl._parallel``), with the same bits for any thread count. Scores that
+would overflow float64 are handled in ``_Setup.scores`` (softcap applied to
++-inf is exact; otherwise an error naming q, k and scale), and the backward
+runs on dout and v divided by powers of two, so a large finite dout never
+turns into inf - inf = NaN.
 """
 
 from __future__ import annotations
