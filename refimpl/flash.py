@@ -4,7 +4,7 @@ Seed 000 section 2 claims that tiling plus online softmax computes *the same*
 output as standard attention in O(L) memory. This module is that claim made
 executable, for every mask, window, alignment, GQA layout, softcap, bias and
 dropout that ``refimpl.attention`` accepts: scores, masks and the order of
-operations come from the very same ``refimpl.sdpa._Setup`` as the naive path,
+operations come from the very same ``refimpl._problem._Setup`` as the naive path,
 only evaluated one (B_r x B_c) tile at a time.
 
 Tiles. Queries are cut into T_r = ceil(Lq / B_r) tiles Q_i (``block_q`` = B_r
@@ -60,20 +60,7 @@ block masks do. Skipping cannot change a result: an all-hidden tile leaves
 tile (for checking that claim); entries hidden only by a ``-inf`` bias never
 cause a skip. The count is reported by ``return_stats=True`` (see FlashStats).
 
-Backward (Dao 2023, Algorithm 2; flash-attn ``flash_bwd_preprocess_kernel.h::
-compute_dot_do_o`` for D, ``flash_bwd_kernel.h`` for the loop). Scores and
-probabilities are recomputed tile by tile from the saved lse:
-
-    D_i  = rowsum(dO_i * O_i)                                   (preprocessing pass)
-    for each key tile j:  dK_j = dV_j = 0                       (on chip)
-        for each query tile i:
-            P    = exp(S_ij - lse_i)                            (0 where hidden, 0 if lse_i = -inf)
-            dV_j += (P * Z)^T dO_i
-            dP   = (dO_i V_j^T) * Z
-            dS   = P * (dP - D_i),  times (1 - tanh^2(R / c)) with softcap c
-            dQ_i += scale dS K_j                                (read-modify-write in slow memory)
-            dK_j += scale dS^T Q_i
-        write dK_j, dV_j
+Backward: ``refimpl.flash_backward`` (FA2's Algorithm 2), re-exported here.
 
 Threads. FA2's query tiles (forward) and the backward's (batch, kv head)
 pairs share no output, so they run concurrently on CPU threads
@@ -111,9 +98,8 @@ from collections import Counter
 import numpy as np
 
 from ._parallel import map_blocks
-from ._validate import as_float_array, positive_int
-from .sdpa import (_exponent, _fold, _grads_back_to_scale, _merge_heads, _real_4d, _Setup, _softcap_grad,
-                   _split_heads, _unit_scaled)
+from ._validate import positive_int
+from ._problem import _fold, _merge_heads, _Setup
 from .softmax import OnlineSoftmaxState, _exp_shift
 
 VARIANTS = ("fa1", "fa2")
@@ -239,11 +225,6 @@ def _pv(P: np.ndarray, V: np.ndarray) -> np.ndarray:
     """P V: (B, Hkv, G, nq, nk) x (B, Hkv, nk, Dv) -> (B, Hkv, G, nq, Dv), one GEMM per
     (b, kv head) with the G query heads folded into the rows."""
     return np.matmul(_fold(P), V).reshape(P.shape[:-1] + (V.shape[-1],))
-
-
-def _tn(A: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """A^T X summed over the group: (B, Hkv, G, nq, nk), (B, Hkv, G, nq, d) -> (B, Hkv, nk, d)."""
-    return np.matmul(_fold(A).swapaxes(-1, -2), _fold(X))
 
 
 # ----------------------------------------------------------------------------
@@ -450,134 +431,12 @@ def flash_attention(
     return out, lse
 
 
-# ----------------------------------------------------------------------------
-# backward
-
-
-def flash_attention_backward(
-    q,
-    k,
-    v,
-    out,
-    lse,
-    dout,
-    *,
-    block_q,
-    block_k,
-    mask=None,
-    causal=False,
-    align="bottom_right",
-    window=None,
-    scale=None,
-    softcap=None,
-    bias=None,
-    dropout_mask=None,
-    dropout_p=0.0,
-    skip_masked_tiles=True,
-    return_stats=False,
-):
-    """FA2 backward: (dq, dk, dv) of ``sum(dout * out)``, recomputing scores tile by tile.
-
-    ``out`` (B, Hq, Lq, Dv) and ``lse`` (B, Hq, Lq) are the forward's results
-    (``flash_attention`` or ``refimpl.attention``; -inf in lse marks a fully
-    masked row); the keywords must be those the forward used. The gradient
-    formulas are ``refimpl.attention_backward``'s, with P recomputed as
-    exp(S - lse) and D = rowsum(dout * out) (see the module docstring). Key
-    tiles outer: dK_j, dV_j accumulate on chip and are written once; dQ_i is
-    read, updated and written back in slow memory at every step. Never
-    materialises an (Lq, Lk) array. ``return_stats=True`` returns
-    ((dq, dk, dv), FlashStats).
-    """
-    skip = _check_flag(skip_masked_tiles, "skip_masked_tiles")
-    _check_flag(return_stats, "return_stats")
-    st = _setup(q, k, v, block_q, block_k, dict(
-        mask=mask, causal=causal, align=align, window=window, scale=scale, softcap=softcap,
-        bias=bias, dropout_mask=dropout_mask, dropout_p=dropout_p))
-    B, Hq, Hkv, Lq, Lk, D, Dv = st.B, st.Hq, st.Hkv, st.Lq, st.Lk, st.D, st.Dv
-    out, dout = _real_4d(out, "out"), _real_4d(dout, "dout")
-    for name, arr in (("out", out), ("dout", dout)):
-        if arr.shape != (B, Hq, Lq, Dv):
-            raise ValueError(f"{name}: expected shape {(B, Hq, Lq, Dv)}, got {arr.shape}")
-    lse = as_float_array(lse, "lse", allow_neg_inf=True)
-    if lse.shape != (B, Hq, Lq):
-        raise ValueError(f"lse: expected shape {(B, Hq, Lq)}, got {lse.shape}")
-    # out and dout / 2^e (exact; see refimpl.sdpa._unit_scaled): no intermediate overflows
-    dout, e_do = _unit_scaled(dout)
-    out, e_v = np.ldexp(out, -_exponent(st.v)), _exponent(st.v)
-    V_all = np.ldexp(st.v, -e_v)
-    O5, dO5, lse5 = _split_heads(out, Hkv), _split_heads(dout, Hkv), _split_heads(lse, Hkv)
-    q_tiles, k_tiles = _tiles(0, Lq, block_q), _tiles(0, Lk, block_k)
-    # a tile is skipped when hidden for every batch entry and head (the stats count tiles so)
-    hidden = {(i, j) for j, ks in enumerate(k_tiles) for i, qs in enumerate(q_tiles) if skip and st.hidden(qs, ks)}
-    dq = np.zeros((B, Hkv, st.G, Lq, D))
-    dk, dv = np.zeros((B, Hkv, Lk, D)), np.zeros((B, Hkv, Lk, Dv))
-
-    def unit(bh):  # one (batch entry, kv head): the loops below for its G query heads alone
-        b, h = bh
-        u, sl = st.unit(b, h), (slice(b, b + 1), slice(h, h + 1))
-        u.memory = _SlowMemory()
-        _backward_unit(u, O5[sl], dO5[sl], lse5[sl], V_all[sl], dq[sl], dk[sl], dv[sl], q_tiles, k_tiles, hidden)
-        return u.memory
-
-    # the loads of the units add up to those of one pass over all heads (a tile of every head at once)
-    for mem in map_blocks(unit, [(b, h) for b in range(B) for h in range(Hkv)],
-                          work=B * Hq * Lq * Lk * (3 * D + 2 * Dv)):
-        st.memory.absorb(mem)
-    # out and lse not the forward of q, k, v make P = exp(S - lse) > 1 and can overflow too
-    grads = _grads_back_to_scale(_merge_heads(dq), dk, dv, e_do, e_v, culprits="dout, v, out, lse")
-    if return_stats:
-        return grads, st.stats((len(q_tiles), len(k_tiles)), len(hidden))
-    return grads
-
-
-def _backward_unit(st: _TiledSetup, O5, dO5, lse5, V_all, dq, dk, dv, q_tiles, k_tiles, hidden) -> None:
-    """The FA2 backward loops (module docstring) for one batch entry and kv head (B = Hkv = 1),
-    tiles in ``hidden`` skipped; dq, dk, dv (views of the results) are written in place."""
-    mem = st.memory
-    # preprocessing (compute_dot_do_o): D_i = rowsum(dO_i * O_i), one pass over query tiles
-    Dsum = np.zeros(lse5.shape)
-    for qs in q_tiles:
-        mem.new_block()
-        dO_i, O_i = mem.load("dO", qs, dO5[..., qs, :]), mem.load("O", qs, O5[..., qs, :])
-        Dsum[..., qs] = mem.store("D", np.sum(dO_i * O_i, axis=-1))
-    # P = exp(S - lse): a row with lse = -inf (fully masked) has every S = -inf and P = 0;
-    # reading its lse as +inf keeps P = 0 even for scores that are not -inf
-    L_shift = np.where(np.isneginf(lse5), np.inf, lse5)
-
-    mem.store("dQ", dq)  # initialised to 0 in slow memory
-    for j, ks in enumerate(k_tiles):  # one thread block per key tile
-        mem.new_block()
-        dK_j = np.zeros((1, 1, ks.stop - ks.start, st.D))
-        dV_j = np.zeros((1, 1, ks.stop - ks.start, st.Dv))
-        for i, qs in enumerate(q_tiles):
-            if (i, j) in hidden:
-                continue
-            Q_i, K, _ = st.load(mem, qs, ks)  # K_j, V_j once per thread block
-            S, R = st.scores_of(Q_i, K, qs, ks)
-            V = V_all[:, :, ks]
-            dO_i = mem.load("dO", qs, dO5[..., qs, :])
-            L_i = mem.load("lse", qs, L_shift[..., qs])[..., None]
-            D_i = mem.load("D", qs, Dsum[..., qs])[..., None]
-            P = np.exp(np.subtract(S, L_i, out=S), out=S)  # P = exp(S - lse)
-            Z = st.dropout_scale(qs, ks)
-            dV_j += _tn(P if Z is None else P * Z, dO_i)  # dV_j += (P * Z)^T dO_i
-            dP = np.matmul(_fold(dO_i), V.swapaxes(-1, -2)).reshape(P.shape)  # dP = dO_i V_j^T
-            if Z is not None:
-                dP *= Z
-            dS = np.multiply(P, np.subtract(dP, D_i, out=dP), out=dP)  # dS = P * (dP - D_i)
-            if st.softcap is not None:
-                dS *= _softcap_grad(R, st.softcap)
-            dQ_i = mem.load("dQ", qs, dq[..., qs, :]) + st.scale * _pv(dS, K)  # dQ_i += scale dS K_j
-            dq[..., qs, :] = mem.store("dQ", dQ_i)
-            dK_j += st.scale * _tn(dS, Q_i)  # dK_j += scale dS^T Q_i
-            del S, R, P, dP, dS  # one tile of each alive at a time
-        dk[:, :, ks] = mem.store("dK", dK_j)
-        dv[:, :, ks] = mem.store("dV", dV_j)
-
-
 def tile_grid(Lq: int, Lk: int, block_q: int, block_k: int) -> tuple[int, int]:
     """(T_r, T_c) = (ceil(Lq / block_q), ceil(Lk / block_k))."""
     Lq, Lk = positive_int(Lq, "Lq", allow_zero=True), positive_int(Lk, "Lk", allow_zero=True)
     positive_int(block_q, "block_q")
     positive_int(block_k, "block_k")
     return -(-Lq // block_q), -(-Lk // block_k)
+
+
+from .flash_backward import flash_attention_backward  # noqa: E402,F401  (defined there, part of this module's API)

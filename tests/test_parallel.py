@@ -46,6 +46,7 @@ KWARGS = [
     {"softcap": 2.0, "causal": True},
     {"mask": "array"},
     {"dropout": True},
+    {"bias": True, "causal": True},
 ]
 
 
@@ -53,6 +54,10 @@ def _kwargs(kw, rng, q, k):
     kw = dict(kw)
     if kw.pop("mask", None):
         kw["mask"] = rng.random((q.shape[0], 1, q.shape[2], k.shape[2])) < 0.7
+    if kw.pop("bias", None):
+        bias = rng.standard_normal((1, q.shape[1], q.shape[2], k.shape[2]))
+        bias[..., ::5] = -np.inf  # a -inf bias hides keys (and, with causal, some whole rows)
+        kw["bias"] = bias
     if kw.pop("dropout", None):
         kw["dropout_mask"] = rng.random((q.shape[0], q.shape[1], q.shape[2], k.shape[2])) < 0.9
         kw["dropout_p"] = 0.1

@@ -1,0 +1,380 @@
+"""Validated attention problems: arguments, masks, and the scores of one tile.
+
+The part of the attention spec shared by the dense path (``refimpl.sdpa``),
+the tiled path (``refimpl.flash``) and split-KV: argument checks (shared with
+the gpu facade), ``AttentionMask`` (causal / window / predicate / bool-array
+masks, with closed-form tile classes and key spans), and ``_Setup``, which
+forms the final scores S of any (query rows, keys) tile in the order of
+operations stated in ``refimpl.sdpa``: scale * <q_i, k_j>, softcap, bias,
+mask. Heads are kept as (B, Hkv, G, ...): query head h = kv * G + g reads kv
+head kv (GQA).
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+
+import numpy as np
+
+from . import masks as _masks
+from ._validate import positive_float
+
+
+# ----------------------------------------------------------------------------
+# argument handling
+
+
+def check_real_4d(x, name: str) -> np.ndarray:
+    """``x`` as an array, checked to be a finite real floating-point (B, H, L, D) array
+    (not converted; shared with the gpu facade)."""
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+    if arr.ndim != 4:
+        raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    return arr
+
+
+def _real_4d(x, name: str) -> np.ndarray:
+    return check_real_4d(x, name).astype(np.float64, copy=False)
+
+
+def check_qkv_shapes(q, k, v) -> tuple:
+    """Validate the shapes of 4-D q, k, v; return (B, Hq, Hkv, Lq, Lk, D, Dv).
+
+    q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv), D, Dv >= 1, Hq a
+    positive multiple of Hkv. Shared with the gpu facade so both reject alike.
+    """
+    B, Hq, Lq, D = q.shape
+    Bk, Hkv, Lk, Dk = k.shape
+    if Bk != B or v.shape[0] != B:
+        raise ValueError(f"batch sizes differ: q {q.shape}, k {k.shape}, v {v.shape}")
+    if Dk != D:
+        raise ValueError(f"head dim differs: q has D={D}, k has D={Dk}")
+    if v.shape[1:3] != (Hkv, Lk):
+        raise ValueError(f"k {k.shape} and v {v.shape} must agree on (Hkv, Lk)")
+    if D < 1 or v.shape[3] < 1:
+        raise ValueError(f"head dims must be positive, got D={D}, Dv={v.shape[3]}")
+    if Hkv < 1 or Hq % Hkv != 0:
+        raise ValueError(f"Hq={Hq} must be a positive multiple of Hkv={Hkv} (GQA groups)")
+    return B, Hq, Hkv, Lq, Lk, D, v.shape[3]
+
+
+def _check_qkv(q, k, v):
+    q, k, v = _real_4d(q, "q"), _real_4d(k, "k"), _real_4d(v, "v")
+    check_qkv_shapes(q, k, v)
+    return q, k, v
+
+
+def check_window(window):
+    """Validate ``window``: None or (left, right), each a non-negative int or None."""
+    if window is None:
+        return None
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise ValueError(f"window: expected (left, right), got {window!r}")
+    out = []
+    for side, w in zip(("left", "right"), window):
+        if w is None:
+            out.append(None)
+            continue
+        if isinstance(w, bool) or not isinstance(w, (numbers.Integral, np.integer)):
+            raise TypeError(f"window {side}: expected an int or None, got {type(w).__name__}")
+        if w < 0:
+            raise ValueError(
+                f"window {side}: expected >= 0 or None (unbounded), got {w}"
+                + (" (flash-attn writes -1 for unbounded; here that is None)" if w == -1 else "")
+            )
+        out.append(int(w))
+    return tuple(out)
+
+
+class _Broadcast:
+    """An array broadcastable to (B, Hq, Lq, Lk), sliced per tile without materialising."""
+
+    def __init__(self, arr: np.ndarray, name: str, full_shape: tuple):
+        if arr.ndim > 4:
+            raise ValueError(f"{name}: expected at most 4 dimensions, got shape {arr.shape}")
+        arr = arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
+        try:
+            ok = np.broadcast_shapes(arr.shape, full_shape) == tuple(full_shape)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: shape {arr.shape} does not broadcast to (B, Hq, Lq, Lk) = {tuple(full_shape)}")
+        self.arr = arr
+
+    def tile(self, qs: slice, ks: slice) -> np.ndarray:
+        a = self.arr
+        return a[:, :, qs if a.shape[2] > 1 else slice(None), ks if a.shape[3] > 1 else slice(None)]
+
+    def unit(self, b: int, heads: slice) -> "_Broadcast":
+        """The part for batch entry b and query heads ``heads`` (broadcast axes stay size 1)."""
+        part = copy.copy(self)
+        a = self.arr
+        part.arr = a[slice(b, b + 1) if a.shape[0] > 1 else slice(None), heads if a.shape[1] > 1 else slice(None)]
+        return part
+
+
+class AttentionMask:
+    """The visibility of every (b, h, i, j), from ``mask``, ``causal``, ``align``, ``window``.
+
+    ``tile(qs, ks)`` returns the bool block broadcastable to (B, Hq, nq, nk)
+    (a block with no True is hidden entirely: block skipping). Shared by the
+    naive and the tiled paths so both see the same mask.
+    """
+
+    def __init__(self, mask, causal, align, window, full_shape):
+        _masks._check_align(align)
+        if not isinstance(causal, (bool, np.bool_)):
+            raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+        self.Lq, self.Lk = full_shape[2], full_shape[3]
+        self.predicates: list[_masks.Mask] = []
+        self.arrays: list[_Broadcast] = []
+        if causal:
+            self.predicates.append(_masks.Causal(align))
+        window = check_window(window)
+        if window is not None:
+            self.predicates.append(_masks.SlidingWindow(window[0], window[1], align))
+        if mask is not None:
+            if isinstance(mask, _masks.Mask):
+                self.predicates.append(mask)
+            else:
+                arr = np.asarray(mask)
+                if arr.dtype != np.bool_:
+                    raise TypeError(
+                        f"mask: expected a bool array (True = may attend) or a refimpl.masks.Mask, "
+                        f"got dtype {arr.dtype}; pass additive float masks as bias="
+                    )
+                self.arrays.append(_Broadcast(arr, "mask", full_shape))
+
+    @property
+    def trivial(self) -> bool:
+        return not self.predicates and not self.arrays
+
+    def unit(self, b: int, heads: slice) -> "AttentionMask":
+        """The mask of batch entry b and query heads ``heads``."""
+        part = copy.copy(self)
+        part.arrays = [a.unit(b, heads) for a in self.arrays]
+        return part
+
+    def covers(self, qs: slice, ks: slice) -> bool:
+        """True if every entry of the tile is known visible without building it (closed forms)."""
+        q0, q1, _ = qs.indices(self.Lq)
+        k0, k1, _ = ks.indices(self.Lk)
+        return not self.arrays and all(p._covers(q0, q1, k0, k1, self.Lq, self.Lk) for p in self.predicates)
+
+    def hides(self, qs: slice, ks: slice) -> bool:
+        """True if some predicate is known to hide the whole non-empty tile (closed forms)."""
+        q0, q1, _ = qs.indices(self.Lq)
+        k0, k1, _ = ks.indices(self.Lk)
+        return q1 > q0 and k1 > k0 and any(p._hides(q0, q1, k0, k1, self.Lq, self.Lk) for p in self.predicates)
+
+    def key_span(self, qs: slice) -> slice:
+        """The smallest slice of keys outside which every key is hidden from every query of
+        ``qs`` (all batch entries and heads): closed forms narrow it, a built tile finishes."""
+        q0, q1, _ = qs.indices(self.Lq)
+        lo, hi = 0, self.Lk
+        unknown = bool(self.arrays)
+        for p in self.predicates:
+            span = p._key_span(q0, q1, self.Lq, self.Lk)
+            if span is None:
+                unknown = True
+            else:
+                lo, hi = max(lo, span[0]), min(hi, span[1])
+        if hi <= lo or q1 <= q0:
+            return slice(0, 0)
+        if unknown:
+            cols = np.flatnonzero(self.tile(qs, slice(lo, hi)).any(axis=(0, 1, 2)))
+            return slice(lo + int(cols[0]), lo + int(cols[-1]) + 1) if cols.size else slice(0, 0)
+        return slice(lo, hi)
+
+    def tile(self, qs: slice, ks: slice) -> np.ndarray:
+        q0, q1, _ = qs.indices(self.Lq)
+        k0, k1, _ = ks.indices(self.Lk)
+        out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
+        for p in self.predicates:
+            out = out & p.tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
+        for a in self.arrays:
+            out = out & a.tile(qs, ks)
+        return out
+
+
+def _split_heads(x: np.ndarray, Hkv: int) -> np.ndarray:
+    """(B, Hq, ...) -> (B, Hkv, G, ...): head h = kv * G + g reads kv head h // G.
+
+    A broadcast head axis of size 1 stays size 1 on both new axes.
+    """
+    if x.shape[1] == 1:
+        return x[:, :, None]
+    return x.reshape(x.shape[0], Hkv, x.shape[1] // Hkv, *x.shape[2:])
+
+
+def _exponent(x) -> int:
+    """e with max|x| < 2^e (frexp's exponent of the largest magnitude; 0 for all zeros or empty)."""
+    a = float(np.max(np.abs(x), initial=0.0))
+    return int(np.frexp(a)[1]) if a > 0 else 0
+
+
+def _fold(x: np.ndarray) -> np.ndarray:
+    """(B, Hkv, G, n, d) -> (B, Hkv, G*n, d): the G query heads of a kv head as rows of one GEMM."""
+    return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], x.shape[4])
+
+
+def _merge_heads(x: np.ndarray) -> np.ndarray:
+    """(B, Hkv, G, ...) -> (B, Hq, ...)."""
+    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+
+
+_CHUNK_BYTES = 8 * 2**20  # scores of one chunk of query rows in the dense path (bounded, cache-friendly)
+
+
+class _Setup:
+    """Validated arguments of attention / attention_backward / flash_attention."""
+
+    def __init__(self, q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p):
+        self.q, self.k, self.v = _check_qkv(q, k, v)
+        B, Hq, Lq, D = self.q.shape
+        Hkv, Lk, Dv = self.k.shape[1], self.k.shape[2], self.v.shape[3]
+        self.B, self.Hq, self.Hkv, self.Lq, self.Lk, self.D, self.Dv = B, Hq, Hkv, Lq, Lk, D, Dv
+        self.G = Hq // Hkv
+        full = (B, Hq, Lq, Lk)
+        self.scale = 1.0 / np.sqrt(D) if scale is None else positive_float(scale, "scale")
+        self.softcap = None if softcap is None else positive_float(softcap, "softcap")
+        self.mask = AttentionMask(mask, causal, align, window, full)
+        self.bias = None
+        if bias is not None:
+            b = np.asarray(bias)
+            if not np.issubdtype(b.dtype, np.floating):
+                raise TypeError(f"bias: expected a floating-point array, got dtype {b.dtype}")
+            if np.isnan(b).any() or np.isposinf(b).any():
+                raise ValueError("bias: contains NaN or +inf (-inf is allowed and hides the key)")
+            self.bias = _Broadcast(b.astype(np.float64, copy=False), "bias", full)
+        self.exact_range = _exponent(self.q) + _exponent(self.k) + _exponent(max(self.scale, 1.0)) \
+            + int(np.ceil(np.log2(max(D, 1)))) <= 1000 and (
+                self.bias is None or _exponent(np.where(np.isfinite(self.bias.arr), self.bias.arr, 0.0)) <= 1000)
+        if isinstance(dropout_p, bool) or not isinstance(dropout_p, (numbers.Real, np.floating)):
+            raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
+        if not 0.0 <= float(dropout_p) < 1.0:
+            raise ValueError(f"dropout_p: expected 0 <= p < 1, got {dropout_p}")
+        self.dropout_p = float(dropout_p)
+        self.keep = None
+        if dropout_mask is not None:
+            if self.dropout_p == 0.0:
+                raise ValueError("dropout_mask given with dropout_p = 0: pass the drop rate the mask was drawn with")
+            km = np.asarray(dropout_mask)
+            if km.dtype != np.bool_:
+                raise TypeError(f"dropout_mask: expected a bool keep-mask (True = keep), got dtype {km.dtype}")
+            self.keep = _Broadcast(km, "dropout_mask", full)
+        elif self.dropout_p > 0.0:
+            raise ValueError(
+                "dropout_p > 0 needs an explicit dropout_mask (bool keep-mask): the spec has no hidden RNG"
+            )
+
+    # --- tiles in the (B, Hkv, G, ...) layout -------------------------------
+
+    def q5(self, qs=slice(None)):
+        return _split_heads(self.q[:, :, qs], self.Hkv)
+
+    def kv(self, ks=slice(None)):
+        """Key and value tiles, (B, Hkv, nk, D) and (B, Hkv, nk, Dv)."""
+        return self.k[:, :, ks], self.v[:, :, ks]
+
+    def unit(self, b: int, h: int) -> "_Setup":
+        """The problem of batch entry b and kv head h alone (its G query heads): B = Hkv = 1."""
+        part = copy.copy(self)
+        heads = slice(h * self.G, (h + 1) * self.G)
+        part.q, part.k, part.v = self.q[b:b + 1, heads], self.k[b:b + 1, h:h + 1], self.v[b:b + 1, h:h + 1]
+        part.B, part.Hq, part.Hkv = 1, self.G, 1
+        part.mask = self.mask.unit(b, heads)
+        part.bias = None if self.bias is None else self.bias.unit(b, heads)
+        part.keep = None if self.keep is None else self.keep.unit(b, heads)
+        return part
+
+    def row_chunks(self) -> list[slice]:
+        """Chunks of query rows whose scores, (B, Hq, rows, Lk) float64, take about _CHUNK_BYTES."""
+        rows = max(1, _CHUNK_BYTES // (8 * max(self.B * self.Hq * self.Lk, 1)))
+        return [slice(a, min(a + rows, self.Lq)) for a in range(0, self.Lq, rows)]
+
+    def scores(self, qs: slice, ks: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        """Final scores S of a tile and, with softcap, the pre-softcap ones R; (B, Hkv, G, nq, nk).
+
+        Hidden entries are -inf in S. R is None without softcap. One GEMM per
+        (b, kv head): the G query heads sharing a kv head are folded into the
+        rows, (B, Hkv, G, nq, D) -> (B, Hkv, G*nq, D), times K^T (B, Hkv, D, nk).
+        The remaining passes over the tile: the scale, softcap's tanh, the bias,
+        and the mask (skipped where the tile is entirely visible).
+        """
+        return self.scores_of(self.q5(qs), self.kv(ks)[0], qs, ks)
+
+    def visible(self, qs: slice, ks: slice):
+        """The mask's bool tile, broadcastable to (B, Hq, nq, nk); None where the tile is
+        known to be visible everywhere (no mask, or a causal / window mask in closed form)."""
+        if self.mask.trivial or self.mask.covers(qs, ks):
+            return None
+        if self.mask.hides(qs, ks):
+            return np.zeros((1, 1, len(range(*qs.indices(self.Lq))), len(range(*ks.indices(self.Lk)))), dtype=bool)
+        return self.mask.tile(qs, ks)
+
+    def scores_of(self, q5, k, qs: slice, ks: slice, visible=False):
+        """``scores`` from operands already loaded: q5 = Q[qs] (B, Hkv, G, nq, D),
+        k = K[ks] (B, Hkv, nk, D); ``visible`` = ``self.visible(qs, ks)`` if known."""
+        B, Hkv, G, nq, D = q5.shape
+        if visible is False:
+            visible = self.visible(qs, ks)
+        if self.exact_range:
+            raw = np.matmul(_fold(q5), k.swapaxes(-1, -2)).reshape(B, Hkv, G, nq, k.shape[2])
+            raw *= self.scale  # s = scale * <q_i, k_j>
+        else:
+            raw = self._scores_far_from_one(q5, k)
+        if self.softcap is not None:
+            with np.errstate(over="ignore"):  # raw / c beyond float64 is +-inf, and c tanh(+-inf) = +-c exactly
+                s = np.divide(raw, self.softcap)
+            s = np.multiply(np.tanh(s, out=s), self.softcap, out=s)  # s = c tanh(s / c)
+        else:
+            s = raw if self.exact_range else raw.copy()
+        if self.bias is not None:
+            b = _split_heads(self.bias.tile(qs, ks), self.Hkv)
+            s += b  # s = s + bias
+            if not self.exact_range:
+                np.copyto(s, -np.inf, where=np.isneginf(b))  # a -inf bias hides its key, even from an inf score
+        if visible is not None and not visible.all():
+            np.copyto(s, -np.inf, where=~_split_heads(visible, self.Hkv))  # s = -inf where hidden
+        if not self.exact_range:
+            self._check_no_overflow(s, visible, qs, ks)
+        return s, (raw if self.softcap is not None else None)
+
+    # Scores near the ends of the float64 range. ``exact_range`` (set in
+    # __init__) holds when D max|q| max|k| max(scale, 1) and max|bias| are below
+    # 2^1000: then no partial sum of the plain GEMM can overflow. Otherwise the
+    # tile is computed from q and k scaled by powers of two (exactly) and
+    # scaled back with ldexp: a score representable in float64 comes out as the
+    # plain path would give it, with softcap an overflowing raw score is +-inf
+    # and caps to exactly +-c, and a visible final score beyond the float64
+    # range is an error (never a masked entry: issue 9).
+
+    def _scores_far_from_one(self, q5, k):
+        B, Hkv, G, nq, D = q5.shape
+        eq, ek, es = _exponent(q5), _exponent(k), _exponent(self.scale)
+        dot = np.matmul(_fold(np.ldexp(q5, -eq)), np.ldexp(k, -ek).swapaxes(-1, -2)).reshape(B, Hkv, G, nq, k.shape[2])
+        with np.errstate(over="ignore"):
+            return np.ldexp(dot * np.ldexp(self.scale, -es), eq + ek + es)
+
+    def _check_no_overflow(self, s, visible, qs, ks):
+        bad = ~np.isfinite(s)
+        if self.bias is not None:
+            bad &= ~np.isneginf(_split_heads(self.bias.tile(qs, ks), self.Hkv))
+        if visible is not None:
+            bad &= _split_heads(visible, self.Hkv)
+        if bad.any():
+            raise ValueError(
+                "q, k, scale: a visible score scale * <q_i, k_j> (plus bias) exceeds the float64 range "
+                "(|s| > 1.8e308); rescale q, k or scale, or pass softcap= to bound the scores")
+
+    def dropout_scale(self, qs: slice, ks: slice):
+        """keep / (1 - p) for a tile, (B?, Hkv?, G?, nq, nk), or None without dropout."""
+        if self.keep is None:
+            return None
+        return _split_heads(self.keep.tile(qs, ks), self.Hkv) / (1.0 - self.dropout_p)
