@@ -229,6 +229,7 @@ def _merge_heads(x: np.ndarray) -> np.ndarray:
 
 
 _CHUNK_BYTES = 8 * 2**20  # scores of one chunk of query rows in the dense path (bounded, cache-friendly)
+_CHUNK_ROWS = 256
 
 
 class _Setup:
@@ -294,8 +295,9 @@ class _Setup:
         return part
 
     def row_chunks(self) -> list[slice]:
-        """Chunks of query rows whose scores, (B, Hq, rows, Lk) float64, take about _CHUNK_BYTES."""
-        rows = max(1, _CHUNK_BYTES // (8 * max(self.B * self.Hq * self.Lk, 1)))
+        """Chunks of at most _CHUNK_ROWS query rows whose scores, (B, Hq, rows, Lk) float64, take
+        at most about _CHUNK_BYTES (short chunks let a causal mask trim each one's keys)."""
+        rows = max(1, min(_CHUNK_ROWS, _CHUNK_BYTES // (8 * max(self.B * self.Hq * self.Lk, 1))))
         return [slice(a, min(a + rows, self.Lq)) for a in range(0, self.Lq, rows)]
 
     def scores(self, qs: slice, ks: slice) -> tuple[np.ndarray, np.ndarray | None]:

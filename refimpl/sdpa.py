@@ -105,30 +105,36 @@ def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", wind
 
 
 def _forward(st: _Setup, probs: bool = False):
-    """(out, lse, P or None) in the (B, Hkv, G, ...) layout, one chunk of query rows at a time.
+    """(out, lse, P or None) in the (B, Hkv, G, ...) layout, one (batch entry, kv head) and
+    chunk of query rows at a time.
 
-    Rows are independent: a chunk's scores S (B, Hkv, G, rows, n) are formed
-    whole over the keys its rows can see (``AttentionMask.key_span``: the keys
-    outside are hidden, weight exactly 0), then P = softmax(S) and
-    out = (P * Z) V. Chunks run on threads (``refimpl._parallel``).
+    Rows are independent: a chunk's scores S (1, 1, G, rows, n) are formed whole
+    over the keys its rows can see (``AttentionMask.key_span``: the keys outside
+    are hidden, weight exactly 0), then P = softmax(S) and out = (P * Z) V.
+    Chunks run on threads (``refimpl._parallel``); those of one kv head come
+    together, so its K and V stay in cache while they run.
     """
     B, Hkv, G, Lq, Lk, Dv = st.B, st.Hkv, st.G, st.Lq, st.Lk, st.Dv
     out = np.zeros((B, Hkv, G, Lq, Dv))
     lse = np.full((B, Hkv, G, Lq), -np.inf)
     P_all = np.zeros((B, Hkv, G, Lq, Lk)) if probs else None
 
-    def chunk(qs: slice):
-        ks = st.mask.key_span(qs)
-        s, _ = st.scores(qs, ks)
+    def chunk(item):
+        b, h, qs = item
+        u, bh = st.unit(b, h), (slice(b, b + 1), slice(h, h + 1))
+        ks = u.mask.key_span(qs)
+        s, _ = u.scores(qs, ks)
         P, lse_rows = _softmax_lse(s, inplace=True)  # P 0 where hidden; lse -inf for a fully masked row
-        lse[..., qs] = lse_rows
+        lse[bh + (Ellipsis, qs)] = lse_rows
         if P_all is not None:
-            P_all[..., qs, ks] = P
-        Z = st.dropout_scale(qs, ks)
+            P_all[bh + (Ellipsis, qs, ks)] = P
+        Z = u.dropout_scale(qs, ks)
         PZ = P if Z is None else P * Z
-        out[..., qs, :] = np.matmul(_fold(PZ), st.v[:, :, ks]).reshape(PZ.shape[:-1] + (Dv,))  # out = (P * Z) V
+        out[bh + (Ellipsis, qs, slice(None))] = np.matmul(_fold(PZ), u.v[:, :, ks]).reshape(PZ.shape[:-1] + (Dv,))  # out = (P * Z) V
 
-    map_blocks(chunk, st.row_chunks(), work=B * st.Hq * Lq * Lk * (st.D + Dv))
+    chunks = st.unit(0, 0).row_chunks() if B and Hkv else []
+    map_blocks(chunk, [(b, h, qs) for b in range(B) for h in range(Hkv) for qs in chunks],
+               work=B * st.Hq * Lq * Lk * (st.D + Dv))
     return out, lse, P_all
 
 
