@@ -29,10 +29,11 @@ heads that share kv head h are folded into the rows, (B, Hkv, G, Lq, D) ->
 (B, Hkv, G*Lq, D), so S = Q K^T, out = P V, dV = P^T dO, dP = dO V^T,
 dQ = dS K and dK = dS^T Q are each a single ``np.matmul`` (dK and dV summed
 over the group by the GEMM itself). Softmax is per row, so the rows are
-taken a chunk at a time (about 8 MiB of scores, ``_CHUNK_BYTES``), each chunk
-over the span of keys its rows can see (under a causal mask, about half):
-keys outside the span are hidden and would get weight exactly 0. The chunks
-(the forward) and the (batch, kv head) pairs (the backward) run on threads
+taken a chunk at a time, per (batch entry, kv head) (at most 256 rows and
+about 8 MiB of scores, ``_CHUNK_ROWS``, ``_CHUNK_BYTES``), each chunk over the
+span of keys its rows can see (under a causal mask, about half): keys
+outside the span are hidden and would get weight exactly 0. The forward's
+chunks and the backward's (batch, kv head) pairs run on threads
 (``refimpl._parallel``), with the same bits for any thread count. The
 validated problem, the masks and the scores of a tile are
 ``refimpl._problem``'s (shared with the tiled path); scores that would
