@@ -28,7 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
-MIN_PARALLEL_WORK = 1 << 22  # multiply-adds (about a millisecond of BLAS): below this, one thread
+MIN_PARALLEL_WORK = 1 << 22  # multiply-adds (a fraction of a millisecond of BLAS): below this, one thread
 
 _state = threading.local()
 _lock = threading.Lock()
