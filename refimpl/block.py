@@ -308,6 +308,11 @@ def decoder(y_in, memory, blocks: Sequence[Block], *, arrangement: str = "pre_no
     ``memory``, FFN. ``y_in`` is the embedded shifted-right target (``refimpl.losses.shift_right``)."""
     y_in = as_float_array(y_in, "y_in", ndim=3)
     memory = as_float_array(memory, "memory", ndim=3)
+    blocks = _blocks(blocks, "blocks")
+    for i, b in enumerate(blocks):  # named here: stack() would report the mismatch as its own x
+        if b.attn.W_q.shape[0] != y_in.shape[2]:
+            raise ValueError(f"y_in, blocks: expected y_in's last axis {y_in.shape[2]} to equal "
+                             f"blocks[{i}]'s d_model {b.attn.W_q.shape[0]}")
     return stack(y_in, blocks, arrangement=arrangement, causal=True, memory=memory, final_norm=final_norm,
                  counter=counter)
 
