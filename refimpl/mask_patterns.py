@@ -1,0 +1,286 @@
+"""Structured sparse attention patterns as masks (re-exported by ``refimpl.masks``).
+
+Global tokens (Longformer / BigBird), dilated and strided windows (Sparse
+Transformer), block-sparse layouts, prefix-LM, document (packed sequences),
+DSA and the dual-chunk pair, and BigBird's block pattern: each a
+``refimpl.masks.Mask`` predicate over (query index i, key index j) with the
+alignment conventions of ``refimpl.masks`` (query i at key position
+p = i + offset). Closed-form counts where a pattern has one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .masks import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _pos_int,
+                    _Predicate, offset)
+
+
+def _index_set(indices, name: str) -> np.ndarray:
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of ints, got {type(indices).__name__}")
+    arr = np.asarray(sorted(set(int(_nonneg_int(g, name)) for g in indices)), dtype=np.int64)
+    return arr
+
+
+class GlobalTokens(Mask):
+    """Global tokens G (Longformer/BigBird, seed 000 section 1): symmetric.
+
+    Visible iff ``j in G`` (everyone reads a global token) or ``p in G`` (a global
+    token reads everyone), with ``p = i + offset`` the query's position in key
+    coordinates. Combine with ``|`` onto a local pattern.
+    """
+
+    def __init__(self, indices: Sequence[int], align: str = "bottom_right"):
+        self.indices = _index_set(indices, "indices")
+        self.align = _check_align(align)
+
+    def _visible(self, i, j, Lq, Lk):
+        p = i + offset(Lq, Lk, self.align)
+        return np.isin(j, self.indices) | np.isin(p, self.indices)
+
+    def __repr__(self):
+        return f"GlobalTokens({self.indices.tolist()}, align={self.align!r})"
+
+
+class Dilated(Mask):
+    """Dilated causal window: ``0 <= p - j <= window * dilation`` and ``(p - j) % dilation == 0``.
+
+    ``window + 1`` keys per interior row, every ``dilation``-th key back from the
+    query, self included (Longformer dilated sliding window, one-sided).
+    """
+
+    def __init__(self, window: int, dilation: int, align: str = "bottom_right"):
+        self.window = _extent(window, "window")
+        self.dilation = _pos_int(dilation, "dilation")
+        self.align = _check_align(align)
+
+    def _visible(self, i, j, Lq, Lk):
+        d = i + offset(Lq, Lk, self.align) - j
+        return (d >= 0) & (d <= self.window * self.dilation) & (d % self.dilation == 0)
+
+    def __repr__(self):
+        return f"Dilated({self.window}, {self.dilation}, align={self.align!r})"
+
+
+class Strided(Mask):
+    """Strided causal pattern (Sparse Transformer, Child et al. 2019, the "strided" head):
+
+    visible iff ``j <= p`` and ``(p - j) % stride == 0``.
+    """
+
+    def __init__(self, stride: int, align: str = "bottom_right"):
+        self.stride = _pos_int(stride, "stride")
+        self.align = _check_align(align)
+
+    def _visible(self, i, j, Lq, Lk):
+        d = i + offset(Lq, Lk, self.align) - j
+        return (d >= 0) & (d % self.stride == 0)
+
+    def __repr__(self):
+        return f"Strided({self.stride}, align={self.align!r})"
+
+
+class BlockSparse(Mask):
+    """Block-sparse layout: visible iff ``layout[i // block_q, j // block_k]``.
+
+    ``layout`` is a bool array (ceil(Lq/block_q), ceil(Lk/block_k)) or larger
+    (DeepSpeed sparse attention / Triton block-sparse layouts).
+    """
+
+    def __init__(self, layout, block_q: int, block_k: int):
+        layout = np.asarray(layout)
+        if layout.ndim != 2 or layout.dtype != np.bool_:
+            raise TypeError(f"layout: expected a 2-D bool array, got {layout.dtype} {layout.shape}")
+        self.layout = layout.copy()
+        self.block_q = _pos_int(block_q, "block_q")
+        self.block_k = _pos_int(block_k, "block_k")
+
+    def _visible(self, i, j, Lq, Lk):
+        nq, nk = -(-Lq // self.block_q), -(-Lk // self.block_k)
+        if self.layout.shape[0] < nq or self.layout.shape[1] < nk:
+            raise ValueError(
+                f"layout {self.layout.shape} too small for Lq={Lq}, Lk={Lk} "
+                f"with blocks ({self.block_q}, {self.block_k}): need at least ({nq}, {nk})"
+            )
+        return self.layout[i // self.block_q, j // self.block_k]
+
+    def __repr__(self):
+        return f"BlockSparse({self.layout.shape}, {self.block_q}, {self.block_k})"
+
+
+class PrefixLM(Mask):
+    """Prefix-LM (T5/UniLM): bidirectional over keys ``j < prefix``, causal after.
+
+    visible iff ``j < prefix`` or ``j <= p``.
+    """
+
+    def __init__(self, prefix: int, align: str = "bottom_right"):
+        self.prefix = _extent(prefix, "prefix")
+        self.align = _check_align(align)
+
+    def _visible(self, i, j, Lq, Lk):
+        return (j < self.prefix) | (j <= i + offset(Lq, Lk, self.align))
+
+    def __repr__(self):
+        return f"PrefixLM({self.prefix}, align={self.align!r})"
+
+
+class Document(Mask):
+    """Block-diagonal mask from segment ids (packed sequences): visible iff same segment.
+
+    ``segment_ids_q`` (Lq,) and ``segment_ids_k`` (Lk,) integer arrays; with one
+    argument both sides use it (self-attention, Lq == Lk). Combine with
+    ``Causal`` for packed causal training (xformers ``BlockDiagonalCausalMask``).
+    """
+
+    def __init__(self, segment_ids_q, segment_ids_k=None):
+        self.seg_q = self._ids(segment_ids_q, "segment_ids_q")
+        self.seg_k = self.seg_q if segment_ids_k is None else self._ids(segment_ids_k, "segment_ids_k")
+
+    @staticmethod
+    def _ids(x, name):
+        a = np.asarray(x)
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{name}: expected a 1-D integer array, got {a.dtype} {a.shape}")
+        return a.astype(np.int64).copy()
+
+    def _visible(self, i, j, Lq, Lk):
+        if (Lq, Lk) != (len(self.seg_q), len(self.seg_k)):
+            raise ValueError(
+                f"segment_ids_q, segment_ids_k: Document mask built for (Lq, Lk) = ({len(self.seg_q)}, {len(self.seg_k)}), used with ({Lq}, {Lk})"
+            )
+        return self.seg_q[i] == self.seg_k[j]
+
+    def __repr__(self):
+        return f"Document(<{len(self.seg_q)}>, <{len(self.seg_k)}>)"
+
+
+class DSA(Mask):
+    """DeepSeek-style deterministic sparse attention, simplified (seed 001 section 22.3).
+
+    For a query at key position ``p`` the visible set is
+
+        local window      p - window <= j <= p            (window + 1 keys)
+        representatives   j = p - window - stride * m,  m = 1, 2, ...,  j >= 0
+        global tokens     j in G (default {0}, the BOS), j <= p
+
+    i.e. every ``stride``-th key further back than the window, counted from the
+    window's start. All three parts are causal. (Seed 22.3's example writes the
+    window 744..1000 as "256 tokens": it is 257, ERRATA 6.)
+    """
+
+    def __init__(self, window: int, stride: int, global_tokens: Sequence[int] = (0,), align: str = "bottom_right"):
+        self.window = _extent(window, "window")
+        self.stride = _pos_int(stride, "stride")
+        self.global_tokens = _index_set(global_tokens, "global_tokens")
+        self.align = _check_align(align)
+
+    def _visible(self, i, j, Lq, Lk):
+        d = i + offset(Lq, Lk, self.align) - j  # distance back from the query
+        local = (d >= 0) & (d <= self.window)
+        far = d - self.window
+        rep = (far > 0) & (far % self.stride == 0)
+        glob = np.isin(j, self.global_tokens) & (d >= 0)
+        return local | rep | glob
+
+    def row_counts(self, Lq, Lk):
+        """Closed form per row, without materialising.
+
+        For p in key range (p' = min(p, Lk-1) caps nothing for bottom_right):
+        local = #[max(0, p-window), min(p, Lk-1)];
+        reps  = #{m >= 1 : p - window - stride*m in [0, Lk)};
+        global tokens g <= p that are in neither set.
+        """
+        Lq, Lk = _check_lengths(Lq, Lk)
+        p = np.arange(Lq, dtype=np.int64) + offset(Lq, Lk, self.align)
+        w, s = self.window, self.stride
+        local = np.maximum(np.minimum(p, Lk - 1) - np.maximum(p - w, 0) + 1, 0)
+        # representatives j = p - w - s*m in [0, Lk - 1]: m in [m_lo, m_hi]
+        m_hi = np.where(p - w >= s, (p - w) // s, 0)  # j >= 0
+        m_lo = np.maximum(1, -((Lk - 1 - (p - w)) // s))  # j <= Lk - 1  <=>  m >= ceil((p-w-(Lk-1))/s)
+        reps = np.maximum(m_hi - m_lo + 1, 0)
+        extra = np.zeros(Lq, dtype=np.int64)
+        for g in self.global_tokens:
+            if g >= Lk:
+                continue
+            d = p - g
+            covered = (d <= w) | ((d - w) % s == 0)
+            extra += ((d >= 0) & ~covered).astype(np.int64)
+        return (local + reps + extra).astype(np.int64)
+
+    def __repr__(self):
+        return f"DSA(window={self.window}, stride={self.stride}, global={self.global_tokens.tolist()}, align={self.align!r})"
+
+
+def dual_chunk_masks(window: int, stride: int, align: str = "bottom_right") -> tuple[Mask, Mask]:
+    """The two branches of the dual-chunk scheme as seed 001 section 23.2 describes it.
+
+    Returns ``(local, strided)``: ``local`` is the causal window of ``window``
+    keys including self, ``SlidingWindow(window - 1, 0)``; ``strided`` reads
+    every ``stride``-th key of the whole causal context at absolute positions
+    ``j % stride == 0``. The seed blends the two branches' outputs with a
+    learned gate. Note: this is the seed's simplified description, not
+    Qwen's published Dual Chunk Attention (An et al. 2024), which remaps
+    relative positions within and across chunks.
+    """
+    _pos_int(window, "window")
+    _pos_int(stride, "stride")
+    local = SlidingWindow(window - 1, 0, align)
+    strided = Causal(align) & _Predicate(lambda i, j, Lq, Lk: j % stride == 0, f"(j % {stride} == 0)")
+    return local, strided
+
+
+class BigBird(Mask):
+    """BigBird block-sparse pattern (Zaheer et al. 2020), bidirectional, block granularity.
+
+    Blocks of ``block`` tokens on both axes (Lq == Lk required). Query block
+    ``a`` attends to key block ``b`` iff
+      * window: ``|a - b| <= window_blocks // 2`` (``window_blocks`` odd, e.g. 3), or
+      * global: ``a < global_blocks`` or ``b < global_blocks`` (the first blocks
+        attend to and are attended by everything), or
+      * random: ``b`` is one of ``random_blocks`` blocks drawn for ``a``,
+        without replacement, from the blocks not already visible, by
+        ``numpy.random.default_rng(seed)``, query blocks in order.
+    The random draw depends on the number of blocks, so it is made per (Lq, Lk).
+    """
+
+    def __init__(self, block: int, window_blocks: int = 3, global_blocks: int = 1, random_blocks: int = 1, seed: int = 0):
+        self.block = _pos_int(block, "block")
+        self.window_blocks = _pos_int(window_blocks, "window_blocks")
+        if self.window_blocks % 2 == 0:
+            raise ValueError(f"window_blocks: expected an odd number, got {window_blocks}")
+        self.global_blocks = _nonneg_int(global_blocks, "global_blocks")
+        self.random_blocks = _nonneg_int(random_blocks, "random_blocks")
+        self.seed = _nonneg_int(seed, "seed")
+        self._cache: dict[int, np.ndarray] = {}
+
+    def block_layout(self, n_blocks: int) -> np.ndarray:
+        """bool (n_blocks, n_blocks) block layout, deterministic in ``seed``."""
+        if n_blocks in self._cache:
+            return self._cache[n_blocks]
+        a = np.arange(n_blocks)[:, None]
+        b = np.arange(n_blocks)[None, :]
+        layout = (np.abs(a - b) <= self.window_blocks // 2) | (a < self.global_blocks) | (b < self.global_blocks)
+        rng = np.random.default_rng(self.seed)
+        for row in range(n_blocks):
+            free = np.flatnonzero(~layout[row])
+            take = min(self.random_blocks, free.size)
+            if take:
+                layout[row, rng.choice(free, size=take, replace=False)] = True
+        self._cache[n_blocks] = layout
+        return layout
+
+    def _visible(self, i, j, Lq, Lk):
+        if Lq != Lk:
+            raise ValueError(f"BigBird is a self-attention pattern: need Lq == Lk, got {Lq}, {Lk}")
+        layout = self.block_layout(-(-Lq // self.block))
+        return layout[i // self.block, j // self.block]
+
+    def __repr__(self):
+        return (
+            f"BigBird(block={self.block}, window_blocks={self.window_blocks}, global_blocks={self.global_blocks}, "
+            f"random_blocks={self.random_blocks}, seed={self.seed})"
+        )
