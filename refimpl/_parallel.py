@@ -95,10 +95,10 @@ def map_blocks(fn: Callable, items: Iterable, work: float) -> list:
     whole call) is at least MIN_PARALLEL_WORK, there are two or more items and
     more than one thread; results in the order of ``items``. Exceptions propagate."""
     items = list(items)
-    n = min(num_threads(), len(items)) if work >= MIN_PARALLEL_WORK else 1
-    if n <= 1 or getattr(_state, "inside", False):
+    threads = num_threads() if work >= MIN_PARALLEL_WORK and len(items) > 1 else 1
+    if threads <= 1 or getattr(_state, "inside", False):
         return [fn(item) for item in items]
-    pool = _get_pool(num_threads())
+    pool = _get_pool(threads)
     _limit_blas()
     try:
         futures = [pool.submit(_run_marked, fn, item) for item in items]

@@ -278,9 +278,10 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
             skipped += 1  # hidden for every batch entry and head: never loaded, never computed
             continue
         Q_i, K_j, V_j = st.load(mem, qs, ks)  # Q_i loaded once per thread block
-        parts = _row_strips(visible, nq, ks.stop - ks.start) if skip else [(slice(0, nq), slice(None))]
+        nk = ks.stop - ks.start
+        parts = _row_strips(visible, nq, nk) if skip else [(slice(0, nq), slice(0, nk))]
         for r, c in parts:
-            q_rows, k_cols = _shift(r, qs.start), _shift(c, ks.start, ks.stop)
+            q_rows, k_cols = _shift(r, qs.start), _shift(c, ks.start)
             S, _ = st.scores_of(Q_i[..., r, :], K_j[:, :, c], q_rows, k_cols,
                                 None if visible is None else visible[..., r, c])
             m_r, l_r, acc_r = m[..., r], l[..., r], acc[..., r, :]  # views: updated in place
@@ -298,9 +299,9 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
     return mem, skipped, m, l, acc
 
 
-def _shift(part: slice, start: int, stop: int | None = None) -> slice:
-    """``part`` of a tile as absolute indices, the tile starting at ``start`` (ending at ``stop``)."""
-    return slice(start + (part.start or 0), start + part.stop if part.stop is not None else stop)
+def _shift(part: slice, start: int) -> slice:
+    """``part`` of a tile (a slice with explicit bounds) as absolute indices, the tile starting at ``start``."""
+    return slice(start + part.start, start + part.stop)
 
 
 def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool, state=None):
