@@ -173,8 +173,9 @@ def round_to(x, fmt, *, overflow: str = "format") -> np.ndarray:
 
     Finite inputs only. ``overflow``: "format" (inf, or NaN for e4m3fn) or "saturate"
     (+-max); see the module docstring. Signed zeros are kept (-tiny rounds to -0.0).
-    One rounding from float64: ml_dtypes 0.6 and torch 2.13 take float64 to bfloat16 through
-    float32 (two roundings), which differs in rare near-tie cases (tests/test_formats.py).
+    One rounding from float64, as ml_dtypes >= 0.7 casts; ml_dtypes 0.5-0.6 and torch 2.13 take
+    float64 to bfloat16 through float32 (two roundings), which differs in rare near-tie cases
+    such as 1 + 2^-8 + 2^-30 (tests/test_formats.py).
     """
     f = get_format(fmt)
     check_choice(overflow, "overflow", OVERFLOW)
