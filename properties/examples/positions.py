@@ -175,9 +175,10 @@ EXAMPLES = [
     WorkedExample(
         "decode_step_cost", "003 section 4.10 Table 2", "decoding at step t: O(H t d_head) time; cache O(L d_model)",
         _decode_costs, (2.0, 2.0), 0.0,
-        "measured in a real token-by-token decode (H = 4, d_head = 8, 32 steps): at every step t the "
-        "multiply-adds over the keys the cache returns are exactly 2 H t d_head (q.k and p.v); the cache "
-        "holds exactly 2 L d_model values (K and V)",
+        "counted, not timed: a real token-by-token decode (H = 4, d_head = 8, 32 steps) runs through a "
+        "ContiguousCache, and at every step t the count H x (keys the causal mask leaves the one query) x "
+        "(d_k + d_v), read off the shapes the cache returns, is exactly 2 H t d_head multiply-adds (q.k and "
+        "p.v); after L steps the cache holds exactly 2 L d_model values (K and V)",
     ),
     WorkedExample(
         "receptive_field", "001 section 16.2", "w = 4, i = 10: [6..10] -> [2..10] -> [0..10]; rule [i - L w, i]",
