@@ -3,6 +3,7 @@ with it (see contract_recipes.py for the recipe format)."""
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import strategies as st
 
 from refimpl import model_configs as MC
@@ -20,3 +21,49 @@ def _(draw):
 
 recipe("refimpl.model_configs.ffn_expansion", kinds=dict(cfg="object"))(lambda draw: dict(cfg=draw(CONFIG)))
 recipe("refimpl.model_configs.ffn_parameter_fraction", kinds=dict(cfg="object"))(lambda draw: dict(cfg=draw(CONFIG)))
+
+
+# --- int_formats ------------------------------------------------------------------
+
+from refimpl import int_formats as IF  # noqa: E402
+
+from .contract_recipes import arr  # noqa: E402
+
+QUANT_KINDS = dict(x="array", bits="count", symmetric="bool", granularity="name", group_size="count")
+
+
+def _quant_args(draw):
+    g = draw(st.integers(1, 3))
+    return dict(x=arr(draw, (draw(st.integers(1, 3)), g * draw(st.integers(1, 3)))), bits=draw(st.sampled_from([4, 8])),
+                symmetric=draw(st.booleans()), granularity=draw(st.sampled_from(IF.GRANULARITY)), group_size=g)
+
+
+recipe("refimpl.int_formats.int_range", kinds=dict(bits="count", symmetric="bool"))(
+    lambda draw: dict(bits=draw(st.integers(2, 16)), symmetric=draw(st.booleans())))
+recipe("refimpl.int_formats.quant_params", "refimpl.int_formats.quantize", kinds=QUANT_KINDS)(_quant_args)
+
+
+@recipe("refimpl.int_formats.dequantize", kinds=dict(q="int_array", scale="array", zero_point="int_array"))
+def _(draw):
+    q, s, z = IF.quantize(**_quant_args(draw))
+    return dict(q=q, scale=s, zero_point=z)
+
+
+recipe("refimpl.int_formats.quantization_error_bound", kinds=dict(scale="array"))(
+    lambda draw: dict(scale=arr(draw, (draw(st.integers(1, 3)), 1), 0.01, 2)))
+recipe("refimpl.int_formats.int32_safe_depth", kinds=dict(bits_a="count", bits_b="count"))(
+    lambda draw: dict(bits_a=draw(st.integers(2, 16)), bits_b=draw(st.integers(2, 16))))
+
+
+@recipe("refimpl.int_formats.int_matmul", kinds=dict(a_q="int_array", b_q="int_array"))
+def _(draw):
+    M, K, N = (draw(st.integers(1, 3)) for _ in range(3))
+    rng = np.random.default_rng(draw(st.integers(0, 99)))
+    return dict(a_q=rng.integers(-128, 128, (M, K)), b_q=rng.integers(-128, 128, (K, N)))
+
+
+@recipe("refimpl.int_formats.quantized_matmul", "refimpl.int_formats.quantized_matmul_bound",
+        kinds=dict(a="array", b="array", bits="count"))
+def _(draw):
+    M, K, N = (draw(st.integers(1, 3)) for _ in range(3))
+    return dict(a=arr(draw, (M, K)), b=arr(draw, (K, N)), bits=draw(st.sampled_from([4, 8])))
