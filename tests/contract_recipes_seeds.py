@@ -67,3 +67,41 @@ def _(draw):
 def _(draw):
     M, K, N = (draw(st.integers(1, 3)) for _ in range(3))
     return dict(a=arr(draw, (M, K)), b=arr(draw, (K, N)), bits=draw(st.sampled_from([4, 8])))
+
+
+# --- roofline ----------------------------------------------------------------------
+
+from refimpl import roofline as RL  # noqa: E402
+
+HW = st.sampled_from([RL.H100_SEED, RL.Hardware("small", 1e9, 1e8)])
+COST = st.builds(RL.Cost, st.integers(1, 10**15), st.floats(1.0, 1e12))
+recipe("refimpl.roofline.Hardware", kinds=dict(name="str", peak_flops="float", bandwidth="float"))(
+    lambda draw: dict(name="chip", peak_flops=draw(st.floats(1e9, 1e16)), bandwidth=draw(st.floats(1e8, 1e13))))
+recipe("refimpl.roofline.Cost", kinds=dict(flops="count", bytes="float"))(
+    lambda draw: dict(flops=draw(st.integers(0, 10**15)), bytes=draw(st.floats(1.0, 1e12))))
+recipe("refimpl.roofline.time_bound", "refimpl.roofline.bound", kinds=dict(cost="object", hw="object"))(
+    lambda draw: dict(cost=draw(COST), hw=draw(HW)))
+recipe("refimpl.roofline.gemm_cost", kinds=dict(M="count", N="count", K="count", bytes_per_value="float"))(
+    lambda draw: dict(M=draw(st.integers(1, 64)), N=draw(st.integers(1, 64)), K=draw(st.integers(1, 64)),
+                      bytes_per_value=draw(st.sampled_from([0.5, 1, 2, 4]))))
+
+
+@recipe("refimpl.roofline.attention_cost", kinds=dict(Lq="count", Lk="count", D="count", Dv="count", batch="count",
+                                                      heads_q="count", heads_kv="count", schedule="name",
+                                                      block_q="count", block_k="count", bytes_per_value="float"))
+def _(draw):
+    hk = draw(st.integers(1, 2))
+    return dict(Lq=draw(st.integers(1, 40)), Lk=draw(st.integers(1, 40)), D=draw(st.integers(1, 8)),
+                Dv=draw(st.integers(1, 8)), batch=draw(st.integers(1, 2)), heads_q=hk * draw(st.integers(1, 2)),
+                heads_kv=hk, schedule=draw(st.sampled_from(RL.SCHEDULES)), block_q=draw(st.integers(1, 16)),
+                block_k=draw(st.integers(1, 16)), bytes_per_value=draw(st.sampled_from([1, 2])))
+
+
+recipe("refimpl.roofline.decode_step_cost", kinds=dict(cfg="object", context="count", batch="count",
+                                                       bytes_per_param="float", bytes_per_value="float"))(
+    lambda draw: dict(cfg=draw(CONFIG), context=draw(st.integers(0, 10**6)), batch=draw(st.integers(1, 64)),
+                      bytes_per_param=draw(st.sampled_from([0.5, 1, 2])), bytes_per_value=draw(st.sampled_from([1, 2]))))
+recipe("refimpl.roofline.kv_cache_read_time", kinds=dict(cfg="object", context="count", batch="count",
+                                                         bytes_per_value="float", hw="object"))(
+    lambda draw: dict(cfg=draw(CONFIG), context=draw(st.integers(0, 10**6)), batch=draw(st.integers(1, 64)),
+                      bytes_per_value=draw(st.sampled_from([1, 2])), hw=draw(HW)))
