@@ -105,3 +105,21 @@ recipe("refimpl.roofline.kv_cache_read_time", kinds=dict(cfg="object", context="
                                                          bytes_per_value="float", hw="object"))(
     lambda draw: dict(cfg=draw(CONFIG), context=draw(st.integers(0, 10**6)), batch=draw(st.integers(1, 64)),
                       bytes_per_value=draw(st.sampled_from([1, 2])), hw=draw(HW)))
+
+
+# --- positional --------------------------------------------------------------------
+
+from refimpl import positional as PE  # noqa: E402
+
+recipe("refimpl.positional.sinusoidal_frequencies", kinds=dict(d_model="count", base="float", frequencies="name"))(
+    lambda draw: dict(d_model=2 * draw(st.integers(2, 8)), base=draw(st.floats(2.0, 1e6)),
+                      frequencies=draw(st.sampled_from(PE.FREQUENCIES))))
+
+
+@recipe("refimpl.positional.sinusoidal_encoding", kinds=dict(positions="int_array", d_model="count", base="float",
+                                                             layout="name", frequencies="name"))
+def _(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 99)))
+    return dict(positions=rng.integers(0, 10**6, draw(st.integers(0, 5))), d_model=2 * draw(st.integers(2, 8)),
+                base=draw(st.floats(2.0, 1e6)), layout=draw(st.sampled_from(PE.LAYOUTS)),
+                frequencies=draw(st.sampled_from(PE.FREQUENCIES)))
