@@ -1,0 +1,116 @@
+"""The precision rule (properties/precision.py) for the layer kinds: correct float32 and
+bfloat16 implementations pass every property of their kind, and the same kinds' low-precision
+wrong adapters (in each module's WRONG, bound by ``rejects``) fail (tests/test_layer_properties.py,
+test_rope_properties.py run those meta-tests).
+
+Correct implementations: torch 2.13 CPU in float32 / bfloat16 (the real kernels users compare
+with: ``F.layer_norm``, ``F.rms_norm``, ``F.cross_entropy``, HF ``ForCausalLMLoss``, HF Llama
+RoPE, ...), skipped without torch (or transformers); and, always, the float64 spec with its
+outputs stored in the precision (``in_precision``: the most accurate kernel of that precision).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+from properties import norms
+from properties.core import run_property, supports
+
+PRECISIONS = ("float32", "bfloat16")
+# a cross-check, not the suite's main run: 30 examples under dev/ci, all under thorough
+_N = settings.default.max_examples if settings.default.max_examples > 100 else min(30, settings.default.max_examples)
+
+
+def _pairs(props, adapters):
+    return [pytest.param(p, a, id=f"{p.name}-{a.name}") for p in props for a in adapters if supports(a, p)]
+
+
+SPEC_LOWP = [norms.in_precision(norms.REFIMPL, p) for p in PRECISIONS]
+
+
+@pytest.mark.parametrize("prop, impl", _pairs(norms.PROPERTIES, SPEC_LOWP))
+def test_spec_rounded_to_precision_passes(prop, impl):
+    run_property(prop, impl, max_examples=_N)
+
+
+# ----------------------------------------------------------------------------
+# torch
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="torch not installed: the torch low-precision adapters need it")
+
+
+def _dt(precision):
+    torch = _torch()
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+
+
+def _t(a, precision, grad=False):
+    torch = _torch()
+    if a is None:
+        return None
+    return torch.tensor(np.asarray(a, dtype=np.float64), dtype=_dt(precision), requires_grad=grad)
+
+
+def _np(t):
+    return None if t is None else t.detach().double().numpy()
+
+
+def torch_norms(precision):
+    torch = _torch()
+    F = torch.nn.functional
+
+    def ln(x, w, b, eps):
+        return _np(F.layer_norm(_t(x, precision), (np.shape(x)[-1],), _t(w, precision), _t(b, precision), eps))
+
+    def rms(x, w, eps):
+        return _np(F.rms_norm(_t(x, precision), (np.shape(x)[-1],), _t(w, precision), eps))
+
+    def grads(fn, x, dy, *params):
+        ts = [_t(a, precision, grad=True) for a in (x, *params)]
+        fn(*ts).backward(_t(dy, precision))
+        return tuple(None if t is None else _np(t.grad) for t in ts)
+
+    def ln_bwd(x, dy, w, b, eps):
+        return grads(lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b, eps), x, dy, w, b)
+
+    def rms_bwd(x, dy, w, eps):
+        return grads(lambda x, w: F.rms_norm(x, (x.shape[-1],), w, eps), x, dy, w)
+
+    def bn(x, w, b, eps):
+        return _np(F.batch_norm(_t(x, precision), None, None, _t(w, precision), _t(b, precision), training=True, eps=eps))
+
+    def gn(x, G, w, b, eps):
+        return _np(F.group_norm(_t(x, precision), G, _t(w, precision), _t(b, precision), eps))
+
+    return norms.NormAdapter(f"torch.nn.functional norms[{precision}]", ln, rms, ln_bwd, rms_bwd, bn, gn,
+                             frozenset({"backward", "channel_norms"}), precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("prop", norms.PROPERTIES, ids=[p.name for p in norms.PROPERTIES])
+def test_torch_norms_pass(prop, precision):
+    run_property(prop, torch_norms(precision), max_examples=_N)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_torch_norm_with_variance_by_moments_fails(precision):
+    """The same torch LayerNorm with var = E[x^2] - E[x]^2 (in the precision) is rejected."""
+    torch = _torch()
+    good = torch_norms(precision)
+
+    def ln(x, w, b, eps):
+        t = _t(x, precision)
+        mu = t.mean(-1, keepdim=True)
+        var = (t * t).mean(-1, keepdim=True) - mu * mu
+        y = (t - mu) / torch.sqrt(var.clamp_min(0) + eps)
+        y = y if w is None else y * _t(w, precision)
+        return _np(y if b is None else y + _t(b, precision))
+
+    bad = dataclasses.replace(good, name=f"torch layer_norm by moments[{precision}]", layer_norm=ln)
+    prop = next(p for p in norms.PROPERTIES if p.name == "layer_norm_matches")
+    with pytest.raises(AssertionError, match="layer_norm"):
+        run_property(prop, bad, max_examples=200)
