@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from properties import norms
+from properties import losses, norms
 from properties.core import run_property, supports
 
 PRECISIONS = ("float32", "bfloat16")
@@ -27,10 +27,11 @@ def _pairs(props, adapters):
     return [pytest.param(p, a, id=f"{p.name}-{a.name}") for p in props for a in adapters if supports(a, p)]
 
 
-SPEC_LOWP = [norms.in_precision(norms.REFIMPL, p) for p in PRECISIONS]
+SPEC_LOWP = [m.in_precision(m.REFIMPL, p) for m in (norms, losses) for p in PRECISIONS]
+SPEC_PROPS = norms.PROPERTIES + losses.PROPERTIES
 
 
-@pytest.mark.parametrize("prop, impl", _pairs(norms.PROPERTIES, SPEC_LOWP))
+@pytest.mark.parametrize("prop, impl", _pairs(SPEC_PROPS, SPEC_LOWP))
 def test_spec_rounded_to_precision_passes(prop, impl):
     run_property(prop, impl, max_examples=_N)
 
@@ -113,4 +114,80 @@ def test_torch_norm_with_variance_by_moments_fails(precision):
     bad = dataclasses.replace(good, name=f"torch layer_norm by moments[{precision}]", layer_norm=ln)
     prop = next(p for p in norms.PROPERTIES if p.name == "layer_norm_matches")
     with pytest.raises(AssertionError, match="layer_norm"):
+        run_property(prop, bad, max_examples=200)
+
+
+def torch_losses(precision):
+    """torch's F.cross_entropy on logits of the precision (its log_softmax accumulates in float32,
+    the loss has the logits' dtype); the all-ignored batch (torch: NaN) is the spec's 0.0."""
+    torch = _torch()
+    F = torch.nn.functional
+
+    def ce(z, t, ii):
+        if not (np.asarray(t) != ii).any():
+            return 0.0
+        return float(F.cross_entropy(_t(z, precision), torch.tensor(t), ignore_index=int(ii)).item())
+
+    def ce_grad(z, t, ii):
+        if not (np.asarray(t) != ii).any():
+            return np.zeros_like(z)
+        zt = _t(z, precision, grad=True)
+        F.cross_entropy(zt, torch.tensor(t), ignore_index=int(ii)).backward()
+        return _np(zt.grad)
+
+    def lm(z, tok):
+        V = z.shape[-1]
+        return ce(z[:, :-1].reshape(-1, V), np.asarray(tok)[:, 1:].reshape(-1), -100)
+
+    return losses.LossAdapter(f"torch.nn.functional.cross_entropy[{precision}]", ce, ce_grad, lm,
+                              lambda z, tok, m: lm(z, np.where(m, tok, -100)), precision=precision)
+
+
+def hf_causal_lm_loss(precision):
+    """transformers' ``ForCausalLMLoss`` (transformers/loss/loss_utils.py; upcasts the logits to
+    float32, pads and shifts the labels, F.cross_entropy mean over counted labels) on logits of
+    the precision; SFT through labels = tokens where the response mask holds, else -100 (HF's
+    convention for prompt masking). The all-ignored batch (NaN there) is the spec's 0.0."""
+    torch = _torch()
+    pytest.importorskip("transformers", reason="transformers not installed: the HF loss adapter needs it")
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    def lm(z, labels):
+        labels = np.asarray(labels)
+        if not (labels[:, 1:] != -100).any():
+            return 0.0
+        return float(ForCausalLMLoss(_t(z, precision), torch.tensor(labels), vocab_size=z.shape[-1]).item())
+
+    def ce(z, t, ii):  # cross_entropy is required by the kind: HF's fixed_cross_entropy
+        from transformers.loss.loss_utils import fixed_cross_entropy
+
+        if not (np.asarray(t) != ii).any():
+            return 0.0
+        return float(fixed_cross_entropy(_t(z, precision).float(), torch.tensor(t), ignore_index=int(ii)).item())
+
+    return losses.LossAdapter(f"transformers.ForCausalLMLoss[{precision}]", ce, None, lm,
+                              lambda z, tok, m: lm(z, np.where(m, tok, -100)), frozenset({"lm"}), precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("prop", losses.PROPERTIES, ids=[p.name for p in losses.PROPERTIES])
+def test_torch_losses_pass(prop, precision):
+    run_property(prop, torch_losses(precision), max_examples=_N)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("prop", [p for p in losses.PROPERTIES if p.requires <= {"lm"}], ids=lambda p: p.name)
+def test_hf_causal_lm_loss_passes(prop, precision):
+    run_property(prop, hf_causal_lm_loss(precision), max_examples=_N)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_hf_causal_lm_loss_without_shift_fails(precision):
+    """HF's loss handed labels it shifts again (a double shift: t paired with t + 2) is rejected."""
+    good = hf_causal_lm_loss(precision)
+    bad = dataclasses.replace(good, name=f"HF loss, labels pre-shifted[{precision}]",
+                              causal_lm_loss=lambda z, tok: good.causal_lm_loss(
+                                  z, np.concatenate([np.asarray(tok)[:, 1:], np.full((len(tok), 1), -100)], 1)))
+    prop = next(p for p in losses.PROPERTIES if p.name == "causal_lm_label_shift")
+    with pytest.raises(AssertionError, match="causal_lm_loss"):
         run_property(prop, bad, max_examples=200)
