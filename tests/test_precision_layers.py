@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from properties import losses, norms
+from properties import losses, norms, rope
 from properties.core import run_property, supports
 
 PRECISIONS = ("float32", "bfloat16")
@@ -27,8 +27,9 @@ def _pairs(props, adapters):
     return [pytest.param(p, a, id=f"{p.name}-{a.name}") for p in props for a in adapters if supports(a, p)]
 
 
-SPEC_LOWP = [m.in_precision(m.REFIMPL, p) for m in (norms, losses) for p in PRECISIONS]
-SPEC_PROPS = norms.PROPERTIES + losses.PROPERTIES
+SPEC_LOWP = [m.in_precision(m.REFIMPL, p) for m in (norms, losses) for p in PRECISIONS] + [
+    rope.in_precision(rope.BUNDLED[0], p) for p in PRECISIONS]
+SPEC_PROPS = norms.PROPERTIES + losses.PROPERTIES + rope.PROPERTIES
 
 
 @pytest.mark.parametrize("prop, impl", _pairs(SPEC_PROPS, SPEC_LOWP))
@@ -190,4 +191,67 @@ def test_hf_causal_lm_loss_without_shift_fails(precision):
                                   z, np.concatenate([np.asarray(tok)[:, 1:], np.full((len(tok), 1), -100)], 1)))
     prop = next(p for p in losses.PROPERTIES if p.name == "causal_lm_label_shift")
     with pytest.raises(AssertionError, match="causal_lm_loss"):
+        run_property(prop, bad, max_examples=200)
+
+
+def hf_llama_rope(precision):
+    """HF Llama's RoPE (transformers/models/llama/modeling_llama.py: ``LlamaRotaryEmbedding``,
+    ``apply_rotary_pos_emb``; the frequencies from modeling_rope_utils' ``ROPE_INIT_FUNCTIONS``)
+    on x of the precision: half layout, full rotary dim. "dynamic" builds its frequencies with
+    ``_compute_dynamic_ntk_parameters(config, seq_len=...)`` and the forward's four lines, since
+    the module would take seq_len from the positions instead of the case's ``seq_len``."""
+    torch = _torch()
+    pytest.importorskip("transformers", reason="transformers not installed: the HF RoPE adapter needs it")
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    def apply(x, positions, *, layout="half", rotary_dim=None, base=10000.0, scaling=None):
+        B, H, L, D = np.shape(x)
+        params = {"rope_type": "default", "rope_theta": base}
+        if scaling:
+            params.update({k: v for k, v in scaling.items() if k not in ("seq_len", "max_position_embeddings")})
+        config = LlamaConfig(hidden_size=D * H, num_attention_heads=H, num_key_value_heads=H, head_dim=D,
+                             max_position_embeddings=(scaling or {}).get("max_position_embeddings", 4096),
+                             rope_parameters=params)
+        xt = _t(x, precision)
+        pos = torch.tensor(np.broadcast_to(np.asarray(positions), (B, L)).copy())
+        if scaling and scaling["rope_type"] == "dynamic":
+            inv_freq, attn = ROPE_INIT_FUNCTIONS["dynamic"](config, None, seq_len=scaling["seq_len"])
+            freqs = pos[..., None].float() * inv_freq.float()
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = (emb.cos() * attn).to(xt.dtype), (emb.sin() * attn).to(xt.dtype)
+        else:
+            cos, sin = LlamaRotaryEmbedding(config)(xt, pos)
+        y, _ = apply_rotary_pos_emb(xt, xt, cos, sin)
+        return _np(y)
+
+    return rope.RopeAdapter(f"transformers.LlamaRotaryEmbedding[{precision}]", apply, frozenset({"scaling"}),
+                            precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("prop", rope.PROPERTIES, ids=[p.name for p in rope.PROPERTIES])
+def test_hf_rope_passes(prop, precision):
+    impl = hf_llama_rope(precision)
+    if not supports(impl, prop):
+        pytest.skip(f"{impl.name} does not declare what {prop.name} needs")
+    run_property(prop, impl, max_examples=_N)
+
+
+def test_hf_rope_llama3_smooth_band_divided_fails():
+    """HF's float32 llama3 RoPE with its smoothed band divided by the factor is rejected."""
+    torch = _torch()
+    good = hf_llama_rope("float32")
+
+    def apply(x, positions, **kw):
+        sc = kw.get("scaling")
+        if sc and sc["rope_type"] == "llama3":
+            y = rope.WRONG["llama3_smooth_band_divided"].apply(x, positions, **kw)
+            return _np(torch.tensor(y, dtype=torch.float32))
+        return good.apply(x, positions, **kw)
+
+    bad = dataclasses.replace(good, name="HF llama3, smoothed band divided[float32]", apply=apply)
+    prop = next(p for p in rope.PROPERTIES if p.name == "rope_matches_reference")
+    with pytest.raises(AssertionError, match="refimpl.apply_rope"):
         run_property(prop, bad, max_examples=200)
