@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from properties import losses, norms, rope
+from properties import ffn, losses, norms, rope
 from properties.core import run_property, supports
 
 PRECISIONS = ("float32", "bfloat16")
@@ -27,9 +27,9 @@ def _pairs(props, adapters):
     return [pytest.param(p, a, id=f"{p.name}-{a.name}") for p in props for a in adapters if supports(a, p)]
 
 
-SPEC_LOWP = [m.in_precision(m.REFIMPL, p) for m in (norms, losses) for p in PRECISIONS] + [
+SPEC_LOWP = [m.in_precision(m.REFIMPL, p) for m in (norms, losses, ffn) for p in PRECISIONS] + [
     rope.in_precision(rope.BUNDLED[0], p) for p in PRECISIONS]
-SPEC_PROPS = norms.PROPERTIES + losses.PROPERTIES + rope.PROPERTIES
+SPEC_PROPS = norms.PROPERTIES + losses.PROPERTIES + ffn.PROPERTIES + rope.PROPERTIES
 
 
 @pytest.mark.parametrize("prop, impl", _pairs(SPEC_PROPS, SPEC_LOWP))
@@ -254,4 +254,59 @@ def test_hf_rope_llama3_smooth_band_divided_fails():
     bad = dataclasses.replace(good, name="HF llama3, smoothed band divided[float32]", apply=apply)
     prop = next(p for p in rope.PROPERTIES if p.name == "rope_matches_reference")
     with pytest.raises(AssertionError, match="refimpl.apply_rope"):
+        run_property(prop, bad, max_examples=200)
+
+
+def torch_ffn(precision):
+    """torch.nn.functional activations and an MLP / GLU written with torch ops in the precision
+    (x @ W + b, act, gate, h * mask / (1 - p)); gradients by autograd."""
+    torch = _torch()
+    F = torch.nn.functional
+    acts = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda u: F.gelu(u, approximate="tanh"), "silu": F.silu,
+            "sigmoid": torch.sigmoid}
+
+    def act(name, u):
+        return _np(acts[name](_t(u, precision)))
+
+    def forward(x, params, tensors, activation, keep, p):
+        glu = isinstance(params, ffn.Fn.GLUParams)
+        P = dict(zip([f.name for f in dataclasses.fields(params)], tensors))
+        lin = (lambda h, W, b: h @ W if b is None else h @ W + b)
+        W1, b1, W2, b2 = ((P["W_gate"], P["b_gate"], P["W_down"], P["b_down"]) if glu else
+                          (P["W1"], P["b1"], P["W2"], P["b2"]))
+        h = acts[activation](lin(x, W1, b1))
+        if glu:
+            h = h * lin(x, P["W_up"], P["b_up"])
+        if keep is not None:
+            h = h * torch.tensor(keep).to(h.dtype) / (1 - p)
+        return lin(h, W2, b2)
+
+    def run(x, params, activation, keep, p):
+        return _np(forward(_t(x, precision), params,
+                           [_t(getattr(params, f.name), precision) for f in dataclasses.fields(params)], activation, keep, p))
+
+    def backward(x, dy, params, activation, keep, p):
+        xt = _t(x, precision, grad=True)
+        ps = [None if getattr(params, f.name) is None else _t(getattr(params, f.name), precision, grad=True)
+              for f in dataclasses.fields(params)]
+        forward(xt, params, ps, activation, keep, p).backward(_t(dy, precision))
+        return _np(xt.grad), type(params)(*(None if t is None else _np(t.grad) for t in ps))
+
+    return ffn.FFNAdapter(f"torch ffn[{precision}]", act, run, backward, precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("prop", ffn.PROPERTIES, ids=[p.name for p in ffn.PROPERTIES])
+def test_torch_ffn_passes(prop, precision):
+    run_property(prop, torch_ffn(precision), max_examples=_N)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_torch_ffn_without_dropout_rescale_fails(precision):
+    """The torch FFN forgetting the 1 / (1 - p) dropout scale is rejected in the precision."""
+    good = torch_ffn(precision)
+    bad = dataclasses.replace(good, name=f"torch ffn, dropout not rescaled[{precision}]",
+                              ffn=lambda x, params, activation, keep, p: good.ffn(x, params, activation, keep, 0.0))
+    prop = next(p for p in ffn.PROPERTIES if p.name == "ffn_matches")
+    with pytest.raises(AssertionError, match="ffn"):
         run_property(prop, bad, max_examples=200)
