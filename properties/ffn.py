@@ -240,8 +240,11 @@ def naive_act_grad(ops, name, u):
         return ops.r(s * ops.r(_F32(1) - s))
 
 
-def _naive_forward(ops, case):
-    f = case.params
+def _naive_forward(ops, case=None, *, x=None, params=None, activation=None, keep=None, p=0.0):
+    """The forward's intermediates, naively (from an FFNCase, or from x, params, activation, keep, p)."""
+    if case is not None:
+        x, params, activation, keep, p = case.x, case.params, case.activation, case.keep, case.p
+    f = params
     glu = isinstance(f, Fn.GLUParams)
     W1, b1 = (f.W_gate, f.b_gate) if glu else (f.W1, f.b1)
     W2, b2 = (f.W_down, f.b_down) if glu else (f.W2, f.b2)
@@ -250,12 +253,12 @@ def _naive_forward(ops, case):
         y = ops.matmul(x, ops.r(W))
         return y if b is None else ops.r(y + ops.r(b))
 
-    x = ops.r(case.x)
+    x = ops.r(x)
     u = lin(x, W1, b1)
-    a = naive_act(ops, case.activation, u)
+    a = naive_act(ops, activation, u)
     v = lin(x, f.W_up, f.b_up) if glu else None
     g = a if v is None else ops.r(a * v)
-    h = g if case.keep is None else np.where(case.keep, ops.r(g / ops.compute(1 - case.p)), ops.compute(0))
+    h = g if keep is None else np.where(keep, ops.r(g / ops.compute(1 - p)), ops.compute(0))
     return dict(x=x, u=u, a=a, v=v, h=h, y=lin(h, W2, b2), W1=ops.r(W1), W2=ops.r(W2),
                 Wv=ops.r(f.W_up) if glu else None, glu=glu)
 

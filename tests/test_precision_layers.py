@@ -15,21 +15,21 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from properties import ffn, losses, norms, rope
+from properties import block, ffn, losses, norms, rope
 from properties.core import run_property, supports
 
 PRECISIONS = ("float32", "bfloat16")
-# a cross-check, not the suite's main run: 30 examples under dev/ci, all under thorough
-_N = settings.default.max_examples if settings.default.max_examples > 100 else min(30, settings.default.max_examples)
+# a cross-check, not the suite's main run: 10 examples a pair under dev/ci, all under thorough
+_N = settings.default.max_examples if settings.default.max_examples > 100 else min(10, settings.default.max_examples)
 
 
 def _pairs(props, adapters):
     return [pytest.param(p, a, id=f"{p.name}-{a.name}") for p in props for a in adapters if supports(a, p)]
 
 
-SPEC_LOWP = [m.in_precision(m.REFIMPL, p) for m in (norms, losses, ffn) for p in PRECISIONS] + [
+SPEC_LOWP = [m.in_precision(m.REFIMPL, p) for m in (norms, losses, ffn, block) for p in PRECISIONS] + [
     rope.in_precision(rope.BUNDLED[0], p) for p in PRECISIONS]
-SPEC_PROPS = norms.PROPERTIES + losses.PROPERTIES + ffn.PROPERTIES + rope.PROPERTIES
+SPEC_PROPS = norms.PROPERTIES + losses.PROPERTIES + ffn.PROPERTIES + block.PROPERTIES + rope.PROPERTIES
 
 
 @pytest.mark.parametrize("prop, impl", _pairs(SPEC_PROPS, SPEC_LOWP))
@@ -309,4 +309,82 @@ def test_torch_ffn_without_dropout_rescale_fails(precision):
                               ffn=lambda x, params, activation, keep, p: good.ffn(x, params, activation, keep, 0.0))
     prop = next(p for p in ffn.PROPERTIES if p.name == "ffn_matches")
     with pytest.raises(AssertionError, match="ffn"):
+        run_property(prop, bad, max_examples=200)
+
+
+def torch_block(precision):
+    """A transformer stack written with torch ops in the precision: F.layer_norm / F.rms_norm
+    (g = offset + w), F.scaled_dot_product_attention (GQA, is_causal), the MLP / GLU of
+    ``torch_ffn``, residual adds; pre-norm, parallel and decoder (cross-attention) blocks."""
+    torch = _torch()
+    F = torch.nn.functional
+    acts = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda u: F.gelu(u, approximate="tanh"), "silu": F.silu,
+            "sigmoid": torch.sigmoid}
+
+    def T(a):
+        return _t(a, precision)
+
+    def norm(n, h):
+        if n.kind == "layernorm":
+            return F.layer_norm(h, (h.shape[-1],), T(n.weight), T(n.bias), n.eps)
+        return F.rms_norm(h, (h.shape[-1],), T(n.weight_offset + np.asarray(n.weight)), n.eps)
+
+    def attn(hq, hkv, a, causal):
+        B, Lq, _ = hq.shape
+        H, Hkv = a.num_heads, a.num_kv_heads or a.num_heads
+
+        def heads(x, W, n):
+            return (x @ T(W)).reshape(B, x.shape[1], n, -1).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(hq, a.W_q, H), heads(hkv, a.W_k, Hkv), heads(hkv, a.W_v, Hkv),
+                                             is_causal=causal, enable_gqa=H != Hkv)
+        return out.transpose(1, 2).reshape(B, Lq, -1) @ T(a.W_o)
+
+    def ff(h, blk):
+        P = {f.name: None if getattr(blk.ffn, f.name) is None else T(getattr(blk.ffn, f.name))
+             for f in dataclasses.fields(blk.ffn)}
+
+        def lin(v, W, b):
+            return v @ W if b is None else v @ W + b
+
+        if isinstance(blk.ffn, ffn.Fn.GLUParams):
+            g = acts[blk.activation](lin(h, P["W_gate"], P["b_gate"])) * lin(h, P["W_up"], P["b_up"])
+            return lin(g, P["W_down"], P["b_down"])
+        return lin(acts[blk.activation](lin(h, P["W1"], P["b1"])), P["W2"], P["b2"])
+
+    def stack(x, blocks, arrangement, causal, memory, scale, final_norm):
+        h, mem = T(x), T(memory)
+        for blk in blocks:
+            n1 = norm(blk.norm1, h)
+            if arrangement == "parallel":
+                h = h + scale * (attn(n1, n1, blk.attn, causal) + ff(n1, blk))
+                continue
+            h = h + attn(n1, n1, blk.attn, causal)
+            if mem is not None:
+                h = h + attn(norm(blk.norm_cross, h), mem, blk.cross_attn, False)
+            h = h + ff(norm(blk.norm2, h), blk)
+        return _np(h if final_norm is None else norm(final_norm, h))
+
+    return block.BlockAdapter(f"torch stack[{precision}]", stack, precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("prop", block.PROPERTIES, ids=[p.name for p in block.PROPERTIES])
+def test_torch_block_passes(prop, precision):
+    run_property(prop, torch_block(precision), max_examples=_N)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_torch_block_ignoring_norm_weight_fails(precision):
+    """The torch stack ignoring its first norm's weight and bias is rejected in the precision."""
+    good = torch_block(precision)
+    def stack(x, blocks, arrangement, causal, memory, scale, final_norm):
+        post = [dataclasses.replace(b, norm1=dataclasses.replace(b.norm1, weight=np.ones_like(b.norm1.weight),
+                                                                 bias=None if b.norm1.bias is None else 0 * b.norm1.bias))
+                for b in blocks]
+        return good.stack(x, post, arrangement, causal, memory, scale, final_norm)
+
+    bad = dataclasses.replace(good, name=f"torch stack, first norm's weight ignored[{precision}]", stack=stack)
+    prop = next(p for p in block.PROPERTIES if p.name == "pre_norm_stack_equals_unrolled")
+    with pytest.raises(AssertionError, match="pre-norm stack"):
         run_property(prop, bad, max_examples=200)
