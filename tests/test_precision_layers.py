@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from properties import block, ffn, losses, norms, rope
+from properties import block, ffn, formats, losses, norms, rope
 from properties.core import run_property, supports
 
 PRECISIONS = ("float32", "bfloat16")
@@ -388,3 +388,54 @@ def test_torch_block_ignoring_norm_weight_fails(precision):
     prop = next(p for p in block.PROPERTIES if p.name == "pre_norm_stack_equals_unrolled")
     with pytest.raises(AssertionError, match="pre-norm stack"):
         run_property(prop, bad, max_examples=200)
+
+
+_CAST_DT = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
+
+
+def torch_cast(precision, declared=None):
+    """torch's Tensor.to(fmt) from a tensor of the precision (a kernel taking bf16 / fp16 input):
+    e4m3fn saturates in torch 2.13 (declared), the others follow the format's rule."""
+    torch = _torch()
+    dts = {f: getattr(torch, f) for f in _CAST_DT}
+
+    def cast(x, fmt):
+        return _np(_t(x, precision).to(dts[fmt]))
+
+    return [formats.CastAdapter(f"torch Tensor.to(float8_e4m3fn) from {precision}", cast,
+                                frozenset({"float8_e4m3fn", "saturate"}), precision=declared or precision),
+            formats.CastAdapter(f"torch Tensor.to(float8_e5m2) from {precision}", cast, frozenset({"float8_e5m2"}),
+                                precision=declared or precision)]
+
+
+def torch_matmul(precision):
+    """torch CPU matmul of bf16 / fp16 tensors (float32 accumulation, the output in the input
+    dtype) and of their float32 upcasts (output float32)."""
+    torch = _torch()
+
+    def matmul(a, b, inp, out):
+        A, B = _t(a, precision).to(getattr(torch, inp)), _t(b, precision).to(getattr(torch, inp))
+        if out == "float32":
+            return _np(A.float() @ B.float())
+        return _np(A @ B)
+
+    return formats.MatmulAdapter(f"torch matmul from {precision}", matmul,
+                                 frozenset({"bfloat16->float32", "bfloat16->bfloat16", "float16->float16",
+                                            "float16->float32"}), precision=precision)
+
+
+@pytest.mark.parametrize("precision", ("bfloat16", "float16"))
+def test_torch_casts_and_matmul_from_low_precision_pass(precision):
+    for impl in torch_cast(precision) + [torch_matmul(precision)]:
+        for prop in formats.PROPERTIES:
+            if supports(impl, prop):
+                run_property(prop, impl, max_examples=_N)
+
+
+def test_torch_cast_through_bfloat16_declared_float32_fails():
+    """A cast that takes its input as bf16 (a double rounding of float32 values) but declares
+    float32 inputs is rejected: the precision sets what the suite draws."""
+    impl = torch_cast("bfloat16", declared="float32")[1]
+    prop = next(p for p in formats.PROPERTIES if p.name == "cast_round_nearest_even")
+    with pytest.raises(AssertionError, match="round-to-nearest-even"):
+        run_property(prop, impl, max_examples=200)
