@@ -196,7 +196,7 @@ class AttentionMask:
         k0, k1, _ = ks.indices(self.Lk)
         out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
         for p in self.predicates:
-            out = out & p.tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
+            out = out & p._tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
         for a in self.arrays:
             out = out & a.tile(qs, ks)
         return out

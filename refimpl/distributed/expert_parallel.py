@@ -52,7 +52,7 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import as_float_array, count, flag, index_array
+from .._validate import as_float_array, check_budget, count, flag, index_array
 from .._validate import experts as check_experts
 from ..moe.dispatch import gather_by_expert, scatter_combine, sort_by_expert
 from ..moe.forward import router_logits
@@ -122,7 +122,8 @@ def contiguous_placement(E: int, P: int) -> np.ndarray:
     """owner[e] = e // (E / P): E / P consecutive experts per rank (P must divide E)."""
     E, P = count(E, "E", minimum=1), count(P, "P", minimum=1, maximum=MAX_RANKS)
     if E % P:
-        raise ValueError(f"E, P: contiguous placement needs P={P} to divide E={E}")
+        raise ValueError(f"E, P: expected P dividing E (contiguous placement), got P = {P}, E = {E}")
+    check_budget("E", shape=(E,), itemsize=16, what=f"an owner for each of {E} experts")
     return np.arange(E, dtype=np.int64) // (E // P)
 
 

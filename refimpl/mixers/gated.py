@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
+from .._validate import as_float_array, check_budget, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
 
 FORMS = ("recurrent", "parallel", "chunked")
 G_FLOOR = -800.0
@@ -60,7 +60,9 @@ G_FLOOR = -800.0
 def retnet_gammas(num_heads: int) -> np.ndarray:
     """RetNet's per-head decay gamma_h = 1 - 2^(-5-h), h = 0..H-1 (Sun et al. 2023, sec. 2.2;
     fla ``fla/ops/retention/naive.py`` ``naive_retention``). Log-gate: ``np.log(gamma)``."""
-    return 1.0 - 2.0 ** (-5.0 - np.arange(positive_int(num_heads, "num_heads"), dtype=np.float64))
+    H = positive_int(num_heads, "num_heads")
+    check_budget("num_heads", shape=(H,), itemsize=16, what=f"{H} decays")
+    return 1.0 - 2.0 ** (-5.0 - np.arange(H, dtype=np.float64))
 
 
 class _Setup:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import (FLOAT_MAX, as_float_array, choice, count, finite_result, flag, positive_float,
+from .._validate import (FLOAT_MAX, as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
                          positive_int, real_number)
 from .gated import FORMS, gated_linear_attention
 
@@ -126,6 +126,9 @@ def orthogonal_gaussian(m: int, d: int, seed) -> np.ndarray:
     rescaled by the norms of independent Gaussian vectors so each row is marginally N(0, I_d).
     """
     m, d = positive_int(m, "m"), positive_int(d, "d")
+    n_blocks = -(-m // d)
+    check_budget("m, d", nbytes=8 * (3 * m * d + 3 * d * d), steps=n_blocks,
+                 what=f"{n_blocks} QR factorisations of ({d}, {d}) and an ({m}, {d}) result")
     rng = np.random.default_rng(count(seed, "seed", maximum=None))
     blocks = []
     for _ in range(-(-m // d)):
