@@ -129,12 +129,13 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
             raise ValueError(f"{name}: integer entries beyond 2**53 are not exact in float64")
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():  # one pass when all is well; find the culprit only when not
+        want_finite = "finite entries (or -inf, hidden)" if allow_neg_inf else "finite entries"
         if np.isnan(arr).any():
-            raise ValueError(f"{name}: contains NaN")
+            raise ValueError(f"{name}: expected {want_finite}, got an entry NaN")
         if np.isposinf(arr).any():
-            raise ValueError(f"{name}: contains +inf")
+            raise ValueError(f"{name}: expected {want_finite}, got an entry +inf")
         if not allow_neg_inf:
-            raise ValueError(f"{name}: contains -inf")
+            raise ValueError(f"{name}: expected {want_finite}, got an entry -inf")
     return arr
 
 

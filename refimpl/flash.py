@@ -435,8 +435,7 @@ def flash_attention(
 def tile_grid(Lq: int, Lk: int, block_q: int, block_k: int) -> tuple[int, int]:
     """(T_r, T_c) = (ceil(Lq / block_q), ceil(Lk / block_k))."""
     Lq, Lk = positive_int(Lq, "Lq", allow_zero=True), positive_int(Lk, "Lk", allow_zero=True)
-    positive_int(block_q, "block_q")
-    positive_int(block_k, "block_k")
+    block_q, block_k = positive_int(block_q, "block_q"), positive_int(block_k, "block_k")
     return -(-Lq // block_q), -(-Lk // block_k)
 
 

@@ -129,13 +129,19 @@ def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, f
     (masked quadratic) or "chunked" (any ``chunk_size`` >= 1; need not divide L).
     Returns (o (B, H, L, V), final state S_L (B, H, K, V)).
     """
+    return _gla(q, k, v, g, scale, initial_state, form, chunk_size,
+                ("q, k, v, scale, initial_state", "k, v, initial_state"))
+
+
+def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple):
+    """``gated_linear_attention``; ``names``: the caller's arguments an overflowing output / state comes from."""
     s = _Setup(q, k, v, g, scale, initial_state)
     choice(form, "form", FORMS)
     starts = chunk_starts(s.L, chunk_size)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
         o, S = _forms(s, form, starts, chunk_size)
-    finite_result(o, "an output", "q, k, v, scale, initial_state")
-    finite_result(S, "the final state", "k, v, initial_state")
+    finite_result(o, "an output", names[0])
+    finite_result(S, "the final state", names[1])
     return o, S
 
 
