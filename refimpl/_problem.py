@@ -36,7 +36,8 @@ def check_real_4d(x, name: str) -> np.ndarray:
     if arr.size > 2**20:  # a broadcast view is cheap to pass, not to compute with
         check_budget(name, shape=arr.shape, what=f"a float64 array of shape {arr.shape}")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: expected finite entries, got NaN or inf")
+        bad = "NaN" if np.isnan(arr).any() else ("+inf" if np.isposinf(arr).any() else "-inf")
+        raise ValueError(f"{name}: expected finite entries, got an entry {bad}")
     return arr
 
 
