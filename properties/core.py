@@ -372,15 +372,15 @@ def load_user_implementations(env_var: str = "REFIMPL_IMPLS") -> list:
     return out
 
 
-def closest(name: str, candidates, n: int = 3) -> list:
+def closest(name: str, candidates, n: int = 3, cutoff: float = 0.6) -> list:
     """The ``n`` candidates nearest ``name`` (difflib), for "did you mean" messages."""
     import difflib
 
-    return difflib.get_close_matches(name, sorted(set(candidates)), n=n, cutoff=0.5)
+    return difflib.get_close_matches(name, sorted(set(candidates)), n=n, cutoff=cutoff)
 
 
-def _did_you_mean(name: str, candidates) -> str:
-    near = closest(name, candidates)
+def _did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
+    near = closest(name, candidates, cutoff=cutoff)
     return f"; did you mean {', '.join(map(repr, near))}?" if near else ""
 
 
@@ -403,7 +403,7 @@ def _import_named(module_name: str, origin: str, item: str):
             names = []
         prefix = parent + "." if parent else ""
         raise ProtocolError(f"{origin}: no module named {missing!r} (from {item!r})"
-                            + _did_you_mean(missing, [prefix + n for n in names])
+                            + _did_you_mean(missing, [prefix + n for n in names], cutoff=0.75)
                             + " Is it installed, or on sys.path (run from your repository's root)?") from None
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -79,6 +80,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from .core import ProtocolError, load_adapter
     from .report import XfailError, xfail_entries
 
+    # Your package need not be installed: the directory pytest was started from (your
+    # repository's root) is searched last, as `python -m properties` would.
+    here = str(config.invocation_params.dir)
+    if here not in sys.path:
+        sys.path.append(here)
     # The snippets rebuild adapters by name through $REFIMPL_IMPLS (properties.core.find_adapter).
     env = [s.strip() for s in os.environ.get("REFIMPL_IMPLS", "").split(",") if s.strip()]
     os.environ["REFIMPL_IMPLS"] = ",".join(dict.fromkeys(env + specs))

@@ -276,41 +276,63 @@ def headroom_rows(records) -> list:
     return sorted(rows, key=lambda t: (t[0], t[1]))
 
 
-def headroom_svg(records, title: str = "worst error / bound per property and implementation") -> str:
-    """A self-contained SVG: one bar per (property, implementation), log scale from 1e-6 to 10;
-    the bound is the line at 1, a bar beyond it failed. Colours: pass blue, fail red, xfail grey."""
+def headroom_svg(records, title: str = "worst error / bound, per property and implementation",
+                 max_bars: int = 60) -> str:
+    """A self-contained SVG of each (property, implementation)'s worst error / bound, log scale
+    from 1e-6 to 10, the bound the red line at 1 (a mark beyond it failed; headroom = 1 - ratio).
+
+    Up to ``max_bars`` pairs: one bar each, labelled "property | implementation". More: one row
+    per property, one dot per implementation (its name in the dot's tooltip), and the row's
+    worst implementation named at the right. Colours: pass blue, fail red, xfail grey, xpass orange.
+    """
     import math
 
     rows = headroom_rows(records)
-    bar, gap, left, right, top = 12, 3, 430, 40, 44
-    width = left + 420 + right
-    height = top + len(rows) * (bar + gap) + 40
+    bars = len(rows) <= max_bars
+    props = sorted({r[0] for r in rows})
+    n_rows = len(rows) if bars else len(props)
+    step, left, plot, right, top = 15, 400, 420, 10 if bars else 260, 48
+    width = left + plot + right
+    height = top + n_rows * step + 40
     lo, hi = -6.0, 1.0
+    colour = {"pass": "#3b6fb6", "fail": "#c0392b", "xfail": "#999999", "xpass": "#e67e22"}
 
     def x(ratio):
         v = math.log10(max(ratio, 10**lo)) if math.isfinite(ratio) else hi
-        return left + (min(v, hi) - lo) / (hi - lo) * 420
+        return left + (min(v, hi) - lo) / (hi - lo) * plot
 
-    colour = {"pass": "#3b6fb6", "fail": "#c0392b", "xfail": "#999999", "xpass": "#e67e22"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="10">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="8" y="16" font-size="13">{_escape(title)}</text>',
-           f'<text x="8" y="32" fill="#555">{len(rows)} pairs; log scale; the bound is the line at 1; '
-           f'headroom = 1 - ratio</text>']
+           f'<text x="8" y="32" fill="#555">{len(rows)} (property, implementation) pairs that compare against a '
+           f'bound; log scale; the red line is the bound; entries below 1e-6 (or exact) sit at the left edge</text>']
     for e in range(int(lo), int(hi) + 1):
         xe = x(10.0**e)
         out.append(f'<line x1="{xe:.1f}" y1="{top - 4}" x2="{xe:.1f}" y2="{height - 30}" '
                    f'stroke="{"#c0392b" if e == 0 else "#ddd"}" stroke-width="{1.5 if e == 0 else 1}"/>')
         out.append(f'<text x="{xe:.1f}" y="{height - 16}" text-anchor="middle">1e{e}</text>')
-    for n, (prop, impl, ratio, status) in enumerate(rows):
-        y = top + n * (bar + gap)
-        label = f"{prop} | {impl}"
-        label = label if len(label) <= 78 else label[:75] + "..."
-        out.append(f'<text x="{left - 6}" y="{y + bar - 2}" text-anchor="end">{_escape(label)}</text>')
-        out.append(f'<rect x="{left}" y="{y}" width="{max(x(ratio) - left, 1):.1f}" height="{bar}" '
-                   f'fill="{colour.get(status, "#3b6fb6")}"><title>{_escape(label)}: {ratio:.3g} of the bound '
-                   f'({status})</title></rect>')
+    if bars:
+        for n, (prop, impl, ratio, status) in enumerate(rows):
+            y = top + n * step
+            label = f"{prop} | {impl}"
+            label = label if len(label) <= 72 else label[:69] + "..."
+            out.append(f'<text x="{left - 6}" y="{y + 10}" text-anchor="end">{_escape(label)}</text>')
+            out.append(f'<rect x="{left}" y="{y + 1}" width="{max(x(ratio) - left, 1):.1f}" height="{step - 4}" '
+                       f'fill="{colour.get(status, "#3b6fb6")}"><title>{_escape(label)}: {ratio:.3g} of the bound '
+                       f'({status})</title></rect>')
+    else:
+        for n, prop in enumerate(props):
+            y = top + n * step + 7
+            mine = [r for r in rows if r[0] == prop]
+            out.append(f'<text x="{left - 6}" y="{y + 3}" text-anchor="end">{_escape(prop)}</text>')
+            out.append(f'<line x1="{left}" y1="{y}" x2="{left + plot}" y2="{y}" stroke="#f0f0f0"/>')
+            for _, impl, ratio, status in mine:
+                out.append(f'<circle cx="{x(ratio):.1f}" cy="{y}" r="3.5" fill="{colour.get(status, "#3b6fb6")}" '
+                           f'fill-opacity="0.6"><title>{_escape(impl)}: {ratio:.3g} of the bound ({status})</title></circle>')
+            top_impl = max(mine, key=lambda r: r[2])
+            name = top_impl[1] if len(top_impl[1]) <= 38 else top_impl[1][:35] + "..."
+            out.append(f'<text x="{left + plot + 6}" y="{y + 3}" fill="#555">{_escape(name)} {top_impl[2]:.2g}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
