@@ -371,7 +371,7 @@ def check_dropout_keep_mask(impl, case):
 def check_extreme_scores(impl, case):
     """Scores of magnitude up to ~1e4: finite outputs, no overflow, equal to the spec."""
     out, lse = _run(impl, case)
-    if not np.isfinite(out).all():
+    if not np.isfinite(out[np.isfinite(C.reference(impl, case)[0])]).all():  # NaN only where the convention says
         raise AssertionError(f"{impl.name}: non-finite output with extreme scores; {case!r}")
     check_matches_reference(impl, case)
 
@@ -406,7 +406,7 @@ def check_fully_masked_rows(impl, case):
         return
     atol_out, atol_lse = _bounds(impl, case)
     ctx = f"{impl.name} (convention {getattr(impl, 'convention', None)!r}), fully masked rows; {case!r}"
-    exact = ~_empty_rows_move(impl)
+    exact = not _empty_rows_move(impl)
     _close("out", out[empty], ref_out[empty], 0.0 if exact else atol_out, ctx)
     if lse is not None and "lse" in impl.capabilities:
         _close_lse("lse", np.asarray(lse)[empty], ref_lse[empty], atol_lse, ctx)

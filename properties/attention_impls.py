@@ -46,14 +46,20 @@ from .attention_cases import ALL_CAPS
 class AttentionAdapter:
     """Adapter protocol for attention implementations.
 
-    forward(q, k, v, **kwargs) -> (out, lse) with refimpl.attention's keywords.
+    forward(q, k, v, **kwargs) -> (out, lse) with the attention kind's keywords
+    (``properties.attention_cases.ATTENTION_KIND``: refimpl.attention's plus
+    key_padding_mask, alibi_slopes, sinks, cu_seqlens_q/k).
     backward(q, k, v, dout, **kwargs) -> (dq, dk, dv), if "backward" in capabilities.
-    precision: "float64" (compared with the float64 bound) or "float32"
-    (compared the flash-attn way; see properties.tolerance).
+    precision: "float64" (default), "float32", "bfloat16" or "float16": the
+    arithmetic it is held to (``properties.tolerance``; inputs arrive as float64
+    arrays whose values are exact in that precision).
     tiling: (block_k, chunks) for a tiled float64 implementation: its bound
     grows with the number of online-softmax steps (``flash_forward_bounds``).
     declines, tiles, head_dims, max_len: see properties.protocol (option values
     never drawn; the sizes strategies draw around).
+    convention: a name in ``refimpl.conventions.PRESETS`` ("xformers", "hf_mistral",
+    "flash_attn2", "jax", ...): expected values follow that library (its fully
+    masked rows and their lse); keywords stay in the spec's form.
     """
 
     name: str
@@ -67,6 +73,7 @@ class AttentionAdapter:
     tiles: tuple | None = None
     head_dims: tuple | None = None
     max_len: int | None = None
+    convention: str | None = None
 
 
 BUGS = (
