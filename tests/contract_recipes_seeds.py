@@ -228,3 +228,36 @@ def _(draw):
 def _(draw):
     n, d = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     return dict(image_embeds=arr(draw, (n, d)), text_embeds=arr(draw, (n, d)), logit_scale=draw(st.floats(-5, 5)))
+
+
+# --- latent ------------------------------------------------------------------------
+
+from refimpl import latent as LTB  # noqa: E402
+
+recipe("refimpl.latent.init_latent_block", kinds=dict(seed="count", d_model="count", num_latents="count",
+                                                      num_heads="count", d_ff="count"))(
+    lambda draw: (lambda h: dict(seed=draw(st.integers(0, 9)), d_model=h * draw(st.integers(1, 3)),
+                                 num_latents=draw(st.integers(1, 4)), num_heads=h, d_ff=draw(st.integers(0, 5))))(
+        draw(st.integers(1, 2))))
+
+
+@recipe("refimpl.latent.latent_block", kinds=dict(x="array", weights="object", num_heads="count"))
+def _(draw):
+    h = draw(st.integers(1, 2))
+    d = h * draw(st.integers(1, 3))
+    w = LTB.init_latent_block(draw(st.integers(0, 9)), d_model=d, num_latents=draw(st.integers(1, 3)), num_heads=h,
+                              d_ff=draw(st.integers(0, 4)))
+    return dict(x=arr(draw, (draw(st.integers(1, 2)), draw(st.integers(1, 5)), d)), weights=w, num_heads=h)
+
+
+recipe("refimpl.latent.LatentBlockWeights", kinds=dict(latents="array", cross="object", self_attn="object",
+                                                        ln_q="object", ln_kv="object", ln_s="object"),
+       call=lambda fn, kw: LTB.latent_block(np.ones((1, 2, kw["latents"].shape[-1] if hasattr(kw["latents"], "shape")
+                                                     and np.ndim(kw["latents"]) == 2 else 2)), fn(**kw), num_heads=1))(
+    lambda draw: (lambda w: dict(latents=w.latents, cross=w.cross, self_attn=w.self_attn, ln_q=w.ln_q, ln_kv=w.ln_kv,
+                                 ln_s=w.ln_s))(LTB.init_latent_block(draw(st.integers(0, 9)), d_model=2, num_latents=2,
+                                                                     num_heads=1)))
+recipe("refimpl.latent.latent_block_scores", kinds=dict(batch="count", num_latents="count", length="count",
+                                                        num_heads="count"))(
+    lambda draw: dict(batch=draw(st.integers(1, 4)), num_latents=draw(st.integers(1, 600)),
+                      length=draw(st.integers(1, 10**5)), num_heads=draw(st.integers(1, 16))))

@@ -12,6 +12,7 @@ import numpy as np
 
 import refimpl
 from refimpl import accounting as A
+from refimpl import latent as LT
 from refimpl import masks as M
 from refimpl import receptive_field as RF
 from refimpl.io_accounting import score_matrix_elements
@@ -204,6 +205,16 @@ def _qwen15_beside():
             f"routed + a shared expert 4 times as wide (4 x 1408 = 5632); per token 4 routed + the shared one run")
 
 
+# --- seed 003 section 4.5: the latent block (ERRATA 26: not DeepSeek's MLA) ----------------------
+
+
+def _latent():
+    """Scores per head of one latent block, M = 512 latents reading L = 224 x 224 inputs, vs L^2."""
+    w = LT.init_latent_block(0, d_model=4, num_latents=3, num_heads=1)
+    rows = LT.latent_block(np.random.default_rng(0).standard_normal((1, 40, 4)), w, num_heads=1).shape[1]
+    return LT.latent_block_scores(1, 512, 224 * 224), (224 * 224) ** 2, rows
+
+
 EXAMPLES = [
     WorkedExample(
         "window_global_exact_count", "000 section 1", "O(n·(w + |G|)) ≈ O(n·w) when |G| ≪ w",
@@ -265,5 +276,13 @@ EXAMPLES = [
         lambda: (score_matrix_elements(1024, 1024), score_matrix_elements(100_000, 100_000)),
         (1_048_576, 10_000_000_000), 0.0,
         "refimpl.io_accounting.score_matrix_elements: 2^20 = 1,048,576 and 10^10 scores per head",
+    ),
+    WorkedExample(
+        "latent_block_cost", "003 section 4.5", "cross-attention with a latent array, M ≪ L: z += CrossAttn(z <- x); "
+        "z += SelfAttn(z) (called 'MLA' there)",
+        _latent, (25_952_256, 2_517_630_976, 3), 0.0,
+        "ERRATA 26: refimpl.latent.latent_block, a Perceiver-style block, named apart from DeepSeek's MLA "
+        "(refimpl.mla); scores per head M L + M^2 for M = 512, L = 50,176 against L^2 (97x fewer); the block "
+        "returns M rows whatever L (3 latents reading 40 tokens -> 3 rows)", erratum=26,
     ),
 ]
