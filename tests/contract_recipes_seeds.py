@@ -261,3 +261,20 @@ recipe("refimpl.latent.latent_block_scores", kinds=dict(batch="count", num_laten
                                                         num_heads="count"))(
     lambda draw: dict(batch=draw(st.integers(1, 4)), num_latents=draw(st.integers(1, 600)),
                       length=draw(st.integers(1, 10**5)), num_heads=draw(st.integers(1, 16))))
+
+
+# --- scaling -----------------------------------------------------------------------
+
+recipe("refimpl.scaling.logit_variance", kinds=dict(x="array", sigma="float"))(
+    lambda draw: dict(x=arr(draw, (draw(st.integers(1, 3)), draw(st.integers(1, 8)))), sigma=draw(st.floats(0.0, 2.0))))
+
+
+@recipe("refimpl.scaling.recentred_affine", kinds=dict(y="array", W="array", b="array"))
+def _(draw):
+    T, d, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return dict(y=arr(draw, (T, d)), W=arr(draw, (d, n)), b=arr(draw, (n,)))
+
+
+recipe("refimpl.scaling.constant_bias_residual", kinds=dict(y="array", W="array"))(
+    lambda draw: (lambda d: dict(y=arr(draw, (draw(st.integers(1, 4)), d)), W=arr(draw, (d, draw(st.integers(1, 4))))))(
+        draw(st.integers(1, 4))))

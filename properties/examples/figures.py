@@ -13,6 +13,8 @@ import numpy as np
 import refimpl
 from refimpl import accounting as A
 from refimpl import latent as LT
+from refimpl import scaling as SC
+from refimpl.norms import rms_norm
 from refimpl import masks as M
 from refimpl import receptive_field as RF
 from refimpl.io_accounting import score_matrix_elements
@@ -215,6 +217,32 @@ def _latent():
     return LT.latent_block_scores(1, 512, 224 * 224), (224 * 224) ** 2, rows
 
 
+# --- seed 003 sections 3.1 and 5.2: scaling arguments ------------------------------------------
+
+
+def _logit_var():
+    """E = 4096, sigma = 0.02: Var(l) = E sigma^2 exactly for RMS(x) = 1; a seeded Monte Carlo over head rows."""
+    rng = np.random.default_rng(31)
+    x = rms_norm(rng.standard_normal((1, 4096)), eps=0.0)
+    w = rng.standard_normal((2000, 4096)) * 0.02
+    return float(SC.logit_variance(x, 0.02)[0]), float(np.var(w @ x[0]))
+
+
+def _recentre():
+    rng = np.random.default_rng(52)
+    y, W, b = rng.standard_normal((64, 8)) + rng.standard_normal((64, 1)), rng.standard_normal((8, 8)), np.zeros(8)
+    u, _ = SC.recentred_affine(y, W, b)
+    return bool(np.allclose(u, y @ W + b, rtol=1e-12, atol=1e-12)), SC.constant_bias_residual(y, W) > 0
+
+
+def _recentre_beside():
+    rng = np.random.default_rng(52)
+    y, W = rng.standard_normal((64, 8)) + rng.standard_normal((64, 1)), rng.standard_normal((8, 8))
+    return (f"64 tokens, d = 8: per token W y + b = W (y - mu 1) + (b + mu W 1) to rounding; the best constant bias "
+            f"leaves a mean squared remainder {SC.constant_bias_residual(y, W):.3f} = Var_t(mu) ||W 1||^2, against "
+            f"mean ||W y||^2 = {np.mean(np.sum((y @ W) ** 2, axis=1)):.3f}")
+
+
 EXAMPLES = [
     WorkedExample(
         "window_global_exact_count", "000 section 1", "O(n·(w + |G|)) ≈ O(n·w) when |G| ≪ w",
@@ -284,5 +312,18 @@ EXAMPLES = [
         "ERRATA 26: refimpl.latent.latent_block, a Perceiver-style block, named apart from DeepSeek's MLA "
         "(refimpl.mla); scores per head M L + M^2 for M = 512, L = 50,176 against L^2 (97x fewer); the block "
         "returns M rows whatever L (3 latents reading 40 tokens -> 3 rows)", erratum=26,
+    ),
+    WorkedExample(
+        "lm_head_logit_variance", "003 section 3.1", "Var(l) ≈ E σ², so the standard deviation ~ √E",
+        _logit_var, (1.6384, 1.6384), 0.158,
+        "refimpl.scaling.logit_variance at E = 4096, sigma = 0.02: exactly E sigma^2 = 1.6384 for RMS(x) = 1 "
+        "(std 1.28 = 0.02 sqrt(4096)), beside a seeded Monte Carlo over 2000 head rows; tolerance 5 standard "
+        "errors of a variance from 2000 normal draws, 5 sqrt(2/1999) = 0.158 relative",
+    ),
+    WorkedExample(
+        "rmsnorm_mean_and_bias", "003 section 5.2", "u = W(y − μ_y 1) + (b + W μ_y 1): equivalent to adjusting the bias",
+        _recentre, (True, True), 0.0,
+        "refimpl.scaling.recentred_affine: exact per token; but mu_y varies across tokens, so one learned bias "
+        "cannot absorb it (constant_bias_residual > 0 unless W 1 = 0); docs/scaling.md", beside=_recentre_beside,
     ),
 ]
