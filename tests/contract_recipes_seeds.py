@@ -278,3 +278,30 @@ def _(draw):
 recipe("refimpl.scaling.constant_bias_residual", kinds=dict(y="array", W="array"))(
     lambda draw: (lambda d: dict(y=arr(draw, (draw(st.integers(1, 4)), d)), W=arr(draw, (d, draw(st.integers(1, 4))))))(
         draw(st.integers(1, 4))))
+
+
+# --- pooled memory -----------------------------------------------------------------
+
+from refimpl import pooled_memory as PMM  # noqa: E402
+
+PM_KINDS = dict(window="count", g1="count", g2="count", mid_range="count")
+
+
+def _pm_cfg(draw):
+    g1 = draw(st.integers(1, 3))
+    g2 = g1 * draw(st.integers(1, 3))
+    return dict(window=draw(st.integers(1, 6)), g1=g1, g2=g2, mid_range=g2 * draw(st.integers(0, 3)))
+
+
+recipe("refimpl.pooled_memory.boundaries", "refimpl.pooled_memory.units", kinds=dict(PM_KINDS, t="count"))(
+    lambda draw: dict(_pm_cfg(draw), t=draw(st.integers(0, 60))))
+recipe("refimpl.pooled_memory.unit_counts", kinds=dict(PM_KINDS, n="count"))(
+    lambda draw: dict(_pm_cfg(draw), n=draw(st.integers(1, 60))))
+
+
+@recipe("refimpl.pooled_memory.pooled_attention", kinds=dict(PM_KINDS, q="array", k="array", v="array",
+                                                             size_bias="bool"))
+def _(draw):
+    L, D = draw(st.integers(1, 12)), draw(st.integers(1, 3))
+    return dict(_pm_cfg(draw), q=arr(draw, (L, D)), k=arr(draw, (L, D)), v=arr(draw, (L, draw(st.integers(1, 3)))),
+                size_bias=draw(st.booleans()))

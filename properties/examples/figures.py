@@ -13,6 +13,7 @@ import numpy as np
 import refimpl
 from refimpl import accounting as A
 from refimpl import latent as LT
+from refimpl import pooled_memory as PMEM
 from refimpl import scaling as SC
 from refimpl.norms import rms_norm
 from refimpl import masks as M
@@ -243,6 +244,23 @@ def _recentre_beside():
             f"mean ||W y||^2 = {np.mean(np.sum((y @ W) ** 2, axis=1)):.3f}")
 
 
+# --- seed 001 sections 22.2, 22.4: recent single, mid-range pooled, distant coarser ---------------
+
+PM_CFG = dict(window=256, g1=64, g2=1024, mid_range=4096)
+
+
+def _pooled():
+    m, a = PMEM.boundaries(100_000, **PM_CFG)
+    return int(PMEM.unit_counts(100_001, **PM_CFG)[-1]), 100_000 - a + 1, (a - m) // 64, m // 1024
+
+
+def _pooled_beside():
+    c = PMEM.unit_counts(100_001, **PM_CFG)
+    return (f"units per query at t = 100,000: single keys + mid groups of 64 + distant groups of 1024; summed over "
+            f"all 100,001 queries {int(c.sum()):,} against {100_001 * 100_002 // 2:,} causal scores "
+            f"({100_001 * 100_002 / 2 / c.sum():.0f}x fewer)")
+
+
 EXAMPLES = [
     WorkedExample(
         "window_global_exact_count", "000 section 1", "O(n·(w + |G|)) ≈ O(n·w) when |G| ≪ w",
@@ -325,5 +343,13 @@ EXAMPLES = [
         _recentre, (True, True), 0.0,
         "refimpl.scaling.recentred_affine: exact per token; but mu_y varies across tokens, so one learned bias "
         "cannot absorb it (constant_bias_residual > 0 unless W 1 = 0); docs/scaling.md", beside=_recentre_beside,
+    ),
+    WorkedExample(
+        "pooled_memory_units", "001 sections 22.2, 22.4",
+        "recent: individual tokens | mid-range: pooled groups | distant: coarse summaries; O(w + groups) per token",
+        _pooled, (452, 289, 70, 93), 0.0,
+        "refimpl.pooled_memory with w = 256, g1 = 64 over a mid range of 4096, g2 = 1024: 289 single keys (the "
+        "window plus the partial group beside it), 70 mid groups (the mid range rounded out to the 1024 grid), 93 distant groups, on absolute grids",
+        beside=_pooled_beside,
     ),
 ]
