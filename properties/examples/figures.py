@@ -163,18 +163,22 @@ N_Q, W_Q, S_Q = 128_000, 2048, 64
 
 
 def _dual_chunk_rows(n, w, s):
-    """Per row p: window keys (w incl. self) + stride keys (p - j multiple of s) - both."""
+    """Per row p: window keys (w incl. self) + stride keys (absolute j % s == 0, j <= p) - both."""
     p = np.arange(n, dtype=np.int64)
-    local, stride = np.minimum(p + 1, w), p // s + 1
-    both = np.minimum(p, w - 1) // s + 1
+    lo = np.maximum(0, p - w + 1)
+    local, stride = p - lo + 1, p // s + 1
+    both = p // s - (lo - 1) // s  # multiples of s in [lo, p]
     return local + stride - both, local, stride
 
 
 def _dual_chunk():
-    last = int(M.Strided(S_Q).row_counts(1, N_Q)[0])  # the last query's stride keys
-    total, local, stride = (int(a.sum()) for a in _dual_chunk_rows(N_Q, W_Q, S_Q))
-    small = (M.SlidingWindow(W_Q // 64 - 1, 0) & M.Causal()) | M.Strided(S_Q // 8)
-    if not np.array_equal(small.row_counts(700, 700), _dual_chunk_rows(700, W_Q // 64, S_Q // 8)[0]):
+    """refimpl.masks.dual_chunk_masks (the seed's two branches): the last query's stride keys at n = 128,000,
+    and the exact union count from the closed form, checked row by row against the masks at n = 700."""
+    local, strided = M.dual_chunk_masks(W_Q, S_Q)
+    last = int(strided.row_counts(1, N_Q)[0])
+    total = int(_dual_chunk_rows(N_Q, W_Q, S_Q)[0].sum())
+    lo_s, st_s = M.dual_chunk_masks(W_Q // 64, S_Q // 8)
+    if not np.array_equal((lo_s & M.Causal() | st_s).row_counts(700, 700), _dual_chunk_rows(700, W_Q // 64, S_Q // 8)[0]):
         raise AssertionError("closed form and mask disagree")
     return last, total
 
@@ -307,8 +311,8 @@ EXAMPLES = [
     WorkedExample(
         "dual_chunk_representatives", "001 section 23.2", "128000/64 = 2000 representative tokens; O(n·w) + O(n²/s)",
         _dual_chunk, (2000, 384_047_616), 0.0,
-        "Strided(64) row count of the last query at n = 128,000, and the exact visible pairs of a 2048-key causal "
-        "window OR stride 64",
+        "refimpl.masks.dual_chunk_masks(2048, 64): the strided branch's row count for the last query at n = 128,000, "
+        "and the exact visible pairs of the union of the 2048-key causal window and every 64th key",
         beside=_dual_chunk_beside,
     ),
     WorkedExample(
