@@ -368,7 +368,9 @@ def check_backward_finite_differences(impl, case):
 
 def spec_gradients_fd(case, dout, h: float = 1e-5):
     """((dq, dk, dv), (err_dq, err_dk, err_dv)): every entry of the gradient of
-    f = sum(dout * refimpl.attention(...)[0]) by central differences, and an error bound.
+    f = sum(dout * out) by central differences of the spec's forward in float64 (the
+    independent formula ``attention_impls.naive_attention``, vectorised over the batch of
+    steps; neither refimpl.attention_backward nor the adapter's forward), and an error bound.
 
     Entries separate: out row i depends on q row i only, so one step along q[..., d] for all
     rows at once gives dq[..., d] from the per-row f; a step along k[b, h, j, d] (v likewise)
@@ -387,8 +389,8 @@ def spec_gradients_fd(case, dout, h: float = 1e-5):
     def run(qs, ks, vs, n):  # n copies stacked on the batch axis -> per-copy out * dout
         kw = {key: (np.tile(val, (n, 1, 1, 1)) if isinstance(val, np.ndarray) and val.ndim == 4
                     and val.shape[0] == B > 1 else val) for key, val in spec.items()}
-        out = refimpl.attention(qs.reshape(n * B, Hq, Lq, D), ks.reshape(n * B, Hkv, Lk, D),
-                                vs.reshape(n * B, Hkv, Lk, Dv), **kw)[0]
+        out = attention_impls.naive_attention(qs.reshape(n * B, Hq, Lq, D), ks.reshape(n * B, Hkv, Lk, D),
+                                              vs.reshape(n * B, Hkv, Lk, Dv), **kw)[0]
         return out.reshape(n, B, Hq, Lq, Dv) * dout
 
     def diff(vals):  # vals (4, ...): f at +h, -h, +2h, -2h
@@ -415,7 +417,7 @@ def spec_gradients_fd(case, dout, h: float = 1e-5):
         g, e = diff(np.moveaxis(fx.sum(axis=(5, 6, 7)), (1, 2), (-2, -1)))
         grads.append(g)
         errs.append(e)
-    out = refimpl.attention(q, k, v, **spec)[0]
+    out = attention_impls.naive_attention(q, k, v, **spec)[0]
     roundoff = 8 * U64 * float(np.sum(np.abs(out * dout))) / h
     return tuple(grads), tuple(float(np.max(e, initial=0.0)) + roundoff for e in errs)
 
@@ -588,7 +590,7 @@ PROPERTIES = [
              "bottom_right equals top_left when Lq == Lk and each matches the spec otherwise",
              requires=frozenset({"causal", "top_left"}), rejects=("ignore_align", "top_left_for_bottom_right")),
     Property("backward_finite_differences", "attention", check_backward_finite_differences, _backward,
-             "analytic gradients agree with central finite differences (float64)",
+             "analytic gradients agree with central finite differences (of its own forward in float64, of the spec in lower precisions)",
              requires=frozenset({"backward"}), rejects=("backward_no_D", "backward_no_softcap_grad", "backward_dk_one_head")),
     Property("backward_matches_reference", "attention", check_backward_matches_reference, _backward,
              "gradients equal refimpl.attention_backward",

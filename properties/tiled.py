@@ -188,10 +188,18 @@ def lowp_backward_adapter(precision="float32", bug=None) -> AttentionAdapter:
     return AttentionAdapter(
         name=name, forward=lambda q, k, v, **kw: tiled_attention(q, k, v, precision=precision, **kw),
         backward=lambda q, k, v, do, **kw: lowp_attention_backward(q, k, v, do, precision=precision, bug=bug, **kw),
-        capabilities=ALL_CAPS - {"dropout"}, precision=precision)
+        capabilities=BASE_CAPS - {"dropout"}, precision=precision)
 
 
 BACKWARD_BUGS = ("no_D", "no_softcap_grad", "dk_one_head")
 
+
+
+#: a correct float32 and bfloat16 attention forward + backward (README: "Attention backward in low precision")
+LOWP_BACKWARD = [lowp_backward_adapter("float32"), lowp_backward_adapter("bfloat16")]
+#: the same with the rowsum(dO * O) term dropped
+LOWP_BACKWARD_WRONG = [lowp_backward_adapter("float32", "no_D"), lowp_backward_adapter("bfloat16", "no_D")]
+
 __all__ = ["CORRECT", "WRONG", "tiled_attention", "tiled_adapter", "lowp_attention_backward", "lowp_backward_adapter",
+           "LOWP_BACKWARD", "LOWP_BACKWARD_WRONG",
            "BACKWARD_BUGS"]

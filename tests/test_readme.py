@@ -73,3 +73,18 @@ def test_readme_misspelled_capability_command(monkeypatch, capsys):
 
 def test_readme_links_the_conformance_document():
     assert "docs/conformance.md" in README
+
+
+def test_readme_low_precision_backward_commands(monkeypatch):
+    """The README's float32 / bfloat16 attention-backward commands: the correct adapters pass,
+    the ones without the rowsum(dO * O) term fail (run here on 2 examples of backward_matches_reference:
+    the finite-difference property costs more and runs in tests/test_attention_properties.py)."""
+    import shlex
+
+    from properties.__main__ import main
+
+    for target, status in (("properties.tiled:LOWP_BACKWARD ", 0), ("properties.tiled:LOWP_BACKWARD_WRONG ", 1)):
+        line = next(l.strip() for l in README.splitlines() if l.strip().startswith(f"REFIMPL_IMPLS={target}"))
+        env, _, cmd = line.partition(" python -m properties ")
+        monkeypatch.setenv(*env.split("=", 1))
+        assert main(shlex.split(cmd) + ["--examples", "2", "--only", "backward_matches"]) == status, line
