@@ -281,6 +281,9 @@ def _compare(impl, case, got, ref, what, relation=False):
         i = np.unravel_index(np.argmax(err - tol), err.shape) if got.shape == ref.shape else None
         detail = f"max excess at {i}: |diff| {err[i]:.3e} > {tol[i]:.3e}" if i is not None else f"shape {got.shape}"
         raise AssertionError(f"{impl.name}: {what}: {detail}; {case!r}")
+    # passed: record how close it came (error / its elementwise bound, against 1) for the reports
+    compare_close(f"{what} (error / elementwise bound)", err / np.maximum(tol, 1e-300), np.zeros_like(err), 1.0,
+                  f"{impl.name}; {case!r}")
 
 
 def check_matches_reference(impl, case):
