@@ -372,3 +372,7 @@ def losses():
 def ropes():
     return [f(p) for f in (hf_llama_rope, hf_llama_rope_llama3_band_divided) for p in _PRECISIONS]
 
+
+
+#: the factories whose adapters carry a bug (the README's failing examples)
+WRONG_FACTORIES = (torch_layer_norm_by_moments, hf_causal_lm_loss_double_shift, hf_llama_rope_llama3_band_divided)
