@@ -213,3 +213,26 @@ def invariant_bound(precision: str, float64_bound: float, naive=None, spec=None,
     base = naive() if callable(naive) else naive
     one = lowp_bound(base, spec, layer_floor(precision, float64_bound, _max_abs(spec) if magnitude is None else magnitude))
     return max(2.0 * one, float(float64_bound))
+
+
+# --------------------------------------------------------------------------------------------
+# MoE and linear-time mixers: the bound alone (for checks that measure the error their own way)
+
+
+def precision_bound(precision: str, float64_bound, naive, spec, floor: float = 0.0):
+    """The bound ``compare_in_precision`` applies: ``float64_bound`` for float64, else
+    max(``lowp_bound(naive, spec, floor)``, float64_bound). ``float64_bound`` may be an array
+    (an entrywise bound); ``naive`` may be a callable (called only below float64)."""
+    if precision == "float64":
+        return float64_bound
+    if naive is None:
+        raise ValueError(f"a {precision} bound needs the naive {precision} baseline")
+    base = naive() if callable(naive) else naive
+    return np.maximum(lowp_bound(base, spec, floor), float64_bound)
+
+
+def resolution(precision: str, score_bound: float) -> float:
+    """Two competing spec scores closer than this are a near-tie in ``precision``: a correct
+    computation in that precision may err by ``score_bound`` on each, so it may order them
+    either way (2 x the score bound; 0 when the bound is 0)."""
+    return 2.0 * float(score_bound)
