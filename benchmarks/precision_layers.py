@@ -6,7 +6,7 @@ precision rule (properties/precision.py), per layer kind and property.
 Runs each property of the kind against the real-library adapters of ``properties.demo_layers``
 (torch 2.13 CPU, transformers) on derandomised Hypothesis draws and records, for every
 comparison made through ``compare_close`` (the forward and backward comparisons and the
-invariants of norms and blocks), max |error| / bound. Prints one line per (property,
+invariants of norms, blocks and RoPE), max |error| / bound. Prints one line per (property,
 adapter): examples, worst ratio, and the error and bound of that worst comparison. A ratio
 above 1 would be a failure (none is expected). Needs torch and transformers.
 """
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--examples", type=int, default=300)
     ap.add_argument("--kinds", default=",".join(KINDS))
     args = ap.parse_args(argv)
-    for mod in (precision, norms, block):
+    for mod in (precision, norms, block, rope):
         mod.compare_close = _recording(mod.compare_close)
     print(f"{'kind':6} {'property':44} {'adapter':34} {'n':>5} {'worst err/bound':>15} {'err':>10} {'bound':>10}")
     bad = 0

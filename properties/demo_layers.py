@@ -156,7 +156,10 @@ def hf_llama_rope(precision):
         if scaling:
             params.update({k: v for k, v in scaling.items() if k not in ("seq_len", "max_position_embeddings")})
         config = LlamaConfig(hidden_size=D * H, num_attention_heads=H, num_key_value_heads=H, head_dim=D,
-                             max_position_embeddings=(scaling or {}).get("max_position_embeddings", 4096),
+                             max_position_embeddings=(scaling or {}).get(
+                                 "max_position_embeddings",
+                                 max(4096, int((scaling or {}).get("original_max_position_embeddings", 0)
+                                               * (scaling or {}).get("factor", 1)))),
                              rope_parameters=params)
         xt = _t(x, precision)
         pos = torch.tensor(np.broadcast_to(np.asarray(positions), (B, L)).copy())

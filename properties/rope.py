@@ -44,6 +44,7 @@ from refimpl import rope as R
 from .core import Property
 from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
+from .tolerance import compare_close
 
 U = 2.0**-53
 
@@ -339,9 +340,8 @@ def check_relative_position(impl, case):
     if p != "float64":
         spec = pair_dots(lambda a, m: refimpl.apply_rope(a, m, **case.kwargs))
         tol = invariant_bound(p, tol, lambda: pair_dots(lambda a, m: _naive(impl, case, a, m)), spec, magnitude=scale)
-    err = float(np.max(np.abs(dots[0] - dots[1])))
-    if not err <= tol:
-        _fail(impl, f"q.k changed when all positions shifted by {s}", err, tol, case)
+    compare_close(f"q.k changed when all positions shifted by {s}", dots[1], dots[0], tol,
+                  f"{impl.name}; {case!r}; precision {p}")
 
 
 def check_exact_integer_positions(impl, case):
@@ -397,9 +397,8 @@ def check_layout_conversion(impl, case):
                                    _naive(impl, case, k[..., perm], layout="interleaved")])
 
         tol = invariant_bound(p, tol, naive, spec, magnitude=2 * _attn(case) * max(np.max(np.abs(case.x)), np.max(np.abs(k))))
-    err = float(np.max(np.abs(qh[..., perm] - qi)))
-    if not err <= tol:
-        _fail(impl, "half-then-permute differs from permute-then-interleaved", err, tol, case)
+    compare_close("half-then-permute differs from permute-then-interleaved", qi, qh[..., perm], tol,
+                  f"{impl.name}; {case!r}; precision {p}")
     out_h, _ = refimpl.attention(qh, kh, v, causal=True)
     out_i, _ = refimpl.attention(qi, ki, v, causal=True)
     err = float(np.max(np.abs(out_h - out_i)))
