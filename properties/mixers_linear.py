@@ -34,6 +34,7 @@ class LinearAttentionAdapter:
     capabilities: frozenset = frozenset()
     chunk_sizes: Optional[tuple] = None
     kind: str = "linear_attention"
+    precision: str = "float64"  # properties.precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,7 @@ class DeltaRuleAdapter:
     capabilities: frozenset = frozenset()
     chunk_sizes: Optional[tuple] = None
     kind: str = "delta_rule"
+    precision: str = "float64"  # properties.precision
 
 
 _CHUNKED = Capability("accepts chunk_size (any int >= 1, or those in the adapter's chunk_sizes) and computes chunkwise")

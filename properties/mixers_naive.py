@@ -73,9 +73,9 @@ def wkv(o: NaiveOps, w, u, k, v):
     t = np.arange(L)
     lag = (t[:, None] - 1 - t[None, :]).astype(o.compute)
     with _q():
-        past = o.r(o.r(lag[None, None, :, :, None] * w[:, :, None, None, :]) + k[:, :, None, :, :])
+        past = o.r(o.r(lag[None, None, :, :, None] * w[None, :, None, None, :]) + k[:, :, None, :, :])
         lw = np.where((lag >= 0)[None, None, :, :, None], past, -np.inf).astype(o.compute)
-        lw[:, :, t, t, :] = o.r(u[:, :, None, :] + k)
+        lw[:, :, t, t, :] = o.r(u[None, :, None, :] + k)
         m = lw.max(axis=3, keepdims=True)
         e = o.r(np.exp(o.r(lw - m)))
         p = o.r(e / o.sum(e, axis=3, keepdims=True))

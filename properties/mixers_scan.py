@@ -31,6 +31,7 @@ class WKVAdapter:
     forward: Callable
     capabilities: frozenset = frozenset()
     kind: str = "wkv"
+    precision: str = "float64"  # properties.precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ScanAdapter:
     forward: Callable
     capabilities: frozenset = frozenset()
     kind: str = "ssm_scan"
+    precision: str = "float64"  # properties.precision
 
 
 KINDS = (
