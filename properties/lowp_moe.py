@@ -109,11 +109,13 @@ def _stored(fn, precision):
     return wrapped
 
 
-def moe(precision: str = "float32") -> MoEAdapter:
-    """Every MoE capability in ``precision``, each refimpl's function from inputs rounded to p with
-    its float outputs stored in p (presets, group-limited routing included)."""
-    fns = {m: _stored(getattr(REFIMPL, m), precision) for m in MOE_KIND.methods}
-    return dataclasses.replace(REFIMPL, name=f"lowp.moe[{precision}]", precision=precision, **fns)
+def moe(precision: str = "float32", base: MoEAdapter = REFIMPL) -> MoEAdapter:
+    """Every MoE capability in ``precision``, each ``base``'s function (refimpl's by default; a wrong
+    adapter of ``properties.moe.WRONG`` to run that bug in p) from inputs rounded to p with its
+    float outputs stored in p (presets, group-limited routing included)."""
+    fns = {m: _stored(getattr(base, m), precision) for m in MOE_KIND.methods if getattr(base, m) is not None}
+    name = f"lowp.moe[{precision}]" if base is REFIMPL else f"{base.name}[{precision}]"
+    return dataclasses.replace(base, name=name, precision=precision, **fns)
 
 
 ROUTERS = [router("float32"), router("bfloat16")]
