@@ -176,8 +176,8 @@ def _near_tie_reference(impl, got, ref, z, case, tau):
     bad = np.abs(s_got - s_ref) > tau
     if bad.any():
         t, j = (int(v) for v in np.argwhere(bad)[0])
-        _fail(impl, f"token {t}, choice {j}: picked expert {gi[t, j]} (spec score {s_got[t, j]!r}) where "
-                    f"refimpl.moe.route picks {ref.indices[t, j]} (score {s_ref[t, j]!r}); they differ by "
+        _fail(impl, f"token {t}, choice {j}: picked expert {gi[t, j]} (spec score {float(s_got[t, j])!r}) where "
+                    f"refimpl.moe.route picks {ref.indices[t, j]} (score {float(s_ref[t, j])!r}); they differ by "
                     f"{abs(s_got[t, j] - s_ref[t, j]):.3g} > {tau:.3g}, the resolution of {_prec(impl)} at these "
                     f"scores: not a near-tie. indices {gi[t].tolist()}, expected {ref.indices[t].tolist()}", case)
     for t in np.flatnonzero((gi != ref.indices).any(axis=1)):  # exact ties of the spec's scores: lower id first
@@ -755,7 +755,7 @@ def _position_orders(caps):
 PROPERTIES = [
     Property("moe_route_matches_reference", "moe", check_route_matches_reference,
              _route_strategy(logit_kinds=("normal", "integer", "one_expert", "equal", "near_tie", "extreme")),
-             "routing equals refimpl.moe.route: integers exactly, probs and gates within ulps",
+             "routing equals refimpl.moe.route: integers exactly (near-ties by score), probs and gates within the precision bound",
              frozenset({"route"}), ("token_major_for_k_major", "ties_to_higher", "capacity_off_by_one")),
     Property("moe_route_structure", "moe", check_route_structure, _route_strategy(),
              "integer outputs well formed: distinct choices, -1 iff dropped, slots < C, counts", frozenset({"route"}),
