@@ -607,7 +607,8 @@ def check_k1_renormalised_no_router_gradient(impl, case: C.GradCase):
     ref = M.route(case.x @ case.W.T, 1, **case.options)
     tol = _bound(impl, tol, lambda o: N.moe_vjp(o, case.x, case.W, ref, list(case.experts), case.dy)[1], np.zeros_like(dz),
                  case.x.shape[1] + 8, (1 + F * float(np.abs(case.dy).max())) * max(1.0, float(np.abs(case.x).max())))
-    tol = tol * max(1.0, float(np.abs(case.x).max()))  # dW = dz^T x
+    if _lowp(impl):  # the precision bound is on dz; dW = dz^T x is |x| times larger
+        tol = tol * max(1.0, float(np.abs(case.x).max()))
     if np.abs(dz).max() > tol or np.abs(dW).max() > tol:
         _fail(impl, f"router gradient {np.abs(dz).max()!r} with k = 1 and renormalised gates", case)
 
