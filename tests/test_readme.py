@@ -120,3 +120,52 @@ def test_readme_precision_commands_pass_and_fail_as_shown(monkeypatch, capsys):
         out = capsys.readouterr().out
         for name in names:
             assert f"{name}: {'FAIL' if expected else 'pass'}" in out, (line, out[-2000:])
+
+
+def _readme_commands(prefix):
+    """(command, the lines shown after it) for each README command starting with ``prefix``
+    (backslash continuations joined)."""
+    lines, out = README.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.strip().startswith(prefix):
+            cmd, j = line.strip(), i
+            while cmd.endswith("\\"):
+                j += 1
+                cmd = cmd[:-1].rstrip() + " " + lines[j].strip()
+            shown = []
+            for later in lines[j + 1:]:
+                if not later.startswith("    ") or later.strip().startswith("REFIMPL_IMPLS="):
+                    break
+                shown.append(later.strip())
+            out.append((cmd, shown))
+    return out
+
+
+def test_readme_low_precision_moe_and_mixer_commands(monkeypatch, capsys):
+    """The README's float32/bfloat16 router and scan commands: the correct adapters pass, the wrong
+    ones fail with the messages shown (run here with 3 examples, the failing ones with 10 and only
+    the property shown, so the figures may differ)."""
+    import shlex
+
+    from properties.__main__ import main
+
+    cmds = _readme_commands("REFIMPL_IMPLS=properties.lowp_")
+    assert len(cmds) == 4, cmds
+    for cmd, shown in cmds:
+        env, _, rest = cmd.partition(" python -m properties ")
+        monkeypatch.setenv(*env.split("=", 1))
+        passing = shown[0].startswith("ALL PASSED")
+        args = shlex.split(rest)
+        shown_property = {"moe": "moe_route_matches_reference", "ssm_scan": "scan_matches_sequential"}
+        only = [] if passing else ["--only", shown_property[args[args.index("--kind") + 1]]]
+        status = main(args + ["--examples", "3" if passing else "10"] + only)
+        got = capsys.readouterr().out
+        if passing:
+            assert status == 0 and "ALL PASSED" in got, got[-2000:]
+        else:
+            assert status != 0
+            for line in shown:  # each " ... "-separated fragment, any figures in it free (fewer examples)
+                for fragment in filter(None, (f.strip() for f in line.split("..."))):
+                    parts = re.split(r"(\d[\d.e+-]*)", fragment)
+                    pattern = "".join(r"[-\d.e+]+" if i % 2 else re.escape(x) for i, x in enumerate(parts))
+                    assert re.search(pattern, got), (fragment, got[-3000:])
