@@ -1,0 +1,133 @@
+"""The runner a person follows (python -m properties) and the pytest plugin from a directory
+outside the repository: usage errors, --list, progress, the final table, reports, the trimmed
+failure with its snippet."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from properties.__main__ import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+ADAPTERS = '''
+import numpy as np
+from properties.attention_impls import AttentionAdapter, naive_attention
+
+def _wrong(q, k, v, **kw):
+    return naive_attention(q, k, v, bug="top_left_for_bottom_right", **kw)
+
+CAPS = frozenset({"lse", "causal", "gqa", "lq_ne_lk"})
+good = AttentionAdapter(name="user.good", forward=naive_attention, capabilities=CAPS)
+wrong = AttentionAdapter(name="user.wrong", forward=_wrong, capabilities=CAPS)
+'''
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--examples", "0"], "--examples: expected a whole number >= 1, got 0"),
+    (["--maxfail", "x"], "--maxfail: expected a whole number >= 1"),
+    (["--seed", "-1"], "--seed: expected an integer >= 0"),
+    (["--profile", "fast"], "invalid choice: 'fast'"),
+])
+def test_bad_option_values_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_names_give_one_line_with_the_closest(monkeypatch, capsys):
+    assert main(["--impl", "refimpl.atention"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean ['refimpl.attention'" in err, err
+    assert main(["--kind", "atention"]) == 2
+    assert "did you mean ['attention'" in capsys.readouterr().err
+    monkeypatch.setenv("REFIMPL_IMPLS", "properties.dem:wrong_attention")
+    assert main(["--impl", "demo.wrong_attention"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'properties.demo'" in err and "Traceback" not in err, err
+    monkeypatch.setenv("REFIMPL_IMPLS", "properties.demo:wrong_atention")
+    assert main(["--impl", "demo.wrong_attention"]) == 2
+    assert "has no object 'wrong_atention'; did you mean 'wrong_attention'" in capsys.readouterr().err
+
+
+def test_list_separates_bundled_and_wrong(capsys):
+    assert main(["--list", "--no-kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "attention  (" in out and "    bundled:" in out and "    wrong (" in out
+    assert max(len(line) for line in out.splitlines()) <= 110  # wrapped, not 250 names on one line
+
+
+def test_help_has_examples_and_the_impls_format(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "REFIMPL_IMPLS: a comma-separated list of module:object" in out
+    assert "``" not in out and "--no-meta" in out and "skip the meta-tests" in out
+
+
+def test_failure_progress_table_reports_and_maxfail(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("REFIMPL_IMPLS", "properties.demo:wrong_attention")
+    report, picture = tmp_path / "r.json", tmp_path / "h.svg"
+    rc = main(["--impl", "demo.wrong_attention", "--impl", "refimpl.attention", "--examples", "5", "--maxfail", "1",
+               "--json", str(report), "--headroom", str(picture)])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "demo.wrong_attention: FAIL: out: max |error|" in out and "Reproduce with:" in out
+    assert "[2/28, elapsed" in out and "ETA" in out  # plain progress (not a terminal)
+    assert "stopped after 1 failure(s) (--maxfail 1)" in out
+    assert "kind       implementation" in out and "attention  demo.wrong_attention     0     1" in out
+    doc = json.loads(report.read_text())
+    assert doc["environment"]["libraries"]["numpy"] and doc["environment"]["refimpl"]["version"]
+    assert doc["settings"] == {"max_examples": 5, "derandomize": True}
+    ok = next(r for r in doc["results"] if r["implementation"] == "refimpl.attention")
+    assert ok["status"] == "pass" and ok["worst"]["quantity"] in ("out", "lse") and ok["worst"]["ratio"] < 1
+    assert ok["sizes"]["q"]["distinct_shapes"] >= 1
+    bad = next(r for r in doc["results"] if r["status"] == "fail")
+    assert bad["worst"]["ratio"] > 1 and "np.float64" not in bad["reason"]
+    assert picture.read_text().startswith("<svg") and "matches_reference | refimpl.attention" in picture.read_text()
+
+
+def test_seed_runs_are_repeatable(monkeypatch, capsys):
+    from properties.core import RECORDS
+
+    runs = []
+    for _ in range(2):
+        assert main(["--impl", "refimpl.attention", "--only", "matches_reference", "--examples", "4",
+                     "--seed", "7"]) == 0
+        runs.append(RECORDS[("matches_reference", "refimpl.attention")].sizes)
+    assert runs[0] == runs[1]
+    capsys.readouterr()
+
+
+def _pytest(tmp_path, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path / "hyp")}
+    env.pop("REFIMPL_IMPLS", None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "properties.pytest_plugin", "-p", "no:cacheprovider",
+                           "--refimpl-profile", "ci", "--refimpl-examples", "10", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_plugin_from_a_scratch_directory(tmp_path):
+    """pytest --refimpl-impl in a directory outside the repository: the user's adapters only."""
+    (tmp_path / "user_adapters.py").write_text(ADAPTERS)
+    good = _pytest(tmp_path, "--refimpl-impl", "user_adapters:good", "--refimpl-kind", "attention",
+                   "--refimpl-json", "report.json")
+    assert good.returncode == 0, good.stdout[-3000:]
+    assert "refimpl conformance: user.good (attention)" in good.stdout
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert {r["implementation"] for r in doc["results"]} == {"user.good"}
+    assert doc["summary"]["pass"] >= 5 and doc["summary"].get("fail", 0) == 0
+    bad = _pytest(tmp_path, "--refimpl-impl", "user_adapters:wrong", "-x")
+    assert bad.returncode == 1
+    out = bad.stdout
+    assert "matches_reference [attention] failed for user.wrong" in out
+    assert "exceeds bound" in out and "Reproduce with:" in out and "find_adapter('user.wrong')" in out
+    failure = out.split("= FAILURES =")[1].split("short test summary")[0]
+    assert len(failure.splitlines()) < 40 and "def run_property" not in failure, failure
+    typo = _pytest(tmp_path, "--refimpl-impl", "user_adapters:god")
+    assert typo.returncode == 4 and "has no object 'god'; did you mean 'good'" in typo.stderr, typo.stderr
