@@ -363,12 +363,17 @@ def load_user_implementations(env_var: str = "REFIMPL_IMPLS") -> list:
     Each named object is an adapter, or a zero-argument callable returning one
     or a list of them. This is how a user points the suite at their own kernels.
     Every adapter is checked against its kind's protocol (``properties.protocol``):
-    any problem raises :class:`ProtocolError` listing them all, with the valid names.
+    any problem raises :class:`ProtocolError` listing them all, with the valid names;
+    so does a name used twice (among these adapters or with a bundled one).
     """
     spec = os.environ.get(env_var, "").strip()
     out: list = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         out.extend(load_adapter(item, env_var))
+    if out:
+        from . import registry
+
+        check_unique_names(registry.all_bundled() + out, env_var)
     return out
 
 
@@ -405,6 +410,21 @@ def _import_named(module_name: str, origin: str, item: str):
         raise ProtocolError(f"{origin}: no module named {missing!r} (from {item!r})"
                             + _did_you_mean(missing, [prefix + n for n in names], cutoff=0.75)
                             + " Is it installed, or on sys.path (run from your repository's root)?") from None
+
+
+def check_unique_names(impls, origin: str = "adapters") -> None:
+    """Raise :class:`ProtocolError` when two adapters share a name (reports, xfail entries and
+    ``--impl`` select by name, so a duplicate would make one of them unreachable or mislabelled)."""
+    seen: dict = {}
+    dups = []
+    for impl in impls:
+        name = getattr(impl, "name", None)
+        if name in seen and seen[name] is not impl:
+            dups.append(name)
+        seen.setdefault(name, impl)
+    if dups:
+        raise ProtocolError(f"{origin}: adapter names must be unique; {sorted(set(dups))} named twice: "
+                            "give each adapter its own name (e.g. with the dtype or option in brackets)")
 
 
 def load_adapter(item: str, origin: str = "adapter") -> list:
