@@ -14,17 +14,9 @@ from properties.__main__ import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-ADAPTERS = '''
-import numpy as np
-from properties.attention_impls import AttentionAdapter, naive_attention
-
-def _wrong(q, k, v, **kw):
-    return naive_attention(q, k, v, bug="top_left_for_bottom_right", **kw)
-
-CAPS = frozenset({"lse", "causal", "gqa", "lq_ne_lk"})
-good = AttentionAdapter(name="user.good", forward=naive_attention, capabilities=CAPS)
-wrong = AttentionAdapter(name="user.wrong", forward=_wrong, capabilities=CAPS)
-'''
+README = (ROOT / "README.md").read_text()
+#: the README's user adapter (a float32 NumPy kernel and its top-left-causal variant), run as written
+ADAPTERS = README.split("# my_pkg/adapters.py\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -115,20 +107,22 @@ def _pytest(tmp_path, *args):
 def test_plugin_from_a_scratch_directory(tmp_path):
     """pytest --refimpl-impl in a directory outside the repository: the user's adapters only,
     the correct one passing, the wrong one failing with a trimmed report and its snippet."""
-    (tmp_path / "user_adapters.py").write_text(ADAPTERS)
-    run = _pytest(tmp_path, "--refimpl-impl", "user_adapters:good,user_adapters:wrong", "--refimpl-kind", "attention",
-                  "--refimpl-json", "report.json")
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("")
+    (tmp_path / "my_pkg" / "adapters.py").write_text(ADAPTERS)
+    run = _pytest(tmp_path, "--refimpl-impl", "my_pkg.adapters:my_kernel,my_pkg.adapters:my_wrong_kernel",
+                  "--refimpl-kind", "attention", "--refimpl-json", "report.json")
     assert run.returncode == 1, run.stdout[-3000:]
     out = run.stdout
-    assert "refimpl conformance: user.good (attention), user.wrong (attention)" in out
+    assert "refimpl conformance: my_kernel (attention), my_wrong_kernel (attention)" in out
     doc = json.loads((tmp_path / "report.json").read_text())
     status = {(r["property"], r["implementation"]): r["status"] for r in doc["results"]}
-    assert {i for _, i in status} == {"user.good", "user.wrong"}  # not the bundled ones
-    assert {s for (_, i), s in status.items() if i == "user.good"} == {"pass", "unsupported"}
-    assert status[("matches_reference", "user.wrong")] == "fail"
-    assert "matches_reference [attention] failed for user.wrong" in out
-    assert "exceeds bound" in out and "Reproduce with:" in out and "find_adapter('user.wrong')" in out
+    assert {i for _, i in status} == {"my_kernel", "my_wrong_kernel"}  # not the bundled ones
+    assert {s for (_, i), s in status.items() if i == "my_kernel"} == {"pass", "unsupported"}
+    assert status[("matches_reference", "my_wrong_kernel")] == "fail"
+    assert "matches_reference [attention] failed for my_wrong_kernel" in out
+    assert "exceeds bound" in out and "Reproduce with:" in out and "find_adapter('my_wrong_kernel')" in out
     failure = out.split("= FAILURES =")[1].split("_ test_property[")[1]
     assert len(failure.splitlines()) < 30 and "def run_property" not in failure, failure
-    typo = _pytest(tmp_path, "--refimpl-impl", "user_adapters:god")
-    assert typo.returncode == 4 and "has no object 'god'; did you mean 'good'" in typo.stderr, typo.stderr
+    typo = _pytest(tmp_path, "--refimpl-impl", "my_pkg.adapters:my_kernl")
+    assert typo.returncode == 4 and "has no object 'my_kernl'; did you mean 'my_kernel'" in typo.stderr, typo.stderr
