@@ -26,7 +26,9 @@ representable), as the suite draws them. Fully masked rows follow the spec: out 
 lse -inf (convert a library's convention first, see ``refimpl.conventions``).
 
 The bound arithmetic lives in the conformance suite's ``properties`` package (installed with
-this one); it is imported inside each function, so ``import refimpl`` never imports it.
+this one); it is imported inside each function, so ``import refimpl`` never imports it. The
+norm, RoPE and loss checks use the suite's property modules, which need the ``[test]`` extra
+(Hypothesis); the attention and softmax checks need NumPy only.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ __all__ = [
     "assert_attention_grads_close",
     "assert_softmax_close",
     "assert_logsumexp_close",
+    "assert_layer_norm_close",
+    "assert_rms_norm_close",
+    "assert_rope_close",
+    "assert_cross_entropy_close",
 ]
 
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
@@ -344,3 +350,110 @@ def assert_logsumexp_close(actual: ArrayLike, x: ArrayLike, *, axis: int = -1, p
     ref = logsumexp(x, axis=-1)
     compare_lse("logsumexp", _f64(actual, "actual"), ref, _softmax_bounds(x, precision, 1, ref),
                 f"assert_logsumexp_close, precision {precision}")
+
+
+# ----------------------------------------------------------------------------
+# norms, RoPE, cross-entropy: the bounds of the suite's property modules
+
+
+def _suite_compare(name: str, got, want, precision: str, float64_bound: float, naive) -> None:
+    from properties.precision import compare_layer
+
+    compare_layer(name, _f64(got, name), want, precision=precision, float64_bound=float(float64_bound), naive=naive,
+                  context=f"assert_{name}_close, precision {precision}")
+
+
+def assert_layer_norm_close(actual: ArrayLike, x: ArrayLike, weight: ArrayLike = None, bias: ArrayLike = None, *,
+                            eps: float = 1e-5, precision: str = "float64") -> None:
+    """Assert ``actual`` equals ``refimpl.norms.layer_norm(x, weight, bias, eps=eps)`` (over the last
+    axis, biased variance, eps inside the square root) within the bound of ``precision``.
+
+    float64: 8 (n + 4) u (max|x| r max|w| + max|b| + 1), r = max 1/sqrt(var + eps) over the rows
+    (``properties/norms.py``); lower precisions: 2x a naive LayerNorm in that precision
+    (``properties.norms.naive_layer_norm``) plus the layer floor (``properties.precision``).
+    """
+    from properties import norms as PN
+
+    from . import norms
+
+    _check_precision(precision)
+    a = _inputs(precision, x=x, w=weight, b=bias)
+    x, w, b = a["x"], a["w"], a["b"]
+    want = norms.layer_norm(x, w, b, eps=eps)
+    case = PN.NormCase(x, w, b, np.zeros_like(x), eps, 0)
+    bound = PN._bound(case, PN._r_max(x, eps, True, "inside_sqrt"), w)
+    _suite_compare("layer_norm", actual, want, precision, bound, lambda: PN.naive_layer_norm(precision, x, w, b, eps))
+
+
+def assert_rms_norm_close(actual: ArrayLike, x: ArrayLike, weight: ArrayLike = None, *, eps: float = 1e-6,
+                          eps_placement: str = "inside_sqrt", weight_offset: float = 0.0,
+                          precision: str = "float64") -> None:
+    """Assert ``actual`` equals ``refimpl.norms.rms_norm(x, weight, eps=eps, eps_placement=...,
+    weight_offset=...)`` within the bound of ``precision`` (``weight_offset=1.0``: Gemma's
+    x r (1 + w); ``eps_placement="outside_sqrt"``: x / (sqrt(mean x^2) + eps)).
+
+    float64: the bound of :func:`assert_layer_norm_close` with g = weight_offset + w and r the
+    RMSNorm's; lower precisions: 2x ``properties.norms.naive_rms_norm`` plus the layer floor.
+    """
+    from properties import norms as PN
+
+    from . import norms
+
+    _check_precision(precision)
+    a = _inputs(precision, x=x, w=weight)
+    x = a["x"]
+    w = a["w"] if a["w"] is not None else np.zeros(x.shape[-1])
+    want = norms.rms_norm(x, w, eps=eps, eps_placement=eps_placement, weight_offset=weight_offset)
+    case = PN.NormCase(x, w, None, np.zeros_like(x), eps, 0)
+    bound = PN._bound(case, PN._r_max(x, eps, False, eps_placement), weight_offset + w)
+    _suite_compare("rms_norm", actual, want, precision, bound,
+                   lambda: PN.naive_rms_norm(precision, x, w, eps, eps_placement=eps_placement,
+                                             weight_offset=weight_offset))
+
+
+def assert_rope_close(actual: ArrayLike, x: ArrayLike, positions: ArrayLike, *, layout: str = "half",
+                      rotary_dim: Optional[int] = None, base: float = 10000.0, scaling: Optional[dict] = None,
+                      precision: str = "float64") -> None:
+    """Assert ``actual`` equals ``refimpl.apply_rope(x, positions, ...)`` within the bound of ``precision``.
+
+    x (B, H, L, D), positions int (L,) or (B, L). float64: 2 a (|x_a| + |x_b|)(A + 3u) per
+    column with A = max m theta (ln(base) + 20) u the angle error and a the attention factor
+    (``properties/rope.py``); lower precisions: 2x ``properties.rope.naive_rope`` (angles as
+    an eager framework computes them in that precision) plus the layer floor.
+    """
+    from properties import rope as PR
+    from properties.tolerance import U64
+
+    from .rope import apply_rope
+
+    _check_precision(precision)
+    x = _inputs(precision, x=x)["x"]
+    positions = np.asarray(positions)
+    kw = dict(layout=layout, rotary_dim=rotary_dim, base=base, scaling=scaling)
+    want = apply_rope(x, positions, **kw)
+    case = PR.RopeCase(x, positions, {k: v for k, v in kw.items() if v is not None}, 0)
+    bound = 2 * PR._attn(case) * 2 * float(np.max(np.abs(x), initial=0.0)) * (PR._angle_bound(case) + 3 * U64) + 1e-300
+    _suite_compare("rope", actual, want, precision, bound, lambda: PR.naive_rope(precision, x, positions, **kw))
+
+
+def assert_cross_entropy_close(actual: ArrayLike, logits: ArrayLike, targets: ArrayLike, *,
+                               ignore_index: int = -100, precision: str = "float64") -> None:
+    """Assert the mean cross-entropy ``actual`` (a scalar) equals the spec's: the mean over the rows
+    whose target is not ``ignore_index`` of logsumexp(z) - z_target (0.0 when every row is ignored),
+    within the bound of ``precision``.
+
+    logits (N, V), targets int (N,). float64: 8 (V + 4 + N) u (max|z| + 1)
+    (``properties/losses.py``); lower precisions: 2x ``properties.losses.naive_cross_entropy``
+    plus the layer floor.
+    """
+    from properties import losses as PL
+
+    from .losses import cross_entropy
+
+    _check_precision(precision)
+    z = _inputs(precision, z=logits)["z"]
+    t = np.asarray(targets)
+    want = np.float64(cross_entropy(z, t, ignore_index=ignore_index))
+    bound = PL._ce_tol(z, len(t))
+    _suite_compare("cross_entropy", np.float64(_f64(actual, "actual")), want, precision, bound,
+                   lambda: PL.naive_cross_entropy(precision, z, t, ignore_index))
