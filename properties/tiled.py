@@ -44,13 +44,13 @@ import numpy as np
 from refimpl.sdpa import _merge_heads, _Setup
 from refimpl.softmax import _exp_shift
 
-from .attention_cases import ALL_CAPS
+from .attention_cases import BASE_CAPS
 from .attention_impls import AttentionAdapter
 from .tolerance import numpy_dtype
 
 TILE = 64
 #: what the tiled adapters implement: every forward feature (no dropout, no backward)
-TILED_CAPS = ALL_CAPS - {"dropout", "backward"}
+TILED_CAPS = BASE_CAPS - {"dropout", "backward"}
 
 
 def tiled_attention(q, k, v, *, tile=TILE, precision="float64", bug=None, mask=None, causal=False,

@@ -14,8 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .masks import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _pos_int,
-                    _Predicate, offset)
+from . import _validate as _V
+from .masks import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _periodic_count,
+                    _pos_int, _Predicate, _rows_budget, _sum_clip, offset)
 
 
 def _index_set(indices, name: str) -> np.ndarray:
@@ -61,6 +62,12 @@ class Dilated(Mask):
         d = i + offset(Lq, Lk, self.align) - j
         return (d >= 0) & (d <= self.window * self.dilation) & (d % self.dilation == 0)
 
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(1): keys p - m dilation, m = 0..window, within [0, Lk) (``masks._periodic_count``)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        o = offset(Lq, Lk, self.align)
+        return _periodic_count(o, o + Lq, self.dilation, self.window, Lk)
+
     def __repr__(self):
         return f"Dilated({self.window}, {self.dilation}, align={self.align!r})"
 
@@ -78,6 +85,12 @@ class Strided(Mask):
     def _visible(self, i, j, Lq, Lk):
         d = i + offset(Lq, Lk, self.align) - j
         return (d >= 0) & (d % self.stride == 0)
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(1): keys p - m stride, m >= 0, within [0, Lk) (``masks._periodic_count``)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        o = offset(Lq, Lk, self.align)
+        return _periodic_count(o, o + Lq, self.stride, None, Lk)
 
     def __repr__(self):
         return f"Strided({self.stride}, align={self.align!r})"
@@ -102,8 +115,8 @@ class BlockSparse(Mask):
         nq, nk = -(-Lq // self.block_q), -(-Lk // self.block_k)
         if self.layout.shape[0] < nq or self.layout.shape[1] < nk:
             raise ValueError(
-                f"layout {self.layout.shape} too small for Lq={Lq}, Lk={Lk} "
-                f"with blocks ({self.block_q}, {self.block_k}): need at least ({nq}, {nk})"
+                f"layout, Lq, Lk: expected a layout of at least ({nq}, {nk}) blocks for Lq = {Lq}, Lk = {Lk} "
+                f"with blocks ({self.block_q}, {self.block_k}), got shape {self.layout.shape}"
             )
         return self.layout[i // self.block_q, j // self.block_k]
 
@@ -123,6 +136,15 @@ class PrefixLM(Mask):
 
     def _visible(self, i, j, Lq, Lk):
         return (j < self.prefix) | (j <= i + offset(Lq, Lk, self.align))
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(1): row p sees max(P, clip(p + 1, 0, Lk)) keys, P = min(prefix, Lk); rows with
+        p + 1 < P see P, the rest clip(p + 1, 0, Lk) (``masks._sum_clip``)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        o = offset(Lq, Lk, self.align)
+        P = min(self.prefix, Lk)
+        n_prefix = min(max(P - 1 - o, 0), Lq)  # rows i with i + o + 1 < P
+        return n_prefix * P + _sum_clip(o + n_prefix + 1, Lq - n_prefix, Lk)
 
     def __repr__(self):
         return f"PrefixLM({self.prefix}, align={self.align!r})"
@@ -195,6 +217,8 @@ class DSA(Mask):
         global tokens g <= p that are in neither set.
         """
         Lq, Lk = _check_lengths(Lq, Lk)
+        _V.check_budget("Lq, global_tokens", shape=(Lq,), itemsize=32 + 8 * len(self.global_tokens),
+                        what=f"row counts of {Lq} rows")
         p = np.arange(Lq, dtype=np.int64) + offset(Lq, Lk, self.align)
         w, s = self.window, self.stride
         local = np.maximum(np.minimum(p, Lk - 1) - np.maximum(p - w, 0) + 1, 0)
@@ -258,9 +282,12 @@ class BigBird(Mask):
         self._cache: dict[int, np.ndarray] = {}
 
     def block_layout(self, n_blocks: int) -> np.ndarray:
-        """bool (n_blocks, n_blocks) block layout, deterministic in ``seed``."""
+        """bool (n_blocks, n_blocks) block layout, deterministic in ``seed`` (a new array on every call)."""
+        n_blocks = _nonneg_int(n_blocks, "n_blocks")
         if n_blocks in self._cache:
-            return self._cache[n_blocks]
+            return self._cache[n_blocks].copy()
+        _V.check_budget("n_blocks", shape=(n_blocks, n_blocks), itemsize=24, steps=n_blocks,
+                        what=f"a ({n_blocks}, {n_blocks}) block layout")
         a = np.arange(n_blocks)[:, None]
         b = np.arange(n_blocks)[None, :]
         layout = (np.abs(a - b) <= self.window_blocks // 2) | (a < self.global_blocks) | (b < self.global_blocks)
@@ -271,12 +298,14 @@ class BigBird(Mask):
             if take:
                 layout[row, rng.choice(free, size=take, replace=False)] = True
         self._cache[n_blocks] = layout
-        return layout
+        return layout.copy()
 
     def _visible(self, i, j, Lq, Lk):
         if Lq != Lk:
-            raise ValueError(f"BigBird is a self-attention pattern: need Lq == Lk, got {Lq}, {Lk}")
-        layout = self.block_layout(-(-Lq // self.block))
+            raise ValueError(f"Lq, Lk: expected Lq == Lk (BigBird is a self-attention pattern), got {Lq}, {Lk}")
+        n = -(-Lq // self.block)
+        layout = self._cache.get(n)
+        layout = self.block_layout(n) if layout is None else layout
         return layout[i // self.block, j // self.block]
 
     def __repr__(self):
@@ -284,3 +313,88 @@ class BigBird(Mask):
             f"BigBird(block={self.block}, window_blocks={self.window_blocks}, global_blocks={self.global_blocks}, "
             f"random_blocks={self.random_blocks}, seed={self.seed})"
         )
+
+
+class Varlen(Mask):
+    """Packed variable-length sequences (flash-attn varlen, xformers ``BlockDiagonal*Mask``).
+
+    ``cu_seqlens_q`` (n + 1,) and ``cu_seqlens_k`` (n + 1,) non-decreasing int arrays
+    starting at 0: sequence s holds queries [cq_s, cq_{s+1}) and keys [ck_s, ck_{s+1})
+    (Lq_s, Lk_s of them; a length may be 0). Query i of sequence s sees key j iff j is
+    in sequence s and, per sequence, with local indices a = i - cq_s, b = j - ck_s and
+    o_s = Lk_s - Lq_s (``align="bottom_right"``) or 0 (``"top_left"``):
+
+        causal:          b <= a + o_s
+        window (l, r):   a + o_s - l <= b <= a + o_s + r   (a side None is unbounded)
+
+    The alignment is per sequence, never of the packed (total_q, total_k) matrix.
+
+    Sources: Dao-AILab/flash-attention v2.8.3 flash_attn/flash_attn_interface.py
+    ``flash_attn_varlen_func`` (causal "aligned to the bottom right corner" of each
+    sequence's attention matrix); facebookresearch/xformers 0.0.33
+    xformers/ops/fmha/attn_bias.py ``BlockDiagonalCausalMask._create_block_mask``
+    (per block ``LowerTriangularMask``: top-left) and
+    ``BlockDiagonalCausalFromBottomRightMask`` (per block ``LowerTriangularFromBottomRightMask``).
+    """
+
+    def __init__(self, cu_seqlens_q, cu_seqlens_k=None, *, causal: bool = False, align: str = "bottom_right",
+                 window=None):
+        self.cu_q = self._cu(cu_seqlens_q, "cu_seqlens_q")
+        self.cu_k = self.cu_q if cu_seqlens_k is None else self._cu(cu_seqlens_k, "cu_seqlens_k")
+        if len(self.cu_q) != len(self.cu_k):
+            raise ValueError(f"cu_seqlens_q, cu_seqlens_k: {len(self.cu_q) - 1} and {len(self.cu_k) - 1} sequences; "
+                             "expected the same number")
+        if not isinstance(causal, (bool, np.bool_)):
+            raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+        self.causal = bool(causal)
+        self.align = _check_align(align)
+        if window is not None:
+            if not isinstance(window, (tuple, list)) or len(window) != 2:
+                raise TypeError(f"window: expected (left, right), got {window!r}")
+            window = tuple(None if w is None else _extent(w, "window") for w in window)
+        self.window = window
+
+    @staticmethod
+    def _cu(x, name):
+        a = np.asarray(x)
+        if a.ndim != 1 or a.size < 1 or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{name}: expected a 1-D integer array (n + 1,), got {a.dtype} {a.shape}")
+        a = a.astype(np.int64).copy()
+        if a[0] != 0 or np.any(np.diff(a) < 0):
+            raise ValueError(f"{name}: expected non-decreasing offsets starting at 0, got {a.tolist()}")
+        return a
+
+    def _visible(self, i, j, Lq, Lk):
+        if (Lq, Lk) != (int(self.cu_q[-1]), int(self.cu_k[-1])):
+            raise ValueError(f"cu_seqlens_q, cu_seqlens_k: packed lengths ({self.cu_q[-1]}, {self.cu_k[-1]}), "
+                             f"used with (Lq, Lk) = ({Lq}, {Lk})")
+        sq = np.searchsorted(self.cu_q, i, side="right") - 1  # sequence of each query
+        sk = np.searchsorted(self.cu_k, j, side="right") - 1
+        vis = sq == sk
+        a, b = i - self.cu_q[sq], j - self.cu_k[np.clip(sk, 0, len(self.cu_k) - 2)]
+        if self.align == "bottom_right":
+            o = (self.cu_k[sq + 1] - self.cu_k[sq]) - (self.cu_q[sq + 1] - self.cu_q[sq])
+        else:
+            o = 0
+        p = a + o
+        if self.causal:
+            vis = vis & (b <= p)
+        if self.window is not None:
+            left, right = self.window
+            if left is not None:
+                vis = vis & (b >= p - left)
+            if right is not None:
+                vis = vis & (b <= p + right)
+        return vis
+
+    def positions(self):
+        """(p (total_q,), key (total_k,)): each query's aligned position a + o_s and each key's
+        local index b within its own sequence (what causal, windows and ALiBi compare)."""
+        nq, nk = np.diff(self.cu_q), np.diff(self.cu_k)
+        sq, sk = np.repeat(np.arange(len(nq)), nq), np.repeat(np.arange(len(nk)), nk)
+        o = (nk - nq)[sq] if self.align == "bottom_right" else 0
+        return np.arange(self.cu_q[-1]) - self.cu_q[sq] + o, np.arange(self.cu_k[-1]) - self.cu_k[sk]
+
+    def __repr__(self):
+        return (f"Varlen({self.cu_q.tolist()}, {self.cu_k.tolist()}, causal={self.causal}, align={self.align!r}, "
+                f"window={self.window})")
