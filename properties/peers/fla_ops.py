@@ -23,7 +23,9 @@ fla accumulates in float32); ``chunk_delta_rule`` asserts float32 is unsupported
 (fla/ops/delta_rule/chunk.py chunk_delta_rule: "does not support float32. Please use
 bfloat16"), so it is run in bfloat16, on a GPU only: under Triton's interpreter bfloat16
 arithmetic is not supported (``UNSUPPORTED_INTERPRETED``). ``chunk_linear_attn`` is called with
-``normalize=False`` (its default True divides by the running key sum).
+``normalize=False`` (its default True divides by the running key sum) for ``forward`` and with
+``normalize=True`` for the kind's ``normalized`` (scale q S_t / (scale q z_t + 1e-10),
+fla/ops/linear_attn/utils.py StatefulNormalizeFunction), as is ``fused_recurrent_linear_attn``.
 
 Not shipped: ``fused_recurrent_retention`` / ``chunk_retention`` fix the decay per head
 (log(1 - 2^(-5 - h)), fla/ops/retention/*.py) and take no gate argument, so the kinds'
@@ -37,6 +39,7 @@ import warnings
 
 import numpy as np
 
+from ..core import Unsupported
 from ..mixers_linear import DeltaRuleAdapter, LinearAttentionAdapter
 from ._common import make, require, version
 from .triton_shims import setup as triton_setup
@@ -93,6 +96,20 @@ def _la(torch, call, dtype, gate):
     return forward
 
 
+def _normalized(torch, call, dtype):
+    """normalized(q, k, v, scale, eps, chunk_size): fla's normalize=True, whose eps is 1e-10."""
+
+    def normalized(q, k, v, scale, eps, chunk_size):
+        if eps != 1e-10:
+            raise Unsupported(f"fla's normaliser eps is 1e-10 (fla/ops/linear_attn/utils.py), not {eps}")
+        tq, tk, tv = (_to(torch, a, dtype) for a in (q, k, v))
+        with torch.no_grad():
+            o, _ = call(tq, tk, tv, float(scale))
+        return _back(o)
+
+    return normalized
+
+
 def _delta(torch, call, dtype, gated):
     def forward(q, k, v, beta, g, scale, chunk_size):
         B, H, L, K = np.shape(q)
@@ -113,6 +130,10 @@ def _adapters(torch, fla, interpreted):
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
     f32, bf16 = torch.float32, torch.bfloat16
+    normalized = {  # linear_attn with normalize=True: o / (scale q . cumsum(k) + 1e-10), fla/ops/linear_attn/utils.py
+        "fused_recurrent_linear_attn": lambda q, k, v, s: fused_recurrent_linear_attn(q, k, v, scale=s, normalize=True),
+        "chunk_linear_attn": lambda q, k, v, s: chunk_linear_attn(q, k, v, scale=s, normalize=True),
+    }
     la = {  # name: (call(q, k, v, g, scale) -> (o, S), gate, chunked, dtype)
         "fused_recurrent_linear_attn": (lambda q, k, v, g, s: fused_recurrent_linear_attn(
             q, k, v, scale=s, output_final_state=True, normalize=False), None, False, f32),
@@ -145,8 +166,11 @@ def _adapters(torch, fla, interpreted):
     for name, (call, gate, chunked, dtype) in la.items():
         prec = str(dtype).removeprefix("torch.")
         caps = {"final_state"} | ({"gate_scalar"} if gate == "scalar" else set()) | (
-            {"gate_channel"} if gate == "channel" else set()) | ({"chunked"} if chunked else set())
+            {"gate_channel"} if gate == "channel" else set()) | ({"chunked"} if chunked else set()) | (
+            {"normalize"} if name in normalized else set())
+        norm = _normalized(torch, normalized[name], dtype) if name in normalized else None
         out.append(make(LinearAttentionAdapter, name=f"fla.{name}[{prec}]", forward=_la(torch, call, dtype, gate),
+                        normalized=norm,
                         capabilities=frozenset(caps), chunk_sizes=(CHUNK,) if chunked else None, precision=prec,
                         preset=PRESETS[name.split("_", 1)[1].removeprefix("recurrent_")], library=lib))
     for name, (call, gated, chunked, per_channel, dtype) in delta.items():
