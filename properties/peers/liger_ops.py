@@ -16,6 +16,11 @@ arithmetic: see ``triton_shims``).
     liger.cross_entropy              LigerCrossEntropyFunction (cross_entropy.py;    loss
                                      reduction "mean"; the gradient is computed in the
                                      forward and scaled in backward)
+    liger.fused_linear_cross_entropy LigerFusedLinearCrossEntropyFunction           loss
+                                     (fused_linear_cross_entropy.py) with hidden = the
+                                     logits and head weight I (V x V): logits = h I^T = z
+                                     exactly (products by 0 and 1, sums with zeros), and the
+                                     gradient w.r.t. h is that w.r.t. z
     liger.rope                       LigerRopeFunction (rope.py; HF rotate_half      rope
                                      layout; cos/sin tables built as HF Llama builds them,
                                      in float32: inv_freq = 1 / base^(2i/d), emb = cat(f, f))
@@ -26,8 +31,7 @@ cross-entropy kernel on the shifted logits and labels (-100 where the response m
 as Liger's ``LigerForCausalLMLoss`` does. Not shipped: SwiGLU / GeGLU (``LigerSiLUMulFunction``,
 ``LigerGELUMulFunction``): the ``ffn`` kind requires ``act`` for every activation of
 refimpl.ffn.ACTIVATIONS and a whole MLP, of which Liger computes only silu(a) * b and
-gelu_tanh(a) * b; fused linear cross-entropy: the ``loss`` kind takes logits, not hidden
-states and a head.
+gelu_tanh(a) * b.
 """
 
 from __future__ import annotations
@@ -98,14 +102,17 @@ def _norms(torch, lib, conv: str):
                 preset=f"refimpl.norms (rms_norm weight_offset={offset})", library=lib)
 
 
-def _cross_entropy(torch, lib):
+def _cross_entropy(torch, lib, fused: bool):
     from liger_kernel.ops.cross_entropy import LigerCrossEntropyFunction
+    from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction
 
     def call(z, t, ii, grad=False):
         zt = torch.tensor(np.asarray(z, dtype=np.float64), dtype=torch.float32, requires_grad=grad)
-        loss = LigerCrossEntropyFunction.apply(zt, torch.tensor(np.asarray(t, dtype=np.int64)), None, int(ii),
-                                               0.0, 0.0, "mean")[0]
-        return zt, loss
+        tt = torch.tensor(np.asarray(t, dtype=np.int64))
+        if fused:  # hidden = z, head W = I: logits = z W^T = z exactly, d hidden = d logits I = d logits
+            eye = torch.eye(zt.shape[-1], dtype=torch.float32)
+            return zt, LigerFusedLinearCrossEntropyFunction.apply(zt, eye, tt, None, None, int(ii), 0.0, 0.0, "mean")[0]
+        return zt, LigerCrossEntropyFunction.apply(zt, tt, None, int(ii), 0.0, 0.0, "mean")[0]
 
     def ce(z, t, ii):
         with torch.no_grad():
@@ -123,7 +130,8 @@ def _cross_entropy(torch, lib):
     def sft(z, tok, mask):
         return lm(z, np.where(mask, tok, -100))
 
-    return make(LossAdapter, name="liger.cross_entropy", cross_entropy=ce, cross_entropy_grad=ce_grad,
+    name = "liger.fused_linear_cross_entropy" if fused else "liger.cross_entropy"
+    return make(LossAdapter, name=name, cross_entropy=ce, cross_entropy_grad=ce_grad,
                 causal_lm_loss=lm, sft_loss=sft, capabilities=frozenset({"grad", "lm"}), precision="float32",
                 preset="refimpl.losses (mean over counted rows)", library=lib)
 
@@ -148,6 +156,8 @@ def _rope(torch, lib):
 
 
 def liger() -> list:
-    """Liger-Kernel's RMSNorm/LayerNorm (llama and gemma RMSNorm), cross-entropy and RoPE."""
+    """Liger-Kernel's RMSNorm/LayerNorm (llama and gemma RMSNorm), cross-entropy (plain and fused
+    linear) and RoPE."""
     torch, _, lib = _lib()
-    return [_norms(torch, lib, "llama"), _norms(torch, lib, "gemma"), _cross_entropy(torch, lib), _rope(torch, lib)]
+    return [_norms(torch, lib, "llama"), _norms(torch, lib, "gemma"), _cross_entropy(torch, lib, False),
+            _cross_entropy(torch, lib, True), _rope(torch, lib)]
