@@ -23,7 +23,8 @@ present, through the shims of ``properties.peers.triton_shims``):
 
     fla_linear       fla linear attention, simple GLA, GLA, delta rule, gated delta rule
                      (fused_recurrent and chunk forms)
-    liger            Liger-Kernel RMSNorm (llama, gemma), LayerNorm, cross-entropy, RoPE
+    liger            Liger-Kernel RMSNorm (llama, gemma), LayerNorm, cross-entropy (plain and
+                     fused linear), RoPE
 """
 
 from __future__ import annotations
