@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import accounting, ffn as _ffn, norms
-from ._validate import as_float_array, bool_array, check_choice, count, flag, instance, positive_int, real_number
+from ._validate import as_float_array, bool_array, check_budget, check_choice, count, flag, instance, positive_int, real_number
 from .mha import multi_head_attention
 
 ARRANGEMENTS = ("pre_norm", "post_norm", "parallel")
@@ -405,6 +405,10 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
                          f"d_model={d_model}, num_heads={num_heads}, num_kv_heads={Hkv}")
 
     hd = d_model // num_heads
+    n_attn = 2 if cross else 1
+    n_weights = n_attn * 2 * d_model * (num_heads + Hkv) * hd + (3 if ffn_kind == "glu" else 2) * d_model * d_ff
+    check_budget("d_model, num_heads, num_kv_heads, d_ff", nbytes=16 * n_weights + 32 * d_model,
+                 what=f"a block of {n_weights} weights")
 
     def mat(r, c):
         return rng.standard_normal((r, c)) / np.sqrt(r)

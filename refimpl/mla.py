@@ -130,9 +130,11 @@ class MLALatentCache:
     def update(self, c_kv, k_pe):
         B = self.store.B
         c_kv = as_float_array(c_kv, "c_kv", ndim=3)
-        k_pe = as_float_array(k_pe, "k_pe", shape=(B, c_kv.shape[1], self.d_rope), shape_doc="(B, n, d_rope)")
+        k_pe = as_float_array(k_pe, "k_pe", shape=(B, c_kv.shape[1], self.d_rope),
+                              shape_doc="(batch, n, d_rope), the cache's batch and d_rope")
         if c_kv.shape[::2] != (B, self.d_c):
-            raise ValueError(f"c_kv: expected shape (B, n, d_c) = ({B}, *, {self.d_c}), got {c_kv.shape}")
+            raise ValueError(f"c_kv: expected shape (batch, n, d_c) = ({B}, *, {self.d_c}), the cache's batch and d_c, "
+                             f"got {c_kv.shape}")
         kv = np.concatenate([c_kv, k_pe], axis=-1)[:, None]  # (B, 1, n, d_c + d_rope)
         K, _ = self.store.update(kv, np.zeros(kv.shape[:3] + (1,)))
         return K  # (B, 1, T, d_c + d_rope)

@@ -43,12 +43,77 @@ class Recipe:
 
 
 # ---------------------------------------------------------------------------
+# the aliasing oracle's writer (tests/test_contract_fuzz.py check_no_aliasing; stateful recipes below)
+
+
+def _arrays(x, seen=None):
+    """Every ndarray leaf of a result (lists, tuples, dicts, dataclasses, objects' array attributes)."""
+    seen = set() if seen is None else seen
+    if id(x) in seen:
+        return
+    seen.add(id(x))
+    if isinstance(x, np.ndarray):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _arrays(y, seen)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _arrays(y, seen)
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        for f in dataclasses.fields(x):
+            yield from _arrays(getattr(x, f.name), seen)
+
+
+def scribble(result) -> int:
+    """Write into every writeable array of a result (what a caller may do with its outputs); the number written."""
+    n = 0
+    for a in _arrays(result):
+        if a.flags.writeable and a.size:
+            if a.dtype.kind == "f":
+                a[...] = np.where(np.isfinite(a), a * 0.5 + 7.25, 7.25)
+            elif a.dtype.kind == "b":
+                a[...] = ~a
+            elif a.dtype.kind in "iu":
+                a[...] = a + 1
+            else:
+                continue
+            n += 1
+    return n
+
+
+
+def twin_state_check(make, run, read, label: str) -> None:
+    """Stateful objects: ``run(obj)`` on two equal objects, the results of one written into
+    (``scribble``); ``read(obj)`` must then agree. A method returning a view of the object's
+    storage (ContiguousCache.update before this check) makes them differ."""
+    a, b = make(), make()
+    scribble(run(a))
+    run(b)
+    ra, rb = read(a), read(b)
+    for x, y in zip(_arrays_list(ra), _arrays_list(rb)):
+        assert x.shape == y.shape and np.array_equal(x, y), f"{label}: writing into a result changed the object's state"
+
+
+def _arrays_list(x):
+    return list(_arrays(x))
+
+
+# ---------------------------------------------------------------------------
 # valid building blocks
 
 
 def arr(draw, shape, lo=-3.0, hi=3.0):
     seed = draw(st.integers(0, 2**32 - 1))
     return np.random.default_rng(seed).uniform(lo, hi, size=shape)
+
+
+def tails(draw, shape):
+    """Values across the whole float64 range: signed, magnitudes 10^U(-323, 308), and the transition
+    band of the exponentials (|u| in [5, 60]); the tails class of the fuzz."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mag = np.where(rng.random(shape) < 0.5, 10.0 ** rng.uniform(-323, 308, size=shape), rng.uniform(5, 60, size=shape))
+    return np.where(rng.random(shape) < 0.5, -mag, mag)
 
 
 def qkv(draw, *, dv=None):
@@ -220,6 +285,13 @@ def same_fully_masked_rows(kw, result):
     lse = result[1] if isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], tuple) else None
     if lse is not None:
         assert np.array_equal(np.isneginf(lse), np.isneginf(ref)), "lse = -inf on rows attention sees keys for"
+        # the top of the range: the tiled forms equal attention there too (a weighted mean of v stays
+        # within max|v|, even when max|v| = finfo.max and the unnormalised accumulator would not)
+        ref_out = refimpl.attention(**{n: v for n, v in kw.items() if n not in ("block_q", "block_k", "num_splits",
+                                                                                 "variant", "skip_masked_tiles")})[0]
+        vmax = float(np.max(np.abs(kw["v"]), initial=0.0))
+        err = float(np.max(np.abs(result[0] - ref_out), initial=0.0)) if np.isfinite(result[0]).all() else np.inf
+        assert err <= 1e-12 * vmax, f"out differs from refimpl.attention by {err:.3g} (max|v| = {vmax:.3g})"
 
 
 for _n in ("refimpl.flash_attention", "refimpl.split_kv_attention"):
@@ -714,7 +786,7 @@ R["gpu.route"] = Recipe(lambda draw: (lambda d: {n: d[n] for n in d if n != "sel
 
 import importlib as _importlib  # noqa: E402
 
-for _family in ("positions", "mixers", "layers", "distributed"):
+for _family in ("positions", "mixers", "layers", "distributed", "methods"):
     try:
         _importlib.import_module(f"{__package__}.contract_recipes_{_family}")
     except ModuleNotFoundError as _e:  # a family whose recipes are not written: its callables are reported missing
