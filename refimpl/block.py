@@ -145,9 +145,14 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
                                     num_kv_heads=a.num_kv_heads, **kw)
     except ValueError as e:  # name the block's inputs, not the sub-layer's internal q, k
-        if not str(e).startswith("q, k, scale"):
-            raise
-        raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
+        msg = str(e)
+        if msg.startswith("q, k, scale"):
+            raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
+        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:")) and "beyond float64 range" in msg:
+            # an exact projection beyond float64: name the block's inputs, not the sub-layer's x_q, x_kv
+            raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 "
+                             f"range, got one beyond it ({e})") from None
+        raise
 
 
 def _feed_forward(x, blk: Block, counter, keep_mask, dropout_p):

@@ -67,11 +67,13 @@ class MLAWeights:
         H, dn, dr, dv = (positive_int(getattr(self, n), n) for n in ("num_heads", "d_nope", "d_rope", "d_v"))
         W = {n: as_float_array(getattr(self, n), n, ndim=2) for n in ("W_q", "W_dkv", "W_ukv", "W_o")}
         d_model, d_c = W["W_q"].shape[0], W["W_ukv"].shape[0]
-        expect = {"W_q": (d_model, H * (dn + dr)), "W_dkv": (d_model, d_c + dr), "W_ukv": (d_c, H * (dn + dv)),
-                  "W_o": (H * dv, d_model)}
-        for n, shape in expect.items():
+        expect = {"W_q": ((d_model, H * (dn + dr)), "(d_model, num_heads (d_nope + d_rope))", "num_heads, d_nope, d_rope"),
+                  "W_dkv": ((d_model, d_c + dr), "(d_model, d_c + d_rope)", "d_rope"),
+                  "W_ukv": ((d_c, H * (dn + dv)), "(d_c, num_heads (d_nope + d_v))", "num_heads, d_nope, d_v"),
+                  "W_o": ((H * dv, d_model), "(num_heads d_v, d_model)", "num_heads, d_v")}
+        for n, (shape, doc, dims) in expect.items():
             if W[n].shape != shape:
-                raise ValueError(f"{n}: expected shape {shape}, got {W[n].shape}")
+                raise ValueError(f"{n}, {dims}: expected {n} of shape {doc} = {shape}, got {W[n].shape}")
         if dr % 2:
             raise ValueError(f"d_rope: expected an even number, got {dr}")
         return W

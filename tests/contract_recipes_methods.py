@@ -113,7 +113,8 @@ R["methods.BigBird.block_layout"] = Recipe(
 
 def _paged_args(draw):
     Hkv, D, n = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(small)
-    return dict(num_kv_heads=Hkv, head_dim=D, block_size=draw(st.integers(1, 3)), num_blocks=draw(st.integers(8, 12)),
+    return dict(num_kv_heads=Hkv, head_dim=D, block_size=draw(st.integers(1, 3)),
+                num_blocks=draw(st.integers(2 * n + 2, 2 * n + 6)),  # the sequence and its fork's copies
                 seq=0, k=arr(draw, (Hkv, n, D)), v=arr(draw, (Hkv, n, D)))
 
 
