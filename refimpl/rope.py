@@ -86,11 +86,12 @@ def _check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
     """rotary_dim (default: the head dim D, full rotary) even and <= D; ``dim_name`` names where D came from."""
     if rotary_dim is None:
         if D % 2:
-            raise ValueError(f"{dim_name}: full rotary (rotary_dim None) needs an even head dim, got {D}")
+            raise ValueError(f"{dim_name}: expected an even head dim for full rotary (rotary_dim None), got {D}")
         return D
     d = positive_int(rotary_dim, "rotary_dim")
     if d % 2 or d > D:
-        raise ValueError(f"rotary_dim: expected an even number <= head dim {D}, got {d}")
+        raise ValueError(f"rotary_dim, {dim_name}: expected an even rotary_dim <= the head dim {D} (of {dim_name}), "
+                         f"got {d}")
     return d
 
 
