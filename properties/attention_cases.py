@@ -22,6 +22,13 @@ the exact meanings are ``ATTENTION_KIND``, the one declaration of the protocol):
     dropout        dropout_mask= / dropout_p=
     backward       adapter.backward(q, k, v, dout, **kwargs) -> (dq, dk, dv)
     scale          scale= keyword
+    key_padding    key_padding_mask= bool (B, Lk)
+    alibi_slopes   alibi_slopes= (Hq,) or (B, Hq)
+    sinks          sinks= (Hq,) one logit per head in the softmax denominator
+    varlen         cu_seqlens_q= / cu_seqlens_k= packed sequences (B = 1)
+
+With ``convention`` set (a name in ``refimpl.conventions.PRESETS``) the expected
+values are the preset's (``reference``): keywords stay in the spec's form.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from hypothesis import strategies as st
 
 from refimpl import masks as M
 from refimpl.alibi import alibi_bias, alibi_slopes
+from refimpl.conventions import PRESETS
+from refimpl.sinks import apply_sinks
 
 from . import sizes
 from .protocol import Capability, Kind, Option
@@ -60,6 +69,22 @@ ATTENTION_CAPABILITIES = {
     "backward": Capability("backward(q, k, v, dout, **same keywords) -> (dq, dk, dv), the gradient of "
                            "sum(dout * out)", methods=("backward",)),
     "scale": Capability("scale= keyword multiplies q.k (default 1/sqrt(D)); values option scale"),
+    "key_padding": Capability("key_padding_mask= bool (B, Lk), True = a real key: key j of batch b is hidden from "
+                              "every query of batch b iff key_padding_mask[b, j] is False (flash-attn's unpadded "
+                              "batches, torch SDPA attn_mask (B, 1, 1, Lk)); and-ed with every other mask; queries "
+                              "are never masked by it (a query row of padded keys only still has its own output)"),
+    "alibi_slopes": Capability("alibi_slopes= float (Hq,) or (B, Hq) (option alibi_ndim): adds -slope_h |i + o - j| "
+                               "to the scores after softcap, o = Lk - Lq (bottom_right) or 0 (top_left) as for "
+                               "causal (refimpl.alibi.alibi_bias; flash-attn flash_attn_func alibi_slopes)"),
+    "sinks": Capability("sinks= float (Hq,): one logit s_h per query head added to the softmax denominator with no "
+                        "value, not scaled or masked: P_ij = exp(S_ij) / (exp(s_h) + sum_j exp(S_ij)); lse = "
+                        "logaddexp(lse without sinks, s_h); a row with no visible key gives out 0, lse s_h "
+                        "(refimpl.sinks; gpt-oss gpt_oss/torch/model.py sdpa)"),
+    "varlen": Capability("cu_seqlens_q=, cu_seqlens_k= int64 (n + 1,) offsets of n packed sequences, B = 1: query i "
+                         "of sequence s sees only keys of sequence s; causal, align and window apply per sequence "
+                         "with local indices and o_s = Lk_s - Lq_s (bottom_right) or 0 (top_left) "
+                         "(refimpl.masks.Varlen; flash_attn_varlen_func, xformers BlockDiagonal*Mask); never drawn "
+                         "with mask predicates"),
 }
 
 ATTENTION_OPTIONS = {
@@ -69,6 +94,12 @@ ATTENTION_OPTIONS = {
     "bias_kind": Option("bias arrays drawn: ALiBi (-slope |i + o - j|) or Gaussian", ("alibi", "random")),
     "scale": Option("scale values drawn", (0.05, 0.5, 1.0, 2.0)),
     "dropout_p": Option("dropout rates drawn", (0.1, 0.5)),
+    "window_causal": Option("whether a drawn window comes with causal=True: decline 'without_causal' for a library "
+                            "whose window implies causal (xformers make_local_attention, HF sliding_window)",
+                            ("with_causal", "without_causal")),
+    "lengths": Option("Lq against Lk (per sequence under varlen): decline 'lq_gt_lk' for a kernel that needs "
+                      "Lk >= Lq (xformers BlockDiagonalCausalFromBottomRightMask)", ("lq_le_lk", "lq_gt_lk")),
+    "alibi_ndim": Option("rank of the drawn alibi_slopes: (Hq,) or (B, Hq)", (1, 2)),
 }
 
 ATTENTION_KIND = Kind(
@@ -78,16 +109,36 @@ ATTENTION_KIND = Kind(
         "representable in the adapter's precision); out (B, Hq, Lq, Dv), lse (B, Hq, Lq).",
     methods={
         "forward": "forward(q, k, v, *, mask=None, causal=False, align='bottom_right', window=None, scale=None, "
-                   "softcap=None, bias=None, dropout_mask=None, dropout_p=0.0) -> (out, lse); keywords of "
-                   "undeclared capabilities are never passed",
-        "backward": "backward(q, k, v, dout, **forward keywords) -> (dq, dk, dv)",
+                   "softcap=None, bias=None, dropout_mask=None, dropout_p=0.0, key_padding_mask=None, "
+                   "alibi_slopes=None, sinks=None, cu_seqlens_q=None, cu_seqlens_k=None) -> (out, lse). "
+                   "q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) float64; mask a bool array of shape "
+                   "(Lq, Lk), (B, 1, Lq, Lk) or, from key_permutation_invariance, (B, Hq, Lq, Lk) (True = "
+                   "visible), or a refimpl.masks.Mask; causal bool; align 'bottom_right' | 'top_left'; window "
+                   "(left, right) of int or None; scale, softcap float; bias float (1, Hq, Lq, Lk) or (B, Hq, Lq, "
+                   "Lk) with -inf allowed; dropout_mask bool (B, Hq, Lq, Lk) with dropout_p float; "
+                   "key_padding_mask bool (B, Lk); alibi_slopes float (Hq,) or (B, Hq); sinks float (Hq,); "
+                   "cu_seqlens_q, cu_seqlens_k int64 (n + 1,). Only keywords of declared capabilities are passed; "
+                   "lse (B, Hq, Lq) or None",
+        "backward": "backward(q, k, v, dout, **forward keywords) -> (dq, dk, dv) of the shapes of q, k, v; "
+                    "dout (B, Hq, Lq, Dv) float64; never passed sinks",
     },
     required=("forward",),
     capabilities=ATTENTION_CAPABILITIES,
     options=ATTENTION_OPTIONS,
+    conventions={name: f"fully masked row: out {p.fully_masked}"
+                       + (f" ({p.fully_masked_float64} at precision float64)" if p.fully_masked_float64 else "")
+                       + f", its lse {p.masked_lse if p.masked_lse is not None else 'not compared'}"
+                       + (", causal ALiBi lse shifted by slope (i + Lk - Lq)" if p.alibi_causal_lse_shift else "")
+                       + f"; {p.source}"
+                 for name, p in PRESETS.items()},
+    tests="tests/test_attention_properties.py",
 )
 
 ALL_CAPS = frozenset(ATTENTION_CAPABILITIES)
+#: the capabilities whose keywords refimpl.attention does not take (folded in by ``spec_kwargs``)
+EXTENSION_CAPS = frozenset({"key_padding", "alibi_slopes", "sinks", "varlen"})
+#: the capabilities of refimpl.attention's own keywords
+BASE_CAPS = ALL_CAPS - EXTENSION_CAPS
 
 #: predicate masks drawn for "mask_predicate" (a recipe names one by its index)
 PREDICATES = (
@@ -152,8 +203,10 @@ class AttnCase:
     def side_by_side(self, case="case") -> list:
         """Snippet lines calling the adapter and refimpl.attention on this case."""
         return [
+            "import properties.attention_cases",
             f"out, lse = impl.forward({case}.q, {case}.k, {case}.v, **{case}.kwargs)",
-            f"ref_out, ref_lse = refimpl.attention({case}.q, {case}.k, {case}.v, **{case}.kwargs)",
+            f"ref_out, ref_lse = properties.attention_cases.reference(impl, {case})  # refimpl.attention under "
+            "impl's convention",
             "print('max |out - ref_out|:', np.max(np.abs(np.asarray(out, float) - ref_out)))",
             "if lse is not None:",
             "    print('lse:', np.asarray(lse).ravel()[:6], 'refimpl:', ref_lse.ravel()[:6])",
@@ -174,7 +227,9 @@ def build(*, shape, seed, magnitude=1.0, precision="float64", arrays=None, kwarg
     rounded to ``precision``; ``arrays`` names the array keywords drawn from the
     same generator in this order: mask ("array4", "array2_rows_empty",
     "predicate:<index into PREDICATES>"), bias ("alibi", "random"), dropout_mask
-    (the drop rate p); ``kwargs`` the plain keywords (causal, align, window, ...).
+    (the drop rate p), key_padding (True), alibi_slopes (its rank 1 or 2), sinks (True),
+    varlen ((lengths_q, lengths_k) of the packed sequences; B = 1 and Lq, Lk their sums);
+    ``kwargs`` the plain keywords (causal, align, window, ...).
     """
     arrays, kwargs = dict(arrays or {}), dict(kwargs or {})
     B, Hq, Hkv, Lq, Lk, D, Dv = shape
@@ -203,10 +258,31 @@ def build(*, shape, seed, magnitude=1.0, precision="float64", arrays=None, kwarg
     if p is not None:
         kw["dropout_p"] = p
         kw["dropout_mask"] = rng.random((B, Hq, Lq, Lk)) >= p
+    if arrays.get("key_padding"):
+        kpm = rng.random((B, Lk)) < 0.75
+        kpm[rng.random(B) < 0.25] = False  # a batch entry whose keys are all padding
+        kw["key_padding_mask"] = kpm
+    ndim = arrays.get("alibi_slopes")
+    if ndim == 1:
+        kw["alibi_slopes"] = alibi_slopes(Hq)
+    elif ndim == 2:
+        kw["alibi_slopes"] = round_to(rng.uniform(0.01, 1.0, (B, Hq)), precision)
+    if arrays.get("sinks"):
+        kw["sinks"] = round_to(rng.standard_normal(Hq) * 2.0, precision)
+    lens = arrays.get("varlen")
+    if lens is not None:
+        lens_q, lens_k = lens
+        kw["cu_seqlens_q"] = np.concatenate([[0], np.cumsum(lens_q)]).astype(np.int64)
+        kw["cu_seqlens_k"] = np.concatenate([[0], np.cumsum(lens_k)]).astype(np.int64)
     kw.update(kwargs)
     recipe = dict(shape=tuple(shape), seed=seed, magnitude=magnitude, precision=precision, arrays=arrays,
                   kwargs={k: v for k, v in kwargs.items() if k != "dropout_p"})
     return AttnCase(q, k, v, kw, seed, recipe)
+
+
+def allowed(caps, option, values) -> tuple:
+    """``values`` less those ``caps`` declines for ``option`` (plain frozensets decline nothing)."""
+    return caps.allowed(option, values) if hasattr(caps, "allowed") else tuple(values)
 
 
 def shapes(caps: frozenset, *, max_len: int = sizes.DEFAULT_MAX_LEN, max_dim: int = sizes.DEFAULT_MAX_DIM):
@@ -220,6 +296,8 @@ def shapes(caps: frozenset, *, max_len: int = sizes.DEFAULT_MAX_LEN, max_dim: in
         G = draw(st.integers(1, 2 if big else 3)) if "gqa" in caps else 1
         Lq = draw(sizes.lengths(caps, max_len))
         Lk = draw(sizes.lengths(caps, max_len)) if "lq_ne_lk" in caps else Lq
+        if Lq > Lk and "lq_gt_lk" not in allowed(caps, "lengths", ("lq_gt_lk",)):
+            Lq, Lk = Lk, Lq
         D = draw(sizes.head_dims(caps, max_dim))
         Dv = draw(sizes.head_dims(caps, max_dim)) if "dv_ne_d" in caps else D
         return B, Hkv * G, Hkv, Lq, Lk, D, Dv
@@ -245,9 +323,11 @@ def attention_case(
     """
     allowed = getattr(caps, "allowed", lambda option, values: values)
     shape = draw(shapes(caps, max_len=max_len, max_dim=max_dim))
+    arrays: dict = {}
+    if "varlen" in caps and draw(st.booleans()):
+        shape, arrays["varlen"] = draw(varlen_lengths(caps, shape))
     seed = draw(st.integers(0, 2**32 - 1))
     mag = draw(st.sampled_from(magnitudes))
-    arrays: dict = {}
     kw: dict = {}
     if options:
         if "causal" in caps and draw(st.booleans()):
@@ -256,10 +336,12 @@ def attention_case(
             kw["align"] = "top_left"
         if "window" in caps and draw(st.booleans()):
             kw["window"] = (draw(sizes.window_sides(caps, max_len)), draw(sizes.window_sides(caps, max_len)))
+            if "causal" in caps and "without_causal" not in allowed("window_causal", ("without_causal",)):
+                kw["causal"] = True
         mask_kinds = ["none"]
         if "mask_array" in caps:
             mask_kinds += [{4: "array4", 2: "array2_rows_empty"}[n] for n in allowed("mask_ndim", (4, 2))]
-        if "mask_predicate" in caps:
+        if "mask_predicate" in caps and "varlen" not in arrays:
             mask_kinds += ["predicate"]
         kind = draw(st.sampled_from(mask_kinds))
         if kind == "predicate":
@@ -282,10 +364,114 @@ def attention_case(
             vals = allowed("dropout_p", ATTENTION_OPTIONS["dropout_p"].values)
             if vals:
                 arrays["dropout_mask"] = draw(st.sampled_from(vals))
+        if "key_padding" in caps and draw(st.booleans()):
+            arrays["key_padding"] = True
+        if "alibi_slopes" in caps and draw(st.booleans()):
+            vals = allowed("alibi_ndim", ATTENTION_OPTIONS["alibi_ndim"].values)
+            if vals:
+                arrays["alibi_slopes"] = draw(st.sampled_from(vals))
+        if "sinks" in caps and "dropout_mask" not in arrays and draw(st.booleans()):  # gpt-oss drops after the sink
+            arrays["sinks"] = True
     if force:
         kw.update(force)
     return build(shape=shape, seed=seed, magnitude=mag, precision=getattr(caps, "precision", "float64"),
                  arrays=arrays, kwargs=kw)
+
+
+@st.composite
+def varlen_lengths(draw, caps, shape):
+    """(shape with B = 1 and Lq, Lk the packed totals, (lengths_q, lengths_k)) of 1..3 sequences;
+    a sequence may be empty on one side; Lq_s <= Lk_s when 'lq_gt_lk' is declined."""
+    _, Hq, Hkv, _, _, D, Dv = shape
+    n = draw(st.integers(1, 3))
+    lens_q, lens_k = [], []
+    for _ in range(n):
+        a = draw(st.integers(0, 4))
+        b = draw(st.integers(0, 4)) if "lq_ne_lk" in caps else a
+        if a > b and "lq_gt_lk" not in allowed(caps, "lengths", ("lq_gt_lk",)):
+            a, b = b, a
+        lens_q.append(a)
+        lens_k.append(b)
+    if sum(lens_q) == 0 or sum(lens_k) == 0:  # at least one query and one key in the batch
+        lens_q[0] += 1
+        lens_k[0] += 1
+    return (1, Hq, Hkv, sum(lens_q), sum(lens_k), D, Dv), (tuple(lens_q), tuple(lens_k))
+
+
+#: keywords of the attention kind that refimpl.attention does not take (``spec_kwargs`` folds them in)
+EXTENSION_KEYWORDS = ("key_padding_mask", "alibi_slopes", "sinks", "cu_seqlens_q", "cu_seqlens_k")
+
+
+def spec_kwargs(case: AttnCase, kwargs: dict | None = None) -> dict:
+    """``refimpl.attention`` keywords equivalent to the case's (or ``kwargs``), sinks left out.
+
+    key_padding_mask (B, Lk) becomes a (B, 1, 1, Lk) mask and-ed with ``mask``;
+    alibi_slopes the bias ``refimpl.alibi.alibi_bias`` (added to ``bias``); cu_seqlens
+    the ``refimpl.masks.Varlen`` mask carrying causal, align and window per sequence.
+    """
+    kw = dict(case.kwargs if kwargs is None else kwargs)
+    for key in EXTENSION_KEYWORDS:
+        kw.pop(key, None)
+    src = case.kwargs if kwargs is None else kwargs
+    B, Hq, Lq, _ = case.q.shape
+    Lk = case.k.shape[2]
+    extra = []
+    if src.get("cu_seqlens_q") is not None:
+        vl = M.Varlen(src["cu_seqlens_q"], src["cu_seqlens_k"], causal=bool(kw.pop("causal", False)),
+                      align=kw.pop("align", "bottom_right"), window=kw.pop("window", None))
+        extra.append(vl.materialize(Lq, Lk))
+    if src.get("key_padding_mask") is not None:
+        extra.append(np.asarray(src["key_padding_mask"], dtype=bool)[:, None, None, :])
+    if extra:
+        m = kw.get("mask")
+        if isinstance(m, M.Mask):
+            m = m.materialize(Lq, Lk)
+        for e in extra:
+            m = e if m is None else np.asarray(m, dtype=bool) & e
+        kw["mask"] = np.ascontiguousarray(m)
+    if src.get("alibi_slopes") is not None:
+        if src.get("cu_seqlens_q") is not None:  # distances within each sequence, aligned per sequence
+            p, key = M.Varlen(src["cu_seqlens_q"], src["cu_seqlens_k"], align=src.get("align", "bottom_right")).positions()
+            sl = np.asarray(src["alibi_slopes"], dtype=np.float64)
+            sl = sl.reshape((1,) * (2 - sl.ndim) + sl.shape)[..., None, None]
+            ab = -sl * np.abs(p[:, None] - key[None, :])
+        else:
+            ab = alibi_bias(src["alibi_slopes"], Lq, Lk, align=kw.get("align", "bottom_right"))
+        kw["bias"] = ab if kw.get("bias") is None else kw["bias"] + ab
+    return kw
+
+
+def convention(impl):
+    """The ``refimpl.conventions`` preset ``impl`` declares (None: the spec's own)."""
+    name = getattr(impl, "convention", None)
+    return None if name is None else PRESETS[name]
+
+
+def reference(impl, case: AttnCase, **override):
+    """(out, lse) ``impl`` must give on ``case`` (with keywords ``override``): ``refimpl.attention``
+    on ``spec_kwargs``, then the sinks (``refimpl.sinks.apply_sinks``), then ``impl``'s convention
+    (``AttentionConvention.apply``: its fully masked rows and lse; lse None if it returns none)."""
+    kw = {**case.kwargs, **override}
+    spec = spec_kwargs(case, kw)
+    import refimpl
+
+    out, lse = refimpl.attention(case.q, case.k, case.v, **spec)
+    return finish(impl, case, out, lse, kw)
+
+
+def finish(impl, case: AttnCase, out, lse, kwargs: dict | None = None):
+    """The spec's sink-free (out, lse) for ``case`` turned into what ``impl`` must give:
+    sinks applied, then ``impl``'s convention (fully masked rows, their lse)."""
+    kw = case.kwargs if kwargs is None else kwargs
+    if kw.get("sinks") is not None:
+        out, lse = apply_sinks(out, lse, kw["sinks"])
+    conv = convention(impl)
+    if conv is None:
+        return out, lse
+    slopes = kw.get("alibi_slopes") if kw.get("causal") else None
+    out, conv_lse = conv.apply(case.q, case.v, out, lse, alibi_slopes=slopes,
+                               float64=getattr(impl, "precision", "float64") == "float64")
+    return out, (lse if conv_lse is None else conv_lse)
 
 
 def visible(case: AttnCase) -> np.ndarray:
@@ -294,7 +480,7 @@ def visible(case: AttnCase) -> np.ndarray:
 
     B, Hq, Lq, _ = case.q.shape
     Lk = case.k.shape[2]
-    kw = case.kwargs
+    kw = spec_kwargs(case)
     am = AttentionMask(kw.get("mask"), kw.get("causal", False), kw.get("align", "bottom_right"), kw.get("window"), (B, Hq, Lq, Lk))
     vis = np.broadcast_to(am.tile(slice(None), slice(None)), (B, Hq, Lq, Lk))
     bias = kw.get("bias")

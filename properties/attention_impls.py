@@ -22,6 +22,11 @@ properties; each bug is a mistake seen in real kernels or in the seeds:
     backward_no_D              dS = P * dP (drops the rowsum(dO * O) term)
     backward_no_softcap_grad   forgets the tanh' factor of softcap
     backward_dk_one_head       dK/dV from the first query head of each group only
+    padding_on_queries         key_padding_mask applied to query rows instead of key columns
+    alibi_top_left             ALiBi distances |i - j| even when bottom_right alignment was asked
+    sink_in_numerator          exp(sink) added to every key's numerator too (weights no longer < 1)
+    sink_scaled                the sink logit multiplied by the softmax scale like a score
+    varlen_packed_causal       varlen causal aligned on the packed (total_q, total_k) matrix, not per sequence
 """
 
 from __future__ import annotations
@@ -41,14 +46,20 @@ from .attention_cases import ALL_CAPS
 class AttentionAdapter:
     """Adapter protocol for attention implementations.
 
-    forward(q, k, v, **kwargs) -> (out, lse) with refimpl.attention's keywords.
+    forward(q, k, v, **kwargs) -> (out, lse) with the attention kind's keywords
+    (``properties.attention_cases.ATTENTION_KIND``: refimpl.attention's plus
+    key_padding_mask, alibi_slopes, sinks, cu_seqlens_q/k).
     backward(q, k, v, dout, **kwargs) -> (dq, dk, dv), if "backward" in capabilities.
-    precision: "float64" (compared with the float64 bound) or "float32"
-    (compared the flash-attn way; see properties.tolerance).
+    precision: "float64" (default), "float32", "bfloat16" or "float16": the
+    arithmetic it is held to (``properties.tolerance``; inputs arrive as float64
+    arrays whose values are exact in that precision).
     tiling: (block_k, chunks) for a tiled float64 implementation: its bound
     grows with the number of online-softmax steps (``flash_forward_bounds``).
     declines, tiles, head_dims, max_len: see properties.protocol (option values
     never drawn; the sizes strategies draw around).
+    convention: a name in ``refimpl.conventions.PRESETS`` ("xformers", "hf_mistral",
+    "flash_attn2", "jax", ...): expected values follow that library (its fully
+    masked rows and their lse); keywords stay in the spec's form.
     """
 
     name: str
@@ -62,6 +73,7 @@ class AttentionAdapter:
     tiles: tuple | None = None
     head_dims: tuple | None = None
     max_len: int | None = None
+    convention: str | None = None
 
 
 BUGS = (
@@ -81,10 +93,29 @@ BUGS = (
     "backward_no_D",
     "backward_no_softcap_grad",
     "backward_dk_one_head",
+    "padding_on_queries",
+    "alibi_top_left",
+    "sink_in_numerator",
+    "sink_scaled",
+    "varlen_packed_causal",
 )
 
 
-def _visible(Lq, Lk, B, Hq, mask, causal, align, window, bias, bug):
+def _varlen_positions(cu_q, cu_k, Lq, Lk, align, bug):
+    """Per query and key: sequence id, local index, and the per-sequence offset o_s of each query."""
+    cu_q, cu_k = np.asarray(cu_q), np.asarray(cu_k)
+    nq, nk = np.diff(cu_q), np.diff(cu_k)
+    seq_q, seq_k = np.repeat(np.arange(len(nq)), nq), np.repeat(np.arange(len(nk)), nk)
+    a = np.arange(Lq) - cu_q[seq_q]
+    b = np.arange(Lk) - cu_k[seq_k]
+    o = (nk - nq)[seq_q] if align == "bottom_right" else np.zeros(Lq, dtype=np.int64)
+    if bug == "varlen_packed_causal":  # positions of the packed matrix
+        a, b = np.arange(Lq), np.arange(Lk)
+        o = np.full(Lq, Lk - Lq if align == "bottom_right" else 0)
+    return seq_q, seq_k, a, b, o
+
+
+def _visible(Lq, Lk, B, Hq, mask, causal, align, window, bias, bug, cu_seqlens=None, key_padding_mask=None):
     o = Lk - Lq if align == "bottom_right" else 0
     if bug == "top_left_for_bottom_right":
         o = 0
@@ -93,6 +124,16 @@ def _visible(Lq, Lk, B, Hq, mask, causal, align, window, bias, bug):
     i = np.arange(Lq)[:, None]
     j = np.arange(Lk)[None, :]
     vis = np.ones((B, Hq, Lq, Lk), dtype=bool)
+    if cu_seqlens is not None:
+        seq_q, seq_k, a, b, oo = _varlen_positions(*cu_seqlens, Lq, Lk, align, bug)
+        vis &= seq_q[:, None] == seq_k[None, :]
+        i, j, o = a[:, None], b[None, :], oo[:, None]
+    if key_padding_mask is not None:
+        kpm = np.asarray(key_padding_mask, dtype=bool)
+        if bug == "padding_on_queries":
+            vis &= kpm[:, None, np.minimum(np.arange(Lq), Lk - 1), None]
+        else:
+            vis &= kpm[:, None, None, :]
     if causal:
         vis &= (i + o < j) if bug == "inverted_causal" else (j <= i + o)
     if window is not None:
@@ -129,19 +170,43 @@ def _kv_heads(Hq, Hkv, bug):
     return np.arange(Hq) % Hkv if bug == "head_map_mod" else np.arange(Hq) // G
 
 
+def _alibi(slopes, B, Hq, Lq, Lk, align, bug, cu_seqlens=None):
+    """-slope_h |i + o - j| as a (B, Hq, Lq, Lk) array (local indices per sequence under varlen)."""
+    sl = np.asarray(slopes, np.float64)
+    sl = np.broadcast_to(sl if sl.ndim == 2 else sl[None], (B, Hq))[:, :, None, None]
+    if bug == "alibi_top_left":
+        align = "top_left"
+    if cu_seqlens is not None:
+        _, _, a, b, o = _varlen_positions(*cu_seqlens, Lq, Lk, align, None)
+        return -sl * np.abs((a + o)[:, None] - b[None, :])
+    o = Lk - Lq if align == "bottom_right" else 0
+    dist = np.abs(np.arange(Lq)[:, None] + o - np.arange(Lk)[None, :])
+    return -sl * dist
+
+
 def naive_attention(
     q, k, v, *, mask=None, causal=False, align="bottom_right", window=None, scale=None,
-    softcap=None, bias=None, dropout_mask=None, dropout_p=0.0, bug=None, return_probs=False,
+    softcap=None, bias=None, dropout_mask=None, dropout_p=0.0, key_padding_mask=None, alibi_slopes=None,
+    sinks=None, cu_seqlens_q=None, cu_seqlens_k=None, bug=None, return_probs=False,
 ):
-    """Attention straight from the formula, independent of refimpl.attention."""
+    """Attention straight from the formula, independent of refimpl.attention.
+
+    Sinks: the softmax runs over the row's scores and the head's sink logit, whose
+    column is then dropped (gpt-oss ``sdpa``)."""
     if bug != "mutates_input":
         q = np.array(q, dtype=np.float64)
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     idx = _kv_heads(Hq, Hkv, bug)
     K, V = np.asarray(k, np.float64)[:, idx], np.asarray(v, np.float64)[:, idx]
-    s, _, _ = _scores(q, K, scale, softcap, bias, bug)
-    vis = _visible(Lq, Lk, B, Hq, mask, causal, align, window, bias, bug)
+    if alibi_slopes is not None:
+        ab = _alibi(alibi_slopes, B, Hq, Lq, Lk, align, bug, None if cu_seqlens_q is None else (cu_seqlens_q, cu_seqlens_k))
+        bias = ab if bias is None else bias + ab
+    s, _, sc = _scores(q, K, scale, softcap, bias, bug)
+    cu = None if cu_seqlens_q is None else (cu_seqlens_q, cu_seqlens_k)
+    vis = _visible(Lq, Lk, B, Hq, mask, causal, align, window, bias, bug, cu, key_padding_mask)
+    if sinks is not None:
+        return _with_sink(s, vis, V, np.asarray(sinks, np.float64) * (sc if bug == "sink_scaled" else 1.0), bug)
     if dropout_mask is not None and bug == "dropout_before_softmax":
         vis = vis & dropout_mask
     s = np.where(vis, s, -np.inf)
@@ -168,6 +233,19 @@ def naive_attention(
         Pd = P * dropout_mask if bug == "dropout_no_rescale" else P * dropout_mask / (1.0 - dropout_p)
     out = Pd @ V
     return (out, lse, P) if return_probs else (out, lse)
+
+
+def _with_sink(s, vis, V, sinks, bug):
+    """Softmax over [visible scores, sink] with the sink's column dropped; lse includes the sink."""
+    sink = np.broadcast_to(sinks[None, :, None, None], s.shape[:3] + (1,))
+    full = np.concatenate([np.where(vis, s, -np.inf), sink], axis=-1)
+    m = np.max(full, axis=-1, keepdims=True)  # finite: the sink column always is
+    e = np.exp(full - m)
+    l = np.sum(e, axis=-1, keepdims=True)
+    P = e[..., :-1] / l
+    if bug == "sink_in_numerator":
+        P = np.where(vis, (e[..., :-1] + e[..., -1:]) / l, 0.0)
+    return P @ V, (m + np.log(l))[..., 0]
 
 
 def _online_no_rescale_weights(s, block=2):
@@ -234,7 +312,7 @@ REFIMPL_ATTENTION = AttentionAdapter(
     name="refimpl.attention",
     forward=refimpl.attention,
     backward=refimpl.attention_backward,
-    capabilities=ALL_CAPS,
+    capabilities=ALL_CAPS - {"key_padding", "alibi_slopes", "sinks", "varlen"},  # keywords it does not take
 )
 
 BUNDLED = [REFIMPL_ATTENTION, naive_adapter()]

@@ -79,7 +79,7 @@ FLASH_KIND = Kind(
     },
     required=("forward",),
     capabilities={
-        **{c: cap for c, cap in C.ATTENTION_CAPABILITIES.items() if c != "backward"},
+        **{c: cap for c, cap in C.ATTENTION_CAPABILITIES.items() if c not in C.EXTENSION_CAPS | {"backward"}},
         "backward": Capability("backward(q, k, v, out, lse, dout, *, block_q, block_k, **kw) -> (dq, dk, dv): "
                                "the FA2 backward from the saved (out, lse)", methods=("backward",)),
         "fa1": Capability("variant='fa1': key tiles outer, output normalised at every step"),
@@ -134,7 +134,7 @@ def _fixed_tiles(block_q: int, block_k: int, variant: str) -> AttentionAdapter:
 
     return AttentionAdapter(
         name=f"refimpl.flash_attention[{variant},{block_q}x{block_k}]", forward=fwd, backward=bwd,
-        capabilities=C.ALL_CAPS, tiling=(block_k, 1),
+        capabilities=C.BASE_CAPS, tiling=(block_k, 1),
     )
 
 
@@ -142,7 +142,7 @@ def _split_adapter(num_splits: int, block_q: int, block_k: int) -> AttentionAdap
     return AttentionAdapter(
         name=f"refimpl.split_kv_attention[{num_splits} splits,{block_q}x{block_k}]",
         forward=functools.partial(split_kv_attention, num_splits=num_splits, block_q=block_q, block_k=block_k),
-        capabilities=C.ALL_CAPS - {"backward"}, tiling=(block_k, num_splits),
+        capabilities=C.BASE_CAPS - {"backward"}, tiling=(block_k, num_splits),
     )
 
 
@@ -387,7 +387,7 @@ def flash_case(caps: frozenset, **attention_case_kwargs):
 
 @st.composite
 def _flash_case(draw, caps, variants, **attention_case_kwargs):
-    attn = draw(C.attention_case(caps & C.ALL_CAPS, **attention_case_kwargs))
+    attn = draw(C.attention_case(caps & C.BASE_CAPS, **attention_case_kwargs))
     Lq, Lk = attn.q.shape[2], attn.k.shape[2]
     tiles = getattr(caps, "tiles", ())
     block_q = draw(st.sampled_from(tiles) if tiles else st.integers(1, Lq + 2))

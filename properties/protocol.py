@@ -21,7 +21,9 @@ attributes every kind understands (see :data:`ADAPTER_FIELDS`):
     tiles      tile sizes it uses (ints): lengths are drawn at and around
                their multiples (``properties.sizes``);
     head_dims  the head dimensions it supports (ints);
-    max_len    the longest sequence it accepts (int).
+    max_len    the longest sequence it accepts (int);
+    convention the name of a library preset of its kind (``Kind.conventions``): every
+               property compares against refimpl under that preset.
 
 :func:`validate` checks an adapter against its kind and returns the list of
 problems (empty when it conforms); ``properties.core.load_user_implementations``
@@ -67,7 +69,10 @@ ADAPTER_FIELDS = {
     "precision": "one of " + ", ".join(PRECISIONS) + " (default float64)",
     "tiles": "tuple of tile sizes (positive ints); lengths are drawn around their multiples",
     "head_dims": "tuple of supported head dimensions (positive ints)",
-    "max_len": "longest supported sequence length (positive int)",
+    "max_len": "longest supported sequence length (positive int); for rope, also the largest position + 1",
+    "convention": "name of a library preset of the adapter's kind (the kind's conventions table; default: the "
+                  "spec's own). Every property then compares with refimpl under that preset (e.g. the NaN or "
+                  "mean-of-values output of a fully masked attention row); keywords stay in the spec's form",
 }
 
 
@@ -82,6 +87,9 @@ class Kind:
     capabilities:  capability name -> :class:`Capability`.
     options:       option name -> :class:`Option` (values an adapter may decline).
     one_of:        groups of capabilities of which an adapter must declare at least one each.
+    conventions:   preset name -> what it changes and its source: the values ``convention`` may take
+                   (none: the kind compares only against the spec's own conventions).
+    tests:         the test file running this kind's properties under pytest.
     """
 
     name: str
@@ -91,6 +99,8 @@ class Kind:
     capabilities: Mapping[str, Capability]
     options: Mapping[str, Option] = dataclasses.field(default_factory=dict)
     one_of: tuple = ()
+    conventions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tests: str = ""
 
     def __post_init__(self):
         unknown = set(self.required) - set(self.methods)
@@ -118,7 +128,7 @@ def validate(adapter, kinds: Mapping[str, Kind]) -> list:
     required method, and every method of a declared capability, is supplied
     (callable, not None); each ``one_of`` group is met; ``declines`` names known
     options and values; ``precision``, ``tiles``, ``head_dims``, ``max_len`` are
-    well formed.
+    well formed; ``convention`` names one of the kind's presets.
     """
     if not isinstance(kinds, Mapping):
         raise TypeError(f"kinds: expected a mapping of kind name -> Kind (e.g. properties.registry.KINDS), "
@@ -170,6 +180,11 @@ def validate(adapter, kinds: Mapping[str, Kind]) -> list:
         val = getattr(adapter, f, None)
         if val is not None and not _positive_ints(val):
             problems.append(f"adapter {label}: {f} must be a non-empty tuple of positive ints, got {val!r}")
+    conv = getattr(adapter, "convention", None)
+    if conv is not None and conv not in kind.conventions:
+        valid = sorted(kind.conventions)
+        problems.append(f"adapter {label}: convention {conv!r} is not a preset of kind {kind.name!r}; "
+                        + (f"valid conventions: {valid}" if valid else "this kind has no conventions (leave it unset)"))
     ml = getattr(adapter, "max_len", None)
     if ml is not None and not _positive_ints((ml,)):
         problems.append(f"adapter {label}: max_len must be a positive int, got {ml!r}")

@@ -45,7 +45,7 @@ from refimpl import _validate as _V
 from refimpl.sdpa import _merge_heads, _Setup
 from refimpl.softmax import _exp_shift
 
-from .attention_cases import ALL_CAPS
+from .attention_cases import BASE_CAPS
 from .attention_impls import AttentionAdapter
 from .tolerance import UNIT_ROUNDOFF, numpy_dtype
 
@@ -53,7 +53,7 @@ TILE = 64
 #: the mistakes ``bug`` can inject (each rejected by a property: tests/test_tile_scale.py)
 BUGS = ("drop_last_partial", "lse_last_tile", "no_rescale", "skip_by_first_row")
 #: what the tiled adapters implement: every forward feature (no dropout, no backward)
-TILED_CAPS = ALL_CAPS - {"dropout", "backward"}
+TILED_CAPS = BASE_CAPS - {"dropout", "backward"}
 
 
 def tiled_attention(q, k, v, *, tile=TILE, precision="float64", bug=None, mask=None, causal=False,

@@ -353,3 +353,22 @@ def index_array(x, name: str, *, ndim: int | None = None) -> np.ndarray:
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= MAX_COUNT):
         raise ValueError(f"{name}: expected indices in [0, 2**62), got range [{int(arr.min())}, {int(arr.max())}]")
     return arr.astype(np.int64, copy=False)
+
+
+def int_array(x, name: str, *, ndim: int | None = None, shape: tuple | None = None, bound: int = MAX_COUNT) -> np.ndarray:
+    """``x`` as an int64 array of signed integers with |entry| <= ``bound``; bool, float and object rejected."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name}: expected an integer array, got {_type(x)}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name}: expected an integer array, got {_type(x)} ({e})") from None
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
+    if arr.size and (int(arr.min()) < -bound or int(arr.max()) > bound):
+        raise ValueError(f"{name}: expected entries in [-{bound}, {bound}], got range [{int(arr.min())}, {int(arr.max())}]")
+    return arr.astype(np.int64, copy=False)

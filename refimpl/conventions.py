@@ -219,28 +219,47 @@ class AttentionConvention:
                                      f"{(B, Hq, Lq, Lk)}") from None
             bias = ab if bias is None else bias + ab
         out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)
+        return self.apply(q, v, out, lse, alibi_slopes=alibi_slopes if causal else None)
+
+    def apply(self, q, v, out, lse, *, alibi_slopes=None, float64=None):
+        """(out, lse) of the spec turned into what this library returns.
+
+        ``out`` (B, Hq, Lq, Dv), ``lse`` (B, Hq, Lq) as ``refimpl.attention`` returns
+        them for the same problem (a fully masked row has lse -inf there). Rows with
+        lse -inf get this library's ``fully_masked`` output (NaN, or the mean of all
+        Lk values of the row's kv head) and ``masked_lse``; lse is None for a library
+        that returns none. ``alibi_slopes`` (Hq,) or (B, Hq): only for a causal
+        problem with flash-attn ALiBi (``alibi_causal_lse_shift``: every other row's
+        lse grows by slope * (i + Lk - Lq)). ``float64``: whether the library computes
+        in float64 (selects ``fully_masked_float64``); default: ``q``'s dtype is float64.
+        Inputs are not modified.
+        """
+        out, lse = np.asarray(out, dtype=np.float64), np.asarray(lse, dtype=np.float64)
         empty = np.isneginf(lse)
         fully_masked = self.fully_masked
-        if self.fully_masked_float64 is not None and np.asarray(q).dtype == np.float64:
+        if float64 is None:
+            float64 = np.asarray(q).dtype == np.float64
+        if self.fully_masked_float64 is not None and float64:
             fully_masked = self.fully_masked_float64
+        out = out.copy()
         if empty.any():
-            out = out.copy()
             if fully_masked == "nan":
                 out[empty] = np.nan
             elif fully_masked == "uniform":
-                G = np.shape(q)[1] // np.shape(k)[1]
+                G = np.shape(q)[1] // np.shape(v)[1]
                 mean_v = np.repeat(np.asarray(v, dtype=np.float64), G, axis=1).mean(axis=2)  # (B, Hq, Dv)
                 out = np.where(empty[..., None], mean_v[:, :, None, :], out)
         if self.masked_lse is None:
             return out, None
         lse = lse.copy()
         if self.masked_lse == "finite":
-            lse[empty] = JAX_MASK_VALUE + np.log(Lk)
+            lse[empty] = JAX_MASK_VALUE + np.log(np.shape(v)[2])
         else:
             lse[empty] = self.masked_lse
-        if self.alibi_causal_lse_shift and alibi_slopes is not None and causal:
+        if self.alibi_causal_lse_shift and alibi_slopes is not None:
             # flash-attn adds +slope * j under causal (row-shift of -slope*|i+o-j|): same
             # output, lse larger by slope * (i + o); mask.h apply_mask (alibi, causal branch).
+            Lq, Lk = np.shape(q)[2], np.shape(v)[2]
             s = np.asarray(alibi_slopes, dtype=np.float64)
             s = s.reshape((1,) * (2 - s.ndim) + s.shape)[..., None]
             shift = s * (np.arange(Lq) + Lk - Lq)[None, None, :]

@@ -313,3 +313,88 @@ class BigBird(Mask):
             f"BigBird(block={self.block}, window_blocks={self.window_blocks}, global_blocks={self.global_blocks}, "
             f"random_blocks={self.random_blocks}, seed={self.seed})"
         )
+
+
+class Varlen(Mask):
+    """Packed variable-length sequences (flash-attn varlen, xformers ``BlockDiagonal*Mask``).
+
+    ``cu_seqlens_q`` (n + 1,) and ``cu_seqlens_k`` (n + 1,) non-decreasing int arrays
+    starting at 0: sequence s holds queries [cq_s, cq_{s+1}) and keys [ck_s, ck_{s+1})
+    (Lq_s, Lk_s of them; a length may be 0). Query i of sequence s sees key j iff j is
+    in sequence s and, per sequence, with local indices a = i - cq_s, b = j - ck_s and
+    o_s = Lk_s - Lq_s (``align="bottom_right"``) or 0 (``"top_left"``):
+
+        causal:          b <= a + o_s
+        window (l, r):   a + o_s - l <= b <= a + o_s + r   (a side None is unbounded)
+
+    The alignment is per sequence, never of the packed (total_q, total_k) matrix.
+
+    Sources: Dao-AILab/flash-attention v2.8.3 flash_attn/flash_attn_interface.py
+    ``flash_attn_varlen_func`` (causal "aligned to the bottom right corner" of each
+    sequence's attention matrix); facebookresearch/xformers 0.0.33
+    xformers/ops/fmha/attn_bias.py ``BlockDiagonalCausalMask._create_block_mask``
+    (per block ``LowerTriangularMask``: top-left) and
+    ``BlockDiagonalCausalFromBottomRightMask`` (per block ``LowerTriangularFromBottomRightMask``).
+    """
+
+    def __init__(self, cu_seqlens_q, cu_seqlens_k=None, *, causal: bool = False, align: str = "bottom_right",
+                 window=None):
+        self.cu_q = self._cu(cu_seqlens_q, "cu_seqlens_q")
+        self.cu_k = self.cu_q if cu_seqlens_k is None else self._cu(cu_seqlens_k, "cu_seqlens_k")
+        if len(self.cu_q) != len(self.cu_k):
+            raise ValueError(f"cu_seqlens_q, cu_seqlens_k: {len(self.cu_q) - 1} and {len(self.cu_k) - 1} sequences; "
+                             "expected the same number")
+        if not isinstance(causal, (bool, np.bool_)):
+            raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+        self.causal = bool(causal)
+        self.align = _check_align(align)
+        if window is not None:
+            if not isinstance(window, (tuple, list)) or len(window) != 2:
+                raise TypeError(f"window: expected (left, right), got {window!r}")
+            window = tuple(None if w is None else _extent(w, "window") for w in window)
+        self.window = window
+
+    @staticmethod
+    def _cu(x, name):
+        a = np.asarray(x)
+        if a.ndim != 1 or a.size < 1 or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{name}: expected a 1-D integer array (n + 1,), got {a.dtype} {a.shape}")
+        a = a.astype(np.int64).copy()
+        if a[0] != 0 or np.any(np.diff(a) < 0):
+            raise ValueError(f"{name}: expected non-decreasing offsets starting at 0, got {a.tolist()}")
+        return a
+
+    def _visible(self, i, j, Lq, Lk):
+        if (Lq, Lk) != (int(self.cu_q[-1]), int(self.cu_k[-1])):
+            raise ValueError(f"cu_seqlens_q, cu_seqlens_k: packed lengths ({self.cu_q[-1]}, {self.cu_k[-1]}), "
+                             f"used with (Lq, Lk) = ({Lq}, {Lk})")
+        sq = np.searchsorted(self.cu_q, i, side="right") - 1  # sequence of each query
+        sk = np.searchsorted(self.cu_k, j, side="right") - 1
+        vis = sq == sk
+        a, b = i - self.cu_q[sq], j - self.cu_k[np.clip(sk, 0, len(self.cu_k) - 2)]
+        if self.align == "bottom_right":
+            o = (self.cu_k[sq + 1] - self.cu_k[sq]) - (self.cu_q[sq + 1] - self.cu_q[sq])
+        else:
+            o = 0
+        p = a + o
+        if self.causal:
+            vis = vis & (b <= p)
+        if self.window is not None:
+            left, right = self.window
+            if left is not None:
+                vis = vis & (b >= p - left)
+            if right is not None:
+                vis = vis & (b <= p + right)
+        return vis
+
+    def positions(self):
+        """(p (total_q,), key (total_k,)): each query's aligned position a + o_s and each key's
+        local index b within its own sequence (what causal, windows and ALiBi compare)."""
+        nq, nk = np.diff(self.cu_q), np.diff(self.cu_k)
+        sq, sk = np.repeat(np.arange(len(nq)), nq), np.repeat(np.arange(len(nk)), nk)
+        o = (nk - nq)[sq] if self.align == "bottom_right" else 0
+        return np.arange(self.cu_q[-1]) - self.cu_q[sq] + o, np.arange(self.cu_k[-1]) - self.cu_k[sk]
+
+    def __repr__(self):
+        return (f"Varlen({self.cu_q.tolist()}, {self.cu_k.tolist()}, causal={self.causal}, align={self.align!r}, "
+                f"window={self.window})")

@@ -400,9 +400,9 @@ def predicate(fn: Callable, name: str = "predicate") -> Mask:
 
 __all__ = ["ALIGNMENTS", "offset", "Mask", "And", "Or", "Not", "Full", "SlidingWindow", "Causal",
            "window_from_keys_including_self", "window_from_seed_mw", "seed_inverted_causal", "predicate",
-           "GlobalTokens", "Dilated", "Strided", "BlockSparse", "PrefixLM", "Document", "DSA",
+           "GlobalTokens", "Dilated", "Strided", "BlockSparse", "PrefixLM", "Document", "DSA", "Varlen",
            "dual_chunk_masks", "BigBird"]
 
 # the structured sparse patterns live in their own module and are part of this one's API
 from .mask_patterns import (BigBird, BlockSparse, Dilated, Document, DSA, GlobalTokens,  # noqa: E402
-                            PrefixLM, Strided, dual_chunk_masks)
+                            PrefixLM, Strided, Varlen, dual_chunk_masks)

@@ -1,0 +1,68 @@
+"""Attention sinks: one learned logit per query head in the softmax denominator, with no value.
+
+For query head h with sink logit s_h (not scaled, not masked, not capped), and the
+row's visible final scores S_ij (after scale, softcap, bias, mask):
+
+    P_ij   = exp(S_ij) / (exp(s_h) + sum_j' exp(S_ij'))
+    out_i  = sum_j P_ij v_j
+    lse_i  = log(exp(s_h) + sum_j exp(S_ij)) = logaddexp(lse0_i, s_h)
+
+so, from the sink-free (out0, lse0) of ``refimpl.attention``,
+
+    out_i = out0_i * exp(lse0_i - lse_i) = out0_i * sigmoid(lse0_i - s_h).
+
+The weights sum to sigmoid(lse0_i - s_h) < 1: the sink absorbs the rest. A row
+with no visible key has lse0 = -inf, so out 0 and lse = s_h (never NaN).
+
+Source: openai/gpt-oss (commit 7b58334, Jul 2026) gpt_oss/torch/model.py ``sdpa``:
+``QK = torch.cat([QK, S], dim=-1); W = torch.softmax(QK, dim=-1); W = W[..., :-1]``
+with S the per-head sinks, appended after ``QK *= sm_scale`` and the mask; and
+huggingface/transformers 5.25.0 models/gpt_oss/modeling_gpt_oss.py
+``eager_attention_forward`` (the same concatenation, sinks of shape (num_attention_heads,),
+max subtracted first; checked on CPU in tests/test_sinks.py). StreamingLLM's "sink
+tokens" are real keys kept in the cache, not this logit; see docs/conformance.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate as _V
+from .sdpa import attention
+
+
+def check_sinks(sinks, Hq: int) -> np.ndarray:
+    """``sinks`` as a float64 (Hq,) array of finite logits."""
+    s = _V.as_float_array(sinks, "sinks")
+    if s.shape != (Hq,):
+        raise ValueError(f"sinks: expected one logit per query head, shape ({Hq},), got {s.shape}")
+    return s
+
+
+def apply_sinks(out, lse, sinks):
+    """(out, lse) of sink-free attention -> (out, lse) with per-head sink logits.
+
+    out (B, Hq, Lq, Dv), lse (B, Hq, Lq) from ``refimpl.attention``; sinks (Hq,).
+    Returns new arrays (float64): out * sigmoid(lse - s_h) and logaddexp(lse, s_h).
+    """
+    out, lse = np.asarray(out, dtype=np.float64), np.asarray(lse, dtype=np.float64)
+    s = check_sinks(sinks, lse.shape[1])[None, :, None]
+    new_lse = np.logaddexp(lse, s)
+    keep = np.exp(lse - new_lse)  # sigmoid(lse - s): 0 for a fully masked row (lse = -inf)
+    return out * keep[..., None], new_lse
+
+
+def attention_with_sinks(q, k, v, sinks, **kwargs):
+    """``refimpl.attention(q, k, v, **kwargs)`` with one sink logit per query head.
+
+    sinks: (Hq,) finite floats. Returns (out (B, Hq, Lq, Dv), lse (B, Hq, Lq)); see the
+    module docstring for the formula. Dropout keywords are not accepted (the
+    gpt-oss reference applies dropout after dropping the sink column).
+    """
+    if kwargs.get("dropout_mask") is not None:
+        raise ValueError("dropout_mask: not defined together with sinks here")
+    out, lse = attention(q, k, v, **kwargs)
+    return apply_sinks(out, lse, sinks)
+
+
+__all__ = ["apply_sinks", "attention_with_sinks", "check_sinks"]
