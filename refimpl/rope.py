@@ -154,6 +154,7 @@ def base_frequencies(rotary_dim: int, base: float) -> np.ndarray:
     d = positive_int(rotary_dim, "rotary_dim")
     if d % 2:
         raise ValueError(f"rotary_dim: expected an even number (d/2 rotated pairs), got {d}")
+    check_budget("rotary_dim", shape=(d,), itemsize=16, what=f"{d // 2} frequencies")
     with np.errstate(over="ignore"):
         theta = 1.0 / positive_float(base, "base") ** (np.arange(0, d, 2, dtype=np.float64) / d)
     return finite_result(theta, "a frequency theta_i = base^(-2i/d)", "base")
