@@ -121,6 +121,8 @@ class MLALatentCache:
 
     def __init__(self, d_c: int, d_rope: int, *, batch: int = 1):
         d_c, d_rope = positive_int(d_c, "d_c"), positive_int(d_rope, "d_rope")
+        check_budget("d_c, d_rope, batch", shape=(positive_int(batch, "batch"), d_c + d_rope + 1),
+                     what="one token's latent entry")
         self.d_rope = d_rope
         self.store = ContiguousCache(1, d_c + d_rope, 1, batch=batch)  # one "head": [c_KV, k_pe]
         self.d_c = d_c
