@@ -363,6 +363,28 @@ def _(draw):
                 Lq=Lq, Lk=Lk)
 
 
+def _varlen(draw):
+    n = draw(st.integers(1, 3))
+    lq = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    lk = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    cq, ck = np.concatenate([[0], np.cumsum(lq)]).astype(np.int64), np.concatenate([[0], np.cumsum(lk)]).astype(np.int64)
+    d = dict(cu_seqlens_q=cq, cu_seqlens_k=ck, Lq=int(cq[-1]), Lk=int(ck[-1]))
+    if draw(st.booleans()):
+        d["causal"] = draw(st.booleans())
+    if draw(st.booleans()):
+        d["align"] = draw(st.sampled_from(M.ALIGNMENTS))
+    if draw(st.booleans()):
+        d["window"] = (draw(st.none() | small), draw(st.none() | small))
+    return d
+
+
+R["refimpl.masks.Varlen"] = Recipe(
+    _varlen, dict(cu_seqlens_q="int_array", cu_seqlens_k="int_array", causal="bool", align="name", window="window",
+                  Lq="count", Lk="count"),
+    call=lambda fn, kw: (lambda out, m: out + (m.positions(),))(
+        mask_call(fn, kw), fn(**{n: v for n, v in kw.items() if n not in ("Lq", "Lk")})))
+
+
 @recipe("refimpl.masks.BigBird", kinds=dict(block="count", window_blocks="count", global_blocks="count",
                                              random_blocks="count", seed="count", Lq="count", Lk="count"),
         call=mask_call)
@@ -776,10 +798,38 @@ def _gpu_raises():
 R["gpu.flash_attention"] = Recipe(_gpu_attn, dict(q="array", k="array", v="array", causal="bool", align="name",
                                                   window="window", scale="float", softcap="float"),
                                   call=_gpu_call("flash_attention"), finite="no_nan_posinf")
-R["gpu.route"] = Recipe(lambda draw: (lambda d: {n: d[n] for n in d if n != "selection_bias"})(route_args(draw)),
+def _gpu_route_args(draw):
+    d = {n: v for n, v in route_args(draw).items() if n != "selection_bias"}
+    # the float32 bound: sigmoid scores that are subnormal in float32, logits whose float64 softmax
+    # underflows (|z| ~ 1e30), a route_scale near float32's range
+    band = draw(st.sampled_from(["none", "sigmoid_tail", "huge", "scale"]))
+    if band == "sigmoid_tail":
+        d.update(score="sigmoid", logits=d["logits"] - draw(st.sampled_from([60.0, 90.0, 100.0, 800.0])))
+    elif band == "huge":
+        d["logits"] = d["logits"] * draw(st.sampled_from([1e3, 1e30, 1e38]))
+    elif band == "scale":
+        d["route_scale"] = draw(st.sampled_from([1e-30, 2.5, 1e38, 1e300]))
+    return d
+
+
+def same_as_spec_route(kw, r):
+    """gpu.route equals refimpl.moe.route: integers exactly, probs and gates within the float32 bound
+    8 (E + k + 4) u32 (1 + spread) max(1, max gate) of properties/moe.py (check_route_matches_reference)."""
+    ref = moe.route(**kw)
+    for f in ("indices", "kept", "position", "counts"):
+        assert np.array_equal(getattr(r, f), getattr(ref, f)), f"gpu.route: {f} differs from refimpl.moe.route"
+    z = np.asarray(kw["logits"], dtype=np.float64)
+    spread = float(np.ptp(z)) if z.size else 0.0
+    tol = 8 * (z.shape[1] + kw["k"] + 4) * 2.0**-24 * (1.0 + spread) * max(1.0, float(np.max(np.abs(ref.gates), initial=0)))
+    for f in ("probs", "gates"):
+        err = float(np.max(np.abs(getattr(r, f) - getattr(ref, f)), initial=0.0))
+        assert err <= tol, f"gpu.route: {f} differ from refimpl.moe.route's by {err:.3g} > {tol:.3g}"
+
+
+R["gpu.route"] = Recipe(_gpu_route_args,
                         dict(logits="array", k="count", normalize="name", capacity="count",
-                             capacity_factor="nonneg_float", padding_mask="bool_array"),
-                        call=_gpu_call("route"))
+                             capacity_factor="nonneg_float", padding_mask="bool_array", route_scale="float"),
+                        call=_gpu_call("route"), oracle=same_as_spec_route)
 
 
 # --- the newer families: one recipe module each, registering into R -----------
