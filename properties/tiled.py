@@ -41,14 +41,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from refimpl import _validate as _V
 from refimpl.sdpa import _merge_heads, _Setup
 from refimpl.softmax import _exp_shift
 
 from .attention_cases import BASE_CAPS
 from .attention_impls import AttentionAdapter
-from .tolerance import numpy_dtype
+from .tolerance import UNIT_ROUNDOFF, numpy_dtype
 
 TILE = 64
+#: the mistakes ``bug`` can inject (each rejected by a property: tests/test_tile_scale.py)
+BUGS = ("drop_last_partial", "lse_last_tile", "no_rescale", "skip_by_first_row")
 #: what the tiled adapters implement: every forward feature (no dropout, no backward)
 TILED_CAPS = BASE_CAPS - {"dropout", "backward"}
 
@@ -56,6 +59,10 @@ TILED_CAPS = BASE_CAPS - {"dropout", "backward"}
 def tiled_attention(q, k, v, *, tile=TILE, precision="float64", bug=None, mask=None, causal=False,
                     align="bottom_right", window=None, scale=None, softcap=None, bias=None):
     """The FA2 loop above with square ``tile`` x ``tile`` tiles; ``bug`` injects one mistake."""
+    tile = _V.count(tile, "tile", minimum=1)  # a bool is not a tile size; 0 or -1 would skip every tile
+    _V.choice(precision, "precision", tuple(UNIT_ROUNDOFF))
+    if bug is not None:
+        _V.choice(bug, "bug", BUGS)
     st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, None, 0.0)
     lowp = precision != "float64"
     acc_t = np.float32 if lowp else np.float64
