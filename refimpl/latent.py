@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._validate import as_float_array, count, finite_result, positive_int
+from ._validate import as_float_array, check_budget, count, finite_result, positive_int
 from .mha import multi_head_attention
 from .norms import layer_norm
 
@@ -50,6 +50,7 @@ def init_latent_block(seed: int, *, d_model: int, num_latents: int, num_heads: i
     f = count(d_ff, "d_ff")
     if d % H:
         raise ValueError(f"num_heads: expected a divisor of d_model = {d}, got {H}")
+    check_budget("d_model, num_latents, d_ff", nbytes=8 * (8 * d * d + M * d + 2 * d * f + 8 * d + f))
 
     def attn():
         return tuple(rng.standard_normal((d, d)) / np.sqrt(d) for _ in range(4))
@@ -75,8 +76,8 @@ def latent_block(x, weights: LatentBlockWeights, *, num_heads: int) -> np.ndarra
     x = as_float_array(x, "x", ndim=3, shape_doc="(B, L, d)", min_size={0: 1, 1: 1, 2: 1})
     B, _, d = x.shape
     lat = as_float_array(weights.latents, "weights.latents", shape=(None, d), shape_doc="(M, d)", min_size={0: 1})
-    f = {n: _arrays(getattr(weights, n), n, k) for n, k in (("cross", 4), ("self_attn", 4), ("ln_q", 2), ("ln_kv", 2),
-                                                           ("ln_s", 2))}
+    f = {n: _arrays(getattr(weights, n), n, k) for n, k in (("cross", 4), ("self_attn", 4))}
+    f.update({n: _arrays(getattr(weights, n), n, 2, shape=(d,)) for n in ("ln_q", "ln_kv", "ln_s")})
     z = np.broadcast_to(lat, (B,) + lat.shape).copy()
     z = z + multi_head_attention(layer_norm(z, *f["ln_q"]), layer_norm(x, *f["ln_kv"]), *f["cross"],
                                  num_heads=num_heads)
@@ -85,15 +86,15 @@ def latent_block(x, weights: LatentBlockWeights, *, num_heads: int) -> np.ndarra
     if weights.mlp is not None:
         W1, b1, W2, b2 = _arrays(weights.mlp, "mlp", 4)
         with np.errstate(over="ignore", invalid="ignore"):
-            z = z + _gelu(layer_norm(z, *_arrays(weights.ln_f, "ln_f", 2)) @ W1 + b1) @ W2 + b2
+            z = z + _gelu(layer_norm(z, *_arrays(weights.ln_f, "ln_f", 2, shape=(d,))) @ W1 + b1) @ W2 + b2
     return finite_result(z, "the block output", "x, weights")
 
 
-def _arrays(t, name, n):
+def _arrays(t, name, n, shape=None):
     """A weights field: a tuple of n arrays, each checked under the name weights.<field>[i]."""
     if not isinstance(t, tuple) or len(t) != n:
         raise TypeError(f"weights.{name}: expected a tuple of {n} arrays, got {type(t).__name__}")
-    return tuple(as_float_array(a, f"weights.{name}[{i}]") for i, a in enumerate(t))
+    return tuple(as_float_array(a, f"weights.{name}[{i}]", shape=shape) for i, a in enumerate(t))
 
 
 def latent_block_scores(batch: int, num_latents: int, length: int, *, num_heads: int = 1) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, count, finite_result, flag, positive_int
+from ._validate import as_float_array, check_budget, count, finite_result, flag, positive_int
 from .softmax import softmax
 
 
@@ -51,6 +51,7 @@ def units(t: int, *, window: int, g1: int, g2: int, mid_range: int) -> list:
     """The units of query t as (start, stop) key ranges, distant first, then mid, then single keys."""
     m, a = boundaries(t, window=window, g1=g1, g2=g2, mid_range=mid_range)
     g1, g2 = int(g1), int(g2)
+    check_budget("t, window, g1, g2, mid_range", steps=m // g2 + (a - m) // g1 + int(t) - a + 1)
     return ([(s, s + g2) for s in range(0, m, g2)] + [(s, s + g1) for s in range(m, a, g1)]
             + [(j, j + 1) for j in range(a, int(t) + 1)])
 
@@ -59,6 +60,7 @@ def unit_counts(n: int, *, window: int, g1: int, g2: int, mid_range: int) -> np.
     """Units per query t = 0 .. n-1: (t - a + 1) + (a - m) / g1 + m / g2, int64 (n,)."""
     n = positive_int(n, "n")
     w, g1, g2, R = _params(window, g1, g2, mid_range)
+    check_budget("n", shape=(4, n))
     t = np.arange(n, dtype=np.int64)
     a = np.maximum(0, (t - w + 1) // g1 * g1)
     m = np.maximum(0, (a - R) // g2 * g2)
