@@ -118,7 +118,7 @@ def _peer_pairs():
     os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(
         f"properties.peers:{f}" for f in FACTORIES if f not in TRITON and availability()[f] == "available")]))
     try:
-        return property_impl_params(registry.all_properties(), impls, strict=False)
+        return property_impl_params(registry.all_properties(), impls)
     finally:
         if monkey is None:
             del os.environ["REFIMPL_IMPLS"]
@@ -127,16 +127,21 @@ def _peer_pairs():
 
 
 @pytest.mark.parametrize("prop, impl", _peer_pairs())
-def test_peer_property(prop, impl):
+def test_peer_property(prop, impl, request):
+    # A pair of the xfail file is a strict xfail (its XPASS fails the run, as the docs say), so
+    # its examples are drawn derandomised in every profile: the known deviation is drawn, or
+    # not, the same way on every machine and profile (never a verdict of the example database).
+    xfail = request.node.get_closest_marker("xfail") is not None
+    fixed = dict(derandomize=True, database=None) if xfail else {}
     if THOROUGH:
-        run_property(prop, impl)
+        run_property(prop, impl, **fixed)
     elif impl.name in SLOW:
         if prop.name not in SLOW_SMOKE:
             pytest.skip(f"{impl.name} is slow on the CPU: {prop.name} runs under REFIMPL_PROFILE=thorough "
                         f"and in python -m properties.peers")
-        run_property(prop, impl, max_examples=2)
+        run_property(prop, impl, max_examples=2, **fixed)
     else:
-        run_property(prop, impl, max_examples=EXAMPLES)
+        run_property(prop, impl, max_examples=EXAMPLES, **fixed)
 
 
 # --- presets side by side with the real libraries (item 7) -------------------------------------
