@@ -220,14 +220,10 @@ def attention_grads_bounds(q: ArrayLike, k: ArrayLike, v: ArrayLike, dout: Array
     ``check_backward_matches_reference``): the forward bound times
     max|dout| (1 + S)(1 + max|q| + max|k|)(G Lq + Lk), S = scale max||q|| max||k||, plus 1e-13:
     each gradient entry is a sum of at most G Lq (or Lk) products of forward quantities.
-    Lower precisions: 2x the error of the same gradients computed naively in that precision
-    (``_naive_attention_grads``) plus ``properties.precision.output_floor`` for each gradient:
-    its own rounding u_p max|grad| plus n float32 accumulations of terms of size
-    dV: max|dO| (n = G Lq); dQ: 2 scale max||dO|| max||v|| max|k| (n = Lk);
-    dK: 2 scale max||dO|| max||v|| max|q| (n = G Lq) (|dS_ij| <= P_ij (|dP_ij| + |D_i|)).
-    Never below the float64 bound.
+    Lower precisions: the suite's rule, ``properties.attention_lowp.backward_kernel_bounds``
+    (2x the error of the eager backward in that precision, the worse of its two orders, plus
+    the first-order rounding floor). Never below the float64 bound.
     """
-    from properties import precision as Pr
     from properties.tolerance import attention_forward_bounds
 
     from .sdpa import attention_backward
@@ -249,16 +245,11 @@ def attention_grads_bounds(q: ArrayLike, k: ArrayLike, v: ArrayLike, dout: Array
     b64 = atol * mag + 1e-13
     if precision == "float64":
         return ref, (b64, b64, b64)
+    from properties.attention_lowp import backward_kernel_bounds
+
     vis = _visible(q, k, mask, causal, align, window, bias)
-    naive = _naive_attention_grads(q, k, v, dout, vis, sc, softcap, bias, precision)
-    don = float(np.max(np.linalg.norm(dout, axis=-1), initial=0.0))
-    vn = float(np.max(np.linalg.norm(v, axis=-1), initial=0.0))
-    terms = {"dq": (2 * sc * don * vn * kmax, Lk), "dk": (2 * sc * don * vn * qmax, G * Lq), "dv": (domax, G * Lq)}
-    bounds = []
-    for name, g_ref, g_naive in zip(("dq", "dk", "dv"), ref, naive):
-        term, n = terms[name]
-        floor = Pr.output_floor(precision, float(np.max(np.abs(g_ref), initial=0.0)), n, term)
-        bounds.append(max(Pr.lowp_bound(g_naive, g_ref, floor), b64))
+    lowp = backward_kernel_bounds(q, k, v, dout, ref, vis, sc, precision, softcap, bias)
+    bounds = [max(b, b64) for b in lowp]
     return ref, tuple(bounds)
 
 
