@@ -75,7 +75,7 @@ def compare_elementwise(prop: str, impl_name: str, got, ref, bound, context: str
     if ratio[worst] > 1.0:
         raise AssertionError(
             f"{prop}: {impl_name} differs by {err[worst]:.3e} at {list(map(int, worst))}, bound {bound[worst]:.3e} "
-            f"(got {got[worst]!r}, expected {ref[worst]!r}); {context}"
+            f"(got {float(got[worst])!r}, expected {float(ref[worst])!r}); {context}"
         )
     if not impl_name.startswith("wrong["):
         MEASURED[prop] = max(MEASURED.get(prop, 0.0), float(ratio[worst]))
