@@ -268,3 +268,49 @@ def test_alibi_slopes_match_the_bias_form_and_reject_top_left_distances():
     bad, _ = naive_attention(q, k, v, alibi_slopes=slopes, bug="alibi_top_left")
     good, _ = naive_attention(q, k, v, alibi_slopes=slopes)
     assert not np.allclose(bad, good)
+
+
+# ----------------------------------------------------------------------------
+# decode declines
+
+
+def test_decode_declines_are_never_drawn():
+    from properties import decode as DEC
+
+    impl = dataclasses.replace(DEC.BUNDLED[1], declines={"rope_layout": {"interleaved"}, "head_dims": {"dv_ne_d"},
+                                                         "window_cache": {"paged"}, "softcap": {30.0}})
+    check_adapter(impl)
+    seen = []
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(case=DEC.decode_case(declared(impl)))
+    def draw(case):
+        seen.append(case)
+        assert case.rope is None or case.rope["layout"] == "half"
+        assert case.v.shape[-1] == case.q.shape[-1]
+        assert not (case.cache == "paged" and case.window is not None)
+        assert case.softcap in (None, 5.0)
+
+    draw()
+    assert any(c.softcap == 5.0 for c in seen) and any(c.rope for c in seen)
+
+
+# ----------------------------------------------------------------------------
+# rope: a maximum position
+
+
+def test_rope_max_len_bounds_every_position_the_suite_passes():
+    """A cos/sin table of max_len rows: an adapter that fails on any position >= max_len passes
+    every rope property, because none is drawn or shifted that far."""
+    from properties import rope as RP
+
+    limit = 50
+
+    def apply(x, positions, **kw):
+        assert np.max(positions) < limit and np.min(positions) >= 0, positions
+        return refimpl.apply_rope(x, positions, **kw)
+
+    impl = RP.RopeAdapter("table_rope", apply, RP.ALL_CAPS, max_len=limit)
+    check_adapter(impl)
+    for prop in RP.PROPERTIES:
+        run_property(prop, impl, max_examples=15, database=None, derandomize=True, deadline=None)
