@@ -21,7 +21,7 @@ from refimpl import losses as L
 from refimpl.softmax import logsumexp, softmax
 
 from .core import Property
-from .protocol import Capability, Kind
+from .protocol import Capability, Kind, Option
 from .tolerance import U64, compare_close
 
 KINDS = (
@@ -32,7 +32,12 @@ KINDS = (
           "sft_loss": "sft_loss(logits (B, L, V), tokens (B, L), response_mask (B, L) bool) -> float"},
          ("cross_entropy",),
          {"grad": Capability("supplies the gradient with respect to the logits", ("cross_entropy_grad",)),
-          "lm": Capability("supplies the causal-LM and SFT losses", ("causal_lm_loss", "sft_loss"))}),
+          "lm": Capability("supplies the causal-LM and SFT losses", ("causal_lm_loss", "sft_loss"))},
+         options={"ignored_targets": Option(
+             "batches with some targets ignored, or with every target ignored (the spec's loss and gradient are "
+             "0 there; torch.nn.functional.cross_entropy(reduction='mean') gives NaN, 0/0: decline 'all')",
+             ("some", "all"))},
+         tests="tests/test_layer_properties.py"),
 )
 
 
@@ -45,6 +50,7 @@ class LossAdapter:
     sft_loss: Optional[Callable] = None
     capabilities: frozenset = frozenset({"grad", "lm"})
     kind: str = "loss"
+    declines: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +64,23 @@ class CECase:
         return f"CECase(z{self.z.shape}, max|z|={np.abs(self.z).max():.3g}, targets={self.t.tolist()}, ignore_index={self.ignore_index})"
 
 
+def _ignored(caps) -> tuple:
+    return caps.allowed("ignored_targets", ("some", "all")) if hasattr(caps, "allowed") else ("some", "all")
+
+
 @st.composite
-def ce_case(draw):
+def ce_case(draw, caps=frozenset()):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     N, V = draw(st.integers(1, 6)), draw(st.integers(1, 9))
     z = rng.standard_normal((N, V)) * draw(st.sampled_from([1.0, 10.0, 1e3]))
     ignore = draw(st.sampled_from([-100, -1, V]))  # torch's default, and others a tokenizer may use
     t = rng.integers(0, V, N)
-    t[rng.random(N) < draw(st.sampled_from([0.0, 0.3, 1.0]))] = ignore
+    ok = _ignored(caps)
+    fractions = [0.0] + ([0.3] if "some" in ok else []) + ([1.0] if "all" in ok else [])
+    t[rng.random(N) < draw(st.sampled_from(fractions))] = ignore
+    if "all" not in ok and (t == ignore).all():
+        t[0] = 0  # keep one counted row
     return CECase(z, t, ignore, seed)
 
 
@@ -108,7 +122,7 @@ class LMCase:
 
 
 @st.composite
-def lm_case(draw):
+def lm_case(draw, caps=frozenset()):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     B, Lq, V = draw(st.integers(1, 3)), draw(st.integers(2, 7)), draw(st.integers(2, 8))
@@ -118,6 +132,9 @@ def lm_case(draw):
         tokens[0, Lq - 1:] = L.IGNORE_INDEX
     prompt = rng.integers(0, Lq, B)
     response = (np.arange(Lq)[None, :] >= prompt[:, None]) & (tokens != L.IGNORE_INDEX)
+    if "all" not in _ignored(caps) and not response[:, 1:].any():  # SFT (and LM) need a counted target
+        tokens[:, -1] = np.where(tokens[:, -1] == L.IGNORE_INDEX, 0, tokens[:, -1])
+        response[:, -1] = True
     return LMCase(z, tokens, response, seed)
 
 
@@ -214,16 +231,16 @@ WRONG = {
 }
 
 PROPERTIES = [
-    Property("cross_entropy_matches", "loss", check_cross_entropy, ce_case(),
+    Property("cross_entropy_matches", "loss", check_cross_entropy, ce_case,
              "CE = mean over non-ignored rows of logsumexp(z) - z_y (0 if all ignored), stable for |z| ~ 1e3",
              rejects=("ce_averages_over_ignored_rows", "ce_without_max_subtraction")),
-    Property("cross_entropy_grad_p_minus_onehot", "loss", check_grad_p_minus_onehot, ce_case(),
+    Property("cross_entropy_grad_p_minus_onehot", "loss", check_grad_p_minus_onehot, ce_case,
              "dCE/dz = (softmax(z) - onehot(y)) / count, 0 on ignored rows", requires=frozenset({"grad"}),
              rejects=("grad_onehot_minus_p", "grad_not_divided_by_count")),
-    Property("causal_lm_label_shift", "loss", check_causal_lm_shift, lm_case(),
+    Property("causal_lm_label_shift", "loss", check_causal_lm_shift, lm_case,
              "causal LM loss pairs logits at t with the token at t + 1", requires=frozenset({"lm"}),
              rejects=("missing_label_shift",)),
-    Property("sft_loss_response_only", "loss", check_sft_response_only, lm_case(),
+    Property("sft_loss_response_only", "loss", check_sft_response_only, lm_case,
              "SFT loss = mean -log p over response targets only, >= 0 (ERRATA 17)", requires=frozenset({"lm"}),
              rejects=("sft_missing_minus_sign", "sft_counts_prompt_tokens")),
 ]

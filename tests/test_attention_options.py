@@ -314,3 +314,30 @@ def test_rope_max_len_bounds_every_position_the_suite_passes():
     check_adapter(impl)
     for prop in RP.PROPERTIES:
         run_property(prop, impl, max_examples=15, database=None, derandomize=True, deadline=None)
+
+
+# ----------------------------------------------------------------------------
+# losses: declining the all-ignored batch
+
+
+def _torch_ce(z, t, ii):
+    return float(torch.nn.functional.cross_entropy(torch.as_tensor(z), torch.as_tensor(t), ignore_index=int(ii)))
+
+
+def test_torch_cross_entropy_passes_once_it_declines_the_all_ignored_batch():
+    """torch 2.13 F.cross_entropy(reduction='mean') is 0/0 = NaN when every target is ignored;
+    the spec says 0. Declining 'all' leaves every other case checked."""
+    from properties import losses as LS
+
+    prop = next(p for p in LS.PROPERTIES if p.name == "cross_entropy_matches")
+    plain = LS.LossAdapter("torch.cross_entropy", _torch_ce, capabilities=frozenset())
+    assert np.isnan(_torch_ce(np.zeros((2, 3)), np.array([-100, -100]), -100))
+    assert find_counterexample(prop, plain, max_examples=200) is not None
+    declining = dataclasses.replace(plain, declines={"ignored_targets": {"all"}})
+    check_adapter(declining)
+    run_property(prop, declining, max_examples=60, database=None, derandomize=True, deadline=None)
+    # still judged: a torch CE that averages over ignored rows too is rejected with the decline
+    wrong = dataclasses.replace(declining, name="torch.ce_sum_over_N",
+                                cross_entropy=lambda z, t, ii: float(torch.nn.functional.cross_entropy(
+                                    torch.as_tensor(z), torch.as_tensor(t), ignore_index=int(ii), reduction="sum")) / len(t))
+    assert find_counterexample(prop, wrong, max_examples=200) is not None
