@@ -68,7 +68,6 @@ KINDS = (
                                    "paged cache without windows", ("contiguous", "paged")),
             "softcap": Option("softcap values drawn (with the softcap capability)", (5.0, 30.0)),
         },
-        tests="tests/test_decode_properties.py",
     ),
 )
 

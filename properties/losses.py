@@ -36,8 +36,7 @@ KINDS = (
          options={"ignored_targets": Option(
              "batches with some targets ignored, or with every target ignored (the spec's loss and gradient are "
              "0 there; torch.nn.functional.cross_entropy(reduction='mean') gives NaN, 0/0: decline 'all')",
-             ("some", "all"))},
-         tests="tests/test_layer_properties.py"),
+             ("some", "all"))}),
 )
 
 

@@ -51,7 +51,8 @@ KINDS = (
             "partial": Capability("supports rotary_dim < D (the remaining columns pass through)"),
             "scaling": Capability("supports scaling dicts: linear, dynamic, yarn, llama3 (HF rope_parameters keys)"),
         },
-        tests="tests/test_rope_properties.py",
+        notes=("max_len (an adapter attribute of every kind) bounds rope positions: every position passed, "
+               "shifted ones in rope_relative_position included, is < max_len (a cos/sin cache of max_len rows)",),
     ),
 )
 

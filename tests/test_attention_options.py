@@ -341,3 +341,43 @@ def test_torch_cross_entropy_passes_once_it_declines_the_all_ignored_batch():
                                 cross_entropy=lambda z, t, ii: float(torch.nn.functional.cross_entropy(
                                     torch.as_tensor(z), torch.as_tensor(t), ignore_index=int(ii), reduction="sum")) / len(t))
     assert find_counterexample(prop, wrong, max_examples=200) is not None
+
+
+# ----------------------------------------------------------------------------
+# per-value options: saturation per FP8 format, chunking per gate type
+
+
+def test_saturation_declared_per_format_needs_one_adapter():
+    """transformer-engine style: e4m3fn saturates, e5m2 keeps inf; one adapter declares it."""
+    from refimpl import formats as F
+    from properties import formats as FM
+
+    def cast(x, fmt):
+        return F.round_to(x, fmt, overflow="saturate" if fmt == "float8_e4m3fn" else "format")
+
+    impl = FM.CastAdapter("per_format_saturation", cast,
+                          frozenset({"float8_e4m3fn", "float8_e5m2", "bfloat16", "saturate_float8_e4m3fn"}))
+    check_adapter(impl)
+    prop = next(p for p in FM.PROPERTIES if p.name == "cast_overflow_convention")
+    run_property(prop, impl, max_examples=60, database=None, derandomize=True, deadline=None)
+
+
+def test_chunked_per_gate_type_declines_the_others():
+    """A kernel chunking scalar gates only (channel gates through its recurrent path) is one adapter."""
+    from properties import mixers_linear as ML
+
+    base = next(a for a in ML.BUNDLED if "chunked" in a.capabilities and a.kind == "linear_attention")
+    seen = []
+
+    def forward(q, k, v, g, scale, chunk_size):
+        seen.append((None if g is None else g.ndim, chunk_size))
+        assert not (g is not None and g.ndim == 4 and chunk_size is not None), "chunk_size with a channel gate"
+        return base.forward(q, k, v, g, scale, chunk_size)
+
+    impl = _with(dataclasses.replace(base, name="chunked_scalar_only", forward=forward),
+                 declines={"chunked_gate": {"channel"}})
+    check_adapter(impl)
+    for prop in ML.PROPERTIES:
+        if prop.kind == "linear_attention" and prop.requires <= impl.capabilities:
+            run_property(prop, impl, max_examples=15, database=None, derandomize=True, deadline=None)
+    assert any(c is not None for _, c in seen) and any(nd == 4 for nd, _ in seen)
