@@ -61,12 +61,12 @@ class KernelRoutingAdapter:
     """properties.moe adapter for ``gpu.route``: declares only "route" (softmax or
     sigmoid, the three normalisations, capacity None or int, k_major and
     token_major), so the routing properties run and the rest are unsupported.
-    ``unit_roundoff`` tells the checks the kernel computes in float32."""
+    ``precision`` tells the checks the kernel computes in float32 (properties.precision)."""
 
     name: str
     route: Callable
     capabilities: frozenset = frozenset({"route"})
-    unit_roundoff: float = 2.0**-24
+    precision: str = "float32"
     kind: str = "moe"
 
 

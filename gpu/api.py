@@ -272,16 +272,60 @@ def prepare_route(logits, k, *, preset=None, padding_mask=None, selection_bias=N
     with np.errstate(over="ignore"):  # reported below as a ValueError
         z32 = np.ascontiguousarray(z, dtype=np.float32)
     if not np.isfinite(z32).all():
-        raise ValueError("logits: overflow float32")
+        raise ValueError(f"logits: expected values within float32 range (|z| <= {_F32_MAX:.4g}), got "
+                         f"{float(np.abs(z).max()):.4g}")
+    z32 = _route_logits_float32(z, z32, k, opts)
     p = RouteLaunch(k=k, capacity=-1 if C is None else int(C), score=SCORE_CODES[opts.score],
                     normalize=NORMALIZE_CODES[opts.normalize], order=ORDER_CODES[opts.drop_order],
-                    route_scale=float(opts.route_scale),
+                    route_scale=_positive_float32(opts.route_scale, "route_scale"),
                     token_block=_tile(token_block, "token_block", DEFAULT_TOKEN_BLOCK),
                     scan_block=_tile(scan_block, "scan_block", DEFAULT_SCAN_BLOCK))
     for name in ("token_block", "scan_block"):
         if getattr(p, name) > MAX_THREADS_PER_BLOCK:
             raise ValueError(f"{name}: at most {MAX_THREADS_PER_BLOCK} threads per block, got {getattr(p, name)}")
     return z32, token_mask.astype(np.int32), opts, p, C
+
+
+_GATE_SUM_MIN = 2.0**-102
+"""Smallest selected score a normalised row may have: float32 holds it with 24 bits (2^-126 * 2^24)."""
+
+
+def _route_logits_float32(z: np.ndarray, z32: np.ndarray, k: int, opts) -> np.ndarray:
+    """The float32 logits the kernels get, or a refusal, by name, of what float32 cannot compute
+    as the float64 spec does.
+
+    * ties: the spec selects the top-k of the float64 scores, ties to the lower expert id; scores
+      that underflow to 0 (softmax at a spread beyond ~745, |z| ~ 1e30) tie there although their
+      logits differ. Their logits are sent as one value, -FLT_MAX (their float32 score is 0 as
+      well), so the kernels see the same ties.
+    * selection: what float32 still selects differently (two logits it merges whose scores float64
+      keeps apart) is a ValueError naming ``logits``. Checked on the host, one top-k each way.
+    * normalisation: a row whose selected scores are all float32 subnormals (sigmoid of logits
+      below about -70) has gates score / sum that float32 cannot form to 24 bits: a ValueError.
+    """
+    from refimpl.moe.router import _router_scores, _top_k, effective_options
+
+    if z.size == 0:
+        return z32
+    opts = effective_options(opts, k)
+    probs = _router_scores(z, opts.score)
+    zero = probs == 0.0
+    if zero.any():
+        z32 = np.where(zero, np.float32(-_F32_MAX), z32)
+    want = _top_k(probs, k)
+    got = _top_k(z32.astype(np.float64), k)
+    if not np.array_equal(want, got):
+        t = int(np.flatnonzero((want != got).any(axis=1))[0])
+        raise ValueError(f"logits: expected logits whose float32 values select the experts the float64 scores "
+                         f"select, got token {t}: spec {want[t].tolist()}, float32 {got[t].tolist()} (float32 "
+                         f"merges distinct logits or the float64 scores tie); rescale the logits or use refimpl")
+    if opts.normalize != "none":
+        top = np.take_along_axis(probs, want[:, :1], axis=-1)
+        if (top < _GATE_SUM_MIN).any():
+            raise ValueError(f"logits: expected a largest selected {opts.score} score >= 2^-102 (a normal float32 "
+                             f"with 24 bits) when gates are normalised, got {float(top.min()):.3g}; use "
+                             f"normalize='none' or refimpl")
+    return z32
 
 
 def route(logits, k, *, backend, preset=None, padding_mask=None, selection_bias=None,

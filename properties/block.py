@@ -10,6 +10,15 @@ matmuls and reductions have at most d + d_ff + L + 4 terms; a norm multiplies an
 error by at most r = 1 / rms of its input. With m the largest |h| and R the largest r seen
 in the unrolled pass, the error after n layers is below 64 n (d + d_ff + L + 4) u (1 + m) R^n
 (R is about 1 for these well-scaled cases, so the bound stays near 1e-12).
+
+Precision (``properties.precision``): x, memory and every parameter are drawn representable in
+the adapter's precision; lower precisions are held to 2x the error of ``naive_stack`` (the
+same unrolled stack computed naively in the precision: projections and FFN matmuls
+accumulated in float32 and rounded, the naive attention of ``properties.tolerance``
+(``float32_naive_attention`` / ``lowp_naive_attention``), the naive norms of
+``properties.norms``, each residual add rounded) plus ``precision.layer_floor`` (the bound
+above at u = u32, plus 4 u_p |y|); the decoder's causality invariant by
+``precision.invariant_bound``.
 """
 
 from __future__ import annotations
@@ -24,9 +33,12 @@ from refimpl import block as Bk
 from refimpl import ffn as Fn
 from refimpl.mha import multi_head_attention
 
+from . import ffn as _ffn_props
+from . import norms as _norm_props
 from .core import Property
+from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
-from .tolerance import U64, compare_close
+from .tolerance import U64, compare_close, float32_naive_attention, lowp_naive_attention
 
 KINDS = (
     Kind("block", "residual blocks and stacks; compared with the unrolled composition of refimpl's pieces",
@@ -45,6 +57,7 @@ class BlockAdapter:
     stack: Callable
     capabilities: frozenset = frozenset({"parallel", "cross_attention"})
     kind: str = "block"
+    precision: str = "float64"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +77,18 @@ class StackCase:
                 f"final_norm={self.final_norm is not None}, scale={self.scale:.4g}, seed={self.seed})")
 
 
+def _round_tree(obj, precision):
+    """A dataclass (Block, Norm, Attention, FFN params) with every array rounded to ``precision``."""
+    if isinstance(obj, np.ndarray):
+        return round_inputs(precision, obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _round_tree(getattr(obj, f.name), precision)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
 @st.composite
-def stack_case(draw, cross=False):
+def stack_case(draw, caps=None, cross=False):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     H = draw(st.sampled_from([1, 2]))
@@ -81,6 +104,9 @@ def stack_case(draw, cross=False):
     final = Bk.Norm(1 + 0.1 * rng.standard_normal(d), kind=kw["norm"]) if draw(st.booleans()) else None
     memory = rng.standard_normal((B, draw(st.integers(1, 4)), d)) if cross else None
     scale = draw(st.sampled_from([1.0, 1 / np.sqrt(2)]))
+    prec = getattr(caps, "precision", "float64")
+    blocks, final = tuple(_round_tree(b, prec) for b in blocks), _round_tree(final, prec)
+    x, memory = round_inputs(prec, x, memory)
     return StackCase(x, blocks, draw(st.booleans()), final, memory, scale, seed)
 
 
@@ -119,6 +145,57 @@ def _unrolled(case, arrangement):
     return h, m, R
 
 
+def naive_stack(precision, case, arrangement):
+    """``_unrolled`` computed naively in ``precision`` (module docstring)."""
+    ops = naive_ops(precision)
+
+    def norm(nrm, v):
+        if nrm.kind == "layernorm":
+            return _norm_props.naive_layer_norm(precision, v, nrm.weight, nrm.bias, nrm.eps)
+        return _norm_props.naive_rms_norm(precision, v, nrm.weight, nrm.eps, weight_offset=nrm.weight_offset)
+
+    def attn(hq, hkv, a, causal):
+        B, Lq, _ = hq.shape
+        Lk = hkv.shape[1]
+        H, Hkv = a.num_heads, a.num_kv_heads or a.num_heads
+
+        def heads(x, W, n):
+            return ops.matmul(x, ops.r(W)).reshape(B, x.shape[1], n, -1).transpose(0, 2, 1, 3)
+
+        Q, K, V = heads(hq, a.W_q, H), heads(hkv, a.W_k, Hkv), heads(hkv, a.W_v, Hkv)
+        scale = 1 / np.sqrt(Q.shape[-1])
+        mask = np.tril(np.ones((Lq, Lk), bool), Lk - Lq) if causal else np.ones((Lq, Lk), bool)
+        if precision == "float32":
+            out, _ = float32_naive_attention(Q, K, V, mask, scale)
+        else:
+            out, _ = lowp_naive_attention(Q, K, V, mask, scale, precision)
+        return ops.matmul(out.transpose(0, 2, 1, 3).reshape(B, Lq, -1), ops.r(a.W_o))
+
+    def ff(v, blk):
+        return _ffn_props._naive_forward(ops, x=v, params=blk.ffn, activation=blk.activation)["y"]
+
+    h = ops.r(case.x)
+    for blk in case.blocks:
+        if arrangement == "parallel":
+            n1 = norm(blk.norm1, h)
+            h = ops.r(h + ops.r(ops.compute(case.scale) * ops.r(attn(n1, n1, blk.attn, case.causal) + ff(n1, blk))))
+        else:
+            n1 = norm(blk.norm1, h)
+            h = ops.r(h + attn(n1, n1, blk.attn, case.causal))
+            if case.memory is not None:
+                h = ops.r(h + attn(norm(blk.norm_cross, h), ops.r(case.memory), blk.cross_attn, False))
+            h = ops.r(h + ff(norm(blk.norm2, h), blk))
+    if case.final_norm is not None:
+        h = norm(case.final_norm, h)
+    return ops.out(h)
+
+
+def _compare(impl, name, got, want, tol, case, arrangement):
+    p = precision_of(impl)
+    compare_layer(name, got, want, precision=p, float64_bound=tol, naive=lambda: naive_stack(p, case, arrangement),
+                  context=f"{impl.name}; {case!r}")
+
+
 def _tol(case, m, R):
     b = case.blocks[0]
     dff = (b.ffn.W_gate if isinstance(b.ffn, Fn.GLUParams) else b.ffn.W1).shape[1]
@@ -130,14 +207,14 @@ def check_pre_norm_unrolled(impl, case: StackCase):
     """A pre-norm stack is h <- h + Attn(N1 h); h <- h + FFN(N2 h) per layer, then the final norm."""
     want, m, R = _unrolled(case, "pre_norm")
     got = impl.stack(case.x, list(case.blocks), "pre_norm", case.causal, None, 1.0, case.final_norm)
-    compare_close("pre-norm stack", got, want, _tol(case, m, R), f"{impl.name}; {case!r}")
+    _compare(impl, "pre-norm stack", got, want, _tol(case, m, R), case, "pre_norm")
 
 
 def check_parallel_block(impl, case: StackCase):
     """Parallel block: h <- h + s (Attn(N1 h) + FFN(N1 h)), one norm shared (seed 003 8.9)."""
     want, m, R = _unrolled(case, "parallel")
     got = impl.stack(case.x, list(case.blocks), "parallel", case.causal, None, case.scale, case.final_norm)
-    compare_close("parallel stack", got, want, _tol(case, m, R), f"{impl.name}; {case!r}")
+    _compare(impl, "parallel stack", got, want, _tol(case, m, R), case, "parallel")
 
 
 def check_decoder(impl, case: StackCase):
@@ -147,13 +224,21 @@ def check_decoder(impl, case: StackCase):
     want, m, R = _unrolled(case, "pre_norm")
     got = impl.stack(case.x, list(case.blocks), "pre_norm", True, case.memory, 1.0, case.final_norm)
     tol = _tol(case, m, R)
-    ctx = f"{impl.name}; {case!r}"
-    compare_close("decoder stack", got, want, tol, ctx)
+    p = precision_of(impl)
+    ctx = f"{impl.name}; {case!r}; precision {p}"
+    _compare(impl, "decoder stack", got, want, tol, case, "pre_norm")
     Lq = case.x.shape[1]
     if Lq > 1:
         x2 = case.x.copy()
         x2[:, -1] += 3.0
+        x2 = round_inputs(p, x2)  # an input of the adapter's precision, as every drawn input
         got2 = impl.stack(x2, list(case.blocks), "pre_norm", True, case.memory, 1.0, case.final_norm)
+        if p != "float64":
+            case2 = dataclasses.replace(case, x=x2)
+            want2 = _unrolled(case2, "pre_norm")[0]
+            tol = invariant_bound(p, tol, lambda: np.concatenate([naive_stack(p, c, "pre_norm")[:, :-1].ravel()
+                                                                  for c in (case, case2)]),
+                                  np.concatenate([want[:, :-1].ravel(), want2[:, :-1].ravel()]))
         compare_close("decoder output before the changed last position", got2[:, :-1], got[:, :-1], tol, ctx)
 
 
@@ -214,14 +299,31 @@ WRONG = {
     "decoder_self_attention_not_causal": BlockAdapter("wrong[decoder_self_attention_not_causal]", _decoder_not_causal),
 }
 
+def in_precision(adapter, precision: str, name: str | None = None):
+    """``adapter`` declaring ``precision``, its output stored in that precision."""
+    return dataclasses.replace(adapter, name=name or f"{adapter.name}[{precision}]", precision=precision,
+                               stack=lambda *a: round_inputs(precision, adapter.stack(*a)))
+
+
+# the same mistakes in float32 / bfloat16 kernels: the low-precision bound still rejects them
+WRONG.update({f"{b}_{p}": in_precision(WRONG[b], p, f"wrong[{b}][{p}]") for b, p in (
+    ("post_norm_for_pre_norm", "bfloat16"), ("fused_residual_missing_last_add", "float32"),
+    ("parallel_scale_ignored", "float32"), ("parallel_two_norms", "bfloat16"),
+    ("decoder_self_attention_not_causal", "float32"), ("decoder_self_attention_not_causal", "bfloat16"))})
+
 PROPERTIES = [
-    Property("pre_norm_stack_equals_unrolled", "block", check_pre_norm_unrolled, stack_case(),
+    Property("pre_norm_stack_equals_unrolled", "block", check_pre_norm_unrolled, lambda caps: stack_case(caps),
              "a pre-norm stack equals h <- h + Attn(N1 h); h <- h + FFN(N2 h) unrolled, then the final norm",
-             rejects=("post_norm_for_pre_norm", "fused_residual_missing_last_add")),
-    Property("parallel_block_scaled_sum", "block", check_parallel_block, stack_case(),
+             rejects=("post_norm_for_pre_norm", "fused_residual_missing_last_add", "post_norm_for_pre_norm_bfloat16",
+                      "fused_residual_missing_last_add_float32")),
+    Property("parallel_block_scaled_sum", "block", check_parallel_block, lambda caps: stack_case(caps),
              "parallel block: h + s (Attn(N h) + FFN(N h)) with one shared norm (s = 1 or 1/sqrt 2)",
-             requires=frozenset({"parallel"}), rejects=("parallel_scale_ignored", "parallel_two_norms")),
-    Property("decoder_stack_causal_with_cross_attention", "block", check_decoder, stack_case(cross=True),
+             requires=frozenset({"parallel"}), rejects=("parallel_scale_ignored", "parallel_two_norms",
+                                                        "parallel_scale_ignored_float32", "parallel_two_norms_bfloat16")),
+    Property("decoder_stack_causal_with_cross_attention", "block", check_decoder,
+             lambda caps: stack_case(caps, cross=True),
              "decoder: causal self-attention, cross-attention to memory, FFN; output at t ignores inputs after t",
-             requires=frozenset({"cross_attention"}), rejects=("decoder_self_attention_not_causal",)),
+             requires=frozenset({"cross_attention"}),
+             rejects=("decoder_self_attention_not_causal", "decoder_self_attention_not_causal_float32",
+                      "decoder_self_attention_not_causal_bfloat16")),
 ]

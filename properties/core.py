@@ -161,7 +161,14 @@ def strategy_for(prop: Property, impl) -> SearchStrategy:
 
 @dataclasses.dataclass
 class RunRecord:
-    """What one run of a property against an implementation did (for the reports)."""
+    """What one run of a property against an implementation did (for the reports).
+
+    ``worst``: the comparison (``properties.tolerance.compare_close``) that came closest to its
+    bound over every example run: ``{"quantity", "error", "bound", "ratio"}`` (ratio = error /
+    bound; 1 - ratio is the headroom), None when the property compares nothing that way
+    (exact or structural checks). ``sizes``: the array shapes drawn (``size_coverage``).
+    ``seed``: the Hypothesis seed (None: derandomised, the seed derived from the test).
+    """
 
     property: str
     kind: str
@@ -172,39 +179,109 @@ class RunRecord:
     case: str | None = None
     snippet: str | None = None
     seconds: float = 0.0
+    worst: dict | None = None
+    sizes: dict | None = None
+    seed: int | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def note_comparisons(self, log) -> None:
+        """Fold one example's ``(quantity, error, bound)`` comparisons into ``worst``."""
+        for name, err, bound in log:
+            ratio = err / bound if bound > 0 else (0.0 if err == 0 else float("inf"))
+            if self.worst is None or ratio > self.worst["ratio"]:
+                self.worst = {"quantity": name, "error": err, "bound": bound, "ratio": ratio}
+
+
+def _arrays(case) -> dict:
+    """name -> ndarray of the case's array fields (dataclass fields or attributes)."""
+    import numpy as np
+
+    if dataclasses.is_dataclass(case) and not isinstance(case, type):
+        items = ((f.name, getattr(case, f.name, None)) for f in dataclasses.fields(case))
+    else:
+        items = getattr(case, "__dict__", {}).items()
+    return {k: v for k, v in items if isinstance(v, np.ndarray) and v.ndim > 0}
+
+
+class SizeCoverage:
+    """Which array shapes a run drew: per field, the range of each axis and the distinct shapes;
+    with declared ``tiles``, how the drawn lengths (axis -2 of q and k, else of the first
+    array) sit against each tile: below one tile, an exact multiple, or crossing into a partial tile."""
+
+    def __init__(self, tiles=()):
+        self.tiles = tuple(tiles or ())
+        self.fields: dict = {}
+        self.tile_hits = {t: {"below": 0, "multiple": 0, "partial": 0} for t in self.tiles}
+
+    def add(self, case) -> None:
+        arrays = _arrays(case)
+        for name, a in arrays.items():
+            f = self.fields.setdefault(name, {"min": list(a.shape), "max": list(a.shape), "shapes": set()})
+            if len(f["min"]) == a.ndim:
+                f["min"] = [min(x, y) for x, y in zip(f["min"], a.shape)]
+                f["max"] = [max(x, y) for x, y in zip(f["max"], a.shape)]
+            f["shapes"].add(tuple(a.shape))
+        lengths = [arrays[n].shape[-2] for n in ("q", "k") if n in arrays and arrays[n].ndim >= 2]
+        if not lengths:
+            lengths = [a.shape[-2] for a in list(arrays.values())[:1] if a.ndim >= 2]
+        for t in self.tiles:
+            for L in lengths:
+                key = "below" if L < t else ("multiple" if L % t == 0 else "partial")
+                self.tile_hits[t][key] += 1
+
+    def as_dict(self) -> dict:
+        out = {n: {"min": f["min"], "max": f["max"], "distinct_shapes": len(f["shapes"])}
+               for n, f in self.fields.items()}
+        if self.tiles:
+            out["tiles"] = {str(t): h for t, h in self.tile_hits.items()}
+        return out
 
 
 #: (property name, implementation name) -> RunRecord of the latest run in this process.
 RECORDS: dict = {}
 
 
-def run_property(prop: Property, impl, max_examples: int | None = None, **overrides) -> RunRecord:
+def run_property(prop: Property, impl, max_examples: int | None = None, *, seed: int | None = None,
+                 progress: Callable[[RunRecord], None] | None = None, **overrides) -> RunRecord:
     """Run ``prop`` against ``impl`` under the active Hypothesis profile.
 
-    ``max_examples`` and ``overrides`` (Hypothesis settings) apply to this run only.
+    ``max_examples`` and ``overrides`` (Hypothesis settings) apply to this run only;
+    ``seed`` (an int) runs Hypothesis from that seed (randomised, no example database),
+    so a run is repeatable without derandomising it. ``progress(record)`` is called after
+    every example (the runner's progress line).
     Raises :class:`Unsupported` for a pair the declaration does not cover, and
     the AssertionError of the (shrunk) failing case, its message ending with a
     copy-paste reproduction snippet (``properties.report.snippet``). Returns
-    (and keeps in ``RECORDS``) a :class:`RunRecord`.
+    (and keeps in ``RECORDS``) a :class:`RunRecord`, with the worst comparison against
+    its bound (``worst``) and the sizes drawn (``sizes``).
     """
     import time
 
+    from hypothesis import seed as hypothesis_seed
+
+    from .tolerance import recording
+
     reason = unsupported_reason(impl, prop)
-    rec = RunRecord(prop.name, prop.kind, impl.name)
+    rec = RunRecord(prop.name, prop.kind, impl.name, seed=seed)
     RECORDS[(prop.name, impl.name)] = rec
     if reason:
         rec.status, rec.reason = "unsupported", reason
         raise Unsupported(reason)
     failing = []
+    coverage = SizeCoverage(getattr(impl, "tiles", None))
 
     @given(case=strategy_for(prop, impl))
     def _run(case):
         rec.examples += 1
+        coverage.add(case)
         try:
-            prop.check(impl, case)
+            with recording() as log:
+                try:
+                    prop.check(impl, case)
+                finally:
+                    rec.note_comparisons(log)
         except AssertionError:
             failing[:] = [case]
             raise
@@ -216,9 +293,15 @@ def run_property(prop: Property, impl, max_examples: int | None = None, **overri
         except Exception:
             failing[:] = [case]
             raise
+        finally:
+            if progress is not None:
+                progress(rec)
 
     if max_examples is not None:
         overrides["max_examples"] = max_examples
+    if seed is not None:
+        overrides.update(derandomize=False, database=None)
+        _run = hypothesis_seed(seed)(_run)
     overrides.setdefault("report_multiple_bugs", False)  # one shrunk case, one snippet
     _run = settings(**overrides)(_run)
     t0 = time.perf_counter()
@@ -240,6 +323,7 @@ def run_property(prop: Property, impl, max_examples: int | None = None, **overri
         raise
     finally:
         rec.seconds = time.perf_counter() - t0
+        rec.sizes = coverage.as_dict()
     return rec
 
 
@@ -293,6 +377,41 @@ def load_user_implementations(env_var: str = "REFIMPL_IMPLS") -> list:
     return out
 
 
+def closest(name: str, candidates, n: int = 3, cutoff: float = 0.6) -> list:
+    """The ``n`` candidates nearest ``name`` (difflib), for "did you mean" messages."""
+    import difflib
+
+    return difflib.get_close_matches(name, sorted(set(candidates)), n=n, cutoff=cutoff)
+
+
+def _did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
+    near = closest(name, candidates, cutoff=cutoff)
+    return f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+
+
+def _import_named(module_name: str, origin: str, item: str):
+    """``importlib.import_module`` with a one-line ProtocolError naming the closest modules."""
+    import pkgutil
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or module_name
+        if not (module_name == missing or module_name.startswith(missing + ".")):
+            raise ProtocolError(f"{origin}: importing {module_name!r} (from {item!r}) failed: {e} "
+                                f"(a module it imports is missing; install it)") from None
+        parent, _, leaf = missing.rpartition(".")
+        try:
+            where = importlib.import_module(parent).__path__ if parent else None
+            names = [m.name for m in pkgutil.iter_modules(where)]
+        except Exception:  # the parent itself is broken: no suggestions
+            names = []
+        prefix = parent + "." if parent else ""
+        raise ProtocolError(f"{origin}: no module named {missing!r} (from {item!r})"
+                            + _did_you_mean(missing, [prefix + n for n in names], cutoff=0.75)
+                            + " Is it installed, or on sys.path (run from your repository's root)?") from None
+
+
 def check_unique_names(impls, origin: str = "adapters") -> None:
     """Raise :class:`ProtocolError` when two adapters share a name (reports, xfail entries and
     ``--impl`` select by name, so a duplicate would make one of them unreachable or mislabelled)."""
@@ -309,11 +428,19 @@ def check_unique_names(impls, origin: str = "adapters") -> None:
 
 
 def load_adapter(item: str, origin: str = "adapter") -> list:
-    """The validated adapter(s) named by ``"module:object"``."""
+    """The validated adapter(s) named by ``"module:object"``.
+
+    A missing module or object is a one-line :class:`ProtocolError` naming the closest names.
+    """
     module_name, _, attr = item.partition(":")
-    if not attr:
-        raise ValueError(f"{origin}: {item!r} is not of the form 'module:object'")
-    obj = getattr(importlib.import_module(module_name), attr)
+    if not attr or not module_name:
+        raise ProtocolError(f"{origin}: {item!r} is not of the form 'module:object' "
+                            f"(e.g. my_package.adapters:my_attention)")
+    module = _import_named(module_name, origin, item)
+    if not hasattr(module, attr):
+        public = [n for n in dir(module) if not n.startswith("_")]
+        raise ProtocolError(f"{origin}: module {module_name!r} has no object {attr!r}" + _did_you_mean(attr, public))
+    obj = getattr(module, attr)
     if callable(obj) and not hasattr(obj, "kind"):
         obj = obj()
     impls = list(obj) if isinstance(obj, (list, tuple)) else [obj]

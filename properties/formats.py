@@ -10,6 +10,15 @@ to +-max instead of the format's own rule (inf, or NaN for e4m3fn).
 Lowp-matmul adapter: ``matmul(a, b, input_dtype, output_dtype) -> float64 values``
 with fp32 accumulation, for a and b holding float32 values; capabilities name the (input, output) pairs it supports as
 "input->output".
+
+Precision (``properties.precision``): a cast's result is a rounding, defined exactly, so it is
+compared bit for bit in every precision; the adapter's ``precision`` is the dtype it takes its
+input in: inputs are drawn representable in it (float32 values for float64 and float32, as
+above; bfloat16 or float16 values for those), so a kernel casting from bf16 tensors is judged
+on the values it can receive. A low-precision matmul's precision is its (input, output)
+pair; its bound, ``refimpl.formats.lowp_matmul_bound``, is derived for exactly that
+computation (inputs rounded once, float32 accumulation of K products, the output rounded) and
+is the same for every adapter; ``precision`` again sets the values a and b are drawn in.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from hypothesis import strategies as st
 from refimpl import formats as F
 
 from .core import Property
+from .precision import round_inputs
 from .protocol import Capability, Kind
 
 CAST_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
@@ -56,6 +66,7 @@ class CastAdapter:
     capabilities: frozenset = frozenset(CAST_FORMATS)
     quantize: Optional[Callable] = None
     kind: str = "cast"
+    precision: str = "float64"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +75,7 @@ class MatmulAdapter:
     matmul: Callable
     capabilities: frozenset = frozenset(MATMUL_PAIRS)
     kind: str = "lowp_matmul"
+    precision: str = "float64"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +85,16 @@ class CastCase:
 
     def __repr__(self):
         return f"CastCase({self.fmt}, x={self.x.tolist()})"
+
+
+def _input_values(x, caps) -> np.ndarray:
+    """float32 values, further rounded to the adapter's precision when it is narrower."""
+    x = np.asarray(x, dtype=np.float32).astype(np.float64)
+    prec = getattr(caps, "precision", "float64")
+    if prec not in ("bfloat16", "float16"):
+        return x
+    with np.errstate(over="ignore"):  # beyond float16's range: inf, dropped by the strategies
+        return round_inputs(prec, x)
 
 
 def _grid_points(rng, f: F.Format, n: int) -> np.ndarray:
@@ -100,7 +122,8 @@ def cast_case(draw, caps, overflow=False):
     else:
         x = np.concatenate([_grid_points(rng, f, 24), rng.standard_normal(8) * 2.0 ** rng.integers(f.emin, f.emax, 8)])
         x = x[np.abs(x) <= f.max]
-    return CastCase(x.astype(np.float32).astype(np.float64), fmt)
+    x = _input_values(x, caps)
+    return CastCase(x[np.isfinite(x)], fmt)
 
 
 def check_cast_round_nearest_even(impl, case: CastCase):
@@ -139,14 +162,15 @@ class ScaleCase:
 
 
 @st.composite
-def scale_case(draw):
+def scale_case(draw, caps=None):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     rows, cols = draw(st.integers(1, 4)), draw(st.integers(1, 6))
     x = rng.standard_normal((rows, cols)) * 10.0 ** rng.uniform(-4, 4, (rows, 1))  # loud and quiet rows
     if draw(st.booleans()):
         x[0] = 0.0  # an all-zero channel: S = 1
     fmt = draw(st.sampled_from(["float8_e4m3fn", "float8_e5m2"]))
-    return ScaleCase(x.astype(np.float32).astype(np.float64), fmt, draw(st.sampled_from([None, 0])))
+    x = _input_values(x, caps)
+    return ScaleCase(np.where(np.isfinite(x), x, 0.0), fmt, draw(st.sampled_from([None, 0])))
 
 
 def check_fp8_scaling(impl, case: ScaleCase):
@@ -187,7 +211,8 @@ def matmul_case(draw, caps):
         inp = pair.split("->")[0]
         a, b = F.round_to(a, inp), F.round_to(b, inp)
     # float32 values, as a kernel receives them (a float64 -> float32 -> bf16 detour would round twice)
-    return MatmulCase(a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64), pair)
+    a, b = _input_values(a, caps), _input_values(b, caps)  # standard normal: finite in every precision
+    return MatmulCase(a, b, pair)
 
 
 def check_lowp_matmul(impl, case: MatmulCase):
@@ -312,21 +337,32 @@ WRONG = {
     "inputs_not_rounded": MatmulAdapter("wrong[inputs_not_rounded]", _matmul_inputs_not_rounded),
     "output_not_rounded": MatmulAdapter("wrong[output_not_rounded]", _matmul_output_not_rounded,
                                         frozenset({"bfloat16->bfloat16", "float16->float16"})),
+    # the same mistakes by kernels taking bfloat16 / float16 inputs
+    "truncate_toward_zero_bfloat16": CastAdapter("wrong[truncate_toward_zero][bfloat16]", _truncate,
+                                                 frozenset({"float8_e4m3fn", "float8_e5m2"}), precision="bfloat16"),
+    "flush_subnormals_to_zero_float16": CastAdapter("wrong[flush_subnormals_to_zero][float16]", _flush_subnormals,
+                                                    frozenset({"float8_e4m3fn", "float8_e5m2", "bfloat16"}),
+                                                    precision="float16"),
+    "accumulate_in_input_dtype_bfloat16": MatmulAdapter("wrong[accumulate_in_input_dtype][bfloat16]",
+                                                        _matmul_accumulate_in_input, frozenset({"bfloat16->float32"}),
+                                                        precision="bfloat16"),
 }
 
 PROPERTIES = [
     Property("cast_round_nearest_even", "cast", check_cast_round_nearest_even, lambda caps: cast_case(caps),
              "in range, casts round to nearest with ties to even, keeping subnormals (bit-exact)",
-             rejects=("round_half_away_from_zero", "truncate_toward_zero", "flush_subnormals_to_zero")),
+             rejects=("round_half_away_from_zero", "truncate_toward_zero", "flush_subnormals_to_zero",
+                      "truncate_toward_zero_bfloat16", "flush_subnormals_to_zero_float16")),
     Property("cast_overflow_convention", "cast", check_cast_overflow_convention,
              lambda caps: cast_case(caps, overflow=True),
              "above max: +-max if declared saturating, else inf (NaN for e4m3fn); max + ulp/2 ties to even",
              rejects=("e4m3fn_saturates_where_format_gives_nan", "e4m3fn_nan_where_declared_saturating",
                       "saturates_formats_not_declared")),
-    Property("fp8_amax_scaling", "cast", check_fp8_scaling, scale_case(),
+    Property("fp8_amax_scaling", "cast", check_fp8_scaling, lambda caps: scale_case(caps),
              "FP8 scaling: S = max / amax per tensor or per channel, q = round(x S)", requires=frozenset({"scaling"}),
              rejects=("scale_inverted", "per_channel_amax_over_wrong_axis")),
     Property("lowp_matmul_within_bound", "lowp_matmul", check_lowp_matmul, lambda caps: matmul_case(caps),
              "low-precision matmul error <= refimpl.formats.lowp_matmul_bound, output on its grid, inputs rounded once",
-             rejects=("accumulate_in_input_dtype", "inputs_not_rounded", "output_not_rounded")),
+             rejects=("accumulate_in_input_dtype", "inputs_not_rounded", "output_not_rounded",
+                      "accumulate_in_input_dtype_bfloat16")),
 ]

@@ -7,6 +7,13 @@ Adapter: ``cross_entropy(logits (N, V), targets (N,), ignore_index) -> mean``,
 Tolerance: per row, logsumexp(z) - z_y errs by <= (V + 4) u (|z|max + 1) (max-subtracted
 sum of V terms); the mean of N such rows adds N u relative; factor 8 for safety. The
 gradient p - onehot: |p| <= 1 with (V + 4) u relative error per entry.
+
+Precision (``properties.precision``): logits are drawn representable in the adapter's
+precision; lower precisions are held to 2x the error of the naive computation in that
+precision (``naive_cross_entropy``, ``naive_cross_entropy_grad``: max-subtracted log-sum-exp,
+every elementwise step rounded to the precision, sums in float32, as an eager framework
+computes F.cross_entropy in that dtype) plus ``precision.layer_floor`` (the bound above at
+u = u32, plus 4 u_p |loss|). Targets, ignore_index and masks are integers: exact.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from refimpl import losses as L
 from refimpl.softmax import logsumexp, softmax
 
 from .core import Property
+from .precision import compare_layer, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind, Option
 from .tolerance import U64, compare_close
 
@@ -49,6 +57,7 @@ class LossAdapter:
     sft_loss: Optional[Callable] = None
     capabilities: frozenset = frozenset({"grad", "lm"})
     kind: str = "loss"
+    precision: str = "float64"
     declines: dict = dataclasses.field(default_factory=dict)
 
 
@@ -68,7 +77,7 @@ def _ignored(caps) -> tuple:
 
 
 @st.composite
-def ce_case(draw, caps=frozenset()):
+def ce_case(draw, caps=None):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     N, V = draw(st.integers(1, 6)), draw(st.integers(1, 9))
@@ -80,7 +89,7 @@ def ce_case(draw, caps=frozenset()):
     t[rng.random(N) < draw(st.sampled_from(fractions))] = ignore
     if "all" not in ok and (t == ignore).all():
         t[0] = 0  # keep one counted row
-    return CECase(z, t, ignore, seed)
+    return CECase(round_inputs(getattr(caps, "precision", "float64"), z), t, ignore, seed)
 
 
 def _ce_tol(z, count):
@@ -93,7 +102,10 @@ def check_cross_entropy(impl, case: CECase):
     rows = logsumexp(case.z, axis=-1) - np.take_along_axis(case.z, np.where(valid, case.t, 0)[:, None], 1)[:, 0]
     want = float(rows[valid].mean()) if valid.any() else 0.0
     got = impl.cross_entropy(case.z, case.t, case.ignore_index)
-    compare_close("cross_entropy", np.float64(got), np.float64(want), _ce_tol(case.z, len(case.t)), f"{impl.name}; {case!r}")
+    p = precision_of(impl)
+    compare_layer("cross_entropy", np.float64(got), np.float64(want), precision=p,
+                  float64_bound=_ce_tol(case.z, len(case.t)),
+                  naive=lambda: naive_cross_entropy(p, case.z, case.t, case.ignore_index), context=f"{impl.name}; {case!r}")
 
 
 def check_grad_p_minus_onehot(impl, case: CECase):
@@ -106,7 +118,10 @@ def check_grad_p_minus_onehot(impl, case: CECase):
     onehot = np.zeros_like(p)
     onehot[np.arange(len(p)), np.where(valid, case.t, 0)] = 1.0
     want = np.where(valid[:, None], p - onehot, 0.0) / count
-    compare_close("cross_entropy_grad", g, want, 8 * (case.z.shape[-1] + 4) * U64, f"{impl.name}; {case!r}")
+    prec = precision_of(impl)
+    compare_layer("cross_entropy_grad", g, want, precision=prec, float64_bound=8 * (case.z.shape[-1] + 4) * U64,
+                  naive=lambda: naive_cross_entropy_grad(prec, case.z, case.t, case.ignore_index),
+                  context=f"{impl.name}; {case!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +136,7 @@ class LMCase:
 
 
 @st.composite
-def lm_case(draw, caps=frozenset()):
+def lm_case(draw, caps=None):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     B, Lq, V = draw(st.integers(1, 3)), draw(st.integers(2, 7)), draw(st.integers(2, 8))
@@ -134,7 +149,7 @@ def lm_case(draw, caps=frozenset()):
     if "all" not in _ignored(caps) and not response[:, 1:].any():  # SFT (and LM) need a counted target
         tokens[:, -1] = np.where(tokens[:, -1] == L.IGNORE_INDEX, 0, tokens[:, -1])
         response[:, -1] = True
-    return LMCase(z, tokens, response, seed)
+    return LMCase(round_inputs(getattr(caps, "precision", "float64"), z), tokens, response, seed)
 
 
 def _pairs_loss(z, targets):
@@ -150,7 +165,10 @@ def check_causal_lm_shift(impl, case: LMCase):
     """Logits at t are scored against the token at t + 1 (the label shift)."""
     want = _pairs_loss(case.z[:, :-1], case.tokens[:, 1:])
     got = impl.causal_lm_loss(case.z, case.tokens)
-    compare_close("causal_lm_loss", np.float64(got), np.float64(want), _ce_tol(case.z, case.z.size), f"{impl.name}; {case!r}")
+    p = precision_of(impl)
+    compare_layer("causal_lm_loss", np.float64(got), np.float64(want), precision=p,
+                  float64_bound=_ce_tol(case.z, case.z.size),
+                  naive=lambda: _naive_pairs(p, case.z[:, :-1], case.tokens[:, 1:]), context=f"{impl.name}; {case!r}")
 
 
 def check_sft_response_only(impl, case: LMCase):
@@ -159,9 +177,53 @@ def check_sft_response_only(impl, case: LMCase):
     want = _pairs_loss(case.z[:, :-1], targets)
     got = impl.sft_loss(case.z, case.tokens, case.response)
     ctx = f"{impl.name}; {case!r}"
-    compare_close("sft_loss", np.float64(got), np.float64(want), _ce_tol(case.z, case.z.size), ctx)
+    p = precision_of(impl)
+    compare_layer("sft_loss", np.float64(got), np.float64(want), precision=p, float64_bound=_ce_tol(case.z, case.z.size),
+                  naive=lambda: _naive_pairs(p, case.z[:, :-1], targets), context=ctx)
     if got < 0:
         raise AssertionError(f"sft_loss is negative ({got}): a cross-entropy is >= 0 (the minus sign, ERRATA 17); {ctx}")
+
+
+# ----------------------------------------------------------------------------
+# naive baselines in a precision (properties.precision)
+
+
+def _naive_softmax_parts(ops, z):
+    """(z, e = exp(z - max), s = sum e) naively: every step rounded, the sum in float32."""
+    z = ops.r(z)
+    m = np.max(z, axis=-1, keepdims=True)
+    with np.errstate(over="ignore", under="ignore"):
+        e = ops.r(np.exp(ops.r(z - m)))
+    return z, m, e, ops.sum(e, keepdims=True)
+
+
+def naive_cross_entropy(precision, z, t, ignore_index):
+    """Mean over counted rows of lse(z) - z_y (0.0 when none), computed naively in ``precision``."""
+    ops = naive_ops(precision)
+    valid = np.asarray(t) != ignore_index
+    if not valid.any():
+        return 0.0
+    z, m, e, s = _naive_softmax_parts(ops, z)
+    lse = ops.r(m + ops.r(np.log(s)))[:, 0]
+    picked = np.take_along_axis(z, np.where(valid, t, 0)[:, None], 1)[:, 0]
+    rows = ops.r(lse - picked)[valid]
+    return float(ops.out(ops.r(ops.sum(rows, axis=0) / ops.compute(rows.size))))
+
+
+def naive_cross_entropy_grad(precision, z, t, ignore_index):
+    """(softmax(z) - onehot(y)) / count on counted rows, naively in ``precision``."""
+    ops = naive_ops(precision)
+    valid = np.asarray(t) != ignore_index
+    _, _, e, s = _naive_softmax_parts(ops, z)
+    g = ops.r(e / s)
+    g[np.arange(len(g)), np.where(valid, t, 0)] = ops.r(g[np.arange(len(g)), np.where(valid, t, 0)] - 1)
+    g = np.where(valid[:, None], ops.r(g / ops.compute(max(int(valid.sum()), 1))), 0)
+    return ops.out(g)
+
+
+def _naive_pairs(precision, z, targets):
+    return naive_cross_entropy(precision, np.asarray(z).reshape(-1, z.shape[-1]), np.asarray(targets).reshape(-1),
+                               L.IGNORE_INDEX)
 
 
 # ----------------------------------------------------------------------------
@@ -215,6 +277,19 @@ REFIMPL = LossAdapter("refimpl.losses", _ref_ce, _ref_grad, L.causal_lm_loss, _r
 BUNDLED = [REFIMPL]
 
 
+def in_precision(adapter, precision: str, name: str | None = None):
+    """``adapter`` declaring ``precision``, its results stored in that precision (a kernel
+    whose loss and gradient tensors have that dtype)."""
+    from .precision import round_inputs as _r
+
+    def wrap(fn):
+        return None if fn is None else (lambda *a: _r(precision, fn(*a)))
+
+    methods = {f: wrap(getattr(adapter, f)) for f in ("cross_entropy", "cross_entropy_grad", "causal_lm_loss",
+                                                      "sft_loss")}
+    return dataclasses.replace(adapter, name=name or f"{adapter.name}[{precision}]", precision=precision, **methods)
+
+
 def _wrong(name, **kw):
     return dataclasses.replace(REFIMPL, name=f"wrong[{name}]", **kw)
 
@@ -228,18 +303,23 @@ WRONG = {
     "sft_missing_minus_sign": _wrong("sft_missing_minus_sign", sft_loss=_sft_no_minus),
     "sft_counts_prompt_tokens": _wrong("sft_counts_prompt_tokens", sft_loss=_sft_counts_prompt),
 }
+# the same mistakes in float32 / bfloat16 kernels: the low-precision bound still rejects them
+WRONG.update({f"{bug}_{p}": in_precision(WRONG[bug], p) for bug, p in (
+    ("ce_averages_over_ignored_rows", "bfloat16"), ("grad_not_divided_by_count", "float32"),
+    ("missing_label_shift", "float32"), ("missing_label_shift", "bfloat16"), ("sft_counts_prompt_tokens", "bfloat16"))})
 
 PROPERTIES = [
-    Property("cross_entropy_matches", "loss", check_cross_entropy, ce_case,
+    Property("cross_entropy_matches", "loss", check_cross_entropy, lambda caps: ce_case(caps),
              "CE = mean over non-ignored rows of logsumexp(z) - z_y (0 if all ignored), stable for |z| ~ 1e3",
-             rejects=("ce_averages_over_ignored_rows", "ce_without_max_subtraction")),
-    Property("cross_entropy_grad_p_minus_onehot", "loss", check_grad_p_minus_onehot, ce_case,
+             rejects=("ce_averages_over_ignored_rows", "ce_without_max_subtraction",
+                      "ce_averages_over_ignored_rows_bfloat16")),
+    Property("cross_entropy_grad_p_minus_onehot", "loss", check_grad_p_minus_onehot, lambda caps: ce_case(caps),
              "dCE/dz = (softmax(z) - onehot(y)) / count, 0 on ignored rows", requires=frozenset({"grad"}),
-             rejects=("grad_onehot_minus_p", "grad_not_divided_by_count")),
-    Property("causal_lm_label_shift", "loss", check_causal_lm_shift, lm_case,
+             rejects=("grad_onehot_minus_p", "grad_not_divided_by_count", "grad_not_divided_by_count_float32")),
+    Property("causal_lm_label_shift", "loss", check_causal_lm_shift, lambda caps: lm_case(caps),
              "causal LM loss pairs logits at t with the token at t + 1", requires=frozenset({"lm"}),
-             rejects=("missing_label_shift",)),
-    Property("sft_loss_response_only", "loss", check_sft_response_only, lm_case,
+             rejects=("missing_label_shift", "missing_label_shift_float32", "missing_label_shift_bfloat16")),
+    Property("sft_loss_response_only", "loss", check_sft_response_only, lambda caps: lm_case(caps),
              "SFT loss = mean -log p over response targets only, >= 0 (ERRATA 17)", requires=frozenset({"lm"}),
-             rejects=("sft_missing_minus_sign", "sft_counts_prompt_tokens")),
+             rejects=("sft_missing_minus_sign", "sft_counts_prompt_tokens", "sft_counts_prompt_tokens_bfloat16")),
 ]

@@ -4,7 +4,10 @@ Cases carry small NumPy arrays drawn from an explicit seed (Hypothesis draws the
 seed and the shape/option choices, NumPy the numbers: fast, reproducible,
 shrinkable in the choices). They cover the edges the design asks for: T = 1,
 k = E, E = 1, capacity 0 and capacity above every count, all tokens to one
-expert, ties (integer-valued logits), extreme logits (|z| up to 1e4), padding.
+expert, ties (integer-valued logits), near-ties (two experts one unit in the last place of
+the adapter's precision apart), extreme logits (|z| up to 1e4), padding. Every float input is
+drawn exactly representable in the adapter's precision (``caps.precision``, rounded with
+``properties.precision.round_inputs``), so the adapter and the spec see the same numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Optional
 import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
+
+from .precision import round_inputs, unit_roundoff
 
 ALL_DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob",
                    "per_expert_top_masked_logit", "random")
@@ -63,8 +68,18 @@ class RouteCase:
     _repr_pretty_ = _pretty
 
 
-def _logits(draw, rng, T, E, kind=None):
-    kind = kind or draw(st.sampled_from(["normal", "integer", "one_expert", "equal", "extreme"]))
+def _precision(caps) -> str:
+    return getattr(caps, "precision", "float64") or "float64"
+
+
+def _logits(draw, rng, T, E, kind=None, precision="float64"):
+    kind = kind or draw(st.sampled_from(["normal", "integer", "one_expert", "equal", "extreme", "near_tie"]))
+    if kind == "near_tie":  # every token: expert b one ulp (of the precision) above expert a
+        z = round_inputs(precision, rng.standard_normal((T, E)) * 2.0)
+        if E > 1:
+            a, b = rng.choice(E, size=2, replace=False)
+            z[:, b] = z[:, a] * (1 + np.sign(z[:, a]) * 2 * unit_roundoff(precision))
+        return z
     if kind == "normal":
         return rng.standard_normal((T, E)) * draw(st.sampled_from([0.5, 2.0, 8.0]))
     if kind == "integer":  # ties between experts and between tokens
@@ -123,7 +138,8 @@ def _route_case(draw, caps, *, drop_orders, normalize, capacity="any", capacity_
     T = draw(st.integers(1, max_T))
     E = draw(st.integers(min_E, max_E))
     k = draw(st.integers(1, E))
-    z = _logits(draw, rng, T, E, draw(st.sampled_from(logit_kinds)) if logit_kinds else None)
+    prec = _precision(caps)
+    z = round_inputs(prec, _logits(draw, rng, T, E, draw(st.sampled_from(logit_kinds)) if logit_kinds else None, prec))
     options = {"normalize": draw(st.sampled_from(normalize)),
                "drop_order": draw(st.sampled_from(drop_orders))}
     if options["drop_order"] == "random":
@@ -204,9 +220,14 @@ class VectorCase:
     _repr_pretty_ = _pretty
 
 
+def loads_case(caps=None):
+    """Integer loads per expert (some uniform), and a positive scale factor (integer loads
+    below 100 are exact in every precision)."""
+    return _loads_case()
+
+
 @st.composite
-def loads_case(draw):
-    """Integer loads per expert (some uniform), and a positive scale factor."""
+def _loads_case(draw):
     E = draw(st.integers(1, 64))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     if draw(st.booleans()):
@@ -264,10 +285,12 @@ def _min_gap(z, k):
 
 
 @st.composite
-def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E=2, max_E=5, drop_orders=None):
-    """Small smooth problems for finite differences: x and W drawn, logits z = x W^T with
-    all gaps >= 1e-3 (a central difference with step h moves z by at most |W| h ~ 1e-6),
-    GELU/SiLU/SwiGLU experts, position-based drop orders only."""
+def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E=2, max_E=5, drop_orders=None,
+              precision="float64"):
+    """Small smooth problems for finite differences: x and W drawn (in ``precision``), logits
+    z = x W^T with all gaps >= 1e-3 (a central difference with step h moves z by at most
+    |W| h ~ 1e-6) and >= 4 (D + 2) u_p sum_d |x_d W_ed| (a computation of z in precision p
+    cannot reorder two experts), GELU/SiLU/SwiGLU experts, position-based drop orders only."""
     from refimpl.moe import random_experts
 
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -275,9 +298,9 @@ def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E
     E = draw(st.integers(min_E, max_E))
     kk = draw(st.integers(1, E)) if k is None else k
     assume(kk <= E)
-    x = rng.standard_normal((T, D))
-    W = rng.standard_normal((E, D)) * 1.5
-    assume(_min_gap(x @ W.T, kk) >= 1e-3)
+    x, W = round_inputs(precision, rng.standard_normal((T, D)), rng.standard_normal((E, D)) * 1.5)
+    resolvable = 4 * (D + 2) * unit_roundoff(precision) * float(np.max(np.abs(x) @ np.abs(W).T))
+    assume(_min_gap(x @ W.T, kk) >= max(1e-3, resolvable))
     kind = draw(st.sampled_from(["ffn_gelu", "ffn_silu", "swiglu"]))
     experts = tuple(random_experts(E, D, 3, kind="swiglu" if kind == "swiglu" else "ffn",
                                    act="gelu" if kind == "ffn_gelu" else "silu", bias=kind != "swiglu",
@@ -290,7 +313,7 @@ def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E
         options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T)))
     elif capacity == "none":
         options["capacity"] = None
-    return GradCase(x, W, experts, kk, options, rng.standard_normal((T, D)))
+    return GradCase(x, W, experts, kk, options, round_inputs(precision, rng.standard_normal((T, D))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,12 +329,16 @@ class LogitGradCase:
 
 
 @st.composite
-def logit_grad_case(draw, *, normalize=None, score=None, capacity="any", k=None, max_E=6, drop_orders=None):
+def logit_grad_case(draw, *, normalize=None, score=None, capacity="any", k=None, max_E=6, drop_orders=None,
+                    precision="float64"):
+    """Logits with every gap >= 0.05 / 4 (kept by the rounding to ``precision``: bfloat16 moves
+    an O(1) logit by <= 2^-8 ~ 0.004), a selection no finite-difference step moves."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     T, E = draw(st.integers(1, 5)), draw(st.integers(2, max_E))
     kk = draw(st.integers(1, E)) if k is None else k
     assume(kk <= E)
-    z = _with_margin(rng, T, E, kk, margin=0.05, scale=draw(st.sampled_from([0.3, 1.5])))
+    z = round_inputs(precision, _with_margin(rng, T, E, kk, margin=0.05, scale=draw(st.sampled_from([0.3, 1.5]))))
+    assume(_min_gap(z, kk) >= 0.0125)
     options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
                "score": draw(st.sampled_from(score or ("softmax", "sigmoid"))),
                "drop_order": draw(st.sampled_from(drop_orders or BASIC_DROP_ORDERS)),
@@ -336,17 +363,24 @@ class NoisyCase:
     _repr_pretty_ = _pretty
 
 
+def noisy_case(caps=None):
+    """Noisy top-k gating inputs (``_noisy_case``) in the adapter's precision."""
+    return _noisy_case(_precision(caps))
+
+
 @st.composite
-def noisy_case(draw):
+def _noisy_case(draw, precision="float64"):
     """Noisy top-k gating inputs whose noisy logits H are separated by >= 0.05 (the
-    top-k set and every kth_excluding threshold stay put under the FD step)."""
+    top-k set and every kth_excluding threshold stay put under the FD step; clean, std and
+    noise rounded to ``precision`` move H by a few u_p |H|, far less)."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     T, E = draw(st.integers(1, 5)), draw(st.integers(2, 6))
     k = draw(st.integers(1, E - 1))
     H = _with_margin(rng, T, E, k, margin=0.2, scale=1.0)
     std = 0.2 + rng.random((T, E))
     noise = rng.standard_normal((T, E))
-    return NoisyCase(clean=H - noise * std, std=std, noise=noise, k=k)
+    clean, std, noise = round_inputs(precision, H - noise * std, std, noise)
+    return NoisyCase(clean=clean, std=std, noise=noise, k=k)
 
 
 # ---------------------------------------------------------------------------
@@ -403,6 +437,7 @@ def honouring(caps, make, **kw):
     kw["normalize"] = allowed(caps, "normalize", kw.get("normalize") or NORMALIZE)
     kw["score"] = allowed(caps, "score", kw.get("score") or ("softmax", "sigmoid"))
     kw["drop_orders"] = allowed(caps, "drop_order", BASIC_DROP_ORDERS)
+    kw["precision"] = _precision(caps)
     cap = kw.get("capacity", "any")
     kinds = allowed(caps, "capacity", _CAPACITY_NEEDS[cap])
     if set(kinds) != set(_CAPACITY_NEEDS[cap]):  # grad cases draw None or 0..T: keep only dropless

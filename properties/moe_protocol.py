@@ -13,8 +13,7 @@ import refimpl.moe as M
 
 from . import moe_cases as C
 from .protocol import Capability, Kind, Option
-
-U64 = 2.0**-53
+from .tolerance import UNIT_ROUNDOFF
 
 
 MOE_KIND = Kind(
@@ -86,7 +85,10 @@ KINDS = (MOE_KIND,)
 @dataclasses.dataclass(frozen=True)
 class MoEAdapter:
     """An MoE adapter (``MOE_KIND``): only the methods supplied; nothing falls back to
-    refimpl, and ``capabilities`` (none by default) must name each supplied group."""
+    refimpl, and ``capabilities`` (none by default) must name each supplied group.
+    ``precision`` ("float64", "float32", "bfloat16", "float16"): the arithmetic of every
+    supplied function, held to ``properties.precision`` (``unit_roundoff``, the attribute
+    it replaces, is still accepted with a DeprecationWarning and mapped to ``precision``)."""
 
     name: str
     route: Callable = None
@@ -108,8 +110,28 @@ class MoEAdapter:
     load_loss_grad: Callable = None
     capabilities: frozenset = frozenset()
     kind: str = "moe"
-    unit_roundoff: float = U64
+    precision: str = "float64"
     declines: dict = dataclasses.field(default_factory=dict)
+    unit_roundoff: float = None  # deprecated: use precision
+
+    def __post_init__(self):
+        if self.unit_roundoff is not None:
+            object.__setattr__(self, "precision", precision_from_unit_roundoff(self.unit_roundoff, self.name))
+            object.__setattr__(self, "unit_roundoff", None)
+
+
+def precision_from_unit_roundoff(u, name="adapter") -> str:
+    """The precision a deprecated ``unit_roundoff`` stood for (2**-53, 2**-24, 2**-8, 2**-11),
+    with a DeprecationWarning; any other value is a ValueError."""
+    import warnings
+
+    by_u = {v: k for k, v in UNIT_ROUNDOFF.items()}
+    if u not in by_u:
+        raise ValueError(f"{name}: unit_roundoff={u!r} is not the unit roundoff of a precision; "
+                         f"declare precision= one of {list(UNIT_ROUNDOFF)} instead")
+    warnings.warn(f"{name}: MoEAdapter(unit_roundoff={u!r}) is deprecated; write precision={by_u[u]!r}",
+                  DeprecationWarning, stacklevel=4)
+    return by_u[u]
 
 
 def _refimpl_output_logit_jacobian(x, W, experts, k, **options):

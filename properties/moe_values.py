@@ -11,7 +11,9 @@ n = E + T + D + k + 8 roundings of O(max|value|) terms (softmax, sums over token
 and experts, one matmul over D), so two correct float64 implementations differ
 by at most ``64 n u max(1, |value|)`` (u = 2^-53; the factor 64 covers the
 reassociation of sums and the exp/log/tanh roundings); every wrong function in
-``WRONG`` misses by a factor 2 or an O(1) term.
+``WRONG`` misses by a factor 2 or an O(1) term. Below float64 the bound is the precision rule of
+``properties.precision``: FACTOR x the error of the same quantity computed naively in the
+adapter's precision (``properties.moe_naive``) plus ``output_floor(p, max|value|, n)``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from hypothesis import strategies as st
 import refimpl.moe as M
 
 from . import moe_cases as C
+from . import moe_naive as N
 from .core import Property
+from .precision import NaiveOps, output_floor, precision_bound, precision_of, round_inputs
 
 U64 = 2.0**-53
 
@@ -33,14 +37,18 @@ def _tol(n: int, want) -> float:
     return 64 * (n + 8) * U64 * max(1.0, float(np.max(np.abs(np.asarray(want, dtype=float)), initial=0.0)))
 
 
-def _compare(impl, what, got, want, n, case):
+def _compare(impl, what, got, want, n, case, naive):
+    """|got - want| <= the precision bound: ``_tol`` in float64, else ``precision_bound`` with
+    ``naive(NaiveOps(p))`` the quantity computed naively in the adapter's precision p."""
     got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
     if got.shape != want.shape:
         raise AssertionError(f"{impl.name}: {what} has shape {got.shape}, refimpl.moe gives {want.shape}; {case!r}")
     err = float(np.max(np.abs(got - want), initial=0.0))
-    tol = _tol(n, want)
+    p = precision_of(impl)
+    mag = max(float(np.max(np.abs(want), initial=0.0)), 1e-300)
+    tol = float(np.max(precision_bound(p, _tol(n, want), lambda: naive(NaiveOps(p)), want, output_floor(p, mag, n))))
     if not err <= tol:
-        raise AssertionError(f"{impl.name}: {what} differs from refimpl.moe's by {err:.3g} > {tol:.3g} "
+        raise AssertionError(f"{impl.name}: {what} differs from refimpl.moe's by {err:.3g} > {tol:.3g} (precision {p}) "
                              f"(got {got.ravel()[:4].tolist()}, expected {want.ravel()[:4].tolist()}); {case!r}")
 
 
@@ -74,21 +82,23 @@ def check_balance_loss_matches_reference(impl, case: LossVariantCase):
     r = M.route(rc.logits, rc.k, **rc.kwargs())
     kw = dict(alpha=0.01, f=case.f, scale=case.scale, probs=case.probs, groups=case.groups)
     T, E = rc.logits.shape
-    _compare(impl, f"balance_loss({kw})", impl.balance_loss(r, **kw), M.balance_loss(r, **kw), T + E, case)
+    _compare(impl, f"balance_loss({kw})", impl.balance_loss(r, **kw), M.balance_loss(r, **kw), T + E, case,
+             lambda o: N.balance_loss(o, r, **kw))
 
 
 def check_cv_squared_matches_reference(impl, case: C.VectorCase):
     """cv_squared(x) equals refimpl.moe.cv_squared(x)."""
-    _compare(impl, "cv_squared", impl.cv_squared(case.x), M.cv_squared(case.x), case.x.size, case)
+    _compare(impl, "cv_squared", impl.cv_squared(case.x), M.cv_squared(case.x), case.x.size, case,
+             lambda o: N.cv_squared(o, case.x))
 
 
 def check_z_loss_matches_reference(impl, case: C.NoisyCase):
     """z_loss (and z_loss_grad when declared) equal refimpl.moe's."""
     z = case.clean
     n = sum(z.shape)
-    _compare(impl, "z_loss", impl.z_loss(z), M.z_loss(z), n, case)
+    _compare(impl, "z_loss", impl.z_loss(z), M.z_loss(z), n, case, lambda o: N.z_loss(o, z))
     if "z_loss.grad" in impl.capabilities:
-        _compare(impl, "z_loss_grad", impl.z_loss_grad(z), M.z_loss_grad(z), n, case)
+        _compare(impl, "z_loss_grad", impl.z_loss_grad(z), M.z_loss_grad(z), n, case, lambda o: N.z_loss_grad(o, z))
 
 
 def check_noisy_gating_matches_reference(impl, case: C.NoisyCase):
@@ -97,13 +107,19 @@ def check_noisy_gating_matches_reference(impl, case: C.NoisyCase):
     z, std, noise, k = case.clean, case.std, case.noise, case.k
     n = sum(z.shape)
     got, want = impl.noisy_gating(z, std, noise, k), M.noisy_top_k_gating(z, std, noise, k)
-    _compare(impl, "noisy gates", got.gates, want.gates, n, case)
-    _compare(impl, "importance_loss", impl.importance_loss(want.gates), M.importance_loss(want.gates), n, case)
-    H = z + noise * std
-    _compare(impl, "load_loss", impl.load_loss(z, H, std, k), M.load_loss(z, H, std, k), n, case)
+    p = precision_of(impl)
+    _compare(impl, "noisy gates", got.gates, want.gates, n, case, lambda o: N.noisy_gates(o, z, std, noise, want.indices))
+    G = round_inputs(p, want.gates)  # the suite's inputs are in the adapter's precision
+    _compare(impl, "importance_loss", impl.importance_loss(G), M.importance_loss(G), n, case,
+             lambda o: N.importance_loss(o, G))
+    H = round_inputs(p, z + noise * std)
+    _compare(impl, "load_loss", impl.load_loss(z, H, std, k), M.load_loss(z, H, std, k), n, case,
+             lambda o: N.load_loss(o, z, H, std, k))
     if "noisy_gating.grad" in impl.capabilities:
-        _compare(impl, "importance_loss_grad", impl.importance_loss_grad(want), M.importance_loss_grad(want), n, case)
-        _compare(impl, "load_loss_grad", impl.load_loss_grad(z, H, std, k), M.load_loss_grad(z, H, std, k), n, case)
+        _compare(impl, "importance_loss_grad", impl.importance_loss_grad(want), M.importance_loss_grad(want), n, case,
+                 lambda o: N.importance_loss_grad(o, N.noisy_gates(o, z, std, noise, want.indices)))
+        _compare(impl, "load_loss_grad", impl.load_loss_grad(z, H, std, k), M.load_loss_grad(z, H, std, k), n, case,
+                 lambda o: N.load_loss_grad(o, z, H, std, k))
 
 
 def check_gradients_match_reference(impl, case: C.GradCase):
@@ -112,16 +128,21 @@ def check_gradients_match_reference(impl, case: C.GradCase):
     T, D = case.x.shape
     E = case.W.shape[0]
     n = T + D + E + case.k
+    zr = round_inputs(precision_of(impl), case.x @ case.W.T)  # gate_jacobian's input, in the adapter's precision
+    _, J = impl.gate_jacobian(zr, case.k, **case.options)
+    rr, Jr = M.gate_jacobian(zr, case.k, **case.options)
+    _compare(impl, "gate_jacobian", J, Jr, n, case, lambda o: N.gate_jacobian(o, zr, rr))
     z = case.x @ case.W.T
-    _, J = impl.gate_jacobian(z, case.k, **case.options)
-    _compare(impl, "gate_jacobian", J, M.gate_jacobian(z, case.k, **case.options)[1], n, case)
     _, Jy = impl.output_logit_jacobian(case.x, case.W, experts, case.k, **case.options)
     r = M.route(z, case.k, **case.options)
-    _compare(impl, "output_logit_jacobian", Jy, M.output_logit_jacobian(case.x, r, z, experts), n, case)
+    _compare(impl, "output_logit_jacobian", Jy, M.output_logit_jacobian(case.x, r, z, experts), n, case,
+             lambda o: N.output_logit_jacobian(o, case.x, o.matmul(case.x, case.W.T), r, experts))
     got = impl.moe_vjp(case.x, case.W, experts, case.k, case.dy, **case.options)
     want = M.moe_vjp(case.x, case.W, experts, case.k, case.dy, **case.options)
-    for name, g, w in zip(("dx", "dz", "dW"), got, want):
-        _compare(impl, f"moe_vjp {name}", g, w, n, case)
+    naive = {}
+    for i, (name, g, w) in enumerate(zip(("dx", "dz", "dW"), got, want)):
+        _compare(impl, f"moe_vjp {name}", g, w, n, case,
+                 lambda o, i=i: naive.setdefault("v", N.moe_vjp(o, case.x, case.W, r, experts, case.dy))[i])
 
 
 def check_forward_matches_reference(impl, case: C.GradCase):
@@ -133,12 +154,19 @@ def check_forward_matches_reference(impl, case: C.GradCase):
     want, r = M.moe_forward(case.x, case.W, experts, case.k, **case.options)
     for layout in ("sparse", "dense_tensors"):
         y, _ = impl.moe_forward(case.x, case.W, experts, case.k, layout=layout, **case.options)
-        _compare(impl, f"moe_forward(layout={layout!r})", y, want, n, case)
+        _compare(impl, f"moe_forward(layout={layout!r})", y, want, n, case,
+                 lambda o: N.forward(o, case.x, o.matmul(case.x, case.W.T), r, experts))
     d, c = impl.dispatch_combine(r)
     dw, cw = M.dispatch_combine_tensors(r)
     if np.shape(d) != dw.shape or not np.array_equal(np.asarray(d, bool), dw):
         raise AssertionError(f"{impl.name}: dispatch tensor differs from refimpl.moe.dispatch_combine_tensors; {case!r}")
-    _compare(impl, "combine tensor", c, cw, n, case)
+    def naive_combine(o):  # the combine tensor holds the routing's gates, stored in p
+        out = np.zeros(cw.shape)
+        t, j = np.nonzero(r.kept)
+        out[t, r.indices[t, j], r.position[t, j]] = o.r(r.gates[t, j])
+        return out
+
+    _compare(impl, "combine tensor", c, cw, n, case, naive_combine)
 
 
 # ---------------------------------------------------------------------------
@@ -172,13 +200,13 @@ PROPERTIES = [
     Property("moe_balance_loss_matches_reference", "moe", check_balance_loss_matches_reference, loss_variant_case,
              "balance_loss equals refimpl.moe.balance_loss for every f, scale, probs and groups",
              frozenset({"losses"}), ("loss_without_E", "balance_ignores_groups")),
-    Property("moe_cv_squared_matches_reference", "moe", check_cv_squared_matches_reference, C.loads_case(),
+    Property("moe_cv_squared_matches_reference", "moe", check_cv_squared_matches_reference, C.loads_case,
              "cv_squared equals refimpl.moe.cv_squared", frozenset({"cv_squared"}),
              ("cv_over_mean", "cv_sample_variance")),
-    Property("moe_z_loss_matches_reference", "moe", check_z_loss_matches_reference, C.noisy_case(),
+    Property("moe_z_loss_matches_reference", "moe", check_z_loss_matches_reference, C.noisy_case,
              "z_loss (and its gradient) equal refimpl.moe's", frozenset({"z_loss"}),
              ("zloss_halved_consistent",)),
-    Property("moe_noisy_gating_matches_reference", "moe", check_noisy_gating_matches_reference, C.noisy_case(),
+    Property("moe_noisy_gating_matches_reference", "moe", check_noisy_gating_matches_reference, C.noisy_case,
              "noisy top-k gates, importance and load losses (and gradients) equal refimpl.moe's",
              frozenset({"noisy_gating"}), ("load_loss_doubled_consistent",)),
     Property("moe_gradients_match_reference", "moe", check_gradients_match_reference,

@@ -59,3 +59,66 @@ def mp_attention(q, k, v, visible, scale, softcap=None, bias=None):
                     for d in range(Dv):
                         out[b, h, i, d] = float(mpmath.fsum(e[j] * mpmath.mpf(float(v[b, kh, j, d])) for j in e) / l)
     return out, lse
+
+
+# ---------------------------------------------------------------------------
+# activations and their derivatives (refimpl.ffn), for the tails: exact at any float64 input
+
+
+def _mp_act_pair(name: str, u: mpmath.mpf):
+    """(act(u), act'(u)) in 50-digit arithmetic (the formulas of refimpl.ffn's docstring)."""
+    sig = lambda t: 1 / (1 + mpmath.exp(-t))  # noqa: E731
+    if name == "relu":
+        return (u if u > 0 else mpmath.mpf(0)), mpmath.mpf(1 if u > 0 else 0)
+    if name == "gelu":
+        if abs(u) > 60:  # Phi's tail below e^-1800: |u| Phi(-|u|) underflows any float64 (mpmath's erfc needs |u| small)
+            Phi = mpmath.mpf(0 if u < 0 else 1)
+        else:
+            Phi = mpmath.erfc(-u / mpmath.sqrt(2)) / 2
+        return u * Phi, Phi + u * mpmath.exp(-u * u / 2) / mpmath.sqrt(2 * mpmath.pi)
+    if name == "gelu_tanh":
+        c, a = mpmath.sqrt(2 / mpmath.pi), mpmath.mpf(0.044715)
+        s = sig(2 * c * (u + a * u**3))
+        return u * s, s + 2 * u * s * (1 - s) * c * (1 + 3 * a * u * u)
+    if name == "silu":
+        s = sig(u)
+        return u * s, s * (1 + u * (1 - s))
+    s = sig(u)
+    return s, s * (1 - s)
+
+
+def mp_act(name: str, u) -> np.ndarray:
+    """refimpl.ffn.act(name, u) rounded from 50-digit values (u a small float64 array)."""
+    with mpmath.workdps(DPS):
+        return np.array([float(_mp_act_pair(name, mpmath.mpf(float(x)))[0]) for x in np.ravel(u)]).reshape(np.shape(u))
+
+
+def mp_act_grad(name: str, u) -> np.ndarray:
+    """refimpl.ffn.act_grad(name, u) rounded from 50-digit values."""
+    with mpmath.workdps(DPS):
+        return np.array([float(_mp_act_pair(name, mpmath.mpf(float(x)))[1]) for x in np.ravel(u)]).reshape(np.shape(u))
+
+
+def mp_rms_norm(x, eps: float) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) per row (last axis), rounded from 50-digit values: any magnitude."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    out = np.zeros_like(x)
+    with mpmath.workdps(DPS):
+        for i, row in enumerate(x):
+            xs = [mpmath.mpf(float(t)) for t in row]
+            r = 1 / mpmath.sqrt(mpmath.fsum(t * t for t in xs) / len(xs) + mpmath.mpf(float(eps)))
+            out[i] = [float(t * r) for t in xs]
+    return out
+
+
+def mp_layer_norm(x, eps: float) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) per row (biased variance), rounded from 50-digit values."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    out = np.zeros_like(x)
+    with mpmath.workdps(DPS):
+        for i, row in enumerate(x):
+            xs = [mpmath.mpf(float(t)) for t in row]
+            mu = mpmath.fsum(xs) / len(xs)
+            r = 1 / mpmath.sqrt(mpmath.fsum((t - mu) ** 2 for t in xs) / len(xs) + mpmath.mpf(float(eps)))
+            out[i] = [float((t - mu) * r) for t in xs]
+    return out

@@ -10,6 +10,18 @@ Tolerance (float64): mean and variance carry relative errors <= (n + 2) u, so x 
 <= (n + 2) u max|x|, scaled by r <= 1 / sqrt(v + eps); the output errs by about
 (n + 4) u (max|x| r |g| + |b|); times 8 for the few further operations. The backward has
 two more reductions of the same size: the same form, times r |dy| instead of 1.
+
+Rows are drawn with mean/spread up to 1e8 (``SHIFTS``): the float64 bound above already
+scales with max|x| r, which is the mean/spread ratio, and two-pass statistics keep their
+error at (n + 2) u max|x| there (measured: refimpl and torch's float64 LayerNorm well inside
+it), while a variance taken as E[x^2] - E[x]^2 loses u (mean/spread)^2 relatively: O(1) at
+1e8, 1e-8 at 1e4 (``layer_norm_variance_by_moments`` is rejected).
+
+Precision (``properties.precision``): x, w, b and dy are drawn representable in the adapter's
+precision; lower precisions are held to 2x the error of the naive computation in that
+precision (``naive_layer_norm``, ``naive_rms_norm``, their backwards, ``naive_channel_norm``:
+two-pass statistics, every step rounded as an eager framework does) plus
+``precision.layer_floor`` (the float64 bound above at u = u32, plus 4 u_p |y|).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from hypothesis import strategies as st
 from refimpl import norms as N
 
 from .core import Property
+from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
 from .tolerance import U64, compare_close
 
@@ -53,6 +66,7 @@ class NormAdapter:
     group_norm: Optional[Callable] = None
     capabilities: frozenset = frozenset({"backward"})
     kind: str = "norm"
+    precision: str = "float64"
 
 
 def _rms_conv(caps):
@@ -74,14 +88,20 @@ class NormCase:
                 f"bias={self.b is not None}, eps={self.eps}, seed={self.seed})")
 
 
+#: mean / spread of a drawn row: centred, shifted, and the hard cases where a variance taken
+#: as E[x^2] - E[x]^2 cancels (1e4: 1e-8 relative in float64; 1e8: all of it)
+SHIFTS = (0.0, 0.0, 5.0, 1e2, 1e4, 1e8)
+
+
 @st.composite
-def norm_case(draw, zero_mean=False):
+def norm_case(draw, caps=None, zero_mean=False):
+    precision = getattr(caps, "precision", "float64")
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     d = draw(st.sampled_from([1, 2, 3, 8, 33]))
     shape = (draw(st.integers(1, 3)), d)
     scale = draw(st.sampled_from([1.0, 1e-3, 30.0]))  # small rows: eps dominates, so its placement shows
-    x = rng.standard_normal(shape) * scale + draw(st.sampled_from([0.0, 0.0, 5.0])) * scale
+    x = rng.standard_normal(shape) * scale + draw(st.sampled_from(SHIFTS)) * scale
     if draw(st.booleans()):
         x[0] = x[0, 0]  # a constant row: zero variance
     if zero_mean:  # integers summing to 0 times a power of two: the mean is exactly 0 in float64
@@ -91,7 +111,8 @@ def norm_case(draw, zero_mean=False):
     w = rng.standard_normal(d) if draw(st.booleans()) else None
     b = rng.standard_normal(d) if draw(st.booleans()) else None
     eps = draw(st.sampled_from([1e-6, 1e-5, 1e-2, 1.0]))
-    return NormCase(x, w, b, rng.standard_normal(shape), eps, seed)
+    x, w, b, dy = round_inputs(precision, x, w, b, rng.standard_normal(shape))
+    return NormCase(x, w, b, dy, eps, seed)
 
 
 def _bound(case, r_max, g, extra=1.0):
@@ -125,55 +146,73 @@ def _r_max(x, eps, center, placement):
 
 def check_layer_norm(impl, case: NormCase):
     """layer_norm equals (x - mu) / sqrt(var + eps) * w + b (biased variance, eps inside)."""
+    p = precision_of(impl)
     got = impl.layer_norm(case.x, case.w, case.b, case.eps)
     want = N.layer_norm(case.x, case.w, case.b, eps=case.eps)
-    compare_close("layer_norm", got, want, _bound(case, _r_max(case.x, case.eps, True, "inside_sqrt"), case.w),
-                  f"{impl.name}; {case!r}")
+    compare_layer("layer_norm", got, want, precision=p,
+                  float64_bound=_bound(case, _r_max(case.x, case.eps, True, "inside_sqrt"), case.w),
+                  naive=lambda: naive_layer_norm(p, case.x, case.w, case.b, case.eps), context=f"{impl.name}; {case!r}")
 
 
 def check_rms_norm(impl, case: NormCase):
     """rms_norm equals x r g for the declared convention (eps placement, g = w or 1 + w)."""
+    p = precision_of(impl)
     conv = _rms_conv(impl.capabilities)
     w = case.w if case.w is not None else np.zeros(case.x.shape[-1])  # a weight, so that 1 + w vs w shows
     got = impl.rms_norm(case.x, w, case.eps)
     want = N.rms_norm(case.x, w, eps=case.eps, **conv)
     r = _r_max(case.x, case.eps, False, conv["eps_placement"])
-    compare_close("rms_norm", got, want, _bound(case, r, conv["weight_offset"] + w), f"{impl.name}; {case!r}")
+    compare_layer("rms_norm", got, want, precision=p, float64_bound=_bound(case, r, conv["weight_offset"] + w),
+                  naive=lambda: naive_rms_norm(p, case.x, w, case.eps, **conv), context=f"{impl.name}; {case!r}")
 
 
 def check_backward(impl, case: NormCase):
     """The analytic gradients equal refimpl.norms' (themselves checked against torch and finite differences)."""
+    p = precision_of(impl)
     ctx = f"{impl.name}; {case!r}"
     dyn = np.abs(case.dy).max()
     r = _r_max(case.x, case.eps, True, "inside_sqrt")
     got = impl.layer_norm_backward(case.x, case.dy, case.w, case.b, case.eps)
     want = N.layer_norm_backward(case.x, case.dy, case.w, case.b, eps=case.eps)
     tol = _backward_bound(case, r, case.w, dyn)
-    for name, g_, w_ in zip(("dx", "dweight", "dbias"), got, want):
+    naive = naive_layer_norm_backward(p, case.x, case.dy, case.w, case.b, case.eps) if p != "float64" else (None,) * 3
+    for name, g_, w_, n_ in zip(("dx", "dweight", "dbias"), got, want, naive):
         if (g_ is None) != (w_ is None):
             raise AssertionError(f"layer_norm_backward {name}: got {g_ is None and 'None' or 'an array'}; {ctx}")
         if w_ is not None:
-            compare_close(f"layer_norm_backward {name}", g_, w_, tol * case.x.shape[0], ctx)
+            compare_layer(f"layer_norm_backward {name}", g_, w_, precision=p, float64_bound=tol * case.x.shape[0],
+                          naive=n_, context=ctx)
     conv = _rms_conv(impl.capabilities)
     w = case.w if case.w is not None else np.zeros(case.x.shape[-1])
     got = impl.rms_norm_backward(case.x, case.dy, w, case.eps)
     want = N.rms_norm_backward(case.x, case.dy, w, eps=case.eps, **conv)
     r = _r_max(case.x, case.eps, False, conv["eps_placement"])
     tol = _backward_bound(case, r, conv["weight_offset"] + w, dyn)
-    for name, g_, w_ in zip(("dx", "dweight"), got, want):
-        compare_close(f"rms_norm_backward {name}", g_, w_, tol * case.x.shape[0], ctx)
+    naive = naive_rms_norm_backward(p, case.x, case.dy, w, case.eps, **conv) if p != "float64" else (None,) * 2
+    for name, g_, w_, n_ in zip(("dx", "dweight"), got, want, naive):
+        compare_layer(f"rms_norm_backward {name}", g_, w_, precision=p, float64_bound=tol * case.x.shape[0],
+                      naive=n_, context=ctx)
 
 
 def check_rms_equals_layer_norm_on_zero_mean(impl, case: NormCase):
     """Seed 003 5.2: on rows with mean 0, RMSNorm (g = w) is LayerNorm without bias."""
+    p = precision_of(impl)
     conv = _rms_conv(impl.capabilities)
     w = case.w if case.w is not None else np.ones(case.x.shape[-1])
     ln = impl.layer_norm(case.x, w, None, case.eps)
-    if conv["eps_placement"] == "outside_sqrt":  # the identity holds per eps placement
+    placement = conv["eps_placement"]
+    if placement == "outside_sqrt":  # the identity holds per eps placement
         ln = N.layer_norm(case.x, w, None, eps=case.eps, eps_placement="outside_sqrt")
     rms = impl.rms_norm(case.x, w - conv["weight_offset"], case.eps)
-    r = _r_max(case.x, case.eps, False, conv["eps_placement"])
-    compare_close("rms_norm vs layer_norm (zero-mean rows)", rms, ln, 2 * _bound(case, r, w), f"{impl.name}; {case!r}")
+    r = _r_max(case.x, case.eps, False, placement)
+    spec = N.layer_norm(case.x, w, None, eps=case.eps, eps_placement=placement)
+
+    def naive():  # both sides, naively in the precision, against the one exact value
+        return np.concatenate([naive_rms_norm(p, case.x, w, case.eps, eps_placement=placement).ravel(),
+                               naive_layer_norm(p, case.x, w, None, case.eps, eps_placement=placement).ravel()])
+
+    tol = invariant_bound(p, 2 * _bound(case, r, w), naive, np.concatenate([spec.ravel(), spec.ravel()]))
+    compare_close("rms_norm vs layer_norm (zero-mean rows)", rms, ln, tol, f"{impl.name}; {case!r}; precision {p}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +229,8 @@ class ChannelCase:
 
 
 @st.composite
-def channel_case(draw):
+def channel_case(draw, caps=None):
+    precision = getattr(caps, "precision", "float64")
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     G = draw(st.sampled_from([1, 2, 3]))
@@ -199,7 +239,8 @@ def channel_case(draw):
     # per-channel offsets and scales, so that statistics over the wrong axes are visibly different
     x = rng.standard_normal(shape) * rng.uniform(0.5, 3, (1, C) + (1,) * (len(shape) - 2)) \
         + rng.standard_normal((1, C) + (1,) * (len(shape) - 2)) * 2 + rng.standard_normal((shape[0],) + (1,) * (len(shape) - 1))
-    return ChannelCase(x, G, rng.standard_normal(C), rng.standard_normal(C), draw(st.sampled_from([1e-5, 1e-2])), seed)
+    x, w, b = round_inputs(precision, x, rng.standard_normal(C), rng.standard_normal(C))
+    return ChannelCase(x, G, w, b, draw(st.sampled_from([1e-5, 1e-2])), seed)
 
 
 def check_channel_norms(impl, case: ChannelCase):
@@ -209,10 +250,107 @@ def check_channel_norms(impl, case: ChannelCase):
     n = case.x.size // case.x.shape[1]
     tol = 16 * (n + case.x[0].size + 4) * U64 * (np.abs(case.x).max() / np.sqrt(case.eps) * np.abs(case.w).max()
                                                  + np.abs(case.b).max() + 1)
-    compare_close("batch_norm", impl.batch_norm(case.x, case.w, case.b, case.eps),
-                  N.batch_norm(case.x, case.w, case.b, eps=case.eps)[0], tol, ctx)
-    compare_close("group_norm", impl.group_norm(case.x, case.groups, case.w, case.b, case.eps),
-                  N.group_norm(case.x, case.groups, case.w, case.b, eps=case.eps), tol, ctx)
+    p = precision_of(impl)
+    bn_axes = (0,) + tuple(range(2, case.x.ndim))
+    compare_layer("batch_norm", impl.batch_norm(case.x, case.w, case.b, case.eps),
+                  N.batch_norm(case.x, case.w, case.b, eps=case.eps)[0], precision=p, float64_bound=tol,
+                  naive=lambda: naive_channel_norm(p, case.x, bn_axes, case.w, case.b, case.eps), context=ctx)
+    compare_layer("group_norm", impl.group_norm(case.x, case.groups, case.w, case.b, case.eps),
+                  N.group_norm(case.x, case.groups, case.w, case.b, eps=case.eps), precision=p, float64_bound=tol,
+                  naive=lambda: naive_channel_norm(p, case.x, None, case.w, case.b, case.eps, groups=case.groups),
+                  context=ctx)
+
+
+# ----------------------------------------------------------------------------
+# naive baselines in a precision (properties.precision): what an eager framework computes in
+# that dtype, two-pass statistics, every elementwise step rounded, sums in float32
+
+
+def _stats(ops, x, axes, center, eps, eps_placement):
+    """(xc, rstd, s) naively: xc = x - mean (or x), v = mean xc^2, rstd = 1/sqrt(v + eps)
+    (or 1/(sqrt v + eps)); s = sqrt v (for the outside placement's backward)."""
+    c = ops.compute
+    mu = ops.r(ops.sum(x, axis=axes, keepdims=True) / c(_count(x, axes))) if center else 0
+    xc = ops.r(x - mu)
+    v = ops.r(ops.sum(ops.r(xc * xc), axis=axes, keepdims=True) / c(_count(x, axes)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = ops.r(np.sqrt(v))
+        rstd = ops.r(1 / ops.r(np.sqrt(ops.r(v + c(eps))))) if eps_placement == "inside_sqrt" else ops.r(1 / ops.r(s + c(eps)))
+    return xc, rstd, s
+
+
+def _count(x, axes):
+    return int(np.prod([x.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,))]))
+
+
+def naive_layer_norm(precision, x, w, b, eps, eps_placement="inside_sqrt"):
+    ops = naive_ops(precision)
+    xc, rstd, _ = _stats(ops, ops.r(x), -1, True, eps, eps_placement)
+    y = ops.r(xc * rstd)
+    y = y if w is None else ops.r(y * ops.r(w))
+    return ops.out(y if b is None else ops.r(y + ops.r(b)))
+
+
+def naive_rms_norm(precision, x, w, eps, eps_placement="inside_sqrt", weight_offset=0.0):
+    ops = naive_ops(precision)
+    x = ops.r(x)
+    _, rstd, _ = _stats(ops, x, -1, False, eps, eps_placement)
+    g = ops.r(ops.compute(weight_offset) + ops.r(w if w is not None else np.zeros(x.shape[-1])))
+    return ops.out(ops.r(ops.r(x * rstd) * g))
+
+
+def _naive_standardize_backward(ops, dxhat, xhat, rstd, s, center, eps_placement):
+    """dx = r (dxhat - mean dxhat - xhat mean(dxhat xhat)) (inside; no mean term uncentred);
+    outside: r dxhat - mean dxhat r - xhat mean(dxhat xhat) / sqrt v (0 where v = 0)."""
+    m2 = ops.mean(ops.r(dxhat * xhat), keepdims=True)
+    if eps_placement == "inside_sqrt":
+        t = ops.r(dxhat - ops.mean(dxhat, keepdims=True)) if center else dxhat
+        return ops.r(rstd * ops.r(t - ops.r(xhat * m2)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where(s > 0, ops.r(xhat * ops.r(m2 / np.where(s > 0, s, 1))), 0)
+    t = ops.r(dxhat - ops.mean(dxhat, keepdims=True)) if center else dxhat
+    return ops.r(ops.r(rstd * t) - corr)
+
+
+def _rows_sum(ops, a):
+    return ops.sum(a.reshape(-1, a.shape[-1]), axis=0)
+
+
+def naive_layer_norm_backward(precision, x, dy, w, b, eps, eps_placement="inside_sqrt"):
+    ops = naive_ops(precision)
+    x, dy = ops.r(x), ops.r(dy)
+    xc, rstd, s = _stats(ops, x, -1, True, eps, eps_placement)
+    xhat = ops.r(xc * rstd)
+    dxhat = dy if w is None else ops.r(dy * ops.r(w))
+    dx = _naive_standardize_backward(ops, dxhat, xhat, rstd, s, True, eps_placement)
+    dw = None if w is None else _rows_sum(ops, ops.r(dy * xhat))
+    db = None if b is None else _rows_sum(ops, dy)
+    return tuple(None if a is None else ops.out(a) for a in (dx, dw, db))
+
+
+def naive_rms_norm_backward(precision, x, dy, w, eps, eps_placement="inside_sqrt", weight_offset=0.0):
+    ops = naive_ops(precision)
+    x, dy = ops.r(x), ops.r(dy)
+    _, rstd, s = _stats(ops, x, -1, False, eps, eps_placement)
+    xhat = ops.r(x * rstd)
+    g = ops.r(ops.compute(weight_offset) + ops.r(w))
+    dx = _naive_standardize_backward(ops, ops.r(dy * g), xhat, rstd, s, False, eps_placement)
+    return ops.out(dx), ops.out(_rows_sum(ops, ops.r(dy * xhat)))
+
+
+def naive_channel_norm(precision, x, axes, w, b, eps, groups=None):
+    """BatchNorm over ``axes`` (groups None) or GroupNorm (statistics per sample and group)."""
+    ops = naive_ops(precision)
+    x = ops.r(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if groups is not None:
+        xg = x.reshape((x.shape[0], groups, -1))
+        xc, rstd, _ = _stats(ops, xg, -1, True, eps, "inside_sqrt")
+        xhat = ops.r(xc * rstd).reshape(x.shape)
+    else:
+        xc, rstd, _ = _stats(ops, x, axes, True, eps, "inside_sqrt")
+        xhat = ops.r(xc * rstd)
+    return ops.out(ops.r(ops.r(xhat * ops.r(w).reshape(shape)) + ops.r(b).reshape(shape)))
 
 
 # ----------------------------------------------------------------------------
@@ -271,6 +409,35 @@ def _rms_backward_detached_r(x, dy, w, eps):
     return r * dy * (1.0 if w is None else w), np.sum(dy * x * r, axis=tuple(range(x.ndim - 1)))
 
 
+def _ln_variance_by_moments(x, w, b, eps):
+    """var = E[x^2] - E[x]^2 (one pass): cancels for rows whose mean dwarfs their spread."""
+    mu = x.mean(-1, keepdims=True)
+    var = np.maximum((x * x).mean(-1, keepdims=True) - mu * mu, 0.0)
+    y = (x - mu) / np.sqrt(var + eps)
+    return (y if w is None else y * w) + (0 if b is None else b)
+
+
+def in_precision(adapter, precision: str, name: str | None = None):
+    """``adapter`` declaring ``precision``, each float result rounded to it (a kernel storing
+    its outputs in that dtype; used to make low-precision wrong adapters of a float64 mistake)."""
+    from .precision import round_inputs as _r
+
+    def wrap(fn):
+        if fn is None:
+            return None
+
+        def call(*a):
+            out = fn(*a)
+            if isinstance(out, tuple):
+                return tuple(None if o is None else _r(precision, o) for o in out)
+            return _r(precision, out)
+        return call
+
+    methods = {f: wrap(getattr(adapter, f)) for f in ("layer_norm", "rms_norm", "layer_norm_backward",
+                                                      "rms_norm_backward", "batch_norm", "group_norm")}
+    return dataclasses.replace(adapter, name=name or f"{adapter.name}[{precision}]", precision=precision, **methods)
+
+
 _REF = _ref()
 REFIMPL = _REF
 REFIMPL_GEMMA = _ref("refimpl.norms[hf_gemma]", frozenset({"backward", "gemma_offset"}))
@@ -299,24 +466,41 @@ WRONG = {
         _REF, name="wrong[batch_norm_statistics_per_sample]", batch_norm=_bn_per_sample),
     "group_norm_statistics_over_batch": dataclasses.replace(
         _REF, name="wrong[group_norm_statistics_over_batch]", group_norm=_gn_pooled_over_batch),
+    "layer_norm_variance_by_moments": dataclasses.replace(
+        _REF, name="wrong[layer_norm_variance_by_moments]", layer_norm=_ln_variance_by_moments),
 }
+# the same mistakes made by float32 / bfloat16 kernels (outputs stored in that precision): the
+# low-precision bound must still reject them
+WRONG.update({
+    "layer_norm_unbiased_variance_float32": in_precision(WRONG["layer_norm_unbiased_variance"], "float32"),
+    "layer_norm_unbiased_variance_bfloat16": in_precision(WRONG["layer_norm_unbiased_variance"], "bfloat16"),
+    "gemma_missing_one_plus_w_bfloat16": in_precision(WRONG["gemma_missing_one_plus_w"], "bfloat16"),
+    "layer_norm_backward_missing_mean_term_float32": in_precision(WRONG["layer_norm_backward_missing_mean_term"],
+                                                                  "float32"),
+    "rms_backward_detached_normaliser_bfloat16": in_precision(WRONG["rms_backward_detached_normaliser"], "bfloat16"),
+    "batch_norm_statistics_per_sample_float32": in_precision(WRONG["batch_norm_statistics_per_sample"], "float32"),
+})
 
 PROPERTIES = [
-    Property("layer_norm_matches", "norm", check_layer_norm, norm_case(),
+    Property("layer_norm_matches", "norm", check_layer_norm, lambda caps: norm_case(caps),
              "LayerNorm = (x - mu)/sqrt(var + eps) w + b, biased variance, eps inside the sqrt",
-             rejects=("layer_norm_unbiased_variance", "layer_norm_eps_outside_sqrt")),
-    Property("rms_norm_matches_convention", "norm", check_rms_norm, norm_case(),
+             rejects=("layer_norm_unbiased_variance", "layer_norm_eps_outside_sqrt", "layer_norm_variance_by_moments",
+                      "layer_norm_unbiased_variance_float32", "layer_norm_unbiased_variance_bfloat16")),
+    Property("rms_norm_matches_convention", "norm", check_rms_norm, lambda caps: norm_case(caps),
              "RMSNorm = x / sqrt(mean x^2 + eps) g for the declared eps placement and g = w or 1 + w",
              rejects=("rms_eps_outside_sqrt_declared_inside", "rms_eps_inside_sqrt_declared_outside",
-                      "gemma_missing_one_plus_w")),
-    Property("norm_backward_matches", "norm", check_backward, norm_case(),
+                      "gemma_missing_one_plus_w", "gemma_missing_one_plus_w_bfloat16")),
+    Property("norm_backward_matches", "norm", check_backward, lambda caps: norm_case(caps),
              "analytic LayerNorm / RMSNorm gradients equal refimpl.norms'", requires=frozenset({"backward"}),
-             rejects=("layer_norm_backward_missing_mean_term", "rms_backward_detached_normaliser")),
+             rejects=("layer_norm_backward_missing_mean_term", "rms_backward_detached_normaliser",
+                      "layer_norm_backward_missing_mean_term_float32", "rms_backward_detached_normaliser_bfloat16")),
     Property("rms_equals_layer_norm_on_zero_mean", "norm", check_rms_equals_layer_norm_on_zero_mean,
-             norm_case(zero_mean=True), "on zero-mean rows RMSNorm equals LayerNorm without bias (seed 003 5.2)",
-             rejects=("layer_norm_unbiased_variance",)),
-    Property("channel_norms_match", "norm", check_channel_norms, channel_case(),
+             lambda caps: norm_case(caps, zero_mean=True),
+             "on zero-mean rows RMSNorm equals LayerNorm without bias (seed 003 5.2)",
+             rejects=("layer_norm_unbiased_variance", "layer_norm_unbiased_variance_float32")),
+    Property("channel_norms_match", "norm", check_channel_norms, lambda caps: channel_case(caps),
              "BatchNorm: per channel over (batch, spatial); GroupNorm: per sample and group",
              requires=frozenset({"channel_norms"}),
-             rejects=("batch_norm_statistics_per_sample", "group_norm_statistics_over_batch")),
+             rejects=("batch_norm_statistics_per_sample", "group_norm_statistics_over_batch",
+                      "batch_norm_statistics_per_sample_float32")),
 ]

@@ -154,3 +154,78 @@ def compare_in_precision(name: str, got, spec, *, precision: str, float64_bound:
         bound = max(lowp_bound(base, spec, floor), float64_bound)
     compare_close(name, got, spec, bound, f"{context}; precision {precision}" if context else f"precision {precision}")
     return bound
+
+
+# ----------------------------------------------------------------------------
+# Layer kinds (norm, ffn, loss, cast, lowp_matmul, block, rope): one floor and the invariant rule.
+# (Kept apart from the attention helpers so the two can grow independently; not in __all__
+# to keep that line one engineer's: import them by name.)
+
+
+def layer_floor(precision: str, float64_bound: float, magnitude: float) -> float:
+    """The floor of a layer property's low-precision bound:
+
+        float64_bound * u32 / u64  +  FLOOR_SAFETY * u_p * magnitude
+
+    Each layer property's float64 bound is a forward error analysis linear in the unit
+    roundoff u of the arithmetic (its sums, products and divisions; see each module), so
+    evaluating it at u = u32 bounds what the float32 accumulation every low-precision kernel
+    does can add, in whatever order it adds; u_p * magnitude (max |output|) is the output
+    stored in precision p (zero extra for float32, FLOOR_SAFETY times, for the few rounded
+    intermediates the naive baseline may escape by luck on a small problem).
+    """
+    u = UNIT_ROUNDOFF[precision]
+    return float(float64_bound) * (U32 / U64) + FLOOR_SAFETY * u * float(magnitude)
+
+
+def _max_abs(x) -> float:
+    a = np.asarray(x, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(np.max(np.abs(a), initial=0.0))
+
+
+def compare_layer(name: str, got, spec, *, precision: str, float64_bound: float, naive, context: str = "") -> float:
+    """``compare_in_precision`` with the layer floor (``layer_floor`` at max |spec|); returns the bound."""
+    floor = 0.0 if precision == "float64" else layer_floor(precision, float64_bound, _max_abs(spec))
+    return compare_in_precision(name, got, spec, precision=precision, float64_bound=float64_bound, naive=naive,
+                                floor=floor, context=context)
+
+
+def invariant_bound(precision: str, float64_bound: float, naive=None, spec=None) -> float:
+    """The bound on |a - b| for two results of the adapter that agree in exact arithmetic
+    (an invariant: norm preservation, a shift, a layout permutation, causality).
+
+    float64: ``float64_bound`` (the property's own, which counts both sides). Lower
+    precisions: each side lies within the low-precision bound of the exact value, so
+    |a - b| <= 2 (FACTOR * max |naive - spec| + layer_floor), with ``naive`` the invariant's
+    quantity computed naively in the precision and ``spec`` its float64 value (a callable
+    ``naive`` is called with no arguments).
+    """
+    if precision == "float64":
+        return float(float64_bound)
+    base = naive() if callable(naive) else naive
+    one = lowp_bound(base, spec, layer_floor(precision, float64_bound, _max_abs(spec)))
+    return max(2.0 * one, float(float64_bound))
+
+
+# --------------------------------------------------------------------------------------------
+# MoE and linear-time mixers: the bound alone (for checks that measure the error their own way)
+
+
+def precision_bound(precision: str, float64_bound, naive, spec, floor: float = 0.0):
+    """The bound ``compare_in_precision`` applies: ``float64_bound`` for float64, else
+    max(``lowp_bound(naive, spec, floor)``, float64_bound). ``float64_bound`` may be an array
+    (an entrywise bound); ``naive`` may be a callable (called only below float64)."""
+    if precision == "float64":
+        return float64_bound
+    if naive is None:
+        raise ValueError(f"a {precision} bound needs the naive {precision} baseline")
+    base = naive() if callable(naive) else naive
+    return np.maximum(lowp_bound(base, spec, floor), float64_bound)
+
+
+def resolution(precision: str, score_bound: float) -> float:
+    """Two competing spec scores closer than this are a near-tie in ``precision``: a correct
+    computation in that precision may err by ``score_bound`` on each, so it may order them
+    either way (2 x the score bound; 0 when the bound is 0)."""
+    return 2.0 * float(score_bound)

@@ -15,7 +15,13 @@
   entry whose adapter is not loaded in the run is skipped, see xfail_entries).
 * ``write_json(path, records)``: one record per (property, implementation):
   status pass / fail / unsupported / xfail / xpass, examples run, the reason,
-  and for a failure the shrunk case and its snippet.
+  the worst comparison against its bound (``worst``: error, bound, ratio), the
+  sizes drawn (``sizes``), and for a failure the shrunk case and its snippet;
+  with the environment (``environment()``: Python, refimpl's version and git
+  commit, the libraries' versions) and the run's settings and seed.
+* ``write_headroom(path, records)``: each property's worst error / bound per
+  implementation as a self-contained SVG or HTML picture (PNG with matplotlib);
+  ``python -m properties.report REPORT.json PICTURE`` draws one from a JSON report.
 """
 
 from __future__ import annotations
@@ -199,8 +205,179 @@ def summary(records) -> dict:
     return out
 
 
+#: libraries whose version the report records when they are importable (peers only when loaded)
+LIBRARIES = ("numpy", "scipy", "ml_dtypes", "hypothesis", "mpmath", "pytest")
+PEER_LIBRARIES = ("torch", "jax", "jaxlib", "transformers", "deepspeed", "triton", "numba", "cupy", "pyopencl")
+
+
+def _git_commit(root: pathlib.Path) -> str | None:
+    import subprocess
+
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() + ("+modified" if dirty else "")) if out.returncode == 0 else None
+
+
+def environment() -> dict:
+    """Python, platform, refimpl's version (and git commit in a checkout), library versions."""
+    import importlib.metadata as md
+    import platform
+    import sys
+
+    import refimpl
+
+    def version(name):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            mod = sys.modules.get(name)
+            return getattr(mod, "__version__", None)
+
+    root = pathlib.Path(refimpl.__file__).resolve().parents[1]
+    libs = {n: version(n) for n in LIBRARIES}
+    libs.update({n: version(n) for n in PEER_LIBRARIES if n in sys.modules})
+    return {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "refimpl": {"version": version("transformer-refimpl"), "path": str(root),
+                    "commit": _git_commit(root)},
+        "libraries": {n: v for n, v in libs.items() if v is not None},
+    }
+
+
 def write_json(path, records, **meta) -> None:
-    """Write ``records`` (RunRecord or dicts) with a summary to ``path``."""
+    """Write ``records`` (RunRecord or dicts) with a summary and ``environment()`` to ``path``."""
     rows = [r.as_dict() if hasattr(r, "as_dict") else dict(r) for r in records]
-    doc = {**meta, "summary": summary(rows), "results": rows}
+    doc = {**meta, "environment": environment(), "summary": summary(rows), "results": rows}
     pathlib.Path(path).write_text(json.dumps(doc, indent=1, default=str))
+
+
+# ----------------------------------------------------------------------------
+# headroom picture
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def headroom_rows(records) -> list:
+    """(property, implementation, ratio, status) for each record that compared against a bound."""
+    rows = []
+    for r in records:
+        r = r.as_dict() if hasattr(r, "as_dict") else dict(r)
+        w = r.get("worst")
+        if w and w.get("bound", 0) > 0 and r["status"] in ("pass", "fail", "xfail", "xpass"):
+            rows.append((r["property"], r["implementation"], float(w["ratio"]), r["status"]))
+    return sorted(rows, key=lambda t: (t[0], t[1]))
+
+
+def headroom_svg(records, title: str = "worst error / bound, per property and implementation",
+                 max_bars: int = 60) -> str:
+    """A self-contained SVG of each (property, implementation)'s worst error / bound, log scale
+    from 1e-6 to 10, the bound the red line at 1 (a mark beyond it failed; headroom = 1 - ratio).
+
+    Up to ``max_bars`` pairs: one bar each, labelled "property | implementation". More: one row
+    per property, one dot per implementation (its name in the dot's tooltip), and the row's
+    worst implementation named at the right. Colours: pass blue, fail red, xfail grey, xpass orange.
+    """
+    import math
+
+    rows = headroom_rows(records)
+    bars = len(rows) <= max_bars
+    props = sorted({r[0] for r in rows})
+    n_rows = len(rows) if bars else len(props)
+    step, left, plot, right, top = 15, 400, 420, 10 if bars else 260, 48
+    width = left + plot + right
+    height = top + n_rows * step + 40
+    lo, hi = -6.0, 1.0
+    colour = {"pass": "#3b6fb6", "fail": "#c0392b", "xfail": "#999999", "xpass": "#e67e22"}
+
+    def x(ratio):
+        v = math.log10(max(ratio, 10**lo)) if math.isfinite(ratio) else hi
+        return left + (min(v, hi) - lo) / (hi - lo) * plot
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="10">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="8" y="16" font-size="13">{_escape(title)}</text>',
+           f'<text x="8" y="32" fill="#555">{len(rows)} (property, implementation) pairs that compare against a '
+           f'bound; log scale; the red line is the bound; entries below 1e-6 (or exact) sit at the left edge</text>']
+    for e in range(int(lo), int(hi) + 1):
+        xe = x(10.0**e)
+        out.append(f'<line x1="{xe:.1f}" y1="{top - 4}" x2="{xe:.1f}" y2="{height - 30}" '
+                   f'stroke="{"#c0392b" if e == 0 else "#ddd"}" stroke-width="{1.5 if e == 0 else 1}"/>')
+        out.append(f'<text x="{xe:.1f}" y="{height - 16}" text-anchor="middle">1e{e}</text>')
+    if bars:
+        for n, (prop, impl, ratio, status) in enumerate(rows):
+            y = top + n * step
+            label = f"{prop} | {impl}"
+            label = label if len(label) <= 72 else label[:69] + "..."
+            out.append(f'<text x="{left - 6}" y="{y + 10}" text-anchor="end">{_escape(label)}</text>')
+            out.append(f'<rect x="{left}" y="{y + 1}" width="{max(x(ratio) - left, 1):.1f}" height="{step - 4}" '
+                       f'fill="{colour.get(status, "#3b6fb6")}"><title>{_escape(label)}: {ratio:.3g} of the bound '
+                       f'({status})</title></rect>')
+    else:
+        for n, prop in enumerate(props):
+            y = top + n * step + 7
+            mine = [r for r in rows if r[0] == prop]
+            out.append(f'<text x="{left - 6}" y="{y + 3}" text-anchor="end">{_escape(prop)}</text>')
+            out.append(f'<line x1="{left}" y1="{y}" x2="{left + plot}" y2="{y}" stroke="#f0f0f0"/>')
+            for _, impl, ratio, status in mine:
+                out.append(f'<circle cx="{x(ratio):.1f}" cy="{y}" r="3.5" fill="{colour.get(status, "#3b6fb6")}" '
+                           f'fill-opacity="0.6"><title>{_escape(impl)}: {ratio:.3g} of the bound ({status})</title></circle>')
+            top_impl = max(mine, key=lambda r: r[2])
+            name = top_impl[1] if len(top_impl[1]) <= 38 else top_impl[1][:35] + "..."
+            out.append(f'<text x="{left + plot + 6}" y="{y + 3}" fill="#555">{_escape(name)} {top_impl[2]:.2g}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def write_headroom(path, records) -> str:
+    """Write the headroom picture to ``path``: .svg or .html (self-contained), .png (matplotlib)."""
+    path = pathlib.Path(path)
+    if path.suffix == ".png":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = headroom_rows(records)
+        fig, ax = plt.subplots(figsize=(9, 0.18 * len(rows) + 1.2))
+        ax.barh(range(len(rows)), [max(r[2], 1e-6) for r in rows],
+                color=["#c0392b" if r[3] == "fail" else "#3b6fb6" for r in rows])
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="#c0392b")
+        ax.set_yticks(range(len(rows)), [f"{r[0]} | {r[1]}" for r in rows], fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel("worst error / bound (1 = the bound)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    elif path.suffix in (".html", ".htm"):
+        path.write_text("<!doctype html><meta charset=\"utf-8\"><title>refimpl headroom</title>\n"
+                        + headroom_svg(records) + "\n")
+    else:
+        path.write_text(headroom_svg(records) + "\n")
+    return str(path)
+
+
+def _main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m properties.report",
+                                 description="Draw the headroom picture of a JSON report (either runner's).")
+    ap.add_argument("report", help="a JSON report (python -m properties --json, pytest --refimpl-json)")
+    ap.add_argument("picture", help="output: .svg, .html (self-contained) or .png (needs matplotlib)")
+    args = ap.parse_args(argv)
+    rows = json.loads(pathlib.Path(args.report).read_text())["results"]
+    print(write_headroom(args.picture, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

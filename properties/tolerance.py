@@ -51,6 +51,8 @@ so no bound stated from the inputs alone would be both safe and tight.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import numpy as np
@@ -111,6 +113,25 @@ def attention_forward_bounds(q, k, v, *, scale=None, bias=None, lse=None, safety
     return atol_out, atol_lse
 
 
+#: the list ``recording()`` collects into in this context (None: not recording)
+_RECORDER: contextvars.ContextVar = contextvars.ContextVar("refimpl_compare_recorder", default=None)
+
+
+@contextlib.contextmanager
+def recording():
+    """Collect ``(name, max |error|, bound)`` of every :func:`compare_close` in this context.
+
+    The runners wrap each example in it to report a property's worst error against its
+    bound (the headroom); the comparisons themselves are unchanged.
+    """
+    log: list = []
+    token = _RECORDER.set(log)
+    try:
+        yield log
+    finally:
+        _RECORDER.reset(token)
+
+
 def compare_lse(name: str, got, ref, atol: float, context: str) -> None:
     """Assert -inf positions equal and finite entries within ``atol``."""
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
@@ -122,7 +143,8 @@ def compare_lse(name: str, got, ref, atol: float, context: str) -> None:
     if not np.array_equal(inf_got, inf_ref):
         where = np.argwhere(inf_got != inf_ref)[0].tolist()
         raise AssertionError(
-            f"{name}: -inf pattern differs at {where} (got {got[tuple(where)]}, expected {ref[tuple(where)]}); "
+            f"{name}: -inf pattern differs at {where} (got {float(got[tuple(where)])!r}, "
+            f"expected {float(ref[tuple(where)])!r}); "
             f"a fully masked row must give -inf and only those; {context}"
         )
     fin = ~inf_ref
@@ -140,13 +162,16 @@ def compare_close(name: str, got, ref, atol: float, context: str) -> None:
         return
     if not np.isfinite(got).all():
         bad = np.argwhere(~np.isfinite(got))[0].tolist()
-        raise AssertionError(f"{name}: non-finite value {got[tuple(bad)]} at {bad}; {context}")
+        raise AssertionError(f"{name}: non-finite value {float(got[tuple(bad)])!r} at {bad}; {context}")
     err = np.abs(got - ref)
     worst = np.unravel_index(np.argmax(err), err.shape)
+    log = _RECORDER.get()
+    if log is not None:
+        log.append((name, float(err[worst]), float(atol)))
     if err[worst] > atol:
         raise AssertionError(
             f"{name}: max |error| {err[worst]:.3e} at {list(map(int, worst))} exceeds bound {atol:.3e} "
-            f"(got {got[worst]!r}, expected {ref[worst]!r}); {context}"
+            f"(got {float(got[worst])!r}, expected {float(ref[worst])!r}); {context}"
         )
 
 

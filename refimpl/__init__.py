@@ -5,6 +5,7 @@ Read the module docstrings for formulas, shapes, conventions and sources.
 
 from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
 from . import block, ffn, formats, losses, norms
+from . import int_formats, model_configs, positional, roofline
 from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
 from .mla import MLALatentCache, MLAWeights, mla_attention
 from .receptive_field import receptive_field as receptive_field_matrix, window_receptive_interval
@@ -42,6 +43,10 @@ __all__ = [
     "mla",
     "receptive_field",
     "rope",
+    "model_configs",
+    "int_formats",
+    "roofline",
+    "positional",
     "ContiguousCache",
     "PagedCache",
     "RingCache",

@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from . import masks as _masks
-from ._validate import positive_float
+from ._validate import check_budget, positive_float
 
 
 # ----------------------------------------------------------------------------
@@ -33,8 +33,11 @@ def check_real_4d(x, name: str) -> np.ndarray:
         raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
     if arr.ndim != 4:
         raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
+    if arr.size > 2**20:  # a broadcast view is cheap to pass, not to compute with
+        check_budget(name, shape=arr.shape, what=f"a float64 array of shape {arr.shape}")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: contains NaN or inf")
+        bad = "NaN" if np.isnan(arr).any() else ("+inf" if np.isposinf(arr).any() else "-inf")
+        raise ValueError(f"{name}: expected finite entries, got an entry {bad}")
     return arr
 
 
@@ -48,19 +51,23 @@ def check_qkv_shapes(q, k, v) -> tuple:
     q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv), D, Dv >= 1, Hq a
     positive multiple of Hkv. Shared with the gpu facade so both reject alike.
     """
-    B, Hq, Lq, D = q.shape
-    Bk, Hkv, Lk, Dk = k.shape
-    if Bk != B or v.shape[0] != B:
-        raise ValueError(f"batch sizes differ: q {q.shape}, k {k.shape}, v {v.shape}")
+    shapes = {}
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        shapes[name] = tuple(np.shape(x))
+        if len(shapes[name]) != 4:
+            raise ValueError(f"{name}: expected 4 dimensions (B, H, L, D), got shape {shapes[name]}")
+    (B, Hq, Lq, D), (Bk, Hkv, Lk, Dk), vs = shapes["q"], shapes["k"], shapes["v"]
+    if Bk != B or vs[0] != B:
+        raise ValueError(f"q, k, v: expected one batch size B, got shapes {shapes['q']}, {shapes['k']}, {vs}")
     if Dk != D:
-        raise ValueError(f"head dim differs: q has D={D}, k has D={Dk}")
-    if v.shape[1:3] != (Hkv, Lk):
-        raise ValueError(f"k {k.shape} and v {v.shape} must agree on (Hkv, Lk)")
-    if D < 1 or v.shape[3] < 1:
-        raise ValueError(f"head dims must be positive, got D={D}, Dv={v.shape[3]}")
+        raise ValueError(f"q, k: expected one head dim D, got D = {D} and {Dk}")
+    if vs[1:3] != (Hkv, Lk):
+        raise ValueError(f"k, v: expected the same (Hkv, Lk), got shapes {shapes['k']} and {vs}")
+    if D < 1 or vs[3] < 1:
+        raise ValueError(f"q, v: expected head dims D, Dv >= 1, got D = {D}, Dv = {vs[3]}")
     if Hkv < 1 or Hq % Hkv != 0:
-        raise ValueError(f"Hq={Hq} must be a positive multiple of Hkv={Hkv} (GQA groups)")
-    return B, Hq, Hkv, Lq, Lk, D, v.shape[3]
+        raise ValueError(f"q, k: expected Hq a positive multiple of Hkv (GQA groups), got Hq = {Hq}, Hkv = {Hkv}")
+    return B, Hq, Hkv, Lq, Lk, D, vs[3]
 
 
 def _check_qkv(q, k, v):
@@ -196,7 +203,7 @@ class AttentionMask:
         k0, k1, _ = ks.indices(self.Lk)
         out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
         for p in self.predicates:
-            out = out & p.tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
+            out = out & p._tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
         for a in self.arrays:
             out = out & a.tile(qs, ks)
         return out
@@ -251,7 +258,7 @@ class _Setup:
             if not np.issubdtype(b.dtype, np.floating):
                 raise TypeError(f"bias: expected a floating-point array, got dtype {b.dtype}")
             if np.isnan(b).any() or np.isposinf(b).any():
-                raise ValueError("bias: contains NaN or +inf (-inf is allowed and hides the key)")
+                raise ValueError("bias: expected finite entries or -inf (which hides the key), got NaN or +inf")
             self.bias = _Broadcast(b.astype(np.float64, copy=False), "bias", full)
         self.exact_range = _exponent(self.q) + _exponent(self.k) + _exponent(max(self.scale, 1.0)) \
             + int(np.ceil(np.log2(max(D, 1)))) <= 1000 and (

@@ -16,6 +16,13 @@ Each argument is checked once, by name, with one wording:
 * names: one of the listed values (the message lists them);
 * objects: an instance of the expected class (``refimpl.moe.Routing``...).
 
+Bounded work: every allocation an argument sizes is estimated first (``check_budget``);
+one beyond the byte budget (``$REFIMPL_MAX_BYTES``, default half the machine's physical
+memory, ``max_bytes()``) is a ValueError naming the sizing arguments and the bytes it would
+take, never a MemoryError; a Python loop an argument bounds is bounded by the same budget
+(one step counted as ``STEP_BYTES`` bytes), never a hang. Counting functions count in closed
+form.
+
 Extremes: an exact value outside float64 range is an error, never inf
 (``finite_result``); attention rejects inputs whose scores may overflow
 float64 (``check_score_range``) unless a softcap bounds them.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -32,6 +40,54 @@ MAX_COUNT = 2**62
 """Largest count (length, size, index) accepted where it sizes or indexes an array."""
 
 FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+STEP_BYTES = 4096
+"""What one step of a Python loop an argument bounds counts for against the byte budget
+(a step costs microseconds: at the default budget of a 24 GiB machine, about 3 million steps)."""
+
+
+def _default_max_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # no sysconf: 4 GiB
+        return 4 * 2**30
+
+
+_DEFAULT_MAX_BYTES = _default_max_bytes()
+
+
+def max_bytes() -> int:
+    """The work budget in bytes: ``$REFIMPL_MAX_BYTES`` (an int) if set, else half the physical memory."""
+    env = os.environ.get("REFIMPL_MAX_BYTES")
+    if not env:
+        return _DEFAULT_MAX_BYTES
+    try:
+        return max(int(env), 0)
+    except ValueError:
+        raise ValueError(f"REFIMPL_MAX_BYTES: expected an int (a number of bytes), got {env!r}") from None
+
+
+def check_budget(names: str, *, shape=None, itemsize: int = 8, nbytes=None, steps=None, what: str = "") -> None:
+    """Refuse work an argument sizes beyond ``max_bytes()`` before it is done.
+
+    ``shape`` (ints, exact Python arithmetic) * ``itemsize``, ``nbytes``, and ``steps`` of a
+    Python loop (``STEP_BYTES`` each) add up to the estimate; beyond the budget a ValueError:
+    ``<names>: expected work within REFIMPL_MAX_BYTES = ..., got <what> of ... bytes``.
+    """
+    total = 0
+    if shape is not None:
+        total += math.prod(int(s) for s in shape) * int(itemsize)
+    if nbytes is not None:
+        total += int(nbytes)
+    if steps is not None:
+        total += int(steps) * STEP_BYTES
+    budget = max_bytes()
+    if total > budget:
+        desc = what or (f"an array of shape {tuple(int(s) for s in shape)}" if shape is not None else "work")
+        raise ValueError(f"{names}: expected work within the budget REFIMPL_MAX_BYTES = {budget} bytes, got {desc} "
+                         f"needing {total} bytes (about {total / 2**30:.3g} GiB); pass smaller sizes or raise "
+                         f"REFIMPL_MAX_BYTES")
 
 
 def _type(x) -> str:
@@ -57,6 +113,8 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
             np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
     doc = f" {shape_doc}" if shape_doc else ""
+    if arr.size > 2**20:  # a broadcast view or memory map is cheap to pass, not to compute with
+        check_budget(name, shape=arr.shape, what=f"a float64 array of shape {arr.shape}")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions{doc}, got shape {arr.shape}")
     if shape is not None:
@@ -71,12 +129,13 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
             raise ValueError(f"{name}: integer entries beyond 2**53 are not exact in float64")
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():  # one pass when all is well; find the culprit only when not
+        want_finite = "finite entries (or -inf, hidden)" if allow_neg_inf else "finite entries"
         if np.isnan(arr).any():
-            raise ValueError(f"{name}: contains NaN")
+            raise ValueError(f"{name}: expected {want_finite}, got an entry NaN")
         if np.isposinf(arr).any():
-            raise ValueError(f"{name}: contains +inf")
+            raise ValueError(f"{name}: expected {want_finite}, got an entry +inf")
         if not allow_neg_inf:
-            raise ValueError(f"{name}: contains -inf")
+            raise ValueError(f"{name}: expected {want_finite}, got an entry -inf")
     return arr
 
 
@@ -293,4 +352,23 @@ def index_array(x, name: str, *, ndim: int | None = None) -> np.ndarray:
         raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {arr.shape}")
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= MAX_COUNT):
         raise ValueError(f"{name}: expected indices in [0, 2**62), got range [{int(arr.min())}, {int(arr.max())}]")
+    return arr.astype(np.int64, copy=False)
+
+
+def int_array(x, name: str, *, ndim: int | None = None, shape: tuple | None = None, bound: int = MAX_COUNT) -> np.ndarray:
+    """``x`` as an int64 array of signed integers with |entry| <= ``bound``; bool, float and object rejected."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name}: expected an integer array, got {_type(x)}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name}: expected an integer array, got {_type(x)} ({e})") from None
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
+    if arr.size and (int(arr.min()) < -bound or int(arr.max()) > bound):
+        raise ValueError(f"{name}: expected entries in [-{bound}, {bound}], got range [{int(arr.min())}, {int(arr.max())}]")
     return arr.astype(np.int64, copy=False)

@@ -81,10 +81,13 @@ class Attention:
         if cols % H:
             raise ValueError(f"W_q, num_heads: expected num_heads = {H} to divide W_q's {cols} columns")
         hd = cols // H
+        W = {"W_q": Wq}
         for name in ("W_k", "W_v"):
-            as_float_array(getattr(self, name), name, shape=(d, Hkv * hd),
-                           shape_doc=f"(d, num_kv_heads * head_dim) with num_kv_heads = {Hkv}, head_dim = {hd}")
-        as_float_array(self.W_o, "W_o", shape=(cols, d), shape_doc="(H hd, d)")
+            W[name] = as_float_array(getattr(self, name), name, shape=(d, Hkv * hd),
+                                     shape_doc=f"(d, num_kv_heads * head_dim) with num_kv_heads = {Hkv}, head_dim = {hd}")
+        W["W_o"] = as_float_array(self.W_o, "W_o", shape=(cols, d), shape_doc="(H hd, d)")
+        for name, w in W.items():  # the validated float64 arrays, the block's own copies (no aliasing)
+            object.__setattr__(self, name, w.copy())
 
     def num_params(self) -> int:
         return int(sum(np.size(w) for w in (self.W_q, self.W_k, self.W_v, self.W_o)))
@@ -127,7 +130,8 @@ class MacCounter:
         self.total = 0
 
     def add(self, n: int):
-        self.total += int(n)
+        """Count n more multiply-accumulates (a non-negative int)."""
+        self.total += count(n, "n", maximum=None)
 
 
 def _attend(x_q, x_kv, a: Attention, counter, **kw):

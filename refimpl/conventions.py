@@ -139,6 +139,9 @@ _WINDOW_RULES = {
 }
 
 
+FULLY_MASKED = ("zero", "nan", "uniform")
+
+
 @dataclasses.dataclass(frozen=True)
 class AttentionConvention:
     """One library's attention conventions.
@@ -163,6 +166,21 @@ class AttentionConvention:
     source: str
     alibi_causal_lse_shift: bool = False
     fully_masked_float64: str | None = None
+
+    def __post_init__(self):
+        for field in ("name", "source"):
+            if not isinstance(getattr(self, field), str):
+                raise TypeError(f"{field}: expected a str, got {type(getattr(self, field)).__name__}")
+        _V.choice(self.align, "align", ("bottom_right", "top_left"))
+        _V.choice(self.window_rule, "window_rule", tuple(_WINDOW_RULES))
+        _V.choice(self.fully_masked, "fully_masked", FULLY_MASKED)
+        if self.fully_masked_float64 is not None:
+            _V.choice(self.fully_masked_float64, "fully_masked_float64", FULLY_MASKED)
+        lse = self.masked_lse
+        if not (lse is None or (isinstance(lse, str) and lse == "finite")
+                or (isinstance(lse, (float, np.floating)) and np.isinf(lse))):
+            raise ValueError(f"masked_lse: expected None, +inf, -inf or 'finite', got {lse!r}")
+        _V.flag(self.alibi_causal_lse_shift, "alibi_causal_lse_shift")
 
     def window(self, window, Lq=None, Lk=None) -> tuple[tuple | None, bool]:
         """(left, right) in the spec's sense (None: no window) and whether the library's

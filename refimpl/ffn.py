@@ -44,7 +44,7 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
-from scipy.special import erf, expit
+from scipy.special import expit, ndtr
 
 from ._validate import (as_float_array, bool_array, check_choice, finite_result, instance, positive_int, real_number,
                         same_shape)
@@ -70,9 +70,9 @@ def _act(name, u):
     if name == "relu":
         return np.maximum(u, 0.0)
     if name == "gelu":
-        return 0.5 * u * (1.0 + erf(u / _SQRT2))
+        return u * ndtr(u)  # Phi(u) directly: (1 + erf(u / sqrt 2)) / 2 cancels at u << 0
     if name == "gelu_tanh":
-        return 0.5 * u * (1.0 + np.tanh(_TANH_C * (u + _TANH_A * u**3)))
+        return u * expit(2.0 * _TANH_C * (u + _TANH_A * u**3))  # (1 + tanh y) / 2 = sigmoid(2y), exact in the tail
     if name == "silu":
         return u * expit(u)
     return expit(u)
@@ -90,15 +90,26 @@ def _act_grad(name, u):
     if name == "relu":
         return (u > 0).astype(np.float64)
     if name == "gelu":
-        return 0.5 * (1.0 + erf(u / _SQRT2)) + u * np.exp(-0.5 * u * u) / _SQRT2PI
+        return ndtr(u) + u * _gauss(u) / _SQRT2PI
     if name == "gelu_tanh":
-        t = np.tanh(_TANH_C * (u + _TANH_A * u**3))
-        uc = np.clip(u, -50.0, 50.0)  # 1 - t^2 is exactly 0 beyond |u| = 50; clipping avoids 0 * inf there
-        return 0.5 * (1.0 + t) + 0.5 * uc * (1.0 - t * t) * _TANH_C * (1.0 + 3 * _TANH_A * uc * uc)
-    s = expit(u)
+        # with s = sigmoid(2y): (1 + tanh y) / 2 = s and (1 - tanh^2 y) / 2 = 2 s (1 - s), 1 - s = sigmoid(-2y)
+        y2 = 2.0 * _TANH_C * (u + _TANH_A * u**3)
+        s, s_neg = expit(y2), expit(-y2)
+        uc = np.clip(u, -50.0, 50.0)  # s (1 - s) is exactly 0 beyond |u| = 50; clipping avoids 0 * inf there
+        return s + 2.0 * uc * s * s_neg * _TANH_C * (1.0 + 3 * _TANH_A * uc * uc)
+    s, s_neg = expit(u), expit(-u)  # 1 - s without cancellation at u >> 0
     if name == "silu":
-        return s * (1.0 + u * (1.0 - s))
-    return s * (1.0 - s)
+        return s * (1.0 + u * s_neg)
+    return s * s_neg
+
+
+def _gauss(u):
+    """exp(-u^2 / 2) to a few ulp at any u: u = hi + lo with hi of 24 bits, so hi^2 / 2 is exact
+    (a rounded u^2 would carry a relative error u^2 eps / 2 into the exponential, 1e-13 at u = 37)."""
+    uc = np.clip(u, -40.0, 40.0)  # exp(-800) = 0 in float64 already
+    hi = uc.astype(np.float32).astype(np.float64)
+    lo = uc - hi
+    return np.exp(-0.5 * hi * hi) * np.exp(-(hi * lo + 0.5 * lo * lo))
 
 
 def dropout(h, keep_mask, p: float) -> np.ndarray:

@@ -98,8 +98,8 @@ from collections import Counter
 import numpy as np
 
 from ._parallel import map_blocks
-from ._validate import positive_int
-from ._problem import _fold, _merge_heads, _Setup
+from ._validate import FLOAT_MAX, finite_result, positive_int
+from ._problem import _exponent, _fold, _merge_heads, _Setup
 from .softmax import OnlineSoftmaxState, _exp_shift
 
 VARIANTS = ("fa1", "fa2")
@@ -183,6 +183,24 @@ class _TiledSetup(_Setup):
     def __init__(self, q, k, v, *, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p):
         super().__init__(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
         self.memory = _SlowMemory()
+        # The accumulator sum_j p_j z_j v_j (p_j <= 1 after the running max, z_j <= 1 / (1 - dropout_p)) is
+        # bounded by Lk max|v| / (1 - p): near the top of float64 it would overflow although the output, a
+        # weighted mean, does not. Then V is divided by 2^v_shift (exact) and the output multiplied back.
+        headroom = self.Lk.bit_length() + 1 + (int(np.frexp(1.0 / (1.0 - self.dropout_p))[1]) if self.dropout_p else 0)
+        self.v_shift = headroom if _exponent(self.v) + headroom > 1023 else 0
+        if self.v_shift:
+            self.v = np.ldexp(self.v, -self.v_shift)
+
+    def unshift(self, out: np.ndarray) -> np.ndarray:
+        """An output computed from V / 2^v_shift, scaled back. Without dropout it is a convex combination
+        of the values, within [-FLOAT_MAX, FLOAT_MAX] exactly: a rounding spill past it is clipped."""
+        if not self.v_shift:
+            return out
+        with np.errstate(over="ignore"):
+            out = np.ldexp(out, self.v_shift)
+        if self.dropout_p == 0.0:
+            return np.clip(out, -FLOAT_MAX, FLOAT_MAX)
+        return finite_result(out, "an output with dropout scaling 1 / (1 - dropout_p)", "v, dropout_p")
 
     def load(self, mem: _SlowMemory, qs: slice, ks: slice):
         """Q_i (B, Hkv, G, nq, D), K_j, V_j (B, Hkv, nk, D / Dv), each read through ``mem``."""
@@ -427,6 +445,7 @@ def flash_attention(
         out, lse, skipped, grid = _forward_fa2(st, block_q, block_k, (0, st.Lk), skip)
     else:
         out, lse, skipped, grid = _forward_fa1(st, block_q, block_k, skip)
+    out = st.unshift(out)
     if return_stats:
         return out, lse, st.stats(grid, skipped)
     return out, lse
@@ -435,8 +454,7 @@ def flash_attention(
 def tile_grid(Lq: int, Lk: int, block_q: int, block_k: int) -> tuple[int, int]:
     """(T_r, T_c) = (ceil(Lq / block_q), ceil(Lk / block_k))."""
     Lq, Lk = positive_int(Lq, "Lq", allow_zero=True), positive_int(Lk, "Lk", allow_zero=True)
-    positive_int(block_q, "block_q")
-    positive_int(block_k, "block_k")
+    block_q, block_k = positive_int(block_q, "block_q"), positive_int(block_k, "block_k")
     return -(-Lq // block_q), -(-Lk // block_k)
 
 

@@ -57,7 +57,7 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import (as_float_array, axis_index, check_choice, count, finite_result, flag, positive_float,
+from ._validate import (FLOAT_MAX, as_float_array, axis_index, check_choice, count, finite_result, flag, positive_float,
                         positive_int, real_number)
 
 OVERFLOW = ("format", "saturate")
@@ -211,25 +211,36 @@ def scale_from_amax(amax_value, fmt, *, margin: int = 0) -> np.ndarray:
 
     margin in [0, 1023]; a scale that overflows float64 (amax below max_fmt / FLOAT_MAX, a
     subnormal amax) or underflows to 0 is an error: x S or q / S could not be formed."""
+    return _scale_from_amax(as_float_array(amax_value, "amax_value"), fmt, margin, "amax_value")
+
+
+def _scale_from_amax(a, fmt, margin, names: str) -> np.ndarray:
+    """``scale_from_amax`` of a checked amax; ``names``: the caller's arguments the amax comes from."""
     f = get_format(fmt)
-    a = as_float_array(amax_value, "amax_value")
     if (a < 0).any():
-        raise ValueError("amax_value: expected entries >= 0 (an amax is a largest magnitude)")
+        raise ValueError(f"{names}: expected entries >= 0 (an amax is a largest magnitude), got {float(a.min())}")
     m = count(margin, "margin", maximum=MAX_MARGIN)
     safe = np.where(a > 0, a, 1.0)
     with np.errstate(over="ignore", divide="ignore"):
         S = np.where(a > 0, np.ldexp(f.max / safe, -m), 1.0)
     if not (np.isfinite(S) & (S > 0)).all():
-        raise ValueError(f"amax_value, margin: the scale max_fmt / (amax 2^margin) is outside float64's range "
-                         f"(amax in [{a.min():g}, {a.max():g}], margin {m})")
+        raise ValueError(f"{names}{', margin' if m else ''}: expected an amax whose scale max_fmt / (amax 2^margin) is within "
+                         f"float64's range, got amax in [{float(a.min()):g}, {float(a.max()):g}] with margin {m} "
+                         f"(rescale the tensor)")
     return S
 
 
 def quantize(x, fmt, *, channel_axis=None, margin: int = 0, overflow: str = "saturate"):
     """Scaled cast: returns (q, S) with q = round_to(x S) and x ~= q / S. Per tensor
     (``channel_axis=None``) or per channel (S has size 1 on every other axis)."""
-    S = scale_from_amax(amax(x, channel_axis=channel_axis), fmt, margin=margin)
-    return round_to(as_float_array(x, "x") * S, fmt, overflow=overflow), S
+    return _quantize(x, fmt, channel_axis, margin, overflow, "x")
+
+
+def _quantize(x, fmt, channel_axis, margin, overflow, name: str):
+    """``quantize``, its messages naming the caller's argument ``name``."""
+    x = as_float_array(x, name)
+    S = _scale_from_amax(amax(x, channel_axis=channel_axis), fmt, margin, name)
+    return round_to(x * S, fmt, overflow=overflow), S
 
 
 MAX_MARGIN = 1023
@@ -307,8 +318,12 @@ def scaled_gradient_in(grad, fmt, loss_scale: float) -> np.ndarray:
     scaler detects (:func:`loss_scale_update` with grads_finite=False)."""
     S = positive_float(loss_scale, "loss_scale")
     f = get_format(fmt)
+    g = as_float_array(grad, "grad")
     with np.errstate(over="ignore"):
-        return round_to(as_float_array(grad, "grad") * S, f) / S
+        sg = g * S
+        # S g beyond float64 is beyond every format's range too: it overflows the format as documented
+        sg = np.where(np.isinf(sg), np.copysign(FLOAT_MAX, sg), sg)
+        return round_to(sg, f) / S
 
 
 ACCUMULATE = ("float32", "float64")
@@ -395,8 +410,8 @@ def fp8_matmul(a, b, *, fmt: str = "float8_e4m3fn", per_channel: bool = False, o
     a, b = _matmul_shapes(a, b)
     per_channel = flag(per_channel, "per_channel")
     out_fmt = _format(output_dtype, "output_dtype")
-    qa, Sa = quantize(a, fmt, channel_axis=0 if per_channel else None)
-    qb, Sb = quantize(b, fmt, channel_axis=1 if per_channel else None)
+    qa, Sa = _quantize(a, fmt, 0 if per_channel else None, 0, "saturate", "a")
+    qb, Sb = _quantize(b, fmt, 1 if per_channel else None, 0, "saturate", "b")
     acc = lowp_matmul(qa, qb, input_dtype=fmt, output_dtype="float32")
     return round_to(acc / Sa / Sb, out_fmt), Sa, Sb  # two divisions: Sa Sb alone may overflow
 

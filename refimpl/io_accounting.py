@@ -85,12 +85,23 @@ def _tile_sizes(L: int, block: int) -> np.ndarray:
 
 
 def _computed_grid(computed, T_r: int, T_c: int) -> np.ndarray:
-    if computed is None:
-        return np.ones((T_r, T_c), dtype=bool)
     grid = np.asarray(computed)
     if grid.dtype != np.bool_ or grid.shape != (T_r, T_c):
         raise ValueError(f"computed: expected a bool array of shape (T_r, T_c) = {(T_r, T_c)}, got {grid.dtype} {grid.shape}")
     return grid
+
+
+def _pair_sums(computed, Lq: int, Lk: int, block_q: int, block_k: int):
+    """(tile pairs, sum of c_j over computed pairs, sum of r_i over computed pairs, rows of the query
+    tiles with a computed pair, columns of the key tiles with one). Without ``computed`` every pair
+    is computed: closed form (T_r Lk, T_c Lq, ...), nothing allocated, any length."""
+    T_r, T_c = -(-Lq // block_q), -(-Lk // block_k)
+    if computed is None:
+        return T_r * T_c, T_r * Lk, T_c * Lq, Lq if T_c else 0, Lk if T_r else 0
+    C = _computed_grid(computed, T_r, T_c)  # the caller's grid bounds the tile sizes built here
+    r, c = _tile_sizes(Lq, block_q), _tile_sizes(Lk, block_k)
+    return (int(C.sum()), int((C * c[None, :]).sum()), int((C * r[:, None]).sum()), int(r[C.any(axis=1)].sum()),
+            int(c[C.any(axis=0)].sum()))
 
 
 def _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv):
@@ -101,8 +112,8 @@ def _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv):
     batch, heads_q = positive_int(batch, "batch"), positive_int(heads_q, "heads_q")
     heads_kv = heads_q if heads_kv is None else positive_int(heads_kv, "heads_kv")
     if heads_q % heads_kv:
-        raise ValueError(f"heads_q={heads_q} must be a multiple of heads_kv={heads_kv}")
-    return Lq, Lk, D, Dv, _tile_sizes(Lq, block_q), _tile_sizes(Lk, block_k), batch * heads_q, batch * heads_kv
+        raise ValueError(f"heads_q, heads_kv: expected heads_q a multiple of heads_kv, got {heads_q} and {heads_kv}")
+    return Lq, Lk, D, Dv, block_q, block_k, batch * heads_q, batch * heads_kv
 
 
 def forward_io(
@@ -115,35 +126,31 @@ def forward_io(
     """
     if loop_order not in LOOP_ORDERS:
         raise ValueError(f"loop_order: expected one of {LOOP_ORDERS}, got {loop_order!r}")
-    Lq, Lk, D, Dv, r, c, nQ, nK = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv)
-    C = _computed_grid(computed, len(r), len(c))
-    pair_cols = int((C * c[None, :]).sum())  # sum over computed pairs of c_j
-    pair_rows = int((C * r[:, None]).sum())  # sum over computed pairs of r_i
+    Lq, Lk, D, Dv, bq, bk, nQ, nK = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv)
+    # pair_cols: sum over computed pairs of c_j; pair_rows: of r_i
+    tiles, pair_cols, pair_rows, q_rows, key_cols = _pair_sums(computed, Lq, Lk, bq, bk)
     if loop_order == "q_outer":
-        reads = {"Q": nQ * D * int(r[C.any(axis=1)].sum()), "K": nK * D * pair_cols, "V": nK * Dv * pair_cols}
+        reads = {"Q": nQ * D * q_rows, "K": nK * D * pair_cols, "V": nK * Dv * pair_cols}
         writes = {"O": nQ * Dv * Lq, "lse": nQ * Lq}
     else:
-        key_cols = int(c[C.any(axis=0)].sum())
         reads = {
             "K": nK * D * key_cols, "V": nK * Dv * key_cols, "Q": nQ * D * pair_rows, "O": nQ * Dv * pair_rows,
             "l": nQ * (pair_rows + Lq), "m": nQ * (pair_rows + Lq),
         }
         writes = {"O": nQ * Dv * (Lq + pair_rows), "l": nQ * (Lq + pair_rows), "m": nQ * (Lq + pair_rows), "lse": nQ * Lq}
-    return IOCount(loop_order, int(C.sum()), _nonzero(reads), _nonzero(writes))
+    return IOCount(loop_order, tiles, _nonzero(reads), _nonzero(writes))
 
 
 def backward_io(Lq, Lk, D, Dv=None, *, block_q, block_k, batch=1, heads_q=1, heads_kv=None, computed=None) -> IOCount:
     """Closed-form slow-memory traffic of the FA2 backward (see the module docstring)."""
-    Lq, Lk, D, Dv, r, c, nQ, nK = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv)
-    C = _computed_grid(computed, len(r), len(c))
-    R = int((C * r[:, None]).sum())
-    key_cols = int(c[C.any(axis=0)].sum())
+    Lq, Lk, D, Dv, bq, bk, nQ, nK = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv)
+    tiles, _, R, _, key_cols = _pair_sums(computed, Lq, Lk, bq, bk)
     reads = {
         "O": nQ * Dv * Lq, "dO": nQ * Dv * (Lq + R), "K": nK * D * key_cols, "V": nK * Dv * key_cols,
         "Q": nQ * D * R, "lse": nQ * R, "D": nQ * R, "dQ": nQ * D * R,
     }
     writes = {"D": nQ * Lq, "dQ": nQ * D * (Lq + R), "dK": nK * D * Lk, "dV": nK * Dv * Lk}
-    return IOCount("backward", int(C.sum()), _nonzero(reads), _nonzero(writes))
+    return IOCount("backward", tiles, _nonzero(reads), _nonzero(writes))
 
 
 def standard_io(Lq, Lk, D, Dv=None, *, batch=1, heads_q=1, heads_kv=None) -> IOCount:

@@ -41,11 +41,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, choice, count, instance, positive_float, positive_int
+from ._validate import as_float_array, check_budget, choice, count, instance, positive_float, positive_int
 from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention, check_window
 
 CACHE_KINDS = ("contiguous", "paged", "ring")
+
+
+class PoolExhausted(ValueError, MemoryError):
+    """A ``PagedCache`` write needs more free blocks than its pool has (``num_blocks``).
+
+    Catch ``ValueError`` (the contract's error for a value the arguments make impossible); it is
+    also a ``MemoryError``, what earlier versions raised. Nothing is written when it is raised."""
 
 
 def _check_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
@@ -58,8 +65,9 @@ def _check_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
 
 
 def _zeros(shape: tuple, names: str) -> np.ndarray:
-    """A zero pool; a shape beyond NumPy's addressable size is a ValueError naming the sizing arguments
-    (an allocation that merely exceeds free memory stays a MemoryError)."""
+    """A zero pool; a pool beyond the work budget (``refimpl._validate.max_bytes``) or NumPy's
+    addressable size is a ValueError naming the sizing arguments."""
+    check_budget(names, shape=shape, what=f"a float64 pool of shape {shape}")
     try:
         return np.zeros(shape)
     except ValueError:
@@ -103,10 +111,10 @@ class ContiguousCache(KVCache):
         self.k = np.concatenate([self.k, k], axis=2)
         self.v = np.concatenate([self.v, v], axis=2)
         self.length += k.shape[2]
-        return self.k, self.v
+        return self.k.copy(), self.v.copy()  # the caller's copies: writing into them leaves the cache as it is
 
     def contents(self):
-        return self.k, self.v, np.arange(self.length)
+        return self.k.copy(), self.v.copy(), np.arange(self.length)
 
 
 class PagedCache(KVCache):
@@ -115,7 +123,8 @@ class PagedCache(KVCache):
     Sequences 0 .. batch-1 exist from the start and ``update`` appends to all of
     them; ``add_sequence``, ``fork``, ``append`` and ``gather`` work on one sequence.
     Free blocks are handed out lowest index first (deterministic). A write that needs more
-    free blocks than the pool has raises MemoryError (documented) before anything is written.
+    free blocks than the pool has raises ``PoolExhausted`` (a ValueError naming ``num_blocks``)
+    before anything is written.
     """
 
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, block_size: int = 16, num_blocks: int = 64):
@@ -123,6 +132,9 @@ class PagedCache(KVCache):
         self.block_size = positive_int(block_size, "block_size")
         n = positive_int(num_blocks, "num_blocks")
         names = "num_blocks, block_size, num_kv_heads, head_dim, v_head_dim"
+        check_budget(f"batch, {names}", shape=(n, self.Hkv, self.block_size, self.D + self.Dv), steps=self.B,
+                     what=f"a pool of {n} blocks of shape ({self.Hkv}, {self.block_size}, {self.D} + {self.Dv}) "
+                          f"and {self.B} block tables")
         self.k_pool = _zeros((n, self.Hkv, self.block_size, self.D), names)
         self.v_pool = _zeros((n, self.Hkv, self.block_size, self.Dv), names)
         self.ref_count = np.zeros(n, dtype=np.int64)
@@ -134,12 +146,13 @@ class PagedCache(KVCache):
     def _allocate(self) -> int:
         free = np.flatnonzero(self.ref_count == 0)
         if free.size == 0:
-            raise MemoryError(f"PagedCache: all {self.ref_count.size} blocks are in use")
+            raise PoolExhausted(f"num_blocks: expected a free block, got all {self.ref_count.size} blocks in use")
         b = int(free[0])
         self.ref_count[b] = 1
         return b
 
     def add_sequence(self) -> int:
+        """A new empty sequence; returns its index."""
         self.tables.append([])
         self.lengths.append(0)
         return len(self.tables) - 1
@@ -163,12 +176,12 @@ class PagedCache(KVCache):
     def append(self, seq: int, k, v) -> None:
         """Write k (Hkv, n, D), v (Hkv, n, Dv) at the sequence's next positions.
 
-        Raises MemoryError (documented) when the pool has no free block left; blocks are
+        Raises ``PoolExhausted`` (a ValueError) when the pool has no free block left; blocks are
         counted before anything is written, so a failed append changes nothing.
         """
         seq = self._seq(seq)
-        k, v = _check_kv(k[None] if np.ndim(k) == 3 else k, v[None] if np.ndim(v) == 3 else v,
-                         1, self.Hkv, self.D, self.Dv)
+        k, v = as_float_array(k, "k", ndim=3), as_float_array(v, "v", ndim=3)
+        k, v = _check_kv(k[None], v[None], 1, self.Hkv, self.D, self.Dv)
         k, v = k[0], v[0]
         self._reserve([seq], k.shape[1])
         table = self.tables[seq]
@@ -181,10 +194,14 @@ class PagedCache(KVCache):
             self.lengths[seq] = p + 1
 
     def _reserve(self, seqs, n: int) -> None:
-        """MemoryError unless the free blocks cover n more tokens in each of ``seqs``: a fresh
+        """PoolExhausted unless the free blocks cover n more tokens in each of ``seqs``: a fresh
         block past each table's end, and a copy for each write into a shared block (a block
         with r references written by w of the sequences is copied min(w, r - 1) times)."""
         fresh, writers = 0, {}
+        seqs = list(seqs)
+        blocks_per_seq = (n + self.block_size - 1) // self.block_size + 1
+        check_budget("k, v", steps=len(seqs) * (blocks_per_seq + n),
+                     what=f"writing {n} tokens into {len(seqs)} sequences, token by token")
         for s in seqs:
             if not n:
                 continue
@@ -197,7 +214,8 @@ class PagedCache(KVCache):
         need = fresh + sum(min(w, int(self.ref_count[b]) - 1) for b, w in writers.items())
         free = int(np.count_nonzero(self.ref_count == 0))
         if need > free:
-            raise MemoryError(f"PagedCache: {need} more blocks needed, {free} of {self.ref_count.size} free")
+            raise PoolExhausted(f"num_blocks: expected {need} free blocks for {n} more tokens per sequence, "
+                                f"got {free} of {self.ref_count.size} free; build the cache with more blocks")
 
     def _block_for_write(self, table: list, j: int) -> int:
         """The physical block for logical block j: a fresh one past the end, a private copy if shared."""

@@ -72,13 +72,18 @@ def _token_ids(x, name: str, V: int) -> np.ndarray:
     return t
 
 
-def _targets(targets, n: int, V: int, ignore_index: int) -> np.ndarray:
-    t = _int_array(targets, "targets", 1, "(N,)")
-    same_shape(t, (n,), "targets")
+def _targets(targets, n: int, V: int, ignore_index: int, name: str = "targets") -> np.ndarray:
+    t = _int_array(targets, name, 1, "(N,)")
+    same_shape(t, (n,), name)
+    _check_ids(t, V, ignore_index, name)
+    return t.astype(np.int64)
+
+
+def _check_ids(t: np.ndarray, V: int, ignore_index: int, name: str) -> None:
     bad = (t != ignore_index) & ((t < 0) | (t >= V))
     if bad.any():
-        raise ValueError(f"targets: values must lie in [0, {V}) or equal ignore_index={ignore_index}")
-    return t.astype(np.int64)
+        raise ValueError(f"{name}: expected values in [0, V) = [0, {V}) or ignore_index = {ignore_index}, "
+                         f"got {int(t[bad].flat[0])}")
 
 
 class _CE:
@@ -88,7 +93,7 @@ class _CE:
         self.z = as_float_array(logits, "logits", ndim=2)
         N, V = self.z.shape
         if V < 1:
-            raise ValueError("logits: need at least one class")
+            raise ValueError(f"logits: expected at least one class (V >= 1), got shape {self.z.shape}")
         ignore_index = _ignore(ignore_index)
         self.t = _targets(targets, N, V, ignore_index)
         self.valid = self.t != ignore_index
@@ -145,6 +150,7 @@ def causal_lm_loss(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> float
     """Mean next-token cross-entropy: logits (B, L, V) at t against tokens (B, L) at t + 1;
     tokens equal to ignore_index (padding, masked prompt) are not counted."""
     z, tok = _lm_logits(logits, tokens)
+    _check_ids(tok[:, 1:], z.shape[-1], _ignore(ignore_index), "tokens")
     labels = shift_labels(tok, ignore_index=ignore_index)
     return cross_entropy(z.reshape(-1, z.shape[-1]), labels.reshape(-1), ignore_index=ignore_index)
 
@@ -152,6 +158,7 @@ def causal_lm_loss(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> float
 def causal_lm_loss_grad(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """d causal_lm_loss / d logits, shape (B, L, V) (the last position's gradient is 0)."""
     z, tok = _lm_logits(logits, tokens)
+    _check_ids(tok[:, 1:], z.shape[-1], _ignore(ignore_index), "tokens")
     labels = shift_labels(tok, ignore_index=ignore_index)
     return cross_entropy_grad(z.reshape(-1, z.shape[-1]), labels.reshape(-1), ignore_index=ignore_index).reshape(z.shape)
 
@@ -249,6 +256,8 @@ class CollapseResult:
     loads: np.ndarray
 
     def final_loads(self, last: int = 20) -> np.ndarray:
+        """Mean load per expert over the last ``last`` steps (at least 1; all steps if fewer)."""
+        last = count(last, "last", minimum=1)
         return self.loads[-last:].mean(axis=0)
 
     def experts_used(self, last: int = 20, threshold: float = 0.01) -> int:

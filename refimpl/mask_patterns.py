@@ -14,8 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .masks import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _pos_int,
-                    _Predicate, offset)
+from . import _validate as _V
+from .masks import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _periodic_count,
+                    _pos_int, _Predicate, _rows_budget, _sum_clip, offset)
 
 
 def _index_set(indices, name: str) -> np.ndarray:
@@ -61,6 +62,12 @@ class Dilated(Mask):
         d = i + offset(Lq, Lk, self.align) - j
         return (d >= 0) & (d <= self.window * self.dilation) & (d % self.dilation == 0)
 
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(1): keys p - m dilation, m = 0..window, within [0, Lk) (``masks._periodic_count``)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        o = offset(Lq, Lk, self.align)
+        return _periodic_count(o, o + Lq, self.dilation, self.window, Lk)
+
     def __repr__(self):
         return f"Dilated({self.window}, {self.dilation}, align={self.align!r})"
 
@@ -78,6 +85,12 @@ class Strided(Mask):
     def _visible(self, i, j, Lq, Lk):
         d = i + offset(Lq, Lk, self.align) - j
         return (d >= 0) & (d % self.stride == 0)
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(1): keys p - m stride, m >= 0, within [0, Lk) (``masks._periodic_count``)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        o = offset(Lq, Lk, self.align)
+        return _periodic_count(o, o + Lq, self.stride, None, Lk)
 
     def __repr__(self):
         return f"Strided({self.stride}, align={self.align!r})"
@@ -102,8 +115,8 @@ class BlockSparse(Mask):
         nq, nk = -(-Lq // self.block_q), -(-Lk // self.block_k)
         if self.layout.shape[0] < nq or self.layout.shape[1] < nk:
             raise ValueError(
-                f"layout {self.layout.shape} too small for Lq={Lq}, Lk={Lk} "
-                f"with blocks ({self.block_q}, {self.block_k}): need at least ({nq}, {nk})"
+                f"layout, Lq, Lk: expected a layout of at least ({nq}, {nk}) blocks for Lq = {Lq}, Lk = {Lk} "
+                f"with blocks ({self.block_q}, {self.block_k}), got shape {self.layout.shape}"
             )
         return self.layout[i // self.block_q, j // self.block_k]
 
@@ -123,6 +136,15 @@ class PrefixLM(Mask):
 
     def _visible(self, i, j, Lq, Lk):
         return (j < self.prefix) | (j <= i + offset(Lq, Lk, self.align))
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(1): row p sees max(P, clip(p + 1, 0, Lk)) keys, P = min(prefix, Lk); rows with
+        p + 1 < P see P, the rest clip(p + 1, 0, Lk) (``masks._sum_clip``)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        o = offset(Lq, Lk, self.align)
+        P = min(self.prefix, Lk)
+        n_prefix = min(max(P - 1 - o, 0), Lq)  # rows i with i + o + 1 < P
+        return n_prefix * P + _sum_clip(o + n_prefix + 1, Lq - n_prefix, Lk)
 
     def __repr__(self):
         return f"PrefixLM({self.prefix}, align={self.align!r})"
@@ -195,6 +217,8 @@ class DSA(Mask):
         global tokens g <= p that are in neither set.
         """
         Lq, Lk = _check_lengths(Lq, Lk)
+        _V.check_budget("Lq, global_tokens", shape=(Lq,), itemsize=32 + 8 * len(self.global_tokens),
+                        what=f"row counts of {Lq} rows")
         p = np.arange(Lq, dtype=np.int64) + offset(Lq, Lk, self.align)
         w, s = self.window, self.stride
         local = np.maximum(np.minimum(p, Lk - 1) - np.maximum(p - w, 0) + 1, 0)
@@ -258,9 +282,12 @@ class BigBird(Mask):
         self._cache: dict[int, np.ndarray] = {}
 
     def block_layout(self, n_blocks: int) -> np.ndarray:
-        """bool (n_blocks, n_blocks) block layout, deterministic in ``seed``."""
+        """bool (n_blocks, n_blocks) block layout, deterministic in ``seed`` (a new array on every call)."""
+        n_blocks = _nonneg_int(n_blocks, "n_blocks")
         if n_blocks in self._cache:
-            return self._cache[n_blocks]
+            return self._cache[n_blocks].copy()
+        _V.check_budget("n_blocks", shape=(n_blocks, n_blocks), itemsize=24, steps=n_blocks,
+                        what=f"a ({n_blocks}, {n_blocks}) block layout")
         a = np.arange(n_blocks)[:, None]
         b = np.arange(n_blocks)[None, :]
         layout = (np.abs(a - b) <= self.window_blocks // 2) | (a < self.global_blocks) | (b < self.global_blocks)
@@ -271,12 +298,14 @@ class BigBird(Mask):
             if take:
                 layout[row, rng.choice(free, size=take, replace=False)] = True
         self._cache[n_blocks] = layout
-        return layout
+        return layout.copy()
 
     def _visible(self, i, j, Lq, Lk):
         if Lq != Lk:
-            raise ValueError(f"BigBird is a self-attention pattern: need Lq == Lk, got {Lq}, {Lk}")
-        layout = self.block_layout(-(-Lq // self.block))
+            raise ValueError(f"Lq, Lk: expected Lq == Lk (BigBird is a self-attention pattern), got {Lq}, {Lk}")
+        n = -(-Lq // self.block)
+        layout = self._cache.get(n)
+        layout = self.block_layout(n) if layout is None else layout
         return layout[i // self.block, j // self.block]
 
     def __repr__(self):

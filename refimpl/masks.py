@@ -32,6 +32,7 @@ check the closed form against the materialised count.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Iterable
 
 import numpy as np
@@ -73,6 +74,42 @@ def _check_lengths(Lq, Lk) -> tuple[int, int]:
     return _nonneg_int(Lq, "Lq"), _nonneg_int(Lk, "Lk")
 
 
+def _tile_budget(nq: int, nk: int, names: str) -> None:
+    """A tile evaluates its predicate on (nq, nk) int64 index arrays (a few temporaries of 8 bytes)."""
+    _V.check_budget(names, shape=(nq, nk), itemsize=32, what=f"a ({nq}, {nk}) mask tile")
+
+
+def _rows_budget(Lq: int) -> None:
+    """Per-row closed forms build a few int64 arrays of Lq entries."""
+    _V.check_budget("Lq", shape=(Lq,), itemsize=32, what=f"row counts of {Lq} rows")
+
+
+def _sum_clip_ap(c: int, d: int, n: int, lo: int, hi: int) -> int:
+    """sum_{m=0}^{n-1} clip(c + m d, lo, hi), exactly, in O(1) (d >= 1, lo <= hi).
+
+    Terms with c + m d <= lo are lo (m < n_lo), those with c + m d >= hi are hi
+    (m >= m_hi), the m in between an arithmetic series."""
+    if n <= 0:
+        return 0
+    n_lo = min(max((lo - c) // d + 1, 0), n)
+    m_hi = min(max(max(-((c - hi) // d), 0), n_lo), n)
+    mid = m_hi - n_lo
+    return n_lo * lo + (n - m_hi) * hi + mid * c + d * (m_hi * (m_hi - 1) - n_lo * (n_lo - 1)) // 2
+
+
+def _periodic_count(a: int, b: int, d: int, W, Lk: int) -> int:
+    """#{(p, m): a <= p < b, 0 <= m <= W, 0 <= p - m d <= Lk - 1} (W None: unbounded): the visible
+    pairs of a pattern whose keys sit every d positions back from the query position p.
+    Swapping the sums: for each m the rows p in [m d, m d + Lk - 1] ∩ [a, b), i.e.
+    clip(m d + Lk, a, b) - clip(m d, a, b), each an arithmetic clip series."""
+    if b <= max(a, 0) or Lk == 0:
+        return 0
+    n = (b - 1) // d + 1  # m with m d <= b - 1
+    if W is not None:
+        n = min(n, W + 1)
+    return _sum_clip_ap(Lk, d, n, a, b) - _sum_clip_ap(0, d, n, a, b)
+
+
 class Mask:
     """Base class: a predicate over (query index i, key index j) for lengths (Lq, Lk).
 
@@ -81,19 +118,42 @@ class Mask:
     """
 
     def __call__(self, i, j, Lq: int, Lk: int) -> np.ndarray:
+        """The predicate at query indices i in [0, Lq) and key indices j in [0, Lk) (broadcast)."""
         Lq, Lk = _check_lengths(Lq, Lk)
-        i = np.asarray(i, dtype=np.int64)
-        j = np.asarray(j, dtype=np.int64)
+        i, j = _V.index_array(i, "i"), _V.index_array(j, "j")
+        for x, L, n, Ln in ((i, Lq, "i", "Lq"), (j, Lk, "j", "Lk")):
+            if x.size and int(x.max()) >= L:
+                raise ValueError(f"{n}: expected indices in [0, {Ln}) = [0, {L}), got {int(x.max())}")
+        try:
+            shape = np.broadcast_shapes(i.shape, j.shape)
+        except ValueError:
+            raise ValueError(f"i, j: expected index arrays that broadcast, got shapes {i.shape} and {j.shape}") from None
+        _V.check_budget("i, j", shape=shape, itemsize=32, what=f"a mask of shape {shape}")
+        return self._at(i, j, Lq, Lk)
+
+    def _at(self, i, j, Lq, Lk):
         return np.broadcast_to(self._visible(i, j, Lq, Lk), np.broadcast_shapes(i.shape, j.shape))
 
     def _visible(self, i, j, Lq, Lk):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def tile(self, q_start: int, q_stop: int, k_start: int, k_stop: int, Lq: int, Lk: int) -> np.ndarray:
-        """The (q_stop - q_start, k_stop - k_start) block of the mask."""
+        """The (q_stop - q_start, k_stop - k_start) block of the mask,
+        0 <= q_start <= q_stop <= Lq and 0 <= k_start <= k_stop <= Lk."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        for a, b, L, an, bn, Ln in ((q_start, q_stop, Lq, "q_start", "q_stop", "Lq"),
+                                    (k_start, k_stop, Lk, "k_start", "k_stop", "Lk")):
+            a, b = _nonneg_int(a, an), _nonneg_int(b, bn)
+            if not a <= b <= L:
+                raise ValueError(f"{an}, {bn}: expected 0 <= {an} <= {bn} <= {Ln} = {L}, got {a}, {b}")
+        _tile_budget(int(q_stop) - int(q_start), int(k_stop) - int(k_start), "q_start, q_stop, k_start, k_stop")
+        return self._tile(int(q_start), int(q_stop), int(k_start), int(k_stop), Lq, Lk)
+
+    def _tile(self, q_start: int, q_stop: int, k_start: int, k_stop: int, Lq: int, Lk: int) -> np.ndarray:
+        """``tile`` on checked bounds (the tiled attention paths call this one)."""
         i = np.arange(q_start, q_stop, dtype=np.int64)[:, None]
         j = np.arange(k_start, k_stop, dtype=np.int64)[None, :]
-        return np.array(self(i, j, Lq, Lk), dtype=bool)
+        return np.array(self._at(i, j, Lq, Lk), dtype=bool)
 
     def _covers(self, q_start: int, q_stop: int, k_start: int, k_stop: int, Lq: int, Lk: int) -> bool:
         """True if the block is known to be visible everywhere without building it
@@ -112,14 +172,16 @@ class Mask:
     def materialize(self, Lq: int, Lk: int) -> np.ndarray:
         """bool (Lq, Lk); True where query i may attend to key j."""
         Lq, Lk = _check_lengths(Lq, Lk)
-        return self.tile(0, Lq, 0, Lk, Lq, Lk)
+        _tile_budget(Lq, Lk, "Lq, Lk")
+        return self._tile(0, Lq, 0, Lk, Lq, Lk)
 
     def row_counts(self, Lq: int, Lk: int) -> np.ndarray:
         """Visible keys per query row, int64 (Lq,). Materialises unless overridden."""
         return self.materialize(Lq, Lk).sum(axis=1, dtype=np.int64)
 
     def count(self, Lq: int, Lk: int) -> int:
-        """Number of visible (query, key) pairs."""
+        """Number of visible (query, key) pairs (closed form where a subclass has one,
+        else the sum of ``row_counts``, within the work budget)."""
         return int(np.sum(self.row_counts(Lq, Lk)))
 
     def __and__(self, other: "Mask") -> "Mask":
@@ -194,7 +256,12 @@ class Full(Mask):
 
     def row_counts(self, Lq, Lk):
         Lq, Lk = _check_lengths(Lq, Lk)
+        _rows_budget(Lq)
         return np.full(Lq, Lk, dtype=np.int64)
+
+    def count(self, Lq, Lk) -> int:
+        Lq, Lk = _check_lengths(Lq, Lk)
+        return Lq * Lk
 
     def __repr__(self):
         return "Full()"
@@ -257,6 +324,7 @@ class SlidingWindow(Mask):
     def row_counts(self, Lq, Lk):
         """Keys in [0, Lk) within [p - left, p + right]: clip(p+right+1, 0, Lk) - clip(p-left, 0, Lk)."""
         Lq, Lk = _check_lengths(Lq, Lk)
+        _rows_budget(Lq)
         p = np.arange(Lq, dtype=np.int64) + offset(Lq, Lk, self.align)
         hi = np.full(Lq, Lk) if self.right is None else np.clip(p + self.right + 1, 0, Lk)
         lo = np.zeros(Lq, np.int64) if self.left is None else np.clip(p - self.left, 0, Lk)
@@ -317,7 +385,15 @@ class _Predicate(Mask):
 def predicate(fn: Callable, name: str = "predicate") -> Mask:
     """Wrap ``fn(i, j, Lq, Lk) -> bool array`` (like a FlexAttention mask_mod) as a Mask."""
     if not callable(fn):
-        raise TypeError("predicate: fn must be callable")
+        raise TypeError(f"fn: expected a callable fn(i, j, Lq, Lk) -> bool array, got {type(fn).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str, got {type(name).__name__}")
+    try:
+        inspect.signature(fn).bind(0, 0, 0, 0)
+    except TypeError:
+        raise TypeError(f"fn: expected a callable of four arguments fn(i, j, Lq, Lk), got {fn!r}") from None
+    except ValueError:  # a builtin without a signature: checked when called
+        pass
     return _Predicate(fn, name)
 
 

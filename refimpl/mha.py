@@ -24,7 +24,8 @@ def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_k
     Hq = V.count(num_heads, "num_heads", minimum=1)
     Hkv = Hq if num_kv_heads is None else V.count(num_kv_heads, "num_kv_heads", minimum=1)
     if Hq % Hkv:
-        raise ValueError(f"num_heads={num_heads} must be a positive multiple of num_kv_heads={num_kv_heads}")
+        raise ValueError(f"num_heads, num_kv_heads: expected num_heads a positive multiple of num_kv_heads, "
+                         f"got {num_heads} and {num_kv_heads}")
     x_q = V.as_float_array(x_q, "x_q", ndim=3, shape_doc="(B, Lq, d_model)")
     x_kv = V.as_float_array(x_kv, "x_kv", shape=(x_q.shape[0], None, x_q.shape[2]),
                             shape_doc="(B, Lk, d_model) with B, d_model from x_q")

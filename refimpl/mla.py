@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from ._validate import (as_float_array, choice, count, finite_result, flag, instance, positive_float, positive_int,
+from ._validate import (as_float_array, check_budget, choice, count, finite_result, flag, instance, positive_float, positive_int,
                         real_number)
 from .kv_cache import ContiguousCache
 from .rope import apply_rope, check_rope_kwargs, yarn_get_mscale
@@ -95,6 +95,9 @@ def init_mla_weights(rng: np.random.Generator, d_model: int, num_heads: int, d_c
         (d_v, "d_v")))
     if d_rope % 2:
         raise ValueError(f"d_rope: expected an even number, got {d_rope}")
+    check_budget("d_model, num_heads, d_c, d_nope, d_rope, d_v",
+                 nbytes=16 * (d_model * H * (d_nope + d_rope) + d_model * (d_c + d_rope) + d_c * H * (d_nope + d_v)
+                              + H * d_v * d_model), what="four weight matrices")
 
     def w(m, n):
         return rng.standard_normal((m, n)) / math.sqrt(m)

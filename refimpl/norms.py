@@ -108,10 +108,7 @@ class _Stats:
     axes: tuple
     center: bool
     placement: str
-
-    @property
-    def xhat(self) -> np.ndarray:
-        return self.xc * self.r
+    xhat: np.ndarray  # xc(x) r(x): xc r, or (xc r(x)) 2^e where eps / s^k overflowed (tiny groups)
 
 
 def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placement: str) -> _Stats:
@@ -139,7 +136,13 @@ def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placem
         # enough) or the group is zero (r(x) = phi(0))
         r_true = np.where(zero | ~np.isfinite(eps_s), direct, np.ldexp(r, -e))
         r = np.where(zero, 0.0, r)
-    return _Stats(xc, v, r, r_true, e, axes, center, placement)
+        xhat = xc * r
+        # eps / s^k beyond float64 (max |x| below ~1e-154 with eps 1e-6): r = 0 there, yet the exact xhat is
+        # xc(x) r(x) = (xc r(x)) 2^e, tiny but representable (x / sqrt(eps) for RMSNorm): rebuild it
+        tiny = ~np.isfinite(eps_s) & ~zero
+        if tiny.any():
+            xhat = np.where(tiny, np.ldexp(xc * r_true, e), xhat)
+    return _Stats(xc, v, r, r_true, e, axes, center, placement, xhat)
 
 
 def _exp2(x: np.ndarray, axes: tuple) -> np.ndarray:

@@ -58,7 +58,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._validate import as_float_array, choice, count, finite_result, flag, instance, positive_float, positive_int, real_number
+from ._validate import as_float_array, check_budget, choice, count, finite_result, flag, instance, positive_float, positive_int, real_number
 
 LAYOUTS = ("half", "interleaved")
 SCALINGS = ("linear", "dynamic", "yarn", "llama3")
@@ -237,6 +237,7 @@ def layout_permutation(head_dim: int, rotary_dim: int | None = None) -> np.ndarr
     """
     D = positive_int(head_dim, "head_dim")
     d = _check_rotary_dim(rotary_dim, D, "head_dim")
+    check_budget("head_dim", shape=(D,), itemsize=32, what=f"a permutation of {D} columns")
     half = np.arange(d // 2)
     return np.concatenate([np.stack([half, half + d // 2], axis=1).reshape(-1), np.arange(d, D)])
 

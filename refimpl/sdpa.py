@@ -49,6 +49,7 @@ import numpy as np
 
 from ._parallel import map_blocks
 from .softmax import _softmax_lse
+from ._validate import check_budget
 
 
 from ._problem import (_CHUNK_BYTES, AttentionMask, _Broadcast, _check_qkv, _exponent, _fold,  # noqa: F401
@@ -102,6 +103,7 @@ def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", wind
     k = np.asarray(k)
     v = np.zeros(k.shape[:3] + (1,), dtype=np.float64) if k.ndim == 4 else k
     st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, None, 0.0)
+    check_budget("q, k", shape=(st.B, st.Hq, st.Lq, st.Lk), itemsize=16, what="the weights P (B, Hq, Lq, Lk)")
     return _merge_heads(_forward(st, probs=True)[2])
 
 

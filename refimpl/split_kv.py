@@ -108,7 +108,7 @@ def attention_partials(q, k, v, *, block_q, block_k, boundaries=None, num_splits
             parts.append(empty)
             continue
         out_c, lse_c, _, _ = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)
-        parts.append((out_c, lse_c))
+        parts.append((st.unshift(out_c), lse_c))
     return parts
 
 
@@ -132,7 +132,7 @@ def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     for out_c, s_c in zip(outs, states):
         w_c = _exp_shift(s_c.m, merged.m) * s_c.l  # exp(m_c - m) l_c
         out += np.where(nonempty, w_c / np.where(nonempty, merged.l, 1.0), 0.0)[..., None] * out_c
-    return out, merged.lse
+    return st.unshift(out), merged.lse
 
 
 _KEYWORDS = ("mask", "causal", "align", "window", "scale", "softcap", "bias", "dropout_mask", "dropout_p")

@@ -714,7 +714,7 @@ R["gpu.route"] = Recipe(lambda draw: (lambda d: {n: d[n] for n in d if n != "sel
 
 import importlib as _importlib  # noqa: E402
 
-for _family in ("positions", "mixers", "layers", "distributed"):
+for _family in ("positions", "mixers", "layers", "distributed", "seeds"):
     try:
         _importlib.import_module(f"{__package__}.contract_recipes_{_family}")
     except ModuleNotFoundError as _e:  # a family whose recipes are not written: its callables are reported missing

@@ -58,8 +58,10 @@ def test_paged_fork_copy_on_write():
 
 def test_paged_pool_exhaustion_raises():
     c = KV.PagedCache(1, 2, batch=1, block_size=2, num_blocks=1)
-    with pytest.raises(MemoryError):
+    with pytest.raises(KV.PoolExhausted, match="num_blocks: expected 2 free blocks") as e:
         c.update(np.zeros((1, 1, 3, 2)), np.zeros((1, 1, 3, 2)))
+    assert isinstance(e.value, ValueError) and isinstance(e.value, MemoryError)
+    assert c.length == 0 and c.blocks_in_use == 0  # nothing written
 
 
 def test_ring_overwrites_and_rejects_a_window_it_cannot_serve():

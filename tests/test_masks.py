@@ -167,7 +167,7 @@ def test_bad_arguments_raise(make, err):
 
 
 def test_bad_use_raises():
-    with pytest.raises(ValueError, match="need at least"):
+    with pytest.raises(ValueError, match="layout, Lq, Lk: expected a layout of at least"):
         M.BlockSparse(np.ones((1, 1), bool), 2, 2).materialize(4, 4)
     with pytest.raises(ValueError, match="Lq == Lk"):
         M.BigBird(2).materialize(4, 6)

@@ -100,7 +100,7 @@ def test_normaliser_never_divides_zero_by_zero():
 def test_nan_input_rejected():
     x = np.ones((1, 1, 3, 2))
     x[0, 0, 1, 1] = np.nan
-    with pytest.raises(ValueError, match="q: contains NaN"):
+    with pytest.raises(ValueError, match="q: expected finite entries, got an entry NaN"):
         GL.gated_linear_attention(x, np.ones_like(x), np.ones_like(x))
 
 

@@ -226,7 +226,7 @@ def test_capacity_factor_keyword_replaces_the_factor():
         (dict(k=1, renormalize="none"), TypeError, "unknown keyword"),
         (dict(k=1, n_groups=3, topk_groups=1), ValueError, "n_groups"),
         (dict(k=3, n_groups=2, topk_groups=1), ValueError, "k: expected <= topk_groups"),
-        (dict(k=1, n_groups=2), ValueError, "n_groups and topk_groups"),
+        (dict(k=1, n_groups=2), ValueError, "n_groups, topk_groups: expected both or neither"),
         (dict(k=1, route_scale=0.0), ValueError, "route_scale"),
     ],
 )

@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 from typing import Callable
 
-TOPICS = ("attention", "flash", "moe", "positions", "mixers", "block")
+TOPICS = ("attention", "flash", "moe", "positions", "mixers", "block", "numerics", "vision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,8 @@ class WorkedExample:
     beside:   optional zero-argument function returning a line of exact figures
               computed by the spec, printed beside the seed's (e.g. an exact count
               beside the seed's estimate).
+    erratum:  the ERRATA.md row when the seed's figure is wrong: ``expected`` is
+              then the right value, and the main job says the seed differs.
     """
 
     name: str
@@ -43,6 +45,7 @@ class WorkedExample:
     rel_tol: float
     note: str = ""
     beside: Callable[[], str] | None = None
+    erratum: int | None = None
 
 
 def all_examples() -> list[WorkedExample]:

@@ -7,6 +7,7 @@ import numpy as np
 import refimpl
 from refimpl import masks as M
 from refimpl.cache import kv_cache_values, mla_key_cache_values
+from refimpl.model_configs import LLAMA_2_70B, attention_variant
 
 from . import WorkedExample
 
@@ -79,8 +80,19 @@ def _gqa_reduction():
 
 
 def _llama70b_per_layer():
-    """2 * h * n * d_k with h = 64, d_k = 128, n = 4096 (the seed's MHA accounting)."""
-    return kv_cache_values(4096, 64, 128)
+    """Values per layer at n = 4096, d_head = 128: with the seed's h = 64 K/V heads (MHA accounting of a
+    64-head model), and with the published Llama-2-70B's 8 K/V heads (GQA; refimpl.model_configs)."""
+    cfg = LLAMA_2_70B
+    return kv_cache_values(4096, cfg.n_heads, cfg.hd), kv_cache_values(4096, cfg.kv_heads, cfg.hd)
+
+
+def _llama70b_beside():
+    cfg = LLAMA_2_70B
+    return (f"Llama-2-70B config: {cfg.n_layers} layers, {cfg.n_heads} query heads, {cfg.kv_heads} K/V heads, "
+            f"d_head {cfg.hd}: 2 x {cfg.kv_heads} x 4096 x {cfg.hd} = {kv_cache_values(4096, cfg.kv_heads, cfg.hd):,} "
+            f"per layer, {kv_cache_values(4096, cfg.kv_heads, cfg.hd, layers=cfg.n_layers):,} over all layers "
+            f"({attention_variant(cfg.n_heads, cfg.kv_heads)}); the 64-head MHA count is "
+            f"{kv_cache_values(4096, cfg.n_heads, cfg.hd) // kv_cache_values(4096, cfg.kv_heads, cfg.hd)}x larger")
 
 
 def _mla_key_reduction():
@@ -138,8 +150,11 @@ EXAMPLES = [
         _gqa_reduction, 4.0, 0.0,
     ),
     WorkedExample(
-        "llama70b_kv_values_per_layer", "001 section 15.3", "~67M values per layer",
-        _llama70b_per_layer, 67.1e6, 1e-3, "exactly 2 * 64 * 4096 * 128 = 67,108,864",
+        "llama70b_kv_values_per_layer", "001 section 15.3", "LLaMA-70B (h = 64, d_k = 128, n = 4096): ~67M values per layer",
+        _llama70b_per_layer, (67.1e6, 8_388_608), 1e-3,
+        "ERRATA 20: the seed's count, 2 x 64 x 4096 x 128 = 67,108,864, treats all 64 heads as K/V heads (MHA); "
+        "the published Llama-2-70B has 8 K/V heads (GQA): 2 x 8 x 4096 x 128 = 8,388,608 per layer",
+        beside=_llama70b_beside, erratum=20,
     ),
     WorkedExample(
         "mla_key_cache_reduction", "001 section 22.5", "32× smaller (keys)",

@@ -14,6 +14,7 @@ from refimpl import block as Bk
 from refimpl import ffn as Fn
 from refimpl import formats as F
 from refimpl import losses as L
+from refimpl import model_configs as MC
 
 from . import WorkedExample
 
@@ -87,37 +88,65 @@ def _layer_params_beside():
             f"= {Fn.num_params(swi.ffn) / 64**2:.3f} d^2")
 
 
-# --- seed 003 8.6: expansion ratios --------------------------------------------------------
+# --- seed 003 8.6: expansion ratios (ERRATA 28) -------------------------------------------
+
+_RATIO_CONFIGS = ("transformer-base", "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "mistral-7b")
 
 
 def _widths():
-    return 2048 / 512, Fn.llama_hidden_dim(4096) / 4096
+    """Per-matrix d_ff / d of the original Transformer and of Llama-2-7B, from their configs."""
+    return MC.ffn_expansion(MC.TRANSFORMER_BASE)[0], MC.ffn_expansion(MC.LLAMA_2_7B)[0]
 
 
 def _widths_beside():
-    return (f"Llama 1/2 7B {Fn.llama_hidden_dim(4096)}, 13B {Fn.llama_hidden_dim(5120)}, Llama 3 8B "
-            f"{Fn.llama_hidden_dim(4096, ffn_dim_multiplier=1.3, multiple_of=1024)}, 70B "
-            f"{Fn.llama_hidden_dim(8192, ffn_dim_multiplier=1.3, multiple_of=4096)}; 8/3 = 2.667 keeps a GLU's three "
-            f"matrices at the 8 d^2 of a 4d MLP")
+    rows = ", ".join(f"{n} {MC.ffn_expansion(MC.PUBLISHED[n])[0]:.4g} (MLP-equivalent "
+                     f"{MC.ffn_expansion(MC.PUBLISHED[n])[1]:.3g})" for n in _RATIO_CONFIGS)
+    return (f"seed: 4x, 2x (LLaMA), 'typically 2.4x'; configs, d_ff / d per matrix: {rows}. Meta's rule "
+            f"8/3 d rounded up to 256: {Fn.llama_hidden_dim(4096)} for d = 4096; none is near 2 or 2.4")
 
 
-# --- seed 000 Pitfall 3: router collapse -----------------------------------------------------
+def _ffn_share():
+    """FFN share of all parameters (embeddings included) of Llama-2-7B and Llama-2-70B."""
+    return tuple(round(MC.ffn_parameter_fraction(MC.PUBLISHED[n]), 3) for n in ("llama-2-7b", "llama-2-70b"))
+
+
+def _ffn_share_beside():
+    rows = ", ".join(f"{n} {MC.ffn_parameter_fraction(MC.PUBLISHED[n]):.1%}" for n in _RATIO_CONFIGS[1:]
+                     + ("qwen2.5-7b",))
+    return f"seed: 50-60%; configs: {rows}"
+
+
+# --- seed 000 Pitfall 3: router collapse (ERRATA 29) ----------------------------------------
+
+COLLAPSE_SEEDS = range(3)
+COLLAPSE_E = 8
 
 
 @functools.lru_cache(maxsize=None)
 def _collapse_runs():
-    return L.router_collapse_simulation(aux_coef=0.0), L.router_collapse_simulation(aux_coef=1.0)
+    return tuple((L.router_collapse_simulation(aux_coef=0.0, seed=s), L.router_collapse_simulation(aux_coef=1.0, seed=s))
+                 for s in COLLAPSE_SEEDS)
+
+
+@functools.lru_cache(maxsize=None)
+def _collapse_16():
+    """The same toy with 16 experts, no balance loss: a different number survives."""
+    return [L.router_collapse_simulation(aux_coef=0.0, seed=s, num_experts=16).experts_used() for s in COLLAPSE_SEEDS]
 
 
 def _collapse():
-    a, b = _collapse_runs()
-    return a.experts_used(), b.experts_used()
+    """(every seed leaves experts unused without the loss, every seed keeps more experts with it)."""
+    runs = _collapse_runs()
+    return (all(a.experts_used() < COLLAPSE_E for a, _ in runs),
+            all(b.experts_used() > a.experts_used() for a, b in runs))
 
 
 def _collapse_beside():
-    a, b = _collapse_runs()
-    return (f"final loads without balance loss {np.round(a.final_loads(), 2).tolist()}, with aux_coef = 1 "
-            f"{np.round(b.final_loads(), 2).tolist()} (E = 8, top-1, 300 SGD steps, seed 0)")
+    runs = _collapse_runs()
+    return (f"seed: 'the same 1-2 experts'; experts with > 1% of tokens, seeds {list(COLLAPSE_SEEDS)}: without "
+            f"balance loss {[a.experts_used() for a, _ in runs]}, with aux_coef = 1 {[b.experts_used() for _, b in runs]} "
+            f"(of {COLLAPSE_E}); with 16 experts and no loss {_collapse_16()}; seed 0 final loads {np.round(runs[0][0].final_loads(), 2).tolist()} vs "
+            f"{np.round(runs[0][1].final_loads(), 2).tolist()}")
 
 
 EXAMPLES = [
@@ -169,15 +198,24 @@ EXAMPLES = [
         _layer_params, 12.0, 0.0, "without biases and norms (the seed calls them negligible)", _layer_params_beside,
     ),
     WorkedExample(
-        "ffn_expansion_ratio", "003 section 8.6", "4× (original Transformer), 2× (LLaMA)",
+        "ffn_expansion_ratio", "003 section 8.6", "typically 2.4×; 4× (original Transformer), 2× (LLaMA)",
         _widths, (4.0, 2.6875), 0.0,
-        "the seed's LLaMA 2× is loose: its SwiGLU width is 8/3 d rounded up to a multiple of 256 "
-        "(Meta llama model.py FeedForward), 11008 = 2.6875 d for d = 4096", _widths_beside,
+        "ERRATA 28: d_ff / d per matrix from the configs (refimpl.model_configs, docs/model_configs.md): "
+        "Llama-2-7B's SwiGLU width 11008 = 8/3 d rounded up to 256 is 2.6875 d, not 2 d; its three "
+        "matrices hold the parameters of a 4.03 d MLP", _widths_beside, erratum=28,
+    ),
+    WorkedExample(
+        "ffn_parameter_share", "003 section 8.6", "FFNs account for 50% - 60% of total parameters",
+        _ffn_share, (0.642, 0.817), 0.0,
+        "ERRATA 28: FFN share of all parameters (embeddings included) counted from the published configs; "
+        "64% for Llama-2-7B rising to 82% for Llama-2-70B, above the seed's range", _ffn_share_beside, erratum=28,
     ),
     WorkedExample(
         "router_collapse", "000 Pitfall 3; 001 21.2", "without the balance loss the router collapses to the same 1-2 experts",
-        _collapse, (3, 8), 0.0,
-        "experts receiving > 1% of tokens (of 8) in a seeded top-1 toy without and with a balance loss; the "
-        "unused experts get zero gradient and never learn", _collapse_beside,
+        _collapse, (True, True), 0.0,
+        "ERRATA 29: an empirical remark, not a count. A seeded top-1 toy (refimpl.losses.router_collapse_simulation) "
+        "shows collapse in every seed (experts left unused, with zero gradient) and fewer surviving experts than "
+        "with the balance loss; how many survive depends on initialisation and data, so no count is pinned",
+        _collapse_beside, erratum=29,
     ),
 ]

@@ -9,6 +9,7 @@ from refimpl import accounting as A
 from refimpl import kv_cache as KV
 from refimpl import masks as M
 from refimpl import mla as MLA
+from refimpl import positional as PE
 from refimpl import receptive_field as RF
 from refimpl import rope as R
 
@@ -157,6 +158,23 @@ def _deepseek_v2_params():
     return total / 1e9, active / 1e9
 
 
+# --- seed 001 section 14.1: sinusoidal position encoding ------------------------------------
+
+
+def _sinusoidal():
+    """PE(5) for d = 4 (the paper's interleaved layout): sin 5, cos 5, sin 0.05, cos 0.05."""
+    return tuple(round(float(v), 5) for v in PE.sinusoidal_encoding(np.array([5]), 4)[0])
+
+
+def _sinusoidal_beside():
+    pe = PE.sinusoidal_encoding(np.arange(8), 64)
+    theta = PE.sinusoidal_frequencies(64)
+    return (f"theta_i = 10000^(-2i/d): {theta[0]:.0f} ... {theta[-1]:.3e} (d = 64); PE(0) = [0, 1, 0, 1, ...]; "
+            f"PE(2) . PE(7) = {pe[2] @ pe[7]:.12f} = PE(0) . PE(5) = {pe[0] @ pe[5]:.12f} (offset only); "
+            f"tensor2tensor / fairseq frequencies 10000^(-i/(d/2 - 1)) end at "
+            f"{PE.sinusoidal_frequencies(64, frequencies='tensor2tensor')[-1]:.0e}")
+
+
 EXAMPLES = [
     WorkedExample(
         "rope_angles", "001 section 15.2", "θ_0 = 1.0, θ_1 = 10000^(-2/4) ≈ 0.01; at m = 5: 5 rad and 0.05 rad",
@@ -175,9 +193,10 @@ EXAMPLES = [
     WorkedExample(
         "decode_step_cost", "003 section 4.10 Table 2", "decoding at step t: O(H t d_head) time; cache O(L d_model)",
         _decode_costs, (2.0, 2.0), 0.0,
-        "measured in a real token-by-token decode (H = 4, d_head = 8, 32 steps): at every step t the "
-        "multiply-adds over the keys the cache returns are exactly 2 H t d_head (q.k and p.v); the cache "
-        "holds exactly 2 L d_model values (K and V)",
+        "counted, not timed: a real token-by-token decode (H = 4, d_head = 8, 32 steps) runs through a "
+        "ContiguousCache, and at every step t the count H x (keys the causal mask leaves the one query) x "
+        "(d_k + d_v), read off the shapes the cache returns, is exactly 2 H t d_head multiply-adds (q.k and "
+        "p.v); after L steps the cache holds exactly 2 L d_model values (K and V)",
     ),
     WorkedExample(
         "receptive_field", "001 section 16.2", "w = 4, i = 10: [6..10] -> [2..10] -> [0..10]; rule [i - L w, i]",
@@ -197,5 +216,11 @@ EXAMPLES = [
         _deepseek_v2_params, (236.0, 21.0), 2.5e-2,
         "from DeepSeek-V2's published config (values in properties/examples/positions.py V2): 235.74B total, "
         "21.38B active (untied embeddings counted in both); tolerance half a unit of the seed's last digit of 21B",
+    ),
+    WorkedExample(
+        "sinusoidal_encoding", "001 section 14.1", "PE(pos, 2i) = sin(pos / 10000^(2i/d)) (and cos at 2i + 1)",
+        _sinusoidal, (-0.95892, 0.28366, 0.04998, 0.99875), 0.0,
+        "refimpl.positional.sinusoidal_encoding at pos = 5, d = 4, rounded to 5 digits: the RoPE angles 5 and "
+        "0.05 rad again (docs/positional.md)", beside=_sinusoidal_beside,
     ),
 ]

@@ -35,7 +35,7 @@ def version(module) -> str:
 
 def make(cls, **fields):
     """``cls(**fields)`` for the fields ``cls`` has; the others (``declines``, ``preset``,
-    ``library``, ``unit_roundoff``, ...) are set as plain attributes, so the adapter
+    ``library``, ``precision``, ...) are set as plain attributes, so the adapter
     classes need no change to carry them."""
     names = {f.name for f in dataclasses.fields(cls)}
     obj = cls(**{k: v for k, v in fields.items() if k in names})

@@ -12,7 +12,7 @@ The adapter runs the real router module on the spec's logits: a router with
 hidden_size = E and weight = I (linear(z, I) = z exactly in float64). The router
 returns no probabilities; ``probs`` is softmax(router_logits.float()), the router's
 own line. Everything is dropless (no capacity). The router's softmax is float32
-(unit_roundoff 2**-24).
+(precision "float32").
 
 Declines (``declines``): capacity "zero" and "finite" (dropless only), drop orders other than
 k_major (positions follow MixtralExperts' k-major order), and the normalisation
@@ -95,7 +95,7 @@ def _adapter(family: str, norm_topk_prob: bool):
         return alpha * float(mod.load_balancing_loss_func((z,), E, top_k=r.indices.shape[1], attention_mask=mask))
 
     return moe_adapter(name=name, route=route, balance_loss=balance_loss, capabilities=frozenset({"route"}),
-                       declines=declines, unit_roundoff=2.0**-24, preset=preset,
+                       declines=declines, precision="float32", preset=preset,
                        library=f"transformers {version(tf)}, torch {version(torch)}")
 
 

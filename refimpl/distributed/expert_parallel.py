@@ -52,12 +52,13 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import as_float_array, count, flag, index_array
+from .._validate import as_float_array, check_budget, count, flag, index_array
 from .._validate import experts as check_experts
 from ..moe.dispatch import gather_by_expert, scatter_combine, sort_by_expert
 from ..moe.forward import router_logits
 from ..moe.presets import get as get_preset
 from ..moe.reroute import reroute_dropped
+from ..moe.slots import _rank_within_expert
 from ..moe.router import (RouteOptions, effective_options, normalize_gates, rank_within_expert, resolve_capacity,
                           resolve_options, route)
 from .messages import Exchange
@@ -122,7 +123,8 @@ def contiguous_placement(E: int, P: int) -> np.ndarray:
     """owner[e] = e // (E / P): E / P consecutive experts per rank (P must divide E)."""
     E, P = count(E, "E", minimum=1), count(P, "P", minimum=1, maximum=MAX_RANKS)
     if E % P:
-        raise ValueError(f"E, P: contiguous placement needs P={P} to divide E={E}")
+        raise ValueError(f"E, P: expected P dividing E (contiguous placement), got P = {P}, E = {E}")
+    check_budget("E", shape=(E,), itemsize=16, what=f"an owner for each of {E} experts")
     return np.arange(E, dtype=np.int64) // (E // P)
 
 
@@ -163,11 +165,11 @@ def global_slots(routing, tables: list, rank: int, drop_order: str) -> np.ndarra
     if drop_order == "k_major":
         before_choice = np.concatenate([np.zeros((1, n.shape[2]), np.int64), np.cumsum(n.sum(0), axis=0)[:-1]])
         before_rank = n[:rank].sum(0)  # (k, E)
-        local = np.stack([rank_within_expert(e[:, j], n.shape[2]) for j in range(k)], axis=1) if T else e
+        local = np.stack([_rank_within_expert(e[:, j], n.shape[2]) for j in range(k)], axis=1) if T else e
         j = np.broadcast_to(np.arange(k), (T, k))
         return before_choice[j, e] + before_rank[j, e] + local
     before_rank = n[:rank].sum((0, 1))  # (E,)
-    local = rank_within_expert(e.reshape(-1), n.shape[2]).reshape(T, k) if T else e
+    local = _rank_within_expert(e.reshape(-1), n.shape[2]).reshape(T, k) if T else e
     return before_rank[e] + local
 
 

@@ -10,7 +10,8 @@ on ranks and a simulated run compute bit-for-bit the same numbers.
 
 mpi4py is imported lazily; ``available()`` says whether it can be. Install:
 ``pip install -e ".[mpi]"`` (mpi4py and the PyPI ``mpich`` wheel, which
-brings ``mpiexec``). Launch: ``mpiexec -n 4 python -m refimpl.distributed.demo``.
+brings ``mpiexec``). Launch: ``mpiexec -n 4 python -m properties.mpi_demo`` (every
+distributed property's check on real ranks).
 MPICH needs no extra flags for more ranks than cores or as root; Open MPI's
 ``mpiexec`` needs ``--oversubscribe`` for more ranks than cores and
 ``--allow-run-as-root`` (or OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1) as root.

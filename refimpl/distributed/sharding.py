@@ -32,7 +32,7 @@ import dataclasses
 import numpy as np
 
 from .. import masks as _masks
-from .._validate import as_float_array, axis_index, count, index_array, instance, positive_int
+from .._validate import as_float_array, check_budget, axis_index, count, index_array, instance, positive_int
 from ..sdpa import check_window
 
 __all__ = ["GlobalMask", "contiguous", "even_sizes", "gather", "shard", "visible_pairs_per_rank", "zigzag"]
@@ -142,7 +142,7 @@ class GlobalMask:
     mask: _masks.Mask | None = None
 
     def __post_init__(self):
-        positive_int(self.L, "L", allow_zero=True)
+        object.__setattr__(self, "L", positive_int(self.L, "L", allow_zero=True))  # a Python int from here on
         if not isinstance(self.causal, (bool, np.bool_)):
             raise TypeError(f"causal: expected a bool, got {type(self.causal).__name__}")
         object.__setattr__(self, "window", check_window(self.window))
@@ -164,9 +164,14 @@ class GlobalMask:
         """bool (nq, nk): may the query at global position qpos[i] attend the key at kpos[j]."""
         i = index_array(qpos, "qpos", ndim=1)[:, None]
         j = index_array(kpos, "kpos", ndim=1)[None, :]
+        for x, name in ((i, "qpos"), (j, "kpos")):
+            if x.size and int(x.max()) >= self.L:
+                raise ValueError(f"{name}: expected global positions in [0, L) = [0, {self.L}), got {int(x.max())}")
+        check_budget("qpos, kpos", shape=(i.shape[0], j.shape[1]), itemsize=32,
+                     what=f"a ({i.shape[0]}, {j.shape[1]}) mask")
         out = np.ones((i.shape[0], j.shape[1]), dtype=bool)
         for p in self.predicates():
-            out = out & p(i, j, self.L, self.L)
+            out = out & p._at(i, j, self.L, self.L)
         return out
 
     def attention_kwargs(self) -> dict:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
+from .._validate import as_float_array, check_budget, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
 
 FORMS = ("recurrent", "parallel", "chunked")
 G_FLOOR = -800.0
@@ -60,7 +60,9 @@ G_FLOOR = -800.0
 def retnet_gammas(num_heads: int) -> np.ndarray:
     """RetNet's per-head decay gamma_h = 1 - 2^(-5-h), h = 0..H-1 (Sun et al. 2023, sec. 2.2;
     fla ``fla/ops/retention/naive.py`` ``naive_retention``). Log-gate: ``np.log(gamma)``."""
-    return 1.0 - 2.0 ** (-5.0 - np.arange(positive_int(num_heads, "num_heads"), dtype=np.float64))
+    H = positive_int(num_heads, "num_heads")
+    check_budget("num_heads", shape=(H,), itemsize=16, what=f"{H} decays")
+    return 1.0 - 2.0 ** (-5.0 - np.arange(H, dtype=np.float64))
 
 
 class _Setup:
@@ -127,13 +129,19 @@ def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, f
     (masked quadratic) or "chunked" (any ``chunk_size`` >= 1; need not divide L).
     Returns (o (B, H, L, V), final state S_L (B, H, K, V)).
     """
+    return _gla(q, k, v, g, scale, initial_state, form, chunk_size,
+                ("q, k, v, scale, initial_state", "k, v, initial_state"))
+
+
+def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple):
+    """``gated_linear_attention``; ``names``: the caller's arguments an overflowing output / state comes from."""
     s = _Setup(q, k, v, g, scale, initial_state)
     choice(form, "form", FORMS)
     starts = chunk_starts(s.L, chunk_size)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
         o, S = _forms(s, form, starts, chunk_size)
-    finite_result(o, "an output", "q, k, v, scale, initial_state")
-    finite_result(S, "the final state", "k, v, initial_state")
+    finite_result(o, "an output", names[0])
+    finite_result(S, "the final state", names[1])
     return o, S
 
 

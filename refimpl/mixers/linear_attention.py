@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import (FLOAT_MAX, as_float_array, choice, count, finite_result, flag, positive_float,
+from .._validate import (FLOAT_MAX, as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
                          positive_int, real_number)
-from .gated import FORMS, gated_linear_attention
+from .gated import FORMS, _gla
 
 FEATURE_MAPS = {
     "elu+1": lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0))),
@@ -55,9 +55,14 @@ NORMALISER_EPS = 1e-10
 
 def apply_feature_map(x, feature_map="elu+1"):
     """phi(x) for a named map or a callable; the result must be finite, shape (B, H, L, d_phi)."""
-    x = as_float_array(x, "x", ndim=4)
+    return _apply_feature_map(x, feature_map, "x")
+
+
+def _apply_feature_map(x, feature_map, name: str):
+    """``apply_feature_map``, its messages naming the caller's argument ``name``."""
+    x = as_float_array(x, name, ndim=4)
     if callable(feature_map):
-        out = as_float_array(feature_map(x), "feature_map(x)", ndim=4)
+        out = as_float_array(feature_map(x), f"feature_map({name})", ndim=4)
         if out.shape[:3] != x.shape[:3]:
             raise ValueError(f"feature_map: must keep the leading (B, H, L) = {x.shape[:3]}, got {out.shape}")
         return out
@@ -88,10 +93,8 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     count(chunk_size, "chunk_size", minimum=1)
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
     if causal:
-        try:
-            out, _ = gated_linear_attention(fq, fk, va, None, scale=scale, form=form, chunk_size=chunk_size)
-        except ValueError as e:  # name the caller's arguments, not phi(q), phi(k)
-            raise ValueError(f"q, k, v, scale, feature_map: {e}") from None
+        out, _ = _gla(fq, fk, va, None, scale, None, form, chunk_size,
+                      ("q, k, v, scale, feature_map", "k, v, feature_map"))
     else:
         if fk.shape[2] != va.shape[2] or va.shape[:2] != fk.shape[:2]:
             raise ValueError(f"v: expected leading shape (B, H, L) of k = {fk.shape[:3]}, got {v.shape}")
@@ -111,11 +114,7 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
 
 def _phi(x, name, feature_map):
     """apply_feature_map with the caller's argument name in its messages."""
-    try:
-        return apply_feature_map(x, feature_map)
-    except (ValueError, TypeError) as e:
-        msg = str(e)
-        raise type(e)(f"{name}: {msg[3:]}" if msg.startswith("x: ") else msg) from None
+    return _apply_feature_map(x, feature_map, name)
 
 
 def orthogonal_gaussian(m: int, d: int, seed) -> np.ndarray:
@@ -126,6 +125,9 @@ def orthogonal_gaussian(m: int, d: int, seed) -> np.ndarray:
     rescaled by the norms of independent Gaussian vectors so each row is marginally N(0, I_d).
     """
     m, d = positive_int(m, "m"), positive_int(d, "d")
+    n_blocks = -(-m // d)
+    check_budget("m, d", nbytes=8 * (3 * m * d + 3 * d * d), steps=n_blocks,
+                 what=f"{n_blocks} QR factorisations of ({d}, {d}) and an ({m}, {d}) result")
     rng = np.random.default_rng(count(seed, "seed", maximum=None))
     blocks = []
     for _ in range(-(-m // d)):
@@ -142,25 +144,31 @@ def favor_features(x, W, *, is_query: bool, stabilize=True):
     the constant cancels in the normaliser row by row) or over everything (keys: one constant
     for all keys keeps their relative weights). Returns (B, H, L, m).
     """
-    x = as_float_array(x, "x", ndim=4)
+    return _favor_features(x, W, is_query, stabilize, "x, W")
+
+
+def _favor_features(x, W, is_query, stabilize, names: str):
+    """``favor_features``; ``names``: the caller's arguments x and W are (e.g. "q, W")."""
+    xname = names.split(",")[0]
+    x = as_float_array(x, xname, ndim=4)
     W = as_float_array(W, "W", ndim=2, min_size={0: 1})
     if W.shape[1] != x.shape[3]:
-        raise ValueError(f"W: expected (m, {x.shape[3]}), got {W.shape}")
+        raise ValueError(f"W: expected shape (m, {x.shape[3]}) (the head dim of {xname}), got {W.shape}")
     is_query, stabilize = flag(is_query, "is_query"), flag(stabilize, "stabilize")
     # |W x - |x|^2/2| <= |W| |x| + |x|^2/2: below FLOAT_MAX / 4 neither term nor a difference of
     # two logits overflows. Beyond it the features are not computed (an error, never NaN).
     xn = max(np.abs(x).max(initial=0.0) * np.sqrt(x.shape[3]), 0.0)
     wn = np.abs(W).max(initial=0.0) * np.sqrt(W.shape[1])
     if xn > np.sqrt(FLOAT_MAX / 4) or (xn * wn > FLOAT_MAX / 4):
-        raise ValueError(f"x, W: the FAVOR+ logits W x - |x|^2/2 may overflow float64 "
-                         f"(|x| <= {xn:.3g}, |w_i| <= {wn:.3g}); rescale x")
+        raise ValueError(f"{names}: expected FAVOR+ logits W x - |x|^2/2 within float64, got bounds that may overflow "
+                         f"(|x| <= {xn:.3g}, |w_i| <= {wn:.3g}); rescale {names.split(',')[0]}")
     logits = x @ W.T - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
     if stabilize and logits.size:
         c = logits.max(axis=-1, keepdims=True) if is_query else logits.max(axis=(-3, -2, -1), keepdims=True)
         logits = logits - c
     with np.errstate(over="ignore"):
         phi = np.exp(logits) / np.sqrt(W.shape[0])
-    return finite_result(phi, "a feature exp(W x - |x|^2/2) (pass stabilize=True)", "x, W, stabilize")
+    return finite_result(phi, "a feature exp(W x - |x|^2/2) (pass stabilize=True)", f"{names}, stabilize")
 
 
 def performer_attention(q, k, v, W, *, causal=True, eps=NORMALISER_EPS, form="recurrent", chunk_size=64):
@@ -177,12 +185,8 @@ def performer_attention(q, k, v, W, *, causal=True, eps=NORMALISER_EPS, form="re
     k = as_float_array(k, "k", ndim=4)
     if k.shape[3] != d:
         raise ValueError(f"k: expected head dim d = {d} of q, got shape {k.shape}")
-    try:
-        fq = favor_features(q * d ** -0.25, W, is_query=True)
-        fk = favor_features(k * d ** -0.25, W, is_query=False)
-    except ValueError as e:
-        msg = str(e)
-        raise ValueError(f"q, k, W: {msg[6:]}" if msg.startswith("x, W: ") else msg) from None
+    fq = _favor_features(q * d ** -0.25, W, True, True, "q, W")
+    fk = _favor_features(k * d ** -0.25, W, False, True, "k, W")
     return linear_attention(fq, fk, v, feature_map="identity", causal=causal, normalize=True, eps=eps,
                             form=form, chunk_size=chunk_size)
 

@@ -119,6 +119,7 @@ def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
     num_tokens = V.count(num_tokens, "num_tokens")
     if N and sa.token.max() >= num_tokens:
         raise ValueError(f"num_tokens: expected > {sa.token.max()} (sa routes that token), got {num_tokens}")
+    V.check_budget("num_tokens, rows", shape=(num_tokens, rows.shape[1]), what=f"an output of {num_tokens} tokens")
     y = np.zeros((num_tokens, rows.shape[1]))
     np.add.at(y, sa.token, sa.gate[:, None] * rows)
     return y

@@ -187,7 +187,7 @@ class RouteOptions:
         V.real_number(self.normalize_eps, "normalize_eps", minimum=0.0)
         V.flag(self.normalize_top1, "normalize_top1")
         if (self.n_groups is None) != (self.topk_groups is None):
-            raise ValueError("n_groups and topk_groups: give both or neither")
+            raise ValueError(f"n_groups, topk_groups: expected both or neither, got {self.n_groups!r} and {self.topk_groups!r}")
         if self.n_groups is not None:
             for name in ("n_groups", "topk_groups"):
                 v = getattr(self, name)
@@ -266,15 +266,20 @@ def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group
     (DeepSeek-V2 ``group_limited_greedy``) or the sum of the two largest scores
     (DeepSeek-V3 ``Gate.forward`` with a bias) in the group.
     """
+    sel = as_float_array(sel, "sel", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
     T, E = sel.shape
+    n_groups = V.count(n_groups, "n_groups", minimum=1)
+    topk_groups = V.count(topk_groups, "topk_groups", minimum=1, maximum=n_groups, what="at most n_groups")
+    V.choice(group_score, "group_score", GROUP_SCORES)
     if E % n_groups:
-        raise ValueError(f"n_groups: must divide the number of experts E={E}, got {n_groups}")
+        raise ValueError(f"n_groups: expected a divisor of the number of experts E = {E}, got {n_groups}")
     grouped = sel.reshape(T, n_groups, E // n_groups)
     if group_score == "max":
         gscore = grouped.max(axis=-1)
     else:
         if E // n_groups < 2:
-            raise ValueError("group_score='top2_sum' needs at least 2 experts per group")
+            raise ValueError(f"group_score, n_groups: expected at least 2 experts per group for 'top2_sum', "
+                             f"got E / n_groups = {E // n_groups}")
         gscore = -np.sort(-grouped, axis=-1)[..., :2].sum(axis=-1)
     chosen = top_k(gscore, topk_groups)  # (T, topk_groups)
     eligible = np.zeros((T, n_groups), dtype=bool)
@@ -367,6 +372,8 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
 def effective_options(opts: RouteOptions, k: int) -> RouteOptions:
     """The options actually applied for this k: normalize becomes "none" when k = 1
     and ``normalize_top1`` is False. Routing.options records these."""
+    V.instance(opts, "opts", RouteOptions, "refimpl.moe.RouteOptions")
+    k = V.count(k, "k", minimum=1)
     if k == 1 and not opts.normalize_top1 and opts.normalize != "none":
         return dataclasses.replace(opts, normalize="none")
     return opts

@@ -16,9 +16,21 @@ import numpy as np
 POSITION_ORDERS = ("k_major", "token_major", "priority")  # kept iff position < C
 
 
-def rank_within_expert(experts_in_order: np.ndarray, num_experts: int) -> np.ndarray:
+def rank_within_expert(experts_in_order, num_experts: int) -> np.ndarray:
     """For a sequence of expert ids, the number of earlier entries with the same id
     (GShard's ``cumsum(mask) - 1`` read at each entry)."""
+    from .._validate import count, index_array
+
+    num_experts = count(num_experts, "num_experts", minimum=1)
+    experts_in_order = index_array(experts_in_order, "experts_in_order", ndim=1)
+    if experts_in_order.size and int(experts_in_order.max()) >= num_experts:
+        raise ValueError(f"experts_in_order: expected ids in [0, num_experts) = [0, {num_experts}), "
+                         f"got {int(experts_in_order.max())}")
+    return _rank_within_expert(experts_in_order, num_experts)
+
+
+def _rank_within_expert(experts_in_order: np.ndarray, num_experts: int) -> np.ndarray:
+    """``rank_within_expert`` on checked int64 ids (the routing paths call this one)."""
     # the same count by a stable sort (no (n, E) one-hot): entries of one id keep
     # their order, so an entry's rank is its place in the sorted order minus the
     # start of its id's run
@@ -62,7 +74,7 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
 
     if drop_order in POSITION_ORDERS:
         t, j = assignment_order(indices, token_mask, drop_order, probs)
-        rank = rank_within_expert(indices[t, j], num_experts)
+        rank = _rank_within_expert(indices[t, j], num_experts)
         keep = rank < C
         kept[t[keep], j[keep]] = True
         position[t[keep], j[keep]] = rank[keep]
@@ -82,11 +94,11 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
     # best key first, ties to the lower token index (t is ascending: stable sort)
     by_key = np.argsort(-key, kind="stable")
     rank_by_key = np.empty_like(by_key)
-    rank_by_key[by_key] = rank_within_expert(e[by_key], num_experts)
+    rank_by_key[by_key] = _rank_within_expert(e[by_key], num_experts)
     keep = rank_by_key < C
     kept[t[keep], j[keep]] = True
     # slots among the kept, in token order (DeepSpeed: cumsum over the kept mask)
-    position[t[keep], j[keep]] = rank_within_expert(e[keep], num_experts)
+    position[t[keep], j[keep]] = _rank_within_expert(e[keep], num_experts)
     return kept, position
 
 

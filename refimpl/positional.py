@@ -1,0 +1,59 @@
+"""Sinusoidal position encoding (docs/positional.md).
+
+For an even width d and pair index i = 0 .. d/2 - 1, position m gets the angles m theta_i:
+
+    frequencies="paper"          theta_i = base^(-2i/d)          (Vaswani et al. 2017, section 3.5;
+                                                                   the same theta_i as RoPE)
+    frequencies="tensor2tensor"  theta_i = base^(-i/(d/2 - 1))    (tensor2tensor get_timing_signal_1d,
+                                                                   fairseq / HF M2M100 get_embedding); d >= 4
+
+    layout="interleaved"  PE[m, 2i] = sin(m theta_i), PE[m, 2i + 1] = cos(m theta_i)   (the paper; HF XLM
+                          create_sinusoidal_embeddings)
+    layout="half"         PE[m, i] = sin(m theta_i), PE[m, d/2 + i] = cos(m theta_i)   (HF Marian; with
+                          "tensor2tensor" frequencies, fairseq / M2M100)
+
+base = 10000. Angles are one float64 product of the exact integer position and theta_i (as in
+``refimpl.rope``). For any offset k, PE(m + k) is a fixed rotation of PE(m) (per pair, by the angle
+k theta_i), so PE(m) . PE(n) = sum_i cos((m - n) theta_i) depends on m - n only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import check_choice, finite_result, positive_float, positive_int
+from .rope import _int_positions, base_frequencies
+
+LAYOUTS = ("interleaved", "half")
+FREQUENCIES = ("paper", "tensor2tensor")
+
+
+def sinusoidal_frequencies(d_model: int, *, base: float = 10000.0, frequencies: str = "paper") -> np.ndarray:
+    """theta_i, i = 0 .. d/2 - 1, for the named frequency convention (module docstring)."""
+    d = positive_int(d_model, "d_model")
+    check_choice(frequencies, "frequencies", FREQUENCIES)
+    if d % 2:
+        raise ValueError(f"d_model: expected an even width (d/2 sin-cos pairs), got {d}")
+    if frequencies == "paper":
+        return base_frequencies(d, positive_float(base, "base")).copy()
+    if d < 4:
+        raise ValueError(f"d_model: the tensor2tensor frequencies divide by d/2 - 1, so d >= 4, got {d}")
+    with np.errstate(over="ignore"):
+        theta = positive_float(base, "base") ** (-np.arange(d // 2, dtype=np.float64) / (d // 2 - 1))
+    return finite_result(theta, "a frequency theta_i = base^(-i/(d/2 - 1))", "base")
+
+
+def sinusoidal_encoding(positions, d_model: int, *, base: float = 10000.0, layout: str = "interleaved",
+                        frequencies: str = "paper") -> np.ndarray:
+    """PE of shape positions.shape + (d_model,), float64; positions are integers 0 <= m < 2^53."""
+    p = _int_positions(positions)
+    theta = sinusoidal_frequencies(d_model, base=base, frequencies=frequencies)
+    check_choice(layout, "layout", LAYOUTS)
+    angle = p.astype(np.float64)[..., None] * theta
+    s, c = np.sin(angle), np.cos(angle)
+    if layout == "half":
+        return np.concatenate([s, c], axis=-1)
+    return np.stack([s, c], axis=-1).reshape(p.shape + (2 * theta.size,))
+
+
+__all__ = ["sinusoidal_frequencies", "sinusoidal_encoding", "LAYOUTS", "FREQUENCIES"]
