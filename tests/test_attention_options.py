@@ -79,10 +79,10 @@ def test_convention_validated_at_load_time():
     with pytest.raises(ProtocolError, match="valid conventions: .*'xformers'"):
         check_adapter(impl)
     check_adapter(dataclasses.replace(naive_adapter(), convention="xformers"))
-    from properties.norms import BUNDLED as NORMS
+    from properties.rope import BUNDLED as ROPES
 
     with pytest.raises(ProtocolError, match="has no conventions"):
-        check_adapter(_with(NORMS[0], convention="xformers"))
+        check_adapter(_with(ROPES[0], convention="xformers"))
 
 
 def _with(obj, **fields):
@@ -381,3 +381,27 @@ def test_chunked_per_gate_type_declines_the_others():
         if prop.kind == "linear_attention" and prop.requires <= impl.capabilities:
             run_property(prop, impl, max_examples=15, database=None, derandomize=True, deadline=None)
     assert any(c is not None for _, c in seen) and any(nd == 4 for nd, _ in seen)
+
+
+# ----------------------------------------------------------------------------
+# norm conventions (refimpl.norms.RMSNORM_PRESETS)
+
+
+def test_norm_convention_selects_the_preset_and_is_still_checked():
+    """A Gemma-style RMSNorm ((1 + w) scaling) passes under convention='hf_gemma' without the
+    gemma_offset capability; under 'hf_llama' it fails (the convention is compared, not ignored)."""
+    from properties import norms as NP
+    from refimpl import norms as N
+
+    base = next(a for a in NP.BUNDLED if "gemma_offset" in a.capabilities)
+    plain = _with(dataclasses.replace(base, name="gemma_by_convention",
+                                      capabilities=base.capabilities - {"gemma_offset"}), convention="hf_gemma")
+    check_adapter(plain)
+    rms = [p for p in NP.PROPERTIES if p.name.startswith("rms")]
+    assert rms
+    for prop in rms:
+        if prop.requires <= plain.capabilities:
+            run_property(prop, plain, max_examples=20, database=None, derandomize=True, deadline=None)
+    wrong = _with(plain, convention="hf_llama", name="gemma_declared_llama")
+    assert any(find_counterexample(p, wrong, max_examples=100) is not None for p in rms)
+    assert set(NP.KINDS[0].conventions) == set(N.RMSNORM_PRESETS)
