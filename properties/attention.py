@@ -532,7 +532,7 @@ PROPERTIES = [
     Property("default_scale", "attention", check_default_scale, _general,
              "default scale is 1/sqrt(D)", requires=frozenset({"scale"}), rejects=("no_scale",)),
     Property("fully_masked_rows", "attention", check_fully_masked_rows, _masked_rows,
-             "a fully masked row gives out 0 and lse -inf",
+             "a fully masked row gives out 0 and lse -inf (the declared convention's values under convention=)",
              requires=frozenset({"mask_array"}), rejects=("nan_empty_rows", "uniform_empty_rows")),
     Property("inputs_not_mutated", "attention", check_inputs_not_mutated, _general,
              "inputs are never modified", rejects=("mutates_input",)),
