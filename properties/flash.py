@@ -90,7 +90,7 @@ FLASH_KIND = Kind(
         "split_kv": Capability("split_kv(...) computes partial (out, lse) per key chunk and merges them",
                                methods=("split_kv",)),
     },
-    options=C.ATTENTION_OPTIONS,
+    options={o: opt for o, opt in C.ATTENTION_OPTIONS.items() if o != "alibi_ndim"},
     one_of=(("fa1", "fa2"),),
 )
 
