@@ -405,3 +405,22 @@ def test_norm_convention_selects_the_preset_and_is_still_checked():
     wrong = _with(plain, convention="hf_llama", name="gemma_declared_llama")
     assert any(find_counterexample(p, wrong, max_examples=100) is not None for p in rms)
     assert set(NP.KINDS[0].conventions) == set(N.RMSNORM_PRESETS)
+
+
+def test_varlen_and_sinks_reject_bad_input_by_name():
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        M.Varlen([1, 2], [0, 2])
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        M.Varlen([0, 3, 2], [0, 1, 2])
+    with pytest.raises(TypeError, match="cu_seqlens_k"):
+        M.Varlen([0, 2], [0.0, 2.0])
+    with pytest.raises(ValueError, match="sequences"):
+        M.Varlen([0, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match="cu_seqlens_q, cu_seqlens_k"):
+        M.Varlen([0, 2], [0, 2]).materialize(3, 2)
+    with pytest.raises(ValueError, match="sinks"):
+        attention_with_sinks(np.zeros((1, 2, 1, 1)), np.zeros((1, 2, 1, 1)), np.zeros((1, 2, 1, 1)), [np.nan, 0.0])
+    q = np.ones((1, 1, 2, 1))
+    before = q.copy()
+    attention_with_sinks(q, q, q, np.array([0.5]))
+    assert np.array_equal(q, before)
