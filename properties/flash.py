@@ -92,6 +92,10 @@ FLASH_KIND = Kind(
     },
     options={o: opt for o, opt in C.ATTENTION_OPTIONS.items() if o != "alibi_ndim"},
     one_of=(("fa1", "fa2"),),
+    notes=("lse is always compared (a tiled kernel keeps it for its merge and backward); the 'lse' capability "
+           "is not consulted",
+           "no conventions: fully masked rows give exactly (0, -inf); key_padding, alibi_slopes, sinks and varlen "
+           "are attention-kind capabilities only"),
 )
 
 
