@@ -291,6 +291,22 @@ def _(draw):
                 Lq=Lq, Lk=Lk)
 
 
+@recipe("refimpl.masks.Varlen", kinds=dict(cu_seqlens_q="int_array", cu_seqlens_k="int_array", causal="bool",
+                                            align="name", window="window", Lq="count", Lk="count"), call=mask_call)
+def _(draw):
+    n = draw(st.integers(1, 3))
+    lq, lk = (draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)) for _ in range(2))
+    cq, ck = (np.concatenate([[0], np.cumsum(x)]).astype(np.int64) for x in (lq, lk))
+    out = dict(cu_seqlens_q=cq, cu_seqlens_k=ck, Lq=int(cq[-1]), Lk=int(ck[-1]))
+    if draw(st.booleans()):
+        out["causal"] = draw(st.booleans())
+    if draw(st.booleans()):
+        out["align"] = draw(st.sampled_from(["bottom_right", "top_left"]))
+    if draw(st.booleans()):
+        out["window"] = (draw(st.none() | st.integers(0, 3)), draw(st.none() | st.integers(0, 3)))
+    return out
+
+
 @recipe("refimpl.masks.BigBird", kinds=dict(block="count", window_blocks="count", global_blocks="count",
                                              random_blocks="count", seed="count", Lq="count", Lk="count"),
         call=mask_call)
