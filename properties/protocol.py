@@ -133,6 +133,9 @@ def validate(adapter, kinds: Mapping[str, Kind]) -> list:
     options and values; ``precision``, ``tiles``, ``head_dims``, ``max_len`` are
     well formed; ``convention`` names one of the kind's presets.
     """
+    if not isinstance(kinds, Mapping):
+        raise TypeError(f"kinds: expected a mapping of kind name -> Kind (e.g. properties.registry.KINDS), "
+                        f"got {type(kinds).__name__}")
     label = repr(getattr(adapter, "name", adapter))
     missing = [f for f in ("name", "kind", "capabilities") if not hasattr(adapter, f)]
     if missing:

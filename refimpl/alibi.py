@@ -47,7 +47,8 @@ def alibi_bias(slopes, Lq: int, Lk: int, *, align: str = "bottom_right") -> np.n
         raise ValueError(f"slopes: expected shape (H,) or (B, H), got {s.shape}")
     Lq, Lk = V.count(Lq, "Lq"), V.count(Lk, "Lk")
     o = _masks.offset(Lq, Lk, align)
-    V.check_budget("slopes, Lq, Lk", shape=(s.size + 2, Lq, Lk), what=f"a bias of {s.size} heads x ({Lq}, {Lk})")
+    V.check_budget("slopes, Lq, Lk", shape=(s.size + 2, Lq, Lk), nbytes=8 * (Lq + Lk),
+                   what=f"a bias of {s.size} heads x ({Lq}, {Lk})")
     dist = np.abs(np.arange(Lq)[:, None] + o - np.arange(Lk)[None, :]).astype(np.float64)
     s4 = s.reshape((1,) * (2 - s.ndim) + s.shape)[..., None, None]
     with np.errstate(over="ignore"):

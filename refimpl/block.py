@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import accounting, ffn as _ffn, norms
-from ._validate import as_float_array, bool_array, check_choice, count, flag, instance, positive_int, real_number
+from ._validate import as_float_array, bool_array, check_budget, check_choice, count, flag, instance, positive_int, real_number
 from .mha import multi_head_attention
 
 ARRANGEMENTS = ("pre_norm", "post_norm", "parallel")
@@ -145,9 +145,14 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
                                     num_kv_heads=a.num_kv_heads, **kw)
     except ValueError as e:  # name the block's inputs, not the sub-layer's internal q, k
-        if not str(e).startswith("q, k, scale"):
-            raise
-        raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
+        msg = str(e)
+        if msg.startswith("q, k, scale"):
+            raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
+        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:")) and "beyond float64 range" in msg:
+            # an exact projection beyond float64: name the block's inputs, not the sub-layer's x_q, x_kv
+            raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 "
+                             f"range, got one beyond it ({e})") from None
+        raise
 
 
 def _feed_forward(x, blk: Block, counter, keep_mask, dropout_p):
@@ -405,6 +410,10 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
                          f"d_model={d_model}, num_heads={num_heads}, num_kv_heads={Hkv}")
 
     hd = d_model // num_heads
+    n_attn = 2 if cross else 1
+    n_weights = n_attn * 2 * d_model * (num_heads + Hkv) * hd + (3 if ffn_kind == "glu" else 2) * d_model * d_ff
+    check_budget("d_model, num_heads, num_kv_heads, d_ff", nbytes=16 * n_weights + 32 * d_model,
+                 what=f"a block of {n_weights} weights")
 
     def mat(r, c):
         return rng.standard_normal((r, c)) / np.sqrt(r)

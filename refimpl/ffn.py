@@ -208,8 +208,10 @@ def _vec(b, name, n):
 class _Forward:
     """Validated inputs and the intermediates u, v, a = act(u), h of one FFN call."""
 
-    def __init__(self, x, params, activation, keep_mask, p, mask_name="keep_mask", p_name="dropout_p"):
+    def __init__(self, x, params, activation, keep_mask, p, mask_name="keep_mask", p_name="dropout_p", names=None):
         self.glu = isinstance(params, GLUParams)
+        # the caller's arguments an overflowing intermediate comes from (an expert passes its own fields)
+        self.xnames = names or ("x, params (W_gate, W_up, W_down, biases)" if self.glu else "x, params (W1, W2, b1, b2)")
         if not self.glu and not isinstance(params, MLPParams):
             raise TypeError(f"params: expected MLPParams or GLUParams, got {type(params).__name__}")
         x = as_float_array(x, "x")
@@ -242,14 +244,14 @@ class _Forward:
         with np.errstate(over="ignore", invalid="ignore"):
             self.u = self.x @ self.W1 + (0.0 if self.b1 is None else self.b1)
             self.v = None if not self.glu else self.x @ self.Wv + (0.0 if self.bv is None else self.bv)
-            self.a = act(activation, finite_result(self.u, "x W1 + b1", "x, params"))
-            gated = self.a if self.v is None else self.a * finite_result(self.v, "x W_up + b_up", "x, params")
-        self.h = _dropout(finite_result(gated, "the hidden activation", "x, params"), self.mask, self.p, *self.names)
+            self.a = act(activation, finite_result(self.u, "x W1 + b1", self.xnames))
+            gated = self.a if self.v is None else self.a * finite_result(self.v, "x W_up + b_up", self.xnames)
+        self.h = _dropout(finite_result(gated, "the hidden activation", self.xnames), self.mask, self.p, *self.names)
 
     def output(self) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             y = self.h @ self.W2 + (0.0 if self.b2 is None else self.b2)
-        return finite_result(y, "the output", "x, params").reshape(self.shape)
+        return finite_result(y, "the output", self.xnames).reshape(self.shape)
 
 
 def _activation_of(params, activation, variant):

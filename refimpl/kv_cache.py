@@ -82,6 +82,8 @@ class KVCache:
         self.Hkv = positive_int(num_kv_heads, "num_kv_heads")
         self.D = positive_int(head_dim, "head_dim")
         self.Dv = self.D if v_head_dim is None else positive_int(v_head_dim, "v_head_dim")
+        check_budget("batch, num_kv_heads, head_dim, v_head_dim", shape=(self.B, self.Hkv, self.D + self.Dv),
+                     what="one token's keys and values")
         self.length = 0  # tokens appended so far = absolute position of the next token
 
     def update(self, k, v):  # pragma: no cover - abstract

@@ -356,10 +356,10 @@ class Varlen(Mask):
 
     @staticmethod
     def _cu(x, name):
-        a = np.asarray(x)
-        if a.ndim != 1 or a.size < 1 or not np.issubdtype(a.dtype, np.integer):
-            raise TypeError(f"{name}: expected a 1-D integer array (n + 1,), got {a.dtype} {a.shape}")
-        a = a.astype(np.int64).copy()
+        a = _V.index_array(x, name, ndim=1)  # int64, entries in [0, 2**62)
+        if a.size < 1:
+            raise ValueError(f"{name}: expected offsets (n + 1,) with n >= 0, got shape {a.shape}")
+        a = a.copy()
         if a[0] != 0 or np.any(np.diff(a) < 0):
             raise ValueError(f"{name}: expected non-decreasing offsets starting at 0, got {a.tolist()}")
         return a
@@ -390,6 +390,8 @@ class Varlen(Mask):
     def positions(self):
         """(p (total_q,), key (total_k,)): each query's aligned position a + o_s and each key's
         local index b within its own sequence (what causal, windows and ALiBi compare)."""
+        _V.check_budget("cu_seqlens_q, cu_seqlens_k", shape=(int(self.cu_q[-1]) + int(self.cu_k[-1]),), itemsize=32,
+                        what=f"positions of {int(self.cu_q[-1])} queries and {int(self.cu_k[-1])} keys")
         nq, nk = np.diff(self.cu_q), np.diff(self.cu_k)
         sq, sk = np.repeat(np.arange(len(nq)), nq), np.repeat(np.arange(len(nk)), nk)
         o = (nk - nq)[sq] if self.align == "bottom_right" else 0

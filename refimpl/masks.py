@@ -75,8 +75,9 @@ def _check_lengths(Lq, Lk) -> tuple[int, int]:
 
 
 def _tile_budget(nq: int, nk: int, names: str) -> None:
-    """A tile evaluates its predicate on (nq, nk) int64 index arrays (a few temporaries of 8 bytes)."""
-    _V.check_budget(names, shape=(nq, nk), itemsize=32, what=f"a ({nq}, {nk}) mask tile")
+    """A tile evaluates its predicate on (nq, nk) int64 index arrays (a few temporaries of 8 bytes),
+    built from an index vector per axis (which an empty other axis does not make free)."""
+    _V.check_budget(names, shape=(nq, nk), itemsize=32, nbytes=8 * (nq + nk), what=f"a ({nq}, {nk}) mask tile")
 
 
 def _rows_budget(Lq: int) -> None:

@@ -33,7 +33,9 @@ def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_k
     d_model = x_q.shape[2]
     for name, heads in (("W_q", Hq), ("W_k", Hkv), ("W_v", Hkv)):
         if W[name].ndim != 2 or W[name].shape[0] != d_model or W[name].shape[1] % heads:
-            raise ValueError(f"{name}: expected (d_model={d_model}, heads*head_dim) with heads={heads}, got {W[name].shape}")
+            hn = "num_heads" if name == "W_q" else "num_kv_heads"
+            raise ValueError(f"{name}, {hn}: expected {name} of shape (d_model, heads * head_dim) with d_model = {d_model}, "
+                             f"heads = {heads}, got {W[name].shape}")
     D, Dv = W["W_q"].shape[1] // Hq, W["W_v"].shape[1] // Hkv
     if W["W_k"].shape[1] != Hkv * D:
         raise ValueError(f"W_k: expected (d_model, {Hkv * D}) to match W_q's head dim {D}, got {W['W_k'].shape}")

@@ -67,11 +67,13 @@ class MLAWeights:
         H, dn, dr, dv = (positive_int(getattr(self, n), n) for n in ("num_heads", "d_nope", "d_rope", "d_v"))
         W = {n: as_float_array(getattr(self, n), n, ndim=2) for n in ("W_q", "W_dkv", "W_ukv", "W_o")}
         d_model, d_c = W["W_q"].shape[0], W["W_ukv"].shape[0]
-        expect = {"W_q": (d_model, H * (dn + dr)), "W_dkv": (d_model, d_c + dr), "W_ukv": (d_c, H * (dn + dv)),
-                  "W_o": (H * dv, d_model)}
-        for n, shape in expect.items():
+        expect = {"W_q": ((d_model, H * (dn + dr)), "(d_model, num_heads (d_nope + d_rope))", "num_heads, d_nope, d_rope"),
+                  "W_dkv": ((d_model, d_c + dr), "(d_model, d_c + d_rope)", "d_rope"),
+                  "W_ukv": ((d_c, H * (dn + dv)), "(d_c, num_heads (d_nope + d_v))", "num_heads, d_nope, d_v"),
+                  "W_o": ((H * dv, d_model), "(num_heads d_v, d_model)", "num_heads, d_v")}
+        for n, (shape, doc, dims) in expect.items():
             if W[n].shape != shape:
-                raise ValueError(f"{n}: expected shape {shape}, got {W[n].shape}")
+                raise ValueError(f"{n}, {dims}: expected {n} of shape {doc} = {shape}, got {W[n].shape}")
         if dr % 2:
             raise ValueError(f"d_rope: expected an even number, got {dr}")
         return W
@@ -119,6 +121,8 @@ class MLALatentCache:
 
     def __init__(self, d_c: int, d_rope: int, *, batch: int = 1):
         d_c, d_rope = positive_int(d_c, "d_c"), positive_int(d_rope, "d_rope")
+        check_budget("d_c, d_rope, batch", shape=(positive_int(batch, "batch"), d_c + d_rope + 1),
+                     what="one token's latent entry")
         self.d_rope = d_rope
         self.store = ContiguousCache(1, d_c + d_rope, 1, batch=batch)  # one "head": [c_KV, k_pe]
         self.d_c = d_c
@@ -130,9 +134,11 @@ class MLALatentCache:
     def update(self, c_kv, k_pe):
         B = self.store.B
         c_kv = as_float_array(c_kv, "c_kv", ndim=3)
-        k_pe = as_float_array(k_pe, "k_pe", shape=(B, c_kv.shape[1], self.d_rope), shape_doc="(B, n, d_rope)")
+        k_pe = as_float_array(k_pe, "k_pe", shape=(B, c_kv.shape[1], self.d_rope),
+                              shape_doc="(batch, n, d_rope), the cache's batch and d_rope")
         if c_kv.shape[::2] != (B, self.d_c):
-            raise ValueError(f"c_kv: expected shape (B, n, d_c) = ({B}, *, {self.d_c}), got {c_kv.shape}")
+            raise ValueError(f"c_kv: expected shape (batch, n, d_c) = ({B}, *, {self.d_c}), the cache's batch and d_c, "
+                             f"got {c_kv.shape}")
         kv = np.concatenate([c_kv, k_pe], axis=-1)[:, None]  # (B, 1, n, d_c + d_rope)
         K, _ = self.store.update(kv, np.zeros(kv.shape[:3] + (1,)))
         return K  # (B, 1, T, d_c + d_rope)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_choice, finite_result, positive_float, positive_int
+from ._validate import check_budget, check_choice, finite_result, positive_float, positive_int
 from .rope import _int_positions, base_frequencies
 
 LAYOUTS = ("interleaved", "half")
@@ -34,6 +34,7 @@ def sinusoidal_frequencies(d_model: int, *, base: float = 10000.0, frequencies: 
     check_choice(frequencies, "frequencies", FREQUENCIES)
     if d % 2:
         raise ValueError(f"d_model: expected an even width (d/2 sin-cos pairs), got {d}")
+    check_budget("d_model", shape=(d,), itemsize=16, what=f"{d // 2} frequencies")
     if frequencies == "paper":
         return base_frequencies(d, positive_float(base, "base")).copy()
     if d < 4:
@@ -49,6 +50,7 @@ def sinusoidal_encoding(positions, d_model: int, *, base: float = 10000.0, layou
     p = _int_positions(positions)
     theta = sinusoidal_frequencies(d_model, base=base, frequencies=frequencies)
     check_choice(layout, "layout", LAYOUTS)
+    check_budget("positions, d_model", shape=p.shape + (2 * theta.size,), itemsize=32, what="an encoding")
     angle = p.astype(np.float64)[..., None] * theta
     s, c = np.sin(angle), np.cos(angle)
     if layout == "half":

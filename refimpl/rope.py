@@ -86,11 +86,12 @@ def _check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
     """rotary_dim (default: the head dim D, full rotary) even and <= D; ``dim_name`` names where D came from."""
     if rotary_dim is None:
         if D % 2:
-            raise ValueError(f"{dim_name}: full rotary (rotary_dim None) needs an even head dim, got {D}")
+            raise ValueError(f"{dim_name}: expected an even head dim for full rotary (rotary_dim None), got {D}")
         return D
     d = positive_int(rotary_dim, "rotary_dim")
     if d % 2 or d > D:
-        raise ValueError(f"rotary_dim: expected an even number <= head dim {D}, got {d}")
+        raise ValueError(f"rotary_dim, {dim_name}: expected an even rotary_dim <= the head dim {D} (of {dim_name}), "
+                         f"got {d}")
     return d
 
 
@@ -153,6 +154,7 @@ def base_frequencies(rotary_dim: int, base: float) -> np.ndarray:
     d = positive_int(rotary_dim, "rotary_dim")
     if d % 2:
         raise ValueError(f"rotary_dim: expected an even number (d/2 rotated pairs), got {d}")
+    check_budget("rotary_dim", shape=(d,), itemsize=16, what=f"{d // 2} frequencies")
     with np.errstate(over="ignore"):
         theta = 1.0 / positive_float(base, "base") ** (np.arange(0, d, 2, dtype=np.float64) / d)
     return finite_result(theta, "a frequency theta_i = base^(-2i/d)", "base")

@@ -47,7 +47,7 @@ def _exp_shift(x: np.ndarray, m: np.ndarray, out=None) -> np.ndarray:
     ``out`` (e.g. ``x`` itself) receives the result.
     """
     d = np.subtract(x, np.where(np.isneginf(m), 0.0, m), out=out)
-    return np.exp(d, out=d)
+    return np.exp(d, out=d) if isinstance(d, np.ndarray) else np.exp(d)  # 0-d operands give a NumPy scalar
 
 
 def _softmax_lse(x: np.ndarray, axis: int = -1, *, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:

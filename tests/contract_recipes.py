@@ -43,12 +43,77 @@ class Recipe:
 
 
 # ---------------------------------------------------------------------------
+# the aliasing oracle's writer (tests/test_contract_fuzz.py check_no_aliasing; stateful recipes below)
+
+
+def _arrays(x, seen=None):
+    """Every ndarray leaf of a result (lists, tuples, dicts, dataclasses, objects' array attributes)."""
+    seen = set() if seen is None else seen
+    if id(x) in seen:
+        return
+    seen.add(id(x))
+    if isinstance(x, np.ndarray):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _arrays(y, seen)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _arrays(y, seen)
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        for f in dataclasses.fields(x):
+            yield from _arrays(getattr(x, f.name), seen)
+
+
+def scribble(result) -> int:
+    """Write into every writeable array of a result (what a caller may do with its outputs); the number written."""
+    n = 0
+    for a in _arrays(result):
+        if a.flags.writeable and a.size:
+            if a.dtype.kind == "f":
+                a[...] = np.where(np.isfinite(a), a * 0.5 + 7.25, 7.25)
+            elif a.dtype.kind == "b":
+                a[...] = ~a
+            elif a.dtype.kind in "iu":
+                a[...] = a + 1
+            else:
+                continue
+            n += 1
+    return n
+
+
+
+def twin_state_check(make, run, read, label: str) -> None:
+    """Stateful objects: ``run(obj)`` on two equal objects, the results of one written into
+    (``scribble``); ``read(obj)`` must then agree. A method returning a view of the object's
+    storage (ContiguousCache.update before this check) makes them differ."""
+    a, b = make(), make()
+    scribble(run(a))
+    run(b)
+    ra, rb = read(a), read(b)
+    for x, y in zip(_arrays_list(ra), _arrays_list(rb)):
+        assert x.shape == y.shape and np.array_equal(x, y), f"{label}: writing into a result changed the object's state"
+
+
+def _arrays_list(x):
+    return list(_arrays(x))
+
+
+# ---------------------------------------------------------------------------
 # valid building blocks
 
 
 def arr(draw, shape, lo=-3.0, hi=3.0):
     seed = draw(st.integers(0, 2**32 - 1))
     return np.random.default_rng(seed).uniform(lo, hi, size=shape)
+
+
+def tails(draw, shape):
+    """Values across the whole float64 range: signed, magnitudes 10^U(-323, 308), and the transition
+    band of the exponentials (|u| in [5, 60]); the tails class of the fuzz."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mag = np.where(rng.random(shape) < 0.5, 10.0 ** rng.uniform(-323, 308, size=shape), rng.uniform(5, 60, size=shape))
+    return np.where(rng.random(shape) < 0.5, -mag, mag)
 
 
 def qkv(draw, *, dv=None):
@@ -220,6 +285,13 @@ def same_fully_masked_rows(kw, result):
     lse = result[1] if isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], tuple) else None
     if lse is not None:
         assert np.array_equal(np.isneginf(lse), np.isneginf(ref)), "lse = -inf on rows attention sees keys for"
+        # the top of the range: the tiled forms equal attention there too (a weighted mean of v stays
+        # within max|v|, even when max|v| = finfo.max and the unnormalised accumulator would not)
+        ref_out = refimpl.attention(**{n: v for n, v in kw.items() if n not in ("block_q", "block_k", "num_splits",
+                                                                                 "variant", "skip_masked_tiles")})[0]
+        vmax = float(np.max(np.abs(kw["v"]), initial=0.0))
+        err = float(np.max(np.abs(result[0] - ref_out), initial=0.0)) if np.isfinite(result[0]).all() else np.inf
+        assert err <= 1e-12 * vmax, f"out differs from refimpl.attention by {err:.3g} (max|v| = {vmax:.3g})"
 
 
 for _n in ("refimpl.flash_attention", "refimpl.split_kv_attention"):
@@ -291,20 +363,26 @@ def _(draw):
                 Lq=Lq, Lk=Lk)
 
 
-@recipe("refimpl.masks.Varlen", kinds=dict(cu_seqlens_q="int_array", cu_seqlens_k="int_array", causal="bool",
-                                            align="name", window="window", Lq="count", Lk="count"), call=mask_call)
-def _(draw):
+def _varlen(draw):
     n = draw(st.integers(1, 3))
-    lq, lk = (draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)) for _ in range(2))
-    cq, ck = (np.concatenate([[0], np.cumsum(x)]).astype(np.int64) for x in (lq, lk))
-    out = dict(cu_seqlens_q=cq, cu_seqlens_k=ck, Lq=int(cq[-1]), Lk=int(ck[-1]))
+    lq = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    lk = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    cq, ck = np.concatenate([[0], np.cumsum(lq)]).astype(np.int64), np.concatenate([[0], np.cumsum(lk)]).astype(np.int64)
+    d = dict(cu_seqlens_q=cq, cu_seqlens_k=ck, Lq=int(cq[-1]), Lk=int(ck[-1]))
     if draw(st.booleans()):
-        out["causal"] = draw(st.booleans())
+        d["causal"] = draw(st.booleans())
     if draw(st.booleans()):
-        out["align"] = draw(st.sampled_from(["bottom_right", "top_left"]))
+        d["align"] = draw(st.sampled_from(M.ALIGNMENTS))
     if draw(st.booleans()):
-        out["window"] = (draw(st.none() | st.integers(0, 3)), draw(st.none() | st.integers(0, 3)))
-    return out
+        d["window"] = (draw(st.none() | small), draw(st.none() | small))
+    return d
+
+
+R["refimpl.masks.Varlen"] = Recipe(
+    _varlen, dict(cu_seqlens_q="int_array", cu_seqlens_k="int_array", causal="bool", align="name", window="window",
+                  Lq="count", Lk="count"),
+    call=lambda fn, kw: (lambda out, m: out + (m.positions(),))(
+        mask_call(fn, kw), fn(**{n: v for n, v in kw.items() if n not in ("Lq", "Lk")})))
 
 
 @recipe("refimpl.masks.BigBird", kinds=dict(block="count", window_blocks="count", global_blocks="count",
@@ -720,17 +798,45 @@ def _gpu_raises():
 R["gpu.flash_attention"] = Recipe(_gpu_attn, dict(q="array", k="array", v="array", causal="bool", align="name",
                                                   window="window", scale="float", softcap="float"),
                                   call=_gpu_call("flash_attention"), finite="no_nan_posinf")
-R["gpu.route"] = Recipe(lambda draw: (lambda d: {n: d[n] for n in d if n != "selection_bias"})(route_args(draw)),
+def _gpu_route_args(draw):
+    d = {n: v for n, v in route_args(draw).items() if n != "selection_bias"}
+    # the float32 bound: sigmoid scores that are subnormal in float32, logits whose float64 softmax
+    # underflows (|z| ~ 1e30), a route_scale near float32's range
+    band = draw(st.sampled_from(["none", "sigmoid_tail", "huge", "scale"]))
+    if band == "sigmoid_tail":
+        d.update(score="sigmoid", logits=d["logits"] - draw(st.sampled_from([60.0, 90.0, 100.0, 800.0])))
+    elif band == "huge":
+        d["logits"] = d["logits"] * draw(st.sampled_from([1e3, 1e30, 1e38]))
+    elif band == "scale":
+        d["route_scale"] = draw(st.sampled_from([1e-30, 2.5, 1e38, 1e300]))
+    return d
+
+
+def same_as_spec_route(kw, r):
+    """gpu.route equals refimpl.moe.route: integers exactly, probs and gates within the float32 bound
+    8 (E + k + 4) u32 (1 + spread) max(1, max gate) of properties/moe.py (check_route_matches_reference)."""
+    ref = moe.route(**kw)
+    for f in ("indices", "kept", "position", "counts"):
+        assert np.array_equal(getattr(r, f), getattr(ref, f)), f"gpu.route: {f} differs from refimpl.moe.route"
+    z = np.asarray(kw["logits"], dtype=np.float64)
+    spread = float(np.ptp(z)) if z.size else 0.0
+    tol = 8 * (z.shape[1] + kw["k"] + 4) * 2.0**-24 * (1.0 + spread) * max(1.0, float(np.max(np.abs(ref.gates), initial=0)))
+    for f in ("probs", "gates"):
+        err = float(np.max(np.abs(getattr(r, f) - getattr(ref, f)), initial=0.0))
+        assert err <= tol, f"gpu.route: {f} differ from refimpl.moe.route's by {err:.3g} > {tol:.3g}"
+
+
+R["gpu.route"] = Recipe(_gpu_route_args,
                         dict(logits="array", k="count", normalize="name", capacity="count",
-                             capacity_factor="nonneg_float", padding_mask="bool_array"),
-                        call=_gpu_call("route"))
+                             capacity_factor="nonneg_float", padding_mask="bool_array", route_scale="float"),
+                        call=_gpu_call("route"), oracle=same_as_spec_route)
 
 
 # --- the newer families: one recipe module each, registering into R -----------
 
 import importlib as _importlib  # noqa: E402
 
-for _family in ("positions", "mixers", "layers", "distributed", "seeds"):
+for _family in ("positions", "mixers", "layers", "distributed", "seeds", "methods"):
     try:
         _importlib.import_module(f"{__package__}.contract_recipes_{_family}")
     except ModuleNotFoundError as _e:  # a family whose recipes are not written: its callables are reported missing

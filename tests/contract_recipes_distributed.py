@@ -98,7 +98,7 @@ def _gmask_kwargs(draw, L):
 
 
 @recipe(P_ + "sharding.GlobalMask", kinds=dict(L="count", causal="bool", window="window", mask="mask"),
-        call=lambda fn, kw: fn(**kw).visible(np.arange(kw["L"]), np.arange(kw["L"])))
+        call=lambda fn, kw: fn(**kw).visible(np.arange(min(kw["L"], 6)), np.arange(min(kw["L"], 6))))
 def _(draw):
     return _gmask_kwargs(draw, draw(st.integers(0, 6)))
 

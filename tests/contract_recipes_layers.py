@@ -17,7 +17,7 @@ from refimpl import formats as FM
 from refimpl import losses as LS
 from refimpl import norms as N
 
-from .contract_recipes import R, Recipe, arr, recipe, routing
+from .contract_recipes import R, Recipe, arr, recipe, routing, tails
 
 small = st.integers(1, 4)
 
@@ -61,9 +61,44 @@ def _rms(draw):
     return kw
 
 
-recipe("refimpl.norms.layer_norm", kinds=LN_KINDS)(_feat)
+def _at_any_magnitude(build):
+    """The recipe's x, each row scaled by 10^U(-320, 300): the norms' magnitudes class."""
+    def b(draw):
+        kw = build(draw)
+        if draw(st.booleans()):
+            x = kw["x"]
+            kw["x"] = x * 10.0 ** np.random.default_rng(draw(st.integers(0, 2**32 - 1))).uniform(
+                -320, 300, size=x.shape[:-1] + (1,))
+        return kw
+    return b
+
+
+def norm_oracle(kind: str):
+    """rms_norm / layer_norm (no weight, bias or preset; eps inside the sqrt) against the 50-digit
+    oracle at any magnitude. Bound: 16 d eps max|exact row| + tiny (the statistics are sums of d
+    terms; an exact zero in a tiny row, a flushed square, fails it by the whole row)."""
+    from properties.mp_oracle import mp_layer_norm, mp_rms_norm
+
+    def oracle(kw, result):
+        if any(kw.get(n) is not None for n in ("weight", "bias", "preset")) or \
+                kw.get("eps_placement", "inside_sqrt") != "inside_sqrt" or kw.get("weight_offset", 0.0):
+            return
+        x = np.asarray(kw["x"], dtype=np.float64)
+        if x.size > 64:
+            return
+        eps = kw.get("eps", 1e-5 if kind == "layer" else 1e-6)
+        flat = x.reshape(-1, x.shape[-1])
+        exact = (mp_layer_norm if kind == "layer" else mp_rms_norm)(flat, eps).reshape(x.shape)
+        d = x.shape[-1]
+        bound = 16 * d * _EPS * np.max(np.abs(exact), axis=-1, keepdims=True) + _TINY
+        err = np.abs(np.asarray(result) - exact)
+        assert (err <= bound).all(), f"{kind}_norm: error {err.max():.3g} beyond 16 d eps max|y| (50-digit oracle)"
+    return oracle
+
+
+recipe("refimpl.norms.layer_norm", kinds=LN_KINDS, oracle=norm_oracle("layer"))(_at_any_magnitude(_feat))
 recipe("refimpl.norms.layer_norm_backward", kinds=dict(LN_KINDS, dy="array"))(_with_dy(_feat))
-recipe("refimpl.norms.rms_norm", kinds=RMS_KINDS)(_rms)
+recipe("refimpl.norms.rms_norm", kinds=RMS_KINDS, oracle=norm_oracle("rms"))(_at_any_magnitude(_rms))
 recipe("refimpl.norms.rms_norm_backward", kinds=dict(RMS_KINDS, dy="array"))(_with_dy(_rms))
 
 
@@ -131,7 +166,39 @@ R["refimpl.norms.RMSNormConvention"] = Recipe(
 
 ACT = st.sampled_from(F.ACTIVATIONS)
 recipe("refimpl.ffn.act", "refimpl.ffn.act_grad", kinds=dict(name="name", u="array"))(
-    lambda draw: dict(name=draw(ACT), u=arr(draw, (draw(small), draw(small)), -8, 8)))
+    lambda draw: dict(name=draw(ACT), u=draw(st.sampled_from([arr(draw, (draw(small), draw(small)), -8, 8),
+                                                               tails(draw, (draw(small), draw(small)))]))))
+
+_EPS, _TINY = 2.0**-52, float(np.finfo(np.float64).tiny)
+
+
+def act_oracle(grad: bool):
+    """The tails class: act / act_grad against the 50-digit oracle at any float64 input.
+
+    Bound: 4 eps (4 + |t|) |exact| + tiny, t the argument of the exponential (u^2 / 2 for gelu,
+    2y for gelu_tanh, u for the sigmoids): rounding t costs |t| eps relative in e^t; below the
+    normal range an absolute tiny. silu' adds the size of its two terms (it crosses 0 at u ~ -1.28).
+    A form that cancels (1 + erf(u / sqrt 2), 1 - sigmoid(u)) fails it by orders of magnitude."""
+    from properties.mp_oracle import mp_act, mp_act_grad
+
+    def oracle(kw, result):
+        name, u = kw["name"], np.asarray(kw["u"], dtype=np.float64)
+        exact = (mp_act_grad if grad else mp_act)(name, u)
+        with np.errstate(over="ignore"):
+            t = {"gelu": np.minimum(u * u / 2, 800), "gelu_tanh": np.minimum(np.abs(1.6 * (u + 0.044715 * u**3)), 800),
+                 "silu": np.minimum(np.abs(u), 800), "sigmoid": np.minimum(np.abs(u), 800)}.get(name, 0 * u)
+        size = np.abs(exact)
+        if grad and name == "silu":
+            size = size + np.abs(u) / (1 + np.exp(np.minimum(-u, 700)))
+        bound = 4 * _EPS * (4 + t) * size + _TINY
+        err = np.abs(np.asarray(result) - exact)
+        assert (err <= bound).all(), (f"act{'_grad' if grad else ''}({name!r}): error {err.max():.3g} at u = "
+                                      f"{float(u.flat[int(np.argmax(err - bound))])!r} exceeds the bound (50-digit oracle)")
+    return oracle
+
+
+R["refimpl.ffn.act"].oracle = act_oracle(False)
+R["refimpl.ffn.act_grad"] = Recipe(R["refimpl.ffn.act"].build, dict(R["refimpl.ffn.act"].kinds), oracle=act_oracle(True))
 
 
 @recipe("refimpl.ffn.dropout", kinds=dict(h="array", keep_mask="bool_array", p="prob"))

@@ -16,7 +16,7 @@ from refimpl import kv_cache as KV
 from refimpl import masks as M
 from refimpl import mla as MLA
 
-from .contract_recipes import R, Recipe, arr, recipe
+from .contract_recipes import R, Recipe, arr, recipe, twin_state_check
 
 small = st.integers(1, 4)
 
@@ -150,7 +150,15 @@ def _construct_then_update(fn, kw):
     k, v = kw.pop("k"), kw.pop("v")
     cache = fn(**kw)
     K, V = cache.update(k, v)
-    return K, V, cache.contents()
+    out = K, V, cache.contents()
+    # the aliasing oracle for the object's state: a caller writing into what update and contents
+    # returned leaves the cache as an untouched twin (two updates: the second reads the first's keys)
+    half = max(k.shape[2] // 2, 0) if np.ndim(k) == 4 else 0
+    twin_state_check(lambda: fn(**kw),
+                     lambda c: [c.update(k[:, :, :half], v[:, :, :half]), c.contents(),
+                                c.update(k[:, :, half:], v[:, :, half:])],
+                     lambda c: c.contents(), f"{getattr(fn, '__name__', fn)}.update/contents")
+    return out
 
 
 recipe("refimpl.ContiguousCache", kinds=CACHE_KINDS, call=_construct_then_update)(_cache_args)

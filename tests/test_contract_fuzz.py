@@ -40,6 +40,13 @@ from refimpl import moe
 from . import contract_recipes as CR
 
 HANG_GUARD_S = 30  # a hang guard, not a performance assertion: the calls here take milliseconds
+FUZZ_MAX_BYTES = 2**26  # the work budget under fuzzing (64 MiB): the band of BAD_SCALARS is refused fast
+
+
+@pytest.fixture(autouse=True)
+def _small_work_budget(monkeypatch):
+    """Run every fuzzed call under a small REFIMPL_MAX_BYTES (refimpl._validate.check_budget)."""
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", str(FUZZ_MAX_BYTES))
 
 # Result records: constructed by the library, fuzzed through the functions that return them
 # (their fields are outputs; they validate nothing themselves and are documented as such).
@@ -88,7 +95,8 @@ def public_callables() -> dict:
 
 PUBLIC = public_callables()
 TARGETS = {n: f for n, f in PUBLIC.items() if n not in RESULT_TYPES}
-PRESET_PREFIXES = ("conventions.", "moe.presets.", "gpu.")  # presets' bound methods, the gpu facade
+PRESET_PREFIXES = ("conventions.", "moe.presets.", "gpu.", "methods.")  # presets' bound methods, the gpu facade,
+# the methods of the public classes (tests/contract_recipes_methods.py)
 TARGETS.update({n: None for n in CR.R if n.startswith(PRESET_PREFIXES)})
 
 
@@ -123,9 +131,15 @@ def _bad_arrays(a):
     return out
 
 
+# the band between "refused" and "fits in memory": valid counts (<= 2**62) whose work is far beyond the
+# fuzz's budget (REFIMPL_MAX_BYTES below): a ValueError naming the argument, or a result within the hang
+# guard; never a MemoryError, a hang, or a count computed by allocating
+BAND = [2**40, 10**9 + 7, 2**53 + 1, 2**62, np.uint64(3), np.int32(3)]
+
 BAD_SCALARS = {
-    "count": [-1, 0, True, False, 2.5, None, "3", 2**63, 2**64 + 1, 10**30, -(2**63) - 1, np.float64(2.0), 1j, Weird()],
-    "side": [-1, -(2**63), 2**63, 2**64, 10**40, True, 2.5, "1", Weird()],
+    "count": [-1, 0, True, False, 2.5, None, "3", 2**63, 2**64 + 1, 10**30, -(2**63) - 1, np.float64(2.0), 1j, Weird()]
+    + BAND,
+    "side": [-1, -(2**63), 2**63, 2**64, 10**40, True, 2.5, "1", Weird()] + BAND,
     "float": [np.nan, np.inf, -np.inf, -1.0, 0.0, None, "1", True, 1e308, 1e-308, 5e-324, 1e300, 1 + 1j, 2**70, Weird()],
     "nonneg_float": [np.nan, np.inf, -1.0, None, "1", True, 1e308, 1e300, 1 + 1j, np.float32(1.25), 2**1100, Weird()],
     "real": [np.nan, np.inf, -np.inf, None, "1", True, 1e308, 1 + 1j, 2**1100, Weird()],
@@ -171,6 +185,7 @@ def bad_values(kind, valid):
 
 
 EXTREMES = (1e150, 1e300, 1e-300, 5e-324, -1e300)
+FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 # ---------------------------------------------------------------------------
@@ -299,6 +314,20 @@ def _run_case(name, fn, rec, kw, *, broken=None, label="", may_reject=False, nam
     if broken is None:  # determinism, on valid calls
         again = invoke(name, fn, rec, {n: _snapshot(v) for n, v in before.items()})
         assert _same(result, again), f"{name}: two calls with equal arguments gave different results"
+        check_no_aliasing(name, fn, rec, kw, before, again)
+
+
+def check_no_aliasing(name, fn, rec, kw, before, result):
+    """The aliasing oracle: a caller writing into a result changes neither its own arguments
+    (no output aliases an input) nor what refimpl returns next (no output aliases a cache, a memo
+    or other state inside refimpl)."""
+    expected = _snapshot(result)
+    if not CR.scribble(result):
+        return
+    for n, v in kw.items():
+        assert _same(before[n], v), f"{name}: writing into the result changed argument {n!r} (an output aliases it)"
+    third = invoke(name, fn, rec, {n: _snapshot(v) for n, v in before.items()})
+    assert _same(expected, third), f"{name}: writing into a result changed a later call's result (aliased state)"
 
 
 ARRAY_KINDS = ("array", "array_neginf", "lse", "bool_array", "int_array", "array_list")
@@ -327,9 +356,14 @@ def test_contract(name):
                       and isinstance(kw[n], np.ndarray) and kw[n].dtype.kind == "f"]
             if not arrays:
                 return run_case(name, fn, rec, kw)
-            f = data.draw(st.sampled_from(EXTREMES))
+            f = data.draw(st.sampled_from(EXTREMES + ("top",)))
             which = data.draw(st.sampled_from(arrays))
-            kw2 = dict(kw, **{which: kw[which] * f})
+            if f == "top":  # the largest magnitude exactly finfo.max: the top of the range
+                top = float(np.max(np.abs(kw[which]), initial=0.0))
+                f = FLOAT_MAX / top if top > 0 else 1.0
+            with np.errstate(over="ignore"):
+                scaled = np.clip(kw[which] * f, -FLOAT_MAX, FLOAT_MAX)
+            kw2 = dict(kw, **{which: scaled})
             return run_case(name, fn, rec, kw2, label=f"x{f:g}", may_reject=True)
         arg = data.draw(st.sampled_from(sorted(rec.kinds)))
         label, bad = data.draw(st.sampled_from(bad_values(rec.kinds[arg], kw.get(arg))))

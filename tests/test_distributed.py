@@ -150,7 +150,7 @@ def test_simulator_rejects_a_protocol_mismatch():
     def talker(r):
         yield Exchange({1 - r: np.ones(2)} if r == 0 else {}, (1 - r,))
 
-    with pytest.raises(RuntimeError, match="expects messages from"):
+    with pytest.raises(ValueError, match="programs: expected rank .* to be sent messages by"):
         simulate.run([talker(0), talker(1)])
 
 

@@ -50,11 +50,21 @@ class Log:
         return len(self.sent[rank])
 
 
+class ProtocolError(ValueError, RuntimeError):
+    """The rank programs broke the exchange protocol (a deadlock or a lost message on real ranks):
+    a ValueError naming the programs (catch that); also a RuntimeError, what earlier versions raised."""
+
+
 def run(programs: list, log: Log | None = None) -> list:
     """Drive the generators ``programs`` (one per rank) to completion; return their results.
 
     ``log``: a ``Log`` of ``len(programs)`` ranks, or None. A protocol error of the programs
-    (a deadlock or a lost message on real ranks) raises RuntimeError."""
+    (a deadlock or a lost message on real ranks) raises ``ProtocolError`` (a ValueError)."""
+    return _run(programs, log, "programs")
+
+
+def _run(programs, log, names: str) -> list:
+    """``run``; ``names``: the caller's arguments the programs come from (drive: make_program, num_ranks)."""
     if isinstance(programs, (str, bytes)) or not isinstance(programs, (list, tuple)):
         raise TypeError(f"programs: expected a list of generators (one rank program per rank), "
                         f"got {type(programs).__name__}")
@@ -73,21 +83,23 @@ def run(programs: list, log: Log | None = None) -> list:
     while any(x is not None for x in pending.values()):
         live = {r: ex for r, ex in pending.items() if ex is not None}
         if len(live) != P:
-            raise RuntimeError(f"round {rnd}: ranks {sorted(set(range(P)) - set(live))} finished while others wait")
+            raise ProtocolError(f"{names}: expected every rank to exchange in each round, got ranks "
+                                f"{sorted(set(range(P)) - set(live))} finished while others wait (round {rnd})")
         inbox = {r: {} for r in range(P)}
         for src, ex in live.items():
             if not isinstance(ex, Exchange):
                 raise TypeError(f"rank {src} yielded {type(ex).__name__}, expected an Exchange")
             for dest, msg in ex.sends.items():
                 if not 0 <= dest < P:
-                    raise ValueError(f"round {rnd}: rank {src} sends to rank {dest}, not in 0..{P - 1}")
+                    raise ProtocolError(f"{names}: expected messages to ranks 0..{P - 1}, got rank {src} sending to "
+                                        f"rank {dest} (round {rnd})")
                 inbox[dest][src] = msg
                 log.record(rnd, src, dest, msg)
         for dest, ex in live.items():
             if set(inbox[dest]) != set(ex.recv_from):
-                raise RuntimeError(
-                    f"round {rnd}: rank {dest} expects messages from {sorted(ex.recv_from)} "
-                    f"but was sent messages by {sorted(inbox[dest])}"
+                raise ProtocolError(
+                    f"{names}: expected rank {dest} to be sent messages by {sorted(ex.recv_from)}, "
+                    f"got messages by {sorted(inbox[dest])} (round {rnd})"
                 )
             pending[dest] = _advance(programs[dest], {s: inbox[dest][s] for s in ex.recv_from}, dest, results)
         rnd += 1
@@ -104,7 +116,7 @@ def drive(make_program, num_ranks: int, log: Log | None = None) -> list:
         raise TypeError(f"make_program: expected a callable rank -> rank program, got {type(make_program).__name__}")
     num_ranks = count(num_ranks, "num_ranks", minimum=1, maximum=MAX_RANKS)
     _check_log(log, num_ranks, "num_ranks")
-    return run([make_program(r) for r in range(num_ranks)], log)
+    return _run([make_program(r) for r in range(num_ranks)], log, "make_program, num_ranks")
 
 
 def resolve(driver):

@@ -91,9 +91,15 @@ def log_weights(w, u, k):
     return out
 
 
+class RecurrentOverflow(ValueError, OverflowError):
+    """``wkv(form="recurrent")`` left float64 range: a ValueError (the contract's error; catch that),
+    also an OverflowError as earlier versions raised."""
+
+
 def wkv(w, u, k, v, *, form="stable"):
     """RWKV-4 WKV (module doc), (B, H, L, D). ``form``: "stable" (CUDA kernel), "recurrent"
-    (naive; raises OverflowError where e^k overflows or underflows, as a kernel without the max shift would give inf/NaN), "parallel"."""
+    (naive; raises ``RecurrentOverflow``, a ValueError, where e^k overflows or underflows, as a kernel
+    without the max shift would give inf/NaN), "parallel"."""
     s = _Setup(w, u, k, v)
     choice(form, "form", FORMS)
     if form == "parallel":
@@ -109,9 +115,9 @@ def wkv(w, u, k, v, *, form="stable"):
                 out[:, :, t] = (a + euk * s.v[:, :, t]) / (b + euk)
                 a, b = np.exp(s.w) * a + ek * s.v[:, :, t], np.exp(s.w) * b + ek
         if not np.isfinite(out).all():
-            raise OverflowError("k, u, w: wkv(form='recurrent'): exp(k), exp(u + k) or exp(w) left float64 range "
-                                "(overflow for k > 709.78, 0/0 once every e^k underflows, k < -745); "
-                                "form='stable' is the same function without overflow")
+            raise RecurrentOverflow("k, u, w: expected exp(k), exp(u + k) and exp(w) within float64 for "
+                                    "form='recurrent' (k <= 709.78, and not every e^k underflowing, k >= -745), "
+                                    "got values beyond; form='stable' is the same function without overflow")
         return out
     if form == "stable":
         p = q = np.zeros(s.w.shape)

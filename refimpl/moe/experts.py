@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .._validate import as_float_array
-from ..ffn import GLUParams, MLPParams, act, ffn, ffn_backward
+from ..ffn import GLUParams, MLPParams, _activation_of, _Forward, act, ffn_backward
 
 _MOE_ACTIVATIONS = ("relu", "gelu", "silu")
 
@@ -77,7 +77,9 @@ class FFNExpert:
 
     def __call__(self, x) -> np.ndarray:
         """``refimpl.ffn.ffn`` (one statement of the formula) on rows of x."""
-        return ffn(_rows(x, self.d_model), self._params(), activation=self.act)
+        p = self._params()
+        return _Forward(_rows(x, self.d_model), p, _activation_of(p, self.act, None), None, 0.0,
+                        names="x, W1, W2, b1, b2 (the expert's weights)").output()
 
     def vjp(self, x, dy) -> np.ndarray:
         """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
@@ -114,7 +116,9 @@ class SwiGLUExpert:
 
     def __call__(self, x) -> np.ndarray:
         """``refimpl.ffn.ffn`` with variant "swiglu" on rows of x."""
-        return ffn(_rows(x, self.d_model), self._params(), variant="swiglu")
+        p = self._params()
+        return _Forward(_rows(x, self.d_model), p, _activation_of(p, None, "swiglu"), None, 0.0,
+                        names="x, Wg, Wu, Wd (the expert's weights)").output()
 
     def vjp(self, x, dy) -> np.ndarray:
         """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""

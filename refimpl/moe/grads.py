@@ -188,7 +188,9 @@ def z_loss_grad(logits, *, padding_mask=None) -> np.ndarray:
     """d/dz of mean_t lse(z_t)^2 = (2 / N) lse(z_t) softmax(z_t) on real tokens."""
     z, mask = _check_z_loss(logits, padding_mask)
     n = max(int(mask.sum()), 1)
-    return (2.0 / n) * (logsumexp(z, axis=-1) * mask)[:, None] * softmax(z, axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # lse p first: 2 lse alone may overflow where p = 0
+        g = (logsumexp(z, axis=-1) * mask)[:, None] * softmax(z, axis=-1) * (2.0 / n)
+    return V.finite_result(g, "a gradient (2 / N) lse(z_t) softmax(z_t)", "logits")
 
 
 def cv_squared_grad(x, *, eps: float = CV_EPS) -> np.ndarray:

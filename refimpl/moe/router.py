@@ -267,10 +267,15 @@ def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group
     (DeepSeek-V3 ``Gate.forward`` with a bias) in the group.
     """
     sel = as_float_array(sel, "sel", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
-    T, E = sel.shape
     n_groups = V.count(n_groups, "n_groups", minimum=1)
     topk_groups = V.count(topk_groups, "topk_groups", minimum=1, maximum=n_groups, what="at most n_groups")
     V.choice(group_score, "group_score", GROUP_SCORES)
+    return _group_limited_scores(sel, n_groups, topk_groups, group_score)
+
+
+def _group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group_score: str) -> np.ndarray:
+    """``group_limited_scores`` on checked arguments (route calls this one: RouteOptions checked them)."""
+    T, E = sel.shape
     if E % n_groups:
         raise ValueError(f"n_groups: expected a divisor of the number of experts E = {E}, got {n_groups}")
     grouped = sel.reshape(T, n_groups, E // n_groups)
@@ -426,7 +431,7 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
         p = _router_scores(z[ts], opts.score)
         sel = p if b is None else p + b
         if opts.n_groups is not None:
-            sel = group_limited_scores(sel, opts.n_groups, opts.topk_groups, opts.group_score)
+            sel = _group_limited_scores(sel, opts.n_groups, opts.topk_groups, opts.group_score)
         return p, _top_k(sel, k)
 
     rows = max(1, _SELECT_CHUNK // E)

@@ -1,0 +1,243 @@
+"""The failure classes of the contract's third round (README "Contract"), one pinned example each.
+
+The fuzz (tests/test_contract_fuzz.py) guards each class in general; these are the named
+instances, so that a regression names its class: bounded work, exact tails, no aliasing,
+exceptions inside the contract, one wording, gpu.route at the float32 bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import refimpl
+from properties.mp_oracle import mp_act, mp_act_grad, mp_layer_norm, mp_rms_norm
+from refimpl import _validate as V
+from refimpl import block, conventions, formats, losses, moe
+from refimpl import masks as M
+from refimpl.distributed import expert_parallel, sharding
+from refimpl.mixers import gated, linear_attention, rwkv4
+
+FMAX = float(np.finfo(np.float64).max)
+
+
+@pytest.fixture
+def budget(monkeypatch):
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", str(2**26))
+
+
+# ---------------------------------------------------------------------------
+# bounded work: beyond the budget a ValueError naming the sizing arguments, never MemoryError or a hang
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: M.Causal().materialize(10**6, 10**6), "Lq, Lk"),
+    (lambda: M.Causal().materialize(0, 2**62), "Lq, Lk"),  # the index vector of the empty tile's other axis
+    (lambda: M.SlidingWindow(2, 0).row_counts(10**10, 10**10), "Lq"),
+    (lambda: refimpl.PagedCache(2, 4, block_size=2**40, num_blocks=2), "num_blocks, block_size"),
+    (lambda: refimpl.PagedCache(1, 2, batch=2**53 + 1), "batch"),
+    (lambda: refimpl.RingCache(2, 4, capacity=2**40), "capacity"),
+    (lambda: refimpl.make_cache("paged", 8, 128, num_blocks=10**9), "num_blocks"),
+    (lambda: M.BigBird(2).block_layout(10**6), "n_blocks"),
+    (lambda: refimpl.layout_permutation(2**40), "head_dim"),
+    (lambda: gated.retnet_gammas(10**10), "num_heads"),
+    (lambda: linear_attention.orthogonal_gaussian(10**5, 10**5, 0), "m, d"),
+    (lambda: linear_attention.orthogonal_gaussian(2**53 + 1, 1, 0), "m, d"),
+    (lambda: refimpl.mla.init_mla_weights(np.random.default_rng(0), 10**6, 4, 8, 8, 8, 8), "d_model"),
+    (lambda: block.init_block(0, d_model=10**9 + 7, num_heads=1, d_ff=4), "d_model"),
+    (lambda: expert_parallel.contiguous_placement(10**11, 2), "E"),
+    (lambda: refimpl.alibi_bias(refimpl.alibi_slopes(2), 2**53 + 1, 3), "Lq, Lk"),
+    (lambda: refimpl.ContiguousCache(1, 2, batch=2**40).update(
+        np.broadcast_to(np.ones(1), (2**40, 1, 1, 2)), np.broadcast_to(np.ones(1), (2**40, 1, 1, 2))), "k"),
+    (lambda: moe.route(np.broadcast_to(np.ones(1), (10**9, 4)), 2), "logits"),
+])
+def test_work_beyond_the_budget_is_a_value_error_naming_the_arguments(budget, call, names):
+    with pytest.raises(ValueError, match=rf"{names}.*: expected work within the budget REFIMPL_MAX_BYTES = 67108864 "
+                                         r"bytes, got .* needing \d+ bytes"):
+        call()
+
+
+def test_scatter_combine_sized_by_num_tokens_is_budgeted(budget):
+    r = moe.route(np.random.default_rng(0).normal(size=(4, 3)), 1)
+    sa = moe.sort_by_expert(r)
+    with pytest.raises(ValueError, match="num_tokens, rows: expected work within"):
+        moe.scatter_combine(np.ones((sa.token.shape[0], 2)), sa, 2**53 + 1)
+
+
+def test_the_budget_is_a_setting(monkeypatch):
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", "1000")
+    assert V.max_bytes() == 1000
+    with pytest.raises(ValueError, match="Lq, Lk: expected work within the budget REFIMPL_MAX_BYTES = 1000"):
+        M.Causal().materialize(10, 10)
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="REFIMPL_MAX_BYTES: expected an int"):
+        V.max_bytes()
+    monkeypatch.delenv("REFIMPL_MAX_BYTES")
+    assert V.max_bytes() >= 2**28  # half the machine's memory
+
+
+@pytest.mark.parametrize("mask", [M.Full(), M.Causal(), M.Strided(1), M.Strided(3, "top_left"), M.Dilated(0, 2),
+                                  M.Dilated(2, 3), M.Dilated(4, 1, "top_left"), M.PrefixLM(0), M.PrefixLM(3),
+                                  M.PrefixLM(50, "top_left")])
+def test_counts_are_closed_forms_equal_to_the_materialised_mask(budget, mask):
+    for Lq in range(9):
+        for Lk in range(9):
+            assert mask.count(Lq, Lk) == int(mask.materialize(Lq, Lk).sum()), (mask, Lq, Lk)
+    mask.count(10**18, 10**18)  # no allocation: within the 64 MiB budget at any length
+
+
+def test_io_counts_are_closed_forms(budget):
+    a = refimpl.io_accounting.forward_io(Lq=2**53 + 1, Lk=4, D=4, block_q=2, block_k=2)
+    assert a.tile_pairs == (2**52 + 1) * 2
+    small = refimpl.io_accounting.forward_io(Lq=7, Lk=5, D=3, block_q=2, block_k=2, loop_order="kv_outer")
+    grid = refimpl.io_accounting.forward_io(Lq=7, Lk=5, D=3, block_q=2, block_k=2, loop_order="kv_outer",
+                                            computed=np.ones((4, 3), bool))
+    assert small == grid
+
+
+# ---------------------------------------------------------------------------
+# exceptions inside the contract (ValueError / TypeError naming the argument)
+
+
+@pytest.mark.parametrize("call, err, match", [
+    (lambda: refimpl.flash.tile_grid(5, 7, np.uint64(3), 2), None, None),
+    (lambda: moe.router.group_limited_scores(np.ones((2, 4)), 0, 1, "max"), ValueError, "n_groups: expected an int >= 1"),
+    (lambda: moe.slots.rank_within_expert([0, 1, 0], 2), None, None),
+    (lambda: moe.slots.rank_within_expert([0, 5], 2), ValueError, "experts_in_order: expected ids in"),
+    (lambda: moe.router.effective_options(None, 2), TypeError, "opts: expected a refimpl.moe.RouteOptions"),
+    (lambda: refimpl.sdpa.check_qkv_shapes([[[[1.0]]]], [[[[1.0]]]], [[[[1.0]]]]), None, None),
+    (lambda: M.BigBird(2).tile(0, 2, 0, 9, 4, 4), ValueError, "k_start, k_stop: expected 0 <= k_start <= k_stop <= Lk"),
+    (lambda: M.Causal().tile(0, 2, 0, 9, 4, 4), ValueError, "k_start, k_stop"),
+    (lambda: M.Document([0, 0, 1])(5, 0, 3, 3), ValueError, r"i: expected indices in \[0, Lq\)"),
+    (lambda: M.predicate(lambda i, j: i), TypeError, "fn: expected a callable of four arguments"),
+    (lambda: conventions.AttentionConvention("x", "top_left", "bogus", "zero", None, "s"), ValueError,
+     "window_rule: expected one of"),
+    (lambda: block.MacCounter().add("x"), TypeError, "n: expected an int"),
+    (lambda: block.MacCounter().add(-1), ValueError, "n: expected an int >= 0"),
+    (lambda: M.BigBird(2).block_layout(1.5), TypeError, "n_blocks: expected an int"),
+    (lambda: M.BigBird(2).block_layout(-1), ValueError, "n_blocks: expected an int >= 0"),
+    (lambda: losses.CollapseResult(np.ones((3, 2))).final_loads(2.5), TypeError, "last: expected an int"),
+    (lambda: sharding.GlobalMask(np.uint64(4)).visible([0, 3], [1, 4]), ValueError, r"kpos: expected global positions"),
+    (lambda: refimpl.PagedCache(1, 2).append(0, [[[1.0, 2.0]]], [[[1.0, 2.0]]]), None, None),
+    (lambda: refimpl.PagedCache(1, 2).append(0, [[1.0, 2.0]], [[1.0, 2.0]]), ValueError, "k: expected 3 dimensions"),
+])
+def test_exceptions_are_inside_the_contract(call, err, match):
+    if err is None:
+        call()
+        return
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_block_attention_keeps_validated_copies():
+    rng = np.random.default_rng(0)
+    W = [rng.normal(size=s) for s in ((4, 4), (4, 4), (4, 4), (4, 4))]
+    a = block.Attention(W[0].tolist(), W[1], W[2], W[3], 2)
+    W[1][0, 0] = 99.0  # the caller's later write does not reach the block
+    assert isinstance(a.W_q, np.ndarray) and a.W_k[0, 0] != 99.0
+
+
+def test_exhausted_paged_pool_is_a_value_error_naming_num_blocks():
+    c = refimpl.PagedCache(1, 2, block_size=2, num_blocks=1)
+    with pytest.raises(ValueError, match="num_blocks: expected 2 free blocks"):
+        c.update(np.zeros((1, 1, 3, 2)), np.zeros((1, 1, 3, 2)))
+
+
+def test_recurrent_wkv_overflow_is_a_value_error():
+    w, u = -np.ones((1, 2)) * 0.5, np.zeros((1, 2))
+    k, v = np.full((1, 1, 3, 2), 800.0), np.ones((1, 1, 3, 2))
+    with pytest.raises(ValueError, match="k, u, w: expected exp"):
+        rwkv4.wkv(w, u, k, v, form="recurrent")
+
+
+# ---------------------------------------------------------------------------
+# one wording: "<name>: expected ..., got ..."
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: refimpl.attention(np.ones((1, 5, 2, 2)), np.ones((1, 2, 2, 2)), np.ones((1, 2, 2, 2))),
+     r"^q, k: expected Hq a positive multiple of Hkv .*got Hq = 5, Hkv = 2"),
+    (lambda: losses.causal_lm_loss(np.ones((1, 3, 4)), np.array([[0, 1, 9]])), r"^tokens: expected values in \[0, V\)"),
+    (lambda: formats.quantize(np.full(3, 1e-310), "float8_e4m3fn"), r"^x: expected an amax"),
+    (lambda: formats.fp8_matmul(np.full((2, 2), 1e-310), np.ones((2, 2))), r"^a: expected an amax"),
+    (lambda: refimpl.attention(np.full((1, 1, 1, 1), np.nan), np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1))),
+     r"^q: expected finite entries, got an entry NaN"),
+    (lambda: linear_attention.performer_attention(np.full((1, 1, 2, 2), 1e200), np.ones((1, 1, 2, 2)),
+                                                  np.ones((1, 1, 2, 2)), np.ones((3, 2))),
+     r"^q, W: expected FAVOR\+ logits"),
+])
+def test_messages_name_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_messages_print_plain_numbers():
+    with pytest.raises(ValueError) as e:
+        refimpl.flash_attention(np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)),
+                                block_q=np.int64(0), block_k=1)
+    assert "np." not in str(e.value)
+
+
+def test_scaled_gradient_beyond_float64_overflows_the_format_as_documented():
+    g = formats.scaled_gradient_in(np.array([1e300, -1e300, 1.0]), "float8_e5m2", 1e300)
+    assert np.isposinf(g[0]) and np.isneginf(g[1])
+
+
+# ---------------------------------------------------------------------------
+# exact where float64 allows
+
+
+def test_norms_at_any_magnitude_match_the_oracle():
+    x = np.array([[1e-200, 2e-200, -3e-200], [1e300, -1e300, 5e299], [5e-324, 0.0, 1e-320], [1.0, 2.0, 4.0]])
+    for fn, mp, eps in ((refimpl.norms.rms_norm, mp_rms_norm, 1e-6), (refimpl.norms.layer_norm, mp_layer_norm, 1e-5)):
+        got, exact = fn(x), mp(x, eps)
+        scale = np.abs(exact).max(axis=1, keepdims=True)
+        assert (np.abs(got - exact) <= 48 * 2.0**-52 * scale + np.finfo(float).tiny).all(), (fn.__name__, got, exact)
+    np.testing.assert_allclose(refimpl.norms.rms_norm([[1e-200, 2e-200, -3e-200]]),
+                               [[1e-197, 2e-197, -3e-197]], rtol=1e-12)
+    g = refimpl.norms.group_norm(np.full((1, 2, 3), 1e-200) * [[[1], [2]]], 1)
+    assert np.abs(g).max() > 0  # not flushed to zero
+
+
+@pytest.mark.parametrize("name, u, grad", [("gelu", -10.0, False), ("gelu_tanh", -12.0, False),
+                                           ("sigmoid", 40.0, True), ("gelu", -10.0, True), ("silu", 40.0, True),
+                                           ("gelu_tanh", -12.0, True)])
+def test_activation_tails_match_the_oracle(name, u, grad):
+    fn, mp = (refimpl.ffn.act_grad, mp_act_grad) if grad else (refimpl.ffn.act, mp_act)
+    got, exact = fn(name, np.array([u])), mp(name, np.array([u]))
+    assert exact[0] != 0 and abs(got[0] - exact[0]) <= 1e-12 * abs(exact[0]), (got, exact)
+
+
+def test_tiled_attention_at_the_top_of_the_range():
+    q, k = np.ones((1, 1, 2, 2)), np.ones((1, 1, 5, 2))
+    v = np.full((1, 1, 5, 2), FMAX)
+    v[..., 1] = -FMAX
+    ref = refimpl.attention(q, k, v)[0]
+    for out in (refimpl.flash_attention(q, k, v, block_q=1, block_k=2)[0],
+                refimpl.flash_attention(q, k, v, block_q=1, block_k=2, variant="fa1")[0],
+                refimpl.split_kv_attention(q, k, v, block_q=1, block_k=2, num_splits=1)[0],
+                refimpl.split_kv_attention(q, k, v, block_q=1, block_k=1, num_splits=3)[0],
+                refimpl.attention_partials(q, k, v, block_q=1, block_k=4, num_splits=1)[0][0]):
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, ref, rtol=4 * 2.0**-52)  # exact: +-finfo.max (one rounding of the mean)
+
+
+# ---------------------------------------------------------------------------
+# no aliasing
+
+
+def test_cache_results_are_the_callers_copies():
+    c = refimpl.ContiguousCache(1, 2)
+    K, V = c.update(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))
+    K[...] = 7.0
+    assert (c.contents()[0] == 1.0).all()
+    Kc = c.contents()[0]
+    Kc[...] = 5.0
+    assert (c.contents()[0] == 1.0).all()
+
+
+def test_bigbird_block_layout_is_a_new_array_each_call():
+    m = M.BigBird(2)
+    a = m.block_layout(4)
+    a[...] = False
+    assert m.block_layout(4).any() and m.materialize(8, 8).any()
