@@ -278,3 +278,59 @@ def _(draw):
 recipe("refimpl.scaling.constant_bias_residual", kinds=dict(y="array", W="array"))(
     lambda draw: (lambda d: dict(y=arr(draw, (draw(st.integers(1, 4)), d)), W=arr(draw, (d, draw(st.integers(1, 4))))))(
         draw(st.integers(1, 4))))
+
+
+# --- pooled memory -----------------------------------------------------------------
+
+from refimpl import pooled_memory as PMM  # noqa: E402
+
+PM_KINDS = dict(window="count", g1="count", g2="count", mid_range="count")
+
+
+def _pm_cfg(draw):
+    g1 = draw(st.integers(1, 3))
+    g2 = g1 * draw(st.integers(1, 3))
+    return dict(window=draw(st.integers(1, 6)), g1=g1, g2=g2, mid_range=g2 * draw(st.integers(0, 3)))
+
+
+recipe("refimpl.pooled_memory.boundaries", "refimpl.pooled_memory.units", kinds=dict(PM_KINDS, t="count"))(
+    lambda draw: dict(_pm_cfg(draw), t=draw(st.integers(0, 60))))
+recipe("refimpl.pooled_memory.unit_counts", kinds=dict(PM_KINDS, n="count"))(
+    lambda draw: dict(_pm_cfg(draw), n=draw(st.integers(1, 60))))
+
+
+@recipe("refimpl.pooled_memory.pooled_attention", kinds=dict(PM_KINDS, q="array", k="array", v="array",
+                                                             size_bias="bool"))
+def _(draw):
+    L, D = draw(st.integers(1, 12)), draw(st.integers(1, 3))
+    return dict(_pm_cfg(draw), q=arr(draw, (L, D)), k=arr(draw, (L, D)), v=arr(draw, (L, draw(st.integers(1, 3)))),
+                size_bias=draw(st.booleans()))
+
+
+# --- gated -------------------------------------------------------------------------
+
+from refimpl import gated as GT  # noqa: E402
+
+
+@recipe("refimpl.gated.gated_fusion", kinds=dict(x="array", o_local="array", o_stride="array", W_lambda="array",
+                                                 b_lambda="array"))
+def _(draw):
+    L, d = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return dict(x=arr(draw, (L, d)), o_local=arr(draw, (L, d)), o_stride=arr(draw, (L, d)), W_lambda=arr(draw, (d, d)),
+                b_lambda=arr(draw, (d,)))
+
+
+@recipe("refimpl.gated.dual_chunk_branches", kinds=dict(q="array", k="array", v="array", window="count",
+                                                        stride="count"))
+def _(draw):
+    B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 3))
+    return dict(q=arr(draw, (B, H, L, D)), k=arr(draw, (B, H, L, D)), v=arr(draw, (B, H, L, D)),
+                window=draw(st.integers(1, 4)), stride=draw(st.integers(1, 4)))
+
+
+@recipe("refimpl.gated.head_scaled_attention", kinds=dict(q="array", k="array", v="array", head_scale="array",
+                                                          causal="bool"))
+def _(draw):
+    B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    return dict(q=arr(draw, (B, H, L, D)), k=arr(draw, (B, H, L, D)), v=arr(draw, (B, H, L, D)),
+                head_scale=arr(draw, (H,), 0.1, 3.0), causal=draw(st.booleans()))

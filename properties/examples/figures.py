@@ -13,6 +13,7 @@ import numpy as np
 import refimpl
 from refimpl import accounting as A
 from refimpl import latent as LT
+from refimpl import pooled_memory as PMEM
 from refimpl import scaling as SC
 from refimpl.norms import rms_norm
 from refimpl import masks as M
@@ -162,18 +163,22 @@ N_Q, W_Q, S_Q = 128_000, 2048, 64
 
 
 def _dual_chunk_rows(n, w, s):
-    """Per row p: window keys (w incl. self) + stride keys (p - j multiple of s) - both."""
+    """Per row p: window keys (w incl. self) + stride keys (absolute j % s == 0, j <= p) - both."""
     p = np.arange(n, dtype=np.int64)
-    local, stride = np.minimum(p + 1, w), p // s + 1
-    both = np.minimum(p, w - 1) // s + 1
+    lo = np.maximum(0, p - w + 1)
+    local, stride = p - lo + 1, p // s + 1
+    both = p // s - (lo - 1) // s  # multiples of s in [lo, p]
     return local + stride - both, local, stride
 
 
 def _dual_chunk():
-    last = int(M.Strided(S_Q).row_counts(1, N_Q)[0])  # the last query's stride keys
-    total, local, stride = (int(a.sum()) for a in _dual_chunk_rows(N_Q, W_Q, S_Q))
-    small = (M.SlidingWindow(W_Q // 64 - 1, 0) & M.Causal()) | M.Strided(S_Q // 8)
-    if not np.array_equal(small.row_counts(700, 700), _dual_chunk_rows(700, W_Q // 64, S_Q // 8)[0]):
+    """refimpl.masks.dual_chunk_masks (the seed's two branches): the last query's stride keys at n = 128,000,
+    and the exact union count from the closed form, checked row by row against the masks at n = 700."""
+    local, strided = M.dual_chunk_masks(W_Q, S_Q)
+    last = int(strided.row_counts(1, N_Q)[0])
+    total = int(_dual_chunk_rows(N_Q, W_Q, S_Q)[0].sum())
+    lo_s, st_s = M.dual_chunk_masks(W_Q // 64, S_Q // 8)
+    if not np.array_equal((lo_s & M.Causal() | st_s).row_counts(700, 700), _dual_chunk_rows(700, W_Q // 64, S_Q // 8)[0]):
         raise AssertionError("closed form and mask disagree")
     return last, total
 
@@ -243,6 +248,23 @@ def _recentre_beside():
             f"mean ||W y||^2 = {np.mean(np.sum((y @ W) ** 2, axis=1)):.3f}")
 
 
+# --- seed 001 sections 22.2, 22.4: recent single, mid-range pooled, distant coarser ---------------
+
+PM_CFG = dict(window=256, g1=64, g2=1024, mid_range=4096)
+
+
+def _pooled():
+    m, a = PMEM.boundaries(100_000, **PM_CFG)
+    return int(PMEM.unit_counts(100_001, **PM_CFG)[-1]), 100_000 - a + 1, (a - m) // 64, m // 1024
+
+
+def _pooled_beside():
+    c = PMEM.unit_counts(100_001, **PM_CFG)
+    return (f"units per query at t = 100,000: single keys + mid groups of 64 + distant groups of 1024; summed over "
+            f"all 100,001 queries {int(c.sum()):,} against {100_001 * 100_002 // 2:,} causal scores "
+            f"({100_001 * 100_002 / 2 / c.sum():.0f}x fewer)")
+
+
 EXAMPLES = [
     WorkedExample(
         "window_global_exact_count", "000 section 1", "O(n·(w + |G|)) ≈ O(n·w) when |G| ≪ w",
@@ -289,8 +311,8 @@ EXAMPLES = [
     WorkedExample(
         "dual_chunk_representatives", "001 section 23.2", "128000/64 = 2000 representative tokens; O(n·w) + O(n²/s)",
         _dual_chunk, (2000, 384_047_616), 0.0,
-        "Strided(64) row count of the last query at n = 128,000, and the exact visible pairs of a 2048-key causal "
-        "window OR stride 64",
+        "refimpl.masks.dual_chunk_masks(2048, 64): the strided branch's row count for the last query at n = 128,000, "
+        "and the exact visible pairs of the union of the 2048-key causal window and every 64th key",
         beside=_dual_chunk_beside,
     ),
     WorkedExample(
@@ -325,5 +347,13 @@ EXAMPLES = [
         _recentre, (True, True), 0.0,
         "refimpl.scaling.recentred_affine: exact per token; but mu_y varies across tokens, so one learned bias "
         "cannot absorb it (constant_bias_residual > 0 unless W 1 = 0); docs/scaling.md", beside=_recentre_beside,
+    ),
+    WorkedExample(
+        "pooled_memory_units", "001 sections 22.2, 22.4",
+        "recent: individual tokens | mid-range: pooled groups | distant: coarse summaries; O(w + groups) per token",
+        _pooled, (452, 289, 70, 93), 0.0,
+        "refimpl.pooled_memory with w = 256, g1 = 64 over a mid range of 4096, g2 = 1024: 289 single keys (the "
+        "window plus the partial group beside it), 70 mid groups (the mid range rounded out to the 1024 grid), 93 distant groups, on absolute grids",
+        beside=_pooled_beside,
     ),
 ]
