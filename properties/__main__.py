@@ -342,13 +342,14 @@ def list_all(kernels: bool) -> None:
     user = load_user_implementations()
     wrong = registry.all_wrong()
     wrap = dict(width=100, initial_indent="      ", subsequent_indent="      ")
-    print(f"{len(kinds)} kinds, {len(props)} properties, {len(impls)} bundled implementations, "
-          f"{len(user)} from REFIMPL_IMPLS, {len(wrong)} wrong implementations (meta-tests)\n")
+    print(f"{len(kinds)} kinds, {len(props)} properties; implementations: {len(impls)} bundled, "
+          f"{len(user)} from REFIMPL_IMPLS,\n{len(wrong)} wrong ones (the meta-tests)\n")
     for name, kind in sorted(kinds.items()):
         n_props = sum(p.kind == name for p in props)
         doc = " ".join((getattr(kind, "doc", "") or "").split()).split(". ")[0]
-        doc = doc if len(doc) <= 90 else doc[:87] + "..."
-        print(f"{name}  ({n_props} properties){': ' + doc if doc else ''}")
+        print(f"{name}  ({n_props} properties)")
+        if doc:
+            print("    " + textwrap.shorten(doc, 96, placeholder=" ..."))
         mine = [i.name for i in impls if i.kind == name]
         if mine:
             print("    bundled:")
@@ -425,7 +426,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
         try:

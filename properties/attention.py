@@ -15,15 +15,10 @@ import refimpl
 from . import attention_cases as C
 from . import sizes
 from . import attention_impls, tiled
+from .attention_lowp import backward_kernel_bounds, kernel_bounds
 from .core import Property
-from .tolerance import (
-    attention_forward_bounds,
-    compare_close,
-    compare_lse,
-    flash_forward_bounds,
-    float32_kernel_bounds,
-    lowp_kernel_bounds,
-)
+from .precision import precision_of
+from .tolerance import U64, attention_forward_bounds, compare_close, compare_lse, flash_forward_bounds, round_to
 
 KINDS = (C.ATTENTION_KIND,)
 #: refimpl.attention and the independent naive one (the 64-tile float64 / bfloat16
@@ -43,9 +38,10 @@ def _bounds(impl, case: C.AttnCase):
 
     float64 adapters: the derived float64 bound (``attention_forward_bounds``),
     plus the online-rescaling term for tiled ones (``flash_forward_bounds``).
-    float32 adapters: 2x the error of a naive float32 computation of the same
-    (dropout-free) problem plus a noise floor (``float32_kernel_bounds``);
-    bfloat16/float16 adapters: the same in that precision (``lowp_kernel_bounds``).
+    float32, bfloat16 and float16 adapters: the one precision rule (``properties.precision``),
+    FACTOR x the error of the naive eager computation in that precision (the worse of its two
+    orders) plus the rounding floor, ``properties.attention_lowp.kernel_bounds``, on the
+    dropout-free problem.
     Declared ``tiles`` without ``tiling``: the tiled bound with the smallest tile
     (the most online steps), which only widens the float64 bound by the
     rescaling term.
@@ -53,16 +49,10 @@ def _bounds(impl, case: C.AttnCase):
     kw = C.spec_kwargs(case)
     spec_kw = {k: v for k, v in kw.items() if k not in ("dropout_mask", "dropout_p")}
     ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **spec_kw)
-    precision = getattr(impl, "precision", "float64")
+    precision = precision_of(impl)
     if precision != "float64":
-        D = case.q.shape[-1]
-        scale = kw.get("scale") or 1.0 / np.sqrt(D)
-        if precision == "float32":
-            return float32_kernel_bounds(
-                case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), scale, kw.get("softcap"), kw.get("bias")
-            )
-        return lowp_kernel_bounds(case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), scale, precision,
-                                  kw.get("softcap"), kw.get("bias"))
+        return kernel_bounds(case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), _scale(case), precision,
+                             kw.get("softcap"), kw.get("bias"))
     tiling = getattr(impl, "tiling", None)
     if tiling is None and getattr(impl, "tiles", None):
         tiling = (min(impl.tiles), 1)
@@ -71,6 +61,10 @@ def _bounds(impl, case: C.AttnCase):
         return flash_forward_bounds(case.q, case.k, case.v, block_k=block_k, chunks=chunks, scale=kw.get("scale"),
                                     softcap=kw.get("softcap"), bias=kw.get("bias"), lse=ref_lse)
     return attention_forward_bounds(case.q, case.k, case.v, scale=kw.get("scale"), bias=kw.get("bias"), lse=ref_lse)
+
+
+def _scale(case) -> float:
+    return case.kwargs.get("scale") or 1.0 / np.sqrt(case.q.shape[-1])
 
 
 def _split_nonfinite(name, got, ref, ctx, lse=False):
@@ -294,19 +288,60 @@ def check_alignment_relation(impl, case):
         _assert_matches(impl, c, out, lse, ref_out, ref_lse, what=f" (align={c.kwargs['align']})")
 
 
+def _dout(case, precision):
+    """The cotangent of the backward checks: N(0, 1), representable in the adapter's precision."""
+    rng = np.random.default_rng(case.seed + 7)
+    return round_to(rng.standard_normal(case.q.shape[:3] + (case.v.shape[3],)), precision)
+
+
+def _backward_bounds(impl, case, dout, ref):
+    """(atol_dq, atol_dk, atol_dv) against the float64 spec gradients ``ref``.
+
+    float64: the gradients are sums of at most Lq*G (or Lk) products of the forward
+    quantities; the bound is the forward bound scaled by max|dout| * (1 + S) * (Lq*G + Lk),
+    with S = scale * max||q|| * max||k|| the score magnitude. Lower precisions: the one
+    precision rule, ``properties.attention_lowp.backward_kernel_bounds`` (the naive eager
+    backward in that precision, D = rowsum(dO * O), and its rounding floor).
+    """
+    kw = C.spec_kwargs(case)
+    precision = precision_of(impl)
+    if precision != "float64":
+        return backward_kernel_bounds(case.q, case.k, case.v, dout, ref, C.visible(case), _scale(case), precision,
+                                      kw.get("softcap"), kw.get("bias"), kw.get("dropout_mask"),
+                                      kw.get("dropout_p", 0.0))
+    atol, _ = attention_forward_bounds(case.q, case.k, case.v, scale=kw.get("scale"), bias=kw.get("bias"))
+    S = _scale(case) * np.max(np.linalg.norm(case.q, axis=-1)) * np.max(np.linalg.norm(case.k, axis=-1))
+    G = case.q.shape[1] // case.k.shape[1]
+    mag = (1 + S) * (1 + np.max(np.abs(case.q)) + np.max(np.abs(case.k))) * np.max(np.abs(dout)) \
+        * (case.q.shape[2] * G + case.k.shape[2])
+    return (atol * mag + 1e-13,) * 3
+
+
 def check_backward_finite_differences(impl, case):
     """Analytic (dq, dk, dv) agree with central differences of f = sum(dout * out).
 
-    Directional: for each of q, k, v a random unit direction e, compare <grad, e>
-    with (f(x + h e) - f(x - h e)) / 2h, h = 1e-5. Truncation error is
-    h^2/6 |f'''| (inputs of magnitude <= 3 and D <= 6 keep |f'''| below ~1e2
-    here), roundoff about u |f| / h ~ 1e-11 |f|; the tolerance 1e-6 (1 + |f| + |<grad,e>|)
-    sits orders of magnitude above both and far below the O(1e-2..1) errors of
-    a wrong gradient.
+    float64 adapters, of their own forward. Directional: for each of q, k, v a random unit
+    direction e, compare <grad, e> with (f(x + h e) - f(x - h e)) / 2h, h = 1e-5. Truncation
+    error is h^2/6 |f'''| (inputs of magnitude <= 3 and D <= 6 keep |f'''| below ~1e2 here),
+    roundoff about u |f| / h ~ 1e-11 |f|; the tolerance 1e-6 (1 + |f| + |<grad,e>|) sits
+    orders of magnitude above both and far below the O(1e-2..1) errors of a wrong gradient.
+
+    Lower precisions: a step h far below the precision's resolution cannot be taken through a
+    low-precision forward, so every entry of the gradient is compared with the central
+    difference of the float64 spec forward (``spec_gradients_fd``, independent of
+    refimpl.attention_backward), within the precision's backward bound plus the difference's
+    own error estimate.
     """
-    rng = np.random.default_rng(case.seed + 7)
-    dout = rng.standard_normal(case.q.shape[:3] + (case.v.shape[3],))
+    precision = precision_of(impl)
+    dout = _dout(case, precision)
     grads = impl.backward(case.q, case.k, case.v, dout, **case.kwargs)
+    if precision != "float64":
+        fd, fd_err = spec_gradients_fd(case, dout)
+        for name, g, r, atol, e in zip(("dq", "dk", "dv"), grads, fd, _backward_bounds(impl, case, dout, fd), fd_err):
+            compare_close(f"{name} (vs central differences of the spec)", np.asarray(g, np.float64), r, atol + e,
+                          f"{impl.name}; {case!r}")
+        return
+    rng = np.random.default_rng(case.seed + 8)
     h = 1e-5
 
     def f(q, k, v):
@@ -331,25 +366,70 @@ def check_backward_finite_differences(impl, case):
             )
 
 
-def check_backward_matches_reference(impl, case):
-    """(dq, dk, dv) equal refimpl.attention_backward's within a scaled float64 bound.
+def spec_gradients_fd(case, dout, h: float = 1e-5):
+    """((dq, dk, dv), (err_dq, err_dk, err_dv)): every entry of the gradient of
+    f = sum(dout * out) by central differences of the spec's forward in float64 (the
+    independent formula ``attention_impls.naive_attention``, vectorised over the batch of
+    steps; neither refimpl.attention_backward nor the adapter's forward), and an error bound.
 
-    The gradients are sums of at most Lq*G (or Lk) products of the forward
-    quantities; the bound is the forward bound scaled by max|dout| * (1 + S) * (Lq*G + Lk),
-    with S = scale * max||q|| * max||k|| the score magnitude.
+    Entries separate: out row i depends on q row i only, so one step along q[..., d] for all
+    rows at once gives dq[..., d] from the per-row f; a step along k[b, h, j, d] (v likewise)
+    for all (b, h) at once gives dk[..., j, d] from the f of each (b, kv head). All steps of
+    one array run as one batched call. Error: |difference at h - difference at 2h| (the
+    truncation error at h is a third of it) plus the float64 roundoff of f,
+    8 u sum |dout * out| / h.
     """
-    rng = np.random.default_rng(case.seed + 7)
-    dout = rng.standard_normal(case.q.shape[:3] + (case.v.shape[3],))
+    q, k, v = case.q, case.k, case.v
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    G = Hq // Hkv
+    steps = np.array([h, -h, 2 * h, -2 * h])
+    spec = C.spec_kwargs(case)
+
+    def run(qs, ks, vs, n):  # n copies stacked on the batch axis -> per-copy out * dout
+        kw = {key: (np.tile(val, (n, 1, 1, 1)) if isinstance(val, np.ndarray) and val.ndim == 4
+                    and val.shape[0] == B > 1 else val) for key, val in spec.items()}
+        out = attention_impls.naive_attention(qs.reshape(n * B, Hq, Lq, D), ks.reshape(n * B, Hkv, Lk, D),
+                                              vs.reshape(n * B, Hkv, Lk, Dv), **kw)[0]
+        return out.reshape(n, B, Hq, Lq, Dv) * dout
+
+    def diff(vals):  # vals (4, ...): f at +h, -h, +2h, -2h
+        d1, d2 = (vals[0] - vals[1]) / (2 * h), (vals[2] - vals[3]) / (4 * h)
+        return d1, np.abs(d1 - d2)
+
+    n = 4 * D
+    qs = np.broadcast_to(q, (4, D) + q.shape).copy()
+    for d in range(D):
+        qs[:, d, ..., d] += steps[:, None, None, None]
+    fq = run(qs, np.broadcast_to(k, (n,) + k.shape), np.broadcast_to(v, (n,) + v.shape), n)
+    dq, eq = diff(np.moveaxis(fq.sum(-1).reshape(4, D, B, Hq, Lq), 1, -1))
+    grads, errs = [dq], [eq]
+    for which, x in (("k", k), ("v", v)):
+        width = x.shape[-1]
+        n = 4 * Lk * width
+        xs = np.broadcast_to(x, (4, Lk, width) + x.shape).copy()
+        for j in range(Lk):
+            for d in range(width):
+                xs[:, j, d, :, :, j, d] += steps[:, None, None]
+        arrays = {"q": np.broadcast_to(q, (n,) + q.shape), "k": np.broadcast_to(k, (n,) + k.shape),
+                  "v": np.broadcast_to(v, (n,) + v.shape), which: xs.reshape((n,) + x.shape)}
+        fx = run(arrays["q"], arrays["k"], arrays["v"], n).reshape(4, Lk, width, B, Hkv, G, Lq, Dv)
+        g, e = diff(np.moveaxis(fx.sum(axis=(5, 6, 7)), (1, 2), (-2, -1)))
+        grads.append(g)
+        errs.append(e)
+    out = attention_impls.naive_attention(q, k, v, **spec)[0]
+    roundoff = 8 * U64 * float(np.sum(np.abs(out * dout))) / h
+    return tuple(grads), tuple(float(np.max(e, initial=0.0)) + roundoff for e in errs)
+
+
+def check_backward_matches_reference(impl, case):
+    """(dq, dk, dv) equal refimpl.attention_backward's within the adapter's precision bound
+    (``_backward_bounds``)."""
+    dout = _dout(case, precision_of(impl))
     got = impl.backward(case.q, case.k, case.v, dout, **case.kwargs)
     ref = refimpl.attention_backward(case.q, case.k, case.v, dout, **C.spec_kwargs(case))
-    atol, _ = attention_forward_bounds(case.q, case.k, case.v, scale=case.kwargs.get("scale"), bias=case.kwargs.get("bias"))
-    D = case.q.shape[-1]
-    scale = case.kwargs.get("scale") or 1 / np.sqrt(D)
-    S = scale * np.max(np.linalg.norm(case.q, axis=-1)) * np.max(np.linalg.norm(case.k, axis=-1))
-    G = case.q.shape[1] // case.k.shape[1]
-    mag = (1 + S) * (1 + np.max(np.abs(case.q)) + np.max(np.abs(case.k))) * np.max(np.abs(dout)) * (case.q.shape[2] * G + case.k.shape[2])
-    for name, g, r in zip(("dq", "dk", "dv"), got, ref):
-        compare_close(name, g, r, atol * mag + 1e-13, f"{impl.name}; {case!r}")
+    for name, g, r, atol in zip(("dq", "dk", "dv"), got, ref, _backward_bounds(impl, case, dout, ref)):
+        compare_close(name, g, r, atol, f"{impl.name}; {case!r}")
 
 
 def check_dropout_keep_mask(impl, case):
@@ -510,7 +590,7 @@ PROPERTIES = [
              "bottom_right equals top_left when Lq == Lk and each matches the spec otherwise",
              requires=frozenset({"causal", "top_left"}), rejects=("ignore_align", "top_left_for_bottom_right")),
     Property("backward_finite_differences", "attention", check_backward_finite_differences, _backward,
-             "analytic gradients agree with central finite differences (float64)",
+             "analytic gradients agree with central finite differences (of its own forward in float64, of the spec in lower precisions)",
              requires=frozenset({"backward"}), rejects=("backward_no_D", "backward_no_softcap_grad", "backward_dk_one_head")),
     Property("backward_matches_reference", "attention", check_backward_matches_reference, _backward,
              "gradients equal refimpl.attention_backward",

@@ -190,10 +190,16 @@ def naive_stack(precision, case, arrangement):
     return ops.out(h)
 
 
-def _compare(impl, name, got, want, tol, case, arrangement):
+def _terms(case, m, R):
+    """n (1 + m) max(R, 1): one rounding of the residual stream (max |h| = m) per layer, read
+    through a norm (gain at most R): the size of the terms for ``precision.layer_floor``."""
+    return len(case.blocks) * (1 + m) * max(R, 1.0)
+
+
+def _compare(impl, name, got, want, tol, case, arrangement, m, R):
     p = precision_of(impl)
     compare_layer(name, got, want, precision=p, float64_bound=tol, naive=lambda: naive_stack(p, case, arrangement),
-                  context=f"{impl.name}; {case!r}")
+                  magnitude=_terms(case, m, R), context=f"{impl.name}; {case!r}")
 
 
 def _tol(case, m, R):
@@ -207,14 +213,14 @@ def check_pre_norm_unrolled(impl, case: StackCase):
     """A pre-norm stack is h <- h + Attn(N1 h); h <- h + FFN(N2 h) per layer, then the final norm."""
     want, m, R = _unrolled(case, "pre_norm")
     got = impl.stack(case.x, list(case.blocks), "pre_norm", case.causal, None, 1.0, case.final_norm)
-    _compare(impl, "pre-norm stack", got, want, _tol(case, m, R), case, "pre_norm")
+    _compare(impl, "pre-norm stack", got, want, _tol(case, m, R), case, "pre_norm", m, R)
 
 
 def check_parallel_block(impl, case: StackCase):
     """Parallel block: h <- h + s (Attn(N1 h) + FFN(N1 h)), one norm shared (seed 003 8.9)."""
     want, m, R = _unrolled(case, "parallel")
     got = impl.stack(case.x, list(case.blocks), "parallel", case.causal, None, case.scale, case.final_norm)
-    _compare(impl, "parallel stack", got, want, _tol(case, m, R), case, "parallel")
+    _compare(impl, "parallel stack", got, want, _tol(case, m, R), case, "parallel", m, R)
 
 
 def check_decoder(impl, case: StackCase):
@@ -226,7 +232,7 @@ def check_decoder(impl, case: StackCase):
     tol = _tol(case, m, R)
     p = precision_of(impl)
     ctx = f"{impl.name}; {case!r}; precision {p}"
-    _compare(impl, "decoder stack", got, want, tol, case, "pre_norm")
+    _compare(impl, "decoder stack", got, want, tol, case, "pre_norm", m, R)
     Lq = case.x.shape[1]
     if Lq > 1:
         x2 = case.x.copy()
@@ -238,7 +244,7 @@ def check_decoder(impl, case: StackCase):
             want2 = _unrolled(case2, "pre_norm")[0]
             tol = invariant_bound(p, tol, lambda: np.concatenate([naive_stack(p, c, "pre_norm")[:, :-1].ravel()
                                                                   for c in (case, case2)]),
-                                  np.concatenate([want[:, :-1].ravel(), want2[:, :-1].ravel()]))
+                                  np.concatenate([want[:, :-1].ravel(), want2[:, :-1].ravel()]), magnitude=_terms(case, m, R))
         compare_close("decoder output before the changed last position", got2[:, :-1], got[:, :-1], tol, ctx)
 
 

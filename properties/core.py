@@ -306,7 +306,8 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
     _run = settings(**overrides)(_run)
     t0 = time.perf_counter()
     try:
-        _run()
+        with _plain_scalar_reprs():
+            _run()
     except Exception as e:
         from .report import snippet
 
@@ -325,6 +326,18 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
         rec.seconds = time.perf_counter() - t0
         rec.sizes = coverage.as_dict()
     return rec
+
+
+def _plain_scalar_reprs():
+    """NumPy 2 prints scalars as ``np.float64(0.0)``; the messages and snippets of a run print
+    ``0.0`` (the ``legacy="1.25"`` print option, local to this context)."""
+    import contextlib
+
+    import numpy as np
+
+    if int(np.__version__.split(".")[0]) < 2:
+        return contextlib.nullcontext()
+    return np.printoptions(legacy="1.25")
 
 
 def find_counterexample(prop: Property, impl, max_examples: int = 300):

@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 import refimpl
 from refimpl import kv_cache as KV
 
+from .attention_lowp import kernel_bounds
 from .core import Property
+from .precision import precision_of
 from .protocol import Capability, Kind
-from .tolerance import attention_forward_bounds, compare_close
+from .tolerance import attention_forward_bounds, compare_close, round_to
 
 KINDS = (
     Kind(
@@ -62,6 +64,7 @@ class DecodeAdapter:
     contents: Callable | None = None
     fork: Callable | None = None
     kind: str = "decode"
+    precision: str = "float64"
 
 
 # ----------------------------------------------------------------------------
@@ -175,15 +178,19 @@ def _fork_ref(k, v, *, prefix, block_size, bug=None):
     return Ka, Va, Kb, Vb, c.blocks_in_use
 
 
-def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size):
-    """Independent decoder: a list of (position, k, v), eviction and masking by absolute position."""
+def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size, precision="float64", bug=None):
+    """Independent decoder: a list of (position, k, v), eviction and masking by absolute position.
+    ``precision``: RoPE'd q, k rounded to it and each step's attention by ``properties.tiled``'s
+    kernel in it (scores, m, l in float32, P and the output rounded); ``bug="rope_positions_from_zero"``
+    rotates each chunk from position 0."""
     left = None if window is None else window[0]
     entries, outs, s = [], [], 0
     for n in chunks:
         pos = np.arange(s, s + n)
         qs, ks = q[:, :, s : s + n], k[:, :, s : s + n]
         if rope is not None:
-            qs, ks = refimpl.apply_rope(qs, pos, **rope), refimpl.apply_rope(ks, pos, **rope)
+            rp = np.arange(n) if bug == "rope_positions_from_zero" else pos
+            qs, ks = (round_to(refimpl.apply_rope(x, rp, **rope), precision) for x in (qs, ks))
         entries += [(int(p), ks[:, :, i], v[:, :, s + i]) for i, p in enumerate(pos)]
         kp = np.array([e[0] for e in entries])
         vis = kp[None, :] <= pos[:, None]
@@ -191,7 +198,12 @@ def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size):
             vis &= kp[None, :] >= pos[:, None] - left
         K = np.stack([e[1] for e in entries], axis=2)
         V = np.stack([e[2] for e in entries], axis=2)
-        outs.append(refimpl.attention(qs, K, V, mask=vis)[0])
+        if precision == "float64":
+            outs.append(refimpl.attention(qs, K, V, mask=vis)[0])
+        else:
+            from .tiled import tiled_attention
+
+            outs.append(tiled_attention(qs, K, V, mask=vis, precision=precision)[0])
         if cache == "ring":  # keep only what a later query's window can still see
             entries = [e for e in entries if e[0] >= s + n - left]
         s += n
@@ -223,6 +235,15 @@ def _wrong(bug):
 WRONG = {b: _wrong(b) for b in _BUGS}
 
 
+def lowp_decoder(precision: str, bug=None) -> DecodeAdapter:
+    """``_position_masked`` in ``precision`` (a correct low-precision decoder; with ``bug`` a wrong one)."""
+    def dec(q, k, v, **kw):
+        return _position_masked(q, k, v, precision=precision, bug=bug, **kw)
+
+    name = f"position_masked[{precision}]" + (f"[bug={bug}]" if bug else "")
+    return DecodeAdapter(name, dec, frozenset({"paged", "ring", "rope", "gqa"}), precision=precision)
+
+
 # ----------------------------------------------------------------------------
 # cases
 
@@ -251,6 +272,8 @@ class DecodeCase:
 
 @st.composite
 def decode_case(draw, caps, *, kinds=None, ring_only=False):
+    """A sequence fed in chunks through one cache kind; q, k, v representable in the adapter's precision."""
+    precision = getattr(caps, "precision", "float64")
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     kinds = kinds or ("contiguous",) + tuple(c for c in ("paged", "ring") if c in caps)
@@ -268,19 +291,27 @@ def decode_case(draw, caps, *, kinds=None, ring_only=False):
     if "rope" in caps and draw(st.booleans()):
         rope = {"layout": draw(st.sampled_from(("half", "interleaved"))), "base": draw(st.sampled_from((10.0, 10000.0))),
                 "rotary_dim": draw(st.sampled_from((None, 2)))}
-    return DecodeCase(rng.standard_normal((B, Hkv * G, L, D)), rng.standard_normal((B, Hkv, L, D)),
-                      rng.standard_normal((B, Hkv, L, Dv)), cache, tuple(chunks), window, rope,
-                      draw(st.integers(1, 4)), seed)
+    q, k, v = (round_to(rng.standard_normal(shape), precision)
+               for shape in ((B, Hkv * G, L, D), (B, Hkv, L, D), (B, Hkv, L, Dv)))
+    return DecodeCase(q, k, v, cache, tuple(chunks), window, rope, draw(st.integers(1, 4)), seed)
 
 
-def _bound(case):
-    """Both sides compute the same rotated q, k (RoPE is elementwise); attention rows of
-    different lengths differ by at most the float64 attention bound each: twice it."""
-    pos = np.arange(case.q.shape[2])
+def _bound(case, precision="float64"):
+    """float64: both sides compute the same rotated q, k (RoPE is elementwise); attention rows
+    of different lengths differ by at most the float64 attention bound each: twice it. Lower
+    precisions: the attention rule (``properties.attention_lowp.kernel_bounds``) on the
+    rotated q, k under the causal (and window) mask."""
+    L = case.q.shape[2]
+    pos = np.arange(L)
     q, k = case.q, case.k
     if case.rope is not None:
         q, k = refimpl.apply_rope(q, pos, **case.rope), refimpl.apply_rope(k, pos, **case.rope)
-    return 2 * attention_forward_bounds(q, k, case.v)[0]
+    if precision == "float64":
+        return 2 * attention_forward_bounds(q, k, case.v)[0]
+    i, j = pos[:, None], pos[None, :]
+    vis = (j <= i) & (True if case.window is None else j >= i - case.window[0])
+    ref_out, ref_lse = refimpl.attention(q, k, case.v, mask=vis)
+    return kernel_bounds(q, k, case.v, ref_out, ref_lse, vis, q.shape[-1] ** -0.5, precision)[0]
 
 
 # ----------------------------------------------------------------------------
@@ -291,14 +322,16 @@ def check_decode_equals_prefill(impl, case):
     """Decoding in case.chunks through the cache equals full causal attention over the sequence."""
     out = np.asarray(impl.decode(case.q, case.k, case.v, **case.kwargs()), dtype=np.float64)
     ref = KV.prefill_reference(case.q, case.k, case.v, window=case.window, rope=case.rope)
-    compare_close("out (decode vs prefill)", out, ref, _bound(case), f"{impl.name}; {case!r}")
+    compare_close("out (decode vs prefill)", out, ref, _bound(case, precision_of(impl)), f"{impl.name}; {case!r}")
 
 
 def check_eviction_invisible(impl, case):
     """A ring of left + 1 slots gives what a contiguous cache gives under the same window."""
     ring = np.asarray(impl.decode(case.q, case.k, case.v, **case.kwargs()), dtype=np.float64)
     full = np.asarray(impl.decode(case.q, case.k, case.v, **{**case.kwargs(), "cache": "contiguous"}), dtype=np.float64)
-    compare_close("out (ring vs contiguous)", ring, full, _bound(case), f"{impl.name}; {case!r}")
+    precision = precision_of(impl)  # two runs of the adapter: each within the bound (twice it below float64)
+    bound = _bound(case) if precision == "float64" else 2 * _bound(case, precision)
+    compare_close("out (ring vs contiguous)", ring, full, bound, f"{impl.name}; {case!r}")
 
 
 def check_cache_contents(impl, case):

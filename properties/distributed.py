@@ -47,12 +47,15 @@ from refimpl.distributed import ring as R
 from refimpl.distributed import sharding as SH
 from refimpl.distributed import simulate
 from refimpl.distributed import ulysses as U
+from refimpl.distributed.messages import Exchange
 
 from . import distributed_wrong as W
 from .distributed_cases import CPCase, EPCase, cp_case, ep_case
 from .attention import check_backward_matches_reference
-from .attention_cases import AttnCase
+from .attention_cases import AttnCase, visible
+from .attention_lowp import kernel_bounds
 from .core import Property
+from .precision import precision_of
 from .protocol import Capability, Kind
 from .tolerance import U64, attention_forward_bounds, compare_close, compare_lse, flash_forward_bounds
 
@@ -92,6 +95,7 @@ class ContextParallelAdapter:
     ulysses_backward: Callable = None
     capabilities: frozenset = frozenset({"ring", "ring_backward", "ulysses", "comm_log"})
     kind: str = "context_parallel"
+    precision: str = "float64"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +132,8 @@ WRONG_PROGRAMS = {
     "ring_forwards_own_shard": ("ring sends its own shard every step", "cp", {"forward": W.ring_forward_own_shard}),
     "ring_merges_partial_twice": ("ring merges the last partial twice", "cp", {"forward": W.ring_forward_merge_twice}),
     "ring_ignores_window_reach": ("ring always runs P steps (wasteful)", "cp", {"forward": W.ring_forward_all_steps}),
+    "ring_merge_no_max_shift": ("ring merges partials without the max shift", "cp",
+                                {"forward": W.ring_forward_merge_no_max}),
     "ring_backward_block_lse": ("backward uses each block's own lse", "cp", {"backward": W.ring_backward_local_lse}),
     "ring_backward_grads_not_sent_home": ("dK, dV never sent home", "cp", {"backward": W.ring_backward_keep_held}),
     "ulysses_rank_order": ("Ulysses concatenates rows in rank order", "cp",
@@ -152,6 +158,43 @@ def adapter(name: str | None = None, driver=None):
     return (_cp if kind == "cp" else _ep)(f"wrong[{where}]: {doc}", driver=driver, **programs)
 
 
+def lowp_ring_program(precision: str, bug=None):
+    """A ring forward rank program in ``precision``: each block by ``properties.tiled``'s kernel
+    in that precision (scores, m, l in float32, P rounded to it), partials merged and held in
+    float32, the output rounded to the precision at the end. ``bug="merge_twice"`` merges the
+    last partial twice."""
+    from refimpl.softmax import merge_attention_states
+
+    from .tiled import tiled_attention
+    from .tolerance import round_to
+
+    def f32(x):
+        return round_to(x, "float32")
+
+    def program(problem, shard, num_ranks, num_steps):
+        nxt, prev = R.ring_neighbours(shard.rank, num_ranks)
+        held, state = R.own_block(shard), R.empty_state(shard)
+        for s in range(num_steps):
+            M = R.block_visibility(problem, shard.positions, held.positions)
+            if M.any():
+                o, l = tiled_attention(shard.q, held.k, held.v, precision=precision, mask=M, **problem.keywords())
+                for _ in range(2 if bug == "merge_twice" and s == num_steps - 1 else 1):
+                    out, lse = merge_attention_states([state.out, o], [state.lse, l])
+                    state = R.ForwardState(f32(out), f32(lse), state.computed + (held.owner,), state.skipped)
+            if s < num_steps - 1:
+                held = (yield Exchange({nxt: held}, (prev,)))[prev]
+        return dataclasses.replace(state, out=round_to(state.out, precision))
+
+    return program
+
+
+def lowp_ring_adapter(precision: str, bug=None) -> ContextParallelAdapter:
+    """``lowp_ring_program`` as a context-parallel adapter declaring ``precision`` (ring forward only)."""
+    name = f"properties.distributed.lowp_ring[{precision}]" + (f"[bug={bug}]" if bug else "")
+    return ContextParallelAdapter(name, _ring_fwd(lowp_ring_program(precision, bug), None),
+                                  capabilities=frozenset({"ring"}), precision=precision)
+
+
 REFIMPL_CP, REFIMPL_EP = adapter()
 BUNDLED = [REFIMPL_CP, REFIMPL_EP]
 WRONG = {name: adapter(name) for name in WRONG_PROGRAMS}
@@ -165,13 +208,30 @@ def _fail(impl, msg, case):
 # context-parallel cases
 
 
+def _as_attention_case(case: CPCase) -> AttnCase:
+    return AttnCase(case.q, case.k, case.v, case.kwargs, case.seed)
+
+
+def _forward_bounds(impl, case: CPCase, ref_out, ref_lse, chunks: int):
+    """float64: the split-KV bound with C chunks (``chunks`` 0: the plain attention bound);
+    lower precisions: the attention rule of ``properties.attention_lowp``."""
+    precision = precision_of(impl)
+    kw = case.kwargs
+    if precision != "float64":
+        scale = kw.get("scale") or 1.0 / np.sqrt(case.q.shape[-1])
+        return kernel_bounds(case.q, case.k, case.v, ref_out, ref_lse, visible(_as_attention_case(case)), scale,
+                             precision, kw.get("softcap"))
+    if chunks == 0:
+        return attention_forward_bounds(case.q, case.k, case.v, scale=kw.get("scale"), lse=ref_lse)
+    return flash_forward_bounds(case.q, case.k, case.v, block_k=max(1, case.q.shape[2]), chunks=chunks,
+                                scale=kw.get("scale"), softcap=kw.get("softcap"), lse=ref_lse)
+
+
 def check_ring_forward(impl, case: CPCase):
     """Ring attention over P ranks equals refimpl.attention on the gathered sequence (split-KV bound, C = 6P)."""
     out, lse = impl.ring_forward(case.q, case.k, case.v, case.positions, **case.kwargs)
     ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **case.kwargs)
-    atol_out, atol_lse = flash_forward_bounds(case.q, case.k, case.v, block_k=max(1, case.q.shape[2]),
-                                              chunks=6 * case.num_ranks, scale=case.kwargs.get("scale"),
-                                              softcap=case.kwargs.get("softcap"), lse=ref_lse)
+    atol_out, atol_lse = _forward_bounds(impl, case, ref_out, ref_lse, 6 * case.num_ranks)
     ctx = f"{impl.name}; {case!r}"
     compare_close("out", out, ref_out, atol_out, ctx)
     compare_lse("lse", lse, ref_lse, atol_lse, ctx)
@@ -179,9 +239,9 @@ def check_ring_forward(impl, case: CPCase):
 
 def _check_backward(impl, case: CPCase, method: str):
     run = getattr(impl, method)
-    as_attention = types.SimpleNamespace(name=impl.name, backward=lambda q, k, v, dout, **kw: run(
-        q, k, v, dout, case.positions, **kw))
-    check_backward_matches_reference(as_attention, AttnCase(case.q, case.k, case.v, case.kwargs, case.seed))
+    as_attention = types.SimpleNamespace(name=impl.name, precision=precision_of(impl),
+                                         backward=lambda q, k, v, dout, **kw: run(q, k, v, dout, case.positions, **kw))
+    check_backward_matches_reference(as_attention, _as_attention_case(case))
 
 
 def check_ring_backward(impl, case: CPCase):
@@ -198,10 +258,20 @@ def check_ulysses(impl, case: CPCase):
     """Ulysses (two all-to-alls, heads split over ranks) equals refimpl.attention (float64 bound)."""
     out, lse = impl.ulysses(case.q, case.k, case.v, case.positions, **case.kwargs)
     ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **case.kwargs)
-    atol_out, atol_lse = attention_forward_bounds(case.q, case.k, case.v, scale=case.kwargs.get("scale"), lse=ref_lse)
+    atol_out, atol_lse = _forward_bounds(impl, case, ref_out, ref_lse, 0)
     ctx = f"{impl.name}; {case!r}"
     compare_close("out", out, ref_out, atol_out, ctx)
     compare_lse("lse", lse, ref_lse, atol_lse, ctx)
+
+
+def check_ring_extreme_scores(impl, case: CPCase):
+    """With scores (and so the partial lse every rank merges) beyond 709, where exp overflows,
+    the ring still equals refimpl.attention: the merge must shift by the larger lse. A run
+    stopped by NaN partials (the simulator's gather rejects them) is a failure of the property."""
+    try:
+        check_ring_forward(impl, case)
+    except ValueError as e:
+        raise AssertionError(f"{impl.name}: the ring produced invalid partial results ({e}); {case!r}") from e
 
 
 def check_cp_comm_volume(impl, case: CPCase):
@@ -317,24 +387,32 @@ def check_ep_comm_volume(impl, case: EPCase):
         _fail(impl, f"counted volume per rank {counted} != formula {formula} (kept rows m = {m.tolist()})", case)
 
 
+def _cp_strategy(**kw):
+    """cp_case for an adapter's declaration: inputs representable in its precision."""
+    return lambda caps: cp_case(precision=getattr(caps, "precision", "float64"), **kw)
+
+
 def _ep_strategy(caps, **kw):
     return ep_case(conventions=tuple(c for c in ("local", "global") if c in caps), **kw)
 
 
 PROPERTIES = [
-    Property("cp_ring_forward_matches_attention", "context_parallel", check_ring_forward, cp_case(),
+    Property("cp_ring_forward_matches_attention", "context_parallel", check_ring_forward, _cp_strategy(),
              "ring attention over any layout == refimpl.attention on the gathered sequence", frozenset({"ring"}),
              ("ring_local_causal_offset", "ring_forwards_own_shard", "ring_merges_partial_twice")),
-    Property("cp_ring_backward_matches_attention", "context_parallel", check_ring_backward, cp_case(),
+    Property("cp_ring_extreme_scores", "context_parallel", check_ring_extreme_scores, _cp_strategy(extreme=True),
+             "ring attention with scores and partial lse beyond 709 == refimpl.attention (the merge shifts by the max)",
+             frozenset({"ring"}), ("ring_merge_no_max_shift",)),
+    Property("cp_ring_backward_matches_attention", "context_parallel", check_ring_backward, _cp_strategy(),
              "ring backward == refimpl.attention_backward on the gathered sequence",
              frozenset({"ring", "ring_backward"}),
              ("ring_backward_block_lse", "ring_backward_grads_not_sent_home")),
-    Property("cp_ulysses_matches_attention", "context_parallel", check_ulysses, cp_case(ulysses=True),
+    Property("cp_ulysses_matches_attention", "context_parallel", check_ulysses, _cp_strategy(ulysses=True),
              "Ulysses all-to-all attention == refimpl.attention", frozenset({"ulysses"}), ("ulysses_rank_order",)),
     Property("cp_ulysses_backward_matches_attention", "context_parallel", check_ulysses_backward,
-             cp_case(ulysses=True), "Ulysses backward == refimpl.attention_backward", frozenset({"ulysses"}),
+             _cp_strategy(ulysses=True), "Ulysses backward == refimpl.attention_backward", frozenset({"ulysses"}),
              ("ulysses_rank_order",)),
-    Property("cp_comm_volume", "context_parallel", check_cp_comm_volume, cp_case(ulysses=True),
+    Property("cp_comm_volume", "context_parallel", check_cp_comm_volume, _cp_strategy(ulysses=True),
              "counted elements sent per rank == comm_volume formulas (ring and Ulysses, fwd and bwd)",
              frozenset({"ring", "comm_log"}), ("ring_ignores_window_reach",)),
     Property("ep_matches_moe", "expert_parallel", check_ep_matches_moe, _ep_strategy,

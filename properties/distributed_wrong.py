@@ -209,3 +209,31 @@ def ep_reroute_to_own_choice(shard, k, num_ranks, capacity_convention="local", *
     """Reroutes a dropped assignment to an expert the token already chose (its output counted twice)."""
     return (yield from EP.program(shard, k, num_ranks, capacity_convention, reroute_step=_reroute_ignoring_own_choices,
                                   **route_options))
+
+
+def _merge_without_max_shift(outs, lses):
+    """The two-part merge with weights exp(lse_c) / sum exp(lse): right for |lse| < 709, and
+    inf / inf = NaN once a partial lse passes log(float64 max) ~ 709.78."""
+    L = np.stack(lses)
+    with np.errstate(over="ignore", invalid="ignore"):
+        w = np.exp(L)
+        tot = w.sum(axis=0)
+        out = np.einsum("p...,p...d->...d", np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 0.0), np.stack(outs))
+        return out, np.where(tot > 0, np.log(np.where(tot > 0, tot, 1.0)), -np.inf)
+
+
+def ring_forward_merge_no_max(problem, shard, num_ranks, num_steps):
+    """Merges each arriving partial without shifting by the larger lse (only scores beyond ~709 expose it)."""
+    nxt, prev = R.ring_neighbours(shard.rank, num_ranks)
+    held, state = R.own_block(shard), R.empty_state(shard)
+    for s in range(num_steps):
+        M = R.block_visibility(problem, shard.positions, held.positions)
+        if M.any():
+            o, l = attention(shard.q, held.k, held.v, mask=M, **problem.keywords())
+            out, lse = _merge_without_max_shift([state.out, o], [state.lse, l])
+            state = R.ForwardState(out, lse, state.computed + (held.owner,), state.skipped)
+        else:
+            state = dataclasses.replace(state, skipped=state.skipped + (held.owner,))
+        if s < num_steps - 1:
+            held = (yield Exchange({nxt: held}, (prev,)))[prev]
+    return state

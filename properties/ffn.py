@@ -165,13 +165,38 @@ def _ffn_tol(case):
     return 8 * (d + dff + 4) * U64 * float((scale * (up + 1) @ np.abs(W2)).max() + 1)
 
 
+def _terms(case):
+    """Sizes of the terms each output sums (for ``precision.layer_floor``), from the float64
+    forward: y = h W2 + b2 sums |h| |W2| + |b2|; backward, dh = dy W2^T, du = dh v act'(u),
+    dx = du W1^T (+ dv Wv^T), dW = x^T du, h^T dy, db = sums of |du|, |dv|, |dy|."""
+    f = Fn._Forward(case.x, case.params, case.activation, case.keep, case.p)
+    A = np.abs
+    b2 = 0 if f.b2 is None else A(f.b2)
+    fwd = float((A(f.h) @ A(f.W2) + b2).max())
+    dy = A(case.dy).reshape(-1, case.x.shape[-1])
+    dh = dy @ A(f.W2).T
+    if f.mask is not None:
+        dh = np.where(f.mask, dh / (1 - f.p), 0.0)
+    g = A(Fn.act_grad(f.activation, f.u))
+    du = dh * g * (1.0 if f.v is None else A(f.v))
+    dv = None if f.v is None else dh * A(f.a)
+    dx = du @ A(f.W1).T + (0 if dv is None else dv @ A(f.Wv).T)
+    x = A(f.x)
+    out = {"x": float(dx.max()), "W2": float((A(f.h).T @ dy).max()), "b2": float(dy.sum(0).max()),
+           "W1": float((x.T @ du).max()), "b1": float(du.sum(0).max())}
+    if dv is not None:
+        out.update(W_gate=out["W1"], b_gate=out["b1"], W_down=out["W2"], b_down=out["b2"],
+                   W_up=float((x.T @ dv).max()), b_up=float(dv.sum(0).max()))
+    return fwd, out
+
+
 def check_ffn(impl, case: FFNCase):
     """FFN / GLU forward equals refimpl.ffn.ffn (gate activation on W_gate, dropout M/(1-p) on h)."""
     got = impl.ffn(case.x, case.params, case.activation, case.keep, case.p)
     want = Fn.ffn(case.x, case.params, activation=case.activation, keep_mask=case.keep, dropout_p=case.p)
     p = precision_of(impl)
     compare_layer("ffn", got, want, precision=p, float64_bound=_ffn_tol(case), naive=lambda: naive_ffn(p, case)[0],
-                  context=f"{impl.name}; {case!r}")
+                  magnitude=_terms(case)[0] if p != "float64" else None, context=f"{impl.name}; {case!r}")
 
 
 def check_ffn_backward(impl, case: FFNCase):
@@ -182,14 +207,15 @@ def check_ffn_backward(impl, case: FFNCase):
     tol = _ffn_tol(case) * (np.abs(case.dy).max() + 1) * (np.abs(case.x).max() + 2) * 4
     ctx = f"{impl.name}; {case!r}"
     p = precision_of(impl)
-    naive = naive_ffn_backward(p, case) if p != "float64" else {}
-    compare_layer("ffn_backward dx", dx, rdx, precision=p, float64_bound=tol, naive=naive.get("x"), context=ctx)
+    naive, terms = (naive_ffn_backward(p, case), _terms(case)[1]) if p != "float64" else ({}, {})
+    compare_layer("ffn_backward dx", dx, rdx, precision=p, float64_bound=tol, naive=naive.get("x"),
+                  magnitude=terms.get("x"), context=ctx)
     for fld in dataclasses.fields(rg):
         want, got = getattr(rg, fld.name), getattr(grads, fld.name)
         if want is None:
             continue
         compare_layer(f"ffn_backward d{fld.name}", got, want, precision=p, float64_bound=tol * case.x.shape[0],
-                      naive=naive.get(fld.name), context=ctx)
+                      naive=naive.get(fld.name), magnitude=terms.get(fld.name), context=ctx)
 
 
 # ----------------------------------------------------------------------------

@@ -464,17 +464,20 @@ def _as_attention(impl: FlashAdapter, fc: FlashCase) -> AttentionAdapter:
         out, lse = fwd(q, k, v, **kw)
         return impl.backward(q, k, v, out, lse, dout, **fc.tiles, **kw)
 
-    return AttentionAdapter(f"{impl.name}[{fc.variant},{fc.block_q}x{fc.block_k}]", fwd, impl.capabilities, bwd)
+    return AttentionAdapter(f"{impl.name}[{fc.variant},{fc.block_q}x{fc.block_k}]", fwd, impl.capabilities, bwd,
+                            precision=getattr(impl, "precision", "float64"))
 
 
 def check_flash_backward_matches_reference(impl, fc: FlashCase):
     """The tiled backward (from the saved lse) equals refimpl.attention_backward (bound of
-    properties.attention.check_backward_matches_reference)."""
+    properties.attention.check_backward_matches_reference, in the adapter's precision)."""
     A.check_backward_matches_reference(_as_attention(impl, fc), fc.attn)
 
 
 def check_flash_backward_finite_differences(impl, fc: FlashCase):
-    """The tiled backward agrees with central differences of the tiled forward."""
+    """The tiled backward agrees with central differences of the tiled forward (float64), or of
+    the spec's forward within the precision bound (lower precisions;
+    properties.attention.check_backward_finite_differences)."""
     A.check_backward_finite_differences(_as_attention(impl, fc), fc.attn)
 
 

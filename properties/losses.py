@@ -83,6 +83,14 @@ def _ce_tol(z, count):
     return 8 * (z.shape[-1] + 4 + count) * U64 * (np.abs(z).max() + 1)
 
 
+def _ce_terms(z, valid):
+    """Size of the terms of a mean of lse(z) - z_y (for ``precision.layer_floor``): |lse| + |z_y|
+    on counted rows (they cancel when the target dominates)."""
+    if not valid.any():
+        return 0.0
+    return float(np.max(np.abs(logsumexp(z[valid], axis=-1))) + np.max(np.abs(z[valid])))
+
+
 def check_cross_entropy(impl, case: CECase):
     """mean over non-ignored rows of logsumexp(z) - z_y; 0.0 when every row is ignored."""
     valid = case.t != case.ignore_index
@@ -92,7 +100,8 @@ def check_cross_entropy(impl, case: CECase):
     p = precision_of(impl)
     compare_layer("cross_entropy", np.float64(got), np.float64(want), precision=p,
                   float64_bound=_ce_tol(case.z, len(case.t)),
-                  naive=lambda: naive_cross_entropy(p, case.z, case.t, case.ignore_index), context=f"{impl.name}; {case!r}")
+                  naive=lambda: naive_cross_entropy(p, case.z, case.t, case.ignore_index),
+                  magnitude=_ce_terms(case.z, valid), context=f"{impl.name}; {case!r}")
 
 
 def check_grad_p_minus_onehot(impl, case: CECase):
@@ -107,7 +116,7 @@ def check_grad_p_minus_onehot(impl, case: CECase):
     want = np.where(valid[:, None], p - onehot, 0.0) / count
     prec = precision_of(impl)
     compare_layer("cross_entropy_grad", g, want, precision=prec, float64_bound=8 * (case.z.shape[-1] + 4) * U64,
-                  naive=lambda: naive_cross_entropy_grad(prec, case.z, case.t, case.ignore_index),
+                  naive=lambda: naive_cross_entropy_grad(prec, case.z, case.t, case.ignore_index), magnitude=1.0 / count,
                   context=f"{impl.name}; {case!r}")
 
 
@@ -152,7 +161,9 @@ def check_causal_lm_shift(impl, case: LMCase):
     p = precision_of(impl)
     compare_layer("causal_lm_loss", np.float64(got), np.float64(want), precision=p,
                   float64_bound=_ce_tol(case.z, case.z.size),
-                  naive=lambda: _naive_pairs(p, case.z[:, :-1], case.tokens[:, 1:]), context=f"{impl.name}; {case!r}")
+                  naive=lambda: _naive_pairs(p, case.z[:, :-1], case.tokens[:, 1:]),
+                  magnitude=_ce_terms(case.z[:, :-1], case.tokens[:, 1:] != L.IGNORE_INDEX),
+                  context=f"{impl.name}; {case!r}")
 
 
 def check_sft_response_only(impl, case: LMCase):
@@ -163,7 +174,8 @@ def check_sft_response_only(impl, case: LMCase):
     ctx = f"{impl.name}; {case!r}"
     p = precision_of(impl)
     compare_layer("sft_loss", np.float64(got), np.float64(want), precision=p, float64_bound=_ce_tol(case.z, case.z.size),
-                  naive=lambda: _naive_pairs(p, case.z[:, :-1], targets), context=ctx)
+                  naive=lambda: _naive_pairs(p, case.z[:, :-1], targets),
+                  magnitude=_ce_terms(case.z[:, :-1], targets != L.IGNORE_INDEX), context=ctx)
     if got < 0:
         raise AssertionError(f"sft_loss is negative ({got}): a cross-entropy is >= 0 (the minus sign, ERRATA 17); {ctx}")
 

@@ -1,8 +1,8 @@
 """MoE adapters in float32 and bfloat16: correct ones the suite must pass, wrong ones it must fail.
 
 ``router(precision)`` is a router kernel as a low-precision GPU kernel computes it: logits read
-in ``precision``, softmax (or sigmoid) in float32 arithmetic as exp(z - lse) (not the spec's
-exp(z - max) / sum: a different order of operations), top-k on those float32 scores (equal
+in ``precision``, softmax (or sigmoid) in float32 arithmetic as exp(z - max) times 1 / sum (not
+the naive baseline's division of every entry: a different order of operations), top-k on those float32 scores (equal
 float32 scores to the lower expert id: near-ties the float32 scores cannot resolve go either
 way), slots by refimpl's rule on the kernel's own scores, gates normalised in float32, probs and
 gates stored in ``precision``. Every MoE function of ``moe(precision)`` is refimpl's float64
@@ -43,14 +43,16 @@ def _store(x, precision):
 
 
 def _scores32(z, score, axis=-1):
-    """float32 scores: softmax as exp(z - logsumexp(z)), or sigmoid as exp(-log1p(exp(-z)))."""
+    """float32 scores: softmax as exp(z - m) times the reciprocal of its sum (one division per
+    row, as fused kernels do), or sigmoid as exp(-log1p(exp(-z))). (exp(z - lse) with
+    lse = m + log(sum) rounded to float32 would err by u32 |z|: 1e-5 at |z| ~ 1e4, where z - m is
+    exact; the suite rejects that, as the logits are exact inputs.)"""
     z = np.asarray(z, dtype=np.float32)
     with np.errstate(over="ignore", under="ignore"):
         if score == "sigmoid":
             return np.exp(-np.logaddexp(np.float32(0), -z)).astype(np.float32)
-        m = z.max(axis=axis, keepdims=True)
-        lse = m + np.log(np.sum(np.exp(z - m), axis=axis, keepdims=True, dtype=np.float32))
-        return np.exp(z - lse).astype(np.float32)
+        e = np.exp(z - z.max(axis=axis, keepdims=True))
+        return (e * (np.float32(1) / np.sum(e, axis=axis, keepdims=True, dtype=np.float32))).astype(np.float32)
 
 
 def _route(precision, bug):
@@ -109,11 +111,13 @@ def _stored(fn, precision):
     return wrapped
 
 
-def moe(precision: str = "float32") -> MoEAdapter:
-    """Every MoE capability in ``precision``, each refimpl's function from inputs rounded to p with
-    its float outputs stored in p (presets, group-limited routing included)."""
-    fns = {m: _stored(getattr(REFIMPL, m), precision) for m in MOE_KIND.methods}
-    return dataclasses.replace(REFIMPL, name=f"lowp.moe[{precision}]", precision=precision, **fns)
+def moe(precision: str = "float32", base: MoEAdapter = REFIMPL) -> MoEAdapter:
+    """Every MoE capability in ``precision``, each ``base``'s function (refimpl's by default; a wrong
+    adapter of ``properties.moe.WRONG`` to run that bug in p) from inputs rounded to p with its
+    float outputs stored in p (presets, group-limited routing included)."""
+    fns = {m: _stored(getattr(base, m), precision) for m in MOE_KIND.methods if getattr(base, m) is not None}
+    name = f"lowp.moe[{precision}]" if base is REFIMPL else f"{base.name}[{precision}]"
+    return dataclasses.replace(base, name=name, precision=precision, **fns)
 
 
 ROUTERS = [router("float32"), router("bfloat16")]

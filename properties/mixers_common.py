@@ -13,11 +13,22 @@ implementations each within the bound of the exact value differ by at most twice
 suite takes ``SAFETY`` = 2 more (4 in all, the same as ``properties.tolerance.FLOAT64_SAFETY``).
 The measured ratios error / bound are recorded in ``MEASURED`` (max per property) and printed
 by ``tests/test_mixers_properties.py``.
+
+Below float64 (an adapter declaring ``precision``) every mixer output is held to the rule of
+``properties.precision``, entrywise (``precision_elementwise``): the naive recurrence in that
+precision (``properties.mixers_naive``) from the same rounded inputs errs by rho M_i at entry i,
+rho = max_j |naive_j - spec_j| / M_j its error relative to the path magnitude M above (the
+quantity gamma_n plays in float64); the bound is FACTOR rho M_i + output_floor(p, M_i, n), the
+floor being the output's own rounding u_p M_i and the float32 accumulation n u32 M_i that no
+evaluation order escapes. Entrywise, so a decayed entry e^-40 times smaller than its neighbours
+keeps a bound of its own size. Ratios are recorded under "<property>[<precision>]".
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .precision import FACTOR, output_floor
 
 U64 = 2.0**-53
 SAFETY = 4.0
@@ -30,6 +41,21 @@ def rounding_bound(magnitude, n_terms: float) -> np.ndarray:
     """SAFETY * gamma_n * M for entries of magnitude M (see the module doc)."""
     n = float(n_terms)
     return SAFETY * (n * U64 / (1.0 - n * U64)) * np.asarray(magnitude, dtype=np.float64)
+
+
+def precision_elementwise(precision: str, float64_bound, magnitude, n_terms: float, naive, spec) -> np.ndarray:
+    """The entrywise bound for ``precision`` (module doc): ``float64_bound`` for float64, else
+    max(float64_bound, FACTOR rho M + output_floor(p, M, n)); ``naive`` (an array or a callable
+    called only below float64) is the quantity from ``properties.mixers_naive``."""
+    if precision == "float64":
+        return float64_bound
+    base = np.asarray(naive() if callable(naive) else naive, dtype=np.float64)
+    spec = np.asarray(spec, dtype=np.float64)
+    M = np.broadcast_to(np.asarray(magnitude, dtype=np.float64), spec.shape)
+    ok = np.isfinite(base) & np.isfinite(spec) & (M > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = float(np.max(np.abs(base - spec)[ok] / M[ok], initial=0.0))
+    return np.maximum(float64_bound, FACTOR * rho * M + output_floor(precision, M, int(np.ceil(n_terms))))
 
 
 def compare_elementwise(prop: str, impl_name: str, got, ref, bound, context: str) -> None:
@@ -49,7 +75,7 @@ def compare_elementwise(prop: str, impl_name: str, got, ref, bound, context: str
     if ratio[worst] > 1.0:
         raise AssertionError(
             f"{prop}: {impl_name} differs by {err[worst]:.3e} at {list(map(int, worst))}, bound {bound[worst]:.3e} "
-            f"(got {got[worst]!r}, expected {ref[worst]!r}); {context}"
+            f"(got {float(got[worst])!r}, expected {float(ref[worst])!r}); {context}"
         )
     if not impl_name.startswith("wrong["):
         MEASURED[prop] = max(MEASURED.get(prop, 0.0), float(ratio[worst]))
@@ -59,4 +85,4 @@ def shape_repr(**arrays) -> str:
     return ", ".join(f"{k}{tuple(v.shape)}" if hasattr(v, "shape") else f"{k}={v}" for k, v in arrays.items())
 
 
-__all__ = ["MEASURED", "SAFETY", "U64", "compare_elementwise", "rounding_bound", "shape_repr"]
+__all__ = ["MEASURED", "SAFETY", "U64", "compare_elementwise", "precision_elementwise", "rounding_bound", "shape_repr"]

@@ -19,8 +19,10 @@ from refimpl.mixers import delta_rule as DR
 from refimpl.mixers import gated as GL
 from refimpl.mixers import linear_attention as LA
 
+from . import mixers_naive as NV
 from .core import Property
-from .mixers_common import compare_elementwise, rounding_bound, shape_repr
+from .mixers_common import compare_elementwise, precision_elementwise, rounding_bound, shape_repr
+from .precision import NaiveOps, precision_of, round_inputs
 from .protocol import Capability, Kind
 
 
@@ -32,6 +34,7 @@ class LinearAttentionAdapter:
     capabilities: frozenset = frozenset()
     chunk_sizes: Optional[tuple] = None
     kind: str = "linear_attention"
+    precision: str = "float64"  # properties.precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,7 @@ class DeltaRuleAdapter:
     capabilities: frozenset = frozenset()
     chunk_sizes: Optional[tuple] = None
     kind: str = "delta_rule"
+    precision: str = "float64"  # properties.precision
 
 
 _CHUNKED = Capability("accepts chunk_size (any int >= 1, or those in the adapter's chunk_sizes) and computes chunkwise")
@@ -111,6 +115,11 @@ class MixerCase:
                 [self.g, -strength * rng.random(self.g.shape[:2] + (m * C,) + self.g.shape[3:])], axis=2),
             beta=more(self.beta[..., None], rng.random)[..., 0] if self.beta is not None else None, chunk_size=C)
 
+    def rounded(self, precision: str) -> "MixerCase":
+        """The case with q, k, v, g, beta exactly representable in ``precision``."""
+        q, k, v, g, beta = round_inputs(precision, self.q, self.k, self.v, self.g, self.beta)
+        return dataclasses.replace(self, q=q, k=k, v=v, g=g, beta=beta)
+
     def __repr__(self):
         return (f"MixerCase({shape_repr(q=self.q, v=self.v)}, g={None if self.g is None else self.g.shape}, seed={self.seed}, "
                 f"chunk_size={self.chunk_size}, scale={self.scale:.3g}, max|q|={np.abs(self.q).max(initial=0):.3g})")
@@ -120,7 +129,7 @@ class MixerCase:
 
 
 @st.composite
-def _case(draw, caps, family, adapter_chunks=None, positive=False):
+def _case(draw, caps, family, adapter_chunks=None, positive=False, extreme=False):
     B, H = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     K, V = draw(st.integers(1, 5)), draw(st.integers(1, 4))
     chunk = None
@@ -140,12 +149,13 @@ def _case(draw, caps, family, adapter_chunks=None, positive=False):
     g = beta = None
     gates = [None] + [s for s, c in (("scalar", "gate_scalar"), ("channel", "gate_channel"), ("scalar", "gated"))
                       if c in caps]
-    kind = draw(st.sampled_from(gates))
+    kind = draw(st.sampled_from(gates[1:] if extreme else gates))
     strength = draw(st.sampled_from([0.05, 1.0, 8.0]))  # 8: decays ~ e^-8 per step, near underflow over L
-    if kind == "scalar":
-        g = -rng.random((B, H, L)) * strength
-    elif kind == "channel":
-        g = -rng.random((B, H, L, K)) * strength
+    shape = {"scalar": (B, H, L), "channel": (B, H, L, K)}.get(kind)
+    if shape and extreme:  # gates near their floor: e^-20 .. e^-100 on 70% of the steps, 1 on the rest
+        g = np.where(rng.random(shape) < 0.7, -(20 + 80 * rng.random(shape)), 0.0)
+    elif shape:
+        g = -rng.random(shape) * strength
     if family == "delta":
         k = k / np.linalg.norm(k, axis=-1, keepdims=True)
         q = q / np.linalg.norm(q, axis=-1, keepdims=True)
@@ -166,65 +176,122 @@ def delta_case(caps):
     return _case(caps, "delta")
 
 
+def _gated(caps, names):
+    if not set(names) & set(caps):
+        from .core import Unsupported
+
+        raise Unsupported(f"extreme gates need a gate capability ({sorted(names)})")
+
+
+def la_extreme_case(caps):
+    """Gates near their floor (``_case(extreme=True)``): log-gates -20 .. -100 on most steps, so the
+    cumulative decay sum_t g_t reaches -2000 (e^-2000 is 0 in every precision)."""
+    _gated(caps, ("gate_scalar", "gate_channel"))
+    return _case(caps, "linear", extreme=True)
+
+
+def delta_extreme_case(caps):
+    _gated(caps, ("gated",))
+    return _case(caps, "delta", extreme=True)
+
+
 # ----------------------------------------------------------------------------- checks
 
 
-def _gla_bound(c: MixerCase):
-    """Entrywise bound for o and S of gated linear attention (properties.mixers_common)."""
+def _gla_magnitude(c: MixerCase):
+    """(M_o, M_S, n): the recurrence on |q|, |k|, |v| (properties.mixers_common) and n."""
     L, K = c.q.shape[2], c.q.shape[3]
     Gmax = 0.0 if c.g is None else float(np.max(-np.sum(c.g, axis=2), initial=0.0))
-    n = 2 * L + K + 8 + L * Gmax
     mo, mS = GL.gated_linear_attention(np.abs(c.q), np.abs(c.k), np.abs(c.v), c.g, scale=c.scale)
+    return mo, mS, 2 * L + K + 8 + L * Gmax
+
+
+def _gla_bound(c: MixerCase):
+    """Entrywise float64 bound for o and S of gated linear attention (properties.mixers_common)."""
+    mo, mS, n = _gla_magnitude(c)
     return rounding_bound(mo, n), rounding_bound(mS, n)
 
 
-def check_la_matches_recurrent(impl, c: MixerCase):
-    """o (and S_L when declared) equal the recurrent definition within the rounding bound."""
-    c = c.for_adapter(impl)
+def _in_precision(impl, c: MixerCase):
+    """(precision, the case as run on ``impl``: its chunk sizes, inputs rounded to its precision)."""
+    p = precision_of(impl)
+    return p, c.for_adapter(impl).rounded(p)
+
+
+def _label(prop: str, p: str) -> str:
+    return prop if p == "float64" else f"{prop}[{p}]"
+
+
+def check_la_matches_recurrent(impl, c: MixerCase, prop: str = "la_matches_recurrent"):
+    """o (and S_L when declared) equal the recurrent definition within the rounding bound
+    (below float64: the precision rule on the naive recurrence, properties.mixers_common)."""
+    p, c = _in_precision(impl, c)
     o, S = impl.forward(c.q, c.k, c.v, c.g, c.scale, c.chunk_size)
     ro, rS = GL.gated_linear_attention(c.q, c.k, c.v, c.g, scale=c.scale)
-    bo, bS = _gla_bound(c)
-    compare_elementwise("la_matches_recurrent", impl.name, o, ro, bo, repr(c))
+    mo, mS, n = _gla_magnitude(c)
+    naive = [None]
+
+    def nv(i):
+        return lambda: (naive.__setitem__(0, naive[0] or NV.gla(NaiveOps(p), c.q, c.k, c.v, c.g, c.scale)), naive[0][i])[1]
+    bo = precision_elementwise(p, rounding_bound(mo, n), mo, n, nv(0), ro)
+    compare_elementwise(_label(prop, p), impl.name, o, ro, bo, repr(c))
     if "final_state" in impl.capabilities:
-        compare_elementwise("la_matches_recurrent", impl.name, S, rS, bS, repr(c) + " (final state)")
+        bS = precision_elementwise(p, rounding_bound(mS, n), mS, n, nv(1), rS)
+        compare_elementwise(_label(prop, p), impl.name, S, rS, bS, repr(c) + " (final state)")
 
 
 def check_la_normalized(impl, c: MixerCase):
     """y = num / (den + eps) with the causal normaliser; |dy| <= (B_num + |y| B_den) / (den + eps)."""
-    c = c.for_adapter(impl)
+    p, c = _in_precision(impl, c)
     y = impl.normalized(c.q, c.k, c.v, c.scale, c.eps, c.chunk_size)
     ry = LA.linear_attention(c.q, c.k, c.v, feature_map="identity", scale=c.scale, eps=c.eps)
     va = np.concatenate([c.v, np.ones(c.v.shape[:3] + (1,))], axis=3)
     num_den = GL.gated_linear_attention(c.q, c.k, va, None, scale=c.scale)[0]
-    bo, _ = _gla_bound(dataclasses.replace(c, v=va))
+    mo, _, n = _gla_magnitude(dataclasses.replace(c, v=va))
+    bo = rounding_bound(mo, n)
     den = num_den[..., -1:] + c.eps
     bound = (bo[..., :-1] + np.abs(ry) * bo[..., -1:]) / den
-    compare_elementwise("la_normalized", impl.name, y, ry, bound, repr(c))
+    mag = (mo[..., :-1] + np.abs(ry) * mo[..., -1:]) / den  # the same propagation on magnitudes
+    bound = precision_elementwise(p, bound, mag, n, lambda: NV.gla_normalized(NaiveOps(p), c.q, c.k, c.v, c.scale, c.eps), ry)
+    compare_elementwise(_label("la_normalized", p), impl.name, y, ry, bound, repr(c))
 
 
-def _delta_bound(c: MixerCase):
+def _delta_magnitude(c: MixerCase):
     """|S_t| <= sum_{j<=t} beta_j |v_j| (each I - beta k k^T a contraction for |k| = 1, beta in [0, 1]);
     the outputs scale |q_t| times that. The chunked form's triangular solve adds c roundings per
-    entry and its entries are products of at most c contractions, so n = 2L + K + 8 + L Gmax."""
+    entry and its entries are products of at most c contractions, so n = 2L + K + 8 + L Gmax.
+    Returns (M_o, M_S, n)."""
     L, K = c.q.shape[2], c.q.shape[3]
     Gmax = 0.0 if c.g is None else float(np.max(-np.sum(c.g, axis=2), initial=0.0))
     n = 2 * L + K + 8 + L * Gmax
     beta = c.beta if c.beta.ndim == 3 else c.beta.max(axis=-1)  # per channel: the largest rate bounds |u_t|
     run = np.cumsum(beta * np.linalg.norm(c.v, axis=-1), axis=2)[..., None]  # (B, H, L, 1)
-    bo = rounding_bound(c.scale * np.linalg.norm(c.q, axis=-1)[..., None] * run, n)
-    bS = rounding_bound(run[:, :, -1:, :] * np.ones((1, 1, K, 1)), n)
-    return bo, bS
+    mo = c.scale * np.linalg.norm(c.q, axis=-1)[..., None] * run
+    return mo, run[:, :, -1:, :] * np.ones((1, 1, K, 1)), n
 
 
-def check_delta_matches_recurrent(impl, c: MixerCase):
-    """o (and S_L when declared) equal the delta-rule recurrence within the rounding bound."""
-    c = c.for_adapter(impl)
+def _delta_bound(c: MixerCase):
+    mo, mS, n = _delta_magnitude(c)
+    return rounding_bound(mo, n), rounding_bound(mS, n)
+
+
+def check_delta_matches_recurrent(impl, c: MixerCase, prop: str = "delta_matches_recurrent"):
+    """o (and S_L when declared) equal the delta-rule recurrence within the rounding bound
+    (below float64: the precision rule on the naive recurrence, properties.mixers_common)."""
+    p, c = _in_precision(impl, c)
     o, S = impl.forward(c.q, c.k, c.v, c.beta, c.g, c.scale, c.chunk_size)
     ro, rS = DR.delta_rule(c.q, c.k, c.v, c.beta, c.g, scale=c.scale)
-    bo, bS = _delta_bound(c)
-    compare_elementwise("delta_matches_recurrent", impl.name, o, ro, bo, repr(c))
+    mo, mS, n = _delta_magnitude(c)
+    naive = [None]
+
+    def nv(i):
+        return lambda: (naive.__setitem__(0, naive[0] or NV.delta(NaiveOps(p), c.q, c.k, c.v, c.beta, c.g, c.scale)),
+                        naive[0][i])[1]
+    bo = precision_elementwise(p, rounding_bound(mo, n), mo, n, nv(0), ro)
+    compare_elementwise(_label(prop, p), impl.name, o, ro, bo, repr(c))
     if "final_state" in impl.capabilities:
-        compare_elementwise("delta_matches_recurrent", impl.name, S, rS, bS, repr(c) + " (final state)")
+        bS = precision_elementwise(p, rounding_bound(mS, n), mS, n, nv(1), rS)
+        compare_elementwise(_label(prop, p), impl.name, S, rS, bS, repr(c) + " (final state)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,18 +323,26 @@ def check_delta_memorises(impl, c: MemoryCase):
     """beta = 1, orthonormal keys: reading key a returns the LAST value written to a (0 if never):
     the delta rule overwrites; gated linear attention ("delta attention" of seed 001 18.2) adds up."""
     L = len(c.writes)
-    k = c.keys[list(c.writes)][None, None]
-    q = c.keys[list(c.reads)][None, None]
+    p = precision_of(impl)
+    keys, v = round_inputs(p, c.keys, c.v)
+    k = keys[list(c.writes)][None, None]
+    q = keys[list(c.reads)][None, None]
     sizes = getattr(impl, "chunk_sizes", None)
     chunk = min(sizes) if sizes and c.chunk_size is not None else c.chunk_size  # fixed sizes: the smallest
-    o, _ = impl.forward(q, k, c.v, np.ones((1, 1, L)), None, 1.0, chunk)
-    expect = np.zeros_like(c.v)
+    o, _ = impl.forward(q, k, v, np.ones((1, 1, L)), None, 1.0, chunk)
+    expect = np.zeros_like(v)
     for t in range(L):
         last = [j for j in range(t + 1) if c.writes[j] == c.reads[t]]
         if last:
-            expect[0, 0, t] = c.v[0, 0, last[-1]]
-    bound = rounding_bound(np.cumsum(np.abs(c.v), axis=2).sum(-1, keepdims=True), 2 * L + 8)
-    compare_elementwise("delta_memorises", impl.name, o, expect, bound, repr(c))
+            expect[0, 0, t] = v[0, 0, last[-1]]
+    mag = np.cumsum(np.abs(v), axis=2).sum(-1, keepdims=True)
+    bound = rounding_bound(mag, 2 * L + 8)
+    if p != "float64":  # keys rounded to p are orthonormal only to O(u_p): the spec's own output moves too
+        beta = np.ones((1, 1, L))
+        ro = DR.delta_rule(q, k, v, beta, None, scale=1.0)[0]
+        bound = precision_elementwise(p, bound, mag, 2 * L + 8,
+                                      lambda: NV.delta(NaiveOps(p), q, k, v, beta, None, 1.0)[0], ro) + np.abs(ro - expect)
+    compare_elementwise(_label("delta_memorises", p), impl.name, o, expect, bound, repr(c))
 
 
 # ----------------------------------------------------------------------------- bundled and wrong
@@ -343,8 +418,27 @@ def _delta_chunks_without_carry(q, k, v, beta, g, scale, chunk_size):
     return np.concatenate(parts, axis=2), None
 
 
+def _factorised_decay(q, k, v, g, scale, chunk_size):
+    """The parallel form with the decay split across q and k (q_t e^{G_t}, k_j e^{-G_j}, G the
+    cumulative log-gate): exact in exact arithmetic, inf * 0 = NaN once -G_j > 709."""
+    B, H, L, K = q.shape
+    gg = np.zeros((B, H, L, K)) if g is None else (np.broadcast_to(g[..., None], q.shape) if g.ndim == 3 else g)
+    G = np.cumsum(gg, axis=2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        A = np.einsum("bhtk,bhjk->bhtj", q * np.exp(G), k * np.exp(-G)) * np.tril(np.ones((L, L)))
+        return scale * A @ v, None
+
+
+def _delta_gate_clamped(q, k, v, beta, g, scale, chunk_size):
+    """A "safe exp" floor: log-gates clamped to >= -20 (e^-20 ~ 2e-9 kept where the gate is smaller)."""
+    return DR.delta_rule(q, k, v, beta, None if g is None else np.maximum(g, -20.0), scale=scale)
+
+
 _W = "wrong[{}]"
 WRONG = {
+    "factorised_decay": LinearAttentionAdapter(_W.format("factorised_decay"), _factorised_decay,
+                                               capabilities=frozenset({"gate_scalar", "gate_channel"})),
+    "delta_gate_clamped": DeltaRuleAdapter(_W.format("delta_gate_clamped"), _delta_gate_clamped, frozenset({"gated"})),
     "decay_after_write": LinearAttentionAdapter(_W.format("decay_after_write"),
                                                 lambda q, k, v, g, s, c: _loop_gla(q, k, v, g, s, decay_after=True),
                                                 capabilities=frozenset({"gate_scalar", "gate_channel"})),
@@ -371,6 +465,14 @@ PROPERTIES = [
     Property("delta_matches_recurrent", "delta_rule", check_delta_matches_recurrent, delta_case,
              "recurrent and WY/UT chunked delta rule (gated or not, any chunk size) equal the recurrence",
              rejects=("seed_delta_attention", "delta_decay_after_update", "delta_chunk_state_dropped")),
+    Property("la_extreme_gates", "linear_attention", lambda i, c: check_la_matches_recurrent(i, c, "la_extreme_gates"),
+             la_extreme_case,
+             "gates near their floor (log-gates to -100 a step, cumulative decay to e^-2000) still equal the recurrence",
+             rejects=("factorised_decay",)),
+    Property("delta_extreme_gates", "delta_rule", lambda i, c: check_delta_matches_recurrent(i, c, "delta_extreme_gates"),
+             delta_extreme_case,
+             "gated delta rule with gates near their floor (log-gates to -100 a step) equals the recurrence",
+             rejects=("delta_gate_clamped",)),
     Property("delta_memorises", "delta_rule", check_delta_memorises, memory_case,
              "beta = 1 and orthonormal keys: reading a key returns the last value written to it",
              rejects=("seed_delta_attention",)),

@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 from refimpl.mixers import rwkv4 as RW
 from refimpl.mixers import ssm as SSM
 
+from . import mixers_naive as NV
 from .core import Property
-from .mixers_common import compare_elementwise, rounding_bound, shape_repr
+from .mixers_common import compare_elementwise, precision_elementwise, rounding_bound, shape_repr
+from .precision import NaiveOps, precision_of, round_inputs
 from .protocol import Capability, Kind
 
 
@@ -29,6 +31,7 @@ class WKVAdapter:
     forward: Callable
     capabilities: frozenset = frozenset()
     kind: str = "wkv"
+    precision: str = "float64"  # properties.precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ScanAdapter:
     forward: Callable
     capabilities: frozenset = frozenset()
     kind: str = "ssm_scan"
+    precision: str = "float64"  # properties.precision
 
 
 KINDS = (
@@ -83,21 +87,60 @@ def wkv_case(draw, caps):
     return WKVCase(w, u, rng.standard_normal((B, H, L, D)) * kmag, rng.standard_normal((B, H, L, D)))
 
 
-def _wkv_bound(c: WKVCase):
+def _wkv_magnitude(c: WKVCase):
     """wkv_t is a convex combination of v_j; each weight's exponent a = (t-1-j) w + k_j (or u + k_t)
     is evaluated with relative error ~ u, so its weight carries a relative error <= u |a| + (L + 4) u
-    (the exps and the running-max rescalings); the average moves by at most twice that times max|v|."""
+    (the exps and the running-max rescalings); the average moves by at most twice that times max|v|.
+    Returns (M = 2 max_{j<=t} |v_j|, n = |a| + 2L + 8)."""
     L = c.k.shape[2]
     a = np.abs(c.k).max() + np.abs(c.u).max() + L * np.abs(c.w).max()
-    vmax = np.maximum.accumulate(np.abs(c.v), axis=2)
-    return rounding_bound(2 * vmax, a + 2 * L + 8)
+    return 2 * np.maximum.accumulate(np.abs(c.v), axis=2), a + 2 * L + 8
 
 
-def check_wkv_matches_definition(impl, c: WKVCase):
-    """The WKV output equals the definition (explicit weighted average, log space) within the bound."""
+@st.composite
+def _wkv_extreme_case(draw, caps):
+    """Exponents at the edge (needs ``large_keys``): a bonus near its floor, u in [-1000, -100], and
+    keys climbing by -u (+- 3) a step, so each current token's e^{u + k_t} competes with the previous
+    token's e^{k_{t-1}} at exponents up to ~8e3, far past e^709; decays w in [-1000, -1e-3]."""
+    B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(2, 16)), draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    u = -(100 + 900 * rng.random((H, D)))
+    w = -np.exp(rng.uniform(np.log(1e-3), np.log(1e3), (H, D)))
+    steps = -u[None, :, None, :] + 3 * rng.standard_normal((B, H, L, D))
+    k = np.cumsum(steps, axis=2)
+    k = k - k[:, :, -1:] / 2  # centred: |k| <= ~8e3, within large_keys' 1e4
+    return WKVCase(w, u, k, rng.standard_normal((B, H, L, D)))
+
+
+def wkv_extreme_case(caps):
+    if "large_keys" not in caps:
+        from .core import Unsupported
+
+        raise Unsupported("extreme exponents need large_keys (finite and exact past e^709)")
+    return _wkv_extreme_case(caps)
+
+
+def _wkv_bound(c: WKVCase):
+    return rounding_bound(*_wkv_magnitude(c))
+
+
+def check_wkv_matches_definition(impl, c: WKVCase, prop: str = "wkv_matches_definition"):
+    """The WKV output equals the definition (explicit weighted average, log space) within the bound
+    (below float64: the precision rule on the naive log-space WKV, properties.mixers_common)."""
+    p = precision_of(impl)
+    c = WKVCase(*round_inputs(p, c.w, c.u, c.k, c.v))
     got = impl.forward(c.w, c.u, c.k, c.v)
-    compare_elementwise("wkv_matches_definition", impl.name, got, RW.wkv(c.w, c.u, c.k, c.v, form="parallel"),
-                        _wkv_bound(c), repr(c))
+    ref = RW.wkv(c.w, c.u, c.k, c.v, form="parallel")
+    M, n = _wkv_magnitude(c)
+    bound = precision_elementwise(p, rounding_bound(M, n), M, n, lambda: NV.wkv(NaiveOps(p), c.w, c.u, c.k, c.v), ref)
+    compare_elementwise(prop if p == "float64" else f"{prop}[{p}]",
+                        impl.name, got, ref, bound, repr(c))
+
+
+def _wkv_bonus_clamped(w, u, k, v):
+    """A "safe exp" floor on the bonus: u clamped to >= -50 (the current token overweighted once
+    u < -50; unseen unless a past token competes with e^{u + k_t} there)."""
+    return RW.wkv(w, np.maximum(u, -50.0), k, v, form="stable")
 
 
 def _wkv_naive(w, u, k, v):
@@ -177,31 +220,84 @@ def scan_case(draw, caps):
     return ScanCase(u, delta, A, Bm, Cm, D, z, x0)
 
 
-def _scan_bound(c: ScanCase):
+@st.composite
+def _scan_extreme_case(draw, caps):
+    """Decays near their floor: delta |A| from 50 to 1000 on most steps (exp(delta A) below e^-50,
+    down to an exact 0 past e^-745; cumulative sums to -1e4), delta ~ 1e-3 (no decay) on the others."""
+    c = draw(scan_case(caps))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    A = -np.exp(rng.uniform(0.0, 3.0, c.A.shape))  # |A| in [1, 20]
+    big = rng.random(c.delta.shape) < 0.7
+    delta = np.where(big, 50 + 950 * rng.random(c.delta.shape), 1e-3)
+    if "time_varying" not in caps:
+        delta = np.broadcast_to(delta[:, :, :1], delta.shape).copy()
+    return dataclasses.replace(c, delta=delta / np.max(-A, axis=-1)[None, :, None, :], A=A)
+
+
+def scan_extreme_case(caps):
+    return _scan_extreme_case(caps)
+
+
+def _scan_magnitude(c: ScanCase):
     """Same recurrence on absolute values (Abar > 0 already) bounds every path's magnitude; a decay
     over s steps is a product of s exps (sequential, associative) or a power (convolution):
-    <= L roundings, plus u * sum_t delta |A| from the exponents, so n = 3L + N + 8 + max sum delta |A|."""
+    <= L roundings, plus u * sum_t delta |A| from the exponents, so n = 3L + N + 8 + max sum delta |A|.
+    Returns (M_y, M_x, n)."""
     L, N = c.u.shape[2], c.A.shape[2]
     absD = None if c.D is None else np.abs(c.D)
     my, mx = SSM.selective_scan(np.abs(c.u), c.delta, c.A, np.abs(c.B), np.abs(c.C), absD, None, initial_state=None if c.x0 is None else np.abs(c.x0))
     if c.z is not None:
         my = my * np.abs(SSM.silu(c.z))
     n = 3 * L + N + 8 + float(np.max(np.sum(c.delta, axis=2)[..., None] * -c.A[None], initial=0.0))
+    return my, mx, n
+
+
+def _scan_bound(c: ScanCase):
+    my, mx, n = _scan_magnitude(c)
     return rounding_bound(my, n), rounding_bound(mx, n)
 
 
-def check_scan_matches_sequential(impl, c: ScanCase):
-    """Output (and last state when declared) equal the sequential scan within the rounding bound."""
+def check_scan_matches_sequential(impl, c: ScanCase, prop: str = "scan_matches_sequential"):
+    """Output (and last state when declared) equal the sequential scan within the rounding bound
+    (below float64: the precision rule on the naive sequential scan, properties.mixers_common)."""
+    p = precision_of(impl)
+    c = ScanCase(*round_inputs(p, c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.x0))
     y, x = impl.forward(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.x0)
     ry, rx = SSM.selective_scan(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, initial_state=c.x0)
-    by, bx = _scan_bound(c)
-    compare_elementwise("scan_matches_sequential", impl.name, y, ry, by, repr(c))
+    my, mx, n = _scan_magnitude(c)
+    naive = [None]
+
+    def nv(i):
+        return lambda: (naive.__setitem__(0, naive[0] or NV.selective_scan(NaiveOps(p), c.u, c.delta, c.A, c.B, c.C,
+                                                                            c.D, c.z, c.x0)), naive[0][i])[1]
+    label = prop if p == "float64" else f"{prop}[{p}]"
+    compare_elementwise(label, impl.name, y, ry, precision_elementwise(p, rounding_bound(my, n), my, n, nv(0), ry), repr(c))
     if "final_state" in impl.capabilities:
-        compare_elementwise("scan_matches_sequential", impl.name, x, rx, bx, repr(c) + " (last state)")
+        compare_elementwise(label, impl.name, x, rx, precision_elementwise(p, rounding_bound(mx, n), mx, n, nv(1), rx),
+                            repr(c) + " (last state)")
 
 
 def _scan_form(form):
     return lambda u, dl, A, B, C, D, z, x0: SSM.selective_scan(u, dl, A, B, C, D, z, initial_state=x0, form=form)
+
+
+def _scan_log_decay(u, dl, A, B, C, D, z, x0):
+    """The segment-sum form (Mamba-2 SSD style): x_t = sum_j e^{cum_t - cum_j} dB_j u_j with
+    cum = cumsum(log Abar) and log Abar taken of the computed exp(delta A): exact while Abar > 0,
+    but an Abar that underflows to 0 (delta |A| > 745) makes cum -inf and -inf - -inf = NaN."""
+    b, H, L, P = u.shape
+    G = B.shape[1]
+    Bg, Cg = np.repeat(B, H // G, axis=1), np.repeat(C, H // G, axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        cum = np.cumsum(np.log(np.exp(dl[..., None] * A[None, :, None])), axis=2)  # (b, H, L, P, N)
+        seg = np.exp(cum[:, :, :, None] - cum[:, :, None, :])  # (b, H, t, j, P, N)
+        seg = np.where(np.tril(np.ones((L, L), bool))[None, None, :, :, None, None], seg, 0.0)
+        dBu = dl[..., None] * Bg[:, :, :, None, :] * u[..., None]  # (b, H, L, P, N)
+        xs = np.einsum("bhtjpn,bhjpn->bhtpn", seg, dBu)
+        if x0 is not None:
+            xs = xs + np.exp(cum) * x0[:, :, None]
+    y = np.einsum("bhlpn,bhln->bhlp", xs, Cg) + (0 if D is None else D[None, :, None] * u)
+    return (y if z is None else y * SSM.silu(z)), xs[:, :, -1]
 
 
 def _scan_euler_a(u, dl, A, B, C, D, z, x0):
@@ -256,6 +352,8 @@ WRONG = {
     "wkv_naive_overflows": WKVAdapter(_W.format("wkv_naive_overflows"), _wkv_no_max_shift, frozenset({"large_keys"})),
     "wkv_u_on_past": WKVAdapter(_W.format("wkv_u_on_past"), _wkv_u_on_past),
     "wkv_decay_t_minus_j": WKVAdapter(_W.format("wkv_decay_t_minus_j"), _wkv_decay_t_minus_j),
+    "wkv_bonus_clamped": WKVAdapter(_W.format("wkv_bonus_clamped"), _wkv_bonus_clamped, frozenset({"large_keys"})),
+    "scan_log_decay": ScanAdapter(_W.format("scan_log_decay"), _scan_log_decay, _ALL),
     "scan_euler_a": ScanAdapter(_W.format("scan_euler_a"), _scan_euler_a, _ALL),
     "scan_group_mod": ScanAdapter(_W.format("scan_group_mod"), _scan_group_mod, _ALL),
     "scan_seed_convolution": ScanAdapter(_W.format("scan_seed_convolution"), _scan_seed_convolution, _ALL - {"time_varying"}),
@@ -266,6 +364,12 @@ PROPERTIES = [
              "WKV equals its definition (bonus u on the current token only, past token j decayed (t-1-j) w); "
              "with large_keys, also for |k| up to 1e4 where exp(k) overflows",
              rejects=("wkv_naive_overflows", "wkv_u_on_past", "wkv_decay_t_minus_j")),
+    Property("wkv_extreme_exponents", "wkv", lambda i, c: check_wkv_matches_definition(i, c, "wkv_extreme_exponents"),
+             wkv_extreme_case, "WKV with a bonus near its floor and keys climbing past e^709 equals its definition",
+             requires=frozenset({"large_keys"}), rejects=("wkv_bonus_clamped",)),
+    Property("scan_extreme_decays", "ssm_scan", lambda i, c: check_scan_matches_sequential(i, c, "scan_extreme_decays"),
+             scan_extreme_case, "decays near their floor (delta |A| to 1000 a step) still equal the sequential scan",
+             rejects=("scan_log_decay",)),
     Property("scan_matches_sequential", "ssm_scan", check_scan_matches_sequential, scan_case,
              "sequential, associative and convolution forms equal the ZOH-A / Euler-B selective scan",
              rejects=("scan_euler_a", "scan_group_mod", "scan_seed_convolution")),

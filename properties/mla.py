@@ -30,9 +30,11 @@ from hypothesis import strategies as st
 import refimpl
 from refimpl import mla as MLA
 
+from .attention_lowp import naive_attention, rounding_floor
 from .core import Property
+from .precision import FACTOR, naive_error, naive_ops, output_floor, precision_of
 from .protocol import Capability, Kind
-from .tolerance import compare_close
+from .tolerance import compare_close, round_to
 
 U = 2.0**-53
 
@@ -57,6 +59,7 @@ class MLAAdapter:
     capabilities: frozenset
     decode: Callable | None = None
     kind: str = "mla"
+    precision: str = "float64"
 
 
 def _softmax_rows(s):
@@ -65,8 +68,12 @@ def _softmax_rows(s):
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
-def _deepseek(x, Wt: MLA.MLAWeights, *, absorbed, chunks=None, bug=None):
-    """DeepSeek-V3 MLA.forward's einsums over chunks (start_pos), caches as growing arrays."""
+def _deepseek(x, Wt: MLA.MLAWeights, *, absorbed, chunks=None, bug=None, precision="float64"):
+    """DeepSeek-V3 MLA.forward's einsums over chunks (start_pos), caches as growing arrays;
+    ``precision``: every product, RoPE and softmax result rounded to it (a low-precision run)."""
+    def r(a):
+        return round_to(a, precision)
+
     B, L, _ = x.shape
     H, dn, dr, dv, dc = Wt.num_heads, Wt.d_nope, Wt.d_rope, Wt.d_v, Wt.d_c
     wkv_b = Wt.W_ukv.T.reshape(H, dn + dv, dc)  # DeepSeek's wkv_b.weight.view(H, -1, kv_lora_rank)
@@ -81,32 +88,32 @@ def _deepseek(x, Wt: MLA.MLAWeights, *, absorbed, chunks=None, bug=None):
     for n in chunks or [L]:
         xs = x[:, start : start + n]
         pos = np.arange(start, start + n) if bug != "decode_rope_from_zero" else np.arange(n)
-        q = (xs @ Wt.W_q).reshape(B, n, H, dn + dr)
+        q = r(xs @ Wt.W_q).reshape(B, n, H, dn + dr)
         q_nope = q[..., :dn]
-        q_pe = refimpl.apply_rope(q[..., dn:].transpose(0, 2, 1, 3), pos, layout="interleaved").transpose(0, 2, 1, 3)
-        kv = xs @ Wt.W_dkv
-        c, k_pe = kv[..., :dc], refimpl.apply_rope(kv[:, None, :, dc:], pos, layout="interleaved")[:, 0]
+        q_pe = r(refimpl.apply_rope(q[..., dn:].transpose(0, 2, 1, 3), pos, layout="interleaved")).transpose(0, 2, 1, 3)
+        kv = r(xs @ Wt.W_dkv)
+        c, k_pe = kv[..., :dc], r(refimpl.apply_rope(kv[:, None, :, dc:], pos, layout="interleaved")[:, 0])
         if absorbed:
             caches["kv"] = np.concatenate([caches["kv"], c], axis=1)
             caches["pe"] = np.concatenate([caches["pe"], k_pe], axis=1)
-            q_lat = np.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, :dn])
-            s = np.einsum("bshc,btc->bsht", q_lat, caches["kv"])
+            q_lat = r(np.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, :dn]))
+            s = r(np.einsum("bshc,btc->bsht", q_lat, caches["kv"]))
             if bug != "absorbed_no_rope":
-                s = s + np.einsum("bshr,btr->bsht", q_pe, caches["pe"])
+                s = r(s + r(np.einsum("bshr,btr->bsht", q_pe, caches["pe"])))
         else:
-            kvb = np.einsum("btc,hdc->bthd", c, wkv_b)
+            kvb = r(np.einsum("btc,hdc->bthd", c, wkv_b))
             k = np.concatenate([kvb[..., :dn], np.broadcast_to(k_pe[:, :, None], (B, n, H, dr))], axis=-1)
             caches["k"] = np.concatenate([caches["k"], k], axis=1)
             caches["v"] = np.concatenate([caches["v"], kvb[..., dn:]], axis=1)
-            s = np.einsum("bshd,bthd->bsht", np.concatenate([q_nope, q_pe], axis=-1), caches["k"])
+            s = r(np.einsum("bshd,bthd->bsht", np.concatenate([q_nope, q_pe], axis=-1), caches["k"]))
         T = start + n
         future = np.arange(T)[None, :] > np.arange(start, T)[:, None]  # (n, T): key after query
-        P = _softmax_rows(np.where(future[None, :, None, :], -np.inf, s * scale))
+        P = r(_softmax_rows(np.where(future[None, :, None, :], -np.inf, r(s * scale))))
         if absorbed:
-            o = np.einsum("bshc,hdc->bshd", np.einsum("bsht,btc->bshc", P, caches["kv"]), wkv_b[:, dn:])
+            o = r(np.einsum("bshc,hdc->bshd", r(np.einsum("bsht,btc->bshc", P, caches["kv"])), wkv_b[:, dn:]))
         else:
-            o = np.einsum("bsht,bthd->bshd", P, caches["v"])
-        outs.append(o.reshape(B, n, H * dv) @ Wt.W_o)
+            o = r(np.einsum("bsht,bthd->bshd", P, caches["v"]))
+        outs.append(r(o.reshape(B, n, H * dv) @ Wt.W_o))
         start = T
     return np.concatenate(outs, axis=1)
 
@@ -132,6 +139,14 @@ def _ds_forward(x, weights, *, absorbed, bug=None):
 
 def _ds_decode(x, weights, *, absorbed, chunks, bug=None):
     return _deepseek(x, weights, absorbed=absorbed, chunks=chunks, bug=bug)
+
+
+def lowp_mla_adapter(precision: str, bug=None) -> MLAAdapter:
+    """``deepseek_einsum`` with every product rounded to ``precision`` (correct; with ``bug`` wrong)."""
+    name = f"deepseek_einsum[{precision}]" + (f"[bug={bug}]" if bug else "")
+    return MLAAdapter(name, lambda x, W, **kw: _deepseek(x, W, bug=bug, precision=precision, **kw), CAPS,
+                      decode=lambda x, W, **kw: _deepseek(x, W, bug=bug, precision=precision, **kw),
+                      precision=precision)
 
 
 CAPS = frozenset({"decode"})
@@ -162,6 +177,8 @@ class MLACase:
 
 @st.composite
 def mla_case(draw, caps=frozenset()):
+    """x and the weights representable in the adapter's precision."""
+    precision = getattr(caps, "precision", "float64")
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     B, L, d_model, H = draw(st.integers(1, 2)), draw(st.integers(1, 7)), draw(st.integers(2, 10)), draw(st.integers(1, 3))
@@ -171,8 +188,11 @@ def mla_case(draw, caps=frozenset()):
         chunks.append(min(rest, draw(st.sampled_from((1, 1, 2, 3, 7)))))
         rest -= chunks[-1]
     mag = draw(st.sampled_from((1.0, 3.0)))
-    return MLACase(mag * rng.standard_normal((B, L, d_model)), MLA.init_mla_weights(rng, d_model, H, d_c, dn, dr, dv),
-                   tuple(chunks), seed)
+    x = round_to(mag * rng.standard_normal((B, L, d_model)), precision)
+    W = MLA.init_mla_weights(rng, d_model, H, d_c, dn, dr, dv)
+    if precision != "float64":
+        W = dataclasses.replace(W, **{n: round_to(getattr(W, n), precision) for n in ("W_q", "W_dkv", "W_ukv", "W_o")})
+    return MLACase(x, W, tuple(chunks), seed)
 
 
 def _g(n):
@@ -202,14 +222,68 @@ def _bound(case) -> np.ndarray:
     return 2 * eps_y
 
 
-def _compare(impl, case, got, ref, what):
+def _naive_mla(case, precision, order):
+    """The naive MLA in ``precision`` (properties.precision.naive_ops): every projection
+    accumulated in float32 and rounded, RoPE rounded, attention by the eager baseline."""
+    o = naive_ops(precision)
+    W, x = case.weights, case.x
+    B, L, _ = x.shape
+    H, dn, dr, dv, dc = W.num_heads, W.d_nope, W.d_rope, W.d_v, W.d_c
+    pos = np.arange(L)
+    q = o.out(o.matmul(x, W.W_q)).reshape(B, L, H, dn + dr).transpose(0, 2, 1, 3)
+    kv = o.out(o.matmul(x, W.W_dkv))
+    q_pe = round_to(refimpl.apply_rope(q[..., dn:], pos, layout="interleaved"), precision)
+    k_pe = round_to(refimpl.apply_rope(kv[:, None, :, dc:], pos, layout="interleaved"), precision)
+    kvb = o.out(o.matmul(kv[..., :dc], W.W_ukv)).reshape(B, L, H, dn + dv).transpose(0, 2, 1, 3)
+    qf = np.concatenate([q[..., :dn], q_pe], axis=-1)
+    kf = np.concatenate([kvb[..., :dn], np.broadcast_to(k_pe, (B, H, L, dr))], axis=-1)
+    vis = np.tril(np.ones((L, L), dtype=bool))
+    att, _ = naive_attention(qf, kf, kvb[..., dn:], vis, MLA.mla_softmax_scale(dn, dr), precision, order=order)
+    return o.out(o.matmul(att.transpose(0, 2, 1, 3).reshape(B, L, H * dv), W.W_o))
+
+
+def _lowp_bound(case, precision, ref) -> float:
+    """FACTOR x the larger naive error of the two attention orders + the floor: the attention
+    floor of properties.attention_lowp on the spec's q, k, v, carried through W_o
+    (max_m sum_(h,e) |W_o[(h,e), m]|), plus the output projection's own floor
+    (properties.precision.output_floor, H d_v float32 terms)."""
+    W, x = case.weights, case.x
+    B, L, _ = x.shape
+    H, dn, dr, dv, dc = W.num_heads, W.d_nope, W.d_rope, W.d_v, W.d_c
+    pos = np.arange(L)
+    q = (x @ W.W_q).reshape(B, L, H, dn + dr).transpose(0, 2, 1, 3)
+    kv = x @ W.W_dkv
+    kvb = (kv[..., :dc] @ W.W_ukv).reshape(B, L, H, dn + dv).transpose(0, 2, 1, 3)
+    qf = np.concatenate([q[..., :dn], refimpl.apply_rope(q[..., dn:], pos, layout="interleaved")], axis=-1)
+    k_pe = refimpl.apply_rope(kv[:, None, :, dc:], pos, layout="interleaved")
+    kf = np.concatenate([kvb[..., :dn], np.broadcast_to(k_pe, (B, H, L, dr))], axis=-1)
+    vis = np.tril(np.ones((L, L), dtype=bool))
+    fl_att, _ = rounding_floor(qf, kf, kvb[..., dn:], vis, MLA.mla_softmax_scale(dn, dr), precision)
+    att = refimpl.attention(qf, kf, kvb[..., dn:], causal=True, scale=MLA.mla_softmax_scale(dn, dr))[0]
+    Wo = np.abs(W.W_o)
+    terms = float(np.max(np.abs(att.transpose(0, 2, 1, 3).reshape(B, L, H * dv)) @ Wo, initial=0.0))
+    floor = fl_att * float(np.max(Wo.sum(axis=0), initial=0.0)) + output_floor(
+        precision, float(np.max(np.abs(ref), initial=0.0)), H * dv, terms)
+    return FACTOR * max(naive_error(_naive_mla(case, precision, order), ref) for order in ("q", "k")) + floor
+
+
+def _compare(impl, case, got, ref, what, relation=False):
+    """|got - ref| within the float64 bound, or the adapter's precision bound (twice it when
+    both sides are the adapter's, ``relation``)."""
     got = np.asarray(got, dtype=np.float64)
     tol = _bound(case)
+    precision = precision_of(impl)
+    if precision != "float64":
+        spec = MLA.mla_attention(case.x, case.weights)
+        tol = np.maximum(tol, (2 if relation else 1) * _lowp_bound(case, precision, spec))
     err = np.abs(got - ref)
     if got.shape != ref.shape or not np.all(err <= tol):
         i = np.unravel_index(np.argmax(err - tol), err.shape) if got.shape == ref.shape else None
         detail = f"max excess at {i}: |diff| {err[i]:.3e} > {tol[i]:.3e}" if i is not None else f"shape {got.shape}"
         raise AssertionError(f"{impl.name}: {what}: {detail}; {case!r}")
+    # passed: record how close it came (error / its elementwise bound, against 1) for the reports
+    compare_close(f"{what} (error / elementwise bound)", err / np.maximum(tol, 1e-300), np.zeros_like(err), 1.0,
+                  f"{impl.name}; {case!r}")
 
 
 def check_matches_reference(impl, case):
@@ -223,7 +297,7 @@ def check_matches_reference(impl, case):
 def check_absorbed_equals_naive(impl, case):
     """W_UK folded into the query and W_UV into the output change nothing beyond the derived bound."""
     naive = np.asarray(impl.forward(case.x, case.weights, absorbed=False), dtype=np.float64)
-    _compare(impl, case, impl.forward(case.x, case.weights, absorbed=True), naive, "absorbed vs naive")
+    _compare(impl, case, impl.forward(case.x, case.weights, absorbed=True), naive, "absorbed vs naive", relation=True)
 
 
 def check_decode_equals_prefill(impl, case):

@@ -20,7 +20,10 @@ MOE_KIND = Kind(
     name="moe",
     doc="Mixture-of-experts routing, capacity, losses, gradients and forward, compared with refimpl.moe "
         "(every supplied function is checked by value against the spec's, and the gradients also against "
-        "finite differences). Routings are refimpl.moe.Routing objects (or any object with its fields).",
+        "finite differences). Routings are refimpl.moe.Routing objects (or any object with its fields). "
+        "A lower-precision kernel declares precision (float32, bfloat16, float16; not unit_roundoff): every float "
+        "output is then held to properties.precision, integers stay exact with the near-tie rule of properties.moe "
+        "(competing scores closer than the precision resolves are compared by score).",
     methods={
         "route": "route(logits (T, E), k, **options of refimpl.moe.route) -> Routing",
         "capacity": "capacity(tokens, experts, *, k, factor, k_in_capacity, rounding, min_capacity, multiple_of) -> int",

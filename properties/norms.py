@@ -101,7 +101,9 @@ def norm_case(draw, caps=None, zero_mean=False):
     d = draw(st.sampled_from([1, 2, 3, 8, 33]))
     shape = (draw(st.integers(1, 3)), d)
     scale = draw(st.sampled_from([1.0, 1e-3, 30.0]))  # small rows: eps dominates, so its placement shows
-    x = rng.standard_normal(shape) * scale + draw(st.sampled_from(SHIFTS)) * scale
+    # float16 tops out at 65504: keep its rows (and their squares' float32 sums) in range
+    shifts = [s for s in SHIFTS if precision != "float16" or (abs(s) + 6) * scale < 2**14]
+    x = rng.standard_normal(shape) * scale + draw(st.sampled_from(shifts)) * scale
     if draw(st.booleans()):
         x[0] = x[0, 0]  # a constant row: zero variance
     if zero_mean:  # integers summing to 0 times a power of two: the mean is exactly 0 in float64
@@ -144,6 +146,30 @@ def _r_max(x, eps, center, placement):
     return float(np.max(1 / np.sqrt(v + eps) if placement == "inside_sqrt" else 1 / (np.sqrt(v) + eps)))
 
 
+def _backward_terms(x, dy, g, eps, center, placement):
+    """Sizes of the terms of dx, dweight, dbias (for ``precision.layer_floor``): dx =
+    r (dxhat - mean dxhat - xhat mean(dxhat xhat)) cancels (to 0 on a two-element row), so its
+    terms r (|dxhat| + |mean dxhat| + |xhat| |mean(dxhat xhat)|) set the size of one rounding
+    of them; dweight and dbias sum |dy xhat| and |dy| over the rows."""
+    xc = x - x.mean(-1, keepdims=True) if center else x
+    v = np.mean(xc * xc, -1, keepdims=True)
+    s = np.sqrt(v)
+    r = 1 / np.sqrt(v + eps) if placement == "inside_sqrt" else 1 / (s + eps)
+    xhat = xc * r
+    dxhat = dy * (1.0 if g is None else g)
+    m2 = np.abs(np.mean(dxhat * xhat, -1, keepdims=True))
+    corr = np.abs(xhat) * m2 * (r if placement == "inside_sqrt" else np.where(s > 0, 1 / np.where(s > 0, s, 1), 0))
+    t_dx = r * np.abs(dxhat) + corr + (r * np.abs(np.mean(dxhat, -1, keepdims=True)) if center else 0)
+    rows = tuple(range(x.ndim - 1))
+    return float(t_dx.max()), float(np.abs(dy * xhat).sum(rows).max()), float(np.abs(dy).sum(rows).max())
+
+
+def _affine_terms(y, b):
+    """Sizes of xhat g and b in y = xhat g + b (they may cancel)."""
+    bmax = 0.0 if b is None else float(np.abs(b).max())
+    return float(np.abs(y - (0 if b is None else b)).max()) + bmax
+
+
 def check_layer_norm(impl, case: NormCase):
     """layer_norm equals (x - mu) / sqrt(var + eps) * w + b (biased variance, eps inside)."""
     p = precision_of(impl)
@@ -151,7 +177,8 @@ def check_layer_norm(impl, case: NormCase):
     want = N.layer_norm(case.x, case.w, case.b, eps=case.eps)
     compare_layer("layer_norm", got, want, precision=p,
                   float64_bound=_bound(case, _r_max(case.x, case.eps, True, "inside_sqrt"), case.w),
-                  naive=lambda: naive_layer_norm(p, case.x, case.w, case.b, case.eps), context=f"{impl.name}; {case!r}")
+                  naive=lambda: naive_layer_norm(p, case.x, case.w, case.b, case.eps), magnitude=_affine_terms(want, case.b),
+                  context=f"{impl.name}; {case!r}")
 
 
 def check_rms_norm(impl, case: NormCase):
@@ -176,12 +203,13 @@ def check_backward(impl, case: NormCase):
     want = N.layer_norm_backward(case.x, case.dy, case.w, case.b, eps=case.eps)
     tol = _backward_bound(case, r, case.w, dyn)
     naive = naive_layer_norm_backward(p, case.x, case.dy, case.w, case.b, case.eps) if p != "float64" else (None,) * 3
-    for name, g_, w_, n_ in zip(("dx", "dweight", "dbias"), got, want, naive):
+    terms = _backward_terms(case.x, case.dy, case.w, case.eps, True, "inside_sqrt")
+    for name, g_, w_, n_, t_ in zip(("dx", "dweight", "dbias"), got, want, naive, terms):
         if (g_ is None) != (w_ is None):
             raise AssertionError(f"layer_norm_backward {name}: got {g_ is None and 'None' or 'an array'}; {ctx}")
         if w_ is not None:
             compare_layer(f"layer_norm_backward {name}", g_, w_, precision=p, float64_bound=tol * case.x.shape[0],
-                          naive=n_, context=ctx)
+                          naive=n_, magnitude=t_, context=ctx)
     conv = _rms_conv(impl.capabilities)
     w = case.w if case.w is not None else np.zeros(case.x.shape[-1])
     got = impl.rms_norm_backward(case.x, case.dy, w, case.eps)
@@ -189,9 +217,10 @@ def check_backward(impl, case: NormCase):
     r = _r_max(case.x, case.eps, False, conv["eps_placement"])
     tol = _backward_bound(case, r, conv["weight_offset"] + w, dyn)
     naive = naive_rms_norm_backward(p, case.x, case.dy, w, case.eps, **conv) if p != "float64" else (None,) * 2
-    for name, g_, w_, n_ in zip(("dx", "dweight"), got, want, naive):
+    terms = _backward_terms(case.x, case.dy, conv["weight_offset"] + w, case.eps, False, conv["eps_placement"])
+    for name, g_, w_, n_, t_ in zip(("dx", "dweight"), got, want, naive, terms):
         compare_layer(f"rms_norm_backward {name}", g_, w_, precision=p, float64_bound=tol * case.x.shape[0],
-                      naive=n_, context=ctx)
+                      naive=n_, magnitude=t_, context=ctx)
 
 
 def check_rms_equals_layer_norm_on_zero_mean(impl, case: NormCase):
@@ -252,13 +281,16 @@ def check_channel_norms(impl, case: ChannelCase):
                                                  + np.abs(case.b).max() + 1)
     p = precision_of(impl)
     bn_axes = (0,) + tuple(range(2, case.x.ndim))
-    compare_layer("batch_norm", impl.batch_norm(case.x, case.w, case.b, case.eps),
-                  N.batch_norm(case.x, case.w, case.b, eps=case.eps)[0], precision=p, float64_bound=tol,
-                  naive=lambda: naive_channel_norm(p, case.x, bn_axes, case.w, case.b, case.eps), context=ctx)
-    compare_layer("group_norm", impl.group_norm(case.x, case.groups, case.w, case.b, case.eps),
-                  N.group_norm(case.x, case.groups, case.w, case.b, eps=case.eps), precision=p, float64_bound=tol,
+    shape = (1, -1) + (1,) * (case.x.ndim - 2)
+    want = N.batch_norm(case.x, case.w, case.b, eps=case.eps)[0]
+    compare_layer("batch_norm", impl.batch_norm(case.x, case.w, case.b, case.eps), want, precision=p,
+                  float64_bound=tol, naive=lambda: naive_channel_norm(p, case.x, bn_axes, case.w, case.b, case.eps),
+                  magnitude=_affine_terms(want, case.b.reshape(shape)), context=ctx)
+    want = N.group_norm(case.x, case.groups, case.w, case.b, eps=case.eps)
+    compare_layer("group_norm", impl.group_norm(case.x, case.groups, case.w, case.b, case.eps), want, precision=p,
+                  float64_bound=tol,
                   naive=lambda: naive_channel_norm(p, case.x, None, case.w, case.b, case.eps, groups=case.groups),
-                  context=ctx)
+                  magnitude=_affine_terms(want, case.b.reshape(shape)), context=ctx)
 
 
 # ----------------------------------------------------------------------------

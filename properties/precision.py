@@ -170,9 +170,11 @@ def layer_floor(precision: str, float64_bound: float, magnitude: float) -> float
     Each layer property's float64 bound is a forward error analysis linear in the unit
     roundoff u of the arithmetic (its sums, products and divisions; see each module), so
     evaluating it at u = u32 bounds what the float32 accumulation every low-precision kernel
-    does can add, in whatever order it adds; u_p * magnitude (max |output|) is the output
-    stored in precision p (zero extra for float32, FLOOR_SAFETY times, for the few rounded
-    intermediates the naive baseline may escape by luck on a small problem).
+    does can add, in whatever order it adds. ``magnitude`` is the size of the terms the output
+    is formed from (max |output| where nothing cancels; e.g. r (|dxhat| + |xhat| |mean(dxhat
+    xhat)|) for a norm's dx, which cancels to almost 0 on a two-element row): u_p * magnitude
+    is one rounding to precision p of those terms, which a kernel storing an intermediate in p
+    makes and the naive baseline may escape by luck on a small problem; FLOOR_SAFETY of them.
     """
     u = UNIT_ROUNDOFF[precision]
     return float(float64_bound) * (U32 / U64) + FLOOR_SAFETY * u * float(magnitude)
@@ -184,27 +186,32 @@ def _max_abs(x) -> float:
     return float(np.max(np.abs(a), initial=0.0))
 
 
-def compare_layer(name: str, got, spec, *, precision: str, float64_bound: float, naive, context: str = "") -> float:
-    """``compare_in_precision`` with the layer floor (``layer_floor`` at max |spec|); returns the bound."""
-    floor = 0.0 if precision == "float64" else layer_floor(precision, float64_bound, _max_abs(spec))
+def compare_layer(name: str, got, spec, *, precision: str, float64_bound: float, naive, magnitude: float | None = None,
+                  context: str = "") -> float:
+    """``compare_in_precision`` with ``layer_floor`` (``magnitude``: the terms' size, default
+    max |spec|); returns the bound."""
+    if precision == "float64":
+        floor = 0.0
+    else:
+        floor = layer_floor(precision, float64_bound, _max_abs(spec) if magnitude is None else magnitude)
     return compare_in_precision(name, got, spec, precision=precision, float64_bound=float64_bound, naive=naive,
                                 floor=floor, context=context)
 
 
-def invariant_bound(precision: str, float64_bound: float, naive=None, spec=None) -> float:
+def invariant_bound(precision: str, float64_bound: float, naive=None, spec=None, magnitude: float | None = None) -> float:
     """The bound on |a - b| for two results of the adapter that agree in exact arithmetic
     (an invariant: norm preservation, a shift, a layout permutation, causality).
 
     float64: ``float64_bound`` (the property's own, which counts both sides). Lower
     precisions: each side lies within the low-precision bound of the exact value, so
     |a - b| <= 2 (FACTOR * max |naive - spec| + layer_floor), with ``naive`` the invariant's
-    quantity computed naively in the precision and ``spec`` its float64 value (a callable
-    ``naive`` is called with no arguments).
+    quantity computed naively in the precision, ``spec`` its float64 value (a callable
+    ``naive`` is called with no arguments) and ``magnitude`` as in ``layer_floor``.
     """
     if precision == "float64":
         return float(float64_bound)
     base = naive() if callable(naive) else naive
-    one = lowp_bound(base, spec, layer_floor(precision, float64_bound, _max_abs(spec)))
+    one = lowp_bound(base, spec, layer_floor(precision, float64_bound, _max_abs(spec) if magnitude is None else magnitude))
     return max(2.0 * one, float(float64_bound))
 
 

@@ -18,7 +18,7 @@ given on the command line run too; without any, only the conformance tests run.
 Options: ``--refimpl-impl MODULE:OBJECT`` (repeatable, or comma-separated; also read from
 ``$REFIMPL_IMPLS``), ``--refimpl-kind KIND`` (repeatable), ``--refimpl-profile dev|ci|thorough``
 (``properties/profiles.py``; default ``$REFIMPL_PROFILE``, else ``ci`` with ``$CI``, else
-``dev``), ``--refimpl-json PATH`` (the JSON report of ``python -m properties --json``),
+``dev``), ``--refimpl-examples N`` (examples per property), ``--refimpl-json PATH`` (the JSON report of ``python -m properties --json``),
 ``--refimpl-xfail PATH`` (your known deviations; as ``$REFIMPL_XFAIL``).
 
 The hooks that record every (property, implementation) test for the JSON report and trim
@@ -49,10 +49,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="only the properties of this kind (repeatable): attention, flash, moe, norm, ...")
     g.addoption("--refimpl-profile", default=None, metavar="dev|ci|thorough",
                 help="Hypothesis profile (dev: 25 random examples, ci: 100 derandomised, thorough: 2000)")
+    g.addoption("--refimpl-examples", type=int, default=None, metavar="N",
+                help="Hypothesis examples per property (overrides the profile's count)")
     g.addoption("--refimpl-json", default=None, metavar="PATH", dest="refimpl_json_path",
                 help="write the JSON report (one record per property and implementation) to PATH")
     g.addoption("--refimpl-xfail", default=None, metavar="PATH",
                 help="your xfail file of known deviations (default $REFIMPL_XFAIL)")
+
+
+def _load_profile(config: pytest.Config) -> None:
+    """Load --refimpl-profile (default: properties.profiles.default_profile), with --refimpl-examples."""
+    from hypothesis import settings
+
+    from . import profiles
+
+    try:
+        name = profiles.load(config.getoption("refimpl_profile"))
+    except ValueError as e:
+        raise pytest.UsageError(f"--refimpl-profile: {e}") from None
+    n = config.getoption("refimpl_examples")
+    if n is not None:
+        if n < 1:
+            raise pytest.UsageError(f"--refimpl-examples: expected a whole number >= 1, got {n}")
+        settings.register_profile(f"{name}+{n}", parent=settings.get_profile(name), max_examples=n)
+        settings.load_profile(f"{name}+{n}")
 
 
 def _specs(config: pytest.Config) -> list:
@@ -64,14 +84,8 @@ def pytest_configure(config: pytest.Config) -> None:
     specs = _specs(config)
     if config.getoption("refimpl_xfail"):
         os.environ["REFIMPL_XFAIL"] = str(pathlib.Path(config.getoption("refimpl_xfail")).resolve())
-    profile = config.getoption("refimpl_profile")
-    if profile or specs:
-        from . import profiles
-
-        try:
-            profiles.load(profile)
-        except ValueError as e:
-            raise pytest.UsageError(f"--refimpl-profile: {e}") from None
+    if config.getoption("refimpl_profile") or specs:
+        _load_profile(config)
     if not specs:
         if config.getoption("refimpl_kind"):
             raise pytest.UsageError("--refimpl-kind needs --refimpl-impl MODULE:OBJECT (the adapters to test)")
@@ -115,9 +129,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     of this repository on sys.path) may have loaded its own."""
     config = session.config
     if config.getoption("refimpl_profile") or adapters(config):
-        from . import profiles
-
-        profiles.load(config.getoption("refimpl_profile"))
+        _load_profile(config)
 
 
 def adapters(config: pytest.Config) -> list:
@@ -158,7 +170,7 @@ def pytest_report_header(config: pytest.Config) -> list:
     from hypothesis import settings
 
     return [f"refimpl conformance: {', '.join(f'{i.name} ({i.kind})' for i in impls)}; "
-            f"hypothesis profile {settings.default._current_profile or '?'}, "
+            f"hypothesis profile {getattr(settings, '_current_profile', None) or '?'}, "
             f"{settings.default.max_examples} examples a property"]
 
 
@@ -233,7 +245,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     from .report import write_json
 
     write_json(path, config.stash.get(_RECORDS, []), runner="pytest",
-               profile=settings.default._current_profile,
+               profile=getattr(settings, "_current_profile", None),
                settings={"max_examples": settings.default.max_examples,
                          "derandomize": settings.default.derandomize},
                hypothesis_seed=config.getoption("hypothesis_seed", None),

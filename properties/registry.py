@@ -14,7 +14,7 @@ MODULES = (
     "properties.rope", "properties.decode", "properties.mla",
     "properties.mixers_linear", "properties.mixers_scan",
     "properties.norms", "properties.ffn", "properties.losses", "properties.formats", "properties.block",
-    "properties.int_formats",
+    "properties.int_formats", "properties.vision",
 
     "properties.distributed",
 )

@@ -332,7 +332,8 @@ def headroom_svg(records, title: str = "worst error / bound, per property and im
                            f'fill-opacity="0.6"><title>{_escape(impl)}: {ratio:.3g} of the bound ({status})</title></circle>')
             top_impl = max(mine, key=lambda r: r[2])
             name = top_impl[1] if len(top_impl[1]) <= 38 else top_impl[1][:35] + "..."
-            out.append(f'<text x="{left + plot + 6}" y="{y + 3}" fill="#555">{_escape(name)} {top_impl[2]:.2g}</text>')
+            worst = "exact" if top_impl[2] == 0 else f"{top_impl[2]:.2g}"
+            out.append(f'<text x="{left + plot + 6}" y="{y + 3}" fill="#555">{_escape(name)} {worst}</text>')
     out.append("</svg>")
     return "\n".join(out)
 

@@ -44,6 +44,7 @@ from refimpl import rope as R
 from .core import Property
 from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
+from .tolerance import compare_close
 
 U = 2.0**-53
 
@@ -292,7 +293,8 @@ def check_matches_reference(impl, case):
     ref = refimpl.apply_rope(case.x, case.positions, **case.kwargs)
     tol = 2 * _attn(case) * 2 * np.max(np.abs(case.x)) * (_angle_bound(case) + 3 * U) + 1e-300
     compare_layer("differs from refimpl.apply_rope", got, ref, precision=precision_of(impl), float64_bound=tol,
-                  naive=lambda: _naive(impl, case), context=f"{impl.name}; {case!r}")
+                  naive=lambda: _naive(impl, case), magnitude=2 * _attn(case) * np.max(np.abs(case.x)),
+                  context=f"{impl.name}; {case!r}")
 
 
 def check_norm_preserving(impl, case):
@@ -337,10 +339,9 @@ def check_relative_position(impl, case):
     p = precision_of(impl)
     if p != "float64":
         spec = pair_dots(lambda a, m: refimpl.apply_rope(a, m, **case.kwargs))
-        tol = invariant_bound(p, tol, lambda: pair_dots(lambda a, m: _naive(impl, case, a, m)), spec)
-    err = float(np.max(np.abs(dots[0] - dots[1])))
-    if not err <= tol:
-        _fail(impl, f"q.k changed when all positions shifted by {s}", err, tol, case)
+        tol = invariant_bound(p, tol, lambda: pair_dots(lambda a, m: _naive(impl, case, a, m)), spec, magnitude=scale)
+    compare_close(f"q.k changed when all positions shifted by {s}", dots[1], dots[0], tol,
+                  f"{impl.name}; {case!r}; precision {p}")
 
 
 def check_exact_integer_positions(impl, case):
@@ -358,7 +359,8 @@ def check_exact_integer_positions(impl, case):
     if p != "float64":  # the precision rule against the float64 spec (itself within the mpmath bound below)
         tol = float(np.max(pos, initial=0)) * (math.log(base) + 5) * U + 2 * U
         compare_layer("cos/sin of integer positions", y, refimpl.apply_rope(e, pos, **case.kwargs), precision=p,
-                      float64_bound=tol, naive=lambda: _naive(impl, case, e, pos), context=f"{impl.name}; {case!r}")
+                      float64_bound=tol, naive=lambda: _naive(impl, case, e, pos), magnitude=1.0,
+                      context=f"{impl.name}; {case!r}")
         return
     mpmath.mp.dps = 40
     for i in range(d // 2):
@@ -394,10 +396,9 @@ def check_layout_conversion(impl, case):
                                    _naive(impl, case, case.x[..., perm], layout="interleaved"),
                                    _naive(impl, case, k[..., perm], layout="interleaved")])
 
-        tol = invariant_bound(p, tol, naive, spec)
-    err = float(np.max(np.abs(qh[..., perm] - qi)))
-    if not err <= tol:
-        _fail(impl, "half-then-permute differs from permute-then-interleaved", err, tol, case)
+        tol = invariant_bound(p, tol, naive, spec, magnitude=2 * _attn(case) * max(np.max(np.abs(case.x)), np.max(np.abs(k))))
+    compare_close("half-then-permute differs from permute-then-interleaved", qi, qh[..., perm], tol,
+                  f"{impl.name}; {case!r}; precision {p}")
     out_h, _ = refimpl.attention(qh, kh, v, causal=True)
     out_i, _ = refimpl.attention(qi, ki, v, causal=True)
     err = float(np.max(np.abs(out_h - out_i)))

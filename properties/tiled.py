@@ -135,4 +135,78 @@ WRONG = {
     **{f"bf16_tile64_{b}": tiled_adapter("bfloat16", b) for b in BF16_BUGS},
 }
 
-__all__ = ["CORRECT", "WRONG", "tiled_attention", "tiled_adapter"]
+
+
+# ----------------------------------------------------------------------------
+# a low-precision backward, as flash-attn's kernel computes it
+
+
+def lowp_attention_backward(q, k, v, dout, *, precision="float32", bug=None, mask=None, causal=False,
+                            align="bottom_right", window=None, scale=None, softcap=None, bias=None):
+    """FA2's backward in ``precision`` from the saved (out, lse) of ``tiled_attention``:
+    inputs in the precision, scores, P = exp(S - lse), dP, D = rowsum(dO * O) and dS in float32,
+    P and dS rounded to the precision before their GEMMs (flash-attn's ``flash_bwd_kernel.h``
+    converts both to the input type), every GEMM accumulated in float32, dq, dk, dv rounded to
+    the precision at the end. ``bug``: "no_D" (dS = P dP: the rowsum(dO * O) term dropped),
+    "no_softcap_grad" (tanh' forgotten), "dk_one_head" (dk, dv from the first head of each group).
+    """
+    from refimpl.sdpa import AttentionMask
+
+    f, io = np.float32, numpy_dtype(precision)
+
+    def r(x):  # to the precision, held in float32
+        return np.asarray(x, f).astype(io).astype(f)
+
+    out, lse = tiled_attention(q, k, v, precision=precision, mask=mask, causal=causal, align=align, window=window,
+                               scale=scale, softcap=softcap, bias=bias)
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    sc = f(1.0 / np.sqrt(D) if scale is None else scale)
+    Q, dO, O = r(q), r(dout), r(out)
+    K, V = r(np.repeat(k, G, axis=1)), r(np.repeat(v, G, axis=1))
+    raw = (Q @ np.swapaxes(K, -1, -2)) * sc
+    s = raw if softcap is None else f(softcap) * np.tanh(raw / f(softcap))
+    vis = np.broadcast_to(AttentionMask(mask, causal, align, window, (B, Hq, Lq, Lk)).tile(slice(None), slice(None)),
+                          (B, Hq, Lq, Lk))
+    if bias is not None:
+        s = s + np.asarray(np.where(np.isfinite(bias), bias, 0.0), f)
+        vis = vis & np.isfinite(bias)
+    L = np.asarray(lse, f)[..., None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        P = np.where(vis & np.isfinite(L), np.exp(s - np.where(np.isfinite(L), L, f(0))), f(0))
+    dV = np.swapaxes(r(P), -1, -2) @ dO
+    dP = dO @ np.swapaxes(V, -1, -2)
+    Drow = f(0) if bug == "no_D" else np.sum(dO * O, axis=-1, keepdims=True, dtype=f)
+    dS = P * (dP - Drow)
+    if softcap is not None and bug != "no_softcap_grad":
+        dS = dS * (f(1) - np.tanh(raw / f(softcap)) ** 2)
+    dS = r(dS)
+    dq = (dS @ K) * sc
+    dK = (np.swapaxes(dS, -1, -2) @ Q) * sc
+    grouped = (lambda x: x.reshape(B, Hkv, G, Lk, -1)[:, :, 0]) if bug == "dk_one_head" else \
+        (lambda x: x.reshape(B, Hkv, G, Lk, -1).sum(axis=2, dtype=f))
+    return tuple(r(x).astype(np.float64) for x in (dq, grouped(dK), grouped(dV)))
+
+
+def lowp_backward_adapter(precision="float32", bug=None) -> AttentionAdapter:
+    """``tiled_attention`` and ``lowp_attention_backward`` in ``precision`` as an attention adapter."""
+    name = f"properties.tiled.lowp_attention_backward[{precision}]" + (f"[bug={bug}]" if bug else "")
+    return AttentionAdapter(
+        name=name, forward=lambda q, k, v, **kw: tiled_attention(q, k, v, precision=precision, **kw),
+        backward=lambda q, k, v, do, **kw: lowp_attention_backward(q, k, v, do, precision=precision, bug=bug, **kw),
+        capabilities=BASE_CAPS - {"dropout"}, precision=precision)
+
+
+BACKWARD_BUGS = ("no_D", "no_softcap_grad", "dk_one_head")
+
+
+
+#: a correct float32 and bfloat16 attention forward + backward (README: "Attention backward in low precision")
+LOWP_BACKWARD = [lowp_backward_adapter("float32"), lowp_backward_adapter("bfloat16")]
+#: the same with the rowsum(dO * O) term dropped
+LOWP_BACKWARD_WRONG = [lowp_backward_adapter("float32", "no_D"), lowp_backward_adapter("bfloat16", "no_D")]
+
+__all__ = ["CORRECT", "WRONG", "tiled_attention", "tiled_adapter", "lowp_attention_backward", "lowp_backward_adapter",
+           "LOWP_BACKWARD", "LOWP_BACKWARD_WRONG",
+           "BACKWARD_BUGS"]

@@ -19,30 +19,11 @@ each within this bound differ by at most twice it; the suite uses
 measures refimpl's actual error against a 50-digit mpmath oracle to show the
 spec sits far inside (the measured margin is printed there).
 
-Float32 kernels are compared the flash-attn way (CONVENTIONS.md, Tolerances):
-their error against the float64 spec may be at most ``2x`` (forward) the error
-of a naive float32 NumPy computation of the same attention, plus a
-rounding-noise floor of a few float32 ulps (see ``float32_kernel_bounds``).
-
-bfloat16 / float16 kernels (``lowp_kernel_bounds``) are held the same way,
-following flash-attn's tests (tests/test_flash_attn.py: ``attention_ref`` with
-``upcast=False`` is the naive low-precision baseline, and the kernel's error
-against the fp32 reference must be at most 2x the baseline's plus a small
-constant). Inputs are drawn exactly representable in the precision (the
-strategies round them: ``round_to``), so kernel, baseline and spec see the same
-numbers. The baseline (``lowp_naive_attention``) is what an eager framework
-computes in that dtype: every matmul accumulates in float32 and rounds its
-result to the dtype, and so does every elementwise step (scale, softcap, bias,
-exp, row sum, division); its lse stays float32. Floor, with u the dtype's unit
-roundoff (2^-8 bfloat16, 2^-11 float16), V = max|v|, S the score magnitude:
-
-    out:  2 u V + 4 (D + Lk) u32 V (1 + S)
-          (an output rounded to the dtype: u |out| <= u V; weights rounded to
-          the dtype before the PV matmul, as flash-attn does: relative u each,
-          sum_j |dP_j| |v_j| <= u V; plus float32 accumulation of the scores and
-          the sums: (D + Lk) u32 relative on weights with scores of size S)
-    lse:  u max(1, |lse|) + 4 (D + Lk) u32 (max(1, |lse|) + S)
-          (an lse stored in the dtype, plus the float32 terms)
+float32, bfloat16 and float16 kernels are held to the one precision rule of
+``properties.precision`` (FACTOR x the error of a naive computation in that precision from
+the same rounded inputs, plus a derived floor); the attention baselines (both eager orders
+of flash-attn's ``attention_ref``) and floors, forward and backward, are
+``properties.attention_lowp``.
 
 FP8 (e4m3/e5m2) is not supported: an FP8 kernel quantises q, k, v and P with
 per-tensor or per-block scales that are part of the kernel, not of the inputs,
@@ -175,56 +156,6 @@ def compare_close(name: str, got, ref, atol: float, context: str) -> None:
         )
 
 
-def float32_naive_attention(q, k, v, mask_bool, scale, softcap=None, bias=None):
-    """A naive float32 NumPy attention (the baseline a float32 kernel is held to).
-
-    ``mask_bool`` (broadcastable to (B, Hq, Lq, Lk)) True = visible; GQA by repeat.
-    Returns (out, lse) in float32 arithmetic (converted to float64 for comparison).
-    """
-    f = np.float32
-    G = q.shape[1] // k.shape[1]
-    q32, k32, v32 = q.astype(f), np.repeat(k, G, axis=1).astype(f), np.repeat(v, G, axis=1).astype(f)
-    s = (q32 @ np.swapaxes(k32, -1, -2)) * f(scale)
-    if softcap is not None:
-        s = f(softcap) * np.tanh(s / f(softcap))
-    if bias is not None:
-        s = s + np.asarray(bias).astype(f)
-    s = np.where(mask_bool, s, f(-np.inf))
-    m = np.max(s, axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, f(0))
-    e = np.exp(s - m)
-    l = np.sum(e, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(l > 0, (e / np.where(l > 0, l, f(1))) @ v32, f(0))
-        lse = np.where(l[..., 0] > 0, m[..., 0] + np.log(np.where(l[..., 0] > 0, l[..., 0], f(1))), -np.inf)
-    return out.astype(np.float64), lse.astype(np.float64)
-
-
-def float32_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, softcap=None, bias=None, factor: float = 2.0):
-    """(atol_out, atol_lse) for a float32 kernel: factor x naive-float32 error + noise floor.
-
-    The floor covers what no float32 computation can avoid and what the naive
-    baseline may escape by luck on a small problem: each score is rounded with
-    an absolute error of order u32 |s|, which moves its weight by a relative
-    u32 |s| in a direction set by the order of operations. With S = scale *
-    max||q|| * max||k|| (softcap c caps it at c) the floor is
-    8 u32 max|v| (1 + S) on out and 8 u32 (max(1, |lse|) + S) on lse: a few
-    float32 ulps at ordinary score magnitudes, wider only where the scores
-    themselves are large (the extreme-score properties, |s| up to ~1e4).
-    """
-    o32, l32 = float32_naive_attention(q, k, v, mask_bool, scale, softcap, bias)
-    fin = np.isfinite(ref_lse)
-    err_out = float(np.max(np.abs(o32 - ref_out), initial=0.0))
-    with np.errstate(invalid="ignore"):  # -inf - -inf in fully masked rows, excluded by fin
-        err_lse = float(np.max(np.abs(np.where(fin, l32 - ref_lse, 0.0)), initial=0.0))
-    V = float(np.max(np.abs(v), initial=0.0))
-    lse_mag = max(1.0, float(np.max(np.abs(np.where(fin, ref_lse, 0.0)), initial=0.0)))
-    S = scale * _norms(np.asarray(q, np.float64)) * _norms(np.asarray(k, np.float64))
-    if softcap is not None:
-        S = min(S, softcap)
-    return factor * err_out + 8 * U32 * V * (1 + S), factor * err_lse + 8 * U32 * (lse_mag + S)
-
-
 def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=None, lse=None, chunks: int = 1):
     """(atol_out, atol_lse) for a tiled float64 result against refimpl.attention.
 
@@ -277,64 +208,33 @@ def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=Non
     return atol_out, atol_lse
 
 
+# The low-precision attention bounds live in properties.attention_lowp (they build on
+# properties.precision, which imports this module); these names delegate to it.
+
+
+def float32_naive_attention(q, k, v, mask_bool, scale, softcap=None, bias=None):
+    """The naive float32 attention (``properties.attention_lowp.naive_attention``): (out, lse)."""
+    from .attention_lowp import naive_attention
+
+    return naive_attention(q, k, v, mask_bool, scale, "float32", softcap, bias)
+
+
 def lowp_naive_attention(q, k, v, mask_bool, scale, precision: str, softcap=None, bias=None):
-    """The naive attention an eager framework computes in ``precision`` (bfloat16/float16).
+    """The naive eager attention in ``precision`` (``properties.attention_lowp.naive_attention``)."""
+    from .attention_lowp import naive_attention
 
-    Every matmul accumulates in float32 and rounds its result to the dtype; every
-    elementwise step is rounded to the dtype; the lse stays float32 (see the
-    module docstring). Returns float64 (out, lse).
-    """
-    dt, f = numpy_dtype(precision), np.float32
-
-    def r(x):
-        with np.errstate(over="ignore"):
-            return np.asarray(x, dtype=f).astype(dt).astype(f)
-
-    G = q.shape[1] // k.shape[1]
-    q, k, v = r(q), r(np.repeat(k, G, axis=1)), r(np.repeat(v, G, axis=1))
-    with np.errstate(over="ignore", invalid="ignore"):  # float16 may overflow: handled by the caller
-        s = r(r(q * f(scale)) @ np.swapaxes(k, -1, -2))  # q scaled first, as flash-attn's attention_ref
-    if softcap is not None:
-        s = r(f(softcap) * np.tanh(s / f(softcap)))
-    if bias is not None:
-        s = r(s + r(np.where(np.isfinite(bias), bias, 0.0)))
-        mask_bool = mask_bool & np.isfinite(bias)
-    s = np.where(mask_bool, s, f(-np.inf))
-    m = np.max(s, axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, f(0))
-    with np.errstate(over="ignore"):
-        e = r(np.exp(s - m))
-    l32 = np.sum(e, axis=-1, keepdims=True, dtype=f)
-    l = r(l32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        P = r(np.where(l > 0, e / np.where(l > 0, l, f(1)), f(0)))
-        out = r(P @ v)
-        lse = np.where(l32[..., 0] > 0, m[..., 0] + np.log(np.where(l32[..., 0] > 0, l32[..., 0], f(1))), -np.inf)
-    return out.astype(np.float64), lse.astype(np.float64)
+    return naive_attention(q, k, v, mask_bool, scale, precision, softcap, bias)
 
 
-def lowp_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, precision: str, softcap=None, bias=None,
-                       factor: float = 2.0):
-    """(atol_out, atol_lse) for a bfloat16/float16 kernel: factor x the naive low-precision
-    error (``lowp_naive_attention``) + the floor derived in the module docstring."""
-    o_lp, l_lp = lowp_naive_attention(q, k, v, mask_bool, scale, precision, softcap, bias)
-    fin = np.isfinite(ref_lse)
-    with np.errstate(invalid="ignore"):
-        err_out = float(np.max(np.abs(o_lp - ref_out), initial=0.0))
-        err_lse = float(np.max(np.abs(np.where(fin, l_lp - ref_lse, 0.0)), initial=0.0))
-    # A baseline that overflows the format (float16 scores beyond 65504) says nothing about
-    # the kernel, which accumulates scores in float32: then the floor alone applies (its
-    # float32 term grows with the score magnitude S).
-    err_out = err_out if np.isfinite(err_out) else 0.0
-    err_lse = err_lse if np.isfinite(err_lse) else 0.0
-    u = UNIT_ROUNDOFF[precision]
-    V = float(np.max(np.abs(v), initial=0.0))
-    lse_mag = max(1.0, float(np.max(np.abs(np.where(fin, ref_lse, 0.0)), initial=0.0)))
-    S = scale * _norms(np.asarray(q, np.float64)) * _norms(np.asarray(k, np.float64))
-    if softcap is not None:
-        S = min(S, softcap)
-    D, Lk = q.shape[-1], k.shape[-2]
-    f32 = 4 * (D + Lk) * U32
-    floor_out = 2 * u * V + f32 * V * (1 + S)
-    floor_lse = u * lse_mag + f32 * (lse_mag + S)
-    return factor * err_out + floor_out, factor * err_lse + floor_lse
+def float32_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, softcap=None, bias=None):
+    """(atol_out, atol_lse) of a float32 kernel (``properties.attention_lowp.kernel_bounds``)."""
+    from .attention_lowp import kernel_bounds
+
+    return kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, "float32", softcap, bias)
+
+
+def lowp_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, precision: str, softcap=None, bias=None):
+    """(atol_out, atol_lse) of a float32/bfloat16/float16 kernel (``properties.attention_lowp.kernel_bounds``)."""
+    from .attention_lowp import kernel_bounds
+
+    return kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, precision, softcap, bias)

@@ -46,7 +46,9 @@ inf - inf = NaN.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from . import masks as _masks
 from ._parallel import map_blocks
 from .softmax import _softmax_lse
 from ._validate import check_budget
@@ -62,20 +64,20 @@ from ._problem import (_CHUNK_BYTES, AttentionMask, _Broadcast, _check_qkv, _exp
 
 
 def attention(
-    q,
-    k,
-    v,
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
     *,
-    mask=None,
-    causal=False,
-    align="bottom_right",
-    window=None,
-    scale=None,
-    softcap=None,
-    bias=None,
-    dropout_mask=None,
-    dropout_p=0.0,
-):
+    mask: ArrayLike | _masks.Mask | None = None,
+    causal: bool = False,
+    align: str = "bottom_right",
+    window: tuple[int | None, int | None] | None = None,
+    scale: float | None = None,
+    softcap: float | None = None,
+    bias: ArrayLike | None = None,
+    dropout_mask: ArrayLike | None = None,
+    dropout_p: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact attention, the scores of each chunk of query rows formed whole. Returns (out, lse).
 
     Arguments (see the module docstring for the formula and the order of operations):
@@ -98,7 +100,10 @@ def attention(
     return _merge_heads(out), _merge_heads(lse)
 
 
-def attention_probs(q, k, *, mask=None, causal=False, align="bottom_right", window=None, scale=None, softcap=None, bias=None):
+def attention_probs(q: ArrayLike, k: ArrayLike, *, mask: ArrayLike | _masks.Mask | None = None, causal: bool = False,
+                    align: str = "bottom_right", window: tuple[int | None, int | None] | None = None,
+                    scale: float | None = None, softcap: float | None = None,
+                    bias: ArrayLike | None = None) -> np.ndarray:
     """The attention weights P (B, Hq, Lq, Lk) before dropout: rows sum to 1, or 0 if fully masked."""
     k = np.asarray(k)
     v = np.zeros(k.shape[:3] + (1,), dtype=np.float64) if k.ndim == 4 else k
@@ -142,21 +147,21 @@ def _forward(st: _Setup, probs: bool = False):
 
 
 def attention_backward(
-    q,
-    k,
-    v,
-    dout,
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    dout: ArrayLike,
     *,
-    mask=None,
-    causal=False,
-    align="bottom_right",
-    window=None,
-    scale=None,
-    softcap=None,
-    bias=None,
-    dropout_mask=None,
-    dropout_p=0.0,
-):
+    mask: ArrayLike | _masks.Mask | None = None,
+    causal: bool = False,
+    align: str = "bottom_right",
+    window: tuple[int | None, int | None] | None = None,
+    scale: float | None = None,
+    softcap: float | None = None,
+    bias: ArrayLike | None = None,
+    dropout_mask: ArrayLike | None = None,
+    dropout_p: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Analytic gradients (dq, dk, dv) of ``sum(dout * out)``; same keywords as ``attention``.
 
     With P the attention weights, Z = keep / (1 - p) (1 without dropout), S the

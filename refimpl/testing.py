@@ -26,7 +26,9 @@ representable), as the suite draws them. Fully masked rows follow the spec: out 
 lse -inf (convert a library's convention first, see ``refimpl.conventions``).
 
 The bound arithmetic lives in the conformance suite's ``properties`` package (installed with
-this one); it is imported inside each function, so ``import refimpl`` never imports it.
+this one); it is imported inside each function, so ``import refimpl`` never imports it. The
+norm, RoPE and loss checks use the suite's property modules, which need the ``[test]`` extra
+(Hypothesis); the attention and softmax checks need NumPy only.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ __all__ = [
     "assert_attention_grads_close",
     "assert_softmax_close",
     "assert_logsumexp_close",
+    "assert_layer_norm_close",
+    "assert_rms_norm_close",
+    "assert_rope_close",
+    "assert_cross_entropy_close",
 ]
 
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
@@ -214,14 +220,10 @@ def attention_grads_bounds(q: ArrayLike, k: ArrayLike, v: ArrayLike, dout: Array
     ``check_backward_matches_reference``): the forward bound times
     max|dout| (1 + S)(1 + max|q| + max|k|)(G Lq + Lk), S = scale max||q|| max||k||, plus 1e-13:
     each gradient entry is a sum of at most G Lq (or Lk) products of forward quantities.
-    Lower precisions: 2x the error of the same gradients computed naively in that precision
-    (``_naive_attention_grads``) plus ``properties.precision.output_floor`` for each gradient:
-    its own rounding u_p max|grad| plus n float32 accumulations of terms of size
-    dV: max|dO| (n = G Lq); dQ: 2 scale max||dO|| max||v|| max|k| (n = Lk);
-    dK: 2 scale max||dO|| max||v|| max|q| (n = G Lq) (|dS_ij| <= P_ij (|dP_ij| + |D_i|)).
-    Never below the float64 bound.
+    Lower precisions: the suite's rule, ``properties.attention_lowp.backward_kernel_bounds``
+    (2x the error of the eager backward in that precision, the worse of its two orders, plus
+    the first-order rounding floor). Never below the float64 bound.
     """
-    from properties import precision as Pr
     from properties.tolerance import attention_forward_bounds
 
     from .sdpa import attention_backward
@@ -243,16 +245,11 @@ def attention_grads_bounds(q: ArrayLike, k: ArrayLike, v: ArrayLike, dout: Array
     b64 = atol * mag + 1e-13
     if precision == "float64":
         return ref, (b64, b64, b64)
+    from properties.attention_lowp import backward_kernel_bounds
+
     vis = _visible(q, k, mask, causal, align, window, bias)
-    naive = _naive_attention_grads(q, k, v, dout, vis, sc, softcap, bias, precision)
-    don = float(np.max(np.linalg.norm(dout, axis=-1), initial=0.0))
-    vn = float(np.max(np.linalg.norm(v, axis=-1), initial=0.0))
-    terms = {"dq": (2 * sc * don * vn * kmax, Lk), "dk": (2 * sc * don * vn * qmax, G * Lq), "dv": (domax, G * Lq)}
-    bounds = []
-    for name, g_ref, g_naive in zip(("dq", "dk", "dv"), ref, naive):
-        term, n = terms[name]
-        floor = Pr.output_floor(precision, float(np.max(np.abs(g_ref), initial=0.0)), n, term)
-        bounds.append(max(Pr.lowp_bound(g_naive, g_ref, floor), b64))
+    lowp = backward_kernel_bounds(q, k, v, dout, ref, vis, sc, precision, softcap, bias)
+    bounds = [max(b, b64) for b in lowp]
     return ref, tuple(bounds)
 
 
@@ -353,3 +350,110 @@ def assert_logsumexp_close(actual: ArrayLike, x: ArrayLike, *, axis: int = -1, p
     ref = logsumexp(x, axis=-1)
     compare_lse("logsumexp", _f64(actual, "actual"), ref, _softmax_bounds(x, precision, 1, ref),
                 f"assert_logsumexp_close, precision {precision}")
+
+
+# ----------------------------------------------------------------------------
+# norms, RoPE, cross-entropy: the bounds of the suite's property modules
+
+
+def _suite_compare(name: str, got, want, precision: str, float64_bound: float, naive) -> None:
+    from properties.precision import compare_layer
+
+    compare_layer(name, _f64(got, name), want, precision=precision, float64_bound=float(float64_bound), naive=naive,
+                  context=f"assert_{name}_close, precision {precision}")
+
+
+def assert_layer_norm_close(actual: ArrayLike, x: ArrayLike, weight: ArrayLike = None, bias: ArrayLike = None, *,
+                            eps: float = 1e-5, precision: str = "float64") -> None:
+    """Assert ``actual`` equals ``refimpl.norms.layer_norm(x, weight, bias, eps=eps)`` (over the last
+    axis, biased variance, eps inside the square root) within the bound of ``precision``.
+
+    float64: 8 (n + 4) u (max|x| r max|w| + max|b| + 1), r = max 1/sqrt(var + eps) over the rows
+    (``properties/norms.py``); lower precisions: 2x a naive LayerNorm in that precision
+    (``properties.norms.naive_layer_norm``) plus the layer floor (``properties.precision``).
+    """
+    from properties import norms as PN
+
+    from . import norms
+
+    _check_precision(precision)
+    a = _inputs(precision, x=x, w=weight, b=bias)
+    x, w, b = a["x"], a["w"], a["b"]
+    want = norms.layer_norm(x, w, b, eps=eps)
+    case = PN.NormCase(x, w, b, np.zeros_like(x), eps, 0)
+    bound = PN._bound(case, PN._r_max(x, eps, True, "inside_sqrt"), w)
+    _suite_compare("layer_norm", actual, want, precision, bound, lambda: PN.naive_layer_norm(precision, x, w, b, eps))
+
+
+def assert_rms_norm_close(actual: ArrayLike, x: ArrayLike, weight: ArrayLike = None, *, eps: float = 1e-6,
+                          eps_placement: str = "inside_sqrt", weight_offset: float = 0.0,
+                          precision: str = "float64") -> None:
+    """Assert ``actual`` equals ``refimpl.norms.rms_norm(x, weight, eps=eps, eps_placement=...,
+    weight_offset=...)`` within the bound of ``precision`` (``weight_offset=1.0``: Gemma's
+    x r (1 + w); ``eps_placement="outside_sqrt"``: x / (sqrt(mean x^2) + eps)).
+
+    float64: the bound of :func:`assert_layer_norm_close` with g = weight_offset + w and r the
+    RMSNorm's; lower precisions: 2x ``properties.norms.naive_rms_norm`` plus the layer floor.
+    """
+    from properties import norms as PN
+
+    from . import norms
+
+    _check_precision(precision)
+    a = _inputs(precision, x=x, w=weight)
+    x = a["x"]
+    w = a["w"] if a["w"] is not None else np.zeros(x.shape[-1])
+    want = norms.rms_norm(x, w, eps=eps, eps_placement=eps_placement, weight_offset=weight_offset)
+    case = PN.NormCase(x, w, None, np.zeros_like(x), eps, 0)
+    bound = PN._bound(case, PN._r_max(x, eps, False, eps_placement), weight_offset + w)
+    _suite_compare("rms_norm", actual, want, precision, bound,
+                   lambda: PN.naive_rms_norm(precision, x, w, eps, eps_placement=eps_placement,
+                                             weight_offset=weight_offset))
+
+
+def assert_rope_close(actual: ArrayLike, x: ArrayLike, positions: ArrayLike, *, layout: str = "half",
+                      rotary_dim: Optional[int] = None, base: float = 10000.0, scaling: Optional[dict] = None,
+                      precision: str = "float64") -> None:
+    """Assert ``actual`` equals ``refimpl.apply_rope(x, positions, ...)`` within the bound of ``precision``.
+
+    x (B, H, L, D), positions int (L,) or (B, L). float64: 2 a (|x_a| + |x_b|)(A + 3u) per
+    column with A = max m theta (ln(base) + 20) u the angle error and a the attention factor
+    (``properties/rope.py``); lower precisions: 2x ``properties.rope.naive_rope`` (angles as
+    an eager framework computes them in that precision) plus the layer floor.
+    """
+    from properties import rope as PR
+    from properties.tolerance import U64
+
+    from .rope import apply_rope
+
+    _check_precision(precision)
+    x = _inputs(precision, x=x)["x"]
+    positions = np.asarray(positions)
+    kw = dict(layout=layout, rotary_dim=rotary_dim, base=base, scaling=scaling)
+    want = apply_rope(x, positions, **kw)
+    case = PR.RopeCase(x, positions, {k: v for k, v in kw.items() if v is not None}, 0)
+    bound = 2 * PR._attn(case) * 2 * float(np.max(np.abs(x), initial=0.0)) * (PR._angle_bound(case) + 3 * U64) + 1e-300
+    _suite_compare("rope", actual, want, precision, bound, lambda: PR.naive_rope(precision, x, positions, **kw))
+
+
+def assert_cross_entropy_close(actual: ArrayLike, logits: ArrayLike, targets: ArrayLike, *,
+                               ignore_index: int = -100, precision: str = "float64") -> None:
+    """Assert the mean cross-entropy ``actual`` (a scalar) equals the spec's: the mean over the rows
+    whose target is not ``ignore_index`` of logsumexp(z) - z_target (0.0 when every row is ignored),
+    within the bound of ``precision``.
+
+    logits (N, V), targets int (N,). float64: 8 (V + 4 + N) u (max|z| + 1)
+    (``properties/losses.py``); lower precisions: 2x ``properties.losses.naive_cross_entropy``
+    plus the layer floor.
+    """
+    from properties import losses as PL
+
+    from .losses import cross_entropy
+
+    _check_precision(precision)
+    z = _inputs(precision, z=logits)["z"]
+    t = np.asarray(targets)
+    want = np.float64(cross_entropy(z, t, ignore_index=ignore_index))
+    bound = PL._ce_tol(z, len(t))
+    _suite_compare("cross_entropy", np.float64(_f64(actual, "actual")), want, precision, bound,
+                   lambda: PL.naive_cross_entropy(precision, z, t, ignore_index))

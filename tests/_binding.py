@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from properties.core import find_counterexample, load_user_implementations, run_property, unsupported_reason
-from properties.report import xfail_entries
+from properties.core import find_counterexample, load_user_implementations, run_property
+from properties.pytest_plugin import conformance_params
 
 
 def impl_params(bundled, kind):
@@ -15,29 +15,14 @@ def impl_params(bundled, kind):
 
 
 def property_impl_params(props, impls, strict=True):
-    """Every (property, implementation) pair of the same kind.
+    """Every (property, implementation) pair of the same kind (``impls``: pytest params).
 
-    A pair the implementation's declaration does not cover is a SKIP with the
-    reason (never run, never counted as a pass); a pair listed in the xfail file
-    (properties/xfail.json) is a strict xfail: its passing is reported as XPASS
-    and fails the run. ``strict=False`` for smoke-size runs, whose few examples
-    may not draw the deviating case (the full-size runs stay strict).
+    The one binder of the installed pytest plugin (``properties.pytest_plugin.conformance_params``):
+    a pair the implementation's declaration does not cover is a SKIP with the reason (never run,
+    never counted as a pass); a pair listed in the xfail files is a strict xfail: its passing is
+    reported as XPASS and fails the run.
     """
-    xfails = xfail_entries()
-    out = []
-    for prop in props:
-        for p in impls:
-            impl = p.values[0]
-            if impl.kind != prop.kind:
-                continue
-            marks = []
-            reason = unsupported_reason(impl, prop)
-            if reason:
-                marks.append(pytest.mark.skip(reason=f"unsupported: {reason}"))
-            elif (prop.name, impl.name) in xfails:
-                marks.append(pytest.mark.xfail(strict=strict, reason=xfails[(prop.name, impl.name)]))
-            out.append(pytest.param(prop, impl, id=f"{prop.name}-{impl.name}", marks=marks))
-    return out
+    return conformance_params(props, [p.values[0] for p in impls], strict=strict)
 
 
 def meta_params(props, wrong):

@@ -123,3 +123,214 @@ def _(draw):
     return dict(positions=rng.integers(0, 10**6, draw(st.integers(0, 5))), d_model=2 * draw(st.integers(2, 8)),
                 base=draw(st.floats(2.0, 1e6)), layout=draw(st.sampled_from(PE.LAYOUTS)),
                 frequencies=draw(st.sampled_from(PE.FREQUENCIES)))
+
+
+# --- vision ------------------------------------------------------------------------
+
+from refimpl import vision as VI  # noqa: E402
+
+
+def _img(draw, P=None):
+    P = P or draw(st.integers(1, 3))
+    return arr(draw, (draw(st.integers(1, 2)), draw(st.integers(1, 3)), P * draw(st.integers(1, 3)),
+                      P * draw(st.integers(1, 3)))), P
+
+
+recipe("refimpl.vision.num_patches", kinds=dict(height="count", width="count", patch_size="count"))(
+    lambda draw: (lambda P: dict(height=P * draw(st.integers(1, 20)), width=P * draw(st.integers(1, 20)),
+                                 patch_size=P))(draw(st.integers(1, 16))))
+
+
+@recipe("refimpl.vision.patchify", kinds=dict(images="array", patch_size="count", order="name"))
+def _(draw):
+    x, P = _img(draw)
+    return dict(images=x, patch_size=P, order=draw(st.sampled_from(VI.ORDERS)))
+
+
+@recipe("refimpl.vision.patch_embed", "refimpl.vision.conv2d_stride", kinds=dict(images="array", weight="array",
+                                                                                 bias="array"))
+def _(draw):
+    x, P = _img(draw)
+    d = draw(st.integers(1, 4))
+    return dict(images=x, weight=arr(draw, (d, x.shape[1], P, P)), bias=arr(draw, (d,)))
+
+
+@recipe("refimpl.vision.vit_embeddings", kinds=dict(images="array", weight="array", bias="array", cls_token="array",
+                                                    pos_embed="array"))
+def _(draw):
+    x, P = _img(draw)
+    d, N = draw(st.integers(1, 4)), (x.shape[2] // P) * (x.shape[3] // P)
+    return dict(images=x, weight=arr(draw, (d, x.shape[1], P, P)), bias=arr(draw, (d,)), cls_token=arr(draw, (d,)),
+                pos_embed=arr(draw, (N + 1, d)))
+
+
+recipe("refimpl.vision.bicubic_resize", kinds=dict(grid="array", size="object"))(
+    lambda draw: dict(grid=arr(draw, (draw(st.integers(1, 5)), draw(st.integers(1, 5)), draw(st.integers(1, 3)))),
+                      size=(draw(st.integers(1, 6)), draw(st.integers(1, 6)))))
+
+
+@recipe("refimpl.vision.interpolate_pos_embed", kinds=dict(pos_embed="array", old_grid="object", new_grid="object"))
+def _(draw):
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return dict(pos_embed=arr(draw, (1 + h * w, draw(st.integers(1, 3)))), old_grid=(h, w),
+                new_grid=(draw(st.integers(1, 6)), draw(st.integers(1, 6))))
+
+
+@recipe("refimpl.vision.vit_params", kinds=dict(image_size="count", patch_size="count", channels="count",
+                                                d_model="count", n_layers="count", d_mlp="count", n_classes="count"))
+def _(draw):
+    P = draw(st.integers(1, 32))
+    return dict(image_size=P * draw(st.integers(1, 20)), patch_size=P, channels=draw(st.integers(1, 4)),
+                d_model=draw(st.integers(1, 2048)), n_layers=draw(st.integers(1, 48)), d_mlp=draw(st.integers(1, 8192)),
+                n_classes=draw(st.integers(0, 1000)))
+
+
+recipe("refimpl.vision.relative_position_index", kinds=dict(window="count"))(
+    lambda draw: dict(window=draw(st.integers(1, 8))))
+
+
+@recipe("refimpl.vision.shift_mask", kinds=dict(height="count", width="count", window="count", shift="count"))
+def _(draw):
+    M = draw(st.integers(1, 4))
+    return dict(height=M * draw(st.integers(1, 3)), width=M * draw(st.integers(1, 3)), window=M,
+                shift=draw(st.integers(0, M - 1)))
+
+
+@recipe("refimpl.vision.swin_window_attention", kinds=dict(x="array", w_qkv="array", b_qkv="array", w_out="array",
+                                                           b_out="array", bias_table="array", num_heads="count",
+                                                           window="count", shift="count"))
+def _(draw):
+    M, h = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    C = h * draw(st.integers(1, 2))
+    return dict(x=arr(draw, (draw(st.integers(1, 2)), M * draw(st.integers(1, 2)), M * draw(st.integers(1, 2)), C)),
+                w_qkv=arr(draw, (C, 3 * C)), b_qkv=arr(draw, (3 * C,)), w_out=arr(draw, (C, C)), b_out=arr(draw, (C,)),
+                bias_table=arr(draw, ((2 * M - 1) ** 2, h)), num_heads=h, window=M, shift=draw(st.integers(0, M - 1)))
+
+
+@recipe("refimpl.vision.swin_attention_scores", kinds=dict(height="count", width="count", window="count",
+                                                           batch="count"))
+def _(draw):
+    M = draw(st.integers(1, 12))
+    return dict(height=M * draw(st.integers(1, 10)), width=M * draw(st.integers(1, 10)), window=M,
+                batch=draw(st.integers(1, 4)))
+
+
+@recipe("refimpl.vision.patch_merging", kinds=dict(x="array", norm_weight="array", norm_bias="array",
+                                                   w_reduction="array", eps="float"))
+def _(draw):
+    C = draw(st.integers(1, 3))
+    return dict(x=arr(draw, (draw(st.integers(1, 2)), 2 * draw(st.integers(1, 2)), 2 * draw(st.integers(1, 2)), C)),
+                norm_weight=arr(draw, (4 * C,)), norm_bias=arr(draw, (4 * C,)), w_reduction=arr(draw, (4 * C, 2 * C)),
+                eps=draw(st.sampled_from([1e-5, 1e-6])))
+
+
+@recipe("refimpl.vision.clip_loss", kinds=dict(image_embeds="array", text_embeds="array", logit_scale="real"))
+def _(draw):
+    n, d = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return dict(image_embeds=arr(draw, (n, d)), text_embeds=arr(draw, (n, d)), logit_scale=draw(st.floats(-5, 5)))
+
+
+# --- latent ------------------------------------------------------------------------
+
+from refimpl import latent as LTB  # noqa: E402
+
+recipe("refimpl.latent.init_latent_block", kinds=dict(seed="count", d_model="count", num_latents="count",
+                                                      num_heads="count", d_ff="count"))(
+    lambda draw: (lambda h: dict(seed=draw(st.integers(0, 9)), d_model=h * draw(st.integers(1, 3)),
+                                 num_latents=draw(st.integers(1, 4)), num_heads=h, d_ff=draw(st.integers(0, 5))))(
+        draw(st.integers(1, 2))))
+
+
+@recipe("refimpl.latent.latent_block", kinds=dict(x="array", weights="object", num_heads="count"))
+def _(draw):
+    h = draw(st.integers(1, 2))
+    d = h * draw(st.integers(1, 3))
+    w = LTB.init_latent_block(draw(st.integers(0, 9)), d_model=d, num_latents=draw(st.integers(1, 3)), num_heads=h,
+                              d_ff=draw(st.integers(0, 4)))
+    return dict(x=arr(draw, (draw(st.integers(1, 2)), draw(st.integers(1, 5)), d)), weights=w, num_heads=h)
+
+
+recipe("refimpl.latent.LatentBlockWeights", kinds=dict(latents="array", cross="object", self_attn="object",
+                                                        ln_q="object", ln_kv="object", ln_s="object"),
+       call=lambda fn, kw: LTB.latent_block(np.ones((1, 2, kw["latents"].shape[-1] if hasattr(kw["latents"], "shape")
+                                                     and np.ndim(kw["latents"]) == 2 else 2)), fn(**kw), num_heads=1))(
+    lambda draw: (lambda w: dict(latents=w.latents, cross=w.cross, self_attn=w.self_attn, ln_q=w.ln_q, ln_kv=w.ln_kv,
+                                 ln_s=w.ln_s))(LTB.init_latent_block(draw(st.integers(0, 9)), d_model=2, num_latents=2,
+                                                                     num_heads=1)))
+recipe("refimpl.latent.latent_block_scores", kinds=dict(batch="count", num_latents="count", length="count",
+                                                        num_heads="count"))(
+    lambda draw: dict(batch=draw(st.integers(1, 4)), num_latents=draw(st.integers(1, 600)),
+                      length=draw(st.integers(1, 10**5)), num_heads=draw(st.integers(1, 16))))
+
+
+# --- scaling -----------------------------------------------------------------------
+
+recipe("refimpl.scaling.logit_variance", kinds=dict(x="array", sigma="float"))(
+    lambda draw: dict(x=arr(draw, (draw(st.integers(1, 3)), draw(st.integers(1, 8)))), sigma=draw(st.floats(0.0, 2.0))))
+
+
+@recipe("refimpl.scaling.recentred_affine", kinds=dict(y="array", W="array", b="array"))
+def _(draw):
+    T, d, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return dict(y=arr(draw, (T, d)), W=arr(draw, (d, n)), b=arr(draw, (n,)))
+
+
+recipe("refimpl.scaling.constant_bias_residual", kinds=dict(y="array", W="array"))(
+    lambda draw: (lambda d: dict(y=arr(draw, (draw(st.integers(1, 4)), d)), W=arr(draw, (d, draw(st.integers(1, 4))))))(
+        draw(st.integers(1, 4))))
+
+
+# --- pooled memory -----------------------------------------------------------------
+
+from refimpl import pooled_memory as PMM  # noqa: E402
+
+PM_KINDS = dict(window="count", g1="count", g2="count", mid_range="count")
+
+
+def _pm_cfg(draw):
+    g1 = draw(st.integers(1, 3))
+    g2 = g1 * draw(st.integers(1, 3))
+    return dict(window=draw(st.integers(1, 6)), g1=g1, g2=g2, mid_range=g2 * draw(st.integers(0, 3)))
+
+
+recipe("refimpl.pooled_memory.boundaries", "refimpl.pooled_memory.units", kinds=dict(PM_KINDS, t="count"))(
+    lambda draw: dict(_pm_cfg(draw), t=draw(st.integers(0, 60))))
+recipe("refimpl.pooled_memory.unit_counts", kinds=dict(PM_KINDS, n="count"))(
+    lambda draw: dict(_pm_cfg(draw), n=draw(st.integers(1, 60))))
+
+
+@recipe("refimpl.pooled_memory.pooled_attention", kinds=dict(PM_KINDS, q="array", k="array", v="array",
+                                                             size_bias="bool"))
+def _(draw):
+    L, D = draw(st.integers(1, 12)), draw(st.integers(1, 3))
+    return dict(_pm_cfg(draw), q=arr(draw, (L, D)), k=arr(draw, (L, D)), v=arr(draw, (L, draw(st.integers(1, 3)))),
+                size_bias=draw(st.booleans()))
+
+
+# --- gated -------------------------------------------------------------------------
+
+from refimpl import gated as GT  # noqa: E402
+
+
+@recipe("refimpl.gated.gated_fusion", kinds=dict(x="array", o_local="array", o_stride="array", W_lambda="array",
+                                                 b_lambda="array"))
+def _(draw):
+    L, d = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return dict(x=arr(draw, (L, d)), o_local=arr(draw, (L, d)), o_stride=arr(draw, (L, d)), W_lambda=arr(draw, (d, d)),
+                b_lambda=arr(draw, (d,)))
+
+
+@recipe("refimpl.gated.dual_chunk_branches", kinds=dict(q="array", k="array", v="array", window="count",
+                                                        stride="count"))
+def _(draw):
+    B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 3))
+    return dict(q=arr(draw, (B, H, L, D)), k=arr(draw, (B, H, L, D)), v=arr(draw, (B, H, L, D)),
+                window=draw(st.integers(1, 4)), stride=draw(st.integers(1, 4)))
+
+
+@recipe("refimpl.gated.head_scaled_attention", kinds=dict(q="array", k="array", v="array", head_scale="array",
+                                                          causal="bool"))
+def _(draw):
+    B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    return dict(q=arr(draw, (B, H, L, D)), k=arr(draw, (B, H, L, D)), v=arr(draw, (B, H, L, D)),
+                head_scale=arr(draw, (H,), 0.1, 3.0), causal=draw(st.booleans()))

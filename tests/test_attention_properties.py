@@ -4,6 +4,7 @@ and the meta-tests: each property rejects the wrong implementations it names."""
 import pytest
 
 from properties import attention as A
+from properties import tiled
 from properties.attention import BUNDLED, WRONG
 
 from ._binding import assert_rejects, impl_params, meta_params, property_impl_params, run_property
@@ -24,3 +25,28 @@ def test_property_rejects_wrong_implementation(prop, wrong):
 def test_every_property_has_a_meta_test():
     assert all(p.rejects for p in A.PROPERTIES)
     assert all(b in WRONG for p in A.PROPERTIES for b in p.rejects)
+
+
+BACKWARD = [p for p in A.PROPERTIES if p.name in ("backward_matches_reference", "backward_finite_differences")]
+
+
+@pytest.mark.parametrize("precision", ("float32", "bfloat16"))
+@pytest.mark.parametrize("prop", BACKWARD, ids=lambda p: p.name)
+def test_low_precision_backward_passes_and_its_bugs_are_rejected(precision, prop):
+    """The precision rule separates a correct float32 / bf16 FA2 backward (properties.tiled:
+    P and dS rounded to the precision before their GEMMs, float32 accumulation) from the same
+    backward with the rowsum(dO * O) term dropped, tanh' forgotten, or dk from one head."""
+    run_property(prop, tiled.lowp_backward_adapter(precision), max_examples=10)
+    for bug in tiled.BACKWARD_BUGS:
+        assert_rejects(prop, tiled.lowp_backward_adapter(precision, bug))
+
+
+@pytest.mark.parametrize("precision", ("float32", "bfloat16", "float16"))
+def test_low_precision_forward_passes_every_property(precision):
+    """The correct low-precision tiled forward passes the forward properties at ordinary sizes
+    (the tile-scale runs and the cross-tile bugs are tests/test_tile_scale.py)."""
+    impl = tiled.lowp_backward_adapter(precision)
+    for prop in A.PROPERTIES:
+        if prop.name in ("matches_reference", "convex_combination", "key_permutation_invariance",
+                         "gqa_equals_repeated_mha", "causal_ignores_future", "extreme_scores"):
+            run_property(prop, impl, max_examples=15)

@@ -44,3 +44,29 @@ def test_every_bundled_flash_adapter_runs_every_property():
     adapter may lack capabilities: its pairs are skips with a reason)."""
     for impl in (i for i in F.BUNDLED if i.kind == "flash"):
         assert all(prop.requires <= impl.capabilities for prop in F.PROPERTIES), impl.name
+
+
+def _lowp_flash(precision, bug=None):
+    """properties.tiled's forward and FA2 backward in ``precision`` as a flash adapter (one tile
+    for the backward: its rounding, not its tiling, is what the precision rule judges)."""
+    from properties import tiled
+
+    def forward(q, k, v, *, block_q, block_k, variant, **kw):
+        return tiled.tiled_attention(q, k, v, precision=precision, **kw)
+
+    def backward(q, k, v, out, lse, dout, *, block_q, block_k, **kw):
+        return tiled.lowp_attention_backward(q, k, v, dout, precision=precision, bug=bug, **kw)
+
+    caps = frozenset(tiled.TILED_CAPS | {"fa2", "backward"})
+    return F.FlashAdapter(f"lowp_flash[{precision}]" + (f"[bug={bug}]" if bug else ""), forward, caps,
+                          backward=backward, precision=precision)
+
+
+@pytest.mark.parametrize("precision", ("float32", "bfloat16"))
+def test_low_precision_flash_backward(precision):
+    """Flash-kind backward properties honour the adapter's precision: a correct one passes, one
+    without the rowsum(dO * O) term is rejected."""
+    for prop in F.PROPERTIES:
+        if prop.name in ("flash_backward_matches_reference", "flash_backward_finite_differences"):
+            run_property(prop, _lowp_flash(precision), max_examples=8)
+            assert_rejects(prop, _lowp_flash(precision, "no_D"))

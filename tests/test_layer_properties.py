@@ -38,3 +38,22 @@ def test_kinds_declare_every_adapter_method(mod):
         needed = set(kind.required) | {m for c in impl.capabilities for m in kind.capabilities[c].methods}
         missing = [m for m in needed if getattr(impl, m, None) is None]
         assert not missing, (impl.name, missing)
+
+
+def test_variance_by_moments_needs_the_shifted_rows():
+    """A LayerNorm variance taken as E[x^2] - E[x]^2 stays inside the float64 bound on rows
+    shifted by 5x their spread (the old draws) and leaves it at 1e4 and 1e8 (norms.SHIFTS)."""
+    import numpy as np
+
+    wrong = norms.WRONG["layer_norm_variance_by_moments"]
+    rng = np.random.default_rng(1)
+    for shift, caught in ((5.0, False), (1e4, True), (1e8, True)):
+        x = rng.standard_normal((3, 33)) + shift
+        case = norms.NormCase(x, None, None, np.ones_like(x), 1e-5, 0)
+        norms.check_layer_norm(norms.REFIMPL, case)  # the spec itself is inside its bound there
+        try:
+            norms.check_layer_norm(wrong, case)
+            rejected = False
+        except AssertionError:
+            rejected = True
+        assert rejected == caught, shift

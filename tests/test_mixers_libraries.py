@@ -205,3 +205,73 @@ def test_rwkv4_rnn_time_mixing():
     v = np.concatenate([np.zeros((1, C)), x[:-1]])
     got = presets.rwkv4_wkv(time_decay, time_first, x[None], v[None])[0]
     np.testing.assert_allclose(got, ref, rtol=0, atol=8 * (T + 8) * 2.0**-53 * (np.abs(x).max() * 4 + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The libraries' float32 references as adapters (precision "float32"): each passes the suite's
+# properties under properties.precision (before it, every run failed against the float64 bound).
+
+
+def _run_props(adapter, names, n=60):
+    from properties import mixers_common, mixers_linear, mixers_scan
+    from properties.core import run_property
+
+    props = {p.name: p for p in mixers_linear.PROPERTIES + mixers_scan.PROPERTIES}
+    mixers_common.MEASURED.clear()
+    for name in names:
+        run_property(props[name], adapter, max_examples=n, derandomize=True, database=None, deadline=None)
+    for k, v in sorted(mixers_common.MEASURED.items()):
+        print(f"{adapter.name} {k}: max error / bound = {v:.3g}")
+
+
+def test_fla_gla_float32_passes_the_properties():
+    from properties.mixers_linear import LinearAttentionAdapter
+
+    mod = _module("flash-linear-attention/fla/ops/gla/naive.py")
+
+    def forward(q, k, v, g, scale, chunk_size):  # fla: (B, T, H, K) layout, scale K^-0.5, channel gates
+        K = q.shape[-1]
+        gk = np.zeros(q.shape) if g is None else np.broadcast_to(g[..., None] if g.ndim == 3 else g, q.shape)
+        t = [_t(np.swapaxes(x, 1, 2)) for x in (q * (scale * K ** 0.5), k, v, gk)]
+        o, S = mod.naive_recurrent_gla(*t, output_final_state=True)
+        return np.swapaxes(o.numpy(), 1, 2), S.double().numpy()
+
+    ad = LinearAttentionAdapter("fla.naive_recurrent_gla[float32]", forward,
+                                capabilities=frozenset({"gate_scalar", "gate_channel", "final_state"}), precision="float32")
+    _run_props(ad, ["la_matches_recurrent", "la_extreme_gates"])
+
+
+def test_fla_gated_delta_rule_float32_passes_the_properties():
+    from properties.mixers_linear import DeltaRuleAdapter
+
+    mod = _module("flash-linear-attention/fla/ops/gated_delta_rule/naive.py")
+
+    def forward(q, k, v, beta, g, scale, chunk_size):
+        g = np.zeros(beta.shape) if g is None else g
+        t = [_t(np.swapaxes(x, 1, 2)) for x in (q, k, v, beta, g)]
+        o, S = mod.naive_recurrent_gated_delta_rule(*t, scale=scale, output_final_state=True)
+        return np.swapaxes(o.double().numpy(), 1, 2), S.double().numpy()
+
+    ad = DeltaRuleAdapter("fla.naive_recurrent_gated_delta_rule[float32]", forward, frozenset({"gated", "final_state"}),
+                          precision="float32")
+    _run_props(ad, ["delta_matches_recurrent", "delta_extreme_gates", "delta_memorises"])
+
+
+def test_mamba_selective_scan_ref_float32_passes_the_properties():
+    from properties.mixers_scan import ScanAdapter
+
+    ref_fn = _function("mamba/mamba_ssm/ops/selective_scan_interface.py", "selective_scan_ref", _mamba_namespace())
+
+    def forward(u, dl, A, Bm, Cm, D, z, x0):  # heads and head channels flattened to mamba's D = H P channels
+        b, H, L, P = u.shape
+        ch = lambda x: _t(np.swapaxes(x, 2, 3).reshape(b, H * P, L)).float()  # noqa: E731
+        args = [ch(u), ch(dl), _t(A.reshape(H * P, -1)).float(), _t(np.swapaxes(Bm, 2, 3)).float(),
+                _t(np.swapaxes(Cm, 2, 3)).float(), None if D is None else _t(D.reshape(-1)).float(),
+                None if z is None else ch(z)]
+        y, last = ref_fn(*args, None, False, True)
+        y = np.swapaxes(y.double().numpy().reshape(b, H, P, L), 2, 3)
+        return y, last.double().numpy().reshape(b, H, P, -1)
+
+    ad = ScanAdapter("mamba.selective_scan_ref[float32]", forward,
+                     frozenset({"time_varying", "grouped", "skip_and_gate", "final_state"}), precision="float32")
+    _run_props(ad, ["scan_matches_sequential", "scan_extreme_decays"])

@@ -86,3 +86,21 @@ def test_an_adapter_with_fixed_chunk_sizes_is_run_across_its_chunk_boundaries():
     for p in mixers_linear.PROPERTIES:
         if p.kind == "delta_rule":
             run_property(p, dgood, max_examples=20)
+
+
+EXTREME = [("la_extreme_gates", "la_matches_recurrent", "factorised_decay"),
+           ("delta_extreme_gates", "delta_matches_recurrent", "delta_gate_clamped"),
+           ("wkv_extreme_exponents", "wkv_matches_definition", "wkv_bonus_clamped"),
+           ("scan_extreme_decays", "scan_matches_sequential", "scan_log_decay")]
+
+
+@pytest.mark.parametrize("extreme, ordinary, wrong", EXTREME)
+def test_extreme_strategy_exposes_what_the_ordinary_one_cannot(extreme, ordinary, wrong):
+    """Each exponential mixer kind's extreme strategy (gates and decays near their floor, WKV's
+    exponents past e^709) rejects a wrong implementation that the ordinary strategy passes at
+    suite sizes (300 examples here; the meta-tests show the extreme property rejecting it)."""
+    from properties.core import find_counterexample
+
+    props = {p.name: p for p in PROPS}
+    assert wrong in props[extreme].rejects
+    assert find_counterexample(props[ordinary], WRONG[wrong], max_examples=300) is None

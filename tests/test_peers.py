@@ -12,7 +12,7 @@ import pytest
 
 import refimpl
 from properties import registry
-from properties.peers import FACTORIES, Unavailable, availability
+from properties.peers import FACTORIES, TRITON, Unavailable, availability
 from tests._binding import property_impl_params, run_property
 from refimpl import conventions as C
 from refimpl import moe as M
@@ -26,7 +26,8 @@ def _need(module):
 def test_importing_the_peers_package_imports_no_library():
     code = ("import sys, properties.peers, properties.peers.run; "
             "import properties.peers.sdpa, properties.peers.flex, properties.peers.jax_dpa, properties.peers.deepspeed_gating, properties.peers.hf_moe, properties.peers.gpu_only; "
-            "print(sorted(m for m in ('torch', 'jax', 'transformers', 'deepspeed') if m in sys.modules))")
+            "import properties.peers.fla_ops, properties.peers.liger_ops, properties.peers.mamba_ssu, properties.peers.triton_shims; "
+            "print(sorted(m for m in ('torch', 'jax', 'transformers', 'deepspeed', 'triton', 'fla', 'liger_kernel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -37,7 +38,8 @@ def test_every_factory_gives_adapters_or_a_reason():
         if state == "available":
             got = getattr(__import__("properties.peers", fromlist=[name]), name)()
             for impl in got if isinstance(got, list) else [got]:
-                assert impl.kind in {"attention", "moe"} and impl.preset and impl.library, impl.name
+                assert impl.kind in {"attention", "moe", "linear_attention", "delta_rule", "ssm_scan", "norm", "loss", "rope"}, impl.name
+                assert impl.preset and impl.library, impl.name
 
 
 def test_gpu_only_adapters_say_what_is_missing():
@@ -87,6 +89,7 @@ def test_peer_xfail_entry_with_unknown_property_is_an_error(monkeypatch, tmp_pat
 # shared cores), so outside REFIMPL_PROFILE=thorough they run two properties, 2 examples each.
 # The full-size run of every pair: python -m properties.peers --profile ci (README).
 EXAMPLES = 3
+XFAIL_EXAMPLES = 100
 SLOW = {"torch.flex_attention[float64]", "jax.nn.dot_product_attention"}
 SLOW_SMOKE = {"matches_reference", "gqa_equals_repeated_mha"}
 THOROUGH = os.environ.get("REFIMPL_PROFILE") == "thorough"
@@ -97,6 +100,8 @@ def _peer_impls():
         return []
     out = []
     for factory in FACTORIES:
+        if factory in TRITON:  # interpreted Triton kernels: tests/test_triton_peers.py
+            continue
         try:
             got = getattr(__import__("properties.peers", fromlist=[factory]), factory)()
         except Unavailable:
@@ -112,9 +117,9 @@ def _peer_pairs():
             reason="no peer library installed (pip install -e '.[peers]') or REFIMPL_PEERS=0"))]
     monkey = os.environ.get("REFIMPL_IMPLS")  # the peer xfail entries apply to loaded peers only
     os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(
-        f"properties.peers:{f}" for f in FACTORIES if availability()[f] == "available")]))
+        f"properties.peers:{f}" for f in FACTORIES if f not in TRITON and availability()[f] == "available")]))
     try:
-        return property_impl_params(registry.all_properties(), impls, strict=False)
+        return property_impl_params(registry.all_properties(), impls)
     finally:
         if monkey is None:
             del os.environ["REFIMPL_IMPLS"]
@@ -123,16 +128,23 @@ def _peer_pairs():
 
 
 @pytest.mark.parametrize("prop, impl", _peer_pairs())
-def test_peer_property(prop, impl):
+def test_peer_property(prop, impl, request):
+    # A pair of the xfail file is a strict xfail (its XPASS fails the run, as the docs say), so
+    # its examples are drawn derandomised in every profile: the known deviation is drawn, or
+    # not, the same way on every machine and profile (never a verdict of the example database).
+    # The deviations are rare cases (ties, underflow), so such a pair runs the ci profile's 100
+    # examples, as python -m properties.peers --profile ci does (the slow peers: 2).
+    xfail = request.node.get_closest_marker("xfail") is not None
+    fixed = dict(derandomize=True, database=None) if xfail else {}
     if THOROUGH:
-        run_property(prop, impl)
+        run_property(prop, impl, **fixed)
     elif impl.name in SLOW:
         if prop.name not in SLOW_SMOKE:
             pytest.skip(f"{impl.name} is slow on the CPU: {prop.name} runs under REFIMPL_PROFILE=thorough "
                         f"and in python -m properties.peers")
-        run_property(prop, impl, max_examples=2)
+        run_property(prop, impl, max_examples=2, **fixed)
     else:
-        run_property(prop, impl, max_examples=EXAMPLES)
+        run_property(prop, impl, max_examples=XFAIL_EXAMPLES if xfail else EXAMPLES, **fixed)
 
 
 # --- presets side by side with the real libraries (item 7) -------------------------------------

@@ -73,3 +73,99 @@ def test_readme_misspelled_capability_command(monkeypatch, capsys):
 
 def test_readme_links_the_conformance_document():
     assert "docs/conformance.md" in README
+
+
+def test_readme_low_precision_backward_commands(monkeypatch):
+    """The README's float32 / bfloat16 attention-backward commands: the correct adapters pass,
+    the ones without the rowsum(dO * O) term fail (run here on 2 examples of backward_matches_reference:
+    the finite-difference property costs more and runs in tests/test_attention_properties.py)."""
+    import shlex
+
+    from properties.__main__ import main
+
+    for target, status in (("properties.tiled:LOWP_BACKWARD ", 0), ("properties.tiled:LOWP_BACKWARD_WRONG ", 1)):
+        line = next(l.strip() for l in README.splitlines() if l.strip().startswith(f"REFIMPL_IMPLS={target}"))
+        env, _, cmd = line.partition(" python -m properties ")
+        monkeypatch.setenv(*env.split("=", 1))
+        assert main(shlex.split(cmd) + ["--examples", "2", "--only", "backward_matches"]) == status, line
+
+
+def _demo_layer_commands():
+    return [l.strip() for l in README.splitlines() if l.strip().startswith("REFIMPL_IMPLS=properties.demo_layers:")]
+
+
+def test_readme_precision_commands_pass_and_fail_as_shown(monkeypatch, capsys):
+    """The README's float32 / bfloat16 layer adapters: correct ones exit 0, the buggy ones 1,
+    every named adapter reported (pass, or FAIL for the buggy ones)."""
+    import shlex
+
+    import pytest
+
+    pytest.importorskip("torch", reason="torch not installed: the README's precision examples need it")
+    pytest.importorskip("transformers", reason="transformers not installed: the README's precision examples need it")
+    from properties import demo_layers as D
+    from properties.__main__ import main
+
+    wrong = {a.name for f in D.WRONG_FACTORIES for p in ("float32", "bfloat16") for a in [f(p)]}
+    lines = _demo_layer_commands()
+    assert len(lines) == 6, lines
+    for line in lines:
+        env, _, cmd = line.partition(" python -m properties ")
+        monkeypatch.setenv(*env.split("=", 1))
+        args = shlex.split(cmd)
+        names = [args[i + 1] for i, a in enumerate(args) if a == "--impl"]
+        expected = 1 if set(names) <= wrong else 0
+        assert expected == 0 or not set(names) - wrong, line
+        assert main(args) == expected, line
+        out = capsys.readouterr().out
+        for name in names:
+            assert f"{name}: {'FAIL' if expected else 'pass'}" in out, (line, out[-2000:])
+
+
+def _readme_commands(prefix):
+    """(command, the lines shown after it) for each README command starting with ``prefix``
+    (backslash continuations joined)."""
+    lines, out = README.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.strip().startswith(prefix):
+            cmd, j = line.strip(), i
+            while cmd.endswith("\\"):
+                j += 1
+                cmd = cmd[:-1].rstrip() + " " + lines[j].strip()
+            shown = []
+            for later in lines[j + 1:]:
+                if not later.startswith("    ") or later.strip().startswith("REFIMPL_IMPLS="):
+                    break
+                shown.append(later.strip())
+            out.append((cmd, shown))
+    return out
+
+
+def test_readme_low_precision_moe_and_mixer_commands(monkeypatch, capsys):
+    """The README's float32/bfloat16 router and scan commands: the correct adapters pass, the wrong
+    ones fail with the messages shown (run here with 3 examples, the failing ones with the default count
+    and only the property shown, so the figures may differ)."""
+    import shlex
+
+    from properties.__main__ import main
+
+    cmds = _readme_commands("REFIMPL_IMPLS=properties.lowp_")
+    assert len(cmds) == 4, cmds
+    for cmd, shown in cmds:
+        env, _, rest = cmd.partition(" python -m properties ")
+        monkeypatch.setenv(*env.split("=", 1))
+        passing = shown[0].startswith("ALL PASSED")
+        args = shlex.split(rest)
+        shown_property = {"moe": "moe_route_matches_reference", "ssm_scan": "scan_matches_sequential"}
+        only = [] if passing else ["--only", shown_property[args[args.index("--kind") + 1]]]
+        status = main(args + (["--examples", "3"] if passing else only))
+        got = capsys.readouterr().out
+        if passing:
+            assert status == 0 and "ALL PASSED" in got, got[-2000:]
+        else:
+            assert status != 0
+            for line in shown:  # each " ... "-separated fragment, any figures in it free (fewer examples)
+                for fragment in filter(None, (f.strip() for f in line.split("..."))):
+                    parts = re.split(r"(\d[\d.e+-]*)", fragment)
+                    pattern = "".join(r"[-\d.e+]+" if i % 2 else re.escape(x) for i, x in enumerate(parts))
+                    assert re.search(pattern, got), (fragment, got[-3000:])

@@ -125,3 +125,40 @@ def test_inputs_not_mutated():
 def test_import_refimpl_does_not_import_properties():
     code = "import sys, refimpl, refimpl.testing; assert 'properties' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_norms_rope_cross_entropy():
+    from refimpl import norms
+
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((5, 16)) * 3 + 2, rng.standard_normal(16), rng.standard_normal(16)
+    T.assert_layer_norm_close(norms.layer_norm(x, w, b, eps=1e-5), x, w, b, eps=1e-5)
+    T.assert_rms_norm_close(norms.rms_norm(x, w, eps=1e-6, weight_offset=1.0), x, w, eps=1e-6, weight_offset=1.0)
+    with pytest.raises(AssertionError, match="rms_norm: max"):  # Gemma's 1 + w read as w
+        T.assert_rms_norm_close(norms.rms_norm(x, w, eps=1e-6), x, w, eps=1e-6, weight_offset=1.0, precision="bfloat16")
+    with pytest.raises(AssertionError, match="layer_norm: max"):  # unbiased variance
+        var = x.var(axis=-1, ddof=1, keepdims=True)
+        T.assert_layer_norm_close((x - x.mean(-1, keepdims=True)) / np.sqrt(var + 1e-5) * w + b, x, w, b,
+                                  precision="float32")
+    q = rng.standard_normal((1, 2, 6, 8))
+    pos = np.arange(6) * 1000
+    T.assert_rope_close(refimpl.apply_rope(q, pos, layout="interleaved"), q, pos, layout="interleaved")
+    with pytest.raises(AssertionError, match="rope: max"):  # the other layout
+        T.assert_rope_close(refimpl.apply_rope(q, pos), q, pos, layout="interleaved", precision="bfloat16")
+    z, t = rng.standard_normal((6, 10)) * 4, np.array([1, 2, -100, 9, 0, 3])
+    T.assert_cross_entropy_close(refimpl.losses.cross_entropy(z, t), z, t)
+    with pytest.raises(AssertionError, match="cross_entropy: max"):  # ignored rows counted in the mean
+        T.assert_cross_entropy_close(refimpl.losses.cross_entropy(z, t) * 5 / 6, z, t, precision="bfloat16")
+
+
+def test_norms_and_cross_entropy_against_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(10)
+    x, w, b = rng.standard_normal((4, 64)) * 2 + 1, rng.standard_normal(64), rng.standard_normal(64)
+    z, t = rng.standard_normal((8, 50)) * 3, rng.integers(0, 50, 8)
+    for p, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+        tx, tw, tb = (torch.tensor(round_to(a, p), dtype=dt) for a in (x, w, b))
+        T.assert_layer_norm_close(torch.nn.functional.layer_norm(tx, (64,), tw, tb, eps=1e-5), x, w, b, precision=p)
+        T.assert_rms_norm_close(torch.nn.functional.rms_norm(tx, (64,), tw, eps=1e-6), x, w, eps=1e-6, precision=p)
+        got = torch.nn.functional.cross_entropy(torch.tensor(round_to(z, p), dtype=dt), torch.tensor(t))
+        T.assert_cross_entropy_close(got, z, t, precision=p)

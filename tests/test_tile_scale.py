@@ -18,7 +18,8 @@ from properties import attention as A
 from properties import attention_cases as C
 from properties import sizes, tiled
 from properties.core import declared, find_counterexample, run_property
-from properties.tolerance import lowp_kernel_bounds, round_to
+from properties.attention_lowp import kernel_bounds
+from properties.tolerance import round_to
 
 from ._binding import assert_rejects
 
@@ -66,8 +67,8 @@ def test_bf16_bound_separates_correct_from_wrong():
     A.check_matches_reference(good, case)
     out, lse = good.forward(case.q, case.k, case.v, **case.kwargs)
     ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **case.kwargs)
-    atol_out, atol_lse = lowp_kernel_bounds(case.q, case.k, case.v, ref_out, ref_lse, C.visible(case),
-                                            64 ** -0.5, "bfloat16")
+    atol_out, atol_lse = kernel_bounds(case.q, case.k, case.v, ref_out, ref_lse, C.visible(case), 64 ** -0.5,
+                                       "bfloat16")
     assert np.max(np.abs(out - ref_out)) < 0.2 * atol_out  # measured 0.03-0.06 of the bound
     for bug in tiled.BF16_BUGS:
         with pytest.raises(AssertionError):

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import refimpl
 from properties.mp_oracle import mp_attention, mp_logsumexp
-from properties.tolerance import FLOAT64_SAFETY, U64, attention_forward_bounds, float32_naive_attention
+from properties.attention_lowp import naive_attention
+from properties.tolerance import FLOAT64_SAFETY, U64, attention_forward_bounds
 
 def _problem(rng, Hkv, G, Lq, Lk, D, Dv, mag, use_mask, use_softcap, use_bias):
     q = rng.standard_normal((1, Hkv * G, Lq, D)) * mag
@@ -82,7 +83,7 @@ def test_float32_arithmetic_exceeds_the_float64_bound():
     rng = np.random.default_rng(0)
     q, k, v = rng.standard_normal((1, 2, 6, 8)), rng.standard_normal((1, 2, 6, 8)), rng.standard_normal((1, 2, 6, 8))
     ref, ref_lse = refimpl.attention(q, k, v)
-    o32, _ = float32_naive_attention(q, k, v, np.ones((6, 6), bool), 1 / np.sqrt(8))
+    o32, _ = naive_attention(q, k, v, np.ones((6, 6), bool), 1 / np.sqrt(8), "float32")
     atol, _ = attention_forward_bounds(q, k, v)
     assert np.max(np.abs(o32 - ref)) > 100 * atol
 

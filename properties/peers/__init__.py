@@ -17,6 +17,16 @@ the library follows) and ``library`` (the version it was run with).
     flash_attn       flash_attn.flash_attn_func (GPU only)
     xformers         xformers.ops.memory_efficient_attention (GPU only)
     flashinfer       flashinfer.single_prefill_with_kv_cache (GPU only)
+
+Triton kernels (``pip install -e '.[triton]'``; under Triton's interpreter when no GPU is
+present, through the shims of ``properties.peers.triton_shims``):
+
+    fla_linear       fla linear attention, simple GLA, GLA, delta rule, gated delta rule
+                     (fused_recurrent and chunk forms)
+    liger            Liger-Kernel RMSNorm (llama, gemma), LayerNorm, cross-entropy (plain and
+                     fused linear), RoPE
+    mamba_triton     mamba's selective_state_update, token by token (source checkout via
+                     REFIMPL_LIBRARY_SOURCES)
 """
 
 from __future__ import annotations
@@ -35,7 +45,14 @@ FACTORIES = {
     "flash_attn": "gpu_only",
     "xformers": "gpu_only",
     "flashinfer": "gpu_only",
+    "fla_linear": "fla_ops",
+    "liger": "liger_ops",
+    "mamba_triton": "mamba_ssu",
 }
+
+#: factories of Triton kernels (interpreted without a GPU: seconds an example, not milliseconds);
+#: tests/test_triton_peers.py smoke-tests them at their own budget
+TRITON = ("fla_linear", "liger", "mamba_triton")
 
 
 def _factory(name: str):
@@ -77,4 +94,4 @@ def availability() -> dict:
     return out
 
 
-__all__ = ["FACTORIES", "Unavailable", "availability", "every_available", *FACTORIES]
+__all__ = ["FACTORIES", "TRITON", "Unavailable", "availability", "every_available", *FACTORIES]

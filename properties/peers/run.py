@@ -1,9 +1,10 @@
 """``python -m properties.peers``: the main runner, pointed at every available peer.
 
-    python -m properties.peers [--only FACTORY,...] [python -m properties options]
+    python -m properties.peers [--factories FACTORY,...] [python -m properties options]
 
 A convenience only: it sets ``REFIMPL_IMPLS`` to ``properties.peers:<factory>``
-for each available factory (all of them, or those named by ``--only``), adds
+for each available factory (all of them but the Triton ones, or those named by
+``--factories``: the Triton kernels, interpreted on a CPU, run only when named), adds
 ``--impl NAME`` for each of their adapters, and calls ``python -m properties``
 (``properties.__main__.main``) with the remaining options (``--profile ci``,
 ``--examples N``, ``--json PATH``, ``--kind``, ``--only``...). Same runner, same
@@ -18,7 +19,7 @@ import argparse
 import os
 import sys
 
-from . import FACTORIES, Unavailable
+from . import FACTORIES, TRITON, Unavailable
 
 
 def available(only=()) -> tuple:
@@ -27,7 +28,7 @@ def available(only=()) -> tuple:
 
     got, missing = [], {}
     for name in FACTORIES:
-        if only and name not in only:
+        if (only and name not in only) or (not only and name in TRITON):
             continue
         try:
             out = getattr(pkg, name)()
@@ -58,6 +59,8 @@ def main(argv=None) -> int:
     found, missing = available(only)
     for name, reason in missing.items():
         print(f"{name}: {reason}")
+    if not only:
+        print(f"{', '.join(TRITON)}: Triton kernels (interpreted without a GPU: slow), run with --factories {','.join(TRITON)}")
     if not found:
         print("no peer adapter is available here (pip install -e '.[peers]')")
         return 0

@@ -16,7 +16,7 @@ token to one expert, padding, token_major order, sigmoid scores.
 Tolerances (CONVENTIONS.md, Tolerances): float outputs against the float64
 spec within 2x the error of a naive float32 NumPy computation plus a noise
 floor of 8 float32 units of roundoff (2^-24) of the output's scale
-(``properties.tolerance.float32_kernel_bounds`` for attention; the same rule
+(``properties.attention_lowp.kernel_bounds`` for attention; the same rule
 for router probabilities and gates below); integer outputs exactly equal.
 """
 
@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 import refimpl
-from properties.tolerance import U32, compare_close, compare_lse, float32_kernel_bounds
+from properties.attention_lowp import kernel_bounds
+from properties.tolerance import U32, compare_close, compare_lse
 
 # ---------------------------------------------------------------------------
 # attention
@@ -108,8 +109,8 @@ def check_attention(backend, case: AttentionCase) -> dict:
     D = q.shape[-1]
     scale = case.options.get("scale") or 1.0 / np.sqrt(D)
     with np.errstate(invalid="ignore"):  # -inf - (-inf) in rows that see no key, masked out
-        atol_out, atol_lse = float32_kernel_bounds(q, k, v, ref_out, ref_lse, visible_mask(case), scale,
-                                                   case.options.get("softcap"))
+        atol_out, atol_lse = kernel_bounds(q, k, v, ref_out, ref_lse, visible_mask(case), scale, "float32",
+                                           case.options.get("softcap"))
     ctx = f"backend {getattr(backend, 'name', backend)}, case {case.name} {case}"
     compare_close("out", out, ref_out, atol_out, ctx)
     compare_lse("lse", lse, ref_lse, atol_lse, ctx)

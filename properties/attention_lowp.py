@@ -1,0 +1,265 @@
+"""Low-precision bounds of attention, forward and backward (float32, bfloat16, float16).
+
+The rule is ``properties.precision``'s: FACTOR x the error of a naive computation in the
+precision, from the same rounded inputs, plus a derived floor.
+
+**Naive baseline** (``naive_attention``, ``naive_attention_backward``): what an eager
+framework computes in precision p (``precision.naive_ops``: every elementwise step rounded to
+p, every matmul and sum accumulated in float32 and rounded to p), in the two orders
+flash-attn's own tests use (tests/test_flash_attn.py ``attention_ref``: ``reorder_ops=False``
+scales q, ``reorder_ops=True`` scales k): the baseline error is the larger of the two. Softcap
+is three eager steps, each rounded (s / c, tanh, * c), as ``attention_ref`` and torch compute
+it. The backward recomputes the naive forward and forms dv = P^T dO, dP = dO V^T,
+D = rowsum(dO * O), dS = P (dP - D) (times tanh' with softcap), dq = scale dS K,
+dk = scale dS^T Q, each step rounded to p.
+
+**Floor** (``rounding_floor``, ``backward_rounding_floor``): on a small problem one naive
+sample may be lucky (two eager orders of the same attention differ by 3x on a 1 x 2 problem),
+so the floor is the error the roundings themselves produce, in the probabilistic model of
+Higham & Mary (SIAM J. Sci. Comput. 41(5), 2019: rounding errors independent, mean zero,
+|delta| <= u). To first order, weight j of row i moves by a relative delta_ij and
+
+    d out_i = sum_j P_ij delta_ij (v_j - out_i)      (the sum of P_ij (v_j - out_i) is 0)
+    d lse_i = sum_j P_ij delta_ij
+
+where delta_ij collects the independent roundings of an eager computation: the scaled
+operand (q_d scale or k_d scale, relative u each: terms scale q_id k_jd), the score
+(u |s_ij|), softcap's three steps (u |raw|, 2 u |s|), the bias sum (u |s + b|), exp and
+the weight's rounding (u each). Hoeffding's inequality bounds the sum of independent
+terms |c_t| <= u b_t by LAMBDA u sqrt(sum b_t^2) except with probability 2 exp(-LAMBDA^2 / 2)
+(LAMBDA = 4: 7e-4 per entry, and the floor only matters where the naive sample is small).
+Deterministic parts are added whole: the output's own rounding and the normaliser's
+(2 u |out|), the float32 accumulation (4 (D + Lk) u32 |terms|), and for the lse its
+storage (u |lse|). On a problem of n keys the floor is ~sqrt(n) below the worst case
+(kernel-scale problems keep the naive error in charge; tiny ones, where the naive sample
+is unreliable, get nearly the worst case, which is their typical error).
+
+The backward floor is the same model applied to each gradient's sum: every term of
+dq_id = scale sum_j dS_ij k_jd, dk_jd = scale sum_i dS_ij q_id, dv_jd = sum_i P_ij dO_id
+carries the weight error above plus the roundings of dP, D and dS, i.e. an absolute error of
+dS_ij of at most u e_ij, e_ij = t'_ij P_ij ((B_ij + 2) |dP_ij - D_i| + 2 |dP_ij| + 2 |D_i|)
+(t' = 1 - tanh^2 with softcap, else 1), and of P_ij of u (B_ij + 1) P_ij.
+
+float32 uses the same formulas with u = 2^-24 (its naive baseline is plain float32 NumPy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .precision import FACTOR, naive_error, naive_ops, unit_roundoff
+from .tolerance import U32
+
+LAMBDA = 4.0
+ORDERS = ("q", "k")  # which operand carries the softmax scale (flash-attn's reorder_ops False / True)
+
+__all__ = ["LAMBDA", "naive_attention", "naive_attention_backward", "rounding_floor", "backward_rounding_floor",
+           "kernel_bounds", "backward_kernel_bounds"]
+
+
+def _rep(k, v, Hq):
+    G = Hq // k.shape[1]
+    return np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
+
+
+def _naive_scores(o, q, K, scale, softcap, bias, vis, order):
+    """(s, raw, vis) of the eager computation: raw = scaled q.k, softcapped, biased, masked."""
+    f, r = o.compute, o.r
+    KT = np.swapaxes(K, -1, -2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        raw = o.matmul(r(q * f(scale)), KT) if order == "q" else o.matmul(q, r(KT * f(scale)))
+        s = raw
+        if softcap is not None:
+            c = f(softcap)
+            s = r(r(np.tanh(r(s / c))) * c)
+        if bias is not None:
+            s = r(s + r(np.where(np.isfinite(bias), bias, 0.0)))
+            vis = vis & np.isfinite(bias)
+    return np.where(vis, s, f(-np.inf)), raw, vis
+
+
+def _naive_forward(o, q, K, V, vis, scale, softcap, bias, order, keep=None, p_drop=0.0):
+    f, r = o.compute, o.r
+    s, raw, vis = _naive_scores(o, q, K, scale, softcap, bias, vis, order)
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, f(0))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        e = r(np.exp(s - m))
+        l32 = np.sum(e, axis=-1, keepdims=True, dtype=f)
+        l = r(l32)
+        P = r(np.where(l > 0, e / np.where(l > 0, l, f(1)), f(0)))
+        Pd = P if keep is None else r(P * np.asarray(keep, f) * f(1.0 / (1.0 - p_drop)))
+        out = o.matmul(Pd, V)
+        lse = np.where(l32[..., 0] > 0, m[..., 0] + np.log(np.where(l32[..., 0] > 0, l32[..., 0], f(1))), -np.inf)
+    return out, lse, P, Pd, raw
+
+
+def naive_attention(q, k, v, vis, scale, precision, softcap=None, bias=None, order="q", dropout_mask=None,
+                    dropout_p=0.0):
+    """The eager attention in ``precision`` (module docstring); float64 (out, lse)."""
+    o = naive_ops(precision)
+    r = o.r
+    K, V = _rep(k, v, q.shape[1])
+    out, lse, *_ = _naive_forward(o, r(q), r(K), r(V), vis, scale, softcap, bias, order, dropout_mask, dropout_p)
+    return o.out(out), o.out(lse)
+
+
+def naive_attention_backward(q, k, v, dout, vis, scale, precision, softcap=None, bias=None, order="q",
+                             dropout_mask=None, dropout_p=0.0):
+    """The eager attention backward in ``precision``: (dq, dk, dv) as float64 (module docstring)."""
+    o = naive_ops(precision)
+    f, r = o.compute, o.r
+    Hq, Hkv = q.shape[1], k.shape[1]
+    G = Hq // Hkv
+    q, K, V, dO = r(q), *(r(a) for a in _rep(k, v, Hq)), r(dout)
+    out, _, P, Pd, raw = _naive_forward(o, q, K, V, vis, scale, softcap, bias, order, dropout_mask, dropout_p)
+    Z = None if dropout_mask is None else np.asarray(dropout_mask, f) * f(1.0 / (1.0 - dropout_p))
+    dV = o.matmul(np.swapaxes(Pd, -1, -2), dO)
+    dP = o.matmul(dO, np.swapaxes(V, -1, -2))
+    if Z is not None:
+        dP = r(dP * Z)
+    Drow = o.sum(r(dO * r(out)), axis=-1, keepdims=True)
+    dS = r(P * r(dP - Drow))
+    if softcap is not None:
+        th = r(np.tanh(r(raw / f(softcap))))
+        dS = r(dS * r(f(1) - r(th * th)))
+    sc = f(scale)
+    dq = r(o.matmul(dS, K) * sc)
+    dK = r(o.matmul(np.swapaxes(dS, -1, -2), q) * sc)
+    B, _, Lk, D = dK.shape
+    dk = o.sum(dK.reshape(B, Hkv, G, Lk, D), axis=2)
+    dv = o.sum(dV.reshape(B, Hkv, G, Lk, dV.shape[-1]), axis=2)
+    return o.out(dq), o.out(dk), o.out(dv)
+
+
+def _spec_weights(q, K, V, vis, scale, softcap, bias):
+    """Float64 (P, out, raw, s, B): the spec's weights and the per-score rounding weight B_ij
+    of the eager computation, without the operand term (module docstring)."""
+    raw = scale * (q @ np.swapaxes(K, -1, -2))
+    s = raw if softcap is None else softcap * np.tanh(raw / softcap)
+    B = np.abs(raw) + 2.0  # the score's rounding; exp and the weight's own rounding
+    if softcap is not None:
+        B = B + np.abs(raw) + 2 * np.abs(s)
+    if bias is not None:
+        s = s + np.where(np.isfinite(bias), bias, 0.0)
+        B = B + np.abs(s)
+        vis = vis & np.isfinite(bias)
+    s = np.where(vis, s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = np.exp(s - m)
+        l = e.sum(-1, keepdims=True)
+        P = np.where(l > 0, e / np.where(l > 0, l, 1.0), 0.0)
+    return P, P @ V, raw, B
+
+
+def _hoeffding(*terms_sq):
+    """LAMBDA sqrt(sum of the squared term bounds)."""
+    return LAMBDA * np.sqrt(sum(terms_sq))
+
+
+def _operand_sq(q, K, scale, W):
+    """Squared term bounds of the scaled-operand roundings for sums sum_j W_ij s_ij (W: (..., Lq, Lk, E)).
+
+    q scaled (one rounding per q_id, shared by all keys): (scale q_id sum_j W_ije k_jd)^2 summed over d;
+    k scaled (one per k_jd): (scale q_id k_jd W_ije)^2 summed over j, d. Both orders are allowed: their sum.
+    """
+    sq = (scale * np.asarray(q)) ** 2
+    t = np.moveaxis(W, -1, -3) @ K[..., None, :, :]  # (..., E, Lq, D): sum_j W_ije k_jd
+    sq_q = np.einsum("...id,...eid->...ie", sq, t**2)
+    sq_k = np.einsum("...ij,...ije->...ie", sq @ np.swapaxes(K**2, -1, -2), W**2)
+    return sq_q + sq_k
+
+
+def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None):
+    """(floor_out, floor_lse) of the module docstring, float64 scalars."""
+    u = unit_roundoff(precision)
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    K, V = _rep(k, v, q.shape[1])
+    P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
+    dev = np.abs(V[..., None, :, :] - out[..., :, None, :])  # (..., Lq, Lk, Dv)
+    W = P[..., None] * (V[..., None, :, :] - out[..., :, None, :])  # signed, for the shared q roundings
+    sq = np.einsum("...ij,...ije->...ie", (P * B) ** 2, dev**2) + _operand_sq(q, K, scale, W)
+    D, Lk = q.shape[-1], k.shape[-2]
+    f32 = 4 * (D + Lk) * U32
+    Vmax = float(np.max(np.abs(v), initial=0.0))
+    S = float(np.max(np.abs(np.where(vis, raw, 0.0)), initial=0.0))
+    fl_out = u * float(np.max(_hoeffding(sq), initial=0.0)) + 2 * u * float(np.max(np.abs(out), initial=0.0)) \
+        + f32 * Vmax * (1 + S)
+    sq_l = np.sum((P * B) ** 2, axis=-1) + _operand_sq(q, K, scale, P[..., None])[..., 0]
+    ref_lse = np.log(np.maximum(np.sum(np.where(vis, 1.0, 0.0), -1), 1.0)) + S  # |lse| <= log Lk + max |s|
+    fl_lse = u * float(np.max(_hoeffding(sq_l), initial=0.0)) + u * max(1.0, float(np.max(ref_lse, initial=0.0))) \
+        + f32 * (1 + S)
+    return fl_out, fl_lse
+
+
+def _errors(naive, ref_out, ref_lse):
+    o, l = naive
+    fin = np.isfinite(ref_lse)
+    with np.errstate(invalid="ignore"):
+        return naive_error(o, ref_out), naive_error(np.where(fin, l, 0.0), np.where(fin, ref_lse, 0.0))
+
+
+def kernel_bounds(q, k, v, ref_out, ref_lse, vis, scale, precision, softcap=None, bias=None, factor: float = FACTOR):
+    """(atol_out, atol_lse) for a float32/bfloat16/float16 attention forward against the
+    float64 spec: FACTOR x the larger naive error of the two eager orders + ``rounding_floor``."""
+    errs = [_errors(naive_attention(q, k, v, vis, scale, precision, softcap, bias, order), ref_out, ref_lse)
+            for order in ORDERS]
+    fl_out, fl_lse = rounding_floor(q, k, v, vis, scale, precision, softcap, bias)
+    return factor * max(e[0] for e in errs) + fl_out, factor * max(e[1] for e in errs) + fl_lse
+
+
+def backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap=None, bias=None, dropout_mask=None,
+                            dropout_p=0.0):
+    """(floor_dq, floor_dk, floor_dv) of the module docstring, float64 scalars."""
+    u = unit_roundoff(precision)
+    q, k, v, dO = (np.asarray(a, np.float64) for a in (q, k, v, dout))
+    Hq, Hkv = q.shape[1], k.shape[1]
+    G = Hq // Hkv
+    K, V = _rep(k, v, Hq)
+    P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
+    Z = 1.0 if dropout_mask is None else np.asarray(dropout_mask, np.float64) / (1.0 - dropout_p)
+    Pd = P * Z
+    out = Pd @ V
+    dP = (dO @ np.swapaxes(V, -1, -2)) * Z
+    Drow = np.sum(dO * out, axis=-1, keepdims=True)
+    tp = 1.0 if softcap is None else 1.0 - np.tanh(raw / softcap) ** 2
+    e = tp * P * ((B + 2) * np.abs(dP - Drow) + 2 * np.abs(dP) + 2 * np.abs(Drow))
+    dS = tp * P * (dP - Drow)
+    # operand roundings of the scores feed the weights: bound them by scale |q_i||k_j| (l2), a small term
+    A2 = scale * np.linalg.norm(q, axis=-1)[..., :, None] * np.linalg.norm(K, axis=-1)[..., None, :]
+    e = e + tp * P * A2 * np.abs(dP - Drow)
+    sq_dq = np.einsum("...ij,...jd->...id", (scale * e) ** 2, K**2)
+    sq_dk = np.einsum("...ij,...id->...jd", (scale * e) ** 2, q**2)
+    ePd = (B + A2 + 1) * Pd
+    sq_dv = np.einsum("...ij,...id->...jd", ePd**2, dO**2)
+
+    def grp(x):  # sum over the G query heads of each kv head
+        b, _, L, d = x.shape
+        return x.reshape(b, Hkv, G, L, d).sum(axis=2)
+
+    sq_dk, sq_dv = grp(sq_dk), grp(sq_dv)
+    D, Lq, Lk = q.shape[-1], q.shape[-2], k.shape[-2]
+    f32 = 4 * (D + Lk + Lq * G) * U32
+    dq = scale * dS @ K
+    dk = grp(scale * np.swapaxes(dS, -1, -2) @ q)
+    dv = grp(np.swapaxes(Pd, -1, -2) @ dO)
+    mag_dq = float(np.max(scale * np.abs(dS) @ np.abs(K), initial=0.0))
+    mag_dk = float(np.max(grp(scale * np.swapaxes(np.abs(dS), -1, -2) @ np.abs(q)), initial=0.0))
+    mag_dv = float(np.max(grp(np.swapaxes(Pd, -1, -2) @ np.abs(dO)), initial=0.0))
+    floors = []
+    for sq, g, mag in ((sq_dq, dq, mag_dq), (sq_dk, dk, mag_dk), (sq_dv, dv, mag_dv)):
+        floors.append(u * float(np.max(_hoeffding(sq), initial=0.0)) + 2 * u * float(np.max(np.abs(g), initial=0.0))
+                      + f32 * mag)
+    return tuple(floors)
+
+
+def backward_kernel_bounds(q, k, v, dout, ref_grads, vis, scale, precision, softcap=None, bias=None,
+                           dropout_mask=None, dropout_p=0.0, factor: float = FACTOR):
+    """(atol_dq, atol_dk, atol_dv) for a low-precision attention backward against the float64
+    spec gradients ``ref_grads``: FACTOR x the larger naive error of the two eager orders + the floor."""
+    naive = [naive_attention_backward(q, k, v, dout, vis, scale, precision, softcap, bias, order, dropout_mask,
+                                      dropout_p) for order in ORDERS]
+    floors = backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap, bias, dropout_mask, dropout_p)
+    return tuple(factor * max(naive_error(n[i], ref_grads[i]) for n in naive) + floors[i] for i in range(3))

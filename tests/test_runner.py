@@ -1,0 +1,128 @@
+"""The runner a person follows (python -m properties) and the pytest plugin from a directory
+outside the repository: usage errors, --list, progress, the final table, reports, the trimmed
+failure with its snippet."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from properties.__main__ import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+README = (ROOT / "README.md").read_text()
+#: the README's user adapter (a float32 NumPy kernel and its top-left-causal variant), run as written
+ADAPTERS = README.split("# my_pkg/adapters.py\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--examples", "0"], "--examples: expected a whole number >= 1, got 0"),
+    (["--maxfail", "x"], "--maxfail: expected a whole number >= 1"),
+    (["--seed", "-1"], "--seed: expected an integer >= 0"),
+    (["--profile", "fast"], "invalid choice: 'fast'"),
+])
+def test_bad_option_values_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_names_give_one_line_with_the_closest(monkeypatch, capsys):
+    assert main(["--impl", "refimpl.atention"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean ['refimpl.attention'" in err, err
+    assert main(["--kind", "atention"]) == 2
+    assert "did you mean ['attention'" in capsys.readouterr().err
+    monkeypatch.setenv("REFIMPL_IMPLS", "properties.dem:wrong_attention")
+    assert main(["--impl", "demo.wrong_attention"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'properties.demo'" in err and "Traceback" not in err, err
+    monkeypatch.setenv("REFIMPL_IMPLS", "properties.demo:wrong_atention")
+    assert main(["--impl", "demo.wrong_attention"]) == 2
+    assert "has no object 'wrong_atention'; did you mean 'wrong_attention'" in capsys.readouterr().err
+
+
+def test_list_separates_bundled_and_wrong(capsys):
+    assert main(["--list", "--no-kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "attention  (" in out and "    bundled:" in out and "    wrong (" in out
+    assert max(len(line) for line in out.splitlines()) <= 110  # wrapped, not 250 names on one line
+
+
+def test_help_has_examples_and_the_impls_format(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "REFIMPL_IMPLS: a comma-separated list of module:object" in out
+    assert "``" not in out and "--no-meta" in out and "skip the meta-tests" in out
+
+
+def test_failure_progress_table_reports_and_maxfail(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("REFIMPL_IMPLS", "properties.demo:wrong_attention")
+    report, picture = tmp_path / "r.json", tmp_path / "h.svg"
+    rc = main(["--impl", "demo.wrong_attention", "--impl", "refimpl.attention", "--examples", "5", "--maxfail", "1",
+               "--json", str(report), "--headroom", str(picture)])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "demo.wrong_attention: FAIL: out: max |error|" in out and "Reproduce with:" in out
+    assert "[2/28, elapsed" in out and "ETA" in out  # plain progress (not a terminal)
+    assert "stopped after 1 failure(s) (--maxfail 1)" in out
+    assert "kind       implementation" in out and "attention  demo.wrong_attention     0     1" in out
+    doc = json.loads(report.read_text())
+    assert doc["environment"]["libraries"]["numpy"] and doc["environment"]["refimpl"]["version"]
+    assert doc["settings"] == {"max_examples": 5, "derandomize": True}
+    ok = next(r for r in doc["results"] if r["implementation"] == "refimpl.attention")
+    assert ok["status"] == "pass" and ok["worst"]["quantity"] in ("out", "lse") and ok["worst"]["ratio"] < 1
+    assert ok["sizes"]["q"]["distinct_shapes"] >= 1
+    bad = next(r for r in doc["results"] if r["status"] == "fail")
+    assert bad["worst"]["ratio"] > 1 and "np.float64" not in bad["reason"]
+    assert picture.read_text().startswith("<svg") and "matches_reference | refimpl.attention" in picture.read_text()
+
+
+def test_seed_runs_are_repeatable(monkeypatch, capsys):
+    from properties.core import RECORDS
+
+    runs = []
+    for _ in range(2):
+        assert main(["--impl", "refimpl.attention", "--only", "matches_reference", "--examples", "4",
+                     "--seed", "7"]) == 0
+        runs.append(RECORDS[("matches_reference", "refimpl.attention")].sizes)
+    assert runs[0] == runs[1]
+    capsys.readouterr()
+
+
+def _pytest(tmp_path, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path / "hyp")}
+    env.pop("REFIMPL_IMPLS", None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "properties.pytest_plugin", "-p", "no:cacheprovider",
+                           "--refimpl-profile", "ci", "--refimpl-examples", "5", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_plugin_from_a_scratch_directory(tmp_path):
+    """pytest --refimpl-impl in a directory outside the repository: the user's adapters only,
+    the correct one passing, the wrong one failing with a trimmed report and its snippet."""
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("")
+    (tmp_path / "my_pkg" / "adapters.py").write_text(ADAPTERS)
+    run = _pytest(tmp_path, "--refimpl-impl", "my_pkg.adapters:my_kernel,my_pkg.adapters:my_wrong_kernel",
+                  "--refimpl-kind", "attention", "--refimpl-json", "report.json")
+    assert run.returncode == 1, run.stdout[-3000:]
+    out = run.stdout
+    assert "refimpl conformance: my_kernel (attention), my_wrong_kernel (attention)" in out
+    doc = json.loads((tmp_path / "report.json").read_text())
+    status = {(r["property"], r["implementation"]): r["status"] for r in doc["results"]}
+    assert {i for _, i in status} == {"my_kernel", "my_wrong_kernel"}  # not the bundled ones
+    assert {s for (_, i), s in status.items() if i == "my_kernel"} == {"pass", "unsupported"}
+    assert status[("matches_reference", "my_wrong_kernel")] == "fail"
+    assert "matches_reference [attention] failed for my_wrong_kernel" in out
+    assert "exceeds bound" in out and "Reproduce with:" in out and "find_adapter('my_wrong_kernel')" in out
+    failure = out.split("= FAILURES =")[1].split("_ test_property[")[1]
+    assert len(failure.splitlines()) < 30 and "def run_property" not in failure, failure
+    typo = _pytest(tmp_path, "--refimpl-impl", "my_pkg.adapters:my_kernl")
+    assert typo.returncode == 4 and "has no object 'my_kernl'; did you mean 'my_kernel'" in typo.stderr, typo.stderr
