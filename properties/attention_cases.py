@@ -56,7 +56,9 @@ ATTENTION_CAPABILITIES = {
     "window": Capability("window=(left, right): key j visible iff p - left <= j <= p + right, p = i + o; "
                          "a side None is unbounded (option window_side)"),
     "mask_array": Capability("mask= bool array broadcastable to (B, Hq, Lq, Lk), True = visible "
-                             "(drawn (Lq, Lk) and (B, 1, Lq, Lk): option mask_ndim), combined with causal/window by and"),
+                             "(drawn (Lq, Lk) and (B, 1, Lq, Lk): option mask_ndim; key_permutation_invariance folds causal, window, "
+                             "predicates, key padding and varlen into one (B, Hq, Lq, Lk) array), combined with "
+                             "causal/window by and"),
     "mask_predicate": Capability("mask= a refimpl.masks.Mask predicate object (Dilated, Strided, PrefixLM, DSA, ...)"),
     "gqa": Capability("Hkv < Hq with Hq % Hkv == 0: query head h reads kv head h // (Hq / Hkv)"),
     "lq_ne_lk": Capability("Lq != Lk (queries and keys of different lengths, e.g. decode Lq = 1)"),
@@ -131,7 +133,21 @@ ATTENTION_KIND = Kind(
                        + (", causal ALiBi lse shifted by slope (i + Lk - Lq)" if p.alibi_causal_lse_shift else "")
                        + f"; {p.source}"
                  for name, p in PRESETS.items()},
-    tests="tests/test_attention_properties.py",
+    attributes={"tiling": "(block_k, chunks) of a tiled float64 kernel: the float64 bound grows with its online-"
+                          "softmax steps (properties.tolerance.flash_forward_bounds); with tiles but no tiling the "
+                          "smallest tile is assumed"},
+    notes=("lse is compared only when the adapter declares 'lse' and returns a second value that is not None; "
+           "otherwise every check compares out only (the lse halves of matches_reference, alignment_relation, "
+           "dropout_keep_mask, fully_masked_rows and the relations are inactive)",
+           "under a convention, fully masked rows are compared with the preset's value (exactly for 0 and NaN, "
+           "within the bound for the mean of values); the invariances about hidden keys (causal_ignores_future, "
+           "window_ignores_outside) leave out rows whose convention value depends on every key (the mean of "
+           "values), which matches_reference and fully_masked_rows check instead",
+           "key_permutation_invariance never draws alibi_slopes (positional); causal_ignores_future, "
+           "window_ignores_outside and alignment_relation never draw varlen (their alignment is the whole "
+           "matrix's); the backward and dropout properties never draw sinks",
+           "backward_matches_reference and backward_finite_differences compare with the spec's gradient whatever "
+           "the convention (a NaN row's gradient is a deviation to xfail, citing the library)"),
 )
 
 ALL_CAPS = frozenset(ATTENTION_CAPABILITIES)

@@ -44,7 +44,13 @@ KINDS = (
     Kind("block", "residual blocks and stacks; compared with the unrolled composition of refimpl's pieces",
          {"stack": "stack(x (B, L, d), blocks: [refimpl.block.Block], arrangement: 'pre_norm' | 'post_norm' | "
                    "'parallel', causal: bool, memory (B, L_enc, d) | None, parallel_scale: float, "
-                   "final_norm: refimpl.block.Norm | None) -> (B, L, d)"},
+                   "final_norm: refimpl.block.Norm | None) -> (B, L, d). x, memory float64. Block (refimpl.block): "
+                   "attn Attention (W_q (d, H hd), W_k, W_v (d, Hkv hd), W_o (H hd, d), num_heads, num_kv_heads; no "
+                   "biases; head h reads kv head h // (H / Hkv); RoPE none), ffn refimpl.ffn.MLPParams (W1 (d, d_ff), "
+                   "W2 (d_ff, d), optional b1, b2) or GLUParams (W_gate, W_up (d, d_ff), W_down (d_ff, d)), "
+                   "activation a name in refimpl.ffn.ACTIVATIONS, norm1, norm2 (None in the parallel arrangement), "
+                   "cross_attn and norm_cross (both or neither: a decoder block). Norm: weight (d,), bias (d,) | None, "
+                   "kind 'rmsnorm' | 'layernorm', eps, weight_offset (1 for Gemma)"},
          ("stack",),
          {"parallel": Capability("supports arrangement='parallel' with a parallel_scale"),
           "cross_attention": Capability("supports decoder blocks with cross-attention to memory")}),

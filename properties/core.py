@@ -77,23 +77,25 @@ class Declared(frozenset):
 
     A frozenset of capability names (``"causal" in caps``, ``caps - {...}``
     keep working and keep the extras) plus ``declines``, ``precision``,
-    ``tiles``, ``head_dims`` and ``max_len`` (see properties.protocol).
+    ``tiles``, ``head_dims``, ``max_len`` and ``convention`` (see properties.protocol).
     Strategies draw option values through :meth:`allowed`, so a declined value
     is handled the same way for every kind.
     """
 
-    def __new__(cls, caps=(), *, declines=None, precision="float64", tiles=None, head_dims=None, max_len=None):
+    def __new__(cls, caps=(), *, declines=None, precision="float64", tiles=None, head_dims=None, max_len=None,
+                convention=None):
         self = super().__new__(cls, caps)
         self.declines = {k: frozenset(v) for k, v in (declines or {}).items()}
         self.precision = precision
         self.tiles = tuple(tiles) if tiles else ()
         self.head_dims = tuple(head_dims) if head_dims else ()
         self.max_len = max_len
+        self.convention = convention
         return self
 
     def _like(self, caps):
         return Declared(caps, declines=self.declines, precision=self.precision, tiles=self.tiles,
-                        head_dims=self.head_dims, max_len=self.max_len)
+                        head_dims=self.head_dims, max_len=self.max_len, convention=self.convention)
 
     def __sub__(self, other):
         return self._like(frozenset(self) - frozenset(other))
@@ -105,7 +107,8 @@ class Declared(frozenset):
         return self._like(frozenset(self) | frozenset(other))
 
     def __reduce__(self):
-        return (_declared, (frozenset(self), self.declines, self.precision, self.tiles, self.head_dims, self.max_len))
+        return (_declared, (frozenset(self), self.declines, self.precision, self.tiles, self.head_dims, self.max_len,
+                            self.convention))
 
     def allowed(self, option: str, values) -> tuple:
         """``values`` without the ones this adapter declines for ``option``."""
@@ -121,8 +124,9 @@ class Declared(frozenset):
         return vals
 
 
-def _declared(caps, declines, precision, tiles, head_dims, max_len):
-    return Declared(caps, declines=declines, precision=precision, tiles=tiles, head_dims=head_dims, max_len=max_len)
+def _declared(caps, declines, precision, tiles, head_dims, max_len, convention=None):
+    return Declared(caps, declines=declines, precision=precision, tiles=tiles, head_dims=head_dims, max_len=max_len,
+                    convention=convention)
 
 
 def declared(impl) -> Declared:
@@ -131,6 +135,7 @@ def declared(impl) -> Declared:
         frozenset(impl.capabilities), declines=getattr(impl, "declines", None) or {},
         precision=getattr(impl, "precision", "float64") or "float64", tiles=getattr(impl, "tiles", None),
         head_dims=getattr(impl, "head_dims", None), max_len=getattr(impl, "max_len", None),
+        convention=getattr(impl, "convention", None),
     )
 
 

@@ -29,7 +29,7 @@ from refimpl import kv_cache as KV
 from .attention_lowp import kernel_bounds
 from .core import Property
 from .precision import precision_of
-from .protocol import Capability, Kind
+from .protocol import Capability, Kind, Option
 from .tolerance import attention_forward_bounds, compare_close, round_to
 
 KINDS = (
@@ -38,7 +38,14 @@ KINDS = (
         "a KV cache plus decoding loop; the concatenated step outputs are compared with full causal attention "
         "(refimpl.kv_cache.prefill_reference)",
         {
-            "decode": "decode(q, k, v, *, cache, chunks, window, rope, block_size) -> out (B, Hq, L, Dv)",
+            "decode": "decode(q, k, v, *, cache, chunks, window, rope, block_size[, softcap]) -> out (B, Hq, L, Dv). "
+                      "q (B, Hq, L, D), k (B, Hkv, L, D), v (B, Hkv, L, Dv) float64 before RoPE; cache str "
+                      "'contiguous' | 'paged' | 'ring'; chunks list of positive ints summing to L (the tokens fed "
+                      "per step); window None or (left, 0) with left an int (always set for 'ring': left + 1 "
+                      "slots); rope None or a dict of refimpl.apply_rope keywords {'layout': 'half' | "
+                      "'interleaved', 'base': float, 'rotary_dim': None | int} applied at absolute positions "
+                      "0..L-1; block_size int (tokens per page, used by 'paged'); softcap float, passed only "
+                      "with the softcap capability",
             "contents": "contents(k, v, *, cache, chunks, window, block_size) -> (K, V, positions) held, in position order",
             "fork": "fork(k, v, *, prefix, block_size) -> (K_a, V_a, K_b, V_b, blocks_in_use): sequence b forks "
                     "sequence a after `prefix` tokens, then each appends its own continuation (B = 2 rows of k, v)",
@@ -51,6 +58,17 @@ KINDS = (
             "gqa": Capability("supports Hq a multiple of Hkv"),
             "contents": Capability("exposes what the cache holds", ("contents",)),
             "fork": Capability("paged sequences share blocks after a fork (copy-on-write)", ("fork",)),
+            "softcap": Capability("softcap=c: scores c * tanh(s / c) after scaling (Gemma 2), as in "
+                                  "refimpl.attention (option softcap)"),
+        },
+        options={
+            "rope_layout": Option("RoPE pair layout drawn for rope (decline 'interleaved' for a half-split kernel)",
+                                  ("half", "interleaved")),
+            "head_dims": Option("value head dim against query/key head dim: decline 'dv_ne_d' for Dv == D only",
+                                ("dv_eq_d", "dv_ne_d")),
+            "window_cache": Option("caches drawn with a window (a ring always has one): decline 'paged' for a "
+                                   "paged cache without windows", ("contiguous", "paged")),
+            "softcap": Option("softcap values drawn (with the softcap capability)", (5.0, 30.0)),
         },
     ),
 )
@@ -65,6 +83,7 @@ class DecodeAdapter:
     fork: Callable | None = None
     kind: str = "decode"
     precision: str = "float64"
+    declines: dict = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------
@@ -178,11 +197,11 @@ def _fork_ref(k, v, *, prefix, block_size, bug=None):
     return Ka, Va, Kb, Vb, c.blocks_in_use
 
 
-def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size, precision="float64", bug=None):
+def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size, softcap=None, precision="float64", bug=None):
     """Independent decoder: a list of (position, k, v), eviction and masking by absolute position.
     ``precision``: RoPE'd q, k rounded to it and each step's attention by ``properties.tiled``'s
     kernel in it (scores, m, l in float32, P and the output rounded); ``bug="rope_positions_from_zero"``
-    rotates each chunk from position 0."""
+    rotates each chunk from position 0; ``bug="softcap_ignored"`` drops the softcap."""
     left = None if window is None else window[0]
     entries, outs, s = [], [], 0
     for n in chunks:
@@ -198,12 +217,13 @@ def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size, precis
             vis &= kp[None, :] >= pos[:, None] - left
         K = np.stack([e[1] for e in entries], axis=2)
         V = np.stack([e[2] for e in entries], axis=2)
+        cap = None if bug == "softcap_ignored" else softcap
         if precision == "float64":
-            outs.append(refimpl.attention(qs, K, V, mask=vis)[0])
+            outs.append(refimpl.attention(qs, K, V, mask=vis, softcap=cap)[0])
         else:
             from .tiled import tiled_attention
 
-            outs.append(tiled_attention(qs, K, V, mask=vis, precision=precision)[0])
+            outs.append(tiled_attention(qs, K, V, mask=vis, softcap=cap, precision=precision)[0])
         if cache == "ring":  # keep only what a later query's window can still see
             entries = [e for e in entries if e[0] >= s + n - left]
         s += n
@@ -213,10 +233,10 @@ def _position_masked(q, k, v, *, cache, chunks, window, rope, block_size, precis
 ALL_CAPS = frozenset({"paged", "ring", "rope", "gqa", "contents", "fork"})
 BUNDLED = [
     DecodeAdapter("refimpl.kv_cache", _run_ref, ALL_CAPS, contents=_contents_ref, fork=_fork_ref),
-    DecodeAdapter("position_masked", _position_masked, frozenset({"paged", "ring", "rope", "gqa"})),
+    DecodeAdapter("position_masked", _position_masked, frozenset({"paged", "ring", "rope", "gqa", "softcap"})),
 ]
 _BUGS = ("top_left_decode", "rope_positions_from_zero", "rope_after_cache", "stale_ring", "ring_evicts_early",
-         "paged_floor_blocks", "paged_table_off_by_one", "paged_no_copy_on_write")
+         "paged_floor_blocks", "paged_table_off_by_one", "paged_no_copy_on_write", "softcap_ignored")
 
 
 def _wrong(bug):
@@ -229,6 +249,9 @@ def _wrong(bug):
     def frk(*a, **kw):
         return _fork_ref(*a, bug=bug, **kw)
 
+    if bug == "softcap_ignored":
+        return DecodeAdapter(f"wrong:{bug}", lambda *a, **kw: _position_masked(*a, bug=bug, **kw),
+                             frozenset({"paged", "ring", "rope", "gqa", "softcap"}))
     return DecodeAdapter(f"wrong:{bug}", dec, ALL_CAPS, contents=con, fork=frk)
 
 
@@ -260,14 +283,19 @@ class DecodeCase:
     block_size: int
     seed: int
 
+    softcap: float | None = None
+
     def kwargs(self):
-        return dict(cache=self.cache, chunks=list(self.chunks), window=self.window, rope=self.rope,
-                    block_size=self.block_size)
+        kw = dict(cache=self.cache, chunks=list(self.chunks), window=self.window, rope=self.rope,
+                  block_size=self.block_size)
+        if self.softcap is not None:
+            kw["softcap"] = self.softcap
+        return kw
 
     def __repr__(self):
         return (f"DecodeCase(q{self.q.shape}, k{self.k.shape}, v{self.v.shape}, cache={self.cache!r}, "
                 f"chunks={list(self.chunks)}, window={self.window}, rope={self.rope}, block_size={self.block_size}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}" + (f", softcap={self.softcap})" if self.softcap is not None else ")"))
 
 
 @st.composite
@@ -278,22 +306,43 @@ def decode_case(draw, caps, *, kinds=None, ring_only=False):
     rng = np.random.default_rng(seed)
     kinds = kinds or ("contiguous",) + tuple(c for c in ("paged", "ring") if c in caps)
     cache = "ring" if ring_only else draw(st.sampled_from(kinds))
+    allowed = getattr(caps, "allowed", lambda option, values: tuple(values))
     B, Hkv = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     G = draw(st.integers(1, 3)) if "gqa" in caps else 1
     D, Dv, L = 2 * draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 12))
+    if "dv_ne_d" not in allowed("head_dims", ("dv_ne_d",)):
+        Dv = D
     chunks, left_over = [], L
     while left_over:
         c = draw(st.sampled_from((1, 1, 2, 3, 5, 12)))
         chunks.append(min(c, left_over))
         left_over -= chunks[-1]
-    window = (draw(st.integers(0, 5)), 0) if cache == "ring" or draw(st.booleans()) else None
+    windowed = cache == "ring" or (cache in allowed("window_cache", ("contiguous", "paged")) and draw(st.booleans()))
+    window = (draw(st.integers(0, 5)), 0) if windowed else None
     rope = None
-    if "rope" in caps and draw(st.booleans()):
-        rope = {"layout": draw(st.sampled_from(("half", "interleaved"))), "base": draw(st.sampled_from((10.0, 10000.0))),
+    layouts = allowed("rope_layout", ("half", "interleaved"))
+    if "rope" in caps and layouts and draw(st.booleans()):
+        rope = {"layout": draw(st.sampled_from(layouts)), "base": draw(st.sampled_from((10.0, 10000.0))),
                 "rotary_dim": draw(st.sampled_from((None, 2)))}
+    softcap = None
+    caps_vals = allowed("softcap", (5.0, 30.0))
+    if "softcap" in caps and caps_vals and draw(st.booleans()):
+        softcap = draw(st.sampled_from(caps_vals))
     q, k, v = (round_to(rng.standard_normal(shape), precision)
                for shape in ((B, Hkv * G, L, D), (B, Hkv, L, D), (B, Hkv, L, Dv)))
-    return DecodeCase(q, k, v, cache, tuple(chunks), window, rope, draw(st.integers(1, 4)), seed)
+    return DecodeCase(q, k, v, cache, tuple(chunks), window, rope, draw(st.integers(1, 4)), seed, softcap)
+
+
+def _prefill(case):
+    """refimpl.kv_cache.prefill_reference; with softcap, the same causal attention with it."""
+    if case.softcap is None:
+        return KV.prefill_reference(case.q, case.k, case.v, window=case.window, rope=case.rope)
+    q, k = case.q, case.k
+    if case.rope is not None:
+        pos = np.arange(q.shape[2])
+        q, k = refimpl.apply_rope(q, pos, **case.rope), refimpl.apply_rope(k, pos, **case.rope)
+    window = None if case.window is None else (case.window[0], 0)
+    return refimpl.attention(q, k, case.v, causal=True, window=window, softcap=case.softcap)[0]
 
 
 def _bound(case, precision="float64"):
@@ -310,8 +359,8 @@ def _bound(case, precision="float64"):
         return 2 * attention_forward_bounds(q, k, case.v)[0]
     i, j = pos[:, None], pos[None, :]
     vis = (j <= i) & (True if case.window is None else j >= i - case.window[0])
-    ref_out, ref_lse = refimpl.attention(q, k, case.v, mask=vis)
-    return kernel_bounds(q, k, case.v, ref_out, ref_lse, vis, q.shape[-1] ** -0.5, precision)[0]
+    ref_out, ref_lse = refimpl.attention(q, k, case.v, mask=vis, softcap=case.softcap)
+    return kernel_bounds(q, k, case.v, ref_out, ref_lse, vis, q.shape[-1] ** -0.5, precision, case.softcap)[0]
 
 
 # ----------------------------------------------------------------------------
@@ -321,7 +370,7 @@ def _bound(case, precision="float64"):
 def check_decode_equals_prefill(impl, case):
     """Decoding in case.chunks through the cache equals full causal attention over the sequence."""
     out = np.asarray(impl.decode(case.q, case.k, case.v, **case.kwargs()), dtype=np.float64)
-    ref = KV.prefill_reference(case.q, case.k, case.v, window=case.window, rope=case.rope)
+    ref = _prefill(case)
     compare_close("out (decode vs prefill)", out, ref, _bound(case, precision_of(impl)), f"{impl.name}; {case!r}")
 
 
@@ -370,7 +419,7 @@ PROPERTIES = [
     Property("decode_equals_prefill", "decode", check_decode_equals_prefill, decode_case,
              "token-by-token / chunked decoding through the cache equals full causal attention (RoPE, GQA, windows)",
              rejects=("top_left_decode", "rope_positions_from_zero", "rope_after_cache", "stale_ring",
-                      "ring_evicts_early", "paged_floor_blocks", "paged_table_off_by_one")),
+                      "ring_evicts_early", "paged_floor_blocks", "paged_table_off_by_one", "softcap_ignored")),
     Property("eviction_invisible", "decode", check_eviction_invisible,
              lambda caps: decode_case(caps, ring_only=True),
              "a ring buffer of left + 1 slots never changes a result the window allows",

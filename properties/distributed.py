@@ -63,7 +63,13 @@ KINDS = (
     Kind("context_parallel",
          "attention of one sequence sharded over P ranks (layout: one global-position array per rank); "
          "equals refimpl.attention / attention_backward on the gathered sequence",
-         {"ring_forward": "(q, k, v, positions, *, log, causal, window, scale, softcap) -> (out, lse), global order",
+         {"ring_forward": "(q, k, v, positions, *, log=None, causal, window=None, scale=None, softcap=None, mask=None) "
+                          "-> (out, lse), global order. q (B, Hq, L, D), k (B, Hkv, L, D), v (B, Hkv, L, Dv) float64 "
+                          "in global order; positions a list of P int64 arrays (rank r's global positions, "
+                          "contiguous or zigzag); causal bool; window (left, right) of int or None; mask None or a "
+                          "refimpl.masks.Document predicate over global positions (packed documents, about a "
+                          "quarter of cases); log a refimpl.distributed.simulate.Log or None; out (B, Hq, L, Dv), "
+                          "lse (B, Hq, L)",
           "ring_backward": "(q, k, v, dout, positions, *, log, **same) -> (dq, dk, dv), global order",
           "ulysses": "(q, k, v, positions, *, log, **same) -> (out, lse), global order",
           "ulysses_backward": "(q, k, v, dout, positions, *, log, **same) -> (dq, dk, dv), global order"},
@@ -77,7 +83,17 @@ KINDS = (
     Kind("expert_parallel",
          "MoE layer with experts on ranks; equals refimpl.moe.moe_forward with the same routing",
          {"moe": "(xs, W, experts, k, owner, *, capacity_convention, log, **route_options) -> "
-                 "[per rank: object with y (T_r, D), routing, rows_per_expert {e: rows}]"},
+                 "[per rank: object with y (T_r, D), routing, rows_per_expert {e: rows}]. xs a list of P float64 "
+                 "arrays (T_r, D) (rank r's tokens); W (E, D) router weight (replicated); experts a list of E "
+                 "refimpl.moe.Expert (W1 (D, H), W2 (H, D)); k int; owner int64 (E,) (expert e on rank owner[e]); "
+                 "capacity_convention 'local' | 'global'; log simulate.Log or None; route_options: normalize, "
+                 "drop_order, score, capacity or capacity_factor, and reroute=True (local only) arrive among them. "
+                 "Result r: y (T_r, D) rank r's output rows; routing with fields indices (T_r, k) int, kept "
+                 "(T_r, k) bool, position (T_r, k) int (slot, -1 if dropped), gates (T_r, k) float, as "
+                 "refimpl.moe.route returns for rank r's tokens (local) or for its rows of the batch gathered in "
+                 "rank order 0..P-1 (global: the results are concatenated in that order and compared with one "
+                 "route of the whole batch); rows_per_expert {e: rows computed} counted on the rank owning e, "
+                 "over every source rank (token_conservation sums them)"},
          ("moe",),
          {"local": Capability("capacity_convention='local': C per source rank from its T_r tokens", ("moe",)),
           "global": Capability("capacity_convention='global': one C from all T tokens (k_major, token_major)",

@@ -90,8 +90,12 @@ FLASH_KIND = Kind(
         "split_kv": Capability("split_kv(...) computes partial (out, lse) per key chunk and merges them",
                                methods=("split_kv",)),
     },
-    options=C.ATTENTION_OPTIONS,
+    options={o: opt for o, opt in C.ATTENTION_OPTIONS.items() if o != "alibi_ndim"},
     one_of=(("fa1", "fa2"),),
+    notes=("lse is always compared (a tiled kernel keeps it for its merge and backward); the 'lse' capability "
+           "is not consulted",
+           "no conventions: fully masked rows give exactly (0, -inf); key_padding, alibi_slopes, sinks and varlen "
+           "are attention-kind capabilities only"),
 )
 
 

@@ -46,7 +46,10 @@ KINDS = (
                       "one S per tensor or per row (channel_axis=0), S shaped to broadcast against x"},
          ("cast",),
          {**{f: Capability(f"cast supports fmt={f!r}") for f in CAST_FORMATS},
-          "saturate": Capability("overflow clamps to +-max of the format (no inf, no NaN from finite input)"),
+          "saturate": Capability("overflow clamps to +-max of the format (no inf, no NaN from finite input), every format"),
+          **{f"saturate_{f}": Capability(f"overflow of fmt={f!r} only clamps to +-max (the other formats follow their "
+                                         f"own rule): e.g. a kernel saturating e4m3fn but not e5m2")
+             for f in CAST_FORMATS},
           "scaling": Capability("supplies amax scaling for FP8 casts", ("quantize",))}),
     Kind("lowp_matmul", "a (M, K) @ b (K, N) with inputs rounded to input_dtype, fp32 accumulation, output "
          "rounded to output_dtype; bounded by refimpl.formats.lowp_matmul_bound",
@@ -137,7 +140,8 @@ def check_cast_round_nearest_even(impl, case: CastCase):
 def check_cast_overflow_convention(impl, case: CastCase):
     """Above max the cast follows the declared convention: +-max ("saturate"), else the format's
     rule (+-inf where the format has inf, NaN for e4m3fn); the tie max + ulp/2 is a tie to even."""
-    conv = "saturate" if "saturate" in impl.capabilities else "format"
+    saturating = "saturate" in impl.capabilities or f"saturate_{case.fmt}" in impl.capabilities
+    conv = "saturate" if saturating else "format"
     got = np.asarray(impl.cast(case.x, case.fmt), dtype=np.float64)
     want = F.round_to(case.x, case.fmt, overflow=conv)
     same = (got == want) | (np.isnan(got) & np.isnan(want))
@@ -322,6 +326,9 @@ WRONG = {
     "e4m3fn_nan_where_declared_saturating": CastAdapter(
         "wrong[e4m3fn_nan_where_declared_saturating]", lambda x, fmt: F.round_to(x, fmt),
         frozenset({"float8_e4m3fn", "saturate"})),
+    "saturates_formats_not_declared": CastAdapter(
+        "wrong[saturates_formats_not_declared]", _saturating,
+        frozenset({"float8_e4m3fn", "float8_e5m2", "saturate_float8_e4m3fn"})),
     "scale_inverted": CastAdapter("wrong[scale_inverted]", _ml_dtypes_cast, frozenset({"scaling"}), _quantize_inverted),
     "per_channel_amax_over_wrong_axis": CastAdapter("wrong[per_channel_amax_over_wrong_axis]", _ml_dtypes_cast,
                                                     frozenset({"scaling"}), _quantize_wrong_axis),
@@ -349,7 +356,8 @@ PROPERTIES = [
     Property("cast_overflow_convention", "cast", check_cast_overflow_convention,
              lambda caps: cast_case(caps, overflow=True),
              "above max: +-max if declared saturating, else inf (NaN for e4m3fn); max + ulp/2 ties to even",
-             rejects=("e4m3fn_saturates_where_format_gives_nan", "e4m3fn_nan_where_declared_saturating")),
+             rejects=("e4m3fn_saturates_where_format_gives_nan", "e4m3fn_nan_where_declared_saturating",
+                      "saturates_formats_not_declared")),
     Property("fp8_amax_scaling", "cast", check_fp8_scaling, lambda caps: scale_case(caps),
              "FP8 scaling: S = max / amax per tensor or per channel, q = round(x S)", requires=frozenset({"scaling"}),
              rejects=("scale_inverted", "per_channel_amax_over_wrong_axis")),

@@ -29,7 +29,7 @@ from refimpl.softmax import logsumexp, softmax
 
 from .core import Property
 from .precision import compare_layer, naive_ops, precision_of, round_inputs
-from .protocol import Capability, Kind
+from .protocol import Capability, Kind, Option
 from .tolerance import U64, compare_close
 
 KINDS = (
@@ -40,7 +40,11 @@ KINDS = (
           "sft_loss": "sft_loss(logits (B, L, V), tokens (B, L), response_mask (B, L) bool) -> float"},
          ("cross_entropy",),
          {"grad": Capability("supplies the gradient with respect to the logits", ("cross_entropy_grad",)),
-          "lm": Capability("supplies the causal-LM and SFT losses", ("causal_lm_loss", "sft_loss"))}),
+          "lm": Capability("supplies the causal-LM and SFT losses", ("causal_lm_loss", "sft_loss"))},
+         options={"ignored_targets": Option(
+             "batches with some targets ignored, or with every target ignored (the spec's loss and gradient are "
+             "0 there; torch.nn.functional.cross_entropy(reduction='mean') gives NaN, 0/0: decline 'all')",
+             ("some", "all"))}),
 )
 
 
@@ -54,6 +58,7 @@ class LossAdapter:
     capabilities: frozenset = frozenset({"grad", "lm"})
     kind: str = "loss"
     precision: str = "float64"
+    declines: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,10 @@ class CECase:
         return f"CECase(z{self.z.shape}, max|z|={np.abs(self.z).max():.3g}, targets={self.t.tolist()}, ignore_index={self.ignore_index})"
 
 
+def _ignored(caps) -> tuple:
+    return caps.allowed("ignored_targets", ("some", "all")) if hasattr(caps, "allowed") else ("some", "all")
+
+
 @st.composite
 def ce_case(draw, caps=None):
     seed = draw(st.integers(0, 2**32 - 1))
@@ -75,7 +84,11 @@ def ce_case(draw, caps=None):
     z = rng.standard_normal((N, V)) * draw(st.sampled_from([1.0, 10.0, 1e3]))
     ignore = draw(st.sampled_from([-100, -1, V]))  # torch's default, and others a tokenizer may use
     t = rng.integers(0, V, N)
-    t[rng.random(N) < draw(st.sampled_from([0.0, 0.3, 1.0]))] = ignore
+    ok = _ignored(caps)
+    fractions = [0.0] + ([0.3] if "some" in ok else []) + ([1.0] if "all" in ok else [])
+    t[rng.random(N) < draw(st.sampled_from(fractions))] = ignore
+    if "all" not in ok and (t == ignore).all():
+        t[0] = 0  # keep one counted row
     return CECase(round_inputs(getattr(caps, "precision", "float64"), z), t, ignore, seed)
 
 
@@ -142,6 +155,9 @@ def lm_case(draw, caps=None):
         tokens[0, Lq - 1:] = L.IGNORE_INDEX
     prompt = rng.integers(0, Lq, B)
     response = (np.arange(Lq)[None, :] >= prompt[:, None]) & (tokens != L.IGNORE_INDEX)
+    if "all" not in _ignored(caps) and not response[:, 1:].any():  # SFT (and LM) need a counted target
+        tokens[:, -1] = np.where(tokens[:, -1] == L.IGNORE_INDEX, 0, tokens[:, -1])
+        response[:, -1] = True
     return LMCase(round_inputs(getattr(caps, "precision", "float64"), z), tokens, response, seed)
 
 

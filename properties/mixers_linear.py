@@ -23,7 +23,7 @@ from . import mixers_naive as NV
 from .core import Property
 from .mixers_common import compare_elementwise, precision_elementwise, rounding_bound, shape_repr
 from .precision import NaiveOps, precision_of, round_inputs
-from .protocol import Capability, Kind
+from .protocol import Capability, Kind, Option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,11 @@ class DeltaRuleAdapter:
 
 
 _CHUNKED = Capability("accepts chunk_size (any int >= 1, or those in the adapter's chunk_sizes) and computes chunkwise")
+_CHUNK_SIZES = ("tuple of the chunk sizes a 'chunked' kernel supports (fixed tiles): each case runs at one of "
+                "them with L extended by m C tokens, m = 0, 1, 2, to straddle chunk boundaries")
+#: per-value option: a chunked kernel that chunks only some gate types declines the others
+_CHUNKED_GATE = Option("gate types a chunk_size is passed with, under 'chunked' (a declined one gets chunk_size "
+                       "None: the adapter's recurrent path)", ("none", "scalar", "channel"))
 KINDS = (
     Kind("linear_attention",
          "o_t = scale S_t^T q_t, S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T (q, k already feature-mapped): "
@@ -60,7 +65,9 @@ KINDS = (
           "gate_channel": Capability("accepts g of shape (B, H, L, K) (GLA)"),
           "final_state": Capability("forward returns the final state S_L"),
           "normalize": Capability("supplies normalized(): Katharopoulos normaliser with eps", ("normalized",)),
-          "chunked": _CHUNKED}),
+          "chunked": _CHUNKED},
+         options={"chunked_gate": _CHUNKED_GATE},
+         attributes={"chunk_sizes": _CHUNK_SIZES}),
     Kind("delta_rule",
          "(gated) DeltaNet: S_t = (I - beta_t k_t k_t^T) exp(g_t) S_{t-1} + beta_t k_t v_t^T, o_t = scale S_t^T q_t: "
          "refimpl.mixers.delta_rule.delta_rule(form='recurrent')",
@@ -70,7 +77,9 @@ KINDS = (
          {"gated": Capability("accepts g (gated DeltaNet)"),
           "beta_per_channel": Capability("accepts beta of shape (B, H, L, V), one rate per value channel (fla delta_rule_recurrence)"),
           "final_state": Capability("forward returns the final state S_L"),
-          "chunked": _CHUNKED}),
+          "chunked": _CHUNKED},
+         options={"chunked_gate": _CHUNKED_GATE},
+         attributes={"chunk_sizes": _CHUNK_SIZES}),
 )
 
 
@@ -94,7 +103,7 @@ class MixerCase:
         C = chunk_sizes[seed % n] and m C more tokens (m = 0, 1, 2; drawn like the others from a
         generator seeded by the case), so the drawn length L + m C straddles its chunk boundaries."""
         sizes = getattr(impl, "chunk_sizes", None)
-        if not sizes or "chunked" not in impl.capabilities:
+        if not sizes or "chunked" not in impl.capabilities or self.chunk_size is None:
             return self
         C = int(sizes[self.seed % len(sizes)])
         m = (self.seed // len(sizes)) % 3
@@ -156,6 +165,9 @@ def _case(draw, caps, family, adapter_chunks=None, positive=False, extreme=False
         g = np.where(rng.random(shape) < 0.7, -(20 + 80 * rng.random(shape)), 0.0)
     elif shape:
         g = -rng.random(shape) * strength
+    if chunk is not None and hasattr(caps, "allowed") and (kind or "none") not in caps.allowed(
+            "chunked_gate", ("none", "scalar", "channel")):
+        chunk = None  # this gate type runs unchunked for this adapter
     if family == "delta":
         k = k / np.linalg.norm(k, axis=-1, keepdims=True)
         q = q / np.linalg.norm(q, axis=-1, keepdims=True)

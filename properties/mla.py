@@ -43,8 +43,16 @@ KINDS = (
         "mla",
         "multi-head latent attention (DeepSeek-V2/V3), naive and absorbed; compared with refimpl.mla_attention",
         {
-            "forward": "forward(x, weights: refimpl.mla.MLAWeights, *, absorbed: bool) -> y (B, L, d_model)",
-            "decode": "decode(x, weights, *, absorbed, chunks) -> y (B, L, d_model), tokens fed through a cache",
+            "forward": "forward(x, weights: refimpl.mla.MLAWeights, *, absorbed: bool) -> y (B, L, d_model). x (B, L, "
+                       "d_model) float64, causal self-attention over positions 0..L-1. MLAWeights: W_q (d_model, "
+                       "H (d_nope + d_rope)) with head h's columns [h (dn + dr), (h + 1)(dn + dr)) as [q_nope | q_pe]; "
+                       "W_dkv (d_model, d_c + d_rope) as [c_KV | k_pe]; W_ukv (d_c, H (d_nope + d_v)) with head h's "
+                       "columns [h (dn + dv), (h + 1)(dn + dv)) as [W_uk | W_uv] (DeepSeek wkv_b transposed); W_o "
+                       "(H d_v, d_model); num_heads, d_nope, d_rope (even), d_v ints. RoPE on q_pe and the shared "
+                       "k_pe at positions 0..L-1, layout 'interleaved' (pairs (2i, 2i+1), DeepSeek), base 10000; "
+                       "scale (d_nope + d_rope)^-1/2 in both forms",
+            "decode": "decode(x, weights, *, absorbed, chunks) -> y (B, L, d_model), tokens fed through a cache; "
+                      "chunks a list of positive ints summing to L (RoPE at absolute positions)",
         },
         ("forward",),
         {"decode": Capability("decodes in chunks with a per-head (naive) or latent (absorbed) cache", ("decode",))},

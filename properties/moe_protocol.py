@@ -25,7 +25,13 @@ MOE_KIND = Kind(
         "output is then held to properties.precision, integers stay exact with the near-tie rule of properties.moe "
         "(competing scores closer than the precision resolves are compared by score).",
     methods={
-        "route": "route(logits (T, E), k, **options of refimpl.moe.route) -> Routing",
+        "route": "route(logits (T, E), k, **options of refimpl.moe.route) -> Routing. logits float64 (T, E), k int "
+                 "<= E; the options the suite passes: normalize 'none' | 'before_drop' | 'after_drop', drop_order "
+                 "(option drop_order), seed int (with drop_order 'random'), capacity None | int >= 0, score "
+                 "'softmax' | 'sigmoid', padding_mask bool (T,) (with route.padding), and preset= for "
+                 "moe_preset_uniform_balance. Routing: probs (T, E) float, indices (T, k) int64 by selection score "
+                 "descending, gates (T, k) float, kept (T, k) bool, position (T, k) int64 slot (-1 if dropped), "
+                 "capacity int | None, counts (E,) int64 before dropping, token_mask (T,) bool",
         "capacity": "capacity(tokens, experts, *, k, factor, k_in_capacity, rounding, min_capacity, multiple_of) -> int",
         "balance_loss": "balance_loss(routing, *, alpha, f, scale, probs, groups) -> float",
         "cv_squared": "cv_squared(x) -> float (population variance / (mean^2 + 1e-10))",

@@ -51,7 +51,11 @@ KINDS = (
          {"backward": Capability("supplies the analytic gradients", ("layer_norm_backward", "rms_norm_backward")),
           "gemma_offset": Capability("rms_norm scales by (1 + weight) (HF GemmaRMSNorm)"),
           "eps_outside_sqrt": Capability("rms_norm divides by sqrt(mean x^2) + eps (Zhang & Sennrich reference)"),
-          "channel_norms": Capability("supplies BatchNorm (training mode) and GroupNorm", ("batch_norm", "group_norm"))}),
+          "channel_norms": Capability("supplies BatchNorm (training mode) and GroupNorm", ("batch_norm", "group_norm"))},
+         conventions={name: f"rms_norm (and its backward) with eps {c.eps_placement.replace('_', ' ')} and weight "
+                            f"offset {c.weight_offset:g} (in place of the gemma_offset / eps_outside_sqrt "
+                            f"capabilities); eps itself is still passed; {c.source}"
+                      for name, c in N.RMSNORM_PRESETS.items()}),
 )
 
 
@@ -69,7 +73,14 @@ class NormAdapter:
     precision: str = "float64"
 
 
-def _rms_conv(caps):
+def _rms_conv(adapter):
+    """RMSNorm's eps placement and weight offset for an adapter or its Declared view: those of
+    its ``convention`` (a key of refimpl.norms.RMSNORM_PRESETS) if it names one, else of its
+    capabilities."""
+    preset = N.RMSNORM_PRESETS.get(getattr(adapter, "convention", None))
+    if preset is not None:
+        return dict(eps_placement=preset.eps_placement, weight_offset=preset.weight_offset)
+    caps = getattr(adapter, "capabilities", adapter)
     return dict(eps_placement="outside_sqrt" if "eps_outside_sqrt" in caps else "inside_sqrt",
                 weight_offset=1.0 if "gemma_offset" in caps else 0.0)
 
@@ -184,7 +195,7 @@ def check_layer_norm(impl, case: NormCase):
 def check_rms_norm(impl, case: NormCase):
     """rms_norm equals x r g for the declared convention (eps placement, g = w or 1 + w)."""
     p = precision_of(impl)
-    conv = _rms_conv(impl.capabilities)
+    conv = _rms_conv(impl)
     w = case.w if case.w is not None else np.zeros(case.x.shape[-1])  # a weight, so that 1 + w vs w shows
     got = impl.rms_norm(case.x, w, case.eps)
     want = N.rms_norm(case.x, w, eps=case.eps, **conv)
@@ -210,7 +221,7 @@ def check_backward(impl, case: NormCase):
         if w_ is not None:
             compare_layer(f"layer_norm_backward {name}", g_, w_, precision=p, float64_bound=tol * case.x.shape[0],
                           naive=n_, magnitude=t_, context=ctx)
-    conv = _rms_conv(impl.capabilities)
+    conv = _rms_conv(impl)
     w = case.w if case.w is not None else np.zeros(case.x.shape[-1])
     got = impl.rms_norm_backward(case.x, case.dy, w, case.eps)
     want = N.rms_norm_backward(case.x, case.dy, w, eps=case.eps, **conv)
@@ -226,7 +237,7 @@ def check_backward(impl, case: NormCase):
 def check_rms_equals_layer_norm_on_zero_mean(impl, case: NormCase):
     """Seed 003 5.2: on rows with mean 0, RMSNorm (g = w) is LayerNorm without bias."""
     p = precision_of(impl)
-    conv = _rms_conv(impl.capabilities)
+    conv = _rms_conv(impl)
     w = case.w if case.w is not None else np.ones(case.x.shape[-1])
     ln = impl.layer_norm(case.x, w, None, case.eps)
     placement = conv["eps_placement"]

@@ -89,7 +89,9 @@ class Kind:
     one_of:        groups of capabilities of which an adapter must declare at least one each.
     conventions:   preset name -> what it changes and its source: the values ``convention`` may take
                    (none: the kind compares only against the spec's own conventions).
-    tests:         the test file running this kind's properties under pytest.
+    attributes:    optional adapter attributes only this kind reads -> their meaning
+                   (besides :data:`ADAPTER_FIELDS`).
+    notes:         when a check of this kind is inactive or partial (e.g. lse compared only when returned).
     """
 
     name: str
@@ -100,7 +102,8 @@ class Kind:
     options: Mapping[str, Option] = dataclasses.field(default_factory=dict)
     one_of: tuple = ()
     conventions: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    tests: str = ""
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    notes: tuple = ()
 
     def __post_init__(self):
         unknown = set(self.required) - set(self.methods)

@@ -170,7 +170,7 @@ def pytest_report_header(config: pytest.Config) -> list:
     from hypothesis import settings
 
     return [f"refimpl conformance: {', '.join(f'{i.name} ({i.kind})' for i in impls)}; "
-            f"hypothesis profile {settings.default._current_profile or '?'}, "
+            f"hypothesis profile {getattr(settings, '_current_profile', None) or '?'}, "
             f"{settings.default.max_examples} examples a property"]
 
 
@@ -245,7 +245,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     from .report import write_json
 
     write_json(path, config.stash.get(_RECORDS, []), runner="pytest",
-               profile=settings.default._current_profile,
+               profile=getattr(settings, "_current_profile", None),
                settings={"max_examples": settings.default.max_examples,
                          "derandomize": settings.default.derandomize},
                hypothesis_seed=config.getoption("hypothesis_seed", None),

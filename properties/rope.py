@@ -52,13 +52,24 @@ KINDS = (
     Kind(
         "rope",
         "rotary position embedding of (B, H, L, D) at integer positions; compared with refimpl.apply_rope",
-        {"apply": "apply(x, positions, *, layout, rotary_dim, base, scaling) -> (B, H, L, D) float array"},
+        {"apply": "apply(x, positions, *, layout, rotary_dim, base, scaling) -> (B, H, L, D) float array. "
+                  "x (B, H, L, D) float64, D even; positions int64 of shape (L,) (shared by the batch) or (B, L), "
+                  "values in [0, 2^20] (below max_len when the adapter declares it); layout 'half' | "
+                  "'interleaved'; rotary_dim None or an even int <= D; base float; scaling None or a dict "
+                  "{'rope_type': 'linear', 'factor'} | {'rope_type': 'dynamic', 'factor', "
+                  "'max_position_embeddings', 'seq_len'} | {'rope_type': 'yarn', 'factor', "
+                  "'original_max_position_embeddings'} | {'rope_type': 'llama3', 'factor', 'low_freq_factor', "
+                  "'high_freq_factor', 'original_max_position_embeddings'}. 'seq_len' is not an HF "
+                  "rope_parameters key: it is the sequence length HF's dynamic_rope_update sees at call time "
+                  "(max position + 1 there); an HF-backed adapter passes it as that length"},
         ("apply",),
         {
             "interleaved": Capability("supports layout='interleaved' (GPT-J / Meta pairs (2i, 2i+1)) besides 'half'"),
             "partial": Capability("supports rotary_dim < D (the remaining columns pass through)"),
             "scaling": Capability("supports scaling dicts: linear, dynamic, yarn, llama3 (HF rope_parameters keys)"),
         },
+        notes=("max_len (an adapter attribute of every kind) bounds rope positions: every position passed, "
+               "shifted ones in rope_relative_position included, is < max_len (a cos/sin cache of max_len rows)",),
     ),
 )
 
@@ -70,6 +81,7 @@ class RopeAdapter:
     capabilities: frozenset
     kind: str = "rope"
     precision: str = "float64"
+    max_len: int | None = None  # positions drawn are < max_len (a cos/sin cache of max_len rows)
 
 
 def _complex_rope(x, positions, *, layout="half", rotary_dim=None, base=10000.0, scaling=None, bug=None):
@@ -220,6 +232,8 @@ def rope_case(draw, caps, *, max_position=2**20, scalings=True, layouts=None):
             if rope_type == "dynamic" and kw.get("rotary_dim", D) < 4:
                 kw["scaling"] = None  # dynamic NTK's exponent d / (d - 2) needs d >= 4
     top = draw(st.sampled_from((16, 4096, max_position)))
+    if getattr(caps, "max_len", None):  # the adapter's largest position is max_len - 1
+        top = min(top, caps.max_len)
     shape = (L,) if draw(st.booleans()) else (B, L)
     positions = rng.integers(0, top, size=shape)
     x = round_inputs(getattr(caps, "precision", "float64"), rng.standard_normal((B, H, L, D)))
@@ -324,9 +338,13 @@ def check_norm_preserving(impl, case):
 def check_relative_position(impl, case):
     """<RoPE(q, m), RoPE(k, n)> is unchanged when every position shifts by the same s."""
     rng = np.random.default_rng(case.seed + 1)
-    s = int(rng.integers(1, 1000))
-    q, k = case.x, np.roll(case.x, 1, axis=2) + rng.standard_normal(case.x.shape)
     pos = np.asarray(case.positions)
+    s = int(rng.integers(1, 1000))
+    limit = getattr(impl, "max_len", None)
+    if limit is not None and int(pos.max()) + s >= limit:  # shift within [0, max_len): down if up does not fit
+        s = max(-int(pos.min()), min(limit - 1 - int(pos.max()), 999))
+        s = s if s != 0 else -min(int(pos.min()), 999)
+    q, k = case.x, np.roll(case.x, 1, axis=2) + rng.standard_normal(case.x.shape)
     dots = [np.einsum("bhld,bhmd->bhlm", _apply(impl, case, q, pos + t), _apply(impl, case, k, pos + t)) for t in (0, s)]
     shifted = dataclasses.replace(case, positions=pos + s)
     nq, nk = np.linalg.norm(q, axis=-1), np.linalg.norm(k, axis=-1)

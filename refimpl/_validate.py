@@ -94,6 +94,11 @@ def _type(x) -> str:
     return type(x).__name__
 
 
+def plain(x):
+    """x for a message: NumPy scalars as the Python int / float / str they hold (never ``np.float64(...)``)."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
 def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool = False,
                    shape: tuple | None = None, shape_doc: str = "", min_size: dict | None = None) -> np.ndarray:
     """``x`` as a float64 array (callers never write to it, so no copy is made).
@@ -182,11 +187,11 @@ def real_number(x, name: str, *, minimum: float | None = None, maximum: float | 
     rng = " and ".join(s for s in (lo, hi) if s)
     want = f"a {'finite ' if finite else ''}number{(' ' + rng) if rng else ''}"
     if math.isnan(v) or (finite and math.isinf(v)):
-        raise ValueError(f"{name}: expected {want}, got {x}")
+        raise ValueError(f"{name}: expected {want}, got {plain(x)!r}")
     if minimum is not None and (v < minimum or (min_open and v == minimum)):
-        raise ValueError(f"{name}: expected {want}, got {x}")
+        raise ValueError(f"{name}: expected {want}, got {plain(x)!r}")
     if maximum is not None and (v > maximum or (max_open and v == maximum)):
-        raise ValueError(f"{name}: expected {want}, got {x}")
+        raise ValueError(f"{name}: expected {want}, got {plain(x)!r}")
     return v
 
 
@@ -205,7 +210,7 @@ def choice(x, name: str, options) -> str:
     """One of ``options`` (strings); the message lists them."""
     options = tuple(options)
     if not isinstance(x, str) or x not in options:
-        raise ValueError(f"{name}: expected one of {options}, got {x!r}")
+        raise ValueError(f"{name}: expected one of {options}, got {plain(x)!r}")
     return x
 
 
@@ -224,7 +229,7 @@ def chunk_starts(L: int, chunk_size, name: str = "chunk_size") -> list:
 def check_choice(x, name: str, choices) -> str:
     """``x`` must be one of ``choices`` (strings naming conventions)."""
     if not isinstance(x, str) or x not in choices:
-        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {x!r}")
+        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {plain(x)!r}")
     return x
 
 

@@ -50,7 +50,9 @@ def init_latent_block(seed: int, *, d_model: int, num_latents: int, num_heads: i
     f = count(d_ff, "d_ff")
     if d % H:
         raise ValueError(f"num_heads: expected a divisor of d_model = {d}, got {H}")
-    check_budget("d_model, num_latents, d_ff", nbytes=8 * (8 * d * d + M * d + 2 * d * f + 8 * d + f))
+    # 8 (d, d) projections, the (M, d) latents, the (d, f) and (f, d) MLP and the vectors
+    check_budget("d_model, num_latents, d_ff", nbytes=8 * (8 * d * d + M * d + 2 * d * f + 8 * d + f),
+                 what="the latent block's weights")
 
     def attn():
         return tuple(rng.standard_normal((d, d)) / np.sqrt(d) for _ in range(4))

@@ -100,7 +100,10 @@ class _CE:
         safe_t = np.where(self.valid, self.t, 0)
         self.safe_t = safe_t
         picked = np.take_along_axis(self.z, safe_t[:, None], axis=1)[:, 0]
-        self.rows = np.where(self.valid, logsumexp(self.z, axis=-1) - picked, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.rows = np.where(self.valid, logsumexp(self.z, axis=-1) - picked, 0.0)
+        # lse(z) - z_target <= max z - min z: beyond float64 only for logits spanning more than its range
+        finite_result(self.rows, "a loss lse(z) - z_target", "logits")
         self.count = int(self.valid.sum())
 
 
@@ -110,8 +113,14 @@ def cross_entropy(logits, targets, *, ignore_index: int = IGNORE_INDEX, reductio
     ce = _CE(logits, targets, ignore_index)
     if reduction == "none":
         return ce.rows
-    total = float(ce.rows.sum())
-    return total if reduction == "sum" else (total / ce.count if ce.count else 0.0)
+    with np.errstate(over="ignore"):
+        total = float(ce.rows.sum())
+        if reduction == "mean":
+            if not ce.count:
+                return 0.0
+            # the sum of finite losses may overflow where their mean does not: then sum the rows / count
+            total = total / ce.count if np.isfinite(total) else float((ce.rows / ce.count).sum())
+    return finite_result(total, f"the {reduction} of the losses", "logits")
 
 
 def cross_entropy_grad(logits, targets, *, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> np.ndarray:

@@ -802,13 +802,16 @@ def _gpu_route_args(draw):
     d = {n: v for n, v in route_args(draw).items() if n != "selection_bias"}
     # the float32 bound: sigmoid scores that are subnormal in float32, logits whose float64 softmax
     # underflows (|z| ~ 1e30), a route_scale near float32's range
+    # (valid calls only: the engine breaks one argument of a call the facade accepts; the refusals at
+    # the bound are pinned in tests/test_contract_classes.py)
     band = draw(st.sampled_from(["none", "sigmoid_tail", "huge", "scale"]))
     if band == "sigmoid_tail":
-        d.update(score="sigmoid", logits=d["logits"] - draw(st.sampled_from([60.0, 90.0, 100.0, 800.0])))
+        d.update(score="sigmoid", normalize="none",
+                 logits=d["logits"] - draw(st.sampled_from([60.0, 90.0, 100.0, 800.0])))
     elif band == "huge":
-        d["logits"] = d["logits"] * draw(st.sampled_from([1e3, 1e30, 1e38]))
+        d["logits"] = d["logits"] * draw(st.sampled_from([1e3, 1e30]))
     elif band == "scale":
-        d["route_scale"] = draw(st.sampled_from([1e-30, 2.5, 1e38, 1e300]))
+        d["route_scale"] = draw(st.sampled_from([1e-30, 2.5, 1e37]))
     return d
 
 

@@ -79,10 +79,10 @@ def test_convention_validated_at_load_time():
     with pytest.raises(ProtocolError, match="valid conventions: .*'xformers'"):
         check_adapter(impl)
     check_adapter(dataclasses.replace(naive_adapter(), convention="xformers"))
-    from properties.norms import BUNDLED as NORMS
+    from properties.rope import BUNDLED as ROPES
 
     with pytest.raises(ProtocolError, match="has no conventions"):
-        check_adapter(_with(NORMS[0], convention="xformers"))
+        check_adapter(_with(ROPES[0], convention="xformers"))
 
 
 def _with(obj, **fields):
@@ -268,3 +268,159 @@ def test_alibi_slopes_match_the_bias_form_and_reject_top_left_distances():
     bad, _ = naive_attention(q, k, v, alibi_slopes=slopes, bug="alibi_top_left")
     good, _ = naive_attention(q, k, v, alibi_slopes=slopes)
     assert not np.allclose(bad, good)
+
+
+# ----------------------------------------------------------------------------
+# decode declines
+
+
+def test_decode_declines_are_never_drawn():
+    from properties import decode as DEC
+
+    impl = dataclasses.replace(DEC.BUNDLED[1], declines={"rope_layout": {"interleaved"}, "head_dims": {"dv_ne_d"},
+                                                         "window_cache": {"paged"}, "softcap": {30.0}})
+    check_adapter(impl)
+    seen = []
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(case=DEC.decode_case(declared(impl)))
+    def draw(case):
+        seen.append(case)
+        assert case.rope is None or case.rope["layout"] == "half"
+        assert case.v.shape[-1] == case.q.shape[-1]
+        assert not (case.cache == "paged" and case.window is not None)
+        assert case.softcap in (None, 5.0)
+
+    draw()
+    assert any(c.softcap == 5.0 for c in seen) and any(c.rope for c in seen)
+
+
+# ----------------------------------------------------------------------------
+# rope: a maximum position
+
+
+def test_rope_max_len_bounds_every_position_the_suite_passes():
+    """A cos/sin table of max_len rows: an adapter that fails on any position >= max_len passes
+    every rope property, because none is drawn or shifted that far."""
+    from properties import rope as RP
+
+    limit = 50
+
+    def apply(x, positions, **kw):
+        assert np.max(positions) < limit and np.min(positions) >= 0, positions
+        return refimpl.apply_rope(x, positions, **kw)
+
+    impl = RP.RopeAdapter("table_rope", apply, RP.ALL_CAPS, max_len=limit)
+    check_adapter(impl)
+    for prop in RP.PROPERTIES:
+        run_property(prop, impl, max_examples=15, database=None, derandomize=True, deadline=None)
+
+
+# ----------------------------------------------------------------------------
+# losses: declining the all-ignored batch
+
+
+def _torch_ce(z, t, ii):
+    return float(torch.nn.functional.cross_entropy(torch.as_tensor(z), torch.as_tensor(t), ignore_index=int(ii)))
+
+
+def test_torch_cross_entropy_passes_once_it_declines_the_all_ignored_batch():
+    """torch 2.13 F.cross_entropy(reduction='mean') is 0/0 = NaN when every target is ignored;
+    the spec says 0. Declining 'all' leaves every other case checked."""
+    from properties import losses as LS
+
+    prop = next(p for p in LS.PROPERTIES if p.name == "cross_entropy_matches")
+    plain = LS.LossAdapter("torch.cross_entropy", _torch_ce, capabilities=frozenset())
+    assert np.isnan(_torch_ce(np.zeros((2, 3)), np.array([-100, -100]), -100))
+    assert find_counterexample(prop, plain, max_examples=200) is not None
+    declining = dataclasses.replace(plain, declines={"ignored_targets": {"all"}})
+    check_adapter(declining)
+    run_property(prop, declining, max_examples=60, database=None, derandomize=True, deadline=None)
+    # still judged: a torch CE that averages over ignored rows too is rejected with the decline
+    wrong = dataclasses.replace(declining, name="torch.ce_sum_over_N",
+                                cross_entropy=lambda z, t, ii: float(torch.nn.functional.cross_entropy(
+                                    torch.as_tensor(z), torch.as_tensor(t), ignore_index=int(ii), reduction="sum")) / len(t))
+    assert find_counterexample(prop, wrong, max_examples=200) is not None
+
+
+# ----------------------------------------------------------------------------
+# per-value options: saturation per FP8 format, chunking per gate type
+
+
+def test_saturation_declared_per_format_needs_one_adapter():
+    """transformer-engine style: e4m3fn saturates, e5m2 keeps inf; one adapter declares it."""
+    from refimpl import formats as F
+    from properties import formats as FM
+
+    def cast(x, fmt):
+        return F.round_to(x, fmt, overflow="saturate" if fmt == "float8_e4m3fn" else "format")
+
+    impl = FM.CastAdapter("per_format_saturation", cast,
+                          frozenset({"float8_e4m3fn", "float8_e5m2", "bfloat16", "saturate_float8_e4m3fn"}))
+    check_adapter(impl)
+    prop = next(p for p in FM.PROPERTIES if p.name == "cast_overflow_convention")
+    run_property(prop, impl, max_examples=60, database=None, derandomize=True, deadline=None)
+
+
+def test_chunked_per_gate_type_declines_the_others():
+    """A kernel chunking scalar gates only (channel gates through its recurrent path) is one adapter."""
+    from properties import mixers_linear as ML
+
+    base = next(a for a in ML.BUNDLED if "chunked" in a.capabilities and a.kind == "linear_attention")
+    seen = []
+
+    def forward(q, k, v, g, scale, chunk_size):
+        seen.append((None if g is None else g.ndim, chunk_size))
+        assert not (g is not None and g.ndim == 4 and chunk_size is not None), "chunk_size with a channel gate"
+        return base.forward(q, k, v, g, scale, chunk_size)
+
+    impl = _with(dataclasses.replace(base, name="chunked_scalar_only", forward=forward),
+                 declines={"chunked_gate": {"channel"}})
+    check_adapter(impl)
+    for prop in ML.PROPERTIES:
+        if prop.kind == "linear_attention" and prop.requires <= impl.capabilities:
+            run_property(prop, impl, max_examples=15, database=None, derandomize=True, deadline=None)
+    assert any(c is not None for _, c in seen) and any(nd == 4 for nd, _ in seen)
+
+
+# ----------------------------------------------------------------------------
+# norm conventions (refimpl.norms.RMSNORM_PRESETS)
+
+
+def test_norm_convention_selects_the_preset_and_is_still_checked():
+    """A Gemma-style RMSNorm ((1 + w) scaling) passes under convention='hf_gemma' without the
+    gemma_offset capability; under 'hf_llama' it fails (the convention is compared, not ignored)."""
+    from properties import norms as NP
+    from refimpl import norms as N
+
+    base = next(a for a in NP.BUNDLED if "gemma_offset" in a.capabilities)
+    plain = _with(dataclasses.replace(base, name="gemma_by_convention",
+                                      capabilities=base.capabilities - {"gemma_offset"}), convention="hf_gemma")
+    check_adapter(plain)
+    rms = [p for p in NP.PROPERTIES if p.name.startswith("rms")]
+    assert rms
+    for prop in rms:
+        if prop.requires <= plain.capabilities:
+            run_property(prop, plain, max_examples=20, database=None, derandomize=True, deadline=None)
+    wrong = _with(plain, convention="hf_llama", name="gemma_declared_llama")
+    assert any(find_counterexample(p, wrong, max_examples=100) is not None for p in rms)
+    assert set(NP.KINDS[0].conventions) == set(N.RMSNORM_PRESETS)
+
+
+def test_varlen_and_sinks_reject_bad_input_by_name():
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        M.Varlen([1, 2], [0, 2])
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        M.Varlen([0, 3, 2], [0, 1, 2])
+    with pytest.raises(TypeError, match="cu_seqlens_k"):
+        M.Varlen([0, 2], [0.0, 2.0])
+    with pytest.raises(ValueError, match="sequences"):
+        M.Varlen([0, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match="cu_seqlens_q, cu_seqlens_k"):
+        M.Varlen([0, 2], [0, 2]).materialize(3, 2)
+    with pytest.raises(ValueError, match="sinks"):
+        attention_with_sinks(np.zeros((1, 2, 1, 1)), np.zeros((1, 2, 1, 1)), np.zeros((1, 2, 1, 1)), [np.nan, 0.0])
+    q = np.ones((1, 1, 2, 1))
+    before = q.copy()
+    attention_with_sinks(q, q, q, np.array([0.5]))
+    assert np.array_equal(q, before)

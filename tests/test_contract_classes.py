@@ -241,3 +241,45 @@ def test_bigbird_block_layout_is_a_new_array_each_call():
     a = m.block_layout(4)
     a[...] = False
     assert m.block_layout(4).any() and m.materialize(8, 8).any()
+
+
+# ---------------------------------------------------------------------------
+# gpu.route at the float32 bound: equal to the spec, or a refusal naming the argument
+
+
+def _opencl():
+    from gpu.backends import get_backend
+    from gpu.errors import BackendUnavailable
+
+    try:
+        get_backend("opencl")
+    except BackendUnavailable as e:
+        pytest.skip(f"no OpenCL runtime: {e}")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(logits=np.full((3, 4), -100.0), score="sigmoid", normalize="after_drop"), "logits: expected a largest selected"),
+    (dict(logits=np.ones((3, 4)), route_scale=1e300), "route_scale: expected a value representable as a normal float32"),
+    (dict(logits=np.full((3, 4), 1e39)), "logits: expected values within float32 range"),
+])
+def test_gpu_route_refuses_by_name_what_float32_cannot_compute(kw, match):
+    _opencl()
+    import gpu
+
+    with pytest.raises(ValueError, match=match):
+        gpu.route(k=2, backend="opencl", **kw)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(logits=np.random.default_rng(0).normal(size=(5, 6)) * 1e30),  # float64 softmax ties (underflow)
+    dict(logits=np.array([[0.0, -800.0, -790.0, -795.0]])),
+    dict(logits=np.full((3, 4), -100.0), score="sigmoid", normalize="none"),
+])
+def test_gpu_route_equals_the_spec_at_the_float32_bound(kw):
+    _opencl()
+    import gpu
+
+    got, want = gpu.route(k=2, backend="opencl", **kw), moe.route(k=2, **kw)
+    for f in ("indices", "kept", "position", "counts"):
+        assert np.array_equal(getattr(got, f), getattr(want, f)), f
+    assert np.abs(got.gates - want.gates).max() <= 1e-6

@@ -154,10 +154,11 @@ def test_liger_rope_decode_row_pitch():
 
 
 # --- every Triton adapter through the properties of its kind (smoke size) ----------------------
-# Interpreted kernels take 0.1 s (Liger) to 10 s (fla chunk forms at L ~ 200) an example on 2
-# shared cores: Liger runs 3 examples a pair, fla 1, no shrinking (the full run shrinks).
+# Interpreted kernels take 0.1 s (Liger) to 10 s (fla chunk forms at L ~ 200; mamba's decode step,
+# one launch a token) an example on 2 shared cores: Liger runs 3 examples a pair, fla and mamba 1,
+# no shrinking (the full run shrinks).
 
-EXAMPLES = {"fla_linear": 1, "liger": 3}
+EXAMPLES = {"fla_linear": 1, "liger": 3, "mamba_triton": 1}
 
 
 def _triton_impls():
@@ -168,7 +169,7 @@ def _triton_impls():
         except Unavailable as e:
             out.append(pytest.param(None, factory, marks=pytest.mark.skip(reason=str(e)), id=factory))
             continue
-        out += [pytest.param(i, factory, id=i.name) for i in got]
+        out += [pytest.param(i, factory, id=i.name) for i in (got if isinstance(got, list) else [got])]
     return out
 
 
@@ -176,7 +177,8 @@ def _pairs():
     impls = _triton_impls()
     loaded = [p for p in impls if p.values[0] is not None]
     monkey = os.environ.get("REFIMPL_IMPLS")  # the peer xfail entries apply to loaded peers only
-    os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(f"properties.peers:{f}" for f in TRITON)]))
+    factories = sorted({p.values[1] for p in loaded})
+    os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(f"properties.peers:{f}" for f in factories)]))
     try:
         bound = property_impl_params(registry.all_properties(), [pytest.param(p.values[0], id=p.id) for p in loaded],
                                      strict=False)

@@ -25,6 +25,8 @@ present, through the shims of ``properties.peers.triton_shims``):
                      (fused_recurrent and chunk forms)
     liger            Liger-Kernel RMSNorm (llama, gemma), LayerNorm, cross-entropy (plain and
                      fused linear), RoPE
+    mamba_triton     mamba's selective_state_update, token by token (source checkout via
+                     REFIMPL_LIBRARY_SOURCES)
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ FACTORIES = {
     "flashinfer": "gpu_only",
     "fla_linear": "fla_ops",
     "liger": "liger_ops",
+    "mamba_triton": "mamba_ssu",
 }
 
 #: factories of Triton kernels (interpreted without a GPU: seconds an example, not milliseconds);
 #: tests/test_triton_peers.py smoke-tests them at their own budget
-TRITON = ("fla_linear", "liger")
+TRITON = ("fla_linear", "liger", "mamba_triton")
 
 
 def _factory(name: str):

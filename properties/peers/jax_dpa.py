@@ -24,8 +24,10 @@ masked logits to float32): the adapter is held to the float32 bound (precision
 
 Not declared: dv_ne_d (value's head dim must equal query's), softcap, dropout,
 backward (jax.grad would work; not wired), mask predicates. Masked logits are
-replaced by -0.7 * finfo(float64).max, not -inf: a fully masked row averages
-all values and its lse is finite (xfail entries in properties/peers/xfail.json).
+replaced by a large finite negative, not -inf: a fully masked row averages all
+values and its lse is mask value + log Lk. The adapter declares ``convention="jax"``,
+so the properties expect exactly that (``AttentionConvention.apply``) and check
+everything else as for any adapter: no xfail entry is needed.
 """
 
 from __future__ import annotations
@@ -77,4 +79,5 @@ def jax_attention():
         return np.swapaxes(np.asarray(out), 1, 2), np.swapaxes(np.asarray(lse), 1, 2)
 
     return make(AttentionAdapter, name="jax.nn.dot_product_attention", forward=forward,
-                capabilities=CAPABILITIES, precision="float32", preset=PRESET, library=f"jax {version(jax)}")
+                capabilities=CAPABILITIES, precision="float32", preset=PRESET, convention="jax",
+                library=f"jax {version(jax)}")

@@ -10,6 +10,8 @@ scaled_dot_product_attention, torch/nn/attention/bias.py):
                             tril(diagonal=Lk - Lq)); with another mask or a bias the
                             same tril is materialised and folded into that mask
     mask= bool array        attn_mask= bool (True = attend)
+    key_padding_mask (B,Lk) attn_mask= key_padding_mask[:, None, None, :] (and-ed with the mask; the
+                            (B, 1, 1, Lk) form HF builds from attention_mask)
     bias= float array       attn_mask= float (added to the scaled scores; masked entries -inf)
     Hkv < Hq                enable_gqa=True (query head h reads kv head h // G)
     scale=                  scale=
@@ -31,12 +33,17 @@ from ..core import Unsupported
 from ._common import make, require, version
 
 PRESET = "refimpl.conventions.TORCH_SDPA"
-CAPABILITIES = frozenset({"causal", "top_left", "mask_array", "bias", "gqa", "lq_ne_lk", "dv_ne_d", "scale", "backward"})
+CAPABILITIES = frozenset({"causal", "top_left", "mask_array", "bias", "gqa", "lq_ne_lk", "dv_ne_d", "scale", "backward",
+                          "key_padding"})
 
 
-def _call(torch, q, k, v, *, mask=None, causal=False, align="bottom_right", scale=None, bias=None, **rest):
+def _call(torch, q, k, v, *, mask=None, causal=False, align="bottom_right", scale=None, bias=None,
+          key_padding_mask=None, **rest):
     from torch.nn.attention.bias import causal_lower_right
 
+    if key_padding_mask is not None:
+        pad = np.asarray(key_padding_mask, dtype=bool)[:, None, None, :]
+        mask = pad if mask is None or not isinstance(mask, np.ndarray) else np.asarray(mask, dtype=bool) & pad
     bad = sorted(key for key, val in rest.items() if val is not None and not (key == "dropout_p" and val == 0))
     if bad:
         raise Unsupported(f"torch SDPA adapter: {bad} not supported")
