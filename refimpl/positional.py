@@ -51,7 +51,8 @@ def sinusoidal_encoding(positions, d_model: int, *, base: float = 10000.0, layou
     theta = sinusoidal_frequencies(d_model, base=base, frequencies=frequencies)
     check_choice(layout, "layout", LAYOUTS)
     check_budget("positions, d_model", shape=p.shape + (2 * theta.size,), itemsize=32, what="an encoding")
-    angle = p.astype(np.float64)[..., None] * theta
+    with np.errstate(over="ignore"):
+        angle = finite_result(p.astype(np.float64)[..., None] * theta, "an angle m theta_i", "positions, base")
     s, c = np.sin(angle), np.cos(angle)
     if layout == "half":
         return np.concatenate([s, c], axis=-1)
