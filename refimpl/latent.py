@@ -80,6 +80,11 @@ def latent_block(x, weights: LatentBlockWeights, *, num_heads: int) -> np.ndarra
     lat = as_float_array(weights.latents, "weights.latents", shape=(None, d), shape_doc="(M, d)", min_size={0: 1})
     f = {n: _arrays(getattr(weights, n), n, k) for n, k in (("cross", 4), ("self_attn", 4), ("ln_q", 2), ("ln_kv", 2),
                                                            ("ln_s", 2))}
+    for n in ("ln_q", "ln_kv", "ln_s"):
+        for p in f[n]:
+            if p.shape != (d,):
+                raise ValueError(f"weights.{n}, weights.latents, x: expected LayerNorm parameters of shape (d,) = ({d},) "
+                                 f"(the width of x and the latents), got {p.shape}")
     z = np.broadcast_to(lat, (B,) + lat.shape).copy()
     z = z + multi_head_attention(layer_norm(z, *f["ln_q"]), layer_norm(x, *f["ln_kv"]), *f["cross"],
                                  num_heads=num_heads)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice, count, finite_result, positive_int, real_number
+from ._validate import as_float_array, check_budget, check_choice, count, finite_result, positive_int, real_number
 from .losses import cross_entropy
 from .norms import layer_norm
 from .softmax import softmax
@@ -213,6 +213,8 @@ def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     s = count(shift, "shift", maximum=M - 1)
     if H % M or W % M:
         raise ValueError(f"window: expected a divisor of height = {H} and width = {W}, got {M}")
+    check_budget("height, width, window", nbytes=H * W * (M * M + 24) + 8 * (H + W),
+                 what=f"a shift mask of {H * W // (M * M)} windows of ({M * M}, {M * M})")
 
     def regions(n):
         r = np.zeros(n, np.int64)

@@ -252,7 +252,7 @@ def _(draw):
 
 recipe("refimpl.latent.LatentBlockWeights", kinds=dict(latents="array", cross="object", self_attn="object",
                                                         ln_q="object", ln_kv="object", ln_s="object"),
-       call=lambda fn, kw: LTB.latent_block(np.ones((1, 2, kw["latents"].shape[-1] if hasattr(kw["latents"], "shape")
+       call=lambda fn, kw: LTB.latent_block(np.ones((1, 2, max(kw["latents"].shape[-1], 1) if hasattr(kw["latents"], "shape")
                                                      and np.ndim(kw["latents"]) == 2 else 2)), fn(**kw), num_heads=1))(
     lambda draw: (lambda w: dict(latents=w.latents, cross=w.cross, self_attn=w.self_attn, ln_q=w.ln_q, ln_kv=w.ln_kv,
                                  ln_s=w.ln_s))(LTB.init_latent_block(draw(st.integers(0, 9)), d_model=2, num_latents=2,
