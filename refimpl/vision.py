@@ -51,11 +51,11 @@ from .softmax import softmax
 ORDERS = ("chw", "hwc")
 
 
-def _images(images, P, p_name="patch_size"):
+def _images(images, P):
     x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
-    P = positive_int(P, p_name)
+    P = positive_int(P, "patch_size")
     if x.shape[2] % P or x.shape[3] % P:
-        raise ValueError(f"{p_name}, images: the patch size P = {P} must divide H = {x.shape[2]} and W = {x.shape[3]}")
+        raise ValueError(f"patch_size: expected a divisor of H = {x.shape[2]} and W = {x.shape[3]}, got {P}")
     return x, P
 
 
@@ -89,8 +89,7 @@ def patch_embed(images, weight, bias) -> np.ndarray:
     """x_i = W flatten_chw(patch_i) + b: (B, C, H, W) -> (B, N, d); weight (d, C, P, P), bias (d,)."""
     x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
     w, b = _conv_weight(weight, bias, x.shape[1])
-    x, P = _images(x, w.shape[2], "weight")
-    patches = patchify(x, P)
+    patches = patchify(x, w.shape[2])
     with np.errstate(over="ignore", invalid="ignore"):
         out = patches @ w.reshape(w.shape[0], -1).T + b
     return finite_result(out, "the embedding", "images, weight, bias")
@@ -101,7 +100,7 @@ def conv2d_stride(images, weight, bias) -> np.ndarray:
     kernel P = stride P, as (B, (H/P)(W/P), d) (the layout HF takes after ``flatten(2).transpose(1, 2)``)."""
     x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
     w, b = _conv_weight(weight, bias, x.shape[1])
-    x, P = _images(x, w.shape[2], "weight")
+    x, P = _images(x, w.shape[2])
     B, C, H, W = x.shape
     out = np.broadcast_to(b[None, :, None, None], (B, w.shape[0], H // P, W // P)).copy()
     with np.errstate(over="ignore", invalid="ignore"):
@@ -166,7 +165,6 @@ def _grid_size(x, name):
 def _bicubic(grid, gname, size, sname):
     g = as_float_array(grid, gname, ndim=3, shape_doc="(h, w, d)", min_size={0: 1, 1: 1})
     h, w = _grid_size(size, sname)
-    check_budget(sname, shape=(h + g.shape[0], w + g.shape[1], 8 * max(g.shape[2], 1)))
     with np.errstate(over="ignore", invalid="ignore"):
         out = _resize_axis(_resize_axis(g, 0, h), 1, w)
     return finite_result(out, "the interpolation", gname)
@@ -215,7 +213,8 @@ def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     s = count(shift, "shift", maximum=M - 1)
     if H % M or W % M:
         raise ValueError(f"window: expected a divisor of height = {H} and width = {W}, got {M}")
-    check_budget("height, width, window", shape=(H, W, 2 * M * M))
+    check_budget("height, width, window", nbytes=H * W * (M * M + 24) + 8 * (H + W),
+                 what=f"a shift mask of {H * W // (M * M)} windows of ({M * M}, {M * M})")
 
     def regions(n):
         r = np.zeros(n, np.int64)
