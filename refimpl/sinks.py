@@ -19,8 +19,9 @@ Source: openai/gpt-oss (commit 7b58334, Jul 2026) gpt_oss/torch/model.py ``sdpa`
 with S the per-head sinks, appended after ``QK *= sm_scale`` and the mask; and
 huggingface/transformers 5.25.0 models/gpt_oss/modeling_gpt_oss.py
 ``eager_attention_forward`` (the same concatenation, sinks of shape (num_attention_heads,),
-max subtracted first; checked on CPU in tests/test_sinks.py). StreamingLLM's "sink
-tokens" are real keys kept in the cache, not this logit; see docs/conformance.md.
+max subtracted first; checked on CPU in
+tests/test_attention_options.py::test_sinks_match_hf_gpt_oss_eager_attention). StreamingLLM's
+"sink tokens" are real keys kept in the cache, not this logit; see docs/conformance.md.
 """
 
 from __future__ import annotations
