@@ -1,7 +1,7 @@
 """HF transformers MoE routers: Mixtral and Qwen2-MoE, with load_balancing_loss_func.
 
 Presets: ``refimpl.moe.presets.mixtral`` and ``qwen2_moe``. Read and run in
-transformers 5.23.0: models/mixtral/modeling_mixtral.py MixtralTopKRouter.forward
+transformers 5.23.0 and 5.25.0: models/mixtral/modeling_mixtral.py MixtralTopKRouter.forward
 (router_logits = linear(x, W); probs = softmax(router_logits.float()); top-k of the
 probabilities; renormalise) and MixtralExperts.forward (an expert's tokens are
 ``torch.where(one_hot(top_k_index).permute(2, 1, 0)[e])``: ordered by choice slot,
