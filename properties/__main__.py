@@ -365,27 +365,25 @@ def list_all(kernels: bool) -> None:
     print("\nRun one: python -m properties --impl NAME [--kind KIND]; your own: REFIMPL_IMPLS=module:object")
 
 
-def _positive(name):
+def _int_at_least(minimum: int, name: str, what: str):
+    """An argparse type: an int >= ``minimum``; anything else is a usage error (exit 2)."""
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {value}")
         return value
     parse.__name__ = name
     return parse
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def _positive(name):
+    return _int_at_least(1, name, "a whole number")
+
+
+_seed = _int_at_least(0, "seed", "an integer")
 
 
 def parser() -> argparse.ArgumentParser:
