@@ -145,13 +145,9 @@ def compare_in_precision(name: str, got, spec, *, precision: str, float64_bound:
     (the same quantity computed with ``naive_ops(precision)``; a callable is called with no
     arguments) and ``floor`` give ``lowp_bound``. The bound is never below the float64 bound.
     """
-    if precision == "float64":
-        bound = float64_bound
-    else:
-        if naive is None:
-            raise ValueError(f"{name}: a {precision} comparison needs the naive {precision} baseline")
-        base = naive() if callable(naive) else naive
-        bound = max(lowp_bound(base, spec, floor), float64_bound)
+    if precision != "float64" and naive is None:
+        raise ValueError(f"{name}: a {precision} comparison needs the naive {precision} baseline")
+    bound = float(precision_bound(precision, float64_bound, naive, spec, floor))
     compare_close(name, got, spec, bound, f"{context}; precision {precision}" if context else f"precision {precision}")
     return bound
 
