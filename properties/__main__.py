@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import textwrap
 import time
@@ -100,7 +101,39 @@ def worked_examples() -> int:
 
 
 class UsageError(Exception):
-    """A bad option value or name: exit status 2, one line."""
+    """A bad option value or name: exit status 2, one line ``<option>: expected ..., got ...``."""
+
+
+#: argparse's own messages, in the one wording ``<option>: expected ..., got ...`` (README "Contract")
+_ARGPARSE_WORDING = [
+    (r"argument (?P<name>[^:]+): invalid choice: (?P<got>.*?) \(choose from (?P<what>.*)\)",
+     "{name}: expected one of {what}, got {got}"),
+    (r"argument (?P<name>[^:]+): expected one argument", "{name}: expected one value, got none"),
+    (r"argument (?P<name>[^:]+): (?P<rest>expected .*, got .*)", "{name}: {rest}"),
+    (r"argument (?P<name>[^:]+): ignored explicit argument (?P<got>.*)", "{name}: expected no value, got {got}"),
+    (r"unrecognized arguments: (?P<got>.*)",
+     "arguments: expected the options that python -m properties --help lists, got {got}"),
+    (r"ambiguous option: (?P<name>\S+) could match (?P<what>.*)",
+     "{name}: expected one option, got an abbreviation of {what}"),
+    (r"argument (?P<name>[^:]+): (?P<rest>.*)", "{name}: expected a valid value (see --help), got: {rest}"),
+]
+
+
+def usage_wording(message: str) -> str:
+    """An argparse error message in the one wording (unchanged if it already has it)."""
+    for pattern, template in _ARGPARSE_WORDING:
+        m = re.fullmatch(pattern, message)
+        if m:
+            return template.format(**m.groupdict())
+    return message if re.match(r"^[^:]+: expected .*got", message) else \
+        f"arguments: expected a command line that python -m properties --help describes, got: {message}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in the one wording; exit status 2 as argparse's."""
+
+    def error(self, message):
+        super().error(usage_wording(message))
 
 
 def _clock(seconds: float) -> str:
@@ -189,8 +222,8 @@ def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
     bad_kinds = sorted(set(kinds) - set(known))
     if bad_kinds:
         near = sorted({n for k in bad_kinds for n in closest(k, known)})
-        raise UsageError(f"--kind: unknown kind(s) {bad_kinds}" + (f"; did you mean {near}?" if near else "")
-                         + f" Valid kinds: {', '.join(sorted(known))}")
+        raise UsageError(f"--kind: expected one of {', '.join(sorted(known))}, got unknown kind(s) {bad_kinds}"
+                         + (f"; did you mean {near}?" if near else ""))
     impls = registry.all_bundled() + (kernel_adapters() if kernels else []) + load_user_implementations()
     if impl_names:
         pool = impls + list(registry.all_wrong().values())
@@ -200,8 +233,8 @@ def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
             names = [i.name for i in pool]
             hints = "; ".join(f"{m!r}: did you mean {closest(m, names, 3)}?" if closest(m, names) else f"{m!r}"
                               for m in missing)
-            raise UsageError(f"--impl: no implementation named {hints} "
-                             f"(python -m properties --list shows them; adapters of your own: set REFIMPL_IMPLS)")
+            raise UsageError(f"--impl: expected the name of an implementation (python -m properties --list shows "
+                             f"them; adapters of your own: set REFIMPL_IMPLS), got {hints}")
     if kinds:
         impls = [i for i in impls if i.kind in kinds]
     for impl in impls:
@@ -387,7 +420,7 @@ _seed = _int_at_least(0, "seed", "an integer")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="python -m properties", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Worked examples, every conformance property against every bundled implementation\n"
                     "(and yours, named in REFIMPL_IMPLS), and the meta-tests.\n"
@@ -430,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             list_all(kernels=not args.no_kernels)
         except (ProtocolError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"python -m properties: error: {e}", file=sys.stderr)
             return 2
         return 0
     if args.profile:
@@ -445,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             examples, args.only, kernels=not args.no_kernels and not filtered, impl_names=tuple(args.impl),
             kinds=tuple(args.kind), use_profile=bool(args.profile), seed=args.seed, maxfail=args.maxfail)
     except (ProtocolError, XfailError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m properties: error: {e}", file=sys.stderr)
         return 2
     bad += failures
     print()

@@ -27,7 +27,7 @@ def default_profile() -> str:
     """$REFIMPL_PROFILE, else "ci" when $CI is set, else "dev"."""
     name = os.environ.get("REFIMPL_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
     if name not in PROFILES:
-        raise ValueError(f"REFIMPL_PROFILE={name!r}: expected one of {', '.join(map(repr, PROFILES))}")
+        raise ValueError(f"REFIMPL_PROFILE: expected one of {', '.join(map(repr, PROFILES))}, got {name!r}")
     return name
 
 
@@ -35,6 +35,6 @@ def load(name: str | None = None) -> str:
     """Load profile ``name`` (default: :func:`default_profile`) and return its name."""
     name = name or default_profile()
     if name not in PROFILES:
-        raise ValueError(f"profile {name!r}: expected one of {', '.join(map(repr, PROFILES))}")
+        raise ValueError(f"name: expected a profile, one of {', '.join(map(repr, PROFILES))}, got {name!r}")
     settings.load_profile(name)
     return name
