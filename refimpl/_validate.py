@@ -131,7 +131,7 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
             raise ValueError(f"{name}: expected at least {n} entries along axis {axis}{doc}, got shape {arr.shape}")
     if arr.dtype != np.float64:
         if np.issubdtype(arr.dtype, np.integer) and arr.size and np.abs(arr).max() >= 2**53:
-            raise ValueError(f"{name}: integer entries beyond 2**53 are not exact in float64")
+            raise ValueError(f"{name}: expected integer entries within 2**53 (exact in float64), got one beyond it")
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():  # one pass when all is well; find the culprit only when not
         want_finite = "finite entries (or -inf, hidden)" if allow_neg_inf else "finite entries"
@@ -335,7 +335,7 @@ def experts(x, name: str, E: int, D: int) -> list:
         if not callable(ex):
             raise TypeError(f"{name}[{i}]: expected a callable expert (FFNExpert, SwiGLUExpert), got {_type(ex)}")
         if getattr(ex, "d_model", D) != D:
-            raise ValueError(f"{name}[{i}]: d_model {ex.d_model} does not match x's D = {D}")
+            raise ValueError(f"{name}[{i}]: expected d_model equal to x's D = {D}, got {ex.d_model}")
     return list(x)
 
 

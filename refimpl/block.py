@@ -259,14 +259,24 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
                              "range, got one beyond it")
         return y
     if arrangement == "pre_norm":
-        h = x + attn(blk.norm1(x))
+        h = _residual(x, attn(blk.norm1(x)))
         if memory is not None:
-            h = h + cross(blk.norm_cross(h))
-        return h + ff(blk.norm2(h))
-    h = blk.norm1(x + attn(x))
+            h = _residual(h, cross(blk.norm_cross(h)))
+        return _residual(h, ff(blk.norm2(h)))
+    h = blk.norm1(_residual(x, attn(x)))
     if memory is not None:
-        h = blk.norm_cross(h + cross(h))
-    return blk.norm2(h + ff(h))
+        h = blk.norm_cross(_residual(h, cross(h)))
+    return blk.norm2(_residual(h, ff(h)))
+
+
+def _residual(h, branch):
+    """h + branch; a sum beyond float64 range is an error naming the block's inputs (never an inf handed
+    on to the next sub-layer, which would blame its own input)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = h + branch
+    if not np.isfinite(out).all():
+        raise ValueError("x, blk: expected the block's residual sums within float64 range, got one beyond it")
+    return out
 
 
 def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: bool = False, memory=None,
@@ -299,7 +309,8 @@ def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = 
     causal = flag(causal, "causal")
     for i, blk in enumerate(blocks):
         if blk.norm2 is None or blk.cross_attn is not None:
-            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2")
+            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2, got one "
+                             f"{'without norm2' if blk.norm2 is None else 'with cross_attn'}")
     hidden = None
     for blk in blocks:
         residual = residual if hidden is None else residual + hidden
@@ -353,8 +364,12 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
                                  f"d = {E.shape[1]}, got {b.attn.W_q.shape[0]}")
     if src.shape[0] != tgt.shape[0]:
         raise ValueError(f"tgt_tokens: expected batch size {src.shape[0]} (src_tokens), got shape {tgt.shape}")
-    M = encoder(E[src], enc_blocks, final_norm=enc_norm)
-    h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
+    try:  # the arguments are valid here: what fails inside is an activation beyond float64 range
+        M = encoder(E[src], enc_blocks, final_norm=enc_norm)
+        h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
+    except ValueError as e:  # name this function's arguments, not the inner stacks' x, memory, blk
+        raise ValueError(f"embedding, enc_blocks, dec_blocks: expected the encoder and decoder activations within "
+                         f"float64 range, got ({e})") from None
     with np.errstate(over="ignore", invalid="ignore"):
         logits = h @ E.T
     if not np.isfinite(logits).all():

@@ -250,7 +250,7 @@ def _masks(parts: Iterable, name: str = "parts") -> tuple:
     for p in parts:
         _V.instance(p, name, Mask, "refimpl.masks.Mask predicate")
     if not parts:
-        raise ValueError(f"{name}: need at least one mask to combine")
+        raise ValueError(f"{name}: expected at least one mask to combine, got none")
     return parts
 
 

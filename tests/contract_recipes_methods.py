@@ -129,8 +129,9 @@ def _count_at_scale_args(draw):
 
 def _count_at_scale_oracle(kw, result):
     """Equal to the materialised count where that is small; within [0, Lq Lk] always."""
-    assert isinstance(result, int) and 0 <= result <= kw["Lq"] * kw["Lk"], f"count {result} out of [0, Lq Lk]"
-    if kw["Lq"] <= 12 and kw["Lk"] <= 12:
+    Lq, Lk = int(kw["Lq"]), int(kw["Lk"])  # NumPy scalars among the band's lengths: exact products
+    assert isinstance(result, int) and 0 <= result <= Lq * Lk, f"count {result!r} out of [0, Lq Lk]"
+    if Lq <= 12 and Lk <= 12:
         assert result == int(kw["mask"].materialize(kw["Lq"], kw["Lk"]).sum()), "count != materialised count"
 
 

@@ -355,3 +355,52 @@ def test_paged_cache_append_takes_lists():
     c.append(0, [[[1.0, 2.0]]], [[[1.0, 2.0]]])
     K, V = c.gather(0)
     np.testing.assert_array_equal(K, [[[1.0, 2.0]]])
+
+
+# ---------------------------------------------------------------------------
+# one wording, class-wide: every ValueError / TypeError that refimpl or the gpu facade raises with a
+# literal message says "<names>: expected ..., got ..." (the fuzz checks what it reaches; this reads
+# every raise statement, reached or not)
+
+
+def _raise_messages(root: Path):
+    import ast
+
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args
+                    and isinstance(node.exc.func, ast.Name) and node.exc.func.id in ("ValueError", "TypeError")):
+                continue
+
+            def lit(x):
+                if isinstance(x, ast.Constant) and isinstance(x.value, str):
+                    return x.value
+                if isinstance(x, ast.JoinedStr):
+                    return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in x.values)
+                if isinstance(x, ast.BinOp) and isinstance(x.op, ast.Add):
+                    return (lit(x.left) or "{}") + (lit(x.right) or "{}")
+                return None
+
+            yield f"{path.relative_to(ROOT)}:{node.lineno}", lit(node.exc.args[0])
+
+
+def test_every_raise_in_refimpl_and_the_gpu_facade_uses_the_one_wording():
+    import re
+
+    wording = re.compile(r"^[^:\n]+: expected .+, got ", re.S)
+    wrapped = re.compile(r"^[\w\[\]', ]+, \{\}$")  # "rope, {e}": a name added to a message in the wording
+    bad = [(where, msg) for d in ("refimpl", "gpu") for where, msg in _raise_messages(ROOT / d)
+           if msg is not None and not wording.match(msg) and not wrapped.match(msg)]
+    assert not bad, "\n".join(f"{w}: {m!r}" for w, m in bad)
+
+
+def test_the_wording_check_rejects_the_issues_weak_messages():
+    """Meta-test: the class-wide check above rejects the issue's weak messages."""
+    import re
+
+    wording = re.compile(r"^[^:\n]+: expected .+, got ", re.S)
+    for weak in ["Hq=5 must be a positive multiple of Hkv=2", "x: contains +inf",
+                 "feature_map: phi(q) and phi(k) differ in width (2 vs 3)", "need at least one mask to combine",
+                 "error: --kind: unknown kind(s) ['x']"]:
+        assert not wording.match(weak), weak
