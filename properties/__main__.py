@@ -16,6 +16,8 @@ run only with --meta.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import textwrap
@@ -209,24 +211,76 @@ def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
     return impls
 
 
+def _run_pair(prop, impl, xfail, settings_kw, seed, progress=None) -> tuple:
+    """Run one (property, implementation) pair; returns (record, report lines, failed, unsupported reason)."""
+    line, failed, unsupported = [], False, None
+    try:
+        rec = run_property(prop, impl, seed=seed, progress=progress, **settings_kw)
+        if xfail:
+            rec.status, rec.reason = "xpass", xfail
+            failed = True
+            line.append(f"{impl.name}: XPASS (listed in the xfail file: {xfail})")
+        else:
+            line.append(f"{impl.name}: pass ({rec.examples} examples, {rec.seconds:.1f}s{_adapter_share(rec)}"
+                        f"{_headroom(rec)})")
+    except Unsupported as e:
+        rec = RECORDS[(prop.name, impl.name)]
+        unsupported = str(e)
+    except Exception as e:  # report and continue
+        rec = RECORDS.get((prop.name, impl.name)) or RunRecord(prop.name, prop.kind, impl.name, "fail")
+        msg = str(e).split("\n\nReproduce with:")[0].splitlines()[0][:300]
+        if xfail:
+            rec.status, rec.reason = "xfail", xfail
+            line.append(f"{impl.name}: xfail ({xfail}; fails: {msg})")
+        else:
+            rec.status = "fail"
+            failed = True
+            line.append(f"{impl.name}: FAIL: {msg}")
+            if rec.snippet:
+                line.append("Reproduce with:\n" + "\n".join("      " + s for s in rec.snippet.splitlines()))
+    return rec, line, failed, unsupported
+
+
+def _adapter_share(rec) -> str:
+    return f", adapter {rec.adapter_seconds:.1f}s" if rec.adapter_seconds >= 0.05 else ""
+
+
 def conformance(examples, only, kernels, impl_names=(), kinds=(), use_profile=False, seed=None,
-                maxfail=None) -> tuple:
-    """Run the properties; returns (failures, records, stopped)."""
-    impls = select_implementations(impl_names, kinds, kernels)
-    xfails = xfail_entries({i.name for i in impls} | {i.name for i in registry.all_bundled()}
+                maxfail=None, jobs=1, with_examples=False, with_meta=False) -> tuple:
+    """Run the properties; returns (failures, records, stopped, meta failures).
+
+    ``with_examples`` prints the worked examples first and ``with_meta`` runs the meta-tests after
+    the table. ``jobs`` > 1 runs the pairs (and the worked examples and meta-tests) in that many
+    worker processes; the report is printed in the same order as a serial run, with the same verdicts
+    (the examples are derandomised or seeded, so a pair draws the same cases in any process).
+    """
+    if jobs > 1 and maxfail is None and _start_method() is None:
+        print("(--jobs: worker processes cannot start from this program, which has no main file on disk; "
+              "running in this process)", flush=True)
+    if maxfail is not None or _start_method() is None:
+        jobs = 1  # --maxfail stops in report order: one process
+    impls = select_implementations(impl_names, kinds, kernels=kernels and jobs == 1)
+    gpu_kernels = _unprobed_kernel_adapters() if kernels and jobs > 1 else []
+    xfails = xfail_entries({i.name for i in impls + gpu_kernels} | {i.name for i in registry.all_bundled()}
                            | {i.name for i in registry.all_wrong().values()})
     props = [p for p in registry.all_properties() if (not only or only in p.name) and (not kinds or p.kind in kinds)]
     settings_kw = {} if use_profile else dict(_REPORT_SETTINGS, max_examples=examples)
     if use_profile and examples is not None:
         settings_kw["max_examples"] = examples
     n = settings_kw.get("max_examples") or settings.default.max_examples
+    if jobs > 1:
+        from concurrent.futures.process import BrokenProcessPool
+
+        run = dict(props=props, xfails=xfails, settings_kw=settings_kw, seed=seed, only=only, kinds=tuple(kinds),
+                   impl_names=tuple(impl_names), profile=profiles.active())
+        try:
+            return _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta, run)
+        except BrokenProcessPool as e:  # a worker died (killed, out of memory)
+            print(f"(worker processes failed: {e}; running everything again in this process: --jobs 1)", flush=True)
+            impls = select_implementations(impl_names, kinds, kernels=kernels)
+    bad = worked_examples() if with_examples else 0
     pairs = [(prop, impl) for prop in props for impl in impls if impl.kind == prop.kind]
-    print()
-    print("=" * 100)
-    print(f"Conformance properties ({n} Hypothesis examples each, "
-          + (f"seed {seed}" if seed is not None else "derandomised" if settings_kw.get("derandomize")
-             or settings.default.derandomize else "random seed") + f"): {len(pairs)} (property, implementation) pairs")
-    print("=" * 100)
+    _header(n, seed, settings_kw, len(pairs))
     progress = Progress(len(pairs), n)
     failures, records, stopped = 0, [], False
     for prop in props:
@@ -241,33 +295,13 @@ def conformance(examples, only, kernels, impl_names=(), kinds=(), use_profile=Fa
             if maxfail is not None and failures >= maxfail:
                 stopped = True
                 break
-            xfail = xfails.get((prop.name, impl.name))
-            line = []
             progress.start()
-            try:
-                rec = run_property(prop, impl, seed=seed, progress=lambda r, p=prop, i=impl: progress.example(p, i, r),
-                                   **settings_kw)
-                if xfail:
-                    rec.status, rec.reason = "xpass", xfail
-                    failures += 1
-                    line.append(f"{impl.name}: XPASS (listed in the xfail file: {xfail})")
-                else:
-                    line.append(f"{impl.name}: pass ({rec.examples} examples, {rec.seconds:.1f}s{_headroom(rec)})")
-            except Unsupported as e:
-                rec = RECORDS[(prop.name, impl.name)]
-                unsupported.append(str(e))
-            except Exception as e:  # report and continue
-                rec = RECORDS.get((prop.name, impl.name)) or RunRecord(prop.name, prop.kind, impl.name, "fail")
-                msg = str(e).split("\n\nReproduce with:")[0].splitlines()[0][:300]
-                if xfail:
-                    rec.status, rec.reason = "xfail", xfail
-                    line.append(f"{impl.name}: xfail ({xfail}; fails: {msg})")
-                else:
-                    rec.status = "fail"
-                    failures += 1
-                    line.append(f"{impl.name}: FAIL: {msg}")
-                    if rec.snippet:
-                        line.append("Reproduce with:\n" + "\n".join("      " + s for s in rec.snippet.splitlines()))
+            rec, line, failed, why = _run_pair(
+                prop, impl, xfails.get((prop.name, impl.name)), settings_kw, seed,
+                progress=lambda r, p=prop, i=impl: progress.example(p, i, r))
+            failures += failed
+            if why is not None:
+                unsupported.append(why)
             records.append(rec)
             suffix = progress.finished()
             if line:
@@ -278,7 +312,196 @@ def conformance(examples, only, kernels, impl_names=(), kinds=(), use_profile=Fa
             print("    unsupported (not run, not counted): " + "; ".join(unsupported), flush=True)
     if stopped:
         print(f"\nstopped after {failures} failure(s) (--maxfail {maxfail})")
-    return failures, records, stopped
+    print()
+    print(table(records))
+    meta_bad = meta(only, tuple(kinds)) if with_meta and not stopped else 0
+    return failures + bad, records, stopped, meta_bad
+
+
+def _header(n, seed, settings_kw, count) -> None:
+    print()
+    print("=" * 100)
+    print(f"Conformance properties ({n} Hypothesis examples each, "
+          + (f"seed {seed}" if seed is not None else "derandomised" if settings_kw.get("derandomize")
+             or settings.default.derandomize else "random seed") + f"): {count} (property, implementation) pairs")
+    print("=" * 100)
+
+
+# ----------------------------------------------------------------------------------------------
+# worker processes (--jobs). A task names its work by indices into lists every worker rebuilds the
+# same way (the registry's properties and modules, the selected implementations), so tasks pickle
+# and a worker can be spawned fresh. Workers are forked (fast: they inherit the loaded registry)
+# only while the parent has no runtime with threads of its own: torch's OpenMP pool, an OpenCL,
+# CuPy or Numba CUDA runtime. A forked child has none of those threads but their state says it has,
+# and its first use hangs (checked with torch 2.13.0: a parent matmul, then a matmul in a forked
+# worker, never returns). Otherwise the workers are spawned.
+
+_THREADED_RUNTIMES = ("torch", "pyopencl", "cupy", "numba.cuda", "jax", "tensorflow", "triton")
+_WORKER: dict = {}
+
+
+def _start_method() -> str | None:
+    """"fork" when safe, else "spawn"; None when neither is (a spawned worker re-runs the program's
+    main file, and this one has none on disk: python reading stdin)."""
+    if not any(m in sys.modules for m in _THREADED_RUNTIMES):
+        return "fork"
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return "spawn" if main_file is None or os.path.exists(main_file) else None
+
+
+def _unprobed_kernel_adapters() -> list:
+    """The gpu/ kernel adapters without starting their runtime (a worker probes it)."""
+    try:
+        from gpu import adapters
+    except Exception:
+        return []
+    return adapters.opencl_attention() + adapters.opencl_routing()
+
+
+def _worker_setup(spec: dict) -> None:
+    """Rebuild (or, forked, find cached) what the tasks index: the profile, properties, implementations."""
+    if spec["profile"]:
+        profiles.load(spec["profile"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        impls = select_implementations(spec["impl_names"], spec["kinds"], kernels=False)
+        impls += _unprobed_kernel_adapters() if spec["kernels"] else []
+    names = [i.name for i in impls]
+    if names != spec["impls"]:
+        raise RuntimeError(f"a worker selected other implementations than the runner: {names} != {spec['impls']}")
+    _WORKER.update(impls=impls, props=registry.all_properties(), modules=registry.modules(), spec=spec)
+
+
+def _task(task: tuple):
+    what, *args = task
+    if what == "probe":
+        try:
+            from gpu.backends import get_backend
+
+            get_backend("opencl").runtime()
+            return None
+        except Exception as e:  # no extra installed, or no OpenCL driver
+            return f"(gpu kernels not included: {type(e).__name__}: {str(e).splitlines()[0][:160]})"
+    if what == "examples":
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            bad = worked_examples()
+        return buf.getvalue(), bad
+    spec = _WORKER["spec"]
+    if what == "pair":
+        p, i, xfail = args
+        return _run_pair(_WORKER["props"][p], _WORKER["impls"][i], xfail, spec["settings_kw"], spec["seed"])
+    if what == "meta":
+        m, j, bug = args
+        mod = _WORKER["modules"][m]
+        return find_counterexample(mod.PROPERTIES[j], mod.WRONG[bug], max_examples=300) is not None
+    raise AssertionError(what)
+
+
+def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta, run) -> tuple:
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import TimeoutError as Pending
+    import multiprocessing
+
+    props, xfails, settings_kw, seed = run["props"], run["xfails"], run["settings_kw"], run["seed"]
+    all_props, mods = registry.all_properties(), registry.modules()
+    for impl in gpu_kernels:
+        check_adapter(impl, impl.name)
+    everyone = impls + gpu_kernels
+    kernel_names = {i.name for i in gpu_kernels}
+    pairs = [(prop, impl) for prop in props for impl in everyone if impl.kind == prop.kind]
+    metas = [(prop, bug, (m, j)) for m, mod in enumerate(mods) for j, prop in enumerate(mod.PROPERTIES)
+             if (not run["only"] or run["only"] in prop.name) and (not run["kinds"] or prop.kind in run["kinds"])
+             for bug in prop.rejects] if with_meta else []
+    prop_index = {id(p): k for k, p in enumerate(all_props)}
+    impl_index = {id(i): k for k, i in enumerate(everyone)}
+    tasks = ([("probe",)] if gpu_kernels else []) + ([("examples",)] if with_examples else []) \
+        + [("pair", prop_index[id(p)], impl_index[id(i)], xfails.get((p.name, i.name))) for p, i in pairs] \
+        + [("meta", m, j, bug) for _, bug, (m, j) in metas]
+    first_pair = len(tasks) - len(pairs) - len(metas)
+    spec = dict(profile=run["profile"], impl_names=run["impl_names"], kinds=run["kinds"], kernels=bool(gpu_kernels),
+                impls=[i.name for i in everyone], settings_kw=settings_kw, seed=seed)
+    ctx = multiprocessing.get_context(_start_method())
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_setup, initargs=(spec,)) as pool:
+        futures = [pool.submit(_task, t) for t in tasks]  # run in this order, jobs at a time
+
+        def wait_for(index, progress=None):
+            while True:
+                try:
+                    return futures[index].result(timeout=progress.heartbeat if progress else None)
+                except Pending:
+                    progress.beat(sum(f.done() for f in futures[first_pair:first_pair + len(pairs)]))
+
+        bad = 0
+        skip_kernels = False
+        if gpu_kernels:
+            message = wait_for(0)
+            if message:
+                print(message)
+                skip_kernels = True
+        if with_examples:
+            text, bad = wait_for(first_pair - 1)
+            print(text, end="")
+        shown = [k for k, (_, i) in enumerate(pairs) if not (skip_kernels and i.name in kernel_names)]
+        _header(n, seed, settings_kw, len(shown))
+        progress = _PoolProgress(len(shown), n)
+        failures, records = 0, []
+        for prop in props:
+            mine = [k for k in shown if pairs[k][0] is prop]
+            if not mine:
+                continue
+            print(f"- {prop.name} [{prop.kind}]: {prop.doc}", flush=True)
+            unsupported = []
+            for k in mine:
+                rec, line, failed, why = wait_for(first_pair + k, progress)
+                RECORDS[(rec.property, rec.implementation)] = rec
+                failures += failed
+                if why is not None:
+                    unsupported.append(why)
+                records.append(rec)
+                suffix = progress.finished()
+                if line:
+                    line[0] += "  " + suffix
+                for entry in line:
+                    print(f"    {entry}", flush=True)
+            if unsupported:
+                print("    unsupported (not run, not counted): " + "; ".join(unsupported), flush=True)
+        print()
+        print(table(records))
+        meta_bad = 0
+        if with_meta:
+            _meta_header()
+            base = first_pair + len(pairs)
+            for prop in dict.fromkeys(p for p, _, _ in metas):
+                outcome = [f"{bug}: {'rejected' if wait_for(base + k) else 'NOT REJECTED'}"
+                           for k, (p, bug, _) in enumerate(metas) if p is prop]
+                meta_bad += sum(o.endswith("NOT REJECTED") for o in outcome)
+                print(f"- {prop.name}: " + "; ".join(outcome), flush=True)
+    return failures + bad, records, False, meta_bad
+
+
+class _PoolProgress:
+    """The serial run's ``[n/N, elapsed, ETA]`` suffix for a pooled run, and a plain heartbeat
+    line every ``heartbeat`` seconds while the next pair in report order is still running."""
+
+    def __init__(self, total: int, examples: int, heartbeat: float = 20.0):
+        self.total, self.examples, self.heartbeat = total, examples, heartbeat
+        self.done = self.done_elsewhere = 0
+        self.t0 = time.perf_counter()
+
+    def _eta(self) -> str:
+        finished = max(self.done, self.done_elsewhere)
+        if not finished:
+            return "?"
+        return _clock((time.perf_counter() - self.t0) / finished * (self.total - finished))
+
+    def beat(self, finished: int) -> None:
+        self.done_elsewhere = finished
+        print(f"    ... {self.done_elsewhere}/{self.total} pairs finished [elapsed "
+              f"{_clock(time.perf_counter() - self.t0)}, ETA {self._eta()}]", flush=True)
+
+    def finished(self) -> str:
+        self.done += 1
+        return f"[{self.done}/{self.total}, elapsed {_clock(time.perf_counter() - self.t0)}, ETA {self._eta()}]"
 
 
 def _headroom(rec) -> str:
@@ -289,37 +512,52 @@ def _headroom(rec) -> str:
 
 
 STATUSES = ("pass", "fail", "xfail", "xpass", "unsupported")
+TIMES = ("seconds", "adapter s")
 
 
 def table(records) -> str:
-    """pass / fail / xfail / xpass / unsupported per (kind, implementation), and the totals."""
+    """pass / fail / xfail / xpass / unsupported per (kind, implementation), the seconds the pairs took
+    and how many of them were spent inside the adapter (the rest is the suite's: strategies, the
+    refimpl oracle, bounds), and the totals."""
     rows: dict = {}
     for r in records:
-        counts = rows.setdefault((r.kind, r.implementation), dict.fromkeys(STATUSES, 0))
+        counts = rows.setdefault((r.kind, r.implementation), dict.fromkeys(STATUSES + TIMES, 0))
         counts[r.status] = counts.get(r.status, 0) + 1
+        counts["seconds"] += r.seconds or 0.0
+        counts["adapter s"] += r.adapter_seconds or 0.0
     if not rows:
         return "(no property ran)"
     w_kind = max(4, *(len(k) for k, _ in rows))
     w_impl = min(60, max(14, *(len(i) for _, i in rows)))
-    head = f"{'kind':<{w_kind}}  {'implementation':<{w_impl}}  " + "  ".join(f"{s:>{max(4, len(s))}}" for s in STATUSES)
+    cols = STATUSES + TIMES
+
+    def cells(c):
+        return "  ".join(f"{c[s]:>{max(4, len(s))}}" if s in STATUSES else f"{c[s]:>{len(s)}.1f}" for s in cols)
+
+    head = f"{'kind':<{w_kind}}  {'implementation':<{w_impl}}  " + "  ".join(f"{s:>{max(4, len(s))}}" for s in cols)
     out = [head, "-" * len(head)]
-    total = dict.fromkeys(STATUSES, 0)
+    total = dict.fromkeys(cols, 0)
     for (kind, impl), c in sorted(rows.items()):
-        out.append(f"{kind:<{w_kind}}  {impl[:w_impl]:<{w_impl}}  "
-                   + "  ".join(f"{c[s]:>{max(4, len(s))}}" for s in STATUSES))
-        for s in STATUSES:
+        out.append(f"{kind:<{w_kind}}  {impl[:w_impl]:<{w_impl}}  " + cells(c))
+        for s in cols:
             total[s] += c[s]
     out.append("-" * len(head))
-    out.append(f"{'all':<{w_kind}}  {f'{len(rows)} implementations':<{w_impl}}  "
-               + "  ".join(f"{total[s]:>{max(4, len(s))}}" for s in STATUSES))
+    out.append(f"{'all':<{w_kind}}  {f'{len(rows)} implementations':<{w_impl}}  " + cells(total))
+    suite = total["seconds"] - total["adapter s"]
+    out.append(f"time: {total['seconds']:.1f}s over the pairs, {total['adapter s']:.1f}s inside the adapters' "
+               f"methods, {suite:.1f}s in the suite (drawing cases, the refimpl oracle, bounds)")
     return "\n".join(out)
 
 
-def meta(only: str | None, kinds=()) -> int:
+def _meta_header() -> None:
     print()
     print("=" * 100)
     print("Meta-tests: each property must reject the wrong implementations it names")
     print("=" * 100)
+
+
+def meta(only: str | None, kinds=()) -> int:
+    _meta_header()
     failures = 0
     for mod in registry.modules():
         for prop in mod.PROPERTIES:
@@ -386,6 +624,16 @@ def _positive(name):
 _seed = _int_at_least(0, "seed", "an integer")
 
 
+def _default_jobs() -> int:
+    env = os.environ.get("REFIMPL_JOBS")
+    if env:
+        try:
+            return _positive("REFIMPL_JOBS")(env)
+        except argparse.ArgumentTypeError as e:
+            raise SystemExit(f"error: REFIMPL_JOBS: {e}")
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m properties", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -412,6 +660,9 @@ def parser() -> argparse.ArgumentParser:
                      help="Hypothesis examples per property (overrides the profile's count)")
     how.add_argument("--seed", type=_seed, default=None, metavar="N",
                      help="draw the examples randomly from seed N (repeatable runs that differ from the default)")
+    how.add_argument("-j", "--jobs", type=_positive("jobs"), default=_default_jobs(), metavar="N",
+                     help="worker processes for the pairs, worked examples and meta-tests (default: "
+                          "$REFIMPL_JOBS, else the CPU count up to 4); the report is the same for any N")
     how.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail",
                      help="stop at the first failing property")
     how.add_argument("--maxfail", type=_positive("maxfail"), default=None, metavar="N",
@@ -440,18 +691,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         select_implementations(tuple(args.impl), tuple(args.kind), kernels=False)  # usage errors before any work
-        bad = 0 if filtered else worked_examples()
-        failures, records, stopped = conformance(
+        failures, records, stopped, meta_bad = conformance(
             examples, args.only, kernels=not args.no_kernels and not filtered, impl_names=tuple(args.impl),
-            kinds=tuple(args.kind), use_profile=bool(args.profile), seed=args.seed, maxfail=args.maxfail)
+            kinds=tuple(args.kind), use_profile=bool(args.profile), seed=args.seed, maxfail=args.maxfail,
+            jobs=args.jobs, with_examples=not filtered,
+            with_meta=not args.no_meta and (args.meta or not filtered))
     except (ProtocolError, XfailError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    bad += failures
-    print()
-    print(table(records))
-    if not args.no_meta and (args.meta or not filtered) and not stopped:
-        bad += meta(args.only, tuple(args.kind))
+    bad = failures + meta_bad
     if args.json:
         write_json(args.json, records, runner="python -m properties", profile=args.profile or "report",
                    settings={"max_examples": examples if examples is not None else settings.default.max_examples,

@@ -202,13 +202,10 @@ def _scale_not_exponentiated(u, v, ls):
     return V.clip_loss(u, v, float(np.log(ls))) if ls > 0 else V.clip_loss(u, v, -30.0)
 
 
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _torch_available() -> bool:  # installed, not imported: importing them costs seconds the runner may not need
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
 
 
 REFIMPL_PATCH = PatchEmbedAdapter("refimpl.vision.patch_embed", V.patch_embed)
