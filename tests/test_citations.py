@@ -208,3 +208,21 @@ def test_docs_ship_with_the_package():
     cited = {pathlib.Path(rel).name for _, rel, _ in citations()}
     assert cited <= shipped, cited - shipped
     assert "graft docs" in (ROOT / "MANIFEST.in").read_text().splitlines()
+
+
+_MD_LINK = re.compile(r"\]\(([A-Za-z0-9_./-]+\.md)?(?:#([A-Za-z0-9_-]+))?\)")
+
+
+def test_links_between_the_docs_resolve():
+    """Relative Markdown links inside docs/ (errata.md#e21, #e5, vision.md#parameter-counts) resolve."""
+    problems, checked = [], 0
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for lineno, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            for m in _MD_LINK.finditer(line):
+                target = doc.parent / m.group(1) if m.group(1) else doc
+                checked += 1
+                if not target.is_file():
+                    problems.append(f"docs/{doc.name}:{lineno}: {m.group(1)} does not exist")
+                elif m.group(2) and m.group(2) not in anchors(target):
+                    problems.append(f"docs/{doc.name}:{lineno}: {target.name} has no section #{m.group(2)}")
+    assert checked > 20 and not problems, problems
