@@ -226,3 +226,30 @@ def test_links_between_the_docs_resolve():
                 elif m.group(2) and m.group(2) not in anchors(target):
                     problems.append(f"docs/{doc.name}:{lineno}: {target.name} has no section #{m.group(2)}")
     assert checked > 20 and not problems, problems
+
+
+_TEST_REF = re.compile(r"`?(tests/[\w/]+\.py)::(\w+)")
+_MORE_TESTS = re.compile(r"^\s*(?:and\s+)?`(test_\w+)`")
+
+
+def test_tests_named_in_the_docs_exist():
+    """docs/errata.md and docs/conventions.md name the tests that show each pitfall: they must exist."""
+    missing, named = [], 0
+    for doc in ("errata.md", "conventions.md", "notes.md"):
+        text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+        for m in _TEST_REF.finditer(text):
+            named += 1
+            path = ROOT / m.group(1)
+            if not path.is_file() or not re.search(rf"^def {m.group(2)}\b", path.read_text(), re.M):
+                missing.append(f"docs/{doc}: {m.group(1)}::{m.group(2)}")
+    assert named >= 30 and not missing, missing
+
+
+def test_worked_examples_named_in_the_errata_exist():
+    from properties.examples import all_examples
+
+    names = {ex.name for ex in all_examples()}
+    text = (ROOT / "docs" / "errata.md").read_text(encoding="utf-8")
+    named = [n for m in re.finditer(r"[Ww]orked examples?\s+((?:`\w+`(?:,\s*|\s+and\s+)?)+)", text)
+             for n in re.findall(r"`(\w+)`", m.group(1))]
+    assert len(named) >= 20 and set(named) <= names, set(named) - names
