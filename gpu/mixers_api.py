@@ -1,0 +1,314 @@
+"""The mixer facade: NumPy in, NumPy out, the kernels of ``gpu.mixers_numba`` / ``gpu.mixers_c``.
+
+    gpu.mixers_api.selective_scan(u, delta, A, B, C, D=None, z=None, *, backend,
+                                  initial_state=None, block=None) -> (out, last state)
+    gpu.mixers_api.gated_linear_attention(q, k, v, g=None, *, backend, scale=None,
+                                          initial_state=None, chunk_size=None,
+                                          block_v=None, threads=None) -> (o, final state)
+
+Semantics: ``refimpl.mixers.ssm.selective_scan`` (form "sequential") and
+``refimpl.mixers.gated.gated_linear_attention`` (form "recurrent"), computed in float32 with
+float32 accumulation. ``backend`` is "numba", "cupy" or "opencl" as in ``gpu.api``, or a
+:class:`MixerBackend` (how the meta-tests run the mutants of ``gpu.mixers_mutants``).
+The rules of ``gpu.api``: inputs are validated and copied to float32 (never mutated), options
+the kernels lack raise :class:`gpu.errors.UnsupportedOption` (``delta_bias``,
+``delta_softplus``, ``discretization="zoh"``: pass the processed delta), outputs are filled
+with NaN before the launch and an element left unwritten is a RuntimeError; a float32 overflow
+of an output is a ValueError naming the inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from refimpl import _validate as V
+
+from .api import MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written, _positive_float32, _tile
+from .backends import INSTALL_HINT
+from .errors import BackendUnavailable, UnsupportedOption
+
+#: state sizes N the scan is compiled for (the smallest that holds N is used)
+STATE_VARIANTS = (16, 64)
+#: key dims K the GLA kernel is compiled for
+KEY_DIM_VARIANTS = (16, 32, 64, 128)
+DEFAULT_SCAN_BLOCK = 64
+DEFAULT_CHUNK = 16
+DEFAULT_BLOCK_V = 16
+DEFAULT_GLA_THREADS = 128
+_INT32_LIMIT = 2**31 - 1
+
+
+# ---------------------------------------------------------------------------
+# backends
+
+
+class MixerBackend:
+    """Where the mixer kernels run: ``runtime`` "numba" (``numba_module``, default
+    gpu.mixers_numba), or "opencl" / "cupy" (``c_source``, default gpu.mixers_c.SOURCE)."""
+
+    def __init__(self, runtime: str, numba_module=None, c_source: str | None = None, label: str | None = None):
+        if runtime not in ("numba", "cupy", "opencl"):
+            raise ValueError(f"backend: expected 'numba', 'cupy' or 'opencl', got {runtime!r}")
+        self.runtime_name, self._module, self._source = runtime, numba_module, c_source
+        self.name = label or runtime
+
+    def __repr__(self):
+        return f"<gpu mixer backend {self.name}>"
+
+    def numba(self):
+        try:
+            from numba import cuda
+        except ImportError as e:
+            raise BackendUnavailable(f"backend 'numba': numba / numba-cuda is not installed ({e}); {INSTALL_HINT}") from e
+        if not cuda.is_available():
+            raise BackendUnavailable(
+                "backend 'numba': no CUDA GPU and driver found. To run the kernels on the CPU, set "
+                "NUMBA_ENABLE_CUDASIM=1 before numba is first imported (the Numba CUDA simulator)")
+        if self._module is None:
+            from . import mixers_numba
+
+            self._module = mixers_numba
+        return self._module
+
+    def c(self):
+        """(runtime, source) for the C routes; the runtime is shared with gpu.api's backend."""
+        from . import mixers_c
+        from .backends import get_backend
+
+        return get_backend(self.runtime_name).runtime(), self._source or mixers_c.SOURCE
+
+    def selective_scan(self, arrays, out, last, p):
+        if self.runtime_name == "numba":
+            self.numba().launch_scan(*arrays, out, last, p)
+            return out, last
+        from . import mixers_c
+
+        rt, src = self.c()
+        return mixers_c.run_scan(rt, src, *arrays, out, last, p)
+
+    def gla(self, arrays, o, sT, p):
+        if self.runtime_name == "numba":
+            self.numba().launch_gla(*arrays, o, sT, p)
+            return o, sT
+        from . import mixers_c
+
+        rt, src = self.c()
+        return mixers_c.run_gla(rt, src, *arrays, o, sT, p)
+
+
+_DEFAULT: dict = {}
+
+
+def get_backend(backend) -> MixerBackend:
+    if isinstance(backend, MixerBackend):
+        return backend
+    if backend not in ("numba", "cupy", "opencl"):
+        raise ValueError(f"backend: expected one of ('numba', 'cupy', 'opencl') or a gpu.mixers_api.MixerBackend, "
+                         f"got {backend!r}")
+    return _DEFAULT.setdefault(backend, MixerBackend(backend))
+
+
+# ---------------------------------------------------------------------------
+# validation shared by both kernels
+
+
+def _f32(x, name: str, ndim: int) -> np.ndarray:
+    arr = V.as_float_array(x, name, ndim=ndim)
+    if arr.size > _INT32_LIMIT:
+        raise UnsupportedOption(f"{name}: {arr.size} elements; the kernels index with 32-bit ints")
+    with np.errstate(over="ignore"):
+        out = np.array(arr, dtype=np.float32, order="C", copy=True)  # a copy: the kernel never sees the caller's buffer
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name}: overflows float32 (the kernels' precision)")
+    return out
+
+
+def _variant(x: int, variants: tuple, name: str) -> int:
+    for v in variants:
+        if x <= v:
+            return v
+    raise UnsupportedOption(f"{name}={x}: the kernels are built for {name} up to {variants[-1]}")
+
+
+def _finite_outputs(names: str, **arrays) -> None:
+    for what, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise ValueError(f"{what}: overflows float32 (the kernels' precision); scale down {names} or use refimpl")
+
+
+# ---------------------------------------------------------------------------
+# selective scan
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanLaunch:
+    block: int
+    n_max: int
+    has_d: int
+    has_z: int
+    has_x0: int
+
+
+def prepare_scan(u, delta, A, B, C, D=None, z=None, *, initial_state=None, delta_bias=None, delta_softplus=False,
+                 discretization="zoh_a_euler_b", block=None):
+    """Validated float32 arrays (placeholders for absent ones) and the ScanLaunch."""
+    if delta_bias is not None or delta_softplus:
+        raise UnsupportedOption("delta_bias / delta_softplus: the scan kernel takes the processed step delta; "
+                                "apply softplus(delta + delta_bias) first or use refimpl")
+    V.choice(discretization, "discretization", ("zoh_a_euler_b", "zoh"))
+    if discretization != "zoh_a_euler_b":
+        raise UnsupportedOption("discretization='zoh': the scan kernel implements ZOH for A, Euler for B "
+                                "(selective_scan_ref's); use refimpl")
+    u = _f32(u, "u", 4)
+    b, H, L, P = u.shape
+    delta = _f32(delta, "delta", 4)
+    V.leading_shape(delta, "delta", (b, H, L, P), "(B, H, L, P) of u")
+    if delta.ndim != 4 or delta.shape != u.shape:
+        raise ValueError(f"delta: expected the shape of u {u.shape}, got {delta.shape}")
+    A = _f32(A, "A", 3)
+    V.leading_shape(A, "A", (H, P), "(H, P)")
+    N = A.shape[2]
+    Bm, Cm = _f32(B, "B", 4), _f32(C, "C", 4)
+    G = Bm.shape[1]
+    for arr, name in ((Bm, "B"), (Cm, "C")):
+        if arr.shape != (b, G, L, N):
+            raise ValueError(f"{name}: expected (B, G, L, N) = {(b, G, L, N)}, got {arr.shape}")
+    if G == 0 or H % G:
+        raise ValueError(f"B: number of groups {G} must divide the number of heads {H}")
+    if (delta < 0).any():
+        raise ValueError("delta: step sizes must be >= 0")
+    if (A > 0).any():
+        raise ValueError("A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log))")
+    p_d = np.zeros((1, 1), np.float32) if D is None else _f32(D, "D", 2)
+    if D is not None and p_d.shape != (H, P):
+        raise ValueError(f"D: expected (H, P) = {(H, P)}, got {p_d.shape}")
+    p_z = np.zeros((1, 1, 1, 1), np.float32) if z is None else _f32(z, "z", 4)
+    if z is not None and p_z.shape != u.shape:
+        raise ValueError(f"z: expected the shape of u {u.shape}, got {p_z.shape}")
+    p_x0 = np.zeros((1, 1, 1, 1), np.float32) if initial_state is None else _f32(initial_state, "initial_state", 4)
+    if initial_state is not None and p_x0.shape != (b, H, P, N):
+        raise ValueError(f"initial_state: expected (B, H, P, N) = {(b, H, P, N)}, got {p_x0.shape}")
+    if b * H > 65535:
+        raise UnsupportedOption(f"B * H = {b * H}: the grid's y dimension holds at most 65535")
+    blk = _tile(block, "block", DEFAULT_SCAN_BLOCK)
+    if blk > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"block: at most {MAX_THREADS_PER_BLOCK} threads per block, got {blk}")
+    p = ScanLaunch(blk, _variant(max(N, 1), STATE_VARIANTS, "N"), int(D is not None), int(z is not None),
+                   int(initial_state is not None))
+    return (u, delta, A, Bm, Cm, p_d, p_z, p_x0), p
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, *, backend, initial_state=None, delta_bias=None,
+                   delta_softplus=False, discretization="zoh_a_euler_b", block=None):
+    """Mamba's selective scan on a GPU backend; the semantics of ``refimpl.mixers.ssm.selective_scan``.
+
+    u, delta, z (B, H, L, P); A (H, P, N) <= 0, N <= 64; B, C (B, G, L, N), H % G == 0;
+    D (H, P); initial_state (B, H, P, N). ``block``: channels per thread block (default 64).
+    Returns out (B, H, L, P) and the last state (B, H, P, N), float32.
+    """
+    be = get_backend(backend)
+    arrays, p = prepare_scan(u, delta, A, B, C, D, z, initial_state=initial_state, delta_bias=delta_bias,
+                             delta_softplus=delta_softplus, discretization=discretization, block=block)
+    u32 = arrays[0]
+    b, H, L, P = u32.shape
+    N = arrays[2].shape[2]
+    if min(b, H, L, P) == 0 or N == 0:  # nothing to launch (zero-size buffers are invalid OpenCL arguments)
+        last = np.zeros((b, H, P, N), np.float32) if initial_state is None else arrays[7].copy()
+        y = np.zeros(u32.shape, np.float32)
+        if D is not None:
+            y = arrays[5][None, :, None, :] * u32
+        return y if z is None else y * (arrays[6] / (1 + np.exp(-arrays[6]))), last
+    out = np.full(u32.shape, np.nan, dtype=np.float32)
+    last = np.full((b, H, P, N), np.nan, dtype=np.float32)
+    out, last = be.selective_scan(arrays, out, last, p)
+    _check_written(out=out, last_state=last)
+    _finite_outputs("u, B, C, D, initial_state", out=out, last_state=last)
+    return out, last
+
+
+# ---------------------------------------------------------------------------
+# chunked gated linear attention
+
+
+@dataclasses.dataclass(frozen=True)
+class GLALaunch:
+    chunk: int
+    block_v: int
+    k_max: int
+    threads: int
+    scale: float
+
+    @property
+    def shared_bytes(self) -> int:
+        return gla_shared_bytes(self.chunk, self.block_v, self.k_max)
+
+
+def gla_shared_bytes(chunk: int, block_v: int, k_max: int) -> int:
+    """Static shared memory of ``gla_forward``: Q, K, G (BT x KMAX), V (BT x BV), Att (BT x BT), S (KMAX x BV)."""
+    return 4 * (3 * chunk * k_max + chunk * block_v + chunk * chunk + k_max * block_v)
+
+
+def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=None, block_v=None, threads=None):
+    """Validated float32 (q, k, v, g (B, H, L, 1 or K), S_init) and the GLALaunch."""
+    q = _f32(q, "q", 4)
+    B, H, L, K = q.shape
+    k = _f32(k, "k", 4)
+    if k.shape != q.shape:
+        raise ValueError(f"k: expected (B, H, L, K) of q {q.shape}, got {k.shape}")
+    v = _f32(v, "v", 4)
+    V.leading_shape(v, "v", (B, H, L), "(B, H, L) of q")
+    Vd = v.shape[3]
+    if g is None:
+        g32 = np.zeros((B, H, L, 1), np.float32)
+    else:
+        garr = V.as_float_array(g, "g")
+        if garr.shape == (B, H, L):
+            garr = garr[..., None]
+        elif garr.shape != (B, H, L, K):
+            raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {garr.shape}")
+        if (garr > 0).any():
+            raise ValueError("g: log-space gates must be <= 0 (a decay, never a growth)")
+        # gates below -800 are the spec's floor (refimpl.mixers.gated.G_FLOOR); clip before the cast
+        g32 = np.ascontiguousarray(np.maximum(garr, -800.0), dtype=np.float32)
+    s0 = np.zeros((B, H, K, Vd), np.float32) if initial_state is None else _f32(initial_state, "initial_state", 4)
+    if s0.shape != (B, H, K, Vd):
+        raise ValueError(f"initial_state: expected (B, H, K, V) = {(B, H, K, Vd)}, got {s0.shape}")
+    if B * H > 65535:
+        raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
+    scale_ = float(np.float32(K ** -0.5)) if scale is None else _positive_float32(scale, "scale")
+    p = GLALaunch(_tile(chunk_size, "chunk_size", DEFAULT_CHUNK), _tile(block_v, "block_v", DEFAULT_BLOCK_V),
+                  _variant(max(K, 1), KEY_DIM_VARIANTS, "K"), _tile(threads, "threads", DEFAULT_GLA_THREADS), scale_)
+    if p.threads > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"threads: at most {MAX_THREADS_PER_BLOCK} per block, got {p.threads}")
+    if p.shared_bytes > MAX_STATIC_SHARED_BYTES:
+        raise ValueError(f"chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max} need {p.shared_bytes} B of "
+                         f"shared memory, more than {MAX_STATIC_SHARED_BYTES}: use a smaller chunk_size or block_v")
+    return (q, k, v, g32, s0), p
+
+
+def gated_linear_attention(q, k, v, g=None, *, backend, scale=None, initial_state=None, chunk_size=None,
+                           block_v=None, threads=None):
+    """Chunked gated linear attention forward on a GPU backend; the semantics of
+    ``refimpl.mixers.gated.gated_linear_attention``.
+
+    q, k (B, H, L, K), K <= 128; v (B, H, L, V); g None, (B, H, L) or (B, H, L, K) log-gates <= 0;
+    initial_state (B, H, K, V). ``chunk_size`` (default 16) is the kernel's chunk BT,
+    ``block_v`` (16) the value columns per block, ``threads`` (128) the block size.
+    Returns o (B, H, L, V) and the final state (B, H, K, V), float32.
+    """
+    be = get_backend(backend)
+    arrays, p = prepare_gla(q, k, v, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
+                            block_v=block_v, threads=threads)
+    q32, _, v32, _, s0 = arrays
+    B, H, L, K = q32.shape
+    Vd = v32.shape[3]
+    if min(B, H, L, Vd) == 0 or K == 0:  # nothing to launch (zero-size buffers are invalid OpenCL arguments)
+        return np.zeros((B, H, L, Vd), np.float32), s0.copy()
+    o = np.full((B, H, L, Vd), np.nan, dtype=np.float32)
+    sT = np.full((B, H, K, Vd), np.nan, dtype=np.float32)
+    o, sT = be.gla(arrays, o, sT, p)
+    _check_written(o=o, final_state=sT)
+    _finite_outputs("q, k, v, scale, initial_state", o=o, final_state=sT)
+    return o, sT

@@ -1,0 +1,278 @@
+"""The linear-time mixer kernels (gpu.mixers_numba, gpu.mixers_c): selective scan and chunked
+gated linear attention, verified by every route without a GPU.
+
+* ptx: the Numba kernels through ``numba.cuda.compile_ptx`` for cc 8.0 / 9.0: no float64, the
+  shared memory of the budget (``gpu.mixers_api.gla_shared_bytes``), and the scan's state in
+  registers (no ``.local`` array) at N <= 16;
+* nvrtc: the C source to sm_80 / sm_90 cubins: no spills, no stack frame (the scan's state in
+  registers at N <= 16 and N <= 64), shared memory as budgeted;
+* simulator: tests/gpu/mixer_cases.py under the Numba CUDA simulator (a child process,
+  tests/gpu/mixers_simulator_main.py), and every mutant of gpu.mixers_mutants rejected;
+* opencl: the same problems and mutants on PoCL, and the conformance suite (kinds ssm_scan and
+  linear_attention, float32) run against the kernels through ``gpu.mixers_adapters``;
+* facade: options the kernels lack, bad input, inputs never mutated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpu import compile as gc
+from gpu import mixers_api as MA
+from gpu import mixers_c, mixers_mutants
+from gpu.errors import UnsupportedOption
+from properties import mixers_linear as ML
+from properties import mixers_scan as MS
+from properties.core import run_property, supports
+
+from . import mixer_cases as MC
+from .support import import_or_missing, missing, opencl_backend_or_missing
+
+ROOT = Path(__file__).resolve().parents[2]
+NVRTC_ARCHS = ("sm_80", "sm_90")
+#: (name, defines) of the C variants compiled: the defaults, and the largest state / key dim
+C_VARIANTS = {
+    "default[N<=16,K<=64]": {"BLOCK": MA.DEFAULT_SCAN_BLOCK, "NMAX": 16, "BT": MA.DEFAULT_CHUNK,
+                             "BV": MA.DEFAULT_BLOCK_V, "KMAX": 64, "NT": MA.DEFAULT_GLA_THREADS},
+    "largest[N<=64,K<=128]": {"BLOCK": MA.DEFAULT_SCAN_BLOCK, "NMAX": 64, "BT": MA.DEFAULT_CHUNK,
+                              "BV": MA.DEFAULT_BLOCK_V, "KMAX": 128, "NT": MA.DEFAULT_GLA_THREADS},
+}
+NUMBA_VARIANTS = ("selective_scan[BLOCK=64,N<=16]", "gla_forward[BT=16,BV=16,K<=64,NT=128]")
+
+
+# ---------------------------------------------------------------------------
+# ptx (Numba -> NVVM) and nvrtc (C -> SASS)
+
+
+def _numba_spec(name):
+    from gpu import mixers_numba as MN
+
+    if name.startswith("selective_scan"):
+        return gc.NumbaKernelSpec(name, MN.make_selective_scan(MA.DEFAULT_SCAN_BLOCK, 16), MN.scan_signature())
+    return gc.NumbaKernelSpec(name, MN.make_gla_forward(MA.DEFAULT_CHUNK, MA.DEFAULT_BLOCK_V, 64,
+                                                        MA.DEFAULT_GLA_THREADS), MN.gla_signature())
+
+
+@pytest.fixture(scope="module")
+def numba_cuda():
+    cuda = import_or_missing("numba.cuda", "pip install 'transformer-refimpl[gpu]'")
+    try:
+        cuda.compile_ptx(lambda a: None, "void(float32[::1])", cc=(8, 0))
+    except Exception as e:  # noqa: BLE001 - any loader error means the route is unavailable
+        missing(f"numba.cuda.compile_ptx unavailable ({type(e).__name__}: {str(e)[:200]})")
+
+
+@pytest.mark.parametrize("cc", gc.TARGET_CCS, ids=lambda cc: f"cc{cc[0]}{cc[1]}")
+@pytest.mark.parametrize("name", NUMBA_VARIANTS)
+def test_mixer_ptx_compiles(numba_cuda, name, cc):
+    ptx = gc.compile_numba_ptx(_numba_spec(name), cc)
+    assert f".target sm_{cc[0]}{cc[1]}" in ptx and ".entry" in ptx
+    assert not gc.ptx_float64_instructions(ptx), gc.ptx_float64_instructions(ptx)[:5]
+    if name.startswith("selective_scan"):
+        assert gc.ptx_shared_bytes(ptx) == 0
+        assert ".local" not in ptx, "the scan's state spilled to local memory (expected registers)"
+    else:
+        assert gc.ptx_shared_bytes(ptx) == MA.gla_shared_bytes(MA.DEFAULT_CHUNK, MA.DEFAULT_BLOCK_V, 64)
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    import_or_missing("cuda.bindings.nvrtc", "pip install cuda-bindings nvidia-cuda-nvrtc")
+    try:
+        gc.nvrtc_compile('extern "C" __global__ void f(float* a) { a[0] = 1.0f; }', "sm_80")
+    except Exception as e:  # noqa: BLE001
+        missing(f"NVRTC unavailable ({type(e).__name__}: {str(e)[:200]})")
+
+
+@pytest.mark.parametrize("arch", NVRTC_ARCHS)
+@pytest.mark.parametrize("variant", sorted(C_VARIANTS))
+def test_mixer_nvrtc_compiles(nvrtc, variant, arch):
+    defs = C_VARIANTS[variant]
+    res = gc.nvrtc_compile(mixers_c.SOURCE, arch, defs)
+    usage = res.resource_usage()
+    assert set(usage) == set(mixers_c.KERNEL_NAMES), usage
+    frames = [ln for ln in res.log.splitlines() if "spill stores" in ln]
+    assert len(frames) == 2 and all(" 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in ln
+                                    for ln in frames), res.log
+    assert usage["gla_forward"]["smem"] == MA.gla_shared_bytes(defs["BT"], defs["BV"], defs["KMAX"])
+    print(f"mixers_c {variant} {arch}: cubin {res.cubin_bytes} B, {usage}")
+
+
+def test_mixer_c_source_builds_as_opencl_c():
+    rt = opencl_backend_or_missing().runtime()
+    for defs in C_VARIANTS.values():
+        rt.build(mixers_c.SOURCE, defs)
+
+
+# ---------------------------------------------------------------------------
+# simulator (child process) and OpenCL: the fixed problems and the mutants
+
+
+@pytest.fixture(scope="session")
+def mixer_simulator_results(tmp_path_factory):
+    import_or_missing("numba", "pip install 'transformer-refimpl[gpu]'")
+    try:
+        import numba_cuda  # noqa: F401
+    except ImportError as e:
+        missing(f"numba-cuda not installed ({e})")
+    out = tmp_path_factory.mktemp("mixsim") / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "tests.gpu.mixers_simulator_main", "--json", str(out)], cwd=ROOT,
+                          env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"), capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not out.exists():
+        pytest.fail(f"simulator child failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}",
+                    pytrace=False)
+    results = json.loads(out.read_text())
+    results["summary"] = proc.stdout.strip().splitlines()[-1]
+    return results
+
+
+def _problem_ids():
+    return [f"{kernel}:{p.name}" for kernel in ("scan", "gla") for p in MC.problems_for(kernel)]
+
+
+def test_mixer_simulated_child_ran_everything(mixer_simulator_results):
+    r = mixer_simulator_results
+    print(r["summary"])
+    assert r["environment"]["simulator"] is True
+    assert set(r["cases"]) == set(_problem_ids())
+    assert set(r["mutants"]) == set(mixers_mutants.MUTATIONS)
+
+
+@pytest.mark.parametrize("key", _problem_ids())
+def test_mixer_simulated_problem(mixer_simulator_results, key):
+    res = mixer_simulator_results["cases"][key]
+    assert res["ok"], f"{key} under the CUDA simulator: {res.get('error')}\n{res.get('traceback', '')}"
+
+
+@pytest.mark.parametrize("name", sorted(mixers_mutants.MUTATIONS))
+def test_mixer_simulated_mutant_rejected(mixer_simulator_results, name):
+    res = mixer_simulator_results["mutants"][name]
+    assert "error" not in res, f"mutant {name} crashed the child: {res['error']}\n{res.get('traceback', '')}"
+    assert res["rejected_by"] is not None, f"mutant {name} ({mixers_mutants.MUTATIONS[name].doc}) passed every problem"
+    print(f"mutant {name}: rejected by {res['rejected_by']}: {res['message']}")
+
+
+@pytest.fixture(scope="module")
+def opencl():
+    return opencl_backend_or_missing()
+
+
+@pytest.mark.parametrize("kernel, problem", [(k, p) for k in ("scan", "gla") for p in MC.problems_for(k)],
+                         ids=lambda x: x if isinstance(x, str) else x.name)
+def test_mixer_opencl_problem(opencl, kernel, problem):
+    MC.check("opencl", kernel, problem)
+
+
+@pytest.mark.parametrize("name", sorted(mixers_mutants.MUTATIONS))
+def test_mixer_opencl_mutant_rejected(opencl, name):
+    m = mixers_mutants.MUTATIONS[name]
+    problem, message = MC.find_rejecting_problem(mixers_mutants.backend(name, "opencl"), m.kernel)
+    assert problem is not None, f"mutant {name} ({m.doc}) passed every {m.kernel} problem: the checks are too weak"
+    print(f"mutant {name}: rejected by {problem}: {message}")
+
+
+def test_mutation_edits_match_the_sources_exactly():
+    """Each edit applies to both kernel texts (a mutant that no longer matches fails loudly)."""
+    pytest.importorskip("numba")
+    for m in mixers_mutants.MUTATIONS.values():
+        assert mixers_mutants.c_source(m) != mixers_c.SOURCE
+
+
+# ---------------------------------------------------------------------------
+# the conformance suite against the kernels (the protocol a user's kernel meets)
+
+
+def _adapters():
+    from gpu.mixers_adapters import opencl_mixers
+
+    return opencl_mixers()
+
+
+CONFORMANCE = [pytest.param(prop, impl, id=f"{prop.name}-{impl.name}")
+               for prop in MS.PROPERTIES + ML.PROPERTIES for impl in _adapters() if supports(impl, prop)]
+
+
+@pytest.mark.parametrize("prop, impl", CONFORMANCE)
+def test_mixer_conformance_on_opencl(opencl, prop, impl):
+    run_property(prop, impl)
+
+
+def test_mixer_conformance_covers_each_kernel():
+    """Each kernel meets the kind's main property and its extreme-gate / extreme-decay one; the
+    properties not run are those needing a feature the kernels do not declare (normalize)."""
+    ran = {(p.values[0].name, p.values[1].name) for p in CONFORMANCE}
+    names = {a.name for a in _adapters()}
+    for a in names:
+        if "scan" in a:
+            assert {("scan_matches_sequential", a), ("scan_extreme_decays", a)} <= ran
+        else:
+            assert {("la_matches_recurrent", a), ("la_extreme_gates", a)} <= ran
+    not_run = {p.name for p in ML.PROPERTIES if p.kind == "linear_attention"} - {n for n, _ in ran}
+    assert not_run == {"la_normalized"}
+
+
+# ---------------------------------------------------------------------------
+# facade rules
+
+
+def _scan_inputs(rng, b=1, H=2, L=5, P=3, N=4, G=1):
+    return (rng.standard_normal((b, H, L, P)), np.abs(rng.standard_normal((b, H, L, P))),
+            -np.exp(rng.standard_normal((H, P, N))), rng.standard_normal((b, G, L, N)), rng.standard_normal((b, G, L, N)))
+
+
+def test_mixer_facade_refuses_what_the_kernels_lack():
+    rng = np.random.default_rng(0)
+    u, dl, A, B, C = _scan_inputs(rng)
+    with pytest.raises(UnsupportedOption, match="delta_softplus"):
+        MA.selective_scan(u, dl, A, B, C, backend="opencl", delta_softplus=True)
+    with pytest.raises(UnsupportedOption, match="zoh"):
+        MA.selective_scan(u, dl, A, B, C, backend="opencl", discretization="zoh")
+    with pytest.raises(UnsupportedOption, match="N=65"):
+        MA.selective_scan(*_scan_inputs(rng, N=65), backend="opencl")
+    q = rng.standard_normal((1, 1, 4, 129))
+    with pytest.raises(UnsupportedOption, match="K=129"):
+        MA.gated_linear_attention(q, q, q, backend="opencl")
+    q = rng.standard_normal((1, 1, 4, 128))
+    with pytest.raises(ValueError, match="shared memory"):
+        MA.gated_linear_attention(q, q, q, backend="opencl", chunk_size=64)
+
+
+def test_mixer_facade_rejects_bad_input_by_name():
+    rng = np.random.default_rng(1)
+    u, dl, A, B, C = _scan_inputs(rng)
+    with pytest.raises(ValueError, match="^A:"):
+        MA.selective_scan(u, dl, -A, B, C, backend="opencl")
+    with pytest.raises(ValueError, match="^delta:"):
+        MA.selective_scan(u, -dl, A, B, C, backend="opencl")
+    with pytest.raises(ValueError, match="^B:"):
+        MA.selective_scan(u, dl, A, B[:, :, :2], C, backend="opencl")
+    q = rng.standard_normal((1, 2, 4, 3))
+    with pytest.raises(ValueError, match="^g:"):
+        MA.gated_linear_attention(q, q, q, np.ones((1, 2, 4)), backend="opencl")
+    with pytest.raises(ValueError, match="^chunk_size:"):
+        MA.gated_linear_attention(q, q, q, backend="opencl", chunk_size=0)
+    with pytest.raises(ValueError, match="^backend:"):
+        MA.gated_linear_attention(q, q, q, backend="triton")
+
+
+def test_mixer_facade_never_mutates_inputs_and_handles_empty(opencl):
+    rng = np.random.default_rng(2)
+    args = [x.astype(np.float32) for x in _scan_inputs(rng)]
+    before = [a.copy() for a in args]
+    y, x = MA.selective_scan(*args, backend="opencl")
+    assert all(np.array_equal(a, b) for a, b in zip(args, before)) and y.dtype == np.float32
+    q = rng.standard_normal((1, 1, 6, 3)).astype(np.float32)
+    g = -rng.random((1, 1, 6)).astype(np.float32)
+    qc, gc_ = q.copy(), g.copy()
+    o, S = MA.gated_linear_attention(q, q, q, g, backend="opencl", chunk_size=4)
+    assert np.array_equal(q, qc) and np.array_equal(g, gc_) and not np.shares_memory(o, q)
+    s0 = rng.standard_normal((1, 1, 3, 3))
+    o, S = MA.gated_linear_attention(q[:, :, :0], q[:, :, :0], q[:, :, :0], backend="opencl", initial_state=s0)
+    assert o.shape == (1, 1, 0, 3) and np.array_equal(S, s0.astype(np.float32))
