@@ -204,6 +204,23 @@ def test_mixer_conformance_on_opencl(opencl, prop, impl):
     run_property(prop, impl)
 
 
+@pytest.mark.parametrize("name", sorted(mixers_mutants.MUTATIONS))
+def test_mixer_conformance_rejects_mutant(opencl, name):
+    """The suite itself (the user's protocol, Hypothesis drawing the problems) rejects each mutant
+    kernel run through the same adapter as the real one."""
+    from gpu.mixers_adapters import gla_adapter, scan_adapter
+    from tests._binding import assert_rejects
+
+    m = mixers_mutants.MUTATIONS[name]
+    be = mixers_mutants.backend(name, "opencl")
+    if m.kernel == "scan":
+        impl, prop = scan_adapter(be, block=4), next(p for p in MS.PROPERTIES if p.name == "scan_matches_sequential")
+    else:
+        impl = gla_adapter(be, chunk_size=4, block_v=3, threads=32)
+        prop = next(p for p in ML.PROPERTIES if p.name == "la_matches_recurrent")
+    assert_rejects(prop, impl, max_examples=100)
+
+
 def test_mixer_conformance_covers_each_kernel():
     """Each kernel meets the kind's main property and its extreme-gate / extreme-decay one; the
     properties not run are those needing a feature the kernels do not declare (normalize)."""
