@@ -5,14 +5,18 @@
     gpu.mixers_api.gated_linear_attention(q, k, v, g=None, *, backend, scale=None,
                                           initial_state=None, chunk_size=None,
                                           block_v=None, threads=None) -> (o, final state)
+    gpu.mixers_api.delta_rule(q, k, v, beta, g=None, *, backend, scale=None, initial_state=None,
+                              chunk_size=None, block_v=None, threads=None) -> (o, final state)
 
-Semantics: ``refimpl.mixers.ssm.selective_scan`` (form "sequential") and
-``refimpl.mixers.gated.gated_linear_attention`` (form "recurrent"), computed in float32 with
+Semantics: ``refimpl.mixers.ssm.selective_scan`` (form "sequential"),
+``refimpl.mixers.gated.gated_linear_attention`` and ``refimpl.mixers.delta_rule.delta_rule``
+(form "recurrent"), computed in float32 with
 float32 accumulation. ``backend`` is "numba", "cupy" or "opencl" as in ``gpu.api``, or a
 :class:`MixerBackend` (how the meta-tests run the mutants of ``gpu.mixers_mutants``).
 The rules of ``gpu.api``: inputs are validated and copied to float32 (never mutated), options
 the kernels lack raise :class:`gpu.errors.UnsupportedOption` (``delta_bias``,
-``delta_softplus``, ``discretization="zoh"``: pass the processed delta), outputs are filled
+``delta_softplus``, ``discretization="zoh"``: pass the processed delta; a per-value-channel
+``beta``), outputs are filled
 with NaN before the launch and an element left unwritten is a RuntimeError; a float32 overflow
 of an output is a ValueError naming the inputs.
 """
@@ -87,6 +91,15 @@ class MixerBackend:
 
         rt, src = self.c()
         return mixers_c.run_scan(rt, src, *arrays, out, last, p)
+
+    def delta(self, arrays, o, sT, p):
+        if self.runtime_name == "numba":
+            self.numba().launch_delta(*arrays, o, sT, p)
+            return o, sT
+        from . import mixers_c
+
+        rt, src = self.c()
+        return mixers_c.run_delta(rt, src, *arrays, o, sT, p)
 
     def gla(self, arrays, o, sT, p):
         if self.runtime_name == "numba":
@@ -311,4 +324,67 @@ def gated_linear_attention(q, k, v, g=None, *, backend, scale=None, initial_stat
     o, sT = be.gla(arrays, o, sT, p)
     _check_written(o=o, final_state=sT)
     _finite_outputs("q, k, v, scale, initial_state", o=o, final_state=sT)
+    return o, sT
+
+
+# ---------------------------------------------------------------------------
+# chunked (gated) delta rule
+
+
+def delta_shared_bytes(chunk: int, block_v: int, k_max: int) -> int:
+    """Static shared memory of ``delta_forward``: Q, K (BT x KMAX), U (BT x BV), KK, QK (BT x BT),
+    S (KMAX x BV), gam and beta (BT)."""
+    return 4 * (2 * chunk * k_max + chunk * block_v + 2 * chunk * chunk + k_max * block_v + 2 * chunk)
+
+
+def prepare_delta(q, k, v, beta, g=None, *, scale=None, initial_state=None, chunk_size=None, block_v=None,
+                  threads=None):
+    """Validated float32 (q, k, v, beta (B, H, L), g (B, H, L), S_init) and the launch."""
+    (q32, k32, v32, _, s0), p = prepare_gla(q, k, v, None, scale=scale, initial_state=initial_state,
+                                            chunk_size=chunk_size, block_v=block_v, threads=threads)
+    B, H, L, K = q32.shape
+    barr = V.as_float_array(beta, "beta")
+    if barr.shape == (B, H, L, v32.shape[3]) and barr.ndim == 4:
+        raise UnsupportedOption("beta: a per-value-channel beta (B, H, L, V) is not implemented by the delta-rule "
+                                "kernel (one UT system per head and chunk); use refimpl")
+    if barr.shape != (B, H, L):
+        raise ValueError(f"beta: expected (B, H, L) = {(B, H, L)}, got {barr.shape}")
+    beta32 = _f32(barr, "beta", 3)
+    if g is None:
+        g32 = np.zeros((B, H, L), np.float32)
+    else:
+        garr = V.as_float_array(g, "g")
+        if garr.shape != (B, H, L) or (garr > 0).any():
+            raise ValueError(f"g: expected (B, H, L) = {(B, H, L)} log-gates <= 0, got shape {garr.shape}")
+        g32 = np.ascontiguousarray(np.maximum(garr, -800.0), dtype=np.float32)  # the spec's floor, before the cast
+    shared = delta_shared_bytes(p.chunk, p.block_v, p.k_max)
+    if shared > MAX_STATIC_SHARED_BYTES:
+        raise ValueError(f"chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max} need {shared} B of "
+                         f"shared memory, more than {MAX_STATIC_SHARED_BYTES}: use a smaller chunk_size or block_v")
+    return (q32, k32, v32, beta32, g32, s0), p
+
+
+def delta_rule(q, k, v, beta, g=None, *, backend, scale=None, initial_state=None, chunk_size=None, block_v=None,
+               threads=None):
+    """Chunked (gated) delta rule (UT form) on a GPU backend; the semantics of
+    ``refimpl.mixers.delta_rule.delta_rule``.
+
+    q, k (B, H, L, K), K <= 128 (keys L2-normalised by the caller, as the spec); v (B, H, L, V);
+    beta (B, H, L); g None or (B, H, L) log-gates <= 0; initial_state (B, H, K, V).
+    ``chunk_size`` (default 16), ``block_v`` (16), ``threads`` (128) as for
+    ``gated_linear_attention``. Returns o (B, H, L, V) and the final state (B, H, K, V), float32.
+    """
+    be = get_backend(backend)
+    arrays, p = prepare_delta(q, k, v, beta, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
+                              block_v=block_v, threads=threads)
+    q32, _, v32, _, _, s0 = arrays
+    B, H, L, K = q32.shape
+    Vd = v32.shape[3]
+    if min(B, H, L, Vd) == 0 or K == 0:  # nothing to launch (zero-size buffers are invalid OpenCL arguments)
+        return np.zeros((B, H, L, Vd), np.float32), s0.copy()
+    o = np.full((B, H, L, Vd), np.nan, dtype=np.float32)
+    sT = np.full((B, H, K, Vd), np.nan, dtype=np.float32)
+    o, sT = be.delta(arrays, o, sT, p)
+    _check_written(o=o, final_state=sT)
+    _finite_outputs("q, k, v, beta, scale, initial_state", o=o, final_state=sT)
     return o, sT

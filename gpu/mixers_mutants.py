@@ -9,6 +9,9 @@ Selective scan:
 Chunked gated linear attention:
     gla_state_dropped      the inter-chunk carry loses the state: S <- chunk writes only
     gla_carry_decay_twice  the carried state decayed by exp(2 G_last) at each chunk boundary
+Chunked delta rule:
+    delta_state_dropped        the inter-chunk carry loses the state
+    delta_no_state_correction  the UT right-hand side lacks - exp(gam) K S (u = U_ - W S without W S)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .mutants import apply_edits
 @dataclasses.dataclass(frozen=True)
 class MixerMutation:
     name: str
-    kernel: str  # "scan" | "gla"
+    kernel: str  # "scan" | "gla" | "delta"
     doc: str
     numba: tuple  # (old, new, count) edits of gpu.mixers_numba's source
     c: tuple  # edits of gpu.mixers_c.BODY
@@ -44,14 +47,26 @@ MUTATIONS = {m.name: m for m in (
         c=(("const int grp = h / (H / G);", "const int grp = h % G;", 1),),
     ),
     MixerMutation(
+        "delta_state_dropped", "delta", "the inter-chunk state is lost at each chunk boundary",
+        numba=(("acc = math.exp(g_last) * S[c, j]\n                for jj in range(n):\n                    acc += Ks[jj, c] * math.exp(g_last - gam[jj])",
+                "acc = ZERO * S[c, j]\n                for jj in range(n):\n                    acc += Ks[jj, c] * math.exp(g_last - gam[jj])", 1),),
+        c=(("float acc = EXPF(g_last) * S[c * BV + j];\n            for (int jj = 0; jj < n; ++jj) acc += Ks[jj * KMAX + c] * EXPF(g_last - gam[jj])",
+            "float acc = 0.0f * S[c * BV + j];\n            for (int jj = 0; jj < n; ++jj) acc += Ks[jj * KMAX + c] * EXPF(g_last - gam[jj])", 1),),
+    ),
+    MixerMutation(
+        "delta_no_state_correction", "delta", "the UT right-hand side omits the carried state's recall exp(gam) K S",
+        numba=(("U[i, j] = bet[i] * (U[i, j] - math.exp(gam[i]) * ks)", "U[i, j] = bet[i] * U[i, j]", 1),),
+        c=(("U[i * BV + j] = bet[i] * (U[i * BV + j] - EXPF(gam[i]) * ks);", "U[i * BV + j] = bet[i] * U[i * BV + j];", 1),),
+    ),
+    MixerMutation(
         "gla_state_dropped", "gla", "the inter-chunk state is lost at each chunk boundary",
-        numba=(("acc = math.exp(g_last) * S[c, j]", "acc = ZERO * S[c, j]", 1),),
-        c=(("float acc = EXPF(g_last) * S[c * BV + j];", "float acc = 0.0f * S[c * BV + j];", 1),),
+        numba=(("acc = math.exp(g_last) * S[c, j]\n                for jj in range(n):\n                    acc += Ks[jj, c] * math.exp(g_last - Gc[jj, c])", "acc = ZERO * S[c, j]\n                for jj in range(n):\n                    acc += Ks[jj, c] * math.exp(g_last - Gc[jj, c])", 1),),
+        c=(("float acc = EXPF(g_last) * S[c * BV + j];\n            for (int jj = 0; jj < n; ++jj) acc += Ks[jj * KMAX + c] * EXPF(g_last - Gc[jj * KMAX + c])", "float acc = 0.0f * S[c * BV + j];\n            for (int jj = 0; jj < n; ++jj) acc += Ks[jj * KMAX + c] * EXPF(g_last - Gc[jj * KMAX + c])", 1),),
     ),
     MixerMutation(
         "gla_carry_decay_twice", "gla", "the carried state decayed twice at each chunk boundary",
-        numba=(("acc = math.exp(g_last) * S[c, j]", "acc = math.exp(g_last + g_last) * S[c, j]", 1),),
-        c=(("float acc = EXPF(g_last) * S[c * BV + j];", "float acc = EXPF(g_last + g_last) * S[c * BV + j];", 1),),
+        numba=(("acc = math.exp(g_last) * S[c, j]\n                for jj in range(n):\n                    acc += Ks[jj, c] * math.exp(g_last - Gc[jj, c])", "acc = math.exp(g_last + g_last) * S[c, j]\n                for jj in range(n):\n                    acc += Ks[jj, c] * math.exp(g_last - Gc[jj, c])", 1),),
+        c=(("float acc = EXPF(g_last) * S[c * BV + j];\n            for (int jj = 0; jj < n; ++jj) acc += Ks[jj * KMAX + c] * EXPF(g_last - Gc[jj * KMAX + c])", "float acc = EXPF(g_last + g_last) * S[c * BV + j];\n            for (int jj = 0; jj < n; ++jj) acc += Ks[jj * KMAX + c] * EXPF(g_last - Gc[jj * KMAX + c])", 1),),
     ),
 )}
 

@@ -30,7 +30,22 @@ Chunked gated linear attention forward (the definition is ``refimpl.mixers.gated
   * a gate of one value per token (RetNet / Mamba-2 style) is passed as (B, H, L, 1) and read at
     channel 0 (``GK = 1``); no gate is a zero gate.
 
-Both are reference-quality kernels (scalar FMAs, no tensor cores, no warp shuffles): what the
+Chunked (gated) delta rule, WY/UT form (the definition is ``refimpl.mixers.delta_rule`` form
+"recurrent"; the chunked form of its module doc), per (b, h) and a tile of BV value columns, with
+a per-token gate gam_i = sum_{a <= s <= a+i} max(g_s, -800) and rate beta_i::
+
+    KK_ij = (k_i . k_j) exp(gam_i - gam_j) (j < i),   QK_ij = (q_i . k_j) exp(gam_i - gam_j) (j <= i)
+    (I + strict_tril(diag(beta) KK)) U = diag(beta) (V - diag(exp(gam)) K S)     (the UT system)
+    o_i = scale (exp(gam_i) q_i^T S + sum_{j <= i} QK_ij u_j)
+    S  <- exp(gam_last) S + sum_j k_j exp(gam_last - gam_j) u_j^T
+
+  * the same grid and state tile as GLA; the unit lower-triangular system is solved by forward
+    substitution, one thread per value column (its columns are independent), which is the
+    triangular solve fla's chunked kernels do by forming T = (I + ...)^-1 explicitly;
+  * shared memory ``4 * (2 BT KMAX + BT BV + 2 BT BT + KMAX BV + 2 BT)`` bytes
+    (``gpu.mixers_api.delta_shared_bytes``).
+
+All three are reference-quality kernels (scalar FMAs, no tensor cores, no warp shuffles): what the
 Numba CUDA simulator executes, compiled to PTX for cc 8.0 / 9.0 in tests/gpu/test_mixer_kernels.py.
 """
 
@@ -223,6 +238,153 @@ def gla_signature():
     return f"void({a4}, {a4}, {a4}, {a4}, {a4}, {a4}, {a4}, float32)"
 
 
+def make_delta_forward(BT: int, BV: int, KMAX: int, NT: int):
+    """The chunked (gated) delta rule for chunks of ``BT`` tokens, ``BV`` value columns per block,
+    key dims up to ``KMAX``, ``NT`` threads (the UT form of ``refimpl.mixers.delta_rule``).
+
+    Arguments: q, k (B, H, L, K); v, o (B, H, L, V); beta, g (B, H, L); s0, sT (B, H, K, V);
+    scale float32. Value columns of the state evolve independently (the erase term
+    beta k (k^T S) acts column by column), so a block owns BV columns of S for the whole sequence.
+    """
+
+    def delta_forward(q, k, v, beta, g, s0, o, sT, scale):
+        H = q.shape[1]
+        L = q.shape[2]
+        K = q.shape[3]
+        V = v.shape[3]
+        bh = cuda.blockIdx.y
+        b = bh // H
+        h = bh % H
+        v0 = cuda.blockIdx.x * BV
+        tid = cuda.threadIdx.x
+
+        Qs = cuda.shared.array((BT, KMAX), np.float32)
+        Ks = cuda.shared.array((BT, KMAX), np.float32)
+        U = cuda.shared.array((BT, BV), np.float32)  # v, then the right-hand side, then u
+        KK = cuda.shared.array((BT, BT), np.float32)
+        QK = cuda.shared.array((BT, BT), np.float32)
+        S = cuda.shared.array((KMAX, BV), np.float32)
+        gam = cuda.shared.array(BT, np.float32)
+        bet = cuda.shared.array(BT, np.float32)
+
+        for e in range(tid, K * BV, NT):  # the state carried in
+            c = e // BV
+            j = e % BV
+            if v0 + j < V:
+                S[c, j] = s0[b, h, c, v0 + j]
+            else:
+                S[c, j] = ZERO
+
+        n_chunks = (L + BT - 1) // BT
+        for ch in range(n_chunks):
+            a = ch * BT
+            n = min(BT, L - a)
+            cuda.syncthreads()  # readers of the previous chunk's tiles are done
+            for e in range(tid, BT * K, NT):
+                i = e // K
+                c = e % K
+                if i < n:
+                    Qs[i, c] = q[b, h, a + i, c]
+                    Ks[i, c] = k[b, h, a + i, c]
+                else:
+                    Qs[i, c] = ZERO
+                    Ks[i, c] = ZERO
+            for e in range(tid, BT * BV, NT):
+                i = e // BV
+                j = e % BV
+                if i < n and v0 + j < V:
+                    U[i, j] = v[b, h, a + i, v0 + j]
+                else:
+                    U[i, j] = ZERO
+            if tid == 0:  # cumulative log-gate inside the chunk
+                acc = ZERO
+                for i in range(BT):
+                    if i < n:
+                        acc += max(g[b, h, a + i], G_FLOOR)
+                        bet[i] = beta[b, h, a + i]
+                    else:
+                        bet[i] = ZERO
+                    gam[i] = acc
+            cuda.syncthreads()
+
+            # KK_ij = (k_i . k_j) exp(gam_i - gam_j), j < i;  QK_ij = (q_i . k_j) exp(gam_i - gam_j), j <= i
+            for e in range(tid, BT * BT, NT):
+                i = e // BT
+                j = e % BT
+                kk = ZERO
+                qk = ZERO
+                if j <= i and i < n:
+                    for c in range(K):
+                        kk += Ks[i, c] * Ks[j, c]
+                        qk += Qs[i, c] * Ks[j, c]
+                    d = math.exp(gam[i] - gam[j])
+                    kk = kk * d
+                    qk = qk * d
+                if j < i:
+                    KK[i, j] = kk
+                else:
+                    KK[i, j] = ZERO
+                QK[i, j] = qk
+            # right-hand side beta_i (v_i - exp(gam_i) k_i^T S), in place of v
+            for e in range(tid, BT * BV, NT):
+                i = e // BV
+                j = e % BV
+                ks = ZERO
+                for c in range(K):
+                    ks += Ks[i, c] * S[c, j]
+                U[i, j] = bet[i] * (U[i, j] - math.exp(gam[i]) * ks)
+            cuda.syncthreads()
+
+            # the UT system (I + strict_tril(diag(beta) KK)) U = rhs, forward substitution, one
+            # thread per value column (columns are independent)
+            for j in range(tid, BV, NT):
+                for i in range(1, n):
+                    acc = ZERO
+                    for jj in range(i):
+                        acc += KK[i, jj] * U[jj, j]
+                    U[i, j] = U[i, j] - bet[i] * acc
+            cuda.syncthreads()
+
+            # outputs: scale (exp(gam_i) q_i^T S + sum_{j <= i} QK_ij u_j)
+            for e in range(tid, BT * BV, NT):
+                i = e // BV
+                j = e % BV
+                if i < n and v0 + j < V:
+                    inter = ZERO
+                    for c in range(K):
+                        inter += Qs[i, c] * S[c, j]
+                    acc = math.exp(gam[i]) * inter
+                    for jj in range(i + 1):
+                        acc += QK[i, jj] * U[jj, j]
+                    o[b, h, a + i, v0 + j] = acc * scale
+            cuda.syncthreads()
+
+            # inter-chunk carry: S <- exp(gam_last) S + sum_j k_j exp(gam_last - gam_j) u_j^T
+            for e in range(tid, K * BV, NT):
+                c = e // BV
+                j = e % BV
+                g_last = gam[n - 1]
+                acc = math.exp(g_last) * S[c, j]
+                for jj in range(n):
+                    acc += Ks[jj, c] * math.exp(g_last - gam[jj]) * U[jj, j]
+                S[c, j] = acc
+
+        cuda.syncthreads()
+        for e in range(tid, K * BV, NT):
+            c = e // BV
+            j = e % BV
+            if v0 + j < V:
+                sT[b, h, c, v0 + j] = S[c, j]
+
+    return delta_forward
+
+
+def delta_signature():
+    a4 = "float32[:, :, :, ::1]"
+    a3 = "float32[:, :, ::1]"
+    return f"void({a4}, {a4}, {a4}, {a3}, {a3}, {a4}, {a4}, {a4}, float32)"
+
+
 _CACHE: dict = {}
 
 
@@ -248,3 +410,11 @@ def launch_gla(q, k, v, g, s0, o, sT, p) -> None:
     B, H, _, _ = q.shape
     grid = ((v.shape[3] + p.block_v - 1) // p.block_v, B * H)
     kern[grid, p.threads](q, k, v, g, s0, o, sT, np.float32(p.scale))
+
+
+def launch_delta(q, k, v, beta, g, s0, o, sT, p) -> None:
+    """Run the chunked delta rule on host arrays; ``p`` is a :class:`gpu.mixers_api.GLALaunch`."""
+    kern = _kernel(("delta", p.chunk, p.block_v, p.k_max, p.threads), make_delta_forward)
+    B, H, _, _ = q.shape
+    grid = ((v.shape[3] + p.block_v - 1) // p.block_v, B * H)
+    kern[grid, p.threads](q, k, v, beta, g, s0, o, sT, np.float32(p.scale))

@@ -3,12 +3,12 @@
 Shared by every execution route (OpenCL in-process, the CUDA simulator in a child process, a
 GPU), like tests/gpu/cases.py. Each problem is run through an adapter of its kind
 (``gpu.mixers_adapters``) and judged by ``properties.mixers_scan.check_scan_matches_sequential``
-/ ``properties.mixers_linear.check_la_matches_recurrent``: the reference is the recurrent
+/ ``properties.mixers_linear.check_la_matches_recurrent`` / ``check_delta_matches_recurrent``: the reference is the recurrent
 definition in refimpl, the bound the float32 rule of properties.mixers_common (entrywise,
 a multiple of the naive float32 recurrence's error plus the float32 floor). Small (the simulator
 runs each CUDA thread as a Python thread) but aimed at the edges: partial channel blocks and
 value tiles, a partial last chunk, L < chunk, L = 1, grouped B/C (G < H), D, z and an initial
-state, channel and scalar gates, no gate.
+state, channel and scalar gates, no gate, the delta rule gated and not.
 """
 
 from __future__ import annotations
@@ -66,6 +66,27 @@ class GLAProblem:
         return ML.MixerCase(q, k, v, g, None, K ** -0.5, self.chunk, self.seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class DeltaProblem:
+    name: str
+    shape: tuple  # (B, H, L, K, V)
+    gated: bool
+    chunk: int
+    block_v: int = 3
+    threads: int = 32
+    seed: int = 0
+
+    def case(self) -> ML.MixerCase:
+        """Unit keys and queries (the spec's premise), beta in [0, 1), gates in (-1, 0]."""
+        B, H, L, K, V = self.shape
+        rng = np.random.default_rng(self.seed)
+        q, k = rng.standard_normal((2, B, H, L, K))
+        q, k = (x / np.linalg.norm(x, axis=-1, keepdims=True) for x in (q, k))
+        g = -rng.random((B, H, L)) if self.gated else None
+        return ML.MixerCase(q, k, rng.standard_normal((B, H, L, V)), g, rng.random((B, H, L)), K ** -0.5,
+                            self.chunk, self.seed)
+
+
 SCAN_PROBLEMS = [
     ScanProblem("grouped_skip_gate_state_partial_block", (1, 4, 2, 9, 5, 3), block=2),
     ScanProblem("large_steps_no_extras", (2, 1, 1, 7, 3, 5), extras=False, block=64, step=3.0, seed=1),
@@ -77,20 +98,30 @@ GLA_PROBLEMS = [
     GLAProblem("no_gate_default_chunk_16", (1, 1, 20, 6, 4), None, 16, block_v=16, threads=64, seed=2),
 ]
 
+DELTA_PROBLEMS = [
+    DeltaProblem("gated_partial_last_chunk", (1, 2, 11, 5, 7), True, 4),
+    DeltaProblem("ungated_L_lt_chunk", (2, 1, 5, 3, 2), False, 8, seed=1),
+    DeltaProblem("gated_default_chunk_16", (1, 1, 20, 6, 4), True, 16, block_v=16, threads=64, seed=2),
+]
+KERNELS = ("scan", "gla", "delta")
+
 
 def problems_for(kernel: str):
-    return SCAN_PROBLEMS if kernel == "scan" else GLA_PROBLEMS
+    return {"scan": SCAN_PROBLEMS, "gla": GLA_PROBLEMS, "delta": DELTA_PROBLEMS}[kernel]
 
 
 def check(backend, kernel: str, problem) -> dict:
     """Run ``problem`` on ``backend`` through the adapter of its kind; AssertionError on a mismatch
     (a RuntimeError from the facade, an element never written, becomes one too)."""
-    from gpu.mixers_adapters import gla_adapter, scan_adapter
+    from gpu.mixers_adapters import delta_adapter, gla_adapter, scan_adapter
 
     t0 = time.perf_counter()
     try:
         if kernel == "scan":
             MS.check_scan_matches_sequential(scan_adapter(backend, block=problem.block), problem.case())
+        elif kernel == "delta":
+            impl = delta_adapter(backend, block_v=problem.block_v, threads=problem.threads)
+            ML.check_delta_matches_recurrent(impl, problem.case())
         else:
             impl = gla_adapter(backend, block_v=problem.block_v, threads=problem.threads)
             ML.check_la_matches_recurrent(impl, problem.case())

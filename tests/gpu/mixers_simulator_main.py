@@ -32,7 +32,7 @@ def run() -> dict:
         raise SystemExit("the Numba CUDA simulator is not active")
     t_start = time.perf_counter()
     results: dict = {"cases": {}, "mutants": {}}
-    for kernel in ("scan", "gla"):
+    for kernel in MC.KERNELS:
         for problem in MC.problems_for(kernel):
             key = f"{kernel}:{problem.name}"
             t0 = time.perf_counter()

@@ -1,5 +1,5 @@
-"""The linear-time mixer kernels (gpu.mixers_numba, gpu.mixers_c): selective scan and chunked
-gated linear attention, verified by every route without a GPU.
+"""The linear-time mixer kernels (gpu.mixers_numba, gpu.mixers_c): selective scan, chunked
+gated linear attention and the chunked (gated) delta rule, verified by every route without a GPU.
 
 * ptx: the Numba kernels through ``numba.cuda.compile_ptx`` for cc 8.0 / 9.0: no float64, the
   shared memory of the budget (``gpu.mixers_api.gla_shared_bytes``), and the scan's state in
@@ -8,8 +8,8 @@ gated linear attention, verified by every route without a GPU.
   registers at N <= 16 and N <= 64), shared memory as budgeted;
 * simulator: tests/gpu/mixer_cases.py under the Numba CUDA simulator (a child process,
   tests/gpu/mixers_simulator_main.py), and every mutant of gpu.mixers_mutants rejected;
-* opencl: the same problems and mutants on PoCL, and the conformance suite (kinds ssm_scan and
-  linear_attention, float32) run against the kernels through ``gpu.mixers_adapters``;
+* opencl: the same problems and mutants on PoCL, and the conformance suite (kinds ssm_scan,
+  linear_attention and delta_rule, float32) run against the kernels through ``gpu.mixers_adapters``;
 * facade: options the kernels lack, bad input, inputs never mutated.
 """
 
@@ -44,7 +44,8 @@ C_VARIANTS = {
     "largest[N<=64,K<=128]": {"BLOCK": MA.DEFAULT_SCAN_BLOCK, "NMAX": 64, "BT": MA.DEFAULT_CHUNK,
                               "BV": MA.DEFAULT_BLOCK_V, "KMAX": 128, "NT": MA.DEFAULT_GLA_THREADS},
 }
-NUMBA_VARIANTS = ("selective_scan[BLOCK=64,N<=16]", "gla_forward[BT=16,BV=16,K<=64,NT=128]")
+NUMBA_VARIANTS = ("selective_scan[BLOCK=64,N<=16]", "gla_forward[BT=16,BV=16,K<=64,NT=128]",
+                  "delta_forward[BT=16,BV=16,K<=64,NT=128]")
 
 
 # ---------------------------------------------------------------------------
@@ -56,6 +57,9 @@ def _numba_spec(name):
 
     if name.startswith("selective_scan"):
         return gc.NumbaKernelSpec(name, MN.make_selective_scan(MA.DEFAULT_SCAN_BLOCK, 16), MN.scan_signature())
+    if name.startswith("delta_forward"):
+        return gc.NumbaKernelSpec(name, MN.make_delta_forward(MA.DEFAULT_CHUNK, MA.DEFAULT_BLOCK_V, 64,
+                                                              MA.DEFAULT_GLA_THREADS), MN.delta_signature())
     return gc.NumbaKernelSpec(name, MN.make_gla_forward(MA.DEFAULT_CHUNK, MA.DEFAULT_BLOCK_V, 64,
                                                         MA.DEFAULT_GLA_THREADS), MN.gla_signature())
 
@@ -78,6 +82,8 @@ def test_mixer_ptx_compiles(numba_cuda, name, cc):
     if name.startswith("selective_scan"):
         assert gc.ptx_shared_bytes(ptx) == 0
         assert ".local" not in ptx, "the scan's state spilled to local memory (expected registers)"
+    elif name.startswith("delta_forward"):
+        assert gc.ptx_shared_bytes(ptx) == MA.delta_shared_bytes(MA.DEFAULT_CHUNK, MA.DEFAULT_BLOCK_V, 64)
     else:
         assert gc.ptx_shared_bytes(ptx) == MA.gla_shared_bytes(MA.DEFAULT_CHUNK, MA.DEFAULT_BLOCK_V, 64)
 
@@ -99,9 +105,10 @@ def test_mixer_nvrtc_compiles(nvrtc, variant, arch):
     usage = res.resource_usage()
     assert set(usage) == set(mixers_c.KERNEL_NAMES), usage
     frames = [ln for ln in res.log.splitlines() if "spill stores" in ln]
-    assert len(frames) == 2 and all(" 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in ln
+    assert len(frames) == len(mixers_c.KERNEL_NAMES) and all(" 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in ln
                                     for ln in frames), res.log
     assert usage["gla_forward"]["smem"] == MA.gla_shared_bytes(defs["BT"], defs["BV"], defs["KMAX"])
+    assert usage["delta_forward"]["smem"] == MA.delta_shared_bytes(defs["BT"], defs["BV"], defs["KMAX"])
     print(f"mixers_c {variant} {arch}: cubin {res.cubin_bytes} B, {usage}")
 
 
@@ -134,7 +141,7 @@ def mixer_simulator_results(tmp_path_factory):
 
 
 def _problem_ids():
-    return [f"{kernel}:{p.name}" for kernel in ("scan", "gla") for p in MC.problems_for(kernel)]
+    return [f"{kernel}:{p.name}" for kernel in MC.KERNELS for p in MC.problems_for(kernel)]
 
 
 def test_mixer_simulated_child_ran_everything(mixer_simulator_results):
@@ -164,7 +171,7 @@ def opencl():
     return opencl_backend_or_missing()
 
 
-@pytest.mark.parametrize("kernel, problem", [(k, p) for k in ("scan", "gla") for p in MC.problems_for(k)],
+@pytest.mark.parametrize("kernel, problem", [(k, p) for k in MC.KERNELS for p in MC.problems_for(k)],
                          ids=lambda x: x if isinstance(x, str) else x.name)
 def test_mixer_opencl_problem(opencl, kernel, problem):
     MC.check("opencl", kernel, problem)
@@ -208,13 +215,16 @@ def test_mixer_conformance_on_opencl(opencl, prop, impl):
 def test_mixer_conformance_rejects_mutant(opencl, name):
     """The suite itself (the user's protocol, Hypothesis drawing the problems) rejects each mutant
     kernel run through the same adapter as the real one."""
-    from gpu.mixers_adapters import gla_adapter, scan_adapter
+    from gpu.mixers_adapters import delta_adapter, gla_adapter, scan_adapter
     from tests._binding import assert_rejects
 
     m = mixers_mutants.MUTATIONS[name]
     be = mixers_mutants.backend(name, "opencl")
     if m.kernel == "scan":
         impl, prop = scan_adapter(be, block=4), next(p for p in MS.PROPERTIES if p.name == "scan_matches_sequential")
+    elif m.kernel == "delta":
+        impl = delta_adapter(be, chunk_size=4, block_v=3, threads=32)
+        prop = next(p for p in ML.PROPERTIES if p.name == "delta_matches_recurrent")
     else:
         impl = gla_adapter(be, chunk_size=4, block_v=3, threads=32)
         prop = next(p for p in ML.PROPERTIES if p.name == "la_matches_recurrent")
@@ -229,6 +239,8 @@ def test_mixer_conformance_covers_each_kernel():
     for a in names:
         if "scan" in a:
             assert {("scan_matches_sequential", a), ("scan_extreme_decays", a)} <= ran
+        elif "delta" in a:
+            assert {("delta_matches_recurrent", a), ("delta_extreme_gates", a), ("delta_memorises", a)} <= ran
         else:
             assert {("la_matches_recurrent", a), ("la_extreme_gates", a)} <= ran
     not_run = {p.name for p in ML.PROPERTIES if p.kind == "linear_attention"} - {n for n, _ in ran}
@@ -256,6 +268,9 @@ def test_mixer_facade_refuses_what_the_kernels_lack():
     q = rng.standard_normal((1, 1, 4, 129))
     with pytest.raises(UnsupportedOption, match="K=129"):
         MA.gated_linear_attention(q, q, q, backend="opencl")
+    q = rng.standard_normal((1, 1, 4, 3))
+    with pytest.raises(UnsupportedOption, match="beta"):
+        MA.delta_rule(q, q, q, np.ones((1, 1, 4, 3)) / 2, backend="opencl")
     q = rng.standard_normal((1, 1, 4, 128))
     with pytest.raises(ValueError, match="shared memory"):
         MA.gated_linear_attention(q, q, q, backend="opencl", chunk_size=64)
@@ -275,6 +290,10 @@ def test_mixer_facade_rejects_bad_input_by_name():
         MA.gated_linear_attention(q, q, q, np.ones((1, 2, 4)), backend="opencl")
     with pytest.raises(ValueError, match="^chunk_size:"):
         MA.gated_linear_attention(q, q, q, backend="opencl", chunk_size=0)
+    with pytest.raises(ValueError, match="^g:"):
+        MA.delta_rule(q, q, q, np.ones((1, 2, 4)) / 2, np.ones((1, 2, 4)), backend="opencl")
+    with pytest.raises(ValueError, match="^beta:"):
+        MA.delta_rule(q, q, q, np.ones((1, 2, 5)), backend="opencl")
     with pytest.raises(ValueError, match="^backend:"):
         MA.gated_linear_attention(q, q, q, backend="triton")
 

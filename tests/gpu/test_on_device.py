@@ -61,7 +61,7 @@ from . import mixer_cases as MC  # noqa: E402
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kernel, problem", [(k, p) for k in ("scan", "gla") for p in MC.problems_for(k)],
+@pytest.mark.parametrize("kernel, problem", [(k, p) for k in MC.KERNELS for p in MC.problems_for(k)],
                          ids=lambda x: x if isinstance(x, str) else x.name)
 def test_mixer_on_device(backend, kernel, problem):
     MC.check(backend, kernel, problem)
