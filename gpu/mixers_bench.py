@@ -10,7 +10,9 @@ Measured side by side in one run, inputs resident on the device, CUDA events:
   * ``gla_forward`` (chunk 16, value tiles of 16), H = 8 heads of K = V = 64, channel gates;
     FLOPs 2 B H L (BT (K + V) / 2 + 2 K V) (intra-chunk scores and outputs, the state read and
     the carry) as achieved TFLOP/s against the FP32 peak; beside flash-linear-attention's Triton
-    ``fla.ops.gla.chunk_gla`` when installed with a CUDA torch.
+    ``fla.ops.gla.chunk_gla`` when installed with a CUDA torch;
+  * ``delta_forward`` (chunk 16), the same sizes, unit keys, scalar gates; beside fla's
+    ``fla.ops.gated_delta_rule.chunk_gated_delta_rule``.
 Without a GPU it says so and exits 0.
 """
 
@@ -114,6 +116,36 @@ def run(cupy, peak: dict) -> None:
             except Exception as e:  # noqa: BLE001
                 ref = f"unavailable ({type(e).__name__})"
         print(f"{L:>6} {t * 1e3:>10.3f} {tf:>8.3f} {100 * tf / peak['tflops']:>5.1f}% {ref:>17}")
+
+    print("delta_forward (B=1, H=8, K=V=64, unit keys, gated, chunk 16)")
+    print(f"{'L':>6} {'kernel ms':>10} {'TFLOP/s':>8} {'%peak':>6} {'fla chunk_gated_delta_rule ms':>30}")
+    for L in (1024, 4096):
+        B, H, K, V = 1, 8, 64, 64
+        q, k = (rng.standard_normal((B, H, L, K)).astype(f32) for _ in range(2))
+        q, k = (x / np.linalg.norm(x, axis=-1, keepdims=True) for x in (q, k))
+        v = rng.standard_normal((B, H, L, V)).astype(f32)
+        beta = rng.random((B, H, L)).astype(f32)
+        g = (-0.05 * rng.random((B, H, L))).astype(f32)
+        arrays, p = MA.prepare_delta(q, k, v, beta, g)
+        prog = rt.build(mixers_c.SOURCE, mixers_c.gla_defines(p))
+        dev = [cupy.asarray(a) for a in arrays]
+        o, sT = cupy.empty(v.shape, cupy.float32), cupy.empty((B, H, K, V), cupy.float32)
+        args = dev + [o, sT, i32(B), i32(H), i32(L), i32(K), i32(V), f32(p.scale)]
+        grid = ((V + p.block_v - 1) // p.block_v, B * H)
+        t = _time(cupy, lambda: rt.launch(prog, "delta_forward", grid, p.threads, args))
+        # KK, QK: BT K each per pair (half the pairs); rhs K V; solve BT V / 2; outputs and carry as GLA
+        tf = 2 * B * H * L * (p.chunk * K + K * V + p.chunk * V + 2 * K * V) / t / 1e12
+        ref = why or ""
+        if torch is not None:
+            try:
+                from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+                tq, tk, tv = (torch.as_tensor(x.transpose(0, 2, 1, 3).copy(), device="cuda") for x in (q, k, v))
+                tb, tg = (torch.as_tensor(x.transpose(0, 2, 1).copy(), device="cuda") for x in (beta, g))
+                ref = f"{1e3 * _time_torch(torch, lambda: chunk_gated_delta_rule(tq, tk, tv, tg, tb, output_final_state=True)):.3f}"
+            except Exception as e:  # noqa: BLE001
+                ref = f"unavailable ({type(e).__name__})"
+        print(f"{L:>6} {t * 1e3:>10.3f} {tf:>8.3f} {100 * tf / peak['tflops']:>5.1f}% {ref:>30}")
 
 
 def main(argv=None) -> int:

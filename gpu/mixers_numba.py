@@ -7,7 +7,9 @@ ZOH for A and Euler for B), per channel (b, h, p) with a diagonal state x of N e
     y_t    = sum_n C_t[n] x_t[n] + D u_t,     out_t = y_t * silu(z_t)
 
   * one thread per channel, sequential over L, the state in registers (a per-thread array of
-    NMAX floats); grid ``(ceil(P / BLOCK), B * H)``, ``BLOCK`` threads; head h reads the B/C
+    NMAX floats indexed by constants once its loops are unrolled: NVRTC unrolls both variants,
+    N <= 16 and N <= 64; NVVM unrolls N <= 16 and leaves the N <= 64 variant's array in local
+    memory, tests/gpu/test_mixer_kernels.py); grid ``(ceil(P / BLOCK), B * H)``, ``BLOCK`` threads; head h reads the B/C
     group ``h // (H / G)``. No shared memory, no barriers.
   * I/O per (b, h): reads L P (u, delta, z) + L G-group (B, C) rows of N per channel
     (L N 2 per channel: B and C are re-read by every channel of the group; a tuned kernel stages
