@@ -180,7 +180,9 @@ def kernel_adapters() -> list:
     except Exception as e:  # no extra installed, or no OpenCL driver
         print(f"(gpu kernels not included: {type(e).__name__}: {str(e).splitlines()[0][:160]})")
         return []
-    return adapters.opencl_attention() + adapters.opencl_routing()
+    from gpu import mixers_adapters  # the linear-time mixer kernels
+
+    return adapters.opencl_attention() + adapters.opencl_routing() + mixers_adapters.opencl_mixers()
 
 
 def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:

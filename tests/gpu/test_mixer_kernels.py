@@ -190,6 +190,7 @@ def test_mutation_edits_match_the_sources_exactly():
     pytest.importorskip("numba")
     for m in mixers_mutants.MUTATIONS.values():
         assert mixers_mutants.c_source(m) != mixers_c.SOURCE
+        assert mixers_mutants.numba_module(m).__name__.endswith(m.name)  # the Numba edits applied too
 
 
 # ---------------------------------------------------------------------------
