@@ -145,10 +145,29 @@ def _variant(x: int, variants: tuple, name: str) -> int:
     raise UnsupportedOption(f"{name}={x}: the kernels are built for {name} up to {variants[-1]}")
 
 
-def _finite_outputs(names: str, **arrays) -> None:
-    for what, a in arrays.items():
-        if not np.isfinite(a).all():
-            raise ValueError(f"{what}: overflows float32 (the kernels' precision); scale down {names} or use refimpl")
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_outputs(names: str, log2_bound: float, **arrays) -> None:
+    """Outputs arrive pre-filled with NaN. A non-finite output is an overflow (ValueError naming
+    the inputs ``names``) when an output is inf or when ``log2_bound``, log2 of an a-priori bound
+    on every output and every intermediate of the kernel, reaches float32's range (an inf - inf
+    inside the kernel gives NaN too); otherwise a NaN is an element the kernel never wrote
+    (RuntimeError, ``gpu.api._check_written``)."""
+    bad = [what for what, a in arrays.items() if not np.isfinite(a).all()]
+    if not bad:
+        return
+    if log2_bound >= 126 or any(np.isinf(arrays[w]).any() for w in bad):
+        raise ValueError(f"{bad[0]}: overflows float32 (the kernels' precision); scale down {names} or use refimpl")
+    _check_written(**arrays)
+
+
+def _log2(x: float) -> float:
+    return float(np.log2(x)) if x > 0 else -np.inf
+
+
+def _amax(a) -> float:
+    return float(np.max(np.abs(a), initial=0.0))
 
 
 # ---------------------------------------------------------------------------
@@ -236,8 +255,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, backend, initial_state=
     out = np.full(u32.shape, np.nan, dtype=np.float32)
     last = np.full((b, H, P, N), np.nan, dtype=np.float32)
     out, last = be.selective_scan(arrays, out, last, p)
-    _check_written(out=out, last_state=last)
-    _finite_outputs("u, B, C, D, initial_state", out=out, last_state=last)
+    # |x_t| <= max|x0| + t max(delta |u|) max|B| (decays <= 1); |y| <= N max|C| |x| + max|D u|, times |z|
+    u_, dl_, A_, B_, C_, D_, z_, x0_ = arrays
+    xb = _amax(x0_) + L * _amax(dl_ * u_) * _amax(B_)
+    yb = (N * _amax(C_) * xb + _amax(D_) * _amax(u_)) * max(1.0, _amax(z_))
+    _check_outputs("u, delta, B, C, D, z, initial_state", _log2(max(xb, yb, N * _amax(C_) * xb)), out=out, last_state=last)
     return out, last
 
 
@@ -322,8 +344,12 @@ def gated_linear_attention(q, k, v, g=None, *, backend, scale=None, initial_stat
     o = np.full((B, H, L, Vd), np.nan, dtype=np.float32)
     sT = np.full((B, H, K, Vd), np.nan, dtype=np.float32)
     o, sT = be.gla(arrays, o, sT, p)
-    _check_written(o=o, final_state=sT)
-    _finite_outputs("q, k, v, scale, initial_state", o=o, final_state=sT)
+    # |S| <= max|S0| + L max|k| max|v| (decays <= 1); |o| <= scale K max|q| |S|; the intra-chunk
+    # scores scale K max|q| max|k|
+    qa, ka, va = _amax(q32), _amax(arrays[1]), _amax(v32)
+    sb = _amax(s0) + L * ka * va
+    _check_outputs("q, k, v, scale, initial_state", _log2(max(sb, p.scale * K * qa * max(sb, ka, K * ka * va))),
+                   o=o, final_state=sT)
     return o, sT
 
 
@@ -385,6 +411,12 @@ def delta_rule(q, k, v, beta, g=None, *, backend, scale=None, initial_state=None
     o = np.full((B, H, L, Vd), np.nan, dtype=np.float32)
     sT = np.full((B, H, K, Vd), np.nan, dtype=np.float32)
     o, sT = be.delta(arrays, o, sT, p)
-    _check_written(o=o, final_state=sT)
-    _finite_outputs("q, k, v, beta, scale, initial_state", o=o, final_state=sT)
+    # each step multiplies S by I - beta k k^T (norm <= rho = max(1, |beta |k|^2 - 1|)) and adds
+    # beta k v^T: |S| <= rho^L (max|S0| + L max|beta k| max|v|) (in log2: rho^L may overflow)
+    k32, beta32 = arrays[1], arrays[3]
+    k2 = np.sum(k32.astype(np.float64) ** 2, axis=-1)
+    rho = max(1.0, _amax(beta32.astype(np.float64) * k2 - 1.0))
+    log2_s = L * _log2(rho) + _log2(_amax(s0) + L * _amax(beta32) * np.sqrt(_amax(k2)) * _amax(v32) + 1e-300)
+    log2_o = log2_s + _log2(p.scale * K * _amax(q32) * max(1.0, _amax(k32)) ** 2 * L + 1e-300)
+    _check_outputs("q, k, v, beta, scale, initial_state", max(log2_s, log2_o), o=o, final_state=sT)
     return o, sT

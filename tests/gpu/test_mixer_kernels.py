@@ -299,6 +299,20 @@ def test_mixer_facade_rejects_bad_input_by_name():
         MA.gated_linear_attention(q, q, q, backend="triton")
 
 
+def test_mixer_facade_reports_float32_overflow_by_name(opencl):
+    """Finite float32 inputs whose outputs overflow float32: a ValueError naming the inputs, never
+    inf, NaN or the "never written" RuntimeError (the kernels' inf - inf is a NaN too)."""
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((1, 1, 40, 4))
+    with pytest.raises(ValueError, match="overflows float32.*q, k, v"):
+        MA.gated_linear_attention(q, q * 1e18, q * 1e20, backend="opencl", chunk_size=4)
+    with pytest.raises(ValueError, match="overflows float32.*q, k, v, beta"):
+        MA.delta_rule(q, q * 1e18, q * 1e20, np.ones((1, 1, 40)), backend="opencl", chunk_size=4)
+    u, dl, A, B, C = _scan_inputs(rng, L=30)
+    with pytest.raises(ValueError, match="overflows float32.*u, delta"):
+        MA.selective_scan(u * 1e30, dl, A * 0, B * 1e9, C, backend="opencl")
+
+
 def test_mixer_facade_never_mutates_inputs_and_handles_empty(opencl):
     rng = np.random.default_rng(2)
     args = [x.astype(np.float32) for x in _scan_inputs(rng)]
