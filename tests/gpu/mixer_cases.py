@@ -104,10 +104,27 @@ DELTA_PROBLEMS = [
     DeltaProblem("gated_default_chunk_16", (1, 1, 20, 6, 4), True, 16, block_v=16, threads=64, seed=2),
 ]
 KERNELS = ("scan", "gla", "delta")
+# larger problems at the facade's default tiles for REFIMPL_PROFILE=thorough (minutes under the simulator)
+THOROUGH_PROBLEMS = {
+    "scan": [ScanProblem("thorough_mamba_like_N16", (1, 4, 2, 64, 40, 16), block=64, seed=20)],
+    "gla": [GLAProblem("thorough_K64_channel_default_tiles", (1, 2, 70, 64, 40), "channel", 16, block_v=16,
+                       threads=128, seed=20)],
+    "delta": [DeltaProblem("thorough_K64_gated_default_tiles", (1, 2, 70, 64, 40), True, 16, block_v=16,
+                           threads=128, seed=20)],
+}
 
 
-def problems_for(kernel: str):
-    return {"scan": SCAN_PROBLEMS, "gla": GLA_PROBLEMS, "delta": DELTA_PROBLEMS}[kernel]
+def thorough() -> bool:
+    import os
+
+    return os.environ.get("REFIMPL_PROFILE") == "thorough"
+
+
+def problems_for(kernel: str, include_thorough: bool | None = None):
+    """The problems every route runs; the larger ones too under the thorough profile."""
+    extra = thorough() if include_thorough is None else include_thorough
+    base = {"scan": SCAN_PROBLEMS, "gla": GLA_PROBLEMS, "delta": DELTA_PROBLEMS}[kernel]
+    return base + (THOROUGH_PROBLEMS[kernel] if extra else [])
 
 
 def check(backend, kernel: str, problem) -> dict:
@@ -134,7 +151,7 @@ def check(backend, kernel: str, problem) -> dict:
 
 def find_rejecting_problem(backend, kernel: str):
     """The first problem ``backend`` (a mutant) fails, with the message; (None, None) if none."""
-    for problem in problems_for(kernel):
+    for problem in problems_for(kernel, include_thorough=False):
         try:
             check(backend, kernel, problem)
         except AssertionError as e:
