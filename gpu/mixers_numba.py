@@ -9,11 +9,11 @@ ZOH for A and Euler for B), per channel (b, h, p) with a diagonal state x of N e
   * one thread per channel, sequential over L, the state in registers (a per-thread array of
     NMAX floats indexed by constants once its loops are unrolled: NVRTC unrolls both variants,
     N <= 16 and N <= 64; NVVM unrolls N <= 16 and leaves the N <= 64 variant's array in local
-    memory, tests/gpu/test_mixer_kernels.py); grid ``(ceil(P / BLOCK), B * H)``, ``BLOCK`` threads; head h reads the B/C
-    group ``h // (H / G)``. No shared memory, no barriers.
-  * I/O per (b, h): reads L P (u, delta, z) + L G-group (B, C) rows of N per channel
-    (L N 2 per channel: B and C are re-read by every channel of the group; a tuned kernel stages
-    them through shared memory once per block), writes L P + P N.
+    memory, tests/gpu/test_mixer_kernels.py); grid ``(ceil(P / BLOCK), B * H)``, ``BLOCK``
+    threads; head h reads the B/C group ``h // (H / G)``. No shared memory, no barriers.
+  * I/O per channel (elements): reads 3 L (u, delta, z) + 2 L N (the B and C rows of its group,
+    re-read by every channel: a tuned kernel stages them through shared memory once per block)
+    + 2 N (A, the initial state); writes L + N.
 
 Chunked gated linear attention forward (the definition is ``refimpl.mixers.gated`` form
 "recurrent"; the chunked form of its module doc), per (b, h) and a tile of BV value columns::
@@ -28,7 +28,8 @@ Chunked gated linear attention forward (the definition is ``refimpl.mixers.gated
     are staged there; every exponent is <= 0 (no overflow for g <= 0).
   * shared memory ``4 * (3 BT KMAX + BT BV + BT BT + KMAX BV)`` bytes (BT = BV = 16, KMAX = 64:
     18,432 B); ``gpu.mixers_api.gla_shared_bytes``.
-  * I/O per (b, h): reads L K (q, k, g) once per value tile and L V (v) once, writes L V + K V.
+  * I/O per (b, h) (elements): reads ceil(V / BV) L (2 K + GK) (q, k and the gates, once per
+    value tile) + L V (v) + K V (the initial state); writes L V + K V.
   * a gate of one value per token (RetNet / Mamba-2 style) is passed as (B, H, L, 1) and read at
     channel 0 (``GK = 1``); no gate is a zero gate.
 
@@ -45,7 +46,9 @@ a per-token gate gam_i = sum_{a <= s <= a+i} max(g_s, -800) and rate beta_i::
     substitution, one thread per value column (its columns are independent), which is the
     triangular solve fla's chunked kernels do by forming T = (I + ...)^-1 explicitly;
   * shared memory ``4 * (2 BT KMAX + BT BV + 2 BT BT + KMAX BV + 2 BT)`` bytes
-    (``gpu.mixers_api.delta_shared_bytes``).
+    (``gpu.mixers_api.delta_shared_bytes``; 15,488 B at BT = BV = 16, KMAX = 64);
+  * I/O per (b, h) (elements): reads ceil(V / BV) L (2 K + 2) (q, k, beta, g) + L V + K V;
+    writes L V + K V.
 
 All three are reference-quality kernels (scalar FMAs, no tensor cores, no warp shuffles): what the
 Numba CUDA simulator executes, compiled to PTX for cc 8.0 / 9.0 in tests/gpu/test_mixer_kernels.py.
