@@ -148,6 +148,13 @@ def run(cupy, peak: dict) -> None:
         print(f"{L:>6} {t * 1e3:>10.3f} {tf:>8.3f} {100 * tf / peak['tflops']:>5.1f}% {ref:>30}")
 
 
+def run_mixers(cupy) -> None:
+    """Every mixer benchmark, the device's peak read here (one part of ``python -m gpu.bench``)."""
+    from .bench import device_peak
+
+    run(cupy, device_peak(cupy))
+
+
 def main(argv=None) -> int:
     from .bench import device_peak, gpu_or_reason
 
