@@ -7,7 +7,8 @@ GPU), like tests/gpu/cases.py. Each problem is run through an adapter of its kin
 definition in refimpl, the bound the float32 rule of properties.mixers_common (entrywise,
 a multiple of the naive float32 recurrence's error plus the float32 floor). Small (the simulator
 runs each CUDA thread as a Python thread) but aimed at the edges: partial channel blocks and
-value tiles, a partial last chunk, L < chunk, L = 1, grouped B/C (G < H), D, z and an initial
+value tiles, a partial last chunk, L < chunk, L = 1, chunks of one token, one thread per block,
+thread counts that divide nothing, grouped B/C (G < H), D, z and an initial
 state, channel and scalar gates, no gate, the delta rule gated and not.
 """
 
@@ -96,12 +97,14 @@ GLA_PROBLEMS = [
     GLAProblem("channel_gate_partial_last_chunk", (1, 2, 11, 5, 7), "channel", 4),
     GLAProblem("scalar_gate_L_lt_chunk", (2, 1, 5, 3, 2), "scalar", 8, seed=1),
     GLAProblem("no_gate_default_chunk_16", (1, 1, 20, 6, 4), None, 16, block_v=16, threads=64, seed=2),
+    GLAProblem("chunk_1_one_thread_one_column", (1, 1, 6, 3, 2), "channel", 1, block_v=1, threads=1, seed=3),
 ]
 
 DELTA_PROBLEMS = [
     DeltaProblem("gated_partial_last_chunk", (1, 2, 11, 5, 7), True, 4),
     DeltaProblem("ungated_L_lt_chunk", (2, 1, 5, 3, 2), False, 8, seed=1),
     DeltaProblem("gated_default_chunk_16", (1, 1, 20, 6, 4), True, 16, block_v=16, threads=64, seed=2),
+    DeltaProblem("chunk_3_seven_threads", (1, 1, 10, 4, 5), True, 3, block_v=2, threads=7, seed=3),
 ]
 KERNELS = ("scan", "gla", "delta")
 # larger problems at the facade's default tiles for REFIMPL_PROFILE=thorough (minutes under the simulator)
