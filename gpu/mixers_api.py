@@ -285,8 +285,10 @@ def gla_shared_bytes(chunk: int, block_v: int, k_max: int) -> int:
     return 4 * (3 * chunk * k_max + chunk * block_v + chunk * chunk + k_max * block_v)
 
 
-def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=None, block_v=None, threads=None):
-    """Validated float32 (q, k, v, g (B, H, L, 1 or K), S_init) and the GLALaunch."""
+def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=None, block_v=None, threads=None,
+                shared_bytes=None):
+    """Validated float32 (q, k, v, g (B, H, L, 1 or K), S_init) and the GLALaunch; ``shared_bytes``
+    (chunk, block_v, k_max) -> bytes is the kernel's budget (default: ``gla_shared_bytes``)."""
     q = _f32(q, "q", 4)
     B, H, L, K = q.shape
     k = _f32(k, "k", 4)
@@ -317,8 +319,9 @@ def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=N
                   _variant(max(K, 1), KEY_DIM_VARIANTS, "K"), _tile(threads, "threads", DEFAULT_GLA_THREADS), scale_)
     if p.threads > MAX_THREADS_PER_BLOCK:
         raise ValueError(f"threads: at most {MAX_THREADS_PER_BLOCK} per block, got {p.threads}")
-    if p.shared_bytes > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max} need {p.shared_bytes} B of "
+    shared = (shared_bytes or gla_shared_bytes)(p.chunk, p.block_v, p.k_max)
+    if shared > MAX_STATIC_SHARED_BYTES:
+        raise ValueError(f"chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max} need {shared} B of "
                          f"shared memory, more than {MAX_STATIC_SHARED_BYTES}: use a smaller chunk_size or block_v")
     return (q, k, v, g32, s0), p
 
@@ -367,7 +370,8 @@ def prepare_delta(q, k, v, beta, g=None, *, scale=None, initial_state=None, chun
                   threads=None):
     """Validated float32 (q, k, v, beta (B, H, L), g (B, H, L), S_init) and the launch."""
     (q32, k32, v32, _, s0), p = prepare_gla(q, k, v, None, scale=scale, initial_state=initial_state,
-                                            chunk_size=chunk_size, block_v=block_v, threads=threads)
+                                            chunk_size=chunk_size, block_v=block_v, threads=threads,
+                                            shared_bytes=delta_shared_bytes)
     B, H, L, K = q32.shape
     barr = V.as_float_array(beta, "beta")
     if barr.shape == (B, H, L, v32.shape[3]) and barr.ndim == 4:
@@ -383,10 +387,6 @@ def prepare_delta(q, k, v, beta, g=None, *, scale=None, initial_state=None, chun
         if garr.shape != (B, H, L) or (garr > 0).any():
             raise ValueError(f"g: expected (B, H, L) = {(B, H, L)} log-gates <= 0, got shape {garr.shape}")
         g32 = np.ascontiguousarray(np.maximum(garr, -800.0), dtype=np.float32)  # the spec's floor, before the cast
-    shared = delta_shared_bytes(p.chunk, p.block_v, p.k_max)
-    if shared > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max} need {shared} B of "
-                         f"shared memory, more than {MAX_STATIC_SHARED_BYTES}: use a smaller chunk_size or block_v")
     return (q32, k32, v32, beta32, g32, s0), p
 
 
