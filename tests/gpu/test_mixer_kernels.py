@@ -334,3 +334,59 @@ def test_mixer_facade_never_mutates_inputs_and_handles_empty(opencl):
     s0 = rng.standard_normal((1, 1, 3, 3))
     o, S = MA.gated_linear_attention(q[:, :, :0], q[:, :, :0], q[:, :, :0], backend="opencl", initial_state=s0)
     assert o.shape == (1, 1, 0, 3) and np.array_equal(S, s0.astype(np.float32))
+
+
+def _naive32(kind, q, k, v, g, beta, S0, scale, absolute=False):
+    """The recurrence in float32 NumPy, one token at a time, from S0 (``absolute``: on |q|, |k|, |v|,
+    |S0| in float64, the magnitude M of every path, properties.mixers_common)."""
+    f = np.float64 if absolute else np.float32
+    A = (lambda x: np.abs(x).astype(f)) if absolute else (lambda x: np.asarray(x, f))
+    q, k, v, S = A(q), A(k), A(v), A(S0)
+    o = np.empty(v.shape, f)
+    for t in range(q.shape[2]):
+        # (B, H, K, 1) per key channel (GLA) or (B, H, 1, 1) per token (delta rule)
+        decay = np.exp(np.asarray(g[:, :, t], f))[..., None] if g is not None else f(1)
+        if kind == "gla":
+            S = decay * S + k[:, :, t, :, None] * v[:, :, t, None, :]
+        else:
+            S = decay[..., None] * S
+            kS = np.einsum("bhk,bhkv->bhv", k[:, :, t], S)
+            u = np.asarray(beta[:, :, t, None], f) * ((v[:, :, t] + kS) if absolute else (v[:, :, t] - kS))
+            S = S + k[:, :, t, :, None] * u[..., None, :]
+        o[:, :, t] = f(scale) * np.einsum("bhk,bhkv->bhv", q[:, :, t], S)
+    return o, S
+
+
+@pytest.mark.parametrize("kind", ["gla", "delta"])
+def test_mixer_initial_state_matches_refimpl(opencl, kind):
+    """The initial-state path (not in the linear_attention / delta_rule kinds' protocol): kernel
+    against refimpl within 2x the naive float32 recurrence's error plus 8 u32 of the path magnitude."""
+    from refimpl.mixers import delta_rule as DR
+    from refimpl.mixers import gated as GL
+
+    rng = np.random.default_rng(4)
+    B, H, L, K, V = 1, 2, 13, 5, 6
+    q, k = rng.standard_normal((2, B, H, L, K)).astype(np.float32).astype(np.float64)
+    v = rng.standard_normal((B, H, L, V)).astype(np.float32).astype(np.float64)
+    S0 = rng.standard_normal((B, H, K, V)).astype(np.float32).astype(np.float64)
+    scale = float(np.float32(K ** -0.5))
+    if kind == "gla":
+        g = -rng.random((B, H, L, K)).astype(np.float32).astype(np.float64)
+        beta = None
+        ref = GL.gated_linear_attention(q, k, v, g, scale=scale, initial_state=S0)
+        got = MA.gated_linear_attention(q, k, v, g, backend="opencl", scale=scale, initial_state=S0, chunk_size=4,
+                                        block_v=4, threads=32)
+    else:
+        q, k = (x / np.linalg.norm(x, axis=-1, keepdims=True) for x in (q, k))
+        q, k = (x.astype(np.float32).astype(np.float64) for x in (q, k))
+        g = -rng.random((B, H, L)).astype(np.float32).astype(np.float64)
+        beta = rng.random((B, H, L)).astype(np.float32).astype(np.float64)
+        ref = DR.delta_rule(q, k, v, beta, g, scale=scale, initial_state=S0)
+        got = MA.delta_rule(q, k, v, beta, g, backend="opencl", scale=scale, initial_state=S0, chunk_size=4,
+                            block_v=4, threads=32)
+    naive = _naive32(kind, q, k, v, g, beta, S0, scale)
+    mag = _naive32(kind, q, k, v, g, beta, S0, scale, absolute=True)
+    for name, x, r, n, m in zip(("o", "final state"), got, ref, naive, mag):
+        bound = 2 * np.max(np.abs(n - r)) + 8 * 2.0**-24 * m
+        err = np.abs(x - r)
+        assert (err <= bound).all(), f"{kind} {name}: error {err.max():.3g} > bound at {np.unravel_index(np.argmax(err - bound), err.shape)}"
