@@ -156,7 +156,13 @@ def kernel_adapters() -> list:
     except Exception as e:  # no extra installed, or no OpenCL driver
         print(f"(gpu kernels not included: {type(e).__name__}: {str(e).splitlines()[0][:160]})")
         return []
-    return adapters.opencl_attention() + adapters.opencl_routing()
+    return _gpu_kernel_list(adapters)
+
+
+def _gpu_kernel_list(adapters) -> list:
+    from gpu import mixers_adapters  # the linear-time mixer kernels
+
+    return adapters.opencl_attention() + adapters.opencl_routing() + mixers_adapters.opencl_mixers()
 
 
 def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
@@ -329,7 +335,7 @@ def _unprobed_kernel_adapters() -> list:
         from gpu import adapters
     except Exception:
         return []
-    return adapters.opencl_attention() + adapters.opencl_routing()
+    return _gpu_kernel_list(adapters)
 
 
 def _worker_setup(spec: dict) -> None:
