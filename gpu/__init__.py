@@ -3,6 +3,9 @@
 * ``gpu.flash_attention(q, k, v, *, backend, ...)``: FlashAttention-2 forward
   (float32), the semantics of ``refimpl.attention`` for causal/align/window/
   scale/softcap, GQA/MQA, Lq != Lk, D and Dv up to 128.
+* ``gpu.flash_attention_backward(q, k, v, dout, *, backend, ...)``: its backward
+  (dq, dk, dv; D = rowsum(dO * O), scores recomputed per tile, no atomics), the
+  semantics of ``refimpl.attention_backward``.
 * ``gpu.route(logits, k, *, backend, ...)``: MoE token-choice routing (softmax or
   sigmoid scores, top-k with ties to the lower id, renormalisation, capacity
   positions in k_major or token_major order), the semantics of
@@ -15,7 +18,8 @@ e.g. PoCL on the CPU). Kernel modules: ``attention_numba``, ``routing_numba``
 compile checks without a GPU: ``gpu.compile``; ``python -m gpu.bench``.
 """
 
-from .api import BACKENDS, flash_attention, route
+from .api import BACKENDS, flash_attention, flash_attention_backward, route
 from .errors import BackendUnavailable, UnsupportedOption
 
-__all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "flash_attention", "route"]
+__all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "flash_attention", "flash_attention_backward",
+           "route"]

@@ -28,6 +28,7 @@ class KernelAttentionAdapter:
     backward: Callable | None = None
     precision: str = "float32"
     kind: str = "attention"
+    tiles: tuple | None = None
 
 
 def attention_adapter(backend, *, block_q=None, block_k=None, name=None) -> KernelAttentionAdapter:
@@ -40,6 +41,29 @@ def attention_adapter(backend, *, block_q=None, block_k=None, name=None) -> Kern
     label = name or f"gpu-{getattr(backend, 'name', backend)}" + (
         f"-{block_q}x{block_k}" if block_q or block_k else "")
     return KernelAttentionAdapter(label, forward)
+
+
+def attention_backward_adapter(backend, *, block_q=None, block_k=None, name=None) -> KernelAttentionAdapter:
+    """An adapter with forward (``gpu.flash_attention``) and backward
+    (``gpu.flash_attention_backward``) on ``backend`` at the same tiles; declares
+    "backward", so the suite's gradient properties run against the kernels."""
+    from .api import flash_attention, flash_attention_backward
+
+    def forward(q, k, v, **kwargs):
+        return flash_attention(q, k, v, backend=backend, block_q=block_q, block_k=block_k, **kwargs)
+
+    def backward(q, k, v, dout, **kwargs):
+        return flash_attention_backward(q, k, v, dout, backend=backend, block_q=block_q, block_k=block_k, **kwargs)
+
+    label = name or f"gpu-{getattr(backend, 'name', backend)}-bwd" + (
+        f"-{block_q}x{block_k}" if block_q or block_k else "")
+    tiles = tuple(t for t in (block_q, block_k) if t) or None
+    return KernelAttentionAdapter(label, forward, ATTENTION_CAPABILITIES | {"backward"}, backward, tiles=tiles)
+
+
+def opencl_attention_backward():
+    """The OpenCL forward + backward kernels at small tiles (partial tiles at the suite's short lengths)."""
+    return [attention_backward_adapter("opencl", block_q=2, block_k=3)]
 
 
 def opencl_attention():

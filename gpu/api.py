@@ -3,6 +3,7 @@
     gpu.flash_attention(q, k, v, *, backend, causal=False, align="bottom_right",
                         window=None, scale=None, softcap=None,
                         block_q=None, block_k=None) -> (out, lse)
+    gpu.flash_attention_backward(q, k, v, dout, *, backend, same keywords) -> (dq, dk, dv)
     gpu.route(logits, k, *, backend, **options of refimpl.moe.route) -> Routing
 
 Backends:
@@ -207,6 +208,54 @@ def flash_attention(q, k, v, *, backend, mask=None, causal=False, align="bottom_
     out, lse = be.flash_attention(q, k, v, out, lse, p)
     _check_written(out=out, lse=lse)
     return out, lse
+
+
+def backward_shared_memory_bytes(block_q: int, block_k: int, d_max: int, dv_max: int) -> dict:
+    """Static shared memory of the backward kernels (float32): Q, dO, K, V tiles, the (P,) dR
+    tiles and the lse/delta rows (see gpu.attention_backward_numba)."""
+    tiles = block_q * d_max + block_q * dv_max + block_k * d_max + block_k * dv_max + 2 * block_q
+    return {"flash_backward_dot": 0, "flash_backward_dkdv": 4 * (tiles + 2 * block_q * block_k),
+            "flash_backward_dq": 4 * (tiles + block_q * block_k)}
+
+
+def flash_attention_backward(q, k, v, dout, *, backend, mask=None, causal=False, align="bottom_right",
+                             window=None, scale=None, softcap=None, bias=None, dropout_mask=None, dropout_p=0.0,
+                             block_q=None, block_k=None):
+    """FlashAttention-2 backward on a GPU backend; the semantics of ``refimpl.attention_backward``.
+
+    Same arguments and restrictions as :func:`flash_attention`, plus ``dout`` (B, Hq, Lq, Dv).
+    Runs the forward kernel (for out and lse) and then the three backward kernels
+    (``gpu.attention_backward_numba``: delta = rowsum(dO * O); dK, dV K/V-outer; dQ Q-outer)
+    at the same tiles. Returns (dq, dk, dv), float32, shaped like q, k, v; a key no query
+    sees and a row that sees no key get zero gradients.
+    """
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    q, k, v, p = prepare_attention(q, k, v, mask=mask, causal=causal, align=align, window=window,
+                                   scale=scale, softcap=softcap, bias=bias, dropout_mask=dropout_mask,
+                                   dropout_p=dropout_p, block_q=block_q, block_k=block_k)
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
+    dout = _float_4d(dout, "dout")
+    if dout.shape != (B, Hq, Lq, Dv):
+        raise ValueError(f"dout: expected shape {(B, Hq, Lq, Dv)} (that of the output), got {dout.shape}")
+    smem = max(backward_shared_memory_bytes(p.block_q, p.block_k, p.d_max, p.dv_max).values())
+    if smem > MAX_STATIC_SHARED_BYTES:
+        raise ValueError(f"block_q={p.block_q}, block_k={p.block_k} with head dims ({p.d_max}, {p.dv_max}) need "
+                         f"{smem} B of shared memory in the backward, more than {MAX_STATIC_SHARED_BYTES}")
+    if B * max(Hq, Hkv) == 0 or Lq == 0 or Lk == 0:  # nothing to launch: every gradient is zero
+        return (np.zeros(q.shape, np.float32), np.zeros(k.shape, np.float32), np.zeros(v.shape, np.float32))
+    out = np.full((B, Hq, Lq, Dv), np.nan, dtype=np.float32)
+    lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
+    out, lse = be.flash_attention(q, k, v, out, lse, p)
+    _check_written(out=out, lse=lse)
+    dq = np.full(q.shape, np.nan, dtype=np.float32)
+    dk = np.full(k.shape, np.nan, dtype=np.float32)
+    dv = np.full(v.shape, np.nan, dtype=np.float32)
+    dq, dk, dv = be.flash_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, p)
+    _check_written(dq=dq, dk=dk, dv=dv)
+    return dq, dk, dv
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,9 @@ class Backend:
     def flash_attention(self, q, k, v, out, lse, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):  # pragma: no cover
+        raise NotImplementedError
+
     def route(self, logits, token_mask, outs, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -45,8 +48,9 @@ class NumbaBackend(Backend):
     name = "numba"
 
     def __init__(self, attention: types.ModuleType | None = None, routing: types.ModuleType | None = None,
-                 label: str = "numba"):
+                 label: str = "numba", **modules: types.ModuleType):
         self._attention, self._routing, self.name = attention, routing, label
+        self._modules = modules  # other kernels by name (e.g. attention_backward=...), mutants included
 
     def _module(self, which: str):
         try:
@@ -57,6 +61,12 @@ class NumbaBackend(Backend):
             raise BackendUnavailable(
                 "backend 'numba': no CUDA GPU and driver found. To run the kernels on the CPU, set "
                 "NUMBA_ENABLE_CUDASIM=1 before numba is first imported (the Numba CUDA simulator)")
+        if which not in ("attention", "routing"):
+            if which not in self._modules:
+                import importlib
+
+                self._modules[which] = importlib.import_module(f"gpu.{which}_numba")
+            return self._modules[which]
         if which == "attention":
             if self._attention is None:
                 from . import attention_numba
@@ -73,6 +83,10 @@ class NumbaBackend(Backend):
         self._module("attention").launch(q, k, v, out, lse, launch)
         return out, lse
 
+    def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):
+        self._module("attention_backward").launch(q, k, v, out, lse, dout, dq, dk, dv, launch)
+        return dq, dk, dv
+
     def route(self, logits, token_mask, outs, launch):
         self._module("routing").launch(logits, token_mask, outs, launch)
         return outs
@@ -88,10 +102,11 @@ class CSourceBackend(Backend):
     ``gpu.runtime_cupy``."""
 
     def __init__(self, runtime_name: str, attention_source: str | None = None,
-                 routing_source: str | None = None, label: str | None = None):
+                 routing_source: str | None = None, label: str | None = None, **sources: str):
         self.runtime_name = runtime_name
         self.name = label or runtime_name
         self._sources = (attention_source, routing_source)
+        self._more_sources = sources  # other kernels' C text by name (e.g. attention_backward=...)
         self._runtime = None
 
     def runtime(self):
@@ -108,6 +123,17 @@ class CSourceBackend(Backend):
 
         src = self._sources[0] or attention_c.SOURCE
         return attention_c.run(self.runtime(), src, q, k, v, out, lse, launch)
+
+    def _source(self, which: str):
+        """(module gpu.<which>_c, the C text to build: a mutant's if given, else the module's)."""
+        import importlib
+
+        mod = importlib.import_module(f"gpu.{which}_c")
+        return mod, self._more_sources.get(which) or mod.SOURCE
+
+    def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):
+        mod, src = self._source("attention_backward")
+        return mod.run(self.runtime(), src, q, k, v, out, lse, dout, dq, dk, dv, launch)
 
     def route(self, logits, token_mask, outs, launch):
         from . import routing_c

@@ -12,6 +12,13 @@ Prints, for a few sequence lengths, measured side by side in one run:
   * the device's peak: FP32 TFLOP/s = 2 * SMs * FP32 lanes per SM * clock, and
     DRAM GB/s = 2 * memory clock * bus width / 8.
 
+The FA2 backward (gpu.attention_backward_c: delta, dK/dV, dQ kernels; forward not
+timed) is timed the same way against torch's SDPA backward in float32 when torch
+with CUDA is installed (``torch.nn.functional.scaled_dot_product_attention``, the
+gradient of sum(dO * O)); its TFLOP/s counts the 5 matmuls of the FA2 paper
+(2.5x the forward's 4 B H Lq Lk D), not the 7 this kernel performs (the scores and
+dP are recomputed in the dQ pass).
+
 Without a GPU it says so and exits 0 (there is nothing to measure: timings on
 the simulator or on PoCL say nothing about a GPU). Not a test: no assertion on
 timings.
@@ -117,6 +124,80 @@ def run(cupy, lengths=(1024, 2048, 4096, 8192), B=1, H=8, D=64, causal=False) ->
               f"{t_naive * 1e3:>16.3f} {tf_n:>8.2f}")
 
 
+def _torch_cuda():
+    """torch when it is installed with a usable CUDA device, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def _time_torch(torch, fn, repeat=10) -> float:
+    fn()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeat):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / 1e3 / repeat
+
+
+def run_backward(cupy, lengths=(1024, 2048, 4096), B=1, H=8, D=64, causal=False) -> None:
+    """The three backward kernels (inputs, out, lse resident on the device) against
+    torch's SDPA backward (float32) when available."""
+    import numpy as np
+
+    from . import api, attention_backward_c, attention_c
+    from .runtime_cupy import CupyRuntime
+
+    peak = device_peak(cupy)
+    torch = _torch_cuda()
+    rt = CupyRuntime()
+    print(f"FA2 backward (dQ, dK, dV), B={B} H={H} D={D} causal={causal}, float32"
+          + ("" if torch else "; torch with CUDA not installed: no SDPA comparison"))
+    print(f"{'L':>6} {'kernel ms':>10} {'TFLOP/s':>8} {'%peak':>6} {'torch SDPA bwd ms':>18} {'TFLOP/s':>8}")
+    for L in lengths:
+        rng = np.random.default_rng(0)
+        q, k, v, do = (rng.standard_normal((B, H, L, D)).astype(np.float32) for _ in range(4))
+        _, _, _, p = api.prepare_attention(q, k, v, causal=causal)
+        fwd = rt.build(attention_c.SOURCE, attention_c.defines(p))
+        bwd = rt.build(attention_backward_c.SOURCE, attention_backward_c.defines(p))
+        dq_, dk_, dv_, ddo = (cupy.asarray(a) for a in (q, k, v, do))
+        out = cupy.empty((B, H, L, D), dtype=cupy.float32)
+        lse = cupy.empty((B, H, L), dtype=cupy.float32)
+        delta = cupy.empty((B, H, L), dtype=cupy.float32)
+        gq, gk, gv = (cupy.empty((B, H, L, D), dtype=cupy.float32) for _ in range(3))
+        i32, f32 = np.int32, np.float32
+        sizes = [i32(B), i32(H), i32(H), i32(L), i32(L), i32(D), i32(D),
+                 f32(p.scale), f32(p.softcap), i32(p.offset), i32(p.left), i32(p.right)]
+        rt.launch(fwd, "flash_forward", ((L + p.block_q - 1) // p.block_q, B * H), p.threads,
+                  [dq_, dk_, dv_, out, lse] + sizes)
+        NT = p.threads
+
+        def kernels():
+            rt.launch(bwd, "flash_backward_dot", ((L + NT - 1) // NT, B * H), NT, [out, ddo, delta, i32(B), i32(H),
+                                                                                    i32(L), i32(D)])
+            rt.launch(bwd, "flash_backward_dkdv", ((L + p.block_k - 1) // p.block_k, B * H), NT,
+                      [dq_, dk_, dv_, ddo, lse, delta, gk, gv] + sizes)
+            rt.launch(bwd, "flash_backward_dq", ((L + p.block_q - 1) // p.block_q, B * H), NT,
+                      [dq_, dk_, dv_, ddo, lse, delta, gq] + sizes)
+
+        t_kernel = _time(cupy, kernels)
+        flops = 2.5 * 4 * B * H * L * L * D * (0.5 if causal else 1.0)
+        tf_k = flops / t_kernel / 1e12
+        t_torch = tf_t = float("nan")
+        if torch is not None:
+            tq, tk, tv = (torch.tensor(a, device="cuda", requires_grad=True) for a in (q, k, v))
+            tdo = torch.tensor(do, device="cuda")
+            to = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+            t_torch = _time_torch(torch, lambda: torch.autograd.grad(to, (tq, tk, tv), tdo, retain_graph=True))
+            tf_t = flops / t_torch / 1e12
+        print(f"{L:>6} {t_kernel * 1e3:>10.3f} {tf_k:>8.2f} {100 * tf_k / peak['tflops']:>5.1f}% "
+              f"{t_torch * 1e3:>18.3f} {tf_t:>8.2f}")
+
+
 def main(argv=None) -> int:
     cupy, reason = gpu_or_reason()
     if cupy is None:
@@ -124,6 +205,7 @@ def main(argv=None) -> int:
               "The kernels are verified without one by the test suite (tests/gpu).")
         return 0
     run(cupy)
+    run_backward(cupy)
     return 0
 
 

@@ -21,6 +21,9 @@ from .dialect import define_flags
 
 #: compute capabilities every kernel is compiled for (A100, H100)
 TARGET_CCS = ((8, 0), (9, 0))
+#: head-dim variants of the later kernels compiled by the checks: the smallest and the largest
+#: (the variants differ only in the -D constants; two keep the default test run short)
+BACKWARD_COMPILED_HEAD_DIMS = (16, 128)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +37,8 @@ class NumbaKernelSpec:
 
 def numba_kernel_specs(attention_module=None, routing_module=None) -> list[NumbaKernelSpec]:
     """Every Numba kernel of the package, in the variants the facade launches:
-    the attention kernel for each head-dim variant at the default tiles, and the
-    three routing kernels."""
+    the attention kernel for each head-dim variant at the default tiles, the
+    three routing kernels, and the three backward kernels at head dims BACKWARD_COMPILED_HEAD_DIMS."""
     from . import api
 
     if attention_module is None:
@@ -50,6 +53,12 @@ def numba_kernel_specs(attention_module=None, routing_module=None) -> list[Numba
             attention_module.signature()))
     for name, (fn, sig) in routing_module.kernels().items():
         specs.append(NumbaKernelSpec(name, fn, sig))
+    from . import attention_backward_numba as bwd
+
+    for d in BACKWARD_COMPILED_HEAD_DIMS:
+        for name, fn in bwd.kernels(api.DEFAULT_BLOCK_Q, api.DEFAULT_BLOCK_K, d, d).items():
+            specs.append(NumbaKernelSpec(f"{name}[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]", fn,
+                                         bwd.SIGNATURES[name]))
     return specs
 
 
@@ -134,13 +143,16 @@ def nvrtc_compile(source: str, arch: str, defines: dict | None = None, name: str
 
 def c_source_variants():
     """(name, source, defines) for every C kernel variant the facade builds: the
-    attention source for each head-dim variant at the default tiles, and the
-    routing source."""
-    from . import api, attention_c, routing_c
+    attention source for each head-dim variant at the default tiles, the
+    routing source, and the backward source at head dims BACKWARD_COMPILED_HEAD_DIMS."""
+    from . import api, attention_backward_c, attention_c, routing_c
 
     out = []
     for d in api.HEAD_DIM_VARIANTS:
         defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
         out.append((f"attention_c[D<={d}]", attention_c.SOURCE, defs))
     out.append(("routing_c", routing_c.SOURCE, routing_c.DEFAULT_DEFINES))
+    for d in BACKWARD_COMPILED_HEAD_DIMS:
+        defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
+        out.append((f"attention_backward_c[D<={d}]", attention_backward_c.SOURCE, defs))
     return out

@@ -23,6 +23,10 @@ Routing:
     renormalize_before_drop after_drop divides by the sum over all k choices
     scan_inclusive         rank = inclusive prefix (positions start at 1)
     capacity_off_by_one    kept iff rank <= C
+Attention backward:
+    backward_no_D          dS = P * dP: the rowsum(dO * O) term is never subtracted
+    backward_group_dropped dK, dV sum only the first query head of each kv head
+                           (GQA gradients of the other G - 1 heads lost)
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ Edit = tuple  # (old, new, expected number of occurrences)
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     name: str
-    kernel: str  # "attention" | "routing"
+    kernel: str  # a kernel of KERNEL_MODULES: "attention" | "routing" | "attention_backward" | ...
     doc: str
     numba: tuple  # edits of the Numba module source
     c: tuple  # edits of the C body
@@ -105,11 +109,21 @@ MUTATIONS = {m.name: m for m in (
         numba=(("(capacity < 0 or r < capacity)", "(capacity < 0 or r <= capacity)", 1),),
         c=(("(capacity < 0 || r < capacity)", "(capacity < 0 || r <= capacity)", 1),),
     ),
+    Mutation(
+        "backward_no_D", "attention_backward", "dS = P * dP, without subtracting D = rowsum(dO * O)",
+        numba=(("ds = p * (dp - Ds[r])", "ds = p * dp", 2),),
+        c=(("ds = p * (dp - (DELTA_I));", "ds = p * dp;", 1),),
+    ),
+    Mutation(
+        "backward_group_dropped", "attention_backward", "dK, dV summed over the first query head of a group only",
+        numba=(("for g in range(group):", "for g in range(1):", 1),),
+        c=(("for (int g = 0; g < group; ++g) {", "for (int g = 0; g < 1; ++g) {", 1),),
+    ),
 )}
 
 
 def _kernel_modules(kernel: str):
-    return ("gpu.attention_numba", "gpu.attention_c") if kernel == "attention" else ("gpu.routing_numba", "gpu.routing_c")
+    return f"gpu.{kernel}_numba", f"gpu.{kernel}_c"
 
 
 def numba_module(mutation: Mutation) -> types.ModuleType:
@@ -141,8 +155,8 @@ def backend(name: str, runtime: str):
     label = f"{runtime}[mutant {name}]"
     if runtime == "numba":
         mod = numba_module(m)
-        return NumbaBackend(attention=mod if m.kernel == "attention" else None,
-                            routing=mod if m.kernel == "routing" else None, label=label)
+        return NumbaBackend(label=label, **{m.kernel: mod})
     src = c_source(m)
-    return CSourceBackend(runtime, attention_source=src if m.kernel == "attention" else None,
-                          routing_source=src if m.kernel == "routing" else None, label=label)
+    if m.kernel in ("attention", "routing"):
+        return CSourceBackend(runtime, label=label, **{f"{m.kernel}_source": src})
+    return CSourceBackend(runtime, label=label, **{m.kernel: src})

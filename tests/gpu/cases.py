@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 import refimpl
-from properties.attention_lowp import kernel_bounds
+from properties.attention_lowp import backward_kernel_bounds, kernel_bounds
 from properties.tolerance import U32, compare_close, compare_lse
 
 # ---------------------------------------------------------------------------
@@ -119,6 +119,62 @@ def check_attention(backend, case: AttentionCase) -> dict:
     err_lse = float(np.max(np.abs(lse[fin].astype(np.float64) - ref_lse[fin]), initial=0.0))
     return {"seconds": seconds, "err_out": err_out, "bound_out": atol_out, "err_lse": err_lse,
             "bound_lse": atol_lse}
+
+
+# ---------------------------------------------------------------------------
+# attention backward (the same problem type; the cotangent dO is drawn from the case's seed)
+
+BACKWARD_CASES = [
+    # (B, Hq, Hkv, Lq, Lk, D, Dv)
+    AttentionCase("bwd_plain_mqa_partial_tiles", (1, 2, 1, 7, 9, 5, 3)),
+    AttentionCase("bwd_causal_bottom_right_gqa", (1, 4, 2, 5, 11, 4, 4), {"causal": True}, (2, 4), seed=2),
+    AttentionCase("bwd_causal_empty_rows_and_keys", (1, 1, 1, 9, 3, 3, 2), {"causal": True}, (2, 2), seed=3),
+    AttentionCase("bwd_window_top_left", (1, 2, 2, 8, 6, 3, 3), {"window": (1, 2), "align": "top_left"}, (3, 2), seed=6),
+    AttentionCase("bwd_softcap_scale_extreme", (2, 1, 1, 6, 6, 4, 4), {"softcap": 2.0, "scale": 0.7}, seed=8,
+                  magnitude=3.0),
+    AttentionCase("bwd_extreme_scores", (1, 1, 1, 5, 7, 4, 4), {}, (2, 3), magnitude=6.0, seed=1),
+    AttentionCase("bwd_single_query_single_key", (1, 1, 1, 1, 1, 1, 1), seed=9),
+]
+THOROUGH_BACKWARD_CASES = [
+    AttentionCase("thorough_bwd_d64_default_tiles_causal", (1, 2, 1, 40, 37, 64, 48), {"causal": True}, (16, 16),
+                  seed=20),
+    AttentionCase("thorough_bwd_gqa_window", (2, 4, 2, 17, 29, 16, 16), {"window": (5, 3)}, (4, 8), seed=22),
+]
+
+
+def check_attention_backward(backend, case: AttentionCase) -> dict:
+    """Run ``gpu.flash_attention_backward`` on ``case`` and compare (dq, dk, dv) with
+    refimpl.attention_backward within properties.attention_lowp.backward_kernel_bounds
+    (2x the larger error of the naive float32 eager backward in its two orders + the
+    float32 rounding floor); returns figures."""
+    import gpu
+
+    q, k, v = case.inputs()
+    dout = np.random.default_rng(case.seed + 1000).standard_normal(
+        (q.shape[0], q.shape[1], q.shape[2], v.shape[3])).astype(np.float32)
+    ref = refimpl.attention_backward(q, k, v, dout, **case.options)
+    t0 = time.perf_counter()
+    try:
+        got = gpu.flash_attention_backward(q, k, v, dout, backend=backend, block_q=case.tiles[0],
+                                           block_k=case.tiles[1], **case.options)
+    except RuntimeError as e:
+        if type(e).__name__ == "BackendUnavailable":
+            raise
+        raise AssertionError(f"{case.name}: {e}") from e
+    seconds = time.perf_counter() - t0
+    scale = case.options.get("scale") or 1.0 / np.sqrt(q.shape[-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bounds = backward_kernel_bounds(q, k, v, dout, ref, visible_mask(case), scale, "float32",
+                                        case.options.get("softcap"))
+    ctx = f"backend {getattr(backend, 'name', backend)}, case {case.name} {case}"
+    figures = {"seconds": seconds}
+    for name, g, r, atol in zip(("dq", "dk", "dv"), got, ref, bounds):
+        if g.dtype != np.float32 or g.shape != r.shape:
+            raise AssertionError(f"{case.name}: {name} expected float32 {r.shape}, got {g.dtype} {g.shape}")
+        compare_close(name, g, r, atol, ctx)
+        figures[f"err_{name}"] = float(np.max(np.abs(g - r), initial=0.0))
+        figures[f"bound_{name}"] = float(atol)
+    return figures
 
 
 # ---------------------------------------------------------------------------
@@ -253,16 +309,22 @@ def check_routing(backend, case: RoutingCase) -> dict:
 # ---------------------------------------------------------------------------
 # meta-tests: every mutant must be rejected by at least one case
 
+#: every kernel the routes run, in the order they were added
+KERNELS = ("attention", "routing", "attention_backward")
+
+
 def cases_for(kernel: str, include_thorough: bool | None = None):
     """The problems every route runs; the larger ones too under the thorough profile."""
     extra = thorough() if include_thorough is None else include_thorough
-    if kernel == "attention":
-        return ATTENTION_CASES + (THOROUGH_ATTENTION_CASES if extra else [])
-    return ROUTING_CASES + (THOROUGH_ROUTING_CASES if extra else [])
+    base, more = {"attention": (ATTENTION_CASES, THOROUGH_ATTENTION_CASES),
+                  "routing": (ROUTING_CASES, THOROUGH_ROUTING_CASES),
+                  "attention_backward": (BACKWARD_CASES, THOROUGH_BACKWARD_CASES)}[kernel]
+    return base + (more if extra else [])
 
 
 def check(backend, kernel: str, case) -> dict:
-    return check_attention(backend, case) if kernel == "attention" else check_routing(backend, case)
+    return {"attention": check_attention, "routing": check_routing,
+            "attention_backward": check_attention_backward}[kernel](backend, case)
 
 
 def find_rejecting_case(backend, kernel: str):

@@ -192,3 +192,36 @@ def test_bench_without_gpu_says_so_and_exits_0():
     assert proc.returncode == 0, proc.stderr
     assert "no GPU" in proc.stdout
     print(proc.stdout.strip())
+
+
+# ---------------------------------------------------------------------------
+# the attention backward through the facade
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    ({"mask": np.ones((5, 6), dtype=bool)}, UnsupportedOption, "mask"),
+    ({"bias": np.zeros((5, 6))}, UnsupportedOption, "bias"),
+    ({"dropout_p": 0.1, "dropout_mask": np.ones((5, 6), dtype=bool)}, UnsupportedOption, "dropout"),
+    ({"block_q": 64, "block_k": 32}, ValueError, "threads"),
+    ({"dout_shape": (1, 2, 5, 4)}, ValueError, "dout: expected shape"),
+])
+def test_backward_refusals(kwargs, exc, word):
+    q, k, v = _qkv()
+    shape = kwargs.pop("dout_shape", (1, 2, 5, 3))
+    with pytest.raises(exc, match=word):
+        gpu.flash_attention_backward(q, k, v, np.ones(shape), backend="opencl", **kwargs)
+
+
+def test_backward_inputs_not_mutated_and_unwritten_gradient_caught():
+    opencl_backend_or_missing()
+    q, k, v = _qkv(Lq=6, Lk=6)
+    dout = np.random.default_rng(1).standard_normal((1, 2, 6, 3))
+    copies = [a.copy() for a in (q, k, v, dout)]
+    grads = gpu.flash_attention_backward(q, k, v, dout, backend="opencl", causal=True)
+    assert [g.dtype for g in grads] == [np.float32] * 3 and [g.shape for g in grads] == [q.shape, k.shape, v.shape]
+    for a, b in zip((q, k, v, dout), copies):
+        assert np.array_equal(a, b)
+    m = mutants.Mutation("skips_last_dk_row", "attention_backward", "", numba=(),
+                         c=(("    if (j < Lk) {\n        GLOBAL float* dkr", "    if (j < Lk - 1) {\n        GLOBAL float* dkr", 1),))
+    be = CSourceBackend("opencl", label="opencl[skips a dk row]", attention_backward=mutants.c_source(m))
+    with pytest.raises(RuntimeError, match=r"dk: 4 element\(s\) never written"):
+        gpu.flash_attention_backward(q, k, v, dout, backend=be)

@@ -31,6 +31,11 @@ def test_routing_matches_refimpl(opencl, case):
     C.check_routing(opencl, case)
 
 
+@pytest.mark.parametrize("case", C.cases_for("attention_backward"), ids=lambda c: c.name)
+def test_attention_backward_matches_refimpl(opencl, case):
+    C.check_attention_backward(opencl, case)
+
+
 @pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
 def test_mutant_is_rejected(opencl, name):
     """Meta-test: the deliberately wrong kernel fails at least one execution check."""
