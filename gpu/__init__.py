@@ -6,6 +6,12 @@
 * ``gpu.flash_attention_backward(q, k, v, dout, *, backend, ...)``: its backward
   (dq, dk, dv; D = rowsum(dO * O), scores recomputed per tile, no atomics), the
   semantics of ``refimpl.attention_backward``.
+* ``gpu.split_kv_attention(q, k, v, *, backend, boundaries | num_splits, ...)``:
+  flash-decoding (per-chunk FA2 states under the full band, then the exact merge),
+  the semantics of ``refimpl.split_kv_attention``.
+* ``gpu.paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, ...)``:
+  decode attention over a paged KV cache (vLLM block tables), the semantics of
+  ``refimpl.kv_cache.decode_step`` on a ``PagedCache``.
 * ``gpu.route(logits, k, *, backend, ...)``: MoE token-choice routing (softmax or
   sigmoid scores, top-k with ties to the lower id, renormalisation, capacity
   positions in k_major or token_major order), the semantics of
@@ -18,8 +24,8 @@ e.g. PoCL on the CPU). Kernel modules: ``attention_numba``, ``routing_numba``
 compile checks without a GPU: ``gpu.compile``; ``python -m gpu.bench``.
 """
 
-from .api import BACKENDS, flash_attention, flash_attention_backward, route
+from .api import BACKENDS, flash_attention, flash_attention_backward, paged_attention, route, split_kv_attention
 from .errors import BackendUnavailable, UnsupportedOption
 
 __all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "flash_attention", "flash_attention_backward",
-           "route"]
+           "paged_attention", "route", "split_kv_attention"]

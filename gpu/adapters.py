@@ -106,3 +106,111 @@ def routing_adapter(backend, *, token_block=None, scan_block=None, name=None) ->
 def opencl_routing():
     """The OpenCL routing kernels with small blocks (many blocks, multi-step scans)."""
     return [routing_adapter("opencl", token_block=8, scan_block=4)]
+
+
+# ---------------------------------------------------------------------------
+# kind "flash" (properties.flash): the suite draws the tiles (from ``tiles``) and the key partitions
+
+#: what the kernels implement of the flash kind: the attention features above, the FA2 variant,
+#: the backward from the saved (out, lse) and split-KV
+FLASH_CAPABILITIES = ATTENTION_CAPABILITIES | {"fa2", "backward", "split_kv"}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelFlashAdapter:
+    name: str
+    forward: Callable
+    backward: Callable
+    split_kv: Callable
+    capabilities: frozenset = FLASH_CAPABILITIES
+    tiles: tuple = (2, 3)
+    precision: str = "float32"
+    kind: str = "flash"
+
+
+def flash_adapter(backend, *, tiles=(2, 3), name=None) -> KernelFlashAdapter:
+    """``gpu.flash_attention`` (variant fa2), ``gpu.flash_attention_backward`` (from the saved
+    out, lse) and ``gpu.split_kv_attention`` on ``backend`` at the tiles the suite draws from
+    ``tiles``."""
+    from .api import flash_attention, flash_attention_backward, split_kv_attention
+    from .errors import UnsupportedOption
+
+    def forward(q, k, v, *, block_q, block_k, variant, skip_masked_tiles=True, return_stats=False, **kw):
+        if variant != "fa2" or return_stats or not skip_masked_tiles:
+            raise UnsupportedOption(f"variant={variant!r}, return_stats={return_stats}, skip_masked_tiles="
+                                    f"{skip_masked_tiles}: the kernel is FA2 with block skipping and no stats")
+        return flash_attention(q, k, v, backend=backend, block_q=block_q, block_k=block_k, **kw)
+
+    def backward(q, k, v, out, lse, dout, *, block_q, block_k, **kw):
+        return flash_attention_backward(q, k, v, dout, backend=backend, block_q=block_q, block_k=block_k,
+                                        out=out, lse=lse, **kw)
+
+    def split_kv(q, k, v, *, block_q, block_k, boundaries, **kw):
+        return split_kv_attention(q, k, v, backend=backend, block_q=block_q, block_k=block_k,
+                                  boundaries=boundaries, **kw)
+
+    return KernelFlashAdapter(name or f"gpu-{getattr(backend, 'name', backend)}-flash", forward, backward, split_kv,
+                              tiles=tuple(tiles))
+
+
+def opencl_flash():
+    """The OpenCL forward, backward and split-KV kernels at tiles drawn from (2, 3)."""
+    return [flash_adapter("opencl", tiles=(2, 3))]
+
+
+# ---------------------------------------------------------------------------
+# kind "decode" (properties.decode): a paged KV cache read by the paged-attention kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelDecodeAdapter:
+    name: str
+    decode: Callable
+    capabilities: frozenset = frozenset({"paged", "gqa", "softcap"})
+    precision: str = "float32"
+    kind: str = "decode"
+
+
+def paged_decode_adapter(backend, *, block_q=None, block_k=None, name=None) -> KernelDecodeAdapter:
+    """A decoding loop whose attention is ``gpu.paged_attention``: each step's k, v are written
+    into a ``refimpl.kv_cache.PagedCache`` on the host (the slot mapping: vLLM's
+    ``reshape_and_cache``, not a kernel here), then the step's queries attend over the block
+    table on ``backend``. cache="contiguous" is served the same way with one block holding the
+    whole sequence (a contiguous cache is a paged one with a single block); "ring" and RoPE are
+    not implemented (capabilities)."""
+    import numpy as np
+
+    from refimpl.kv_cache import PagedCache
+
+    from .api import paged_attention
+
+    def decode(q, k, v, *, cache, chunks, window, rope, block_size, softcap=None):
+        from .errors import UnsupportedOption
+
+        if cache not in ("contiguous", "paged") or rope is not None:
+            raise UnsupportedOption(f"cache={cache!r}, rope={rope!r}: the adapter runs paged or contiguous caches "
+                                    f"without RoPE")
+        B, Hkv, L, D = k.shape
+        bs = block_size if cache == "paged" else max(L, 1)
+        c = PagedCache(Hkv, D, v.shape[-1], batch=B, block_size=bs, num_blocks=B * -(-L // bs) + 1)
+        outs, s = [], 0
+        for n in chunks:
+            c.update(k[:, :, s:s + n], v[:, :, s:s + n])
+            table = np.zeros((B, max(len(t) for t in c.tables)), dtype=np.int64)
+            for b, t in enumerate(c.tables):
+                table[b, :len(t)] = t
+            out, _ = paged_attention(q[:, :, s:s + n], c.k_pool, c.v_pool, table, np.array(c.lengths),
+                                     backend=backend, window=window, softcap=softcap, block_q=block_q,
+                                     block_k=block_k)
+            outs.append(out)
+            s += n
+        return np.concatenate(outs, axis=2)
+
+    label = name or f"gpu-{getattr(backend, 'name', backend)}-paged" + (
+        f"-{block_q}x{block_k}" if block_q or block_k else "")
+    return KernelDecodeAdapter(label, decode)
+
+
+def opencl_paged_decode():
+    """The OpenCL paged-attention kernel in a decoding loop, at small tiles (2 x 3)."""
+    return [paged_decode_adapter("opencl", block_q=2, block_k=3)]

@@ -4,6 +4,8 @@
                         window=None, scale=None, softcap=None,
                         block_q=None, block_k=None) -> (out, lse)
     gpu.flash_attention_backward(q, k, v, dout, *, backend, same keywords) -> (dq, dk, dv)
+    gpu.split_kv_attention(q, k, v, *, backend, boundaries | num_splits, same keywords) -> (out, lse)
+    gpu.paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window, ...) -> (out, lse)
     gpu.route(logits, k, *, backend, **options of refimpl.moe.route) -> Routing
 
 Backends:
@@ -218,16 +220,29 @@ def backward_shared_memory_bytes(block_q: int, block_k: int, d_max: int, dv_max:
             "flash_backward_dq": 4 * (tiles + block_q * block_k)}
 
 
+def tiled_shared_memory_bytes(kernel: str, block_q: int, block_k: int, d_max: int, dv_max: int) -> dict:
+    """{kernel function: static shared bytes} of a kernel module of gpu.compile.TILED_KERNELS."""
+    if kernel == "attention_backward":
+        return backward_shared_memory_bytes(block_q, block_k, d_max, dv_max)
+    fwd = shared_memory_bytes(block_q, block_k, d_max, dv_max)  # the forward's tiles
+    if kernel == "split_kv":
+        return {"split_kv_partial": fwd, "split_kv_merge": 0}
+    if kernel == "paged":
+        return {"paged_attention": fwd}
+    raise ValueError(f"kernel: expected one of attention_backward, split_kv, paged, got {kernel!r}")
+
+
 def flash_attention_backward(q, k, v, dout, *, backend, mask=None, causal=False, align="bottom_right",
                              window=None, scale=None, softcap=None, bias=None, dropout_mask=None, dropout_p=0.0,
-                             block_q=None, block_k=None):
+                             block_q=None, block_k=None, out=None, lse=None):
     """FlashAttention-2 backward on a GPU backend; the semantics of ``refimpl.attention_backward``.
 
     Same arguments and restrictions as :func:`flash_attention`, plus ``dout`` (B, Hq, Lq, Dv).
     Runs the forward kernel (for out and lse) and then the three backward kernels
     (``gpu.attention_backward_numba``: delta = rowsum(dO * O); dK, dV K/V-outer; dQ Q-outer)
-    at the same tiles. Returns (dq, dk, dv), float32, shaped like q, k, v; a key no query
-    sees and a row that sees no key get zero gradients.
+    at the same tiles; given the forward's saved ``out`` (B, Hq, Lq, Dv) and ``lse`` (B, Hq, Lq)
+    (both or neither), the forward is not run again. Returns (dq, dk, dv), float32, shaped like
+    q, k, v; a key no query sees and a row that sees no key get zero gradients.
     """
     from .backends import get_backend
 
@@ -246,16 +261,143 @@ def flash_attention_backward(q, k, v, dout, *, backend, mask=None, causal=False,
                          f"{smem} B of shared memory in the backward, more than {MAX_STATIC_SHARED_BYTES}")
     if B * max(Hq, Hkv) == 0 or Lq == 0 or Lk == 0:  # nothing to launch: every gradient is zero
         return (np.zeros(q.shape, np.float32), np.zeros(k.shape, np.float32), np.zeros(v.shape, np.float32))
-    out = np.full((B, Hq, Lq, Dv), np.nan, dtype=np.float32)
-    lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
-    out, lse = be.flash_attention(q, k, v, out, lse, p)
-    _check_written(out=out, lse=lse)
+    if (out is None) != (lse is None):
+        raise ValueError("out, lse: give both (the forward's saved results) or neither")
+    if out is None:
+        out = np.full((B, Hq, Lq, Dv), np.nan, dtype=np.float32)
+        lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
+        out, lse = be.flash_attention(q, k, v, out, lse, p)
+        _check_written(out=out, lse=lse)
+    else:
+        out = _float_4d(out, "out")
+        if out.shape != (B, Hq, Lq, Dv):
+            raise ValueError(f"out: expected shape {(B, Hq, Lq, Dv)}, got {out.shape}")
+        lse = np.array(lse, dtype=np.float32)  # a copy; -inf allowed (rows that see no key)
+        if lse.shape != (B, Hq, Lq) or np.isnan(lse).any() or np.isposinf(lse).any():
+            raise ValueError(f"lse: expected shape {(B, Hq, Lq)} with entries finite or -inf, got {lse.shape}")
     dq = np.full(q.shape, np.nan, dtype=np.float32)
     dk = np.full(k.shape, np.nan, dtype=np.float32)
     dv = np.full(v.shape, np.nan, dtype=np.float32)
     dq, dk, dv = be.flash_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, p)
     _check_written(dq=dq, dk=dk, dv=dv)
     return dq, dk, dv
+
+
+#: most key chunks a split-KV launch takes (flash-attn caps its own num_splits at 128)
+MAX_SPLITS = 1024
+
+
+def split_kv_attention(q, k, v, *, backend, boundaries=None, num_splits=None, mask=None, causal=False,
+                       align="bottom_right", window=None, scale=None, softcap=None, bias=None, dropout_mask=None,
+                       dropout_p=0.0, block_q=None, block_k=None):
+    """Split-KV attention (flash-decoding) on a GPU backend; the semantics of ``refimpl.split_kv_attention``.
+
+    The keys are cut at ``boundaries`` (non-decreasing ints in [0, Lk]; repeats make empty
+    chunks) or by ``num_splits`` (flash-attn's even split in whole key tiles of ``block_k``,
+    ``refimpl.split_kv.even_boundaries``); exactly one of the two. Each chunk's FA2 state is
+    computed under the full problem's causal/window band, then merged
+    (``gpu.split_kv_numba``). Other keywords and restrictions as :func:`flash_attention`.
+    Returns (out, lse), float32.
+    """
+    from refimpl.split_kv import _chunks
+
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    q, k, v, p = prepare_attention(q, k, v, mask=mask, causal=causal, align=align, window=window,
+                                   scale=scale, softcap=softcap, bias=bias, dropout_mask=dropout_mask,
+                                   dropout_p=dropout_p, block_q=block_q, block_k=block_k)
+    B, Hq, Lq, _ = q.shape
+    Lk, Dv = k.shape[2], v.shape[3]
+    chunks = _chunks(boundaries, num_splits, Lk, p.block_k)  # the spec's own validation and even split
+    if len(chunks) > MAX_SPLITS:
+        raise UnsupportedOption(f"{len(chunks)} key chunks: the split-KV kernels take at most {MAX_SPLITS}")
+    if len(chunks) * B * Hq * Lq * max(Dv, 1) > _INT32_LIMIT:
+        raise UnsupportedOption("chunks * B * Hq * Lq * Dv partial elements: the kernels index with 32-bit ints")
+    if min(B, Hq, Lq) == 0 or Lk == 0:
+        return (np.zeros((B, Hq, Lq, Dv), dtype=np.float32), np.full((B, Hq, Lq), -np.inf, dtype=np.float32))
+    edges = np.array([chunks[0][0]] + [c[1] for c in chunks], dtype=np.int32)
+    out = np.full((B, Hq, Lq, Dv), np.nan, dtype=np.float32)
+    lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
+    out, lse = be.split_kv_attention(q, k, v, edges, out, lse, p)
+    _check_written(out=out, lse=lse)
+    return out, lse
+
+
+def _int_array(x, name: str, ndim: int) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    return arr
+
+
+def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window=None, scale=None, softcap=None,
+                    block_q=None, block_k=None):
+    """Decode attention over a paged KV cache on a GPU backend (``gpu.paged_numba``).
+
+    q (B, Hq, n, D): the n newest tokens of each of B sequences; k_pool (NB, Hkv, bs, D) and
+    v_pool (NB, Hkv, bs, Dv): the block pool (``refimpl.kv_cache.PagedCache.k_pool``);
+    block_table (B, MB) ints: sequence b's token j lives in block ``block_table[b, j // bs]``
+    at offset ``j % bs``; seq_lens (B,) ints, n <= seq_lens[b] <= MB * bs (the step's tokens
+    already written). Computes, per sequence, ``refimpl.attention(q[b], K_b, V_b, causal=True,
+    window=window)`` (bottom-right: query i is token seq_lens[b] - n + i) over the gathered
+    K_b, V_b; ``window`` None or (left, 0 | None). Returns (out (B, Hq, n, Dv), lse (B, Hq, n)) float32.
+    """
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    q, kp, vp = _float_4d(q, "q"), _float_4d(k_pool, "k_pool"), _float_4d(v_pool, "v_pool")
+    B, Hq, n, D = q.shape
+    NB, Hkv, bs, Dk = kp.shape
+    if Dk != D:
+        raise ValueError(f"k_pool: expected head dim D = {D} (that of q), got shape {kp.shape}")
+    if vp.shape[:3] != (NB, Hkv, bs):
+        raise ValueError(f"v_pool: expected shape ({NB}, {Hkv}, {bs}, Dv) to match k_pool, got {vp.shape}")
+    Dv = vp.shape[3]
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError(f"q, k_pool: expected Hq ({Hq}) a multiple of Hkv ({Hkv})")
+    if B * Hq > 65535:
+        raise UnsupportedOption(f"B * Hq = {B * Hq}: the grid's y dimension holds at most 65535")
+    table = _int_array(block_table, "block_table", 2)
+    lens = _int_array(seq_lens, "seq_lens", 1)
+    if table.shape[0] != B or lens.shape != (B,):
+        raise ValueError(f"block_table, seq_lens: expected {B} rows (the batch of q), got shapes {table.shape}, "
+                         f"{lens.shape}")
+    MB = table.shape[1]
+    if B and ((lens < n).any() or (lens > MB * bs).any()):
+        raise ValueError(f"seq_lens: expected lengths in [n = {n}, block_table width * block size = {MB * bs}], "
+                         f"got {lens.tolist()}")
+    for b in range(B):
+        used = table[b, : -(-int(lens[b]) // bs)] if bs else table[b, :0]
+        if ((used < 0) | (used >= NB)).any():
+            raise ValueError(f"block_table: row {b} names blocks outside the pool [0, {NB}): {used.tolist()}")
+    win = check_window(window)
+    if win is not None and win[1] not in (None, 0):
+        raise UnsupportedOption(f"window={window}: decode attention is causal; the right side must be 0 or None")
+    left = _INT32_LIMIT // 4 if win is None or win[0] is None else min(win[0], _INT32_LIMIT // 4)
+    scale_ = float(np.float32(1.0 / math.sqrt(D))) if scale is None else _positive_float32(scale, "scale")
+    softcap_ = 0.0 if softcap is None else _positive_float32(softcap, "softcap")
+    V.check_score_range(q.astype(np.float64), kp.astype(np.float64), scale_, None, None, limit=_F32_MAX / 2,
+                        what="float32 (the kernels' precision)")
+    bq = _tile(block_q, "block_q", DEFAULT_BLOCK_Q)
+    bk = _tile(block_k, "block_k", DEFAULT_BLOCK_K)
+    p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"), scale_, softcap_,
+                        0, left, 0, Hq // Hkv)
+    if p.threads > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"block_q * block_k = {p.threads} threads: at most {MAX_THREADS_PER_BLOCK} per block")
+    if p.shared_bytes > MAX_STATIC_SHARED_BYTES:
+        raise ValueError(f"block_q={bq}, block_k={bk} with head dims ({p.d_max}, {p.dv_max}) need "
+                         f"{p.shared_bytes} B of shared memory, more than {MAX_STATIC_SHARED_BYTES}")
+    if min(B, Hq, n) == 0:
+        return np.zeros((B, Hq, n, Dv), np.float32), np.full((B, Hq, n), -np.inf, np.float32)
+    out = np.full((B, Hq, n, Dv), np.nan, dtype=np.float32)
+    lse = np.full((B, Hq, n), np.nan, dtype=np.float32)
+    out, lse = be.paged_attention(q, kp, vp, np.ascontiguousarray(table, dtype=np.int32),
+                                  np.ascontiguousarray(lens, dtype=np.int32), out, lse, p)
+    _check_written(out=out, lse=lse)
+    return out, lse
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,12 @@ class Backend:
     def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):  # pragma: no cover
         raise NotImplementedError
 
+    def split_kv_attention(self, q, k, v, edges, out, lse, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):  # pragma: no cover
+        raise NotImplementedError
+
     def route(self, logits, token_mask, outs, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -87,6 +93,14 @@ class NumbaBackend(Backend):
         self._module("attention_backward").launch(q, k, v, out, lse, dout, dq, dk, dv, launch)
         return dq, dk, dv
 
+    def split_kv_attention(self, q, k, v, edges, out, lse, launch):
+        self._module("split_kv").launch(q, k, v, edges, out, lse, launch)
+        return out, lse
+
+    def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):
+        self._module("paged").launch(q, k_pool, v_pool, block_table, seq_lens, out, lse, launch)
+        return out, lse
+
     def route(self, logits, token_mask, outs, launch):
         self._module("routing").launch(logits, token_mask, outs, launch)
         return outs
@@ -134,6 +148,14 @@ class CSourceBackend(Backend):
     def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):
         mod, src = self._source("attention_backward")
         return mod.run(self.runtime(), src, q, k, v, out, lse, dout, dq, dk, dv, launch)
+
+    def split_kv_attention(self, q, k, v, edges, out, lse, launch):
+        mod, src = self._source("split_kv")
+        return mod.run(self.runtime(), src, q, k, v, edges, out, lse, launch)
+
+    def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):
+        mod, src = self._source("paged")
+        return mod.run(self.runtime(), src, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch)
 
     def route(self, logits, token_mask, outs, launch):
         from . import routing_c

@@ -19,6 +19,11 @@ gradient of sum(dO * O)); its TFLOP/s counts the 5 matmuls of the FA2 paper
 (2.5x the forward's 4 B H Lq Lk D), not the 7 this kernel performs (the scores and
 dP are recomputed in the dQ pass).
 
+Decoding (Lq = 1 over a long cache, GQA): the forward kernel (one block per (b, h)),
+split-KV (gpu.split_kv_c, 16 chunks) and paged decode (gpu.paged_c, block size 16,
+a shuffled block table) in GB/s of K/V read (B Hq Lk (D + Dv) * 4 bytes: every query
+head reads its kv head's K/V once) against torch SDPA on the contiguous cache.
+
 Without a GPU it says so and exits 0 (there is nothing to measure: timings on
 the simulator or on PoCL say nothing about a GPU). Not a test: no assertion on
 timings.
@@ -198,6 +203,71 @@ def run_backward(cupy, lengths=(1024, 2048, 4096), B=1, H=8, D=64, causal=False)
               f"{t_torch * 1e3:>18.3f} {tf_t:>8.2f}")
 
 
+def run_decode(cupy, lengths=(4096, 16384, 65536), B=4, Hq=32, Hkv=8, D=128, splits=16, block_size=16) -> None:
+    """One query per sequence over Lk cached tokens: forward, split-KV and paged kernels, and torch SDPA."""
+    import numpy as np
+
+    from . import api, attention_c, paged_c, split_kv_c
+    from .runtime_cupy import CupyRuntime
+
+    peak = device_peak(cupy)
+    torch = _torch_cuda()
+    rt = CupyRuntime()
+    print(f"decode: B={B} Hq={Hq} Hkv={Hkv} D={D}, one query, float32; GB/s of K/V reads (peak {peak['gbs']:.0f})"
+          + ("" if torch else "; torch with CUDA not installed: no SDPA comparison"))
+    print(f"{'Lk':>6} {'fwd ms':>8} {'GB/s':>6} {'split ms':>9} {'GB/s':>6} {'paged ms':>9} {'GB/s':>6} "
+          f"{'torch ms':>9} {'GB/s':>6}")
+    i32, f32 = np.int32, np.float32
+    for Lk in lengths:
+        rng = np.random.default_rng(0)
+        q = rng.standard_normal((B, Hq, 1, D)).astype(np.float32)
+        k, v = (rng.standard_normal((B, Hkv, Lk, D)).astype(np.float32) for _ in range(2))
+        _, _, _, p = api.prepare_attention(q, k, v, causal=True, block_q=1, block_k=64)
+        n_bytes = B * Hq * Lk * 2 * D * 4
+        dq, dk, dv = (cupy.asarray(a) for a in (q, k, v))
+        out = cupy.empty((B, Hq, 1, D), dtype=cupy.float32)
+        lse = cupy.empty((B, Hq, 1), dtype=cupy.float32)
+        sizes = [i32(B), i32(Hq), i32(Hkv), i32(1), i32(Lk), i32(D), i32(D)]
+        band = [f32(p.scale), f32(p.softcap), i32(p.offset), i32(p.left), i32(p.right)]
+        fwd = rt.build(attention_c.SOURCE, attention_c.defines(p))
+        t_fwd = _time(cupy, lambda: rt.launch(fwd, "flash_forward", (1, B * Hq), p.threads,
+                                              [dq, dk, dv, out, lse] + sizes + band))
+        spl = rt.build(split_kv_c.SOURCE, split_kv_c.defines(p))
+        edges = cupy.asarray(np.array([0, *(min(s * -(-Lk // splits), Lk) for s in range(1, splits)), Lk], np.int32))
+        out_c = cupy.empty((splits, B, Hq, 1, D), dtype=cupy.float32)
+        m_c, l_c = (cupy.empty((splits, B, Hq, 1), dtype=cupy.float32) for _ in range(2))
+
+        def split():
+            rt.launch(spl, "split_kv_partial", (splits, B * Hq), p.threads,
+                      [dq, dk, dv, edges, out_c, m_c, l_c] + sizes + band)
+            rt.launch(spl, "split_kv_merge", (1, B * Hq), p.threads,
+                      [out_c, m_c, l_c, out, lse, i32(splits), i32(B), i32(Hq), i32(1), i32(D)])
+
+        t_split = _time(cupy, split)
+        nblk = -(-Lk // block_size)
+        perm = rng.permutation(B * nblk).astype(np.int32)
+        table = perm.reshape(B, nblk)
+        pool_k = np.zeros((B * nblk, Hkv, block_size, D), np.float32)
+        pool_v = np.zeros_like(pool_k)
+        for b in range(B):
+            for j in range(nblk):
+                pool_k[table[b, j], :, :Lk - j * block_size] = k[b, :, j * block_size:(j + 1) * block_size]
+                pool_v[table[b, j], :, :Lk - j * block_size] = v[b, :, j * block_size:(j + 1) * block_size]
+        pg = rt.build(paged_c.SOURCE, paged_c.defines(p))
+        pargs = [dq, cupy.asarray(pool_k), cupy.asarray(pool_v), cupy.asarray(table),
+                 cupy.asarray(np.full(B, Lk, np.int32)), out, lse, i32(B), i32(Hq), i32(Hkv), i32(1), i32(D), i32(D),
+                 i32(nblk), i32(block_size), f32(p.scale), f32(0.0), i32(p.left)]
+        t_paged = _time(cupy, lambda: rt.launch(pg, "paged_attention", (1, B * Hq), p.threads, pargs))
+        t_torch = float("nan")
+        if torch is not None:
+            tq, tk, tv = (torch.tensor(a, device="cuda") for a in (q, k, v))
+            t_torch = _time_torch(torch, lambda: torch.nn.functional.scaled_dot_product_attention(
+                tq, tk, tv, enable_gqa=True))
+        gb = lambda t: n_bytes / t / 1e9  # noqa: E731
+        print(f"{Lk:>6} {t_fwd * 1e3:>8.3f} {gb(t_fwd):>6.0f} {t_split * 1e3:>9.3f} {gb(t_split):>6.0f} "
+              f"{t_paged * 1e3:>9.3f} {gb(t_paged):>6.0f} {t_torch * 1e3:>9.3f} {gb(t_torch):>6.0f}")
+
+
 def main(argv=None) -> int:
     cupy, reason = gpu_or_reason()
     if cupy is None:
@@ -206,6 +276,7 @@ def main(argv=None) -> int:
         return 0
     run(cupy)
     run_backward(cupy)
+    run_decode(cupy)
     return 0
 
 

@@ -24,6 +24,9 @@ TARGET_CCS = ((8, 0), (9, 0))
 #: head-dim variants of the later kernels compiled by the checks: the smallest and the largest
 #: (the variants differ only in the -D constants; two keep the default test run short)
 BACKWARD_COMPILED_HEAD_DIMS = (16, 128)
+#: the later kernels built from the attention tiles (BR, BC, DMAX, DVMAX): gpu.<name>_numba and gpu.<name>_c
+#: with kernels(BR, BC, DMAX, DVMAX), SIGNATURES, SOURCE and KERNEL_NAMES
+TILED_KERNELS = ("attention_backward", "split_kv", "paged")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +41,7 @@ class NumbaKernelSpec:
 def numba_kernel_specs(attention_module=None, routing_module=None) -> list[NumbaKernelSpec]:
     """Every Numba kernel of the package, in the variants the facade launches:
     the attention kernel for each head-dim variant at the default tiles, the
-    three routing kernels, and the three backward kernels at head dims BACKWARD_COMPILED_HEAD_DIMS."""
+    three routing kernels, and the kernels of TILED_KERNELS at head dims BACKWARD_COMPILED_HEAD_DIMS."""
     from . import api
 
     if attention_module is None:
@@ -53,12 +56,14 @@ def numba_kernel_specs(attention_module=None, routing_module=None) -> list[Numba
             attention_module.signature()))
     for name, (fn, sig) in routing_module.kernels().items():
         specs.append(NumbaKernelSpec(name, fn, sig))
-    from . import attention_backward_numba as bwd
+    import importlib
 
-    for d in BACKWARD_COMPILED_HEAD_DIMS:
-        for name, fn in bwd.kernels(api.DEFAULT_BLOCK_Q, api.DEFAULT_BLOCK_K, d, d).items():
-            specs.append(NumbaKernelSpec(f"{name}[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]", fn,
-                                         bwd.SIGNATURES[name]))
+    for kernel in TILED_KERNELS:
+        mod = importlib.import_module(f"gpu.{kernel}_numba")
+        for d in BACKWARD_COMPILED_HEAD_DIMS:
+            for name, fn in mod.kernels(api.DEFAULT_BLOCK_Q, api.DEFAULT_BLOCK_K, d, d).items():
+                specs.append(NumbaKernelSpec(f"{name}[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]", fn,
+                                             mod.SIGNATURES[name]))
     return specs
 
 
@@ -144,15 +149,19 @@ def nvrtc_compile(source: str, arch: str, defines: dict | None = None, name: str
 def c_source_variants():
     """(name, source, defines) for every C kernel variant the facade builds: the
     attention source for each head-dim variant at the default tiles, the
-    routing source, and the backward source at head dims BACKWARD_COMPILED_HEAD_DIMS."""
-    from . import api, attention_backward_c, attention_c, routing_c
+    routing source, and the sources of TILED_KERNELS at head dims BACKWARD_COMPILED_HEAD_DIMS."""
+    from . import api, attention_c, routing_c
 
     out = []
     for d in api.HEAD_DIM_VARIANTS:
         defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
         out.append((f"attention_c[D<={d}]", attention_c.SOURCE, defs))
     out.append(("routing_c", routing_c.SOURCE, routing_c.DEFAULT_DEFINES))
-    for d in BACKWARD_COMPILED_HEAD_DIMS:
-        defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
-        out.append((f"attention_backward_c[D<={d}]", attention_backward_c.SOURCE, defs))
+    import importlib
+
+    for kernel in TILED_KERNELS:
+        mod = importlib.import_module(f"gpu.{kernel}_c")
+        for d in BACKWARD_COMPILED_HEAD_DIMS:
+            defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
+            out.append((f"{kernel}_c[D<={d}]", mod.SOURCE, defs))
     return out

@@ -27,6 +27,11 @@ Attention backward:
     backward_no_D          dS = P * dP: the rowsum(dO * O) term is never subtracted
     backward_group_dropped dK, dV sum only the first query head of each kv head
                            (GQA gradients of the other G - 1 heads lost)
+Split-KV:
+    split_merge_no_rescale the merge weighs chunk c by l_c instead of exp(m_c - m) l_c
+Paged decode:
+    block_table_off_by_one token j read from block table[(j + 1) // bs]: the last slot of
+                           each block comes from the next block
 """
 
 from __future__ import annotations
@@ -118,6 +123,17 @@ MUTATIONS = {m.name: m for m in (
         "backward_group_dropped", "attention_backward", "dK, dV summed over the first query head of a group only",
         numba=(("for g in range(group):", "for g in range(1):", 1),),
         c=(("for (int g = 0; g < group; ++g) {", "for (int g = 0; g < 1; ++g) {", 1),),
+    ),
+    Mutation(
+        "split_merge_no_rescale", "split_kv", "the merge weighs each chunk by l_c, not exp(m_c - m) l_c",
+        numba=(("w = math.exp(m_c[s, b, h, i] - m) * l_c[s, b, h, i]", "w = l_c[s, b, h, i]", 1),),
+        c=(("const float w = EXPF(m_c[s * rows + row] - m) * l_c[s * rows + row];",
+            "const float w = l_c[s * rows + row];", 1),),
+    ),
+    Mutation(
+        "block_table_off_by_one", "paged", "token j read from block table[(j + 1) // bs]",
+        numba=(("block_table[b, min(j // bs, nblk - 1)]", "block_table[b, min((j + 1) // bs, nblk - 1)]", 2),),
+        c=(("table[IMIN(j / bs, nblk - 1)]", "table[IMIN((j + 1) / bs, nblk - 1)]", 2),),
     ),
 )}
 

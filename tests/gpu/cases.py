@@ -178,6 +178,161 @@ def check_attention_backward(backend, case: AttentionCase) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# split-KV (flash-decoding): an attention problem and a partition of its keys
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCase(AttentionCase):
+    boundaries: tuple | None = None  # inner key cuts (repeats: empty chunks); else num_splits
+    num_splits: int | None = None
+
+
+SPLIT_CASES = [
+    # (B, Hq, Hkv, Lq, Lk, D, Dv)
+    SplitCase("split_decode_gqa_empty_chunks", (1, 4, 2, 1, 13, 4, 4), {"causal": True}, (1, 4), boundaries=(0, 6, 13)),
+    SplitCase("split_causal_chunks_rows_cannot_see", (1, 1, 1, 9, 9, 3, 2), {"causal": True}, (4, 3), seed=3,
+              boundaries=(2, 2, 5)),
+    SplitCase("split_extreme_scores_rescale", (1, 2, 1, 5, 11, 4, 4), {}, (2, 3), magnitude=6.0, seed=1,
+              boundaries=(4,)),
+    SplitCase("split_even_window_partial_tiles", (1, 1, 1, 10, 10, 4, 4), {"window": (2, 1)}, (3, 2), seed=5,
+              num_splits=3),
+    SplitCase("split_top_left_softcap_scale", (2, 2, 2, 6, 9, 4, 5), {"causal": True, "align": "top_left",
+                                                                       "softcap": 2.0, "scale": 0.7}, seed=4,
+              magnitude=2.0, boundaries=(1, 7)),
+    SplitCase("split_one_key_per_chunk", (1, 1, 1, 2, 4, 3, 3), {}, (2, 2), seed=9, boundaries=(1, 2, 3)),
+]
+THOROUGH_SPLIT_CASES = [
+    SplitCase("thorough_split_decode_d128", (2, 8, 2, 1, 200, 128, 128), {"causal": True}, (1, 16), seed=20,
+              num_splits=7),
+]
+
+
+def check_split_kv(backend, case: SplitCase) -> dict:
+    """``gpu.split_kv_attention`` on ``case`` against refimpl.attention at the float32 kernel bound
+    (the chunks partition the keys: the merged result is attention over all of them)."""
+    import gpu
+
+    q, k, v = case.inputs()
+    ref_out, ref_lse = refimpl.attention(q, k, v, **case.options)
+    t0 = time.perf_counter()
+    try:
+        out, lse = gpu.split_kv_attention(q, k, v, backend=backend, boundaries=case.boundaries,
+                                          num_splits=case.num_splits, block_q=case.tiles[0], block_k=case.tiles[1],
+                                          **case.options)
+    except RuntimeError as e:
+        if type(e).__name__ == "BackendUnavailable":
+            raise
+        raise AssertionError(f"{case.name}: {e}") from e
+    seconds = time.perf_counter() - t0
+    scale = case.options.get("scale") or 1.0 / np.sqrt(q.shape[-1])
+    with np.errstate(invalid="ignore"):
+        atol_out, atol_lse = kernel_bounds(q, k, v, ref_out, ref_lse, visible_mask(case), scale, "float32",
+                                           case.options.get("softcap"))
+    ctx = f"backend {getattr(backend, 'name', backend)}, case {case.name} {case}"
+    compare_close("out", out, ref_out, atol_out, ctx)
+    compare_lse("lse", lse, ref_lse, atol_lse, ctx)
+    fin = np.isfinite(ref_lse)
+    return {"seconds": seconds, "err_out": float(np.max(np.abs(out - ref_out))), "bound_out": atol_out,
+            "err_lse": float(np.max(np.abs(lse[fin].astype(np.float64) - ref_lse[fin]), initial=0.0)),
+            "bound_lse": atol_lse}
+
+
+# ---------------------------------------------------------------------------
+# paged-KV decode: sequences of their own lengths in a shared block pool
+
+
+@dataclasses.dataclass(frozen=True)
+class PagedCase:
+    name: str
+    lens: tuple  # each sequence's cached tokens (the n queries are its last n)
+    n: int
+    heads: tuple  # (Hq, Hkv)
+    dims: tuple  # (D, Dv)
+    block_size: int
+    window: tuple | None = None
+    softcap: float | None = None
+    tiles: tuple = (2, 3)
+    seed: int = 0
+
+    def inputs(self):
+        """q (B, Hq, n, D), the pool and tables of a refimpl.kv_cache.PagedCache the sequences were
+        appended to in interleaved pieces (so block tables are not the identity), and per-sequence
+        (K_b, V_b) as gathered by refimpl."""
+        from refimpl.kv_cache import PagedCache
+
+        (Hq, Hkv), (D, Dv), B = self.heads, self.dims, len(self.lens)
+        rng = np.random.default_rng(self.seed)
+        f = np.float32
+        ks = [rng.standard_normal((Hkv, L, D)).astype(f) for L in self.lens]
+        vs = [rng.standard_normal((Hkv, L, Dv)).astype(f) for L in self.lens]
+        q = rng.standard_normal((B, Hq, self.n, D)).astype(f)
+        blocks = sum(-(-L // self.block_size) for L in self.lens) + 3
+        cache = PagedCache(Hkv, D, Dv, batch=B, block_size=self.block_size, num_blocks=blocks)
+        cache._allocate()  # block 0 held by nobody: no table starts at 0
+        written = [0] * B
+        piece = max(1, self.block_size - 1)
+        while any(w < L for w, L in zip(written, self.lens)):
+            for b, L in enumerate(self.lens):
+                s, e = written[b], min(written[b] + piece, L)
+                if e > s:
+                    cache.append(b, ks[b][:, s:e], vs[b][:, s:e])
+                    written[b] = e
+        MB = max(len(t) for t in cache.tables) + 1
+        table = np.full((B, MB), 0, dtype=np.int64)  # entries past a sequence's blocks: never read
+        for b, t in enumerate(cache.tables):
+            table[b, :len(t)] = t
+        gathered = [cache.gather(b) for b in range(B)]
+        return q, cache.k_pool, cache.v_pool, table, np.array(self.lens), gathered
+
+
+PAGED_CASES = [
+    PagedCase("paged_decode_ragged_gqa", (9, 4, 13), 1, (4, 2), (4, 4), 4),
+    PagedCase("paged_chunk_of_3_partial_blocks", (7, 11), 3, (2, 1), (5, 3), 3, seed=1),
+    PagedCase("paged_window_block_size_1", (6, 8), 2, (2, 2), (4, 4), 1, window=(2, 0), tiles=(2, 2), seed=2),
+    PagedCase("paged_softcap_prefill_whole", (5, 10), 5, (1, 1), (4, 4), 4, softcap=2.0, tiles=(4, 4), seed=3),
+    PagedCase("paged_block_larger_than_sequence", (3,), 1, (2, 1), (3, 2), 8, tiles=(1, 2), seed=4),
+]
+THOROUGH_PAGED_CASES = [
+    PagedCase("thorough_paged_d128_long", (150, 61, 97), 1, (8, 2), (128, 128), 16, tiles=(1, 16), seed=20),
+]
+
+
+def check_paged(backend, case: PagedCase) -> dict:
+    """``gpu.paged_attention`` on ``case``: each sequence's rows against refimpl.attention(q_b,
+    K_b, V_b, causal=True, window) over refimpl's gather of its blocks, at the float32 kernel bound."""
+    import gpu
+
+    q, k_pool, v_pool, table, lens, gathered = case.inputs()
+    t0 = time.perf_counter()
+    try:
+        out, lse = gpu.paged_attention(q, k_pool, v_pool, table, lens, backend=backend, window=case.window,
+                                       softcap=case.softcap, block_q=case.tiles[0], block_k=case.tiles[1])
+    except RuntimeError as e:
+        if type(e).__name__ == "BackendUnavailable":
+            raise
+        raise AssertionError(f"{case.name}: {e}") from e
+    seconds = time.perf_counter() - t0
+    ctx = f"backend {getattr(backend, 'name', backend)}, case {case}"
+    figures = {"seconds": seconds, "err_out": 0.0, "bound_out": np.inf}
+    for b, (K, V) in enumerate(gathered):
+        qb, Kb, Vb = q[b:b + 1], K[None], V[None]
+        ref_out, ref_lse = refimpl.attention(qb, Kb, Vb, causal=True, window=case.window, softcap=case.softcap)
+        Lq, Lk = qb.shape[2], Kb.shape[2]
+        vis = refimpl.masks.Causal("bottom_right").materialize(Lq, Lk)
+        if case.window is not None:
+            vis &= refimpl.masks.SlidingWindow(case.window[0], case.window[1], "bottom_right").materialize(Lq, Lk)
+        vis = np.broadcast_to(vis, (1, q.shape[1], Lq, Lk))
+        with np.errstate(invalid="ignore"):
+            atol_out, atol_lse = kernel_bounds(qb, Kb, Vb, ref_out, ref_lse, vis, 1.0 / np.sqrt(q.shape[-1]),
+                                               "float32", case.softcap)
+        compare_close(f"out[{b}]", out[b:b + 1], ref_out, atol_out, ctx)
+        compare_lse(f"lse[{b}]", lse[b:b + 1], ref_lse, atol_lse, ctx)
+        figures["err_out"] = max(figures["err_out"], float(np.max(np.abs(out[b:b + 1] - ref_out))))
+        figures["bound_out"] = min(figures["bound_out"], atol_out)
+    return figures
+
+
+# ---------------------------------------------------------------------------
 # routing
 
 
@@ -310,7 +465,7 @@ def check_routing(backend, case: RoutingCase) -> dict:
 # meta-tests: every mutant must be rejected by at least one case
 
 #: every kernel the routes run, in the order they were added
-KERNELS = ("attention", "routing", "attention_backward")
+KERNELS = ("attention", "routing", "attention_backward", "split_kv", "paged")
 
 
 def cases_for(kernel: str, include_thorough: bool | None = None):
@@ -318,13 +473,16 @@ def cases_for(kernel: str, include_thorough: bool | None = None):
     extra = thorough() if include_thorough is None else include_thorough
     base, more = {"attention": (ATTENTION_CASES, THOROUGH_ATTENTION_CASES),
                   "routing": (ROUTING_CASES, THOROUGH_ROUTING_CASES),
-                  "attention_backward": (BACKWARD_CASES, THOROUGH_BACKWARD_CASES)}[kernel]
+                  "attention_backward": (BACKWARD_CASES, THOROUGH_BACKWARD_CASES),
+                  "split_kv": (SPLIT_CASES, THOROUGH_SPLIT_CASES),
+                  "paged": (PAGED_CASES, THOROUGH_PAGED_CASES)}[kernel]
     return base + (more if extra else [])
 
 
 def check(backend, kernel: str, case) -> dict:
     return {"attention": check_attention, "routing": check_routing,
-            "attention_backward": check_attention_backward}[kernel](backend, case)
+            "attention_backward": check_attention_backward, "split_kv": check_split_kv,
+            "paged": check_paged}[kernel](backend, case)
 
 
 def find_rejecting_case(backend, kernel: str):

@@ -225,3 +225,54 @@ def test_backward_inputs_not_mutated_and_unwritten_gradient_caught():
     be = CSourceBackend("opencl", label="opencl[skips a dk row]", attention_backward=mutants.c_source(m))
     with pytest.raises(RuntimeError, match=r"dk: 4 element\(s\) never written"):
         gpu.flash_attention_backward(q, k, v, dout, backend=be)
+
+
+# ---------------------------------------------------------------------------
+# split-KV and paged decode through the facade
+
+def test_split_kv_refusals():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="exactly one of boundaries"):
+        gpu.split_kv_attention(q, k, v, backend="opencl")
+    with pytest.raises(ValueError, match="boundaries"):
+        gpu.split_kv_attention(q, k, v, backend="opencl", boundaries=(4, 2))
+    with pytest.raises(UnsupportedOption, match="mask"):
+        gpu.split_kv_attention(q, k, v, backend="opencl", boundaries=(2,), mask=np.ones((5, 6), dtype=bool))
+    with pytest.raises(UnsupportedOption, match="key chunks"):
+        gpu.split_kv_attention(q, k, v, backend="opencl", boundaries=(3,) * 1100)
+
+
+def _pool(NB=4, Hkv=1, bs=2, D=4, Dv=3):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((NB, Hkv, bs, D)), rng.standard_normal((NB, Hkv, bs, Dv))
+
+
+@pytest.mark.parametrize("table, lens, kwargs, exc, word", [
+    ([[0, 1]], [3], {}, ValueError, "block_table, seq_lens"),
+    ([[0, 1], [2, 3]], [5, 3], {}, ValueError, "seq_lens: expected lengths"),
+    ([[0, 1], [2, 3]], [0, 3], {}, ValueError, "seq_lens: expected lengths"),
+    ([[0, 4], [2, 3]], [3, 3], {}, ValueError, "block_table: row 0 names blocks outside"),
+    ([[0.0, 1.0], [2, 3]], [3, 3], {}, TypeError, "block_table: expected an integer array"),
+    ([[0, 1], [2, 3]], [3, 3], {"window": (1, 1)}, UnsupportedOption, "right side"),
+])
+def test_paged_refusals(table, lens, kwargs, exc, word):
+    q = np.zeros((2, 2, 1, 4))
+    kp, vp = _pool()
+    with pytest.raises(exc, match=word):
+        gpu.paged_attention(q, kp, vp, np.asarray(table), np.asarray(lens), backend="opencl", **kwargs)
+
+
+def test_paged_inputs_not_mutated_and_unread_table_entries_ignored():
+    opencl_backend_or_missing()
+    q = np.random.default_rng(1).standard_normal((2, 2, 1, 4))
+    kp, vp = _pool()
+    table = np.array([[3, 1, -7], [0, 2, 99]])  # entries past ceil(len / bs) are never read
+    lens = np.array([3, 4])
+    copies = [a.copy() for a in (q, kp, vp, table, lens)]
+    out, lse = gpu.paged_attention(q, kp, vp, table, lens, backend="opencl")
+    for a, b in zip((q, kp, vp, table, lens), copies):
+        assert np.array_equal(a, b)
+    K0 = np.concatenate([kp[3, :, :2], kp[1, :, :1]], axis=1)[None]
+    V0 = np.concatenate([vp[3, :, :2], vp[1, :, :1]], axis=1)[None]
+    ref, _ = __import__("refimpl").attention(q[:1], K0, V0, causal=True)
+    assert np.allclose(out[:1], ref, atol=1e-6)

@@ -36,6 +36,16 @@ def test_attention_backward_matches_refimpl(opencl, case):
     C.check_attention_backward(opencl, case)
 
 
+@pytest.mark.parametrize("case", C.cases_for("split_kv"), ids=lambda c: c.name)
+def test_split_kv_matches_refimpl(opencl, case):
+    C.check_split_kv(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("paged"), ids=lambda c: c.name)
+def test_paged_matches_refimpl(opencl, case):
+    C.check_paged(opencl, case)
+
+
 @pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
 def test_mutant_is_rejected(opencl, name):
     """Meta-test: the deliberately wrong kernel fails at least one execution check."""
