@@ -12,6 +12,9 @@
 * ``gpu.paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, ...)``:
   decode attention over a paged KV cache (vLLM block tables), the semantics of
   ``refimpl.kv_cache.decode_step`` on a ``PagedCache``.
+* ``gpu.rms_norm``, ``gpu.layer_norm`` (one block per row, tree reduction, the weight
+  fused into the write) and ``gpu.apply_rope`` (in place, both pair layouts, a host-built
+  float32 cos/sin table): the semantics of ``refimpl.norms`` and ``refimpl.apply_rope``.
 * ``gpu.route(logits, k, *, backend, ...)``: MoE token-choice routing (softmax or
   sigmoid scores, top-k with ties to the lower id, renormalisation, capacity
   positions in k_major or token_major order), the semantics of
@@ -24,8 +27,9 @@ e.g. PoCL on the CPU). Kernel modules: ``attention_numba``, ``routing_numba``
 compile checks without a GPU: ``gpu.compile``; ``python -m gpu.bench``.
 """
 
-from .api import BACKENDS, flash_attention, flash_attention_backward, paged_attention, route, split_kv_attention
+from .api import (BACKENDS, apply_rope, flash_attention, flash_attention_backward, layer_norm, paged_attention, rms_norm,
+                  route, split_kv_attention)
 from .errors import BackendUnavailable, UnsupportedOption
 
-__all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "flash_attention", "flash_attention_backward",
-           "paged_attention", "route", "split_kv_attention"]
+__all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "apply_rope", "flash_attention",
+           "flash_attention_backward", "layer_norm", "paged_attention", "rms_norm", "route", "split_kv_attention"]

@@ -214,3 +214,72 @@ def paged_decode_adapter(backend, *, block_q=None, block_k=None, name=None) -> K
 def opencl_paged_decode():
     """The OpenCL paged-attention kernel in a decoding loop, at small tiles (2 x 3)."""
     return [paged_decode_adapter("opencl", block_q=2, block_k=3)]
+
+
+# ---------------------------------------------------------------------------
+# kinds "norm" (properties.norms) and "rope" (properties.rope)
+
+#: RMSNorm conventions an adapter can declare (properties.norms capabilities) -> gpu.rms_norm keywords
+NORM_CONVENTIONS = {"llama": (frozenset(), {}),
+                    "gemma": (frozenset({"gemma_offset"}), {"weight_offset": 1.0}),
+                    "zhang_sennrich": (frozenset({"eps_outside_sqrt"}), {"eps_placement": "outside_sqrt"})}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelNormAdapter:
+    name: str
+    layer_norm: Callable
+    rms_norm: Callable
+    capabilities: frozenset = frozenset()
+    precision: str = "float32"
+    kind: str = "norm"
+
+
+def norm_adapter(backend, *, threads=None, convention="llama", name=None) -> KernelNormAdapter:
+    """``gpu.rms_norm`` / ``gpu.layer_norm`` on ``backend`` with ``threads`` per row, declaring the
+    RMSNorm ``convention`` ("llama": eps inside, g = w; "gemma": g = 1 + w; "zhang_sennrich": eps
+    outside the sqrt)."""
+    from .api import layer_norm, rms_norm
+
+    caps, kw = NORM_CONVENTIONS[convention]
+
+    def rms(x, w, eps):
+        return rms_norm(x, w, backend=backend, eps=eps, threads=threads, **kw)
+
+    def layer(x, w, b, eps):
+        return layer_norm(x, w, b, backend=backend, eps=eps, threads=threads)
+
+    label = name or f"gpu-{getattr(backend, 'name', backend)}-norm-{convention}" + (f"-{threads}t" if threads else "")
+    return KernelNormAdapter(label, layer, rms, caps)
+
+
+def opencl_norm():
+    """The OpenCL norm kernels, 4 threads per row (rows of 1 to 33: partial strides, multi-step
+    reductions), under each RMSNorm convention."""
+    return [norm_adapter("opencl", threads=4, convention=c) for c in NORM_CONVENTIONS]
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRopeAdapter:
+    name: str
+    apply: Callable
+    capabilities: frozenset = frozenset({"interleaved", "partial", "scaling"})
+    precision: str = "float32"
+    kind: str = "rope"
+
+
+def rope_adapter(backend, *, threads=None, name=None) -> KernelRopeAdapter:
+    """``gpu.apply_rope`` (in place on a copy; both layouts, partial rotary, scalings) on ``backend``."""
+    from .api import apply_rope
+
+    def apply(x, positions, *, layout="half", rotary_dim=None, base=10000.0, scaling=None):
+        return apply_rope(x, positions, backend=backend, layout=layout, rotary_dim=rotary_dim, base=base,
+                          scaling=scaling, threads=threads)
+
+    return KernelRopeAdapter(name or f"gpu-{getattr(backend, 'name', backend)}-rope" + (f"-{threads}t" if threads else ""),
+                             apply)
+
+
+def opencl_rope():
+    """The OpenCL RoPE kernel with 4 threads per block (many blocks per row of pairs)."""
+    return [rope_adapter("opencl", threads=4)]

@@ -6,6 +6,9 @@
     gpu.flash_attention_backward(q, k, v, dout, *, backend, same keywords) -> (dq, dk, dv)
     gpu.split_kv_attention(q, k, v, *, backend, boundaries | num_splits, same keywords) -> (out, lse)
     gpu.paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window, ...) -> (out, lse)
+    gpu.rms_norm(x, weight, *, backend, eps, eps_placement, weight_offset, preset) -> y
+    gpu.layer_norm(x, weight, bias, *, backend, eps) -> y
+    gpu.apply_rope(x, positions, *, backend, layout, rotary_dim, base, scaling) -> rotated x
     gpu.route(logits, k, *, backend, **options of refimpl.moe.route) -> Routing
 
 Backends:
@@ -398,6 +401,159 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
                                   np.ascontiguousarray(lens, dtype=np.int32), out, lse, p)
     _check_written(out=out, lse=lse)
     return out, lse
+
+
+# ---------------------------------------------------------------------------
+# the block: RMSNorm / LayerNorm, RoPE
+
+DEFAULT_ROW_THREADS = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class NormLaunch:
+    """Threads per row (a power of two) and the scalars of the norm kernels (``gpu.norm_numba``)."""
+
+    threads: int
+    eps: float
+    outside: int = 0  # RMSNorm: 1 = eps outside the sqrt
+    offset: float = 0.0  # RMSNorm: weight offset (1 for HF Gemma)
+
+
+def _row_threads(threads) -> int:
+    t = _tile(threads, "threads", DEFAULT_ROW_THREADS)
+    if t & (t - 1) or t > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"threads: expected a power of two <= {MAX_THREADS_PER_BLOCK} (the tree reduction), got {t}")
+    return t
+
+
+def _rows(x, name: str = "x") -> np.ndarray:
+    from refimpl.norms import _last_axis
+
+    x = _last_axis(x, name)
+    if x.size > _INT32_LIMIT:
+        raise UnsupportedOption(f"{name}: {x.size} elements; the kernels index with 32-bit ints")
+    with np.errstate(over="ignore"):
+        x32 = np.array(x, dtype=np.float32)  # a copy, C-contiguous
+    if not np.isfinite(x32).all():
+        raise ValueError(f"{name}: overflows float32")
+    return x32.reshape(-1, x.shape[-1])
+
+
+def _vector(p, name: str, d: int, default: float) -> np.ndarray:
+    """weight / bias as float32 (d,); ``default`` everywhere when None."""
+    if p is None:
+        return np.full(d, default, dtype=np.float32)
+    if np.shape(p) != (d,):
+        raise ValueError(f"{name}: expected shape ({d},) (the last axis of x), got {np.shape(p)}")
+    return _rows(p, name).reshape(-1)
+
+
+def _norm_eps(eps) -> float:
+    if eps == 0:
+        raise UnsupportedOption("eps=0: the float32 kernels need eps > 0 (a zero row would divide by zero)")
+    return _positive_float32(eps, "eps")
+
+
+def rms_norm(x, weight=None, *, backend, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None,
+             threads=None):
+    """RMSNorm fused with its weight on a GPU backend; the semantics of ``refimpl.norms.rms_norm``.
+
+    x (..., d), weight (d,) or None; ``eps_placement`` "inside_sqrt" | "outside_sqrt",
+    ``weight_offset`` (1.0: HF Gemma) or a ``preset`` of ``refimpl.norms.RMSNORM_PRESETS``;
+    ``threads`` per row (a power of two, default 128). Returns y float32, shaped like x.
+    """
+    from refimpl.norms import _check_eps, _rms_args
+
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    eps, placement, offset = _rms_args(eps, eps_placement, weight_offset, preset)
+    _check_eps(eps, placement)
+    shape = np.shape(x)
+    rows = _rows(x)
+    d = rows.shape[1]
+    w = _vector(weight, "weight", d, 1.0)
+    p = NormLaunch(_row_threads(threads), _norm_eps(eps), int(placement == "outside_sqrt"),
+                   0.0 if weight is None else float(np.float32(offset)))
+    if rows.shape[0] == 0:
+        return np.zeros(shape, np.float32)
+    y = np.full(rows.shape, np.nan, dtype=np.float32)
+    y = be.norm("rms_norm", rows, w, np.zeros(d, np.float32), y, p)
+    _check_written(y=y)
+    return y.reshape(shape)
+
+
+def layer_norm(x, weight=None, bias=None, *, backend, eps=1e-5, threads=None):
+    """LayerNorm on a GPU backend; the semantics of ``refimpl.norms.layer_norm`` (two-pass
+    statistics, biased variance, eps inside the sqrt). Returns y float32, shaped like x."""
+    from refimpl.norms import _check_eps
+
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    _check_eps(eps, "inside_sqrt")
+    shape = np.shape(x)
+    rows = _rows(x)
+    d = rows.shape[1]
+    w = _vector(weight, "weight", d, 1.0)
+    b = _vector(bias, "bias", d, 0.0)
+    p = NormLaunch(_row_threads(threads), _norm_eps(eps))
+    if rows.shape[0] == 0:
+        return np.zeros(shape, np.float32)
+    y = np.full(rows.shape, np.nan, dtype=np.float32)
+    y = be.norm("layer_norm", rows, w, b, y, p)
+    _check_written(y=y)
+    return y.reshape(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeLaunch:
+    threads: int
+    interleaved: int
+
+
+def rope_tables(positions, B: int, L: int, rotary_dim: int, base, scaling) -> tuple:
+    """(cos, sin), float32 (Bp, L, rotary_dim / 2), Bp = 1 for positions (L,) else B: the angles
+    m theta_i in float64 by refimpl.rope (scalings included), the attention factor folded in,
+    rounded once to float32 (a cos/sin cache as vLLM keeps it)."""
+    from refimpl.rope import _int_positions, rope_angles, rope_frequencies
+
+    pos = _int_positions(positions)
+    if pos.shape not in ((L,), (B, L)):
+        raise ValueError(f"positions: expected shape ({L},) or ({B}, {L}), got {pos.shape}")
+    theta, attn = rope_frequencies(rotary_dim, base, scaling)
+    alpha = rope_angles(pos.reshape(-1, L), theta)
+    return (np.ascontiguousarray(attn * np.cos(alpha), dtype=np.float32),
+            np.ascontiguousarray(attn * np.sin(alpha), dtype=np.float32))
+
+
+def apply_rope(x, positions, *, backend, layout="half", rotary_dim=None, base=10000.0, scaling=None, threads=None):
+    """RoPE applied in place (to a float32 copy of x) on a GPU backend; the semantics of
+    ``refimpl.apply_rope``: x (B, H, L, D), positions (L,) or (B, L), layout "half" |
+    "interleaved", rotary_dim (even, <= D; the other columns pass through), base, scaling
+    (refimpl.rope's dicts; the cos/sin table is built on the host in float64, ``rope_tables``).
+    Returns the rotated float32 array; x itself is never modified."""
+    from refimpl.rope import _check_layout, _check_rotary_dim
+
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    x32 = _float_4d(x, "x")
+    B, H, L, D = x32.shape
+    lay = _check_layout(layout)
+    d = _check_rotary_dim(rotary_dim, D)
+    cos, sin = rope_tables(positions, B, L, d, base, scaling)
+    if B * H > 65535:
+        raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
+    p = RopeLaunch(_tile(threads, "threads", DEFAULT_ROW_THREADS), int(lay == "interleaved"))
+    if p.threads > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"threads: at most {MAX_THREADS_PER_BLOCK}, got {p.threads}")
+    if x32.size == 0 or d == 0:
+        return x32
+    x32 = be.rope(x32, cos, sin, p)
+    if not np.isfinite(x32).all():
+        raise ValueError("x, scaling: a rotated entry overflows float32")
+    return x32
 
 
 # ---------------------------------------------------------------------------

@@ -32,6 +32,12 @@ class Backend:
     def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):  # pragma: no cover
         raise NotImplementedError
 
+    def norm(self, kind, x, w, b, y, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def rope(self, x, cos, sin, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
     def route(self, logits, token_mask, outs, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -101,6 +107,14 @@ class NumbaBackend(Backend):
         self._module("paged").launch(q, k_pool, v_pool, block_table, seq_lens, out, lse, launch)
         return out, lse
 
+    def norm(self, kind, x, w, b, y, launch):
+        self._module("norm").launch(kind, x, w, b, y, launch)
+        return y
+
+    def rope(self, x, cos, sin, launch):
+        self._module("rope").launch(x, cos, sin, launch)
+        return x
+
     def route(self, logits, token_mask, outs, launch):
         self._module("routing").launch(logits, token_mask, outs, launch)
         return outs
@@ -156,6 +170,14 @@ class CSourceBackend(Backend):
     def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):
         mod, src = self._source("paged")
         return mod.run(self.runtime(), src, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch)
+
+    def norm(self, kind, x, w, b, y, launch):
+        mod, src = self._source("norm")
+        return mod.run(self.runtime(), src, kind, x, w, b, y, launch)
+
+    def rope(self, x, cos, sin, launch):
+        mod, src = self._source("rope")
+        return mod.run(self.runtime(), src, x, cos, sin, launch)
 
     def route(self, logits, token_mask, outs, launch):
         from . import routing_c

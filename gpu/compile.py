@@ -27,6 +27,9 @@ BACKWARD_COMPILED_HEAD_DIMS = (16, 128)
 #: the later kernels built from the attention tiles (BR, BC, DMAX, DVMAX): gpu.<name>_numba and gpu.<name>_c
 #: with kernels(BR, BC, DMAX, DVMAX), SIGNATURES, SOURCE and KERNEL_NAMES
 TILED_KERNELS = ("attention_backward", "split_kv", "paged")
+#: the later kernels with a block of NT threads per row or per slice of rows (gpu.<name>_numba.kernels() at
+#: the default block, gpu.<name>_c.DEFAULT_DEFINES)
+ROW_KERNELS = ("norm", "rope")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,9 @@ def numba_kernel_specs(attention_module=None, routing_module=None) -> list[Numba
         specs.append(NumbaKernelSpec(name, fn, sig))
     import importlib
 
+    for kernel in ROW_KERNELS:
+        for name, (fn, sig) in importlib.import_module(f"gpu.{kernel}_numba").kernels().items():
+            specs.append(NumbaKernelSpec(name, fn, sig))
     for kernel in TILED_KERNELS:
         mod = importlib.import_module(f"gpu.{kernel}_numba")
         for d in BACKWARD_COMPILED_HEAD_DIMS:
@@ -159,6 +165,9 @@ def c_source_variants():
     out.append(("routing_c", routing_c.SOURCE, routing_c.DEFAULT_DEFINES))
     import importlib
 
+    for kernel in ROW_KERNELS:
+        mod = importlib.import_module(f"gpu.{kernel}_c")
+        out.append((f"{kernel}_c", mod.SOURCE, mod.DEFAULT_DEFINES))
     for kernel in TILED_KERNELS:
         mod = importlib.import_module(f"gpu.{kernel}_c")
         for d in BACKWARD_COMPILED_HEAD_DIMS:

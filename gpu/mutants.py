@@ -32,6 +32,11 @@ Split-KV:
 Paged decode:
     block_table_off_by_one token j read from block table[(j + 1) // bs]: the last slot of
                            each block comes from the next block
+Norm:
+    norm_weight_offset_ignored  RMSNorm multiplies by w where the convention says offset + w
+                           (HF Gemma's 1 + w lost)
+RoPE:
+    rope_interleaved_as_half    interleaved pairs (2i, 2i + 1) rotated as half pairs (i, i + d/2)
 """
 
 from __future__ import annotations
@@ -134,6 +139,16 @@ MUTATIONS = {m.name: m for m in (
         "block_table_off_by_one", "paged", "token j read from block table[(j + 1) // bs]",
         numba=(("block_table[b, min(j // bs, nblk - 1)]", "block_table[b, min((j + 1) // bs, nblk - 1)]", 2),),
         c=(("table[IMIN(j / bs, nblk - 1)]", "table[IMIN((j + 1) / bs, nblk - 1)]", 2),),
+    ),
+    Mutation(
+        "norm_weight_offset_ignored", "norm", "RMSNorm scales by w instead of offset + w",
+        numba=(("(x[row, e] * r) * (offset + w[e])", "(x[row, e] * r) * w[e]", 1),),
+        c=(("(xr[e] * r) * (offset + w[e])", "(xr[e] * r) * w[e]", 1),),
+    ),
+    Mutation(
+        "rope_interleaved_as_half", "rope", "interleaved pairs rotated as (i, i + d/2)",
+        numba=(("ia = 2 * i\n", "ia = i\n", 1), ("ib = 2 * i + 1\n", "ib = i + n_pairs\n", 1)),
+        c=(("ia = 2 * i;", "ia = i;", 1), ("ib = 2 * i + 1;", "ib = i + n_pairs;", 1)),
     ),
 )}
 

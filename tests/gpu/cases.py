@@ -333,6 +333,110 @@ def check_paged(backend, case: PagedCase) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# the block: RMSNorm / LayerNorm and RoPE, judged by the conformance checks themselves
+# (properties.norms / properties.rope: 2x the naive float32 error plus the layer floor)
+
+@dataclasses.dataclass(frozen=True)
+class NormGpuCase:
+    name: str
+    op: str  # "rms" | "layer"
+    shape: tuple
+    convention: str = "llama"
+    shift: float = 0.0  # mean / spread of the rows
+    scale: float = 1.0
+    eps: float = 1e-6
+    bias: bool = True
+    threads: int = 4
+    seed: int = 0
+
+    def case(self):
+        from properties.norms import NormCase
+        from properties.precision import round_inputs
+
+        rng = np.random.default_rng(self.seed)
+        x = (rng.standard_normal(self.shape) + self.shift) * self.scale
+        w = rng.standard_normal(self.shape[-1])
+        b = rng.standard_normal(self.shape[-1]) if self.bias else None
+        x, w, b, dy = round_inputs("float32", x, w, b, rng.standard_normal(self.shape))
+        return NormCase(x, w, b, dy, self.eps, self.seed)
+
+
+NORM_CASES = [
+    NormGpuCase("rms_llama_partial_block", "rms", (3, 33)),
+    NormGpuCase("rms_gemma_offset", "rms", (2, 9), "gemma", seed=1),
+    NormGpuCase("rms_eps_outside_small_rows", "rms", (2, 8), "zhang_sennrich", scale=1e-3, eps=1e-2, seed=2),
+    NormGpuCase("rms_width_one", "rms", (4, 1), seed=3),
+    NormGpuCase("layer_shifted_1e4", "layer", (3, 33), shift=1e4, seed=4),
+    NormGpuCase("layer_no_bias_wide_block", "layer", (2, 5), bias=False, threads=16, seed=5),
+]
+
+
+def check_norm(backend, case: NormGpuCase) -> dict:
+    """The conformance check of ``case.op`` (properties.norms) on the kernel at ``case.threads``."""
+    from gpu.adapters import norm_adapter
+    from properties import norms as PN
+
+    impl = norm_adapter(backend, threads=case.threads, convention=case.convention)
+    t0 = time.perf_counter()
+    try:
+        (PN.check_rms_norm if case.op == "rms" else PN.check_layer_norm)(impl, case.case())
+    except RuntimeError as e:
+        raise AssertionError(f"{case.name}: {e}") from e
+    return {"seconds": time.perf_counter() - t0}
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeGpuCase:
+    name: str
+    shape: tuple  # (B, H, L, D)
+    layout: str = "half"
+    rotary_dim: int | None = None
+    scaling: dict | None = None
+    batch_positions: bool = False  # positions (B, L) instead of (L,)
+    max_position: int = 4096
+    threads: int = 4
+    seed: int = 0
+
+    def case(self):
+        from properties.rope import RopeCase
+
+        rng = np.random.default_rng(self.seed)
+        B, H, L, D = self.shape
+        x = rng.standard_normal(self.shape).astype(np.float32).astype(np.float64)  # representable in float32
+        pos = rng.integers(0, self.max_position, (B, L) if self.batch_positions else (L,))
+        kw = {"layout": self.layout, "rotary_dim": self.rotary_dim, "scaling": self.scaling}
+        return RopeCase(x, pos, kw, self.seed)
+
+
+ROPE_CASES = [
+    RopeGpuCase("rope_half_partial_block", (2, 3, 5, 8)),
+    RopeGpuCase("rope_interleaved_partial_rotary_batch_positions", (2, 1, 4, 10), "interleaved", 6,
+                batch_positions=True, seed=1),
+    RopeGpuCase("rope_yarn_attention_factor", (1, 2, 3, 8), "half", None,
+                {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}, seed=2),
+    RopeGpuCase("rope_llama3_interleaved_far_positions", (1, 1, 4, 16), "interleaved", None,
+                {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                 "original_max_position_embeddings": 64}, max_position=2**20, threads=8, seed=3),
+]
+
+
+def check_rope(backend, case: RopeGpuCase) -> dict:
+    """properties.rope's check_matches_reference (and the pass-through / norm check) on the kernel."""
+    from gpu.adapters import rope_adapter
+    from properties import rope as PR
+
+    impl = rope_adapter(backend, threads=case.threads)
+    t0 = time.perf_counter()
+    try:
+        c = case.case()
+        PR.check_matches_reference(impl, c)
+        PR.check_norm_preserving(impl, c)
+    except RuntimeError as e:
+        raise AssertionError(f"{case.name}: {e}") from e
+    return {"seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------
 # routing
 
 
@@ -465,7 +569,7 @@ def check_routing(backend, case: RoutingCase) -> dict:
 # meta-tests: every mutant must be rejected by at least one case
 
 #: every kernel the routes run, in the order they were added
-KERNELS = ("attention", "routing", "attention_backward", "split_kv", "paged")
+KERNELS = ("attention", "routing", "attention_backward", "split_kv", "paged", "norm", "rope")
 
 
 def cases_for(kernel: str, include_thorough: bool | None = None):
@@ -475,14 +579,15 @@ def cases_for(kernel: str, include_thorough: bool | None = None):
                   "routing": (ROUTING_CASES, THOROUGH_ROUTING_CASES),
                   "attention_backward": (BACKWARD_CASES, THOROUGH_BACKWARD_CASES),
                   "split_kv": (SPLIT_CASES, THOROUGH_SPLIT_CASES),
-                  "paged": (PAGED_CASES, THOROUGH_PAGED_CASES)}[kernel]
+                  "paged": (PAGED_CASES, THOROUGH_PAGED_CASES),
+                  "norm": (NORM_CASES, []), "rope": (ROPE_CASES, [])}[kernel]
     return base + (more if extra else [])
 
 
 def check(backend, kernel: str, case) -> dict:
     return {"attention": check_attention, "routing": check_routing,
             "attention_backward": check_attention_backward, "split_kv": check_split_kv,
-            "paged": check_paged}[kernel](backend, case)
+            "paged": check_paged, "norm": check_norm, "rope": check_rope}[kernel](backend, case)
 
 
 def find_rejecting_case(backend, kernel: str):

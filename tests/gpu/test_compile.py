@@ -51,6 +51,8 @@ def _spec_names():
     # names only: building the specs imports numba, which collection must not need
     names = [f"flash_forward[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]" for d in api.HEAD_DIM_VARIANTS]
     names += ["route_topk", "route_positions", "route_gates"]
+    for kernel in gc.ROW_KERNELS:
+        names += list(importlib.import_module(f"gpu.{kernel}_c").KERNEL_NAMES)
     for kernel in gc.TILED_KERNELS:
         mod = importlib.import_module(f"gpu.{kernel}_c")
         names += [f"{k}[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]"
@@ -66,7 +68,13 @@ def _tiled_kernel_of(function: str):
     return None
 
 
+#: static shared memory of the row kernels at their default block (a float32 reduction buffer per thread)
+ROW_KERNEL_SHARED = {"rms_norm": 4 * 128, "layer_norm": 4 * 128, "rope_inplace": 0}
+
+
 def _expected_shared_bytes(name: str) -> int:
+    if name in ROW_KERNEL_SHARED:
+        return ROW_KERNEL_SHARED[name]
     function = name.split("[")[0]
     kernel = _tiled_kernel_of(function)
     if kernel is not None:
@@ -140,6 +148,8 @@ def test_c_source_compiles_with_nvrtc(nvrtc, variant, arch):
         d = defines["DMAX"]
         want = api.tiled_shared_memory_bytes(module[:-2], defines["BR"], defines["BC"], d, d)
         assert {kern: usage[kern].get("smem", 0) for kern in kernels} == want, usage
+    elif module[:-2] in gc.ROW_KERNELS:
+        assert {kern: usage[kern].get("smem", 0) for kern in kernels} == {k: ROW_KERNEL_SHARED[k] for k in kernels}
     elif name.startswith("attention"):
         d = defines["DMAX"]
         assert usage["flash_forward"]["smem"] == api.shared_memory_bytes(defines["BR"], defines["BC"], d, d)

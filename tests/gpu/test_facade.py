@@ -276,3 +276,40 @@ def test_paged_inputs_not_mutated_and_unread_table_entries_ignored():
     V0 = np.concatenate([vp[3, :, :2], vp[1, :, :1]], axis=1)[None]
     ref, _ = __import__("refimpl").attention(q[:1], K0, V0, causal=True)
     assert np.allclose(out[:1], ref, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# norms and RoPE through the facade
+
+@pytest.mark.parametrize("call, exc, word", [
+    (lambda: gpu.rms_norm(np.ones((2, 4)), np.ones(3), backend="opencl"), ValueError, "weight: expected shape"),
+    (lambda: gpu.rms_norm(np.ones((2, 4)), backend="opencl", eps=0.0), UnsupportedOption, "eps=0"),
+    (lambda: gpu.rms_norm(np.ones((2, 4)), backend="opencl", eps_placement="nowhere"), ValueError, "eps_placement"),
+    (lambda: gpu.rms_norm(np.ones((2, 4)), backend="opencl", threads=6), ValueError, "power of two"),
+    (lambda: gpu.layer_norm(np.ones((2, 0)), backend="opencl"), ValueError, "at least one feature"),
+    (lambda: gpu.apply_rope(np.ones((1, 1, 2, 3)), np.arange(2), backend="opencl"), ValueError, "even"),
+    (lambda: gpu.apply_rope(np.ones((1, 1, 2, 4)), np.arange(3), backend="opencl"), ValueError, "positions"),
+])
+def test_block_refusals(call, exc, word):
+    with pytest.raises(exc, match=word):
+        call()
+
+
+def test_block_inputs_not_mutated_and_unwritten_norm_caught():
+    opencl_backend_or_missing()
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((3, 2, 7)), rng.standard_normal(7)
+    x0, w0 = x.copy(), w.copy()
+    y = gpu.rms_norm(x, w, backend="opencl", threads=4)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.array_equal(x, x0) and np.array_equal(w, w0)
+    xr = rng.standard_normal((1, 2, 3, 8))
+    xr0 = xr.copy()
+    out = gpu.apply_rope(xr, np.arange(3), backend="opencl", layout="interleaved")
+    assert np.array_equal(xr, xr0) and out is not xr  # rotated in place on a copy, never the caller's array
+    m = mutants.Mutation("skips_last_element", "norm", "", numba=(),
+                         c=(("for (int e = tid; e < d; e += NT) y[row * d + e] = (xr[e]",
+                             "for (int e = tid; e < d - 1; e += NT) y[row * d + e] = (xr[e]", 1),))
+    be = CSourceBackend("opencl", label="opencl[skips an element]", norm=mutants.c_source(m))
+    with pytest.raises(RuntimeError, match=r"y: 6 element\(s\) never written"):
+        gpu.rms_norm(x, w, backend=be, threads=4)

@@ -46,6 +46,16 @@ def test_paged_matches_refimpl(opencl, case):
     C.check_paged(opencl, case)
 
 
+@pytest.mark.parametrize("case", C.cases_for("norm"), ids=lambda c: c.name)
+def test_norm_matches_refimpl(opencl, case):
+    C.check_norm(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("rope"), ids=lambda c: c.name)
+def test_rope_matches_refimpl(opencl, case):
+    C.check_rope(opencl, case)
+
+
 @pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
 def test_mutant_is_rejected(opencl, name):
     """Meta-test: the deliberately wrong kernel fails at least one execution check."""
