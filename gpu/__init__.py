@@ -15,6 +15,10 @@
 * ``gpu.rms_norm``, ``gpu.layer_norm`` (one block per row, tree reduction, the weight
   fused into the write) and ``gpu.apply_rope`` (in place, both pair layouts, a host-built
   float32 cos/sin table): the semantics of ``refimpl.norms`` and ``refimpl.apply_rope``.
+* ``gpu.moe_permute`` / ``gpu.moe_experts(x, routing, experts, *, backend, layout)``: the
+  token permutation by expert (the slot assignment of ``refimpl.moe.route``), grouped
+  expert GEMMs over the permuted rows and the gated combine, the semantics of
+  ``refimpl.moe.apply_experts`` (sparse and GShard dense layouts).
 * ``gpu.route(logits, k, *, backend, ...)``: MoE token-choice routing (softmax or
   sigmoid scores, top-k with ties to the lower id, renormalisation, capacity
   positions in k_major or token_major order), the semantics of
@@ -27,9 +31,10 @@ e.g. PoCL on the CPU). Kernel modules: ``attention_numba``, ``routing_numba``
 compile checks without a GPU: ``gpu.compile``; ``python -m gpu.bench``.
 """
 
-from .api import (BACKENDS, apply_rope, flash_attention, flash_attention_backward, layer_norm, paged_attention, rms_norm,
-                  route, split_kv_attention)
+from .api import (BACKENDS, apply_rope, flash_attention, flash_attention_backward, layer_norm, moe_experts, moe_permute,
+                  paged_attention, rms_norm, route, split_kv_attention)
 from .errors import BackendUnavailable, UnsupportedOption
 
 __all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "apply_rope", "flash_attention",
-           "flash_attention_backward", "layer_norm", "paged_attention", "rms_norm", "route", "split_kv_attention"]
+           "flash_attention_backward", "layer_norm", "moe_experts", "moe_permute", "paged_attention", "rms_norm",
+           "route", "split_kv_attention"]

@@ -283,3 +283,70 @@ def rope_adapter(backend, *, threads=None, name=None) -> KernelRopeAdapter:
 def opencl_rope():
     """The OpenCL RoPE kernel with 4 threads per block (many blocks per row of pairs)."""
     return [rope_adapter("opencl", threads=4)]
+
+
+# ---------------------------------------------------------------------------
+# kind "moe" (properties.moe) with "forward": router GEMM, routing, permute, grouped GEMMs, combine
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelMoEForwardAdapter:
+    name: str
+    route: Callable
+    moe_forward: Callable
+    dispatch_combine: Callable
+    capabilities: frozenset = frozenset({"route", "forward"})
+    precision: str = "float32"
+    kind: str = "moe"
+
+
+def moe_forward_adapter(backend, *, threads=None, block=None, token_block=None, scan_block=None,
+                        name=None) -> KernelMoEForwardAdapter:
+    """The whole MoE layer on ``backend``: router logits z = x W^T by the grouped GEMM (one
+    group, no bias), ``gpu.route``, then ``gpu.moe_experts`` (sparse or GShard dense layout);
+    ``dispatch_combine`` reads the GShard tensors off the dense-layout permutation kernel's
+    slots (dispatch[t, e, c] at row e C + c of choice (t, j))."""
+    import numpy as np
+
+    from refimpl.moe.dispatch import buffer_capacity
+
+    from .api import MoELaunch, _check_written, _row_threads, moe_experts, moe_permute, route
+    from .backends import get_backend
+
+    def router_logits(x, W):
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        wt = np.ascontiguousarray(np.asarray(W, dtype=np.float32).T[None])  # (1, D, E)
+        T, E = x32.shape[0], wt.shape[2]
+        z = np.full((max(T, 1), E), np.nan, dtype=np.float32)
+        if T:
+            p = MoELaunch(_row_threads(threads), *(block or (16, 16, 16)))
+            get_backend(backend).moe_gemm(x32, wt, np.zeros((1, 1, 1), np.float32), np.zeros((1, E), np.float32),
+                                          np.array([0, T], np.int32), z, 0, p)
+            _check_written(logits=z[:T])
+        return z[:T]
+
+    def run_route(logits, k, **options):
+        return route(logits, k, backend=backend, token_block=token_block, scan_block=scan_block, **options)
+
+    def forward(x, W, experts, k, *, layout="sparse", **options):
+        r = run_route(router_logits(x, W), k, **options)
+        return moe_experts(x, r, experts, backend=backend, layout=layout, threads=threads, block=block), r
+
+    def dispatch_combine(routing):
+        T, E, C = routing.num_tokens, routing.num_experts, buffer_capacity(routing)
+        perm = moe_permute(np.zeros((T, 1)), routing, backend=backend, layout="dense_tensors", threads=threads)
+        dispatch = np.zeros((T, E, C), dtype=bool)
+        combine = np.zeros((T, E, C))
+        t, j = np.nonzero(perm.row_of >= 0)
+        rows = perm.row_of[t, j]
+        dispatch[t, rows // max(C, 1), rows % max(C, 1)] = True
+        combine[t, rows // max(C, 1), rows % max(C, 1)] = routing.gates[t, j]
+        return dispatch, combine
+
+    label = name or f"gpu-{getattr(backend, 'name', backend)}-moe-forward"
+    return KernelMoEForwardAdapter(label, run_route, forward, dispatch_combine)
+
+
+def opencl_moe_forward():
+    """The OpenCL MoE kernels at small sizes: 4 threads, GEMM tiles 4 x 3 x 2 (partial tiles and K slices)."""
+    return [moe_forward_adapter("opencl", threads=4, block=(4, 3, 2), token_block=8, scan_block=4)]

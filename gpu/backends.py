@@ -38,6 +38,15 @@ class Backend:
     def rope(self, x, cos, sin, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def moe_permute(self, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch):  # pragma: no cover
+        raise NotImplementedError
+
+    def moe_gemm(self, xp, w, w2, bias, offsets, out, act, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def moe_combine(self, rows, row_of, gates, y, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
     def route(self, logits, token_mask, outs, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -115,6 +124,15 @@ class NumbaBackend(Backend):
         self._module("rope").launch(x, cos, sin, launch)
         return x
 
+    def moe_permute(self, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch):
+        self._module("moe").launch_permute(x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch)
+
+    def moe_gemm(self, xp, w, w2, bias, offsets, out, act, launch):
+        self._module("moe").launch_gemm(xp, w, w2, bias, offsets, out, act, launch)
+
+    def moe_combine(self, rows, row_of, gates, y, launch):
+        self._module("moe").launch_combine(rows, row_of, gates, y, launch)
+
     def route(self, logits, token_mask, outs, launch):
         self._module("routing").launch(logits, token_mask, outs, launch)
         return outs
@@ -178,6 +196,18 @@ class CSourceBackend(Backend):
     def rope(self, x, cos, sin, launch):
         mod, src = self._source("rope")
         return mod.run(self.runtime(), src, x, cos, sin, launch)
+
+    def moe_permute(self, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch):
+        mod, src = self._source("moe")
+        mod.run_permute(self.runtime(), src, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch)
+
+    def moe_gemm(self, xp, w, w2, bias, offsets, out, act, launch):
+        mod, src = self._source("moe")
+        mod.run_gemm(self.runtime(), src, xp, w, w2, bias, offsets, out, act, launch)
+
+    def moe_combine(self, rows, row_of, gates, y, launch):
+        mod, src = self._source("moe")
+        mod.run_combine(self.runtime(), src, rows, row_of, gates, y, launch)
 
     def route(self, logits, token_mask, outs, launch):
         from . import routing_c

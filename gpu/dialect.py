@@ -12,6 +12,7 @@ and nvcc) and maps a handful of words onto each language:
     BLOCK_ID_X/Y()    blockIdx.x / .y                |  get_group_id(0) / (1)
     EXPF LOGF TANHF   expf logf tanhf                |  exp log tanh (float overloads)
     SQRTF             sqrtf (correctly rounded)      |  sqrt (<= 3 ulp in OpenCL C 1.2)
+    ERFCF             erfcf                          |  erfc
     NEG_INF           -__int_as_float(0x7f800000)    |  -INFINITY
     IMIN IMAX FMAXF   min max fmaxf                  |  min max fmax
 
@@ -39,6 +40,7 @@ PRELUDE = r"""
 #define LOGF(x) log(x)
 #define TANHF(x) tanh(x)
 #define SQRTF(x) sqrt(x)
+#define ERFCF(x) erfc(x)
 #define NEG_INF (-INFINITY)
 #define IMIN(a, b) min((a), (b))
 #define IMAX(a, b) max((a), (b))
@@ -55,6 +57,7 @@ PRELUDE = r"""
 #define LOGF(x) logf(x)
 #define TANHF(x) tanhf(x)
 #define SQRTF(x) sqrtf(x)
+#define ERFCF(x) erfcf(x)
 #define NEG_INF (-__int_as_float(0x7f800000))
 #define IMIN(a, b) min((a), (b))
 #define IMAX(a, b) max((a), (b))

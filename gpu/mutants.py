@@ -37,6 +37,12 @@ Norm:
                            (HF Gemma's 1 + w lost)
 RoPE:
     rope_interleaved_as_half    interleaved pairs (2i, 2i + 1) rotated as half pairs (i, i + d/2)
+MoE experts:
+    moe_bins_count_dropped      bins sized by every choice of the expert, dropped ones included
+                           (capacity ignored): rows land in the wrong places
+    moe_gemm_partial_k_dropped  the grouped GEMM's K loop stops at the last whole BK slice
+    moe_combine_double_count    the combine reads the first choice's row for every choice: a
+                           token's first expert output counted k times, the others never
 """
 
 from __future__ import annotations
@@ -149,6 +155,21 @@ MUTATIONS = {m.name: m for m in (
         "rope_interleaved_as_half", "rope", "interleaved pairs rotated as (i, i + d/2)",
         numba=(("ia = 2 * i\n", "ia = i\n", 1), ("ib = 2 * i + 1\n", "ib = i + n_pairs\n", 1)),
         c=(("ia = 2 * i;", "ia = i;", 1), ("ib = 2 * i + 1;", "ib = i + n_pairs;", 1)),
+    ),
+    Mutation(
+        "moe_bins_count_dropped", "moe", "expert bins counted with the dropped choices",
+        numba=(("if kept[a // k, a % k] != 0 and indices[a // k, a % k] == e:", "if indices[a // k, a % k] == e:", 1),),
+        c=(("if (kept[a] != 0 && indices[a] == e) n += 1;", "if (indices[a] == e) n += 1;", 1),),
+    ),
+    Mutation(
+        "moe_gemm_partial_k_dropped", "moe", "the grouped GEMM skips the last, partial K slice",
+        numba=(("n_kt = (K + BK - 1) // BK", "n_kt = K // BK", 1),),
+        c=(("const int n_kt = (K + BK - 1) / BK;", "const int n_kt = K / BK;", 1),),
+    ),
+    Mutation(
+        "moe_combine_double_count", "moe", "the combine reads the first choice's row for every choice",
+        numba=(("r = row_of[t, j]\n", "r = row_of[t, 0]\n", 1),),
+        c=(("const int r = row_of[t * k + j];", "const int r = row_of[t * k];", 1),),
     ),
 )}
 

@@ -437,6 +437,119 @@ def check_rope(backend, case: RopeGpuCase) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# MoE experts: permutation (exact), grouped GEMMs and combine (float32 bound)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoECase:
+    name: str
+    T: int
+    E: int
+    k: int
+    D: int
+    H: int
+    expert: str = "ffn_gelu"  # ffn_relu | ffn_gelu | ffn_silu | swiglu
+    route_options: dict = dataclasses.field(default_factory=dict)
+    layout: str = "sparse"
+    threads: int = 4
+    block: tuple = (4, 3, 2)  # (BM, BN, BK) of the grouped GEMM
+    seed: int = 0
+
+    def inputs(self):
+        from refimpl.moe import random_experts, route
+
+        rng = np.random.default_rng(self.seed)
+        x = rng.standard_normal((self.T, self.D)).astype(np.float32).astype(np.float64)
+        z = rng.integers(-64, 64, size=(self.T, self.E)) / 16.0
+        opts = dict(self.route_options)
+        if opts.get("padding_mask") == "random":
+            opts["padding_mask"] = rng.random(self.T) < 0.7
+        r = route(z, self.k, **opts)
+        kind, _, act = self.expert.partition("_")
+        experts = random_experts(self.E, self.D, self.H, kind=kind, act=act or "relu", bias=kind == "ffn",
+                                 seed=self.seed + 1)
+        f32 = lambda a: None if a is None else a.astype(np.float32).astype(np.float64)  # noqa: E731
+        experts = [type(ex)(**{f.name: (f32(getattr(ex, f.name)) if isinstance(getattr(ex, f.name), np.ndarray)
+                                         else getattr(ex, f.name)) for f in dataclasses.fields(ex)})
+                   for ex in experts]  # weights representable in float32
+        return x, r, experts
+
+
+MOE_CASES = [
+    MoECase("moe_gelu_capacity_drops", 13, 4, 2, 5, 7, route_options={"capacity": 3, "normalize": "after_drop"}),
+    MoECase("moe_swiglu_dropless_k3", 9, 3, 3, 4, 6, "swiglu", seed=1),
+    MoECase("moe_silu_gshard_dense", 11, 5, 2, 3, 17, "ffn_silu", {"capacity": 2, "normalize": "after_drop"},
+            "dense_tensors", seed=2),
+    MoECase("moe_relu_padding_token_major", 10, 3, 2, 6, 5, "ffn_relu",
+            {"capacity": 4, "drop_order": "token_major", "padding_mask": "random", "normalize": "before_drop"},
+            block=(2, 4, 3), seed=3),
+    MoECase("moe_wide_rows_default_block", 7, 2, 1, 33, 20, "ffn_gelu", threads=128, block=(16, 16, 16), seed=4),
+    MoECase("moe_one_expert_all_dropped_but_two", 6, 3, 1, 3, 4, "ffn_relu", {"capacity": 2}, seed=5),
+]
+
+
+def _moe_bound(x, r, experts, spec) -> float:
+    """2x the naive float32 error (inputs and each expert output rounded, gates and their products
+    rounded, properties.moe_naive) plus the float32 output floor over k + D + H accumulated terms
+    (the combine, then the two GEMMs)."""
+    from properties.moe_naive import NaiveOps, expert_outputs
+    from properties.precision import output_floor, precision_bound
+
+    def naive():
+        o = NaiveOps("float32")
+        F = expert_outputs(o, x, r, experts)
+        g = o.r(np.where(r.kept, r.gates, 0.0))
+        return o.sum(o.r(g[:, :, None] * F), axis=1)
+
+    H = experts[0].W1.shape[1] if hasattr(experts[0], "W1") else experts[0].Wg.shape[1]
+    mag = max(float(np.max(np.abs(spec), initial=0.0)), 1e-300)
+    n = r.indices.shape[1] + x.shape[1] + H
+    return float(np.max(precision_bound("float32", 8 * n * 2.0**-53 * mag, naive, spec, output_floor("float32", mag, n))))
+
+
+def check_moe(backend, case: MoECase) -> dict:
+    """gpu.moe_permute against refimpl.moe.sort_by_expert (sparse) or the GShard slots (dense),
+    integers exactly and x_perm bit for bit; gpu.moe_experts against refimpl.moe.apply_experts
+    within _moe_bound."""
+    import gpu
+    from refimpl.moe import apply_experts
+    from refimpl.moe.dispatch import buffer_capacity, sort_by_expert
+
+    x, r, experts = case.inputs()
+    t0 = time.perf_counter()
+    try:
+        perm = gpu.moe_permute(x, r, backend=backend, layout=case.layout, threads=case.threads)
+        y = gpu.moe_experts(x, r, experts, backend=backend, layout=case.layout, threads=case.threads,
+                            block=case.block)
+    except RuntimeError as e:
+        if type(e).__name__ == "BackendUnavailable":
+            raise
+        raise AssertionError(f"{case.name}: {e}") from e
+    seconds = time.perf_counter() - t0
+    ctx = f"backend {getattr(backend, 'name', backend)}, case {case}"
+    sa = sort_by_expert(r)
+    if case.layout == "sparse":
+        want_token, want_offsets = sa.token, sa.offsets
+    else:
+        C = buffer_capacity(r)
+        want_token = np.full(r.num_experts * C, -1)
+        t, j = np.nonzero(r.kept)
+        want_token[r.indices[t, j] * C + r.position[t, j]] = t
+        want_offsets = np.arange(r.num_experts + 1) * C
+    for name, got, want in (("token", perm.token, want_token), ("offsets", perm.offsets, want_offsets),
+                            ("counts", perm.counts, np.diff(sa.offsets))):
+        if got.shape != want.shape or not np.array_equal(got, want):
+            raise AssertionError(f"permutation {name}: got {got.tolist()}, expected {want.tolist()}; {ctx}")
+    want_x = np.where((want_token >= 0)[:, None], x.astype(np.float32)[np.maximum(want_token, 0)], 0.0)
+    if not np.array_equal(perm.x_perm, want_x):
+        raise AssertionError(f"x_perm: rows are not the tokens' rows of x; {ctx}")
+    ref = apply_experts(x, r, experts, layout=case.layout)
+    bound = _moe_bound(x, r, experts, ref)
+    compare_close("y", y, ref, bound, ctx)
+    return {"seconds": seconds, "err_y": float(np.max(np.abs(y - ref))), "bound_y": bound}
+
+
+# ---------------------------------------------------------------------------
 # routing
 
 
@@ -569,7 +682,7 @@ def check_routing(backend, case: RoutingCase) -> dict:
 # meta-tests: every mutant must be rejected by at least one case
 
 #: every kernel the routes run, in the order they were added
-KERNELS = ("attention", "routing", "attention_backward", "split_kv", "paged", "norm", "rope")
+KERNELS = ("attention", "routing", "attention_backward", "split_kv", "paged", "norm", "rope", "moe")
 
 
 def cases_for(kernel: str, include_thorough: bool | None = None):
@@ -580,14 +693,14 @@ def cases_for(kernel: str, include_thorough: bool | None = None):
                   "attention_backward": (BACKWARD_CASES, THOROUGH_BACKWARD_CASES),
                   "split_kv": (SPLIT_CASES, THOROUGH_SPLIT_CASES),
                   "paged": (PAGED_CASES, THOROUGH_PAGED_CASES),
-                  "norm": (NORM_CASES, []), "rope": (ROPE_CASES, [])}[kernel]
+                  "norm": (NORM_CASES, []), "rope": (ROPE_CASES, []), "moe": (MOE_CASES, [])}[kernel]
     return base + (more if extra else [])
 
 
 def check(backend, kernel: str, case) -> dict:
     return {"attention": check_attention, "routing": check_routing,
             "attention_backward": check_attention_backward, "split_kv": check_split_kv,
-            "paged": check_paged, "norm": check_norm, "rope": check_rope}[kernel](backend, case)
+            "paged": check_paged, "norm": check_norm, "rope": check_rope, "moe": check_moe}[kernel](backend, case)
 
 
 def find_rejecting_case(backend, kernel: str):

@@ -68,8 +68,11 @@ def _tiled_kernel_of(function: str):
     return None
 
 
-#: static shared memory of the row kernels at their default block (a float32 reduction buffer per thread)
-ROW_KERNEL_SHARED = {"rms_norm": 4 * 128, "layer_norm": 4 * 128, "rope_inplace": 0}
+#: static shared memory of the row kernels at their default sizes (a 4-byte reduction slot per thread;
+#: the grouped GEMM's X, W and second W tiles)
+ROW_KERNEL_SHARED = {"rms_norm": 4 * 128, "layer_norm": 4 * 128, "rope_inplace": 0,
+                     "moe_bin_counts": 4 * 128, "moe_bin_offsets": 0, "moe_permute": 0,
+                     "moe_grouped_gemm": 4 * (16 * 16 + 2 * 16 * 16), "moe_combine": 0}
 
 
 def _expected_shared_bytes(name: str) -> int:

@@ -313,3 +313,44 @@ def test_block_inputs_not_mutated_and_unwritten_norm_caught():
     be = CSourceBackend("opencl", label="opencl[skips an element]", norm=mutants.c_source(m))
     with pytest.raises(RuntimeError, match=r"y: 6 element\(s\) never written"):
         gpu.rms_norm(x, w, backend=be, threads=4)
+
+
+# ---------------------------------------------------------------------------
+# MoE experts through the facade
+
+def _moe_problem(T=6, E=3, k=2, D=4):
+    from refimpl.moe import random_experts
+    from refimpl.moe import route as ref_route
+
+    rng = np.random.default_rng(0)
+    r = ref_route(rng.integers(-64, 64, (T, E)) / 16.0, k, capacity=2)
+    return rng.standard_normal((T, D)), r, random_experts(E, D, 5, kind="ffn", act="gelu", bias=True, seed=1)
+
+
+def test_moe_refusals():
+    from refimpl.moe import random_experts
+
+    x, r, ex = _moe_problem()
+    with pytest.raises(ValueError, match="x: expected shape"):
+        gpu.moe_experts(x[:3], r, ex, backend="opencl")
+    with pytest.raises(ValueError, match="experts: expected 3 experts"):
+        gpu.moe_experts(x, r, ex[:2], backend="opencl")
+    with pytest.raises(UnsupportedOption, match="one type"):
+        gpu.moe_experts(x, r, ex[:2] + random_experts(1, 4, 5, kind="swiglu"), backend="opencl")
+    with pytest.raises(ValueError, match="layout"):
+        gpu.moe_experts(x, r, ex, backend="opencl", layout="dense")
+    with pytest.raises(ValueError, match="block"):
+        gpu.moe_experts(x, r, ex, backend="opencl", block=(64, 32, 8))
+
+
+def test_moe_inputs_not_mutated_and_unwritten_output_caught():
+    opencl_backend_or_missing()
+    x, r, ex = _moe_problem()
+    x0 = x.copy()
+    y = gpu.moe_experts(x, r, ex, backend="opencl", threads=4, block=(2, 2, 2))
+    assert y.shape == x.shape and y.dtype == np.float32 and np.array_equal(x, x0)
+    m = mutants.Mutation("skips_last_token", "moe", "", numba=(),
+                         c=(("        y[t * D + col] = acc;", "        if (t > 0) y[t * D + col] = acc;", 1),))
+    be = CSourceBackend("opencl", label="opencl[combine skips token 0]", moe=mutants.c_source(m))
+    with pytest.raises(RuntimeError, match=r"y: 4 element\(s\) never written"):
+        gpu.moe_experts(x, r, ex, backend=be, threads=4, block=(2, 2, 2))
