@@ -24,6 +24,11 @@ split-KV (gpu.split_kv_c, 16 chunks) and paged decode (gpu.paged_c, block size 1
 a shuffled block table) in GB/s of K/V read (B Hq Lk (D + Dv) * 4 bytes: every query
 head reads its kv head's K/V once) against torch SDPA on the contiguous cache.
 
+The block kernels (gpu.norm_c RMSNorm, gpu.rope_c in place) in GB/s of their slow-memory
+traffic against torch.nn.functional.rms_norm and an eager torch RoPE; the MoE expert pipeline
+(gpu.moe_c: permute, two grouped GEMMs, combine) in TFLOP/s (4 N D H per FFN, N kept rows)
+against ``torch._grouped_mm`` when torch has it, else a loop of torch GEMMs over the bins.
+
 Without a GPU it says so and exits 0 (there is nothing to measure: timings on
 the simulator or on PoCL say nothing about a GPU). Not a test: no assertion on
 timings.
@@ -268,16 +273,136 @@ def run_decode(cupy, lengths=(4096, 16384, 65536), B=4, Hq=32, Hkv=8, D=128, spl
               f"{t_paged * 1e3:>9.3f} {gb(t_paged):>6.0f} {t_torch * 1e3:>9.3f} {gb(t_torch):>6.0f}")
 
 
+def run_block(cupy, rows=(4096, 16384), d=4096, B=4, H=32, L=2048, D=128) -> None:
+    """RMSNorm rows of width d and RoPE of (B, H, L, D), in GB/s, against torch."""
+    import numpy as np
+
+    from . import api, norm_c, rope_c
+    from .runtime_cupy import CupyRuntime
+
+    peak = device_peak(cupy)
+    torch = _torch_cuda()
+    rt = CupyRuntime()
+    i32, f32 = np.int32, np.float32
+    print(f"block kernels, float32, GB/s of slow-memory traffic (peak {peak['gbs']:.0f})")
+    norm = rt.build(norm_c.SOURCE, norm_c.DEFAULT_DEFINES)
+    for n in rows:
+        x = cupy.asarray(np.random.default_rng(0).standard_normal((n, d)).astype(np.float32))
+        w = cupy.ones(d, dtype=cupy.float32)
+        y = cupy.empty_like(x)
+        t = _time(cupy, lambda: rt.launch(norm, "rms_norm", (n, 1), 128, [x, w, y, i32(d), f32(1e-6), i32(0), f32(0)]))
+        gb = (3 * n * d + d) * 4 / t / 1e9  # x read twice, y written, w read
+        line = f"  rms_norm {n}x{d}: {t * 1e3:.3f} ms {gb:.0f} GB/s"
+        if torch is not None and hasattr(torch.nn.functional, "rms_norm"):
+            tx, tw = torch.as_tensor(x, device="cuda"), torch.ones(d, device="cuda")
+            tt = _time_torch(torch, lambda: torch.nn.functional.rms_norm(tx, (d,), tw, 1e-6))
+            line += f"; torch rms_norm {tt * 1e3:.3f} ms {(2 * n * d + d) * 4 / tt / 1e9:.0f} GB/s"
+        print(line)
+    rope = rt.build(rope_c.SOURCE, rope_c.DEFAULT_DEFINES)
+    x = cupy.asarray(np.random.default_rng(0).standard_normal((B, H, L, D)).astype(np.float32))
+    cos, sin = (cupy.asarray(a) for a in api.rope_tables(np.arange(L), B, L, D, 10000.0, None))
+    half = D // 2
+    t = _time(cupy, lambda: rt.launch(rope, "rope_inplace", ((L * half + 127) // 128, B * H), 128,
+                                      [x, cos, sin, i32(B), i32(H), i32(L), i32(D), i32(half), i32(1), i32(0)]))
+    gb = (2 * B * H * L * D + 2 * L * half) * 4 / t / 1e9
+    line = f"  rope in place ({B}, {H}, {L}, {D}): {t * 1e3:.3f} ms {gb:.0f} GB/s"
+    if torch is not None:
+        tx = torch.as_tensor(x, device="cuda")
+        tc, ts = torch.as_tensor(cos, device="cuda")[0], torch.as_tensor(sin, device="cuda")[0]
+
+        def eager():
+            a, b = tx[..., :half], tx[..., half:]
+            return torch.cat([a * tc - b * ts, b * tc + a * ts], dim=-1)
+
+        tt = _time_torch(torch, eager)
+        line += f"; eager torch {tt * 1e3:.3f} ms"
+    print(line)
+
+
+def run_moe(cupy, T=8192, E=8, k=2, D=1024, Hd=2816) -> None:
+    """The MoE expert pipeline (dropless, SwiGLU-free FFN with SiLU) against torch's grouped GEMMs."""
+    import numpy as np
+
+    from . import moe_c
+    from .api import MoELaunch
+    from .runtime_cupy import CupyRuntime
+    from refimpl.moe import route
+
+    peak = device_peak(cupy)
+    torch = _torch_cuda()
+    rt = CupyRuntime()
+    i32 = np.int32
+    p = MoELaunch(128, 16, 16, 16)
+    prog = rt.build(moe_c.SOURCE, moe_c.defines(p))
+    rng = np.random.default_rng(0)
+    r = route(rng.standard_normal((T, E)), k)
+    N = int(r.kept.sum())
+    x = cupy.asarray(rng.standard_normal((T, D)).astype(np.float32))
+    W1 = cupy.asarray((rng.standard_normal((E, D, Hd)) / np.sqrt(D)).astype(np.float32))
+    W2 = cupy.asarray((rng.standard_normal((E, Hd, D)) / np.sqrt(Hd)).astype(np.float32))
+    b1, b2 = cupy.zeros((E, Hd), dtype=cupy.float32), cupy.zeros((E, D), dtype=cupy.float32)
+    dummy = cupy.zeros((1, 1, 1), dtype=cupy.float32)
+    ind, pos, kept = (cupy.asarray(np.ascontiguousarray(a, dtype=np.int32))
+                      for a in (r.indices, np.where(r.kept, r.position, -1), r.kept))
+    gates = cupy.asarray(r.gates.astype(np.float32))
+    xp, h, out = (cupy.empty((N, c), dtype=cupy.float32) for c in (D, Hd, D))
+    row_of = cupy.empty((T, k), dtype=cupy.int32)
+    row_token = cupy.empty(N, dtype=cupy.int32)
+    offsets, counts = cupy.empty(E + 1, dtype=cupy.int32), cupy.empty(E, dtype=cupy.int32)
+    y = cupy.empty((T, D), dtype=cupy.float32)
+
+    def pipeline():
+        rt.launch(prog, "moe_bin_counts", (E, 1), 128, [ind, kept, counts, i32(T), i32(k)])
+        rt.launch(prog, "moe_bin_offsets", (1, 1), 1, [counts, offsets, i32(E), i32(-1)])
+        rt.launch(prog, "moe_permute", (T * k, 1), 128, [x, ind, pos, kept, offsets, xp, row_of, row_token, i32(k), i32(D)])
+        rt.launch(prog, "moe_grouped_gemm", ((N + 15) // 16 + E, (Hd + 15) // 16), 256,
+                  [xp, W1, dummy, b1, offsets, h, i32(E), i32(D), i32(Hd), i32(3)])
+        rt.launch(prog, "moe_grouped_gemm", ((N + 15) // 16 + E, (D + 15) // 16), 256,
+                  [h, W2, dummy, b2, offsets, out, i32(E), i32(Hd), i32(D), i32(0)])
+        rt.launch(prog, "moe_combine", (T, 1), 128, [out, row_of, gates, y, i32(k), i32(D)])
+
+    t = _time(cupy, pipeline, repeat=3)
+    flops = 4 * N * D * Hd
+    line = (f"MoE experts T={T} E={E} k={k} D={D} H={Hd} (SiLU FFN, float32): {t * 1e3:.2f} ms "
+            f"{flops / t / 1e12:.2f} TFLOP/s ({100 * flops / t / 1e12 / peak['tflops']:.1f}% of FP32 peak)")
+    if torch is not None:
+        txp = torch.as_tensor(xp, device="cuda")
+        tW1, tW2 = torch.as_tensor(W1, device="cuda"), torch.as_tensor(W2, device="cuda")
+        offs = torch.as_tensor(cupy.asnumpy(offsets)[1:].astype(np.int32), device="cuda")
+        if hasattr(torch, "_grouped_mm"):
+            def ref():
+                hh = torch.nn.functional.silu(torch._grouped_mm(txp, tW1, offs=offs))
+                return torch._grouped_mm(hh, tW2, offs=offs)
+            what = "torch._grouped_mm"
+        else:
+            bounds = cupy.asnumpy(offsets).tolist()
+
+            def ref():
+                return [torch.nn.functional.silu(txp[a:b] @ tW1[e]) @ tW2[e]
+                        for e, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+            what = "a loop of torch GEMMs"
+        try:
+            tt = _time_torch(torch, ref, repeat=3)
+            line += f"; {what} {tt * 1e3:.2f} ms {flops / tt / 1e12:.2f} TFLOP/s"
+        except RuntimeError as e:  # e.g. _grouped_mm without float32 support on this device
+            line += f"; {what} failed: {str(e)[:100]}"
+    print(line)
+
+
 def main(argv=None) -> int:
     cupy, reason = gpu_or_reason()
     if cupy is None:
         print(f"gpu.bench: no GPU, nothing measured: {reason}. "
               "The kernels are verified without one by the test suite (tests/gpu).")
         return 0
-    run(cupy)
-    run_backward(cupy)
-    run_decode(cupy)
-    return 0
+    failed = 0
+    for part in (run, run_backward, run_decode, run_block, run_moe):
+        try:
+            part(cupy)
+        except Exception as e:  # noqa: BLE001 - one part failing must not hide the others' figures
+            failed += 1
+            print(f"{part.__name__}: failed: {type(e).__name__}: {e}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
