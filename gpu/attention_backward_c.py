@@ -3,7 +3,7 @@
 The same three kernels, tiling, barriers and variable names as
 ``gpu.attention_backward_numba``, whose docstring gives the formulas
 (D = rowsum(dO * O), P = exp(S - lse) recomputed per tile, dS = P (dP - D),
-the softcap factor, dV = P^T dO, dK = scale dR^T Q summed over the group,
+the softcap factor sech^2(R / c), dV = P^T dO, dK = scale dR^T Q summed over the group,
 dQ = scale dR K), the shared-memory budget and the I/O:
 
   flash_backward_dot   grid (ceil(Lq / NT), B * Hq), one thread per row;
@@ -61,7 +61,12 @@ KERNEL void flash_backward_dot(GLOBAL const float* out, GLOBAL const float* dout
         float s = 0.0f;                                                                            \
         for (int d = 0; d < D; ++d) s += (QROW)[d] * (KROW)[d];                                    \
         s = s * scale;                                                                             \
-        if (softcap > 0.0f) s = softcap * TANHF(s / softcap);                                      \
+        float tp = 1.0f; /* d S / d R: 1, or sech^2(R / c) */                                      \
+        if (softcap > 0.0f) {                                                                      \
+            const float ch = COSHF(s / softcap);                                                   \
+            tp = 1.0f / (ch * ch);                                                                 \
+            s = softcap * TANHF(s / softcap);                                                      \
+        }                                                                                          \
         const int visible = i < Lq && j < Lk && j >= i + offset - left && j <= i + offset + right; \
         p = 0.0f;                                                                                  \
         ds = 0.0f;                                                                                 \
@@ -70,7 +75,7 @@ KERNEL void flash_backward_dot(GLOBAL const float* out, GLOBAL const float* dout
             float dp = 0.0f;                                                                       \
             for (int d = 0; d < Dv; ++d) dp += (DOROW)[d] * (VROW)[d];                             \
             ds = p * (dp - (DELTA_I));                                                             \
-            if (softcap > 0.0f) ds = ds * (1.0f - (s / softcap) * (s / softcap));                  \
+            ds = ds * tp;                                                                          \
         }                                                                                          \
     }
 

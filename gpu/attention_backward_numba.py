@@ -9,7 +9,9 @@ recomputed per tile (the (Lq, Lk) matrices never exist):
     R_ij  = scale * <q_i, k_j>;   S_ij = c tanh(R_ij / c) if softcap c else R_ij
     P_ij  = exp(S_ij - lse_i)     on the band, 0 elsewhere
     dP_ij = <dO_i, v_j>,          dS_ij = P_ij (dP_ij - D_i)
-    dR_ij = dS_ij (1 - (S_ij / c)^2) if softcap else dS_ij
+    dR_ij = dS_ij sech^2(R_ij / c) if softcap else dS_ij    (= dS (1 - tanh^2); sech^2 = 1 / cosh^2 keeps
+                                                           its relative accuracy where tanh saturates and
+                                                           1 - t^2 of a rounded t would err by ~u absolutely)
     dV_j  = sum_i P_ij dO_i,      dK_j = scale sum_i dR_ij q_i   (kernel 2; i over the G query heads of
                                                                  kv head h // G too)
     dQ_i  = scale sum_j dR_ij k_j                                 (kernel 3)
@@ -174,7 +176,10 @@ def make_backward_dkdv(BR: int, BC: int, DMAX: int, DVMAX: int):
                 for d in range(D):
                     s += Qs[r, d] * Ks[c, d]
                 s = s * scale
+                tp = ONE  # d S / d R: 1, or sech^2(R / c) with softcap c
                 if softcap > ZERO:
+                    ch = math.cosh(s / softcap)
+                    tp = ONE / (ch * ch)
                     s = softcap * math.tanh(s / softcap)
                 visible = i < Lq and j < Lk and j >= i + offset - left and j <= i + offset + right
                 p = ZERO
@@ -185,8 +190,7 @@ def make_backward_dkdv(BR: int, BC: int, DMAX: int, DVMAX: int):
                     for d in range(Dv):
                         dp += dOs[r, d] * Vs[c, d]
                     ds = p * (dp - Ds[r])
-                    if softcap > ZERO:
-                        ds = ds * (ONE - (s / softcap) * (s / softcap))
+                    ds = ds * tp
                 P[r, c] = p
                 dR[r, c] = ds
                 cuda.syncthreads()
@@ -304,7 +308,10 @@ def make_backward_dq(BR: int, BC: int, DMAX: int, DVMAX: int):
             for d in range(D):
                 s += Qs[r, d] * Ks[c, d]
             s = s * scale
+            tp = ONE
             if softcap > ZERO:
+                ch = math.cosh(s / softcap)
+                tp = ONE / (ch * ch)
                 s = softcap * math.tanh(s / softcap)
             visible = i < Lq and j < Lk and j >= i + offset - left and j <= i + offset + right
             ds = ZERO
@@ -314,8 +321,7 @@ def make_backward_dq(BR: int, BC: int, DMAX: int, DVMAX: int):
                 for d in range(Dv):
                     dp += dOs[r, d] * Vs[c, d]
                 ds = p * (dp - Ds[r])
-                if softcap > ZERO:
-                    ds = ds * (ONE - (s / softcap) * (s / softcap))
+                ds = ds * tp
             dR[r, c] = ds
             cuda.syncthreads()
 

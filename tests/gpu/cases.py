@@ -127,9 +127,9 @@ def check_attention(backend, case: AttentionCase) -> dict:
 BACKWARD_CASES = [
     # (B, Hq, Hkv, Lq, Lk, D, Dv)
     AttentionCase("bwd_plain_mqa_partial_tiles", (1, 2, 1, 7, 9, 5, 3)),
-    AttentionCase("bwd_causal_bottom_right_gqa", (1, 4, 2, 5, 11, 4, 4), {"causal": True}, (2, 4), seed=2),
-    AttentionCase("bwd_causal_empty_rows_and_keys", (1, 1, 1, 9, 3, 3, 2), {"causal": True}, (2, 2), seed=3),
-    AttentionCase("bwd_window_top_left", (1, 2, 2, 8, 6, 3, 3), {"window": (1, 2), "align": "top_left"}, (3, 2), seed=6),
+    AttentionCase("bwd_causal_bottom_right_gqa", (1, 4, 2, 5, 11, 4, 4), {"causal": True}, (2, 3), seed=2),
+    AttentionCase("bwd_causal_empty_rows_and_keys", (1, 1, 1, 9, 3, 3, 2), {"causal": True}, (2, 3), seed=3),
+    AttentionCase("bwd_window_top_left", (1, 2, 2, 8, 6, 3, 3), {"window": (1, 2), "align": "top_left"}, (2, 3), seed=6),
     AttentionCase("bwd_softcap_scale_extreme", (2, 1, 1, 6, 6, 4, 4), {"softcap": 2.0, "scale": 0.7}, seed=8,
                   magnitude=3.0),
     AttentionCase("bwd_extreme_scores", (1, 1, 1, 5, 7, 4, 4), {}, (2, 3), magnitude=6.0, seed=1),
@@ -190,16 +190,16 @@ class SplitCase(AttentionCase):
 SPLIT_CASES = [
     # (B, Hq, Hkv, Lq, Lk, D, Dv)
     SplitCase("split_decode_gqa_empty_chunks", (1, 4, 2, 1, 13, 4, 4), {"causal": True}, (1, 4), boundaries=(0, 6, 13)),
-    SplitCase("split_causal_chunks_rows_cannot_see", (1, 1, 1, 9, 9, 3, 2), {"causal": True}, (4, 3), seed=3,
+    SplitCase("split_causal_chunks_rows_cannot_see", (1, 1, 1, 9, 9, 3, 2), {"causal": True}, (2, 3), seed=3,
               boundaries=(2, 2, 5)),
     SplitCase("split_extreme_scores_rescale", (1, 2, 1, 5, 11, 4, 4), {}, (2, 3), magnitude=6.0, seed=1,
               boundaries=(4,)),
-    SplitCase("split_even_window_partial_tiles", (1, 1, 1, 10, 10, 4, 4), {"window": (2, 1)}, (3, 2), seed=5,
+    SplitCase("split_even_window_partial_tiles", (1, 1, 1, 10, 10, 4, 4), {"window": (2, 1)}, (2, 3), seed=5,
               num_splits=3),
     SplitCase("split_top_left_softcap_scale", (2, 2, 2, 6, 9, 4, 5), {"causal": True, "align": "top_left",
-                                                                       "softcap": 2.0, "scale": 0.7}, seed=4,
+                                                                       "softcap": 2.0, "scale": 0.7}, (2, 3), seed=4,
               magnitude=2.0, boundaries=(1, 7)),
-    SplitCase("split_one_key_per_chunk", (1, 1, 1, 2, 4, 3, 3), {}, (2, 2), seed=9, boundaries=(1, 2, 3)),
+    SplitCase("split_one_key_per_chunk", (1, 1, 1, 2, 4, 3, 3), {}, (2, 3), seed=9, boundaries=(1, 2, 3)),
 ]
 THOROUGH_SPLIT_CASES = [
     SplitCase("thorough_split_decode_d128", (2, 8, 2, 1, 200, 128, 128), {"causal": True}, (1, 16), seed=20,
@@ -286,11 +286,11 @@ class PagedCase:
 
 
 PAGED_CASES = [
-    PagedCase("paged_decode_ragged_gqa", (9, 4, 13), 1, (4, 2), (4, 4), 4),
+    PagedCase("paged_decode_ragged_gqa", (9, 4, 13), 1, (4, 2), (4, 4), 4, tiles=(1, 4)),
     PagedCase("paged_chunk_of_3_partial_blocks", (7, 11), 3, (2, 1), (5, 3), 3, seed=1),
-    PagedCase("paged_window_block_size_1", (6, 8), 2, (2, 2), (4, 4), 1, window=(2, 0), tiles=(2, 2), seed=2),
-    PagedCase("paged_softcap_prefill_whole", (5, 10), 5, (1, 1), (4, 4), 4, softcap=2.0, tiles=(4, 4), seed=3),
-    PagedCase("paged_block_larger_than_sequence", (3,), 1, (2, 1), (3, 2), 8, tiles=(1, 2), seed=4),
+    PagedCase("paged_window_block_size_1", (6, 8), 2, (2, 2), (4, 4), 1, window=(2, 0), seed=2),
+    PagedCase("paged_softcap_prefill_whole", (5, 10), 5, (1, 1), (4, 4), 4, softcap=2.0, seed=3),
+    PagedCase("paged_block_larger_than_sequence", (3,), 1, (2, 1), (3, 2), 8, tiles=(1, 4), seed=4),
 ]
 THOROUGH_PAGED_CASES = [
     PagedCase("thorough_paged_d128_long", (150, 61, 97), 1, (8, 2), (128, 128), 16, tiles=(1, 16), seed=20),
@@ -416,7 +416,7 @@ ROPE_CASES = [
                 {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}, seed=2),
     RopeGpuCase("rope_llama3_interleaved_far_positions", (1, 1, 4, 16), "interleaved", None,
                 {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                 "original_max_position_embeddings": 64}, max_position=2**20, threads=8, seed=3),
+                 "original_max_position_embeddings": 64}, max_position=2**20, seed=3),
 ]
 
 
@@ -481,8 +481,7 @@ MOE_CASES = [
     MoECase("moe_silu_gshard_dense", 11, 5, 2, 3, 17, "ffn_silu", {"capacity": 2, "normalize": "after_drop"},
             "dense_tensors", seed=2),
     MoECase("moe_relu_padding_token_major", 10, 3, 2, 6, 5, "ffn_relu",
-            {"capacity": 4, "drop_order": "token_major", "padding_mask": "random", "normalize": "before_drop"},
-            block=(2, 4, 3), seed=3),
+            {"capacity": 4, "drop_order": "token_major", "padding_mask": "random", "normalize": "before_drop"}, seed=3),
     MoECase("moe_wide_rows_default_block", 7, 2, 1, 33, 20, "ffn_gelu", threads=128, block=(16, 16, 16), seed=4),
     MoECase("moe_one_expert_all_dropped_but_two", 6, 3, 1, 3, 4, "ffn_relu", {"capacity": 2}, seed=5),
 ]

@@ -347,10 +347,10 @@ def test_moe_inputs_not_mutated_and_unwritten_output_caught():
     opencl_backend_or_missing()
     x, r, ex = _moe_problem()
     x0 = x.copy()
-    y = gpu.moe_experts(x, r, ex, backend="opencl", threads=4, block=(2, 2, 2))
+    y = gpu.moe_experts(x, r, ex, backend="opencl", threads=4, block=(4, 3, 2))
     assert y.shape == x.shape and y.dtype == np.float32 and np.array_equal(x, x0)
     m = mutants.Mutation("skips_last_token", "moe", "", numba=(),
                          c=(("        y[t * D + col] = acc;", "        if (t > 0) y[t * D + col] = acc;", 1),))
     be = CSourceBackend("opencl", label="opencl[combine skips token 0]", moe=mutants.c_source(m))
     with pytest.raises(RuntimeError, match=r"y: 4 element\(s\) never written"):
-        gpu.moe_experts(x, r, ex, backend=be, threads=4, block=(2, 2, 2))
+        gpu.moe_experts(x, r, ex, backend=be, threads=4, block=(4, 3, 2))

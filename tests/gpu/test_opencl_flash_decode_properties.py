@@ -2,7 +2,7 @@
 through adapters of those kinds (float32), the protocol a user's kernel meets:
 
 * ``gpu.adapters.opencl_flash``: forward (FA2), backward from the saved (out, lse) and
-  split-KV, at tiles the suite draws from (2, 3) and key partitions it draws (empty chunks
+  split-KV, at 3 x 3 tiles (lengths around multiples of 3) and key partitions it draws (empty chunks
   and chunks some rows cannot see included): properties.flash;
 * ``gpu.adapters.opencl_paged_decode``: a decoding loop (token by token, chunked, prefill)
   over a paged cache whose attention is the paged-attention kernel: properties.decode.
