@@ -351,3 +351,35 @@ def moe_forward_adapter(backend, *, threads=None, block=None, token_block=None, 
 def opencl_moe_forward():
     """The OpenCL MoE kernels at small sizes: 4 threads, GEMM tiles 4 x 3 x 2 (partial tiles and K slices)."""
     return [moe_forward_adapter("opencl", threads=4, block=(4, 3, 2), token_block=8, scan_block=4)]
+
+
+# ---------------------------------------------------------------------------
+# kind "linear_attention" (properties.mixers_linear): the chunked GLA kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelLinearAttentionAdapter:
+    name: str
+    forward: Callable
+    capabilities: frozenset = frozenset({"gate_scalar", "gate_channel", "final_state", "chunked"})
+    chunk_sizes: tuple | None = (4,)
+    precision: str = "float32"
+    kind: str = "linear_attention"
+
+
+def gla_adapter(backend, *, chunk_sizes=(4,), threads=None, name=None) -> KernelLinearAttentionAdapter:
+    """``gpu.gated_linear_attention`` on ``backend``: chunked at the suite's chunk size (one of
+    ``chunk_sizes``), or at the kernel's default chunk when none is passed."""
+    from .api import gated_linear_attention
+
+    def forward(q, k, v, g, scale, chunk_size):
+        return gated_linear_attention(q, k, v, g, backend=backend, scale=scale, chunk_size=chunk_size,
+                                      threads=threads)
+
+    label = name or f"gpu-{getattr(backend, 'name', backend)}-gla-chunk{'/'.join(map(str, chunk_sizes))}"
+    return KernelLinearAttentionAdapter(label, forward, chunk_sizes=tuple(chunk_sizes))
+
+
+def opencl_gla():
+    """The OpenCL chunked GLA kernel at 4-token chunks, 16 threads (many chunks and strides)."""
+    return [gla_adapter("opencl", chunk_sizes=(4,), threads=16)]

@@ -10,6 +10,7 @@
     gpu.layer_norm(x, weight, bias, *, backend, eps) -> y
     gpu.apply_rope(x, positions, *, backend, layout, rotary_dim, base, scaling) -> rotated x
     gpu.moe_permute(x, routing, *, backend, layout) -> Permutation;  gpu.moe_experts(x, routing, experts, ...) -> y
+    gpu.gated_linear_attention(q, k, v, g, *, backend, scale, initial_state, chunk_size) -> (o, state)
     gpu.route(logits, k, *, backend, **options of refimpl.moe.route) -> Routing
 
 Backends:
@@ -729,6 +730,76 @@ def moe_experts(x, routing, experts, *, backend, layout="sparse", threads=None, 
     be.moe_combine(out, perm.row_of.astype(np.int32), np.ascontiguousarray(r.gates, dtype=np.float32), y, p)
     _check_written(y=y)
     return y
+
+
+# ---------------------------------------------------------------------------
+# linear-time mixers: chunked GLA
+
+#: key / value head-dim variants of the GLA kernel (its state K x V lives in shared memory)
+GLA_DIM_VARIANTS = (16, 32, 64)
+DEFAULT_GLA_CHUNK = 16
+MAX_GLA_CHUNK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class GLALaunch:
+    threads: int
+    chunk: int
+    k_max: int
+    v_max: int
+    scale: float
+
+
+def gla_shared_bytes(chunk: int, k_max: int, v_max: int) -> int:
+    """Static shared memory of gla_chunked: q, k, cumulative gates, v, the scores A and the state S."""
+    return 4 * (3 * chunk * k_max + chunk * v_max + chunk * chunk + k_max * v_max)
+
+
+def gated_linear_attention(q, k, v, g=None, *, backend, scale=None, initial_state=None, chunk_size=None,
+                           threads=None):
+    """Chunked GLA forward on a GPU backend; the semantics of
+    ``refimpl.mixers.gated.gated_linear_attention``: q, k (B, H, L, K), v (B, H, L, V), K and V <= 64;
+    g None, (B, H, L) or (B, H, L, K) log-gates <= 0; initial_state (B, H, K, V) or None;
+    ``chunk_size`` (default 16, at most 64) the kernel's chunk. Returns (o, final state), float32.
+    """
+    from refimpl.mixers.gated import _Setup
+
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    st = _Setup(q, k, v, g, scale, initial_state)  # the spec's own argument rules
+    B, H, L, K, Vd = st.B, st.H, st.L, st.K, st.V
+    kmax = next((d for d in GLA_DIM_VARIANTS if K <= d), None)
+    vmax = next((d for d in GLA_DIM_VARIANTS if Vd <= d), None)
+    if kmax is None or vmax is None:
+        raise UnsupportedOption(f"K={K}, V={Vd}: the GLA kernel keeps its state in shared memory, K and V <= 64")
+    chunk = _tile(chunk_size, "chunk_size", DEFAULT_GLA_CHUNK)
+    if chunk > MAX_GLA_CHUNK:
+        raise UnsupportedOption(f"chunk_size={chunk}: the GLA kernel takes chunks of at most {MAX_GLA_CHUNK}")
+    if B * H > 65535:
+        raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
+    p = GLALaunch(_tile(threads, "threads", 256), chunk, kmax, vmax, float(np.float32(st.scale)))
+    if p.threads > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"threads: at most {MAX_THREADS_PER_BLOCK}, got {p.threads}")
+    if gla_shared_bytes(chunk, kmax, vmax) > MAX_STATIC_SHARED_BYTES:
+        raise UnsupportedOption(f"chunk_size={chunk} with K, V <= ({kmax}, {vmax}) needs "
+                                f"{gla_shared_bytes(chunk, kmax, vmax)} B of shared memory, more than "
+                                f"{MAX_STATIC_SHARED_BYTES}")
+    f32 = lambda a, name: _float_4d(a, name)  # noqa: E731
+    qq, kk, vv = f32(st.q, "q"), f32(st.k, "k"), f32(st.v, "v")
+    gg = np.zeros((B, H, L, K), np.float32) if g is None else np.ascontiguousarray(
+        np.broadcast_to(np.maximum(np.asarray(g, np.float64).reshape(B, H, L, -1), -1e30), (B, H, L, K)),
+        dtype=np.float32)
+    s0 = f32(st.S0, "initial_state")
+    o = np.full((B, H, L, Vd), np.nan, dtype=np.float32)
+    s_out = np.full((B, H, K, Vd), np.nan, dtype=np.float32)
+    if B * H == 0:
+        return o, s_out
+    o, s_out = be.gla(qq, kk, vv, gg, s0, o, s_out, p)
+    _check_written(o=o, final_state=s_out)
+    if not (np.isfinite(o).all() and np.isfinite(s_out).all()):
+        raise ValueError("q, k, v, initial_state: an output or the state overflows float32")
+    return o, s_out
 
 
 # ---------------------------------------------------------------------------

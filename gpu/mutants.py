@@ -43,6 +43,9 @@ MoE experts:
     moe_gemm_partial_k_dropped  the grouped GEMM's K loop stops at the last whole BK slice
     moe_combine_double_count    the combine reads the first choice's row for every choice: a
                            token's first expert output counted k times, the others never
+Chunked GLA:
+    gla_state_lost              the carry drops the state of the previous chunks (each chunk
+                           starts from zero: a lost inter-chunk state)
 """
 
 from __future__ import annotations
@@ -170,6 +173,11 @@ MUTATIONS = {m.name: m for m in (
         "moe_combine_double_count", "moe", "the combine reads the first choice's row for every choice",
         numba=(("r = row_of[t, j]\n", "r = row_of[t, 0]\n", 1),),
         c=(("const int r = row_of[t * k + j];", "const int r = row_of[t * k];", 1),),
+    ),
+    Mutation(
+        "gla_state_lost", "gla", "the carry drops the previous chunks' state",
+        numba=(("acc = math.exp(g_last) * S[c, col]", "acc = ZERO", 1),),
+        c=(("float acc = EXPF(g_last) * S[c * VMAX + col];", "float acc = 0.0f;", 1),),
     ),
 )}
 

@@ -72,7 +72,8 @@ def _tiled_kernel_of(function: str):
 #: the grouped GEMM's X, W and second W tiles)
 ROW_KERNEL_SHARED = {"rms_norm": 4 * 128, "layer_norm": 4 * 128, "rope_inplace": 0,
                      "moe_bin_counts": 4 * 128, "moe_bin_offsets": 0, "moe_permute": 0,
-                     "moe_grouped_gemm": 4 * (16 * 16 + 2 * 16 * 16), "moe_combine": 0}
+                     "moe_grouped_gemm": 4 * (16 * 16 + 2 * 16 * 16), "moe_combine": 0,
+                     "gla_chunked": api.gla_shared_bytes(16, 64, 64)}
 
 
 def _expected_shared_bytes(name: str) -> int:

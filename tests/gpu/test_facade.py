@@ -354,3 +354,24 @@ def test_moe_inputs_not_mutated_and_unwritten_output_caught():
     be = CSourceBackend("opencl", label="opencl[combine skips token 0]", moe=mutants.c_source(m))
     with pytest.raises(RuntimeError, match=r"y: 4 element\(s\) never written"):
         gpu.moe_experts(x, r, ex, backend=be, threads=4, block=(4, 3, 2))
+
+
+# ---------------------------------------------------------------------------
+# chunked GLA through the facade
+
+def test_gla_refusals_and_inputs_not_mutated():
+    rng = np.random.default_rng(0)
+    q, k, v = rng.standard_normal((1, 1, 5, 3)), rng.standard_normal((1, 1, 5, 3)), rng.standard_normal((1, 1, 5, 2))
+    with pytest.raises(ValueError, match="g: log-space gates must be <= 0"):
+        gpu.gated_linear_attention(q, k, v, np.ones((1, 1, 5)), backend="opencl")
+    with pytest.raises(UnsupportedOption, match="K and V <= 64"):
+        gpu.gated_linear_attention(np.ones((1, 1, 2, 65)), np.ones((1, 1, 2, 65)), v[:, :, :2], backend="opencl")
+    with pytest.raises(UnsupportedOption, match="chunk_size=65"):
+        gpu.gated_linear_attention(q, k, v, backend="opencl", chunk_size=65)
+    opencl_backend_or_missing()
+    g = -rng.random((1, 1, 5, 3))
+    copies = [a.copy() for a in (q, k, v, g)]
+    o, S = gpu.gated_linear_attention(q, k, v, g, backend="opencl", chunk_size=2, threads=16)
+    assert o.shape == (1, 1, 5, 2) and S.shape == (1, 1, 3, 2) and o.dtype == S.dtype == np.float32
+    for a, b in zip((q, k, v, g), copies):
+        assert np.array_equal(a, b)
