@@ -457,8 +457,9 @@ def _import_named(module_name: str, origin: str, item: str):
     except ModuleNotFoundError as e:
         missing = e.name or module_name
         if not (module_name == missing or module_name.startswith(missing + ".")):
-            raise ProtocolError(f"{origin}: importing {module_name!r} (from {item!r}) failed: {e} "
-                                f"(a module it imports is missing; install it)") from None
+            raise ProtocolError(f"{origin}: expected module:object with a module that imports, got {item!r} "
+                                f"(importing {module_name!r} failed: {e}; a module it imports is missing: install it)"
+                                ) from None
         parent, _, leaf = missing.rpartition(".")
         try:
             where = importlib.import_module(parent).__path__ if parent else None
@@ -466,9 +467,10 @@ def _import_named(module_name: str, origin: str, item: str):
         except Exception:  # the parent itself is broken: no suggestions
             names = []
         prefix = parent + "." if parent else ""
-        raise ProtocolError(f"{origin}: no module named {missing!r} (from {item!r})"
+        raise ProtocolError(f"{origin}: expected module:object with a module that imports, got {item!r} "
+                            f"(no module named {missing!r}"
                             + _did_you_mean(missing, [prefix + n for n in names], cutoff=0.75)
-                            + " Is it installed, or on sys.path (run from your repository's root)?") from None
+                            + "; is it installed, or on sys.path? Run from your repository's root)") from None
 
 
 def check_unique_names(impls, origin: str = "adapters") -> None:
@@ -482,8 +484,8 @@ def check_unique_names(impls, origin: str = "adapters") -> None:
             dups.append(name)
         seen.setdefault(name, impl)
     if dups:
-        raise ProtocolError(f"{origin}: adapter names must be unique; {sorted(set(dups))} named twice: "
-                            "give each adapter its own name (e.g. with the dtype or option in brackets)")
+        raise ProtocolError(f"{origin}: expected adapters with unique names, got {sorted(set(dups))} named twice "
+                            "(give each adapter its own name, e.g. with the dtype or option in brackets)")
 
 
 def load_adapter(item: str, origin: str = "adapter") -> list:
@@ -493,12 +495,13 @@ def load_adapter(item: str, origin: str = "adapter") -> list:
     """
     module_name, _, attr = item.partition(":")
     if not attr or not module_name:
-        raise ProtocolError(f"{origin}: {item!r} is not of the form 'module:object' "
-                            f"(e.g. my_package.adapters:my_attention)")
+        raise ProtocolError(f"{origin}: expected 'module:object' (e.g. my_package.adapters:my_attention), "
+                            f"got {item!r}")
     module = _import_named(module_name, origin, item)
     if not hasattr(module, attr):
         public = [n for n in dir(module) if not n.startswith("_")]
-        raise ProtocolError(f"{origin}: module {module_name!r} has no object {attr!r}" + _did_you_mean(attr, public))
+        raise ProtocolError(f"{origin}: expected module:object naming an object of its module, got {item!r} "
+                            f"(module {module_name!r} has no object {attr!r}" + _did_you_mean(attr, public) + ")")
     obj = getattr(module, attr)
     if callable(obj) and not hasattr(obj, "kind"):
         obj = obj()
@@ -515,7 +518,8 @@ def check_adapter(impl, origin: str = "adapter") -> None:
 
     problems = validate(impl, registry.all_kinds())
     if problems:
-        raise ProtocolError(f"{origin}: " + "\n  ".join(problems))
+        raise ProtocolError(f"{origin}: expected an adapter that follows its kind's protocol, got "
+                            + "\n  ".join(problems))
 
 
 def find_adapter(name: str):

@@ -76,7 +76,7 @@ def worked_examples() -> int:
 
 
 class UsageError(Exception):
-    """A bad option value or name: exit status 2, one line."""
+    """A bad option value or name: exit status 2, one line ``<option>: expected ..., got ...``."""
 
 
 def _clock(seconds: float) -> str:
@@ -171,8 +171,8 @@ def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
     bad_kinds = sorted(set(kinds) - set(known))
     if bad_kinds:
         near = sorted({n for k in bad_kinds for n in closest(k, known)})
-        raise UsageError(f"--kind: unknown kind(s) {bad_kinds}" + (f"; did you mean {near}?" if near else "")
-                         + f" Valid kinds: {', '.join(sorted(known))}")
+        raise UsageError(f"--kind: expected one of {', '.join(sorted(known))}, got unknown kind(s) {bad_kinds}"
+                         + (f"; did you mean {near}?" if near else ""))
     impls = registry.all_bundled() + (kernel_adapters() if kernels else []) + load_user_implementations()
     if impl_names:
         pool = impls + list(registry.all_wrong().values())
@@ -182,8 +182,8 @@ def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
             names = [i.name for i in pool]
             hints = "; ".join(f"{m!r}: did you mean {closest(m, names, 3)}?" if closest(m, names) else f"{m!r}"
                               for m in missing)
-            raise UsageError(f"--impl: no implementation named {hints} "
-                             f"(python -m properties --list shows them; adapters of your own: set REFIMPL_IMPLS)")
+            raise UsageError(f"--impl: expected the name of an implementation (python -m properties --list shows "
+                             f"them; adapters of your own: set REFIMPL_IMPLS), got {hints}")
     if kinds:
         impls = [i for i in impls if i.kind in kinds]
     for impl in impls:

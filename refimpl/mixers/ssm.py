@@ -71,7 +71,7 @@ class _Setup:
         for arr, name in ((Bm, "B"), (Cm, "C")):
             leading_shape(arr, name, (b, G, L, N), "(B, G, L, N)")
         if G == 0 or H % G:
-            raise ValueError(f"B: number of groups {G} must divide the number of heads {H}")
+            raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
         self.Bg = np.repeat(Bm, H // G, axis=1)  # head h reads group h // (H // G)
         self.Cg = np.repeat(Cm, H // G, axis=1)
         if delta_bias is not None:
@@ -81,9 +81,11 @@ class _Setup:
         self.delta = softplus(delta) if delta_softplus else delta
         flag(delta_softplus, "delta_softplus")
         if (self.delta < 0).any():
-            raise ValueError("delta: step sizes must be >= 0 (after delta_bias and softplus)")
+            raise ValueError(f"delta: expected step sizes >= 0 (after delta_bias and softplus), got "
+                             f"{float(np.min(self.delta))!r}")
         if (self.A > 0).any():
-            raise ValueError("A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log))")
+            raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got "
+                             f"{float(np.max(self.A))!r}")
         self.D = None if D is None else as_float_array(D, "D", ndim=2)
         if self.D is not None:
             leading_shape(self.D, "D", (H, P), "(H, P)")
@@ -156,7 +158,8 @@ def _forms(s: _Setup, form: str):
     if form == "convolution":
         for arr, name in ((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")):
             if s.L and not np.array_equal(arr, np.broadcast_to(arr[:, :, :1], arr.shape)):
-                raise ValueError(f"form='convolution' needs a time-invariant SSM: {name} varies along L")
+                raise ValueError(f"form, {name}: expected a time-invariant SSM for form='convolution', got {name} "
+                                 f"varying along L")
         if not s.L:
             return s.finish(np.zeros(s.u.shape)), s.x0
         Abar, Bbar, c = s.Abar[:, :, 0], s.Bbar[:, :, 0], s.Cg[:, :, 0]  # (B, H, P, N) x2, (B, H, N)
