@@ -32,6 +32,18 @@ Forms, all equal to the definition:
         no = max(w + o, k_t);  A = e^{w + o - no};  B = e^{k_t - no}
         p = A p + B v_t;  q = A q + B;  o = no
 
+* ``"scan"``: the same running sums as a log-depth prefix scan (docs/mixers.md, "RWKV-4 WKV as a
+  prefix scan"). A segment of n tokens is (n, o, p, q) with a = p e^o, b = q e^o; token j is
+  (1, k_j, v_j, 1). Combining an earlier segment X with a later one Y decays X by e^{n_Y w}::
+
+        n = n_X + n_Y;  o = max(o_X + n_Y w, o_Y)
+        p = p_X e^{o_X + n_Y w - o} + p_Y e^{o_Y - o}      (q likewise)
+
+  which is associative (it composes the affine maps a -> e^{n w} a + segment), so ceil(log2 L)
+  doubling steps (Hillis-Steele) give every inclusive prefix (a_t, b_t). wkv_t then reads the
+  prefix that ends at t - 1 and adds the bonus term as the stable form does. Every exponent is
+  shifted by the running max, as the CUDA kernel's, so no step overflows.
+
 Layout: k, v (B, H, L, D) (RWKV-4 is (B, T, C): C = H * D channels); w, u (H, D) or (D,).
 """
 
@@ -40,9 +52,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logsumexp
 
-from .._validate import FLOAT_MAX, as_float_array, choice, finite_result
+from .._validate import FLOAT_MAX, as_float_array, choice, count, finite_result
 
-FORMS = ("stable", "recurrent", "parallel")
+FORMS = ("stable", "recurrent", "parallel", "scan")
 
 
 def rwkv4_w(time_decay):
@@ -99,13 +111,15 @@ class RecurrentOverflow(ValueError, OverflowError):
 def wkv(w, u, k, v, *, form="stable"):
     """RWKV-4 WKV (module doc), (B, H, L, D). ``form``: "stable" (CUDA kernel), "recurrent"
     (naive; raises ``RecurrentOverflow``, a ValueError, where e^k overflows or underflows, as a kernel
-    without the max shift would give inf/NaN), "parallel"."""
+    without the max shift would give inf/NaN), "parallel", "scan" (log-depth prefix scan)."""
     s = _Setup(w, u, k, v)
     choice(form, "form", FORMS)
     if form == "parallel":
         lw = log_weights(w, u, k)
         lw = lw - logsumexp(lw, axis=3, keepdims=True)
         return np.einsum("bhtjd,bhjd->bhtd", np.exp(lw), s.v)
+    if form == "scan":
+        return _scan_form(s, combine_segments)
     out = np.empty_like(s.k)
     if form == "recurrent":
         a = b = np.zeros(s.w.shape)
@@ -136,6 +150,53 @@ def wkv(w, u, k, v, *, form="stable"):
     raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
 
 
+def combine_segments(earlier, later, w):
+    """The scan's operator: segment ``earlier`` followed by ``later``, each (n, o, p, q) (module doc,
+    form "scan"); n (L,) token counts, o, p, q (B, H, L, D); w (B, H, D) the per-step log-decay."""
+    nx, ox, px, qx = earlier
+    ny, oy, py, qy = later
+    ox = ox + ny[:, None] * w[:, :, None, :]  # decay the earlier segment over the later one's tokens
+    o = np.maximum(ox, oy)
+    ax, ay = np.exp(ox - o), np.exp(oy - o)
+    return nx + ny, o, ax * px + ay * py, ax * qx + ay * qy
+
+
+def prefix_scan_steps(L: int) -> int:
+    """Doubling steps the "scan" form takes for L tokens: ceil(log2 L) (0 for L <= 1)."""
+    return max(count(L, "L") - 1, 0).bit_length()
+
+
+def wkv_prefix_scan(w, u, k, v, *, combine=None):
+    """``wkv(form="scan")`` with the segment operator as an argument (default ``combine_segments``):
+    a kernel author can run their own operator through the same scan; any operator that is not the
+    associative composition of the module doc gives a different answer at some length."""
+    return _scan_form(_Setup(w, u, k, v), combine_segments if combine is None else combine)
+
+
+def _scan_form(s: _Setup, combine) -> np.ndarray:
+    """Hillis-Steele inclusive scan of the tokens under ``combine``, then the bonus read."""
+    if s.L == 0:
+        return np.empty_like(s.k)
+    n = np.ones(s.L)
+    o, p, q = s.k.copy(), s.v.copy(), np.ones_like(s.k)
+    d = 1
+    while d < s.L:  # after the step with offset d, position t holds the segment (t - 2d, t]
+        _, on, pn, qn = combine((n[:-d], o[:, :, :-d], p[:, :, :-d], q[:, :, :-d]),
+                                         (n[d:], o[:, :, d:], p[:, :, d:], q[:, :, d:]), s.w)
+        n = np.concatenate([n[:d], n[:-d] + n[d:]])
+        o, p, q = (np.concatenate([x[:, :, :d], y], axis=2) for x, y in ((o, on), (p, pn), (q, qn)))
+        d *= 2
+    # the past of token t is the prefix ending at t - 1; token 0 has none (o = -inf, p = q = 0)
+    B, H, _, D = s.k.shape
+    op = np.concatenate([np.full((B, H, 1, D), -np.inf), o[:, :, :-1]], axis=2)
+    pp = np.concatenate([np.zeros((B, H, 1, D)), p[:, :, :-1]], axis=2)
+    qp = np.concatenate([np.zeros((B, H, 1, D)), q[:, :, :-1]], axis=2)
+    cur = s.u[:, :, None, :] + s.k
+    no = np.maximum(op, cur)
+    A, Bc = np.exp(op - no), np.exp(cur - no)
+    return (A * pp + Bc * s.v) / (A * qp + Bc)
+
+
 def rwkv4_time_mixing_output(r, wkv_out):
     """out_t = sigmoid(r_t) * wkv_t (RWKV-4 ``model.py`` ``RWKV_TimeMix.forward``: ``sr * wkv``)."""
     r = as_float_array(r, "r", ndim=4)
@@ -143,4 +204,4 @@ def rwkv4_time_mixing_output(r, wkv_out):
     return expit(r) * wkv_out
 
 
-__all__ = ["FORMS", "log_weights", "rwkv4_time_mixing_output", "rwkv4_w", "wkv"]
+__all__ = ["FORMS", "log_weights", "prefix_scan_steps", "wkv_prefix_scan", "rwkv4_time_mixing_output", "rwkv4_w", "wkv"]
