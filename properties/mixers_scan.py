@@ -184,12 +184,12 @@ def _wkv_decay_t_minus_j(w, u, k, v):
 def _combine_decays_later(earlier, later, w):
     """Scan operator decaying the LATER segment by the earlier one's length (the order of the affine
     maps swapped); equal to the right one only where both segments are one token long."""
-    nx, ox, px, qx = earlier
-    ny, oy, py, qy = later
+    nx, ox, qx, mx = earlier
+    ny, oy, qy, my = later
     oy = oy + nx[:, None] * w[:, :, None, :]
     o = np.maximum(ox, oy)
-    ax, ay = np.exp(ox - o), np.exp(oy - o)
-    return nx + ny, o, ax * px + ay * py, ax * qx + ay * qy
+    ax, ay = qx * np.exp(ox - o), qy * np.exp(oy - o)
+    return nx + ny, o, ax + ay, (ax * mx + ay * my) / (ax + ay)
 
 
 def _wkv_scan_decays_later(w, u, k, v):

@@ -334,3 +334,85 @@ def _(draw):
     B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
     return dict(q=arr(draw, (B, H, L, D)), k=arr(draw, (B, H, L, D)), v=arr(draw, (B, H, L, D)),
                 head_scale=arr(draw, (H,), 0.1, 3.0), causal=draw(st.booleans()))
+
+
+# --- the Mamba block, hybrid stacks, per-layer masks ----------------------------------
+
+import dataclasses as _dc  # noqa: E402
+
+from refimpl import block as BLK  # noqa: E402
+from refimpl import hybrid as HYB  # noqa: E402
+from refimpl import mamba_block as MBK  # noqa: E402
+from refimpl import masks as MSK  # noqa: E402
+
+MAMBA_SIZES = dict(d_model="count", d_state="count", d_conv="count", expand="count", dt_rank="count")
+
+
+def _mamba_sizes(draw):
+    return dict(d_model=draw(st.integers(1, 4)), d_state=draw(st.integers(1, 3)), d_conv=draw(st.integers(1, 4)),
+                expand=draw(st.integers(1, 2)), dt_rank=draw(st.none() | st.integers(1, 3)))
+
+
+recipe("refimpl.mamba_block.mamba_params", kinds=dict(MAMBA_SIZES, conv_bias="bool", bias="bool"))(
+    lambda draw: dict(_mamba_sizes(draw), d_model=draw(st.integers(1, 4096)), conv_bias=draw(st.booleans()),
+                      bias=draw(st.booleans())))
+recipe("refimpl.mamba_block.init_mamba", kinds=dict(MAMBA_SIZES, seed="count"),
+       call=lambda fn, kw: MBK.mamba_mixer(np.ones((1, 2, kw["d_model"])) if isinstance(kw.get("d_model"), int)
+                                           and not isinstance(kw.get("d_model"), bool) and 0 < kw["d_model"] < 64
+                                           else np.ones((1, 2, 1)), fn(**kw)))(
+    lambda draw: dict(_mamba_sizes(draw), seed=draw(st.integers(0, 9))))
+
+
+def _mamba(draw):
+    return MBK.init_mamba(draw(st.integers(0, 9)), **_mamba_sizes(draw))
+
+
+@recipe("refimpl.mamba_block.mamba_mixer", kinds=dict(x="array", weights="object"))
+def _(draw):
+    w = _mamba(draw)
+    return dict(x=arr(draw, (draw(st.integers(1, 2)), draw(st.integers(0, 5)), w.d_model)), weights=w)
+
+
+recipe("refimpl.mamba_block.MambaWeights", kinds={f.name: "array" for f in _dc.fields(MBK.MambaWeights)},
+       call=lambda fn, kw: MBK.mamba_mixer(np.ones((1, 2, np.shape(kw["out_proj"])[-1] if np.ndim(kw.get("out_proj"))
+                                                    == 2 else 1)), fn(**kw)))(
+    lambda draw: (lambda w: {f.name: getattr(w, f.name) for f in _dc.fields(w)})(
+        _mamba(draw) if draw(st.booleans()) else _dc.replace(_mamba(draw), conv_bias=None)))
+
+
+def _layers(draw, d):
+    blk = BLK.init_block(draw(st.integers(0, 9)), d_model=d, num_heads=1, d_ff=draw(st.integers(1, 3)))
+    norm = BLK.Norm(np.ones(d))
+    ml = HYB.MambaLayer(norm, MBK.init_mamba(draw(st.integers(0, 9)), d_model=d, d_state=2, d_conv=2))
+    la = HYB.LinearAttentionLayer(norm, blk.attn, draw(st.sampled_from(["elu+1", "squared_relu"])))
+    return draw(st.permutations([blk, ml, la]))[: draw(st.integers(1, 3))]
+
+
+@recipe("refimpl.hybrid.hybrid_stack", kinds=dict(x="array", layers="routing_list", masks="mask_list", causal="bool",
+                                                  final_norm="object"))
+def _(draw):
+    d = draw(st.integers(1, 3))
+    layers = _layers(draw, d)
+    L = draw(st.integers(1, 4))
+    kw = dict(x=arr(draw, (draw(st.integers(1, 2)), L, d)), layers=layers)
+    if draw(st.booleans()):
+        kw["masks"] = [MSK.SlidingWindow(draw(st.integers(0, 2)), 0) if isinstance(la, BLK.Block) and draw(st.booleans())
+                       else None for la in layers]
+    if draw(st.booleans()):
+        kw["causal"] = draw(st.booleans())
+    if draw(st.booleans()):
+        kw["final_norm"] = BLK.Norm(np.ones(d))
+    return kw
+
+
+recipe("refimpl.hybrid.MambaLayer", kinds=dict(norm="object", mixer="object"),
+       call=lambda fn, kw: HYB.hybrid_stack(np.ones((1, 2, 2)), [fn(**kw)]))(
+    lambda draw: dict(norm=BLK.Norm(np.ones(2)), mixer=MBK.init_mamba(draw(st.integers(0, 9)), d_model=2, d_state=2)))
+recipe("refimpl.hybrid.LinearAttentionLayer", kinds=dict(norm="object", attn="object", feature_map="name"),
+       call=lambda fn, kw: HYB.hybrid_stack(np.ones((1, 2, 2)), [fn(**kw)]))(
+    lambda draw: dict(norm=BLK.Norm(np.ones(2)), attn=BLK.init_block(draw(st.integers(0, 9)), d_model=2, num_heads=1,
+                                                                     d_ff=1).attn,
+                      feature_map=draw(st.sampled_from(["elu+1", "relu", "exp_normalised"]))))
+recipe("refimpl.block.layer_masks", kinds=dict(masks="mask_list", n_layers="count", name="str"))(
+    lambda draw: (lambda n: dict(masks=[draw(st.sampled_from([None, MSK.Causal(), MSK.SlidingWindow(1, 0)]))
+                                        for _ in range(n)], n_layers=n))(draw(st.integers(1, 3))))

@@ -9,6 +9,7 @@ Bounds are stated per test (float64 on both sides unless the library rounds to f
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pathlib
@@ -66,3 +67,157 @@ def test_lucidrains_linformer():
     got = out.transpose(0, 2, 1, 3).reshape(2, n, dim) @ layer.to_out.weight.detach().numpy().T
     got = got + layer.to_out.bias.detach().numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- the Mamba block
+
+def _mamba_weights_f32(d_model, d_state, seed):
+    """Spec weights whose A_log and dt_bias are float32 numbers: both libraries cast those two to float32."""
+    from refimpl import mamba_block as MB
+    w = MB.init_mamba(seed, d_model=d_model, d_state=d_state)
+    return dataclasses.replace(w, A_log=w.A_log.astype(np.float32).astype(np.float64),
+                               dt_bias=w.dt_bias.astype(np.float32).astype(np.float64))
+
+
+def _mamba_magnitude(x, w):
+    """|out| bound of the scan's terms: the spec on |B|, |C|, |u'|, |D|, |silu(z)| and |W_out| (same deltas), so
+    a float32 rounding of B, C, u', delta (relative u32 each) moves each output by at most a few u32 of it."""
+    from refimpl.mixers import ssm as SSM
+    di, N, R = w.d_inner, w.d_state, w.dt_rank
+    xz = x @ w.in_proj
+    u, z = xz[..., :di], xz[..., di:]
+    u = SSM.causal_conv1d(u[:, None], w.conv_weight[None], w.conv_bias[None], activation="silu")[:, 0]
+    xdbl = u @ w.x_proj
+    dt = xdbl[..., :R] @ w.dt_proj
+    y, _ = SSM.selective_scan(np.abs(u)[:, None], dt[:, None], -np.exp(w.A_log)[None], np.abs(xdbl[..., R:R + N])[:, None],
+                              np.abs(xdbl[..., R + N:])[:, None], np.abs(w.D)[None], delta_bias=w.dt_bias[None],
+                              delta_softplus=True)
+    return (y[:, 0] * np.abs(SSM.silu(z))) @ np.abs(w.out_proj)
+
+
+def _mamba_check(name, got, ref, mag, n):
+    """Within 4 (n + 8) u32 M (Higham's gamma_n for the float32 products and the sums over N and L)."""
+    bound = 4 * (n + 8) * 2.0**-24 * np.maximum(mag, 1e-300)
+    ratio = float(np.max(np.abs(got - ref) / bound))
+    print(f"{name}: max |lib - spec| = {np.abs(got - ref).max():.3g}, ratio to bound {ratio:.3f}")
+    assert ratio <= 1.0, (name, ratio)
+
+
+def test_transformers_mamba_mixer():
+    """transformers 5.25.0 ``MambaMixer.forward`` (torch path, no kernels) in float64; it rounds B and u' to
+    float32 inside ``mamba_selective_scan``."""
+    tr = pytest.importorskip("transformers")
+    from transformers.models.mamba import modeling_mamba as HF
+    from refimpl import mamba_block as MB
+    d_model, N, L = 16, 4, 9
+    w = _mamba_weights_f32(d_model, N, seed=3)
+    cfg = tr.MambaConfig(hidden_size=d_model, state_size=N, conv_kernel=4, expand=2, time_step_rank=w.dt_rank,
+                         use_bias=False, use_conv_bias=True, num_hidden_layers=1, use_mambapy=False)
+    mixer = HF.MambaMixer(cfg, layer_idx=0).double().eval()
+    with torch.no_grad():
+        mixer.in_proj.weight.copy_(_t(w.in_proj.T))
+        mixer.conv1d.weight.copy_(_t(w.conv_weight[:, None, :]))
+        mixer.conv1d.bias.copy_(_t(w.conv_bias))
+        mixer.x_proj.weight.copy_(_t(w.x_proj.T))
+        mixer.dt_proj.weight.copy_(_t(w.dt_proj.T))
+        mixer.dt_proj.bias.copy_(_t(w.dt_bias))
+        mixer.A_log.copy_(_t(w.A_log))
+        mixer.D.copy_(_t(w.D))
+        mixer.out_proj.weight.copy_(_t(w.out_proj.T))
+    x = RNG.standard_normal((2, L, d_model))
+    with torch.no_grad():
+        ref = mixer(_t(x)).numpy()
+    assert sum(p.numel() for p in mixer.parameters()) == w.num_params() == MB.mamba_params(d_model, d_state=N)
+    _mamba_check("transformers MambaMixer", MB.mamba_mixer(x, w), ref, _mamba_magnitude(x, w), L + N)
+
+
+def test_mamba_ssm_mamba_simple():
+    """mamba_ssm 2.3.2 ``Mamba.forward`` without the fused path (causal_conv1d absent: ``F.conv1d`` then silu), its
+    ``selective_scan_fn`` replaced by the same file's pure-torch ``selective_scan_ref`` (float32 inside)."""
+    base = _checkout("mamba", "mamba_ssm/modules/mamba_simple.py")
+    pytest.importorskip("einops")
+    sys.path.insert(0, str(base))
+    try:
+        ms = importlib.import_module("mamba_ssm.modules.mamba_simple")
+        ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+    except ImportError as e:  # triton or another import of the package missing
+        pytest.skip(f"mamba_ssm does not import here: {e}")
+    finally:
+        sys.path.remove(str(base))
+    from refimpl import mamba_block as MB
+    d_model, N, L = 16, 4, 9
+    w = _mamba_weights_f32(d_model, N, seed=4)
+    ms_scan, ms.selective_scan_fn = ms.selective_scan_fn, ssi.selective_scan_ref
+    try:
+        mod = ms.Mamba(d_model, d_state=N, d_conv=4, expand=2, use_fast_path=False).double()
+        with torch.no_grad():
+            mod.in_proj.weight.copy_(_t(w.in_proj.T))
+            mod.conv1d.weight.copy_(_t(w.conv_weight[:, None, :]))
+            mod.conv1d.bias.copy_(_t(w.conv_bias))
+            mod.x_proj.weight.copy_(_t(w.x_proj.T))
+            mod.dt_proj.weight.copy_(_t(w.dt_proj.T))
+            mod.dt_proj.bias.copy_(_t(w.dt_bias))
+            mod.A_log.copy_(_t(w.A_log))
+            mod.D.copy_(_t(w.D))
+            mod.out_proj.weight.copy_(_t(w.out_proj.T))
+            x = RNG.standard_normal((2, L, d_model))
+            ref = mod(_t(x)).numpy()
+    finally:
+        ms.selective_scan_fn = ms_scan
+    assert sum(p.numel() for p in mod.parameters()) == w.num_params() == MB.mamba_params(d_model, d_state=N)
+    _mamba_check("mamba_ssm Mamba", MB.mamba_mixer(x, w), ref, _mamba_magnitude(x, w), L + N)
+
+
+def test_mamba_130m_parameter_count():
+    """state-spaces/mamba-130m's published config (d_model 768, 24 layers, vocab 50280 padded, tied head): the
+    spec's count against transformers' MambaForCausalLM built on the meta device."""
+    tr = pytest.importorskip("transformers")
+    from refimpl import mamba_block as MB
+    cfg = tr.MambaConfig(hidden_size=768, num_hidden_layers=24, vocab_size=50280, state_size=16, expand=2,
+                         conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True)
+    with torch.device("meta"):
+        model = tr.MambaForCausalLM(cfg)
+    n = sum(p.numel() for p in model.parameters())  # tied: the head shares the embedding
+    assert n == 24 * (MB.mamba_params(768) + 768) + 50280 * 768 + 768 == 129_135_360
+
+
+def test_transformers_llama_decoder_layer_is_a_pre_norm_rope_block():
+    """transformers 5.25.0 ``LlamaDecoderLayer`` (RMSNorm pre-norm, RoPE half layout, GQA, SwiGLU) in float64. Two
+    float32 steps of HF are replaced by their float64 twins so the wiring is compared at float64 precision: cos / sin
+    formed in float64 (``LlamaRotaryEmbedding`` forms angles in float32, tests/test_rope.py) and the norms'
+    ``LlamaRMSNorm.forward`` (it casts to float32, then back) computed without the cast."""
+    tr = pytest.importorskip("transformers")
+    from transformers.models.llama import modeling_llama as HL
+    from refimpl import block as BL
+    from refimpl.rope import rope_frequencies
+    d, H, Hkv, dff, L = 16, 4, 2, 24, 7
+    blk = BL.init_block(11, d_model=d, num_heads=H, num_kv_heads=Hkv, d_ff=dff, ffn_kind="glu", activation="silu")
+    blk = dataclasses.replace(blk, attn=dataclasses.replace(blk.attn, rope={"layout": "half", "base": 10000.0}),
+                              norm1=dataclasses.replace(blk.norm1, eps=1e-6), norm2=dataclasses.replace(blk.norm2, eps=1e-6))
+    cfg = tr.LlamaConfig(hidden_size=d, num_attention_heads=H, num_key_value_heads=Hkv, intermediate_size=dff,
+                         rms_norm_eps=1e-6, attention_bias=False, mlp_bias=False, hidden_act="silu")
+    cfg._attn_implementation = "sdpa"  # torch SDPA keeps float64 (eager_attention_forward takes the softmax in float32)
+    layer = HL.LlamaDecoderLayer(cfg, layer_idx=0).double().eval()
+    a = blk.attn
+    with torch.no_grad():
+        for name, W in (("q_proj", a.W_q), ("k_proj", a.W_k), ("v_proj", a.W_v), ("o_proj", a.W_o)):
+            getattr(layer.self_attn, name).weight.copy_(_t(W.T))
+        layer.mlp.gate_proj.weight.copy_(_t(blk.ffn.W_gate.T))
+        layer.mlp.up_proj.weight.copy_(_t(blk.ffn.W_up.T))
+        layer.mlp.down_proj.weight.copy_(_t(blk.ffn.W_down.T))
+        layer.input_layernorm.weight.copy_(_t(blk.norm1.weight))
+        layer.post_attention_layernorm.weight.copy_(_t(blk.norm2.weight))
+    def rms64(norm):
+        return lambda h: norm.weight * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+
+    layer.input_layernorm.forward = rms64(layer.input_layernorm)
+    layer.post_attention_layernorm.forward = rms64(layer.post_attention_layernorm)
+    theta, _ = rope_frequencies(d // H, 10000.0)
+    ang = np.arange(L)[:, None] * theta[None]
+    cos, sin = (_t(np.concatenate([f(ang), f(ang)], -1)[None]) for f in (np.cos, np.sin))
+    x = RNG.standard_normal((2, L, d))
+    causal = torch.full((L, L), float("-inf"), dtype=torch.float64).triu(1)[None, None]
+    with torch.no_grad():
+        out = layer(_t(x), attention_mask=causal, position_embeddings=(cos, sin))
+    ref = (out[0] if isinstance(out, tuple) else out).numpy()
+    np.testing.assert_allclose(BL.block(x, blk, causal=True), ref, rtol=1e-11, atol=1e-12)
