@@ -6,7 +6,7 @@ Read the module docstrings for formulas, shapes, conventions and sources.
 from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
 from . import block, ffn, formats, losses, norms
 from . import gated, int_formats, latent, model_configs, pooled_memory, positional, roofline, scaling, vision
-from . import hybrid, mamba_block
+from . import hybrid, mamba_block, vision_objectives
 from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
 from .mla import MLALatentCache, MLAWeights, mla_attention
 from .receptive_field import receptive_field as receptive_field_matrix, window_receptive_interval
@@ -55,6 +55,7 @@ __all__ = [
     "gated",
     "mamba_block",
     "hybrid",
+    "vision_objectives",
     "ContiguousCache",
     "PagedCache",
     "RingCache",

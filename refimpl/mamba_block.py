@@ -149,21 +149,35 @@ def mamba_mixer(x, weights: MambaWeights) -> np.ndarray:
     Bn, L, _ = x.shape
     di, N, R = w.d_inner, w.d_state, w.dt_rank
     check_budget("x, weights", nbytes=8 * Bn * L * di * (N + 8), what="the scan states (B, L, d_inner, d_state)")
+    # each stage's message names the input and every weight that reached that stage (a huge value anywhere
+    # upstream may be what overflows downstream)
+    names = "x, weights (in_proj, in_proj_bias"
     with np.errstate(over="ignore", invalid="ignore"):
         xz = x @ w.in_proj + (0.0 if w.in_proj_bias is None else w.in_proj_bias)
-    xz = finite_result(xz, "the in-projection", "x, weights.in_proj")
+    xz = finite_result(xz, "the in-projection", names + ")")
     u, z = xz[..., :di], xz[..., di:]
     bias = None if w.conv_bias is None else w.conv_bias[None]
-    u = causal_conv1d(u[:, None], w.conv_weight[None], bias, activation="silu")[:, 0]  # (B, L, d_inner)
+    names += ", conv_weight, conv_bias"
+    try:
+        u = causal_conv1d(u[:, None], w.conv_weight[None], bias, activation="silu")[:, 0]  # (B, L, d_inner)
+    except ValueError as e:
+        raise ValueError(f"{names}): the causal convolution failed ({e})") from None
+    names += ", x_proj"
     with np.errstate(over="ignore", invalid="ignore"):
-        xdbl = finite_result(u @ w.x_proj, "the x-projection", "x, weights")
-        dt = finite_result(xdbl[..., :R] @ w.dt_proj, "the step projection", "x, weights")
+        xdbl = finite_result(u @ w.x_proj, "the x-projection", names + ")")
+        names += ", dt_proj"
+        dt = finite_result(xdbl[..., :R] @ w.dt_proj, "the step projection", names + ")")
     Bm, Cm = xdbl[..., R : R + N], xdbl[..., R + N :]
-    y, _ = selective_scan(u[:, None], dt[:, None], -np.exp(w.A_log)[None], Bm[:, None], Cm[:, None], w.D[None],
-                          z[:, None], delta_bias=w.dt_bias[None], delta_softplus=True)
+    names += ", dt_bias, A_log, D"
+    try:
+        y, _ = selective_scan(u[:, None], dt[:, None], -np.exp(w.A_log)[None], Bm[:, None], Cm[:, None], w.D[None],
+                              z[:, None], delta_bias=w.dt_bias[None], delta_softplus=True)
+    except ValueError as e:
+        raise ValueError(f"{names}): the selective scan failed ({e})") from None
+    names += ", out_proj, out_proj_bias)"
     with np.errstate(over="ignore", invalid="ignore"):
         out = y[:, 0] @ w.out_proj + (0.0 if w.out_proj_bias is None else w.out_proj_bias)
-    return finite_result(out, "the output", "x, weights")
+    return finite_result(out, "the output", names)
 
 
 __all__ = ["MambaWeights", "init_mamba", "mamba_mixer", "mamba_params"]

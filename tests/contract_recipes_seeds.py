@@ -416,3 +416,75 @@ recipe("refimpl.hybrid.LinearAttentionLayer", kinds=dict(norm="object", attn="ob
 recipe("refimpl.block.layer_masks", kinds=dict(masks="mask_list", n_layers="count", name="str"))(
     lambda draw: (lambda n: dict(masks=[draw(st.sampled_from([None, MSK.Causal(), MSK.SlidingWindow(1, 0)]))
                                         for _ in range(n)], n_layers=n))(draw(st.integers(1, 3))))
+
+
+# --- DeiT, MAE, DINO ---------------------------------------------------------------------
+
+VOP = "refimpl.vision_objectives."
+
+
+@recipe(VOP + "deit_embeddings", kinds=dict(images="array", weight="array", bias="array", cls_token="array",
+                                             dist_token="array", pos_embed="array"))
+def _(draw):
+    P, d = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    gh, gw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return dict(images=arr(draw, (draw(st.integers(1, 2)), 1, gh * P, gw * P)), weight=arr(draw, (d, 1, P, P)),
+                bias=arr(draw, (d,)), cls_token=arr(draw, (d,)), dist_token=arr(draw, (d,)),
+                pos_embed=arr(draw, (gh * gw + 2, d)))
+
+
+@recipe(VOP + "deit_inference_logits", kinds=dict(cls_logits="array", dist_logits="array"))
+def _(draw):
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)))
+    return dict(cls_logits=arr(draw, shape), dist_logits=arr(draw, shape))
+
+
+@recipe(VOP + "deit_loss", kinds=dict(cls_logits="array", dist_logits="array", labels="int_array",
+                                       teacher_logits="array", distillation_type="name", alpha="prob", tau="float"))
+def _(draw):
+    B, K = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    return dict(cls_logits=arr(draw, (B, K)), dist_logits=arr(draw, (B, K)), teacher_logits=arr(draw, (B, K)),
+                labels=np.array([draw(st.integers(0, K - 1)) for _ in range(B)]),
+                distillation_type=draw(st.sampled_from(["hard", "soft"])), alpha=draw(st.floats(0.0, 1.0)),
+                tau=draw(st.floats(0.1, 5.0)))
+
+
+@recipe(VOP + "mae_random_masking", kinds=dict(x="array", mask_ratio="prob", seed="count", noise="array"))
+def _(draw):
+    N, L = draw(st.integers(1, 2)), draw(st.integers(0, 6))
+    kw = dict(x=arr(draw, (N, L, draw(st.integers(1, 2)))), mask_ratio=draw(st.sampled_from([0.0, 0.5, 0.75, 0.9])))
+    if draw(st.booleans()):
+        kw["seed"] = draw(st.integers(0, 9))
+    else:
+        kw["noise"] = arr(draw, (N, L), 0.0, 1.0)
+    return kw
+
+
+recipe(VOP + "mae_num_kept", kinds=dict(num_patches="count", mask_ratio="prob"))(
+    lambda draw: dict(num_patches=draw(st.integers(0, 10**6)), mask_ratio=draw(st.floats(0.0, 0.99))))
+
+
+@recipe(VOP + "dino_loss", kinds=dict(student_output="array", teacher_output="array", center="array", n_crops="count",
+                                       student_temp="float", teacher_temp="float"))
+def _(draw):
+    B, K, V_ = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    return dict(student_output=arr(draw, (V_ * B, K)), teacher_output=arr(draw, (2 * B, K)), center=arr(draw, (K,)),
+                n_crops=V_, student_temp=draw(st.floats(0.05, 1.0)), teacher_temp=draw(st.floats(0.01, 1.0)))
+
+
+@recipe(VOP + "dino_center_update", kinds=dict(center="array", teacher_output="array", momentum="prob"))
+def _(draw):
+    K = draw(st.integers(1, 4))
+    return dict(center=arr(draw, (K,)), teacher_output=arr(draw, (draw(st.integers(1, 4)), K)),
+                momentum=draw(st.floats(0.0, 1.0)))
+
+
+@recipe(VOP + "ema_update", kinds=dict(teacher="array", student="array", momentum="prob"))
+def _(draw):
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return dict(teacher=arr(draw, shape), student=arr(draw, shape), momentum=draw(st.floats(0.0, 1.0)))
+
+
+recipe(VOP + "dino_momentum", kinds=dict(step="count", total_steps="count", base="prob", final="prob"))(
+    lambda draw: (lambda n: dict(step=draw(st.integers(0, n - 1)), total_steps=n, base=draw(st.floats(0.9, 1.0)),
+                                 final=draw(st.floats(0.9, 1.0))))(draw(st.integers(1, 10**6))))

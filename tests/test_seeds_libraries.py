@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import pathlib
 import sys
@@ -221,3 +222,105 @@ def test_transformers_llama_decoder_layer_is_a_pre_norm_rope_block():
         out = layer(_t(x), attention_mask=causal, position_embeddings=(cos, sin))
     ref = (out[0] if isinstance(out, tuple) else out).numpy()
     np.testing.assert_allclose(BL.block(x, blk, causal=True), ref, rtol=1e-11, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- DeiT, MAE, DINO
+
+def test_transformers_deit_with_teacher():
+    """transformers 5.25.0 ``DeiTEmbeddings`` ([cls; dist; patches] + E_pos) and
+    ``DeiTForImageClassificationWithTeacher`` (logits = (cls + distillation) / 2) in float64; and the parameter
+    count of DeiT-B distilled: ViT-B/16 with a 1000-class head plus the distillation token, its position and the
+    second head."""
+    tr = pytest.importorskip("transformers")
+    from transformers.models.deit import modeling_deit as HD
+    from refimpl import vision as V
+    from refimpl import vision_objectives as VO
+    cfg = tr.DeiTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=8,
+                        patch_size=4, num_channels=3, num_labels=5)
+    torch.manual_seed(0)
+    model = HD.DeiTForImageClassificationWithTeacher(cfg).double().eval()
+    emb = model.deit.embeddings
+    with torch.no_grad():
+        for p in (emb.cls_token, emb.distillation_token, emb.position_embeddings):
+            p.normal_()
+        x = RNG.standard_normal((2, 3, 8, 8))
+        got_emb = emb(_t(x)).numpy()
+        out = model(_t(x))
+    pe = emb.patch_embeddings.projection
+    want = VO.deit_embeddings(x, pe.weight.detach().numpy(), pe.bias.detach().numpy(), emb.cls_token.detach().numpy()[0, 0],
+                              emb.distillation_token.detach().numpy()[0, 0], emb.position_embeddings.detach().numpy()[0])
+    np.testing.assert_allclose(got_emb, want, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(out.logits.numpy(), VO.deit_inference_logits(out.cls_logits.numpy(),
+                                                                            out.distillation_logits.numpy()), rtol=1e-15)
+    big = tr.DeiTConfig(num_labels=1000)  # DeiT-B/16 at 224
+    with torch.device("meta"):
+        n = sum(p.numel() for p in HD.DeiTForImageClassificationWithTeacher(big).parameters())
+    assert n == V.vit_params(n_classes=1000) + 2 * 768 + 768 * 1000 + 1000 == 87_338_192
+
+
+def test_deit_distillation_loss():
+    """facebookresearch/deit ``losses.py`` ``DistillationLoss`` (commit 7e160fe), base criterion CrossEntropyLoss,
+    the teacher a function of the inputs; hard and soft, float64."""
+    base = _checkout("deit", "losses.py")
+    from refimpl import vision_objectives as VO
+    spec = importlib.util.spec_from_file_location("deit_losses", base / "losses.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, d, t = RNG.standard_normal((3, 4, 7)) * 3
+    y = np.array([1, 0, 6, 3])
+    for kind, alpha, tau in (("hard", 0.5, 1.0), ("soft", 0.3, 3.0), ("soft", 0.5, 1.0)):
+        loss = mod.DistillationLoss(torch.nn.CrossEntropyLoss(), lambda inputs: _t(t), kind, alpha, tau)
+        ref = float(loss(None, (_t(a), _t(d)), torch.tensor(y)))
+        got = VO.deit_loss(a, d, y, t, distillation_type=kind, alpha=alpha, tau=tau)
+        np.testing.assert_allclose(got, ref, rtol=1e-13)
+
+
+def test_mae_random_masking():
+    """facebookresearch/mae ``models_mae.py`` ``MaskedAutoencoderViT.random_masking`` (commit efb2a80), run with
+    torch.rand returning the spec's noise: the same kept patches, mask and restore indices."""
+    import ast
+    import unittest.mock
+    base = _checkout("mae", "models_mae.py")
+    from refimpl import vision_objectives as VO
+    tree = ast.parse((base / "models_mae.py").read_text())
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "random_masking")
+    ns = {"torch": torch}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), "models_mae.py", "exec"), ns)
+    x = RNG.standard_normal((3, 196, 4))
+    noise = RNG.random((3, 196))
+    with unittest.mock.patch.object(torch, "rand", lambda *s, **k: _t(noise)):
+        xm, mask, restore = ns["random_masking"](None, _t(x), 0.75)
+    got = VO.mae_random_masking(x, 0.75, noise=noise)
+    np.testing.assert_array_equal(got[0], xm.numpy())
+    np.testing.assert_array_equal(got[1], mask.numpy())
+    np.testing.assert_array_equal(got[2], restore.numpy())
+    assert got[0].shape[1] == 49 and got[1].sum() == 3 * 147
+
+
+def test_dino_loss_and_schedule():
+    """facebookresearch/dino ``main_dino.py`` ``DINOLoss`` (commit 7c446df) with one process (all_reduce the
+    identity, world size 1), and ``utils.cosine_scheduler``, float64."""
+    import ast
+    base = _checkout("dino", "main_dino.py")
+    from refimpl import vision_objectives as VO
+    tree = ast.parse((base / "main_dino.py").read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "DINOLoss")
+    dist = type("dist", (), {"all_reduce": staticmethod(lambda t: t), "get_world_size": staticmethod(lambda: 1)})
+    ns = {"torch": torch, "nn": torch.nn, "F": torch.nn.functional, "np": np, "dist": dist}
+    exec(compile(ast.Module(body=[cls], type_ignores=[]), "main_dino.py", "exec"), ns)
+    K, B, crops = 6, 3, 4
+    loss = ns["DINOLoss"](K, crops, 0.04, 0.04, 0, 10).double()
+    center = np.zeros(K)
+    for step in range(3):  # the centre carried across steps
+        s, t = RNG.standard_normal((crops * B, K)) * 2, RNG.standard_normal((2 * B, K)) * 2
+        ref = float(loss(_t(s), _t(t), epoch=0))
+        np.testing.assert_allclose(VO.dino_loss(s, t, center, n_crops=crops), ref, rtol=1e-13)
+        center = VO.dino_center_update(center, t)
+        np.testing.assert_allclose(center, loss.center.numpy()[0], rtol=1e-13, atol=1e-16)
+    utils = ast.parse((base / "utils.py").read_text()) if (base / "utils.py").is_file() else None
+    if utils is not None:
+        fn = next(n for n in ast.walk(utils) if isinstance(n, ast.FunctionDef) and n.name == "cosine_scheduler")
+        ns2 = {"np": np}
+        exec(compile(ast.Module(body=[fn], type_ignores=[]), "utils.py", "exec"), ns2)
+        sched = ns2["cosine_scheduler"](0.996, 1.0, 5, 7)
+        np.testing.assert_allclose([VO.dino_momentum(i, 35) for i in range(35)], sched, rtol=0, atol=1e-16)
