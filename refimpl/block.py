@@ -7,15 +7,18 @@ docs/notes.md#encoder-decoder, docs/notes.md#layer-parameters).
     parallel (GPT-J, PaLM):     y = x + s (Attn(N1(x)) + FFN(N1(x)))     one norm;
                                 s = 1 (GPT-J, PaLM) or 1/sqrt(2) (docs/notes.md#transformer-block: two summed
                                 unit-variance branches have variance 2)
+    decoder (encoder-decoder):  self-attention causal, then cross-attention with
+                                queries from the decoder and keys/values from the encoder
+                                output M (pre-norm: h = h + XAttn(Nc(h), M)), then the FFN.
 
-Learnable per-branch scales (docs/hybrid.md, "Per-branch scales"; CaiT's LayerScale, timm
+Learnable per-branch scales (docs/hybrid.md#per-branch-scales; CaiT's LayerScale, timm
 ``LayerScale``): a block's ``attn_scale`` and ``ffn_scale`` (a scalar or one value per channel,
 shape (d,)) multiply the attention and FFN branch outputs before they join the residual, in every
 arrangement: pre-norm h = x + a_attn * Attn(N1(x)), y = h + a_ffn * FFN(N2(h)); parallel
 y = x + s (a_attn * Attn(N1(x)) + a_ffn * FFN(N1(x))). They are parameters (counted by
 ``num_params``); None is a scale of 1 with no parameter.
 
-Positions (docs/hybrid.md, "A pre-norm block with RoPE"): an ``Attention`` with ``rope`` (a dict
+Positions (docs/hybrid.md#a-pre-norm-block-with-rope): an ``Attention`` with ``rope`` (a dict
 of ``refimpl.rope.apply_rope`` keywords) rotates its queries and keys at positions 0..L-1 after the
 projections (Llama's decoder layer: pre-norm RMSNorm, RoPE "half" layout, SwiGLU; checked against
 transformers 5.25.0 ``models/llama/modeling_llama.py`` ``LlamaDecoderLayer``).
@@ -23,10 +26,7 @@ transformers 5.25.0 ``models/llama/modeling_llama.py`` ``LlamaDecoderLayer``).
 Per-layer masks: ``block(mask=...)`` and ``stack(masks=[...])`` give each layer's self-attention
 its own mask (a ``refimpl.masks.Mask`` or a bool (L, L) array, ANDed with ``causal``), e.g. sliding
 windows interleaved with full layers (Gemma 2, Mistral-style hybrids); ``refimpl.receptive_field``
-takes the same per-layer list.
-    decoder (encoder-decoder):  self-attention causal, then cross-attention with
-                                queries from the decoder and keys/values from the encoder
-                                output M (pre-norm: h = h + XAttn(Nc(h), M)), then the FFN.
+takes the same per-layer list (docs/hybrid.md#interleaved-windowed-and-full-layers).
 
 A pre-norm stack usually ends with a final norm ("final LN" of GPT-2, Llama's norm before
 the head). Fused kernels carry the residual stream separately (vLLM ``fused_add_rms_norm``:

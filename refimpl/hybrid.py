@@ -1,6 +1,6 @@
 """Hybrid stacks: attention blocks, linear-attention mixers and Mamba layers interleaved in one residual stream.
 
-docs/hybrid.md, "Hybrid stacks". Each layer reads and writes the residual stream x (B, L, d):
+docs/hybrid.md#hybrid-stacks. Each layer reads and writes the residual stream x (B, L, d):
 
 * :class:`refimpl.block.Block`: a pre-norm transformer block (attention then FFN,
   :func:`refimpl.block.block`), with its own self-attention mask (``masks[i]``: a window for a

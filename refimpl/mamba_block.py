@@ -1,6 +1,6 @@
 """The Mamba block (Gu & Dao 2023, Fig. 3): in-projection, causal conv1d, selective scan, gate, out-projection.
 
-docs/hybrid.md, "The Mamba block". Per token x_t (d_model), with d_inner = expand * d_model,
+docs/hybrid.md#the-mamba-block. Per token x_t (d_model), with d_inner = expand * d_model,
 R = dt_rank (default ceil(d_model / 16)) and N = d_state::
 
     [u_t ; z_t] = x_t W_in (+ b_in)                     W_in (d_model, 2 d_inner): u first, the gate z second

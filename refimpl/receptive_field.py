@@ -16,8 +16,8 @@ M_w: max(0, i - w) <= j <= i) the closed form is the interval
 between because each window contains self). The notes' example, w = 4, i = 10:
 [6..10], [2..10], [0..10].
 
-Layers with different masks (windowed layers interleaved with full ones, docs/hybrid.md,
-"Interleaved windowed and full layers"): pass a sequence of masks, one per layer, first layer
+Layers with different masks (windowed layers interleaved with full ones,
+docs/hybrid.md#interleaved-windowed-and-full-layers): pass a sequence of masks, one per layer, first layer
 first; then R = A_L . ... . A_2 . A_1 (a path reads layer 1's mask on its first hop).
 A single full (causal) layer anywhere in the stack makes R[i] = [0, i].
 """

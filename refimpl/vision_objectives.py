@@ -1,5 +1,6 @@
 """Training objectives of vision transformers: DeiT's distillation token, MAE's random masking, DINO's
-self-distillation target (docs/vision.md, "DeiT", "MAE", "DINO").
+self-distillation target (docs/vision.md#deit-a-distillation-token,
+docs/vision.md#mae-masking-three-quarters-of-the-patches, docs/vision.md#dino-a-centred-sharpened-teacher).
 
 DeiT (Touvron et al. 2021; facebookresearch/deit ``losses.py`` ``DistillationLoss``, commit 7e160fe;
 transformers 5.25.0 ``models/deit/modeling_deit.py``): the input sequence is

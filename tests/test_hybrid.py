@@ -166,7 +166,7 @@ def check_branch_scales(impl):
     want = x + 0.5 * (aa * attn(hp) + af * ffn(hp))
     np.testing.assert_allclose(impl.block(x, sb, arrangement="parallel", causal=True, parallel_scale=0.5), want,
                                rtol=1e-12, atol=1e-13)
-    r2 = np.array(2 ** -0.5)  # seed 003 8.9's 1/sqrt(2) as two learnable scales
+    r2 = np.array(2 ** -0.5)  # docs/notes.md#transformer-block's 1/sqrt(2) as two learnable scales
     np.testing.assert_allclose(
         impl.block(x, dataclasses.replace(blk, attn_scale=r2, ffn_scale=r2), arrangement="parallel", causal=True),
         BL.block(x, blk, arrangement="parallel", causal=True, parallel_scale=2 ** -0.5), rtol=1e-13, atol=1e-14)

@@ -67,7 +67,7 @@ def _cos_only(x, W):
     return np.cos(np.asarray(x) @ W.T) * np.sqrt(2.0 / W.shape[0])
 
 
-def _seed_positive_map(x, W):  # seed 001 17.2: exp(w.x)/sqrt(m) (ERRATA 8)
+def _seed_positive_map(x, W):  # the notes' exp(w.x)/sqrt(m) (docs/errata.md#e8)
     return np.exp(np.asarray(x) @ W.T) / np.sqrt(W.shape[0])
 
 
@@ -94,7 +94,7 @@ def _gated_loop(q, k, v, Wg, Wb, *, gate_after_write=False, gate_from_k=False, n
 
 
 def check_gates(impl):
-    """Seed 001 18.2 as a loop, per-head and per-feature gates, every form; sigmoid(-800) keeps finite log-gates."""
+    """docs/notes.md#gated-linear-attention as a loop, per-head and per-feature gates, every form; sigmoid(-800) keeps finite log-gates."""
     B, H, L, D = 2, 2, 9, 3
     q, k = RNG.standard_normal((2, B, H, L, D))
     v = RNG.standard_normal((B, H, L, 2))
@@ -150,7 +150,7 @@ WRONG_LINFORMER = {
 
 def test_linformer_cost_and_refusals():
     """Per head: k_proj n (d + d_v) projections + n k_proj (d + d_v); n = 4096, k_proj = 256, d = 64: 1/16 of the
-    score and value MACs of full attention (seed 002 section 2)."""
+    score and value MACs of full attention (docs/notes.md#linformer)."""
     assert LF.linformer_macs(4096, 256, 64, 64) == 2 * 256 * 4096 * 128
     assert LF.linformer_macs(4096, 256, 64, 64, include_projections=False) * 16 == 4096 * 4096 * 128
     with pytest.raises(ValueError, match="^E: expected shape"):

@@ -1,7 +1,7 @@
-"""Gated and hybrid blocks (issue 24 item 2; docs/hybrid.md), computed by refimpl: the Mamba block's parameters
-(001 19.4) at mamba-130m's configuration, full layers interleaved with windowed ones (004 Q3, 001 27), the
-parallel block's 1/sqrt(2) as learnable per-branch scales (003 8.9) and a pre-norm RoPE block on packed
-documents (001 26.9).
+"""Gated and hybrid blocks (docs/hybrid.md), computed by refimpl: the Mamba block's parameters at mamba-130m's
+configuration (docs/notes.md#ssm), full layers interleaved with windowed ones (docs/notes.md#receptive-field), the
+parallel block's 1/sqrt(2) as learnable per-branch scales and a pre-norm RoPE block on packed documents
+(docs/notes.md#transformer-block).
 """
 
 from __future__ import annotations
@@ -65,27 +65,27 @@ def _packed_beside():
 
 EXAMPLES = [
     WorkedExample(
-        "mamba_130m_parameters", "001 section 19.4", "Mamba block: in-projection, causal conv1d, selective scan, gate, "
+        "mamba_130m_parameters", "docs/notes.md#ssm", "Mamba block: in-projection, causal conv1d, selective scan, gate, "
         "out-projection (mamba-130m)", _mamba_130m, (3_770_880, 129_135_360), 0.0,
         "refimpl.mamba_block.mamba_params at d_model 768 (d_inner 1536, dt_rank 48, d_state 16, d_conv 4) and the "
         "whole model from its config; transformers 5.25.0 MambaForCausalLM gives the same count "
         "(tests/test_seeds_libraries.py). The name's '130m' is the rounded total",
     ),
     WorkedExample(
-        "interleaved_full_layers_receptive_field", "004 Q3; 001 section 27",
+        "interleaved_full_layers_receptive_field", "docs/notes.md#receptive-field",
         "windowed layers lose global reach; interleaving some full-attention layers recovers it",
         _interleaved, (95, 0), 0.0,
         "refimpl.receptive_field with one mask per layer, n = 128: four 8-key windows reach back 4 x 8 = 32 "
         "positions (127 - 32 = 95); one full causal layer among them reaches position 0",
     ),
     WorkedExample(
-        "parallel_block_learnable_scales", "003 section 8.9", "x' = x + (attn_out + ffn_out)/sqrt(2); or learnable "
+        "parallel_block_learnable_scales", "docs/notes.md#transformer-block", "x' = x + (attn_out + ffn_out)/sqrt(2); or learnable "
         "alpha_attn, alpha_ffn", _branch_scales, 2.0, 1e-12,
         "variance of the summed branches of a parallel block with s = 1, over the same with per-branch scales "
         "alpha_attn = alpha_ffn = 1/sqrt(2) (Block.attn_scale, ffn_scale): exactly 2 for any branch outputs",
     ),
     WorkedExample(
-        "pre_norm_rope_block_packed_documents", "001 section 26.9", "LLaMA lineage: decoder-only, RoPE, GQA, SwiGLU, "
+        "pre_norm_rope_block_packed_documents", "docs/notes.md#transformer-block", "LLaMA lineage: decoder-only, RoPE, GQA, SwiGLU, "
         "pre-norm", _packed_rope, True, 0.0,
         "a pre-norm RMSNorm block with RoPE (half layout), GQA 2:1 and SwiGLU, two layers with a per-layer "
         "Document & Causal mask: a document packed at offset 6 gives the outputs it gives at offset 0",

@@ -40,7 +40,7 @@ def _rwkv4_exact():
             f"token t-1; the current token gets e^(u + k_t) instead of e^0")
 
 
-# --- 001 17.2: trigonometric random features (Bochner) -------------------------------------------
+# --- docs/notes.md#performer: trigonometric random features (Bochner) ---------------------------
 
 _Q = np.array([0.3, -0.2, 0.5, 0.1])
 _K = np.array([0.4, 0.1, 0.2, -0.3])
@@ -60,11 +60,11 @@ def _rff_beside():
     seed_map = np.exp(W @ _Q) @ np.exp(W @ _K) / _M_RFF
     amp = np.exp(0.5 * (_Q @ _Q + _K @ _K))
     return (f"exp(q.k) = {np.exp(_Q @ _K):.5f}; Hoeffding radius (delta 1e-9) x amplitude = "
-            f"{random_features.hoeffding_radius(_M_RFF, 1e-9) * amp:.3f}; the seed's exp(w.x)/sqrt(m) map gives "
-            f"{seed_map:.4f} ~ exp(|q+k|^2/2) = {np.exp(0.5 * np.sum((_Q + _K) ** 2)):.4f} (ERRATA 8)")
+            f"{random_features.hoeffding_radius(_M_RFF, 1e-9) * amp:.3f}; the notes' exp(w.x)/sqrt(m) map gives "
+            f"{seed_map:.4f} ~ exp(|q+k|^2/2) = {np.exp(0.5 * np.sum((_Q + _K) ** 2)):.4f} (docs/errata.md#e8)")
 
 
-# --- 001 20.2: the WKV prefix scan has O(log n) depth ----------------------------------------------
+# --- docs/notes.md#rwkv: the WKV prefix scan has O(log n) depth -----------------------------------
 
 def _wkv_scan_depth():
     """Steps of the scan form at L = 1024, after checking the form against the definition at L = 37."""
@@ -76,7 +76,7 @@ def _wkv_scan_depth():
     return rwkv4.prefix_scan_steps(1024), rwkv4.prefix_scan_steps(37)
 
 
-# --- 001 18.2 (ERRATA 10): gated linear attention keeps a constant state --------------------------
+# --- docs/notes.md#gated-linear-attention: gated linear attention keeps a constant state -----------
 
 def _gated_state():
     """State values per head (S: d_phi x d_v, z: d_phi) at d = 64, and the same output from the chunked form."""
@@ -89,7 +89,7 @@ def _gated_state():
     return cost.linear_attention(64, 64).state
 
 
-# --- 002 section 2: Linformer's scores n k_proj against N^2 ------------------------------------------
+# --- docs/notes.md#linformer: Linformer's scores n k_proj against N^2 --------------------------------
 
 def _linformer():
     """Score MACs per head and unit width at N = 100,000: full N^2 and Linformer's N k_proj (k_proj = 256)."""
@@ -107,7 +107,7 @@ EXAMPLES = [
         beside=_rwkv4_exact,
     ),
     WorkedExample(
-        "trig_random_features_softmax_kernel", "001 section 17.2",
+        "trig_random_features_softmax_kernel", "docs/notes.md#performer",
         "phi(q)^T phi(k) = (1/m) sum_i ... -> exp(q^T k) as m -> inf (Bochner)",
         _rff, float(np.exp(_Q @ _K)), _RFF_TOL,
         "trigonometric features exp(|x|^2/2) m^-1/2 [cos Wx; sin Wx], m = 8192 seeded N(0, I) frequencies, q, k in R^4; "
@@ -116,20 +116,20 @@ EXAMPLES = [
         beside=_rff_beside,
     ),
     WorkedExample(
-        "wkv_prefix_scan_depth", "001 section 20.2", "prefix sums in O(log n) depth via parallel scan",
+        "wkv_prefix_scan_depth", "docs/notes.md#rwkv", "prefix sums in O(log n) depth via parallel scan",
         _wkv_scan_depth, (10, 6), 0.0,
         "doubling steps of refimpl.mixers.rwkv4.wkv(form='scan') at L = 1024 and L = 37 (ceil(log2 L)); the scan form "
         "is checked equal to the definition at L = 37 first",
     ),
     WorkedExample(
-        "gated_linear_attention_state", "001 section 18.2", "state O(d_phi d_v), independent of sequence length",
+        "gated_linear_attention_state", "docs/notes.md#gated-linear-attention", "state O(d_phi d_v), independent of sequence length",
         _gated_state, 64 * 64 + 64, 0.0,
         "values per head of S (d_phi x d_v) and z (d_phi) at d_phi = d_v = 64; gamma_t = sigmoid(W_gamma q_t), "
-        "beta_t = sigmoid(W_beta k_t) (refimpl.mixers.gated_kernel); the seed's 'delta attention' is gated linear "
-        "attention (ERRATA 10)",
+        "beta_t = sigmoid(W_beta k_t) (refimpl.mixers.gated_kernel); the notes' 'delta attention' is gated linear "
+        "attention (docs/errata.md#e10)",
     ),
     WorkedExample(
-        "linformer_scores_n100k", "002 section 2", "N = 100,000 -> N^2 ≈ 10B; Linformer O(N)",
+        "linformer_scores_n100k", "docs/notes.md#linformer", "N = 100,000 -> N^2 ≈ 10B; Linformer O(N)",
         _linformer, (10_000_000_000, 25_600_000), 0.0,
         "score entries per head: full attention N^2 beside Linformer's N k_proj with k_proj = 256 "
         "(refimpl.mixers.linformer.linformer_macs), 390.6 times fewer",

@@ -100,19 +100,19 @@ EXAMPLES = [
         "scores per head at 56 x 56 patches (Swin's first stage) with M = 7: H W M^2 in windows vs (H W)^2 globally",
     ),
     WorkedExample(
-        "deit_distillation_token", "001 section 24.2", "distillation token x_dist alongside [CLS]",
+        "deit_distillation_token", "docs/notes.md#vision", "distillation token x_dist alongside [CLS]",
         _deit, (198, 87_338_192), 0.0,
         "sequence [cls; dist; 196 patches] and DeiT-B/16's parameters with both heads (ViT-B/16 with a 1000-class head "
         "+ the token, its position and the distillation head); transformers 5.25.0 counts the same",
     ),
     WorkedExample(
-        "mae_mask_75_percent", "001 section 24.2", "mask 75% of patches",
+        "mae_mask_75_percent", "docs/notes.md#vision", "mask 75% of patches",
         _mae, (49, 147), 0.0,
         "refimpl.vision_objectives.mae_random_masking (MAE's random_masking, seed 0): int(196 x 0.25) = 49 patches "
         "enter the encoder, 147 are masked",
     ),
     WorkedExample(
-        "dino_centring_sharpening", "001 section 24.2", "self-distillation (student-teacher with momentum update)",
+        "dino_centring_sharpening", "docs/notes.md#vision", "self-distillation (student-teacher with momentum update)",
         _dino, (1 / 16, 1.0), 1e-5,
         "target of a collapsed teacher over 16 outputs at temperature 0.04: centred, uniform (1/16); not centred, "
         "sharpened to one output (1 - 3.7e-6)",

@@ -1,6 +1,6 @@
 """Linear attention with data-dependent forget and input gates (gated linear attention with a normaliser).
 
-docs/mixers.md, "Data-dependent gates". The recurrence (the definition), per head::
+docs/mixers.md#data-dependent-gates. The recurrence (the definition), per head::
 
     gamma_t = sigmoid(W_gamma q_t)        forget gate in (0, 1): (G,), G = 1 or d_phi
     beta_t  = sigmoid(W_beta k_t)         input gate in (0, 1):  (G',), G' = 1 or d_phi
@@ -10,14 +10,14 @@ docs/mixers.md, "Data-dependent gates". The recurrence (the definition), per hea
 
 Decay first, then write, then read (token t sees itself), as :mod:`refimpl.mixers.gated`. The
 normaliser is decayed by the same gate as the numerator, so y_t stays a weighted average of the
-visible v_j (weights beta_j phi(q_t).phi(k_j) prod_{j<s<=t} gamma_s) when phi >= 0. ERRATA 10:
-seed 001 18.2 calls this "delta attention"; it is gated linear attention. The delta rule
+visible v_j (weights beta_j phi(q_t).phi(k_j) prod_{j<s<=t} gamma_s) when phi >= 0. The notes call
+this "delta attention" (docs/errata.md#e10); it is gated linear attention. The delta rule
 (S_t = S_{t-1}(I - beta_t k_t k_t^T) + beta_t k_t v_t^T) is :mod:`refimpl.mixers.delta_rule`.
 
 Computed by :func:`refimpl.mixers.gated.gated_linear_attention` with keys beta_t * phi(k_t),
 log-gates log gamma_t = -softplus(-W_gamma q_t) (never log(0)) and a column of ones appended to v
 for the normaliser, so the "recurrent", "parallel" and "chunked" forms are all available.
-Weights: W_gamma (G, D) or per head (H, G, D); W_beta (G', D) or (H, G', D). No bias (as the seed).
+Weights: W_gamma (G, D) or per head (H, G, D); W_beta (G', D) or (H, G', D). No bias (as the notes).
 """
 
 from __future__ import annotations

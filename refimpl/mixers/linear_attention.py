@@ -15,11 +15,11 @@ the normaliser is computed by appending a column of ones to v (z_t = S_t[:, d_v]
 go through :func:`refimpl.mixers.gated.gated_linear_attention` (gate g = 0), which supplies
 the recurrent, parallel (masked quadratic) and chunked forms.
 
-Feature maps (``feature_map``; docs/mixers.md, "Feature maps"), each over the head dim D of x:
+Feature maps (``feature_map``; docs/mixers.md#feature-maps), each over the head dim D of x:
 
 * "elu+1" (Katharopoulos, elu(x) + 1 > 0); "relu"; "identity" (no normaliser makes sense then);
 * "squared_relu": max(x, 0)^2 (fla 0.6.0 ``fla/modules/feature_map.py`` ``SquaredReLUFeatureMap``);
-* "exp_scaled": exp(x / D), the head dim dividing the exponent (seed 003 4.10's exp(x / d_head));
+* "exp_scaled": exp(x / D), the head dim dividing the exponent (docs/notes.md#linear-attention's exp(x / d_head));
   overflow past exp(709) is a ValueError naming x;
 * "exp_normalised": softmax over the D features, exp(x_i - m) / sum_c exp(x_c - m) with m = max_c x_c
   (every feature vector sums to 1; Hedgehog's map, fla 0.6.0 ``HedgehogFeatureMap``, is this applied

@@ -1,6 +1,6 @@
 """Linformer (Wang et al. 2020, "Linformer: Self-Attention with Linear Complexity", eq. 7).
 
-docs/mixers.md, "Linformer". Keys and values are projected along the sequence, from n rows to
+docs/mixers.md#linformer. Keys and values are projected along the sequence, from n rows to
 k_proj rows, by learned matrices E, F (k_proj x n), before ordinary softmax attention::
 
     K' = E K,  V' = F V                       (k_proj x d, k_proj x d_v)

@@ -1,6 +1,6 @@
 """Trigonometric random Fourier features (Rahimi & Recht 2007) and the softmax kernel they estimate.
 
-docs/mixers.md, "Trigonometric random features". Bochner's theorem: a shift-invariant kernel is
+docs/mixers.md#trigonometric-random-features. Bochner's theorem: a shift-invariant kernel is
 the Fourier transform of a probability density; for the Gaussian kernel that density is N(0, I)::
 
     exp(-|x - y|^2 / 2) = E_{w ~ N(0, I)} [cos(w . (x - y))]
@@ -19,8 +19,8 @@ exp(x . y) = exp(|x|^2 / 2) exp(-|x - y|^2 / 2) exp(|y|^2 / 2):
 
 (Performer's "trigonometric" estimator, Choromanski et al. 2021 sec. 2.2). Unlike FAVOR+'s
 positive features (:func:`refimpl.mixers.linear_attention.favor_features`) these can make a
-normaliser sum negative or near zero, which is why FAVOR+ replaced them. The seed's
-exp(w . x) / sqrt(m) map is neither: ERRATA 8.
+normaliser sum negative or near zero, which is why FAVOR+ replaced them. The notes'
+exp(w . x) / sqrt(m) map is neither (docs/errata.md#e8).
 
 Layout as the rest of :mod:`refimpl.mixers`: x (B, H, L, d); W (m, d).
 """

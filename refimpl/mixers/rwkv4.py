@@ -36,8 +36,8 @@ Forms, all equal to the definition:
   lam = A q / (A q + B), and m updated the same way): the same function, but a sum p of many
   values near float64's maximum never overflows, and each step's convex combination is kept within
   [min(m, v_t), max(m, v_t)], where its exact value lies;
-* ``"scan"``: the same running sums as a log-depth prefix scan (docs/mixers.md, "RWKV-4 WKV as a
-  prefix scan"). A segment of n tokens is (n, o, q, m): total weight q e^o, weighted mean m of its
+* ``"scan"``: the same running sums as a log-depth prefix scan
+  (docs/mixers.md#rwkv-4-wkv-as-a-prefix-scan). A segment of n tokens is (n, o, q, m): total weight q e^o, weighted mean m of its
   values; token j is (1, k_j, 1, v_j). Combining an earlier segment X with a later one Y decays X
   by e^{n_Y w}::
 
