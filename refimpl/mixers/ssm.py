@@ -17,7 +17,8 @@ Forms, all equal to the definition:
 * ``"sequential"``: the loop above;
 * ``"associative"``: the same first-order linear recurrence as a prefix scan of pairs
   (a_t, b_t) = (Abar_t, Bbar_t u_t) under (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), which is
-  associative, in ceil(log2 L) doubling steps (Hillis-Steele; Blelloch 1990; Smith et al. 2023 S5);
+  associative, in ceil(log2 L) levels of Blelloch's work-efficient scan (Blelloch 1990; Smith et
+  al. 2023 S5);
 * ``"convolution"``: only when delta, B and C do not depend on t (a time-invariant SSM):
   x_t = sum_{j<=t} Abar^{t-j} Bbar u_j, so y_t = sum_{j=0}^{t} Kbar_{t-j} u_j + D u_t with
   the kernel Kbar_k = sum_n C_n Abar_n^k Bbar_n, k = 0, 1, ... (seed 001 19.2 writes
@@ -92,20 +93,28 @@ class _Setup:
             raise ValueError(f"z: expected the shape of u {self.u.shape}, got {self.z.shape}")
         choice(discretization, "discretization", DISCRETIZATIONS)
         dA = self.delta[..., None] * self.A[None, :, None]  # (B, H, L, P, N)
-        self.Abar = np.exp(dA)
         if discretization == "zoh_a_euler_b":
-            Bfac = self.delta[..., None]
+            self.Bfac = self.delta[..., None]
         else:  # (exp(dA) - 1) / A = delta * expm1(dA) / dA; its limit delta as dA -> 0
             # written with dA, not A: for a subnormal A, expm1(delta A) / A loses every digit
             safe = np.where(dA == 0, 1.0, dA)
-            Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
-        self.Bbar = Bfac * self.Bg[:, :, :, None, :]  # (B, H, L, P, N)
-        self.Bu = self.Bbar * self.u[..., None]  # Bbar_t u_t
+            self.Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
+        self.Abar = np.exp(dA, out=dA)
+        # Bbar_t u_t = Bfac_t B_t u_t; Euler: one product (delta_t u_t) B_t over (B, H, L, P, N)
+        if discretization == "zoh_a_euler_b":
+            self.Bu = (self.delta * self.u)[..., None] * self.Bg[:, :, :, None, :]
+        else:
+            self.Bu = self.Bfac * (self.Bg[:, :, :, None, :] * self.u[..., None])
         self.x0 = np.zeros((b, H, P, N))
         if initial_state is not None:
             self.x0 = as_float_array(initial_state, "initial_state", ndim=4)
             leading_shape(self.x0, "initial_state", (b, H, P, N), "(B, H, P, N)")
         self.L = L
+
+    @property
+    def Bbar(self) -> np.ndarray:
+        """Bbar_t = Bfac_t B_t, (B, H, L, P, N) (the convolution form's kernel)."""
+        return self.Bfac * self.Bg[:, :, :, None, :]
 
     def output(self, xs: np.ndarray) -> np.ndarray:
         """y_t = C_t . x_t (+ D u_t) (* silu(z_t)) from the states xs (B, H, L, P, N)."""
@@ -119,15 +128,26 @@ class _Setup:
 
 
 def _associative_scan(a, b):
-    """Inclusive prefix scan of (a, b) along axis 2 under (a1,b1) o (a2,b2) = (a1 a2, a2 b1 + b2)."""
-    a, b = a.copy(), b.copy()
-    L, d = a.shape[2], 1
-    while d < L:
-        a_prev, b_prev = a[:, :, :-d], b[:, :, :-d]
-        b[:, :, d:] = a[:, :, d:] * b_prev + b[:, :, d:]
-        a[:, :, d:] = a[:, :, d:] * a_prev
-        d *= 2
-    return a, b
+    """Inclusive prefix scan of (a, b) along axis 2 under (a1,b1) o (a2,b2) = (a1 a2, a2 b1 + b2).
+
+    Work-efficient (Blelloch 1990, sec. 1.4 recursive form): combine neighbours (0,1), (2,3), ...,
+    scan those L/2 pairs (the prefixes ending at the odd positions 1, 3, ...), then each even
+    position 2i >= 2 is prefix(2i - 1) o element(2i). O(L) combines in ceil(log2 L) levels, where
+    the doubling scan (Hillis-Steele) does O(L log L).
+    """
+    L = a.shape[2]
+    if L <= 1:
+        return a.copy(), b.copy()
+    left_a, left_b = a[:, :, 0 : L - 1 : 2], b[:, :, 0 : L - 1 : 2]  # elements 0, 2, ..., paired
+    right_a, right_b = a[:, :, 1::2], b[:, :, 1::2]  # elements 1, 3, ...
+    odd_a, odd_b = _associative_scan(left_a * right_a, right_a * left_b + right_b)  # prefixes at 1, 3, ...
+    pa, pb = np.empty_like(a), np.empty_like(b)
+    pa[:, :, 1::2], pb[:, :, 1::2] = odd_a, odd_b
+    pa[:, :, 0], pb[:, :, 0] = a[:, :, 0], b[:, :, 0]
+    n_even = (L - 1) // 2  # even positions 2, 4, ... below L
+    pa[:, :, 2::2] = a[:, :, 2::2] * odd_a[:, :, :n_even]
+    pb[:, :, 2::2] = a[:, :, 2::2] * odd_b[:, :, :n_even] + b[:, :, 2::2]
+    return pa, pb
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus=False,
@@ -143,15 +163,16 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_
 
 
 def _forms(s: _Setup, form: str):
-    if form == "sequential":
-        x, xs = s.x0, np.empty(s.Bu.shape)
+    if form == "sequential":  # x_t = Abar_t x_{t-1} + Bbar_t u_t, written over Bbar_t u_t (owned by s)
+        xs, x = s.Bu, s.x0
         for t in range(s.L):
-            x = s.Abar[:, :, t] * x + s.Bu[:, :, t]
-            xs[:, :, t] = x
-        return s.output(xs), x
+            xs[:, :, t] += s.Abar[:, :, t] * x
+            x = xs[:, :, t]
+        return s.output(xs), x.copy()
     if form == "associative":
-        a, b = _associative_scan(s.Abar, s.Bu)
-        xs = a * s.x0[:, :, None] + b  # prefix product applied to the initial state
+        a, xs = _associative_scan(s.Abar, s.Bu)
+        if s.x0.any():  # x_t = (prod_{j<=t} Abar_j) x_init + the scanned inputs
+            xs = a * s.x0[:, :, None] + xs
         return s.output(xs), (xs[:, :, -1] if s.L else s.x0)
     if form == "convolution":
         for arr, name in ((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")):
