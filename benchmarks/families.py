@@ -17,6 +17,7 @@ Families and contenders (float64 inputs; "peer" = the library's own reference as
                                                                                  delta_rule_chunkwise
     selective_scan  selective_scan sequential / associative                   vs mamba selective_scan_ref
     moe             moe_forward (mixtral preset, SwiGLU experts)              vs HF MixtralSparseMoeBlock
+                    (and, as a floor, the experts' three GEMMs on their routed rows alone)
     decode          refimpl.decode, one token a step after a prefill          vs SDPA on the cache per step
 
 fla's and mamba's references cast to float32 inside (``.float()``): they run as shipped, which
@@ -56,6 +57,10 @@ def _parse(argv):
     ap.add_argument("--L", type=int, nargs="+", default=None, help="lengths (tokens T for moe)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--refimpl", default=os.path.dirname(HERE),
+                    help="directory holding the refimpl package to time (default: this checkout); e.g. an older "
+                         "commit's export, for before/after figures from the same script")
+    ap.add_argument("--tag", default="", help="suffix of the plot files (e.g. 'before')")
     ap.add_argument("--_memory", nargs=3, help=argparse.SUPPRESS)  # internal: family contender L
     a = ap.parse_args(argv)
     a.rounds = a.rounds or (2 if a.quick else 3)
@@ -68,7 +73,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.abspath(ARGS.refimpl))
 import refimpl  # noqa: E402
 from refimpl import mixers  # noqa: E402
 from refimpl.flash import flash_attention, flash_attention_backward  # noqa: E402
@@ -345,7 +350,15 @@ def moe(T, variant):
     def ref():
         return refimpl.moe.moe_forward(x, Wg, experts, K_MOE, preset="mixtral")[0]
 
-    return {"refimpl moe_forward": ref, "peer HF MixtralSparseMoeBlock": hf}, 2 * T * K_MOE * 3 * D_MOE * H_MOE
+    routing = refimpl.moe.moe_forward(x, Wg, experts, K_MOE, preset="mixtral")[1]
+    rows = [x[np.nonzero((routing.indices == e) & routing.kept)[0]] for e in range(E_MOE)]
+
+    def gemms():  # the floor: the three GEMMs of each expert on its routed rows, nothing else
+        for e, r in zip(experts, rows):
+            (r @ e.Wg * (r @ e.Wu)) @ e.Wd
+
+    return ({"refimpl moe_forward": ref, "peer HF MixtralSparseMoeBlock": hf, "floor: expert GEMMs alone": gemms},
+            2 * T * K_MOE * 3 * D_MOE * H_MOE)
 
 
 DEC_STEPS, DEC_HQ, DEC_HKV = 256, 8, 2
@@ -416,7 +429,8 @@ def _memory_child(family, contender, L):
 
 
 def peak_mib(family, contender, L):
-    cmd = [sys.executable, __file__, "--threads", str(ARGS.threads), "--_memory", family, contender, str(L)]
+    cmd = [sys.executable, __file__, "--threads", str(ARGS.threads), "--refimpl", ARGS.refimpl,
+           "--_memory", family, contender, str(L)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     try:
         return float(res.stdout.strip().splitlines()[-1])
@@ -432,6 +446,7 @@ def main():
         _memory_child(ARGS._memory[0], ARGS._memory[1], int(ARGS._memory[2]))
         return
     print(machine())
+    print(f"refimpl from {os.path.dirname(refimpl.__file__)}")
     ceiling = gemm_ceiling()
     print(f"NumPy float64 GEMM (2048^3): {ceiling:.1f} GFLOP/s ({load()}); rounds {ARGS.rounds} (min)")
     head = f"{'family / size':<30} {'fastest refimpl':<22} {'ms':>9} {'fastest peer':<36} {'ms':>9} {'ratio':>6} {'GF/s':>6} {'%GEMM':>6}  load"
@@ -482,7 +497,7 @@ def plot(family, results):
     if not ARGS.no_memory:
         ax2.legend(fontsize=7)
     fig.tight_layout()
-    path = os.path.join(HERE, f"families_{family}.png")
+    path = os.path.join(HERE, f"families_{family}{'_' + ARGS.tag if ARGS.tag else ''}.png")
     fig.savefig(path, dpi=70)
     plt.close(fig)
     print(f"  plot: {path}")
