@@ -474,7 +474,11 @@ def main():
 
 
 def plot(family, results):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("  matplotlib not installed (pip install -e '.[bench]'): no plot")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
