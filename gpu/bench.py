@@ -124,6 +124,9 @@ def main(argv=None) -> int:
               "The kernels are verified without one by the test suite (tests/gpu).")
         return 0
     run(cupy)
+    from .mixers_bench import run_mixers  # the linear-time mixer kernels
+
+    run_mixers(cupy)
     return 0
 
 

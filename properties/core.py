@@ -184,6 +184,7 @@ class RunRecord:
     case: str | None = None
     snippet: str | None = None
     seconds: float = 0.0
+    adapter_seconds: float = 0.0  # of ``seconds``, the time spent inside the adapter's protocol methods
     worst: dict | None = None
     sizes: dict | None = None
     seed: int | None = None
@@ -248,6 +249,42 @@ class SizeCoverage:
 RECORDS: dict = {}
 
 
+class _TimedAdapter:
+    """``impl`` as a property sees it, with the time spent inside its protocol methods (the kind's
+    ``methods``) added to ``rec.adapter_seconds``; every other attribute is ``impl``'s own. The rest
+    of a run's time is the suite's: drawing cases, the refimpl oracle, bounds and comparisons."""
+
+    def __init__(self, impl, methods, rec):
+        self._impl, self._methods, self._rec = impl, frozenset(methods), rec
+
+    def __getattr__(self, name):
+        import functools
+        import time
+
+        attr = getattr(self._impl, name)
+        if name not in self._methods or not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._rec.adapter_seconds += time.perf_counter() - t0
+        return timed
+
+    def __repr__(self):
+        return repr(self._impl)
+
+
+def _protocol_methods(impl) -> tuple:
+    from . import registry
+
+    kind = registry.all_kinds().get(getattr(impl, "kind", None))
+    return tuple(getattr(kind, "methods", None) or ())
+
+
 def run_property(prop: Property, impl, max_examples: int | None = None, *, seed: int | None = None,
                  progress: Callable[[RunRecord], None] | None = None, **overrides) -> RunRecord:
     """Run ``prop`` against ``impl`` under the active Hypothesis profile.
@@ -276,6 +313,10 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
         raise Unsupported(reason)
     failing = []
     coverage = SizeCoverage(getattr(impl, "tiles", None))
+    # The properties see the adapter through _TimedAdapter. It is bound to the name ``impl`` because
+    # derandomised Hypothesis seeds each run from the source text of ``_run`` (decorator included):
+    # that text stays as it was, so every run draws the examples it drew before the timing was added.
+    impl = _TimedAdapter(impl, _protocol_methods(impl), rec)
 
     @given(case=strategy_for(prop, impl))
     def _run(case):

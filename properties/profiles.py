@@ -31,10 +31,20 @@ def default_profile() -> str:
     return name
 
 
+_loaded: str | None = None
+
+
 def load(name: str | None = None) -> str:
     """Load profile ``name`` (default: :func:`default_profile`) and return its name."""
+    global _loaded
     name = name or default_profile()
     if name not in PROFILES:
         raise ValueError(f"profile {name!r}: expected one of {', '.join(map(repr, PROFILES))}")
     settings.load_profile(name)
+    _loaded = name
     return name
+
+
+def active() -> str | None:
+    """The profile :func:`load` loaded last in this process (None: none was; Hypothesis's defaults)."""
+    return _loaded

@@ -126,3 +126,66 @@ def test_plugin_from_a_scratch_directory(tmp_path):
     assert len(failure.splitlines()) < 30 and "def run_property" not in failure, failure
     typo = _pytest(tmp_path, "--refimpl-impl", "my_pkg.adapters:my_kernl")
     assert typo.returncode == 4 and "has no object 'my_kernl'; did you mean 'my_kernel'" in typo.stderr, typo.stderr
+
+
+def _verdicts(records):
+    return [(r.property, r.implementation, r.status, r.examples, r.worst and r.worst["error"], r.sizes)
+            for r in records]
+
+
+def test_jobs_give_the_serial_report(capsys):
+    """--jobs 2 (forked or spawned workers: under pytest, where torch may be loaded, spawned) prints
+    the serial run's verdicts, examples, worst errors and sizes in the same order; the worked examples
+    and meta-tests come out of the workers too."""
+    from properties.__main__ import conformance
+
+    runs = {}
+    for jobs in (1, 2):
+        failures, records, stopped, meta_bad = conformance(5, None, kernels=False, kinds=("softmax", "cast"),
+                                                           jobs=jobs, with_examples=True, with_meta=True)
+        out = capsys.readouterr().out
+        assert failures == 0 and meta_bad == 0 and not stopped, out[-2000:]
+        runs[jobs] = (_verdicts(records), [line for line in out.splitlines() if line.startswith("- ")])
+        assert "Worked examples" in out and "Meta-tests" in out and "rejected" in out
+    assert runs[1] == runs[2]
+
+
+def test_jobs_spawn_when_the_parent_has_used_torch(tmp_path):
+    """A parent that has run torch (its OpenMP pool started) must not fork: a forked worker's first
+    torch op hangs. The runner spawns then, and the run completes."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import torch\n"
+        "(torch.randn(300, 300) @ torch.randn(300, 300)).sum()\n"
+        "from properties.__main__ import _start_method, main\n"
+        "if __name__ == '__main__':\n"
+        "    assert _start_method() == 'spawn'\n"
+        "    raise SystemExit(main(['--kind', 'softmax', '--examples', '3', '--jobs', '2', '--no-kernels']))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path / "hyp")}
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "ALL PASSED" in run.stdout and "worker processes failed" not in run.stdout
+
+
+def test_the_table_splits_adapter_time_from_the_suite(capsys):
+    """Seconds inside the adapter's protocol methods are counted apart from the suite's: an adapter
+    that sleeps 20 ms a call shows at least that much adapter time, and the table prints both."""
+    import dataclasses
+    import time as clock
+
+    from properties import attention_impls
+    from properties.__main__ import table
+    from properties.core import run_property
+    from properties.registry import all_properties
+
+    def slow(q, k, v, **kw):
+        clock.sleep(0.02)
+        return attention_impls.naive_attention(q, k, v, **kw)
+
+    impl = dataclasses.replace(attention_impls.naive_adapter(), name="slow_naive", forward=slow)
+    prop = next(p for p in all_properties() if p.kind == "attention" and p.name == "matches_reference")
+    rec = run_property(prop, impl, max_examples=5, derandomize=True, database=None, deadline=None)
+    assert rec.adapter_seconds >= 0.02 * rec.examples
+    assert rec.adapter_seconds <= rec.seconds
+    text = table([rec])
+    assert "adapter s" in text and "inside the adapters' methods" in text
