@@ -315,6 +315,22 @@ def table(records) -> str:
     return "\n".join(out)
 
 
+def not_drawn_lines(records) -> str:
+    """Per implementation with passes, the cases of its kind it does not declare (never drawn,
+    so not covered by its passes): ``properties.core.not_drawn``."""
+    seen: dict = {}
+    for r in records:
+        if r.status in ("pass", "xpass") and r.not_drawn:
+            seen.setdefault(r.implementation, r.not_drawn)
+    if not seen:
+        return ""
+    out = ["", "Not drawn (undeclared or declined; its passes cover the declared cases only):"]
+    for impl, items in sorted(seen.items()):
+        out.append(f"  {impl}: " + ", ".join(i.replace(" (capability not declared)", "").replace(" (declined)", " [declined]")
+                                            for i in items))
+    return "\n".join(out)
+
+
 def meta(only: str | None, kinds=()) -> int:
     print()
     print("=" * 100)
@@ -450,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     bad += failures
     print()
     print(table(records))
+    print(not_drawn_lines(records))
     if not args.no_meta and (args.meta or not filtered) and not stopped:
         bad += meta(args.only, tuple(args.kind))
     if args.json:

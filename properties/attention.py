@@ -524,7 +524,10 @@ def _no_dropout(caps):
 
 
 def _permutable(caps):
-    """Positional ALiBi does not commute with a key permutation (a bias array would)."""
+    """Positional ALiBi does not commute with a key permutation (a bias array would). The
+    permuted call folds causal into the mask array, so it is a non-causal call."""
+    if hasattr(caps, "require"):
+        caps.require("causal", ("non_causal",))
     return C.attention_case(caps - {"alibi_slopes"})
 
 

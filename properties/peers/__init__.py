@@ -23,6 +23,7 @@ present, through the shims of ``properties.peers.triton_shims``):
 
     fla_linear       fla linear attention, simple GLA, GLA, delta rule, gated delta rule
                      (fused_recurrent and chunk forms)
+    fla_attention    fla parallel_attn: Triton FlashAttention-2 forward and backward (causal only)
     liger            Liger-Kernel RMSNorm (llama, gemma), LayerNorm, cross-entropy (plain and
                      fused linear), RoPE
     mamba_triton     mamba's selective_state_update, token by token (source checkout via
@@ -46,13 +47,14 @@ FACTORIES = {
     "xformers": "gpu_only",
     "flashinfer": "gpu_only",
     "fla_linear": "fla_ops",
+    "fla_attention": "fla_attn",
     "liger": "liger_ops",
     "mamba_triton": "mamba_ssu",
 }
 
 #: factories of Triton kernels (interpreted without a GPU: seconds an example, not milliseconds);
 #: tests/test_triton_peers.py smoke-tests them at their own budget
-TRITON = ("fla_linear", "liger", "mamba_triton")
+TRITON = ("fla_linear", "fla_attention", "liger", "mamba_triton")
 
 
 def _factory(name: str):
