@@ -26,7 +26,7 @@ def _need(module):
 def test_importing_the_peers_package_imports_no_library():
     code = ("import sys, properties.peers, properties.peers.run; "
             "import properties.peers.sdpa, properties.peers.flex, properties.peers.jax_dpa, properties.peers.deepspeed_gating, properties.peers.hf_moe, properties.peers.gpu_only; "
-            "import properties.peers.fla_ops, properties.peers.fla_attn, properties.peers.liger_ops, properties.peers.mamba_ssu, properties.peers.triton_shims; "
+            "import properties.peers.fla_ops, properties.peers.fla_attn, properties.peers.liger_ops, properties.peers.mamba_ssu, properties.peers.sglang_ops, properties.peers.triton_shims; "
             "print(sorted(m for m in ('torch', 'jax', 'transformers', 'deepspeed', 'triton', 'fla', 'liger_kernel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -195,12 +195,32 @@ def test_fla_parallel_attn_sink_overflow():
         f"fla's sink lse at score -100 is now {lse[10.0]}: if finite, remove the fla.parallel_attn[float32,sinks] entries"
 
 
+@pytest.mark.parametrize("Lk", [33, 70])
+def test_sglang_decode_splits(Lk):
+    """SGLang's decode attention with keys spread over 2 and 3 of its 4 KV splits (32-key pieces,
+    MIN_BLOCK_KV) merged by their lse in stage 2: two decode rows (Lq = 2) against Lk keys, GQA,
+    softcap and sinks, through the attention kind's matches_reference (the suite's float32 bound).
+    The default sizes (Lk <= 9) stay within one split."""
+    try:
+        from properties.peers import sglang_decode
+        impl = sglang_decode()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    from properties.attention import check_matches_reference
+    from properties.attention_cases import build
+
+    for kw in ({"causal": True}, {"causal": True, "softcap": 2.0, "window": (40, 0)}):
+        case = build(shape=(1, 4, 2, 2, Lk, 16, 8), seed=Lk, precision="float32", kwargs=kw,
+                     arrays={"sinks": True} if "softcap" in kw else None)
+        check_matches_reference(impl, case)
+
+
 # --- every Triton adapter through the properties of its kind (smoke size) ----------------------
 # Interpreted kernels take 0.1 s (Liger) to 10 s (fla chunk forms at L ~ 200; mamba's decode step,
 # one launch a token) an example on 2 shared cores: Liger runs 3 examples a pair, fla and mamba 1,
 # no shrinking (the full run shrinks).
 
-EXAMPLES = {"fla_linear": 1, "fla_attention": 1, "liger": 3, "mamba_triton": 1}
+EXAMPLES = {"fla_linear": 1, "fla_attention": 1, "liger": 3, "mamba_triton": 1, "sglang_decode": 1}
 
 
 def _triton_impls():
