@@ -1,6 +1,9 @@
 """refimpl: the executable specification (pure NumPy + SciPy, float64).
 
-Read the module docstrings for formulas, shapes, conventions and sources.
+Read the module docstrings for formulas, shapes, conventions and sources. They cite the
+project's own documents as ``docs/<file>.md#<section>`` (docs/notes.md, docs/errata.md,
+docs/conventions.md), paths from the repository root; an installed wheel carries the same files
+under ``<sys.prefix>/share/transformer-refimpl/docs/``.
 """
 
 from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
