@@ -150,7 +150,10 @@ ATTENTION_KIND = Kind(
            "window_ignores_outside and alignment_relation never draw varlen (their alignment is the whole "
            "matrix's); the backward and dropout properties never draw sinks",
            "backward_matches_reference and backward_finite_differences compare with the spec's gradient whatever "
-           "the convention (a NaN row's gradient is a deviation to xfail, citing the library)"),
+           "the convention (a NaN row's gradient is a deviation to xfail, citing the library)",
+           "backward_finite_differences draws the small sizes (L <= 5, D <= 6) even for an adapter declaring tiles or "
+           "head_dims (its central differences take 4 Lk Dv forward steps at once); backward_matches_reference draws "
+           "the tile sizes"),
 )
 
 ALL_CAPS = frozenset(ATTENTION_CAPABILITIES)
@@ -324,8 +327,16 @@ def shapes(caps: frozenset, *, max_len: int = sizes.DEFAULT_MAX_LEN, max_dim: in
     return draw_shapes()
 
 
+def attention_case(caps: frozenset = ALL_CAPS, **kwargs):
+    """An attention problem using only features in ``caps`` and no declined option value
+    (:func:`_attention_case`); :class:`properties.core.Unsupported` at once when the declaration
+    leaves no causal value to draw."""
+    _causal_values(caps)
+    return _attention_case(caps, **kwargs)
+
+
 @st.composite
-def attention_case(
+def _attention_case(
     draw,
     caps: frozenset = ALL_CAPS,
     *,

@@ -105,6 +105,16 @@ def _activations(caps) -> tuple:
     return caps.require("activation", Fn.ACTIVATIONS) if hasattr(caps, "require") else Fn.ACTIVATIONS
 
 
+def _with_activations(make):
+    """The strategy ``make(caps)``, after checking that the declaration leaves an activation to
+    draw (Unsupported at once otherwise, not while drawing)."""
+    def strategy(caps):
+        _activations(caps)
+        return make(caps)
+
+    return strategy
+
+
 @st.composite
 def act_case(draw, caps=None):
     name = draw(st.sampled_from(_activations(caps)))
@@ -535,21 +545,21 @@ WRONG.update({f"{b}_{p}": in_precision(WRONG[b], p, f"wrong[{b}][{p}]") for b, p
     ("gated_activation_on_value", "float32"), ("gated_backward_act_not_derivative", "float32"))})
 
 PROPERTIES = [
-    Property("activation_matches_definition", "ffn", check_activation, lambda caps: act_case(caps),
+    Property("activation_matches_definition", "ffn", check_activation, _with_activations(act_case),
              "relu, gelu (erf), gelu_tanh, silu, sigmoid equal their definitions (mpmath) to 8 u",
              rejects=("gelu_variant_swap", "gelu_variant_swap_float32"), methods=("act",)),
-    Property("ffn_matches", "ffn", check_ffn, lambda caps: ffn_case(caps),
+    Property("ffn_matches", "ffn", check_ffn, _with_activations(ffn_case),
              "MLP / GLU forward with activation dropout equals refimpl.ffn.ffn",
              rejects=("gelu_variant_swap", "glu_activation_on_value", "dropout_without_rescale",
                       "glu_activation_on_value_bfloat16", "dropout_without_rescale_float32"), methods=("ffn",)),
-    Property("ffn_backward_matches", "ffn", check_ffn_backward, lambda caps: ffn_case(caps),
+    Property("ffn_backward_matches", "ffn", check_ffn_backward, _with_activations(ffn_case),
              "FFN / GLU gradients (dx, dW, db) equal refimpl.ffn.ffn_backward", requires=frozenset({"backward"}),
              rejects=("backward_uses_act_not_derivative", "backward_forgets_dropout_mask",
                       "backward_uses_act_not_derivative_bfloat16", "backward_forgets_dropout_mask_float32")),
-    Property("gated_matches", "ffn", check_gated, lambda caps: gated_case(caps),
+    Property("gated_matches", "ffn", check_gated, _with_activations(gated_case),
              "the gated product act(a) * b of a GLU equals refimpl.ffn.glu_split",
              rejects=("gated_activation_on_value", "gated_activation_on_value_float32"), methods=("gated",)),
-    Property("gated_backward_matches", "ffn", check_gated_backward, lambda caps: gated_case(caps),
+    Property("gated_backward_matches", "ffn", check_gated_backward, _with_activations(gated_case),
              "the gated product's gradients equal (dc * b * act'(a), dc * act(a))",
              requires=frozenset({"gated_backward"}),
              rejects=("gated_backward_act_not_derivative", "gated_backward_act_not_derivative_float32")),
