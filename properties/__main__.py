@@ -29,7 +29,7 @@ from .core import ProtocolError, load_user_implementations
 from .report import XfailError, write_headroom, write_json
 from .runner import (  # noqa: F401  (re-exported: the runner's pieces were defined here before)
     DEFAULT_EXAMPLES, STATUSES, TIMES, Progress, UsageError, _start_method, conformance, kernel_adapters, meta,
-    select_implementations, table, worked_examples)
+    not_drawn_lines, select_implementations, table, worked_examples)
 
 EPILOG = f"""\
 examples:
