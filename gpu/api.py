@@ -118,7 +118,7 @@ def _float_4d(x, name: str) -> np.ndarray:
     if out is arr:  # never hand the caller's own buffer to a kernel
         out = out.copy()
     if not np.isfinite(out).all():
-        raise ValueError(f"{name}: overflows float32")
+        raise ValueError(f"{name}: expected values within float32 range, got one that overflows float32")
     return out
 
 
@@ -180,10 +180,11 @@ def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right",
     p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"),
                         scale_, softcap_, o, left, right, Hq // Hkv)
     if p.threads > MAX_THREADS_PER_BLOCK:
-        raise ValueError(f"block_q * block_k = {p.threads} threads: at most {MAX_THREADS_PER_BLOCK} per block")
+        raise ValueError(f"block_q, block_k: expected block_q * block_k <= {MAX_THREADS_PER_BLOCK} threads per block, "
+                         f"got {p.threads}")
     if p.shared_bytes > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"block_q={bq}, block_k={bk} with head dims ({p.d_max}, {p.dv_max}) need "
-                         f"{p.shared_bytes} B of shared memory, more than {MAX_STATIC_SHARED_BYTES}")
+        raise ValueError(f"block_q, block_k: expected tiles within {MAX_STATIC_SHARED_BYTES} B of shared memory, got "
+                         f"{p.shared_bytes} B (block_q={bq}, block_k={bk}, head dims ({p.d_max}, {p.dv_max}))")
     return q, k, v, p
 
 
@@ -841,7 +842,7 @@ def prepare_route(logits, k, *, preset=None, padding_mask=None, selection_bias=N
 
         pre = get_preset(preset)
         if pre.k is not None and k != pre.k:
-            raise ValueError(f"k: preset {pre.name!r} routes to exactly k={pre.k}, got k={k}")
+            raise ValueError(f"k: expected k = {pre.k} (preset {pre.name!r} routes to exactly k={pre.k}), got {k}")
     opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
     z = _check_logits(logits)
     T, E = z.shape
@@ -875,7 +876,7 @@ def prepare_route(logits, k, *, preset=None, padding_mask=None, selection_bias=N
                     scan_block=_tile(scan_block, "scan_block", DEFAULT_SCAN_BLOCK))
     for name in ("token_block", "scan_block"):
         if getattr(p, name) > MAX_THREADS_PER_BLOCK:
-            raise ValueError(f"{name}: at most {MAX_THREADS_PER_BLOCK} threads per block, got {getattr(p, name)}")
+            raise ValueError(f"{name}: expected at most {MAX_THREADS_PER_BLOCK} threads per block, got {getattr(p, name)}")
     return z32, token_mask.astype(np.int32), opts, p, C
 
 

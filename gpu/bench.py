@@ -436,8 +436,10 @@ def main(argv=None) -> int:
         print(f"gpu.bench: no GPU, nothing measured: {reason}. "
               "The kernels are verified without one by the test suite (tests/gpu).")
         return 0
+    from .mixers_bench import run_mixers  # the linear-time mixer kernels
+
     failed = 0
-    for part in (run, run_backward, run_decode, run_block, run_moe, run_gla):
+    for part in (run, run_backward, run_decode, run_block, run_moe, run_gla, run_mixers):
         try:
             part(cupy)
         except Exception as e:  # noqa: BLE001 - one part failing must not hide the others' figures

@@ -92,3 +92,15 @@ def pytest_terminal_summary(terminalreporter):
                           f"skipped {c['skipped']:>3}  {_time[label]:6.1f} s"
                           + (f"  (xfailed {c['xfailed']}: see the test's reason)" if c["xfailed"] else "")
                           + (f"  (XPASSED {c['xpassed']}: drop the xfail mark)" if c["xpassed"] else ""))
+
+
+# the linear-time mixer kernels (tests/gpu/test_mixer_kernels.py); appended, so the table above
+# merges with other kernels' rows
+ROUTES = ROUTES + (
+    ("mixers ptx: compile_ptx, cc 8.0 / 9.0", "test_mixer_kernels.py", ("test_mixer_ptx",)),
+    ("mixers nvrtc: sm_80 / sm_90 cubin", "test_mixer_kernels.py", ("test_mixer_nvrtc",)),
+    ("mixers simulator: vs refimpl, mutants", "test_mixer_kernels.py", ("test_mixer_simulated",)),
+    ("mixers opencl: vs refimpl, mutants", "test_mixer_kernels.py", ("test_mixer_opencl",)),
+    ("mixers opencl: conformance (float32)", "test_mixer_kernels.py", ("test_mixer_conformance",)),
+    ("mixers facade and OpenCL build", "test_mixer_kernels.py", None),
+)
