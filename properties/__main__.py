@@ -29,7 +29,7 @@ from .core import ProtocolError, load_user_implementations
 from .report import XfailError, write_headroom, write_json
 from .runner import (  # noqa: F401  (re-exported: the runner's pieces were defined here before)
     DEFAULT_EXAMPLES, STATUSES, TIMES, Progress, UsageError, _start_method, conformance, kernel_adapters, meta,
-    select_implementations, table, worked_examples)
+    not_drawn_lines, select_implementations, table, worked_examples)
 
 EPILOG = f"""\
 examples:
@@ -49,37 +49,6 @@ REFIMPL_IMPLS: a comma-separated list of module:object, e.g.
 Default: {DEFAULT_EXAMPLES} Hypothesis examples a property (the dev profile's count), derandomised.
 Protocol of every kind, reports, xfail file: docs/conformance.md.
 """
-
-
-def list_all(kernels: bool) -> None:
-    """Kinds (with their properties' count), bundled, user and wrong implementations, one group a kind."""
-    kinds = registry.all_kinds()
-    props = registry.all_properties()
-    impls = registry.all_bundled() + (kernel_adapters() if kernels else [])
-    user = load_user_implementations()
-    wrong = registry.all_wrong()
-    wrap = dict(width=100, initial_indent="      ", subsequent_indent="      ")
-    print(f"{len(kinds)} kinds, {len(props)} properties; implementations: {len(impls)} bundled, "
-          f"{len(user)} from REFIMPL_IMPLS,\n{len(wrong)} wrong ones (the meta-tests)\n")
-    for name, kind in sorted(kinds.items()):
-        n_props = sum(p.kind == name for p in props)
-        doc = " ".join((getattr(kind, "doc", "") or "").split()).split(". ")[0]
-        print(f"{name}  ({n_props} properties)")
-        if doc:
-            print("    " + textwrap.shorten(doc, 96, placeholder=" ..."))
-        mine = [i.name for i in impls if i.kind == name]
-        if mine:
-            print("    bundled:")
-            print(textwrap.fill(", ".join(mine), **wrap))
-        theirs = [i.name for i in user if i.kind == name]
-        if theirs:
-            print("    REFIMPL_IMPLS:")
-            print(textwrap.fill(", ".join(theirs), **wrap))
-        bad = sorted({i.name for i in wrong.values() if i.kind == name})
-        if bad:
-            print(f"    wrong ({len(bad)}, for the meta-tests; --impl accepts them):")
-            print(textwrap.fill(", ".join(bad), **wrap))
-    print("\nRun one: python -m properties --impl NAME [--kind KIND]; your own: REFIMPL_IMPLS=module:object")
 
 
 #: argparse's own messages, in the one wording ``<option>: expected ..., got ...`` (README "Contract")
@@ -114,7 +83,35 @@ class _Parser(argparse.ArgumentParser):
         super().error(usage_wording(message))
 
 
-USAGE_PREFIX = "python -m properties: error: "
+def list_all(kernels: bool) -> None:
+    """Kinds (with their properties' count), bundled, user and wrong implementations, one group a kind."""
+    kinds = registry.all_kinds()
+    props = registry.all_properties()
+    impls = registry.all_bundled() + (kernel_adapters() if kernels else [])
+    user = load_user_implementations()
+    wrong = registry.all_wrong()
+    wrap = dict(width=100, initial_indent="      ", subsequent_indent="      ")
+    print(f"{len(kinds)} kinds, {len(props)} properties; implementations: {len(impls)} bundled, "
+          f"{len(user)} from REFIMPL_IMPLS,\n{len(wrong)} wrong ones (the meta-tests)\n")
+    for name, kind in sorted(kinds.items()):
+        n_props = sum(p.kind == name for p in props)
+        doc = " ".join((getattr(kind, "doc", "") or "").split()).split(". ")[0]
+        print(f"{name}  ({n_props} properties)")
+        if doc:
+            print("    " + textwrap.shorten(doc, 96, placeholder=" ..."))
+        mine = [i.name for i in impls if i.kind == name]
+        if mine:
+            print("    bundled:")
+            print(textwrap.fill(", ".join(mine), **wrap))
+        theirs = [i.name for i in user if i.kind == name]
+        if theirs:
+            print("    REFIMPL_IMPLS:")
+            print(textwrap.fill(", ".join(theirs), **wrap))
+        bad = sorted({i.name for i in wrong.values() if i.kind == name})
+        if bad:
+            print(f"    wrong ({len(bad)}, for the meta-tests; --impl accepts them):")
+            print(textwrap.fill(", ".join(bad), **wrap))
+    print("\nRun one: python -m properties --impl NAME [--kind KIND]; your own: REFIMPL_IMPLS=module:object")
 
 
 def _int_at_least(minimum: int, name: str, what: str):
@@ -139,13 +136,13 @@ _seed = _int_at_least(0, "seed", "an integer")
 
 
 def _default_jobs() -> int:
+    """$REFIMPL_JOBS, else the CPU count (the CPUs this process may use) up to 4."""
     env = os.environ.get("REFIMPL_JOBS")
     if env:
         try:
             return _positive("REFIMPL_JOBS")(env)
-        except argparse.ArgumentTypeError as e:  # a usage error: exit status 2, as argparse's
-            print(f"{USAGE_PREFIX}REFIMPL_JOBS: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"REFIMPL_JOBS: {e}") from None
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
@@ -175,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
                      help="Hypothesis examples per property (overrides the profile's count)")
     how.add_argument("--seed", type=_seed, default=None, metavar="N",
                      help="draw the examples randomly from seed N (repeatable runs that differ from the default)")
-    how.add_argument("-j", "--jobs", type=_positive("jobs"), default=_default_jobs(), metavar="N",
+    how.add_argument("-j", "--jobs", type=_positive("jobs"), default=None, metavar="N",
                      help="worker processes for the pairs, worked examples and meta-tests (default: "
                           "$REFIMPL_JOBS, else the CPU count up to 4); the report is the same for any N")
     how.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail",
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             list_all(kernels=not args.no_kernels)
         except (ProtocolError, ValueError) as e:
-            print(f"{USAGE_PREFIX}{e}", file=sys.stderr)
+            print(f"python -m properties: error: {e}", file=sys.stderr)
             return 2
         return 0
     if args.profile:
@@ -206,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         select_implementations(tuple(args.impl), tuple(args.kind), kernels=False)  # usage errors before any work
+        jobs = args.jobs or _default_jobs()
         failures, records, stopped, meta_bad = conformance(
             examples, args.only, kernels=not args.no_kernels and not filtered, impl_names=tuple(args.impl),
             kinds=tuple(args.kind), use_profile=bool(args.profile), seed=args.seed, maxfail=args.maxfail,
-            jobs=args.jobs, with_examples=not filtered,
+            jobs=jobs, with_examples=not filtered,
             with_meta=not args.no_meta and (args.meta or not filtered))
     except (ProtocolError, XfailError, UsageError) as e:
-        print(f"{USAGE_PREFIX}{e}", file=sys.stderr)
+        print(f"python -m properties: error: {e}", file=sys.stderr)
         return 2
     bad = failures + meta_bad
     if args.json:

@@ -39,6 +39,8 @@ class Property:
                ``capabilities -> strategy`` so that each implementation is
                exercised on every feature it declares (and only those).
     requires:  capabilities the implementation must declare.
+    methods:   adapter methods the check calls; an adapter that supplies none for one of them
+               (a partial declaration, ``properties.protocol.Capability.waives``) is unsupported.
     rejects:   names of wrong implementations (see each module's ``WRONG``)
                that this property must reject; checked by the meta-tests.
     doc:       one line saying what is asserted.
@@ -51,6 +53,7 @@ class Property:
     doc: str
     requires: frozenset = frozenset()
     rejects: tuple = ()
+    methods: tuple = ()
 
 
 class Unsupported(Exception):
@@ -146,11 +149,31 @@ def unsupported_reason(impl, prop: Property) -> str | None:
     lacking = sorted(prop.requires - frozenset(impl.capabilities))
     if lacking:
         return f"{impl.name} does not declare {lacking} (needed by {prop.name})"
+    absent = [m for m in prop.methods if not callable(getattr(impl, m, None))]
+    if absent:
+        return f"{impl.name} supplies no {absent} (a partial declaration; needed by {prop.name})"
     try:
         strategy_for(prop, impl)
     except Unsupported as e:
         return f"{impl.name}: {e} (property {prop.name})"
     return None
+
+
+def not_drawn(impl) -> list:
+    """What of its kind the suite never draws for ``impl``, because the adapter does not declare
+    it: each capability of the kind it lacks ("softcap (capability not declared)") and each
+    option value it declines ("causal=non_causal (declined)"). A pass covers the declared cases
+    only; these are listed beside it (``RunRecord.not_drawn``), never counted as passing."""
+    from . import registry
+
+    kind = registry.all_kinds().get(getattr(impl, "kind", None))
+    if kind is None:
+        return []
+    caps = frozenset(impl.capabilities)
+    out = [f"{c} (capability not declared)" for c in kind.capabilities if c not in caps]
+    for opt, vals in sorted((getattr(impl, "declines", None) or {}).items()):
+        out += [f"{opt}={v} (declined)" for v in sorted(vals, key=str)]
+    return out
 
 
 def supports(impl, prop: Property) -> bool:
@@ -172,6 +195,8 @@ class RunRecord:
     bound over every example run: ``{"quantity", "error", "bound", "ratio"}`` (ratio = error /
     bound; 1 - ratio is the headroom), None when the property compares nothing that way
     (exact or structural checks). ``sizes``: the array shapes drawn (``size_coverage``).
+    ``not_drawn``: the kind's cases the adapter's declaration leaves out (:func:`not_drawn`): a
+    pass is for the declared cases only.
     ``seed``: the Hypothesis seed (None: derandomised, the seed derived from the test).
     """
 
@@ -188,6 +213,7 @@ class RunRecord:
     worst: dict | None = None
     sizes: dict | None = None
     seed: int | None = None
+    not_drawn: list = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -306,7 +332,7 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
     from .tolerance import recording
 
     reason = unsupported_reason(impl, prop)
-    rec = RunRecord(prop.name, prop.kind, impl.name, seed=seed)
+    rec = RunRecord(prop.name, prop.kind, impl.name, seed=seed, not_drawn=not_drawn(impl))
     RECORDS[(prop.name, impl.name)] = rec
     if reason:
         rec.status, rec.reason = "unsupported", reason

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_budget, choice, count, instance, positive_float, positive_int
+from ._validate import as_float_array, check_budget, choice, count, instance, max_bytes, positive_float, positive_int
 from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention, check_window
 
@@ -101,19 +101,48 @@ class KVCache:
 
 
 class ContiguousCache(KVCache):
-    """Keys and values of every position, concatenated (HF ``DynamicCache``)."""
+    """Keys and values of every position, concatenated (HF ``DynamicCache``).
+
+    Stored in buffers that double when full, so appending n tokens copies O(n) amortised, not
+    the whole cache: ``k`` and ``v`` are the first ``length`` positions of the buffers.
+    """
 
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
-        self.k = np.zeros((self.B, self.Hkv, 0, self.D))
-        self.v = np.zeros((self.B, self.Hkv, 0, self.Dv))
+        self._kbuf = np.zeros((self.B, self.Hkv, 0, self.D))
+        self._vbuf = np.zeros((self.B, self.Hkv, 0, self.Dv))
+
+    @property
+    def k(self) -> np.ndarray:
+        return self._kbuf[:, :, : self.length]
+
+    @property
+    def v(self) -> np.ndarray:
+        return self._vbuf[:, :, : self.length]
+
+    def _append(self, k, v):
+        """Store k, v; return read-only views of every key and value held. Positions are only
+        ever appended past ``length`` (a full buffer is replaced, never rewritten), so what a
+        view shows never changes: it is a snapshot without a copy."""
+        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        n, end = k.shape[2], self.length + k.shape[2]
+        if end > self._kbuf.shape[2]:
+            check_budget("k, v (the cache after this update)", shape=(self.B, self.Hkv, end, self.D + self.Dv),
+                         what=f"cache buffers for {end} positions")
+            per_position = 8 * self.B * self.Hkv * (self.D + self.Dv)  # doubling stays within the budget
+            cap = max(end, min(2 * self._kbuf.shape[2], max_bytes() // per_position))
+            kb, vb = np.empty((self.B, self.Hkv, cap, self.D)), np.empty((self.B, self.Hkv, cap, self.Dv))
+            kb[:, :, : self.length], vb[:, :, : self.length] = self.k, self.v
+            self._kbuf, self._vbuf = kb, vb
+        self._kbuf[:, :, self.length : end], self._vbuf[:, :, self.length : end] = k, v
+        self.length = end
+        K, V = self.k, self.v
+        K.flags.writeable = V.flags.writeable = False
+        return K, V
 
     def update(self, k, v):
-        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
-        self.k = np.concatenate([self.k, k], axis=2)
-        self.v = np.concatenate([self.v, v], axis=2)
-        self.length += k.shape[2]
-        return self.k.copy(), self.v.copy()  # the caller's copies: writing into them leaves the cache as it is
+        K, V = self._append(k, v)
+        return K.copy(), V.copy()  # the caller's copies: writing into them leaves the cache as it is
 
     def contents(self):
         return self.k.copy(), self.v.copy(), np.arange(self.length)
@@ -340,7 +369,7 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
     if rope is not None:  # checked in full before the cache is touched
         kw = check_rope_kwargs(rope, D)
         q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
-    K, V = cache.update(k, v)
+    K, V = cache._append(k, v) if isinstance(cache, ContiguousCache) else cache.update(k, v)
     return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]
 
 
