@@ -396,25 +396,22 @@ def _scale_not_exponentiated(u, v, ls):
     return V.clip_loss(u, v, float(np.log(ls))) if ls > 0 else V.clip_loss(u, v, -30.0)
 
 
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _torch_available() -> bool:  # installed, not imported: importing torch costs seconds the runner may not need
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 REFIMPL_PATCH = PatchEmbedAdapter("refimpl.vision.patch_embed", V.patch_embed)
 REFIMPL_CONV = PatchEmbedAdapter("refimpl.vision.conv2d_stride", V.conv2d_stride)
 TORCH_CONV = PatchEmbedAdapter("torch conv2d float32 (HF ViTPatchEmbeddings)", _torch_conv)
 REFIMPL_CLIP = ContrastiveAdapter("refimpl.vision.clip_loss", V.clip_loss)
-HF_CLIP = ContrastiveAdapter("HF image_text_contrastive_loss float32", _torch_clip)
 REFIMPL_SWIN = SwinAdapter("refimpl.vision.swin_window_attention", V.swin_window_attention)
 # HF's layer is built per example (about 0.4 s each): run by tests/test_vision_properties.py, not by the main job
 HF_SWIN = SwinAdapter("HF SwinLayer attention (float64 layer, float32 softmax)", _hf_swin,
                       frozenset({"non_square_images"}))
-BUNDLED = [REFIMPL_PATCH, REFIMPL_CONV, REFIMPL_CLIP, REFIMPL_SWIN] + ([TORCH_CONV, HF_CLIP] if _torch_available() else [])
+# HF's CLIP loss is the peer properties.peers:hf_clip (importing transformers' CLIP takes seconds)
+BUNDLED = [REFIMPL_PATCH, REFIMPL_CONV, REFIMPL_CLIP, REFIMPL_SWIN] + ([TORCH_CONV] if _torch_available() else [])
 
 WRONG = {
     "flatten_hwc_with_conv_weights": PatchEmbedAdapter("wrong[flatten_hwc_with_conv_weights]", _hwc_flatten),

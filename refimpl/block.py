@@ -73,7 +73,7 @@ class Norm:
         if self.kind == "layernorm":
             return norms.layer_norm(x, self.weight, self.bias, eps=self.eps)
         if self.bias is not None:
-            raise ValueError("bias: an RMSNorm has no bias")
+            raise ValueError("bias: expected None for an RMSNorm (it has no bias), got an array")
         return norms.rms_norm(x, self.weight, eps=self.eps, weight_offset=self.weight_offset)
 
     def num_params(self) -> int:
@@ -99,7 +99,7 @@ class Attention:
         Wq = as_float_array(self.W_q, "W_q", ndim=2, shape_doc="(d, H hd)")
         d, cols = Wq.shape
         if cols % H:
-            raise ValueError(f"W_q, num_heads: expected num_heads = {H} to divide W_q's {cols} columns")
+            raise ValueError(f"W_q, num_heads: expected num_heads to divide W_q's {cols} columns, got num_heads = {H}")
         hd = cols // H
         W = {"W_q": Wq}
         for name in ("W_k", "W_v"):
@@ -139,7 +139,8 @@ class Block:
             if getattr(self, name) is not None:
                 instance(getattr(self, name), name, Attention if name == "cross_attn" else Norm)
         if (self.cross_attn is None) != (self.norm_cross is None):
-            raise ValueError("cross_attn, norm_cross: give both (a decoder block) or neither")
+            raise ValueError(f"cross_attn, norm_cross: expected both (a decoder block) or neither, got only "
+                             f"{'cross_attn' if self.norm_cross is None else 'norm_cross'}")
         d = self.attn.W_q.shape[0]
         for name in ("attn_scale", "ffn_scale"):
             if getattr(self, name) is not None:
@@ -179,8 +180,9 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
     except ValueError as e:  # name the block's inputs, not the sub-layer's internal q, k
         msg = str(e)
         if msg.startswith("q, k, scale"):
-            raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
-        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:")) and "beyond float64 range" in msg:
+            raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's scores within float64 range, "
+                             f"got ({e})") from None
+        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:")) and "within float64 range" in msg:
             # an exact projection beyond float64: name the block's inputs, not the sub-layer's x_q, x_kv
             raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 "
                              f"range, got one beyond it ({e})") from None
@@ -212,7 +214,7 @@ def _drop_path(branch, keep, p, keep_name, p_name):
     with np.errstate(over="ignore"):
         out = branch * (keep / (1.0 - p)).reshape((-1,) + (1,) * (branch.ndim - 1))
     if not np.isfinite(out).all():
-        raise ValueError(f"branch, {p_name}: branch / (1 - p) is beyond float64 range")
+        raise ValueError(f"branch, {p_name}: expected branch / (1 - p) within float64 range, got one beyond it")
     return out
 
 
@@ -249,16 +251,19 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
     x = as_float_array(x, "x", ndim=3)
     instance(blk, "blk", Block)
     if blk.attn.W_q.shape[0] != x.shape[2]:
-        raise ValueError(f"x, blk: expected x's last axis {x.shape[2]} to equal the block's d_model "
-                         f"{blk.attn.W_q.shape[0]}")
+        raise ValueError(f"x, blk: expected x's last axis to equal the block's d_model {blk.attn.W_q.shape[0]}, "
+                         f"got {x.shape[2]}")
     instance(rand, "rand", Stochastic)
     causal = flag(causal, "causal")
     if counter is not None:
         instance(counter, "counter", MacCounter)
     if (memory is None) != (blk.cross_attn is None):
-        raise ValueError("memory: give it exactly when the block has cross_attn")
+        raise ValueError(f"memory: expected an array exactly when the block has cross_attn, got "
+                         f"{'None' if memory is None else 'an array'} for a block "
+                         f"{'without' if blk.cross_attn is None else 'with'} cross_attn")
     if arrangement != "parallel" and blk.norm2 is None:
-        raise ValueError(f"norm2: the {arrangement} arrangement needs the block's norm2 (only 'parallel' has one norm)")
+        raise ValueError(f"norm2: expected the block's norm2 for the {arrangement} arrangement (only 'parallel' has "
+                         f"one norm), got None")
     if memory is not None:
         memory = as_float_array(memory, "memory", ndim=3)
         if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
@@ -283,22 +288,34 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
     s = real_number(parallel_scale, "parallel_scale", minimum=0.0)
     if arrangement == "parallel":
         if memory is not None:
-            raise ValueError("arrangement: the parallel block has no cross-attention")
+            raise ValueError("arrangement: expected 'pre_norm' or 'post_norm' for a block with cross-attention (the "
+                             "parallel block has none), got 'parallel'")
         h = blk.norm1(x)
         with np.errstate(over="ignore", invalid="ignore"):
             y = x + s * (attn(h) + ff(h))
         if not np.isfinite(y).all():
-            raise ValueError("x, parallel_scale, blk: the block's output x + s (Attn + FFN) is beyond float64 range")
+            raise ValueError("x, parallel_scale, blk: expected the block's output x + s (Attn + FFN) within float64 "
+                             "range, got one beyond it")
         return y
     if arrangement == "pre_norm":
-        h = x + attn(blk.norm1(x))
+        h = _residual(x, attn(blk.norm1(x)))
         if memory is not None:
-            h = h + cross(blk.norm_cross(h))
-        return h + ff(blk.norm2(h))
-    h = blk.norm1(x + attn(x))
+            h = _residual(h, cross(blk.norm_cross(h)))
+        return _residual(h, ff(blk.norm2(h)))
+    h = blk.norm1(_residual(x, attn(x)))
     if memory is not None:
-        h = blk.norm_cross(h + cross(h))
-    return blk.norm2(h + ff(h))
+        h = blk.norm_cross(_residual(h, cross(h)))
+    return blk.norm2(_residual(h, ff(h)))
+
+
+def _residual(h, branch):
+    """h + branch; a sum beyond float64 range is an error naming the block's inputs (never an inf handed
+    on to the next sub-layer, which would blame its own input)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = h + branch
+    if not np.isfinite(out).all():
+        raise ValueError("x, blk: expected the block's residual sums within float64 range, got one beyond it")
+    return out
 
 
 def _layer_mask(mask, L: int, name: str):
@@ -366,7 +383,8 @@ def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = 
     causal = flag(causal, "causal")
     for i, blk in enumerate(blocks):
         if blk.norm2 is None or blk.cross_attn is not None:
-            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2")
+            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2, got one "
+                             f"{'without norm2' if blk.norm2 is None else 'with cross_attn'}")
     hidden = None
     for blk in blocks:
         residual = residual if hidden is None else residual + hidden
@@ -394,8 +412,8 @@ def decoder(y_in, memory, blocks: Sequence[Block], *, arrangement: str = "pre_no
     blocks = _blocks(blocks, "blocks")
     for i, b in enumerate(blocks):  # named here: stack() would report the mismatch as its own x
         if b.attn.W_q.shape[0] != y_in.shape[2]:
-            raise ValueError(f"y_in, blocks: expected y_in's last axis {y_in.shape[2]} to equal "
-                             f"blocks[{i}]'s d_model {b.attn.W_q.shape[0]}")
+            raise ValueError(f"y_in, blocks: expected y_in's last axis to equal blocks[{i}]'s d_model "
+                             f"{b.attn.W_q.shape[0]}, got {y_in.shape[2]}")
     return stack(y_in, blocks, arrangement=arrangement, causal=True, memory=memory, final_norm=final_norm,
                  counter=counter)
 
@@ -416,16 +434,20 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
     for name, bl in (("enc_blocks", enc_blocks), ("dec_blocks", dec_blocks)):
         for i, b in enumerate(bl):
             if b.attn.W_q.shape[0] != E.shape[1]:
-                raise ValueError(f"embedding, {name}: expected {name}[{i}]'s d_model {b.attn.W_q.shape[0]} to equal "
-                                 f"the embedding width d = {E.shape[1]}")
+                raise ValueError(f"embedding, {name}: expected {name}[{i}]'s d_model to equal the embedding width "
+                                 f"d = {E.shape[1]}, got {b.attn.W_q.shape[0]}")
     if src.shape[0] != tgt.shape[0]:
         raise ValueError(f"tgt_tokens: expected batch size {src.shape[0]} (src_tokens), got shape {tgt.shape}")
-    M = encoder(E[src], enc_blocks, final_norm=enc_norm)
-    h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
+    try:  # the arguments are valid here: what fails inside is an activation beyond float64 range
+        M = encoder(E[src], enc_blocks, final_norm=enc_norm)
+        h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
+    except ValueError as e:  # name this function's arguments, not the inner stacks' x, memory, blk
+        raise ValueError(f"embedding, enc_blocks, dec_blocks: expected the encoder and decoder activations within "
+                         f"float64 range, got ({e})") from None
     with np.errstate(over="ignore", invalid="ignore"):
         logits = h @ E.T
     if not np.isfinite(logits).all():
-        raise ValueError("embedding: the logits h E^T are beyond float64 range")
+        raise ValueError("embedding: expected the logits h E^T within float64 range, got one beyond it")
     return logits
 
 
@@ -450,10 +472,12 @@ def block_config(blk: Block, *, n_layers: int = 1) -> accounting.TransformerConf
     instance(blk, "blk", Block)
     n_layers = positive_int(n_layers, "n_layers")
     if blk.cross_attn is not None:
-        raise ValueError("blk: accounting.TransformerConfig describes decoder-only blocks (no cross-attention)")
+        raise ValueError("blk: expected a decoder-only block (accounting.TransformerConfig has no cross-attention), "
+                         "got one with cross_attn")
     f = blk.ffn
     if any(getattr(f, n.name) is not None for n in dataclasses.fields(f) if n.name.startswith("b")):
-        raise ValueError("blk: accounting counts FFN biases only together with attention biases; use bias-free FFNs")
+        raise ValueError("blk: expected bias-free FFNs (accounting counts FFN biases only together with attention "
+                         "biases), got FFN biases")
     d = blk.attn.W_q.shape[0]
     glu = isinstance(f, _ffn.GLUParams)
     d_ff = (f.W_gate if glu else f.W1).shape[1]
@@ -475,7 +499,7 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
     check_choice(activation, "activation", _ffn.ACTIVATIONS)
     norm_bias, cross = flag(norm_bias, "norm_bias"), flag(cross, "cross")
     if norm_bias and norm == "rmsnorm":
-        raise ValueError("norm_bias: an RMSNorm has no bias (norm='rmsnorm')")
+        raise ValueError("norm_bias: expected False with norm='rmsnorm' (an RMSNorm has no bias), got True")
     d_model, num_heads, d_ff = (positive_int(v, n) for v, n in ((d_model, "d_model"), (num_heads, "num_heads"),
                                                                    (d_ff, "d_ff")))
     Hkv = num_heads if num_kv_heads is None else positive_int(num_kv_heads, "num_kv_heads")

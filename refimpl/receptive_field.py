@@ -92,9 +92,10 @@ def receptive_interval(mask, i: int, layers: int | None = None, n: int | None = 
         raise ValueError(f"i: expected a position < n = {n}, got {i}")
     row = np.flatnonzero(receptive_field(mask, n, layers)[i])
     if row.size == 0:
-        raise ValueError(f"mask: position {i} sees nothing after {layers or len(mask)} layers")
+        raise ValueError(f"mask: expected every position to see a key, got position {i} seeing nothing after "
+                         f"{layers or len(mask)} layers")
     if row.size != row[-1] - row[0] + 1:
-        raise ValueError(f"mask: the receptive field of position {i} is not an interval: {row.tolist()}")
+        raise ValueError(f"mask: expected an interval as position {i}'s receptive field, got {row.tolist()}")
     return int(row[0]), int(row[-1])
 
 

@@ -301,7 +301,7 @@ def clip_loss(image_embeds, text_embeds, logit_scale: float) -> float:
     ls = real_number(logit_scale, "logit_scale", maximum=700.0)
     mu, mv = np.abs(u).max(axis=1, keepdims=True), np.abs(v).max(axis=1, keepdims=True)
     if not (mu > 0).all() or not (mv > 0).all():
-        raise ValueError("image_embeds, text_embeds: every embedding needs a non-zero norm")
+        raise ValueError("image_embeds, text_embeds: expected a non-zero norm for every embedding, got a zero one")
     u, v = u / mu, v / mv  # rescaled first, so the norms neither overflow nor underflow
     u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
     logits = np.exp(ls) * (v @ u.T)  # texts x images

@@ -258,6 +258,22 @@ def _(draw):
     return out
 
 
+@recipe(P + "ssd", kinds=dict(x="array", dt="array", A="array", B="array", C="array", D="array", z="array",
+                              initial_state="array", form="name", chunk_size="count"))
+def _(draw):
+    b, G, L, P_, N = (draw(st.integers(lo, hi)) for lo, hi in ((1, 2), (1, 2), (0, 6), (1, 3), (1, 3)))
+    H = G * draw(st.integers(1, 2))
+    out = dict(x=arr(draw, (b, H, L, P_)), dt=arr(draw, (b, H, L), 0.0, 1.5), A=-np.exp(arr(draw, (H,), -2.0, 1.0)),
+               B=arr(draw, (b, G, L, N)), C=arr(draw, (b, G, L, N)))
+    for n, shape in (("D", draw(st.sampled_from([(H,), (H, P_)]))), ("z", (b, H, L, P_)), ("initial_state", (b, H, P_, N))):
+        if draw(st.booleans()):
+            out[n] = arr(draw, shape, -3.0, 3.0)
+    out["form"] = draw(st.sampled_from(["sequential", "chunked"]))
+    if draw(st.booleans()):
+        out["chunk_size"] = draw(st.integers(1, 5))
+    return out
+
+
 @recipe(P + "causal_conv1d", kinds=dict(x="array", weight="array", bias="array", activation="name"))
 def _(draw):
     b, H, L, P_, W = (draw(st.integers(lo, hi)) for lo, hi in ((1, 2), (1, 2), (0, 5), (1, 3), (1, 4)))

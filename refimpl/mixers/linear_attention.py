@@ -84,7 +84,8 @@ def _apply_feature_map(x, feature_map, name: str):
     if callable(feature_map):
         out = as_float_array(feature_map(x), f"feature_map({name})", ndim=4)
         if out.shape[:3] != x.shape[:3]:
-            raise ValueError(f"feature_map: must keep the leading (B, H, L) = {x.shape[:3]}, got {out.shape}")
+            raise ValueError(f"feature_map: expected a map that keeps the leading (B, H, L) = {x.shape[:3]}, "
+                             f"got {out.shape}")
         return out
     if not isinstance(feature_map, str) or feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map: expected one of {sorted(FEATURE_MAPS)} or a callable, got {feature_map!r}")
@@ -105,7 +106,8 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     """
     fq, fk = _phi(q, "q", feature_map), _phi(k, "k", feature_map)
     if fq.shape[3] != fk.shape[3]:
-        raise ValueError(f"feature_map: phi(q) and phi(k) differ in width ({fq.shape[3]} vs {fk.shape[3]})")
+        raise ValueError(f"k: expected phi(k) as wide as phi(q) = {fq.shape[3]} (k's last axis equal to q's), got "
+                         f"{fk.shape[3]}")
     if fk.shape[:2] != fq.shape[:2]:
         raise ValueError(f"k: expected leading shape (B, H) of q = {fq.shape[:2]}, got shape {fk.shape}")
     v = as_float_array(v, "v", ndim=4)

@@ -84,8 +84,8 @@ class _Setup:
         # FLOAT_MAX / 2 none overflows (a difference of two of them included)
         mx = lambda a: float(np.abs(a).max(initial=0.0))  # noqa: E731
         if mx(self.w) * max(L - 1, 1) + 2 * mx(self.k) + mx(self.u) > FLOAT_MAX / 2:
-            raise ValueError(f"w, u, k: the log-weights (t-1-j) w + k_j and u + k_t may overflow float64 "
-                             f"(|w| (L-1) + 2|k| + |u| > {FLOAT_MAX / 2:.3g})")
+            raise ValueError(f"w, u, k: expected log-weights (t-1-j) w + k_j and u + k_t within float64 "
+                             f"(|w| (L-1) + 2|k| + |u| <= {FLOAT_MAX / 2:.3g}), got a bound beyond it")
 
 
 def _per_channel(x, name, H, D):
