@@ -34,7 +34,7 @@ def check_feature_maps(impl):
 
 
 def test_exp_scaled_overflow_names_x():
-    with pytest.raises(ValueError, match="^x: feature_map 'exp_scaled'"):
+    with pytest.raises(ValueError, match="^x: expected feature_map 'exp_scaled' within float64 range"):
         LA.apply_feature_map(np.full((1, 1, 1, 2), 2000.0), "exp_scaled")
     assert np.isfinite(LA.apply_feature_map(np.full((1, 1, 1, 2), 1e300), "exp_normalised")).all()
 
