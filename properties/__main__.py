@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import textwrap
 import time
@@ -28,7 +29,7 @@ from .core import ProtocolError, load_user_implementations
 from .report import XfailError, write_headroom, write_json
 from .runner import (  # noqa: F401  (re-exported: the runner's pieces were defined here before)
     DEFAULT_EXAMPLES, STATUSES, TIMES, Progress, UsageError, _start_method, conformance, kernel_adapters, meta,
-    select_implementations, table, worked_examples)
+    not_drawn_lines, select_implementations, table, worked_examples)
 
 EPILOG = f"""\
 examples:
@@ -48,6 +49,38 @@ REFIMPL_IMPLS: a comma-separated list of module:object, e.g.
 Default: {DEFAULT_EXAMPLES} Hypothesis examples a property (the dev profile's count), derandomised.
 Protocol of every kind, reports, xfail file: docs/conformance.md.
 """
+
+
+#: argparse's own messages, in the one wording ``<option>: expected ..., got ...`` (README "Contract")
+_ARGPARSE_WORDING = [
+    (r"argument (?P<name>[^:]+): invalid choice: (?P<got>.*?) \(choose from (?P<what>.*)\)",
+     "{name}: expected one of {what}, got {got}"),
+    (r"argument (?P<name>[^:]+): expected one argument", "{name}: expected one value, got none"),
+    (r"argument (?P<name>[^:]+): (?P<rest>expected .*, got .*)", "{name}: {rest}"),
+    (r"argument (?P<name>[^:]+): ignored explicit argument (?P<got>.*)", "{name}: expected no value, got {got}"),
+    (r"unrecognized arguments: (?P<got>.*)",
+     "arguments: expected the options that python -m properties --help lists, got {got}"),
+    (r"ambiguous option: (?P<name>\S+) could match (?P<what>.*)",
+     "{name}: expected one option, got an abbreviation of {what}"),
+    (r"argument (?P<name>[^:]+): (?P<rest>.*)", "{name}: expected a valid value (see --help), got: {rest}"),
+]
+
+
+def usage_wording(message: str) -> str:
+    """An argparse error message in the one wording (unchanged if it already has it)."""
+    for pattern, template in _ARGPARSE_WORDING:
+        m = re.fullmatch(pattern, message)
+        if m:
+            return template.format(**m.groupdict())
+    return message if re.match(r"^[^:]+: expected .*got", message) else \
+        f"arguments: expected a command line that python -m properties --help describes, got: {message}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in the one wording; exit status 2 as argparse's."""
+
+    def error(self, message):
+        super().error(usage_wording(message))
 
 
 def list_all(kernels: bool) -> None:
@@ -103,17 +136,18 @@ _seed = _int_at_least(0, "seed", "an integer")
 
 
 def _default_jobs() -> int:
+    """$REFIMPL_JOBS, else the CPU count (the CPUs this process may use) up to 4."""
     env = os.environ.get("REFIMPL_JOBS")
     if env:
         try:
             return _positive("REFIMPL_JOBS")(env)
         except argparse.ArgumentTypeError as e:
-            raise SystemExit(f"error: REFIMPL_JOBS: {e}")
+            raise UsageError(f"REFIMPL_JOBS: {e}") from None
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="python -m properties", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Worked examples, every conformance property against every bundled implementation\n"
                     "(and yours, named in REFIMPL_IMPLS), and the meta-tests.\n"
@@ -138,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
                      help="Hypothesis examples per property (overrides the profile's count)")
     how.add_argument("--seed", type=_seed, default=None, metavar="N",
                      help="draw the examples randomly from seed N (repeatable runs that differ from the default)")
-    how.add_argument("-j", "--jobs", type=_positive("jobs"), default=_default_jobs(), metavar="N",
+    how.add_argument("-j", "--jobs", type=_positive("jobs"), default=None, metavar="N",
                      help="worker processes for the pairs, worked examples and meta-tests (default: "
                           "$REFIMPL_JOBS, else the CPU count up to 4); the report is the same for any N")
     how.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail",
@@ -159,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             list_all(kernels=not args.no_kernels)
         except (ProtocolError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"python -m properties: error: {e}", file=sys.stderr)
             return 2
         return 0
     if args.profile:
@@ -169,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         select_implementations(tuple(args.impl), tuple(args.kind), kernels=False)  # usage errors before any work
+        jobs = args.jobs or _default_jobs()
         failures, records, stopped, meta_bad = conformance(
             examples, args.only, kernels=not args.no_kernels and not filtered, impl_names=tuple(args.impl),
             kinds=tuple(args.kind), use_profile=bool(args.profile), seed=args.seed, maxfail=args.maxfail,
-            jobs=args.jobs, with_examples=not filtered,
+            jobs=jobs, with_examples=not filtered,
             with_meta=not args.no_meta and (args.meta or not filtered))
     except (ProtocolError, XfailError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m properties: error: {e}", file=sys.stderr)
         return 2
     bad = failures + meta_bad
     if args.json:

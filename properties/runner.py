@@ -76,7 +76,7 @@ def worked_examples() -> int:
 
 
 class UsageError(Exception):
-    """A bad option value or name: exit status 2, one line."""
+    """A bad option value or name: exit status 2, one line ``<option>: expected ..., got ...``."""
 
 
 def _clock(seconds: float) -> str:
@@ -171,8 +171,8 @@ def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
     bad_kinds = sorted(set(kinds) - set(known))
     if bad_kinds:
         near = sorted({n for k in bad_kinds for n in closest(k, known)})
-        raise UsageError(f"--kind: unknown kind(s) {bad_kinds}" + (f"; did you mean {near}?" if near else "")
-                         + f" Valid kinds: {', '.join(sorted(known))}")
+        raise UsageError(f"--kind: expected one of {', '.join(sorted(known))}, got unknown kind(s) {bad_kinds}"
+                         + (f"; did you mean {near}?" if near else ""))
     impls = registry.all_bundled() + (kernel_adapters() if kernels else []) + load_user_implementations()
     if impl_names:
         pool = impls + list(registry.all_wrong().values())
@@ -182,8 +182,8 @@ def select_implementations(impl_names=(), kinds=(), kernels=True) -> list:
             names = [i.name for i in pool]
             hints = "; ".join(f"{m!r}: did you mean {closest(m, names, 3)}?" if closest(m, names) else f"{m!r}"
                               for m in missing)
-            raise UsageError(f"--impl: no implementation named {hints} "
-                             f"(python -m properties --list shows them; adapters of your own: set REFIMPL_IMPLS)")
+            raise UsageError(f"--impl: expected the name of an implementation (python -m properties --list shows "
+                             f"them; adapters of your own: set REFIMPL_IMPLS), got {hints}")
     if kinds:
         impls = [i for i in impls if i.kind in kinds]
     for impl in impls:
@@ -294,6 +294,7 @@ def conformance(examples, only, kernels, impl_names=(), kinds=(), use_profile=Fa
         print(f"\nstopped after {failures} failure(s) (--maxfail {maxfail})")
     print()
     print(table(records))
+    print(not_drawn_lines(records))
     meta_bad = meta(only, tuple(kinds)) if with_meta and not stopped else 0
     return failures + bad, records, stopped, meta_bad
 
@@ -447,6 +448,7 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
                 print("    unsupported (not run, not counted): " + "; ".join(unsupported), flush=True)
         print()
         print(table(records))
+        print(not_drawn_lines(records))
         meta_bad = 0
         if with_meta:
             _meta_header()
@@ -526,6 +528,22 @@ def table(records) -> str:
     suite = total["seconds"] - total["adapter s"]
     out.append(f"time: {total['seconds']:.1f}s over the pairs, {total['adapter s']:.1f}s inside the adapters' "
                f"methods, {suite:.1f}s in the suite (drawing cases, the refimpl oracle, bounds)")
+    return "\n".join(out)
+
+
+def not_drawn_lines(records) -> str:
+    """Per implementation with passes, the cases of its kind it does not declare (never drawn,
+    so not covered by its passes): ``properties.core.not_drawn``."""
+    seen: dict = {}
+    for r in records:
+        if r.status in ("pass", "xpass") and r.not_drawn:
+            seen.setdefault(r.implementation, r.not_drawn)
+    if not seen:
+        return ""
+    out = ["", "Not drawn (undeclared or declined; its passes cover the declared cases only):"]
+    for impl, items in sorted(seen.items()):
+        out.append(f"  {impl}: " + ", ".join(i.replace(" (capability not declared)", "").replace(" (declined)", " [declined]")
+                                            for i in items))
     return "\n".join(out)
 
 

@@ -71,7 +71,7 @@ def _zeros(shape: tuple, names: str) -> np.ndarray:
     try:
         return np.zeros(shape)
     except ValueError:
-        raise ValueError(f"{names}: a pool of shape {shape} exceeds the addressable array size") from None
+        raise ValueError(f"{names}: expected a pool within the addressable array size, got shape {shape}") from None
 
 
 class KVCache:
@@ -330,7 +330,7 @@ def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, 
     if kind == "ring":
         left = _left(window)
         if left is None:
-            raise ValueError("window: a ring cache needs a finite window (left, 0), got None")
+            raise ValueError("window: expected a finite window (left, 0) for a ring cache, got None")
         return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=left + 1)
 
 
@@ -339,7 +339,7 @@ def _left(window):
     if window is None:
         return None
     if window[1] != 0:
-        raise ValueError(f"window: decoding is causal, expected (left, 0), got {window}")
+        raise ValueError(f"window: expected (left, 0) (decoding is causal), got {window}")
     return window[0]
 
 
@@ -360,7 +360,8 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
                          f"to match k and the cache, got {q.shape}")
     left = _left(window)
     if isinstance(cache, RingCache) and (left is None or cache.capacity < left + 1):
-        raise ValueError(f"window: {window} with a ring of {cache.capacity} slots would evict keys the window allows")
+        raise ValueError(f"window: expected a window within the ring's {cache.capacity} slots (a wider one would "
+                         f"evict keys the window allows), got {window}")
     choice(align, "align", ("bottom_right", "top_left"))
     if scale is not None:
         positive_float(scale, "scale")

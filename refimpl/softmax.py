@@ -113,7 +113,7 @@ class OnlineSoftmaxState:
         m = as_float_array(self.m, "m", allow_neg_inf=True)
         l = as_float_array(self.l, "l", shape=m.shape, shape_doc="the same shape as m")
         if (l < 0).any():
-            raise ValueError("l: expected sums of exponentials >= 0")
+            raise ValueError(f"l: expected sums of exponentials >= 0, got {float(np.min(l))!r}")
         object.__setattr__(self, "m", m)
         object.__setattr__(self, "l", l)
 

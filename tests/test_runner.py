@@ -5,6 +5,7 @@ failure with its snippet."""
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,17 +20,58 @@ README = (ROOT / "README.md").read_text()
 ADAPTERS = README.split("# my_pkg/adapters.py\n", 1)[1].split("```", 1)[0]
 
 
+USAGE = "python -m properties: error: "
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--examples", "0"], "--examples: expected a whole number >= 1, got 0"),
-    (["--maxfail", "x"], "--maxfail: expected a whole number >= 1"),
-    (["--seed", "-1"], "--seed: expected an integer >= 0"),
-    (["--profile", "fast"], "invalid choice: 'fast'"),
+    (["--maxfail", "x"], "--maxfail: expected a whole number >= 1, got 'x'"),
+    (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["--profile", "fast"], "--profile: expected one of 'dev', 'ci', 'thorough', got 'fast'"),
+    (["--only"], "--only: expected one value, got none"),
+    (["--bogus"], "arguments: expected the options that python -m properties --help lists, got --bogus"),
+    (["extra"], "arguments: expected the options that python -m properties --help lists, got extra"),
+    (["--ex", "3"], "--ex: expected one option, got an abbreviation of --examples, --exitfirst"),
+    (["--list=3"], "--list: expected no value, got '3'"),
 ])
 def test_bad_option_values_are_usage_errors(argv, message, capsys):
+    """argparse's own errors in the one wording ``<option>: expected ..., got ...``, exit status 2."""
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
-    assert message in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1] == USAGE + message
+
+
+@pytest.mark.parametrize("argv, env, start", [
+    (["--kind", "atention"], None, "--kind: expected one of attention, "),
+    (["--impl", "refimpl.atention"], None, "--impl: expected the name of an implementation "),
+    (["--impl", "x"], "nope:x", "REFIMPL_IMPLS: expected module:object with a module that imports, got 'nope:x'"),
+    (["--impl", "x"], "properties.demo", "REFIMPL_IMPLS: expected 'module:object' "),
+    (["--impl", "x"], "properties.demo:nope", "REFIMPL_IMPLS: expected module:object naming an object of its module"),
+    (["--list", "--no-kernels"], "properties.demo:nope", "REFIMPL_IMPLS: expected module:object naming an object"),
+])
+def test_unknown_names_are_usage_errors_in_the_one_wording(argv, env, start, monkeypatch, capsys):
+    if env:
+        monkeypatch.setenv("REFIMPL_IMPLS", env)
+    else:
+        monkeypatch.delenv("REFIMPL_IMPLS", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(USAGE + start) and ", got " in err, err
+
+
+def test_usage_wording_rewrites_every_argparse_message_shape():
+    """Each argparse message shape (3.11 and later spellings) maps to ``<name>: expected ..., got ...``."""
+    from properties.__main__ import usage_wording
+
+    for message in ["argument --profile: invalid choice: 'x' (choose from 'dev', 'ci')",
+                    "argument --profile: invalid choice: 'x' (choose from dev, ci)",
+                    "argument --only: expected one argument", "unrecognized arguments: a b",
+                    "ambiguous option: --ex could match --examples, --exitfirst",
+                    "argument --list: ignored explicit argument '3'", "argument --x: not allowed with argument --y",
+                    "the following arguments are required: --z"]:
+        got = usage_wording(message)
+        assert re.match(r"^[^:]+: expected .*, got", got), (message, got)
 
 
 def test_unknown_names_give_one_line_with_the_closest(monkeypatch, capsys):

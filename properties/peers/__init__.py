@@ -24,10 +24,13 @@ present, through the shims of ``properties.peers.triton_shims``):
 
     fla_linear       fla linear attention, simple GLA, GLA, delta rule, gated delta rule
                      (fused_recurrent and chunk forms)
+    fla_attention    fla parallel_attn: Triton FlashAttention-2 forward and backward (causal only)
     liger            Liger-Kernel RMSNorm (llama, gemma), LayerNorm, cross-entropy (plain and
-                     fused linear), RoPE
-    mamba_triton     mamba's selective_state_update, token by token (source checkout via
-                     REFIMPL_LIBRARY_SOURCES)
+                     fused linear), RoPE, SwiGLU and GeGLU (the gated product: a partial ffn)
+    mamba_triton     mamba's selective_state_update (token by token) and mamba_chunk_scan_combined
+                     (Mamba-2 SSD) (source checkout via REFIMPL_LIBRARY_SOURCES)
+    sglang_decode    SGLang's Triton decode attention, one request a query row (an unpacked sglang
+                     wheel via REFIMPL_LIBRARY_SOURCES)
 """
 
 from __future__ import annotations
@@ -48,13 +51,15 @@ FACTORIES = {
     "xformers": "gpu_only",
     "flashinfer": "gpu_only",
     "fla_linear": "fla_ops",
+    "fla_attention": "fla_attn",
     "liger": "liger_ops",
     "mamba_triton": "mamba_ssu",
+    "sglang_decode": "sglang_ops",
 }
 
 #: factories of Triton kernels (interpreted without a GPU: seconds an example, not milliseconds);
 #: tests/test_triton_peers.py smoke-tests them at their own budget
-TRITON = ("fla_linear", "liger", "mamba_triton")
+TRITON = ("fla_linear", "fla_attention", "liger", "mamba_triton", "sglang_decode")
 
 
 def _factory(name: str):

@@ -92,7 +92,8 @@ class _Setup:
             elif g.shape != (B, H, L, K):
                 raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {g.shape}")
             if (g > 0).any():
-                raise ValueError("g: log-space gates must be <= 0 (a decay, never a growth)")
+                raise ValueError(f"g: expected log-space gates <= 0 (a decay, never a growth), got "
+                                 f"{float(np.max(g))!r}")
             G = np.cumsum(np.maximum(g, G_FLOOR), axis=2)
         # G_{-1} = 0 prepended: G[:, :, t + 1] is G_t, G[:, :, 0] the start.
         self.G = np.concatenate([np.zeros((B, H, 1, G.shape[3])), G], axis=2)

@@ -26,6 +26,9 @@ Forms, all equal to the definition:
   which includes the j = t term with A^0; docs/errata.md#e15). Computed directly here; an FFT gives
   the same sum in O(L log L).
 
+Mamba-2's SSD (:func:`ssd`) is the case of one scalar decay per head: A[h, p, n] = a_h and
+delta[b, h, t, p] = dt[b, h, t]; its chunked form (the SSD algorithm) is computed directly.
+
 Layout (B, H, L, P) as attention: H heads of P channels (Mamba-1's d_inner channels are
 (h, p) with d_inner = H P); u, delta, z (B, H, L, P); A (H, P, N) (negative real; Mamba stores
 A_log and uses A = -exp(A_log)); B, C (B, G, L, N) with H % G == 0, head h reading group
@@ -39,7 +42,7 @@ import numpy as np
 from scipy.special import expit
 
 from .._parallel import map_blocks
-from .._validate import as_float_array, choice, finite_result, flag, leading_shape, positive_int
+from .._validate import as_float_array, choice, chunk_starts, finite_result, flag, leading_shape, positive_int
 
 FORMS = ("sequential", "associative", "convolution")
 DISCRETIZATIONS = ("zoh_a_euler_b", "zoh")
@@ -72,7 +75,7 @@ class _Setup:
         for arr, name in ((Bm, "B"), (Cm, "C")):
             leading_shape(arr, name, (b, G, L, N), "(B, G, L, N)")
         if G == 0 or H % G:
-            raise ValueError(f"B: number of groups {G} must divide the number of heads {H}")
+            raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
         self.Bg = np.repeat(Bm, H // G, axis=1)  # head h reads group h // (H // G)
         self.Cg = np.repeat(Cm, H // G, axis=1)
         if delta_bias is not None:
@@ -82,9 +85,11 @@ class _Setup:
         self.delta = softplus(delta) if delta_softplus else delta
         flag(delta_softplus, "delta_softplus")
         if (self.delta < 0).any():
-            raise ValueError("delta: step sizes must be >= 0 (after delta_bias and softplus)")
+            raise ValueError(f"delta: expected step sizes >= 0 (after delta_bias and softplus), got "
+                             f"{float(np.min(self.delta))!r}")
         if (self.A > 0).any():
-            raise ValueError("A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log))")
+            raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got "
+                             f"{float(np.max(self.A))!r}")
         self.D = None if D is None else as_float_array(D, "D", ndim=2)
         if self.D is not None:
             leading_shape(self.D, "D", (H, P), "(H, P)")
@@ -224,7 +229,8 @@ def _forms(s: _Setup, form: str):
     if form == "convolution":
         for arr, name in ((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")):
             if s.L and not np.array_equal(arr, np.broadcast_to(arr[:, :, :1], arr.shape)):
-                raise ValueError(f"form='convolution' needs a time-invariant SSM: {name} varies along L")
+                raise ValueError(f"form, {name}: expected a time-invariant SSM for form='convolution', got {name} "
+                                 f"varying along L")
         if not s.L:
             return s.finish(np.zeros(s.u.shape)), s.x0
         Abar, Bbar, c = s.Abar[:, :, 0], s.Bbar[:, :, 0], s.Cg[:, :, 0]  # (B, H, P, N) x2, (B, H, N)
@@ -237,6 +243,96 @@ def _forms(s: _Setup, form: str):
         y = y + np.einsum("bhtpn,bhpn,bhn->bhtp", powers[:, :, 1:], s.x0, c)  # C Abar^{t+1} x_init
         last = np.einsum("bhjpn,bhjp->bhpn", powers[:, :, -2::-1] * Bbar[:, :, None], s.u) + powers[:, :, -1] * s.x0
         return s.finish(y), last
+
+
+SSD_FORMS = ("sequential", "chunked")
+
+
+def ssd(x, dt, A, B, C, D=None, z=None, *, initial_state=None, form="sequential", chunk_size=64):
+    """Mamba-2's SSD layer: the selective scan with one scalar decay per head (Dao & Gu 2024,
+    "Transformers are SSMs", section 6; mamba_ssm ``mamba_chunk_scan_combined``,
+    ``mamba_ssm/ops/triton/ssd_combined.py``, whose reference is ``ssd_minimal_discrete``).
+
+    The definition, per head h with a (P, N) state::
+
+        h_t = exp(dt_t a_h) h_{t-1} + dt_t x_t B_t^T      (ZOH for the decay, Euler for B, as Mamba-1)
+        y_t = h_t C_t + D_h x_t
+        out = y * silu(z)                                  (z optional)
+
+    i.e. :func:`selective_scan` with A[h, p, n] = a_h and delta[b, h, t, p] = dt[b, h, t] (tested
+    equal). Forms: ``"sequential"`` (the loop) and ``"chunked"``, the SSD algorithm: chunks of
+    ``chunk_size`` tokens, cum_t = sum of dt a over the chunk up to t (a sum of the exponents,
+    never a log of a decay), within a chunk y_i = sum_{j<=i} e^{cum_i - cum_j} (C_i . B_j) dt_j x_j
+    plus e^{cum_i} C_i h_prev, and between chunks h = e^{cum_last} h_prev + sum_j e^{cum_last -
+    cum_j} dt_j x_j B_j^T.
+
+    Layout as :func:`selective_scan`: x, z (B, H, L, P); dt (B, H, L) >= 0; A (H,) <= 0; B, C
+    (B, G, L, N), head h reading group h // (H / G); D (H,) or (H, P); initial_state (B, H, P, N).
+    Returns (out (B, H, L, P), last state (B, H, P, N)).
+    """
+    form = choice(form, "form", SSD_FORMS)
+    xa = as_float_array(x, "x", ndim=4)
+    b, H, L, P = xa.shape
+    dta = as_float_array(dt, "dt", ndim=3)
+    leading_shape(dta, "dt", (b, H, L), "(B, H, L) of x")
+    Aa = as_float_array(A, "A", ndim=1)
+    leading_shape(Aa, "A", (H,), "(H,)")
+    if (dta < 0).any():
+        raise ValueError("dt: step sizes must be >= 0")
+    if (Aa > 0).any():
+        raise ValueError("A: expected a stable decay a_h <= 0 per head (Mamba-2 uses A = -exp(A_log))")
+    Da = None
+    if D is not None:
+        Da = as_float_array(D, "D")
+        if Da.shape not in ((H,), (H, P)):
+            raise ValueError(f"D: expected shape (H,) = ({H},) or (H, P) = ({H}, {P}), got {Da.shape}")
+        Da = np.broadcast_to(Da.reshape(H, -1), (H, P))
+    # the scalar-decay case of the selective scan: validated there, by the same names
+    s = _Setup(xa, np.broadcast_to(dta[..., None], xa.shape), np.broadcast_to(Aa[:, None, None], (H, P, _state_size(B))),
+               B, C, Da, z, None, False, "zoh_a_euler_b", initial_state)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if form == "sequential":
+            out, last = _ssd_sequential(s, dta, Aa)
+        else:
+            out, last = _ssd_chunked(s, dta, Aa, chunk_starts(L, chunk_size), positive_int(chunk_size, "chunk_size"))
+    finite_result(out, "an output", "x, dt, A, B, C, D, initial_state")
+    finite_result(last, "the last state", "x, dt, A, B, initial_state")
+    return out, last
+
+
+def _state_size(B) -> int:
+    """N from B (B, G, L, N) (0 when B is not 4-d: _Setup then names the error)."""
+    shape = np.shape(B)
+    return shape[3] if len(shape) == 4 else 0
+
+
+def _ssd_sequential(s: _Setup, dt, a):
+    """The SSD recurrence, one scalar decay e^{dt_t a_h} per head and step."""
+    h, ys = s.x0, np.empty(s.u.shape)
+    for t in range(s.L):
+        decay = np.exp(dt[:, :, t] * a[None, :])[..., None, None]  # (B, H, 1, 1)
+        h = decay * h + (dt[:, :, t, None] * s.u[:, :, t])[..., None] * s.Bg[:, :, t, None, :]
+        ys[:, :, t] = np.einsum("bhpn,bhn->bhp", h, s.Cg[:, :, t])
+    return s.finish(ys), h
+
+
+def _ssd_chunked(s: _Setup, dt, a, starts, Q):
+    """The SSD chunked form (``ssd`` docstring) on the validated setup ``s``."""
+    h = s.x0
+    ys = np.empty(s.u.shape)
+    for c0 in starts:
+        sl = slice(c0, min(c0 + Q, s.L))
+        cum = np.cumsum(dt[:, :, sl] * a[None, :, None], axis=2)  # (B, H, q)
+        q = cum.shape[2]
+        seg = np.exp(np.where(np.tril(np.ones((q, q), bool)), cum[..., :, None] - cum[..., None, :], -np.inf))
+        Bc, Cc, xc = s.Bg[:, :, sl], s.Cg[:, :, sl], s.u[:, :, sl]
+        dx = dt[:, :, sl, None] * xc  # dt_j x_j (B, H, q, P)
+        scores = np.einsum("bhin,bhjn->bhij", Cc, Bc) * seg
+        ys[:, :, sl] = np.einsum("bhij,bhjp->bhip", scores, dx) + np.exp(cum)[..., None] * np.einsum(
+            "bhin,bhpn->bhip", Cc, h)
+        decay_to_end = np.exp(cum[..., -1:] - cum)  # e^{cum_last - cum_j}
+        h = np.exp(cum[..., -1])[..., None, None] * h + np.einsum("bhj,bhjp,bhjn->bhpn", decay_to_end, dx, Bc)
+    return s.finish(ys), h
 
 
 def causal_conv1d(x, weight, bias=None, *, activation=None):

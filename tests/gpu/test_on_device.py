@@ -26,15 +26,10 @@ BACKENDS = ("cupy", "numba")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", C.cases_for("attention"), ids=lambda c: c.name)
-def test_attention_on_device(backend, case):
-    C.check_attention(backend, case)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", C.cases_for("routing"), ids=lambda c: c.name)
-def test_routing_on_device(backend, case):
-    C.check_routing(backend, case)
+@pytest.mark.parametrize("kernel, case", [(kern, c) for kern in C.KERNELS for c in C.cases_for(kern)],
+                         ids=lambda x: x if isinstance(x, str) else x.name)
+def test_kernel_on_device(backend, kernel, case):
+    C.check(backend, kernel, case)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
