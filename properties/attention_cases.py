@@ -309,22 +309,22 @@ def allowed(caps, option, values) -> tuple:
 
 def shapes(caps: frozenset, *, max_len: int = sizes.DEFAULT_MAX_LEN, max_dim: int = sizes.DEFAULT_MAX_DIM):
     """Strategy for (B, Hq, Hkv, Lq, Lk, D, Dv); at tile sizes when the adapter declares tiles."""
+    return _draw_shapes(caps, max_len, max_dim)
+
+
+@st.composite  # at module level: Hypothesis reads a composite's source when it is decorated
+def _draw_shapes(draw, caps, max_len, max_dim):
     big = bool(getattr(caps, "tiles", ()))
-
-    @st.composite
-    def draw_shapes(draw):
-        B = 1 if big else draw(st.integers(1, 2))
-        Hkv = draw(st.integers(1, 2 if big else 3))
-        G = draw(st.integers(1, 2 if big else 3)) if "gqa" in caps else 1
-        Lq = draw(sizes.lengths(caps, max_len))
-        Lk = draw(sizes.lengths(caps, max_len)) if "lq_ne_lk" in caps else Lq
-        if Lq > Lk and "lq_gt_lk" not in allowed(caps, "lengths", ("lq_gt_lk",)):
-            Lq, Lk = Lk, Lq
-        D = draw(sizes.head_dims(caps, max_dim))
-        Dv = draw(sizes.head_dims(caps, max_dim)) if "dv_ne_d" in caps else D
-        return B, Hkv * G, Hkv, Lq, Lk, D, Dv
-
-    return draw_shapes()
+    B = 1 if big else draw(st.integers(1, 2))
+    Hkv = draw(st.integers(1, 2 if big else 3))
+    G = draw(st.integers(1, 2 if big else 3)) if "gqa" in caps else 1
+    Lq = draw(sizes.lengths(caps, max_len))
+    Lk = draw(sizes.lengths(caps, max_len)) if "lq_ne_lk" in caps else Lq
+    if Lq > Lk and "lq_gt_lk" not in allowed(caps, "lengths", ("lq_gt_lk",)):
+        Lq, Lk = Lk, Lq
+    D = draw(sizes.head_dims(caps, max_dim))
+    Dv = draw(sizes.head_dims(caps, max_dim)) if "dv_ne_d" in caps else D
+    return B, Hkv * G, Hkv, Lq, Lk, D, Dv
 
 
 def attention_case(caps: frozenset = ALL_CAPS, **kwargs):

@@ -188,6 +188,21 @@ def _wkv_decay_t_minus_j(w, u, k, v):
     return _from_log_weights(np.where(past, lw + _per_head(w, k), lw), v)
 
 
+def _combine_decays_later(earlier, later, w):
+    """Scan operator decaying the LATER segment by the earlier one's length (the order of the affine
+    maps swapped); equal to the right one only where both segments are one token long."""
+    nx, ox, qx, mx = earlier
+    ny, oy, qy, my = later
+    oy = oy + nx[:, None] * w[:, :, None, :]
+    o = np.maximum(ox, oy)
+    ax, ay = qx * np.exp(ox - o), qy * np.exp(oy - o)
+    return nx + ny, o, ax + ay, (ax * mx + ay * my) / (ax + ay)
+
+
+def _wkv_scan_decays_later(w, u, k, v):
+    return RW.wkv_prefix_scan(w, u, k, v, combine=_combine_decays_later)
+
+
 # ----------------------------------------------------------------------------- selective scan
 
 
@@ -391,7 +406,7 @@ def _ssd_no_state_passing(u, dl, A, B, C, D, z, x0):
 _ALL = frozenset({"time_varying", "grouped", "skip_and_gate", "initial_state", "final_state"})
 _SSD = {"decay": {"per_channel"}}
 BUNDLED = [WKVAdapter(f"refimpl.wkv[{f}]", (lambda f: lambda w, u, k, v: RW.wkv(w, u, k, v, form=f))(f),
-                      frozenset({"large_keys"})) for f in ("stable", "parallel")]
+                      frozenset({"large_keys"})) for f in ("stable", "parallel", "scan")]
 BUNDLED.append(WKVAdapter("refimpl.wkv[recurrent]", _wkv_naive))  # exact, but overflows for large keys
 BUNDLED += [ScanAdapter(f"refimpl.selective_scan[{f}]", _scan_form(f), _ALL) for f in ("sequential", "associative")]
 BUNDLED.append(ScanAdapter("refimpl.selective_scan[convolution]", _scan_form("convolution"), _ALL - {"time_varying"}))
@@ -403,6 +418,8 @@ WRONG = {
     "wkv_u_on_past": WKVAdapter(_W.format("wkv_u_on_past"), _wkv_u_on_past),
     "wkv_decay_t_minus_j": WKVAdapter(_W.format("wkv_decay_t_minus_j"), _wkv_decay_t_minus_j),
     "wkv_bonus_clamped": WKVAdapter(_W.format("wkv_bonus_clamped"), _wkv_bonus_clamped, frozenset({"large_keys"})),
+    "wkv_scan_decays_later": WKVAdapter(_W.format("wkv_scan_decays_later"), _wkv_scan_decays_later,
+                                        frozenset({"large_keys"})),
     "scan_log_decay": ScanAdapter(_W.format("scan_log_decay"), _scan_log_decay, _ALL),
     "scan_euler_a": ScanAdapter(_W.format("scan_euler_a"), _scan_euler_a, _ALL),
     "scan_group_mod": ScanAdapter(_W.format("scan_group_mod"), _scan_group_mod, _ALL),
@@ -414,7 +431,7 @@ PROPERTIES = [
     Property("wkv_matches_definition", "wkv", check_wkv_matches_definition, wkv_case,
              "WKV equals its definition (bonus u on the current token only, past token j decayed (t-1-j) w); "
              "with large_keys, also for |k| up to 1e4 where exp(k) overflows",
-             rejects=("wkv_naive_overflows", "wkv_u_on_past", "wkv_decay_t_minus_j")),
+             rejects=("wkv_naive_overflows", "wkv_u_on_past", "wkv_decay_t_minus_j", "wkv_scan_decays_later")),
     Property("wkv_extreme_exponents", "wkv", lambda i, c: check_wkv_matches_definition(i, c, "wkv_extreme_exponents"),
              wkv_extreme_case, "WKV with a bonus near its floor and keys climbing past e^709 equals its definition",
              requires=frozenset({"large_keys"}), rejects=("wkv_bonus_clamped",)),

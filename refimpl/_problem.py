@@ -110,7 +110,8 @@ class _Broadcast:
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"{name}: shape {arr.shape} does not broadcast to (B, Hq, Lq, Lk) = {tuple(full_shape)}")
+            raise ValueError(f"{name}: expected a shape that broadcasts to (B, Hq, Lq, Lk) = {tuple(full_shape)}, "
+                             f"got {arr.shape}")
         self.arr = arr
 
     def tile(self, qs: slice, ks: slice) -> np.ndarray:
@@ -271,14 +272,16 @@ class _Setup:
         self.keep = None
         if dropout_mask is not None:
             if self.dropout_p == 0.0:
-                raise ValueError("dropout_mask given with dropout_p = 0: pass the drop rate the mask was drawn with")
+                raise ValueError("dropout_mask: expected None with dropout_p = 0 (or pass the drop rate the mask was "
+                                 "drawn with), got a mask")
             km = np.asarray(dropout_mask)
             if km.dtype != np.bool_:
                 raise TypeError(f"dropout_mask: expected a bool keep-mask (True = keep), got dtype {km.dtype}")
             self.keep = _Broadcast(km, "dropout_mask", full)
         elif self.dropout_p > 0.0:
             raise ValueError(
-                "dropout_p > 0 needs an explicit dropout_mask (bool keep-mask): the spec has no hidden RNG"
+                f"dropout_mask: expected a bool keep-mask with dropout_p = {self.dropout_p} > 0 (the spec has no hidden "
+                f"RNG), got None"
             )
 
     # --- tiles in the (B, Hkv, G, ...) layout -------------------------------
@@ -379,8 +382,8 @@ class _Setup:
             bad &= _split_heads(visible, self.Hkv)
         if bad.any():
             raise ValueError(
-                "q, k, scale: a visible score scale * <q_i, k_j> (plus bias) exceeds the float64 range "
-                "(|s| > 1.8e308); rescale q, k or scale, or pass softcap= to bound the scores")
+                "q, k, scale: expected every visible score scale * <q_i, k_j> (plus bias) within float64 range, got "
+                "one beyond it (|s| > 1.8e308); rescale q, k or scale, or pass softcap= to bound the scores")
 
     def dropout_scale(self, qs: slice, ks: slice):
         """keep / (1 - p) for a tile, (B?, Hkv?, G?, nq, nk), or None without dropout."""

@@ -131,7 +131,7 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
             raise ValueError(f"{name}: expected at least {n} entries along axis {axis}{doc}, got shape {arr.shape}")
     if arr.dtype != np.float64:
         if np.issubdtype(arr.dtype, np.integer) and arr.size and np.abs(arr).max() >= 2**53:
-            raise ValueError(f"{name}: integer entries beyond 2**53 are not exact in float64")
+            raise ValueError(f"{name}: expected integer entries within 2**53 (exact in float64), got one beyond it")
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():  # one pass when all is well; find the culprit only when not
         want_finite = "finite entries (or -inf, hidden)" if allow_neg_inf else "finite entries"
@@ -270,7 +270,8 @@ def finite_result(value, what: str, names: str):
     """``value`` (a float or array) if finite; else ValueError: an exact value beyond float64 range."""
     v = np.asarray(value)
     if not np.isfinite(v).all():
-        raise ValueError(f"{names}: {what} is beyond float64 range (exact values are never reported as inf)")
+        raise ValueError(f"{names}: expected {what} within float64 range (exact values are never reported as inf), "
+                         f"got one beyond it")
     return value
 
 
@@ -302,14 +303,15 @@ def check_score_range(q: np.ndarray, k: np.ndarray, scale: float, softcap, bias,
         bound = lq + lk + max(0.0, math.log(scale))
         if bound > limit:
             raise ValueError(
-                f"q, k, scale: the scores may overflow {what} (Cauchy-Schwarz bound "
-                f"max(1, scale) * max ||q_i|| * max ||k_j|| = e^{bound:.1f} > {limit_value:.3g}); "
+                f"q, k, scale: expected scores within {what} range (Cauchy-Schwarz bound "
+                f"max(1, scale) * max ||q_i|| * max ||k_j|| <= {limit_value:.3g}), got a bound of e^{bound:.1f}; "
                 f"rescale q or k" + (", or pass a softcap" if what == "float64" else ""))
     if bias is not None:
         b = np.asarray(bias, dtype=np.float64)
         fin = b[np.isfinite(b)]
         if fin.size and float(np.abs(fin).max()) > FLOAT_MAX / 4:
-            raise ValueError(f"bias: entries beyond FLOAT_MAX / 4 = {FLOAT_MAX / 4:.3g} may overflow the scores")
+            raise ValueError(f"bias: expected entries within FLOAT_MAX / 4 = {FLOAT_MAX / 4:.3g} (beyond it the scores "
+                             f"may overflow), got {float(np.abs(fin).max()):.3g}")
 
 
 # ---------------------------------------------------------------------------
@@ -333,7 +335,7 @@ def experts(x, name: str, E: int, D: int) -> list:
         if not callable(ex):
             raise TypeError(f"{name}[{i}]: expected a callable expert (FFNExpert, SwiGLUExpert), got {_type(ex)}")
         if getattr(ex, "d_model", D) != D:
-            raise ValueError(f"{name}[{i}]: d_model {ex.d_model} does not match x's D = {D}")
+            raise ValueError(f"{name}[{i}]: expected d_model equal to x's D = {D}, got {ex.d_model}")
     return list(x)
 
 

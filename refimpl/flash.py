@@ -97,6 +97,7 @@ from collections import Counter
 
 import numpy as np
 
+from ._exp import exp
 from ._parallel import map_blocks
 from ._validate import FLOAT_MAX, finite_result, positive_int
 from ._problem import _exponent, _fold, _merge_heads, _Setup
@@ -305,8 +306,8 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
             m_r, l_r, acc_r = m[..., r], l[..., r], acc[..., r, :]  # views: updated in place
             m_new = np.maximum(m_r, np.max(S, axis=-1))  # m' = max(m, rowmax(S))
             shift = np.where(m_new == -np.inf, 0.0, m_new)  # m' = -inf (nothing visible yet) read as 0
-            P = np.exp(np.subtract(S, shift[..., None], out=S), out=S)  # P~ = exp(S - m'), over S's buffer
-            alpha = np.exp(m_r - shift)  # exp(m - m'): rescales what was accumulated so far (0 if m = -inf)
+            P = exp(np.subtract(S, shift[..., None], out=S), out=S)  # P~ = exp(S - m'), over S's buffer
+            alpha = exp(m_r - shift)  # exp(m - m'): rescales what was accumulated so far (0 if m = -inf)
             Z = st.dropout_scale(q_rows, k_cols)
             l_r *= alpha
             l_r += np.sum(P, axis=-1)  # l = exp(m - m') l + rowsum(P~)

@@ -25,9 +25,13 @@ Positional conventions (pinned by this spec):
   counts w keys per row, docs/errata.md#e2; docs/notes.md#sliding-window).
 
 Every mask has ``materialize(Lq, Lk)`` -> bool (Lq, Lk), ``count(Lq, Lk)`` (number
-of visible pairs) and ``row_counts(Lq, Lk)``; masks with a closed form
-(causal, window, DSA) compute counts without materialising, and the tests
-check the closed form against the materialised count.
+of visible pairs) and ``row_counts(Lq, Lk)``. The structured masks (Full, causal,
+window, Strided, Dilated, PrefixLM, GlobalTokens, DSA, BlockSparse, BigBird,
+Document) count in closed form, without an (Lq, Lk) allocation (``row_counts``
+allocates its (Lq,) result, within the work budget); the tests check each closed
+form against the materialised count. A predicate (``predicate``, ``And``, ``Or``,
+``Not``) has no closed form: its counts materialise it, within the work budget
+(``refimpl._validate.check_budget``: a ValueError naming Lq, Lk beyond it).
 """
 
 from __future__ import annotations
@@ -177,12 +181,13 @@ class Mask:
         return self._tile(0, Lq, 0, Lk, Lq, Lk)
 
     def row_counts(self, Lq: int, Lk: int) -> np.ndarray:
-        """Visible keys per query row, int64 (Lq,). Materialises unless overridden."""
+        """Visible keys per query row, int64 (Lq,). A predicate has no closed form: this materialises
+        it within the work budget (the structured masks override it with a closed form)."""
         return self.materialize(Lq, Lk).sum(axis=1, dtype=np.int64)
 
     def count(self, Lq: int, Lk: int) -> int:
-        """Number of visible (query, key) pairs (closed form where a subclass has one,
-        else the sum of ``row_counts``, within the work budget)."""
+        """Number of visible (query, key) pairs (a closed form where a subclass has one; a predicate
+        or a composition has none, so this sums ``row_counts``: materialised, within the work budget)."""
         return int(np.sum(self.row_counts(Lq, Lk)))
 
     def __and__(self, other: "Mask") -> "Mask":
@@ -245,7 +250,7 @@ def _masks(parts: Iterable, name: str = "parts") -> tuple:
     for p in parts:
         _V.instance(p, name, Mask, "refimpl.masks.Mask predicate")
     if not parts:
-        raise ValueError(f"{name}: need at least one mask to combine")
+        raise ValueError(f"{name}: expected at least one mask to combine, got none")
     return parts
 
 

@@ -247,6 +247,6 @@ def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int, culprits: str = "dout,
             dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
     for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
         if not np.isfinite(g).all():
-            raise ValueError(f"{culprits}: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308) "
-                             f"or is NaN; rescale dout or v")
+            raise ValueError(f"{culprits}: expected the gradient {name} within float64 range, got one beyond it "
+                             f"(|{name}| > 1.8e308) or NaN; rescale dout or v")
     return dq, dk, dv

@@ -177,6 +177,37 @@ def test_cost_counts_match_an_operation_count_of_the_recurrence():
     assert cost.delta_rule(d_k, d_v).macs == 3 * d_k * d_v
 
 
+@pytest.mark.parametrize("gate_shape", [(1, 2, 24), (1, 2, 24, 3)])
+def test_chunked_gla_factored_and_elementwise_chunks_equal_the_recurrence(gate_shape):
+    """Chunks whose decay stays within FACTOR_SPAN take the matrix-product form, the others the
+    elementwise form (and so does a chunk whose scaled keys would overflow): both equal the definition."""
+    q, k, v = rng.standard_normal((3, 1, 2, 24, 3))
+    g = -rng.random(gate_shape) * 0.1
+    g[:, :, 9] = -GL.FACTOR_SPAN - 5.0  # the chunk [8, 16) spans more than FACTOR_SPAN
+    calls = {"factored": 0, "elementwise": 0}
+    real_einsum = np.einsum
+
+    def counting(*a, **kw):
+        calls["elementwise"] += a[0] == "bhtc,bhjc,bhtjc->bhtj"
+        return real_einsum(*a, **kw)
+
+    GL.np.einsum = counting
+    try:
+        oc, Sc = GL.gated_linear_attention(q, k, v, g, form="chunked", chunk_size=8)
+        assert calls["elementwise"] == 1  # one chunk of three
+        # keys near the top of float64 with a decay of 5 a step (span 35 <= FACTOR_SPAN): k e^{35}
+        # overflows, so every chunk falls back to the elementwise form; outputs ~ (q k) stay finite
+        big = (q * 1e-292, k * 1e292, v, np.full(gate_shape, -5.0))
+        ob, Sb = GL.gated_linear_attention(*big, form="chunked", chunk_size=8)
+        assert calls["elementwise"] == 4
+    finally:
+        GL.np.einsum = real_einsum
+    o, S = GL.gated_linear_attention(q, k, v, g)
+    np.testing.assert_allclose(oc, o, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(Sc, S, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(ob, GL.gated_linear_attention(*big)[0], rtol=1e-12, atol=1e-13)
+
+
 def _ssd_case(seed, b=2, H=4, L=13, P=3, G=2, N=5, dt_scale=1.0):
     rng = np.random.default_rng(seed)
     x, z = rng.standard_normal((2, b, H, L, P))

@@ -38,7 +38,8 @@ def test_every_factory_gives_adapters_or_a_reason():
         if state == "available":
             got = getattr(__import__("properties.peers", fromlist=[name]), name)()
             for impl in got if isinstance(got, list) else [got]:
-                assert impl.kind in {"attention", "moe", "linear_attention", "delta_rule", "ssm_scan", "norm", "loss", "rope", "ffn"}, impl.name
+                assert impl.kind in {"attention", "moe", "linear_attention", "delta_rule", "ssm_scan", "norm", "loss", "rope",
+                                     "contrastive_loss", "ffn"}, impl.name
                 assert impl.preset and impl.library, impl.name
 
 

@@ -14,6 +14,7 @@ the library follows) and ``library`` (the version it was run with).
     hf_mixtral       transformers MixtralTopKRouter (+ load_balancing_loss_func)
     hf_qwen2_moe     transformers Qwen2MoeTopKRouter, norm_topk_prob False and True
     deepspeed_topk   deepspeed.moe.sharded_moe.topkgating, drop_policy "probs" and "position"
+    hf_clip          transformers modeling_clip.image_text_contrastive_loss (CLIP's symmetric loss)
     flash_attn       flash_attn.flash_attn_func (GPU only)
     xformers         xformers.ops.memory_efficient_attention (GPU only)
     flashinfer       flashinfer.single_prefill_with_kv_cache (GPU only)
@@ -45,6 +46,7 @@ FACTORIES = {
     "hf_mixtral": "hf_moe",
     "hf_qwen2_moe": "hf_moe",
     "deepspeed_topk": "deepspeed_gating",
+    "hf_clip": "hf_vision",
     "flash_attn": "gpu_only",
     "xformers": "gpu_only",
     "flashinfer": "gpu_only",

@@ -17,7 +17,8 @@ Forms, all equal to the definition:
 * ``"sequential"``: the loop above;
 * ``"associative"``: the same first-order linear recurrence as a prefix scan of pairs
   (a_t, b_t) = (Abar_t, Bbar_t u_t) under (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), which is
-  associative, in ceil(log2 L) doubling steps (Hillis-Steele; Blelloch 1990; Smith et al. 2023 S5);
+  associative: blocks of sqrt(L) scanned side by side, then their totals (Blelloch 1990; Smith et
+  al. 2023 S5);
 * ``"convolution"``: only when delta, B and C do not depend on t (a time-invariant SSM):
   x_t = sum_{j<=t} Abar^{t-j} Bbar u_j, so y_t = sum_{j=0}^{t} Kbar_{t-j} u_j + D u_t with
   the kernel Kbar_k = sum_n C_n Abar_n^k Bbar_n, k = 0, 1, ... (the notes write
@@ -38,9 +39,9 @@ The state is (B, H, P, N).
 from __future__ import annotations
 
 import numpy as np
-
 from scipy.special import expit
 
+from .._parallel import map_blocks
 from .._validate import as_float_array, choice, chunk_starts, finite_result, flag, leading_shape, positive_int
 
 FORMS = ("sequential", "associative", "convolution")
@@ -74,7 +75,7 @@ class _Setup:
         for arr, name in ((Bm, "B"), (Cm, "C")):
             leading_shape(arr, name, (b, G, L, N), "(B, G, L, N)")
         if G == 0 or H % G:
-            raise ValueError(f"B: number of groups {G} must divide the number of heads {H}")
+            raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
         self.Bg = np.repeat(Bm, H // G, axis=1)  # head h reads group h // (H // G)
         self.Cg = np.repeat(Cm, H // G, axis=1)
         if delta_bias is not None:
@@ -84,9 +85,11 @@ class _Setup:
         self.delta = softplus(delta) if delta_softplus else delta
         flag(delta_softplus, "delta_softplus")
         if (self.delta < 0).any():
-            raise ValueError("delta: step sizes must be >= 0 (after delta_bias and softplus)")
+            raise ValueError(f"delta: expected step sizes >= 0 (after delta_bias and softplus), got "
+                             f"{float(np.min(self.delta))!r}")
         if (self.A > 0).any():
-            raise ValueError("A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log))")
+            raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got "
+                             f"{float(np.max(self.A))!r}")
         self.D = None if D is None else as_float_array(D, "D", ndim=2)
         if self.D is not None:
             leading_shape(self.D, "D", (H, P), "(H, P)")
@@ -95,20 +98,28 @@ class _Setup:
             raise ValueError(f"z: expected the shape of u {self.u.shape}, got {self.z.shape}")
         choice(discretization, "discretization", DISCRETIZATIONS)
         dA = self.delta[..., None] * self.A[None, :, None]  # (B, H, L, P, N)
-        self.Abar = np.exp(dA)
         if discretization == "zoh_a_euler_b":
-            Bfac = self.delta[..., None]
+            self.Bfac = self.delta[..., None]
         else:  # (exp(dA) - 1) / A = delta * expm1(dA) / dA; its limit delta as dA -> 0
             # written with dA, not A: for a subnormal A, expm1(delta A) / A loses every digit
             safe = np.where(dA == 0, 1.0, dA)
-            Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
-        self.Bbar = Bfac * self.Bg[:, :, :, None, :]  # (B, H, L, P, N)
-        self.Bu = self.Bbar * self.u[..., None]  # Bbar_t u_t
+            self.Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
+        self.Abar = np.exp(dA, out=dA)
+        # Bbar_t u_t = Bfac_t B_t u_t; Euler: one product (delta_t u_t) B_t over (B, H, L, P, N)
+        if discretization == "zoh_a_euler_b":
+            self.Bu = (self.delta * self.u)[..., None] * self.Bg[:, :, :, None, :]
+        else:
+            self.Bu = self.Bfac * (self.Bg[:, :, :, None, :] * self.u[..., None])
         self.x0 = np.zeros((b, H, P, N))
         if initial_state is not None:
             self.x0 = as_float_array(initial_state, "initial_state", ndim=4)
             leading_shape(self.x0, "initial_state", (b, H, P, N), "(B, H, P, N)")
         self.L = L
+
+    @property
+    def Bbar(self) -> np.ndarray:
+        """Bbar_t = Bfac_t B_t, (B, H, L, P, N) (the convolution form's kernel)."""
+        return self.Bfac * self.Bg[:, :, :, None, :]
 
     def output(self, xs: np.ndarray) -> np.ndarray:
         """y_t = C_t . x_t (+ D u_t) (* silu(z_t)) from the states xs (B, H, L, P, N)."""
@@ -122,15 +133,73 @@ class _Setup:
 
 
 def _associative_scan(a, b):
-    """Inclusive prefix scan of (a, b) along axis 2 under (a1,b1) o (a2,b2) = (a1 a2, a2 b1 + b2)."""
-    a, b = a.copy(), b.copy()
-    L, d = a.shape[2], 1
-    while d < L:
-        a_prev, b_prev = a[:, :, :-d], b[:, :, :-d]
-        b[:, :, d:] = a[:, :, d:] * b_prev + b[:, :, d:]
-        a[:, :, d:] = a[:, :, d:] * a_prev
-        d *= 2
-    return a, b
+    """The second part of the inclusive prefix scan of (a, b) along axis 2 under
+    (a1,b1) o (a2,b2) = (a1 a2, a2 b1 + b2): with (a_0, b_0) = (Abar_0, Abar_0 x_init + Bbar_0 u_0)
+    these are the states x_t. Writes them over b when L is a multiple of c (the caller's own array).
+
+    The blocked scan of Blelloch 1990 (sec. 1.3, p processors), in three phases over blocks of c
+    elements (c the power of two at or above sqrt(L)), every block at once:
+    1. reduce each block to its total (a_c ... a_1, x_c from x_0 = 0), one position at a time;
+    2. scan the block totals (``_scan_recursive``): the state entering each block;
+    3. run each block's recurrence again from the state entering it.
+    Each step applies o to whole arrays, so by associativity the result is the prefix scan. Groups
+    of blocks run on threads (``refimpl._parallel``), each computing exactly what it would alone.
+    """
+    B, H, L = a.shape[:3]
+    c = 1
+    while c * c < L:
+        c *= 2
+    nb = -(-L // c)
+    if nb * c != L:  # identity elements (1, 0) fill the last block
+        pad = [(0, 0)] * a.ndim
+        pad[2] = (0, nb * c - L)
+        a, b = np.pad(a, pad, constant_values=1.0), np.pad(b, pad, constant_values=0.0)
+    A, X = a.reshape((B, H, nb, c) + a.shape[3:]), b.reshape((B, H, nb, c) + a.shape[3:])
+    n = min(nb, 8)  # groups of a few blocks: each phase's operands stay in cache
+    groups = [slice(g * nb // n, (g + 1) * nb // n) for g in range(n)]
+    total_a, total_x = np.empty_like(A[:, :, :, 0]), np.empty_like(X[:, :, :, 0])
+
+    def reduce_blocks(js: slice):  # phase 1 for blocks js
+        ta, tx = A[:, :, js, 0].copy(), X[:, :, js, 0].copy()
+        for i in range(1, c):
+            tx *= A[:, :, js, i]
+            tx += X[:, :, js, i]
+            ta *= A[:, :, js, i]
+        total_a[:, :, js], total_x[:, :, js] = ta, tx
+
+    map_blocks(reduce_blocks, groups, A.size)
+    _, T = _scan_recursive(total_a, total_x)  # phase 2: the state at the end of each block
+
+    def run_blocks(js: slice):  # phase 3 for blocks js: x_i = a_i x_{i-1} + b_i from the entering state
+        x = np.zeros_like(T[:, :, js])
+        if js.start > 0:
+            x[:, :, 0] = T[:, :, js.start - 1]
+        x[:, :, 1:] = T[:, :, js.start : js.stop - 1]
+        for i in range(c):
+            X[:, :, js, i] += A[:, :, js, i] * x
+            x = X[:, :, js, i]
+
+    map_blocks(run_blocks, groups, A.size)
+    return X.reshape((B, H, nb * c) + a.shape[3:])[:, :, :L]
+
+
+def _scan_recursive(a, b):
+    """The same scan, work-efficient (Blelloch 1990, sec. 1.4 recursive form): combine neighbours
+    (0,1), (2,3), ..., scan those pairs (the prefixes ending at the odd positions), then each even
+    position 2i >= 2 is prefix(2i - 1) o element(2i). O(L) combines in ceil(log2 L) levels."""
+    L = a.shape[2]
+    if L <= 1:
+        return a.copy(), b.copy()
+    left_a, left_b = a[:, :, 0 : L - 1 : 2], b[:, :, 0 : L - 1 : 2]  # elements 0, 2, ..., paired
+    right_a, right_b = a[:, :, 1::2], b[:, :, 1::2]  # elements 1, 3, ...
+    odd_a, odd_b = _scan_recursive(left_a * right_a, right_a * left_b + right_b)  # prefixes at 1, 3, ...
+    pa, pb = np.empty_like(a), np.empty_like(b)
+    pa[:, :, 1::2], pb[:, :, 1::2] = odd_a, odd_b
+    pa[:, :, 0], pb[:, :, 0] = a[:, :, 0], b[:, :, 0]
+    n_even = (L - 1) // 2  # even positions 2, 4, ... below L
+    pa[:, :, 2::2] = a[:, :, 2::2] * odd_a[:, :, :n_even]
+    pb[:, :, 2::2] = a[:, :, 2::2] * odd_b[:, :, :n_even] + b[:, :, 2::2]
+    return pa, pb
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus=False,
@@ -146,20 +215,22 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_
 
 
 def _forms(s: _Setup, form: str):
-    if form == "sequential":
-        x, xs = s.x0, np.empty(s.Bu.shape)
+    if form == "sequential":  # x_t = Abar_t x_{t-1} + Bbar_t u_t, written over Bbar_t u_t (owned by s)
+        xs, x = s.Bu, s.x0
         for t in range(s.L):
-            x = s.Abar[:, :, t] * x + s.Bu[:, :, t]
-            xs[:, :, t] = x
-        return s.output(xs), x
-    if form == "associative":
-        a, b = _associative_scan(s.Abar, s.Bu)
-        xs = a * s.x0[:, :, None] + b  # prefix product applied to the initial state
-        return s.output(xs), (xs[:, :, -1] if s.L else s.x0)
+            xs[:, :, t] += s.Abar[:, :, t] * x
+            x = xs[:, :, t]
+        return s.output(xs), x.copy()
+    if form == "associative":  # the initial state enters as Abar_0 x_init + Bbar_0 u_0 (the sequential first step)
+        if s.L:
+            s.Bu[:, :, 0] += s.Abar[:, :, 0] * s.x0
+        xs = _associative_scan(s.Abar, s.Bu)
+        return s.output(xs), (xs[:, :, -1].copy() if s.L else s.x0)
     if form == "convolution":
         for arr, name in ((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")):
             if s.L and not np.array_equal(arr, np.broadcast_to(arr[:, :, :1], arr.shape)):
-                raise ValueError(f"form='convolution' needs a time-invariant SSM: {name} varies along L")
+                raise ValueError(f"form, {name}: expected a time-invariant SSM for form='convolution', got {name} "
+                                 f"varying along L")
         if not s.L:
             return s.finish(np.zeros(s.u.shape)), s.x0
         Abar, Bbar, c = s.Abar[:, :, 0], s.Bbar[:, :, 0], s.Cg[:, :, 0]  # (B, H, P, N) x2, (B, H, N)
