@@ -1,10 +1,13 @@
 """refimpl: the executable specification (pure NumPy + SciPy, float64).
 
-Read the module docstrings for formulas, shapes, conventions and sources.
+Read the module docstrings for formulas, shapes, conventions and sources. Each family opens with its
+definition, and every fast form is tested equal to it: attention in ``refimpl.definition``
+(``attention_definition``, ``attention_backward_definition``), the mixers' recurrences at the top of
+each ``refimpl.mixers`` module, softmax and log-sum-exp in ``refimpl.softmax``.
 """
 
 from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
-from . import block, ffn, formats, losses, norms
+from . import block, definition, ffn, formats, losses, norms
 from . import gated, int_formats, latent, model_configs, pooled_memory, positional, roofline, scaling, vision
 from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
 from .mla import MLALatentCache, MLAWeights, mla_attention
@@ -14,6 +17,7 @@ from .flash import FlashStats, flash_attention, flash_attention_backward
 from .alibi import alibi_bias, alibi_slopes
 from .mha import multi_head_attention
 from .sdpa import attention, attention_backward, attention_probs
+from .definition import attention_backward_definition, attention_definition
 from .split_kv import attention_partials, even_boundaries, split_kv_attention
 from .softmax import (
     OnlineSoftmaxState,
@@ -27,6 +31,9 @@ from .softmax import (
 
 __all__ = [
     "accounting",
+    "definition",
+    "attention_definition",
+    "attention_backward_definition",
     "distributed",
     "block",
     "ffn",
