@@ -39,6 +39,7 @@ from refimpl.sdpa import check_qkv_shapes, check_real_4d, check_window  # the sp
 
 from refimpl import _validate as V
 
+from .constants import INT_UNWRITTEN  # noqa: F401 (part of this module's API)
 from .errors import UnsupportedOption
 
 BACKENDS = ("numba", "cupy", "opencl")
@@ -52,8 +53,7 @@ DEFAULT_BLOCK_Q = 16
 DEFAULT_BLOCK_K = 16
 MAX_THREADS_PER_BLOCK = 1024
 MAX_STATIC_SHARED_BYTES = 48 * 1024
-#: sentinel an integer output holds until the kernel writes it
-INT_UNWRITTEN = np.iinfo(np.int32).min
+#: sentinel an integer output holds until the kernel writes it: INT_UNWRITTEN (gpu.constants)
 _INT32_LIMIT = 2**31 - 1
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = float(np.finfo(np.float32).tiny)

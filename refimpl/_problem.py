@@ -18,7 +18,7 @@ import numpy as np
 
 from . import masks as _masks
 from ._validate import (attention_bias, attention_bool_mask, attention_dropout, attention_scale, broadcastable,
-                        check_qkv_shapes, check_real_4d, check_window, flag, positive_float)
+                        check_qkv_shapes, check_real_4d, check_window, choice, flag, positive_float)
 
 
 # ----------------------------------------------------------------------------
@@ -62,7 +62,7 @@ class AttentionMask:
     """
 
     def __init__(self, mask, causal, align, window, full_shape):
-        _masks._check_align(align)
+        choice(align, "align", _masks.ALIGNMENTS)
         flag(causal, "causal")
         self.Lq, self.Lk = full_shape[2], full_shape[3]
         self.predicates: list[_masks.Mask] = []
@@ -287,3 +287,37 @@ class _Setup:
         if self.keep is None:
             return None
         return _split_heads(self.keep.tile(qs, ks), self.Hkv) / (1.0 - self.dropout_p)
+
+
+# ----------------------------------------------------------------------------
+# gradients (shared by the dense and the tiled backward)
+
+
+def _softcap_grad(raw: np.ndarray, c: float) -> np.ndarray:
+    """1 - tanh^2(R / c): d(c tanh(R / c)) / dR."""
+    t = np.tanh(raw / c)
+    return np.subtract(1.0, np.multiply(t, t, out=t), out=t)
+
+
+# The gradients are linear in dout, and dq, dk linear in v (through dP): the
+# backward passes run on dout / 2^e_do and v / 2^e_v, both of magnitude < 1
+# (powers of two: exact), and scale the results back. A large but finite dout
+# or v then cannot overflow an intermediate (dP - D would be inf - inf = NaN);
+# a gradient that itself exceeds the float64 range is an error.
+
+
+def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(x / 2^e, e) with max|x / 2^e| < 1, exactly (e = 0 for zeros)."""
+    e = _exponent(x)
+    return (x if e == 0 else np.ldexp(x, -e)), e
+
+
+def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int, culprits: str = "dout, v"):
+    if e_do or e_v:
+        with np.errstate(over="ignore"):
+            dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
+    for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
+        if not np.isfinite(g).all():
+            raise ValueError(f"{culprits}: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308) "
+                             f"or is NaN; rescale dout or v")
+    return dq, dk, dv

@@ -448,11 +448,18 @@ def attention_bool_mask(mask, full_shape: tuple) -> np.ndarray:
 # the library's own objects passed back in (MoE routings, experts, states)
 
 
-def routing(x, name: str = "routing"):
-    """A ``refimpl.moe.Routing`` (the result of ``route``)."""
-    from .moe.router import Routing
+_CLASSES: dict = {}  # name -> (class, description), registered by the modules that define them
 
-    return instance(x, name, Routing, "refimpl.moe.Routing (the result of refimpl.moe.route)")
+
+def register_class(name: str, cls: type, what: str) -> None:
+    """Make ``cls`` checkable by ``name`` here without this module importing upward (it is a leaf)."""
+    _CLASSES[name] = (cls, what)
+
+
+def routing(x, name: str = "routing"):
+    """A ``refimpl.moe.Routing`` (the result of ``route``; registered by ``refimpl.moe.options``)."""
+    cls, what = _CLASSES["Routing"]
+    return instance(x, name, cls, what)
 
 
 def experts(x, name: str, E: int, D: int) -> list:

@@ -29,8 +29,8 @@ import numpy as np
 from ._parallel import map_blocks
 from ._problem import _exponent, _fold, _merge_heads, _real_4d, _split_heads
 from ._validate import as_float_array
-from .flash import _check_flag, _pv, _setup, _SlowMemory, _tiles, _TiledSetup
-from .sdpa import _grads_back_to_scale, _softcap_grad, _unit_scaled
+from ._tiled import _check_flag, _pv, _setup, _SlowMemory, _tiles, _TiledSetup
+from ._problem import _grads_back_to_scale, _softcap_grad, _unit_scaled
 
 
 def _tn(A: np.ndarray, X: np.ndarray) -> np.ndarray:

@@ -52,6 +52,7 @@ from scipy.special import ndtr
 from ..softmax import logsumexp, softmax
 from .. import _validate as V
 from .._validate import as_float_array
+from .select import _check_k, top_k
 
 F_KINDS = ("k_hot", "top1")
 SCALES = ("E", "E/k", "1", "1/E")
@@ -293,8 +294,6 @@ def noisy_top_k_gating(clean_logits, noise_stddev, noise, k: int) -> NoisyTopK:
     """
     clean, std = _check_clean_std(clean_logits, noise_stddev)
     eps = as_float_array(noise, "noise", shape=clean.shape, shape_doc="(T, E) as clean_logits")
-    from .router import _check_k, top_k  # local: router imports nothing from here
-
     k = _check_k(k, clean.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):
         H = V.finite_result(clean + eps * std, "a noisy logit clean + noise * noise_stddev",
@@ -348,8 +347,6 @@ def _check_load(clean_logits, noisy_logits, noise_stddev, k):
 
 def _kth_excluding(H: np.ndarray, k: int):
     """(threshold (T, E), index of the expert whose noisy logit is the threshold)."""
-    from .router import top_k
-
     T, E = H.shape
     if not 1 <= k < E:
         raise ValueError(f"k: the load loss needs 1 <= k < E={E}, got {k}")
