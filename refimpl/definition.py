@@ -42,14 +42,14 @@ import numpy as np
 from . import _validate as V
 from .masks import Mask, offset
 
-__all__ = ["attention_definition", "attention_backward_definition"]
+__all__ = ["attention_definition", "attention_backward_definition"]  # and attention_arguments, visibility (helpers)
 
 
 def attention_definition(q, k, v, *, mask=None, causal=False, align="bottom_right", window=None, scale=None,
                          softcap=None, bias=None, dropout_mask=None, dropout_p=0.0):
     """(out (B, Hq, Lq, Dv), lse (B, Hq, Lq)), float64: the formula of the module docstring."""
-    q, k, v, scale, softcap, visible, bias, Z = _arguments(q, k, v, mask, causal, align, window, scale, softcap,
-                                                          bias, dropout_mask, dropout_p)
+    q, k, v, scale, softcap, visible, bias, Z = attention_arguments(q, k, v, mask, causal, align, window, scale,
+                                                                    softcap, bias, dropout_mask, dropout_p)
     k, v = np.repeat(k, q.shape[1] // k.shape[1], axis=1), np.repeat(v, q.shape[1] // k.shape[1], axis=1)  # GQA
     r = scale * (q @ k.swapaxes(-1, -2))                                  # r = scale <q_i, k_j>
     s = r if softcap is None else softcap * np.tanh(r / softcap)          # s = c tanh(r / c)
@@ -68,8 +68,8 @@ def attention_definition(q, k, v, *, mask=None, causal=False, align="bottom_righ
 def attention_backward_definition(q, k, v, dout, *, mask=None, causal=False, align="bottom_right", window=None,
                                   scale=None, softcap=None, bias=None, dropout_mask=None, dropout_p=0.0):
     """(dq, dk, dv), float64: the gradients of sum(dout * out), the formulas of the module docstring."""
-    q, k, v, scale, softcap, visible, bias, Z = _arguments(q, k, v, mask, causal, align, window, scale, softcap,
-                                                          bias, dropout_mask, dropout_p)
+    q, k, v, scale, softcap, visible, bias, Z = attention_arguments(q, k, v, mask, causal, align, window, scale,
+                                                                    softcap, bias, dropout_mask, dropout_p)
     dout = V.check_real_4d(dout, "dout").astype(np.float64, copy=False)
     V.same_shape(dout, q.shape[:3] + v.shape[3:], "dout")
     G = q.shape[1] // k.shape[1]
@@ -125,9 +125,13 @@ def visibility(mask, causal, align, window, full_shape: tuple) -> np.ndarray:
     return visible if mask is None else visible & V.attention_bool_mask(mask, full_shape)
 
 
-def _arguments(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p):
-    """Validated arguments, in ``refimpl.attention``'s order of checks: q, k, v float64,
-    scale, softcap, visibility, bias, Z = keep / (1 - p) (1 without dropout)."""
+def attention_arguments(q, k, v, mask=None, causal=False, align="bottom_right", window=None, scale=None,
+                        softcap=None, bias=None, dropout_mask=None, dropout_p=0.0):
+    """``refimpl.attention``'s arguments validated, in its order of checks and with its messages:
+    (q, k, v as float64 (B, H, L, D) arrays, scale, softcap or None, visible (bool, broadcastable
+    to (B, Hq, Lq, Lk)), bias (4-D, broadcastable) or None, Z = keep / (1 - p) (broadcastable;
+    1.0 without dropout)). For implementations that want the spec's arguments, not its arithmetic
+    (the properties' independent tiled kernels)."""
     q, k, v = (V.check_real_4d(x, n).astype(np.float64, copy=False) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     B, Hq, _, Lq, Lk, D, _ = V.check_qkv_shapes(q, k, v)
     full = (B, Hq, Lq, Lk)

@@ -345,6 +345,14 @@ def _check_load(clean_logits, noisy_logits, noise_stddev, k):
     return clean, H, std, k
 
 
+def kth_excluding(noisy_logits, k):
+    """(threshold (T, E), index (T, E)): per token t and expert e, the k-th largest noisy logit among
+    the other experts (Shazeer et al. 2017's kth_excluding), and which expert holds it: the threshold
+    of the load loss's P(e in top-k). ``noisy_logits`` (T, E) finite, 1 <= k < E."""
+    H = as_float_array(noisy_logits, "noisy_logits", ndim=2, shape_doc="(T, E)")
+    return _kth_excluding(H, V.count(k, "k", minimum=1))
+
+
 def _kth_excluding(H: np.ndarray, k: int):
     """(threshold (T, E), index of the expert whose noisy logit is the threshold)."""
     T, E = H.shape

@@ -211,6 +211,46 @@ def effective_options(opts: RouteOptions, k: int) -> RouteOptions:
     return opts
 
 
+@dataclasses.dataclass(frozen=True)
+class RouteSetup:
+    """``route``'s arguments, validated once (``route_setup``), for ``route`` and the gpu facade.
+
+    logits:         (T, E) float64
+    k:              experts per token, 1 <= k <= E (a preset's own k enforced)
+    options:        the RouteOptions in force (preset, then explicit conventions and
+                    capacity_factor; before ``effective_options``)
+    token_mask:     (T,) bool, a copy (True = real token)
+    selection_bias: (E,) float64 or None
+    """
+
+    logits: np.ndarray
+    k: int
+    options: RouteOptions
+    token_mask: np.ndarray
+    selection_bias: Optional[np.ndarray]
+
+
+def route_setup(logits, k, *, preset=None, padding_mask=None, selection_bias=None, capacity_factor=None,
+                **conventions) -> RouteSetup:
+    """Validate ``route``'s arguments (same checks, order and messages as ``route``): the one
+    routing setup shared by ``route`` and ``gpu.api.prepare_route``. The preset is looked up once."""
+    if preset is not None:
+        preset = _get_preset(preset)
+        if preset.k is not None and k != preset.k:
+            raise ValueError(f"k: preset {preset.name!r} routes to exactly k={preset.k}, got k={k}")
+    opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
+    z = _check_logits(logits)
+    T, E = z.shape
+    k = _check_k(k, E)
+    token_mask = _check_padding_mask(padding_mask, T)
+    b = None
+    if selection_bias is not None:
+        b = as_float_array(selection_bias, "selection_bias", ndim=1)
+        if b.shape != (E,):
+            raise ValueError(f"selection_bias: expected shape ({E},), got {b.shape}")
+    return RouteSetup(logits=z, k=k, options=opts, token_mask=token_mask, selection_bias=b)
+
+
 def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
           capacity_factor=None, seed=None, **conventions) -> Routing:
     """Route T tokens to k of E experts each. See the module docstring for the formulas.
@@ -231,22 +271,11 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
 
     Returns a :class:`Routing`. Inputs are not modified.
     """
-    if preset is not None:
-        p = _get_preset(preset)
-        if p.k is not None and k != p.k:
-            raise ValueError(f"k: preset {p.name!r} routes to exactly k={p.k}, got k={k}")
-    opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
-    z = _check_logits(logits)
+    setup = route_setup(logits, k, preset=preset, padding_mask=padding_mask, selection_bias=selection_bias,
+                        capacity_factor=capacity_factor, **conventions)
+    z, k, token_mask, b = setup.logits, setup.k, setup.token_mask, setup.selection_bias
     T, E = z.shape
-    k = _check_k(k, E)
-    opts = effective_options(opts, k)
-    token_mask = _check_padding_mask(padding_mask, T)
-
-    b = None
-    if selection_bias is not None:
-        b = as_float_array(selection_bias, "selection_bias", ndim=1)
-        if b.shape != (E,):
-            raise ValueError(f"selection_bias: expected shape ({E},), got {b.shape}")
+    opts = effective_options(setup.options, k)
     if opts.n_groups is not None:
         per_group = E // opts.n_groups if E % opts.n_groups == 0 else 0
         if k > opts.topk_groups * per_group:
