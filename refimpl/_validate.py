@@ -226,26 +226,6 @@ def chunk_starts(L: int, chunk_size, name: str = "chunk_size") -> list:
     c = positive_int(chunk_size, name)
     return list(range(0, L, c))
 
-def check_choice(x, name: str, choices) -> str:
-    """``x`` must be one of ``choices`` (strings naming conventions)."""
-    if not isinstance(x, str) or x not in choices:
-        raise ValueError(f"{name}: expected one of {tuple(choices)}, got {plain(x)!r}")
-    return x
-
-
-def nonneg_float(x, name: str, *, upper: float | None = None) -> float:
-    """A finite real >= 0 (and <= ``upper`` when given)."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a real number, got {type(x).__name__}")
-    try:
-        x = float(x)
-    except OverflowError:  # an int beyond float64 range
-        raise ValueError(f"{name}: expected a finite number, got an integer beyond float64 range") from None
-    if not np.isfinite(x) or x < 0 or (upper is not None and x > upper):
-        raise ValueError(f"{name}: expected a finite number in [0, {upper if upper is not None else 'inf'}], got {x}")
-    return x
-
-
 def same_shape(x: np.ndarray, ref_shape: tuple, name: str) -> None:
     if x.shape != tuple(ref_shape):
         raise ValueError(f"{name}: expected shape {tuple(ref_shape)}, got {x.shape}")

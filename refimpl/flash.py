@@ -95,7 +95,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._parallel import map_blocks
-from ._validate import positive_int
+from ._validate import choice, positive_int
 from ._problem import _merge_heads
 from ._tiled import FlashStats, _check_flag, _pv, _setup, _SlowMemory, _tiles, _TiledSetup  # noqa: F401
 from .flash_backward import flash_attention_backward  # noqa: F401  (defined there, part of this module's API)
@@ -109,9 +109,7 @@ VARIANTS = ("fa1", "fa2")
 
 
 def _check_variant(variant) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
-    return variant
+    return choice(variant, "variant", VARIANTS)
 
 
 def _normalise(acc: np.ndarray, l: np.ndarray) -> np.ndarray:

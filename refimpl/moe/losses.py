@@ -128,8 +128,7 @@ class BalanceLoss:
 
     def __post_init__(self):
         for name, allowed in (("f", F_KINDS), ("scale", SCALES), ("probs", P_KINDS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+            V.choice(getattr(self, name), name, allowed)
 
     def uniform_value(self, k: int, num_experts: int, alpha: float = 1.0) -> float:
         """alpha * c * m / E: the value when P and f are uniform."""

@@ -102,8 +102,7 @@ class RouteOptions:
     def __post_init__(self):
         for name, allowed in (("score", SCORES), ("normalize", NORMALIZE),
                               ("drop_order", DROP_ORDERS), ("group_score", GROUP_SCORES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+            V.choice(getattr(self, name), name, allowed)
         c = self.capacity
         if c is not None and not callable(c):
             V.count(c, "capacity", maximum=None, what="or None, or a callable rule")
