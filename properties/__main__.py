@@ -1,7 +1,7 @@
 """The project's main job: python -m properties
 
-1. Prints every worked example from the seed documents beside the figure the
-   seed gives (and the exact figure where the seed estimates).
+1. Prints every worked example from the notes (docs/notes.md) beside the figure the
+   notes give (and the exact figure where the notes estimate).
 2. Runs every conformance property against every bundled implementation (and
    any named in $REFIMPL_IMPLS), with progress, a per-property summary and a
    final table per kind and implementation.
@@ -79,7 +79,7 @@ def _close(got, exp, tol):
 
 def worked_examples() -> int:
     print("=" * 100)
-    print("Worked examples from the seeds (source | seed figure | spec computes | check)")
+    print("Worked examples from the notes, docs/notes.md (source | notes' figure | spec computes | check)")
     print("=" * 100)
     failures = 0
     for ex in all_examples():
@@ -87,10 +87,10 @@ def worked_examples() -> int:
         ok = _close(got, ex.expected, ex.rel_tol)
         failures += not ok
         tag = "ok" if ok else "FAIL"
-        if ex.erratum is not None:  # the check is against the right value, not the seed's
-            tag += f", seed differs: ERRATA {ex.erratum}"
+        if ex.erratum is not None:  # the check is against the right value, not the notes'
+            tag += f", the notes differ: docs/errata.md#e{ex.erratum}"
         print(f"[{tag}] {ex.name}  ({ex.source})")
-        print(f"       seed:  {ex.seed_figure}")
+        print(f"       notes: {ex.seed_figure}")
         print(f"       spec:  {_fmt(got)}   (tolerance {ex.rel_tol:g})")
         if ex.beside is not None:
             print(f"       exact: {ex.beside()}")

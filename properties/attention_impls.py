@@ -4,15 +4,15 @@
 directly from the formula with ``np.repeat`` for GQA and a materialised mask),
 so the suite never checks refimpl only against itself. With ``bug=...`` it
 becomes one of the wrong implementations the meta-tests feed to the
-properties; each bug is a mistake seen in real kernels or in the seeds:
+properties; each bug is a mistake seen in real kernels or in the notes (docs/errata.md#e1, docs/errata.md#e2):
 
     top_left_for_bottom_right  causal/window aligned top-left although bottom-right was asked
     ignore_align               always bottom-right, even when top-left was asked
-    window_off_by_one          left window one key too wide (W + 1 keys for W, ERRATA 2)
+    window_off_by_one          left window one key too wide (W + 1 keys for W, docs/errata.md#e2)
     head_map_mod               GQA query head h reads kv head h % Hkv instead of h // G
     no_max_subtraction         exp(s) without subtracting the row max: overflows
     no_scale                   forgets the default 1/sqrt(D)
-    inverted_causal            the causal mask of seed 001 section 14.5 (ERRATA 1)
+    inverted_causal            the causal mask as the notes print it (docs/errata.md#e1)
     nan_empty_rows             a fully masked row gives NaN (0/0), as the xformers reference
     uniform_empty_rows         a fully masked row averages all values (finite mask value, JAX)
     dropout_no_rescale         kept probabilities not divided by (1 - p)

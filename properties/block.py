@@ -223,7 +223,7 @@ def check_pre_norm_unrolled(impl, case: StackCase):
 
 
 def check_parallel_block(impl, case: StackCase):
-    """Parallel block: h <- h + s (Attn(N1 h) + FFN(N1 h)), one norm shared (seed 003 8.9)."""
+    """Parallel block: h <- h + s (Attn(N1 h) + FFN(N1 h)), one norm shared (docs/notes.md#transformer-block)."""
     want, m, R = _unrolled(case, "parallel")
     got = impl.stack(case.x, list(case.blocks), "parallel", case.causal, None, case.scale, case.final_norm)
     _compare(impl, "parallel stack", got, want, _tol(case, m, R), case, "parallel", m, R)

@@ -131,8 +131,8 @@ def ep_global_as_local(shard, k, num_ranks, capacity_convention="local", **route
 
 
 def ep_dispatch_to_all(shard, k, num_ranks, capacity_convention="local", **route_options):
-    """The all-gather pattern seed 003 8.8 warns about: every kept row goes to every rank, which
-    keeps only those for its own experts. Right answer, P times the dispatch volume."""
+    """The all-gather pattern the notes warn about (docs/notes.md#expert-parallel): every kept
+    row goes to every rank, which keeps only those for its own experts. Right answer, P times the dispatch volume."""
     gen = EP.program(shard, k, num_ranks, capacity_convention, **route_options)
     msg = next(gen)
     try:

@@ -175,7 +175,7 @@ def scale_case(draw, caps=None):
 
 def check_fp8_scaling(impl, case: ScaleCase):
     """S = max_fmt / amax (per tensor, or per row for channel_axis=0; 1 where amax = 0), so each
-    channel's amax lands on the format's max, and q = round(x S) to nearest even (seed 003 7)."""
+    channel's amax lands on the format's max, and q = round(x S) to nearest even (docs/notes.md#fp8-scaling)."""
     q, S = impl.quantize(case.x, case.fmt, case.channel_axis)
     q, S = np.asarray(q, dtype=np.float64), np.asarray(S, dtype=np.float64)
     f = F.get_format(case.fmt)

@@ -183,7 +183,7 @@ def check_causal_lm_shift(impl, case: LMCase):
 
 
 def check_sft_response_only(impl, case: LMCase):
-    """SFT loss is the mean -log p over response targets only, and is >= 0 (ERRATA 17: the sign)."""
+    """SFT loss is the mean -log p over response targets only, and is >= 0 (docs/errata.md#e17: the sign)."""
     targets = np.where(case.response, case.tokens, L.IGNORE_INDEX)[:, 1:]
     want = _pairs_loss(case.z[:, :-1], targets)
     got = impl.sft_loss(case.z, case.tokens, case.response)
@@ -193,7 +193,8 @@ def check_sft_response_only(impl, case: LMCase):
                   naive=lambda: _naive_pairs(p, case.z[:, :-1], targets),
                   magnitude=_ce_terms(case.z[:, :-1], targets != L.IGNORE_INDEX), context=ctx)
     if got < 0:
-        raise AssertionError(f"sft_loss is negative ({got}): a cross-entropy is >= 0 (the minus sign, ERRATA 17); {ctx}")
+        raise AssertionError(f"sft_loss is negative ({got}): a cross-entropy is >= 0 "
+                             f"(the minus sign, docs/errata.md#e17); {ctx}")
 
 
 # ----------------------------------------------------------------------------
@@ -332,6 +333,6 @@ PROPERTIES = [
              "causal LM loss pairs logits at t with the token at t + 1", requires=frozenset({"lm"}),
              rejects=("missing_label_shift", "missing_label_shift_float32", "missing_label_shift_bfloat16")),
     Property("sft_loss_response_only", "loss", check_sft_response_only, lambda caps: lm_case(caps),
-             "SFT loss = mean -log p over response targets only, >= 0 (ERRATA 17)", requires=frozenset({"lm"}),
+             "SFT loss = mean -log p over response targets only, >= 0 (docs/errata.md#e17)", requires=frozenset({"lm"}),
              rejects=("sft_missing_minus_sign", "sft_counts_prompt_tokens", "sft_counts_prompt_tokens_bfloat16")),
 ]

@@ -333,7 +333,8 @@ def memory_case(draw, caps):
 
 def check_delta_memorises(impl, c: MemoryCase):
     """beta = 1, orthonormal keys: reading key a returns the LAST value written to a (0 if never):
-    the delta rule overwrites; gated linear attention ("delta attention" of seed 001 18.2) adds up."""
+    the delta rule overwrites; gated linear attention ("delta attention" of the notes,
+    docs/errata.md#e10) adds up."""
     L = len(c.writes)
     p = precision_of(impl)
     keys, v = round_inputs(p, c.keys, c.v)
@@ -407,7 +408,8 @@ def _no_normaliser(q, k, v, scale, eps, chunk_size):
 
 
 def _seed_delta_attention(q, k, v, beta, g, scale, chunk_size):
-    """Seed 001 18.2: S_t = gamma_t S_{t-1} + beta_t k_t v_t^T (no erase term): gated linear attention."""
+    """The notes' "delta attention" (docs/errata.md#e10): S_t = gamma_t S_{t-1} + beta_t k_t v_t^T
+    (no erase term): gated linear attention."""
     return GL.gated_linear_attention(q, k * beta[..., None], v, g, scale=scale)
 
 

@@ -175,7 +175,8 @@ def _wkv_u_on_past(w, u, k, v):
 
 
 def _wkv_decay_t_minus_j(w, u, k, v):
-    """Past token j weighted e^{(t-j) w}: one extra decay step (the seed's e^{-(t-j) w} read literally)."""
+    """Past token j weighted e^{(t-j) w}: one extra decay step (the notes' e^{-(t-j) w} read
+    literally, docs/errata.md#e9)."""
     lw = RW.log_weights(w, u, k)
     past = np.tril(np.ones((k.shape[2],) * 2, dtype=bool), -1)[None, None, :, :, None]
     return _from_log_weights(np.where(past, lw + _per_head(w, k), lw), v)
@@ -325,7 +326,8 @@ def _scan_group_mod(u, dl, A, B, C, D, z, x0):
 
 
 def _scan_seed_convolution(u, dl, A, B, C, D, z, x0):
-    """Seed 001 19.2 read literally: y_t = sum_{j<t} C Abar^{t-j-1} Bbar u_j + D u_t (ERRATA 15)."""
+    """The notes' convolution form read literally: y_t = sum_{j<t} C Abar^{t-j-1} Bbar u_j + D u_t
+    (docs/errata.md#e15)."""
     s = SSM.selective_scan(u, dl, A, B, C, None, None, form="convolution")  # for the setup checks
     H, G = u.shape[1], B.shape[1]
     Abar = np.exp(dl[:, :, 0, :, None] * A[None])

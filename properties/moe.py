@@ -327,7 +327,7 @@ def check_capacity_respected(impl, case: C.RouteCase):
 
 def check_dropped_count(impl, case: C.RouteCase):
     """Position-based orders drop exactly sum_e max(0, count_e - C) assignments, where
-    count_e is the number of assignments before dropping (seed 000 Problem 3: 200 - 160 = 40)."""
+    count_e is the number of assignments before dropping (docs/notes.md#capacity: 200 - 160 = 40)."""
     r = impl.route(case.logits, case.k, **case.kwargs())
     if r.capacity is None:
         return
@@ -414,8 +414,8 @@ def check_renormalised_sum_to_one(impl, case: C.RouteCase):
 
 def check_topk_softmax_commute(impl, case: C.RouteCase):
     """softmax(top-k(z)) == renormalised top-k(softmax(z)): for an undropped token the
-    renormalised gates are the softmax of its selected logits (seed 000 sec. 3 vs
-    seed 001 21.1: the two routes to the same gates). |error| <= (k + E + 8) u."""
+    renormalised gates are the softmax of its selected logits (docs/notes.md#moe-router:
+    the two routes to the same gates). |error| <= (k + E + 8) u."""
     r = impl.route(case.logits, case.k, **case.kwargs())
     sel = np.take_along_axis(case.logits, np.asarray(r.indices), axis=-1)
     want = _softmax_rows(sel)
@@ -483,7 +483,7 @@ def check_capacity_formula(impl, case: C.CapacityCase):
 
 def check_balance_loss_formula(impl, case: C.RouteCase):
     """balance_loss = alpha * E * sum_e f_e P_e, f_e the fraction of real tokens with e in
-    their top-k (pre-drop), P_e their mean probability (CONVENTIONS.md). Relative error
+    their top-k (pre-drop), P_e their mean probability (docs/conventions.md#moe-defaults). Relative error
     <= (E + T + 8) u."""
     r = impl.route(case.logits, case.k, **case.kwargs())
     T, E = case.logits.shape
@@ -615,7 +615,7 @@ def check_k1_renormalised_no_router_gradient(impl, case: C.GradCase):
 
 def check_router_gradient_formula(impl, case: C.GradCase):
     """Renormalised softmax top-k, nothing dropped: dy/dz_b = g_b (FFN_b(x) - y) for b
-    selected, 0 otherwise (ERRATA 7: g_b (1 - g_b) FFN_b(x) is only the diagonal).
+    selected, 0 otherwise (docs/errata.md#e7: g_b (1 - g_b) FFN_b(x) is only the diagonal).
     Bound: (k + 8) u (1 + max |FFN|) per entry, times 8."""
     r, Jy = impl.output_logit_jacobian(case.x, case.W, list(case.experts), case.k, **case.options)
     y, _ = impl.moe_forward(case.x, case.W, list(case.experts), case.k, **case.options)
@@ -679,7 +679,7 @@ def check_moe_vjp_fd(impl, case: C.GradCase):
 
 def check_balance_loss_gradient(impl, case: C.LogitGradCase):
     """dL/dz_tj = (alpha E / T) p_tj (f_j - sum_i f_i p_ti) for the k-hot product loss
-    with f held constant (CONVENTIONS.md), and equal to finite differences of the loss."""
+    with f held constant (docs/conventions.md#moe-defaults), and equal to finite differences of the loss."""
     alpha = 0.01
     r = impl.route(case.logits, case.k, **case.options)
     T, E = case.logits.shape
@@ -854,14 +854,14 @@ PROPERTIES = [
              ("straight_through",)),
     Property("moe_router_gradient_formula", "moe", check_router_gradient_formula,
              lambda caps: C.honouring(caps, C.grad_case, normalize=("after_drop",), score=("softmax",), capacity="none"),
-             "dy/dz_j = g_j (FFN_j(x) - y) (ERRATA 7)", frozenset({"gradients", "forward"}),
+             "dy/dz_j = g_j (FFN_j(x) - y) (docs/errata.md#e7)", frozenset({"gradients", "forward"}),
              ("seed_diagonal_jacobian",)),
     Property("moe_vjp_fd", "moe", check_moe_vjp_fd, lambda caps: C.honouring(caps, C.grad_case),
              "MoE VJPs (x, logits, router weight) equal finite differences", frozenset({"route", "gradients", "forward"}),
              ("seed_diagonal_jacobian", "vjp_x_ignores_router")),
     Property("moe_balance_loss_gradient", "moe", check_balance_loss_gradient,
              lambda caps: C.honouring(caps, C.logit_grad_case, score=("softmax",), capacity="none"),
-             "balance-loss gradient formula (CONVENTIONS.md) and finite differences",
+             "balance-loss gradient formula (docs/conventions.md#moe-defaults) and finite differences",
              frozenset({"route", "losses", "losses.grad"}), ("balance_grad_missing_term",)),
     Property("moe_z_loss_gradient_fd", "moe", check_z_loss_gradient_fd, C.noisy_case,
              "z-loss gradient equals finite differences of z_loss",

@@ -1,6 +1,6 @@
 """Deliberately wrong MoE implementations, one bug each, built from the refimpl adapter.
 
-Each is a bug seen in real code or in the seeds; the meta-tests assert that the
+Each is a bug seen in real code or in the notes (docs/errata.md); the meta-tests assert that the
 properties naming it in ``rejects`` find a counterexample.
 """
 
@@ -119,7 +119,7 @@ def _cv_sample_variance(x, eps=1e-10):
 
 
 def _diag_jacobian(routing, z):
-    """The seed's dg_j/dz_j = g_j (1 - g_j), nothing off the diagonal (ERRATA 7)."""
+    """The notes' dg_j/dz_j = g_j (1 - g_j), nothing off the diagonal (docs/errata.md#e7)."""
     T, k = routing.indices.shape
     J = np.zeros((T, k, routing.num_experts))
     g = routing.gates / routing.options.route_scale
@@ -129,7 +129,7 @@ def _diag_jacobian(routing, z):
 
 
 def _straight_through_jacobian(routing, z):
-    """Seed 001 21.1's 'backward through all softmax probabilities': dg_j/dz = dp_{e_j}/dz,
+    """The notes' straight-through backward (docs/notes.md#moe-router): dg_j/dz = dp_{e_j}/dz,
     whatever the renormalisation."""
     Jp = G.score_jacobian(z, routing.options.score)
     Jw = np.take_along_axis(Jp, routing.indices[:, :, None], axis=1)

@@ -235,7 +235,7 @@ def check_backward(impl, case: NormCase):
 
 
 def check_rms_equals_layer_norm_on_zero_mean(impl, case: NormCase):
-    """Seed 003 5.2: on rows with mean 0, RMSNorm (g = w) is LayerNorm without bias."""
+    """docs/notes.md#norms: on rows with mean 0, RMSNorm (g = w) is LayerNorm without bias."""
     p = precision_of(impl)
     conv = _rms_conv(impl)
     w = case.w if case.w is not None else np.ones(case.x.shape[-1])
@@ -285,7 +285,7 @@ def channel_case(draw, caps=None):
 
 def check_channel_norms(impl, case: ChannelCase):
     """BatchNorm normalises each channel over (batch, spatial); GroupNorm each sample's group of
-    channels over (channels in the group, spatial) (seed 003 5.1; torch's functional forms)."""
+    channels over (channels in the group, spatial) (docs/notes.md#norms; torch's functional forms)."""
     ctx = f"{impl.name}; {case!r}"
     n = case.x.size // case.x.shape[1]
     tol = 16 * (n + case.x[0].size + 4) * U64 * (np.abs(case.x).max() / np.sqrt(case.eps) * np.abs(case.w).max()
@@ -539,7 +539,7 @@ PROPERTIES = [
                       "layer_norm_backward_missing_mean_term_float32", "rms_backward_detached_normaliser_bfloat16")),
     Property("rms_equals_layer_norm_on_zero_mean", "norm", check_rms_equals_layer_norm_on_zero_mean,
              lambda caps: norm_case(caps, zero_mean=True),
-             "on zero-mean rows RMSNorm equals LayerNorm without bias (seed 003 5.2)",
+             "on zero-mean rows RMSNorm equals LayerNorm without bias (docs/notes.md#norms)",
              rejects=("layer_norm_unbiased_variance", "layer_norm_unbiased_variance_float32")),
     Property("channel_norms_match", "norm", check_channel_norms, lambda caps: channel_case(caps),
              "BatchNorm: per channel over (batch, spatial); GroupNorm: per sample and group",

@@ -1,6 +1,9 @@
 """refimpl: the executable specification (pure NumPy + SciPy, float64).
 
-Read the module docstrings for formulas, shapes, conventions and sources. Each family opens with its
+Read the module docstrings for formulas, shapes, conventions and sources. They cite the
+project's own documents as ``docs/<file>.md#<section>`` (docs/notes.md, docs/errata.md,
+docs/conventions.md), paths from the repository root; an installed wheel carries the same files
+under ``<sys.prefix>/share/transformer-refimpl/docs/``. Each family opens with its
 definition, and every fast form is tested equal to it: attention in ``refimpl.definition``
 (``attention_definition``, ``attention_backward_definition``), the mixers' recurrences at the top of
 each ``refimpl.mixers`` module, softmax and log-sum-exp in ``refimpl.softmax``.

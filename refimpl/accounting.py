@@ -6,7 +6,7 @@ Conventions (each named):
   (d x Hkv hd), W_o (H hd x d); the FFN, or E expert FFNs plus a router (E x d)
   for MoE; optionally shared experts (always active) and norm weights. An FFN
   is ``ffn_kind="mlp"`` (two matrices, d x d_ff and d_ff x d: 8 d^2 for
-  d_ff = 4d, seed 000 section 3) or ``"glu"`` (three: gate, up, down, as in
+  d_ff = 4d, docs/notes.md#moe-parameters) or ``"glu"`` (three: gate, up, down, as in
   SwiGLU / Mixtral). Embeddings: vocab x d, plus an output head of the same
   size unless tied. Biases: none (add them with ``bias=True``).
 * Active parameters: everything except the experts a token does not use:
@@ -16,7 +16,7 @@ Conventions (each named):
   ``context_length`` is given):
     - ``convention="mac"``: multiply-accumulates; one per weight used, so the
       count equals the number of matmul weights a token touches. This is the
-      seed's "FLOPs per token" (seed 000 Example 2; ERRATA 3).
+      notes' "FLOPs per token" (docs/notes.md#moe-parameters; docs/errata.md#e3).
     - ``convention="2flop"``: 2 FLOPs per MAC (a multiply and an add), the
       usual hardware FLOP count; training is about 3x the forward (the 6ND rule).
   Norms, activations, softmax, routing decisions and the embedding lookup are
@@ -24,7 +24,7 @@ Conventions (each named):
   (q.k) and H hd n MACs (p.v) per layer per token.
 * Memory: bytes = count x bytes per value (``bytes_per_param``: 2 for fp16/bf16).
   KV cache = 2 (K and V) x layers x Hkv x hd x tokens x batch x bytes.
-  GB here are decimal (1e9 bytes), as the seeds use them.
+  GB here are decimal (1e9 bytes), as the notes use them (docs/notes.md#moe-memory).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def training_flops(active_params: int, tokens: int) -> int:
 
 def weight_bytes(num_params: int, bytes_per_param: float = 2) -> float:
     """Bytes to hold the weights (every expert: any may be called)."""
-    # num_params may be a float (``7e9``, seed 000 Problem 4): the result is a float estimate anyway
+    # num_params may be a float (``7e9``, docs/notes.md#moe-memory): the result is a float estimate anyway
     n = V.real_number(num_params, "num_params", minimum=0.0) if isinstance(num_params, (float, np.floating)) \
         else _pos_int(num_params, "num_params", allow_zero=True)
     return _bytes(n, bytes_per_param, "bytes_per_param", "num_params * bytes_per_param")
@@ -231,7 +231,7 @@ def kv_cache_bytes(cfg: TransformerConfig, *, tokens: int, batch: int = 1, bytes
 
 
 def inference_memory_bytes(num_params: int, kv_bytes: float, *, bytes_per_param: float = 2) -> float:
-    """Weights plus KV cache (seed 000 Problem 4)."""
+    """Weights plus KV cache (docs/notes.md#moe-memory)."""
     kv = V.real_number(kv_bytes, "kv_bytes", minimum=0.0)
     return V.finite_result(weight_bytes(num_params, bytes_per_param=bytes_per_param) + kv, "the total", "num_params, kv_bytes")
 

@@ -1,11 +1,11 @@
 """Transformer blocks and stacks: pre-norm, post-norm and parallel residual blocks,
-encoder and decoder stacks with cross-attention, DropPath (seed 003 sections 4.7, 8, 8.9;
-seed 001 14.1, 14.3, 14.4).
+encoder and decoder stacks with cross-attention, DropPath (docs/notes.md#transformer-block,
+docs/notes.md#encoder-decoder, docs/notes.md#layer-parameters).
 
     post-norm (Vaswani 2017):   h = N1(x + Attn(x));            y = N2(h + FFN(h))
     pre-norm (GPT-2 onwards):   h = x + Attn(N1(x));            y = h + FFN(N2(h))
     parallel (GPT-J, PaLM):     y = x + s (Attn(N1(x)) + FFN(N1(x)))     one norm;
-                                s = 1 (GPT-J, PaLM) or 1/sqrt(2) (seed 003 8.9: two summed
+                                s = 1 (GPT-J, PaLM) or 1/sqrt(2) (docs/notes.md#transformer-block: two summed
                                 unit-variance branches have variance 2)
     decoder (encoder-decoder):  self-attention causal, then cross-attention with
                                 queries from the decoder and keys/values from the encoder

@@ -4,9 +4,9 @@ Counts are numbers of cached scalar values (multiply by bytes per value for memo
 
     standard:  2 * kv_heads * seq_len * head_dim          per layer and sequence
                (keys and values; MHA kv_heads = H, GQA kv_heads = g, MQA kv_heads = 1;
-                seed 001 section 15.3, seed 003 section 4.2)
+                docs/notes.md#gqa)
     MLA keys:  seq_len * d_c  instead of seq_len * H * d_k  (DeepSeek-V2's latent c^K;
-               seed 001 section 22.5). DeepSeek-V2 in fact caches one joint latent of
+               docs/notes.md#mla). DeepSeek-V2 in fact caches one joint latent of
                d_c = 512 for keys and values plus a decoupled RoPE key of 64 per token.
 """
 

@@ -268,7 +268,8 @@ class AttentionConvention:
 
 
 SPEC = AttentionConvention(
-    "spec", "bottom_right", "spec", "zero", -np.inf, "this specification's defaults (CONVENTIONS.md)"
+    "spec", "bottom_right", "spec", "zero", -np.inf,
+    "this specification's defaults (docs/conventions.md#attention-defaults)"
 )
 
 FLASH_ATTN2 = AttentionConvention(

@@ -1,10 +1,10 @@
 """Position-wise feed-forward networks and gated linear units, with backward
-(seed 003 sections 8.6-8.7; seed 001 14.4; Shazeer 2020, "GLU Variants Improve Transformer").
+(docs/notes.md#ffn; Shazeer 2020, "GLU Variants Improve Transformer").
 
 Row convention: a token is a row x (d,); leading axes are batch/sequence.
 
     MLP:   u = x W1 + b1            W1 (d, d_ff)
-           h = act(u) * M / q       M: activation-dropout keep-mask, q = 1 - p (seed 003 4.8)
+           h = act(u) * M / q       M: activation-dropout keep-mask, q = 1 - p (docs/notes.md#attention-dropout)
            y = h W2 + b2            W2 (d_ff, d)
     GLU:   u = x W_gate + b_gate,  v = x W_up + b_up
            h = act(u) * v * M / q
@@ -113,7 +113,8 @@ def _gauss(u):
 
 
 def dropout(h, keep_mask, p: float) -> np.ndarray:
-    """Inverted dropout by an explicit keep-mask: h * M / (1 - p) (seed 003 4.8); p = 0 is identity."""
+    """Inverted dropout by an explicit keep-mask: h * M / (1 - p); p = 0 is identity
+    (docs/notes.md#attention-dropout)."""
     return _dropout(as_float_array(h, "h"), keep_mask, p, "keep_mask", "p")
 
 

@@ -1,6 +1,6 @@
 """FlashAttention: exact attention computed tile by tile, never materialising Lq x Lk.
 
-Seed 000 section 2 claims that tiling plus online softmax computes *the same*
+The notes (docs/notes.md#flash-tiling) claim that tiling plus online softmax computes *the same*
 output as standard attention in O(L) memory. This module is that claim made
 executable, for every mask, window, alignment, GQA layout, softcap, bias and
 dropout that ``refimpl.attention`` accepts: scores, masks and the order of
@@ -28,8 +28,8 @@ the accumulator stays unnormalised and normalisation is deferred to the end:
             m    = m'
         O_i = diag(l)^-1 acc,   lse_i = m + log l               written once
 
-FA1 (Dao et al. 2022, "FlashAttention", Algorithm 1; the update seed 000
-section 2 writes as step d). Key tiles outer, query tiles inner; O, l, m live
+FA1 (Dao et al. 2022, "FlashAttention", Algorithm 1; the update the notes
+write in docs/notes.md#flash-tiling). Key tiles outer, query tiles inner; O, l, m live
 in slow memory and are read and written back at every step, and O is kept
 normalised at every step:
 
@@ -43,8 +43,8 @@ normalised at every step:
             l_i, m_i = l', m'
     lse = m + log l
 
-Both give ``refimpl.attention``'s (out, lse) up to rounding (ERRATA 12: the
-seed shows only the FA1 form; the spec carries both and tests them equal).
+Both give ``refimpl.attention``'s (out, lse) up to rounding (docs/errata.md#e12: the
+notes show only the FA1 form; the spec carries both and tests them equal).
 Conventions are those of ``refimpl.attention``: a fully masked row gives
 out 0 and lse -inf (its m stays -inf and its l 0; ``exp(-inf - (-inf))`` is 0
 here, never NaN); lse is the natural-log log-sum-exp of the final scores and
@@ -294,7 +294,7 @@ def flash_attention(
       block_q, block_k:   tile sizes B_r, B_c (positive ints; need not divide Lq, Lk).
       variant:            "fa2" (default; query tiles outer, normalisation deferred,
                           Dao 2023) or "fa1" (key tiles outer, output normalised at
-                          every step, Dao et al. 2022 / seed 000 section 2 step d).
+                          every step, Dao et al. 2022 / docs/notes.md#flash-tiling).
       skip_masked_tiles:  skip tiles the mask hides entirely (default True); the
                           result is the same either way.
       return_stats:       if True, return (out, lse, FlashStats): the tile grid, the

@@ -12,8 +12,8 @@ bits stores (-1)^s * 1.f * 2^(E - bias) for exponent fields E >= 1 (normals) and
     max (e4m3fn)      = (2 - 2^(1-m)) 2^(2^e - 1 - bias)  no inf; only S.1111.111 is NaN
                         (OCP 8-bit FP spec v1.0; "fn" = finite + NaN): 448
 
-so E4M3 has smallest normal 2^-6 and E5M2 2^-14 (seed 003 section 7 prints 9.2e-8 and
-3.0e-10: ERRATA 16). :func:`format_table` computes every row from (e, m, kind);
+so E4M3 has smallest normal 2^-6 and E5M2 2^-14 (the notes print 9.2e-8 and
+3.0e-10: docs/errata.md#e16). :func:`format_table` computes every row from (e, m, kind);
 tests check each against ``ml_dtypes.finfo`` / ``numpy.finfo`` (ml_dtypes 0.6.0).
 
 Rounding (:func:`round_to`): round to nearest, ties to even, on the format's grid,
@@ -33,13 +33,13 @@ Overflow (a rounded magnitude above max) is a named convention, ``overflow=``:
 Note the tie at the top: for e4m3fn, 464 = (448 + 480) / 2 rounds to 448 (even
 mantissa) and only values above 464 overflow.
 
-FP8 scaling (seed 003 section 7): x_scaled = x * S with S = max_fmt / (amax * 2^margin)
+FP8 scaling (docs/notes.md#fp8-scaling): x_scaled = x * S with S = max_fmt / (amax * 2^margin)
 (Transformer Engine ``DelayedScaling``: ``scale = fp8_max / amax / 2^margin``), per
 tensor (one S) or per channel (one S per output row of a weight). Delayed scaling
 computes S from an amax history of previous steps (``amax_compute_algo`` "max" or
 "most_recent") and appends the current amax after the cast. amax = 0 gives S = 1.
 
-Loss scaling for fp16 (seed 003 section 7): gradients of L_scaled = S L are S times
+Loss scaling for fp16 (docs/notes.md#fp8-scaling): gradients of L_scaled = S L are S times
 larger, pushing small gradients above fp16's underflow; divide by S before the update.
 Dynamic scaling (torch ``GradScaler``: init 2^16, growth 2 every 2000 clean steps,
 backoff 0.5 on inf/NaN and the step is skipped): :func:`loss_scale_update`.
@@ -156,7 +156,8 @@ def _format(fmt, name: str) -> Format:
 
 
 def format_table(names=("float32", "tf32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")) -> list:
-    """One row per format, every figure computed from the layout (replaces seed 003 Tables 3-4)."""
+    """One row per format, every figure computed from the layout (replaces the notes' tables,
+    docs/notes.md#number-formats)."""
     if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
         raise TypeError(f"names: expected a sequence of format names, got {type(names).__name__}")
     rows = []
@@ -399,7 +400,7 @@ def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_
 
 
 def fp8_matmul(a, b, *, fmt: str = "float8_e4m3fn", per_channel: bool = False, output_dtype: str = "float32"):
-    """Scaled FP8 GEMM (seed 003 section 7): O = FP8GEMM(a S_a, b S_b) / (S_a S_b).
+    """Scaled FP8 GEMM (docs/notes.md#fp8-scaling): O = FP8GEMM(a S_a, b S_b) / (S_a S_b).
 
     a (M, K), b (K, N); S_a per tensor or per row of a (token), S_b per tensor or per column
     of b (output channel), S = max_fmt / amax; the scaled operands are cast (saturating),

@@ -7,8 +7,8 @@ Gated fusion (``gated_fusion``), per token and channel:
 
 so y - x lies between o_local and o_stride in every channel. ``dual_chunk_branches`` computes the two
 branches over ``refimpl.masks.dual_chunk_masks`` (a causal window of ``window`` keys including self, and
-every ``stride``-th key at absolute positions), the seed's simplified dual-chunk scheme (not Qwen's
-published Dual Chunk Attention, which remaps positions).
+every ``stride``-th key at absolute positions), the notes' simplified dual-chunk scheme
+(docs/notes.md#dual-chunk; not Qwen's published Dual Chunk Attention, which remaps positions).
 
 Per-head logit scale (``head_scaled_attention``): head h uses scores s_h q_h . k / sqrt(D), s_h > 0
 learned, i.e. ``refimpl.attention`` with ``scale = s_h / sqrt(D)`` head by head; equal to scaling q_h by s_h.

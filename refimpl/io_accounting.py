@@ -16,14 +16,14 @@ once per computed pair; O and lse are written once:
 
 Key tiles outer (FA1, Dao et al. 2022 Algorithm 1). K_j and V_j are read once;
 every computed pair re-reads Q_i, O_i, l_i, m_i and writes O_i, l_i, m_i back
-(ERRATA 13: the count depends on the loop order); O, l, m are initialised in
+(docs/errata.md#e13: the count depends on the loop order); O, l, m are initialised in
 slow memory first, and a final pass turns (l, m) into lse:
 
     R = sum_{(i,j) in C} r_i
     reads   K: D sum_{j in C} c_j   V: Dv sum_{j in C} c_j   Q: D R   O: Dv R   l, m: R + Lq
     writes  O: Dv (Lq + R)          l, m: Lq + R             lse: Lq
 
-Seed 000 Problem 2 (n = 4096, B_r = B_c = 128, d = D = Dv, query tiles outer):
+docs/notes.md#tile-traffic (n = 4096, B_r = B_c = 128, d = D = Dv, query tiles outer):
 32 x 32 = 1024 tile pairs ("tile loads"), and Q + K + V reads
 32 * 128 d + 32 * 32 * 128 * 2 d = 4,096 d + 262,144 d = 266,240 d elements,
 against n^2 = 16,777,216 elements for materialising S once.
@@ -62,7 +62,7 @@ class IOCount:
 
     schedule:   "q_outer" (FA2), "kv_outer" (FA1), "backward" (FA2 backward) or "standard".
     tile_pairs: (query tile, key tile) pairs computed: the inner-loop iterations,
-                each loading one tile of the inner operand (the seed's "tile loads").
+                each loading one tile of the inner operand (the notes' "tile loads").
     """
 
     schedule: str

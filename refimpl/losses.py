@@ -1,6 +1,6 @@
 """Training losses: cross-entropy with ignore-index, the causal-LM label shift, SFT on
 response tokens only, z-loss and the MoE auxiliary loss with their coefficients
-(seed 003 section 10; seed 001 21.2; seed 000 Pitfall 3).
+(docs/notes.md#lm-loss, docs/notes.md#sft-loss, docs/notes.md#router-collapse).
 
     CE(z, y)  = -log softmax(z)_y = logsumexp(z) - z_y          one row of logits z (V,)
     dCE/dz    = softmax(z) - onehot(y)                          (the "p - y" gradient)
@@ -10,16 +10,16 @@ whose target is ``ignore_index`` contribute nothing, and the mean divides by the
 the other rows. With every row ignored torch 2.13 returns NaN (0/0); this spec returns 0.0
 (no NaN from finite inputs), a stated difference.
 
-Causal LM (seed 003 10.1): position t predicts token t+1, so the loss pairs
-logits[:, :-1] with tokens[:, 1:] (the seed's snippet; HF ``ForCausalLMLoss`` pads the
+Causal LM (docs/notes.md#lm-loss): position t predicts token t+1, so the loss pairs
+logits[:, :-1] with tokens[:, 1:] (the notes' snippet; HF ``ForCausalLMLoss`` pads the
 labels with ignore_index and shifts them, the same pairs). Forgetting the shift trains
 the model to copy its input.
 
-SFT (seed 003 10.2): the same cross-entropy counted only where the *target* token is a
-response token: L = -(1/L_y) sum_t log P(y_t | p, y_<t). The seed's second form drops the
-minus sign (ERRATA 17): it equals -L, and descending it would maximise the loss.
+SFT (docs/notes.md#sft-loss): the same cross-entropy counted only where the *target* token is a
+response token: L = -(1/L_y) sum_t log P(y_t | p, y_<t). The notes' second form drops the
+minus sign (docs/errata.md#e17): it equals -L, and descending it would maximise the loss.
 Normalisation is a convention: ``normalize="tokens"`` (HF: mean over every response
-token of the batch) or ``"sequences"`` (the seed's 1/L_y per sequence, then the mean over
+token of the batch) or ``"sequences"`` (the notes' 1/L_y per sequence, then the mean over
 sequences); they differ when response lengths differ.
 
 Auxiliary terms, added with coefficients:
@@ -140,7 +140,8 @@ def shift_labels(tokens, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
 
 
 def shift_right(tokens, start_token: int) -> np.ndarray:
-    """Decoder input of teacher forcing (seed 003 8): [BOS, y_1, ..., y_{L-1}] from y (B, L); int64."""
+    """Decoder input of teacher forcing: [BOS, y_1, ..., y_{L-1}] from y (B, L); int64
+    (docs/notes.md#encoder-decoder)."""
     tok = _int_array(tokens, "tokens", 2, "(B, L)")
     start = count(start_token, "start_token")
     return np.concatenate([np.full((tok.shape[0], 1), start, dtype=np.int64), tok[:, :-1]], axis=1)
@@ -255,7 +256,7 @@ def _seq(x, name: str) -> list:
 
 
 # ----------------------------------------------------------------------------
-# seed 000 Pitfall 3 / seed 001 21.2: router collapse without a balance loss
+# docs/notes.md#router-collapse, docs/errata.md#e29: router collapse without a balance loss
 
 
 @dataclasses.dataclass(frozen=True)

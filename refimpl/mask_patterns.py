@@ -27,7 +27,7 @@ def _index_set(indices, name: str) -> np.ndarray:
 
 
 class GlobalTokens(Mask):
-    """Global tokens G (Longformer/BigBird, seed 000 section 1): symmetric.
+    """Global tokens G (Longformer/BigBird, docs/notes.md#global-and-random-tokens): symmetric.
 
     Visible iff ``j in G`` (everyone reads a global token) or ``p in G`` (a global
     token reads everyone), with ``p = i + offset`` the query's position in key
@@ -181,7 +181,7 @@ class Document(Mask):
 
 
 class DSA(Mask):
-    """DeepSeek-style deterministic sparse attention, simplified (seed 001 section 22.3).
+    """DeepSeek-style deterministic sparse attention, simplified (docs/notes.md#dsa).
 
     For a query at key position ``p`` the visible set is
 
@@ -190,8 +190,8 @@ class DSA(Mask):
         global tokens     j in G (default {0}, the BOS), j <= p
 
     i.e. every ``stride``-th key further back than the window, counted from the
-    window's start. All three parts are causal. (Seed 22.3's example writes the
-    window 744..1000 as "256 tokens": it is 257, ERRATA 6.)
+    window's start. All three parts are causal. (The notes' example writes the
+    window 744..1000 as "256 tokens": it is 257, docs/errata.md#e6.)
     """
 
     def __init__(self, window: int, stride: int, global_tokens: Sequence[int] = (0,), align: str = "bottom_right"):
@@ -240,13 +240,13 @@ class DSA(Mask):
 
 
 def dual_chunk_masks(window: int, stride: int, align: str = "bottom_right") -> tuple[Mask, Mask]:
-    """The two branches of the dual-chunk scheme as seed 001 section 23.2 describes it.
+    """The two branches of the dual-chunk scheme as the notes describe it (docs/notes.md#dual-chunk).
 
     Returns ``(local, strided)``: ``local`` is the causal window of ``window``
     keys including self, ``SlidingWindow(window - 1, 0)``; ``strided`` reads
     every ``stride``-th key of the whole causal context at absolute positions
-    ``j % stride == 0``. The seed blends the two branches' outputs with a
-    learned gate. Note: this is the seed's simplified description, not
+    ``j % stride == 0``. The notes blend the two branches' outputs with a
+    learned gate. Note: this is the notes' simplified description, not
     Qwen's published Dual Chunk Attention (An et al. 2024), which remaps
     relative positions within and across chunks.
     """

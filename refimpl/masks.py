@@ -17,15 +17,15 @@ Positional conventions (pinned by this spec):
   (decoding with a KV cache). ``align="top_left"`` (torch SDPA ``is_causal``,
   FlexAttention, JAX): ``o = 0``. The two agree when Lq == Lk.
 * Causal: key ``j`` is visible to query ``i`` iff ``j <= p``. (The causal mask
-  written in seed 001 section 14.5 is inverted, ERRATA 1: it hides the past and
+  printed in the notes is inverted, docs/errata.md#e1: it hides the past and
   shows the future; ``seed_inverted_causal`` keeps it so tests can show it leaks.)
 * Sliding window ``(left, right)`` in the flash-attn sense: visible iff
   ``p - left <= j <= p + right`` (both ends inclusive, ``left + 1 + right`` keys
   in the interior); ``None`` on a side means unbounded. Converters:
   ``window_from_keys_including_self(W) = (W - 1, 0)`` (HF Mistral
-  ``sliding_window=W``) and ``window_from_seed_mw(w) = (w, 0)`` (seed 000
-  section 1, ``max(0, i-w) <= j <= i``: w + 1 keys; seed 000 Problem 1 instead
-  counts w keys per row, ERRATA 2).
+  ``sliding_window=W``) and ``window_from_seed_mw(w) = (w, 0)`` (the notes'
+  ``M_w``, ``max(0, i-w) <= j <= i``: w + 1 keys; their worked fraction instead
+  counts w keys per row, docs/errata.md#e2; docs/notes.md#sliding-window).
 
 Every mask has ``materialize(Lq, Lk)`` -> bool (Lq, Lk), ``count(Lq, Lk)`` (number
 of visible pairs) and ``row_counts(Lq, Lk)``; masks with a closed form

@@ -1,4 +1,4 @@
-"""Multi-head (self- or cross-) attention with input and output projections (seed 003 section 4)."""
+"""Multi-head (self- or cross-) attention with input and output projections (docs/notes.md#multi-head-attention)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .sdpa import attention
 def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_kv_heads: int | None = None, **attention_kwargs):
     """Multi-head (self- or cross-) attention with projections, inputs (B, L, d_model).
 
-        Q = x_q W_q, K = x_kv W_k, V = x_kv W_v           (seed 003 section 4.1, eq. 5; 4.5, eq. 9)
+        Q = x_q W_q, K = x_kv W_k, V = x_kv W_v           (docs/notes.md#multi-head-attention)
         split into heads: (B, L, H*d) -> (B, L, H, d) -> (B, H, L, d)
         A = attention(Q, K, V, **attention_kwargs)          (GQA when num_kv_heads < num_heads)
         concat heads: (B, H, Lq, dv) -> (B, Lq, H*dv);  MHA = A W_o  (eq. 8)

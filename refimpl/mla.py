@@ -1,4 +1,4 @@
-"""Multi-head latent attention (MLA; DeepSeek-V2/V3; seed 001 section 22.5), naive and absorbed.
+"""Multi-head latent attention (MLA; DeepSeek-V2/V3; docs/notes.md#mla), naive and absorbed.
 
 Follows DeepSeek-V3 ``inference/model.py`` class ``MLA`` (attn_impl "naive" and
 "absorb") with q_lora_rank = 0 (queries from one matrix W_q) and without the

@@ -1,5 +1,5 @@
 """Normalisations with analytic backward: LayerNorm, RMSNorm (with the epsilon and weight
-conventions real models use), BatchNorm and GroupNorm (seed 003 sections 4.7, 5).
+conventions real models use), BatchNorm and GroupNorm (docs/notes.md#norms).
 
 One computation, four groupings. Over a set of axes A with n elements:
 
@@ -12,7 +12,7 @@ One computation, four groupings. Over a set of axes A with n elements:
     xhat = xc r
     y    = xhat * g + b,  g = w (or 1 + w: Gemma), b optional
 
-Seed 003 4.7 writes the short form gamma (X - mu) / sqrt(sigma + eps): sigma there must be
+The notes write the short form gamma (X - mu) / sqrt(sigma + eps): sigma there must be
 the variance sigma^2, as in its long form. Grouping A: LayerNorm / RMSNorm the last axis;
 BatchNorm every axis but the channel axis 1 ((B, C) or (B, C, H, W)); GroupNorm the
 channels of one group and the spatial axes, per sample.
@@ -31,7 +31,7 @@ overflows. eps = 0 on a group with zero variance is an error (0 / 0); an output 
 beyond float64 range is an error, never inf.
 
 RMSNorm equals LayerNorm without bias on inputs whose mean over A is zero (v is then the
-same); that is the seed's argument that the mean subtraction is what RMSNorm saves (5.2).
+same); that is the notes' argument that the mean subtraction is what RMSNorm saves (docs/notes.md#norms).
 
 Library conventions (checked in the sources; transformers 5.x ``modeling_*.py``):
 

@@ -1,4 +1,4 @@
-"""Receptive field of stacked attention layers (seed 001 section 16.2).
+"""Receptive field of stacked attention layers (docs/notes.md#receptive-field).
 
 Layer l mixes position i with the positions its mask lets it see, so after L
 layers position i depends on position j iff there is a path j = p_0 -> p_1 ->
@@ -7,13 +7,13 @@ layers position i depends on position j iff there is a path j = p_0 -> p_1 ->
 
     R_1 = A,    R_L = R_(L-1) . A        (boolean matrix product)
 
-For a causal sliding window of w keys before self (window (w, 0), the seed's
+For a causal sliding window of w keys before self (window (w, 0), the notes'
 M_w: max(0, i - w) <= j <= i) the closed form is the interval
 
     R_L[i] = [max(0, i - L w), i]
 
 (each hop moves back at most w, and i -> i - w -> ... reaches every point in
-between because each window contains self). Seed 001's example, w = 4, i = 10:
+between because each window contains self). The notes' example, w = 4, i = 10:
 [6..10], [2..10], [0..10].
 """
 

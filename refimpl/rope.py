@@ -1,6 +1,6 @@
 """Rotary position embeddings (RoPE): layouts, partial rotary, frequency scalings.
 
-RoPE (Su et al. 2021; seed 001 section 15.2) rotates each pair of the first
+RoPE (Su et al. 2021; docs/notes.md#rope) rotates each pair of the first
 ``d = rotary_dim`` columns of a query or key at integer position m:
 
     theta_i  = base^(-2i/d),                         i = 0 .. d/2 - 1

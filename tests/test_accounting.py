@@ -1,5 +1,5 @@
-"""refimpl.accounting: parameter counts, compute conventions, memory (seed 000 Example 2 and
-Problem 4, the Mixtral-8x7B configuration)."""
+"""refimpl.accounting: parameter counts, compute conventions, memory (docs/notes.md#moe-parameters,
+docs/notes.md#moe-memory, the Mixtral-8x7B configuration)."""
 
 import pytest
 

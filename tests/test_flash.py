@@ -210,7 +210,7 @@ def test_backward_matches_attention_backward_with_every_option():
 
 
 def test_fa1_is_the_seed_step_d_update():
-    """Seed 000 section 2, step d: O <- diag(l')^-1 (diag(l) e^(m - m') O + e^(S - m') V), on two
+    """The FA1 update of docs/notes.md#flash-tiling: O <- diag(l')^-1 (diag(l) e^(m - m') O + e^(S - m') V), on two
     key blocks by hand, equals variant="fa1" with the same key tiles."""
     q, k, v = _qkv(Hq=1, Lq=3, Lk=6, D=2, Dv=2, seed=5)
     S = (q[0, 0] @ k[0, 0].T) / np.sqrt(2)

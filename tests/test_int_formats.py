@@ -23,7 +23,7 @@ def test_property_rejects_wrong_implementation(prop, wrong):
 
 
 def test_ranges_and_steps():
-    assert I.int_range(8) == (-127, 127) and I.int_range(4) == (-7, 7)  # seed 003 Table 4: +-127 / +-7
+    assert I.int_range(8) == (-127, 127) and I.int_range(4) == (-7, 7)  # docs/notes.md#number-formats: +-127 / +-7
     assert I.int_range(8, symmetric=False) == (0, 255) and I.int_range(4, symmetric=False) == (0, 15)
     x = np.array([[1.0, -0.5, 0.25]])
     assert I.quant_params(x)[0][0, 0] == 1 / 127 and I.quant_params(x, bits=4)[0][0, 0] == 1 / 7

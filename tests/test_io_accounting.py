@@ -1,6 +1,6 @@
 """I/O accounting: the closed-form slow-memory traffic equals what the instrumented
 tiled code actually moves, tensor by tensor, for both loop orders and the backward;
-seed 000 Problem 2's figures; and the loop-order dependence of ERRATA 13."""
+the figures of docs/notes.md#tile-traffic; and the loop-order dependence of docs/errata.md#e13."""
 
 import numpy as np
 import pytest
@@ -38,7 +38,7 @@ def test_measured_backward_traffic_equals_the_formula(fc):
     assert measured == IO.backward_io(**_problem(fc)), fc
 
 
-# --- seed 000 Problem 2 ------------------------------------------------------------------
+# --- docs/notes.md#tile-traffic ------------------------------------------------------------------
 
 
 def test_seed_problem_2_formula():
@@ -54,7 +54,7 @@ def test_seed_problem_2_formula():
 
 @pytest.mark.slow
 def test_seed_problem_2_measured_by_running_the_tiled_code():
-    """The instrumented FA2 run at the seed's size (d = 1 to keep it quick) reads 266,240 elements."""
+    """The instrumented FA2 run at the notes' size (d = 1 to keep it quick) reads 266,240 elements."""
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 1, 4096, 1)) for _ in range(3))
     io = IO.measured_io(q, k, v, block_q=128, block_k=128, variant="fa2")

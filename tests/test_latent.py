@@ -1,5 +1,5 @@
 """refimpl.latent (Perceiver-style latent block): an independent einsum oracle, the symmetries, the
-score count; each check rejects a wrong implementation (meta-tests). ERRATA 26: not refimpl.mla."""
+score count; each check rejects a wrong implementation (meta-tests). docs/errata.md#e26: not refimpl.mla."""
 
 import dataclasses
 import types

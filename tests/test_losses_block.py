@@ -113,7 +113,7 @@ def test_arrangements_and_drop_path():
     def mha(h):
         return Bk.multi_head_attention(h, h, blk.attn.W_q, blk.attn.W_k, blk.attn.W_v, blk.attn.W_o, num_heads=2)
 
-    h = blk.norm1(x + mha(x))  # post-norm: LN(x + Sublayer(x)) (seed 001 14.1)
+    h = blk.norm1(x + mha(x))  # post-norm: LN(x + Sublayer(x)) (docs/notes.md#transformer-block)
     post = blk.norm2(h + Bk._ffn.ffn(h, blk.ffn, activation=blk.activation))
     np.testing.assert_allclose(Bk.block(x, blk, arrangement="post_norm"), post, atol=1e-13)
     assert not np.allclose(post, Bk.block(x, blk))

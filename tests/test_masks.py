@@ -74,7 +74,7 @@ def test_window_conventions():
 
 
 def test_seed_inverted_causal_mask_leaks_the_future():
-    """ERRATA 1: seed 001 section 14.5's mask shows keys j > i and hides the diagonal."""
+    """docs/errata.md#e1: the notes' mask shows keys j > i and hides the diagonal."""
     bad = M.seed_inverted_causal().materialize(4, 4)
     good = M.Causal().materialize(4, 4)
     assert bad[0, 3] and not good[0, 3]  # query 0 sees the last key: a leak of the future
@@ -113,10 +113,10 @@ def test_mask_kinds_definitions():
 
 
 def test_dsa_seed_example_neighbourhood():
-    """Seed 001 section 22.3: t = 1000, w = 256, s = 64, global {0}."""
+    """docs/notes.md#dsa: t = 1000, w = 256, s = 64, global {0}."""
     row = M.DSA(256, 64).materialize(1001, 1001)[1000]
     vis = np.flatnonzero(row)
-    assert vis[vis >= 744].tolist() == list(range(744, 1001))  # 257 keys, ERRATA 6
+    assert vis[vis >= 744].tolist() == list(range(744, 1001))  # 257 keys, docs/errata.md#e6
     assert vis[(vis > 0) & (vis < 744)].tolist() == [40, 104, 168, 232, 296, 360, 424, 488, 552, 616, 680]
     assert vis[0] == 0 and len(vis) == 269
 

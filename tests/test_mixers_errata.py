@@ -1,6 +1,7 @@
-"""ERRATA 8, 9, 10 and 15 demonstrated: the seed's formula beside the right rule.
+"""docs/errata.md#e8, docs/errata.md#e9, docs/errata.md#e10 and docs/errata.md#e15 demonstrated:
+the notes' formula beside the right rule.
 
-The seed's formulas live here, in the tests, as the pitfalls; refimpl encodes only the right rules.
+The notes' formulas live here, in the tests, as the pitfalls; refimpl encodes only the right rules.
 """
 
 import numpy as np
@@ -14,7 +15,7 @@ from refimpl.mixers import ssm as SSM
 
 U64 = 2.0**-53
 
-# ------------------------------------------------------------------ ERRATA 8: Performer features
+# ------------------------------------------------------------------ docs/errata.md#e8: Performer features
 # One random feature w ~ N(0, I_d) gives the estimate X = phi_w(q) phi_w(k) (times m, per feature).
 #   FAVOR+:  X = exp(w.(q+k) - |q|^2/2 - |k|^2/2),  E[X] = exp(q.k)          (E exp(w.a) = exp(|a|^2/2))
 #            Var X = exp(2|q+k|^2 - |q|^2 - |k|^2) - exp(2 q.k)             (exact, finite)
@@ -49,7 +50,8 @@ def test_favor_plus_is_unbiased_for_exp_qk():
 
 def test_seed_performer_phi_estimates_exp_half_norm_q_plus_k_not_exp_qk():
     W = _features(1)
-    X = np.exp(W @ (Q + K))  # seed 001 17.2: phi(x) = exp(w.x)/sqrt(m), summed over m features
+    # docs/notes.md#performer as the notes write it: phi(x) = exp(w.x)/sqrt(m), summed over m features
+    X = np.exp(W @ (Q + K))
     s = Q + K
     target_seed = np.exp(s @ s / 2)
     se = np.sqrt(np.exp(2 * s @ s) - np.exp(s @ s)) / np.sqrt(M)
@@ -84,11 +86,11 @@ def test_orthogonal_gaussian_blocks_are_orthogonal():
         np.testing.assert_allclose(G - np.diag(np.diag(G)), 0, atol=1e-12)
 
 
-# ------------------------------------------------------------------ ERRATA 9: the seed's RWKV
+# ------------------------------------------------------------------ docs/errata.md#e9: the notes' RWKV
 
 
 def _seed_rwkv_attention(r, k, v, w):
-    """Seed 001 20.2: y_i = sum_j exp(r_i.k_j - (i-j) w) v_j / sum_j exp(...), j <= i."""
+    """The notes' RWKV average: y_i = sum_j exp(r_i.k_j - (i-j) w) v_j / sum_j exp(...), j <= i."""
     L = r.shape[0]
     out = np.empty_like(v)
     for i in range(L):
@@ -99,7 +101,7 @@ def _seed_rwkv_attention(r, k, v, w):
 
 
 def _seed_rwkv_recurrence(r, k, v, w):
-    """Seed 001 20.2: s_t = e^-w s_{t-1} + e^{r_t.k_t} v_t, n_t likewise, y_t = s_t / n_t."""
+    """The notes' RWKV recurrence: s_t = e^-w s_{t-1} + e^{r_t.k_t} v_t, n_t likewise, y_t = s_t / n_t."""
     s, n, out = np.zeros(v.shape[1]), 0.0, np.empty_like(v)
     for t in range(r.shape[0]):
         e = np.exp(r[t] @ k[t])
@@ -147,7 +149,7 @@ def test_stable_wkv_is_finite_where_the_naive_recurrence_overflows():
     np.testing.assert_allclose(y, RW.wkv(w, u, k, v, form="parallel"), rtol=0, atol=1e-9)
 
 
-# ------------------------------------------------------------------ ERRATA 10: "delta attention"
+# ------------------------------------------------------------------ docs/errata.md#e10: "delta attention"
 
 
 def test_seed_delta_attention_is_gated_linear_attention_not_the_delta_rule():
@@ -157,7 +159,7 @@ def test_seed_delta_attention_is_gated_linear_attention_not_the_delta_rule():
     v = rng.standard_normal((L, dv))
     gamma, beta = rng.uniform(0.5, 1.0, L), rng.uniform(0.1, 1.0, L)
     S, z, y = np.zeros((d, dv)), np.zeros(d), np.empty((L, dv))
-    for t in range(L):  # seed 001 18.2, literally
+    for t in range(L):  # the notes' delta attention (docs/errata.md#e10), literally
         S = gamma[t] * S + beta[t] * np.outer(fk[t], v[t])
         z = gamma[t] * z + beta[t] * fk[t]
         y[t] = fq[t] @ S / (fq[t] @ z)
@@ -165,7 +167,7 @@ def test_seed_delta_attention_is_gated_linear_attention_not_the_delta_rule():
     num = GL.gated_linear_attention(fq[None, None], (beta[:, None] * fk)[None, None], va,
                                     np.log(gamma)[None, None], scale=1.0)[0][0, 0]
     np.testing.assert_allclose(y, num[:, :-1] / num[:, -1:], rtol=1e-12)
-    # the delta rule overwrites: write (k, v1) then (k, v2) with beta = 1, read k -> v2; the seed's form adds
+    # the delta rule overwrites: write (k, v1) then (k, v2) with beta = 1, read k -> v2; the notes' form adds
     k1 = np.array([[1.0, 0.0]])
     q = k = np.stack([k1, k1])[None, None, :, 0]
     vv = np.array([[[[1.0], [5.0]]]])
@@ -174,12 +176,12 @@ def test_seed_delta_attention_is_gated_linear_attention_not_the_delta_rule():
     assert o_delta[0, 0, 1, 0] == 5.0 and o_gla[0, 0, 1, 0] == 6.0
 
 
-# ------------------------------------------------------------------ ERRATA 15: convolution form
+# ------------------------------------------------------------------ docs/errata.md#e15: convolution form
 
 
 def test_seed_convolution_form_is_one_step_off_from_its_recurrence():
     """s_t = A s_{t-1} + B u_t, y_t = C s_t + D u_t unrolls to y_t = sum_{j<=t} C A^{t-j} B u_j + D u_t
-    (kernel h_k = C A^k B, k >= 0). The seed's sum_{j<t} C A^{t-j-1} B u_j is the response to the
+    (kernel h_k = C A^k B, k >= 0). The notes' sum_{j<t} C A^{t-j-1} B u_j is the response to the
     input delayed by one step."""
     rng = np.random.default_rng(15)
     L, N = 8, 3

@@ -14,7 +14,7 @@ rng = np.random.default_rng(11)
 
 
 def test_linear_attention_matches_the_seed_loop_and_the_non_causal_sum():
-    """Seed 001 17.3 / 003 4.10: S_t = S_{t-1} + phi(k_t) v_t^T, z likewise, y = phi(q)S / (phi(q)z + eps)."""
+    """docs/notes.md#linear-attention: S_t = S_{t-1} + phi(k_t) v_t^T, z likewise, y = phi(q)S / (phi(q)z + eps)."""
     q, k = rng.standard_normal((2, 1, 1, 7, 3))
     v = rng.standard_normal((1, 1, 7, 2))
     phi = LA.FEATURE_MAPS["elu+1"]
@@ -146,7 +146,7 @@ def test_presets_layouts_round_trip():
 
 
 def test_cost_accounting():
-    """State and MACs per token (per head) beside softmax attention; seed 001 17.1 and 003 4.10."""
+    """State and MACs per token (per head) beside softmax attention; docs/notes.md#mixer-costs."""
     assert cost.softmax_attention(t=4096, d=128, d_v=128) == cost.MixerCost(state=4096 * 256, macs=4096 * 256, exps=4096)
     la = cost.linear_attention(d_phi=128, d_v=128)
     assert (la.state, la.macs) == (128 * 128 + 128, 2 * 128 * 128 + 2 * 128)
@@ -162,7 +162,7 @@ def test_cost_accounting():
     assert cost.sequence_macs_softmax(2 * d - 1, d, d) == cost.sequence_macs_linear(2 * d - 1, d, d)
     tab = cost.attention_table(B=2, H=4, L=16, d_head=8, Lq=16, Lk=32, t=10)
     assert tab["scores"] == 2 * 4 * 16 * 16 * 8 and tab["softmax"] == 2 * 4 * 256
-    assert tab["cross_attention"] == (2 * 2 * 4 * 16 * 32 * 8, 2 * 4 * 16 * 32)  # no stray factor L (ERRATA 18)
+    assert tab["cross_attention"] == (2 * 2 * 4 * 16 * 32 * 8, 2 * 4 * 16 * 32)  # no stray factor L (docs/errata.md#e18)
     assert tab["decode_step"] == 2 * 4 * 10 * 8 and tab["kv_cache"] == 2 * 16 * 32
     with pytest.raises(ValueError, match="d_phi"):
         cost.linear_attention(0, 4)

@@ -1,5 +1,5 @@
 """Dispatch/combine layouts, the MoE forward, experts, expert choice, and the gradient
-pitfalls of the seeds (ERRATA 7; seed 001's straight-through suggestion)."""
+pitfalls of the notes (docs/errata.md#e7; their straight-through suggestion, docs/notes.md#moe-router)."""
 
 import numpy as np
 import pytest
@@ -114,7 +114,7 @@ def test_expert_choice_routing():
 
 
 def test_errata_7_router_jacobian_is_not_the_diagonal_formula():
-    """dy/dz_j = g_j (FFN_j(x) - y), not the seed's FFN_j(x) g_j (1 - g_j)."""
+    """dy/dz_j = g_j (FFN_j(x) - y), not the notes' FFN_j(x) g_j (1 - g_j)."""
     x, W, experts = _problem(T=1, E=4, seed=7)
     z = M.router_logits(x, W)
     r = M.route(z, 2, normalize="after_drop")
@@ -127,11 +127,11 @@ def test_errata_7_router_jacobian_is_not_the_diagonal_formula():
         F = experts[b](x)[0]
         np.testing.assert_allclose(Jy[:, b], g * (F - y), rtol=1e-12, atol=1e-14)
         seed_formula = F * g * (1 - g)
-        assert np.abs(seed_formula - fd[:, b]).max() > 1e-3  # the seed's form misses the other expert's term
+        assert np.abs(seed_formula - fd[:, b]).max() > 1e-3  # the notes' form misses the other expert's term
 
 
 def test_straight_through_is_not_the_gradient():
-    """Seed 001 21.1 suggests back-propagating 'through all softmax probabilities'. For
+    """The notes (docs/notes.md#moe-router) suggest back-propagating through all softmax probabilities. For
     renormalised top-k gates that gives unselected experts a gradient the forward
     function does not have."""
     z = np.array([[1.0, 0.2, -0.5, -1.0]])

@@ -22,9 +22,9 @@ def _central(f, z, h=1e-6):
     "f, scale, uniform",
     [
         ("top1", "E", lambda k, E: 1.0),  # Switch, GShard, DeepSpeed top1/top2, fairseq
-        ("k_hot", "E", lambda k, E: k),  # Mixtral, flaxformer (ERRATA 5: alpha * k)
+        ("k_hot", "E", lambda k, E: k),  # Mixtral, flaxformer (docs/errata.md#e5: alpha * k)
         ("k_hot", "E/k", lambda k, E: 1.0),  # DeepSpeed topk, Megablocks, DeepSeek
-        ("k_hot", "1", lambda k, E: k / E),  # seed 001 21.2 (no E factor)
+        ("k_hot", "1", lambda k, E: k / E),  # the notes' other form (no E factor, docs/errata.md#e5)
         ("top1", "1/E", lambda k, E: 1 / E**2),  # fairscale mean_e(me * ce)
     ],
 )

@@ -100,7 +100,7 @@ def test_hand_checked_k_major_positions():
 
 
 def test_seed_001_21_1_renormalisation():
-    # seed 001 21.1: p = [0.31, 0.02, 0.28, 0.05, 0.19, 0.08, 0.04, 0.03], top-2 = the seed's
+    # docs/notes.md#moe-router: p = [0.31, 0.02, 0.28, 0.05, 0.19, 0.08, 0.04, 0.03], top-2 = the notes'
     # experts "1 and 3" (1-based) = ids 0 and 2; renormalised 0.31/0.59 ~ 0.53, 0.28/0.59 ~ 0.47
     p = np.array([0.31, 0.02, 0.28, 0.05, 0.19, 0.08, 0.04, 0.03])
     r = route(np.log(p)[None], 2, normalize="after_drop")
@@ -185,7 +185,7 @@ def test_selection_bias_changes_selection_not_gates():
 
 def test_capacity_seed_000_problem_3_and_rules():
     assert capacity(1024, 16, k=2, factor=1.25) == 160  # 1024*2/16 = 128 expected, *1.25
-    assert capacity(1024, 16, k=2, factor=1.25, k_in_capacity=False) == 80  # seed 000 sec. 5 reading
+    assert capacity(1024, 16, k=2, factor=1.25, k_in_capacity=False) == 80  # the notes' other reading (docs/errata.md#e4)
     assert capacity(10, 4, factor=1.0) == 2
     assert capacity(10, 4, factor=1.0, rounding="ceil") == 3
     assert capacity(10, 4, factor=1.0, rounding="round") == 2  # 2.5 -> 2 (half to even)

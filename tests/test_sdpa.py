@@ -98,7 +98,7 @@ def test_alibi_slopes_follow_press_et_al():
 
 
 def test_multi_head_self_attention_matches_the_per_head_formula():
-    """Seed 003 section 4.1: Q = XW_q, split heads, softmax(QK^T/sqrt(d_head) + M) V, concat, W_O."""
+    """docs/notes.md#multi-head-attention: Q = XW_q, split heads, softmax(QK^T/sqrt(d_head) + M) V, concat, W_O."""
     r = np.random.default_rng(1)
     B, L, d_model, H = 2, 5, 12, 3
     d = d_model // H

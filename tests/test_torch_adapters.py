@@ -71,7 +71,7 @@ def _ce_grad(z, t, ii):
     return _np(zt.grad)
 
 
-def _lm(z, tok):  # seed 003 10.1's snippet
+def _lm(z, tok):  # the notes' snippet (docs/notes.md#lm-loss)
     V = z.shape[-1]
     t = torch.tensor(tok)[:, 1:].reshape(-1)
     return _ce(z[:, :-1].reshape(-1, V), t.numpy(), -100)

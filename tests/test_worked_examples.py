@@ -1,4 +1,4 @@
-"""Every worked example of the seeds, computed by refimpl, against the seed's printed figure."""
+"""Every worked example of the notes (docs/notes.md), computed by refimpl, against the notes' printed figure."""
 
 import math
 
@@ -23,7 +23,7 @@ def _close(got, expected, rel_tol):
 def test_worked_example(ex):
     got = ex.compute()
     assert _close(got, ex.expected, ex.rel_tol), (
-        f"{ex.source}: seed prints {ex.seed_figure}; spec computes {got!r}, "
+        f"{ex.source}: the notes print {ex.seed_figure}; spec computes {got!r}, "
         f"expected {ex.expected!r} within rel_tol {ex.rel_tol}. {ex.note}"
     )
 

@@ -1,6 +1,6 @@
-"""Worked examples from the seed documents, computed by refimpl.
+"""Worked examples from the source notes (docs/notes.md), computed by refimpl.
 
-Each example names its source (seed file and section), writes the seed's printed
+Each example names its source (a section of docs/notes.md), writes the notes' printed
 figure out, and computes the same quantity with refimpl. ``tests/test_worked_examples.py``
 asserts each one; ``python -m properties`` prints them side by side.
 
@@ -19,22 +19,22 @@ TOPICS = ("attention", "flash", "moe", "positions", "mixers", "block", "numerics
 
 @dataclasses.dataclass(frozen=True)
 class WorkedExample:
-    """A number from a seed, reproduced.
+    """A number from the notes, reproduced.
 
     name:     short identifier (test id).
-    source:   seed file stem and section, e.g. "000 Problem 1".
-    seed_figure: the figure exactly as the seed prints it (a string, e.g. "0.219 ≈ 22%").
+    source:   the section of docs/notes.md that states it, e.g. "docs/notes.md#sliding-window".
+    seed_figure: the figure exactly as the notes print it (a string, e.g. "0.219 ≈ 22%").
     compute:  zero-argument function returning the spec's value (number or tuple).
-    expected: the seed's figure as a number (or tuple) to compare against.
+    expected: the notes' figure as a number (or tuple) to compare against.
     rel_tol:  relative tolerance of the comparison, justified by the digits
-              the seed prints (e.g. 5e-3 for a figure printed to 3 digits).
-    note:     what the comparison means, where the seed is loose or wrong
-              (cite ERRATA.md by number).
+              the notes print (e.g. 5e-3 for a figure printed to 3 digits).
+    note:     what the comparison means, where the notes are loose or wrong
+              (cite the entry, e.g. docs/errata.md#e7).
     beside:   optional zero-argument function returning a line of exact figures
-              computed by the spec, printed beside the seed's (e.g. an exact count
-              beside the seed's estimate).
-    erratum:  the ERRATA.md row when the seed's figure is wrong: ``expected`` is
-              then the right value, and the main job says the seed differs.
+              computed by the spec, printed beside the notes' (e.g. an exact count
+              beside the notes' estimate).
+    erratum:  the docs/errata.md entry (N of #eN) when the notes' figure is wrong: ``expected``
+              is then the right value, and the main job says the notes differ.
     """
 
     name: str

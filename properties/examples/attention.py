@@ -11,7 +11,7 @@ from refimpl.model_configs import LLAMA_2_70B, attention_variant
 
 from . import WorkedExample
 
-# --- seed 000 Problem 1: sliding-window non-zero fraction, n = 8192, w = 2048 ----------
+# --- docs/notes.md#sliding-window: sliding-window non-zero fraction, n = 8192, w = 2048 ----------
 
 N1, W1 = 8192, 2048
 
@@ -28,7 +28,7 @@ def _p1_mw():
     return m.count(N1, N1)
 
 
-# --- seed 001 section 22.3: DSA at t = 1000, window 256, stride 64, global {0} ------------
+# --- docs/notes.md#dsa: DSA at t = 1000, window 256, stride 64, global {0} ------------
 
 DSA = M.DSA(window=256, stride=64, global_tokens=(0,))
 
@@ -38,7 +38,7 @@ def _dsa_row_1000():
 
 
 def _dsa_seed_estimate():
-    """The seed's estimate: the row count at t = 1000 times 1000 queries."""
+    """The notes' estimate: the row count at t = 1000 times 1000 queries."""
     return _dsa_row_1000() * 1000
 
 
@@ -53,7 +53,7 @@ def _dsa_exact():
     )
 
 
-# --- seed 001 section 13.4: dropout example ----------------------------------------------
+# --- docs/notes.md#attention-dropout: dropout example ----------------------------------------------
 
 
 def _dropout_example():
@@ -75,12 +75,12 @@ def _dropout_example():
 
 
 def _gqa_reduction():
-    """32 query heads sharing 8 kv heads (seed 001 15.3 and seed 004 Part B)."""
+    """32 query heads sharing 8 kv heads (docs/notes.md#gqa)."""
     return kv_cache_values(4096, 32, 128) / kv_cache_values(4096, 8, 128)
 
 
 def _llama70b_per_layer():
-    """Values per layer at n = 4096, d_head = 128: with the seed's h = 64 K/V heads (MHA accounting of a
+    """Values per layer at n = 4096, d_head = 128: with the notes' h = 64 K/V heads (MHA accounting of a
     64-head model), and with the published Llama-2-70B's 8 K/V heads (GQA; refimpl.model_configs)."""
     cfg = LLAMA_2_70B
     return kv_cache_values(4096, cfg.n_heads, cfg.hd), kv_cache_values(4096, cfg.kv_heads, cfg.hd)
@@ -101,13 +101,13 @@ def _mla_key_reduction():
     return full_keys / mla_key_cache_values(1, 512)
 
 
-# --- seed 000 Example 1: sliding-window attention speedup -----------------------------------
+# --- docs/notes.md#sliding-window: sliding-window attention speedup -----------------------------------
 
 D1, N_E1, W_E1 = 4096, 16384, 4096
 
 
 def _attention_flops_last_token(mask):
-    """Seed convention: attention FLOPs per layer per token = 2 * d * (keys attended)."""
+    """The notes' convention: attention FLOPs per layer per token = 2 * d * (keys attended)."""
     return 2 * D1 * int(mask.row_counts(N_E1, N_E1)[-1])
 
 
@@ -119,49 +119,49 @@ def _example1():
 
 EXAMPLES = [
     WorkedExample(
-        "sliding_window_fraction_w_keys", "000 Problem 1", "≈ 14.68M non-zero; 0.219 ≈ 22%",
+        "sliding_window_fraction_w_keys", "docs/notes.md#sliding-window", "≈ 14.68M non-zero; 0.219 ≈ 22%",
         lambda: (_p1_w_keys(), _p1_w_keys() / N1**2), (14.68e6, 0.219), 5e-3,
         "exact count with w keys per row (Problem 1's own count): 14,681,088 = 0.21877 of 8192^2",
     ),
     WorkedExample(
-        "sliding_window_fraction_mw", "000 section 1 (M_w) applied to Problem 1", "0.219 ≈ 22%",
+        "sliding_window_fraction_mw", "docs/notes.md#sliding-window", "0.219 ≈ 22%",
         lambda: (_p1_mw(), _p1_mw() / N1**2), (14.68e6, 0.219), 5e-3,
-        "M_w admits w + 1 keys per row (ERRATA 2): 14,687,232 = 0.21886; both conventions round to 22%",
+        "M_w admits w + 1 keys per row (docs/errata.md#e2): 14,687,232 = 0.21886; both conventions round to 22%",
     ),
     WorkedExample(
-        "dsa_row_count", "001 section 22.3", "256 + ⌈744/64⌉ + 1 (per query)",
+        "dsa_row_count", "docs/notes.md#dsa", "256 + ⌈744/64⌉ + 1 (per query)",
         _dsa_row_1000, 269, 0.0,
-        "exact row at t = 1000: 257 local (744..1000 inclusive, ERRATA 6) + 11 representatives "
-        "(680, 616, ..., 40) + 1 global = 269, the same total as the seed's 256 + 12 + 1",
+        "exact row at t = 1000: 257 local (744..1000 inclusive, docs/errata.md#e6) + 11 representatives "
+        "(680, 616, ..., 40) + 1 global = 269, the same total as the notes' 256 + 12 + 1",
     ),
     WorkedExample(
-        "dsa_seed_estimate", "001 section 22.3", "≈ 269,000 scores; ~73% fewer than 1M",
+        "dsa_seed_estimate", "docs/notes.md#dsa", "≈ 269,000 scores; ~73% fewer than 1M",
         lambda: (_dsa_seed_estimate(), 1 - _dsa_seed_estimate() / 1e6), (269_000, 0.731), 2e-3,
-        "the seed multiplies the last row's count by all 1000 queries and compares with the non-causal 1M",
+        "the notes multiply the last row's count by all 1000 queries and compares with the non-causal 1M",
         beside=_dsa_exact,
     ),
     WorkedExample(
-        "dropout_example", "001 section 13.4", "[0.556, 0, 0.222]",
+        "dropout_example", "docs/notes.md#attention-dropout", "[0.556, 0, 0.222]",
         _dropout_example, (0.556, 0.0, 0.222), 0.0,
         "refimpl.attention with an explicit keep-mask [1, 0, 1] and p = 0.1, rounded to 3 digits",
     ),
     WorkedExample(
-        "gqa_cache_reduction", "001 section 15.3; 004 Part B", "4× smaller cache (32 -> 8 kv heads)",
+        "gqa_cache_reduction", "docs/notes.md#gqa", "4× smaller cache (32 -> 8 kv heads)",
         _gqa_reduction, 4.0, 0.0,
     ),
     WorkedExample(
-        "llama70b_kv_values_per_layer", "001 section 15.3", "LLaMA-70B (h = 64, d_k = 128, n = 4096): ~67M values per layer",
+        "llama70b_kv_values_per_layer", "docs/notes.md#gqa", "LLaMA-70B (h = 64, d_k = 128, n = 4096): ~67M values per layer",
         _llama70b_per_layer, (67.1e6, 8_388_608), 1e-3,
-        "ERRATA 20: the seed's count, 2 x 64 x 4096 x 128 = 67,108,864, treats all 64 heads as K/V heads (MHA); "
+        "docs/errata.md#e20: the notes' count, 2 x 64 x 4096 x 128 = 67,108,864, treats all 64 heads as K/V heads (MHA); "
         "the published Llama-2-70B has 8 K/V heads (GQA): 2 x 8 x 4096 x 128 = 8,388,608 per layer",
         beside=_llama70b_beside, erratum=20,
     ),
     WorkedExample(
-        "mla_key_cache_reduction", "001 section 22.5", "32× smaller (keys)",
+        "mla_key_cache_reduction", "docs/notes.md#mla", "32× smaller (keys)",
         _mla_key_reduction, 32.0, 0.0, "128 heads x 128 dims = 16,384 values vs d_c = 512",
     ),
     WorkedExample(
-        "sliding_window_speedup", "000 Example 1", "1.34 × 10^8 vs 3.36 × 10^7 FLOPs; ≈ 4×",
+        "sliding_window_speedup", "docs/notes.md#sliding-window", "1.34 × 10^8 vs 3.36 × 10^7 FLOPs; ≈ 4×",
         _example1, (1.34e8, 3.36e7, 4.0), 5e-3,
         "2 * d * keys attended by the last token: 16,384 keys (causal) vs 4,096 (window of 4096 keys)",
     ),

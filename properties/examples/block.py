@@ -1,7 +1,8 @@
-"""Worked examples and errata around the block: number formats (seed 003 section 7, ERRATA 16),
-the d_head scaling argument (003 4.1, ERRATA 11), the SFT sign (003 10.2, ERRATA 17), the
-parameter count of a layer (001 14.4), FFN widths (003 8.6-8.7) and router collapse
-(000 Pitfall 3, 001 21.2). Tolerances are half a unit in the last digit the seed prints.
+"""Worked examples and errata around the block: number formats
+(docs/notes.md#number-formats, docs/errata.md#e16), the d_head scaling argument (docs/notes.md#score-variance,
+docs/errata.md#e11), the SFT sign (docs/errata.md#e17), the parameter count of a layer
+(docs/notes.md#layer-parameters), FFN widths (docs/notes.md#ffn, docs/errata.md#e28) and router collapse
+(docs/notes.md#router-collapse, docs/errata.md#e29). Tolerances are half a unit in the last digit the notes print.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _table():
                      f"min subnormal {r['smallest_subnormal']:.4g}, ulp(1) 2^-{r['mantissa_bits']}" for r in rows)
 
 
-# --- ERRATA 11: Var(q.k) grows with d_head (the dot product's length), not d_model ----------
+# --- docs/errata.md#e11: Var(q.k) grows with d_head (the dot product's length), not d_model ----------
 N_SAMPLES = 20000
 D_MODEL, HEADS = 512, (8, 32)
 
@@ -55,7 +56,7 @@ def _var_qk_beside():
             f"by sqrt(d_head) gives unit variance; sqrt(d_model) would give 1/H")
 
 
-# --- ERRATA 17: the SFT loss's sign ------------------------------------------------------
+# --- docs/errata.md#e17: the SFT loss's sign ------------------------------------------------------
 
 
 def _sft_example():
@@ -68,10 +69,10 @@ def _sft_example():
 
 def _sft_beside():
     v = _sft_example()
-    return f"spec L_SFT = {v:.6f} = log 4 > 0; the seed's unsigned form gives {-v:.6f}, and descending it maximises the loss"
+    return f"spec L_SFT = {v:.6f} = log 4 > 0; the notes' unsigned form gives {-v:.6f}, and descending it maximises the loss"
 
 
-# --- seed 001 14.4: 12 d^2 parameters per layer --------------------------------------------
+# --- docs/notes.md#layer-parameters: 12 d^2 parameters per layer --------------------------------------------
 
 
 def _layer_params():
@@ -88,7 +89,7 @@ def _layer_params_beside():
             f"= {Fn.num_params(swi.ffn) / 64**2:.3f} d^2")
 
 
-# --- seed 003 8.6: expansion ratios (ERRATA 28) -------------------------------------------
+# --- docs/notes.md#ffn: expansion ratios (docs/errata.md#e28) -------------------------------------------
 
 _RATIO_CONFIGS = ("transformer-base", "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "mistral-7b")
 
@@ -101,7 +102,7 @@ def _widths():
 def _widths_beside():
     rows = ", ".join(f"{n} {MC.ffn_expansion(MC.PUBLISHED[n])[0]:.4g} (MLP-equivalent "
                      f"{MC.ffn_expansion(MC.PUBLISHED[n])[1]:.3g})" for n in _RATIO_CONFIGS)
-    return (f"seed: 4x, 2x (LLaMA), 'typically 2.4x'; configs, d_ff / d per matrix: {rows}. Meta's rule "
+    return (f"notes: 4x, 2x (LLaMA), 'typically 2.4x'; configs, d_ff / d per matrix: {rows}. Meta's rule "
             f"8/3 d rounded up to 256: {Fn.llama_hidden_dim(4096)} for d = 4096; none is near 2 or 2.4")
 
 
@@ -113,10 +114,10 @@ def _ffn_share():
 def _ffn_share_beside():
     rows = ", ".join(f"{n} {MC.ffn_parameter_fraction(MC.PUBLISHED[n]):.1%}" for n in _RATIO_CONFIGS[1:]
                      + ("qwen2.5-7b",))
-    return f"seed: 50-60%; configs: {rows}"
+    return f"notes: 50-60%; configs: {rows}"
 
 
-# --- seed 000 Pitfall 3: router collapse (ERRATA 29) ----------------------------------------
+# --- docs/notes.md#router-collapse (docs/errata.md#e29) ----------------------------------------
 
 COLLAPSE_SEEDS = range(3)
 COLLAPSE_E = 8
@@ -143,7 +144,7 @@ def _collapse():
 
 def _collapse_beside():
     runs = _collapse_runs()
-    return (f"seed: 'the same 1-2 experts'; experts with > 1% of tokens, seeds {list(COLLAPSE_SEEDS)}: without "
+    return (f"notes: 'the same 1-2 experts'; experts with > 1% of tokens, seeds {list(COLLAPSE_SEEDS)}: without "
             f"balance loss {[a.experts_used() for a, _ in runs]}, with aux_coef = 1 {[b.experts_used() for _, b in runs]} "
             f"(of {COLLAPSE_E}); with 16 experts and no loss (seed 0) {_collapse_16()[0]}; seed 0 final loads {np.round(runs[0][0].final_loads(), 2).tolist()} vs "
             f"{np.round(runs[0][1].final_loads(), 2).tolist()}")
@@ -151,69 +152,69 @@ def _collapse_beside():
 
 EXAMPLES = [
     WorkedExample(
-        "fp8_e4m3_smallest_normal", "003 section 7, Table 4", "9.2×10^-8 (low end of E4M3's range)",
+        "fp8_e4m3_smallest_normal", "docs/notes.md#number-formats", "9.2×10^-8 (low end of E4M3's range)",
         lambda: E4M3.smallest_normal, 2.0**-6, 0.0,
-        "ERRATA 16: the smallest normal of E4M3 (bias 7) is 2^(1-7) = 2^-6 = 0.015625 and the smallest "
+        "docs/errata.md#e16: the smallest normal of E4M3 (bias 7) is 2^(1-7) = 2^-6 = 0.015625 and the smallest "
         "subnormal 2^-9; 9.2e-8 is not near any value of the format", _table,
     ),
     WorkedExample(
-        "fp8_e5m2_smallest_normal", "003 section 7, Table 4", "3.0×10^-10 (low end of E5M2's range)",
+        "fp8_e5m2_smallest_normal", "docs/notes.md#number-formats", "3.0×10^-10 (low end of E5M2's range)",
         lambda: E5M2.smallest_normal, 2.0**-14, 0.0,
-        "ERRATA 16: E5M2 has fp16's exponent (bias 15): smallest normal 2^-14 = 6.1e-5, subnormal 2^-16",
+        "docs/errata.md#e16: E5M2 has fp16's exponent (bias 15): smallest normal 2^-14 = 6.1e-5, subnormal 2^-16",
     ),
     WorkedExample(
-        "fp8_max", "003 section 7, Table 4", "4.5×10^2 (E4M3), 5.7×10^4 (E5M2)",
+        "fp8_max", "docs/notes.md#number-formats", "4.5×10^2 (E4M3), 5.7×10^4 (E5M2)",
         lambda: (E4M3.max, E5M2.max), (450.0, 57000.0), 0.012,
         "exact maxima 448 (e4m3fn: no inf, only S.1111.111 is NaN) and 57344 (IEEE-like, has inf)",
     ),
     WorkedExample(
-        "ulp_at_1", "003 section 7, Tables 3-4", "2^-23, 2^-10, 2^-7, 2^-10 (TF32), 2^-3, 2^-2",
+        "ulp_at_1", "docs/notes.md#number-formats", "2^-23, 2^-10, 2^-7, 2^-10 (TF32), 2^-3, 2^-2",
         lambda: tuple(F.FORMATS[n].ulp_at_1 for n in ("float32", "float16", "bfloat16", "tf32", "float8_e4m3fn",
                                                       "float8_e5m2")),
         (2.0**-23, 2.0**-10, 2.0**-7, 2.0**-10, 2.0**-3, 2.0**-2), 0.0,
     ),
     WorkedExample(
-        "fp16_range", "003 section 7, Table 3", "6.1×10^-5 - 6.6×10^4",
+        "fp16_range", "docs/notes.md#number-formats", "6.1×10^-5 - 6.6×10^4",
         lambda: (F.FORMATS["float16"].smallest_normal, F.FORMATS["float16"].max), (6.1e-5, 6.6e4), 0.008,
         "exact: 2^-14 = 6.1035e-5 and 65504",
     ),
     WorkedExample(
-        "bf16_range", "003 section 7, Table 3", "1.2×10^-38 - 3.4×10^38",
+        "bf16_range", "docs/notes.md#number-formats", "1.2×10^-38 - 3.4×10^38",
         lambda: (F.FORMATS["bfloat16"].smallest_normal, F.FORMATS["bfloat16"].max), (1.2e-38, 3.4e38), 0.042,
         "exact: 2^-126 = 1.1755e-38 and (2 - 2^-7) 2^127 = 3.3895e38",
     ),
     WorkedExample(
-        "var_qk_grows_with_d_head", "003 section 4.1", "Var(<q_h, k_h>) ~ d_model sigma_q^2 sigma_k^2",
+        "var_qk_grows_with_d_head", "docs/notes.md#score-variance", "Var(<q_h, k_h>) ~ d_model sigma_q^2 sigma_k^2",
         _var_qk_ratio, (1.0, 1.0), 0.055,
-        "ERRATA 11: q_h.k_h sums d_head products, so Var = d_head (ratio 1 at d_head = 64 and 16, 5-sigma "
+        "docs/errata.md#e11: q_h.k_h sums d_head products, so Var = d_head (ratio 1 at d_head = 64 and 16, 5-sigma "
         "Monte Carlo tolerance, n = 20000 seeded samples); d_model = 512 would give 8 and 32", _var_qk_beside,
     ),
     WorkedExample(
-        "sft_loss_sign", "003 section 10.2", "L_SFT = (1/L_y) sum_t sum_v (y'_t)_v log P(v | p, y_<t)",
+        "sft_loss_sign", "docs/notes.md#sft-loss", "L_SFT = (1/L_y) sum_t sum_v (y'_t)_v log P(v | p, y_<t)",
         _sft_example, float(np.log(4.0)), 1e-12,
-        "ERRATA 17: the second form drops the minus sign; the loss is -(1/L_y) sum log P >= 0", _sft_beside,
+        "docs/errata.md#e17: the second form drops the minus sign; the loss is -(1/L_y) sum log P >= 0", _sft_beside,
     ),
     WorkedExample(
-        "params_per_layer_12d2", "001 section 14.4", "4 d^2 + 2 d d_ff = 12 d^2 for d_ff = 4d",
-        _layer_params, 12.0, 0.0, "without biases and norms (the seed calls them negligible)", _layer_params_beside,
+        "params_per_layer_12d2", "docs/notes.md#layer-parameters", "4 d^2 + 2 d d_ff = 12 d^2 for d_ff = 4d",
+        _layer_params, 12.0, 0.0, "without biases and norms (the notes call them negligible)", _layer_params_beside,
     ),
     WorkedExample(
-        "ffn_expansion_ratio", "003 section 8.6", "typically 2.4×; 4× (original Transformer), 2× (LLaMA)",
+        "ffn_expansion_ratio", "docs/notes.md#ffn", "typically 2.4×; 4× (original Transformer), 2× (LLaMA)",
         _widths, (4.0, 2.6875), 0.0,
-        "ERRATA 28: d_ff / d per matrix from the configs (refimpl.model_configs, docs/model_configs.md): "
+        "docs/errata.md#e28: d_ff / d per matrix from the configs (refimpl.model_configs, docs/model_configs.md): "
         "Llama-2-7B's SwiGLU width 11008 = 8/3 d rounded up to 256 is 2.6875 d, not 2 d; its three "
         "matrices hold the parameters of a 4.03 d MLP", _widths_beside, erratum=28,
     ),
     WorkedExample(
-        "ffn_parameter_share", "003 section 8.6", "FFNs account for 50% - 60% of total parameters",
+        "ffn_parameter_share", "docs/notes.md#ffn", "FFNs account for 50% - 60% of total parameters",
         _ffn_share, (0.642, 0.817), 0.0,
-        "ERRATA 28: FFN share of all parameters (embeddings included) counted from the published configs; "
-        "64% for Llama-2-7B rising to 82% for Llama-2-70B, above the seed's range", _ffn_share_beside, erratum=28,
+        "docs/errata.md#e28: FFN share of all parameters (embeddings included) counted from the published configs; "
+        "64% for Llama-2-7B rising to 82% for Llama-2-70B, above the notes' range", _ffn_share_beside, erratum=28,
     ),
     WorkedExample(
-        "router_collapse", "000 Pitfall 3; 001 21.2", "without the balance loss the router collapses to the same 1-2 experts",
+        "router_collapse", "docs/notes.md#router-collapse", "without the balance loss the router collapses to the same 1-2 experts",
         _collapse, (True, True), 0.0,
-        "ERRATA 29: an empirical remark, not a count. A seeded top-1 toy (refimpl.losses.router_collapse_simulation) "
+        "docs/errata.md#e29: an empirical remark, not a count. A seeded top-1 toy (refimpl.losses.router_collapse_simulation) "
         "shows collapse in every seed (experts left unused, with zero gradient) and fewer surviving experts than "
         "with the balance loss; how many survive depends on initialisation and data, so no count is pinned",
         _collapse_beside, erratum=29,

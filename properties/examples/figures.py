@@ -1,7 +1,8 @@
-"""The seeds' remaining figures (issue 24, item 10), each computed by refimpl from a stated
-configuration: sparse-pattern counts and hops (000 section 1), softmax temperature limits
-(001 13.2), GQA groups (001 15.3), MoE capacity and the GPT-3-scale figures (001 21.1, ERRATA 19),
-Qwen's dual-chunk figures (001 23.2), Qwen1.5-MoE (001 23.4) and N^2 (002).
+"""The notes' remaining figures (issue 24, item 10), each computed by refimpl from a stated
+configuration: sparse-pattern counts and hops (docs/notes.md#global-and-random-tokens), softmax
+temperature limits (docs/notes.md#softmax-temperature), GQA groups (docs/notes.md#gqa), MoE capacity and the
+GPT-3-scale figures (docs/notes.md#moe-parameters, docs/errata.md#e19), Qwen's dual-chunk figures
+(docs/notes.md#dual-chunk), Qwen1.5-MoE (docs/notes.md#moe-parameters) and N^2 (docs/notes.md#mixer-costs).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from refimpl.model_configs import QWEN2_5_7B
 
 from . import WorkedExample
 
-# --- seed 000 section 1: sliding window + global tokens, O(n (w + |G|)) ------------------------
+# --- docs/notes.md#global-and-random-tokens: sliding window + global tokens, O(n (w + |G|)) ------------------------
 
 N_G, W_G, G_G = 8192, 2048, 16
 
@@ -51,7 +52,7 @@ def _window_global_beside():
             f"of n^2: {exact / N_G**2:.4f}")
 
 
-# --- seed 000 section 1: BigBird's random blocks give O(log n) hops ------------------------------
+# --- docs/notes.md#global-and-random-tokens: BigBird's random blocks give O(log n) hops ------------------------------
 
 BB_BLOCK, BB_SIZES = 4, (32, 64, 128)
 
@@ -83,7 +84,7 @@ def _bigbird_beside():
             f"{[int(np.log2(b)) for b in blocks]}; with a global block every pair is 2 hops apart")
 
 
-# --- seed 001 section 13.2: softmax temperature limits -------------------------------------------
+# --- docs/notes.md#softmax-temperature: softmax temperature limits -------------------------------------------
 
 
 def _temperature():
@@ -98,7 +99,7 @@ def _temperature_beside():
     return f"scores [1, 2, 3]: {rows}"
 
 
-# --- seed 001 section 15.3: 28 query heads on 4 KV heads (Qwen2.5-7B) ----------------------------
+# --- docs/notes.md#gqa: 28 query heads on 4 KV heads (Qwen2.5-7B) ----------------------------
 
 
 def _gqa_groups():
@@ -118,7 +119,7 @@ def _gqa_beside():
     return "; ".join(f"KV {g}: Q {g * G}-{g * G + G - 1}" for g in range(Hkv)) + " (query head h reads KV head h // 7)"
 
 
-# --- seed 001 section 21.1: 64 experts, top-2 --------------------------------------------------
+# --- docs/notes.md#moe-parameters: 64 experts, top-2 --------------------------------------------------
 
 _D = 1024
 DENSE = A.TransformerConfig(d_model=_D, n_layers=1, n_heads=8, d_ff=4 * _D)
@@ -132,7 +133,7 @@ def _moe64():
         m.experts_per_layer // (MOE64.top_k * m.expert)
 
 
-# --- seed 001 section 21.1: GPT-3-scale MoE (ERRATA 19) -----------------------------------------
+# --- docs/notes.md#moe-parameters: GPT-3-scale MoE (docs/errata.md#e19) -----------------------------------------
 
 # GPT-3 175B (Brown et al. 2020, Table 2.1): 96 layers, d_model 12288, 96 heads of 128, d_ff = 4 d_model,
 # vocabulary 50257 (tied input and output embeddings); learned positions (2048 x 12288) and biases
@@ -153,11 +154,11 @@ def _gpt3_moe_beside():
     cd, cm = A.compute_per_token(GPT3), A.compute_per_token(GPT3_MOE)
     return (f"dense {d.total:,} params, {cd.total:,} MACs per token ({2 * cd.total / 1e9:.0f} GFLOPs); MoE "
             f"{m.total:,} params ({m.total / d.total:.1f}x), {cm.total:,} MACs ({cm.total / cd.total:.2f}x). The "
-            f"seed's 1.7T (10x) with 350B (2x) fits no 64-expert top-2 model of this shape: 10x total needs about "
+            f"notes' 1.7T (10x) with 350B (2x) fits no 64-expert top-2 model of this shape: 10x total needs about "
             f"{(10 * d.total - (d.total - 96 * d.expert)) / (96 * d.expert):.1f} experts' worth of FFN")
 
 
-# --- seed 001 section 23.2: dual-chunk attention at 128K ------------------------------------------
+# --- docs/notes.md#dual-chunk: dual-chunk attention at 128K ------------------------------------------
 
 N_Q, W_Q, S_Q = 128_000, 2048, 64
 
@@ -172,7 +173,7 @@ def _dual_chunk_rows(n, w, s):
 
 
 def _dual_chunk():
-    """refimpl.masks.dual_chunk_masks (the seed's two branches): the last query's stride keys at n = 128,000,
+    """refimpl.masks.dual_chunk_masks (the notes' two branches): the last query's stride keys at n = 128,000,
     and the exact union count from the closed form, checked row by row against the masks at n = 700."""
     local, strided = M.dual_chunk_masks(W_Q, S_Q)
     last = int(strided.row_counts(1, N_Q)[0])
@@ -190,7 +191,7 @@ def _dual_chunk_beside():
             f"{total / N_Q**2:.4f} of n^2 (the closed form per row is checked against the masks at n = 700)")
 
 
-# --- seed 001 section 23.4: Qwen1.5-MoE-A2.7B --------------------------------------------------
+# --- docs/notes.md#moe-parameters: Qwen1.5-MoE-A2.7B --------------------------------------------------
 
 # Qwen/Qwen1.5-MoE-A2.7B config.json: hidden_size 2048, num_hidden_layers 24, num_attention_heads 16
 # (num_key_value_heads 16), moe_intermediate_size 1408, num_experts 60, num_experts_per_tok 4,
@@ -208,11 +209,11 @@ def _qwen15():
 
 def _qwen15_beside():
     c = A.parameter_count(QWEN15_MOE)
-    return (f"total {c.total + _QWEN15_EXTRA:,}, active {c.active + _QWEN15_EXTRA:,}; the seed's '64 experts' are 60 "
+    return (f"total {c.total + _QWEN15_EXTRA:,}, active {c.active + _QWEN15_EXTRA:,}; the notes' '64 experts' are 60 "
             f"routed + a shared expert 4 times as wide (4 x 1408 = 5632); per token 4 routed + the shared one run")
 
 
-# --- seed 003 section 4.5: the latent block (ERRATA 26: not DeepSeek's MLA) ----------------------
+# --- docs/latent.md: the latent block (docs/errata.md#e26: not DeepSeek's MLA) ----------------------
 
 
 def _latent():
@@ -222,7 +223,7 @@ def _latent():
     return LT.latent_block_scores(1, 512, 224 * 224), (224 * 224) ** 2, rows
 
 
-# --- seed 003 sections 3.1 and 5.2: scaling arguments ------------------------------------------
+# --- docs/notes.md#logit-scaling and docs/notes.md#norms: scaling arguments ------------------------------------------
 
 
 def _logit_var():
@@ -248,7 +249,7 @@ def _recentre_beside():
             f"mean ||W y||^2 = {np.mean(np.sum((y @ W) ** 2, axis=1)):.3f}")
 
 
-# --- seed 001 sections 22.2, 22.4: recent single, mid-range pooled, distant coarser ---------------
+# --- docs/notes.md#pooled-memory: recent single, mid-range pooled, distant coarser ---------------
 
 PM_CFG = dict(window=256, g1=64, g2=1024, mid_range=4096)
 
@@ -267,89 +268,89 @@ def _pooled_beside():
 
 EXAMPLES = [
     WorkedExample(
-        "window_global_exact_count", "000 section 1", "O(n·(w + |G|)) ≈ O(n·w) when |G| ≪ w",
+        "window_global_exact_count", "docs/notes.md#global-and-random-tokens", "O(n·(w + |G|)) ≈ O(n·w) when |G| ≪ w",
         _window_global, (14_916_336, 16_908_288), 0.0,
-        "exact visible pairs of the seed's M_w (causal, w + 1 keys) OR 16 symmetric global tokens at n = 8192, "
+        "exact visible pairs of the notes' M_w (causal, w + 1 keys) OR 16 symmetric global tokens at n = 8192, "
         "w = 2048, beside n (w + |G|); the causal window's first w rows are short, the global rows are full",
         beside=_window_global_beside,
     ),
     WorkedExample(
-        "bigbird_log_hops", "000 section 1", "random connections: information crosses the sequence in O(log n) hops",
+        "bigbird_log_hops", "docs/notes.md#global-and-random-tokens", "random connections: information crosses the sequence in O(log n) hops",
         lambda: _bigbird_hops(), ((4, 5, 7), (7, 15, 31)), 0.0,
         "layers until receptive_field(BigBird mask) is all True, with one random block per row vs none (window "
         "only: blocks - 1 hops); seed 0 of BigBird's documented draw",
         beside=_bigbird_beside,
     ),
     WorkedExample(
-        "softmax_temperature_limits", "001 section 13.2", "T -> 0: argmax (hard selection); T -> inf: uniform",
+        "softmax_temperature_limits", "docs/notes.md#softmax-temperature", "T -> 0: argmax (hard selection); T -> inf: uniform",
         _temperature, (1.0, 1.0), 1e-3,
         "refimpl.softmax(s / T) for s = [1, 2, 3]: largest weight at T = 0.01, 3 x smallest weight at T = 10^4",
         beside=_temperature_beside,
     ),
     WorkedExample(
-        "gqa_28_query_4_kv_heads", "001 sections 15.3, 23.1", "Qwen2.5: 28 Q heads, 4 K/V heads (7:1)",
+        "gqa_28_query_4_kv_heads", "docs/notes.md#gqa", "Qwen2.5: 28 Q heads, 4 K/V heads (7:1)",
         _gqa_groups, (7, (7, 7, 7, 7)), 0.0,
         "Qwen2.5-7B config (refimpl.model_configs): each KV head serves 7 query heads, observed by running "
         "refimpl.attention with KV head g holding the value g",
         beside=_gqa_beside,
     ),
     WorkedExample(
-        "moe_64_experts_top2", "001 section 21.1", "64 experts, top-2 routing -> 32× capacity increase, 2× compute",
+        "moe_64_experts_top2", "docs/notes.md#moe-parameters", "64 experts, top-2 routing -> 32× capacity increase, 2× compute",
         _moe64, (64, 2, 32), 0.0,
-        "not in ERRATA.md: FFN parameters grow 64x over one dense FFN and per-token FFN compute 2x; 32x is the "
-        "ratio of total to active expert parameters, not the capacity increase (the seed's own 8-expert line "
+        "docs/errata.md#x-moe-64-experts: FFN parameters grow 64x over one dense FFN and per-token FFN compute 2x; 32x is the "
+        "ratio of total to active expert parameters, not the capacity increase (the notes' own 8-expert line "
         "says 8 experts = 8x capacity)",
     ),
     WorkedExample(
-        "gpt3_scale_moe", "001 section 21.1",
+        "gpt3_scale_moe", "docs/notes.md#moe-parameters",
         "dense 175B; MoE 1.7T params (10×), top-2 of 64 experts -> 350B FLOPs/token (2×)",
         _gpt3_moe, (174.6, 7.48, 290.6), 0.0,
-        "ERRATA 19: from GPT-3's stated shape (96 layers, d 12288, d_ff 4d, tied 50257 vocabulary) with every FFN "
+        "docs/errata.md#e19: from GPT-3's stated shape (96 layers, d 12288, d_ff 4d, tied 50257 vocabulary) with every FFN "
         "made 64 experts, top-2: 174.6B dense, 7.48T total (43x), 290.6B active (1.66x), not 1.7T and 2x",
         beside=_gpt3_moe_beside, erratum=19,
     ),
     WorkedExample(
-        "dual_chunk_representatives", "001 section 23.2", "128000/64 = 2000 representative tokens; O(n·w) + O(n²/s)",
+        "dual_chunk_representatives", "docs/notes.md#dual-chunk", "128000/64 = 2000 representative tokens; O(n·w) + O(n²/s)",
         _dual_chunk, (2000, 384_047_616), 0.0,
         "refimpl.masks.dual_chunk_masks(2048, 64): the strided branch's row count for the last query at n = 128,000, "
         "and the exact visible pairs of the union of the 2048-key causal window and every 64th key",
         beside=_dual_chunk_beside,
     ),
     WorkedExample(
-        "qwen15_moe_params", "001 section 23.4", "Qwen1.5-MoE: 14.3B total params, 2.7B active; 64 experts, top-4",
+        "qwen15_moe_params", "docs/notes.md#moe-parameters", "Qwen1.5-MoE: 14.3B total params, 2.7B active; 64 experts, top-4",
         _qwen15, (14.3, 2.7), 0.0,
         "counted from Qwen1.5-MoE-A2.7B's published config (values in properties/examples/figures.py), billions",
         beside=_qwen15_beside,
     ),
     WorkedExample(
-        "n_squared_figures", "002 (the quest for efficiency)", "N = 1024: N² ≈ 1M; N = 100,000: N² ≈ 10B",
+        "n_squared_figures", "docs/notes.md#mixer-costs", "N = 1024: N² ≈ 1M; N = 100,000: N² ≈ 10B",
         lambda: (score_matrix_elements(1024, 1024), score_matrix_elements(100_000, 100_000)),
         (1_048_576, 10_000_000_000), 0.0,
         "refimpl.io_accounting.score_matrix_elements: 2^20 = 1,048,576 and 10^10 scores per head",
     ),
     WorkedExample(
-        "latent_block_cost", "003 section 4.5", "cross-attention with a latent array, M ≪ L: z += CrossAttn(z <- x); "
+        "latent_block_cost", "docs/latent.md", "cross-attention with a latent array, M ≪ L: z += CrossAttn(z <- x); "
         "z += SelfAttn(z) (called 'MLA' there)",
         _latent, (25_952_256, 2_517_630_976, 3), 0.0,
-        "ERRATA 26: refimpl.latent.latent_block, a Perceiver-style block, named apart from DeepSeek's MLA "
+        "docs/errata.md#e26: refimpl.latent.latent_block, a Perceiver-style block, named apart from DeepSeek's MLA "
         "(refimpl.mla); scores per head M L + M^2 for M = 512, L = 50,176 against L^2 (97x fewer); the block "
         "returns M rows whatever L (3 latents reading 40 tokens -> 3 rows)", erratum=26,
     ),
     WorkedExample(
-        "lm_head_logit_variance", "003 section 3.1", "Var(l) ≈ E σ², so the standard deviation ~ √E",
+        "lm_head_logit_variance", "docs/notes.md#logit-scaling", "Var(l) ≈ E σ², so the standard deviation ~ √E",
         _logit_var, (1.6384, 1.6384), 0.158,
         "refimpl.scaling.logit_variance at E = 4096, sigma = 0.02: exactly E sigma^2 = 1.6384 for RMS(x) = 1 "
         "(std 1.28 = 0.02 sqrt(4096)), beside a seeded Monte Carlo over 2000 head rows; tolerance 5 standard "
         "errors of a variance from 2000 normal draws, 5 sqrt(2/1999) = 0.158 relative",
     ),
     WorkedExample(
-        "rmsnorm_mean_and_bias", "003 section 5.2", "u = W(y − μ_y 1) + (b + W μ_y 1): equivalent to adjusting the bias",
+        "rmsnorm_mean_and_bias", "docs/notes.md#norms", "u = W(y − μ_y 1) + (b + W μ_y 1): equivalent to adjusting the bias",
         _recentre, (True, True), 0.0,
         "refimpl.scaling.recentred_affine: exact per token; but mu_y varies across tokens, so one learned bias "
         "cannot absorb it (constant_bias_residual > 0 unless W 1 = 0); docs/scaling.md", beside=_recentre_beside,
     ),
     WorkedExample(
-        "pooled_memory_units", "001 sections 22.2, 22.4",
+        "pooled_memory_units", "docs/notes.md#pooled-memory",
         "recent: individual tokens | mid-range: pooled groups | distant: coarse summaries; O(w + groups) per token",
         _pooled, (452, 289, 70, 93), 0.0,
         "refimpl.pooled_memory with w = 256, g1 = 64 over a mid range of 4096, g2 = 1024: 289 single keys (the "

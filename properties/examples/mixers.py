@@ -1,11 +1,11 @@
-"""Linear-time mixer worked examples from the seeds (001 20.4), computed by refimpl.mixers.
+"""Linear-time mixer worked examples from the notes (docs/notes.md#rwkv), computed by refimpl.mixers.
 
-Seed 001 20.4: "for w = 0.1 and t - j = 100, the decay factor is e^-10 ~ 0.000045". The spec
+The notes give the decay of a token 100 steps back at w = 0.1 as e^-10, about 0.000045. The spec
 computes it from RWKV-4's WKV weights (:func:`refimpl.mixers.rwkv4.log_weights`, kernel
 w = -0.1, k = 0, u = 0): two past tokens 100 steps apart differ by e^{100 w} = e^-10. Beside it,
 what RWKV-4 actually gives a token at t - j = 100: the most recent past token (j = t - 1) is
 undecayed, so the factor is e^{(t-1-j) w} = e^-9.9, and the current token carries the bonus e^u
-instead (ERRATA 9 covers the rest of the seed's RWKV formula).
+instead (docs/errata.md#e9 covers the rest of the notes' RWKV formula).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _rwkv4_exact():
 
 EXAMPLES = [
     WorkedExample(
-        "rwkv_decay_w01_100_steps", "001 section 20.4", "e^-10 ≈ 0.000045 (w = 0.1, t - j = 100)",
+        "rwkv_decay_w01_100_steps", "docs/notes.md#rwkv", "e^-10 ≈ 0.000045 (w = 0.1, t - j = 100)",
         _decay_100_steps, 4.54e-5, 1.2e-3,
         "100 steps of RWKV-4 per-channel decay with rate 0.1 (kernel w = -0.1); tolerance: half a unit in 4.54e-5's last digit",
         beside=_rwkv4_exact,

@@ -1,7 +1,8 @@
-"""MoE worked examples from the seeds (000 sections 3-5, Examples 2-3, Problems 3-4;
-001 21.1; 004 "47B total, 13B active"), computed by refimpl.moe and refimpl.accounting.
+"""MoE worked examples from the notes (docs/notes.md#moe-router, docs/notes.md#moe-parameters,
+docs/notes.md#moe-memory, docs/notes.md#balance-loss, docs/notes.md#capacity), computed by refimpl.moe and
+refimpl.accounting.
 
-Tolerances are half a unit in the last digit the seed prints, relative to the
+Tolerances are half a unit in the last digit the notes print, relative to the
 printed figure (e.g. 4.83B: 0.005 / 4.83 ~ 1.04e-3).
 """
 
@@ -14,8 +15,8 @@ from refimpl import moe as M
 
 from . import WorkedExample
 
-# seed 000 Example 2: L = 24, d = 4096, E = 8, k = 2, FFN 8 d^2 (d x 4d + 4d x d), attention
-# 4 d^2 (Q, K, V, O), router E d; no embeddings or norms in the seed's count.
+# docs/notes.md#moe-parameters: L = 24, d = 4096, E = 8, k = 2, FFN 8 d^2 (d x 4d + 4d x d), attention
+# 4 d^2 (Q, K, V, O), router E d; no embeddings or norms in the notes' count.
 _D = 4096
 DENSE_000 = A.TransformerConfig(d_model=_D, n_layers=24, n_heads=32, d_ff=4 * _D)
 MOE_000 = A.TransformerConfig(d_model=_D, n_layers=24, n_heads=32, d_ff=4 * _D, num_experts=8, top_k=2)
@@ -68,8 +69,8 @@ def _problem3_exact():
     r = M.route(_problem3_batch(), 2, capacity=M.capacity(1024, 16, k=2, factor=1.25))
     return (f"counts per expert {r.counts.tolist()}; kept {r.kept_counts.tolist()}; expert 3 loses "
             f"{int(r.counts[3] - r.kept_counts[3])} of {int(r.counts[3])} = "
-            f"{(r.counts[3] - r.kept_counts[3]) / r.counts[3]:.0%}. Without k in the formula (seed 000 sec. 5, "
-            f"ERRATA 4) C = {M.capacity(1024, 16, k=2, factor=1.25, k_in_capacity=False)}")
+            f"{(r.counts[3] - r.kept_counts[3]) / r.counts[3]:.0%}. Without k in the formula (the notes' other reading, "
+            f"docs/errata.md#e4) C = {M.capacity(1024, 16, k=2, factor=1.25, k_in_capacity=False)}")
 
 
 def _problem4():
@@ -87,8 +88,8 @@ def _example3_exact():
     f = np.array([100, 80, 50, 26]) / 256
     P = [0.35, 0.30, 0.22, 0.13]
     exact = M.product_balance_loss(f, P, alpha=0.01)
-    return (f"exact {exact:.10f} (the seed rounds sum f P to 0.2867); the same counts under other "
-            f"normalisations: no E factor (seed 001 21.2) {M.product_balance_loss(f, P, alpha=0.01, scale='1'):.6f}, "
+    return (f"exact {exact:.10f} (the notes round sum f P to 0.2867); the same counts under other "
+            f"normalisations: no E factor (the notes' other form) {M.product_balance_loss(f, P, alpha=0.01, scale='1'):.6f}, "
             f"alpha CV(f)^2 = {0.01 * M.cv_squared(f):.6f}")
 
 
@@ -101,8 +102,8 @@ def _renorm():
 def _renorm_exact():
     p = np.array([0.31, 0.02, 0.28, 0.05, 0.19, 0.08, 0.04, 0.03])
     r = M.route(np.log(p)[None, :], 2, normalize="none")
-    return (f"experts {r.indices[0].tolist()} (0-based; the seed's 1 and 3), gates {r.gates[0].round(6).tolist()} "
-            f"without renormalisation (Switch, DeepSeek-V2; ERRATA 14), renormalised "
+    return (f"experts {r.indices[0].tolist()} (0-based; the notes' 1 and 3), gates {r.gates[0].round(6).tolist()} "
+            f"without renormalisation (Switch, DeepSeek-V2; docs/errata.md#e14), renormalised "
             f"{(r.gates[0] / r.gates[0].sum()).round(6).tolist()}")
 
 
@@ -124,42 +125,42 @@ def _mixtral_exact():
 
 EXAMPLES = [
     WorkedExample(
-        name="moe_example2_params", source="000 Example 2", seed_figure="4.83B params (dense), 27.4B params (MoE)",
+        name="moe_example2_params", source="docs/notes.md#moe-parameters", seed_figure="4.83B params (dense), 27.4B params (MoE)",
         compute=_params, expected=(4.83, 27.4), rel_tol=1.0e-3,
         note="L = 24, d = 4096: dense 12 d^2 per layer; MoE 4 d^2 + E d + E 8 d^2 per layer (billions).",
         beside=_example2_exact),
     WorkedExample(
-        name="moe_example2_macs", source="000 Example 2", seed_figure="201M and 336M FLOPs per layer",
+        name="moe_example2_macs", source="docs/notes.md#moe-parameters", seed_figure="201M and 336M FLOPs per layer",
         compute=_macs, expected=(201.0, 336.0), rel_tol=2.4e-3,
-        note="The seed's 'FLOPs' are multiply-adds, one per weight used (MAC convention, ERRATA 3); "
+        note="The notes' 'FLOPs' are multiply-adds, one per weight used (MAC convention, docs/errata.md#e3); "
              "the 2-FLOP figures are twice these (see exact line). Millions per layer per token."),
     WorkedExample(
-        name="moe_example2_ratios", source="000 Example 2", seed_figure="5.7x params, 1.67x FLOPs",
+        name="moe_example2_ratios", source="docs/notes.md#moe-parameters", seed_figure="5.7x params, 1.67x FLOPs",
         compute=_ratios, expected=(5.7, 1.67), rel_tol=8.7e-3,
         note="Total parameters and per-token compute of the MoE relative to the dense model."),
     WorkedExample(
-        name="moe_problem3_capacity", source="000 Problem 3",
+        name="moe_problem3_capacity", source="docs/notes.md#capacity",
         seed_figure="expected 128 tokens, capacity 160, 40 dropped (20%)",
         compute=_problem3, expected=(128, 160, 40), rel_tol=0,
         note="capacity(1024, 16, k=2, factor=1.25) with k in the formula; a batch routed so that expert 3 "
              "receives 200 assignments loses 200 - 160 = 40 under k_major dropping.",
         beside=_problem3_exact),
     WorkedExample(
-        name="moe_problem4_memory", source="000 Problem 4", seed_figure="18 GB dense vs 116 GB MoE",
+        name="moe_problem4_memory", source="docs/notes.md#moe-memory", seed_figure="18 GB dense vs 116 GB MoE",
         compute=_problem4, expected=(18.0, 116.0), rel_tol=0,
         note="fp16 weights (2 bytes) of all parameters plus a 4 GB KV cache, decimal GB: "
              "7e9 x 2 + 4e9 and 56e9 x 2 + 4e9 bytes."),
     WorkedExample(
-        name="moe_example3_balance_loss", source="000 Example 3", seed_figure="L_balance = 0.01147",
+        name="moe_example3_balance_loss", source="docs/notes.md#balance-loss", seed_figure="L_balance = 0.01147",
         compute=_example3, expected=0.01147, rel_tol=4.4e-4,
         note="alpha E sum f P with f = counts / 256 (top-1 fractions), alpha = 0.01, E = 4.",
         beside=_example3_exact),
     WorkedExample(
-        name="moe_renormalisation", source="001 21.1", seed_figure="0.31/(0.31+0.28) ~ 0.53, ~ 0.47",
+        name="moe_renormalisation", source="docs/notes.md#moe-router", seed_figure="0.31/(0.31+0.28) ~ 0.53, ~ 0.47",
         compute=_renorm, expected=(0.53, 0.47), rel_tol=1.1e-2,
-        note="route(log p, k=2, normalize='after_drop') on the seed's probabilities.", beside=_renorm_exact),
+        note="route(log p, k=2, normalize='after_drop') on the notes' probabilities.", beside=_renorm_exact),
     WorkedExample(
-        name="moe_mixtral_47b_13b", source="004 Part A", seed_figure="47B total parameters, 13B active",
+        name="moe_mixtral_47b_13b", source="docs/notes.md#moe-parameters", seed_figure="47B total parameters, 13B active",
         compute=_mixtral, expected=(47.0, 13.0), rel_tol=1.1e-2,
         note="Counted from the published Mixtral-8x7B config.json (hidden 4096, intermediate 14336, 32 layers, "
              "32 heads, 8 KV heads, vocab 32000, 8 experts, top-2, untied embeddings); billions.",

@@ -1,5 +1,5 @@
-"""Worked examples on integer formats (seed 003 section 7, Table 4) and the roofline (seed 002
-section 3; seed 004 Q1, Q7, Part B), computed by refimpl.int_formats and refimpl.roofline."""
+"""Worked examples on integer formats (docs/notes.md#number-formats) and the roofline (docs/notes.md#roofline),
+computed by refimpl.int_formats and refimpl.roofline."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from refimpl.model_configs import LLAMA_2_70B
 
 from . import WorkedExample
 
-# --- seed 003 Table 4: INT8 / INT4 ---------------------------------------------------------
+# --- docs/notes.md#number-formats: INT8 / INT4 ---------------------------------------------------------
 
 
 def _int_ranges():
@@ -35,7 +35,7 @@ def _int_steps_beside():
     s8, s4 = I.quant_params(x, bits=8, symmetric=False)[0][0, 0], I.quant_params(x, bits=4, symmetric=False)[0][0, 0]
     q, s, z = I.quantize(np.array([[0.3, -1.0, 0.5]]), bits=4)
     return (f"on the integer grid the step is 1 for INT8 and INT4 alike; asymmetric over [0, 1]: 1/{1 / s8:.0f} and "
-            f"1/{1 / s4:.0f}; the seed's 1/16 = 2^-4 is a 4-bit fixed-point fraction's step. INT4 of [0.3, -1, 0.5]: "
+            f"1/{1 / s4:.0f}; the notes' 1/16 = 2^-4 is a 4-bit fixed-point fraction's step. INT4 of [0.3, -1, 0.5]: "
             f"q = {q[0].tolist()}, x_hat = {np.round(I.dequantize(q, s, z)[0], 4).tolist()}, |error| <= s/2 = "
             f"{float(I.quantization_error_bound(s)[0, 0]):.4f}")
 
@@ -58,7 +58,7 @@ def _int_matmul_beside():
             f"int32 is exact for any int8 inputs while K <= {I.int32_safe_depth(8, 8):,}")
 
 
-# --- seed 002 section 3; seed 004 Q1, Q7: the roofline -----------------------------------------
+# --- docs/notes.md#roofline: the roofline -----------------------------------------
 
 
 def _ridge():
@@ -99,10 +99,10 @@ def _kv_read_beside():
     w = R.decode_step_cost(LLAMA_2_70B, 0)
     return (f"2 x 80 layers x 8 K/V heads x 128 x 4096 tokens x 2 bytes = {2 * 80 * 8 * 128 * 4096 * 2:,} bytes; "
             f"the weights ({w.bytes / 1e9:.1f} GB) take {w.bytes / R.H100_SEED.bandwidth * 1e3:.1f} ms to read at "
-            f"batch 1; with the seed's 64 K/V heads the cache read would be 8x longer")
+            f"batch 1; with the notes' 64 K/V heads the cache read would be 8x longer")
 
 
-# --- seed 000 section 2: the score matrix at n = 32K --------------------------------------------
+# --- docs/notes.md#flash-tiling: the score matrix at n = 32K --------------------------------------------
 
 
 def _score_matrix():
@@ -113,45 +113,45 @@ def _score_matrix():
 
 EXAMPLES = [
     WorkedExample(
-        "h100_ridge_point", "002 section 3", "H100: 1000 TFLOPS compute, HBM 3 TB/s",
+        "h100_ridge_point", "docs/notes.md#roofline", "H100: 1000 TFLOPS compute, HBM 3 TB/s",
         _ridge, (1000.0, 3.0, 1000 / 3), 1e-15,
         "refimpl.roofline.H100_SEED; ridge I* = peak / bandwidth = 333 FLOP per byte: below it memory-bound "
         "(docs/roofline.md)", beside=_ridge_beside,
     ),
     WorkedExample(
-        "decode_is_memory_bound", "004 Q1, Q7 (KV cache read back: memory-bandwidth-bound)",
+        "decode_is_memory_bound", "docs/notes.md#roofline",
         "reading the cache back is memory-bandwidth-bound",
         _decode, (1.06, "memory"), 0.0,
         "refimpl.roofline.decode_step_cost: FLOPs 2 x active weights + 4 L H hd t; bytes = every weight + the KV "
         "cache; about 1 FLOP per byte at batch 1, far below 333", beside=_decode_beside,
     ),
     WorkedExample(
-        "kv_cache_read_time", "004 Part B; 002 section 3", "KV cache read per decoded token at 3 TB/s",
+        "kv_cache_read_time", "docs/notes.md#roofline", "KV cache read per decoded token at 3 TB/s",
         _kv_read, (1.342, 0.447), 0.0,
         "Llama-2-70B (8 K/V heads) at 4096 tokens in bf16: 1.342 GB read per decoded token, 0.447 ms at 3 TB/s",
         beside=_kv_read_beside,
     ),
     WorkedExample(
-        "score_matrix_32k_fp16", "000 section 2", "n = 32K, fp16: n^2 = 1B elements = 2 GB",
+        "score_matrix_32k_fp16", "docs/notes.md#flash-tiling", "n = 32K, fp16: n^2 = 1B elements = 2 GB",
         _score_matrix, (1_073_741_824, 2_147_483_648), 0.0,
         "refimpl.io_accounting.score_matrix_elements(32768, 32768) and 2 bytes each: 2^30 elements, 2^31 bytes "
         "(2 GiB, 2.15 GB), per head and per layer",
     ),
     WorkedExample(
-        "int_ranges", "003 section 7, Table 4", "INT8 / INT4: ±127 / ±7",
+        "int_ranges", "docs/notes.md#number-formats", "INT8 / INT4: ±127 / ±7",
         _int_ranges, (127, 7), 0.0,
         "refimpl.int_formats.int_range: symmetric restricted ranges +-(2^(b-1) - 1) (docs/integer_formats.md)",
         beside=_int_ranges_beside,
     ),
     WorkedExample(
-        "int_step", "003 section 7, Table 4", "ULP@1: 1 / 1/16",
+        "int_step", "docs/notes.md#number-formats", "ULP@1: 1 / 1/16",
         _int_steps, (1 / 127, 1 / 7), 0.0,
-        "not in ERRATA.md: the step after scaling a unit with amax = 1 is 1/127 (INT8) and 1/7 (INT4); the "
-        "seed's '1 / 1/16' mixes the integer grid's step (1) with a fixed-point fraction's (2^-4)",
+        "docs/errata.md#x-int-step: the step after scaling a unit with amax = 1 is 1/127 (INT8) and 1/7 (INT4); the "
+        "notes' '1 / 1/16' mixes the integer grid's step (1) with a fixed-point fraction's (2^-4)",
         beside=_int_steps_beside,
     ),
     WorkedExample(
-        "int_matmul_int32_exact", "003 section 7, Table 4 (INT8 inference)",
+        "int_matmul_int32_exact", "docs/notes.md#number-formats",
         "integer matmul, int32 accumulation: exact",
         _int_matmul, (33_032_192, 33_031_184), 0.0,
         "refimpl.int_formats.int_matmul on 2048 products 127 x 127; the second figure is a float32 running "

@@ -15,7 +15,7 @@ from refimpl import rope as R
 
 from . import WorkedExample
 
-# --- seed 001 section 15.2: RoPE angles, d_k = 4, position m = 5 ----------------------------
+# --- docs/notes.md#rope: RoPE angles, d_k = 4, position m = 5 ----------------------------
 
 
 def _rope_angles():
@@ -25,14 +25,14 @@ def _rope_angles():
 
 
 def _rope_rotation():
-    """apply_rope on the basis vectors e_0 and e_2 at m = 5 (interleaved = the seed's pairs (2i, 2i+1))."""
+    """apply_rope on the basis vectors e_0 and e_2 at m = 5 (interleaved = the notes' pairs (2i, 2i+1))."""
     e = np.eye(4)[None, :, None, :]  # head h holds e_h
     y = refimpl.apply_rope(e, np.array([5]), layout="interleaved")
     return (f"R_5 e_0 = ({y[0, 0, 0, 0]:.5f}, {y[0, 0, 0, 1]:.5f}) = (cos 5, sin 5); "
             f"R_5 e_2 = ({y[0, 2, 0, 2]:.5f}, {y[0, 2, 0, 3]:.5f}) = (cos 0.05, sin 0.05)")
 
 
-# --- seed 000 Example 1: ring buffer of a 4096-key window over n = 16384 tokens ------------
+# --- docs/notes.md#sliding-window: ring buffer of a 4096-key window over n = 16384 tokens ------------
 
 N_E1, W_E1, D_E1 = 16384, 4096, 4096
 
@@ -59,10 +59,10 @@ def _ring_flops():
     full = _fill(KV.ContiguousCache(1, 1), N_E1)
     ring = _fill(KV.RingCache(1, 1, capacity=W_E1), N_E1)
     return (f"keys the last token attends to (nonzero weights): {full[1]:,} vs {ring[1]:,}; "
-            f"seed convention 2 d keys with d = 4096: {2 * D_E1 * full[1]:.3e} vs {2 * D_E1 * ring[1]:.3e} FLOPs")
+            f"the notes' convention 2 d keys with d = 4096: {2 * D_E1 * full[1]:.3e} vs {2 * D_E1 * ring[1]:.3e} FLOPs")
 
 
-# --- seed 003 section 4.10: per-step decode cost O(H t d_head), cache O(L d_model) ----------
+# --- docs/notes.md#mixer-costs: per-step decode cost O(H t d_head), cache O(L d_model) ----------
 
 H_DEC, DH_DEC, L_DEC = 4, 8, 32
 
@@ -84,7 +84,7 @@ def _decode_costs():
     return ratio, cache.stored_values / (L_DEC * H_DEC * DH_DEC)
 
 
-# --- seed 001 section 16.2: receptive field of stacked windows, w = 4, i = 10 ---------------
+# --- docs/notes.md#receptive-field: receptive field of stacked windows, w = 4, i = 10 ---------------
 
 
 def _receptive():
@@ -97,7 +97,7 @@ def _receptive_rule():
     return f"closed form [max(0, i - L w), i]: {rows} (tests check it against the boolean product for many i, w, L)"
 
 
-# --- seed 001 section 22.5: MLA key cache from actual caches (DeepSeek-V2 dims) --------------
+# --- docs/notes.md#mla: MLA key cache from actual caches (DeepSeek-V2 dims) --------------
 
 H_V2, DC_V2, DN_V2, DR_V2, DV_V2 = 128, 512, 128, 64, 128
 
@@ -113,7 +113,7 @@ def _mla_caches():
     MLA.mla_attention(x, W, absorbed=True, cache=latent)
     T = naive.length
     return {
-        "naive_keys_nope": naive.k[..., :DN_V2].size // T,  # h d_k of the seed
+        "naive_keys_nope": naive.k[..., :DN_V2].size // T,  # h d_k of the notes
         "naive_keys": naive.k.size // T,
         "naive_kv": (naive.k.size + naive.v.size) // T,
         "latent_c": latent.store.k[..., :DC_V2].size // T,
@@ -133,7 +133,7 @@ def _mla_beside():
             f"({c['naive_kv'] / c['latent']:.1f}x; the latent c_KV serves both)")
 
 
-# --- seed 001 section 22.5: DeepSeek-V2 236B total / 21B active -----------------------------
+# --- docs/notes.md#mla: DeepSeek-V2 236B total / 21B active -----------------------------
 
 # deepseek-ai/DeepSeek-V2 config.json (Hugging Face hub): hidden_size 5120, num_hidden_layers 60,
 # num_attention_heads 128, q_lora_rank 1536, kv_lora_rank 512, qk_nope_head_dim 128,
@@ -158,7 +158,7 @@ def _deepseek_v2_params():
     return total / 1e9, active / 1e9
 
 
-# --- seed 001 section 14.1: sinusoidal position encoding ------------------------------------
+# --- docs/notes.md#sinusoidal-encoding: sinusoidal position encoding ------------------------------------
 
 
 def _sinusoidal():
@@ -177,13 +177,13 @@ def _sinusoidal_beside():
 
 EXAMPLES = [
     WorkedExample(
-        "rope_angles", "001 section 15.2", "θ_0 = 1.0, θ_1 = 10000^(-2/4) ≈ 0.01; at m = 5: 5 rad and 0.05 rad",
+        "rope_angles", "docs/notes.md#rope", "θ_0 = 1.0, θ_1 = 10000^(-2/4) ≈ 0.01; at m = 5: 5 rad and 0.05 rad",
         _rope_angles, (1.0, 0.01, 5.0, 0.05), 1e-15,
         "theta_i = base^(-2i/d) with d = 4; angles are one float64 product of the integer position and theta_i",
         beside=_rope_rotation,
     ),
     WorkedExample(
-        "ring_buffer_cache", "000 Example 1", "cache size drops from n = 16384 to w = 4096 (4× reduction)",
+        "ring_buffer_cache", "docs/notes.md#sliding-window", "cache size drops from n = 16384 to w = 4096 (4× reduction)",
         _ring_cache, (16384, 4096, 4.0), 0.0,
         "a real RingCache of 4096 slots (window of 4096 keys including self, HF Mistral sliding_window) after "
         "16,384 tokens vs a contiguous cache; decoding through the ring equals full windowed attention "
@@ -191,7 +191,7 @@ EXAMPLES = [
         beside=_ring_flops,
     ),
     WorkedExample(
-        "decode_step_cost", "003 section 4.10 Table 2", "decoding at step t: O(H t d_head) time; cache O(L d_model)",
+        "decode_step_cost", "docs/notes.md#mixer-costs", "decoding at step t: O(H t d_head) time; cache O(L d_model)",
         _decode_costs, (2.0, 2.0), 0.0,
         "counted, not timed: a real token-by-token decode (H = 4, d_head = 8, 32 steps) runs through a "
         "ContiguousCache, and at every step t the count H x (keys the causal mask leaves the one query) x "
@@ -199,26 +199,26 @@ EXAMPLES = [
         "p.v); after L steps the cache holds exactly 2 L d_model values (K and V)",
     ),
     WorkedExample(
-        "receptive_field", "001 section 16.2", "w = 4, i = 10: [6..10] -> [2..10] -> [0..10]; rule [i - L w, i]",
+        "receptive_field", "docs/notes.md#receptive-field", "w = 4, i = 10: [6..10] -> [2..10] -> [0..10]; rule [i - L w, i]",
         _receptive, ((6, 10), (2, 10), (0, 10)), 0.0,
-        "boolean powers of the causal window mask (w keys before self: the seed's M_w, window (4, 0))",
+        "boolean powers of the causal window mask (w keys before self: the notes' M_w, window (4, 0))",
         beside=_receptive_rule,
     ),
     WorkedExample(
-        "mla_key_cache_actual", "001 section 22.5", "128 × 128 = 16,384 vs d_c = 512 per token: 32× smaller (keys)",
+        "mla_key_cache_actual", "docs/notes.md#mla", "128 × 128 = 16,384 vs d_c = 512 per token: 32× smaller (keys)",
         _mla_ratio, (16384, 512, 32.0), 0.0,
         "counted in the caches after running two tokens through refimpl.mla_attention with DeepSeek-V2's "
         "head dims: the naive cache's per-head keys (no-RoPE part) vs the absorbed form's latent c_KV",
         beside=_mla_beside,
     ),
     WorkedExample(
-        "deepseek_v2_params", "001 section 22.5", "236B total parameters, 21B active per token",
+        "deepseek_v2_params", "docs/notes.md#mla", "236B total parameters, 21B active per token",
         _deepseek_v2_params, (236.0, 21.0), 2.5e-2,
         "from DeepSeek-V2's published config (values in properties/examples/positions.py V2): 235.74B total, "
-        "21.38B active (untied embeddings counted in both); tolerance half a unit of the seed's last digit of 21B",
+        "21.38B active (untied embeddings counted in both); tolerance half a unit of the notes' last digit of 21B",
     ),
     WorkedExample(
-        "sinusoidal_encoding", "001 section 14.1", "PE(pos, 2i) = sin(pos / 10000^(2i/d)) (and cos at 2i + 1)",
+        "sinusoidal_encoding", "docs/notes.md#sinusoidal-encoding", "PE(pos, 2i) = sin(pos / 10000^(2i/d)) (and cos at 2i + 1)",
         _sinusoidal, (-0.95892, 0.28366, 0.04998, 0.99875), 0.0,
         "refimpl.positional.sinusoidal_encoding at pos = 5, d = 4, rounded to 5 digits: the RoPE angles 5 and "
         "0.05 rad again (docs/positional.md)", beside=_sinusoidal_beside,

@@ -1,4 +1,4 @@
-"""Vision worked examples (seed 001 sections 24.1-24.3), computed by refimpl.vision."""
+"""Vision worked examples (docs/notes.md#vision), computed by refimpl.vision."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _vit_params_beside():
     rows = ", ".join(f"ViT-{n}: {V.vit_params(**kw):,} without head, {V.vit_params(**kw, n_classes=1000):,} with"
                      for n, kw in VIT.items())
     l32 = V.vit_params(patch_size=32, d_model=1024, n_layers=24, d_mlp=4096, n_classes=1000)
-    return f"{rows}; ViT-L/32 with head {l32:,} (the seed's 307M)"
+    return f"{rows}; ViT-L/32 with head {l32:,} (the notes' 307M)"
 
 
 def _interp():
@@ -49,26 +49,26 @@ def _swin():
 
 EXAMPLES = [
     WorkedExample(
-        "vit_patches_196", "001 sections 24.1, 24.3", "224×224 image, 16×16 patches -> 196 patches (14 × 14)",
+        "vit_patches_196", "docs/notes.md#vision", "224×224 image, 16×16 patches -> 196 patches (14 × 14)",
         _patches, (196, (196, 768)), 0.0,
         "refimpl.vision.num_patches and patchify (docs/vision.md)", beside=_patches_beside,
     ),
     WorkedExample(
-        "vit_parameter_counts", "001 section 24.2", "ViT-Base 86M, ViT-Large 307M, ViT-Huge 632M params",
+        "vit_parameter_counts", "docs/notes.md#vision", "ViT-Base 86M, ViT-Large 307M, ViT-Huge 632M params",
         _vit_params, (86.6, 304.3, 632.0), 0.0,
-        "not in ERRATA.md: counted with patch and position embeddings, the class token, all biases, LayerNorms "
+        "docs/errata.md#x-vit-params: counted with patch and position embeddings, the class token, all biases, LayerNorms "
         "and a 1000-class head (refimpl.vision.vit_params, checked against HF ViTModel); millions. B/16 (86.6M) "
-        "and H/14 (632.0M) match; L/16 has 304.3M, the seed's 307M is L/32's 306.5M",
+        "and H/14 (632.0M) match; L/16 has 304.3M, the notes' 307M is L/32's 306.5M",
         beside=_vit_params_beside,
     ),
     WorkedExample(
-        "vit_pos_embed_interpolation", "001 section 24.3", "resize position embeddings at fine-tune time",
+        "vit_pos_embed_interpolation", "docs/notes.md#vision", "resize position embeddings at fine-tune time",
         _interp, (577, True), 0.0,
         "14 x 14 grid to 24 x 24 (224 -> 384 pixels): 1 + 576 rows; resizing to the same grid returns the "
         "embeddings unchanged (bicubic weights 0, 1, 0, 0 at the sample points)",
     ),
     WorkedExample(
-        "swin_window_cost", "001 section 24.2", "reduces complexity from O(HW)^2 to O(HW·M^2)",
+        "swin_window_cost", "docs/notes.md#vision", "reduces complexity from O(HW)^2 to O(HW·M^2)",
         _swin, (153_664, 9_834_496, 64), 0.0,
         "scores per head at 56 x 56 patches (Swin's first stage) with M = 7: H W M^2 in windows vs (H W)^2 globally",
     ),

@@ -2,8 +2,8 @@
 
 GShard (Lepikhin et al. 2020, section 3.2: the all-to-all around the expert
 computation), DeepSpeed-MoE (deepspeed/moe/sharded_moe.py ``MOELayer.forward``:
-``_AllToAll`` before and after the experts), seed 003 section 8.8 ("the all to
-all trick": dispatch tokens -> owning expert rank, combine outputs -> original
+``_AllToAll`` before and after the experts), docs/notes.md#expert-parallel (the
+all-to-all: dispatch tokens -> owning expert rank, combine outputs -> original
 order). Expert e lives on rank ``owner[e]``; rank r holds T_r tokens x_r, the
 (replicated) router weight W and only its own experts.
 
@@ -35,7 +35,7 @@ Capacity convention (named; both exist):
               Orders that rank by score across the batch (priority, per-expert
               top-C) would need the scores exchanged and are refused.
 
-Rerouting (``reroute=True``, seed 003 8.8; ``refimpl.moe.reroute_dropped``):
+Rerouting (``reroute=True``, docs/notes.md#expert-parallel; ``refimpl.moe.reroute_dropped``):
 under the local convention each rank moves its dropped assignments to backup
 experts with free slots before dispatch, exactly as the single-process rule
 does on its tokens. Under the global convention a backup's free slots depend on

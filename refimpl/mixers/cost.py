@@ -1,7 +1,7 @@
 """State size and multiply-accumulates (MACs) per token of each mixer, beside softmax attention.
 
 Convention: one MAC = one multiply (with or without its add); ``2 * macs`` is the usual FLOP count
-(ERRATA 3's convention). Counts are per head and per sequence, float values (not bytes); exps,
+(docs/errata.md#e3's convention). Counts are per head and per sequence, float values (not bytes); exps,
 divisions and feature maps are listed separately where they matter, never mixed into MACs.
 
 Per generated token at step t (t tokens already in context, recurrent / decoding form):
@@ -15,10 +15,10 @@ Per generated token at step t (t tokens already in context, recurrent / decoding
 | RWKV-4 WKV (stable)         | 3 per channel (p, q, o)   | 6 per channel, 4 exps          |
 | Mamba selective scan        | P N per head              | 4 P N (+ P for D), P N exps    |
 
-Whole sequences of length n (seed 001 17.1: O(n d_phi d_v) against O(n^2 d)):
+Whole sequences of length n (docs/notes.md#linear-attention: O(n d_phi d_v) against O(n^2 d)):
 causal softmax attention n (n + 1) / 2 (d + d_v) MACs; linear attention 2 n d_phi d_v.
-Seed 003 4.10 Table 1/2 as exact counts: :func:`attention_table` (cross-attention costs
-B H Lq Lk d_head; the seed's extra factor L is ERRATA 18).
+The notes' cost tables as exact counts (docs/notes.md#mixer-costs): :func:`attention_table` (cross-attention
+costs B H Lq Lk d_head; the notes' extra factor L is docs/errata.md#e18).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def sequence_macs_linear(n: int, d_phi: int, d_v: int) -> int:
 
 
 def attention_table(B: int, H: int, L: int, d_head: int, *, Lq=None, Lk=None, t=None) -> dict:
-    """Seed 003 4.10 Tables 1-2 as exact MAC / value counts (d_model = H d_head).
+    """The notes' cost tables (docs/notes.md#mixer-costs) as exact MAC / value counts (d_model = H d_head).
 
     Keys: "projections" (Q, K, V: 3 B L d_model^2), "scores" (B H L^2 d_head), "softmax"
     (B H L^2 exps), "weighted_sum" (B H L^2 d_head), "output_projection" (B L d_model^2),

@@ -12,7 +12,7 @@ Transposed (V x K) this is Schlag et al. 2021 / Yang et al. 2024 ("Parallelizing
 Transformers with the Delta Rule over Sequence Length", eq. 1):
 S_t = S_{t-1}(I - beta_t k_t k_t^T) + beta_t v_t k_t^T. Gated: Yang, Kautz, Hatamizadeh 2025
 ("Gated Delta Networks"), S_t = S_{t-1}(alpha_t (I - beta_t k_t k_t^T)) + beta_t v_t k_t^T,
-alpha_t = exp(g_t). ERRATA 10: seed 001 18.2's "delta attention" S_t = gamma S_{t-1} + beta
+alpha_t = exp(g_t). docs/errata.md#e10: the notes' "delta attention" S_t = gamma S_{t-1} + beta
 phi(k) v^T has no -beta k k^T S term: it is gated linear attention
 (:mod:`refimpl.mixers.gated`), not the delta rule.
 

@@ -35,13 +35,14 @@ the cumulative sum G (G_t - G_j = 0 for the small gates after it: a silent wrong
 Inputs whose exact outputs or states exceed float64 range are a ValueError naming the arrays,
 never inf or NaN.
 
-Conventions (named; CONVENTIONS in the README table "Linear-time mixers"):
+Conventions (named; docs/conventions.md#mixer-presets):
 
 * layout (B, H, L, D) as attention: q, k (B, H, L, K), v (B, H, L, V), state (B, H, K, V).
   flash-linear-attention's naive references take (B, L, H, D) (``fla/ops/gla/naive.py``
   ``naive_recurrent_gla``, fla 0.5.2) except ``naive_retention`` and ``delta_rule`` (B, H, L, D).
 * ``scale`` multiplies q; default K^-0.5 as fla (``naive_recurrent_gla``:
-  ``scale = K ** -0.5``). Katharopoulos et al. and the seeds use no scale: pass ``scale=1``.
+  ``scale = K ** -0.5``). Katharopoulos et al. and the notes use no scale: pass ``scale=1``
+  (docs/notes.md#linear-attention).
 * state updated before the output (fla ``naive_recurrent_gla``: ``h = h * gk.exp() + kv``
   then ``o = q h``); the "read before write" variant is a different layer, not a preset.
 """

@@ -1,7 +1,7 @@
 """Linear attention (Katharopoulos et al. 2020) and Performer's FAVOR+ features (Choromanski et al. 2021).
 
 Replace exp(q.k) by a kernel phi(q).phi(k) and attention becomes a recurrence
-(seed 001 17.1-17.3, seed 003 4.10)::
+(docs/notes.md#linear-attention)::
 
     S_t = S_{t-1} + phi(k_t) v_t^T          (d_phi x d_v)
     z_t = z_{t-1} + phi(k_t)                (d_phi; the normaliser's state)
@@ -28,7 +28,7 @@ of W x - |x|^2/2 per query row (queries) or over all keys (keys). google-researc
 ``performer/fast_attention/jax/fast_attention.py`` ``nonnegative_softmax_kernel_feature_creator``
 takes the max of W x alone (a different constant, equally cancelled) and adds
 ``numerical_stabilizer`` (1e-6 in ``make_fast_softmax_attention``) to every feature, which this
-spec leaves out (it biases the estimate). ERRATA 8: the seed's phi(x) = exp(w.x)/sqrt(m) (no -|x|^2/2) has
+spec leaves out (it biases the estimate). docs/errata.md#e8: the notes' phi(x) = exp(w.x)/sqrt(m) (no -|x|^2/2) has
 E[phi(q).phi(k)] = E_w[exp(w.(q+k))] = exp(|q+k|^2/2), not exp(q.k).
 Softmax attention's exp(q.k / sqrt(d)) is matched by feeding x / d^(1/4) to phi.
 """
@@ -49,7 +49,7 @@ FEATURE_MAPS = {
 
 #: Default epsilon of the normaliser: fla ``fla/ops/linear_attn/naive.py``
 #: ``naive_recurrent_linear_attn(normalize=True)`` adds 1e-10 to the denominator (fla 0.5.2);
-#: seed 003 4.10 writes "+ epsilon" without a value.
+#: the notes write "+ epsilon" without a value (docs/notes.md#linear-attention).
 NORMALISER_EPS = 1e-10
 
 

@@ -12,7 +12,7 @@ BlinkDL RWKV-LM ``RWKV-v4/cuda/wkv_cuda.cu`` ``kernel_forward``, commit 524481d)
   past token (j = t-1) is not decayed at all; token j < t carries e^{(t-1-j) w}.
 * ``u`` (``time_first``) is a bonus used only for the current token t, never for past ones.
 * keys are per channel: exp(k_jc), no dot product with r. Receptance r enters only through
-  sigmoid(r_t) outside the average. ERRATA 9: seed 001 20.2 writes weights exp(r_t . k_j -
+  sigmoid(r_t) outside the average. docs/errata.md#e9: the notes write weights exp(r_t . k_j -
   (t-j) w) and claims the recurrence s_t = e^{-w} s_{t-1} + e^{r_t . k_t} v_t computes them;
   that holds only when r_t is the same for every t (the past terms were added with their own
   r_j, not r_t).

@@ -20,9 +20,9 @@ Forms, all equal to the definition:
   associative, in ceil(log2 L) doubling steps (Hillis-Steele; Blelloch 1990; Smith et al. 2023 S5);
 * ``"convolution"``: only when delta, B and C do not depend on t (a time-invariant SSM):
   x_t = sum_{j<=t} Abar^{t-j} Bbar u_j, so y_t = sum_{j=0}^{t} Kbar_{t-j} u_j + D u_t with
-  the kernel Kbar_k = sum_n C_n Abar_n^k Bbar_n, k = 0, 1, ... (seed 001 19.2 writes
+  the kernel Kbar_k = sum_n C_n Abar_n^k Bbar_n, k = 0, 1, ... (the notes write
   y_t = sum_{j<t} C A^{t-j-1} B u_j: one step off from its own recurrence s_t = A s_{t-1} + B u_t,
-  which includes the j = t term with A^0; ERRATA 15). Computed directly here; an FFT gives
+  which includes the j = t term with A^0; docs/errata.md#e15). Computed directly here; an FFT gives
   the same sum in O(L log L).
 
 Layout (B, H, L, P) as attention: H heads of P channels (Mamba-1's d_inner channels are

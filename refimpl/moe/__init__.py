@@ -12,7 +12,7 @@ Modules (each readable on its own):
     forward        moe_forward (sparse / dense tensors) and the dense definition
     grads          exact Jacobians and VJPs; loss gradients
     expert_choice  expert-choice routing (Zhou et al. 2022)
-    reroute        dropped assignments moved to a backup expert (seed 003 8.8)
+    reroute        dropped assignments moved to a backup expert (docs/notes.md#expert-parallel)
 
 The router takes raw logits (T, E), never probabilities.
 """

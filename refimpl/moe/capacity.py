@@ -10,8 +10,8 @@ Formula (the spec's general rule, every part a named keyword):
 with round_mode one of ``"floor"`` (Megablocks, Switch/Mesh TF), ``"ceil"``
 (DeepSpeed) or ``"round"`` (round half to even, as Python's ``round``).
 
-The two readings in the seeds are both instances (ERRATA 4): seed 000 section 5
-writes ``C = tokens / E * cf`` (``k_in_capacity=False``), seed 000 Problem 3 writes
+The two readings in the notes are both instances (docs/errata.md#e4, docs/notes.md#capacity): one
+writes ``C = tokens / E * cf`` (``k_in_capacity=False``), the other
 ``C = tokens * k / E * cf`` (``k_in_capacity=True``, the default here).
 
 Arithmetic: the product ``factor * k * tokens / experts`` is evaluated exactly
@@ -68,9 +68,9 @@ def capacity(
     then at most ``max_capacity`` (None: no upper bound).
 
     ``tokens`` is the number of tokens routed together (the group or batch,
-    padding included, as every library listed in CONVENTIONS.md counts it).
+    padding included, as every library in docs/conventions.md#moe-presets counts it).
 
-    Seed 000 Problem 3: ``capacity(1024, 16, k=2, factor=1.25) == 160``.
+    docs/notes.md#capacity: ``capacity(1024, 16, k=2, factor=1.25) == 160``.
     """
     tokens = _check_int(tokens, "tokens", minimum=0)
     experts = _check_int(experts, "experts", minimum=1)

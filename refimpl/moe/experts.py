@@ -2,8 +2,8 @@
 
 Row convention: a token is a row vector x (D,), a batch is X (N, D).
 
-    FFN:     y = act(x W1 + b1) W2 + b2          W1 (D, H), W2 (H, D)   (seed 000 sec. 3:
-                                                  "d x 4d + 4d x d", 8 d^2 weights for H = 4d)
+    FFN:     y = act(x W1 + b1) W2 + b2          W1 (D, H), W2 (H, D)   (docs/notes.md#moe-parameters:
+                                                  d x 4d + 4d x d, 8 d^2 weights for H = 4d)
     SwiGLU:  y = (silu(x Wg) * (x Wu)) Wd         Wg, Wu (D, H), Wd (H, D)
              (Shazeer 2020; HF Mixtral w1 = gate, w3 = up, w2 = down; 3 D H weights)
 

@@ -1,6 +1,6 @@
-"""The MoE layer forward: y_t = sum_j g_tj FFN_{e_tj}(x_t)  (seed 000 sec. 3, seed 001 21.1).
+"""The MoE layer forward: y_t = sum_j g_tj FFN_{e_tj}(x_t)  (docs/notes.md#moe-router).
 
-Router: z = x W_g^T with ``router_weight`` W_g of shape (E, D) (the seed's
+Router: z = x W_g^T with ``router_weight`` W_g of shape (E, D) (the notes'
 W_g in R^{E x d}; torch ``nn.Linear(D, E).weight``). Routing: :func:`route`
 with any preset or conventions. Dropped choices contribute nothing; a token
 whose choices are all dropped gets y_t = 0 (the residual connection around the

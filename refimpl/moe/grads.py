@@ -5,7 +5,7 @@ away from the boundaries where two scores tie (the k-th and (k+1)-th expert of
 a token, or two tokens competing for a slot under a probability-based drop
 order) they do not move, so the derivative of the forward function is the
 derivative with the selection held fixed. That is what this module computes.
-It is *not* a straight-through estimator: seed 001 21.1 suggests letting the
+It is *not* a straight-through estimator: the notes (docs/notes.md#moe-router) suggest letting the
 gradient flow "through all softmax probabilities"; that is a different (biased)
 rule, and the properties show it differs from the true derivative.
 
@@ -28,8 +28,8 @@ gradient). The MoE output y = sum_j g_j FFN_{e_j}(x) then has
 
     dy/dz_b = sum_j FFN_{e_j}(x) dg_j/dz_b = g_b (FFN_b(x) - y)    (b selected)
 
-whose diagonal factor g_b (1 - g_b) is the seed's formula: it is only the
-diagonal of the softmax Jacobian (ERRATA 7). Raw gates (normalize="none") have
+whose diagonal factor g_b (1 - g_b) is the notes' formula: it is only the
+diagonal of the softmax Jacobian (docs/errata.md#e7). Raw gates (normalize="none") have
 dg_j/dz_b = p_{e_j} (delta(e_j, b) - p_b) for every b: unselected logits do
 get gradient, through the softmax denominator.
 
@@ -38,7 +38,7 @@ Balance loss with f held constant (f is a count of argmax decisions):
     dL/dz_tb = (alpha c / T) * sum_e f_e J[t, e, b]
              = (alpha c / T) p_tb (f_b - sum_e f_e p_te)        (softmax)
 
-which for c = E is the formula in CONVENTIONS.md.
+which for c = E is the usual form (docs/conventions.md#moe-defaults).
 """
 
 from __future__ import annotations

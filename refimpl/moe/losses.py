@@ -1,7 +1,7 @@
 """Auxiliary router losses: the product balance loss and its variants, CV^2, z-loss,
 and the importance and load losses of noisy top-k gating (Shazeer et al. 2017).
 
-Product balance loss (Switch Transformer eqs. 4-6; seed 000 section 4):
+Product balance loss (Switch Transformer eqs. 4-6; docs/notes.md#balance-loss):
 
     L = alpha * c * sum_e f_e * P_e
 
@@ -14,14 +14,14 @@ Product balance loss (Switch Transformer eqs. 4-6; seed 000 section 4):
          DeepSeek-V3's s' for sigmoid scores and equals p for softmax)
     c    the normalisation: ``scale="E"`` (Switch, GShard, Mixtral, flaxformer),
          ``"E/k"`` (DeepSpeed top-k, Megablocks, DeepSeek f'_i = E/(kT) count_i),
-         ``"1"`` (seed 001 21.2, r_e without the E factor) or ``"1/E"``
+         ``"1"`` (the notes' other form, r_e without the E factor, docs/errata.md#e5) or ``"1/E"``
          (fairscale: ``mean_e(me * ce)``)
 
 Value under uniform routing (P_e = 1/E and f_e = m/E with m = k for k-hot, 1
 for top-1): ``alpha * c * m / E``. So E with top-1 f gives alpha (Switch), E
 with k-hot f gives alpha*k (Mixtral, flaxformer), E/k with k-hot f gives alpha
-(DeepSpeed top-k, DeepSeek), "1" with k-hot f gives alpha*k/E (seed 001),
-"1/E" with top-1 f gives alpha/E^2 (fairscale). ERRATA 5.
+(DeepSpeed top-k, DeepSeek), "1" with k-hot f gives alpha*k/E (the notes' no-E form),
+"1/E" with top-1 f gives alpha/E^2 (fairscale). docs/errata.md#e5.
 
 ``groups``: the T tokens are G consecutive equal groups (sequences for
 DeepSeek's sequence-wise loss, token groups for flaxformer); the loss is the
@@ -33,7 +33,7 @@ the means run over real tokens only (HF ``load_balancing_loss_func`` with an
 attention mask). Several libraries differ here (see each preset's notes).
 
 CV^2 (Shazeer et al. 2017; tensor2tensor ``cv_squared``): population variance
-over mean squared, ``var(x) / (mean(x)^2 + eps)``, eps = 1e-10. The seeds'
+over mean squared, ``var(x) / (mean(x)^2 + eps)``, eps = 1e-10. The notes'
 "alpha * CV(f)^2" is ``alpha * cv_squared(f)``. With sum_e f_e = 1,
 ``E * sum_e f_e^2 = 1 + CV(f)^2`` (exactly, with eps = 0).
 
@@ -83,7 +83,7 @@ def scale_factor(scale: str, num_experts: int, k: int) -> float:
 def product_balance_loss(f, P, *, alpha=1.0, scale="E", k=1) -> float:
     """alpha * c * sum_e f_e P_e from the statistics themselves (f, P of shape (E,)).
 
-    Seed 000 Example 3: f = [100, 80, 50, 26] / 256, P = [0.35, 0.30, 0.22, 0.13],
+    docs/notes.md#balance-loss: f = [100, 80, 50, 26] / 256, P = [0.35, 0.30, 0.22, 0.13],
     alpha = 0.01, scale "E": 0.01147.
     """
     f = as_float_array(f, "f", ndim=1, shape_doc="(E,)", min_size={0: 1})
@@ -217,7 +217,7 @@ def cv_squared(x, *, eps: float = CV_EPS) -> float:
     Scale invariant (up to eps) and 0 iff all entries are equal. A single entry
     gives 0. (Tutel's ``load_importance_loss`` uses torch's default *sample*
     variance instead; this spec pins the population variance of tensor2tensor's
-    ``cv_squared`` and CONVENTIONS.md.)
+    ``cv_squared`` and docs/conventions.md#moe-defaults.)
     """
     x, eps = _check_cv(x, eps)
     m = x.mean()
@@ -240,7 +240,7 @@ def _check_cv(x, eps, name="x"):
 
 def cv_squared_loss(routing, *, alpha=1.0, of="loads") -> float:
     """alpha * CV^2 of the expert loads (fractions f, k-hot, pre-drop) or importance
-    (sum over real tokens of the probabilities). The seeds' alpha * CV(f)^2."""
+    (sum over real tokens of the probabilities). The notes' alpha * CV(f)^2 (docs/notes.md#balance-loss)."""
     routing = V.routing(routing)
     alpha = _check_alpha(alpha)
     V.choice(of, "of", ("loads", "importance"))

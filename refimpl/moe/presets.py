@@ -135,7 +135,7 @@ class Preset:
                  as a function of (k, E), for alpha = 1
     pool:        how the library combines layers' balance losses
     z_loss:      the router z-loss form, or None
-    notes:       what is not reproduced, and disagreements with CONVENTIONS.md
+    notes:       what is not reproduced, and disagreements with docs/conventions.md#moe-presets
     """
 
     name: str
@@ -239,7 +239,7 @@ deepspeed_top1 = Preset(
     notes="Raw top-1 probability as gate. Capacity ceil((S/E) * cf) in float32, at least "
           "min_capacity = 8 (TopKGate default). WHICH tokens survive an over-full expert is not "
           "specified: with use_rts=False DeepSpeed keeps the tokens torch.topk returns over a 0/1 "
-          "mask (not position order; CONVENTIONS.md observed it differ in 190 of 200 cases) and "
+          "mask (not position order; it differed in 190 of 200 cases, docs/conventions.md#observed-behaviour) and "
           "then renumbers survivors by cumsum. This preset promises only: indices, counts, the "
           "number kept per expert (min(count, C)), the gates of kept tokens, the loss, and the "
           "no-drop case; its k_major choice of survivors is the spec's. use_rts=True is "
@@ -423,8 +423,8 @@ tutel = Preset(
           "clamp at eps). Positions "
           "k-major (acc_base of earlier choices). Capacity k * int(cf * ceil(S/E)), rounded up to "
           "`alignment`; cf = 0 is dropless, cf < 0 (a bound on the dropless capacity) is not "
-          "encoded. gshard_loss is E * sum_e P_e f_e with top-1 f (uniform 1; CONVENTIONS.md says "
-          "'/k', the source has top-1 f). load_importance_loss uses torch's sample variance.",
+          "encoded. gshard_loss is E * sum_e P_e f_e with top-1 f (uniform 1; an earlier conventions "
+          "table said '/k', the source has top-1 f). load_importance_loss uses torch's sample variance.",
 )
 
 ALL = {p.name: p for p in (switch, flaxformer, gshard, deepseek_v2, deepseek_v3, deepspeed_top1,

@@ -1,7 +1,7 @@
-"""Rerouting dropped assignments to a backup expert (seed 003 section 8.8, "Rerouting").
+"""Rerouting dropped assignments to a backup expert (docs/notes.md#expert-parallel).
 
-Seed 003 8.8 names two fates for the assignments over an expert's capacity:
-dropping (Switch) and rerouting, "excess tokens are sent to a backup expert".
+The notes name two fates for the assignments over an expert's capacity:
+dropping (Switch) and rerouting, which sends the excess to a backup expert.
 This module pins rerouting as a second pass after :func:`route`'s dropping:
 
     fill[e] = kept assignments of e after dropping              (<= C)

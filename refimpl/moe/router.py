@@ -5,7 +5,7 @@ expert (z = x W_g^T, W_g of shape (E, D)). It never takes probabilities: a softm
 probabilities (a "double softmax") flattens the distribution and is a real bug
 this spec's properties catch.
 
-For each token t (seed 000 section 3, seed 001 21.1; names follow the seeds):
+For each token t (docs/notes.md#moe-router; names follow the notes):
 
     p_t   = softmax(z_t)                 score="softmax" (float64)
           = sigmoid(z_t)                 score="sigmoid" (DeepSeek-V3)
@@ -39,7 +39,7 @@ e before dropping. With capacity C, each expert keeps at most C assignments;
     per_expert_top_prob  each expert keeps the C assignments with the highest
                          p_te (ties: lower token index); positions then count
                          kept assignments in token order (DeepSpeed top-k
-                         drop_policy="probs" as CONVENTIONS.md reads it; the
+                         drop_policy="probs" as docs/conventions.md#moe-presets reads it; the
                          next order is what its code computes).
     per_expert_top_masked_logit
                          what DeepSpeed ``topkgating(drop_policy="probs")``
@@ -62,7 +62,7 @@ order. Tokens masked out by ``padding_mask`` make no assignments: they are not
 counted, take no slot, have kept False, gate 0 and position -1 (their top-k
 ``indices`` are still reported).
 
-Gates. ``normalize`` (ERRATA 14: both forms exist, each is named):
+Gates. ``normalize`` (docs/errata.md#e14: both forms exist, each is named):
 
     none         g_tj = w_tj * kept_tj                        (Switch, DeepSeek-V2)
     before_drop  g_tj = w_tj / sum_i w_ti * kept_tj           (GShard legacy, Tutel)

@@ -13,7 +13,7 @@ head dims that are not a power of two, softcap, extreme scores (the running
 max changes between tiles), ties in router logits, k = E, capacity 0, every
 token to one expert, padding, token_major order, sigmoid scores.
 
-Tolerances (CONVENTIONS.md, Tolerances): float outputs against the float64
+Tolerances (docs/conventions.md#tolerances): float outputs against the float64
 spec within 2x the error of a naive float32 NumPy computation plus a noise
 floor of 8 float32 units of roundoff (2^-24) of the output's scale
 (``properties.attention_lowp.kernel_bounds`` for attention; the same rule

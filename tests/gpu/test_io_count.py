@@ -60,7 +60,7 @@ def test_instrumented_kernel_io_equals_formula(case):
 
 
 def test_seed000_problem2_figure():
-    """Seed 000 Problem 2 at n = 4096, B_r = B_c = 128, d = 64, one head: the formula
+    """docs/notes.md#tile-traffic at n = 4096, B_r = B_c = 128, d = 64, one head: the formula
     the kernel was just shown to follow gives 1024 tile pairs and 266,240 d reads."""
     f = forward_io(4096, 4096, 64, block_q=128, block_k=128)
     assert f.tile_pairs == 32 * 32 == 1024
