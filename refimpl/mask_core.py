@@ -334,12 +334,13 @@ def window_from_keys_including_self(W: int) -> tuple[int, int]:
 
 
 def window_from_seed_mw(w: int) -> tuple[int, int]:
-    """Seed 000 section 1, ``M_w``: ``max(0, i-w) <= j <= i`` -> (w, 0): w + 1 keys incl. self."""
+    """The notes' ``M_w``: ``max(0, i-w) <= j <= i`` -> (w, 0): w + 1 keys incl. self
+    (docs/notes.md#sliding-window)."""
     return (_extent(w, "w"), 0)
 
 
 def seed_inverted_causal() -> Mask:
-    """The causal mask as printed in seed 001 section 14.5 (ERRATA 1): visible iff i < j.
+    """The causal mask as printed in the notes (docs/errata.md#e1): visible iff i < j.
 
     Kept only to demonstrate the pitfall: it hides the past and the diagonal
     and exposes the future. Never use it as a spec.
