@@ -27,7 +27,8 @@ The fast forms, each tested equal to these within a derived bound
 ``refimpl.attention`` / ``attention_backward`` / ``attention_probs`` (chunked,
 threaded, rescaled near the float64 range: ``refimpl.sdpa``),
 ``refimpl.flash_attention`` FA1 / FA2 and ``flash_attention_backward`` (tiled:
-``refimpl.flash``), ``refimpl.split_kv_attention`` (split-KV).
+``refimpl.flash``), ``refimpl.split_kv_attention`` (split-KV), and ring attention (forward and
+backward) and Ulysses over simulated ranks (``refimpl.distributed``).
 
 Arguments and errors are those of ``refimpl.attention`` (checks in
 ``refimpl._validate``). The definition materialises (B, Hq, Lq, Lk) and

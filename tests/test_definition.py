@@ -2,8 +2,9 @@
 
 Fast forms: ``refimpl.attention`` / ``attention_probs`` / ``attention_backward`` (chunked, threaded,
 rescaled by powers of two near the float64 range), ``flash_attention`` FA1 and FA2 and
-``flash_attention_backward`` (tiled, any block sizes, block skipping on and off), and
-``split_kv_attention`` (any partition of the keys). Cases are drawn by Hypothesis: GQA, causal in both
+``flash_attention_backward`` (tiled, any block sizes, block skipping on and off),
+``split_kv_attention`` (any partition of the keys), and the distributed forms over simulated ranks:
+ring attention forward and backward (any contiguous sharding) and Ulysses (self-attention only). Cases are drawn by Hypothesis: GQA, causal in both
 alignments, windows, bool-array and predicate masks with fully masked rows, softcap, bias with -inf
 entries, dropout, and magnitudes of q, k, v and dout across the float64 range (scores near 1, and
 scores up to about 1e300 with or without softcap).
@@ -345,3 +346,50 @@ def test_definition_rejects_like_the_fast_form():
         with pytest.raises(type(fast.value)) as ref:
             attention_definition(q, k, v, **kw)
         assert str(ref.value) == str(fast.value)
+
+
+# ----------------------------------------------------------------------------
+# distributed forms: ring and Ulysses attention over simulated ranks (self-attention, Lq = Lk)
+
+
+@st.composite
+def distributed_cases(draw):
+    q, k, v, kw, dout = draw(cases(backward=True))
+    L = min(q.shape[2], k.shape[2])
+    q, k, v, dout = q[:, :, :L], k[:, :, :L], v[:, :, :L], dout[:, :, :L]
+    kw = {n: x for n, x in kw.items() if n in ("causal", "window", "scale", "softcap")}
+    if draw(st.booleans()):
+        kw["mask"] = M.Causal("top_left") | M.SlidingWindow(1, 1)
+    P = draw(st.integers(1, min(L, 4)))
+    cuts = sorted(draw(st.lists(st.integers(1, L - 1), min_size=P - 1, max_size=P - 1, unique=True))) if P > 1 else []
+    sizes = [b - a for a, b in zip([0] + cuts, cuts + [L])]
+    return q, k, v, kw, dout, sizes
+
+
+@FORWARD_SETTINGS
+@given(distributed_cases())
+def test_distributed_forms_equal_the_definition(case):
+    from refimpl.distributed import ring as R, sharding as SH, ulysses as U
+
+    q, k, v, kw, dout, sizes = case
+    positions = SH.contiguous(sizes)
+    want = _definition(attention_definition, q, k, v, **kw)
+    want_grads = _definition(attention_backward_definition, q, k, v, dout, **kw)
+    ring = _fast_or_refusal(lambda: R.ring_attention(q, k, v, positions, **kw)[:2], want,
+                            lambda: error_bounds(q, k, v, kw))
+    L, Pu = q.shape[2], (2 if k.shape[1] % 2 == 0 and q.shape[2] >= 2 else 1)  # Ulysses: P divides the heads
+    ulysses = _fast_or_refusal(lambda: U.ulysses_attention(q, k, v, SH.contiguous([L // Pu] * (Pu - 1) + [L - L // Pu * (Pu - 1)]),
+                                                           **kw), want, lambda: error_bounds(q, k, v, kw))
+    grads = _fast_or_refusal(lambda: R.ring_attention_backward(q, k, v, dout, positions, **kw), want_grads,
+                             lambda: error_bounds(q, k, v, kw, dout))
+    assume(want is not None)
+    out_b, lse_b = error_bounds(q, k, v, kw)
+    for name, got in (("ring", ring), ("ulysses", ulysses)):
+        if got is not None:
+            assert_within(f"{name} out", got[0], want[0], 2 * out_b)
+            assert_within(f"{name} lse", got[1], want[1], 2 * lse_b)
+    if grads is not None and want_grads is not None:
+        with np.errstate(over="ignore"):
+            bound = error_bounds(q, k, v, kw, dout)
+        for g, w, b, n in zip(grads, want_grads, bound, ("dq", "dk", "dv")):
+            assert_within(f"ring backward {n}", g, w, 2 * b)
