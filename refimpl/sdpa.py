@@ -58,7 +58,7 @@ from . import masks as _masks
 from ._parallel import map_blocks
 from ._problem import (AttentionMask, _fold, _grads_back_to_scale, _merge_heads, _real_4d, _Setup,  # noqa: F401
                        _softcap_grad, _split_heads, _unit_scaled)
-from ._validate import check_budget, check_qkv_shapes, check_real_4d, check_window  # noqa: F401 (API)
+from ._validate import check_budget, check_qkv_shapes, check_real_4d, check_window, same_shape  # noqa: F401 (API)
 from .softmax import _softmax_lse
 
 
@@ -181,8 +181,7 @@ def attention_backward(
     """
     st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
     dout = _real_4d(dout, "dout")
-    if dout.shape != (st.B, st.Hq, st.Lq, st.Dv):
-        raise ValueError(f"dout: expected shape {(st.B, st.Hq, st.Lq, st.Dv)}, got {dout.shape}")
+    same_shape(dout, (st.B, st.Hq, st.Lq, st.Dv), "dout")
     dout, e_do = _unit_scaled(dout)
     vs, e_v = _unit_scaled(st.v)
     do5 = _split_heads(dout, st.Hkv)
