@@ -80,7 +80,8 @@ class Problem:
         q, k = self.q5(qs), self.k[:, :, ks]
         a, b = _exponent(q), _exponent(k)
         with np.errstate(over="ignore"):
-            R = np.ldexp(np.einsum("bhgqd,bhkd->bhgqk", np.ldexp(q, -a), np.ldexp(k, -b)) * self.scale, a + b)
+            dot = np.matmul(np.ldexp(q, -a), np.ldexp(k, -b).swapaxes(-1, -2)[:, :, None])  # (B, Hkv, G, nq, nk)
+            R = np.ldexp(dot * self.scale, a + b)
             S = R if self.softcap is None else self.softcap * np.tanh(R / self.softcap)
         if self.bias is not None:
             S = S + split_heads(np.broadcast_to(_tile(self.bias, qs, ks),
