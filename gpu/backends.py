@@ -23,6 +23,33 @@ class Backend:
     def flash_attention(self, q, k, v, out, lse, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):  # pragma: no cover
+        raise NotImplementedError
+
+    def split_kv_attention(self, q, k, v, edges, out, lse, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):  # pragma: no cover
+        raise NotImplementedError
+
+    def norm(self, kind, x, w, b, y, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def rope(self, x, cos, sin, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def moe_permute(self, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch):  # pragma: no cover
+        raise NotImplementedError
+
+    def moe_gemm(self, xp, w, w2, bias, offsets, out, act, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def moe_combine(self, rows, row_of, gates, y, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def gla(self, q, k, v, g, s0, o, s_out, launch):  # pragma: no cover - interface
+        raise NotImplementedError
+
     def route(self, logits, token_mask, outs, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -45,8 +72,9 @@ class NumbaBackend(Backend):
     name = "numba"
 
     def __init__(self, attention: types.ModuleType | None = None, routing: types.ModuleType | None = None,
-                 label: str = "numba"):
+                 label: str = "numba", **modules: types.ModuleType):
         self._attention, self._routing, self.name = attention, routing, label
+        self._modules = modules  # other kernels by name (e.g. attention_backward=...), mutants included
 
     def _module(self, which: str):
         try:
@@ -57,6 +85,12 @@ class NumbaBackend(Backend):
             raise BackendUnavailable(
                 "backend 'numba': no CUDA GPU and driver found. To run the kernels on the CPU, set "
                 "NUMBA_ENABLE_CUDASIM=1 before numba is first imported (the Numba CUDA simulator)")
+        if which not in ("attention", "routing"):
+            if which not in self._modules:
+                import importlib
+
+                self._modules[which] = importlib.import_module(f"gpu.{which}_numba")
+            return self._modules[which]
         if which == "attention":
             if self._attention is None:
                 from . import attention_numba
@@ -73,6 +107,39 @@ class NumbaBackend(Backend):
         self._module("attention").launch(q, k, v, out, lse, launch)
         return out, lse
 
+    def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):
+        self._module("attention_backward").launch(q, k, v, out, lse, dout, dq, dk, dv, launch)
+        return dq, dk, dv
+
+    def split_kv_attention(self, q, k, v, edges, out, lse, launch):
+        self._module("split_kv").launch(q, k, v, edges, out, lse, launch)
+        return out, lse
+
+    def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):
+        self._module("paged").launch(q, k_pool, v_pool, block_table, seq_lens, out, lse, launch)
+        return out, lse
+
+    def norm(self, kind, x, w, b, y, launch):
+        self._module("norm").launch(kind, x, w, b, y, launch)
+        return y
+
+    def rope(self, x, cos, sin, launch):
+        self._module("rope").launch(x, cos, sin, launch)
+        return x
+
+    def moe_permute(self, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch):
+        self._module("moe").launch_permute(x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch)
+
+    def moe_gemm(self, xp, w, w2, bias, offsets, out, act, launch):
+        self._module("moe").launch_gemm(xp, w, w2, bias, offsets, out, act, launch)
+
+    def moe_combine(self, rows, row_of, gates, y, launch):
+        self._module("moe").launch_combine(rows, row_of, gates, y, launch)
+
+    def gla(self, q, k, v, g, s0, o, s_out, launch):
+        self._module("gla").launch(q, k, v, g, s0, o, s_out, launch)
+        return o, s_out
+
     def route(self, logits, token_mask, outs, launch):
         self._module("routing").launch(logits, token_mask, outs, launch)
         return outs
@@ -88,10 +155,11 @@ class CSourceBackend(Backend):
     ``gpu.runtime_cupy``."""
 
     def __init__(self, runtime_name: str, attention_source: str | None = None,
-                 routing_source: str | None = None, label: str | None = None):
+                 routing_source: str | None = None, label: str | None = None, **sources: str):
         self.runtime_name = runtime_name
         self.name = label or runtime_name
         self._sources = (attention_source, routing_source)
+        self._more_sources = sources  # other kernels' C text by name (e.g. attention_backward=...)
         self._runtime = None
 
     def runtime(self):
@@ -108,6 +176,49 @@ class CSourceBackend(Backend):
 
         src = self._sources[0] or attention_c.SOURCE
         return attention_c.run(self.runtime(), src, q, k, v, out, lse, launch)
+
+    def _source(self, which: str):
+        """(module gpu.<which>_c, the C text to build: a mutant's if given, else the module's)."""
+        import importlib
+
+        mod = importlib.import_module(f"gpu.{which}_c")
+        return mod, self._more_sources.get(which) or mod.SOURCE
+
+    def flash_attention_backward(self, q, k, v, out, lse, dout, dq, dk, dv, launch):
+        mod, src = self._source("attention_backward")
+        return mod.run(self.runtime(), src, q, k, v, out, lse, dout, dq, dk, dv, launch)
+
+    def split_kv_attention(self, q, k, v, edges, out, lse, launch):
+        mod, src = self._source("split_kv")
+        return mod.run(self.runtime(), src, q, k, v, edges, out, lse, launch)
+
+    def paged_attention(self, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch):
+        mod, src = self._source("paged")
+        return mod.run(self.runtime(), src, q, k_pool, v_pool, block_table, seq_lens, out, lse, launch)
+
+    def norm(self, kind, x, w, b, y, launch):
+        mod, src = self._source("norm")
+        return mod.run(self.runtime(), src, kind, x, w, b, y, launch)
+
+    def rope(self, x, cos, sin, launch):
+        mod, src = self._source("rope")
+        return mod.run(self.runtime(), src, x, cos, sin, launch)
+
+    def moe_permute(self, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch):
+        mod, src = self._source("moe")
+        mod.run_permute(self.runtime(), src, x, indices, position, kept, xp, row_of, row_token, offsets, counts, launch)
+
+    def moe_gemm(self, xp, w, w2, bias, offsets, out, act, launch):
+        mod, src = self._source("moe")
+        mod.run_gemm(self.runtime(), src, xp, w, w2, bias, offsets, out, act, launch)
+
+    def moe_combine(self, rows, row_of, gates, y, launch):
+        mod, src = self._source("moe")
+        mod.run_combine(self.runtime(), src, rows, row_of, gates, y, launch)
+
+    def gla(self, q, k, v, g, s0, o, s_out, launch):
+        mod, src = self._source("gla")
+        return mod.run(self.runtime(), src, q, k, v, g, s0, o, s_out, launch)
 
     def route(self, logits, token_mask, outs, launch):
         from . import routing_c

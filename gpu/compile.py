@@ -21,6 +21,15 @@ from .dialect import define_flags
 
 #: compute capabilities every kernel is compiled for (A100, H100)
 TARGET_CCS = ((8, 0), (9, 0))
+#: head-dim variants of the later kernels compiled by the checks: the largest, whose registers and
+#: shared memory are the most (the variants differ only in the -D constants; one keeps the run short)
+BACKWARD_COMPILED_HEAD_DIMS = (128,)
+#: the later kernels built from the attention tiles (BR, BC, DMAX, DVMAX): gpu.<name>_numba and gpu.<name>_c
+#: with kernels(BR, BC, DMAX, DVMAX), SIGNATURES, SOURCE and KERNEL_NAMES
+TILED_KERNELS = ("attention_backward", "split_kv", "paged")
+#: the later kernels with a block of NT threads per row or per slice of rows (gpu.<name>_numba.kernels() at
+#: the default block, gpu.<name>_c.DEFAULT_DEFINES)
+ROW_KERNELS = ("norm", "rope", "moe", "gla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +43,8 @@ class NumbaKernelSpec:
 
 def numba_kernel_specs(attention_module=None, routing_module=None) -> list[NumbaKernelSpec]:
     """Every Numba kernel of the package, in the variants the facade launches:
-    the attention kernel for each head-dim variant at the default tiles, and the
-    three routing kernels."""
+    the attention kernel for each head-dim variant at the default tiles, the
+    three routing kernels, and the kernels of TILED_KERNELS at head dims BACKWARD_COMPILED_HEAD_DIMS."""
     from . import api
 
     if attention_module is None:
@@ -50,6 +59,17 @@ def numba_kernel_specs(attention_module=None, routing_module=None) -> list[Numba
             attention_module.signature()))
     for name, (fn, sig) in routing_module.kernels().items():
         specs.append(NumbaKernelSpec(name, fn, sig))
+    import importlib
+
+    for kernel in ROW_KERNELS:
+        for name, (fn, sig) in importlib.import_module(f"gpu.{kernel}_numba").kernels().items():
+            specs.append(NumbaKernelSpec(name, fn, sig))
+    for kernel in TILED_KERNELS:
+        mod = importlib.import_module(f"gpu.{kernel}_numba")
+        for d in BACKWARD_COMPILED_HEAD_DIMS:
+            for name, fn in mod.kernels(api.DEFAULT_BLOCK_Q, api.DEFAULT_BLOCK_K, d, d).items():
+                specs.append(NumbaKernelSpec(f"{name}[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]", fn,
+                                             mod.SIGNATURES[name]))
     return specs
 
 
@@ -134,8 +154,8 @@ def nvrtc_compile(source: str, arch: str, defines: dict | None = None, name: str
 
 def c_source_variants():
     """(name, source, defines) for every C kernel variant the facade builds: the
-    attention source for each head-dim variant at the default tiles, and the
-    routing source."""
+    attention source for each head-dim variant at the default tiles, the
+    routing source, and the sources of TILED_KERNELS at head dims BACKWARD_COMPILED_HEAD_DIMS."""
     from . import api, attention_c, routing_c
 
     out = []
@@ -143,4 +163,14 @@ def c_source_variants():
         defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
         out.append((f"attention_c[D<={d}]", attention_c.SOURCE, defs))
     out.append(("routing_c", routing_c.SOURCE, routing_c.DEFAULT_DEFINES))
+    import importlib
+
+    for kernel in ROW_KERNELS:
+        mod = importlib.import_module(f"gpu.{kernel}_c")
+        out.append((f"{kernel}_c", mod.SOURCE, mod.DEFAULT_DEFINES))
+    for kernel in TILED_KERNELS:
+        mod = importlib.import_module(f"gpu.{kernel}_c")
+        for d in BACKWARD_COMPILED_HEAD_DIMS:
+            defs = {"BR": api.DEFAULT_BLOCK_Q, "BC": api.DEFAULT_BLOCK_K, "DMAX": d, "DVMAX": d}
+            out.append((f"{kernel}_c[D<={d}]", mod.SOURCE, defs))
     return out

@@ -11,6 +11,8 @@ and nvcc) and maps a handful of words onto each language:
     THREAD_ID()       threadIdx.x                    |  get_local_id(0)
     BLOCK_ID_X/Y()    blockIdx.x / .y                |  get_group_id(0) / (1)
     EXPF LOGF TANHF   expf logf tanhf                |  exp log tanh (float overloads)
+    SQRTF             sqrtf (correctly rounded)      |  sqrt (<= 3 ulp in OpenCL C 1.2)
+    ERFCF COSHF       erfcf coshf                    |  erfc cosh
     NEG_INF           -__int_as_float(0x7f800000)    |  -INFINITY
     IMIN IMAX FMAXF   min max fmaxf                  |  min max fmax
 
@@ -37,6 +39,9 @@ PRELUDE = r"""
 #define EXPF(x) exp(x)
 #define LOGF(x) log(x)
 #define TANHF(x) tanh(x)
+#define SQRTF(x) sqrt(x)
+#define ERFCF(x) erfc(x)
+#define COSHF(x) cosh(x)
 #define NEG_INF (-INFINITY)
 #define IMIN(a, b) min((a), (b))
 #define IMAX(a, b) max((a), (b))
@@ -52,6 +57,9 @@ PRELUDE = r"""
 #define EXPF(x) expf(x)
 #define LOGF(x) logf(x)
 #define TANHF(x) tanhf(x)
+#define SQRTF(x) sqrtf(x)
+#define ERFCF(x) erfcf(x)
+#define COSHF(x) coshf(x)
 #define NEG_INF (-__int_as_float(0x7f800000))
 #define IMIN(a, b) min((a), (b))
 #define IMAX(a, b) max((a), (b))

@@ -23,6 +23,29 @@ Routing:
     renormalize_before_drop after_drop divides by the sum over all k choices
     scan_inclusive         rank = inclusive prefix (positions start at 1)
     capacity_off_by_one    kept iff rank <= C
+Attention backward:
+    backward_no_D          dS = P * dP: the rowsum(dO * O) term is never subtracted
+    backward_group_dropped dK, dV sum only the first query head of each kv head
+                           (GQA gradients of the other G - 1 heads lost)
+Split-KV:
+    split_merge_no_rescale the merge weighs chunk c by l_c instead of exp(m_c - m) l_c
+Paged decode:
+    block_table_off_by_one token j read from block table[(j + 1) // bs]: the last slot of
+                           each block comes from the next block
+Norm:
+    norm_weight_offset_ignored  RMSNorm multiplies by w where the convention says offset + w
+                           (HF Gemma's 1 + w lost)
+RoPE:
+    rope_interleaved_as_half    interleaved pairs (2i, 2i + 1) rotated as half pairs (i, i + d/2)
+MoE experts:
+    moe_bins_count_dropped      bins sized by every choice of the expert, dropped ones included
+                           (capacity ignored): rows land in the wrong places
+    moe_gemm_partial_k_dropped  the grouped GEMM's K loop stops at the last whole BK slice
+    moe_combine_double_count    the combine reads the first choice's row for every choice: a
+                           token's first expert output counted k times, the others never
+Chunked GLA:
+    gla_state_lost              the carry drops the state of the previous chunks (each chunk
+                           starts from zero: a lost inter-chunk state)
 """
 
 from __future__ import annotations
@@ -39,7 +62,7 @@ Edit = tuple  # (old, new, expected number of occurrences)
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     name: str
-    kernel: str  # "attention" | "routing"
+    kernel: str  # a kernel of KERNEL_MODULES: "attention" | "routing" | "attention_backward" | ...
     doc: str
     numba: tuple  # edits of the Numba module source
     c: tuple  # edits of the C body
@@ -105,11 +128,62 @@ MUTATIONS = {m.name: m for m in (
         numba=(("(capacity < 0 or r < capacity)", "(capacity < 0 or r <= capacity)", 1),),
         c=(("(capacity < 0 || r < capacity)", "(capacity < 0 || r <= capacity)", 1),),
     ),
+    Mutation(
+        "backward_no_D", "attention_backward", "dS = P * dP, without subtracting D = rowsum(dO * O)",
+        numba=(("ds = p * (dp - Ds[r])", "ds = p * dp", 2),),
+        c=(("ds = p * (dp - (DELTA_I));", "ds = p * dp;", 1),),
+    ),
+    Mutation(
+        "backward_group_dropped", "attention_backward", "dK, dV summed over the first query head of a group only",
+        numba=(("for g in range(group):", "for g in range(1):", 1),),
+        c=(("for (int g = 0; g < group; ++g) {", "for (int g = 0; g < 1; ++g) {", 1),),
+    ),
+    Mutation(
+        "split_merge_no_rescale", "split_kv", "the merge weighs each chunk by l_c, not exp(m_c - m) l_c",
+        numba=(("w = math.exp(m_c[s, b, h, i] - m) * l_c[s, b, h, i]", "w = l_c[s, b, h, i]", 1),),
+        c=(("const float w = EXPF(m_c[s * rows + row] - m) * l_c[s * rows + row];",
+            "const float w = l_c[s * rows + row];", 1),),
+    ),
+    Mutation(
+        "block_table_off_by_one", "paged", "token j read from block table[(j + 1) // bs]",
+        numba=(("block_table[b, min(j // bs, nblk - 1)]", "block_table[b, min((j + 1) // bs, nblk - 1)]", 2),),
+        c=(("table[IMIN(j / bs, nblk - 1)]", "table[IMIN((j + 1) / bs, nblk - 1)]", 2),),
+    ),
+    Mutation(
+        "norm_weight_offset_ignored", "norm", "RMSNorm scales by w instead of offset + w",
+        numba=(("(x[row, e] * r) * (offset + w[e])", "(x[row, e] * r) * w[e]", 1),),
+        c=(("(xr[e] * r) * (offset + w[e])", "(xr[e] * r) * w[e]", 1),),
+    ),
+    Mutation(
+        "rope_interleaved_as_half", "rope", "interleaved pairs rotated as (i, i + d/2)",
+        numba=(("ia = 2 * i\n", "ia = i\n", 1), ("ib = 2 * i + 1\n", "ib = i + n_pairs\n", 1)),
+        c=(("ia = 2 * i;", "ia = i;", 1), ("ib = 2 * i + 1;", "ib = i + n_pairs;", 1)),
+    ),
+    Mutation(
+        "moe_bins_count_dropped", "moe", "expert bins counted with the dropped choices",
+        numba=(("if kept[a // k, a % k] != 0 and indices[a // k, a % k] == e:", "if indices[a // k, a % k] == e:", 1),),
+        c=(("if (kept[a] != 0 && indices[a] == e) n += 1;", "if (indices[a] == e) n += 1;", 1),),
+    ),
+    Mutation(
+        "moe_gemm_partial_k_dropped", "moe", "the grouped GEMM skips the last, partial K slice",
+        numba=(("n_kt = (K + BK - 1) // BK", "n_kt = K // BK", 1),),
+        c=(("const int n_kt = (K + BK - 1) / BK;", "const int n_kt = K / BK;", 1),),
+    ),
+    Mutation(
+        "moe_combine_double_count", "moe", "the combine reads the first choice's row for every choice",
+        numba=(("r = row_of[t, j]\n", "r = row_of[t, 0]\n", 1),),
+        c=(("const int r = row_of[t * k + j];", "const int r = row_of[t * k];", 1),),
+    ),
+    Mutation(
+        "gla_state_lost", "gla", "the carry drops the previous chunks' state",
+        numba=(("acc = math.exp(g_last) * S[c, col]", "acc = ZERO", 1),),
+        c=(("float acc = EXPF(g_last) * S[c * VMAX + col];", "float acc = 0.0f;", 1),),
+    ),
 )}
 
 
 def _kernel_modules(kernel: str):
-    return ("gpu.attention_numba", "gpu.attention_c") if kernel == "attention" else ("gpu.routing_numba", "gpu.routing_c")
+    return f"gpu.{kernel}_numba", f"gpu.{kernel}_c"
 
 
 def numba_module(mutation: Mutation) -> types.ModuleType:
@@ -141,8 +215,8 @@ def backend(name: str, runtime: str):
     label = f"{runtime}[mutant {name}]"
     if runtime == "numba":
         mod = numba_module(m)
-        return NumbaBackend(attention=mod if m.kernel == "attention" else None,
-                            routing=mod if m.kernel == "routing" else None, label=label)
+        return NumbaBackend(label=label, **{m.kernel: mod})
     src = c_source(m)
-    return CSourceBackend(runtime, attention_source=src if m.kernel == "attention" else None,
-                          routing_source=src if m.kernel == "routing" else None, label=label)
+    if m.kernel in ("attention", "routing"):
+        return CSourceBackend(runtime, label=label, **{f"{m.kernel}_source": src})
+    return CSourceBackend(runtime, label=label, **{m.kernel: src})

@@ -102,6 +102,9 @@ ATTENTION_OPTIONS = {
     "lengths": Option("Lq against Lk (per sequence under varlen): decline 'lq_gt_lk' for a kernel that needs "
                       "Lk >= Lq (xformers BlockDiagonalCausalFromBottomRightMask)", ("lq_le_lk", "lq_gt_lk")),
     "alibi_ndim": Option("rank of the drawn alibi_slopes: (Hq,) or (B, Hq)", (1, 2)),
+    "causal": Option("whether a case is causal (with 'causal' declared): decline 'non_causal' for a causal-only "
+                     "kernel (fla parallel_attn): every case is then drawn with causal=True, and a property that "
+                     "needs a non-causal call (key_permutation_invariance) is unsupported", ("causal", "non_causal")),
 }
 
 ATTENTION_KIND = Kind(
@@ -147,7 +150,10 @@ ATTENTION_KIND = Kind(
            "window_ignores_outside and alignment_relation never draw varlen (their alignment is the whole "
            "matrix's); the backward and dropout properties never draw sinks",
            "backward_matches_reference and backward_finite_differences compare with the spec's gradient whatever "
-           "the convention (a NaN row's gradient is a deviation to xfail, citing the library)"),
+           "the convention (a NaN row's gradient is a deviation to xfail, citing the library)",
+           "backward_finite_differences draws the small sizes (L <= 5, D <= 6) even for an adapter declaring tiles or "
+           "head_dims (its central differences take 4 Lk Dv forward steps at once); backward_matches_reference draws "
+           "the tile sizes"),
 )
 
 ALL_CAPS = frozenset(ATTENTION_CAPABILITIES)
@@ -303,26 +309,34 @@ def allowed(caps, option, values) -> tuple:
 
 def shapes(caps: frozenset, *, max_len: int = sizes.DEFAULT_MAX_LEN, max_dim: int = sizes.DEFAULT_MAX_DIM):
     """Strategy for (B, Hq, Hkv, Lq, Lk, D, Dv); at tile sizes when the adapter declares tiles."""
+    return _draw_shapes(caps, max_len, max_dim)
+
+
+@st.composite  # at module level: Hypothesis reads a composite's source when it is decorated
+def _draw_shapes(draw, caps, max_len, max_dim):
     big = bool(getattr(caps, "tiles", ()))
+    B = 1 if big else draw(st.integers(1, 2))
+    Hkv = draw(st.integers(1, 2 if big else 3))
+    G = draw(st.integers(1, 2 if big else 3)) if "gqa" in caps else 1
+    Lq = draw(sizes.lengths(caps, max_len))
+    Lk = draw(sizes.lengths(caps, max_len)) if "lq_ne_lk" in caps else Lq
+    if Lq > Lk and "lq_gt_lk" not in allowed(caps, "lengths", ("lq_gt_lk",)):
+        Lq, Lk = Lk, Lq
+    D = draw(sizes.head_dims(caps, max_dim))
+    Dv = draw(sizes.head_dims(caps, max_dim)) if "dv_ne_d" in caps else D
+    return B, Hkv * G, Hkv, Lq, Lk, D, Dv
 
-    @st.composite
-    def draw_shapes(draw):
-        B = 1 if big else draw(st.integers(1, 2))
-        Hkv = draw(st.integers(1, 2 if big else 3))
-        G = draw(st.integers(1, 2 if big else 3)) if "gqa" in caps else 1
-        Lq = draw(sizes.lengths(caps, max_len))
-        Lk = draw(sizes.lengths(caps, max_len)) if "lq_ne_lk" in caps else Lq
-        if Lq > Lk and "lq_gt_lk" not in allowed(caps, "lengths", ("lq_gt_lk",)):
-            Lq, Lk = Lk, Lq
-        D = draw(sizes.head_dims(caps, max_dim))
-        Dv = draw(sizes.head_dims(caps, max_dim)) if "dv_ne_d" in caps else D
-        return B, Hkv * G, Hkv, Lq, Lk, D, Dv
 
-    return draw_shapes()
+def attention_case(caps: frozenset = ALL_CAPS, **kwargs):
+    """An attention problem using only features in ``caps`` and no declined option value
+    (:func:`_attention_case`); :class:`properties.core.Unsupported` at once when the declaration
+    leaves no causal value to draw."""
+    _causal_values(caps)
+    return _attention_case(caps, **kwargs)
 
 
 @st.composite
-def attention_case(
+def _attention_case(
     draw,
     caps: frozenset = ALL_CAPS,
     *,
@@ -346,7 +360,8 @@ def attention_case(
     mag = draw(st.sampled_from(magnitudes))
     kw: dict = {}
     if options:
-        if "causal" in caps and draw(st.booleans()):
+        causal = _causal_values(caps)
+        if causal == ("causal",) or ("causal" in causal and draw(st.booleans())):
             kw["causal"] = True
         if "top_left" in caps and draw(st.booleans()):
             kw["align"] = "top_left"
@@ -390,8 +405,18 @@ def attention_case(
             arrays["sinks"] = True
     if force:
         kw.update(force)
+    if kw.get("causal") is not True and "non_causal" not in _causal_values(caps):
+        kw["causal"] = True  # a causal-only kernel: what is forced or drawn is also causal
     return build(shape=shape, seed=seed, magnitude=mag, precision=getattr(caps, "precision", "float64"),
                  arrays=arrays, kwargs=kw)
+
+
+def _causal_values(caps) -> tuple:
+    """The causal values drawn: ("non_causal",) without the 'causal' capability, else those of
+    ("causal", "non_causal") not declined; Unsupported when none is left."""
+    if "causal" not in caps:
+        return caps.require("causal", ("non_causal",)) if hasattr(caps, "require") else ("non_causal",)
+    return caps.require("causal", ("causal", "non_causal")) if hasattr(caps, "require") else ("causal", "non_causal")
 
 
 @st.composite

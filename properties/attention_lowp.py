@@ -38,7 +38,11 @@ The backward floor is the same model applied to each gradient's sum: every term 
 dq_id = scale sum_j dS_ij k_jd, dk_jd = scale sum_i dS_ij q_id, dv_jd = sum_i P_ij dO_id
 carries the weight error above plus the roundings of dP, D and dS, i.e. an absolute error of
 dS_ij of at most u e_ij, e_ij = t'_ij P_ij ((B_ij + 2) |dP_ij - D_i| + 2 |dP_ij| + 2 |D_i|)
-(t' = 1 - tanh^2 with softcap, else 1), and of P_ij of u (B_ij + 1) P_ij.
+(t' = 1 - tanh^2 with softcap, else 1), and of P_ij of u (B_ij + 1) P_ij. The float32
+accumulation is 4 (D + Dv + Lk + Lq G) u32 times the terms' magnitudes, for dq and dk those of
+t' P (|dO| |V|^T + rowsum(|dO| |O|)): dP_ij and D_i are Dv-term sums whose accumulation error
+remains where dP - D cancels (one visible key: dS = 0 exactly, while a kernel that forms D by
+another summation order than dP leaves ~u32 sqrt(Dv) |dO| |v|).
 
 float32 uses the same formulas with u = 2^-24 (its naive baseline is plain float32 NumPy).
 """
@@ -240,13 +244,17 @@ def backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap=None, 
         return x.reshape(b, Hkv, G, L, d).sum(axis=2)
 
     sq_dk, sq_dv = grp(sq_dk), grp(sq_dv)
-    D, Lq, Lk = q.shape[-1], q.shape[-2], k.shape[-2]
-    f32 = 4 * (D + Lk + Lq * G) * U32
+    D, Dv, Lq, Lk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
+    f32 = 4 * (D + Dv + Lk + Lq * G) * U32
     dq = scale * dS @ K
     dk = grp(scale * np.swapaxes(dS, -1, -2) @ q)
     dv = grp(np.swapaxes(Pd, -1, -2) @ dO)
-    mag_dq = float(np.max(scale * np.abs(dS) @ np.abs(K), initial=0.0))
-    mag_dk = float(np.max(grp(scale * np.swapaxes(np.abs(dS), -1, -2) @ np.abs(q)), initial=0.0))
+    # the terms of dS_ij = P_ij (dP_ij - D_i) before they cancel: dP_ij and D_i are Dv-term float32
+    # sums, whose accumulation error stays where dP - D cancels (one key: dS = 0 exactly)
+    abs_terms = tp * P * ((np.abs(dO) @ np.swapaxes(np.abs(V), -1, -2)) * np.abs(Z)
+                          + np.sum(np.abs(dO) * np.abs(out), axis=-1, keepdims=True))
+    mag_dq = float(np.max(scale * abs_terms @ np.abs(K), initial=0.0))
+    mag_dk = float(np.max(grp(scale * np.swapaxes(abs_terms, -1, -2) @ np.abs(q)), initial=0.0))
     mag_dv = float(np.max(grp(np.swapaxes(Pd, -1, -2) @ np.abs(dO)), initial=0.0))
     floors = []
     for sq, g, mag in ((sq_dq, dq, mag_dq), (sq_dk, dk, mag_dk), (sq_dv, dv, mag_dv)):

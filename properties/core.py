@@ -39,6 +39,8 @@ class Property:
                ``capabilities -> strategy`` so that each implementation is
                exercised on every feature it declares (and only those).
     requires:  capabilities the implementation must declare.
+    methods:   adapter methods the check calls; an adapter that supplies none for one of them
+               (a partial declaration, ``properties.protocol.Capability.waives``) is unsupported.
     rejects:   names of wrong implementations (see each module's ``WRONG``)
                that this property must reject; checked by the meta-tests.
     doc:       one line saying what is asserted.
@@ -51,6 +53,7 @@ class Property:
     doc: str
     requires: frozenset = frozenset()
     rejects: tuple = ()
+    methods: tuple = ()
 
 
 class Unsupported(Exception):
@@ -146,11 +149,31 @@ def unsupported_reason(impl, prop: Property) -> str | None:
     lacking = sorted(prop.requires - frozenset(impl.capabilities))
     if lacking:
         return f"{impl.name} does not declare {lacking} (needed by {prop.name})"
+    absent = [m for m in prop.methods if not callable(getattr(impl, m, None))]
+    if absent:
+        return f"{impl.name} supplies no {absent} (a partial declaration; needed by {prop.name})"
     try:
         strategy_for(prop, impl)
     except Unsupported as e:
         return f"{impl.name}: {e} (property {prop.name})"
     return None
+
+
+def not_drawn(impl) -> list:
+    """What of its kind the suite never draws for ``impl``, because the adapter does not declare
+    it: each capability of the kind it lacks ("softcap (capability not declared)") and each
+    option value it declines ("causal=non_causal (declined)"). A pass covers the declared cases
+    only; these are listed beside it (``RunRecord.not_drawn``), never counted as passing."""
+    from . import registry
+
+    kind = registry.all_kinds().get(getattr(impl, "kind", None))
+    if kind is None:
+        return []
+    caps = frozenset(impl.capabilities)
+    out = [f"{c} (capability not declared)" for c in kind.capabilities if c not in caps]
+    for opt, vals in sorted((getattr(impl, "declines", None) or {}).items()):
+        out += [f"{opt}={v} (declined)" for v in sorted(vals, key=str)]
+    return out
 
 
 def supports(impl, prop: Property) -> bool:
@@ -172,6 +195,8 @@ class RunRecord:
     bound over every example run: ``{"quantity", "error", "bound", "ratio"}`` (ratio = error /
     bound; 1 - ratio is the headroom), None when the property compares nothing that way
     (exact or structural checks). ``sizes``: the array shapes drawn (``size_coverage``).
+    ``not_drawn``: the kind's cases the adapter's declaration leaves out (:func:`not_drawn`): a
+    pass is for the declared cases only.
     ``seed``: the Hypothesis seed (None: derandomised, the seed derived from the test).
     """
 
@@ -184,9 +209,11 @@ class RunRecord:
     case: str | None = None
     snippet: str | None = None
     seconds: float = 0.0
+    adapter_seconds: float = 0.0  # of ``seconds``, the time spent inside the adapter's protocol methods
     worst: dict | None = None
     sizes: dict | None = None
     seed: int | None = None
+    not_drawn: list = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -248,6 +275,42 @@ class SizeCoverage:
 RECORDS: dict = {}
 
 
+class _TimedAdapter:
+    """``impl`` as a property sees it, with the time spent inside its protocol methods (the kind's
+    ``methods``) added to ``rec.adapter_seconds``; every other attribute is ``impl``'s own. The rest
+    of a run's time is the suite's: drawing cases, the refimpl oracle, bounds and comparisons."""
+
+    def __init__(self, impl, methods, rec):
+        self._impl, self._methods, self._rec = impl, frozenset(methods), rec
+
+    def __getattr__(self, name):
+        import functools
+        import time
+
+        attr = getattr(self._impl, name)
+        if name not in self._methods or not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._rec.adapter_seconds += time.perf_counter() - t0
+        return timed
+
+    def __repr__(self):
+        return repr(self._impl)
+
+
+def _protocol_methods(impl) -> tuple:
+    from . import registry
+
+    kind = registry.all_kinds().get(getattr(impl, "kind", None))
+    return tuple(getattr(kind, "methods", None) or ())
+
+
 def run_property(prop: Property, impl, max_examples: int | None = None, *, seed: int | None = None,
                  progress: Callable[[RunRecord], None] | None = None, **overrides) -> RunRecord:
     """Run ``prop`` against ``impl`` under the active Hypothesis profile.
@@ -269,13 +332,17 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
     from .tolerance import recording
 
     reason = unsupported_reason(impl, prop)
-    rec = RunRecord(prop.name, prop.kind, impl.name, seed=seed)
+    rec = RunRecord(prop.name, prop.kind, impl.name, seed=seed, not_drawn=not_drawn(impl))
     RECORDS[(prop.name, impl.name)] = rec
     if reason:
         rec.status, rec.reason = "unsupported", reason
         raise Unsupported(reason)
     failing = []
     coverage = SizeCoverage(getattr(impl, "tiles", None))
+    # The properties see the adapter through _TimedAdapter. It is bound to the name ``impl`` because
+    # derandomised Hypothesis seeds each run from the source text of ``_run`` (decorator included):
+    # that text stays as it was, so every run draws the examples it drew before the timing was added.
+    impl = _TimedAdapter(impl, _protocol_methods(impl), rec)
 
     @given(case=strategy_for(prop, impl))
     def _run(case):
@@ -416,8 +483,9 @@ def _import_named(module_name: str, origin: str, item: str):
     except ModuleNotFoundError as e:
         missing = e.name or module_name
         if not (module_name == missing or module_name.startswith(missing + ".")):
-            raise ProtocolError(f"{origin}: importing {module_name!r} (from {item!r}) failed: {e} "
-                                f"(a module it imports is missing; install it)") from None
+            raise ProtocolError(f"{origin}: expected module:object with a module that imports, got {item!r} "
+                                f"(importing {module_name!r} failed: {e}; a module it imports is missing: install it)"
+                                ) from None
         parent, _, leaf = missing.rpartition(".")
         try:
             where = importlib.import_module(parent).__path__ if parent else None
@@ -425,9 +493,10 @@ def _import_named(module_name: str, origin: str, item: str):
         except Exception:  # the parent itself is broken: no suggestions
             names = []
         prefix = parent + "." if parent else ""
-        raise ProtocolError(f"{origin}: no module named {missing!r} (from {item!r})"
+        raise ProtocolError(f"{origin}: expected module:object with a module that imports, got {item!r} "
+                            f"(no module named {missing!r}"
                             + _did_you_mean(missing, [prefix + n for n in names], cutoff=0.75)
-                            + " Is it installed, or on sys.path (run from your repository's root)?") from None
+                            + "; is it installed, or on sys.path? Run from your repository's root)") from None
 
 
 def check_unique_names(impls, origin: str = "adapters") -> None:
@@ -441,8 +510,8 @@ def check_unique_names(impls, origin: str = "adapters") -> None:
             dups.append(name)
         seen.setdefault(name, impl)
     if dups:
-        raise ProtocolError(f"{origin}: adapter names must be unique; {sorted(set(dups))} named twice: "
-                            "give each adapter its own name (e.g. with the dtype or option in brackets)")
+        raise ProtocolError(f"{origin}: expected adapters with unique names, got {sorted(set(dups))} named twice "
+                            "(give each adapter its own name, e.g. with the dtype or option in brackets)")
 
 
 def load_adapter(item: str, origin: str = "adapter") -> list:
@@ -452,12 +521,13 @@ def load_adapter(item: str, origin: str = "adapter") -> list:
     """
     module_name, _, attr = item.partition(":")
     if not attr or not module_name:
-        raise ProtocolError(f"{origin}: {item!r} is not of the form 'module:object' "
-                            f"(e.g. my_package.adapters:my_attention)")
+        raise ProtocolError(f"{origin}: expected 'module:object' (e.g. my_package.adapters:my_attention), "
+                            f"got {item!r}")
     module = _import_named(module_name, origin, item)
     if not hasattr(module, attr):
         public = [n for n in dir(module) if not n.startswith("_")]
-        raise ProtocolError(f"{origin}: module {module_name!r} has no object {attr!r}" + _did_you_mean(attr, public))
+        raise ProtocolError(f"{origin}: expected module:object naming an object of its module, got {item!r} "
+                            f"(module {module_name!r} has no object {attr!r}" + _did_you_mean(attr, public) + ")")
     obj = getattr(module, attr)
     if callable(obj) and not hasattr(obj, "kind"):
         obj = obj()
@@ -474,7 +544,8 @@ def check_adapter(impl, origin: str = "adapter") -> None:
 
     problems = validate(impl, registry.all_kinds())
     if problems:
-        raise ProtocolError(f"{origin}: " + "\n  ".join(problems))
+        raise ProtocolError(f"{origin}: expected an adapter that follows its kind's protocol, got "
+                            + "\n  ".join(problems))
 
 
 def find_adapter(name: str):

@@ -70,7 +70,8 @@ def protocol_section() -> str:
                 for m, sig in kind.methods.items()]
         if kind.capabilities:
             out += ["", "| capability | exact meaning | methods it needs |", "|---|---|---|"]
-            out += [f"| `{c}` | {_cell(cap.meaning)} | {', '.join(f'`{m}`' for m in cap.methods) or '-'} |"
+            out += [f"| `{c}` | {_cell(cap.meaning)} | {', '.join(f'`{m}`' for m in cap.methods) or '-'}"
+                    + (f"; waives {', '.join(f'`{m}`' for m in cap.waives)} (partial)" if cap.waives else "") + " |"
                     for c, cap in kind.capabilities.items()]
         if kind.one_of:
             out += ["", "At least one of each group must be declared: "
@@ -86,8 +87,10 @@ def protocol_section() -> str:
             out += ["", "No conventions: `convention` must stay unset (a load error otherwise)."]
         out += ["", f"Properties ({len(kprops)}):", "", "| property | runs when the adapter declares | asserts |",
                 "|---|---|---|"]
-        out += [f"| `{p.name}` | {', '.join(f'`{c}`' for c in sorted(p.requires)) or 'always'} | {_cell(p.doc)} |"
-                for p in kprops]
+        def runs_when(p):
+            return ", ".join([f"`{c}`" for c in sorted(p.requires)] + [f"method `{m}`" for m in p.methods]) or "always"
+
+        out += [f"| `{p.name}` | {runs_when(p)} | {_cell(p.doc)} |" for p in kprops]
         if kind.notes:
             out += ["", "When checks are inactive or partial:", ""] + [f"* {_cell(n)}" for n in kind.notes]
     return "\n".join(out)

@@ -34,17 +34,27 @@ from refimpl import ffn as Fn
 
 from .core import Property
 from .precision import compare_layer, naive_ops, precision_of, round_inputs
-from .protocol import Capability, Kind
+from .protocol import Capability, Kind, Option
 from .tolerance import U64, compare_close
 
 KINDS = (
     Kind("ffn", "activations and MLP / GLU feed-forward blocks; compared with refimpl.ffn",
          {"act": "act(name in refimpl.ffn.ACTIVATIONS, u) -> array",
           "ffn": "ffn(x (N, d), params: MLPParams | GLUParams, activation, keep_mask (N, d_ff) | None, p) -> (N, d)",
-          "ffn_backward": "ffn_backward(x, dy, params, activation, keep_mask, p) -> (dx, grads of params' type)"},
+          "ffn_backward": "ffn_backward(x, dy, params, activation, keep_mask, p) -> (dx, grads of params' type)",
+          "gated": "gated(activation, a (N, F), b (N, F)) -> act(a) * b (N, F): the gated product of a GLU, "
+                   "h = act(x W_gate + b_gate) * (x W_up + b_up) before W_down (refimpl.ffn.glu_split of [a, b])",
+          "gated_backward": "gated_backward(activation, a, b, dc (N, F)) -> (da, db) = (dc * b * act'(a), dc * act(a))"},
          ("act", "ffn"),
          {"backward": Capability("supplies the analytic gradients", ("ffn_backward",)),
-          "glu": Capability("ffn accepts GLUParams (gated: act(x W_gate) * (x W_up))")}),
+          "glu": Capability("ffn accepts GLUParams (gated: act(x W_gate) * (x W_up))"),
+          "gated_only": Capability("a partial ffn: the kernel computes only the gated product act(a) * b of a GLU "
+                                   "(Liger SwiGLU / GeGLU), through gated(); act and ffn are not supplied, so "
+                                   "activation_matches_definition, ffn_matches and ffn_backward_matches are "
+                                   "unsupported for it", ("gated",), waives=("act", "ffn")),
+          "gated_backward": Capability("supplies the gated product's gradients", ("gated_backward",))},
+         options={"activation": Option("activations drawn (act, ffn, gated): decline those the kernel does not "
+                                       "compute (Liger's SwiGLU computes silu only)", Fn.ACTIVATIONS)}),
 )
 
 
@@ -57,6 +67,9 @@ class FFNAdapter:
     capabilities: frozenset = frozenset({"backward", "glu"})
     kind: str = "ffn"
     precision: str = "float64"
+    gated: Optional[Callable] = None
+    gated_backward: Optional[Callable] = None
+    declines: dict = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------
@@ -86,9 +99,25 @@ class ActCase:
         return f"ActCase({self.name}, u={self.u.tolist()})"
 
 
+def _activations(caps) -> tuple:
+    """The activations drawn for ``caps``: refimpl.ffn.ACTIVATIONS less the declined ones
+    (Unsupported when none is left)."""
+    return caps.require("activation", Fn.ACTIVATIONS) if hasattr(caps, "require") else Fn.ACTIVATIONS
+
+
+def _with_activations(make):
+    """The strategy ``make(caps)``, after checking that the declaration leaves an activation to
+    draw (Unsupported at once otherwise, not while drawing)."""
+    def strategy(caps):
+        _activations(caps)
+        return make(caps)
+
+    return strategy
+
+
 @st.composite
 def act_case(draw, caps=None):
-    name = draw(st.sampled_from(Fn.ACTIVATIONS))
+    name = draw(st.sampled_from(_activations(caps)))
     u = draw(st.lists(st.floats(-40, 40, allow_nan=False, allow_subnormal=False) | st.sampled_from([-2.2, 2.2, -0.7, 1.5]),
                       min_size=1, max_size=6))
     return ActCase(name, round_inputs(getattr(caps, "precision", "float64"), np.array(u)))
@@ -143,7 +172,7 @@ def ffn_case(draw, caps):
         params = Fn.GLUParams(m(d, dff), m(d, dff), m(dff, d), v(dff), v(dff), v(d))
     else:
         params = Fn.MLPParams(m(d, dff), m(dff, d), v(dff), v(d))
-    activation = draw(st.sampled_from(Fn.ACTIVATIONS))
+    activation = draw(st.sampled_from(_activations(caps)))
     p = draw(st.sampled_from([0.0, 0.1, 0.5]))
     keep = None if p == 0 else rng.random((n, dff)) >= p
     x = rng.standard_normal((n, d)) * draw(st.sampled_from([1.0, 3.0]))
@@ -216,6 +245,76 @@ def check_ffn_backward(impl, case: FFNCase):
             continue
         compare_layer(f"ffn_backward d{fld.name}", got, want, precision=p, float64_bound=tol * case.x.shape[0],
                       naive=naive.get(fld.name), magnitude=terms.get(fld.name), context=ctx)
+
+
+# ----------------------------------------------------------------------------
+# the gated product alone (a partial ffn: Liger SwiGLU / GeGLU)
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedCase:
+    activation: str
+    a: np.ndarray
+    b: np.ndarray
+    dc: np.ndarray
+    seed: int
+
+    def __repr__(self):
+        return f"GatedCase({self.activation}, a{self.a.shape}, |a| <= {np.abs(self.a).max():.3g}, seed={self.seed})"
+
+
+@st.composite
+def gated_case(draw, caps):
+    """act(a) * b on (N, F) rows: F from 1 to 70 (partial and whole power-of-two blocks: Liger's
+    BLOCK_SIZE is the next power of two of F), |a| up to 40 (silu and the GELUs saturate: act(a)
+    = a or 0 to the last ulp; sigmoid' underflows), some entries at the kinks 0 and +-2.2."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n, F = draw(st.integers(1, 4)), draw(st.one_of(st.integers(1, 9), st.sampled_from((16, 31, 33, 64, 70))))
+    a = rng.standard_normal((n, F)) * draw(st.sampled_from([1.0, 3.0, 15.0]))
+    a.flat[rng.integers(0, a.size, size=min(3, a.size))] = draw(st.sampled_from([0.0, -2.2, 2.2, -40.0, 40.0]))
+    prec = getattr(caps, "precision", "float64")
+    a, b, dc = round_inputs(prec, a, rng.standard_normal((n, F)), rng.standard_normal((n, F)))
+    return GatedCase(draw(st.sampled_from(_activations(caps))), a, b, dc, seed)
+
+
+def _gated_tol(case):
+    """float64: act(a) to 8 u relative (+ 4 u |a| for the GELUs, as in check_activation), times |b|,
+    and the product's rounding."""
+    gelu = case.activation.startswith("gelu")
+    act = np.abs(Fn.act(case.activation, case.a))
+    return float(np.max((8 * U64 * act + 4 * U64 * np.abs(case.a) * gelu) * np.abs(case.b) + U64 * act * np.abs(case.b)))
+
+
+def check_gated(impl, case: GatedCase):
+    """gated(activation, a, b) equals act(a) * b (refimpl.ffn.glu_split of [a, b], gate first)."""
+    got = impl.gated(case.activation, case.a, case.b)
+    want = Fn.glu_split(np.concatenate([case.a, case.b], axis=-1), case.activation)
+    p = precision_of(impl)
+
+    def naive():
+        ops = naive_ops(p)
+        return ops.out(ops.r(naive_act(ops, case.activation, case.a) * ops.r(case.b)))
+
+    compare_layer("gated", got, want, precision=p, float64_bound=_gated_tol(case), naive=naive,
+                  context=f"{impl.name}; {case!r}")
+
+
+def check_gated_backward(impl, case: GatedCase):
+    """(da, db) of sum(dc * act(a) * b) equal (dc * b * act'(a), dc * act(a)) (refimpl.ffn.act_grad, act)."""
+    da, db = impl.gated_backward(case.activation, case.a, case.b, case.dc)
+    g, h = Fn.act_grad(case.activation, case.a), Fn.act(case.activation, case.a)
+    want_da, want_db = case.dc * case.b * g, case.dc * h
+    p = precision_of(impl)
+    ops = naive_ops(p)
+    gelu = case.activation.startswith("gelu")
+    tol = float(np.max(16 * U64 * np.abs(case.dc * case.b) * (np.abs(g) + 1 + np.abs(case.a) * gelu)))
+    ctx = f"{impl.name}; {case!r}"
+    compare_layer("gated_backward da", da, want_da, precision=p, float64_bound=tol, context=ctx,
+                  naive=lambda: ops.out(ops.r(ops.r(ops.r(case.dc) * ops.r(case.b))
+                                              * naive_act_grad(ops, case.activation, case.a))))
+    compare_layer("gated_backward db", db, want_db, precision=p, float64_bound=_gated_tol(case) * np.abs(case.dc).max(),
+                  context=ctx, naive=lambda: ops.out(ops.r(ops.r(case.dc) * naive_act(ops, case.activation, case.a))))
 
 
 # ----------------------------------------------------------------------------
@@ -375,7 +474,27 @@ def _backward_mask_forgotten(x, dy, params, activation, keep, p):
     return dx, g
 
 
-REFIMPL = FFNAdapter("refimpl.ffn", Fn.act, _ref_ffn, _ref_ffn_backward)
+def _ref_gated(activation, a, b):
+    return Fn.glu_split(np.concatenate([a, b], axis=-1), activation)
+
+
+def _ref_gated_backward(activation, a, b, dc):
+    return dc * b * Fn.act_grad(activation, a), dc * Fn.act(activation, a)
+
+
+def _gated_on_value(activation, a, b):
+    """The activation applied to the value half: act(b) * a (gate and up swapped, as in a
+    fused projection split the wrong way round)."""
+    return Fn.act(activation, b) * a
+
+
+def _gated_backward_act_not_derivative(activation, a, b, dc):
+    return dc * b * Fn.act(activation, a), dc * Fn.act(activation, a)
+
+
+REFIMPL = FFNAdapter("refimpl.ffn", Fn.act, _ref_ffn, _ref_ffn_backward,
+                     capabilities=frozenset({"backward", "glu", "gated_backward"}), gated=_ref_gated,
+                     gated_backward=_ref_gated_backward)
 BUNDLED = [REFIMPL]
 
 
@@ -392,8 +511,16 @@ def in_precision(adapter, precision: str, name: str | None = None):
         return round_inputs(precision, dx), type(g)(*(None if v is None else round_inputs(precision, v)
                                                      for v in (getattr(g, f.name) for f in dataclasses.fields(g))))
 
+    def gated(*a):
+        return round_inputs(precision, adapter.gated(*a))
+
+    def gated_backward(*a):
+        return tuple(round_inputs(precision, g) for g in adapter.gated_backward(*a))
+
     return dataclasses.replace(adapter, name=name or f"{adapter.name}[{precision}]", act=act, ffn=ffn,
-                               ffn_backward=None if adapter.ffn_backward is None else ffn_backward, precision=precision)
+                               ffn_backward=None if adapter.ffn_backward is None else ffn_backward, precision=precision,
+                               gated=None if adapter.gated is None else gated,
+                               gated_backward=None if adapter.gated_backward is None else gated_backward)
 
 WRONG = {
     "gelu_variant_swap": FFNAdapter("wrong[gelu_variant_swap]", _act_swapped_gelu, _ffn_gelu_swapped, _ref_ffn_backward),
@@ -404,23 +531,36 @@ WRONG = {
                                                    _backward_act_instead_of_derivative),
     "backward_forgets_dropout_mask": FFNAdapter("wrong[backward_forgets_dropout_mask]", Fn.act, _ref_ffn,
                                                 _backward_mask_forgotten),
+    "gated_activation_on_value": FFNAdapter("wrong[gated_activation_on_value]", None, None,
+                                            capabilities=frozenset({"gated_only"}), gated=_gated_on_value),
+    "gated_backward_act_not_derivative": FFNAdapter(
+        "wrong[gated_backward_act_not_derivative]", None, None, capabilities=frozenset({"gated_only", "gated_backward"}),
+        gated=_ref_gated, gated_backward=_gated_backward_act_not_derivative),
 }
 # the same mistakes in float32 / bfloat16 kernels: the low-precision bound still rejects them
 # (the GELU swap only in float32: bfloat16 cannot resolve it, see the module docstring)
 WRONG.update({f"{b}_{p}": in_precision(WRONG[b], p, f"wrong[{b}][{p}]") for b, p in (
     ("gelu_variant_swap", "float32"), ("glu_activation_on_value", "bfloat16"), ("dropout_without_rescale", "float32"),
-    ("backward_uses_act_not_derivative", "bfloat16"), ("backward_forgets_dropout_mask", "float32"))})
+    ("backward_uses_act_not_derivative", "bfloat16"), ("backward_forgets_dropout_mask", "float32"),
+    ("gated_activation_on_value", "float32"), ("gated_backward_act_not_derivative", "float32"))})
 
 PROPERTIES = [
-    Property("activation_matches_definition", "ffn", check_activation, lambda caps: act_case(caps),
+    Property("activation_matches_definition", "ffn", check_activation, _with_activations(act_case),
              "relu, gelu (erf), gelu_tanh, silu, sigmoid equal their definitions (mpmath) to 8 u",
-             rejects=("gelu_variant_swap", "gelu_variant_swap_float32")),
-    Property("ffn_matches", "ffn", check_ffn, lambda caps: ffn_case(caps),
+             rejects=("gelu_variant_swap", "gelu_variant_swap_float32"), methods=("act",)),
+    Property("ffn_matches", "ffn", check_ffn, _with_activations(ffn_case),
              "MLP / GLU forward with activation dropout equals refimpl.ffn.ffn",
              rejects=("gelu_variant_swap", "glu_activation_on_value", "dropout_without_rescale",
-                      "glu_activation_on_value_bfloat16", "dropout_without_rescale_float32")),
-    Property("ffn_backward_matches", "ffn", check_ffn_backward, lambda caps: ffn_case(caps),
+                      "glu_activation_on_value_bfloat16", "dropout_without_rescale_float32"), methods=("ffn",)),
+    Property("ffn_backward_matches", "ffn", check_ffn_backward, _with_activations(ffn_case),
              "FFN / GLU gradients (dx, dW, db) equal refimpl.ffn.ffn_backward", requires=frozenset({"backward"}),
              rejects=("backward_uses_act_not_derivative", "backward_forgets_dropout_mask",
                       "backward_uses_act_not_derivative_bfloat16", "backward_forgets_dropout_mask_float32")),
+    Property("gated_matches", "ffn", check_gated, _with_activations(gated_case),
+             "the gated product act(a) * b of a GLU equals refimpl.ffn.glu_split",
+             rejects=("gated_activation_on_value", "gated_activation_on_value_float32"), methods=("gated",)),
+    Property("gated_backward_matches", "ffn", check_gated_backward, _with_activations(gated_case),
+             "the gated product's gradients equal (dc * b * act'(a), dc * act(a))",
+             requires=frozenset({"gated_backward"}),
+             rejects=("gated_backward_act_not_derivative", "gated_backward_act_not_derivative_float32")),
 ]

@@ -295,12 +295,10 @@ REFIMPL_INT_MATMUL = IntMatmulAdapter("refimpl.int_formats.int_matmul", I.int_ma
 INT32_MATMUL = IntMatmulAdapter("numpy int32 matmul", _int32_matmul)
 
 
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _torch_available() -> bool:  # installed, not imported: importing torch costs seconds the runner may not need
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 BUNDLED = [REFIMPL_QUANT, REFIMPL_INT_MATMUL, INT32_MATMUL] + ([TORCH_QUANT] if _torch_available() else [])

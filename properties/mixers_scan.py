@@ -22,7 +22,7 @@ from . import mixers_naive as NV
 from .core import Property
 from .mixers_common import compare_elementwise, precision_elementwise, rounding_bound, shape_repr
 from .precision import NaiveOps, precision_of, round_inputs
-from .protocol import Capability, Kind
+from .protocol import Capability, Kind, Option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,7 @@ class ScanAdapter:
     capabilities: frozenset = frozenset()
     kind: str = "ssm_scan"
     precision: str = "float64"  # properties.precision
+    declines: dict = dataclasses.field(default_factory=dict)
 
 
 KINDS = (
@@ -58,7 +59,12 @@ KINDS = (
           "grouped": Capability("B, C with G < H groups; head h reads group h // (H / G)"),
           "skip_and_gate": Capability("accepts D and z"),
           "initial_state": Capability("accepts initial_state"),
-          "final_state": Capability("returns the last state")}),
+          "final_state": Capability("returns the last state")},
+         options={"decay": Option("decays drawn: 'per_channel' (A (H, P, N) and delta (B, H, L, P) of any values, "
+                                  "Mamba-1) or 'per_head' (one decay a_h and step dt_h per head: A constant over (P, "
+                                  "N), delta over P; the Mamba-2 SSD, refimpl.mixers.ssm.ssd): decline 'per_channel' "
+                                  "for an SSD kernel, which reads A[:, 0, 0] and delta[..., 0]",
+                                  ("per_channel", "per_head"))}),
 )
 
 
@@ -182,6 +188,21 @@ def _wkv_decay_t_minus_j(w, u, k, v):
     return _from_log_weights(np.where(past, lw + _per_head(w, k), lw), v)
 
 
+def _combine_decays_later(earlier, later, w):
+    """Scan operator decaying the LATER segment by the earlier one's length (the order of the affine
+    maps swapped); equal to the right one only where both segments are one token long."""
+    nx, ox, qx, mx = earlier
+    ny, oy, qy, my = later
+    oy = oy + nx[:, None] * w[:, :, None, :]
+    o = np.maximum(ox, oy)
+    ax, ay = qx * np.exp(ox - o), qy * np.exp(oy - o)
+    return nx + ny, o, ax + ay, (ax * mx + ay * my) / (ax + ay)
+
+
+def _wkv_scan_decays_later(w, u, k, v):
+    return RW.wkv_prefix_scan(w, u, k, v, combine=_combine_decays_later)
+
+
 # ----------------------------------------------------------------------------- selective scan
 
 
@@ -201,15 +222,31 @@ class ScanCase:
                 f"x0={self.x0 is not None}, max delta*|A|={np.max(self.delta[..., None] * -self.A[None, :, None]):.3g})")
 
 
+def _decays(caps) -> tuple:
+    """The decay forms drawn (option 'decay'), less the declined ones; Unsupported when none is left."""
+    return caps.require("decay", ("per_channel", "per_head")) if hasattr(caps, "require") else ("per_channel", "per_head")
+
+
+def scan_case(caps):
+    """A selective-scan problem of the declared capabilities and decays (:func:`_scan_case`);
+    Unsupported at once when every decay form is declined."""
+    _decays(caps)
+    return _scan_case(caps)
+
+
 @st.composite
-def scan_case(draw, caps):
+def _scan_case(draw, caps):
     b, L, P, N = draw(st.integers(1, 2)), draw(st.integers(1, 16)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
     G = draw(st.integers(1, 2))
     H = G * (draw(st.integers(1, 2)) if "grouped" in caps else 1)
+    per_head = draw(st.sampled_from(_decays(caps))) == "per_head"
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    A = -np.exp(rng.standard_normal((H, P, N)))
+    A = -np.exp(rng.standard_normal((H, 1, 1) if per_head else (H, P, N)))
+    A = np.broadcast_to(A, (H, P, N)).copy()
     tv = "time_varying" in caps and draw(st.booleans())
-    delta = np.log1p(np.exp(rng.standard_normal((b, H, L if tv else 1, P)) * draw(st.sampled_from([1.0, 3.0]))))
+    delta = np.log1p(np.exp(rng.standard_normal((b, H, L if tv else 1, 1 if per_head else P))
+                            * draw(st.sampled_from([1.0, 3.0]))))
+    delta = np.broadcast_to(delta, delta.shape[:3] + (P,)).copy()
     Bm, Cm = rng.standard_normal((2, b, G, L if tv else 1, N))
     delta, Bm, Cm = (np.broadcast_to(x, x.shape[:2] + (L,) + x.shape[3:]).copy() for x in (delta, Bm, Cm))
     u = rng.standard_normal((b, H, L, P)) * draw(st.sampled_from([1.0, 100.0]))
@@ -227,15 +264,19 @@ def _scan_extreme_case(draw, caps):
     down to an exact 0 past e^-745; cumulative sums to -1e4), delta ~ 1e-3 (no decay) on the others."""
     c = draw(scan_case(caps))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    A = -np.exp(rng.uniform(0.0, 3.0, c.A.shape))  # |A| in [1, 20]
-    big = rng.random(c.delta.shape) < 0.7
-    delta = np.where(big, 50 + 950 * rng.random(c.delta.shape), 1e-3)
+    per_head = bool(np.all(c.A == c.A[:, :1, :1])) and bool(np.all(c.delta == c.delta[..., :1]))  # an SSD case
+    A = -np.exp(rng.uniform(0.0, 3.0, c.A[:, :1, :1].shape if per_head else c.A.shape))  # |A| in [1, 20]
+    A = np.broadcast_to(A, c.A.shape).copy()
+    shape = c.delta[..., :1].shape if per_head else c.delta.shape
+    big = rng.random(shape) < 0.7
+    delta = np.broadcast_to(np.where(big, 50 + 950 * rng.random(shape), 1e-3), c.delta.shape)
     if "time_varying" not in caps:
-        delta = np.broadcast_to(delta[:, :, :1], delta.shape).copy()
+        delta = np.broadcast_to(delta[:, :, :1], delta.shape)
     return dataclasses.replace(c, delta=delta / np.max(-A, axis=-1)[None, :, None, :], A=A)
 
 
 def scan_extreme_case(caps):
+    _decays(caps)  # Unsupported at once when every decay form is declined
     return _scan_extreme_case(caps)
 
 
@@ -342,12 +383,34 @@ def _scan_seed_convolution(u, dl, A, B, C, D, z, x0):
     return (y if z is None else y * SSM.silu(z)), s[1]
 
 
+def _ssd_form(form, chunk_size=4):
+    """refimpl.mixers.ssm.ssd as a scan adapter: one decay per head (A[:, 0, 0], delta[..., 0])."""
+    def forward(u, dl, A, B, C, D, z, x0):
+        return SSM.ssd(u, dl[..., 0], A[:, 0, 0], B, C, D, z, initial_state=x0, form=form, chunk_size=chunk_size)
+
+    return forward
+
+
+def _ssd_no_state_passing(u, dl, A, B, C, D, z, x0):
+    """Chunked SSD whose chunks forget the state of the chunks before them (each chunk starts from
+    the initial state): the inter-chunk recurrence left out."""
+    outs, h = [], x0
+    for c0 in range(0, u.shape[2], 4):
+        sl = slice(c0, c0 + 4)
+        y, h = SSM.ssd(u[:, :, sl], dl[:, :, sl, 0], A[:, 0, 0], B[:, :, sl], C[:, :, sl], D,
+                       None if z is None else z[:, :, sl], initial_state=x0)
+        outs.append(y)
+    return (np.concatenate(outs, axis=2) if outs else np.zeros(u.shape)), h
+
+
 _ALL = frozenset({"time_varying", "grouped", "skip_and_gate", "initial_state", "final_state"})
+_SSD = {"decay": {"per_channel"}}
 BUNDLED = [WKVAdapter(f"refimpl.wkv[{f}]", (lambda f: lambda w, u, k, v: RW.wkv(w, u, k, v, form=f))(f),
-                      frozenset({"large_keys"})) for f in ("stable", "parallel")]
+                      frozenset({"large_keys"})) for f in ("stable", "parallel", "scan")]
 BUNDLED.append(WKVAdapter("refimpl.wkv[recurrent]", _wkv_naive))  # exact, but overflows for large keys
 BUNDLED += [ScanAdapter(f"refimpl.selective_scan[{f}]", _scan_form(f), _ALL) for f in ("sequential", "associative")]
 BUNDLED.append(ScanAdapter("refimpl.selective_scan[convolution]", _scan_form("convolution"), _ALL - {"time_varying"}))
+BUNDLED.append(ScanAdapter("refimpl.ssd[chunked]", _ssd_form("chunked"), _ALL, declines=_SSD))
 
 _W = "wrong[{}]"
 WRONG = {
@@ -355,17 +418,20 @@ WRONG = {
     "wkv_u_on_past": WKVAdapter(_W.format("wkv_u_on_past"), _wkv_u_on_past),
     "wkv_decay_t_minus_j": WKVAdapter(_W.format("wkv_decay_t_minus_j"), _wkv_decay_t_minus_j),
     "wkv_bonus_clamped": WKVAdapter(_W.format("wkv_bonus_clamped"), _wkv_bonus_clamped, frozenset({"large_keys"})),
+    "wkv_scan_decays_later": WKVAdapter(_W.format("wkv_scan_decays_later"), _wkv_scan_decays_later,
+                                        frozenset({"large_keys"})),
     "scan_log_decay": ScanAdapter(_W.format("scan_log_decay"), _scan_log_decay, _ALL),
     "scan_euler_a": ScanAdapter(_W.format("scan_euler_a"), _scan_euler_a, _ALL),
     "scan_group_mod": ScanAdapter(_W.format("scan_group_mod"), _scan_group_mod, _ALL),
     "scan_seed_convolution": ScanAdapter(_W.format("scan_seed_convolution"), _scan_seed_convolution, _ALL - {"time_varying"}),
+    "ssd_no_state_passing": ScanAdapter(_W.format("ssd_no_state_passing"), _ssd_no_state_passing, _ALL, declines=_SSD),
 }
 
 PROPERTIES = [
     Property("wkv_matches_definition", "wkv", check_wkv_matches_definition, wkv_case,
              "WKV equals its definition (bonus u on the current token only, past token j decayed (t-1-j) w); "
              "with large_keys, also for |k| up to 1e4 where exp(k) overflows",
-             rejects=("wkv_naive_overflows", "wkv_u_on_past", "wkv_decay_t_minus_j")),
+             rejects=("wkv_naive_overflows", "wkv_u_on_past", "wkv_decay_t_minus_j", "wkv_scan_decays_later")),
     Property("wkv_extreme_exponents", "wkv", lambda i, c: check_wkv_matches_definition(i, c, "wkv_extreme_exponents"),
              wkv_extreme_case, "WKV with a bonus near its floor and keys climbing past e^709 equals its definition",
              requires=frozenset({"large_keys"}), rejects=("wkv_bonus_clamped",)),
@@ -374,7 +440,7 @@ PROPERTIES = [
              rejects=("scan_log_decay",)),
     Property("scan_matches_sequential", "ssm_scan", check_scan_matches_sequential, scan_case,
              "sequential, associative and convolution forms equal the ZOH-A / Euler-B selective scan",
-             rejects=("scan_euler_a", "scan_group_mod", "scan_seed_convolution")),
+             rejects=("scan_euler_a", "scan_group_mod", "scan_seed_convolution", "ssd_no_state_passing")),
 ]
 
 __all__ = ["BUNDLED", "KINDS", "PROPERTIES", "WRONG", "ScanAdapter", "WKVAdapter"]

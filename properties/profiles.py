@@ -27,14 +27,24 @@ def default_profile() -> str:
     """$REFIMPL_PROFILE, else "ci" when $CI is set, else "dev"."""
     name = os.environ.get("REFIMPL_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
     if name not in PROFILES:
-        raise ValueError(f"REFIMPL_PROFILE={name!r}: expected one of {', '.join(map(repr, PROFILES))}")
+        raise ValueError(f"REFIMPL_PROFILE: expected one of {', '.join(map(repr, PROFILES))}, got {name!r}")
     return name
+
+
+_loaded: str | None = None
 
 
 def load(name: str | None = None) -> str:
     """Load profile ``name`` (default: :func:`default_profile`) and return its name."""
+    global _loaded
     name = name or default_profile()
     if name not in PROFILES:
-        raise ValueError(f"profile {name!r}: expected one of {', '.join(map(repr, PROFILES))}")
+        raise ValueError(f"name: expected a profile, one of {', '.join(map(repr, PROFILES))}, got {name!r}")
     settings.load_profile(name)
+    _loaded = name
     return name
+
+
+def active() -> str | None:
+    """The profile :func:`load` loaded last in this process (None: none was; Hypothesis's defaults)."""
+    return _loaded

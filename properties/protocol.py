@@ -42,10 +42,15 @@ class Capability:
 
     meaning:  what declaring it promises (one sentence, precise).
     methods:  adapter methods that must be supplied when it is declared.
+    waives:   required methods of the kind an adapter declaring it need not supply (a partial
+              declaration: a kernel computing one piece of what the kind describes); the
+              properties calling a method it leaves out are unsupported for it
+              (``Property.methods``), never passed.
     """
 
     meaning: str
     methods: tuple = ()
+    waives: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +114,10 @@ class Kind:
         unknown = set(self.required) - set(self.methods)
         for cap in self.capabilities.values():
             unknown |= set(cap.methods) - set(self.methods)
+            unknown |= set(cap.waives) - set(self.required)
         if unknown:
-            raise ValueError(f"kind {self.name!r}: methods {sorted(unknown)} are not in its methods table")
+            raise ValueError(f"kind {self.name!r}: methods {sorted(unknown)} are not in its methods table "
+                             "(or waived without being required)")
         for group in self.one_of:
             if set(group) - set(self.capabilities):
                 raise ValueError(f"kind {self.name!r}: one_of {group} names unknown capabilities")
@@ -153,8 +160,9 @@ def validate(adapter, kinds: Mapping[str, Kind]) -> list:
     def supplied(m):
         return callable(getattr(adapter, m, None))
 
+    waived = {m for c in caps & set(kind.capabilities) for m in kind.capabilities[c].waives}
     for m in kind.required:
-        if not supplied(m):
+        if m not in waived and not supplied(m):
             problems.append(f"adapter {label} (kind {kind.name!r}): required method {m!r} not supplied")
     for c in sorted(caps & set(kind.capabilities)):
         for m in kind.capabilities[c].methods:

@@ -108,11 +108,12 @@ def pytest_configure(config: pytest.Config) -> None:
         known = registry.all_kinds()
         bad = sorted(set(kinds) - set(known))
         if bad:
-            raise ProtocolError(f"--refimpl-kind: unknown kind(s) {bad}; valid kinds: {', '.join(sorted(known))}")
+            raise ProtocolError(f"--refimpl-kind: expected one of {', '.join(sorted(known))}, got unknown kind(s) {bad}")
         if kinds:
             impls = [i for i in impls if i.kind in kinds]
             if not impls:
-                raise ProtocolError(f"--refimpl-kind {kinds}: none of the adapters is of these kinds")
+                raise ProtocolError(f"--refimpl-kind: expected a kind of one of the adapters, got {kinds} "
+                                    f"(none of the adapters is of these kinds)")
         xfail_entries()  # an xfail file naming unknown properties/implementations is an error up front
     except (ProtocolError, XfailError) as e:
         raise pytest.UsageError(str(e)) from None

@@ -54,9 +54,9 @@ def _read_entries(path: pathlib.Path) -> list:
         data = json.loads(path.read_text())
         entries = data["entries"]
     except (ValueError, KeyError, TypeError) as e:
-        raise XfailError(f"{path}: expected {{\"entries\": [...]}}: {e}") from e
+        raise XfailError(f"{path}: expected JSON {{\"entries\": [...]}}, got {type(e).__name__}: {e}") from e
     if not isinstance(entries, list):
-        raise XfailError(f"{path}: \"entries\" must be a list")
+        raise XfailError(f"{path}: expected \"entries\" to be a list, got {type(entries).__name__}")
     return entries
 
 
@@ -95,9 +95,11 @@ def xfail_entries(known_impls=None) -> dict:
         peers_file = path.resolve() == PEERS_XFAIL_FILE.resolve()
         for n, e in enumerate(_read_entries(path)):
             if not isinstance(e, dict) or not {"property", "implementation", "reason"} <= set(e) or not e["reason"]:
-                raise XfailError(f"{path}: entry {n} needs property, implementation and a non-empty reason: {e!r}")
+                raise XfailError(f"{path}: expected entry {n} with property, implementation and a non-empty reason, "
+                                 f"got {e!r}")
             if e["property"] not in props:
-                raise XfailError(f"{path}: entry {n} names unknown property {e['property']!r}")
+                raise XfailError(f"{path}: expected entry {n} to name a property, got unknown property "
+                                 f"{e['property']!r}")
             name = e["implementation"]
             if peers_file:
                 _check_peer_entry(path, n, e)
@@ -106,8 +108,9 @@ def xfail_entries(known_impls=None) -> dict:
             if name not in known_impls:
                 found = {i.name for i in load_adapter(e["adapter"], f"{path} entry {n}")} if e.get("adapter") else set()
                 if name not in found:
-                    raise XfailError(f"{path}: entry {n} names unknown implementation {name!r} "
-                                     f"(give \"adapter\": \"module:object\" for one that is not bundled)")
+                    raise XfailError(f"{path}: expected entry {n} to name an implementation (give \"adapter\": "
+                                     f"\"module:object\" for one that is not bundled), got unknown implementation "
+                                     f"{name!r}")
             out[(e["property"], name)] = e["reason"]
     return out
 
@@ -117,8 +120,8 @@ def _check_peer_entry(path, n, e) -> None:
 
     mod, _, factory = str(e.get("adapter", "")).partition(":")
     if mod != "properties.peers" or factory not in FACTORIES:
-        raise XfailError(f"{path}: entry {n} needs \"adapter\": \"properties.peers:<factory>\" with a factory of "
-                         f"{sorted(FACTORIES)}, got {e.get('adapter')!r}")
+        raise XfailError(f"{path}: expected entry {n} with \"adapter\": \"properties.peers:<factory>\", a factory "
+                         f"of {sorted(FACTORIES)}, got {e.get('adapter')!r}")
 
 
 # ----------------------------------------------------------------------------

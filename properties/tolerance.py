@@ -36,6 +36,8 @@ import math
 
 import numpy as np
 
+from refimpl.softmax import EXP_MAX_ULP
+
 from .comparison import (ETA64, FLOAT64_SAFETY, U32, U64, UNIT_ROUNDOFF, _RECORDER, compare_close,  # noqa: F401
                          compare_lse, numpy_dtype, recording, round_to)
 from .attention_lowp import kernel_bounds as _kernel_bounds, naive_attention as _naive_attention
@@ -81,19 +83,20 @@ def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=Non
 
     * the running max m_1 <= m_2 <= ... <= m_T is exact (a max of computed
       scores); the factor exp(m_t - m_{t+1}) is computed with relative error
-      <= u |m_t - m_{t+1}| + 2u (the subtraction, the exp, the multiply);
+      <= u |m_t - m_{t+1}| + (1 + 2 X) u: the subtraction, the exp (X =
+      ``refimpl.softmax.EXP_MAX_ULP`` (from ``refimpl._exp``) = 1 ulp, relative 2 X u) and the multiply;
     * a weight from tile t is multiplied by the factors of the later tiles, so
       its relative error grows by at most u sum_t |m_t - m_{t+1}| + 2 T u
       <= u R + 2 T u, where R <= 2 (S_eff + b) bounds the spread of the row's
       scores: S_eff = scale max||q|| max||k|| (at most c with softcap c),
       b = max |bias| (the sum telescopes: the max only grows);
     * FA1 also divides by l' and multiplies by l at every step: at most
-      3 more roundings per step, so 5 T u covers both variants;
+      3 more roundings per step, so (4 + 2 X) T u = 6 T u covers both variants;
     * weights normalised by their sum: a relative error e per weight moves the
       output by at most 2 e max|v| and the log-sum-exp by at most e.
 
-    Hence the extra terms ``safety * max|v| * 2 (u R + 5 T u)`` for out and
-    ``safety * (u R + 5 T u)`` for lse. Split-KV with ``chunks`` partial results
+    Hence the extra terms ``safety * max|v| * 2 (u R + 6 T u)`` for out and
+    ``safety * (u R + 6 T u)`` for lse. Split-KV with ``chunks`` partial results
     adds the merge: weights exp(lse_c - lse) perturbed by the partials' lse
     errors e_l (relative 2 e_l) and C + 4 roundings, i.e. 2 max|v| (2 e_l + (C + 4) u)
     on out and e_l + (C + 4) u max(1, |lse|) on lse.
@@ -112,7 +115,7 @@ def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=Non
     b = 0.0 if bias is None else float(np.max(np.abs(np.where(np.isfinite(bias), bias, 0.0)), initial=0.0))
     T = math.ceil(Lk / block_k)
     V = float(np.max(np.abs(v), initial=0.0))
-    e = U64 * 2 * (S + b) + 5 * T * U64
+    e = U64 * 2 * (S + b) + (4 + 2 * EXP_MAX_ULP) * T * U64
     atol_out += FLOAT64_SAFETY * V * 2 * e
     atol_lse += FLOAT64_SAFETY * e
     if chunks > 1:

@@ -12,6 +12,7 @@ each ``refimpl.mixers`` module, softmax and log-sum-exp in ``refimpl.softmax``.
 from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
 from . import block, definition, ffn, formats, losses, norms
 from . import gated, int_formats, latent, model_configs, pooled_memory, positional, roofline, scaling, vision
+from . import hybrid, mamba_block, vision_objectives
 from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
 from .mla import MLALatentCache, MLAWeights, mla_attention
 from .receptive_field import receptive_field as receptive_field_matrix, window_receptive_interval
@@ -62,6 +63,9 @@ __all__ = [
     "scaling",
     "pooled_memory",
     "gated",
+    "mamba_block",
+    "hybrid",
+    "vision_objectives",
     "ContiguousCache",
     "PagedCache",
     "RingCache",

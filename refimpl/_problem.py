@@ -279,8 +279,8 @@ class _Setup:
             bad &= _split_heads(visible, self.Hkv)
         if bad.any():
             raise ValueError(
-                "q, k, scale: a visible score scale * <q_i, k_j> (plus bias) exceeds the float64 range "
-                "(|s| > 1.8e308); rescale q, k or scale, or pass softcap= to bound the scores")
+                "q, k, scale: expected every visible score scale * <q_i, k_j> (plus bias) within float64 range, got "
+                "one beyond it (|s| > 1.8e308); rescale q, k or scale, or pass softcap= to bound the scores")
 
     def dropout_scale(self, qs: slice, ks: slice):
         """keep / (1 - p) for a tile, (B?, Hkv?, G?, nq, nk), or None without dropout."""
@@ -318,6 +318,6 @@ def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int, culprits: str = "dout,
             dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
     for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
         if not np.isfinite(g).all():
-            raise ValueError(f"{culprits}: the gradient {name} exceeds the float64 range (|{name}| > 1.8e308) "
-                             f"or is NaN; rescale dout or v")
+            raise ValueError(f"{culprits}: expected the gradient {name} within float64 range, got one beyond it "
+                             f"(|{name}| > 1.8e308) or NaN; rescale dout or v")
     return dq, dk, dv

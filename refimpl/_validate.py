@@ -131,7 +131,7 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
             raise ValueError(f"{name}: expected at least {n} entries along axis {axis}{doc}, got shape {arr.shape}")
     if arr.dtype != np.float64:
         if np.issubdtype(arr.dtype, np.integer) and arr.size and np.abs(arr).max() >= 2**53:
-            raise ValueError(f"{name}: integer entries beyond 2**53 are not exact in float64")
+            raise ValueError(f"{name}: expected integer entries within 2**53 (exact in float64), got one beyond it")
         arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():  # one pass when all is well; find the culprit only when not
         want_finite = "finite entries (or -inf, hidden)" if allow_neg_inf else "finite entries"
@@ -250,7 +250,8 @@ def finite_result(value, what: str, names: str):
     """``value`` (a float or array) if finite; else ValueError: an exact value beyond float64 range."""
     v = np.asarray(value)
     if not np.isfinite(v).all():
-        raise ValueError(f"{names}: {what} is beyond float64 range (exact values are never reported as inf)")
+        raise ValueError(f"{names}: expected {what} within float64 range (exact values are never reported as inf), "
+                         f"got one beyond it")
     return value
 
 
@@ -282,14 +283,15 @@ def check_score_range(q: np.ndarray, k: np.ndarray, scale: float, softcap, bias,
         bound = lq + lk + max(0.0, math.log(scale))
         if bound > limit:
             raise ValueError(
-                f"q, k, scale: the scores may overflow {what} (Cauchy-Schwarz bound "
-                f"max(1, scale) * max ||q_i|| * max ||k_j|| = e^{bound:.1f} > {limit_value:.3g}); "
+                f"q, k, scale: expected scores within {what} range (Cauchy-Schwarz bound "
+                f"max(1, scale) * max ||q_i|| * max ||k_j|| <= {limit_value:.3g}), got a bound of e^{bound:.1f}; "
                 f"rescale q or k" + (", or pass a softcap" if what == "float64" else ""))
     if bias is not None:
         b = np.asarray(bias, dtype=np.float64)
         fin = b[np.isfinite(b)]
         if fin.size and float(np.abs(fin).max()) > FLOAT_MAX / 4:
-            raise ValueError(f"bias: entries beyond FLOAT_MAX / 4 = {FLOAT_MAX / 4:.3g} may overflow the scores")
+            raise ValueError(f"bias: expected entries within FLOAT_MAX / 4 = {FLOAT_MAX / 4:.3g} (beyond it the scores "
+                             f"may overflow), got {float(np.abs(fin).max()):.3g}")
 
 
 # ---------------------------------------------------------------------------
@@ -371,7 +373,8 @@ def broadcastable(arr: np.ndarray, name: str, full_shape: tuple) -> np.ndarray:
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{name}: shape {arr.shape} does not broadcast to (B, Hq, Lq, Lk) = {tuple(full_shape)}")
+        raise ValueError(f"{name}: expected a shape that broadcasts to (B, Hq, Lq, Lk) = {tuple(full_shape)}, "
+                         f"got {arr.shape}")
     return arr
 
 
@@ -403,10 +406,12 @@ def attention_dropout(dropout_mask, dropout_p, full_shape: tuple):
     p = float(dropout_p)
     if dropout_mask is None:
         if p > 0.0:
-            raise ValueError("dropout_p > 0 needs an explicit dropout_mask (bool keep-mask): the spec has no hidden RNG")
+            raise ValueError(f"dropout_mask: expected a bool keep-mask with dropout_p = {p} > 0 (the spec has no hidden "
+                             f"RNG), got None")
         return None, p
     if p == 0.0:
-        raise ValueError("dropout_mask given with dropout_p = 0: pass the drop rate the mask was drawn with")
+        raise ValueError("dropout_mask: expected None with dropout_p = 0 (or pass the drop rate the mask was "
+                         "drawn with), got a mask")
     km = np.asarray(dropout_mask)
     if km.dtype != np.bool_:
         raise TypeError(f"dropout_mask: expected a bool keep-mask (True = keep), got dtype {km.dtype}")
@@ -452,7 +457,7 @@ def experts(x, name: str, E: int, D: int) -> list:
         if not callable(ex):
             raise TypeError(f"{name}[{i}]: expected a callable expert (FFNExpert, SwiGLUExpert), got {_type(ex)}")
         if getattr(ex, "d_model", D) != D:
-            raise ValueError(f"{name}[{i}]: d_model {ex.d_model} does not match x's D = {D}")
+            raise ValueError(f"{name}[{i}]: expected d_model equal to x's D = {D}, got {ex.d_model}")
     return list(x)
 
 

@@ -53,7 +53,8 @@ def _bytes(n: int, per, name: str, what: str) -> float:
     try:
         return V.finite_result(float(n) * per, what, name)
     except OverflowError:
-        raise ValueError(f"{what}: beyond float64 range (exact values are never reported as inf)") from None
+        raise ValueError(f"{name}: expected {what} within float64 range (exact values are never reported as inf), "
+                         f"got one beyond it") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +95,10 @@ class TransformerConfig:
         if self.head_dim is not None:
             _pos_int(self.head_dim, "head_dim")
         if self.n_kv_heads is not None and self.n_heads % _pos_int(self.n_kv_heads, "n_kv_heads"):
-            raise ValueError(f"n_kv_heads: must divide n_heads={self.n_heads}, got {self.n_kv_heads}")
+            raise ValueError(f"n_kv_heads: expected a divisor of n_heads = {self.n_heads}, got {self.n_kv_heads}")
         if self.head_dim is None and self.d_model % self.n_heads:
-            raise ValueError("head_dim: give it explicitly when n_heads does not divide d_model")
+            raise ValueError(f"head_dim: expected an explicit head_dim when n_heads = {self.n_heads} does not divide "
+                             f"d_model = {self.d_model}, got None")
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k: expected <= num_experts={self.num_experts}, got {self.top_k}")
 

@@ -11,6 +11,23 @@ docs/notes.md#encoder-decoder, docs/notes.md#layer-parameters).
                                 queries from the decoder and keys/values from the encoder
                                 output M (pre-norm: h = h + XAttn(Nc(h), M)), then the FFN.
 
+Learnable per-branch scales (docs/hybrid.md#per-branch-scales; CaiT's LayerScale, timm
+``LayerScale``): a block's ``attn_scale`` and ``ffn_scale`` (a scalar or one value per channel,
+shape (d,)) multiply the attention and FFN branch outputs before they join the residual, in every
+arrangement: pre-norm h = x + a_attn * Attn(N1(x)), y = h + a_ffn * FFN(N2(h)); parallel
+y = x + s (a_attn * Attn(N1(x)) + a_ffn * FFN(N1(x))). They are parameters (counted by
+``num_params``); None is a scale of 1 with no parameter.
+
+Positions (docs/hybrid.md#a-pre-norm-block-with-rope): an ``Attention`` with ``rope`` (a dict
+of ``refimpl.rope.apply_rope`` keywords) rotates its queries and keys at positions 0..L-1 after the
+projections (Llama's decoder layer: pre-norm RMSNorm, RoPE "half" layout, SwiGLU; checked against
+transformers 5.25.0 ``models/llama/modeling_llama.py`` ``LlamaDecoderLayer``).
+
+Per-layer masks: ``block(mask=...)`` and ``stack(masks=[...])`` give each layer's self-attention
+its own mask (a ``refimpl.masks.Mask`` or a bool (L, L) array, ANDed with ``causal``), e.g. sliding
+windows interleaved with full layers (Gemma 2, Mistral-style hybrids); ``refimpl.receptive_field``
+takes the same per-layer list (docs/hybrid.md#interleaved-windowed-and-full-layers).
+
 A pre-norm stack usually ends with a final norm ("final LN" of GPT-2, Llama's norm before
 the head). Fused kernels carry the residual stream separately (vLLM ``fused_add_rms_norm``:
 residual <- residual + hidden; hidden <- norm(residual)); :func:`pre_norm_stack_fused_residual`
@@ -32,9 +49,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import accounting, ffn as _ffn, norms
+from . import accounting, ffn as _ffn, masks as _masks, norms
 from ._validate import as_float_array, bool_array, check_budget, choice, count, flag, instance, positive_int, real_number
 from .mha import multi_head_attention
+from .rope import check_rope_kwargs
 
 ARRANGEMENTS = ("pre_norm", "post_norm", "parallel")
 NORM_KINDS = ("layernorm", "rmsnorm")
@@ -55,7 +73,7 @@ class Norm:
         if self.kind == "layernorm":
             return norms.layer_norm(x, self.weight, self.bias, eps=self.eps)
         if self.bias is not None:
-            raise ValueError("bias: an RMSNorm has no bias")
+            raise ValueError("bias: expected None for an RMSNorm (it has no bias), got an array")
         return norms.rms_norm(x, self.weight, eps=self.eps, weight_offset=self.weight_offset)
 
     def num_params(self) -> int:
@@ -64,7 +82,8 @@ class Norm:
 
 @dataclasses.dataclass(frozen=True)
 class Attention:
-    """W_q (d, H hd), W_k, W_v (d, Hkv hd), W_o (H hd, d); no biases."""
+    """W_q (d, H hd), W_k, W_v (d, Hkv hd), W_o (H hd, d); no biases; ``rope``: None or a dict of
+    ``refimpl.rope.apply_rope`` keywords applied to q and k (module doc)."""
 
     W_q: np.ndarray
     W_k: np.ndarray
@@ -72,6 +91,7 @@ class Attention:
     W_o: np.ndarray
     num_heads: int
     num_kv_heads: Optional[int] = None
+    rope: Optional[dict] = None
 
     def __post_init__(self):
         H = positive_int(self.num_heads, "num_heads")
@@ -79,13 +99,15 @@ class Attention:
         Wq = as_float_array(self.W_q, "W_q", ndim=2, shape_doc="(d, H hd)")
         d, cols = Wq.shape
         if cols % H:
-            raise ValueError(f"W_q, num_heads: expected num_heads = {H} to divide W_q's {cols} columns")
+            raise ValueError(f"W_q, num_heads: expected num_heads to divide W_q's {cols} columns, got num_heads = {H}")
         hd = cols // H
         W = {"W_q": Wq}
         for name in ("W_k", "W_v"):
             W[name] = as_float_array(getattr(self, name), name, shape=(d, Hkv * hd),
                                      shape_doc=f"(d, num_kv_heads * head_dim) with num_kv_heads = {Hkv}, head_dim = {hd}")
         W["W_o"] = as_float_array(self.W_o, "W_o", shape=(cols, d), shape_doc="(H hd, d)")
+        if self.rope is not None:
+            object.__setattr__(self, "rope", check_rope_kwargs(self.rope, hd))
         for name, w in W.items():  # the validated float64 arrays, the block's own copies (no aliasing)
             object.__setattr__(self, name, w.copy())
 
@@ -105,6 +127,8 @@ class Block:
     norm2: Optional[Norm] = None
     cross_attn: Optional[Attention] = None
     norm_cross: Optional[Norm] = None
+    attn_scale: Optional[np.ndarray] = None
+    ffn_scale: Optional[np.ndarray] = None
 
     def __post_init__(self):
         instance(self.attn, "attn", Attention)
@@ -115,10 +139,19 @@ class Block:
             if getattr(self, name) is not None:
                 instance(getattr(self, name), name, Attention if name == "cross_attn" else Norm)
         if (self.cross_attn is None) != (self.norm_cross is None):
-            raise ValueError("cross_attn, norm_cross: give both (a decoder block) or neither")
+            raise ValueError(f"cross_attn, norm_cross: expected both (a decoder block) or neither, got only "
+                             f"{'cross_attn' if self.norm_cross is None else 'norm_cross'}")
+        d = self.attn.W_q.shape[0]
+        for name in ("attn_scale", "ffn_scale"):
+            if getattr(self, name) is not None:
+                a = as_float_array(getattr(self, name), name)
+                if a.shape not in ((), (d,)):
+                    raise ValueError(f"{name}: expected a scalar or shape (d_model,) = ({d},), got shape {a.shape}")
+                object.__setattr__(self, name, a.copy())
 
     def num_params(self) -> int:
         parts = [self.attn.num_params(), _ffn.num_params(self.ffn)]
+        parts += [int(np.size(a)) for a in (self.attn_scale, self.ffn_scale) if a is not None]
         parts += [m.num_params() for m in (self.norm1, self.norm2, self.cross_attn, self.norm_cross) if m is not None]
         return int(sum(parts))
 
@@ -143,12 +176,13 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         counter.add(2 * B * a.num_heads * hd * Lq * Lk)
     try:
         return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
-                                    num_kv_heads=a.num_kv_heads, **kw)
+                                    num_kv_heads=a.num_kv_heads, rope=a.rope, **kw)
     except ValueError as e:  # name the block's inputs, not the sub-layer's internal q, k
         msg = str(e)
         if msg.startswith("q, k, scale"):
-            raise ValueError(f"x (y_in), memory, blk: an attention sub-layer's scores may overflow float64 ({e})") from None
-        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:")) and "beyond float64 range" in msg:
+            raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's scores within float64 range, "
+                             f"got ({e})") from None
+        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:")) and "within float64 range" in msg:
             # an exact projection beyond float64: name the block's inputs, not the sub-layer's x_q, x_kv
             raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 "
                              f"range, got one beyond it ({e})") from None
@@ -180,7 +214,7 @@ def _drop_path(branch, keep, p, keep_name, p_name):
     with np.errstate(over="ignore"):
         out = branch * (keep / (1.0 - p)).reshape((-1,) + (1,) * (branch.ndim - 1))
     if not np.isfinite(out).all():
-        raise ValueError(f"branch, {p_name}: branch / (1 - p) is beyond float64 range")
+        raise ValueError(f"branch, {p_name}: expected branch / (1 - p) within float64 range, got one beyond it")
     return out
 
 
@@ -208,65 +242,117 @@ _NONE = Stochastic()
 
 
 def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False, memory=None,
-          parallel_scale: float = 1.0, rand: Stochastic = _NONE, counter: Optional[MacCounter] = None) -> np.ndarray:
+          parallel_scale: float = 1.0, rand: Stochastic = _NONE, counter: Optional[MacCounter] = None,
+          mask=None) -> np.ndarray:
     """One residual block on x (B, L, d) (module docstring); ``memory`` (B, L_enc, d) turns on
-    the cross-attention sub-layer (the block must have ``cross_attn``)."""
+    the cross-attention sub-layer (the block must have ``cross_attn``); ``mask`` (a
+    ``refimpl.masks.Mask`` or bool (L, L), True = may attend) restricts the self-attention."""
     choice(arrangement, "arrangement", ARRANGEMENTS)
     x = as_float_array(x, "x", ndim=3)
     instance(blk, "blk", Block)
     if blk.attn.W_q.shape[0] != x.shape[2]:
-        raise ValueError(f"x, blk: expected x's last axis {x.shape[2]} to equal the block's d_model "
-                         f"{blk.attn.W_q.shape[0]}")
+        raise ValueError(f"x, blk: expected x's last axis to equal the block's d_model {blk.attn.W_q.shape[0]}, "
+                         f"got {x.shape[2]}")
     instance(rand, "rand", Stochastic)
     causal = flag(causal, "causal")
     if counter is not None:
         instance(counter, "counter", MacCounter)
     if (memory is None) != (blk.cross_attn is None):
-        raise ValueError("memory: give it exactly when the block has cross_attn")
+        raise ValueError(f"memory: expected an array exactly when the block has cross_attn, got "
+                         f"{'None' if memory is None else 'an array'} for a block "
+                         f"{'without' if blk.cross_attn is None else 'with'} cross_attn")
     if arrangement != "parallel" and blk.norm2 is None:
-        raise ValueError(f"norm2: the {arrangement} arrangement needs the block's norm2 (only 'parallel' has one norm)")
+        raise ValueError(f"norm2: expected the block's norm2 for the {arrangement} arrangement (only 'parallel' has "
+                         f"one norm), got None")
     if memory is not None:
         memory = as_float_array(memory, "memory", ndim=3)
         if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
             raise ValueError(f"memory: expected shape (B, L_enc, d) with B, d of x {x.shape}, got {memory.shape}")
     dp = rand.drop_path_p
+    mask = _layer_mask(mask, x.shape[1], "mask")
+
+    def scaled(a, branch):
+        return branch if a is None else a * branch
 
     def attn(h):
-        return _drop_path(_attend(h, h, blk.attn, counter, causal=causal), rand.keep_attn, dp, "keep_attn", "drop_path_p")
+        return _drop_path(scaled(blk.attn_scale, _attend(h, h, blk.attn, counter, causal=causal, mask=mask)),
+                          rand.keep_attn, dp, "keep_attn", "drop_path_p")
 
     def cross(h):
         return _drop_path(_attend(h, memory, blk.cross_attn, counter), rand.keep_cross, dp, "keep_cross", "drop_path_p")
 
     def ff(h):
-        return _drop_path(_feed_forward(h, blk, counter, rand.act_keep_mask, rand.act_dropout_p), rand.keep_ffn, dp,
-                          "keep_ffn", "drop_path_p")
+        return _drop_path(scaled(blk.ffn_scale, _feed_forward(h, blk, counter, rand.act_keep_mask, rand.act_dropout_p)),
+                          rand.keep_ffn, dp, "keep_ffn", "drop_path_p")
 
     s = real_number(parallel_scale, "parallel_scale", minimum=0.0)
     if arrangement == "parallel":
         if memory is not None:
-            raise ValueError("arrangement: the parallel block has no cross-attention")
+            raise ValueError("arrangement: expected 'pre_norm' or 'post_norm' for a block with cross-attention (the "
+                             "parallel block has none), got 'parallel'")
         h = blk.norm1(x)
         with np.errstate(over="ignore", invalid="ignore"):
             y = x + s * (attn(h) + ff(h))
         if not np.isfinite(y).all():
-            raise ValueError("x, parallel_scale, blk: the block's output x + s (Attn + FFN) is beyond float64 range")
+            raise ValueError("x, parallel_scale, blk: expected the block's output x + s (Attn + FFN) within float64 "
+                             "range, got one beyond it")
         return y
     if arrangement == "pre_norm":
-        h = x + attn(blk.norm1(x))
+        h = _residual(x, attn(blk.norm1(x)))
         if memory is not None:
-            h = h + cross(blk.norm_cross(h))
-        return h + ff(blk.norm2(h))
-    h = blk.norm1(x + attn(x))
+            h = _residual(h, cross(blk.norm_cross(h)))
+        return _residual(h, ff(blk.norm2(h)))
+    h = blk.norm1(_residual(x, attn(x)))
     if memory is not None:
-        h = blk.norm_cross(h + cross(h))
-    return blk.norm2(h + ff(h))
+        h = blk.norm_cross(_residual(h, cross(h)))
+    return blk.norm2(_residual(h, ff(h)))
+
+
+def _residual(h, branch):
+    """h + branch; a sum beyond float64 range is an error naming the block's inputs (never an inf handed
+    on to the next sub-layer, which would blame its own input)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = h + branch
+    if not np.isfinite(out).all():
+        raise ValueError("x, blk: expected the block's residual sums within float64 range, got one beyond it")
+    return out
+
+
+def _layer_mask(mask, L: int, name: str):
+    """None, or a bool (L, L) array from a Mask predicate or an array (True = may attend)."""
+    if mask is None:
+        return None
+    if isinstance(mask, _masks.Mask):
+        return mask.materialize(L, L)
+    return bool_array(mask, name, shape=(L, L), shape_doc=f"(L, L) = ({L}, {L})")
+
+
+def layer_masks(masks, n_layers: int, name: str = "masks") -> list:
+    """A per-layer list of masks (None, a ``refimpl.masks.Mask`` or a bool (L, L) array), one per layer;
+    ``name`` is the argument the messages name."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str, got {type(name).__name__}")
+    n_layers = count(n_layers, "n_layers")
+    if masks is None:
+        return [None] * n_layers
+    if isinstance(masks, (str, bytes, np.ndarray, _masks.Mask)) or not hasattr(masks, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence with one mask (or None) per layer, got {type(masks).__name__}")
+    masks = list(masks)
+    if len(masks) != n_layers:
+        raise ValueError(f"{name}, n_layers: expected one mask per layer ({n_layers} layers), got {len(masks)}")
+    for i, m in enumerate(masks):
+        if m is not None and not isinstance(m, (_masks.Mask, np.ndarray)):
+            raise TypeError(f"{name}[{i}]: expected None, a refimpl.masks.Mask or a bool array, got {type(m).__name__}")
+    return masks
 
 
 def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: bool = False, memory=None,
           final_norm: Optional[Norm] = None, parallel_scale: float = 1.0, rands: Optional[Sequence[Stochastic]] = None,
-          counter: Optional[MacCounter] = None) -> np.ndarray:
-    """blocks applied in order, then ``final_norm`` if given; ``rands`` one per block."""
+          counter: Optional[MacCounter] = None, masks=None) -> np.ndarray:
+    """blocks applied in order, then ``final_norm`` if given; ``rands`` one per block; ``masks`` one
+    self-attention mask per block (None entries: ``causal`` alone), e.g. windowed and full layers interleaved."""
     blocks = _blocks(blocks, "blocks")
+    masks = layer_masks(masks, len(blocks))
     _final(final_norm, "final_norm")
     if rands is not None and (isinstance(rands, (str, bytes)) or not hasattr(rands, "__iter__")):
         raise TypeError(f"rands: expected a sequence of refimpl.block.Stochastic, got {type(rands).__name__}")
@@ -276,9 +362,14 @@ def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: 
     if len(rands) != len(blocks):
         raise ValueError(f"rands, blocks: expected one Stochastic per block ({len(blocks)} blocks), got {len(rands)}")
     h = x
-    for blk, r in zip(blocks, rands):
-        h = block(h, blk, arrangement=arrangement, causal=causal, memory=memory, parallel_scale=parallel_scale,
-                  rand=r, counter=counter)
+    for i, (blk, r, m) in enumerate(zip(blocks, rands, masks)):
+        try:
+            h = block(h, blk, arrangement=arrangement, causal=causal, memory=memory, parallel_scale=parallel_scale,
+                      rand=r, counter=counter, mask=m)
+        except (ValueError, TypeError) as e:
+            if str(e).startswith("mask:"):
+                raise type(e)(f"masks[{i}]" + str(e)[4:]) from None
+            raise
     return h if final_norm is None else final_norm(h)
 
 
@@ -292,7 +383,8 @@ def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = 
     causal = flag(causal, "causal")
     for i, blk in enumerate(blocks):
         if blk.norm2 is None or blk.cross_attn is not None:
-            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2")
+            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2, got one "
+                             f"{'without norm2' if blk.norm2 is None else 'with cross_attn'}")
     hidden = None
     for blk in blocks:
         residual = residual if hidden is None else residual + hidden
@@ -320,8 +412,8 @@ def decoder(y_in, memory, blocks: Sequence[Block], *, arrangement: str = "pre_no
     blocks = _blocks(blocks, "blocks")
     for i, b in enumerate(blocks):  # named here: stack() would report the mismatch as its own x
         if b.attn.W_q.shape[0] != y_in.shape[2]:
-            raise ValueError(f"y_in, blocks: expected y_in's last axis {y_in.shape[2]} to equal "
-                             f"blocks[{i}]'s d_model {b.attn.W_q.shape[0]}")
+            raise ValueError(f"y_in, blocks: expected y_in's last axis to equal blocks[{i}]'s d_model "
+                             f"{b.attn.W_q.shape[0]}, got {y_in.shape[2]}")
     return stack(y_in, blocks, arrangement=arrangement, causal=True, memory=memory, final_norm=final_norm,
                  counter=counter)
 
@@ -342,16 +434,20 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
     for name, bl in (("enc_blocks", enc_blocks), ("dec_blocks", dec_blocks)):
         for i, b in enumerate(bl):
             if b.attn.W_q.shape[0] != E.shape[1]:
-                raise ValueError(f"embedding, {name}: expected {name}[{i}]'s d_model {b.attn.W_q.shape[0]} to equal "
-                                 f"the embedding width d = {E.shape[1]}")
+                raise ValueError(f"embedding, {name}: expected {name}[{i}]'s d_model to equal the embedding width "
+                                 f"d = {E.shape[1]}, got {b.attn.W_q.shape[0]}")
     if src.shape[0] != tgt.shape[0]:
         raise ValueError(f"tgt_tokens: expected batch size {src.shape[0]} (src_tokens), got shape {tgt.shape}")
-    M = encoder(E[src], enc_blocks, final_norm=enc_norm)
-    h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
+    try:  # the arguments are valid here: what fails inside is an activation beyond float64 range
+        M = encoder(E[src], enc_blocks, final_norm=enc_norm)
+        h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
+    except ValueError as e:  # name this function's arguments, not the inner stacks' x, memory, blk
+        raise ValueError(f"embedding, enc_blocks, dec_blocks: expected the encoder and decoder activations within "
+                         f"float64 range, got ({e})") from None
     with np.errstate(over="ignore", invalid="ignore"):
         logits = h @ E.T
     if not np.isfinite(logits).all():
-        raise ValueError("embedding: the logits h E^T are beyond float64 range")
+        raise ValueError("embedding: expected the logits h E^T within float64 range, got one beyond it")
     return logits
 
 
@@ -376,10 +472,12 @@ def block_config(blk: Block, *, n_layers: int = 1) -> accounting.TransformerConf
     instance(blk, "blk", Block)
     n_layers = positive_int(n_layers, "n_layers")
     if blk.cross_attn is not None:
-        raise ValueError("blk: accounting.TransformerConfig describes decoder-only blocks (no cross-attention)")
+        raise ValueError("blk: expected a decoder-only block (accounting.TransformerConfig has no cross-attention), "
+                         "got one with cross_attn")
     f = blk.ffn
     if any(getattr(f, n.name) is not None for n in dataclasses.fields(f) if n.name.startswith("b")):
-        raise ValueError("blk: accounting counts FFN biases only together with attention biases; use bias-free FFNs")
+        raise ValueError("blk: expected bias-free FFNs (accounting counts FFN biases only together with attention "
+                         "biases), got FFN biases")
     d = blk.attn.W_q.shape[0]
     glu = isinstance(f, _ffn.GLUParams)
     d_ff = (f.W_gate if glu else f.W1).shape[1]
@@ -401,7 +499,7 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
     choice(activation, "activation", _ffn.ACTIVATIONS)
     norm_bias, cross = flag(norm_bias, "norm_bias"), flag(cross, "cross")
     if norm_bias and norm == "rmsnorm":
-        raise ValueError("norm_bias: an RMSNorm has no bias (norm='rmsnorm')")
+        raise ValueError("norm_bias: expected False with norm='rmsnorm' (an RMSNorm has no bias), got True")
     d_model, num_heads, d_ff = (positive_int(v, n) for v, n in ((d_model, "d_model"), (num_heads, "num_heads"),
                                                                    (d_ff, "d_ff")))
     Hkv = num_heads if num_kv_heads is None else positive_int(num_kv_heads, "num_kv_heads")
@@ -434,5 +532,6 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
 
 __all__ = [
     "ARRANGEMENTS", "Attention", "Block", "MacCounter", "NORM_KINDS", "Norm", "Stochastic", "block",
-    "block_config", "decoder", "drop_path", "encoder", "init_block", "pre_norm_stack_fused_residual", "seq2seq_logits", "stack",
+    "block_config", "decoder", "drop_path", "encoder", "init_block", "layer_masks", "pre_norm_stack_fused_residual",
+    "seq2seq_logits", "stack",
 ]

@@ -79,7 +79,8 @@ def _flash2_window(native, Lq, Lk):
     (2, -1) is not "unbounded on the right" (Lq = 10, Lk = 3: rows 0-3 see nothing).
     """
     if Lq is None or Lk is None:
-        raise ValueError("Lq, Lk: flash_attn2's host code rewrites the window by the problem's lengths; pass both")
+        raise ValueError("Lq, Lk: expected both (flash_attn2's host code rewrites the window by the problem's "
+                         "lengths), got None")
     Lq, Lk = _V.count(Lq, "Lq"), _V.count(Lk, "Lk")
     native = _pair(native, "window_size")
     left, right = _int(native[0], "window_size[0]"), _int(native[1], "window_size[1]")
@@ -124,7 +125,8 @@ def _jax_window(native, Lq=None, Lk=None):
 
 
 def _no_window(native, Lq=None, Lk=None):
-    raise ValueError("window: this library has no window parameter: pass an explicit boolean mask")
+    raise ValueError("window: expected None (this library has no window parameter: pass an explicit boolean mask), "
+                     "got a window")
 
 
 _WINDOW_RULES = {
@@ -215,8 +217,8 @@ class AttentionConvention:
                 try:
                     np.broadcast_shapes(bias.shape, ab.shape, (B, Hq, Lq, Lk))
                 except ValueError:
-                    raise ValueError(f"bias: shape {bias.shape} does not broadcast to (B, Hq, Lq, Lk) = "
-                                     f"{(B, Hq, Lq, Lk)}") from None
+                    raise ValueError(f"bias: expected a shape that broadcasts to (B, Hq, Lq, Lk) = "
+                                     f"{(B, Hq, Lq, Lk)}, got {bias.shape}") from None
             bias = ab if bias is None else bias + ab
         out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)
         return self.apply(q, v, out, lse, alibi_slopes=alibi_slopes if causal else None)

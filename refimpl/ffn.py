@@ -123,7 +123,8 @@ def _dropout(h, keep_mask, p, mask_name, p_name):
     p = real_number(p, p_name, minimum=0.0, maximum=1.0)
     if keep_mask is None:
         if p != 0:
-            raise ValueError(f"{mask_name}: required when {p_name} > 0 (randomness is passed in explicitly)")
+            raise ValueError(f"{mask_name}: expected a keep-mask when {p_name} > 0 (randomness is passed in "
+                             f"explicitly), got None")
         return h
     if p >= 1.0:
         raise ValueError(f"{p_name}: expected < 1 when a {mask_name} is given, got {p}")
@@ -137,7 +138,7 @@ def glu_split(h2, activation: str = "silu", *, gate_half: str = "first") -> np.n
     h2 = as_float_array(h2, "h2")
     choice(gate_half, "gate_half", ("first", "second"))
     if h2.ndim < 1 or h2.shape[-1] % 2:
-        raise ValueError(f"h2: last axis must be even, got shape {h2.shape}")
+        raise ValueError(f"h2: expected an even last axis, got shape {h2.shape}")
     a, b = np.split(h2, 2, axis=-1)
     gate, value = (a, b) if gate_half == "first" else (b, a)
     choice(activation, "activation", ACTIVATIONS)
@@ -259,10 +260,11 @@ def _activation_of(params, activation, variant):
     if isinstance(params, GLUParams) and variant is not None:
         choice(variant, "variant", tuple(GLU_VARIANTS))
         if activation is not None and activation != GLU_VARIANTS[variant]:
-            raise ValueError(f"activation: {activation!r} contradicts variant {variant!r}")
+            raise ValueError(f"activation: expected {GLU_VARIANTS[variant]!r} or None with variant {variant!r}, got "
+                             f"{activation!r}, which contradicts it")
         return GLU_VARIANTS[variant]
     if activation is None:
-        raise ValueError("activation: required (or variant= for a GLU)")
+        raise ValueError("activation: expected an activation name (or variant= for a GLU), got None")
     return choice(activation, "activation", ACTIVATIONS)
 
 

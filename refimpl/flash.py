@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._exp import exp
 from ._parallel import map_blocks
 from ._validate import choice, positive_int
 from ._problem import _merge_heads
@@ -178,8 +179,8 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
             m_r, l_r, acc_r = m[..., r], l[..., r], acc[..., r, :]  # views: updated in place
             m_new = np.maximum(m_r, np.max(S, axis=-1))  # m' = max(m, rowmax(S))
             shift = np.where(m_new == -np.inf, 0.0, m_new)  # m' = -inf (nothing visible yet) read as 0
-            P = np.exp(np.subtract(S, shift[..., None], out=S), out=S)  # P~ = exp(S - m'), over S's buffer
-            alpha = np.exp(m_r - shift)  # exp(m - m'): rescales what was accumulated so far (0 if m = -inf)
+            P = exp(np.subtract(S, shift[..., None], out=S), out=S)  # P~ = exp(S - m'), over S's buffer
+            alpha = exp(m_r - shift)  # exp(m - m'): rescales what was accumulated so far (0 if m = -inf)
             Z = st.dropout_scale(q_rows, k_cols)
             l_r *= alpha
             l_r += np.sum(P, axis=-1)  # l = exp(m - m') l + rowsum(P~)

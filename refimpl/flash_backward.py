@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._exp import exp
 from ._parallel import map_blocks
 from ._problem import _exponent, _fold, _merge_heads, _real_4d, _split_heads
 from ._validate import as_float_array, same_shape
@@ -143,7 +144,7 @@ def _backward_unit(st: _TiledSetup, O5, dO5, lse5, V_all, dq, dk, dv, q_tiles, k
             dO_i = mem.load("dO", qs, dO5[..., qs, :])
             L_i = mem.load("lse", qs, L_shift[..., qs])[..., None]
             D_i = mem.load("D", qs, Dsum[..., qs])[..., None]
-            P = np.exp(np.subtract(S, L_i, out=S), out=S)  # P = exp(S - lse)
+            P = exp(np.subtract(S, L_i, out=S), out=S)  # P = exp(S - lse)
             Z = st.dropout_scale(qs, ks)
             dV_j += _tn(P if Z is None else P * Z, dO_i)  # dV_j += (P * Z)^T dO_i
             dP = np.matmul(_fold(dO_i), V.swapaxes(-1, -2)).reshape(P.shape)  # dP = dO_i V_j^T

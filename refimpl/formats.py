@@ -203,7 +203,7 @@ def amax(x, *, channel_axis=None) -> np.ndarray:
     """max |x| over the whole tensor (``channel_axis=None``) or per index of ``channel_axis``."""
     x = as_float_array(x, "x")
     if channel_axis is not None and x.ndim == 0:
-        raise ValueError("channel_axis: a 0-d tensor has no channels")
+        raise ValueError(f"channel_axis: expected None for a 0-d tensor (it has no channels), got {channel_axis}")
     return np.max(np.abs(x), axis=_axes_except(x.ndim, channel_axis), keepdims=True, initial=0.0)
 
 
@@ -385,8 +385,8 @@ def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_
     ar, br = round_to(a, fi), round_to(b, fi)
     for name, x in (("a", ar), ("b", br)):
         if not np.isfinite(x).all():
-            raise ValueError(f"{name}: entries beyond the largest {fi.name} value {fi.max:g} (the bound assumes "
-                             "nothing overflows)")
+            raise ValueError(f"{name}: expected entries within the largest {fi.name} value {fi.max:g} (the bound "
+                             f"assumes nothing overflows), got one beyond it")
     K = a.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
         inputs = np.abs(a - ar) @ np.abs(b) + np.abs(ar) @ np.abs(b - br)
@@ -394,8 +394,8 @@ def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_
         gamma = K * fa.unit_roundoff / (1 - K * fa.unit_roundoff)
         bound = inputs + gamma * hat + fo.unit_roundoff * (1 + gamma) * hat + fo.smallest_subnormal / 2
     if (hat * (1 + gamma) > fo.max).any():
-        raise ValueError(f"a, b: sum |a^||b^| exceeds the largest {fo.name} value {fo.max:g}; the result may "
-                         "overflow and no bound holds")
+        raise ValueError(f"a, b: expected sum |a^||b^| within the largest {fo.name} value {fo.max:g} (beyond it the "
+                         f"result may overflow and no bound holds), got one beyond it")
     return finite_result(bound * (1 + 1e-12), "the bound", "a, b")
 
 

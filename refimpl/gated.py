@@ -57,7 +57,7 @@ def head_scaled_attention(q, k, v, head_scale, *, causal: bool = False) -> np.nd
     v = as_float_array(v, "v", shape=(B, H, k.shape[2], None), shape_doc="(B, H, Lk, Dv)")
     s = as_float_array(head_scale, "head_scale", shape=(H,), shape_doc="(H,)")
     if not (s > 0).all():
-        raise ValueError("head_scale: expected positive scales")
+        raise ValueError(f"head_scale: expected positive scales, got {float(np.min(s))!r}")
     return np.concatenate([attention(q[:, h:h + 1], k[:, h:h + 1], v[:, h:h + 1], causal=causal,
                                      scale=float(s[h]) / np.sqrt(D))[0] for h in range(H)], axis=1)
 

@@ -84,10 +84,12 @@ def _quant_params(x, name, bits, symmetric, granularity, group_size):
         with np.errstate(over="ignore"):
             span, n = hi - lo, qmax - qmin
     if not np.isfinite(span).all():
-        raise ValueError(f"{name}: the range max - min of a quantisation unit exceeds float64")
+        raise ValueError(f"{name}: expected the range max - min of each quantisation unit within float64, got one "
+                         f"beyond it")
     s = span / n
     if ((s == 0) & (span > 0)).any():
-        raise ValueError(f"{name}: a unit's range {span[(s == 0) & (span > 0)].max():.3g} is too small for a float64 step")
+        raise ValueError(f"{name}: expected each unit's range large enough for a float64 step, got "
+                         f"{span[(s == 0) & (span > 0)].max():.3g}, too small")
     s = np.where(span > 0, s, 1.0)
     z = np.rint(-lo / s).astype(np.int64) if not symmetric else np.zeros(s.shape, np.int64)
     shape = {"tensor": (1, 1), "row": (x.shape[0], 1), "column": (1, x.shape[1])}.get(granularity, s.shape)
@@ -119,7 +121,7 @@ def _params(q, scale, zero_point):
     q = int_array(q, "q", ndim=2)
     s = as_float_array(scale, "scale", ndim=2)
     if (s <= 0).any():
-        raise ValueError("scale: expected positive steps")
+        raise ValueError(f"scale: expected positive steps, got {float(np.min(s))!r}")
     z = int_array(zero_point, "zero_point", shape=s.shape)
     rows, cols = q.shape
     if s.shape[0] not in (1, rows) or s.shape[1] < 1 or cols % s.shape[1]:
@@ -133,7 +135,7 @@ def dequantize(q, scale, zero_point) -> np.ndarray:
     with np.errstate(over="ignore"):
         out = s * (q - z)
     if not np.isfinite(out).all():
-        raise ValueError("scale: s (q - z) exceeds float64 range")
+        raise ValueError("scale: expected s (q - z) within float64 range, got one beyond it")
     return out
 
 
@@ -141,7 +143,7 @@ def quantization_error_bound(scale) -> np.ndarray:
     """The largest |x - x_hat| of round-to-nearest: s / 2 per unit (half a step)."""
     s = as_float_array(scale, "scale")
     if (s <= 0).any():
-        raise ValueError("scale: expected positive steps")
+        raise ValueError(f"scale: expected positive steps, got {float(np.min(s))!r}")
     return s / 2
 
 
@@ -162,11 +164,11 @@ def int_matmul(a_q, b_q) -> np.ndarray:
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"b_q: expected {a.shape[1]} rows to match a_q's K, got shape {b.shape}")
     if a.shape[1] > 2**32:
-        raise ValueError(f"a_q, b_q: K = {a.shape[1]} exceeds int32 accumulation for any non-zero entries")
+        raise ValueError(f"a_q, b_q: expected K within int32 accumulation for non-zero entries, got K = {a.shape[1]}")
     worst = np.abs(a) @ np.abs(b)  # int64: |entries| <= 2^15, K <= 2^32 keeps it below 2^62
     if worst.size and worst.max() > INT32_MAX:
-        raise ValueError(f"a_q, b_q: sum_k |a_ik| |b_kj| reaches {int(worst.max())} > 2^31 - 1, so an int32 "
-                         "accumulator may overflow; split K (see int32_safe_depth)")
+        raise ValueError(f"a_q, b_q: expected sum_k |a_ik| |b_kj| <= 2^31 - 1 (an int32 accumulator), got "
+                         f"{int(worst.max())}; split K (see int32_safe_depth)")
     return a @ b
 
 
@@ -179,13 +181,13 @@ def quantized_matmul(a, b, *, bits: int = 8) -> np.ndarray:
         raise ValueError(f"b: expected {a.shape[1]} rows to match a's K, got shape {b.shape}")
     bits = count(bits, "bits", minimum=2, maximum=8)
     if a.shape[1] > int32_safe_depth(bits, bits):
-        raise ValueError(f"a, b: K = {a.shape[1]} exceeds int32_safe_depth({bits}, {bits}); split K")
+        raise ValueError(f"a, b: expected K <= int32_safe_depth({bits}, {bits}), got K = {a.shape[1]}; split K")
     qa, sa, _ = _quantize(a, "a", bits, True, "row", None)
     qb, sb, _ = _quantize(b, "b", bits, True, "column", None)
     with np.errstate(over="ignore"):
         out = (sa * sb) * int_matmul(qa, qb)
     if not np.isfinite(out).all():
-        raise ValueError("a, b: the product exceeds float64 range")
+        raise ValueError("a, b: expected the product within float64 range, got one beyond it")
     return out
 
 
@@ -204,7 +206,7 @@ def quantized_matmul_bound(a, b, *, bits: int = 8) -> np.ndarray:
         bound = absa.sum(1, keepdims=True) * eb + ea * absb.sum(0, keepdims=True) + a.shape[1] * ea * eb
         bound = bound * (1 + 2.0**-50) + 8 * 2.0**-53 * (absa + ea) @ (absb + eb)
     if not np.isfinite(bound).all():
-        raise ValueError("a, b: the bound exceeds float64 range")
+        raise ValueError("a, b: expected the bound within float64 range, got one beyond it")
     return bound
 
 

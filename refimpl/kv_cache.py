@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_budget, choice, count, instance, positive_float, positive_int
+from ._validate import as_float_array, check_budget, choice, count, instance, max_bytes, positive_float, positive_int
 from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention, check_window
 
@@ -71,7 +71,7 @@ def _zeros(shape: tuple, names: str) -> np.ndarray:
     try:
         return np.zeros(shape)
     except ValueError:
-        raise ValueError(f"{names}: a pool of shape {shape} exceeds the addressable array size") from None
+        raise ValueError(f"{names}: expected a pool within the addressable array size, got shape {shape}") from None
 
 
 class KVCache:
@@ -101,19 +101,48 @@ class KVCache:
 
 
 class ContiguousCache(KVCache):
-    """Keys and values of every position, concatenated (HF ``DynamicCache``)."""
+    """Keys and values of every position, concatenated (HF ``DynamicCache``).
+
+    Stored in buffers that double when full, so appending n tokens copies O(n) amortised, not
+    the whole cache: ``k`` and ``v`` are the first ``length`` positions of the buffers.
+    """
 
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
-        self.k = np.zeros((self.B, self.Hkv, 0, self.D))
-        self.v = np.zeros((self.B, self.Hkv, 0, self.Dv))
+        self._kbuf = np.zeros((self.B, self.Hkv, 0, self.D))
+        self._vbuf = np.zeros((self.B, self.Hkv, 0, self.Dv))
+
+    @property
+    def k(self) -> np.ndarray:
+        return self._kbuf[:, :, : self.length]
+
+    @property
+    def v(self) -> np.ndarray:
+        return self._vbuf[:, :, : self.length]
+
+    def _append(self, k, v):
+        """Store k, v; return read-only views of every key and value held. Positions are only
+        ever appended past ``length`` (a full buffer is replaced, never rewritten), so what a
+        view shows never changes: it is a snapshot without a copy."""
+        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        n, end = k.shape[2], self.length + k.shape[2]
+        if end > self._kbuf.shape[2]:
+            check_budget("k, v (the cache after this update)", shape=(self.B, self.Hkv, end, self.D + self.Dv),
+                         what=f"cache buffers for {end} positions")
+            per_position = 8 * self.B * self.Hkv * (self.D + self.Dv)  # doubling stays within the budget
+            cap = max(end, min(2 * self._kbuf.shape[2], max_bytes() // per_position))
+            kb, vb = np.empty((self.B, self.Hkv, cap, self.D)), np.empty((self.B, self.Hkv, cap, self.Dv))
+            kb[:, :, : self.length], vb[:, :, : self.length] = self.k, self.v
+            self._kbuf, self._vbuf = kb, vb
+        self._kbuf[:, :, self.length : end], self._vbuf[:, :, self.length : end] = k, v
+        self.length = end
+        K, V = self.k, self.v
+        K.flags.writeable = V.flags.writeable = False
+        return K, V
 
     def update(self, k, v):
-        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
-        self.k = np.concatenate([self.k, k], axis=2)
-        self.v = np.concatenate([self.v, v], axis=2)
-        self.length += k.shape[2]
-        return self.k.copy(), self.v.copy()  # the caller's copies: writing into them leaves the cache as it is
+        K, V = self._append(k, v)
+        return K.copy(), V.copy()  # the caller's copies: writing into them leaves the cache as it is
 
     def contents(self):
         return self.k.copy(), self.v.copy(), np.arange(self.length)
@@ -301,7 +330,7 @@ def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, 
     if kind == "ring":
         left = _left(window)
         if left is None:
-            raise ValueError("window: a ring cache needs a finite window (left, 0), got None")
+            raise ValueError("window: expected a finite window (left, 0) for a ring cache, got None")
         return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=left + 1)
 
 
@@ -310,7 +339,7 @@ def _left(window):
     if window is None:
         return None
     if window[1] != 0:
-        raise ValueError(f"window: decoding is causal, expected (left, 0), got {window}")
+        raise ValueError(f"window: expected (left, 0) (decoding is causal), got {window}")
     return window[0]
 
 
@@ -331,7 +360,8 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
                          f"to match k and the cache, got {q.shape}")
     left = _left(window)
     if isinstance(cache, RingCache) and (left is None or cache.capacity < left + 1):
-        raise ValueError(f"window: {window} with a ring of {cache.capacity} slots would evict keys the window allows")
+        raise ValueError(f"window: expected a window within the ring's {cache.capacity} slots (a wider one would "
+                         f"evict keys the window allows), got {window}")
     choice(align, "align", ("bottom_right", "top_left"))
     if scale is not None:
         positive_float(scale, "scale")
@@ -339,7 +369,7 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
     if rope is not None:  # checked in full before the cache is touched
         kw = check_rope_kwargs(rope, D)
         q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
-    K, V = cache.update(k, v)
+    K, V = cache._append(k, v) if isinstance(cache, ContiguousCache) else cache.update(k, v)
     return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]
 
 

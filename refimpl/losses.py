@@ -236,7 +236,8 @@ def training_loss(logits, tokens, *, routings: Sequence = (), router_logits: Seq
     if balance_options is not None:
         instance(balance_options, "balance_options", dict, "dict of refimpl.moe.balance_loss keyword arguments")
         if "alpha" in balance_options:
-            raise ValueError("balance_options: alpha is fixed to 1 (aux_coef is the coefficient)")
+            raise ValueError(f"balance_options: expected no 'alpha' (alpha is fixed to 1; aux_coef is the "
+                             f"coefficient), got alpha = {balance_options['alpha']}")
     opts = dict(balance_options or {})
     routings, router_logits = _seq(routings, "routings"), _seq(router_logits, "router_logits")
     bal = float(sum(moe.balance_loss(_routing(r, f"routings[{i}]"), alpha=1.0, **opts) for i, r in enumerate(routings)))
@@ -300,7 +301,8 @@ def router_collapse_simulation(*, aux_coef: float, seed: int = 0, steps: int = 3
         with np.errstate(over="ignore", invalid="ignore"):
             z = x @ W
         if not (np.isfinite(A).all() and np.isfinite(z).all()):
-            raise ValueError(f"lr: the simulation diverged (weights overflowed) at step {step}; use a smaller lr")
+            raise ValueError(f"lr: expected a rate at which the simulation stays finite, got {lr}: the weights "
+                             f"overflowed at step {step}; use a smaller lr")
         r = moe.route(z, 1)
         e = r.indices[:, 0]
         p = r.probs[np.arange(T), e]

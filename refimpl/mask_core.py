@@ -152,12 +152,13 @@ class Mask:
         return self._tile(0, Lq, 0, Lk, Lq, Lk)
 
     def row_counts(self, Lq: int, Lk: int) -> np.ndarray:
-        """Visible keys per query row, int64 (Lq,). Materialises unless overridden."""
+        """Visible keys per query row, int64 (Lq,). A predicate has no closed form: this materialises
+        it within the work budget (the structured masks override it with a closed form)."""
         return self.materialize(Lq, Lk).sum(axis=1, dtype=np.int64)
 
     def count(self, Lq: int, Lk: int) -> int:
-        """Number of visible (query, key) pairs (closed form where a subclass has one,
-        else the sum of ``row_counts``, within the work budget)."""
+        """Number of visible (query, key) pairs (a closed form where a subclass has one; a predicate
+        or a composition has none, so this sums ``row_counts``: materialised, within the work budget)."""
         return int(np.sum(self.row_counts(Lq, Lk)))
 
     def __and__(self, other: "Mask") -> "Mask":
@@ -220,7 +221,7 @@ def _masks(parts: Iterable, name: str = "parts") -> tuple:
     for p in parts:
         _V.instance(p, name, Mask, "refimpl.masks.Mask predicate")
     if not parts:
-        raise ValueError(f"{name}: need at least one mask to combine")
+        raise ValueError(f"{name}: expected at least one mask to combine, got none")
     return parts
 
 

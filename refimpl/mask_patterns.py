@@ -5,7 +5,10 @@ Transformer), block-sparse layouts, prefix-LM, document (packed sequences),
 DSA and the dual-chunk pair, and BigBird's block pattern: each a
 ``refimpl.masks.Mask`` predicate over (query index i, key index j) with the
 alignment conventions of ``refimpl.masks`` (query i at key position
-p = i + offset). Closed-form counts where a pattern has one.
+p = i + offset). Every pattern here counts in closed form (``count`` allocates nothing
+that Lq, Lk size; ``row_counts`` only its (Lq,) result); BigBird replays its seeded
+random draw only when a partial last block makes the draw matter (budgeted). The
+dual-chunk strided branch is a predicate: its counts materialise it, within the budget.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from . import _validate as _V
 from .mask_core import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _periodic_count,
-                    _pos_int, _Predicate, _rows_budget, _sum_clip, offset)
+                    _pos_int, _Predicate, _rows_budget, _sum_clip, _sum_clip_ap, offset)
 
 
 def _index_set(indices, name: str) -> np.ndarray:
@@ -41,6 +44,29 @@ class GlobalTokens(Mask):
     def _visible(self, i, j, Lq, Lk):
         p = i + offset(Lq, Lk, self.align)
         return np.isin(j, self.indices) | np.isin(p, self.indices)
+
+    def _counts(self, Lq, Lk) -> tuple[int, int, int]:
+        """(o, G_k, G_q): the offset, #{g in G: g < Lk} (global keys) and #{g in G: o <= g < o + Lq}
+        (global query rows), by binary search in the sorted G."""
+        o = offset(Lq, Lk, self.align)
+        G = self.indices
+        gk = int(np.searchsorted(G, Lk))
+        gq = int(np.searchsorted(G, o + Lq)) - int(np.searchsorted(G, o)) if Lq else 0
+        return o, gk, gq
+
+    def row_counts(self, Lq, Lk):
+        """Closed form per row: a global row (p in G) sees all Lk keys, any other row the G_k global keys."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        _rows_budget(Lq)
+        o, gk, _ = self._counts(Lq, Lk)
+        p = np.arange(Lq, dtype=np.int64) + o
+        return np.where(np.isin(p, self.indices), Lk, gk).astype(np.int64)
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(log |G|), no allocation: G_q Lk + (Lq - G_q) G_k (``_counts``)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        _, gk, gq = self._counts(Lq, Lk)
+        return gq * Lk + (Lq - gq) * gk
 
     def __repr__(self):
         return f"GlobalTokens({self.indices.tolist()}, align={self.align!r})"
@@ -111,14 +137,46 @@ class BlockSparse(Mask):
         self.block_q = _pos_int(block_q, "block_q")
         self.block_k = _pos_int(block_k, "block_k")
 
-    def _visible(self, i, j, Lq, Lk):
+    def _blocks(self, Lq, Lk) -> tuple[int, int]:
+        """(n_q, n_k) = (ceil(Lq / block_q), ceil(Lk / block_k)), within the layout."""
         nq, nk = -(-Lq // self.block_q), -(-Lk // self.block_k)
         if self.layout.shape[0] < nq or self.layout.shape[1] < nk:
             raise ValueError(
                 f"layout, Lq, Lk: expected a layout of at least ({nq}, {nk}) blocks for Lq = {Lq}, Lk = {Lk} "
                 f"with blocks ({self.block_q}, {self.block_k}), got shape {self.layout.shape}"
             )
+        return nq, nk
+
+    def _visible(self, i, j, Lq, Lk):
+        self._blocks(Lq, Lk)
         return self.layout[i // self.block_q, j // self.block_k]
+
+    def row_counts(self, Lq, Lk):
+        """Closed form per block row: block_k (visible blocks) - e_k [last key block visible], e_k = n_k block_k - Lk
+        (the last key block's missing columns), repeated over the block's rows."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        _rows_budget(Lq)
+        nq, nk = self._blocks(Lq, Lk)
+        if nq == 0 or nk == 0:
+            return np.zeros(Lq, dtype=np.int64)
+        L = self.layout[:nq, :nk]
+        per_block = self.block_k * L.sum(axis=1, dtype=np.int64) - (nk * self.block_k - Lk) * L[:, -1]
+        return np.repeat(per_block.astype(np.int64), self.block_q)[:Lq]
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form over the stored layout, no (Lq, Lk) allocation, exact (Python ints): with block sizes
+        r_a = block_q except the last, r_{n_q-1} = block_q - e_q (e_q = n_q block_q - Lq), and c_b likewise,
+        sum_ab L_ab r_a c_b = bq bk S - e_q bk R - bq e_k C + e_q e_k L_last,last, where S is the number of
+        visible blocks, R those of the last block row and C of the last block column."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        nq, nk = self._blocks(Lq, Lk)
+        if nq == 0 or nk == 0:
+            return 0
+        L = self.layout[:nq, :nk]
+        bq, bk = self.block_q, self.block_k
+        eq, ek = nq * bq - Lq, nk * bk - Lk
+        S, R, C, corner = (int(np.count_nonzero(x)) for x in (L, L[-1], L[:, -1], L[-1, -1]))
+        return bq * bk * S - eq * bk * R - bq * ek * C + eq * ek * corner
 
     def __repr__(self):
         return f"BlockSparse({self.layout.shape}, {self.block_q}, {self.block_k})"
@@ -169,12 +227,37 @@ class Document(Mask):
             raise TypeError(f"{name}: expected a 1-D integer array, got {a.dtype} {a.shape}")
         return a.astype(np.int64).copy()
 
-    def _visible(self, i, j, Lq, Lk):
+    def _check(self, Lq, Lk) -> None:
         if (Lq, Lk) != (len(self.seg_q), len(self.seg_k)):
-            raise ValueError(
-                f"segment_ids_q, segment_ids_k: Document mask built for (Lq, Lk) = ({len(self.seg_q)}, {len(self.seg_k)}), used with ({Lq}, {Lk})"
-            )
+            raise ValueError(f"Lq, Lk: expected the lengths of segment_ids_q, segment_ids_k = ({len(self.seg_q)}, "
+                             f"{len(self.seg_k)}) (the Document mask's own), got ({Lq}, {Lk})")
+
+    def _visible(self, i, j, Lq, Lk):
+        self._check(Lq, Lk)
         return self.seg_q[i] == self.seg_k[j]
+
+    def _key_counts(self):
+        """(segment ids of the keys, sorted, and the number of keys in each)."""
+        return np.unique(self.seg_k, return_counts=True)
+
+    def row_counts(self, Lq, Lk):
+        """Closed form per row: the number of keys in the query's segment (O((Lq + Lk) log Lk), no (Lq, Lk))."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        self._check(Lq, Lk)
+        ids, n_k = self._key_counts()
+        at = np.minimum(np.searchsorted(ids, self.seg_q), max(len(ids) - 1, 0))
+        hit = (ids[at] == self.seg_q) if len(ids) else np.zeros(Lq, dtype=bool)
+        return np.where(hit, n_k[at] if len(ids) else 0, 0).astype(np.int64)
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form: sum over segments s of n_q(s) n_k(s), from the segment sizes (O((Lq + Lk) log), no (Lq, Lk)
+        allocation; the mask is defined by its Lq + Lk ids, so counting reads them once)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        self._check(Lq, Lk)
+        ids_q, n_q = np.unique(self.seg_q, return_counts=True)
+        ids_k, n_k = self._key_counts()
+        _, iq, ik = np.intersect1d(ids_q, ids_k, assume_unique=True, return_indices=True)
+        return sum(int(a) * int(b) for a, b in zip(n_q[iq].tolist(), n_k[ik].tolist()))
 
     def __repr__(self):
         return f"Document(<{len(self.seg_q)}>, <{len(self.seg_k)}>)"
@@ -235,6 +318,30 @@ class DSA(Mask):
             extra += ((d >= 0) & ~covered).astype(np.int64)
         return (local + reps + extra).astype(np.int64)
 
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(|G|), no allocation. With d = p - j the distance back from the query position
+        p in [o, o + Lq):
+
+            local   0 <= d <= window                   SlidingWindow(window, 0) count
+            reps    d = window + stride m, m >= 1      rows p' = p - window - stride, keys p' - stride m',
+                                                       m' >= 0: ``masks._periodic_count``
+            global  g in G, g < Lk, d > window, (d - window) % stride != 0 (in neither set above):
+                    #{p >= g + window + 1} - #{p = g + window + stride m, m >= 1}, per g.
+        """
+        Lq, Lk = _check_lengths(Lq, Lk)
+        o = offset(Lq, Lk, self.align)
+        w, s = self.window, self.stride
+        total = SlidingWindow(w, 0, self.align).count(Lq, Lk) + _periodic_count(o - w - s, o + Lq - w - s, s, None, Lk)
+        for g in self.global_tokens.tolist():
+            if g >= Lk:
+                break  # sorted
+            first = g + w + 1  # rows p >= first are beyond the window from g
+            beyond = max(0, o + Lq - max(o, first))
+            m_hi = (o + Lq - 1 - g - w) // s  # reps rows p = g + w + s m in [o, o + Lq), m >= 1
+            m_lo = max(1, -((g + w - o) // s))
+            total += beyond - max(0, m_hi - m_lo + 1)
+        return total
+
     def __repr__(self):
         return f"DSA(window={self.window}, stride={self.stride}, global={self.global_tokens.tolist()}, align={self.align!r})"
 
@@ -255,6 +362,16 @@ def dual_chunk_masks(window: int, stride: int, align: str = "bottom_right") -> t
     local = SlidingWindow(window - 1, 0, align)
     strided = Causal(align) & _Predicate(lambda i, j, Lq, Lk: j % stride == 0, f"(j % {stride} == 0)")
     return local, strided
+
+
+def _sum_min_linear(first: int, slope: int, count: int, cap: int) -> int:
+    """sum_{m=0}^{count-1} min(cap, first + slope m), exactly, for slope in {-1, 0, 1}."""
+    if count <= 0:
+        return 0
+    if slope == 0:
+        return count * min(cap, first)
+    start = first if slope > 0 else first - (count - 1)  # the terms in increasing order
+    return _sum_clip_ap(start, 1, count, min(start, cap), cap)
 
 
 class BigBird(Mask):
@@ -300,9 +417,98 @@ class BigBird(Mask):
         self._cache[n_blocks] = layout
         return layout.copy()
 
-    def _visible(self, i, j, Lq, Lk):
+    def _check(self, Lq, Lk) -> None:
         if Lq != Lk:
             raise ValueError(f"Lq, Lk: expected Lq == Lk (BigBird is a self-attention pattern), got {Lq}, {Lk}")
+
+    def _fixed(self, a, n: int):
+        """det(a): the window and global blocks of query block a (before the random draw), in closed form.
+        Rows a < g' = min(global_blocks, n) see all n blocks; others the union of [0, g') and
+        [a - h, a + h] ∩ [0, n) (h = window_blocks // 2), which is min(n, a + h + 1) - max(0, a - h - g')."""
+        g, h = min(self.global_blocks, n), self.window_blocks // 2
+        return np.where(a < g, n, np.minimum(n, a + h + 1) - np.maximum(0, a - h - g))
+
+    def _last_block_draws(self, n: int) -> np.ndarray:
+        """bool (n,): the query blocks whose random draw took key block n - 1 (not one of their fixed blocks).
+
+        The draw is seeded and made query block by query block (``block_layout``), so this replays it
+        row by row without the (n, n) layout: ``rng.choice(free)`` is ``free[rng.choice(len(free))]``
+        with the same stream, and block n - 1, when free, is the last of the free blocks."""
+        _V.check_budget("Lq, block", shape=(n,), itemsize=8, steps=0 if self.random_blocks == 0 else n,
+                        what=f"the seeded random draw of {n} query blocks")
+        out = np.zeros(n, dtype=bool)
+        if self.random_blocks == 0 or n == 0:
+            return out
+        layout = self._cache.get(n)
+        if layout is not None:
+            return layout[:, n - 1] & ~self._fixed_sees_last(np.arange(n), n)
+        rng = np.random.default_rng(self.seed)
+        for a in range(n):
+            free = n - int(self._fixed(a, n))
+            take = min(self.random_blocks, free)
+            if take:
+                drawn = rng.choice(free, size=take, replace=False)
+                out[a] = bool(not self._fixed_sees_last(a, n)) and bool((drawn == free - 1).any())
+        return out
+
+    def _fixed_sees_last(self, a, n: int):
+        """Is key block n - 1 one of query block a's fixed blocks (global row, global column, or window)."""
+        g, h = min(self.global_blocks, n), self.window_blocks // 2
+        return (a < g) | (n - 1 < g) | (a >= n - 1 - h)
+
+    def _block_rows(self, n: int, e: int) -> np.ndarray:
+        """int64 (n,): the visible keys of each query block's rows: block vis(a) - e [n - 1 visible in a],
+        vis(a) = min(n, det(a) + random_blocks), e = n block - L the last block's missing columns."""
+        a = np.arange(n, dtype=np.int64)
+        vis = np.minimum(n, self._fixed(a, n) + min(self.random_blocks, n))
+        last = self._fixed_sees_last(a, n) | (self._last_block_draws(n) if e and self.random_blocks else False)
+        return self.block * vis - e * last
+
+    def row_counts(self, Lq, Lk):
+        """Closed form per block row (``_block_rows``), without the (n, n) layout; with a partial last block and
+        random blocks, which rows drew the last block replays the seeded draw (n steps, budgeted)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        self._check(Lq, Lk)
+        _rows_budget(Lq)
+        n = -(-Lq // self.block)
+        return np.repeat(self._block_rows(n, n * self.block - Lq), self.block)[:Lq].astype(np.int64)
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form, O(1), no allocation, exact (Python ints). With n = ceil(L / block) blocks, the last
+        short by e = n block - L, V visible block pairs, R visible blocks in the last row and C rows
+        seeing the last column:
+
+            count = block^2 V - e block (R + C) + e^2          (the diagonal block (n-1, n-1) is visible)
+
+        V = sum_a min(n, det(a) + random_blocks) (``_fixed``) sums a piecewise linear function of a;
+        R and the fixed part of C are closed forms. Only with e > 0 and random_blocks > 0 does C need
+        which rows drew the last block: that replays the seeded draw (``_last_block_draws``: n steps
+        within the work budget, no layout)."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        self._check(Lq, Lk)
+        n = -(-Lq // self.block)
+        if n == 0:
+            return 0
+        e, b = n * self.block - Lq, self.block
+        g, h, r = min(self.global_blocks, n), self.window_blocks // 2, min(self.random_blocks, n)
+        # V: rows a < g see n; rows a in [g, n) see min(n, min(n, a + h + 1) - max(0, a - h - g) + r),
+        # linear in a between the breakpoints n - h - 1 and h + g
+        V = g * n
+        cuts = sorted({g, n, min(max(n - h - 1, g), n), min(max(h + g, g), n)})
+        for lo, hi in zip(cuts, cuts[1:]):
+            grows = lo < n - h - 1  # min(n, a + h + 1) = a + h + 1 on [lo, hi)
+            far = lo >= h + g  # max(0, a - h - g) = a - h - g on [lo, hi)
+            first = (lo + h + 1 if grows else n) - (lo - h - g if far else 0) + r
+            V += _sum_min_linear(first, int(grows) - int(far), hi - lo, n)
+        if e == 0:
+            return b * b * V
+        R = min(n, int(self._fixed(n - 1, n)) + r)
+        C_fixed = n if n - 1 < g else g + (n - max(g, n - 1 - h))
+        C = C_fixed + (int(np.count_nonzero(self._last_block_draws(n))) if self.random_blocks else 0)
+        return b * b * V - e * b * (R + C) + e * e
+
+    def _visible(self, i, j, Lq, Lk):
+        self._check(Lq, Lk)
         n = -(-Lq // self.block)
         layout = self._cache.get(n)
         layout = self.block_layout(n) if layout is None else layout
@@ -342,8 +548,8 @@ class Varlen(Mask):
         self.cu_q = self._cu(cu_seqlens_q, "cu_seqlens_q")
         self.cu_k = self.cu_q if cu_seqlens_k is None else self._cu(cu_seqlens_k, "cu_seqlens_k")
         if len(self.cu_q) != len(self.cu_k):
-            raise ValueError(f"cu_seqlens_q, cu_seqlens_k: {len(self.cu_q) - 1} and {len(self.cu_k) - 1} sequences; "
-                             "expected the same number")
+            raise ValueError(f"cu_seqlens_q, cu_seqlens_k: expected the same number of sequences, got "
+                             f"{len(self.cu_q) - 1} and {len(self.cu_k) - 1}")
         if not isinstance(causal, (bool, np.bool_)):
             raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
         self.causal = bool(causal)
@@ -364,10 +570,39 @@ class Varlen(Mask):
             raise ValueError(f"{name}: expected non-decreasing offsets starting at 0, got {a.tolist()}")
         return a
 
-    def _visible(self, i, j, Lq, Lk):
+    def _check(self, Lq, Lk) -> None:
         if (Lq, Lk) != (int(self.cu_q[-1]), int(self.cu_k[-1])):
-            raise ValueError(f"cu_seqlens_q, cu_seqlens_k: packed lengths ({self.cu_q[-1]}, {self.cu_k[-1]}), "
-                             f"used with (Lq, Lk) = ({Lq}, {Lk})")
+            raise ValueError(f"Lq, Lk: expected the packed lengths (cu_seqlens_q[-1], cu_seqlens_k[-1]) = "
+                             f"({int(self.cu_q[-1])}, {int(self.cu_k[-1])}), got ({Lq}, {Lk})")
+
+    def _window(self) -> SlidingWindow:
+        """The per-sequence mask on local indices: causal is right = 0, a window bounds both sides."""
+        left, right = self.window if self.window is not None else (None, None)
+        return SlidingWindow(left, 0 if self.causal else right, self.align)
+
+    def count(self, Lq, Lk) -> int:
+        """Closed form: the sum over sequences of the per-sequence window's closed-form count
+        (``SlidingWindow.count`` on (Lq_s, Lk_s)); O(number of sequences), no (Lq, Lk) allocation."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        self._check(Lq, Lk)
+        w = self._window()
+        return sum(w.count(a, b) for a, b in zip(np.diff(self.cu_q).tolist(), np.diff(self.cu_k).tolist()))
+
+    def row_counts(self, Lq, Lk):
+        """Closed form per row: clip(p + right + 1, 0, Lk_s) - clip(p - left, 0, Lk_s) with p the query's
+        aligned local position (``positions``) and Lk_s its sequence's keys."""
+        Lq, Lk = _check_lengths(Lq, Lk)
+        self._check(Lq, Lk)
+        _rows_budget(Lq)
+        p, _ = self.positions()
+        nk = np.diff(self.cu_k)[np.searchsorted(self.cu_q, np.arange(Lq), side="right") - 1]
+        w = self._window()
+        hi = nk if w.right is None else np.clip(p + w.right + 1, 0, nk)
+        lo = np.zeros(Lq, np.int64) if w.left is None else np.clip(p - w.left, 0, nk)
+        return np.maximum(hi - lo, 0).astype(np.int64)
+
+    def _visible(self, i, j, Lq, Lk):
+        self._check(Lq, Lk)
         sq = np.searchsorted(self.cu_q, i, side="right") - 1  # sequence of each query
         sk = np.searchsorted(self.cu_k, j, side="right") - 1
         vis = sq == sk

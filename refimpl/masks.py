@@ -28,9 +28,13 @@ Positional conventions (pinned by this spec):
   counts w keys per row, docs/errata.md#e2; docs/notes.md#sliding-window).
 
 Every mask has ``materialize(Lq, Lk)`` -> bool (Lq, Lk), ``count(Lq, Lk)`` (number
-of visible pairs) and ``row_counts(Lq, Lk)``; masks with a closed form
-(causal, window, DSA) compute counts without materialising, and the tests
-check the closed form against the materialised count.
+of visible pairs) and ``row_counts(Lq, Lk)``. The structured masks (Full, causal,
+window, Strided, Dilated, PrefixLM, GlobalTokens, DSA, BlockSparse, BigBird,
+Document) count in closed form, without an (Lq, Lk) allocation (``row_counts``
+allocates its (Lq,) result, within the work budget); the tests check each closed
+form against the materialised count. A predicate (``predicate``, ``And``, ``Or``,
+``Not``) has no closed form: its counts materialise it, within the work budget
+(``refimpl._validate.check_budget``: a ValueError naming Lq, Lk beyond it).
 """
 
 from .mask_core import (ALIGNMENTS, And, Causal, Full, Mask, Not, Or, SlidingWindow, offset, predicate,

@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as V
+from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention
 
 
-def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_kv_heads: int | None = None, **attention_kwargs):
+def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_kv_heads: int | None = None, rope=None,
+                         **attention_kwargs):
     """Multi-head (self- or cross-) attention with projections, inputs (B, L, d_model).
 
         Q = x_q W_q, K = x_kv W_k, V = x_kv W_v           (docs/notes.md#multi-head-attention)
         split into heads: (B, L, H*d) -> (B, L, H, d) -> (B, H, L, d)
+        Q, K rotated at positions 0..Lq-1, 0..Lk-1 when ``rope`` (a dict of
+        ``refimpl.rope.apply_rope`` keywords) is given (Llama: {"layout": "half", "base": theta})
         A = attention(Q, K, V, **attention_kwargs)          (GQA when num_kv_heads < num_heads)
         concat heads: (B, H, Lq, dv) -> (B, Lq, H*dv);  MHA = A W_o  (eq. 8)
 
@@ -50,6 +54,10 @@ def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_k
 
     Q = heads(x_q, W["W_q"], Hq, D, "x_q, W_q")
     K = heads(x_kv, W["W_k"], Hkv, D, "x_kv, W_k")
+    if rope is not None:
+        kw = check_rope_kwargs(rope, D)
+        Q = apply_rope(Q, np.arange(Q.shape[2]), **kw)
+        K = apply_rope(K, np.arange(K.shape[2]), **kw)
     Vh = heads(x_kv, W["W_v"], Hkv, Dv, "x_kv, W_v")
     A, _ = attention(Q, K, Vh, **attention_kwargs)
     B, _, Lq, _ = A.shape

@@ -122,7 +122,8 @@ def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placem
         v = np.mean(xc * xc, axis=axes, keepdims=True)
         zero = v == 0  # xc = 0 on the whole group: xhat = 0, r only matters backward
         if eps == 0 and zero.any():
-            raise ValueError("x, eps: a group with zero variance and eps = 0 has no normalisation (1 / sqrt(0))")
+            raise ValueError("x, eps: expected eps > 0 or a non-zero variance in every group (else 1 / sqrt(0)), "
+                             "got a zero-variance group with eps = 0")
         vs = np.where(zero, 1.0, v)
         if placement == "inside_sqrt":
             eps_s = np.ldexp(eps, -2 * e)
@@ -290,7 +291,7 @@ def _channels(x):
 def _bn_setup(x, weight, bias, eps):
     x = _channels(x)
     if x.size // x.shape[1] < 2:
-        raise ValueError("x: batch statistics need at least 2 values per channel")
+        raise ValueError(f"x: expected at least 2 values per channel (batch statistics), got shape {x.shape}")
     g, b = _params(weight, bias, x.shape[1])
     axes = (0,) + tuple(range(2, x.ndim))
     s = _standardize(x, axes, center=True, eps=_check_eps(eps, "inside_sqrt"), placement="inside_sqrt")
@@ -334,7 +335,8 @@ def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *
     g, b = _params(weight, bias, x.shape[1])
     den = np.sqrt(rv + real_number(eps, "eps", minimum=0.0)).reshape(shape)
     if (den == 0).any():
-        raise ValueError("running_var, eps: a channel with running_var + eps = 0 has no normalisation")
+        raise ValueError("running_var, eps: expected running_var + eps > 0 in every channel (else no "
+                         "normalisation), got a channel with 0")
     with np.errstate(over="ignore", invalid="ignore"):
         xhat = (x - rm.reshape(shape)) / den
     return _affine(finite_result(xhat, "the normalised input", "x, running_mean, running_var"), g, b, shape)
@@ -352,7 +354,7 @@ def _gn_setup(x, num_groups, weight, bias, eps):
     G = positive_int(num_groups, "num_groups")
     B, C = x.shape[:2]
     if C % G:
-        raise ValueError(f"num_groups: must divide the {C} channels, got {G}")
+        raise ValueError(f"num_groups: expected a divisor of the {C} channels, got {G}")
     g, b = _params(weight, bias, C)
     xg = x.reshape((B, G, C // G) + x.shape[2:])
     s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=_check_eps(eps, "inside_sqrt"),

@@ -38,7 +38,7 @@ def sinusoidal_frequencies(d_model: int, *, base: float = 10000.0, frequencies: 
     if frequencies == "paper":
         return base_frequencies(d, positive_float(base, "base")).copy()
     if d < 4:
-        raise ValueError(f"d_model: the tensor2tensor frequencies divide by d/2 - 1, so d >= 4, got {d}")
+        raise ValueError(f"d_model: expected d >= 4 (the tensor2tensor frequencies divide by d/2 - 1), got {d}")
     with np.errstate(over="ignore"):
         theta = positive_float(base, "base") ** (-np.arange(d // 2, dtype=np.float64) / (d // 2 - 1))
     return finite_result(theta, "a frequency theta_i = base^(-i/(d/2 - 1))", "base")

@@ -15,6 +15,11 @@ M_w: max(0, i - w) <= j <= i) the closed form is the interval
 (each hop moves back at most w, and i -> i - w -> ... reaches every point in
 between because each window contains self). The notes' example, w = 4, i = 10:
 [6..10], [2..10], [0..10].
+
+Layers with different masks (windowed layers interleaved with full ones,
+docs/hybrid.md#interleaved-windowed-and-full-layers): pass a sequence of masks, one per layer, first layer
+first; then R = A_L . ... . A_2 . A_1 (a path reads layer 1's mask on its first hop).
+A single full (causal) layer anywhere in the stack makes R[i] = [0, i].
 """
 
 from __future__ import annotations
@@ -26,14 +31,19 @@ from . import _validate as _V
 from ._validate import positive_int
 
 
-def receptive_field(mask: _masks.Mask, n: int, layers: int) -> np.ndarray:
+def receptive_field(mask, n: int, layers: int | None = None) -> np.ndarray:
     """bool (n, n): R[i, j] True iff position j can influence position i after ``layers`` layers.
 
     R = A^layers in the boolean semiring, by repeated squaring: O(log layers) products,
-    so any layer count (up to 2**62) costs at most 62 squarings.
+    so any layer count (up to 2**62) costs at most 62 squarings. ``mask`` may instead be a
+    sequence of masks, one per layer (``layers`` then None or their number): R = A_L ... A_1.
     """
-    _V.instance(mask, "mask", _masks.Mask, "refimpl.masks.Mask")
     n = positive_int(n, "n")
+    if not isinstance(mask, _masks.Mask) and isinstance(mask, (list, tuple)):
+        return _per_layer(mask, n, layers)
+    _V.instance(mask, "mask", _masks.Mask, "refimpl.masks.Mask or a list of them (one per layer)")
+    if layers is None:
+        raise TypeError("layers: expected the number of layers for a single mask, got None")
     layers = positive_int(layers, "layers")
     A = mask.materialize(n, n).astype(np.int64)
     R = None
@@ -46,6 +56,21 @@ def receptive_field(mask: _masks.Mask, n: int, layers: int) -> np.ndarray:
         A = np.minimum(A @ A, 1)
 
 
+def _per_layer(masks, n: int, layers) -> np.ndarray:
+    if not masks:
+        raise ValueError("mask: expected at least one layer's mask, got an empty sequence")
+    for i, m in enumerate(masks):
+        _V.instance(m, f"mask[{i}]", _masks.Mask, "refimpl.masks.Mask")
+    if layers is not None and positive_int(layers, "layers") != len(masks):
+        raise ValueError(f"layers: expected None or the number of masks ({len(masks)}), got {layers}")
+    _V.check_budget("n, mask", nbytes=24 * n * n, steps=len(masks) * (n // 64 + 1),
+                    what=f"{len(masks)} boolean ({n}, {n}) products")
+    R = masks[0].materialize(n, n).astype(np.int64)
+    for m in masks[1:]:  # entries kept 0/1: the next layer's hop after everything before it
+        R = np.minimum(m.materialize(n, n).astype(np.int64) @ R, 1)
+    return R.astype(bool)
+
+
 def window_receptive_interval(i: int, w: int, layers: int) -> tuple[int, int]:
     """Closed form for a causal window of w keys before self: (max(0, i - layers * w), i), inclusive."""
     i = positive_int(i, "i", allow_zero=True)
@@ -54,8 +79,9 @@ def window_receptive_interval(i: int, w: int, layers: int) -> tuple[int, int]:
     return max(0, i - layers * w), i
 
 
-def receptive_interval(mask: _masks.Mask, i: int, layers: int, n: int | None = None) -> tuple[int, int]:
+def receptive_interval(mask, i: int, layers: int | None = None, n: int | None = None) -> tuple[int, int]:
     """(first, last) position that can influence position i, from the boolean product; checks it is an interval.
+    ``mask`` and ``layers`` as :func:`receptive_field` (one mask and a count, or one mask per layer).
 
     ``n`` (sequence length, default i + 1) must exceed i. A mask under which position i
     sees nothing, or sees a set with holes, is a ValueError naming ``mask``.
@@ -66,9 +92,10 @@ def receptive_interval(mask: _masks.Mask, i: int, layers: int, n: int | None = N
         raise ValueError(f"i: expected a position < n = {n}, got {i}")
     row = np.flatnonzero(receptive_field(mask, n, layers)[i])
     if row.size == 0:
-        raise ValueError(f"mask: position {i} sees nothing after {layers} layers")
+        raise ValueError(f"mask: expected every position to see a key, got position {i} seeing nothing after "
+                         f"{layers or len(mask)} layers")
     if row.size != row[-1] - row[0] + 1:
-        raise ValueError(f"mask: the receptive field of position {i} is not an interval: {row.tolist()}")
+        raise ValueError(f"mask: expected an interval as position {i}'s receptive field, got {row.tolist()}")
     return int(row[0]), int(row[-1])
 
 

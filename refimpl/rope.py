@@ -126,14 +126,15 @@ def check_scaling(scaling) -> dict | None:
     missing = [k for k in _REQUIRED[kind] if scaling.get(k) is None]
     unknown = set(scaling) - {"rope_type", *_REQUIRED[kind], *_OPTIONAL[kind]}
     if missing or unknown:
-        raise ValueError(f"scaling: {kind!r} expects keys {list(_REQUIRED[kind] + _OPTIONAL[kind])}; "
+        raise ValueError(f"scaling: expected keys {list(_REQUIRED[kind] + _OPTIONAL[kind])} for {kind!r}, got "
                          f"missing {missing}, unknown {sorted(unknown)}")
     out = dict(scaling)
     for key, check in _CHECKS.items():
         if scaling.get(key) is not None:
             out[key] = check(scaling[key], f"scaling[{key!r}]")
     if kind == "llama3" and not out["high_freq_factor"] > out["low_freq_factor"]:
-        raise ValueError("scaling: llama3 high_freq_factor must exceed low_freq_factor")
+        raise ValueError(f"scaling: expected llama3 high_freq_factor > low_freq_factor, got "
+                         f"{out['high_freq_factor']!r} <= {out['low_freq_factor']!r}")
     return out
 
 
@@ -195,7 +196,8 @@ def _scaled(theta: np.ndarray, d: int, base: float, sc: dict | None) -> tuple[np
     if kind == "dynamic":
         P, s = sc["max_position_embeddings"], max(sc["seq_len"], sc["max_position_embeddings"])
         if d < 4:
-            raise ValueError(f"rotary_dim: the dynamic scaling needs rotary_dim >= 4 (exponent d / (d - 2)), got {d}")
+            raise ValueError(f"rotary_dim: expected rotary_dim >= 4 for the dynamic scaling (exponent d / (d - 2)), "
+                             f"got {d}")
         with np.errstate(over="ignore"):
             new_base = base * (factor * s / P - (factor - 1)) ** (d / (d - 2))
         return base_frequencies(d, finite_result(new_base, "the dynamic NTK base", "base, scaling")), 1.0
@@ -216,7 +218,7 @@ def _scaled(theta: np.ndarray, d: int, base: float, sc: dict | None) -> tuple[np
         attn = yarn_get_mscale(factor, m) / yarn_get_mscale(factor, m_all) if (m and m_all) else yarn_get_mscale(factor)
 
     if base == 1.0:
-        raise ValueError("base: the yarn ramp needs base != 1 (its dims are log(...) / log(base))")
+        raise ValueError("base: expected base != 1 (the yarn ramp's dims are log(...) / log(base)), got 1")
 
     def correction_dim(rotations):  # the dim index whose period fits `rotations` times into P
         return d * math.log(P / (rotations * 2 * math.pi)) / (2 * math.log(base))
@@ -309,7 +311,8 @@ def check_rope_kwargs(rope, head_dim: int | None = None) -> dict:
     instance(rope, "rope", Mapping, "dict of apply_rope keywords")
     unknown = set(rope) - {"layout", "rotary_dim", "base", "scaling"}
     if unknown:
-        raise ValueError(f"rope: unknown keywords {sorted(unknown)}, expected layout, rotary_dim, base, scaling")
+        raise ValueError(f"rope: expected keywords among layout, rotary_dim, base, scaling, got unknown keywords "
+                         f"{sorted(unknown)}")
     out = dict(rope)
     if "layout" in rope:
         _check_layout(rope["layout"], "rope['layout']")
@@ -319,7 +322,7 @@ def check_rope_kwargs(rope, head_dim: int | None = None) -> dict:
         try:
             _check_rotary_dim(rope.get("rotary_dim"), positive_int(head_dim, "head_dim"), "head_dim")
         except ValueError as e:
-            raise ValueError(f"rope: {e}") from None
+            raise ValueError(f"rope, {e}") from None
     if "base" in rope:
         positive_float(rope["base"], "rope['base']")
     if rope.get("scaling") is not None:

@@ -61,7 +61,7 @@ def attention_with_sinks(q, k, v, sinks, **kwargs):
     gpt-oss reference applies dropout after dropping the sink column).
     """
     if kwargs.get("dropout_mask") is not None:
-        raise ValueError("dropout_mask: not defined together with sinks here")
+        raise ValueError("dropout_mask: expected None together with sinks (not defined here), got a mask")
     out, lse = attention(q, k, v, **kwargs)
     return apply_sinks(out, lse, sinks)
 

@@ -35,6 +35,7 @@ import dataclasses
 import numpy as np
 
 from . import _validate as V
+from ._exp import EXP_MAX_ULP, exp  # noqa: F401 (EXP_MAX_ULP public here: the stated error of the exp used)
 from ._validate import as_float_array
 
 
@@ -47,7 +48,7 @@ def _exp_shift(x: np.ndarray, m: np.ndarray, out=None) -> np.ndarray:
     ``out`` (e.g. ``x`` itself) receives the result.
     """
     d = np.subtract(x, np.where(np.isneginf(m), 0.0, m), out=out)
-    return np.exp(d, out=d) if isinstance(d, np.ndarray) else np.exp(d)  # 0-d operands give a NumPy scalar
+    return exp(d, out=d) if isinstance(d, np.ndarray) else exp(d)  # 0-d operands give a NumPy scalar
 
 
 def _softmax_lse(x: np.ndarray, axis: int = -1, *, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +113,7 @@ class OnlineSoftmaxState:
         m = as_float_array(self.m, "m", allow_neg_inf=True)
         l = as_float_array(self.l, "l", shape=m.shape, shape_doc="the same shape as m")
         if (l < 0).any():
-            raise ValueError("l: expected sums of exponentials >= 0")
+            raise ValueError(f"l: expected sums of exponentials >= 0, got {float(np.min(l))!r}")
         object.__setattr__(self, "m", m)
         object.__setattr__(self, "l", l)
 

@@ -81,7 +81,8 @@ def _check_boundaries(boundaries, Lk: int) -> tuple[int, ...]:
 
 def _chunks(boundaries, num_splits, Lk, block_k) -> list[tuple[int, int]]:
     if (boundaries is None) == (num_splits is None):
-        raise ValueError("give exactly one of boundaries= (explicit key cuts) or num_splits= (flash-attn's even split)")
+        raise ValueError(f"boundaries, num_splits: expected exactly one of them (explicit key cuts, or flash-attn's even "
+                         f"split), got {'both' if boundaries is not None else 'neither'}")
     cuts = even_boundaries(Lk, num_splits, block_k) if boundaries is None else _check_boundaries(boundaries, Lk)
     edges = (0, *cuts, Lk)
     return list(zip(edges[:-1], edges[1:]))
@@ -143,5 +144,6 @@ _DEFAULTS = dict(mask=None, causal=False, align="bottom_right", window=None, sca
 def _attention_keywords(kw: dict) -> dict:
     unknown = set(kw) - set(_KEYWORDS)
     if unknown:
-        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; refimpl.attention takes {list(_KEYWORDS)}")
+        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords of refimpl.attention {list(_KEYWORDS)}, "
+                        f"got unexpected keyword arguments {sorted(unknown)}")
     return {**_DEFAULTS, **kw}

@@ -28,7 +28,9 @@ attention with scores q.k / sqrt(hd) + B[rel(i, j)], B the relative position bia
 ((2M - 1)^2, heads) indexed by the offset (dy + M - 1)(2M - 1) + (dx + M - 1); with s > 0, keys from
 another region of the rolled image are hidden (the shift mask: regions [0, H - M), [H - M, H - s),
 [H - s, H) in each axis); merge the windows and roll back by (s, s). Scores: B HW M^2 per head
-against (HW)^2 for global attention. HF ``SwinLayer`` hides with an additive -100 instead of -inf.
+against (HW)^2 for global attention. HF ``SwinLayer`` hides with an additive -100 instead of -inf, and
+(as Swin's own ``SwinTransformerBlock``) sets the shift to 0 when min(H, W) <= M; here a shift is
+applied whenever it is asked for (pass shift=0 for that rule).
 Patch merging: concat x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2] (4C), LayerNorm,
 then a linear map to 2C without bias (HF ``SwinPatchMerging``).
 
@@ -299,7 +301,7 @@ def clip_loss(image_embeds, text_embeds, logit_scale: float) -> float:
     ls = real_number(logit_scale, "logit_scale", maximum=700.0)
     mu, mv = np.abs(u).max(axis=1, keepdims=True), np.abs(v).max(axis=1, keepdims=True)
     if not (mu > 0).all() or not (mv > 0).all():
-        raise ValueError("image_embeds, text_embeds: every embedding needs a non-zero norm")
+        raise ValueError("image_embeds, text_embeds: expected a non-zero norm for every embedding, got a zero one")
     u, v = u / mu, v / mv  # rescaled first, so the norms neither overflow nor underflow
     u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
     logits = np.exp(ls) * (v @ u.T)  # texts x images

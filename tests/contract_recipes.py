@@ -38,8 +38,10 @@ class Recipe:
     call: Optional[Callable] = None
     finite: Optional[str] = "all"
     raises: tuple = (ValueError, TypeError)
-    rejects_valid: bool = False
-    oracle: Optional[Callable] = None  # oracle(kw, result): a semantic check of a returned result  # the call is documented to raise (a library without that parameter)
+    rejects_valid: bool = False  # the call is documented to raise (a library without that parameter)
+    oracle: Optional[Callable] = None  # oracle(kw, result): a semantic check of a returned result
+    refusal: Optional[str] = None  # a documented refusal (regex of its message) any call may meet, valid or not
+    names_ok: tuple = ()  # a chained call's arguments (e.g. block's x, blk) a valid call's refusal may name
 
 
 # ---------------------------------------------------------------------------
@@ -842,7 +844,11 @@ def same_as_spec_route(kw, r):
 R["gpu.route"] = Recipe(_gpu_route_args,
                         dict(logits="array", k="count", normalize="name", capacity="count",
                              capacity_factor="nonneg_float", padding_mask="bool_array", route_scale="float"),
-                        call=_gpu_call("route"), oracle=same_as_spec_route)
+                        call=_gpu_call("route"), oracle=same_as_spec_route,
+                        # the facade's documented refusal at the float32 bound (gpu/api.py, _route_logits_float32):
+                        # logits whose float32 values select other experts than the float64 scores do
+                        refusal=r"^logits: expected logits whose float32 values select the experts the float64 scores "
+                                r"select, got ")
 
 
 # --- the newer families: one recipe module each, registering into R -----------

@@ -341,7 +341,8 @@ def _stoch(draw, x, blk):
 
 @recipe("refimpl.block.Stochastic", kinds=dict(drop_path_p="prob", keep_attn="bool_array", keep_cross="bool_array",
                                                keep_ffn="bool_array", act_keep_mask="bool_array", act_dropout_p="prob"),
-        call=lambda fn, kw: B.block(kw["_x"], kw["_blk"], rand=fn(**{n: v for n, v in kw.items() if n[0] != "_"})))
+        call=lambda fn, kw: B.block(kw["_x"], kw["_blk"], rand=fn(**{n: v for n, v in kw.items() if n[0] != "_"})),
+        names_ok=("x", "blk"))  # the block the recipe runs the object through
 def _(draw):
     blk = _blk(draw)
     x = _x(draw, blk)
@@ -434,7 +435,8 @@ def _(draw):
                                               num_kv_heads="count"),
         call=lambda fn, kw: B.block(kw["_x"], B.Block(fn(**{n: v for n, v in kw.items() if n[0] != "_"}),
                                                       kw["_blk"].ffn, kw["_blk"].activation, kw["_blk"].norm1,
-                                                      kw["_blk"].norm2)))
+                                                      kw["_blk"].norm2)),
+        names_ok=("x", "blk"))  # the block the recipe runs the weights through
 def _(draw):
     blk = _blk(draw)
     a = blk.attn

@@ -1,7 +1,8 @@
 """Fuzz recipes for the methods of the public classes (names "methods.<Class>.<method>").
 
 The public-callable recipes construct an object and call it; these call the methods a user
-calls afterwards (Mask.tile / count / row_counts / __call__, BigBird.block_layout, the
+calls afterwards (Mask.tile / count / row_counts / __call__, counts at lengths in the band beyond
+the budget (closed forms), BigBird.block_layout, the
 PagedCache operations, MacCounter.add, CollapseResult.final_loads, GlobalMask.visible),
 with the arguments broken one at a time by the engine like any other. Stateful methods
 carry the aliasing oracle of their object (``twin_state_check``): a caller writing into
@@ -27,7 +28,7 @@ small = st.integers(0, 6)
 def _mask(draw, L):
     """One mask of each construction family, valid for (L, L)."""
     kind = draw(st.sampled_from(["causal", "window", "strided", "dilated", "prefix", "bigbird", "blocksparse",
-                                 "document", "global"]))
+                                 "document", "global", "dsa"]))
     if kind == "causal":
         return M.Causal(draw(st.sampled_from(M.ALIGNMENTS)))
     if kind == "window":
@@ -38,10 +39,15 @@ def _mask(draw, L):
         return M.Dilated(draw(small), draw(st.integers(1, 3)))
     if kind == "prefix":
         return M.PrefixLM(draw(small))
-    if kind == "bigbird":
-        return M.BigBird(draw(st.integers(1, 3)), seed=draw(small))
+    if kind == "bigbird":  # partial last blocks, global and random blocks: every term of the closed-form count
+        return M.BigBird(draw(st.integers(1, 3)), draw(st.sampled_from([1, 3, 5])), draw(st.integers(0, 2)),
+                         draw(st.integers(0, 3)), seed=draw(small))
     if kind == "blocksparse":
-        return M.BlockSparse(np.random.default_rng(draw(small)).random((L + 1, L + 1)) < 0.5, 1, 1)
+        bq, bk = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        return M.BlockSparse(np.random.default_rng(draw(small)).random((L + 1, L + 1)) < 0.5, bq, bk)
+    if kind == "dsa":
+        return M.DSA(draw(small), draw(st.integers(1, 3)), draw(st.lists(small, max_size=2)),
+                     draw(st.sampled_from(M.ALIGNMENTS)))
     if kind == "document":
         return M.Document(np.sort(np.random.default_rng(draw(small)).integers(0, 3, size=L)))
     return M.GlobalTokens(draw(st.lists(small, max_size=2)))
@@ -86,6 +92,52 @@ R["methods.Mask.count"] = Recipe(
     lambda draw: (lambda L, m: dict(mask=m, Lq=L, Lk=L))(*_square(draw)), dict(Lq="count", Lk="count"),
     call=lambda fn, kw: (kw["mask"].row_counts(kw["Lq"], kw["Lk"]), kw["mask"].count(kw["Lq"], kw["Lk"])),
     oracle=_counts_oracle)
+
+
+# the band between "fits in memory" and "refused": lengths far beyond the fuzz's 64 MiB budget, where a
+# count must be a closed form (it returns) and never a materialisation (refused) or an allocation per row
+BAND_LENGTHS = [10**9 + 7, 2**40, 2**53 + 1, 2**62]
+
+
+def _count_at_scale_args(draw):
+    """A closed-form mask at a length in the band (or small, where the oracle materialises it)."""
+    L = draw(st.sampled_from(BAND_LENGTHS) | st.integers(0, 12))
+    kind = draw(st.sampled_from(["causal", "window", "strided", "dilated", "prefix", "bigbird", "blocksparse",
+                                 "global", "dsa", "full"]))
+    align = draw(st.sampled_from(M.ALIGNMENTS))
+    if kind == "bigbird":
+        block = draw(st.integers(1, 3)) if L <= 12 else draw(st.sampled_from([64, 2**20, L]))
+        if L > 12:  # whole blocks (the draw's replay, needed only for a partial last block, is budgeted)
+            L = max(block, L - L % block)
+        m = M.BigBird(block, draw(st.sampled_from([1, 3, 5])), draw(st.integers(0, 2)), draw(st.integers(0, 3)),
+                      seed=draw(small))
+    elif kind == "blocksparse":
+        nb = draw(st.integers(1, 3))
+        block = -(-L // nb) or 1
+        m = M.BlockSparse(np.random.default_rng(draw(small)).random((nb + 1, nb + 1)) < 0.5, block, block)
+    elif kind == "global":
+        m = M.GlobalTokens(draw(st.lists(st.integers(0, 20) | st.sampled_from([max(L - 1, 0), L // 2]), max_size=3)), align)
+    elif kind == "dsa":
+        m = M.DSA(draw(st.integers(0, 300)), draw(st.integers(1, 70)), draw(st.lists(st.integers(0, 20), max_size=3)),
+                  align)
+    else:
+        m = {"causal": lambda: M.Causal(align), "full": M.Full, "window": lambda: M.SlidingWindow(draw(small), draw(small)),
+             "strided": lambda: M.Strided(draw(st.integers(1, 3))), "prefix": lambda: M.PrefixLM(draw(small)),
+             "dilated": lambda: M.Dilated(draw(small), draw(st.integers(1, 3)))}[kind]()
+    return dict(mask=m, Lq=L, Lk=L)
+
+
+def _count_at_scale_oracle(kw, result):
+    """Equal to the materialised count where that is small; within [0, Lq Lk] always."""
+    Lq, Lk = int(kw["Lq"]), int(kw["Lk"])  # NumPy scalars among the band's lengths: exact products
+    assert isinstance(result, int) and 0 <= result <= Lq * Lk, f"count {result!r} out of [0, Lq Lk]"
+    if Lq <= 12 and Lk <= 12:
+        assert result == int(kw["mask"].materialize(kw["Lq"], kw["Lk"]).sum()), "count != materialised count"
+
+
+R["methods.Mask.count_at_scale"] = Recipe(
+    _count_at_scale_args, dict(Lq="count", Lk="count"),
+    call=lambda fn, kw: kw["mask"].count(kw["Lq"], kw["Lk"]), oracle=_count_at_scale_oracle)
 
 
 def _at_args(draw):

@@ -74,7 +74,7 @@ recipe(P + "retnet_gammas", kinds=dict(num_heads="count"))(lambda draw: dict(num
                                               normalize="bool", eps="nonneg_float", scale="float", **FORM_KINDS))
 def _(draw):
     out = qkv(draw, dims(draw))
-    for n, s in (("feature_map", st.sampled_from(["elu+1", "relu", "identity"])), ("causal", st.booleans()),
+    for n, s in (("feature_map", st.sampled_from(sorted(mixers.linear_attention.FEATURE_MAPS))), ("causal", st.booleans()),
                  ("normalize", st.booleans()), ("eps", st.sampled_from([0.0, 1e-10, 1e-3])),
                  ("scale", st.floats(0.01, 4.0))):
         if draw(st.booleans()):
@@ -84,7 +84,78 @@ def _(draw):
 
 recipe(P + "linear_attention.apply_feature_map", kinds=dict(x="array", feature_map="name"))(
     lambda draw: dict(x=arr(draw, (1, draw(st.integers(1, 2)), draw(st.integers(0, 4)), draw(st.integers(1, 3)))),
-                      feature_map=draw(st.sampled_from(["elu+1", "relu", "identity"]))))
+                      feature_map=draw(st.sampled_from(sorted(mixers.linear_attention.FEATURE_MAPS)))))
+# --- trigonometric random features, data-dependent gates, Linformer, the WKV scan -----------------
+
+RF = P + "random_features."
+recipe(RF + "gaussian_frequencies", kinds=dict(m="count", d="count", seed="count"))(
+    lambda draw: dict(m=draw(st.integers(1, 9)), d=draw(st.integers(1, 4)), seed=draw(st.integers(0, 99))))
+
+
+@recipe(RF + "trig_features", RF + "softmax_trig_features", kinds=dict(x="array", W="array"))
+def _(draw):
+    D = draw(st.integers(1, 3))
+    return dict(x=arr(draw, (1, draw(st.integers(1, 2)), draw(st.integers(0, 4)), D)),
+                W=mixers.random_features.gaussian_frequencies(draw(st.integers(1, 6)), D, seed=draw(st.integers(0, 9))))
+
+
+@recipe(RF + "gaussian_kernel", kinds=dict(x="array", y="array"))
+def _(draw):
+    D, H = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    return dict(x=arr(draw, (1, H, draw(st.integers(0, 4)), D)), y=arr(draw, (1, H, draw(st.integers(0, 4)), D)))
+
+
+recipe(RF + "hoeffding_radius", kinds=dict(m="count", delta="prob"))(
+    lambda draw: dict(m=draw(st.integers(1, 10**6)), delta=draw(st.floats(1e-12, 0.5))))
+
+
+def _gate_weights(draw, d):
+    H, K = d["H"], d["K"]
+    return {n: arr(draw, draw(st.sampled_from([(G, K), (H, G, K)])))
+            for n, G in (("W_gamma", draw(st.sampled_from([1, K]))), ("W_beta", draw(st.sampled_from([1, K]))))}
+
+
+@recipe(P + "gated_kernel.gated_kernel_attention", kinds=dict(q="array", k="array", v="array", W_gamma="array",
+                                                              W_beta="array", feature_map="name", eps="nonneg_float",
+                                                              **FORM_KINDS))
+def _(draw):
+    d = dims(draw)
+    out = dict(qkv(draw, d), **_gate_weights(draw, d))
+    if draw(st.booleans()):
+        out["feature_map"] = draw(st.sampled_from(["elu+1", "relu", "squared_relu", "exp_normalised"]))
+    return dict(out, **forms(draw, ["recurrent", "parallel", "chunked"]))
+
+
+@recipe(P + "gated_kernel.data_dependent_gates", kinds=dict(q="array", k="array", W_gamma="array", W_beta="array"))
+def _(draw):
+    d = dims(draw)
+    out = qkv(draw, d)
+    del out["v"]
+    return dict(out, **_gate_weights(draw, d))
+
+
+@recipe(P + "linformer.linformer_attention", kinds=dict(q="array", k="array", v="array", E="array", F="array",
+                                                        scale="float"))
+def _(draw):
+    d = dims(draw)
+    d["L"] = max(d["L"], 1)
+    out = qkv(draw, d)
+    kp = draw(st.integers(1, 4))
+    out["E"] = arr(draw, (kp, d["L"]), -1.0, 1.0)
+    if draw(st.booleans()):
+        out["F"] = arr(draw, (kp, d["L"]), -1.0, 1.0)
+    if draw(st.booleans()):
+        out["scale"] = draw(st.floats(0.01, 4.0))
+    return out
+
+
+recipe(P + "linformer.linformer_macs", kinds=dict(n="count", k_proj="count", d="count", d_v="count",
+                                                  include_projections="bool"))(
+    lambda draw: dict(n=draw(st.integers(1, 10**6)), k_proj=draw(st.integers(1, 512)), d=draw(st.integers(1, 256)),
+                      d_v=draw(st.integers(1, 256)), include_projections=draw(st.booleans())))
+recipe(P + "rwkv4.prefix_scan_steps", kinds=dict(L="count"))(lambda draw: dict(L=draw(st.integers(0, 10**6))))
+
+
 recipe(P + "orthogonal_gaussian", kinds=dict(m="count", d="count", seed="count"))(
     lambda draw: dict(m=draw(st.integers(1, 9)), d=draw(st.integers(1, 4)), seed=draw(st.integers(0, 99))))
 
@@ -142,8 +213,9 @@ def _wkv_args(draw):
 
 WKV_KINDS = dict(w="array", u="array", k="array", v="array")
 recipe(P + "wkv", kinds=dict(WKV_KINDS, form="name"), raises=(ValueError, TypeError, OverflowError))(
-    lambda draw: dict(_wkv_args(draw), form=draw(st.sampled_from(["stable", "recurrent", "parallel"]))))
+    lambda draw: dict(_wkv_args(draw), form=draw(st.sampled_from(["stable", "recurrent", "parallel", "scan"]))))
 # lw = -inf for the future keys j > t: the docstring's masked entries
+recipe(P + "rwkv4.wkv_prefix_scan", kinds=WKV_KINDS)(_wkv_args)
 recipe(P + "rwkv4.log_weights", kinds=dict(w="array", u="array", k="array"), finite="no_nan_posinf")(
     lambda draw: {n: v for n, v in _wkv_args(draw).items() if n != "v"})
 recipe(P + "rwkv4.rwkv4_w", kinds=dict(time_decay="array"))(
@@ -183,6 +255,22 @@ def _(draw):
         if draw(st.booleans()):
             out[n] = draw(s)
     out["form"] = draw(st.sampled_from(["sequential", "associative"] + (["convolution"] if invariant else [])))
+    return out
+
+
+@recipe(P + "ssd", kinds=dict(x="array", dt="array", A="array", B="array", C="array", D="array", z="array",
+                              initial_state="array", form="name", chunk_size="count"))
+def _(draw):
+    b, G, L, P_, N = (draw(st.integers(lo, hi)) for lo, hi in ((1, 2), (1, 2), (0, 6), (1, 3), (1, 3)))
+    H = G * draw(st.integers(1, 2))
+    out = dict(x=arr(draw, (b, H, L, P_)), dt=arr(draw, (b, H, L), 0.0, 1.5), A=-np.exp(arr(draw, (H,), -2.0, 1.0)),
+               B=arr(draw, (b, G, L, N)), C=arr(draw, (b, G, L, N)))
+    for n, shape in (("D", draw(st.sampled_from([(H,), (H, P_)]))), ("z", (b, H, L, P_)), ("initial_state", (b, H, P_, N))):
+        if draw(st.booleans()):
+            out[n] = arr(draw, shape, -3.0, 3.0)
+    out["form"] = draw(st.sampled_from(["sequential", "chunked"]))
+    if draw(st.booleans()):
+        out["chunk_size"] = draw(st.integers(1, 5))
     return out
 
 

@@ -334,3 +334,157 @@ def _(draw):
     B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
     return dict(q=arr(draw, (B, H, L, D)), k=arr(draw, (B, H, L, D)), v=arr(draw, (B, H, L, D)),
                 head_scale=arr(draw, (H,), 0.1, 3.0), causal=draw(st.booleans()))
+
+
+# --- the Mamba block, hybrid stacks, per-layer masks ----------------------------------
+
+import dataclasses as _dc  # noqa: E402
+
+from refimpl import block as BLK  # noqa: E402
+from refimpl import hybrid as HYB  # noqa: E402
+from refimpl import mamba_block as MBK  # noqa: E402
+from refimpl import masks as MSK  # noqa: E402
+
+MAMBA_SIZES = dict(d_model="count", d_state="count", d_conv="count", expand="count", dt_rank="count")
+
+
+def _mamba_sizes(draw):
+    return dict(d_model=draw(st.integers(1, 4)), d_state=draw(st.integers(1, 3)), d_conv=draw(st.integers(1, 4)),
+                expand=draw(st.integers(1, 2)), dt_rank=draw(st.none() | st.integers(1, 3)))
+
+
+recipe("refimpl.mamba_block.mamba_params", kinds=dict(MAMBA_SIZES, conv_bias="bool", bias="bool"))(
+    lambda draw: dict(_mamba_sizes(draw), d_model=draw(st.integers(1, 4096)), conv_bias=draw(st.booleans()),
+                      bias=draw(st.booleans())))
+recipe("refimpl.mamba_block.init_mamba", kinds=dict(MAMBA_SIZES, seed="count"),
+       call=lambda fn, kw: MBK.mamba_mixer(np.ones((1, 2, kw["d_model"])) if isinstance(kw.get("d_model"), int)
+                                           and not isinstance(kw.get("d_model"), bool) and 0 < kw["d_model"] < 64
+                                           else np.ones((1, 2, 1)), fn(**kw)))(
+    lambda draw: dict(_mamba_sizes(draw), seed=draw(st.integers(0, 9))))
+
+
+def _mamba(draw):
+    return MBK.init_mamba(draw(st.integers(0, 9)), **_mamba_sizes(draw))
+
+
+@recipe("refimpl.mamba_block.mamba_mixer", kinds=dict(x="array", weights="object"))
+def _(draw):
+    w = _mamba(draw)
+    return dict(x=arr(draw, (draw(st.integers(1, 2)), draw(st.integers(0, 5)), w.d_model)), weights=w)
+
+
+recipe("refimpl.mamba_block.MambaWeights", kinds={f.name: "array" for f in _dc.fields(MBK.MambaWeights)},
+       call=lambda fn, kw: MBK.mamba_mixer(np.ones((1, 2, np.shape(kw["out_proj"])[-1] if np.ndim(kw.get("out_proj"))
+                                                    == 2 else 1)), fn(**kw)))(
+    lambda draw: (lambda w: {f.name: getattr(w, f.name) for f in _dc.fields(w)})(
+        _mamba(draw) if draw(st.booleans()) else _dc.replace(_mamba(draw), conv_bias=None)))
+
+
+def _layers(draw, d):
+    blk = BLK.init_block(draw(st.integers(0, 9)), d_model=d, num_heads=1, d_ff=draw(st.integers(1, 3)))
+    norm = BLK.Norm(np.ones(d))
+    ml = HYB.MambaLayer(norm, MBK.init_mamba(draw(st.integers(0, 9)), d_model=d, d_state=2, d_conv=2))
+    la = HYB.LinearAttentionLayer(norm, blk.attn, draw(st.sampled_from(["elu+1", "squared_relu"])))
+    return draw(st.permutations([blk, ml, la]))[: draw(st.integers(1, 3))]
+
+
+@recipe("refimpl.hybrid.hybrid_stack", kinds=dict(x="array", layers="routing_list", masks="mask_list", causal="bool",
+                                                  final_norm="object"))
+def _(draw):
+    d = draw(st.integers(1, 3))
+    layers = _layers(draw, d)
+    L = draw(st.integers(1, 4))
+    kw = dict(x=arr(draw, (draw(st.integers(1, 2)), L, d)), layers=layers)
+    if draw(st.booleans()):
+        kw["masks"] = [MSK.SlidingWindow(draw(st.integers(0, 2)), 0) if isinstance(la, BLK.Block) and draw(st.booleans())
+                       else None for la in layers]
+    if draw(st.booleans()):
+        kw["causal"] = draw(st.booleans())
+    if draw(st.booleans()):
+        kw["final_norm"] = BLK.Norm(np.ones(d))
+    return kw
+
+
+recipe("refimpl.hybrid.MambaLayer", kinds=dict(norm="object", mixer="object"),
+       call=lambda fn, kw: HYB.hybrid_stack(np.ones((1, 2, 2)), [fn(**kw)]))(
+    lambda draw: dict(norm=BLK.Norm(np.ones(2)), mixer=MBK.init_mamba(draw(st.integers(0, 9)), d_model=2, d_state=2)))
+recipe("refimpl.hybrid.LinearAttentionLayer", kinds=dict(norm="object", attn="object", feature_map="name"),
+       call=lambda fn, kw: HYB.hybrid_stack(np.ones((1, 2, 2)), [fn(**kw)]))(
+    lambda draw: dict(norm=BLK.Norm(np.ones(2)), attn=BLK.init_block(draw(st.integers(0, 9)), d_model=2, num_heads=1,
+                                                                     d_ff=1).attn,
+                      feature_map=draw(st.sampled_from(["elu+1", "relu", "exp_normalised"]))))
+recipe("refimpl.block.layer_masks", kinds=dict(masks="mask_list", n_layers="count", name="str"))(
+    lambda draw: (lambda n: dict(masks=[draw(st.sampled_from([None, MSK.Causal(), MSK.SlidingWindow(1, 0)]))
+                                        for _ in range(n)], n_layers=n))(draw(st.integers(1, 3))))
+
+
+# --- DeiT, MAE, DINO ---------------------------------------------------------------------
+
+VOP = "refimpl.vision_objectives."
+
+
+@recipe(VOP + "deit_embeddings", kinds=dict(images="array", weight="array", bias="array", cls_token="array",
+                                             dist_token="array", pos_embed="array"))
+def _(draw):
+    P, d = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    gh, gw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return dict(images=arr(draw, (draw(st.integers(1, 2)), 1, gh * P, gw * P)), weight=arr(draw, (d, 1, P, P)),
+                bias=arr(draw, (d,)), cls_token=arr(draw, (d,)), dist_token=arr(draw, (d,)),
+                pos_embed=arr(draw, (gh * gw + 2, d)))
+
+
+@recipe(VOP + "deit_inference_logits", kinds=dict(cls_logits="array", dist_logits="array"))
+def _(draw):
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)))
+    return dict(cls_logits=arr(draw, shape), dist_logits=arr(draw, shape))
+
+
+@recipe(VOP + "deit_loss", kinds=dict(cls_logits="array", dist_logits="array", labels="int_array",
+                                       teacher_logits="array", distillation_type="name", alpha="prob", tau="float"))
+def _(draw):
+    B, K = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    return dict(cls_logits=arr(draw, (B, K)), dist_logits=arr(draw, (B, K)), teacher_logits=arr(draw, (B, K)),
+                labels=np.array([draw(st.integers(0, K - 1)) for _ in range(B)]),
+                distillation_type=draw(st.sampled_from(["hard", "soft"])), alpha=draw(st.floats(0.0, 1.0)),
+                tau=draw(st.floats(0.1, 5.0)))
+
+
+@recipe(VOP + "mae_random_masking", kinds=dict(x="array", mask_ratio="prob", seed="count", noise="array"))
+def _(draw):
+    N, L = draw(st.integers(1, 2)), draw(st.integers(0, 6))
+    kw = dict(x=arr(draw, (N, L, draw(st.integers(1, 2)))), mask_ratio=draw(st.sampled_from([0.0, 0.5, 0.75, 0.9])))
+    if draw(st.booleans()):
+        kw["seed"] = draw(st.integers(0, 9))
+    else:
+        kw["noise"] = arr(draw, (N, L), 0.0, 1.0)
+    return kw
+
+
+recipe(VOP + "mae_num_kept", kinds=dict(num_patches="count", mask_ratio="prob"))(
+    lambda draw: dict(num_patches=draw(st.integers(0, 10**6)), mask_ratio=draw(st.floats(0.0, 0.99))))
+
+
+@recipe(VOP + "dino_loss", kinds=dict(student_output="array", teacher_output="array", center="array", n_crops="count",
+                                       student_temp="float", teacher_temp="float"))
+def _(draw):
+    B, K, V_ = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    return dict(student_output=arr(draw, (V_ * B, K)), teacher_output=arr(draw, (2 * B, K)), center=arr(draw, (K,)),
+                n_crops=V_, student_temp=draw(st.floats(0.05, 1.0)), teacher_temp=draw(st.floats(0.01, 1.0)))
+
+
+@recipe(VOP + "dino_center_update", kinds=dict(center="array", teacher_output="array", momentum="prob"))
+def _(draw):
+    K = draw(st.integers(1, 4))
+    return dict(center=arr(draw, (K,)), teacher_output=arr(draw, (draw(st.integers(1, 4)), K)),
+                momentum=draw(st.floats(0.0, 1.0)))
+
+
+@recipe(VOP + "ema_update", kinds=dict(teacher="array", student="array", momentum="prob"))
+def _(draw):
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return dict(teacher=arr(draw, shape), student=arr(draw, shape), momentum=draw(st.floats(0.0, 1.0)))
+
+
+recipe(VOP + "dino_momentum", kinds=dict(step="count", total_steps="count", base="prob", final="prob"))(
+    lambda draw: (lambda n: dict(step=draw(st.integers(0, n - 1)), total_steps=n, base=draw(st.floats(0.9, 1.0)),
+                                 final=draw(st.floats(0.9, 1.0))))(draw(st.integers(1, 10**6))))

@@ -416,7 +416,7 @@ def test_varlen_and_sinks_reject_bad_input_by_name():
         M.Varlen([0, 2], [0.0, 2.0])
     with pytest.raises(ValueError, match="sequences"):
         M.Varlen([0, 2], [0, 1, 2])
-    with pytest.raises(ValueError, match="cu_seqlens_q, cu_seqlens_k"):
+    with pytest.raises(ValueError, match=r"^Lq, Lk: expected the packed lengths \(cu_seqlens_q\[-1\], cu_seqlens_k"):
         M.Varlen([0, 2], [0, 2]).materialize(3, 2)
     with pytest.raises(ValueError, match="sinks"):
         attention_with_sinks(np.zeros((1, 2, 1, 1)), np.zeros((1, 2, 1, 1)), np.zeros((1, 2, 1, 1)), [np.nan, 0.0])

@@ -26,6 +26,7 @@ import atexit
 import copy
 import dataclasses
 import os
+import re
 import signal
 import types
 
@@ -296,11 +297,15 @@ def _run_case(name, fn, rec, kw, *, broken=None, label="", may_reject=False, nam
         result = invoke(name, fn, rec, kw)
     except rec.raises as e:
         msg = str(e)
+        if rec.refusal is not None and isinstance(e, ValueError) and re.match(rec.refusal, msg):
+            check_wording(name, broken, label, e)  # documented: a named refusal, valid call or not
+            return
         if broken is None and not may_reject and not rec.rejects_valid:
             raise AssertionError(f"{name}: a valid call raised {type(e).__name__}: {msg}") from e
-        allowed = ({broken} | set(names_ok)) if broken else set(kw) | set(names_ok)
+        allowed = ({broken} | set(names_ok)) if broken else set(kw) | set(names_ok) | set(rec.names_ok)
         assert any(n in msg for n in allowed), (
             f"{name}({broken}={label}): {type(e).__name__} message does not name {sorted(allowed)}: {msg!r}")
+        check_wording(name, broken, label, e)
         result = None
     except Exception as e:  # the contract: only the documented error classes
         raise AssertionError(f"{name}({broken}={label}): raised {type(e).__name__}: {e}") from e
@@ -315,6 +320,29 @@ def _run_case(name, fn, rec, kw, *, broken=None, label="", may_reject=False, nam
         again = invoke(name, fn, rec, {n: _snapshot(v) for n, v in before.items()})
         assert _same(result, again), f"{name}: two calls with equal arguments gave different results"
         check_no_aliasing(name, fn, rec, kw, before, again)
+
+
+WORDING = re.compile(r"^(?P<names>[^:\n]+): expected .+, got ", re.S)
+CHECK_WORDING = bool(os.environ.get("CONTRACT_WORDING"))
+
+
+def check_wording(name, broken, label, e):
+    """The one wording (README "Contract"): ``<names>: expected ..., got ...`` with plain reprs, the
+    names before the colon (a message that names the argument elsewhere, or in other words, fails).
+
+    A survey, on with $CONTRACT_WORDING=1 (with $CONTRACT_COLLECT to list every site): about 120
+    callables still raise in other words (issue 21, left open), so it does not gate the default run.
+    Python's own binding errors (an unexpected or duplicate keyword) are TypeErrors naming the
+    argument in the interpreter's words and are not counted."""
+    if not CHECK_WORDING:
+        return
+    msg = str(e)
+    if isinstance(e, TypeError) and re.search(r"\(\) (got (an unexpected|multiple values for) keyword|missing \d+ required)", msg):
+        return
+    m = WORDING.match(msg)
+    assert m, f"{name}({broken}={label}): {type(e).__name__} message not in the wording '<name>: expected ..., got ...': {msg!r}"
+    for plain in ("np.float64(", "np.int64(", "np.uint64(", "np.int32(", "np.str_(", "np.True_", "np.False_"):
+        assert plain not in msg, f"{name}({broken}={label}): message prints a NumPy repr {plain!r}: {msg!r}"
 
 
 def check_no_aliasing(name, fn, rec, kw, before, result):
@@ -418,7 +446,7 @@ FORMS = _attention_forms()
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_scores_beyond_float64_are_an_error_naming_the_arguments(form):
     q, k, v = np.full((1, 1, 2, 3), 1e308), np.full((1, 1, 3, 3), 10.0), np.ones((1, 1, 3, 2))
-    with pytest.raises(ValueError, match=r"q, k, scale: a visible score"):
+    with pytest.raises(ValueError, match=r"^q, k, scale: expected every visible score"):
         FORMS[form](q, k, v)  # the exact scores 1e308 * 10 * 3 / sqrt(3) = 1.7e309 exceed float64 range
     with pytest.raises(ValueError, match=r"q, k, scale"):  # scale counts too
         FORMS[form](q / 1e308, k, v, scale=1e308)
@@ -549,7 +577,7 @@ def test_gpu_facade_validates_scale_and_softcap_as_float32_uses_them():
     for name, value in (("softcap", 1e-50), ("scale", 1e40), ("scale", 1e-46)):
         with pytest.raises(ValueError, match=f"{name}: expected a value representable as a normal float32"):
             prepare_attention(q, q, q, **{name: value})
-    with pytest.raises(ValueError, match=r"q, k, scale: the scores may overflow float32"):
+    with pytest.raises(ValueError, match=r"^q, k, scale: expected scores within float32 .*range"):
         prepare_attention(q * 1e20, q * 1e20, q)
     *_, launch = prepare_attention(q, q, q, softcap=0.5, scale=2.0)
     assert (launch.softcap, launch.scale) == (0.5, 2.0)

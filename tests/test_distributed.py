@@ -107,11 +107,11 @@ def test_argument_checks():
     q, k, v = _qkv(6)
     with pytest.raises(ValueError, match="positions"):
         R.ring_attention(q, k, v, [np.arange(4), np.arange(3, 6)])
-    with pytest.raises(ValueError, match="lengths must agree"):
+    with pytest.raises(ValueError, match=r"^q, k: expected equal lengths"):
         R.ring_attention(q, k[:, :, :5], v[:, :, :5], SH.contiguous([3, 3]))
-    with pytest.raises(ValueError, match="divide the head count"):
+    with pytest.raises(ValueError, match="expected a head count divisible by the number of ranks"):
         U.ulysses_attention(q, k, v, SH.contiguous([2, 2, 2]))
-    with pytest.raises(ValueError, match="2P chunks"):
+    with pytest.raises(ValueError, match=r"^chunk_sizes: expected an even number 2P of chunks"):
         SH.zigzag([1, 2, 3])
     with pytest.raises(ValueError, match="window"):
         R.ring_attention(q, k, v, SH.contiguous([3, 3]), window=(-1, 0))

@@ -175,3 +175,81 @@ def test_cost_counts_match_an_operation_count_of_the_recurrence():
     assert cost.gated_linear_attention(d_k, d_v).macs == count
     # delta rule: recall S^T k (d_k d_v), write k u^T (d_k d_v), read (d_k d_v); gated adds the decay
     assert cost.delta_rule(d_k, d_v).macs == 3 * d_k * d_v
+
+
+@pytest.mark.parametrize("gate_shape", [(1, 2, 24), (1, 2, 24, 3)])
+def test_chunked_gla_factored_and_elementwise_chunks_equal_the_recurrence(gate_shape):
+    """Chunks whose decay stays within FACTOR_SPAN take the matrix-product form, the others the
+    elementwise form (and so does a chunk whose scaled keys would overflow): both equal the definition."""
+    q, k, v = rng.standard_normal((3, 1, 2, 24, 3))
+    g = -rng.random(gate_shape) * 0.1
+    g[:, :, 9] = -GL.FACTOR_SPAN - 5.0  # the chunk [8, 16) spans more than FACTOR_SPAN
+    calls = {"factored": 0, "elementwise": 0}
+    real_einsum = np.einsum
+
+    def counting(*a, **kw):
+        calls["elementwise"] += a[0] == "bhtc,bhjc,bhtjc->bhtj"
+        return real_einsum(*a, **kw)
+
+    GL.np.einsum = counting
+    try:
+        oc, Sc = GL.gated_linear_attention(q, k, v, g, form="chunked", chunk_size=8)
+        assert calls["elementwise"] == 1  # one chunk of three
+        # keys near the top of float64 with a decay of 5 a step (span 35 <= FACTOR_SPAN): k e^{35}
+        # overflows, so every chunk falls back to the elementwise form; outputs ~ (q k) stay finite
+        big = (q * 1e-292, k * 1e292, v, np.full(gate_shape, -5.0))
+        ob, Sb = GL.gated_linear_attention(*big, form="chunked", chunk_size=8)
+        assert calls["elementwise"] == 4
+    finally:
+        GL.np.einsum = real_einsum
+    o, S = GL.gated_linear_attention(q, k, v, g)
+    np.testing.assert_allclose(oc, o, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(Sc, S, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(ob, GL.gated_linear_attention(*big)[0], rtol=1e-12, atol=1e-13)
+
+
+def _ssd_case(seed, b=2, H=4, L=13, P=3, G=2, N=5, dt_scale=1.0):
+    rng = np.random.default_rng(seed)
+    x, z = rng.standard_normal((2, b, H, L, P))
+    dt = np.log1p(np.exp(rng.standard_normal((b, H, L)))) * dt_scale
+    A = -np.exp(rng.standard_normal(H))
+    Bm, Cm = rng.standard_normal((2, b, G, L, N))
+    return x, dt, A, Bm, Cm, rng.standard_normal(H), z, rng.standard_normal((b, H, P, N))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ssd_is_the_selective_scan_with_one_decay_per_head(seed):
+    """SSM.ssd (sequential and chunked, chunks of 1, 4, 5 and 64 tokens, L = 13) equals
+    selective_scan with A[h, p, n] = a_h and delta[b, h, t, p] = dt[b, h, t]; D (H,) as (H, P)."""
+    x, dt, A, Bm, Cm, D, z, x0 = _ssd_case(seed)
+    H, P, N = x.shape[1], x.shape[3], Bm.shape[3]
+    for kw in ({}, {"D": D, "z": z, "initial_state": x0}):
+        Dk = kw.get("D")
+        y0, h0 = SSM.selective_scan(x, np.broadcast_to(dt[..., None], x.shape), np.broadcast_to(A[:, None, None], (H, P, N)),
+                                    Bm, Cm, None if Dk is None else np.broadcast_to(Dk[:, None], (H, P)), kw.get("z"),
+                                    initial_state=kw.get("initial_state"))
+        for form, Q in (("sequential", 64), ("chunked", 1), ("chunked", 4), ("chunked", 5), ("chunked", 64)):
+            y, h = SSM.ssd(x, dt, A, Bm, Cm, form=form, chunk_size=Q, **kw)
+            np.testing.assert_allclose(y, y0, rtol=1e-12, atol=1e-12 * np.abs(y0).max())
+            np.testing.assert_allclose(h, h0, rtol=1e-12, atol=1e-12 * np.abs(h0).max())
+
+
+def test_ssd_chunked_survives_decays_past_underflow():
+    """dt a down to -1000 a step (e^{dt a} = 0 exactly): the chunked form sums exponents and never
+    takes the log of a decay, so it stays equal to the recurrence (no -inf - -inf = NaN)."""
+    x, dt, A, Bm, Cm, D, z, x0 = _ssd_case(7, dt_scale=400.0)
+    y0, h0 = SSM.ssd(x, dt, A, Bm, Cm, D, z, initial_state=x0)
+    y, h = SSM.ssd(x, dt, A, Bm, Cm, D, z, initial_state=x0, form="chunked", chunk_size=4)
+    assert np.isfinite(y).all() and np.isfinite(h).all()
+    np.testing.assert_allclose(y, y0, rtol=1e-12, atol=1e-12 * np.abs(y0).max())
+
+
+@pytest.mark.parametrize("kw, arg", [
+    ({"A": -np.ones((4, 3, 5))}, "A"), ({"A": np.ones(4)}, "A"), ({"dt": -np.ones((2, 4, 13))}, "dt"),
+    ({"D": np.ones(3)}, "D"), ({"form": "scan"}, "form"), ({"chunk_size": 0}, "chunk_size"),
+])
+def test_ssd_bad_arguments_name_themselves(kw, arg):
+    x, dt, A, Bm, Cm, D, z, x0 = _ssd_case(0)
+    args = {"x": x, "dt": dt, "A": A, "B": Bm, "C": Cm, "form": "chunked", **kw}
+    with pytest.raises(ValueError, match=arg):
+        SSM.ssd(**args)

@@ -177,3 +177,21 @@ def test_shazeer_loss_gradients():
     fd = _central(lambda c: M.load_loss(c, c + noise * std, std, 2), clean)
     np.testing.assert_allclose(M.load_loss_grad(clean, clean, std, 2), fd, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(M.z_loss_grad(clean), _central(M.z_loss, clean), rtol=1e-6, atol=1e-9)
+
+
+def test_scatter_combine_sums_every_row_of_a_token_choice_by_choice():
+    """Rows of distinct (token, choice) pairs go through one collision-free add per choice; rows
+    repeating a pair (a hand-made SortedAssignments) are all accumulated, never overwritten."""
+    from refimpl.moe.dispatch import SortedAssignments, scatter_combine
+
+    rows = np.arange(12.0).reshape(4, 3)
+    i64 = lambda *a: np.array(a, dtype=np.int64)  # noqa: E731
+    sa = SortedAssignments(token=i64(0, 1, 0, 2), choice=i64(0, 0, 1, 1), expert=i64(0, 0, 1, 1),
+                           gate=np.array([0.5, 1.0, 0.25, 2.0]), offsets=i64(0, 2, 4))
+    want = np.zeros((3, 3))
+    for t, g, r in zip(sa.token, sa.gate, rows):
+        want[t] += g * r
+    np.testing.assert_array_equal(scatter_combine(rows, sa, 3), want)
+    dup = SortedAssignments(token=i64(0, 0), choice=i64(0, 0), expert=i64(0, 1), gate=np.array([1.0, 1.0]),
+                            offsets=i64(0, 1, 2))
+    np.testing.assert_array_equal(scatter_combine(rows[:2], dup, 1), (rows[0] + rows[1])[None])

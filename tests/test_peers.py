@@ -26,7 +26,7 @@ def _need(module):
 def test_importing_the_peers_package_imports_no_library():
     code = ("import sys, properties.peers, properties.peers.run; "
             "import properties.peers.sdpa, properties.peers.flex, properties.peers.jax_dpa, properties.peers.deepspeed_gating, properties.peers.hf_moe, properties.peers.gpu_only; "
-            "import properties.peers.fla_ops, properties.peers.liger_ops, properties.peers.mamba_ssu, properties.peers.triton_shims; "
+            "import properties.peers.fla_ops, properties.peers.fla_attn, properties.peers.liger_ops, properties.peers.mamba_ssu, properties.peers.sglang_ops, properties.peers.triton_shims; "
             "print(sorted(m for m in ('torch', 'jax', 'transformers', 'deepspeed', 'triton', 'fla', 'liger_kernel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -38,7 +38,8 @@ def test_every_factory_gives_adapters_or_a_reason():
         if state == "available":
             got = getattr(__import__("properties.peers", fromlist=[name]), name)()
             for impl in got if isinstance(got, list) else [got]:
-                assert impl.kind in {"attention", "moe", "linear_attention", "delta_rule", "ssm_scan", "norm", "loss", "rope"}, impl.name
+                assert impl.kind in {"attention", "moe", "linear_attention", "delta_rule", "ssm_scan", "norm", "loss", "rope",
+                                     "contrastive_loss", "ffn"}, impl.name
                 assert impl.preset and impl.library, impl.name
 
 

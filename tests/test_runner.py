@@ -5,6 +5,7 @@ failure with its snippet."""
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,17 +20,58 @@ README = (ROOT / "README.md").read_text()
 ADAPTERS = README.split("# my_pkg/adapters.py\n", 1)[1].split("```", 1)[0]
 
 
+USAGE = "python -m properties: error: "
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--examples", "0"], "--examples: expected a whole number >= 1, got 0"),
-    (["--maxfail", "x"], "--maxfail: expected a whole number >= 1"),
-    (["--seed", "-1"], "--seed: expected an integer >= 0"),
-    (["--profile", "fast"], "invalid choice: 'fast'"),
+    (["--maxfail", "x"], "--maxfail: expected a whole number >= 1, got 'x'"),
+    (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["--profile", "fast"], "--profile: expected one of 'dev', 'ci', 'thorough', got 'fast'"),
+    (["--only"], "--only: expected one value, got none"),
+    (["--bogus"], "arguments: expected the options that python -m properties --help lists, got --bogus"),
+    (["extra"], "arguments: expected the options that python -m properties --help lists, got extra"),
+    (["--ex", "3"], "--ex: expected one option, got an abbreviation of --examples, --exitfirst"),
+    (["--list=3"], "--list: expected no value, got '3'"),
 ])
 def test_bad_option_values_are_usage_errors(argv, message, capsys):
+    """argparse's own errors in the one wording ``<option>: expected ..., got ...``, exit status 2."""
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
-    assert message in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1] == USAGE + message
+
+
+@pytest.mark.parametrize("argv, env, start", [
+    (["--kind", "atention"], None, "--kind: expected one of attention, "),
+    (["--impl", "refimpl.atention"], None, "--impl: expected the name of an implementation "),
+    (["--impl", "x"], "nope:x", "REFIMPL_IMPLS: expected module:object with a module that imports, got 'nope:x'"),
+    (["--impl", "x"], "properties.demo", "REFIMPL_IMPLS: expected 'module:object' "),
+    (["--impl", "x"], "properties.demo:nope", "REFIMPL_IMPLS: expected module:object naming an object of its module"),
+    (["--list", "--no-kernels"], "properties.demo:nope", "REFIMPL_IMPLS: expected module:object naming an object"),
+])
+def test_unknown_names_are_usage_errors_in_the_one_wording(argv, env, start, monkeypatch, capsys):
+    if env:
+        monkeypatch.setenv("REFIMPL_IMPLS", env)
+    else:
+        monkeypatch.delenv("REFIMPL_IMPLS", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(USAGE + start) and ", got " in err, err
+
+
+def test_usage_wording_rewrites_every_argparse_message_shape():
+    """Each argparse message shape (3.11 and later spellings) maps to ``<name>: expected ..., got ...``."""
+    from properties.__main__ import usage_wording
+
+    for message in ["argument --profile: invalid choice: 'x' (choose from 'dev', 'ci')",
+                    "argument --profile: invalid choice: 'x' (choose from dev, ci)",
+                    "argument --only: expected one argument", "unrecognized arguments: a b",
+                    "ambiguous option: --ex could match --examples, --exitfirst",
+                    "argument --list: ignored explicit argument '3'", "argument --x: not allowed with argument --y",
+                    "the following arguments are required: --z"]:
+        got = usage_wording(message)
+        assert re.match(r"^[^:]+: expected .*, got", got), (message, got)
 
 
 def test_unknown_names_give_one_line_with_the_closest(monkeypatch, capsys):
@@ -126,3 +168,66 @@ def test_plugin_from_a_scratch_directory(tmp_path):
     assert len(failure.splitlines()) < 30 and "def run_property" not in failure, failure
     typo = _pytest(tmp_path, "--refimpl-impl", "my_pkg.adapters:my_kernl")
     assert typo.returncode == 4 and "has no object 'my_kernl'; did you mean 'my_kernel'" in typo.stderr, typo.stderr
+
+
+def _verdicts(records):
+    return [(r.property, r.implementation, r.status, r.examples, r.worst and r.worst["error"], r.sizes)
+            for r in records]
+
+
+def test_jobs_give_the_serial_report(capsys):
+    """--jobs 2 (forked or spawned workers: under pytest, where torch may be loaded, spawned) prints
+    the serial run's verdicts, examples, worst errors and sizes in the same order; the worked examples
+    and meta-tests come out of the workers too."""
+    from properties.__main__ import conformance
+
+    runs = {}
+    for jobs in (1, 2):
+        failures, records, stopped, meta_bad = conformance(5, None, kernels=False, kinds=("softmax", "cast"),
+                                                           jobs=jobs, with_examples=True, with_meta=True)
+        out = capsys.readouterr().out
+        assert failures == 0 and meta_bad == 0 and not stopped, out[-2000:]
+        runs[jobs] = (_verdicts(records), [line for line in out.splitlines() if line.startswith("- ")])
+        assert "Worked examples" in out and "Meta-tests" in out and "rejected" in out
+    assert runs[1] == runs[2]
+
+
+def test_jobs_spawn_when_the_parent_has_used_torch(tmp_path):
+    """A parent that has run torch (its OpenMP pool started) must not fork: a forked worker's first
+    torch op hangs. The runner spawns then, and the run completes."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import torch\n"
+        "(torch.randn(300, 300) @ torch.randn(300, 300)).sum()\n"
+        "from properties.__main__ import _start_method, main\n"
+        "if __name__ == '__main__':\n"
+        "    assert _start_method() == 'spawn'\n"
+        "    raise SystemExit(main(['--kind', 'softmax', '--examples', '3', '--jobs', '2', '--no-kernels']))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path / "hyp")}
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "ALL PASSED" in run.stdout and "worker processes failed" not in run.stdout
+
+
+def test_the_table_splits_adapter_time_from_the_suite(capsys):
+    """Seconds inside the adapter's protocol methods are counted apart from the suite's: an adapter
+    that sleeps 20 ms a call shows at least that much adapter time, and the table prints both."""
+    import dataclasses
+    import time as clock
+
+    from properties import attention_impls
+    from properties.__main__ import table
+    from properties.core import run_property
+    from properties.registry import all_properties
+
+    def slow(q, k, v, **kw):
+        clock.sleep(0.02)
+        return attention_impls.naive_attention(q, k, v, **kw)
+
+    impl = dataclasses.replace(attention_impls.naive_adapter(), name="slow_naive", forward=slow)
+    prop = next(p for p in all_properties() if p.kind == "attention" and p.name == "matches_reference")
+    rec = run_property(prop, impl, max_examples=5, derandomize=True, database=None, deadline=None)
+    assert rec.adapter_seconds >= 0.02 * rec.examples
+    assert rec.adapter_seconds <= rec.seconds
+    text = table([rec])
+    assert "adapter s" in text and "inside the adapters' methods" in text

@@ -101,6 +101,20 @@ def test_libdevice_routes_to_the_interpreters_math():
     np.testing.assert_array_equal(out.numpy(), np.float32(1) / np.sqrt(x.numpy()))
 
 
+def test_libdevice_tanh_is_numpys_in_the_operand_precision():
+    """tl.math has no tanh: the shim computes libdevice.tanh as the interpreter computes exp
+    (NumPy on the operand's data, its dtype kept)."""
+
+    @triton.jit
+    def th(x, out):
+        r = tl.arange(0, 4)
+        tl.store(out + r, libdevice.tanh(tl.load(x + r)))
+
+    x, out = torch.tensor([-30.0, -0.5, 0.25, 3.0]), torch.zeros(4)
+    th[(1,)](x, out)
+    np.testing.assert_array_equal(out.numpy(), np.tanh(x.numpy()))
+
+
 def test_interpreter_still_cannot_run_bfloat16():
     """triton-lang/triton#11584: a bfloat16 tl.dot multiplies the uint16 bit patterns. When this
     fails, the interpreter computes bfloat16: re-enable fla_ops.UNSUPPORTED_INTERPRETED."""
@@ -153,12 +167,60 @@ def test_liger_rope_decode_row_pitch():
         f"Liger's decode RoPE errors are now {err}: if 0, remove the liger.rope entry of properties/peers/xfail.json"
 
 
+def test_fla_parallel_attn_sink_overflow():
+    """properties/peers/xfail.json (fla.parallel_attn[float32,sinks]): fla 0.6.0
+    fla/ops/attn/parallel.py parallel_attn_fwd_kernel adds the sink to the denominator as
+    exp2(sink - m) with m the running max of the scores alone (base 2), which overflows float32
+    when the sink exceeds every score by more than 128 / log2(e) ~ 88.7: one query, one key,
+    score -100, sink 0 gives lse +inf; the spec's logaddexp(-100, 0) ~ 3.7e-44. At score -81 it
+    is still finite."""
+    pytest.importorskip("fla", reason="flash-linear-attention not installed (pip install -e '.[triton]')")
+    import math
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fla.ops.attn.parallel import parallel_attn_fwd
+        from fla.ops.utils.constant import RCP_LN2
+
+    v, sink = torch.ones(1, 1, 1, 1), torch.zeros(1)
+    lse = {}
+    for s in (9.0, 10.0):  # score -s^2: -81 and -100
+        q = torch.full((1, 1, 1, 1), s)
+        o, lse2 = parallel_attn_fwd(q, -q, v, None, sink * RCP_LN2, 1.0)
+        lse[s] = float(lse2) * math.log(2.0)
+        assert abs(float(o)) < 1e-30  # out = exp(score) v / (exp(score) + 1) ~ 0 either way
+    assert abs(lse[9.0]) < 1e-30
+    assert lse[10.0] == math.inf, \
+        f"fla's sink lse at score -100 is now {lse[10.0]}: if finite, remove the fla.parallel_attn[float32,sinks] entries"
+
+
+@pytest.mark.parametrize("Lk", [33, 70])
+def test_sglang_decode_splits(Lk):
+    """SGLang's decode attention with keys spread over 2 and 3 of its 4 KV splits (32-key pieces,
+    MIN_BLOCK_KV) merged by their lse in stage 2: two decode rows (Lq = 2) against Lk keys, GQA,
+    softcap and sinks, through the attention kind's matches_reference (the suite's float32 bound).
+    The default sizes (Lk <= 9) stay within one split."""
+    try:
+        from properties.peers import sglang_decode
+        impl = sglang_decode()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    from properties.attention import check_matches_reference
+    from properties.attention_cases import build
+
+    for kw in ({"causal": True}, {"causal": True, "softcap": 2.0, "window": (40, 0)}):
+        case = build(shape=(1, 4, 2, 2, Lk, 16, 8), seed=Lk, precision="float32", kwargs=kw,
+                     arrays={"sinks": True} if "softcap" in kw else None)
+        check_matches_reference(impl, case)
+
+
 # --- every Triton adapter through the properties of its kind (smoke size) ----------------------
 # Interpreted kernels take 0.1 s (Liger) to 10 s (fla chunk forms at L ~ 200; mamba's decode step,
 # one launch a token) an example on 2 shared cores: Liger runs 3 examples a pair, fla and mamba 1,
 # no shrinking (the full run shrinks).
 
-EXAMPLES = {"fla_linear": 1, "liger": 3, "mamba_triton": 1}
+EXAMPLES = {"fla_linear": 1, "fla_attention": 1, "liger": 3, "mamba_triton": 1, "sglang_decode": 1}
 
 
 def _triton_impls():

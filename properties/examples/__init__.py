@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 from typing import Callable
 
-TOPICS = ("attention", "flash", "moe", "positions", "mixers", "block", "numerics", "figures", "vision")
+TOPICS = ("attention", "flash", "moe", "positions", "mixers", "block", "hybrid", "numerics", "figures", "vision")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ the library follows) and ``library`` (the version it was run with).
     hf_mixtral       transformers MixtralTopKRouter (+ load_balancing_loss_func)
     hf_qwen2_moe     transformers Qwen2MoeTopKRouter, norm_topk_prob False and True
     deepspeed_topk   deepspeed.moe.sharded_moe.topkgating, drop_policy "probs" and "position"
+    hf_clip          transformers modeling_clip.image_text_contrastive_loss (CLIP's symmetric loss)
     flash_attn       flash_attn.flash_attn_func (GPU only)
     xformers         xformers.ops.memory_efficient_attention (GPU only)
     flashinfer       flashinfer.single_prefill_with_kv_cache (GPU only)
@@ -23,10 +24,13 @@ present, through the shims of ``properties.peers.triton_shims``):
 
     fla_linear       fla linear attention, simple GLA, GLA, delta rule, gated delta rule
                      (fused_recurrent and chunk forms)
+    fla_attention    fla parallel_attn: Triton FlashAttention-2 forward and backward (causal only)
     liger            Liger-Kernel RMSNorm (llama, gemma), LayerNorm, cross-entropy (plain and
-                     fused linear), RoPE
-    mamba_triton     mamba's selective_state_update, token by token (source checkout via
-                     REFIMPL_LIBRARY_SOURCES)
+                     fused linear), RoPE, SwiGLU and GeGLU (the gated product: a partial ffn)
+    mamba_triton     mamba's selective_state_update (token by token) and mamba_chunk_scan_combined
+                     (Mamba-2 SSD) (source checkout via REFIMPL_LIBRARY_SOURCES)
+    sglang_decode    SGLang's Triton decode attention, one request a query row (an unpacked sglang
+                     wheel via REFIMPL_LIBRARY_SOURCES)
 """
 
 from __future__ import annotations
@@ -42,17 +46,20 @@ FACTORIES = {
     "hf_mixtral": "hf_moe",
     "hf_qwen2_moe": "hf_moe",
     "deepspeed_topk": "deepspeed_gating",
+    "hf_clip": "hf_vision",
     "flash_attn": "gpu_only",
     "xformers": "gpu_only",
     "flashinfer": "gpu_only",
     "fla_linear": "fla_ops",
+    "fla_attention": "fla_attn",
     "liger": "liger_ops",
     "mamba_triton": "mamba_ssu",
+    "sglang_decode": "sglang_ops",
 }
 
 #: factories of Triton kernels (interpreted without a GPU: seconds an example, not milliseconds);
 #: tests/test_triton_peers.py smoke-tests them at their own budget
-TRITON = ("fla_linear", "liger", "mamba_triton")
+TRITON = ("fla_linear", "fla_attention", "liger", "mamba_triton", "sglang_decode")
 
 
 def _factory(name: str):

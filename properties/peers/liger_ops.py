@@ -1,4 +1,4 @@
-"""Liger-Kernel Triton kernels: RMSNorm, LayerNorm, cross-entropy and RoPE.
+"""Liger-Kernel Triton kernels: RMSNorm, LayerNorm, cross-entropy, RoPE, SwiGLU and GeGLU.
 
 Install with ``pip install -e '.[triton]'`` (liger-kernel 0.8.5, triton 3.9.0 checked).
 Without a GPU the kernels run under Triton's interpreter (``properties.peers.triton_shims``;
@@ -25,19 +25,27 @@ arithmetic: see ``triton_shims``).
                                      layout; cos/sin tables built as HF Llama builds them,
                                      in float32: inv_freq = 1 / base^(2i/d), emb = cat(f, f))
 
+    liger.swiglu                     LigerSiLUMulFunction (swiglu.py; gate_multiplier  ffn, partial:
+                                     and down_multiplier 1): silu(a) * b                 gated_only
+    liger.geglu                      LigerGELUMulFunction (geglu.py): gelu_tanh(a) * b   (declines every
+                                     (libdevice.tanh: the interpreter shim, NumPy tanh)  other activation)
+
 Weights the kind passes as None are ones (RMSNorm/LayerNorm weight) and zeros (LayerNorm bias):
 the kernels take tensors; x * 1 and x + 0 are exact. The causal-LM and SFT losses are the
 cross-entropy kernel on the shifted logits and labels (-100 where the response mask is False),
-as Liger's ``LigerForCausalLMLoss`` does. Not shipped: SwiGLU / GeGLU (``LigerSiLUMulFunction``,
-``LigerGELUMulFunction``): the ``ffn`` kind requires ``act`` for every activation of
-refimpl.ffn.ACTIVATIONS and a whole MLP, of which Liger computes only silu(a) * b and
-gelu_tanh(a) * b.
+as Liger's ``LigerForCausalLMLoss`` does. SwiGLU and GeGLU compute only the gated product of a GLU
+(Liger's LigerSwiGLUMLP does the projections in torch): they declare the ffn kind's partial
+capability ``gated_only`` (``gated``, ``gated_backward``), and each declines the activations it
+does not compute; the properties of the whole MLP and of ``act`` are unsupported for them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from refimpl.ffn import ACTIVATIONS
+
+from ..ffn import FFNAdapter
 from ..losses import LossAdapter
 from ..norms import NormAdapter
 from ..rope import RopeAdapter
@@ -155,9 +163,41 @@ def _rope(torch, lib):
                 preset="refimpl.apply_rope (layout 'half')", library=lib)
 
 
+def _glu(torch, lib, activation: str):
+    """SwiGLU (silu) or GeGLU (gelu_tanh): c = act(a) * b and its gradients (a partial ffn)."""
+    from liger_kernel.ops.geglu import LigerGELUMulFunction
+    from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+
+    fn = {"silu": LigerSiLUMulFunction, "gelu_tanh": LigerGELUMulFunction}[activation]
+
+    def T(x, grad=False):
+        return torch.tensor(np.asarray(x, dtype=np.float64), dtype=torch.float32, requires_grad=grad)
+
+    def check(name):
+        if name != activation:  # never drawn: the adapter declines it
+            raise ValueError(f"liger {fn.__name__} computes {activation}, not {name}")
+
+    def gated(name, a, b):
+        check(name)
+        with torch.no_grad():
+            return _np(fn.apply(T(a), T(b)))
+
+    def gated_backward(name, a, b, dc):
+        check(name)
+        ta, tb = T(a, True), T(b, True)
+        fn.apply(ta, tb).backward(T(dc))
+        return _np(ta.grad), _np(tb.grad)
+
+    label = {"silu": "swiglu", "gelu_tanh": "geglu"}[activation]
+    return make(FFNAdapter, name=f"liger.{label}", act=None, ffn=None, gated=gated, gated_backward=gated_backward,
+                capabilities=frozenset({"gated_only", "gated_backward"}), precision="float32",
+                declines={"activation": {a for a in ACTIVATIONS if a != activation}},
+                preset=f"refimpl.ffn.glu_split (activation {activation!r})", library=lib)
+
+
 def liger() -> list:
     """Liger-Kernel's RMSNorm/LayerNorm (llama and gemma RMSNorm), cross-entropy (plain and fused
-    linear) and RoPE."""
+    linear), RoPE, SwiGLU and GeGLU."""
     torch, _, lib = _lib()
     return [_norms(torch, lib, "llama"), _norms(torch, lib, "gemma"), _cross_entropy(torch, lib, False),
-            _cross_entropy(torch, lib, True), _rope(torch, lib)]
+            _cross_entropy(torch, lib, True), _rope(torch, lib), _glu(torch, lib, "silu"), _glu(torch, lib, "gelu_tanh")]

@@ -35,8 +35,10 @@ triton 3.9.0 (``triton/runtime/autotuner.py``, ``triton/runtime/interpreter.py``
    cos, abs, floor, ceil), the shim routes the libdevice name to the interpreter's own
    ``tl.math`` implementation (NumPy in the operand's precision), the same substitution
    the interpreter makes for every ``tl.math`` call; on a GPU the two differ by the library's
-   last-ulp accuracy only. Other libdevice functions stay unsupported (the kernel fails,
-   naming the stub).
+   last-ulp accuracy only. ``tanh`` (Liger 0.8.5 ``liger_kernel/ops/geglu.py``), which
+   ``tl.math`` lacks, is routed to NumPy's ``tanh`` on the operand, in its precision: what the
+   interpreter's ``unary_op`` does for ``exp`` (``create_exp = unary_op(arg, np.exp)``). Other
+   libdevice functions stay unsupported (the kernel fails, naming the stub).
 
 5. Import order: ``@triton.jit`` reads ``TRITON_INTERPRET`` when it decorates, so a kernel (or
    Triton's own helpers, ``tl.cdiv``) decorated before the variable was set is a compiled-mode
@@ -71,6 +73,8 @@ import ast
 import importlib.util
 import os
 import zlib
+
+import numpy as np
 
 from ._common import Unavailable, require
 
@@ -150,8 +154,6 @@ def _install_float_scalars():
 
     def implicit_cvt(arg):
         if isinstance(arg, float):  # compiled: mangle_type(float) == "fp32"
-            import numpy as np
-
             return tl.tensor(interpreter.TensorHandle(np.array([arg], dtype=np.float32), tl.float32), tl.float32)
         return original(arg)
 
@@ -182,6 +184,10 @@ _LIBDEVICE = ("abs", "ceil", "cos", "div_rn", "erf", "exp", "exp2", "floor", "fm
               "sin", "sqrt", "sqrt_rn")
 
 
+#: libdevice functions tl.math lacks, computed as the interpreter computes its own unary ops
+_LIBDEVICE_NUMPY = {"tanh": np.tanh}
+
+
 def _install_libdevice():
     import importlib
 
@@ -195,6 +201,16 @@ def _install_libdevice():
         fn.__doc__ = f"refimpl shim (properties/peers/triton_shims.py): libdevice.{name} -> tl.math.{name}"
         return fn
 
+    def numpy_unary(name, op):
+        def fn(x):  # the interpreter's unary_op: TensorHandle(op(data), dtype), here for a function tl.math lacks
+            from triton.runtime.interpreter import TensorHandle
+
+            return tl.tensor(TensorHandle(op(x.handle.data), x.handle.dtype.scalar), x.type)
+
+        fn.__name__ = name
+        fn.__doc__ = f"refimpl shim (properties/peers/triton_shims.py): libdevice.{name} -> numpy.{name}"
+        return fn
+
     for mod in ("triton.language.extra.libdevice", "triton.language.extra.cuda.libdevice"):
         try:
             lib = importlib.import_module(mod)
@@ -203,6 +219,9 @@ def _install_libdevice():
         for name in _LIBDEVICE:
             if hasattr(lib, name) and hasattr(tl.math, name):
                 setattr(lib, name, routed(name))
+        for name, op in _LIBDEVICE_NUMPY.items():
+            if hasattr(lib, name) and not hasattr(tl.math, name):
+                setattr(lib, name, numpy_unary(name, op))
 
 
 def install() -> bool:

@@ -134,11 +134,12 @@ def _route_options(capacity_convention, route_options, k) -> RouteOptions:
     if route_options.get("preset") is not None:
         preset = get_preset(route_options["preset"])
         if preset.k is not None and k != preset.k:
-            raise ValueError(f"k: preset {preset.name!r} routes to exactly k={preset.k}, got k={k}")
+            raise ValueError(f"k: expected k = {preset.k} (preset {preset.name!r} routes to exactly k={preset.k}), "
+                             f"got {k}")
     opts = resolve_options(route_options.get("preset"), capacity_factor=route_options.get("capacity_factor"),
                            **{n: v for n, v in route_options.items() if n not in ("preset", "capacity_factor")})
     if capacity_convention == "global" and opts.drop_order not in GLOBAL_ORDERS:
-        raise ValueError(f"drop_order: the global capacity convention supports {GLOBAL_ORDERS} "
+        raise ValueError(f"drop_order: expected one of {GLOBAL_ORDERS} with the global capacity convention "
                          f"(slots from exchanged counts), got {opts.drop_order!r}")
     return opts
 
@@ -241,7 +242,8 @@ def program(shard: EPShard, k: int, num_ranks: int, capacity_convention: str = "
     if not isinstance(reroute, bool):
         raise TypeError(f"reroute: expected a bool, got {type(reroute).__name__}")
     if reroute and capacity_convention == "global":
-        raise ValueError("reroute: supported with capacity_convention='local' only (see the module docstring)")
+        raise ValueError(f"reroute: expected False with capacity_convention={capacity_convention!r} (reroute is "
+                         f"supported with 'local' only; see the module docstring), got True")
     z = router_logits(shard.x, shard.router_weight)
     if capacity_convention == "local":
         routing = route(z, k, **_fields(opts))

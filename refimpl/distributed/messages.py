@@ -40,7 +40,7 @@ class Exchange:
     def __post_init__(self):
         object.__setattr__(self, "recv_from", tuple(int(s) for s in self.recv_from))
         if len(set(self.recv_from)) != len(self.recv_from):
-            raise ValueError(f"recv_from: each source at most once, got {self.recv_from}")
+            raise ValueError(f"recv_from: expected each source at most once, got {self.recv_from}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,4 +64,4 @@ def message_size(msg) -> Size:
         return sum((message_size(getattr(msg, f.name)) for f in dataclasses.fields(msg)), Size())
     if isinstance(msg, (tuple, list)):
         return sum((message_size(m) for m in msg), Size())
-    raise TypeError(f"message_size: cannot size a {type(msg).__name__}")
+    raise TypeError(f"msg: expected an ndarray, a number or a list/tuple/dict of them, got {type(msg).__name__}")

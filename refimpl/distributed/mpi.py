@@ -52,7 +52,8 @@ def run_program(program, comm=None, log: Log | None = None):
         except StopIteration as stop:
             return stop.value
         if not isinstance(ex, Exchange):
-            raise TypeError(f"rank {rank} yielded {type(ex).__name__}, expected an Exchange")
+            raise TypeError(f"make_program: expected rank {rank}'s program to yield Exchange objects, got "
+                            f"{type(ex).__name__}")
         requests = []
         for dest, msg in ex.sends.items():
             if dest != rank:
@@ -82,7 +83,7 @@ def driver(comm=None):
         c = world() if comm is None else comm
         rank = c.Get_rank()
         if c.Get_size() != num_ranks:
-            raise ValueError(f"the layout has {num_ranks} ranks but the communicator has {c.Get_size()}")
+            raise ValueError(f"num_ranks: expected the communicator's size {c.Get_size()}, got {num_ranks}")
         own = Log(num_ranks)
         result = run_program(make_program(rank), c, own)
         results = c.allgather(result)

@@ -255,7 +255,8 @@ def prepare(q, k, v, positions, causal, window, mask, scale, softcap):
     q, k, v = (check_real_4d(x, n).astype(np.float64, copy=False) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _, _, _, Lq, Lk, _, _ = check_qkv_shapes(q, k, v)
     if Lq != Lk:
-        raise ValueError(f"context parallelism shards one sequence: q and k lengths must agree, got {Lq} and {Lk}")
+        raise ValueError(f"q, k: expected equal lengths (context parallelism shards one sequence), got Lq = {Lq}, "
+                         f"Lk = {Lk}")
     positions = check_layout(positions, Lq)
     problem = AttentionProblem(GlobalMask(Lq, causal, window, mask), scale, softcap)
     return q, k, v, positions, problem

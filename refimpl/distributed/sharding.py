@@ -60,7 +60,7 @@ def zigzag(chunk_sizes) -> tuple:
     """Positions of each of P ranks from 2P chunk sizes: rank r holds chunks r and 2P-1-r."""
     chunk_sizes = _sizes(chunk_sizes, "chunk_sizes", max_len=2 * MAX_RANKS)
     if len(chunk_sizes) % 2:
-        raise ValueError(f"chunk_sizes: zig-zag needs 2P chunks, got {len(chunk_sizes)}")
+        raise ValueError(f"chunk_sizes: expected an even number 2P of chunks (zig-zag), got {len(chunk_sizes)}")
     chunks = contiguous(chunk_sizes)
     P = len(chunks) // 2
     return tuple(np.concatenate([chunks[r], chunks[2 * P - 1 - r]]) for r in range(P))
@@ -83,7 +83,8 @@ def check_layout(positions, L: int | None = None) -> tuple:
     allpos = np.concatenate(out)
     L = allpos.size if L is None else L
     if allpos.size != L or not np.array_equal(np.sort(allpos), np.arange(L)):
-        raise ValueError(f"positions: the ranks' positions must partition 0..{L - 1} exactly once")
+        raise ValueError(f"positions: expected the ranks' positions to partition 0..{L - 1} exactly once, got "
+                         f"{allpos.size} positions with gaps, repeats or entries beyond it")
     return out
 
 

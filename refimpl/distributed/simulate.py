@@ -88,7 +88,8 @@ def _run(programs, log, names: str) -> list:
         inbox = {r: {} for r in range(P)}
         for src, ex in live.items():
             if not isinstance(ex, Exchange):
-                raise TypeError(f"rank {src} yielded {type(ex).__name__}, expected an Exchange")
+                raise TypeError(f"{names}: expected rank {src}'s program to yield Exchange objects, got "
+                                f"{type(ex).__name__}")
             for dest, msg in ex.sends.items():
                 if not 0 <= dest < P:
                     raise ProtocolError(f"{names}: expected messages to ranks 0..{P - 1}, got rank {src} sending to "

@@ -82,8 +82,8 @@ class OutBlock:
 def head_groups(H: int, P: int, name: str = "heads") -> list:
     """P contiguous slices of H heads (P must divide H)."""
     if H % P:
-        raise ValueError(f"{name}, positions: Ulysses needs the number of ranks P={P} (len(positions)) to divide "
-                         f"the head count, got {H} heads")
+        raise ValueError(f"{name}, positions: expected a head count divisible by the number of ranks P = {P} "
+                         f"(len(positions); Ulysses), got {H} heads")
     n = H // P
     return [slice(p * n, (p + 1) * n) for p in range(P)]
 

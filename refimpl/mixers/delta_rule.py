@@ -69,7 +69,7 @@ class _Setup:
             self.g = as_float_array(g, "g")
             leading_shape(self.g, "g", (B, H, L), "(B, H, L)")
             if self.g.ndim != 3 or (self.g > 0).any():
-                raise ValueError("g: expected (B, H, L) log-gates <= 0")
+                raise ValueError(f"g: expected (B, H, L) log-gates <= 0, got {float(np.max(self.g))!r}")
             self.g = np.maximum(self.g, G_FLOOR)  # exp(g) is 0 either way; keeps chunk cumsums exact (gated.G_FLOOR)
         self.scale = K ** -0.5 if scale is None else positive_float(scale, "scale")
         self.S0 = np.zeros((B, H, K, V))

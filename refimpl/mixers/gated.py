@@ -56,6 +56,11 @@ from .._validate import as_float_array, check_budget, choice, chunk_starts, fini
 FORMS = ("recurrent", "parallel", "chunked")
 G_FLOOR = -800.0
 """Log-gates below this are raised to it: exp(-800) == 0.0 in float64 already (see module doc)."""
+FACTOR_SPAN = 64.0
+"""Largest decay G_{a-1} - G_{b-1} within one chunk for which the intra-chunk scores are a matrix
+product of decayed queries and keys (``_Setup.intra``): the key factor stays below e^64 ~ 6e27
+and the query factor above e^-64, far from overflow and from subnormals; each factor's exponent is
+rounded with an error of at most span * u, as the exponent G_t - G_j of the elementwise form is."""
 
 
 def retnet_gammas(num_heads: int) -> np.ndarray:
@@ -87,7 +92,8 @@ class _Setup:
             elif g.shape != (B, H, L, K):
                 raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {g.shape}")
             if (g > 0).any():
-                raise ValueError("g: log-space gates must be <= 0 (a decay, never a growth)")
+                raise ValueError(f"g: expected log-space gates <= 0 (a decay, never a growth), got "
+                                 f"{float(np.max(g))!r}")
             G = np.cumsum(np.maximum(g, G_FLOOR), axis=2)
         # G_{-1} = 0 prepended: G[:, :, t + 1] is G_t, G[:, :, 0] the start.
         self.G = np.concatenate([np.zeros((B, H, 1, G.shape[3])), G], axis=2)
@@ -101,11 +107,24 @@ class _Setup:
         return np.exp(self.G[:, :, later] - self.G[:, :, earlier])
 
     def intra(self, a: int, b: int) -> np.ndarray:
-        """sum_{a<=j<=t} scale (q_t * exp(G_t - G_j)) . k_j v_j for a <= t < b, (B, H, b-a, V)."""
+        """sum_{a<=j<=t} scale (q_t * exp(G_t - G_j)) . k_j v_j for a <= t < b, (B, H, b-a, V).
+
+        exp(G_t - G_j) = exp(G_t - G_{a-1}) exp(G_{a-1} - G_j) splits the decay between q and k, so
+        the scores are one matrix product (q_t e^{G_t - G_{a-1}}) . (k_j e^{G_{a-1} - G_j}). The second
+        factor grows up to e^span (span = G_{a-1} - G_{b-1}, the chunk's total decay); beyond
+        ``FACTOR_SPAN`` (or if a scaled key overflows) the chunk takes the elementwise form below.
+        """
         Gt = self.G[:, :, a + 1 : b + 1]  # G_t, t in [a, b)
+        ref = self.G[:, :, a : a + 1]  # G_{a-1}
+        causal = np.tril(np.ones((b - a, b - a), dtype=bool))
+        if np.max(ref - Gt, initial=0.0) <= FACTOR_SPAN:
+            kd = self.k[:, :, a:b] * np.exp(ref - Gt)  # |k_j| e^{G_{a-1} - G_j} <= |k_j| e^FACTOR_SPAN
+            if np.isfinite(kd).all():
+                qd = self.q[:, :, a:b] * np.exp(Gt - ref)
+                scores = np.where(causal, qd @ np.swapaxes(kd, -1, -2), 0.0)
+                return self.scale * scores @ self.v[:, :, a:b]
         rel = Gt[:, :, :, None, :] - Gt[:, :, None, :, :]  # (B, H, t, j, K|1)
-        causal = np.tril(np.ones((b - a, b - a), dtype=bool))[..., None]
-        w = np.exp(np.where(causal, rel, -np.inf))
+        w = np.exp(np.where(causal[..., None], rel, -np.inf))
         scores = np.einsum("bhtc,bhjc,bhtjc->bhtj", self.q[:, :, a:b], self.k[:, :, a:b],
                            np.broadcast_to(w, rel.shape[:4] + (self.K,)))
         return self.scale * scores @ self.v[:, :, a:b]
@@ -177,4 +196,4 @@ def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
     return gated_linear_attention(qa, k, v, g, scale=scale, form=form, chunk_size=chunk_size)[0]
 
 
-__all__ = ["FORMS", "G_FLOOR", "gated_linear_attention", "retention", "retnet_gammas"]
+__all__ = ["FACTOR_SPAN", "FORMS", "G_FLOOR", "gated_linear_attention", "retention", "retnet_gammas"]

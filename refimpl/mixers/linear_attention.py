@@ -15,8 +15,17 @@ the normaliser is computed by appending a column of ones to v (z_t = S_t[:, d_v]
 go through :func:`refimpl.mixers.gated.gated_linear_attention` (gate g = 0), which supplies
 the recurrent, parallel (masked quadratic) and chunked forms.
 
-Feature maps (``feature_map``): "elu+1" (Katharopoulos, elu(x) + 1 > 0), "relu", "identity"
-(no normaliser makes sense then), or a callable (B, H, L, D) -> (B, H, L, d_phi).
+Feature maps (``feature_map``; docs/mixers.md#feature-maps), each over the head dim D of x:
+
+* "elu+1" (Katharopoulos, elu(x) + 1 > 0); "relu"; "identity" (no normaliser makes sense then);
+* "squared_relu": max(x, 0)^2 (fla 0.6.0 ``fla/modules/feature_map.py`` ``SquaredReLUFeatureMap``);
+* "exp_scaled": exp(x / D), the head dim dividing the exponent (docs/notes.md#linear-attention's exp(x / d_head));
+  overflow past exp(709) is a ValueError naming x;
+* "exp_normalised": softmax over the D features, exp(x_i - m) / sum_c exp(x_c - m) with m = max_c x_c
+  (every feature vector sums to 1; Hedgehog's map, fla 0.6.0 ``HedgehogFeatureMap``, is this applied
+  to [2 (W x + b), -2 (W x + b)]);
+
+or a callable (B, H, L, D) -> (B, H, L, d_phi).
 
 FAVOR+ (Choromanski et al. 2021, "Rethinking Attention with Performers", Lemma 1, eq. 7)::
 
@@ -45,7 +54,18 @@ FEATURE_MAPS = {
     "elu+1": lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0))),
     "relu": lambda x: np.maximum(x, 0.0),
     "identity": lambda x: x,
+    "squared_relu": lambda x: np.maximum(x, 0.0) ** 2,
+    "exp_scaled": lambda x: np.exp(x / max(x.shape[-1], 1)),
+    "exp_normalised": lambda x: _softmax_features(x),
 }
+
+
+def _softmax_features(x):
+    """exp(x - max) / sum exp(x - max) over the last axis; never overflows (every exponent <= 0)."""
+    if x.shape[-1] == 0:
+        return x.copy()
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 #: Default epsilon of the normaliser: fla ``fla/ops/linear_attn/naive.py``
 #: ``naive_recurrent_linear_attn(normalize=True)`` adds 1e-10 to the denominator (fla 0.5.2);
@@ -64,11 +84,14 @@ def _apply_feature_map(x, feature_map, name: str):
     if callable(feature_map):
         out = as_float_array(feature_map(x), f"feature_map({name})", ndim=4)
         if out.shape[:3] != x.shape[:3]:
-            raise ValueError(f"feature_map: must keep the leading (B, H, L) = {x.shape[:3]}, got {out.shape}")
+            raise ValueError(f"feature_map: expected a map that keeps the leading (B, H, L) = {x.shape[:3]}, "
+                             f"got {out.shape}")
         return out
     if not isinstance(feature_map, str) or feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map: expected one of {sorted(FEATURE_MAPS)} or a callable, got {feature_map!r}")
-    return FEATURE_MAPS[feature_map](x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = FEATURE_MAPS[feature_map](x)
+    return finite_result(out, f"feature_map {feature_map!r}", name)
 
 
 def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=True, eps=NORMALISER_EPS,
@@ -83,7 +106,8 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     """
     fq, fk = _phi(q, "q", feature_map), _phi(k, "k", feature_map)
     if fq.shape[3] != fk.shape[3]:
-        raise ValueError(f"feature_map: phi(q) and phi(k) differ in width ({fq.shape[3]} vs {fk.shape[3]})")
+        raise ValueError(f"k: expected phi(k) as wide as phi(q) = {fq.shape[3]} (k's last axis equal to q's), got "
+                         f"{fk.shape[3]}")
     if fk.shape[:2] != fq.shape[:2]:
         raise ValueError(f"k: expected leading shape (B, H) of q = {fq.shape[:2]}, got shape {fk.shape}")
     v = as_float_array(v, "v", ndim=4)

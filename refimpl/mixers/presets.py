@@ -103,7 +103,7 @@ def mamba_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     leading_shape(Bm, "B", (b, G, A.shape[1], L), "(B, G, N, L)")
     Cm = as_float_array(Cm[:, None] if Cm.ndim == 3 else Cm, "C", shape=Bm.shape, shape_doc="(B, G, N, L) of B")
     if G == 0 or dim % G:
-        raise ValueError(f"B: number of groups {G} must divide the number of channels D = {dim}")
+        raise ValueError(f"B: expected a number of groups that divides the number of channels D = {dim}, got {G}")
     flag(return_last_state, "return_last_state")
 
     def heads(x, name):  # (B, D, L) -> (B, G, L, D / G): channel d = g (D / G) + p, as Mamba's repeat

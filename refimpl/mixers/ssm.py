@@ -17,13 +17,17 @@ Forms, all equal to the definition:
 * ``"sequential"``: the loop above;
 * ``"associative"``: the same first-order linear recurrence as a prefix scan of pairs
   (a_t, b_t) = (Abar_t, Bbar_t u_t) under (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), which is
-  associative, in ceil(log2 L) doubling steps (Hillis-Steele; Blelloch 1990; Smith et al. 2023 S5);
+  associative: blocks of sqrt(L) scanned side by side, then their totals (Blelloch 1990; Smith et
+  al. 2023 S5);
 * ``"convolution"``: only when delta, B and C do not depend on t (a time-invariant SSM):
   x_t = sum_{j<=t} Abar^{t-j} Bbar u_j, so y_t = sum_{j=0}^{t} Kbar_{t-j} u_j + D u_t with
   the kernel Kbar_k = sum_n C_n Abar_n^k Bbar_n, k = 0, 1, ... (the notes write
   y_t = sum_{j<t} C A^{t-j-1} B u_j: one step off from its own recurrence s_t = A s_{t-1} + B u_t,
   which includes the j = t term with A^0; docs/errata.md#e15). Computed directly here; an FFT gives
   the same sum in O(L log L).
+
+Mamba-2's SSD (:func:`ssd`) is the case of one scalar decay per head: A[h, p, n] = a_h and
+delta[b, h, t, p] = dt[b, h, t]; its chunked form (the SSD algorithm) is computed directly.
 
 Layout (B, H, L, P) as attention: H heads of P channels (Mamba-1's d_inner channels are
 (h, p) with d_inner = H P); u, delta, z (B, H, L, P); A (H, P, N) (negative real; Mamba stores
@@ -35,10 +39,10 @@ The state is (B, H, P, N).
 from __future__ import annotations
 
 import numpy as np
-
 from scipy.special import expit
 
-from .._validate import as_float_array, choice, finite_result, flag, leading_shape, positive_int
+from .._parallel import map_blocks
+from .._validate import as_float_array, choice, chunk_starts, finite_result, flag, leading_shape, positive_int
 
 FORMS = ("sequential", "associative", "convolution")
 DISCRETIZATIONS = ("zoh_a_euler_b", "zoh")
@@ -71,7 +75,7 @@ class _Setup:
         for arr, name in ((Bm, "B"), (Cm, "C")):
             leading_shape(arr, name, (b, G, L, N), "(B, G, L, N)")
         if G == 0 or H % G:
-            raise ValueError(f"B: number of groups {G} must divide the number of heads {H}")
+            raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
         self.Bg = np.repeat(Bm, H // G, axis=1)  # head h reads group h // (H // G)
         self.Cg = np.repeat(Cm, H // G, axis=1)
         if delta_bias is not None:
@@ -81,9 +85,11 @@ class _Setup:
         self.delta = softplus(delta) if delta_softplus else delta
         flag(delta_softplus, "delta_softplus")
         if (self.delta < 0).any():
-            raise ValueError("delta: step sizes must be >= 0 (after delta_bias and softplus)")
+            raise ValueError(f"delta: expected step sizes >= 0 (after delta_bias and softplus), got "
+                             f"{float(np.min(self.delta))!r}")
         if (self.A > 0).any():
-            raise ValueError("A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log))")
+            raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got "
+                             f"{float(np.max(self.A))!r}")
         self.D = None if D is None else as_float_array(D, "D", ndim=2)
         if self.D is not None:
             leading_shape(self.D, "D", (H, P), "(H, P)")
@@ -92,20 +98,28 @@ class _Setup:
             raise ValueError(f"z: expected the shape of u {self.u.shape}, got {self.z.shape}")
         choice(discretization, "discretization", DISCRETIZATIONS)
         dA = self.delta[..., None] * self.A[None, :, None]  # (B, H, L, P, N)
-        self.Abar = np.exp(dA)
         if discretization == "zoh_a_euler_b":
-            Bfac = self.delta[..., None]
+            self.Bfac = self.delta[..., None]
         else:  # (exp(dA) - 1) / A = delta * expm1(dA) / dA; its limit delta as dA -> 0
             # written with dA, not A: for a subnormal A, expm1(delta A) / A loses every digit
             safe = np.where(dA == 0, 1.0, dA)
-            Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
-        self.Bbar = Bfac * self.Bg[:, :, :, None, :]  # (B, H, L, P, N)
-        self.Bu = self.Bbar * self.u[..., None]  # Bbar_t u_t
+            self.Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
+        self.Abar = np.exp(dA, out=dA)
+        # Bbar_t u_t = Bfac_t B_t u_t; Euler: one product (delta_t u_t) B_t over (B, H, L, P, N)
+        if discretization == "zoh_a_euler_b":
+            self.Bu = (self.delta * self.u)[..., None] * self.Bg[:, :, :, None, :]
+        else:
+            self.Bu = self.Bfac * (self.Bg[:, :, :, None, :] * self.u[..., None])
         self.x0 = np.zeros((b, H, P, N))
         if initial_state is not None:
             self.x0 = as_float_array(initial_state, "initial_state", ndim=4)
             leading_shape(self.x0, "initial_state", (b, H, P, N), "(B, H, P, N)")
         self.L = L
+
+    @property
+    def Bbar(self) -> np.ndarray:
+        """Bbar_t = Bfac_t B_t, (B, H, L, P, N) (the convolution form's kernel)."""
+        return self.Bfac * self.Bg[:, :, :, None, :]
 
     def output(self, xs: np.ndarray) -> np.ndarray:
         """y_t = C_t . x_t (+ D u_t) (* silu(z_t)) from the states xs (B, H, L, P, N)."""
@@ -119,15 +133,73 @@ class _Setup:
 
 
 def _associative_scan(a, b):
-    """Inclusive prefix scan of (a, b) along axis 2 under (a1,b1) o (a2,b2) = (a1 a2, a2 b1 + b2)."""
-    a, b = a.copy(), b.copy()
-    L, d = a.shape[2], 1
-    while d < L:
-        a_prev, b_prev = a[:, :, :-d], b[:, :, :-d]
-        b[:, :, d:] = a[:, :, d:] * b_prev + b[:, :, d:]
-        a[:, :, d:] = a[:, :, d:] * a_prev
-        d *= 2
-    return a, b
+    """The second part of the inclusive prefix scan of (a, b) along axis 2 under
+    (a1,b1) o (a2,b2) = (a1 a2, a2 b1 + b2): with (a_0, b_0) = (Abar_0, Abar_0 x_init + Bbar_0 u_0)
+    these are the states x_t. Writes them over b when L is a multiple of c (the caller's own array).
+
+    The blocked scan of Blelloch 1990 (sec. 1.3, p processors), in three phases over blocks of c
+    elements (c the power of two at or above sqrt(L)), every block at once:
+    1. reduce each block to its total (a_c ... a_1, x_c from x_0 = 0), one position at a time;
+    2. scan the block totals (``_scan_recursive``): the state entering each block;
+    3. run each block's recurrence again from the state entering it.
+    Each step applies o to whole arrays, so by associativity the result is the prefix scan. Groups
+    of blocks run on threads (``refimpl._parallel``), each computing exactly what it would alone.
+    """
+    B, H, L = a.shape[:3]
+    c = 1
+    while c * c < L:
+        c *= 2
+    nb = -(-L // c)
+    if nb * c != L:  # identity elements (1, 0) fill the last block
+        pad = [(0, 0)] * a.ndim
+        pad[2] = (0, nb * c - L)
+        a, b = np.pad(a, pad, constant_values=1.0), np.pad(b, pad, constant_values=0.0)
+    A, X = a.reshape((B, H, nb, c) + a.shape[3:]), b.reshape((B, H, nb, c) + a.shape[3:])
+    n = min(nb, 8)  # groups of a few blocks: each phase's operands stay in cache
+    groups = [slice(g * nb // n, (g + 1) * nb // n) for g in range(n)]
+    total_a, total_x = np.empty_like(A[:, :, :, 0]), np.empty_like(X[:, :, :, 0])
+
+    def reduce_blocks(js: slice):  # phase 1 for blocks js
+        ta, tx = A[:, :, js, 0].copy(), X[:, :, js, 0].copy()
+        for i in range(1, c):
+            tx *= A[:, :, js, i]
+            tx += X[:, :, js, i]
+            ta *= A[:, :, js, i]
+        total_a[:, :, js], total_x[:, :, js] = ta, tx
+
+    map_blocks(reduce_blocks, groups, A.size)
+    _, T = _scan_recursive(total_a, total_x)  # phase 2: the state at the end of each block
+
+    def run_blocks(js: slice):  # phase 3 for blocks js: x_i = a_i x_{i-1} + b_i from the entering state
+        x = np.zeros_like(T[:, :, js])
+        if js.start > 0:
+            x[:, :, 0] = T[:, :, js.start - 1]
+        x[:, :, 1:] = T[:, :, js.start : js.stop - 1]
+        for i in range(c):
+            X[:, :, js, i] += A[:, :, js, i] * x
+            x = X[:, :, js, i]
+
+    map_blocks(run_blocks, groups, A.size)
+    return X.reshape((B, H, nb * c) + a.shape[3:])[:, :, :L]
+
+
+def _scan_recursive(a, b):
+    """The same scan, work-efficient (Blelloch 1990, sec. 1.4 recursive form): combine neighbours
+    (0,1), (2,3), ..., scan those pairs (the prefixes ending at the odd positions), then each even
+    position 2i >= 2 is prefix(2i - 1) o element(2i). O(L) combines in ceil(log2 L) levels."""
+    L = a.shape[2]
+    if L <= 1:
+        return a.copy(), b.copy()
+    left_a, left_b = a[:, :, 0 : L - 1 : 2], b[:, :, 0 : L - 1 : 2]  # elements 0, 2, ..., paired
+    right_a, right_b = a[:, :, 1::2], b[:, :, 1::2]  # elements 1, 3, ...
+    odd_a, odd_b = _scan_recursive(left_a * right_a, right_a * left_b + right_b)  # prefixes at 1, 3, ...
+    pa, pb = np.empty_like(a), np.empty_like(b)
+    pa[:, :, 1::2], pb[:, :, 1::2] = odd_a, odd_b
+    pa[:, :, 0], pb[:, :, 0] = a[:, :, 0], b[:, :, 0]
+    n_even = (L - 1) // 2  # even positions 2, 4, ... below L
+    pa[:, :, 2::2] = a[:, :, 2::2] * odd_a[:, :, :n_even]
+    pb[:, :, 2::2] = a[:, :, 2::2] * odd_b[:, :, :n_even] + b[:, :, 2::2]
+    return pa, pb
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_softplus=False,
@@ -143,20 +215,22 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_
 
 
 def _forms(s: _Setup, form: str):
-    if form == "sequential":
-        x, xs = s.x0, np.empty(s.Bu.shape)
+    if form == "sequential":  # x_t = Abar_t x_{t-1} + Bbar_t u_t, written over Bbar_t u_t (owned by s)
+        xs, x = s.Bu, s.x0
         for t in range(s.L):
-            x = s.Abar[:, :, t] * x + s.Bu[:, :, t]
-            xs[:, :, t] = x
-        return s.output(xs), x
-    if form == "associative":
-        a, b = _associative_scan(s.Abar, s.Bu)
-        xs = a * s.x0[:, :, None] + b  # prefix product applied to the initial state
-        return s.output(xs), (xs[:, :, -1] if s.L else s.x0)
+            xs[:, :, t] += s.Abar[:, :, t] * x
+            x = xs[:, :, t]
+        return s.output(xs), x.copy()
+    if form == "associative":  # the initial state enters as Abar_0 x_init + Bbar_0 u_0 (the sequential first step)
+        if s.L:
+            s.Bu[:, :, 0] += s.Abar[:, :, 0] * s.x0
+        xs = _associative_scan(s.Abar, s.Bu)
+        return s.output(xs), (xs[:, :, -1].copy() if s.L else s.x0)
     if form == "convolution":
         for arr, name in ((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")):
             if s.L and not np.array_equal(arr, np.broadcast_to(arr[:, :, :1], arr.shape)):
-                raise ValueError(f"form='convolution' needs a time-invariant SSM: {name} varies along L")
+                raise ValueError(f"form, {name}: expected a time-invariant SSM for form='convolution', got {name} "
+                                 f"varying along L")
         if not s.L:
             return s.finish(np.zeros(s.u.shape)), s.x0
         Abar, Bbar, c = s.Abar[:, :, 0], s.Bbar[:, :, 0], s.Cg[:, :, 0]  # (B, H, P, N) x2, (B, H, N)
@@ -169,6 +243,96 @@ def _forms(s: _Setup, form: str):
         y = y + np.einsum("bhtpn,bhpn,bhn->bhtp", powers[:, :, 1:], s.x0, c)  # C Abar^{t+1} x_init
         last = np.einsum("bhjpn,bhjp->bhpn", powers[:, :, -2::-1] * Bbar[:, :, None], s.u) + powers[:, :, -1] * s.x0
         return s.finish(y), last
+
+
+SSD_FORMS = ("sequential", "chunked")
+
+
+def ssd(x, dt, A, B, C, D=None, z=None, *, initial_state=None, form="sequential", chunk_size=64):
+    """Mamba-2's SSD layer: the selective scan with one scalar decay per head (Dao & Gu 2024,
+    "Transformers are SSMs", section 6; mamba_ssm ``mamba_chunk_scan_combined``,
+    ``mamba_ssm/ops/triton/ssd_combined.py``, whose reference is ``ssd_minimal_discrete``).
+
+    The definition, per head h with a (P, N) state::
+
+        h_t = exp(dt_t a_h) h_{t-1} + dt_t x_t B_t^T      (ZOH for the decay, Euler for B, as Mamba-1)
+        y_t = h_t C_t + D_h x_t
+        out = y * silu(z)                                  (z optional)
+
+    i.e. :func:`selective_scan` with A[h, p, n] = a_h and delta[b, h, t, p] = dt[b, h, t] (tested
+    equal). Forms: ``"sequential"`` (the loop) and ``"chunked"``, the SSD algorithm: chunks of
+    ``chunk_size`` tokens, cum_t = sum of dt a over the chunk up to t (a sum of the exponents,
+    never a log of a decay), within a chunk y_i = sum_{j<=i} e^{cum_i - cum_j} (C_i . B_j) dt_j x_j
+    plus e^{cum_i} C_i h_prev, and between chunks h = e^{cum_last} h_prev + sum_j e^{cum_last -
+    cum_j} dt_j x_j B_j^T.
+
+    Layout as :func:`selective_scan`: x, z (B, H, L, P); dt (B, H, L) >= 0; A (H,) <= 0; B, C
+    (B, G, L, N), head h reading group h // (H / G); D (H,) or (H, P); initial_state (B, H, P, N).
+    Returns (out (B, H, L, P), last state (B, H, P, N)).
+    """
+    form = choice(form, "form", SSD_FORMS)
+    xa = as_float_array(x, "x", ndim=4)
+    b, H, L, P = xa.shape
+    dta = as_float_array(dt, "dt", ndim=3)
+    leading_shape(dta, "dt", (b, H, L), "(B, H, L) of x")
+    Aa = as_float_array(A, "A", ndim=1)
+    leading_shape(Aa, "A", (H,), "(H,)")
+    if (dta < 0).any():
+        raise ValueError("dt: step sizes must be >= 0")
+    if (Aa > 0).any():
+        raise ValueError("A: expected a stable decay a_h <= 0 per head (Mamba-2 uses A = -exp(A_log))")
+    Da = None
+    if D is not None:
+        Da = as_float_array(D, "D")
+        if Da.shape not in ((H,), (H, P)):
+            raise ValueError(f"D: expected shape (H,) = ({H},) or (H, P) = ({H}, {P}), got {Da.shape}")
+        Da = np.broadcast_to(Da.reshape(H, -1), (H, P))
+    # the scalar-decay case of the selective scan: validated there, by the same names
+    s = _Setup(xa, np.broadcast_to(dta[..., None], xa.shape), np.broadcast_to(Aa[:, None, None], (H, P, _state_size(B))),
+               B, C, Da, z, None, False, "zoh_a_euler_b", initial_state)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if form == "sequential":
+            out, last = _ssd_sequential(s, dta, Aa)
+        else:
+            out, last = _ssd_chunked(s, dta, Aa, chunk_starts(L, chunk_size), positive_int(chunk_size, "chunk_size"))
+    finite_result(out, "an output", "x, dt, A, B, C, D, initial_state")
+    finite_result(last, "the last state", "x, dt, A, B, initial_state")
+    return out, last
+
+
+def _state_size(B) -> int:
+    """N from B (B, G, L, N) (0 when B is not 4-d: _Setup then names the error)."""
+    shape = np.shape(B)
+    return shape[3] if len(shape) == 4 else 0
+
+
+def _ssd_sequential(s: _Setup, dt, a):
+    """The SSD recurrence, one scalar decay e^{dt_t a_h} per head and step."""
+    h, ys = s.x0, np.empty(s.u.shape)
+    for t in range(s.L):
+        decay = np.exp(dt[:, :, t] * a[None, :])[..., None, None]  # (B, H, 1, 1)
+        h = decay * h + (dt[:, :, t, None] * s.u[:, :, t])[..., None] * s.Bg[:, :, t, None, :]
+        ys[:, :, t] = np.einsum("bhpn,bhn->bhp", h, s.Cg[:, :, t])
+    return s.finish(ys), h
+
+
+def _ssd_chunked(s: _Setup, dt, a, starts, Q):
+    """The SSD chunked form (``ssd`` docstring) on the validated setup ``s``."""
+    h = s.x0
+    ys = np.empty(s.u.shape)
+    for c0 in starts:
+        sl = slice(c0, min(c0 + Q, s.L))
+        cum = np.cumsum(dt[:, :, sl] * a[None, :, None], axis=2)  # (B, H, q)
+        q = cum.shape[2]
+        seg = np.exp(np.where(np.tril(np.ones((q, q), bool)), cum[..., :, None] - cum[..., None, :], -np.inf))
+        Bc, Cc, xc = s.Bg[:, :, sl], s.Cg[:, :, sl], s.u[:, :, sl]
+        dx = dt[:, :, sl, None] * xc  # dt_j x_j (B, H, q, P)
+        scores = np.einsum("bhin,bhjn->bhij", Cc, Bc) * seg
+        ys[:, :, sl] = np.einsum("bhij,bhjp->bhip", scores, dx) + np.exp(cum)[..., None] * np.einsum(
+            "bhin,bhpn->bhip", Cc, h)
+        decay_to_end = np.exp(cum[..., -1:] - cum)  # e^{cum_last - cum_j}
+        h = np.exp(cum[..., -1])[..., None, None] * h + np.einsum("bhj,bhjp,bhjn->bhpn", decay_to_end, dx, Bc)
+    return s.finish(ys), h
 
 
 def causal_conv1d(x, weight, bias=None, *, activation=None):

@@ -117,7 +117,7 @@ class CapacityRule:
             min_capacity=self.min_capacity, multiple_of=self.multiple_of,
         )
         if not isinstance(self.cap_at_tokens, bool):
-            raise TypeError("cap_at_tokens: expected a bool")
+            raise TypeError(f"cap_at_tokens: expected a bool, got {type(self.cap_at_tokens).__name__}")
 
     def with_factor(self, factor) -> "CapacityRule":
         return dataclasses.replace(self, factor=factor)

@@ -112,7 +112,7 @@ def gather_by_expert(x, sa: SortedAssignments) -> np.ndarray:
 
 
 def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
-    """y (T, D): y[token[i]] += gate[i] * rows[i]."""
+    """y (T, D): y[token[i]] += gate[i] * rows[i], summed over a token's choices in order j = 0, 1, ..."""
     V.instance(sa, "sa", SortedAssignments, "SortedAssignments (from sort_by_expert)")
     N = sa.token.shape[0]
     rows = as_float_array(rows, "rows", shape=(N, None), shape_doc="(N, D) with N = len(sa.token)")
@@ -121,5 +121,12 @@ def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
         raise ValueError(f"num_tokens: expected > {sa.token.max()} (sa routes that token), got {num_tokens}")
     V.check_budget("num_tokens, rows", shape=(num_tokens, rows.shape[1]), what=f"an output of {num_tokens} tokens")
     y = np.zeros((num_tokens, rows.shape[1]))
-    np.add.at(y, sa.token, sa.gate[:, None] * rows)
+    weighted = sa.gate[:, None] * rows
+    ks = int(sa.choice.max()) + 1 if N else 0
+    if np.unique(sa.token * ks + sa.choice).size < N:  # a (token, choice) twice: accumulate every row
+        np.add.at(y, sa.token, weighted)
+        return y
+    for j in range(ks):  # one row per token for each choice j: y[t] += ... without collisions, j = 0, 1, ...
+        sel = sa.choice == j
+        y[sa.token[sel]] += weighted[sel]
     return y

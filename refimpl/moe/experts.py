@@ -99,7 +99,8 @@ class SwiGLUExpert:
         Wu = as_float_array(self.Wu, "Wu", ndim=2)
         Wd = as_float_array(self.Wd, "Wd", ndim=2)
         if Wu.shape != Wg.shape or Wd.shape != (Wg.shape[1], Wg.shape[0]):
-            raise ValueError(f"Wg {Wg.shape}, Wu {Wu.shape}, Wd {Wd.shape}: expected (D, H), (D, H), (H, D)")
+            raise ValueError(f"Wg, Wu, Wd: expected shapes (D, H), (D, H), (H, D), got {Wg.shape}, {Wu.shape}, "
+                             f"{Wd.shape}")
         for name, W in (("Wg", Wg), ("Wu", Wu), ("Wd", Wd)):
             object.__setattr__(self, name, W)
 

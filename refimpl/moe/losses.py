@@ -144,7 +144,7 @@ def _split_groups(routing, groups: int):
     groups = V.count(groups, "groups", minimum=1)
     T = routing.num_tokens
     if T % groups:
-        raise ValueError(f"groups: must divide the number of tokens T={T}, got {groups}")
+        raise ValueError(f"groups: expected a divisor of the number of tokens T = {T}, got {groups}")
     size = T // groups
     for g in range(groups):
         sl = slice(g * size, (g + 1) * size)
@@ -185,7 +185,7 @@ def balance_loss_layers(routings: Sequence, *, alpha=1.0, f="k_hot", scale="E",
         raise TypeError(f"routings: expected a sequence of Routing, got {type(routings).__name__}")
     routings = [V.routing(r, f"routings[{i}]") for i, r in enumerate(routings)]
     if not routings:
-        raise ValueError("routings: expected at least one Routing")
+        raise ValueError("routings: expected at least one Routing, got none")
     V.choice(pool, "pool", ("concat", "mean", "sum"))
     shape = (routings[0].num_experts, routings[0].k)
     for i, r in enumerate(routings):
@@ -234,7 +234,8 @@ def _check_cv(x, eps, name="x"):
         raise ValueError(f"{name}: expected max |x| in [1e-150, 1e150] (or 0) so that x^2 and eps stay "
                          f"in float64 range, got {a:g}")
     if a == 0 and eps == 0:
-        raise ValueError("x, eps: CV^2 of all-zero x is 0 / 0 with eps = 0; pass eps > 0")
+        raise ValueError("x, eps: expected eps > 0 or a non-zero x (CV^2 of all-zero x is 0 / 0 with eps = 0), got "
+                         "both zero")
     return x, eps
 
 
@@ -329,7 +330,7 @@ def _check_clean_std(clean_logits, noise_stddev):
     clean = as_float_array(clean_logits, "clean_logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
     std = as_float_array(noise_stddev, "noise_stddev", shape=clean.shape, shape_doc="(T, E) as clean_logits")
     if (std <= 0).any():
-        raise ValueError("noise_stddev: expected positive entries (softplus output)")
+        raise ValueError(f"noise_stddev: expected positive entries (softplus output), got {float(np.min(std))!r}")
     return clean, std
 
 
@@ -340,7 +341,7 @@ def _check_load(clean_logits, noisy_logits, noise_stddev, k):
     E = clean.shape[1]
     k = V.count(k, "k", minimum=1, maximum=max(E - 1, 1), what=f"the load loss needs 1 <= k < E={E}")
     if k >= E:
-        raise ValueError(f"k: the load loss needs 1 <= k < E={E}, got {k}")
+        raise ValueError(f"k: expected 1 <= k < E = {E} (the load loss), got {k}")
     return clean, H, std, k
 
 
@@ -356,7 +357,7 @@ def _kth_excluding(H: np.ndarray, k: int):
     """(threshold (T, E), index of the expert whose noisy logit is the threshold)."""
     T, E = H.shape
     if not 1 <= k < E:
-        raise ValueError(f"k: the load loss needs 1 <= k < E={E}, got {k}")
+        raise ValueError(f"k: expected 1 <= k < E = {E} (the load loss), got {k}")
     order = top_k(H, k + 1)  # (T, k+1)
     in_top = np.zeros((T, E), dtype=bool)
     np.put_along_axis(in_top, order[:, :k], True, axis=-1)

@@ -56,7 +56,8 @@ class LibraryCapacity:
 
     def with_factor(self, factor) -> "LibraryCapacity":
         if self.rule == "fairseq":
-            raise ValueError("capacity_factor: fairseq's training capacity 2 * ceil(S / E) has no factor")
+            raise ValueError(f"capacity_factor: expected none for fairseq's training capacity 2 * ceil(S / E) (it has "
+                             f"no factor), got {V.plain(factor)!r}")
         return dataclasses.replace(self, factor=V.real_number(factor, "capacity_factor", minimum=0.0))
 
     def __post_init__(self):
@@ -70,8 +71,8 @@ class LibraryCapacity:
         with np.errstate(over="ignore"):
             c = self._capacity(S, E, k)
         if isinstance(c, float) and not math.isfinite(c):  # ints are exact (and may exceed float range)
-            raise ValueError(f"capacity_factor: {self.factor!r} gives a capacity beyond float range in the "
-                             f"{self.rule!r} expression (S={S}, E={E}, k={k})")
+            raise ValueError(f"capacity_factor: expected a capacity within float range in the {self.rule!r} "
+                             f"expression (S={S}, E={E}, k={k}), got {self.factor!r}, which leaves it")
         return None if c is None else int(c)
 
     def _capacity(self, S: int, E: int, k: int):
@@ -115,7 +116,7 @@ class LibraryCapacity:
             if c % self.alignment:
                 c += self.alignment - c % self.alignment
             return c
-        raise ValueError(f"unknown capacity rule {self.rule!r}")
+        raise ValueError(f"rule: expected a known capacity rule, got {self.rule!r}")
 
 
 # ---------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
         if c is None:  # a rule may decide "dropless" (Megablocks, Tutel with factor 0)
             return None
         if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0:
-            raise ValueError(f"capacity rule {spec!r} returned {c!r}, expected an int >= 0")
+            raise ValueError(f"capacity: expected the capacity rule {spec!r} to return an int >= 0, got {c!r}")
         return int(c)
     return int(spec)
 
@@ -185,7 +185,8 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
     names = {f.name for f in dataclasses.fields(RouteOptions)}
     unknown = set(conventions) - names
     if unknown:
-        raise TypeError(f"route: unknown keyword(s) {sorted(unknown)}; conventions are {sorted(names)}")
+        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords among the conventions {sorted(names)}, "
+                        f"got unknown keyword(s) {sorted(unknown)}")
     base = RouteOptions()
     if preset is not None:
         base = _get_preset(preset).options
@@ -196,7 +197,8 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
         if rule is None or not callable(rule):
             rule = CapacityRule()
         elif not hasattr(rule, "with_factor"):
-            raise ValueError(f"capacity_factor: the capacity rule {rule!r} has no factor to replace")
+            raise ValueError(f"capacity_factor: expected None with the capacity rule {rule!r} (it has no factor to "
+                             f"replace), got {capacity_factor!r}")
         opts = dataclasses.replace(opts, capacity=rule.with_factor(capacity_factor))
     return opts
 
@@ -237,7 +239,7 @@ def route_setup(logits, k, *, preset=None, padding_mask=None, selection_bias=Non
     if preset is not None:
         preset = _get_preset(preset)
         if preset.k is not None and k != preset.k:
-            raise ValueError(f"k: preset {preset.name!r} routes to exactly k={preset.k}, got k={k}")
+            raise ValueError(f"k: expected k = {preset.k} (preset {preset.name!r} routes to exactly k={preset.k}), got {k}")
     opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
     z = _check_logits(logits)
     T, E = z.shape

@@ -58,7 +58,7 @@ def assignment_order(indices: np.ndarray, token_mask: np.ndarray, drop_order: st
         keep = token_mask[t]
         return t[keep], j[keep]
     else:
-        raise ValueError(f"drop_order {drop_order!r} is not position-based")
+        raise ValueError(f"drop_order: expected a position-based order, got {drop_order!r}")
     tokens = tokens[token_mask[tokens]]
     t = np.tile(tokens, k)
     j = np.repeat(np.arange(k), tokens.shape[0])
@@ -89,7 +89,7 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
         key = probs[t, e]
     else:  # "random"
         if seed is None:
-            raise ValueError("drop_order='random' needs an explicit seed")
+            raise ValueError("seed: expected an explicit seed with drop_order='random', got None")
         key = np.random.default_rng(seed).random((T, k))[t, j]
     # best key first, ties to the lower token index (t is ascending: stable sort)
     by_key = np.argsort(-key, kind="stable")

@@ -20,11 +20,23 @@ ROUTES = (
                                                                    "test_simulator_child_ran_everything")),
     ("simulator: mutants rejected", "test_simulator.py", ("test_simulated_mutant_is_rejected",)),
     ("opencl: C kernels vs refimpl (PoCL)", "test_opencl.py", ("test_attention_matches_refimpl",
+                                                               "test_attention_backward_matches_refimpl",
+                                                               "test_split_kv_matches_refimpl",
+                                                               "test_paged_matches_refimpl",
+                                                               "test_norm_matches_refimpl",
+                                                               "test_rope_matches_refimpl",
+                                                               "test_moe_matches_refimpl",
+                                                               "test_gla_matches_refimpl",
                                                                "test_routing_matches_refimpl",
                                                                "test_routing_random_problems")),
     ("opencl: mutants rejected", "test_opencl.py", ("test_mutant_is_rejected",)),
     ("opencl: conformance properties", "test_opencl_properties.py", None),
     ("opencl: MoE routing properties", "test_opencl_moe_properties.py", None),
+    ("opencl: attention gradient properties", "test_opencl_backward_properties.py", None),
+    ("opencl: flash and decode kind properties", "test_opencl_flash_decode_properties.py", None),
+    ("opencl: norm and rope kind properties", "test_opencl_block_properties.py", None),
+    ("opencl: MoE forward properties", "test_opencl_moe_forward_properties.py", None),
+    ("opencl: linear-attention (GLA) properties", "test_opencl_gla_properties.py", None),
     ("opencl: instrumented I/O = formula", "test_io_count.py", None),
     ("facade: errors, inputs, bench", "test_facade.py", None),
     ("gpu hardware (cupy, numba)", "test_on_device.py", None),
@@ -80,3 +92,15 @@ def pytest_terminal_summary(terminalreporter):
                           f"skipped {c['skipped']:>3}  {_time[label]:6.1f} s"
                           + (f"  (xfailed {c['xfailed']}: see the test's reason)" if c["xfailed"] else "")
                           + (f"  (XPASSED {c['xpassed']}: drop the xfail mark)" if c["xpassed"] else ""))
+
+
+# the linear-time mixer kernels (tests/gpu/test_mixer_kernels.py); appended, so the table above
+# merges with other kernels' rows
+ROUTES = ROUTES + (
+    ("mixers ptx: compile_ptx, cc 8.0 / 9.0", "test_mixer_kernels.py", ("test_mixer_ptx",)),
+    ("mixers nvrtc: sm_80 / sm_90 cubin", "test_mixer_kernels.py", ("test_mixer_nvrtc",)),
+    ("mixers simulator: vs refimpl, mutants", "test_mixer_kernels.py", ("test_mixer_simulated",)),
+    ("mixers opencl: vs refimpl, mutants", "test_mixer_kernels.py", ("test_mixer_opencl",)),
+    ("mixers opencl: conformance (float32)", "test_mixer_kernels.py", ("test_mixer_conformance",)),
+    ("mixers facade and OpenCL build", "test_mixer_kernels.py", None),
+)

@@ -43,7 +43,7 @@ def run(only: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     be = get_backend("numba")
     results: dict = {"cases": {}, "mutants": {}}
-    for kernel in ("attention", "routing"):
+    for kernel in C.KERNELS:
         for case in C.cases_for(kernel):
             key = f"{kernel}:{case.name}"
             if only and key not in only:
@@ -77,7 +77,7 @@ def run(only: list[str] | None = None) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", required=True, help="where to write the results")
-    ap.add_argument("--only", nargs="*", help="case keys (attention:NAME, routing:NAME, mutant:NAME)")
+    ap.add_argument("--only", nargs="*", help="case keys (KERNEL:NAME for a kernel of tests.gpu.cases.KERNELS, mutant:NAME)")
     args = ap.parse_args(argv)
     results = run(args.only)
     with open(args.json, "w") as f:

@@ -12,9 +12,11 @@ unchanged as OpenCL C.
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-from gpu import api, attention_c, compile as gc, dialect, routing_c
+from gpu import api, attention_c, compile as gc, dialect
 
 from .support import import_or_missing, opencl_backend_or_missing
 
@@ -48,10 +50,40 @@ def _nvrtc():
 def _spec_names():
     # names only: building the specs imports numba, which collection must not need
     names = [f"flash_forward[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]" for d in api.HEAD_DIM_VARIANTS]
-    return names + ["route_topk", "route_positions", "route_gates"]
+    names += ["route_topk", "route_positions", "route_gates"]
+    for kernel in gc.ROW_KERNELS:
+        names += list(importlib.import_module(f"gpu.{kernel}_c").KERNEL_NAMES)
+    for kernel in gc.TILED_KERNELS:
+        mod = importlib.import_module(f"gpu.{kernel}_c")
+        names += [f"{k}[BR={api.DEFAULT_BLOCK_Q},BC={api.DEFAULT_BLOCK_K},D<={d}]"
+                  for d in gc.BACKWARD_COMPILED_HEAD_DIMS for k in mod.KERNEL_NAMES]
+    return names
+
+
+def _tiled_kernel_of(function: str):
+    """The TILED_KERNELS module name that defines kernel function ``function``, or None."""
+    for kernel in gc.TILED_KERNELS:
+        if function in importlib.import_module(f"gpu.{kernel}_c").KERNEL_NAMES:
+            return kernel
+    return None
+
+
+#: static shared memory of the row kernels at their default sizes (a 4-byte reduction slot per thread;
+#: the grouped GEMM's X, W and second W tiles)
+ROW_KERNEL_SHARED = {"rms_norm": 4 * 128, "layer_norm": 4 * 128, "rope_inplace": 0,
+                     "moe_bin_counts": 4 * 128, "moe_bin_offsets": 0, "moe_permute": 0,
+                     "moe_grouped_gemm": 4 * (16 * 16 + 2 * 16 * 16), "moe_combine": 0,
+                     "gla_chunked": api.gla_shared_bytes(16, 64, 64)}
 
 
 def _expected_shared_bytes(name: str) -> int:
+    if name in ROW_KERNEL_SHARED:
+        return ROW_KERNEL_SHARED[name]
+    function = name.split("[")[0]
+    kernel = _tiled_kernel_of(function)
+    if kernel is not None:
+        d = int(name.split("D<=")[1].rstrip("]"))
+        return api.tiled_shared_memory_bytes(kernel, api.DEFAULT_BLOCK_Q, api.DEFAULT_BLOCK_K, d, d)[function]
     if name.startswith("flash_forward"):
         d = int(name.split("D<=")[1].rstrip("]"))
         return api.shared_memory_bytes(api.DEFAULT_BLOCK_Q, api.DEFAULT_BLOCK_K, d, d)
@@ -109,13 +141,20 @@ def test_c_source_compiles_with_nvrtc(nvrtc, variant, arch):
     res = gc.nvrtc_compile(source, arch, defines)
     assert res.cubin_bytes > 0
     usage = res.resource_usage()
-    kernels = attention_c.KERNEL_NAMES if name.startswith("attention") else routing_c.KERNEL_NAMES
+    module = name.split("[")[0]
+    kernels = importlib.import_module(f"gpu.{module}").KERNEL_NAMES
     assert set(usage) == set(kernels), usage
     spill_lines = [ln for ln in res.log.splitlines() if "spill stores" in ln]
     assert len(spill_lines) == len(kernels), res.log
     for line in spill_lines:
         assert " 0 bytes spill stores, 0 bytes spill loads" in line, f"{name} {arch}: {line}"
-    if name.startswith("attention"):
+    if module[:-2] in gc.TILED_KERNELS:
+        d = defines["DMAX"]
+        want = api.tiled_shared_memory_bytes(module[:-2], defines["BR"], defines["BC"], d, d)
+        assert {kern: usage[kern].get("smem", 0) for kern in kernels} == want, usage
+    elif module[:-2] in gc.ROW_KERNELS:
+        assert {kern: usage[kern].get("smem", 0) for kern in kernels} == {k: ROW_KERNEL_SHARED[k] for k in kernels}
+    elif name.startswith("attention"):
         d = defines["DMAX"]
         assert usage["flash_forward"]["smem"] == api.shared_memory_bytes(defines["BR"], defines["BC"], d, d)
     else:

@@ -26,15 +26,10 @@ BACKENDS = ("cupy", "numba")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", C.cases_for("attention"), ids=lambda c: c.name)
-def test_attention_on_device(backend, case):
-    C.check_attention(backend, case)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", C.cases_for("routing"), ids=lambda c: c.name)
-def test_routing_on_device(backend, case):
-    C.check_routing(backend, case)
+@pytest.mark.parametrize("kernel, case", [(kern, c) for kern in C.KERNELS for c in C.cases_for(kern)],
+                         ids=lambda x: x if isinstance(x, str) else x.name)
+def test_kernel_on_device(backend, kernel, case):
+    C.check(backend, kernel, case)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -49,3 +44,27 @@ def test_bench_on_device():
     proc = subprocess.run([sys.executable, "-m", "gpu.bench"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     print(proc.stdout)
+
+
+# ---------------------------------------------------------------------------
+# the linear-time mixer kernels (gpu.mixers_numba, gpu.mixers_c): the problems and mutants of
+# tests/gpu/mixer_cases.py on the device; the benchmark above runs gpu.mixers_bench too
+
+from gpu import mixers_mutants  # noqa: E402
+
+from . import mixer_cases as MC  # noqa: E402
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kernel, problem", [(k, p) for k in MC.KERNELS for p in MC.problems_for(k)],
+                         ids=lambda x: x if isinstance(x, str) else x.name)
+def test_mixer_on_device(backend, kernel, problem):
+    MC.check(backend, kernel, problem)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(mixers_mutants.MUTATIONS))
+def test_mixer_mutant_rejected_on_device(backend, name):
+    m = mixers_mutants.MUTATIONS[name]
+    problem, _ = MC.find_rejecting_problem(mixers_mutants.backend(name, backend), m.kernel)
+    assert problem is not None, f"mutant {name} passed every problem on {backend}"

@@ -31,6 +31,41 @@ def test_routing_matches_refimpl(opencl, case):
     C.check_routing(opencl, case)
 
 
+@pytest.mark.parametrize("case", C.cases_for("attention_backward"), ids=lambda c: c.name)
+def test_attention_backward_matches_refimpl(opencl, case):
+    C.check_attention_backward(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("split_kv"), ids=lambda c: c.name)
+def test_split_kv_matches_refimpl(opencl, case):
+    C.check_split_kv(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("paged"), ids=lambda c: c.name)
+def test_paged_matches_refimpl(opencl, case):
+    C.check_paged(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("norm"), ids=lambda c: c.name)
+def test_norm_matches_refimpl(opencl, case):
+    C.check_norm(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("rope"), ids=lambda c: c.name)
+def test_rope_matches_refimpl(opencl, case):
+    C.check_rope(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("moe"), ids=lambda c: c.name)
+def test_moe_matches_refimpl(opencl, case):
+    C.check_moe(opencl, case)
+
+
+@pytest.mark.parametrize("case", C.cases_for("gla"), ids=lambda c: c.name)
+def test_gla_matches_refimpl(opencl, case):
+    C.check_gla(opencl, case)
+
+
 @pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
 def test_mutant_is_rejected(opencl, name):
     """Meta-test: the deliberately wrong kernel fails at least one execution check."""

@@ -62,7 +62,7 @@ def test_simulator_child_ran_everything(simulator_results):
 
 
 def _case_ids():
-    return [f"{kernel}:{c.name}" for kernel in ("attention", "routing") for c in C.cases_for(kernel)]
+    return [f"{kernel}:{c.name}" for kernel in C.KERNELS for c in C.cases_for(kernel)]
 
 
 @pytest.mark.parametrize("key", _case_ids())
