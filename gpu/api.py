@@ -263,12 +263,14 @@ def flash_attention_backward(q, k, v, dout, *, backend, mask=None, causal=False,
         raise ValueError(f"dout: expected shape {(B, Hq, Lq, Dv)} (that of the output), got {dout.shape}")
     smem = max(backward_shared_memory_bytes(p.block_q, p.block_k, p.d_max, p.dv_max).values())
     if smem > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"block_q={p.block_q}, block_k={p.block_k} with head dims ({p.d_max}, {p.dv_max}) need "
-                         f"{smem} B of shared memory in the backward, more than {MAX_STATIC_SHARED_BYTES}")
+        raise ValueError(f"block_q, block_k: expected backward tiles within {MAX_STATIC_SHARED_BYTES} B of shared "
+                         f"memory, got {smem} B (block_q={p.block_q}, block_k={p.block_k}, head dims ({p.d_max}, "
+                         f"{p.dv_max}))")
     if B * max(Hq, Hkv) == 0 or Lq == 0 or Lk == 0:  # nothing to launch: every gradient is zero
         return (np.zeros(q.shape, np.float32), np.zeros(k.shape, np.float32), np.zeros(v.shape, np.float32))
     if (out is None) != (lse is None):
-        raise ValueError("out, lse: give both (the forward's saved results) or neither")
+        raise ValueError(f"out, lse: expected both (the forward's saved results) or neither, got "
+                         f"{'out' if lse is None else 'lse'} alone")
     if out is None:
         out = np.full((B, Hq, Lq, Dv), np.nan, dtype=np.float32)
         lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
@@ -363,7 +365,7 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
         raise ValueError(f"v_pool: expected shape ({NB}, {Hkv}, {bs}, Dv) to match k_pool, got {vp.shape}")
     Dv = vp.shape[3]
     if Hkv == 0 or Hq % Hkv:
-        raise ValueError(f"q, k_pool: expected Hq ({Hq}) a multiple of Hkv ({Hkv})")
+        raise ValueError(f"q, k_pool: expected Hq a positive multiple of Hkv, got Hq={Hq}, Hkv={Hkv}")
     if B * Hq > 65535:
         raise UnsupportedOption(f"B * Hq = {B * Hq}: the grid's y dimension holds at most 65535")
     table = _int_array(block_table, "block_table", 2)
@@ -378,7 +380,7 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
     for b in range(B):
         used = table[b, : -(-int(lens[b]) // bs)] if bs else table[b, :0]
         if ((used < 0) | (used >= NB)).any():
-            raise ValueError(f"block_table: row {b} names blocks outside the pool [0, {NB}): {used.tolist()}")
+            raise ValueError(f"block_table: expected blocks of the pool [0, {NB}) in row {b}, got {used.tolist()}")
     win = check_window(window)
     if win is not None and win[1] not in (None, 0):
         raise UnsupportedOption(f"window={window}: decode attention is causal; the right side must be 0 or None")
@@ -392,10 +394,11 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
     p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"), scale_, softcap_,
                         0, left, 0, Hq // Hkv)
     if p.threads > MAX_THREADS_PER_BLOCK:
-        raise ValueError(f"block_q * block_k = {p.threads} threads: at most {MAX_THREADS_PER_BLOCK} per block")
+        raise ValueError(f"block_q, block_k: expected block_q * block_k <= {MAX_THREADS_PER_BLOCK} threads per block, "
+                         f"got {p.threads}")
     if p.shared_bytes > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"block_q={bq}, block_k={bk} with head dims ({p.d_max}, {p.dv_max}) need "
-                         f"{p.shared_bytes} B of shared memory, more than {MAX_STATIC_SHARED_BYTES}")
+        raise ValueError(f"block_q, block_k: expected tiles within {MAX_STATIC_SHARED_BYTES} B of shared memory, got "
+                         f"{p.shared_bytes} B (block_q={bq}, block_k={bk}, head dims ({p.d_max}, {p.dv_max}))")
     if min(B, Hq, n) == 0:
         return np.zeros((B, Hq, n, Dv), np.float32), np.full((B, Hq, n), -np.inf, np.float32)
     out = np.full((B, Hq, n, Dv), np.nan, dtype=np.float32)
@@ -438,7 +441,7 @@ def _rows(x, name: str = "x") -> np.ndarray:
     with np.errstate(over="ignore"):
         x32 = np.array(x, dtype=np.float32)  # a copy, C-contiguous
     if not np.isfinite(x32).all():
-        raise ValueError(f"{name}: overflows float32")
+        raise ValueError(f"{name}: expected values within float32 range, got one that overflows float32")
     return x32.reshape(-1, x.shape[-1])
 
 
@@ -550,12 +553,12 @@ def apply_rope(x, positions, *, backend, layout="half", rotary_dim=None, base=10
         raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
     p = RopeLaunch(_tile(threads, "threads", DEFAULT_ROW_THREADS), int(lay == "interleaved"))
     if p.threads > MAX_THREADS_PER_BLOCK:
-        raise ValueError(f"threads: at most {MAX_THREADS_PER_BLOCK}, got {p.threads}")
+        raise ValueError(f"threads: expected at most {MAX_THREADS_PER_BLOCK}, got {p.threads}")
     if x32.size == 0 or d == 0:
         return x32
     x32 = be.rope(x32, cos, sin, p)
     if not np.isfinite(x32).all():
-        raise ValueError("x, scaling: a rotated entry overflows float32")
+        raise ValueError("x, scaling: expected rotated entries within float32 range, got one that overflows")
     return x32
 
 
@@ -601,9 +604,10 @@ def _moe_launch(routing, layout, threads, block):
         raise ValueError(f"block: expected (BM, BN, BK), got {block!r}")
     bm, bn, bk = (_tile(b, f"block[{i}]", 16) for i, b in enumerate(block))
     if bm * bn > MAX_THREADS_PER_BLOCK:
-        raise ValueError(f"block: BM * BN = {bm * bn} threads, at most {MAX_THREADS_PER_BLOCK}")
+        raise ValueError(f"block: expected BM * BN <= {MAX_THREADS_PER_BLOCK} threads, got {bm * bn}")
     if 4 * (bm * bk + 2 * bk * bn) > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"block: {block} needs more than {MAX_STATIC_SHARED_BYTES} B of shared memory")
+        raise ValueError(f"block: expected tiles within {MAX_STATIC_SHARED_BYTES} B of shared memory, got {block} "
+                         f"needing {4 * (bm * bk + 2 * bk * bn)} B")
     return MoELaunch(t, bm, bn, bk, buffer_capacity(routing) if layout == "dense_tensors" else -1)
 
 
@@ -676,7 +680,8 @@ def _stack_experts(experts, E: int, D: int):
     if all(isinstance(ex, SwiGLUExpert) for ex in experts):
         H = experts[0].Wg.shape[1]
         if any(ex.Wg.shape != (D, H) for ex in experts):
-            raise ValueError(f"experts: expected SwiGLU weights Wg, Wu (D={D}, H) with one H for every expert")
+            raise ValueError(f"experts: expected SwiGLU weights Wg, Wu (D={D}, H) with one H for every expert, got "
+                             f"{sorted({ex.Wg.shape for ex in experts})}")
         return (f([ex.Wg for ex in experts]), f([ex.Wu for ex in experts]), np.zeros((E, H), np.float32),
                 ACT_CODES["swiglu"], f([ex.Wd for ex in experts]), np.zeros((E, D), np.float32))
     if all(isinstance(ex, FFNExpert) for ex in experts):
@@ -727,7 +732,7 @@ def moe_experts(x, routing, experts, *, backend, layout="sparse", threads=None, 
     be.moe_gemm(h, W2, np.zeros((1, 1, 1), np.float32), b2, offsets, out, 0, p)
     _check_written(expert_out=out)
     if not np.isfinite(out).all():
-        raise ValueError("x, experts: an expert output overflows float32")
+        raise ValueError("x, experts: expected expert outputs within float32 range, got one that overflows")
     be.moe_combine(out, perm.row_of.astype(np.int32), np.ascontiguousarray(r.gates, dtype=np.float32), y, p)
     _check_written(y=y)
     return y
@@ -781,7 +786,7 @@ def gated_linear_attention(q, k, v, g=None, *, backend, scale=None, initial_stat
         raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
     p = GLALaunch(_tile(threads, "threads", 256), chunk, kmax, vmax, float(np.float32(st.scale)))
     if p.threads > MAX_THREADS_PER_BLOCK:
-        raise ValueError(f"threads: at most {MAX_THREADS_PER_BLOCK}, got {p.threads}")
+        raise ValueError(f"threads: expected at most {MAX_THREADS_PER_BLOCK}, got {p.threads}")
     if gla_shared_bytes(chunk, kmax, vmax) > MAX_STATIC_SHARED_BYTES:
         raise UnsupportedOption(f"chunk_size={chunk} with K, V <= ({kmax}, {vmax}) needs "
                                 f"{gla_shared_bytes(chunk, kmax, vmax)} B of shared memory, more than "
@@ -799,7 +804,8 @@ def gated_linear_attention(q, k, v, g=None, *, backend, scale=None, initial_stat
     o, s_out = be.gla(qq, kk, vv, gg, s0, o, s_out, p)
     _check_written(o=o, final_state=s_out)
     if not (np.isfinite(o).all() and np.isfinite(s_out).all()):
-        raise ValueError("q, k, v, initial_state: an output or the state overflows float32")
+        raise ValueError("q, k, v, initial_state: expected outputs and state within float32 range, got one that "
+                         "overflows")
     return o, s_out
 
 
