@@ -134,7 +134,8 @@ def _f32(x, name: str, ndim: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         out = np.array(arr, dtype=np.float32, order="C", copy=True)  # a copy: the kernel never sees the caller's buffer
     if not np.isfinite(out).all():
-        raise ValueError(f"{name}: overflows float32 (the kernels' precision)")
+        raise ValueError(f"{name}: expected values within float32 range (the kernels' precision), got an entry that "
+                         f"overflows float32")
     return out
 
 
@@ -158,7 +159,8 @@ def _check_outputs(names: str, log2_bound: float, **arrays) -> None:
     if not bad:
         return
     if log2_bound >= 126 or any(np.isinf(arrays[w]).any() for w in bad):
-        raise ValueError(f"{bad[0]}: overflows float32 (the kernels' precision); scale down {names} or use refimpl")
+        raise ValueError(f"{bad[0]}: expected outputs within float32 range (the kernels' precision), got one that "
+                         f"overflows float32; scale down {names} or use refimpl")
     _check_written(**arrays)
 
 
@@ -208,11 +210,11 @@ def prepare_scan(u, delta, A, B, C, D=None, z=None, *, initial_state=None, delta
         if arr.shape != (b, G, L, N):
             raise ValueError(f"{name}: expected (B, G, L, N) = {(b, G, L, N)}, got {arr.shape}")
     if G == 0 or H % G:
-        raise ValueError(f"B: number of groups {G} must divide the number of heads {H}")
+        raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
     if (delta < 0).any():
-        raise ValueError("delta: step sizes must be >= 0")
+        raise ValueError(f"delta: expected step sizes >= 0, got min {float(delta.min())!r}")
     if (A > 0).any():
-        raise ValueError("A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log))")
+        raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got max {float(A.max())!r}")
     p_d = np.zeros((1, 1), np.float32) if D is None else _f32(D, "D", 2)
     if D is not None and p_d.shape != (H, P):
         raise ValueError(f"D: expected (H, P) = {(H, P)}, got {p_d.shape}")
@@ -226,7 +228,7 @@ def prepare_scan(u, delta, A, B, C, D=None, z=None, *, initial_state=None, delta
         raise UnsupportedOption(f"B * H = {b * H}: the grid's y dimension holds at most 65535")
     blk = _tile(block, "block", DEFAULT_SCAN_BLOCK)
     if blk > MAX_THREADS_PER_BLOCK:
-        raise ValueError(f"block: at most {MAX_THREADS_PER_BLOCK} threads per block, got {blk}")
+        raise ValueError(f"block: expected at most {MAX_THREADS_PER_BLOCK} threads per block, got {blk}")
     p = ScanLaunch(blk, _variant(max(N, 1), STATE_VARIANTS, "N"), int(D is not None), int(z is not None),
                    int(initial_state is not None))
     return (u, delta, A, Bm, Cm, p_d, p_z, p_x0), p
@@ -306,7 +308,7 @@ def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=N
         elif garr.shape != (B, H, L, K):
             raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {garr.shape}")
         if (garr > 0).any():
-            raise ValueError("g: log-space gates must be <= 0 (a decay, never a growth)")
+            raise ValueError(f"g: expected log-space gates <= 0 (a decay, never a growth), got max {float(garr.max())!r}")
         # gates below -800 are the spec's floor (refimpl.mixers.gated.G_FLOOR); clip before the cast
         g32 = np.ascontiguousarray(np.maximum(garr, -800.0), dtype=np.float32)
     s0 = np.zeros((B, H, K, Vd), np.float32) if initial_state is None else _f32(initial_state, "initial_state", 4)
@@ -318,11 +320,12 @@ def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=N
     p = GLALaunch(_tile(chunk_size, "chunk_size", DEFAULT_CHUNK), _tile(block_v, "block_v", DEFAULT_BLOCK_V),
                   _variant(max(K, 1), KEY_DIM_VARIANTS, "K"), _tile(threads, "threads", DEFAULT_GLA_THREADS), scale_)
     if p.threads > MAX_THREADS_PER_BLOCK:
-        raise ValueError(f"threads: at most {MAX_THREADS_PER_BLOCK} per block, got {p.threads}")
+        raise ValueError(f"threads: expected at most {MAX_THREADS_PER_BLOCK} per block, got {p.threads}")
     shared = (shared_bytes or gla_shared_bytes)(p.chunk, p.block_v, p.k_max)
     if shared > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max} need {shared} B of "
-                         f"shared memory, more than {MAX_STATIC_SHARED_BYTES}: use a smaller chunk_size or block_v")
+        raise ValueError(f"chunk_size, block_v: expected at most {MAX_STATIC_SHARED_BYTES} B of shared memory, got "
+                         f"{shared} B for chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max}; use a "
+                         f"smaller chunk_size or block_v")
     return (q, k, v, g32, s0), p
 
 

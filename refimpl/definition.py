@@ -104,9 +104,9 @@ def _in_range(visible: np.ndarray, r: np.ndarray, s: np.ndarray, bias) -> np.nda
     if bias is not None:
         bad &= ~np.isneginf(bias)
     if bad.any():
-        raise ValueError("q, k, scale: a visible score of the definition (plain float64 arithmetic) is not finite; "
-                         "rescale q, k or scale, pass softcap=, or use refimpl.attention, which forms scores near "
-                         "the float64 limits exactly")
+        raise ValueError("q, k, scale: expected every visible score of the definition (plain float64 arithmetic) "
+                         "to be finite, got one beyond the float64 range; rescale q, k or scale, pass softcap=, or "
+                         "use refimpl.attention, which forms scores near the float64 limits exactly")
     return visible
 
 

@@ -116,7 +116,8 @@ def mae_random_masking(x, mask_ratio: float = 0.75, *, seed=None, noise=None):
     N, L, D = x.shape
     r = real_number(mask_ratio, "mask_ratio", minimum=0.0, maximum=1.0, max_open=True)
     if (seed is None) == (noise is None):
-        raise ValueError("seed, noise: give exactly one (randomness is explicit)")
+        raise ValueError(f"seed, noise: expected exactly one (randomness is explicit), got "
+                         f"{'both' if seed is not None else 'neither'}")
     if noise is None:
         check_budget("x", shape=(N, L), what="the noise")
         noise = np.random.default_rng(count(seed, "seed", maximum=None)).random((N, L))
