@@ -45,8 +45,9 @@ import numpy as np
 from refimpl.masks import offset as alignment_offset
 from refimpl.sdpa import check_qkv_shapes, check_real_4d, check_window  # the spec's own argument rules
 
-from refimpl import _validate as V
+from refimpl import validation as V
 
+from .constants import INT_UNWRITTEN  # noqa: F401 (part of this module's API)
 from .errors import UnsupportedOption
 
 BACKENDS = ("numba", "cupy", "opencl")
@@ -60,8 +61,7 @@ DEFAULT_BLOCK_Q = 16
 DEFAULT_BLOCK_K = 16
 MAX_THREADS_PER_BLOCK = 1024
 MAX_STATIC_SHARED_BYTES = 48 * 1024
-#: sentinel an integer output holds until the kernel writes it
-INT_UNWRITTEN = np.iinfo(np.int32).min
+#: sentinel an integer output holds until the kernel writes it: INT_UNWRITTEN (gpu.constants)
 _INT32_LIMIT = 2**31 - 1
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = float(np.finfo(np.float32).tiny)
@@ -839,21 +839,14 @@ class RouteLaunch:
 
 def prepare_route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
                   capacity_factor=None, seed=None, token_block=None, scan_block=None, **conventions):
-    """Validate ``route``'s arguments with refimpl's own option resolution; returns
-    (logits float32, token_mask int32, RouteOptions, RouteLaunch)."""
-    from refimpl.moe.router import _check_k, _check_logits, _check_padding_mask, resolve_capacity, resolve_options
+    """Validate ``route``'s arguments with refimpl's own routing setup (``refimpl.moe.router.route_setup``);
+    returns (logits float32 (T, E), token_mask int32 (T,), RouteOptions, RouteLaunch, capacity C or None)."""
+    from refimpl.moe.router import resolve_capacity, route_setup
 
-    if preset is not None:
-        from refimpl.moe.presets import get as get_preset
-
-        pre = get_preset(preset)
-        if pre.k is not None and k != pre.k:
-            raise ValueError(f"k: expected k = {pre.k} (preset {pre.name!r} routes to exactly k={pre.k}), got {k}")
-    opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
-    z = _check_logits(logits)
+    setup = route_setup(logits, k, preset=preset, padding_mask=padding_mask, capacity_factor=capacity_factor,
+                        **conventions)
+    z, k, opts, token_mask = setup.logits, setup.k, setup.options, setup.token_mask
     T, E = z.shape
-    k = _check_k(k, E)
-    token_mask = _check_padding_mask(padding_mask, T)
     if selection_bias is not None:
         raise UnsupportedOption("selection_bias: selection-only bias (DeepSeek-V3) is not implemented by the GPU kernels")
     if opts.n_groups is not None:
@@ -903,7 +896,7 @@ def _route_logits_float32(z: np.ndarray, z32: np.ndarray, k: int, opts, exact32:
     * normalisation: a row whose selected scores are all float32 subnormals (sigmoid of logits
       below about -70) has gates score / sum that float32 cannot form to 24 bits: a ValueError.
     """
-    from refimpl.moe.router import _router_scores, _top_k, effective_options
+    from refimpl.moe.router import effective_options, router_scores, top_k
 
     if z.size == 0:
         return z32
@@ -915,12 +908,12 @@ def _route_logits_float32(z: np.ndarray, z32: np.ndarray, k: int, opts, exact32:
         lo, hi = float(z32.min()), float(z32.max())  # whole-array bounds: a row's spread is at most hi - lo
         if (opts.score == "softmax" and hi - lo < 700.0) or (opts.score == "sigmoid" and -70.0 < lo and hi < 36.0):
             return z32
-    probs = _router_scores(z, opts.score)
+    probs = router_scores(z, opts.score)
     zero = probs == 0.0
     if zero.any():
         z32 = np.where(zero, np.float32(-_F32_MAX), z32)
-    want = _top_k(probs, k)
-    got = _top_k(z32.astype(np.float64), k)
+    want = top_k(probs, k)
+    got = top_k(z32.astype(np.float64), k)
     if not np.array_equal(want, got):
         t = int(np.flatnonzero((want != got).any(axis=1))[0])
         raise ValueError(f"logits: expected logits whose float32 values select the experts the float64 scores "

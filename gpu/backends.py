@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import types
 
+from .constants import INSTALL_HINT
 from .errors import BackendUnavailable
 
-INSTALL_HINT = "pip install 'transformer-refimpl[gpu]'"
 
 
 class Backend:

@@ -134,7 +134,7 @@ def _f32(x, name: str, ndim: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         out = np.array(arr, dtype=np.float32, order="C", copy=True)  # a copy: the kernel never sees the caller's buffer
     if not np.isfinite(out).all():
-        raise ValueError(f"{name}: expected values within float32 range (the kernels' precision), got one that "
+        raise ValueError(f"{name}: expected values within float32 range (the kernels' precision), got an entry that "
                          f"overflows float32")
     return out
 
@@ -212,9 +212,9 @@ def prepare_scan(u, delta, A, B, C, D=None, z=None, *, initial_state=None, delta
     if G == 0 or H % G:
         raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
     if (delta < 0).any():
-        raise ValueError(f"delta: expected step sizes >= 0, got {float(np.min(delta))!r}")
+        raise ValueError(f"delta: expected step sizes >= 0, got min {float(delta.min())!r}")
     if (A > 0).any():
-        raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got {float(np.max(A))!r}")
+        raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got max {float(A.max())!r}")
     p_d = np.zeros((1, 1), np.float32) if D is None else _f32(D, "D", 2)
     if D is not None and p_d.shape != (H, P):
         raise ValueError(f"D: expected (H, P) = {(H, P)}, got {p_d.shape}")
@@ -308,7 +308,7 @@ def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=N
         elif garr.shape != (B, H, L, K):
             raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {garr.shape}")
         if (garr > 0).any():
-            raise ValueError(f"g: expected log-space gates <= 0 (a decay, never a growth), got {float(np.max(garr))!r}")
+            raise ValueError(f"g: expected log-space gates <= 0 (a decay, never a growth), got max {float(garr.max())!r}")
         # gates below -800 are the spec's floor (refimpl.mixers.gated.G_FLOOR); clip before the cast
         g32 = np.ascontiguousarray(np.maximum(garr, -800.0), dtype=np.float32)
     s0 = np.zeros((B, H, K, Vd), np.float32) if initial_state is None else _f32(initial_state, "initial_state", 4)
@@ -323,9 +323,9 @@ def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=N
         raise ValueError(f"threads: expected at most {MAX_THREADS_PER_BLOCK} per block, got {p.threads}")
     shared = (shared_bytes or gla_shared_bytes)(p.chunk, p.block_v, p.k_max)
     if shared > MAX_STATIC_SHARED_BYTES:
-        raise ValueError(f"chunk_size, block_v: expected tiles within {MAX_STATIC_SHARED_BYTES} B of shared memory, got "
-                         f"tiles that need {shared} B (chunk_size={p.chunk}, block_v={p.block_v}, K <= {p.k_max}); use a smaller "
-                         f"chunk_size or block_v")
+        raise ValueError(f"chunk_size, block_v: expected at most {MAX_STATIC_SHARED_BYTES} B of shared memory, got "
+                         f"{shared} B for chunk_size={p.chunk}, block_v={p.block_v} with K <= {p.k_max}; use a "
+                         f"smaller chunk_size or block_v")
     return (q, k, v, g32, s0), p
 
 

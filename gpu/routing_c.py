@@ -147,7 +147,7 @@ def run(rt, source: str, logits, token_mask, outs, p):
     """Build (cached) and launch the three routing kernels on runtime ``rt``."""
     import numpy as np
 
-    from .api import INT_UNWRITTEN
+    from .constants import INT_UNWRITTEN
 
     prog = rt.build(source, defines(p))
     T, E = logits.shape

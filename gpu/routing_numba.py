@@ -201,7 +201,7 @@ _CACHE: dict = {}
 
 def launch(logits, token_mask, outs, p) -> None:
     """Run the three kernels on host arrays; intermediate arrays stay on the device."""
-    from .api import INT_UNWRITTEN
+    from .constants import INT_UNWRITTEN
 
     key = (p.token_block, p.scan_block)
     ks = _CACHE.get(key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import INSTALL_HINT
+from .constants import INSTALL_HINT
 from .dialect import define_flags
 from .errors import BackendUnavailable
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .backends import INSTALL_HINT
+from .constants import INSTALL_HINT
 from .dialect import define_flags
 from .errors import BackendUnavailable
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 import numpy as np
 
 from .precision import FACTOR, naive_error, naive_ops, unit_roundoff
-from .tolerance import U32
+from .comparison import U32
 
 LAMBDA = 4.0
 ORDERS = ("q", "k")  # which operand carries the softmax scale (flash-attn's reorder_ops False / True)

@@ -381,7 +381,7 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
         with _plain_scalar_reprs():
             _run()
     except Exception as e:
-        from .report import snippet
+        from .snippets import snippet
 
         rec.status = "fail"
         rec.reason = f"{type(e).__name__}: {e}"

@@ -20,7 +20,7 @@ This module also defines:
   ``refimpl.split_kv_attention`` as plain *attention* adapters, so every
   attention property (``properties.attention.PROPERTIES``) runs against them;
 * ``compact_flash`` etc.: a second, compact tiled implementation (FA2 and FA1
-  loops written out again; scores from ``refimpl.sdpa._Setup``) that, with
+  loops written out again; scores from ``properties.attention_problem``) that, with
   ``bug=...``, becomes one of the deliberately wrong implementations in ``WRONG``:
 
     no_rescale                       accumulator not rescaled by exp(m - m') when the running max grows
@@ -49,11 +49,12 @@ from hypothesis import strategies as st
 
 import refimpl
 from refimpl.flash import FlashStats, flash_attention, flash_attention_backward
-from refimpl.sdpa import AttentionMask, _merge_heads, _Setup, _split_heads
-from refimpl.softmax import OnlineSoftmaxState, _exp_shift
+from refimpl.sdpa import AttentionMask
+from refimpl.softmax import OnlineSoftmaxState
 from refimpl.split_kv import split_kv_attention
 
 from . import attention as A
+from .attention_problem import Problem, exp_shift as _exp_shift, merge_heads as _merge_heads, split_heads as _split_heads
 from . import attention_cases as C
 from .attention_impls import AttentionAdapter
 from .core import Property, Unsupported
@@ -165,10 +166,8 @@ FLASH = [
 # a compact second tiled implementation, and its wrong variants
 
 
-def _setup(q, k, v, kw) -> _Setup:
-    g = kw.get
-    return _Setup(q, k, v, g("mask"), g("causal", False), g("align", "bottom_right"), g("window"), g("scale"),
-                  g("softcap"), g("bias"), g("dropout_mask"), g("dropout_p", 0.0))
+def _setup(q, k, v, kw) -> Problem:
+    return Problem(q, k, v, kw)  # the spec's arguments; the scores computed by properties.attention_problem
 
 
 def _starts(L: int, block: int, bug_drop: bool) -> list[int]:
@@ -184,10 +183,10 @@ def _key_tiles(k0: int, k1: int, block_k: int, bug) -> list[slice]:
     return tiles
 
 
-def _skips(st: _Setup, qs, ks, bug) -> bool:
-    if st.mask.trivial:
+def _skips(st: Problem, qs, ks, bug) -> bool:
+    if st.trivial:
         return False
-    vis = st.mask.tile(qs, ks)
+    vis = st.visible_tile(qs, ks)
     return not vis.all() if bug == "skip_partial_tile" else not vis.any()
 
 

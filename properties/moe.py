@@ -68,6 +68,7 @@ from refimpl.moe.slots import assign_slots
 
 from . import moe_cases as C
 from . import moe_naive as N
+from . import moe_values, moe_wrong
 from .core import Property
 from .moe_protocol import KINDS, MOE_KIND, REFIMPL, MoEAdapter  # noqa: F401  (the protocol; re-exported)
 from .precision import NaiveOps, output_floor, precision_bound, precision_of, resolution, round_inputs
@@ -875,12 +876,7 @@ PROPERTIES = [
     Property("moe_dispatch_combine", "moe", check_dispatch_combine, lambda caps: C.honouring(caps, C.grad_case),
              "GShard dispatch/combine tensors agree with the routing and the sparse forward",
              frozenset({"forward"}), ("dispatch_off_by_one",)),
-]
-
-from . import moe_values  # noqa: E402  (value checks of every supplied function; built from REFIMPL)
-from .moe_wrong import WRONG  # noqa: E402  (the wrong adapters are built from REFIMPL)
-
-PROPERTIES += moe_values.PROPERTIES
-WRONG = {**WRONG, **moe_values.WRONG}
+] + moe_values.PROPERTIES  # and the value checks of every supplied function
+WRONG = {**moe_wrong.WRONG, **moe_values.WRONG}  # the wrong adapters (built from REFIMPL) and the values' own
 
 __all__ = ["BUNDLED", "MoEAdapter", "PROPERTIES", "REFIMPL", "WRONG"]

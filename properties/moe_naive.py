@@ -112,9 +112,9 @@ def importance_loss(o: NaiveOps, G):
 
 
 def _load_u(o: NaiveOps, clean, H, std, k):
-    from refimpl.moe.losses import _kth_excluding
+    from refimpl.moe.losses import kth_excluding
 
-    thr, j = _kth_excluding(np.asarray(H, np.float64), k)
+    thr, j = kth_excluding(np.asarray(H, np.float64), k)
     with _quiet():
         return o.r(o.r(o.r(clean) - o.r(thr)) / o.r(std)), j
 

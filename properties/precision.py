@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tolerance import U32, U64, UNIT_ROUNDOFF, compare_close, numpy_dtype, round_to
+from .comparison import U32, U64, UNIT_ROUNDOFF, compare_close, numpy_dtype, round_to
 
 __all__ = ["PRECISIONS", "FACTOR", "FLOOR_SAFETY", "precision_of", "unit_roundoff", "round_inputs",
            "naive_ops", "NaiveOps", "naive_error", "lowp_bound", "output_floor", "compare_in_precision"]

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl import _validate as _V
-from refimpl.sdpa import _merge_heads, _Setup
-from refimpl.softmax import _exp_shift
+from refimpl import validation as _V
+
+from .attention_problem import Problem, exp_shift as _exp_shift, merge_heads as _merge_heads
 
 from .attention_cases import BASE_CAPS
 from .attention_impls import AttentionAdapter
@@ -63,7 +63,8 @@ def tiled_attention(q, k, v, *, tile=TILE, precision="float64", bug=None, mask=N
     _V.choice(precision, "precision", tuple(UNIT_ROUNDOFF))
     if bug is not None:
         _V.choice(bug, "bug", BUGS)
-    st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, None, 0.0)
+    st = Problem(q, k, v, dict(mask=mask, causal=causal, align=align, window=window, scale=scale, softcap=softcap,
+                               bias=bias))  # the spec's arguments, the scores computed here
     lowp = precision != "float64"
     acc_t = np.float32 if lowp else np.float64
     io = numpy_dtype(precision)
@@ -84,9 +85,9 @@ def tiled_attention(q, k, v, *, tile=TILE, precision="float64", bug=None, mask=N
         m_tile = np.full_like(m, -np.inf)
         for k0 in range(0, k_stop, tile):
             ks = slice(k0, min(k0 + tile, Lk))
-            if not st.mask.trivial:
+            if not st.trivial:
                 rows = slice(q0, q0 + 1) if bug == "skip_by_first_row" else qs
-                if not st.mask.tile(rows, ks).any():
+                if not st.visible_tile(rows, ks).any():
                     continue
             S = acc(st.scores(qs, ks)[0])
             m_new = np.maximum(m, S.max(axis=-1))

@@ -32,39 +32,15 @@ so no bound stated from the inputs alone would be both safe and tight.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 
 import numpy as np
 
-from refimpl._exp import EXP_MAX_ULP
+from refimpl.softmax import EXP_MAX_ULP
 
-U64 = 2.0**-53
-ETA64 = 2.0**-1074  # the smallest float64 subnormal: the absolute error floor of an underflowing product
-U32 = 2.0**-24
-FLOAT64_SAFETY = 4.0
-
-#: unit roundoff of each precision an adapter may declare
-UNIT_ROUNDOFF = {"float64": U64, "float32": U32, "bfloat16": 2.0**-8, "float16": 2.0**-11}
-
-
-def numpy_dtype(precision: str):
-    """The NumPy dtype of a precision name (bfloat16 from ml_dtypes)."""
-    if precision == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(precision)
-
-
-def round_to(x, precision: str) -> np.ndarray:
-    """x rounded to ``precision`` (nearest even), returned as float64 (exactly representable)."""
-    x = np.asarray(x, dtype=np.float64)
-    if precision == "float64":
-        return x
-    return x.astype(numpy_dtype(precision)).astype(np.float64)
-
+from .comparison import (ETA64, FLOAT64_SAFETY, U32, U64, UNIT_ROUNDOFF, _RECORDER, compare_close,  # noqa: F401
+                         compare_lse, numpy_dtype, recording, round_to)
+from .attention_lowp import kernel_bounds as _kernel_bounds, naive_attention as _naive_attention
 
 def _norms(x: np.ndarray) -> float:
     return float(np.max(np.linalg.norm(x, axis=-1), initial=0.0))
@@ -96,68 +72,6 @@ def attention_forward_bounds(q, k, v, *, scale=None, bias=None, lse=None, safety
     return atol_out, atol_lse
 
 
-#: the list ``recording()`` collects into in this context (None: not recording)
-_RECORDER: contextvars.ContextVar = contextvars.ContextVar("refimpl_compare_recorder", default=None)
-
-
-@contextlib.contextmanager
-def recording():
-    """Collect ``(name, max |error|, bound)`` of every :func:`compare_close` in this context.
-
-    The runners wrap each example in it to report a property's worst error against its
-    bound (the headroom); the comparisons themselves are unchanged.
-    """
-    log: list = []
-    token = _RECORDER.set(log)
-    try:
-        yield log
-    finally:
-        _RECORDER.reset(token)
-
-
-def compare_lse(name: str, got, ref, atol: float, context: str) -> None:
-    """Assert -inf positions equal and finite entries within ``atol``."""
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    if got.shape != ref.shape:
-        raise AssertionError(f"{name}: shape {got.shape}, expected {ref.shape}; {context}")
-    if np.isnan(got).any():
-        raise AssertionError(f"{name}: NaN at {np.argwhere(np.isnan(got))[:3].tolist()}; {context}")
-    inf_got, inf_ref = np.isneginf(got), np.isneginf(ref)
-    if not np.array_equal(inf_got, inf_ref):
-        where = np.argwhere(inf_got != inf_ref)[0].tolist()
-        raise AssertionError(
-            f"{name}: -inf pattern differs at {where} (got {float(got[tuple(where)])!r}, "
-            f"expected {float(ref[tuple(where)])!r}); "
-            f"a fully masked row must give -inf and only those; {context}"
-        )
-    fin = ~inf_ref
-    compare_close(name, got[fin], ref[fin], atol, context)
-
-
-def compare_close(name: str, got, ref, atol: float, context: str) -> None:
-    """Assert |got - ref| <= atol everywhere, with a message naming the worst entry."""
-    if not atol >= 0:  # a NaN bound would pass everything
-        raise ValueError(f"{name}: the tolerance is {atol!r}, not a number >= 0; {context}")
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    if got.shape != ref.shape:
-        raise AssertionError(f"{name}: shape {got.shape}, expected {ref.shape}; {context}")
-    if got.size == 0:
-        return
-    if not np.isfinite(got).all():
-        bad = np.argwhere(~np.isfinite(got))[0].tolist()
-        raise AssertionError(f"{name}: non-finite value {float(got[tuple(bad)])!r} at {bad}; {context}")
-    err = np.abs(got - ref)
-    worst = np.unravel_index(np.argmax(err), err.shape)
-    log = _RECORDER.get()
-    if log is not None:
-        log.append((name, float(err[worst]), float(atol)))
-    if err[worst] > atol:
-        raise AssertionError(
-            f"{name}: max |error| {err[worst]:.3e} at {list(map(int, worst))} exceeds bound {atol:.3e} "
-            f"(got {float(got[worst])!r}, expected {float(ref[worst])!r}); {context}"
-        )
-
-
 def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=None, lse=None, chunks: int = 1):
     """(atol_out, atol_lse) for a tiled float64 result against refimpl.attention.
 
@@ -170,7 +84,7 @@ def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=Non
     * the running max m_1 <= m_2 <= ... <= m_T is exact (a max of computed
       scores); the factor exp(m_t - m_{t+1}) is computed with relative error
       <= u |m_t - m_{t+1}| + (1 + 2 X) u: the subtraction, the exp (X =
-      ``refimpl._exp.EXP_MAX_ULP`` = 1 ulp, relative 2 X u) and the multiply;
+      ``refimpl.softmax.EXP_MAX_ULP`` (from ``refimpl._exp``) = 1 ulp, relative 2 X u) and the multiply;
     * a weight from tile t is multiplied by the factors of the later tiles, so
       its relative error grows by at most u sum_t |m_t - m_{t+1}| + 2 T u
       <= u R + 2 T u, where R <= 2 (S_eff + b) bounds the spread of the row's
@@ -212,32 +126,24 @@ def flash_forward_bounds(q, k, v, *, block_k, scale=None, softcap=None, bias=Non
 
 
 # The low-precision attention bounds live in properties.attention_lowp (they build on
-# properties.precision, which imports this module); these names delegate to it.
+# properties.precision and properties.comparison, never on this module); these names delegate to it.
 
 
 def float32_naive_attention(q, k, v, mask_bool, scale, softcap=None, bias=None):
     """The naive float32 attention (``properties.attention_lowp.naive_attention``): (out, lse)."""
-    from .attention_lowp import naive_attention
-
-    return naive_attention(q, k, v, mask_bool, scale, "float32", softcap, bias)
+    return _naive_attention(q, k, v, mask_bool, scale, "float32", softcap, bias)
 
 
 def lowp_naive_attention(q, k, v, mask_bool, scale, precision: str, softcap=None, bias=None):
     """The naive eager attention in ``precision`` (``properties.attention_lowp.naive_attention``)."""
-    from .attention_lowp import naive_attention
-
-    return naive_attention(q, k, v, mask_bool, scale, precision, softcap, bias)
+    return _naive_attention(q, k, v, mask_bool, scale, precision, softcap, bias)
 
 
 def float32_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, softcap=None, bias=None):
     """(atol_out, atol_lse) of a float32 kernel (``properties.attention_lowp.kernel_bounds``)."""
-    from .attention_lowp import kernel_bounds
-
-    return kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, "float32", softcap, bias)
+    return _kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, "float32", softcap, bias)
 
 
 def lowp_kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, precision: str, softcap=None, bias=None):
     """(atol_out, atol_lse) of a float32/bfloat16/float16 kernel (``properties.attention_lowp.kernel_bounds``)."""
-    from .attention_lowp import kernel_bounds
-
-    return kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, precision, softcap, bias)
+    return _kernel_bounds(q, k, v, ref_out, ref_lse, mask_bool, scale, precision, softcap, bias)

@@ -32,6 +32,7 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from refimpl import vision as V
@@ -57,7 +58,10 @@ KINDS = (
          ("swin_window_attention",),
          {"non_square_images": Capability("accepts H != W (both multiples of the window)"),
           "shift_when_one_window": Capability("shifts (rolls and masks) even when one window spans the image's height "
-                                              "or width; Swin's code and HF's SwinLayer then set the shift to 0")}),
+                                              "or width; Swin's code and HF's SwinLayer then set the shift to 0"),
+          "hides_with_neg_inf": Capability("a hidden key gets weight 0 whatever the scores (without it, cases keep every "
+                                           "window's score spread below 30: HF's SwinLayer adds -100 instead of -inf, so "
+                                           "a hidden key scoring 100 above a visible one would take the weight)")}),
 )
 
 
@@ -81,7 +85,7 @@ class ContrastiveAdapter:
 class SwinAdapter:
     name: str
     swin_window_attention: Callable
-    capabilities: frozenset = frozenset({"non_square_images", "shift_when_one_window"})
+    capabilities: frozenset = frozenset({"non_square_images", "shift_when_one_window", "hides_with_neg_inf"})
     kind: str = "swin_window_attention"
 
 
@@ -206,13 +210,28 @@ def swin_case(draw, caps):
     gw = draw(st.integers(lo, 3)) if "non_square_images" in caps else gh
     h, hd = draw(st.integers(1, 3)), draw(st.integers(1, 4))
     C = h * hd
-    x = rng.standard_normal((draw(st.integers(1, 2)), gh * M, gw * M, C)) * draw(st.sampled_from([0.1, 1.0, 3.0]))
+    wide = "hides_with_neg_inf" in caps
+    x = rng.standard_normal((draw(st.integers(1, 2)), gh * M, gw * M, C)) * draw(
+        st.sampled_from([0.1, 1.0, 3.0] if wide else [0.1, 1.0]))
     if draw(st.booleans()):  # asymmetric content: a transposed bias or a wrong roll shows
         x = x + np.linspace(0.0, 1.0, x.size).reshape(x.shape)
     w = rng.standard_normal((C, 4 * C)) / np.sqrt(C)
     b = 0.1 * rng.standard_normal(4 * C)
-    return SwinCase(_f32(x), _f32(w[:, :3 * C]), _f32(b[:3 * C]), _f32(w[:, 3 * C:]), _f32(b[3 * C:]),
-                    _f32(rng.standard_normal(((2 * M - 1) ** 2, h))), h, M, shift)
+    c = SwinCase(_f32(x), _f32(w[:, :3 * C]), _f32(b[:3 * C]), _f32(w[:, 3 * C:]), _f32(b[3 * C:]),
+                 _f32(rng.standard_normal(((2 * M - 1) ** 2, h))), h, M, shift)
+    assume(wide or _score_spread(c) < 30.0)
+    return c
+
+
+def _score_spread(c: SwinCase) -> float:
+    """Largest max - min of one query's scores (bias included, nothing hidden) over every window."""
+    C, h, M = c.x.shape[3], c.num_heads, c.window
+    x = _win(c.x, M, c.shift)
+    q, k = ((x @ c.w_qkv[:, i * C:(i + 1) * C] + c.b_qkv[i * C:(i + 1) * C]).reshape(x.shape[:3] + (h, C // h))
+            for i in range(2))
+    sc = np.einsum("bwihd,bwjhd->bwhij", q, k) / np.sqrt(C // h)
+    sc = sc + c.table[V.relative_position_index(M)].transpose(2, 0, 1)[None, None]
+    return float(np.max(sc.max(axis=-1) - sc.min(axis=-1)))
 
 
 def _gamma(n):
@@ -295,20 +314,21 @@ def _torch_clip(u, v, logit_scale):
 
 
 def _hf_swin(x, w_qkv, b_qkv, w_out, b_out, table, *, num_heads, window, shift):
-    """HF transformers ``SwinLayer`` (models/swin/modeling_swin.py) in float32, its attention sublayer alone
-    (layernorm_before replaced by the identity, the MLP's output projection zeroed): out - x."""
+    """HF transformers ``SwinLayer`` (models/swin/modeling_swin.py), its attention sublayer alone (layernorm_before
+    replaced by the identity, the MLP's output projection zeroed), run in float64 so that out - x recovers the
+    attention output exactly; its eager attention still takes the softmax in float32 (within the kind's bound)."""
     import torch
     from transformers import SwinConfig
     from transformers.models.swin.modeling_swin import SwinLayer
 
-    x = np.asarray(x, np.float32)
+    x = np.asarray(x, np.float64)
     B, H, W, C = x.shape
     cfg = SwinConfig(embed_dim=C, num_heads=[num_heads], depths=[1], window_size=window)
     layer = SwinLayer(cfg, dim=C, input_resolution=(H, W), num_heads=num_heads, drop_path_rate=0.0,
-                      shift_size=shift).float().eval()
+                      shift_size=shift).double().eval()
     layer.layernorm_before = torch.nn.Identity()
     a = layer.attention
-    t = lambda y: torch.tensor(np.asarray(y, np.float32))  # noqa: E731
+    t = lambda y: torch.tensor(np.asarray(y, np.float64))  # noqa: E731
     with torch.no_grad():
         for i, lin in enumerate((a.q_proj, a.k_proj, a.v_proj)):
             lin.weight.copy_(t(np.asarray(w_qkv)[:, i * C:(i + 1) * C].T))
@@ -318,7 +338,7 @@ def _hf_swin(x, w_qkv, b_qkv, w_out, b_out, table, *, num_heads, window, shift):
         a.relative_position_bias.relative_position_bias_table.copy_(t(table))
         layer.mlp.fc2.weight.zero_(), layer.mlp.fc2.bias.zero_()
         out = layer(t(x).reshape(B, -1, C), (H, W))[0]
-    return (out.double().numpy().reshape(B, H, W, C) - x.astype(np.float64))
+    return out.numpy().reshape(B, H, W, C) - x
 
 
 def _swin_no_shift_mask(x, *a, window, shift=0, **kw):
@@ -388,7 +408,8 @@ TORCH_CONV = PatchEmbedAdapter("torch conv2d float32 (HF ViTPatchEmbeddings)", _
 REFIMPL_CLIP = ContrastiveAdapter("refimpl.vision.clip_loss", V.clip_loss)
 REFIMPL_SWIN = SwinAdapter("refimpl.vision.swin_window_attention", V.swin_window_attention)
 # HF's layer is built per example (about 0.4 s each): run by tests/test_vision_properties.py, not by the main job
-HF_SWIN = SwinAdapter("HF SwinLayer attention float32", _hf_swin, frozenset({"non_square_images"}))
+HF_SWIN = SwinAdapter("HF SwinLayer attention (float64 layer, float32 softmax)", _hf_swin,
+                      frozenset({"non_square_images"}))
 # HF's CLIP loss is the peer properties.peers:hf_clip (importing transformers' CLIP takes seconds)
 BUNDLED = [REFIMPL_PATCH, REFIMPL_CONV, REFIMPL_CLIP, REFIMPL_SWIN] + ([TORCH_CONV] if _torch_available() else [])
 

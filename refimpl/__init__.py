@@ -3,11 +3,14 @@
 Read the module docstrings for formulas, shapes, conventions and sources. They cite the
 project's own documents as ``docs/<file>.md#<section>`` (docs/notes.md, docs/errata.md,
 docs/conventions.md), paths from the repository root; an installed wheel carries the same files
-under ``<sys.prefix>/share/transformer-refimpl/docs/``.
+under ``<sys.prefix>/share/transformer-refimpl/docs/``. Each family opens with its
+definition, and every fast form is tested equal to it: attention in ``refimpl.definition``
+(``attention_definition``, ``attention_backward_definition``), the mixers' recurrences at the top of
+each ``refimpl.mixers`` module, softmax and log-sum-exp in ``refimpl.softmax``.
 """
 
 from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv
-from . import block, ffn, formats, losses, norms
+from . import block, definition, ffn, formats, losses, norms
 from . import gated, int_formats, latent, model_configs, pooled_memory, positional, roofline, scaling, vision
 from . import hybrid, mamba_block, vision_objectives
 from .kv_cache import ContiguousCache, PagedCache, RingCache, decode, decode_step, make_cache
@@ -18,6 +21,7 @@ from .flash import FlashStats, flash_attention, flash_attention_backward
 from .alibi import alibi_bias, alibi_slopes
 from .mha import multi_head_attention
 from .sdpa import attention, attention_backward, attention_probs
+from .definition import attention_backward_definition, attention_definition
 from .split_kv import attention_partials, even_boundaries, split_kv_attention
 from .softmax import (
     OnlineSoftmaxState,
@@ -31,6 +35,9 @@ from .softmax import (
 
 __all__ = [
     "accounting",
+    "definition",
+    "attention_definition",
+    "attention_backward_definition",
     "distributed",
     "block",
     "ffn",

@@ -13,61 +13,20 @@ head kv (GQA).
 from __future__ import annotations
 
 import copy
-import numbers
 
 import numpy as np
 
 from . import masks as _masks
-from ._validate import check_budget, positive_float
+from ._validate import (attention_bias, attention_bool_mask, attention_dropout, attention_scale, broadcastable,
+                        check_qkv_shapes, check_real_4d, check_window, choice, flag, positive_float)
 
 
 # ----------------------------------------------------------------------------
-# argument handling
-
-
-def check_real_4d(x, name: str) -> np.ndarray:
-    """``x`` as an array, checked to be a finite real floating-point (B, H, L, D) array
-    (not converted; shared with the gpu facade)."""
-    arr = np.asarray(x)
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
-    if arr.ndim != 4:
-        raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
-    if arr.size > 2**20:  # a broadcast view is cheap to pass, not to compute with
-        check_budget(name, shape=arr.shape, what=f"a float64 array of shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        bad = "NaN" if np.isnan(arr).any() else ("+inf" if np.isposinf(arr).any() else "-inf")
-        raise ValueError(f"{name}: expected finite entries, got an entry {bad}")
-    return arr
+# argument handling (the checks themselves live in ``refimpl._validate``)
 
 
 def _real_4d(x, name: str) -> np.ndarray:
     return check_real_4d(x, name).astype(np.float64, copy=False)
-
-
-def check_qkv_shapes(q, k, v) -> tuple:
-    """Validate the shapes of 4-D q, k, v; return (B, Hq, Hkv, Lq, Lk, D, Dv).
-
-    q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv), D, Dv >= 1, Hq a
-    positive multiple of Hkv. Shared with the gpu facade so both reject alike.
-    """
-    shapes = {}
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        shapes[name] = tuple(np.shape(x))
-        if len(shapes[name]) != 4:
-            raise ValueError(f"{name}: expected 4 dimensions (B, H, L, D), got shape {shapes[name]}")
-    (B, Hq, Lq, D), (Bk, Hkv, Lk, Dk), vs = shapes["q"], shapes["k"], shapes["v"]
-    if Bk != B or vs[0] != B:
-        raise ValueError(f"q, k, v: expected one batch size B, got shapes {shapes['q']}, {shapes['k']}, {vs}")
-    if Dk != D:
-        raise ValueError(f"q, k: expected one head dim D, got D = {D} and {Dk}")
-    if vs[1:3] != (Hkv, Lk):
-        raise ValueError(f"k, v: expected the same (Hkv, Lk), got shapes {shapes['k']} and {vs}")
-    if D < 1 or vs[3] < 1:
-        raise ValueError(f"q, v: expected head dims D, Dv >= 1, got D = {D}, Dv = {vs[3]}")
-    if Hkv < 1 or Hq % Hkv != 0:
-        raise ValueError(f"q, k: expected Hq a positive multiple of Hkv (GQA groups), got Hq = {Hq}, Hkv = {Hkv}")
-    return B, Hq, Hkv, Lq, Lk, D, vs[3]
 
 
 def _check_qkv(q, k, v):
@@ -76,43 +35,11 @@ def _check_qkv(q, k, v):
     return q, k, v
 
 
-def check_window(window):
-    """Validate ``window``: None or (left, right), each a non-negative int or None."""
-    if window is None:
-        return None
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise ValueError(f"window: expected (left, right), got {window!r}")
-    out = []
-    for side, w in zip(("left", "right"), window):
-        if w is None:
-            out.append(None)
-            continue
-        if isinstance(w, bool) or not isinstance(w, (numbers.Integral, np.integer)):
-            raise TypeError(f"window {side}: expected an int or None, got {type(w).__name__}")
-        if w < 0:
-            raise ValueError(
-                f"window {side}: expected >= 0 or None (unbounded), got {w}"
-                + (" (flash-attn writes -1 for unbounded; here that is None)" if w == -1 else "")
-            )
-        out.append(int(w))
-    return tuple(out)
-
-
 class _Broadcast:
     """An array broadcastable to (B, Hq, Lq, Lk), sliced per tile without materialising."""
 
     def __init__(self, arr: np.ndarray, name: str, full_shape: tuple):
-        if arr.ndim > 4:
-            raise ValueError(f"{name}: expected at most 4 dimensions, got shape {arr.shape}")
-        arr = arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
-        try:
-            ok = np.broadcast_shapes(arr.shape, full_shape) == tuple(full_shape)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{name}: expected a shape that broadcasts to (B, Hq, Lq, Lk) = {tuple(full_shape)}, "
-                             f"got {arr.shape}")
-        self.arr = arr
+        self.arr = broadcastable(arr, name, full_shape)
 
     def tile(self, qs: slice, ks: slice) -> np.ndarray:
         a = self.arr
@@ -135,9 +62,8 @@ class AttentionMask:
     """
 
     def __init__(self, mask, causal, align, window, full_shape):
-        _masks._check_align(align)
-        if not isinstance(causal, (bool, np.bool_)):
-            raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+        choice(align, "align", _masks.ALIGNMENTS)
+        flag(causal, "causal")
         self.Lq, self.Lk = full_shape[2], full_shape[3]
         self.predicates: list[_masks.Mask] = []
         self.arrays: list[_Broadcast] = []
@@ -150,13 +76,7 @@ class AttentionMask:
             if isinstance(mask, _masks.Mask):
                 self.predicates.append(mask)
             else:
-                arr = np.asarray(mask)
-                if arr.dtype != np.bool_:
-                    raise TypeError(
-                        f"mask: expected a bool array (True = may attend) or a refimpl.masks.Mask, "
-                        f"got dtype {arr.dtype}; pass additive float masks as bias="
-                    )
-                self.arrays.append(_Broadcast(arr, "mask", full_shape))
+                self.arrays.append(_Broadcast(attention_bool_mask(mask, full_shape), "mask", full_shape))
 
     @property
     def trivial(self) -> bool:
@@ -250,39 +170,16 @@ class _Setup:
         self.B, self.Hq, self.Hkv, self.Lq, self.Lk, self.D, self.Dv = B, Hq, Hkv, Lq, Lk, D, Dv
         self.G = Hq // Hkv
         full = (B, Hq, Lq, Lk)
-        self.scale = 1.0 / np.sqrt(D) if scale is None else positive_float(scale, "scale")
+        self.scale = attention_scale(scale, D)
         self.softcap = None if softcap is None else positive_float(softcap, "softcap")
         self.mask = AttentionMask(mask, causal, align, window, full)
-        self.bias = None
-        if bias is not None:
-            b = np.asarray(bias)
-            if not np.issubdtype(b.dtype, np.floating):
-                raise TypeError(f"bias: expected a floating-point array, got dtype {b.dtype}")
-            if np.isnan(b).any() or np.isposinf(b).any():
-                raise ValueError("bias: expected finite entries or -inf (which hides the key), got NaN or +inf")
-            self.bias = _Broadcast(b.astype(np.float64, copy=False), "bias", full)
+        bias = attention_bias(bias, full)
+        self.bias = None if bias is None else _Broadcast(bias, "bias", full)
         self.exact_range = _exponent(self.q) + _exponent(self.k) + _exponent(max(self.scale, 1.0)) \
             + int(np.ceil(np.log2(max(D, 1)))) <= 1000 and (
                 self.bias is None or _exponent(np.where(np.isfinite(self.bias.arr), self.bias.arr, 0.0)) <= 1000)
-        if isinstance(dropout_p, bool) or not isinstance(dropout_p, (numbers.Real, np.floating)):
-            raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
-        if not 0.0 <= float(dropout_p) < 1.0:
-            raise ValueError(f"dropout_p: expected 0 <= p < 1, got {dropout_p}")
-        self.dropout_p = float(dropout_p)
-        self.keep = None
-        if dropout_mask is not None:
-            if self.dropout_p == 0.0:
-                raise ValueError("dropout_mask: expected None with dropout_p = 0 (or pass the drop rate the mask was "
-                                 "drawn with), got a mask")
-            km = np.asarray(dropout_mask)
-            if km.dtype != np.bool_:
-                raise TypeError(f"dropout_mask: expected a bool keep-mask (True = keep), got dtype {km.dtype}")
-            self.keep = _Broadcast(km, "dropout_mask", full)
-        elif self.dropout_p > 0.0:
-            raise ValueError(
-                f"dropout_mask: expected a bool keep-mask with dropout_p = {self.dropout_p} > 0 (the spec has no hidden "
-                f"RNG), got None"
-            )
+        keep, self.dropout_p = attention_dropout(dropout_mask, dropout_p, full)
+        self.keep = None if keep is None else _Broadcast(keep, "dropout_mask", full)
 
     # --- tiles in the (B, Hkv, G, ...) layout -------------------------------
 
@@ -390,3 +287,37 @@ class _Setup:
         if self.keep is None:
             return None
         return _split_heads(self.keep.tile(qs, ks), self.Hkv) / (1.0 - self.dropout_p)
+
+
+# ----------------------------------------------------------------------------
+# gradients (shared by the dense and the tiled backward)
+
+
+def _softcap_grad(raw: np.ndarray, c: float) -> np.ndarray:
+    """1 - tanh^2(R / c): d(c tanh(R / c)) / dR."""
+    t = np.tanh(raw / c)
+    return np.subtract(1.0, np.multiply(t, t, out=t), out=t)
+
+
+# The gradients are linear in dout, and dq, dk linear in v (through dP): the
+# backward passes run on dout / 2^e_do and v / 2^e_v, both of magnitude < 1
+# (powers of two: exact), and scale the results back. A large but finite dout
+# or v then cannot overflow an intermediate (dP - D would be inf - inf = NaN);
+# a gradient that itself exceeds the float64 range is an error.
+
+
+def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(x / 2^e, e) with max|x / 2^e| < 1, exactly (e = 0 for zeros)."""
+    e = _exponent(x)
+    return (x if e == 0 else np.ldexp(x, -e)), e
+
+
+def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int, culprits: str = "dout, v"):
+    if e_do or e_v:
+        with np.errstate(over="ignore"):
+            dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
+    for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
+        if not np.isfinite(g).all():
+            raise ValueError(f"{culprits}: expected the gradient {name} within float64 range, got one beyond it "
+                             f"(|{name}| > 1.8e308) or NaN; rescale dout or v")
+    return dq, dk, dv

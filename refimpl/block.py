@@ -50,7 +50,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import accounting, ffn as _ffn, masks as _masks, norms
-from ._validate import as_float_array, bool_array, check_budget, check_choice, count, flag, instance, positive_int, real_number
+from ._validate import as_float_array, bool_array, check_budget, choice, count, flag, instance, positive_int, real_number
 from .mha import multi_head_attention
 from .rope import check_rope_kwargs
 
@@ -69,7 +69,7 @@ class Norm:
     weight_offset: float = 0.0
 
     def __call__(self, x):
-        check_choice(self.kind, "kind", NORM_KINDS)
+        choice(self.kind, "kind", NORM_KINDS)
         if self.kind == "layernorm":
             return norms.layer_norm(x, self.weight, self.bias, eps=self.eps)
         if self.bias is not None:
@@ -133,7 +133,7 @@ class Block:
     def __post_init__(self):
         instance(self.attn, "attn", Attention)
         instance(self.ffn, "ffn", (_ffn.MLPParams, _ffn.GLUParams))
-        check_choice(self.activation, "activation", _ffn.ACTIVATIONS)
+        choice(self.activation, "activation", _ffn.ACTIVATIONS)
         instance(self.norm1, "norm1", Norm)
         for name in ("norm2", "cross_attn", "norm_cross"):
             if getattr(self, name) is not None:
@@ -247,7 +247,7 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
     """One residual block on x (B, L, d) (module docstring); ``memory`` (B, L_enc, d) turns on
     the cross-attention sub-layer (the block must have ``cross_attn``); ``mask`` (a
     ``refimpl.masks.Mask`` or bool (L, L), True = may attend) restricts the self-attention."""
-    check_choice(arrangement, "arrangement", ARRANGEMENTS)
+    choice(arrangement, "arrangement", ARRANGEMENTS)
     x = as_float_array(x, "x", ndim=3)
     instance(blk, "blk", Block)
     if blk.attn.W_q.shape[0] != x.shape[2]:
@@ -494,9 +494,9 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
                cross: bool = False) -> Block:
     """A block with weights drawn from ``seed``: N(0, 1/fan_in) matrices, norm weights 1 + N(0, 0.1^2)."""
     rng = np.random.default_rng(count(seed, "seed", maximum=None))
-    check_choice(norm, "norm", NORM_KINDS)
-    check_choice(ffn_kind, "ffn_kind", ("mlp", "glu"))
-    check_choice(activation, "activation", _ffn.ACTIVATIONS)
+    choice(norm, "norm", NORM_KINDS)
+    choice(ffn_kind, "ffn_kind", ("mlp", "glu"))
+    choice(activation, "activation", _ffn.ACTIVATIONS)
     norm_bias, cross = flag(norm_bias, "norm_bias"), flag(cross, "cross")
     if norm_bias and norm == "rmsnorm":
         raise ValueError("norm_bias: expected False with norm='rmsnorm' (an RMSNorm has no bias), got True")

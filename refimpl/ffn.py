@@ -47,7 +47,7 @@ import numpy as np
 from scipy.special import expit as _scipy_expit
 from scipy.special import ndtr
 
-from ._validate import (as_float_array, bool_array, check_choice, finite_result, instance, positive_int, real_number,
+from ._validate import (as_float_array, bool_array, choice, finite_result, instance, positive_int, real_number,
                         same_shape)
 
 _SQRT2 = np.sqrt(2.0)
@@ -61,7 +61,7 @@ GLU_VARIANTS = {"glu": "sigmoid", "reglu": "relu", "geglu": "gelu", "geglu_tanh"
 
 def act(name: str, u) -> np.ndarray:
     """The activation ``name`` (one of ``ACTIVATIONS``) applied elementwise."""
-    check_choice(name, "name", ACTIVATIONS)
+    choice(name, "name", ACTIVATIONS)
     u = as_float_array(u, "u")
     with np.errstate(over="ignore"):  # u^3 = inf in gelu_tanh: tanh(inf) = 1 is the exact limit
         return _act(name, u)
@@ -81,7 +81,7 @@ def _act(name, u):
 
 def act_grad(name: str, u) -> np.ndarray:
     """d act(u) / du."""
-    check_choice(name, "name", ACTIVATIONS)
+    choice(name, "name", ACTIVATIONS)
     u = as_float_array(u, "u")
     with np.errstate(over="ignore", under="ignore"):
         return _act_grad(name, u)
@@ -145,12 +145,12 @@ def _dropout(h, keep_mask, p, mask_name, p_name):
 def glu_split(h2, activation: str = "silu", *, gate_half: str = "first") -> np.ndarray:
     """act(gate) * value for a fused projection h2 (..., 2 n) (module docstring)."""
     h2 = as_float_array(h2, "h2")
-    check_choice(gate_half, "gate_half", ("first", "second"))
+    choice(gate_half, "gate_half", ("first", "second"))
     if h2.ndim < 1 or h2.shape[-1] % 2:
         raise ValueError(f"h2: expected an even last axis, got shape {h2.shape}")
     a, b = np.split(h2, 2, axis=-1)
     gate, value = (a, b) if gate_half == "first" else (b, a)
-    check_choice(activation, "activation", ACTIVATIONS)
+    choice(activation, "activation", ACTIVATIONS)
     with np.errstate(over="ignore", invalid="ignore"):
         return finite_result(act(activation, gate) * value, "act(gate) * value", "h2")
 
@@ -231,7 +231,7 @@ class _Forward:
         self.shape = x.shape
         d = x.shape[-1]
         self.x = x.reshape(-1, d)
-        self.activation = check_choice(activation, "activation", ACTIVATIONS)
+        self.activation = choice(activation, "activation", ACTIVATIONS)
         if self.glu:
             self.W1 = _mat(params.W_gate, "W_gate", d)
             self.Wv = _mat(params.W_up, "W_up", d)
@@ -267,14 +267,14 @@ class _Forward:
 
 def _activation_of(params, activation, variant):
     if isinstance(params, GLUParams) and variant is not None:
-        check_choice(variant, "variant", tuple(GLU_VARIANTS))
+        choice(variant, "variant", tuple(GLU_VARIANTS))
         if activation is not None and activation != GLU_VARIANTS[variant]:
             raise ValueError(f"activation: expected {GLU_VARIANTS[variant]!r} or None with variant {variant!r}, got "
                              f"{activation!r}, which contradicts it")
         return GLU_VARIANTS[variant]
     if activation is None:
         raise ValueError("activation: expected an activation name (or variant= for a GLU), got None")
-    return check_choice(activation, "activation", ACTIVATIONS)
+    return choice(activation, "activation", ACTIVATIONS)
 
 
 def ffn(x, params, *, activation=None, variant=None, keep_mask=None, dropout_p=0.0) -> np.ndarray:

@@ -29,9 +29,9 @@ import numpy as np
 from ._exp import exp
 from ._parallel import map_blocks
 from ._problem import _exponent, _fold, _merge_heads, _real_4d, _split_heads
-from ._validate import as_float_array
-from .flash import _check_flag, _pv, _setup, _SlowMemory, _tiles, _TiledSetup
-from .sdpa import _grads_back_to_scale, _softcap_grad, _unit_scaled
+from ._validate import as_float_array, same_shape
+from ._tiled import _check_flag, _pv, _setup, _SlowMemory, _tiles, _TiledSetup
+from ._problem import _grads_back_to_scale, _softcap_grad, _unit_scaled
 
 
 def _tn(A: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -81,12 +81,10 @@ def flash_attention_backward(
     B, Hq, Hkv, Lq, Lk, D, Dv = st.B, st.Hq, st.Hkv, st.Lq, st.Lk, st.D, st.Dv
     out, dout = _real_4d(out, "out"), _real_4d(dout, "dout")
     for name, arr in (("out", out), ("dout", dout)):
-        if arr.shape != (B, Hq, Lq, Dv):
-            raise ValueError(f"{name}: expected shape {(B, Hq, Lq, Dv)}, got {arr.shape}")
+        same_shape(arr, (B, Hq, Lq, Dv), name)
     lse = as_float_array(lse, "lse", allow_neg_inf=True)
-    if lse.shape != (B, Hq, Lq):
-        raise ValueError(f"lse: expected shape {(B, Hq, Lq)}, got {lse.shape}")
-    # out and dout / 2^e (exact; see refimpl.sdpa._unit_scaled): no intermediate overflows
+    same_shape(lse, (B, Hq, Lq), "lse")
+    # out and dout / 2^e (exact; see refimpl._problem._unit_scaled): no intermediate overflows
     dout, e_do = _unit_scaled(dout)
     out, e_v = np.ldexp(out, -_exponent(st.v)), _exponent(st.v)
     V_all = np.ldexp(st.v, -e_v)

@@ -57,7 +57,7 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import (FLOAT_MAX, as_float_array, axis_index, check_choice, count, finite_result, flag, positive_float,
+from ._validate import (FLOAT_MAX, as_float_array, axis_index, choice, count, finite_result, flag, positive_float,
                         positive_int, real_number)
 
 OVERFLOW = ("format", "saturate")
@@ -179,7 +179,7 @@ def round_to(x, fmt, *, overflow: str = "format") -> np.ndarray:
     such as 1 + 2^-8 + 2^-30 (tests/test_formats.py).
     """
     f = get_format(fmt)
-    check_choice(overflow, "overflow", OVERFLOW)
+    choice(overflow, "overflow", OVERFLOW)
     x = as_float_array(x, "x")
     _, e2 = np.frexp(x)  # x = mant * 2^e2, 0.5 <= |mant| < 1, so floor(log2|x|) = e2 - 1
     k = np.maximum(e2 - 1, f.emin)  # subnormals share the quantum of the smallest binade
@@ -274,7 +274,7 @@ class DelayedScaling:
     def __post_init__(self):
         get_format(self.fmt)
         positive_int(self.history_len, "history_len")
-        check_choice(self.algo, "algo", ("max", "most_recent"))
+        choice(self.algo, "algo", ("max", "most_recent"))
         count(self.margin, "margin", maximum=MAX_MARGIN)
 
     def scale(self, history) -> float:
@@ -350,7 +350,7 @@ def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype,
     accumulator that overflows is inf or NaN (inf - inf), as on the hardware.
     """
     a, b = _matmul_shapes(a, b)
-    check_choice(accumulate, "accumulate", ACCUMULATE)
+    choice(accumulate, "accumulate", ACCUMULATE)
     fi, fo = _format(input_dtype, "input_dtype"), _format(output_dtype, "output_dtype")
     ar, br = round_to(a, fi, overflow=overflow), round_to(b, fi, overflow=overflow)
     acc_t = np.float32 if accumulate == "float32" else np.float64
@@ -380,7 +380,7 @@ def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_
     The float64 evaluation of B itself is inflated by (1 + 1e-12) to cover its own rounding.
     """
     a, b = _matmul_shapes(a, b)
-    check_choice(accumulate, "accumulate", ACCUMULATE)
+    choice(accumulate, "accumulate", ACCUMULATE)
     fi, fo, fa = _format(input_dtype, "input_dtype"), _format(output_dtype, "output_dtype"), get_format(accumulate)
     ar, br = round_to(a, fi), round_to(b, fi)
     for name, x in (("a", ar), ("b", br)):

@@ -57,7 +57,7 @@ class LinearAttentionLayer:
         instance(self.attn, "attn", _block.Attention)
         if self.attn.num_kv_heads not in (None, self.attn.num_heads) or self.attn.rope is not None:
             raise ValueError(f"attn: expected one key/value head per query head and no rope (a linear-attention "
-                             f"layer), got num_kv_heads = {self.attn.num_kv_heads}, rope = {self.attn.rope!r}")
+                             f"layer), got num_kv_heads={self.attn.num_kv_heads}, rope={self.attn.rope!r}")
         if not isinstance(self.feature_map, str) or self.feature_map not in FEATURE_MAPS:
             raise ValueError(f"feature_map: expected one of {sorted(FEATURE_MAPS)}, got {self.feature_map!r}")
 
@@ -107,7 +107,7 @@ def hybrid_stack(x, layers: Sequence, *, masks=None, causal: bool = True, final_
             continue
         if m is not None:
             raise ValueError(f"masks[{i}]: expected None for a {type(layer).__name__} (it is causal by construction), "
-                             f"got a mask")
+                             f"got {type(m).__name__}")
         if h.shape[2] != layer.norm.weight.shape[-1]:
             raise ValueError(f"layers[{i}]: expected d_model = {h.shape[2]} (x's last axis), got a layer of width "
                              f"{layer.norm.weight.shape[-1]}")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_choice, count, flag, int_array
+from ._validate import as_float_array, choice, count, flag, int_array
 
 GRANULARITY = ("tensor", "row", "column", "group")
 INT32_MAX = 2**31 - 1
@@ -74,7 +74,7 @@ def quant_params(x, *, bits: int = 8, symmetric: bool = True, granularity: str =
 def _quant_params(x, name, bits, symmetric, granularity, group_size):
     x = as_float_array(x, name, ndim=2, shape_doc="(rows, cols)", min_size={0: 1, 1: 1})
     qmin, qmax = int_range(bits, symmetric=symmetric)
-    check_choice(granularity, "granularity", GRANULARITY)
+    choice(granularity, "granularity", GRANULARITY)
     u = _units(x, granularity, group_size)
     if symmetric:
         span, n = np.abs(u).max(axis=-1), qmax

@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from . import moe
-from ._validate import (as_float_array, bool_array, check_choice, count, finite_result, instance, real_number,
+from ._validate import (as_float_array, bool_array, choice, count, finite_result, instance, real_number,
                         routing as _routing, same_shape)
 from .softmax import logsumexp, softmax
 
@@ -109,7 +109,7 @@ class _CE:
 
 def cross_entropy(logits, targets, *, ignore_index: int = IGNORE_INDEX, reduction: str = "mean"):
     """Softmax cross-entropy of logits (N, V) against integer targets (N,) (torch semantics)."""
-    check_choice(reduction, "reduction", REDUCTIONS)
+    choice(reduction, "reduction", REDUCTIONS)
     ce = _CE(logits, targets, ignore_index)
     if reduction == "none":
         return ce.rows
@@ -125,7 +125,7 @@ def cross_entropy(logits, targets, *, ignore_index: int = IGNORE_INDEX, reductio
 
 def cross_entropy_grad(logits, targets, *, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> np.ndarray:
     """dL/dlogits = (softmax(z) - onehot(y)) on valid rows, 0 on ignored rows, / count for "mean"."""
-    check_choice(reduction, "reduction", ("mean", "sum"))
+    choice(reduction, "reduction", ("mean", "sum"))
     ce = _CE(logits, targets, ignore_index)
     g = softmax(ce.z, axis=-1)
     g[np.arange(len(g)), ce.safe_t] -= 1.0
@@ -186,7 +186,7 @@ def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore
     logits (B, L, V); tokens (B, L) = prompt followed by response (and padding);
     response_mask (B, L) True on response tokens. ``normalize``: "tokens" or "sequences".
     """
-    check_choice(normalize, "normalize", ("tokens", "sequences"))
+    choice(normalize, "normalize", ("tokens", "sequences"))
     labels = sft_labels(tokens, response_mask, ignore_index=ignore_index)
     if normalize == "tokens":
         return causal_lm_loss(logits, labels, ignore_index=ignore_index)

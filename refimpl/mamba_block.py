@@ -161,7 +161,7 @@ def mamba_mixer(x, weights: MambaWeights) -> np.ndarray:
     try:
         u = causal_conv1d(u[:, None], w.conv_weight[None], bias, activation="silu")[:, 0]  # (B, L, d_inner)
     except ValueError as e:
-        raise ValueError(f"{names}): expected the causal convolution to succeed, got ({e})") from None
+        raise ValueError(f"{names}): expected inputs the causal convolution accepts, got {e}") from None
     names += ", x_proj"
     with np.errstate(over="ignore", invalid="ignore"):
         xdbl = finite_result(u @ w.x_proj, "the x-projection", names + ")")
@@ -173,7 +173,7 @@ def mamba_mixer(x, weights: MambaWeights) -> np.ndarray:
         y, _ = selective_scan(u[:, None], dt[:, None], -np.exp(w.A_log)[None], Bm[:, None], Cm[:, None], w.D[None],
                               z[:, None], delta_bias=w.dt_bias[None], delta_softplus=True)
     except ValueError as e:
-        raise ValueError(f"{names}): expected the selective scan to succeed, got ({e})") from None
+        raise ValueError(f"{names}): expected inputs the selective scan accepts, got {e}") from None
     names += ", out_proj, out_proj_bias)"
     with np.errstate(over="ignore", invalid="ignore"):
         out = y[:, 0] @ w.out_proj + (0.0 if w.out_proj_bias is None else w.out_proj_bias)

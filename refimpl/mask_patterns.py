@@ -1,4 +1,4 @@
-"""Structured sparse attention patterns as masks (re-exported by ``refimpl.masks``).
+"""Structured sparse attention patterns as masks (re-exported by ``refimpl.masks``; built on ``refimpl.mask_core``).
 
 Global tokens (Longformer / BigBird), dilated and strided windows (Sparse
 Transformer), block-sparse layouts, prefix-LM, document (packed sequences),
@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _validate as _V
-from .masks import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _periodic_count,
+from .mask_core import (Causal, Mask, SlidingWindow, _check_align, _check_lengths, _extent, _nonneg_int, _periodic_count,
                     _pos_int, _Predicate, _rows_budget, _sum_clip, _sum_clip_ap, offset)
 
 
@@ -89,7 +89,7 @@ class Dilated(Mask):
         return (d >= 0) & (d <= self.window * self.dilation) & (d % self.dilation == 0)
 
     def count(self, Lq, Lk) -> int:
-        """Closed form, O(1): keys p - m dilation, m = 0..window, within [0, Lk) (``masks._periodic_count``)."""
+        """Closed form, O(1): keys p - m dilation, m = 0..window, within [0, Lk) (``mask_core._periodic_count``)."""
         Lq, Lk = _check_lengths(Lq, Lk)
         o = offset(Lq, Lk, self.align)
         return _periodic_count(o, o + Lq, self.dilation, self.window, Lk)
@@ -113,7 +113,7 @@ class Strided(Mask):
         return (d >= 0) & (d % self.stride == 0)
 
     def count(self, Lq, Lk) -> int:
-        """Closed form, O(1): keys p - m stride, m >= 0, within [0, Lk) (``masks._periodic_count``)."""
+        """Closed form, O(1): keys p - m stride, m >= 0, within [0, Lk) (``mask_core._periodic_count``)."""
         Lq, Lk = _check_lengths(Lq, Lk)
         o = offset(Lq, Lk, self.align)
         return _periodic_count(o, o + Lq, self.stride, None, Lk)
@@ -197,7 +197,7 @@ class PrefixLM(Mask):
 
     def count(self, Lq, Lk) -> int:
         """Closed form, O(1): row p sees max(P, clip(p + 1, 0, Lk)) keys, P = min(prefix, Lk); rows with
-        p + 1 < P see P, the rest clip(p + 1, 0, Lk) (``masks._sum_clip``)."""
+        p + 1 < P see P, the rest clip(p + 1, 0, Lk) (``mask_core._sum_clip``)."""
         Lq, Lk = _check_lengths(Lq, Lk)
         o = offset(Lq, Lk, self.align)
         P = min(self.prefix, Lk)

@@ -55,7 +55,7 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import (as_float_array, check_choice, finite_result, positive_int, real_number, same_shape)
+from ._validate import (as_float_array, choice, finite_result, positive_int, real_number, same_shape)
 
 EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
 
@@ -71,7 +71,7 @@ class RMSNormConvention:
 
     def __post_init__(self):
         real_number(self.eps, "eps", minimum=0.0)
-        check_choice(self.eps_placement, "eps_placement", EPS_PLACEMENTS)
+        choice(self.eps_placement, "eps_placement", EPS_PLACEMENTS)
         real_number(self.weight_offset, "weight_offset")
         if not isinstance(self.source, str):
             raise TypeError(f"source: expected a str, got {type(self.source).__name__}")
@@ -185,7 +185,7 @@ def _params(weight, bias, n: int, *, weight_offset: float = 0.0):
 
 
 def _check_eps(eps, placement):
-    check_choice(placement, "eps_placement", EPS_PLACEMENTS)
+    choice(placement, "eps_placement", EPS_PLACEMENTS)
     return real_number(eps, "eps", minimum=0.0)
 
 

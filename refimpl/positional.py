@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_budget, check_choice, finite_result, positive_float, positive_int
+from ._validate import check_budget, choice, finite_result, positive_float, positive_int
 from .rope import _int_positions, base_frequencies
 
 LAYOUTS = ("interleaved", "half")
@@ -31,7 +31,7 @@ FREQUENCIES = ("paper", "tensor2tensor")
 def sinusoidal_frequencies(d_model: int, *, base: float = 10000.0, frequencies: str = "paper") -> np.ndarray:
     """theta_i, i = 0 .. d/2 - 1, for the named frequency convention (module docstring)."""
     d = positive_int(d_model, "d_model")
-    check_choice(frequencies, "frequencies", FREQUENCIES)
+    choice(frequencies, "frequencies", FREQUENCIES)
     if d % 2:
         raise ValueError(f"d_model: expected an even width (d/2 sin-cos pairs), got {d}")
     check_budget("d_model", shape=(d,), itemsize=16, what=f"{d // 2} frequencies")
@@ -49,7 +49,7 @@ def sinusoidal_encoding(positions, d_model: int, *, base: float = 10000.0, layou
     """PE of shape positions.shape + (d_model,), float64; positions are integers 0 <= m < 2^53."""
     p = _int_positions(positions)
     theta = sinusoidal_frequencies(d_model, base=base, frequencies=frequencies)
-    check_choice(layout, "layout", LAYOUTS)
+    choice(layout, "layout", LAYOUTS)
     check_budget("positions, d_model", shape=p.shape + (2 * theta.size,), itemsize=32, what="an encoding")
     with np.errstate(over="ignore"):
         angle = finite_result(p.astype(np.float64)[..., None] * theta, "an angle m theta_i", "positions, base")

@@ -33,7 +33,7 @@ import dataclasses
 
 from . import accounting as A
 from . import io_accounting as IO
-from ._validate import FLOAT_MAX, check_choice, count, finite_result, positive_int, real_number
+from ._validate import FLOAT_MAX, choice, count, finite_result, positive_int, real_number
 from .cache import kv_cache_values
 
 SCHEDULES = ("flash", "standard")
@@ -118,7 +118,7 @@ def attention_cost(Lq: int, Lk: int, D: int, Dv=None, *, batch: int = 1, heads_q
                    schedule: str = "flash", block_q: int = 128, block_k: int = 128,
                    bytes_per_value: float = 2) -> Cost:
     """2 Lq Lk (D + Dv) FLOPs per (batch, query head); bytes of ``io_accounting`` for the schedule."""
-    check_choice(schedule, "schedule", SCHEDULES)
+    choice(schedule, "schedule", SCHEDULES)
     b = _bytes_per(bytes_per_value, "bytes_per_value")
     if schedule == "flash":
         io = IO.forward_io(Lq, Lk, D, Dv, block_q=block_q, block_k=block_k, batch=batch, heads_q=heads_q,

@@ -1,4 +1,8 @@
-"""Exact (naive) scaled dot-product attention, its analytic backward, GQA/MQA, ALiBi.
+"""Exact scaled dot-product attention, its analytic backward, GQA/MQA: the fast dense path.
+
+The definition, in one screen, is ``refimpl.definition.attention_definition`` (and
+``attention_backward_definition``); this module computes the same thing fast and is tested
+equal to it (tests/test_definition.py).
 
 Shapes (layout B, H, L, D):
     q (B, Hq, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv)
@@ -36,7 +40,9 @@ outside the span are hidden and would get weight exactly 0. The forward's
 chunks and the backward's (batch, kv head) pairs run on threads
 (``refimpl._parallel``), with the same bits for any thread count. The
 validated problem, the masks and the scores of a tile are
-``refimpl._problem``'s (shared with the tiled path); scores that would
+``refimpl._problem``'s (shared with the tiled path; the argument checks,
+``check_real_4d``, ``check_qkv_shapes`` and ``check_window``, re-exported
+here, are ``refimpl._validate``'s); scores that would
 overflow float64 are handled there (softcap applied to +-inf is exact;
 otherwise an error naming q, k and scale). The backward runs on dout and v
 divided by powers of two, so a large finite dout never turns into
@@ -50,13 +56,10 @@ from numpy.typing import ArrayLike
 
 from . import masks as _masks
 from ._parallel import map_blocks
+from ._problem import (AttentionMask, _fold, _grads_back_to_scale, _merge_heads, _real_4d, _Setup,  # noqa: F401
+                       _softcap_grad, _split_heads, _unit_scaled)
+from ._validate import check_budget, check_qkv_shapes, check_real_4d, check_window, same_shape  # noqa: F401 (API)
 from .softmax import _softmax_lse
-from ._validate import check_budget
-
-
-from ._problem import (_CHUNK_BYTES, AttentionMask, _Broadcast, _check_qkv, _exponent, _fold,  # noqa: F401
-                       _merge_heads, _real_4d, _Setup, _split_heads, check_qkv_shapes, check_real_4d,
-                       check_window)
 
 
 # ----------------------------------------------------------------------------
@@ -178,8 +181,7 @@ def attention_backward(
     """
     st = _Setup(q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p)
     dout = _real_4d(dout, "dout")
-    if dout.shape != (st.B, st.Hq, st.Lq, st.Dv):
-        raise ValueError(f"dout: expected shape {(st.B, st.Hq, st.Lq, st.Dv)}, got {dout.shape}")
+    same_shape(dout, (st.B, st.Hq, st.Lq, st.Dv), "dout")
     dout, e_do = _unit_scaled(dout)
     vs, e_v = _unit_scaled(st.v)
     do5 = _split_heads(dout, st.Hkv)
@@ -220,33 +222,3 @@ def _backward_unit(st: _Setup, do5, vs, dq, dk, dv) -> None:
         dq[..., qs, :] = st.scale * np.matmul(dS_f, k[:, :, ks]).reshape(dS.shape[:-1] + (st.D,))  # dQ = scale dR K
         dk[:, :, ks] += st.scale * np.matmul(dS_f.swapaxes(-1, -2), _fold(q5[..., qs, :]))  # dK = scale dR^T Q
         del s, raw, P, PZ, dP, dS, dS_f  # one chunk of each alive at a time
-
-
-def _softcap_grad(raw: np.ndarray, c: float) -> np.ndarray:
-    """1 - tanh^2(R / c): d(c tanh(R / c)) / dR."""
-    t = np.tanh(raw / c)
-    return np.subtract(1.0, np.multiply(t, t, out=t), out=t)
-
-
-# The gradients are linear in dout, and dq, dk linear in v (through dP): the
-# backward passes run on dout / 2^e_do and v / 2^e_v, both of magnitude < 1
-# (powers of two: exact), and scale the results back. A large but finite dout
-# or v then cannot overflow an intermediate (dP - D would be inf - inf = NaN);
-# a gradient that itself exceeds the float64 range is an error.
-
-
-def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """(x / 2^e, e) with max|x / 2^e| < 1, exactly (e = 0 for zeros)."""
-    e = _exponent(x)
-    return (x if e == 0 else np.ldexp(x, -e)), e
-
-
-def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int, culprits: str = "dout, v"):
-    if e_do or e_v:
-        with np.errstate(over="ignore"):
-            dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
-    for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
-        if not np.isfinite(g).all():
-            raise ValueError(f"{culprits}: expected the gradient {name} within float64 range, got one beyond it "
-                             f"(|{name}| > 1.8e308) or NaN; rescale dout or v")
-    return dq, dk, dv

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_budget, check_choice, count, finite_result, positive_int, real_number
+from ._validate import as_float_array, check_budget, choice, count, finite_result, positive_int, real_number
 from .losses import cross_entropy
 from .norms import layer_norm
 from .softmax import softmax
@@ -72,7 +72,7 @@ def num_patches(height: int, width: int, patch_size: int) -> int:
 def patchify(images, patch_size: int, *, order: str = "chw") -> np.ndarray:
     """(B, C, H, W) -> (B, N, C P^2), patches row-major over the grid, each flattened in ``order``."""
     x, P = _images(images, patch_size)
-    check_choice(order, "order", ORDERS)
+    choice(order, "order", ORDERS)
     B, C, H, W = x.shape
     t = x.reshape(B, C, H // P, P, W // P, P)  # b c gh p gw q
     t = t.transpose(0, 2, 4, 1, 3, 5) if order == "chw" else t.transpose(0, 2, 4, 3, 5, 1)

@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from ._validate import (as_float_array, check_budget, check_choice, count, finite_result, int_array, positive_float,
+from ._validate import (as_float_array, check_budget, choice, count, finite_result, int_array, positive_float,
                         real_number)
 from .losses import cross_entropy
 from .softmax import logsumexp, softmax
@@ -79,7 +79,7 @@ def deit_loss(cls_logits, dist_logits, labels, teacher_logits, *, distillation_t
     y = int_array(labels, "labels", shape=(a.shape[0],))
     if (y < 0).any() or (y >= a.shape[1]).any():
         raise ValueError(f"labels: expected class indices in [0, {a.shape[1]}), got values from {y.min()} to {y.max()}")
-    check_choice(distillation_type, "distillation_type", DISTILLATION_TYPES)
+    choice(distillation_type, "distillation_type", DISTILLATION_TYPES)
     alpha = real_number(alpha, "alpha", minimum=0.0, maximum=1.0)
     base = _renamed_ce(a, y, "cls_logits")
     if distillation_type == "hard":

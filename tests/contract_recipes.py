@@ -218,6 +218,16 @@ def _(draw):
     return d
 
 
+recipe("refimpl.attention_definition", kinds=ATTN_KINDS, finite="no_nan_posinf")(lambda draw: attn_build(draw))
+
+
+@recipe("refimpl.attention_backward_definition", kinds=dict(ATTN_KINDS, dout="array"))
+def _(draw):
+    d = attn_build(draw)
+    d["dout"] = arr(draw, d["q"].shape[:3] + d["v"].shape[3:])
+    return d
+
+
 @recipe("refimpl.flash_attention_backward", kinds=dict(ATTN_KINDS, dout="array", out="array", lse="lse",
                                                        block_q="count", block_k="count"))
 def _(draw):

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_choice, count, index_array, instance
+from .._validate import choice, count, index_array, instance
 from .messages import Size
 from .sharding import _sizes
 
@@ -147,7 +147,7 @@ def expert_parallel(m, D: int, k: int, E: int, capacity_convention: str) -> list
     if m.shape[0] != m.shape[1] or m.shape[0] == 0:
         raise ValueError(f"m: expected shape (P, P) with P >= 1, got {m.shape}")
     D, k, E = _dims(D=D, k=k, E=E)
-    check_choice(capacity_convention, "capacity_convention", ("local", "global"))
+    choice(capacity_convention, "capacity_convention", ("local", "global"))
     P = m.shape[0]
     out = []
     for r in range(P):

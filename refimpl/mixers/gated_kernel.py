@@ -69,7 +69,7 @@ def gated_kernel_attention(q, k, v, W_gamma, W_beta, *, feature_map="elu+1", eps
     choice(form, "form", FORMS)
     fq, fk = _apply_feature_map(q, feature_map, "q"), _apply_feature_map(k, feature_map, "k")
     if fq.shape != fk.shape:
-        raise ValueError(f"k: expected phi(k) of phi(q)'s shape {fq.shape} (k's shape equal to q's), got {fk.shape}")
+        raise ValueError(f"feature_map: expected phi(q) and phi(k) of one shape, got {fq.shape} and {fk.shape}")
     log_gamma, beta = data_dependent_gates(q, k, W_gamma, W_beta, d_phi=fq.shape[3])
     g = log_gamma[..., 0] if log_gamma.shape[3] == 1 else log_gamma
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3)

@@ -278,10 +278,10 @@ def ssd(x, dt, A, B, C, D=None, z=None, *, initial_state=None, form="sequential"
     Aa = as_float_array(A, "A", ndim=1)
     leading_shape(Aa, "A", (H,), "(H,)")
     if (dta < 0).any():
-        raise ValueError(f"dt: expected step sizes >= 0, got {float(np.min(dta))!r}")
+        raise ValueError(f"dt: expected step sizes >= 0, got min {float(dta.min())!r}")
     if (Aa > 0).any():
-        raise ValueError(f"A: expected a stable decay a_h <= 0 per head (Mamba-2 uses A = -exp(A_log)), got "
-                         f"{float(np.max(Aa))!r}")
+        raise ValueError(f"A: expected a stable decay a_h <= 0 per head (Mamba-2 uses A = -exp(A_log)), "
+                         f"got max {float(Aa.max())!r}")
     Da = None
     if D is not None:
         Da = as_float_array(D, "D")

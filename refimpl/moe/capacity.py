@@ -48,7 +48,7 @@ def _round(x: Fraction, rounding: str) -> int:
         return math.ceil(x)
     if rounding == "round":
         return round(x)  # Fraction.__round__: half to even, like Python's round()
-    raise ValueError(f"rounding: expected one of {ROUNDINGS}, got {rounding!r}")
+    raise AssertionError(rounding)  # checked by capacity()
 
 
 def capacity(
@@ -82,6 +82,7 @@ def capacity(
     multiple_of = _check_int(multiple_of, "multiple_of", minimum=1)
     if max_capacity is not None:
         max_capacity = _check_int(max_capacity, "max_capacity", minimum=0)
+    V.choice(rounding, "rounding", ROUNDINGS)
 
     expected = f * (k if k_in_capacity else 1) * tokens / experts
     c = _round(expected, rounding)

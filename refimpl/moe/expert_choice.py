@@ -19,7 +19,8 @@ import numbers
 
 import numpy as np
 
-from .router import _check_logits, router_scores
+from .. import _validate as V
+from .select import _check_logits, router_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +46,6 @@ def route_expert_choice(logits, capacity) -> ExpertChoiceRouting:
 
 
 def expert_choice_forward(x, routing: ExpertChoiceRouting, experts) -> np.ndarray:
-    from .. import _validate as V
-
     V.instance(routing, "routing", ExpertChoiceRouting, "ExpertChoiceRouting (from route_expert_choice)")
     T, E = routing.probs.shape
     x = V.as_float_array(x, "x", shape=(T, None), shape_doc="(T, D) with T from routing")

@@ -52,6 +52,7 @@ from scipy.special import ndtr
 from ..softmax import logsumexp, softmax
 from .. import _validate as V
 from .._validate import as_float_array
+from .select import _check_k, top_k
 
 F_KINDS = ("k_hot", "top1")
 SCALES = ("E", "E/k", "1", "1/E")
@@ -127,8 +128,7 @@ class BalanceLoss:
 
     def __post_init__(self):
         for name, allowed in (("f", F_KINDS), ("scale", SCALES), ("probs", P_KINDS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+            V.choice(getattr(self, name), name, allowed)
 
     def uniform_value(self, k: int, num_experts: int, alpha: float = 1.0) -> float:
         """alpha * c * m / E: the value when P and f are uniform."""
@@ -294,8 +294,6 @@ def noisy_top_k_gating(clean_logits, noise_stddev, noise, k: int) -> NoisyTopK:
     """
     clean, std = _check_clean_std(clean_logits, noise_stddev)
     eps = as_float_array(noise, "noise", shape=clean.shape, shape_doc="(T, E) as clean_logits")
-    from .router import _check_k, top_k  # local: router imports nothing from here
-
     k = _check_k(k, clean.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):
         H = V.finite_result(clean + eps * std, "a noisy logit clean + noise * noise_stddev",
@@ -347,10 +345,16 @@ def _check_load(clean_logits, noisy_logits, noise_stddev, k):
     return clean, H, std, k
 
 
+def kth_excluding(noisy_logits, k):
+    """(threshold (T, E), index (T, E)): per token t and expert e, the k-th largest noisy logit among
+    the other experts (Shazeer et al. 2017's kth_excluding), and which expert holds it: the threshold
+    of the load loss's P(e in top-k). ``noisy_logits`` (T, E) finite, 1 <= k < E."""
+    H = as_float_array(noisy_logits, "noisy_logits", ndim=2, shape_doc="(T, E)")
+    return _kth_excluding(H, V.count(k, "k", minimum=1))
+
+
 def _kth_excluding(H: np.ndarray, k: int):
     """(threshold (T, E), index of the expert whose noisy logit is the threshold)."""
-    from .router import top_k
-
     T, E = H.shape
     if not 1 <= k < E:
         raise ValueError(f"k: expected 1 <= k < E = {E} (the load loss), got {k}")

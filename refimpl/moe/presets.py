@@ -27,7 +27,7 @@ import numpy as np
 
 from .losses import BalanceLoss
 from .. import _validate as V
-from .router import RouteOptions
+from .options import RouteOptions
 
 # ---------------------------------------------------------------------------
 # capacity expressions, written as each library writes them (floating point)

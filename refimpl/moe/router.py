@@ -80,183 +80,24 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Callable, Optional, Union
+from typing import Optional
 
 import numpy as np
-from scipy.special import expit
 
 from .._parallel import map_blocks
-from ..softmax import _softmax_lse
 from .. import _validate as V
 from .._validate import as_float_array
 from .capacity import CapacityRule
+from .options import (DROP_ORDERS, GROUP_SCORES, NORMALIZE, SCORES, CapacitySpec, RouteOptions,  # noqa: F401 (API)
+                      Routing)
+from .presets import get as _get_preset
+from .select import _check_k, _check_logits, _router_scores, _top_k, router_scores, top_k  # noqa: F401 (API)
 from .slots import POSITION_ORDERS, assign_slots, assignment_order, rank_within_expert  # noqa: F401 (part of the API)
 
-SCORES = ("softmax", "sigmoid")
-NORMALIZE = ("none", "before_drop", "after_drop")
-DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob",
-               "per_expert_top_masked_logit", "random")
-GROUP_SCORES = ("max", "top2_sum")
-
-CapacitySpec = Union[None, int, CapacityRule, Callable[[int, int, int], int]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Routing:
-    """The result of :func:`route`. Arrays are float64, int64 or bool.
-
-    probs:    (T, E) router scores: softmax probabilities (or sigmoid scores)
-    indices:  (T, k) int64 selected experts, by selection score descending
-    gates:    (T, k) combine weights after normalisation, dropping, route_scale
-    kept:     (T, k) bool, the assignment got a slot
-    position: (T, k) int64 slot in the expert's buffer, -1 where not kept
-    capacity: slots per expert, or None (dropless)
-    counts:   (E,) int64 assignments per expert before dropping
-    token_mask: (T,) bool, False for padding tokens
-    options:  the RouteOptions used
-    """
-
-    probs: np.ndarray
-    indices: np.ndarray
-    gates: np.ndarray
-    kept: np.ndarray
-    position: np.ndarray
-    capacity: Optional[int]
-    counts: np.ndarray
-    token_mask: np.ndarray
-    options: "RouteOptions"
-
-    @property
-    def num_tokens(self) -> int:
-        return self.probs.shape[0]
-
-    @property
-    def num_experts(self) -> int:
-        return self.probs.shape[1]
-
-    @property
-    def k(self) -> int:
-        return self.indices.shape[1]
-
-    @property
-    def kept_counts(self) -> np.ndarray:
-        """(E,) assignments per expert after dropping."""
-        return np.bincount(self.indices[self.kept], minlength=self.num_experts).astype(np.int64)
-
-    @property
-    def num_dropped(self) -> int:
-        return int(self.counts.sum() - self.kept.sum())
-
-
-@dataclasses.dataclass(frozen=True)
-class RouteOptions:
-    """Every routing convention, named, with the spec's default.
-
-    score:       "softmax" | "sigmoid"
-    normalize:   "none" | "before_drop" | "after_drop"
-    capacity:    None (dropless) | int | CapacityRule or callable(tokens, experts, k) -> int
-    drop_order:  "k_major" | "token_major" | "priority" | "per_expert_top_prob" | "random"
-    route_scale: multiplies the gates last
-    normalize_eps: added to the renormalisation denominator
-    normalize_top1: whether a renormalisation applies when k = 1 (Tutel's
-                 extract_critical renormalises only for k > 1, so its top-1 gate
-                 stays the raw probability; with True a top-1 gate is 1)
-    n_groups, topk_groups, group_score: group-limited selection (None: off)
-    """
-
-    score: str = "softmax"
-    normalize: str = "none"
-    capacity: CapacitySpec = None
-    drop_order: str = "k_major"
-    route_scale: float = 1.0
-    normalize_eps: float = 0.0
-    normalize_top1: bool = True
-    n_groups: Optional[int] = None
-    topk_groups: Optional[int] = None
-    group_score: str = "max"
-
-    def __post_init__(self):
-        for name, allowed in (("score", SCORES), ("normalize", NORMALIZE),
-                              ("drop_order", DROP_ORDERS), ("group_score", GROUP_SCORES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
-        c = self.capacity
-        if c is not None and not callable(c):
-            V.count(c, "capacity", maximum=None, what="or None, or a callable rule")
-        V.real_number(self.route_scale, "route_scale", minimum=0.0, min_open=True)
-        V.real_number(self.normalize_eps, "normalize_eps", minimum=0.0)
-        V.flag(self.normalize_top1, "normalize_top1")
-        if (self.n_groups is None) != (self.topk_groups is None):
-            raise ValueError(f"n_groups, topk_groups: expected both or neither, got {self.n_groups!r} and {self.topk_groups!r}")
-        if self.n_groups is not None:
-            for name in ("n_groups", "topk_groups"):
-                v = getattr(self, name)
-                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                    raise ValueError(f"{name}: expected a positive int, got {v!r}")
-            if self.topk_groups > self.n_groups:
-                raise ValueError(f"topk_groups: expected <= n_groups={self.n_groups}, got {self.topk_groups}")
 
 
 # ---------------------------------------------------------------------------
 # the steps of route(), each a small function
-
-
-def router_scores(logits, score: str = "softmax") -> np.ndarray:
-    """p (T, E), float64 on both paths: softmax over experts (refimpl.softmax) or
-    elementwise sigmoid (logits of any real dtype are converted to float64 first)."""
-    return _router_scores(_check_logits(logits), V.choice(score, "score", SCORES))
-
-
-def _router_scores(z: np.ndarray, score: str) -> np.ndarray:
-    """``router_scores`` on validated float64 logits."""
-    if score == "softmax":
-        return _softmax_lse(z, axis=-1)[0]
-    if score == "sigmoid":
-        return expit(z)
-    raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """(T, k) int64: column indices of the k largest scores per row, descending,
-    ties to the lower index: the first k columns of a stable sort of -scores.
-
-    Computed without sorting whole rows: for k <= 8 and no -inf score, by k
-    argmax passes (each takes the lowest index among ties; the chosen entry is
-    then set below every other); otherwise v = the k-th largest score of the row
-    (a partition), the chosen columns are those with s > v and the lowest-index
-    ones with s == v, and these k are sorted by (-s, index).
-    """
-    scores = as_float_array(scores, "scores", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
-    return _top_k(scores, _check_k(k, scores.shape[1]))
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """``top_k`` on validated scores and k."""
-    T, E = scores.shape
-    if k <= _ARGMAX_K and T and not np.isneginf(scores.min()):
-        # k argmax passes: argmax takes the lowest index among ties, and a chosen entry
-        # set to -inf falls below every score left (none is -inf), so pass j picks the
-        # j-th column of the stable sort of -scores
-        rest = scores.copy()
-        rows = np.arange(T)
-        out = np.empty((T, k), dtype=np.int64)
-        for j in range(k):
-            out[:, j] = np.argmax(rest, axis=-1)
-            rest[rows, out[:, j]] = -np.inf
-        return out
-    if k == E or T == 0:
-        return np.argsort(-scores, axis=-1, kind="stable")[:, :k].astype(np.int64)
-    v = np.partition(scores, E - k, axis=-1)[:, E - k, None]
-    above, tie = scores > v, scores == v
-    need = k - np.count_nonzero(above, axis=-1)  # ties at v to take, >= 1
-    chosen = above | tie
-    crowded = np.nonzero(np.count_nonzero(tie, axis=-1) > need)[0]  # rows with more ties than places
-    if crowded.size:  # keep the lowest-index ties only
-        tie_c = tie[crowded]
-        chosen[crowded] = above[crowded] | (tie_c & (np.cumsum(tie_c, axis=-1) <= need[crowded, None]))
-    cols = np.nonzero(chosen)[1].reshape(T, k)  # ascending column order within each row
-    order = np.argsort(-np.take_along_axis(scores, cols, axis=-1), axis=-1, kind="stable")
-    return np.take_along_axis(cols, order, axis=-1).astype(np.int64)
 
 
 def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group_score: str) -> np.ndarray:
@@ -325,19 +166,7 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
 
 
 _SELECT_CHUNK = 2**16  # router scores per chunk of tokens in route()
-_ARGMAX_K = 8  # top_k by k argmax passes up to this k (a partition beyond)
 _SELECT_WORK_PER_SCORE = 32  # an exp, a division and a partition step, in multiply-add equivalents
-
-
-def _check_logits(logits) -> np.ndarray:
-    return as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
-
-
-def _check_k(k, E: int) -> int:
-    k = V.count(k, "k", minimum=-(2**63), maximum=None)
-    if not 1 <= k <= E:
-        raise ValueError(f"k: expected 1 <= k <= E={E}, got {k}")
-    return k
 
 
 def _check_padding_mask(padding_mask, T: int) -> np.ndarray:
@@ -360,8 +189,6 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
                         f"got unknown keyword(s) {sorted(unknown)}")
     base = RouteOptions()
     if preset is not None:
-        from .presets import get as _get_preset
-
         base = _get_preset(preset).options
     opts = dataclasses.replace(base, **conventions)
     if capacity_factor is not None:
@@ -386,6 +213,46 @@ def effective_options(opts: RouteOptions, k: int) -> RouteOptions:
     return opts
 
 
+@dataclasses.dataclass(frozen=True)
+class RouteSetup:
+    """``route``'s arguments, validated once (``route_setup``), for ``route`` and the gpu facade.
+
+    logits:         (T, E) float64
+    k:              experts per token, 1 <= k <= E (a preset's own k enforced)
+    options:        the RouteOptions in force (preset, then explicit conventions and
+                    capacity_factor; before ``effective_options``)
+    token_mask:     (T,) bool, a copy (True = real token)
+    selection_bias: (E,) float64 or None
+    """
+
+    logits: np.ndarray
+    k: int
+    options: RouteOptions
+    token_mask: np.ndarray
+    selection_bias: Optional[np.ndarray]
+
+
+def route_setup(logits, k, *, preset=None, padding_mask=None, selection_bias=None, capacity_factor=None,
+                **conventions) -> RouteSetup:
+    """Validate ``route``'s arguments (same checks, order and messages as ``route``): the one
+    routing setup shared by ``route`` and ``gpu.api.prepare_route``. The preset is looked up once."""
+    if preset is not None:
+        preset = _get_preset(preset)
+        if preset.k is not None and k != preset.k:
+            raise ValueError(f"k: expected k = {preset.k} (preset {preset.name!r} routes to exactly k={preset.k}), got {k}")
+    opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
+    z = _check_logits(logits)
+    T, E = z.shape
+    k = _check_k(k, E)
+    token_mask = _check_padding_mask(padding_mask, T)
+    b = None
+    if selection_bias is not None:
+        b = as_float_array(selection_bias, "selection_bias", ndim=1)
+        if b.shape != (E,):
+            raise ValueError(f"selection_bias: expected shape ({E},), got {b.shape}")
+    return RouteSetup(logits=z, k=k, options=opts, token_mask=token_mask, selection_bias=b)
+
+
 def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
           capacity_factor=None, seed=None, **conventions) -> Routing:
     """Route T tokens to k of E experts each. See the module docstring for the formulas.
@@ -406,24 +273,11 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
 
     Returns a :class:`Routing`. Inputs are not modified.
     """
-    if preset is not None:
-        from .presets import get as _get_preset
-
-        p = _get_preset(preset)
-        if p.k is not None and k != p.k:
-            raise ValueError(f"k: expected k = {p.k} (preset {p.name!r} routes to exactly k={p.k}), got {k}")
-    opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
-    z = _check_logits(logits)
+    setup = route_setup(logits, k, preset=preset, padding_mask=padding_mask, selection_bias=selection_bias,
+                        capacity_factor=capacity_factor, **conventions)
+    z, k, token_mask, b = setup.logits, setup.k, setup.token_mask, setup.selection_bias
     T, E = z.shape
-    k = _check_k(k, E)
-    opts = effective_options(opts, k)
-    token_mask = _check_padding_mask(padding_mask, T)
-
-    b = None
-    if selection_bias is not None:
-        b = as_float_array(selection_bias, "selection_bias", ndim=1)
-        if b.shape != (E,):
-            raise ValueError(f"selection_bias: expected shape ({E},), got {b.shape}")
+    opts = effective_options(setup.options, k)
     if opts.n_groups is not None:
         per_group = E // opts.n_groups if E % opts.n_groups == 0 else 0
         if k > opts.topk_groups * per_group:

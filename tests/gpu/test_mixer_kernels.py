@@ -277,10 +277,10 @@ def test_mixer_facade_refuses_what_the_kernels_lack():
         MA.gated_linear_attention(q, q, q, backend="opencl", chunk_size=64)
     # each kernel's own budget: chunk 28 at K = 128 overflows GLA's (3 BT K) but fits the delta rule's
     assert MA.gla_shared_bytes(28, 16, 128) > MA.MAX_STATIC_SHARED_BYTES >= MA.delta_shared_bytes(28, 16, 128)
-    with pytest.raises(ValueError, match="need 56128 B"):
+    with pytest.raises(ValueError, match="got 56128 B"):
         MA.prepare_gla(q, q, q, chunk_size=28)
     MA.prepare_delta(q, q, q, np.ones((1, 1, 4)) / 2, chunk_size=28)
-    with pytest.raises(ValueError, match="need 52736 B"):
+    with pytest.raises(ValueError, match="got 52736 B"):
         MA.prepare_delta(q[..., :32], q[..., :32], q, np.ones((1, 1, 4)) / 2, chunk_size=64, block_v=8)
 
 
