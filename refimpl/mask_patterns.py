@@ -161,7 +161,7 @@ class BlockSparse(Mask):
             return np.zeros(Lq, dtype=np.int64)
         L = self.layout[:nq, :nk]
         per_block = self.block_k * L.sum(axis=1, dtype=np.int64) - (nk * self.block_k - Lk) * L[:, -1]
-        return np.repeat(per_block.astype(np.int64), self.block_q)[:Lq]
+        return per_block.astype(np.int64)[np.arange(Lq) // self.block_q]  # O(Lq), never n_q block_q entries
 
     def count(self, Lq, Lk) -> int:
         """Closed form over the stored layout, no (Lq, Lk) allocation, exact (Python ints): with block sizes
@@ -471,7 +471,7 @@ class BigBird(Mask):
         self._check(Lq, Lk)
         _rows_budget(Lq)
         n = -(-Lq // self.block)
-        return np.repeat(self._block_rows(n, n * self.block - Lq), self.block)[:Lq].astype(np.int64)
+        return self._block_rows(n, n * self.block - Lq).astype(np.int64)[np.arange(Lq) // self.block]  # O(Lq)
 
     def count(self, Lq, Lk) -> int:
         """Closed form, O(1), no allocation, exact (Python ints). With n = ceil(L / block) blocks, the last

@@ -97,8 +97,9 @@ def _gmask_kwargs(draw, L):
     return d
 
 
+# positions from the validated m.L, a Python int (np.arange of a broken np.uint64 L would be float64)
 @recipe(P_ + "sharding.GlobalMask", kinds=dict(L="count", causal="bool", window="window", mask="mask"),
-        call=lambda fn, kw: fn(**kw).visible(np.arange(min(kw["L"], 6)), np.arange(min(kw["L"], 6))))
+        call=lambda fn, kw: (lambda m: m.visible(np.arange(min(m.L, 6)), np.arange(min(m.L, 6))))(fn(**kw)))
 def _(draw):
     return _gmask_kwargs(draw, draw(st.integers(0, 6)))
 

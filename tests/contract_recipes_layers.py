@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
+from scipy.special import ndtr
 
 from refimpl import block as B
 from refimpl import ffn as F
@@ -177,7 +178,9 @@ def act_oracle(grad: bool):
 
     Bound: 4 eps (4 + |t|) |exact| + tiny, t the argument of the exponential (u^2 / 2 for gelu,
     2y for gelu_tanh, u for the sigmoids): rounding t costs |t| eps relative in e^t; below the
-    normal range an absolute tiny. silu' adds the size of its two terms (it crosses 0 at u ~ -1.28).
+    normal range an absolute tiny. The derivatives that cross 0 add the size of their two terms (silu' at
+    u ~ -1.28, gelu' and gelu_tanh' at u ~ -0.75, where a sum of two terms of ~0.3 cancels: a few eps of
+    the terms is what any float64 evaluation of the sum can promise).
     A form that cancels (1 + erf(u / sqrt 2), 1 - sigmoid(u)) fails it by orders of magnitude."""
     from properties.mp_oracle import mp_act, mp_act_grad
 
@@ -190,6 +193,13 @@ def act_oracle(grad: bool):
         size = np.abs(exact)
         if grad and name == "silu":
             size = size + np.abs(u) / (1 + np.exp(np.minimum(-u, 700)))
+        uc = np.clip(u, -50.0, 50.0)  # beyond, the second terms are 0 in float64
+        with np.errstate(over="ignore", under="ignore"):
+            if grad and name == "gelu":  # Phi(u) + u phi(u)
+                size = size + ndtr(u) + np.abs(uc) * np.exp(-uc * uc / 2) / np.sqrt(2 * np.pi)
+            if grad and name == "gelu_tanh":  # s + 2 u s (1 - s) c (1 + 3 a u^2), s = sigmoid(2y)
+                s = 1 / (1 + np.exp(-1.6 * (uc + 0.044715 * uc**3)))
+                size = size + s + 2 * np.abs(uc) * s * (1 - s) * 0.8 * (1 + 3 * 0.044715 * uc * uc)
         bound = 4 * _EPS * (4 + t) * size + _TINY
         err = np.abs(np.asarray(result) - exact)
         assert (err <= bound).all(), (f"act{'_grad' if grad else ''}({name!r}): error {err.max():.3g} at u = "

@@ -201,7 +201,11 @@ def test_norms_at_any_magnitude_match_the_oracle():
 
 @pytest.mark.parametrize("name, u, grad", [("gelu", -10.0, False), ("gelu_tanh", -12.0, False),
                                            ("sigmoid", 40.0, True), ("gelu", -10.0, True), ("silu", 40.0, True),
-                                           ("gelu_tanh", -12.0, True)])
+                                           ("gelu_tanh", -12.0, True),
+                                           # scipy's expit is 0 below -709.8; the products are normal numbers
+                                           ("silu", -711.0, False), ("silu", -711.0, True), ("gelu_tanh", -21.2, True),
+                                           # the oracle's own tail: 1 - sigmoid(100) kept 7 of 50 digits
+                                           ("sigmoid", 100.0, True), ("sigmoid", 700.0, True)])
 def test_activation_tails_match_the_oracle(name, u, grad):
     fn, mp = (refimpl.ffn.act_grad, mp_act_grad) if grad else (refimpl.ffn.act, mp_act)
     got, exact = fn(name, np.array([u])), mp(name, np.array([u]))

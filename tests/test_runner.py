@@ -60,6 +60,12 @@ def test_unknown_names_are_usage_errors_in_the_one_wording(argv, env, start, mon
     assert len(err.splitlines()) == 1 and err.startswith(USAGE + start) and ", got " in err, err
 
 
+def test_bad_refimpl_jobs_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setenv("REFIMPL_JOBS", "0")
+    assert main(["--kind", "softmax", "--no-kernels"]) == 2  # before any work
+    assert capsys.readouterr().err.strip() == USAGE + "REFIMPL_JOBS: expected a whole number >= 1, got 0"
+
+
 def test_usage_wording_rewrites_every_argparse_message_shape():
     """Each argparse message shape (3.11 and later spellings) maps to ``<name>: expected ..., got ...``."""
     from properties.__main__ import usage_wording
