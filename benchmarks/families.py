@@ -171,10 +171,9 @@ def _mamba_ref():
         ns = {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat}
         exec(compile(ast.Module(body=[node], type_ignores=[]), rel, "exec"), ns)
         return ns["selective_scan_ref"], rel
-    sys.path.insert(0, HERE)
-    from _peer_mamba import selective_scan_ref
-
-    return selective_scan_ref, "benchmarks/_peer_mamba.py (mamba_ssm 2.3.2.post1)"
+    raise SystemExit(f"selective_scan: mamba's selective_scan_ref is read from its source, which this project does "
+                     f"not carry; point REFIMPL_LIBRARY_SOURCES at a directory holding {rel} (state-spaces/mamba, "
+                     f"checked at 2.3.2.post1, e9594ce), or leave the family out with --only")
 
 
 def _t(x, grad=False):
