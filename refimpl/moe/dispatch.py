@@ -68,7 +68,9 @@ def combine_dense(expert_outputs, combine) -> np.ndarray:
     T, E, C = combine.shape
     expert_outputs = as_float_array(expert_outputs, "expert_outputs", shape=(E, C, None),
                                     shape_doc="(E, C, D) with E, C from combine")
-    return combine.reshape(T, E * C) @ expert_outputs.reshape(E * C, expert_outputs.shape[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = combine.reshape(T, E * C) @ expert_outputs.reshape(E * C, expert_outputs.shape[-1])
+    return V.finite_result(y, "the combined outputs y", "expert_outputs, combine")
 
 
 @dataclasses.dataclass(frozen=True)
