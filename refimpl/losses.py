@@ -313,7 +313,11 @@ def router_collapse_simulation(*, aux_coef: float, seed: int = 0, steps: int = 3
         dp = (res * f).sum(axis=1)
         dz = dp[:, None] * p[:, None] * ((np.arange(E)[None, :] == e[:, None]) - r.probs)  # dp_e/dz_j
         if aux:
-            dz = dz + moe.balance_loss_grad(r, z, alpha=aux)
+            try:
+                dz = dz + moe.balance_loss_grad(r, z, alpha=aux)
+            except ValueError as err:  # the gradient overflowed: name this function's argument, not alpha
+                raise ValueError(f"aux_coef, lr: expected a balance-loss coefficient at which the simulation stays "
+                                 f"finite, got aux_coef={aux_coef!r} ({err}); use a smaller aux_coef") from None
         with np.errstate(over="ignore", invalid="ignore"):
             A -= lr * dA
             W -= lr * (x.T @ dz)
