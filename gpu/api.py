@@ -657,7 +657,7 @@ def moe_permute(x, routing, *, backend, layout="sparse", threads=None) -> Permut
     and ``gather_by_expert``); "dense_tensors": bins of C rows (``refimpl.moe.dispatch_dense``).
     Returns a :class:`Permutation`; integers exact, x_perm a bit-exact copy of x's rows.
     """
-    from refimpl import _validate as RV
+    from refimpl import validation as RV
 
     from .backends import get_backend
 
@@ -706,7 +706,7 @@ def moe_experts(x, routing, experts, *, backend, layout="sparse", threads=None, 
     combine y[t] = sum_j gates[t, j] out[row(t, j)] (``gpu.moe_numba``). ``block`` = (BM, BN,
     BK), the grouped GEMM's tiles (default 16 x 16 x 16). Returns y (T, D) float32.
     """
-    from refimpl import _validate as RV
+    from refimpl import validation as RV
 
     from .backends import get_backend
 

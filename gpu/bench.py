@@ -42,58 +42,17 @@ from __future__ import annotations
 import math
 import sys
 
+from .bench_device import FP32_LANES_PER_SM, device_peak, gpu_or_reason  # noqa: F401 (gpu.bench's names)
+from .bench_device import cuda_time as _time
+from .bench_device import torch_time as _time_torch
+
 # FP32 lanes per SM by compute capability (CUDA C Programming Guide, "Arithmetic
 # Instructions" throughput table: 32-bit floating-point add/multiply/fma per SM per clock)
-FP32_LANES_PER_SM = {(7, 0): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128,
-                     (10, 0): 128, (12, 0): 128}
-
-
-def gpu_or_reason():
-    """(cupy, None) when a CUDA GPU is usable, else (None, reason)."""
-    try:
-        import cupy
-    except ImportError as e:
-        return None, f"cupy is not installed ({e})"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # noqa: BLE001 - no driver
-        return None, f"no usable CUDA driver/GPU ({e})"
-    if n < 1:
-        return None, "no CUDA GPU found"
-    return cupy, None
-
-
-def device_peak(cupy) -> dict:
-    rt = cupy.cuda.runtime
-    dev = cupy.cuda.Device().id
-    attr = lambda a: rt.deviceGetAttribute(a, dev)  # noqa: E731
-    # cudaDeviceAttr: 16 MultiProcessorCount, 13 ClockRate (kHz), 36 MemoryClockRate (kHz),
-    # 37 GlobalMemoryBusWidth (bits), 75/76 ComputeCapabilityMajor/Minor
-    sms, clock_khz, mem_khz, bus_bits = attr(16), attr(13), attr(36), attr(37)
-    cc = (attr(75), attr(76))
-    lanes = FP32_LANES_PER_SM.get(cc, 128)
-    props = rt.getDeviceProperties(dev)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    return {"name": name, "cc": cc, "tflops": 2 * sms * lanes * clock_khz * 1e3 / 1e12,
-            "gbs": 2 * mem_khz * 1e3 * bus_bits / 8 / 1e9}
-
-
 def io_elements(B, H, Lq, Lk, D, Dv, BR) -> int:
     """Slow-memory elements the kernel reads and writes (no block skipping)."""
     reads = Lq * D + math.ceil(Lq / BR) * Lk * (D + Dv)
     writes = Lq * Dv + Lq
     return B * H * (reads + writes)
-
-
-def _time(cupy, fn, repeat=10) -> float:
-    fn()  # warm-up (build, cuBLAS handles)
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    start.record()
-    for _ in range(repeat):
-        fn()
-    stop.record()
-    stop.synchronize()
-    return cupy.cuda.get_elapsed_time(start, stop) / 1e3 / repeat
 
 
 def run(cupy, lengths=(1024, 2048, 4096, 8192), B=1, H=8, D=64, causal=False) -> None:
@@ -145,16 +104,6 @@ def _torch_cuda():
         return None
     return torch if torch.cuda.is_available() else None
 
-
-def _time_torch(torch, fn, repeat=10) -> float:
-    fn()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        fn()
-    stop.record()
-    stop.synchronize()
-    return start.elapsed_time(stop) / 1e3 / repeat
 
 
 def run_backward(cupy, lengths=(1024, 2048, 4096), B=1, H=8, D=64, causal=False) -> None:

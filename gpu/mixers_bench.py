@@ -18,6 +18,8 @@ Without a GPU it says so and exits 0.
 
 from __future__ import annotations
 
+from .bench_device import torch_time
+
 import sys
 
 
@@ -31,24 +33,13 @@ def _torch_cuda():
     return torch, None
 
 
-def _time_torch(torch, fn, repeat=10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        fn()
-    stop.record()
-    stop.synchronize()
-    return start.elapsed_time(stop) / 1e3 / repeat
-
 
 def run(cupy, peak: dict) -> None:
     import numpy as np
 
     from . import mixers_api as MA
     from . import mixers_c
-    from .bench import _time
+    from .bench_device import cuda_time as _time
     from .runtime_cupy import CupyRuntime
 
     rt = CupyRuntime()
@@ -84,7 +75,7 @@ def run(cupy, peak: dict) -> None:
                 tB = torch.as_tensor(Bm.transpose(0, 1, 3, 2), device="cuda")  # (b, G, N, L)
                 tC = torch.as_tensor(Cm.transpose(0, 1, 3, 2), device="cuda")
                 tD = torch.as_tensor(D.reshape(H * P), device="cuda")
-                ref = f"{1e3 * _time_torch(torch, lambda: selective_scan_fn(tu, td, tA, tB, tC, tD, tz)):.3f}"
+                ref = f"{1e3 * torch_time(torch, lambda: selective_scan_fn(tu, td, tA, tB, tC, tD, tz)):.3f}"
             except Exception as e:  # noqa: BLE001 - reported, not fatal
                 ref = f"unavailable ({type(e).__name__})"
         else:
@@ -112,7 +103,7 @@ def run(cupy, peak: dict) -> None:
                 from fla.ops.gla import chunk_gla
 
                 tq, tk, tv, tg = (torch.as_tensor(x.transpose(0, 2, 1, 3).copy(), device="cuda") for x in (q, k, v, g))
-                ref = f"{1e3 * _time_torch(torch, lambda: chunk_gla(tq, tk, tv, tg, output_final_state=True)):.3f}"
+                ref = f"{1e3 * torch_time(torch, lambda: chunk_gla(tq, tk, tv, tg, output_final_state=True)):.3f}"
             except Exception as e:  # noqa: BLE001
                 ref = f"unavailable ({type(e).__name__})"
         print(f"{L:>6} {t * 1e3:>10.3f} {tf:>8.3f} {100 * tf / peak['tflops']:>5.1f}% {ref:>17}")
@@ -142,7 +133,7 @@ def run(cupy, peak: dict) -> None:
 
                 tq, tk, tv = (torch.as_tensor(x.transpose(0, 2, 1, 3).copy(), device="cuda") for x in (q, k, v))
                 tb, tg = (torch.as_tensor(x.transpose(0, 2, 1).copy(), device="cuda") for x in (beta, g))
-                ref = f"{1e3 * _time_torch(torch, lambda: chunk_gated_delta_rule(tq, tk, tv, tg, tb, output_final_state=True)):.3f}"
+                ref = f"{1e3 * torch_time(torch, lambda: chunk_gated_delta_rule(tq, tk, tv, tg, tb, output_final_state=True)):.3f}"
             except Exception as e:  # noqa: BLE001
                 ref = f"unavailable ({type(e).__name__})"
         print(f"{L:>6} {t * 1e3:>10.3f} {tf:>8.3f} {100 * tf / peak['tflops']:>5.1f}% {ref:>30}")
@@ -150,13 +141,13 @@ def run(cupy, peak: dict) -> None:
 
 def run_mixers(cupy) -> None:
     """Every mixer benchmark, the device's peak read here (one part of ``python -m gpu.bench``)."""
-    from .bench import device_peak
+    from .bench_device import device_peak
 
     run(cupy, device_peak(cupy))
 
 
 def main(argv=None) -> int:
-    from .bench import device_peak, gpu_or_reason
+    from .bench_device import device_peak, gpu_or_reason
 
     cupy, reason = gpu_or_reason()
     if cupy is None:
