@@ -307,7 +307,7 @@ def split_kv_attention(q, k, v, *, backend, boundaries=None, num_splits=None, ma
     (``gpu.split_kv_numba``). Other keywords and restrictions as :func:`flash_attention`.
     Returns (out, lse), float32.
     """
-    from refimpl.split_kv import _chunks
+    from refimpl.split_kv import split_chunks
 
     from .backends import get_backend
 
@@ -317,7 +317,7 @@ def split_kv_attention(q, k, v, *, backend, boundaries=None, num_splits=None, ma
                                    dropout_p=dropout_p, block_q=block_q, block_k=block_k)
     B, Hq, Lq, _ = q.shape
     Lk, Dv = k.shape[2], v.shape[3]
-    chunks = _chunks(boundaries, num_splits, Lk, p.block_k)  # the spec's own validation and even split
+    chunks = split_chunks(boundaries, num_splits, Lk, p.block_k)  # the spec's own validation and even split
     if len(chunks) > MAX_SPLITS:
         raise UnsupportedOption(f"{len(chunks)} key chunks: the split-KV kernels take at most {MAX_SPLITS}")
     if len(chunks) * B * Hq * Lq * max(Dv, 1) > _INT32_LIMIT:
@@ -433,9 +433,9 @@ def _row_threads(threads) -> int:
 
 
 def _rows(x, name: str = "x") -> np.ndarray:
-    from refimpl.norms import _last_axis
+    from refimpl.norms import last_axis
 
-    x = _last_axis(x, name)
+    x = last_axis(x, name)
     if x.size > _INT32_LIMIT:
         raise UnsupportedOption(f"{name}: {x.size} elements; the kernels index with 32-bit ints")
     with np.errstate(over="ignore"):
@@ -468,13 +468,13 @@ def rms_norm(x, weight=None, *, backend, eps=1e-6, eps_placement="inside_sqrt", 
     ``weight_offset`` (1.0: HF Gemma) or a ``preset`` of ``refimpl.norms.RMSNORM_PRESETS``;
     ``threads`` per row (a power of two, default 128). Returns y float32, shaped like x.
     """
-    from refimpl.norms import _check_eps, _rms_args
+    from refimpl.norms import check_eps, rms_args
 
     from .backends import get_backend
 
     be = get_backend(backend)
-    eps, placement, offset = _rms_args(eps, eps_placement, weight_offset, preset)
-    _check_eps(eps, placement)
+    eps, placement, offset = rms_args(eps, eps_placement, weight_offset, preset)
+    check_eps(eps, placement)
     shape = np.shape(x)
     rows = _rows(x)
     d = rows.shape[1]
@@ -492,12 +492,12 @@ def rms_norm(x, weight=None, *, backend, eps=1e-6, eps_placement="inside_sqrt", 
 def layer_norm(x, weight=None, bias=None, *, backend, eps=1e-5, threads=None):
     """LayerNorm on a GPU backend; the semantics of ``refimpl.norms.layer_norm`` (two-pass
     statistics, biased variance, eps inside the sqrt). Returns y float32, shaped like x."""
-    from refimpl.norms import _check_eps
+    from refimpl.norms import check_eps
 
     from .backends import get_backend
 
     be = get_backend(backend)
-    _check_eps(eps, "inside_sqrt")
+    check_eps(eps, "inside_sqrt")
     shape = np.shape(x)
     rows = _rows(x)
     d = rows.shape[1]
@@ -522,9 +522,9 @@ def rope_tables(positions, B: int, L: int, rotary_dim: int, base, scaling) -> tu
     """(cos, sin), float32 (Bp, L, rotary_dim / 2), Bp = 1 for positions (L,) else B: the angles
     m theta_i in float64 by refimpl.rope (scalings included), the attention factor folded in,
     rounded once to float32 (a cos/sin cache as vLLM keeps it)."""
-    from refimpl.rope import _int_positions, rope_angles, rope_frequencies
+    from refimpl.rope import int_positions, rope_angles, rope_frequencies
 
-    pos = _int_positions(positions)
+    pos = int_positions(positions)
     if pos.shape not in ((L,), (B, L)):
         raise ValueError(f"positions: expected shape ({L},) or ({B}, {L}), got {pos.shape}")
     theta, attn = rope_frequencies(rotary_dim, base, scaling)
@@ -539,15 +539,15 @@ def apply_rope(x, positions, *, backend, layout="half", rotary_dim=None, base=10
     "interleaved", rotary_dim (even, <= D; the other columns pass through), base, scaling
     (refimpl.rope's dicts; the cos/sin table is built on the host in float64, ``rope_tables``).
     Returns the rotated float32 array; x itself is never modified."""
-    from refimpl.rope import _check_layout, _check_rotary_dim
+    from refimpl.rope import check_layout, check_rotary_dim
 
     from .backends import get_backend
 
     be = get_backend(backend)
     x32 = _float_4d(x, "x")
     B, H, L, D = x32.shape
-    lay = _check_layout(layout)
-    d = _check_rotary_dim(rotary_dim, D)
+    lay = check_layout(layout)
+    d = check_rotary_dim(rotary_dim, D)
     cos, sin = rope_tables(positions, B, L, d, base, scaling)
     if B * H > 65535:
         raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
@@ -768,12 +768,12 @@ def gated_linear_attention(q, k, v, g=None, *, backend, scale=None, initial_stat
     g None, (B, H, L) or (B, H, L, K) log-gates <= 0; initial_state (B, H, K, V) or None;
     ``chunk_size`` (default 16, at most 64) the kernel's chunk. Returns (o, final state), float32.
     """
-    from refimpl.mixers.gated import _Setup
+    from refimpl.mixers.gated import GatedSetup
 
     from .backends import get_backend
 
     be = get_backend(backend)
-    st = _Setup(q, k, v, g, scale, initial_state)  # the spec's own argument rules
+    st = GatedSetup(q, k, v, g, scale, initial_state)  # the spec's own argument rules
     B, H, L, K, Vd = st.B, st.H, st.L, st.K, st.V
     kmax = next((d for d in GLA_DIM_VARIANTS if K <= d), None)
     vmax = next((d for d in GLA_DIM_VARIANTS if Vd <= d), None)

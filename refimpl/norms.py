@@ -184,12 +184,14 @@ def _params(weight, bias, n: int, *, weight_offset: float = 0.0):
     return g, b
 
 
-def _check_eps(eps, placement):
+def check_eps(eps, placement):
+    """``eps`` (a real >= 0, returned) and ``eps_placement`` (one of EPS_PLACEMENTS), validated."""
     choice(placement, "eps_placement", EPS_PLACEMENTS)
     return real_number(eps, "eps", minimum=0.0)
 
 
-def _last_axis(x, name="x"):
+def last_axis(x, name="x"):
+    """``x`` as a float64 array with at least one feature on its last axis (the normalised axis)."""
     x = as_float_array(x, name)
     if x.ndim < 1 or x.shape[-1] < 1:
         raise ValueError(f"{name}: expected at least one feature on the last axis, got shape {x.shape}")
@@ -231,8 +233,8 @@ def _check_dy(dy, x):
 
 
 def _feature_norm(x, weight, bias, eps, placement, center, offset):
-    x = _last_axis(x)
-    eps = _check_eps(eps, placement)
+    x = last_axis(x)
+    eps = check_eps(eps, placement)
     g, b = _params(weight, bias, x.shape[-1], weight_offset=offset)
     s = _standardize(x, (-1,), center=center, eps=eps, placement=placement)
     return x, g, b, s
@@ -252,7 +254,8 @@ def layer_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5, eps_placemen
     return _grads(_standardize_backward(dxhat, s), dw, db)
 
 
-def _rms_args(eps, eps_placement, weight_offset, preset):
+def rms_args(eps, eps_placement, weight_offset, preset):
+    """RMSNorm's (eps, eps_placement, weight_offset), from ``preset`` when one is named, validated."""
     if preset is not None:
         if preset not in RMSNORM_PRESETS:
             raise ValueError(f"preset: expected one of {sorted(RMSNORM_PRESETS)}, got {preset!r}")
@@ -264,14 +267,14 @@ def _rms_args(eps, eps_placement, weight_offset, preset):
 def rms_norm(x, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None) -> np.ndarray:
     """RMSNorm over the last axis: x r (offset + w), r = 1/sqrt(mean x^2 + eps) (or 1/(rms + eps)).
     ``preset`` (a key of ``RMSNORM_PRESETS``) sets eps, eps_placement and weight_offset."""
-    eps, placement, offset = _rms_args(eps, eps_placement, weight_offset, preset)
+    eps, placement, offset = rms_args(eps, eps_placement, weight_offset, preset)
     x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
     return _affine(s.xhat, g, None, (-1,))
 
 
 def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None):
     """(dx, dweight) of :func:`rms_norm`; d(offset + w)/dw = 1, so dweight is the same for Gemma."""
-    eps, placement, offset = _rms_args(eps, eps_placement, weight_offset, preset)
+    eps, placement, offset = rms_args(eps, eps_placement, weight_offset, preset)
     x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
     dxhat, dw, _ = _affine_backward(_check_dy(dy, x), s.xhat, g, None, (-1,), tuple(range(x.ndim - 1)))
     return _grads(_standardize_backward(dxhat, s), dw)
@@ -294,7 +297,7 @@ def _bn_setup(x, weight, bias, eps):
         raise ValueError(f"x: expected at least 2 values per channel (batch statistics), got shape {x.shape}")
     g, b = _params(weight, bias, x.shape[1])
     axes = (0,) + tuple(range(2, x.ndim))
-    s = _standardize(x, axes, center=True, eps=_check_eps(eps, "inside_sqrt"), placement="inside_sqrt")
+    s = _standardize(x, axes, center=True, eps=check_eps(eps, "inside_sqrt"), placement="inside_sqrt")
     return x, g, b, s, axes, (1, -1) + (1,) * (x.ndim - 2)
 
 
@@ -357,7 +360,7 @@ def _gn_setup(x, num_groups, weight, bias, eps):
         raise ValueError(f"num_groups: expected a divisor of the {C} channels, got {G}")
     g, b = _params(weight, bias, C)
     xg = x.reshape((B, G, C // G) + x.shape[2:])
-    s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=_check_eps(eps, "inside_sqrt"),
+    s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=check_eps(eps, "inside_sqrt"),
                      placement="inside_sqrt")
     return x, g, b, s, (1, -1) + (1,) * (x.ndim - 2)
 
@@ -392,7 +395,7 @@ def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> n
     if preset not in ("hf_llama", "hf_t5", "hf_gemma"):
         raise ValueError(f"preset: expected 'hf_llama', 'hf_t5' or 'hf_gemma', got {preset!r}")
     c = RMSNORM_PRESETS[preset]
-    x = _last_axis(x)
+    x = last_axis(x)
     w = as_float_array(weight, "weight", ndim=1)
     same_shape(w, x.shape[-1:], "weight")
     s = _standardize(x, (-1,), center=False, eps=c.eps, placement=c.eps_placement)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import check_budget, choice, finite_result, positive_float, positive_int
-from .rope import _int_positions, base_frequencies
+from .rope import int_positions, base_frequencies
 
 LAYOUTS = ("interleaved", "half")
 FREQUENCIES = ("paper", "tensor2tensor")
@@ -47,7 +47,7 @@ def sinusoidal_frequencies(d_model: int, *, base: float = 10000.0, frequencies: 
 def sinusoidal_encoding(positions, d_model: int, *, base: float = 10000.0, layout: str = "interleaved",
                         frequencies: str = "paper") -> np.ndarray:
     """PE of shape positions.shape + (d_model,), float64; positions are integers 0 <= m < 2^53."""
-    p = _int_positions(positions)
+    p = int_positions(positions)
     theta = sinusoidal_frequencies(d_model, base=base, frequencies=frequencies)
     choice(layout, "layout", LAYOUTS)
     check_budget("positions, d_model", shape=p.shape + (2 * theta.size,), itemsize=32, what="an encoding")

@@ -78,11 +78,12 @@ _OPTIONAL = {
 }
 
 
-def _check_layout(layout, name: str = "layout") -> str:
+def check_layout(layout, name: str = "layout") -> str:
+    """``layout``: one of LAYOUTS ("half", "interleaved")."""
     return choice(layout, name, LAYOUTS)
 
 
-def _check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
+def check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
     """rotary_dim (default: the head dim D, full rotary) even and <= D; ``dim_name`` names where D came from."""
     if rotary_dim is None:
         if D % 2:
@@ -95,7 +96,7 @@ def _check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
     return d
 
 
-def _int_positions(positions, name: str = "positions") -> np.ndarray:
+def int_positions(positions, name: str = "positions") -> np.ndarray:
     """An integer array of exact positions 0 <= m < 2^53 (any shape)."""
     if positions is None or isinstance(positions, (str, bytes)):
         raise TypeError(f"{name}: expected an integer array (exact positions), got {type(positions).__name__}")
@@ -110,7 +111,7 @@ def _int_positions(positions, name: str = "positions") -> np.ndarray:
 def check_positions(positions, B: int, L: int) -> np.ndarray:
     """Integer positions (L,) or (B, L) as int64 (B, L); rejects floats, bools, negatives, >= 2^53."""
     B, L = count(B, "B"), count(L, "L")
-    p = _int_positions(positions)
+    p = int_positions(positions)
     if p.shape not in ((L,), (B, L)):
         raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
     return np.broadcast_to(p.astype(np.int64), (B, L))
@@ -240,7 +241,7 @@ def layout_permutation(head_dim: int, rotary_dim: int | None = None) -> np.ndarr
     2i + 1 holds i + d/2; columns >= rotary_dim stay. ``np.argsort(perm)`` goes back.
     """
     D = positive_int(head_dim, "head_dim")
-    d = _check_rotary_dim(rotary_dim, D, "head_dim")
+    d = check_rotary_dim(rotary_dim, D, "head_dim")
     check_budget("head_dim", shape=(D,), itemsize=32, what=f"a permutation of {D} columns")
     half = np.arange(d // 2)
     return np.concatenate([np.stack([half, half + d // 2], axis=1).reshape(-1), np.arange(d, D)])
@@ -248,7 +249,7 @@ def layout_permutation(head_dim: int, rotary_dim: int | None = None) -> np.ndarr
 
 def convert_layout(x, src: str, dst: str, rotary_dim: int | None = None) -> np.ndarray:
     """Permute the last axis of ``x`` (a q, a k, or the output rows of W_q / W_k) from layout src to dst."""
-    _check_layout(src, "src"), _check_layout(dst, "dst")
+    check_layout(src, "src"), check_layout(dst, "dst")
     x = as_float_array(x, "x")
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"x: expected a last axis of head_dim >= 1 columns, got shape {x.shape}")
@@ -275,7 +276,7 @@ def rope_angles(positions: np.ndarray, theta: np.ndarray) -> np.ndarray:
     positions: integers 0 <= m < 2^53 (any shape); theta: finite (d/2,). An angle beyond
     float64 range is an error.
     """
-    pos = _int_positions(positions)
+    pos = int_positions(positions)
     theta = as_float_array(theta, "theta", ndim=1)
     with np.errstate(over="ignore"):
         alpha = pos.astype(np.float64)[..., None] * theta
@@ -291,8 +292,8 @@ def apply_rope(x, positions, *, layout: str = "half", rotary_dim: int | None = N
     """
     x = as_float_array(x, "x", ndim=4)
     B, H, L, D = x.shape
-    layout = _check_layout(layout)
-    d = _check_rotary_dim(rotary_dim, D)
+    layout = check_layout(layout)
+    d = check_rotary_dim(rotary_dim, D)
     pos = check_positions(positions, B, L)
     theta, attn = rope_frequencies(d, base, scaling)
     alpha = rope_angles(pos, theta)[:, None]  # (B, 1, L, d/2)
@@ -315,12 +316,12 @@ def check_rope_kwargs(rope, head_dim: int | None = None) -> dict:
                          f"{sorted(unknown)}")
     out = dict(rope)
     if "layout" in rope:
-        _check_layout(rope["layout"], "rope['layout']")
+        check_layout(rope["layout"], "rope['layout']")
     if rope.get("rotary_dim") is not None:
         positive_int(rope["rotary_dim"], "rope['rotary_dim']")
     if head_dim is not None:
         try:
-            _check_rotary_dim(rope.get("rotary_dim"), positive_int(head_dim, "head_dim"), "head_dim")
+            check_rotary_dim(rope.get("rotary_dim"), positive_int(head_dim, "head_dim"), "head_dim")
         except ValueError as e:
             raise ValueError(f"rope, {e}") from None
     if "base" in rope:

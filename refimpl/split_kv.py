@@ -79,7 +79,9 @@ def _check_boundaries(boundaries, Lk: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _chunks(boundaries, num_splits, Lk, block_k) -> list[tuple[int, int]]:
+def split_chunks(boundaries, num_splits, Lk, block_k) -> list[tuple[int, int]]:
+    """The key ranges [k0, k1) of the splits: explicit ``boundaries`` or flash-attn's even split into
+    ``num_splits`` (exactly one of them), validated; used by ``split_kv_attention`` and the gpu facade."""
     if (boundaries is None) == (num_splits is None):
         raise ValueError(f"boundaries, num_splits: expected exactly one of them (explicit key cuts, or flash-attn's even "
                          f"split), got {'both' if boundaries is not None else 'neither'}")
@@ -100,7 +102,7 @@ def attention_partials(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     """
     st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
     parts, empty = [], None
-    for k0, k1 in _chunks(boundaries, num_splits, st.Lk, block_k):
+    for k0, k1 in split_chunks(boundaries, num_splits, st.Lk, block_k):
         if k0 == k1:  # an empty chunk is the merge identity (0, -inf): no work, one shared read-only copy
             if empty is None:
                 empty = _forward_fa2(st, block_q, block_k, (k0, k1), skip=True)[:2]
@@ -120,7 +122,7 @@ def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     any partition of the keys, including chunks some or all rows cannot see.
     """
     st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
-    chunks = _chunks(boundaries, num_splits, st.Lk, block_k)
+    chunks = split_chunks(boundaries, num_splits, st.Lk, block_k)
     # an empty chunk is the merge identity (m -inf, l 0): skip it, keeping one when all are empty
     chunks = [c for c in chunks if c[0] < c[1]] or chunks[:1]
     outs, states = [], []

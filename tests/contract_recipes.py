@@ -254,6 +254,9 @@ recipe("refimpl.alibi_bias", kinds=dict(slopes="array", Lq="count", Lk="count", 
                       Lk=draw(st.integers(0, 5))))
 recipe("refimpl.even_boundaries", kinds=dict(Lk="count", num_splits="count", block_k="count"))(
     lambda draw: dict(Lk=draw(st.integers(0, 20)), num_splits=draw(st.integers(1, 5)), block_k=draw(st.integers(1, 4))))
+recipe("refimpl.split_kv.split_chunks", kinds=dict(num_splits="count", Lk="count", block_k="count"))(
+    lambda draw: dict(boundaries=None, num_splits=draw(st.integers(1, 5)), Lk=draw(st.integers(0, 20)),
+                      block_k=draw(st.integers(1, 4))))
 recipe("refimpl.flash.tile_grid", kinds=dict(Lq="count", Lk="count", block_q="count", block_k="count"))(
     lambda draw: dict(Lq=draw(st.integers(0, 9)), Lk=draw(st.integers(0, 9)), block_q=draw(st.integers(1, 4)),
                       block_k=draw(st.integers(1, 4))))

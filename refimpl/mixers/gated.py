@@ -58,7 +58,7 @@ G_FLOOR = -800.0
 """Log-gates below this are raised to it: exp(-800) == 0.0 in float64 already (see module doc)."""
 FACTOR_SPAN = 64.0
 """Largest decay G_{a-1} - G_{b-1} within one chunk for which the intra-chunk scores are a matrix
-product of decayed queries and keys (``_Setup.intra``): the key factor stays below e^64 ~ 6e27
+product of decayed queries and keys (``GatedSetup.intra``): the key factor stays below e^64 ~ 6e27
 and the query factor above e^-64, far from overflow and from subnormals; each factor's exponent is
 rounded with an error of at most span * u, as the exponent G_t - G_j of the elementwise form is."""
 
@@ -71,7 +71,7 @@ def retnet_gammas(num_heads: int) -> np.ndarray:
     return 1.0 - 2.0 ** (-5.0 - np.arange(H, dtype=np.float64))
 
 
-class _Setup:
+class GatedSetup:
     """Validated inputs shared by every form: scaled q, k, v, cumulative gates G, S_init."""
 
     def __init__(self, q, k, v, g, scale, initial_state):
@@ -155,7 +155,7 @@ def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, f
 
 def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple):
     """``gated_linear_attention``; ``names``: the caller's arguments an overflowing output / state comes from."""
-    s = _Setup(q, k, v, g, scale, initial_state)
+    s = GatedSetup(q, k, v, g, scale, initial_state)
     choice(form, "form", FORMS)
     starts = chunk_starts(s.L, chunk_size)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
@@ -165,7 +165,7 @@ def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple):
     return o, S
 
 
-def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
+def _forms(s: GatedSetup, form: str, starts: list, chunk_size: int):
     if form == "recurrent":
         S, o = s.S0, np.empty((s.B, s.H, s.L, s.V))
         for t in range(s.L):
