@@ -221,6 +221,19 @@ def _run_pair(prop, impl, xfail, settings_kw, seed, progress=None) -> tuple:
     return rec, line, failed, unsupported
 
 
+def _report_pair(rec, line, why, progress, records, unsupported) -> None:
+    """Print one finished pair's lines (the first ending with the progress suffix); keep its record
+    and any unsupported reason for the property's summary line. Shared by the serial and pooled runs."""
+    if why is not None:
+        unsupported.append(why)
+    records.append(rec)
+    suffix = progress.finished()
+    if line:
+        line[0] += "  " + suffix
+    for entry in line:
+        print(f"    {entry}", flush=True)
+
+
 def _adapter_share(rec) -> str:
     return f", adapter {rec.adapter_seconds:.1f}s" if rec.adapter_seconds >= 0.05 else ""
 
@@ -280,14 +293,7 @@ def conformance(examples, only, kernels, impl_names=(), kinds=(), use_profile=Fa
                 prop, impl, xfails.get((prop.name, impl.name)), settings_kw, seed,
                 progress=lambda r, p=prop, i=impl: progress.example(p, i, r))
             failures += failed
-            if why is not None:
-                unsupported.append(why)
-            records.append(rec)
-            suffix = progress.finished()
-            if line:
-                line[0] += "  " + suffix
-            for entry in line:
-                print(f"    {entry}", flush=True)
+            _report_pair(rec, line, why, progress, records, unsupported)
         if unsupported:
             print("    unsupported (not run, not counted): " + "; ".join(unsupported), flush=True)
     if stopped:
@@ -436,14 +442,7 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
                 rec, line, failed, why = wait_for(first_pair + k, progress)
                 RECORDS[(rec.property, rec.implementation)] = rec
                 failures += failed
-                if why is not None:
-                    unsupported.append(why)
-                records.append(rec)
-                suffix = progress.finished()
-                if line:
-                    line[0] += "  " + suffix
-                for entry in line:
-                    print(f"    {entry}", flush=True)
+                _report_pair(rec, line, why, progress, records, unsupported)
             if unsupported:
                 print("    unsupported (not run, not counted): " + "; ".join(unsupported), flush=True)
         print()
