@@ -78,7 +78,7 @@ def test_readme_links_the_conformance_document():
 def test_readme_low_precision_backward_commands(monkeypatch):
     """The README's float32 / bfloat16 attention-backward commands: the correct adapters pass,
     the ones without the rowsum(dO * O) term fail (run here on 2 examples of backward_matches_reference:
-    the finite-difference property costs more and runs in tests/test_attention_properties.py)."""
+    the finite-difference property costs more and runs in tests/test_precision_attention.py)."""
     import shlex
 
     from properties.__main__ import main
