@@ -56,7 +56,7 @@ def test_mixer_preset_table_matches_code():
     from refimpl.mixers import presets as MP
 
     rows = _table("| preset | library (file: function, version checked) |")
-    assert {r[0].strip("` ") for r in rows} == set(MP.__all__)
+    assert {r[0].strip("` ") for r in rows} == set(MP.PRESETS)
 
 def test_readme_misspelled_capability_command(monkeypatch, capsys):
     """The README's misspelled-capability command gives the error it shows."""
