@@ -215,12 +215,60 @@ def test_sglang_decode_splits(Lk):
         check_matches_reference(impl, case)
 
 
+def _sglang_fused_moe():
+    try:
+        from properties.peers import sglang_fused_moe
+        return sglang_fused_moe()
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
+def test_sglang_fused_gate_ranks_underflowed_experts_by_logit():
+    """properties/peers/xfail.json (sglang.fused_moe[float32], moe_route_matches_reference): sglang
+    0.5.23 moe_fused_gate.py _router_triton_kernel ranks by the logit. Logits (0, -2000, -1000): the
+    probabilities of experts 1 and 2 underflow to 0 (float32 and float64), the spec ties them and
+    takes expert 1, SGLang takes expert 2 (the larger logit); with gaps that do not underflow both agree."""
+    import refimpl.moe as M
+
+    impl = _sglang_fused_moe()
+    for z, sglang in (([[0.0, -2000.0, -1000.0]], [[0, 2]]), ([[0.0, -20.0, -10.0]], [[0, 2]])):
+        got, want = impl.route(np.array(z), 2, normalize="none"), M.route(np.array(z), 2, normalize="none")
+        assert got.indices.tolist() == sglang
+        assert got.position.tolist() == [[0, 0]] and got.kept.all()
+        np.testing.assert_allclose(got.gates, want.gates, rtol=2**-22, atol=0)  # underflowed gates are 0 either way
+    assert M.route(np.array([[0.0, -2000.0, -1000.0]]), 2, normalize="none").indices.tolist() == [[0, 1]], \
+        "refimpl now ranks underflowed experts by logit: remove the sglang.fused_moe route xfail entry"
+
+
+def test_sglang_fused_moe_float32_rounds_to_float16():
+    """properties/peers/xfail.json (sglang.fused_moe[float32], moe_fused_forward): sglang 0.5.23
+    fused_moe.py _fused_moe_kernel_sequence runs fused_moe_kernel with compute_type float16 for float32
+    hidden states, so each GEMM output is rounded to float16 before it is stored. One token, two equal
+    FFN experts (SiLU, W1 = 1, W2 = 1e-3), router weights 0, k = 1 renormalised (gate 1): at x = 1e5
+    the spec gives silu(1e5) 1e-3 = 100, SGLang inf (1e5 > 65504 overflows float16); at x = 1 + 2^-12
+    the first GEMM rounds x to 1 (float16 keeps 10 fraction bits)."""
+    import refimpl.moe as M
+
+    impl = _sglang_fused_moe()
+    experts = [M.FFNExpert(W1=np.array([[1.0]]), W2=np.array([[1e-3]]), act="silu")] * 2
+    W, opts = np.zeros((2, 1)), {"normalize": "before_drop", "drop_order": "token_major"}
+    y, _ = impl.moe_forward(np.array([[1e5]]), W, experts, 1, **opts)
+    assert M.moe_forward(np.array([[1e5]]), W, experts, 1, **opts)[0][0, 0] == pytest.approx(100.0)
+    assert np.isinf(y[0, 0]), f"SGLang's float32 MoE output is now {y}: if 100, remove the moe_fused_forward entry"
+    x = np.array([[1.0 + 2.0**-12]])
+    y, _ = impl.moe_forward(x, W, experts, 1, **opts)
+    silu_1 = 1.0 / (1.0 + np.exp(-1.0))
+    assert y[0, 0] == np.float32(np.float16(np.float32(silu_1) * np.float32(1e-3)))  # silu(1) W2, float16
+    assert M.moe_forward(x, W, experts, 1, **opts)[0][0, 0] != pytest.approx(y[0, 0], rel=2**-14)
+
+
 # --- every Triton adapter through the properties of its kind (smoke size) ----------------------
 # Interpreted kernels take 0.1 s (Liger) to 10 s (fla chunk forms at L ~ 200; mamba's decode step,
 # one launch a token) an example on 2 shared cores: Liger runs 3 examples a pair, fla and mamba 1,
 # no shrinking (the full run shrinks).
 
-EXAMPLES = {"fla_linear": 1, "fla_attention": 1, "liger": 3, "mamba_triton": 1, "sglang_decode": 1}
+EXAMPLES = {"fla_linear": 1, "fla_attention": 1, "liger": 3, "mamba_triton": 1, "sglang_decode": 1,
+            "sglang_fused_moe": 1}
 
 
 def _triton_impls():
