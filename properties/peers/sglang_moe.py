@@ -51,7 +51,9 @@ Routing (``route`` and the Routing ``moe_forward`` returns): score softmax only 
 fused_topk's sigmoid path needs a correction bias and a CUDA radix kernel), dropless (declines
 capacity zero and finite), normalize "none" (renormalize=False) or "before_drop"/"after_drop"
 (renormalize=True; the same when nothing drops), drop order token_major (positions are the
-aligned order, declines the others), gates = topk_weights * route_scale (SGLang applies the factor
+aligned order of moe_align_small_numel, declines the others; the CUDA align kernel SGLang runs for
+<= 64 experts orders pairs within an expert by atomicAdd, scheduling-dependent, which changes no
+output), gates = topk_weights * route_scale (SGLang applies the factor
 to the summed output; refimpl scales the gates). ``probs`` is not an output of the kernel: it is
 softmax(z) in float32 (torch), as the kernel computes it.
 Capabilities: {"route", "forward.fused"}.
