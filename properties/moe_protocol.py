@@ -183,8 +183,8 @@ def precision_from_unit_roundoff(u, name="adapter") -> str:
 
     by_u = {v: k for k, v in UNIT_ROUNDOFF.items()}
     if u not in by_u:
-        raise ValueError(f"{name}: unit_roundoff={u!r} is not the unit roundoff of a precision; "
-                         f"declare precision= one of {list(UNIT_ROUNDOFF)} instead")
+        raise ValueError(f"unit_roundoff: expected the unit roundoff of a precision (better: declare precision= one "
+                         f"of {list(UNIT_ROUNDOFF)}), got {u!r} (adapter {name!r})")
     warnings.warn(f"{name}: MoEAdapter(unit_roundoff={u!r}) is deprecated; write precision={by_u[u]!r}",
                   DeprecationWarning, stacklevel=4)
     return by_u[u]
