@@ -62,7 +62,8 @@ cause a skip. The count is reported by ``return_stats=True`` (see FlashStats).
 
 Backward: ``refimpl.flash_backward`` (FA2's Algorithm 2), re-exported here.
 
-Threads. FA2's query tiles (forward) and the backward's (batch, kv head)
+Threads. FA2's thread blocks (forward: a query tile of one batch entry and
+a few kv heads, ``_forward_fa2``) and the backward's (batch, kv head)
 pairs share no output, so they run concurrently on CPU threads
 (``refimpl._parallel``), each computing exactly what it computes alone: the
 results and the statistics are the same bits for any thread count. A tile
@@ -71,10 +72,11 @@ in strips of rows, each over the span of keys its rows can see
 (``_row_strips``); hidden entries would contribute exactly 0.
 
 Arithmetic. Each tile's products are BLAS GEMMs with the G query heads of a
-kv head folded into the rows (see ``refimpl.sdpa``); exp(S - m') overwrites
-the score tile in place, so a tile costs the two GEMMs plus five passes
-(scale, max, subtract, exp, sum), and the mask pass only on tiles the mask
-cuts. m' = -inf (nothing visible yet) is read as 0 in the shift, so
+kv head folded into the rows (see ``refimpl.sdpa``); the scale is folded into
+Q_i once per thread block (``_Setup.scaled_q``: within the same score bound)
+and exp(S - m') overwrites the score tile in place, so a tile costs the two
+GEMMs plus four passes (max, subtract, exp, sum), and the mask pass only on
+the key columns a tile's mask cuts. m' = -inf (nothing visible yet) is read as 0 in the shift, so
 exp(-inf - m') is exp(-inf) = 0, never NaN (``refimpl.softmax._exp_shift``).
 
 I/O instrumentation. Every access to Q, K, V, O, dO, dQ, l, m, lse and D goes
@@ -200,7 +202,7 @@ def _shift(part: slice, start: int) -> slice:
     return slice(start + part.start, start + part.stop)
 
 
-_TILE_BYTES = 2 * 2**20  # score tile of one thread block: the passes over it run from a core's cache
+_TILE_BYTES = 2**20  # score tile of one thread block: the passes over it run from a core's L2 (1 MiB on the EPYC of issue 23)
 
 
 def _heads_per_block(st: _TiledSetup, block_q: int, block_k: int) -> int:
