@@ -73,7 +73,8 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
     """y, or with ``dy`` (dx, dweight, dbias): LayerNorm / RMSNorm over the last axis, BatchNorm over
     every axis but 1, GroupNorm over (C / num_groups channels, spatial) per sample; float64."""
     x, center, A, xs, shape = _grouping(x, choice(kind, "kind", NORM_KINDS), num_groups)
-    g, b = _params(weight, bias, x.shape[-1] if kind in ("layer", "rms") else x.shape[1], weight_offset=weight_offset)
+    g, b = _params(weight, bias, x.shape[-1] if kind in ("layer", "rms") else x.shape[1],
+                   weight_offset=real_number(weight_offset, "weight_offset"))
     g, b = (None if p is None else p.reshape(shape) for p in (g, b))
     eps, inside = check_eps(eps, eps_placement), eps_placement == "inside_sqrt"
     mu = xs.mean(axis=A, keepdims=True) if center else 0.0               # mu = mean_A x (RMSNorm: 0)

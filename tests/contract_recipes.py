@@ -662,6 +662,7 @@ def _moe_fwd(draw):
 
 MOE_KINDS = dict(x="array", router_weight="array", experts="experts", k="count", layout="name")
 recipe("refimpl.moe.moe_forward", kinds=MOE_KINDS)(_moe_fwd)
+recipe("refimpl.moe.moe_definition", kinds={n: v for n, v in MOE_KINDS.items() if n != "layout"})(_moe_fwd)
 recipe("refimpl.moe.moe_vjp", kinds=dict(MOE_KINDS, dy="array"))(
     lambda draw: (lambda d: dict(d, dy=arr(draw, d["x"].shape)))(_moe_fwd(draw)))
 recipe("refimpl.moe.router_logits", kinds=dict(x="array", router_weight="array"))(
