@@ -29,7 +29,7 @@ BACKWARD_COMPILED_HEAD_DIMS = (128,)
 TILED_KERNELS = ("attention_backward", "split_kv", "paged")
 #: the later kernels with a block of NT threads per row or per slice of rows (gpu.<name>_numba.kernels() at
 #: the default block, gpu.<name>_c.DEFAULT_DEFINES)
-ROW_KERNELS = ("norm", "rope", "moe", "gla")
+ROW_KERNELS = ("norm", "rope", "moe")
 
 
 @dataclasses.dataclass(frozen=True)

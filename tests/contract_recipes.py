@@ -853,7 +853,7 @@ R["gpu.route"] = Recipe(_gpu_route_args,
                         dict(logits="array", k="count", normalize="name", capacity="count",
                              capacity_factor="nonneg_float", padding_mask="bool_array", route_scale="float"),
                         call=_gpu_call("route"), oracle=same_as_spec_route,
-                        # the facade's documented refusal at the float32 bound (gpu/api.py, _route_logits_float32):
+                        # the facade's documented refusal at the float32 bound (gpu/api_routing.py, _route_logits_float32):
                         # logits whose float32 values select other experts than the float64 scores do
                         refusal=r"^logits: expected logits whose float32 values select the experts the float64 scores "
                                 r"select, got ")

@@ -61,11 +61,6 @@ def test_moe_matches_refimpl(opencl, case):
     C.check_moe(opencl, case)
 
 
-@pytest.mark.parametrize("case", C.cases_for("gla"), ids=lambda c: c.name)
-def test_gla_matches_refimpl(opencl, case):
-    C.check_gla(opencl, case)
-
-
 @pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
 def test_mutant_is_rejected(opencl, name):
     """Meta-test: the deliberately wrong kernel fails at least one execution check."""
