@@ -16,6 +16,11 @@ tile loads, the key bound Lk or a chunk's end, the writes) and call these; the C
 same functions as text (``gpu.tile_c``). Every function does the operations of the inlined code
 it replaced, in the same order, so the results are those of the kernels before the factoring.
 
+The functions are ``cuda.jit(device=True, inline="always")``: Numba inlines their IR into the
+kernel before typing, so ``numba.cuda.compile_ptx`` needs no GPU (a plain device function is
+compiled for the current device's compute capability, which asks the driver) and the PTX holds
+no calls; under the CUDA simulator they are ordinary Python calls.
+
 The mutants of ``gpu.mutants`` that edit this code (a window bound, the missing rescale) apply to
 this module's text and run through a kernel module that imports the edited copy.
 """
