@@ -55,16 +55,16 @@ class Registry(Mapping):
                 raise TypeError(f"source: expected a refimpl.preset_registry.Source, got {type(source).__name__}")
             self._presets[name], self._sources[name] = preset, source
 
-    def _unknown(self, name) -> UnknownPreset:
+    def _expected(self) -> str:
         k = self.kind.__name__ if self.kind is not None else ""
-        what = f"{'an' if k[:1] in 'AEIOU' else 'a'} {k} or one of" if k else "one of"
-        return UnknownPreset(f"{self.argument}: expected {what} {sorted(self._presets)}, got {name!r}")
+        article = "an" if k[:1] in "AEIOU" else "a"
+        return f"{article} {k} or one of {sorted(self._presets)}" if k else f"one of {sorted(self._presets)}"
 
     def __getitem__(self, name):
         try:
             return self._presets[name]
         except (KeyError, TypeError):  # TypeError: an unhashable name
-            raise self._unknown(name) from None
+            raise UnknownPreset(f"{self.argument}: expected {self._expected()}, got {name!r}") from None
 
     def __iter__(self):
         return iter(self._presets)

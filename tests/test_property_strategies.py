@@ -1,7 +1,8 @@
 """What the conformance draws and bounds reach: each hard-case strategy (scaling bands, shifted
 rows, extreme gates, decays, exponents and scores, fixed chunk sizes) exposes a wrong implementation
-that the ordinary draws pass, and the mixers' bounds keep their margin on every correct form.
-``-s`` prints the measured mixer error / bound ratios.
+that the ordinary draws pass, the mixers' bounds keep their margin on every correct form, and a
+correct twin of the wrong fused MoE kernels passes what rejects them. ``-s`` prints the measured
+mixer error / bound ratios.
 """
 
 import dataclasses
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 
 from properties import distributed as DP
 from properties import mixers_common, mixers_linear, mixers_scan, norms
+from properties import moe as MP
 from properties import rope as R
 from properties.core import Declared, find_counterexample, run_property
 
@@ -72,6 +74,18 @@ def test_variance_by_moments_needs_the_shifted_rows():
         except AssertionError:
             rejected = True
         assert rejected == caught, shift
+
+
+# --- MoE ---------------------------------------------------------------------------------------
+
+
+def test_a_correct_fused_forward_passes_what_rejects_the_wrong_ones():
+    """The wrong fused kernels (properties.moe_wrong._fused) differ from a correct fused forward over
+    properties.moe_protocol.fused_expert_weights by their one bug: that forward passes."""
+    from properties import moe_wrong
+
+    prop = next(p for p in MP.PROPERTIES if p.name == "moe_fused_forward")
+    run_property(prop, moe_wrong._fused(None))
 
 
 # --- the context-parallel ring ----------------------------------------------------------------
