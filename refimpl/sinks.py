@@ -36,7 +36,8 @@ from .sdpa import attention
 
 def attention_with_sinks_definition(q, k, v, sinks, *, mask=None, causal=False, align="bottom_right", window=None,
                                     scale=None, softcap=None, bias=None):
-    """(out, lse), float64: the sink as one more column of the final scores (gpt-oss ``sdpa``), written out.
+    """(out, lse), float64: the sink as one more column of the final scores (gpt-oss ``sdpa``;
+    docs/notes.md#attention-sinks), written out.
     ``attention_with_sinks`` / ``apply_sinks`` are tested equal to it (tests/test_definition_sinks.py)."""
     q, k, v, scale, softcap, visible, bias, _ = attention_arguments(q, k, v, mask, causal, align, window, scale,
                                                                     softcap, bias)
