@@ -62,7 +62,7 @@ def run(only: list[str] | None = None) -> dict:
             continue
         t0 = time.perf_counter()
         try:
-            case, message = C.find_rejecting_case(mutants.backend(name, "numba"), m.kernel)
+            case, message = C.find_rejecting_case(mutants.backend(name, "numba"), m.kernel, name)
             results["mutants"][name] = {"rejected_by": case, "message": message}
         except Exception as e:  # noqa: BLE001
             results["mutants"][name] = {"rejected_by": None, "message": None,
