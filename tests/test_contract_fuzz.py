@@ -376,6 +376,16 @@ def fuzz_part(names, part=None):
     return sorted(names)[k - 1::n]
 
 
+def test_fuzz_parts_partition_the_names():
+    names = sorted(TARGETS)
+    parts = [fuzz_part(names, f"{k}/7") for k in range(1, 8)]
+    assert sorted(sum(parts, [])) == names and max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert fuzz_part(names, "") == names
+    for bad in ("0/3", "4/3", "1-3", "x"):
+        with pytest.raises(ValueError, match=r"^CONTRACT_FUZZ_PART: expected 'k/n' with 1 <= k <= n, got "):
+            fuzz_part(names, bad)
+
+
 @pytest.mark.parametrize("name", fuzz_part(TARGETS))
 def test_contract(name):
     rec = CR.R[name]
