@@ -315,3 +315,13 @@ def test_found_by_the_dynamic_wording_oracle():
     with pytest.raises(ValueError, match=r"^capacity: expected an int in \[0, T=1\], got 3$"):
         moe.route_expert_choice(np.ones((1, 2)), np.uint64(3))
     assert vision.interpolate_pos_embed(np.ones((5, 0)), (2, 2), (3, 3)).shape == (10, 0)
+
+
+def test_check_positions_beyond_numpys_largest_array_is_named():
+    """check_positions broadcasts (L,) positions to (B, L) as a view (no allocation): a B in the band of valid
+    counts (2^62) reached NumPy's 'array is too big' (found by the thorough fuzz); now named."""
+    from refimpl import rope
+
+    with pytest.raises(ValueError, match=r"^B, L: expected a \(B, L\) int64 array NumPy can index"):
+        rope.check_positions(np.arange(3), 2**62, 3)
+    assert rope.check_positions(np.arange(3), 10**9, 3).shape == (10**9, 3)  # a view: nothing allocated
