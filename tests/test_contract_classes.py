@@ -287,3 +287,19 @@ def test_gpu_route_equals_the_spec_at_the_float32_bound(kw):
     for f in ("indices", "kept", "position", "counts"):
         assert np.array_equal(getattr(got, f), getattr(want, f)), f
     assert np.abs(got.gates - want.gates).max() <= 1e-6
+
+
+def test_patch_size_from_weight_is_named_by_the_callers_arguments():
+    """patch_embed / conv2d_stride / vit_embeddings take the patch size from ``weight``: an image side it does
+    not divide names ``images, weight`` (it named patchify's ``patch_size``, an argument they do not have;
+    found by the randomised fuzz of vit_embeddings), and an empty kernel names ``weight`` (no ZeroDivisionError)."""
+    from refimpl import vision
+
+    x, w, b = np.ones((1, 1, 2, 3)), np.ones((2, 1, 2, 2)), np.ones(2)
+    for call in (lambda w: vision.patch_embed(x, w, b), lambda w: vision.conv2d_stride(x, w, b),
+                 lambda w: vision.vit_embeddings(x, w, b, np.ones(2), np.ones((2, 2)))):
+        with pytest.raises(ValueError, match=r"^images, weight: expected H and W divisible by weight's patch size "
+                                             r"P = 2, got \(H, W\) = \(2, 3\)$"):
+            call(w)
+        with pytest.raises(ValueError, match=r"^weight: expected "):
+            call(np.ones((2, 1, 0, 0)))

@@ -361,7 +361,22 @@ def check_no_aliasing(name, fn, rec, kw, before, result):
 ARRAY_KINDS = ("array", "array_neginf", "lse", "bool_array", "int_array", "array_list")
 
 
-@pytest.mark.parametrize("name", sorted(TARGETS))
+def fuzz_part(names, part=None):
+    """The names one part of the fuzz runs: ``$CONTRACT_FUZZ_PART = "k/n"`` (1 <= k <= n) keeps every
+    n-th of the sorted names from the k-th on, so the n parts partition them and interleave the slow
+    families (the gpu facade, the mixers); unset: every name. The `thorough` profile runs in parts,
+    one process each (README "Contract")."""
+    part = os.environ.get("CONTRACT_FUZZ_PART", "") if part is None else part
+    if not part:
+        return sorted(names)
+    m = re.fullmatch(r"(\d+)/(\d+)", part)
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        raise ValueError(f"CONTRACT_FUZZ_PART: expected 'k/n' with 1 <= k <= n, got {part!r}")
+    k, n = int(m[1]), int(m[2])
+    return sorted(names)[k - 1::n]
+
+
+@pytest.mark.parametrize("name", fuzz_part(TARGETS))
 def test_contract(name):
     rec = CR.R[name]
     fn = TARGETS[name]

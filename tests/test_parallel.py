@@ -7,7 +7,8 @@ bit for bit whatever the thread count. The work threshold is set to 0 here so
 that small cases take the threaded path. Also: the row strips of partially
 hidden tiles (a wrong strip, one key column short, is caught), the closed-form
 tile classification of causal / window masks against the built tiles, and the
-BLAS thread count restored after a threaded call.
+BLAS thread count restored after a threaded call, and FA2's kv heads per thread
+block (one or all) changing no result.
 """
 
 import numpy as np
@@ -93,6 +94,26 @@ def test_flash_and_dense_are_the_same_bits_for_any_thread_count(threaded, kw):
         one = threaded(1, call)
         for n in (2, 3):
             _equal(one, threaded(n, call))
+
+
+@pytest.mark.parametrize("kw", KWARGS, ids=lambda kw: ",".join(kw) or "plain")
+def test_kv_heads_per_thread_block_change_no_result(monkeypatch, kw):
+    """FA2's thread blocks take one kv head each when the score-tile budget is tiny, all of them
+    when it is large: same results (to rounding) and the same tile and I/O counts."""
+    q, k, v, rng = _case(5)
+    kw = _kwargs(kw, rng, q, k)
+    call = lambda: flash.flash_attention(q, k, v, block_q=8, block_k=16, return_stats=True, **kw)  # noqa: E731
+    st = flash._setup(q, k, v, 8, 16, dict(mask=None, causal=False, align="bottom_right", window=None, scale=None,
+                                            softcap=None, bias=None, dropout_mask=None, dropout_p=0.0))
+    monkeypatch.setattr(flash, "_TILE_BYTES", 1)
+    one_head = call()
+    assert flash._heads_per_block(st, 8, 16) == 1
+    monkeypatch.setattr(flash, "_TILE_BYTES", 2**40)
+    all_heads = call()
+    assert flash._heads_per_block(st, 8, 16) == k.shape[1] > 1
+    for a, b in zip(one_head[:2], all_heads[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    assert one_head[2] == all_heads[2]
 
 
 def test_split_kv_is_the_same_bits_for_any_thread_count(threaded):
