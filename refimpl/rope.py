@@ -133,6 +133,9 @@ def check_positions(positions, B: int, L: int) -> np.ndarray:
     p = int_positions(positions)
     if p.shape not in ((L,), (B, L)):
         raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
+    if B * L * 8 > np.iinfo(np.intp).max:  # a broadcast view allocates nothing, but NumPy cannot index it
+        raise ValueError(f"B, L: expected a (B, L) int64 array NumPy can index (B * L * 8 <= 2^63 - 1 bytes), "
+                         f"got B = {B}, L = {L}")
     return np.broadcast_to(p.astype(np.int64), (B, L))
 
 

@@ -214,7 +214,7 @@ def test_norm_backwards_equal_the_definition(case):
 
 
 def _wrong(wrong, x, w, b, dy):
-    mu, xc = x.mean(-1, keepdims=True), x - x.mean(-1, keepdims=True)
+    xc = x - x.mean(-1, keepdims=True)
     if wrong == "unbiased_variance":  # divide by n - 1 (torch.var's default)
         return xc / np.sqrt((xc**2).sum(-1, keepdims=True) / (x.shape[-1] - 1) + 1e-5) * w + b
     if wrong == "eps_outside":  # 1 / (sqrt(v) + eps) where the convention is inside the sqrt
