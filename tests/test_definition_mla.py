@@ -130,7 +130,8 @@ def _mp_mla(x, w, scale, rope):
     i = np.arange(dr // 2)
     pa, pb = (i, i + dr // 2) if rope["layout"] == "half" else (2 * i, 2 * i + 1)
     F = lambda a: [[mpmath.mpf(float(t)) for t in row] for row in a]  # noqa: E731
-    mm = lambda a, W: [[mpmath.fsum(r[d] * W[d][j] for d in range(len(r))) for j in range(len(W[0]))] for r in a]  # noqa: E731
+    mm = lambda a, W: [[mpmath.fsum(r[d] * W[d][j] for d in range(len(r))) for j in range(len(W[0]))]  # noqa: E731
+                       for r in a]
     Wq, Wdkv, Wukv, Wo = F(w.W_q), F(w.W_dkv), F(w.W_ukv), F(w.W_o)
 
     def rot(vec, m):

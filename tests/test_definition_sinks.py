@@ -7,7 +7,8 @@ s_h) (``apply_sinks``). Cases: those of tests/test_definition.py (GQA, masks wit
 softcap, bias with -inf, magnitudes across the float64 range) without dropout, sinks from -1e3 to 1e3.
 
 The bound. With (out_b, lse_b) the attention bound of tests/test_definition.py (``error_bounds``, times
-1.25 for the sink column, one more term in each sum: out_b >= 4 (Lk + D + 4) u P |V| >= 24 u P |V|), and kappa = sigmoid(lse0 - s_h) the weight the keys keep,
+1.25 for the sink column, one more term in each sum: out_b >= 4 (Lk + D + 4) u P |V| >= 24 u P |V|),
+and kappa = sigmoid(lse0 - s_h) the weight the keys keep,
 one computation errs by at most (plus 2^-1060)
 
     out: kappa out_b + kappa |out0| (lse_b + 4 u (|lse0| + |s_h| + 2))    (kappa' <= kappa: lse0's error
