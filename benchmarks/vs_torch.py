@@ -13,7 +13,13 @@ What is timed (float64, B = 1, Hq = 8, D = Dv = 64; GQA is Hkv = 2):
     dense_bwd   refimpl.attention_backward                       vs  torch autograd of SDPA
     route       refimpl.moe.route(E = 64, k = 2, capacity 1.25)  vs  torch softmax + topk + cumsum slots
 
-Ratio = torch time / refimpl time (> 1: refimpl faster). Method: threads pinned
+Ratio = torch time / refimpl time (> 1: refimpl faster). GFLOP/s: the useful floating-point
+operations of the fastest refimpl contender (forward 4 B Hq Lq Lk D, backward 10 B Hq Lq Lk D,
+times the visible fraction under a causal mask), and that figure as a share of NumPy's own float64
+GEMM throughput (2048 x 2048 x 2048, the ceiling of this machine), raced in every attention row
+as a third contender, so that load hits all three alike; the header names the machine (CPU,
+NumPy's BLAS and its kernel, threads). A causal / non-causal time line follows each table.
+Method: threads pinned
 (``--threads``, default all cores) for NumPy's BLAS through OMP_NUM_THREADS /
 OPENBLAS_NUM_THREADS / MKL_NUM_THREADS, set *before* NumPy is imported, and
 for torch through ``torch.set_num_threads`` with the same count (refimpl's
@@ -82,6 +88,37 @@ except ImportError:  # refimpl-only figures
     torch = None
 
 H, D, E, K, CF = 8, 64, 64, 2, 1.25
+GEMM_N = 2048
+_GEMM_A = []  # the operand, made on first use
+
+
+def _gemm():
+    if not _GEMM_A:
+        _GEMM_A.append(np.random.default_rng(1).standard_normal((GEMM_N, GEMM_N)))
+    return _GEMM_A[0] @ _GEMM_A[0]
+
+
+def _gflops(kind, L, causal) -> float:
+    """Useful GFLOP of one call: 2 (forward) or 5 (backward) GEMMs of B Hq L L D multiply-adds,
+    times the visible fraction (L + 1) / 2L of a causal mask."""
+    frac = (L + 1) / (2 * L) if causal else 1.0
+    return (4 if kind.endswith("fwd") else 10) * H * L * L * D * frac / 1e9
+
+
+def machine() -> str:
+    """CPU model, NumPy's BLAS with its kernel and thread count, torch's BLAS."""
+    from threadpoolctl import threadpool_info
+
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = [f"{i['internal_api']} {i['version']} (kernel {i.get('architecture', '?')}, {i['num_threads']} threads)"
+            for i in threadpool_info() if i["user_api"] == "blas"]
+    tb = "" if torch is None else f"; torch BLAS {'MKL' if torch.backends.mkl.is_available() else 'other'}"
+    return f"CPU {model}, {os.cpu_count()} logical cores; NumPy BLAS {', '.join(blas) or '?'}{tb}"
 
 
 def _qkv(L, Hkv, seed=0):
@@ -153,6 +190,7 @@ def attention_rows(kind, L, Hkv, causal):
             tq, tk, tv = _t(q, True), _t(k, True), _t(v, True)
             tout, tdo = _sdpa(tq, tk, tv, causal), _t(do)
             rows["torch"] = lambda: torch.autograd.grad(tout, (tq, tk, tv), tdo, retain_graph=True)
+    rows["gemm"] = _gemm  # the ceiling, raced with the row
     return rows
 
 
@@ -216,14 +254,18 @@ def _memory_child(contender: str, L: int) -> None:
 # main
 
 
-def _fmt_row(label, best):
+def _fmt_row(label, best, gflop=None):
     ref = {n: t for n, t in best.items() if n.startswith("refimpl")}
     rname = min(ref, key=ref.get)
     t_ref = ref[rname]
     t_torch = best.get("torch")
     ratio = f"{t_torch / t_ref:6.2f}" if t_torch else "     -"
     ts = f"{t_torch * 1e3:10.1f}" if t_torch else "         -"
-    return f"{label:<34} {t_ref * 1e3:10.1f} {ts} {ratio}  {rname}", t_ref, t_torch
+    rate = "          -"
+    if gflop is not None and "gemm" in best:
+        ceiling = 2 * GEMM_N**3 / best["gemm"] / 1e9
+        rate = f"{gflop / t_ref:6.1f} {100 * gflop / t_ref / ceiling:3.0f}%"
+    return f"{label:<34} {t_ref * 1e3:10.1f} {ts} {ratio} {rate}  {rname}", t_ref, t_torch
 
 
 def main():
@@ -234,10 +276,11 @@ def main():
     load = os.getloadavg()
     print(f"refimpl vs torch {torch.__version__ if torch else '(not installed)'}, numpy {np.__version__}, "
           f"float64, threads={ARGS.threads}, rounds={ARGS.rounds} (min), load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(machine())
     print(f"B=1 Hq={H} D={D}; GQA Hkv=2; blocks tried {ARGS.blocks}; route E={E} k={K} capacity factor {CF}")
-    head = f"{'row':<34} {'refimpl ms':>10} {'torch ms':>10} {'ratio':>6}  best"
+    head = f"{'row':<34} {'refimpl ms':>10} {'torch ms':>10} {'ratio':>6} {'GFLOP/s gemm%':>11}  best"
     print(head + "\n" + "-" * len(head))
-    times = {}
+    times, ceiling = {}, 0.0
     for kind in ("flash_fwd", "flash_bwd", "dense_fwd", "dense_bwd"):
         if kind not in only:
             continue
@@ -249,18 +292,23 @@ def main():
                     continue
                 label = f"{kind} L={L} {'MHA' if Hkv == H else 'GQA'}{' causal' if causal else ''}"
                 best = _race(attention_rows(kind, L, Hkv, causal), ARGS.rounds)
-                line, t_ref, t_torch = _fmt_row(label, best)
+                line, t_ref, t_torch = _fmt_row(label, best, _gflops(kind, L, causal))
                 times[(kind, L, Hkv, causal)] = (t_ref, t_torch)
+                ceiling = max(ceiling, 2 * GEMM_N**3 / best["gemm"] / 1e9)
                 print(line, flush=True)
     if "route" in only:
         for T in ARGS.T:
             line, *_ = _fmt_row(f"route T={T} E={E} k={K}", _race(route_rows(T), max(ARGS.rounds, 10), repeat=10))
             print(line, flush=True)
-    for (kind, L, Hkv, causal), (t, _) in sorted(times.items()):
-        if kind == "flash_fwd" and causal and (kind, L, Hkv, False) in times:
-            print(f"causal / non-causal time, flash_fwd L={L} {'MHA' if Hkv == H else 'GQA'}: "
-                  f"{t / times[(kind, L, Hkv, False)][0]:.2f}")
-    print("ratio = torch time / refimpl time (>= 1: refimpl as fast); times: min over rounds (route: 10 rounds of 10 calls)")
+    for (kind, L, Hkv, causal), (t, t_torch) in sorted(times.items()):
+        if causal and (kind, L, Hkv, False) in times:
+            base = times[(kind, L, Hkv, False)]
+            torch_part = f" (torch {t_torch / base[1]:.2f})" if t_torch and base[1] else ""
+            print(f"causal / non-causal time, {kind} L={L} {'MHA' if Hkv == H else 'GQA'}: {t / base[0]:.2f}{torch_part}")
+    if ceiling:
+        print(f"NumPy float64 GEMM ({GEMM_N}^3) ceiling, best in this run: {ceiling:.1f} GFLOP/s")
+    print("ratio = torch time / refimpl time (>= 1: refimpl as fast); gemm% = refimpl GFLOP/s over the GEMM raced in "
+          "the same row; times: min over rounds (route: 10 rounds of 10 calls)")
     if ARGS.plot:
         _plot(times)
 

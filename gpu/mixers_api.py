@@ -28,8 +28,9 @@ import dataclasses
 import numpy as np
 
 from refimpl import validation as V
+from refimpl.logistic import silu
 
-from .api import MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written, _positive_float32, _tile
+from .api_common import MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written, _positive_float32, _tile
 from .backends import INSTALL_HINT
 from .errors import BackendUnavailable, UnsupportedOption
 
@@ -253,7 +254,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, backend, initial_state=
         y = np.zeros(u32.shape, np.float32)
         if D is not None:
             y = arrays[5][None, :, None, :] * u32
-        return y if z is None else y * (arrays[6] / (1 + np.exp(-arrays[6]))), last
+        return y if z is None else y * silu(arrays[6]), last
     out = np.full(u32.shape, np.nan, dtype=np.float32)
     last = np.full((b, H, P, N), np.nan, dtype=np.float32)
     out, last = be.selective_scan(arrays, out, last, p)

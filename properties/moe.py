@@ -17,7 +17,7 @@ Adapter protocol (``MoEAdapter``): callables with refimpl.moe's signatures
 
 Capabilities and their exact meanings: ``MOE_KIND`` (route, route.drop_orders,
 route.padding, capacity, losses, losses.grad, cv_squared, z_loss, z_loss.grad,
-noisy_gating, noisy_gating.grad, gradients, forward); each names the methods a
+noisy_gating, noisy_gating.grad, gradients, forward, forward.fused); each names the methods a
 declaring adapter must supply, and nothing falls back to refimpl. A kernel that
 only routes (the GPU kernels) declares {"route"} and is run on the routing
 properties with the orders it implements.
@@ -784,6 +784,13 @@ def check_dispatch_combine(impl, case: C.GradCase):
         _fail(impl, f"dense-tensor forward differs from sparse by {np.abs(yd - y).max():.3g}", case)
 
 
+def check_fused_forward(impl, case: C.GradCase):
+    """A fused-MoE kernel's forward (capability "forward.fused": sparse layout only, experts as
+    stacked weights) equals the definition y = sum_e G[:, e] FFN_e(x) with G the gates of its own
+    routing; the bound of :func:`check_sparse_equals_dense`."""
+    check_sparse_equals_dense(impl, case)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -873,6 +880,11 @@ PROPERTIES = [
     Property("moe_sparse_equals_dense", "moe", check_sparse_equals_dense, lambda caps: C.honouring(caps, C.grad_case),
              "sparse forward == every expert on every token, masked", frozenset({"forward"}),
              ("forward_raw_probs",)),
+    Property("moe_fused_forward", "moe", check_fused_forward, lambda caps: C.honouring(caps, C.grad_case),
+             "fused-MoE forward (stacked expert weights) == every expert on every token, masked",
+             frozenset({"forward.fused"}),
+             ("forward_raw_probs", "fused_gate_up_swapped", "fused_weight_before_act", "fused_bias_unweighted",
+              "fused_scale_missing")),
     Property("moe_dispatch_combine", "moe", check_dispatch_combine, lambda caps: C.honouring(caps, C.grad_case),
              "GShard dispatch/combine tensors agree with the routing and the sparse forward",
              frozenset({"forward"}), ("dispatch_off_by_one",)),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import numpy as np
+
 import refimpl.moe as M
 
 from . import moe_cases as C
@@ -46,7 +48,10 @@ MOE_KIND = Kind(
         "output_logit_jacobian": "output_logit_jacobian(x, W, experts, k, **options) -> (Routing, dy/dz (T, D, E))",
         "moe_vjp": "moe_vjp(x, W, experts, k, dy, **options) -> (dx, dz, dW)",
         "balance_loss_grad": "balance_loss_grad(routing, logits, *, alpha, f, scale, probs) -> (T, E)",
-        "moe_forward": "moe_forward(x, W, experts, k, *, layout='sparse'|'dense_tensors', **options) -> (y, Routing)",
+        "moe_forward": "moe_forward(x, W, experts, k, *, layout='sparse'|'dense_tensors', **options) -> (y, Routing). "
+                       "experts: refimpl.moe FFNExpert (act gelu | silu, with biases) or SwiGLUExpert objects, callable "
+                       "on rows; a fused kernel reads their stacked weights with properties.moe_protocol."
+                       "fused_expert_weights",
         "dispatch_combine": "dispatch_combine(routing) -> (dispatch (T, E, C) bool, combine (T, E, C))",
     },
     required=(),
@@ -77,6 +82,9 @@ MOE_KIND = Kind(
                                 "Jacobian, the MoE VJP", methods=("gate_jacobian", "output_logit_jacobian", "moe_vjp")),
         "forward": Capability("the MoE forward (sparse and GShard dense-tensor layouts) and dispatch/combine tensors",
                               methods=("moe_forward", "dispatch_combine")),
+        "forward.fused": Capability("the MoE forward of a fused-MoE kernel: moe_forward in the sparse layout only (no "
+                                    "dense-tensor layout, no dispatch/combine tensors), the experts' weights stacked "
+                                    "as fused_expert_weights gives them", methods=("moe_forward",)),
     },
     options={
         "drop_order": Option("drop orders drawn (k_major and token_major with 'route', the rest with "
@@ -89,6 +97,47 @@ MOE_KIND = Kind(
 )
 
 KINDS = (MOE_KIND,)
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedExperts:
+    """The experts' weights as a fused-MoE kernel takes them (vLLM / SGLang ``fused_experts``: one
+    tensor per projection, experts stacked, rows = output features):
+
+        gated (SwiGLU):  w1 (E, 2H, D) = [Wg^T; Wu^T] (gate rows first), w2 (E, D, H) = Wd^T,
+                         h = x w1[e]^T, y_e = (silu(h[:H]) * h[H:]) w2[e]^T
+        FFN:             w1 (E, H, D) = W1^T, b1 (E, H), w2 (E, D, H) = W2^T, b2 (E, D),
+                         y_e = act(x w1[e]^T + b1[e]) w2[e]^T + b2[e]
+    """
+
+    w1: np.ndarray
+    w2: np.ndarray
+    b1: np.ndarray | None
+    b2: np.ndarray | None
+    activation: str  # "silu" | "gelu" (| "relu" for an FFNExpert list of that activation)
+    gated: bool
+
+
+def fused_expert_weights(experts) -> FusedExperts:
+    """The stacked weights of ``experts`` (all refimpl.moe.SwiGLUExpert, or all FFNExpert of one
+    activation, with biases on all or none). TypeError for any other list."""
+    from refimpl.moe.experts import FFNExpert, SwiGLUExpert
+
+    experts = list(experts)
+    if experts and all(isinstance(e, SwiGLUExpert) for e in experts):
+        return FusedExperts(np.stack([np.concatenate([e.Wg.T, e.Wu.T]) for e in experts]),
+                            np.stack([e.Wd.T for e in experts]), None, None, "silu", True)
+    if experts and all(isinstance(e, FFNExpert) for e in experts) and len({e.act for e in experts}) == 1:
+        b1, b2 = ([e.b1 for e in experts], [e.b2 for e in experts])
+        if any((b is None) != (b1[0] is None) for b in b1) or any((b is None) != (b2[0] is None) for b in b2):
+            raise TypeError("experts: expected biases on every expert or on none (to stack them), got "
+                            f"b1 on {sum(b is not None for b in b1)} and b2 on {sum(b is not None for b in b2)} "
+                            f"of {len(experts)} experts")
+        return FusedExperts(np.stack([e.W1.T for e in experts]), np.stack([e.W2.T for e in experts]),
+                            None if b1[0] is None else np.stack(b1), None if b2[0] is None else np.stack(b2),
+                            experts[0].act, False)
+    raise TypeError("experts: expected a non-empty list of refimpl.moe SwiGLUExpert, or of FFNExpert with one "
+                    f"activation, got {[type(e).__name__ for e in experts]}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +185,8 @@ def precision_from_unit_roundoff(u, name="adapter") -> str:
 
     by_u = {v: k for k, v in UNIT_ROUNDOFF.items()}
     if u not in by_u:
-        raise ValueError(f"{name}: unit_roundoff={u!r} is not the unit roundoff of a precision; "
-                         f"declare precision= one of {list(UNIT_ROUNDOFF)} instead")
+        raise ValueError(f"unit_roundoff: expected the unit roundoff of a precision (better: declare precision= one "
+                         f"of {list(UNIT_ROUNDOFF)}), got {u!r} (adapter {name!r})")
     warnings.warn(f"{name}: MoEAdapter(unit_roundoff={u!r}) is deprecated; write precision={by_u[u]!r}",
                   DeprecationWarning, stacklevel=4)
     return by_u[u]

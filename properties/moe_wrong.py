@@ -13,7 +13,7 @@ import numpy as np
 import refimpl.moe as M
 from refimpl.moe import grads as G
 
-from .moe_protocol import REFIMPL
+from .moe_protocol import REFIMPL, fused_expert_weights
 
 
 def _with(name, **fns):
@@ -202,6 +202,41 @@ def _dispatch_off_by_one(routing):
     return (np.roll(d, 1, axis=2), np.roll(c, 1, axis=2)) if C else (d, c)
 
 
+def _fused(bug):
+    """A fused-MoE forward over the stacked weights (properties.moe_protocol.fused_expert_weights),
+    pair by pair, with one bug (``bug=None``: none, the correct forward the meta-tests start from)."""
+
+    def forward(x, W, experts, k, layout="sparse", **o):
+        x = np.asarray(x, dtype=float)
+        r = M.route(M.router_logits(x, W), k, **o)
+        f = fused_expert_weights(experts)
+        act = lambda u: M.experts.activation(f.activation, u)  # noqa: E731
+        y = np.zeros_like(x)
+        for t, j in zip(*np.nonzero(r.kept)):
+            e, g = r.indices[t, j], r.gates[t, j] / (o.get("route_scale", 1.0) if bug == "scale_missing" else 1.0)
+            h = f.w1[e] @ x[t] + (0.0 if f.b1 is None else f.b1[e])
+            if bug == "weight_before_act":
+                h, g = g * h, 1.0
+            if f.gated:
+                H = h.shape[0] // 2
+                gate, up = (h[H:], h[:H]) if bug == "gate_up_swapped" else (h[:H], h[H:])
+                a = act(gate) * up
+            else:
+                a = act(h)
+            b2 = 0.0 if f.b2 is None else f.b2[e]
+            y[t] += g * (f.w2[e] @ a) + b2 if bug == "bias_unweighted" else g * (f.w2[e] @ a + b2)
+        return y, r
+
+    forward.__doc__ = {
+        None: "the fused forward, correct",
+        "gate_up_swapped": "reads w1's halves as [up; gate]: silu of the up projection times the gate",
+        "weight_before_act": "multiplies the first GEMM's output by the routed weight (before the activation)",
+        "bias_unweighted": "adds the down projection's bias after the routed-weight multiply",
+        "scale_missing": "leaves out routed_scaling_factor (route_scale) on the output"}[bug]
+    return dataclasses.replace(REFIMPL, name="fused" if bug is None else f"wrong:fused_{bug}", moe_forward=forward,
+                               capabilities=frozenset({"route", "forward.fused"}))
+
+
 WRONG = {
     "capacity_off_by_one": _with("wrong:capacity_off_by_one", route=_route_capacity_off_by_one),
     "counts_after_drop": _with("wrong:counts_after_drop", route=_route_counts_after_drop),
@@ -228,4 +263,6 @@ WRONG = {
     "load_grad_no_threshold": _with("wrong:load_grad_no_threshold", load_loss_grad=_load_grad_no_threshold),
     "forward_raw_probs": _with("wrong:forward_raw_probs", moe_forward=_forward_raw_probs),
     "dispatch_off_by_one": _with("wrong:dispatch_off_by_one", dispatch_combine=_dispatch_off_by_one),
+    **{f"fused_{bug}": _fused(bug) for bug in ("gate_up_swapped", "weight_before_act", "bias_unweighted",
+                                                "scale_missing")},
 }

@@ -125,3 +125,32 @@ def mp_layer_norm(x, eps: float) -> np.ndarray:
             r = 1 / mpmath.sqrt(mpmath.fsum((t - mu) ** 2 for t in xs) / len(xs) + mpmath.mpf(float(eps)))
             out[i] = [float((t - mu) * r) for t in xs]
     return out
+
+
+# ---------------------------------------------------------------------------
+# the logistic function and its companions (refimpl.logistic), exact at any float64 input
+
+
+def _mp_logistic(name: str, t: mpmath.mpf, x: mpmath.mpf):
+    sig = 1 / (1 + mpmath.exp(-t))  # no difference anywhere: exact to 50 digits at any t
+    if name == "sigmoid":
+        return sig
+    if name == "mul_sigmoid":
+        return x * sig
+    if name == "silu":
+        return t * sig
+    # log1p: 1 + e^-700 at 50 digits is 1, and log(1 + e^t) would be 0 for an exact e^t
+    if name == "softplus":
+        return max(t, 0) + mpmath.log1p(mpmath.exp(-abs(t)))
+    if name == "log_sigmoid":
+        return min(t, 0) - mpmath.log1p(mpmath.exp(-abs(t)))
+    raise ValueError(f"name: expected one of 'sigmoid', 'mul_sigmoid', 'silu', 'softplus', 'log_sigmoid', got {name!r}")
+
+
+def mp_logistic(name: str, t, x=None) -> list:
+    """refimpl.logistic's ``name`` at each float64 t (and x, for mul_sigmoid), as 50-digit mpf values
+    (unrounded, so that a test measures the error in ulps of the exact value). Finite inputs only."""
+    t = np.ravel(np.asarray(t, dtype=np.float64))
+    x = np.ones_like(t) if x is None else np.ravel(np.asarray(x, dtype=np.float64))
+    with mpmath.workdps(DPS):
+        return [+_mp_logistic(name, mpmath.mpf(float(a)), mpmath.mpf(float(b))) for a, b in zip(t, x)]

@@ -151,6 +151,15 @@ def _fold(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], x.shape[4])
 
 
+def _hide(s: np.ndarray, visible: np.ndarray) -> None:
+    """s = -inf where ``visible`` (broadcastable to s) is False, in place; the pass covers only
+    the span of key columns with a hidden entry (a causal strip: its diagonal block)."""
+    cols = np.flatnonzero(~visible.all(axis=tuple(range(visible.ndim - 1))))
+    if cols.size:
+        part = slice(int(cols[0]), int(cols[-1]) + 1)
+        np.copyto(s[..., part], -np.inf, where=~visible[..., part])
+
+
 def _merge_heads(x: np.ndarray) -> np.ndarray:
     """(B, Hkv, G, ...) -> (B, Hq, ...)."""
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
@@ -190,12 +199,13 @@ class _Setup:
         """Key and value tiles, (B, Hkv, nk, D) and (B, Hkv, nk, Dv)."""
         return self.k[:, :, ks], self.v[:, :, ks]
 
-    def unit(self, b: int, h: int) -> "_Setup":
-        """The problem of batch entry b and kv head h alone (its G query heads): B = Hkv = 1."""
+    def unit(self, b: int, h: int, n: int = 1) -> "_Setup":
+        """The problem of batch entry b and kv heads h .. h + n - 1 alone (their G query heads
+        each): B = 1, Hkv = n."""
         part = copy.copy(self)
-        heads = slice(h * self.G, (h + 1) * self.G)
-        part.q, part.k, part.v = self.q[b:b + 1, heads], self.k[b:b + 1, h:h + 1], self.v[b:b + 1, h:h + 1]
-        part.B, part.Hq, part.Hkv = 1, self.G, 1
+        heads = slice(h * self.G, (h + n) * self.G)
+        part.q, part.k, part.v = self.q[b:b + 1, heads], self.k[b:b + 1, h:h + n], self.v[b:b + 1, h:h + n]
+        part.B, part.Hq, part.Hkv = 1, n * self.G, n
         part.mask = self.mask.unit(b, heads)
         part.bias = None if self.bias is None else self.bias.unit(b, heads)
         part.keep = None if self.keep is None else self.keep.unit(b, heads)
@@ -227,17 +237,32 @@ class _Setup:
             return np.zeros((1, 1, len(range(*qs.indices(self.Lq))), len(range(*ks.indices(self.Lk)))), dtype=bool)
         return self.mask.tile(qs, ks)
 
-    def scores_of(self, q5, k, qs: slice, ks: slice, visible=False):
+    def scaled_q(self, q5):
+        """scale * q5 where the scores are formed as <scale q_i, k_j> (``exact_range``), else q5.
+
+        Folding the scale into a query tile once replaces a pass over every score tile it
+        meets. Rounding: each product (scale q_id) k_jd carries two roundings instead of one,
+        and the final multiply by scale is gone, so the score error stays within
+        gamma_(D+1) scale sum_d |q_id k_jd| <= (D + 2) u S, the score bound of
+        ``properties.tolerance`` (``score_error_bound``). A power-of-two scale (1 / sqrt(D),
+        D = 4^n) multiplies exactly (barring underflow), so there the scores are the same
+        bits as scale * <q_i, k_j>.
+        """
+        return q5 * self.scale if self.exact_range else q5
+
+    def scores_of(self, q5, k, qs: slice, ks: slice, visible=False, q_scaled=False):
         """``scores`` from operands already loaded: q5 = Q[qs] (B, Hkv, G, nq, D),
-        k = K[ks] (B, Hkv, nk, D); ``visible`` = ``self.visible(qs, ks)`` if known."""
+        k = K[ks] (B, Hkv, nk, D); ``visible`` = ``self.visible(qs, ks)`` if known;
+        ``q_scaled``: q5 is ``scaled_q(Q[qs])`` (the scale already folded in)."""
         B, Hkv, G, nq, D = q5.shape
         if visible is False:
             visible = self.visible(qs, ks)
         if self.exact_range:
             raw = np.matmul(_fold(q5), k.swapaxes(-1, -2)).reshape(B, Hkv, G, nq, k.shape[2])
-            raw *= self.scale  # s = scale * <q_i, k_j>
+            if not q_scaled:
+                raw *= self.scale  # s = scale * <q_i, k_j>
         else:
-            raw = self._scores_far_from_one(q5, k)
+            raw = self._scores_far_from_one(q5, k)  # (scaled_q leaves q5 unscaled here)
         if self.softcap is not None:
             with np.errstate(over="ignore"):  # raw / c beyond float64 is +-inf, and c tanh(+-inf) = +-c exactly
                 s = np.divide(raw, self.softcap)
@@ -249,8 +274,8 @@ class _Setup:
             s += b  # s = s + bias
             if not self.exact_range:
                 np.copyto(s, -np.inf, where=np.isneginf(b))  # a -inf bias hides its key, even from an inf score
-        if visible is not None and not visible.all():
-            np.copyto(s, -np.inf, where=~_split_heads(visible, self.Hkv))  # s = -inf where hidden
+        if visible is not None:
+            _hide(s, _split_heads(visible, self.Hkv))  # s = -inf where hidden
         if not self.exact_range:
             self._check_no_overflow(s, visible, qs, ks)
         return s, (raw if self.softcap is not None else None)

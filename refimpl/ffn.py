@@ -44,11 +44,11 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
-from scipy.special import expit as _scipy_expit
 from scipy.special import ndtr
 
 from ._validate import (as_float_array, bool_array, choice, finite_result, instance, positive_int, real_number,
                         same_shape)
+from .logistic import mul_sigmoid, sigmoid, silu
 
 _SQRT2 = np.sqrt(2.0)
 _SQRT2PI = np.sqrt(2.0 * np.pi)
@@ -73,10 +73,10 @@ def _act(name, u):
     if name == "gelu":
         return u * ndtr(u)  # Phi(u) directly: (1 + erf(u / sqrt 2)) / 2 cancels at u << 0
     if name == "gelu_tanh":
-        return u * _expit(2.0 * _TANH_C * (u + _TANH_A * u**3))  # (1 + tanh y) / 2 = sigmoid(2y), exact in the tail
+        return mul_sigmoid(u, 2.0 * _TANH_C * (u + _TANH_A * u**3))  # (1 + tanh y) / 2 = sigmoid(2y), exact in the tail
     if name == "silu":
-        return u * _expit(u)
-    return _expit(u)
+        return silu(u)
+    return sigmoid(u)
 
 
 def act_grad(name: str, u) -> np.ndarray:
@@ -95,21 +95,14 @@ def _act_grad(name, u):
     if name == "gelu_tanh":
         # with s = sigmoid(2y): (1 + tanh y) / 2 = s and (1 - tanh^2 y) / 2 = 2 s (1 - s), 1 - s = sigmoid(-2y)
         y2 = 2.0 * _TANH_C * (u + _TANH_A * u**3)
-        s, s_neg = _expit(y2), _expit(-y2)
+        # s + 2 u s (1 - s) c (1 + 3 a u^2) = s (1 + 2 u (1 - s) c (...)): s applied last, by mul_sigmoid, so
+        # a subnormal s (y2 < -708) does not cost the product its bits
         uc = np.clip(u, -50.0, 50.0)  # s (1 - s) is exactly 0 beyond |u| = 50; clipping avoids 0 * inf there
-        return s + 2.0 * uc * s * s_neg * _TANH_C * (1.0 + 3 * _TANH_A * uc * uc)
-    s, s_neg = _expit(u), _expit(-u)  # 1 - s without cancellation at u >> 0
+        return mul_sigmoid(1.0 + 2.0 * uc * sigmoid(-y2) * _TANH_C * (1.0 + 3 * _TANH_A * uc * uc), y2)
+    s_neg = sigmoid(-u)  # 1 - s without cancellation at u >> 0
     if name == "silu":
-        return s * (1.0 + u * s_neg)
-    return s * s_neg
-
-
-def _expit(t):
-    """sigmoid(t) = 1 / (1 + e^-t), into the subnormal range: scipy's expit is 0 below t ~ -709.8
-    (e^-t overflows), where sigmoid(t) = e^t (1 - e^t + ...) = e^t to the last bit (e^t < 1e-304) and
-    a factor such as u in silu (u e^u = -1.2e-306 at u = -711) lifts it back into the normal range."""
-    with np.errstate(under="ignore"):
-        return np.where(t < -700.0, np.exp(np.maximum(t, -800.0)), _scipy_expit(t))
+        return mul_sigmoid(1.0 + u * s_neg, u)  # s (1 + u (1 - s)), s applied last (as above)
+    return sigmoid(u) * s_neg
 
 
 def _gauss(u):

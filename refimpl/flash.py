@@ -62,7 +62,8 @@ cause a skip. The count is reported by ``return_stats=True`` (see FlashStats).
 
 Backward: ``refimpl.flash_backward`` (FA2's Algorithm 2), re-exported here.
 
-Threads. FA2's query tiles (forward) and the backward's (batch, kv head)
+Threads. FA2's thread blocks (forward: a query tile of one batch entry and
+a few kv heads, ``_forward_fa2``) and the backward's (batch, kv head)
 pairs share no output, so they run concurrently on CPU threads
 (``refimpl._parallel``), each computing exactly what it computes alone: the
 results and the statistics are the same bits for any thread count. A tile
@@ -71,10 +72,11 @@ in strips of rows, each over the span of keys its rows can see
 (``_row_strips``); hidden entries would contribute exactly 0.
 
 Arithmetic. Each tile's products are BLAS GEMMs with the G query heads of a
-kv head folded into the rows (see ``refimpl.sdpa``); exp(S - m') overwrites
-the score tile in place, so a tile costs the two GEMMs plus five passes
-(scale, max, subtract, exp, sum), and the mask pass only on tiles the mask
-cuts. m' = -inf (nothing visible yet) is read as 0 in the shift, so
+kv head folded into the rows (see ``refimpl.sdpa``); the scale is folded into
+Q_i once per thread block (``_Setup.scaled_q``: within the same score bound)
+and exp(S - m') overwrites the score tile in place, so a tile costs the two
+GEMMs plus four passes (max, subtract, exp, sum), and the mask pass only on
+the key columns a tile's mask cuts. m' = -inf (nothing visible yet) is read as 0 in the shift, so
 exp(-inf - m') is exp(-inf) = 0, never NaN (``refimpl.softmax._exp_shift``).
 
 I/O instrumentation. Every access to Q, K, V, O, dO, dQ, l, m, lse and D goes
@@ -150,11 +152,14 @@ def _row_strips(visible, nq: int, nk: int) -> list[tuple[slice, slice]]:
 _STRIP = 32  # rows per strip of a partially hidden tile
 
 
-def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
-    """One FA2 thread block: query tile Q_i against the key tiles, (m, l, acc) on chip.
+def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, hidden: set, strips: bool):
+    """One FA2 thread block: query tile Q_i of one batch entry and a few kv heads against the key tiles.
 
-    Returns (memory, tiles skipped, m, l, acc), m and l (B, Hkv, G, nq), acc
-    (B, Hkv, G, nq, Dv) unnormalised. Rows of a strip (see ``_row_strips``) are
+    ``st`` is that unit (``_Setup.unit``: B = 1, Hkv = the unit's kv heads, the G query
+    heads of each folded into the rows of its GEMMs); key tiles whose index is in
+    ``hidden`` are skipped, and with ``strips`` a partially hidden tile is computed in
+    strips. Returns (memory, m, l, acc): m and l (1, Hkv, G, nq), acc (1, Hkv, G, nq, Dv)
+    unnormalised, (m, l, acc) on chip. Rows of a strip (see ``_row_strips``) are
     updated with that strip's keys only; per row the update is the one of the
     module docstring.
     """
@@ -163,19 +168,20 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
     m = np.full((st.B, st.Hkv, st.G, nq), -np.inf)
     l = np.zeros((st.B, st.Hkv, st.G, nq))
     acc = np.zeros((st.B, st.Hkv, st.G, nq, st.Dv))
-    skipped = 0
-    for ks in k_tiles:
+    Q_scaled = None
+    for j, ks in enumerate(k_tiles):
+        if j in hidden:
+            continue  # hidden for every batch entry and head: never loaded, never computed
         visible = st.visible(qs, ks)
-        if skip and visible is not None and not visible.any():
-            skipped += 1  # hidden for every batch entry and head: never loaded, never computed
-            continue
         Q_i, K_j, V_j = st.load(mem, qs, ks)  # Q_i loaded once per thread block
+        if Q_scaled is None:
+            Q_scaled = st.scaled_q(Q_i)  # scale * Q_i, once per thread block (see _Setup.scaled_q)
         nk = ks.stop - ks.start
-        parts = _row_strips(visible, nq, nk) if skip else [(slice(0, nq), slice(0, nk))]
+        parts = _row_strips(visible, nq, nk) if strips else [(slice(0, nq), slice(0, nk))]
         for r, c in parts:
             q_rows, k_cols = _shift(r, qs.start), _shift(c, ks.start)
-            S, _ = st.scores_of(Q_i[..., r, :], K_j[:, :, c], q_rows, k_cols,
-                                None if visible is None else visible[..., r, c])
+            S, _ = st.scores_of(Q_scaled[..., r, :], K_j[:, :, c], q_rows, k_cols,
+                                None if visible is None else visible[..., r, c], q_scaled=True)
             m_r, l_r, acc_r = m[..., r], l[..., r], acc[..., r, :]  # views: updated in place
             m_new = np.maximum(m_r, np.max(S, axis=-1))  # m' = max(m, rowmax(S))
             shift = np.where(m_new == -np.inf, 0.0, m_new)  # m' = -inf (nothing visible yet) read as 0
@@ -188,7 +194,7 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, skip: bool):
             acc_r += _pv(P if Z is None else P * Z, V_j[:, :, c])  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
             m_r[...] = m_new
             del S, P  # one score tile alive at a time: freed before the next is formed
-    return mem, skipped, m, l, acc
+    return mem, m, l, acc
 
 
 def _shift(part: slice, start: int) -> slice:
@@ -196,12 +202,25 @@ def _shift(part: slice, start: int) -> slice:
     return slice(start + part.start, start + part.stop)
 
 
+_TILE_BYTES = 2**20  # score tile of one thread block: the passes over it run from a core's L2 (1 MiB on the EPYC of issue 23)
+
+
+def _heads_per_block(st: _TiledSetup, block_q: int, block_k: int) -> int:
+    """kv heads per thread block: as many as keep its score tile, (heads * G * block_q) x
+    block_k float64, within _TILE_BYTES (at least one)."""
+    return max(1, min(st.Hkv, _TILE_BYTES // (8 * st.G * max(1, min(block_q, st.Lq)) * max(1, min(block_k, st.Lk)))))
+
+
 def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool, state=None):
     """FA2 over the keys in ``key_range`` = (k0, k1): (out, lse, tiles_skipped, grid).
 
-    The query tiles are independent thread blocks: they run concurrently on
-    CPU threads (``refimpl._parallel``; the last tiles first, as under a causal
-    mask they have the most keys), each computing exactly what it would alone.
+    The thread blocks, one per (batch entry, kv heads, query tile) as in
+    flash-attn's grid (one kv head or a few, ``_heads_per_block``: few enough
+    that the score tile stays in a core's cache for the passes over it, enough
+    that the Python of each step is shared by the heads), share no output: they
+    run concurrently on CPU threads (``refimpl._parallel``; the last query tiles
+    first, as under a causal mask they have the most keys), each computing
+    exactly what it would alone.
     With a key range narrower than [0, Lk) this is one split of split-KV
     (flash-attn ``compute_attn_1rowblock_splitkv``): out and lse of attention
     restricted to those keys, under the full problem's mask and alignment.
@@ -212,23 +231,29 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
     lse = np.full((st.B, st.Hq, st.Lq), -np.inf)
     m_all, l_all = (np.full((st.B, st.Hq, st.Lq), -np.inf), np.zeros((st.B, st.Hq, st.Lq))) if state is not None else (None, None)
     q_tiles, k_tiles = _tiles(0, st.Lq, block_q), _tiles(key_range[0], key_range[1], block_k)
+    # a tile is skipped when hidden for every batch entry and head (the stats count tiles so)
+    hidden = [{j for j, ks in enumerate(k_tiles) if skip and st.hidden(qs, ks)} for qs in q_tiles]
+    n = _heads_per_block(st, block_q, block_k)
+    units = {(b, h): st.unit(b, h, min(n, st.Hkv - h)) for b in range(st.B) for h in range(0, st.Hkv, n)}
 
-    def thread_block(qs: slice):  # each writes its own rows of out and lse, once
-        mem, n_skipped, m, l, acc = _fa2_thread_block(st, qs, k_tiles, skip)
-        out[:, :, qs] = mem.store("O", _merge_heads(_normalise(acc, l)))  # O_i = diag(l)^-1 acc
-        lse[:, :, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse))  # lse_i = m + log l
+    def thread_block(item):  # each writes its own rows of out and lse, once
+        (b, h), i = item
+        u, qs = units[b, h], q_tiles[i]
+        mem, m, l, acc = _fa2_thread_block(u, qs, k_tiles, hidden[i], skip)
+        heads = slice(h * st.G, h * st.G + u.Hq)
+        out[b, heads, qs] = mem.store("O", _merge_heads(_normalise(acc, l))[0])  # O_i = diag(l)^-1 acc
+        lse[b, heads, qs] = mem.store("lse", _merge_heads(OnlineSoftmaxState(m, l).lse)[0])  # lse_i = m + log l
         if state is not None:
-            m_all[:, :, qs], l_all[:, :, qs] = _merge_heads(m), _merge_heads(l)
-        return mem, n_skipped
+            m_all[b, heads, qs], l_all[b, heads, qs] = _merge_heads(m)[0], _merge_heads(l)[0]
+        return mem
 
     work = st.B * st.Hq * st.Lq * (key_range[1] - key_range[0]) * (st.D + st.Dv)
-    skipped = 0
-    for mem, n_skipped in map_blocks(thread_block, q_tiles[::-1], work):
+    items = [(bh, i) for i in reversed(range(len(q_tiles))) for bh in units]
+    for mem in map_blocks(thread_block, items, work):
         st.memory.absorb(mem)
-        skipped += n_skipped
     if state is not None:
         state.append(OnlineSoftmaxState(m_all, l_all))
-    return out, lse, skipped, (len(q_tiles), len(k_tiles))
+    return out, lse, sum(map(len, hidden)), (len(q_tiles), len(k_tiles))
 
 
 def _forward_fa1(st: _TiledSetup, block_q: int, block_k: int, skip: bool):

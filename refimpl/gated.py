@@ -17,9 +17,9 @@ learned, i.e. ``refimpl.attention`` with ``scale = s_h / sqrt(D)`` head by head;
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 from ._validate import as_float_array, finite_result, positive_int
+from .logistic import mul_sigmoid
 from .mask_patterns import dual_chunk_masks
 from .sdpa import attention
 
@@ -32,8 +32,8 @@ def gated_fusion(x, o_local, o_stride, W_lambda, b_lambda) -> np.ndarray:
     W = as_float_array(W_lambda, "W_lambda", shape=(x.shape[1], x.shape[1]), shape_doc="(d, d)")
     b = as_float_array(b_lambda, "b_lambda", shape=(x.shape[1],), shape_doc="(d,)")
     with np.errstate(over="ignore", invalid="ignore"):
-        lam = expit(finite_result(x @ W + b, "the gate logits", "x, W_lambda, b_lambda"))
-        y = x + lam * ol + (1 - lam) * os_
+        z = finite_result(x @ W + b, "the gate logits", "x, W_lambda, b_lambda")
+        y = x + mul_sigmoid(ol, z) + mul_sigmoid(os_, -z)  # 1 - lambda = sigmoid(-z): no cancellation at z >> 0
     return finite_result(y, "the output", "x, o_local, o_stride")
 
 

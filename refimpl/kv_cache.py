@@ -42,10 +42,30 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_float_array, check_budget, choice, count, instance, max_bytes, positive_float, positive_int
-from .rope import apply_rope, check_rope_kwargs
+from .definition import attention_definition
+from .rope import apply_rope, check_rope_kwargs, rope_definition
 from .sdpa import attention, check_window
 
 CACHE_KINDS = ("contiguous", "paged", "ring")
+
+
+def decode_definition(q, k, v, *, window=None, rope=None, scale=None):
+    """out (B, Hq, L, Dv), float64: what feeding q, k, v (the whole sequence) through any cache in any
+    chunks must give (docs/notes.md#kv-cache): causal attention over the prefix, RoPE at positions 0 .. L-1.
+
+        q_i, k_j = R(i) q_i, R(j) k_j                      refimpl.rope.rope_definition, ``rope`` keywords
+        out_i    = attention_definition(q_i; k_0..k_i)     causal; window (left, 0): keys i - left .. i
+
+    ``decode``, ``decode_step`` over ``ContiguousCache``, ``PagedCache``, ``RingCache`` and
+    ``prefill_reference`` are tested equal to it (tests/test_definition_decode.py)."""
+    q, k = as_float_array(q, "q", ndim=4), as_float_array(k, "k", ndim=4)
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"q, k: expected one sequence length (self-attention), got shapes {q.shape} and {k.shape}")
+    left, m = _left(window), np.arange(q.shape[2])                       # positions m = 0 .. L-1
+    if rope is not None:
+        rope = check_rope_kwargs(rope, q.shape[3])
+        q, k = rope_definition(q, m, **rope), rope_definition(k, m, **rope)  # rotated at their own positions
+    return attention_definition(q, k, v, causal=True, window=None if left is None else (left, 0), scale=scale)[0]
 
 
 class PoolExhausted(ValueError, MemoryError):
@@ -125,7 +145,7 @@ class ContiguousCache(KVCache):
         ever appended past ``length`` (a full buffer is replaced, never rewritten), so what a
         view shows never changes: it is a snapshot without a copy."""
         k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
-        n, end = k.shape[2], self.length + k.shape[2]
+        end = self.length + k.shape[2]
         if end > self._kbuf.shape[2]:
             check_budget("k, v (the cache after this update)", shape=(self.B, self.Hkv, end, self.D + self.Dv),
                          what=f"cache buffers for {end} positions")
@@ -412,5 +432,5 @@ def prefill_reference(q, k, v, *, window=None, rope=None, scale=None):
 
 __all__ = [
     "CACHE_KINDS", "ContiguousCache", "KVCache", "PagedCache", "RingCache",
-    "decode", "decode_step", "make_cache", "prefill_reference",
+    "decode", "decode_definition", "decode_step", "make_cache", "prefill_reference",
 ]

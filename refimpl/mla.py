@@ -19,7 +19,8 @@ forms apply alike). Per token x (d_model), heads h = 1..H:
   y = [o_1 .. o_H] W_o
 
 The absorbed form is attention with one shared key/value head (MQA) of width
-d_c + d_rope over the latent cache, which is how it is computed here.
+d_c + d_rope over the latent cache, which is how it is computed here. The definition is
+``mla_definition``: the naive form over positions 0 .. L-1, one line per formula above.
 scale = (d_nope + d_rope)^(-1/2), times mscale^2 with YaRN (mscale = 0.1 *
 mscale_all_dim * ln(factor) + 1, DeepSeek-V3 ``softmax_scale``): the absorbed
 form must keep the naive head dim's scale, not 1/sqrt(d_c + d_rope).
@@ -34,9 +35,28 @@ import numpy as np
 
 from ._validate import (as_float_array, check_budget, choice, count, finite_result, flag, instance, positive_float, positive_int,
                         real_number)
+from .definition import attention_definition
 from .kv_cache import ContiguousCache
-from .rope import apply_rope, check_rope_kwargs, yarn_get_mscale
+from .rope import apply_rope, check_rope_kwargs, rope_definition, yarn_get_mscale
 from .sdpa import attention
+
+
+def mla_definition(x, weights: "MLAWeights", *, scale=None, rope=None):
+    """y (B, L, d_model), float64: the naive form of the module docstring, written out over positions
+    0 .. L-1 (docs/notes.md#mla). ``mla_attention`` (naive and absorbed, with and without a cache) is
+    tested equal to it (tests/test_definition_mla.py). ``rope``, ``scale``: as ``mla_attention``."""
+    W = instance(weights, "weights", MLAWeights).check()
+    x = as_float_array(x, "x", shape=(None, None, W["W_q"].shape[0]), shape_doc="(B, L, d_model)")
+    (B, L, _), H, dn, dr, dv, dc = x.shape, weights.num_heads, weights.d_nope, weights.d_rope, weights.d_v, weights.d_c
+    rope, m = {"layout": "interleaved", **check_rope_kwargs({} if rope is None else rope, dr)}, np.arange(L)
+    q = (x @ W["W_q"]).reshape(B, L, H, dn + dr).transpose(0, 2, 1, 3)   # [q_nope_h, q_pe_h] = (x W_q)_h
+    c, k_pe = np.split(x @ W["W_dkv"], [dc], axis=-1)                     # [c_KV, k_pe] = x W_DKV
+    q_pe, k_pe = rope_definition(q[..., dn:], m, **rope), rope_definition(k_pe[:, None], m, **rope)  # decoupled RoPE
+    kv = (c @ W["W_ukv"]).reshape(B, L, H, dn + dv).transpose(0, 2, 1, 3)  # [k_nope_h, v_h] = c_KV W_UKV[h]
+    k = np.concatenate([kv[..., :dn], np.broadcast_to(k_pe, (B, H, L, dr))], axis=-1)  # k_h = [k_nope_h, k_pe]
+    scale = mla_softmax_scale(dn, dr) if scale is None else positive_float(scale, "scale")
+    o, _ = attention_definition(np.concatenate([q[..., :dn], q_pe], axis=-1), k, kv[..., dn:], causal=True, scale=scale)
+    return finite_result(o.transpose(0, 2, 1, 3).reshape(B, L, H * dv) @ W["W_o"], "an output entry", "x, weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,5 +269,5 @@ def mla_params(d_model: int, num_heads: int, *, q_lora_rank: int, kv_lora_rank: 
     return q + kv + H * d_v * d
 
 
-__all__ = ["MLALatentCache", "MLAWeights", "init_mla_weights", "mla_attention", "mla_cache_values_per_token",
+__all__ = ["MLALatentCache", "MLAWeights", "init_mla_weights", "mla_attention", "mla_cache_values_per_token", "mla_definition",
            "mla_params", "mla_softmax_scale"]

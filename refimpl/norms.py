@@ -60,6 +60,58 @@ from ._validate import (as_float_array, choice, finite_result, positive_int, rea
 EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
 
 
+# ----------------------------------------------------------------------------
+# The definition: the module docstring's formulas, one line each, on the raw input (no power-of-two
+# rescaling: valid while x^2 and, backward, r^3 stay normal float64 numbers). layer_norm, rms_norm,
+# batch_norm, group_norm and their backwards are tested equal to it (tests/test_definition_norms.py;
+# docs/notes.md#norms). RMSNorm has no bias: its dbias is None.
+
+NORM_KINDS = ("layer", "rms", "batch", "group")
+
+
+def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="inside_sqrt", weight_offset=0.0,
+                    num_groups=1, dy=None):
+    """y, or with ``dy`` (dx, dweight, dbias): LayerNorm / RMSNorm over the last axis, BatchNorm over
+    every axis but 1, GroupNorm over (C / num_groups channels, spatial) per sample; float64."""
+    x, center, A, xs, shape = _grouping(x, choice(kind, "kind", NORM_KINDS), num_groups)
+    g, b = _params(weight, bias, x.shape[-1] if kind in ("layer", "rms") else x.shape[1],
+                   weight_offset=real_number(weight_offset, "weight_offset"))
+    g, b = (None if p is None else p.reshape(shape) for p in (g, b))
+    eps, inside = check_eps(eps, eps_placement), eps_placement == "inside_sqrt"
+    mu = xs.mean(axis=A, keepdims=True) if center else 0.0               # mu = mean_A x (RMSNorm: 0)
+    xc = xs - mu                                                          # xc = x - mu
+    v = (xc * xc).mean(axis=A, keepdims=True)                             # v = mean_A xc^2
+    r = 1 / np.sqrt(v + eps) if inside else 1 / (np.sqrt(v) + eps)        # r = phi(v)
+    xhat = (xc * r).reshape(x.shape)                                      # xhat = xc r
+    y = xhat * (1.0 if g is None else g) + (0.0 if b is None else b)      # y = xhat g + b
+    if dy is None:
+        return finite_result(y, "the output", "x, weight, bias")
+    dy = _check_dy(dy, x)
+    P = tuple(i for i in range(x.ndim) if shape[i] == 1)                  # axes a parameter is broadcast along
+    dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)            # dxhat = dy g
+    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: xc = 0, term 0)
+    dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # dxc = r dxhat + kappa xc mean(dxhat xc)
+    dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc         # dx = dxc - mean_A dxc (centred)
+    dw = None if g is None else np.sum(dy * xhat, axis=P)                 # dw = sum dy xhat
+    db = None if b is None else np.sum(dy, axis=P)                        # db = sum dy
+    return tuple(None if t is None else finite_result(t, "a gradient", "x, dy") for t in (dx.reshape(x.shape), dw, db))
+
+
+def _grouping(x, kind, num_groups):
+    """(x, centred?, the axes A of xs, xs: x viewed with A, the parameters' broadcast shape)."""
+    if kind in ("layer", "rms"):
+        x = last_axis(x)
+        return x, kind == "layer", (-1,), x, (1,) * (x.ndim - 1) + (-1,)
+    x = _channels(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if kind == "batch":
+        return x, True, (0,) + tuple(range(2, x.ndim)), x, shape
+    G = positive_int(num_groups, "num_groups")
+    if x.shape[1] % G:
+        raise ValueError(f"num_groups: expected a divisor of the {x.shape[1]} channels, got {G}")
+    return x, True, (2,), x.reshape(x.shape[0], G, -1), shape
+
+
 @dataclasses.dataclass(frozen=True)
 class RMSNormConvention:
     """An RMSNorm as a library writes it: eps, where eps goes, the weight offset (g = offset + w)."""
@@ -405,7 +457,7 @@ def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> n
 
 
 __all__ = [
-    "EPS_PLACEMENTS", "RMSNORM_PRESETS", "RMSNormConvention", "batch_norm", "batch_norm_backward",
+    "EPS_PLACEMENTS", "NORM_KINDS", "norm_definition", "RMSNORM_PRESETS", "RMSNormConvention", "batch_norm", "batch_norm_backward",
     "batch_norm_inference", "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward",
     "rms_norm", "rms_norm_backward", "rms_norm_cast_order",
 ]

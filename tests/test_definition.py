@@ -60,8 +60,10 @@ def _abs_scores(q, k, scale):
     return scale * (np.abs(q) @ np.repeat(np.abs(k), G, axis=1).swapaxes(-1, -2))
 
 
-def error_bounds(q, k, v, kw, dout=None):
-    """Bounds on |computed - exact| of one computation: (out, lse) or, with dout, (dq, dk, dv)."""
+def error_bounds(q, k, v, kw, dout=None, score_err=0.0):
+    """Bounds on |computed - exact| of one computation: (out, lse) or, with dout, (dq, dk, dv).
+    ``score_err`` (broadcastable to (B, Hq, Lq, Lk)): a further error of each pre-softcap score, from
+    inputs that are themselves computed (RoPE'd q and k in tests/test_definition_decode.py)."""
     B, Hq, Lq, D = q.shape
     Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
     G = Hq // Hkv
@@ -71,12 +73,12 @@ def error_bounds(q, k, v, kw, dout=None):
     b_abs = 0.0 if bias is None else np.where(np.isfinite(bias), np.abs(bias), 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
         a = _abs_scores(q, k, scale)
-        d_raw = (D + 3) * U * (a + b_abs) + (D + 1) * 2.0**-1074 * max(1.0, scale)
+        d_raw = (D + 3) * U * (a + b_abs) + (D + 1) * 2.0**-1074 * max(1.0, scale) + score_err
         R = scale * (q @ np.repeat(k, G, axis=1).swapaxes(-1, -2))
         if c is not None:  # an infinite R caps to exactly +-c in both computations: slope 0, no error carried
             gap = np.where(np.isinf(R), np.inf, np.maximum(np.abs(R) - d_raw, 0.0))
             slope = np.minimum(1.0, 4.0 * np.exp(-2.0 * gap / c))
-            d = np.where(slope > 0, (D + 3) * U * a * slope, 0.0) + U * (2 * c + (D + 3) * b_abs)
+            d = np.where(slope > 0, ((D + 3) * U * a + score_err) * slope, 0.0) + U * (2 * c + (D + 3) * b_abs)
             s_abs = np.minimum(np.abs(R), c) + b_abs
         else:
             d, s_abs = d_raw, np.abs(R) + b_abs
@@ -393,3 +395,19 @@ def test_distributed_forms_equal_the_definition(case):
             bound = error_bounds(q, k, v, kw, dout)
         for g, w, b, n in zip(grads, want_grads, bound, ("dq", "dk", "dv")):
             assert_within(f"ring backward {n}", g, w, 2 * b)
+
+
+def test_definitions_refuse_work_beyond_the_budget(monkeypatch):
+    """The definitions materialise (B, Hq, Lq, Lk) arrays (RoPE's: (B, L, D, D)): beyond REFIMPL_MAX_BYTES a
+    ValueError naming the sizing arguments, before anything is allocated (never a MemoryError)."""
+    from refimpl.rope import rope_definition
+    from refimpl.sinks import attention_with_sinks_definition
+
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", str(2**20))
+    q = np.zeros((1, 1, 200, 1))  # 200 x 200 x 64 bytes > 1 MiB
+    calls = [lambda: attention_definition(q, q, q), lambda: attention_backward_definition(q, q, q, q),
+             lambda: attention_with_sinks_definition(q, q, q, np.zeros(1)),
+             lambda: rope_definition(np.zeros((1, 1, 200, 64)), np.arange(200))]
+    for call in calls:
+        with pytest.raises(ValueError, match="^(q, k|x, positions): expected work within"):
+            call()

@@ -7,7 +7,8 @@ bit for bit whatever the thread count. The work threshold is set to 0 here so
 that small cases take the threaded path. Also: the row strips of partially
 hidden tiles (a wrong strip, one key column short, is caught), the closed-form
 tile classification of causal / window masks against the built tiles, and the
-BLAS thread count restored after a threaded call.
+BLAS thread count restored after a threaded call, and FA2's kv heads per thread
+block (one or all) changing no result.
 """
 
 import numpy as np
@@ -93,6 +94,26 @@ def test_flash_and_dense_are_the_same_bits_for_any_thread_count(threaded, kw):
         one = threaded(1, call)
         for n in (2, 3):
             _equal(one, threaded(n, call))
+
+
+@pytest.mark.parametrize("kw", KWARGS, ids=lambda kw: ",".join(kw) or "plain")
+def test_kv_heads_per_thread_block_change_no_result(monkeypatch, kw):
+    """FA2's thread blocks take 1, 2 (the last block 1) or all 3 kv heads as the score-tile budget
+    allows: same results (to rounding) and the same tile and I/O counts."""
+    q, k, v, rng = _case(5, Hq=6, Hkv=3)
+    kw = _kwargs(kw, rng, q, k)
+    st = flash._setup(q, k, v, 8, 16, dict(mask=None, causal=False, align="bottom_right", window=None, scale=None,
+                                            softcap=None, bias=None, dropout_mask=None, dropout_p=0.0))
+    one_head = 8 * 2 * 8 * 16  # bytes of one kv head's score tile: G = 2 query heads, 8 x 16
+    results = {}
+    for budget, heads in ((1, 1), (2 * one_head, 2), (2**40, 3)):
+        monkeypatch.setattr(flash, "_TILE_BYTES", budget)
+        assert flash._heads_per_block(st, 8, 16) == heads
+        results[heads] = flash.flash_attention(q, k, v, block_q=8, block_k=16, return_stats=True, **kw)
+    for heads in (1, 2):
+        for a, b in zip(results[heads][:2], results[3][:2]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        assert results[heads][2] == results[3][2]
 
 
 def test_split_kv_is_the_same_bits_for_any_thread_count(threaded):

@@ -215,12 +215,124 @@ def test_sglang_decode_splits(Lk):
         check_matches_reference(impl, case)
 
 
+def _sglang_fused_moe(dtype="float32"):
+    try:
+        from properties.peers import sglang_fused_moe
+        return next(a for a in sglang_fused_moe() if a.name == f"sglang.fused_moe[{dtype}]")
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
+def test_sglang_fused_gate_ranks_underflowed_experts_by_logit():
+    """properties/peers/xfail.json (sglang.fused_moe[float32], moe_route_matches_reference): sglang
+    0.5.23 moe_fused_gate.py _router_triton_kernel ranks by the logit. Logits (0, -2000, -1000): the
+    probabilities of experts 1 and 2 underflow to 0 (float32 and float64), the spec ties them and
+    takes expert 1, SGLang takes expert 2 (the larger logit); with gaps that do not underflow both agree."""
+    import refimpl.moe as M
+
+    impl = _sglang_fused_moe()
+    for z, sglang in (([[0.0, -2000.0, -1000.0]], [[0, 2]]), ([[0.0, -20.0, -10.0]], [[0, 2]])):
+        got, want = impl.route(np.array(z), 2, normalize="none"), M.route(np.array(z), 2, normalize="none")
+        assert got.indices.tolist() == sglang
+        assert got.position.tolist() == [[0, 0]] and got.kept.all()
+        np.testing.assert_allclose(got.gates, want.gates, rtol=2**-22, atol=0)  # underflowed gates are 0 either way
+    assert M.route(np.array([[0.0, -2000.0, -1000.0]]), 2, normalize="none").indices.tolist() == [[0, 1]], \
+        "refimpl now ranks underflowed experts by logit: remove the sglang.fused_moe route xfail entry"
+
+
+def test_sglang_fused_moe_float32_rounds_to_float16():
+    """properties/peers/xfail.json (sglang.fused_moe[float32], moe_fused_forward): sglang 0.5.23
+    fused_moe.py _fused_moe_kernel_sequence runs fused_moe_kernel with compute_type float16 for float32
+    hidden states, so each GEMM output is rounded to float16 before it is stored. One token, two equal
+    FFN experts (SiLU, W1 = 1, W2 = 1e-3), router weights 0, k = 1 renormalised (gate 1): at x = 1e5
+    the spec gives silu(1e5) 1e-3 = 100, SGLang inf (1e5 > 65504 overflows float16); at x = 1 + 2^-12
+    the first GEMM rounds x to 1 (float16 keeps 10 fraction bits)."""
+    import refimpl.moe as M
+
+    impl = _sglang_fused_moe()
+    experts = [M.FFNExpert(W1=np.array([[1.0]]), W2=np.array([[1e-3]]), act="silu")] * 2
+    W, opts = np.zeros((2, 1)), {"normalize": "before_drop", "drop_order": "token_major"}
+    y, _ = impl.moe_forward(np.array([[1e5]]), W, experts, 1, **opts)
+    assert M.moe_forward(np.array([[1e5]]), W, experts, 1, **opts)[0][0, 0] == pytest.approx(100.0)
+    assert np.isinf(y[0, 0]), f"SGLang's float32 MoE output is now {y}: if 100, remove the moe_fused_forward entry"
+    x = np.array([[1.0 + 2.0**-12]])
+    y, _ = impl.moe_forward(x, W, experts, 1, **opts)
+    silu_1 = 1.0 / (1.0 + np.exp(-1.0))
+    assert y[0, 0] == np.float32(np.float16(np.float32(silu_1) * np.float32(1e-3)))  # silu(1) W2, float16
+    assert M.moe_forward(x, W, experts, 1, **opts)[0][0, 0] != pytest.approx(y[0, 0], rel=2**-14)
+
+
+def test_sglang_fused_moe_many_tiles():
+    """Sizes the property draws never reach (its cases: T <= 4, D <= 3, H = 3): T = 150 tokens, k = 2
+    of E = 3 experts (config 64/64/32/8: ~100 pairs an expert, two M blocks each, 300 pairs through
+    moe_align_small_numel), D = 70 and H = 40 (N = 80: two N blocks in each GEMM, three and two K
+    steps, partial tiles). Routing: indices and token-major positions exactly refimpl's. Output:
+    SGLang's arithmetic emulated in float64 (each GEMM rounded to float16, the xfail'd compute_type);
+    a float32 accumulation may round the other way at either store: one float16 ulp of each stored
+    h (carried through the activation and w2) and of each stored output, summed over the k terms."""
+    import refimpl.moe as M
+    from properties.moe_protocol import fused_expert_weights
+
+    impl = _sglang_fused_moe()
+    rng = np.random.default_rng(7)
+    T, D, E, k, H, s = 150, 70, 3, 2, 40, 2.5
+    x, W = rng.standard_normal((T, D)).astype(np.float32), rng.standard_normal((E, D)).astype(np.float32)
+    experts = M.random_experts(E, D, H, kind="swiglu", seed=3)
+    opts = {"normalize": "before_drop", "drop_order": "token_major", "route_scale": s}
+    y, r = impl.moe_forward(x.astype(np.float64), W.astype(np.float64), experts, k, **opts)
+    ref = M.route(x.astype(np.float64) @ W.T.astype(np.float64), k, **opts)
+    assert np.array_equal(r.indices, ref.indices) and np.array_equal(r.position, ref.position)
+    assert r.counts.max() > 64  # an expert spans two M blocks
+    f = fused_expert_weights(experts)
+    w1, w2 = (f.w1.astype(np.float32).astype(np.float64), f.w2.astype(np.float32).astype(np.float64))
+
+    def f16(a):
+        return a.astype(np.float16).astype(np.float64)
+
+    def ulp16(a):
+        return np.spacing(np.abs(a).astype(np.float16)).astype(np.float64)
+
+    def act(h):
+        return (h[:H] / (1 + np.exp(-h[:H]))) * h[H:]
+
+    want, slack = np.zeros((T, D)), np.full((T, D), 1e-6)
+    for t in range(T):
+        for j in range(k):
+            e, g = r.indices[t, j], float(np.float32(r.gates[t, j] / s))  # the kernel's topk_weights
+            h = f16(w1[e] @ x[t].astype(np.float64))
+            out = f16((w2[e] @ act(h).astype(np.float32).astype(np.float64)) * g)
+            want[t] += s * out
+            da = sum(np.abs(act(h + np.where(np.arange(2 * H) // H == half, ulp16(h), 0.0)) - act(h))
+                     for half in (0, 1))
+            slack[t] += s * (g * (np.abs(w2[e]) @ da) + ulp16(out))
+    assert np.all(np.abs(y - want) <= slack), float(np.max(np.abs(y - want) / slack))
+
+
+def test_fused_expert_weights_reproduce_the_experts():
+    """properties.moe_protocol.fused_expert_weights: the stacked layout a fused kernel takes
+    ([gate; up] rows for SwiGLU) computes each expert exactly as the expert object does."""
+    import refimpl.moe as M
+    from properties.moe_protocol import fused_expert_weights
+
+    x = np.random.default_rng(1).standard_normal((5, 4))
+    for experts in (M.random_experts(3, 4, 6, kind="swiglu", seed=2),
+                    M.random_experts(3, 4, 6, act="gelu", bias=True, seed=2)):
+        f = fused_expert_weights(experts)
+        for e, ex in enumerate(experts):
+            h = x @ f.w1[e].T + (0 if f.b1 is None else f.b1[e])
+            a = (h[:, :6] / (1 + np.exp(-h[:, :6]))) * h[:, 6:] if f.gated else M.experts.activation(f.activation, h)
+            np.testing.assert_allclose(a @ f.w2[e].T + (0 if f.b2 is None else f.b2[e]), ex(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="experts"):
+        fused_expert_weights([M.random_experts(1, 4, 6, kind="swiglu")[0], M.random_experts(1, 4, 6)[0]])
+
+
 # --- every Triton adapter through the properties of its kind (smoke size) ----------------------
 # Interpreted kernels take 0.1 s (Liger) to 10 s (fla chunk forms at L ~ 200; mamba's decode step,
 # one launch a token) an example on 2 shared cores: Liger runs 3 examples a pair, fla and mamba 1,
 # no shrinking (the full run shrinks).
 
-EXAMPLES = {"fla_linear": 1, "fla_attention": 1, "liger": 3, "mamba_triton": 1, "sglang_decode": 1}
+EXAMPLES = {"fla_linear": 1, "fla_attention": 1, "liger": 3, "mamba_triton": 1, "sglang_decode": 1,
+            "sglang_fused_moe": 1}
 
 
 def _triton_impls():

@@ -31,6 +31,8 @@ present, through the shims of ``properties.peers.triton_shims``):
                      (Mamba-2 SSD) (source checkout via REFIMPL_LIBRARY_SOURCES)
     sglang_decode    SGLang's Triton decode attention, one request a query row (an unpacked sglang
                      wheel via REFIMPL_LIBRARY_SOURCES)
+    sglang_fused_moe SGLang's Triton fused MoE: softmax top-k router, token alignment, both expert
+                     GEMMs and the top-k sum (an unpacked sglang wheel via REFIMPL_LIBRARY_SOURCES)
 """
 
 from __future__ import annotations
@@ -55,11 +57,12 @@ FACTORIES = {
     "liger": "liger_ops",
     "mamba_triton": "mamba_ssu",
     "sglang_decode": "sglang_ops",
+    "sglang_fused_moe": "sglang_moe",
 }
 
 #: factories of Triton kernels (interpreted without a GPU: seconds an example, not milliseconds);
 #: tests/test_triton_peers.py smoke-tests them at their own budget
-TRITON = ("fla_linear", "fla_attention", "liger", "mamba_triton", "sglang_decode")
+TRITON = ("fla_linear", "fla_attention", "liger", "mamba_triton", "sglang_decode", "sglang_fused_moe")
 
 
 def _factory(name: str):

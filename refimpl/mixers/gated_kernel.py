@@ -23,9 +23,9 @@ Weights: W_gamma (G, D) or per head (H, G, D); W_beta (G', D) or (H, G', D). No 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 from .._validate import as_float_array, choice, count, finite_result, real_number
+from ..logistic import log_sigmoid, sigmoid
 from .gated import FORMS, _gla
 from .linear_attention import NORMALISER_EPS, _apply_feature_map
 
@@ -53,7 +53,7 @@ def data_dependent_gates(q, k, W_gamma, W_beta, d_phi=None):
     d_phi = D if d_phi is None else count(d_phi, "d_phi", minimum=1)
     zg = _gate_logits(q, W_gamma, "W_gamma", H, D, d_phi)
     zb = _gate_logits(k, W_beta, "W_beta", H, D, d_phi)
-    return -np.logaddexp(0.0, -zg), expit(zb)
+    return log_sigmoid(zg), sigmoid(zb)
 
 
 def gated_kernel_attention(q, k, v, W_gamma, W_beta, *, feature_map="elu+1", eps=NORMALISER_EPS,

@@ -56,9 +56,10 @@ Layout: k, v (B, H, L, D) (RWKV-4 is (B, T, C): C = H * D channels); w, u (H, D)
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
 from .._validate import FLOAT_MAX, as_float_array, choice, count, finite_result
+from ..logistic import mul_sigmoid
 
 FORMS = ("stable", "recurrent", "parallel", "scan")
 
@@ -219,7 +220,7 @@ def rwkv4_time_mixing_output(r, wkv_out):
     """out_t = sigmoid(r_t) * wkv_t (RWKV-4 ``model.py`` ``RWKV_TimeMix.forward``: ``sr * wkv``)."""
     r = as_float_array(r, "r", ndim=4)
     wkv_out = as_float_array(wkv_out, "wkv_out", shape=r.shape, shape_doc="(B, H, L, D) of r")
-    return expit(r) * wkv_out
+    return mul_sigmoid(wkv_out, r)  # refimpl.logistic: sigmoid(r) exact below r = -709.8, where expit is 0
 
 
 __all__ = ["FORMS", "log_weights", "prefix_scan_steps", "wkv_prefix_scan", "rwkv4_time_mixing_output", "rwkv4_w", "wkv"]

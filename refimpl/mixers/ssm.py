@@ -39,8 +39,8 @@ The state is (B, H, P, N).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
+from .. import logistic
 from .._parallel import map_blocks
 from .._validate import as_float_array, choice, chunk_starts, finite_result, flag, leading_shape, positive_int
 
@@ -49,14 +49,14 @@ DISCRETIZATIONS = ("zoh_a_euler_b", "zoh")
 
 
 def softplus(x):
-    """softplus(x) = log(1 + e^x), computed as logaddexp(0, x) (no overflow; ~x for large x)."""
-    return np.logaddexp(0.0, as_float_array(x, "x"))
+    """softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|) (refimpl.logistic: no overflow, e^x itself
+    for x << 0)."""
+    return logistic.softplus(as_float_array(x, "x"))
 
 
 def silu(x):
-    """silu(x) = x sigmoid(x) (torch ``F.silu``); sigmoid by ``expit``, so e^-x never overflows."""
-    x = as_float_array(x, "x")
-    return x * expit(x)
+    """silu(x) = x sigmoid(x) (torch ``F.silu``), by refimpl.logistic: exact in the tails (silu(-711) = -1.2e-306)."""
+    return logistic.silu(as_float_array(x, "x"))
 
 
 class _Setup:

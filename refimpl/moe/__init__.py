@@ -23,7 +23,7 @@ from .dispatch import (SortedAssignments, combine_dense, dispatch_combine_tensor
                        gather_by_expert, scatter_combine, sort_by_expert)
 from .expert_choice import ExpertChoiceRouting, expert_choice_forward, route_expert_choice
 from .experts import FFNExpert, SwiGLUExpert, random_experts
-from .forward import apply_experts, dense_moe_forward, gate_matrix, moe_forward, router_logits
+from .forward import apply_experts, dense_moe_forward, gate_matrix, moe_definition, moe_forward, router_logits
 from .grads import (balance_loss_grad, cv_squared_grad, gate_jacobian, gate_jacobian_of, gate_vjp,
                     importance_loss_grad, load_loss_grad, moe_vjp, output_logit_jacobian,
                     score_jacobian, z_loss_grad)
@@ -39,7 +39,7 @@ __all__ = [
     "BalanceLoss", "CapacityRule", "ExpertChoiceRouting", "FFNExpert", "NoisyTopK", "Preset",
     "RouteOptions", "Routing", "SortedAssignments", "SwiGLUExpert", "apply_experts", "balance_loss",
     "balance_loss_grad", "balance_loss_layers", "capacity", "combine_dense", "cv_squared",
-    "cv_squared_grad", "cv_squared_loss", "dense_moe_forward", "dispatch_combine_tensors",
+    "cv_squared_grad", "cv_squared_loss", "dense_moe_forward", "dispatch_combine_tensors", "moe_definition",
     "dispatch_dense", "expert_choice_forward", "gate_jacobian", "gate_jacobian_of", "gate_matrix",
     "gate_vjp", "gather_by_expert", "importance_loss", "importance_loss_grad", "load_loss",
     "load_loss_grad", "load_probabilities", "mean_probabilities", "moe_forward", "moe_vjp",

@@ -6,13 +6,20 @@ with any preset or conventions. Dropped choices contribute nothing; a token
 whose choices are all dropped gets y_t = 0 (the residual connection around the
 layer, outside this function, carries it).
 
-Three computations of the same y, which the properties compare:
+The definition (``moe_definition``, one line per step; docs/notes.md#moe-router):
+
+    z     = x W_g^T                                    router logits (T, E)
+    R     = route(z, k, **options)                     indices e_tj, gates g_tj, kept_tj (refimpl.moe.router)
+    G_te  = sum_j [e_tj = e] kept_tj g_tj              gate matrix (T, E), 0 off the kept choices
+    y_t   = sum_e G_te FFN_e(x_t)                      every expert on every token, masked by G
+
+The fast forms, each tested equal to it (tests/test_definition_moe.py, bound derived there):
 
     layout="sparse"         gather each expert's kept tokens, run the expert on
                             them only, scatter-add the gated outputs (Megablocks)
     layout="dense_tensors"  GShard dispatch/combine einsums over (T, E, C)
-    dense_moe_forward       every expert on every token, masked by the (T, E)
-                            gate matrix: the definition, at E times the compute
+    expert-parallel         refimpl.distributed.expert_parallel (docs/notes.md#expert-parallel)
+    dense_moe_forward       the definition's last two lines for a given routing
 """
 
 from __future__ import annotations
@@ -24,6 +31,18 @@ from .._validate import as_float_array
 from .dispatch import (combine_dense, dispatch_combine_tensors, dispatch_dense, gather_by_expert,
                        scatter_combine, sort_by_expert)
 from .router import route
+
+
+def moe_definition(x, router_weight, experts, k, **route_options):
+    """(y (T, D), routing): the MoE layer written out (the module docstring's four lines)."""
+    z = router_logits(x, router_weight)                              # z = x W_g^T
+    R = route(z, k, **route_options)                                 # e_tj, g_tj, kept_tj
+    x, R, experts = _check_x_routing_experts(x, R, experts)
+    G = np.zeros((R.num_tokens, R.num_experts))
+    t, j = np.nonzero(R.kept)
+    np.add.at(G, (t, R.indices[t, j]), R.gates[t, j])                # G_te = sum_j [e_tj = e] kept_tj g_tj
+    y = sum(G[:, [e]] * experts[e](x) for e in range(R.num_experts))  # y_t = sum_e G_te FFN_e(x_t)
+    return V.finite_result(y, "an output y", "x, experts"), R
 
 
 def router_logits(x, router_weight) -> np.ndarray:

@@ -48,6 +48,7 @@ from scipy.special import ndtr
 
 from .. import _validate as V
 from .._validate import as_float_array
+from ..logistic import sigmoid
 from .losses import (CV_EPS, _check_cv, _check_load, _check_z_loss, _kth_excluding, _split_groups,
                      routing_fractions, scale_factor, F_KINDS, P_KINDS, NoisyTopK)
 from .router import route, router_scores
@@ -60,7 +61,7 @@ def score_jacobian(logits, score: str = "softmax") -> np.ndarray:
     p = router_scores(z, score)
     if score == "softmax":
         return np.einsum("ta,ab->tab", p, np.eye(z.shape[1])) - p[:, :, None] * p[:, None, :]
-    return np.einsum("ta,ab->tab", p * (1.0 - p), np.eye(z.shape[1]))
+    return np.einsum("ta,ab->tab", p * sigmoid(-z), np.eye(z.shape[1]))  # 1 - p = sigmoid(-z), no cancellation
 
 
 def gate_jacobian(logits, k, **route_options):

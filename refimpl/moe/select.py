@@ -7,10 +7,10 @@ Public functions validate, the underscored ones compute on validated arguments.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 from .. import _validate as V
 from .._validate import as_float_array
+from ..logistic import sigmoid
 from ..softmax import _softmax_lse
 
 SCORES = ("softmax", "sigmoid")
@@ -39,7 +39,7 @@ def _router_scores(z: np.ndarray, score: str) -> np.ndarray:
     if score == "softmax":
         return _softmax_lse(z, axis=-1)[0]
     if score == "sigmoid":
-        return expit(z)
+        return sigmoid(z)  # refimpl.logistic: e^z below z = -709.8, where scipy's expit is 0
     raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
 
 
