@@ -325,3 +325,11 @@ def test_check_positions_beyond_numpys_largest_array_is_named():
     with pytest.raises(ValueError, match=r"^B, L: expected a \(B, L\) int64 array NumPy can index"):
         rope.check_positions(np.arange(3), 2**62, 3)
     assert rope.check_positions(np.arange(3), 10**9, 3).shape == (10**9, 3)  # a view: nothing allocated
+
+
+def test_shift_mask_names_window_with_shift():
+    """shift < window: a shift beyond a (broken) window named only shift (found by the thorough fuzz)."""
+    from refimpl import vision
+
+    with pytest.raises(ValueError, match=r"^shift, window: expected 0 <= shift < window = 3, got shift = 3$"):
+        vision.shift_mask(6, 6, np.uint64(3), 3)
