@@ -64,6 +64,7 @@ LAYOUTS = ("half", "interleaved")
 SCALINGS = ("linear", "dynamic", "yarn", "llama3")
 MAX_POSITION = 2**53  # integers below this convert to float64 exactly
 
+
 def rope_definition(x, positions, *, layout: str = "half", rotary_dim: int | None = None, base: float = 10000.0,
                     scaling=None):
     """y = R(m) x for x (B, H, L, D) at integer positions (L,) or (B, L): the rotation written as a
@@ -71,6 +72,7 @@ def rope_definition(x, positions, *, layout: str = "half", rotary_dim: int | Non
     (pairs sliced out and recombined) is tested equal to it (tests/test_definition_rope.py)."""
     x = as_float_array(x, "x", ndim=4)
     d, pos = check_rotary_dim(rotary_dim, x.shape[3]), check_positions(positions, x.shape[0], x.shape[2])
+    check_budget("x, positions", shape=pos.shape + (x.shape[3],) * 2, what="the rotation matrices R(m)")
     theta, f = rope_frequencies(d, base, scaling)                       # theta_i (scaled), attention factor f
     i = np.arange(d // 2)
     a, b = (i, i + d // 2) if check_layout(layout) == "half" else (2 * i, 2 * i + 1)  # the pair of frequency i
