@@ -19,9 +19,9 @@
   token permutation by expert (the slot assignment of ``refimpl.moe.route``), grouped
   expert GEMMs over the permuted rows and the gated combine, the semantics of
   ``refimpl.moe.apply_experts`` (sparse and GShard dense layouts).
-* ``gpu.gated_linear_attention(q, k, v, g, *, backend, chunk_size, ...)``: the chunked
-  GLA forward (intra-chunk masked product plus the inter-chunk state carry), the semantics
-  of ``refimpl.mixers.gated.gated_linear_attention``.
+* ``gpu.gated_linear_attention``: deprecated, a re-export of
+  ``gpu.mixers_api.gated_linear_attention`` (the chunked GLA forward; the linear-time mixer
+  kernels live in ``gpu.mixers_api``), kept so the older import path works; it warns.
 * ``gpu.route(logits, k, *, backend, ...)``: MoE token-choice routing (softmax or
   sigmoid scores, top-k with ties to the lower id, renormalisation, capacity
   positions in k_major or token_major order), the semantics of
@@ -34,9 +34,25 @@ e.g. PoCL on the CPU). Kernel modules: ``attention_numba``, ``routing_numba``
 compile checks without a GPU: ``gpu.compile``; ``python -m gpu.bench``.
 """
 
-from .api import (BACKENDS, apply_rope, flash_attention, flash_attention_backward, gated_linear_attention, layer_norm,
-                  moe_experts, moe_permute, paged_attention, rms_norm, route, split_kv_attention)
+import functools as _functools
+import warnings as _warnings
+
+from . import mixers_api as _mixers_api
+from .api import (BACKENDS, apply_rope, flash_attention, flash_attention_backward, layer_norm, moe_experts,
+                  moe_permute, paged_attention, rms_norm, route, split_kv_attention)
 from .errors import BackendUnavailable, UnsupportedOption
+
+
+@_functools.wraps(_mixers_api.gated_linear_attention)
+def gated_linear_attention(*args, **kwargs):
+    _warnings.warn("gpu.gated_linear_attention is deprecated: use gpu.mixers_api.gated_linear_attention "
+                   "(the older gpu.gla_* kernel was removed)", DeprecationWarning, stacklevel=2)
+    return _mixers_api.gated_linear_attention(*args, **kwargs)
+
+
+gated_linear_attention.__doc__ = ("Deprecated: use gpu.mixers_api.gated_linear_attention (this alias calls it and "
+                                  "warns).\n\n" + (_mixers_api.gated_linear_attention.__doc__ or ""))
+
 
 __all__ = ["BACKENDS", "BackendUnavailable", "UnsupportedOption", "apply_rope", "flash_attention",
            "flash_attention_backward", "gated_linear_attention", "layer_norm", "moe_experts", "moe_permute",

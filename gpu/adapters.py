@@ -311,7 +311,8 @@ def moe_forward_adapter(backend, *, threads=None, block=None, token_block=None, 
 
     from refimpl.moe.dispatch import buffer_capacity
 
-    from .api import MoELaunch, _check_written, _row_threads, moe_experts, moe_permute, route
+    from .api import MoELaunch, moe_experts, moe_permute, route
+    from .api_common import _check_written, _row_threads
     from .backends import get_backend
 
     def router_logits(x, W):
@@ -354,32 +355,13 @@ def opencl_moe_forward():
 
 
 # ---------------------------------------------------------------------------
-# kind "linear_attention" (properties.mixers_linear): the chunked GLA kernel
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelLinearAttentionAdapter:
-    name: str
-    forward: Callable
-    capabilities: frozenset = frozenset({"gate_scalar", "gate_channel", "final_state", "chunked"})
-    chunk_sizes: tuple | None = (4,)
-    precision: str = "float32"
-    kind: str = "linear_attention"
-
-
-def gla_adapter(backend, *, chunk_sizes=(4,), threads=None, name=None) -> KernelLinearAttentionAdapter:
-    """``gpu.gated_linear_attention`` on ``backend``: chunked at the suite's chunk size (one of
-    ``chunk_sizes``), or at the kernel's default chunk when none is passed."""
-    from .api import gated_linear_attention
-
-    def forward(q, k, v, g, scale, chunk_size):
-        return gated_linear_attention(q, k, v, g, backend=backend, scale=scale, chunk_size=chunk_size,
-                                      threads=threads)
-
-    label = name or f"gpu-{getattr(backend, 'name', backend)}-gla-chunk{'/'.join(map(str, chunk_sizes))}"
-    return KernelLinearAttentionAdapter(label, forward, chunk_sizes=tuple(chunk_sizes))
+# kind "linear_attention": the chunked GLA kernel is gpu.mixers_api's (adapters: gpu.mixers_adapters)
 
 
 def opencl_gla():
-    """The OpenCL chunked GLA kernel at 4-token chunks, 16 threads (many chunks and strides)."""
-    return [gla_adapter("opencl", chunk_sizes=(4,), threads=16)]
+    """Deprecated: the OpenCL chunked GLA kernel of ``gpu.mixers_api`` at 4-token chunks, 3-column
+    value tiles, 32 threads (``gpu.mixers_adapters.gla_adapter``; ``opencl_mixers`` lists it too).
+    The older ``gpu.gla_*`` kernel this name ran was removed."""
+    from .mixers_adapters import gla_adapter
+
+    return [gla_adapter("opencl", chunk_size=4, block_v=3, threads=32)]

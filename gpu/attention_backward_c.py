@@ -20,6 +20,7 @@ Arrays are float32, C-contiguous, (B, H, L, D) flattened; indices are 32-bit.
 from __future__ import annotations
 
 from .dialect import with_prelude
+from .tile_c import SCORE_FUNCTIONS
 
 KERNEL_NAMES = ("flash_backward_dot", "flash_backward_dkdv", "flash_backward_dq")
 
@@ -41,6 +42,7 @@ BODY = r"""
 #define AV ((DVMAX + BR - 1) / BR)
 #define AQ ((DMAX + BC - 1) / BC)
 
+""" + SCORE_FUNCTIONS + r"""
 /* 1. delta = rowsum(dO * O), one thread per row */
 KERNEL void flash_backward_dot(GLOBAL const float* out, GLOBAL const float* dout, GLOBAL float* delta,
                                int B, int Hq, int Lq, int Dv)
@@ -55,19 +57,13 @@ KERNEL void flash_backward_dot(GLOBAL const float* out, GLOBAL const float* dout
     delta[bh * Lq + i] = s;
 }
 
-/* the (P, dR) entry of query row i, key row j (shared tiles Qrow, dOrow, Krow, Vrow) */
-#define SCORE_GRADIENT(QROW, DOROW, KROW, VROW, LSE_I, DELTA_I)                                   \
+/* the (P, dR) entry of query row i (tile row r of Qs), key row j (tile row c of Ks); rows dOrow, Vrow */
+#define SCORE_GRADIENT(DOROW, VROW, LSE_I, DELTA_I)                                               \
     {                                                                                              \
-        float s = 0.0f;                                                                            \
-        for (int d = 0; d < D; ++d) s += (QROW)[d] * (KROW)[d];                                    \
-        s = s * scale;                                                                             \
-        float tp = 1.0f; /* d S / d R: 1, or sech^2(R / c) */                                      \
-        if (softcap > 0.0f) {                                                                      \
-            const float ch = COSHF(s / softcap);                                                   \
-            tp = 1.0f / (ch * ch);                                                                 \
-            s = softcap * TANHF(s / softcap);                                                      \
-        }                                                                                          \
-        const int visible = i < Lq && j < Lk && j >= i + offset - left && j <= i + offset + right; \
+        float s = tile_score(Qs, Ks, r, c, D, scale);                                              \
+        const float tp = softcap_slope(s, softcap); /* d S / d R: 1, or sech^2(R / c) */           \
+        s = softcapped(s, softcap);                                                                \
+        const int visible = i < Lq && j < Lk && in_band(i, j, offset, left, right);                \
         p = 0.0f;                                                                                  \
         ds = 0.0f;                                                                                 \
         if (visible && (LSE_I) > NEG_INF) {                                                        \
@@ -154,7 +150,7 @@ KERNEL void flash_backward_dkdv(GLOBAL const float* q, GLOBAL const float* k, GL
             /* one (P, dR) entry per thread, the scores recomputed */
             const int i = q_start + r;
             float p, ds;
-            SCORE_GRADIENT(Qs + r * DMAX, dOs + r * DVMAX, Ks + c * DMAX, Vs + c * DVMAX, Ls[r], Ds[r])
+            SCORE_GRADIENT(dOs + r * DVMAX, Vs + c * DVMAX, Ls[r], Ds[r])
             P[r * BC + c] = p;
             dR[r * BC + c] = ds;
             BARRIER();
@@ -262,7 +258,7 @@ KERNEL void flash_backward_dq(GLOBAL const float* q, GLOBAL const float* k, GLOB
 
         const int j = kv_start + c;
         float p, ds;
-        SCORE_GRADIENT(Qs + r * DMAX, dOs + r * DVMAX, Ks + c * DMAX, Vs + c * DVMAX, Ls[r], Ds[r])
+        SCORE_GRADIENT(dOs + r * DVMAX, Vs + c * DVMAX, Ls[r], Ds[r])
         dR[r * BC + c] = ds;
         BARRIER();
 

@@ -60,9 +60,32 @@ import math
 import numpy as np
 from numba import cuda
 
+from .tile_numba import in_band, softcap_slope, softcapped, tile_score
+
 NEG_INF = np.float32(-np.inf)
 ZERO = np.float32(0.0)
-ONE = np.float32(1.0)
+
+
+@cuda.jit(device=True, inline="always")
+def score_gradient(Qs, Ks, dOs, Vs, r, c, i, j, Lq, Lk, D, Dv, scale, softcap, offset, left, right, lse_i, delta_i):
+    """The (P, dR) entry of query row i (tile row r) and key row j (tile row c), the scores
+    recomputed (the C twin's SCORE_GRADIENT): R = scale <q_i, k_j>, S = softcapped(R),
+    P = exp(S - lse_i), dP = <dO_i, v_j>, dR = P (dP - delta_i) sech^2(R / softcap); (0, 0) where
+    (i, j) is hidden or the row sees no key (lse_i = -inf)."""
+    s = tile_score(Qs, Ks, r, c, D, scale)
+    tp = softcap_slope(s, softcap)  # d S / d R: 1, or sech^2(R / c) with softcap c
+    s = softcapped(s, softcap)
+    visible = i < Lq and j < Lk and in_band(i, j, offset, left, right)
+    p = ZERO
+    ds = ZERO
+    if visible and lse_i > NEG_INF:
+        p = math.exp(s - lse_i)
+        dp = ZERO
+        for d in range(Dv):
+            dp += dOs[r, d] * Vs[c, d]
+        ds = p * (dp - delta_i)
+        ds = ds * tp
+    return p, ds
 
 
 def make_backward_dot(NT: int):
@@ -172,25 +195,8 @@ def make_backward_dkdv(BR: int, BC: int, DMAX: int, DVMAX: int):
 
                 # one (P, dR) entry per thread, the scores recomputed
                 i = q_start + r
-                s = ZERO
-                for d in range(D):
-                    s += Qs[r, d] * Ks[c, d]
-                s = s * scale
-                tp = ONE  # d S / d R: 1, or sech^2(R / c) with softcap c
-                if softcap > ZERO:
-                    ch = math.cosh(s / softcap)
-                    tp = ONE / (ch * ch)
-                    s = softcap * math.tanh(s / softcap)
-                visible = i < Lq and j < Lk and j >= i + offset - left and j <= i + offset + right
-                p = ZERO
-                ds = ZERO
-                if visible and Ls[r] > NEG_INF:
-                    p = math.exp(s - Ls[r])
-                    dp = ZERO
-                    for d in range(Dv):
-                        dp += dOs[r, d] * Vs[c, d]
-                    ds = p * (dp - Ds[r])
-                    ds = ds * tp
+                p, ds = score_gradient(Qs, Ks, dOs, Vs, r, c, i, j, Lq, Lk, D, Dv, scale, softcap, offset, left, right,
+                                       Ls[r], Ds[r])
                 P[r, c] = p
                 dR[r, c] = ds
                 cuda.syncthreads()
@@ -304,24 +310,8 @@ def make_backward_dq(BR: int, BC: int, DMAX: int, DVMAX: int):
             cuda.syncthreads()
 
             j = kv_start + c
-            s = ZERO
-            for d in range(D):
-                s += Qs[r, d] * Ks[c, d]
-            s = s * scale
-            tp = ONE
-            if softcap > ZERO:
-                ch = math.cosh(s / softcap)
-                tp = ONE / (ch * ch)
-                s = softcap * math.tanh(s / softcap)
-            visible = i < Lq and j < Lk and j >= i + offset - left and j <= i + offset + right
-            ds = ZERO
-            if visible and Ls[r] > NEG_INF:
-                p = math.exp(s - Ls[r])
-                dp = ZERO
-                for d in range(Dv):
-                    dp += dOs[r, d] * Vs[c, d]
-                ds = p * (dp - Ds[r])
-                ds = ds * tp
+            _, ds = score_gradient(Qs, Ks, dOs, Vs, r, c, i, j, Lq, Lk, D, Dv, scale, softcap, offset, left, right,
+                                   Ls[r], Ds[r])
             dR[r, c] = ds
             cuda.syncthreads()
 

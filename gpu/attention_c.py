@@ -29,6 +29,7 @@ Indices are 32-bit ``int``: the facade rejects arrays of 2^31 elements or more.
 from __future__ import annotations
 
 from .dialect import with_prelude
+from .tile_c import SCORE_FUNCTIONS, SOFTMAX_FUNCTIONS
 
 KERNEL_NAMES = ("flash_forward",)
 
@@ -59,6 +60,7 @@ BODY = r"""
 #define IO_WRITE(n)
 #endif
 
+""" + SCORE_FUNCTIONS + SOFTMAX_FUNCTIONS + r"""
 KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL const float* v,
                           GLOBAL float* out, GLOBAL float* lse,
                           int B, int Hq, int Hkv, int Lq, int Lk, int D, int Dv,
@@ -137,40 +139,13 @@ KERNEL void flash_forward(GLOBAL const float* q, GLOBAL const float* k, GLOBAL c
 
         /* one score per thread */
         const int j = kv_start + c;
-        float s = 0.0f;
-        for (int d = 0; d < D; ++d) s += Qs[r * DMAX + d] * Ks[c * DMAX + d];
-        s = s * scale;
-        if (softcap > 0.0f) s = softcap * TANHF(s / softcap);
-        const int visible = i < Lq && j < Lk && j >= i + offset - left && j <= i + offset + right;
+        const float s = softcapped(tile_score(Qs, Ks, r, c, D, scale), softcap);
+        const int visible = i < Lq && j < Lk && in_band(i, j, offset, left, right);
         S[r * BC + c] = visible ? s : NEG_INF;
         BARRIER();
 
         /* online softmax, replicated on the BC threads of row r */
-        float m_tile = NEG_INF;
-        for (int cc = 0; cc < BC; ++cc) m_tile = FMAXF(m_tile, S[r * BC + cc]);
-        const float m_new = FMAXF(m, m_tile);
-        float alpha;
-        if (m_new == NEG_INF) { /* nothing visible so far: keep (m, l, acc) = (-inf, 0, 0) */
-            alpha = 1.0f;
-            P[r * BC + c] = 0.0f;
-        } else {
-            alpha = EXPF(m - m_new);
-            P[r * BC + c] = EXPF(S[r * BC + c] - m_new);
-        }
-        BARRIER();
-
-        float row_sum = 0.0f;
-        for (int cc = 0; cc < BC; ++cc) row_sum += P[r * BC + cc];
-        l = alpha * l + row_sum;
-        for (int a = 0; a < ACC; ++a) {
-            const int col = c + a * BC;
-            if (col < Dv) {
-                float pv = 0.0f;
-                for (int cc = 0; cc < BC; ++cc) pv += P[r * BC + cc] * Vs[cc * DVMAX + col];
-                acc[a] = alpha * acc[a] + pv;
-            }
-        }
-        m = m_new;
+        m = online_softmax_tile(S, P, Vs, acc, r, c, m, &l, Dv);
     }
 
     /* deferred normalisation; out and lse written once */

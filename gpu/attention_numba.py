@@ -80,9 +80,10 @@ import math
 import numpy as np
 from numba import cuda
 
+from .tile_numba import in_band, online_softmax_tile, softcapped, tile_score
+
 NEG_INF = np.float32(-np.inf)
 ZERO = np.float32(0.0)
-ONE = np.float32(1.0)
 
 
 def make_flash_forward(BR: int, BC: int, DMAX: int, DVMAX: int):
@@ -160,13 +161,8 @@ def make_flash_forward(BR: int, BC: int, DMAX: int, DVMAX: int):
 
             # one score per thread
             j = kv_start + c
-            s = ZERO
-            for d in range(D):
-                s += Qs[r, d] * Ks[c, d]
-            s = s * scale
-            if softcap > ZERO:
-                s = softcap * math.tanh(s / softcap)
-            visible = i < Lq and j < Lk and j >= i + offset - left and j <= i + offset + right
+            s = softcapped(tile_score(Qs, Ks, r, c, D, scale), softcap)
+            visible = i < Lq and j < Lk and in_band(i, j, offset, left, right)
             if visible:
                 S[r, c] = s
             else:
@@ -174,30 +170,7 @@ def make_flash_forward(BR: int, BC: int, DMAX: int, DVMAX: int):
             cuda.syncthreads()
 
             # online softmax, replicated on the BC threads of row r
-            m_tile = NEG_INF
-            for cc in range(BC):
-                m_tile = max(m_tile, S[r, cc])
-            m_new = max(m, m_tile)
-            if m_new == NEG_INF:  # nothing visible so far: keep (m, l, acc) = (-inf, 0, 0)
-                alpha = ONE
-                P[r, c] = ZERO
-            else:
-                alpha = math.exp(m - m_new)
-                P[r, c] = math.exp(S[r, c] - m_new)
-            cuda.syncthreads()
-
-            row_sum = ZERO
-            for cc in range(BC):
-                row_sum += P[r, cc]
-            l = alpha * l + row_sum
-            for a in range(ACC):
-                col = c + a * BC
-                if col < Dv:
-                    pv = ZERO
-                    for cc in range(BC):
-                        pv += P[r, cc] * Vs[cc, col]
-                    acc[a] = alpha * acc[a] + pv
-            m = m_new
+            m, l = online_softmax_tile(S, P, Vs, acc, r, c, m, l, Dv)
 
         # deferred normalisation; out and lse written once
         if i < Lq:

@@ -47,9 +47,6 @@ class Backend:
     def moe_combine(self, rows, row_of, gates, y, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def gla(self, q, k, v, g, s0, o, s_out, launch):  # pragma: no cover - interface
-        raise NotImplementedError
-
     def route(self, logits, token_mask, outs, launch):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -136,10 +133,6 @@ class NumbaBackend(Backend):
     def moe_combine(self, rows, row_of, gates, y, launch):
         self._module("moe").launch_combine(rows, row_of, gates, y, launch)
 
-    def gla(self, q, k, v, g, s0, o, s_out, launch):
-        self._module("gla").launch(q, k, v, g, s0, o, s_out, launch)
-        return o, s_out
-
     def route(self, logits, token_mask, outs, launch):
         self._module("routing").launch(logits, token_mask, outs, launch)
         return outs
@@ -215,10 +208,6 @@ class CSourceBackend(Backend):
     def moe_combine(self, rows, row_of, gates, y, launch):
         mod, src = self._source("moe")
         mod.run_combine(self.runtime(), src, rows, row_of, gates, y, launch)
-
-    def gla(self, q, k, v, g, s0, o, s_out, launch):
-        mod, src = self._source("gla")
-        return mod.run(self.runtime(), src, q, k, v, g, s0, o, s_out, launch)
 
     def route(self, logits, token_mask, outs, launch):
         from . import routing_c

@@ -29,8 +29,8 @@ traffic against torch.nn.functional.rms_norm and an eager torch RoPE; the MoE ex
 (gpu.moe_c: permute, two grouped GEMMs, combine) in TFLOP/s (4 N D H per FFN, N kept rows)
 against ``torch._grouped_mm`` when torch has it, else a loop of torch GEMMs over the bins.
 
-The chunked GLA forward (gpu.gla_c) is timed against fla's Triton ``chunk_gla`` when fla is
-installed, else alone (TFLOP/s of its chunked form).
+The chunked GLA forward is timed by ``gpu.mixers_bench`` (its ``gla_forward`` against fla's
+Triton ``chunk_gla``), which this benchmark runs last.
 
 Without a GPU it says so and exits 0 (there is nothing to measure: timings on
 the simulator or on PoCL say nothing about a GPU). Not a test: no assertion on
@@ -341,44 +341,6 @@ def run_moe(cupy, T=8192, E=8, k=2, D=1024, Hd=2816) -> None:
     print(line)
 
 
-def run_gla(cupy, B=4, H=8, L=4096, K=64, V=64, chunk=16) -> None:
-    """Chunked GLA (channel gates) against fla's chunk_gla (float32) when installed."""
-    import numpy as np
-
-    from . import gla_c
-    from .api import GLALaunch
-    from .runtime_cupy import CupyRuntime
-
-    torch = _torch_cuda()
-    rt = CupyRuntime()
-    p = GLALaunch(256, chunk, K, V, K ** -0.5)
-    prog = rt.build(gla_c.SOURCE, gla_c.defines(p))
-    rng = np.random.default_rng(0)
-    q, k, v = (cupy.asarray(rng.standard_normal((B, H, L, d)).astype(np.float32)) for d in (K, K, V))
-    g = cupy.asarray((-rng.random((B, H, L, K)) * 0.1).astype(np.float32))
-    s0 = cupy.zeros((B, H, K, V), dtype=cupy.float32)
-    o, s_out = cupy.empty((B, H, L, V), dtype=cupy.float32), cupy.empty((B, H, K, V), dtype=cupy.float32)
-    i32 = np.int32
-    t = _time(cupy, lambda: rt.launch(prog, "gla_chunked", (1, B * H), 256,
-                                      [q, k, v, g, s0, o, s_out, i32(B), i32(H), i32(L), i32(K), i32(V),
-                                       np.float32(p.scale)]), repeat=3)
-    flops = 2 * B * H * L * (chunk * K + chunk * V + 2 * K * V)  # intra scores, A v, state read and carry
-    line = f"chunked GLA B={B} H={H} L={L} K={K} V={V} chunk={chunk}: {t * 1e3:.2f} ms {flops / t / 1e12:.2f} TFLOP/s"
-    try:
-        from fla.ops.gla import chunk_gla  # Triton kernels, (B, L, H, D) layout
-    except Exception as e:  # noqa: BLE001 - not installed or not importable
-        line += f"; fla not available ({type(e).__name__})"
-    else:
-        if torch is not None:
-            tq, tk, tv, tg = (torch.as_tensor(a, device="cuda").transpose(1, 2).contiguous() for a in (q, k, v, g))
-            try:
-                tt = _time_torch(torch, lambda: chunk_gla(tq, tk, tv, tg, scale=p.scale), repeat=3)
-                line += f"; fla chunk_gla {tt * 1e3:.2f} ms"
-            except Exception as e:  # noqa: BLE001 - fla's own limits (dtype, version): reported, not fatal
-                line += f"; fla chunk_gla failed: {type(e).__name__}: {str(e)[:100]}"
-    print(line)
-
-
 def main(argv=None) -> int:
     cupy, reason = gpu_or_reason()
     if cupy is None:
@@ -388,7 +350,7 @@ def main(argv=None) -> int:
     from .mixers_bench import run_mixers  # the linear-time mixer kernels
 
     failed = 0
-    for part in (run, run_backward, run_decode, run_block, run_moe, run_gla, run_mixers):
+    for part in (run, run_backward, run_decode, run_block, run_moe, run_mixers):
         try:
             part(cupy)
         except Exception as e:  # noqa: BLE001 - one part failing must not hide the others' figures

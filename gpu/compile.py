@@ -29,7 +29,7 @@ BACKWARD_COMPILED_HEAD_DIMS = (128,)
 TILED_KERNELS = ("attention_backward", "split_kv", "paged")
 #: the later kernels with a block of NT threads per row or per slice of rows (gpu.<name>_numba.kernels() at
 #: the default block, gpu.<name>_c.DEFAULT_DEFINES)
-ROW_KERNELS = ("norm", "rope", "moe", "gla")
+ROW_KERNELS = ("norm", "rope", "moe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +73,32 @@ def numba_kernel_specs(attention_module=None, routing_module=None) -> list[Numba
     return specs
 
 
+#: numba-cuda code libraries of the kernels lowered so far, by (Python function, signature)
+_LOWERED: dict = {}
+
+
 def compile_numba_ptx(spec: NumbaKernelSpec, cc: tuple) -> str:
-    """PTX of one Numba kernel for compute capability ``cc``."""
+    """PTX of one Numba kernel for compute capability ``cc``, as ``numba.cuda.compile_ptx(pyfunc,
+    signature, cc=cc)`` gives it.
+
+    Typing and lowering (about 80% of a compile) do not depend on the target for these float32
+    kernels: the kernel is lowered once, and its numba-cuda code library (which keeps the LLVM IR
+    and compiles it with NVVM for any cc, caching the PTX per cc) gives the PTX of each target, so
+    the second cc costs the NVVM step only. ``lowered_once_matches_compile_ptx`` (tests/gpu) checks
+    that the result equals ``compile_ptx``'s. A numba-cuda without that entry point
+    (``numba.cuda.compiler._compile_pyfunc_with_fixup``, numba-cuda 0.30) gets a full
+    ``compile_ptx`` per cc."""
     from numba import cuda
 
-    ptx, _ = cuda.compile_ptx(spec.pyfunc, spec.signature, cc=cc)
+    try:
+        from numba.cuda.compiler import _compile_pyfunc_with_fixup
+    except ImportError:
+        return cuda.compile_ptx(spec.pyfunc, spec.signature, cc=cc)[0]
+    key = (spec.pyfunc, spec.signature)
+    if key not in _LOWERED:
+        # the arguments compile_ptx passes for a kernel (the Numba ABI, no launch bounds)
+        _LOWERED[key], _ = _compile_pyfunc_with_fixup(spec.pyfunc, spec.signature, device=False, cc=cc, abi="numba")
+    (ptx,) = _LOWERED[key].get_asm_strs(cc=cc)
     return ptx
 
 

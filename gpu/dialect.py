@@ -7,6 +7,8 @@ and nvcc) and maps a handful of words onto each language:
     KERNEL            extern "C" __global__          |  __kernel
     GLOBAL            (nothing)                      |  __global      pointer space
     SHARED            __shared__                     |  __local       block memory
+    SHARED_PTR        (nothing)                      |  __local       a pointer parameter into block memory
+    DEVICE_FN         static __device__ __forceinline__ | static inline  a device function (inlined)
     BARRIER()         __syncthreads()                |  barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE)
     THREAD_ID()       threadIdx.x                    |  get_local_id(0)
     BLOCK_ID_X/Y()    blockIdx.x / .y                |  get_group_id(0) / (1)
@@ -17,7 +19,8 @@ and nvcc) and maps a handful of words onto each language:
     IMIN IMAX FMAXF   min max fmaxf                  |  min max fmax
 
 Kernels in the dialect use only these words, plain C (int, float, loops,
-per-thread arrays of constant size) and block-level barriers: no warp
+per-thread arrays of constant size, DEVICE_FN functions; a barrier inside one is
+reached by every thread that calls it) and block-level barriers: no warp
 intrinsics, no atomics, no templates, no C++ (OpenCL C is C99). Launches are
 always 2-D grids of 1-D blocks: grid (gx, gy), ``block`` threads; in OpenCL terms
 global size (gx * block, gy) and local size (block, 1).
@@ -32,6 +35,8 @@ PRELUDE = r"""
 #define KERNEL __kernel
 #define GLOBAL __global
 #define SHARED __local
+#define SHARED_PTR __local
+#define DEVICE_FN static inline
 #define BARRIER() barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE)
 #define THREAD_ID() ((int)get_local_id(0))
 #define BLOCK_ID_X() ((int)get_group_id(0))
@@ -48,6 +53,8 @@ PRELUDE = r"""
 #define FMAXF(a, b) fmax((a), (b))
 #elif defined(__CUDACC_RTC__) || defined(__CUDACC__)
 #define KERNEL extern "C" __global__
+#define SHARED_PTR
+#define DEVICE_FN static __device__ __forceinline__
 #define GLOBAL
 #define SHARED __shared__
 #define BARRIER() __syncthreads()

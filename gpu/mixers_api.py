@@ -30,7 +30,7 @@ import numpy as np
 from refimpl import validation as V
 from refimpl.logistic import silu
 
-from .api import MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written, _positive_float32, _tile
+from .api_common import MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written, _positive_float32, _tile
 from .backends import INSTALL_HINT
 from .errors import BackendUnavailable, UnsupportedOption
 

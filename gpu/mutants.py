@@ -6,7 +6,11 @@ can be run under the CUDA simulator, on OpenCL and on a GPU. The tests assert
 that the execution checks reject every mutant (a meta-test: a check that
 cannot fail verifies nothing). Every edit must match its source exactly the
 stated number of times, so a mutant cannot silently turn into the original
-kernel when the source changes.
+kernel when the source changes. A Numba edit is counted over the kernel module
+and the shared device-function modules it imports (``SHARED_NUMBA``: the per-tile
+code of ``gpu.tile_numba``); an edited shared module is run as a fresh copy that
+only the mutant kernel module imports. The C edits apply to the kernel's whole
+text, which holds the shared device functions (``gpu.tile_c``) too.
 
 Attention:
     partial_tile_dropped   key-tile count floor(kv_hi / BC) instead of ceil: the
@@ -43,9 +47,6 @@ MoE experts:
     moe_gemm_partial_k_dropped  the grouped GEMM's K loop stops at the last whole BK slice
     moe_combine_double_count    the combine reads the first choice's row for every choice: a
                            token's first expert output counted k times, the others never
-Chunked GLA:
-    gla_state_lost              the carry drops the state of the previous chunks (each chunk
-                           starts from zero: a lost inter-chunk state)
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ MUTATIONS = {m.name: m for m in (
     ),
     Mutation(
         "backward_no_D", "attention_backward", "dS = P * dP, without subtracting D = rowsum(dO * O)",
-        numba=(("ds = p * (dp - Ds[r])", "ds = p * dp", 2),),
+        numba=(("ds = p * (dp - delta_i)", "ds = p * dp", 1),),
         c=(("ds = p * (dp - (DELTA_I));", "ds = p * dp;", 1),),
     ),
     Mutation(
@@ -174,11 +175,6 @@ MUTATIONS = {m.name: m for m in (
         numba=(("r = row_of[t, j]\n", "r = row_of[t, 0]\n", 1),),
         c=(("const int r = row_of[t * k + j];", "const int r = row_of[t * k];", 1),),
     ),
-    Mutation(
-        "gla_state_lost", "gla", "the carry drops the previous chunks' state",
-        numba=(("acc = math.exp(g_last) * S[c, col]", "acc = ZERO", 1),),
-        c=(("float acc = EXPF(g_last) * S[c * VMAX + col];", "float acc = 0.0f;", 1),),
-    ),
 )}
 
 
@@ -186,17 +182,41 @@ def _kernel_modules(kernel: str):
     return f"gpu.{kernel}_numba", f"gpu.{kernel}_c"
 
 
-def numba_module(mutation: Mutation) -> types.ModuleType:
-    """A fresh copy of the Numba kernel module with the mutation applied."""
-    base = importlib.import_module(_kernel_modules(mutation.kernel)[0])
-    src = apply_edits(inspect.getsource(base), mutation.numba, f"{base.__name__} ({mutation.name})")
-    name = f"{base.__name__}__mutant_{mutation.name}"
+#: modules of shared device functions a Numba kernel module may import (``from .<name> import``)
+SHARED_NUMBA = ("tile_numba",)
+
+
+def _exec_module(name: str, src: str, origin: str) -> types.ModuleType:
     mod = types.ModuleType(name)
     mod.__package__ = "gpu"
-    mod.__file__ = f"<mutant {mutation.name} of {base.__file__}>"
+    mod.__file__ = origin
     sys.modules[name] = mod  # numba resolves the kernel's globals through the module
     exec(compile(src, mod.__file__, "exec"), mod.__dict__)
     return mod
+
+
+def numba_module(mutation: Mutation) -> types.ModuleType:
+    """A fresh copy of the Numba kernel module with the mutation applied (to the kernel module and
+    the shared device functions it imports, counted together)."""
+    base = importlib.import_module(_kernel_modules(mutation.kernel)[0])
+    texts = {base.__name__: inspect.getsource(base)}
+    for shared in SHARED_NUMBA:
+        if f"from .{shared} import" in texts[base.__name__]:
+            texts[f"gpu.{shared}"] = inspect.getsource(importlib.import_module(f"gpu.{shared}"))
+    what = f"{' + '.join(texts)} ({mutation.name})"
+    for old, new, count in mutation.numba:
+        found = sum(text.count(old) for text in texts.values())
+        if found != count:
+            raise AssertionError(f"mutation edit for {what}: expected {count} occurrence(s) of {old!r}, found {found}")
+        texts = {k: text.replace(old, new) for k, text in texts.items()}
+    src = texts.pop(base.__name__)
+    for shared_name, text in texts.items():
+        if text != inspect.getsource(importlib.import_module(shared_name)):
+            short = shared_name.split(".")[-1]
+            _exec_module(f"{shared_name}__mutant_{mutation.name}", text, f"<mutant {mutation.name} of {shared_name}>")
+            src = src.replace(f"from .{short} import", f"from .{short}__mutant_{mutation.name} import")
+    name = f"{base.__name__}__mutant_{mutation.name}"
+    return _exec_module(name, src, f"<mutant {mutation.name} of {base.__file__}>")
 
 
 def c_source(mutation: Mutation) -> str:

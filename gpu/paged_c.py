@@ -16,6 +16,7 @@ out, lse; the sizes; scale, softcap (0 = off), left, block_size.
 from __future__ import annotations
 
 from .dialect import with_prelude
+from .tile_c import SCORE_FUNCTIONS, SOFTMAX_FUNCTIONS
 
 KERNEL_NAMES = ("paged_attention",)
 
@@ -35,6 +36,7 @@ BODY = r"""
 #define NT (BR * BC)
 #define ACC ((DVMAX + BC - 1) / BC)
 
+""" + SCORE_FUNCTIONS + SOFTMAX_FUNCTIONS + r"""
 KERNEL void paged_attention(GLOBAL const float* q, GLOBAL const float* k_pool, GLOBAL const float* v_pool,
                             GLOBAL const int* block_table, GLOBAL const int* seq_lens,
                             GLOBAL float* out, GLOBAL float* lse,
@@ -107,39 +109,12 @@ KERNEL void paged_attention(GLOBAL const float* q, GLOBAL const float* k_pool, G
         BARRIER();
 
         const int j = kv_start + c;
-        float s = 0.0f;
-        for (int d = 0; d < D; ++d) s += Qs[r * DMAX + d] * Ks[c * DMAX + d];
-        s = s * scale;
-        if (softcap > 0.0f) s = softcap * TANHF(s / softcap);
-        const int visible = i < n && j < Lk && j >= i + offset - left && j <= i + offset;
+        const float s = softcapped(tile_score(Qs, Ks, r, c, D, scale), softcap);
+        const int visible = i < n && j < Lk && in_band(i, j, offset, left, 0);
         S[r * BC + c] = visible ? s : NEG_INF;
         BARRIER();
 
-        float m_tile = NEG_INF;
-        for (int cc = 0; cc < BC; ++cc) m_tile = FMAXF(m_tile, S[r * BC + cc]);
-        const float m_new = FMAXF(m, m_tile);
-        float alpha;
-        if (m_new == NEG_INF) {
-            alpha = 1.0f;
-            P[r * BC + c] = 0.0f;
-        } else {
-            alpha = EXPF(m - m_new);
-            P[r * BC + c] = EXPF(S[r * BC + c] - m_new);
-        }
-        BARRIER();
-
-        float row_sum = 0.0f;
-        for (int cc = 0; cc < BC; ++cc) row_sum += P[r * BC + cc];
-        l = alpha * l + row_sum;
-        for (int a = 0; a < ACC; ++a) {
-            const int col = c + a * BC;
-            if (col < Dv) {
-                float pv = 0.0f;
-                for (int cc = 0; cc < BC; ++cc) pv += P[r * BC + cc] * Vs[cc * DVMAX + col];
-                acc[a] = alpha * acc[a] + pv;
-            }
-        }
-        m = m_new;
+        m = online_softmax_tile(S, P, Vs, acc, r, c, m, &l, Dv);
     }
 
     if (i < n) {

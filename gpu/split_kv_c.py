@@ -17,6 +17,7 @@ arrays: out_c (S, B, Hq, Lq, Dv), m_c and l_c (S, B, Hq, Lq), float32.
 from __future__ import annotations
 
 from .dialect import with_prelude
+from .tile_c import SCORE_FUNCTIONS, SOFTMAX_FUNCTIONS
 
 KERNEL_NAMES = ("split_kv_partial", "split_kv_merge")
 
@@ -37,6 +38,7 @@ BODY = r"""
 #define ACC ((DVMAX + BC - 1) / BC)
 
 /* 1. each chunk's FA2 state under the full problem's band */
+""" + SCORE_FUNCTIONS + SOFTMAX_FUNCTIONS + r"""
 KERNEL void split_kv_partial(GLOBAL const float* q, GLOBAL const float* k, GLOBAL const float* v,
                              GLOBAL const int* edges, GLOBAL float* out_c, GLOBAL float* m_c, GLOBAL float* l_c,
                              int B, int Hq, int Hkv, int Lq, int Lk, int D, int Dv,
@@ -100,39 +102,12 @@ KERNEL void split_kv_partial(GLOBAL const float* q, GLOBAL const float* k, GLOBA
         BARRIER();
 
         const int j = kv_start + c;
-        float s = 0.0f;
-        for (int d = 0; d < D; ++d) s += Qs[r * DMAX + d] * Ks[c * DMAX + d];
-        s = s * scale;
-        if (softcap > 0.0f) s = softcap * TANHF(s / softcap);
-        const int visible = i < Lq && j < k1 && j >= i + offset - left && j <= i + offset + right;
+        const float s = softcapped(tile_score(Qs, Ks, r, c, D, scale), softcap);
+        const int visible = i < Lq && j < k1 && in_band(i, j, offset, left, right);
         S[r * BC + c] = visible ? s : NEG_INF;
         BARRIER();
 
-        float m_tile = NEG_INF;
-        for (int cc = 0; cc < BC; ++cc) m_tile = FMAXF(m_tile, S[r * BC + cc]);
-        const float m_new = FMAXF(m, m_tile);
-        float alpha;
-        if (m_new == NEG_INF) {
-            alpha = 1.0f;
-            P[r * BC + c] = 0.0f;
-        } else {
-            alpha = EXPF(m - m_new);
-            P[r * BC + c] = EXPF(S[r * BC + c] - m_new);
-        }
-        BARRIER();
-
-        float row_sum = 0.0f;
-        for (int cc = 0; cc < BC; ++cc) row_sum += P[r * BC + cc];
-        l = alpha * l + row_sum;
-        for (int a = 0; a < ACC; ++a) {
-            const int col = c + a * BC;
-            if (col < Dv) {
-                float pv = 0.0f;
-                for (int cc = 0; cc < BC; ++cc) pv += P[r * BC + cc] * Vs[cc * DVMAX + col];
-                acc[a] = alpha * acc[a] + pv;
-            }
-        }
-        m = m_new;
+        m = online_softmax_tile(S, P, Vs, acc, r, c, m, &l, Dv);
     }
 
     /* the chunk's state: normalised out_c, m_c, l_c, each written once */

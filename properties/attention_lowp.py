@@ -44,6 +44,32 @@ t' P (|dO| |V|^T + rowsum(|dO| |O|)): dP_ij and D_i are Dv-term sums whose accum
 remains where dP - D cancels (one visible key: dS = 0 exactly, while a kernel that forms D by
 another summation order than dP leaves ~u32 sqrt(Dv) |dO| |v|).
 
+**Softcap derivative.** Kernels form t' = 1 - t^2 from the t = tanh(raw / c) they computed
+(flash-attn csrc/flash_attn/src/utils.h ``calculate_dtanh``: ``1.f - x * x`` on the float32 tanh;
+torch autograd of ``torch.tanh``, which HF's eager softcap and FlexAttention's score_mod backward
+run: torch/_decomp/decompositions.py ``tanh_backward``, ``grad * (1 - y * y)`` with y the saved
+output). With the computed t^ = t + eps, |eps| <= TANH_ULPS ulps <= TANH_ULPS u (|t| < 1, where
+an ulp is at most u), then t^ t^ rounded (relative delta_1) and 1 - t^ t^ rounded (delta_2;
+exact by Sterbenz when t^^2 >= 1/2):
+
+    fl(1 - fl(t^ t^)) - t' = -2 t eps - eps^2 - t^^2 delta_1 + (1 - t^^2) delta_2
+    |fl(1 - fl(t^ t^)) - t'| <= u (2 TANH_ULPS |t| + t^2) + u t' + O(u^2).
+
+The u t' part is relative to t' like the other roundings of dS. The u (2 TANH_ULPS |t| + t^2)
+part is absolute: where tanh saturates (|raw| / c >~ 4 in float32) t' falls below u and
+1 - t^^2 keeps no correct digit (t^ = 1 gives 0), and no relative term covers it (a float32
+torch autograd kernel erred 110x past the bound without it, tests/test_attention_properties.py).
+Through dS_ij = P_ij (dP_ij - D_i) t'_ij it moves dS_ij by at most
+w_ij = u (2 TANH_ULPS |t_ij| + t_ij^2) P_ij |dP_ij - D_i|, hence dq_id = scale sum_j dS_ij k_jd
+by at most scale sum_j w_ij |k_jd| and dk_jd = scale sum_i dS_ij q_id (i over the group's query
+heads too) by at most scale sum_i w_ij |q_id|. They are added whole, outside the Hoeffding sum:
+a saturated row errs with one sign (t^ = 1 sends every t' to 0). TANH_ULPS = 2: CUDA's tanhf and
+glibc's are within 2 ulps, SLEEF's u10 under torch's CPU kernels within 1. u is the precision's:
+a bf16/fp16 kernel's float32 tanh (flash-attn's ``cutlass::fast_tanh``, PTX tanh.approx.f32,
+relative error about 2^-11) and torch's bf16 autograd (y rounded to bf16) stay within it. The
+wrong derivatives stay far outside: forgetting t' errs by P |dP - D| t^2 (1/(5u) times the
+term where |t| ~ 1), 1 - t for 1 - t^2 by P |dP - D| |t| |1 - t| wherever tanh is not saturated.
+
 float32 uses the same formulas with u = 2^-24 (its naive baseline is plain float32 NumPy).
 """
 
@@ -55,9 +81,10 @@ from .precision import FACTOR, naive_error, naive_ops, unit_roundoff
 from .comparison import U32
 
 LAMBDA = 4.0
+TANH_ULPS = 2  # a kernel's tanh is within 2 ulps (CUDA tanhf): the softcap derivative's term
 ORDERS = ("q", "k")  # which operand carries the softmax scale (flash-attn's reorder_ops False / True)
 
-__all__ = ["LAMBDA", "naive_attention", "naive_attention_backward", "rounding_floor", "backward_rounding_floor",
+__all__ = ["LAMBDA", "TANH_ULPS", "naive_attention", "naive_attention_backward", "rounding_floor", "backward_rounding_floor",
            "kernel_bounds", "backward_kernel_bounds"]
 
 
@@ -256,10 +283,16 @@ def backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap=None, 
     mag_dq = float(np.max(scale * abs_terms @ np.abs(K), initial=0.0))
     mag_dk = float(np.max(grp(scale * np.swapaxes(abs_terms, -1, -2) @ np.abs(q)), initial=0.0))
     mag_dv = float(np.max(grp(np.swapaxes(Pd, -1, -2) @ np.abs(dO)), initial=0.0))
+    dtanh_dq = dtanh_dk = 0.0
+    if softcap is not None:  # 1 - t^2 from a rounded t: absolute, one-signed where tanh saturates (docstring)
+        t = np.abs(np.tanh(raw / softcap))
+        et = u * (2 * TANH_ULPS * t + t * t) * P * np.abs(dP - Drow)
+        dtanh_dq = float(np.max(scale * et @ np.abs(K), initial=0.0))
+        dtanh_dk = float(np.max(grp(scale * np.swapaxes(et, -1, -2) @ np.abs(q)), initial=0.0))
     floors = []
-    for sq, g, mag in ((sq_dq, dq, mag_dq), (sq_dk, dk, mag_dk), (sq_dv, dv, mag_dv)):
+    for sq, g, mag, whole in ((sq_dq, dq, mag_dq, dtanh_dq), (sq_dk, dk, mag_dk, dtanh_dk), (sq_dv, dv, mag_dv, 0.0)):
         floors.append(u * float(np.max(_hoeffding(sq), initial=0.0)) + 2 * u * float(np.max(np.abs(g), initial=0.0))
-                      + f32 * mag)
+                      + f32 * mag + whole)
     return tuple(floors)
 
 

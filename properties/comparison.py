@@ -81,7 +81,7 @@ def compare_lse(name: str, got, ref, atol: float, context: str) -> None:
 def compare_close(name: str, got, ref, atol: float, context: str) -> None:
     """Assert |got - ref| <= atol everywhere, with a message naming the worst entry."""
     if not atol >= 0:  # a NaN bound would pass everything
-        raise ValueError(f"{name}: the tolerance is {atol!r}, not a number >= 0; {context}")
+        raise ValueError(f"atol: expected a tolerance >= 0 for {name}, got {atol!r}; {context}")
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if got.shape != ref.shape:
         raise AssertionError(f"{name}: shape {got.shape}, expected {ref.shape}; {context}")

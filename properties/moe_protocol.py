@@ -130,12 +130,14 @@ def fused_expert_weights(experts) -> FusedExperts:
     if experts and all(isinstance(e, FFNExpert) for e in experts) and len({e.act for e in experts}) == 1:
         b1, b2 = ([e.b1 for e in experts], [e.b2 for e in experts])
         if any((b is None) != (b1[0] is None) for b in b1) or any((b is None) != (b2[0] is None) for b in b2):
-            raise TypeError("experts: biases on some experts and not on others cannot be stacked")
+            raise TypeError("experts: expected biases on every expert or on none (to stack them), got "
+                            f"b1 on {sum(b is not None for b in b1)} and b2 on {sum(b is not None for b in b2)} "
+                            f"of {len(experts)} experts")
         return FusedExperts(np.stack([e.W1.T for e in experts]), np.stack([e.W2.T for e in experts]),
                             None if b1[0] is None else np.stack(b1), None if b2[0] is None else np.stack(b2),
                             experts[0].act, False)
     raise TypeError("experts: expected a non-empty list of refimpl.moe SwiGLUExpert, or of FFNExpert with one "
-                    f"activation; got {[type(e).__name__ for e in experts]}")
+                    f"activation, got {[type(e).__name__ for e in experts]}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,8 +185,8 @@ def precision_from_unit_roundoff(u, name="adapter") -> str:
 
     by_u = {v: k for k, v in UNIT_ROUNDOFF.items()}
     if u not in by_u:
-        raise ValueError(f"{name}: unit_roundoff={u!r} is not the unit roundoff of a precision; "
-                         f"declare precision= one of {list(UNIT_ROUNDOFF)} instead")
+        raise ValueError(f"unit_roundoff: expected the unit roundoff of a precision (better: declare precision= one "
+                         f"of {list(UNIT_ROUNDOFF)}), got {u!r} (adapter {name!r})")
     warnings.warn(f"{name}: MoEAdapter(unit_roundoff={u!r}) is deprecated; write precision={by_u[u]!r}",
                   DeprecationWarning, stacklevel=4)
     return by_u[u]

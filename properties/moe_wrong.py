@@ -204,14 +204,13 @@ def _dispatch_off_by_one(routing):
 
 def _fused(bug):
     """A fused-MoE forward over the stacked weights (properties.moe_protocol.fused_expert_weights),
-    pair by pair, with one bug (a kernel declaring only "forward.fused")."""
+    pair by pair, with one bug (``bug=None``: none, the correct forward the meta-tests start from)."""
 
     def forward(x, W, experts, k, layout="sparse", **o):
         x = np.asarray(x, dtype=float)
         r = M.route(M.router_logits(x, W), k, **o)
         f = fused_expert_weights(experts)
-        act = {"silu": lambda u: u / (1 + np.exp(-u)), "gelu": lambda u: M.experts.activation("gelu", u),
-               "relu": lambda u: np.maximum(u, 0.0)}[f.activation]
+        act = lambda u: M.experts.activation(f.activation, u)  # noqa: E731
         y = np.zeros_like(x)
         for t, j in zip(*np.nonzero(r.kept)):
             e, g = r.indices[t, j], r.gates[t, j] / (o.get("route_scale", 1.0) if bug == "scale_missing" else 1.0)
@@ -228,12 +227,13 @@ def _fused(bug):
             y[t] += g * (f.w2[e] @ a) + b2 if bug == "bias_unweighted" else g * (f.w2[e] @ a + b2)
         return y, r
 
-    doc = {"gate_up_swapped": "reads w1's halves as [up; gate]: silu of the up projection times the gate",
-           "weight_before_act": "multiplies the first GEMM's output by the routed weight (before the activation)",
-           "bias_unweighted": "adds the down projection's bias after the routed-weight multiply",
-           "scale_missing": "leaves out routed_scaling_factor (route_scale) on the output"}[bug]
-    forward.__doc__ = doc
-    return dataclasses.replace(REFIMPL, name=f"wrong:fused_{bug}", moe_forward=forward,
+    forward.__doc__ = {
+        None: "the fused forward, correct",
+        "gate_up_swapped": "reads w1's halves as [up; gate]: silu of the up projection times the gate",
+        "weight_before_act": "multiplies the first GEMM's output by the routed weight (before the activation)",
+        "bias_unweighted": "adds the down projection's bias after the routed-weight multiply",
+        "scale_missing": "leaves out routed_scaling_factor (route_scale) on the output"}[bug]
+    return dataclasses.replace(REFIMPL, name="fused" if bug is None else f"wrong:fused_{bug}", moe_forward=forward,
                                capabilities=frozenset({"route", "forward.fused"}))
 
 

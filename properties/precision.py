@@ -146,7 +146,7 @@ def compare_in_precision(name: str, got, spec, *, precision: str, float64_bound:
     arguments) and ``floor`` give ``lowp_bound``. The bound is never below the float64 bound.
     """
     if precision != "float64" and naive is None:
-        raise ValueError(f"{name}: a {precision} comparison needs the naive {precision} baseline")
+        raise ValueError(f"naive: expected the naive {precision} baseline of {name} for a {precision} comparison, got None")
     bound = float(precision_bound(precision, float64_bound, naive, spec, floor))
     compare_close(name, got, spec, bound, f"{context}; precision {precision}" if context else f"precision {precision}")
     return bound
@@ -222,7 +222,7 @@ def precision_bound(precision: str, float64_bound, naive, spec, floor: float = 0
     if precision == "float64":
         return float64_bound
     if naive is None:
-        raise ValueError(f"a {precision} bound needs the naive {precision} baseline")
+        raise ValueError(f"naive: expected the naive {precision} baseline for a {precision} bound, got None")
     base = naive() if callable(naive) else naive
     return np.maximum(lowp_bound(base, spec, floor), float64_bound)
 

@@ -116,11 +116,11 @@ class Kind:
             unknown |= set(cap.methods) - set(self.methods)
             unknown |= set(cap.waives) - set(self.required)
         if unknown:
-            raise ValueError(f"kind {self.name!r}: methods {sorted(unknown)} are not in its methods table "
-                             "(or waived without being required)")
+            raise ValueError(f"methods: expected kind {self.name!r}'s required and waived methods in its methods table "
+                             f"(a waived one also required), got {sorted(unknown)}")
         for group in self.one_of:
             if set(group) - set(self.capabilities):
-                raise ValueError(f"kind {self.name!r}: one_of {group} names unknown capabilities")
+                raise ValueError(f"one_of: expected groups of kind {self.name!r}'s capabilities, got {group}")
 
 
 def _positive_ints(x) -> bool:

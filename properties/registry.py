@@ -59,6 +59,6 @@ def all_kinds() -> dict:
     for m in modules():
         for kind in getattr(m, "KINDS", ()):
             if kind.name in out and out[kind.name] is not kind:
-                raise ValueError(f"kind {kind.name!r} declared twice ({m.__name__})")
+                raise ValueError(f"KINDS: expected each kind declared once, got {kind.name!r} again in {m.__name__}")
             out[kind.name] = kind
     return out

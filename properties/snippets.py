@@ -27,7 +27,8 @@ class _Source:
                 return src
         if isinstance(x, np.ndarray):
             if x.size > MAX_LITERAL or x.dtype == object:
-                raise ValueError("array too large for a literal")
+                raise ValueError(f"x: expected an array of at most {MAX_LITERAL} numbers for a literal, got shape {x.shape}, "
+                                 f"dtype {x.dtype.name}")
             return f"np.array({self(x.tolist())}, dtype=np.{x.dtype.name}).reshape({x.shape})"
         if isinstance(x, (bool, type(None), str, int, np.integer, np.bool_)):
             return repr(x.item() if isinstance(x, np.generic) else x)
@@ -44,7 +45,7 @@ class _Source:
             self.imports.add(f"import {cls.__module__}")
             args = ", ".join(f"{f.name}={self(getattr(x, f.name))}" for f in dataclasses.fields(x) if f.init)
             return f"{cls.__module__}.{cls.__qualname__}({args})"
-        raise ValueError(f"no literal for {type(x).__name__}")
+        raise ValueError(f"x: expected a value with a Python literal, got a {type(x).__name__}")
 
 
 def case_source(case) -> tuple[list, str]:

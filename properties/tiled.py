@@ -149,7 +149,8 @@ def lowp_attention_backward(q, k, v, dout, *, precision="float32", bug=None, mas
     P and dS rounded to the precision before their GEMMs (flash-attn's ``flash_bwd_kernel.h``
     converts both to the input type), every GEMM accumulated in float32, dq, dk, dv rounded to
     the precision at the end. ``bug``: "no_D" (dS = P dP: the rowsum(dO * O) term dropped),
-    "no_softcap_grad" (tanh' forgotten), "dk_one_head" (dk, dv from the first head of each group).
+    "no_softcap_grad" (tanh' forgotten), "dtanh_one_minus_t" (tanh' taken as 1 - t, not 1 - t^2),
+    "dk_one_head" (dk, dv from the first head of each group).
     """
     from refimpl.sdpa import AttentionMask
 
@@ -181,7 +182,8 @@ def lowp_attention_backward(q, k, v, dout, *, precision="float32", bug=None, mas
     Drow = f(0) if bug == "no_D" else np.sum(dO * O, axis=-1, keepdims=True, dtype=f)
     dS = P * (dP - Drow)
     if softcap is not None and bug != "no_softcap_grad":
-        dS = dS * (f(1) - np.tanh(raw / f(softcap)) ** 2)
+        t = np.tanh(raw / f(softcap))
+        dS = dS * (f(1) - t if bug == "dtanh_one_minus_t" else f(1) - t * t)
     dS = r(dS)
     dq = (dS @ K) * sc
     dK = (np.swapaxes(dS, -1, -2) @ Q) * sc
@@ -199,7 +201,7 @@ def lowp_backward_adapter(precision="float32", bug=None) -> AttentionAdapter:
         capabilities=BASE_CAPS - {"dropout"}, precision=precision)
 
 
-BACKWARD_BUGS = ("no_D", "no_softcap_grad", "dk_one_head")
+BACKWARD_BUGS = ("no_D", "no_softcap_grad", "dtanh_one_minus_t", "dk_one_head")
 
 
 

@@ -145,7 +145,7 @@ class ContiguousCache(KVCache):
         ever appended past ``length`` (a full buffer is replaced, never rewritten), so what a
         view shows never changes: it is a snapshot without a copy."""
         k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
-        n, end = k.shape[2], self.length + k.shape[2]
+        end = self.length + k.shape[2]
         if end > self._kbuf.shape[2]:
             check_budget("k, v (the cache after this update)", shape=(self.B, self.Hkv, end, self.D + self.Dv),
                          what=f"cache buffers for {end} positions")

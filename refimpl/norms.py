@@ -62,8 +62,9 @@ EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
 
 # ----------------------------------------------------------------------------
 # The definition: the module docstring's formulas, one line each, on the raw input (no power-of-two
-# rescaling: valid while x^2 stays within float64). layer_norm, rms_norm, batch_norm, group_norm and
-# their backwards are tested equal to it (tests/test_definition_norms.py; docs/notes.md#norms).
+# rescaling: valid while x^2 and, backward, r^3 stay normal float64 numbers). layer_norm, rms_norm,
+# batch_norm, group_norm and their backwards are tested equal to it (tests/test_definition_norms.py;
+# docs/notes.md#norms). RMSNorm has no bias: its dbias is None.
 
 NORM_KINDS = ("layer", "rms", "batch", "group")
 
@@ -73,7 +74,8 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
     """y, or with ``dy`` (dx, dweight, dbias): LayerNorm / RMSNorm over the last axis, BatchNorm over
     every axis but 1, GroupNorm over (C / num_groups channels, spatial) per sample; float64."""
     x, center, A, xs, shape = _grouping(x, choice(kind, "kind", NORM_KINDS), num_groups)
-    g, b = _params(weight, bias, x.shape[-1] if kind in ("layer", "rms") else x.shape[1], weight_offset=weight_offset)
+    g, b = _params(weight, bias, x.shape[-1] if kind in ("layer", "rms") else x.shape[1],
+                   weight_offset=real_number(weight_offset, "weight_offset"))
     g, b = (None if p is None else p.reshape(shape) for p in (g, b))
     eps, inside = check_eps(eps, eps_placement), eps_placement == "inside_sqrt"
     mu = xs.mean(axis=A, keepdims=True) if center else 0.0               # mu = mean_A x (RMSNorm: 0)

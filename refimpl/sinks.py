@@ -7,7 +7,8 @@ row's visible final scores S_ij (after scale, softcap, bias, mask):
     out_i  = sum_j P_ij v_j
     lse_i  = log(exp(s_h) + sum_j exp(S_ij)) = logaddexp(lse0_i, s_h)
 
-so, from the sink-free (out0, lse0) of ``refimpl.attention``,
+(``attention_with_sinks_definition``: the sink appended as one more score column, softmax, the
+column dropped), so, from the sink-free (out0, lse0) of ``refimpl.attention``,
 
     out_i = out0_i * exp(lse0_i - lse_i) = out0_i * sigmoid(lse0_i - s_h).
 
@@ -29,7 +30,32 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as _V
+from .definition import attention_arguments
 from .sdpa import attention
+
+
+def attention_with_sinks_definition(q, k, v, sinks, *, mask=None, causal=False, align="bottom_right", window=None,
+                                    scale=None, softcap=None, bias=None):
+    """(out, lse), float64: the sink as one more column of the final scores (gpt-oss ``sdpa``;
+    docs/notes.md#attention-sinks), written out.
+    ``attention_with_sinks`` / ``apply_sinks`` are tested equal to it (tests/test_definition_sinks.py)."""
+    q, k, v, scale, softcap, visible, bias, _ = attention_arguments(q, k, v, mask, causal, align, window, scale,
+                                                                    softcap, bias, work=64)
+    s_h = check_sinks(sinks, q.shape[1])[None, :, None, None]
+    k, v = np.repeat(k, q.shape[1] // k.shape[1], axis=1), np.repeat(v, q.shape[1] // k.shape[1], axis=1)  # GQA
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = scale * (q @ k.swapaxes(-1, -2))                              # r = scale <q_i, k_j>
+        S = r if softcap is None else softcap * np.tanh(r / softcap)      # S = c tanh(r / c)
+        S = np.where(visible, S if bias is None else S + bias, -np.inf)   # + bias; -inf where hidden
+    if (visible & ~(np.isfinite(r) & np.isfinite(S)) & (True if bias is None else ~np.isneginf(bias))).any():
+        raise ValueError("q, k, scale: expected every visible score of the definition to be finite, got one beyond "
+                         "the float64 range; rescale q, k or scale, or pass softcap=")
+    S = np.concatenate([S, np.broadcast_to(s_h, S.shape[:3] + (1,))], axis=-1)  # [S_i, s_h]: the sink column
+    m = np.max(S, axis=-1, keepdims=True)                                 # m_i (finite: the sink is)
+    e = np.exp(S - m)
+    l = np.sum(e, axis=-1, keepdims=True)                                 # l_i = exp(s_h - m) + sum_j exp(S_ij - m)
+    out = (e[..., :-1] / l) @ v                                           # the sink column dropped: no value
+    return _V.finite_result(out, "the output", "v"), (m + np.log(l))[..., 0]  # lse_i = m_i + log l_i
 
 
 def check_sinks(sinks, Hq: int) -> np.ndarray:
@@ -66,4 +92,4 @@ def attention_with_sinks(q, k, v, sinks, **kwargs):
     return apply_sinks(out, lse, sinks)
 
 
-__all__ = ["apply_sinks", "attention_with_sinks", "check_sinks"]
+__all__ = ["apply_sinks", "attention_with_sinks", "attention_with_sinks_definition", "check_sinks"]

@@ -79,10 +79,17 @@ def patchify(images, patch_size: int, *, order: str = "chw") -> np.ndarray:
     return t.reshape(B, (H // P) * (W // P), C * P * P).copy()
 
 
-def _conv_weight(weight, bias, C):
-    w = as_float_array(weight, "weight", ndim=4, shape_doc="(d, C, P, P)", min_size={0: 1})
+def _conv_weight(weight, bias, image_shape):
+    """weight (d, C, P, P) and bias (d,) for images of ``image_shape`` (B, C, H, W): the patch size is
+    weight's, so an H or W it does not divide names both (the callers have no ``patch_size``)."""
+    C, H, W = image_shape[1:]
+    w = as_float_array(weight, "weight", ndim=4, shape_doc="(d, C, P, P)", min_size={0: 1, 2: 1, 3: 1})
     if w.shape[1] != C or w.shape[2] != w.shape[3]:
         raise ValueError(f"weight: expected shape (d, C, P, P) with C = {C}, got {w.shape}")
+    P = w.shape[2]
+    if H % P or W % P:
+        raise ValueError(f"images, weight: expected H and W divisible by weight's patch size P = {P}, "
+                         f"got (H, W) = ({H}, {W})")
     b = as_float_array(bias, "bias", shape=(w.shape[0],), shape_doc="(d,)")
     return w, b
 
@@ -90,7 +97,7 @@ def _conv_weight(weight, bias, C):
 def patch_embed(images, weight, bias) -> np.ndarray:
     """x_i = W flatten_chw(patch_i) + b: (B, C, H, W) -> (B, N, d); weight (d, C, P, P), bias (d,)."""
     x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
-    w, b = _conv_weight(weight, bias, x.shape[1])
+    w, b = _conv_weight(weight, bias, x.shape)
     patches = patchify(x, w.shape[2])
     with np.errstate(over="ignore", invalid="ignore"):
         out = patches @ w.reshape(w.shape[0], -1).T + b
@@ -101,7 +108,7 @@ def conv2d_stride(images, weight, bias) -> np.ndarray:
     """The convolution y[o, r, c] = b_o + sum_{ch, u, v} W[o, ch, u, v] x[ch, r P + u, c P + v] with
     kernel P = stride P, as (B, (H/P)(W/P), d) (the layout HF takes after ``flatten(2).transpose(1, 2)``)."""
     x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
-    w, b = _conv_weight(weight, bias, x.shape[1])
+    w, b = _conv_weight(weight, bias, x.shape)
     x, P = _images(x, w.shape[2])
     B, C, H, W = x.shape
     out = np.broadcast_to(b[None, :, None, None], (B, w.shape[0], H // P, W // P)).copy()
@@ -178,8 +185,8 @@ def interpolate_pos_embed(pos_embed, old_grid: tuple, new_grid: tuple) -> np.nda
     h, w = _grid_size(old_grid, "old_grid")
     if pos.shape[0] != 1 + h * w:
         raise ValueError(f"pos_embed: expected 1 + h w = {1 + h * w} rows for old_grid {old_grid}, got {pos.shape[0]}")
-    grid = _bicubic(pos[1:].reshape(h, w, -1), "pos_embed", new_grid, "new_grid")
-    return np.concatenate([pos[:1], grid.reshape(-1, pos.shape[1])], axis=0)
+    grid = _bicubic(pos[1:].reshape(h, w, pos.shape[1]), "pos_embed", new_grid, "new_grid")  # d = 0 too (not -1)
+    return np.concatenate([pos[:1], grid.reshape(grid.shape[0] * grid.shape[1], pos.shape[1])], axis=0)
 
 
 def vit_params(*, image_size: int = 224, patch_size: int = 16, channels: int = 3, d_model: int = 768,

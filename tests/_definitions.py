@@ -32,8 +32,8 @@ def assert_within(family, name, got, want, bound):
     assert got.shape == want.shape, (name, got.shape, want.shape)
     assert np.isfinite(got).all(), f"{name}: not finite"
     err = np.abs(got - want)
-    with np.errstate(over="ignore"):
-        frac = float(np.max(err / (2 * np.asarray(bound)), initial=0.0))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        frac = float(np.max(np.where(err == 0, 0.0, err / (2 * np.asarray(bound))), initial=0.0))
     _note(f"{name}: worst |fast - definition| / (2 x bound) = {frac:.3g}")
     assert frac <= 1.0, f"{name}: |fast - definition| = {err.max():.3g} exceeds 2 x bound (fraction {frac:.3g})"
     WORST.setdefault(family, []).append(frac)

@@ -662,6 +662,7 @@ def _moe_fwd(draw):
 
 MOE_KINDS = dict(x="array", router_weight="array", experts="experts", k="count", layout="name")
 recipe("refimpl.moe.moe_forward", kinds=MOE_KINDS)(_moe_fwd)
+recipe("refimpl.moe.moe_definition", kinds={n: v for n, v in MOE_KINDS.items() if n != "layout"})(_moe_fwd)
 recipe("refimpl.moe.moe_vjp", kinds=dict(MOE_KINDS, dy="array"))(
     lambda draw: (lambda d: dict(d, dy=arr(draw, d["x"].shape)))(_moe_fwd(draw)))
 recipe("refimpl.moe.router_logits", kinds=dict(x="array", router_weight="array"))(
@@ -853,10 +854,13 @@ R["gpu.route"] = Recipe(_gpu_route_args,
                         dict(logits="array", k="count", normalize="name", capacity="count",
                              capacity_factor="nonneg_float", padding_mask="bool_array", route_scale="float"),
                         call=_gpu_call("route"), oracle=same_as_spec_route,
-                        # the facade's documented refusal at the float32 bound (gpu/api.py, _route_logits_float32):
+                        # the facade's two documented refusals at the float32 bound (gpu/api_routing.py, README "Contract"):
                         # logits whose float32 values select other experts than the float64 scores do
-                        refusal=r"^logits: expected logits whose float32 values select the experts the float64 scores "
-                                r"select, got ")
+                        # (_route_logits_float32), and normalised gates whose largest selected sigmoid score is
+                        # below float32's normal range (the "huge" band: logits x 1e3 reach sigmoid(-226) = 6.6e-99)
+                        refusal=r"^logits: expected (logits whose float32 values select the experts the float64 scores "
+                                r"select|a largest selected sigmoid score >= 2\^-102 \(a normal float32 with 24 bits\) "
+                                r"when gates are normalised), got ")
 
 
 # --- the newer families: one recipe module each, registering into R -----------

@@ -148,6 +148,21 @@ recipe("refimpl.norms.group_norm", kinds=dict(BN_KINDS, num_groups="count"))(_gn
 recipe("refimpl.norms.group_norm_backward", kinds=dict(BN_KINDS, num_groups="count", dy="array"))(_with_dy(_gn))
 
 
+@recipe("refimpl.norms.norm_definition", kinds=dict(LN_KINDS, kind="name", weight_offset="real", num_groups="count",
+                                                    dy="array"))
+def _(draw):
+    kind = draw(st.sampled_from(N.NORM_KINDS))
+    kw = {"layer": _feat, "rms": lambda d: _feat(d, bias=False), "batch": _chan, "group": _gn}[kind](draw)
+    kw = dict(kw, kind=kind, eps=kw.get("eps", 1e-5))
+    if kind in ("batch", "group"):
+        kw.pop("eps_placement", None)
+    if kind == "rms" and draw(st.booleans()):
+        kw["weight_offset"] = 1.0
+    if draw(st.booleans()):
+        kw["dy"] = arr(draw, kw["x"].shape)
+    return kw
+
+
 @recipe("refimpl.norms.rms_norm_cast_order", kinds=dict(x="array", weight="array", preset="name", dtype="name"),
         finite=None)  # values beyond the dtype's largest value round to inf (round_to, overflow="format")
 def _(draw):

@@ -66,6 +66,14 @@ def _(draw):
     return dict(x=arr(draw, (B, H, L, D)), positions=pos, **_rope_kw(draw, D))
 
 
+@recipe("refimpl.rope.rope_definition", kinds=dict(ROPE_KINDS, x="array", positions="int_array"))
+def _(draw):
+    B, H, L, D = draw(small), draw(st.integers(1, 2)), draw(st.integers(1, 5)), 2 * draw(small)
+    shape = draw(st.sampled_from([(L,), (B, L)]))
+    pos = np.random.default_rng(draw(st.integers(0, 99))).integers(0, draw(st.sampled_from([10, 2**40])), shape)
+    return dict(x=arr(draw, (B, H, L, D)), positions=pos, **_rope_kw(draw, D))
+
+
 @recipe("refimpl.convert_layout", kinds=dict(x="array", src="name", dst="name", rotary_dim="count"))
 def _(draw):
     D = draw(st.integers(2, 8))
@@ -219,6 +227,7 @@ def _(draw):
 
 
 recipe("refimpl.kv_cache.prefill_reference", kinds=DECODE_KINDS)(lambda draw: _decode_args(draw, with_cache=False))
+recipe("refimpl.kv_cache.decode_definition", kinds=DECODE_KINDS)(lambda draw: _decode_args(draw, with_cache=False))
 
 # --- MLA -------------------------------------------------------------------------
 
@@ -255,6 +264,17 @@ def _(draw):
                  else KV.ContiguousCache(w.num_heads, w.d_nope + w.d_rope, w.d_v, batch=B))
         refimpl.mla_attention(arr(draw, (B, draw(small), w.W_q.shape[0])), w, absorbed=absorbed, cache=cache)
         d["cache"] = cache
+    if draw(st.booleans()):
+        d["scale"] = draw(st.floats(0.1, 2.0))
+    if draw(st.booleans()):
+        d["rope"] = {"base": draw(st.sampled_from([10000.0, 50.0]))}
+    return d
+
+
+@recipe("refimpl.mla.mla_definition", kinds=dict(x="array", weights="object", scale="float", rope="object"))
+def _(draw):
+    w = _weights(draw)
+    d = dict(x=arr(draw, (draw(st.integers(1, 2)), draw(small), w.W_q.shape[0])), weights=w)
     if draw(st.booleans()):
         d["scale"] = draw(st.floats(0.1, 2.0))
     if draw(st.booleans()):

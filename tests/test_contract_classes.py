@@ -287,3 +287,41 @@ def test_gpu_route_equals_the_spec_at_the_float32_bound(kw):
     for f in ("indices", "kept", "position", "counts"):
         assert np.array_equal(getattr(got, f), getattr(want, f)), f
     assert np.abs(got.gates - want.gates).max() <= 1e-6
+
+
+def test_patch_size_from_weight_is_named_by_the_callers_arguments():
+    """patch_embed / conv2d_stride / vit_embeddings take the patch size from ``weight``: an image side it does
+    not divide names ``images, weight`` (it named patchify's ``patch_size``, an argument they do not have;
+    found by the randomised fuzz of vit_embeddings), and an empty kernel names ``weight`` (no ZeroDivisionError)."""
+    from refimpl import vision
+
+    x, w, b = np.ones((1, 1, 2, 3)), np.ones((2, 1, 2, 2)), np.ones(2)
+    for call in (lambda w: vision.patch_embed(x, w, b), lambda w: vision.conv2d_stride(x, w, b),
+                 lambda w: vision.vit_embeddings(x, w, b, np.ones(2), np.ones((2, 2)))):
+        with pytest.raises(ValueError, match=r"^images, weight: expected H and W divisible by weight's patch size "
+                                             r"P = 2, got \(H, W\) = \(2, 3\)$"):
+            call(w)
+        with pytest.raises(ValueError, match=r"^weight: expected "):
+            call(np.ones((2, 1, 0, 0)))
+
+
+def test_found_by_the_dynamic_wording_oracle():
+    """The three messages the fuzz's wording oracle found once it gated the run: NumPy reprs in two
+    messages (np.uint64(3)), and a NumPy reshape error from interpolate_pos_embed at d = 0 (now exact: empty)."""
+    from refimpl import moe, vision
+
+    with pytest.raises(ValueError, match=r"^n_groups, topk_groups: expected both or neither, got 3 and None$"):
+        moe.RouteOptions(n_groups=np.uint64(3))
+    with pytest.raises(ValueError, match=r"^capacity: expected an int in \[0, T=1\], got 3$"):
+        moe.route_expert_choice(np.ones((1, 2)), np.uint64(3))
+    assert vision.interpolate_pos_embed(np.ones((5, 0)), (2, 2), (3, 3)).shape == (10, 0)
+
+
+def test_check_positions_beyond_numpys_largest_array_is_named():
+    """check_positions broadcasts (L,) positions to (B, L) as a view (no allocation): a B in the band of valid
+    counts (2^62) reached NumPy's 'array is too big' (found by the thorough fuzz); now named."""
+    from refimpl import rope
+
+    with pytest.raises(ValueError, match=r"^B, L: expected a \(B, L\) int64 array NumPy can index"):
+        rope.check_positions(np.arange(3), 2**62, 3)
+    assert rope.check_positions(np.arange(3), 10**9, 3).shape == (10**9, 3)  # a view: nothing allocated

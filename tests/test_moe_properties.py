@@ -24,3 +24,12 @@ def test_every_property_has_a_meta_test_and_every_wrong_is_used():
     assert all(p.rejects for p in MP.PROPERTIES)
     used = {w for p in MP.PROPERTIES for w in p.rejects}
     assert used == set(MP.WRONG), f"unused wrong implementations: {set(MP.WRONG) - used}"
+
+
+def test_a_correct_fused_forward_passes_what_rejects_the_wrong_ones():
+    """The wrong fused kernels (properties.moe_wrong._fused) differ from a correct fused forward over
+    properties.moe_protocol.fused_expert_weights by their one bug: that forward passes."""
+    from properties import moe_wrong
+
+    prop = next(p for p in MP.PROPERTIES if p.name == "moe_fused_forward")
+    run_property(prop, moe_wrong._fused(None))

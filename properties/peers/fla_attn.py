@@ -107,7 +107,8 @@ def fla_attention():
         scale = float(kw["scale"]) if kw.get("scale") is not None else D ** -0.5
         cu = kw.get("cu_seqlens_q")
         if cu is not None and not np.array_equal(cu, kw.get("cu_seqlens_k")):
-            raise ValueError("fla parallel_attn: cu_seqlens_q and cu_seqlens_k differ (lq_ne_lk is not declared)")
+            raise ValueError("cu_seqlens_q, cu_seqlens_k: expected equal offsets (fla parallel_attn; lq_ne_lk is not "
+                             f"declared), got {np.asarray(cu).tolist()} and {np.asarray(kw.get('cu_seqlens_k')).tolist()}")
         cu = None if cu is None else torch.tensor(np.asarray(cu), dtype=torch.int64)
         sinks = kw.get("sinks")
         sinks = None if sinks is None else torch.tensor(np.asarray(sinks, dtype=np.float64), dtype=torch.float32)

@@ -175,7 +175,7 @@ def _glu(torch, lib, activation: str):
 
     def check(name):
         if name != activation:  # never drawn: the adapter declines it
-            raise ValueError(f"liger {fn.__name__} computes {activation}, not {name}")
+            raise ValueError(f"activation: expected {activation!r} (all liger {fn.__name__} computes), got {name!r}")
 
     def gated(name, a, b):
         check(name)

@@ -31,12 +31,7 @@ the index lists, no backward. Sizes: the default small lengths (1..9), one split
 span several splits (an interpreted call with ~100 requests takes ~30 s, so the suite's tile-scale
 draws are not declared). Precision float32.
 
-Not shipped: SGLang's fused MoE kernel (sglang/kernels/ops/moe/fused_moe_triton_kernels.py):
-it imports sglang.kernels.jit.utils, sglang.kernels.ops.quantization.fp8_kernel / int8_kernel,
-sglang.srt.batch_invariant_ops, sglang.srt.layers.moe.utils and sglang.srt.environ at import, and
-its caller (sglang/srt/layers/moe/moe_runner/triton_utils/fused_moe.py) also
-sglang.srt.distributed, sglang.srt.runtime_context and ``moe_align_block_size`` (sgl_kernel, a
-CUDA extension): it does not import standalone.
+SGLang's fused MoE kernel is the adapter of properties/peers/sglang_moe.py (sglang_fused_moe).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def interpreted() -> bool:
 def config_choice() -> str:
     mode = os.environ.get("REFIMPL_TRITON_CONFIG", "spread")
     if mode not in ("spread", "first") and not mode.lstrip("-").isdigit():
-        raise ValueError(f"REFIMPL_TRITON_CONFIG={mode!r}: use 'spread', 'first' or a config index")
+        raise ValueError(f"REFIMPL_TRITON_CONFIG: expected 'spread', 'first' or a config index, got {mode!r}")
     return mode
 
 

@@ -55,6 +55,7 @@ class GLAProblem:
     block_v: int = 3
     threads: int = 32
     seed: int = 0
+    strength: float = 1.0  # log-gates drawn in (-strength, 0]
 
     def case(self) -> ML.MixerCase:
         B, H, L, K, V = self.shape
@@ -63,7 +64,7 @@ class GLAProblem:
         v = rng.standard_normal((B, H, L, V))
         g = None
         if self.gate is not None:
-            g = -rng.random((B, H, L) if self.gate == "scalar" else (B, H, L, K))
+            g = -rng.random((B, H, L) if self.gate == "scalar" else (B, H, L, K)) * self.strength
         return ML.MixerCase(q, k, v, g, None, K ** -0.5, self.chunk, self.seed)
 
 
@@ -97,7 +98,10 @@ GLA_PROBLEMS = [
     GLAProblem("channel_gate_partial_last_chunk", (1, 2, 11, 5, 7), "channel", 4),
     GLAProblem("scalar_gate_L_lt_chunk", (2, 1, 5, 3, 2), "scalar", 8, seed=1),
     GLAProblem("no_gate_default_chunk_16", (1, 1, 20, 6, 4), None, 16, block_v=16, threads=64, seed=2),
-    GLAProblem("chunk_1_one_thread_one_column", (1, 1, 6, 3, 2), "channel", 1, block_v=1, threads=1, seed=3),
+    GLAProblem("chunk_1_one_thread_one_column_strong_decay", (1, 1, 6, 3, 2), "channel", 1, block_v=1, threads=1,
+               seed=3, strength=8.0),
+    # the K <= 64 variant (K = 33: not a power of two), two value blocks (the second partial), default tiles
+    GLAProblem("wide_dims_K33_V17_default_tiles", (1, 1, 37, 33, 17), "channel", 16, block_v=16, threads=128, seed=4),
 ]
 
 DELTA_PROBLEMS = [

@@ -44,7 +44,7 @@ def run(only: list[str] | None = None) -> dict:
     be = get_backend("numba")
     results: dict = {"cases": {}, "mutants": {}}
     for kernel in C.KERNELS:
-        for case in C.cases_for(kernel):
+        for case in C.simulator_cases_for(kernel):
             key = f"{kernel}:{case.name}"
             if only and key not in only:
                 continue
@@ -62,7 +62,7 @@ def run(only: list[str] | None = None) -> dict:
             continue
         t0 = time.perf_counter()
         try:
-            case, message = C.find_rejecting_case(mutants.backend(name, "numba"), m.kernel)
+            case, message = C.find_rejecting_case(mutants.backend(name, "numba"), m.kernel, name)
             results["mutants"][name] = {"rejected_by": case, "message": message}
         except Exception as e:  # noqa: BLE001
             results["mutants"][name] = {"rejected_by": None, "message": None,

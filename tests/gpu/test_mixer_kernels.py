@@ -15,6 +15,7 @@ gated linear attention and the chunked (gated) delta rule, verified by every rou
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -52,7 +53,9 @@ NUMBA_VARIANTS = ("selective_scan[BLOCK=64,N<=16]", "gla_forward[BT=16,BV=16,K<=
 # ptx (Numba -> NVVM) and nvrtc (C -> SASS)
 
 
+@functools.lru_cache(maxsize=None)
 def _numba_spec(name):
+    """One spec object per name, so gc.compile_numba_ptx lowers each kernel once for both ccs."""
     from gpu import mixers_numba as MN
 
     if name.startswith("selective_scan"):

@@ -36,7 +36,7 @@ def test_kernel_on_device(backend, kernel, case):
 @pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
 def test_mutant_rejected_on_device(backend, name):
     m = mutants.MUTATIONS[name]
-    case, _ = C.find_rejecting_case(mutants.backend(name, backend), m.kernel)
+    case, _ = C.find_rejecting_case(mutants.backend(name, backend), m.kernel, name)
     assert case is not None, f"mutant {name} passed every case on {backend}"
 
 

@@ -61,19 +61,22 @@ def test_moe_matches_refimpl(opencl, case):
     C.check_moe(opencl, case)
 
 
-@pytest.mark.parametrize("case", C.cases_for("gla"), ids=lambda c: c.name)
-def test_gla_matches_refimpl(opencl, case):
-    C.check_gla(opencl, case)
-
-
 @pytest.mark.parametrize("name", sorted(mutants.MUTATIONS))
 def test_mutant_is_rejected(opencl, name):
     """Meta-test: the deliberately wrong kernel fails at least one execution check."""
     m = mutants.MUTATIONS[name]
     be = mutants.backend(name, "opencl")
-    case, message = C.find_rejecting_case(be, m.kernel)
+    case, message = C.find_rejecting_case(be, m.kernel, name)
     assert case is not None, f"mutant {name} ({m.doc}) passed every {m.kernel} case: the checks are too weak"
     print(f"mutant {name}: rejected by case {case}: {message}")
+
+
+def test_rejected_first_by_names_mutants_and_default_cases():
+    """C.REJECTED_FIRST_BY only orders the search; a stale name would silently order nothing."""
+    names = {case.name for kernel in C.KERNELS for case in C.cases_for(kernel, include_thorough=False)}
+    assert set(C.REJECTED_FIRST_BY) <= set(mutants.MUTATIONS)
+    assert set(C.REJECTED_FIRST_BY.values()) <= names
+    assert set(C.SIMULATOR_THOROUGH_ONLY) <= names
 
 
 # ---------------------------------------------------------------------------
