@@ -62,8 +62,9 @@ EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
 
 # ----------------------------------------------------------------------------
 # The definition: the module docstring's formulas, one line each, on the raw input (no power-of-two
-# rescaling: valid while x^2 stays within float64). layer_norm, rms_norm, batch_norm, group_norm and
-# their backwards are tested equal to it (tests/test_definition_norms.py; docs/notes.md#norms).
+# rescaling: valid while x^2 and, backward, r^3 stay normal float64 numbers). layer_norm, rms_norm,
+# batch_norm, group_norm and their backwards are tested equal to it (tests/test_definition_norms.py;
+# docs/notes.md#norms). RMSNorm has no bias: its dbias is None.
 
 NORM_KINDS = ("layer", "rms", "batch", "group")
 

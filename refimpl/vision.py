@@ -185,8 +185,8 @@ def interpolate_pos_embed(pos_embed, old_grid: tuple, new_grid: tuple) -> np.nda
     h, w = _grid_size(old_grid, "old_grid")
     if pos.shape[0] != 1 + h * w:
         raise ValueError(f"pos_embed: expected 1 + h w = {1 + h * w} rows for old_grid {old_grid}, got {pos.shape[0]}")
-    grid = _bicubic(pos[1:].reshape(h, w, -1), "pos_embed", new_grid, "new_grid")
-    return np.concatenate([pos[:1], grid.reshape(-1, pos.shape[1])], axis=0)
+    grid = _bicubic(pos[1:].reshape(h, w, pos.shape[1]), "pos_embed", new_grid, "new_grid")  # d = 0 too (not -1)
+    return np.concatenate([pos[:1], grid.reshape(grid.shape[0] * grid.shape[1], pos.shape[1])], axis=0)
 
 
 def vit_params(*, image_size: int = 224, patch_size: int = 16, channels: int = 3, d_model: int = 768,

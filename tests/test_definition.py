@@ -395,3 +395,19 @@ def test_distributed_forms_equal_the_definition(case):
             bound = error_bounds(q, k, v, kw, dout)
         for g, w, b, n in zip(grads, want_grads, bound, ("dq", "dk", "dv")):
             assert_within(f"ring backward {n}", g, w, 2 * b)
+
+
+def test_definitions_refuse_work_beyond_the_budget(monkeypatch):
+    """The definitions materialise (B, Hq, Lq, Lk) arrays (RoPE's: (B, L, D, D)): beyond REFIMPL_MAX_BYTES a
+    ValueError naming the sizing arguments, before anything is allocated (never a MemoryError)."""
+    from refimpl.rope import rope_definition
+    from refimpl.sinks import attention_with_sinks_definition
+
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", str(2**20))
+    q = np.zeros((1, 1, 200, 1))  # 200 x 200 x 64 bytes > 1 MiB
+    calls = [lambda: attention_definition(q, q, q), lambda: attention_backward_definition(q, q, q, q),
+             lambda: attention_with_sinks_definition(q, q, q, np.zeros(1)),
+             lambda: rope_definition(np.zeros((1, 1, 200, 64)), np.arange(200))]
+    for call in calls:
+        with pytest.raises(ValueError, match="^(q, k|x, positions): expected work within"):
+            call()

@@ -15,7 +15,7 @@ most scale (gamma_(dn+dc+dr+2) (|q_nope| |W_UK| |c| + |q_pe| |k_pe|) + d_q_nope 
 (``error_bounds(score_err=...)``) with |v| replaced by V = |c| |W_UV|^T >= |v| (which covers either
 association of P c W_UV). The values add P (gamma_(L+dc+2) V + d_c |W_UV|^T); the output projection
 adds gamma_(H dv) |o| |W_o| and carries d_o |W_o|. The test asserts |form - definition| <= 2 x (both
-computations' bounds). Worst observed fraction (``test_worst_fraction_report``, -s): about 0.01.
+computations' bounds). Worst observed fraction (``test_worst_fraction_report``, -s): 0.012 (thorough).
 """
 
 from __future__ import annotations

@@ -175,6 +175,10 @@ def _check_padding_mask(padding_mask, T: int) -> np.ndarray:
     return V.bool_array(padding_mask, "padding_mask", shape=(T,), shape_doc="(T,) with T from logits (True = real token)").copy()
 
 
+_CONVENTIONS = frozenset(f.name for f in dataclasses.fields(RouteOptions))
+_DEFAULT_OPTIONS = RouteOptions()  # frozen: shared, validated once
+
+
 def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOptions:
     """RouteOptions from a preset (name or Preset), overridden by explicit conventions.
 
@@ -182,12 +186,11 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
     spec's default rule ``CapacityRule()`` if the capacity is None or an int); a
     rule without a factor (fairseq's 2 * ceil(S / E)) refuses it.
     """
-    names = {f.name for f in dataclasses.fields(RouteOptions)}
-    unknown = set(conventions) - names
+    unknown = set(conventions) - _CONVENTIONS
     if unknown:
-        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords among the conventions {sorted(names)}, "
-                        f"got unknown keyword(s) {sorted(unknown)}")
-    base = RouteOptions()
+        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords among the conventions "
+                        f"{sorted(_CONVENTIONS)}, got unknown keyword(s) {sorted(unknown)}")
+    base = _DEFAULT_OPTIONS
     if preset is not None:
         base = _get_preset(preset).options
     opts = dataclasses.replace(base, **conventions)
