@@ -259,7 +259,10 @@ def test_the_bound_holds_against_a_50_digit_oracle(case):
     kw = dict(kind=kw["kind"], eps=kw["eps"])
     want = _definition(x, kw)
     assume(want is not None and np.isfinite(x * x).all())
-    exact = (mp_layer_norm if kw["kind"] == "layer" else mp_rms_norm)(x, kw["eps"]).reshape(x.shape)
+    try:
+        exact = (mp_layer_norm if kw["kind"] == "layer" else mp_rms_norm)(x, kw["eps"]).reshape(x.shape)
+    except ZeroDivisionError:  # eps = 0 on an exactly constant row: 0 / 0, no exact value to compare with
+        assume(False)
     D.assert_within("norms vs 50 digits", "definition", want, exact, bounds(x, kw) + U * np.abs(exact) / 2)
 
 
