@@ -108,6 +108,7 @@ def test_kv_heads_per_thread_block_change_no_result(monkeypatch, kw):
     results = {}
     for budget, heads in ((1, 1), (2 * one_head, 2), (2**40, 3)):
         monkeypatch.setattr(flash, "_TILE_BYTES", budget)
+        monkeypatch.setattr(flash, "_MASKED_TILE_BYTES", budget)
         assert flash._heads_per_block(st, 8, 16) == heads
         results[heads] = flash.flash_attention(q, k, v, block_q=8, block_k=16, return_stats=True, **kw)
     for heads in (1, 2):
