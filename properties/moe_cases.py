@@ -13,6 +13,7 @@ drawn exactly representable in the adapter's precision (``caps.precision``, roun
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 import numpy as np
@@ -68,12 +69,28 @@ class RouteCase:
     _repr_pretty_ = _pretty
 
 
+# The routing cases' strategies, each built once (building one per draw was a third of the time
+# spent drawing a case, ``python -m properties`` against a router). Same arguments, so the same
+# labels and the same derandomised examples as strategies built in place.
+_SEED = st.integers(0, 2**32 - 1)
+_BOOL = st.booleans()
+_LOGIT_KIND = st.sampled_from(["normal", "integer", "one_expert", "equal", "extreme", "near_tie"])
+_NORMAL_SCALE = st.sampled_from([0.5, 2.0, 8.0])
+_integers = functools.lru_cache(maxsize=None)(st.integers)
+_sampled = functools.lru_cache(maxsize=None)(st.sampled_from)  # tuples only (hashable)
+
+
+@functools.lru_cache(maxsize=None)
+def _capacity_any(hi):
+    return st.one_of(st.none(), st.integers(0, hi), st.integers(0, 2))
+
+
 def _precision(caps) -> str:
     return getattr(caps, "precision", "float64") or "float64"
 
 
 def _logits(draw, rng, T, E, kind=None, precision="float64"):
-    kind = kind or draw(st.sampled_from(["normal", "integer", "one_expert", "equal", "extreme", "near_tie"]))
+    kind = kind or draw(_LOGIT_KIND)
     if kind == "near_tie":  # every token: expert b one ulp (of the precision) above expert a
         z = round_inputs(precision, rng.standard_normal((T, E)) * 2.0)
         if E > 1:
@@ -81,7 +98,7 @@ def _logits(draw, rng, T, E, kind=None, precision="float64"):
             z[:, b] = z[:, a] * (1 + np.sign(z[:, a]) * 2 * unit_roundoff(precision))
         return z
     if kind == "normal":
-        return rng.standard_normal((T, E)) * draw(st.sampled_from([0.5, 2.0, 8.0]))
+        return rng.standard_normal((T, E)) * draw(_NORMAL_SCALE)
     if kind == "integer":  # ties between experts and between tokens
         return rng.integers(-2, 3, size=(T, E)).astype(np.float64)
     if kind == "one_expert":  # every token prefers the same expert
@@ -119,36 +136,36 @@ def _capacity(draw, kinds, wanted, T, k, E):
         return None
     if set(kinds) == set(_CAPACITY_NEEDS[wanted]):
         if wanted == "any":
-            return draw(st.one_of(st.none(), st.integers(0, T * k + 1), st.integers(0, 2)))
-        return draw(st.integers(0, max(1, (T * k) // max(E, 1))))
-    kind = draw(st.sampled_from(kinds))
+            return draw(_capacity_any(T * k + 1))
+        return draw(_integers(0, max(1, (T * k) // max(E, 1))))
+    kind = draw(_sampled(tuple(kinds)))
     if kind == "none":
         return None
     if kind == "zero":
         return 0
     hi = T * k + 1 if wanted == "any" else max(1, (T * k) // max(E, 1))
-    return draw(st.integers(1, hi))
+    return draw(_integers(1, hi))
 
 
 @st.composite
 def _route_case(draw, caps, *, drop_orders, normalize, capacity="any", capacity_kinds=(),
                 logit_kinds=None, min_E=1, max_T=12, max_E=8, padding=None):
-    seed = draw(st.integers(0, 2**32 - 1))
+    seed = draw(_SEED)
     rng = np.random.default_rng(seed)
-    T = draw(st.integers(1, max_T))
-    E = draw(st.integers(min_E, max_E))
-    k = draw(st.integers(1, E))
+    T = draw(_integers(1, max_T))
+    E = draw(_integers(min_E, max_E))
+    k = draw(_integers(1, E))
     prec = _precision(caps)
-    z = round_inputs(prec, _logits(draw, rng, T, E, draw(st.sampled_from(logit_kinds)) if logit_kinds else None, prec))
-    options = {"normalize": draw(st.sampled_from(normalize)),
-               "drop_order": draw(st.sampled_from(drop_orders))}
+    z = round_inputs(prec, _logits(draw, rng, T, E, draw(_sampled(tuple(logit_kinds))) if logit_kinds else None, prec))
+    options = {"normalize": draw(_sampled(tuple(normalize))),
+               "drop_order": draw(_sampled(tuple(drop_orders)))}
     if options["drop_order"] == "random":
-        options["seed"] = draw(st.integers(0, 1000))
+        options["seed"] = draw(_integers(0, 1000))
     if capacity in _CAPACITY_NEEDS:
         options["capacity"] = _capacity(draw, capacity_kinds, capacity, T, k, E)
     mask = None
     want_padding = ("route.padding" in caps) if padding is None else padding
-    if want_padding and draw(st.booleans()):
+    if want_padding and draw(_BOOL):
         mask = rng.random(T) < 0.7
     return RouteCase(z, k, options, mask)
 

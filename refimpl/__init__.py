@@ -6,7 +6,10 @@ docs/conventions.md), paths from the repository root; an installed wheel carries
 under ``<sys.prefix>/share/transformer-refimpl/docs/``. Each family opens with its
 definition, and every fast form is tested equal to it: attention in ``refimpl.definition``
 (``attention_definition``, ``attention_backward_definition``), the mixers' recurrences at the top of
-each ``refimpl.mixers`` module, softmax and log-sum-exp in ``refimpl.softmax``.
+each ``refimpl.mixers`` module, softmax and log-sum-exp in ``refimpl.softmax``, and
+``refimpl.moe.forward.moe_definition``, ``refimpl.kv_cache.decode_definition``,
+``refimpl.mla.mla_definition``, ``refimpl.rope.rope_definition``, ``refimpl.norms.norm_definition``,
+``refimpl.sinks.attention_with_sinks_definition`` (README "Reading the spec").
 """
 
 from . import accounting, distributed, flash, io_accounting, kv_cache, masks, mla, mixers, moe, receptive_field, rope, split_kv

@@ -50,7 +50,7 @@ def attention_definition(q, k, v, *, mask=None, causal=False, align="bottom_righ
                          softcap=None, bias=None, dropout_mask=None, dropout_p=0.0):
     """(out (B, Hq, Lq, Dv), lse (B, Hq, Lq)), float64: the formula of the module docstring."""
     q, k, v, scale, softcap, visible, bias, Z = attention_arguments(q, k, v, mask, causal, align, window, scale,
-                                                                    softcap, bias, dropout_mask, dropout_p)
+                                                                    softcap, bias, dropout_mask, dropout_p, work=64)
     k, v = np.repeat(k, q.shape[1] // k.shape[1], axis=1), np.repeat(v, q.shape[1] // k.shape[1], axis=1)  # GQA
     r = scale * (q @ k.swapaxes(-1, -2))                                  # r = scale <q_i, k_j>
     s = r if softcap is None else softcap * np.tanh(r / softcap)          # s = c tanh(r / c)
@@ -70,7 +70,7 @@ def attention_backward_definition(q, k, v, dout, *, mask=None, causal=False, ali
                                   scale=None, softcap=None, bias=None, dropout_mask=None, dropout_p=0.0):
     """(dq, dk, dv), float64: the gradients of sum(dout * out), the formulas of the module docstring."""
     q, k, v, scale, softcap, visible, bias, Z = attention_arguments(q, k, v, mask, causal, align, window, scale,
-                                                                    softcap, bias, dropout_mask, dropout_p)
+                                                                    softcap, bias, dropout_mask, dropout_p, work=96)
     dout = V.check_real_4d(dout, "dout").astype(np.float64, copy=False)
     V.same_shape(dout, q.shape[:3] + v.shape[3:], "dout")
     G = q.shape[1] // k.shape[1]
@@ -127,15 +127,17 @@ def visibility(mask, causal, align, window, full_shape: tuple) -> np.ndarray:
 
 
 def attention_arguments(q, k, v, mask=None, causal=False, align="bottom_right", window=None, scale=None,
-                        softcap=None, bias=None, dropout_mask=None, dropout_p=0.0):
+                        softcap=None, bias=None, dropout_mask=None, dropout_p=0.0, *, work=1):
     """``refimpl.attention``'s arguments validated, in its order of checks and with its messages:
     (q, k, v as float64 (B, H, L, D) arrays, scale, softcap or None, visible (bool, broadcastable
     to (B, Hq, Lq, Lk)), bias (4-D, broadcastable) or None, Z = keep / (1 - p) (broadcastable;
     1.0 without dropout)). For implementations that want the spec's arguments, not its arithmetic
-    (the properties' independent tiled kernels)."""
+    (the properties' independent tiled kernels). ``work``: bytes per (b, h, i, j) the caller will
+    hold (1: the visibility mask built here); beyond REFIMPL_MAX_BYTES a ValueError naming q, k."""
     q, k, v = (V.check_real_4d(x, n).astype(np.float64, copy=False) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     B, Hq, _, Lq, Lk, D, _ = V.check_qkv_shapes(q, k, v)
     full = (B, Hq, Lq, Lk)
+    V.check_budget("q, k", shape=full, itemsize=work, what="the (B, Hq, Lq, Lk) arrays of the definition")
     scale = V.attention_scale(scale, D)
     softcap = None if softcap is None else V.positive_float(softcap, "softcap")
     visible = visibility(mask, causal, align, window, full)

@@ -56,9 +56,11 @@ def sigmoid(t) -> np.ndarray:
 
 def _sigmoid(t):
     """(sigmoid(t), the mask t < TAIL or None where no entry is below it). SciPy's ``expit``
-    (1 / (1 + e^-t), one pass: the fastest form measured, benchmarks/logistic_speed.py) is exact to
-    2 ulp down to t = -709.78, where e^-t overflows; below TAIL, 1 + e^t rounds to 1 and sigmoid(t)
-    is e^t to the last bit (the subnormal ones included), computed in range."""
+    (1 / (1 + e^-t), one pass: faster than the two-sided NumPy form, 25 against 41 ns per element
+    here) is within 2 ulp down to t = -709.78, where e^-t overflows; below TAIL, 1 + e^t rounds to 1
+    and sigmoid(t) is e^t to the last bit (the subnormal ones included), computed in range. The
+    common path adds one reduction (min t) to expit: benchmarks/logistic_speed.py measured the MoE
+    router, the selective scan and the FFN at 0.86-0.98 of their former time, sigmoid alone at 1.05."""
     s = np.asarray(_expit(t))
     if not t.size or not np.min(t) < _tail(t):  # one reduction, no mask, on the common path (NaN: not below)
         return s, None

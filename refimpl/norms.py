@@ -63,8 +63,9 @@ EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
 
 # ----------------------------------------------------------------------------
 # The definition: the module docstring's formulas, one line each, on the raw input (no power-of-two
-# rescaling: valid while x^2 stays within float64). layer_norm, rms_norm, batch_norm, group_norm and
-# their backwards are tested equal to it (tests/test_definition_norms.py; docs/notes.md#norms).
+# rescaling: valid while x^2 and, backward, r^3 stay normal float64 numbers). layer_norm, rms_norm,
+# batch_norm, group_norm and their backwards are tested equal to it (tests/test_definition_norms.py;
+# docs/notes.md#norms). RMSNorm has no bias: its dbias is None.
 
 NORM_KINDS = ("layer", "rms", "batch", "group")
 
@@ -89,7 +90,7 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
     dy = _check_dy(dy, x)
     P = tuple(i for i in range(x.ndim) if shape[i] == 1)                  # axes a parameter is broadcast along
     dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)            # dxhat = dy g
-    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: xc = 0, term 0)
+    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: term 0)
     dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # dxc = r dxhat + kappa xc mean(dxhat xc)
     dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc         # dx = dxc - mean_A dxc (centred)
     dw = None if g is None else np.sum(dy * xhat, axis=P)                 # dw = sum dy xhat

@@ -64,6 +64,7 @@ LAYOUTS = ("half", "interleaved")
 SCALINGS = ("linear", "dynamic", "yarn", "llama3")
 MAX_POSITION = 2**53  # integers below this convert to float64 exactly
 
+
 def rope_definition(x, positions, *, layout: str = "half", rotary_dim: int | None = None, base: float = 10000.0,
                     scaling=None):
     """y = R(m) x for x (B, H, L, D) at integer positions (L,) or (B, L): the rotation written as a
@@ -71,6 +72,7 @@ def rope_definition(x, positions, *, layout: str = "half", rotary_dim: int | Non
     (pairs sliced out and recombined) is tested equal to it (tests/test_definition_rope.py)."""
     x = as_float_array(x, "x", ndim=4)
     d, pos = check_rotary_dim(rotary_dim, x.shape[3]), check_positions(positions, x.shape[0], x.shape[2])
+    check_budget("x, positions", shape=pos.shape + (x.shape[3],) * 2, what="the rotation matrices R(m)")
     theta, f = rope_frequencies(d, base, scaling)                       # theta_i (scaled), attention factor f
     i = np.arange(d // 2)
     a, b = (i, i + d // 2) if check_layout(layout) == "half" else (2 * i, 2 * i + 1)  # the pair of frequency i
@@ -131,6 +133,9 @@ def check_positions(positions, B: int, L: int) -> np.ndarray:
     p = int_positions(positions)
     if p.shape not in ((L,), (B, L)):
         raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
+    if B * L * 8 > np.iinfo(np.intp).max:  # a broadcast view allocates nothing, but NumPy cannot index it
+        raise ValueError(f"B, L: expected a (B, L) int64 array NumPy can index (B * L * 8 <= 2^63 - 1 bytes), "
+                         f"got B = {B}, L = {L}")
     return np.broadcast_to(p.astype(np.int64), (B, L))
 
 

@@ -36,10 +36,11 @@ from .sdpa import attention
 
 def attention_with_sinks_definition(q, k, v, sinks, *, mask=None, causal=False, align="bottom_right", window=None,
                                     scale=None, softcap=None, bias=None):
-    """(out, lse), float64: the sink as one more column of the final scores (gpt-oss ``sdpa``), written out.
+    """(out, lse), float64: the sink as one more column of the final scores (gpt-oss ``sdpa``;
+    docs/notes.md#attention-sinks), written out.
     ``attention_with_sinks`` / ``apply_sinks`` are tested equal to it (tests/test_definition_sinks.py)."""
     q, k, v, scale, softcap, visible, bias, _ = attention_arguments(q, k, v, mask, causal, align, window, scale,
-                                                                    softcap, bias)
+                                                                    softcap, bias, work=64)
     s_h = check_sinks(sinks, q.shape[1])[None, :, None, None]
     k, v = np.repeat(k, q.shape[1] // k.shape[1], axis=1), np.repeat(v, q.shape[1] // k.shape[1], axis=1)  # GQA
     with np.errstate(over="ignore", invalid="ignore"):

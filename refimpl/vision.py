@@ -185,8 +185,8 @@ def interpolate_pos_embed(pos_embed, old_grid: tuple, new_grid: tuple) -> np.nda
     h, w = _grid_size(old_grid, "old_grid")
     if pos.shape[0] != 1 + h * w:
         raise ValueError(f"pos_embed: expected 1 + h w = {1 + h * w} rows for old_grid {old_grid}, got {pos.shape[0]}")
-    grid = _bicubic(pos[1:].reshape(h, w, -1), "pos_embed", new_grid, "new_grid")
-    return np.concatenate([pos[:1], grid.reshape(-1, pos.shape[1])], axis=0)
+    grid = _bicubic(pos[1:].reshape(h, w, pos.shape[1]), "pos_embed", new_grid, "new_grid")  # d = 0 too (not -1)
+    return np.concatenate([pos[:1], grid.reshape(grid.shape[0] * grid.shape[1], pos.shape[1])], axis=0)
 
 
 def vit_params(*, image_size: int = 224, patch_size: int = 16, channels: int = 3, d_model: int = 768,
@@ -219,7 +219,9 @@ def relative_position_index(window: int) -> np.ndarray:
 def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     """bool (windows, M^2, M^2): True where key j is visible to query i in the rolled image (same region)."""
     H, W, M = positive_int(height, "height"), positive_int(width, "width"), positive_int(window, "window")
-    s = count(shift, "shift", maximum=M - 1)
+    s = count(shift, "shift")
+    if s >= M:  # a bound set by another argument: the message names both
+        raise ValueError(f"shift, window: expected 0 <= shift < window = {M}, got shift = {s}")
     if H % M or W % M:
         raise ValueError(f"window: expected a divisor of height = {H} and width = {W}, got {M}")
     check_budget("height, width, window", nbytes=H * W * (M * M + 24) + 8 * (H + W),

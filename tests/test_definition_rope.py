@@ -19,8 +19,9 @@ pass-through columns are exact, and one computation errs by at most
 
 (3 u: the cos / sin evaluation, within an ulp in libm and torch, and the product by f), against the
 rotation by the float64 angle. The test asserts |form - definition| <= 2 x (the sum of both bounds)
-(the factor 2 for second-order terms). Worst observed fraction (``test_worst_fraction_report``, -s):
-0 for ``apply_rope`` (the same float64 operations: bit for bit equal), about 0.1 for the torch forms.
+(the factor 2 for second-order terms); ``test_the_bound_holds_against_a_50_digit_rotation`` checks
+the bound itself against mpmath. Worst observed fraction (``test_worst_fraction_report``, -s):
+0 for ``apply_rope`` (the same float64 operations: bit for bit equal), 0.10 for the torch forms (thorough).
 """
 
 from __future__ import annotations
@@ -179,6 +180,35 @@ def test_definition_worked_example():
     np.testing.assert_allclose(y, [np.cos(5), np.sin(5), np.cos(0.05), np.sin(0.05)], rtol=1e-15)
 
 
+@SETTINGS
+@given(rope_cases())
+def test_the_bound_holds_against_a_50_digit_rotation(case):
+    """The derivation checked: the definition is within (2 x) its one-computation bound of the rotation
+    by the float64 angle computed with mpmath at 50 digits (cos, sin, the products and the sum), plus
+    the final rounding u |exact| / 2."""
+    import mpmath
+
+    x, positions, kw = case
+    x = x[:1, :1]  # one head of one sequence: 50-digit arithmetic is slow
+    positions = positions[:1] if positions.ndim == 2 else positions
+    d = kw["rotary_dim"] or x.shape[3]
+    theta, f = R.rope_frequencies(d, kw["base"], kw["scaling"])
+    i = np.arange(d // 2)
+    a, b = (i, i + d // 2) if kw["layout"] == "half" else (2 * i, 2 * i + 1)
+    exact = x.copy()
+    with mpmath.workdps(50):
+        for l, m in enumerate(np.asarray(positions).reshape(-1)):
+            for ia, ib, th in zip(a, b, theta):
+                alpha = mpmath.mpf(float(m * th))  # the float64 angle, as both computations form it
+                c, s_ = mpmath.mpf(float(f)) * mpmath.cos(alpha), mpmath.mpf(float(f)) * mpmath.sin(alpha)
+                xa, xb = mpmath.mpf(float(x[0, 0, l, ia])), mpmath.mpf(float(x[0, 0, l, ib]))
+                exact[0, 0, l, ia], exact[0, 0, l, ib] = float(c * xa - s_ * xb), float(s_ * xa + c * xb)
+    want = rope_definition(x, positions, **kw)
+    D.assert_within("RoPE vs 50 digits", "definition", want, exact,
+                    bound(x, positions, **kw) + U * np.abs(exact) / 2 + 2.0**-1075)
+
+
 def test_worst_fraction_report():
     D.report("RoPE apply_rope")
     D.report("RoPE library forms")
+    D.report("RoPE vs 50 digits")

@@ -98,22 +98,23 @@ def test_flash_and_dense_are_the_same_bits_for_any_thread_count(threaded, kw):
 
 @pytest.mark.parametrize("kw", KWARGS, ids=lambda kw: ",".join(kw) or "plain")
 def test_kv_heads_per_thread_block_change_no_result(monkeypatch, kw):
-    """FA2's thread blocks take one kv head each when the score-tile budget is tiny, all of them
-    when it is large: same results (to rounding) and the same tile and I/O counts."""
-    q, k, v, rng = _case(5)
+    """FA2's thread blocks take 1, 2 (the last block 1) or all 3 kv heads as the score-tile budget
+    allows: same results (to rounding) and the same tile and I/O counts."""
+    q, k, v, rng = _case(5, Hq=6, Hkv=3)
     kw = _kwargs(kw, rng, q, k)
-    call = lambda: flash.flash_attention(q, k, v, block_q=8, block_k=16, return_stats=True, **kw)  # noqa: E731
     st = flash._setup(q, k, v, 8, 16, dict(mask=None, causal=False, align="bottom_right", window=None, scale=None,
                                             softcap=None, bias=None, dropout_mask=None, dropout_p=0.0))
-    monkeypatch.setattr(flash, "_TILE_BYTES", 1)
-    one_head = call()
-    assert flash._heads_per_block(st, 8, 16) == 1
-    monkeypatch.setattr(flash, "_TILE_BYTES", 2**40)
-    all_heads = call()
-    assert flash._heads_per_block(st, 8, 16) == k.shape[1] > 1
-    for a, b in zip(one_head[:2], all_heads[:2]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
-    assert one_head[2] == all_heads[2]
+    one_head = 8 * 2 * 8 * 16  # bytes of one kv head's score tile: G = 2 query heads, 8 x 16
+    results = {}
+    for budget, heads in ((1, 1), (2 * one_head, 2), (2**40, 3)):
+        monkeypatch.setattr(flash, "_TILE_BYTES", budget)
+        monkeypatch.setattr(flash, "_MASKED_TILE_BYTES", budget)
+        assert flash._heads_per_block(st, 8, 16) == heads
+        results[heads] = flash.flash_attention(q, k, v, block_q=8, block_k=16, return_stats=True, **kw)
+    for heads in (1, 2):
+        for a, b in zip(results[heads][:2], results[3][:2]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        assert results[heads][2] == results[3][2]
 
 
 def test_split_kv_is_the_same_bits_for_any_thread_count(threaded):

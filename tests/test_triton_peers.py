@@ -215,10 +215,10 @@ def test_sglang_decode_splits(Lk):
         check_matches_reference(impl, case)
 
 
-def _sglang_fused_moe():
+def _sglang_fused_moe(dtype="float32"):
     try:
         from properties.peers import sglang_fused_moe
-        return sglang_fused_moe()
+        return next(a for a in sglang_fused_moe() if a.name == f"sglang.fused_moe[{dtype}]")
     except Unavailable as e:
         pytest.skip(str(e))
 

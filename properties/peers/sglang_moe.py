@@ -21,9 +21,9 @@ off), ``debug_kernel_api`` (identity) and ``moe_route_radix`` (the sigmoid fast 
 What one forward runs: the host sequence of sglang/srt/layers/moe/moe_runner/triton_utils/
 fused_moe.py ``_fused_moe_kernel_sequence`` (CUDA branch), written here in its order:
 
-    z = x W^T                      the model's gate (a linear layer, not part of fused_moe): float32
+    z = x W^T                      the model's gate (a linear layer, not part of fused_moe), in the dtype
     topk_weights, topk_ids         fused_topk (srt/layers/moe/topk.py) on CUDA = moe_fused_gate(z, None,
-                                   k, "softmax", renormalize): softmax of the float32 logits, top-k by
+                                   k, "softmax", renormalize): softmax of the logits in float32, top-k by
                                    logit (lowest expert id on ties), renormalised by the sum (zero-sum guard)
     sorted_token_ids, expert_ids,  moe_align_block_size's single-launch Triton path (moe_align_small_numel,
     num_tokens_post_padded         its CUDA choice for <= 64 pairs and > 63 experts; correct at any size,
@@ -38,24 +38,29 @@ fused_moe.py ``_fused_moe_kernel_sequence`` (CUDA branch), written here in its o
     cache3 = g (cache2 w2^T + b2)  fused_moe_kernel with MUL_ROUTED_WEIGHT, top_k = 1
     y = sum_j cache3[:, j] * s     moe_combine_topk (CUDA): k = 1 and s = 1 written directly, k = 2 and
                                    s = 1 torch.add, else moe_sum_reduce_triton (its choice for <= 32
-                                   tokens on an arch with PDL; s = routed_scaling_factor = route_scale)
+                                   tokens on an arch with PDL, sgl_kernel's moe_sum_reduce beyond;
+                                   s = routed_scaling_factor = route_scale)
 
-``compute_type`` is the caller's: ``tl.bfloat16 if hidden_states.dtype == torch.bfloat16 else
-tl.float16``, so float32 hidden states have each GEMM's float32 accumulator rounded to float16
-before it is stored (into a float32 buffer). The adapter runs float32 (the unquantised float32 path,
-``get_config_dtype_str`` "float32") and declares precision "float32"; that rounding is SGLang's,
-recorded in properties/peers/xfail.json. Config: ``get_default_config`` (no tuned file for dtype
-float32): BLOCK_SIZE_M/N/K, GROUP_SIZE_M = 16/32/64/1 when T <= E, else 64/64/32/8 (``tiles``).
+Two adapters: ``sglang.fused_moe[float32]`` (hidden states, gate and expert weights float32: the
+unquantised float32 path, ``get_config_dtype_str`` "float32") and ``sglang.fused_moe[float16]``
+(all float16, as a float16 model serves; the activation line then rounds silu(gate) before the
+product, where CUDA's silu_and_mul rounds once). topk_weights are float32 and the GEMMs accumulate
+in float32 in both. ``compute_type`` is the caller's: ``tl.bfloat16 if hidden_states.dtype ==
+torch.bfloat16 else tl.float16``, so float32 hidden states have each GEMM's float32 accumulator
+rounded to float16 before it is stored (into a float32 buffer): SGLang's, recorded in
+properties/peers/xfail.json. bfloat16 does not run under the interpreter (triton_shims). Config:
+``get_default_config`` (no tuned file for these dtypes): BLOCK_SIZE_M/N/K, GROUP_SIZE_M =
+16/32/64/1 when T <= E, else 64/64/32/8 (``tiles``).
 
 Routing (``route`` and the Routing ``moe_forward`` returns): score softmax only (declines sigmoid:
-fused_topk's sigmoid path needs a correction bias and a CUDA radix kernel), dropless (declines
+fused_topk's sigmoid path goes to moe_route_radix, a CUDA kernel, for the shapes it covers), dropless (declines
 capacity zero and finite), normalize "none" (renormalize=False) or "before_drop"/"after_drop"
 (renormalize=True; the same when nothing drops), drop order token_major (positions are the
 aligned order of moe_align_small_numel, declines the others; the CUDA align kernel SGLang runs for
 <= 64 experts orders pairs within an expert by atomicAdd, scheduling-dependent, which changes no
-output), gates = topk_weights * route_scale (SGLang applies the factor
-to the summed output; refimpl scales the gates). ``probs`` is not an output of the kernel: it is
-softmax(z) in float32 (torch), as the kernel computes it.
+output), gates = topk_weights * route_scale (SGLang applies the factor to the summed output;
+refimpl scales the gates). ``probs`` is not an output of the kernel: it is
+softmax(z) in float32 (torch), as the kernel computes it (float16 logits upcast on load).
 Capabilities: {"route", "forward.fused"}.
 """
 
@@ -184,7 +189,6 @@ def sglang_fused_moe():
     stand_ins = _stand_ins()
     mods = _load(root, stand_ins)
     kern, align, gate, cfg = (mods[k] for k in FILES)
-    name = "sglang.fused_moe[float32]"
 
     def topk(z, k, renormalize):
         with _sglang_stand_ins(stand_ins):
@@ -214,68 +218,77 @@ def sglang_fused_moe():
             pos[pairs] = np.arange(len(pairs))
         return pos.reshape(T, k)
 
-    def route_torch(z64, k, options):
-        check_options(name, DECLINES, options, ROUTE_KEYS)
-        if options.get("score", "softmax") != "softmax":
-            raise Unsupported(f"{name}: declines score={options['score']!r}")
-        normalize = options.get("normalize", "none")
-        z = torch.tensor(np.asarray(z64, np.float32))
-        T, E = z.shape
-        w, ids = topk(z, k, normalize != "none")
-        block_m = cfg.get_default_config(T, E, 0, 0, int(k), "float32", False)["BLOCK_SIZE_M"]
-        sorted_ids, expert_ids, post = aligned(ids, block_m, E)
-        idx = ids.long().numpy()
-        r = routing(torch.softmax(z, -1).double().numpy(), idx,
-                    w.double().numpy() * float(options.get("route_scale", 1.0)), np.ones((T, k), bool),
-                    positions(sorted_ids, expert_ids, post, T, int(k), block_m), None,
-                    np.bincount(idx.ravel(), minlength=E), normalize, "token_major")
-        return r, w, ids, (sorted_ids, expert_ids, post)
+    def adapter(dtype):
+        """The pipeline with hidden states, gate and expert weights in ``dtype`` (float32 | float16);
+        topk_weights float32 and float32 accumulation, as SGLang computes them."""
+        name = f"sglang.fused_moe[{dtype}]"
+        config_dtype = "float32" if dtype == "float32" else None  # get_config_dtype_str
 
-    def route(logits, k, **options):
-        return route_torch(logits, k, options)[0]
+        def route_torch(z64, k, options):
+            check_options(name, DECLINES, options, ROUTE_KEYS)
+            if options.get("score", "softmax") != "softmax":
+                raise Unsupported(f"{name}: declines score={options['score']!r}")
+            normalize = options.get("normalize", "none")
+            z = torch.tensor(np.asarray(z64, dtype))
+            T, E = z.shape
+            w, ids = topk(z, k, normalize != "none")
+            block_m = cfg.get_default_config(T, E, 0, 0, int(k), config_dtype, False)["BLOCK_SIZE_M"]
+            sorted_ids, expert_ids, post = aligned(ids, block_m, E)
+            idx = ids.long().numpy()
+            r = routing(torch.softmax(z.float(), -1).double().numpy(), idx,
+                        w.double().numpy() * float(options.get("route_scale", 1.0)), np.ones((T, k), bool),
+                        positions(sorted_ids, expert_ids, post, T, int(k), block_m), None,
+                        np.bincount(idx.ravel(), minlength=E), normalize, "token_major")
+            return r, w, ids, (sorted_ids, expert_ids, post)
 
-    def moe_forward(x, W, experts, k, *, layout="sparse", **options):
-        if layout != "sparse":
-            raise Unsupported(f"{name}: a fused kernel has no layout {layout!r}")
-        x32 = torch.tensor(np.asarray(x, np.float32))
-        z = x32 @ torch.tensor(np.asarray(W, np.float32)).T  # the model's gate linear (float32)
-        T, E, k = x32.shape[0], z.shape[1], int(k)
-        r, w, ids, (sorted_ids, expert_ids, post) = route_torch(z.double().numpy(), k, options)
-        f = fused_expert_weights(experts)
-        if f.activation not in ("silu", "gelu"):
-            raise Unsupported(f"{name}: no activation {f.activation!r} (SGLang's silu, gelu)")
-        w1, b1, w2, b2 = (None if a is None else torch.tensor(np.asarray(a, np.float32)) for a in (f.w1, f.b1, f.w2, f.b2))
-        config = cfg.get_default_config(T, E, w2.shape[2], w1.shape[2], k, "float32", False)
-        compute = tl.bfloat16 if x32.dtype == torch.bfloat16 else tl.float16  # _fused_moe_kernel_sequence's rule
-        N = w1.shape[1]
-        cache1 = torch.empty(T * k, N)
+        def route(logits, k, **options):
+            return route_torch(logits, k, options)[0]
 
-        def gemm(A, B, bias, C, mul_routed_weight, top_k):
-            kern.invoke_fused_moe_kernel(A, B, bias, C, None, None, None, w, ids, sorted_ids, expert_ids, post,
-                                         mul_routed_weight, top_k, config, compute_type=compute,
-                                         use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False,
-                                         use_int4_w4a16=False, per_channel_quant=False)
+        def moe_forward(x, W, experts, k, *, layout="sparse", **options):
+            if layout != "sparse":
+                raise Unsupported(f"{name}: a fused kernel has no layout {layout!r}")
+            xt = torch.tensor(np.asarray(x, dtype))
+            z = xt @ torch.tensor(np.asarray(W, dtype)).T  # the model's gate linear, in the model's dtype
+            T, E, k = xt.shape[0], z.shape[1], int(k)
+            r, w, ids, (sorted_ids, expert_ids, post) = route_torch(z.double().numpy(), k, options)
+            f = fused_expert_weights(experts)
+            if f.activation not in ("silu", "gelu"):
+                raise Unsupported(f"{name}: no activation {f.activation!r} (SGLang's silu, gelu)")
+            w1, b1, w2, b2 = (None if a is None else torch.tensor(np.asarray(a, dtype))
+                              for a in (f.w1, f.b1, f.w2, f.b2))
+            config = cfg.get_default_config(T, E, w2.shape[2], w1.shape[2], k, config_dtype, False)
+            compute = tl.bfloat16 if xt.dtype == torch.bfloat16 else tl.float16  # _fused_moe_kernel_sequence's rule
+            N = w1.shape[1]
+            cache1 = torch.empty(T * k, N, dtype=xt.dtype)
 
-        gemm(x32, w1, b1, cache1, False, k)
-        h = cache1.view(-1, N)
-        if f.gated:
-            cache2 = torch.nn.functional.silu(h[..., : N // 2]) * h[..., N // 2:]
-        else:
-            cache2 = torch.nn.functional.silu(h) if f.activation == "silu" else torch.nn.functional.gelu(h)
-        scale = float(options.get("route_scale", 1.0))
-        out = torch.empty(T, w2.shape[1])
-        direct = k == 1 and scale == 1.0  # moe_combine_topk: the second GEMM writes the output
-        cache3 = out.unsqueeze(0) if direct else torch.empty(T, k, w2.shape[1])
-        gemm(cache2.contiguous(), w2, b2, cache3, True, 1)
-        if not direct:
-            if k == 2 and scale == 1.0:
-                torch.add(cache3[:, 0], cache3[:, 1], out=out)
+            def gemm(A, B, bias, C, mul_routed_weight, top_k):
+                kern.invoke_fused_moe_kernel(A, B, bias, C, None, None, None, w, ids, sorted_ids, expert_ids, post,
+                                             mul_routed_weight, top_k, config, compute_type=compute,
+                                             use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False,
+                                             use_int4_w4a16=False, per_channel_quant=False)
+
+            gemm(xt, w1, b1, cache1, False, k)
+            h = cache1.view(-1, N)
+            if f.gated:
+                cache2 = torch.nn.functional.silu(h[..., : N // 2]) * h[..., N // 2:]
             else:
-                with _sglang_stand_ins(stand_ins):
-                    kern.moe_sum_reduce_triton(cache3, out, scale)
-        return out.double().numpy(), r
+                cache2 = torch.nn.functional.silu(h) if f.activation == "silu" else torch.nn.functional.gelu(h)
+            scale = float(options.get("route_scale", 1.0))
+            out = torch.empty(T, w2.shape[1], dtype=xt.dtype)
+            direct = k == 1 and scale == 1.0  # moe_combine_topk: the second GEMM writes the output
+            cache3 = out.unsqueeze(0) if direct else torch.empty(T, k, w2.shape[1], dtype=xt.dtype)
+            gemm(cache2.contiguous(), w2, b2, cache3, True, 1)
+            if not direct:
+                if k == 2 and scale == 1.0:
+                    torch.add(cache3[:, 0], cache3[:, 1], out=out)
+                else:
+                    with _sglang_stand_ins(stand_ins):
+                        kern.moe_sum_reduce_triton(cache3, out, scale)
+            return out.double().numpy(), r
 
-    return moe_adapter(name=name, route=route, moe_forward=moe_forward,
-                       capabilities=frozenset({"route", "forward.fused"}), declines=DECLINES, precision="float32",
-                       tiles=(16, 64), preset="refimpl.moe (softmax, dropless, token_major slots)",
-                       library=f"{CHECKED} (triton {require('triton').__version__})")
+        return moe_adapter(name=name, route=route, moe_forward=moe_forward,
+                           capabilities=frozenset({"route", "forward.fused"}), declines=DECLINES, precision=dtype,
+                           tiles=(16, 64), preset="refimpl.moe (softmax, dropless, token_major slots)",
+                           library=f"{CHECKED} (triton {require('triton').__version__})")
+
+    return [adapter("float32"), adapter("float16")]

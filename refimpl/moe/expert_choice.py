@@ -37,7 +37,7 @@ def route_expert_choice(logits, capacity) -> ExpertChoiceRouting:
     z = _check_logits(logits)
     T, E = z.shape
     if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or not 0 <= capacity <= T:
-        raise ValueError(f"capacity: expected an int in [0, T={T}], got {capacity!r}")
+        raise ValueError(f"capacity: expected an int in [0, T={T}], got {V.plain(capacity)!r}")
     p = router_scores(z, "softmax")
     token_index = np.argsort(-p.T, axis=-1, kind="stable")[:, :capacity].astype(np.int64)
     gates = np.take_along_axis(p.T, token_index, axis=-1)

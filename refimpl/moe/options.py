@@ -110,7 +110,7 @@ class RouteOptions:
         V.real_number(self.normalize_eps, "normalize_eps", minimum=0.0)
         V.flag(self.normalize_top1, "normalize_top1")
         if (self.n_groups is None) != (self.topk_groups is None):
-            raise ValueError(f"n_groups, topk_groups: expected both or neither, got {self.n_groups!r} and {self.topk_groups!r}")
+            raise ValueError(f"n_groups, topk_groups: expected both or neither, got {V.plain(self.n_groups)!r} and {V.plain(self.topk_groups)!r}")
         if self.n_groups is not None:
             for name in ("n_groups", "topk_groups"):
                 v = getattr(self, name)

@@ -109,7 +109,9 @@ def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group
     """
     sel = as_float_array(sel, "sel", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
     n_groups = V.count(n_groups, "n_groups", minimum=1)
-    topk_groups = V.count(topk_groups, "topk_groups", minimum=1, maximum=n_groups, what="at most n_groups")
+    topk_groups = V.count(topk_groups, "topk_groups", minimum=1)
+    if topk_groups > n_groups:  # a bound set by another argument: the message names both
+        raise ValueError(f"topk_groups, n_groups: expected topk_groups <= n_groups = {n_groups}, got {topk_groups}")
     V.choice(group_score, "group_score", GROUP_SCORES)
     return _group_limited_scores(sel, n_groups, topk_groups, group_score)
 
@@ -175,6 +177,10 @@ def _check_padding_mask(padding_mask, T: int) -> np.ndarray:
     return V.bool_array(padding_mask, "padding_mask", shape=(T,), shape_doc="(T,) with T from logits (True = real token)").copy()
 
 
+_CONVENTIONS = frozenset(f.name for f in dataclasses.fields(RouteOptions))
+_DEFAULT_OPTIONS = RouteOptions()  # frozen: shared, validated once
+
+
 def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOptions:
     """RouteOptions from a preset (name or Preset), overridden by explicit conventions.
 
@@ -182,12 +188,11 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
     spec's default rule ``CapacityRule()`` if the capacity is None or an int); a
     rule without a factor (fairseq's 2 * ceil(S / E)) refuses it.
     """
-    names = {f.name for f in dataclasses.fields(RouteOptions)}
-    unknown = set(conventions) - names
+    unknown = set(conventions) - _CONVENTIONS
     if unknown:
-        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords among the conventions {sorted(names)}, "
-                        f"got unknown keyword(s) {sorted(unknown)}")
-    base = RouteOptions()
+        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords among the conventions "
+                        f"{sorted(_CONVENTIONS)}, got unknown keyword(s) {sorted(unknown)}")
+    base = _DEFAULT_OPTIONS
     if preset is not None:
         base = _get_preset(preset).options
     opts = dataclasses.replace(base, **conventions)

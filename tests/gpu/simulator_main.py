@@ -44,7 +44,7 @@ def run(only: list[str] | None = None) -> dict:
     be = get_backend("numba")
     results: dict = {"cases": {}, "mutants": {}}
     for kernel in C.KERNELS:
-        for case in C.cases_for(kernel):
+        for case in C.simulator_cases_for(kernel):
             key = f"{kernel}:{case.name}"
             if only and key not in only:
                 continue

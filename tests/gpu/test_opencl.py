@@ -76,6 +76,7 @@ def test_rejected_first_by_names_mutants_and_default_cases():
     names = {case.name for kernel in C.KERNELS for case in C.cases_for(kernel, include_thorough=False)}
     assert set(C.REJECTED_FIRST_BY) <= set(mutants.MUTATIONS)
     assert set(C.REJECTED_FIRST_BY.values()) <= names
+    assert set(C.SIMULATOR_THOROUGH_ONLY) <= names
 
 
 # ---------------------------------------------------------------------------

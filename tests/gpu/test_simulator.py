@@ -8,7 +8,8 @@ records every case and mutant result as JSON; each becomes a test here, so the
 report shows one line per simulated problem and per rejected mutant, and the
 child's own summary line is echoed into the captured output.
 
-The problems are those of tests/gpu/cases.py (also run on OpenCL and GPUs).
+The problems are those of tests/gpu/cases.py (also run on OpenCL and GPUs; the simulator
+runs C.SIMULATOR_THOROUGH_ONLY under the thorough profile only).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_simulator_child_ran_everything(simulator_results):
 
 
 def _case_ids():
-    return [f"{kernel}:{c.name}" for kernel in C.KERNELS for c in C.cases_for(kernel)]
+    return [f"{kernel}:{c.name}" for kernel in C.KERNELS for c in C.simulator_cases_for(kernel)]
 
 
 @pytest.mark.parametrize("key", _case_ids())
