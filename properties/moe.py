@@ -74,6 +74,7 @@ from . import moe_naive as N
 from . import moe_values, moe_wrong
 from .core import Property
 from .moe_protocol import KINDS, MOE_KIND, REFIMPL, MoEAdapter  # noqa: F401  (the protocol; re-exported)
+from .moe_protocol import precision_from_unit_roundoff
 from .precision import NaiveOps, output_floor, precision_bound, precision_of, resolution, round_inputs
 
 U64 = 2.0**-53
@@ -89,8 +90,6 @@ def _prec(impl) -> str:
     object that is not an MoEAdapter is mapped with a DeprecationWarning)."""
     u = getattr(impl, "unit_roundoff", None)
     if u is not None and getattr(impl, "precision", None) is None:
-        from .moe_protocol import precision_from_unit_roundoff
-
         return precision_from_unit_roundoff(u, impl.name)
     return precision_of(impl)
 

@@ -18,9 +18,10 @@ from properties import lowp_mixers as LM
 from properties import lowp_moe as LR
 from properties import mixers_linear, mixers_scan
 from properties import moe as MP
+from properties.core import run_property
 from properties.moe_cases import RouteCase
 
-from ._binding import assert_rejects, run_property
+from ._meta import assert_rejects
 
 MIXER_PROPS = {p.name: p for p in mixers_linear.PROPERTIES + mixers_scan.PROPERTIES}
 MAIN = {"linear_attention": ("la_matches_recurrent", "la_extreme_gates"),

@@ -15,8 +15,8 @@ from hypothesis import Phase
 
 from properties import registry
 from properties.peers import TRITON, Unavailable
+from properties.pytest_plugin import conformance_params
 from properties.core import run_property
-from tests._binding import property_impl_params
 
 pytest.importorskip("triton", reason="triton not installed (pip install -e '.[triton]')")
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[triton]')")
@@ -355,8 +355,7 @@ def _pairs():
     factories = sorted({p.values[1] for p in loaded})
     os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(f"properties.peers:{f}" for f in factories)]))
     try:
-        bound = property_impl_params(registry.all_properties(), [pytest.param(p.values[0], id=p.id) for p in loaded],
-                                     strict=False)
+        bound = conformance_params(registry.all_properties(), [p.values[0] for p in loaded], strict=False)
     finally:
         if monkey is None:
             del os.environ["REFIMPL_IMPLS"]
