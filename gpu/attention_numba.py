@@ -35,6 +35,8 @@ Tiling (FlashAttention-2, Dao 2023, Algorithm 1, "Q outer"):
     ``[q_start + o - left, q_last + o + right]`` are visited (tiles fully outside
     the causal/window band are never loaded). The loop bounds are uniform over
     the block, so every thread reaches every barrier.
+  * The score, the band test and the online-softmax update are device functions shared with the
+    split-KV, paged and backward kernels (``gpu.tile_numba``; C: ``gpu.tile_c``).
   * No warp intrinsics (shuffles, votes): reductions read shared memory after a
     block barrier. This is what the Numba CUDA simulator can execute; a tuned
     kernel would reduce with warp shuffles and use tensor cores (mma) instead.

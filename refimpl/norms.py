@@ -89,7 +89,7 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
     dy = _check_dy(dy, x)
     P = tuple(i for i in range(x.ndim) if shape[i] == 1)                  # axes a parameter is broadcast along
     dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)            # dxhat = dy g
-    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: xc = 0, term 0)
+    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: term 0)
     dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # dxc = r dxhat + kappa xc mean(dxhat xc)
     dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc         # dx = dxc - mean_A dxc (centred)
     dw = None if g is None else np.sum(dy * xhat, axis=P)                 # dw = sum dy xhat

@@ -219,7 +219,9 @@ def relative_position_index(window: int) -> np.ndarray:
 def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     """bool (windows, M^2, M^2): True where key j is visible to query i in the rolled image (same region)."""
     H, W, M = positive_int(height, "height"), positive_int(width, "width"), positive_int(window, "window")
-    s = count(shift, "shift", maximum=M - 1)
+    s = count(shift, "shift")
+    if s >= M:  # a bound set by another argument: the message names both
+        raise ValueError(f"shift, window: expected 0 <= shift < window = {M}, got shift = {s}")
     if H % M or W % M:
         raise ValueError(f"window: expected a divisor of height = {H} and width = {W}, got {M}")
     check_budget("height, width, window", nbytes=H * W * (M * M + 24) + 8 * (H + W),

@@ -185,7 +185,9 @@ def ema_update(teacher, student, momentum: float) -> np.ndarray:
 def dino_momentum(step: int, total_steps: int, base: float = 0.996, final: float = 1.0) -> float:
     """DINO's cosine schedule (``utils.cosine_scheduler`` without warm-up): final + (base - final)(1 + cos(pi i / n)) / 2."""
     n = count(total_steps, "total_steps", minimum=1)
-    i = count(step, "step", maximum=n - 1)
+    i = count(step, "step")
+    if i >= n:  # a bound set by another argument: the message names both
+        raise ValueError(f"step, total_steps: expected step < total_steps = {n}, got {i}")
     b = real_number(base, "base", minimum=0.0, maximum=1.0)
     f = real_number(final, "final", minimum=0.0, maximum=1.0)
     return f + 0.5 * (b - f) * (1.0 + math.cos(math.pi * i / n))

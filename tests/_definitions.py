@@ -41,5 +41,5 @@ def assert_within(family, name, got, want, bound):
 
 def report(family):
     if WORST.get(family):
-        print(f"\n{family}: worst |fast - definition| / (2 x bound) = {max(WORST[family]):.3g} "
+        print(f"\n{family}: worst |difference| / (2 x bound) = {max(WORST[family]):.3g} "
               f"over {len(WORST[family])} comparisons")

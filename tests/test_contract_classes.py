@@ -325,3 +325,23 @@ def test_check_positions_beyond_numpys_largest_array_is_named():
     with pytest.raises(ValueError, match=r"^B, L: expected a \(B, L\) int64 array NumPy can index"):
         rope.check_positions(np.arange(3), 2**62, 3)
     assert rope.check_positions(np.arange(3), 10**9, 3).shape == (10**9, 3)  # a view: nothing allocated
+
+
+def test_shift_mask_names_window_with_shift():
+    """shift < window: a shift beyond a (broken) window named only shift (found by the thorough fuzz)."""
+    from refimpl import vision
+
+    with pytest.raises(ValueError, match=r"^shift, window: expected 0 <= shift < window = 3, got shift = 3$"):
+        vision.shift_mask(6, 6, np.uint64(3), 3)
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: refimpl.moe.router.group_limited_scores(np.zeros((2, 4)), 2, 3, "max"), "topk_groups, n_groups"),
+    (lambda: refimpl.vision_objectives.dino_momentum(5, 5), "step, total_steps"),
+    (lambda: refimpl.distributed.comm_volume.ring_forward([2, 2], 3, 1, 1, 1, 1), "num_steps, sizes"),
+])
+def test_a_bound_set_by_another_argument_names_both(call, names):
+    """The class of shift_mask's: an upper bound that is another argument's value names both arguments."""
+    with pytest.raises(ValueError) as e:
+        call()
+    assert str(e.value).startswith(f"{names}: expected "), e.value

@@ -29,6 +29,9 @@ dS = P (dP - D), the softcap factor 1 - tanh^2 (error 2 sech^2 d / c + 3 u) and 
 asserts |fast - definition| <= 2 x (sum of both computations' bounds) + a floor of 16 (Lq + Lk + D +
 Dv) 2^-1022 for results near the underflow threshold: the factor 2 absorbs the second-order terms.
 
+``test_the_bound_holds_against_a_50_digit_oracle`` checks the forward bound itself: the definition is
+within it of ``properties.mp_oracle.mp_attention`` (worst 0.16 of 2 x the bound, thorough profile).
+
 Fully masked rows are compared exactly (out 0, lse -inf, no gradient). Where a fast form refuses
 (a visible score or a gradient beyond float64) the definition must overflow too (its result is not
 finite). Where the definition's own scores overflow but the rescaled fast path's do not, the case is
@@ -46,6 +49,8 @@ from hypothesis import strategies as st
 import refimpl
 from refimpl import masks as M
 from refimpl.definition import attention_backward_definition, attention_definition
+
+from . import _definitions as _D
 
 U = 2.0**-53
 TINY = 2.0**-1022
@@ -411,3 +416,38 @@ def test_definitions_refuse_work_beyond_the_budget(monkeypatch):
     for call in calls:
         with pytest.raises(ValueError, match="^(q, k|x, positions): expected work within"):
             call()
+
+
+@FORWARD_SETTINGS
+@given(cases())
+def test_the_bound_holds_against_a_50_digit_oracle(case):
+    """The derivation checked: the definition's out and lse are within (2 x) one computation's bound
+    (``error_bounds``) of ``properties.mp_oracle.mp_attention`` (50 digits), plus its final rounding
+    u |exact| / 2. (The decode, MLA and sinks bounds of tests/test_definition_*.py build on this one.)"""
+    from properties.mp_oracle import mp_attention
+
+    q, k, v, kw, _ = case
+    kw = {n: x for n, x in kw.items() if n not in ("dropout_mask", "dropout_p")}
+    want = _definition(attention_definition, q, k, v, **kw)
+    assume(want is not None)
+    full = q.shape[:3] + k.shape[2:3]
+    visible = _visible(kw, full)
+    bias = kw.get("bias")
+    if bias is not None:
+        bias = np.broadcast_to(bias, full)
+        visible = visible & ~np.isneginf(bias)
+    out, lse = mp_attention(q, k, v, visible, kw.get("scale") or 1.0 / np.sqrt(q.shape[3]), kw.get("softcap"), bias)
+    out_b, lse_b = error_bounds(q, k, v, kw)
+    out_b, lse_b = out_b + U * np.abs(out) / 2, lse_b + U * np.abs(np.nan_to_num(lse, neginf=0)) / 2
+    assert_within("definition out vs 50 digits", want[0], out, out_b)
+    assert_within("definition lse vs 50 digits", want[1], lse, lse_b)
+    fin = np.isfinite(lse)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fracs = [np.where(np.abs(g - w) == 0, 0.0, np.abs(g - w) / (2 * b))[f] for g, w, b, f in
+                 ((want[0], out, out_b, np.broadcast_to(fin[..., None], out.shape)), (want[1], lse, lse_b, fin))]
+    _D.WORST.setdefault("attention vs 50 digits", []).append(max(np.max(f, initial=0.0) for f in fracs))
+
+
+def test_worst_fraction_report():
+    """Prints the worst fraction of the bound the 50-digit check observed in this process (-s)."""
+    _D.report("attention vs 50 digits")

@@ -5,7 +5,8 @@ Fast forms: ``moe_forward`` with ``layout="sparse"`` (gather, expert on its bin,
 given routing, ``scatter_combine`` on both of its paths (one row per (token, choice): a per-choice
 indexed add; a (token, choice) twice: ``np.add.at``), and the expert-parallel layer over simulated
 ranks (``refimpl.distributed.expert_parallel``; "local" capacity: each rank's tokens are one batch,
-with or without rerouting the dropped choices, "global": the gathered batch). The routing (indices, kept, positions) matches the definition's exactly.
+with or without rerouting the dropped choices, "global": the gathered batch). The routing (indices,
+kept, positions) matches the definition's exactly.
 
 The bound (first-order rounding analysis, u = 2^-53, gamma_n = n u / (1 - n u)). One computation of
 an expert's output o = FFN_e(x_t), whichever rows it is computed with (a GEMM over other rows may
@@ -21,7 +22,8 @@ evaluation (erf, exp: a few ulp). The combine y_t = sum G_te o_te adds sum_e |G_
 gamma_(E+1) sum_e |G_te o_te| (the gate product and a sum of at most E terms, in any order).
 Absolute floors of 2^-1060 per operation cover subnormal intermediates. Both the fast form and the
 definition are within that of the exact y, and the test asserts |fast - definition| <= 2 x (their sum):
-the factor 2 absorbs the second-order terms. Worst observed |fast - definition| / (2 x bound) over
+the factor 2 absorbs the second-order terms; ``test_the_bound_holds_against_a_50_digit_layer``
+checks the bound itself against mpmath. Worst observed |fast - definition| / (2 x bound) over
 the thorough profile: 0.07 (printed with ``-s`` by ``test_worst_fraction_report``).
 """
 
@@ -163,6 +165,47 @@ def test_expert_parallel_equals_the_definition(case, P, convention, data):
             assert_within(f"expert-parallel local rank {r}", res.y, y_def, 2 * layer_bound(xr, r_def, experts))
 
 
+def _mp_expert(expert, row):
+    """expert(row) at 50 digits (mpmath), as mpf values."""
+    import mpmath
+
+    from properties.mp_oracle import _mp_act_pair
+
+    mp = lambda a: [mpmath.mpf(float(t)) for t in np.ravel(a)]  # noqa: E731
+    xr = mp(row)
+    col = lambda W, h: mpmath.fsum(a * mpmath.mpf(float(w)) for a, w in zip(xr, W[:, h]))  # noqa: E731
+    if isinstance(expert, M.FFNExpert):
+        b1 = mp(expert.b1) if expert.b1 is not None else [0] * expert.W1.shape[1]
+        hid = [_mp_act_pair(expert.act, col(expert.W1, h) + b1[h])[0] for h in range(expert.W1.shape[1])]
+        W2, b2 = expert.W2, (mp(expert.b2) if expert.b2 is not None else [0] * expert.W2.shape[1])
+    else:
+        hid = [_mp_act_pair("silu", col(expert.Wg, h))[0] * col(expert.Wu, h) for h in range(expert.Wg.shape[1])]
+        W2, b2 = expert.Wd, [0] * expert.Wd.shape[1]
+    return [mpmath.fsum(a * mpmath.mpf(float(w)) for a, w in zip(hid, W2[:, j])) + b2[j] for j in range(W2.shape[1])]
+
+
+@SETTINGS
+@given(moe_cases())
+def test_the_bound_holds_against_a_50_digit_layer(case):
+    """The derivation checked: the definition is within (2 x) its one-computation bound (``layer_bound``)
+    of y_t = sum_e G_te FFN_e(x_t) computed at 50 digits (mpmath; the definition's routing and gates),
+    plus the final rounding u |exact| / 2."""
+    import mpmath
+
+    x, W, experts, k, options = case
+    y_def, r = moe_definition(x, W, experts, k, **options)
+    G = M.gate_matrix(r)
+    exact = np.zeros_like(x)
+    with mpmath.workdps(50):
+        for t in range(x.shape[0]):
+            acc = [mpmath.mpf(0)] * x.shape[1]
+            for e in np.flatnonzero(G[t]):
+                o = _mp_expert(experts[e], x[t])
+                acc = [a + mpmath.mpf(float(G[t, e])) * oj for a, oj in zip(acc, o)]
+            exact[t] = [float(a) for a in acc]
+    D.assert_within("MoE vs 50 digits", "definition", y_def, exact, layer_bound(x, r, experts) + U * np.abs(exact) / 2)
+
+
 def scatter_definition(rows, sa, num_tokens):
     """y_t = sum_{i : token_i = t} gate_i rows_i, as one GEMM with the one-hot (T, N) matrix S."""
     S = (np.arange(num_tokens)[:, None] == sa.token[None, :]).astype(np.float64)
@@ -236,3 +279,4 @@ def test_moe_definition_worked_example():
 def test_worst_fraction_report():
     """Prints the worst fraction of the bound the Hypothesis tests above observed in this process."""
     D.report("MoE")
+    D.report("MoE vs 50 digits")

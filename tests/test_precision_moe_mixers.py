@@ -119,5 +119,5 @@ def test_unit_roundoff_is_deprecated_and_mapped_to_precision():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert MP.MoEAdapter(name="new", precision="bfloat16").precision == "bfloat16"
-    with pytest.raises(ValueError, match="not the unit roundoff of a precision"):
+    with pytest.raises(ValueError, match=r"^unit_roundoff: expected the unit roundoff of a precision .*, got 1e-05"):
         MP.MoEAdapter(name="bad", unit_roundoff=1e-5)

@@ -32,7 +32,8 @@ present, through the shims of ``properties.peers.triton_shims``):
     sglang_decode    SGLang's Triton decode attention, one request a query row (an unpacked sglang
                      wheel via REFIMPL_LIBRARY_SOURCES)
     sglang_fused_moe SGLang's Triton fused MoE: softmax top-k router, token alignment, both expert
-                     GEMMs and the top-k sum (an unpacked sglang wheel via REFIMPL_LIBRARY_SOURCES)
+                     GEMMs and the top-k sum, float32 and float16 (an unpacked sglang wheel via
+                     REFIMPL_LIBRARY_SOURCES)
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ off), ``debug_kernel_api`` (identity) and ``moe_route_radix`` (the sigmoid fast 
 What one forward runs: the host sequence of sglang/srt/layers/moe/moe_runner/triton_utils/
 fused_moe.py ``_fused_moe_kernel_sequence`` (CUDA branch), written here in its order:
 
-    z = x W^T                      the model's gate (a linear layer, not part of fused_moe): float32
+    z = x W^T                      the model's gate (a linear layer, not part of fused_moe), in the dtype
     topk_weights, topk_ids         fused_topk (srt/layers/moe/topk.py) on CUDA = moe_fused_gate(z, None,
-                                   k, "softmax", renormalize): softmax of the float32 logits, top-k by
+                                   k, "softmax", renormalize): softmax of the logits in float32, top-k by
                                    logit (lowest expert id on ties), renormalised by the sum (zero-sum guard)
     sorted_token_ids, expert_ids,  moe_align_block_size's single-launch Triton path (moe_align_small_numel,
     num_tokens_post_padded         its CUDA choice for <= 64 pairs and > 63 experts; correct at any size,
@@ -38,7 +38,8 @@ fused_moe.py ``_fused_moe_kernel_sequence`` (CUDA branch), written here in its o
     cache3 = g (cache2 w2^T + b2)  fused_moe_kernel with MUL_ROUTED_WEIGHT, top_k = 1
     y = sum_j cache3[:, j] * s     moe_combine_topk (CUDA): k = 1 and s = 1 written directly, k = 2 and
                                    s = 1 torch.add, else moe_sum_reduce_triton (its choice for <= 32
-                                   tokens on an arch with PDL; s = routed_scaling_factor = route_scale)
+                                   tokens on an arch with PDL, sgl_kernel's moe_sum_reduce beyond;
+                                   s = routed_scaling_factor = route_scale)
 
 Two adapters: ``sglang.fused_moe[float32]`` (hidden states, gate and expert weights float32: the
 unquantised float32 path, ``get_config_dtype_str`` "float32") and ``sglang.fused_moe[float16]``
@@ -52,13 +53,13 @@ properties/peers/xfail.json. bfloat16 does not run under the interpreter (triton
 16/32/64/1 when T <= E, else 64/64/32/8 (``tiles``).
 
 Routing (``route`` and the Routing ``moe_forward`` returns): score softmax only (declines sigmoid:
-fused_topk's sigmoid path needs a correction bias and a CUDA radix kernel), dropless (declines
+fused_topk's sigmoid path goes to moe_route_radix, a CUDA kernel, for the shapes it covers), dropless (declines
 capacity zero and finite), normalize "none" (renormalize=False) or "before_drop"/"after_drop"
 (renormalize=True; the same when nothing drops), drop order token_major (positions are the
 aligned order of moe_align_small_numel, declines the others; the CUDA align kernel SGLang runs for
 <= 64 experts orders pairs within an expert by atomicAdd, scheduling-dependent, which changes no
-output), gates = topk_weights * route_scale (SGLang applies the factor
-to the summed output; refimpl scales the gates). ``probs`` is not an output of the kernel: it is
+output), gates = topk_weights * route_scale (SGLang applies the factor to the summed output;
+refimpl scales the gates). ``probs`` is not an output of the kernel: it is
 softmax(z) in float32 (torch), as the kernel computes it (float16 logits upcast on load).
 Capabilities: {"route", "forward.fused"}.
 """

@@ -62,7 +62,9 @@ def _dims(**dims) -> list:
 
 def _ring_args(sizes, num_steps, B, Hkv, D, Dv):
     sizes = _sizes(sizes, "sizes")
-    num_steps = count(num_steps, "num_steps", minimum=1, maximum=len(sizes), what="ring steps, at most P")
+    num_steps = count(num_steps, "num_steps", minimum=1, what="ring steps")
+    if num_steps > len(sizes):  # a bound set by another argument: the message names both
+        raise ValueError(f"num_steps, sizes: expected at most P = len(sizes) = {len(sizes)} ring steps, got {num_steps}")
     return (sizes, num_steps, *_dims(B=B, Hkv=Hkv, D=D, Dv=Dv))
 
 

@@ -109,7 +109,9 @@ def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group
     """
     sel = as_float_array(sel, "sel", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
     n_groups = V.count(n_groups, "n_groups", minimum=1)
-    topk_groups = V.count(topk_groups, "topk_groups", minimum=1, maximum=n_groups, what="at most n_groups")
+    topk_groups = V.count(topk_groups, "topk_groups", minimum=1)
+    if topk_groups > n_groups:  # a bound set by another argument: the message names both
+        raise ValueError(f"topk_groups, n_groups: expected topk_groups <= n_groups = {n_groups}, got {topk_groups}")
     V.choice(group_score, "group_score", GROUP_SCORES)
     return _group_limited_scores(sel, n_groups, topk_groups, group_score)
 

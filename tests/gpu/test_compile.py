@@ -104,15 +104,17 @@ def numba_specs():
     return {s.name: s for s in gc.numba_kernel_specs()}
 
 
-@pytest.mark.parametrize("cc", gc.TARGET_CCS, ids=lambda cc: f"cc{cc[0]}{cc[1]}")
 @pytest.mark.parametrize("name", _spec_names())
-def test_numba_kernel_compiles_to_ptx(numba_specs, name, cc):
-    ptx = gc.compile_numba_ptx(numba_specs[name], cc)
-    assert f".target sm_{cc[0]}{cc[1]}" in ptx
-    assert ".entry" in ptx
-    f64 = gc.ptx_float64_instructions(ptx)
-    assert not f64, f"{name}: float64 in a float32 kernel's PTX: {f64[:5]}"
-    assert gc.ptx_shared_bytes(ptx) == _expected_shared_bytes(name)
+def test_numba_kernel_compiles_to_ptx(numba_specs, name):
+    """For each cc of gc.TARGET_CCS (one test per kernel: it is typed and lowered once, then
+    compiled by NVVM for each target, even when pytest-xdist spreads the tests over workers)."""
+    for cc in gc.TARGET_CCS:
+        ptx = gc.compile_numba_ptx(numba_specs[name], cc)
+        assert f".target sm_{cc[0]}{cc[1]}" in ptx, f"{name}: cc {cc}"
+        assert ".entry" in ptx, f"{name}: cc {cc}"
+        f64 = gc.ptx_float64_instructions(ptx)
+        assert not f64, f"{name} cc {cc}: float64 in a float32 kernel's PTX: {f64[:5]}"
+        assert gc.ptx_shared_bytes(ptx) == _expected_shared_bytes(name), f"{name}: cc {cc}"
 
 
 def test_lowered_once_ptx_equals_compile_ptx(numba_specs):
