@@ -9,6 +9,22 @@ from .rope import apply_rope, check_rope_kwargs
 from .sdpa import attention
 
 
+_PROJECTED = {"q": "x_q, W_q", "k": "x_kv, W_k", "v": "x_kv, W_v"}
+
+
+def _caller_names(msg: str) -> str:
+    """An attention message "<names>: ..." with q, k, v replaced by the arguments they are projected from
+    ("q, k, scale: expected every visible score ..." -> "x_q, W_q, x_kv, W_k, scale: expected ...")."""
+    head, sep, rest = msg.partition(": ")
+    names = head.split(", ")
+    if not sep or not set(names) & set(_PROJECTED):
+        return msg
+    out = []
+    for n in names:
+        out += [m for m in _PROJECTED.get(n, n).split(", ") if m not in out]
+    return ", ".join(out) + sep + rest
+
+
 def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_kv_heads: int | None = None, rope=None,
                          **attention_kwargs):
     """Multi-head (self- or cross-) attention with projections, inputs (B, L, d_model).
@@ -59,7 +75,10 @@ def multi_head_attention(x_q, x_kv, W_q, W_k, W_v, W_o, *, num_heads: int, num_k
         Q = apply_rope(Q, np.arange(Q.shape[2]), **kw)
         K = apply_rope(K, np.arange(K.shape[2]), **kw)
     Vh = heads(x_kv, W["W_v"], Hkv, Dv, "x_kv, W_v")
-    A, _ = attention(Q, K, Vh, **attention_kwargs)
+    try:
+        A, _ = attention(Q, K, Vh, **attention_kwargs)
+    except (ValueError, TypeError) as e:  # attention names its q, k, v: these are projections of the arguments here
+        raise type(e)(_caller_names(str(e))) from None
     B, _, Lq, _ = A.shape
     with np.errstate(over="ignore", invalid="ignore"):
         return V.finite_result(A.transpose(0, 2, 1, 3).reshape(B, Lq, Hq * Dv) @ W["W_o"], "an output", "W_o")

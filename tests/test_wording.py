@@ -210,6 +210,13 @@ def _gla_preset_bad_gk():
     return presets.fla_gla(q, q, q, np.full((1, 2, 1, 2), np.nan))
 
 
+def _mha_scores_beyond_float64():
+    from refimpl import mha
+
+    x, W = np.full((1, 2, 2), 1e154), np.eye(2) * 1e154
+    return mha.multi_head_attention(x, x, W, W, np.eye(2), np.eye(2), num_heads=1)
+
+
 def _rope_bad_scaling():
     from refimpl import rope
 
@@ -222,6 +229,8 @@ EXERCISED = {  # site -> (error class, names the message starts with, the call t
     "refimpl/vision_objectives.py::_renamed_ce": (ValueError, "cls_logits", _deit_bad_logits),
     "refimpl/mixers/presets.py::_renamed": (ValueError, "gk", _gla_preset_bad_gk),
     "refimpl/rope.py::check_rope_kwargs": (ValueError, "rope['scaling']", _rope_bad_scaling),
+    # found by the thorough fuzz (part 8/20): attention's "q, k, scale" for multi_head_attention's arguments
+    "refimpl/mha.py::multi_head_attention": (ValueError, "x_q, W_q, x_kv, W_k, scale", _mha_scores_beyond_float64),
 }
 # the report of a failing property (an AssertionError of the implementation under test, with its
 # reproduction appended): not an argument error, so not in the wording
