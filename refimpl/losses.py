@@ -194,7 +194,8 @@ def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore
     per_seq = [causal_lm_loss(z[b:b + 1], labels[b:b + 1], ignore_index=ignore_index) for b in range(z.shape[0])]
     has = [bool((labels[b, 1:] != ignore_index).any()) for b in range(z.shape[0])]
     vals = [v for v, h in zip(per_seq, has) if h]
-    return float(np.mean(vals)) if vals else 0.0
+    top = max(vals, default=0.0)  # the mean as top * mean(v / top): per-sequence losses near float64's maximum
+    return top * float(np.mean(np.divide(vals, top))) if top > 0 else 0.0  # have a finite mean, but not a finite sum
 
 
 def output_z_loss(logits, tokens=None, *, ignore_index: int = IGNORE_INDEX) -> float:

@@ -345,3 +345,16 @@ def test_a_bound_set_by_another_argument_names_both(call, names):
     with pytest.raises(ValueError) as e:
         call()
     assert str(e.value).startswith(f"{names}: expected "), e.value
+
+
+def test_loss_means_and_scales_at_the_top_of_the_range():
+    """Found by the thorough fuzz (part 11/20): sft_loss(normalize='sequences') averaged per-sequence losses
+    near finfo.max by their sum (+inf for a finite mean); cv_squared_loss returned alpha CV^2 = +inf at
+    alpha = 1e308 (now a ValueError naming alpha)."""
+    z = np.zeros((2, 3, 2))
+    z[:, :, 0] = FMAX  # the target (token 1) has logit 0: each loss lse - z_1 = finfo.max
+    tokens, resp = np.ones((2, 3), np.int64), np.ones((2, 3), bool)
+    assert refimpl.losses.sft_loss(z, tokens, resp, normalize="sequences") == FMAX
+    r = refimpl.moe.route(np.array([[5.0, 0.0, 0.0]] * 4), 1)
+    with pytest.raises(ValueError, match=r"^alpha, routing: expected "):
+        refimpl.moe.cv_squared_loss(r, alpha=1e308)

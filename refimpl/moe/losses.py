@@ -246,10 +246,11 @@ def cv_squared_loss(routing, *, alpha=1.0, of="loads") -> float:
     alpha = _check_alpha(alpha)
     V.choice(of, "of", ("loads", "importance"))
     if of == "loads":
-        return alpha * cv_squared(routing_fractions(routing, "k_hot"))
-    if of == "importance":
-        return alpha * cv_squared(routing.probs[routing.token_mask].sum(axis=0))
-    raise ValueError(f"of: expected 'loads' or 'importance', got {of!r}")
+        cv2 = cv_squared(routing_fractions(routing, "k_hot"))
+    else:
+        cv2 = cv_squared(routing.probs[routing.token_mask].sum(axis=0))
+    with np.errstate(over="ignore"):  # alpha CV^2 beyond float64 (alpha = 1e308): a named refusal, not +inf
+        return float(V.finite_result(alpha * cv2, "the loss alpha * CV^2", "alpha, routing"))
 
 
 def z_loss(logits, *, padding_mask=None) -> float:
