@@ -28,7 +28,7 @@ from properties.core import run_property, supports
 
 
 def _flash(precision):
-    from tests.test_flash_properties import _lowp_flash
+    from tests.test_precision_attention import _lowp_flash
 
     return _lowp_flash(precision)
 

@@ -4,6 +4,7 @@
     python benchmarks/vs_torch.py          # the whole table and benchmarks/vs_torch.png
     python benchmarks/vs_torch.py --quick  # small sizes, under two minutes
     python benchmarks/vs_torch.py --threads 1 --rounds 5 --only flash_fwd
+    git archive <commit> refimpl | tar -x -C /tmp/before && python benchmarks/vs_torch.py --refimpl /tmp/before
 
 What is timed (float64, B = 1, Hq = 8, D = Dv = 64; GQA is Hkv = 2):
 
@@ -57,6 +58,9 @@ def _parse(argv):
                     choices=["flash_fwd", "flash_bwd", "dense_fwd", "dense_bwd", "route"], help="run only these")
     ap.add_argument("--plot", default=os.path.join(HERE, "vs_torch.png"), help="PNG path ('' for none)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--refimpl", default=os.path.dirname(HERE),
+                    help="directory holding the refimpl package to time (default: this checkout); e.g. an older "
+                         "commit's `git archive`, for before/after tables from the same script on the same machine")
     ap.add_argument("--_memory", nargs=3, help=argparse.SUPPRESS)  # internal: contender L H
     a = ap.parse_args(argv)
     quick = a.quick
@@ -74,7 +78,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.abspath(ARGS.refimpl))
 import refimpl  # noqa: E402
 from refimpl.flash import flash_attention, flash_attention_backward  # noqa: E402
 from refimpl.moe import route  # noqa: E402
@@ -115,10 +119,18 @@ def machine() -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    blas = [f"{i['internal_api']} {i['version']} (kernel {i.get('architecture', '?')}, {i['num_threads']} threads)"
-            for i in threadpool_info() if i["user_api"] == "blas"]
+    blas = [f"{_owner(i['filepath'])} BLAS {i['internal_api']} {i['version']} (kernel {i.get('architecture', '?')}, "
+            f"{i['num_threads']} threads)" for i in threadpool_info() if i["user_api"] == "blas"]
     tb = "" if torch is None else f"; torch BLAS {'MKL' if torch.backends.mkl.is_available() else 'other'}"
-    return f"CPU {model}, {os.cpu_count()} logical cores; NumPy BLAS {', '.join(blas) or '?'}{tb}"
+    return f"CPU {model}, {os.cpu_count()} logical cores; {', '.join(blas) or 'BLAS ?'}{tb}"
+
+
+def _owner(path: str) -> str:
+    """The package a BLAS library ships with, from its path (numpy.libs/..., scipy.libs/...)."""
+    for name in ("numpy", "scipy"):
+        if f"{name}.libs" in path or f"{os.sep}{name}{os.sep}" in path:
+            return {"numpy": "NumPy", "scipy": "SciPy"}[name]
+    return os.path.basename(path)
 
 
 def _qkv(L, Hkv, seed=0):
@@ -221,7 +233,8 @@ def route_rows(T):
 
 def _peak_rss_growth(contender: str, L: int) -> float:
     """Run ``contender`` once at length L in a subprocess; return its peak RSS growth in MiB."""
-    cmd = [sys.executable, __file__, "--threads", str(ARGS.threads), "--_memory", contender, str(L), str(H)]
+    cmd = [sys.executable, __file__, "--threads", str(ARGS.threads), "--refimpl", ARGS.refimpl,
+           "--_memory", contender, str(L), str(H)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     try:
         return float(res.stdout.strip().splitlines()[-1])
@@ -277,6 +290,7 @@ def main():
     print(f"refimpl vs torch {torch.__version__ if torch else '(not installed)'}, numpy {np.__version__}, "
           f"float64, threads={ARGS.threads}, rounds={ARGS.rounds} (min), load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(machine())
+    print(f"refimpl from {os.path.dirname(refimpl.__file__)}")
     print(f"B=1 Hq={H} D={D}; GQA Hkv=2; blocks tried {ARGS.blocks}; route E={E} k={K} capacity factor {CF}")
     head = f"{'row':<34} {'refimpl ms':>10} {'torch ms':>10} {'ratio':>6} {'GFLOP/s gemm%':>11}  best"
     print(head + "\n" + "-" * len(head))

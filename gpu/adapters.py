@@ -2,7 +2,7 @@
 
 Point the suite at a kernel with, for example::
 
-    REFIMPL_IMPLS=gpu.adapters:opencl_attention pytest tests/test_attention_properties.py
+    REFIMPL_IMPLS=gpu.adapters:opencl_attention pytest tests/test_conformance.py -k attention
 
 An adapter declares only the features the kernel implements (capabilities), so
 properties needing masks, bias, dropout or a backward are reported as

@@ -58,7 +58,7 @@ exact by Sterbenz when t^^2 >= 1/2):
 The u t' part is relative to t' like the other roundings of dS. The u (2 TANH_ULPS |t| + t^2)
 part is absolute: where tanh saturates (|raw| / c >~ 4 in float32) t' falls below u and
 1 - t^^2 keeps no correct digit (t^ = 1 gives 0), and no relative term covers it (a float32
-torch autograd kernel erred 110x past the bound without it, tests/test_attention_properties.py).
+torch autograd kernel erred 112x past the bound without it, tests/test_precision_attention.py).
 Through dS_ij = P_ij (dP_ij - D_i) t'_ij it moves dS_ij by at most
 w_ij = u (2 TANH_ULPS |t_ij| + t_ij^2) P_ij |dP_ij - D_i|, hence dq_id = scale sum_j dS_ij k_jd
 by at most scale sum_j w_ij |k_jd| and dk_jd = scale sum_i dS_ij q_id (i over the group's query

@@ -3,7 +3,7 @@
 ``python -m properties.docs`` rewrites the text between the BEGIN/END markers
 of docs/conformance.md; tests/test_protocol.py fails when the file is stale, so
 the document and the loader's validation can never disagree. The section holds:
-the map from kind to property module and pytest file, every optional adapter
+the map from kind to property module, every optional adapter
 attribute (common and per kind), and per kind its methods with their full
 signatures, capabilities, options, conventions, properties (what each needs)
 and when a check is inactive.
@@ -12,7 +12,6 @@ and when a check is inactive.
 from __future__ import annotations
 
 import pathlib
-import re
 
 from . import registry
 from .protocol import ADAPTER_FIELDS
@@ -27,18 +26,6 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def test_file(module_name: str) -> str:
-    """The pytest file running ``module_name``'s properties: tests/test_<name>_properties.py when
-    it exists, else the one test_*_properties.py file importing the module ("" if none)."""
-    short = module_name.rsplit(".", 1)[1]
-    own = ROOT / "tests" / f"test_{short}_properties.py"
-    if own.exists():
-        return f"tests/{own.name}"
-    pattern = re.compile(rf"^from properties import .*\b{short}\b|^from {re.escape(module_name)} import", re.M)
-    hits = sorted(p.name for p in (ROOT / "tests").glob("test_*_properties.py") if pattern.search(p.read_text()))
-    return f"tests/{hits[0]}" if len(hits) == 1 else ""
-
-
 def _kind_modules() -> dict:
     """Kind name -> the property module declaring it."""
     return {kind.name: m.__name__ for m in registry.modules() for kind in getattr(m, "KINDS", ())}
@@ -48,13 +35,14 @@ def protocol_section() -> str:
     kinds = registry.all_kinds()
     where = _kind_modules()
     props = registry.all_properties()
-    out = ["Where each kind is checked (any kind also runs alone with "
-           "`REFIMPL_IMPLS=module:object python -m properties --kind KIND`):", "",
-           "| kind | property module | pytest file | properties |", "|---|---|---|---|"]
+    out = ["Where each kind is checked: every kind's properties run against every implementation of it in "
+           "`tests/test_conformance.py` (one kind: `pytest tests/test_conformance.py -k KIND`, test ids "
+           "`[KIND-PROPERTY-IMPLEMENTATION]`); any kind also runs alone with "
+           "`REFIMPL_IMPLS=module:object python -m properties --kind KIND`.", "",
+           "| kind | property module | properties |", "|---|---|---|"]
     for name in kinds:
         n = sum(p.kind == name for p in props)
-        tf = test_file(where[name])
-        out.append(f"| `{name}` | `{where[name]}` | {f'`{tf}`' if tf else '-'} | {n} |")
+        out.append(f"| `{name}` | `{where[name]}` | {n} |")
     out += ["", "Optional attributes of every adapter:", "", "| attribute | kinds | meaning |", "|---|---|---|"]
     out += [f"| `{k}` | all | {_cell(v)} |" for k, v in ADAPTER_FIELDS.items()]
     per_kind: dict = {}

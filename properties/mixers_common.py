@@ -12,7 +12,7 @@ plus the cumulative sum's error L u max|G| turned into a relative one by exp). T
 implementations each within the bound of the exact value differ by at most twice it; the
 suite takes ``SAFETY`` = 2 more (4 in all, the same as ``properties.tolerance.FLOAT64_SAFETY``).
 The measured ratios error / bound are recorded in ``MEASURED`` (max per property) and printed
-by ``tests/test_mixers_properties.py``.
+by ``tests/test_property_strategies.py``.
 
 Below float64 (an adapter declaring ``precision``) every mixer output is held to the rule of
 ``properties.precision``, entrywise (``precision_elementwise``): the naive recurrence in that

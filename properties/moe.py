@@ -43,9 +43,12 @@ Two competing spec scores s_a != s_b closer than ``resolution`` (2 x the bound o
 scores in the adapter's precision: each side may err by it) cannot be ordered by a correct
 computation in that precision. Where the adapter's indices differ from the spec's, slot j of
 token t is compared by score: |s[t, got_j] - s[t, ref_j]| must be within the resolution, and an
-exact tie of spec scores still goes to the lower expert id (every precision computes equal
-scores equally: an expert chosen at slot j needs every lower id of exactly its score chosen
-at an earlier slot); the integers are then compared exactly with the spec's slot rule applied to
+exact tie still goes to the lower expert id: experts of equal logits have equal exact scores,
+which every precision computes equally, so an expert chosen at slot j needs every lower id of
+exactly its logit and spec score chosen at an earlier slot. Spec scores equal only after
+rounding (probabilities underflowed to 0 from different logits) are a near-tie: the exact
+order is the logit order, which a kernel ranking by logit (SGLang's ``moe_fused_gate``) keeps,
+and the float64 spec's lower-id order is as good an answer in float64; the integers are then compared exactly with the spec's slot rule applied to
 the adapter's selection (``refimpl.moe.slots.assign_slots`` with the spec's scores). For the
 score-keyed drop orders (priority: a token's top probability; per_expert_top_prob: p_te) two
 token keys within the resolution may be served in either order: each expert must keep
@@ -73,6 +76,7 @@ from . import moe_naive as N
 from . import moe_values, moe_wrong
 from .core import Property
 from .moe_protocol import KINDS, MOE_KIND, REFIMPL, MoEAdapter  # noqa: F401  (the protocol; re-exported)
+from .moe_protocol import precision_from_unit_roundoff
 from .comparison import U32, UNIT_ROUNDOFF
 from .precision import NaiveOps, output_floor, precision_bound, precision_of, resolution, round_inputs
 
@@ -89,8 +93,6 @@ def _prec(impl) -> str:
     object that is not an MoEAdapter is mapped with a DeprecationWarning)."""
     u = getattr(impl, "unit_roundoff", None)
     if u is not None and getattr(impl, "precision", None) is None:
-        from .moe_protocol import precision_from_unit_roundoff
-
         return precision_from_unit_roundoff(u, impl.name)
     return precision_of(impl)
 
@@ -189,11 +191,12 @@ def _near_tie_reference(impl, got, ref, z, case, tau):
     for t in np.flatnonzero((gi != ref.indices).any(axis=1)):  # exact ties of the spec's scores: lower id first
         slot = {int(e): j for j, e in enumerate(gi[t])}
         for j, b in enumerate(gi[t]):
-            lower = [a for a in range(b) if ref.probs[t, a] == ref.probs[t, b] and slot.get(a, E) > j]
+            lower = [a for a in range(b) if ref.probs[t, a] == ref.probs[t, b] and z[t, a] == z[t, b]
+                     and slot.get(a, E) > j]
             if lower:
-                _fail(impl, f"token {t}: expert {b} chosen before expert {lower[0]} although their spec scores are "
-                            f"exactly equal ({ref.probs[t, b]!r}): exact ties go to the lower expert id in every "
-                            f"precision. indices {gi[t].tolist()}, expected {ref.indices[t].tolist()}", case)
+                _fail(impl, f"token {t}: expert {b} chosen before expert {lower[0]} although their logits and spec "
+                            f"scores are exactly equal ({ref.probs[t, b]!r}): exact ties go to the lower expert id in "
+                            f"every precision. indices {gi[t].tolist()}, expected {ref.indices[t].tolist()}", case)
     return _reference_for(ref, gi, z, case, ref.probs)
 
 

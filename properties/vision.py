@@ -407,7 +407,7 @@ REFIMPL_CONV = PatchEmbedAdapter("refimpl.vision.conv2d_stride", V.conv2d_stride
 TORCH_CONV = PatchEmbedAdapter("torch conv2d float32 (HF ViTPatchEmbeddings)", _torch_conv)
 REFIMPL_CLIP = ContrastiveAdapter("refimpl.vision.clip_loss", V.clip_loss)
 REFIMPL_SWIN = SwinAdapter("refimpl.vision.swin_window_attention", V.swin_window_attention)
-# HF's layer is built per example (about 0.4 s each): run by tests/test_vision_properties.py, not by the main job
+# HF's layer is built per example (about 0.4 s each): run by tests/test_vision.py, not by the binder
 HF_SWIN = SwinAdapter("HF SwinLayer attention (float64 layer, float32 softmax)", _hf_swin,
                       frozenset({"non_square_images"}))
 # HF's CLIP loss is the peer properties.peers:hf_clip (importing transformers' CLIP takes seconds)

@@ -199,6 +199,20 @@ def positive_float(x, name: str) -> float:
     return real_number(x, name, minimum=0.0, min_open=True)
 
 
+def capacity_factor(x, rule) -> float:
+    """``capacity_factor`` (``refimpl.moe.route``): a finite real >= 0 that replaces the factor of the
+    capacity rule in force, ``rule`` (one with ``with_factor``; a rule whose ``fixed_capacity`` names a
+    factorless expression, as fairseq's, refuses it). The one check of this argument."""
+    f = real_number(x, "capacity_factor", minimum=0.0)
+    if not hasattr(rule, "with_factor"):
+        raise ValueError(f"capacity_factor: expected None with the capacity rule {rule!r} (it has no factor to "
+                         f"replace), got {f!r}")
+    fixed = getattr(rule, "fixed_capacity", None)
+    if fixed:
+        raise ValueError(f"capacity_factor: expected none for {fixed} (it has no factor), got {f!r}")
+    return f
+
+
 def flag(x, name: str) -> bool:
     """A bool (Python or NumPy)."""
     if not isinstance(x, (bool, np.bool_)):

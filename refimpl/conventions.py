@@ -39,6 +39,7 @@ import numpy as np
 from . import _validate as _V
 from .alibi import alibi_bias
 from .sdpa import attention, check_real_4d, check_window
+from .preset_registry import Registry, Source
 
 JAX_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 """``jax._src.nn.functions._get_large_negative`` for float32 logits."""
@@ -346,4 +347,33 @@ HF_MISTRAL = AttentionConvention(
     "mask and gives 0 instead",
 )
 
-PRESETS = {p.name: p for p in (SPEC, FLASH_ATTN2, FLASH_ATTN3, TORCH_SDPA, FLEX_ATTENTION, XFORMERS, XFORMERS_BR, JAX, HF_MISTRAL)}
+_SECTION = "docs/conventions.md#attention-presets"
+
+#: name -> AttentionConvention, each with its Source (``PRESETS.source(name)``); refimpl.preset_registry.
+PRESETS = Registry("convention", [
+    (SPEC.name, SPEC, Source(_SECTION, "refimpl", "refimpl/definition.py", "attention_definition", "this repository")),
+    (FLASH_ATTN2.name, FLASH_ATTN2, Source(
+        _SECTION, "flash-attention", "flash_attn/flash_attn_interface.py; csrc/flash_attn/flash_api.cpp; src/softmax.h",
+        "flash_attn_func; mha_fwd (window rewrite); normalize_softmax_lse",
+        "v2.8.3 read; attention_ref of 2.8.4 (commit 0251105) reference")),
+    (FLASH_ATTN3.name, FLASH_ATTN3, Source(_SECTION, "flash-attention", "hopper/softmax.h; hopper/flash_api.cpp",
+                                           "Softmax::finalize", "main, Aug 2026, read")),
+    (TORCH_SDPA.name, TORCH_SDPA, Source(
+        _SECTION, "torch", "torch/nn/functional.py; aten/src/ATen/native/transformers/attention.cpp",
+        "scaled_dot_product_attention; _safe_softmax", "read at 2.14; run 2.13.0+cpu")),
+    (FLEX_ATTENTION.name, FLEX_ATTENTION, Source(
+        _SECTION, "torch, attention-gym", "attn_gym/masks/sliding_window.py; torch/_higher_order_ops/flex_attention.py",
+        "generate_sliding_window; math_attention", "run torch 2.13.0+cpu")),
+    (XFORMERS.name, XFORMERS, Source(
+        _SECTION, "xformers", "xformers/ops/fmha/attn_bias.py; xformers/attn_bias_utils.py",
+        "LowerTriangularMask, BlockDiagonalCausalMask.make_local_attention; ref_attention", "v0.0.35, read")),
+    (XFORMERS_BR.name, XFORMERS_BR, Source(
+        _SECTION, "xformers", "xformers/ops/fmha/attn_bias.py",
+        "LowerTriangularFromBottomRightMask, LocalAttentionFromBottomRightMask", "v0.0.35, read")),
+    (JAX.name, JAX, Source(_SECTION, "jax", "jax/_src/nn/functions.py",
+                           "dot_product_attention (_get_causal_mask, _get_window_mask, _get_large_negative)",
+                           "run jax 0.10.2")),
+    (HF_MISTRAL.name, HF_MISTRAL, Source(
+        _SECTION, "transformers", "src/transformers/masking_utils.py; models/mistral/modeling_mistral.py",
+        "sliding_window_causal_mask_function; eager_attention_forward", "read at 5.23; run 5.25.0 and 5.23.0")),
+], kind=AttentionConvention)

@@ -25,6 +25,7 @@ tie_word_embeddings); the comment above each names the repository. Biases are le
 from __future__ import annotations
 
 from . import accounting as A
+from .preset_registry import Registry, Source
 
 # huggyllama/llama-7b (LLaMA-1): MHA, no num_key_value_heads field
 LLAMA_1_7B = A.TransformerConfig(d_model=4096, n_layers=32, n_heads=32, d_ff=11008, ffn_kind="glu",
@@ -51,11 +52,22 @@ QWEN2_5_7B = A.TransformerConfig(d_model=3584, n_layers=28, n_heads=28, n_kv_hea
 # (6 layers) as a decoder-only count, ReLU MLP, no vocabulary
 TRANSFORMER_BASE = A.TransformerConfig(d_model=512, n_layers=6, n_heads=8, d_ff=2048, ffn_kind="mlp")
 
-PUBLISHED = {
-    "transformer-base": TRANSFORMER_BASE, "llama-1-7b": LLAMA_1_7B, "llama-2-7b": LLAMA_2_7B,
-    "llama-2-13b": LLAMA_2_13B, "llama-2-70b": LLAMA_2_70B, "llama-3-8b": LLAMA_3_8B, "mistral-7b": MISTRAL_7B,
-    "qwen2.5-7b": QWEN2_5_7B,
-}
+def _hub(repo) -> Source:
+    return Source("docs/model_configs.md", repo, "config.json", "-", "Hugging Face Hub; revision not recorded")
+
+
+#: name -> TransformerConfig, each with its Source (``PUBLISHED.source(name)``); refimpl.preset_registry.
+PUBLISHED = Registry("config", [
+    ("transformer-base", TRANSFORMER_BASE, Source("docs/model_configs.md", "Vaswani et al. 2017", "-", "Table 3",
+                                                  "the paper")),
+    ("llama-1-7b", LLAMA_1_7B, _hub("huggyllama/llama-7b")),
+    ("llama-2-7b", LLAMA_2_7B, _hub("meta-llama/Llama-2-7b-hf")),
+    ("llama-2-13b", LLAMA_2_13B, _hub("meta-llama/Llama-2-13b-hf")),
+    ("llama-2-70b", LLAMA_2_70B, _hub("meta-llama/Llama-2-70b-hf")),
+    ("llama-3-8b", LLAMA_3_8B, _hub("meta-llama/Meta-Llama-3-8B")),
+    ("mistral-7b", MISTRAL_7B, _hub("mistralai/Mistral-7B-v0.1")),
+    ("qwen2.5-7b", QWEN2_5_7B, _hub("Qwen/Qwen2.5-7B")),
+], kind=A.TransformerConfig)
 
 
 def attention_variant(n_heads: int, n_kv_heads: int) -> str:

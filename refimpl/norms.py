@@ -56,6 +56,7 @@ import dataclasses
 import numpy as np
 
 from ._validate import (as_float_array, choice, finite_result, positive_int, real_number, same_shape)
+from .preset_registry import Registry, Source
 
 EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
 
@@ -89,7 +90,7 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
     dy = _check_dy(dy, x)
     P = tuple(i for i in range(x.ndim) if shape[i] == 1)                  # axes a parameter is broadcast along
     dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)            # dxhat = dy g
-    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: xc = 0, term 0)
+    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: term 0)
     dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # dxc = r dxhat + kappa xc mean(dxhat xc)
     dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc         # dx = dxc - mean_A dxc (centred)
     dw = None if g is None else np.sum(dy * xhat, axis=P)                 # dw = sum dy xhat
@@ -129,16 +130,23 @@ class RMSNormConvention:
             raise TypeError(f"source: expected a str, got {type(self.source).__name__}")
 
 
-RMSNORM_PRESETS = {
-    "hf_llama": RMSNormConvention(1e-6, source="transformers LlamaRMSNorm: normalise in fp32, cast to input dtype, then * w"),
-    "hf_t5": RMSNormConvention(1e-6, source="transformers T5LayerNorm: rsqrt(var + eps) in fp32, cast to w's dtype if half, w * x"),
-    "hf_gemma": RMSNormConvention(1e-6, weight_offset=1.0,
-                                  source="transformers GemmaRMSNorm: (x rsqrt(...)) * (1 + w) in fp32, then cast"),
-    "torch_float32": RMSNormConvention(float(np.finfo(np.float32).eps),
-                                       source="torch.nn.functional.rms_norm(eps=None) on float32 input: finfo(float32).eps"),
-    "zhang_sennrich": RMSNormConvention(1e-8, eps_placement="outside_sqrt",
-                                        source="bzhangGo/rmsnorm rmsnorm_torch.py: x / (||x|| d^-1/2 + eps)"),
-}
+_RMS = "docs/conventions.md#rmsnorm-presets"
+#: name -> RMSNormConvention, each with its Source (``RMSNORM_PRESETS.source(name)``); refimpl.preset_registry.
+RMSNORM_PRESETS = Registry("preset", [
+    ("hf_llama", RMSNormConvention(1e-6, source="transformers LlamaRMSNorm: normalise in fp32, cast to input dtype, then * w"),
+     Source(_RMS, "transformers", "models/llama/modeling_llama.py", "LlamaRMSNorm.forward", "read at 5.25.0")),
+    ("hf_t5", RMSNormConvention(1e-6, source="transformers T5LayerNorm: rsqrt(var + eps) in fp32, cast to w's dtype if half, w * x"),
+     Source(_RMS, "transformers", "models/t5/modeling_t5.py", "T5LayerNorm.forward", "read at 5.25.0")),
+    ("hf_gemma", RMSNormConvention(1e-6, weight_offset=1.0,
+                                   source="transformers GemmaRMSNorm: (x rsqrt(...)) * (1 + w) in fp32, then cast"),
+     Source(_RMS, "transformers", "models/gemma/modeling_gemma.py", "GemmaRMSNorm.forward", "read at 5.25.0")),
+    ("torch_float32", RMSNormConvention(float(np.finfo(np.float32).eps),
+                                        source="torch.nn.functional.rms_norm(eps=None) on float32 input: finfo(float32).eps"),
+     Source(_RMS, "torch", "torch/nn/functional.py", "rms_norm (eps=None)", "run 2.13.0+cpu")),
+    ("zhang_sennrich", RMSNormConvention(1e-8, eps_placement="outside_sqrt",
+                                         source="bzhangGo/rmsnorm rmsnorm_torch.py: x / (||x|| d^-1/2 + eps)"),
+     Source(_RMS, "bzhangGo/rmsnorm", "rmsnorm_torch.py", "RMSNorm.forward", "read; commit not recorded")),
+])
 
 
 # ----------------------------------------------------------------------------
@@ -309,9 +317,7 @@ def layer_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5, eps_placemen
 def rms_args(eps, eps_placement, weight_offset, preset):
     """RMSNorm's (eps, eps_placement, weight_offset), from ``preset`` when one is named, validated."""
     if preset is not None:
-        if preset not in RMSNORM_PRESETS:
-            raise ValueError(f"preset: expected one of {sorted(RMSNORM_PRESETS)}, got {preset!r}")
-        c = RMSNORM_PRESETS[preset]
+        c = RMSNORM_PRESETS.lookup(preset)
         return c.eps, c.eps_placement, c.weight_offset
     return eps, eps_placement, real_number(weight_offset, "weight_offset")
 

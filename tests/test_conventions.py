@@ -178,3 +178,51 @@ def test_hf_eager_fully_masked_row_is_nan_for_float64_and_uniform_for_float32():
     mask = np.array([[False, False], [True, False], [True, True], [True, True]])
     out, _ = C.HF_MISTRAL.attention(q, k, v, mask=mask)
     assert np.allclose(out[:, :, 0], v.astype(np.float64).mean(axis=2))
+
+
+# --- every preset registry has one shape (refimpl.preset_registry) ------------------------------
+
+
+def _registries():
+    from refimpl import model_configs, norms
+    from refimpl.mixers import presets as mixer_presets
+    from refimpl.moe import presets as moe_presets
+
+    return {"attention": C.PRESETS, "moe": moe_presets.ALL, "rmsnorm": norms.RMSNORM_PRESETS,
+            "mixers": mixer_presets.PRESETS, "model_configs": model_configs.PUBLISHED}
+
+
+@pytest.mark.parametrize("name", sorted(_registries()))
+def test_every_preset_registry_has_one_shape_and_cites_each_preset(name):
+    import pathlib
+
+    from refimpl.preset_registry import Registry, Source
+
+    reg = _registries()[name]
+    assert isinstance(reg, Registry) and len(reg) > 0
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for key in reg:
+        src = reg.source(key)
+        assert isinstance(src, Source) and all(getattr(src, f) for f in ("library", "file", "function", "version")), key
+        doc, _, anchor = src.section.partition("#")
+        text = (root / doc).read_text()
+        assert not anchor or f'<a id="{anchor}"></a>' in text, (key, src.section)
+        assert reg.lookup(key) is reg[key]
+    with pytest.raises(ValueError, match=rf"^{reg.argument}: expected .*one of \[.*\], got 'no_such_preset'$"):
+        reg.lookup("no_such_preset")
+    with pytest.raises(KeyError):
+        reg["no_such_preset"]
+    assert reg.get("no_such_preset") is None and "no_such_preset" not in reg
+
+
+def test_unknown_presets_are_reported_in_the_one_wording():
+    import numpy as np
+
+    from refimpl import norms
+    from refimpl.moe import presets as moe_presets
+
+    with pytest.raises(ValueError, match=r"^preset: expected a Preset or one of \['deepseek_v2'.*\], got 'nope'$"):
+        moe_presets.get("nope")
+    with pytest.raises(ValueError, match=r"^preset: expected one of \['hf_gemma'.*\], got 'nope'$"):
+        norms.rms_norm(np.ones((2, 3)), preset="nope")
+    assert moe_presets.get(moe_presets.mixtral) is moe_presets.mixtral

@@ -15,8 +15,9 @@ step) applies to the rotated q and k, with one addition: each computation's rota
 within the RoPE bound of tests/test_definition_rope.py (``bound``) of the exact rotation, which moves
 a score by at most scale (|dq| |k|^T + |q| |dk|^T); that enters the bound as a further score error
 (``error_bounds(score_err=...)``). The test asserts |decode - definition| <= 2 x (both computations'
-bounds). Worst observed fraction (``test_worst_fraction_report``, -s): 0.012 under the thorough profile
-(both run the same softmax over the same keys; only the summation blocks differ).
+bounds); ``test_the_bound_holds_against_a_50_digit_decode`` checks the bound itself against mpmath.
+Worst observed fraction (``test_worst_fraction_report``, -s): 0.012 under the thorough profile
+(both run the same softmax over the same keys; only the summation blocks differ); 0.024 vs 50 digits.
 """
 
 from __future__ import annotations
@@ -120,6 +121,64 @@ def test_forked_paged_sequences_equal_the_definition(n0, n1, n2, block_size, see
         D.assert_within("decode", f"forked paged sequence {seq}", got, want, b)
 
 
+def _mp_decode(q, k, v, window, rope, scale):
+    """out at 50 digits (mpmath): RoPE by the float64 angles m theta_i, causal (windowed) softmax, GQA."""
+    import mpmath
+
+    from refimpl.rope import rope_frequencies
+
+    B, Hq, L, Dh = q.shape
+    G, Dv = Hq // k.shape[1], v.shape[3]
+    s = mpmath.mpf(float(scale or 1 / np.sqrt(Dh)))
+    pairs, theta, f = None, None, 1.0
+    if rope is not None:
+        d = rope.get("rotary_dim") or Dh
+        theta, f = rope_frequencies(d, rope.get("base", 10000.0), None)
+        i = np.arange(d // 2)
+        pairs = (i, i + d // 2) if rope.get("layout", "half") == "half" else (2 * i, 2 * i + 1)
+
+    def rot(vec, m):
+        vec = [mpmath.mpf(float(t)) for t in vec]
+        if pairs is None:
+            return vec
+        out = list(vec)
+        for a, b, th in zip(*pairs, theta):
+            al = mpmath.mpf(float(m * th))
+            c, sn = mpmath.mpf(float(f)) * mpmath.cos(al), mpmath.mpf(float(f)) * mpmath.sin(al)
+            out[a], out[b] = c * vec[a] - sn * vec[b], sn * vec[a] + c * vec[b]
+        return out
+
+    out = np.zeros((B, Hq, L, Dv))
+    with mpmath.workdps(50):
+        for b in range(B):
+            for h in range(Hq):
+                qs = [rot(q[b, h, t], t) for t in range(L)]
+                ks = [rot(k[b, h // G, j], j) for j in range(L)]
+                for t in range(L):
+                    js = [j for j in range(t + 1) if window is None or j >= t - window[0]]
+                    sc = [s * mpmath.fsum(x * y for x, y in zip(qs[t], ks[j])) for j in js]
+                    mx = max(sc)
+                    e = [mpmath.exp(z - mx) for z in sc]
+                    tot = mpmath.fsum(e)
+                    for d in range(Dv):
+                        out[b, h, t, d] = float(mpmath.fsum(w * mpmath.mpf(float(v[b, h // G, j, d]))
+                                                            for w, j in zip(e, js)) / tot)
+    return out
+
+
+@SETTINGS
+@given(decode_cases())
+def test_the_bound_holds_against_a_50_digit_decode(case):
+    """The derivation checked: the definition is within (2 x) its one-computation bound (``decode_bound``:
+    the attention bound with RoPE's as a score error) of the same computation at 50 digits, plus the
+    final rounding u |exact| / 2."""
+    q, k, v, _, window, rope, scale, _, _ = case
+    exact = _mp_decode(q, k, v, window, rope, scale)
+    D.assert_within("decode vs 50 digits", "definition", KV.decode_definition(q, k, v, window=window, rope=rope,
+                                                                              scale=scale), exact,
+                    decode_bound(q, k, v, window, rope, scale) + 2.0**-53 * np.abs(exact) / 2)
+
+
 # ----------------------------------------------------------------------------
 # the bound rejects wrong forms (meta-tests)
 
@@ -157,3 +216,4 @@ def test_the_bound_rejects_wrong_forms(wrong):
 
 def test_worst_fraction_report():
     D.report("decode")
+    D.report("decode vs 50 digits")

@@ -15,7 +15,8 @@ most scale (gamma_(dn+dc+dr+2) (|q_nope| |W_UK| |c| + |q_pe| |k_pe|) + d_q_nope 
 (``error_bounds(score_err=...)``) with |v| replaced by V = |c| |W_UV|^T >= |v| (which covers either
 association of P c W_UV). The values add P (gamma_(L+dc+2) V + d_c |W_UV|^T); the output projection
 adds gamma_(H dv) |o| |W_o| and carries d_o |W_o|. The test asserts |form - definition| <= 2 x (both
-computations' bounds). Worst observed fraction (``test_worst_fraction_report``, -s): 0.012 (thorough).
+computations' bounds); ``test_the_bound_holds_against_a_50_digit_mla`` checks the bound itself.
+Worst observed fraction (``test_worst_fraction_report``, -s): 0.012 (thorough); 0.056 of the bound vs 50 digits.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from refimpl import mla as MLA
 from refimpl.definition import attention_definition
 from refimpl.mla import mla_definition
-from refimpl.rope import rope_definition
+from refimpl.rope import rope_definition, rope_frequencies
 
 from . import _definitions as D
 from ._definitions import FLOOR, gamma
@@ -117,6 +118,66 @@ def test_mla_forms_equal_the_definition(case):
         D.assert_within("MLA", f"{name} cached", _with_cache(x, w, absorbed, split, scale=scale, rope=rope), want, b)
 
 
+def _mp_mla(x, w, scale, rope):
+    """y at 50 digits (mpmath): the naive form, RoPE by the float64 angles m theta_i, causal softmax."""
+    import mpmath
+
+    rope = {"layout": "interleaved", **(rope or {})}
+    B, L, dm = x.shape
+    H, dn, dr, dv, dc = w.num_heads, w.d_nope, w.d_rope, w.d_v, w.d_c
+    s = mpmath.mpf(float(MLA.mla_softmax_scale(dn, dr) if scale is None else scale))
+    theta, f = rope_frequencies(dr, rope.get("base", 10000.0), None)
+    i = np.arange(dr // 2)
+    pa, pb = (i, i + dr // 2) if rope["layout"] == "half" else (2 * i, 2 * i + 1)
+    F = lambda a: [[mpmath.mpf(float(t)) for t in row] for row in a]  # noqa: E731
+    mm = lambda a, W: [[mpmath.fsum(r[d] * W[d][j] for d in range(len(r))) for j in range(len(W[0]))]  # noqa: E731
+                       for r in a]
+    Wq, Wdkv, Wukv, Wo = F(w.W_q), F(w.W_dkv), F(w.W_ukv), F(w.W_o)
+
+    def rot(vec, m):
+        out = list(vec)
+        for a, b, th in zip(pa, pb, theta):
+            al = mpmath.mpf(float(m * th))
+            c, sn = mpmath.mpf(float(f)) * mpmath.cos(al), mpmath.mpf(float(f)) * mpmath.sin(al)
+            out[a], out[b] = c * vec[a] - sn * vec[b], sn * vec[a] + c * vec[b]
+        return out
+
+    y = np.zeros_like(x)
+    with mpmath.workdps(50):
+        for bt in range(B):
+            xs = F(x[bt])
+            q, kv = mm(xs, Wq), mm(xs, Wdkv)
+            c = [r[:dc] for r in kv]
+            kpe = [rot(r[dc:], m) for m, r in enumerate(kv)]
+            up = mm(c, Wukv)
+            o = [[mpmath.mpf(0)] * (H * dv) for _ in range(L)]
+            for h in range(H):
+                qh = [r[h * (dn + dr):(h + 1) * (dn + dr)] for r in q]
+                qh = [r[:dn] + rot(r[dn:], m) for m, r in enumerate(qh)]
+                kh = [up[j][h * (dn + dv):h * (dn + dv) + dn] + kpe[j] for j in range(L)]
+                vh = [up[j][h * (dn + dv) + dn:(h + 1) * (dn + dv)] for j in range(L)]
+                for t in range(L):
+                    sc = [s * mpmath.fsum(a * b for a, b in zip(qh[t], kh[j])) for j in range(t + 1)]
+                    mx = max(sc)
+                    e = [mpmath.exp(z - mx) for z in sc]
+                    tot = mpmath.fsum(e)
+                    for d in range(dv):
+                        o[t][h * dv + d] = mpmath.fsum(e[j] * vh[j][d] for j in range(t + 1)) / tot
+            y[bt] = [[float(v) for v in row] for row in mm(o, Wo)]
+    return y
+
+
+@SETTINGS
+@given(mla_cases())
+def test_the_bound_holds_against_a_50_digit_mla(case):
+    """The derivation checked: the definition is within (2 x) its one-computation bound (``mla_bound``)
+    of the naive form computed at 50 digits, plus the final rounding u |exact| / 2."""
+    x, w, rope, scale, _ = case
+    exact = _mp_mla(x, w, scale, rope)
+    D.assert_within("MLA vs 50 digits", "definition", mla_definition(x, w, scale=scale, rope=rope), exact,
+                    mla_bound(x, w, scale, rope) + 2.0**-53 * np.abs(exact) / 2)
+
+
 # ----------------------------------------------------------------------------
 # the bound rejects wrong forms (meta-tests)
 
@@ -142,3 +203,4 @@ def test_the_bound_rejects_wrong_forms(wrong):
 
 def test_worst_fraction_report():
     D.report("MLA")
+    D.report("MLA vs 50 digits")

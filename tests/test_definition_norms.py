@@ -27,7 +27,8 @@ gamma_(n+2) mean(r |dxhat| + |T|)), dw = sum dy xhat (sum |dy| d_xhat + gamma_(N
 and db = sum dy (gamma_N sum |dy|). A floor of 2^-1060 per entry covers subnormal results. The test
 asserts |fast - definition| <= 2 x (the sum of both computations' bounds), the factor 2 for the
 second-order terms; ``test_the_bound_holds_against_a_50_digit_oracle`` checks the forward bound
-itself (the definition within it of the mpmath result). The worst fraction observed is printed by ``test_worst_fraction_report`` (-s):
+itself (the definition within it of the mpmath result: worst 0.19 of the bound, thorough). The
+worst fraction observed is printed by ``test_worst_fraction_report`` (-s):
 0 forward (both forms run the same operations on x and on x / 2^e: bit for bit equal)
 and about 0.06 backward (thorough profile).
 """
@@ -135,7 +136,8 @@ def norm_cases(draw, kinds=N.NORM_KINDS, placements=N.EPS_PLACEMENTS):
         shape = (draw(st.integers(1, 3)), draw(st.integers(1, 9)))
     else:
         G = draw(st.integers(1, 3))
-        shape = (draw(st.integers(1, 3)), G * draw(st.integers(1, 3))) + ((draw(st.integers(1, 3)),) if draw(st.booleans()) else ())
+        spatial = (draw(st.integers(1, 3)),) if draw(st.booleans()) else ()
+        shape = (draw(st.integers(1, 3)), G * draw(st.integers(1, 3))) + spatial
         if kind == "batch" and np.prod(shape) // shape[1] < 2:
             shape = (2,) + shape[1:]
     band = draw(st.sampled_from(["unit", "unit", "tiny", "small", "large", "huge", "offset"]))
@@ -228,7 +230,8 @@ def _wrong(wrong, x, w, b, dy):
 @pytest.mark.parametrize("wrong", ["unbiased_variance", "eps_outside", "uncentred_backward"])
 def test_the_bound_rejects_wrong_forms(wrong):
     rng = np.random.default_rng(2)
-    x, w, b, dy = rng.standard_normal((3, 6)) * 1e-3, rng.standard_normal(6), rng.standard_normal(6), rng.standard_normal((3, 6))
+    x, dy = rng.standard_normal((3, 6)) * 1e-3, rng.standard_normal((3, 6))
+    w, b = rng.standard_normal(6), rng.standard_normal(6)
     kw = dict(kind="layer", eps=1e-5, weight=w, bias=b)
     if wrong == "uncentred_backward":
         want, bnd = norm_definition(x, **kw, dy=dy)[0], 2 * bounds(x, kw, dy)[0]

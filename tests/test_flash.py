@@ -1,6 +1,6 @@
 """Unit tests of refimpl.flash: argument errors, statistics, edge shapes, and block
 skipping checked against flash-attn's own tile range. The equality with naive
-attention for every mask and shape is the job of tests/test_flash_properties.py."""
+attention for every mask and shape is the job of tests/test_conformance.py."""
 
 import math
 

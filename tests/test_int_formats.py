@@ -1,25 +1,11 @@
-"""refimpl.int_formats (INT8 / INT4 quantisation and the integer matmul) and the int_quant / int_matmul
-properties: bundled implementations pass, each wrong implementation is rejected; torch checked on CPU."""
+"""refimpl.int_formats (INT8 / INT4 quantisation and the integer matmul): ranges, steps, groups and
+the half-step error bound; torch checked on CPU. The int_quant / int_matmul properties run in
+tests/test_conformance.py (bundled implementations pass, each wrong implementation is rejected)."""
 
 import numpy as np
 import pytest
 
-from properties import int_formats as P
 from refimpl import int_formats as I
-
-from ._binding import assert_rejects, impl_params, meta_params, property_impl_params, run_property
-
-IMPLS = [p for kind in P.KINDS for p in impl_params([a for a in P.BUNDLED if a.kind == kind.name], kind.name)]
-
-
-@pytest.mark.parametrize("prop, impl", property_impl_params(P.PROPERTIES, IMPLS))
-def test_property(prop, impl):
-    run_property(prop, impl)
-
-
-@pytest.mark.parametrize("prop, wrong", meta_params(P.PROPERTIES, P.WRONG))
-def test_property_rejects_wrong_implementation(prop, wrong):
-    assert_rejects(prop, wrong)
 
 
 def test_ranges_and_steps():

@@ -12,8 +12,9 @@ import pytest
 
 import refimpl
 from properties import registry
+from properties.core import run_property
 from properties.peers import FACTORIES, TRITON, Unavailable, availability
-from tests._binding import property_impl_params, run_property
+from properties.pytest_plugin import conformance_params
 from refimpl import conventions as C
 from refimpl import moe as M
 from refimpl.moe import presets as P
@@ -120,7 +121,7 @@ def _peer_pairs():
     os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(
         f"properties.peers:{f}" for f in FACTORIES if f not in TRITON and availability()[f] == "available")]))
     try:
-        return property_impl_params(registry.all_properties(), impls)
+        return conformance_params(registry.all_properties(), [p.values[0] for p in impls])
     finally:
         if monkey is None:
             del os.environ["REFIMPL_IMPLS"]

@@ -1,7 +1,7 @@
 """The precision rule (properties/precision.py) for the layer kinds: correct float32 and
 bfloat16 implementations pass every property of their kind, and wrong ones made in the same
 precision fail. The low-precision wrong adapters bound to properties by ``rejects`` (each
-module's WRONG) are run by tests/test_layer_properties.py and test_rope_properties.py.
+module's WRONG) are run by tests/test_conformance.py.
 
 Correct implementations: real libraries in float32 / bfloat16 (``properties.demo_layers``:
 torch 2.13 CPU ``F.layer_norm``, ``F.rms_norm``, ``F.cross_entropy``, HF ``ForCausalLMLoss``,

@@ -18,9 +18,10 @@ from properties import lowp_mixers as LM
 from properties import lowp_moe as LR
 from properties import mixers_linear, mixers_scan
 from properties import moe as MP
+from properties.core import run_property
 from properties.moe_cases import RouteCase
 
-from ._binding import assert_rejects, run_property
+from ._meta import assert_rejects
 
 MIXER_PROPS = {p.name: p for p in mixers_linear.PROPERTIES + mixers_scan.PROPERTIES}
 MAIN = {"linear_attention": ("la_matches_recurrent", "la_extreme_gates"),
@@ -101,6 +102,21 @@ def test_exact_ties_still_go_to_the_lower_id_in_low_precision():
         MP.check_route_matches_reference(_forced(lambda z: [[2]]), case)
 
 
+def test_underflowed_ties_of_different_logits_may_follow_the_logit_order():
+    """Logits (0, -2000, -1000), k = 2: the probabilities of experts 1 and 2 underflow to 0 in every
+    precision. The exact order is expert 2 first (the logit order, which SGLang 0.5.23's
+    moe_fused_gate keeps); the float64 spec ties them and takes expert 1 (lower id). Both pass. With
+    equal logits the tie is exact: the higher id still fails."""
+    opts = {"normalize": "none", "capacity": None}
+    case = RouteCase(np.array([[0.0, -2000.0, -1000.0]]), 2, opts)
+    assert M.route(case.logits, 2, **opts).indices.tolist() == [[0, 1]]
+    for picks in ([[0, 2]], [[0, 1]]):
+        MP.check_route_matches_reference(_forced(lambda z, p=picks: p), case)
+    exact = RouteCase(np.array([[0.0, -2000.0, -2000.0]]), 2, opts)
+    with pytest.raises(AssertionError, match="exactly equal"):
+        MP.check_route_matches_reference(_forced(lambda z: [[0, 2]]), exact)
+
+
 def test_float32_router_declared_float64_fails_with_a_hint():
     """The issue's report: a float32 router without a declaration failed with "probs differ by
     1.89e-08 > 1.24e-14" and no hint; the message now says what to declare."""
@@ -119,5 +135,5 @@ def test_unit_roundoff_is_deprecated_and_mapped_to_precision():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert MP.MoEAdapter(name="new", precision="bfloat16").precision == "bfloat16"
-    with pytest.raises(ValueError, match="not the unit roundoff of a precision"):
+    with pytest.raises(ValueError, match=r"^unit_roundoff: expected the unit roundoff of a precision .*, got 1e-05"):
         MP.MoEAdapter(name="bad", unit_roundoff=1e-5)

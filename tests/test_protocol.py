@@ -28,9 +28,8 @@ from properties.core import (
     ProtocolError, ProtocolViolation, Unsupported, check_adapter, declared, load_user_implementations, run_property,
     strategy_for, unsupported_reason,
 )
+from properties.pytest_plugin import conformance_params
 from properties.report import XfailError, xfail_entries
-
-from ._binding import property_impl_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -127,7 +126,7 @@ def test_declining_every_needed_value_makes_the_pair_unsupported():
 
 def test_unsupported_pairs_are_pytest_skips_with_the_reason():
     a = _attention(capabilities={"lse"})
-    params = property_impl_params(A.PROPERTIES, [pytest.param(a)])
+    params = conformance_params(A.PROPERTIES, [a])
     skipped = {p.id: p.marks[0].kwargs["reason"] for p in params if p.marks}
     assert "causal_ignores_future-user.attention" in skipped
     assert "does not declare ['causal']" in skipped["causal_ignores_future-user.attention"]
@@ -191,7 +190,7 @@ def test_pytest_json_report(tmp_path):
     out_json = tmp_path / "p.json"
     env = {**os.environ, "REFIMPL_PROFILE": "dev", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--json", str(out_json),
-                          "tests/test_softmax_properties.py", "-k", "test_property and (merge or logsumexp)"],
+                          "tests/test_conformance.py", "-k", "test_property and (merge or logsumexp)"],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-2000:]
     doc = json.loads(out_json.read_text())

@@ -56,7 +56,7 @@ def test_mixer_preset_table_matches_code():
     from refimpl.mixers import presets as MP
 
     rows = _table("| preset | library (file: function, version checked) |")
-    assert {r[0].strip("` ") for r in rows} == set(MP.__all__)
+    assert {r[0].strip("` ") for r in rows} == set(MP.PRESETS)
 
 def test_readme_misspelled_capability_command(monkeypatch, capsys):
     """The README's misspelled-capability command gives the error it shows."""
@@ -78,7 +78,7 @@ def test_readme_links_the_conformance_document():
 def test_readme_low_precision_backward_commands(monkeypatch):
     """The README's float32 / bfloat16 attention-backward commands: the correct adapters pass,
     the ones without the rowsum(dO * O) term fail (run here on 2 examples of backward_matches_reference:
-    the finite-difference property costs more and runs in tests/test_attention_properties.py)."""
+    the finite-difference property costs more and runs in tests/test_precision_attention.py)."""
     import shlex
 
     from properties.__main__ import main

@@ -17,6 +17,11 @@ def test_every_property_has_a_meta_test_and_every_wrong_impl_is_used():
         assert used == set(m.WRONG), f"{m.__name__}: unused wrong implementations {set(m.WRONG) - used}"
 
 
+def test_every_property_kind_is_declared_by_its_module():
+    for m in registry.modules():
+        assert {p.kind for p in m.PROPERTIES} <= {k.name for k in m.KINDS}, m.__name__
+
+
 def test_property_names_are_unique():
     names = [p.name for p in registry.all_properties()]
     assert len(names) == len(set(names))

@@ -1,6 +1,6 @@
 """Split-KV (flash-decoding): partials, the merge, flash-attn's even split, the realignment
 pitfall, and argument errors. Equality with attention for any partition is the property
-split_kv_matches_attention (tests/test_flash_properties.py)."""
+split_kv_matches_attention (tests/test_conformance.py)."""
 
 import math
 

@@ -21,7 +21,7 @@ from properties.core import declared, find_counterexample, run_property
 from properties.attention_lowp import kernel_bounds
 from properties.tolerance import round_to
 
-from ._binding import assert_rejects
+from ._meta import assert_rejects
 
 #: properties that exercise the cross-tile machinery (the rest run in the main suite)
 TILE_PROPERTIES = ("matches_reference", "causal_ignores_future", "window_ignores_outside", "fully_masked_rows",

@@ -15,8 +15,8 @@ from hypothesis import Phase
 
 from properties import registry
 from properties.peers import TRITON, Unavailable
+from properties.pytest_plugin import conformance_params
 from properties.core import run_property
-from tests._binding import property_impl_params
 
 pytest.importorskip("triton", reason="triton not installed (pip install -e '.[triton]')")
 torch = pytest.importorskip("torch", reason="torch not installed (pip install -e '.[triton]')")
@@ -224,10 +224,11 @@ def _sglang_fused_moe(dtype="float32"):
 
 
 def test_sglang_fused_gate_ranks_underflowed_experts_by_logit():
-    """properties/peers/xfail.json (sglang.fused_moe[float32], moe_route_matches_reference): sglang
-    0.5.23 moe_fused_gate.py _router_triton_kernel ranks by the logit. Logits (0, -2000, -1000): the
-    probabilities of experts 1 and 2 underflow to 0 (float32 and float64), the spec ties them and
-    takes expert 1, SGLang takes expert 2 (the larger logit); with gaps that do not underflow both agree."""
+    """sglang 0.5.23 moe_fused_gate.py _router_triton_kernel ranks by the logit. Logits (0, -2000,
+    -1000): the probabilities of experts 1 and 2 underflow to 0 (float32 and float64), the float64
+    spec ties them and takes expert 1, SGLang takes expert 2 (the larger logit: the exact order);
+    with gaps that do not underflow both agree. The suite's near-tie rule accepts either (lower id
+    only for equal logits): SGLang's route passes moe_route_matches_reference, no xfail entry."""
     import refimpl.moe as M
 
     impl = _sglang_fused_moe()
@@ -237,7 +238,7 @@ def test_sglang_fused_gate_ranks_underflowed_experts_by_logit():
         assert got.position.tolist() == [[0, 0]] and got.kept.all()
         np.testing.assert_allclose(got.gates, want.gates, rtol=2**-22, atol=0)  # underflowed gates are 0 either way
     assert M.route(np.array([[0.0, -2000.0, -1000.0]]), 2, normalize="none").indices.tolist() == [[0, 1]], \
-        "refimpl now ranks underflowed experts by logit: remove the sglang.fused_moe route xfail entry"
+        "refimpl now ranks underflowed experts by logit: update this test's docstring"
 
 
 def test_sglang_fused_moe_float32_rounds_to_float16():
@@ -354,8 +355,7 @@ def _pairs():
     factories = sorted({p.values[1] for p in loaded})
     os.environ["REFIMPL_IMPLS"] = ",".join(filter(None, [monkey, *(f"properties.peers:{f}" for f in factories)]))
     try:
-        bound = property_impl_params(registry.all_properties(), [pytest.param(p.values[0], id=p.id) for p in loaded],
-                                     strict=False)
+        bound = conformance_params(registry.all_properties(), [p.values[0] for p in loaded], strict=False)
     finally:
         if monkey is None:
             del os.environ["REFIMPL_IMPLS"]

@@ -1,7 +1,7 @@
 """Shipped adapters for real libraries (install with ``pip install -e '.[peers]'``).
 
 Point the suite at one with ``REFIMPL_IMPLS=properties.peers:torch_sdpa pytest
-tests/test_attention_properties.py`` (or ``python -m properties``). Each name
+tests/test_conformance.py -k attention`` (or ``python -m properties``). Each name
 below is a zero-argument factory returning the adapter(s); it raises
 :class:`Unavailable` ("unavailable: <reason>") when the library or the GPU it
 needs is absent. Importing this package, or any module in it, never imports a

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, flag, leading_shape
+from ..preset_registry import Registry, Source
 from .delta_rule import delta_rule
 from .gated import gated_linear_attention, retention
 from .linear_attention import NORMALISER_EPS, linear_attention
@@ -140,5 +141,25 @@ def rwkv4_wkv(w, u, k, v):
     return wkv(w[None], u[None], k, v, form="stable")[:, 0]
 
 
-__all__ = ["causal_conv1d_ref", "fla_delta_rule", "fla_gated_delta_rule", "fla_gla", "fla_linear_attn",
+def _src(library, file, function, version) -> Source:
+    return Source("docs/conventions.md#mixer-presets", library, file, function, version)
+
+
+_FLA = "0.5.2 and 0.6.0 reference"
+#: name -> preset function, each with its Source (``PRESETS.source(name)``); refimpl.preset_registry.
+PRESETS = Registry("preset", [
+    ("fla_linear_attn", fla_linear_attn, _src("fla", "fla/ops/linear_attn/naive.py", "naive_recurrent_linear_attn", _FLA)),
+    ("fla_gla", fla_gla, _src("fla", "fla/ops/gla/naive.py", "naive_recurrent_gla", _FLA)),
+    ("fla_retention", fla_retention, _src("fla", "fla/ops/retention/naive.py", "naive_retention", _FLA)),
+    ("fla_delta_rule", fla_delta_rule, _src("fla", "fla/ops/delta_rule/naive.py", "delta_rule_recurrence", _FLA)),
+    ("fla_gated_delta_rule", fla_gated_delta_rule, _src("fla", "fla/ops/gated_delta_rule/naive.py",
+                                                        "naive_recurrent_gated_delta_rule", _FLA)),
+    ("mamba_selective_scan", mamba_selective_scan, _src("mamba_ssm", "mamba_ssm/ops/selective_scan_interface.py",
+                                                        "selective_scan_ref", "2.3.2 reference")),
+    ("causal_conv1d_ref", causal_conv1d_ref, _src("causal-conv1d", "causal_conv1d/causal_conv1d_interface.py",
+                                                  "causal_conv1d_ref", "1.6.1 reference")),
+    ("rwkv4_wkv", rwkv4_wkv, _src("RWKV-LM", "RWKV-v4/cuda/wkv_cuda.cu", "kernel_forward", "commit 524481d read")),
+])
+
+__all__ = ["PRESETS", "causal_conv1d_ref", "fla_delta_rule", "fla_gated_delta_rule", "fla_gla", "fla_linear_attn",
            "fla_retention", "mamba_selective_scan", "rwkv4_wkv"]

@@ -120,6 +120,7 @@ class CapacityRule:
             raise TypeError(f"cap_at_tokens: expected a bool, got {type(self.cap_at_tokens).__name__}")
 
     def with_factor(self, factor) -> "CapacityRule":
+        """This rule with ``factor`` (checked by ``refimpl._validate.capacity_factor``)."""
         return dataclasses.replace(self, factor=factor)
 
     def __call__(self, tokens: int, experts: int, k: int) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .losses import BalanceLoss
 from .. import _validate as V
+from ..preset_registry import Registry, Source
 from .options import RouteOptions
 
 # ---------------------------------------------------------------------------
@@ -54,11 +55,14 @@ class LibraryCapacity:
     min_capacity: int = 0
     alignment: int = 1
 
+    @property
+    def fixed_capacity(self) -> Optional[str]:
+        """The expression when it has no factor to replace (fairseq's), else None."""
+        return "fairseq's training capacity 2 * ceil(S / E)" if self.rule == "fairseq" else None
+
     def with_factor(self, factor) -> "LibraryCapacity":
-        if self.rule == "fairseq":
-            raise ValueError(f"capacity_factor: expected none for fairseq's training capacity 2 * ceil(S / E) (it has "
-                             f"no factor), got {V.plain(factor)!r}")
-        return dataclasses.replace(self, factor=V.real_number(factor, "capacity_factor", minimum=0.0))
+        """This rule with ``factor`` (checked by ``refimpl._validate.capacity_factor``)."""
+        return dataclasses.replace(self, factor=factor)
 
     def __post_init__(self):
         V.choice(self.rule, "rule", RULES)
@@ -428,15 +432,39 @@ tutel = Preset(
           "table said '/k', the source has top-1 f). load_importance_loss uses torch's sample variance.",
 )
 
-ALL = {p.name: p for p in (switch, flaxformer, gshard, deepseek_v2, deepseek_v3, deepspeed_top1,
-                           deepspeed_top2, deepspeed_topk, deepspeed_topk_v0_15, deepspeed_topk_position, fairseq_top2,
-                           mixtral, qwen2_moe, megablocks, tutel)}
+def _src(library, file, function, version) -> Source:
+    return Source("docs/conventions.md#moe-presets", library, file, function, version)
+
+
+_DS = "deepspeed/moe/sharded_moe.py"
+#: name -> Preset, each with its Source (``ALL.source(name)``); refimpl.preset_registry.
+ALL = Registry("preset", [
+    (switch.name, switch, _src("Mesh TF", "mesh_tensorflow/transformer/moe.py",
+                               "_switch_gating, transformer_moe_layer_v1", "read")),
+    (flaxformer.name, flaxformer, _src("flaxformer", "flaxformer/architectures/moe/routing.py; moe_layers.py",
+                                       "TokensChooseScatterRouter, _load_balancing_loss; MoeLayer", "read")),
+    (gshard.name, gshard, _src("lingvo", "lingvo/core/gshard_layers.py", "Top2GatingOnLogits", "read")),
+    (deepseek_v2.name, deepseek_v2, _src("DeepSeek-V2", "modeling_deepseek.py", "MoEGate.forward", "read")),
+    (deepseek_v3.name, deepseek_v3, _src("DeepSeek-V3", "inference/model.py", "Gate.forward", "read")),
+    (deepspeed_top1.name, deepspeed_top1, _src("DeepSpeed", _DS, "top1gating, _capacity", "read")),
+    (deepspeed_top2.name, deepspeed_top2, _src("DeepSpeed", _DS, "top2gating", "read")),
+    (deepspeed_topk.name, deepspeed_topk, _src("DeepSpeed", _DS, "topkgating (drop_policy='probs')", "run 0.19.8")),
+    (deepspeed_topk_v0_15.name, deepspeed_topk_v0_15, _src("DeepSpeed", _DS, "topkgating",
+                                                           "read at tags v0.15.0, v0.18.0, v0.18.9")),
+    (deepspeed_topk_position.name, deepspeed_topk_position, _src("DeepSpeed", _DS, "topkgating (drop_policy='position')",
+                                                                 "run 0.19.8")),
+    (fairseq_top2.name, fairseq_top2, _src("fairseq", "fairseq/modules/moe/top2gate.py", "top2gating", "read")),
+    (mixtral.name, mixtral, _src("transformers", "models/mixtral/modeling_mixtral.py",
+                                 "MixtralSparseMoeBlock.forward, load_balancing_loss_func", "run 5.25.0 and 5.23.0")),
+    (qwen2_moe.name, qwen2_moe, _src("transformers", "models/qwen2_moe/modeling_qwen2_moe.py",
+                                     "Qwen2MoeSparseMoeBlock.forward", "run 5.25.0 and 5.23.0")),
+    (megablocks.name, megablocks, _src("Megablocks", "megablocks/layers/router.py; megablocks/layers/moe.py",
+                                       "LearnedRouter.forward; expert_capacity, load_balancing_loss", "read")),
+    (tutel.name, tutel, _src("Tutel", "tutel/impls/fast_dispatch.py; tutel/impls/losses.py",
+                             "extract_critical; gshard_loss", "read")),
+], kind=Preset)
 
 
 def get(preset) -> Preset:
-    """A Preset from a Preset or its name."""
-    if isinstance(preset, Preset):
-        return preset
-    if isinstance(preset, str) and preset in ALL:
-        return ALL[preset]
-    raise ValueError(f"preset: expected a Preset or one of {sorted(ALL)}, got {preset!r}")
+    """A Preset from a Preset or its name (``ALL.lookup``)."""
+    return ALL.lookup(preset)

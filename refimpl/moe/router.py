@@ -197,14 +197,11 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
         base = _get_preset(preset).options
     opts = dataclasses.replace(base, **conventions)
     if capacity_factor is not None:
-        capacity_factor = V.real_number(capacity_factor, "capacity_factor", minimum=0.0)
         rule = opts.capacity
         if rule is None or not callable(rule):
             rule = CapacityRule()
-        elif not hasattr(rule, "with_factor"):
-            raise ValueError(f"capacity_factor: expected None with the capacity rule {rule!r} (it has no factor to "
-                             f"replace), got {capacity_factor!r}")
-        opts = dataclasses.replace(opts, capacity=rule.with_factor(capacity_factor))
+        factor = V.capacity_factor(capacity_factor, rule)  # the one check: a real >= 0 the rule can take
+        opts = dataclasses.replace(opts, capacity=rule.with_factor(factor))
     return opts
 
 

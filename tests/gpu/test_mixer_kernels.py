@@ -219,7 +219,7 @@ def test_mixer_conformance_rejects_mutant(opencl, name):
     """The suite itself (the user's protocol, Hypothesis drawing the problems) rejects each mutant
     kernel run through the same adapter as the real one."""
     from gpu.mixers_adapters import delta_adapter, gla_adapter, scan_adapter
-    from tests._binding import assert_rejects
+    from tests._meta import assert_rejects
 
     m = mixers_mutants.MUTATIONS[name]
     be = mixers_mutants.backend(name, "opencl")
