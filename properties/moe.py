@@ -28,7 +28,9 @@ exactly representable in that precision, and every float output (probabilities, 
 gradients, forward outputs, combine tensors) is held to ``properties.precision``: the float64
 bound written next to each check (a few ulps u = 2^-53 times the number of terms), or below
 float64, FACTOR x the error of the same quantity computed naively in that precision
-(``properties.moe_naive``) plus ``output_floor``. Central differences (step h = 1e-6) of a
+(``properties.moe_naive``) plus ``output_floor``; the forward checks (sparse == dense, the
+GShard layout) also admit, entrywise, the derived rounding of an expert-and-combine kernel in p
+(``_combine_rounding``), which scales with the gated terms where they cancel. Central differences (step h = 1e-6) of a
 float64 adapter's own functions are within the truncation error h^2/6 |f'''| plus the rounding
 error ~u |f| / h, both below 1e-8 for these O(1) problems; the checks allow 1e-6 (1 + |derivative|),
 which every deliberately wrong derivative misses by orders of magnitude. Below float64 a
