@@ -105,8 +105,8 @@ def check_layout(layout, name: str = "layout") -> str:
 def check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
     """rotary_dim (default: the head dim D, full rotary) even and <= D; ``dim_name`` names where D came from."""
     if rotary_dim is None:
-        if D % 2:
-            raise ValueError(f"{dim_name}: expected an even head dim for full rotary (rotary_dim None), got {D}")
+        if D % 2 or D == 0:  # D = 0 (an empty head axis) would reach base_frequencies as rotary_dim 0
+            raise ValueError(f"{dim_name}: expected an even head dim >= 2 for full rotary (rotary_dim None), got {D}")
         return D
     d = positive_int(rotary_dim, "rotary_dim")
     if d % 2 or d > D:

@@ -358,3 +358,12 @@ def test_loss_means_and_scales_at_the_top_of_the_range():
     r = refimpl.moe.route(np.array([[5.0, 0.0, 0.0]] * 4), 1)
     with pytest.raises(ValueError, match=r"^alpha, routing: expected "):
         refimpl.moe.cv_squared_loss(r, alpha=1e308)
+
+
+def test_rope_on_an_empty_head_axis_names_the_head_dim():
+    """decode_definition(k with D = 0, rope=...) named rotary_dim, an argument the caller did not pass
+    (found by the thorough fuzz, part 16/20)."""
+    from refimpl import rope
+
+    with pytest.raises(ValueError, match=r"^head_dim: expected an even head dim >= 2 for full rotary"):
+        rope.check_rotary_dim(None, 0, "head_dim")
