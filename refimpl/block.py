@@ -182,8 +182,8 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         if msg.startswith("q, k, scale"):
             raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's scores within float64 range, "
                              f"got ({e})") from None
-        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:")) and "within float64 range" in msg:
-            # an exact projection beyond float64: name the block's inputs, not the sub-layer's x_q, x_kv
+        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:", "W_o:")) and "within float64 range" in msg:
+            # an exact projection (in or out) beyond float64: name the block's inputs, not the sub-layer's
             raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 "
                              f"range, got one beyond it ({e})") from None
         raise

@@ -52,6 +52,7 @@ cast happens (``RMSNORM_PRESETS`` notes). The spec computes in float64.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
     xhat = (xc * r).reshape(x.shape)                                      # xhat = xc r
     y = xhat * (1.0 if g is None else g) + (0.0 if b is None else b)      # y = xhat g + b
     if dy is None:
-        return finite_result(y, "the output", "x, weight, bias")
+        return finite_result(y, "the output", "x, weight, bias, weight_offset")
     dy = _check_dy(dy, x)
     P = tuple(i for i in range(x.ndim) if shape[i] == 1)                  # axes a parameter is broadcast along
     dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)            # dxhat = dy g
@@ -95,7 +96,8 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
     dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc         # dx = dxc - mean_A dxc (centred)
     dw = None if g is None else np.sum(dy * xhat, axis=P)                 # dw = sum dy xhat
     db = None if b is None else np.sum(dy, axis=P)                        # db = sum dy
-    return tuple(None if t is None else finite_result(t, "a gradient", "x, dy") for t in (dx.reshape(x.shape), dw, db))
+    return tuple(None if t is None else finite_result(t, "a gradient", "x, dy, weight, weight_offset")
+                 for t in (dx.reshape(x.shape), dw, db))
 
 
 def _grouping(x, kind, num_groups):
@@ -110,7 +112,8 @@ def _grouping(x, kind, num_groups):
     G = positive_int(num_groups, "num_groups")
     if x.shape[1] % G:
         raise ValueError(f"num_groups: expected a divisor of the {x.shape[1]} channels, got {G}")
-    return x, True, (2,), x.reshape(x.shape[0], G, -1), shape
+    per_group = (x.shape[1] // G) * math.prod(x.shape[2:])  # explicit: -1 is ambiguous for an empty batch
+    return x, True, (2,), x.reshape(x.shape[0], G, per_group), shape
 
 
 @dataclasses.dataclass(frozen=True)

@@ -367,3 +367,20 @@ def test_rope_on_an_empty_head_axis_names_the_head_dim():
 
     with pytest.raises(ValueError, match=r"^head_dim: expected an even head dim >= 2 for full rotary"):
         rope.check_rotary_dim(None, 0, "head_dim")
+
+
+def test_norm_definition_names_weight_offset_and_takes_an_empty_batch():
+    """norm_definition (found by the thorough fuzz, part 17/20): an output beyond float64 through
+    weight_offset named only x, dy; an empty batch reached NumPy's reshape error (-1 is ambiguous for
+    size 0). Now the offset is named and the empty batch gives an empty result, as group_norm does."""
+    import warnings
+
+    from refimpl import norms
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError, match=r"^x, weight, bias, weight_offset: expected the output within float64"):
+            norms.norm_definition(np.array([[1.0, 0, 0, 0]]), np.ones(4), kind="rms", eps=1e-6, weight_offset=1e308)
+    x = np.zeros((0, 4, 3))
+    assert norms.norm_definition(x, kind="group", eps=1e-5, num_groups=2).shape == (0, 4, 3)
+    assert norms.group_norm(x, num_groups=2, eps=1e-5).shape == (0, 4, 3)
