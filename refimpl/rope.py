@@ -133,9 +133,10 @@ def check_positions(positions, B: int, L: int) -> np.ndarray:
     p = int_positions(positions)
     if p.shape not in ((L,), (B, L)):
         raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
-    if B * L * 8 > np.iinfo(np.intp).max:  # a broadcast view allocates nothing, but NumPy cannot index it
-        raise ValueError(f"B, L: expected a (B, L) int64 array NumPy can index (B * L * 8 <= 2^63 - 1 bytes), "
-                         f"got B = {B}, L = {L}")
+    if max(B, 1) * max(L, 1) * 8 > np.iinfo(np.intp).max:  # a broadcast view allocates nothing, but NumPy
+        # cannot shape it: it counts a zero axis as 1 in this check ((2^60, 0) int64 is "too big")
+        raise ValueError(f"B, L: expected a (B, L) int64 array NumPy can index (max(B, 1) * max(L, 1) * 8 <= "
+                         f"2^63 - 1 bytes), got B = {B}, L = {L}")
     return np.broadcast_to(p.astype(np.int64), (B, L))
 
 

@@ -325,6 +325,10 @@ def test_check_positions_beyond_numpys_largest_array_is_named():
     with pytest.raises(ValueError, match=r"^B, L: expected a \(B, L\) int64 array NumPy can index"):
         rope.check_positions(np.arange(3), 2**62, 3)
     assert rope.check_positions(np.arange(3), 10**9, 3).shape == (10**9, 3)  # a view: nothing allocated
+    # no positions (L = 0): NumPy still refuses a (2^60, 0) int64 shape (a zero axis counts as 1 there)
+    with pytest.raises(ValueError, match=r"^B, L: expected a \(B, L\) int64 array NumPy can index"):
+        rope.check_positions(np.arange(0), 2**62, 0)
+    assert rope.check_positions(np.arange(0), 2**59, 0).shape == (2**59, 0)
 
 
 def test_shift_mask_names_window_with_shift():
