@@ -388,3 +388,35 @@ def test_norm_definition_names_weight_offset_and_takes_an_empty_batch():
     x = np.zeros((0, 4, 3))
     assert norms.norm_definition(x, kind="group", eps=1e-5, num_groups=2).shape == (0, 4, 3)
     assert norms.group_norm(x, num_groups=2, eps=1e-5).shape == (0, 4, 3)
+
+
+def test_cv_squared_grad_at_the_top_of_its_range():
+    """cv_squared_grad (found by the thorough fuzz, part 10/20): at max |x| ~ 1e150, n den^2 overflowed
+    and the second term became inf / inf = NaN. Dividing by den twice gives the mpmath values
+    (50 digits: 3.8233955393718706e-151, -1.2744651797906235e-150)."""
+    from refimpl.moe.grads import cv_squared_grad
+
+    got = cv_squared_grad(np.array([1e150, 3e149]))
+    np.testing.assert_allclose(got, [3.8233955393718706e-151, -1.2744651797906235e-150], rtol=1e-14)
+    np.testing.assert_allclose(cv_squared_grad(np.array([1.0, 3.0])), [-0.375, 0.125], rtol=1e-9)  # eps moves it 3e-11
+
+
+def test_ring_attention_backward_refuses_gradients_beyond_float64():
+    """ring_attention_backward (found by the thorough fuzz, part 12/20): dout at finfo.max made the
+    ring steps' partial sums overflow, and -inf came out (gather admits -inf as 'hidden') or +inf was
+    blamed on gather's parts[1]. Now a named refusal, as attention_backward refuses the same case."""
+    import warnings
+
+    import refimpl
+    from refimpl.distributed import ring as R
+    from refimpl.distributed import sharding as S
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 1, 3, 1)) for _ in range(3))
+    dout = np.full((1, 1, 3, 1), np.finfo(float).max)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError, match=r"^q, k, v, dout: expected a gradient summed over the ring steps"):
+            R.ring_attention_backward(q, k, v, dout, S.contiguous(S.even_sizes(3, 2)))
+        with pytest.raises(ValueError, match=r"within float64 range"):
+            refimpl.attention_backward(q, k, v, dout)

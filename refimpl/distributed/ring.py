@@ -50,7 +50,7 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import positive_float
+from .._validate import finite_result, positive_float
 from ..flash import flash_attention_backward
 from ..sdpa import attention, check_qkv_shapes, check_real_4d
 from ..softmax import merge_attention_states
@@ -199,7 +199,8 @@ def backward_step(problem, shard: RankShard, out, lse, dout, dq, held: KVGradBlo
     nq, nk = M.shape
     bq, bk, bv = flash_attention_backward(shard.q, held.k, held.v, out, lse, dout, block_q=max(nq, 1),
                                           block_k=max(nk, 1), mask=M, **problem.keywords())
-    return dq + bq, dataclasses.replace(held, dk=held.dk + bk, dv=held.dv + bv)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: refused by ring_attention_backward
+        return dq + bq, dataclasses.replace(held, dk=held.dk + bk, dv=held.dv + bv)
 
 
 # ---------------------------------------------------------------------------
@@ -299,4 +300,6 @@ def ring_attention_backward(q, k, v, dout, positions, *, causal=False, window=No
     outs, lses, douts = shard(out, positions), shard(lse, positions), shard(dout, positions)
     shards = shards_of(q, k, v, positions)
     grads = resolve_driver(driver)(lambda r: program(problem, shards[r], outs[r], lses[r], douts[r], P, S), P, log)
-    return tuple(gather([g[i] for g in grads], positions) for i in range(3))
+    parts = [[finite_result(g[i], "a gradient summed over the ring steps", "q, k, v, dout") for g in grads]
+             for i in range(3)]
+    return tuple(gather(p, positions) for p in parts)

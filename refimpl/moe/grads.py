@@ -200,7 +200,12 @@ def cv_squared_grad(x, *, eps: float = CV_EPS) -> np.ndarray:
     n, m = x.shape[0], x.mean()
     v = np.mean((x - m) ** 2)
     den = m * m + eps
-    return 2.0 * (x - m) / (n * den) - 2.0 * v * m / (n * den * den)
+    r = m / den
+    with np.errstate(over="ignore"):  # den^2 alone overflows at |x| ~ 1e150: divide by den twice, the
+        # smaller factor first, so an inf means the exact term is beyond float64 (then a named refusal)
+        second = v * r / den if abs(r) < 1 else (v / den) * r            # v m / den^2
+        g = 2.0 * ((x - m) / den) / n - 2.0 * second / n                 # 2 (x - m) / (n den) - 2 v m / (n den^2)
+    return V.finite_result(g, "the gradient", "x, eps")
 
 
 def importance_loss_grad(noisy: "NoisyTopK", *, w_importance=1.0) -> np.ndarray:  # noqa: F821
