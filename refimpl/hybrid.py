@@ -72,12 +72,14 @@ def _linear_attention_branch(h, layer: LinearAttentionLayer):
     a = layer.attn
     B, L, _ = h.shape
     H = a.num_heads
-    heads = lambda W: (h @ W).reshape(B, L, H, -1).transpose(0, 2, 1, 3)  # noqa: E731
+    heads = lambda W: (h @ W).reshape(B, L, H, W.shape[1] // H).transpose(0, 2, 1, 3)  # noqa: E731  (not -1:
+    # ambiguous for an empty batch or sequence)
     with np.errstate(over="ignore", invalid="ignore"):
         q, k, v = (finite_result(heads(W), "a projection", "x, layers") for W in (a.W_q, a.W_k, a.W_v))
     o = linear_attention(q, k, v, feature_map=layer.feature_map, causal=True)
     with np.errstate(over="ignore", invalid="ignore"):
-        return finite_result(o.transpose(0, 2, 1, 3).reshape(B, L, -1) @ a.W_o, "the output projection", "x, layers")
+        return finite_result(o.transpose(0, 2, 1, 3).reshape(B, L, a.W_o.shape[0]) @ a.W_o, "the output projection",
+                             "x, layers")
 
 
 def hybrid_stack(x, layers: Sequence, *, masks=None, causal: bool = True, final_norm: Optional[_block.Norm] = None):
