@@ -96,14 +96,7 @@ def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right",
     right = unbounded if win is None or win[1] is None else min(win[1], unbounded)
     if causal:
         right = min(right, 0)  # causal == window (None, 0), combined by AND
-    scale_ = float(np.float32(1.0 / math.sqrt(D))) if scale is None else _positive_float32(scale, "scale")
-    softcap_ = 0.0 if softcap is None else _positive_float32(softcap, "softcap")
-    # float32 scores: the bound of refimpl's overflow contract at float32's range; a softcap does
-    # not help here, as the kernels form the raw float32 score before capping it
-    V.check_score_range(q.astype(np.float64), k.astype(np.float64), scale_, None, None, limit=_F32_MAX / 2,
-                        what="float32 (the kernels' precision)")
-    bq = _tile(block_q, "block_q", DEFAULT_BLOCK_Q)
-    bk = _tile(block_k, "block_k", DEFAULT_BLOCK_K)
+    scale_, softcap_, bq, bk = _launch_scalars(q, k, D, scale, softcap, block_q, block_k)
     p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"),
                         scale_, softcap_, o, left, right, Hq // Hkv)
     if p.threads > MAX_THREADS_PER_BLOCK:
@@ -303,12 +296,7 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
     if win is not None and win[1] not in (None, 0):
         raise UnsupportedOption(f"window={window}: decode attention is causal; the right side must be 0 or None")
     left = _INT32_LIMIT // 4 if win is None or win[0] is None else min(win[0], _INT32_LIMIT // 4)
-    scale_ = float(np.float32(1.0 / math.sqrt(D))) if scale is None else _positive_float32(scale, "scale")
-    softcap_ = 0.0 if softcap is None else _positive_float32(softcap, "softcap")
-    V.check_score_range(q.astype(np.float64), kp.astype(np.float64), scale_, None, None, limit=_F32_MAX / 2,
-                        what="float32 (the kernels' precision)")
-    bq = _tile(block_q, "block_q", DEFAULT_BLOCK_Q)
-    bk = _tile(block_k, "block_k", DEFAULT_BLOCK_K)
+    scale_, softcap_, bq, bk = _launch_scalars(q, kp, D, scale, softcap, block_q, block_k)
     p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"), scale_, softcap_,
                         0, left, 0, Hq // Hkv)
     if p.threads > MAX_THREADS_PER_BLOCK:
@@ -325,3 +313,14 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
                                   np.ascontiguousarray(lens, dtype=np.int32), out, lse, p)
     _check_written(out=out, lse=lse)
     return out, lse
+
+
+def _launch_scalars(q, k, D, scale, softcap, block_q, block_k):
+    """(scale, softcap, block_q, block_k) of a launch, checked: float32 scale (default 1 / sqrt(D)) and
+    softcap (0: none), the scores within refimpl's overflow contract at float32's range (a softcap does
+    not help: the kernels form the raw float32 score before capping it), and the tiles."""
+    scale_ = float(np.float32(1.0 / math.sqrt(D))) if scale is None else _positive_float32(scale, "scale")
+    softcap_ = 0.0 if softcap is None else _positive_float32(softcap, "softcap")
+    V.check_score_range(q.astype(np.float64), k.astype(np.float64), scale_, None, None, limit=_F32_MAX / 2,
+                        what="float32 (the kernels' precision)")
+    return scale_, softcap_, _tile(block_q, "block_q", DEFAULT_BLOCK_Q), _tile(block_k, "block_k", DEFAULT_BLOCK_K)
