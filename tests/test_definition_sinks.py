@@ -52,16 +52,22 @@ def sinks_bound(q, k, v, kw, sinks, lse0, out0):
     return ob + under + FLOOR, lse_b + 4 * U * (np.abs(lse) + 1)
 
 
+def _case_with_sinks(case, data):
+    """(q, k, v, keywords without dropout, sinks (H,)): one sink logit a head, from zero to +-1e3."""
+    q, k, v, kw, _ = case
+    kw = {n: x for n, x in kw.items() if n not in ("dropout_mask", "dropout_p")}
+    sinks = np.array(data.draw(st.lists(st.sampled_from([0.0, -1e3, -5.0, 1.5, 30.0, 1e3]), min_size=q.shape[1],
+                                        max_size=q.shape[1]), "sinks"))
+    return q, k, v, kw, sinks
+
+
 SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
 
 
 @SETTINGS
 @given(cases(), st.data())
 def test_attention_with_sinks_equals_the_definition(case, data):
-    q, k, v, kw, _ = case
-    kw = {n: x for n, x in kw.items() if n not in ("dropout_mask", "dropout_p")}
-    sinks = np.array(data.draw(st.lists(st.sampled_from([0.0, -1e3, -5.0, 1.5, 30.0, 1e3]), min_size=q.shape[1],
-                                        max_size=q.shape[1]), "sinks"))
+    q, k, v, kw, sinks = _case_with_sinks(case, data)
     try:
         want = attention_with_sinks_definition(q, k, v, sinks, **kw)
     except ValueError as e:  # scores beyond float64: outside the definition's domain
@@ -115,10 +121,7 @@ def test_the_bound_holds_against_a_50_digit_oracle(case, data):
     from refimpl import attention
     from refimpl.definition import visibility
 
-    q, k, v, kw, _ = case
-    kw = {n: x for n, x in kw.items() if n not in ("dropout_mask", "dropout_p")}
-    sinks = np.array(data.draw(st.lists(st.sampled_from([0.0, -1e3, -5.0, 1.5, 30.0, 1e3]), min_size=q.shape[1],
-                                        max_size=q.shape[1]), "sinks"))
+    q, k, v, kw, sinks = _case_with_sinks(case, data)
     try:
         want = attention_with_sinks_definition(q, k, v, sinks, **kw)
         out0, lse0 = attention(q, k, v, **kw)
