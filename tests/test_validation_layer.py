@@ -1,0 +1,125 @@
+"""One validation layer (issue 22): every argument error of refimpl is raised inside ``refimpl._validate``.
+
+Read from the source with ``ast``: a ``raise`` of ValueError, TypeError or a class derived from them
+(``test_wording.error_classes``) anywhere in refimpl outside the ``refimpl/_validate/`` package is a
+check in the wrong layer. A module computes; its checks are calls to the validators (the generic ones,
+or its family's module in the package, with ``fail`` for the one raise of a family-specific test).
+
+``PENDING`` lists the modules not yet moved, with their count of raise sites: it only shrinks (a new
+raise site fails, and so does a count that fell without the entry being updated).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .test_wording import error_classes
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER = ROOT / "refimpl" / "_validate"
+
+PENDING: dict = {  # module: raise sites still outside the layer
+    "refimpl/_parallel.py": 2,
+    "refimpl/_problem.py": 2,
+    "refimpl/accounting.py": 4,
+    "refimpl/alibi.py": 1,
+    "refimpl/block.py": 33,
+    "refimpl/conventions.py": 12,
+    "refimpl/definition.py": 1,
+    "refimpl/distributed/comm_volume.py": 6,
+    "refimpl/distributed/expert_parallel.py": 9,
+    "refimpl/distributed/messages.py": 2,
+    "refimpl/distributed/mpi.py": 2,
+    "refimpl/distributed/ring.py": 5,
+    "refimpl/distributed/sharding.py": 12,
+    "refimpl/distributed/simulate.py": 10,
+    "refimpl/distributed/ulysses.py": 2,
+    "refimpl/ffn.py": 9,
+    "refimpl/formats.py": 10,
+    "refimpl/gated.py": 1,
+    "refimpl/hybrid.py": 6,
+    "refimpl/int_formats.py": 15,
+    "refimpl/io_accounting.py": 3,
+    "refimpl/kv_cache.py": 13,
+    "refimpl/latent.py": 3,
+    "refimpl/losses.py": 12,
+    "refimpl/mamba_block.py": 6,
+    "refimpl/mask_core.py": 8,
+    "refimpl/mask_patterns.py": 13,
+    "refimpl/mha.py": 4,
+    "refimpl/mixers/delta_rule.py": 2,
+    "refimpl/mixers/gated.py": 2,
+    "refimpl/mixers/gated_kernel.py": 3,
+    "refimpl/mixers/linear_attention.py": 8,
+    "refimpl/mixers/linformer.py": 3,
+    "refimpl/mixers/presets.py": 3,
+    "refimpl/mixers/random_features.py": 2,
+    "refimpl/mixers/rwkv4.py": 5,
+    "refimpl/mixers/ssm.py": 8,
+    "refimpl/mla.py": 8,
+    "refimpl/model_configs.py": 1,
+    "refimpl/moe/capacity.py": 2,
+    "refimpl/moe/dispatch.py": 2,
+    "refimpl/moe/expert_choice.py": 1,
+    "refimpl/moe/experts.py": 6,
+    "refimpl/moe/forward.py": 1,
+    "refimpl/moe/losses.py": 11,
+    "refimpl/moe/options.py": 3,
+    "refimpl/moe/presets.py": 2,
+    "refimpl/moe/router.py": 9,
+    "refimpl/moe/select.py": 2,
+    "refimpl/moe/slots.py": 3,
+    "refimpl/norms.py": 10,
+    "refimpl/pooled_memory.py": 2,
+    "refimpl/positional.py": 2,
+    "refimpl/preset_registry.py": 3,
+    "refimpl/receptive_field.py": 6,
+    "refimpl/roofline.py": 4,
+    "refimpl/rope.py": 16,
+    "refimpl/scaling.py": 1,
+    "refimpl/sinks.py": 3,
+    "refimpl/softmax.py": 8,
+    "refimpl/split_kv.py": 5,
+    "refimpl/testing.py": 3,
+    "refimpl/vision.py": 13,
+    "refimpl/vision_objectives.py": 5,
+}
+
+
+def _raised_name(node: ast.Raise):
+    exc = node.exc
+    if isinstance(exc, ast.Call):
+        exc = exc.func
+    if isinstance(exc, ast.Attribute):
+        return exc.attr
+    if isinstance(exc, ast.Name):
+        return exc.id
+    return None
+
+
+def raise_sites() -> dict:
+    """{module path relative to the root: number of argument-error raises} outside the layer."""
+    errors = error_classes()
+    found = {}
+    for path in sorted((ROOT / "refimpl").rglob("*.py")):
+        if LAYER in path.parents:
+            continue
+        n = sum(1 for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Raise) and _raised_name(node) in errors)
+        if n:
+            found[str(path.relative_to(ROOT))] = n
+    return found
+
+
+def test_the_reader_sees_raise_sites():
+    """The layer itself raises (so an empty result outside it means something)."""
+    errors = error_classes()
+    inside = sum(1 for path in LAYER.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Raise) and _raised_name(node) in errors)
+    assert inside > 50
+
+
+def test_argument_errors_are_raised_only_by_the_validation_layer():
+    assert raise_sites() == PENDING, ("argument checks outside refimpl/_validate/: move them into the layer "
+                                      "(PENDING only shrinks)")
