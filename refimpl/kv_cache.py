@@ -35,16 +35,31 @@ Caches (B sequences, Hkv heads; k (B, Hkv, n, D), v (B, Hkv, n, Dv)):
   stored keys in position order followed by the new chunk, then stores the
   chunk's last ``capacity`` tokens, so a chunk longer than the window still
   sees every key its window allows.
+
+A step computes only what is new. Its arguments are checked (the new tokens: what a cache holds was
+checked when it was written). A ``ContiguousCache`` returns its keys without a copy (it keeps K
+transposed, (B, Hkv, D, positions), so q K^T is one GEMM over a contiguous block) and carries
+``key_max`` = max |k| over every key written, all that the score-range test of ``refimpl.attention``
+needs of it. A step smaller than one thread's work (``refimpl._parallel.MIN_PARALLEL_WORK``,
+e.g. one token) then runs the formula above in one pass (``_attend``: scores, softmax, weighted sum);
+a larger one (a prefill chunk), a top-left one, and one whose scores need attention's rescaled
+path (magnitudes near the float64 limits) are ``refimpl.attention`` itself.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ._validate import as_float_array, check_budget, choice, count, instance, max_bytes, positive_float, positive_int
+from ._exp import exp
+from ._parallel import MIN_PARALLEL_WORK
+from ._validate import check_budget, choice, count, max_bytes, positive_int
+from ._validate.caches import (a_free_block, cache_kv, causal_window, free_blocks, ring_window, self_attention_inputs,
+                               sequence_inputs, sequence_kv, step_inputs, zero_pool)
 from .definition import attention_definition
 from .rope import apply_rope, check_rope_kwargs, rope_definition
-from .sdpa import attention, check_window
+from .sdpa import attention
 
 CACHE_KINDS = ("contiguous", "paged", "ring")
 
@@ -58,10 +73,8 @@ def decode_definition(q, k, v, *, window=None, rope=None, scale=None):
 
     ``decode``, ``decode_step`` over ``ContiguousCache``, ``PagedCache``, ``RingCache`` and
     ``prefill_reference`` are tested equal to it (tests/test_definition_decode.py)."""
-    q, k = as_float_array(q, "q", ndim=4), as_float_array(k, "k", ndim=4)
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(f"q, k: expected one sequence length (self-attention), got shapes {q.shape} and {k.shape}")
-    left, m = _left(window), np.arange(q.shape[2])                       # positions m = 0 .. L-1
+    q, k = self_attention_inputs(q, k)
+    left, m = causal_window(window), np.arange(q.shape[2])               # positions m = 0 .. L-1
     if rope is not None:
         rope = check_rope_kwargs(rope, q.shape[3])
         q, k = rope_definition(q, m, **rope), rope_definition(k, m, **rope)  # rotated at their own positions
@@ -73,25 +86,6 @@ class PoolExhausted(ValueError, MemoryError):
 
     Catch ``ValueError`` (the contract's error for a value the arguments make impossible); it is
     also a ``MemoryError``, what earlier versions raised. Nothing is written when it is raised."""
-
-
-def _check_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
-    k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
-    if k.shape[:2] != (B, Hkv) or k.shape[3] != D or v.shape != k.shape[:3] + (Dv,):
-        raise ValueError(f"k, v: expected shapes (batch, num_kv_heads, n, head_dim) = ({B}, {Hkv}, n, {D}) and "
-                         f"(batch, num_kv_heads, n, v_head_dim) = ({B}, {Hkv}, n, {Dv}) (the cache's), "
-                         f"got {k.shape} and {v.shape}")
-    return k, v
-
-
-def _zeros(shape: tuple, names: str) -> np.ndarray:
-    """A zero pool; a pool beyond the work budget (``refimpl._validate.max_bytes``) or NumPy's
-    addressable size is a ValueError naming the sizing arguments."""
-    check_budget(names, shape=shape, what=f"a float64 pool of shape {shape}")
-    try:
-        return np.zeros(shape)
-    except ValueError:
-        raise ValueError(f"{names}: expected a pool within the addressable array size, got shape {shape}") from None
 
 
 class KVCache:
@@ -124,44 +118,49 @@ class ContiguousCache(KVCache):
     """Keys and values of every position, concatenated (HF ``DynamicCache``).
 
     Stored in buffers that double when full, so appending n tokens copies O(n) amortised, not
-    the whole cache: ``k`` and ``v`` are the first ``length`` positions of the buffers.
+    the whole cache: ``k`` and ``v`` are the first ``length`` positions of the buffers. The key
+    buffer is kept transposed, (B, Hkv, D, capacity): the scores q K^T of a step then read K^T
+    as a row-major block, BLAS's fast case (K row-major, read transposed, is about 3x slower
+    for a few query rows). ``key_max`` = max |k| over every key written (0 while empty).
     """
 
     def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
-        self._kbuf = np.zeros((self.B, self.Hkv, 0, self.D))
+        self._kt = np.zeros((self.B, self.Hkv, self.D, 0))  # K^T: position p in column p
         self._vbuf = np.zeros((self.B, self.Hkv, 0, self.Dv))
+        self.key_max = 0.0
 
     @property
     def k(self) -> np.ndarray:
-        return self._kbuf[:, :, : self.length]
+        return self._kt[..., : self.length].swapaxes(-1, -2)
 
     @property
     def v(self) -> np.ndarray:
         return self._vbuf[:, :, : self.length]
 
     def _append(self, k, v):
-        """Store k, v; return read-only views of every key and value held. Positions are only
+        """Store checked k, v; return read-only views of every key and value held. Positions are only
         ever appended past ``length`` (a full buffer is replaced, never rewritten), so what a
         view shows never changes: it is a snapshot without a copy."""
-        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
         end = self.length + k.shape[2]
-        if end > self._kbuf.shape[2]:
+        if end > self._kt.shape[3]:
             check_budget("k, v (the cache after this update)", shape=(self.B, self.Hkv, end, self.D + self.Dv),
                          what=f"cache buffers for {end} positions")
             per_position = 8 * self.B * self.Hkv * (self.D + self.Dv)  # doubling stays within the budget
-            cap = max(end, min(2 * self._kbuf.shape[2], max_bytes() // per_position))
-            kb, vb = np.empty((self.B, self.Hkv, cap, self.D)), np.empty((self.B, self.Hkv, cap, self.Dv))
-            kb[:, :, : self.length], vb[:, :, : self.length] = self.k, self.v
-            self._kbuf, self._vbuf = kb, vb
-        self._kbuf[:, :, self.length : end], self._vbuf[:, :, self.length : end] = k, v
+            cap = max(end, min(2 * self._kt.shape[3], max_bytes() // per_position))
+            kt, vb = np.empty((self.B, self.Hkv, self.D, cap)), np.empty((self.B, self.Hkv, cap, self.Dv))
+            kt[..., : self.length], vb[:, :, : self.length] = self._kt[..., : self.length], self.v
+            self._kt, self._vbuf = kt, vb
+        if k.size:
+            self.key_max = max(self.key_max, float(np.abs(k).max()))
+        self._kt[..., self.length : end], self._vbuf[:, :, self.length : end] = k.swapaxes(-1, -2), v
         self.length = end
         K, V = self.k, self.v
         K.flags.writeable = V.flags.writeable = False
         return K, V
 
     def update(self, k, v):
-        K, V = self._append(k, v)
+        K, V = self._append(*cache_kv(k, v, self.B, self.Hkv, self.D, self.Dv))
         return K.copy(), V.copy()  # the caller's copies: writing into them leaves the cache as it is
 
     def contents(self):
@@ -186,8 +185,8 @@ class PagedCache(KVCache):
         check_budget(f"batch, {names}", shape=(n, self.Hkv, self.block_size, self.D + self.Dv), steps=self.B,
                      what=f"a pool of {n} blocks of shape ({self.Hkv}, {self.block_size}, {self.D} + {self.Dv}) "
                           f"and {self.B} block tables")
-        self.k_pool = _zeros((n, self.Hkv, self.block_size, self.D), names)
-        self.v_pool = _zeros((n, self.Hkv, self.block_size, self.Dv), names)
+        self.k_pool = zero_pool((n, self.Hkv, self.block_size, self.D), names)
+        self.v_pool = zero_pool((n, self.Hkv, self.block_size, self.Dv), names)
         self.ref_count = np.zeros(n, dtype=np.int64)
         self.tables: list[list[int]] = []
         self.lengths: list[int] = []
@@ -196,8 +195,7 @@ class PagedCache(KVCache):
 
     def _allocate(self) -> int:
         free = np.flatnonzero(self.ref_count == 0)
-        if free.size == 0:
-            raise PoolExhausted(f"num_blocks: expected a free block, got all {self.ref_count.size} blocks in use")
+        a_free_block(free.size, self.ref_count.size, PoolExhausted)
         b = int(free[0])
         self.ref_count[b] = 1
         return b
@@ -231,10 +229,13 @@ class PagedCache(KVCache):
         counted before anything is written, so a failed append changes nothing.
         """
         seq = self._seq(seq)
-        k, v = as_float_array(k, "k", ndim=3), as_float_array(v, "v", ndim=3)
-        k, v = _check_kv(k[None], v[None], 1, self.Hkv, self.D, self.Dv)
-        k, v = k[0], v[0]
+        k, v = sequence_kv(k, v, self.Hkv, self.D, self.Dv)
         self._reserve([seq], k.shape[1])
+        self._write(seq, k, v)
+
+    def _write(self, seq: int, k, v) -> None:
+        """k (Hkv, n, D), v token by token: position p into block table[p // block_size] at offset
+        p % block_size (the caller has reserved the blocks)."""
         table = self.tables[seq]
         for t in range(k.shape[1]):
             p = self.lengths[seq]
@@ -263,10 +264,7 @@ class PagedCache(KVCache):
                 else:
                     writers[table[j]] = writers.get(table[j], 0) + 1
         need = fresh + sum(min(w, int(self.ref_count[b]) - 1) for b, w in writers.items())
-        free = int(np.count_nonzero(self.ref_count == 0))
-        if need > free:
-            raise PoolExhausted(f"num_blocks: expected {need} free blocks for {n} more tokens per sequence, "
-                                f"got {free} of {self.ref_count.size} free; build the cache with more blocks")
+        free_blocks(need, int(np.count_nonzero(self.ref_count == 0)), self.ref_count.size, n, PoolExhausted)
 
     def _block_for_write(self, table: list, j: int) -> int:
         """The physical block for logical block j: a fresh one past the end, a private copy if shared."""
@@ -293,10 +291,10 @@ class PagedCache(KVCache):
         return int(np.count_nonzero(self.ref_count))
 
     def update(self, k, v):
-        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        k, v = cache_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
         self._reserve(range(self.B), k.shape[2])
         for b in range(self.B):
-            self.append(b, k[b], v[b])
+            self._write(b, k[b], v[b])
         self.length += k.shape[2]
         return self.contents()[:2]
 
@@ -315,8 +313,8 @@ class RingCache(KVCache):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
         self.capacity = positive_int(capacity, "capacity")
         names = "capacity, batch, num_kv_heads, head_dim, v_head_dim"
-        self.k = _zeros((self.B, self.Hkv, self.capacity, self.D), names)
-        self.v = _zeros((self.B, self.Hkv, self.capacity, self.Dv), names)
+        self.k = zero_pool((self.B, self.Hkv, self.capacity, self.D), names)
+        self.v = zero_pool((self.B, self.Hkv, self.capacity, self.Dv), names)
         self.slot_position = np.full(self.capacity, -1, dtype=np.int64)  # -1: empty
 
     def contents(self):
@@ -326,7 +324,7 @@ class RingCache(KVCache):
         return self.k[:, :, slots], self.v[:, :, slots], held
 
     def update(self, k, v):
-        k, v = _check_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
+        k, v = cache_kv(k, v, self.B, self.Hkv, self.D, self.Dv)
         old_k, old_v, _ = self.contents()
         n = k.shape[2]
         pos = np.arange(self.length, self.length + n)
@@ -348,19 +346,7 @@ def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, 
         return PagedCache(num_kv_heads, head_dim, v_head_dim, batch=batch, block_size=block_size,
                           num_blocks=64 if num_blocks is None else num_blocks)
     if kind == "ring":
-        left = _left(window)
-        if left is None:
-            raise ValueError("window: expected a finite window (left, 0) for a ring cache, got None")
-        return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=left + 1)
-
-
-def _left(window):
-    window = check_window(window)
-    if window is None:
-        return None
-    if window[1] != 0:
-        raise ValueError(f"window: expected (left, 0) (decoding is causal), got {window}")
-    return window[0]
+        return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=ring_window(window) + 1)
 
 
 def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, align: str = "bottom_right"):
@@ -371,26 +357,63 @@ def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, 
     ``window``: None or (left, 0). ``align`` is "bottom_right" (what makes decoding
     exact); "top_left" is accepted only to demonstrate that it is wrong.
     """
-    instance(cache, "cache", KVCache, "refimpl.kv_cache.KVCache (make_cache)")
-    q = as_float_array(q, "q", ndim=4)
-    k, v = _check_kv(k, v, cache.B, cache.Hkv, cache.D, cache.Dv)
-    B, Hq, n, D = q.shape
-    if (B, D, n) != (cache.B, cache.D, k.shape[2]) or Hq % cache.Hkv:
-        raise ValueError(f"q: expected shape ({cache.B}, a multiple of {cache.Hkv}, n = {k.shape[2]}, {cache.D}) "
-                         f"to match k and the cache, got {q.shape}")
-    left = _left(window)
-    if isinstance(cache, RingCache) and (left is None or cache.capacity < left + 1):
-        raise ValueError(f"window: expected a window within the ring's {cache.capacity} slots (a wider one would "
-                         f"evict keys the window allows), got {window}")
-    choice(align, "align", ("bottom_right", "top_left"))
-    if scale is not None:
-        positive_float(scale, "scale")
-    pos = np.arange(cache.length, cache.length + n)
+    q, k, v, left, scale = step_inputs(q, k, v, cache, KVCache, RingCache, window, align, scale)
     if rope is not None:  # checked in full before the cache is touched
-        kw = check_rope_kwargs(rope, D)
-        q, k = apply_rope(q, pos, **kw), apply_rope(k, pos, **kw)
-    K, V = cache._append(k, v) if isinstance(cache, ContiguousCache) else cache.update(k, v)
+        rope = check_rope_kwargs(rope, q.shape[3])
+    return _step(q, k, v, cache, left, rope, scale, align)
+
+
+def _step(q, k, v, cache: KVCache, left, rope, scale, align: str):
+    """``decode_step`` of checked arguments: RoPE at the absolute positions, store, attend (module docstring)."""
+    B, Hq, n, D = q.shape
+    if rope is not None:
+        pos = np.arange(cache.length, cache.length + n)
+        q, k = apply_rope(q, pos, **rope), apply_rope(k, pos, **rope)
+    if isinstance(cache, ContiguousCache):  # views of its buffers; key_max bounds |K|
+        K, V = cache._append(k, v)
+        key_max = cache.key_max
+    else:
+        K, V = cache.update(k, v)
+        key_max = float(np.abs(K).max(initial=0.0))
+    span = K.shape[2] if left is None else min(K.shape[2], n + left)  # the keys some new query sees
+    s = 1.0 / math.sqrt(D) if scale is None else scale
+    if (align == "bottom_right" and 0 < B * Hq * n * span * (D + V.shape[3]) < MIN_PARALLEL_WORK
+            and _plain_range(q, key_max, s)):
+        return _attend(q, K, V, left, s)
     return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]
+
+
+def _plain_range(q, key_max: float, scale: float) -> bool:
+    """True where no partial sum of scale * <q_i, k_j> can leave float64's range: with e(x) the binary
+    exponent of x (x < 2^e(x)), e(max|q|) + e(max|k|) + e(max(scale, 1)) + ceil(log2 D) <= 1000, the
+    test of ``refimpl.attention`` for its plain GEMM path (``key_max``: max|k| over the cache's keys, or a bound)."""
+    e = lambda x: math.frexp(x)[1] if x > 0 else 0  # noqa: E731
+    return e(float(np.abs(q).max())) + e(key_max) + e(max(scale, 1.0)) + math.ceil(math.log2(q.shape[3])) <= 1000
+
+
+def _attend(q, K, V, left, scale: float):
+    """out (B, Hq, n, Dv) of the n new queries over the cache's keys K (B, Hkv, Lk, D) and V, in one pass.
+
+    Query i sits at position p_i = Lk - n + i (bottom-right) and sees keys p_i - left .. p_i (0 .. p_i
+    without a window), itself at least. Keys before lo = Lk - n - left are hidden from every query and
+    are not read. The G = Hq / Hkv query heads of kv head h are the rows of one GEMM with K[h] (GQA):
+
+        s = scale * q K^T,   s = -inf where hidden,   P = exp(s - max s) / sum exp(s - max s),   out = P V
+
+    the formula and order of operations of ``refimpl.attention``, for scores in its plain range."""
+    B, Hq, n, D = q.shape
+    Hkv, Lk, G = K.shape[1], K.shape[2], Hq // K.shape[1]
+    lo = 0 if left is None else max(0, Lk - n - left)
+    s = np.matmul(q.reshape(B, Hkv, G * n, D), K[:, :, lo:].swapaxes(-1, -2))  # <q_i, k_j>, (B, Hkv, G n, Lk - lo)
+    s *= scale
+    if n > 1:  # within the span, query i still sees only keys p_i - left .. p_i
+        p, j = np.arange(Lk - n, Lk)[:, None], np.arange(lo, Lk)
+        hidden = (j > p) if left is None else (j > p) | (j < p - left)
+        s.reshape(B, Hkv, G, n, Lk - lo)[..., hidden] = -np.inf
+    s -= s.max(axis=-1, keepdims=True)
+    P = exp(s, out=s)
+    P /= P.sum(axis=-1, keepdims=True)
+    return np.matmul(P, V[:, :, lo:]).reshape(B, Hq, n, V.shape[3])  # out = P V
 
 
 def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=None):
@@ -399,30 +422,22 @@ def decode(q, k, v, cache: KVCache, *, chunks, window=None, rope=None, scale=Non
     Equals ``attention(RoPE(q), RoPE(k), v, causal=True, window=window)`` over the
     whole sequence (positions 0 .. L-1) for every cache kind.
     """
-    q = as_float_array(q, "q", ndim=4)
-    k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
-    if q.shape[2] != k.shape[2] or k.shape[2] != v.shape[2]:
-        raise ValueError(f"q, k, v: expected one sequence length, got {q.shape[2]}, {k.shape[2]}, {v.shape[2]}")
-    if isinstance(chunks, (str, bytes)) or not hasattr(chunks, "__iter__"):
-        raise TypeError(f"chunks: expected a sequence of chunk lengths, got {type(chunks).__name__}")
-    chunks = [positive_int(c, f"chunks[{i}]") for i, c in enumerate(chunks)]
-    if sum(chunks) != q.shape[2]:
-        raise ValueError(f"chunks: expected lengths summing to the sequence length {q.shape[2]}, got {chunks}")
+    q, k, v, chunks = sequence_inputs(q, k, v, chunks)
+    q, k, v, left, scale = step_inputs(q, k, v, cache, KVCache, RingCache, window, "bottom_right", scale)
+    if rope is not None:
+        rope = check_rope_kwargs(rope, q.shape[3])
     outs, s = [], 0
     for c in chunks:
         sl = slice(s, s + c)
-        outs.append(decode_step(q[:, :, sl], k[:, :, sl], v[:, :, sl], cache, window=window, rope=rope, scale=scale))
+        outs.append(_step(q[:, :, sl], k[:, :, sl], v[:, :, sl], cache, left, rope, scale, "bottom_right"))
         s += c
     return np.concatenate(outs, axis=2)
 
 
 def prefill_reference(q, k, v, *, window=None, rope=None, scale=None):
     """Full causal attention over the whole sequence with RoPE at positions 0 .. L-1 (what decode must equal)."""
-    q, k = as_float_array(q, "q", ndim=4), as_float_array(k, "k", ndim=4)
-    if q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"q, k: expected one sequence length (self-attention) and one head dim, "
-                         f"got shapes {q.shape} and {k.shape}")
-    left = _left(window)
+    q, k = self_attention_inputs(q, k, one_head_dim=True)
+    left = causal_window(window)
     if rope is not None:
         pos = np.arange(q.shape[2])
         rope = check_rope_kwargs(rope, q.shape[3])

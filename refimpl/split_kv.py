@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import numpy as np
 
 from ._validate import count, positive_int
+from ._validate.caches import attention_keywords, split_rule
 from .flash import _forward_fa2, _setup
 from .softmax import _exp_shift, merge_attention_states, online_softmax_merge  # noqa: F401
 
@@ -66,26 +66,12 @@ def even_boundaries(Lk: int, num_splits: int, block_k: int) -> tuple[int, ...]:
     return tuple(min(s * per_split * block_k, Lk) for s in range(1, num_splits))
 
 
-def _check_boundaries(boundaries, Lk: int) -> tuple[int, ...]:
-    if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
-        raise TypeError(f"boundaries: expected a sequence of ints, got {type(boundaries).__name__}")
-    out = []
-    for b in boundaries:
-        if isinstance(b, (bool, np.bool_)) or not isinstance(b, (numbers.Integral, np.integer)):
-            raise TypeError(f"boundaries: expected ints, got {b!r}")
-        out.append(int(b))
-    if any(b < 0 or b > Lk for b in out) or out != sorted(out):
-        raise ValueError(f"boundaries: expected non-decreasing ints in [0, Lk={Lk}], got {list(boundaries)}")
-    return tuple(out)
-
-
 def split_chunks(boundaries, num_splits, Lk, block_k) -> list[tuple[int, int]]:
     """The key ranges [k0, k1) of the splits: explicit ``boundaries`` or flash-attn's even split into
     ``num_splits`` (exactly one of them), validated; used by ``split_kv_attention`` and the gpu facade."""
-    if (boundaries is None) == (num_splits is None):
-        raise ValueError(f"boundaries, num_splits: expected exactly one of them (explicit key cuts, or flash-attn's even "
-                         f"split), got {'both' if boundaries is not None else 'neither'}")
-    cuts = even_boundaries(Lk, num_splits, block_k) if boundaries is None else _check_boundaries(boundaries, Lk)
+    cuts = split_rule(boundaries, num_splits, Lk)
+    if cuts is None:
+        cuts = even_boundaries(Lk, num_splits, block_k)
     edges = (0, *cuts, Lk)
     return list(zip(edges[:-1], edges[1:]))
 
@@ -100,7 +86,7 @@ def attention_partials(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     out_c (B, Hq, Lq, Dv), lse_c (B, Hq, Lq); (0, -inf) for rows that see no
     key of the chunk.
     """
-    st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
+    st = _setup(q, k, v, block_q, block_k, attention_keywords(attention_kwargs, _DEFAULTS))
     parts, empty = [], None
     for k0, k1 in split_chunks(boundaries, num_splits, st.Lk, block_k):
         if k0 == k1:  # an empty chunk is the merge identity (0, -inf): no work, one shared read-only copy
@@ -121,7 +107,7 @@ def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     Returns (out, lse), equal to ``refimpl.attention`` (up to rounding) for
     any partition of the keys, including chunks some or all rows cannot see.
     """
-    st = _setup(q, k, v, block_q, block_k, _attention_keywords(attention_kwargs))
+    st = _setup(q, k, v, block_q, block_k, attention_keywords(attention_kwargs, _DEFAULTS))
     chunks = split_chunks(boundaries, num_splits, st.Lk, block_k)
     # an empty chunk is the merge identity (m -inf, l 0): skip it, keeping one when all are empty
     chunks = [c for c in chunks if c[0] < c[1]] or chunks[:1]
@@ -138,14 +124,6 @@ def split_kv_attention(q, k, v, *, block_q, block_k, boundaries=None, num_splits
     return st.unshift(out), merged.lse
 
 
-_KEYWORDS = ("mask", "causal", "align", "window", "scale", "softcap", "bias", "dropout_mask", "dropout_p")
 _DEFAULTS = dict(mask=None, causal=False, align="bottom_right", window=None, scale=None, softcap=None,
                  bias=None, dropout_mask=None, dropout_p=0.0)
-
-
-def _attention_keywords(kw: dict) -> dict:
-    unknown = set(kw) - set(_KEYWORDS)
-    if unknown:
-        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords of refimpl.attention {list(_KEYWORDS)}, "
-                        f"got unexpected keyword arguments {sorted(unknown)}")
-    return {**_DEFAULTS, **kw}
+"""The keywords of ``refimpl.attention`` a split-KV call takes, with their defaults."""

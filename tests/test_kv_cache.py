@@ -106,3 +106,37 @@ def test_stored_values_matches_cache_size_formula():
     c = KV.ContiguousCache(2, 4, 3, batch=2)
     c.update(k, v)
     assert c.stored_values == refimpl.cache.kv_cache_values(5, 2, 4, v_head_dim=3, batch=2)
+
+
+def test_contiguous_cache_grows_keeping_every_position():
+    """Appending token by token across buffer doublings (keys stored transposed): every update returns
+    the keys and values so far in position order, as C-ordered copies; ``key_max`` is max |k|."""
+    _, k, v = _qkv(L=37, B=2, Hkv=2)
+    c = KV.ContiguousCache(2, 4, 3, batch=2)
+    for t in range(37):
+        K, V = c.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        assert np.array_equal(K, k[:, :, : t + 1]) and np.array_equal(V, v[:, :, : t + 1])
+    K, V, pos = c.contents()
+    assert np.array_equal(K, k) and np.array_equal(V, v) and K.flags.c_contiguous and pos.tolist() == list(range(37))
+    assert c.key_max == np.abs(k).max() and np.array_equal(c.k, k)
+
+
+def test_a_step_whose_products_may_overflow_takes_attentions_rescaled_path():
+    """The one-pass step (``_attend``, a plain GEMM) runs only where max|q| max|k| max(1, scale) D < 2^1000
+    (``refimpl.attention``'s own test), with max|k| over the whole cache (``key_max``), not the new keys.
+    Here an earlier key is large: q = 2^520 (1, 1), k_0 = 2^520 (1, -1), k_1 = 0. The products q_d k_0d
+    overflow while both exact scores are 0, so out = (v_0 + v_1) / 2 = 1.5; attention's rescaled path
+    gives it exactly, the one-pass form (what a test of the new keys alone would run) does not: its
+    score for k_0 comes out inf, -inf or NaN, depending on the GEMM's order of operations."""
+    big = 2.0**520
+    c = KV.ContiguousCache(1, 2, 1)
+    KV.decode_step(np.array([[[[1.0, 0.0]]]]), np.array([[[[big, -big]]]]), np.array([[[[1.0]]]]), c)
+    q1, k1, v1 = np.array([[[[big, big]]]]), np.zeros((1, 1, 1, 2)), np.array([[[[2.0]]]])
+    got = KV.decode_step(q1, k1, v1, c)
+    K, V, _ = c.contents()
+    assert got.item() == 1.5 and np.array_equal(got, refimpl.attention(q1, K, V, causal=True)[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not KV._attend(q1, K, V, None, 2**-0.5).item() == 1.5  # the meta-check: the plain GEMM fails here
+    with pytest.raises(ValueError, match="q, k, scale: expected every visible score"):  # a score beyond float64
+        KV.decode_step(np.array([[[[big, 0.0]]]]), np.array([[[[big, 0.0]]]]), np.array([[[[1.0]]]]),
+                       KV.ContiguousCache(1, 2, 1))
