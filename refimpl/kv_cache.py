@@ -377,8 +377,8 @@ def _step(q, k, v, cache: KVCache, left, rope, scale, align: str):
         key_max = float(np.abs(K).max(initial=0.0))
     span = K.shape[2] if left is None else min(K.shape[2], n + left)  # the keys some new query sees
     s = 1.0 / math.sqrt(D) if scale is None else scale
-    if (align == "bottom_right" and 0 < B * Hq * n * span * (D + V.shape[3]) < MIN_PARALLEL_WORK
-            and _plain_range(q, key_max, s)):
+    if (align == "bottom_right" and n <= K.shape[2] and 0 < B * Hq * n * span * (D + V.shape[3]) < MIN_PARALLEL_WORK
+            and _plain_range(q, key_max, s)):  # K holds the new keys (so no row is fully masked); one thread's work
         return _attend(q, K, V, left, s)
     return attention(q, K, V, causal=True, window=None if left is None else (left, 0), scale=scale, align=align)[0]
 
