@@ -435,7 +435,7 @@ def _require_opencl():
     from gpu.errors import BackendUnavailable
 
     try:
-        get_backend("opencl")
+        get_backend("opencl").runtime()  # builds the runtime: a missing pyopencl or platform shows here
     except BackendUnavailable as e:
         pytest.skip(f"gpu facade not fuzzed: {e}")
 
