@@ -276,10 +276,11 @@ class DelayedScaling:
 
     def step(self, x, history, *, overflow: str = "saturate"):
         """Cast x with the delayed scale; returns (q, S, new_history)."""
-        S = self.scale(history)
+        h = as_float_array(history, "history", ndim=1)
+        S = self.scale(h)
         x = as_float_array(x, "x")
         q = round_to(x * S, self.fmt, overflow=overflow)
-        new = np.append(as_float_array(history, "history", ndim=1), np.max(np.abs(x), initial=0.0))
+        new = np.append(h, np.max(np.abs(x), initial=0.0))
         return q, S, new[-self.history_len:]
 
 
