@@ -277,8 +277,13 @@ def ring_attention(q, k, v, positions, *, causal=False, window=None, mask=None, 
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
     check_hooks(log, P, program=program, driver=driver)
-    shards = shards_of(q, k, v, positions)
-    states = resolve_driver(driver)(lambda r: program(problem, shards[r], P, S), P, log)
+    return _forward(q, k, v, positions, problem, S, log, program, driver)
+
+
+def _forward(q, k, v, positions, problem: AttentionProblem, num_steps: int, log, program, driver):
+    """``ring_attention`` of checked arguments: (out, lse, states)."""
+    P, shards = len(positions), shards_of(q, k, v, positions)
+    states = resolve_driver(driver)(lambda r: program(problem, shards[r], P, num_steps), P, log)
     return gather([s.out for s in states], positions), gather([s.lse for s in states], positions), states
 
 
@@ -286,12 +291,11 @@ def ring_attention_backward(q, k, v, dout, positions, *, causal=False, window=No
                             softcap=None, log=None, program=backward_program, driver=None):
     """(dq, dk, dv) of sum(dout * out) by the ring backward (forward by ring_attention first, uncounted)."""
     dout = check_real_4d(dout, "dout").astype(np.float64, copy=False)
-    out, lse, _ = ring_attention(q, k, v, positions, causal=causal, window=window, mask=mask, scale=scale,
-                                 softcap=softcap, driver=driver)
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
-    same_shape(dout, out.shape, "dout")
+    same_shape(dout, q.shape[:3] + (v.shape[3],), "dout")  # out's shape
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
     check_hooks(log, P, program=program, driver=driver)
+    out, lse, _ = _forward(q, k, v, positions, problem, S, None, forward_program, driver)
     outs, lses, douts = shard(out, positions), shard(lse, positions), shard(dout, positions)
     shards = shards_of(q, k, v, positions)
     grads = resolve_driver(driver)(lambda r: program(problem, shards[r], outs[r], lses[r], douts[r], P, S), P, log)
