@@ -110,7 +110,10 @@ def ffn_params(d_model: int, d_ff: int, ffn_kind: str = "mlp", bias: bool = Fals
     """mlp: 2 d d_ff (+ d_ff + d biases); glu: 3 d d_ff (+ 2 d_ff + d)."""
     d_model, d_ff = exact_count(d_model, "d_model"), exact_count(d_ff, "d_ff")
     V.choice(ffn_kind, "ffn_kind", ("mlp", "glu"))
-    V.flag(bias, "bias")
+    return _ffn_params(d_model, d_ff, ffn_kind, V.flag(bias, "bias"))
+
+
+def _ffn_params(d_model: int, d_ff: int, ffn_kind: str, bias: bool) -> int:
     mats = 2 if ffn_kind == "mlp" else 3
     b = (d_ff + d_model if ffn_kind == "mlp" else 2 * d_ff + d_model) if bias else 0
     return mats * d_model * d_ff + b
@@ -118,7 +121,10 @@ def ffn_params(d_model: int, d_ff: int, ffn_kind: str = "mlp", bias: bool = Fals
 
 def attention_params(cfg: TransformerConfig) -> int:
     """W_q, W_o: d x H hd each; W_k, W_v: d x Hkv hd each (GQA)."""
-    cfg = _cfg(cfg)
+    return _attention_params(_cfg(cfg))
+
+
+def _attention_params(cfg: TransformerConfig) -> int:
     d, q, kv = cfg.d_model, cfg.n_heads * cfg.hd, cfg.kv_heads * cfg.hd
     b = (q + 2 * kv + d) if cfg.bias else 0
     return 2 * d * q + 2 * d * kv + b
@@ -126,8 +132,8 @@ def attention_params(cfg: TransformerConfig) -> int:
 
 def parameter_count(cfg: TransformerConfig) -> ParameterCount:
     cfg = _cfg(cfg)
-    attn = attention_params(cfg)
-    expert = ffn_params(cfg.d_model, cfg.d_ff, cfg.ffn_kind, cfg.bias)
+    attn = _attention_params(cfg)  # a TransformerConfig checked its fields when it was made
+    expert = _ffn_params(cfg.d_model, cfg.d_ff, cfg.ffn_kind, cfg.bias)
     experts = cfg.num_experts * expert
     shared = cfg.n_shared_experts * expert
     router = cfg.num_experts * cfg.d_model if cfg.is_moe else 0
