@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import count
 from ._validate.formats import (dequant_inputs, int_matmul_inputs, positive_steps, quant_bits, quant_inputs,
                                quantized_matmul_inputs, unit_ranges, within_float64)
 
@@ -128,7 +129,7 @@ def quantization_error_bound(scale) -> np.ndarray:
 
 def int32_safe_depth(bits_a: int = 8, bits_b: int = 8) -> int:
     """Largest K with K 2^(bits_a-1) 2^(bits_b-1) <= 2^31 - 1: any signed inputs sum exactly in int32."""
-    (ba, _), (bb, _) = quant_bits(bits_a, True, name="bits_a"), quant_bits(bits_b, True, name="bits_b")
+    ba, bb = count(bits_a, "bits_a", minimum=2, maximum=16), count(bits_b, "bits_b", minimum=2, maximum=16)
     return INT32_MAX // (2 ** (ba - 1) * 2 ** (bb - 1))
 
 

@@ -24,9 +24,9 @@ def within_float64(value, names: str, what: str):
 # integer formats (refimpl.int_formats)
 
 
-def quant_bits(bits, symmetric, *, name: str = "bits", maximum: int = 16) -> tuple[int, bool]:
-    """(bits in [2, maximum], symmetric a bool)."""
-    return count(bits, name, minimum=2, maximum=maximum), flag(symmetric, "symmetric")
+def quant_bits(bits, symmetric) -> tuple[int, bool]:
+    """(bits in [2, 16], symmetric a bool)."""
+    return count(bits, "bits", minimum=2, maximum=16), flag(symmetric, "symmetric")
 
 
 def quant_inputs(x, name: str, bits, symmetric, granularity, group_size, granularities) -> tuple:
