@@ -420,3 +420,27 @@ def test_ring_attention_backward_refuses_gradients_beyond_float64():
             R.ring_attention_backward(q, k, v, dout, S.contiguous(S.even_sizes(3, 2)))
         with pytest.raises(ValueError, match=r"within float64 range"):
             refimpl.attention_backward(q, k, v, dout)
+
+
+@pytest.mark.parametrize("b, dim", [(0, 4), (1, 0)])
+def test_mamba_selective_scan_preset_takes_an_empty_batch_or_no_channels(b, dim):
+    """mamba_selective_scan (issue 21's audit of reshape(..., -1) in refimpl/mixers/presets.py): A (D, N)
+    reshaped to (G, D / G, -1) and the last state to (B, D, -1) reached NumPy's reshape error for D = 0
+    or B = 0 (-1 is ambiguous for size 0). Both name N now: empty results of the documented shapes."""
+    from refimpl.mixers import presets
+
+    L, N = 3, 2
+    u = np.zeros((b, dim, L))
+    out, last = presets.mamba_selective_scan(u, u, -np.ones((dim, N)), np.zeros((b, N, L)), np.zeros((b, N, L)),
+                                             return_last_state=True)
+    assert out.shape == (b, dim, L) and last.shape == (b, dim, N)
+
+
+def test_ssd_takes_no_heads_with_a_per_head_skip():
+    """ssd's D (H,) was broadcast through reshape(H, -1): with H = 0 NumPy's reshape error reached the user.
+    Now an empty result of the documented shapes."""
+    from refimpl.mixers import ssm
+
+    out, last = ssm.ssd(np.zeros((1, 0, 3, 2)), np.zeros((1, 0, 3)), np.zeros(0), np.zeros((1, 1, 3, 4)),
+                        np.zeros((1, 1, 3, 4)), D=np.zeros(0))
+    assert out.shape == (1, 0, 3, 2) and last.shape == (1, 0, 2, 4)

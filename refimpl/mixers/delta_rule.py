@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float
+from .._validate import mixers as VX
 from .gated import G_FLOOR
 
 FORMS = ("recurrent", "chunked")
@@ -58,19 +59,10 @@ class _Setup:
         leading_shape(self.v, "v", (B, H, L), "(B, H, L) of q")
         V = self.v.shape[3]
         self.B, self.H, self.L, self.K, self.V = B, H, L, K, V
-        beta = as_float_array(beta, "beta")
-        if beta.shape == (B, H, L):
-            beta = beta[..., None]
-        elif beta.shape != (B, H, L, V):
-            raise ValueError(f"beta: expected (B, H, L) = {(B, H, L)} or (B, H, L, V), got {beta.shape}")
-        self.beta = beta
+        self.beta = VX.delta_beta(beta, B, H, L, V)
         self.g = np.zeros((B, H, L))
         if g is not None:
-            self.g = as_float_array(g, "g")
-            leading_shape(self.g, "g", (B, H, L), "(B, H, L)")
-            if self.g.ndim != 3 or (self.g > 0).any():
-                raise ValueError(f"g: expected (B, H, L) log-gates <= 0, got {float(np.max(self.g))!r}")
-            self.g = np.maximum(self.g, G_FLOOR)  # exp(g) is 0 either way; keeps chunk cumsums exact (gated.G_FLOOR)
+            self.g = np.maximum(VX.delta_log_gates(g, B, H, L), G_FLOOR)  # exp(g) is 0 either way; keeps chunk cumsums exact (gated.G_FLOOR)
         self.scale = K ** -0.5 if scale is None else positive_float(scale, "scale")
         self.S0 = np.zeros((B, H, K, V))
         if initial_state is not None:

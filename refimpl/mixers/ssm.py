@@ -43,6 +43,7 @@ import numpy as np
 from .. import logistic
 from .._parallel import map_blocks
 from .._validate import as_float_array, choice, chunk_starts, finite_result, flag, leading_shape, positive_int
+from .._validate import mixers as VX
 
 FORMS = ("sequential", "associative", "convolution")
 DISCRETIZATIONS = ("zoh_a_euler_b", "zoh")
@@ -74,8 +75,7 @@ class _Setup:
         G = Bm.shape[1]
         for arr, name in ((Bm, "B"), (Cm, "C")):
             leading_shape(arr, name, (b, G, L, N), "(B, G, L, N)")
-        if G == 0 or H % G:
-            raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
+        VX.head_groups(G, H, f"heads {H}")
         self.Bg = np.repeat(Bm, H // G, axis=1)  # head h reads group h // (H // G)
         self.Cg = np.repeat(Cm, H // G, axis=1)
         if delta_bias is not None:
@@ -84,18 +84,14 @@ class _Setup:
             delta = delta + db[None, :, None, :]
         self.delta = softplus(delta) if delta_softplus else delta
         flag(delta_softplus, "delta_softplus")
-        if (self.delta < 0).any():
-            raise ValueError(f"delta: expected step sizes >= 0 (after delta_bias and softplus), got "
-                             f"{float(np.min(self.delta))!r}")
-        if (self.A > 0).any():
-            raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got "
-                             f"{float(np.max(self.A))!r}")
+        VX.step_sizes(self.delta)
+        VX.stable_diagonal(self.A)
         self.D = None if D is None else as_float_array(D, "D", ndim=2)
         if self.D is not None:
             leading_shape(self.D, "D", (H, P), "(H, P)")
         self.z = None if z is None else as_float_array(z, "z", ndim=4)
-        if self.z is not None and self.z.shape != self.u.shape:
-            raise ValueError(f"z: expected the shape of u {self.u.shape}, got {self.z.shape}")
+        if self.z is not None:
+            VX.same_shape_as(self.z, "z", self.u, "u")
         choice(discretization, "discretization", DISCRETIZATIONS)
         dA = self.delta[..., None] * self.A[None, :, None]  # (B, H, L, P, N)
         if discretization == "zoh_a_euler_b":
@@ -208,6 +204,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_
     choice(form, "form", FORMS)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
         s = _Setup(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, initial_state)
+        if form == "convolution":
+            VX.time_invariant(((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")), s.L)
         out, last = _forms(s, form)
     finite_result(out, "an output", "u, delta, A, B, C, D, delta_bias, initial_state")
     finite_result(last, "the last state", "u, delta, A, B, delta_bias, initial_state")
@@ -227,10 +225,6 @@ def _forms(s: _Setup, form: str):
         xs = _associative_scan(s.Abar, s.Bu)
         return s.output(xs), (xs[:, :, -1].copy() if s.L else s.x0)
     if form == "convolution":
-        for arr, name in ((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")):
-            if s.L and not np.array_equal(arr, np.broadcast_to(arr[:, :, :1], arr.shape)):
-                raise ValueError(f"form, {name}: expected a time-invariant SSM for form='convolution', got {name} "
-                                 f"varying along L")
         if not s.L:
             return s.finish(np.zeros(s.u.shape)), s.x0
         Abar, Bbar, c = s.Abar[:, :, 0], s.Bbar[:, :, 0], s.Cg[:, :, 0]  # (B, H, P, N) x2, (B, H, N)
@@ -277,17 +271,9 @@ def ssd(x, dt, A, B, C, D=None, z=None, *, initial_state=None, form="sequential"
     leading_shape(dta, "dt", (b, H, L), "(B, H, L) of x")
     Aa = as_float_array(A, "A", ndim=1)
     leading_shape(Aa, "A", (H,), "(H,)")
-    if (dta < 0).any():
-        raise ValueError(f"dt: expected step sizes >= 0, got min {float(dta.min())!r}")
-    if (Aa > 0).any():
-        raise ValueError(f"A: expected a stable decay a_h <= 0 per head (Mamba-2 uses A = -exp(A_log)), "
-                         f"got max {float(Aa.max())!r}")
-    Da = None
-    if D is not None:
-        Da = as_float_array(D, "D")
-        if Da.shape not in ((H,), (H, P)):
-            raise ValueError(f"D: expected shape (H,) = ({H},) or (H, P) = ({H}, {P}), got {Da.shape}")
-        Da = np.broadcast_to(Da.reshape(H, -1), (H, P))
+    VX.step_sizes(dta, "dt", after="", shown="min ")
+    VX.stable_head_decay(Aa)
+    Da = None if D is None else VX.ssd_skip(D, H, P)
     # the scalar-decay case of the selective scan: validated there, by the same names
     s = _Setup(xa, np.broadcast_to(dta[..., None], xa.shape), np.broadcast_to(Aa[:, None, None], (H, P, _state_size(B))),
                B, C, Da, z, None, False, "zoh_a_euler_b", initial_state)
