@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float
 from .._validate import mixers as VX
+from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float
 from .gated import G_FLOOR
 
 FORMS = ("recurrent", "chunked")

@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import mixers as VX
 from .._validate import (as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
                          positive_int, real_number)
-from .._validate import mixers as VX
 from .gated import FORMS, _gla
 
 FEATURE_MAPS = {
