@@ -183,7 +183,11 @@ def effective_options(opts: RouteOptions, k: int) -> RouteOptions:
     """The options actually applied for this k: normalize becomes "none" when k = 1
     and ``normalize_top1`` is False. Routing.options records these."""
     V.instance(opts, "opts", RouteOptions, "refimpl.moe.RouteOptions")
-    k = V.count(k, "k", minimum=1)
+    return _effective_options(opts, V.count(k, "k", minimum=1))
+
+
+def _effective_options(opts: RouteOptions, k: int) -> RouteOptions:
+    """``effective_options`` on checked arguments (route's)."""
     if k == 1 and not opts.normalize_top1 and opts.normalize != "none":
         return dataclasses.replace(opts, normalize="none")
     return opts
@@ -250,7 +254,7 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
                         capacity_factor=capacity_factor, **conventions)
     z, k, token_mask, b = setup.logits, setup.k, setup.token_mask, setup.selection_bias
     T, E = z.shape
-    opts = effective_options(setup.options, k)
+    opts = _effective_options(setup.options, k)
 
     def select(ts: slice):  # scores and selection are per token: chunks of tokens, on threads
         p = _router_scores(z[ts], opts.score)
