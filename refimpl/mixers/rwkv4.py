@@ -87,7 +87,11 @@ class _Setup:
 def log_weights(w, u, k):
     """log of the unnormalised WKV weights, (B, H, L_t, L_j, D): (t-1-j) w + k_j for j < t,
     u + k_t for j = t, -inf for j > t. The parallel form and the worked example read these."""
-    s = _Setup(w, u, k, k)
+    return _log_weights(_Setup(w, u, k, k))
+
+
+def _log_weights(s: "_Setup") -> np.ndarray:
+    """``log_weights`` of checked inputs (wkv's parallel form)."""
     t = np.arange(s.L)
     lag = (t[:, None] - 1 - t[None, :]).astype(float)  # t - 1 - j
     past = lag[None, None, :, :, None] * s.w[:, :, None, None, :] + s.k[:, :, None, :, :]
@@ -110,7 +114,7 @@ def wkv(w, u, k, v, *, form="stable"):
     s = _Setup(w, u, k, v)
     choice(form, "form", FORMS)
     if form == "parallel":
-        lw = log_weights(w, u, k)
+        lw = _log_weights(s)
         lw = lw - logsumexp(lw, axis=3, keepdims=True)
         with np.errstate(over="ignore", invalid="ignore"):
             y = np.einsum("bhtjd,bhjd->bhtd", np.exp(lw), s.v)
