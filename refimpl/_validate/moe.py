@@ -134,6 +134,13 @@ def library_capacity(c, rule: str, S: int, E: int, k: int, factor):
     return None if c is None else int(c)
 
 
+def python_bool(x, name: str) -> bool:
+    """A Python bool (capacity's flags; a NumPy bool is refused here, as it always was)."""
+    if not isinstance(x, bool):
+        fail(name, "a bool", _type(x), error=TypeError)
+    return x
+
+
 # ---------------------------------------------------------------------------
 # slots
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from .. import _validate as V
+from .._validate import moe as VM
 from fractions import Fraction
 
 ROUNDINGS = ("floor", "ceil", "round")
@@ -76,7 +77,7 @@ def capacity(
     experts = _check_int(experts, "experts", minimum=1)
     k = _check_int(k, "k", minimum=1)
     f = _check_factor(factor)
-    k_in_capacity = V.flag(k_in_capacity, "k_in_capacity")
+    VM.python_bool(k_in_capacity, "k_in_capacity")
     min_capacity = _check_int(min_capacity, "min_capacity", minimum=0)
     multiple_of = _check_int(multiple_of, "multiple_of", minimum=1)
     if max_capacity is not None:
@@ -115,7 +116,7 @@ class CapacityRule:
             1, 1, factor=self.factor, k_in_capacity=self.k_in_capacity, rounding=self.rounding,
             min_capacity=self.min_capacity, multiple_of=self.multiple_of,
         )
-        V.flag(self.cap_at_tokens, "cap_at_tokens")
+        VM.python_bool(self.cap_at_tokens, "cap_at_tokens")
 
     def with_factor(self, factor) -> "CapacityRule":
         """This rule with ``factor`` (checked by ``refimpl._validate.capacity_factor``)."""
