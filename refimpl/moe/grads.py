@@ -52,14 +52,15 @@ from ..logistic import sigmoid
 from .._validate import moe as VM
 from .losses import (CV_EPS, _kth_excluding, _split_groups, routing_fractions, scale_factor, F_KINDS, P_KINDS,
                      NoisyTopK)
-from .router import route, router_scores
+from .router import route
+from .select import SCORES, _router_scores
 from ..softmax import logsumexp, softmax
 
 
 def score_jacobian(logits, score: str = "softmax") -> np.ndarray:
     """J (T, E, E), J[t, a, b] = d p_ta / d z_tb."""
-    z = as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
-    p = router_scores(z, score)
+    z = VM.router_logits(logits)
+    p = _router_scores(z, V.choice(score, "score", SCORES))
     if score == "softmax":
         return np.einsum("ta,ab->tab", p, np.eye(z.shape[1])) - p[:, :, None] * p[:, None, :]
     return np.einsum("ta,ab->tab", p * sigmoid(-z), np.eye(z.shape[1]))  # 1 - p = sigmoid(-z), no cancellation
