@@ -580,3 +580,15 @@ def test_ssd_takes_no_heads_with_a_per_head_skip():
     out, last = ssm.ssd(np.zeros((1, 0, 3, 2)), np.zeros((1, 0, 3)), np.zeros(0), np.zeros((1, 1, 3, 4)),
                         np.zeros((1, 1, 3, 4)), D=np.zeros(0))
     assert out.shape == (1, 0, 3, 2) and last.shape == (1, 0, 2, 4)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32", "bfloat16"])
+def test_attention_grads_bounds_take_an_empty_key_axis(precision):
+    """Lk = 0 (every row sees no key: zero gradients) in any precision: the low-precision naive forward's row
+    maximum had no identity (NumPy's zero-size reduction error reached the user; found by the formats helper)."""
+    from refimpl import testing
+
+    q, dout = np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))
+    k = v = np.ones((1, 1, 0, 2))
+    grads, bounds = testing.attention_grads_bounds(q, k, v, dout, precision=precision)
+    assert all(not np.any(g) for g in grads) and all(np.isfinite(b) and b > 0 for b in bounds)
