@@ -44,8 +44,6 @@ PENDING: dict = {  # module: raise sites still outside the layer
     "refimpl/latent.py": 3,
     "refimpl/losses.py": 12,
     "refimpl/mamba_block.py": 6,
-    "refimpl/mask_core.py": 8,
-    "refimpl/mask_patterns.py": 13,
     "refimpl/mha.py": 4,
     "refimpl/mixers/delta_rule.py": 2,
     "refimpl/mixers/gated.py": 2,
