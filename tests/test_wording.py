@@ -127,7 +127,9 @@ def test_every_decidable_raise_uses_the_one_wording():
     bad = [f"{site} (line {line}): {msg}" for site, line, verdict, msg in SITES
            if verdict == "bad" and site not in NOT_ARGUMENT_ERRORS]
     assert not bad, "messages not in the wording '<names>: expected ..., got ...':\n" + "\n".join(bad)
-    assert sum(v == "ok" for _, _, v, _ in SITES) > 500  # the walk reaches the packages' raises
+    # the walk reaches the packages' raises (fewer as family checks become calls of the layer's ``fail``, which words
+    # every message itself: 476 ok sites after the position, mask and convention checks moved)
+    assert sum(v == "ok" for _, _, v, _ in SITES) > 200
 
 
 def test_the_static_check_rejects_weak_messages_and_decides_built_ones():
