@@ -2,7 +2,9 @@
 
 The lower layer of ``refimpl.masks`` (which re-exports every public name here and the structured
 patterns of ``refimpl.mask_patterns``; read its docstring for the conventions: alignment, causal,
-window). ``refimpl.mask_patterns`` builds on this module, never the other way round.
+window). ``refimpl.mask_patterns`` (its lower modules ``mask_sparse``, ``mask_bigbird``, ``mask_packed``)
+builds on this module, never the other way round. Argument checks: ``refimpl._validate.masks``; the
+predicates (``_visible``, ``_tile``) run on checked lengths and compute only.
 """
 
 from __future__ import annotations
