@@ -35,10 +35,11 @@ import dataclasses
 
 import numpy as np
 
+from ._validate import check_real_4d
 from ._validate.conventions import alibi_with_bias, convention_fields, native_window
 from .alibi import alibi_bias
 from .masks import ALIGNMENTS
-from .sdpa import attention, check_real_4d
+from .sdpa import attention
 from .preset_registry import Registry, Source
 
 JAX_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
