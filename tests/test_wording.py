@@ -232,7 +232,6 @@ EXERCISED = {  # site -> (error class, names the message starts with, the call t
     "refimpl/hybrid.py::hybrid_stack": (ValueError, "masks[1]", _hybrid_bad_mask),
     "refimpl/vision_objectives.py::_renamed_ce": (ValueError, "cls_logits", _deit_bad_logits),
     "refimpl/_validate/mixers.py::renamed": (ValueError, "gk", _gla_preset_bad_gk),
-    "refimpl/rope.py::check_rope_kwargs": (ValueError, "rope['scaling']", _rope_bad_scaling),
     # found by the thorough fuzz (part 8/20): attention's "q, k, scale" for multi_head_attention's arguments
     "refimpl/mha.py::multi_head_attention": (ValueError, "x_q, W_q, x_kv, W_k, scale", _mha_scores_beyond_float64),
 }
@@ -251,6 +250,15 @@ def test_every_undecidable_raise_is_exercised():
 def test_undecidable_raise_in_the_wording(site):
     err, names, call = EXERCISED[site]
     assert_wording(_raises(err, call), names)
+
+
+def test_rope_kwargs_name_the_scaling_inside_the_dict():
+    """check_rope_kwargs names a bad scaling (and its entries) as rope['scaling'] (decided statically now:
+    the name is passed to the validator, no message rewritten)."""
+    assert_wording(_raises(ValueError, _rope_bad_scaling), "rope['scaling']")
+    msg = _raises(ValueError, lambda: __import__("refimpl").rope.check_rope_kwargs(
+        {"scaling": {"rope_type": "linear", "factor": -1.0}}))
+    assert_wording(msg, "rope['scaling']['factor']")
 
 
 def test_deit_names_the_distillation_arguments():
