@@ -56,7 +56,9 @@ import math
 
 import numpy as np
 
-from ._validate import (as_float_array, choice, finite_result, positive_int, real_number, same_shape)
+from ._validate import (as_float_array, choice, finite_result, instance, real_number, same_shape)
+from ._validate import layers as _V
+from ._validate.layers import feature_axis as last_axis  # noqa: F401  (public: the gpu facade's check of x)
 from .preset_registry import Registry, Source
 
 EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
@@ -80,22 +82,26 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
                    weight_offset=real_number(weight_offset, "weight_offset"))
     g, b = (None if p is None else p.reshape(shape) for p in (g, b))
     eps, inside = check_eps(eps, eps_placement), eps_placement == "inside_sqrt"
-    mu = xs.mean(axis=A, keepdims=True) if center else 0.0               # mu = mean_A x (RMSNorm: 0)
-    xc = xs - mu                                                          # xc = x - mu
-    v = (xc * xc).mean(axis=A, keepdims=True)                             # v = mean_A xc^2
-    r = 1 / np.sqrt(v + eps) if inside else 1 / (np.sqrt(v) + eps)        # r = phi(v)
-    xhat = (xc * r).reshape(x.shape)                                      # xhat = xc r
-    y = xhat * (1.0 if g is None else g) + (0.0 if b is None else b)      # y = xhat g + b
-    if dy is None:
-        return finite_result(y, "the output", "x, weight, bias, weight_offset")
-    dy = _check_dy(dy, x)
-    P = tuple(i for i in range(x.ndim) if shape[i] == 1)                  # axes a parameter is broadcast along
-    dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)            # dxhat = dy g
-    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: term 0)
-    dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # dxc = r dxhat + kappa xc mean(dxhat xc)
-    dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc         # dx = dxc - mean_A dxc (centred)
-    dw = None if g is None else np.sum(dy * xhat, axis=P)                 # dw = sum dy xhat
-    db = None if b is None else np.sum(dy, axis=P)                        # db = sum dy
+    dy = None if dy is None else _check_dy(dy, x)
+    # beyond the definition's range (x^2, r^3, the output beyond float64; eps = 0 on a zero variance) it refuses
+    # by name: the errstate keeps NumPy's warnings out of that refusal
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        mu = xs.mean(axis=A, keepdims=True) if center else 0.0           # mu = mean_A x (RMSNorm: 0)
+        xc = xs - mu                                                      # xc = x - mu
+        v = (xc * xc).mean(axis=A, keepdims=True)                         # v = mean_A xc^2
+        _V.definition_variance(v, eps)
+        r = 1 / np.sqrt(v + eps) if inside else 1 / (np.sqrt(v) + eps)    # r = phi(v)
+        xhat = (xc * r).reshape(x.shape)                                  # xhat = xc r
+        y = xhat * (1.0 if g is None else g) + (0.0 if b is None else b)  # y = xhat g + b
+        if dy is None:
+            return finite_result(y, "the output", "x, weight, bias, weight_offset")
+        P = tuple(i for i in range(x.ndim) if shape[i] == 1)              # axes a parameter is broadcast along
+        dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)        # dxhat = dy g
+        kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: 0)
+        dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # r dxhat + kappa xc mean(dxhat xc)
+        dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc     # dx = dxc - mean_A dxc (centred)
+        dw = None if g is None else np.sum(dy * xhat, axis=P)             # dw = sum dy xhat
+        db = None if b is None else np.sum(dy, axis=P)                    # db = sum dy
     return tuple(None if t is None else finite_result(t, "a gradient", "x, dy, weight, weight_offset")
                  for t in (dx.reshape(x.shape), dw, db))
 
@@ -105,13 +111,11 @@ def _grouping(x, kind, num_groups):
     if kind in ("layer", "rms"):
         x = last_axis(x)
         return x, kind == "layer", (-1,), x, (1,) * (x.ndim - 1) + (-1,)
-    x = _channels(x)
+    x = _V.channels_first(x)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if kind == "batch":
         return x, True, (0,) + tuple(range(2, x.ndim)), x, shape
-    G = positive_int(num_groups, "num_groups")
-    if x.shape[1] % G:
-        raise ValueError(f"num_groups: expected a divisor of the {x.shape[1]} channels, got {G}")
+    G = _V.channel_groups(x.shape[1], num_groups)
     per_group = (x.shape[1] // G) * math.prod(x.shape[2:])  # explicit: -1 is ambiguous for an empty batch
     return x, True, (2,), x.reshape(x.shape[0], G, per_group), shape
 
@@ -129,8 +133,7 @@ class RMSNormConvention:
         real_number(self.eps, "eps", minimum=0.0)
         choice(self.eps_placement, "eps_placement", EPS_PLACEMENTS)
         real_number(self.weight_offset, "weight_offset")
-        if not isinstance(self.source, str):
-            raise TypeError(f"source: expected a str, got {type(self.source).__name__}")
+        instance(self.source, "source", str)
 
 
 _RMS = "docs/conventions.md#rmsnorm-presets"
@@ -184,9 +187,7 @@ def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placem
         e = e1 + e2
         v = np.mean(xc * xc, axis=axes, keepdims=True)
         zero = v == 0  # xc = 0 on the whole group: xhat = 0, r only matters backward
-        if eps == 0 and zero.any():
-            raise ValueError("x, eps: expected eps > 0 or a non-zero variance in every group (else 1 / sqrt(0)), "
-                             "got a zero-variance group with eps = 0")
+        _V.zero_variance_with_eps(zero, eps)
         vs = np.where(zero, 1.0, v)
         if placement == "inside_sqrt":
             eps_s = np.ldexp(eps, -2 * e)
@@ -251,14 +252,6 @@ def check_eps(eps, placement):
     """``eps`` (a real >= 0, returned) and ``eps_placement`` (one of EPS_PLACEMENTS), validated."""
     choice(placement, "eps_placement", EPS_PLACEMENTS)
     return real_number(eps, "eps", minimum=0.0)
-
-
-def last_axis(x, name="x"):
-    """``x`` as a float64 array with at least one feature on its last axis (the normalised axis)."""
-    x = as_float_array(x, name)
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{name}: expected at least one feature on the last axis, got shape {x.shape}")
-    return x
 
 
 def _affine(xhat, g, b, shape):
@@ -345,17 +338,8 @@ def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqr
 # BatchNorm and GroupNorm: channel axis 1
 
 
-def _channels(x):
-    x = as_float_array(x, "x")
-    if x.ndim < 2 or x.shape[1] < 1:
-        raise ValueError(f"x: expected (B, C, ...) with C >= 1, got shape {x.shape}")
-    return x
-
-
 def _bn_setup(x, weight, bias, eps):
-    x = _channels(x)
-    if x.size // x.shape[1] < 2:
-        raise ValueError(f"x: expected at least 2 values per channel (batch statistics), got shape {x.shape}")
+    x = _V.batch_statistics_input(x)
     g, b = _params(weight, bias, x.shape[1])
     axes = (0,) + tuple(range(2, x.ndim))
     s = _standardize(x, axes, center=True, eps=check_eps(eps, "inside_sqrt"), placement="inside_sqrt")
@@ -374,33 +358,22 @@ def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, runnin
         return y, None, None
     m = real_number(momentum, "momentum", minimum=0.0, maximum=1.0)
     n = x.size // x.shape[1]
-    rm, rv = _running(running_mean, running_var, x.shape[1])
+    rm, rv = _V.running_stats(running_mean, running_var, x.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):
         e1 = _exp2(x, axes)
-        mean = np.ldexp(np.ldexp(x, -e1).mean(axis=axes, keepdims=True), e1).reshape(-1)
-        unbiased = np.ldexp(s.v, 2 * s.e).reshape(-1) * n / (n - 1)
+        mean = np.ldexp(np.ldexp(x, -e1).mean(axis=axes, keepdims=True), e1).reshape(x.shape[1])
+        unbiased = np.ldexp(s.v, 2 * s.e).reshape(x.shape[1]) * n / (n - 1)
         new = ((1 - m) * rm + m * mean, (1 - m) * rv + m * unbiased)
     return (y,) + tuple(finite_result(r, "the running statistic", "x, running_mean, running_var") for r in new)
 
 
-def _running(running_mean, running_var, C):
-    rm = as_float_array(running_mean, "running_mean", shape=(C,), shape_doc="(C,)")
-    rv = as_float_array(running_var, "running_var", shape=(C,), shape_doc="(C,)")
-    if (rv < 0).any():
-        raise ValueError("running_var: expected variances >= 0, got a negative entry")
-    return rm, rv
-
-
 def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *, eps=1e-5) -> np.ndarray:
     """Eval-mode BatchNorm: (x - running_mean) / sqrt(running_var + eps) * w + b."""
-    x = _channels(x)
+    x = _V.channels_first(x)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    rm, rv = _running(running_mean, running_var, x.shape[1])
+    rm, rv = _V.running_stats(running_mean, running_var, x.shape[1])
     g, b = _params(weight, bias, x.shape[1])
-    den = np.sqrt(rv + real_number(eps, "eps", minimum=0.0)).reshape(shape)
-    if (den == 0).any():
-        raise ValueError("running_var, eps: expected running_var + eps > 0 in every channel (else no "
-                         "normalisation), got a channel with 0")
+    den = _V.positive_normaliser(np.sqrt(rv + real_number(eps, "eps", minimum=0.0)).reshape(shape))
     with np.errstate(over="ignore", invalid="ignore"):
         xhat = (x - rm.reshape(shape)) / den
     return _affine(finite_result(xhat, "the normalised input", "x, running_mean, running_var"), g, b, shape)
@@ -414,11 +387,9 @@ def batch_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5):
 
 
 def _gn_setup(x, num_groups, weight, bias, eps):
-    x = _channels(x)
-    G = positive_int(num_groups, "num_groups")
+    x = _V.channels_first(x)
     B, C = x.shape[:2]
-    if C % G:
-        raise ValueError(f"num_groups: expected a divisor of the {C} channels, got {G}")
+    G = _V.channel_groups(C, num_groups)
     g, b = _params(weight, bias, C)
     xg = x.reshape((B, G, C // G) + x.shape[2:])
     s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=check_eps(eps, "inside_sqrt"),
@@ -453,9 +424,7 @@ def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> n
     from .formats import _format, round_to
 
     _format(dtype, "dtype")
-    if preset not in ("hf_llama", "hf_t5", "hf_gemma"):
-        raise ValueError(f"preset: expected 'hf_llama', 'hf_t5' or 'hf_gemma', got {preset!r}")
-    c = RMSNORM_PRESETS[preset]
+    c = RMSNORM_PRESETS[_V.cast_order_preset(preset)]
     x = last_axis(x)
     w = as_float_array(weight, "weight", ndim=1)
     same_shape(w, x.shape[-1:], "weight")
