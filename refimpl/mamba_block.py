@@ -141,8 +141,10 @@ def mamba_mixer(x, weights: MambaWeights) -> np.ndarray:
         dt = finite_result(xdbl[..., :R] @ w.dt_proj, "the step projection", names + ")")
     Bm, Cm = xdbl[..., R : R + N], xdbl[..., R + N :]
     names += ", dt_bias, A_log, D"
+    with np.errstate(over="ignore"):  # A = -inf (A_log beyond log FLOAT_MAX): the scan refuses it by name
+        A = -np.exp(w.A_log)
     with _V.renamed(_V.wrapped(f"{names}): expected inputs the selective scan accepts, got "), errors=(ValueError,)):
-        y, _ = selective_scan(u[:, None], dt[:, None], -np.exp(w.A_log)[None], Bm[:, None], Cm[:, None], w.D[None],
+        y, _ = selective_scan(u[:, None], dt[:, None], A[None], Bm[:, None], Cm[:, None], w.D[None],
                               z[:, None], delta_bias=w.dt_bias[None], delta_softplus=True)
     names += ", out_proj, out_proj_bias)"
     with np.errstate(over="ignore", invalid="ignore"):

@@ -221,15 +221,15 @@ def _standardize_backward(dxhat: np.ndarray, st: _Stats) -> np.ndarray:
            = r dxhat - xhat mean(dxhat xhat) / sqrt(v)   (outside; 0 where v = 0)
     the module docstring's formula with r^2 xc = r xhat folded in, so that no r^3 overflows."""
     xhat = st.xhat
-    m = np.mean(dxhat * xhat, axis=st.axes, keepdims=True)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # a gradient beyond float64 is refused by name (_grads)
+        m = np.mean(dxhat * xhat, axis=st.axes, keepdims=True)
         if st.placement == "inside_sqrt":
             dxc = st.r_true * (dxhat - xhat * m)
         else:
             rms = np.ldexp(np.sqrt(st.v), st.e)
             dxc = st.r_true * dxhat - np.where(rms > 0, xhat * m / np.where(rms > 0, rms, 1.0), 0.0)
-    if st.center:
-        dxc = dxc - dxc.mean(axis=st.axes, keepdims=True)
+        if st.center:
+            dxc = dxc - dxc.mean(axis=st.axes, keepdims=True)
     return dxc
 
 
