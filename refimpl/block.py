@@ -148,19 +148,9 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         counter.add(B * Lq * (a.W_q.size + a.W_o.size) + B * Lk * (a.W_k.size + a.W_v.size))
         hd = a.W_q.shape[1] // a.num_heads
         counter.add(2 * B * a.num_heads * hd * Lq * Lk)
-    with _V.renamed(_sublayer_names, errors=(ValueError,)):  # name the block's inputs, not the sub-layer's q, k
+    with _V.renamed(_V.sublayer_names, errors=(ValueError,)):  # name the block's inputs, not the sub-layer's q, k
         return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
                                     num_kv_heads=a.num_kv_heads, rope=a.rope, **kw)
-
-
-def _sublayer_names(msg: str):
-    """An attention sub-layer's score or projection (in or out) beyond float64, worded for the block's inputs."""
-    if msg.startswith("q, k, scale"):
-        return f"x (y_in), memory, blk: expected an attention sub-layer's scores within float64 range, got ({msg})"
-    if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:", "W_o:")) and "within float64 range" in msg:
-        return (f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 range, got one "
-                f"beyond it ({msg})")
-    return None
 
 
 def _feed_forward(x, blk: Block, counter, keep_mask, dropout_p):

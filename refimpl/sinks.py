@@ -68,8 +68,8 @@ def apply_sinks(out, lse, sinks):
     out (B, Hq, Lq, Dv), lse (B, Hq, Lq) from ``refimpl.attention``; sinks (Hq,).
     Returns new arrays (float64): out * sigmoid(lse - s_h) and logaddexp(lse, s_h).
     """
-    out, lse = np.asarray(out, dtype=np.float64), np.asarray(lse, dtype=np.float64)
-    s = check_sinks(sinks, lse.shape[1])[None, :, None]
+    out, lse, s = _L.sink_inputs(out, lse, sinks)
+    s = s[None, :, None]
     new_lse = np.logaddexp(lse, s)
     keep = np.exp(lse - new_lse)  # sigmoid(lse - s): 0 for a fully masked row (lse = -inf)
     return out * keep[..., None], new_lse

@@ -472,3 +472,19 @@ def test_norm_definition_refuses_without_numpy_warnings(x, kw, names):
         with pytest.raises(ValueError, match=rf"^{re.escape(names)}: expected "):
             norms.norm_definition(x, **kw)
     np.testing.assert_allclose(norms.layer_norm(np.array([[1e200, -1e200]]), eps=1e-5), [[1.0, -1.0]])  # the fast form
+
+
+def test_apply_sinks_names_its_arguments():
+    """apply_sinks read out and lse with np.asarray: a 1-D lse was an IndexError, a str NumPy's conversion
+    error, a NaN lse went through, a mismatched lse NumPy's broadcast error. Now each is named; -inf (a row
+    with no visible key) is accepted and gives lse = s_h, out = 0."""
+    from refimpl import sinks
+
+    out, lse, s = np.ones((1, 2, 3, 4)), np.zeros((1, 2, 3)), np.zeros(2)
+    for args, err, names in [((out, np.ones(3), s), ValueError, "lse"), (("a", lse, s), TypeError, "out"),
+                             ((out, np.full((1, 2, 3), np.nan), s), ValueError, "lse"),
+                             ((out, np.zeros((1, 2, 5)), s), ValueError, "lse"), ((out, lse, np.zeros(3)), ValueError, "sinks")]:
+        with pytest.raises(err, match=rf"^{names}: expected "):
+            sinks.apply_sinks(*args)
+    o, l = sinks.apply_sinks(out, np.full((1, 2, 3), -np.inf), np.array([0.5, -1.0]))
+    assert not o.any() and l[0, :, 0].tolist() == [0.5, -1.0]

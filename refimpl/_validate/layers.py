@@ -66,6 +66,17 @@ def caller_names(projected: dict):
     return rewrite
 
 
+def sublayer_names(msg: str):
+    """A ``renamed`` rewrite for a block's attention sub-layer: a score or a projection (in or out) beyond
+    float64, worded for the block's inputs (the sub-layer's q, k, x_q, x_kv are internal); others unchanged."""
+    if msg.startswith("q, k, scale"):
+        return f"x (y_in), memory, blk: expected an attention sub-layer's scores within float64 range, got ({msg})"
+    if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:", "W_o:")) and "within float64 range" in msg:
+        return (f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 range, got one "
+                f"beyond it ({msg})")
+    return None
+
+
 def sequence_of(x, name: str, what: str, *, excluded=()) -> list:
     """``x`` (an iterable, not a str, bytes or one of ``excluded``) as a list; else TypeError
     ``<name>: expected <what>, got <type>``."""
@@ -518,6 +529,14 @@ def sink_logits(sinks, Hq: int) -> np.ndarray:
     if s.shape != (Hq,):
         fail("sinks", f"one logit per query head, shape ({Hq},)", str(s.shape))
     return s
+
+
+def sink_inputs(out, lse, sinks) -> tuple:
+    """``apply_sinks``' out (B, Hq, Lq, Dv) finite, lse (B, Hq, Lq) finite or -inf (a row with no visible key),
+    sinks (Hq,), each float64."""
+    out = as_float_array(out, "out", ndim=4, shape_doc="(B, Hq, Lq, Dv)")
+    lse = as_float_array(lse, "lse", shape=out.shape[:3], shape_doc="(B, Hq, Lq) of out", allow_neg_inf=True)
+    return out, lse, sink_logits(sinks, out.shape[1])
 
 
 def no_dropout_with_sinks(dropout_mask) -> None:
