@@ -56,7 +56,7 @@ import math
 
 import numpy as np
 
-from ._validate import (as_float_array, choice, finite_result, instance, real_number, same_shape)
+from ._validate import as_float_array, choice, finite_result, instance, real_number, same_shape
 from ._validate import layers as _V
 from ._validate.layers import feature_axis as last_axis  # noqa: F401  (public: the gpu facade's check of x)
 from .preset_registry import Registry, Source
@@ -77,12 +77,12 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
                     num_groups=1, dy=None):
     """y, or with ``dy`` (dx, dweight, dbias): LayerNorm / RMSNorm over the last axis, BatchNorm over
     every axis but 1, GroupNorm over (C / num_groups channels, spatial) per sample; float64."""
-    x, center, A, xs, shape = _grouping(x, choice(kind, "kind", NORM_KINDS), num_groups)
-    g, b = _params(weight, bias, x.shape[-1] if kind in ("layer", "rms") else x.shape[1],
-                   weight_offset=real_number(weight_offset, "weight_offset"))
-    g, b = (None if p is None else p.reshape(shape) for p in (g, b))
-    eps, inside = check_eps(eps, eps_placement), eps_placement == "inside_sqrt"
-    dy = None if dy is None else _check_dy(dy, x)
+    kind, x, G, offset, w, b, eps, dy = _V.norm_definition_inputs(
+        x, weight, bias, kind=kind, eps=eps, placement=eps_placement, weight_offset=weight_offset,
+        num_groups=num_groups, dy=dy, kinds=NORM_KINDS, placements=EPS_PLACEMENTS)
+    center, A, xs, shape = _grouping(x, kind, G)
+    g, b = (None if p is None else p.reshape(shape) for p in (_gain(w, offset), b))
+    inside = eps_placement == "inside_sqrt"
     # beyond the definition's range (x^2, r^3, the output beyond float64; eps = 0 on a zero variance) it refuses
     # by name: the errstate keeps NumPy's warnings out of that refusal
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -106,18 +106,15 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
                  for t in (dx.reshape(x.shape), dw, db))
 
 
-def _grouping(x, kind, num_groups):
-    """(x, centred?, the axes A of xs, xs: x viewed with A, the parameters' broadcast shape)."""
+def _grouping(x, kind, G):
+    """(centred?, the axes A of xs, xs: x viewed with A, the parameters' broadcast shape)."""
     if kind in ("layer", "rms"):
-        x = last_axis(x)
-        return x, kind == "layer", (-1,), x, (1,) * (x.ndim - 1) + (-1,)
-    x = _V.channels_first(x)
+        return kind == "layer", (-1,), x, (1,) * (x.ndim - 1) + (-1,)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if kind == "batch":
-        return x, True, (0,) + tuple(range(2, x.ndim)), x, shape
-    G = _V.channel_groups(x.shape[1], num_groups)
+        return True, (0,) + tuple(range(2, x.ndim)), x, shape
     per_group = (x.shape[1] // G) * math.prod(x.shape[2:])  # explicit: -1 is ambiguous for an empty batch
-    return x, True, (2,), x.reshape(x.shape[0], G, per_group), shape
+    return True, (2,), x.reshape(x.shape[0], G, per_group), shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,21 +234,14 @@ def _finite(value, what, names):
     return finite_result(value, what, names) if value is not None else None
 
 
-def _params(weight, bias, n: int, *, weight_offset: float = 0.0):
-    g = None if weight is None else as_float_array(weight, "weight", ndim=1)
-    b = None if bias is None else as_float_array(bias, "bias", ndim=1)
-    for name, p in (("weight", g), ("bias", b)):
-        if p is not None:
-            same_shape(p, (n,), name)
-    if g is not None:
-        g = weight_offset + g
-    return g, b
+def _gain(w, offset: float):
+    """g = offset + w (Gemma's 1 + w), None without a weight."""
+    return None if w is None else offset + w
 
 
 def check_eps(eps, placement):
     """``eps`` (a real >= 0, returned) and ``eps_placement`` (one of EPS_PLACEMENTS), validated."""
-    choice(placement, "eps_placement", EPS_PLACEMENTS)
-    return real_number(eps, "eps", minimum=0.0)
+    return _V.norm_eps(eps, placement, EPS_PLACEMENTS)
 
 
 def _affine(xhat, g, b, shape):
@@ -278,35 +268,29 @@ def _affine_backward_raw(dy, xhat, g, b, shape, param_axes):
     return dxhat, dw, db
 
 
-def _check_dy(dy, x):
-    dy = as_float_array(dy, "dy")
-    same_shape(dy, x.shape, "dy")
-    return dy
-
-
 # ----------------------------------------------------------------------------
 # LayerNorm and RMSNorm: over the last axis
 
 
-def _feature_norm(x, weight, bias, eps, placement, center, offset):
-    x = last_axis(x)
-    eps = check_eps(eps, placement)
-    g, b = _params(weight, bias, x.shape[-1], weight_offset=offset)
-    s = _standardize(x, (-1,), center=center, eps=eps, placement=placement)
-    return x, g, b, s
+def _feature_norm(x, w, eps, placement, center, offset):
+    """(g, the statistics of x over its last axis)."""
+    return _gain(w, offset), _standardize(x, (-1,), center=center, eps=eps, placement=placement)
 
 
 def layer_norm(x, weight=None, bias=None, *, eps=1e-5, eps_placement="inside_sqrt") -> np.ndarray:
     """LayerNorm over the last axis: (x - mu) / sqrt(var + eps) * w + b (torch.nn.functional.layer_norm).
     x (..., d); weight, bias (d,) or None."""
-    x, g, b, s = _feature_norm(x, weight, bias, eps, eps_placement, True, 0.0)
+    x, w, b, eps = _V.feature_norm_inputs(x, weight, bias, eps, eps_placement, EPS_PLACEMENTS)
+    g, s = _feature_norm(x, w, eps, eps_placement, True, 0.0)
     return _affine(s.xhat, g, b, (-1,))
 
 
 def layer_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5, eps_placement="inside_sqrt"):
     """(dx, dweight, dbias) of :func:`layer_norm` (None for an absent parameter)."""
-    x, g, b, s = _feature_norm(x, weight, bias, eps, eps_placement, True, 0.0)
-    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, (-1,), tuple(range(x.ndim - 1)))
+    x, w, b, eps = _V.feature_norm_inputs(x, weight, bias, eps, eps_placement, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    g, s = _feature_norm(x, w, eps, eps_placement, True, 0.0)
+    dxhat, dw, db = _affine_backward(dy, s.xhat, g, b, (-1,), tuple(range(x.ndim - 1)))
     return _grads(_standardize_backward(dxhat, s), dw, db)
 
 
@@ -322,15 +306,18 @@ def rms_norm(x, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_of
     """RMSNorm over the last axis: x r (offset + w), r = 1/sqrt(mean x^2 + eps) (or 1/(rms + eps)).
     ``preset`` (a key of ``RMSNORM_PRESETS``) sets eps, eps_placement and weight_offset."""
     eps, placement, offset = rms_args(eps, eps_placement, weight_offset, preset)
-    x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
+    x, w, _, eps = _V.feature_norm_inputs(x, weight, None, eps, placement, EPS_PLACEMENTS)
+    g, s = _feature_norm(x, w, eps, placement, False, offset)
     return _affine(s.xhat, g, None, (-1,))
 
 
 def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None):
     """(dx, dweight) of :func:`rms_norm`; d(offset + w)/dw = 1, so dweight is the same for Gemma."""
     eps, placement, offset = rms_args(eps, eps_placement, weight_offset, preset)
-    x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
-    dxhat, dw, _ = _affine_backward(_check_dy(dy, x), s.xhat, g, None, (-1,), tuple(range(x.ndim - 1)))
+    x, w, _, eps = _V.feature_norm_inputs(x, weight, None, eps, placement, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    g, s = _feature_norm(x, w, eps, placement, False, offset)
+    dxhat, dw, _ = _affine_backward(dy, s.xhat, g, None, (-1,), tuple(range(x.ndim - 1)))
     return _grads(_standardize_backward(dxhat, s), dw)
 
 
@@ -338,12 +325,11 @@ def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqr
 # BatchNorm and GroupNorm: channel axis 1
 
 
-def _bn_setup(x, weight, bias, eps):
-    x = _V.batch_statistics_input(x)
-    g, b = _params(weight, bias, x.shape[1])
+def _bn_stats(x, eps):
+    """(the batch statistics of x per channel, their axes, the parameters' broadcast shape)."""
     axes = (0,) + tuple(range(2, x.ndim))
-    s = _standardize(x, axes, center=True, eps=check_eps(eps, "inside_sqrt"), placement="inside_sqrt")
-    return x, g, b, s, axes, (1, -1) + (1,) * (x.ndim - 2)
+    s = _standardize(x, axes, center=True, eps=eps, placement="inside_sqrt")
+    return s, axes, (1, -1) + (1,) * (x.ndim - 2)
 
 
 def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, running_var=None, momentum=0.1):
@@ -352,13 +338,16 @@ def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, runnin
     Returns (y, new_running_mean, new_running_var) (the running stats None when not given):
     running <- (1 - momentum) running + momentum batch_stat, with the unbiased variance (torch).
     """
-    x, g, b, s, axes, shape = _bn_setup(x, weight, bias, eps)
+    x, g, b, eps = _V.batch_norm_inputs(x, weight, bias, eps, EPS_PLACEMENTS)
+    running = running_mean is not None and running_var is not None  # else momentum is unused
+    if running:
+        m = real_number(momentum, "momentum", minimum=0.0, maximum=1.0)
+        rm, rv = _V.running_stats(running_mean, running_var, x.shape[1])
+    s, axes, shape = _bn_stats(x, eps)
     y = _affine(s.xhat, g, b, shape)
-    if running_mean is None or running_var is None:
+    if not running:
         return y, None, None
-    m = real_number(momentum, "momentum", minimum=0.0, maximum=1.0)
     n = x.size // x.shape[1]
-    rm, rv = _V.running_stats(running_mean, running_var, x.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):
         e1 = _exp2(x, axes)
         mean = np.ldexp(np.ldexp(x, -e1).mean(axis=axes, keepdims=True), e1).reshape(x.shape[1])
@@ -372,7 +361,7 @@ def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *
     x = _V.channels_first(x)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     rm, rv = _V.running_stats(running_mean, running_var, x.shape[1])
-    g, b = _params(weight, bias, x.shape[1])
+    g, b = _V.norm_params(weight, bias, x.shape[1])
     den = _V.positive_normaliser(np.sqrt(rv + real_number(eps, "eps", minimum=0.0)).reshape(shape))
     with np.errstate(over="ignore", invalid="ignore"):
         xhat = (x - rm.reshape(shape)) / den
@@ -381,34 +370,36 @@ def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *
 
 def batch_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5):
     """(dx, dweight, dbias) of training-mode :func:`batch_norm` (batch statistics differentiated)."""
-    x, g, b, s, axes, shape = _bn_setup(x, weight, bias, eps)
-    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, shape, axes)
+    x, g, b, eps = _V.batch_norm_inputs(x, weight, bias, eps, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    s, axes, shape = _bn_stats(x, eps)
+    dxhat, dw, db = _affine_backward(dy, s.xhat, g, b, shape, axes)
     return _grads(_standardize_backward(dxhat, s), dw, db)
 
 
-def _gn_setup(x, num_groups, weight, bias, eps):
-    x = _V.channels_first(x)
+def _gn_stats(x, G, eps):
+    """(the statistics of each sample's G channel groups, the parameters' broadcast shape)."""
     B, C = x.shape[:2]
-    G = _V.channel_groups(C, num_groups)
-    g, b = _params(weight, bias, C)
     xg = x.reshape((B, G, C // G) + x.shape[2:])
-    s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=check_eps(eps, "inside_sqrt"),
-                     placement="inside_sqrt")
-    return x, g, b, s, (1, -1) + (1,) * (x.ndim - 2)
+    s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=eps, placement="inside_sqrt")
+    return s, (1, -1) + (1,) * (x.ndim - 2)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5) -> np.ndarray:
     """GroupNorm (torch.nn.functional.group_norm): per sample, per group of C/G channels,
     over those channels and the spatial axes; weight and bias per channel."""
-    x, g, b, s, shape = _gn_setup(x, num_groups, weight, bias, eps)
+    x, G, g, b, eps = _V.group_norm_inputs(x, num_groups, weight, bias, eps, EPS_PLACEMENTS)
+    s, shape = _gn_stats(x, G, eps)
     return _affine(s.xhat.reshape(x.shape), g, b, shape)
 
 
 def group_norm_backward(x, dy, num_groups, weight=None, bias=None, *, eps=1e-5):
     """(dx, dweight, dbias) of :func:`group_norm`."""
-    x, g, b, s, shape = _gn_setup(x, num_groups, weight, bias, eps)
+    x, G, g, b, eps = _V.group_norm_inputs(x, num_groups, weight, bias, eps, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    s, shape = _gn_stats(x, G, eps)
     axes = (0,) + tuple(range(2, x.ndim))
-    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat.reshape(x.shape), g, b, shape, axes)
+    dxhat, dw, db = _affine_backward(dy, s.xhat.reshape(x.shape), g, b, shape, axes)
     return _grads(_standardize_backward(dxhat.reshape(s.xc.shape), s).reshape(x.shape), dw, db)
 
 

@@ -386,6 +386,68 @@ def definition_variance(v: np.ndarray, eps: float) -> None:
     zero_variance_with_eps(v == 0, eps)
 
 
+def norm_params(weight, bias, n: int) -> tuple:
+    """A norm's weight and bias: None or (n,) each, float64."""
+    w = None if weight is None else as_float_array(weight, "weight", ndim=1)
+    b = None if bias is None else as_float_array(bias, "bias", ndim=1)
+    for name, p in (("weight", w), ("bias", b)):
+        if p is not None:
+            same_shape(p, (n,), name)
+    return w, b
+
+
+def norm_eps(eps, placement, placements) -> float:
+    """``eps`` (a real >= 0, returned) and ``eps_placement`` (one of ``placements``)."""
+    choice(placement, "eps_placement", placements)
+    return real_number(eps, "eps", minimum=0.0)
+
+
+def norm_gradient(dy, shape: tuple) -> np.ndarray:
+    """dL/dy of a norm: a float64 array of the output's shape."""
+    dy = as_float_array(dy, "dy")
+    same_shape(dy, shape, "dy")
+    return dy
+
+
+def feature_norm_inputs(x, weight, bias, eps, placement, placements) -> tuple:
+    """LayerNorm's / RMSNorm's (x (..., d) with d >= 1, weight, bias (d,) or None, eps)."""
+    x = feature_axis(x)
+    eps = norm_eps(eps, placement, placements)
+    w, b = norm_params(weight, bias, x.shape[-1])
+    return x, w, b, eps
+
+
+def batch_norm_inputs(x, weight, bias, eps, placements) -> tuple:
+    """BatchNorm's (x (B, C, ...) with 2 values per channel, weight, bias (C,) or None, eps)."""
+    x = batch_statistics_input(x)
+    w, b = norm_params(weight, bias, x.shape[1])
+    eps = norm_eps(eps, "inside_sqrt", placements)
+    return x, w, b, eps
+
+
+def group_norm_inputs(x, num_groups, weight, bias, eps, placements) -> tuple:
+    """GroupNorm's (x (B, C, ...), G dividing C, weight, bias (C,) or None, eps)."""
+    x = channels_first(x)
+    G = channel_groups(x.shape[1], num_groups)
+    w, b = norm_params(weight, bias, x.shape[1])
+    eps = norm_eps(eps, "inside_sqrt", placements)
+    return x, G, w, b, eps
+
+
+def norm_definition_inputs(x, weight, bias, *, kind, eps, placement, weight_offset, num_groups, dy, kinds,
+                           placements) -> tuple:
+    """``norm_definition``'s (kind, x, G, weight_offset, weight, bias, eps, dy): x (..., d) for LayerNorm and
+    RMSNorm, (B, C, ...) for BatchNorm and GroupNorm (G groups dividing C; 1 otherwise)."""
+    kind = choice(kind, "kind", kinds)
+    feature = kind in ("layer", "rms")
+    x = feature_axis(x) if feature else channels_first(x)
+    G = channel_groups(x.shape[1], num_groups) if kind == "group" else 1
+    offset = real_number(weight_offset, "weight_offset")
+    w, b = norm_params(weight, bias, x.shape[-1] if feature else x.shape[1])
+    eps = norm_eps(eps, placement, placements)
+    return kind, x, G, offset, w, b, eps, None if dy is None else norm_gradient(dy, x.shape)
+
+
 def running_stats(running_mean, running_var, C: int) -> tuple:
     """BatchNorm's running mean and variance, (C,) each, variances >= 0."""
     rm = as_float_array(running_mean, "running_mean", shape=(C,), shape_doc="(C,)")
