@@ -560,6 +560,18 @@ def test_cost_flops_beyond_float64_is_a_value_error():
     assert R.Cost(int(np.finfo(float).max), 1.0).intensity == np.finfo(float).max
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32", "bfloat16"])
+def test_attention_grads_bounds_take_an_empty_key_axis(precision):
+    """Lk = 0 (every row sees no key: zero gradients) in any precision: the low-precision naive forward's row
+    maximum had no identity (NumPy's zero-size reduction error reached the user; found by the formats helper)."""
+    from refimpl import testing
+
+    q, dout = np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))
+    k = v = np.ones((1, 1, 0, 2))
+    grads, bounds = testing.attention_grads_bounds(q, k, v, dout, precision=precision)
+    assert all(not np.any(g) for g in grads) and all(np.isfinite(b) and b > 0 for b in bounds)
+
+
 # ---------------------------------------------------------------------------
 # issue 21 leftovers in the layers (reshape by named sizes; a refusal without NumPy's warnings)
 
