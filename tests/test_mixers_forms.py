@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from properties.mixers_common import rounding_bound
 from refimpl.mixers import cost, presets
 from refimpl.mixers import delta_rule as DR
 from refimpl.mixers import gated as GL
@@ -253,3 +254,74 @@ def test_ssd_bad_arguments_name_themselves(kw, arg):
     args = {"x": x, "dt": dt, "A": A, "B": Bm, "C": Cm, "form": "chunked", **kw}
     with pytest.raises(ValueError, match=arg):
         SSM.ssd(**args)
+
+
+def _scan_case(L, strong, seed=0):
+    r = np.random.default_rng(seed)
+    u, z = r.standard_normal((2, 2, 2, L, 3))
+    delta = r.random((2, 2, L, 3)) * (np.where(r.random((2, 2, L, 3)) < 0.3, 1000.0, 1.0) if strong else 1.0)
+    A = -np.exp(r.standard_normal((2, 3, 4)))
+    Bm, Cm = r.standard_normal((2, 2, 1, L, 4))
+    return (u, delta, A, Bm, Cm, r.standard_normal((2, 3)), z), r.standard_normal((2, 2, 3, 4))
+
+
+@pytest.mark.parametrize("L", [0, 1, 7, 8, 9, 21])
+@pytest.mark.parametrize("strong", [False, True])
+@pytest.mark.parametrize("discretization", SSM.DISCRETIZATIONS)
+def test_chunked_scan_equals_the_sequential_scan_on_hard_cases(L, strong, discretization):
+    """Partial last chunks (CHUNK = 8), L = 0 / 1, an initial state, and decays delta |A| up to ~1e4 a
+    step (exp underflows to 0; chunks past SPAN_MAX run the loop): the rounding bound of the module doc."""
+    args, x0 = _scan_case(L, strong)
+    copies = [a.copy() for a in args + (x0,)]
+    y, x = SSM.selective_scan(*args, initial_state=x0, form="chunked", discretization=discretization)
+    ry, rx = SSM.selective_scan(*args, initial_state=x0, discretization=discretization)
+    u, delta, A, Bm, Cm, D, z = args
+    My, Mx = SSM.selective_scan(np.abs(u), delta, A, np.abs(Bm), np.abs(Cm), np.abs(D), None,
+                                initial_state=np.abs(x0), discretization=discretization)
+    n = 3 * L + 4 + 8 + (2 * SSM.CHUNK + 1) * float(np.max(delta.sum(axis=2)[..., None] * -A[None], initial=0.0))
+    assert np.all(np.abs(y - ry) <= rounding_bound(My * np.abs(SSM.silu(z)), n))
+    assert np.all(np.abs(x - rx) <= rounding_bound(Mx, n))
+    assert all(np.array_equal(a, c) for a, c in zip(args + (x0,), copies))
+    assert not np.shares_memory(x, x0)
+
+
+def test_chunked_scan_needs_its_span_limit(monkeypatch):
+    """Meta: without the SPAN_MAX fallback, exp(-S_j) overflows on strong decays (a ValueError naming
+    the inputs, never a silent answer), so the hard cases above exercise the fallback."""
+    args, x0 = _scan_case(21, True)
+    monkeypatch.setattr(SSM, "SPAN_MAX", np.inf)
+    with pytest.raises(ValueError, match="output|state"):
+        SSM.selective_scan(*args, initial_state=x0, form="chunked")
+
+
+@pytest.mark.parametrize("L", [0, 1, 5, 9])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_chunked_delta_rule_equals_the_recurrence_on_hard_cases(L, per_channel):
+    """Batched UT chunks: L = 0 / 1, partial chunks (c = 4), per-value-channel beta, gates to -30, an
+    initial state; the bound of properties.mixers_linear (|S_t| <= |S_0| + sum beta |v|)."""
+    r = np.random.default_rng(L)
+    q, k = r.standard_normal((2, 1, 2, L, 3))
+    k = k / np.linalg.norm(k, axis=-1, keepdims=True)
+    v = r.standard_normal((1, 2, L, 2))
+    beta = r.random((1, 2, L, 2) if per_channel else (1, 2, L))
+    g = -30 * r.random((1, 2, L)) ** 4
+    S0 = r.standard_normal((1, 2, 3, 2))
+    o, S = DR.delta_rule(q, k, v, beta, g, scale=1.0, initial_state=S0, form="chunked", chunk_size=4)
+    ro, rS = DR.delta_rule(q, k, v, beta, g, scale=1.0, initial_state=S0)
+    bmax = beta if beta.ndim == 3 else beta.max(axis=-1)
+    run = np.linalg.norm(S0, ord=2, axis=(2, 3))[..., None, None] + np.cumsum(bmax * np.linalg.norm(v, axis=-1), axis=2)[..., None]
+    n = 2 * L + 3 + 8 + L * float(-g.sum(axis=2).min(initial=0.0))
+    assert np.all(np.abs(o - ro) <= rounding_bound(np.linalg.norm(q, axis=-1)[..., None] * run, n))
+    assert np.all(np.abs(S - rS) <= rounding_bound(np.max(run, axis=2, initial=0.0)[..., None] if L else np.abs(S0), n))
+    assert not np.shares_memory(S, S0)
+    assert not np.shares_memory(rS, S0)
+
+
+@pytest.mark.parametrize("L", [0, 1, 5, 9])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_chunked_linear_attention_equals_the_recurrence(L, normalize):
+    r = np.random.default_rng(L)
+    q, k, v = r.standard_normal((3, 2, 2, L, 3))
+    y = LA.linear_attention(q, k, v, normalize=normalize, form="chunked", chunk_size=4)
+    ry = LA.linear_attention(q, k, v, normalize=normalize)
+    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-14)

@@ -134,7 +134,7 @@ def _chunked(q, k, v, beta, g, scale: float, S0, c: int):
     o = (eg * Q) @ entering
     o += scores @ u
     o *= scale
-    return unchunk(o, q.shape[2]), S
+    return unchunk(o, q.shape[2]), (S if Q.shape[2] else S.copy())  # never the caller's initial_state itself
 
 
 def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="recurrent", chunk_size=64):
@@ -163,7 +163,7 @@ def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
             u = s.beta[:, :, t] * (s.v[:, :, t] - np.einsum("bhkv,bhk->bhv", S, kt))
             S = S + kt[..., :, None] * u[..., None, :]
             o[:, :, t] = s.scale * np.einsum("bhk,bhkv->bhv", s.q[:, :, t], S)
-        return o, S
+        return o, (S if s.L else S.copy())  # never the caller's initial_state itself
     if s.beta.shape[3] == 1:  # chunked
         return _chunked(s.q, s.k, s.v, s.beta, s.g, s.scale, s.S0, int(chunk_size))
     cols = [_chunked(s.q, s.k, s.v[..., i:i + 1], s.beta[..., i:i + 1], s.g, s.scale, s.S0[..., i:i + 1], int(chunk_size))
