@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from properties.mixers_common import rounding_bound
-from refimpl.mixers import cost, presets
+from refimpl.mixers import _chunks, cost, presets
 from refimpl.mixers import delta_rule as DR
 from refimpl.mixers import gated as GL
 from refimpl.mixers import linear_attention as LA
@@ -296,9 +296,12 @@ def test_chunked_scan_needs_its_span_limit(monkeypatch):
 
 @pytest.mark.parametrize("L", [0, 1, 5, 9])
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_chunked_delta_rule_equals_the_recurrence_on_hard_cases(L, per_channel):
-    """Batched UT chunks: L = 0 / 1, partial chunks (c = 4), per-value-channel beta, gates to -30, an
-    initial state; the bound of properties.mixers_linear (|S_t| <= |S_0| + sum beta |v|)."""
+@pytest.mark.parametrize("block", [512, 8])
+def test_chunked_delta_rule_equals_the_recurrence_on_hard_cases(L, per_channel, block, monkeypatch):
+    """Batched UT chunks: L = 0 / 1, partial chunks (c = 4), batches of chunks (block 8: the state carried
+    between batches), per-value-channel beta, gates to -30, an initial state; the bound of
+    properties.mixers_linear (|S_t| <= |S_0| + sum beta |v|)."""
+    monkeypatch.setattr(_chunks, "BLOCK", block)
     r = np.random.default_rng(L)
     q, k = r.standard_normal((2, 1, 2, L, 3))
     k = k / np.linalg.norm(k, axis=-1, keepdims=True)
@@ -317,9 +320,11 @@ def test_chunked_delta_rule_equals_the_recurrence_on_hard_cases(L, per_channel):
     assert not np.shares_memory(rS, S0)
 
 
-@pytest.mark.parametrize("L", [0, 1, 5, 9])
+@pytest.mark.parametrize("L", [0, 1, 5, 9, 21])
 @pytest.mark.parametrize("normalize", [False, True])
-def test_chunked_linear_attention_equals_the_recurrence(L, normalize):
+@pytest.mark.parametrize("block", [512, 8])
+def test_chunked_linear_attention_equals_the_recurrence(L, normalize, block, monkeypatch):
+    monkeypatch.setattr(_chunks, "BLOCK", block)
     r = np.random.default_rng(L)
     q, k, v = r.standard_normal((3, 2, 2, L, 3))
     y = LA.linear_attention(q, k, v, normalize=normalize, form="chunked", chunk_size=4)

@@ -31,7 +31,7 @@ so U = T diag(beta) V - (T diag(beta exp(gam)) K) S_prev (the "UT transform": u 
 
 Everything but S_prev is known before the scan, so T (by doubling its inverted diagonal blocks,
 ``_unit_lower_inverse``), U_ = T diag(beta) V, W = T diag(beta exp(gam)) K and the masked products
-are computed for all chunks at once; the loop over chunks carries S alone (u = U_ - W S_prev and
+are computed for a batch of chunks at once (``_chunks.BLOCK`` tokens); the loop over chunks carries S alone (u = U_ - W S_prev and
 S_next: two products per chunk), and the outputs are again one batched product. A per-value-channel
 beta is one delta rule per value column (the columns of S never mix).
 
@@ -47,7 +47,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float
-from ._chunks import chunks, unchunk
+from .._parallel import map_blocks
+from . import _chunks
+from ._chunks import chunks, head_groups, unchunk
 from .gated import G_FLOOR
 
 FORMS = ("recurrent", "chunked")
@@ -114,17 +116,17 @@ def _chunked(q, k, v, beta, g, scale: float, S0, c: int):
     """The chunked form (module doc) for a per-head beta (B, H, L, 1): (o (B, H, L, V), final state)."""
     Q, K, V, bt = chunks(q, c), chunks(k, c), chunks(v, c), chunks(beta, c)  # padding: k = v = beta = 0 write nothing
     gam = np.cumsum(chunks(g, c), axis=3)  # (B, H, n, c), local cumulative log-gates
+    Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))
     if gam.any():
         lower = np.tri(c, dtype=bool)
         Gam = np.exp(np.where(lower, gam[..., :, None] - gam[..., None, :], -np.inf))  # exp(gam_i - gam_j), i >= j
-    else:
-        Gam = np.tri(c)  # every gate 1: exp(0) = 1 exactly
-    Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))
+        eg = np.exp(gam)[..., None]  # exp(gam_i)
+        Kdt = np.ascontiguousarray(np.swapaxes(K * np.exp(gam[..., -1:] - gam)[..., None], -1, -2))
+    else:  # every gate 1: each decay is exp(0) = 1 exactly
+        Gam, eg, Kdt = np.tri(c), 1.0, Kt
     T = _unit_lower_inverse(np.tril(bt * (K @ Kt) * Gam, -1))  # T = (I + strict_tril(diag(beta) (K K^T * Gam)))^-1
-    eg = np.exp(gam)[..., None]
     U_, W = T @ (bt * V), T @ (bt * eg * K)  # u = U_ - W S_prev
     scores = (Q @ Kt) * Gam  # tril(Q K^T * Gam)
-    Kdt = np.ascontiguousarray(np.swapaxes(K * np.exp(gam[..., -1:] - gam)[..., None], -1, -2))
     last = np.exp(gam[..., -1])[..., None, None]  # exp(gam_last), (B, H, n, 1, 1)
     entering, u, S = np.empty(Q.shape[:3] + S0.shape[2:]), np.empty_like(U_), S0
     for m in range(Q.shape[2]):
@@ -134,7 +136,7 @@ def _chunked(q, k, v, beta, g, scale: float, S0, c: int):
     o = (eg * Q) @ entering
     o += scores @ u
     o *= scale
-    return unchunk(o, q.shape[2]), (S if Q.shape[2] else S.copy())  # never the caller's initial_state itself
+    return unchunk(o, q.shape[2]), S
 
 
 def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="recurrent", chunk_size=64):
@@ -164,12 +166,21 @@ def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
             S = S + kt[..., :, None] * u[..., None, :]
             o[:, :, t] = s.scale * np.einsum("bhk,bhkv->bhv", s.q[:, :, t], S)
         return o, (S if s.L else S.copy())  # never the caller's initial_state itself
-    if s.beta.shape[3] == 1:  # chunked
-        return _chunked(s.q, s.k, s.v, s.beta, s.g, s.scale, s.S0, int(chunk_size))
-    cols = [_chunked(s.q, s.k, s.v[..., i:i + 1], s.beta[..., i:i + 1], s.g, s.scale, s.S0[..., i:i + 1], int(chunk_size))
-            for i in range(s.V)]  # one delta rule per value column
-    return (np.concatenate([o for o, _ in cols], axis=3) if cols else np.empty((s.B, s.H, s.L, 0)),
-            np.concatenate([S for _, S in cols], axis=3) if cols else s.S0.copy())
+    o, S, c = np.empty((s.B, s.H, s.L, s.V)), np.empty(s.S0.shape), int(chunk_size)
+    span = c * max(1, _chunks.BLOCK // c)
+
+    def heads(hs: slice):  # chunked, a group of heads (_chunks.head_groups)
+        # per-value-channel beta: one delta rule per value column (the columns of S never mix)
+        for cols in ([slice(None)] if s.beta.shape[3] == 1 else [slice(i, i + 1) for i in range(s.V)]):
+            St = s.S0[:, hs][..., cols]
+            for a in range(0, s.L, span):  # batches of chunks, the state carried between them
+                t = slice(a, a + span)
+                o[:, hs, t][..., cols], St = _chunked(s.q[:, hs, t], s.k[:, hs, t], s.v[:, hs, t][..., cols],
+                                                      s.beta[:, hs, t][..., cols], s.g[:, hs, t], s.scale, St, c)
+            S[:, hs][..., cols] = St
+
+    map_blocks(heads, head_groups(s.H), s.B * s.H * s.L * (4 * c + 6 * s.K) * s.V)
+    return o, S
 
 
 __all__ = ["FORMS", "delta_rule"]

@@ -52,7 +52,9 @@ import numpy as np
 
 from .._validate import (FLOAT_MAX, as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
                          positive_int, real_number)
-from ._chunks import chunks, unchunk
+from .._parallel import map_blocks
+from . import _chunks
+from ._chunks import chunks, head_groups, unchunk
 from .gated import FORMS, GatedSetup, _gla
 
 FEATURE_MAPS = {
@@ -146,20 +148,37 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
 
 
 def _chunked(s: GatedSetup, c: int) -> np.ndarray:
-    """The chunked form of the module doc: o (B, H, L, V) for the validated setup ``s`` (g = 0).
-    The running sum S_(m) is one addition per chunk; everything else is a batched product over the
-    chunks (a last partial chunk padded with zero keys and values, which write nothing)."""
-    Q, K, V = chunks(s.q, c), chunks(s.k, c), chunks(s.v, c)  # (B, H, n, c, .)
+    """The chunked form of the module doc: o (B, H, L, V) for the validated setup ``s`` (g = 0), groups
+    of heads on threads (``_chunks.head_groups``)."""
+    o = np.empty((s.B, s.H, s.L, s.V))
+
+    span = c * max(1, _chunks.BLOCK // c)
+
+    def heads(hs: slice):
+        S = s.S0[:, hs]
+        for a in range(0, s.L, span):  # batches of chunks, the state carried between them
+            t = slice(a, a + span)
+            o[:, hs, t], S = _chunked_heads(s.q[:, hs, t], s.k[:, hs, t], s.v[:, hs, t], S, s.scale, c)
+
+    map_blocks(heads, head_groups(s.H), s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
+    return o
+
+
+def _chunked_heads(q, k, v, S0, scale: float, c: int):
+    """The chunked form on some heads and tokens: (o, the state after them). The running sum S_(m) is one addition per chunk; everything else
+    is a batched product over the chunks (a last partial chunk padded with zero keys and values, which
+    write nothing)."""
+    Q, K, V = chunks(q, c), chunks(k, c), chunks(v, c)  # (B, H, n, c, .)
     Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, H, n, K, c): both products below run faster on it
     writes = Kt @ V  # K_m^T V_m, (B, H, n, K, V)
-    entering, S = np.empty_like(writes), s.S0
+    entering, S = np.empty_like(writes), S0
     for m in range(writes.shape[2]):
         entering[:, :, m] = S
         S = S + writes[:, :, m]
     o = Q @ entering
     o += ((Q @ Kt) * np.tri(c)) @ V  # tril(Q_m K_m^T) V_m
-    o *= s.scale
-    return unchunk(o, s.L)
+    o *= scale
+    return unchunk(o, q.shape[2]), S
 
 
 def _phi(x, name, feature_map):
