@@ -27,11 +27,14 @@ Forms, all equal to the definition:
   the running sum one product with a lower triangle of ones, the whole chunk at once. The factor
   exp(-S_j) <= exp(span), span = max -S_{b-1} over the chunk's channels, is kept below e^SPAN_MAX
   (a chunk beyond it runs the loop). Error: the computed S_t carries at most gamma_c |S_t| <=
-  gamma_c span (a running sum of c non-negative steps, c = CHUNK), so exp(S_t) exp(-S_j) is
-  exp(S_t - S_j) to a relative 2 gamma_c span + 5u; summed over the chunks a path crosses (their
-  spans add up to at most the total decay Dmax = max sum_t delta_t |A|) each term of x_t is within
-  (2 c + 1) u Dmax + (3L + 8) u of its exact value, relative: n = 3L + N + 8 + (2c + 1) Dmax in the
-  mixers' gamma_n M bound (tests/test_mixers_oracle.py, against mpmath);
+  gamma_c span (a running sum of c non-negative steps times A, c = CHUNK), so exp(S_t) exp(-S_j) is
+  exp(S_t - S_j) to a relative 2 gamma_c span + 5u (two exps of 1 ulp, one quotient). A chunk adds
+  at most (c + 9) u more (its running sum of c terms, the products with E_t, Abar_a and x_{a-1},
+  Abar_a's own exponent u delta_a |A|); a path crosses at most L / c + 2 chunks, whose spans add up
+  to at most the total decay Dmax = max sum_t delta_t |A|. So each term of x_t is within
+  (2c + 1) Dmax u + (c + 9)(L / c + 2) u of its exact value, relative; with the N-term output sum,
+  D u and the gate: n = 3L + N + 40 + (2c + 1) Dmax (c = 8) in the mixers' gamma_n M bound
+  (tests/test_mixers_oracle.py against mpmath, tests/test_mixers_forms.py against the loop);
 * ``"convolution"``: only when delta, B and C do not depend on t (a time-invariant SSM):
   x_t = sum_{j<=t} Abar^{t-j} Bbar u_j, so y_t = sum_{j=0}^{t} Kbar_{t-j} u_j + D u_t with
   the kernel Kbar_k = sum_n C_n Abar_n^k Bbar_n, k = 0, 1, ... (the notes write
