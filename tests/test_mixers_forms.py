@@ -259,7 +259,9 @@ def test_ssd_bad_arguments_name_themselves(kw, arg):
 def _scan_case(L, strong, seed=0):
     r = np.random.default_rng(seed)
     u, z = r.standard_normal((2, 2, 2, L, 3))
-    delta = r.random((2, 2, L, 3)) * (np.where(r.random((2, 2, L, 3)) < 0.3, 1000.0, 1.0) if strong else 1.0)
+    delta = r.random((2, 2, L, 3)) / 2  # strong: decays to ~1e4 a step in the even chunks (CHUNK = 8) only
+    if strong:
+        delta = delta * np.where((r.random((2, 2, L, 3)) < 0.3) & (np.arange(L) // 8 % 2 == 0)[:, None], 2000.0, 1.0)
     A = -np.exp(r.standard_normal((2, 3, 4)))
     Bm, Cm = r.standard_normal((2, 2, 1, L, 4))
     return (u, delta, A, Bm, Cm, r.standard_normal((2, 3)), z), r.standard_normal((2, 2, 3, 4))
@@ -285,13 +287,26 @@ def test_chunked_scan_equals_the_sequential_scan_on_hard_cases(L, strong, discre
     assert not np.shares_memory(x, x0)
 
 
-def test_chunked_scan_needs_its_span_limit(monkeypatch):
-    """Meta: without the SPAN_MAX fallback, exp(-S_j) overflows on strong decays (a ValueError naming
-    the inputs, never a silent answer), so the hard cases above exercise the fallback."""
-    args, x0 = _scan_case(21, True)
-    monkeypatch.setattr(SSM, "SPAN_MAX", np.inf)
-    with pytest.raises(ValueError, match="output|state"):
-        SSM.selective_scan(*args, initial_state=x0, form="chunked")
+def test_chunked_scan_near_float64_max_equals_the_loop():
+    """Inputs Bbar u ~ 1e306 with a chunk decay of ~30: exp(-S_j) Bbar_j u_j passes float64 while every
+    state stays finite; the chunk runs the loop (no ValueError for a finite exact result)."""
+    L = 16
+    u = np.full((1, 1, L, 1), 1e306)
+    delta, A = np.full((1, 1, L, 1), 1.0), np.full((1, 1, 1), -4.0)
+    Bm = Cm = np.full((1, 1, L, 1), 0.5)
+    y, x = SSM.selective_scan(u, delta, A, Bm, Cm, form="chunked")
+    ry, rx = SSM.selective_scan(u, delta, A, Bm, Cm)
+    np.testing.assert_allclose(y, ry, rtol=1e-13)
+    np.testing.assert_allclose(x, rx, rtol=1e-13)
+
+
+def test_chunked_scan_hard_cases_take_both_paths():
+    """Meta: the strong-decay case above has chunks whose span (max over channels of |A| sum_{a<i<b} delta_i)
+    exceeds SPAN_MAX (they run the loop) and chunks within it (they factor exp(S_t) exp(-S_j))."""
+    (u, delta, A, *_), _ = _scan_case(21, True)
+    spans = [float(np.max(delta[:, :, a + 1:a + SSM.CHUNK].sum(axis=2)[..., None] * -A[None], initial=0.0))
+             for a in range(0, 21, SSM.CHUNK)]
+    assert max(spans) > SSM.SPAN_MAX and min(spans) <= SSM.SPAN_MAX, spans
 
 
 @pytest.mark.parametrize("L", [0, 1, 5, 9])

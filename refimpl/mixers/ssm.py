@@ -26,7 +26,7 @@ Forms, all equal to the definition:
 
   the running sum one product with a lower triangle of ones, the whole chunk at once. The factor
   exp(-S_j) <= exp(span), span = max -S_{b-1} over the chunk's channels, is kept below e^SPAN_MAX
-  (a chunk beyond it runs the loop). Error: the computed S_t carries at most gamma_c |S_t| <=
+  (a chunk beyond it, or one whose scaled terms pass float64, runs the loop). Error: the computed S_t carries at most gamma_c |S_t| <=
   gamma_c span (a running sum of c non-negative steps times A, c = CHUNK), so exp(S_t) exp(-S_j) is
   exp(S_t - S_j) to a relative 2 gamma_c span + 5u (two exps of 1 ulp, one quotient). A chunk adds
   at most (c + 9) u more (its running sum of c terms, the products with E_t, Abar_a and x_{a-1},
@@ -187,16 +187,19 @@ def _chunked(s: _Setup):
         sl, m = slice(a, min(a + CHUNK, L)), min(CHUNK, L - a)
         cd = np.zeros((B, H, m, 1, P))
         np.cumsum(s.delta[:, :, a + 1 : sl.stop, None], axis=2, out=cd[:, :, 1:])  # sum_{a<i<=t} delta_i
-        bu = s.inputs(sl, np_state=True)  # Bbar_j u_j, (B, H, m, N, P)
         entering = s.decays(slice(a, a + 1), np_state=True)[:, :, 0] * x  # Abar_a x_{a-1}
-        if (cd[:, :, -1, 0] * steepest).max(initial=0.0) <= SPAN_MAX:
+        factored = (cd[:, :, -1, 0] * steepest).max(initial=0.0) <= SPAN_MAX
+        if factored:
+            bu = s.inputs(sl, np_state=True)  # Bbar_j u_j, (B, H, m, N, P)
             E = np.exp(cd * s.A_np[None, :, None])  # exp(S_t)
             bu /= E  # exp(-S_j) Bbar_j u_j
             bu[:, :, 0] += entering
             xs = (ones[:m, :m] @ bu.reshape(B, H, m, N * P)).reshape(bu.shape)
             xs *= E
-        else:  # decays beyond e^SPAN_MAX inside the chunk: the recurrence, step by step
-            xs, Abar = bu, s.decays(sl, np_state=True)
+        # decays beyond e^SPAN_MAX inside the chunk, or an exp(-S_j) Bbar_j u_j past float64 (the last
+        # running sum holds every term: non-finite if any is): the recurrence, step by step
+        if not factored or not np.isfinite(xs[:, :, -1]).all():
+            xs, Abar = s.inputs(sl, np_state=True), s.decays(sl, np_state=True)
             xs[:, :, 0] += entering
             for t in range(1, m):
                 xs[:, :, t] += Abar[:, :, t] * xs[:, :, t - 1]
