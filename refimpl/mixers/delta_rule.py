@@ -147,16 +147,16 @@ def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="r
     """
     s = _Setup(q, k, v, beta, g, scale, initial_state)
     choice(form, "form", FORMS)
-    starts = chunk_starts(s.L, chunk_size)
+    chunk_starts(s.L, chunk_size)  # validates chunk_size
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
-        o, S = _forms(s, form, starts, chunk_size)
+        o, S = _forms(s, form, chunk_size)
     # unnormalised keys with beta |k|^2 > 2 make I - beta k k^T expand: the state can grow geometrically
     finite_result(o, "an output", "q, k, v, beta, scale, initial_state")
     finite_result(S, "the final state", "k, v, beta, initial_state")
     return o, S
 
 
-def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
+def _forms(s: _Setup, form: str, chunk_size: int):
     if form == "recurrent":
         S, o = s.S0, np.empty((s.B, s.H, s.L, s.V))
         for t in range(s.L):
