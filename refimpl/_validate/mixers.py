@@ -1,14 +1,12 @@
 """The checks of ``refimpl.mixers``: feature maps and their widths, gates and decays (log-space, <= 0),
 the delta rule's beta, FAVOR+ and random-feature matrices, Linformer projections, RWKV-4's channels and
-exponent range, the selective scan's groups, steps and stable A, and the library presets' renaming.
+exponent range, the selective scan's groups, steps and stable A, the library presets' shapes.
 
 Each takes plain values (arrays, shapes, option tuples, error classes) and raises through ``fail`` or
 the generic validators; this package never imports ``refimpl.mixers``.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 
@@ -235,17 +233,3 @@ def default_scale_features(q: np.ndarray) -> None:
     """fla's default scale K^-0.5 needs K >= 1 features."""
     if q.shape[-1] == 0:
         fail("q", "K >= 1 features for the default scale K^-0.5", f"shape {q.shape}")
-
-
-@contextlib.contextmanager
-def renamed(names: dict):
-    """Argument errors raised inside, naming a spec argument (a key of ``names``), re-raised naming the
-    library's (its value): a preset's messages speak its library's argument names."""
-    try:
-        yield
-    except (ValueError, TypeError) as e:
-        msg = str(e)
-        for spec, lib in names.items():
-            if msg.startswith(spec + ":"):
-                raise type(e)(lib + msg[len(spec):]) from None
-        raise

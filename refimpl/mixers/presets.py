@@ -26,6 +26,7 @@ import numpy as np
 
 from .._validate import as_float_array, flag, leading_shape
 from .._validate import mixers as VX
+from .._validate.layers import prefix, renamed
 from ..preset_registry import Registry, Source
 from .delta_rule import delta_rule
 from .gated import gated_linear_attention, retention
@@ -54,7 +55,7 @@ def fla_linear_attn(q, k, v, scale=None, normalize=False):
 def fla_gla(q, k, v, gk, initial_state=None):
     """fla ``naive_recurrent_gla``: (B, L, H, D) inputs, per-channel log gate gk; returns (o, final state)."""
     q, k, v, gk = _bhld(q, "q"), _bhld(k, "k"), _bhld(v, "v"), _bhld(gk, "gk")
-    with VX.renamed({"g": "gk"}):  # the spec's g is fla's gk
+    with renamed(prefix("g:", "gk:")):  # the spec's g is fla's gk
         o, S = gated_linear_attention(q, k, v, gk, initial_state=initial_state)
     return _bhld(o), S
 
