@@ -46,9 +46,12 @@ def _exp_shift(x: np.ndarray, m: np.ndarray, out=None) -> np.ndarray:
     Where m = -inf every x is -inf too (an empty or fully masked set); such an m
     is read as 0, so exp(-inf - (-inf)) is exp(-inf) = 0, never NaN. Only the
     (small) m is inspected: two passes over x, the subtraction and the exp.
-    ``out`` (e.g. ``x`` itself) receives the result.
+    ``out`` (e.g. ``x`` itself) receives the result. As m >= x, x - m overflows only
+    towards -inf (x near -finfo.max, m near +finfo.max), where the exact exp underflows
+    to 0 too: that overflow is exact, so it is not reported.
     """
-    d = np.subtract(x, np.where(np.isneginf(m), 0.0, m), out=out)
+    with np.errstate(over="ignore"):
+        d = np.subtract(x, np.where(np.isneginf(m), 0.0, m), out=out)
     return exp(d, out=d) if isinstance(d, np.ndarray) else exp(d)  # 0-d operands give a NumPy scalar
 
 

@@ -660,3 +660,18 @@ def test_apply_sinks_names_its_arguments():
             sinks.apply_sinks(*args)
     o, l = sinks.apply_sinks(out, np.full((1, 2, 3), -np.inf), np.array([0.5, -1.0]))
     assert not o.any() and l[0, :, 0].tolist() == [0.5, -1.0]
+
+
+def test_softmax_across_the_whole_range_warns_nothing():
+    """x - max(x) overflows only towards -inf (exact: its exp underflows to 0 too), so softmax and logsumexp of
+    [-finfo.max, finfo.max] are [0, 1] and finfo.max without a RuntimeWarning (training_loss's z-loss printed
+    one; found by the fuzz run with warnings as errors)."""
+    import warnings
+
+    from refimpl.softmax import softmax_and_logsumexp
+
+    big = np.finfo(np.float64).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p, lse = softmax_and_logsumexp(np.array([-big, big]))
+    assert p.tolist() == [0.0, 1.0] and lse == big
