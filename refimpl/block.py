@@ -52,6 +52,7 @@ import numpy as np
 from . import accounting, ffn as _ffn, masks as _masks, norms
 from ._validate import as_float_array, bool_array, check_budget, choice, count, flag, instance, positive_int, real_number
 from ._validate import layers as _V
+from ._validate.losses import token_ids
 from .mha import multi_head_attention
 from .rope import check_rope_kwargs
 
@@ -328,8 +329,8 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
 
     E = as_float_array(embedding, "embedding", ndim=2, shape_doc="(V, d)", min_size={0: 1, 1: 1})
     V = E.shape[0]
-    src = _V.token_ids(src_tokens, "src_tokens", V)
-    tgt = _V.token_ids(tgt_tokens, "tgt_tokens", V)
+    src = token_ids(src_tokens, "src_tokens", V)
+    tgt = token_ids(tgt_tokens, "tgt_tokens", V)
     bos = count(bos, "bos", maximum=V - 1)
     enc_blocks, dec_blocks = _blocks(enc_blocks, "enc_blocks"), _blocks(dec_blocks, "dec_blocks")
     _final(enc_norm, "enc_norm"), _final(dec_norm, "dec_norm")

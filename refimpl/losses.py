@@ -42,6 +42,7 @@ import numpy as np
 from . import moe
 from ._validate import as_float_array, bool_array, choice, count, finite_result, real_number, routing as _routing
 from ._validate import layers as _V
+from ._validate import losses as _VL
 from .softmax import logsumexp, softmax
 
 IGNORE_INDEX = -100
@@ -52,7 +53,7 @@ class _CE:
     """Validated logits (N, V), targets (N,), the valid-row mask and per-row losses."""
 
     def __init__(self, logits, targets, ignore_index):
-        self.z, self.t, ignore_index = _V.ce_inputs(logits, targets, ignore_index)
+        self.z, self.t, ignore_index = _VL.ce_inputs(logits, targets, ignore_index)
         self.valid = self.t != ignore_index
         safe_t = np.where(self.valid, self.t, 0)
         self.safe_t = safe_t
@@ -92,16 +93,16 @@ def cross_entropy_grad(logits, targets, *, ignore_index: int = IGNORE_INDEX, red
 
 def shift_labels(tokens, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """labels[:, t] = tokens[:, t + 1], the last position ignore_index (HF ForCausalLMLoss); int64."""
-    tok = _V.token_array(tokens, "tokens", 2, "(B, L)")
+    tok = _VL.token_array(tokens, "tokens", 2, "(B, L)")
     B, L = tok.shape  # L = 0: no position, no label (not one ignore_index)
-    return np.concatenate([tok[:, 1:], np.full((B, min(L, 1)), _V.ignore_index_arg(ignore_index), dtype=np.int64)],
+    return np.concatenate([tok[:, 1:], np.full((B, min(L, 1)), _VL.ignore_index_arg(ignore_index), dtype=np.int64)],
                           axis=1)
 
 
 def shift_right(tokens, start_token: int) -> np.ndarray:
     """Decoder input of teacher forcing: [BOS, y_1, ..., y_{L-1}] from y (B, L); int64
     (docs/notes.md#encoder-decoder)."""
-    tok = _V.token_array(tokens, "tokens", 2, "(B, L)")
+    tok = _VL.token_array(tokens, "tokens", 2, "(B, L)")
     start = count(start_token, "start_token")
     B, L = tok.shape  # L = 0: no position, no BOS
     return np.concatenate([np.full((B, min(L, 1)), start, dtype=np.int64), tok[:, :-1]], axis=1)
@@ -110,8 +111,8 @@ def shift_right(tokens, start_token: int) -> np.ndarray:
 def causal_lm_loss(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> float:
     """Mean next-token cross-entropy: logits (B, L, V) at t against tokens (B, L) at t + 1;
     tokens equal to ignore_index (padding, masked prompt) are not counted."""
-    z, tok = _V.lm_logits(logits, tokens)
-    _V.target_ids(tok[:, 1:], z.shape[-1], _V.ignore_index_arg(ignore_index), "tokens")
+    z, tok = _VL.lm_logits(logits, tokens)
+    _VL.target_ids(tok[:, 1:], z.shape[-1], _VL.ignore_index_arg(ignore_index), "tokens")
     labels = shift_labels(tok, ignore_index=ignore_index)
     B, L, V = z.shape  # named: -1 is ambiguous for an empty batch
     return cross_entropy(z.reshape(B * L, V), labels.reshape(B * L), ignore_index=ignore_index)
@@ -119,8 +120,8 @@ def causal_lm_loss(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> float
 
 def causal_lm_loss_grad(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """d causal_lm_loss / d logits, shape (B, L, V) (the last position's gradient is 0)."""
-    z, tok = _V.lm_logits(logits, tokens)
-    _V.target_ids(tok[:, 1:], z.shape[-1], _V.ignore_index_arg(ignore_index), "tokens")
+    z, tok = _VL.lm_logits(logits, tokens)
+    _VL.target_ids(tok[:, 1:], z.shape[-1], _VL.ignore_index_arg(ignore_index), "tokens")
     labels = shift_labels(tok, ignore_index=ignore_index)
     B, L, V = z.shape
     return cross_entropy_grad(z.reshape(B * L, V), labels.reshape(B * L), ignore_index=ignore_index).reshape(z.shape)
@@ -128,9 +129,9 @@ def causal_lm_loss_grad(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> 
 
 def sft_labels(tokens, response_mask, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """tokens with every non-response position replaced by ignore_index (before the shift)."""
-    tok = _V.token_array(tokens, "tokens", 2, "(B, L)")
+    tok = _VL.token_array(tokens, "tokens", 2, "(B, L)")
     m = bool_array(response_mask, "response_mask", shape=tok.shape, shape_doc="(B, L) of tokens")
-    return np.where(m, tok, np.int64(_V.ignore_index_arg(ignore_index)))
+    return np.where(m, tok, np.int64(_VL.ignore_index_arg(ignore_index)))
 
 
 def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore_index: int = IGNORE_INDEX) -> float:
@@ -143,7 +144,7 @@ def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore
     labels = sft_labels(tokens, response_mask, ignore_index=ignore_index)
     if normalize == "tokens":
         return causal_lm_loss(logits, labels, ignore_index=ignore_index)
-    z, _ = _V.lm_logits(logits, labels)
+    z, _ = _VL.lm_logits(logits, labels)
     per_seq = [causal_lm_loss(z[b:b + 1], labels[b:b + 1], ignore_index=ignore_index) for b in range(z.shape[0])]
     has = [bool((labels[b, 1:] != ignore_index).any()) for b in range(z.shape[0])]
     vals = [v for v, h in zip(per_seq, has) if h]
@@ -154,11 +155,11 @@ def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore
 def output_z_loss(logits, tokens=None, *, ignore_index: int = IGNORE_INDEX) -> float:
     """mean over counted positions of logsumexp(z_t)^2 (PaLM's auxiliary loss on the LM head;
     ``refimpl.moe.z_loss``); with ``tokens`` only positions with a next-token target count."""
-    z = _V.class_logits(logits)
-    ignore_index = _V.ignore_index_arg(ignore_index)
+    z = _VL.class_logits(logits)
+    ignore_index = _VL.ignore_index_arg(ignore_index)
     mask = None
     if tokens is not None:
-        z, tok = _V.lm_logits(z, tokens)
+        z, tok = _VL.lm_logits(z, tokens)
         mask = (shift_labels(tok, ignore_index=ignore_index) != ignore_index).reshape(tok.size)
     rows, V = math.prod(z.shape[:-1]), z.shape[-1]  # named: -1 is ambiguous for an empty batch
     return moe.z_loss(z.reshape(rows, V), padding_mask=mask)
@@ -186,8 +187,8 @@ def training_loss(logits, tokens, *, routings: Sequence = (), router_logits: Seq
     zc, ac, rc = (real_number(c, n, minimum=0.0) for c, n in ((z_coef, "z_coef"), (aux_coef, "aux_coef"),
                                                                (router_z_coef, "router_z_coef")))
     z = output_z_loss(logits, tokens, ignore_index=ignore_index) if zc else 0.0
-    opts = _V.balance_options(balance_options, "dict of refimpl.moe.balance_loss keyword arguments")
-    routings, router_logits = _V.layer_list(routings, "routings"), _V.layer_list(router_logits, "router_logits")
+    opts = _VL.balance_options(balance_options, "dict of refimpl.moe.balance_loss keyword arguments")
+    routings, router_logits = _VL.layer_list(routings, "routings"), _VL.layer_list(router_logits, "router_logits")
     bal = float(sum(moe.balance_loss(_routing(r, f"routings[{i}]"), alpha=1.0, **opts) for i, r in enumerate(routings)))
     rz = 0.0
     for i, l in enumerate(router_logits):
@@ -242,7 +243,7 @@ def router_collapse_simulation(*, aux_coef: float, seed: int = 0, steps: int = 3
         x = rng.standard_normal((T, d))
         with np.errstate(over="ignore", invalid="ignore"):
             z = x @ W
-        _V.simulation_finite(np.isfinite(A).all() and np.isfinite(z).all(), lr, step)
+        _VL.simulation_finite(np.isfinite(A).all() and np.isfinite(z).all(), lr, step)
         r = moe.route(z, 1)
         e = r.indices[:, 0]
         p = r.probs[np.arange(T), e]

@@ -57,8 +57,8 @@ import math
 import numpy as np
 
 from ._validate import as_float_array, choice, finite_result, instance, real_number, same_shape
-from ._validate import layers as _V
-from ._validate.layers import feature_axis as last_axis  # noqa: F401  (public: the gpu facade's check of x)
+from ._validate import norms as _V
+from ._validate.norms import feature_axis as last_axis  # noqa: F401  (public: the gpu facade's check of x)
 from .preset_registry import Registry, Source
 
 EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
