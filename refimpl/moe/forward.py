@@ -16,7 +16,8 @@ The definition (``moe_definition``, one line per step; docs/notes.md#moe-router)
 The fast forms, each tested equal to it (tests/test_definition_moe.py, bound derived there):
 
     layout="sparse"         gather each expert's kept tokens, run the expert on
-                            them only, scatter-add the gated outputs (Megablocks)
+                            them only, scatter-add the gated outputs (Megablocks);
+                            a SwiGLUExpert's formula fused in place (experts._swiglu_rows_into)
     layout="dense_tensors"  GShard dispatch/combine einsums over (T, E, C)
     expert-parallel         refimpl.distributed.expert_parallel (docs/notes.md#expert-parallel)
     dense_moe_forward       the definition's last two lines for a given routing
@@ -30,6 +31,7 @@ from .. import _validate as V
 from .._validate import as_float_array
 from .dispatch import (combine_dense, dispatch_combine_tensors, dispatch_dense, gather_by_expert,
                        scatter_combine, sort_by_expert)
+from .experts import SwiGLUExpert, _swiglu_rows_into
 from .router import route
 
 
@@ -79,10 +81,12 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
     if layout == "sparse":
         sa = sort_by_expert(routing)
         rows = gather_by_expert(x, sa)
-        out = np.zeros_like(rows)
+        out = np.empty_like(rows)  # the bins offsets[e]:offsets[e + 1] cover every row
         for e, expert in enumerate(experts):
             lo, hi = sa.offsets[e], sa.offsets[e + 1]
-            if hi > lo:
+            if hi > lo and type(expert) is SwiGLUExpert:  # the same formula, fused in place
+                _swiglu_rows_into(expert, rows[lo:hi], out[lo:hi])
+            elif hi > lo:
                 out[lo:hi] = expert(rows[lo:hi])
         V.finite_result(out, "an expert output", "x, experts")
         return scatter_combine(out, sa, T)
