@@ -4,10 +4,10 @@ Fast forms: ``moe_forward`` with ``layout="sparse"`` (gather, expert on its bin,
 ``layout="dense_tensors"`` (GShard dispatch/combine GEMMs over (T, E, C)), ``apply_experts`` on a
 given routing (SwiGLU experts fused in place: also against 50 digits in the silu tail, and the
 expert's own errors), ``scatter_combine`` on both of its paths (one row per (token, choice): a
-per-choice gather through a (token, choice) -> row table; a (token, choice) twice: ``np.add.at``), and the expert-parallel layer over simulated
-ranks (``refimpl.distributed.expert_parallel``; "local" capacity: each rank's tokens are one batch,
-with or without rerouting the dropped choices, "global": the gathered batch). The routing (indices,
-kept, positions) matches the definition's exactly.
+per-choice gather through a (token, choice) -> row table; a (token, choice) twice: ``np.add.at``),
+and the expert-parallel layer over simulated ranks (``refimpl.distributed.expert_parallel``; "local"
+capacity: each rank's tokens are one batch, with or without rerouting the dropped choices, "global":
+the gathered batch). The routing (indices, kept, positions) matches the definition's exactly.
 
 The bound (first-order rounding analysis, u = 2^-53, gamma_n = n u / (1 - n u)). One computation of
 an expert's output o = FFN_e(x_t), whichever rows it is computed with (a GEMM over other rows may
