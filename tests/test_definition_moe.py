@@ -314,6 +314,47 @@ def test_fused_swiglu_raises_what_the_expert_raises(x, weights, what):
     assert str(got.value) == str(want.value)
 
 
+@pytest.mark.parametrize("kind", ["swiglu", "ffn"])
+def test_sparse_forward_is_the_same_bits_on_threads(monkeypatch, kind):
+    """The sparse layout runs refimpl's own experts as blocks on threads (``refimpl._parallel``), each
+    into its own bin: the same bits for 1, 2 and 3 threads. A user's callable among the experts keeps
+    every expert in the calling thread, in order."""
+    import threading
+
+    from refimpl import _parallel
+    from refimpl.moe import forward
+
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
+    rng = np.random.default_rng(3)
+    x, W = rng.standard_normal((40, 6)), rng.standard_normal((5, 6))
+    experts = M.random_experts(5, 6, 7, kind=kind, act="gelu", seed=2)
+    fused_threads = []
+
+    def recorded(*args):
+        fused_threads.append(threading.current_thread().name)
+        return _swiglu_rows_into(*args)
+
+    _swiglu_rows_into = forward._swiglu_rows_into
+    monkeypatch.setattr(forward, "_swiglu_rows_into", recorded)
+    ys = []
+    for n in (1, 2, 3):
+        monkeypatch.setenv("REFIMPL_NUM_THREADS", str(n))
+        ys.append(M.moe_forward(x, W, experts, 2)[0])
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+    if kind == "swiglu":
+        assert any(name.startswith("refimpl") for name in fused_threads), "the blocks never ran on threads"
+    callers = []
+
+    def user(rows):
+        callers.append(threading.current_thread().name)
+        return experts[0](rows)
+
+    fused_threads.clear()
+    M.moe_forward(x, W, [user] + experts[1:], 2)
+    assert callers and set(callers + fused_threads) <= {threading.current_thread().name}, callers + fused_threads
+
+
 def test_moe_definition_worked_example():
     """One token, two experts y = 2x and y = -x (linear FFNs, relu on a positive input), top-1 of logits
     (1, 0): gate softmax(1, 0)_0 = e / (e + 1), y = 2 x e / (e + 1)."""
