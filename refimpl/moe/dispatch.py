@@ -128,11 +128,12 @@ def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
     if row_of is None:  # a (token, choice) twice, a choice < 0, or choices too sparse to tabulate
         np.add.at(y, sa.token, sa.gate[:, None] * rows)
         return y
-    weighted = np.empty((N + 1, rows.shape[1]))  # row N stays 0: the (token, choice) pairs without a row
-    np.multiply(sa.gate[:, None], rows, out=weighted[:N])
-    weighted[N] = 0.0
     for j in range(ks):  # y[t] += gate * row of (t, j), j = 0, 1, ...: a gather, no scatter
-        y += weighted[row_of[:, j]]
+        i = row_of[:, j]
+        t = slice(None) if i.max(initial=-1) < N else np.flatnonzero(i < N)  # every token, or those with a row
+        weighted = rows[i[t]]
+        weighted *= sa.gate[i[t], None]
+        y[t] += weighted
     return y
 
 

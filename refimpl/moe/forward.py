@@ -97,9 +97,10 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
     if layout == "sparse":
         sa = sort_by_expert(routing)
         rows = gather_by_expert(x, sa)
-        out = np.empty_like(rows)  # the bins offsets[e]:offsets[e + 1] cover every row
         bins = [(e, slice(sa.offsets[e], sa.offsets[e + 1])) for e in range(routing.num_experts)
-                if sa.offsets[e + 1] > sa.offsets[e]]
+                if sa.offsets[e + 1] > sa.offsets[e]]  # they cover every row
+        work = _expert_work(experts, sa.offsets)
+        out = rows if work is not None else np.empty_like(rows)  # refimpl's experts: outputs over their rows
 
         def run(item):  # one expert on its bin, into its rows of out only
             e, b = item
@@ -108,7 +109,6 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
             else:
                 out[b] = experts[e](rows[b])
 
-        work = _expert_work(experts, sa.offsets)
         if work is None:
             for item in bins:
                 run(item)
