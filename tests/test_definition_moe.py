@@ -314,6 +314,24 @@ def test_fused_swiglu_raises_what_the_expert_raises(x, weights, what):
     assert str(got.value) == str(want.value)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threaded_experts_raise_the_lowest_failing_experts_error(monkeypatch, threads):
+    """The blocks run largest bin first; when several experts fail, the error is still the one the
+    experts in order raise (the lowest failing expert's): expert 0 (1 token) overflows in its output,
+    expert 1 (3 tokens, run first) already in x Wg."""
+    from refimpl import _parallel
+
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setenv("REFIMPL_NUM_THREADS", str(threads))
+    experts = _one_swiglu(1.0, 1.0, 1e10) + _one_swiglu(1e300, 1.0, 1.0)
+    x = np.array([[1e150], [1e10], [1e10], [1e10]])
+    r = M.route(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]), 1)
+    with pytest.raises(ValueError, match="the output"):
+        M.apply_experts(x, r, experts)
+    with pytest.raises(ValueError, match=re.escape("x W1 + b1")):
+        M.apply_experts(x[1:], M.route(np.array([[0.0, 1.0]] * 3), 1), experts)
+
+
 @pytest.mark.parametrize("kind", ["swiglu", "ffn"])
 def test_sparse_forward_is_the_same_bits_on_threads(monkeypatch, kind):
     """The sparse layout runs refimpl's own experts as blocks on threads (``refimpl._parallel``), each

@@ -89,6 +89,17 @@ def _expert_work(experts, offsets):
     return float(np.dot(per_row, np.diff(offsets)))
 
 
+def _error_of(fn):
+    """fn returning the ValueError it raises (None if none) instead of raising it."""
+    def call(item):
+        try:
+            fn(item)
+        except ValueError as err:
+            return err
+        return None
+    return call
+
+
 def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
     """y (T, D) for a given routing."""
     x, routing, experts = _check_x_routing_experts(x, routing, experts)
@@ -109,11 +120,15 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
             else:
                 out[b] = experts[e](rows[b])
 
-        if work is None:
+        if work is None:  # a user's callable among them: every expert in this thread, in order
             for item in bins:
                 run(item)
-        else:
-            map_blocks(run, bins, work=work)
+        else:  # on threads, the largest bins first (the threads finish together); errors as in order
+            largest_first = sorted(bins, key=lambda item: item[1].start - item[1].stop)
+            errors = map_blocks(_error_of(run), largest_first, work=work)
+            failed = [(e, err) for (e, _), err in zip(largest_first, errors) if err is not None]
+            if failed:
+                raise min(failed, key=lambda f: f[0])[1]  # the lowest failing expert's, as in order
         V.finite_result(out, "an expert output", "x, experts")
         return scatter_combine(out, sa, T)
     if layout == "dense_tensors":
