@@ -103,8 +103,16 @@ PRESET_PREFIXES = ("conventions.", "moe.presets.", "gpu.", "methods.")  # preset
 TARGETS.update({n: None for n in CR.R if n.startswith(PRESET_PREFIXES)})
 
 
+def _gpu_public() -> list:
+    """The gpu facade's public functions (gpu.__all__ less its error classes and constants)."""
+    import gpu
+
+    return [f"gpu.{n}" for n in gpu.__all__ if callable(getattr(gpu, n)) and not isinstance(getattr(gpu, n), type)]
+
+
 def test_every_public_callable_has_a_recipe():
     missing = sorted(n for n in PUBLIC if n not in CR.R and n not in RESULT_TYPES)
+    missing += sorted(n for n in _gpu_public() if n not in CR.R)
     assert not missing, f"public callables without a fuzz recipe in tests/contract_recipes.py: {missing}"
     stale = sorted(n for n in CR.R if n not in PUBLIC and not n.startswith(PRESET_PREFIXES))
     assert not stale, f"recipes for names that are not public callables: {stale}"

@@ -121,13 +121,17 @@ def raise_sites():
 
 
 SITES = raise_sites()
+FAIL_CALLS = sum(1 for path in _files() for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "fail")
 
 
 def test_every_decidable_raise_uses_the_one_wording():
     bad = [f"{site} (line {line}): {msg}" for site, line, verdict, msg in SITES
            if verdict == "bad" and site not in NOT_ARGUMENT_ERRORS]
     assert not bad, "messages not in the wording '<names>: expected ..., got ...':\n" + "\n".join(bad)
-    assert sum(v == "ok" for _, _, v, _ in SITES) > 500  # the walk reaches the packages' raises
+    # the walk reaches the packages' raises; a family's check raises through _validate's ``fail`` (issue 22),
+    # whose one wording is fixed there, so its calls count as sites too
+    assert sum(v == "ok" for _, _, v, _ in SITES) + FAIL_CALLS > 500
 
 
 def test_the_static_check_rejects_weak_messages_and_decides_built_ones():
