@@ -137,8 +137,9 @@ def _swiglu_rows_into(expert: SwiGLUExpert, x: np.ndarray, out: np.ndarray) -> N
         g = x Wg,  v = x Wu,  s = silu(g) = g / (1 + e^-g),  h = s v,  out = h Wd
 
     s and h share one buffer (exp, +1, divide, multiply in place) and the down projection writes
-    into ``out`` (which may be x itself: x is read only before). Error of s: exp 1 ulp (``refimpl._exp``), the sum and the quotient 1/2 ulp each,
-    within the 8 u |s| the layer's bound counts for the activation (tests/test_definition_moe.py).
+    into ``out`` (which may be x itself: x is read only before). Error of s: exp 1 ulp
+    (``refimpl._exp``), the sum and the quotient 1/2 ulp each, within the 8 u |s| the layer's bound
+    counts for the activation (tests/test_definition_moe.py).
     Below g = ``TAIL`` e^-g overflows: those entries take ``refimpl.logistic.silu`` (exact there).
     A non-finite g or v makes h non-finite, so h alone is checked; only then are g, v, h checked
     in the order ``refimpl.ffn`` checks them, for the same message."""

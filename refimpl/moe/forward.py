@@ -17,7 +17,8 @@ The fast forms, each tested equal to it (tests/test_definition_moe.py, bound der
 
     layout="sparse"         gather each expert's kept tokens, run the expert on
                             them only, scatter-add the gated outputs (Megablocks);
-                            a SwiGLUExpert's formula fused in place (experts._swiglu_rows_into)
+                            a SwiGLUExpert's formula fused in place (experts._swiglu_rows_into);
+                            refimpl's own experts on threads (refimpl._parallel: same bits)
     layout="dense_tensors"  GShard dispatch/combine einsums over (T, E, C)
     expert-parallel         refimpl.distributed.expert_parallel (docs/notes.md#expert-parallel)
     dense_moe_forward       the definition's last two lines for a given routing
