@@ -316,10 +316,11 @@ def test_fused_swiglu_raises_what_the_expert_raises(x, weights, what):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_threaded_experts_raise_the_lowest_failing_experts_error(monkeypatch, threads):
-    """The blocks run largest bin first; when several experts fail, the error is still the one the
-    experts in order raise (the lowest failing expert's): expert 0 (1 token) overflows in its output,
-    expert 1 (3 tokens, run first) already in x Wg."""
+    """The blocks run largest first; when several experts fail, the error is still the one the experts
+    in order raise (the lowest failing expert's): expert 0 (1 token) overflows in its output, expert 1
+    (3 tokens, run first) already in x Wg. Within one expert cut into blocks, the expert's own error."""
     from refimpl import _parallel
+    from refimpl.moe import forward
 
     monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
     monkeypatch.setenv("REFIMPL_NUM_THREADS", str(threads))
@@ -330,19 +331,27 @@ def test_threaded_experts_raise_the_lowest_failing_experts_error(monkeypatch, th
         M.apply_experts(x, r, experts)
     with pytest.raises(ValueError, match=re.escape("x W1 + b1")):
         M.apply_experts(x[1:], M.route(np.array([[0.0, 1.0]] * 3), 1), experts)
+    # one expert's bin cut into blocks of 2 rows: rows 0, 1 overflow in x Wu only, rows 2, 3 in x Wg;
+    # the expert on all its rows checks x Wg first
+    monkeypatch.setattr(forward, "_BLOCK_ROWS", 2)
+    expert = [M.SwiGLUExpert(Wg=np.array([[1e300], [1.0]]), Wu=np.array([[1.0], [1e300]]), Wd=np.ones((1, 2)))]
+    x = np.array([[0.0, 1e10], [0.0, 1e10], [1e10, 0.0], [1e10, 0.0]])
+    with pytest.raises(ValueError, match=re.escape("x W1 + b1")):
+        M.apply_experts(x, M.route(np.zeros((4, 1)), 1), expert)
 
 
 @pytest.mark.parametrize("kind", ["swiglu", "ffn"])
 def test_sparse_forward_is_the_same_bits_on_threads(monkeypatch, kind):
-    """The sparse layout runs refimpl's own experts as blocks on threads (``refimpl._parallel``), each
-    into its own bin: the same bits for 1, 2 and 3 threads. A user's callable among the experts keeps
-    every expert in the calling thread, in order."""
+    """The sparse layout runs refimpl's own experts as blocks of rows on threads
+    (``refimpl._parallel``), each into its own rows: the same bits for 1, 2 and 3 threads. A user's
+    callable among the experts keeps every expert in the calling thread, in order."""
     import threading
 
     from refimpl import _parallel
     from refimpl.moe import forward
 
     monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(forward, "_BLOCK_ROWS", 5)  # bins of about 16 rows cut into blocks
     rng = np.random.default_rng(3)
     x, W = rng.standard_normal((40, 6)), rng.standard_normal((5, 6))
     experts = M.random_experts(5, 6, 7, kind=kind, act="gelu", seed=2)

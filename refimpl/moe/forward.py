@@ -75,6 +75,9 @@ def _check_x_routing_experts(x, routing, experts):
     return x, routing, V.experts(experts, "experts", routing.num_experts, x.shape[1])
 
 
+_BLOCK_ROWS = 512  # rows of one expert a thread takes at a time: blocks of equal cost, the threads finish together
+
+
 def _expert_work(experts, offsets):
     """Multiply-adds of refimpl's own experts on their bins, for ``map_blocks``: 3 D H a row for a
     SwiGLUExpert, 2 D H for an FFNExpert; None when any expert is another callable (which need not
@@ -124,12 +127,16 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
         if work is None:  # a user's callable among them: every expert in this thread, in order
             for item in bins:
                 run(item)
-        else:  # on threads, the largest bins first (the threads finish together); errors as in order
-            largest_first = sorted(bins, key=lambda item: item[1].start - item[1].stop)
-            errors = map_blocks(_error_of(run), largest_first, work=work)
-            failed = [(e, err) for (e, _), err in zip(largest_first, errors) if err is not None]
-            if failed:
-                raise min(failed, key=lambda f: f[0])[1]  # the lowest failing expert's, as in order
+        else:  # on threads: bins cut into blocks of at most _BLOCK_ROWS rows, the largest first
+            blocks = sorted(((e, slice(a, min(a + _BLOCK_ROWS, b.stop))) for e, b in bins
+                             for a in range(b.start, b.stop, _BLOCK_ROWS)),
+                            key=lambda item: item[1].start - item[1].stop)
+            errors = map_blocks(_error_of(run), blocks, work=work)
+            failed = [(e, err) for (e, _), err in zip(blocks, errors) if err is not None]
+            if failed:  # the error of the loop in order: the lowest failing expert's own, on all its rows
+                e, err = min(failed, key=lambda f: f[0])
+                experts[e](x[sa.token[dict(bins)[e]]])
+                raise err
         V.finite_result(out, "an expert output", "x, experts")
         return scatter_combine(out, sa, T)
     if layout == "dense_tensors":
