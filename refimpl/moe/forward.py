@@ -75,7 +75,7 @@ def _check_x_routing_experts(x, routing, experts):
     return x, routing, V.experts(experts, "experts", routing.num_experts, x.shape[1])
 
 
-_BLOCK_ROWS = 512  # rows of one expert a thread takes at a time: blocks of equal cost, the threads finish together
+_BLOCK_ROWS = 1024  # rows of one expert a thread takes at a time: blocks of equal cost, the threads finish together
 
 
 def _expert_work(experts, offsets):
