@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import _validate as V
 from .._validate import as_float_array
+from .._validate import moe as VM
 
 
 def buffer_capacity(routing) -> int:
@@ -105,23 +106,14 @@ def sort_by_expert(routing) -> SortedAssignments:
 
 def gather_by_expert(x, sa: SortedAssignments) -> np.ndarray:
     """(N, D): row i is x[token[i]]."""
-    V.instance(sa, "sa", SortedAssignments, "SortedAssignments (from sort_by_expert)")
-    x = as_float_array(x, "x", ndim=2, shape_doc="(T, D)")
-    if sa.token.size and sa.token.max() >= x.shape[0]:
-        raise ValueError(f"x: expected at least {sa.token.max() + 1} token rows (sa routes token "
-                         f"{sa.token.max()}), got shape {x.shape}")
+    x = VM.gather_inputs(x, sa, SortedAssignments)
     return x[sa.token]
 
 
 def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
     """y (T, D): y[token[i]] += gate[i] * rows[i], summed over a token's choices in order j = 0, 1, ..."""
-    V.instance(sa, "sa", SortedAssignments, "SortedAssignments (from sort_by_expert)")
+    rows, num_tokens = VM.scatter_inputs(rows, sa, num_tokens, SortedAssignments)
     N = sa.token.shape[0]
-    rows = as_float_array(rows, "rows", shape=(N, None), shape_doc="(N, D) with N = len(sa.token)")
-    num_tokens = V.count(num_tokens, "num_tokens")
-    if N and sa.token.max() >= num_tokens:
-        raise ValueError(f"num_tokens: expected > {sa.token.max()} (sa routes that token), got {num_tokens}")
-    V.check_budget("num_tokens, rows", shape=(num_tokens, rows.shape[1]), what=f"an output of {num_tokens} tokens")
     y = np.zeros((num_tokens, rows.shape[1]))
     ks = int(sa.choice.max()) + 1 if N else 0
     row_of = _row_of_token_choice(sa, num_tokens, ks) if ks * num_tokens <= y.size + N else None

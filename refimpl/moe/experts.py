@@ -20,25 +20,14 @@ import numpy as np
 
 from .. import _validate as V
 from .._exp import exp
-from .._validate import as_float_array
+from .._validate import moe as VM
 from ..ffn import GLUParams, MLPParams, _activation_of, _Forward, act, ffn_backward
 from ..logistic import TAIL, silu
-
-_MOE_ACTIVATIONS = ("relu", "gelu", "silu")
 
 
 def activation(name: str, u: np.ndarray) -> np.ndarray:
     """``refimpl.ffn.act`` restricted to the experts' activations (one definition of each)."""
-    if name not in _MOE_ACTIVATIONS:
-        raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
-    return act(name, u)
-
-
-def _rows(x, D: int) -> np.ndarray:
-    x = as_float_array(x, "x", ndim=2)
-    if x.shape[1] != D:
-        raise ValueError(f"x: expected shape (N, {D}), got {x.shape}")
-    return x
+    return act(VM.expert_activation(name), u)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,20 +41,9 @@ class FFNExpert:
     act: str = "relu"
 
     def __post_init__(self):
-        W1 = as_float_array(self.W1, "W1", ndim=2)
-        W2 = as_float_array(self.W2, "W2", ndim=2)
-        if W2.shape != (W1.shape[1], W1.shape[0]):
-            raise ValueError(f"W2: expected shape {(W1.shape[1], W1.shape[0])} for W1 {W1.shape}, got {W2.shape}")
-        activation(self.act, np.zeros(1))
-        object.__setattr__(self, "W1", W1)
-        object.__setattr__(self, "W2", W2)
-        for name, n in (("b1", W1.shape[1]), ("b2", W1.shape[0])):
-            b = getattr(self, name)
-            if b is not None:
-                b = as_float_array(b, name, ndim=1)
-                if b.shape != (n,):
-                    raise ValueError(f"{name}: expected shape ({n},), got {b.shape}")
-                object.__setattr__(self, name, b)
+        weights = VM.ffn_expert_weights(self.W1, self.W2, self.b1, self.b2, self.act)
+        for name, W in zip(("W1", "W2", "b1", "b2"), weights):
+            object.__setattr__(self, name, W)
 
     @property
     def d_model(self) -> int:
@@ -81,12 +59,12 @@ class FFNExpert:
     def __call__(self, x) -> np.ndarray:
         """``refimpl.ffn.ffn`` (one statement of the formula) on rows of x."""
         p = self._params()
-        return _Forward(_rows(x, self.d_model), p, _activation_of(p, self.act, None), None, 0.0,
+        return _Forward(VM.expert_rows(x, self.d_model), p, _activation_of(p, self.act, None), None, 0.0,
                         names="x, W1, W2, b1, b2 (the expert's weights)").output()
 
     def vjp(self, x, dy) -> np.ndarray:
         """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
-        return ffn_backward(_rows(x, self.d_model), dy, self._params(), activation=self.act)[0]
+        return ffn_backward(VM.expert_rows(x, self.d_model), dy, self._params(), activation=self.act)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +76,7 @@ class SwiGLUExpert:
     Wd: np.ndarray
 
     def __post_init__(self):
-        Wg = as_float_array(self.Wg, "Wg", ndim=2)
-        Wu = as_float_array(self.Wu, "Wu", ndim=2)
-        Wd = as_float_array(self.Wd, "Wd", ndim=2)
-        if Wu.shape != Wg.shape or Wd.shape != (Wg.shape[1], Wg.shape[0]):
-            raise ValueError(f"Wg, Wu, Wd: expected shapes (D, H), (D, H), (H, D), got {Wg.shape}, {Wu.shape}, "
-                             f"{Wd.shape}")
-        for name, W in (("Wg", Wg), ("Wu", Wu), ("Wd", Wd)):
+        for name, W in zip(("Wg", "Wu", "Wd"), VM.swiglu_expert_weights(self.Wg, self.Wu, self.Wd)):
             object.__setattr__(self, name, W)
 
     @property
@@ -121,12 +93,12 @@ class SwiGLUExpert:
     def __call__(self, x) -> np.ndarray:
         """``refimpl.ffn.ffn`` with variant "swiglu" on rows of x."""
         p = self._params()
-        return _Forward(_rows(x, self.d_model), p, _activation_of(p, None, "swiglu"), None, 0.0,
+        return _Forward(VM.expert_rows(x, self.d_model), p, _activation_of(p, None, "swiglu"), None, 0.0,
                         names="x, Wg, Wu, Wd (the expert's weights)").output()
 
     def vjp(self, x, dy) -> np.ndarray:
         """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
-        return ffn_backward(_rows(x, self.d_model), dy, self._params(), variant="swiglu")[0]
+        return ffn_backward(VM.expert_rows(x, self.d_model), dy, self._params(), variant="swiglu")[0]
 
 
 def _swiglu_rows_into(expert: SwiGLUExpert, x: np.ndarray, out: np.ndarray) -> None:
@@ -182,10 +154,8 @@ def random_experts(num_experts: int, d_model: int, d_hidden: int, *, kind="ffn",
                 W1=rng.normal(0, s_in, (d_model, d_hidden)), W2=rng.normal(0, s_hid, (d_hidden, d_model)),
                 b1=rng.normal(0, s_in, d_hidden) if bias else None,
                 b2=rng.normal(0, s_hid, d_model) if bias else None, act=act))
-        elif kind == "swiglu":
+        else:  # "swiglu"
             out.append(SwiGLUExpert(
                 Wg=rng.normal(0, s_in, (d_model, d_hidden)), Wu=rng.normal(0, s_in, (d_model, d_hidden)),
                 Wd=rng.normal(0, s_hid, (d_hidden, d_model))))
-        else:
-            raise ValueError(f"kind: expected 'ffn' or 'swiglu', got {kind!r}")
     return out

@@ -146,7 +146,7 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
                             for e in range(routing.num_experts)])
         V.finite_result(outputs, "an expert output", "x, experts")
         return combine_dense(outputs, combine)
-    raise ValueError(f"layout: expected 'sparse' or 'dense_tensors', got {layout!r}")
+    raise AssertionError(layout)  # checked by V.choice above
 
 
 def moe_forward(x, router_weight, experts, k, *, layout: str = "sparse", **route_options):
