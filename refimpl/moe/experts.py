@@ -18,8 +18,11 @@ from typing import Optional
 
 import numpy as np
 
+from .. import _validate as V
+from .._exp import exp
 from .._validate import moe as VM
 from ..ffn import GLUParams, MLPParams, _activation_of, _Forward, act, ffn_backward
+from ..logistic import TAIL, silu
 
 
 def activation(name: str, u: np.ndarray) -> np.ndarray:
@@ -96,6 +99,39 @@ class SwiGLUExpert:
     def vjp(self, x, dy) -> np.ndarray:
         """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
         return ffn_backward(VM.expert_rows(x, self.d_model), dy, self._params(), variant="swiglu")[0]
+
+
+def _swiglu_rows_into(expert: SwiGLUExpert, x: np.ndarray, out: np.ndarray) -> None:
+    """out (N, D) = (silu(x Wg) * (x Wu)) Wd for float64 rows x (N, D): ``SwiGLUExpert.__call__``'s
+    formula and errors, in the fewest passes over the (N, H) intermediates (the sparse layer forward,
+    ``refimpl.moe.forward.apply_experts``).
+
+        g = x Wg,  v = x Wu,  s = silu(g) = g / (1 + e^-g),  h = s v,  out = h Wd
+
+    s and h share one buffer (exp, +1, divide, multiply in place) and the down projection writes
+    into ``out`` (which may be x itself: x is read only before). Error of s: exp 1 ulp
+    (``refimpl._exp``), the sum and the quotient 1/2 ulp each, within the 8 u |s| the layer's bound
+    counts for the activation (tests/test_definition_moe.py).
+    Below g = ``TAIL`` e^-g overflows: those entries take ``refimpl.logistic.silu`` (exact there).
+    A non-finite g or v makes h non-finite, so h alone is checked; only then are g, v, h checked
+    in the order ``refimpl.ffn`` checks them, for the same message."""
+    names = "x, Wg, Wu, Wd (the expert's weights)"
+    with np.errstate(over="ignore", invalid="ignore"):
+        g, v = x @ expert.Wg, x @ expert.Wu
+        h = np.negative(g)
+        exp(h, out=h)
+        h += 1.0
+        np.divide(g, h, out=h)
+        if h.size and np.min(g) < TAIL:  # e^-g = inf there: silu(g) = g e^g, taken where it is exact
+            tail = g < TAIL
+            h[tail] = silu(g[tail])
+        h *= v
+        if not np.isfinite(h).all():
+            V.finite_result(g, "x W1 + b1", names)
+            V.finite_result(v, "x W_up + b_up", names)
+            V.finite_result(h, "the hidden activation", names)
+        np.matmul(h, expert.Wd, out=out)
+    V.finite_result(out, "the output", names)
 
 
 def random_experts(num_experts: int, d_model: int, d_hidden: int, *, kind="ffn", act="relu",
