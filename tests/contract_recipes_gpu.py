@@ -28,22 +28,24 @@ UNSUPPORTED = ("mask", "bias", "dropout_mask", "dropout_p")  # valid attention o
 F32_RANGE = r"^\w+: expected values within float32 range"  # the facade's documented refusal (it computes in float32)
 
 
-def _from(counterpart: str, name: str, extra=None, kinds_extra=None, **kw):
+def _from(counterpart: str, name: str, kinds: dict, extra=None, **kw):
     """gpu.<name>'s recipe: the valid calls of ``counterpart``'s recipe, restricted to the facade's
     keywords the kernels implement (an option in UNSUPPORTED is only ever the broken argument), plus
-    ``extra(draw, d)`` launch options."""
-    base = R[counterpart]
+    ``extra(draw, d)`` launch options. The counterpart is looked up when a call is drawn: the family
+    modules register into R in any import order (tests/contract_recipes.py imports them at its end)."""
     accepted = _accepted(name) - set(UNSUPPORTED)
 
     def build(draw):
-        d = {n: v for n, v in base.build(draw).items() if n in accepted}
+        d = {n: v for n, v in R[counterpart].build(draw).items() if n in accepted}
         if extra is not None:
             d.update(extra(draw, d))
         return d
 
-    kinds = {n: k for n, k in base.kinds.items() if n in accepted or n in UNSUPPORTED and n in _accepted(name)}
-    kinds.update(kinds_extra or {})
     R[f"gpu.{name}"] = Recipe(build, kinds, call=_gpu_call(name), **kw)
+
+
+ATTN = dict(q="array", k="array", v="array", causal="bool", align="name", window="window", scale="float",
+            softcap="float", mask="bool_array", bias="array", dropout_p="prob", block_q="count", block_k="count")
 
 
 def _blocks(draw, d):
@@ -57,12 +59,19 @@ def _threads(draw, d):
     return {"threads": draw(st.sampled_from([32, 64, 128]))} if draw(st.booleans()) else {}
 
 
-_from("refimpl.flash_attention_backward", "flash_attention_backward", _blocks, finite="no_nan_posinf")
-_from("refimpl.split_kv_attention", "split_kv_attention", _blocks, finite="no_nan_posinf")
-_from("refimpl.apply_rope", "apply_rope", _threads, dict(threads="count"))
-_from("refimpl.norms.rms_norm", "rms_norm", _threads, dict(threads="count"), refusal=F32_RANGE)  # x at any magnitude
-_from("refimpl.norms.layer_norm", "layer_norm", _threads, dict(threads="count"), refusal=F32_RANGE)
-_from("refimpl.moe.apply_experts", "moe_experts", _threads, dict(threads="count"))
+_from("refimpl.flash_attention_backward", "flash_attention_backward", dict(ATTN, dout="array", out="array", lse="lse"),
+      _blocks, finite="no_nan_posinf")
+_from("refimpl.split_kv_attention", "split_kv_attention", dict(ATTN, num_splits="count"), _blocks,
+      finite="no_nan_posinf")
+_from("refimpl.apply_rope", "apply_rope", dict(x="array", positions="int_array", layout="name", rotary_dim="count",
+                                              base="float", scaling="object", threads="count"), _threads)
+_from("refimpl.norms.rms_norm", "rms_norm", dict(x="array", weight="array", eps="nonneg_float", eps_placement="name",
+                                                 weight_offset="real", preset="name", threads="count"), _threads,
+      refusal=F32_RANGE)  # x at any magnitude
+_from("refimpl.norms.layer_norm", "layer_norm", dict(x="array", weight="array", bias="array", eps="nonneg_float",
+                                                     threads="count"), _threads, refusal=F32_RANGE)
+_from("refimpl.moe.apply_experts", "moe_experts", dict(x="array", routing="routing", experts="experts", layout="name",
+                                                       threads="count"), _threads)
 
 
 def _paged(draw):
@@ -138,7 +147,7 @@ def same_rows_as_routing(kw, p):
 
 
 def _permute(draw):
-    d = {n: v for n, v in R["refimpl.moe.apply_experts"].build(draw).items() if n in ("x", "routing", "layout")}
+    d = {n: v for n, v in R["refimpl.moe.apply_experts"].build(draw).items() if n in ("x", "routing", "layout")}  # drawn late
     d.update(_threads(draw, d))
     return d
 

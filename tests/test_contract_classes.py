@@ -7,6 +7,8 @@ exceptions inside the contract, one wording, gpu.route at the float32 bound.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -558,6 +560,30 @@ def test_cost_flops_beyond_float64_is_a_value_error():
     assert R.Cost(int(np.finfo(float).max), 1.0).intensity == np.finfo(float).max
 
 
+@pytest.mark.parametrize("b, dim", [(0, 4), (1, 0)])
+def test_mamba_selective_scan_preset_takes_an_empty_batch_or_no_channels(b, dim):
+    """mamba_selective_scan (issue 21's audit of reshape(..., -1) in refimpl/mixers/presets.py): A (D, N)
+    reshaped to (G, D / G, -1) and the last state to (B, D, -1) reached NumPy's reshape error for D = 0
+    or B = 0 (-1 is ambiguous for size 0). Both name N now: empty results of the documented shapes."""
+    from refimpl.mixers import presets
+
+    L, N = 3, 2
+    u = np.zeros((b, dim, L))
+    out, last = presets.mamba_selective_scan(u, u, -np.ones((dim, N)), np.zeros((b, N, L)), np.zeros((b, N, L)),
+                                             return_last_state=True)
+    assert out.shape == (b, dim, L) and last.shape == (b, dim, N)
+
+
+def test_ssd_takes_no_heads_with_a_per_head_skip():
+    """ssd's D (H,) was broadcast through reshape(H, -1): with H = 0 NumPy's reshape error reached the user.
+    Now an empty result of the documented shapes."""
+    from refimpl.mixers import ssm
+
+    out, last = ssm.ssd(np.zeros((1, 0, 3, 2)), np.zeros((1, 0, 3)), np.zeros(0), np.zeros((1, 1, 3, 4)),
+                        np.zeros((1, 1, 3, 4)), D=np.zeros(0))
+    assert out.shape == (1, 0, 3, 2) and last.shape == (1, 0, 2, 4)
+
+
 @pytest.mark.parametrize("precision", ["float64", "float32", "bfloat16"])
 def test_attention_grads_bounds_take_an_empty_key_axis(precision):
     """Lk = 0 (every row sees no key: zero gradients) in any precision: the low-precision naive forward's row
@@ -568,3 +594,84 @@ def test_attention_grads_bounds_take_an_empty_key_axis(precision):
     k = v = np.ones((1, 1, 0, 2))
     grads, bounds = testing.attention_grads_bounds(q, k, v, dout, precision=precision)
     assert all(not np.any(g) for g in grads) and all(np.isfinite(b) and b > 0 for b in bounds)
+
+
+# ---------------------------------------------------------------------------
+# issue 21 leftovers in the layers (reshape by named sizes; a refusal without NumPy's warnings)
+
+
+def test_ffn_keep_mask_with_zero_hidden_width():
+    """ffn / ffn_backward with d_ff = 0 and an activation keep-mask (B, 0): reshape(-1, 0) reached NumPy's
+    "cannot reshape array of size 0". With the sizes named the FFN is the bias-free zero map: y = 0, dx = 0."""
+    from refimpl import ffn
+
+    p = ffn.MLPParams(np.zeros((3, 0)), np.zeros((0, 3)))
+    x, keep = np.ones((2, 3)), np.zeros((2, 0), bool)
+    assert ffn.ffn(x, p, activation="relu", keep_mask=keep, dropout_p=0.5).tolist() == [[0.0] * 3] * 2
+    dx, grads = ffn.ffn_backward(x, np.ones((2, 3)), p, activation="relu", keep_mask=keep, dropout_p=0.5)
+    assert dx.tolist() == [[0.0] * 3] * 2 and grads.W1.shape == (3, 0) and grads.W2.shape == (0, 3)
+
+
+def test_causal_lm_loss_of_an_empty_sequence():
+    """causal_lm_loss on L = 0 (found auditing issue 21's empty-batch reshapes): shift_labels gave one
+    ignore_index label per row for a sequence with no position, and the loss failed on a (B,) target for
+    (0, V) logits. Now no position has a label: the mean over no counted row is 0.0, its gradient empty."""
+    z, tok = np.zeros((2, 0, 4)), np.zeros((2, 0), int)
+    assert losses.shift_labels(tok).shape == (2, 0) and losses.shift_right(tok, 1).shape == (2, 0)
+    assert losses.causal_lm_loss(z, tok) == 0.0
+    assert losses.causal_lm_loss_grad(z, tok).shape == (2, 0, 4)
+    assert losses.output_z_loss(z, tok) == 0.0
+    assert losses.shift_labels(np.array([[5]])).tolist() == [[-100]]  # L = 1: the one label is ignored
+    assert losses.shift_right(np.array([[5]]), 1).tolist() == [[1]]
+
+
+@pytest.mark.parametrize("x, kw, names", [
+    (np.array([[1e200, -1e200]]), dict(kind="layer", eps=1e-5), "x"),  # x^2 overflows: was silently 0
+    (np.array([[1e200, 3e200]]), dict(kind="rms", eps=1e-5), "x"),
+    (np.array([[1.0, 1.0]]), dict(kind="layer", eps=0.0), "x, eps"),  # 1 / sqrt(0): was a divide warning
+    (np.zeros((1, 2)), dict(kind="rms", eps=0.0, dy=np.ones((1, 2))), "x, eps"),
+])
+def test_norm_definition_refuses_without_numpy_warnings(x, kw, names):
+    """norm_definition (issue 21): eps = 0 on a zero-variance group printed NumPy's divide-by-zero and
+    invalid-value warnings before its refusal, and a variance beyond float64 (|x| ~ 1e200) returned zeros
+    after an overflow warning. Now both are named refusals, checked before r is formed, with no warning."""
+    import warnings
+
+    from refimpl import norms
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"^{re.escape(names)}: expected "):
+            norms.norm_definition(x, **kw)
+    np.testing.assert_allclose(norms.layer_norm(np.array([[1e200, -1e200]]), eps=1e-5), [[1.0, -1.0]])  # the fast form
+
+
+def test_apply_sinks_names_its_arguments():
+    """apply_sinks read out and lse with np.asarray: a 1-D lse was an IndexError, a str NumPy's conversion
+    error, a NaN lse went through, a mismatched lse NumPy's broadcast error. Now each is named; -inf (a row
+    with no visible key) is accepted and gives lse = s_h, out = 0."""
+    from refimpl import sinks
+
+    out, lse, s = np.ones((1, 2, 3, 4)), np.zeros((1, 2, 3)), np.zeros(2)
+    for args, err, names in [((out, np.ones(3), s), ValueError, "lse"), (("a", lse, s), TypeError, "out"),
+                             ((out, np.full((1, 2, 3), np.nan), s), ValueError, "lse"),
+                             ((out, np.zeros((1, 2, 5)), s), ValueError, "lse"), ((out, lse, np.zeros(3)), ValueError, "sinks")]:
+        with pytest.raises(err, match=rf"^{names}: expected "):
+            sinks.apply_sinks(*args)
+    o, l = sinks.apply_sinks(out, np.full((1, 2, 3), -np.inf), np.array([0.5, -1.0]))
+    assert not o.any() and l[0, :, 0].tolist() == [0.5, -1.0]
+
+
+def test_softmax_across_the_whole_range_warns_nothing():
+    """x - max(x) overflows only towards -inf (exact: its exp underflows to 0 too), so softmax and logsumexp of
+    [-finfo.max, finfo.max] are [0, 1] and finfo.max without a RuntimeWarning (training_loss's z-loss printed
+    one; found by the fuzz run with warnings as errors)."""
+    import warnings
+
+    from refimpl.softmax import softmax_and_logsumexp
+
+    big = np.finfo(np.float64).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p, lse = softmax_and_logsumexp(np.array([-big, big]))
+    assert p.tolist() == [0.0, 1.0] and lse == big
