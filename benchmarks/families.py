@@ -365,7 +365,8 @@ DEC_STEPS, DEC_HQ, DEC_HKV = 256, 8, 2
 
 
 def decode(L, variant):
-    """Prefill L tokens (not timed), then DEC_STEPS single-token steps: the steps are timed."""
+    """Prefill L tokens, then DEC_STEPS single-token steps; both are timed, for refimpl and the peer alike
+    (the issue's row: prefill and steps together)."""
     rng = np.random.default_rng(0)
     n = L + DEC_STEPS
     q = rng.standard_normal((1, DEC_HQ, n, D_ATT))
