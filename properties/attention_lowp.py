@@ -197,9 +197,11 @@ def _operand_sq(q, K, scale, W):
     k scaled (one per k_jd): (scale q_id k_jd W_ije)^2 summed over j, d. Both orders are allowed: their sum.
     """
     sq = (scale * np.asarray(q)) ** 2
-    t = np.moveaxis(W, -1, -3) @ K[..., None, :, :]  # (..., E, Lq, D): sum_j W_ije k_jd
-    sq_q = np.einsum("...id,...eid->...ie", sq, t**2)
-    sq_k = np.einsum("...ij,...ije->...ie", sq @ np.swapaxes(K**2, -1, -2), W**2)
+    *batch, Lq, Lk, E = W.shape
+    Wt = np.ascontiguousarray(np.swapaxes(W, -1, -2)).reshape(*batch, Lq * E, Lk)
+    t = (Wt @ K).reshape(*batch, Lq, E, K.shape[-1])  # sum_j W_ije k_jd (one GEMM a head)
+    sq_q = (t**2 @ sq[..., :, :, None])[..., 0]  # sum_d sq_id t_ied^2
+    sq_k = ((sq @ np.swapaxes(K**2, -1, -2))[..., :, None, :] @ W**2)[..., 0, :]  # sum_j (sq k^2)_ij W_ije^2
     return sq_q + sq_k
 
 
@@ -209,9 +211,9 @@ def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None):
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     K, V = _rep(k, v, q.shape[1])
     P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
-    dev = np.abs(V[..., None, :, :] - out[..., :, None, :])  # (..., Lq, Lk, Dv)
-    W = P[..., None] * (V[..., None, :, :] - out[..., :, None, :])  # signed, for the shared q roundings
-    sq = np.einsum("...ij,...ije->...ie", (P * B) ** 2, dev**2) + _operand_sq(q, K, scale, W)
+    diff = V[..., None, :, :] - out[..., :, None, :]  # (..., Lq, Lk, Dv)
+    W = P[..., None] * diff  # signed, for the shared q roundings
+    sq = (((P * B) ** 2)[..., :, None, :] @ diff**2)[..., 0, :] + _operand_sq(q, K, scale, W)
     D, Lk = q.shape[-1], k.shape[-2]
     f32 = 4 * (D + Lk) * U32
     Vmax = float(np.max(np.abs(v), initial=0.0))
