@@ -357,7 +357,19 @@ def _worker_setup(spec: dict) -> None:
     if names != spec["impls"]:
         raise RuntimeError(f"a worker selected other implementations than the runner: {names} != {spec['impls']}")
     _WORKER.update(impls=impls, props=registry.all_properties(), modules=registry.modules(), spec=spec)
+    _share_cores(spec["jobs"])
     gc.freeze()  # what is loaded by now lives as long as the worker: the collector stops re-scanning it
+
+
+def _share_cores(jobs: int) -> None:
+    """A worker's BLAS threads (and with them refimpl's, ``refimpl._parallel``): the cores over the
+    ``jobs`` workers. Otherwise each worker starts a BLAS thread per core, and on the suite's small
+    products those threads spin waiting for work: measured with OpenBLAS 0.3.31 on 2 busy cores, the
+    float32 attention bounds of a 64-tile case took 19x the CPU with 2 threads as with 1."""
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threadpool_limits(max(1, cores // max(1, jobs)), user_api="blas")
 
 
 def _task(task: tuple):
@@ -403,7 +415,7 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
              for bug in prop.rejects] if with_meta else []
     prop_index = {id(p): k for k, p in enumerate(all_props)}
     impl_index = {id(i): k for k, i in enumerate(everyone)}
-    groups = _pair_groups(pairs, kernel_names)
+    groups = _pair_groups(pairs, kernel_names, jobs)
     tasks = ([("probe",)] if gpu_kernels else []) + ([("examples",)] if with_examples else []) \
         + [("pairs", [(prop_index[id(pairs[k][0])], impl_index[id(pairs[k][1])],
                        xfails.get((pairs[k][0].name, pairs[k][1].name))) for k in group]) for group in groups] \
@@ -411,7 +423,7 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
     first_pair = len(tasks) - len(groups) - len(metas)
     where = {k: (first_pair + g, n) for g, group in enumerate(groups) for n, k in enumerate(group)}
     spec = dict(profile=run["profile"], impl_names=run["impl_names"], kinds=run["kinds"], kernels=bool(gpu_kernels),
-                impls=[i.name for i in everyone], settings_kw=settings_kw, seed=seed)
+                impls=[i.name for i in everyone], settings_kw=settings_kw, seed=seed, jobs=jobs)
     ctx = multiprocessing.get_context(_start_method())
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_setup, initargs=(spec,)) as pool:
         futures = [pool.submit(_task, t) for t in tasks]  # run in this order, jobs at a time
@@ -466,18 +478,20 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
     return failures + bad, records, False, meta_bad
 
 
-def _pair_groups(pairs, kernel_names=frozenset()) -> list:
+def _pair_groups(pairs, kernel_names=frozenset(), jobs: int = 2) -> list:
     """The pairs' indices grouped by implementation (one task each; the gpu/ kernels, which share one
     OpenCL context, in one), the groups with the most pairs first. An implementation's first pair in
     a process pays for what it loads once (torch, ml_dtypes, an OpenCL context and its kernels'
     builds: 0.3-1.8 s of CPU each, measured): one worker pays it, not every worker. Longest first
     keeps the workers' last tasks short (then the meta-tests, each well under a second), so they
-    finish together."""
+    finish together. A group of more than 1 / (2 jobs) of the pairs is cut into pieces that size, so
+    that a run of a few implementations (one user adapter) still spreads over the workers."""
     by_impl: dict = {}
     for k, (_, impl) in enumerate(pairs):
         by_impl.setdefault("gpu kernels" if impl.name in kernel_names else id(impl), []).append(k)
-    return sorted(by_impl.values(), key=len, reverse=True)
-
+    most = max(1, -(-len(pairs) // (2 * jobs)))
+    pieces = [group[i:i + most] for group in by_impl.values() for i in range(0, len(group), most)]
+    return sorted(pieces, key=len, reverse=True)
 
 class _PoolProgress:
     """The serial run's ``[n/N, elapsed, ETA]`` suffix for a pooled run, and a plain heartbeat
