@@ -15,7 +15,7 @@ Families and contenders (float64 inputs; "peer" = the library's own reference as
                                                                                  naive_chunk_linear_attn
     delta_rule      delta_rule chunked / recurrent                            vs fla delta_rule_recurrence,
                                                                                  delta_rule_chunkwise
-    selective_scan  selective_scan sequential / associative                   vs mamba selective_scan_ref
+    selective_scan  selective_scan sequential / associative / chunked         vs mamba selective_scan_ref
     moe             moe_forward (mixtral preset, SwiGLU experts)              vs HF MixtralSparseMoeBlock
                     (and, as a floor, the experts' three GEMMs on their routed rows alone)
     decode          refimpl.decode, one token a step after a prefill          vs SDPA on the cache per step
@@ -307,17 +307,18 @@ def selective_scan(L, variant):
     targs[2] = targs[2].float()  # the reference's einsum('bdl,dn->bdln', delta.float(), A) needs one dtype
     pres = mixers.presets.mamba_selective_scan
     rows = {"refimpl sequential": lambda: pres(u, dt, A, Bm, Cm, Dp, z),
-            "refimpl associative": lambda: _mamba_assoc(u, dt, A, Bm, Cm, Dp, z),
+            "refimpl associative": lambda: _mamba_form("associative", u, dt, A, Bm, Cm, Dp, z),
+            "refimpl chunked": lambda: _mamba_form("chunked", u, dt, A, Bm, Cm, Dp, z),
             "peer mamba selective_scan_ref": lambda: ref(*targs)}
     return rows, 9 * D_INNER * N_SSM * L
 
 
-def _mamba_assoc(u, dt, A, Bm, Cm, Dp, z):
-    """The preset's layout change, then the associative form."""
+def _mamba_form(form, u, dt, A, Bm, Cm, Dp, z):
+    """The preset's layout change, then the associative or chunked form."""
     L = u.shape[2]
     hd = lambda x: x.reshape(1, 1, D_INNER, L).transpose(0, 1, 3, 2)  # noqa: E731
     return mixers.selective_scan(hd(u), hd(dt), A[None], Bm.transpose(0, 2, 1)[:, None],
-                                 Cm.transpose(0, 2, 1)[:, None], Dp[None], hd(z), form="associative")[0]
+                                 Cm.transpose(0, 2, 1)[:, None], Dp[None], hd(z), form=form)[0]
 
 
 D_MOE, E_MOE, K_MOE, H_MOE = 512, 8, 2, 1024

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from refimpl.sdpa import check_qkv_shapes, check_window  # the spec's own argume
 
 from .api_common import (_F32_MAX, _INT32_LIMIT, MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written,
                          _float_4d, _int_array, _positive_float32, _tile)
-from .errors import UnsupportedOption
+from .errors import unsupported
 
 
 #: largest head dims the kernels are built for (shared-array shapes)
@@ -65,7 +64,7 @@ def _head_dim_variant(d: int, name: str) -> int:
     for v in HEAD_DIM_VARIANTS:
         if d <= v:
             return v
-    raise UnsupportedOption(f"{name}={d}: the kernels support head dims up to {MAX_HEAD_DIM}")
+    raise unsupported(name, f"a head dim <= {MAX_HEAD_DIM} (the largest the kernels are built for)", d)
 
 
 def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right", window=None,
@@ -73,23 +72,14 @@ def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right",
                       block_q=None, block_k=None):
     """Validate the arguments of ``flash_attention``; returns (q, k, v, AttentionLaunch)
     with float32 C-contiguous copies of the inputs."""
-    if mask is not None:
-        raise UnsupportedOption(
-            "mask: the GPU kernels implement causal/align/window only, not arbitrary mask "
-            "arrays or predicates; use refimpl.attention for those")
-    if bias is not None:
-        raise UnsupportedOption("bias: additive score bias (e.g. ALiBi) is not implemented by the GPU kernels")
-    if dropout_mask is not None or (not isinstance(dropout_p, bool) and isinstance(dropout_p, numbers.Real)
-                                    and dropout_p != 0.0):
-        raise UnsupportedOption("dropout_mask/dropout_p: dropout is not implemented by the GPU kernels")
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     q, k, v = _float_4d(q, "q"), _float_4d(k, "k"), _float_4d(v, "v")
     B, Hq, Hkv, Lq, Lk, D, Dv = check_qkv_shapes(q, k, v)  # the spec's own shape rules
-    if B * Hq > 65535:
-        raise UnsupportedOption(f"B * Hq = {B * Hq}: the grid's y dimension holds at most 65535")
     win = check_window(window)
     o = alignment_offset(Lq, Lk, align)
+    if B * Hq > 65535:
+        raise unsupported("q", "B * Hq <= 65535 (the grid's y dimension)", f"B * Hq = {B * Hq}")
     # an unbounded side becomes a bound wider than any sequence (int32-safe)
     unbounded = Lq + Lk
     left = unbounded if win is None or win[0] is None else min(win[0], unbounded)
@@ -105,6 +95,17 @@ def prepare_attention(q, k, v, *, mask=None, causal=False, align="bottom_right",
     if p.shared_bytes > MAX_STATIC_SHARED_BYTES:
         raise ValueError(f"block_q, block_k: expected tiles within {MAX_STATIC_SHARED_BYTES} B of shared memory, got "
                          f"{p.shared_bytes} B (block_q={bq}, block_k={bk}, head dims ({p.d_max}, {p.dv_max}))")
+    drop_p = V.real_number(dropout_p, "dropout_p", minimum=0.0, maximum=1.0, max_open=True)
+    # valid options the kernels lack: refused by name once every argument is known valid
+    if mask is not None:
+        raise unsupported("mask", "None (the kernels implement causal, align and window; use refimpl.attention for "
+                          "mask arrays and predicates)", type(mask).__name__)
+    if bias is not None:
+        raise unsupported("bias", "None (the kernels have no additive score bias; use refimpl.attention)",
+                          type(bias).__name__)
+    if dropout_mask is not None or drop_p != 0.0:
+        raise unsupported("dropout_mask, dropout_p", "no dropout (the kernels have none; use refimpl.attention)",
+                          f"dropout_p = {drop_p}" + ("" if dropout_mask is None else " and a mask"))
     return q, k, v, p
 
 
@@ -191,7 +192,8 @@ def flash_attention_backward(q, k, v, dout, *, backend, mask=None, causal=False,
     if (out is None) != (lse is None):
         raise ValueError(f"out, lse: expected both (the forward's saved results) or neither, got "
                          f"{'out' if lse is None else 'lse'} alone")
-    if out is None:
+    saved = out is not None
+    if not saved:
         out = np.full((B, Hq, Lq, Dv), np.nan, dtype=np.float32)
         lse = np.full((B, Hq, Lq), np.nan, dtype=np.float32)
         out, lse = be.flash_attention(q, k, v, out, lse, p)
@@ -200,13 +202,19 @@ def flash_attention_backward(q, k, v, dout, *, backend, mask=None, causal=False,
         out = _float_4d(out, "out")
         if out.shape != (B, Hq, Lq, Dv):
             raise ValueError(f"out: expected shape {(B, Hq, Lq, Dv)}, got {out.shape}")
-        lse = np.array(lse, dtype=np.float32)  # a copy; -inf allowed (rows that see no key)
-        if lse.shape != (B, Hq, Lq) or np.isnan(lse).any() or np.isposinf(lse).any():
-            raise ValueError(f"lse: expected shape {(B, Hq, Lq)} with entries finite or -inf, got {lse.shape}")
+        lse64 = V.as_float_array(lse, "lse", shape=(B, Hq, Lq), shape_doc="(B, Hq, Lq)", allow_neg_inf=True)
+        with np.errstate(over="ignore"):
+            lse = np.array(lse64, dtype=np.float32)  # a copy; -inf allowed (rows that see no key)
+        if not np.array_equal(np.isfinite(lse), np.isfinite(lse64)):
+            raise ValueError("lse: expected entries within float32 range (the kernels' precision), got one beyond it")
     dq = np.full(q.shape, np.nan, dtype=np.float32)
     dk = np.full(k.shape, np.nan, dtype=np.float32)
     dv = np.full(v.shape, np.nan, dtype=np.float32)
     dq, dk, dv = be.flash_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, p)
+    if saved and not all(np.isfinite(g).all() for g in (dq, dk, dv)):
+        # P = exp(S - lse) overflowed: lse below a row's scores, i.e. not this forward's
+        raise ValueError("out, lse: expected the forward's saved results for these q, k, v and options (P = exp(S - "
+                         "lse) <= 1), got an lse below a row's scores: the gradients overflow float32")
     _check_written(dq=dq, dk=dk, dv=dv)
     return dq, dk, dv
 
@@ -239,9 +247,11 @@ def split_kv_attention(q, k, v, *, backend, boundaries=None, num_splits=None, ma
     Lk, Dv = k.shape[2], v.shape[3]
     chunks = split_chunks(boundaries, num_splits, Lk, p.block_k)  # the spec's own validation and even split
     if len(chunks) > MAX_SPLITS:
-        raise UnsupportedOption(f"{len(chunks)} key chunks: the split-KV kernels take at most {MAX_SPLITS}")
+        raise unsupported("boundaries, num_splits", f"at most {MAX_SPLITS} key chunks (the split-KV kernels' limit)",
+                          len(chunks))
     if len(chunks) * B * Hq * Lq * max(Dv, 1) > _INT32_LIMIT:
-        raise UnsupportedOption("chunks * B * Hq * Lq * Dv partial elements: the kernels index with 32-bit ints")
+        raise unsupported("q, v, boundaries, num_splits", "chunks * B * Hq * Lq * Dv partial elements within int32 "
+                          "(the kernels' indices)", len(chunks) * B * Hq * Lq * max(Dv, 1))
     if min(B, Hq, Lq) == 0 or Lk == 0:
         return (np.zeros((B, Hq, Lq, Dv), dtype=np.float32), np.full((B, Hq, Lq), -np.inf, dtype=np.float32))
     edges = np.array([chunks[0][0]] + [c[1] for c in chunks], dtype=np.int32)
@@ -278,7 +288,7 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
     if Hkv == 0 or Hq % Hkv:
         raise ValueError(f"q, k_pool: expected Hq a positive multiple of Hkv, got Hq={Hq}, Hkv={Hkv}")
     if B * Hq > 65535:
-        raise UnsupportedOption(f"B * Hq = {B * Hq}: the grid's y dimension holds at most 65535")
+        raise unsupported("q", "B * Hq <= 65535 (the grid's y dimension)", f"B * Hq = {B * Hq}")
     table = _int_array(block_table, "block_table", 2)
     lens = _int_array(seq_lens, "seq_lens", 1)
     if table.shape[0] != B or lens.shape != (B,):
@@ -294,7 +304,7 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
             raise ValueError(f"block_table: expected blocks of the pool [0, {NB}) in row {b}, got {used.tolist()}")
     win = check_window(window)
     if win is not None and win[1] not in (None, 0):
-        raise UnsupportedOption(f"window={window}: decode attention is causal; the right side must be 0 or None")
+        raise unsupported("window", "(left, 0) or (left, None) (decode attention is causal)", repr(win))
     left = _INT32_LIMIT // 4 if win is None or win[0] is None else min(win[0], _INT32_LIMIT // 4)
     scale_, softcap_, bq, bk = _launch_scalars(q, kp, D, scale, softcap, block_q, block_k)
     p = AttentionLaunch(bq, bk, _head_dim_variant(D, "D"), _head_dim_variant(Dv, "Dv"), scale_, softcap_,

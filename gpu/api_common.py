@@ -14,7 +14,7 @@ from refimpl import validation as V
 from refimpl.sdpa import check_real_4d  # the spec's own argument rules
 
 from .constants import INT_UNWRITTEN
-from .errors import UnsupportedOption
+from .errors import unsupported
 
 
 BACKENDS = ("numba", "cupy", "opencl")
@@ -30,7 +30,7 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
 def _float_4d(x, name: str) -> np.ndarray:
     arr = check_real_4d(x, name)
     if arr.size > _INT32_LIMIT:
-        raise UnsupportedOption(f"{name}: {arr.size} elements; the kernels index with 32-bit ints")
+        raise unsupported(name, f"at most {_INT32_LIMIT} elements (the kernels index with int32)", arr.size)
     with np.errstate(over="ignore"):  # reported below as a ValueError
         out = np.ascontiguousarray(arr, dtype=np.float32)
     if out is arr:  # never hand the caller's own buffer to a kernel
@@ -55,7 +55,7 @@ def _tile(x, name: str, default: int) -> int:
     if x is None:
         return default
     if isinstance(x, bool) or not isinstance(x, (numbers.Integral, np.integer)) or x < 1:
-        raise ValueError(f"{name}: expected a positive int, got {x!r}")
+        raise ValueError(f"{name}: expected a positive int, got {V.plain(x)!r}")
     return int(x)
 
 
@@ -83,7 +83,7 @@ def _rows(x, name: str = "x") -> np.ndarray:
 
     x = last_axis(x, name)
     if x.size > _INT32_LIMIT:
-        raise UnsupportedOption(f"{name}: {x.size} elements; the kernels index with 32-bit ints")
+        raise unsupported(name, f"at most {_INT32_LIMIT} elements (the kernels index with int32)", x.size)
     with np.errstate(over="ignore"):
         x32 = np.array(x, dtype=np.float32)  # a copy, C-contiguous
     if not np.isfinite(x32).all():

@@ -13,7 +13,7 @@ from refimpl import validation as V
 from .api_common import (_INT32_LIMIT, MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written, _row_threads,
                          _rows, _tile)
 from .constants import INT_UNWRITTEN
-from .errors import UnsupportedOption
+from .errors import unsupported
 
 
 DEFAULT_MOE_BLOCK = (16, 16, 16)  # (BM, BN, BK) of the grouped GEMM
@@ -68,7 +68,7 @@ def _moe_permute(be, x, r, p) -> Permutation:
     D = x.shape[1]
     rows = E * p.dense_rows if p.dense_rows >= 0 else int(r.kept.sum())
     if rows * max(D, 1) > _INT32_LIMIT:
-        raise UnsupportedOption("rows * D: the kernels index with 32-bit ints")
+        raise unsupported("x, routing", "rows * D within int32 (the kernels' indices)", "more")
     dense = p.dense_rows >= 0
     # room for T k rows: a kernel whose bins overrun the kept count still writes inside the buffer,
     # and the offsets check below reports it
@@ -124,9 +124,9 @@ def _stack_experts(experts, E: int, D: int):
 
     from .moe_numba import ACT_CODES
 
-    experts = list(experts)
-    if len(experts) != E:
-        raise ValueError(f"experts: expected {E} experts (E from routing), got {len(experts)}")
+    from refimpl import validation as RV
+
+    experts = RV.experts(experts, "experts", E, D)  # a sequence of E callables of d_model D
     f = lambda a: np.ascontiguousarray(np.stack(a), dtype=np.float32)  # noqa: E731
     if all(isinstance(ex, SwiGLUExpert) for ex in experts):
         H = experts[0].Wg.shape[1]
@@ -145,7 +145,8 @@ def _stack_experts(experts, E: int, D: int):
         W1 = f([ex.W1 for ex in experts])
         return (W1, W1[:1] * 0, f([z(ex.b1, H) for ex in experts]), ACT_CODES[acts.pop()],
                 f([ex.W2 for ex in experts]), f([z(ex.b2, D) for ex in experts]))
-    raise UnsupportedOption("experts: the kernels run lists of refimpl.moe.FFNExpert or of SwiGLUExpert (one type)")
+    raise unsupported("experts", "a list of refimpl.moe.FFNExpert or of SwiGLUExpert (one type: what the kernels run)",
+                      "other experts")
 
 
 def moe_experts(x, routing, experts, *, backend, layout="sparse", threads=None, block=None):

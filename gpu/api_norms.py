@@ -10,7 +10,7 @@ import numpy as np
 
 from .api_common import (DEFAULT_ROW_THREADS, MAX_THREADS_PER_BLOCK, _check_written, _float_4d, _positive_float32,
                          _row_threads, _rows, _tile)
-from .errors import UnsupportedOption
+from .errors import unsupported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _vector(p, name: str, d: int, default: float) -> np.ndarray:
 
 def _norm_eps(eps) -> float:
     if eps == 0:
-        raise UnsupportedOption("eps=0: the float32 kernels need eps > 0 (a zero row would divide by zero)")
+        raise unsupported("eps", "> 0 (the float32 kernels divide a zero row by sqrt(eps))", 0.0)
     return _positive_float32(eps, "eps")
 
 
@@ -128,7 +128,7 @@ def apply_rope(x, positions, *, backend, layout="half", rotary_dim=None, base=10
     d = check_rotary_dim(rotary_dim, D)
     cos, sin = rope_tables(positions, B, L, d, base, scaling)
     if B * H > 65535:
-        raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
+        raise unsupported("x", "B * H <= 65535 (the grid's y dimension)", f"B * H = {B * H}")
     p = RopeLaunch(_tile(threads, "threads", DEFAULT_ROW_THREADS), int(lay == "interleaved"))
     if p.threads > MAX_THREADS_PER_BLOCK:
         raise ValueError(f"threads: expected at most {MAX_THREADS_PER_BLOCK}, got {p.threads}")

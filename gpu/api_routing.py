@@ -11,7 +11,7 @@ import numpy as np
 
 from .api_common import (_F32_MAX, _INT32_LIMIT, MAX_THREADS_PER_BLOCK, _check_written, _positive_float32, _tile)
 from .constants import INT_UNWRITTEN
-from .errors import UnsupportedOption
+from .errors import unsupported
 
 
 #: RouteOptions values the kernels implement
@@ -50,18 +50,19 @@ def prepare_route(logits, k, *, preset=None, padding_mask=None, selection_bias=N
     z, k, opts, token_mask = setup.logits, setup.k, setup.options, setup.token_mask
     T, E = z.shape
     if selection_bias is not None:
-        raise UnsupportedOption("selection_bias: selection-only bias (DeepSeek-V3) is not implemented by the GPU kernels")
+        raise unsupported("selection_bias", "None (the kernels have no selection-only bias; use refimpl.moe.route)",
+                          "an array")
     if opts.n_groups is not None:
-        raise UnsupportedOption("n_groups/topk_groups: group-limited selection is not implemented by the GPU kernels")
+        raise unsupported("n_groups, topk_groups", "None (the kernels have no group-limited selection; use "
+                          "refimpl.moe.route)", f"n_groups = {opts.n_groups}")
     if opts.score not in SUPPORTED_SCORES:
-        raise UnsupportedOption(f"score={opts.score!r}: the GPU kernels implement {SUPPORTED_SCORES}")
+        raise unsupported("score", f"one of {SUPPORTED_SCORES} (what the kernels implement)", repr(opts.score))
     if opts.drop_order not in SUPPORTED_DROP_ORDERS:
-        raise UnsupportedOption(
-            f"drop_order={opts.drop_order!r}: the GPU kernels implement the position orders "
-            f"{SUPPORTED_DROP_ORDERS} only")
+        raise unsupported("drop_order", f"one of the position orders {SUPPORTED_DROP_ORDERS} (what the kernels "
+                          f"implement)", repr(opts.drop_order))
     C = resolve_capacity(opts.capacity, T, E, k)
     if T * max(E, k) > _INT32_LIMIT:
-        raise UnsupportedOption(f"T * E = {T * E}: the kernels index with 32-bit ints")
+        raise unsupported("logits", "T * E within int32 (the kernels' indices)", f"T * E = {T * E}")
     if C is not None and C > _INT32_LIMIT:
         C = _INT32_LIMIT  # more slots than assignments: nothing can be dropped
     with np.errstate(over="ignore"):  # reported below as a ValueError

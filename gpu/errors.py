@@ -14,3 +14,9 @@ class UnsupportedOption(NotImplementedError):
     Raised instead of silently ignoring the option: the caller should use
     ``refimpl`` (the oracle) for it.
     """
+
+
+def unsupported(names: str, expected: str, got) -> UnsupportedOption:
+    """An UnsupportedOption in the contract's wording, ``<names>: expected <what the kernels
+    implement>, got <what was given>`` (raise it: ``raise unsupported(...)``)."""
+    return UnsupportedOption(f"{names}: expected {expected}, got {got}")

@@ -32,7 +32,7 @@ from refimpl.logistic import silu
 
 from .api_common import MAX_STATIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK, _check_written, _positive_float32, _tile
 from .backends import INSTALL_HINT
-from .errors import BackendUnavailable, UnsupportedOption
+from .errors import BackendUnavailable, unsupported
 
 #: state sizes N the scan is compiled for (the smallest that holds N is used)
 STATE_VARIANTS = (16, 64)
@@ -131,7 +131,7 @@ def get_backend(backend) -> MixerBackend:
 def _f32(x, name: str, ndim: int) -> np.ndarray:
     arr = V.as_float_array(x, name, ndim=ndim)
     if arr.size > _INT32_LIMIT:
-        raise UnsupportedOption(f"{name}: {arr.size} elements; the kernels index with 32-bit ints")
+        raise unsupported(name, "at most 2**31 - 1 elements (the kernels index with int32)", arr.size)
     with np.errstate(over="ignore"):
         out = np.array(arr, dtype=np.float32, order="C", copy=True)  # a copy: the kernel never sees the caller's buffer
     if not np.isfinite(out).all():
@@ -144,7 +144,7 @@ def _variant(x: int, variants: tuple, name: str) -> int:
     for v in variants:
         if x <= v:
             return v
-    raise UnsupportedOption(f"{name}={x}: the kernels are built for {name} up to {variants[-1]}")
+    raise unsupported(name, f"<= {variants[-1]} (the largest the kernels are built for)", x)
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -190,12 +190,12 @@ def prepare_scan(u, delta, A, B, C, D=None, z=None, *, initial_state=None, delta
                  discretization="zoh_a_euler_b", block=None):
     """Validated float32 arrays (placeholders for absent ones) and the ScanLaunch."""
     if delta_bias is not None or delta_softplus:
-        raise UnsupportedOption("delta_bias / delta_softplus: the scan kernel takes the processed step delta; "
-                                "apply softplus(delta + delta_bias) first or use refimpl")
+        raise unsupported("delta_bias, delta_softplus", "None and False (the scan kernel takes the processed step "
+                          "delta: apply softplus(delta + delta_bias) first, or use refimpl)", "a bias or softplus")
     V.choice(discretization, "discretization", ("zoh_a_euler_b", "zoh"))
     if discretization != "zoh_a_euler_b":
-        raise UnsupportedOption("discretization='zoh': the scan kernel implements ZOH for A, Euler for B "
-                                "(selective_scan_ref's); use refimpl")
+        raise unsupported("discretization", "'zoh_a_euler_b' (the scan kernel's: selective_scan_ref's; use refimpl "
+                          "for 'zoh')", "'zoh'")
     u = _f32(u, "u", 4)
     b, H, L, P = u.shape
     delta = _f32(delta, "delta", 4)
@@ -226,7 +226,7 @@ def prepare_scan(u, delta, A, B, C, D=None, z=None, *, initial_state=None, delta
     if initial_state is not None and p_x0.shape != (b, H, P, N):
         raise ValueError(f"initial_state: expected (B, H, P, N) = {(b, H, P, N)}, got {p_x0.shape}")
     if b * H > 65535:
-        raise UnsupportedOption(f"B * H = {b * H}: the grid's y dimension holds at most 65535")
+        raise unsupported("u", "B * H <= 65535 (the grid's y dimension)", f"B * H = {b * H}")
     blk = _tile(block, "block", DEFAULT_SCAN_BLOCK)
     if blk > MAX_THREADS_PER_BLOCK:
         raise ValueError(f"block: expected at most {MAX_THREADS_PER_BLOCK} threads per block, got {blk}")
@@ -316,7 +316,7 @@ def prepare_gla(q, k, v, g=None, *, scale=None, initial_state=None, chunk_size=N
     if s0.shape != (B, H, K, Vd):
         raise ValueError(f"initial_state: expected (B, H, K, V) = {(B, H, K, Vd)}, got {s0.shape}")
     if B * H > 65535:
-        raise UnsupportedOption(f"B * H = {B * H}: the grid's y dimension holds at most 65535")
+        raise unsupported("q", "B * H <= 65535 (the grid's y dimension)", f"B * H = {B * H}")
     scale_ = float(np.float32(K ** -0.5)) if scale is None else _positive_float32(scale, "scale")
     p = GLALaunch(_tile(chunk_size, "chunk_size", DEFAULT_CHUNK), _tile(block_v, "block_v", DEFAULT_BLOCK_V),
                   _variant(max(K, 1), KEY_DIM_VARIANTS, "K"), _tile(threads, "threads", DEFAULT_GLA_THREADS), scale_)
@@ -379,8 +379,8 @@ def prepare_delta(q, k, v, beta, g=None, *, scale=None, initial_state=None, chun
     B, H, L, K = q32.shape
     barr = V.as_float_array(beta, "beta")
     if barr.shape == (B, H, L, v32.shape[3]) and barr.ndim == 4:
-        raise UnsupportedOption("beta: a per-value-channel beta (B, H, L, V) is not implemented by the delta-rule "
-                                "kernel (one UT system per head and chunk); use refimpl")
+        raise unsupported("beta", f"shape (B, H, L) = {(B, H, L)} (the delta-rule kernel solves one UT system per "
+                          f"head and chunk; use refimpl for a per-value-channel beta)", f"shape {barr.shape}")
     if barr.shape != (B, H, L):
         raise ValueError(f"beta: expected (B, H, L) = {(B, H, L)}, got {barr.shape}")
     beta32 = _f32(barr, "beta", 3)

@@ -112,7 +112,7 @@ def _naive_scores(o, q, K, scale, softcap, bias, vis, order):
 def _naive_forward(o, q, K, V, vis, scale, softcap, bias, order, keep=None, p_drop=0.0):
     f, r = o.compute, o.r
     s, raw, vis = _naive_scores(o, q, K, scale, softcap, bias, vis, order)
-    m = np.max(s, axis=-1, keepdims=True)
+    m = np.max(s, axis=-1, keepdims=True, initial=-np.inf)  # a row of no key (Lk = 0): -inf, read as 0 below
     m = np.where(np.isfinite(m), m, f(0))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         e = r(np.exp(s - m))
@@ -176,7 +176,7 @@ def _spec_weights(q, K, V, vis, scale, softcap, bias):
         B = B + np.abs(s)
         vis = vis & np.isfinite(bias)
     s = np.where(vis, s, -np.inf)
-    m = np.max(s, axis=-1, keepdims=True)
+    m = np.max(s, axis=-1, keepdims=True, initial=-np.inf)  # Lk = 0: -inf
     m = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         e = np.exp(s - m)

@@ -28,6 +28,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
+from ._validate.conventions import thread_count
+
 MIN_PARALLEL_WORK = 1 << 22  # multiply-adds (a fraction of a millisecond of BLAS): below this, one thread
 
 _state = threading.local()
@@ -50,13 +52,7 @@ def num_threads() -> int:
     """Threads a large tiled call uses: ``REFIMPL_NUM_THREADS``, else BLAS's thread count."""
     env = os.environ.get("REFIMPL_NUM_THREADS")
     if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"REFIMPL_NUM_THREADS: expected a positive integer, got {env!r}") from None
-        if n < 1:
-            raise ValueError(f"REFIMPL_NUM_THREADS: expected a positive integer, got {env!r}")
-        return n
+        return thread_count(env)
     counts = [lib["num_threads"] for lib in _blas_controller().info() if lib["user_api"] == "blas"]
     return max(1, max(counts, default=os.cpu_count() or 1))
 

@@ -19,6 +19,7 @@ import numpy as np
 from . import masks as _masks
 from ._validate import (attention_bias, attention_bool_mask, attention_dropout, attention_scale, broadcastable,
                         check_qkv_shapes, check_real_4d, check_window, choice, flag, positive_float)
+from ._validate.conventions import gradients_finite, tile_scores_finite
 
 
 # ----------------------------------------------------------------------------
@@ -302,10 +303,7 @@ class _Setup:
             bad &= ~np.isneginf(_split_heads(self.bias.tile(qs, ks), self.Hkv))
         if visible is not None:
             bad &= _split_heads(visible, self.Hkv)
-        if bad.any():
-            raise ValueError(
-                "q, k, scale: expected every visible score scale * <q_i, k_j> (plus bias) within float64 range, got "
-                "one beyond it (|s| > 1.8e308); rescale q, k or scale, or pass softcap= to bound the scores")
+        tile_scores_finite(bad)
 
     def dropout_scale(self, qs: slice, ks: slice):
         """keep / (1 - p) for a tile, (B?, Hkv?, G?, nq, nk), or None without dropout."""
@@ -341,8 +339,5 @@ def _grads_back_to_scale(dq, dk, dv, e_do: int, e_v: int, culprits: str = "dout,
     if e_do or e_v:
         with np.errstate(over="ignore"):
             dq, dk, dv = np.ldexp(dq, e_do + e_v), np.ldexp(dk, e_do + e_v), np.ldexp(dv, e_do)
-    for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
-        if not np.isfinite(g).all():
-            raise ValueError(f"{culprits}: expected the gradient {name} within float64 range, got one beyond it "
-                             f"(|{name}| > 1.8e308) or NaN; rescale dout or v")
+    gradients_finite({"dq": dq, "dk": dk, "dv": dv}, culprits)
     return dq, dk, dv

@@ -35,26 +35,12 @@ from typing import Optional
 import numpy as np
 
 from . import _validate as V
+from ._validate.accounting import byte_total, exact_count, transformer_config
 from .cache import kv_cache_values
-
-
-def _pos_int(x, name, *, allow_zero=False) -> int:
-    """A count: exact Python int arithmetic, so no upper bound."""
-    return V.count(x, name, minimum=0 if allow_zero else 1, maximum=None)
 
 
 def _cfg(cfg) -> "TransformerConfig":
     return V.instance(cfg, "cfg", TransformerConfig)
-
-
-def _bytes(n: int, per, name: str, what: str) -> float:
-    """n * per bytes as a float; beyond float64 range is an error, not inf."""
-    per = V.real_number(per, name, minimum=0.0, min_open=True)
-    try:
-        return V.finite_result(float(n) * per, what, name)
-    except OverflowError:
-        raise ValueError(f"{name}: expected {what} within float64 range (exact values are never reported as inf), "
-                         f"got one beyond it") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,22 +71,7 @@ class TransformerConfig:
     bias: bool = False
 
     def __post_init__(self):
-        for name in ("d_model", "n_layers", "n_heads", "d_ff", "num_experts", "top_k"):
-            _pos_int(getattr(self, name), name)
-        for name in ("n_shared_experts", "vocab_size", "norms_per_layer"):
-            _pos_int(getattr(self, name), name, allow_zero=True)
-        V.choice(self.ffn_kind, "ffn_kind", ("mlp", "glu"))
-        for name in ("tied_embeddings", "final_norm", "bias"):
-            V.flag(getattr(self, name), name)
-        if self.head_dim is not None:
-            _pos_int(self.head_dim, "head_dim")
-        if self.n_kv_heads is not None and self.n_heads % _pos_int(self.n_kv_heads, "n_kv_heads"):
-            raise ValueError(f"n_kv_heads: expected a divisor of n_heads = {self.n_heads}, got {self.n_kv_heads}")
-        if self.head_dim is None and self.d_model % self.n_heads:
-            raise ValueError(f"head_dim: expected an explicit head_dim when n_heads = {self.n_heads} does not divide "
-                             f"d_model = {self.d_model}, got None")
-        if self.top_k > self.num_experts:
-            raise ValueError(f"top_k: expected <= num_experts={self.num_experts}, got {self.top_k}")
+        transformer_config(self)
 
     @property
     def kv_heads(self) -> int:
@@ -137,9 +108,12 @@ class ParameterCount:
 
 def ffn_params(d_model: int, d_ff: int, ffn_kind: str = "mlp", bias: bool = False) -> int:
     """mlp: 2 d d_ff (+ d_ff + d biases); glu: 3 d d_ff (+ 2 d_ff + d)."""
-    d_model, d_ff = _pos_int(d_model, "d_model"), _pos_int(d_ff, "d_ff")
+    d_model, d_ff = exact_count(d_model, "d_model"), exact_count(d_ff, "d_ff")
     V.choice(ffn_kind, "ffn_kind", ("mlp", "glu"))
-    V.flag(bias, "bias")
+    return _ffn_params(d_model, d_ff, ffn_kind, V.flag(bias, "bias"))
+
+
+def _ffn_params(d_model: int, d_ff: int, ffn_kind: str, bias: bool) -> int:
     mats = 2 if ffn_kind == "mlp" else 3
     b = (d_ff + d_model if ffn_kind == "mlp" else 2 * d_ff + d_model) if bias else 0
     return mats * d_model * d_ff + b
@@ -147,7 +121,10 @@ def ffn_params(d_model: int, d_ff: int, ffn_kind: str = "mlp", bias: bool = Fals
 
 def attention_params(cfg: TransformerConfig) -> int:
     """W_q, W_o: d x H hd each; W_k, W_v: d x Hkv hd each (GQA)."""
-    cfg = _cfg(cfg)
+    return _attention_params(_cfg(cfg))
+
+
+def _attention_params(cfg: TransformerConfig) -> int:
     d, q, kv = cfg.d_model, cfg.n_heads * cfg.hd, cfg.kv_heads * cfg.hd
     b = (q + 2 * kv + d) if cfg.bias else 0
     return 2 * d * q + 2 * d * kv + b
@@ -155,8 +132,8 @@ def attention_params(cfg: TransformerConfig) -> int:
 
 def parameter_count(cfg: TransformerConfig) -> ParameterCount:
     cfg = _cfg(cfg)
-    attn = attention_params(cfg)
-    expert = ffn_params(cfg.d_model, cfg.d_ff, cfg.ffn_kind, cfg.bias)
+    attn = _attention_params(cfg)  # a TransformerConfig checked its fields when it was made
+    expert = _ffn_params(cfg.d_model, cfg.d_ff, cfg.ffn_kind, cfg.bias)
     experts = cfg.num_experts * expert
     shared = cfg.n_shared_experts * expert
     router = cfg.num_experts * cfg.d_model if cfg.is_moe else 0
@@ -202,7 +179,7 @@ def compute_per_token(cfg: TransformerConfig, *, convention: str = "mac",
     d = cfg.d_model
     attn = 2 * d * cfg.n_heads * cfg.hd + 2 * d * cfg.kv_heads * cfg.hd
     if context_length is not None:
-        attn += 2 * cfg.n_heads * cfg.hd * _pos_int(context_length, "context_length", allow_zero=True)
+        attn += 2 * cfg.n_heads * cfg.hd * exact_count(context_length, "context_length", allow_zero=True)
     mats = 2 if cfg.ffn_kind == "mlp" else 3
     ffn = (cfg.top_k + cfg.n_shared_experts) * mats * d * cfg.d_ff
     router = cfg.num_experts * d if cfg.is_moe else 0
@@ -213,15 +190,15 @@ def compute_per_token(cfg: TransformerConfig, *, convention: str = "mac",
 
 def training_flops(active_params: int, tokens: int) -> int:
     """The 6ND rule: forward (2 N per token) plus backward (4 N per token), 2-FLOP convention."""
-    return 6 * _pos_int(active_params, "active_params", allow_zero=True) * _pos_int(tokens, "tokens", allow_zero=True)
+    return 6 * exact_count(active_params, "active_params", allow_zero=True) * exact_count(tokens, "tokens", allow_zero=True)
 
 
 def weight_bytes(num_params: int, bytes_per_param: float = 2) -> float:
     """Bytes to hold the weights (every expert: any may be called)."""
     # num_params may be a float (``7e9``, docs/notes.md#moe-memory): the result is a float estimate anyway
     n = V.real_number(num_params, "num_params", minimum=0.0) if isinstance(num_params, (float, np.floating)) \
-        else _pos_int(num_params, "num_params", allow_zero=True)
-    return _bytes(n, bytes_per_param, "bytes_per_param", "num_params * bytes_per_param")
+        else exact_count(num_params, "num_params", allow_zero=True)
+    return byte_total(n, bytes_per_param, "bytes_per_param", "num_params * bytes_per_param")
 
 
 def kv_cache_bytes(cfg: TransformerConfig, *, tokens: int, batch: int = 1, bytes_per_value: float = 2) -> float:
@@ -229,7 +206,7 @@ def kv_cache_bytes(cfg: TransformerConfig, *, tokens: int, batch: int = 1, bytes
     cfg = _cfg(cfg)
     tokens, batch = V.count(tokens, "tokens"), V.count(batch, "batch", minimum=1)
     values = kv_cache_values(tokens, cfg.kv_heads, cfg.hd, layers=cfg.n_layers, batch=batch)
-    return _bytes(values, bytes_per_value, "bytes_per_value", "the KV cache size")
+    return byte_total(values, bytes_per_value, "bytes_per_value", "the KV cache size")
 
 
 def inference_memory_bytes(num_params: int, kv_bytes: float, *, bytes_per_param: float = 2) -> float:

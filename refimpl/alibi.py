@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _validate as V
 from . import masks as _masks
+from ._validate.positions import slope_array
 
 MAX_HEADS = 2**16
 """Largest head count ``alibi_slopes`` builds a list for."""
@@ -42,9 +43,7 @@ def alibi_bias(slopes, Lq: int, Lk: int, *, align: str = "bottom_right") -> np.n
     ``flash_attn_interface.py``: "-alibi_slope * |i + seqlen_k - seqlen_q - j|"),
     0 for top_left. ``slopes`` may also be (B, H), giving (B, H, Lq, Lk).
     """
-    s = V.as_float_array(slopes, "slopes")
-    if s.ndim not in (1, 2):
-        raise ValueError(f"slopes: expected shape (H,) or (B, H), got {s.shape}")
+    s = slope_array(slopes)
     Lq, Lk = V.count(Lq, "Lq"), V.count(Lk, "Lk")
     o = _masks.offset(Lq, Lk, align)
     V.check_budget("slopes, Lq, Lk", shape=(s.size + 2, Lq, Lk), nbytes=8 * (Lq + Lk),

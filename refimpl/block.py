@@ -51,6 +51,8 @@ import numpy as np
 
 from . import accounting, ffn as _ffn, masks as _masks, norms
 from ._validate import as_float_array, bool_array, check_budget, choice, count, flag, instance, positive_int, real_number
+from ._validate import layers as _V
+from ._validate.losses import token_ids
 from .mha import multi_head_attention
 from .rope import check_rope_kwargs
 
@@ -69,11 +71,8 @@ class Norm:
     weight_offset: float = 0.0
 
     def __call__(self, x):
-        choice(self.kind, "kind", NORM_KINDS)
-        if self.kind == "layernorm":
+        if _V.norm_call(self.kind, self.bias, NORM_KINDS) == "layernorm":
             return norms.layer_norm(x, self.weight, self.bias, eps=self.eps)
-        if self.bias is not None:
-            raise ValueError("bias: expected None for an RMSNorm (it has no bias), got an array")
         return norms.rms_norm(x, self.weight, eps=self.eps, weight_offset=self.weight_offset)
 
     def num_params(self) -> int:
@@ -94,18 +93,7 @@ class Attention:
     rope: Optional[dict] = None
 
     def __post_init__(self):
-        H = positive_int(self.num_heads, "num_heads")
-        Hkv = H if self.num_kv_heads is None else positive_int(self.num_kv_heads, "num_kv_heads")
-        Wq = as_float_array(self.W_q, "W_q", ndim=2, shape_doc="(d, H hd)")
-        d, cols = Wq.shape
-        if cols % H:
-            raise ValueError(f"W_q, num_heads: expected num_heads to divide W_q's {cols} columns, got num_heads = {H}")
-        hd = cols // H
-        W = {"W_q": Wq}
-        for name in ("W_k", "W_v"):
-            W[name] = as_float_array(getattr(self, name), name, shape=(d, Hkv * hd),
-                                     shape_doc=f"(d, num_kv_heads * head_dim) with num_kv_heads = {Hkv}, head_dim = {hd}")
-        W["W_o"] = as_float_array(self.W_o, "W_o", shape=(cols, d), shape_doc="(H hd, d)")
+        _, _, hd, W = _V.attention_weights(self.W_q, self.W_k, self.W_v, self.W_o, self.num_heads, self.num_kv_heads)
         if self.rope is not None:
             object.__setattr__(self, "rope", check_rope_kwargs(self.rope, hd))
         for name, w in W.items():  # the validated float64 arrays, the block's own copies (no aliasing)
@@ -131,23 +119,10 @@ class Block:
     ffn_scale: Optional[np.ndarray] = None
 
     def __post_init__(self):
-        instance(self.attn, "attn", Attention)
-        instance(self.ffn, "ffn", (_ffn.MLPParams, _ffn.GLUParams))
-        choice(self.activation, "activation", _ffn.ACTIVATIONS)
-        instance(self.norm1, "norm1", Norm)
-        for name in ("norm2", "cross_attn", "norm_cross"):
-            if getattr(self, name) is not None:
-                instance(getattr(self, name), name, Attention if name == "cross_attn" else Norm)
-        if (self.cross_attn is None) != (self.norm_cross is None):
-            raise ValueError(f"cross_attn, norm_cross: expected both (a decoder block) or neither, got only "
-                             f"{'cross_attn' if self.norm_cross is None else 'norm_cross'}")
-        d = self.attn.W_q.shape[0]
-        for name in ("attn_scale", "ffn_scale"):
-            if getattr(self, name) is not None:
-                a = as_float_array(getattr(self, name), name)
-                if a.shape not in ((), (d,)):
-                    raise ValueError(f"{name}: expected a scalar or shape (d_model,) = ({d},), got shape {a.shape}")
-                object.__setattr__(self, name, a.copy())
+        scales = _V.block_parts(self, attention_cls=Attention, norm_cls=Norm,
+                                ffn_classes=(_ffn.MLPParams, _ffn.GLUParams), activations=_ffn.ACTIVATIONS)
+        for name, a in scales.items():  # validated float64 copies
+            object.__setattr__(self, name, a)
 
     def num_params(self) -> int:
         parts = [self.attn.num_params(), _ffn.num_params(self.ffn)]
@@ -174,19 +149,9 @@ def _attend(x_q, x_kv, a: Attention, counter, **kw):
         counter.add(B * Lq * (a.W_q.size + a.W_o.size) + B * Lk * (a.W_k.size + a.W_v.size))
         hd = a.W_q.shape[1] // a.num_heads
         counter.add(2 * B * a.num_heads * hd * Lq * Lk)
-    try:
+    with _V.renamed(_V.sublayer_names, errors=(ValueError,)):  # name the block's inputs, not the sub-layer's q, k
         return multi_head_attention(x_q, x_kv, a.W_q, a.W_k, a.W_v, a.W_o, num_heads=a.num_heads,
                                     num_kv_heads=a.num_kv_heads, rope=a.rope, **kw)
-    except ValueError as e:  # name the block's inputs, not the sub-layer's internal q, k
-        msg = str(e)
-        if msg.startswith("q, k, scale"):
-            raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's scores within float64 range, "
-                             f"got ({e})") from None
-        if msg.startswith(("x_q, ", "x_kv, ", "x_q:", "x_kv:", "W_o:")) and "within float64 range" in msg:
-            # an exact projection (in or out) beyond float64: name the block's inputs, not the sub-layer's
-            raise ValueError(f"x (y_in), memory, blk: expected an attention sub-layer's projections within float64 "
-                             f"range, got one beyond it ({e})") from None
-        raise
 
 
 def _feed_forward(x, blk: Block, counter, keep_mask, dropout_p):
@@ -203,19 +168,12 @@ def drop_path(branch, keep, p: float) -> np.ndarray:
 
 def _drop_path(branch, keep, p, keep_name, p_name):
     """drop_path, the messages naming the caller's arguments."""
-    p = real_number(p, p_name, minimum=0.0, maximum=1.0)
+    keep, p = _V.drop_path_args(branch, keep, p, keep_name, p_name)
     if keep is None:
         return branch
-    if branch.ndim < 1:
-        raise ValueError(f"branch: expected shape (B, ...), got {branch.shape}")
-    keep = bool_array(keep, keep_name, shape=branch.shape[:1], shape_doc="(B,)")
-    if p >= 1.0:
-        raise ValueError(f"{p_name}: expected < 1 when a keep mask is given, got {p}")
     with np.errstate(over="ignore"):
-        out = branch * (keep / (1.0 - p)).reshape((-1,) + (1,) * (branch.ndim - 1))
-    if not np.isfinite(out).all():
-        raise ValueError(f"branch, {p_name}: expected branch / (1 - p) within float64 range, got one beyond it")
-    return out
+        out = branch * (keep / (1.0 - p)).reshape(keep.shape + (1,) * (branch.ndim - 1))
+    return _V.beyond_float64(out, f"branch, {p_name}", "branch / (1 - p) within float64 range")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,29 +205,12 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
     """One residual block on x (B, L, d) (module docstring); ``memory`` (B, L_enc, d) turns on
     the cross-attention sub-layer (the block must have ``cross_attn``); ``mask`` (a
     ``refimpl.masks.Mask`` or bool (L, L), True = may attend) restricts the self-attention."""
-    choice(arrangement, "arrangement", ARRANGEMENTS)
-    x = as_float_array(x, "x", ndim=3)
-    instance(blk, "blk", Block)
-    if blk.attn.W_q.shape[0] != x.shape[2]:
-        raise ValueError(f"x, blk: expected x's last axis to equal the block's d_model {blk.attn.W_q.shape[0]}, "
-                         f"got {x.shape[2]}")
-    instance(rand, "rand", Stochastic)
-    causal = flag(causal, "causal")
-    if counter is not None:
-        instance(counter, "counter", MacCounter)
-    if (memory is None) != (blk.cross_attn is None):
-        raise ValueError(f"memory: expected an array exactly when the block has cross_attn, got "
-                         f"{'None' if memory is None else 'an array'} for a block "
-                         f"{'without' if blk.cross_attn is None else 'with'} cross_attn")
-    if arrangement != "parallel" and blk.norm2 is None:
-        raise ValueError(f"norm2: expected the block's norm2 for the {arrangement} arrangement (only 'parallel' has "
-                         f"one norm), got None")
-    if memory is not None:
-        memory = as_float_array(memory, "memory", ndim=3)
-        if memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
-            raise ValueError(f"memory: expected shape (B, L_enc, d) with B, d of x {x.shape}, got {memory.shape}")
+    arrangement, x, causal, memory = _V.block_inputs(x, blk, rand, counter, memory, arrangement=arrangement,
+                                                     causal=causal, block_cls=Block, rand_cls=Stochastic,
+                                                     counter_cls=MacCounter, arrangements=ARRANGEMENTS)
     dp = rand.drop_path_p
     mask = _layer_mask(mask, x.shape[1], "mask")
+    s = _V.block_scale(parallel_scale, arrangement, memory is not None)
 
     def scaled(a, branch):
         return branch if a is None else a * branch
@@ -285,18 +226,11 @@ def block(x, blk: Block, *, arrangement: str = "pre_norm", causal: bool = False,
         return _drop_path(scaled(blk.ffn_scale, _feed_forward(h, blk, counter, rand.act_keep_mask, rand.act_dropout_p)),
                           rand.keep_ffn, dp, "keep_ffn", "drop_path_p")
 
-    s = real_number(parallel_scale, "parallel_scale", minimum=0.0)
     if arrangement == "parallel":
-        if memory is not None:
-            raise ValueError("arrangement: expected 'pre_norm' or 'post_norm' for a block with cross-attention (the "
-                             "parallel block has none), got 'parallel'")
         h = blk.norm1(x)
         with np.errstate(over="ignore", invalid="ignore"):
             y = x + s * (attn(h) + ff(h))
-        if not np.isfinite(y).all():
-            raise ValueError("x, parallel_scale, blk: expected the block's output x + s (Attn + FFN) within float64 "
-                             "range, got one beyond it")
-        return y
+        return _V.beyond_float64(y, "x, parallel_scale, blk", "the block's output x + s (Attn + FFN) within float64 range")
     if arrangement == "pre_norm":
         h = _residual(x, attn(blk.norm1(x)))
         if memory is not None:
@@ -313,9 +247,7 @@ def _residual(h, branch):
     on to the next sub-layer, which would blame its own input)."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = h + branch
-    if not np.isfinite(out).all():
-        raise ValueError("x, blk: expected the block's residual sums within float64 range, got one beyond it")
-    return out
+    return _V.beyond_float64(out, "x, blk", "the block's residual sums within float64 range")
 
 
 def _layer_mask(mask, L: int, name: str):
@@ -330,20 +262,7 @@ def _layer_mask(mask, L: int, name: str):
 def layer_masks(masks, n_layers: int, name: str = "masks") -> list:
     """A per-layer list of masks (None, a ``refimpl.masks.Mask`` or a bool (L, L) array), one per layer;
     ``name`` is the argument the messages name."""
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a str, got {type(name).__name__}")
-    n_layers = count(n_layers, "n_layers")
-    if masks is None:
-        return [None] * n_layers
-    if isinstance(masks, (str, bytes, np.ndarray, _masks.Mask)) or not hasattr(masks, "__iter__"):
-        raise TypeError(f"{name}: expected a sequence with one mask (or None) per layer, got {type(masks).__name__}")
-    masks = list(masks)
-    if len(masks) != n_layers:
-        raise ValueError(f"{name}, n_layers: expected one mask per layer ({n_layers} layers), got {len(masks)}")
-    for i, m in enumerate(masks):
-        if m is not None and not isinstance(m, (_masks.Mask, np.ndarray)):
-            raise TypeError(f"{name}[{i}]: expected None, a refimpl.masks.Mask or a bool array, got {type(m).__name__}")
-    return masks
+    return _V.layer_mask_list(masks, n_layers, name, _masks.Mask)
 
 
 def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: bool = False, memory=None,
@@ -354,22 +273,12 @@ def stack(x, blocks: Sequence[Block], *, arrangement: str = "pre_norm", causal: 
     blocks = _blocks(blocks, "blocks")
     masks = layer_masks(masks, len(blocks))
     _final(final_norm, "final_norm")
-    if rands is not None and (isinstance(rands, (str, bytes)) or not hasattr(rands, "__iter__")):
-        raise TypeError(f"rands: expected a sequence of refimpl.block.Stochastic, got {type(rands).__name__}")
-    rands = [_NONE] * len(blocks) if rands is None else list(rands)
-    for i, r in enumerate(rands):
-        instance(r, f"rands[{i}]", Stochastic)
-    if len(rands) != len(blocks):
-        raise ValueError(f"rands, blocks: expected one Stochastic per block ({len(blocks)} blocks), got {len(rands)}")
+    rands = _V.stochastic_list(rands, len(blocks), Stochastic) or [_NONE] * len(blocks)
     h = x
     for i, (blk, r, m) in enumerate(zip(blocks, rands, masks)):
-        try:
+        with _V.renamed(_V.prefix("mask:", f"masks[{i}]:")):  # the layer's mask is the caller's masks[i]
             h = block(h, blk, arrangement=arrangement, causal=causal, memory=memory, parallel_scale=parallel_scale,
                       rand=r, counter=counter, mask=m)
-        except (ValueError, TypeError) as e:
-            if str(e).startswith("mask:"):
-                raise type(e)(f"masks[{i}]" + str(e)[4:]) from None
-            raise
     return h if final_norm is None else final_norm(h)
 
 
@@ -381,10 +290,7 @@ def pre_norm_stack_fused_residual(x, blocks: Sequence[Block], *, causal: bool = 
     blocks = _blocks(blocks, "blocks")
     _final(final_norm, "final_norm")
     causal = flag(causal, "causal")
-    for i, blk in enumerate(blocks):
-        if blk.norm2 is None or blk.cross_attn is not None:
-            raise ValueError(f"blocks[{i}]: expected a decoder-only block with norm2, got one "
-                             f"{'without norm2' if blk.norm2 is None else 'with cross_attn'}")
+    _V.fused_residual_blocks(blocks)
     hidden = None
     for blk in blocks:
         residual = residual if hidden is None else residual + hidden
@@ -410,10 +316,7 @@ def decoder(y_in, memory, blocks: Sequence[Block], *, arrangement: str = "pre_no
     y_in = as_float_array(y_in, "y_in", ndim=3)
     memory = as_float_array(memory, "memory", ndim=3)
     blocks = _blocks(blocks, "blocks")
-    for i, b in enumerate(blocks):  # named here: stack() would report the mismatch as its own x
-        if b.attn.W_q.shape[0] != y_in.shape[2]:
-            raise ValueError(f"y_in, blocks: expected y_in's last axis to equal blocks[{i}]'s d_model "
-                             f"{b.attn.W_q.shape[0]}, got {y_in.shape[2]}")
+    _V.decoder_width(blocks, y_in.shape[2])
     return stack(y_in, blocks, arrangement=arrangement, causal=True, memory=memory, final_norm=final_norm,
                  counter=counter)
 
@@ -422,43 +325,32 @@ def seq2seq_logits(src_tokens, tgt_tokens, embedding, enc_blocks, dec_blocks, *,
                    enc_norm: Optional[Norm] = None, dec_norm: Optional[Norm] = None) -> np.ndarray:
     """Teacher-forced encoder-decoder: logits (B, L_dec, V) for predicting tgt_tokens[:, t] at t,
     the decoder reading [BOS, y_1, ..., y_{L-1}]; tied embedding (V, d) as the output head."""
-    from .losses import _token_ids, shift_right
+    from .losses import shift_right
 
     E = as_float_array(embedding, "embedding", ndim=2, shape_doc="(V, d)", min_size={0: 1, 1: 1})
     V = E.shape[0]
-    src = _token_ids(src_tokens, "src_tokens", V)
-    tgt = _token_ids(tgt_tokens, "tgt_tokens", V)
+    src = token_ids(src_tokens, "src_tokens", V)
+    tgt = token_ids(tgt_tokens, "tgt_tokens", V)
     bos = count(bos, "bos", maximum=V - 1)
     enc_blocks, dec_blocks = _blocks(enc_blocks, "enc_blocks"), _blocks(dec_blocks, "dec_blocks")
     _final(enc_norm, "enc_norm"), _final(dec_norm, "dec_norm")
-    for name, bl in (("enc_blocks", enc_blocks), ("dec_blocks", dec_blocks)):
-        for i, b in enumerate(bl):
-            if b.attn.W_q.shape[0] != E.shape[1]:
-                raise ValueError(f"embedding, {name}: expected {name}[{i}]'s d_model to equal the embedding width "
-                                 f"d = {E.shape[1]}, got {b.attn.W_q.shape[0]}")
-    if src.shape[0] != tgt.shape[0]:
-        raise ValueError(f"tgt_tokens: expected batch size {src.shape[0]} (src_tokens), got shape {tgt.shape}")
-    try:  # the arguments are valid here: what fails inside is an activation beyond float64 range
+    _V.embedding_width(enc_blocks, "enc_blocks", E.shape[1])
+    _V.embedding_width(dec_blocks, "dec_blocks", E.shape[1])
+    _V.same_batch(src, tgt)
+    # the arguments are valid here: what fails inside is an activation beyond float64 range, named for this
+    # function's arguments, not the inner stacks' x, memory, blk
+    with _V.renamed(_V.wrapped("embedding, enc_blocks, dec_blocks: expected the encoder and decoder activations "
+                               "within float64 range, got (", ")"), errors=(ValueError,)):
         M = encoder(E[src], enc_blocks, final_norm=enc_norm)
         h = decoder(E[shift_right(tgt, bos)], M, dec_blocks, final_norm=dec_norm)
-    except ValueError as e:  # name this function's arguments, not the inner stacks' x, memory, blk
-        raise ValueError(f"embedding, enc_blocks, dec_blocks: expected the encoder and decoder activations within "
-                         f"float64 range, got ({e})") from None
     with np.errstate(over="ignore", invalid="ignore"):
         logits = h @ E.T
-    if not np.isfinite(logits).all():
-        raise ValueError("embedding: expected the logits h E^T within float64 range, got one beyond it")
-    return logits
+    return _V.beyond_float64(logits, "embedding", "the logits h E^T within float64 range")
 
 
 def _blocks(blocks, name: str) -> list:
     """A sequence of :class:`Block`, named per entry in messages."""
-    if isinstance(blocks, (str, bytes, Block)) or not hasattr(blocks, "__iter__"):
-        raise TypeError(f"{name}: expected a sequence of refimpl.block.Block, got {type(blocks).__name__}")
-    blocks = list(blocks)
-    for i, b in enumerate(blocks):
-        instance(b, f"{name}[{i}]", Block)
-    return blocks
+    return _V.block_list(blocks, name, Block)
 
 
 def _final(norm, name: str):
@@ -471,13 +363,9 @@ def block_config(blk: Block, *, n_layers: int = 1) -> accounting.TransformerConf
     (norm weights counted as vectors: a LayerNorm with bias is two)."""
     instance(blk, "blk", Block)
     n_layers = positive_int(n_layers, "n_layers")
-    if blk.cross_attn is not None:
-        raise ValueError("blk: expected a decoder-only block (accounting.TransformerConfig has no cross-attention), "
-                         "got one with cross_attn")
     f = blk.ffn
-    if any(getattr(f, n.name) is not None for n in dataclasses.fields(f) if n.name.startswith("b")):
-        raise ValueError("blk: expected bias-free FFNs (accounting counts FFN biases only together with attention "
-                         "biases), got FFN biases")
+    _V.decoder_only_block(blk, any(getattr(f, n.name) is not None for n in dataclasses.fields(f)
+                                          if n.name.startswith("b")))
     d = blk.attn.W_q.shape[0]
     glu = isinstance(f, _ffn.GLUParams)
     d_ff = (f.W_gate if glu else f.W1).shape[1]
@@ -498,14 +386,7 @@ def init_block(seed: int, *, d_model: int, num_heads: int, d_ff: int, num_kv_hea
     choice(ffn_kind, "ffn_kind", ("mlp", "glu"))
     choice(activation, "activation", _ffn.ACTIVATIONS)
     norm_bias, cross = flag(norm_bias, "norm_bias"), flag(cross, "cross")
-    if norm_bias and norm == "rmsnorm":
-        raise ValueError("norm_bias: expected False with norm='rmsnorm' (an RMSNorm has no bias), got True")
-    d_model, num_heads, d_ff = (positive_int(v, n) for v, n in ((d_model, "d_model"), (num_heads, "num_heads"),
-                                                                   (d_ff, "d_ff")))
-    Hkv = num_heads if num_kv_heads is None else positive_int(num_kv_heads, "num_kv_heads")
-    if d_model % num_heads or num_heads % Hkv:
-        raise ValueError(f"num_heads, num_kv_heads: expected num_kv_heads | num_heads | d_model, got "
-                         f"d_model={d_model}, num_heads={num_heads}, num_kv_heads={Hkv}")
+    d_model, num_heads, d_ff, Hkv = _V.init_block_sizes(norm, norm_bias, d_model, num_heads, d_ff, num_kv_heads)
 
     hd = d_model // num_heads
     n_attn = 2 if cross else 1

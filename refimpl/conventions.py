@@ -32,39 +32,30 @@ All use scale 1/sqrt(D) by default and map query head h to kv head h // (Hq/Hkv)
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import numpy as np
 
-from . import _validate as _V
+from ._validate import check_real_4d
+from ._validate.conventions import alibi_with_bias, convention_fields, native_window
 from .alibi import alibi_bias
-from .sdpa import attention, check_real_4d, check_window
+from .masks import ALIGNMENTS
+from .sdpa import attention
 from .preset_registry import Registry, Source
 
 JAX_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 """``jax._src.nn.functions._get_large_negative`` for float32 logits."""
 
 
-def _int(x, what):
-    """An int window parameter; ``what`` is the library's own name, reported as window (name)."""
-    if isinstance(x, bool) or not isinstance(x, (numbers.Integral, np.integer)):
-        raise TypeError(f"window ({what}): expected an int, got {type(x).__name__}")
-    return int(x)
+# Each library's window, mapped to the spec's (left, right) and whether it implies causal. A rule takes
+# the arguments ``refimpl._validate.conventions.native_window`` returns for it (the native form checked).
 
 
-def _pair(native, what):
-    if not isinstance(native, (tuple, list)) or len(native) != 2:
-        raise TypeError(f"window ({what}): expected a pair (left, right), got {native!r}")
-    return native
-
-
-def _flash_window(native, Lq=None, Lk=None):
+def _flash_window(left, right):
     """FA3 (hopper/flash_api.cpp): -1 becomes Lk - 1 (left) / Lq - 1 (right), i.e. unbounded."""
-    left, right = _pair(native, "window_size")
-    return (None if _int(left, "window_size[0]") < 0 else int(left), None if _int(right, "window_size[1]") < 0 else int(right)), False
+    return (None if left < 0 else left, None if right < 0 else right), False
 
 
-def _flash2_window(native, Lq, Lk):
+def _flash2_window(left, right, Lq, Lk):
     """What FA2's kernel masks, after its host code rewrites the window.
 
     csrc/flash_attn/flash_api.cpp (v2.8.3 and main), mha_fwd then set_params_fprop:
@@ -79,12 +70,6 @@ def _flash2_window(native, Lq, Lk):
     j <= i + 2 Lk - Lq, which hides keys of rows i < Lq - Lk - 1: with Lq >= Lk + 2,
     (2, -1) is not "unbounded on the right" (Lq = 10, Lk = 3: rows 0-3 see nothing).
     """
-    if Lq is None or Lk is None:
-        raise ValueError("Lq, Lk: expected both (flash_attn2's host code rewrites the window by the problem's "
-                         "lengths), got None")
-    Lq, Lk = _V.count(Lq, "Lq"), _V.count(Lk, "Lk")
-    native = _pair(native, "window_size")
-    left, right = _int(native[0], "window_size[0]"), _int(native[1], "window_size[1]")
     if left >= Lk:
         left = -1
     if right >= Lk:
@@ -94,51 +79,15 @@ def _flash2_window(native, Lq, Lk):
     return (Lk if left < 0 else left, Lk if right < 0 else right), False
 
 
-def _keys_including_self(native, Lq=None, Lk=None):
-    W = _int(native, "window")
-    if W < 1:
-        raise ValueError(f"window (W keys including self): expected W >= 1, got {W}")
-    return (W - 1, 0), True
-
-
-def _flex_window(native, Lq=None, Lk=None):
-    W = _int(native, "window_size")
-    if W < 0:
-        raise ValueError(f"window (window_size): expected >= 0, got {W}")
-    return (W, 0), True
-
-
-def _xformers_br_window(native, Lq=None, Lk=None):
-    left, right = (_int(x, "window_left, window_right") for x in _pair(native, "window_left, window_right"))
-    if left < 0 or right < 0:
-        raise ValueError(f"window (window_left, window_right): expected non-negative (left, right), got {native}")
-    return (left, right), False
-
-
-def _jax_window(native, Lq=None, Lk=None):
-    if isinstance(native, (tuple, list)):
-        left, right = (_int(x, "local_window_size") for x in _pair(native, "local_window_size"))
-    else:
-        left = right = _int(native, "local_window_size")
-    if left < 0 or right < 0:
-        raise ValueError(f"window (local_window_size): expected non-negative, got {native}")
-    return (left, right), False
-
-
-def _no_window(native, Lq=None, Lk=None):
-    raise ValueError("window: expected None (this library has no window parameter: pass an explicit boolean mask), "
-                     "got a window")
-
-
 _WINDOW_RULES = {
-    "spec": lambda native, Lq=None, Lk=None: (check_window(native), False),
+    "spec": lambda window: (window, False),
     "flash": _flash_window,
     "flash2": _flash2_window,
-    "keys_including_self": _keys_including_self,
-    "flex": _flex_window,
-    "xformers_br": _xformers_br_window,
-    "jax": _jax_window,
-    "none": _no_window,
+    "keys_including_self": lambda W: ((W - 1, 0), True),   # W keys including self, causal implied
+    "flex": lambda W: ((W, 0), True),                      # W keys before self, causal implied
+    "xformers_br": lambda left, right: ((left, right), False),
+    "jax": lambda left, right: ((left, right), False),
+    "none": None,                                          # no window parameter (refused when checked)
 }
 
 
@@ -171,26 +120,16 @@ class AttentionConvention:
     fully_masked_float64: str | None = None
 
     def __post_init__(self):
-        for field in ("name", "source"):
-            if not isinstance(getattr(self, field), str):
-                raise TypeError(f"{field}: expected a str, got {type(getattr(self, field)).__name__}")
-        _V.choice(self.align, "align", ("bottom_right", "top_left"))
-        _V.choice(self.window_rule, "window_rule", tuple(_WINDOW_RULES))
-        _V.choice(self.fully_masked, "fully_masked", FULLY_MASKED)
-        if self.fully_masked_float64 is not None:
-            _V.choice(self.fully_masked_float64, "fully_masked_float64", FULLY_MASKED)
-        lse = self.masked_lse
-        if not (lse is None or (isinstance(lse, str) and lse == "finite")
-                or (isinstance(lse, (float, np.floating)) and np.isinf(lse))):
-            raise ValueError(f"masked_lse: expected None, +inf, -inf or 'finite', got {lse!r}")
-        _V.flag(self.alibi_causal_lse_shift, "alibi_causal_lse_shift")
+        convention_fields(self.name, self.source, self.align, self.window_rule, self.fully_masked,
+                          self.fully_masked_float64, self.masked_lse, self.alibi_causal_lse_shift,
+                          alignments=ALIGNMENTS, window_rules=tuple(_WINDOW_RULES), outputs=FULLY_MASKED)
 
     def window(self, window, Lq=None, Lk=None) -> tuple[tuple | None, bool]:
         """(left, right) in the spec's sense (None: no window) and whether the library's
         window implies causal; ``window`` in the library's own form (see the module
         table). ``Lq``, ``Lk`` are needed where the library rewrites the window by
         the problem's lengths (flash_attn2)."""
-        return _WINDOW_RULES[self.window_rule](window, Lq, Lk)
+        return _WINDOW_RULES[self.window_rule](*native_window(window, self.window_rule, Lq, Lk))
 
     def attention(self, q, k, v, *, causal=False, window=None, alibi_slopes=None, mask=None, **kwargs):
         """Attention as this library computes it; ``window`` in the library's own form.
@@ -208,18 +147,8 @@ class AttentionConvention:
             causal = causal or implies_causal
         bias = kwargs.pop("bias", None)
         if alibi_slopes is not None:
-            B, Hq = np.shape(q)[:2]
-            s = _V.as_float_array(alibi_slopes, "alibi_slopes")
-            if s.shape not in ((Hq,), (B, Hq)):
-                raise ValueError(f"alibi_slopes: expected shape (Hq,) = ({Hq},) or (B, Hq) = {(B, Hq)}, got {s.shape}")
-            ab = alibi_bias(alibi_slopes, Lq, Lk, align=self.align)
-            if bias is not None:
-                bias = _V.as_float_array(bias, "bias", allow_neg_inf=True)
-                try:
-                    np.broadcast_shapes(bias.shape, ab.shape, (B, Hq, Lq, Lk))
-                except ValueError:
-                    raise ValueError(f"bias: expected a shape that broadcasts to (B, Hq, Lq, Lk) = "
-                                     f"{(B, Hq, Lq, Lk)}, got {bias.shape}") from None
+            slopes, bias = alibi_with_bias(alibi_slopes, bias, np.shape(q)[:2] + (Lq, Lk))
+            ab = alibi_bias(slopes, Lq, Lk, align=self.align)
             bias = ab if bias is None else bias + ab
         out, lse = attention(q, k, v, mask=mask, causal=causal, align=self.align, window=spec_window, bias=bias, **kwargs)
         return self.apply(q, v, out, lse, alibi_slopes=alibi_slopes if causal else None)

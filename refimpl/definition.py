@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as V
+from ._validate.conventions import definition_scores_finite
 from .masks import Mask, offset
 
 __all__ = ["attention_definition", "attention_backward_definition"]  # and attention_arguments, visibility (helpers)
@@ -103,10 +104,7 @@ def _in_range(visible: np.ndarray, r: np.ndarray, s: np.ndarray, bias) -> np.nda
     bad = visible & (~np.isfinite(r) | ~np.isfinite(s))
     if bias is not None:
         bad &= ~np.isneginf(bias)
-    if bad.any():
-        raise ValueError("q, k, scale: expected every visible score of the definition (plain float64 arithmetic) "
-                         "to be finite, got one beyond the float64 range; rescale q, k or scale, pass softcap=, or "
-                         "use refimpl.attention, which forms scores near the float64 limits exactly")
+    definition_scores_finite(bad)
     return visible
 
 

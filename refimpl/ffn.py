@@ -41,13 +41,14 @@ Llama 2/3 70B (d = 8192, x1.3, multiple_of 4096).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 import numpy as np
 from scipy.special import ndtr
 
-from ._validate import (as_float_array, bool_array, choice, finite_result, instance, positive_int, real_number,
-                        same_shape)
+from ._validate import as_float_array, choice, finite_result, instance, positive_int, real_number, same_shape
+from ._validate import layers as _V
 from .logistic import mul_sigmoid, sigmoid, silu
 
 _SQRT2 = np.sqrt(2.0)
@@ -117,20 +118,15 @@ def _gauss(u):
 def dropout(h, keep_mask, p: float) -> np.ndarray:
     """Inverted dropout by an explicit keep-mask: h * M / (1 - p); p = 0 is identity
     (docs/notes.md#attention-dropout)."""
-    return _dropout(as_float_array(h, "h"), keep_mask, p, "keep_mask", "p")
+    h = as_float_array(h, "h")
+    m, p = _V.dropout_args(h.shape, keep_mask, p, "keep_mask", "p")
+    return _dropout(h, m, p, "p")
 
 
-def _dropout(h, keep_mask, p, mask_name, p_name):
-    """dropout, the messages naming the caller's arguments."""
-    p = real_number(p, p_name, minimum=0.0, maximum=1.0)
-    if keep_mask is None:
-        if p != 0:
-            raise ValueError(f"{mask_name}: expected a keep-mask when {p_name} > 0 (randomness is passed in "
-                             f"explicitly), got None")
+def _dropout(h, m, p, p_name):
+    """h * M / (1 - p) for a validated keep mask M (None: h); ``p_name`` the caller's argument."""
+    if m is None:
         return h
-    if p >= 1.0:
-        raise ValueError(f"{p_name}: expected < 1 when a {mask_name} is given, got {p}")
-    m = bool_array(keep_mask, mask_name, shape=h.shape)
     with np.errstate(over="ignore"):
         return finite_result(np.where(m, h / (1.0 - p), 0.0), "h / (1 - p)", f"h, {p_name}")
 
@@ -139,8 +135,7 @@ def glu_split(h2, activation: str = "silu", *, gate_half: str = "first") -> np.n
     """act(gate) * value for a fused projection h2 (..., 2 n) (module docstring)."""
     h2 = as_float_array(h2, "h2")
     choice(gate_half, "gate_half", ("first", "second"))
-    if h2.ndim < 1 or h2.shape[-1] % 2:
-        raise ValueError(f"h2: expected an even last axis, got shape {h2.shape}")
+    h2 = _V.fused_gate_up(h2)
     a, b = np.split(h2, 2, axis=-1)
     gate, value = (a, b) if gate_half == "first" else (b, a)
     choice(activation, "activation", ACTIVATIONS)
@@ -194,63 +189,27 @@ def num_params(params) -> int:
                if getattr(params, f.name) is not None)
 
 
-def _mat(W, name, rows=None):
-    W = as_float_array(W, name, ndim=2)
-    if rows is not None and W.shape[0] != rows:
-        raise ValueError(f"{name}: expected {rows} rows, got shape {W.shape}")
-    return W
-
-
-def _vec(b, name, n):
-    if b is None:
-        return None
-    b = as_float_array(b, name, ndim=1)
-    same_shape(b, (n,), name)
-    return b
-
-
 class _Forward:
     """Validated inputs and the intermediates u, v, a = act(u), h of one FFN call."""
 
     def __init__(self, x, params, activation, keep_mask, p, mask_name="keep_mask", p_name="dropout_p", names=None):
-        self.glu = isinstance(params, GLUParams)
+        x, self.glu, self.W1, self.Wv, self.W2, self.b1, self.bv, self.b2 = _V.ffn_arrays(
+            x, params, glu_cls=GLUParams, mlp_cls=MLPParams)
         # the caller's arguments an overflowing intermediate comes from (an expert passes its own fields)
         self.xnames = names or ("x, params (W_gate, W_up, W_down, biases)" if self.glu else "x, params (W1, W2, b1, b2)")
-        if not self.glu and not isinstance(params, MLPParams):
-            raise TypeError(f"params: expected MLPParams or GLUParams, got {type(params).__name__}")
-        x = as_float_array(x, "x")
-        if x.ndim < 1 or x.shape[-1] < 1:
-            raise ValueError(f"x: expected shape (..., d) with d >= 1, got {x.shape}")
         self.shape = x.shape
-        d = x.shape[-1]
-        self.x = x.reshape(-1, d)
+        rows, d, n_ff = math.prod(x.shape[:-1]), x.shape[-1], self.W1.shape[1]  # named: -1 is ambiguous for 0 rows
+        self.x = x.reshape(rows, d)
         self.activation = choice(activation, "activation", ACTIVATIONS)
-        if self.glu:
-            self.W1 = _mat(params.W_gate, "W_gate", d)
-            self.Wv = _mat(params.W_up, "W_up", d)
-            same_shape(self.Wv, self.W1.shape, "W_up")
-            self.W2 = _mat(params.W_down, "W_down", self.W1.shape[1])
-            self.b1, self.bv = _vec(params.b_gate, "b_gate", self.W1.shape[1]), _vec(params.b_up, "b_up", self.W1.shape[1])
-            self.b2 = _vec(params.b_down, "b_down", self.W2.shape[1])
-        else:
-            self.W1 = _mat(params.W1, "W1", d)
-            self.W2 = _mat(params.W2, "W2", self.W1.shape[1])
-            self.b1, self.bv, self.Wv = _vec(params.b1, "b1", self.W1.shape[1]), None, None
-            self.b2 = _vec(params.b2, "b2", self.W2.shape[1])
-        if self.W2.shape[1] != d:
-            raise ValueError(f"{'W_down' if self.glu else 'W2'}: expected {d} columns, got shape {self.W2.shape}")
-        self.names = (mask_name, p_name)
-        self.p = real_number(p, p_name, minimum=0.0, maximum=1.0)
-        n_ff = self.W1.shape[1]
-        self.mask = None
-        if keep_mask is not None:
-            self.mask = bool_array(keep_mask, mask_name, shape=self.shape[:-1] + (n_ff,)).reshape(-1, n_ff)
+        self.p_name = p_name
+        self.mask, self.p = _V.dropout_args(self.shape[:-1] + (n_ff,), keep_mask, p, mask_name, p_name)
+        self.mask = None if self.mask is None else self.mask.reshape(rows, n_ff)
         with np.errstate(over="ignore", invalid="ignore"):
             self.u = self.x @ self.W1 + (0.0 if self.b1 is None else self.b1)
             self.v = None if not self.glu else self.x @ self.Wv + (0.0 if self.bv is None else self.bv)
-            self.a = act(activation, finite_result(self.u, "x W1 + b1", self.xnames))
+            self.a = _act(self.activation, finite_result(self.u, "x W1 + b1", self.xnames))
             gated = self.a if self.v is None else self.a * finite_result(self.v, "x W_up + b_up", self.xnames)
-        self.h = _dropout(finite_result(gated, "the hidden activation", self.xnames), self.mask, self.p, *self.names)
+        self.h = _dropout(finite_result(gated, "the hidden activation", self.xnames), self.mask, self.p, self.p_name)
 
     def output(self) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -259,15 +218,7 @@ class _Forward:
 
 
 def _activation_of(params, activation, variant):
-    if isinstance(params, GLUParams) and variant is not None:
-        choice(variant, "variant", tuple(GLU_VARIANTS))
-        if activation is not None and activation != GLU_VARIANTS[variant]:
-            raise ValueError(f"activation: expected {GLU_VARIANTS[variant]!r} or None with variant {variant!r}, got "
-                             f"{activation!r}, which contradicts it")
-        return GLU_VARIANTS[variant]
-    if activation is None:
-        raise ValueError("activation: expected an activation name (or variant= for a GLU), got None")
-    return choice(activation, "activation", ACTIVATIONS)
+    return _V.ffn_activation(isinstance(params, GLUParams), activation, variant, GLU_VARIANTS, ACTIVATIONS)
 
 
 def ffn(x, params, *, activation=None, variant=None, keep_mask=None, dropout_p=0.0) -> np.ndarray:
@@ -285,7 +236,7 @@ def ffn_backward(x, dy, params, *, activation=None, variant=None, keep_mask=None
     f = _Forward(x, params, _activation_of(params, activation, variant), keep_mask, dropout_p)
     dy = as_float_array(dy, "dy")
     same_shape(dy, f.shape, "dy")
-    dy = dy.reshape(-1, f.shape[-1])
+    dy = dy.reshape(f.x.shape)
     with np.errstate(over="ignore", invalid="ignore"):
         dx, grads = _backward(f, dy)
     grads = type(grads)(*(None if g is None else finite_result(g, "the gradient", "x, dy, params")

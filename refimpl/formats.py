@@ -57,8 +57,10 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import (FLOAT_MAX, as_float_array, axis_index, choice, count, finite_result, flag, positive_float,
-                        positive_int, real_number)
+from ._validate import (FLOAT_MAX, as_float_array, choice, count, finite_result, flag, positive_float, positive_int,
+                        real_number)
+from ._validate.formats import (amax_values, channel_axis as check_channel_axis, dequant_scale, format_names,
+                                fp8_scale_range, lowp_bound_inputs, lowp_bound_range, matmul_operands, number_format)
 
 OVERFLOW = ("format", "saturate")
 
@@ -148,21 +150,14 @@ def get_format(fmt) -> Format:
 
 def _format(fmt, name: str) -> Format:
     """get_format, the message naming the caller's argument (``input_dtype``, ``dtype``...)."""
-    if isinstance(fmt, Format):
-        return fmt
-    if isinstance(fmt, str) and fmt in FORMATS:
-        return FORMATS[fmt]
-    raise ValueError(f"{name}: expected a Format or one of {sorted(FORMATS)}, got {fmt!r}")
+    return number_format(fmt, name, FORMATS, Format)
 
 
 def format_table(names=("float32", "tf32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")) -> list:
     """One row per format, every figure computed from the layout (replaces the notes' tables,
     docs/notes.md#number-formats)."""
-    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
-        raise TypeError(f"names: expected a sequence of format names, got {type(names).__name__}")
     rows = []
-    for i, name in enumerate(names):
-        f = _format(name, f"names[{i}]")
+    for f in format_names(names, FORMATS, Format):
         rows.append(dict(name=f.name, bits=f.bits, exponent_bits=f.exponent_bits, mantissa_bits=f.mantissa_bits,
                          bias=f.bias, max=f.max, smallest_normal=f.smallest_normal,
                          smallest_subnormal=f.smallest_subnormal, ulp_at_1=f.ulp_at_1, has_inf=f.has_inf))
@@ -180,7 +175,11 @@ def round_to(x, fmt, *, overflow: str = "format") -> np.ndarray:
     """
     f = get_format(fmt)
     choice(overflow, "overflow", OVERFLOW)
-    x = as_float_array(x, "x")
+    return _round_to(as_float_array(x, "x"), f, overflow)
+
+
+def _round_to(x: np.ndarray, f: Format, overflow: str) -> np.ndarray:
+    """``round_to`` of checked arguments."""
     _, e2 = np.frexp(x)  # x = mant * 2^e2, 0.5 <= |mant| < 1, so floor(log2|x|) = e2 - 1
     k = np.maximum(e2 - 1, f.emin)  # subnormals share the quantum of the smallest binade
     quantum = np.ldexp(1.0, k - f.mantissa_bits)
@@ -192,19 +191,16 @@ def round_to(x, fmt, *, overflow: str = "format") -> np.ndarray:
     return q
 
 
-def _axes_except(ndim: int, axis) -> tuple:
-    if axis is None:
-        return tuple(range(ndim))
-    axis = axis_index(axis, ndim, "channel_axis")
-    return tuple(a for a in range(ndim) if a != axis)
-
-
 def amax(x, *, channel_axis=None) -> np.ndarray:
     """max |x| over the whole tensor (``channel_axis=None``) or per index of ``channel_axis``."""
     x = as_float_array(x, "x")
-    if channel_axis is not None and x.ndim == 0:
-        raise ValueError(f"channel_axis: expected None for a 0-d tensor (it has no channels), got {channel_axis}")
-    return np.max(np.abs(x), axis=_axes_except(x.ndim, channel_axis), keepdims=True, initial=0.0)
+    return _amax(x, check_channel_axis(channel_axis, x.ndim))
+
+
+def _amax(x: np.ndarray, axis) -> np.ndarray:
+    """max |x| over every axis but ``axis`` (a checked int, or None: every axis)."""
+    axes = tuple(a for a in range(x.ndim) if a != axis)
+    return np.max(np.abs(x), axis=axes, keepdims=True, initial=0.0)
 
 
 def scale_from_amax(amax_value, fmt, *, margin: int = 0) -> np.ndarray:
@@ -212,36 +208,36 @@ def scale_from_amax(amax_value, fmt, *, margin: int = 0) -> np.ndarray:
 
     margin in [0, 1023]; a scale that overflows float64 (amax below max_fmt / FLOAT_MAX, a
     subnormal amax) or underflows to 0 is an error: x S or q / S could not be formed."""
-    return _scale_from_amax(as_float_array(amax_value, "amax_value"), fmt, margin, "amax_value")
-
-
-def _scale_from_amax(a, fmt, margin, names: str) -> np.ndarray:
-    """``scale_from_amax`` of a checked amax; ``names``: the caller's arguments the amax comes from."""
+    a = as_float_array(amax_value, "amax_value")
     f = get_format(fmt)
-    if (a < 0).any():
-        raise ValueError(f"{names}: expected entries >= 0 (an amax is a largest magnitude), got {float(a.min())}")
-    m = count(margin, "margin", maximum=MAX_MARGIN)
+    a = amax_values(a, "amax_value")
+    return _scale_from_amax(a, f, count(margin, "margin", maximum=MAX_MARGIN), "amax_value")
+
+
+def _scale_from_amax(a: np.ndarray, f: Format, m: int, names: str) -> np.ndarray:
+    """``scale_from_amax`` of a checked amax (>= 0), format and margin; ``names``: the caller's arguments
+    the amax comes from (a scale beyond float64 is refused under them)."""
     safe = np.where(a > 0, a, 1.0)
     with np.errstate(over="ignore", divide="ignore"):
         S = np.where(a > 0, np.ldexp(f.max / safe, -m), 1.0)
-    if not (np.isfinite(S) & (S > 0)).all():
-        raise ValueError(f"{names}{', margin' if m else ''}: expected an amax whose scale max_fmt / (amax 2^margin) is within "
-                         f"float64's range, got amax in [{float(a.min()):g}, {float(a.max()):g}] with margin {m} "
-                         f"(rescale the tensor)")
-    return S
+    return fp8_scale_range(S, a, m, names)
 
 
 def quantize(x, fmt, *, channel_axis=None, margin: int = 0, overflow: str = "saturate"):
     """Scaled cast: returns (q, S) with q = round_to(x S) and x ~= q / S. Per tensor
     (``channel_axis=None``) or per channel (S has size 1 on every other axis)."""
-    return _quantize(x, fmt, channel_axis, margin, overflow, "x")
+    x = as_float_array(x, "x")
+    axis = check_channel_axis(channel_axis, x.ndim)
+    f = get_format(fmt)
+    m = count(margin, "margin", maximum=MAX_MARGIN)
+    choice(overflow, "overflow", OVERFLOW)
+    return _quantize(x, f, axis, m, overflow, "x")
 
 
-def _quantize(x, fmt, channel_axis, margin, overflow, name: str):
-    """``quantize``, its messages naming the caller's argument ``name``."""
-    x = as_float_array(x, name)
-    S = _scale_from_amax(amax(x, channel_axis=channel_axis), fmt, margin, name)
-    return round_to(x * S, fmt, overflow=overflow), S
+def _quantize(x: np.ndarray, f: Format, axis, m: int, overflow: str, name: str):
+    """``quantize`` of checked arguments; a scale beyond float64 is refused under ``name``."""
+    S = _scale_from_amax(_amax(x, axis), f, m, name)
+    return _round_to(x * S, f, overflow), S
 
 
 MAX_MARGIN = 1023
@@ -250,13 +246,7 @@ MAX_MARGIN = 1023
 
 def dequantize(q, scale) -> np.ndarray:
     """q / scale (the scale of :func:`quantize`: positive, broadcasting against q)."""
-    q, S = as_float_array(q, "q"), as_float_array(scale, "scale")
-    try:
-        np.broadcast_shapes(q.shape, S.shape)
-    except ValueError:
-        raise ValueError(f"scale: expected a shape broadcasting against q {q.shape}, got {S.shape}") from None
-    if (S <= 0).any():
-        raise ValueError("scale: expected positive scales, got an entry <= 0")
+    q, S = dequant_scale(q, scale)
     with np.errstate(over="ignore"):
         return finite_result(q / S, "q / scale", "q, scale")
 
@@ -286,10 +276,11 @@ class DelayedScaling:
 
     def step(self, x, history, *, overflow: str = "saturate"):
         """Cast x with the delayed scale; returns (q, S, new_history)."""
-        S = self.scale(history)
+        h = as_float_array(history, "history", ndim=1)
+        S = self.scale(h)
         x = as_float_array(x, "x")
         q = round_to(x * S, self.fmt, overflow=overflow)
-        new = np.append(as_float_array(history, "history", ndim=1), np.max(np.abs(x), initial=0.0))
+        new = np.append(h, np.max(np.abs(x), initial=0.0))
         return q, S, new[-self.history_len:]
 
 
@@ -330,14 +321,6 @@ def scaled_gradient_in(grad, fmt, loss_scale: float) -> np.ndarray:
 ACCUMULATE = ("float32", "float64")
 
 
-def _matmul_shapes(a, b):
-    a = as_float_array(a, "a", ndim=2)
-    b = as_float_array(b, "b", ndim=2)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"b: expected {a.shape[1]} rows to match a {a.shape}, got shape {b.shape}")
-    return a, b
-
-
 def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype, overflow: str = "format"):
     """C = round_out( sum_k round_in(a)_ik round_in(b)_kj ), the sum taken sequentially
     over k = 0, 1, ... in ``accumulate`` precision; a (M, K), b (K, N); float64 values out.
@@ -349,10 +332,11 @@ def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype,
     ``overflow="format"`` a value beyond a format's range is inf (NaN for e4m3fn), and an
     accumulator that overflows is inf or NaN (inf - inf), as on the hardware.
     """
-    a, b = _matmul_shapes(a, b)
+    a, b = matmul_operands(a, b)
     choice(accumulate, "accumulate", ACCUMULATE)
     fi, fo = _format(input_dtype, "input_dtype"), _format(output_dtype, "output_dtype")
-    ar, br = round_to(a, fi, overflow=overflow), round_to(b, fi, overflow=overflow)
+    choice(overflow, "overflow", OVERFLOW)
+    ar, br = _round_to(a, fi, overflow), _round_to(b, fi, overflow)
     acc_t = np.float32 if accumulate == "float32" else np.float64
     acc = np.zeros((a.shape[0], b.shape[1]), dtype=acc_t)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -362,7 +346,7 @@ def lowp_matmul(a, b, *, input_dtype, accumulate: str = "float32", output_dtype,
             acc = (acc + np.outer(ar[:, k], br[k, :])).astype(acc_t)
     out = acc.astype(np.float64)
     finite = np.isfinite(out)
-    return np.where(finite, round_to(np.where(finite, out, 0.0), fo, overflow=overflow), out)
+    return np.where(finite, _round_to(np.where(finite, out, 0.0), fo, overflow), out)
 
 
 def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_dtype) -> np.ndarray:
@@ -379,23 +363,18 @@ def lowp_matmul_bound(a, b, *, input_dtype, accumulate: str = "float32", output_
       output:  |round_out(c) - c| <= u_out |c| + t_out / 2, |c| <= (1 + gamma_K) sum |a^||b^|
     The float64 evaluation of B itself is inflated by (1 + 1e-12) to cover its own rounding.
     """
-    a, b = _matmul_shapes(a, b)
+    a, b = matmul_operands(a, b)
     choice(accumulate, "accumulate", ACCUMULATE)
-    fi, fo, fa = _format(input_dtype, "input_dtype"), _format(output_dtype, "output_dtype"), get_format(accumulate)
-    ar, br = round_to(a, fi), round_to(b, fi)
-    for name, x in (("a", ar), ("b", br)):
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name}: expected entries within the largest {fi.name} value {fi.max:g} (the bound "
-                             f"assumes nothing overflows), got one beyond it")
+    fi, fo, fa = _format(input_dtype, "input_dtype"), _format(output_dtype, "output_dtype"), FORMATS[accumulate]
+    ar, br = _round_to(a, fi, "format"), _round_to(b, fi, "format")
+    lowp_bound_inputs({"a": ar, "b": br}, fi)
     K = a.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
         inputs = np.abs(a - ar) @ np.abs(b) + np.abs(ar) @ np.abs(b - br)
         hat = np.abs(ar) @ np.abs(br)
         gamma = K * fa.unit_roundoff / (1 - K * fa.unit_roundoff)
         bound = inputs + gamma * hat + fo.unit_roundoff * (1 + gamma) * hat + fo.smallest_subnormal / 2
-    if (hat * (1 + gamma) > fo.max).any():
-        raise ValueError(f"a, b: expected sum |a^||b^| within the largest {fo.name} value {fo.max:g} (beyond it the "
-                         f"result may overflow and no bound holds), got one beyond it")
+    lowp_bound_range(hat, gamma, fo)
     return finite_result(bound * (1 + 1e-12), "the bound", "a, b")
 
 
@@ -408,12 +387,13 @@ def fp8_matmul(a, b, *, fmt: str = "float8_e4m3fn", per_channel: bool = False, o
     output rounding (the epilogue of cuBLASLt-style FP8 GEMMs). Returns (O, S_a, S_b);
     an entry of O beyond ``output_dtype``'s range is inf (round_to, overflow="format").
     """
-    a, b = _matmul_shapes(a, b)
+    a, b = matmul_operands(a, b)
     per_channel = flag(per_channel, "per_channel")
     out_fmt = _format(output_dtype, "output_dtype")
-    qa, Sa = _quantize(a, fmt, 0 if per_channel else None, 0, "saturate", "a")
-    qb, Sb = _quantize(b, fmt, 1 if per_channel else None, 0, "saturate", "b")
-    acc = lowp_matmul(qa, qb, input_dtype=fmt, output_dtype="float32")
+    f = get_format(fmt)
+    qa, Sa = _quantize(a, f, 0 if per_channel else None, 0, "saturate", "a")
+    qb, Sb = _quantize(b, f, 1 if per_channel else None, 0, "saturate", "b")
+    acc = lowp_matmul(qa, qb, input_dtype=f, output_dtype="float32")
     return round_to(acc / Sa / Sb, out_fmt), Sa, Sb  # two divisions: Sa Sb alone may overflow
 
 

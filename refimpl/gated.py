@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_float_array, finite_result, positive_int
+from ._validate.layers import positive_entries
 from .logistic import mul_sigmoid
 from .mask_patterns import dual_chunk_masks
 from .sdpa import attention
@@ -55,9 +56,8 @@ def head_scaled_attention(q, k, v, head_scale, *, causal: bool = False) -> np.nd
     B, H, _, D = q.shape
     k = as_float_array(k, "k", shape=(B, H, None, D), shape_doc="(B, H, Lk, D)")
     v = as_float_array(v, "v", shape=(B, H, k.shape[2], None), shape_doc="(B, H, Lk, Dv)")
-    s = as_float_array(head_scale, "head_scale", shape=(H,), shape_doc="(H,)")
-    if not (s > 0).all():
-        raise ValueError(f"head_scale: expected positive scales, got {float(np.min(s))!r}")
+    s = positive_entries(as_float_array(head_scale, "head_scale", shape=(H,), shape_doc="(H,)"), "head_scale",
+                         "positive scales")
     return np.concatenate([attention(q[:, h:h + 1], k[:, h:h + 1], v[:, h:h + 1], causal=causal,
                                      scale=float(s[h]) / np.sqrt(D))[0] for h in range(H)], axis=1)
 

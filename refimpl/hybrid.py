@@ -24,6 +24,7 @@ import numpy as np
 
 from . import block as _block
 from ._validate import as_float_array, finite_result, flag, instance
+from ._validate import layers as _V
 from .mamba_block import MambaWeights, mamba_mixer
 from .mixers.linear_attention import FEATURE_MAPS, linear_attention
 
@@ -55,11 +56,7 @@ class LinearAttentionLayer:
     def __post_init__(self):
         instance(self.norm, "norm", _block.Norm)
         instance(self.attn, "attn", _block.Attention)
-        if self.attn.num_kv_heads not in (None, self.attn.num_heads) or self.attn.rope is not None:
-            raise ValueError(f"attn: expected one key/value head per query head and no rope (a linear-attention "
-                             f"layer), got num_kv_heads={self.attn.num_kv_heads}, rope={self.attn.rope!r}")
-        if not isinstance(self.feature_map, str) or self.feature_map not in FEATURE_MAPS:
-            raise ValueError(f"feature_map: expected one of {sorted(FEATURE_MAPS)}, got {self.feature_map!r}")
+        _V.linear_attention_layer(self.attn, self.feature_map, FEATURE_MAPS)
 
     def num_params(self) -> int:
         return self.norm.num_params() + self.attn.num_params()
@@ -87,13 +84,7 @@ def hybrid_stack(x, layers: Sequence, *, masks=None, causal: bool = True, final_
     layer, None or a self-attention mask for a Block (a ``refimpl.masks.Mask`` or bool (L, L)); it must be None
     for the other layer types, which are causal by construction."""
     x = as_float_array(x, "x", ndim=3)
-    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-        raise TypeError(f"layers: expected a sequence of layers, got {type(layers).__name__}")
-    layers = list(layers)
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, LAYER_TYPES):
-            raise TypeError(f"layers[{i}]: expected a refimpl.block.Block, refimpl.hybrid.MambaLayer or "
-                            f"refimpl.hybrid.LinearAttentionLayer, got {type(layer).__name__}")
+    layers = _V.hybrid_layers(layers, LAYER_TYPES)
     masks = _block.layer_masks(masks, len(layers))
     causal = flag(causal, "causal")
     if final_norm is not None:
@@ -101,18 +92,10 @@ def hybrid_stack(x, layers: Sequence, *, masks=None, causal: bool = True, final_
     h = x
     for i, (layer, m) in enumerate(zip(layers, masks)):
         if isinstance(layer, _block.Block):
-            try:
+            with _V.renamed(_V.prefix("mask:", f"masks[{i}]:")):  # the block's mask is the caller's masks[i]
                 h = _block.block(h, layer, causal=causal, mask=m)
-            except (ValueError, TypeError) as e:
-                msg = str(e)
-                raise type(e)(f"masks[{i}]" + msg[4:] if msg.startswith("mask:") else msg) from None
             continue
-        if m is not None:
-            raise ValueError(f"masks[{i}]: expected None for a {type(layer).__name__} (it is causal by construction), "
-                             f"got {type(m).__name__}")
-        if h.shape[2] != layer.norm.weight.shape[-1]:
-            raise ValueError(f"layers[{i}]: expected d_model = {h.shape[2]} (x's last axis), got a layer of width "
-                             f"{layer.norm.weight.shape[-1]}")
+        _V.causal_layer(i, layer, m, h.shape[2])
         branch = (mamba_mixer(layer.norm(h), layer.mixer) if isinstance(layer, MambaLayer)
                   else _linear_attention_branch(layer.norm(h), layer))
         with np.errstate(over="ignore", invalid="ignore"):

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, choice, count, flag, int_array
+from ._validate import count
+from ._validate.formats import (dequant_inputs, int_matmul_inputs, positive_steps, quant_bits, quant_inputs,
+                               quantized_matmul_inputs, unit_ranges, within_float64)
 
 GRANULARITY = ("tensor", "row", "column", "group")
 INT32_MAX = 2**31 - 1
@@ -46,36 +48,36 @@ INT32_MAX = 2**31 - 1
 
 def int_range(bits: int = 8, *, symmetric: bool = True) -> tuple[int, int]:
     """(qmin, qmax): (-(2^(b-1) - 1), 2^(b-1) - 1) symmetric, (0, 2^b - 1) asymmetric; 2 <= b <= 16."""
-    b = count(bits, "bits", minimum=2, maximum=16)
-    return (-(2 ** (b - 1) - 1), 2 ** (b - 1) - 1) if flag(symmetric, "symmetric") else (0, 2**b - 1)
+    return _int_range(*quant_bits(bits, symmetric))
 
 
-def _units(x: np.ndarray, granularity: str, group_size) -> np.ndarray:
+def _int_range(b: int, symmetric: bool) -> tuple[int, int]:
+    return (-(2 ** (b - 1) - 1), 2 ** (b - 1) - 1) if symmetric else (0, 2**b - 1)
+
+
+def _units(x: np.ndarray, granularity: str, g) -> np.ndarray:
     """x reshaped to (units..., unit values) views: (1, 1, n), (rows, 1, cols), (1, cols, rows), (rows, G, g)."""
     rows, cols = x.shape
     if granularity == "tensor":
-        return x.reshape(1, 1, -1)
+        return x.reshape(1, 1, rows * cols)
     if granularity == "row":
         return x.reshape(rows, 1, cols)
     if granularity == "column":
         return x.T.reshape(1, cols, rows)
-    g = count(group_size, "group_size", minimum=1)
-    if cols % g:
-        raise ValueError(f"group_size: expected a divisor of x's {cols} columns, got {g}")
     return x.reshape(rows, cols // g, g)
 
 
 def quant_params(x, *, bits: int = 8, symmetric: bool = True, granularity: str = "tensor",
                  group_size=None) -> tuple[np.ndarray, np.ndarray]:
     """(scale s float64, zero_point z int64) per unit, shaped (1, 1), (rows, 1), (1, cols) or (rows, cols / g)."""
-    return _quant_params(x, "x", bits, symmetric, granularity, group_size)
+    x, bits, symmetric, g = quant_inputs(x, "x", bits, symmetric, granularity, group_size, GRANULARITY)
+    return _quant_params(x, "x", bits, symmetric, granularity, g)
 
 
-def _quant_params(x, name, bits, symmetric, granularity, group_size):
-    x = as_float_array(x, name, ndim=2, shape_doc="(rows, cols)", min_size={0: 1, 1: 1})
-    qmin, qmax = int_range(bits, symmetric=symmetric)
-    choice(granularity, "granularity", GRANULARITY)
-    u = _units(x, granularity, group_size)
+def _quant_params(x, name, bits, symmetric, granularity, g):
+    """s, z of a checked x (``name``: the caller's argument, for a unit whose range float64 cannot step)."""
+    qmin, qmax = _int_range(bits, symmetric)
+    u = _units(x, granularity, g)
     if symmetric:
         span, n = np.abs(u).max(axis=-1), qmax
         lo = np.zeros_like(span)
@@ -83,13 +85,8 @@ def _quant_params(x, name, bits, symmetric, granularity, group_size):
         lo, hi = np.minimum(u.min(axis=-1), 0.0), np.maximum(u.max(axis=-1), 0.0)
         with np.errstate(over="ignore"):
             span, n = hi - lo, qmax - qmin
-    if not np.isfinite(span).all():
-        raise ValueError(f"{name}: expected the range max - min of each quantisation unit within float64, got one "
-                         f"beyond it")
     s = span / n
-    if ((s == 0) & (span > 0)).any():
-        raise ValueError(f"{name}: expected each unit's range large enough for a float64 step, got "
-                         f"{span[(s == 0) & (span > 0)].max():.3g}, too small")
+    unit_ranges(span, s, name)
     s = np.where(span > 0, s, 1.0)
     z = np.rint(-lo / s).astype(np.int64) if not symmetric else np.zeros(s.shape, np.int64)
     shape = {"tensor": (1, 1), "row": (x.shape[0], 1), "column": (1, x.shape[1])}.get(granularity, s.shape)
@@ -106,45 +103,28 @@ def _expand(p: np.ndarray, shape: tuple) -> np.ndarray:
 def quantize(x, *, bits: int = 8, symmetric: bool = True, granularity: str = "tensor",
              group_size=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(q int64 (rows, cols), s, z) with q = clip(rint(x / s) + z, qmin, qmax); see the module docstring."""
-    return _quantize(x, "x", bits, symmetric, granularity, group_size)
+    x, bits, symmetric, g = quant_inputs(x, "x", bits, symmetric, granularity, group_size, GRANULARITY)
+    return _quantize(x, "x", bits, symmetric, granularity, g)
 
 
-def _quantize(x, name, bits, symmetric, granularity, group_size):
-    xf = as_float_array(x, name, ndim=2, shape_doc="(rows, cols)", min_size={0: 1, 1: 1})
-    s, z = _quant_params(xf, name, bits, symmetric, granularity, group_size)
-    qmin, qmax = int_range(bits, symmetric=symmetric)
+def _quantize(xf, name, bits, symmetric, granularity, g):
+    s, z = _quant_params(xf, name, bits, symmetric, granularity, g)
+    qmin, qmax = _int_range(bits, symmetric)
     q = np.clip(np.rint(xf / _expand(s, xf.shape)) + _expand(z, xf.shape), qmin, qmax).astype(np.int64)
     return q, s, z
 
 
-def _params(q, scale, zero_point):
-    q = int_array(q, "q", ndim=2)
-    s = as_float_array(scale, "scale", ndim=2)
-    if (s <= 0).any():
-        raise ValueError(f"scale: expected positive steps, got {float(np.min(s))!r}")
-    z = int_array(zero_point, "zero_point", shape=s.shape)
-    rows, cols = q.shape
-    if s.shape[0] not in (1, rows) or s.shape[1] < 1 or cols % s.shape[1]:
-        raise ValueError(f"scale: expected shape (1 or {rows}, a divisor of {cols}), got {s.shape}")
-    return q, _expand(s, q.shape), _expand(z, q.shape)
-
-
 def dequantize(q, scale, zero_point) -> np.ndarray:
     """x_hat = s (q - z), float64 (rows, cols); scale and zero_point as ``quant_params`` returns them."""
-    q, s, z = _params(q, scale, zero_point)
+    q, s, z = dequant_inputs(q, scale, zero_point)
     with np.errstate(over="ignore"):
-        out = s * (q - z)
-    if not np.isfinite(out).all():
-        raise ValueError("scale: expected s (q - z) within float64 range, got one beyond it")
-    return out
+        out = _expand(s, q.shape) * (q - _expand(z, q.shape))
+    return within_float64(out, "scale", "s (q - z)")
 
 
 def quantization_error_bound(scale) -> np.ndarray:
     """The largest |x - x_hat| of round-to-nearest: s / 2 per unit (half a step)."""
-    s = as_float_array(scale, "scale")
-    if (s <= 0).any():
-        raise ValueError(f"scale: expected positive steps, got {float(np.min(s))!r}")
-    return s / 2
+    return positive_steps(scale) / 2
 
 
 def int32_safe_depth(bits_a: int = 8, bits_b: int = 8) -> int:
@@ -159,55 +139,32 @@ def int_matmul(a_q, b_q) -> np.ndarray:
     Requires sum_k |a_ik| |b_kj| <= 2^31 - 1 for every (i, j) (no partial sum overflows int32 in
     any order); ValueError naming a_q, b_q otherwise.
     """
-    a = int_array(a_q, "a_q", ndim=2, bound=2**15)
-    b = int_array(b_q, "b_q", ndim=2, bound=2**15)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"b_q: expected {a.shape[1]} rows to match a_q's K, got shape {b.shape}")
-    if a.shape[1] > 2**32:
-        raise ValueError(f"a_q, b_q: expected K within int32 accumulation for non-zero entries, got K = {a.shape[1]}")
-    worst = np.abs(a) @ np.abs(b)  # int64: |entries| <= 2^15, K <= 2^32 keeps it below 2^62
-    if worst.size and worst.max() > INT32_MAX:
-        raise ValueError(f"a_q, b_q: expected sum_k |a_ik| |b_kj| <= 2^31 - 1 (an int32 accumulator), got "
-                         f"{int(worst.max())}; split K (see int32_safe_depth)")
+    a, b = int_matmul_inputs(a_q, b_q, INT32_MAX)
     return a @ b
 
 
 def quantized_matmul(a, b, *, bits: int = 8) -> np.ndarray:
     """a (M, K) @ b (K, N) through symmetric integers: s_a (M, 1) per row of a, s_b (1, N) per column
     of b, C = (s_a s_b) * int_matmul(q_a, q_b), float64; 2 <= bits <= 8."""
-    a = as_float_array(a, "a", ndim=2, shape_doc="(M, K)", min_size={0: 1, 1: 1})
-    b = as_float_array(b, "b", ndim=2, shape_doc="(K, N)", min_size={1: 1})
-    if b.shape[0] != a.shape[1]:
-        raise ValueError(f"b: expected {a.shape[1]} rows to match a's K, got shape {b.shape}")
-    bits = count(bits, "bits", minimum=2, maximum=8)
-    if a.shape[1] > int32_safe_depth(bits, bits):
-        raise ValueError(f"a, b: expected K <= int32_safe_depth({bits}, {bits}), got K = {a.shape[1]}; split K")
+    a, b, bits = quantized_matmul_inputs(a, b, bits, int32_safe_depth)
     qa, sa, _ = _quantize(a, "a", bits, True, "row", None)
     qb, sb, _ = _quantize(b, "b", bits, True, "column", None)
     with np.errstate(over="ignore"):
-        out = (sa * sb) * int_matmul(qa, qb)
-    if not np.isfinite(out).all():
-        raise ValueError("a, b: expected the product within float64 range, got one beyond it")
-    return out
+        out = (sa * sb) * (qa @ qb)  # exact: K <= int32_safe_depth(bits, bits) keeps every sum within int32
+    return within_float64(out, "a, b", "the product")
 
 
 def quantized_matmul_bound(a, b, *, bits: int = 8) -> np.ndarray:
     """|quantized_matmul(a, b) - a b| <= sum_k (|a_ik| e_b,j + e_a,i |b_kj| + e_a,i e_b,j) + 8 u sum_k (|a| + e_a)(|b| + e_b),
     with e = s / 2 (each input's rounding) and u = 2^-53 (x / s and the scaling of the exact integer sum)."""
-    a = as_float_array(a, "a", ndim=2, shape_doc="(M, K)", min_size={0: 1, 1: 1})
-    b = as_float_array(b, "b", ndim=2, shape_doc="(K, N)", min_size={1: 1})
-    if b.shape[0] != a.shape[1]:
-        raise ValueError(f"b: expected {a.shape[1]} rows to match a's K, got shape {b.shape}")
-    bits = count(bits, "bits", minimum=2, maximum=8)
+    a, b, bits = quantized_matmul_inputs(a, b, bits)
     ea = _quant_params(a, "a", bits, True, "row", None)[0] / 2
     eb = _quant_params(b, "b", bits, True, "column", None)[0] / 2
     with np.errstate(over="ignore"):
         absa, absb = np.abs(a), np.abs(b)
         bound = absa.sum(1, keepdims=True) * eb + ea * absb.sum(0, keepdims=True) + a.shape[1] * ea * eb
         bound = bound * (1 + 2.0**-50) + 8 * 2.0**-53 * (absa + ea) @ (absb + eb)
-    if not np.isfinite(bound).all():
-        raise ValueError("a, b: expected the bound within float64 range, got one beyond it")
-    return bound
+    return within_float64(bound, "a, b", "the bound")
 
 
 __all__ = ["int_range", "quant_params", "quantize", "dequantize", "quantization_error_bound", "int32_safe_depth",

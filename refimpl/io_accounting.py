@@ -49,7 +49,8 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import positive_int
+from ._validate import choice, positive_int
+from ._validate.accounting import io_problem, tile_grid
 from .flash import flash_attention, flash_attention_backward
 
 LOOP_ORDERS = ("q_outer", "kv_outer")
@@ -84,36 +85,31 @@ def _tile_sizes(L: int, block: int) -> np.ndarray:
     return np.minimum(starts + block, L) - starts
 
 
-def _computed_grid(computed, T_r: int, T_c: int) -> np.ndarray:
-    grid = np.asarray(computed)
-    if grid.dtype != np.bool_ or grid.shape != (T_r, T_c):
-        raise ValueError(f"computed: expected a bool array of shape (T_r, T_c) = {(T_r, T_c)}, got {grid.dtype} {grid.shape}")
-    return grid
+def _tiles(Lq: int, Lk: int, block_q: int, block_k: int) -> tuple[int, int]:
+    """(T_r, T_c) = (ceil(Lq / B_r), ceil(Lk / B_c))."""
+    return -(-Lq // block_q), -(-Lk // block_k)
 
 
-def _pair_sums(computed, Lq: int, Lk: int, block_q: int, block_k: int):
+def _pair_sums(C, Lq: int, Lk: int, block_q: int, block_k: int):
     """(tile pairs, sum of c_j over computed pairs, sum of r_i over computed pairs, rows of the query
-    tiles with a computed pair, columns of the key tiles with one). Without ``computed`` every pair
-    is computed: closed form (T_r Lk, T_c Lq, ...), nothing allocated, any length."""
-    T_r, T_c = -(-Lq // block_q), -(-Lk // block_k)
-    if computed is None:
+    tiles with a computed pair, columns of the key tiles with one) over the checked (T_r, T_c) grid
+    ``C``. Without a grid (None) every pair is computed: closed form (T_r Lk, T_c Lq, ...), nothing
+    allocated, any length."""
+    T_r, T_c = _tiles(Lq, Lk, block_q, block_k)
+    if C is None:
         return T_r * T_c, T_r * Lk, T_c * Lq, Lq if T_c else 0, Lk if T_r else 0
-    C = _computed_grid(computed, T_r, T_c)  # the caller's grid bounds the tile sizes built here
     r, c = _tile_sizes(Lq, block_q), _tile_sizes(Lk, block_k)
     return (int(C.sum()), int((C * c[None, :]).sum()), int((C * r[:, None]).sum()), int(r[C.any(axis=1)].sum()),
             int(c[C.any(axis=0)].sum()))
 
 
-def _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv):
-    Lq, Lk = positive_int(Lq, "Lq", allow_zero=True), positive_int(Lk, "Lk", allow_zero=True)
-    D = positive_int(D, "D")
-    Dv = D if Dv is None else positive_int(Dv, "Dv")
-    block_q, block_k = positive_int(block_q, "block_q"), positive_int(block_k, "block_k")
-    batch, heads_q = positive_int(batch, "batch"), positive_int(heads_q, "heads_q")
-    heads_kv = heads_q if heads_kv is None else positive_int(heads_kv, "heads_kv")
-    if heads_q % heads_kv:
-        raise ValueError(f"heads_q, heads_kv: expected heads_q a multiple of heads_kv, got {heads_q} and {heads_kv}")
-    return Lq, Lk, D, Dv, block_q, block_k, batch * heads_q, batch * heads_kv
+def _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv, computed=None):
+    """The checked sizes, with nQ = batch heads_q and nK = batch heads_kv (K/V heads), and the
+    checked ``computed`` grid (None: every tile pair)."""
+    Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv = io_problem(Lq, Lk, D, Dv, block_q, block_k, batch,
+                                                                           heads_q, heads_kv)
+    grid = tile_grid(computed, *_tiles(Lq, Lk, block_q, block_k))
+    return Lq, Lk, D, Dv, block_q, block_k, batch * heads_q, batch * heads_kv, grid
 
 
 def forward_io(
@@ -124,11 +120,10 @@ def forward_io(
     loop_order: "q_outer" (FA2) or "kv_outer" (FA1). computed: optional bool
     (T_r, T_c) grid of the tile pairs actually computed (default: all).
     """
-    if loop_order not in LOOP_ORDERS:
-        raise ValueError(f"loop_order: expected one of {LOOP_ORDERS}, got {loop_order!r}")
-    Lq, Lk, D, Dv, bq, bk, nQ, nK = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv)
+    choice(loop_order, "loop_order", LOOP_ORDERS)
+    Lq, Lk, D, Dv, bq, bk, nQ, nK, grid = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv, computed)
     # pair_cols: sum over computed pairs of c_j; pair_rows: of r_i
-    tiles, pair_cols, pair_rows, q_rows, key_cols = _pair_sums(computed, Lq, Lk, bq, bk)
+    tiles, pair_cols, pair_rows, q_rows, key_cols = _pair_sums(grid, Lq, Lk, bq, bk)
     if loop_order == "q_outer":
         reads = {"Q": nQ * D * q_rows, "K": nK * D * pair_cols, "V": nK * Dv * pair_cols}
         writes = {"O": nQ * Dv * Lq, "lse": nQ * Lq}
@@ -143,8 +138,8 @@ def forward_io(
 
 def backward_io(Lq, Lk, D, Dv=None, *, block_q, block_k, batch=1, heads_q=1, heads_kv=None, computed=None) -> IOCount:
     """Closed-form slow-memory traffic of the FA2 backward (see the module docstring)."""
-    Lq, Lk, D, Dv, bq, bk, nQ, nK = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv)
-    tiles, _, R, _, key_cols = _pair_sums(computed, Lq, Lk, bq, bk)
+    Lq, Lk, D, Dv, bq, bk, nQ, nK, grid = _problem(Lq, Lk, D, Dv, block_q, block_k, batch, heads_q, heads_kv, computed)
+    tiles, _, R, _, key_cols = _pair_sums(grid, Lq, Lk, bq, bk)
     reads = {
         "O": nQ * Dv * Lq, "dO": nQ * Dv * (Lq + R), "K": nK * D * key_cols, "V": nK * Dv * key_cols,
         "Q": nQ * D * R, "lse": nQ * R, "D": nQ * R, "dQ": nQ * D * R,
@@ -155,7 +150,7 @@ def backward_io(Lq, Lk, D, Dv=None, *, block_q, block_k, batch=1, heads_q=1, hea
 
 def standard_io(Lq, Lk, D, Dv=None, *, batch=1, heads_q=1, heads_kv=None) -> IOCount:
     """Standard attention (Dao et al. 2022, Algorithm 0): S and P written to and read from slow memory."""
-    Lq, Lk, D, Dv, _, _, nQ, nK = _problem(Lq, Lk, D, Dv, 1, 1, batch, heads_q, heads_kv)
+    Lq, Lk, D, Dv, _, _, nQ, nK, _ = _problem(Lq, Lk, D, Dv, 1, 1, batch, heads_q, heads_kv)
     S = nQ * Lq * Lk
     reads = {"Q": nQ * D * Lq, "K": nK * D * Lk, "S": S, "P": S, "V": nK * Dv * Lk}
     writes = {"S": S, "P": S, "O": nQ * Dv * Lq}

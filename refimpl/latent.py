@@ -22,7 +22,8 @@ from typing import Optional
 
 import numpy as np
 
-from ._validate import as_float_array, check_budget, count, finite_result, positive_int
+from ._validate import as_float_array, check_budget, count, finite_result, instance, positive_int
+from ._validate.latent import heads_of_width, weight_tuple
 from .mha import multi_head_attention
 from .norms import layer_norm
 
@@ -48,8 +49,7 @@ def init_latent_block(seed: int, *, d_model: int, num_latents: int, num_heads: i
     rng = np.random.default_rng(count(seed, "seed", maximum=None))
     d, M, H = positive_int(d_model, "d_model"), positive_int(num_latents, "num_latents"), positive_int(num_heads, "num_heads")
     f = count(d_ff, "d_ff")
-    if d % H:
-        raise ValueError(f"num_heads: expected a divisor of d_model = {d}, got {H}")
+    heads_of_width(d, H)
     # 8 (d, d) projections, the (M, d) latents, the (d, f) and (f, d) MLP and the vectors
     check_budget("d_model, num_latents, d_ff", nbytes=8 * (8 * d * d + M * d + 2 * d * f + 8 * d + f),
                  what="the latent block's weights")
@@ -73,30 +73,24 @@ def _gelu(x):
 
 def latent_block(x, weights: LatentBlockWeights, *, num_heads: int) -> np.ndarray:
     """(B, L, d) -> (B, M, d): cross-attention from the latents, latent self-attention, optional MLP."""
-    if not isinstance(weights, LatentBlockWeights):
-        raise TypeError(f"weights: expected a refimpl.latent.LatentBlockWeights, got {type(weights).__name__}")
+    instance(weights, "weights", LatentBlockWeights, "refimpl.latent.LatentBlockWeights")
     x = as_float_array(x, "x", ndim=3, shape_doc="(B, L, d)", min_size={0: 1, 1: 1, 2: 1})
     B, _, d = x.shape
     lat = as_float_array(weights.latents, "weights.latents", shape=(None, d), shape_doc="(M, d)", min_size={0: 1})
-    f = {n: _arrays(getattr(weights, n), n, k) for n, k in (("cross", 4), ("self_attn", 4))}
-    f.update({n: _arrays(getattr(weights, n), n, 2, shape=(d,)) for n in ("ln_q", "ln_kv", "ln_s")})
+    f = {n: weight_tuple(getattr(weights, n), n, k) for n, k in (("cross", 4), ("self_attn", 4))}
+    f.update({n: weight_tuple(getattr(weights, n), n, 2, shape=(d,)) for n in ("ln_q", "ln_kv", "ln_s")})
+    if weights.mlp is not None:
+        f["mlp"], f["ln_f"] = weight_tuple(weights.mlp, "mlp", 4), weight_tuple(weights.ln_f, "ln_f", 2, shape=(d,))
     z = np.broadcast_to(lat, (B,) + lat.shape).copy()
     z = z + multi_head_attention(layer_norm(z, *f["ln_q"]), layer_norm(x, *f["ln_kv"]), *f["cross"],
                                  num_heads=num_heads)
     h = layer_norm(z, *f["ln_s"])
     z = z + multi_head_attention(h, h, *f["self_attn"], num_heads=num_heads)
     if weights.mlp is not None:
-        W1, b1, W2, b2 = _arrays(weights.mlp, "mlp", 4)
+        W1, b1, W2, b2 = f["mlp"]
         with np.errstate(over="ignore", invalid="ignore"):
-            z = z + _gelu(layer_norm(z, *_arrays(weights.ln_f, "ln_f", 2, shape=(d,))) @ W1 + b1) @ W2 + b2
+            z = z + _gelu(layer_norm(z, *f["ln_f"]) @ W1 + b1) @ W2 + b2
     return finite_result(z, "the block output", "x, weights")
-
-
-def _arrays(t, name, n, shape=None):
-    """A weights field: a tuple of n arrays, each checked under the name weights.<field>[i]."""
-    if not isinstance(t, tuple) or len(t) != n:
-        raise TypeError(f"weights.{name}: expected a tuple of {n} arrays, got {type(t).__name__}")
-    return tuple(as_float_array(a, f"weights.{name}[{i}]", shape=shape) for i, a in enumerate(t))
 
 
 def latent_block_scores(batch: int, num_latents: int, length: int, *, num_heads: int = 1) -> int:

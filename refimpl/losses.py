@@ -34,68 +34,26 @@ The z-loss and the balance loss are ``refimpl.moe.losses`` (one definition each)
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
 
 from . import moe
-from ._validate import (as_float_array, bool_array, choice, count, finite_result, instance, real_number,
-                        routing as _routing, same_shape)
+from ._validate import as_float_array, bool_array, choice, count, finite_result, real_number, routing as _routing
+from ._validate import layers as _V
+from ._validate import losses as _VL
 from .softmax import logsumexp, softmax
 
 IGNORE_INDEX = -100
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _ignore(ignore_index) -> int:
-    """ignore_index: any int64 value (a token id never used; -100 by default)."""
-    return count(ignore_index, "ignore_index", minimum=-(2**62))
-
-
-def _int_array(x, name: str, ndim: int, doc: str) -> np.ndarray:
-    """An integer array (bool, float and object arrays rejected) of the given rank, as int64."""
-    t = np.asarray(x) if not isinstance(x, (str, bytes)) and x is not None else np.asarray(object())
-    if t.dtype == np.bool_ or not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"{name}: expected an integer array {doc}, got dtype {t.dtype}")
-    if t.ndim != ndim:
-        raise ValueError(f"{name}: expected {ndim} dimensions {doc}, got shape {t.shape}")
-    if t.dtype == np.uint64 and t.size and t.max() >= 2**63:
-        raise ValueError(f"{name}: expected entries below 2**63, got {t.max()}")
-    return t.astype(np.int64)
-
-
-def _token_ids(x, name: str, V: int) -> np.ndarray:
-    """Token ids (B, L) in [0, V) (used to index an embedding)."""
-    t = _int_array(x, name, 2, "(B, L)")
-    if t.size and (t.min() < 0 or t.max() >= V):
-        raise ValueError(f"{name}: expected token ids in [0, {V}), got values in [{t.min()}, {t.max()}]")
-    return t
-
-
-def _targets(targets, n: int, V: int, ignore_index: int, name: str = "targets") -> np.ndarray:
-    t = _int_array(targets, name, 1, "(N,)")
-    same_shape(t, (n,), name)
-    _check_ids(t, V, ignore_index, name)
-    return t.astype(np.int64)
-
-
-def _check_ids(t: np.ndarray, V: int, ignore_index: int, name: str) -> None:
-    bad = (t != ignore_index) & ((t < 0) | (t >= V))
-    if bad.any():
-        raise ValueError(f"{name}: expected values in [0, V) = [0, {V}) or ignore_index = {ignore_index}, "
-                         f"got {int(t[bad].flat[0])}")
-
-
 class _CE:
     """Validated logits (N, V), targets (N,), the valid-row mask and per-row losses."""
 
     def __init__(self, logits, targets, ignore_index):
-        self.z = as_float_array(logits, "logits", ndim=2)
-        N, V = self.z.shape
-        if V < 1:
-            raise ValueError(f"logits: expected at least one class (V >= 1), got shape {self.z.shape}")
-        ignore_index = _ignore(ignore_index)
-        self.t = _targets(targets, N, V, ignore_index)
+        self.z, self.t, ignore_index = _VL.ce_inputs(logits, targets, ignore_index)
         self.valid = self.t != ignore_index
         safe_t = np.where(self.valid, self.t, 0)
         self.safe_t = safe_t
@@ -135,49 +93,45 @@ def cross_entropy_grad(logits, targets, *, ignore_index: int = IGNORE_INDEX, red
 
 def shift_labels(tokens, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """labels[:, t] = tokens[:, t + 1], the last position ignore_index (HF ForCausalLMLoss); int64."""
-    tok = _int_array(tokens, "tokens", 2, "(B, L)")
-    return np.concatenate([tok[:, 1:], np.full((tok.shape[0], 1), _ignore(ignore_index), dtype=np.int64)], axis=1)
+    tok = _VL.token_array(tokens, "tokens", 2, "(B, L)")
+    B, L = tok.shape  # L = 0: no position, no label (not one ignore_index)
+    return np.concatenate([tok[:, 1:], np.full((B, min(L, 1)), _VL.ignore_index_arg(ignore_index), dtype=np.int64)],
+                          axis=1)
 
 
 def shift_right(tokens, start_token: int) -> np.ndarray:
     """Decoder input of teacher forcing: [BOS, y_1, ..., y_{L-1}] from y (B, L); int64
     (docs/notes.md#encoder-decoder)."""
-    tok = _int_array(tokens, "tokens", 2, "(B, L)")
+    tok = _VL.token_array(tokens, "tokens", 2, "(B, L)")
     start = count(start_token, "start_token")
-    return np.concatenate([np.full((tok.shape[0], 1), start, dtype=np.int64), tok[:, :-1]], axis=1)
-
-
-def _lm_logits(logits, labels, name="tokens"):
-    z = as_float_array(logits, "logits", ndim=3, shape_doc="(B, L, V)", min_size={2: 1})
-    lab = _int_array(labels, name, 2, "(B, L)")
-    if lab.shape != z.shape[:2]:
-        raise ValueError(f"logits, {name}: expected logits (B, L, V) and {name} (B, L) to agree, got "
-                         f"{z.shape} and {lab.shape}")
-    return z, lab
+    B, L = tok.shape  # L = 0: no position, no BOS
+    return np.concatenate([np.full((B, min(L, 1)), start, dtype=np.int64), tok[:, :-1]], axis=1)
 
 
 def causal_lm_loss(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> float:
     """Mean next-token cross-entropy: logits (B, L, V) at t against tokens (B, L) at t + 1;
     tokens equal to ignore_index (padding, masked prompt) are not counted."""
-    z, tok = _lm_logits(logits, tokens)
-    _check_ids(tok[:, 1:], z.shape[-1], _ignore(ignore_index), "tokens")
+    z, tok = _VL.lm_logits(logits, tokens)
+    _VL.target_ids(tok[:, 1:], z.shape[-1], _VL.ignore_index_arg(ignore_index), "tokens")
     labels = shift_labels(tok, ignore_index=ignore_index)
-    return cross_entropy(z.reshape(-1, z.shape[-1]), labels.reshape(-1), ignore_index=ignore_index)
+    B, L, V = z.shape  # named: -1 is ambiguous for an empty batch
+    return cross_entropy(z.reshape(B * L, V), labels.reshape(B * L), ignore_index=ignore_index)
 
 
 def causal_lm_loss_grad(logits, tokens, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """d causal_lm_loss / d logits, shape (B, L, V) (the last position's gradient is 0)."""
-    z, tok = _lm_logits(logits, tokens)
-    _check_ids(tok[:, 1:], z.shape[-1], _ignore(ignore_index), "tokens")
+    z, tok = _VL.lm_logits(logits, tokens)
+    _VL.target_ids(tok[:, 1:], z.shape[-1], _VL.ignore_index_arg(ignore_index), "tokens")
     labels = shift_labels(tok, ignore_index=ignore_index)
-    return cross_entropy_grad(z.reshape(-1, z.shape[-1]), labels.reshape(-1), ignore_index=ignore_index).reshape(z.shape)
+    B, L, V = z.shape
+    return cross_entropy_grad(z.reshape(B * L, V), labels.reshape(B * L), ignore_index=ignore_index).reshape(z.shape)
 
 
 def sft_labels(tokens, response_mask, *, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """tokens with every non-response position replaced by ignore_index (before the shift)."""
-    tok = _int_array(tokens, "tokens", 2, "(B, L)")
+    tok = _VL.token_array(tokens, "tokens", 2, "(B, L)")
     m = bool_array(response_mask, "response_mask", shape=tok.shape, shape_doc="(B, L) of tokens")
-    return np.where(m, tok, np.int64(_ignore(ignore_index)))
+    return np.where(m, tok, np.int64(_VL.ignore_index_arg(ignore_index)))
 
 
 def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore_index: int = IGNORE_INDEX) -> float:
@@ -190,7 +144,7 @@ def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore
     labels = sft_labels(tokens, response_mask, ignore_index=ignore_index)
     if normalize == "tokens":
         return causal_lm_loss(logits, labels, ignore_index=ignore_index)
-    z, _ = _lm_logits(logits, labels)
+    z, _ = _VL.lm_logits(logits, labels)
     per_seq = [causal_lm_loss(z[b:b + 1], labels[b:b + 1], ignore_index=ignore_index) for b in range(z.shape[0])]
     has = [bool((labels[b, 1:] != ignore_index).any()) for b in range(z.shape[0])]
     vals = [v for v, h in zip(per_seq, has) if h]
@@ -201,15 +155,14 @@ def sft_loss(logits, tokens, response_mask, *, normalize: str = "tokens", ignore
 def output_z_loss(logits, tokens=None, *, ignore_index: int = IGNORE_INDEX) -> float:
     """mean over counted positions of logsumexp(z_t)^2 (PaLM's auxiliary loss on the LM head;
     ``refimpl.moe.z_loss``); with ``tokens`` only positions with a next-token target count."""
-    z = as_float_array(logits, "logits")
-    if z.ndim < 1 or z.shape[-1] < 1:
-        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {z.shape}")
-    ignore_index = _ignore(ignore_index)
+    z = _VL.class_logits(logits)
+    ignore_index = _VL.ignore_index_arg(ignore_index)
     mask = None
     if tokens is not None:
-        z, tok = _lm_logits(z, tokens)
-        mask = (shift_labels(tok, ignore_index=ignore_index) != ignore_index).reshape(-1)
-    return moe.z_loss(z.reshape(-1, z.shape[-1]), padding_mask=mask)
+        z, tok = _VL.lm_logits(z, tokens)
+        mask = (shift_labels(tok, ignore_index=ignore_index) != ignore_index).reshape(tok.size)
+    rows, V = math.prod(z.shape[:-1]), z.shape[-1]  # named: -1 is ambiguous for an empty batch
+    return moe.z_loss(z.reshape(rows, V), padding_mask=mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,13 +187,8 @@ def training_loss(logits, tokens, *, routings: Sequence = (), router_logits: Seq
     zc, ac, rc = (real_number(c, n, minimum=0.0) for c, n in ((z_coef, "z_coef"), (aux_coef, "aux_coef"),
                                                                (router_z_coef, "router_z_coef")))
     z = output_z_loss(logits, tokens, ignore_index=ignore_index) if zc else 0.0
-    if balance_options is not None:
-        instance(balance_options, "balance_options", dict, "dict of refimpl.moe.balance_loss keyword arguments")
-        if "alpha" in balance_options:
-            raise ValueError(f"balance_options: expected no 'alpha' (alpha is fixed to 1; aux_coef is the "
-                             f"coefficient), got alpha = {balance_options['alpha']}")
-    opts = dict(balance_options or {})
-    routings, router_logits = _seq(routings, "routings"), _seq(router_logits, "router_logits")
+    opts = _VL.balance_options(balance_options, "dict of refimpl.moe.balance_loss keyword arguments")
+    routings, router_logits = _VL.layer_list(routings, "routings"), _VL.layer_list(router_logits, "router_logits")
     bal = float(sum(moe.balance_loss(_routing(r, f"routings[{i}]"), alpha=1.0, **opts) for i, r in enumerate(routings)))
     rz = 0.0
     for i, l in enumerate(router_logits):
@@ -249,12 +197,6 @@ def training_loss(logits, tokens, *, routings: Sequence = (), router_logits: Seq
         total = lm + zc * z + ac * bal + rc * rz
     return LossTerms(lm, z, bal, float(rz), finite_result(total, "the total loss",
                                                               "z_coef, aux_coef, router_z_coef"))
-
-
-def _seq(x, name: str) -> list:
-    if isinstance(x, (str, bytes, np.ndarray)) or not hasattr(x, "__iter__"):
-        raise TypeError(f"{name}: expected a sequence (one entry per MoE layer), got {type(x).__name__}")
-    return list(x)
 
 
 # ----------------------------------------------------------------------------
@@ -301,9 +243,7 @@ def router_collapse_simulation(*, aux_coef: float, seed: int = 0, steps: int = 3
         x = rng.standard_normal((T, d))
         with np.errstate(over="ignore", invalid="ignore"):
             z = x @ W
-        if not (np.isfinite(A).all() and np.isfinite(z).all()):
-            raise ValueError(f"lr: expected a rate at which the simulation stays finite, got {lr}: the weights "
-                             f"overflowed at step {step}; use a smaller lr")
+        _VL.simulation_finite(np.isfinite(A).all() and np.isfinite(z).all(), lr, step)
         r = moe.route(z, 1)
         e = r.indices[:, 0]
         p = r.probs[np.arange(T), e]
@@ -313,12 +253,11 @@ def router_collapse_simulation(*, aux_coef: float, seed: int = 0, steps: int = 3
         np.add.at(dA, e, p[:, None, None] * x[:, :, None] * res[:, None, :])
         dp = (res * f).sum(axis=1)
         dz = dp[:, None] * p[:, None] * ((np.arange(E)[None, :] == e[:, None]) - r.probs)  # dp_e/dz_j
-        if aux:
-            try:
+        if aux:  # the gradient overflowed: name this function's argument, not alpha
+            with _V.renamed(_V.wrapped(f"aux_coef, lr: expected a balance-loss coefficient at which the simulation "
+                                       f"stays finite, got aux_coef={aux_coef!r} (", "); use a smaller aux_coef"),
+                            errors=(ValueError,)):
                 dz = dz + moe.balance_loss_grad(r, z, alpha=aux)
-            except ValueError as err:  # the gradient overflowed: name this function's argument, not alpha
-                raise ValueError(f"aux_coef, lr: expected a balance-loss coefficient at which the simulation stays "
-                                 f"finite, got aux_coef={aux_coef!r} ({err}); use a smaller aux_coef") from None
         with np.errstate(over="ignore", invalid="ignore"):
             A -= lr * dA
             W -= lr * (x.T @ dz)

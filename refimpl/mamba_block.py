@@ -33,7 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from ._validate import as_float_array, check_budget, count, finite_result, flag, positive_int
+from ._validate import as_float_array, check_budget, count, finite_result, flag, instance, positive_int
+from ._validate import layers as _V
 from .mixers.ssm import causal_conv1d, selective_scan
 
 
@@ -54,33 +55,8 @@ class MambaWeights:
     out_proj_bias: Optional[np.ndarray] = None
 
     def __post_init__(self):
-        W_in = as_float_array(self.in_proj, "in_proj", ndim=2, shape_doc="(d_model, 2 d_inner)")
-        d_model, two = W_in.shape
-        if two % 2 or two == 0:
-            raise ValueError(f"in_proj: expected shape (d_model, 2 d_inner) with d_inner >= 1, got {W_in.shape}")
-        di = two // 2
-        A_log = as_float_array(self.A_log, "A_log", ndim=2, shape=(di, None), shape_doc=f"(d_inner = {di}, d_state)")
-        N = A_log.shape[1]
-        conv = as_float_array(self.conv_weight, "conv_weight", ndim=2, shape=(di, None),
-                              shape_doc=f"(d_inner = {di}, d_conv)")
-        if conv.shape[1] == 0:
-            raise ValueError(f"conv_weight: expected a width d_conv >= 1, got shape {conv.shape}")
-        W_x = as_float_array(self.x_proj, "x_proj", ndim=2, shape=(di, None), shape_doc=f"(d_inner = {di}, dt_rank + 2 d_state)")
-        R = W_x.shape[1] - 2 * N
-        if R < 1:
-            raise ValueError(f"x_proj: expected shape (d_inner, dt_rank + 2 d_state) with d_state = {N} and dt_rank >= 1, "
-                             f"got {W_x.shape}")
-        fields = dict(in_proj=W_in, A_log=A_log, conv_weight=conv, x_proj=W_x,
-                      dt_proj=as_float_array(self.dt_proj, "dt_proj", shape=(R, di), shape_doc=f"(dt_rank, d_inner) = {(R, di)}"),
-                      dt_bias=as_float_array(self.dt_bias, "dt_bias", shape=(di,), shape_doc="(d_inner,)"),
-                      D=as_float_array(self.D, "D", shape=(di,), shape_doc="(d_inner,)"),
-                      out_proj=as_float_array(self.out_proj, "out_proj", ndim=2, shape=(di, d_model),
-                                              shape_doc=f"(d_inner, d_model) = {(di, d_model)}"))
-        for name, shape in (("conv_bias", (di,)), ("in_proj_bias", (2 * di,)), ("out_proj_bias", (d_model,))):
-            if getattr(self, name) is not None:
-                fields[name] = as_float_array(getattr(self, name), name, shape=shape, shape_doc=str(shape))
-        for name, w in fields.items():  # validated float64 copies: no aliasing of the caller's arrays
-            object.__setattr__(self, name, w.copy())
+        for name, w in _V.mamba_weights(self).items():  # validated float64 copies: no aliasing of the caller's arrays
+            object.__setattr__(self, name, w)
 
     @property
     def d_model(self) -> int:
@@ -142,9 +118,7 @@ def init_mamba(seed, *, d_model: int, d_state: int = 16, d_conv: int = 4, expand
 
 def mamba_mixer(x, weights: MambaWeights) -> np.ndarray:
     """out (B, L, d_model) of the module doc for x (B, L, d_model)."""
-    if not isinstance(weights, MambaWeights):
-        raise TypeError(f"weights: expected a refimpl.mamba_block.MambaWeights, got {type(weights).__name__}")
-    w = weights
+    w = instance(weights, "weights", MambaWeights, "refimpl.mamba_block.MambaWeights")
     x = as_float_array(x, "x", ndim=3, shape=(None, None, w.d_model), shape_doc=f"(B, L, d_model = {w.d_model})")
     Bn, L, _ = x.shape
     di, N, R = w.d_inner, w.d_state, w.dt_rank
@@ -158,10 +132,8 @@ def mamba_mixer(x, weights: MambaWeights) -> np.ndarray:
     u, z = xz[..., :di], xz[..., di:]
     bias = None if w.conv_bias is None else w.conv_bias[None]
     names += ", conv_weight, conv_bias"
-    try:
+    with _V.renamed(_V.wrapped(f"{names}): expected inputs the causal convolution accepts, got "), errors=(ValueError,)):
         u = causal_conv1d(u[:, None], w.conv_weight[None], bias, activation="silu")[:, 0]  # (B, L, d_inner)
-    except ValueError as e:
-        raise ValueError(f"{names}): expected inputs the causal convolution accepts, got {e}") from None
     names += ", x_proj"
     with np.errstate(over="ignore", invalid="ignore"):
         xdbl = finite_result(u @ w.x_proj, "the x-projection", names + ")")
@@ -169,11 +141,11 @@ def mamba_mixer(x, weights: MambaWeights) -> np.ndarray:
         dt = finite_result(xdbl[..., :R] @ w.dt_proj, "the step projection", names + ")")
     Bm, Cm = xdbl[..., R : R + N], xdbl[..., R + N :]
     names += ", dt_bias, A_log, D"
-    try:
-        y, _ = selective_scan(u[:, None], dt[:, None], -np.exp(w.A_log)[None], Bm[:, None], Cm[:, None], w.D[None],
+    with np.errstate(over="ignore"):  # A = -inf (A_log beyond log FLOAT_MAX): the scan refuses it by name
+        A = -np.exp(w.A_log)
+    with _V.renamed(_V.wrapped(f"{names}): expected inputs the selective scan accepts, got "), errors=(ValueError,)):
+        y, _ = selective_scan(u[:, None], dt[:, None], A[None], Bm[:, None], Cm[:, None], w.D[None],
                               z[:, None], delta_bias=w.dt_bias[None], delta_softplus=True)
-    except ValueError as e:
-        raise ValueError(f"{names}): expected inputs the selective scan accepts, got {e}") from None
     names += ", out_proj, out_proj_bias)"
     with np.errstate(over="ignore", invalid="ignore"):
         out = y[:, 0] @ w.out_proj + (0.0 if w.out_proj_bias is None else w.out_proj_bias)

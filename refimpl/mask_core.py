@@ -2,62 +2,32 @@
 
 The lower layer of ``refimpl.masks`` (which re-exports every public name here and the structured
 patterns of ``refimpl.mask_patterns``; read its docstring for the conventions: alignment, causal,
-window). ``refimpl.mask_patterns`` builds on this module, never the other way round.
+window). ``refimpl.mask_patterns`` (its lower modules ``mask_sparse``, ``mask_bigbird``, ``mask_packed``)
+builds on this module, never the other way round. Argument checks: ``refimpl._validate.masks``; the
+predicates (``_visible``, ``_tile``) run on checked lengths and compute only.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
-from . import _validate as _V
+from ._validate.masks import (alignment, extent, lengths, mask_indices, mask_parts, mask_predicate, positive_length,
+                              rows_budget, tile_bounds, tile_budget)
 
 ALIGNMENTS = ("bottom_right", "top_left")
 
 
-def _check_align(align: str) -> str:
-    return _V.choice(align, "align", ALIGNMENTS)
-
-
 def offset(Lq: int, Lk: int, align: str = "bottom_right") -> int:
     """Key position of query 0: ``Lk - Lq`` (bottom_right) or ``0`` (top_left)."""
-    Lq, Lk = _check_lengths(Lq, Lk)
-    return Lk - Lq if _check_align(align) == "bottom_right" else 0
+    Lq, Lk = lengths(Lq, Lk)
+    return _offset(Lq, Lk, alignment(align, ALIGNMENTS))
 
 
-def _nonneg_int(x, name: str) -> int:
-    """A length or index: a non-negative int <= 2**62 (int64 index arithmetic stays exact)."""
-    return _V.count(x, name)
-
-
-def _extent(x, name: str) -> int:
-    """A window side, width or prefix: a non-negative int; anything beyond 2**62 keys is wider
-    than any sequence an int64 index can address, so it is clamped there (same mask, no overflow)."""
-    return min(_V.count(x, name, maximum=None), _V.MAX_COUNT)
-
-
-def _pos_int(x, name: str) -> int:
-    x = _nonneg_int(x, name)
-    if x == 0:
-        raise ValueError(f"{name}: expected a positive int, got 0")
-    return x
-
-
-def _check_lengths(Lq, Lk) -> tuple[int, int]:
-    return _nonneg_int(Lq, "Lq"), _nonneg_int(Lk, "Lk")
-
-
-def _tile_budget(nq: int, nk: int, names: str) -> None:
-    """A tile evaluates its predicate on (nq, nk) int64 index arrays (a few temporaries of 8 bytes),
-    built from an index vector per axis (which an empty other axis does not make free)."""
-    _V.check_budget(names, shape=(nq, nk), itemsize=32, nbytes=8 * (nq + nk), what=f"a ({nq}, {nk}) mask tile")
-
-
-def _rows_budget(Lq: int) -> None:
-    """Per-row closed forms build a few int64 arrays of Lq entries."""
-    _V.check_budget("Lq", shape=(Lq,), itemsize=32, what=f"row counts of {Lq} rows")
+def _offset(Lq: int, Lk: int, align: str) -> int:
+    """``offset`` on checked arguments (the predicates and closed forms call this one)."""
+    return Lk - Lq if align == "bottom_right" else 0
 
 
 def _sum_clip_ap(c: int, d: int, n: int, lo: int, hi: int) -> int:
@@ -95,16 +65,8 @@ class Mask:
 
     def __call__(self, i, j, Lq: int, Lk: int) -> np.ndarray:
         """The predicate at query indices i in [0, Lq) and key indices j in [0, Lk) (broadcast)."""
-        Lq, Lk = _check_lengths(Lq, Lk)
-        i, j = _V.index_array(i, "i"), _V.index_array(j, "j")
-        for x, L, n, Ln in ((i, Lq, "i", "Lq"), (j, Lk, "j", "Lk")):
-            if x.size and int(x.max()) >= L:
-                raise ValueError(f"{n}: expected indices in [0, {Ln}) = [0, {L}), got {int(x.max())}")
-        try:
-            shape = np.broadcast_shapes(i.shape, j.shape)
-        except ValueError:
-            raise ValueError(f"i, j: expected index arrays that broadcast, got shapes {i.shape} and {j.shape}") from None
-        _V.check_budget("i, j", shape=shape, itemsize=32, what=f"a mask of shape {shape}")
+        Lq, Lk = lengths(Lq, Lk)
+        i, j = mask_indices(i, j, Lq, Lk)
         return self._at(i, j, Lq, Lk)
 
     def _at(self, i, j, Lq, Lk):
@@ -116,14 +78,8 @@ class Mask:
     def tile(self, q_start: int, q_stop: int, k_start: int, k_stop: int, Lq: int, Lk: int) -> np.ndarray:
         """The (q_stop - q_start, k_stop - k_start) block of the mask,
         0 <= q_start <= q_stop <= Lq and 0 <= k_start <= k_stop <= Lk."""
-        Lq, Lk = _check_lengths(Lq, Lk)
-        for a, b, L, an, bn, Ln in ((q_start, q_stop, Lq, "q_start", "q_stop", "Lq"),
-                                    (k_start, k_stop, Lk, "k_start", "k_stop", "Lk")):
-            a, b = _nonneg_int(a, an), _nonneg_int(b, bn)
-            if not a <= b <= L:
-                raise ValueError(f"{an}, {bn}: expected 0 <= {an} <= {bn} <= {Ln} = {L}, got {a}, {b}")
-        _tile_budget(int(q_stop) - int(q_start), int(k_stop) - int(k_start), "q_start, q_stop, k_start, k_stop")
-        return self._tile(int(q_start), int(q_stop), int(k_start), int(k_stop), Lq, Lk)
+        Lq, Lk = lengths(Lq, Lk)
+        return self._tile(*tile_bounds(q_start, q_stop, k_start, k_stop, Lq, Lk), Lq, Lk)
 
     def _tile(self, q_start: int, q_stop: int, k_start: int, k_stop: int, Lq: int, Lk: int) -> np.ndarray:
         """``tile`` on checked bounds (the tiled attention paths call this one)."""
@@ -147,8 +103,8 @@ class Mask:
 
     def materialize(self, Lq: int, Lk: int) -> np.ndarray:
         """bool (Lq, Lk); True where query i may attend to key j."""
-        Lq, Lk = _check_lengths(Lq, Lk)
-        _tile_budget(Lq, Lk, "Lq, Lk")
+        Lq, Lk = lengths(Lq, Lk)
+        tile_budget(Lq, Lk, "Lq, Lk")
         return self._tile(0, Lq, 0, Lk, Lq, Lk)
 
     def row_counts(self, Lq: int, Lk: int) -> np.ndarray:
@@ -175,7 +131,7 @@ class And(Mask):
     """Visible iff visible in every part."""
 
     def __init__(self, *parts: Mask):
-        self.parts = _masks(parts)
+        self.parts = mask_parts(parts, "parts", Mask)
 
     def _visible(self, i, j, Lq, Lk):
         out = True
@@ -191,7 +147,7 @@ class Or(Mask):
     """Visible iff visible in some part."""
 
     def __init__(self, *parts: Mask):
-        self.parts = _masks(parts)
+        self.parts = mask_parts(parts, "parts", Mask)
 
     def _visible(self, i, j, Lq, Lk):
         out = False
@@ -207,22 +163,13 @@ class Not(Mask):
     """Visible iff not visible in ``part``."""
 
     def __init__(self, part: Mask):
-        (self.part,) = _masks([part], "part")
+        (self.part,) = mask_parts([part], "part", Mask)
 
     def _visible(self, i, j, Lq, Lk):
         return ~np.asarray(self.part._visible(i, j, Lq, Lk), dtype=bool)
 
     def __repr__(self):
         return f"~{self.part!r}"
-
-
-def _masks(parts: Iterable, name: str = "parts") -> tuple:
-    parts = tuple(parts)
-    for p in parts:
-        _V.instance(p, name, Mask, "refimpl.masks.Mask predicate")
-    if not parts:
-        raise ValueError(f"{name}: expected at least one mask to combine, got none")
-    return parts
 
 
 class Full(Mask):
@@ -232,12 +179,12 @@ class Full(Mask):
         return np.ones(np.broadcast_shapes(i.shape, j.shape), dtype=bool)
 
     def row_counts(self, Lq, Lk):
-        Lq, Lk = _check_lengths(Lq, Lk)
-        _rows_budget(Lq)
+        Lq, Lk = lengths(Lq, Lk)
+        rows_budget(Lq)
         return np.full(Lq, Lk, dtype=np.int64)
 
     def count(self, Lq, Lk) -> int:
-        Lq, Lk = _check_lengths(Lq, Lk)
+        Lq, Lk = lengths(Lq, Lk)
         return Lq * Lk
 
     def __repr__(self):
@@ -266,12 +213,12 @@ class SlidingWindow(Mask):
     """
 
     def __init__(self, left: int | None, right: int | None, align: str = "bottom_right"):
-        self.left = None if left is None else _extent(left, "window left")
-        self.right = None if right is None else _extent(right, "window right")
-        self.align = _check_align(align)
+        self.left = None if left is None else extent(left, "window left")
+        self.right = None if right is None else extent(right, "window right")
+        self.align = alignment(align, ALIGNMENTS)
 
     def _visible(self, i, j, Lq, Lk):
-        p = i + offset(Lq, Lk, self.align)
+        p = i + _offset(Lq, Lk, self.align)
         ok = np.ones(np.broadcast_shapes(i.shape, j.shape), dtype=bool)
         if self.left is not None:
             ok = ok & (j >= p - self.left)
@@ -281,36 +228,36 @@ class SlidingWindow(Mask):
 
     def _covers(self, q_start, q_stop, k_start, k_stop, Lq, Lk) -> bool:
         """Every (i, j) of the block visible: min(j - p) >= -left and max(j - p) <= right."""
-        o = offset(Lq, Lk, self.align)
+        o = _offset(Lq, Lk, self.align)
         return (self.left is None or k_start - (q_stop - 1 + o) >= -self.left) and \
             (self.right is None or (k_stop - 1) - (q_start + o) <= self.right)
 
     def _hides(self, q_start, q_stop, k_start, k_stop, Lq, Lk) -> bool:
         """Every (i, j) of the block hidden: max(j - p) < -left or min(j - p) > right."""
-        o = offset(Lq, Lk, self.align)
+        o = _offset(Lq, Lk, self.align)
         return (self.left is not None and (k_stop - 1) - (q_start + o) < -self.left) or \
             (self.right is not None and k_start - (q_stop - 1 + o) > self.right)
 
     def _key_span(self, q_start, q_stop, Lq, Lk):
         """[p_first - left, p_last + right + 1) clipped to [0, Lk)."""
-        o = offset(Lq, Lk, self.align)
+        o = _offset(Lq, Lk, self.align)
         lo = 0 if self.left is None else min(max(q_start + o - self.left, 0), Lk)
         hi = Lk if self.right is None else min(max(q_stop - 1 + o + self.right + 1, 0), Lk)
         return lo, max(lo, hi)
 
     def row_counts(self, Lq, Lk):
         """Keys in [0, Lk) within [p - left, p + right]: clip(p+right+1, 0, Lk) - clip(p-left, 0, Lk)."""
-        Lq, Lk = _check_lengths(Lq, Lk)
-        _rows_budget(Lq)
-        p = np.arange(Lq, dtype=np.int64) + offset(Lq, Lk, self.align)
+        Lq, Lk = lengths(Lq, Lk)
+        rows_budget(Lq)
+        p = np.arange(Lq, dtype=np.int64) + _offset(Lq, Lk, self.align)
         hi = np.full(Lq, Lk) if self.right is None else np.clip(p + self.right + 1, 0, Lk)
         lo = np.zeros(Lq, np.int64) if self.left is None else np.clip(p - self.left, 0, Lk)
         return np.maximum(hi - lo, 0).astype(np.int64)
 
     def count(self, Lq, Lk) -> int:
         """Closed form, O(1): sum over rows of clip(p+right+1, 0, Lk) - clip(p-left, 0, Lk)."""
-        Lq, Lk = _check_lengths(Lq, Lk)
-        o = offset(Lq, Lk, self.align)
+        Lq, Lk = lengths(Lq, Lk)
+        o = _offset(Lq, Lk, self.align)
         hi = Lq * Lk if self.right is None else _sum_clip(o + self.right + 1, Lq, Lk)
         lo = 0 if self.left is None else _sum_clip(o - self.left, Lq, Lk)
         return hi - lo
@@ -331,13 +278,13 @@ class Causal(SlidingWindow):
 
 def window_from_keys_including_self(W: int) -> tuple[int, int]:
     """"Attend to the last W keys, self included" (HF Mistral/Qwen2 ``sliding_window``) -> (W - 1, 0)."""
-    return (_pos_int(W, "W") - 1, 0)
+    return (positive_length(W, "W") - 1, 0)
 
 
 def window_from_seed_mw(w: int) -> tuple[int, int]:
     """The notes' ``M_w``: ``max(0, i-w) <= j <= i`` -> (w, 0): w + 1 keys incl. self
     (docs/notes.md#sliding-window)."""
-    return (_extent(w, "w"), 0)
+    return (extent(w, "w"), 0)
 
 
 def seed_inverted_causal() -> Mask:
@@ -362,16 +309,7 @@ class _Predicate(Mask):
 
 def predicate(fn: Callable, name: str = "predicate") -> Mask:
     """Wrap ``fn(i, j, Lq, Lk) -> bool array`` (like a FlexAttention mask_mod) as a Mask."""
-    if not callable(fn):
-        raise TypeError(f"fn: expected a callable fn(i, j, Lq, Lk) -> bool array, got {type(fn).__name__}")
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a str, got {type(name).__name__}")
-    try:
-        inspect.signature(fn).bind(0, 0, 0, 0)
-    except TypeError:
-        raise TypeError(f"fn: expected a callable of four arguments fn(i, j, Lq, Lk), got {fn!r}") from None
-    except ValueError:  # a builtin without a signature: checked when called
-        pass
+    mask_predicate(fn, name)
     return _Predicate(fn, name)
 
 

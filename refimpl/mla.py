@@ -33,8 +33,9 @@ import math
 
 import numpy as np
 
-from ._validate import (as_float_array, check_budget, choice, count, finite_result, flag, instance, positive_float, positive_int,
+from ._validate import (as_float_array, check_budget, choice, count, finite_result, instance, positive_float, positive_int,
                         real_number)
+from ._validate.latent import latent_cache_update, mla_attention_inputs, mla_dims, mla_init_dims, mla_weights
 from .definition import attention_definition
 from .kv_cache import ContiguousCache
 from .rope import apply_rope, check_rope_kwargs, rope_definition, yarn_get_mscale
@@ -83,20 +84,9 @@ class MLAWeights:
     def d_c(self) -> int:
         return self.W_ukv.shape[0]
 
-    def check(self):
-        H, dn, dr, dv = (positive_int(getattr(self, n), n) for n in ("num_heads", "d_nope", "d_rope", "d_v"))
-        W = {n: as_float_array(getattr(self, n), n, ndim=2) for n in ("W_q", "W_dkv", "W_ukv", "W_o")}
-        d_model, d_c = W["W_q"].shape[0], W["W_ukv"].shape[0]
-        expect = {"W_q": ((d_model, H * (dn + dr)), "(d_model, num_heads (d_nope + d_rope))", "num_heads, d_nope, d_rope"),
-                  "W_dkv": ((d_model, d_c + dr), "(d_model, d_c + d_rope)", "d_rope"),
-                  "W_ukv": ((d_c, H * (dn + dv)), "(d_c, num_heads (d_nope + d_v))", "num_heads, d_nope, d_v"),
-                  "W_o": ((H * dv, d_model), "(num_heads d_v, d_model)", "num_heads, d_v")}
-        for n, (shape, doc, dims) in expect.items():
-            if W[n].shape != shape:
-                raise ValueError(f"{n}, {dims}: expected {n} of shape {doc} = {shape}, got {W[n].shape}")
-        if dr % 2:
-            raise ValueError(f"d_rope: expected an even number, got {dr}")
-        return W
+    def check(self) -> dict:
+        """{name: float64 array} of the four matrices, checked against the dims (``_validate.latent.mla_weights``)."""
+        return mla_weights(self.W_q, self.W_dkv, self.W_ukv, self.W_o, self.num_heads, self.d_nope, self.d_rope, self.d_v)
 
     def W_uk(self) -> np.ndarray:
         """(H, d_nope, d_c): k_nope_h = W_uk[h] c_KV."""
@@ -112,11 +102,7 @@ class MLAWeights:
 def init_mla_weights(rng: np.random.Generator, d_model: int, num_heads: int, d_c: int, d_nope: int, d_rope: int, d_v: int) -> MLAWeights:
     """Random weights with entries N(0, 1/fan_in) (an explicit Generator: no hidden randomness)."""
     instance(rng, "rng", np.random.Generator, "numpy.random.Generator (np.random.default_rng(seed))")
-    d_model, H, d_c, d_nope, d_rope, d_v = (positive_int(x, n) for x, n in (
-        (d_model, "d_model"), (num_heads, "num_heads"), (d_c, "d_c"), (d_nope, "d_nope"), (d_rope, "d_rope"),
-        (d_v, "d_v")))
-    if d_rope % 2:
-        raise ValueError(f"d_rope: expected an even number, got {d_rope}")
+    d_model, H, d_c, d_nope, d_rope, d_v = mla_init_dims(d_model, num_heads, d_c, d_nope, d_rope, d_v)
     check_budget("d_model, num_heads, d_c, d_nope, d_rope, d_v",
                  nbytes=16 * (d_model * H * (d_nope + d_rope) + d_model * (d_c + d_rope) + d_c * H * (d_nope + d_v)
                               + H * d_v * d_model), what="four weight matrices")
@@ -152,13 +138,7 @@ class MLALatentCache:
         return self.store.length
 
     def update(self, c_kv, k_pe):
-        B = self.store.B
-        c_kv = as_float_array(c_kv, "c_kv", ndim=3)
-        k_pe = as_float_array(k_pe, "k_pe", shape=(B, c_kv.shape[1], self.d_rope),
-                              shape_doc="(batch, n, d_rope), the cache's batch and d_rope")
-        if c_kv.shape[::2] != (B, self.d_c):
-            raise ValueError(f"c_kv: expected shape (batch, n, d_c) = ({B}, *, {self.d_c}), the cache's batch and d_c, "
-                             f"got {c_kv.shape}")
+        c_kv, k_pe = latent_cache_update(c_kv, k_pe, self.store.B, self.d_c, self.d_rope)
         kv = np.concatenate([c_kv, k_pe], axis=-1)[:, None]  # (B, 1, n, d_c + d_rope)
         K, _ = self.store.update(kv, np.zeros(kv.shape[:3] + (1,)))
         return K  # (B, 1, T, d_c + d_rope)
@@ -190,21 +170,10 @@ def mla_attention(x, weights: MLAWeights, *, absorbed: bool = False, cache=None,
     (default interleaved, as DeepSeek). ``scale``: default ``mla_softmax_scale``.
     """
     W = instance(weights, "weights", MLAWeights).check()
-    x = as_float_array(x, "x", ndim=3)
-    if x.shape[2] != W["W_q"].shape[0]:
-        raise ValueError(f"x: expected d_model = {W['W_q'].shape[0]}, got {x.shape}")
-    absorbed = flag(absorbed, "absorbed")
-    B, L, _ = x.shape
     H, dn, dr, dv = weights.num_heads, weights.d_nope, weights.d_rope, weights.d_v
-    if cache is not None:
-        want = MLALatentCache if absorbed else ContiguousCache
-        instance(cache, "cache", want, f"{want.__name__} (the {'absorbed' if absorbed else 'naive'} form's cache)")
-        dims = (cache.store.B, cache.d_c, cache.d_rope) if absorbed else (cache.B, cache.Hkv, cache.D, cache.Dv)
-        expect = (B, weights.d_c, dr) if absorbed else (B, H, dn + dr, dv)
-        if dims != expect:
-            raise ValueError(f"cache: expected dims {expect} for x and weights, got {dims}")
-    if scale is not None:
-        positive_float(scale, "scale")
+    x, absorbed, scale = mla_attention_inputs(x, W["W_q"].shape[0], absorbed, cache, scale, (H, dn, dr, dv, weights.d_c),
+                                              (MLALatentCache, ContiguousCache))
+    B, L, _ = x.shape
     rope = {"layout": "interleaved", **check_rope_kwargs({} if rope is None else rope, dr)}
     start = 0 if cache is None else cache.length
     positions = np.arange(start, start + L)
@@ -238,19 +207,8 @@ def mla_cache_values_per_token(weights_or_dims, *, form: str) -> int:
 
     ``weights_or_dims``: an MLAWeights or the tuple (H, d_nope, d_rope, d_v, d_c)."""
     form = choice(form, "form", ("naive", "latent"))
-    if isinstance(weights_or_dims, MLAWeights):
-        w = weights_or_dims
-        H, dn, dr, dv, d_c = w.num_heads, w.d_nope, w.d_rope, w.d_v, w.d_c
-    else:
-        if not isinstance(weights_or_dims, (tuple, list)) or len(weights_or_dims) != 5:
-            raise TypeError(f"weights_or_dims: expected MLAWeights or (H, d_nope, d_rope, d_v, d_c), "
-                            f"got {weights_or_dims!r}")
-        H, dn, dr, dv, d_c = (positive_int(x, f"weights_or_dims[{i}]") for i, x in enumerate(weights_or_dims))
-    if form == "naive":
-        return H * (dn + dr + dv)
-    if form == "latent":
-        return d_c + dr
-    raise ValueError(f"form: expected 'naive' or 'latent', got {form!r}")
+    H, dn, dr, dv, d_c = mla_dims(weights_or_dims, MLAWeights)
+    return H * (dn + dr + dv) if form == "naive" else d_c + dr
 
 
 def mla_params(d_model: int, num_heads: int, *, q_lora_rank: int, kv_lora_rank: int, d_nope: int, d_rope: int, d_v: int) -> int:

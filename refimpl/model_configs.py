@@ -25,6 +25,8 @@ tie_word_embeddings); the comment above each names the repository. Biases are le
 from __future__ import annotations
 
 from . import accounting as A
+from ._validate import instance
+from ._validate.accounting import kv_heads
 from .preset_registry import Registry, Source
 
 # huggyllama/llama-7b (LLaMA-1): MHA, no num_key_value_heads field
@@ -75,23 +77,20 @@ def attention_variant(n_heads: int, n_kv_heads: int) -> str:
 
     ``n_kv_heads`` must divide ``n_heads`` (query head h reads KV head h // (n_heads / n_kv_heads)).
     """
-    h = A._pos_int(n_heads, "n_heads")
-    g = A._pos_int(n_kv_heads, "n_kv_heads")
-    if g > h or h % g:
-        raise ValueError(f"n_kv_heads: expected a divisor of n_heads={h}, got {g}")
+    h, g = kv_heads(n_heads, n_kv_heads)
     return "MHA" if g == h else "MQA" if g == 1 else "GQA"
 
 
 def ffn_expansion(cfg: A.TransformerConfig) -> tuple[float, float]:
     """(d_ff / d_model, MLP-equivalent ratio (matrices / 2) d_ff / d_model); matrices = 2 (mlp) or 3 (glu)."""
-    cfg = A._cfg(cfg)
+    cfg = instance(cfg, "cfg", A.TransformerConfig)
     per_matrix = cfg.d_ff / cfg.d_model
     return per_matrix, per_matrix * (3 if cfg.ffn_kind == "glu" else 2) / 2
 
 
 def ffn_parameter_fraction(cfg: A.TransformerConfig) -> float:
     """Share of all parameters held by the FFNs (routed and shared experts), embeddings included in the total."""
-    cfg = A._cfg(cfg)
+    cfg = instance(cfg, "cfg", A.TransformerConfig)
     c = A.parameter_count(cfg)
     return cfg.n_layers * (c.experts_per_layer + c.shared_per_layer) / c.total
 

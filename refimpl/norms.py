@@ -56,7 +56,9 @@ import math
 
 import numpy as np
 
-from ._validate import (as_float_array, choice, finite_result, positive_int, real_number, same_shape)
+from ._validate import as_float_array, choice, finite_result, instance, real_number, same_shape
+from ._validate import norms as _V
+from ._validate.norms import feature_axis as last_axis  # noqa: F401  (public: the gpu facade's check of x)
 from .preset_registry import Registry, Source
 
 EPS_PLACEMENTS = ("inside_sqrt", "outside_sqrt")
@@ -75,45 +77,44 @@ def norm_definition(x, weight=None, bias=None, *, kind, eps, eps_placement="insi
                     num_groups=1, dy=None):
     """y, or with ``dy`` (dx, dweight, dbias): LayerNorm / RMSNorm over the last axis, BatchNorm over
     every axis but 1, GroupNorm over (C / num_groups channels, spatial) per sample; float64."""
-    x, center, A, xs, shape = _grouping(x, choice(kind, "kind", NORM_KINDS), num_groups)
-    g, b = _params(weight, bias, x.shape[-1] if kind in ("layer", "rms") else x.shape[1],
-                   weight_offset=real_number(weight_offset, "weight_offset"))
-    g, b = (None if p is None else p.reshape(shape) for p in (g, b))
-    eps, inside = check_eps(eps, eps_placement), eps_placement == "inside_sqrt"
-    mu = xs.mean(axis=A, keepdims=True) if center else 0.0               # mu = mean_A x (RMSNorm: 0)
-    xc = xs - mu                                                          # xc = x - mu
-    v = (xc * xc).mean(axis=A, keepdims=True)                             # v = mean_A xc^2
-    r = 1 / np.sqrt(v + eps) if inside else 1 / (np.sqrt(v) + eps)        # r = phi(v)
-    xhat = (xc * r).reshape(x.shape)                                      # xhat = xc r
-    y = xhat * (1.0 if g is None else g) + (0.0 if b is None else b)      # y = xhat g + b
-    if dy is None:
-        return finite_result(y, "the output", "x, weight, bias, weight_offset")
-    dy = _check_dy(dy, x)
-    P = tuple(i for i in range(x.ndim) if shape[i] == 1)                  # axes a parameter is broadcast along
-    dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)            # dxhat = dy g
-    kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: term 0)
-    dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # dxc = r dxhat + kappa xc mean(dxhat xc)
-    dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc         # dx = dxc - mean_A dxc (centred)
-    dw = None if g is None else np.sum(dy * xhat, axis=P)                 # dw = sum dy xhat
-    db = None if b is None else np.sum(dy, axis=P)                        # db = sum dy
+    kind, x, G, offset, w, b, eps, dy = _V.norm_definition_inputs(
+        x, weight, bias, kind=kind, eps=eps, placement=eps_placement, weight_offset=weight_offset,
+        num_groups=num_groups, dy=dy, kinds=NORM_KINDS, placements=EPS_PLACEMENTS)
+    center, A, xs, shape = _grouping(x, kind, G)
+    g, b = (None if p is None else p.reshape(shape) for p in (_gain(w, offset), b))
+    inside = eps_placement == "inside_sqrt"
+    # beyond the definition's range (x^2, r^3, the output beyond float64; eps = 0 on a zero variance) it refuses
+    # by name: the errstate keeps NumPy's warnings out of that refusal
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        mu = xs.mean(axis=A, keepdims=True) if center else 0.0           # mu = mean_A x (RMSNorm: 0)
+        xc = xs - mu                                                      # xc = x - mu
+        v = (xc * xc).mean(axis=A, keepdims=True)                         # v = mean_A xc^2
+        _V.definition_variance(v, eps)
+        r = 1 / np.sqrt(v + eps) if inside else 1 / (np.sqrt(v) + eps)    # r = phi(v)
+        xhat = (xc * r).reshape(x.shape)                                  # xhat = xc r
+        y = xhat * (1.0 if g is None else g) + (0.0 if b is None else b)  # y = xhat g + b
+        if dy is None:
+            return finite_result(y, "the output", "x, weight, bias, weight_offset")
+        P = tuple(i for i in range(x.ndim) if shape[i] == 1)              # axes a parameter is broadcast along
+        dxhat = (dy * (1.0 if g is None else g)).reshape(xs.shape)        # dxhat = dy g
+        kappa = -r**3 if inside else -r**2 / np.where(v > 0, np.sqrt(v), np.inf)  # kappa = 2 phi'(v) (v = 0: 0)
+        dxc = r * dxhat + kappa * xc * (dxhat * xc).mean(axis=A, keepdims=True)  # r dxhat + kappa xc mean(dxhat xc)
+        dx = dxc - dxc.mean(axis=A, keepdims=True) if center else dxc     # dx = dxc - mean_A dxc (centred)
+        dw = None if g is None else np.sum(dy * xhat, axis=P)             # dw = sum dy xhat
+        db = None if b is None else np.sum(dy, axis=P)                    # db = sum dy
     return tuple(None if t is None else finite_result(t, "a gradient", "x, dy, weight, weight_offset")
                  for t in (dx.reshape(x.shape), dw, db))
 
 
-def _grouping(x, kind, num_groups):
-    """(x, centred?, the axes A of xs, xs: x viewed with A, the parameters' broadcast shape)."""
+def _grouping(x, kind, G):
+    """(centred?, the axes A of xs, xs: x viewed with A, the parameters' broadcast shape)."""
     if kind in ("layer", "rms"):
-        x = last_axis(x)
-        return x, kind == "layer", (-1,), x, (1,) * (x.ndim - 1) + (-1,)
-    x = _channels(x)
+        return kind == "layer", (-1,), x, (1,) * (x.ndim - 1) + (-1,)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if kind == "batch":
-        return x, True, (0,) + tuple(range(2, x.ndim)), x, shape
-    G = positive_int(num_groups, "num_groups")
-    if x.shape[1] % G:
-        raise ValueError(f"num_groups: expected a divisor of the {x.shape[1]} channels, got {G}")
+        return True, (0,) + tuple(range(2, x.ndim)), x, shape
     per_group = (x.shape[1] // G) * math.prod(x.shape[2:])  # explicit: -1 is ambiguous for an empty batch
-    return x, True, (2,), x.reshape(x.shape[0], G, per_group), shape
+    return True, (2,), x.reshape(x.shape[0], G, per_group), shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +130,7 @@ class RMSNormConvention:
         real_number(self.eps, "eps", minimum=0.0)
         choice(self.eps_placement, "eps_placement", EPS_PLACEMENTS)
         real_number(self.weight_offset, "weight_offset")
-        if not isinstance(self.source, str):
-            raise TypeError(f"source: expected a str, got {type(self.source).__name__}")
+        instance(self.source, "source", str)
 
 
 _RMS = "docs/conventions.md#rmsnorm-presets"
@@ -184,9 +184,7 @@ def _standardize(x: np.ndarray, axes: tuple, *, center: bool, eps: float, placem
         e = e1 + e2
         v = np.mean(xc * xc, axis=axes, keepdims=True)
         zero = v == 0  # xc = 0 on the whole group: xhat = 0, r only matters backward
-        if eps == 0 and zero.any():
-            raise ValueError("x, eps: expected eps > 0 or a non-zero variance in every group (else 1 / sqrt(0)), "
-                             "got a zero-variance group with eps = 0")
+        _V.zero_variance_with_eps(zero, eps)
         vs = np.where(zero, 1.0, v)
         if placement == "inside_sqrt":
             eps_s = np.ldexp(eps, -2 * e)
@@ -220,15 +218,15 @@ def _standardize_backward(dxhat: np.ndarray, st: _Stats) -> np.ndarray:
            = r dxhat - xhat mean(dxhat xhat) / sqrt(v)   (outside; 0 where v = 0)
     the module docstring's formula with r^2 xc = r xhat folded in, so that no r^3 overflows."""
     xhat = st.xhat
-    m = np.mean(dxhat * xhat, axis=st.axes, keepdims=True)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # a gradient beyond float64 is refused by name (_grads)
+        m = np.mean(dxhat * xhat, axis=st.axes, keepdims=True)
         if st.placement == "inside_sqrt":
             dxc = st.r_true * (dxhat - xhat * m)
         else:
             rms = np.ldexp(np.sqrt(st.v), st.e)
             dxc = st.r_true * dxhat - np.where(rms > 0, xhat * m / np.where(rms > 0, rms, 1.0), 0.0)
-    if st.center:
-        dxc = dxc - dxc.mean(axis=st.axes, keepdims=True)
+        if st.center:
+            dxc = dxc - dxc.mean(axis=st.axes, keepdims=True)
     return dxc
 
 
@@ -236,29 +234,14 @@ def _finite(value, what, names):
     return finite_result(value, what, names) if value is not None else None
 
 
-def _params(weight, bias, n: int, *, weight_offset: float = 0.0):
-    g = None if weight is None else as_float_array(weight, "weight", ndim=1)
-    b = None if bias is None else as_float_array(bias, "bias", ndim=1)
-    for name, p in (("weight", g), ("bias", b)):
-        if p is not None:
-            same_shape(p, (n,), name)
-    if g is not None:
-        g = weight_offset + g
-    return g, b
+def _gain(w, offset: float):
+    """g = offset + w (Gemma's 1 + w), None without a weight."""
+    return None if w is None else offset + w
 
 
 def check_eps(eps, placement):
     """``eps`` (a real >= 0, returned) and ``eps_placement`` (one of EPS_PLACEMENTS), validated."""
-    choice(placement, "eps_placement", EPS_PLACEMENTS)
-    return real_number(eps, "eps", minimum=0.0)
-
-
-def last_axis(x, name="x"):
-    """``x`` as a float64 array with at least one feature on its last axis (the normalised axis)."""
-    x = as_float_array(x, name)
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{name}: expected at least one feature on the last axis, got shape {x.shape}")
-    return x
+    return _V.norm_eps(eps, placement, EPS_PLACEMENTS)
 
 
 def _affine(xhat, g, b, shape):
@@ -285,35 +268,29 @@ def _affine_backward_raw(dy, xhat, g, b, shape, param_axes):
     return dxhat, dw, db
 
 
-def _check_dy(dy, x):
-    dy = as_float_array(dy, "dy")
-    same_shape(dy, x.shape, "dy")
-    return dy
-
-
 # ----------------------------------------------------------------------------
 # LayerNorm and RMSNorm: over the last axis
 
 
-def _feature_norm(x, weight, bias, eps, placement, center, offset):
-    x = last_axis(x)
-    eps = check_eps(eps, placement)
-    g, b = _params(weight, bias, x.shape[-1], weight_offset=offset)
-    s = _standardize(x, (-1,), center=center, eps=eps, placement=placement)
-    return x, g, b, s
+def _feature_norm(x, w, eps, placement, center, offset):
+    """(g, the statistics of x over its last axis)."""
+    return _gain(w, offset), _standardize(x, (-1,), center=center, eps=eps, placement=placement)
 
 
 def layer_norm(x, weight=None, bias=None, *, eps=1e-5, eps_placement="inside_sqrt") -> np.ndarray:
     """LayerNorm over the last axis: (x - mu) / sqrt(var + eps) * w + b (torch.nn.functional.layer_norm).
     x (..., d); weight, bias (d,) or None."""
-    x, g, b, s = _feature_norm(x, weight, bias, eps, eps_placement, True, 0.0)
+    x, w, b, eps = _V.feature_norm_inputs(x, weight, bias, eps, eps_placement, EPS_PLACEMENTS)
+    g, s = _feature_norm(x, w, eps, eps_placement, True, 0.0)
     return _affine(s.xhat, g, b, (-1,))
 
 
 def layer_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5, eps_placement="inside_sqrt"):
     """(dx, dweight, dbias) of :func:`layer_norm` (None for an absent parameter)."""
-    x, g, b, s = _feature_norm(x, weight, bias, eps, eps_placement, True, 0.0)
-    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, (-1,), tuple(range(x.ndim - 1)))
+    x, w, b, eps = _V.feature_norm_inputs(x, weight, bias, eps, eps_placement, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    g, s = _feature_norm(x, w, eps, eps_placement, True, 0.0)
+    dxhat, dw, db = _affine_backward(dy, s.xhat, g, b, (-1,), tuple(range(x.ndim - 1)))
     return _grads(_standardize_backward(dxhat, s), dw, db)
 
 
@@ -329,15 +306,18 @@ def rms_norm(x, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_of
     """RMSNorm over the last axis: x r (offset + w), r = 1/sqrt(mean x^2 + eps) (or 1/(rms + eps)).
     ``preset`` (a key of ``RMSNORM_PRESETS``) sets eps, eps_placement and weight_offset."""
     eps, placement, offset = rms_args(eps, eps_placement, weight_offset, preset)
-    x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
+    x, w, _, eps = _V.feature_norm_inputs(x, weight, None, eps, placement, EPS_PLACEMENTS)
+    g, s = _feature_norm(x, w, eps, placement, False, offset)
     return _affine(s.xhat, g, None, (-1,))
 
 
 def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqrt", weight_offset=0.0, preset=None):
     """(dx, dweight) of :func:`rms_norm`; d(offset + w)/dw = 1, so dweight is the same for Gemma."""
     eps, placement, offset = rms_args(eps, eps_placement, weight_offset, preset)
-    x, g, _, s = _feature_norm(x, weight, None, eps, placement, False, offset)
-    dxhat, dw, _ = _affine_backward(_check_dy(dy, x), s.xhat, g, None, (-1,), tuple(range(x.ndim - 1)))
+    x, w, _, eps = _V.feature_norm_inputs(x, weight, None, eps, placement, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    g, s = _feature_norm(x, w, eps, placement, False, offset)
+    dxhat, dw, _ = _affine_backward(dy, s.xhat, g, None, (-1,), tuple(range(x.ndim - 1)))
     return _grads(_standardize_backward(dxhat, s), dw)
 
 
@@ -345,21 +325,11 @@ def rms_norm_backward(x, dy, weight=None, *, eps=1e-6, eps_placement="inside_sqr
 # BatchNorm and GroupNorm: channel axis 1
 
 
-def _channels(x):
-    x = as_float_array(x, "x")
-    if x.ndim < 2 or x.shape[1] < 1:
-        raise ValueError(f"x: expected (B, C, ...) with C >= 1, got shape {x.shape}")
-    return x
-
-
-def _bn_setup(x, weight, bias, eps):
-    x = _channels(x)
-    if x.size // x.shape[1] < 2:
-        raise ValueError(f"x: expected at least 2 values per channel (batch statistics), got shape {x.shape}")
-    g, b = _params(weight, bias, x.shape[1])
+def _bn_stats(x, eps):
+    """(the batch statistics of x per channel, their axes, the parameters' broadcast shape)."""
     axes = (0,) + tuple(range(2, x.ndim))
-    s = _standardize(x, axes, center=True, eps=check_eps(eps, "inside_sqrt"), placement="inside_sqrt")
-    return x, g, b, s, axes, (1, -1) + (1,) * (x.ndim - 2)
+    s = _standardize(x, axes, center=True, eps=eps, placement="inside_sqrt")
+    return s, axes, (1, -1) + (1,) * (x.ndim - 2)
 
 
 def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, running_var=None, momentum=0.1):
@@ -368,39 +338,31 @@ def batch_norm(x, weight=None, bias=None, *, eps=1e-5, running_mean=None, runnin
     Returns (y, new_running_mean, new_running_var) (the running stats None when not given):
     running <- (1 - momentum) running + momentum batch_stat, with the unbiased variance (torch).
     """
-    x, g, b, s, axes, shape = _bn_setup(x, weight, bias, eps)
+    x, g, b, eps = _V.batch_norm_inputs(x, weight, bias, eps, EPS_PLACEMENTS)
+    running = running_mean is not None and running_var is not None  # else momentum is unused
+    if running:
+        m = real_number(momentum, "momentum", minimum=0.0, maximum=1.0)
+        rm, rv = _V.running_stats(running_mean, running_var, x.shape[1])
+    s, axes, shape = _bn_stats(x, eps)
     y = _affine(s.xhat, g, b, shape)
-    if running_mean is None or running_var is None:
+    if not running:
         return y, None, None
-    m = real_number(momentum, "momentum", minimum=0.0, maximum=1.0)
     n = x.size // x.shape[1]
-    rm, rv = _running(running_mean, running_var, x.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):
         e1 = _exp2(x, axes)
-        mean = np.ldexp(np.ldexp(x, -e1).mean(axis=axes, keepdims=True), e1).reshape(-1)
-        unbiased = np.ldexp(s.v, 2 * s.e).reshape(-1) * n / (n - 1)
+        mean = np.ldexp(np.ldexp(x, -e1).mean(axis=axes, keepdims=True), e1).reshape(x.shape[1])
+        unbiased = np.ldexp(s.v, 2 * s.e).reshape(x.shape[1]) * n / (n - 1)
         new = ((1 - m) * rm + m * mean, (1 - m) * rv + m * unbiased)
     return (y,) + tuple(finite_result(r, "the running statistic", "x, running_mean, running_var") for r in new)
 
 
-def _running(running_mean, running_var, C):
-    rm = as_float_array(running_mean, "running_mean", shape=(C,), shape_doc="(C,)")
-    rv = as_float_array(running_var, "running_var", shape=(C,), shape_doc="(C,)")
-    if (rv < 0).any():
-        raise ValueError("running_var: expected variances >= 0, got a negative entry")
-    return rm, rv
-
-
 def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *, eps=1e-5) -> np.ndarray:
     """Eval-mode BatchNorm: (x - running_mean) / sqrt(running_var + eps) * w + b."""
-    x = _channels(x)
+    x = _V.channels_first(x)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    rm, rv = _running(running_mean, running_var, x.shape[1])
-    g, b = _params(weight, bias, x.shape[1])
-    den = np.sqrt(rv + real_number(eps, "eps", minimum=0.0)).reshape(shape)
-    if (den == 0).any():
-        raise ValueError("running_var, eps: expected running_var + eps > 0 in every channel (else no "
-                         "normalisation), got a channel with 0")
+    rm, rv = _V.running_stats(running_mean, running_var, x.shape[1])
+    g, b = _V.norm_params(weight, bias, x.shape[1])
+    den = _V.positive_normaliser(np.sqrt(rv + real_number(eps, "eps", minimum=0.0)).reshape(shape))
     with np.errstate(over="ignore", invalid="ignore"):
         xhat = (x - rm.reshape(shape)) / den
     return _affine(finite_result(xhat, "the normalised input", "x, running_mean, running_var"), g, b, shape)
@@ -408,36 +370,36 @@ def batch_norm_inference(x, running_mean, running_var, weight=None, bias=None, *
 
 def batch_norm_backward(x, dy, weight=None, bias=None, *, eps=1e-5):
     """(dx, dweight, dbias) of training-mode :func:`batch_norm` (batch statistics differentiated)."""
-    x, g, b, s, axes, shape = _bn_setup(x, weight, bias, eps)
-    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat, g, b, shape, axes)
+    x, g, b, eps = _V.batch_norm_inputs(x, weight, bias, eps, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    s, axes, shape = _bn_stats(x, eps)
+    dxhat, dw, db = _affine_backward(dy, s.xhat, g, b, shape, axes)
     return _grads(_standardize_backward(dxhat, s), dw, db)
 
 
-def _gn_setup(x, num_groups, weight, bias, eps):
-    x = _channels(x)
-    G = positive_int(num_groups, "num_groups")
+def _gn_stats(x, G, eps):
+    """(the statistics of each sample's G channel groups, the parameters' broadcast shape)."""
     B, C = x.shape[:2]
-    if C % G:
-        raise ValueError(f"num_groups: expected a divisor of the {C} channels, got {G}")
-    g, b = _params(weight, bias, C)
     xg = x.reshape((B, G, C // G) + x.shape[2:])
-    s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=check_eps(eps, "inside_sqrt"),
-                     placement="inside_sqrt")
-    return x, g, b, s, (1, -1) + (1,) * (x.ndim - 2)
+    s = _standardize(xg, tuple(range(2, xg.ndim)), center=True, eps=eps, placement="inside_sqrt")
+    return s, (1, -1) + (1,) * (x.ndim - 2)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5) -> np.ndarray:
     """GroupNorm (torch.nn.functional.group_norm): per sample, per group of C/G channels,
     over those channels and the spatial axes; weight and bias per channel."""
-    x, g, b, s, shape = _gn_setup(x, num_groups, weight, bias, eps)
+    x, G, g, b, eps = _V.group_norm_inputs(x, num_groups, weight, bias, eps, EPS_PLACEMENTS)
+    s, shape = _gn_stats(x, G, eps)
     return _affine(s.xhat.reshape(x.shape), g, b, shape)
 
 
 def group_norm_backward(x, dy, num_groups, weight=None, bias=None, *, eps=1e-5):
     """(dx, dweight, dbias) of :func:`group_norm`."""
-    x, g, b, s, shape = _gn_setup(x, num_groups, weight, bias, eps)
+    x, G, g, b, eps = _V.group_norm_inputs(x, num_groups, weight, bias, eps, EPS_PLACEMENTS)
+    dy = _V.norm_gradient(dy, x.shape)
+    s, shape = _gn_stats(x, G, eps)
     axes = (0,) + tuple(range(2, x.ndim))
-    dxhat, dw, db = _affine_backward(_check_dy(dy, x), s.xhat.reshape(x.shape), g, b, shape, axes)
+    dxhat, dw, db = _affine_backward(dy, s.xhat.reshape(x.shape), g, b, shape, axes)
     return _grads(_standardize_backward(dxhat.reshape(s.xc.shape), s).reshape(x.shape), dw, db)
 
 
@@ -453,9 +415,7 @@ def rms_norm_cast_order(x, weight, *, preset: str, dtype: str = "bfloat16") -> n
     from .formats import _format, round_to
 
     _format(dtype, "dtype")
-    if preset not in ("hf_llama", "hf_t5", "hf_gemma"):
-        raise ValueError(f"preset: expected 'hf_llama', 'hf_t5' or 'hf_gemma', got {preset!r}")
-    c = RMSNORM_PRESETS[preset]
+    c = RMSNORM_PRESETS[_V.cast_order_preset(preset)]
     x = last_axis(x)
     w = as_float_array(weight, "weight", ndim=1)
     same_shape(w, x.shape[-1:], "weight")

@@ -24,24 +24,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import as_float_array, check_budget, count, finite_result, flag, positive_int
+from ._validate import check_budget, count, finite_result, flag, positive_int
+from ._validate.latent import pooled_params, pooled_qkv
 from .softmax import softmax
-
-
-def _params(window, g1, g2, mid_range):
-    w, g1, g2 = positive_int(window, "window"), positive_int(g1, "g1"), positive_int(g2, "g2")
-    R = count(mid_range, "mid_range")
-    if g2 % g1:
-        raise ValueError(f"g2: expected a multiple of g1 = {g1}, got {g2}")
-    if R % g2:
-        raise ValueError(f"mid_range: expected a multiple of g2 = {g2}, got {R}")
-    return w, g1, g2, R
 
 
 def boundaries(t: int, *, window: int, g1: int, g2: int, mid_range: int) -> tuple[int, int]:
     """(m, a): distant groups cover [0, m), mid groups [m, a), single keys [a, t]."""
-    t = count(t, "t")
-    w, g1, g2, R = _params(window, g1, g2, mid_range)
+    return _boundaries(count(t, "t"), *pooled_params(window, g1, g2, mid_range))
+
+
+def _boundaries(t: int, w: int, g1: int, g2: int, R: int) -> tuple[int, int]:
     a = max(0, (t - w + 1) // g1 * g1)
     m = max(0, (a - R) // g2 * g2)
     return m, a
@@ -49,18 +42,27 @@ def boundaries(t: int, *, window: int, g1: int, g2: int, mid_range: int) -> tupl
 
 def units(t: int, *, window: int, g1: int, g2: int, mid_range: int) -> list:
     """The units of query t as (start, stop) key ranges, distant first, then mid, then single keys."""
-    m, a = boundaries(t, window=window, g1=g1, g2=g2, mid_range=mid_range)
-    g1, g2 = int(g1), int(g2)
-    check_budget("t, window, g1, g2, mid_range", steps=m // g2 + (a - m) // g1 + int(t) - a + 1)
+    t, params = count(t, "t"), pooled_params(window, g1, g2, mid_range)
+    m, a = _boundaries(t, *params)
+    check_budget("t, window, g1, g2, mid_range", steps=m // params[2] + (a - m) // params[1] + t - a + 1)
+    return _units(t, *params)
+
+
+def _units(t: int, w: int, g1: int, g2: int, R: int) -> list:
+    m, a = _boundaries(t, w, g1, g2, R)
     return ([(s, s + g2) for s in range(0, m, g2)] + [(s, s + g1) for s in range(m, a, g1)]
-            + [(j, j + 1) for j in range(a, int(t) + 1)])
+            + [(j, j + 1) for j in range(a, t + 1)])
 
 
 def unit_counts(n: int, *, window: int, g1: int, g2: int, mid_range: int) -> np.ndarray:
     """Units per query t = 0 .. n-1: (t - a + 1) + (a - m) / g1 + m / g2, int64 (n,)."""
     n = positive_int(n, "n")
-    w, g1, g2, R = _params(window, g1, g2, mid_range)
+    w, g1, g2, R = pooled_params(window, g1, g2, mid_range)
     check_budget("n", shape=(4, n))
+    return _unit_counts(n, w, g1, g2, R)
+
+
+def _unit_counts(n: int, w: int, g1: int, g2: int, R: int) -> np.ndarray:
     t = np.arange(n, dtype=np.int64)
     a = np.maximum(0, (t - w + 1) // g1 * g1)
     m = np.maximum(0, (a - R) // g2 * g2)
@@ -69,15 +71,16 @@ def unit_counts(n: int, *, window: int, g1: int, g2: int, mid_range: int) -> np.
 
 def pooled_attention(q, k, v, *, window: int, g1: int, g2: int, mid_range: int, size_bias: bool = False) -> np.ndarray:
     """q, k, v (L, D) / (L, Dv), query t at key position t: (L, Dv) outputs over each query's units."""
-    k = as_float_array(k, "k", ndim=2, shape_doc="(L, D)", min_size={0: 1, 1: 1})
-    q = as_float_array(q, "q", shape=k.shape, shape_doc="(L, D), as k")
-    v = as_float_array(v, "v", shape=(k.shape[0], None), shape_doc="(L, Dv)", min_size={1: 1})
-    _params(window, g1, g2, mid_range)
+    q, k, v = pooled_qkv(q, k, v)
+    params = pooled_params(window, g1, g2, mid_range)
     bias = flag(size_bias, "size_bias")
-    out = np.empty((k.shape[0], v.shape[1]))
+    L = k.shape[0]
+    check_budget("k", shape=(4, L), what=f"the unit counts of {L} queries")  # then the longest list of units, once:
+    check_budget("k, window, g1, g2, mid_range", steps=int(_unit_counts(L, *params).max()))
+    out = np.empty((L, v.shape[1]))
     scale = 1 / np.sqrt(k.shape[1])
-    for t in range(k.shape[0]):
-        u = units(t, window=window, g1=g1, g2=g2, mid_range=mid_range)
+    for t in range(L):
+        u = _units(t, *params)
         ku = np.stack([k[a:b].mean(axis=0) for a, b in u])  # a unit's key and value: its members' means
         vu = np.stack([v[a:b].mean(axis=0) for a, b in u])
         with np.errstate(over="ignore", invalid="ignore"):

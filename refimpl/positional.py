@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_budget, choice, finite_result, positive_float, positive_int
-from .rope import int_positions, base_frequencies
+from ._validate import check_budget, choice, finite_result, positive_float
+from ._validate.positions import int_positions, sinusoidal_width
+from .rope import base_frequencies
 
 LAYOUTS = ("interleaved", "half")
 FREQUENCIES = ("paper", "tensor2tensor")
@@ -30,17 +31,13 @@ FREQUENCIES = ("paper", "tensor2tensor")
 
 def sinusoidal_frequencies(d_model: int, *, base: float = 10000.0, frequencies: str = "paper") -> np.ndarray:
     """theta_i, i = 0 .. d/2 - 1, for the named frequency convention (module docstring)."""
-    d = positive_int(d_model, "d_model")
-    choice(frequencies, "frequencies", FREQUENCIES)
-    if d % 2:
-        raise ValueError(f"d_model: expected an even width (d/2 sin-cos pairs), got {d}")
+    d, frequencies = sinusoidal_width(d_model, frequencies, FREQUENCIES)
     check_budget("d_model", shape=(d,), itemsize=16, what=f"{d // 2} frequencies")
+    base = positive_float(base, "base")
     if frequencies == "paper":
-        return base_frequencies(d, positive_float(base, "base")).copy()
-    if d < 4:
-        raise ValueError(f"d_model: expected d >= 4 (the tensor2tensor frequencies divide by d/2 - 1), got {d}")
+        return base_frequencies(d, base)
     with np.errstate(over="ignore"):
-        theta = positive_float(base, "base") ** (-np.arange(d // 2, dtype=np.float64) / (d // 2 - 1))
+        theta = base ** (-np.arange(d // 2, dtype=np.float64) / (d // 2 - 1))
     return finite_result(theta, "a frequency theta_i = base^(-i/(d/2 - 1))", "base")
 
 

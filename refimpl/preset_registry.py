@@ -11,13 +11,15 @@ the source it reproduces.
 The registries: ``refimpl.conventions.PRESETS`` (attention), ``refimpl.moe.presets.ALL`` (MoE
 routing), ``refimpl.norms.RMSNORM_PRESETS``, ``refimpl.mixers.presets.PRESETS`` (linear-time
 mixers) and ``refimpl.model_configs.PUBLISHED`` (published model configurations). A leaf
-module: it imports nothing from refimpl.
+module: it imports nothing from refimpl but the validation layer (itself a leaf).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+
+from ._validate.accounting import preset_name, registry_entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +51,7 @@ class Registry(Mapping):
         self.argument, self.kind = argument, kind
         self._presets, self._sources = {}, {}
         for name, preset, source in entries:
-            if name in self._presets:
-                raise ValueError(f"name: expected a name not registered yet, got {name!r} twice")
-            if not isinstance(source, Source):
-                raise TypeError(f"source: expected a refimpl.preset_registry.Source, got {type(source).__name__}")
+            registry_entry(name, source, self._presets, Source)
             self._presets[name], self._sources[name] = preset, source
 
     def _expected(self) -> str:
@@ -61,10 +60,7 @@ class Registry(Mapping):
         return f"{article} {k} or one of {sorted(self._presets)}" if k else f"one of {sorted(self._presets)}"
 
     def __getitem__(self, name):
-        try:
-            return self._presets[name]
-        except (KeyError, TypeError):  # TypeError: an unhashable name
-            raise UnknownPreset(f"{self.argument}: expected {self._expected()}, got {name!r}") from None
+        return self._presets[preset_name(name, self._presets, self.argument, self._expected, UnknownPreset)]
 
     def __iter__(self):
         return iter(self._presets)

@@ -29,6 +29,7 @@ import numpy as np
 from . import masks as _masks
 from . import _validate as _V
 from ._validate import positive_int
+from ._validate import vision as _R
 
 
 def receptive_field(mask, n: int, layers: int | None = None) -> np.ndarray:
@@ -42,9 +43,7 @@ def receptive_field(mask, n: int, layers: int | None = None) -> np.ndarray:
     if not isinstance(mask, _masks.Mask) and isinstance(mask, (list, tuple)):
         return _per_layer(mask, n, layers)
     _V.instance(mask, "mask", _masks.Mask, "refimpl.masks.Mask or a list of them (one per layer)")
-    if layers is None:
-        raise TypeError("layers: expected the number of layers for a single mask, got None")
-    layers = positive_int(layers, "layers")
+    layers = _R.layer_count(layers, None)
     A = mask.materialize(n, n).astype(np.int64)
     R = None
     while True:  # binary powering; entries kept 0/1 so products never overflow
@@ -57,12 +56,8 @@ def receptive_field(mask, n: int, layers: int | None = None) -> np.ndarray:
 
 
 def _per_layer(masks, n: int, layers) -> np.ndarray:
-    if not masks:
-        raise ValueError("mask: expected at least one layer's mask, got an empty sequence")
-    for i, m in enumerate(masks):
-        _V.instance(m, f"mask[{i}]", _masks.Mask, "refimpl.masks.Mask")
-    if layers is not None and positive_int(layers, "layers") != len(masks):
-        raise ValueError(f"layers: expected None or the number of masks ({len(masks)}), got {layers}")
+    masks = _R.mask_list(masks, _masks.Mask)
+    _R.layer_count(layers, len(masks))
     _V.check_budget("n, mask", nbytes=24 * n * n, steps=len(masks) * (n // 64 + 1),
                     what=f"{len(masks)} boolean ({n}, {n}) products")
     R = masks[0].materialize(n, n).astype(np.int64)
@@ -86,16 +81,8 @@ def receptive_interval(mask, i: int, layers: int | None = None, n: int | None = 
     ``n`` (sequence length, default i + 1) must exceed i. A mask under which position i
     sees nothing, or sees a set with holes, is a ValueError naming ``mask``.
     """
-    i = positive_int(i, "i", allow_zero=True)
-    n = i + 1 if n is None else positive_int(n, "n")
-    if i >= n:
-        raise ValueError(f"i: expected a position < n = {n}, got {i}")
-    row = np.flatnonzero(receptive_field(mask, n, layers)[i])
-    if row.size == 0:
-        raise ValueError(f"mask: expected every position to see a key, got position {i} seeing nothing after "
-                         f"{layers or len(mask)} layers")
-    if row.size != row[-1] - row[0] + 1:
-        raise ValueError(f"mask: expected an interval as position {i}'s receptive field, got {row.tolist()}")
+    i, n = _R.position(i, n)
+    row = _R.interval_row(np.flatnonzero(receptive_field(mask, n, layers)[i]), i, layers or len(mask))
     return int(row[0]), int(row[-1])
 
 

@@ -33,7 +33,8 @@ import dataclasses
 
 from . import accounting as A
 from . import io_accounting as IO
-from ._validate import FLOAT_MAX, choice, count, finite_result, positive_int, real_number
+from ._validate import choice, count, finite_result, instance, positive_int, real_number
+from ._validate.accounting import flop_count
 from .cache import kv_cache_values
 
 SCHEDULES = ("flash", "standard")
@@ -48,8 +49,7 @@ class Hardware:
     bandwidth: float
 
     def __post_init__(self):
-        if not isinstance(self.name, str):
-            raise TypeError(f"name: expected a str, got {type(self.name).__name__}")
+        instance(self.name, "name", str)
         real_number(self.peak_flops, "peak_flops", minimum=0.0, min_open=True)
         real_number(self.bandwidth, "bandwidth", minimum=0.0, min_open=True)
 
@@ -70,8 +70,7 @@ class Cost:
     bytes: float
 
     def __post_init__(self):
-        if float(count(self.flops, "flops", maximum=None)) > FLOAT_MAX:  # an int too large to divide
-            raise ValueError(f"flops: expected a count within float64 range, got {self.flops:.3e}")
+        flop_count(self.flops)  # an int, within float64 range (it is divided)
         real_number(self.bytes, "bytes", minimum=0.0, min_open=True)
 
     @property
@@ -80,15 +79,15 @@ class Cost:
 
 
 def _cost(cost) -> Cost:
-    if not isinstance(cost, Cost):
-        raise TypeError(f"cost: expected a refimpl.roofline.Cost, got {type(cost).__name__}")
-    return cost
+    return instance(cost, "cost", Cost, "refimpl.roofline.Cost")
 
 
 def _hw(hw) -> Hardware:
-    if not isinstance(hw, Hardware):
-        raise TypeError(f"hw: expected a refimpl.roofline.Hardware, got {type(hw).__name__}")
-    return hw
+    return instance(hw, "hw", Hardware, "refimpl.roofline.Hardware")
+
+
+def _cfg(cfg) -> A.TransformerConfig:
+    return instance(cfg, "cfg", A.TransformerConfig)
 
 
 def time_bound(cost: Cost, hw: Hardware = H100_SEED) -> float:
@@ -134,7 +133,7 @@ def decode_step_cost(cfg: A.TransformerConfig, context: int, *, batch: int = 1, 
                      bytes_per_value: float = 2) -> Cost:
     """One decoded token per sequence: 2 (active matmul weights + 2 layers H hd context) batch FLOPs;
     all parameters + the KV cache (2 layers Hkv hd context batch values) in bytes."""
-    cfg = A._cfg(cfg)
+    cfg = _cfg(cfg)
     context, batch = count(context, "context"), positive_int(batch, "batch")
     p = A.parameter_count(cfg)
     macs = A.compute_per_token(cfg, context_length=context).total
@@ -146,7 +145,7 @@ def decode_step_cost(cfg: A.TransformerConfig, context: int, *, batch: int = 1, 
 def kv_cache_read_time(cfg: A.TransformerConfig, context: int, *, batch: int = 1, bytes_per_value: float = 2,
                        hw: Hardware = H100_SEED) -> float:
     """2 layers Hkv hd context batch x bytes_per_value / bandwidth, seconds per decode step."""
-    cfg, hw = A._cfg(cfg), _hw(hw)
+    cfg, hw = _cfg(cfg), _hw(hw)
     kv = kv_cache_values(count(context, "context"), cfg.kv_heads, cfg.hd, layers=cfg.n_layers,
                          batch=positive_int(batch, "batch"))
     return finite_result(kv * _bytes_per(bytes_per_value, "bytes_per_value") / hw.bandwidth, "the time",

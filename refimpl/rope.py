@@ -54,15 +54,14 @@ multiplies its cos and sin tables).
 from __future__ import annotations
 
 import math
-from typing import Mapping
-
 import numpy as np
 
-from ._validate import as_float_array, check_budget, choice, count, finite_result, flag, instance, positive_float, positive_int, real_number
+from ._validate import as_float_array, check_budget, choice, finite_result, positive_float, positive_int, real_number
+from ._validate import positions as _VP
 
 LAYOUTS = ("half", "interleaved")
 SCALINGS = ("linear", "dynamic", "yarn", "llama3")
-MAX_POSITION = 2**53  # integers below this convert to float64 exactly
+MAX_POSITION = _VP.MAX_POSITION  # 2**53: integers below this convert to float64 exactly
 
 
 def rope_definition(x, positions, *, layout: str = "half", rotary_dim: int | None = None, base: float = 10000.0,
@@ -83,20 +82,6 @@ def rope_definition(x, positions, *, layout: str = "half", rotary_dim: int | Non
     return finite_result(np.einsum("blij,bhlj->bhli", R, x), "a rotated entry", "x, scaling")  # y = R(m) x
 
 
-_REQUIRED = {
-    "linear": ("factor",),
-    "dynamic": ("factor", "max_position_embeddings", "seq_len"),
-    "yarn": ("factor", "original_max_position_embeddings"),
-    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
-}
-_OPTIONAL = {
-    "linear": (),
-    "dynamic": (),
-    "yarn": ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor", "truncate"),
-    "llama3": (),
-}
-
-
 def check_layout(layout, name: str = "layout") -> str:
     """``layout``: one of LAYOUTS ("half", "interleaved")."""
     return choice(layout, name, LAYOUTS)
@@ -104,70 +89,23 @@ def check_layout(layout, name: str = "layout") -> str:
 
 def check_rotary_dim(rotary_dim, D: int, dim_name: str = "x") -> int:
     """rotary_dim (default: the head dim D, full rotary) even and <= D; ``dim_name`` names where D came from."""
-    if rotary_dim is None:
-        if D % 2 or D == 0:  # D = 0 (an empty head axis) would reach base_frequencies as rotary_dim 0
-            raise ValueError(f"{dim_name}: expected an even head dim >= 2 for full rotary (rotary_dim None), got {D}")
-        return D
-    d = positive_int(rotary_dim, "rotary_dim")
-    if d % 2 or d > D:
-        raise ValueError(f"rotary_dim, {dim_name}: expected an even rotary_dim <= the head dim {D} (of {dim_name}), "
-                         f"got {d}")
-    return d
+    return _VP.rotary_dim(rotary_dim, D, dim_name)
 
 
 def int_positions(positions, name: str = "positions") -> np.ndarray:
     """An integer array of exact positions 0 <= m < 2^53 (any shape)."""
-    if positions is None or isinstance(positions, (str, bytes)):
-        raise TypeError(f"{name}: expected an integer array (exact positions), got {type(positions).__name__}")
-    p = np.asarray(positions)
-    if p.dtype == np.bool_ or not np.issubdtype(p.dtype, np.integer):
-        raise TypeError(f"{name}: expected an integer array (exact positions), got dtype {p.dtype}")
-    if p.size and (p.min() < 0 or p.max() >= MAX_POSITION):
-        raise ValueError(f"{name}: expected 0 <= m < 2^53, got range [{p.min()}, {p.max()}]")
-    return p
+    return _VP.int_positions(positions, name)
 
 
 def check_positions(positions, B: int, L: int) -> np.ndarray:
     """Integer positions (L,) or (B, L) as int64 (B, L); rejects floats, bools, negatives, >= 2^53."""
-    B, L = count(B, "B"), count(L, "L")
-    p = int_positions(positions)
-    if p.shape not in ((L,), (B, L)):
-        raise ValueError(f"positions: expected shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {p.shape}")
-    if max(B, 1) * max(L, 1) * 8 > np.iinfo(np.intp).max:  # a broadcast view allocates nothing, but NumPy
-        # cannot shape it: it counts a zero axis as 1 in this check ((2^60, 0) int64 is "too big")
-        raise ValueError(f"B, L: expected a (B, L) int64 array NumPy can index (max(B, 1) * max(L, 1) * 8 <= "
-                         f"2^63 - 1 bytes), got B = {B}, L = {L}")
-    return np.broadcast_to(p.astype(np.int64), (B, L))
+    return _VP.batch_positions(positions, B, L)
 
 
 def check_scaling(scaling) -> dict | None:
-    """Validate a scaling dict (HF ``rope_parameters`` keys plus "rope_type")."""
-    if scaling is None:
-        return None
-    if not isinstance(scaling, Mapping) or scaling.get("rope_type") not in SCALINGS:
-        raise ValueError(f"scaling: expected None or a dict with rope_type in {SCALINGS}, got {scaling!r}")
-    kind = scaling["rope_type"]
-    missing = [k for k in _REQUIRED[kind] if scaling.get(k) is None]
-    unknown = set(scaling) - {"rope_type", *_REQUIRED[kind], *_OPTIONAL[kind]}
-    if missing or unknown:
-        raise ValueError(f"scaling: expected keys {list(_REQUIRED[kind] + _OPTIONAL[kind])} for {kind!r}, got "
-                         f"missing {missing}, unknown {sorted(unknown)}")
-    out = dict(scaling)
-    for key, check in _CHECKS.items():
-        if scaling.get(key) is not None:
-            out[key] = check(scaling[key], f"scaling[{key!r}]")
-    if kind == "llama3" and not out["high_freq_factor"] > out["low_freq_factor"]:
-        raise ValueError(f"scaling: expected llama3 high_freq_factor > low_freq_factor, got "
-                         f"{out['high_freq_factor']!r} <= {out['low_freq_factor']!r}")
-    return out
-
-
-_CHECKS = {  # each scaling entry, checked by name ("scaling['factor']: expected ...")
-    "factor": positive_float, "max_position_embeddings": positive_int, "seq_len": positive_int,
-    "original_max_position_embeddings": positive_int, "low_freq_factor": positive_float,
-    "high_freq_factor": positive_float, "beta_fast": positive_float, "beta_slow": positive_float,
-    "mscale": real_number, "mscale_all_dim": real_number, "attention_factor": positive_float, "truncate": flag,
-}
+    """Validate a scaling dict (HF ``rope_parameters`` keys plus "rope_type"; the keys each type takes:
+    ``refimpl._validate.positions.SCALING_KEYS``)."""
+    return _VP.rope_scaling(scaling, SCALINGS)
 
 
 def base_frequencies(rotary_dim: int, base: float) -> np.ndarray:
@@ -176,12 +114,14 @@ def base_frequencies(rotary_dim: int, base: float) -> np.ndarray:
     ``rotary_dim`` is even (d/2 pairs); ``base`` > 0. A base below 1 so small that a theta_i
     exceeds float64 range is an error (never inf).
     """
-    d = positive_int(rotary_dim, "rotary_dim")
-    if d % 2:
-        raise ValueError(f"rotary_dim: expected an even number (d/2 rotated pairs), got {d}")
+    d = _VP.even_count(rotary_dim, "rotary_dim", "an even number (d/2 rotated pairs)")
     check_budget("rotary_dim", shape=(d,), itemsize=16, what=f"{d // 2} frequencies")
+    return _base_frequencies(d, positive_float(base, "base"))
+
+
+def _base_frequencies(d: int, base: float) -> np.ndarray:
     with np.errstate(over="ignore"):
-        theta = 1.0 / positive_float(base, "base") ** (np.arange(0, d, 2, dtype=np.float64) / d)
+        theta = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
     return finite_result(theta, "a frequency theta_i = base^(-2i/d)", "base")
 
 
@@ -190,7 +130,10 @@ def yarn_get_mscale(scale: float, mscale: float = 1.0) -> float:
 
     ``scale`` (the context extension factor) > 0, ``mscale`` a finite real.
     """
-    scale, mscale = positive_float(scale, "scale"), real_number(mscale, "mscale")
+    return _mscale(positive_float(scale, "scale"), real_number(mscale, "mscale"))
+
+
+def _mscale(scale: float, mscale: float) -> float:
     return 1.0 if scale <= 1 else finite_result(0.1 * mscale * math.log(scale) + 1.0, "the mscale", "scale, mscale")
 
 
@@ -202,11 +145,11 @@ def rope_frequencies(rotary_dim: int, base: float = 10000.0, scaling=None) -> tu
 
     Mirrors HF's ``ROPE_INIT_FUNCTIONS[rope_type](config)`` -> (inv_freq, attention_factor).
     """
-    d = positive_int(rotary_dim, "rotary_dim")
-    sc = check_scaling(scaling)
-    theta = base_frequencies(d, base)
+    d, base, sc = _VP.rope_frequency_inputs(rotary_dim, base, scaling, SCALINGS)
+    check_budget("rotary_dim", shape=(d,), itemsize=16, what=f"{d // 2} frequencies")
+    theta = _base_frequencies(d, base)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # non-finite results reported below
-        theta, attn = _scaled(theta, d, positive_float(base, "base"), sc)
+        theta, attn = _scaled(theta, d, base, sc)
     return finite_result(theta, "a scaled frequency", "base, scaling"), finite_result(attn, "the attention factor",
                                                                                        "scaling")
 
@@ -219,12 +162,9 @@ def _scaled(theta: np.ndarray, d: int, base: float, sc: dict | None) -> tuple[np
         return theta / factor, 1.0
     if kind == "dynamic":
         P, s = sc["max_position_embeddings"], max(sc["seq_len"], sc["max_position_embeddings"])
-        if d < 4:
-            raise ValueError(f"rotary_dim: expected rotary_dim >= 4 for the dynamic scaling (exponent d / (d - 2)), "
-                             f"got {d}")
         with np.errstate(over="ignore"):
-            new_base = base * (factor * s / P - (factor - 1)) ** (d / (d - 2))
-        return base_frequencies(d, finite_result(new_base, "the dynamic NTK base", "base, scaling")), 1.0
+            new_base = base * (factor * s / P - (factor - 1)) ** (d / (d - 2))  # d >= 4 (validated)
+        return _base_frequencies(d, finite_result(new_base, "the dynamic NTK base", "base, scaling")), 1.0
     if kind == "llama3":
         P = sc["original_max_position_embeddings"]
         lo, hi = sc["low_freq_factor"], sc["high_freq_factor"]
@@ -239,12 +179,9 @@ def _scaled(theta: np.ndarray, d: int, base: float, sc: dict | None) -> tuple[np
     attn = sc.get("attention_factor")
     if attn is None:
         m, m_all = sc.get("mscale"), sc.get("mscale_all_dim")
-        attn = yarn_get_mscale(factor, m) / yarn_get_mscale(factor, m_all) if (m and m_all) else yarn_get_mscale(factor)
+        attn = _mscale(factor, m) / _mscale(factor, m_all) if (m and m_all) else _mscale(factor, 1.0)
 
-    if base == 1.0:
-        raise ValueError("base: expected base != 1 (the yarn ramp's dims are log(...) / log(base)), got 1")
-
-    def correction_dim(rotations):  # the dim index whose period fits `rotations` times into P
+    def correction_dim(rotations):  # the dim index whose period fits `rotations` times into P (base != 1)
         return d * math.log(P / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
     low, high = correction_dim(beta_fast), correction_dim(beta_slow)
@@ -273,9 +210,7 @@ def layout_permutation(head_dim: int, rotary_dim: int | None = None) -> np.ndarr
 def convert_layout(x, src: str, dst: str, rotary_dim: int | None = None) -> np.ndarray:
     """Permute the last axis of ``x`` (a q, a k, or the output rows of W_q / W_k) from layout src to dst."""
     check_layout(src, "src"), check_layout(dst, "dst")
-    x = as_float_array(x, "x")
-    if x.ndim == 0 or x.shape[-1] == 0:
-        raise ValueError(f"x: expected a last axis of head_dim >= 1 columns, got shape {x.shape}")
+    x = _VP.last_axis(x, "x")
     perm = layout_permutation(x.shape[-1], rotary_dim)
     if src == dst:
         return x.copy()
@@ -299,8 +234,10 @@ def rope_angles(positions: np.ndarray, theta: np.ndarray) -> np.ndarray:
     positions: integers 0 <= m < 2^53 (any shape); theta: finite (d/2,). An angle beyond
     float64 range is an error.
     """
-    pos = int_positions(positions)
-    theta = as_float_array(theta, "theta", ndim=1)
+    return _angles(int_positions(positions), as_float_array(theta, "theta", ndim=1))
+
+
+def _angles(pos: np.ndarray, theta: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         alpha = pos.astype(np.float64)[..., None] * theta
     return finite_result(alpha, "an angle m * theta_i", "positions, theta")
@@ -319,7 +256,7 @@ def apply_rope(x, positions, *, layout: str = "half", rotary_dim: int | None = N
     d = check_rotary_dim(rotary_dim, D)
     pos = check_positions(positions, B, L)
     theta, attn = rope_frequencies(d, base, scaling)
-    alpha = rope_angles(pos, theta)[:, None]  # (B, 1, L, d/2)
+    alpha = _angles(pos, theta)[:, None]  # (B, 1, L, d/2)
     cos, sin = attn * np.cos(alpha), attn * np.sin(alpha)
     xa, xb = _pairs(x, d, layout)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -332,29 +269,7 @@ def check_rope_kwargs(rope, head_dim: int | None = None) -> dict:
 
     With ``head_dim`` (the rotated vectors' width) rotary_dim is checked against it too.
     """
-    instance(rope, "rope", Mapping, "dict of apply_rope keywords")
-    unknown = set(rope) - {"layout", "rotary_dim", "base", "scaling"}
-    if unknown:
-        raise ValueError(f"rope: expected keywords among layout, rotary_dim, base, scaling, got unknown keywords "
-                         f"{sorted(unknown)}")
-    out = dict(rope)
-    if "layout" in rope:
-        check_layout(rope["layout"], "rope['layout']")
-    if rope.get("rotary_dim") is not None:
-        positive_int(rope["rotary_dim"], "rope['rotary_dim']")
-    if head_dim is not None:
-        try:
-            check_rotary_dim(rope.get("rotary_dim"), positive_int(head_dim, "head_dim"), "head_dim")
-        except ValueError as e:
-            raise ValueError(f"rope, {e}") from None
-    if "base" in rope:
-        positive_float(rope["base"], "rope['base']")
-    if rope.get("scaling") is not None:
-        try:
-            check_scaling(rope["scaling"])
-        except (TypeError, ValueError) as e:
-            raise type(e)(str(e).replace("scaling", "rope['scaling']", 1)) from None
-    return out
+    return _VP.rope_kwargs(rope, head_dim, LAYOUTS, SCALINGS)
 
 
 __all__ = [

@@ -24,13 +24,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_float_array, finite_result, real_number
+from ._validate.formats import token_activations
 
 
 def logit_variance(x, sigma: float) -> np.ndarray:
     """Var over the head weights of w . x for each token of x (..., E): sigma^2 sum_t x_t^2."""
-    x = as_float_array(x, "x", min_size={-1: 1} if np.ndim(x) else None)
-    if x.ndim < 1:
-        raise ValueError(f"x: expected at least 1 dimension (..., E), got shape {x.shape}")
+    x = token_activations(x)
     s = real_number(sigma, "sigma", minimum=0.0)
     with np.errstate(over="ignore"):
         return finite_result(s * s * np.einsum("...e,...e->...", x, x), "the variance", "x, sigma")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as _V
+from ._validate import layers as _L
 from .definition import attention_arguments
 from .sdpa import attention
 
@@ -47,9 +48,7 @@ def attention_with_sinks_definition(q, k, v, sinks, *, mask=None, causal=False, 
         r = scale * (q @ k.swapaxes(-1, -2))                              # r = scale <q_i, k_j>
         S = r if softcap is None else softcap * np.tanh(r / softcap)      # S = c tanh(r / c)
         S = np.where(visible, S if bias is None else S + bias, -np.inf)   # + bias; -inf where hidden
-    if (visible & ~(np.isfinite(r) & np.isfinite(S)) & (True if bias is None else ~np.isneginf(bias))).any():
-        raise ValueError("q, k, scale: expected every visible score of the definition to be finite, got one beyond "
-                         "the float64 range; rescale q, k or scale, or pass softcap=")
+    _L.visible_scores(visible, r, S, bias)
     S = np.concatenate([S, np.broadcast_to(s_h, S.shape[:3] + (1,))], axis=-1)  # [S_i, s_h]: the sink column
     m = np.max(S, axis=-1, keepdims=True)                                 # m_i (finite: the sink is)
     e = np.exp(S - m)
@@ -60,10 +59,7 @@ def attention_with_sinks_definition(q, k, v, sinks, *, mask=None, causal=False, 
 
 def check_sinks(sinks, Hq: int) -> np.ndarray:
     """``sinks`` as a float64 (Hq,) array of finite logits."""
-    s = _V.as_float_array(sinks, "sinks")
-    if s.shape != (Hq,):
-        raise ValueError(f"sinks: expected one logit per query head, shape ({Hq},), got {s.shape}")
-    return s
+    return _L.sink_logits(sinks, Hq)
 
 
 def apply_sinks(out, lse, sinks):
@@ -72,8 +68,8 @@ def apply_sinks(out, lse, sinks):
     out (B, Hq, Lq, Dv), lse (B, Hq, Lq) from ``refimpl.attention``; sinks (Hq,).
     Returns new arrays (float64): out * sigmoid(lse - s_h) and logaddexp(lse, s_h).
     """
-    out, lse = np.asarray(out, dtype=np.float64), np.asarray(lse, dtype=np.float64)
-    s = check_sinks(sinks, lse.shape[1])[None, :, None]
+    out, lse, s = _L.sink_inputs(out, lse, sinks)
+    s = s[None, :, None]
     new_lse = np.logaddexp(lse, s)
     keep = np.exp(lse - new_lse)  # sigmoid(lse - s): 0 for a fully masked row (lse = -inf)
     return out * keep[..., None], new_lse
@@ -86,8 +82,7 @@ def attention_with_sinks(q, k, v, sinks, **kwargs):
     module docstring for the formula. Dropout keywords are not accepted (the
     gpt-oss reference applies dropout after dropping the sink column).
     """
-    if kwargs.get("dropout_mask") is not None:
-        raise ValueError("dropout_mask: expected None together with sinks (not defined here), got a mask")
+    _L.no_dropout_with_sinks(kwargs.get("dropout_mask"))
     out, lse = attention(q, k, v, **kwargs)
     return apply_sinks(out, lse, sinks)
 

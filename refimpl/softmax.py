@@ -37,6 +37,7 @@ import numpy as np
 from . import _validate as V
 from ._exp import EXP_MAX_ULP, exp  # noqa: F401 (EXP_MAX_ULP public here: the stated error of the exp used)
 from ._validate import as_float_array
+from ._validate.conventions import attention_parts, cut_points, online_state, state_and_block, two_states
 
 
 def _exp_shift(x: np.ndarray, m: np.ndarray, out=None) -> np.ndarray:
@@ -45,9 +46,12 @@ def _exp_shift(x: np.ndarray, m: np.ndarray, out=None) -> np.ndarray:
     Where m = -inf every x is -inf too (an empty or fully masked set); such an m
     is read as 0, so exp(-inf - (-inf)) is exp(-inf) = 0, never NaN. Only the
     (small) m is inspected: two passes over x, the subtraction and the exp.
-    ``out`` (e.g. ``x`` itself) receives the result.
+    ``out`` (e.g. ``x`` itself) receives the result. As m >= x, x - m overflows only
+    towards -inf (x near -finfo.max, m near +finfo.max), where the exact exp underflows
+    to 0 too: that overflow is exact, so it is not reported.
     """
-    d = np.subtract(x, np.where(np.isneginf(m), 0.0, m), out=out)
+    with np.errstate(over="ignore"):
+        d = np.subtract(x, np.where(np.isneginf(m), 0.0, m), out=out)
     return exp(d, out=d) if isinstance(d, np.ndarray) else exp(d)  # 0-d operands give a NumPy scalar
 
 
@@ -110,10 +114,7 @@ class OnlineSoftmaxState:
     l: np.ndarray
 
     def __post_init__(self):
-        m = as_float_array(self.m, "m", allow_neg_inf=True)
-        l = as_float_array(self.l, "l", shape=m.shape, shape_doc="the same shape as m")
-        if (l < 0).any():
-            raise ValueError(f"l: expected sums of exponentials >= 0, got {float(np.min(l))!r}")
+        m, l = online_state(self.m, self.l)
         object.__setattr__(self, "m", m)
         object.__setattr__(self, "l", l)
 
@@ -133,12 +134,12 @@ def online_softmax_update(state: OnlineSoftmaxState, block, axis: int = -1) -> O
 
     m' = max(m, max(block)),  l' = l * exp(m - m') + sum exp(block - m').
     """
-    V.instance(state, "state", OnlineSoftmaxState)
-    block = as_float_array(block, "block", allow_neg_inf=True)
-    axis = V.axis_index(axis, block.ndim)
-    rest = block.shape[:axis] + block.shape[axis + 1:]
-    if state.m.shape != rest:
-        raise ValueError(f"block: expected shape {state.m.shape} (the state's) with the axis {axis} added, got {block.shape}")
+    block, axis = state_and_block(state, block, axis, OnlineSoftmaxState)
+    return _update(state, block, axis)
+
+
+def _update(state: OnlineSoftmaxState, block: np.ndarray, axis: int) -> OnlineSoftmaxState:
+    """``online_softmax_update`` on a checked state and block."""
     m_new = np.maximum(state.m, np.max(block, axis=axis, initial=-np.inf))
     l_new = state.l * _exp_shift(state.m, m_new) + np.sum(
         _exp_shift(block, np.expand_dims(m_new, axis)), axis=axis
@@ -152,9 +153,7 @@ def online_softmax_merge(a: OnlineSoftmaxState, b: OnlineSoftmaxState) -> Online
     m = max(m_a, m_b),  l = l_a * exp(m_a - m) + l_b * exp(m_b - m);
     the empty state (-inf, 0) is the identity.
     """
-    V.instance(a, "a", OnlineSoftmaxState), V.instance(b, "b", OnlineSoftmaxState)
-    if a.m.shape != b.m.shape:
-        raise ValueError(f"a, b: expected states of the same shape, got {a.m.shape} and {b.m.shape}")
+    two_states(a, b, OnlineSoftmaxState)
     m = np.maximum(a.m, b.m)
     return OnlineSoftmaxState(m, a.l * _exp_shift(a.m, m) + b.l * _exp_shift(b.m, m))
 
@@ -168,13 +167,10 @@ def online_logsumexp(x, boundaries, axis: int = -1) -> np.ndarray:
     """
     x = as_float_array(x, "x", allow_neg_inf=True)
     x = np.moveaxis(x, V.axis_index(axis, x.ndim), -1)
-    n = x.shape[-1]
-    if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
-        raise TypeError(f"boundaries: expected a sequence of ints, got {type(boundaries).__name__}")
-    cuts = [0, *sorted(V.count(b, "boundaries", maximum=n, what=f"a cut in [0, n={n}]") for b in boundaries), n]
+    cuts = cut_points(boundaries, x.shape[-1])
     state = OnlineSoftmaxState.empty(x.shape[:-1])
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        state = online_softmax_update(state, x[..., lo:hi])
+        state = _update(state, x[..., lo:hi], x.ndim - 1)
     return state.lse
 
 
@@ -199,19 +195,8 @@ def merge_attention_states(outs, lses):
     which stays exact at any magnitude; this function is the flash-decoding
     combine as libraries write it.
     """
-    for name, seq in (("outs", outs), ("lses", lses)):
-        if isinstance(seq, (str, bytes, np.ndarray)) or not hasattr(seq, "__len__"):
-            raise TypeError(f"{name}: expected a list of arrays, got {type(seq).__name__}")
-    outs = [as_float_array(o, f"outs[{i}]", min_size={-1: 1} if np.ndim(o) else None) for i, o in enumerate(outs)]
-    lses = [as_float_array(l, f"lses[{i}]", allow_neg_inf=True) for i, l in enumerate(lses)]
-    if not outs or len(outs) != len(lses):
-        raise ValueError(f"outs, lses: expected the same positive number of parts, got {len(outs)} and {len(lses)}")
-    for i, (o, l) in enumerate(zip(outs, lses)):
-        if o.ndim < 1 or o.shape != outs[0].shape:
-            raise ValueError(f"outs[{i}]: expected shape (..., Dv) = {outs[0].shape} as outs[0], got {o.shape}")
-        if o.shape[:-1] != l.shape:
-            raise ValueError(f"lses[{i}]: expected shape {o.shape[:-1]} (outs[{i}] without Dv), got {l.shape}")
+    outs, lses = attention_parts(outs, lses)
     # the weights exp(lse_i - lse) are a softmax over the parts' lse values
-    w, lse = softmax_and_logsumexp(np.stack(lses), axis=0)  # w 0 for empty parts
+    w, lse = _softmax_lse(np.stack(lses), axis=0)  # w 0 for empty parts
     out = np.einsum("p...,p...d->...d", w, np.stack(outs))
     return out, lse

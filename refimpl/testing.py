@@ -37,6 +37,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from ._validate.accounting import float64_array, precision_name
+
 __all__ = [
     "PRECISIONS",
     "assert_close",
@@ -58,27 +60,10 @@ ArrayLike = Any
 Window = Optional[Tuple[Optional[int], Optional[int]]]
 
 
-def _f64(x: ArrayLike, name: str) -> np.ndarray:
-    """``x`` as a float64 ndarray (torch tensors through ``.detach().cpu().double()``)."""
-    if x is None:
-        raise TypeError(f"{name}: expected an array, got None")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, any dtype
-        x = x.detach().cpu().double().numpy()
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__} ({e})") from None
-
-
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
 def _inputs(precision: str, **arrays) -> dict:
     from properties.tolerance import round_to
 
-    return {k: (None if v is None else round_to(_f64(v, k), precision)) for k, v in arrays.items()}
+    return {k: (None if v is None else round_to(float64_array(v, k), precision)) for k, v in arrays.items()}
 
 
 def assert_close(actual: ArrayLike, expected: ArrayLike, *, atol: float, name: str = "value", context: str = "") -> None:
@@ -89,7 +74,7 @@ def assert_close(actual: ArrayLike, expected: ArrayLike, *, atol: float, name: s
     """
     from properties.tolerance import compare_close
 
-    compare_close(name, _f64(actual, "actual"), _f64(expected, "expected"), float(atol), context or "assert_close")
+    compare_close(name, float64_array(actual, "actual"), float64_array(expected, "expected"), float(atol), context or "assert_close")
 
 
 # ----------------------------------------------------------------------------
@@ -121,7 +106,7 @@ def attention_bounds(q: ArrayLike, k: ArrayLike, v: ArrayLike, *, precision: str
 
     from .sdpa import attention
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     a = _inputs(precision, q=q, k=k, v=v, bias=bias)
     q, k, v, bias = a["q"], a["k"], a["v"], a["bias"]
     kw = dict(mask=mask, causal=causal, align=align, window=window, scale=scale, softcap=softcap, bias=bias)
@@ -163,9 +148,9 @@ def assert_attention_close(out: ArrayLike, q: ArrayLike, k: ArrayLike, v: ArrayL
         q, k, v, precision=precision, mask=mask, causal=causal, align=align, window=window, scale=scale,
         softcap=softcap, bias=bias, block_k=block_k)
     ctx = f"assert_attention_close, precision {precision}"
-    compare_close("out", _f64(out, "out"), ref_out, atol_out, ctx)
+    compare_close("out", float64_array(out, "out"), ref_out, atol_out, ctx)
     if lse is not None:
-        compare_lse("lse", _f64(lse, "lse"), ref_lse, atol_lse, ctx)
+        compare_lse("lse", float64_array(lse, "lse"), ref_lse, atol_lse, ctx)
 
 
 def _naive_attention_grads(q, k, v, dout, vis, scale, softcap, bias, precision):
@@ -191,7 +176,7 @@ def _naive_attention_grads(q, k, v, dout, vis, scale, softcap, bias, precision):
         if bias is not None:
             s = r(s + r(np.where(np.isfinite(bias), bias, 0.0)))
         s = np.where(vis, s, f(-np.inf))
-        m = np.max(s, axis=-1, keepdims=True)
+        m = np.max(s, axis=-1, keepdims=True, initial=-np.inf)  # Lk = 0: no key, a fully masked row
         m = np.where(np.isfinite(m), m, f(0))
         e = r(np.exp(s - m))
         l = ops.sum(e, axis=-1, keepdims=True)
@@ -205,8 +190,9 @@ def _naive_attention_grads(q, k, v, dout, vis, scale, softcap, bias, precision):
             dS = r(dS * r(f(1) - r(t * t)))
         dq = r(ops.matmul(dS, kk) * f(scale))
         dk = r(ops.matmul(np.swapaxes(dS, -1, -2), qq) * f(scale))
-    dk = dk.reshape(B, Hkv, G, Lk, -1).sum(axis=2, dtype=f)
-    dv = dv.reshape(B, Hkv, G, Lk, -1).sum(axis=2, dtype=f)
+    # sizes named (not -1): with B, Hkv or Lk = 0 a -1 is ambiguous and NumPy refuses the reshape
+    dk = dk.reshape(B, Hkv, G, Lk, q.shape[-1]).sum(axis=2, dtype=f)
+    dv = dv.reshape(B, Hkv, G, Lk, v.shape[-1]).sum(axis=2, dtype=f)
     return tuple(np.asarray(g, dtype=np.float64) for g in (dq, dk, dv))
 
 
@@ -228,7 +214,7 @@ def attention_grads_bounds(q: ArrayLike, k: ArrayLike, v: ArrayLike, dout: Array
 
     from .sdpa import attention_backward
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     a = _inputs(precision, q=q, k=k, v=v, dout=dout, bias=bias)
     q, k, v, dout, bias = a["q"], a["k"], a["v"], a["dout"], a["bias"]
     kw = dict(mask=mask, causal=causal, align=align, window=window, scale=scale, softcap=softcap, bias=bias)
@@ -271,7 +257,7 @@ def assert_attention_grads_close(dq: ArrayLike, dk: ArrayLike, dv: ArrayLike, q:
                                          window=window, scale=scale, softcap=softcap, bias=bias)
     ctx = f"assert_attention_grads_close, precision {precision}"
     for name, got, want, atol in zip(("dq", "dk", "dv"), (dq, dk, dv), ref, bounds):
-        compare_close(name, _f64(got, name), want, atol, ctx)
+        compare_close(name, float64_array(got, name), want, atol, ctx)
 
 
 # ----------------------------------------------------------------------------
@@ -295,7 +281,7 @@ def _naive_softmax(x: np.ndarray, precision: str) -> Tuple[np.ndarray, np.ndarra
     r, f = ops.r, ops.compute
     xx = r(x)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        m = np.max(xx, axis=-1, keepdims=True)
+        m = np.max(xx, axis=-1, keepdims=True, initial=-np.inf)  # an empty row: fully masked
         m = np.where(np.isfinite(m), m, f(0))
         e = r(np.exp(xx - m))
         s = ops.sum(e, axis=-1, keepdims=True)
@@ -330,10 +316,10 @@ def assert_softmax_close(actual: ArrayLike, x: ArrayLike, *, axis: int = -1, pre
 
     from .softmax import softmax
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     x = np.moveaxis(_inputs(precision, x=x)["x"], axis, -1)
     ref = softmax(x, axis=-1)
-    got = np.moveaxis(_f64(actual, "actual"), axis, -1)
+    got = np.moveaxis(float64_array(actual, "actual"), axis, -1)
     compare_close("softmax", got, ref, _softmax_bounds(x, precision, 0, ref),
                   f"assert_softmax_close, precision {precision}")
 
@@ -345,10 +331,10 @@ def assert_logsumexp_close(actual: ArrayLike, x: ArrayLike, *, axis: int = -1, p
 
     from .softmax import logsumexp
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     x = np.moveaxis(_inputs(precision, x=x)["x"], axis, -1)
     ref = logsumexp(x, axis=-1)
-    compare_lse("logsumexp", _f64(actual, "actual"), ref, _softmax_bounds(x, precision, 1, ref),
+    compare_lse("logsumexp", float64_array(actual, "actual"), ref, _softmax_bounds(x, precision, 1, ref),
                 f"assert_logsumexp_close, precision {precision}")
 
 
@@ -359,7 +345,7 @@ def assert_logsumexp_close(actual: ArrayLike, x: ArrayLike, *, axis: int = -1, p
 def _suite_compare(name: str, got, want, precision: str, float64_bound: float, naive) -> None:
     from properties.precision import compare_layer
 
-    compare_layer(name, _f64(got, name), want, precision=precision, float64_bound=float(float64_bound), naive=naive,
+    compare_layer(name, float64_array(got, name), want, precision=precision, float64_bound=float(float64_bound), naive=naive,
                   context=f"assert_{name}_close, precision {precision}")
 
 
@@ -376,7 +362,7 @@ def assert_layer_norm_close(actual: ArrayLike, x: ArrayLike, weight: ArrayLike =
 
     from . import norms
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     a = _inputs(precision, x=x, w=weight, b=bias)
     x, w, b = a["x"], a["w"], a["b"]
     want = norms.layer_norm(x, w, b, eps=eps)
@@ -399,7 +385,7 @@ def assert_rms_norm_close(actual: ArrayLike, x: ArrayLike, weight: ArrayLike = N
 
     from . import norms
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     a = _inputs(precision, x=x, w=weight)
     x = a["x"]
     w = a["w"] if a["w"] is not None else np.zeros(x.shape[-1])
@@ -426,7 +412,7 @@ def assert_rope_close(actual: ArrayLike, x: ArrayLike, positions: ArrayLike, *, 
 
     from .rope import apply_rope
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     x = _inputs(precision, x=x)["x"]
     positions = np.asarray(positions)
     kw = dict(layout=layout, rotary_dim=rotary_dim, base=base, scaling=scaling)
@@ -450,10 +436,10 @@ def assert_cross_entropy_close(actual: ArrayLike, logits: ArrayLike, targets: Ar
 
     from .losses import cross_entropy
 
-    _check_precision(precision)
+    precision_name(precision, PRECISIONS)
     z = _inputs(precision, z=logits)["z"]
     t = np.asarray(targets)
     want = np.float64(cross_entropy(z, t, ignore_index=ignore_index))
     bound = PL._ce_tol(z, len(t))
-    _suite_compare("cross_entropy", np.float64(_f64(actual, "actual")), want, precision, bound,
+    _suite_compare("cross_entropy", np.float64(float64_array(actual, "actual")), want, precision, bound,
                    lambda: PL.naive_cross_entropy(precision, z, t, ignore_index))

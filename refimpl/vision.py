@@ -46,6 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import as_float_array, check_budget, choice, count, finite_result, positive_int, real_number
+from ._validate import vision as _V
 from .losses import cross_entropy
 from .norms import layer_norm
 from .softmax import softmax
@@ -53,54 +54,34 @@ from .softmax import softmax
 ORDERS = ("chw", "hwc")
 
 
-def _images(images, P):
-    x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
-    P = positive_int(P, "patch_size")
-    if x.shape[2] % P or x.shape[3] % P:
-        raise ValueError(f"patch_size: expected a divisor of H = {x.shape[2]} and W = {x.shape[3]}, got {P}")
-    return x, P
-
-
 def num_patches(height: int, width: int, patch_size: int) -> int:
     """N = (H / P)(W / P) = H W / P^2; P must divide H and W (224, 224, 16 -> 196)."""
-    H, W, P = positive_int(height, "height"), positive_int(width, "width"), positive_int(patch_size, "patch_size")
-    if H % P or W % P:
-        raise ValueError(f"patch_size: expected a divisor of height = {H} and width = {W}, got {P}")
+    H, W, P = _V.grid_of_patches(height, width, patch_size)
     return (H // P) * (W // P)
 
 
 def patchify(images, patch_size: int, *, order: str = "chw") -> np.ndarray:
     """(B, C, H, W) -> (B, N, C P^2), patches row-major over the grid, each flattened in ``order``."""
-    x, P = _images(images, patch_size)
+    x, P = _V.images_and_patch(images, patch_size)
     choice(order, "order", ORDERS)
+    return _patchify(x, P, order)
+
+
+def _patchify(x, P, order="chw"):
     B, C, H, W = x.shape
     t = x.reshape(B, C, H // P, P, W // P, P)  # b c gh p gw q
     t = t.transpose(0, 2, 4, 1, 3, 5) if order == "chw" else t.transpose(0, 2, 4, 3, 5, 1)
     return t.reshape(B, (H // P) * (W // P), C * P * P).copy()
 
 
-def _conv_weight(weight, bias, image_shape):
-    """weight (d, C, P, P) and bias (d,) for images of ``image_shape`` (B, C, H, W): the patch size is
-    weight's, so an H or W it does not divide names both (the callers have no ``patch_size``)."""
-    C, H, W = image_shape[1:]
-    w = as_float_array(weight, "weight", ndim=4, shape_doc="(d, C, P, P)", min_size={0: 1, 2: 1, 3: 1})
-    if w.shape[1] != C or w.shape[2] != w.shape[3]:
-        raise ValueError(f"weight: expected shape (d, C, P, P) with C = {C}, got {w.shape}")
-    P = w.shape[2]
-    if H % P or W % P:
-        raise ValueError(f"images, weight: expected H and W divisible by weight's patch size P = {P}, "
-                         f"got (H, W) = ({H}, {W})")
-    b = as_float_array(bias, "bias", shape=(w.shape[0],), shape_doc="(d,)")
-    return w, b
-
-
 def patch_embed(images, weight, bias) -> np.ndarray:
     """x_i = W flatten_chw(patch_i) + b: (B, C, H, W) -> (B, N, d); weight (d, C, P, P), bias (d,)."""
     x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
-    w, b = _conv_weight(weight, bias, x.shape)
-    patches = patchify(x, w.shape[2])
+    w, b = _V.conv_weight(weight, bias, x.shape)
+    patches = _patchify(x, w.shape[2])
+    d, C, P, _ = w.shape
     with np.errstate(over="ignore", invalid="ignore"):
-        out = patches @ w.reshape(w.shape[0], -1).T + b
+        out = patches @ w.reshape(d, C * P * P).T + b
     return finite_result(out, "the embedding", "images, weight, bias")
 
 
@@ -108,15 +89,15 @@ def conv2d_stride(images, weight, bias) -> np.ndarray:
     """The convolution y[o, r, c] = b_o + sum_{ch, u, v} W[o, ch, u, v] x[ch, r P + u, c P + v] with
     kernel P = stride P, as (B, (H/P)(W/P), d) (the layout HF takes after ``flatten(2).transpose(1, 2)``)."""
     x = as_float_array(images, "images", ndim=4, shape_doc="(B, C, H, W)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
-    w, b = _conv_weight(weight, bias, x.shape)
-    x, P = _images(x, w.shape[2])
+    w, b = _V.conv_weight(weight, bias, x.shape)
+    P = w.shape[2]
     B, C, H, W = x.shape
     out = np.broadcast_to(b[None, :, None, None], (B, w.shape[0], H // P, W // P)).copy()
     with np.errstate(over="ignore", invalid="ignore"):
         for u in range(P):  # one kernel tap at a time: the stride-P sampled image times W[:, :, u, v]
             for v in range(P):
                 out += np.einsum("bchw,oc->bohw", x[:, :, u::P, v::P], w[:, :, u, v])
-    return finite_result(out.reshape(B, w.shape[0], -1).transpose(0, 2, 1).copy(), "the convolution",
+    return finite_result(out.reshape(B, w.shape[0], (H // P) * (W // P)).transpose(0, 2, 1).copy(), "the convolution",
                          "images, weight, bias")
 
 
@@ -165,15 +146,9 @@ def bicubic_resize(grid, size: tuple) -> np.ndarray:
     return _bicubic(grid, "grid", size, "size")
 
 
-def _grid_size(x, name):
-    if not isinstance(x, tuple) or len(x) != 2:
-        raise TypeError(f"{name}: expected a tuple (h, w), got {x!r}")
-    return positive_int(x[0], name), positive_int(x[1], name)
-
-
 def _bicubic(grid, gname, size, sname):
     g = as_float_array(grid, gname, ndim=3, shape_doc="(h, w, d)", min_size={0: 1, 1: 1})
-    h, w = _grid_size(size, sname)
+    h, w = _V.grid_size(size, sname)
     with np.errstate(over="ignore", invalid="ignore"):
         out = _resize_axis(_resize_axis(g, 0, h), 1, w)
     return finite_result(out, "the interpolation", gname)
@@ -182,9 +157,8 @@ def _bicubic(grid, gname, size, sname):
 def interpolate_pos_embed(pos_embed, old_grid: tuple, new_grid: tuple) -> np.ndarray:
     """(1 + h w, d) -> (1 + h' w', d): the class position kept, the patch grid resized bicubically."""
     pos = as_float_array(pos_embed, "pos_embed", ndim=2, shape_doc="(1 + h w, d)")
-    h, w = _grid_size(old_grid, "old_grid")
-    if pos.shape[0] != 1 + h * w:
-        raise ValueError(f"pos_embed: expected 1 + h w = {1 + h * w} rows for old_grid {old_grid}, got {pos.shape[0]}")
+    h, w = _V.grid_size(old_grid, "old_grid")
+    _V.pos_embed_grid(pos, old_grid, h, w)
     grid = _bicubic(pos[1:].reshape(h, w, pos.shape[1]), "pos_embed", new_grid, "new_grid")  # d = 0 too (not -1)
     return np.concatenate([pos[:1], grid.reshape(grid.shape[0] * grid.shape[1], pos.shape[1])], axis=0)
 
@@ -194,9 +168,8 @@ def vit_params(*, image_size: int = 224, patch_size: int = 16, channels: int = 3
     """ViT parameters (module docstring): embeddings, n_layers encoder layers with biases and two
     LayerNorms, the final LayerNorm, and a head of n_classes (0: none). No pooler."""
     d, L, m = positive_int(d_model, "d_model"), positive_int(n_layers, "n_layers"), positive_int(d_mlp, "d_mlp")
-    C, P, S = positive_int(channels, "channels"), positive_int(patch_size, "patch_size"), positive_int(image_size, "image_size")
-    if S % P:
-        raise ValueError(f"patch_size: expected a divisor of image_size = {S}, got {P}")
+    C = positive_int(channels, "channels")
+    S, P = _V.vit_sizes(image_size, patch_size)
     N = (S // P) ** 2
     k = count(n_classes, "n_classes")
     embed = C * P * P * d + d + d + (N + 1) * d
@@ -218,12 +191,7 @@ def relative_position_index(window: int) -> np.ndarray:
 
 def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     """bool (windows, M^2, M^2): True where key j is visible to query i in the rolled image (same region)."""
-    H, W, M = positive_int(height, "height"), positive_int(width, "width"), positive_int(window, "window")
-    s = count(shift, "shift")
-    if s >= M:  # a bound set by another argument: the message names both
-        raise ValueError(f"shift, window: expected 0 <= shift < window = {M}, got shift = {s}")
-    if H % M or W % M:
-        raise ValueError(f"window: expected a divisor of height = {H} and width = {W}, got {M}")
+    H, W, M, s = _V.shifted_window(height, width, window, shift)
     check_budget("height, width, window", nbytes=H * W * (M * M + 24) + 8 * (H + W),
                  what=f"a shift mask of {H * W // (M * M)} windows of ({M * M}, {M * M})")
 
@@ -234,13 +202,13 @@ def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
         return r
 
     label = regions(H)[:, None] * 3 + regions(W)[None, :]
-    win = label.reshape(H // M, M, W // M, M).transpose(0, 2, 1, 3).reshape(-1, M * M)
+    win = label.reshape(H // M, M, W // M, M).transpose(0, 2, 1, 3).reshape((H // M) * (W // M), M * M)
     return win[:, :, None] == win[:, None, :]
 
 
 def _windows(x, M):
     B, H, W, C = x.shape
-    return x.reshape(B, H // M, M, W // M, M, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, -1, M * M, C)
+    return x.reshape(B, H // M, M, W // M, M, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, (H // M) * (W // M), M * M, C)
 
 
 def _unwindows(t, B, H, W, M):
@@ -254,9 +222,7 @@ def swin_window_attention(x, w_qkv, b_qkv, w_out, b_out, bias_table, *, num_head
     stacked in that order, b_qkv (3C,), w_out (C, C), b_out (C,), bias_table ((2M - 1)^2, heads)."""
     x = as_float_array(x, "x", ndim=4, shape_doc="(B, H, W, C)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
     B, H, W, C = x.shape
-    h = positive_int(num_heads, "num_heads")
-    if C % h:
-        raise ValueError(f"num_heads: expected a divisor of C = {C}, got {h}")
+    h = _V.heads_of(C, num_heads)
     M = positive_int(window, "window")
     mask = shift_mask(H, W, M, shift)
     s = int(shift)
@@ -265,23 +231,21 @@ def swin_window_attention(x, w_qkv, b_qkv, w_out, b_out, bias_table, *, num_head
     wo = as_float_array(w_out, "w_out", shape=(C, C), shape_doc="(C, C)")
     bo = as_float_array(b_out, "b_out", shape=(C,), shape_doc="(C,)")
     table = as_float_array(bias_table, "bias_table", shape=((2 * M - 1) ** 2, h), shape_doc="((2M - 1)^2, heads)")
-    hd = C // h
+    hd, nW = C // h, (H // M) * (W // M)
     with np.errstate(over="ignore", invalid="ignore"):
         t = _windows(np.roll(x, (-s, -s), axis=(1, 2)), M) @ wqkv + bqkv  # (B, nW, M^2, 3C)
-        q, k, v = (t[..., i * C:(i + 1) * C].reshape(B, -1, M * M, h, hd).transpose(0, 1, 3, 2, 4) for i in range(3))
+        q, k, v = (t[..., i * C:(i + 1) * C].reshape(B, nW, M * M, h, hd).transpose(0, 1, 3, 2, 4) for i in range(3))
         scores = q @ k.transpose(0, 1, 2, 4, 3) / np.sqrt(hd)  # (B, nW, h, M^2, M^2)
         scores = scores + table[relative_position_index(M)].transpose(2, 0, 1)[None, None]
         scores = np.where(mask[None, :, None], scores, -np.inf)
-        o = (softmax(scores) @ v).transpose(0, 1, 3, 2, 4).reshape(B, -1, M * M, C) @ wo + bo
+        o = (softmax(scores) @ v).transpose(0, 1, 3, 2, 4).reshape(B, nW, M * M, C) @ wo + bo
     out = np.roll(_unwindows(o, B, H, W, M), (s, s), axis=(1, 2))
     return finite_result(out, "the attention output", "x, w_qkv, w_out")
 
 
 def swin_attention_scores(height: int, width: int, window: int, *, batch: int = 1) -> int:
     """Scores computed per head: batch x (H W / M^2) windows x M^4 = batch H W M^2."""
-    H, W, M = positive_int(height, "height"), positive_int(width, "width"), positive_int(window, "window")
-    if H % M or W % M:
-        raise ValueError(f"window: expected a divisor of height = {H} and width = {W}, got {M}")
+    H, W, M = _V.window_grid(height, width, window)
     return positive_int(batch, "batch") * H * W * M * M
 
 
@@ -289,8 +253,7 @@ def patch_merging(x, norm_weight, norm_bias, w_reduction, *, eps: float = 1e-5) 
     """(B, H, W, C) -> (B, H/2, W/2, 2C): [x00, x10, x01, x11] (4C), LayerNorm, @ w_reduction (4C, 2C)."""
     x = as_float_array(x, "x", ndim=4, shape_doc="(B, H, W, C)", min_size={0: 1, 1: 1, 2: 1, 3: 1})
     B, H, W, C = x.shape
-    if H % 2 or W % 2:
-        raise ValueError(f"x: expected even H and W, got shape {x.shape}")
+    _V.even_grid(x)
     wr = as_float_array(w_reduction, "w_reduction", shape=(4 * C, 2 * C), shape_doc="(4C, 2C)")
     cat = np.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
     g = as_float_array(norm_weight, "norm_weight", shape=(4 * C,), shape_doc="(4C,)")
@@ -308,9 +271,7 @@ def clip_loss(image_embeds, text_embeds, logit_scale: float) -> float:
     u = as_float_array(image_embeds, "image_embeds", ndim=2, shape_doc="(n, d)", min_size={0: 1, 1: 1})
     v = as_float_array(text_embeds, "text_embeds", shape=u.shape, shape_doc="(n, d), as image_embeds")
     ls = real_number(logit_scale, "logit_scale", maximum=700.0)
-    mu, mv = np.abs(u).max(axis=1, keepdims=True), np.abs(v).max(axis=1, keepdims=True)
-    if not (mu > 0).all() or not (mv > 0).all():
-        raise ValueError("image_embeds, text_embeds: expected a non-zero norm for every embedding, got a zero one")
+    mu, mv = _V.nonzero_rows(u, v)
     u, v = u / mu, v / mv  # rescaled first, so the norms neither overflow nor underflow
     u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
     logits = np.exp(ls) * (v @ u.T)  # texts x images

@@ -39,8 +39,9 @@ import math
 
 import numpy as np
 
-from ._validate import (as_float_array, check_budget, choice, count, finite_result, int_array, positive_float,
-                        real_number)
+from ._validate import as_float_array, check_budget, choice, count, finite_result, positive_float, real_number
+from ._validate import layers as _L
+from ._validate import vision as _V
 from .losses import cross_entropy
 from .softmax import logsumexp, softmax
 from .vision import patch_embed
@@ -76,9 +77,7 @@ def deit_loss(cls_logits, dist_logits, labels, teacher_logits, *, distillation_t
     a = as_float_array(cls_logits, "cls_logits", ndim=2, min_size={0: 1, 1: 1})
     b = as_float_array(dist_logits, "dist_logits", shape=a.shape, shape_doc="(B, K) of cls_logits")
     t = as_float_array(teacher_logits, "teacher_logits", shape=a.shape, shape_doc="(B, K) of cls_logits")
-    y = int_array(labels, "labels", shape=(a.shape[0],))
-    if (y < 0).any() or (y >= a.shape[1]).any():
-        raise ValueError(f"labels: expected class indices in [0, {a.shape[1]}), got values from {y.min()} to {y.max()}")
+    y = _V.class_labels(labels, *a.shape)
     choice(distillation_type, "distillation_type", DISTILLATION_TYPES)
     alpha = real_number(alpha, "alpha", minimum=0.0, maximum=1.0)
     base = _renamed_ce(a, y, "cls_logits")
@@ -99,11 +98,8 @@ def deit_loss(cls_logits, dist_logits, labels, teacher_logits, *, distillation_t
 
 def _renamed_ce(logits, targets, names: str) -> float:
     """cross_entropy, a refusal naming the caller's arguments instead of ``logits``."""
-    try:
+    with _L.renamed(_L.prefix("logits", names), errors=(ValueError,)):
         return cross_entropy(logits, targets)
-    except ValueError as e:
-        msg = str(e)
-        raise ValueError(f"{names}{msg[len('logits'):]}" if msg.startswith("logits") else msg) from None
 
 
 # --- MAE -------------------------------------------------------------------------------------
@@ -115,9 +111,7 @@ def mae_random_masking(x, mask_ratio: float = 0.75, *, seed=None, noise=None):
     x = as_float_array(x, "x", ndim=3, shape_doc="(N, L, D)")
     N, L, D = x.shape
     r = real_number(mask_ratio, "mask_ratio", minimum=0.0, maximum=1.0, max_open=True)
-    if (seed is None) == (noise is None):
-        raise ValueError(f"seed, noise: expected exactly one (randomness is explicit), got "
-                         f"{'both' if seed is not None else 'neither'}")
+    _V.seed_or_noise(seed, noise)
     if noise is None:
         check_budget("x", shape=(N, L), what="the noise")
         noise = np.random.default_rng(count(seed, "seed", maximum=None)).random((N, L))
@@ -149,17 +143,15 @@ def dino_loss(student_output, teacher_output, center, *, n_crops: int, student_t
     s = as_float_array(student_output, "student_output", ndim=2, min_size={1: 1})
     t = as_float_array(teacher_output, "teacher_output", ndim=2, shape=(None, s.shape[1]), shape_doc="(2 B, K)")
     c = as_float_array(center, "center", shape=(s.shape[1],), shape_doc=f"(K,) = ({s.shape[1]},)")
-    if t.shape[0] % 2 or t.shape[0] == 0 or s.shape[0] != V * (t.shape[0] // 2):
-        raise ValueError(f"student_output, teacher_output, n_crops: expected (n_crops B, K) and (2 B, K) with B >= 1, "
-                         f"got {s.shape} and {t.shape} with n_crops = {V}")
+    B = _V.dino_views(s, t, V)
     ts, tt = positive_float(student_temp, "student_temp"), positive_float(teacher_temp, "teacher_temp")
-    B = t.shape[0] // 2
     with np.errstate(over="ignore", invalid="ignore"):
         zs, zt = s / ts, (t - c) / tt
     zs = finite_result(zs, "student_output / student_temp", "student_output, student_temp")
     zt = finite_result(zt, "(teacher_output - center) / teacher_temp", "teacher_output, center, teacher_temp")
-    log_p = (zs - logsumexp(zs, axis=1)[:, None]).reshape(V, B, -1)
-    q = softmax(zt, axis=1).reshape(2, B, -1)
+    K = s.shape[1]
+    log_p = (zs - logsumexp(zs, axis=1)[:, None]).reshape(V, B, K)
+    q = softmax(zt, axis=1).reshape(2, B, K)
     terms = [np.mean(np.sum(-q[iq] * log_p[v], axis=-1)) for iq in range(2) for v in range(V) if v != iq]
     return float(np.mean(terms))
 
@@ -184,10 +176,7 @@ def ema_update(teacher, student, momentum: float) -> np.ndarray:
 
 def dino_momentum(step: int, total_steps: int, base: float = 0.996, final: float = 1.0) -> float:
     """DINO's cosine schedule (``utils.cosine_scheduler`` without warm-up): final + (base - final)(1 + cos(pi i / n)) / 2."""
-    n = count(total_steps, "total_steps", minimum=1)
-    i = count(step, "step")
-    if i >= n:  # a bound set by another argument: the message names both
-        raise ValueError(f"step, total_steps: expected step < total_steps = {n}, got {i}")
+    i, n = _V.schedule_step(step, total_steps)
     b = real_number(base, "base", minimum=0.0, maximum=1.0)
     f = real_number(final, "final", minimum=0.0, maximum=1.0)
     return f + 0.5 * (b - f) * (1.0 + math.cos(math.pi * i / n))

@@ -867,7 +867,7 @@ R["gpu.route"] = Recipe(_gpu_route_args,
 
 import importlib as _importlib  # noqa: E402
 
-for _family in ("positions", "mixers", "layers", "distributed", "seeds", "methods"):
+for _family in ("positions", "mixers", "layers", "distributed", "seeds", "methods", "gpu"):
     try:
         _importlib.import_module(f"{__package__}.contract_recipes_{_family}")
     except ModuleNotFoundError as _e:  # a family whose recipes are not written: its callables are reported missing

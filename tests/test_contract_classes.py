@@ -7,6 +7,8 @@ exceptions inside the contract, one wording, gpu.route at the float32 bound.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -256,7 +258,7 @@ def _opencl():
     from gpu.errors import BackendUnavailable
 
     try:
-        get_backend("opencl")
+        get_backend("opencl").runtime()  # built lazily: a missing pyopencl or platform shows here
     except BackendUnavailable as e:
         pytest.skip(f"no OpenCL runtime: {e}")
 
@@ -287,6 +289,101 @@ def test_gpu_route_equals_the_spec_at_the_float32_bound(kw):
     for f in ("indices", "kept", "position", "counts"):
         assert np.array_equal(getattr(got, f), getattr(want, f)), f
     assert np.abs(got.gates - want.gates).max() <= 1e-6
+
+
+def _attn_args(seed=0, Lq=3, Lk=4, D=2):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((1, 1, Lq, D)), rng.standard_normal((1, 1, Lk, D)), rng.standard_normal((1, 1, Lk, D))
+
+
+def test_gpu_backward_refuses_saved_results_of_another_forward_by_name():
+    """out, lse saved from a forward at another scale make P = exp(S - lse) overflow float32: a ValueError
+    naming out, lse (it was the kernel-check's RuntimeError "dq: never written"; found by the gpu facade's
+    fuzz recipes with scale broken to 2**70). Saved results of this forward still pass."""
+    _opencl()
+    import gpu
+
+    q, k, v = _attn_args()
+    dout = np.ones((1, 1, 3, 2))
+    out, lse = refimpl.attention(q, k, v)
+    with pytest.raises(ValueError, match=r"^out, lse: expected the forward's saved results"):
+        gpu.flash_attention_backward(q, k, v, dout, backend="opencl", scale=2.0**70, out=out, lse=lse)
+    want = refimpl.attention_backward(q, k, v, dout)
+    got = gpu.flash_attention_backward(q, k, v, dout, backend="opencl", out=out, lse=lse)
+    assert all(np.abs(g - w).max() < 1e-5 for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(lse=object()), TypeError, r"^lse: expected a real floating-point array"),
+    (dict(lse="abc"), TypeError, r"^lse: expected a real floating-point array"),
+    (dict(lse=np.full((1, 1, 3), 1e39)), ValueError, r"^lse: expected entries within float32 range"),
+])
+def test_gpu_backward_names_a_bad_saved_lse(kw, exc, match):
+    _opencl()
+    import gpu
+
+    q, k, v = _attn_args()
+    out, _ = refimpl.attention(q, k, v)
+    with pytest.raises(exc, match=match):
+        gpu.flash_attention_backward(q, k, v, np.ones((1, 1, 3, 2)), backend="opencl", out=out, **kw)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(align="nope", bias=np.zeros((1, 1, 3, 4))), ValueError, r"^align: expected one of"),
+    (dict(block_k=-1, mask=np.ones((3, 4), bool)), ValueError, r"^block_k: expected a positive int, got -1$"),
+    (dict(block_k=np.float64(2.0)), ValueError, r"^block_k: expected a positive int, got 2\.0$"),
+    (dict(dropout_p=-0.1), ValueError, r"^dropout_p: expected a finite number >= 0"),
+    (dict(bias=np.zeros((1, 1, 3, 4))), "unsupported", r"^bias: expected None \(.*\), got ndarray$"),
+    (dict(dropout_p=0.1), "unsupported", r"^dropout_mask, dropout_p: expected no dropout .*, got dropout_p = 0.1$"),
+])
+def test_gpu_attention_validates_every_argument_before_refusing_an_option(kw, exc, match):
+    """A bad argument is named even beside an option the kernels lack (the option was refused first and the
+    bad argument went unnamed); the refusal itself is in the contract's wording."""
+    _opencl()
+    import gpu
+    from gpu.errors import UnsupportedOption
+
+    with pytest.raises(UnsupportedOption if exc == "unsupported" else exc, match=match):
+        gpu.flash_attention(*_attn_args(), backend="opencl", **kw)
+
+
+def test_gpu_moe_experts_names_bad_experts():
+    _opencl()
+    import gpu
+
+    r = moe.route(np.random.default_rng(0).standard_normal((4, 3)), 2)
+    with pytest.raises(TypeError, match=r"^experts: expected a sequence of 3 experts, got NoneType$"):
+        gpu.moe_experts(np.ones((4, 2)), r, None, backend="opencl")
+
+
+def test_the_moe_permute_oracle_rejects_a_wrong_permutation():
+    """The fuzz's exact oracle for gpu.moe_permute (tests/contract_recipes_gpu.py) accepts the kernel's
+    result and rejects it with two rows swapped, a dropped choice kept, or a row not copied exactly."""
+    _opencl()
+    import dataclasses
+
+    import gpu
+
+    from .contract_recipes_gpu import same_rows_as_routing
+
+    x = np.random.default_rng(1).standard_normal((6, 3))
+    r = moe.route(np.random.default_rng(2).standard_normal((6, 4)), 2, capacity=2)
+    kw = dict(x=x, routing=r)
+    p = gpu.moe_permute(x, r, backend="opencl")
+    same_rows_as_routing(kw, p)
+    kept_rows = p.row_of[r.kept]
+    a, b = int(kept_rows[0]), int(kept_rows[-1])
+    swapped = p.x_perm.copy()
+    swapped[[a, b]] = swapped[[b, a]]
+    nudged = p.x_perm.copy()
+    nudged[a, 0] = np.nextafter(nudged[a, 0], np.float32(np.inf))
+    dropped = np.argwhere(~r.kept)[0]
+    kept_anyway = p.row_of.copy()
+    kept_anyway[tuple(dropped)] = a
+    for bad in (dataclasses.replace(p, x_perm=swapped), dataclasses.replace(p, x_perm=nudged),
+                dataclasses.replace(p, row_of=kept_anyway)):
+        with pytest.raises(AssertionError, match="moe_permute"):
+            same_rows_as_routing(kw, bad)
 
 
 def test_patch_size_from_weight_is_named_by_the_callers_arguments():
@@ -420,3 +517,161 @@ def test_ring_attention_backward_refuses_gradients_beyond_float64():
             R.ring_attention_backward(q, k, v, dout, S.contiguous(S.even_sizes(3, 2)))
         with pytest.raises(ValueError, match=r"within float64 range"):
             refimpl.attention_backward(q, k, v, dout)
+
+
+@pytest.mark.parametrize("B, L", [(0, 3), (2, 0)])
+def test_naive_attention_grads_name_their_sizes_for_an_empty_batch(B, L):
+    """refimpl.testing._naive_attention_grads (issue 21 leftover): dk and dv were summed over the GQA
+    groups through reshape(B, Hkv, G, Lk, -1), ambiguous for an empty batch (NumPy's "cannot reshape
+    array of size 0"); with Lk = 0 the row max of an empty row was NumPy's zero-size reduction error.
+    Both reshapes now name D and Dv: empty gradients of the input shapes."""
+    from refimpl import testing as T
+
+    rng = np.random.default_rng(0)
+    q, dout = rng.standard_normal((B, 4, L, 3)), rng.standard_normal((B, 4, L, 5))
+    k, v = rng.standard_normal((B, 2, L, 3)), rng.standard_normal((B, 2, L, 5))
+    dq, dk, dv = T._naive_attention_grads(q, k, v, dout, np.ones((B, 4, L, L), bool), 0.5, None, None, "bfloat16")
+    assert (dq.shape, dk.shape, dv.shape) == (q.shape, k.shape, v.shape)
+    assert not (dq.size or dk.size or dv.size)
+
+
+@pytest.mark.parametrize("check", ["assert_softmax_close", "assert_logsumexp_close"])
+def test_lowp_softmax_checks_take_empty_rows(check):
+    """refimpl.testing (issue 21 leftover): a row of length 0 at a precision below float64 reached
+    NumPy's zero-size reduction error in the naive softmax; now it is a fully masked row (softmax
+    entries: none, logsumexp -inf), as at float64."""
+    from refimpl import testing as T
+
+    x = np.zeros((3, 0))
+    want = np.zeros((3, 0)) if check == "assert_softmax_close" else np.full(3, -np.inf)
+    getattr(T, check)(want, x, precision="bfloat16")
+    wrong = np.zeros(3) if check == "assert_logsumexp_close" else np.zeros((3, 1))  # lse 0; a row of 1 entry
+    with pytest.raises(AssertionError):
+        getattr(T, check)(wrong, x, precision="bfloat16")
+
+
+def test_cost_flops_beyond_float64_is_a_value_error():
+    """roofline.Cost: an int count of FLOPs from 2**1024 on made float() raise OverflowError before the
+    range check could (whose message formatted the int as a float again). Now a ValueError naming flops."""
+    from refimpl import roofline as R
+
+    with pytest.raises(ValueError, match=r"^flops: expected a count within float64 range, got an int of 1025 bits"):
+        R.Cost(2**1024, 1.0)
+    assert R.Cost(int(np.finfo(float).max), 1.0).intensity == np.finfo(float).max
+
+
+@pytest.mark.parametrize("b, dim", [(0, 4), (1, 0)])
+def test_mamba_selective_scan_preset_takes_an_empty_batch_or_no_channels(b, dim):
+    """mamba_selective_scan (issue 21's audit of reshape(..., -1) in refimpl/mixers/presets.py): A (D, N)
+    reshaped to (G, D / G, -1) and the last state to (B, D, -1) reached NumPy's reshape error for D = 0
+    or B = 0 (-1 is ambiguous for size 0). Both name N now: empty results of the documented shapes."""
+    from refimpl.mixers import presets
+
+    L, N = 3, 2
+    u = np.zeros((b, dim, L))
+    out, last = presets.mamba_selective_scan(u, u, -np.ones((dim, N)), np.zeros((b, N, L)), np.zeros((b, N, L)),
+                                             return_last_state=True)
+    assert out.shape == (b, dim, L) and last.shape == (b, dim, N)
+
+
+def test_ssd_takes_no_heads_with_a_per_head_skip():
+    """ssd's D (H,) was broadcast through reshape(H, -1): with H = 0 NumPy's reshape error reached the user.
+    Now an empty result of the documented shapes."""
+    from refimpl.mixers import ssm
+
+    out, last = ssm.ssd(np.zeros((1, 0, 3, 2)), np.zeros((1, 0, 3)), np.zeros(0), np.zeros((1, 1, 3, 4)),
+                        np.zeros((1, 1, 3, 4)), D=np.zeros(0))
+    assert out.shape == (1, 0, 3, 2) and last.shape == (1, 0, 2, 4)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32", "bfloat16"])
+def test_attention_grads_bounds_take_an_empty_key_axis(precision):
+    """Lk = 0 (every row sees no key: zero gradients) in any precision: the low-precision naive forward's row
+    maximum had no identity (NumPy's zero-size reduction error reached the user; found by the formats helper)."""
+    from refimpl import testing
+
+    q, dout = np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))
+    k = v = np.ones((1, 1, 0, 2))
+    grads, bounds = testing.attention_grads_bounds(q, k, v, dout, precision=precision)
+    assert all(not np.any(g) for g in grads) and all(np.isfinite(b) and b > 0 for b in bounds)
+
+
+# ---------------------------------------------------------------------------
+# issue 21 leftovers in the layers (reshape by named sizes; a refusal without NumPy's warnings)
+
+
+def test_ffn_keep_mask_with_zero_hidden_width():
+    """ffn / ffn_backward with d_ff = 0 and an activation keep-mask (B, 0): reshape(-1, 0) reached NumPy's
+    "cannot reshape array of size 0". With the sizes named the FFN is the bias-free zero map: y = 0, dx = 0."""
+    from refimpl import ffn
+
+    p = ffn.MLPParams(np.zeros((3, 0)), np.zeros((0, 3)))
+    x, keep = np.ones((2, 3)), np.zeros((2, 0), bool)
+    assert ffn.ffn(x, p, activation="relu", keep_mask=keep, dropout_p=0.5).tolist() == [[0.0] * 3] * 2
+    dx, grads = ffn.ffn_backward(x, np.ones((2, 3)), p, activation="relu", keep_mask=keep, dropout_p=0.5)
+    assert dx.tolist() == [[0.0] * 3] * 2 and grads.W1.shape == (3, 0) and grads.W2.shape == (0, 3)
+
+
+def test_causal_lm_loss_of_an_empty_sequence():
+    """causal_lm_loss on L = 0 (found auditing issue 21's empty-batch reshapes): shift_labels gave one
+    ignore_index label per row for a sequence with no position, and the loss failed on a (B,) target for
+    (0, V) logits. Now no position has a label: the mean over no counted row is 0.0, its gradient empty."""
+    z, tok = np.zeros((2, 0, 4)), np.zeros((2, 0), int)
+    assert losses.shift_labels(tok).shape == (2, 0) and losses.shift_right(tok, 1).shape == (2, 0)
+    assert losses.causal_lm_loss(z, tok) == 0.0
+    assert losses.causal_lm_loss_grad(z, tok).shape == (2, 0, 4)
+    assert losses.output_z_loss(z, tok) == 0.0
+    assert losses.shift_labels(np.array([[5]])).tolist() == [[-100]]  # L = 1: the one label is ignored
+    assert losses.shift_right(np.array([[5]]), 1).tolist() == [[1]]
+
+
+@pytest.mark.parametrize("x, kw, names", [
+    (np.array([[1e200, -1e200]]), dict(kind="layer", eps=1e-5), "x"),  # x^2 overflows: was silently 0
+    (np.array([[1e200, 3e200]]), dict(kind="rms", eps=1e-5), "x"),
+    (np.array([[1.0, 1.0]]), dict(kind="layer", eps=0.0), "x, eps"),  # 1 / sqrt(0): was a divide warning
+    (np.zeros((1, 2)), dict(kind="rms", eps=0.0, dy=np.ones((1, 2))), "x, eps"),
+])
+def test_norm_definition_refuses_without_numpy_warnings(x, kw, names):
+    """norm_definition (issue 21): eps = 0 on a zero-variance group printed NumPy's divide-by-zero and
+    invalid-value warnings before its refusal, and a variance beyond float64 (|x| ~ 1e200) returned zeros
+    after an overflow warning. Now both are named refusals, checked before r is formed, with no warning."""
+    import warnings
+
+    from refimpl import norms
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"^{re.escape(names)}: expected "):
+            norms.norm_definition(x, **kw)
+    np.testing.assert_allclose(norms.layer_norm(np.array([[1e200, -1e200]]), eps=1e-5), [[1.0, -1.0]])  # the fast form
+
+
+def test_apply_sinks_names_its_arguments():
+    """apply_sinks read out and lse with np.asarray: a 1-D lse was an IndexError, a str NumPy's conversion
+    error, a NaN lse went through, a mismatched lse NumPy's broadcast error. Now each is named; -inf (a row
+    with no visible key) is accepted and gives lse = s_h, out = 0."""
+    from refimpl import sinks
+
+    out, lse, s = np.ones((1, 2, 3, 4)), np.zeros((1, 2, 3)), np.zeros(2)
+    for args, err, names in [((out, np.ones(3), s), ValueError, "lse"), (("a", lse, s), TypeError, "out"),
+                             ((out, np.full((1, 2, 3), np.nan), s), ValueError, "lse"),
+                             ((out, np.zeros((1, 2, 5)), s), ValueError, "lse"), ((out, lse, np.zeros(3)), ValueError, "sinks")]:
+        with pytest.raises(err, match=rf"^{names}: expected "):
+            sinks.apply_sinks(*args)
+    o, l = sinks.apply_sinks(out, np.full((1, 2, 3), -np.inf), np.array([0.5, -1.0]))
+    assert not o.any() and l[0, :, 0].tolist() == [0.5, -1.0]
+
+
+def test_softmax_across_the_whole_range_warns_nothing():
+    """x - max(x) overflows only towards -inf (exact: its exp underflows to 0 too), so softmax and logsumexp of
+    [-finfo.max, finfo.max] are [0, 1] and finfo.max without a RuntimeWarning (training_loss's z-loss printed
+    one; found by the fuzz run with warnings as errors)."""
+    import warnings
+
+    from refimpl.softmax import softmax_and_logsumexp
+
+    big = np.finfo(np.float64).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p, lse = softmax_and_logsumexp(np.array([-big, big]))
+    assert p.tolist() == [0.0, 1.0] and lse == big

@@ -28,6 +28,7 @@ import dataclasses
 import os
 import re
 import signal
+import sys
 import types
 
 import numpy as np
@@ -41,6 +42,7 @@ from refimpl import moe
 from . import contract_recipes as CR
 
 HANG_GUARD_S = 30  # a hang guard, not a performance assertion: the calls here take milliseconds
+HANG_GUARD_WALL_S = 600  # the same in wall time, for a call that waits without computing (a deadlock)
 FUZZ_MAX_BYTES = 2**26  # the work budget under fuzzing (64 MiB): the band of BAD_SCALARS is refused fast
 
 
@@ -101,8 +103,16 @@ PRESET_PREFIXES = ("conventions.", "moe.presets.", "gpu.", "methods.")  # preset
 TARGETS.update({n: None for n in CR.R if n.startswith(PRESET_PREFIXES)})
 
 
+def _gpu_public() -> list:
+    """The gpu facade's public functions (gpu.__all__ less its error classes and constants)."""
+    import gpu
+
+    return [f"gpu.{n}" for n in gpu.__all__ if callable(getattr(gpu, n)) and not isinstance(getattr(gpu, n), type)]
+
+
 def test_every_public_callable_has_a_recipe():
     missing = sorted(n for n in PUBLIC if n not in CR.R and n not in RESULT_TYPES)
+    missing += sorted(n for n in _gpu_public() if n not in CR.R)
     assert not missing, f"public callables without a fuzz recipe in tests/contract_recipes.py: {missing}"
     stale = sorted(n for n in CR.R if n not in PUBLIC and not n.startswith(PRESET_PREFIXES))
     assert not stale, f"recipes for names that are not public callables: {stale}"
@@ -261,14 +271,21 @@ def _alarm(signum, frame):
 
 
 def invoke(name, fn, rec, kw):
+    """Call under two guards: HANG_GUARD_S of the process's CPU time (SIGPROF: a busy loop, and a
+    machine's load does not count against the call) and HANG_GUARD_WALL_S of wall time (SIGALRM: a call
+    that blocks)."""
+    signal.signal(signal.SIGPROF, _alarm)
     signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(HANG_GUARD_S)
+    signal.setitimer(signal.ITIMER_PROF, HANG_GUARD_S)
+    signal.setitimer(signal.ITIMER_REAL, HANG_GUARD_WALL_S)
     try:
         return rec.call(fn, kw) if rec.call else fn(**kw)
     except _Hang:
-        pytest.fail(f"{name}: did not finish within {HANG_GUARD_S} s (unbounded work)")
+        pytest.fail(f"{name}: did not finish within {HANG_GUARD_S} s of CPU time or {HANG_GUARD_WALL_S} s of wall "
+                    f"time (unbounded work)")
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 CALLS = {"n": 0}
@@ -376,6 +393,28 @@ def fuzz_part(names, part=None):
     return sorted(names)[k - 1::n]
 
 
+def test_the_hang_guards_stop_a_busy_call_and_a_blocked_one(monkeypatch):
+    """invoke fails a call that computes past HANG_GUARD_S of CPU time, and one that waits past
+    HANG_GUARD_WALL_S of wall time (both shortened here), and returns a prompt call's value."""
+    import time
+
+    rec = CR.Recipe(build=None, kinds={})
+
+    def busy():
+        while True:
+            pass
+
+    # each guard alone must stop its call: the other one is set far beyond the 4 s allowed
+    for fn, what, cpu_s, wall_s in ((busy, "busy", 0.2, 60), (lambda: time.sleep(60), "blocked", 60, 0.5)):
+        monkeypatch.setattr(sys.modules[__name__], "HANG_GUARD_S", cpu_s)
+        monkeypatch.setattr(sys.modules[__name__], "HANG_GUARD_WALL_S", wall_s)
+        start = time.monotonic()
+        with pytest.raises(pytest.fail.Exception, match="did not finish"):
+            invoke(what, fn, rec, {})
+        assert time.monotonic() - start < 4
+    assert invoke("prompt", lambda: 3, rec, {}) == 3
+
+
 def test_fuzz_parts_partition_the_names():
     names = sorted(TARGETS)
     parts = [fuzz_part(names, f"{k}/7") for k in range(1, 8)]
@@ -435,7 +474,7 @@ def _require_opencl():
     from gpu.errors import BackendUnavailable
 
     try:
-        get_backend("opencl")
+        get_backend("opencl").runtime()  # builds the runtime: a missing pyopencl or platform shows here
     except BackendUnavailable as e:
         pytest.skip(f"gpu facade not fuzzed: {e}")
 

@@ -2,11 +2,12 @@
 
 Fast forms: ``moe_forward`` with ``layout="sparse"`` (gather, expert on its bin, scatter-add) and
 ``layout="dense_tensors"`` (GShard dispatch/combine GEMMs over (T, E, C)), ``apply_experts`` on a
-given routing, ``scatter_combine`` on both of its paths (one row per (token, choice): a per-choice
-indexed add; a (token, choice) twice: ``np.add.at``), and the expert-parallel layer over simulated
-ranks (``refimpl.distributed.expert_parallel``; "local" capacity: each rank's tokens are one batch,
-with or without rerouting the dropped choices, "global": the gathered batch). The routing (indices,
-kept, positions) matches the definition's exactly.
+given routing (SwiGLU experts fused in place: also against 50 digits in the silu tail, and the
+expert's own errors), ``scatter_combine`` on both of its paths (one row per (token, choice): a
+per-choice gather through a (token, choice) -> row table; a (token, choice) twice: ``np.add.at``),
+and the expert-parallel layer over simulated ranks (``refimpl.distributed.expert_parallel``; "local"
+capacity: each rank's tokens are one batch, with or without rerouting the dropped choices, "global":
+the gathered batch). The routing (indices, kept, positions) matches the definition's exactly.
 
 The bound (first-order rounding analysis, u = 2^-53, gamma_n = n u / (1 - n u)). One computation of
 an expert's output o = FFN_e(x_t), whichever rows it is computed with (a GEMM over other rows may
@@ -28,6 +29,8 @@ the thorough profile: 0.07 (printed with ``-s`` by ``test_worst_fraction_report`
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -215,7 +218,7 @@ def scatter_definition(rows, sa, num_tokens):
 @SETTINGS
 @given(st.integers(0, 12), st.integers(1, 6), st.integers(1, 3), st.booleans(), st.integers(0, 2**32 - 1))
 def test_scatter_combine_paths_equal_their_definition(N, T, D, collide, seed):
-    """Both paths of ``scatter_combine``: unique (token, choice) pairs (per-choice indexed add) and a
+    """Both paths of ``scatter_combine``: unique (token, choice) pairs (per-choice gather) and a
     pair twice (``np.add.at``). Bound per computation gamma_(N+1) sum_i |gate_i rows_i| (a sum of at most
     N products, any order), twice for the two computations, times 2."""
     rng = np.random.default_rng(seed)
@@ -263,6 +266,120 @@ def test_the_bound_rejects_wrong_forms(wrong):
     assert_within("the right form", M.apply_experts(x, r, experts), y_def, bound)
     with pytest.raises(AssertionError):
         assert_within(wrong, _wrong_layer(wrong, x, r, experts), y_def, bound)
+
+
+def _one_swiglu(wg, wu, wd):
+    return [M.SwiGLUExpert(Wg=np.array([[wg]]), Wu=np.array([[wu]]), Wd=np.array([[wd]]))]
+
+
+def test_fused_swiglu_in_the_silu_tail():
+    """The sparse layout fuses a SwiGLU expert (silu(g) = g / (1 + e^-g) in place); below g = -700
+    e^-g overflows and silu(g) = g e^g (1e-306 at g = -711) must still come out. One expert of
+    weights 1 (g = v = x exactly, gate 1): y = silu(x) x, against 50 digits within 8 u for the
+    activation (the layer bound's count) and u for the product, doubled, plus 2 |x| subnormal steps
+    (silu is within one where it is subnormal, refimpl.logistic). The layer bound is absolute
+    (L |dg| = 1e-13 at g = -711) and cannot see the tail: this relative one rejects the same form
+    without the tail (-0 there)."""
+    import mpmath
+
+    x = np.array([[-744.0], [-740.0], [-711.0], [-709.5], [-700.5], [-650.0], [-3.0], [30.0]])
+    experts = _one_swiglu(1.0, 1.0, 1.0)
+    r = M.route(np.zeros((x.shape[0], 1)), 1)
+    with mpmath.workdps(50):
+        exact = np.array([[float(mpmath.mpf(t) ** 2 / (1 + mpmath.exp(-mpmath.mpf(t))))] for t in x[:, 0]])
+    assert (exact[:5] != 0).all(), "the tail cases must have nonzero exact outputs"
+    bound = 2 * (9 * U * np.abs(exact) + 2 * np.abs(x) * 2.0**-1074)
+    D.assert_within("MoE vs 50 digits", "fused SwiGLU, silu tail", M.apply_experts(x, r, experts), exact, bound)
+    with np.errstate(over="ignore"):
+        no_tail = x / (1.0 + np.exp(-x)) * x
+    with pytest.raises(AssertionError):
+        D.assert_within("MoE vs 50 digits", "fused SwiGLU without the tail", no_tail, exact, bound)
+
+
+@pytest.mark.parametrize("x, weights, what", [
+    (1e10, (1e300, 1.0, 1.0), "x W1 + b1"), (1e10, (1.0, 1e300, 1.0), "x W_up + b_up"),
+    (1e200, (1.0, 1.0, 1.0), "the hidden activation"), (1e150, (1.0, 1.0, 1e10), "the output"),
+    (-1e200, (1.0, 1.0, 1.0), None)])  # silu(-1e200) = -0: a finite output
+def test_fused_swiglu_raises_what_the_expert_raises(x, weights, what):
+    """An overflowing intermediate of the fused SwiGLU gets the expert's own error, naming it."""
+    experts, xs = _one_swiglu(*weights), np.array([[x]])
+    r = M.route(np.zeros((1, 1)), 1)
+    if what is None:
+        np.testing.assert_array_equal(M.apply_experts(xs, r, experts), experts[0](xs))
+        return
+    with pytest.raises(ValueError, match=re.escape(what)) as want:
+        experts[0](xs)
+    with pytest.raises(ValueError) as got:
+        M.apply_experts(xs, r, experts)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threaded_experts_raise_the_lowest_failing_experts_error(monkeypatch, threads):
+    """The blocks run largest first; when several experts fail, the error is still the one the experts
+    in order raise (the lowest failing expert's): expert 0 (1 token) overflows in its output, expert 1
+    (3 tokens, run first) already in x Wg. Within one expert cut into blocks, the expert's own error."""
+    from refimpl import _parallel
+    from refimpl.moe import forward
+
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setenv("REFIMPL_NUM_THREADS", str(threads))
+    experts = _one_swiglu(1.0, 1.0, 1e10) + _one_swiglu(1e300, 1.0, 1.0)
+    x = np.array([[1e150], [1e10], [1e10], [1e10]])
+    r = M.route(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]), 1)
+    with pytest.raises(ValueError, match="the output"):
+        M.apply_experts(x, r, experts)
+    with pytest.raises(ValueError, match=re.escape("x W1 + b1")):
+        M.apply_experts(x[1:], M.route(np.array([[0.0, 1.0]] * 3), 1), experts)
+    # one expert's bin cut into blocks of 2 rows: rows 0, 1 overflow in x Wu only, rows 2, 3 in x Wg;
+    # the expert on all its rows checks x Wg first
+    monkeypatch.setattr(forward, "_BLOCK_ROWS", 2)
+    expert = [M.SwiGLUExpert(Wg=np.array([[1e300], [1.0]]), Wu=np.array([[1.0], [1e300]]), Wd=np.ones((1, 2)))]
+    x = np.array([[0.0, 1e10], [0.0, 1e10], [1e10, 0.0], [1e10, 0.0]])
+    with pytest.raises(ValueError, match=re.escape("x W1 + b1")):
+        M.apply_experts(x, M.route(np.zeros((4, 1)), 1), expert)
+
+
+@pytest.mark.parametrize("kind", ["swiglu", "ffn"])
+def test_sparse_forward_is_the_same_bits_on_threads(monkeypatch, kind):
+    """The sparse layout runs refimpl's own experts as blocks of rows on threads
+    (``refimpl._parallel``), each into its own rows: the same bits for 1, 2 and 3 threads. A user's
+    callable among the experts keeps every expert in the calling thread, in order."""
+    import threading
+
+    from refimpl import _parallel
+    from refimpl.moe import forward
+
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(forward, "_BLOCK_ROWS", 5)  # bins of about 16 rows cut into blocks
+    rng = np.random.default_rng(3)
+    x, W = rng.standard_normal((40, 6)), rng.standard_normal((5, 6))
+    experts = M.random_experts(5, 6, 7, kind=kind, act="gelu", seed=2)
+    fused_threads = []
+
+    def recorded(*args):
+        fused_threads.append(threading.current_thread().name)
+        return _swiglu_rows_into(*args)
+
+    _swiglu_rows_into = forward._swiglu_rows_into
+    monkeypatch.setattr(forward, "_swiglu_rows_into", recorded)
+    ys = []
+    for n in (1, 2, 3):
+        monkeypatch.setenv("REFIMPL_NUM_THREADS", str(n))
+        ys.append(M.moe_forward(x, W, experts, 2)[0])
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+    if kind == "swiglu":
+        assert any(name.startswith("refimpl") for name in fused_threads), "the blocks never ran on threads"
+    callers = []
+
+    def user(rows):
+        callers.append(threading.current_thread().name)
+        return experts[0](rows)
+
+    fused_threads.clear()
+    M.moe_forward(x, W, [user] + experts[1:], 2)
+    assert callers and set(callers + fused_threads) <= {threading.current_thread().name}, callers + fused_threads
 
 
 def test_moe_definition_worked_example():

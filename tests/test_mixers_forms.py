@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from refimpl.mixers import cost, presets
+from properties.mixers_common import rounding_bound
+from refimpl.mixers import _chunks, cost, presets
 from refimpl.mixers import delta_rule as DR
 from refimpl.mixers import gated as GL
 from refimpl.mixers import linear_attention as LA
@@ -253,3 +254,94 @@ def test_ssd_bad_arguments_name_themselves(kw, arg):
     args = {"x": x, "dt": dt, "A": A, "B": Bm, "C": Cm, "form": "chunked", **kw}
     with pytest.raises(ValueError, match=arg):
         SSM.ssd(**args)
+
+
+def _scan_case(L, strong, seed=0):
+    r = np.random.default_rng(seed)
+    u, z = r.standard_normal((2, 2, 2, L, 3))
+    delta = r.random((2, 2, L, 3)) / 2  # strong: decays to ~1e4 a step in the even chunks (CHUNK = 8) only
+    if strong:
+        delta = delta * np.where((r.random((2, 2, L, 3)) < 0.3) & (np.arange(L) // 8 % 2 == 0)[:, None], 2000.0, 1.0)
+    A = -np.exp(r.standard_normal((2, 3, 4)))
+    Bm, Cm = r.standard_normal((2, 2, 1, L, 4))
+    return (u, delta, A, Bm, Cm, r.standard_normal((2, 3)), z), r.standard_normal((2, 2, 3, 4))
+
+
+@pytest.mark.parametrize("L", [0, 1, 7, 8, 9, 21])
+@pytest.mark.parametrize("strong", [False, True])
+@pytest.mark.parametrize("discretization", SSM.DISCRETIZATIONS)
+def test_chunked_scan_equals_the_sequential_scan_on_hard_cases(L, strong, discretization):
+    """Partial last chunks (CHUNK = 8), L = 0 / 1, an initial state, and decays delta |A| up to ~1e4 a
+    step (exp underflows to 0; chunks past SPAN_MAX run the loop): the rounding bound of the module doc."""
+    args, x0 = _scan_case(L, strong)
+    copies = [a.copy() for a in args + (x0,)]
+    y, x = SSM.selective_scan(*args, initial_state=x0, form="chunked", discretization=discretization)
+    ry, rx = SSM.selective_scan(*args, initial_state=x0, discretization=discretization)
+    u, delta, A, Bm, Cm, D, z = args
+    My, Mx = SSM.selective_scan(np.abs(u), delta, A, np.abs(Bm), np.abs(Cm), np.abs(D), None,
+                                initial_state=np.abs(x0), discretization=discretization)
+    n = 3 * L + 4 + 40 + (2 * SSM.CHUNK + 1) * float(np.max(delta.sum(axis=2)[..., None] * -A[None], initial=0.0))
+    assert np.all(np.abs(y - ry) <= rounding_bound(My * np.abs(SSM.silu(z)), n))
+    assert np.all(np.abs(x - rx) <= rounding_bound(Mx, n))
+    assert all(np.array_equal(a, c) for a, c in zip(args + (x0,), copies))
+    assert not np.shares_memory(x, x0)
+
+
+def test_chunked_scan_near_float64_max_equals_the_loop():
+    """Inputs Bbar u ~ 1e306 with a chunk decay of ~30: exp(-S_j) Bbar_j u_j passes float64 while every
+    state stays finite; the chunk runs the loop (no ValueError for a finite exact result)."""
+    L = 16
+    u = np.full((1, 1, L, 1), 1e306)
+    delta, A = np.full((1, 1, L, 1), 1.0), np.full((1, 1, 1), -4.0)
+    Bm = Cm = np.full((1, 1, L, 1), 0.5)
+    y, x = SSM.selective_scan(u, delta, A, Bm, Cm, form="chunked")
+    ry, rx = SSM.selective_scan(u, delta, A, Bm, Cm)
+    np.testing.assert_allclose(y, ry, rtol=1e-13)
+    np.testing.assert_allclose(x, rx, rtol=1e-13)
+
+
+def test_chunked_scan_hard_cases_take_both_paths():
+    """Meta: the strong-decay case above has chunks whose span (max over channels of |A| sum_{a<i<b} delta_i)
+    exceeds SPAN_MAX (they run the loop) and chunks within it (they factor exp(S_t) exp(-S_j))."""
+    (u, delta, A, *_), _ = _scan_case(21, True)
+    spans = [float(np.max(delta[:, :, a + 1:a + SSM.CHUNK].sum(axis=2)[..., None] * -A[None], initial=0.0))
+             for a in range(0, 21, SSM.CHUNK)]
+    assert max(spans) > SSM.SPAN_MAX and min(spans) <= SSM.SPAN_MAX, spans
+
+
+@pytest.mark.parametrize("L", [0, 1, 5, 9])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("block", [512, 8])
+def test_chunked_delta_rule_equals_the_recurrence_on_hard_cases(L, per_channel, block, monkeypatch):
+    """Batched UT chunks: L = 0 / 1, partial chunks (c = 4), batches of chunks (block 8: the state carried
+    between batches), per-value-channel beta, gates to -30, an initial state; the bound of
+    properties.mixers_linear (|S_t| <= |S_0| + sum beta |v|)."""
+    monkeypatch.setattr(_chunks, "BLOCK", block)
+    r = np.random.default_rng(L)
+    q, k = r.standard_normal((2, 1, 2, L, 3))
+    k = k / np.linalg.norm(k, axis=-1, keepdims=True)
+    v = r.standard_normal((1, 2, L, 2))
+    beta = r.random((1, 2, L, 2) if per_channel else (1, 2, L))
+    g = -30 * r.random((1, 2, L)) ** 4
+    S0 = r.standard_normal((1, 2, 3, 2))
+    o, S = DR.delta_rule(q, k, v, beta, g, scale=1.0, initial_state=S0, form="chunked", chunk_size=4)
+    ro, rS = DR.delta_rule(q, k, v, beta, g, scale=1.0, initial_state=S0)
+    bmax = beta if beta.ndim == 3 else beta.max(axis=-1)
+    run = np.linalg.norm(S0, ord=2, axis=(2, 3))[..., None, None] + np.cumsum(bmax * np.linalg.norm(v, axis=-1), axis=2)[..., None]
+    n = 2 * L + 3 + 8 + L * float(-g.sum(axis=2).min(initial=0.0))
+    assert np.all(np.abs(o - ro) <= rounding_bound(np.linalg.norm(q, axis=-1)[..., None] * run, n))
+    assert np.all(np.abs(S - rS) <= rounding_bound(np.max(run, axis=2, initial=0.0)[..., None] if L else np.abs(S0), n))
+    assert not np.shares_memory(S, S0)
+    assert not np.shares_memory(rS, S0)
+
+
+@pytest.mark.parametrize("L", [0, 1, 5, 9, 21])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("block", [512, 8])
+def test_chunked_linear_attention_equals_the_recurrence(L, normalize, block, monkeypatch):
+    monkeypatch.setattr(_chunks, "BLOCK", block)
+    r = np.random.default_rng(L)
+    q, k, v = r.standard_normal((3, 2, 2, L, 3))
+    y = LA.linear_attention(q, k, v, normalize=normalize, form="chunked", chunk_size=4)
+    ry = LA.linear_attention(q, k, v, normalize=normalize)
+    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-14)

@@ -135,3 +135,57 @@ def test_delta_rule_forms_against_the_exact_value(seed):
         ratio = float(np.max(np.abs(got - exact) / _gamma_bound(M, n)))
         print(f"delta {form}: error / (gamma_n M) = {ratio:.3g}")
         assert ratio < 0.5
+
+
+def _mp_scan(u, delta, A, Bm, Cm, x0):
+    """y_t = C_t . x_t with x_t = exp(delta_t A) x_{t-1} + delta_t B_t u_t (Euler B), 50 digits, P x N channels."""
+    f = lambda x: mpmath.mpf(float(x))  # noqa: E731
+    L, P, N = u.shape[2], u.shape[3], A.shape[2]
+    out = np.zeros(u.shape)
+    with mpmath.workdps(50):
+        for p in range(P):
+            x = [f(x0[0, 0, p, n]) for n in range(N)]
+            for t in range(L):
+                dl = f(delta[0, 0, t, p])
+                x = [mpmath.exp(dl * f(A[0, p, n])) * x[n] + dl * f(Bm[0, 0, t, n]) * f(u[0, 0, t, p]) for n in range(N)]
+                out[0, 0, t, p] = float(mpmath.fsum(f(Cm[0, 0, t, n]) * x[n] for n in range(N)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chunked_selective_scan_within_its_derived_bound(seed):
+    """The chunked form (ssm module doc: n = 3L + N + 40 + (2c + 1) Dmax, c = CHUNK) on time-varying
+    steps, a partial last chunk (L = 21 = 8 + 8 + 5), an initial state, and a band of steps whose
+    decay delta |A| reaches 300, so some chunks exceed SPAN_MAX and run the loop while others
+    factor exp(S_t) exp(-S_j)."""
+    rng = np.random.default_rng(seed)
+    L, P, N = 21, 2, 3
+    u = rng.standard_normal((1, 1, L, P))
+    delta = rng.random((1, 1, L, P)) * np.where(np.arange(L)[:, None] % 9 == 4, 100.0, 1.0)
+    A = -np.exp(rng.standard_normal((1, P, N)))
+    Bm, Cm = rng.standard_normal((2, 1, 1, L, N))
+    x0 = rng.standard_normal((1, 1, P, N))
+    exact = _mp_scan(u, delta, A, Bm, Cm, x0)
+    M = SSM.selective_scan(np.abs(u), delta, A, np.abs(Bm), np.abs(Cm), initial_state=np.abs(x0))[0]
+    D = float(np.max(delta.sum(axis=2)[..., None] * -A[None]))
+    n = 3 * L + N + 40 + (2 * SSM.CHUNK + 1) * D
+    got = SSM.selective_scan(u, delta, A, Bm, Cm, initial_state=x0, form="chunked")[0]
+    ratio = float(np.max(np.abs(got - exact) / _gamma_bound(M, n)))
+    print(f"scan chunked (strong decays): error / (gamma_n M) = {ratio:.3g}")
+    assert ratio < 0.5
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_linear_attention_chunked_against_the_exact_value(seed):
+    """linear_attention's own chunked form (all chunks batched; chunk 4 over L = 9: a partial last chunk)."""
+    from refimpl.mixers import linear_attention as LA
+
+    rng = np.random.default_rng(seed)
+    q, k = np.abs(rng.standard_normal((2, 1, 2, 9, 3)))
+    v = rng.standard_normal((1, 2, 9, 2))
+    exact = _mp_gla(q, k, v, np.zeros(q.shape))
+    M = GL.gated_linear_attention(q, k, np.abs(v), None, scale=1.0)[0]
+    got = LA.linear_attention(q, k, v, feature_map="identity", normalize=False, form="chunked", chunk_size=4)
+    ratio = float(np.max(np.abs(got - exact) / _gamma_bound(M, 2 * 9 + 3 + 8)))
+    print(f"linear attention chunked: error / (gamma_n M) = {ratio:.3g}")
+    assert ratio < 0.5

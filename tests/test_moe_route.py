@@ -303,3 +303,19 @@ def test_top_k_is_a_stable_sort_of_minus_scores_with_ties_and_minus_inf():
         e = rng.integers(0, E, 40)
         one_hot = e[:, None] == np.arange(E)[None, :]
         np.testing.assert_array_equal(rank_within_expert(e, E), (np.cumsum(one_hot, axis=0) - 1)[np.arange(40), e])
+
+
+@pytest.mark.parametrize("T", [0, 3])
+def test_the_routing_setup_checks_group_limited_selection_once(T):
+    """route_setup, the one routing setup of route and gpu.api.prepare_route, refuses k beyond the
+    eligible groups and 'top2_sum' with one expert per group before any score is computed (the
+    top2_sum check ran inside the selection, once per chunk of tokens, and prepare_route missed both)."""
+    from gpu.api_routing import prepare_route
+    from refimpl.moe.router import route_setup
+
+    z = np.zeros((T, 4))
+    for setup in (route_setup, prepare_route):
+        with pytest.raises(ValueError, match=r"^group_score, n_groups: expected at least 2 experts per group"):
+            setup(z, 1, n_groups=4, topk_groups=1, group_score="top2_sum")
+        with pytest.raises(ValueError, match=r"^k: expected <= topk_groups \* E / n_groups = 2, got 3"):
+            setup(z, 3, n_groups=2, topk_groups=1)

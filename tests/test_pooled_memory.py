@@ -100,3 +100,19 @@ def test_count_at_100k():
     assert c == (100_000 - a + 1) + (a - m) // 64 + m // 1024 == len(PM.units(100_000, **cfg))
     with pytest.raises(ValueError, match="g2"):
         PM.unit_counts(10, window=2, g1=3, g2=4, mid_range=8)
+
+
+def test_pooled_attention_refuses_a_unit_list_beyond_the_budget_before_its_loop(monkeypatch):
+    """The work budget bounds the longest list of units (one step each), checked once before the loop over
+    queries (it was checked per query, after the earlier queries had run); the same lists pass below it."""
+    from refimpl._validate import STEP_BYTES
+
+    q = np.ones((40, 2))
+    longest = int(PM.unit_counts(40, window=30, g1=1, g2=1, mid_range=0).max())  # 30 single keys: 30 units
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", str(longest * STEP_BYTES))
+    assert PM.pooled_attention(q, q, q, window=30, g1=1, g2=1, mid_range=0).shape == (40, 2)
+    monkeypatch.setenv("REFIMPL_MAX_BYTES", str(longest * STEP_BYTES - 1))
+    with pytest.raises(ValueError, match=r"^k, window, g1, g2, mid_range: expected work within the budget"):
+        PM.pooled_attention(q, q, q, window=30, g1=1, g2=1, mid_range=0)
+    with pytest.raises(ValueError, match=r"^t, window, g1, g2, mid_range: expected work within the budget"):
+        PM.units(39, window=30, g1=1, g2=1, mid_range=0)  # the same list, asked for alone

@@ -121,13 +121,20 @@ def raise_sites():
 
 
 SITES = raise_sites()
+FAIL_CALLS = sum(1 for path in _files() for n in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(n, ast.Call) and (isinstance(n.func, ast.Name) and n.func.id == "fail"
+                                                 or isinstance(n.func, ast.Attribute) and n.func.attr == "fail"))
 
 
 def test_every_decidable_raise_uses_the_one_wording():
     bad = [f"{site} (line {line}): {msg}" for site, line, verdict, msg in SITES
            if verdict == "bad" and site not in NOT_ARGUMENT_ERRORS]
     assert not bad, "messages not in the wording '<names>: expected ..., got ...':\n" + "\n".join(bad)
-    assert sum(v == "ok" for _, _, v, _ in SITES) > 500  # the walk reaches the packages' raises
+    # the walk reaches the packages' raises; a family's check raises through _validate's ``fail`` (issue 22),
+    # whose one wording is fixed there, so its calls count as sites too (494 when the layer took the checks of
+    # refimpl: one validator now serves several callers, so the count fell from 521; the floor shows the walk
+    # reaches them, it is not a count to grow)
+    assert sum(v == "ok" for _, _, v, _ in SITES) + FAIL_CALLS > 400
 
 
 def test_the_static_check_rejects_weak_messages_and_decides_built_ones():
@@ -170,10 +177,10 @@ def _raises(err, call) -> str:
     return str(e.value)
 
 
-def _blk():
+def _blk(cross=False):
     from refimpl import block
 
-    return block.init_block(0, d_model=4, num_heads=2, d_ff=8)
+    return block.init_block(0, d_model=4, num_heads=2, d_ff=8, cross=cross)
 
 
 def _stack_bad_mask():
@@ -217,6 +224,24 @@ def _mha_scores_beyond_float64():
     return mha.multi_head_attention(x, x, W, W, np.eye(2), np.eye(2), num_heads=1)
 
 
+def _seq2seq_beyond_float64():
+    from refimpl import block
+
+    b = _blk()
+    huge = block.Block(b.attn, type(b.ffn)(b.ffn.W1 * 1e200, b.ffn.W2 * 1e200), b.activation, b.norm1, b.norm2)
+    E = np.random.default_rng(0).standard_normal((3, 4))
+    return block.seq2seq_logits(np.zeros((1, 2), int), np.zeros((1, 2), int), E, [huge], [_blk(cross=True)], bos=0)
+
+
+def _block_scores_beyond_float64():
+    from refimpl import block
+
+    blk = block.init_block(0, d_model=4, num_heads=2, d_ff=8, norm="layernorm")
+    big = block.Attention(blk.attn.W_q * 1e160, blk.attn.W_k * 1e160, blk.attn.W_v, blk.attn.W_o, 2)
+    return block.block(np.random.default_rng(0).standard_normal((1, 3, 4)), block.Block(big, blk.ffn, "gelu", blk.norm1,
+                                                                                          blk.norm2))
+
+
 def _rope_bad_scaling():
     from refimpl import rope
 
@@ -224,13 +249,18 @@ def _rope_bad_scaling():
 
 
 EXERCISED = {  # site -> (error class, names the message starts with, the call that raises it)
+    # the layer's one re-raise under the caller's names; each caller in RENAMED_CALLERS below
+    "refimpl/_validate/layers.py::renamed": (ValueError, "masks[1]", _stack_bad_mask),
+}
+RENAMED_CALLERS = {  # caller of refimpl._validate.layers.renamed -> (error class, names, the call)
     "refimpl/block.py::stack": (ValueError, "masks[1]", _stack_bad_mask),
     "refimpl/hybrid.py::hybrid_stack": (ValueError, "masks[1]", _hybrid_bad_mask),
     "refimpl/vision_objectives.py::_renamed_ce": (ValueError, "cls_logits", _deit_bad_logits),
-    "refimpl/mixers/presets.py::_renamed": (ValueError, "gk", _gla_preset_bad_gk),
-    "refimpl/rope.py::check_rope_kwargs": (ValueError, "rope['scaling']", _rope_bad_scaling),
+    "refimpl/mixers/presets.py::fla_gla": (ValueError, "gk", _gla_preset_bad_gk),
     # found by the thorough fuzz (part 8/20): attention's "q, k, scale" for multi_head_attention's arguments
     "refimpl/mha.py::multi_head_attention": (ValueError, "x_q, W_q, x_kv, W_k, scale", _mha_scores_beyond_float64),
+    "refimpl/block.py::seq2seq_logits": (ValueError, "embedding, enc_blocks, dec_blocks", _seq2seq_beyond_float64),
+    "refimpl/block.py::_attend": (ValueError, "x (y_in), memory, blk", _block_scores_beyond_float64),
 }
 # the report of a failing property (an AssertionError of the implementation under test, with its
 # reproduction appended): not an argument error, so not in the wording
@@ -246,6 +276,21 @@ def test_every_undecidable_raise_is_exercised():
 @pytest.mark.parametrize("site", sorted(EXERCISED))
 def test_undecidable_raise_in_the_wording(site):
     err, names, call = EXERCISED[site]
+    assert_wording(_raises(err, call), names)
+
+
+def test_rope_kwargs_name_the_scaling_inside_the_dict():
+    """check_rope_kwargs names a bad scaling (and its entries) as rope['scaling'] (decided statically now:
+    the name is passed to the validator, no message rewritten)."""
+    assert_wording(_raises(ValueError, _rope_bad_scaling), "rope['scaling']")
+    msg = _raises(ValueError, lambda: __import__("refimpl").rope.check_rope_kwargs(
+        {"scaling": {"rope_type": "linear", "factor": -1.0}}))
+    assert_wording(msg, "rope['scaling']['factor']")
+
+
+@pytest.mark.parametrize("site", sorted(RENAMED_CALLERS))
+def test_renamed_errors_in_the_wording(site):
+    err, names, call = RENAMED_CALLERS[site]
     assert_wording(_raises(err, call), names)
 
 

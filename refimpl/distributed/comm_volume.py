@@ -47,40 +47,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import choice, count, index_array, instance
+from .._validate import choice, count, index_array
+from .._validate.distributed import (exact_dims, expert_owner, kept_counts, rank_routings, ring_volume_args,
+                                     ulysses_volume_args)
 from .messages import Size
-from .sharding import _sizes
+from .sharding import MAX_RANKS
 
 __all__ = ["expert_parallel", "kept_rows", "padded_dispatch_floats", "ring_backward", "ring_forward", "ulysses",
            "ulysses_backward"]
 
 
-def _dims(**dims) -> list:
-    """Problem sizes: ints >= 1 (exact Python ints, any size: the formulas are exact)."""
-    return [count(v, n, minimum=1, maximum=None) for n, v in dims.items()]
-
-
-def _ring_args(sizes, num_steps, B, Hkv, D, Dv):
-    sizes = _sizes(sizes, "sizes")
-    num_steps = count(num_steps, "num_steps", minimum=1, what="ring steps")
-    if num_steps > len(sizes):  # a bound set by another argument: the message names both
-        raise ValueError(f"num_steps, sizes: expected at most P = len(sizes) = {len(sizes)} ring steps, got {num_steps}")
-    return (sizes, num_steps, *_dims(B=B, Hkv=Hkv, D=D, Dv=Dv))
-
-
-def _ulysses_args(sizes, B, Hq, Hkv, D, Dv):
-    sizes = _sizes(sizes, "sizes")
-    B, Hq, Hkv, D, Dv = _dims(B=B, Hq=Hq, Hkv=Hkv, D=D, Dv=Dv)
-    for n, H in (("Hq", Hq), ("Hkv", Hkv)):
-        if H % len(sizes):
-            raise ValueError(f"{n}: expected a multiple of P = len(sizes) = {len(sizes)} (heads split in P groups), "
-                             f"got {H}")
-    return sizes, B, Hq, Hkv, D, Dv
-
-
 def ring_forward(sizes, num_steps: int, B: int, Hkv: int, D: int, Dv: int) -> list:
     """Ring forward volume per rank (list of P ``Size``); sizes n_r, num_steps S in 1..P."""
-    sizes, num_steps, B, Hkv, D, Dv = _ring_args(sizes, num_steps, B, Hkv, D, Dv)
+    sizes, num_steps, B, Hkv, D, Dv = ring_volume_args(sizes, num_steps, B, Hkv, D, Dv, MAX_RANKS)
     P = len(sizes)
     return [sum((Size(B * Hkv * sizes[(r - s) % P] * (D + Dv), sizes[(r - s) % P] + 1)
                  for s in range(num_steps - 1)), Size()) for r in range(P)]
@@ -88,7 +67,7 @@ def ring_forward(sizes, num_steps: int, B: int, Hkv: int, D: int, Dv: int) -> li
 
 def ring_backward(sizes, num_steps: int, B: int, Hkv: int, D: int, Dv: int) -> list:
     """Ring backward volume per rank (list of P ``Size``); arguments as ``ring_forward``."""
-    sizes, num_steps, B, Hkv, D, Dv = _ring_args(sizes, num_steps, B, Hkv, D, Dv)
+    sizes, num_steps, B, Hkv, D, Dv = ring_volume_args(sizes, num_steps, B, Hkv, D, Dv, MAX_RANKS)
     P = len(sizes)
     out = []
     for r in range(P):
@@ -102,7 +81,7 @@ def ring_backward(sizes, num_steps: int, B: int, Hkv: int, D: int, Dv: int) -> l
 
 def ulysses(sizes, B: int, Hq: int, Hkv: int, D: int, Dv: int) -> list:
     """Ulysses forward volume per rank (list of P ``Size``); P = len(sizes) divides Hq and Hkv."""
-    sizes, B, Hq, Hkv, D, Dv = _ulysses_args(sizes, B, Hq, Hkv, D, Dv)
+    sizes, B, Hq, Hkv, D, Dv = ulysses_volume_args(sizes, B, Hq, Hkv, D, Dv, MAX_RANKS)
     P, L = len(sizes), sum(sizes)
     return [Size((P - 1) * B * n * (Hq * D + Hkv * (D + Dv)) // P + B * (Hq // P) * (Dv + 1) * (L - n),
                  (P - 1) * (n + 1) + (P - 1)) for n in sizes]
@@ -110,7 +89,7 @@ def ulysses(sizes, B: int, Hq: int, Hkv: int, D: int, Dv: int) -> list:
 
 def ulysses_backward(sizes, B: int, Hq: int, Hkv: int, D: int, Dv: int) -> list:
     """Ulysses backward volume per rank (list of P ``Size``); arguments as ``ulysses``."""
-    sizes, B, Hq, Hkv, D, Dv = _ulysses_args(sizes, B, Hq, Hkv, D, Dv)
+    sizes, B, Hq, Hkv, D, Dv = ulysses_volume_args(sizes, B, Hq, Hkv, D, Dv, MAX_RANKS)
     P, L = len(sizes), sum(sizes)
     return [Size((P - 1) * B * n * (Hq + Hkv) * (D + Dv) // P + B * (L - n) * (Hq * D + Hkv * (D + Dv)) // P,
                  (P - 1) * (n + 1)) for n in sizes]
@@ -122,33 +101,15 @@ def kept_rows(routings, owner) -> np.ndarray:
     ``routings``: one ``refimpl.moe.Routing`` per rank, all over the same E experts; ``owner`` (E,)."""
     from ..moe.router import Routing
 
-    if isinstance(routings, (str, bytes)) or not isinstance(routings, (list, tuple)) or not routings:
-        raise TypeError(f"routings: expected a non-empty sequence of refimpl.moe.Routing (one per rank), "
-                        f"got {type(routings).__name__}")
-    for r, rt in enumerate(routings):
-        instance(rt, f"routings[{r}]", Routing, "refimpl.moe.Routing (the result of refimpl.moe.route)")
-    P, E = len(routings), routings[0].num_experts
-    if any(rt.num_experts != E for rt in routings):
-        raise ValueError(f"routings: expected the same number of experts on every rank, got "
-                         f"{[rt.num_experts for rt in routings]}")
-    owner = _owner(owner, E, P)
+    P, E = rank_routings(routings, Routing)
+    owner = expert_owner(owner, E, P)
     return np.array([np.bincount(owner[rt.indices[rt.kept]], minlength=P) for rt in routings], dtype=np.int64)
-
-
-def _owner(owner, E: int, P: int) -> np.ndarray:
-    owner = index_array(owner, "owner", ndim=1)
-    if owner.shape != (E,) or (owner.size and owner.max() >= P):
-        raise ValueError(f"owner: expected shape ({E},) (one rank per expert) with ranks in 0..{P - 1}, "
-                         f"got shape {owner.shape} and entries {owner.tolist()[:8]}")
-    return owner
 
 
 def expert_parallel(m, D: int, k: int, E: int, capacity_convention: str) -> list:
     """Expert-parallel volume per rank (list of P ``Size``); m (P, P) kept counts (``kept_rows``)."""
-    m = index_array(m, "m", ndim=2)
-    if m.shape[0] != m.shape[1] or m.shape[0] == 0:
-        raise ValueError(f"m: expected shape (P, P) with P >= 1, got {m.shape}")
-    D, k, E = _dims(D=D, k=k, E=E)
+    m = kept_counts(m)
+    D, k, E = exact_dims(D=D, k=k, E=E)
     choice(capacity_convention, "capacity_convention", ("local", "global"))
     P = m.shape[0]
     out = []
@@ -165,7 +126,7 @@ def expert_parallel(m, D: int, k: int, E: int, capacity_convention: str) -> list
 def padded_dispatch_floats(capacity: int, owner, rank: int, D: int) -> int:
     """GShard's fixed dispatch buffer from one rank to the others: D sum_{p != rank} sum_{e on p} C."""
     capacity = count(capacity, "capacity", maximum=None)
-    (D,) = _dims(D=D)
+    (D,) = exact_dims(D=D)
     owner = index_array(owner, "owner", ndim=1)
     rank = count(rank, "rank")
     return D * capacity * int(np.count_nonzero(owner != rank))  # exact Python ints

@@ -52,8 +52,10 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, count, flag, index_array
+from .._validate import as_float_array, check_budget, choice, count, flag
 from .._validate import experts as check_experts
+from .._validate.distributed import (expert_owner, global_drop_order, local_reroute, placement, preset_k,
+                                     rank_token_lists)
 from ..moe.dispatch import gather_by_expert, scatter_combine, sort_by_expert
 from ..moe.forward import router_logits
 from ..moe.presets import get as get_preset
@@ -121,26 +123,18 @@ class EPResult:
 
 def contiguous_placement(E: int, P: int) -> np.ndarray:
     """owner[e] = e // (E / P): E / P consecutive experts per rank (P must divide E)."""
-    E, P = count(E, "E", minimum=1), count(P, "P", minimum=1, maximum=MAX_RANKS)
-    if E % P:
-        raise ValueError(f"E, P: expected P dividing E (contiguous placement), got P = {P}, E = {E}")
+    E, P = placement(E, P, MAX_RANKS)
     check_budget("E", shape=(E,), itemsize=16, what=f"an owner for each of {E} experts")
     return np.arange(E, dtype=np.int64) // (E // P)
 
 
 def _route_options(capacity_convention, route_options, k) -> RouteOptions:
-    if capacity_convention not in CONVENTIONS:
-        raise ValueError(f"capacity_convention: expected one of {CONVENTIONS}, got {capacity_convention!r}")
+    choice(capacity_convention, "capacity_convention", CONVENTIONS)
     if route_options.get("preset") is not None:
-        preset = get_preset(route_options["preset"])
-        if preset.k is not None and k != preset.k:
-            raise ValueError(f"k: expected k = {preset.k} (preset {preset.name!r} routes to exactly k={preset.k}), "
-                             f"got {k}")
+        preset_k(k, get_preset(route_options["preset"]))
     opts = resolve_options(route_options.get("preset"), capacity_factor=route_options.get("capacity_factor"),
                            **{n: v for n, v in route_options.items() if n not in ("preset", "capacity_factor")})
-    if capacity_convention == "global" and opts.drop_order not in GLOBAL_ORDERS:
-        raise ValueError(f"drop_order: expected one of {GLOBAL_ORDERS} with the global capacity convention "
-                         f"(slots from exchanged counts), got {opts.drop_order!r}")
+    global_drop_order(opts.drop_order, capacity_convention, GLOBAL_ORDERS)
     return opts
 
 
@@ -239,11 +233,7 @@ def program(shard: EPShard, k: int, num_ranks: int, capacity_convention: str = "
     P, r = num_ranks, shard.rank
     everyone = tuple(range(P))
     opts = _route_options(capacity_convention, route_options, k)
-    if not isinstance(reroute, bool):
-        raise TypeError(f"reroute: expected a bool, got {type(reroute).__name__}")
-    if reroute and capacity_convention == "global":
-        raise ValueError(f"reroute: expected False with capacity_convention={capacity_convention!r} (reroute is "
-                         f"supported with 'local' only; see the module docstring), got True")
+    local_reroute(flag(reroute, "reroute"), capacity_convention)
     z = router_logits(shard.x, shard.router_weight)
     if capacity_convention == "local":
         routing = route(z, k, **_fields(opts))
@@ -266,18 +256,12 @@ def expert_parallel_moe(xs, router_weight, experts, k, owner, *, capacity_conven
     its own); owner (E,) rank of each expert. Returns the list of EPResult, one per rank.
     ``driver``: ``simulate.drive`` (default) or ``mpi.driver()``."""
 
-    if isinstance(xs, (str, bytes, np.ndarray)) or not isinstance(xs, (list, tuple)):
-        raise TypeError(f"xs: expected a list of (T_r, D) arrays (one per rank), got {type(xs).__name__}")
-    if not 1 <= len(xs) <= MAX_RANKS:
-        raise ValueError(f"xs: expected 1 to {MAX_RANKS} ranks, got {len(xs)}")
+    rank_token_lists(xs, MAX_RANKS)
     W = as_float_array(router_weight, "router_weight", ndim=2, shape_doc="(E, D)", min_size={0: 1})
     P, (E, D) = len(xs), W.shape
     xs = [as_float_array(x, f"xs[{r}]", shape=(None, D), shape_doc="(T_r, D) with D of router_weight")
           for r, x in enumerate(xs)]
-    owner = index_array(owner, "owner", ndim=1)
-    if owner.shape != (E,) or (owner.size and owner.max() >= P):
-        raise ValueError(f"owner: expected shape ({E},) (E = router_weight rows) with ranks in 0..{P - 1} "
-                         f"(P = len(xs)), got shape {owner.shape} and entries {owner.tolist()[:8]}")
+    owner = expert_owner(owner, E, P, E_doc="E = router_weight rows", P_doc=" (P = len(xs))")
     experts = check_experts(experts, "experts", E, D)
     count(k, "k", minimum=1, maximum=E)
     flag(reroute, "reroute")

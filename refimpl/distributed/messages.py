@@ -29,6 +29,8 @@ import dataclasses
 
 import numpy as np
 
+from .._validate.distributed import distinct_sources, message_kind
+
 
 @dataclasses.dataclass(frozen=True)
 class Exchange:
@@ -38,9 +40,7 @@ class Exchange:
     recv_from: tuple
 
     def __post_init__(self):
-        object.__setattr__(self, "recv_from", tuple(int(s) for s in self.recv_from))
-        if len(set(self.recv_from)) != len(self.recv_from):
-            raise ValueError(f"recv_from: expected each source at most once, got {self.recv_from}")
+        object.__setattr__(self, "recv_from", distinct_sources(tuple(int(s) for s in self.recv_from)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +54,13 @@ class Size:
 
 def message_size(msg) -> Size:
     """Elements a message carries: float arrays count as ``floats``, int arrays and ints as ``ints``."""
-    if msg is None:
+    kind = message_kind(msg)
+    if kind == "none":
         return Size()
-    if isinstance(msg, np.ndarray):
+    if kind == "array":
         return Size(floats=msg.size) if np.issubdtype(msg.dtype, np.floating) else Size(ints=msg.size)
-    if isinstance(msg, (bool, np.bool_, int, np.integer)):
+    if kind == "int":
         return Size(ints=1)
-    if dataclasses.is_dataclass(msg):
+    if kind == "dataclass":
         return sum((message_size(getattr(msg, f.name)) for f in dataclasses.fields(msg)), Size())
-    if isinstance(msg, (tuple, list)):
-        return sum((message_size(m) for m in msg), Size())
-    raise TypeError(f"msg: expected an ndarray, a number or a list/tuple/dict of them, got {type(msg).__name__}")
+    return sum((message_size(m) for m in msg), Size())  # a tuple or list

@@ -19,6 +19,7 @@ MPICH needs no extra flags for more ranks than cores or as root; Open MPI's
 
 from __future__ import annotations
 
+from .._validate.distributed import communicator_size, exchange
 from .messages import Exchange
 from .simulate import Log
 
@@ -51,9 +52,7 @@ def run_program(program, comm=None, log: Log | None = None):
             ex = program.send(value)
         except StopIteration as stop:
             return stop.value
-        if not isinstance(ex, Exchange):
-            raise TypeError(f"make_program: expected rank {rank}'s program to yield Exchange objects, got "
-                            f"{type(ex).__name__}")
+        exchange(ex, Exchange, rank, "make_program")
         requests = []
         for dest, msg in ex.sends.items():
             if dest != rank:
@@ -82,8 +81,7 @@ def driver(comm=None):
     def drive(make_program, num_ranks: int, log: Log | None = None) -> list:
         c = world() if comm is None else comm
         rank = c.Get_rank()
-        if c.Get_size() != num_ranks:
-            raise ValueError(f"num_ranks: expected the communicator's size {c.Get_size()}, got {num_ranks}")
+        communicator_size(c.Get_size(), num_ranks)
         own = Log(num_ranks)
         result = run_program(make_program(rank), c, own)
         results = c.allgather(result)

@@ -50,7 +50,8 @@ import dataclasses
 
 import numpy as np
 
-from .._validate import finite_result, positive_float
+from .._validate import finite_result, instance, positive_float, same_shape
+from .._validate.distributed import callable_arg, one_sequence
 from ..flash import flash_attention_backward
 from ..sdpa import attention, check_qkv_shapes, check_real_4d
 from ..softmax import merge_attention_states
@@ -74,8 +75,7 @@ class AttentionProblem:
     softcap: float | None = None
 
     def __post_init__(self):
-        if not isinstance(self.gmask, GlobalMask):
-            raise TypeError(f"gmask: expected a GlobalMask, got {type(self.gmask).__name__}")
+        instance(self.gmask, "gmask", GlobalMask)
         if self.scale is not None:
             object.__setattr__(self, "scale", positive_float(self.scale, "scale"))
         if self.softcap is not None:
@@ -149,8 +149,7 @@ def ring_num_steps(gmask: GlobalMask, positions) -> int:
     """S: 1 + the largest hop distance (r - owner) mod P at which some rank sees a key of the shard.
 
     ``gmask`` a ``sharding.GlobalMask`` of length L; ``positions`` a layout of 0..L-1."""
-    if not isinstance(gmask, GlobalMask):
-        raise TypeError(f"gmask: expected a refimpl.distributed.sharding.GlobalMask, got {type(gmask).__name__}")
+    instance(gmask, "gmask", GlobalMask, "refimpl.distributed.sharding.GlobalMask")
     positions = check_layout(positions, gmask.L)
     P = len(positions)
     S = 1
@@ -247,17 +246,14 @@ def check_hooks(log, P: int, ranks_from: str = "positions", **hooks) -> None:
     if log is not None:
         _check_log(log, P, ranks_from)
     for name, f in hooks.items():
-        if f is not None and not callable(f):
-            raise TypeError(f"{name}: expected a callable or None, got {type(f).__name__}")
+        callable_arg(f, name, "a callable or None", allow_none=True)
 
 
 def prepare(q, k, v, positions, causal, window, mask, scale, softcap):
     """Validated float64 (q, k, v), the layout and the AttentionProblem of a context-parallel call."""
     q, k, v = (check_real_4d(x, n).astype(np.float64, copy=False) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     _, _, _, Lq, Lk, _, _ = check_qkv_shapes(q, k, v)
-    if Lq != Lk:
-        raise ValueError(f"q, k: expected equal lengths (context parallelism shards one sequence), got Lq = {Lq}, "
-                         f"Lk = {Lk}")
+    one_sequence(Lq, Lk)
     positions = check_layout(positions, Lq)
     problem = AttentionProblem(GlobalMask(Lq, causal, window, mask), scale, softcap)
     return q, k, v, positions, problem
@@ -281,8 +277,13 @@ def ring_attention(q, k, v, positions, *, causal=False, window=None, mask=None, 
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
     check_hooks(log, P, program=program, driver=driver)
-    shards = shards_of(q, k, v, positions)
-    states = resolve_driver(driver)(lambda r: program(problem, shards[r], P, S), P, log)
+    return _forward(q, k, v, positions, problem, S, log, program, driver)
+
+
+def _forward(q, k, v, positions, problem: AttentionProblem, num_steps: int, log, program, driver):
+    """``ring_attention`` of checked arguments: (out, lse, states)."""
+    P, shards = len(positions), shards_of(q, k, v, positions)
+    states = resolve_driver(driver)(lambda r: program(problem, shards[r], P, num_steps), P, log)
     return gather([s.out for s in states], positions), gather([s.lse for s in states], positions), states
 
 
@@ -290,13 +291,11 @@ def ring_attention_backward(q, k, v, dout, positions, *, causal=False, window=No
                             softcap=None, log=None, program=backward_program, driver=None):
     """(dq, dk, dv) of sum(dout * out) by the ring backward (forward by ring_attention first, uncounted)."""
     dout = check_real_4d(dout, "dout").astype(np.float64, copy=False)
-    out, lse, _ = ring_attention(q, k, v, positions, causal=causal, window=window, mask=mask, scale=scale,
-                                 softcap=softcap, driver=driver)
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
-    if dout.shape != out.shape:
-        raise ValueError(f"dout: expected shape {out.shape}, got {dout.shape}")
+    same_shape(dout, q.shape[:3] + (v.shape[3],), "dout")  # out's shape
     P, S = len(positions), ring_num_steps(problem.gmask, positions)
     check_hooks(log, P, program=program, driver=driver)
+    out, lse, _ = _forward(q, k, v, positions, problem, S, None, forward_program, driver)
     outs, lses, douts = shard(out, positions), shard(lse, positions), shard(dout, positions)
     shards = shards_of(q, k, v, positions)
     grads = resolve_driver(driver)(lambda r: program(problem, shards[r], outs[r], lses[r], douts[r], P, S), P, log)

@@ -32,7 +32,8 @@ import dataclasses
 import numpy as np
 
 from .. import masks as _masks
-from .._validate import as_float_array, check_budget, axis_index, count, index_array, instance, positive_int
+from .._validate import as_float_array, check_budget, axis_index, count, flag, index_array, instance, positive_int
+from .._validate.distributed import global_positions, layout, rank_parts, rank_sizes, zigzag_chunks
 from ..sdpa import check_window
 
 __all__ = ["GlobalMask", "contiguous", "even_sizes", "gather", "shard", "visible_pairs_per_rank", "zigzag"]
@@ -41,27 +42,19 @@ MAX_RANKS = 2**16
 """Most ranks (or zig-zag chunks) a layout may have: each is a Python-level loop iteration."""
 
 
-def _sizes(sizes, name: str, *, max_len: int = MAX_RANKS) -> tuple:
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__") or not hasattr(sizes, "__len__"):
-        raise TypeError(f"{name}: expected a sequence of non-negative ints, got {type(sizes).__name__}")
-    if not 1 <= len(sizes) <= max_len:
-        raise ValueError(f"{name}: expected 1 to {max_len} entries, got {len(sizes)}")
-    return tuple(positive_int(s, f"{name}[{i}]", allow_zero=True) for i, s in enumerate(sizes))
-
-
 def contiguous(sizes) -> tuple:
     """Positions of each rank for contiguous shards of the given sizes (one per rank)."""
-    sizes = _sizes(sizes, "sizes")
+    return _contiguous(rank_sizes(sizes, "sizes", MAX_RANKS))
+
+
+def _contiguous(sizes: tuple) -> tuple:
     edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     return tuple(np.arange(edges[r], edges[r + 1], dtype=np.int64) for r in range(len(sizes)))
 
 
 def zigzag(chunk_sizes) -> tuple:
     """Positions of each of P ranks from 2P chunk sizes: rank r holds chunks r and 2P-1-r."""
-    chunk_sizes = _sizes(chunk_sizes, "chunk_sizes", max_len=2 * MAX_RANKS)
-    if len(chunk_sizes) % 2:
-        raise ValueError(f"chunk_sizes: expected an even number 2P of chunks (zig-zag), got {len(chunk_sizes)}")
-    chunks = contiguous(chunk_sizes)
+    chunks = _contiguous(zigzag_chunks(chunk_sizes, 2 * MAX_RANKS))
     P = len(chunks) // 2
     return tuple(np.concatenate([chunks[r], chunks[2 * P - 1 - r]]) for r in range(P))
 
@@ -75,17 +68,7 @@ def even_sizes(L: int, parts: int) -> tuple:
 def check_layout(positions, L: int | None = None) -> tuple:
     """Validate that ``positions`` (one 1-D int array per rank) partition 0..L-1 (L = their total size
     when None); return them as int64."""
-    if isinstance(positions, (str, bytes, np.ndarray)) or not isinstance(positions, (list, tuple)):
-        raise TypeError(f"positions: expected a sequence of int arrays (one per rank), got {type(positions).__name__}")
-    if not 1 <= len(positions) <= MAX_RANKS:
-        raise ValueError(f"positions: expected 1 to {MAX_RANKS} ranks, got {len(positions)}")
-    out = tuple(index_array(p, f"positions[{r}]", ndim=1) for r, p in enumerate(positions))
-    allpos = np.concatenate(out)
-    L = allpos.size if L is None else L
-    if allpos.size != L or not np.array_equal(np.sort(allpos), np.arange(L)):
-        raise ValueError(f"positions: expected the ranks' positions to partition 0..{L - 1} exactly once, got "
-                         f"{allpos.size} positions with gaps, repeats or entries beyond it")
-    return out
+    return layout(positions, L, MAX_RANKS)
 
 
 def shard(x: np.ndarray, positions: tuple, axis: int = 2) -> list:
@@ -105,17 +88,7 @@ def gather(parts, positions: tuple, axis: int = 2) -> np.ndarray:
     ``parts[r]`` holds ``len(positions[r])`` rows along ``axis``; every other axis agrees.
     -inf entries pass through as in ``shard``."""
     positions = check_layout(positions)
-    if isinstance(parts, (str, bytes, np.ndarray)) or not isinstance(parts, (list, tuple)):
-        raise TypeError(f"parts: expected a sequence of arrays (one per rank), got {type(parts).__name__}")
-    if len(parts) != len(positions):
-        raise ValueError(f"parts: expected {len(positions)} arrays (one per rank of positions), got {len(parts)}")
-    parts = [as_float_array(p, f"parts[{r}]", allow_neg_inf=True) for r, p in enumerate(parts)]
-    axis = axis_index(axis, parts[0].ndim)
-    for r, (p, pos) in enumerate(zip(parts, positions)):
-        want = parts[0].shape[:axis] + (len(pos),) + parts[0].shape[axis + 1:]
-        if p.shape != want:
-            raise ValueError(f"parts[{r}]: expected shape {want} (len(positions[{r}]) rows along axis {axis}), "
-                             f"got {p.shape}")
+    parts, axis = rank_parts(parts, positions, axis)
     L = sum(len(p) for p in positions)
     shape = list(parts[0].shape)
     shape[axis] = L
@@ -144,11 +117,10 @@ class GlobalMask:
 
     def __post_init__(self):
         object.__setattr__(self, "L", positive_int(self.L, "L", allow_zero=True))  # a Python int from here on
-        if not isinstance(self.causal, (bool, np.bool_)):
-            raise TypeError(f"causal: expected a bool, got {type(self.causal).__name__}")
+        flag(self.causal, "causal")
         object.__setattr__(self, "window", check_window(self.window))
-        if self.mask is not None and not isinstance(self.mask, _masks.Mask):
-            raise TypeError(f"mask: expected a refimpl.masks.Mask or None, got {type(self.mask).__name__}")
+        if self.mask is not None:
+            instance(self.mask, "mask", _masks.Mask, "refimpl.masks.Mask or None")
 
     def predicates(self) -> list:
         """The refimpl.masks predicates whose conjunction is this mask."""
@@ -165,9 +137,7 @@ class GlobalMask:
         """bool (nq, nk): may the query at global position qpos[i] attend the key at kpos[j]."""
         i = index_array(qpos, "qpos", ndim=1)[:, None]
         j = index_array(kpos, "kpos", ndim=1)[None, :]
-        for x, name in ((i, "qpos"), (j, "kpos")):
-            if x.size and int(x.max()) >= self.L:
-                raise ValueError(f"{name}: expected global positions in [0, L) = [0, {self.L}), got {int(x.max())}")
+        global_positions(i, j, self.L)
         check_budget("qpos, kpos", shape=(i.shape[0], j.shape[1]), itemsize=32,
                      what=f"a ({i.shape[0]}, {j.shape[1]}) mask")
         out = np.ones((i.shape[0], j.shape[1]), dtype=bool)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from .._validate import count, instance
+from .._validate import count
+from .._validate.distributed import (callable_arg, deliveries, destination, every_rank_exchanges, exchange, rank_log,
+                                     rank_programs)
 from .messages import Exchange, Size, message_size
 
 MAX_RANKS = 2**16
@@ -60,21 +62,14 @@ def run(programs: list, log: Log | None = None) -> list:
 
     ``log``: a ``Log`` of ``len(programs)`` ranks, or None. A protocol error of the programs
     (a deadlock or a lost message on real ranks) raises ``ProtocolError`` (a ValueError)."""
-    return _run(programs, log, "programs")
+    programs = rank_programs(programs, MAX_RANKS, inspect.isgenerator)
+    return _run(programs, _check_log(log, len(programs)), "programs")
 
 
-def _run(programs, log, names: str) -> list:
-    """``run``; ``names``: the caller's arguments the programs come from (drive: make_program, num_ranks)."""
-    if isinstance(programs, (str, bytes)) or not isinstance(programs, (list, tuple)):
-        raise TypeError(f"programs: expected a list of generators (one rank program per rank), "
-                        f"got {type(programs).__name__}")
-    if not 1 <= len(programs) <= MAX_RANKS:
-        raise ValueError(f"programs: expected 1 to {MAX_RANKS} rank programs, got {len(programs)}")
-    for r, prog in enumerate(programs):
-        if not inspect.isgenerator(prog):
-            raise TypeError(f"programs[{r}]: expected a generator (a rank program), got {type(prog).__name__}")
+def _run(programs: list, log: Log, names: str) -> list:
+    """``run`` of checked programs and log; ``names``: the caller's arguments the programs come from (drive:
+    make_program, num_ranks), named by a protocol error."""
     P = len(programs)
-    log = _check_log(log, P)
     results = [None] * P
     pending = {}
     for r, prog in enumerate(programs):
@@ -82,26 +77,16 @@ def _run(programs, log, names: str) -> list:
     rnd = 0
     while any(x is not None for x in pending.values()):
         live = {r: ex for r, ex in pending.items() if ex is not None}
-        if len(live) != P:
-            raise ProtocolError(f"{names}: expected every rank to exchange in each round, got ranks "
-                                f"{sorted(set(range(P)) - set(live))} finished while others wait (round {rnd})")
+        every_rank_exchanges(live, P, names, rnd, ProtocolError)
         inbox = {r: {} for r in range(P)}
         for src, ex in live.items():
-            if not isinstance(ex, Exchange):
-                raise TypeError(f"{names}: expected rank {src}'s program to yield Exchange objects, got "
-                                f"{type(ex).__name__}")
+            exchange(ex, Exchange, src, names)
             for dest, msg in ex.sends.items():
-                if not 0 <= dest < P:
-                    raise ProtocolError(f"{names}: expected messages to ranks 0..{P - 1}, got rank {src} sending to "
-                                        f"rank {dest} (round {rnd})")
+                destination(dest, P, src, names, rnd, ProtocolError)
                 inbox[dest][src] = msg
                 log.record(rnd, src, dest, msg)
         for dest, ex in live.items():
-            if set(inbox[dest]) != set(ex.recv_from):
-                raise ProtocolError(
-                    f"{names}: expected rank {dest} to be sent messages by {sorted(ex.recv_from)}, "
-                    f"got messages by {sorted(inbox[dest])} (round {rnd})"
-                )
+            deliveries(inbox[dest], ex.recv_from, dest, names, rnd, ProtocolError)
             pending[dest] = _advance(programs[dest], {s: inbox[dest][s] for s in ex.recv_from}, dest, results)
         rnd += 1
     return results
@@ -113,18 +98,17 @@ def drive(make_program, num_ranks: int, log: Log | None = None) -> list:
     Entry points (``ring.ring_attention`` ...) take a ``driver`` with this
     signature; ``refimpl.distributed.mpi.driver()`` runs the same programs on MPI ranks.
     """
-    if not callable(make_program):
-        raise TypeError(f"make_program: expected a callable rank -> rank program, got {type(make_program).__name__}")
+    callable_arg(make_program, "make_program", "a callable rank -> rank program")
     num_ranks = count(num_ranks, "num_ranks", minimum=1, maximum=MAX_RANKS)
-    _check_log(log, num_ranks, "num_ranks")
-    return _run([make_program(r) for r in range(num_ranks)], log, "make_program, num_ranks")
+    log = _check_log(log, num_ranks, "num_ranks")
+    programs = rank_programs([make_program(r) for r in range(num_ranks)], MAX_RANKS, inspect.isgenerator)
+    return _run(programs, log, "make_program, num_ranks")
 
 
 def resolve(driver):
     """``driver``, or the simulated one when None."""
-    if driver is not None and not callable(driver):
-        raise TypeError(f"driver: expected None (simulated) or a driver such as refimpl.distributed.mpi.driver(), "
-                        f"got {type(driver).__name__}")
+    callable_arg(driver, "driver", "None (simulated) or a driver such as refimpl.distributed.mpi.driver()",
+                 allow_none=True)
     return drive if driver is None else driver
 
 
@@ -132,10 +116,7 @@ def _check_log(log, P: int, ranks_from: str = "programs"):
     """``log``, or a new Log of P ranks when None; ``ranks_from`` names the argument that sets P."""
     if log is None:
         return Log(P)
-    instance(log, "log", Log, "refimpl.distributed.simulate.Log or None")
-    if log.num_ranks != P:
-        raise ValueError(f"log, {ranks_from}: expected a Log of P = {P} ranks ({ranks_from}), "
-                         f"got one of {log.num_ranks}")
+    rank_log(log, P, ranks_from, Log)
     return log
 
 

@@ -28,6 +28,8 @@ import dataclasses
 
 import numpy as np
 
+from .._validate import same_shape
+from .._validate.distributed import head_groups as check_head_groups
 from ..sdpa import attention, attention_backward, check_real_4d
 from .messages import Exchange
 from .ring import AttentionProblem, RankShard, check_hooks, prepare, shards_of
@@ -81,10 +83,7 @@ class OutBlock:
 
 def head_groups(H: int, P: int, name: str = "heads") -> list:
     """P contiguous slices of H heads (P must divide H)."""
-    if H % P:
-        raise ValueError(f"{name}, positions: expected a head count divisible by the number of ranks P = {P} "
-                         f"(len(positions); Ulysses), got {H} heads")
-    n = H // P
+    n = check_head_groups(H, P, name)
     return [slice(p * n, (p + 1) * n) for p in range(P)]
 
 
@@ -155,8 +154,7 @@ def ulysses_attention_backward(q, k, v, dout, positions, *, causal=False, window
     """(dq, dk, dv) of sum(dout * out) by the Ulysses backward, in global order."""
     q, k, v, positions, problem = prepare(q, k, v, positions, causal, window, mask, scale, softcap)
     dout = check_real_4d(dout, "dout").astype(np.float64, copy=False)
-    if dout.shape != q.shape[:3] + (v.shape[3],):
-        raise ValueError(f"dout: expected shape {q.shape[:3] + (v.shape[3],)}, got {dout.shape}")
+    same_shape(dout, q.shape[:3] + (v.shape[3],), "dout")
     P = len(positions)
     head_groups(q.shape[1], P, "q"), head_groups(k.shape[1], P, "k")
     check_hooks(log, P, rank_program=rank_program, driver=driver)

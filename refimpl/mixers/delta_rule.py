@@ -29,6 +29,12 @@ so U = T diag(beta) V - (T diag(beta exp(gam)) K) S_prev (the "UT transform": u 
     O      = scale * [diag(exp(gam)) Q S_prev + tril(Q K^T * Gam) U]
     S_next = exp(gam_last) S_prev + (K * exp(gam_last - gam))^T U
 
+Everything but S_prev is known before the scan, so T (by doubling its inverted diagonal blocks,
+``_unit_lower_inverse``), U_ = T diag(beta) V, W = T diag(beta exp(gam)) K and the masked products
+are computed for a batch of chunks at once (``_chunks.BLOCK`` tokens); the loop over chunks carries S alone (u = U_ - W S_prev and
+S_next: two products per chunk), and the outputs are again one batched product. A per-value-channel
+beta is one delta rule per value column (the columns of S never mix).
+
 Conventions: layout (B, H, L, D): q, k (B, H, L, K), v (B, H, L, V), beta (B, H, L) or
 (B, H, L, V) (fla ``delta_rule_recurrence`` allows a per-value-channel beta), g (B, H, L) <= 0.
 ``scale`` default K^-0.5 (fla). Keys are usually L2-normalised (fla ``use_qk_l2norm_in_kernel``);
@@ -40,7 +46,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import mixers as VX
 from .._validate import as_float_array, choice, chunk_starts, finite_result, leading_shape, positive_float
+from .._parallel import map_blocks
+from . import _chunks
+from ._chunks import chunks, head_groups, unchunk
 from .gated import G_FLOOR
 
 FORMS = ("recurrent", "chunked")
@@ -58,19 +68,10 @@ class _Setup:
         leading_shape(self.v, "v", (B, H, L), "(B, H, L) of q")
         V = self.v.shape[3]
         self.B, self.H, self.L, self.K, self.V = B, H, L, K, V
-        beta = as_float_array(beta, "beta")
-        if beta.shape == (B, H, L):
-            beta = beta[..., None]
-        elif beta.shape != (B, H, L, V):
-            raise ValueError(f"beta: expected (B, H, L) = {(B, H, L)} or (B, H, L, V), got {beta.shape}")
-        self.beta = beta
+        self.beta = VX.delta_beta(beta, B, H, L, V)
         self.g = np.zeros((B, H, L))
         if g is not None:
-            self.g = as_float_array(g, "g")
-            leading_shape(self.g, "g", (B, H, L), "(B, H, L)")
-            if self.g.ndim != 3 or (self.g > 0).any():
-                raise ValueError(f"g: expected (B, H, L) log-gates <= 0, got {float(np.max(self.g))!r}")
-            self.g = np.maximum(self.g, G_FLOOR)  # exp(g) is 0 either way; keeps chunk cumsums exact (gated.G_FLOOR)
+            self.g = np.maximum(VX.delta_log_gates(g, B, H, L), G_FLOOR)  # exp(g) is 0 either way; keeps chunk cumsums exact (gated.G_FLOOR)
         self.scale = K ** -0.5 if scale is None else positive_float(scale, "scale")
         self.S0 = np.zeros((B, H, K, V))
         if initial_state is not None:
@@ -78,26 +79,56 @@ class _Setup:
             leading_shape(self.S0, "initial_state", (B, H, K, V), "(B, H, K, V)")
 
 
-def _chunk(s: _Setup, S, a: int, b: int):
-    """Outputs of tokens a..b-1 and the state after them, by the UT transform (module doc)."""
-    q, k, v, beta = s.q[:, :, a:b], s.k[:, :, a:b], s.v[:, :, a:b], s.beta[:, :, a:b]
-    c = b - a
-    gam = np.cumsum(s.g[:, :, a:b], axis=2)  # (B, H, c)
-    lower = np.tril(np.ones((c, c), dtype=bool))
-    Gam = np.exp(np.where(lower, gam[..., :, None] - gam[..., None, :], -np.inf))
-    kk = k @ np.swapaxes(k, -1, -2) * Gam
-    # T^{-1} = I + strict_tril(diag(beta) (K K^T * Gam)); value columns are independent, so a
-    # per-value-channel beta gives one system per column (axis 2 below), a per-head beta one system.
-    bcol = np.moveaxis(beta, 3, 2)[..., :, None]  # (B, H, 1 or V, c, 1)
-    Tinv = np.eye(c) + np.tril(bcol * kk[:, :, None], -1)
-    rhs = beta * (v - np.exp(gam)[..., None] * (k @ S))  # diag(beta) (V - diag(e^gam) K S_prev), (B, H, c, V)
-    if beta.shape[3] == 1:
-        U = np.linalg.solve(Tinv[:, :, 0], rhs)
-    else:
-        U = np.moveaxis(np.linalg.solve(Tinv, np.moveaxis(rhs, 3, 2)[..., None])[..., 0], 2, 3)
-    o = s.scale * (np.exp(gam)[..., None] * q @ S + np.tril(q @ np.swapaxes(k, -1, -2) * Gam) @ U)
-    kd = k * np.exp(gam[..., -1:] - gam)[..., None]
-    return o, np.exp(gam[..., -1])[..., None, None] * S + np.swapaxes(kd, -1, -2) @ U
+def _unit_lower_inverse(N: np.ndarray) -> np.ndarray:
+    """(I + N)^-1 for strictly lower triangular N (..., c, c), by doubling the inverted diagonal blocks
+    (sizes 1, 2, 4, ...; N padded by zeros to a power of two), each step the block identity
+
+        [[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1, D^-1]]
+
+    (two batched products a step; Higham 2002, "Accuracy and Stability of Numerical Algorithms",
+    sec. 14.2.2, the blocked inversion whose error bound is forward substitution's)."""
+    c = N.shape[-1]
+    p = 1 << max(c - 1, 0).bit_length()
+    Np = np.zeros(N.shape[:-2] + (p, p))
+    Np[..., :c, :c] = N
+    inv = np.ones(N.shape[:-2] + (p, 1, 1))  # the inverted diagonal blocks, (..., p / b, b, b); b = 1: 1 / 1
+    b = 1
+    while b < p:
+        m = p // (2 * b)
+        blocks = np.moveaxis(np.diagonal(Np.reshape(Np.shape[:-2] + (m, 2 * b, m, 2 * b)), axis1=-4, axis2=-2), -1, -3)
+        Ainv, Dinv = inv[..., 0::2, :, :], inv[..., 1::2, :, :]
+        nxt = np.zeros(N.shape[:-2] + (m, 2 * b, 2 * b))
+        nxt[..., :b, :b], nxt[..., b:, b:] = Ainv, Dinv
+        nxt[..., b:, :b] = -(Dinv @ blocks[..., b:, :b] @ Ainv)
+        inv, b = nxt, 2 * b
+    return inv[..., 0, :c, :c]
+
+
+def _chunked(q, k, v, beta, g, scale: float, S0, c: int):
+    """The chunked form (module doc) for a per-head beta (B, H, L, 1): (o (B, H, L, V), final state)."""
+    Q, K, V, bt = chunks(q, c), chunks(k, c), chunks(v, c), chunks(beta, c)  # padding: k = v = beta = 0 write nothing
+    gam = np.cumsum(chunks(g, c), axis=3)  # (B, H, n, c), local cumulative log-gates
+    Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))
+    if gam.any():
+        lower = np.tri(c, dtype=bool)
+        Gam = np.exp(np.where(lower, gam[..., :, None] - gam[..., None, :], -np.inf))  # exp(gam_i - gam_j), i >= j
+        eg = np.exp(gam)[..., None]  # exp(gam_i)
+        Kdt = np.ascontiguousarray(np.swapaxes(K * np.exp(gam[..., -1:] - gam)[..., None], -1, -2))
+    else:  # every gate 1: each decay is exp(0) = 1 exactly
+        Gam, eg, Kdt = np.tri(c), 1.0, Kt
+    T = _unit_lower_inverse(np.tril(bt * (K @ Kt) * Gam, -1))  # T = (I + strict_tril(diag(beta) (K K^T * Gam)))^-1
+    U_, W = T @ (bt * V), T @ (bt * eg * K)  # u = U_ - W S_prev
+    scores = (Q @ Kt) * Gam  # tril(Q K^T * Gam)
+    last = np.exp(gam[..., -1])[..., None, None]  # exp(gam_last), (B, H, n, 1, 1)
+    entering, u, S = np.empty(Q.shape[:3] + S0.shape[2:]), np.empty_like(U_), S0
+    for m in range(Q.shape[2]):
+        entering[:, :, m] = S
+        u[:, :, m] = U_[:, :, m] - W[:, :, m] @ S
+        S = last[:, :, m] * S + Kdt[:, :, m] @ u[:, :, m]
+    o = (eg * Q) @ entering
+    o += scores @ u
+    o *= scale
+    return unchunk(o, q.shape[2]), S
 
 
 def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="recurrent", chunk_size=64):
@@ -108,19 +139,16 @@ def delta_rule(q, k, v, beta, g=None, *, scale=None, initial_state=None, form="r
     """
     s = _Setup(q, k, v, beta, g, scale, initial_state)
     choice(form, "form", FORMS)
-    starts = chunk_starts(s.L, chunk_size)
+    chunk_starts(s.L, chunk_size)  # validates chunk_size
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
-        try:
-            o, S = _forms(s, form, starts, chunk_size)
-        except np.linalg.LinAlgError:  # T^-1 is unit lower triangular: singular only once overflowed to inf/NaN
-            o = S = np.full(1, np.inf)
+        o, S = _forms(s, form, chunk_size)
     # unnormalised keys with beta |k|^2 > 2 make I - beta k k^T expand: the state can grow geometrically
     finite_result(o, "an output", "q, k, v, beta, scale, initial_state")
     finite_result(S, "the final state", "k, v, beta, initial_state")
     return o, S
 
 
-def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
+def _forms(s: _Setup, form: str, chunk_size: int):
     if form == "recurrent":
         S, o = s.S0, np.empty((s.B, s.H, s.L, s.V))
         for t in range(s.L):
@@ -129,12 +157,22 @@ def _forms(s: _Setup, form: str, starts: list, chunk_size: int):
             u = s.beta[:, :, t] * (s.v[:, :, t] - np.einsum("bhkv,bhk->bhv", S, kt))
             S = S + kt[..., :, None] * u[..., None, :]
             o[:, :, t] = s.scale * np.einsum("bhk,bhkv->bhv", s.q[:, :, t], S)
-        return o, S
-    S, parts = s.S0, []  # chunked
-    for a in starts:
-        o, S = _chunk(s, S, a, min(a + int(chunk_size), s.L))
-        parts.append(o)
-    return (np.concatenate(parts, axis=2) if parts else np.empty((s.B, s.H, 0, s.V))), S
+        return o, (S if s.L else S.copy())  # never the caller's initial_state itself
+    o, S, c = np.empty((s.B, s.H, s.L, s.V)), np.empty(s.S0.shape), int(chunk_size)
+    span = c * max(1, _chunks.BLOCK // c)
+
+    def heads(hs: slice):  # chunked, a group of heads (_chunks.head_groups)
+        # per-value-channel beta: one delta rule per value column (the columns of S never mix)
+        for cols in ([slice(None)] if s.beta.shape[3] == 1 else [slice(i, i + 1) for i in range(s.V)]):
+            St = s.S0[:, hs][..., cols]
+            for a in range(0, s.L, span):  # batches of chunks, the state carried between them
+                t = slice(a, a + span)
+                o[:, hs, t][..., cols], St = _chunked(s.q[:, hs, t], s.k[:, hs, t], s.v[:, hs, t][..., cols],
+                                                      s.beta[:, hs, t][..., cols], s.g[:, hs, t], s.scale, St, c)
+            S[:, hs][..., cols] = St
+
+    map_blocks(heads, head_groups(s.H), s.B * s.H * s.L * (4 * c + 6 * s.K) * s.V)
+    return o, S
 
 
 __all__ = ["FORMS", "delta_rule"]

@@ -52,6 +52,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, check_budget, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
+from .._validate import mixers as VX
 
 FORMS = ("recurrent", "parallel", "chunked")
 G_FLOOR = -800.0
@@ -86,15 +87,7 @@ class GatedSetup:
         if g is None:
             G = np.zeros((B, H, L, 1))
         else:
-            g = as_float_array(g, "g")
-            if g.shape == (B, H, L):
-                g = g[..., None]
-            elif g.shape != (B, H, L, K):
-                raise ValueError(f"g: expected shape (B, H, L) = {(B, H, L)} or (B, H, L, K) = {(B, H, L, K)}, got {g.shape}")
-            if (g > 0).any():
-                raise ValueError(f"g: expected log-space gates <= 0 (a decay, never a growth), got "
-                                 f"{float(np.max(g))!r}")
-            G = np.cumsum(np.maximum(g, G_FLOOR), axis=2)
+            G = np.cumsum(np.maximum(VX.log_gates(g, B, H, L, K), G_FLOOR), axis=2)
         # G_{-1} = 0 prepended: G[:, :, t + 1] is G_t, G[:, :, 0] the start.
         self.G = np.concatenate([np.zeros((B, H, 1, G.shape[3])), G], axis=2)
         self.S0 = np.zeros((B, H, K, self.V))

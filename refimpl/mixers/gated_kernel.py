@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, choice, count, finite_result, real_number
+from .._validate import mixers as VX
 from ..logistic import log_sigmoid, sigmoid
 from .gated import FORMS, _gla
 from .linear_attention import NORMALISER_EPS, _apply_feature_map
@@ -32,12 +33,7 @@ from .linear_attention import NORMALISER_EPS, _apply_feature_map
 
 def _gate_logits(x, W, name, H, D, d_phi):
     """x W^T per head: (B, H, L, G) with G = 1 or d_phi."""
-    W = as_float_array(W, name)
-    if W.ndim == 2:
-        W = np.broadcast_to(W, (H,) + W.shape)
-    if W.ndim != 3 or W.shape[0] != H or W.shape[2] != D or W.shape[1] not in (1, d_phi):
-        raise ValueError(f"{name}: expected shape (G, {D}) or ({H}, G, {D}) with G = 1 or d_phi = {d_phi}, "
-                         f"got {W.shape}")
+    W = VX.gate_weight(W, name, H, D, d_phi)
     with np.errstate(over="ignore", invalid="ignore"):
         z = np.einsum("bhld,hgd->bhlg", x, W)
     return finite_result(z, "a gate logit", f"{name}, {'q' if name == 'W_gamma' else 'k'}")
@@ -63,13 +59,11 @@ def gated_kernel_attention(q, k, v, W_gamma, W_beta, *, feature_map="elu+1", eps
     q = as_float_array(q, "q", ndim=4)
     k = as_float_array(k, "k", shape=q.shape, shape_doc="(B, H, L, D) of q")
     v = as_float_array(v, "v", ndim=4)
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v: expected leading shape (B, H, L) of q = {q.shape[:3]}, got {v.shape}")
+    VX.leading_bhl(v, "v", q, "q")
     eps = real_number(eps, "eps", minimum=0.0)
     choice(form, "form", FORMS)
     fq, fk = _apply_feature_map(q, feature_map, "q"), _apply_feature_map(k, feature_map, "k")
-    if fq.shape != fk.shape:
-        raise ValueError(f"feature_map: expected phi(q) and phi(k) of one shape, got {fq.shape} and {fk.shape}")
+    VX.same_feature_shape(fq, fk)
     log_gamma, beta = data_dependent_gates(q, k, W_gamma, W_beta, d_phi=fq.shape[3])
     g = log_gamma[..., 0] if log_gamma.shape[3] == 1 else log_gamma
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3)

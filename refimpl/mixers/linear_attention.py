@@ -13,7 +13,11 @@ softmax attention's O(L^2 d) (:mod:`refimpl.mixers.cost`).
 One computation, one setup: the numerator and the normaliser are the same recurrence, so
 the normaliser is computed by appending a column of ones to v (z_t = S_t[:, d_v]) and both
 go through :func:`refimpl.mixers.gated.gated_linear_attention` (gate g = 0), which supplies
-the recurrent, parallel (masked quadratic) and chunked forms.
+the recurrent and parallel (masked quadratic) forms. The chunked form is gated's with every
+decay 1, every chunk's products at once (chunks m of c tokens, Q_m, K_m, V_m their rows)::
+
+    S_(0) = S_init,   S_(m+1) = S_(m) + K_m^T V_m              the state entering each chunk
+    O_m   = scale * (Q_m S_(m) + tril(Q_m K_m^T) V_m)          the carried state, then the causal part inside
 
 Feature maps (``feature_map``; docs/mixers.md#feature-maps), each over the head dim D of x:
 
@@ -46,9 +50,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import (FLOAT_MAX, as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
+from .._validate import mixers as VX
+from .._validate import (as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
                          positive_int, real_number)
-from .gated import FORMS, _gla
+from .._parallel import map_blocks
+from . import _chunks
+from ._chunks import chunks, head_groups, unchunk
+from .gated import FORMS, GatedSetup, _gla
 
 FEATURE_MAPS = {
     "elu+1": lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0))),
@@ -82,13 +90,8 @@ def _apply_feature_map(x, feature_map, name: str):
     """``apply_feature_map``, its messages naming the caller's argument ``name``."""
     x = as_float_array(x, name, ndim=4)
     if callable(feature_map):
-        out = as_float_array(feature_map(x), f"feature_map({name})", ndim=4)
-        if out.shape[:3] != x.shape[:3]:
-            raise ValueError(f"feature_map: expected a map that keeps the leading (B, H, L) = {x.shape[:3]}, "
-                             f"got {out.shape}")
-        return out
-    if not isinstance(feature_map, str) or feature_map not in FEATURE_MAPS:
-        raise ValueError(f"feature_map: expected one of {sorted(FEATURE_MAPS)} or a callable, got {feature_map!r}")
+        return VX.mapped_features(feature_map(x), x.shape, name)
+    VX.feature_map_name(feature_map, FEATURE_MAPS)
     with np.errstate(over="ignore", invalid="ignore"):
         out = FEATURE_MAPS[feature_map](x)
     return finite_result(out, f"feature_map {feature_map!r}", name)
@@ -105,23 +108,23 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     Returns y (B, H, L, Dv).
     """
     fq, fk = _phi(q, "q", feature_map), _phi(k, "k", feature_map)
-    if fq.shape[3] != fk.shape[3]:
-        raise ValueError(f"k: expected phi(k) as wide as phi(q) = {fq.shape[3]} (k's last axis equal to q's), got "
-                         f"{fk.shape[3]}")
-    if fk.shape[:2] != fq.shape[:2]:
-        raise ValueError(f"k: expected leading shape (B, H) of q = {fq.shape[:2]}, got shape {fk.shape}")
+    VX.feature_widths(fq, fk)
     v = as_float_array(v, "v", ndim=4)
     causal, normalize = flag(causal, "causal"), flag(normalize, "normalize")
     eps, scale = real_number(eps, "eps", minimum=0.0), positive_float(scale, "scale")
     choice(form, "form", FORMS)
     count(chunk_size, "chunk_size", minimum=1)
+    if not causal:
+        VX.leading_bhl(v, "v", fk, "k")
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
-    if causal:
+    if causal and form == "chunked":
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+            out = _chunked(GatedSetup(fq, fk, va, None, scale, None), int(chunk_size))
+        finite_result(out, "an output", "q, k, v, scale, feature_map")
+    elif causal:
         out, _ = _gla(fq, fk, va, None, scale, None, form, chunk_size,
                       ("q, k, v, scale, feature_map", "k, v, feature_map"))
     else:
-        if fk.shape[2] != va.shape[2] or va.shape[:2] != fk.shape[:2]:
-            raise ValueError(f"v: expected leading shape (B, H, L) of k = {fk.shape[:3]}, got {v.shape}")
         with np.errstate(over="ignore", invalid="ignore"):
             S = np.swapaxes(fk, -1, -2) @ va  # (B, H, d_phi, Dv [+1]): every query sees every key
             out = scale * fq @ S
@@ -134,6 +137,40 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
         y = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
     # |y| <= max |v| when phi >= 0 (a weighted average); a signed map (identity) can make den tiny
     return finite_result(y, "an output (numerator / normaliser)", "q, k, v, eps, feature_map")
+
+
+def _chunked(s: GatedSetup, c: int) -> np.ndarray:
+    """The chunked form of the module doc: o (B, H, L, V) for the validated setup ``s`` (g = 0), groups
+    of heads on threads (``_chunks.head_groups``)."""
+    o = np.empty((s.B, s.H, s.L, s.V))
+
+    span = c * max(1, _chunks.BLOCK // c)
+
+    def heads(hs: slice):
+        S = s.S0[:, hs]
+        for a in range(0, s.L, span):  # batches of chunks, the state carried between them
+            t = slice(a, a + span)
+            o[:, hs, t], S = _chunked_heads(s.q[:, hs, t], s.k[:, hs, t], s.v[:, hs, t], S, s.scale, c)
+
+    map_blocks(heads, head_groups(s.H), s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
+    return o
+
+
+def _chunked_heads(q, k, v, S0, scale: float, c: int):
+    """The chunked form on some heads and tokens: (o, the state after them). The running sum S_(m) is one addition per chunk; everything else
+    is a batched product over the chunks (a last partial chunk padded with zero keys and values, which
+    write nothing)."""
+    Q, K, V = chunks(q, c), chunks(k, c), chunks(v, c)  # (B, H, n, c, .)
+    Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, H, n, K, c): both products below run faster on it
+    writes = Kt @ V  # K_m^T V_m, (B, H, n, K, V)
+    entering, S = np.empty_like(writes), S0
+    for m in range(writes.shape[2]):
+        entering[:, :, m] = S
+        S = S + writes[:, :, m]
+    o = Q @ entering
+    o += ((Q @ Kt) * np.tri(c)) @ V  # tril(Q_m K_m^T) V_m
+    o *= scale
+    return unchunk(o, q.shape[2]), S
 
 
 def _phi(x, name, feature_map):
@@ -174,18 +211,9 @@ def favor_features(x, W, *, is_query: bool, stabilize=True):
 def _favor_features(x, W, is_query, stabilize, names: str):
     """``favor_features``; ``names``: the caller's arguments x and W are (e.g. "q, W")."""
     xname = names.split(",")[0]
-    x = as_float_array(x, xname, ndim=4)
-    W = as_float_array(W, "W", ndim=2, min_size={0: 1})
-    if W.shape[1] != x.shape[3]:
-        raise ValueError(f"W: expected shape (m, {x.shape[3]}) (the head dim of {xname}), got {W.shape}")
+    x, W = VX.feature_matrix(x, W, xname)
     is_query, stabilize = flag(is_query, "is_query"), flag(stabilize, "stabilize")
-    # |W x - |x|^2/2| <= |W| |x| + |x|^2/2: below FLOAT_MAX / 4 neither term nor a difference of
-    # two logits overflows. Beyond it the features are not computed (an error, never NaN).
-    xn = max(np.abs(x).max(initial=0.0) * np.sqrt(x.shape[3]), 0.0)
-    wn = np.abs(W).max(initial=0.0) * np.sqrt(W.shape[1])
-    if xn > np.sqrt(FLOAT_MAX / 4) or (xn * wn > FLOAT_MAX / 4):
-        raise ValueError(f"{names}: expected FAVOR+ logits W x - |x|^2/2 within float64, got bounds that may overflow "
-                         f"(|x| <= {xn:.3g}, |w_i| <= {wn:.3g}); rescale {names.split(',')[0]}")
+    VX.favor_logit_range(x, W, names)  # bounded logits: the features are computed only then (never NaN)
     logits = x @ W.T - 0.5 * np.sum(x * x, axis=-1, keepdims=True)
     if stabilize and logits.size:
         c = logits.max(axis=-1, keepdims=True) if is_query else logits.max(axis=(-3, -2, -1), keepdims=True)
@@ -207,8 +235,7 @@ def performer_attention(q, k, v, W, *, causal=True, eps=NORMALISER_EPS, form="re
     q = as_float_array(q, "q", ndim=4)
     d = q.shape[3]
     k = as_float_array(k, "k", ndim=4)
-    if k.shape[3] != d:
-        raise ValueError(f"k: expected head dim d = {d} of q, got shape {k.shape}")
+    VX.head_dim(k, d)
     fq = _favor_features(q * d ** -0.25, W, True, True, "q, W")
     fk = _favor_features(k * d ** -0.25, W, False, True, "k, W")
     return linear_attention(fq, fk, v, feature_map="identity", causal=causal, normalize=True, eps=eps,

@@ -23,14 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, flag, positive_int
+from .._validate import mixers as VX
 from ..sdpa import attention
-
-
-def _projection(P, name, L):
-    P = as_float_array(P, name, ndim=2, min_size={0: 1})
-    if P.shape[1] != L:
-        raise ValueError(f"{name}: expected shape (k_proj, {L}) (projecting the {L} positions of k), got {P.shape}")
-    return P
 
 
 def linformer_attention(q, k, v, E, F=None, *, scale=None):
@@ -38,12 +32,10 @@ def linformer_attention(q, k, v, E, F=None, *, scale=None):
     E, F (k_proj, n) (F None: F = E). Returns out (B, H, n, d_v)."""
     k = as_float_array(k, "k", ndim=4)
     v = as_float_array(v, "v", ndim=4)
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"v: expected leading shape (B, H, n) of k = {k.shape[:3]}, got {v.shape}")
-    E = _projection(E, "E", k.shape[2])
-    F = E if F is None else _projection(F, "F", k.shape[2])
-    if F.shape != E.shape:
-        raise ValueError(f"F: expected the shape of E {E.shape}, got {F.shape}")
+    VX.leading_bhl(v, "v", k, "k", "(B, H, n)")
+    E = VX.projection(E, "E", k.shape[2])
+    F = E if F is None else VX.projection(F, "F", k.shape[2])
+    VX.same_projection(F, E)
     with np.errstate(over="ignore", invalid="ignore"):
         kp, vp = E @ k, F @ v  # (B, H, k_proj, d): every projected row mixes all n positions
     out, _ = attention(q, kp, vp, scale=scale)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, flag, leading_shape
+from .._validate import mixers as VX
+from .._validate.layers import prefix, renamed
 from ..preset_registry import Registry, Source
 from .delta_rule import delta_rule
 from .gated import gated_linear_attention, retention
@@ -40,23 +42,11 @@ def _bhld(x, name=None, ndim=4):
     return np.swapaxes(x, 1, 2)
 
 
-def _renamed(fn, names: dict):
-    """Call fn(); a ValueError/TypeError naming a spec argument is re-raised naming the library's."""
-    try:
-        return fn()
-    except (ValueError, TypeError) as e:
-        msg = str(e)
-        for spec, lib in names.items():
-            if msg.startswith(spec + ":"):
-                raise type(e)(lib + msg[len(spec):]) from None
-        raise
-
-
 def fla_linear_attn(q, k, v, scale=None, normalize=False):
     """fla ``naive_recurrent_linear_attn``: q, k (B, L, H, K) already feature-mapped; returns o (B, L, H, V)."""
     q, k, v = _bhld(q, "q"), _bhld(k, "k"), _bhld(v, "v")
-    if scale is None and q.shape[-1] == 0:
-        raise ValueError(f"q: expected K >= 1 features for the default scale K^-0.5, got shape {q.shape}")
+    if scale is None:
+        VX.default_scale_features(q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     o = linear_attention(q, k, v, feature_map="identity", normalize=normalize, eps=NORMALISER_EPS, scale=scale)
     return _bhld(o)
@@ -65,7 +55,8 @@ def fla_linear_attn(q, k, v, scale=None, normalize=False):
 def fla_gla(q, k, v, gk, initial_state=None):
     """fla ``naive_recurrent_gla``: (B, L, H, D) inputs, per-channel log gate gk; returns (o, final state)."""
     q, k, v, gk = _bhld(q, "q"), _bhld(k, "k"), _bhld(v, "v"), _bhld(gk, "gk")
-    o, S = _renamed(lambda: gated_linear_attention(q, k, v, gk, initial_state=initial_state), {"g": "gk"})
+    with renamed(prefix("g:", "gk:")):  # the spec's g is fla's gk
+        o, S = gated_linear_attention(q, k, v, gk, initial_state=initial_state)
     return _bhld(o), S
 
 
@@ -97,14 +88,12 @@ def mamba_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     A = as_float_array(A, "A", ndim=2)
     leading_shape(A, "A", (dim,), "(D,) of u")
     Bm, Cm = as_float_array(B, "B"), as_float_array(C, "C")
-    if Bm.ndim not in (3, 4):
-        raise ValueError(f"B: expected (B, N, L) or (B, G, N, L), got shape {Bm.shape}")
+    VX.mamba_B(Bm)
     Bm = Bm[:, None] if Bm.ndim == 3 else Bm  # (B, G, N, L)
     G = Bm.shape[1]
     leading_shape(Bm, "B", (b, G, A.shape[1], L), "(B, G, N, L)")
     Cm = as_float_array(Cm[:, None] if Cm.ndim == 3 else Cm, "C", shape=Bm.shape, shape_doc="(B, G, N, L) of B")
-    if G == 0 or dim % G:
-        raise ValueError(f"B: expected a number of groups that divides the number of channels D = {dim}, got {G}")
+    VX.head_groups(G, dim, f"channels D = {dim}")
     flag(return_last_state, "return_last_state")
 
     def heads(x, name):  # (B, D, L) -> (B, G, L, D / G): channel d = g (D / G) + p, as Mamba's repeat
@@ -116,11 +105,11 @@ def mamba_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     def per_ch(x, name):
         return None if x is None else as_float_array(x, name, shape=(dim,), shape_doc="(D,)").reshape(G, dim // G)
 
-    out, last = selective_scan(heads(u, "u"), heads(delta, "delta"), A.reshape(G, dim // G, -1),
+    out, last = selective_scan(heads(u, "u"), heads(delta, "delta"), A.reshape(G, dim // G, A.shape[1]),
                                Bm.transpose(0, 1, 3, 2), Cm.transpose(0, 1, 3, 2), per_ch(D, "D"), heads(z, "z"),
                                delta_bias=per_ch(delta_bias, "delta_bias"), delta_softplus=delta_softplus)
     out = out.transpose(0, 1, 3, 2).reshape(b, dim, L)
-    return (out, last.reshape(b, dim, -1)) if return_last_state else out
+    return (out, last.reshape(b, dim, A.shape[1])) if return_last_state else out
 
 
 def causal_conv1d_ref(x, weight, bias=None, activation=None):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, check_budget, count, finite_result, positive_int, real_number
+from .._validate import mixers as VX
 
 
 def gaussian_frequencies(m: int, d: int, seed) -> np.ndarray:
@@ -39,17 +40,9 @@ def gaussian_frequencies(m: int, d: int, seed) -> np.ndarray:
     return np.random.default_rng(count(seed, "seed", maximum=None)).standard_normal((m, d))
 
 
-def _frequencies(x, W, xname):
-    x = as_float_array(x, xname, ndim=4)
-    W = as_float_array(W, "W", ndim=2, min_size={0: 1})
-    if W.shape[1] != x.shape[3]:
-        raise ValueError(f"W: expected shape (m, {x.shape[3]}) (the head dim of {xname}), got {W.shape}")
-    return x, W
-
-
 def trig_features(x, W):
     """phi(x) = m^-1/2 [cos(W x); sin(W x)], (B, H, L, 2m): phi(x).phi(y) estimates exp(-|x - y|^2 / 2)."""
-    x, W = _frequencies(x, W, "x")
+    x, W = VX.feature_matrix(x, W, "x")
     check_budget("x, W", shape=x.shape[:3] + (2 * W.shape[0],), what="the features")
     with np.errstate(over="ignore", invalid="ignore"):
         a = x @ W.T
@@ -59,7 +52,7 @@ def trig_features(x, W):
 
 def softmax_trig_features(x, W):
     """phi_sm(x) = exp(|x|^2 / 2) phi(x), (B, H, L, 2m): phi_sm(q).phi_sm(k) estimates exp(q . k) without bias."""
-    x, W = _frequencies(x, W, "x")
+    x, W = VX.feature_matrix(x, W, "x")
     with np.errstate(over="ignore"):
         amp = np.exp(0.5 * np.sum(x * x, axis=-1, keepdims=True))
     amp = finite_result(amp, "exp(|x|^2 / 2)", "x")
@@ -69,9 +62,7 @@ def softmax_trig_features(x, W):
 def gaussian_kernel(x, y):
     """exp(-|x_i - y_j|^2 / 2) for x (B, H, Lx, d), y (B, H, Ly, d): (B, H, Lx, Ly), the exact kernel."""
     x, y = as_float_array(x, "x", ndim=4), as_float_array(y, "y", ndim=4)
-    if y.shape[:2] != x.shape[:2] or y.shape[3] != x.shape[3]:
-        raise ValueError(f"y: expected shape (B, H, Ly, d) with (B, H, d) of x = {x.shape[:2] + x.shape[3:]}, "
-                         f"got {y.shape}")
+    VX.kernel_points(x, y)
     with np.errstate(over="ignore", invalid="ignore"):
         diff = x[:, :, :, None, :] - y[:, :, None, :, :]
         sq = np.sum(diff * diff, axis=-1)

@@ -58,7 +58,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from .._validate import FLOAT_MAX, as_float_array, choice, count, finite_result
+from .._validate import as_float_array, choice, count, finite_result
+from .._validate import mixers as VX
 from ..logistic import mul_sigmoid
 
 FORMS = ("stable", "recurrent", "parallel", "scan")
@@ -75,31 +76,22 @@ class _Setup:
     def __init__(self, w, u, k, v):
         self.k = as_float_array(k, "k", ndim=4)
         self.v = as_float_array(v, "v", ndim=4)
-        if self.v.shape != self.k.shape:
-            raise ValueError(f"v: expected the shape of k {self.k.shape}, got {self.v.shape}")
+        VX.same_shape_as(self.v, "v", self.k, "k")
         B, H, L, D = self.k.shape
-        self.w = np.broadcast_to(_per_channel(w, "w", H, D), (B, H, D))
-        self.u = np.broadcast_to(_per_channel(u, "u", H, D), (B, H, D))
+        self.w = np.broadcast_to(VX.per_channel(w, "w", H, D), (B, H, D))
+        self.u = np.broadcast_to(VX.per_channel(u, "u", H, D), (B, H, D))
         self.L = L
-        # every exponent the forms take lies within |w| max(L - 1, 1) + 2 |k| + |u| of 0: below
-        # FLOAT_MAX / 2 none overflows (a difference of two of them included)
-        mx = lambda a: float(np.abs(a).max(initial=0.0))  # noqa: E731
-        if mx(self.w) * max(L - 1, 1) + 2 * mx(self.k) + mx(self.u) > FLOAT_MAX / 2:
-            raise ValueError(f"w, u, k: expected log-weights (t-1-j) w + k_j and u + k_t within float64 "
-                             f"(|w| (L-1) + 2|k| + |u| <= {FLOAT_MAX / 2:.3g}), got a bound beyond it")
-
-
-def _per_channel(x, name, H, D):
-    x = as_float_array(x, name)
-    if x.shape not in ((D,), (H, D)):
-        raise ValueError(f"{name}: expected shape (H, D) = {(H, D)} or (D,), got {x.shape}")
-    return x
+        VX.wkv_exponent_range(self.w, self.u, self.k, L)  # no exponent of the forms overflows
 
 
 def log_weights(w, u, k):
     """log of the unnormalised WKV weights, (B, H, L_t, L_j, D): (t-1-j) w + k_j for j < t,
     u + k_t for j = t, -inf for j > t. The parallel form and the worked example read these."""
-    s = _Setup(w, u, k, k)
+    return _log_weights(_Setup(w, u, k, k))
+
+
+def _log_weights(s: "_Setup") -> np.ndarray:
+    """``log_weights`` of checked inputs (wkv's parallel form)."""
     t = np.arange(s.L)
     lag = (t[:, None] - 1 - t[None, :]).astype(float)  # t - 1 - j
     past = lag[None, None, :, :, None] * s.w[:, :, None, None, :] + s.k[:, :, None, :, :]
@@ -122,7 +114,7 @@ def wkv(w, u, k, v, *, form="stable"):
     s = _Setup(w, u, k, v)
     choice(form, "form", FORMS)
     if form == "parallel":
-        lw = log_weights(w, u, k)
+        lw = _log_weights(s)
         lw = lw - logsumexp(lw, axis=3, keepdims=True)
         with np.errstate(over="ignore", invalid="ignore"):
             y = np.einsum("bhtjd,bhjd->bhtd", np.exp(lw), s.v)
@@ -139,11 +131,7 @@ def wkv(w, u, k, v, *, form="stable"):
                 ek, euk = np.exp(s.k[:, :, t]), np.exp(s.u + s.k[:, :, t])
                 out[:, :, t] = (a + euk * s.v[:, :, t]) / (b + euk)
                 a, b = np.exp(s.w) * a + ek * s.v[:, :, t], np.exp(s.w) * b + ek
-        if not np.isfinite(out).all():
-            raise RecurrentOverflow("k, u, w: expected exp(k), exp(u + k) and exp(w) within float64 for "
-                                    "form='recurrent' (k <= 709.78, and not every e^k underflowing, k >= -745), "
-                                    "got values beyond; form='stable' is the same function without overflow")
-        return out
+        return VX.recurrent_wkv_in_range(out, RecurrentOverflow)
     if form == "stable":
         m = q = np.zeros(s.w.shape)
         # "no past yet": -inf, exactly (the kernel's MIN_VALUE = -1e38 stands in for it, which gives
@@ -158,7 +146,7 @@ def wkv(w, u, k, v, *, form="stable"):
             A, Bc = np.exp(s.w + o - no), np.exp(kt - no)
             m, q, o = _blend(A * q, m, Bc, vt), A * q + Bc, no
         return out
-    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    raise AssertionError(form)  # checked by choice above
 
 
 def _blend(ax, mx, ay, my):

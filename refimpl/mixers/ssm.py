@@ -19,6 +19,22 @@ Forms, all equal to the definition:
   (a_t, b_t) = (Abar_t, Bbar_t u_t) under (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), which is
   associative: blocks of sqrt(L) scanned side by side, then their totals (Blelloch 1990; Smith et
   al. 2023 S5);
+* ``"chunked"``: the sequence cut into chunks of ``CHUNK`` steps [a, b); with S_t = A sum_{a<i<=t} delta_i
+  (the decay inside the chunk after its first step, S_a = 0, a cumulative sum of exponents)::
+
+      x_t = exp(S_t) (Abar_a x_{a-1} + sum_{a<=j<=t} exp(-S_j) Bbar_j u_j),   a <= t < b
+
+  the running sum one product with a lower triangle of ones, the whole chunk at once. The factor
+  exp(-S_j) <= exp(span), span = max -S_{b-1} over the chunk's channels, is kept below e^SPAN_MAX
+  (a chunk beyond it, or one whose scaled terms pass float64, runs the loop). Error: the computed S_t carries at most gamma_c |S_t| <=
+  gamma_c span (a running sum of c non-negative steps times A, c = CHUNK), so exp(S_t) exp(-S_j) is
+  exp(S_t - S_j) to a relative 2 gamma_c span + 5u (two exps of 1 ulp, one quotient). A chunk adds
+  at most (c + 9) u more (its running sum of c terms, the products with E_t, Abar_a and x_{a-1},
+  Abar_a's own exponent u delta_a |A|); a path crosses at most L / c + 2 chunks, whose spans add up
+  to at most the total decay Dmax = max sum_t delta_t |A|. So each term of x_t is within
+  (2c + 1) Dmax u + (c + 9)(L / c + 2) u of its exact value, relative; with the N-term output sum,
+  D u and the gate: n = 3L + N + 40 + (2c + 1) Dmax (c = 8) in the mixers' gamma_n M bound
+  (tests/test_mixers_oracle.py against mpmath, tests/test_mixers_forms.py against the loop);
 * ``"convolution"``: only when delta, B and C do not depend on t (a time-invariant SSM):
   x_t = sum_{j<=t} Abar^{t-j} Bbar u_j, so y_t = sum_{j=0}^{t} Kbar_{t-j} u_j + D u_t with
   the kernel Kbar_k = sum_n C_n Abar_n^k Bbar_n, k = 0, 1, ... (the notes write
@@ -43,8 +59,14 @@ import numpy as np
 from .. import logistic
 from .._parallel import map_blocks
 from .._validate import as_float_array, choice, chunk_starts, finite_result, flag, leading_shape, positive_int
+from .._validate import mixers as VX
 
-FORMS = ("sequential", "associative", "convolution")
+FORMS = ("sequential", "associative", "convolution", "chunked")
+CHUNK = 8
+"""Steps per chunk of the chunked form (measured fastest of 8, 16, 32, 64 at d_inner 256, N 16, L 1024-2048)."""
+SPAN_MAX = 64.0
+"""Largest decay -S_t within one chunk for which the chunked form factors exp(S_t - S_j) = exp(S_t) exp(-S_j):
+exp(-S_j) <= e^64 ~ 6e27, far from overflow; a chunk that decays more runs step by step."""
 DISCRETIZATIONS = ("zoh_a_euler_b", "zoh")
 
 
@@ -74,8 +96,7 @@ class _Setup:
         G = Bm.shape[1]
         for arr, name in ((Bm, "B"), (Cm, "C")):
             leading_shape(arr, name, (b, G, L, N), "(B, G, L, N)")
-        if G == 0 or H % G:
-            raise ValueError(f"B: expected a number of groups that divides the number of heads {H}, got {G}")
+        VX.head_groups(G, H, f"heads {H}")
         self.Bg = np.repeat(Bm, H // G, axis=1)  # head h reads group h // (H // G)
         self.Cg = np.repeat(Cm, H // G, axis=1)
         if delta_bias is not None:
@@ -84,42 +105,60 @@ class _Setup:
             delta = delta + db[None, :, None, :]
         self.delta = softplus(delta) if delta_softplus else delta
         flag(delta_softplus, "delta_softplus")
-        if (self.delta < 0).any():
-            raise ValueError(f"delta: expected step sizes >= 0 (after delta_bias and softplus), got "
-                             f"{float(np.min(self.delta))!r}")
-        if (self.A > 0).any():
-            raise ValueError(f"A: expected a stable diagonal A <= 0 (Mamba uses A = -exp(A_log)), got "
-                             f"{float(np.max(self.A))!r}")
+        VX.step_sizes(self.delta)
+        VX.stable_diagonal(self.A)
         self.D = None if D is None else as_float_array(D, "D", ndim=2)
         if self.D is not None:
             leading_shape(self.D, "D", (H, P), "(H, P)")
         self.z = None if z is None else as_float_array(z, "z", ndim=4)
-        if self.z is not None and self.z.shape != self.u.shape:
-            raise ValueError(f"z: expected the shape of u {self.u.shape}, got {self.z.shape}")
-        choice(discretization, "discretization", DISCRETIZATIONS)
-        dA = self.delta[..., None] * self.A[None, :, None]  # (B, H, L, P, N)
-        if discretization == "zoh_a_euler_b":
-            self.Bfac = self.delta[..., None]
-        else:  # (exp(dA) - 1) / A = delta * expm1(dA) / dA; its limit delta as dA -> 0
-            # written with dA, not A: for a subnormal A, expm1(delta A) / A loses every digit
-            safe = np.where(dA == 0, 1.0, dA)
-            self.Bfac = self.delta[..., None] * np.where(dA == 0, 1.0, np.expm1(dA) / safe)
-        self.Abar = np.exp(dA, out=dA)
-        # Bbar_t u_t = Bfac_t B_t u_t; Euler: one product (delta_t u_t) B_t over (B, H, L, P, N)
-        if discretization == "zoh_a_euler_b":
-            self.Bu = (self.delta * self.u)[..., None] * self.Bg[:, :, :, None, :]
-        else:
-            self.Bu = self.Bfac * (self.Bg[:, :, :, None, :] * self.u[..., None])
+        if self.z is not None:
+            VX.same_shape_as(self.z, "z", self.u, "u")
+        self.discretization = choice(discretization, "discretization", DISCRETIZATIONS)
         self.x0 = np.zeros((b, H, P, N))
         if initial_state is not None:
             self.x0 = as_float_array(initial_state, "initial_state", ndim=4)
             leading_shape(self.x0, "initial_state", (b, H, P, N), "(B, H, P, N)")
         self.L = L
+        # one row per step (the forms slice steps; Mamba's (B, D, L) arrive transposed): products stay contiguous
+        self.u, self.delta = np.ascontiguousarray(self.u), np.ascontiguousarray(self.delta)
+        self.z = None if self.z is None else np.ascontiguousarray(self.z)
+        self.A_np = np.ascontiguousarray(np.swapaxes(self.A, 1, 2))  # (H, N, P)
+
+    def _laid_out(self, steps: slice, np_state: bool):
+        """delta_t, A, B_t, u_t of the steps t in ``steps``, broadcast to the state's axes (..., P, N), or
+        (..., N, P) with ``np_state`` (P contiguous: the products over the state run long inner loops)."""
+        d, u, Bg = self.delta[:, :, steps], self.u[:, :, steps], self.Bg[:, :, steps]
+        if np_state:
+            return d[..., None, :], self.A_np[None, :, None], Bg[..., :, None], u[..., None, :]
+        return d[..., None], self.A[None, :, None], Bg[..., None, :], u[..., None]
+
+    def decays(self, steps: slice = slice(None), np_state: bool = False) -> np.ndarray:
+        """Abar_t = exp(delta_t A) for the steps t in ``steps``, (B, H, t, P, N) (or N, P), a new array."""
+        d, A, _, _ = self._laid_out(steps, np_state)
+        dA = d * A
+        return np.exp(dA, out=dA)
+
+    def _bfac(self, d, A) -> np.ndarray:
+        """Bbar_t / B_t: delta_t (Euler) or (exp(delta_t A) - 1) / A = delta_t expm1(dA) / dA (ZOH; its limit
+        delta_t as dA -> 0; written with dA, not A: for a subnormal A, expm1(delta A) / A loses every digit)."""
+        if self.discretization == "zoh_a_euler_b":
+            return d
+        dA = d * A
+        return d * np.where(dA == 0, 1.0, np.expm1(dA) / np.where(dA == 0, 1.0, dA))
+
+    def inputs(self, steps: slice = slice(None), np_state: bool = False) -> np.ndarray:
+        """Bbar_t u_t for the steps t in ``steps``, (B, H, t, P, N) (or N, P), a new array (the forms write
+        over it); Euler: one product (delta_t u_t) B_t."""
+        d, A, Bg, u = self._laid_out(steps, np_state)
+        if self.discretization == "zoh_a_euler_b":
+            return (d * u) * Bg
+        return self._bfac(d, A) * (Bg * u)
 
     @property
     def Bbar(self) -> np.ndarray:
         """Bbar_t = Bfac_t B_t, (B, H, L, P, N) (the convolution form's kernel)."""
-        return self.Bfac * self.Bg[:, :, :, None, :]
+        d, A, Bg, _ = self._laid_out(slice(None), False)
+        return self._bfac(d, A) * Bg
 
     def output(self, xs: np.ndarray) -> np.ndarray:
         """y_t = C_t . x_t (+ D u_t) (* silu(z_t)) from the states xs (B, H, L, P, N)."""
@@ -130,6 +169,39 @@ class _Setup:
         if self.D is not None:
             y = y + self.D[None, :, None, :] * self.u
         return y if self.z is None else y * silu(self.z)
+
+
+def _chunked(s: _Setup):
+    """The chunked form (module doc): states chunk by chunk, each chunk's running sum one product; the
+    state held as (N, P) here (``_Setup.inputs``), transposed back at the end."""
+    B, H, L, P = s.u.shape
+    N = s.A.shape[2]
+    x, ys = np.swapaxes(s.x0, 2, 3), np.empty(s.u.shape)
+    steepest = np.max(-s.A, axis=2, initial=0.0)  # (H, P): the fastest decay of each channel
+    ones = np.tri(CHUNK)  # lower triangle of ones: the running sum over j <= t
+    for a in range(0, L, CHUNK):
+        sl, m = slice(a, min(a + CHUNK, L)), min(CHUNK, L - a)
+        cd = np.zeros((B, H, m, 1, P))
+        np.cumsum(s.delta[:, :, a + 1 : sl.stop, None], axis=2, out=cd[:, :, 1:])  # sum_{a<i<=t} delta_i
+        entering = s.decays(slice(a, a + 1), np_state=True)[:, :, 0] * x  # Abar_a x_{a-1}
+        factored = (cd[:, :, -1, 0] * steepest).max(initial=0.0) <= SPAN_MAX
+        if factored:
+            bu = s.inputs(sl, np_state=True)  # Bbar_j u_j, (B, H, m, N, P)
+            E = np.exp(cd * s.A_np[None, :, None])  # exp(S_t)
+            bu /= E  # exp(-S_j) Bbar_j u_j
+            bu[:, :, 0] += entering
+            xs = (ones[:m, :m] @ bu.reshape(B, H, m, N * P)).reshape(bu.shape)
+            xs *= E
+        # decays beyond e^SPAN_MAX inside the chunk, or an exp(-S_j) Bbar_j u_j past float64 (the last
+        # running sum holds every term: non-finite if any is): the recurrence, step by step
+        if not factored or not np.isfinite(xs[:, :, -1]).all():
+            xs, Abar = s.inputs(sl, np_state=True), s.decays(sl, np_state=True)
+            xs[:, :, 0] += entering
+            for t in range(1, m):
+                xs[:, :, t] += Abar[:, :, t] * xs[:, :, t - 1]
+        ys[:, :, sl] = (s.Cg[:, :, sl, None, :] @ xs)[:, :, :, 0]  # y_t = C_t . x_t
+        x = xs[:, :, -1]
+    return s.finish(ys), np.swapaxes(x, 2, 3).copy()
 
 
 def _associative_scan(a, b):
@@ -208,6 +280,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_
     choice(form, "form", FORMS)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
         s = _Setup(u, delta, A, B, C, D, z, delta_bias, delta_softplus, discretization, initial_state)
+        if form == "convolution":
+            VX.time_invariant(((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")), s.L)
         out, last = _forms(s, form)
     finite_result(out, "an output", "u, delta, A, B, C, D, delta_bias, initial_state")
     finite_result(last, "the last state", "u, delta, A, B, delta_bias, initial_state")
@@ -215,25 +289,24 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, *, delta_bias=None, delta_
 
 
 def _forms(s: _Setup, form: str):
-    if form == "sequential":  # x_t = Abar_t x_{t-1} + Bbar_t u_t, written over Bbar_t u_t (owned by s)
-        xs, x = s.Bu, s.x0
+    if form == "sequential":  # x_t = Abar_t x_{t-1} + Bbar_t u_t, written over Bbar_t u_t
+        xs, x, Abar = s.inputs(), s.x0, s.decays()
         for t in range(s.L):
-            xs[:, :, t] += s.Abar[:, :, t] * x
+            xs[:, :, t] += Abar[:, :, t] * x
             x = xs[:, :, t]
         return s.output(xs), x.copy()
     if form == "associative":  # the initial state enters as Abar_0 x_init + Bbar_0 u_0 (the sequential first step)
+        Abar, Bu = s.decays(), s.inputs()
         if s.L:
-            s.Bu[:, :, 0] += s.Abar[:, :, 0] * s.x0
-        xs = _associative_scan(s.Abar, s.Bu)
+            Bu[:, :, 0] += Abar[:, :, 0] * s.x0
+        xs = _associative_scan(Abar, Bu)
         return s.output(xs), (xs[:, :, -1].copy() if s.L else s.x0)
+    if form == "chunked":
+        return _chunked(s)
     if form == "convolution":
-        for arr, name in ((s.delta, "delta"), (s.Bg, "B"), (s.Cg, "C")):
-            if s.L and not np.array_equal(arr, np.broadcast_to(arr[:, :, :1], arr.shape)):
-                raise ValueError(f"form, {name}: expected a time-invariant SSM for form='convolution', got {name} "
-                                 f"varying along L")
         if not s.L:
             return s.finish(np.zeros(s.u.shape)), s.x0
-        Abar, Bbar, c = s.Abar[:, :, 0], s.Bbar[:, :, 0], s.Cg[:, :, 0]  # (B, H, P, N) x2, (B, H, N)
+        Abar, Bbar, c = s.decays(slice(0, 1))[:, :, 0], s.Bbar[:, :, 0], s.Cg[:, :, 0]  # (B, H, P, N) x2, (B, H, N)
         powers = Abar[:, :, None] ** np.arange(s.L + 1)[None, None, :, None, None]  # Abar^k, k = 0..L
         kernel = np.einsum("bhkpn,bhn->bhkp", powers[:, :, :-1] * Bbar[:, :, None], c)  # Kbar_k, k < L
         t = np.arange(s.L)
@@ -277,17 +350,9 @@ def ssd(x, dt, A, B, C, D=None, z=None, *, initial_state=None, form="sequential"
     leading_shape(dta, "dt", (b, H, L), "(B, H, L) of x")
     Aa = as_float_array(A, "A", ndim=1)
     leading_shape(Aa, "A", (H,), "(H,)")
-    if (dta < 0).any():
-        raise ValueError(f"dt: expected step sizes >= 0, got min {float(dta.min())!r}")
-    if (Aa > 0).any():
-        raise ValueError(f"A: expected a stable decay a_h <= 0 per head (Mamba-2 uses A = -exp(A_log)), "
-                         f"got max {float(Aa.max())!r}")
-    Da = None
-    if D is not None:
-        Da = as_float_array(D, "D")
-        if Da.shape not in ((H,), (H, P)):
-            raise ValueError(f"D: expected shape (H,) = ({H},) or (H, P) = ({H}, {P}), got {Da.shape}")
-        Da = np.broadcast_to(Da.reshape(H, -1), (H, P))
+    VX.step_sizes(dta, "dt", after="", shown="min ")
+    VX.stable_head_decay(Aa)
+    Da = None if D is None else VX.ssd_skip(D, H, P)
     # the scalar-decay case of the selective scan: validated there, by the same names
     s = _Setup(xa, np.broadcast_to(dta[..., None], xa.shape), np.broadcast_to(Aa[:, None, None], (H, P, _state_size(B))),
                B, C, Da, z, None, False, "zoh_a_euler_b", initial_state)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from .. import _validate as V
+from .._validate import moe as VM
 from fractions import Fraction
 
 ROUNDINGS = ("floor", "ceil", "round")
@@ -76,8 +77,7 @@ def capacity(
     experts = _check_int(experts, "experts", minimum=1)
     k = _check_int(k, "k", minimum=1)
     f = _check_factor(factor)
-    if not isinstance(k_in_capacity, bool):
-        raise TypeError(f"k_in_capacity: expected a bool, got {type(k_in_capacity).__name__}")
+    VM.python_bool(k_in_capacity, "k_in_capacity")
     min_capacity = _check_int(min_capacity, "min_capacity", minimum=0)
     multiple_of = _check_int(multiple_of, "multiple_of", minimum=1)
     if max_capacity is not None:
@@ -116,8 +116,7 @@ class CapacityRule:
             1, 1, factor=self.factor, k_in_capacity=self.k_in_capacity, rounding=self.rounding,
             min_capacity=self.min_capacity, multiple_of=self.multiple_of,
         )
-        if not isinstance(self.cap_at_tokens, bool):
-            raise TypeError(f"cap_at_tokens: expected a bool, got {type(self.cap_at_tokens).__name__}")
+        VM.python_bool(self.cap_at_tokens, "cap_at_tokens")
 
     def with_factor(self, factor) -> "CapacityRule":
         """This rule with ``factor`` (checked by ``refimpl._validate.capacity_factor``)."""

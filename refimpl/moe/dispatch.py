@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import _validate as V
 from .._validate import as_float_array
+from .._validate import moe as VM
 
 
 def buffer_capacity(routing) -> int:
@@ -105,30 +106,37 @@ def sort_by_expert(routing) -> SortedAssignments:
 
 def gather_by_expert(x, sa: SortedAssignments) -> np.ndarray:
     """(N, D): row i is x[token[i]]."""
-    V.instance(sa, "sa", SortedAssignments, "SortedAssignments (from sort_by_expert)")
-    x = as_float_array(x, "x", ndim=2, shape_doc="(T, D)")
-    if sa.token.size and sa.token.max() >= x.shape[0]:
-        raise ValueError(f"x: expected at least {sa.token.max() + 1} token rows (sa routes token "
-                         f"{sa.token.max()}), got shape {x.shape}")
+    x = VM.gather_inputs(x, sa, SortedAssignments)
     return x[sa.token]
 
 
 def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
     """y (T, D): y[token[i]] += gate[i] * rows[i], summed over a token's choices in order j = 0, 1, ..."""
-    V.instance(sa, "sa", SortedAssignments, "SortedAssignments (from sort_by_expert)")
+    rows, num_tokens = VM.scatter_inputs(rows, sa, num_tokens, SortedAssignments)
     N = sa.token.shape[0]
-    rows = as_float_array(rows, "rows", shape=(N, None), shape_doc="(N, D) with N = len(sa.token)")
-    num_tokens = V.count(num_tokens, "num_tokens")
-    if N and sa.token.max() >= num_tokens:
-        raise ValueError(f"num_tokens: expected > {sa.token.max()} (sa routes that token), got {num_tokens}")
-    V.check_budget("num_tokens, rows", shape=(num_tokens, rows.shape[1]), what=f"an output of {num_tokens} tokens")
     y = np.zeros((num_tokens, rows.shape[1]))
-    weighted = sa.gate[:, None] * rows
     ks = int(sa.choice.max()) + 1 if N else 0
-    if np.unique(sa.token * ks + sa.choice).size < N:  # a (token, choice) twice: accumulate every row
-        np.add.at(y, sa.token, weighted)
+    row_of = _row_of_token_choice(sa, num_tokens, ks) if ks * num_tokens <= y.size + N else None
+    if row_of is None:  # a (token, choice) twice, a choice < 0, or choices too sparse to tabulate
+        np.add.at(y, sa.token, sa.gate[:, None] * rows)
         return y
-    for j in range(ks):  # one row per token for each choice j: y[t] += ... without collisions, j = 0, 1, ...
-        sel = sa.choice == j
-        y[sa.token[sel]] += weighted[sel]
+    for j in range(ks):  # y[t] += gate * row of (t, j), j = 0, 1, ...: a gather, no scatter
+        i = row_of[:, j]
+        t = slice(None) if i.max(initial=-1) < N else np.flatnonzero(i < N)  # every token, or those with a row
+        weighted = rows[i[t]]
+        weighted *= sa.gate[i[t], None]
+        y[t] += weighted
     return y
+
+
+def _row_of_token_choice(sa: SortedAssignments, num_tokens: int, ks: int):
+    """(num_tokens, ks) int64: the row i of (token t, choice j), N where none; None where a pair
+    has two rows (or a choice is negative)."""
+    N = sa.token.shape[0]
+    if N and sa.choice.min() < 0:
+        return None
+    row_of = np.full((num_tokens, ks), N, dtype=np.int64)
+    row_of[sa.token, sa.choice] = np.arange(N)
+    if np.count_nonzero(row_of != N) < N:  # a later row of a pair overwrote an earlier one
+        return None
+    return row_of

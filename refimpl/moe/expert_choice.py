@@ -15,12 +15,11 @@ over the token axis.
 from __future__ import annotations
 
 import dataclasses
-import numbers
-
 import numpy as np
 
 from .. import _validate as V
-from .select import _check_logits, router_scores
+from .._validate import moe as VM
+from .select import _router_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +33,12 @@ class ExpertChoiceRouting:
 
 
 def route_expert_choice(logits, capacity) -> ExpertChoiceRouting:
-    z = _check_logits(logits)
-    T, E = z.shape
-    if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or not 0 <= capacity <= T:
-        raise ValueError(f"capacity: expected an int in [0, T={T}], got {V.plain(capacity)!r}")
-    p = router_scores(z, "softmax")
+    """Each expert picks its ``capacity`` tokens (module docstring). logits (T, E) raw, finite;
+    capacity an int in [0, T]. Routing setup as ``route``'s (``refimpl._validate.moe.router_logits``)."""
+    z = VM.router_logits(logits)
+    T = z.shape[0]
+    capacity = VM.expert_choice_capacity(capacity, T)
+    p = _router_scores(z, "softmax")
     token_index = np.argsort(-p.T, axis=-1, kind="stable")[:, :capacity].astype(np.int64)
     gates = np.take_along_axis(p.T, token_index, axis=-1)
     token_counts = np.bincount(token_index.ravel(), minlength=T).astype(np.int64)

@@ -18,24 +18,16 @@ from typing import Optional
 
 import numpy as np
 
-from .._validate import as_float_array
+from .. import _validate as V
+from .._exp import exp
+from .._validate import moe as VM
 from ..ffn import GLUParams, MLPParams, _activation_of, _Forward, act, ffn_backward
-
-_MOE_ACTIVATIONS = ("relu", "gelu", "silu")
+from ..logistic import TAIL, silu
 
 
 def activation(name: str, u: np.ndarray) -> np.ndarray:
     """``refimpl.ffn.act`` restricted to the experts' activations (one definition of each)."""
-    if name not in _MOE_ACTIVATIONS:
-        raise ValueError(f"activation: expected 'relu', 'gelu' or 'silu', got {name!r}")
-    return act(name, u)
-
-
-def _rows(x, D: int) -> np.ndarray:
-    x = as_float_array(x, "x", ndim=2)
-    if x.shape[1] != D:
-        raise ValueError(f"x: expected shape (N, {D}), got {x.shape}")
-    return x
+    return act(VM.expert_activation(name), u)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,20 +41,9 @@ class FFNExpert:
     act: str = "relu"
 
     def __post_init__(self):
-        W1 = as_float_array(self.W1, "W1", ndim=2)
-        W2 = as_float_array(self.W2, "W2", ndim=2)
-        if W2.shape != (W1.shape[1], W1.shape[0]):
-            raise ValueError(f"W2: expected shape {(W1.shape[1], W1.shape[0])} for W1 {W1.shape}, got {W2.shape}")
-        activation(self.act, np.zeros(1))
-        object.__setattr__(self, "W1", W1)
-        object.__setattr__(self, "W2", W2)
-        for name, n in (("b1", W1.shape[1]), ("b2", W1.shape[0])):
-            b = getattr(self, name)
-            if b is not None:
-                b = as_float_array(b, name, ndim=1)
-                if b.shape != (n,):
-                    raise ValueError(f"{name}: expected shape ({n},), got {b.shape}")
-                object.__setattr__(self, name, b)
+        weights = VM.ffn_expert_weights(self.W1, self.W2, self.b1, self.b2, self.act)
+        for name, W in zip(("W1", "W2", "b1", "b2"), weights):
+            object.__setattr__(self, name, W)
 
     @property
     def d_model(self) -> int:
@@ -78,12 +59,12 @@ class FFNExpert:
     def __call__(self, x) -> np.ndarray:
         """``refimpl.ffn.ffn`` (one statement of the formula) on rows of x."""
         p = self._params()
-        return _Forward(_rows(x, self.d_model), p, _activation_of(p, self.act, None), None, 0.0,
+        return _Forward(VM.expert_rows(x, self.d_model), p, _activation_of(p, self.act, None), None, 0.0,
                         names="x, W1, W2, b1, b2 (the expert's weights)").output()
 
     def vjp(self, x, dy) -> np.ndarray:
         """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
-        return ffn_backward(_rows(x, self.d_model), dy, self._params(), activation=self.act)[0]
+        return ffn_backward(VM.expert_rows(x, self.d_model), dy, self._params(), activation=self.act)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,13 +76,7 @@ class SwiGLUExpert:
     Wd: np.ndarray
 
     def __post_init__(self):
-        Wg = as_float_array(self.Wg, "Wg", ndim=2)
-        Wu = as_float_array(self.Wu, "Wu", ndim=2)
-        Wd = as_float_array(self.Wd, "Wd", ndim=2)
-        if Wu.shape != Wg.shape or Wd.shape != (Wg.shape[1], Wg.shape[0]):
-            raise ValueError(f"Wg, Wu, Wd: expected shapes (D, H), (D, H), (H, D), got {Wg.shape}, {Wu.shape}, "
-                             f"{Wd.shape}")
-        for name, W in (("Wg", Wg), ("Wu", Wu), ("Wd", Wd)):
+        for name, W in zip(("Wg", "Wu", "Wd"), VM.swiglu_expert_weights(self.Wg, self.Wu, self.Wd)):
             object.__setattr__(self, name, W)
 
     @property
@@ -118,12 +93,45 @@ class SwiGLUExpert:
     def __call__(self, x) -> np.ndarray:
         """``refimpl.ffn.ffn`` with variant "swiglu" on rows of x."""
         p = self._params()
-        return _Forward(_rows(x, self.d_model), p, _activation_of(p, None, "swiglu"), None, 0.0,
+        return _Forward(VM.expert_rows(x, self.d_model), p, _activation_of(p, None, "swiglu"), None, 0.0,
                         names="x, Wg, Wu, Wd (the expert's weights)").output()
 
     def vjp(self, x, dy) -> np.ndarray:
         """dL/dx (N, D) given dL/dy (N, D): ``refimpl.ffn.ffn_backward``'s dx."""
-        return ffn_backward(_rows(x, self.d_model), dy, self._params(), variant="swiglu")[0]
+        return ffn_backward(VM.expert_rows(x, self.d_model), dy, self._params(), variant="swiglu")[0]
+
+
+def _swiglu_rows_into(expert: SwiGLUExpert, x: np.ndarray, out: np.ndarray) -> None:
+    """out (N, D) = (silu(x Wg) * (x Wu)) Wd for float64 rows x (N, D): ``SwiGLUExpert.__call__``'s
+    formula and errors, in the fewest passes over the (N, H) intermediates (the sparse layer forward,
+    ``refimpl.moe.forward.apply_experts``).
+
+        g = x Wg,  v = x Wu,  s = silu(g) = g / (1 + e^-g),  h = s v,  out = h Wd
+
+    s and h share one buffer (exp, +1, divide, multiply in place) and the down projection writes
+    into ``out`` (which may be x itself: x is read only before). Error of s: exp 1 ulp
+    (``refimpl._exp``), the sum and the quotient 1/2 ulp each, within the 8 u |s| the layer's bound
+    counts for the activation (tests/test_definition_moe.py).
+    Below g = ``TAIL`` e^-g overflows: those entries take ``refimpl.logistic.silu`` (exact there).
+    A non-finite g or v makes h non-finite, so h alone is checked; only then are g, v, h checked
+    in the order ``refimpl.ffn`` checks them, for the same message."""
+    names = "x, Wg, Wu, Wd (the expert's weights)"
+    with np.errstate(over="ignore", invalid="ignore"):
+        g, v = x @ expert.Wg, x @ expert.Wu
+        h = np.negative(g)
+        exp(h, out=h)
+        h += 1.0
+        np.divide(g, h, out=h)
+        if h.size and np.min(g) < TAIL:  # e^-g = inf there: silu(g) = g e^g, taken where it is exact
+            tail = g < TAIL
+            h[tail] = silu(g[tail])
+        h *= v
+        if not np.isfinite(h).all():
+            V.finite_result(g, "x W1 + b1", names)
+            V.finite_result(v, "x W_up + b_up", names)
+            V.finite_result(h, "the hidden activation", names)
+        np.matmul(h, expert.Wd, out=out)
+    V.finite_result(out, "the output", names)
 
 
 def random_experts(num_experts: int, d_model: int, d_hidden: int, *, kind="ffn", act="relu",
@@ -146,10 +154,8 @@ def random_experts(num_experts: int, d_model: int, d_hidden: int, *, kind="ffn",
                 W1=rng.normal(0, s_in, (d_model, d_hidden)), W2=rng.normal(0, s_hid, (d_hidden, d_model)),
                 b1=rng.normal(0, s_in, d_hidden) if bias else None,
                 b2=rng.normal(0, s_hid, d_model) if bias else None, act=act))
-        elif kind == "swiglu":
+        else:  # "swiglu"
             out.append(SwiGLUExpert(
                 Wg=rng.normal(0, s_in, (d_model, d_hidden)), Wu=rng.normal(0, s_in, (d_model, d_hidden)),
                 Wd=rng.normal(0, s_hid, (d_hidden, d_model))))
-        else:
-            raise ValueError(f"kind: expected 'ffn' or 'swiglu', got {kind!r}")
     return out

@@ -16,7 +16,9 @@ The definition (``moe_definition``, one line per step; docs/notes.md#moe-router)
 The fast forms, each tested equal to it (tests/test_definition_moe.py, bound derived there):
 
     layout="sparse"         gather each expert's kept tokens, run the expert on
-                            them only, scatter-add the gated outputs (Megablocks)
+                            them only, scatter-add the gated outputs (Megablocks);
+                            a SwiGLUExpert's formula fused in place (experts._swiglu_rows_into);
+                            refimpl's own experts on threads (refimpl._parallel: same bits)
     layout="dense_tensors"  GShard dispatch/combine einsums over (T, E, C)
     expert-parallel         refimpl.distributed.expert_parallel (docs/notes.md#expert-parallel)
     dense_moe_forward       the definition's last two lines for a given routing
@@ -27,9 +29,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as V
+from .._parallel import map_blocks
 from .._validate import as_float_array
 from .dispatch import (combine_dense, dispatch_combine_tensors, dispatch_dense, gather_by_expert,
                        scatter_combine, sort_by_expert)
+from .experts import FFNExpert, SwiGLUExpert, _swiglu_rows_into
 from .router import route
 
 
@@ -71,6 +75,35 @@ def _check_x_routing_experts(x, routing, experts):
     return x, routing, V.experts(experts, "experts", routing.num_experts, x.shape[1])
 
 
+_BLOCK_ROWS = 1024  # rows of one expert a thread takes at a time: blocks of equal cost, the threads finish together
+
+
+def _expert_work(experts, offsets):
+    """Multiply-adds of refimpl's own experts on their bins, for ``map_blocks``: 3 D H a row for a
+    SwiGLUExpert, 2 D H for an FFNExpert; None when any expert is another callable (which need not
+    be safe on threads: all then run in the calling thread, in order)."""
+    per_row = []
+    for ex in experts:
+        if type(ex) is SwiGLUExpert:
+            per_row.append(3 * ex.Wg.size)
+        elif type(ex) is FFNExpert:
+            per_row.append(2 * ex.W1.size)
+        else:
+            return None
+    return float(np.dot(per_row, np.diff(offsets)))
+
+
+def _error_of(fn):
+    """fn returning the ValueError it raises (None if none) instead of raising it."""
+    def call(item):
+        try:
+            fn(item)
+        except ValueError as err:
+            return err
+        return None
+    return call
+
+
 def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
     """y (T, D) for a given routing."""
     x, routing, experts = _check_x_routing_experts(x, routing, experts)
@@ -79,11 +112,31 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
     if layout == "sparse":
         sa = sort_by_expert(routing)
         rows = gather_by_expert(x, sa)
-        out = np.zeros_like(rows)
-        for e, expert in enumerate(experts):
-            lo, hi = sa.offsets[e], sa.offsets[e + 1]
-            if hi > lo:
-                out[lo:hi] = expert(rows[lo:hi])
+        bins = [(e, slice(sa.offsets[e], sa.offsets[e + 1])) for e in range(routing.num_experts)
+                if sa.offsets[e + 1] > sa.offsets[e]]  # they cover every row
+        work = _expert_work(experts, sa.offsets)
+        out = rows if work is not None else np.empty_like(rows)  # refimpl's experts: outputs over their rows
+
+        def run(item):  # one expert on its bin, into its rows of out only
+            e, b = item
+            if type(experts[e]) is SwiGLUExpert:  # the same formula, fused in place
+                _swiglu_rows_into(experts[e], rows[b], out[b])
+            else:
+                out[b] = experts[e](rows[b])
+
+        if work is None:  # a user's callable among them: every expert in this thread, in order
+            for item in bins:
+                run(item)
+        else:  # on threads: bins cut into blocks of at most _BLOCK_ROWS rows, the largest first
+            blocks = sorted(((e, slice(a, min(a + _BLOCK_ROWS, b.stop))) for e, b in bins
+                             for a in range(b.start, b.stop, _BLOCK_ROWS)),
+                            key=lambda item: item[1].start - item[1].stop)
+            errors = map_blocks(_error_of(run), blocks, work=work)
+            failed = [(e, err) for (e, _), err in zip(blocks, errors) if err is not None]
+            if failed:  # the error of the loop in order: the lowest failing expert's own, on all its rows
+                e, err = min(failed, key=lambda f: f[0])
+                experts[e](x[sa.token[dict(bins)[e]]])
+                raise err
         V.finite_result(out, "an expert output", "x, experts")
         return scatter_combine(out, sa, T)
     if layout == "dense_tensors":
@@ -93,7 +146,7 @@ def apply_experts(x, routing, experts, *, layout: str = "sparse") -> np.ndarray:
                             for e in range(routing.num_experts)])
         V.finite_result(outputs, "an expert output", "x, experts")
         return combine_dense(outputs, combine)
-    raise ValueError(f"layout: expected 'sparse' or 'dense_tensors', got {layout!r}")
+    raise AssertionError(layout)  # checked by V.choice above
 
 
 def moe_forward(x, router_weight, experts, k, *, layout: str = "sparse", **route_options):

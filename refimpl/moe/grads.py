@@ -49,16 +49,18 @@ from scipy.special import ndtr
 from .. import _validate as V
 from .._validate import as_float_array
 from ..logistic import sigmoid
-from .losses import (CV_EPS, _check_cv, _check_load, _check_z_loss, _kth_excluding, _split_groups,
-                     routing_fractions, scale_factor, F_KINDS, P_KINDS, NoisyTopK)
-from .router import route, router_scores
+from .._validate import moe as VM
+from .losses import (CV_EPS, _kth_excluding, _split_groups, routing_fractions, scale_factor, F_KINDS, P_KINDS,
+                     NoisyTopK)
+from .router import route
+from .select import SCORES, _router_scores
 from ..softmax import logsumexp, softmax
 
 
 def score_jacobian(logits, score: str = "softmax") -> np.ndarray:
     """J (T, E, E), J[t, a, b] = d p_ta / d z_tb."""
-    z = as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
-    p = router_scores(z, score)
+    z = VM.router_logits(logits)
+    p = _router_scores(z, V.choice(score, "score", SCORES))
     if score == "softmax":
         return np.einsum("ta,ab->tab", p, np.eye(z.shape[1])) - p[:, :, None] * p[:, None, :]
     return np.einsum("ta,ab->tab", p * sigmoid(-z), np.eye(z.shape[1]))  # 1 - p = sigmoid(-z), no cancellation
@@ -164,7 +166,7 @@ def balance_loss_grad(routing, logits, *, alpha=1.0, f="k_hot", scale="E", probs
     """dL/dz (T, E) of ``balance_loss`` with the fractions f held constant."""
     routing, z = _check_routing_logits(routing, logits)
     V.choice(f, "f", F_KINDS), V.choice(probs, "probs", P_KINDS)
-    alpha, groups = V.real_number(alpha, "alpha"), V.count(groups, "groups", minimum=1)
+    alpha, groups = V.real_number(alpha, "alpha"), VM.token_groups(groups, routing.num_tokens)
     T, E = z.shape
     J = score_jacobian(z, routing.options.score)
     if probs == "normalized_scores":  # q = p / sum p: dq_a/dp_b = (delta_ab - q_a) / sum p
@@ -187,7 +189,7 @@ def balance_loss_grad(routing, logits, *, alpha=1.0, f="k_hot", scale="E", probs
 
 def z_loss_grad(logits, *, padding_mask=None) -> np.ndarray:
     """d/dz of mean_t lse(z_t)^2 = (2 / N) lse(z_t) softmax(z_t) on real tokens."""
-    z, mask = _check_z_loss(logits, padding_mask)
+    z, mask = VM.z_loss_inputs(logits, padding_mask)
     n = max(int(mask.sum()), 1)
     with np.errstate(over="ignore", invalid="ignore"):  # lse p first: 2 lse alone may overflow where p = 0
         g = (logsumexp(z, axis=-1) * mask)[:, None] * softmax(z, axis=-1) * (2.0 / n)
@@ -196,7 +198,7 @@ def z_loss_grad(logits, *, padding_mask=None) -> np.ndarray:
 
 def cv_squared_grad(x, *, eps: float = CV_EPS) -> np.ndarray:
     """d/dx of var(x) / (mean(x)^2 + eps) (population variance)."""
-    x, eps = _check_cv(x, eps)
+    x, eps = VM.cv_inputs(x, eps)
     n, m = x.shape[0], x.mean()
     v = np.mean((x - m) ** 2)
     den = m * m + eps
@@ -221,7 +223,7 @@ def importance_loss_grad(noisy: "NoisyTopK", *, w_importance=1.0) -> np.ndarray:
 def load_loss_grad(clean_logits, noisy_logits, noise_stddev, k: int, *, w_load=1.0) -> np.ndarray:
     """d/dclean of w CV(Load)^2, Load_i = sum_t Phi((clean_ti - thr_ti) / std_ti), where the
     threshold thr_ti is the noisy logit H_tj = clean_tj + noise_tj std_tj of another expert j."""
-    clean, H, std, k = _check_load(clean_logits, noisy_logits, noise_stddev, k)
+    clean, H, std, k = VM.load_inputs(clean_logits, noisy_logits, noise_stddev, k)
     w_load = V.real_number(w_load, "w_load")
     thr, j = _kth_excluding(H, k)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -44,7 +44,7 @@ logsumexp(z_t)^2.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy.special import ndtr
@@ -52,7 +52,8 @@ from scipy.special import ndtr
 from ..softmax import logsumexp, softmax
 from .. import _validate as V
 from .._validate import as_float_array
-from .select import _check_k, top_k
+from .._validate import moe as VM
+from .select import _top_k
 
 F_KINDS = ("k_hot", "top1")
 SCALES = ("E", "E/k", "1", "1/E")
@@ -69,15 +70,7 @@ def scale_factor(scale: str, num_experts: int, k: int) -> float:
     V.choice(scale, "scale", SCALES)
     num_experts = V.count(num_experts, "num_experts", minimum=1)
     k = V.count(k, "k", minimum=1)
-    if scale == "E":
-        return float(num_experts)
-    if scale == "E/k":
-        return num_experts / k
-    if scale == "1":
-        return 1.0
-    if scale == "1/E":
-        return 1.0 / num_experts
-    raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
+    return {"E": float(num_experts), "E/k": num_experts / k, "1": 1.0, "1/E": 1.0 / num_experts}[scale]
 
 
 def product_balance_loss(f, P, *, alpha=1.0, scale="E", k=1) -> float:
@@ -141,11 +134,8 @@ class BalanceLoss:
 
 
 def _split_groups(routing, groups: int):
-    groups = V.count(groups, "groups", minimum=1)
-    T = routing.num_tokens
-    if T % groups:
-        raise ValueError(f"groups: expected a divisor of the number of tokens T = {T}, got {groups}")
-    size = T // groups
+    """The routing's T tokens as ``groups`` consecutive equal groups (checked: ``VM.token_groups``)."""
+    size = routing.num_tokens // groups
     for g in range(groups):
         sl = slice(g * size, (g + 1) * size)
         yield dataclasses.replace(
@@ -160,6 +150,7 @@ def balance_loss(routing, *, alpha=1.0, f="k_hot", scale="E", probs="softmax", g
     alpha = _check_alpha(alpha)
     c = scale_factor(scale, routing.num_experts, routing.k)
     V.choice(f, "f", F_KINDS), V.choice(probs, "probs", P_KINDS)
+    groups = VM.token_groups(groups, routing.num_tokens)
     per_group = [
         alpha * c * float(np.dot(routing_fractions(r, f), mean_probabilities(r, probs)))
         for r in _split_groups(routing, groups)
@@ -181,16 +172,8 @@ def balance_loss_layers(routings: Sequence, *, alpha=1.0, f="k_hot", scale="E",
     mean of per-layer losses in general; both equal the uniform value when every
     layer is uniform.
     """
-    if isinstance(routings, (str, bytes)) or not hasattr(routings, "__iter__"):
-        raise TypeError(f"routings: expected a sequence of Routing, got {type(routings).__name__}")
-    routings = [V.routing(r, f"routings[{i}]") for i, r in enumerate(routings)]
-    if not routings:
-        raise ValueError("routings: expected at least one Routing, got none")
+    routings = VM.layer_routings(routings)
     V.choice(pool, "pool", ("concat", "mean", "sum"))
-    shape = (routings[0].num_experts, routings[0].k)
-    for i, r in enumerate(routings):
-        if (r.num_experts, r.k) != shape:
-            raise ValueError(f"routings[{i}]: expected (E, k) = {shape} as routings[0], got {(r.num_experts, r.k)}")
     if pool == "concat":
         cat = dataclasses.replace(
             routings[0],
@@ -204,11 +187,7 @@ def balance_loss_layers(routings: Sequence, *, alpha=1.0, f="k_hot", scale="E",
         )
         return balance_loss(cat, alpha=alpha, f=f, scale=scale, probs=probs)
     losses = [balance_loss(r, alpha=alpha, f=f, scale=scale, probs=probs) for r in routings]
-    if pool == "mean":
-        return float(np.mean(losses))
-    if pool == "sum":
-        return float(np.sum(losses))
-    raise ValueError(f"pool: expected 'concat', 'mean' or 'sum', got {pool!r}")
+    return float(np.mean(losses) if pool == "mean" else np.sum(losses))
 
 
 def cv_squared(x, *, eps: float = CV_EPS) -> float:
@@ -219,24 +198,9 @@ def cv_squared(x, *, eps: float = CV_EPS) -> float:
     variance instead; this spec pins the population variance of tensor2tensor's
     ``cv_squared`` and docs/conventions.md#moe-defaults.)
     """
-    x, eps = _check_cv(x, eps)
+    x, eps = VM.cv_inputs(x, eps)
     m = x.mean()
     return float(np.mean((x - m) ** 2) / (m * m + eps))
-
-
-def _check_cv(x, eps, name="x"):
-    """x (n,), n >= 1, scaled into float64 range for the squares: CV^2 is scale invariant
-    (up to eps, which is scaled alike)."""
-    x = as_float_array(x, name, ndim=1, shape_doc="(n,)", min_size={0: 1})
-    eps = V.real_number(eps, "eps", minimum=0.0)
-    a = float(np.abs(x).max())
-    if a > 1e150 or 0 < a < 1e-150:  # x^2 or eps would leave float64 range or lose eps
-        raise ValueError(f"{name}: expected max |x| in [1e-150, 1e150] (or 0) so that x^2 and eps stay "
-                         f"in float64 range, got {a:g}")
-    if a == 0 and eps == 0:
-        raise ValueError("x, eps: expected eps > 0 or a non-zero x (CV^2 of all-zero x is 0 / 0 with eps = 0), got "
-                         "both zero")
-    return x, eps
 
 
 def cv_squared_loss(routing, *, alpha=1.0, of="loads") -> float:
@@ -257,19 +221,11 @@ def z_loss(logits, *, padding_mask=None) -> float:
     """Router z-loss: mean over real tokens of logsumexp(z_t)^2 (ST-MoE eq. 5;
     Mesh TF ``_switch_gating``, flaxformer ``_router_z_loss``, Megablocks
     ``batched_router_zloss``)."""
-    z, mask = _check_z_loss(logits, padding_mask)
+    z, mask = VM.z_loss_inputs(logits, padding_mask)
     lse = logsumexp(z, axis=-1)
     with np.errstate(over="ignore"):
         value = float(np.sum(np.where(mask, lse**2, 0.0)) / max(int(mask.sum()), 1))
     return V.finite_result(value, "the z-loss", "logits")
-
-
-def _check_z_loss(logits, padding_mask):
-    """logits (T, E), E >= 1, and the (T,) bool padding mask (shared by z_loss and z_loss_grad)."""
-    z = as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
-    if padding_mask is None:
-        return z, np.ones(z.shape[0], dtype=bool)
-    return z, V.bool_array(padding_mask, "padding_mask", shape=(z.shape[0],), shape_doc="(T,) with T from logits")
 
 
 # ---------------------------------------------------------------------------
@@ -293,13 +249,11 @@ def noisy_top_k_gating(clean_logits, noise_stddev, noise, k: int) -> NoisyTopK:
     KeepTopK sets all but the k largest entries to -inf (ties to the lower index),
     so G is 0 outside the top-k and a softmax over the top-k noisy logits inside.
     """
-    clean, std = _check_clean_std(clean_logits, noise_stddev)
-    eps = as_float_array(noise, "noise", shape=clean.shape, shape_doc="(T, E) as clean_logits")
-    k = _check_k(k, clean.shape[1])
+    clean, std, eps, k = VM.noisy_gating_inputs(clean_logits, noise_stddev, noise, k)
     with np.errstate(over="ignore", invalid="ignore"):
         H = V.finite_result(clean + eps * std, "a noisy logit clean + noise * noise_stddev",
                             "clean_logits, noise, noise_stddev")
-    idx = top_k(H, k)
+    idx = _top_k(H, k)
     keep = np.full(H.shape, -np.inf)
     np.put_along_axis(keep, idx, np.take_along_axis(H, idx, axis=-1), axis=-1)
     return NoisyTopK(gates=softmax(keep, axis=-1), noisy_logits=H, indices=idx)
@@ -309,7 +263,7 @@ def importance_loss(gates, *, w_importance=1.0) -> float:
     """w * CV(Importance)^2, Importance_e = sum_x G(x)_e (Shazeer 2017 eq. 6-7)."""
     G = as_float_array(gates, "gates", ndim=2, shape_doc="(T, E)", min_size={1: 1})
     w = V.real_number(w_importance, "w_importance")
-    _check_cv(G.sum(axis=0), CV_EPS, "gates")
+    VM.cv_inputs(G.sum(axis=0), CV_EPS, "gates")
     return w * cv_squared(G.sum(axis=0))
 
 
@@ -319,7 +273,7 @@ def load_probabilities(clean_logits, noisy_logits, noise_stddev, k: int) -> np.n
     its own noise is redrawn. kth_excluding(H, k, i) is the k-th largest noisy
     logit among the other experts: the (k+1)-th largest of H if i is in the
     top-k, the k-th largest otherwise (tensor2tensor ``_prob_in_top_k``)."""
-    clean, H, std, k = _check_load(clean_logits, noisy_logits, noise_stddev, k)
+    clean, H, std, k = VM.load_inputs(clean_logits, noisy_logits, noise_stddev, k)
     threshold, _ = _kth_excluding(H, k)
     with np.errstate(over="ignore", invalid="ignore"):
         u = V.finite_result((clean - threshold) / std, "(clean - threshold) / noise_stddev",
@@ -327,39 +281,18 @@ def load_probabilities(clean_logits, noisy_logits, noise_stddev, k: int) -> np.n
     return ndtr(u)
 
 
-def _check_clean_std(clean_logits, noise_stddev):
-    clean = as_float_array(clean_logits, "clean_logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
-    std = as_float_array(noise_stddev, "noise_stddev", shape=clean.shape, shape_doc="(T, E) as clean_logits")
-    if (std <= 0).any():
-        raise ValueError(f"noise_stddev: expected positive entries (softplus output), got {float(np.min(std))!r}")
-    return clean, std
-
-
-def _check_load(clean_logits, noisy_logits, noise_stddev, k):
-    """The shared arguments of load_probabilities, load_loss and load_loss_grad."""
-    clean, std = _check_clean_std(clean_logits, noise_stddev)
-    H = as_float_array(noisy_logits, "noisy_logits", shape=clean.shape, shape_doc="(T, E) as clean_logits")
-    E = clean.shape[1]
-    k = V.count(k, "k", minimum=1, maximum=max(E - 1, 1), what=f"the load loss needs 1 <= k < E={E}")
-    if k >= E:
-        raise ValueError(f"k: expected 1 <= k < E = {E} (the load loss), got {k}")
-    return clean, H, std, k
-
-
 def kth_excluding(noisy_logits, k):
     """(threshold (T, E), index (T, E)): per token t and expert e, the k-th largest noisy logit among
     the other experts (Shazeer et al. 2017's kth_excluding), and which expert holds it: the threshold
     of the load loss's P(e in top-k). ``noisy_logits`` (T, E) finite, 1 <= k < E."""
     H = as_float_array(noisy_logits, "noisy_logits", ndim=2, shape_doc="(T, E)")
-    return _kth_excluding(H, V.count(k, "k", minimum=1))
+    return _kth_excluding(H, VM.kth_k(k, H.shape[1]))
 
 
 def _kth_excluding(H: np.ndarray, k: int):
-    """(threshold (T, E), index of the expert whose noisy logit is the threshold)."""
+    """(threshold (T, E), index of the expert whose noisy logit is the threshold); 1 <= k < E checked."""
     T, E = H.shape
-    if not 1 <= k < E:
-        raise ValueError(f"k: expected 1 <= k < E = {E} (the load loss), got {k}")
-    order = top_k(H, k + 1)  # (T, k+1)
+    order = _top_k(H, k + 1)  # (T, k+1)
     in_top = np.zeros((T, E), dtype=bool)
     np.put_along_axis(in_top, order[:, :k], True, axis=-1)
     idx = np.where(in_top, order[:, [k]], order[:, [k - 1]])  # (T, E)

@@ -8,12 +8,12 @@ so that ``_validate.routing`` (every function taking a routing checks it) stays 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Callable, Optional, Union
 
 import numpy as np
 
 from .. import _validate as V
+from .._validate import moe as VM
 from .capacity import CapacityRule
 from .select import SCORES
 
@@ -109,15 +109,7 @@ class RouteOptions:
         V.real_number(self.route_scale, "route_scale", minimum=0.0, min_open=True)
         V.real_number(self.normalize_eps, "normalize_eps", minimum=0.0)
         V.flag(self.normalize_top1, "normalize_top1")
-        if (self.n_groups is None) != (self.topk_groups is None):
-            raise ValueError(f"n_groups, topk_groups: expected both or neither, got {V.plain(self.n_groups)!r} and {V.plain(self.topk_groups)!r}")
-        if self.n_groups is not None:
-            for name in ("n_groups", "topk_groups"):
-                v = getattr(self, name)
-                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                    raise ValueError(f"{name}: expected a positive int, got {v!r}")
-            if self.topk_groups > self.n_groups:
-                raise ValueError(f"topk_groups: expected <= n_groups={self.n_groups}, got {self.topk_groups}")
+        VM.group_options(self.n_groups, self.topk_groups)
 
 
 V.register_class("Routing", Routing, "refimpl.moe.Routing (the result of refimpl.moe.route)")

@@ -27,6 +27,7 @@ import numpy as np
 
 from .losses import BalanceLoss
 from .. import _validate as V
+from .._validate import moe as VM
 from ..preset_registry import Registry, Source
 from .options import RouteOptions
 
@@ -74,10 +75,7 @@ class LibraryCapacity:
         S, E, k = V.count(S, "S"), V.count(E, "E", minimum=1), V.count(k, "k", minimum=1)
         with np.errstate(over="ignore"):
             c = self._capacity(S, E, k)
-        if isinstance(c, float) and not math.isfinite(c):  # ints are exact (and may exceed float range)
-            raise ValueError(f"capacity_factor: expected a capacity within float range in the {self.rule!r} "
-                             f"expression (S={S}, E={E}, k={k}), got {self.factor!r}, which leaves it")
-        return None if c is None else int(c)
+        return VM.library_capacity(c, self.rule, S, E, k, self.factor)
 
     def _capacity(self, S: int, E: int, k: int):
         """The expression, in the library's floating-point order (may be inf for a huge factor)."""
@@ -120,7 +118,7 @@ class LibraryCapacity:
             if c % self.alignment:
                 c += self.alignment - c % self.alignment
             return c
-        raise ValueError(f"rule: expected a known capacity rule, got {self.rule!r}")
+        raise AssertionError(self.rule)  # checked by __post_init__
 
 
 # ---------------------------------------------------------------------------

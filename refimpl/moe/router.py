@@ -79,19 +79,18 @@ not renormalised (Tutel): ``Routing.options`` records the options applied.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Optional
 
 import numpy as np
 
 from .._parallel import map_blocks
 from .. import _validate as V
-from .._validate import as_float_array
+from .._validate import moe as VM
 from .capacity import CapacityRule
 from .options import (DROP_ORDERS, GROUP_SCORES, NORMALIZE, SCORES, CapacitySpec, RouteOptions,  # noqa: F401 (API)
                       Routing)
 from .presets import get as _get_preset
-from .select import _check_k, _check_logits, _router_scores, _top_k, router_scores, top_k  # noqa: F401 (API)
+from .select import _router_scores, _top_k, router_scores, top_k  # noqa: F401 (API)
 from .slots import POSITION_ORDERS, assign_slots, assignment_order, rank_within_expert  # noqa: F401 (part of the API)
 
 
@@ -107,29 +106,19 @@ def group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group
     (DeepSeek-V2 ``group_limited_greedy``) or the sum of the two largest scores
     (DeepSeek-V3 ``Gate.forward`` with a bias) in the group.
     """
-    sel = as_float_array(sel, "sel", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
-    n_groups = V.count(n_groups, "n_groups", minimum=1)
-    topk_groups = V.count(topk_groups, "topk_groups", minimum=1)
-    if topk_groups > n_groups:  # a bound set by another argument: the message names both
-        raise ValueError(f"topk_groups, n_groups: expected topk_groups <= n_groups = {n_groups}, got {topk_groups}")
-    V.choice(group_score, "group_score", GROUP_SCORES)
+    sel, n_groups, topk_groups = VM.group_limited_inputs(sel, n_groups, topk_groups, group_score, GROUP_SCORES)
     return _group_limited_scores(sel, n_groups, topk_groups, group_score)
 
 
 def _group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, group_score: str) -> np.ndarray:
-    """``group_limited_scores`` on checked arguments (route calls this one: RouteOptions checked them)."""
+    """``group_limited_scores`` on checked arguments (route calls this one: ``route_setup`` checked them)."""
     T, E = sel.shape
-    if E % n_groups:
-        raise ValueError(f"n_groups: expected a divisor of the number of experts E = {E}, got {n_groups}")
     grouped = sel.reshape(T, n_groups, E // n_groups)
     if group_score == "max":
         gscore = grouped.max(axis=-1)
     else:
-        if E // n_groups < 2:
-            raise ValueError(f"group_score, n_groups: expected at least 2 experts per group for 'top2_sum', "
-                             f"got E / n_groups = {E // n_groups}")
         gscore = -np.sort(-grouped, axis=-1)[..., :2].sum(axis=-1)
-    chosen = top_k(gscore, topk_groups)  # (T, topk_groups)
+    chosen = _top_k(gscore, topk_groups)  # (T, topk_groups)
     eligible = np.zeros((T, n_groups), dtype=bool)
     np.put_along_axis(eligible, chosen, True, axis=-1)
     return np.where(np.repeat(eligible, E // n_groups, axis=-1), sel, -np.inf)
@@ -137,15 +126,14 @@ def _group_limited_scores(sel: np.ndarray, n_groups: int, topk_groups: int, grou
 
 def normalize_gates(raw: np.ndarray, kept: np.ndarray, normalize: str, eps: float = 0.0) -> np.ndarray:
     """Gates (T, k) from raw gates w = p[t, indices] and the kept mask (module docstring)."""
+    V.choice(normalize, "normalize", NORMALIZE)
     if normalize == "none":
         return np.where(kept, raw, 0.0)
     if normalize == "before_drop":
         num, den = raw, raw.sum(axis=-1, keepdims=True)
-    elif normalize == "after_drop":
+    else:  # "after_drop"
         num = np.where(kept, raw, 0.0)
         den = num.sum(axis=-1, keepdims=True)
-    else:
-        raise ValueError(f"normalize: expected one of {NORMALIZE}, got {normalize!r}")
     den = den + eps
     safe = np.where(den > 0, den, 1.0)
     return np.where(kept & (den > 0), num / safe, 0.0)
@@ -154,13 +142,8 @@ def normalize_gates(raw: np.ndarray, kept: np.ndarray, normalize: str, eps: floa
 def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> Optional[int]:
     if spec is None:
         return None
-    if callable(spec):
-        c = spec(tokens, experts, k)
-        if c is None:  # a rule may decide "dropless" (Megablocks, Tutel with factor 0)
-            return None
-        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0:
-            raise ValueError(f"capacity: expected the capacity rule {spec!r} to return an int >= 0, got {c!r}")
-        return int(c)
+    if callable(spec):  # a rule may decide "dropless" (None: Megablocks, Tutel with factor 0)
+        return VM.rule_capacity(spec(tokens, experts, k), spec)
     return int(spec)
 
 
@@ -169,12 +152,6 @@ def resolve_capacity(spec: CapacitySpec, tokens: int, experts: int, k: int) -> O
 
 _SELECT_CHUNK = 2**16  # router scores per chunk of tokens in route()
 _SELECT_WORK_PER_SCORE = 32  # an exp, a division and a partition step, in multiply-add equivalents
-
-
-def _check_padding_mask(padding_mask, T: int) -> np.ndarray:
-    if padding_mask is None:
-        return np.ones(T, dtype=bool)
-    return V.bool_array(padding_mask, "padding_mask", shape=(T,), shape_doc="(T,) with T from logits (True = real token)").copy()
 
 
 _CONVENTIONS = frozenset(f.name for f in dataclasses.fields(RouteOptions))
@@ -188,10 +165,7 @@ def resolve_options(preset=None, capacity_factor=None, **conventions) -> RouteOp
     spec's default rule ``CapacityRule()`` if the capacity is None or an int); a
     rule without a factor (fairseq's 2 * ceil(S / E)) refuses it.
     """
-    unknown = set(conventions) - _CONVENTIONS
-    if unknown:
-        raise TypeError(f"{', '.join(sorted(unknown))}: expected keywords among the conventions "
-                        f"{sorted(_CONVENTIONS)}, got unknown keyword(s) {sorted(unknown)}")
+    VM.convention_keywords(conventions, _CONVENTIONS)
     base = _DEFAULT_OPTIONS
     if preset is not None:
         base = _get_preset(preset).options
@@ -209,7 +183,11 @@ def effective_options(opts: RouteOptions, k: int) -> RouteOptions:
     """The options actually applied for this k: normalize becomes "none" when k = 1
     and ``normalize_top1`` is False. Routing.options records these."""
     V.instance(opts, "opts", RouteOptions, "refimpl.moe.RouteOptions")
-    k = V.count(k, "k", minimum=1)
+    return _effective_options(opts, V.count(k, "k", minimum=1))
+
+
+def _effective_options(opts: RouteOptions, k: int) -> RouteOptions:
+    """``effective_options`` on checked arguments (route's)."""
     if k == 1 and not opts.normalize_top1 and opts.normalize != "none":
         return dataclasses.replace(opts, normalize="none")
     return opts
@@ -236,22 +214,19 @@ class RouteSetup:
 
 def route_setup(logits, k, *, preset=None, padding_mask=None, selection_bias=None, capacity_factor=None,
                 **conventions) -> RouteSetup:
-    """Validate ``route``'s arguments (same checks, order and messages as ``route``): the one
-    routing setup shared by ``route`` and ``gpu.api.prepare_route``. The preset is looked up once."""
+    """Validate ``route``'s arguments: the one routing setup, shared by ``route`` and
+    ``gpu.api.prepare_route`` (``route_expert_choice`` and the losses on logits check their logits
+    and padding mask with the same validators, ``refimpl._validate.moe``). The preset is looked up once."""
     if preset is not None:
         preset = _get_preset(preset)
-        if preset.k is not None and k != preset.k:
-            raise ValueError(f"k: expected k = {preset.k} (preset {preset.name!r} routes to exactly k={preset.k}), got {k}")
+        VM.preset_k(k, preset)
     opts = resolve_options(preset, capacity_factor=capacity_factor, **conventions)
-    z = _check_logits(logits)
+    z = VM.router_logits(logits)
     T, E = z.shape
-    k = _check_k(k, E)
-    token_mask = _check_padding_mask(padding_mask, T)
-    b = None
-    if selection_bias is not None:
-        b = as_float_array(selection_bias, "selection_bias", ndim=1)
-        if b.shape != (E,):
-            raise ValueError(f"selection_bias: expected shape ({E},), got {b.shape}")
+    k = VM.experts_per_token(k, E)
+    token_mask = VM.token_mask(padding_mask, T)
+    b = VM.selection_bias(selection_bias, E)
+    VM.route_groups(E, k, opts.n_groups, opts.topk_groups, opts.group_score)
     return RouteSetup(logits=z, k=k, options=opts, token_mask=token_mask, selection_bias=b)
 
 
@@ -279,11 +254,7 @@ def route(logits, k, *, preset=None, padding_mask=None, selection_bias=None,
                         capacity_factor=capacity_factor, **conventions)
     z, k, token_mask, b = setup.logits, setup.k, setup.token_mask, setup.selection_bias
     T, E = z.shape
-    opts = effective_options(setup.options, k)
-    if opts.n_groups is not None:
-        per_group = E // opts.n_groups if E % opts.n_groups == 0 else 0
-        if k > opts.topk_groups * per_group:
-            raise ValueError(f"k: expected <= topk_groups * E / n_groups = {opts.topk_groups * per_group}, got {k}")
+    opts = _effective_options(setup.options, k)
 
     def select(ts: slice):  # scores and selection are per token: chunks of tokens, on threads
         p = _router_scores(z[ts], opts.score)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import _validate as V
 from .._validate import as_float_array
+from .._validate import moe as VM
 from ..logistic import sigmoid
 from ..softmax import _softmax_lse
 
@@ -17,30 +18,17 @@ SCORES = ("softmax", "sigmoid")
 _ARGMAX_K = 8  # top_k by k argmax passes up to this k (a partition beyond)
 
 
-def _check_logits(logits) -> np.ndarray:
-    return as_float_array(logits, "logits", ndim=2, shape_doc="(T, E)", min_size={1: 1})
-
-
-def _check_k(k, E: int) -> int:
-    k = V.count(k, "k", minimum=-(2**63), maximum=None)
-    if not 1 <= k <= E:
-        raise ValueError(f"k: expected 1 <= k <= E={E}, got {k}")
-    return k
-
-
 def router_scores(logits, score: str = "softmax") -> np.ndarray:
     """p (T, E), float64 on both paths: softmax over experts (refimpl.softmax) or
     elementwise sigmoid (logits of any real dtype are converted to float64 first)."""
-    return _router_scores(_check_logits(logits), V.choice(score, "score", SCORES))
+    return _router_scores(VM.router_logits(logits), V.choice(score, "score", SCORES))
 
 
 def _router_scores(z: np.ndarray, score: str) -> np.ndarray:
     """``router_scores`` on validated float64 logits."""
     if score == "softmax":
         return _softmax_lse(z, axis=-1)[0]
-    if score == "sigmoid":
-        return sigmoid(z)  # refimpl.logistic: e^z below z = -709.8, where scipy's expit is 0
-    raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+    return sigmoid(z)  # "sigmoid"; refimpl.logistic: e^z below z = -709.8, where scipy's expit is 0
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -54,7 +42,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     ones with s == v, and these k are sorted by (-s, index).
     """
     scores = as_float_array(scores, "scores", ndim=2, allow_neg_inf=True, shape_doc="(T, E)")
-    return _top_k(scores, _check_k(k, scores.shape[1]))
+    return _top_k(scores, VM.experts_per_token(k, scores.shape[1]))
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

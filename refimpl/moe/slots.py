@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import moe as VM
+
 POSITION_ORDERS = ("k_major", "token_major", "priority")  # kept iff position < C
 
 
 def rank_within_expert(experts_in_order, num_experts: int) -> np.ndarray:
     """For a sequence of expert ids, the number of earlier entries with the same id
     (GShard's ``cumsum(mask) - 1`` read at each entry)."""
-    from .._validate import count, index_array
-
-    num_experts = count(num_experts, "num_experts", minimum=1)
-    experts_in_order = index_array(experts_in_order, "experts_in_order", ndim=1)
-    if experts_in_order.size and int(experts_in_order.max()) >= num_experts:
-        raise ValueError(f"experts_in_order: expected ids in [0, num_experts) = [0, {num_experts}), "
-                         f"got {int(experts_in_order.max())}")
-    return _rank_within_expert(experts_in_order, num_experts)
+    return _rank_within_expert(*VM.expert_ids(experts_in_order, num_experts))
 
 
 def _rank_within_expert(experts_in_order: np.ndarray, num_experts: int) -> np.ndarray:
@@ -48,6 +43,7 @@ def assignment_order(indices: np.ndarray, token_mask: np.ndarray, drop_order: st
                      probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(token, choice) index arrays listing the non-padding assignments in the order
     that claims slots, for the position-based drop orders."""
+    VM.position_order(drop_order, POSITION_ORDERS)
     T, k = indices.shape
     if drop_order == "k_major":
         tokens = np.arange(T)
@@ -57,8 +53,6 @@ def assignment_order(indices: np.ndarray, token_mask: np.ndarray, drop_order: st
         t, j = np.divmod(np.arange(T * k), k)
         keep = token_mask[t]
         return t[keep], j[keep]
-    else:
-        raise ValueError(f"drop_order: expected a position-based order, got {drop_order!r}")
     tokens = tokens[token_mask[tokens]]
     t = np.tile(tokens, k)
     j = np.repeat(np.arange(k), tokens.shape[0])
@@ -67,6 +61,7 @@ def assignment_order(indices: np.ndarray, token_mask: np.ndarray, drop_order: st
 
 def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, seed=None, logits=None):
     """(kept, position), both (T, k), for the given drop order (see module docstring)."""
+    VM.drop_seed(seed, drop_order)
     T, k = indices.shape
     kept = np.zeros((T, k), dtype=bool)
     position = np.full((T, k), -1, dtype=np.int64)
@@ -88,8 +83,6 @@ def assign_slots(indices, token_mask, num_experts, capacity, drop_order, probs, 
     if drop_order == "per_expert_top_prob":
         key = probs[t, e]
     else:  # "random"
-        if seed is None:
-            raise ValueError("seed: expected an explicit seed with drop_order='random', got None")
         key = np.random.default_rng(seed).random((T, k))[t, j]
     # best key first, ties to the lower token index (t is ascending: stable sort)
     by_key = np.argsort(-key, kind="stable")
