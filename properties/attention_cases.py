@@ -44,6 +44,7 @@ from refimpl.conventions import PRESETS
 from refimpl.sinks import apply_sinks
 
 from . import sizes
+from .strategy_cache import BOOLEANS, SEEDS, cached, caps_key, sampled
 from .protocol import Capability, Kind, Option
 from .tolerance import round_to
 
@@ -309,7 +310,7 @@ def allowed(caps, option, values) -> tuple:
 
 def shapes(caps: frozenset, *, max_len: int = sizes.DEFAULT_MAX_LEN, max_dim: int = sizes.DEFAULT_MAX_DIM):
     """Strategy for (B, Hq, Hkv, Lq, Lk, D, Dv); at tile sizes when the adapter declares tiles."""
-    return _draw_shapes(caps, max_len, max_dim)
+    return cached(("shapes", caps_key(caps), max_len, max_dim), lambda: _draw_shapes(caps, max_len, max_dim), caps)
 
 
 @st.composite  # at module level: Hypothesis reads a composite's source when it is decorated
@@ -318,12 +319,14 @@ def _draw_shapes(draw, caps, max_len, max_dim):
     B = 1 if big else draw(st.integers(1, 2))
     Hkv = draw(st.integers(1, 2 if big else 3))
     G = draw(st.integers(1, 2 if big else 3)) if "gqa" in caps else 1
-    Lq = draw(sizes.lengths(caps, max_len))
-    Lk = draw(sizes.lengths(caps, max_len)) if "lq_ne_lk" in caps else Lq
+    lengths = sizes.lengths(caps, max_len)
+    Lq = draw(lengths)
+    Lk = draw(lengths) if "lq_ne_lk" in caps else Lq
     if Lq > Lk and "lq_gt_lk" not in allowed(caps, "lengths", ("lq_gt_lk",)):
         Lq, Lk = Lk, Lq
-    D = draw(sizes.head_dims(caps, max_dim))
-    Dv = draw(sizes.head_dims(caps, max_dim)) if "dv_ne_d" in caps else D
+    dims = sizes.head_dims(caps, max_dim)
+    D = draw(dims)
+    Dv = draw(dims) if "dv_ne_d" in caps else D
     return B, Hkv * G, Hkv, Lq, Lk, D, Dv
 
 
@@ -354,19 +357,20 @@ def _attention_case(
     allowed = getattr(caps, "allowed", lambda option, values: values)
     shape = draw(shapes(caps, max_len=max_len, max_dim=max_dim))
     arrays: dict = {}
-    if "varlen" in caps and draw(st.booleans()):
-        shape, arrays["varlen"] = draw(varlen_lengths(caps, shape))
-    seed = draw(st.integers(0, 2**32 - 1))
-    mag = draw(st.sampled_from(magnitudes))
+    if "varlen" in caps and draw(BOOLEANS):
+        shape, arrays["varlen"] = draw(cached(("varlen", caps_key(caps), shape), lambda: varlen_lengths(caps, shape), caps))
+    seed = draw(SEEDS)
+    mag = draw(sampled(magnitudes))
     kw: dict = {}
     if options:
         causal = _causal_values(caps)
-        if causal == ("causal",) or ("causal" in causal and draw(st.booleans())):
+        if causal == ("causal",) or ("causal" in causal and draw(BOOLEANS)):
             kw["causal"] = True
-        if "top_left" in caps and draw(st.booleans()):
+        if "top_left" in caps and draw(BOOLEANS):
             kw["align"] = "top_left"
-        if "window" in caps and draw(st.booleans()):
-            kw["window"] = (draw(sizes.window_sides(caps, max_len)), draw(sizes.window_sides(caps, max_len)))
+        if "window" in caps and draw(BOOLEANS):
+            sides = cached(("window_sides", caps_key(caps), max_len), lambda: sizes.window_sides(caps, max_len), caps)
+            kw["window"] = (draw(sides), draw(sides))
             if "causal" in caps and "without_causal" not in allowed("window_causal", ("without_causal",)):
                 kw["causal"] = True
         mask_kinds = ["none"]
@@ -374,34 +378,34 @@ def _attention_case(
             mask_kinds += [{4: "array4", 2: "array2_rows_empty"}[n] for n in allowed("mask_ndim", (4, 2))]
         if "mask_predicate" in caps and "varlen" not in arrays:
             mask_kinds += ["predicate"]
-        kind = draw(st.sampled_from(mask_kinds))
+        kind = draw(sampled(mask_kinds))
         if kind == "predicate":
             arrays["mask"] = f"predicate:{draw(st.integers(0, len(PREDICATES) - 1))}"
         elif kind != "none":
             arrays["mask"] = kind
-        if "softcap" in caps and draw(st.booleans()):
+        if "softcap" in caps and draw(BOOLEANS):
             vals = allowed("softcap", ATTENTION_OPTIONS["softcap"].values)
             if vals:
-                kw["softcap"] = draw(st.sampled_from(vals))
-        if "bias" in caps and draw(st.booleans()):
+                kw["softcap"] = draw(sampled(vals))
+        if "bias" in caps and draw(BOOLEANS):
             vals = allowed("bias_kind", ("alibi", "random"))
             if vals:
-                arrays["bias"] = draw(st.sampled_from(vals))
-        if "scale" in caps and draw(st.booleans()):
+                arrays["bias"] = draw(sampled(vals))
+        if "scale" in caps and draw(BOOLEANS):
             vals = allowed("scale", ATTENTION_OPTIONS["scale"].values)
             if vals:
-                kw["scale"] = draw(st.sampled_from(vals))
-        if "dropout" in caps and draw(st.booleans()):
+                kw["scale"] = draw(sampled(vals))
+        if "dropout" in caps and draw(BOOLEANS):
             vals = allowed("dropout_p", ATTENTION_OPTIONS["dropout_p"].values)
             if vals:
-                arrays["dropout_mask"] = draw(st.sampled_from(vals))
-        if "key_padding" in caps and draw(st.booleans()):
+                arrays["dropout_mask"] = draw(sampled(vals))
+        if "key_padding" in caps and draw(BOOLEANS):
             arrays["key_padding"] = True
-        if "alibi_slopes" in caps and draw(st.booleans()):
+        if "alibi_slopes" in caps and draw(BOOLEANS):
             vals = allowed("alibi_ndim", ATTENTION_OPTIONS["alibi_ndim"].values)
             if vals:
-                arrays["alibi_slopes"] = draw(st.sampled_from(vals))
-        if "sinks" in caps and "dropout_mask" not in arrays and draw(st.booleans()):  # gpt-oss drops after the sink
+                arrays["alibi_slopes"] = draw(sampled(vals))
+        if "sinks" in caps and "dropout_mask" not in arrays and draw(BOOLEANS):  # gpt-oss drops after the sink
             arrays["sinks"] = True
     if force:
         kw.update(force)

@@ -197,9 +197,34 @@ def _operand_sq(q, K, scale, W):
     k scaled (one per k_jd): (scale q_id k_jd W_ije)^2 summed over j, d. Both orders are allowed: their sum.
     """
     sq = (scale * np.asarray(q)) ** 2
-    t = np.moveaxis(W, -1, -3) @ K[..., None, :, :]  # (..., E, Lq, D): sum_j W_ije k_jd
-    sq_q = np.einsum("...id,...eid->...ie", sq, t**2)
-    sq_k = np.einsum("...ij,...ije->...ie", sq @ np.swapaxes(K**2, -1, -2), W**2)
+    *batch, Lq, Lk, E = W.shape
+    Wt = np.ascontiguousarray(np.swapaxes(W, -1, -2)).reshape(*batch, Lq * E, Lk)
+    t = (Wt @ K).reshape(*batch, Lq, E, K.shape[-1])  # sum_j W_ije k_jd (one GEMM a head)
+    sq_q = (t**2 @ sq[..., :, :, None])[..., 0]  # sum_d sq_id t_ied^2
+    sq_k = ((sq @ np.swapaxes(K**2, -1, -2))[..., :, None, :] @ W**2)[..., 0, :]  # sum_j (sq k^2)_ij W_ije^2
+    return sq_q + sq_k
+
+
+def _deviation_sq(a, V, out):
+    """sum_j a_ij (v_je - out_ie)^2 (a >= 0), expanded into products: (a V^2) - 2 out (a V) + out^2 sum_j a,
+    never forming the (..., Lq, Lk, Dv) deviations. The expansion cancels where every weighted v_je is
+    near out_ie: an absolute error of a few float64 roundings of sum_j a_ij v_je^2, far below the
+    float32 and lower-precision terms it is added to; clipped at 0."""
+    got = a @ V**2 - 2 * out * (a @ V) + out**2 * np.sum(a, axis=-1, keepdims=True)
+    return np.maximum(got, 0.0)
+
+
+def _value_operand_sq(q, K, V, P, out, scale):
+    """``_operand_sq`` for W_ije = P_ij (v_je - out_ie), by products only:
+    sum_j W_ije k_jd = sum_j P_ij v_je k_jd - out_ie (P K)_id (one GEMM against the (Lk, Dv D) outer
+    products v_j k_j^T) and sum_j (sq k^2)_ij W_ije^2 = ``_deviation_sq`` with a = (sq k^2) P^2."""
+    sq = (scale * np.asarray(q)) ** 2
+    *batch, Lk, E = V.shape
+    D = K.shape[-1]
+    VK = (V[..., :, :, None] * K[..., :, None, :]).reshape(*batch, Lk, E * D)
+    t = (P @ VK).reshape(*P.shape[:-1], E, D) - out[..., :, :, None] * (P @ K)[..., :, None, :]
+    sq_q = (t**2 @ sq[..., :, :, None])[..., 0]  # sum_d sq_id t_ied^2
+    sq_k = _deviation_sq((sq @ np.swapaxes(K**2, -1, -2)) * P**2, V, out)
     return sq_q + sq_k
 
 
@@ -209,9 +234,7 @@ def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None):
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     K, V = _rep(k, v, q.shape[1])
     P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
-    dev = np.abs(V[..., None, :, :] - out[..., :, None, :])  # (..., Lq, Lk, Dv)
-    W = P[..., None] * (V[..., None, :, :] - out[..., :, None, :])  # signed, for the shared q roundings
-    sq = np.einsum("...ij,...ije->...ie", (P * B) ** 2, dev**2) + _operand_sq(q, K, scale, W)
+    sq = _deviation_sq((P * B) ** 2, V, out) + _value_operand_sq(q, K, V, P, out, scale)
     D, Lk = q.shape[-1], k.shape[-2]
     f32 = 4 * (D + Lk) * U32
     Vmax = float(np.max(np.abs(v), initial=0.0))

@@ -39,6 +39,7 @@ from .core import Property
 from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
 from .tolerance import U64, compare_close, float32_naive_attention, lowp_naive_attention
+from .strategy_cache import sampled
 
 KINDS = (
     Kind("block", "residual blocks and stacks; compared with the unrolled composition of refimpl's pieces",
@@ -97,10 +98,10 @@ def _round_tree(obj, precision):
 def stack_case(draw, caps=None, cross=False):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    H = draw(st.sampled_from([1, 2]))
-    d = H * draw(st.sampled_from([2, 3]))
-    kw = dict(d_model=d, num_heads=H, d_ff=draw(st.integers(1, 10)), ffn_kind=draw(st.sampled_from(["mlp", "glu"])),
-              activation=draw(st.sampled_from(["gelu", "silu", "relu"])), norm=draw(st.sampled_from(["rmsnorm", "layernorm"])),
+    H = draw(sampled([1, 2]))
+    d = H * draw(sampled([2, 3]))
+    kw = dict(d_model=d, num_heads=H, d_ff=draw(st.integers(1, 10)), ffn_kind=draw(sampled(["mlp", "glu"])),
+              activation=draw(sampled(["gelu", "silu", "relu"])), norm=draw(sampled(["rmsnorm", "layernorm"])),
               cross=cross)
     kw["norm_bias"] = kw["norm"] == "layernorm" and draw(st.booleans())
     n = draw(st.integers(1, 3))
@@ -109,7 +110,7 @@ def stack_case(draw, caps=None, cross=False):
     x = rng.standard_normal((B, Lq, d))
     final = Bk.Norm(1 + 0.1 * rng.standard_normal(d), kind=kw["norm"]) if draw(st.booleans()) else None
     memory = rng.standard_normal((B, draw(st.integers(1, 4)), d)) if cross else None
-    scale = draw(st.sampled_from([1.0, 1 / np.sqrt(2)]))
+    scale = draw(sampled([1.0, 1 / np.sqrt(2)]))
     prec = getattr(caps, "precision", "float64")
     blocks, final = tuple(_round_tree(b, prec) for b in blocks), _round_tree(final, prec)
     x, memory = round_inputs(prec, x, memory)

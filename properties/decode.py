@@ -31,6 +31,7 @@ from .core import Property
 from .precision import precision_of
 from .protocol import Capability, Kind, Option
 from .tolerance import attention_forward_bounds, compare_close, round_to
+from .strategy_cache import sampled
 
 KINDS = (
     Kind(
@@ -305,7 +306,7 @@ def decode_case(draw, caps, *, kinds=None, ring_only=False):
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     kinds = kinds or ("contiguous",) + tuple(c for c in ("paged", "ring") if c in caps)
-    cache = "ring" if ring_only else draw(st.sampled_from(kinds))
+    cache = "ring" if ring_only else draw(sampled(kinds))
     allowed = getattr(caps, "allowed", lambda option, values: tuple(values))
     B, Hkv = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     G = draw(st.integers(1, 3)) if "gqa" in caps else 1
@@ -314,7 +315,7 @@ def decode_case(draw, caps, *, kinds=None, ring_only=False):
         Dv = D
     chunks, left_over = [], L
     while left_over:
-        c = draw(st.sampled_from((1, 1, 2, 3, 5, 12)))
+        c = draw(sampled((1, 1, 2, 3, 5, 12)))
         chunks.append(min(c, left_over))
         left_over -= chunks[-1]
     windowed = cache == "ring" or (cache in allowed("window_cache", ("contiguous", "paged")) and draw(st.booleans()))
@@ -322,12 +323,12 @@ def decode_case(draw, caps, *, kinds=None, ring_only=False):
     rope = None
     layouts = allowed("rope_layout", ("half", "interleaved"))
     if "rope" in caps and layouts and draw(st.booleans()):
-        rope = {"layout": draw(st.sampled_from(layouts)), "base": draw(st.sampled_from((10.0, 10000.0))),
-                "rotary_dim": draw(st.sampled_from((None, 2)))}
+        rope = {"layout": draw(sampled(layouts)), "base": draw(sampled((10.0, 10000.0))),
+                "rotary_dim": draw(sampled((None, 2)))}
     softcap = None
     caps_vals = allowed("softcap", (5.0, 30.0))
     if "softcap" in caps and caps_vals and draw(st.booleans()):
-        softcap = draw(st.sampled_from(caps_vals))
+        softcap = draw(sampled(caps_vals))
     q, k, v = (round_to(rng.standard_normal(shape), precision)
                for shape in ((B, Hkv * G, L, D), (B, Hkv, L, D), (B, Hkv, L, Dv)))
     return DecodeCase(q, k, v, cache, tuple(chunks), window, rope, draw(st.integers(1, 4)), seed, softcap)

@@ -26,6 +26,7 @@ from refimpl.distributed import expert_parallel as EP
 from refimpl.distributed import sharding as SH
 
 from .tolerance import round_to
+from .strategy_cache import sampled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,7 @@ def cp_case(draw, *, ulysses=False, precision="float64", extreme=False):
     representable in ``precision``. ``extreme``: q, k of magnitude 30 or 60 and no softcap,
     so scores (and the partial lse each rank merges) reach beyond 709, where exp overflows."""
     P = draw(st.integers(1, 4))
-    layout = draw(st.sampled_from(("contiguous", "zigzag")))
+    layout = draw(sampled(("contiguous", "zigzag")))
     n = P if layout == "contiguous" else 2 * P
     sizes = tuple(draw(st.lists(st.integers(0, 4 if layout == "contiguous" else 2), min_size=n, max_size=n)))
     if sum(sizes) == 0:
@@ -73,11 +74,11 @@ def cp_case(draw, *, ulysses=False, precision="float64", extreme=False):
         side = st.one_of(st.none(), st.integers(0, 5))
         kw["window"] = (draw(side), draw(side))
     if not extreme and draw(st.booleans()):
-        kw["softcap"] = draw(st.sampled_from((0.5, 3.0)))
+        kw["softcap"] = draw(sampled((0.5, 3.0)))
     if draw(st.booleans()):
-        kw["scale"] = draw(st.sampled_from((1.0, 4.0) if extreme else (0.1, 1.0, 4.0)))
+        kw["scale"] = draw(sampled((1.0, 4.0) if extreme else (0.1, 1.0, 4.0)))
     seed = draw(st.integers(0, 2**32 - 1))
-    mag = draw(st.sampled_from((30.0, 60.0) if extreme else (1.0, 5.0)))
+    mag = draw(sampled((30.0, 60.0) if extreme else (1.0, 5.0)))
     rng = np.random.default_rng(seed)
     L = sum(sizes)
     if draw(st.integers(0, 3)) == 0:  # packed documents: a global predicate (segment ids by global position)
@@ -114,17 +115,17 @@ def ep_case(draw, conventions=("local", "global")):
     k = draw(st.integers(1, min(E, 3)))
     D, H = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     owner = np.array(draw(st.lists(st.integers(0, P - 1), min_size=E, max_size=E)), dtype=np.int64)
-    convention = draw(st.sampled_from(conventions))
+    convention = draw(sampled(conventions))
     orders = EP.GLOBAL_ORDERS if convention == "global" else ("k_major", "token_major", "priority",
                                                                "per_expert_top_prob")
-    options = {"normalize": draw(st.sampled_from(("none", "before_drop", "after_drop"))),
-               "drop_order": draw(st.sampled_from(orders)),
-               "score": draw(st.sampled_from(("softmax", "sigmoid")))}
-    cap = draw(st.sampled_from(("none", "int", "factor")))
+    options = {"normalize": draw(sampled(("none", "before_drop", "after_drop"))),
+               "drop_order": draw(sampled(orders)),
+               "score": draw(sampled(("softmax", "sigmoid")))}
+    cap = draw(sampled(("none", "int", "factor")))
     if cap == "int":
         options["capacity"] = draw(st.integers(0, 3))
     elif cap == "factor":
-        options["capacity_factor"] = draw(st.sampled_from((0.5, 1.0, 1.5)))
+        options["capacity_factor"] = draw(sampled((0.5, 1.0, 1.5)))
     reroute = convention == "local" and cap != "none" and draw(st.booleans())
     if reroute:  # backups need free slots next to full experts: more tokens, some slack
         options["reroute"] = True
@@ -134,5 +135,5 @@ def ep_case(draw, conventions=("local", "global")):
     rng = np.random.default_rng(seed)
     sizes = draw(st.lists(st.integers(2 if reroute else 0, 8 if reroute else 5), min_size=P, max_size=P))
     xs = tuple(rng.standard_normal((n, D)) for n in sizes)
-    W = draw(st.sampled_from((1.0, 4.0))) * rng.standard_normal((E, D))
+    W = draw(sampled((1.0, 4.0))) * rng.standard_normal((E, D))
     return EPCase(xs, W, tuple(M.random_experts(E, D, H, seed=seed % 1000)), k, owner, convention, options, seed)

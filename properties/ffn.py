@@ -36,6 +36,7 @@ from .core import Property
 from .precision import compare_layer, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind, Option
 from .tolerance import U64, compare_close
+from .strategy_cache import sampled
 
 KINDS = (
     Kind("ffn", "activations and MLP / GLU feed-forward blocks; compared with refimpl.ffn",
@@ -117,7 +118,7 @@ def _with_activations(make):
 
 @st.composite
 def act_case(draw, caps=None):
-    name = draw(st.sampled_from(_activations(caps)))
+    name = draw(sampled(_activations(caps)))
     u = draw(st.lists(st.floats(-40, 40, allow_nan=False, allow_subnormal=False) | st.sampled_from([-2.2, 2.2, -0.7, 1.5]),
                       min_size=1, max_size=6))
     return ActCase(name, round_inputs(getattr(caps, "precision", "float64"), np.array(u)))
@@ -172,10 +173,10 @@ def ffn_case(draw, caps):
         params = Fn.GLUParams(m(d, dff), m(d, dff), m(dff, d), v(dff), v(dff), v(d))
     else:
         params = Fn.MLPParams(m(d, dff), m(dff, d), v(dff), v(d))
-    activation = draw(st.sampled_from(_activations(caps)))
-    p = draw(st.sampled_from([0.0, 0.1, 0.5]))
+    activation = draw(sampled(_activations(caps)))
+    p = draw(sampled([0.0, 0.1, 0.5]))
     keep = None if p == 0 else rng.random((n, dff)) >= p
-    x = rng.standard_normal((n, d)) * draw(st.sampled_from([1.0, 3.0]))
+    x = rng.standard_normal((n, d)) * draw(sampled([1.0, 3.0]))
     prec = getattr(caps, "precision", "float64")
     params = type(params)(*round_inputs(prec, *(getattr(params, f.name) for f in dataclasses.fields(params))))
     x, dy = round_inputs(prec, x, rng.standard_normal((n, d)))
@@ -271,11 +272,11 @@ def gated_case(draw, caps):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     n, F = draw(st.integers(1, 4)), draw(st.one_of(st.integers(1, 9), st.sampled_from((16, 31, 33, 64, 70))))
-    a = rng.standard_normal((n, F)) * draw(st.sampled_from([1.0, 3.0, 15.0]))
-    a.flat[rng.integers(0, a.size, size=min(3, a.size))] = draw(st.sampled_from([0.0, -2.2, 2.2, -40.0, 40.0]))
+    a = rng.standard_normal((n, F)) * draw(sampled([1.0, 3.0, 15.0]))
+    a.flat[rng.integers(0, a.size, size=min(3, a.size))] = draw(sampled([0.0, -2.2, 2.2, -40.0, 40.0]))
     prec = getattr(caps, "precision", "float64")
     a, b, dc = round_inputs(prec, a, rng.standard_normal((n, F)), rng.standard_normal((n, F)))
-    return GatedCase(draw(st.sampled_from(_activations(caps))), a, b, dc, seed)
+    return GatedCase(draw(sampled(_activations(caps))), a, b, dc, seed)
 
 
 def _gated_tol(case):

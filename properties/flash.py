@@ -60,6 +60,7 @@ from .attention_impls import AttentionAdapter
 from .core import Property, Unsupported
 from .protocol import Capability, Kind
 from .tolerance import compare_close, compare_lse, flash_forward_bounds  # noqa: F401 (re-exported)
+from .strategy_cache import sampled
 
 # ----------------------------------------------------------------------------
 # adapters
@@ -393,9 +394,9 @@ def _flash_case(draw, caps, variants, **attention_case_kwargs):
     attn = draw(C.attention_case(caps & C.BASE_CAPS, **attention_case_kwargs))
     Lq, Lk = attn.q.shape[2], attn.k.shape[2]
     tiles = getattr(caps, "tiles", ())
-    block_q = draw(st.sampled_from(tiles) if tiles else st.integers(1, Lq + 2))
-    block_k = draw(st.sampled_from(tiles) if tiles else st.integers(1, Lk + 2))
-    variant = draw(st.sampled_from(variants))
+    block_q = draw(sampled(tiles) if tiles else st.integers(1, Lq + 2))
+    block_k = draw(sampled(tiles) if tiles else st.integers(1, Lk + 2))
+    variant = draw(sampled(variants))
     boundaries = tuple(sorted(draw(st.lists(st.integers(0, Lk), max_size=3))))
     return FlashCase(attn, block_q, block_k, variant, boundaries)
 

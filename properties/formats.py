@@ -34,6 +34,7 @@ from refimpl import formats as F
 from .core import Property
 from .precision import round_inputs
 from .protocol import Capability, Kind
+from .strategy_cache import sampled
 
 CAST_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
 MATMUL_PAIRS = ("bfloat16->float32", "bfloat16->bfloat16", "float16->float16", "float16->float32",
@@ -111,7 +112,7 @@ def _grid_points(rng, f: F.Format, n: int) -> np.ndarray:
 @st.composite
 def cast_case(draw, caps, overflow=False):
     fmts = [f for f in CAST_FORMATS if f in caps]
-    fmt = draw(st.sampled_from(fmts))
+    fmt = draw(sampled(fmts))
     f = F.get_format(fmt)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     if overflow:  # at and beyond the top: max, the tie max + ulp/2, above it, and far above
@@ -168,9 +169,9 @@ def scale_case(draw, caps=None):
     x = rng.standard_normal((rows, cols)) * 10.0 ** rng.uniform(-4, 4, (rows, 1))  # loud and quiet rows
     if draw(st.booleans()):
         x[0] = 0.0  # an all-zero channel: S = 1
-    fmt = draw(st.sampled_from(["float8_e4m3fn", "float8_e5m2"]))
+    fmt = draw(sampled(["float8_e4m3fn", "float8_e5m2"]))
     x = _input_values(x, caps)
-    return ScaleCase(np.where(np.isfinite(x), x, 0.0), fmt, draw(st.sampled_from([None, 0])))
+    return ScaleCase(np.where(np.isfinite(x), x, 0.0), fmt, draw(sampled([None, 0])))
 
 
 def check_fp8_scaling(impl, case: ScaleCase):
@@ -201,9 +202,9 @@ class MatmulCase:
 
 @st.composite
 def matmul_case(draw, caps):
-    pair = draw(st.sampled_from([p for p in MATMUL_PAIRS if p in caps]))
+    pair = draw(sampled([p for p in MATMUL_PAIRS if p in caps]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    M, K, N = draw(st.integers(1, 4)), draw(st.sampled_from([1, 7, 64, 257])), draw(st.integers(1, 4))
+    M, K, N = draw(st.integers(1, 4)), draw(sampled([1, 7, 64, 257])), draw(st.integers(1, 4))
     a, b = rng.standard_normal((M, K)), rng.standard_normal((K, N))
     if draw(st.booleans()):  # all-positive sums: accumulation errors add up instead of cancelling
         a, b = np.abs(a), np.abs(b)

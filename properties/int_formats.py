@@ -26,6 +26,7 @@ from refimpl import int_formats as I
 
 from .core import Property
 from .protocol import Capability, Kind
+from .strategy_cache import sampled
 
 UNITS = {"per_tensor": "tensor", "per_row": "row", "per_column": "column", "per_group": "group"}
 BITS = {"int8": 8, "int4": 4}
@@ -91,11 +92,11 @@ def _unit_ids(shape, granularity, g):
 
 @st.composite
 def quant_case(draw, caps):
-    bits = BITS[draw(st.sampled_from([c for c in BITS if c in caps]))]
-    symmetric = draw(st.sampled_from([s for s in (True, False) if ("symmetric" if s else "asymmetric") in caps]))
-    granularity = UNITS[draw(st.sampled_from([c for c in UNITS if c in caps]))]
+    bits = BITS[draw(sampled([c for c in BITS if c in caps]))]
+    symmetric = draw(sampled([s for s in (True, False) if ("symmetric" if s else "asymmetric") in caps]))
+    granularity = UNITS[draw(sampled([c for c in UNITS if c in caps]))]
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    g = draw(st.sampled_from([1, 2, 4])) if granularity == "group" else None
+    g = draw(sampled([1, 2, 4])) if granularity == "group" else None
     rows, cols = draw(st.integers(1, 4)), (g or 1) * draw(st.integers(1, 4))
     qmin, qmax = I.int_range(bits, symmetric=symmetric)
     if draw(st.booleans()):  # exact ties: a step 2^e per case, values on the grid and half-way between
@@ -117,7 +118,7 @@ def quant_case(draw, caps):
     else:  # loud and quiet rows, zero rows, one-signed units
         x = rng.standard_normal((rows, cols)) * 10.0 ** rng.uniform(-3, 3, (rows, 1))
         if draw(st.booleans()):
-            x = np.abs(x) + draw(st.sampled_from([0.0, 1.0]))
+            x = np.abs(x) + draw(sampled([0.0, 1.0]))
         if draw(st.booleans()):
             x[0] = 0.0
     return QuantCase(x.astype(np.float32).astype(np.float64), bits, symmetric, granularity, g)
@@ -186,13 +187,13 @@ class IntMatmulCase:
 
 @st.composite
 def int_matmul_case(draw, caps):
-    bits = BITS[draw(st.sampled_from([c for c in BITS if c in caps]))]
+    bits = BITS[draw(sampled([c for c in BITS if c in caps]))]
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    M, K, N = draw(st.integers(1, 3)), draw(st.sampled_from([1, 5, 64, 300, 4096])), draw(st.integers(1, 3))
+    M, K, N = draw(st.integers(1, 3)), draw(sampled([1, 5, 64, 300, 4096])), draw(st.integers(1, 3))
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     a, b = rng.integers(lo, hi + 1, (M, K)), rng.integers(lo, hi + 1, (K, N))
     if draw(st.booleans()):  # extreme entries: odd products hi^2 summed beyond 2^24 at K = 4096 (int8),
-        ea, eb = draw(st.sampled_from([(hi, hi), (lo, lo), (lo, hi)]))  # lo^2 = 2^(2b-2) sums exactly
+        ea, eb = draw(sampled([(hi, hi), (lo, lo), (lo, hi)]))  # lo^2 = 2^(2b-2) sums exactly
         a[0], b[:, 0] = ea, eb
     return IntMatmulCase(a.astype(np.int64), b.astype(np.int64))
 

@@ -31,6 +31,7 @@ from .core import Property
 from .precision import compare_layer, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind, Option
 from .tolerance import U64, compare_close
+from .strategy_cache import sampled
 
 KINDS = (
     Kind("loss", "softmax cross-entropy, causal-LM and SFT losses; compared with refimpl.losses",
@@ -81,12 +82,12 @@ def ce_case(draw, caps=None):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     N, V = draw(st.integers(1, 6)), draw(st.integers(1, 9))
-    z = rng.standard_normal((N, V)) * draw(st.sampled_from([1.0, 10.0, 1e3]))
-    ignore = draw(st.sampled_from([-100, -1, V]))  # torch's default, and others a tokenizer may use
+    z = rng.standard_normal((N, V)) * draw(sampled([1.0, 10.0, 1e3]))
+    ignore = draw(sampled([-100, -1, V]))  # torch's default, and others a tokenizer may use
     t = rng.integers(0, V, N)
     ok = _ignored(caps)
     fractions = [0.0] + ([0.3] if "some" in ok else []) + ([1.0] if "all" in ok else [])
-    t[rng.random(N) < draw(st.sampled_from(fractions))] = ignore
+    t[rng.random(N) < draw(sampled(fractions))] = ignore
     if "all" not in ok and (t == ignore).all():
         t[0] = 0  # keep one counted row
     return CECase(round_inputs(getattr(caps, "precision", "float64"), z), t, ignore, seed)
@@ -149,7 +150,7 @@ def lm_case(draw, caps=None):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     B, Lq, V = draw(st.integers(1, 3)), draw(st.integers(2, 7)), draw(st.integers(2, 8))
-    z = rng.standard_normal((B, Lq, V)) * draw(st.sampled_from([1.0, 5.0]))
+    z = rng.standard_normal((B, Lq, V)) * draw(sampled([1.0, 5.0]))
     tokens = rng.integers(0, V, (B, Lq))
     if draw(st.booleans()):  # padding at the end of one sequence
         tokens[0, Lq - 1:] = L.IGNORE_INDEX

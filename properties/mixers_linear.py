@@ -24,6 +24,7 @@ from .core import Property
 from .mixers_common import compare_elementwise, precision_elementwise, rounding_bound, shape_repr
 from .precision import NaiveOps, precision_of, round_inputs
 from .protocol import Capability, Kind, Option
+from .strategy_cache import sampled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,23 +144,23 @@ def _case(draw, caps, family, adapter_chunks=None, positive=False, extreme=False
     K, V = draw(st.integers(1, 5)), draw(st.integers(1, 4))
     chunk = None
     if "chunked" in caps:
-        chunk = draw(st.sampled_from(adapter_chunks) if adapter_chunks else st.integers(1, 8))
-        L = draw(st.sampled_from([1, chunk, chunk + 1, 2 * chunk + draw(st.integers(1, max(1, chunk - 1))),
+        chunk = draw(sampled(adapter_chunks) if adapter_chunks else st.integers(1, 8))
+        L = draw(sampled([1, chunk, chunk + 1, 2 * chunk + draw(st.integers(1, max(1, chunk - 1))),
                                   draw(st.integers(1, 20))]))
     else:
         L = draw(st.integers(1, 20))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    mag = draw(st.sampled_from([1.0, 0.1, 5.0]))
+    mag = draw(sampled([1.0, 0.1, 5.0]))
     q, k = rng.standard_normal((2, B, H, L, K)) * mag
     if positive:
         q, k = np.exp(q / mag * 0.5), np.exp(k / mag * 0.5)
-    v = rng.standard_normal((B, H, L, V)) * draw(st.sampled_from([1.0, 1e3]))
+    v = rng.standard_normal((B, H, L, V)) * draw(sampled([1.0, 1e3]))
     g = beta = None
     gates = [None] + [s for s, c in (("scalar", "gate_scalar"), ("channel", "gate_channel"), ("scalar", "gated"))
                       if c in caps]
-    kind = draw(st.sampled_from(gates[1:] if extreme else gates))
-    strength = draw(st.sampled_from([0.05, 1.0, 8.0]))  # 8: decays ~ e^-8 per step, near underflow over L
+    kind = draw(sampled(gates[1:] if extreme else gates))
+    strength = draw(sampled([0.05, 1.0, 8.0]))  # 8: decays ~ e^-8 per step, near underflow over L
     shape = {"scalar": (B, H, L), "channel": (B, H, L, K)}.get(kind)
     if shape and extreme:  # gates near their floor: e^-20 .. e^-100 on 70% of the steps, 1 on the rest
         g = np.where(rng.random(shape) < 0.7, -(20 + 80 * rng.random(shape)), 0.0)
@@ -172,7 +173,7 @@ def _case(draw, caps, family, adapter_chunks=None, positive=False, extreme=False
         k = k / np.linalg.norm(k, axis=-1, keepdims=True)
         q = q / np.linalg.norm(q, axis=-1, keepdims=True)
         beta = rng.random((B, H, L, V) if "beta_per_channel" in caps and draw(st.booleans()) else (B, H, L))
-    scale = draw(st.sampled_from([1.0, K ** -0.5]))
+    scale = draw(sampled([1.0, K ** -0.5]))
     return MixerCase(q, k, v, g, beta, scale, chunk, seed)
 
 

@@ -23,6 +23,7 @@ from .core import Property
 from .mixers_common import compare_elementwise, precision_elementwise, rounding_bound, shape_repr
 from .precision import NaiveOps, precision_of, round_inputs
 from .protocol import Capability, Kind, Option
+from .strategy_cache import sampled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +88,9 @@ class WKVCase:
 def wkv_case(draw, caps):
     B, H, L, D = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 16)), draw(st.integers(1, 4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kmag = draw(st.sampled_from([1.0, 5.0, 30.0] + ([1e3, 1e4] if "large_keys" in caps else [])))
-    w = -np.exp(rng.standard_normal((H, D)) * draw(st.sampled_from([0.5, 2.0])))
-    u = rng.standard_normal((H, D)) * draw(st.sampled_from([0.5, 3.0]))
+    kmag = draw(sampled([1.0, 5.0, 30.0] + ([1e3, 1e4] if "large_keys" in caps else [])))
+    w = -np.exp(rng.standard_normal((H, D)) * draw(sampled([0.5, 2.0])))
+    u = rng.standard_normal((H, D)) * draw(sampled([0.5, 3.0]))
     return WKVCase(w, u, rng.standard_normal((B, H, L, D)) * kmag, rng.standard_normal((B, H, L, D)))
 
 
@@ -239,17 +240,17 @@ def _scan_case(draw, caps):
     b, L, P, N = draw(st.integers(1, 2)), draw(st.integers(1, 16)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
     G = draw(st.integers(1, 2))
     H = G * (draw(st.integers(1, 2)) if "grouped" in caps else 1)
-    per_head = draw(st.sampled_from(_decays(caps))) == "per_head"
+    per_head = draw(sampled(_decays(caps))) == "per_head"
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     A = -np.exp(rng.standard_normal((H, 1, 1) if per_head else (H, P, N)))
     A = np.broadcast_to(A, (H, P, N)).copy()
     tv = "time_varying" in caps and draw(st.booleans())
     delta = np.log1p(np.exp(rng.standard_normal((b, H, L if tv else 1, 1 if per_head else P))
-                            * draw(st.sampled_from([1.0, 3.0]))))
+                            * draw(sampled([1.0, 3.0]))))
     delta = np.broadcast_to(delta, delta.shape[:3] + (P,)).copy()
     Bm, Cm = rng.standard_normal((2, b, G, L if tv else 1, N))
     delta, Bm, Cm = (np.broadcast_to(x, x.shape[:2] + (L,) + x.shape[3:]).copy() for x in (delta, Bm, Cm))
-    u = rng.standard_normal((b, H, L, P)) * draw(st.sampled_from([1.0, 100.0]))
+    u = rng.standard_normal((b, H, L, P)) * draw(sampled([1.0, 100.0]))
     D = z = x0 = None
     if "skip_and_gate" in caps and draw(st.booleans()):
         D, z = rng.standard_normal((H, P)), rng.standard_normal((b, H, L, P))

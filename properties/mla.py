@@ -35,6 +35,7 @@ from .core import Property
 from .precision import FACTOR, naive_error, naive_ops, output_floor, precision_of
 from .protocol import Capability, Kind
 from .tolerance import compare_close, round_to
+from .strategy_cache import sampled
 
 U = 2.0**-53
 
@@ -190,12 +191,12 @@ def mla_case(draw, caps=frozenset()):
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     B, L, d_model, H = draw(st.integers(1, 2)), draw(st.integers(1, 7)), draw(st.integers(2, 10)), draw(st.integers(1, 3))
-    d_c, dn, dr, dv = draw(st.integers(1, 6)), draw(st.integers(1, 4)), draw(st.sampled_from((2, 4))), draw(st.integers(1, 4))
+    d_c, dn, dr, dv = draw(st.integers(1, 6)), draw(st.integers(1, 4)), draw(sampled((2, 4))), draw(st.integers(1, 4))
     chunks, rest = [], L
     while rest:
-        chunks.append(min(rest, draw(st.sampled_from((1, 1, 2, 3, 7)))))
+        chunks.append(min(rest, draw(sampled((1, 1, 2, 3, 7)))))
         rest -= chunks[-1]
-    mag = draw(st.sampled_from((1.0, 3.0)))
+    mag = draw(sampled((1.0, 3.0)))
     x = round_to(mag * rng.standard_normal((B, L, d_model)), precision)
     W = MLA.init_mla_weights(rng, d_model, H, d_c, dn, dr, dv)
     if precision != "float64":

@@ -21,6 +21,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from .precision import round_inputs, unit_roundoff
+from .strategy_cache import sampled
 
 ALL_DROP_ORDERS = ("k_major", "token_major", "priority", "per_expert_top_prob",
                    "per_expert_top_masked_logit", "random")
@@ -187,7 +188,7 @@ def permutation_case(draw, caps=frozenset({"route"})):
     a probability-keyed order with continuous logits (no ties), plus a permutation."""
     orders = ("priority", "per_expert_top_prob") if "route.drop_orders" in caps else ()
     orders = tuple(o for o in orders if o in getattr(caps, "allowed", lambda o, v: v)("drop_order", orders))
-    mode = draw(st.sampled_from(("dropless",) + orders))
+    mode = draw(sampled(("dropless",) + orders))
     if mode == "dropless":
         case = draw(route_case(caps, capacity="none", padding=False))
     else:
@@ -224,8 +225,8 @@ def capacity_case(draw):
         tokens=draw(st.integers(0, 5000)), experts=draw(st.integers(1, 64)), k=draw(st.integers(1, 8)),
         factor=draw(st.one_of(st.sampled_from([0.5, 1.0, 1.25, 1.5, 2.0]),
                               st.floats(0.0, 4.0, allow_nan=False, allow_infinity=False))),
-        k_in_capacity=draw(st.booleans()), rounding=draw(st.sampled_from(["floor", "ceil", "round"])),
-        min_capacity=draw(st.sampled_from([0, 0, 4, 8])), multiple_of=draw(st.sampled_from([1, 1, 4])),
+        k_in_capacity=draw(st.booleans()), rounding=draw(sampled(["floor", "ceil", "round"])),
+        min_capacity=draw(sampled([0, 0, 4, 8])), multiple_of=draw(sampled([1, 1, 4])),
     )
 
 
@@ -255,7 +256,7 @@ def _loads_case(draw):
     else:
         x = rng.integers(0, 100, size=E).astype(np.float64)
         assume(x.sum() > 0)
-    return VectorCase(x, draw(st.sampled_from([1e-2, 0.5, 3.0, 1e3])))
+    return VectorCase(x, draw(sampled([1e-2, 0.5, 3.0, 1e3])))
 
 
 # ---------------------------------------------------------------------------
@@ -321,14 +322,14 @@ def grad_case(draw, *, normalize=None, score=None, k=None, capacity="any", min_E
     x, W = round_inputs(precision, rng.standard_normal((T, D)), rng.standard_normal((E, D)) * 1.5)
     resolvable = 4 * (D + 2) * unit_roundoff(precision) * float(np.max(np.abs(x) @ np.abs(W).T))
     assume(_min_gap(x @ W.T, kk) >= max(1e-3, resolvable))
-    kind = draw(st.sampled_from(["ffn_gelu", "ffn_silu", "swiglu"]))
+    kind = draw(sampled(["ffn_gelu", "ffn_silu", "swiglu"]))
     experts = tuple(random_experts(E, D, 3, kind="swiglu" if kind == "swiglu" else "ffn",
                                    act="gelu" if kind == "ffn_gelu" else "silu", bias=kind != "swiglu",
                                    seed=int(rng.integers(2**31))))
-    options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
-               "score": draw(st.sampled_from(score or ("softmax", "sigmoid"))),
-               "drop_order": draw(st.sampled_from(drop_orders or BASIC_DROP_ORDERS)),
-               "route_scale": draw(st.sampled_from([1.0, 2.5]))}
+    options = {"normalize": draw(sampled(normalize or NORMALIZE)),
+               "score": draw(sampled(score or ("softmax", "sigmoid"))),
+               "drop_order": draw(sampled(drop_orders or BASIC_DROP_ORDERS)),
+               "route_scale": draw(sampled([1.0, 2.5]))}
     if capacity == "any":
         options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T)))
     elif capacity == "none":
@@ -357,12 +358,12 @@ def logit_grad_case(draw, *, normalize=None, score=None, capacity="any", k=None,
     T, E = draw(st.integers(1, 5)), draw(st.integers(2, max_E))
     kk = draw(st.integers(1, E)) if k is None else k
     assume(kk <= E)
-    z = round_inputs(precision, _with_margin(rng, T, E, kk, margin=0.05, scale=draw(st.sampled_from([0.3, 1.5]))))
+    z = round_inputs(precision, _with_margin(rng, T, E, kk, margin=0.05, scale=draw(sampled([0.3, 1.5]))))
     assume(_min_gap(z, kk) >= 0.0125)
-    options = {"normalize": draw(st.sampled_from(normalize or NORMALIZE)),
-               "score": draw(st.sampled_from(score or ("softmax", "sigmoid"))),
-               "drop_order": draw(st.sampled_from(drop_orders or BASIC_DROP_ORDERS)),
-               "route_scale": draw(st.sampled_from([1.0, 16.0]))}
+    options = {"normalize": draw(sampled(normalize or NORMALIZE)),
+               "score": draw(sampled(score or ("softmax", "sigmoid"))),
+               "drop_order": draw(sampled(drop_orders or BASIC_DROP_ORDERS)),
+               "route_scale": draw(sampled([1.0, 16.0]))}
     if capacity == "any":
         options["capacity"] = draw(st.one_of(st.none(), st.integers(0, T)))
     else:
@@ -443,9 +444,9 @@ class PresetCase:
 def preset_case(draw):
     from refimpl.moe import presets
 
-    name = draw(st.sampled_from(sorted(presets.ALL)))
+    name = draw(sampled(sorted(presets.ALL)))
     p = presets.ALL[name]
-    E = draw(st.sampled_from([8, 16]) if p.options.n_groups else st.integers(2, 12))
+    E = draw(sampled([8, 16]) if p.options.n_groups else st.integers(2, 12))
     k = p.k if p.k is not None else draw(st.integers(1, E))
     assume(p.supports(k, E))
     return PresetCase(name, k, E, draw(st.integers(1, 3)), draw(st.integers(0, 2**32 - 1)))

@@ -38,6 +38,7 @@ from .core import Property
 from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
 from .tolerance import U64, compare_close
+from .strategy_cache import sampled
 
 KINDS = (
     Kind("norm", "LayerNorm and RMSNorm over the last axis; compared with refimpl.norms",
@@ -109,12 +110,12 @@ def norm_case(draw, caps=None, zero_mean=False):
     precision = getattr(caps, "precision", "float64")
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    d = draw(st.sampled_from([1, 2, 3, 8, 33]))
+    d = draw(sampled([1, 2, 3, 8, 33]))
     shape = (draw(st.integers(1, 3)), d)
-    scale = draw(st.sampled_from([1.0, 1e-3, 30.0]))  # small rows: eps dominates, so its placement shows
+    scale = draw(sampled([1.0, 1e-3, 30.0]))  # small rows: eps dominates, so its placement shows
     # float16 tops out at 65504: keep its rows (and their squares' float32 sums) in range
     shifts = [s for s in SHIFTS if precision != "float16" or (abs(s) + 6) * scale < 2**14]
-    x = rng.standard_normal(shape) * scale + draw(st.sampled_from(shifts)) * scale
+    x = rng.standard_normal(shape) * scale + draw(sampled(shifts)) * scale
     if draw(st.booleans()):
         x[0] = x[0, 0]  # a constant row: zero variance
     if zero_mean:  # integers summing to 0 times a power of two: the mean is exactly 0 in float64
@@ -123,7 +124,7 @@ def norm_case(draw, caps=None, zero_mean=False):
         x = k * 2.0 ** int(np.round(np.log2(scale))) / 512
     w = rng.standard_normal(d) if draw(st.booleans()) else None
     b = rng.standard_normal(d) if draw(st.booleans()) else None
-    eps = draw(st.sampled_from([1e-6, 1e-5, 1e-2, 1.0]))
+    eps = draw(sampled([1e-6, 1e-5, 1e-2, 1.0]))
     x, w, b, dy = round_inputs(precision, x, w, b, rng.standard_normal(shape))
     return NormCase(x, w, b, dy, eps, seed)
 
@@ -273,14 +274,14 @@ def channel_case(draw, caps=None):
     precision = getattr(caps, "precision", "float64")
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    G = draw(st.sampled_from([1, 2, 3]))
+    G = draw(sampled([1, 2, 3]))
     C = G * draw(st.integers(1, 3))
     shape = (draw(st.integers(2, 4)), C) + tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
     # per-channel offsets and scales, so that statistics over the wrong axes are visibly different
     x = rng.standard_normal(shape) * rng.uniform(0.5, 3, (1, C) + (1,) * (len(shape) - 2)) \
         + rng.standard_normal((1, C) + (1,) * (len(shape) - 2)) * 2 + rng.standard_normal((shape[0],) + (1,) * (len(shape) - 1))
     x, w, b = round_inputs(precision, x, rng.standard_normal(C), rng.standard_normal(C))
-    return ChannelCase(x, G, w, b, draw(st.sampled_from([1e-5, 1e-2])), seed)
+    return ChannelCase(x, G, w, b, draw(sampled([1e-5, 1e-2])), seed)
 
 
 def check_channel_norms(impl, case: ChannelCase):

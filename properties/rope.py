@@ -45,6 +45,7 @@ from .core import Property
 from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
 from .tolerance import compare_close
+from .strategy_cache import sampled
 
 U = 2.0**-53
 
@@ -215,10 +216,10 @@ def rope_case(draw, caps, *, max_position=2**20, scalings=True, layouts=None):
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     B, H, L = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 5))
-    kw = {"layout": draw(st.sampled_from(layouts or (("half", "interleaved") if "interleaved" in caps else ("half",))))}
-    rope_type = draw(st.sampled_from(ROPE_TYPES)) if scalings and "scaling" in caps else None
+    kw = {"layout": draw(sampled(layouts or (("half", "interleaved") if "interleaved" in caps else ("half",))))}
+    rope_type = draw(sampled(ROPE_TYPES)) if scalings and "scaling" in caps else None
     if rope_type in BANDED:  # a configuration in which every band holds a frequency
-        d, kw["base"], kw["scaling"] = draw(st.sampled_from(BANDED[rope_type]))
+        d, kw["base"], kw["scaling"] = draw(sampled(BANDED[rope_type]))
         D = d + 2 * draw(st.integers(0, 1)) if "partial" in caps else d
         if D > d:
             kw["rotary_dim"] = d
@@ -226,12 +227,12 @@ def rope_case(draw, caps, *, max_position=2**20, scalings=True, layouts=None):
         D = 2 * draw(st.integers(1, 6))
         if "partial" in caps and draw(st.booleans()):
             kw["rotary_dim"] = 2 * draw(st.integers(1, D // 2))
-        kw["base"] = draw(st.sampled_from((10000.0, 500000.0, 100.0)))
+        kw["base"] = draw(sampled((10000.0, 500000.0, 100.0)))
         if rope_type is not None:
             kw["scaling"] = _SCALINGS[rope_type]
             if rope_type == "dynamic" and kw.get("rotary_dim", D) < 4:
                 kw["scaling"] = None  # dynamic NTK's exponent d / (d - 2) needs d >= 4
-    top = draw(st.sampled_from((16, 4096, max_position)))
+    top = draw(sampled((16, 4096, max_position)))
     if getattr(caps, "max_len", None):  # the adapter's largest position is max_len - 1
         top = min(top, caps.max_len)
     shape = (L,) if draw(st.booleans()) else (B, L)

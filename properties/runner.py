@@ -10,6 +10,7 @@ suite's) and the meta-tests; ``select_implementations()`` resolves ``--impl`` / 
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import sys
@@ -356,6 +357,19 @@ def _worker_setup(spec: dict) -> None:
     if names != spec["impls"]:
         raise RuntimeError(f"a worker selected other implementations than the runner: {names} != {spec['impls']}")
     _WORKER.update(impls=impls, props=registry.all_properties(), modules=registry.modules(), spec=spec)
+    _share_cores(spec["jobs"])
+    gc.freeze()  # what is loaded by now lives as long as the worker: the collector stops re-scanning it
+
+
+def _share_cores(jobs: int) -> None:
+    """A worker's BLAS threads (and with them refimpl's, ``refimpl._parallel``): the cores over the
+    ``jobs`` workers. Otherwise each worker starts a BLAS thread per core, and on the suite's small
+    products those threads spin waiting for work: measured with OpenBLAS 0.3.31 on 2 busy cores, the
+    float32 attention bounds of a 64-tile case took 19x the CPU with 2 threads as with 1."""
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threadpool_limits(max(1, cores // max(1, jobs)), user_api="blas")
 
 
 def _task(task: tuple):
@@ -374,9 +388,9 @@ def _task(task: tuple):
             bad = worked_examples()
         return buf.getvalue(), bad
     spec = _WORKER["spec"]
-    if what == "pair":
-        p, i, xfail = args
-        return _run_pair(_WORKER["props"][p], _WORKER["impls"][i], xfail, spec["settings_kw"], spec["seed"])
+    if what == "pairs":  # one implementation's pairs, in report order
+        return [_run_pair(_WORKER["props"][p], _WORKER["impls"][i], xfail, spec["settings_kw"], spec["seed"])
+                for p, i, xfail in args[0]]
     if what == "meta":
         m, j, bug = args
         mod = _WORKER["modules"][m]
@@ -401,12 +415,15 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
              for bug in prop.rejects] if with_meta else []
     prop_index = {id(p): k for k, p in enumerate(all_props)}
     impl_index = {id(i): k for k, i in enumerate(everyone)}
+    groups = _pair_groups(pairs, kernel_names, jobs)
     tasks = ([("probe",)] if gpu_kernels else []) + ([("examples",)] if with_examples else []) \
-        + [("pair", prop_index[id(p)], impl_index[id(i)], xfails.get((p.name, i.name))) for p, i in pairs] \
+        + [("pairs", [(prop_index[id(pairs[k][0])], impl_index[id(pairs[k][1])],
+                       xfails.get((pairs[k][0].name, pairs[k][1].name))) for k in group]) for group in groups] \
         + [("meta", m, j, bug) for _, bug, (m, j) in metas]
-    first_pair = len(tasks) - len(pairs) - len(metas)
+    first_pair = len(tasks) - len(groups) - len(metas)
+    where = {k: (first_pair + g, n) for g, group in enumerate(groups) for n, k in enumerate(group)}
     spec = dict(profile=run["profile"], impl_names=run["impl_names"], kinds=run["kinds"], kernels=bool(gpu_kernels),
-                impls=[i.name for i in everyone], settings_kw=settings_kw, seed=seed)
+                impls=[i.name for i in everyone], settings_kw=settings_kw, seed=seed, jobs=jobs)
     ctx = multiprocessing.get_context(_start_method())
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_setup, initargs=(spec,)) as pool:
         futures = [pool.submit(_task, t) for t in tasks]  # run in this order, jobs at a time
@@ -416,7 +433,7 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
                 try:
                     return futures[index].result(timeout=progress.heartbeat if progress else None)
                 except Pending:
-                    progress.beat(sum(f.done() for f in futures[first_pair:first_pair + len(pairs)]))
+                    progress.beat(sum(len(group) for g, group in enumerate(groups) if futures[first_pair + g].done()))
 
         bad = 0
         skip_kernels = False
@@ -439,7 +456,8 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
             print(f"- {prop.name} [{prop.kind}]: {prop.doc}", flush=True)
             unsupported = []
             for k in mine:
-                rec, line, failed, why = wait_for(first_pair + k, progress)
+                task, n = where[k]
+                rec, line, failed, why = wait_for(task, progress)[n]
                 RECORDS[(rec.property, rec.implementation)] = rec
                 failures += failed
                 _report_pair(rec, line, why, progress, records, unsupported)
@@ -451,7 +469,7 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
         meta_bad = 0
         if with_meta:
             _meta_header()
-            base = first_pair + len(pairs)
+            base = first_pair + len(groups)
             for prop in dict.fromkeys(p for p, _, _ in metas):
                 outcome = [f"{bug}: {'rejected' if wait_for(base + k) else 'NOT REJECTED'}"
                            for k, (p, bug, _) in enumerate(metas) if p is prop]
@@ -459,6 +477,21 @@ def _conformance_parallel(impls, gpu_kernels, n, jobs, with_examples, with_meta,
                 print(f"- {prop.name}: " + "; ".join(outcome), flush=True)
     return failures + bad, records, False, meta_bad
 
+
+def _pair_groups(pairs, kernel_names=frozenset(), jobs: int = 2) -> list:
+    """The pairs' indices grouped by implementation (one task each; the gpu/ kernels, which share one
+    OpenCL context, in one), the groups with the most pairs first. An implementation's first pair in
+    a process pays for what it loads once (torch, ml_dtypes, an OpenCL context and its kernels'
+    builds: 0.3-1.8 s of CPU each, measured): one worker pays it, not every worker. Longest first
+    keeps the workers' last tasks short (then the meta-tests, each well under a second), so they
+    finish together. A group of more than 1 / (2 jobs) of the pairs is cut into pieces that size, so
+    that a run of a few implementations (one user adapter) still spreads over the workers."""
+    by_impl: dict = {}
+    for k, (_, impl) in enumerate(pairs):
+        by_impl.setdefault("gpu kernels" if impl.name in kernel_names else id(impl), []).append(k)
+    most = max(1, -(-len(pairs) // (2 * jobs)))
+    pieces = [group[i:i + most] for group in by_impl.values() for i in range(0, len(group), most)]
+    return sorted(pieces, key=len, reverse=True)
 
 class _PoolProgress:
     """The serial run's ``[n/N, elapsed, ETA]`` suffix for a pooled run, and a plain heartbeat

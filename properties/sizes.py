@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from .strategy_cache import cached
+
 #: lengths drawn for adapters that declare no tiles (small: every edge, fast)
 DEFAULT_MAX_LEN = 9
 DEFAULT_MAX_DIM = 8
@@ -38,14 +40,14 @@ def lengths(caps, max_len: int = DEFAULT_MAX_LEN):
     tiles = getattr(caps, "tiles", ())
     cap = getattr(caps, "max_len", None)
     if tiles:
-        return st.sampled_from(tile_lengths(tiles, cap))
+        return cached(("lengths", tuple(tiles), cap), lambda: st.sampled_from(tile_lengths(tiles, cap)))
     return st.integers(1, min(max_len, cap) if cap else max_len)
 
 
 def head_dims(caps, max_dim: int = DEFAULT_MAX_DIM):
     """Strategy for a head dimension: the declared ``head_dims`` or 1..max_dim."""
-    dims = getattr(caps, "head_dims", ())
-    return st.sampled_from(tuple(dims)) if dims else st.integers(1, max_dim)
+    dims = tuple(getattr(caps, "head_dims", ()) or ())
+    return cached(("head_dims", dims), lambda: st.sampled_from(dims)) if dims else st.integers(1, max_dim)
 
 
 def window_sides(caps, max_len: int = DEFAULT_MAX_LEN):

@@ -20,6 +20,7 @@ from .core import Property
 from .protocol import Capability, Kind
 from .precision import FLOOR_SAFETY, compare_in_precision, lowp_bound, naive_ops, precision_of, unit_roundoff
 from .tolerance import U32, U64, attention_forward_bounds, compare_close, compare_lse, round_to
+from .strategy_cache import sampled
 
 
 SOFTMAX_KIND = Kind(
@@ -97,7 +98,7 @@ def rows_case(draw, magnitudes=(1.0, 30.0, 1e4), precision="float64"):
     n = draw(st.integers(1, 12))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    x = round_to(rng.standard_normal((rows, n)) * draw(st.sampled_from(magnitudes)), precision)
+    x = round_to(rng.standard_normal((rows, n)) * draw(sampled(magnitudes)), precision)
     if draw(st.booleans()):
         x[rng.random((rows, n)) < 0.3] = -np.inf
     if draw(st.booleans()):
@@ -105,7 +106,7 @@ def rows_case(draw, magnitudes=(1.0, 30.0, 1e4), precision="float64"):
     if draw(st.booleans()):  # ties
         x[:, : n // 2] = x[:, :1]
     boundaries = tuple(sorted(draw(st.lists(st.integers(0, n), max_size=5))))
-    shift = draw(st.sampled_from([0.0, 1.0, -3.5, 700.0, -1e4, 1e4]))
+    shift = draw(sampled([0.0, 1.0, -3.5, 700.0, -1e4, 1e4]))
     return RowsCase(x, boundaries, shift)
 
 
@@ -296,11 +297,11 @@ def merge_case(draw, magnitudes=(0.5, 2.0, 60.0), precision="float64"):
     D = draw(st.integers(1, 4))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    mag = draw(st.sampled_from(magnitudes))
+    mag = draw(sampled(magnitudes))
     q = rng.standard_normal((1, 2, Lq, D)) * mag
     k = rng.standard_normal((1, 2, Lk, D)) * mag
     v = rng.standard_normal((1, 2, Lk, 3))
-    mask = rng.random((Lq, Lk)) < draw(st.sampled_from([1.0, 0.6, 0.2]))
+    mask = rng.random((Lq, Lk)) < draw(sampled([1.0, 0.6, 0.2]))
     labels = draw(st.lists(st.integers(0, 4), min_size=Lk, max_size=Lk))
     parts = tuple(np.flatnonzero(np.array(labels) == lab) for lab in sorted(set(labels)))
     if draw(st.booleans()):

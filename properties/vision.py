@@ -39,6 +39,7 @@ from refimpl import vision as V
 
 from .core import Property
 from .protocol import Capability, Kind
+from .strategy_cache import sampled
 
 U32 = 2.0**-24
 
@@ -106,10 +107,10 @@ def _f32(a):
 @st.composite
 def patch_case(draw, caps):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    P = draw(st.sampled_from([1, 2, 3, 4]))
+    P = draw(sampled([1, 2, 3, 4]))
     gh = draw(st.integers(1, 4))
     gw = draw(st.integers(1, 4)) if "non_square_images" in caps else gh
-    B, C, d = draw(st.integers(1, 2)), draw(st.sampled_from([1, 3])), draw(st.integers(1, 5))
+    B, C, d = draw(st.integers(1, 2)), draw(sampled([1, 3])), draw(st.integers(1, 5))
     x = rng.standard_normal((B, C, gh * P, gw * P)) * 10.0 ** rng.uniform(-2, 2)
     if draw(st.booleans()):  # asymmetric content, so a transposed grid or flattening shows
         x = x + np.arange(x.size).reshape(x.shape) / x.size
@@ -153,8 +154,8 @@ def loss_case(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n, d = draw(st.integers(1, 8)), draw(st.integers(1, 16))
     u = rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-3, 3, (n, 1))  # norms differ per row
-    v = u * draw(st.sampled_from([0.0, 0.5])) + rng.standard_normal((n, d))  # matched pairs correlate or not
-    ls = draw(st.sampled_from([0.0, float(np.log(1 / 0.07)), float(np.log(100.0)), -1.0]))
+    v = u * draw(sampled([0.0, 0.5])) + rng.standard_normal((n, d))  # matched pairs correlate or not
+    ls = draw(sampled([0.0, float(np.log(1 / 0.07)), float(np.log(100.0)), -1.0]))
     return LossCase(_f32(u), _f32(v), float(np.float32(ls)))
 
 

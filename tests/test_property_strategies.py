@@ -163,3 +163,23 @@ def test_extreme_strategy_exposes_what_the_ordinary_one_cannot(extreme, ordinary
     props = {p.name: p for p in MIXER_PROPS}
     assert wrong in props[extreme].rejects
     assert find_counterexample(props[ordinary], MIXER_WRONG[wrong], max_examples=300) is None
+
+
+def test_strategy_cache_reuses_one_object_per_arguments_and_keeps_distinct_values_apart():
+    """properties.strategy_cache: the same arguments give the same strategy object (built once);
+    values equal under == but different to draw (1 and 1.0, 0.0 and -0.0) get their own; a
+    declaration's tiles are part of the shapes it draws (Declared compares equal across tiles)."""
+    from properties import attention_cases as C
+    from properties.strategy_cache import sampled
+
+    assert sampled(("a", 1)) is sampled(("a", 1))
+    assert sampled((1,)) is not sampled((1.0,)) and sampled((0.0,)) is not sampled((-0.0,))
+
+    @settings(max_examples=5, database=None)
+    @given(a=sampled((-0.0,)), b=sampled((0.0,)), c=sampled((1.0,)))
+    def draws(a, b, c):
+        assert np.signbit(a) and not np.signbit(b) and type(c) is float
+
+    draws()
+    small, big = Declared({"gqa"}, tiles=(2,)), Declared({"gqa"}, tiles=(64,))
+    assert small == big and C.shapes(small) is C.shapes(small) and C.shapes(small) is not C.shapes(big)

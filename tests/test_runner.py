@@ -198,6 +198,25 @@ def test_jobs_give_the_serial_report(capsys):
     assert runs[1] == runs[2]
 
 
+
+def test_pairs_are_grouped_by_implementation_most_first_and_cut_for_few_implementations():
+    """--jobs tasks: an implementation's pairs in one task (it loads its runtime once), the gpu/
+    kernels (one OpenCL context) together, the largest first; one implementation alone is cut into
+    pieces of at most 1 / (2 jobs) of the pairs, so it still spreads over the workers."""
+    from properties.runner import _pair_groups
+
+    class Impl:
+        def __init__(self, name):
+            self.name = name
+
+    a, b, k1, k2 = Impl("a"), Impl("b"), Impl("gpu-1"), Impl("gpu-2")
+    pairs = [(p, a) for p in range(3)] + [(p, k1) for p in range(4)] + [(p, b) for p in range(2)] \
+        + [(p, k2) for p in range(4)]
+    groups = _pair_groups(pairs, {"gpu-1", "gpu-2"}, jobs=1)
+    assert groups == [[3, 4, 5, 6, 9, 10, 11], [0, 1, 2], [7, 8], [12]]  # at most ceil(13 / 2) a piece
+    alone = _pair_groups([(p, a) for p in range(14)], set(), jobs=2)
+    assert [len(g) for g in alone] == [4, 4, 4, 2] and sorted(sum(alone, [])) == list(range(14))
+
 def test_jobs_spawn_when_the_parent_has_used_torch(tmp_path):
     """A parent that has run torch (its OpenMP pool started) must not fork: a forked worker's first
     torch op hangs. The runner spawns then, and the run completes."""
