@@ -212,9 +212,10 @@ def flash_attention_backward(q, k, v, dout, *, backend, mask=None, causal=False,
     dv = np.full(v.shape, np.nan, dtype=np.float32)
     dq, dk, dv = be.flash_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, p)
     if saved and not all(np.isfinite(g).all() for g in (dq, dk, dv)):
-        # P = exp(S - lse) overflowed: lse below a row's scores, i.e. not this forward's
+        # P = exp(S - lse) overflowed (lse below a row's scores: not this forward's), or a gradient is beyond float32
         raise ValueError("out, lse: expected the forward's saved results for these q, k, v and options (P = exp(S - "
-                         "lse) <= 1), got an lse below a row's scores: the gradients overflow float32")
+                         "lse) <= 1), got gradients beyond float32 range (an lse below a row's scores, or gradients "
+                         "too large for float32)")
     _check_written(dq=dq, dk=dk, dv=dv)
     return dq, dk, dv
 

@@ -68,7 +68,7 @@ def _moe_permute(be, x, r, p) -> Permutation:
     D = x.shape[1]
     rows = E * p.dense_rows if p.dense_rows >= 0 else int(r.kept.sum())
     if rows * max(D, 1) > _INT32_LIMIT:
-        raise unsupported("x, routing", "rows * D within int32 (the kernels' indices)", "more")
+        raise unsupported("x, routing", f"rows * D <= {_INT32_LIMIT} (the kernels index with int32)", rows * max(D, 1))
     dense = p.dense_rows >= 0
     # room for T k rows: a kernel whose bins overrun the kept count still writes inside the buffer,
     # and the offsets check below reports it
