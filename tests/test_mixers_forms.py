@@ -178,10 +178,11 @@ def test_cost_counts_match_an_operation_count_of_the_recurrence():
     assert cost.delta_rule(d_k, d_v).macs == 3 * d_k * d_v
 
 
-@pytest.mark.parametrize("gate_shape", [(1, 2, 24), (1, 2, 24, 3)])
+@pytest.mark.parametrize("gate_shape", [(1, 2, 24, 3)])
 def test_chunked_gla_factored_and_elementwise_chunks_equal_the_recurrence(gate_shape):
-    """Chunks whose decay stays within FACTOR_SPAN take the matrix-product form, the others the
-    elementwise form (and so does a chunk whose scaled keys would overflow): both equal the definition."""
+    """Channel gates: chunks whose decay stays within FACTOR_SPAN take the matrix-product form, the others
+    the elementwise form (and so does a chunk whose scaled keys would overflow): both equal the definition.
+    (One gate per head and step takes ``_chunked_scalar``, which never factors: the test below.)"""
     q, k, v = rng.standard_normal((3, 1, 2, 24, 3))
     g = -rng.random(gate_shape) * 0.1
     g[:, :, 9] = -GL.FACTOR_SPAN - 5.0  # the chunk [8, 16) spans more than FACTOR_SPAN
@@ -207,6 +208,32 @@ def test_chunked_gla_factored_and_elementwise_chunks_equal_the_recurrence(gate_s
     np.testing.assert_allclose(oc, o, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(Sc, S, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(ob, GL.gated_linear_attention(*big)[0], rtol=1e-12, atol=1e-13)
+
+
+def test_scalar_gate_chunks_take_the_batched_form_and_equal_the_recurrence(monkeypatch):
+    """One gate per head and step (B, H, L), and g None: the chunked form is ``_chunked_scalar`` (every
+    exponent <= 0: nothing to factor), equal to the recurrence for a decay past FACTOR_SPAN inside a
+    chunk, keys near the top of float64, a partial last chunk, L = 1, an initial state, batches of chunks
+    (L = 300 > SCALAR_SPAN) and two head groups on threads."""
+    calls = {"n": 0}
+    real = GL._chunked_scalar
+
+    def counting(*a, **kw):
+        calls["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(GL, "_chunked_scalar", counting)
+    for L, c in ((24, 8), (23, 8), (1, 4), (300, 64)):
+        q, k, v = rng.standard_normal((3, 1, 3, L, 3))
+        g = -rng.random((1, 3, L)) * 0.1
+        g[:, :, L // 2] = -GL.FACTOR_SPAN - 5.0
+        S0 = rng.standard_normal((1, 3, 3, 3))
+        for args in ((q, k, v, g), (q * 1e-292, k * 1e292, v, np.full(g.shape, -5.0)), (q, k, v, None)):
+            oc, Sc = GL.gated_linear_attention(*args, initial_state=S0, form="chunked", chunk_size=c)
+            o, S = GL.gated_linear_attention(*args, initial_state=S0)
+            np.testing.assert_allclose(oc, o, rtol=1e-12, atol=1e-13)
+            np.testing.assert_allclose(Sc, S, rtol=1e-12, atol=1e-12)
+    assert calls["n"] == 12
 
 
 def _ssd_case(seed, b=2, H=4, L=13, P=3, G=2, N=5, dt_scale=1.0):

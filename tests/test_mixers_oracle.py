@@ -42,6 +42,25 @@ def _mp_gla(q, k, v, g):
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_scalar_gate_chunked_form_against_the_exact_value(seed):
+    """One gate per head and step (RetNet, simple GLA): the chunked form's batched products
+    (gated._chunked_scalar: every exponent <= 0) against the 50-digit value, chunks of 4 (a partial last
+    chunk), 5 and 64, at the bound of the other forms."""
+    rng = np.random.default_rng(seed)
+    q, k = rng.standard_normal((2, 1, 2, 9, 3))
+    v = rng.standard_normal((1, 2, 9, 2))
+    g = -rng.random((1, 2, 9)) * 2
+    exact = _mp_gla(q, k, v, np.repeat(g[..., None], 3, axis=-1))
+    M = GL.gated_linear_attention(np.abs(q), np.abs(k), np.abs(v), g, scale=1.0)[0]
+    n = 2 * 9 + 3 + 8 + 9 * float(np.max(-g.sum(axis=2)))
+    for c in (4, 5, 64):
+        got = GL.gated_linear_attention(q, k, v, g, scale=1.0, form="chunked", chunk_size=c)[0]
+        ratio = float(np.max(np.abs(got - exact) / _gamma_bound(M, n)))
+        print(f"scalar-gate chunked c={c}: error / (gamma_n M) = {ratio:.3g}")
+        assert ratio < 0.5
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_gated_linear_attention_forms_against_the_exact_value(seed):
     rng = np.random.default_rng(seed)
     q, k = rng.standard_normal((2, 1, 2, 9, 3))
