@@ -286,6 +286,8 @@ def paged_attention(q, k_pool, v_pool, block_table, seq_lens, *, backend, window
     if vp.shape[:3] != (NB, Hkv, bs):
         raise ValueError(f"v_pool: expected shape ({NB}, {Hkv}, {bs}, Dv) to match k_pool, got {vp.shape}")
     Dv = vp.shape[3]
+    if D < 1 or Dv < 1:
+        raise ValueError(f"q, v_pool: expected head dims D, Dv >= 1, got D = {D}, Dv = {Dv}")
     if Hkv == 0 or Hq % Hkv:
         raise ValueError(f"q, k_pool: expected Hq a positive multiple of Hkv, got Hq={Hq}, Hkv={Hkv}")
     if B * Hq > 65535:

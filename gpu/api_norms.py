@@ -57,14 +57,25 @@ def rms_norm(x, weight=None, *, backend, eps=1e-6, eps_placement="inside_sqrt", 
     rows = _rows(x)
     d = rows.shape[1]
     w = _vector(weight, "weight", d, 1.0)
-    p = NormLaunch(_row_threads(threads), _norm_eps(eps), int(placement == "outside_sqrt"),
-                   0.0 if weight is None else float(np.float32(offset)))
+    with np.errstate(over="ignore"):
+        off32 = 0.0 if weight is None else float(np.float32(offset))
+    if not np.isfinite(off32):
+        raise ValueError(f"weight_offset: expected a value within float32 range (the kernels' precision), got {offset!r}")
+    p = NormLaunch(_row_threads(threads), _norm_eps(eps), int(placement == "outside_sqrt"), off32)
     if rows.shape[0] == 0:
         return np.zeros(shape, np.float32)
     y = np.full(rows.shape, np.nan, dtype=np.float32)
     y = be.norm("rms_norm", rows, w, np.zeros(d, np.float32), y, p)
+    _output_in_float32(y, "x, weight, weight_offset")
     _check_written(y=y)
     return y.reshape(shape)
+
+
+def _output_in_float32(y: np.ndarray, names: str) -> None:
+    """A norm's output beyond float32 (a weight near float32's top times a normalised entry up to
+    sqrt(d)) is an error naming the arguments, never inf."""
+    if np.isinf(y).any():
+        raise ValueError(f"{names}: expected outputs within float32 range (the kernels' precision), got one beyond it")
 
 
 def layer_norm(x, weight=None, bias=None, *, backend, eps=1e-5, threads=None):
@@ -86,6 +97,7 @@ def layer_norm(x, weight=None, bias=None, *, backend, eps=1e-5, threads=None):
         return np.zeros(shape, np.float32)
     y = np.full(rows.shape, np.nan, dtype=np.float32)
     y = be.norm("layer_norm", rows, w, b, y, p)
+    _output_in_float32(y, "x, weight, bias")
     _check_written(y=y)
     return y.reshape(shape)
 

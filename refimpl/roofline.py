@@ -34,7 +34,7 @@ import dataclasses
 from . import accounting as A
 from . import io_accounting as IO
 from ._validate import choice, count, finite_result, instance, positive_int, real_number
-from ._validate.accounting import flop_count
+from ._validate.accounting import flop_count, moved_bytes
 from .cache import kv_cache_values
 
 SCHEDULES = ("flash", "standard")
@@ -125,8 +125,8 @@ def attention_cost(Lq: int, Lk: int, D: int, Dv=None, *, batch: int = 1, heads_q
     else:
         io = IO.standard_io(Lq, Lk, D, Dv, batch=batch, heads_q=heads_q, heads_kv=heads_kv)
     Dv = D if Dv is None else Dv
-    return Cost(2 * batch * heads_q * Lq * Lk * (D + Dv),
-                finite_result((io.elements_read + io.elements_written) * b, "the bytes", "Lq, Lk, D, bytes_per_value"))
+    moved = finite_result((io.elements_read + io.elements_written) * b, "the bytes", "Lq, Lk, D, bytes_per_value")
+    return Cost(2 * batch * heads_q * Lq * Lk * (D + Dv), moved_bytes(moved, "Lq, Lk, D, Dv, batch, heads_q"))
 
 
 def decode_step_cost(cfg: A.TransformerConfig, context: int, *, batch: int = 1, bytes_per_param: float = 2,

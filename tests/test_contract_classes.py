@@ -675,3 +675,59 @@ def test_softmax_across_the_whole_range_warns_nothing():
         warnings.simplefilter("error")
         p, lse = softmax_and_logsumexp(np.array([-big, big]))
     assert p.tolist() == [0.0, 1.0] and lse == big
+
+
+# ---------------------------------------------------------------------------
+# found by the thorough fuzz on this round's final code (parts 3, 6, 7, 12 of 20)
+
+
+@pytest.mark.parametrize("form_call", [
+    lambda q, k, v, c: refimpl.mixers.performer_attention(q, k, v, np.ones((4, 3)), form="chunked", chunk_size=c),
+    lambda q, k, v, c: linear_attention.linear_attention(q, k, v, form="chunked", chunk_size=c),
+    lambda q, k, v, c: gated.retention(q, k, v, form="chunked", chunk_size=c),
+    lambda q, k, v, c: refimpl.mixers.delta_rule_attention(q, k / np.linalg.norm(k, axis=-1, keepdims=True), v,
+                                                          np.full(q.shape[:3], 0.5), form="chunked", chunk_size=c),
+])
+def test_a_chunk_longer_than_the_sequence_is_the_sequence(form_call):
+    """chunk_size = 2**40 on L = 5: the batched chunked forms padded the sequence to one chunk of 2**40 tokens
+    (MemoryError, 8 TiB); a chunk beyond L is the sequence, the result equal to chunk_size = L."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 5, 3)) for _ in range(3))
+    got = form_call(q, k, v, 2**40)
+    want = form_call(q, k, v, 5)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_roofline_names_the_sizes_of_an_empty_problem():
+    from refimpl import roofline
+
+    with pytest.raises(ValueError, match=r"^Lq, Lk, D, Dv, batch, heads_q: expected a problem that moves data"):
+        roofline.attention_cost(0, 4, 2)
+
+
+def test_gpu_paged_attention_refuses_an_empty_head_dim_by_name():
+    """v_pool with Dv = 0 reached OpenCL's create_buffer (LogicError INVALID_BUFFER_SIZE)."""
+    _opencl()
+    import gpu
+
+    q, kp = np.ones((1, 1, 1, 2)), np.ones((2, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"^q, v_pool: expected head dims D, Dv >= 1, got D = 2, Dv = 0$"):
+        gpu.paged_attention(q, kp, np.ones((2, 1, 2, 0)), np.array([[0, 1]]), np.array([3]), backend="opencl")
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda gpu: gpu.rms_norm(np.ones((1, 4)), np.ones(4), weight_offset=1e308, backend="opencl"), "weight_offset"),
+    (lambda gpu: gpu.rms_norm(np.array([[1.0, -1.0]]), np.full(2, 3e38), weight_offset=3e38, backend="opencl"),
+     "x, weight, weight_offset"),
+    (lambda gpu: gpu.layer_norm(np.array([[1.0, -1.0]]), np.full(2, 3e38), np.full(2, 3e38), backend="opencl"),
+     "x, weight, bias"),
+])
+def test_gpu_norms_refuse_outputs_beyond_float32_by_name(call, names):
+    """weight_offset = 1e308 became inf in float32 and the output +-inf; a weight and offset near float32's top
+    overflow the product: a ValueError naming the arguments, never inf."""
+    _opencl()
+    import gpu
+
+    with pytest.raises(ValueError, match="^" + names.replace(",", ",") + ": expected "):
+        call(gpu)

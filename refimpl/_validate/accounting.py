@@ -53,6 +53,14 @@ def kv_heads(n_heads, n_kv_heads) -> tuple[int, int]:
     return h, g
 
 
+def moved_bytes(nbytes: float, names: str) -> float:
+    """The bytes an operation moves, for its arithmetic intensity: an empty problem (0 bytes) has none,
+    an error naming the sizes that made it empty."""
+    if nbytes == 0:
+        fail(names, "a problem that moves data (bytes > 0)", "0 bytes")
+    return nbytes
+
+
 def byte_total(n, per, name: str, what: str) -> float:
     """n * per bytes as a float (per > 0 a real, ``name``); beyond float64 range an error, never inf."""
     per = real_number(per, name, minimum=0.0, min_open=True)

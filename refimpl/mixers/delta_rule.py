@@ -158,7 +158,8 @@ def _forms(s: _Setup, form: str, chunk_size: int):
             S = S + kt[..., :, None] * u[..., None, :]
             o[:, :, t] = s.scale * np.einsum("bhk,bhkv->bhv", s.q[:, :, t], S)
         return o, (S if s.L else S.copy())  # never the caller's initial_state itself
-    o, S, c = np.empty((s.B, s.H, s.L, s.V)), np.empty(s.S0.shape), int(chunk_size)
+    # a chunk longer than the sequence is the sequence (padding it would only multiply zeros)
+    o, S, c = np.empty((s.B, s.H, s.L, s.V)), np.empty(s.S0.shape), min(int(chunk_size), max(s.L, 1))
     span = c * max(1, _chunks.BLOCK // c)
 
     def heads(hs: slice):  # chunked, a group of heads (_chunks.head_groups)

@@ -171,7 +171,7 @@ def _forms(s: GatedSetup, form: str, starts: list, chunk_size: int):
         o = s.intra(0, s.L) + s.read(s.S0, 0, s.L)
         return o, s.carry(s.S0, 0, s.L)
     if s.G.shape[3] == 1 and s.L:  # one gate per head and step (RetNet, simple GLA, no gate)
-        return _chunked_scalar(s, int(chunk_size))
+        return _chunked_scalar(s, min(int(chunk_size), s.L))  # a chunk beyond L is the sequence
     S, parts = s.S0, []  # chunked
     for a in starts:
         b = min(a + int(chunk_size), s.L)

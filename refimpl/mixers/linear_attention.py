@@ -119,7 +119,8 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
     if causal and form == "chunked":
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
-            out = _chunked(GatedSetup(fq, fk, va, None, scale, None), int(chunk_size))
+            s = GatedSetup(fq, fk, va, None, scale, None)
+            out = _chunked(s, min(int(chunk_size), max(s.L, 1)))  # a chunk beyond L is the sequence
         finite_result(out, "an output", "q, k, v, scale, feature_map")
     elif causal:
         out, _ = _gla(fq, fk, va, None, scale, None, form, chunk_size,
