@@ -731,3 +731,15 @@ def test_gpu_norms_refuse_outputs_beyond_float32_by_name(call, names):
 
     with pytest.raises(ValueError, match="^" + names.replace(",", ",") + ": expected "):
         call(gpu)
+
+
+def test_moe_vjp_refuses_gradients_beyond_float64_by_name():
+    """router_weight at finfo.max with a tiny x: z is moderate, but dx = dz W is beyond float64 (the old code
+    returned -inf; the thorough fuzz, part 18, scaled router_weight to the top of the range)."""
+    big = np.finfo(np.float64).max
+    experts = moe.random_experts(2, 2, 3, seed=0)
+    x, W, dy = np.array([[1e-308, 1.0]]), np.array([[big, 0.0], [-big, 0.0]]), np.array([[1e3, -1e3]])
+    with pytest.raises(ValueError, match=r"^x, router_weight, experts, dy: expected gradients dx within float64"):
+        moe.moe_vjp(x, W, experts, 1, dy)
+    dx, dz, dW = moe.moe_vjp(x, np.array([[1.0, 0.0], [-1.0, 0.0]]), experts, 1, dy)
+    assert np.isfinite(dx).all() and np.isfinite(dz).all() and np.isfinite(dW).all()

@@ -146,15 +146,19 @@ def moe_vjp(x, router_weight, experts, k, dy, **route_options):
     experts = V.experts(experts, "experts", z.shape[1], x.shape[1])
     routing = route(z, k, **route_options)
     F = _expert_outputs_per_choice(x, routing, experts)
-    dgates = np.einsum("td,tjd->tj", dy, F)
-    dz = gate_vjp(routing, z, dgates)
-    dx = dz @ W
-    for e, expert in enumerate(experts):
-        t, j = np.nonzero((routing.indices == e) & routing.kept)
-        if t.size:
-            dx_e = expert.vjp(x[t], routing.gates[t, j][:, None] * dy[t])
-            np.add.at(dx, t, dx_e)
-    return dx, dz, dz.T @ x
+    with np.errstate(over="ignore", invalid="ignore"):  # a gradient beyond float64 is refused below, by name
+        dgates = np.einsum("td,tjd->tj", dy, F)
+        dz = gate_vjp(routing, z, dgates)
+        dx = dz @ W
+        for e, expert in enumerate(experts):
+            t, j = np.nonzero((routing.indices == e) & routing.kept)
+            if t.size:
+                dx_e = expert.vjp(x[t], routing.gates[t, j][:, None] * dy[t])
+                np.add.at(dx, t, dx_e)
+        dW = dz.T @ x
+    names = "x, router_weight, experts, dy"
+    return (V.finite_result(dx, "gradients dx", names), V.finite_result(dz, "gradients dz", names),
+            V.finite_result(dW, "gradients dW", names))
 
 
 # ---------------------------------------------------------------------------
