@@ -150,10 +150,13 @@ def dino_loss(student_output, teacher_output, center, *, n_crops: int, student_t
     zs = finite_result(zs, "student_output / student_temp", "student_output, student_temp")
     zt = finite_result(zt, "(teacher_output - center) / teacher_temp", "teacher_output, center, teacher_temp")
     K = s.shape[1]
-    log_p = (zs - logsumexp(zs, axis=1)[:, None]).reshape(V, B, K)
-    q = softmax(zt, axis=1).reshape(2, B, K)
-    terms = [np.mean(np.sum(-q[iq] * log_p[v], axis=-1)) for iq in range(2) for v in range(V) if v != iq]
-    return float(np.mean(terms))
+    with np.errstate(over="ignore", invalid="ignore"):  # a log-probability beyond float64 is refused below
+        log_p = (zs - logsumexp(zs, axis=1)[:, None]).reshape(V, B, K)
+        q = softmax(zt, axis=1).reshape(2, B, K)
+        terms = [np.mean(np.sum(-q[iq] * log_p[v], axis=-1)) for iq in range(2) for v in range(V) if v != iq]
+        loss = np.mean(terms)
+    # z_i - logsumexp(z) of a student output near -finfo.max beside one near +finfo.max is beyond float64
+    return float(finite_result(loss, "the loss", "student_output, student_temp, teacher_output, center"))
 
 
 def dino_center_update(center, teacher_output, momentum: float = 0.9) -> np.ndarray:

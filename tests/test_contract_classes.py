@@ -743,3 +743,16 @@ def test_moe_vjp_refuses_gradients_beyond_float64_by_name():
         moe.moe_vjp(x, W, experts, 1, dy)
     dx, dz, dW = moe.moe_vjp(x, np.array([[1.0, 0.0], [-1.0, 0.0]]), experts, 1, dy)
     assert np.isfinite(dx).all() and np.isfinite(dz).all() and np.isfinite(dW).all()
+
+
+def test_dino_loss_refuses_a_loss_beyond_float64_by_name():
+    """A student row [finfo.max, -finfo.max] at temperature 1: its log-probability -2 finfo.max is beyond
+    float64 and the loss was +inf (the thorough fuzz, part 20, scaled student_output to the top of the range)."""
+    from refimpl import vision_objectives as VO
+
+    big = np.finfo(np.float64).max
+    s = np.array([[big, -big], [1.0, 2.0], [0.0, 1.0], [1.0, 0.0]])
+    t, c = np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros(2)
+    with pytest.raises(ValueError, match=r"^student_output, student_temp, teacher_output, center: expected the loss"):
+        VO.dino_loss(s, t, c, n_crops=4, student_temp=1.0)
+    assert np.isfinite(VO.dino_loss(s / 1e300, t, c, n_crops=4, student_temp=1.0))
