@@ -41,38 +41,23 @@ def _mp_gla(q, k, v, g):
     return out
 
 
+@pytest.mark.parametrize("gate", ["channel", "scalar"])
 @pytest.mark.parametrize("seed", range(3))
-def test_scalar_gate_chunked_form_against_the_exact_value(seed):
-    """One gate per head and step (RetNet, simple GLA): the chunked form's batched products
-    (gated._chunked_scalar: every exponent <= 0) against the 50-digit value, chunks of 4 (a partial last
-    chunk), 5 and 64, at the bound of the other forms."""
+def test_gated_linear_attention_forms_against_the_exact_value(seed, gate):
+    """Every form against the 50-digit value. A channel gate (B, H, L, K) takes the factored / elementwise
+    chunks; one gate per head and step (B, H, L: RetNet, simple GLA) the batched ``_chunked_scalar``, whose
+    chunks of 4 and 5 leave a partial last chunk over L = 9."""
     rng = np.random.default_rng(seed)
     q, k = rng.standard_normal((2, 1, 2, 9, 3))
     v = rng.standard_normal((1, 2, 9, 2))
-    g = -rng.random((1, 2, 9)) * 2
-    exact = _mp_gla(q, k, v, np.repeat(g[..., None], 3, axis=-1))
+    g = -rng.random((1, 2, 9, 3) if gate == "channel" else (1, 2, 9)) * 2
+    exact = _mp_gla(q, k, v, g if gate == "channel" else np.repeat(g[..., None], 3, axis=-1))
     M = GL.gated_linear_attention(np.abs(q), np.abs(k), np.abs(v), g, scale=1.0)[0]
     n = 2 * 9 + 3 + 8 + 9 * float(np.max(-g.sum(axis=2)))
-    for c in (4, 5, 64):
-        got = GL.gated_linear_attention(q, k, v, g, scale=1.0, form="chunked", chunk_size=c)[0]
-        ratio = float(np.max(np.abs(got - exact) / _gamma_bound(M, n)))
-        print(f"scalar-gate chunked c={c}: error / (gamma_n M) = {ratio:.3g}")
-        assert ratio < 0.5
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_gated_linear_attention_forms_against_the_exact_value(seed):
-    rng = np.random.default_rng(seed)
-    q, k = rng.standard_normal((2, 1, 2, 9, 3))
-    v = rng.standard_normal((1, 2, 9, 2))
-    g = -rng.random((1, 2, 9, 3)) * 2
-    exact = _mp_gla(q, k, v, g)
-    M = GL.gated_linear_attention(np.abs(q), np.abs(k), np.abs(v), g, scale=1.0)[0]
-    n = 2 * 9 + 3 + 8 + 9 * float(np.max(-g.sum(axis=2)))
-    for form, c in (("recurrent", 64), ("parallel", 64), ("chunked", 4)):
+    for form, c in (("recurrent", 64), ("parallel", 64), ("chunked", 4), ("chunked", 5), ("chunked", 64)):
         got = GL.gated_linear_attention(q, k, v, g, scale=1.0, form=form, chunk_size=c)[0]
         ratio = float(np.max(np.abs(got - exact) / _gamma_bound(M, n)))
-        print(f"gla {form}: error / (gamma_n M) = {ratio:.3g}")
+        print(f"gla {gate} gate, {form} (chunk {c}): error / (gamma_n M) = {ratio:.3g}")
         assert ratio < 0.5
 
 
