@@ -85,14 +85,19 @@ def same_shape(x: np.ndarray, ref_shape: tuple, name: str) -> None:
         raise ValueError(f"{name}: expected shape {tuple(ref_shape)}, got {x.shape}")
 
 
-def index_array(x, name: str, *, ndim: int | None = None) -> np.ndarray:
-    """``x`` as an int64 array of non-negative indices (< MAX_COUNT); bool and float rejected."""
+def _integer_candidate(x, name: str) -> np.ndarray:
+    """``x`` as an array, before its dtype is checked: None, strings and ragged sequences are TypeErrors."""
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(f"{name}: expected an integer array, got {_type(x)}")
     try:
-        arr = np.asarray(x)
+        return np.asarray(x)
     except (ValueError, TypeError) as e:
         raise TypeError(f"{name}: expected an integer array, got {_type(x)} ({e})") from None
+
+
+def index_array(x, name: str, *, ndim: int | None = None) -> np.ndarray:
+    """``x`` as an int64 array of non-negative indices (< MAX_COUNT); bool and float rejected."""
+    arr = _integer_candidate(x, name)
     if arr.size == 0 and arr.dtype == np.float64:  # [] or np.zeros(0): an empty index set
         arr = arr.astype(np.int64)
     if arr.dtype == object and arr.size and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -110,12 +115,7 @@ def index_array(x, name: str, *, ndim: int | None = None) -> np.ndarray:
 
 def int_array(x, name: str, *, ndim: int | None = None, shape: tuple | None = None, bound: int = MAX_COUNT) -> np.ndarray:
     """``x`` as an int64 array of signed integers with |entry| <= ``bound``; bool, float and object rejected."""
-    if x is None or isinstance(x, (str, bytes)):
-        raise TypeError(f"{name}: expected an integer array, got {_type(x)}")
-    try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"{name}: expected an integer array, got {_type(x)} ({e})") from None
+    arr = _integer_candidate(x, name)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
