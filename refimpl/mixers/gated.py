@@ -171,7 +171,7 @@ def _forms(s: GatedSetup, form: str, starts: list, chunk_size: int):
         o = s.intra(0, s.L) + s.read(s.S0, 0, s.L)
         return o, s.carry(s.S0, 0, s.L)
     if s.G.shape[3] == 1 and s.L:  # one gate per head and step (RetNet, simple GLA, no gate)
-        return _chunked_scalar(s, min(int(chunk_size), s.L))  # a chunk beyond L is the sequence
+        return _chunked_scalar(s, int(chunk_size))
     S, parts = s.S0, []  # chunked
     for a in starts:
         b = min(a + int(chunk_size), s.L)
@@ -199,32 +199,40 @@ def _chunked_scalar(s: GatedSetup, c: int):
     Every exponent is <= 0, so no factor can overflow and nothing needs splitting (unlike a channel
     gate's chunks, ``GatedSetup.intra``): each chunk's products are batched over ``SCALAR_SPAN``
     tokens of chunks, the state S carried chunk to chunk (one multiply-add each), groups of heads on
-    threads (bit for bit one call over every head)."""
+    threads (bit for bit one call over every head). Without a gate (g None: linear attention) every
+    e^... is 1 and is not formed: D is the lower triangle and S a running sum."""
+    c = min(c, max(s.L, 1))  # a chunk longer than the sequence is the sequence (padding would multiply zeros)
     o = np.empty((s.B, s.H, s.L, s.V))
     S_out = np.empty_like(s.S0)
     span = c * max(1, SCALAR_SPAN // c)
     tri = np.tri(c, dtype=bool)
+    decays = bool(np.any(s.G))
 
     def heads(hs: slice):
         S = s.S0[:, hs]
         for a in range(0, s.L, span):
             b = min(a + span, s.L)
             Q, K, V = (chunks(x[:, hs, a:b], c) for x in (s.q, s.k, s.v))  # (B, h, n, c, .), padded with 0
-            G = chunks(s.G[:, hs, a + 1:b + 1, 0], c)  # G_t
-            n = G.shape[2]
-            if n * c != b - a:  # a padded step decays no further: its G is the last real one
-                G[:, :, -1, (b - a) - (n - 1) * c:] = s.G[:, hs, b, 0][:, :, None]
-            ref = np.concatenate([s.G[:, hs, a:a + 1, 0], G[:, :, :-1, -1]], axis=2)  # G_{a-1} of each chunk
-            Gl = G - ref[..., None]
-            D = np.exp(np.where(tri, Gl[..., :, None] - Gl[..., None, :], -np.inf))  # e^{G_l(t) - G_l(j)}, j <= t
-            o_c = ((Q @ np.ascontiguousarray(np.swapaxes(K, -1, -2))) * D) @ V
-            last = Gl[..., -1:]
-            writes = np.swapaxes(K * np.exp(last - Gl)[..., None], -1, -2) @ V  # (B, h, n, K, V)
-            entering, carry = np.empty_like(writes), np.exp(last[..., 0])
+            n = Q.shape[2]
+            Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, h, n, K, c): both products run faster on it
+            if decays:
+                G = chunks(s.G[:, hs, a + 1:b + 1, 0], c)  # G_t
+                if n * c != b - a:  # a padded step decays no further: its G is the last real one
+                    G[:, :, -1, (b - a) - (n - 1) * c:] = s.G[:, hs, b, 0][:, :, None]
+                ref = np.concatenate([s.G[:, hs, a:a + 1, 0], G[:, :, :-1, -1]], axis=2)  # G_{a-1} of each chunk
+                Gl = G - ref[..., None]
+                D = np.exp(np.where(tri, Gl[..., :, None] - Gl[..., None, :], -np.inf))  # e^{G_l(t) - G_l(j)}, j <= t
+                last = Gl[..., -1:]
+                writes = np.swapaxes(K * np.exp(last - Gl)[..., None], -1, -2) @ V  # (B, h, n, K, V)
+                carry, Qd = np.exp(last[..., 0]), Q * np.exp(Gl)[..., None]
+            else:
+                D, writes, carry, Qd = tri, Kt @ V, None, Q
+            o_c = ((Q @ Kt) * D) @ V
+            entering = np.empty_like(writes)
             for m in range(n):
                 entering[:, :, m] = S
-                S = carry[:, :, m, None, None] * S + writes[:, :, m]
-            o_c += (Q * np.exp(Gl)[..., None]) @ entering
+                S = (S if carry is None else carry[:, :, m, None, None] * S) + writes[:, :, m]
+            o_c += Qd @ entering
             o_c *= s.scale
             o[:, hs, a:b] = unchunk(o_c, b - a)
         S_out[:, hs] = S

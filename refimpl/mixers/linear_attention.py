@@ -53,10 +53,7 @@ import numpy as np
 from .._validate import mixers as VX
 from .._validate import (as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
                          positive_int, real_number)
-from .._parallel import map_blocks
-from . import _chunks
-from ._chunks import chunks, head_groups, unchunk
-from .gated import FORMS, GatedSetup, _gla
+from .gated import FORMS, GatedSetup, _chunked_scalar, _gla
 
 FEATURE_MAPS = {
     "elu+1": lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0))),
@@ -120,7 +117,7 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     if causal and form == "chunked":
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
             s = GatedSetup(fq, fk, va, None, scale, None)
-            out = _chunked(s, min(int(chunk_size), max(s.L, 1)))  # a chunk beyond L is the sequence
+            out = _chunked_scalar(s, int(chunk_size))[0]
         finite_result(out, "an output", "q, k, v, scale, feature_map")
     elif causal:
         out, _ = _gla(fq, fk, va, None, scale, None, form, chunk_size,
@@ -138,40 +135,6 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
         y = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
     # |y| <= max |v| when phi >= 0 (a weighted average); a signed map (identity) can make den tiny
     return finite_result(y, "an output (numerator / normaliser)", "q, k, v, eps, feature_map")
-
-
-def _chunked(s: GatedSetup, c: int) -> np.ndarray:
-    """The chunked form of the module doc: o (B, H, L, V) for the validated setup ``s`` (g = 0), groups
-    of heads on threads (``_chunks.head_groups``)."""
-    o = np.empty((s.B, s.H, s.L, s.V))
-
-    span = c * max(1, _chunks.BLOCK // c)
-
-    def heads(hs: slice):
-        S = s.S0[:, hs]
-        for a in range(0, s.L, span):  # batches of chunks, the state carried between them
-            t = slice(a, a + span)
-            o[:, hs, t], S = _chunked_heads(s.q[:, hs, t], s.k[:, hs, t], s.v[:, hs, t], S, s.scale, c)
-
-    map_blocks(heads, head_groups(s.H), s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
-    return o
-
-
-def _chunked_heads(q, k, v, S0, scale: float, c: int):
-    """The chunked form on some heads and tokens: (o, the state after them). The running sum S_(m) is one addition per chunk; everything else
-    is a batched product over the chunks (a last partial chunk padded with zero keys and values, which
-    write nothing)."""
-    Q, K, V = chunks(q, c), chunks(k, c), chunks(v, c)  # (B, H, n, c, .)
-    Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, H, n, K, c): both products below run faster on it
-    writes = Kt @ V  # K_m^T V_m, (B, H, n, K, V)
-    entering, S = np.empty_like(writes), S0
-    for m in range(writes.shape[2]):
-        entering[:, :, m] = S
-        S = S + writes[:, :, m]
-    o = Q @ entering
-    o += ((Q @ Kt) * np.tri(c)) @ V  # tril(Q_m K_m^T) V_m
-    o *= scale
-    return unchunk(o, q.shape[2]), S
 
 
 def _phi(x, name, feature_map):
