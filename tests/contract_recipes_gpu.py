@@ -146,11 +146,5 @@ def same_rows_as_routing(kw, p):
     assert not np.any(p.x_perm[empty]), "moe_permute: an empty slot is not zero"
 
 
-def _permute(draw):
-    d = {n: v for n, v in R["refimpl.moe.apply_experts"].build(draw).items() if n in ("x", "routing", "layout")}  # drawn late
-    d.update(_threads(draw, d))
-    return d
-
-
-R["gpu.moe_permute"] = Recipe(_permute, dict(x="array", routing="routing", layout="name", threads="count"),
-                              call=_gpu_call("moe_permute"), oracle=same_rows_as_routing)
+_from("refimpl.moe.apply_experts", "moe_permute", dict(x="array", routing="routing", layout="name", threads="count"),
+      _threads, oracle=same_rows_as_routing)
