@@ -218,9 +218,9 @@ def _heads_per_block(st: _TiledSetup, block_q: int, block_k: int) -> int:
     (at least one). Without a mask a step is a whole tile, (heads * G * block_q) x block_k float64.
     Under a mask the block holds as many heads as keep a strip of _STRIP rows within budget: a cut
     tile's strips are small steps whose NumPy calls the heads share, while its whole tiles are taken
-    a few heads at a time (``_head_groups``). Measured (one thread, L = 2048, block 512, MHA: the
-    diagonal tile's strips for 8 heads at once cost 0.56 of a whole tile, for 2 heads 0.84; whole
-    tiles of 8 heads 25% slower than 2 at a time, their scores out of L2)."""
+    a few heads at a time (``_head_groups``). Measured (one thread, L = 2048, block 512, MHA): a
+    diagonal tile with the strips of 8 heads at once costs 0.71 of a whole tile, of 2 heads 0.84-1.05;
+    whole tiles cost the same in groups of 1 to 8 MiB of scores, 25% more at 16 MiB (8 heads)."""
     rows = min(block_q, st.Lq) if st.mask.trivial else min(_STRIP, block_q, st.Lq)
     return max(1, min(st.Hkv, _TILE_BYTES // (8 * st.G * max(1, rows) * max(1, min(block_k, st.Lk)))))
 
@@ -237,8 +237,10 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
 
     The thread blocks, one per (batch entry, kv heads, query tile) as in
     flash-attn's grid (one kv head or a few, ``_heads_per_block``: few enough
-    that the score tile stays in a core's cache for the passes over it, enough
-    that the Python of each step is shared by the heads), share no output: they
+    that the scores of each step stay in a core's cache for the passes over it,
+    enough that the Python of each step is shared by the heads; under a mask the
+    steps of a cut tile are strips, and whole tiles go a few heads at a time,
+    ``_head_groups``), share no output: they
     run concurrently on CPU threads (``refimpl._parallel``; the last query tiles
     first, as under a causal mask they have the most keys), each computing
     exactly what it would alone.
