@@ -33,7 +33,7 @@ from refimpl import block as Bk
 from refimpl import ffn as Fn
 from refimpl.mha import multi_head_attention
 
-from . import ffn as _ffn_props
+from . import ffn_naive as _ffn_naive
 from . import norms as _norm_props
 from .core import Property
 from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
@@ -179,7 +179,7 @@ def naive_stack(precision, case, arrangement):
         return ops.matmul(out.transpose(0, 2, 1, 3).reshape(B, Lq, -1), ops.r(a.W_o))
 
     def ff(v, blk):
-        return _ffn_props._naive_forward(ops, x=v, params=blk.ffn, activation=blk.activation)["y"]
+        return _ffn_naive._naive_forward(ops, x=v, params=blk.ffn, activation=blk.activation)["y"]
 
     h = ops.r(case.x)
     for blk in case.blocks:
