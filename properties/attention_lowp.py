@@ -34,6 +34,26 @@ storage (u |lse|). On a problem of n keys the floor is ~sqrt(n) below the worst 
 (kernel-scale problems keep the naive error in charge; tiny ones, where the naive sample
 is unreliable, get nearly the worst case, which is their typical error).
 
+**The q-scaled operand's term of the output floor** (``_value_operand_sq``). q_id scale is
+rounded once for every key, so in d out_ie its rounding delta_id multiplies
+t_ied = sum_j P_ij (v_je - out_ie) k_jd, and the Hoeffding sum gets sum_d (scale q_id)^2 t_ied^2.
+Exactly, t is a (Lq, Lk) @ (Lk, Dv D) product: O(Lq Lk Dv D), the suite's largest cost at kernel
+scale (64 x 64 heads, 193 keys). Bounded instead by Cauchy-Schwarz: sum_j P_ij (v_je - out_ie) = 0
+(the weights sum to 1 and out_i is their mean of v), so k_jd may be centred at its weighted mean
+kappa_id = sum_j P_ij k_jd, and with the weights P_ij >= 0
+
+    t_ied^2 = (sum_j P_ij (v_je - out_ie)(k_jd - kappa_id))^2
+            <= (sum_j P_ij (v_je - out_ie)^2) (sum_j P_ij (k_jd - kappa_id)^2)
+
+(the weighted covariance of v_e and k_d is at most the product of their weighted deviations), so
+sum_d (scale q_id)^2 t_ied^2 <= dev_ie sum_d (scale q_id)^2 kvar_id: (Lq, Lk) @ (Lk, D or Dv)
+products only. A row of no visible key has P = 0 and both sides 0. Where v and k do not co-vary
+the bound exceeds the exact term by up to the row's effective number of keys; it is used when
+it moves the floor plus the caller's other terms (``margin``: FACTOR x the naive error) by at most
+FLOOR_SLACK = 1/8, else the exact product is formed. At float32 the floor's accumulation term
+4 (D + Lk) u32 |v| (1 + S) dwarfs it (the bound moved by at most 0.1% on the ci profile's
+drawn cases: never the exact product); at bfloat16 the exact product is formed on about 6% of them.
+
 The backward floor is the same model applied to each gradient's sum: every term of
 dq_id = scale sum_j dS_ij k_jd, dk_jd = scale sum_i dS_ij q_id, dv_jd = sum_i P_ij dO_id
 carries the weight error above plus the roundings of dP, D and dS, i.e. an absolute error of
@@ -81,10 +101,11 @@ from .precision import FACTOR, naive_error, naive_ops, unit_roundoff
 from .comparison import U32
 
 LAMBDA = 4.0
+FLOOR_SLACK = 1 / 8  # how far the cheap bound of the q-scaled term may move a bound (module docstring)
 TANH_ULPS = 2  # a kernel's tanh is within 2 ulps (CUDA tanhf): the softcap derivative's term
 ORDERS = ("q", "k")  # which operand carries the softmax scale (flash-attn's reorder_ops False / True)
 
-__all__ = ["LAMBDA", "TANH_ULPS", "naive_attention", "naive_attention_backward", "rounding_floor", "backward_rounding_floor",
+__all__ = ["LAMBDA", "TANH_ULPS", "FLOOR_SLACK", "naive_attention", "naive_attention_backward", "rounding_floor", "backward_rounding_floor",
            "kernel_bounds", "backward_kernel_bounds"]
 
 
@@ -214,33 +235,51 @@ def _deviation_sq(a, V, out):
     return np.maximum(got, 0.0)
 
 
-def _value_operand_sq(q, K, V, P, out, scale):
-    """``_operand_sq`` for W_ije = P_ij (v_je - out_ie), by products only:
-    sum_j W_ije k_jd = sum_j P_ij v_je k_jd - out_ie (P K)_id (one GEMM against the (Lk, Dv D) outer
-    products v_j k_j^T) and sum_j (sq k^2)_ij W_ije^2 = ``_deviation_sq`` with a = (sq k^2) P^2."""
+def _value_operand_sq(q, K, V, P, out, scale, exact=True):
+    """``_operand_sq`` for W_ije = P_ij (v_je - out_ie), by products only: (q-scaled part, k-scaled part).
+
+    q-scaled, ``exact``: sum_j W_ije k_jd = sum_j P_ij v_je k_jd - out_ie (P K)_id (one GEMM against
+    the (Lk, Dv D) outer products v_j k_j^T), then sum_d sq_id t_ied^2. Otherwise its Cauchy-Schwarz
+    bound (module docstring) dev_ie sum_d sq_id kvar_id, dev = ``_deviation_sq`` with a = P and
+    kvar_id = (P k^2)_id - kappa_id^2, kappa = P K (both clipped at 0: their float64 cancellation).
+    k-scaled: sum_j (sq k^2)_ij W_ije^2 = ``_deviation_sq`` with a = (sq k^2) P^2."""
     sq = (scale * np.asarray(q)) ** 2
     *batch, Lk, E = V.shape
     D = K.shape[-1]
-    VK = (V[..., :, :, None] * K[..., :, None, :]).reshape(*batch, Lk, E * D)
-    t = (P @ VK).reshape(*P.shape[:-1], E, D) - out[..., :, :, None] * (P @ K)[..., :, None, :]
-    sq_q = (t**2 @ sq[..., :, :, None])[..., 0]  # sum_d sq_id t_ied^2
+    PK = P @ K
+    if exact:
+        VK = (V[..., :, :, None] * K[..., :, None, :]).reshape(*batch, Lk, E * D)
+        t = (P @ VK).reshape(*P.shape[:-1], E, D) - out[..., :, :, None] * PK[..., :, None, :]
+        sq_q = (t**2 @ sq[..., :, :, None])[..., 0]  # sum_d sq_id t_ied^2
+    else:
+        kvar = np.maximum(P @ K**2 - PK**2, 0.0)  # sum_j P_ij (k_jd - kappa_id)^2
+        sq_q = _deviation_sq(P, V, out) * np.sum(sq * kvar, axis=-1, keepdims=True)
     sq_k = _deviation_sq((sq @ np.swapaxes(K**2, -1, -2)) * P**2, V, out)
-    return sq_q + sq_k
+    return sq_q, sq_k
 
 
-def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None):
-    """(floor_out, floor_lse) of the module docstring, float64 scalars."""
+def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None, *, margin=0.0):
+    """(floor_out, floor_lse) of the module docstring, float64 scalars. floor_out may exceed the
+    floor with the exact q-scaled term by FLOOR_SLACK (floor_out + ``margin``) (the caller's other
+    terms: kernel_bounds passes FACTOR x the naive error), never less than it."""
     u = unit_roundoff(precision)
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     K, V = _rep(k, v, q.shape[1])
     P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
-    sq = _deviation_sq((P * B) ** 2, V, out) + _value_operand_sq(q, K, V, P, out, scale)
+    cs, sq_k = _value_operand_sq(q, K, V, P, out, scale, exact=False)
+    sq = _deviation_sq((P * B) ** 2, V, out) + sq_k  # every term but the q-scaled one
     D, Lk = q.shape[-1], k.shape[-2]
     f32 = 4 * (D + Lk) * U32
     Vmax = float(np.max(np.abs(v), initial=0.0))
     S = float(np.max(np.abs(np.where(vis, raw, 0.0)), initial=0.0))
-    fl_out = u * float(np.max(_hoeffding(sq), initial=0.0)) + 2 * u * float(np.max(np.abs(out), initial=0.0)) \
-        + f32 * Vmax * (1 + S)
+    rest = 2 * u * float(np.max(np.abs(out), initial=0.0)) + f32 * Vmax * (1 + S)
+
+    def floor(sq_all):
+        return u * float(np.max(_hoeffding(sq_all), initial=0.0)) + rest
+
+    fl_lo, fl_out = floor(sq), floor(sq + cs)  # the exact floor lies between them
+    if fl_out - fl_lo > FLOOR_SLACK * (fl_lo + margin):
+        fl_out = floor(sq + _value_operand_sq(q, K, V, P, out, scale)[0])
     sq_l = np.sum((P * B) ** 2, axis=-1) + _operand_sq(q, K, scale, P[..., None])[..., 0]
     ref_lse = np.log(np.maximum(np.sum(np.where(vis, 1.0, 0.0), -1), 1.0)) + S  # |lse| <= log Lk + max |s|
     fl_lse = u * float(np.max(_hoeffding(sq_l), initial=0.0)) + u * max(1.0, float(np.max(ref_lse, initial=0.0))) \
@@ -260,8 +299,9 @@ def kernel_bounds(q, k, v, ref_out, ref_lse, vis, scale, precision, softcap=None
     float64 spec: FACTOR x the larger naive error of the two eager orders + ``rounding_floor``."""
     errs = [_errors(naive_attention(q, k, v, vis, scale, precision, softcap, bias, order), ref_out, ref_lse)
             for order in ORDERS]
-    fl_out, fl_lse = rounding_floor(q, k, v, vis, scale, precision, softcap, bias)
-    return factor * max(e[0] for e in errs) + fl_out, factor * max(e[1] for e in errs) + fl_lse
+    naive_out = factor * max(e[0] for e in errs)
+    fl_out, fl_lse = rounding_floor(q, k, v, vis, scale, precision, softcap, bias, margin=naive_out)
+    return naive_out + fl_out, factor * max(e[1] for e in errs) + fl_lse
 
 
 def backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap=None, bias=None, dropout_mask=None,
