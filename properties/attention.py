@@ -159,9 +159,10 @@ def check_convex_combination(impl, case):
     out, _ = _run(impl, case)
     vis = C.visible(case)  # (B, Hq, Lq, Lk)
     G = case.q.shape[1] // case.k.shape[1]
-    V = np.repeat(case.v, G, axis=1)[:, :, None, :, :]  # (B, Hq, 1, Lk, Dv)
-    hi = np.max(np.where(vis[..., None], V, -np.inf), axis=3)
-    lo = np.min(np.where(vis[..., None], V, np.inf), axis=3)
+    seen = vis[..., None]  # (B, Hq, Lq, Lk, 1); the reductions skip hidden keys (no (.., Lk, Dv) copies)
+    V = np.broadcast_to(np.repeat(case.v, G, axis=1)[:, :, None, :, :], vis.shape + case.v.shape[-1:])
+    hi = np.max(V, axis=3, where=seen, initial=-np.inf)
+    lo = np.min(V, axis=3, where=seen, initial=np.inf)
     if case.kwargs.get("sinks") is not None:
         hi, lo = np.maximum(hi, 0.0), np.minimum(lo, 0.0)
     empty = ~vis.any(axis=-1)
