@@ -185,8 +185,9 @@ def naive_attention_backward(q, k, v, dout, vis, scale, precision, softcap=None,
 
 
 def _spec_weights(q, K, V, vis, scale, softcap, bias):
-    """Float64 (P, out, raw, s, B): the spec's weights and the per-score rounding weight B_ij
-    of the eager computation, without the operand term (module docstring)."""
+    """Float64 (P, out, lse, raw, B): the spec's weights, output and lse (-inf on a row of no
+    visible key), the raw scores, and the per-score rounding weight B_ij of the eager
+    computation, without the operand term (module docstring)."""
     raw = scale * (q @ np.swapaxes(K, -1, -2))
     s = raw if softcap is None else softcap * np.tanh(raw / softcap)
     B = np.abs(raw) + 2.0  # the score's rounding; exp and the weight's own rounding
@@ -203,7 +204,8 @@ def _spec_weights(q, K, V, vis, scale, softcap, bias):
         e = np.exp(s - m)
         l = e.sum(-1, keepdims=True)
         P = np.where(l > 0, e / np.where(l > 0, l, 1.0), 0.0)
-    return P, P @ V, raw, B
+        lse = np.where(l[..., 0] > 0, m[..., 0] + np.log(np.where(l[..., 0] > 0, l[..., 0], 1.0)), -np.inf)
+    return P, P @ V, lse, raw, B
 
 
 def _hoeffding(*terms_sq):
@@ -262,10 +264,15 @@ def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None, *, m
     """(floor_out, floor_lse) of the module docstring, float64 scalars. floor_out may exceed the
     floor with the exact q-scaled term by FLOOR_SLACK (floor_out + ``margin``) (the caller's other
     terms: kernel_bounds passes FACTOR x the naive error), never less than it."""
-    u = unit_roundoff(precision)
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     K, V = _rep(k, v, q.shape[1])
-    P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
+    return _floors(q, k, v, K, V, vis, scale, precision, _spec_weights(q, K, V, vis, scale, softcap, bias), margin)
+
+
+def _floors(q, k, v, K, V, vis, scale, precision, weights, margin):
+    """``rounding_floor`` on float64 q, k, v (K, V repeated to the query heads) from ``_spec_weights``."""
+    u = unit_roundoff(precision)
+    P, out, _, raw, B = weights
     cs, sq_k = _value_operand_sq(q, K, V, P, out, scale, exact=False)
     sq = _deviation_sq((P * B) ** 2, V, out) + sq_k  # every term but the q-scaled one
     D, Lk = q.shape[-1], k.shape[-2]
@@ -296,11 +303,19 @@ def _errors(naive, ref_out, ref_lse):
 
 def kernel_bounds(q, k, v, ref_out, ref_lse, vis, scale, precision, softcap=None, bias=None, factor: float = FACTOR):
     """(atol_out, atol_lse) for a float32/bfloat16/float16 attention forward against the
-    float64 spec: FACTOR x the larger naive error of the two eager orders + ``rounding_floor``."""
+    float64 spec: FACTOR x the larger naive error of the two eager orders + ``rounding_floor``.
+    ``ref_out`` and ``ref_lse`` None: the naive errors are taken against the float64 (out, lse) the
+    floor computes anyway (``_spec_weights``: the spec's formula in float64, within a few float64
+    roundings of ``refimpl.attention``, far below any lower precision's naive error)."""
+    q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+    K, V = _rep(k64, v64, q64.shape[1])
+    weights = _spec_weights(q64, K, V, vis, scale, softcap, bias)
+    if ref_out is None:
+        ref_out, ref_lse = weights[1], weights[2]
     errs = [_errors(naive_attention(q, k, v, vis, scale, precision, softcap, bias, order), ref_out, ref_lse)
             for order in ORDERS]
     naive_out = factor * max(e[0] for e in errs)
-    fl_out, fl_lse = rounding_floor(q, k, v, vis, scale, precision, softcap, bias, margin=naive_out)
+    fl_out, fl_lse = _floors(q64, k64, v64, K, V, vis, scale, precision, weights, margin=naive_out)
     return naive_out + fl_out, factor * max(e[1] for e in errs) + fl_lse
 
 
@@ -312,7 +327,7 @@ def backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap=None, 
     Hq, Hkv = q.shape[1], k.shape[1]
     G = Hq // Hkv
     K, V = _rep(k, v, Hq)
-    P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
+    P, out, _, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
     Z = 1.0 if dropout_mask is None else np.asarray(dropout_mask, np.float64) / (1.0 - dropout_p)
     Pd = P * Z
     out = Pd @ V

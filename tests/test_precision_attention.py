@@ -196,7 +196,7 @@ def test_cheap_q_operand_term_bounds_the_exact_one():
     for q, k, v, vis in _floor_problems():
         scale = q.shape[-1] ** -0.5
         K, V = AL._rep(k, v, q.shape[1])
-        P, out, raw, _ = AL._spec_weights(q, K, V, vis, scale, None, None)
+        P, out, _, raw, _ = AL._spec_weights(q, K, V, vis, scale, None, None)
         exact, sq_k = AL._value_operand_sq(q, K, V, P, out, scale)
         cheap, sq_k2 = AL._value_operand_sq(q, K, V, P, out, scale, exact=False)
         assert np.array_equal(sq_k, sq_k2)
