@@ -105,8 +105,8 @@ FLOOR_SLACK = 1 / 8  # how far the cheap bound of the q-scaled term may move a b
 TANH_ULPS = 2  # a kernel's tanh is within 2 ulps (CUDA tanhf): the softcap derivative's term
 ORDERS = ("q", "k")  # which operand carries the softmax scale (flash-attn's reorder_ops False / True)
 
-__all__ = ["LAMBDA", "TANH_ULPS", "FLOOR_SLACK", "naive_attention", "naive_attention_backward", "rounding_floor", "backward_rounding_floor",
-           "kernel_bounds", "backward_kernel_bounds"]
+__all__ = ["LAMBDA", "TANH_ULPS", "FLOOR_SLACK", "naive_attention", "naive_attention_backward", "rounding_floor",
+           "backward_rounding_floor", "kernel_bounds", "backward_kernel_bounds"]
 
 
 def _rep(k, v, Hq):
@@ -261,9 +261,9 @@ def _value_operand_sq(q, K, V, P, out, scale, exact=True):
 
 
 def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None, *, margin=0.0):
-    """(floor_out, floor_lse) of the module docstring, float64 scalars. floor_out may exceed the
-    floor with the exact q-scaled term by FLOOR_SLACK (floor_out + ``margin``) (the caller's other
-    terms: kernel_bounds passes FACTOR x the naive error), never less than it."""
+    """(floor_out, floor_lse) of the module docstring, float64 scalars. floor_out is the floor with
+    the exact q-scaled term or an upper bound of it, at most FLOOR_SLACK x (that floor + ``margin``)
+    above it (``margin``: the caller's other terms; kernel_bounds passes FACTOR x the naive error)."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     K, V = _rep(k, v, q.shape[1])
     return _floors(q, k, v, K, V, vis, scale, precision, _spec_weights(q, K, V, vis, scale, softcap, bias), margin)
