@@ -44,8 +44,9 @@ needs of it. A step smaller than one thread's work (``refimpl._parallel.MIN_PARA
 e.g. one token) then runs the formula above in one pass (``_attend``: scores, softmax, weighted sum);
 a larger one (a prefill chunk), a top-left one, and one whose scores need attention's rescaled
 path (magnitudes near the float64 limits) are ``refimpl.flash_attention`` in tiles of ``PREFILL_BLOCK``
-(``refimpl.attention``'s result within its bound; its causal tiles above the diagonal are skipped,
-which the one-pass dense form computes and masks: a causal prefill of 512 tokens took 0.8x the CPU).
+(``refimpl.attention``'s result within its bound; it skips the causal tiles above the diagonal, which
+the dense form computes and masks: a prefill of 512 tokens, GQA 8/2, D 64, took 0.77x the CPU time
+with 2 threads, 0.89-0.93x with one).
 """
 
 from __future__ import annotations
