@@ -135,6 +135,7 @@ def _scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray
         weighted = rows[i[t]]
         weighted *= sa.gate[i[t], None]
         y[t] += weighted
+        del weighted  # freed before the next choice's rows are gathered: the peak holds one (T, D) buffer, not two
     return y
 
 
