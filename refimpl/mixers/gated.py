@@ -75,14 +75,18 @@ def retnet_gammas(num_heads: int) -> np.ndarray:
 
 
 class GatedSetup:
-    """Validated inputs shared by every form: scaled q, k, v, cumulative gates G, S_init."""
+    """Validated inputs shared by every form: scaled q, k, v, cumulative gates G, S_init.
 
-    def __init__(self, q, k, v, g, scale, initial_state):
-        self.q = as_float_array(q, "q", ndim=4)
+    ``checked``: q, k, v are float64 arrays of 4 dimensions the caller has already found finite
+    (linear attention's features); their shapes are still checked here, their entries not again."""
+
+    def __init__(self, q, k, v, g, scale, initial_state, *, checked=False):
+        arrays = (lambda x, name, ndim: x) if checked else as_float_array
+        self.q = arrays(q, "q", ndim=4)
         B, H, L, K = self.q.shape
-        self.k = as_float_array(k, "k", ndim=4)
+        self.k = arrays(k, "k", ndim=4)
         leading_shape(self.k, "k", (B, H, L, K), "(B, H, L, K) of q")
-        self.v = as_float_array(v, "v", ndim=4)
+        self.v = arrays(v, "v", ndim=4)
         leading_shape(self.v, "v", (B, H, L), "(B, H, L) of q")
         self.B, self.H, self.L, self.K, self.V = B, H, L, K, self.v.shape[3]
         self.scale = K ** -0.5 if scale is None else positive_float(scale, "scale")
@@ -152,9 +156,10 @@ def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, f
                 ("q, k, v, scale, initial_state", "k, v, initial_state"))
 
 
-def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple):
-    """``gated_linear_attention``; ``names``: the caller's arguments an overflowing output / state comes from."""
-    s = GatedSetup(q, k, v, g, scale, initial_state)
+def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple, checked=False):
+    """``gated_linear_attention``; ``names``: the caller's arguments an overflowing output / state comes from;
+    ``checked`` as ``GatedSetup``'s."""
+    s = GatedSetup(q, k, v, g, scale, initial_state, checked=checked)
     choice(form, "form", FORMS)
     starts = chunk_starts(s.L, chunk_size)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
