@@ -677,6 +677,21 @@ def test_softmax_across_the_whole_range_warns_nothing():
     assert p.tolist() == [0.0, 1.0] and lse == big
 
 
+def test_importance_loss_refuses_an_overflowing_column_sum_by_name_without_a_warning():
+    """Finite gates whose column sum (the importance) is beyond float64: a ValueError naming gates and
+    saying what overflowed, with no RuntimeWarning from the sum first (seen with -W error)."""
+    import warnings
+
+    from refimpl.moe.losses import importance_loss
+
+    big = np.finfo(np.float64).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"^gates: expected column sums"):
+            importance_loss(np.array([[big, 1.0], [big, 0.0]]))
+        assert importance_loss(np.array([[0.25, 0.75], [0.75, 0.25]])) == 0.0
+
+
 # ---------------------------------------------------------------------------
 # found by the thorough fuzz on this round's final code (parts 3, 6, 7, 12 of 20)
 

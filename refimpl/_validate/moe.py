@@ -279,6 +279,17 @@ def cv_inputs(x, eps, name: str = "x") -> tuple:
     return x, eps
 
 
+def importance(gates) -> np.ndarray:
+    """Importance_e = sum_t G_te (E,) of gates (T, E), E >= 1; a column sum beyond float64 is refused
+    by name (the gates themselves may all be finite)."""
+    G = as_float_array(gates, "gates", ndim=2, shape_doc="(T, E)", min_size={1: 1})
+    with np.errstate(over="ignore"):
+        total = G.sum(axis=0)
+    if not np.isfinite(total).all():
+        fail("gates", "column sums (the importance) within float64 range", "a column sum beyond float64")
+    return total
+
+
 def z_loss_inputs(logits, padding_mask) -> tuple:
     """logits (T, E), E >= 1, and the (T,) bool padding mask (z_loss and z_loss_grad)."""
     z = router_logits(logits)

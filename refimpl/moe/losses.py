@@ -261,10 +261,10 @@ def noisy_top_k_gating(clean_logits, noise_stddev, noise, k: int) -> NoisyTopK:
 
 def importance_loss(gates, *, w_importance=1.0) -> float:
     """w * CV(Importance)^2, Importance_e = sum_x G(x)_e (Shazeer 2017 eq. 6-7)."""
-    G = as_float_array(gates, "gates", ndim=2, shape_doc="(T, E)", min_size={1: 1})
+    importance = VM.importance(gates)
     w = V.real_number(w_importance, "w_importance")
-    VM.cv_inputs(G.sum(axis=0), CV_EPS, "gates")
-    return w * cv_squared(G.sum(axis=0))
+    VM.cv_inputs(importance, CV_EPS, "gates")
+    return w * cv_squared(importance)
 
 
 def load_probabilities(clean_logits, noisy_logits, noise_stddev, k: int) -> np.ndarray:
