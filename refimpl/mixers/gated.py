@@ -54,7 +54,7 @@ import numpy as np
 from .._validate import as_float_array, check_budget, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
 from .._validate import mixers as VX
 from .._parallel import map_blocks
-from ._chunks import chunks, head_groups
+from ._chunks import chunks
 
 FORMS = ("recurrent", "parallel", "chunked")
 G_FLOOR = -800.0
@@ -191,10 +191,14 @@ def _forms(s: GatedSetup, form: str, starts: list, chunk_size: int):
 
 
 
-SCALAR_SPAN = 128
-"""Tokens per batch of chunks in ``_chunked_scalar`` (measured, one thread, CPU time, B1 H4 d 64, chunk 64:
-retention at L = 2048 9.8-10.3 ms at 64, 9.8-9.95 at 128, 9.5-9.8 at 256, 9.6-9.9 at 512; linear attention
-at L = 1024 4.5-4.6, 3.9-4.1, 4.0 and 4.9-5.0 ms: the operands of a batch stay in cache up to 256 tokens)."""
+SCALAR_SPAN = 256
+"""Tokens per batch of chunks in ``_chunked_scalar``, whose blocks (on threads) are single heads once a head
+holds this many tokens (measured, one thread, CPU time, B1 H4 d 64, chunk 64, retention / linear attention:
+all four heads at once in batches of 64, 128, 256, 512 tokens took 9.8-10.3, 9.8-9.95, 9.5-9.8, 9.6-9.9 ms at
+L = 2048 and 4.5-4.6, 3.9-4.1, 4.0, 4.9-5.0 ms (linear attention) at L = 1024; one head at a time in batches of
+256 tokens takes as long, and its temporaries are a quarter the size: retention at L = 1024 4.5-4.8 ms
+against 5.3-5.8 where all heads' temporaries made glibc return the heap to the system after every call,
+~1050 page faults a call)."""
 
 
 def _chunked_scalar(s: GatedSetup, c: int):
@@ -208,7 +212,7 @@ def _chunked_scalar(s: GatedSetup, c: int):
     Every exponent is <= 0, so no factor can overflow and nothing needs splitting (unlike a channel
     gate's chunks, ``GatedSetup.intra``): each chunk's products are batched over ``SCALAR_SPAN``
     tokens of chunks and written straight into o's rows, the state S carried chunk to chunk (one
-    multiply-add each), groups of heads on threads (bit for bit one call over every head). A gate that
+    multiply-add each), blocks of heads on threads (bit for bit one call over every head). A gate that
     never changes (``GatedSetup.gate``: RetNet's gamma) gives every chunk the same D_tj = e^{(t - j) g},
     built once per head (as exact as the exp of one rounding of (t - j) g; differences of the cumulative
     G would carry its rounding). Without a gate (g None: linear attention) every e^... is 1 and is not formed: D is
@@ -257,7 +261,8 @@ def _chunked_scalar(s: GatedSetup, c: int):
             O *= s.scale
         S_out[:, hs] = S
 
-    map_blocks(heads, head_groups(s.H), s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
+    per = max(1, SCALAR_SPAN // max(1, s.B * s.L))  # heads per block: one at length, more while they are short
+    map_blocks(heads, [slice(h, h + per) for h in range(0, s.H, per)], s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
     return o[:, :, :s.L], S_out
 
 
