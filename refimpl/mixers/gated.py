@@ -272,10 +272,10 @@ def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
     o_t = scale * sum_{j<=t} gamma_h^(t-j) (q_t . k_j) v_j; as fla ``naive_retention``
     (layout (B, H, L, D), scale D^-0.5, no normaliser, no group norm). Returns o only.
     """
-    qa = as_float_array(q, "q", ndim=4)
-    B, H, L, _ = qa.shape
+    q, k, v = (as_float_array(x, name, ndim=4) for x, name in ((q, "q"), (k, "k"), (v, "v")))
+    B, H, L, _ = q.shape
     g = np.broadcast_to(np.log(retnet_gammas(H))[None, :, None], (B, H, L))
-    return gated_linear_attention(qa, k, v, g, scale=scale, form=form, chunk_size=chunk_size)[0]
+    return _gla(q, k, v, g, scale, None, form, chunk_size, ("q, k, v, scale", "k, v"), checked=True)[0]
 
 
 __all__ = ["FACTOR_SPAN", "FORMS", "G_FLOOR", "gated_linear_attention", "retention", "retnet_gammas"]
