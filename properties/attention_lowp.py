@@ -34,6 +34,26 @@ storage (u |lse|). On a problem of n keys the floor is ~sqrt(n) below the worst 
 (kernel-scale problems keep the naive error in charge; tiny ones, where the naive sample
 is unreliable, get nearly the worst case, which is their typical error).
 
+**The q-scaled operand's term of the output floor** (``_value_operand_sq``). q_id scale is
+rounded once for every key, so in d out_ie its rounding delta_id multiplies
+t_ied = sum_j P_ij (v_je - out_ie) k_jd, and the Hoeffding sum gets sum_d (scale q_id)^2 t_ied^2.
+Exactly, t is a (Lq, Lk) @ (Lk, Dv D) product: O(Lq Lk Dv D), the suite's largest cost at kernel
+scale (64 x 64 heads, 193 keys). Bounded instead by Cauchy-Schwarz: sum_j P_ij (v_je - out_ie) = 0
+(the weights sum to 1 and out_i is their mean of v), so k_jd may be centred at its weighted mean
+kappa_id = sum_j P_ij k_jd, and with the weights P_ij >= 0
+
+    t_ied^2 = (sum_j P_ij (v_je - out_ie)(k_jd - kappa_id))^2
+            <= (sum_j P_ij (v_je - out_ie)^2) (sum_j P_ij (k_jd - kappa_id)^2)
+
+(the weighted covariance of v_e and k_d is at most the product of their weighted deviations), so
+sum_d (scale q_id)^2 t_ied^2 <= dev_ie sum_d (scale q_id)^2 kvar_id: (Lq, Lk) @ (Lk, D or Dv)
+products only. A row of no visible key has P = 0 and both sides 0. Where v and k do not co-vary
+the bound exceeds the exact term by up to the row's effective number of keys; it is used when
+it moves the floor plus the caller's other terms (``margin``: FACTOR x the naive error) by at most
+FLOOR_SLACK = 1/8, else the exact product is formed. At float32 the floor's accumulation term
+4 (D + Lk) u32 |v| (1 + S) dwarfs it (the bound moved by at most 0.1% on the ci profile's
+drawn cases: never the exact product); at bfloat16 the exact product is formed on about 6% of them.
+
 The backward floor is the same model applied to each gradient's sum: every term of
 dq_id = scale sum_j dS_ij k_jd, dk_jd = scale sum_i dS_ij q_id, dv_jd = sum_i P_ij dO_id
 carries the weight error above plus the roundings of dP, D and dS, i.e. an absolute error of
@@ -81,11 +101,12 @@ from .precision import FACTOR, naive_error, naive_ops, unit_roundoff
 from .comparison import U32
 
 LAMBDA = 4.0
+FLOOR_SLACK = 1 / 8  # how far the cheap bound of the q-scaled term may move a bound (module docstring)
 TANH_ULPS = 2  # a kernel's tanh is within 2 ulps (CUDA tanhf): the softcap derivative's term
 ORDERS = ("q", "k")  # which operand carries the softmax scale (flash-attn's reorder_ops False / True)
 
-__all__ = ["LAMBDA", "TANH_ULPS", "naive_attention", "naive_attention_backward", "rounding_floor", "backward_rounding_floor",
-           "kernel_bounds", "backward_kernel_bounds"]
+__all__ = ["LAMBDA", "TANH_ULPS", "FLOOR_SLACK", "naive_attention", "naive_attention_backward", "rounding_floor",
+           "backward_rounding_floor", "kernel_bounds", "backward_kernel_bounds"]
 
 
 def _rep(k, v, Hq):
@@ -164,8 +185,9 @@ def naive_attention_backward(q, k, v, dout, vis, scale, precision, softcap=None,
 
 
 def _spec_weights(q, K, V, vis, scale, softcap, bias):
-    """Float64 (P, out, raw, s, B): the spec's weights and the per-score rounding weight B_ij
-    of the eager computation, without the operand term (module docstring)."""
+    """Float64 (P, out, lse, raw, B): the spec's weights, output and lse (-inf on a row of no
+    visible key), the raw scores, and the per-score rounding weight B_ij of the eager
+    computation, without the operand term (module docstring)."""
     raw = scale * (q @ np.swapaxes(K, -1, -2))
     s = raw if softcap is None else softcap * np.tanh(raw / softcap)
     B = np.abs(raw) + 2.0  # the score's rounding; exp and the weight's own rounding
@@ -182,7 +204,8 @@ def _spec_weights(q, K, V, vis, scale, softcap, bias):
         e = np.exp(s - m)
         l = e.sum(-1, keepdims=True)
         P = np.where(l > 0, e / np.where(l > 0, l, 1.0), 0.0)
-    return P, P @ V, raw, B
+        lse = np.where(l[..., 0] > 0, m[..., 0] + np.log(np.where(l[..., 0] > 0, l[..., 0], 1.0)), -np.inf)
+    return P, P @ V, lse, raw, B
 
 
 def _hoeffding(*terms_sq):
@@ -214,33 +237,56 @@ def _deviation_sq(a, V, out):
     return np.maximum(got, 0.0)
 
 
-def _value_operand_sq(q, K, V, P, out, scale):
-    """``_operand_sq`` for W_ije = P_ij (v_je - out_ie), by products only:
-    sum_j W_ije k_jd = sum_j P_ij v_je k_jd - out_ie (P K)_id (one GEMM against the (Lk, Dv D) outer
-    products v_j k_j^T) and sum_j (sq k^2)_ij W_ije^2 = ``_deviation_sq`` with a = (sq k^2) P^2."""
+def _value_operand_sq(q, K, V, P, out, scale, exact=True):
+    """``_operand_sq`` for W_ije = P_ij (v_je - out_ie), by products only: (q-scaled part, k-scaled part).
+
+    q-scaled, ``exact``: sum_j W_ije k_jd = sum_j P_ij v_je k_jd - out_ie (P K)_id (one GEMM against
+    the (Lk, Dv D) outer products v_j k_j^T), then sum_d sq_id t_ied^2. Otherwise its Cauchy-Schwarz
+    bound (module docstring) dev_ie sum_d sq_id kvar_id, dev = ``_deviation_sq`` with a = P and
+    kvar_id = (P k^2)_id - kappa_id^2, kappa = P K (both clipped at 0: their float64 cancellation).
+    k-scaled: sum_j (sq k^2)_ij W_ije^2 = ``_deviation_sq`` with a = (sq k^2) P^2."""
     sq = (scale * np.asarray(q)) ** 2
     *batch, Lk, E = V.shape
     D = K.shape[-1]
-    VK = (V[..., :, :, None] * K[..., :, None, :]).reshape(*batch, Lk, E * D)
-    t = (P @ VK).reshape(*P.shape[:-1], E, D) - out[..., :, :, None] * (P @ K)[..., :, None, :]
-    sq_q = (t**2 @ sq[..., :, :, None])[..., 0]  # sum_d sq_id t_ied^2
+    PK = P @ K
+    if exact:
+        VK = (V[..., :, :, None] * K[..., :, None, :]).reshape(*batch, Lk, E * D)
+        t = (P @ VK).reshape(*P.shape[:-1], E, D) - out[..., :, :, None] * PK[..., :, None, :]
+        sq_q = (t**2 @ sq[..., :, :, None])[..., 0]  # sum_d sq_id t_ied^2
+    else:
+        kvar = np.maximum(P @ K**2 - PK**2, 0.0)  # sum_j P_ij (k_jd - kappa_id)^2
+        sq_q = _deviation_sq(P, V, out) * np.sum(sq * kvar, axis=-1, keepdims=True)
     sq_k = _deviation_sq((sq @ np.swapaxes(K**2, -1, -2)) * P**2, V, out)
-    return sq_q + sq_k
+    return sq_q, sq_k
 
 
-def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None):
-    """(floor_out, floor_lse) of the module docstring, float64 scalars."""
-    u = unit_roundoff(precision)
+def rounding_floor(q, k, v, vis, scale, precision, softcap=None, bias=None, *, margin=0.0):
+    """(floor_out, floor_lse) of the module docstring, float64 scalars. floor_out is the floor with
+    the exact q-scaled term or an upper bound of it, at most FLOOR_SLACK x (that floor + ``margin``)
+    above it (``margin``: the caller's other terms; kernel_bounds passes FACTOR x the naive error)."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     K, V = _rep(k, v, q.shape[1])
-    P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
-    sq = _deviation_sq((P * B) ** 2, V, out) + _value_operand_sq(q, K, V, P, out, scale)
+    return _floors(q, k, v, K, V, vis, scale, precision, _spec_weights(q, K, V, vis, scale, softcap, bias), margin)
+
+
+def _floors(q, k, v, K, V, vis, scale, precision, weights, margin):
+    """``rounding_floor`` on float64 q, k, v (K, V repeated to the query heads) from ``_spec_weights``."""
+    u = unit_roundoff(precision)
+    P, out, _, raw, B = weights
+    cs, sq_k = _value_operand_sq(q, K, V, P, out, scale, exact=False)
+    sq = _deviation_sq((P * B) ** 2, V, out) + sq_k  # every term but the q-scaled one
     D, Lk = q.shape[-1], k.shape[-2]
     f32 = 4 * (D + Lk) * U32
     Vmax = float(np.max(np.abs(v), initial=0.0))
     S = float(np.max(np.abs(np.where(vis, raw, 0.0)), initial=0.0))
-    fl_out = u * float(np.max(_hoeffding(sq), initial=0.0)) + 2 * u * float(np.max(np.abs(out), initial=0.0)) \
-        + f32 * Vmax * (1 + S)
+    rest = 2 * u * float(np.max(np.abs(out), initial=0.0)) + f32 * Vmax * (1 + S)
+
+    def floor(sq_all):
+        return u * float(np.max(_hoeffding(sq_all), initial=0.0)) + rest
+
+    fl_lo, fl_out = floor(sq), floor(sq + cs)  # the exact floor lies between them
+    if fl_out - fl_lo > FLOOR_SLACK * (fl_lo + margin):
+        fl_out = floor(sq + _value_operand_sq(q, K, V, P, out, scale)[0])
     sq_l = np.sum((P * B) ** 2, axis=-1) + _operand_sq(q, K, scale, P[..., None])[..., 0]
     ref_lse = np.log(np.maximum(np.sum(np.where(vis, 1.0, 0.0), -1), 1.0)) + S  # |lse| <= log Lk + max |s|
     fl_lse = u * float(np.max(_hoeffding(sq_l), initial=0.0)) + u * max(1.0, float(np.max(ref_lse, initial=0.0))) \
@@ -257,11 +303,20 @@ def _errors(naive, ref_out, ref_lse):
 
 def kernel_bounds(q, k, v, ref_out, ref_lse, vis, scale, precision, softcap=None, bias=None, factor: float = FACTOR):
     """(atol_out, atol_lse) for a float32/bfloat16/float16 attention forward against the
-    float64 spec: FACTOR x the larger naive error of the two eager orders + ``rounding_floor``."""
+    float64 spec: FACTOR x the larger naive error of the two eager orders + ``rounding_floor``.
+    ``ref_out`` and ``ref_lse`` None: the naive errors are taken against the float64 (out, lse) the
+    floor computes anyway (``_spec_weights``: the spec's formula in float64, within a few float64
+    roundings of ``refimpl.attention``, far below any lower precision's naive error)."""
+    q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+    K, V = _rep(k64, v64, q64.shape[1])
+    weights = _spec_weights(q64, K, V, vis, scale, softcap, bias)
+    if ref_out is None:
+        ref_out, ref_lse = weights[1], weights[2]
     errs = [_errors(naive_attention(q, k, v, vis, scale, precision, softcap, bias, order), ref_out, ref_lse)
             for order in ORDERS]
-    fl_out, fl_lse = rounding_floor(q, k, v, vis, scale, precision, softcap, bias)
-    return factor * max(e[0] for e in errs) + fl_out, factor * max(e[1] for e in errs) + fl_lse
+    naive_out = factor * max(e[0] for e in errs)
+    fl_out, fl_lse = _floors(q64, k64, v64, K, V, vis, scale, precision, weights, margin=naive_out)
+    return naive_out + fl_out, factor * max(e[1] for e in errs) + fl_lse
 
 
 def backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap=None, bias=None, dropout_mask=None,
@@ -272,7 +327,7 @@ def backward_rounding_floor(q, k, v, dout, vis, scale, precision, softcap=None, 
     Hq, Hkv = q.shape[1], k.shape[1]
     G = Hq // Hkv
     K, V = _rep(k, v, Hq)
-    P, out, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
+    P, out, _, raw, B = _spec_weights(q, K, V, vis, scale, softcap, bias)
     Z = 1.0 if dropout_mask is None else np.asarray(dropout_mask, np.float64) / (1.0 - dropout_p)
     Pd = P * Z
     out = Pd @ V

@@ -210,6 +210,8 @@ class RunRecord:
     snippet: str | None = None
     seconds: float = 0.0
     adapter_seconds: float = 0.0  # of ``seconds``, the time spent inside the adapter's protocol methods
+    cpu_seconds: float = 0.0  # the CPU time of ``seconds`` (this process, all its threads)
+    adapter_cpu_seconds: float = 0.0  # of ``cpu_seconds``, inside the adapter's protocol methods
     worst: dict | None = None
     sizes: dict | None = None
     seed: int | None = None
@@ -293,11 +295,12 @@ class _TimedAdapter:
 
         @functools.wraps(attr)
         def timed(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return attr(*args, **kwargs)
             finally:
                 self._rec.adapter_seconds += time.perf_counter() - t0
+                self._rec.adapter_cpu_seconds += time.process_time() - c0
         return timed
 
     def __repr__(self):
@@ -376,7 +379,7 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
         _run = hypothesis_seed(seed)(_run)
     overrides.setdefault("report_multiple_bugs", False)  # one shrunk case, one snippet
     _run = settings(**overrides)(_run)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         with _plain_scalar_reprs():
             _run()
@@ -395,7 +398,7 @@ def run_property(prop: Property, impl, max_examples: int | None = None, *, seed:
                 raise type(e)(f"{e}\n\nReproduce with:\n{rec.snippet}") from e
         raise
     finally:
-        rec.seconds = time.perf_counter() - t0
+        rec.seconds, rec.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         rec.sizes = coverage.as_dict()
     return rec
 

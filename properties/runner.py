@@ -532,13 +532,17 @@ TIMES = ("seconds", "adapter s")
 def table(records) -> str:
     """pass / fail / xfail / xpass / unsupported per (kind, implementation), the seconds the pairs took
     and how many of them were spent inside the adapter (the rest is the suite's: strategies, the
-    refimpl oracle, bounds), and the totals."""
+    refimpl oracle, bounds), and the totals, wall and CPU (``time.process_time``: the process's
+    threads, so an adapter's BLAS threads count)."""
     rows: dict = {}
+    cpu = {"all": 0.0, "adapter": 0.0}
     for r in records:
         counts = rows.setdefault((r.kind, r.implementation), dict.fromkeys(STATUSES + TIMES, 0))
         counts[r.status] = counts.get(r.status, 0) + 1
         counts["seconds"] += r.seconds or 0.0
         counts["adapter s"] += r.adapter_seconds or 0.0
+        cpu["all"] += r.cpu_seconds or 0.0
+        cpu["adapter"] += r.adapter_cpu_seconds or 0.0
     if not rows:
         return "(no property ran)"
     w_kind = max(4, *(len(k) for k, _ in rows))
@@ -559,7 +563,9 @@ def table(records) -> str:
     out.append(f"{'all':<{w_kind}}  {f'{len(rows)} implementations':<{w_impl}}  " + cells(total))
     suite = total["seconds"] - total["adapter s"]
     out.append(f"time: {total['seconds']:.1f}s over the pairs, {total['adapter s']:.1f}s inside the adapters' "
-               f"methods, {suite:.1f}s in the suite (drawing cases, the refimpl oracle, bounds)")
+               f"methods, {suite:.1f}s in the suite (drawing cases, the refimpl oracle, bounds); "
+               f"CPU {cpu['all']:.1f}s: {cpu['adapter']:.1f}s in the adapters, {cpu['all'] - cpu['adapter']:.1f}s in the "
+               f"suite (steadier than wall time on a loaded machine)")
     return "\n".join(out)
 
 

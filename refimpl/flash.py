@@ -160,7 +160,8 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, hidden: set, st
     ``hidden`` are skipped, and with ``strips`` a partially hidden tile is computed in
     strips. Returns (memory, m, l, acc): m and l (1, Hkv, G, nq), acc (1, Hkv, G, nq, Dv)
     unnormalised, (m, l, acc) on chip. Rows of a strip (see ``_row_strips``) are
-    updated with that strip's keys only; per row the update is the one of the
+    updated with that strip's keys only, a part (a whole tile or a strip) a few kv
+    heads at a time (``_head_groups``); per row and head the update is the one of the
     module docstring.
     """
     mem = _SlowMemory()
@@ -169,6 +170,7 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, hidden: set, st
     l = np.zeros((st.B, st.Hkv, st.G, nq))
     acc = np.zeros((st.B, st.Hkv, st.G, nq, st.Dv))
     Q_scaled = None
+    heads = {}  # (first, last + 1) kv head of a group -> (its part of the unit, its query heads)
     for j, ks in enumerate(k_tiles):
         if j in hidden:
             continue  # hidden for every batch entry and head: never loaded, never computed
@@ -180,20 +182,26 @@ def _fa2_thread_block(st: _TiledSetup, qs: slice, k_tiles: list, hidden: set, st
         parts = _row_strips(visible, nq, nk) if strips else [(slice(0, nq), slice(0, nk))]
         for r, c in parts:
             q_rows, k_cols = _shift(r, qs.start), _shift(c, ks.start)
-            S, _ = st.scores_of(Q_scaled[..., r, :], K_j[:, :, c], q_rows, k_cols,
-                                None if visible is None else visible[..., r, c], q_scaled=True)
-            m_r, l_r, acc_r = m[..., r], l[..., r], acc[..., r, :]  # views: updated in place
-            m_new = np.maximum(m_r, np.max(S, axis=-1))  # m' = max(m, rowmax(S))
-            shift = np.where(m_new == -np.inf, 0.0, m_new)  # m' = -inf (nothing visible yet) read as 0
-            P = exp(np.subtract(S, shift[..., None], out=S), out=S)  # P~ = exp(S - m'), over S's buffer
-            alpha = exp(m_r - shift)  # exp(m - m'): rescales what was accumulated so far (0 if m = -inf)
-            Z = st.dropout_scale(q_rows, k_cols)
-            l_r *= alpha
-            l_r += np.sum(P, axis=-1)  # l = exp(m - m') l + rowsum(P~)
-            acc_r *= alpha[..., None]
-            acc_r += _pv(P if Z is None else P * Z, V_j[:, :, c])  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
-            m_r[...] = m_new
-            del S, P  # one score tile alive at a time: freed before the next is formed
+            for h in _head_groups(st, r.stop - r.start, c.stop - c.start):
+                if (h.start, h.stop) not in heads:
+                    n = h.stop - h.start
+                    heads[h.start, h.stop] = (st if n == st.Hkv else st.unit(0, h.start, n),
+                                              slice(h.start * st.G, h.stop * st.G))
+                sub, hq = heads[h.start, h.stop]
+                vis = None if visible is None else visible[:, hq if visible.shape[1] > 1 else slice(None), r, c]
+                S, _ = sub.scores_of(Q_scaled[:, h, :, r], K_j[:, h, c], q_rows, k_cols, vis, q_scaled=True)
+                m_r, l_r, acc_r = m[:, h, :, r], l[:, h, :, r], acc[:, h, :, r]  # views: updated in place
+                m_new = np.maximum(m_r, np.max(S, axis=-1))  # m' = max(m, rowmax(S))
+                shift = np.where(m_new == -np.inf, 0.0, m_new)  # m' = -inf (nothing visible yet) read as 0
+                P = exp(np.subtract(S, shift[..., None], out=S), out=S)  # P~ = exp(S - m'), over S's buffer
+                alpha = exp(m_r - shift)  # exp(m - m'): rescales what was accumulated so far (0 if m = -inf)
+                Z = sub.dropout_scale(q_rows, k_cols)
+                l_r *= alpha
+                l_r += np.sum(P, axis=-1)  # l = exp(m - m') l + rowsum(P~)
+                acc_r *= alpha[..., None]
+                acc_r += _pv(P if Z is None else P * Z, V_j[:, h, c])  # acc = diag(exp(m - m')) acc + (P~ * Z) V_j
+                m_r[...] = m_new
+                del S, P  # one score tile alive at a time: freed before the next is formed
     return mem, m, l, acc
 
 
@@ -202,17 +210,26 @@ def _shift(part: slice, start: int) -> slice:
     return slice(start + part.start, start + part.stop)
 
 
-_TILE_BYTES = 2**20  # score tile of one thread block: the passes over it run from a core's L2 (1 MiB on the EPYC of issue 23)
-_MASKED_TILE_BYTES = 4 * _TILE_BYTES  # under a mask: cut tiles go in strips, small steps whose calls the heads share
+_TILE_BYTES = 2**20  # scores of one step (a part of a tile, a few heads): the passes over it run from a core's L2 (1 MiB on the EPYC of issue 23)
 
 
 def _heads_per_block(st: _TiledSetup, block_q: int, block_k: int) -> int:
-    """kv heads per thread block: as many as keep its score tile, (heads * G * block_q) x
-    block_k float64, within _TILE_BYTES, or _MASKED_TILE_BYTES where a mask may cut tiles
-    into strips (measured, one thread, L = 2048: causal 10% slower with 1 MiB tiles, whole
-    tiles 2-3% faster); at least one."""
-    budget = _TILE_BYTES if st.mask.trivial else _MASKED_TILE_BYTES
-    return max(1, min(st.Hkv, budget // (8 * st.G * max(1, min(block_q, st.Lq)) * max(1, min(block_k, st.Lk)))))
+    """kv heads per thread block: as many as keep the scores of its largest step within _TILE_BYTES
+    (at least one). Without a mask a step is a whole tile, (heads * G * block_q) x block_k float64.
+    Under a mask the block holds as many heads as keep a strip of _STRIP rows within budget: a cut
+    tile's strips are small steps whose NumPy calls the heads share, while its whole tiles are taken
+    a few heads at a time (``_head_groups``). Measured (one thread, L = 2048, block 512, MHA): a
+    diagonal tile with the strips of 8 heads at once costs 0.71 of a whole tile, of 2 heads 0.84-1.05;
+    whole tiles cost the same in groups of 1 to 8 MiB of scores, 25% more at 16 MiB (8 heads)."""
+    rows = min(block_q, st.Lq) if st.mask.trivial else min(_STRIP, block_q, st.Lq)
+    return max(1, min(st.Hkv, _TILE_BYTES // (8 * st.G * max(1, rows) * max(1, min(block_k, st.Lk)))))
+
+
+def _head_groups(st: _TiledSetup, rows: int, cols: int) -> list[slice]:
+    """The unit's kv heads in consecutive groups whose (heads * G * rows) x cols scores fit _TILE_BYTES
+    (at least one head per group)."""
+    n = max(1, _TILE_BYTES // (8 * st.G * max(1, rows) * max(1, cols)))
+    return [slice(h, min(h + n, st.Hkv)) for h in range(0, st.Hkv, n)]
 
 
 def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool, state=None):
@@ -220,8 +237,10 @@ def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, 
 
     The thread blocks, one per (batch entry, kv heads, query tile) as in
     flash-attn's grid (one kv head or a few, ``_heads_per_block``: few enough
-    that the score tile stays in a core's cache for the passes over it, enough
-    that the Python of each step is shared by the heads), share no output: they
+    that the scores of each step stay in a core's cache for the passes over it,
+    enough that the Python of each step is shared by the heads; under a mask the
+    steps of a cut tile are strips, and whole tiles go a few heads at a time,
+    ``_head_groups``), share no output: they
     run concurrently on CPU threads (``refimpl._parallel``; the last query tiles
     first, as under a causal mask they have the most keys), each computing
     exactly what it would alone.

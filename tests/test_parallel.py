@@ -8,7 +8,7 @@ that small cases take the threaded path. Also: the row strips of partially
 hidden tiles (a wrong strip, one key column short, is caught), the closed-form
 tile classification of causal / window masks against the built tiles, and the
 BLAS thread count restored after a threaded call, and FA2's kv heads per thread
-block (one or all) changing no result.
+block (one or all) and their groups within a block changing no result.
 """
 
 import numpy as np
@@ -108,13 +108,52 @@ def test_kv_heads_per_thread_block_change_no_result(monkeypatch, kw):
     results = {}
     for budget, heads in ((1, 1), (2 * one_head, 2), (2**40, 3)):
         monkeypatch.setattr(flash, "_TILE_BYTES", budget)
-        monkeypatch.setattr(flash, "_MASKED_TILE_BYTES", budget)
         assert flash._heads_per_block(st, 8, 16) == heads
         results[heads] = flash.flash_attention(q, k, v, block_q=8, block_k=16, return_stats=True, **kw)
     for heads in (1, 2):
         for a, b in zip(results[heads][:2], results[3][:2]):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
         assert results[heads][2] == results[3][2]
+
+
+@pytest.mark.parametrize("kw", KWARGS + [{"mask_per_head": True, "causal": True}], ids=lambda kw: ",".join(kw) or "plain")
+def test_kv_head_groups_within_a_thread_block_change_no_result(monkeypatch, kw):
+    """Under a mask a thread block holds as many kv heads as a 32-row strip allows and takes its
+    whole tiles a head at a time (``_head_groups``): same results (to rounding) as one group, the
+    mask, bias and dropout of each group its own heads', and the same tile and I/O counts."""
+    q, k, v, rng = _case(6, B=2, Hq=6, Hkv=3, Lq=150, Lk=140, D=8)
+    kw = _kwargs(kw, rng, q, k)
+    if kw.pop("mask_per_head", None):  # a mask of its own per query head: each group reads its heads' part
+        kw["mask"] = rng.random((2, 6, 150, 140)) < 0.3 + 0.1 * np.arange(6)[:, None, None]
+    st = flash._setup(q, k, v, 64, 64, dict(mask=None, causal=True, align="bottom_right", window=None, scale=None,
+                                              softcap=None, bias=None, dropout_mask=None, dropout_p=0.0))
+    strip_of_three = 8 * 2 * 32 * 64 * 3  # bytes of a 32 x 64 strip for 3 kv heads of G = 2 query heads
+    monkeypatch.setattr(flash, "_TILE_BYTES", strip_of_three)
+    assert flash._heads_per_block(st, 64, 64) == 3
+    assert flash._head_groups(st, 64, 64) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # whole tiles: one head
+    grouped = flash.flash_attention(q, k, v, block_q=64, block_k=64, return_stats=True, **kw)
+    monkeypatch.setattr(flash, "_TILE_BYTES", 2**40)
+    one_group = flash.flash_attention(q, k, v, block_q=64, block_k=64, return_stats=True, **kw)
+    dense = refimpl.attention(q, k, v, **kw)
+    for a, b, c in zip(grouped[:2], one_group[:2], dense):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-13)
+    assert grouped[2] == one_group[2]
+
+
+def test_a_head_group_left_out_is_caught(monkeypatch):
+    """Meta-test: groups that leave out a thread block's last kv head change the result."""
+    q, k, v, _ = _case(7, B=1, Hq=6, Hkv=3, Lq=150, Lk=150, D=8)
+    right = refimpl.attention(q, k, v, causal=True)[0]
+    original = flash._head_groups
+
+    def short(st, rows, cols):
+        return [g for g in original(st, rows, cols) if g.stop < st.Hkv] or original(st, rows, cols)
+
+    monkeypatch.setattr(flash, "_TILE_BYTES", 8 * 2 * 32 * 64 * 3)
+    monkeypatch.setattr(flash, "_head_groups", short)
+    wrong = flash.flash_attention(q, k, v, block_q=64, block_k=64, causal=True)[0]
+    assert not np.allclose(wrong, right, rtol=1e-6, atol=1e-8)
 
 
 def test_split_kv_is_the_same_bits_for_any_thread_count(threaded):

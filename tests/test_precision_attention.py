@@ -161,3 +161,55 @@ def test_low_precision_ring_passes_and_its_bug_is_rejected(precision):
     for name in ("cp_ring_forward_matches_attention", "cp_ring_extreme_scores"):
         run_property(_prop(DP.PROPERTIES, name), DP.lowp_ring_adapter(precision), max_examples=20)
     assert_rejects(_prop(DP.PROPERTIES, "cp_ring_forward_matches_attention"), DP.lowp_ring_adapter(precision, "merge_twice"))
+
+
+# --- the rounding floor's cheap q-scaled term ------------------------------------------------------
+
+
+def _floor_problems():
+    """Hard cases for the floor: near-uniform and near-one-hot weights, v = k (the covariance bound
+    is tight there), masked and fully masked rows, GQA, one key, one query, extreme magnitudes."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for B, Hq, Hkv, Lq, Lk, D, Dv, mag in ((1, 2, 1, 65, 129, 8, 8, 0.3), (1, 2, 2, 33, 17, 16, 4, 3.0),
+                                           (2, 1, 1, 1, 1, 4, 4, 1.0), (1, 1, 1, 7, 40, 8, 8, 30.0),
+                                           (1, 4, 2, 12, 12, 8, 8, 1e3)):
+        q = rng.standard_normal((B, Hq, Lq, D)) * mag
+        k = rng.standard_normal((B, Hkv, Lk, D)) * mag
+        vis = rng.random((B, 1, Lq, Lk)) < 0.7
+        vis[..., 0, :] = False  # a fully masked row
+        vis = np.broadcast_to(vis, (B, Hq, Lq, Lk))
+        yield q, k, rng.standard_normal((B, Hkv, Lk, Dv)), vis
+        if D == Dv:
+            yield q, k, k.copy(), np.ones((B, Hq, Lq, Lk), bool)  # v = k: v and k co-vary
+
+
+def test_cheap_q_operand_term_bounds_the_exact_one():
+    """The Cauchy-Schwarz bound of the q-scaled term (properties.attention_lowp module docstring)
+    is >= the exact (Lq, Lk) @ (Lk, Dv D) form on every entry (up to float64 cancellation), and the
+    floor built on it is never below the exact floor and at most FLOOR_SLACK (floor + margin) above."""
+    import numpy as np
+
+    from properties import attention_lowp as AL
+
+    for q, k, v, vis in _floor_problems():
+        scale = q.shape[-1] ** -0.5
+        K, V = AL._rep(k, v, q.shape[1])
+        P, out, _, raw, _ = AL._spec_weights(q, K, V, vis, scale, None, None)
+        exact, sq_k = AL._value_operand_sq(q, K, V, P, out, scale)
+        cheap, sq_k2 = AL._value_operand_sq(q, K, V, P, out, scale, exact=False)
+        assert np.array_equal(sq_k, sq_k2)
+        sq = (scale * q) ** 2  # the expansions' float64 cancellation: u64 x their uncancelled terms
+        noise = 1e-13 * (P @ V**2) * np.sum(sq * (P @ K**2), axis=-1, keepdims=True) + 1e-300
+        assert np.all(cheap >= exact - noise)
+        for precision in ("float32", "bfloat16"):
+            for margin in (0.0, 1.0):
+                fl, fl_lse = AL.rounding_floor(q, k, v, vis, scale, precision, margin=margin)
+                AL._value_operand_sq, keep = (lambda *a, exact=True: keep(*a)), AL._value_operand_sq
+                try:  # the floor with the exact term everywhere
+                    fl_exact, fl_lse_exact = AL.rounding_floor(q, k, v, vis, scale, precision, margin=margin)
+                finally:
+                    AL._value_operand_sq = keep
+                assert fl_exact * (1 - 1e-12) <= fl <= fl_exact + AL.FLOOR_SLACK * (fl_exact + margin)
+                assert fl_lse == fl_lse_exact

@@ -254,5 +254,6 @@ def test_the_table_splits_adapter_time_from_the_suite(capsys):
     rec = run_property(prop, impl, max_examples=5, derandomize=True, database=None, deadline=None)
     assert rec.adapter_seconds >= 0.02 * rec.examples
     assert rec.adapter_seconds <= rec.seconds
+    assert 0 < rec.adapter_cpu_seconds <= rec.cpu_seconds
     text = table([rec])
-    assert "adapter s" in text and "inside the adapters' methods" in text
+    assert "adapter s" in text and "inside the adapters' methods" in text and "s in the adapters" in text
