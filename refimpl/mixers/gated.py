@@ -215,8 +215,8 @@ def _chunked_scalar(s: GatedSetup, c: int):
     multiply-add each), blocks of heads on threads (bit for bit one call over every head). A gate that
     never changes (``GatedSetup.gate``: RetNet's gamma) gives every chunk the same D_tj = e^{(t - j) g},
     built once per head (as exact as the exp of one rounding of (t - j) g; differences of the cumulative
-    G would carry its rounding). Without a gate (g None: linear attention) every e^... is 1 and is not formed: D is
-    the lower triangle and S a running sum."""
+    G would carry its rounding). Without a gate (g None: linear attention) every e^... is 1 and is not
+    formed: D is the lower triangle and S a running sum."""
     c = min(c, max(s.L, 1))  # a chunk longer than the sequence is the sequence (padding would multiply zeros)
     span = c * max(1, SCALAR_SPAN // c)
     o = np.empty((s.B, s.H, -(-s.L // c) * c, s.V))  # whole chunks: each product writes its own rows
