@@ -33,8 +33,8 @@ from refimpl import block as Bk
 from refimpl import ffn as Fn
 from refimpl.mha import multi_head_attention
 
-from . import ffn as _ffn_props
-from . import norms as _norm_props
+from . import ffn_naive as _ffn_naive
+from . import norms_naive as _norms_naive
 from .core import Property
 from .precision import compare_layer, invariant_bound, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind
@@ -158,8 +158,8 @@ def naive_stack(precision, case, arrangement):
 
     def norm(nrm, v):
         if nrm.kind == "layernorm":
-            return _norm_props.naive_layer_norm(precision, v, nrm.weight, nrm.bias, nrm.eps)
-        return _norm_props.naive_rms_norm(precision, v, nrm.weight, nrm.eps, weight_offset=nrm.weight_offset)
+            return _norms_naive.naive_layer_norm(precision, v, nrm.weight, nrm.bias, nrm.eps)
+        return _norms_naive.naive_rms_norm(precision, v, nrm.weight, nrm.eps, weight_offset=nrm.weight_offset)
 
     def attn(hq, hkv, a, causal):
         B, Lq, _ = hq.shape
@@ -179,7 +179,7 @@ def naive_stack(precision, case, arrangement):
         return ops.matmul(out.transpose(0, 2, 1, 3).reshape(B, Lq, -1), ops.r(a.W_o))
 
     def ff(v, blk):
-        return _ffn_props._naive_forward(ops, x=v, params=blk.ffn, activation=blk.activation)["y"]
+        return _ffn_naive._naive_forward(ops, x=v, params=blk.ffn, activation=blk.activation)["y"]
 
     h = ops.r(case.x)
     for blk in case.blocks:

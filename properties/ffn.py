@@ -1,4 +1,8 @@
 """Properties of activations and feed-forward / GLU blocks (kind "ffn"), against refimpl.ffn.
+This module holds the kind's declaration (KINDS), the strategies and checks of the activations,
+the FFN forward and backward and the gated product, and the PROPERTIES table; the naive baselines
+live in ``properties.ffn_naive``, the adapters (refimpl's and the wrong ones) in
+``properties.ffn_adapters``.
 
 Adapter: ``act(name, u)`` for the names of ``refimpl.ffn.ACTIVATIONS`` ("gelu" is the erf
 form, "gelu_tanh" the tanh approximation: two names, never one for the other);
@@ -24,7 +28,7 @@ float64 and float32 bounds tell them apart.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Optional
 
 import mpmath
 import numpy as np
@@ -33,6 +37,8 @@ from hypothesis import strategies as st
 from refimpl import ffn as Fn
 
 from .core import Property
+from .ffn_adapters import REFIMPL, WRONG, FFNAdapter, in_precision  # noqa: F401  (re-exported)
+from .ffn_naive import naive_act, naive_act_grad, naive_ffn, naive_ffn_backward
 from .precision import compare_layer, naive_ops, precision_of, round_inputs
 from .protocol import Capability, Kind, Option
 from .tolerance import U64, compare_close
@@ -57,20 +63,6 @@ KINDS = (
          options={"activation": Option("activations drawn (act, ffn, gated): decline those the kernel does not "
                                        "compute (Liger's SwiGLU computes silu only)", Fn.ACTIVATIONS)}),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class FFNAdapter:
-    name: str
-    act: Callable
-    ffn: Callable
-    ffn_backward: Optional[Callable] = None
-    capabilities: frozenset = frozenset({"backward", "glu"})
-    kind: str = "ffn"
-    precision: str = "float64"
-    gated: Optional[Callable] = None
-    gated_backward: Optional[Callable] = None
-    declines: dict = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------
@@ -318,232 +310,7 @@ def check_gated_backward(impl, case: GatedCase):
                   context=ctx, naive=lambda: ops.out(ops.r(ops.r(case.dc) * naive_act(ops, case.activation, case.a))))
 
 
-# ----------------------------------------------------------------------------
-# naive baselines in a precision (properties.precision)
-
-_F32 = np.float32
-
-
-def naive_act(ops, name, u):
-    """The activation with every step rounded (float32 constants, scipy's float32 erf / expit)."""
-    from scipy.special import erf, expit
-
-    u = ops.r(u)
-    with np.errstate(over="ignore", under="ignore"):
-        if name == "relu":
-            return np.maximum(u, _F32(0))
-        if name == "gelu":
-            return ops.r(ops.r(_F32(0.5) * u) * ops.r(_F32(1) + ops.r(erf(ops.r(u / _F32(np.sqrt(2.0)))))))
-        if name == "gelu_tanh":
-            inner = ops.r(u + ops.r(_F32(0.044715) * ops.r(ops.r(u * u) * u)))
-            t = ops.r(np.tanh(ops.r(_F32(np.sqrt(2 / np.pi)) * inner)))
-            return ops.r(ops.r(_F32(0.5) * u) * ops.r(_F32(1) + t))
-        s = ops.r(expit(u))
-        return ops.r(u * s) if name == "silu" else s
-
-
-def naive_act_grad(ops, name, u):
-    """d act / du with every step rounded."""
-    from scipy.special import erf, expit
-
-    u = ops.r(u)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        if name == "relu":
-            return (u > 0).astype(ops.compute)
-        if name == "gelu":
-            cdf = ops.r(_F32(0.5) * ops.r(_F32(1) + ops.r(erf(ops.r(u / _F32(np.sqrt(2.0)))))))
-            pdf = ops.r(ops.r(np.exp(ops.r(_F32(-0.5) * ops.r(u * u)))) / _F32(np.sqrt(2 * np.pi)))
-            return ops.r(cdf + ops.r(u * pdf))
-        if name == "gelu_tanh":
-            c, a = _F32(np.sqrt(2 / np.pi)), _F32(0.044715)
-            t = ops.r(np.tanh(ops.r(c * ops.r(u + ops.r(a * ops.r(ops.r(u * u) * u))))))
-            uc = np.clip(u, _F32(-50), _F32(50))
-            inner = ops.r(ops.r(_F32(1) - ops.r(t * t)) * ops.r(c * ops.r(_F32(1) + ops.r(_F32(3) * a * ops.r(uc * uc)))))
-            return ops.r(ops.r(_F32(0.5) * ops.r(_F32(1) + t)) + ops.r(_F32(0.5) * ops.r(uc * inner)))
-        s = ops.r(expit(u))
-        if name == "silu":
-            return ops.r(s * ops.r(_F32(1) + ops.r(u * ops.r(_F32(1) - s))))
-        return ops.r(s * ops.r(_F32(1) - s))
-
-
-def _naive_forward(ops, case=None, *, x=None, params=None, activation=None, keep=None, p=0.0):
-    """The forward's intermediates, naively (from an FFNCase, or from x, params, activation, keep, p)."""
-    if case is not None:
-        x, params, activation, keep, p = case.x, case.params, case.activation, case.keep, case.p
-    f = params
-    glu = isinstance(f, Fn.GLUParams)
-    W1, b1 = (f.W_gate, f.b_gate) if glu else (f.W1, f.b1)
-    W2, b2 = (f.W_down, f.b_down) if glu else (f.W2, f.b2)
-
-    def lin(x, W, b):
-        y = ops.matmul(x, ops.r(W))
-        return y if b is None else ops.r(y + ops.r(b))
-
-    x = ops.r(x)
-    u = lin(x, W1, b1)
-    a = naive_act(ops, activation, u)
-    v = lin(x, f.W_up, f.b_up) if glu else None
-    g = a if v is None else ops.r(a * v)
-    h = g if keep is None else np.where(keep, ops.r(g / ops.compute(1 - p)), ops.compute(0))
-    return dict(x=x, u=u, a=a, v=v, h=h, y=lin(h, W2, b2), W1=ops.r(W1), W2=ops.r(W2),
-                Wv=ops.r(f.W_up) if glu else None, glu=glu)
-
-
-def naive_ffn(precision, case):
-    """(y,) computed naively in ``precision``."""
-    ops = naive_ops(precision)
-    return (ops.out(_naive_forward(ops, case)["y"]),)
-
-
-def naive_ffn_backward(precision, case):
-    """{"x": dx, parameter field name: its gradient} computed naively in ``precision``."""
-    ops = naive_ops(precision)
-    t = _naive_forward(ops, case)
-    dy = ops.r(case.dy)
-    dh = ops.matmul(dy, t["W2"].T)
-    if case.keep is not None:
-        dh = np.where(case.keep, ops.r(dh / ops.compute(1 - case.p)), ops.compute(0))
-    g_act = naive_act_grad(ops, case.activation, t["u"])
-    if t["glu"]:
-        dv = ops.r(dh * t["a"])
-        du = ops.r(ops.r(dh * t["v"]) * g_act)
-        dx = ops.r(ops.matmul(du, t["W1"].T) + ops.matmul(dv, t["Wv"].T))
-        names = dict(W_gate=("x", "du"), W_up=("x", "dv"), W_down=("h", "dy"), b_gate="du", b_up="dv", b_down="dy")
-    else:
-        du = ops.r(dh * g_act)
-        dx = ops.matmul(du, t["W1"].T)
-        dv = None
-        names = dict(W1=("x", "du"), W2=("h", "dy"), b1="du", b2="dy")
-    grads = {"du": du, "dv": dv, "dy": dy}
-    out = {"x": ops.out(dx)}
-    for field, src in names.items():
-        if isinstance(src, tuple):
-            out[field] = ops.out(ops.matmul(t[src[0]].T, grads[src[1]]))
-        else:
-            out[field] = ops.out(ops.sum(grads[src], axis=0))
-    return out
-
-
-# ----------------------------------------------------------------------------
-# adapters
-
-
-def _ref_ffn(x, params, activation, keep, p):
-    return Fn.ffn(x, params, activation=activation, keep_mask=keep, dropout_p=p)
-
-
-def _ref_ffn_backward(x, dy, params, activation, keep, p):
-    return Fn.ffn_backward(x, dy, params, activation=activation, keep_mask=keep, dropout_p=p)
-
-
-def _act_swapped_gelu(name, u):
-    swap = {"gelu": "gelu_tanh", "gelu_tanh": "gelu"}
-    return Fn.act(swap.get(name, name), u)
-
-
-def _ffn_gelu_swapped(x, params, activation, keep, p):
-    swap = {"gelu": "gelu_tanh", "gelu_tanh": "gelu"}
-    return Fn.ffn(x, params, activation=swap.get(activation, activation), keep_mask=keep, dropout_p=p)
-
-
-def _ffn_gate_on_value(x, params, activation, keep, p):
-    if isinstance(params, Fn.GLUParams):
-        params = dataclasses.replace(params, W_gate=params.W_up, W_up=params.W_gate, b_gate=params.b_up, b_up=params.b_gate)
-    return Fn.ffn(x, params, activation=activation, keep_mask=keep, dropout_p=p)
-
-
-def _ffn_dropout_no_rescale(x, params, activation, keep, p):
-    y = Fn.ffn(x, params, activation=activation, keep_mask=keep, dropout_p=p)
-    if keep is None:
-        return y
-    b2 = params.b_down if isinstance(params, Fn.GLUParams) else params.b2
-    b2 = 0.0 if b2 is None else b2
-    return (y - b2) * (1 - p) + b2
-
-
-def _backward_act_instead_of_derivative(x, dy, params, activation, keep, p):
-    """Backward through the activation multiplies by act(u) instead of act'(u) (a classic slip)."""
-    import unittest.mock as _m
-
-    with _m.patch.object(Fn, "act_grad", Fn.act):
-        return Fn.ffn_backward(x, dy, params, activation=activation, keep_mask=keep, dropout_p=p)
-
-
-def _backward_mask_forgotten(x, dy, params, activation, keep, p):
-    """Forward used the dropout mask; backward forgets it (gradient flows to dropped units)."""
-    dx, g = Fn.ffn_backward(x, dy, params, activation=activation, keep_mask=None, dropout_p=0.0)
-    return dx, g
-
-
-def _ref_gated(activation, a, b):
-    return Fn.glu_split(np.concatenate([a, b], axis=-1), activation)
-
-
-def _ref_gated_backward(activation, a, b, dc):
-    return dc * b * Fn.act_grad(activation, a), dc * Fn.act(activation, a)
-
-
-def _gated_on_value(activation, a, b):
-    """The activation applied to the value half: act(b) * a (gate and up swapped, as in a
-    fused projection split the wrong way round)."""
-    return Fn.act(activation, b) * a
-
-
-def _gated_backward_act_not_derivative(activation, a, b, dc):
-    return dc * b * Fn.act(activation, a), dc * Fn.act(activation, a)
-
-
-REFIMPL = FFNAdapter("refimpl.ffn", Fn.act, _ref_ffn, _ref_ffn_backward,
-                     capabilities=frozenset({"backward", "glu", "gated_backward"}), gated=_ref_gated,
-                     gated_backward=_ref_gated_backward)
 BUNDLED = [REFIMPL]
-
-
-def in_precision(adapter, precision: str, name: str | None = None):
-    """``adapter`` declaring ``precision``, its results stored in that precision."""
-    def act(n, u):
-        return round_inputs(precision, adapter.act(n, u))
-
-    def ffn(*a):
-        return round_inputs(precision, adapter.ffn(*a))
-
-    def ffn_backward(*a):
-        dx, g = adapter.ffn_backward(*a)
-        return round_inputs(precision, dx), type(g)(*(None if v is None else round_inputs(precision, v)
-                                                     for v in (getattr(g, f.name) for f in dataclasses.fields(g))))
-
-    def gated(*a):
-        return round_inputs(precision, adapter.gated(*a))
-
-    def gated_backward(*a):
-        return tuple(round_inputs(precision, g) for g in adapter.gated_backward(*a))
-
-    return dataclasses.replace(adapter, name=name or f"{adapter.name}[{precision}]", act=act, ffn=ffn,
-                               ffn_backward=None if adapter.ffn_backward is None else ffn_backward, precision=precision,
-                               gated=None if adapter.gated is None else gated,
-                               gated_backward=None if adapter.gated_backward is None else gated_backward)
-
-WRONG = {
-    "gelu_variant_swap": FFNAdapter("wrong[gelu_variant_swap]", _act_swapped_gelu, _ffn_gelu_swapped, _ref_ffn_backward),
-    "glu_activation_on_value": FFNAdapter("wrong[glu_activation_on_value]", Fn.act, _ffn_gate_on_value, _ref_ffn_backward),
-    "dropout_without_rescale": FFNAdapter("wrong[dropout_without_rescale]", Fn.act, _ffn_dropout_no_rescale,
-                                          _ref_ffn_backward),
-    "backward_uses_act_not_derivative": FFNAdapter("wrong[backward_uses_act_not_derivative]", Fn.act, _ref_ffn,
-                                                   _backward_act_instead_of_derivative),
-    "backward_forgets_dropout_mask": FFNAdapter("wrong[backward_forgets_dropout_mask]", Fn.act, _ref_ffn,
-                                                _backward_mask_forgotten),
-    "gated_activation_on_value": FFNAdapter("wrong[gated_activation_on_value]", None, None,
-                                            capabilities=frozenset({"gated_only"}), gated=_gated_on_value),
-    "gated_backward_act_not_derivative": FFNAdapter(
-        "wrong[gated_backward_act_not_derivative]", None, None, capabilities=frozenset({"gated_only", "gated_backward"}),
-        gated=_ref_gated, gated_backward=_gated_backward_act_not_derivative),
-}
-# the same mistakes in float32 / bfloat16 kernels: the low-precision bound still rejects them
-# (the GELU swap only in float32: bfloat16 cannot resolve it, see the module docstring)
-WRONG.update({f"{b}_{p}": in_precision(WRONG[b], p, f"wrong[{b}][{p}]") for b, p in (
-    ("gelu_variant_swap", "float32"), ("glu_activation_on_value", "bfloat16"), ("dropout_without_rescale", "float32"),
-    ("backward_uses_act_not_derivative", "bfloat16"), ("backward_forgets_dropout_mask", "float32"),
-    ("gated_activation_on_value", "float32"), ("gated_backward_act_not_derivative", "float32"))})
 
 PROPERTIES = [
     Property("activation_matches_definition", "ffn", check_activation, _with_activations(act_case),

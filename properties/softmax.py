@@ -4,22 +4,27 @@ split-KV merge of partial attention states (kind "merge").
 Softmax adapter: ``softmax(x)``, ``logsumexp(x)`` along the last axis, and
 ``online_logsumexp(x, boundaries)`` (one pass over the blocks cut at ``boundaries``).
 Merge adapter: ``merge(outs, lses) -> (out, lse)``.
+
+This module holds the kinds' declarations (KINDS), the rows' strategy, bounds and checks of the
+softmax kind, and the PROPERTIES table of both kinds; the merge kind's case and check live in
+``properties.softmax_merge_checks``, the adapters (refimpl's, the low-precision and the wrong
+ones) in ``properties.softmax_adapters``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import numpy as np
 from hypothesis import strategies as st
 
-import refimpl
-
 from .core import Property
 from .protocol import Capability, Kind
 from .precision import FLOOR_SAFETY, compare_in_precision, lowp_bound, naive_ops, precision_of, unit_roundoff
-from .tolerance import U32, U64, attention_forward_bounds, compare_close, compare_lse, round_to
+from .softmax_adapters import (REFIMPL_MERGE, REFIMPL_SOFTMAX, WRONG, MergeAdapter, SoftmaxAdapter,  # noqa: F401
+                               lowp_merge_adapter, lowp_softmax_adapter)
+from .softmax_merge_checks import MergeCase, check_merge_partition, merge_case  # noqa: F401
+from .tolerance import U32, U64, compare_close, compare_lse, round_to
 from .strategy_cache import sampled
 
 
@@ -48,28 +53,6 @@ MERGE_KIND = Kind(
 )
 
 KINDS = (SOFTMAX_KIND, MERGE_KIND)
-
-
-@dataclasses.dataclass(frozen=True)
-class SoftmaxAdapter:
-    name: str
-    softmax: Callable
-    logsumexp: Callable
-    online_logsumexp: Callable | None = None
-    capabilities: frozenset = frozenset({"online"})
-    kind: str = "softmax"
-    declines: dict = dataclasses.field(default_factory=dict)
-    precision: str = "float64"
-
-
-@dataclasses.dataclass(frozen=True)
-class MergeAdapter:
-    name: str
-    merge: Callable
-    capabilities: frozenset = frozenset()
-    kind: str = "merge"
-    declines: dict = dataclasses.field(default_factory=dict)
-    precision: str = "float64"
 
 
 # ----------------------------------------------------------------------------
@@ -265,263 +248,7 @@ def check_online_equals_two_pass(impl, case: RowsCase):
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class MergeCase:
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    mask: np.ndarray
-    parts: tuple  # tuple of index arrays partitioning the keys
-    order: tuple  # a permutation of the parts
-    seed: int
-    precision: str = "float64"
-
-    def __repr__(self):
-        return (
-            f"MergeCase(q{self.q.shape}, k{self.k.shape}, parts={[p.tolist() for p in self.parts]}, "
-            f"order={self.order}, seed={self.seed})"
-        )
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(repr(self))
-
-
-@st.composite
-def merge_case(draw, magnitudes=(0.5, 2.0, 60.0), precision="float64"):
-    """An attention problem and a partition of its keys into parts (Hypothesis draws the partition);
-    magnitude 60 gives partial lse beyond 709 (exp overflows: only a max-shifted merge survives).
-    ``precision``: the partials handed to the merge are rounded to it (lse to float32 for
-    bfloat16 / float16, as flash kernels keep it)."""
-    Lq = draw(st.integers(1, 5))
-    Lk = draw(st.integers(1, 10))
-    D = draw(st.integers(1, 4))
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    mag = draw(sampled(magnitudes))
-    q = rng.standard_normal((1, 2, Lq, D)) * mag
-    k = rng.standard_normal((1, 2, Lk, D)) * mag
-    v = rng.standard_normal((1, 2, Lk, 3))
-    mask = rng.random((Lq, Lk)) < draw(sampled([1.0, 0.6, 0.2]))
-    labels = draw(st.lists(st.integers(0, 4), min_size=Lk, max_size=Lk))
-    parts = tuple(np.flatnonzero(np.array(labels) == lab) for lab in sorted(set(labels)))
-    if draw(st.booleans()):
-        parts = parts + (np.array([], dtype=np.int64),)  # an empty chunk
-    order = tuple(draw(st.permutations(range(len(parts)))))
-    return MergeCase(q, k, v, mask, parts, order, seed, precision)
-
-
-def _partials(case: MergeCase):
-    """The partial (out, lse) of each part, rounded to the case's precision (lse to float32 below it)."""
-    lse_prec = "float64" if case.precision == "float64" else "float32"
-    outs, lses = [], []
-    for idx in case.parts:
-        o, l = refimpl.attention(case.q, case.k[:, :, idx], case.v[:, :, idx], mask=case.mask[:, idx])
-        outs.append(round_to(o, case.precision))
-        lses.append(round_to(l, lse_prec))
-    return outs, lses
-
-
-def _naive_merge(outs, lses, precision):
-    """The eager merge in ``precision``: m = max lse, w = r(exp(r(lse - m))), W = sum w,
-    out = sum_c r(r(w_c / W) out_c), lse = m + r(log W) (float64 arrays)."""
-    o = naive_ops(precision)
-    f, r = o.compute, o.r
-    L, O = np.stack(lses).astype(f), r(np.stack(outs))
-    m = np.max(L, axis=0)
-    m = np.where(np.isfinite(m), m, f(0))
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        w = r(np.exp(r(L - m)))
-        W = o.sum(w, axis=0)
-        a = r(np.where(W > 0, w / np.where(W > 0, W, f(1)), f(0)))
-        out = o.sum(r(a[..., None] * O), axis=0)
-        lse = np.where(W > 0, m + r(np.log(np.where(W > 0, W, f(1)))), -np.inf)
-    return o.out(out), o.out(lse)
-
-
-def _check_merge_lowp(impl, case: MergeCase, outs, lses, ctx):
-    """Lower precisions: the merge of the rounded partials equals refimpl.merge_attention_states
-    of the same partials within FACTOR x the naive eager merge's error + the floor: the weights
-    are a softmax over the C parts (each off by at most u (1/e + 3) + C u32, as in the softmax
-    floor), so |d out| <= 2 (u (1/e + 3) + C u32) max|out_c| + u |out|; the lse as the softmax's."""
-    precision = case.precision
-    u = unit_roundoff(precision)
-    ref_out, ref_lse = refimpl.merge_attention_states(outs, lses)
-    nv_out, nv_lse = _naive_merge(outs, lses, precision)
-    C = len(outs)
-    Omax = float(np.max(np.abs(np.stack(outs)), initial=0.0))
-    fin = np.isfinite(ref_lse)
-    lmag = float(np.max(np.abs(ref_lse[fin]), initial=0.0))
-    fl_out = FLOOR_SAFETY * (2 * (u * (1 / np.e + 3) + C * U32) * Omax + u * Omax)
-    fl_lse = FLOOR_SAFETY * (u * (np.log(max(C, 1)) + 2) + (u + C * U32) * (1 + lmag))
-    with np.errstate(invalid="ignore"):
-        b_lse = lowp_bound(np.where(fin, nv_lse, 0.0), np.where(fin, ref_lse, 0.0), fl_lse)
-    b_out = lowp_bound(nv_out, ref_out, fl_out)
-    got_out, got_lse = impl.merge([outs[i] for i in case.order], [lses[i] for i in case.order])
-    compare_close("merged out (flat, permuted)", got_out, ref_out, b_out, ctx)
-    compare_lse("merged lse (flat, permuted)", got_lse, ref_lse, b_lse, ctx)
-
-
-def check_merge_partition(impl, case: MergeCase):
-    """Merging the partial (out, lse) of any key partition, in any order and grouping,
-    equals attention over all keys; (0, -inf) parts are the identity. Lower precisions:
-    the partials are rounded to the precision and the flat merge is compared with the
-    spec's merge of the same partials (``_check_merge_lowp``)."""
-    outs, lses = _partials(case)
-    ctx = f"{impl.name}; {case!r}"
-    if precision_of(impl) != "float64":
-        _check_merge_lowp(impl, case, outs, lses, ctx)
-        return
-    full_out, full_lse = refimpl.attention(case.q, case.k, case.v, mask=case.mask)
-    atol_out, atol_lse = attention_forward_bounds(case.q, case.k, case.v, lse=full_lse)
-    atol_out *= len(outs) + 1
-    atol_lse *= len(outs) + 1
-    flat = impl.merge([outs[i] for i in case.order], [lses[i] for i in case.order])
-    compare_close("merged out (flat, permuted)", flat[0], full_out, atol_out, ctx)
-    compare_lse("merged lse (flat, permuted)", flat[1], full_lse, atol_lse, ctx)
-    # tree: merge the first half and the second half separately, then the two results
-    h = max(1, len(outs) // 2)
-    if len(outs) > 1:
-        a = impl.merge(outs[:h], lses[:h])
-        b = impl.merge(outs[h:], lses[h:])
-        tree = impl.merge([b[0], a[0]], [b[1], a[1]])
-        compare_close("merged out (tree)", tree[0], full_out, atol_out, ctx)
-        compare_lse("merged lse (tree)", tree[1], full_lse, atol_lse, ctx)
-
-
-# ----------------------------------------------------------------------------
-# adapters: bundled and wrong
-
-
-def _softmax_no_max(x):
-    with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp(x)
-        return e / e.sum(axis=-1, keepdims=True)
-
-
-def _lse_nan_empty(x):
-    m = np.max(x, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))[..., 0]
-
-
-def _softmax_nan_empty(x):
-    with np.errstate(invalid="ignore"):
-        return np.exp(x - _lse_nan_empty(x)[..., None])
-
-
-def _online_no_rescale(x, boundaries):
-    """Running max updated but the running sum not rescaled by exp(m_old - m_new)."""
-    n = x.shape[-1]
-    cuts = [0, *boundaries, n]
-    m = np.full(x.shape[:-1], -np.inf)
-    l = np.zeros(x.shape[:-1])
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
-        blk = x[..., lo:hi]
-        m_new = np.maximum(m, np.max(blk, axis=-1, initial=-np.inf))
-        safe = np.where(np.isfinite(m_new), m_new, 0.0)
-        l = l + np.sum(np.where(np.isfinite(blk), np.exp(blk - safe[..., None]), 0.0), axis=-1)  # bug: l not rescaled
-        m = m_new
-    with np.errstate(divide="ignore"):
-        return np.where(l > 0, m + np.log(np.where(l > 0, l, 1.0)), -np.inf)
-
-
-def _softmax_sharpened(x):
-    """softmax(2 x) (a temperature folded in twice): sums to one and is shift invariant,
-    so only a check by value sees that it is not the softmax of x."""
-    return refimpl.softmax(2.0 * np.asarray(x))
-
-
-def _merge_average(outs, lses):
-    """Ignores the lse weights: a plain average of the partial outputs."""
-    return np.mean(outs, axis=0), refimpl.logsumexp(np.stack(lses), axis=0)
-
-
-def _merge_no_max(outs, lses):
-    """Weights exp(lse_i) / sum exp(lse_j) without subtracting the max: overflows."""
-    L = np.stack(lses)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        w = np.exp(L)
-        tot = w.sum(axis=0)
-        return np.einsum("p...,p...d->...d", w / tot, np.stack(outs)), np.log(tot)
-
-
-def _merge_nan_identity(outs, lses):
-    """max-subtracted, but exp(-inf - (-inf)) = NaN when every part is empty."""
-    L = np.stack(lses)
-    m = L.max(axis=0)
-    with np.errstate(invalid="ignore"):
-        w = np.exp(L - m)
-        tot = w.sum(axis=0)
-        return np.einsum("p...,p...d->...d", w / tot, np.stack(outs)), m + np.log(tot)
-
-
-def lowp_softmax_adapter(precision: str, bug=None) -> SoftmaxAdapter:
-    """A fused softmax in ``precision``: float32 arithmetic inside, results rounded to the precision
-    (what torch's softmax / logsumexp do on bf16 tensors). ``bug``: "sharpened" (softmax(2x)),
-    "online_no_rescale" (the running sum not rescaled)."""
-    f = np.float32
-
-    def rd(x):
-        return round_to(np.asarray(x, np.float64), precision)
-
-    def lse32(x):
-        x = np.asarray(x, f)
-        m = np.max(x, axis=-1, keepdims=True)
-        m = np.where(np.isfinite(m), m, f(0))
-        l = np.sum(np.exp(x - m), axis=-1, dtype=f)
-        with np.errstate(divide="ignore"):
-            return np.where(l > 0, m[..., 0] + np.log(np.where(l > 0, l, f(1))), -np.inf)
-
-    def softmax(x):
-        x = np.asarray(x, f) * f(2.0 if bug == "sharpened" else 1.0)
-        L = lse32(x)
-        with np.errstate(invalid="ignore"):
-            return rd(np.where(np.isneginf(L)[..., None] | np.isneginf(x), f(0), np.exp(x - np.where(np.isfinite(L), L, 0)[..., None])))
-
-    def online(x, boundaries):
-        if bug == "online_no_rescale":
-            return rd(_online_no_rescale(np.asarray(x, f).astype(np.float64), boundaries).astype(f))
-        return rd(refimpl.online_logsumexp(np.asarray(x, f).astype(np.float64), boundaries).astype(f))
-
-    name = f"properties.softmax.lowp[{precision}]" + (f"[bug={bug}]" if bug else "")
-    return SoftmaxAdapter(name, softmax, lambda x: rd(lse32(x)), online, precision=precision)
-
-
-def lowp_merge_adapter(precision: str, bug=None) -> MergeAdapter:
-    """The merge in float32 arithmetic, out rounded to ``precision``, lse kept float32;
-    ``bug="average"`` ignores the lse weights."""
-    f = np.float32
-
-    def merge(outs, lses):
-        O, L = np.stack(outs).astype(f), np.stack(lses).astype(f)
-        m = np.max(L, axis=0)
-        m = np.where(np.isfinite(m), m, f(0))
-        w = np.exp(L - m)
-        if bug == "average":
-            w = np.isfinite(L).astype(f)
-        W = w.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.where(W[..., None] > 0, np.einsum("c...,c...d->...d", w, O) / np.where(W > 0, W, f(1))[..., None], f(0))
-            lse = np.where(W > 0, m + np.log(np.where(W > 0, W, f(1))), -np.inf)
-        return round_to(out.astype(np.float64), precision), lse.astype(np.float64)
-
-    name = f"properties.softmax.lowp_merge[{precision}]" + (f"[bug={bug}]" if bug else "")
-    return MergeAdapter(name, merge, precision=precision)
-
-
-REFIMPL_SOFTMAX = SoftmaxAdapter("refimpl.softmax", refimpl.softmax, refimpl.logsumexp, refimpl.online_logsumexp)
-REFIMPL_MERGE = MergeAdapter("refimpl.merge_attention_states", refimpl.merge_attention_states)
 BUNDLED = [REFIMPL_SOFTMAX, REFIMPL_MERGE]
-
-WRONG = {
-    "softmax_no_max_subtraction": SoftmaxAdapter("wrong[softmax_no_max_subtraction]", _softmax_no_max, refimpl.logsumexp, refimpl.online_logsumexp),
-    "nan_on_empty_row": SoftmaxAdapter("wrong[nan_on_empty_row]", _softmax_nan_empty, _lse_nan_empty, refimpl.online_logsumexp),
-    "online_no_rescale": SoftmaxAdapter("wrong[online_no_rescale]", refimpl.softmax, refimpl.logsumexp, _online_no_rescale),
-    "softmax_sharpened": SoftmaxAdapter("wrong[softmax_sharpened]", _softmax_sharpened, refimpl.logsumexp, refimpl.online_logsumexp),
-    "merge_average": MergeAdapter("wrong[merge_average]", _merge_average),
-    "merge_no_max_subtraction": MergeAdapter("wrong[merge_no_max_subtraction]", _merge_no_max),
-    "merge_nan_identity": MergeAdapter("wrong[merge_nan_identity]", _merge_nan_identity),
-}
 
 PROPERTIES = [
     Property("softmax_shift_invariance", "softmax", check_shift_invariance, _rows_strategy,

@@ -838,7 +838,8 @@ def _gpu_route_args(draw):
 
 def same_as_spec_route(kw, r):
     """gpu.route equals refimpl.moe.route: integers exactly, probs and gates within the float32 bound
-    8 (E + k + 4) u32 (1 + spread) max(1, max gate) of properties/moe.py (check_route_matches_reference)."""
+    8 (E + k + 4) u32 (1 + spread) max(1, max gate) of properties/moe_route_checks.py
+    (check_route_matches_reference)."""
     ref = moe.route(**kw)
     for f in ("indices", "kept", "position", "counts"):
         assert np.array_equal(getattr(r, f), getattr(ref, f)), f"gpu.route: {f} differs from refimpl.moe.route"

@@ -64,9 +64,9 @@ def test_wrong_kernel_under_a_causal_only_declaration_is_still_rejected():
 
 def test_gated_only_waives_act_and_ffn_and_their_properties_are_unsupported():
     kinds = all_kinds()
-    impl = F.FFNAdapter("k.gated", None, None, capabilities=frozenset({"gated_only"}), gated=F._ref_gated)
+    impl = F.FFNAdapter("k.gated", None, None, capabilities=frozenset({"gated_only"}), gated=F.REFIMPL.gated)
     assert validate(impl, kinds) == []
-    full = F.FFNAdapter("k.no_decl", None, None, capabilities=frozenset(), gated=F._ref_gated)
+    full = F.FFNAdapter("k.no_decl", None, None, capabilities=frozenset(), gated=F.REFIMPL.gated)
     assert any("required method 'act'" in p for p in validate(full, kinds))
     by_name = {p.name: p for p in F.PROPERTIES}
     for name in ("activation_matches_definition", "ffn_matches"):
@@ -76,7 +76,7 @@ def test_gated_only_waives_act_and_ffn_and_their_properties_are_unsupported():
 
 
 def test_declined_activations_are_never_drawn():
-    impl = F.FFNAdapter("k.swiglu", None, None, capabilities=frozenset({"gated_only"}), gated=F._ref_gated,
+    impl = F.FFNAdapter("k.swiglu", None, None, capabilities=frozenset({"gated_only"}), gated=F.REFIMPL.gated,
                         declines={"activation": {a for a in Fn.ACTIVATIONS if a != "silu"}})
 
     @_QUICK
