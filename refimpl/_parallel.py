@@ -18,7 +18,8 @@ number BLAS is configured with (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``
 / the core count): one setting pins both. 1 runs everything in the calling
 thread. Calls below ``MIN_PARALLEL_WORK`` multiply-adds run in the calling
 thread too (starting threads would cost more than it saves), and so does a
-``map_blocks`` nested inside a block.
+``map_blocks`` nested inside a block. Each block runs in a copy of the caller's
+context, so the caller's ``np.errstate`` (a context variable in NumPy 2) holds in it too.
 
 OpenBLAS's worker threads, once a product has used them, spin for about 0.1 s
 (its THREAD_TIMEOUT, 2^28 cycles) before they sleep, and limiting the thread
@@ -30,6 +31,7 @@ runs such a small product on one BLAS thread.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -104,7 +106,7 @@ def map_blocks(fn: Callable, items: Iterable, work: float) -> list:
     pool = _get_pool(threads)
     _limit_blas()
     try:
-        futures = [pool.submit(_run_marked, fn, item) for item in items]
+        futures = [pool.submit(contextvars.copy_context().run, _run_marked, fn, item) for item in items]
         wait(futures)  # every block has finished before BLAS gets its threads back
     finally:
         _unlimit_blas()

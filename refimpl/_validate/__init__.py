@@ -37,7 +37,7 @@ from __future__ import annotations
 from .budget import MAX_COUNT, FLOAT_MAX, STEP_BYTES, max_bytes, check_budget  # noqa: F401
 from .scalars import (fail, _type, plain, count, positive_int, real_number, positive_float, flag,  # noqa: F401
                       choice, instance, axis_index, finite_result)
-from .arrays import (as_float_array, bool_array, leading_shape, chunk_starts, same_shape,  # noqa: F401
+from .arrays import (as_float_array, entries_first, finite_entries, bool_array, leading_shape, chunk_starts, same_shape,  # noqa: F401
                      index_array, int_array)
 from .attention import (check_score_range, check_real_4d, check_qkv_shapes, check_window,  # noqa: F401
                         broadcastable, attention_scale, attention_bias, attention_dropout,

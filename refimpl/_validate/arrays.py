@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -11,13 +12,16 @@ from .scalars import _type, positive_int
 
 
 def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool = False,
-                   shape: tuple | None = None, shape_doc: str = "", min_size: dict | None = None) -> np.ndarray:
+                   shape: tuple | None = None, shape_doc: str = "", min_size: dict | None = None,
+                   entries: bool = True) -> np.ndarray:
     """``x`` as a float64 array (callers never write to it, so no copy is made).
 
     Rejects non-numeric, bool and complex input (TypeError), wrong rank or shape,
     NaN, +inf, and -inf unless ``allow_neg_inf`` (ValueError). ``shape`` may hold
     None for a free axis; ``shape_doc`` names the axes, e.g. "(T, E)".
     ``min_size`` {axis: n} requires at least n entries along an axis.
+    ``entries=False`` leaves out the scan for NaN and inf: the caller scans the entries itself
+    (a block at a time, on threads) and, if one is not finite, calls ``finite_entries``.
     """
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(f"{name}: expected a real floating-point array, got {_type(x)}")
@@ -44,6 +48,11 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
         if np.issubdtype(arr.dtype, np.integer) and arr.size and np.abs(arr).max() >= 2**53:
             raise ValueError(f"{name}: expected integer entries within 2**53 (exact in float64), got one beyond it")
         arr = arr.astype(np.float64)
+    return finite_entries(arr, name, allow_neg_inf=allow_neg_inf) if entries else arr
+
+
+def finite_entries(arr: np.ndarray, name: str, *, allow_neg_inf: bool = False) -> np.ndarray:
+    """``arr`` (float64) if no entry is NaN or +inf (nor -inf unless ``allow_neg_inf``); else as_float_array's error."""
     if not np.isfinite(arr).all():  # one pass when all is well; find the culprit only when not
         want_finite = "finite entries (or -inf, hidden)" if allow_neg_inf else "finite entries"
         if np.isnan(arr).any():
@@ -53,6 +62,19 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
         if not allow_neg_inf:
             raise ValueError(f"{name}: expected {want_finite}, got an entry -inf")
     return arr
+
+
+@contextlib.contextmanager
+def entries_first(named, **checks):
+    """Around validation that takes arrays with ``as_float_array(..., entries=False)``: an error raised inside
+    is reported as the full checks in argument order report it, a NaN or inf in an array of ``named``
+    ((x, name) pairs, the arguments before the rest) first: those arrays are checked again with ``checks``."""
+    try:
+        yield
+    except (TypeError, ValueError):
+        for x, name in named:
+            as_float_array(x, name, **checks)
+        raise
 
 
 def bool_array(x, name: str, *, shape: tuple | None = None, shape_doc: str = "") -> np.ndarray:

@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, check_budget, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
+from .._validate import (as_float_array, check_budget, choice, chunk_starts, entries_first, finite_entries, finite_result,
+                         leading_shape, positive_float, positive_int)
 from .._validate import mixers as VX
 from .._parallel import map_blocks
 from ._chunks import chunks
@@ -77,8 +78,8 @@ def retnet_gammas(num_heads: int) -> np.ndarray:
 class GatedSetup:
     """Validated inputs shared by every form: scaled q, k, v, cumulative gates G, S_init.
 
-    ``checked``: q, k, v are float64 arrays of 4 dimensions the caller has already found finite
-    (linear attention's features); their shapes are still checked here, their entries not again."""
+    ``checked``: q, k, v are float64 arrays of 4 dimensions whose entries the caller has checked
+    (linear attention's features) or has ``_run`` check; their shapes are still checked here."""
 
     def __init__(self, q, k, v, g, scale, initial_state, *, checked=False):
         arrays = (lambda x, name, ndim: x) if checked else as_float_array
@@ -161,10 +162,25 @@ def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple, check
     ``checked`` as ``GatedSetup``'s."""
     s = GatedSetup(q, k, v, g, scale, initial_state, checked=checked)
     choice(form, "form", FORMS)
-    starts = chunk_starts(s.L, chunk_size)
+    return _run(s, form, chunk_starts(s.L, chunk_size), chunk_size, names)
+
+
+def _run(s: GatedSetup, form: str, starts: list, chunk_size: int, names: tuple, scan: tuple = ()):
+    """``form`` on the setup: (o, S), both checked finite (``names`` as ``_gla``'s). ``scan``: the (array,
+    name) pairs, in argument order, of q, k, v whose entries are still to be checked for NaN and inf: the
+    chunked form with one gate per head checks them (and o) in its blocks, while in cache; any other form first."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
-        o, S = _forms(s, form, starts, chunk_size)
-    finite_result(o, "an output", names[0])
+        if form == "chunked" and s.G.shape[3] == 1 and s.L:  # one gate per head and step (RetNet, simple GLA, no gate)
+            o, S, finite = _chunked_scalar(s, int(chunk_size), scan=bool(scan))
+        else:
+            for x, name in scan:
+                finite_entries(x, name)
+            o, S = _forms(s, form, starts, chunk_size)
+            finite = np.isfinite(o).all()
+    if not finite:
+        for x, name in scan:  # a NaN or inf in an argument is reported as such
+            finite_entries(x, name)
+        finite_result(o, "an output", names[0])
     finite_result(S, "the final state", names[1])
     return o, S
 
@@ -179,9 +195,7 @@ def _forms(s: GatedSetup, form: str, starts: list, chunk_size: int):
     if form == "parallel":
         o = s.intra(0, s.L) + s.read(s.S0, 0, s.L)
         return o, s.carry(s.S0, 0, s.L)
-    if s.G.shape[3] == 1 and s.L:  # one gate per head and step (RetNet, simple GLA, no gate)
-        return _chunked_scalar(s, int(chunk_size))
-    S, parts = s.S0, []  # chunked
+    S, parts = s.S0, []  # chunked (a gate per key channel)
     for a in starts:
         b = min(a + int(chunk_size), s.L)
         parts.append(s.read(S, a, b) + s.intra(a, b))
@@ -201,8 +215,9 @@ against 5.3-5.8 where all heads' temporaries made glibc return the heap to the s
 ~1050 page faults a call)."""
 
 
-def _chunked_scalar(s: GatedSetup, c: int):
-    """The chunked form with one gate per head and step (G (B, H, L + 1, 1)): (o, final state).
+def _chunked_scalar(s: GatedSetup, c: int, scan: bool = False):
+    """The chunked form with one gate per head and step (G (B, H, L + 1, 1)): (o, final state, whether every
+    entry of o is finite and, with ``scan``, every entry of q, k, v too: each block checks its own, in cache).
 
     In chunk m (steps a .. a + c - 1; G_l(t) = G_t - G_{a-1} <= 0, the decay since the chunk began):
 
@@ -224,8 +239,8 @@ def _chunked_scalar(s: GatedSetup, c: int):
     tri = np.tri(c, dtype=bool)
     decays = bool(np.any(s.G))
 
-    def heads(hs: slice):
-        S = s.S0[:, hs].copy()  # carried in place
+    def heads(hs: slice) -> bool:
+        S, finite = s.S0[:, hs].copy(), True  # S carried in place
         if s.gate is not None:  # D_tj = e^{(t - j) g}: the same for every chunk, built once
             lag = np.arange(c)[:, None] - np.arange(c)
             D = np.exp(np.where(tri, lag * s.gate[:, hs, None, None, None], -np.inf))  # (B, h, 1, c, c)
@@ -233,6 +248,8 @@ def _chunked_scalar(s: GatedSetup, c: int):
             b = min(a + span, s.L)
             Q, K, V = (chunks(x[:, hs, a:b], c) for x in (s.q, s.k, s.v))  # (B, h, n, c, .), padded with 0
             n = Q.shape[2]
+            if scan and finite:
+                finite = all(np.isfinite(x).all() for x in (Q, K, V))
             Kt = np.ascontiguousarray(np.swapaxes(K, -1, -2))  # (B, h, n, K, c): both products run faster on it
             if decays:
                 G = chunks(s.G[:, hs, a + 1:b + 1, 0], c)  # G_t
@@ -259,11 +276,13 @@ def _chunked_scalar(s: GatedSetup, c: int):
                 S += writes[:, :, m]
             O += Qd @ entering
             O *= s.scale
+            finite = finite and np.isfinite(O).all()
         S_out[:, hs] = S
+        return finite
 
     per = max(1, SCALAR_SPAN // max(1, s.B * s.L))  # heads per block: one at length, more while they are short
-    map_blocks(heads, [slice(h, h + per) for h in range(0, s.H, per)], s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
-    return o[:, :, :s.L], S_out
+    finite = map_blocks(heads, [slice(h, h + per) for h in range(0, s.H, per)], s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
+    return o[:, :, :s.L], S_out, all(finite)
 
 
 def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
@@ -272,10 +291,15 @@ def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
     o_t = scale * sum_{j<=t} gamma_h^(t-j) (q_t . k_j) v_j; as fla ``naive_retention``
     (layout (B, H, L, D), scale D^-0.5, no normaliser, no group norm). Returns o only.
     """
-    q, k, v = (as_float_array(x, name, ndim=4) for x, name in ((q, "q"), (k, "k"), (v, "v")))
-    B, H, L, _ = q.shape
-    g = np.broadcast_to(np.log(retnet_gammas(H))[None, :, None], (B, H, L))
-    return _gla(q, k, v, g, scale, None, form, chunk_size, ("q, k, v, scale", "k, v"), checked=True)[0]
+    named = ((q, "q"), (k, "k"), (v, "v"))
+    with entries_first(named, ndim=4):  # the entries are checked by _run, where the form runs
+        q, k, v = (as_float_array(x, name, ndim=4, entries=False) for x, name in named)
+        B, H, L, _ = q.shape
+        g = np.broadcast_to(np.log(retnet_gammas(H))[None, :, None], (B, H, L))
+        s = GatedSetup(q, k, v, g, scale, None, checked=True)
+        choice(form, "form", FORMS)
+        starts = chunk_starts(L, chunk_size)
+    return _run(s, form, starts, chunk_size, ("q, k, v, scale", "k, v"), scan=((q, "q"), (k, "k"), (v, "v")))[0]
 
 
 __all__ = ["FACTOR_SPAN", "FORMS", "G_FLOOR", "gated_linear_attention", "retention", "retnet_gammas"]

@@ -51,8 +51,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import mixers as VX
-from .._validate import (as_float_array, check_budget, choice, count, finite_result, flag, positive_float,
-                         positive_int, real_number)
+from .._validate import (as_float_array, check_budget, choice, count, entries_first, finite_entries, finite_result,
+                         flag, positive_float, positive_int, real_number)
 from .gated import FORMS, GatedSetup, _chunked_scalar, _gla
 
 FEATURE_MAPS = {
@@ -104,29 +104,43 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     as :func:`refimpl.mixers.gated.gated_linear_attention`; non-causal has one form.
     Returns y (B, H, L, Dv).
     """
-    fq, fk = _phi(q, "q", feature_map), _phi(k, "k", feature_map)
-    VX.feature_widths(fq, fk)
-    v = as_float_array(v, "v", ndim=4)
-    causal, normalize = flag(causal, "causal"), flag(normalize, "normalize")
-    eps, scale = real_number(eps, "eps", minimum=0.0), positive_float(scale, "scale")
-    choice(form, "form", FORMS)
-    count(chunk_size, "chunk_size", minimum=1)
-    if not causal:
-        VX.leading_bhl(v, "v", fk, "k")
-    va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
+    # phi(x) = x: the entries of q, k, v are checked by the chunked form's blocks (or before any other form);
+    # an error raised before then reports a NaN or inf of the arrays validated before it first
+    later = ((q, "q"), (k, "k"), (v, "v")) if isinstance(feature_map, str) and feature_map == "identity" else ()
+    with entries_first(later[:2], ndim=4):
+        fq, fk = ((as_float_array(x, name, ndim=4, entries=False) for x, name in later[:2]) if later else
+                  (_phi(q, "q", feature_map), _phi(k, "k", feature_map)))
+        VX.feature_widths(fq, fk)
+        with entries_first(later[2:], ndim=4):
+            v = as_float_array(v, "v", ndim=4, entries=not later)
+            causal, normalize = flag(causal, "causal"), flag(normalize, "normalize")
+            eps, scale = real_number(eps, "eps", minimum=0.0), positive_float(scale, "scale")
+            choice(form, "form", FORMS)
+            count(chunk_size, "chunk_size", minimum=1)
+            if not causal:
+                VX.leading_bhl(v, "v", fk, "k")
+            va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
+            if causal and form == "chunked":
+                s = GatedSetup(fq, fk, va, None, scale, None, checked=True)
+    scan = tuple(zip((fq, fk, v), ("q", "k", "v"))) if later else ()  # the float64 arrays, entries unchecked
     if causal and form == "chunked":
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
-            s = GatedSetup(fq, fk, va, None, scale, None, checked=True)
-            out = _chunked_scalar(s, int(chunk_size))[0]
-        finite_result(out, "an output", "q, k, v, scale, feature_map")
-    elif causal:
-        out, _ = _gla(fq, fk, va, None, scale, None, form, chunk_size,
-                      ("q, k, v, scale, feature_map", "k, v, feature_map"), checked=True)
+            out, _, finite = _chunked_scalar(s, int(chunk_size), scan=bool(scan))
+        if not finite:
+            for x, name in scan:  # a NaN or inf in an argument is reported as such
+                finite_entries(x, name)
+            finite_result(out, "an output", "q, k, v, scale, feature_map")
     else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            S = np.swapaxes(fk, -1, -2) @ va  # (B, H, d_phi, Dv [+1]): every query sees every key
-            out = scale * fq @ S
-        finite_result(out, "an output", "q, k, v, scale, feature_map")
+        for x, name in scan:
+            finite_entries(x, name)
+        if causal:
+            out, _ = _gla(fq, fk, va, None, scale, None, form, chunk_size,
+                          ("q, k, v, scale, feature_map", "k, v, feature_map"), checked=True)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                S = np.swapaxes(fk, -1, -2) @ va  # (B, H, d_phi, Dv [+1]): every query sees every key
+                out = scale * fq @ S
+            finite_result(out, "an output", "q, k, v, scale, feature_map")
     if not normalize:
         return out
     num, den = out[..., :-1], np.broadcast_to(out[..., -1:] + eps, out[..., :-1].shape)
