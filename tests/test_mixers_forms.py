@@ -246,6 +246,51 @@ def test_scalar_gate_chunks_take_the_batched_form_and_equal_the_recurrence(monke
     assert calls["n"] == 40
 
 
+
+@pytest.mark.parametrize("call", [
+    lambda q, k, v, **kw: GL.retention(q, k, v, **kw),
+    lambda q, k, v, **kw: LA.linear_attention(q, k, v, feature_map="identity", normalize=False, **kw),
+    lambda q, k, v, **kw: LA.linear_attention(q, k, v, feature_map="identity", **kw),
+], ids=["retention", "linear", "linear-normalised"])
+def test_chunked_scalar_checks_the_entries_in_its_blocks_as_the_other_forms_do_first(call, monkeypatch):
+    """Retention and linear attention (identity map) check q, k, v for NaN and inf, and the output for
+    overflow, in the chunked form's head blocks (on threads): every error is the one the recurrent form
+    gives, which checks first: the first bad argument in argument order (q's last head before k's first;
+    a NaN in the partial last chunk; a NaN in q before a bad v shape or chunk_size; v with no channel, where
+    a NaN reaches no output), and an overflow
+    named as an output beyond float64 with no warning from the blocks, on 1 and 2 threads."""
+    import warnings
+
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
+    L = GL.SCALAR_SPAN + 44  # one head a block, two batches of chunks, a partial last chunk
+    base = rng.standard_normal((3, 1, 3, L, 4))
+
+    def bad(**where):
+        arrays = dict(zip("qkv", base.copy()))
+        for name, (h, t, value) in where.items():
+            arrays[name][0, h, t, 1] = value
+        return arrays
+
+    cases = [bad(q=(2, 5, np.nan), k=(0, 0, np.inf)), bad(k=(1, L - 1, -np.inf)), bad(v=(2, L - 1, np.nan)),
+             bad(q=(2, L - 1, np.inf), v=(0, 3, np.nan)), dict(zip("qkv", base * np.array([1e200, 1e200, 1.0])[:, None, None, None, None]))]
+    for where in (dict(q=(2, L - 1, np.nan)), dict(k=(0, 0, -np.inf))):  # no value channel: an empty output, no NaN to see
+        cases.append({**bad(**where), "v": base[2][..., :0]})
+    for threads in ("1", "2"):
+        monkeypatch.setenv("REFIMPL_NUM_THREADS", threads)
+        for arrays in cases:
+            with pytest.raises(ValueError) as want:
+                call(**arrays, form="recurrent")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with pytest.raises(ValueError) as got:
+                    call(**arrays, form="chunked")
+            assert str(got.value) == str(want.value)
+        q, k, v = bad(q=(2, L - 1, np.nan)).values()
+        for later in (dict(v=v[:, :, :-1]), dict(chunk_size=0), dict(form="blocked")):
+            with pytest.raises(ValueError, match="^q: expected finite entries, got an entry NaN$"):
+                call(**{"q": q, "k": k, "v": v, "form": "chunked", **later})
+
+
 def _ssd_case(seed, b=2, H=4, L=13, P=3, G=2, N=5, dt_scale=1.0):
     rng = np.random.default_rng(seed)
     x, z = rng.standard_normal((2, b, H, L, P))

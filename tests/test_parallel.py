@@ -177,6 +177,22 @@ def test_map_blocks_keeps_order_propagates_errors_and_runs_nested_calls_inline(t
     assert nested == [[(x, y) for y in range(3)] for x in range(4)]
 
 
+
+def test_blocks_run_under_the_callers_errstate(threaded):
+    """NumPy 2 keeps np.errstate in a context variable, which a pool thread does not inherit: a block's
+    overflow warned (an error under -W error) where the caller had silenced it to report it by name."""
+    import warnings
+
+    def overflow(x):
+        return np.float64(1e308) * x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore"):
+            assert threaded(2, lambda: _parallel.map_blocks(overflow, [10.0, 20.0], work=1)) == [np.inf, np.inf]
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+            threaded(2, lambda: _parallel.map_blocks(overflow, [10.0, 20.0], work=1))
+
 def test_blas_threads_are_restored_after_a_threaded_call(threaded):
     before = _parallel._blas_controller().info()
     q, k, v, _ = _case()
