@@ -104,15 +104,18 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     as :func:`refimpl.mixers.gated.gated_linear_attention`; non-causal has one form.
     Returns y (B, H, L, Dv).
     """
-    # phi(x) = x: the entries of q, k, v are checked by the chunked form's blocks (or before any other form);
-    # an error raised before then reports a NaN or inf of the arrays validated before it first
-    later = ((q, "q"), (k, "k"), (v, "v")) if isinstance(feature_map, str) and feature_map == "identity" else ()
-    with entries_first(later[:2], ndim=4):
-        fq, fk = ((as_float_array(x, name, ndim=4, entries=False) for x, name in later[:2]) if later else
-                  (_phi(q, "q", feature_map), _phi(k, "k", feature_map)))
+    # phi(x) = x: the entries of q, k, v are checked where the form runs (the chunked form: in its blocks);
+    # a validation error before then reports a NaN or inf in an argument validated before it first
+    deferred = isinstance(feature_map, str) and feature_map == "identity"
+    raw = ((q, "q"), (k, "k"), (v, "v")) if deferred else ()
+    with entries_first(raw[:2], ndim=4):
+        if deferred:
+            fq, fk = (as_float_array(x, name, ndim=4, entries=False) for x, name in raw[:2])
+        else:
+            fq, fk = _phi(q, "q", feature_map), _phi(k, "k", feature_map)
         VX.feature_widths(fq, fk)
-        with entries_first(later[2:], ndim=4):
-            v = as_float_array(v, "v", ndim=4, entries=not later)
+        with entries_first(raw[2:], ndim=4):
+            v = as_float_array(v, "v", ndim=4, entries=not deferred)
             causal, normalize = flag(causal, "causal"), flag(normalize, "normalize")
             eps, scale = real_number(eps, "eps", minimum=0.0), positive_float(scale, "scale")
             choice(form, "form", FORMS)
@@ -122,7 +125,7 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
             va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
             if causal and form == "chunked":
                 s = GatedSetup(fq, fk, va, None, scale, None, checked=True)
-    scan = tuple(zip((fq, fk, v), ("q", "k", "v"))) if later else ()  # the float64 arrays, entries unchecked
+    scan = ((fq, "q"), (fk, "k"), (v, "v")) if deferred else ()  # the float64 arrays, entries unchecked
     if causal and form == "chunked":
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
             out, _, finite = _chunked_scalar(s, int(chunk_size), scan=bool(scan))
