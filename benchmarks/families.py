@@ -23,7 +23,9 @@ Families and contenders (float64 inputs; "peer" = the library's own reference as
 fla's and mamba's references cast to float32 inside (``.float()``): they run as shipped, which
 favours them; torch SDPA, autograd and the HF block compute in float64. Method: BLAS and torch
 pinned to ``--threads`` (set before NumPy loads); the contenders of a row interleaved in every round
-(order reversed on odd rounds), each figure the minimum over ``--rounds``; the load average is
+(order reversed on odd rounds), each call after 0.2 s idle (``SETTLE_S``: OpenBLAS's threads spin
+~0.1 s after a multi-threaded product and would slow whichever contender came next), each figure the
+minimum over ``--rounds``; the load average is
 printed with every row. Ratio = the fastest peer / the fastest refimpl form (>= 1: refimpl as fast).
 GFLOP/s of the fastest refimpl form against NumPy's own float64 GEMM measured at the start of the
 run (the ceiling of this machine). Peak memory: growth of the peak RSS of a fresh subprocess during
@@ -132,11 +134,17 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+SETTLE_S = 0.2  # idle before each timed call: OpenBLAS's workers spin ~0.1 s after a multi-threaded product
+
+
 def race(contenders: dict, rounds: int) -> dict:
-    """Minimum time of each contender over ``rounds``, contenders interleaved in each round."""
+    """Minimum time of each contender over ``rounds``, contenders interleaved in each round. Each call
+    starts after ``SETTLE_S`` idle, so no contender shares the cores with the previous one's spinning
+    BLAS threads (measured: a 2-thread NumPy GEMM leaves ~0.1 s of a core's CPU spent after it)."""
     best = {n: float("inf") for n in contenders}
     for r in range(rounds):
         for n in (list(contenders) if r % 2 == 0 else list(reversed(contenders))):
+            time.sleep(SETTLE_S)
             best[n] = min(best[n], _timed(contenders[n]))
     return best
 

@@ -19,10 +19,17 @@ number BLAS is configured with (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``
 thread. Calls below ``MIN_PARALLEL_WORK`` multiply-adds run in the calling
 thread too (starting threads would cost more than it saves), and so does a
 ``map_blocks`` nested inside a block.
+
+OpenBLAS's worker threads, once a product has used them, spin for about 0.1 s
+(its THREAD_TIMEOUT, 2^28 cycles) before they sleep, and limiting the thread
+count does not stop them: a multi-threaded product just before ``map_blocks``
+leaves a spinning thread beside the blocks' threads. ``one_blas_thread()``
+runs such a small product on one BLAS thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -102,6 +109,16 @@ def map_blocks(fn: Callable, items: Iterable, work: float) -> list:
     finally:
         _unlimit_blas()
     return [f.result() for f in futures]
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS at one thread inside the ``with`` block (restored afterwards; nests with ``map_blocks``)."""
+    _limit_blas()
+    try:
+        yield
+    finally:
+        _unlimit_blas()
 
 
 # BLAS at one thread while any call's blocks run: the first call to start sets the limit,

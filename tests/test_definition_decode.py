@@ -4,7 +4,7 @@ The definition: RoPE (``rope_definition``) at positions 0 .. L-1, then causal at
 whole sequence (``attention_definition``), window (left, 0) or none. Fast forms: ``decode`` (any
 partition of the sequence into chunks, each a ``decode_step``: RoPE by ``apply_rope`` at the chunk's
 absolute positions, the cache's keys, then the one-pass form ``_attend`` for a step below one thread's
-work, ``refimpl.attention`` aligned bottom-right above it) over
+work, ``refimpl.flash_attention`` aligned bottom-right above it) over
 ``ContiguousCache``, ``PagedCache`` (any block size, blocks handed out in pool order; and a forked
 sequence written copy-on-write) and ``RingCache`` (capacity left + 1), and ``prefill_reference`` (one
 call of ``refimpl.attention``).
@@ -224,12 +224,13 @@ def test_worst_fraction_report():
                                           ("ring", (40, 0))])
 def test_a_long_prefill_then_single_steps_equal_the_definition(kind, window, monkeypatch):
     """Both computations of a step: a prefill chunk beyond one thread's work (``MIN_PARALLEL_WORK``
-    multiply-adds) is ``refimpl.attention``; the single-token steps after it are the one-pass form
-    (``_attend``). Each call is counted, so both are known to have run; the bound is the one above."""
+    multiply-adds) is ``refimpl.flash_attention`` (its tiles of ``PREFILL_BLOCK``, the last one partial);
+    the single-token steps after it are the one-pass form (``_attend``). Each call is counted, so both
+    are known to have run; the bound is the one above."""
     rng = np.random.default_rng(3)
     L, n0, rope = 304, 300, {"layout": "interleaved"}
     q, k, v = rng.standard_normal((1, 2, L, 16)), rng.standard_normal((1, 1, L, 16)), rng.standard_normal((1, 1, L, 8))
-    calls = {"attention": 0, "_attend": 0}
+    calls = {"flash_attention": 0, "_attend": 0}
     for name in calls:
         def spy(*a, _f=getattr(KV, name), _n=name, **kw):
             calls[_n] += 1
@@ -237,7 +238,7 @@ def test_a_long_prefill_then_single_steps_equal_the_definition(kind, window, mon
         monkeypatch.setattr(KV, name, spy)
     cache = KV.make_cache(kind, 1, 16, 8, window=window, num_blocks=32)
     got = KV.decode(q, k, v, cache, chunks=[n0] + [1] * (L - n0), window=window, rope=rope)
-    assert calls == {"attention": 1, "_attend": L - n0}
+    assert calls == {"flash_attention": 1, "_attend": L - n0}
     want = KV.decode_definition(q, k, v, window=window, rope=rope)
     D.assert_within("decode", f"decode {kind}, prefill then steps", got, want,
                     2 * decode_bound(q, k, v, window, rope, None))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from properties.mixers_common import rounding_bound
+from refimpl import _parallel
 from refimpl.mixers import _chunks, cost, presets
 from refimpl.mixers import delta_rule as DR
 from refimpl.mixers import gated as GL
@@ -214,7 +215,8 @@ def test_scalar_gate_chunks_take_the_batched_form_and_equal_the_recurrence(monke
     """One gate per head and step (B, H, L), and g None: the chunked form is ``_chunked_scalar`` (every
     exponent <= 0: nothing to factor), equal to the recurrence for a decay past FACTOR_SPAN inside a
     chunk, keys near the top of float64, a partial last chunk, L = 1, an initial state, batches of chunks
-    (L = 300 > SCALAR_SPAN) and two head groups on threads."""
+    (L = 300 > SCALAR_SPAN), a gate constant in time (RetNet: one decay table for every chunk; one head's
+    decay past FACTOR_SPAN a step), and one thread or two head groups on threads, bit for bit alike."""
     calls = {"n": 0}
     real = GL._chunked_scalar
 
@@ -223,17 +225,25 @@ def test_scalar_gate_chunks_take_the_batched_form_and_equal_the_recurrence(monke
         return real(*a, **kw)
 
     monkeypatch.setattr(GL, "_chunked_scalar", counting)
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_WORK", 0)
     for L, c in ((24, 8), (23, 8), (1, 4), (300, 64)):
         q, k, v = rng.standard_normal((3, 1, 3, L, 3))
         g = -rng.random((1, 3, L)) * 0.1
         g[:, :, L // 2] = -GL.FACTOR_SPAN - 5.0
+        constant = np.broadcast_to(np.array([-0.05, -GL.FACTOR_SPAN - 5.0, -1e-3])[None, :, None], (1, 3, L))
         S0 = rng.standard_normal((1, 3, 3, 3))
-        for args in ((q, k, v, g), (q * 1e-292, k * 1e292, v, np.full(g.shape, -5.0)), (q, k, v, None)):
-            oc, Sc = GL.gated_linear_attention(*args, initial_state=S0, form="chunked", chunk_size=c)
+        for args in ((q, k, v, g), (q * 1e-292, k * 1e292, v, np.full(g.shape, -5.0)), (q, k, v, None),
+                     (q, k, v, constant), (q * 1e-292, k * 1e292, v, constant)):
             o, S = GL.gated_linear_attention(*args, initial_state=S0)
-            np.testing.assert_allclose(oc, o, rtol=1e-12, atol=1e-13)
-            np.testing.assert_allclose(Sc, S, rtol=1e-12, atol=1e-12)
-    assert calls["n"] == 12
+            runs = []
+            for threads in ("1", "2"):
+                monkeypatch.setenv("REFIMPL_NUM_THREADS", threads)
+                oc, Sc = GL.gated_linear_attention(*args, initial_state=S0, form="chunked", chunk_size=c)
+                np.testing.assert_allclose(oc, o, rtol=1e-12, atol=1e-13)
+                np.testing.assert_allclose(Sc, S, rtol=1e-12, atol=1e-12)
+                runs.append((oc, Sc))
+            assert all(np.array_equal(x, y) for x, y in zip(*runs)), "threads changed the bits"
+    assert calls["n"] == 40
 
 
 def _ssd_case(seed, b=2, H=4, L=13, P=3, G=2, N=5, dt_scale=1.0):

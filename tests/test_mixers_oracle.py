@@ -41,16 +41,19 @@ def _mp_gla(q, k, v, g):
     return out
 
 
-@pytest.mark.parametrize("gate", ["channel", "scalar"])
+@pytest.mark.parametrize("gate", ["channel", "scalar", "constant"])
 @pytest.mark.parametrize("seed", range(3))
 def test_gated_linear_attention_forms_against_the_exact_value(seed, gate):
     """Every form against the 50-digit value. A channel gate (B, H, L, K) takes the factored / elementwise
     chunks; one gate per head and step (B, H, L: RetNet, simple GLA) the batched ``_chunked_scalar``, whose
-    chunks of 4 and 5 leave a partial last chunk over L = 9."""
+    chunks of 4 and 5 leave a partial last chunk over L = 9; a gate constant in time (RetNet's gamma per
+    head) its decay table e^{(t - j) g}, built once for every chunk."""
     rng = np.random.default_rng(seed)
     q, k = rng.standard_normal((2, 1, 2, 9, 3))
     v = rng.standard_normal((1, 2, 9, 2))
-    g = -rng.random((1, 2, 9, 3) if gate == "channel" else (1, 2, 9)) * 2
+    shape = {"channel": (1, 2, 9, 3), "scalar": (1, 2, 9), "constant": (1, 2, 1)}[gate]
+    g = np.broadcast_to(-rng.random(shape) * 2, (1, 2, 9) + shape[3:])
+    assert (GL.GatedSetup(q, k, v, g, 1.0, None).gate is not None) == (gate == "constant")
     exact = _mp_gla(q, k, v, g if gate == "channel" else np.repeat(g[..., None], 3, axis=-1))
     M = GL.gated_linear_attention(np.abs(q), np.abs(k), np.abs(v), g, scale=1.0)[0]
     n = 2 * 9 + 3 + 8 + 9 * float(np.max(-g.sum(axis=2)))

@@ -184,6 +184,22 @@ def test_blas_threads_are_restored_after_a_threaded_call(threaded):
     assert _parallel._blas_controller().info() == before
 
 
+def test_one_blas_thread_limits_blas_inside_and_restores_it_after_an_error():
+    """``one_blas_thread`` (the router's product before the experts' threads): BLAS at one thread
+    inside, nested ones too, the original count after it, an error
+    included."""
+    before = _parallel._blas_controller().info()
+    blas = lambda: [lib["num_threads"] for lib in _parallel._blas_controller().info() if lib["user_api"] == "blas"]  # noqa: E731
+    with pytest.raises(ValueError, match="inside"):
+        with _parallel.one_blas_thread():
+            assert set(blas()) == {1}
+            with _parallel.one_blas_thread():
+                assert set(blas()) == {1}
+            assert set(blas()) == {1}
+            raise ValueError("inside")
+    assert _parallel._blas_controller().info() == before
+
+
 @pytest.mark.parametrize("bad", ["0", "-2", "two"])
 def test_a_bad_thread_count_is_a_clear_error(monkeypatch, bad):
     monkeypatch.setenv("REFIMPL_NUM_THREADS", bad)

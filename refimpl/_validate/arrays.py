@@ -25,8 +25,8 @@ def as_float_array(x, name: str, *, ndim: int | None = None, allow_neg_inf: bool
         arr = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested sequences
         raise TypeError(f"{name}: expected a real floating-point array, got {_type(x)} ({e})") from None
-    if arr.dtype == object or arr.dtype == np.bool_ or not (
-            np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype != np.float64 and (arr.dtype == object or arr.dtype == np.bool_ or not (
+            np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer))):
         raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
     doc = f" {shape_doc}" if shape_doc else ""
     if arr.size > 2**20:  # a broadcast view or memory map is cheap to pass, not to compute with

@@ -44,11 +44,16 @@ def ring_window(window) -> int:
 def cache_kv(k, v, B: int, Hkv: int, D: int, Dv: int):
     """k (B, Hkv, n, D), v (B, Hkv, n, Dv) for a cache of those dims, as float64 arrays."""
     k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
+    cache_kv_shapes(k, v, B, Hkv, D, Dv)
+    return k, v
+
+
+def cache_kv_shapes(k, v, B: int, Hkv: int, D: int, Dv: int) -> None:
+    """``cache_kv``'s shape test of 4-D arrays k, v."""
     if k.shape[:2] != (B, Hkv) or k.shape[3] != D or v.shape != k.shape[:3] + (Dv,):
         fail("k, v", f"shapes (batch, num_kv_heads, n, head_dim) = ({B}, {Hkv}, n, {D}) and "
                      f"(batch, num_kv_heads, n, v_head_dim) = ({B}, {Hkv}, n, {Dv}) (the cache's)",
              f"{k.shape} and {v.shape}")
-    return k, v
 
 
 def sequence_kv(k, v, Hkv: int, D: int, Dv: int):
@@ -93,7 +98,15 @@ def step_inputs(q, k, v, cache, cache_class: type, ring_class: type, window, ali
     ``scale`` None or finite positive. Returns (q, k, v, left, scale)."""
     instance(cache, "cache", cache_class, "refimpl.kv_cache.KVCache (make_cache)")
     q = as_float_array(q, "q", ndim=4)
-    k, v = cache_kv(k, v, cache.B, cache.Hkv, cache.D, cache.Dv)
+    k, v = as_float_array(k, "k", ndim=4), as_float_array(v, "v", ndim=4)
+    return step_arguments(q, k, v, cache, cache_class, ring_class, window, align, scale)
+
+
+def step_arguments(q, k, v, cache, cache_class: type, ring_class: type, window, align: str, scale):
+    """``step_inputs`` of q, k, v already checked as 4-D float64 arrays (``decode`` checks the whole
+    sequence once, ``sequence_inputs``): everything else, in the same order."""
+    instance(cache, "cache", cache_class, "refimpl.kv_cache.KVCache (make_cache)")
+    cache_kv_shapes(k, v, cache.B, cache.Hkv, cache.D, cache.Dv)
     B, Hq, n, D = q.shape
     if (B, D, n) != (cache.B, cache.D, k.shape[2]) or Hq % cache.Hkv:
         fail("q", f"shape ({cache.B}, a multiple of {cache.Hkv}, n = {k.shape[2]}, {cache.D}) to match k and the "

@@ -54,7 +54,7 @@ import numpy as np
 from .._validate import as_float_array, check_budget, choice, chunk_starts, finite_result, leading_shape, positive_float, positive_int
 from .._validate import mixers as VX
 from .._parallel import map_blocks
-from ._chunks import chunks, head_groups, unchunk
+from ._chunks import chunks
 
 FORMS = ("recurrent", "parallel", "chunked")
 G_FLOOR = -800.0
@@ -75,21 +75,29 @@ def retnet_gammas(num_heads: int) -> np.ndarray:
 
 
 class GatedSetup:
-    """Validated inputs shared by every form: scaled q, k, v, cumulative gates G, S_init."""
+    """Validated inputs shared by every form: scaled q, k, v, cumulative gates G, S_init.
 
-    def __init__(self, q, k, v, g, scale, initial_state):
-        self.q = as_float_array(q, "q", ndim=4)
+    ``checked``: q, k, v are float64 arrays of 4 dimensions the caller has already found finite
+    (linear attention's features); their shapes are still checked here, their entries not again."""
+
+    def __init__(self, q, k, v, g, scale, initial_state, *, checked=False):
+        arrays = (lambda x, name, ndim: x) if checked else as_float_array
+        self.q = arrays(q, "q", ndim=4)
         B, H, L, K = self.q.shape
-        self.k = as_float_array(k, "k", ndim=4)
+        self.k = arrays(k, "k", ndim=4)
         leading_shape(self.k, "k", (B, H, L, K), "(B, H, L, K) of q")
-        self.v = as_float_array(v, "v", ndim=4)
+        self.v = arrays(v, "v", ndim=4)
         leading_shape(self.v, "v", (B, H, L), "(B, H, L) of q")
         self.B, self.H, self.L, self.K, self.V = B, H, L, K, self.v.shape[3]
         self.scale = K ** -0.5 if scale is None else positive_float(scale, "scale")
+        self.gate = None  # (B, H): the gate of every step, when one gate per head never changes (RetNet)
         if g is None:
             G = np.zeros((B, H, L, 1))
         else:
-            G = np.cumsum(np.maximum(VX.log_gates(g, B, H, L, K), G_FLOOR), axis=2)
+            g = np.maximum(VX.log_gates(g, B, H, L, K), G_FLOOR)
+            if g.shape[3] == 1 and L and (g == g[:, :, :1]).all():
+                self.gate = g[:, :, 0, 0]
+            G = np.cumsum(g, axis=2)
         # G_{-1} = 0 prepended: G[:, :, t + 1] is G_t, G[:, :, 0] the start.
         self.G = np.concatenate([np.zeros((B, H, 1, G.shape[3])), G], axis=2)
         self.S0 = np.zeros((B, H, K, self.V))
@@ -148,9 +156,10 @@ def gated_linear_attention(q, k, v, g=None, *, scale=None, initial_state=None, f
                 ("q, k, v, scale, initial_state", "k, v, initial_state"))
 
 
-def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple):
-    """``gated_linear_attention``; ``names``: the caller's arguments an overflowing output / state comes from."""
-    s = GatedSetup(q, k, v, g, scale, initial_state)
+def _gla(q, k, v, g, scale, initial_state, form, chunk_size, names: tuple, checked=False):
+    """``gated_linear_attention``; ``names``: the caller's arguments an overflowing output / state comes from;
+    ``checked`` as ``GatedSetup``'s."""
+    s = GatedSetup(q, k, v, g, scale, initial_state, checked=checked)
     choice(form, "form", FORMS)
     starts = chunk_starts(s.L, chunk_size)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
@@ -182,10 +191,14 @@ def _forms(s: GatedSetup, form: str, starts: list, chunk_size: int):
 
 
 
-SCALAR_SPAN = 128
-"""Tokens per batch of chunks in ``_chunked_scalar`` (measured, one thread, L = 2048, d 64, chunk 64:
-11.2 ms at 128 against 12.0 at 64, 14.7 at 256 and 26.4 with every chunk at once; the per-chunk loop
-of ``_forms`` took 16.5 ms)."""
+SCALAR_SPAN = 256
+"""Tokens per batch of chunks in ``_chunked_scalar``, whose blocks (on threads) are single heads once a head
+holds this many tokens (measured, one thread, CPU time, B1 H4 d 64, chunk 64, retention / linear attention:
+all four heads at once in batches of 64, 128, 256, 512 tokens took 9.8-10.3, 9.8-9.95, 9.5-9.8, 9.6-9.9 ms at
+L = 2048 and 4.5-4.6, 3.9-4.1, 4.0, 4.9-5.0 ms (linear attention) at L = 1024; one head at a time in batches of
+256 tokens takes as long, and its temporaries are a quarter the size: retention at L = 1024 4.5-4.8 ms
+against 5.3-5.8 where all heads' temporaries made glibc return the heap to the system after every call,
+~1050 page faults a call)."""
 
 
 def _chunked_scalar(s: GatedSetup, c: int):
@@ -193,23 +206,29 @@ def _chunked_scalar(s: GatedSetup, c: int):
 
     In chunk m (steps a .. a + c - 1; G_l(t) = G_t - G_{a-1} <= 0, the decay since the chunk began):
 
-        o_t     = scale (e^{G_l(t)} q_t . S_m + sum_{a<=j<=t} e^{G_l(t) - G_l(j)} (q_t . k_j) v_j)
+        o_t     = scale (e^{G_l(t)} q_t . S_m + sum_{a<=j<=t} D_tj (q_t . k_j) v_j),  D_tj = e^{G_l(t) - G_l(j)}
         S_{m+1} = e^{G_l(a+c-1)} S_m + sum_j e^{G_l(a+c-1) - G_l(j)} k_j v_j^T
 
     Every exponent is <= 0, so no factor can overflow and nothing needs splitting (unlike a channel
     gate's chunks, ``GatedSetup.intra``): each chunk's products are batched over ``SCALAR_SPAN``
-    tokens of chunks, the state S carried chunk to chunk (one multiply-add each), groups of heads on
-    threads (bit for bit one call over every head). Without a gate (g None: linear attention) every
-    e^... is 1 and is not formed: D is the lower triangle and S a running sum."""
+    tokens of chunks and written straight into o's rows, the state S carried chunk to chunk (one
+    multiply-add each), blocks of heads on threads (bit for bit one call over every head). A gate that
+    never changes (``GatedSetup.gate``: RetNet's gamma) gives every chunk the same D_tj = e^{(t - j) g},
+    built once per head (as exact as the exp of one rounding of (t - j) g; differences of the cumulative
+    G would carry its rounding). Without a gate (g None: linear attention) every e^... is 1 and is not
+    formed: D is the lower triangle and S a running sum."""
     c = min(c, max(s.L, 1))  # a chunk longer than the sequence is the sequence (padding would multiply zeros)
-    o = np.empty((s.B, s.H, s.L, s.V))
-    S_out = np.empty_like(s.S0)
     span = c * max(1, SCALAR_SPAN // c)
+    o = np.empty((s.B, s.H, -(-s.L // c) * c, s.V))  # whole chunks: each product writes its own rows
+    S_out = np.empty_like(s.S0)
     tri = np.tri(c, dtype=bool)
     decays = bool(np.any(s.G))
 
     def heads(hs: slice):
-        S = s.S0[:, hs]
+        S = s.S0[:, hs].copy()  # carried in place
+        if s.gate is not None:  # D_tj = e^{(t - j) g}: the same for every chunk, built once
+            lag = np.arange(c)[:, None] - np.arange(c)
+            D = np.exp(np.where(tri, lag * s.gate[:, hs, None, None, None], -np.inf))  # (B, h, 1, c, c)
         for a in range(0, s.L, span):
             b = min(a + span, s.L)
             Q, K, V = (chunks(x[:, hs, a:b], c) for x in (s.q, s.k, s.v))  # (B, h, n, c, .), padded with 0
@@ -221,24 +240,30 @@ def _chunked_scalar(s: GatedSetup, c: int):
                     G[:, :, -1, (b - a) - (n - 1) * c:] = s.G[:, hs, b, 0][:, :, None]
                 ref = np.concatenate([s.G[:, hs, a:a + 1, 0], G[:, :, :-1, -1]], axis=2)  # G_{a-1} of each chunk
                 Gl = G - ref[..., None]
-                D = np.exp(np.where(tri, Gl[..., :, None] - Gl[..., None, :], -np.inf))  # e^{G_l(t) - G_l(j)}, j <= t
+                if s.gate is None:
+                    D = np.exp(np.where(tri, Gl[..., :, None] - Gl[..., None, :], -np.inf))  # j <= t
                 last = Gl[..., -1:]
-                writes = np.swapaxes(K * np.exp(last - Gl)[..., None], -1, -2) @ V  # (B, h, n, K, V)
+                writes = (Kt * np.exp(last - Gl)[..., None, :]) @ V  # (B, h, n, K, V)
                 carry, Qd = np.exp(last[..., 0]), Q * np.exp(Gl)[..., None]
             else:
                 D, writes, carry, Qd = tri, Kt @ V, None, Q
-            o_c = ((Q @ Kt) * D) @ V
+            A = Q @ Kt
+            A *= D
+            O = chunks(o[:, hs, a:a + n * c], c)  # a view: o's rows of these chunks
+            np.matmul(A, V, out=O)
             entering = np.empty_like(writes)
             for m in range(n):
                 entering[:, :, m] = S
-                S = (S if carry is None else carry[:, :, m, None, None] * S) + writes[:, :, m]
-            o_c += Qd @ entering
-            o_c *= s.scale
-            o[:, hs, a:b] = unchunk(o_c, b - a)
+                if carry is not None:
+                    S *= carry[:, :, m, None, None]
+                S += writes[:, :, m]
+            O += Qd @ entering
+            O *= s.scale
         S_out[:, hs] = S
 
-    map_blocks(heads, head_groups(s.H), s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
-    return o, S_out
+    per = max(1, SCALAR_SPAN // max(1, s.B * s.L))  # heads per block: one at length, more while they are short
+    map_blocks(heads, [slice(h, h + per) for h in range(0, s.H, per)], s.B * s.H * s.L * (2 * c + 2 * s.K) * s.V)
+    return o[:, :, :s.L], S_out
 
 
 def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
@@ -247,10 +272,10 @@ def retention(q, k, v, *, scale=None, form="parallel", chunk_size=64):
     o_t = scale * sum_{j<=t} gamma_h^(t-j) (q_t . k_j) v_j; as fla ``naive_retention``
     (layout (B, H, L, D), scale D^-0.5, no normaliser, no group norm). Returns o only.
     """
-    qa = as_float_array(q, "q", ndim=4)
-    B, H, L, _ = qa.shape
+    q, k, v = (as_float_array(x, name, ndim=4) for x, name in ((q, "q"), (k, "k"), (v, "v")))
+    B, H, L, _ = q.shape
     g = np.broadcast_to(np.log(retnet_gammas(H))[None, :, None], (B, H, L))
-    return gated_linear_attention(qa, k, v, g, scale=scale, form=form, chunk_size=chunk_size)[0]
+    return _gla(q, k, v, g, scale, None, form, chunk_size, ("q, k, v, scale", "k, v"), checked=True)[0]
 
 
 __all__ = ["FACTOR_SPAN", "FORMS", "G_FLOOR", "gated_linear_attention", "retention", "retnet_gammas"]

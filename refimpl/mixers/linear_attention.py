@@ -91,7 +91,7 @@ def _apply_feature_map(x, feature_map, name: str):
     VX.feature_map_name(feature_map, FEATURE_MAPS)
     with np.errstate(over="ignore", invalid="ignore"):
         out = FEATURE_MAPS[feature_map](x)
-    return finite_result(out, f"feature_map {feature_map!r}", name)
+    return out if out is x else finite_result(out, f"feature_map {feature_map!r}", name)  # identity: x, checked
 
 
 def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=True, eps=NORMALISER_EPS,
@@ -116,12 +116,12 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
     va = np.concatenate([v, np.ones(v.shape[:3] + (1,))], axis=3) if normalize else v
     if causal and form == "chunked":
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
-            s = GatedSetup(fq, fk, va, None, scale, None)
+            s = GatedSetup(fq, fk, va, None, scale, None, checked=True)
             out = _chunked_scalar(s, int(chunk_size))[0]
         finite_result(out, "an output", "q, k, v, scale, feature_map")
     elif causal:
         out, _ = _gla(fq, fk, va, None, scale, None, form, chunk_size,
-                      ("q, k, v, scale, feature_map", "k, v, feature_map"))
+                      ("q, k, v, scale, feature_map", "k, v, feature_map"), checked=True)
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             S = np.swapaxes(fk, -1, -2) @ va  # (B, H, d_phi, Dv [+1]): every query sees every key

@@ -93,7 +93,11 @@ class SortedAssignments:
 
 
 def sort_by_expert(routing) -> SortedAssignments:
-    routing = V.routing(routing)
+    return _sort_by_expert(V.routing(routing))
+
+
+def _sort_by_expert(routing) -> SortedAssignments:
+    """``sort_by_expert`` of a checked Routing (``refimpl.moe.forward`` checked it once)."""
     t, j = np.nonzero(routing.kept)
     e, pos = routing.indices[t, j], routing.position[t, j]
     order = np.lexsort((pos, e))  # by expert, then slot
@@ -113,6 +117,11 @@ def gather_by_expert(x, sa: SortedAssignments) -> np.ndarray:
 def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
     """y (T, D): y[token[i]] += gate[i] * rows[i], summed over a token's choices in order j = 0, 1, ..."""
     rows, num_tokens = VM.scatter_inputs(rows, sa, num_tokens, SortedAssignments)
+    return _scatter_combine(rows, sa, num_tokens)
+
+
+def _scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
+    """``scatter_combine`` of checked rows and num_tokens (``refimpl.moe.forward`` checked them once)."""
     N = sa.token.shape[0]
     y = np.zeros((num_tokens, rows.shape[1]))
     ks = int(sa.choice.max()) + 1 if N else 0
@@ -126,6 +135,7 @@ def scatter_combine(rows, sa: SortedAssignments, num_tokens: int) -> np.ndarray:
         weighted = rows[i[t]]
         weighted *= sa.gate[i[t], None]
         y[t] += weighted
+        del weighted  # freed before the next choice's rows are gathered: the peak holds one (T, D) buffer, not two
     return y
 
 
