@@ -143,7 +143,8 @@ def _split_heads(x: np.ndarray, Hkv: int) -> np.ndarray:
 
 def _exponent(x) -> int:
     """e with max|x| < 2^e (frexp's exponent of the largest magnitude; 0 for all zeros or empty)."""
-    a = float(np.max(np.abs(x), initial=0.0))
+    x = np.asarray(x)
+    a = max(float(x.max()), -float(x.min())) if x.size else 0.0  # max |x| without an |x| temporary
     return int(np.frexp(a)[1]) if a > 0 else 0
 
 
