@@ -123,9 +123,10 @@ class AttentionMask:
     def tile(self, qs: slice, ks: slice) -> np.ndarray:
         q0, q1, _ = qs.indices(self.Lq)
         k0, k1, _ = ks.indices(self.Lk)
-        out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
-        for p in self.predicates:
-            out = out & p._tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
+        tiles = [p._tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None] for p in self.predicates]  # fresh arrays
+        out = tiles[0] if tiles else np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
+        for t in tiles[1:]:
+            out = out & t
         for a in self.arrays:
             out = out & a.tile(qs, ks)
         return out
