@@ -2,7 +2,9 @@
 
 Each check takes an adapter (see ``properties.attention_impls.AttentionAdapter``)
 and a case (``properties.attention_cases.AttnCase``). ``PROPERTIES`` lists them
-with the wrong implementations each must reject.
+with the wrong implementations each must reject. The helpers the checks share (an
+adapter's bounds, the comparisons) are in ``properties.attention_check_helpers``, the
+backward checks in ``properties.attention_backward_checks``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,125 +17,16 @@ import refimpl
 from . import attention_cases as C
 from . import sizes
 from . import attention_impls, tiled
-from .attention_lowp import backward_kernel_bounds, kernel_bounds
+from .attention_backward_checks import (  # noqa: F401  (re-exported: defined here before)
+    check_backward_finite_differences, check_backward_matches_reference, spec_gradients_fd)
+from .attention_check_helpers import _assert_matches, _bounds, _close, _close_lse, _empty_rows_move, _run
 from .core import Declared, Property
-from .precision import precision_of
-from .tolerance import U64, attention_forward_bounds, compare_close, compare_lse, flash_forward_bounds, round_to
 
 KINDS = (C.ATTENTION_KIND,)
 #: refimpl.attention and the independent naive one (the 64-tile float64 / bfloat16
 #: adapters, ``tiled.CORRECT``, run in tests/test_tile_scale.py: big sizes cost time)
 BUNDLED = list(attention_impls.BUNDLED)
 WRONG = {**attention_impls.WRONG, **tiled.WRONG}
-
-
-def _run(impl, case: C.AttnCase, **override):
-    kw = {**case.kwargs, **override}
-    out, lse = impl.forward(case.q, case.k, case.v, **kw)
-    return np.asarray(out, dtype=np.float64), (None if lse is None else np.asarray(lse, dtype=np.float64))
-
-
-def _bounds(impl, case: C.AttnCase):
-    """(atol_out, atol_lse) for comparing ``impl`` on ``case`` with the float64 spec.
-
-    float64 adapters: the derived float64 bound (``attention_forward_bounds``),
-    plus the online-rescaling term for tiled ones (``flash_forward_bounds``).
-    float32, bfloat16 and float16 adapters: the one precision rule (``properties.precision``),
-    FACTOR x the error of the naive eager computation in that precision (the worse of its two
-    orders) plus the rounding floor, ``properties.attention_lowp.kernel_bounds``, on the
-    dropout-free problem.
-    Declared ``tiles`` without ``tiling``: the tiled bound with the smallest tile
-    (the most online steps), which only widens the float64 bound by the
-    rescaling term.
-    """
-    kw = C.spec_kwargs(case)
-    precision = precision_of(impl)
-    if precision != "float64":  # the naive errors against the float64 (out, lse) the bound forms itself
-        return kernel_bounds(case.q, case.k, case.v, None, None, C.visible(case), _scale(case), precision,
-                             kw.get("softcap"), kw.get("bias"))
-    spec_kw = {k: v for k, v in kw.items() if k not in ("dropout_mask", "dropout_p")}
-    ref_out, ref_lse = refimpl.attention(case.q, case.k, case.v, **spec_kw)
-    tiling = getattr(impl, "tiling", None)
-    if tiling is None and getattr(impl, "tiles", None):
-        tiling = (min(impl.tiles), 1)
-    if tiling is not None:
-        block_k, chunks = tiling
-        return flash_forward_bounds(case.q, case.k, case.v, block_k=block_k, chunks=chunks, scale=kw.get("scale"),
-                                    softcap=kw.get("softcap"), bias=kw.get("bias"), lse=ref_lse)
-    return attention_forward_bounds(case.q, case.k, case.v, scale=kw.get("scale"), bias=kw.get("bias"), lse=ref_lse)
-
-
-def _scale(case) -> float:
-    return case.kwargs.get("scale") or 1.0 / np.sqrt(case.q.shape[-1])
-
-
-#: unit roundoff of each precision (relative rounding error of one operation)
-_UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
-
-
-def _split_nonfinite(name, got, ref, ctx, lse=False, precision="float64"):
-    """(got, ref) with the entries where ``ref`` is NaN or +inf (a convention's fully masked
-    rows: xformers' NaN, flash-attn 2's lse +inf) checked for equality and set to 0 in both,
-    so the bound compares the rest. -inf in an lse is left to ``compare_lse``. An lse of
-    magnitude >= 1e30 (JAX's mask value + log Lk) is the library's mask constant rounded
-    to its precision: relative error <= 4 u there."""
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    if got.shape != ref.shape:
-        raise AssertionError(f"{name}: shape {got.shape}, expected {ref.shape}; {ctx}")
-    huge = np.isfinite(ref) & (np.abs(ref) >= 1e30) if lse else np.zeros(ref.shape, bool)
-    special = np.isnan(ref) | np.isposinf(ref) | (np.isneginf(ref) if not lse else False) | huge
-    if not special.any():
-        return got, ref
-    with np.errstate(invalid="ignore"):
-        near = huge & (np.abs(got - ref) <= 4 * _UNIT_ROUNDOFF[precision] * np.abs(ref))
-    same = (np.isnan(got) & np.isnan(ref)) | (got == ref) | near
-    bad = special & ~same
-    if bad.any():
-        w = tuple(np.argwhere(bad)[0])
-        raise AssertionError(f"{name}{list(map(int, w))} = {got[w]!r}, expected {ref[w]!r} (the adapter's "
-                             f"convention for a fully masked row); {ctx}")
-    got_nan = np.isnan(got) & ~special
-    if got_nan.any():
-        w = tuple(np.argwhere(got_nan)[0])
-        raise AssertionError(f"{name}{list(map(int, w))} is NaN, expected {ref[w]!r}; {ctx}")
-    return np.where(special, 0.0, got), np.where(special, 0.0, ref)
-
-
-def _close(name, got, ref, atol, ctx):
-    """compare_close, with a convention's NaN / +inf entries of ``ref`` required exactly."""
-    got, ref = _split_nonfinite(name, got, ref, ctx)
-    compare_close(name, got, ref, atol, ctx)
-
-
-def _close_lse(name, got, ref, atol, ctx, precision="float64"):
-    got, ref = _split_nonfinite(name, got, ref, ctx, lse=True, precision=precision)
-    compare_lse(name, got, ref, atol, ctx)
-
-
-def _empty_rows_move(impl) -> bool:
-    """Whether ``impl``'s fully masked rows depend on keys they do not see (a convention whose
-    row is the mean of all values: JAX, HF eager); such rows are left out of the invariances
-    about hidden keys and checked by matches_reference / fully_masked_rows instead."""
-    conv = C.convention(impl)
-    if conv is None:
-        return False
-    fm = conv.fully_masked_float64 if conv.fully_masked_float64 and getattr(impl, "precision", "float64") == "float64" else conv.fully_masked
-    return fm == "uniform"
-
-
-def _assert_matches(impl, case, out, lse, ref_out, ref_lse, what="", relation=False):
-    """out/lse within ``impl``'s bound of the reference values for ``case``.
-
-    ``relation=True`` when both sides come from ``impl`` (two runs that must agree):
-    each may err by the bound, so they may differ by twice it.
-    """
-    atol_out, atol_lse = _bounds(impl, case)
-    if relation:
-        atol_out, atol_lse = 2 * atol_out, 2 * atol_lse
-    ctx = f"{impl.name}{what} on {case!r}"
-    _close("out", out, ref_out, atol_out, ctx)
-    if lse is not None and "lse" in impl.capabilities:
-        _close_lse("lse", lse, ref_lse, atol_lse, ctx, getattr(impl, "precision", "float64"))
 
 
 # ----------------------------------------------------------------------------
@@ -296,150 +189,6 @@ def check_alignment_relation(impl, case):
     for c, (out, lse) in ((br_case, br), (tl_case, tl)):
         ref_out, ref_lse = C.reference(impl, c)
         _assert_matches(impl, c, out, lse, ref_out, ref_lse, what=f" (align={c.kwargs['align']})")
-
-
-def _dout(case, precision):
-    """The cotangent of the backward checks: N(0, 1), representable in the adapter's precision."""
-    rng = np.random.default_rng(case.seed + 7)
-    return round_to(rng.standard_normal(case.q.shape[:3] + (case.v.shape[3],)), precision)
-
-
-def _backward_bounds(impl, case, dout, ref):
-    """(atol_dq, atol_dk, atol_dv) against the float64 spec gradients ``ref``.
-
-    float64: the gradients are sums of at most Lq*G (or Lk) products of the forward
-    quantities; the bound is the forward bound scaled by max|dout| * (1 + S) * (Lq*G + Lk),
-    with S = scale * max||q|| * max||k|| the score magnitude. Lower precisions: the one
-    precision rule, ``properties.attention_lowp.backward_kernel_bounds`` (the naive eager
-    backward in that precision, D = rowsum(dO * O), and its rounding floor).
-    """
-    kw = C.spec_kwargs(case)
-    precision = precision_of(impl)
-    if precision != "float64":
-        return backward_kernel_bounds(case.q, case.k, case.v, dout, ref, C.visible(case), _scale(case), precision,
-                                      kw.get("softcap"), kw.get("bias"), kw.get("dropout_mask"),
-                                      kw.get("dropout_p", 0.0))
-    atol, _ = attention_forward_bounds(case.q, case.k, case.v, scale=kw.get("scale"), bias=kw.get("bias"))
-    S = _scale(case) * np.max(np.linalg.norm(case.q, axis=-1)) * np.max(np.linalg.norm(case.k, axis=-1))
-    G = case.q.shape[1] // case.k.shape[1]
-    mag = (1 + S) * (1 + np.max(np.abs(case.q)) + np.max(np.abs(case.k))) * np.max(np.abs(dout)) \
-        * (case.q.shape[2] * G + case.k.shape[2])
-    return (atol * mag + 1e-13,) * 3
-
-
-def check_backward_finite_differences(impl, case):
-    """Analytic (dq, dk, dv) agree with central differences of f = sum(dout * out).
-
-    float64 adapters, of their own forward. Directional: for each of q, k, v a random unit
-    direction e, compare <grad, e> with (f(x + h e) - f(x - h e)) / 2h, h = 1e-5. Truncation
-    error is h^2/6 |f'''| (inputs of magnitude <= 3 and D <= 6 keep |f'''| below ~1e2 here),
-    roundoff about u |f| / h ~ 1e-11 |f|; the tolerance 1e-6 (1 + |f| + |<grad,e>|) sits
-    orders of magnitude above both and far below the O(1e-2..1) errors of a wrong gradient.
-
-    Lower precisions: a step h far below the precision's resolution cannot be taken through a
-    low-precision forward, so every entry of the gradient is compared with the central
-    difference of the float64 spec forward (``spec_gradients_fd``, independent of
-    refimpl.attention_backward), within the precision's backward bound plus the difference's
-    own error estimate.
-    """
-    precision = precision_of(impl)
-    dout = _dout(case, precision)
-    grads = impl.backward(case.q, case.k, case.v, dout, **case.kwargs)
-    if precision != "float64":
-        fd, fd_err = spec_gradients_fd(case, dout)
-        for name, g, r, atol, e in zip(("dq", "dk", "dv"), grads, fd, _backward_bounds(impl, case, dout, fd), fd_err):
-            compare_close(f"{name} (vs central differences of the spec)", np.asarray(g, np.float64), r, atol + e,
-                          f"{impl.name}; {case!r}")
-        return
-    rng = np.random.default_rng(case.seed + 8)
-    h = 1e-5
-
-    def f(q, k, v):
-        return float(np.sum(np.asarray(impl.forward(q, k, v, **case.kwargs)[0]) * dout))
-
-    f0 = f(case.q, case.k, case.v)
-    for idx, name in enumerate("qkv"):
-        x = (case.q, case.k, case.v)[idx]
-        e = rng.standard_normal(x.shape)
-        e /= np.linalg.norm(e)
-        args_p = [case.q, case.k, case.v]
-        args_m = [case.q, case.k, case.v]
-        args_p[idx] = x + h * e
-        args_m[idx] = x - h * e
-        fd = (f(*args_p) - f(*args_m)) / (2 * h)
-        an = float(np.sum(np.asarray(grads[idx]) * e))
-        tol = 1e-6 * (1 + abs(f0) + abs(an))
-        if not abs(fd - an) <= tol:
-            raise AssertionError(
-                f"{impl.name}: d{name} . e = {an:.9g} but central difference gives {fd:.9g} "
-                f"(|diff| {abs(fd - an):.2e} > {tol:.2e}); {case!r}"
-            )
-
-
-def spec_gradients_fd(case, dout, h: float = 1e-5):
-    """((dq, dk, dv), (err_dq, err_dk, err_dv)): every entry of the gradient of
-    f = sum(dout * out) by central differences of the spec's forward in float64 (the
-    independent formula ``attention_impls.naive_attention``, vectorised over the batch of
-    steps; neither refimpl.attention_backward nor the adapter's forward), and an error bound.
-
-    Entries separate: out row i depends on q row i only, so one step along q[..., d] for all
-    rows at once gives dq[..., d] from the per-row f; a step along k[b, h, j, d] (v likewise)
-    for all (b, h) at once gives dk[..., j, d] from the f of each (b, kv head). All steps of
-    one array run as one batched call. Error: |difference at h - difference at 2h| (the
-    truncation error at h is a third of it) plus the float64 roundoff of f,
-    8 u sum |dout * out| / h.
-    """
-    q, k, v = case.q, case.k, case.v
-    B, Hq, Lq, D = q.shape
-    Hkv, Lk, Dv = k.shape[1], k.shape[2], v.shape[3]
-    G = Hq // Hkv
-    steps = np.array([h, -h, 2 * h, -2 * h])
-    spec = C.spec_kwargs(case)
-
-    def run(qs, ks, vs, n):  # n copies stacked on the batch axis -> per-copy out * dout
-        kw = {key: (np.tile(val, (n, 1, 1, 1)) if isinstance(val, np.ndarray) and val.ndim == 4
-                    and val.shape[0] == B > 1 else val) for key, val in spec.items()}
-        out = attention_impls.naive_attention(qs.reshape(n * B, Hq, Lq, D), ks.reshape(n * B, Hkv, Lk, D),
-                                              vs.reshape(n * B, Hkv, Lk, Dv), **kw)[0]
-        return out.reshape(n, B, Hq, Lq, Dv) * dout
-
-    def diff(vals):  # vals (4, ...): f at +h, -h, +2h, -2h
-        d1, d2 = (vals[0] - vals[1]) / (2 * h), (vals[2] - vals[3]) / (4 * h)
-        return d1, np.abs(d1 - d2)
-
-    n = 4 * D
-    qs = np.broadcast_to(q, (4, D) + q.shape).copy()
-    for d in range(D):
-        qs[:, d, ..., d] += steps[:, None, None, None]
-    fq = run(qs, np.broadcast_to(k, (n,) + k.shape), np.broadcast_to(v, (n,) + v.shape), n)
-    dq, eq = diff(np.moveaxis(fq.sum(-1).reshape(4, D, B, Hq, Lq), 1, -1))
-    grads, errs = [dq], [eq]
-    for which, x in (("k", k), ("v", v)):
-        width = x.shape[-1]
-        n = 4 * Lk * width
-        xs = np.broadcast_to(x, (4, Lk, width) + x.shape).copy()
-        for j in range(Lk):
-            for d in range(width):
-                xs[:, j, d, :, :, j, d] += steps[:, None, None]
-        arrays = {"q": np.broadcast_to(q, (n,) + q.shape), "k": np.broadcast_to(k, (n,) + k.shape),
-                  "v": np.broadcast_to(v, (n,) + v.shape), which: xs.reshape((n,) + x.shape)}
-        fx = run(arrays["q"], arrays["k"], arrays["v"], n).reshape(4, Lk, width, B, Hkv, G, Lq, Dv)
-        g, e = diff(np.moveaxis(fx.sum(axis=(5, 6, 7)), (1, 2), (-2, -1)))
-        grads.append(g)
-        errs.append(e)
-    out = attention_impls.naive_attention(q, k, v, **spec)[0]
-    roundoff = 8 * U64 * float(np.sum(np.abs(out * dout))) / h
-    return tuple(grads), tuple(float(np.max(e, initial=0.0)) + roundoff for e in errs)
-
-
-def check_backward_matches_reference(impl, case):
-    """(dq, dk, dv) equal refimpl.attention_backward's within the adapter's precision bound
-    (``_backward_bounds``)."""
-    dout = _dout(case, precision_of(impl))
-    got = impl.backward(case.q, case.k, case.v, dout, **case.kwargs)
-    ref = refimpl.attention_backward(case.q, case.k, case.v, dout, **C.spec_kwargs(case))
-    for name, g, r, atol in zip(("dq", "dk", "dv"), got, ref, _backward_bounds(impl, case, dout, ref)):
-        compare_close(name, g, r, atol, f"{impl.name}; {case!r}")
 
 
 def check_dropout_keep_mask(impl, case):

@@ -14,18 +14,25 @@ requires; an implementation lacking one is reported as *unsupported*, never
 as passing. The protocol of each kind (methods, capabilities, options an
 adapter may decline) is declared in ``properties.protocol`` form by the
 property modules' ``KINDS``; see docs/conformance.md.
+
+This module runs a property (``run_property``, ``find_counterexample``); what a run records
+(``RunRecord``, ``SizeCoverage``) is in ``properties.core_records`` and the loading of a user's
+adapters (``load_user_implementations``, ``check_adapter``, ``ProtocolError``...) in
+``properties.core_loading``, both re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
 from typing import Any, Callable, Iterable
 
 from hypothesis import Phase, find, given, settings
 from hypothesis.errors import NoSuchExample
 from hypothesis.strategies import SearchStrategy
+
+from .core_loading import (  # noqa: F401  (re-exported: defined here before)
+    ProtocolError, check_adapter, check_unique_names, closest, find_adapter, load_adapter, load_user_implementations)
+from .core_records import RunRecord, SizeCoverage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +76,6 @@ class Unsupported(Exception):
 
 class ProtocolViolation(AssertionError):
     """The adapter refused a case its declared capabilities and declines cover."""
-
-
-class ProtocolError(ValueError):
-    """An adapter does not follow its kind's protocol (raised at load time)."""
 
 
 class Declared(frozenset):
@@ -185,92 +188,6 @@ def strategy_for(prop: Property, impl) -> SearchStrategy:
     if isinstance(prop.strategy, SearchStrategy):
         return prop.strategy
     return prop.strategy(declared(impl))
-
-
-@dataclasses.dataclass
-class RunRecord:
-    """What one run of a property against an implementation did (for the reports).
-
-    ``worst``: the comparison (``properties.tolerance.compare_close``) that came closest to its
-    bound over every example run: ``{"quantity", "error", "bound", "ratio"}`` (ratio = error /
-    bound; 1 - ratio is the headroom), None when the property compares nothing that way
-    (exact or structural checks). ``sizes``: the array shapes drawn (``size_coverage``).
-    ``not_drawn``: the kind's cases the adapter's declaration leaves out (:func:`not_drawn`): a
-    pass is for the declared cases only.
-    ``seed``: the Hypothesis seed (None: derandomised, the seed derived from the test).
-    """
-
-    property: str
-    kind: str
-    implementation: str
-    status: str = "pass"  # pass | fail | unsupported | xfail | xpass
-    examples: int = 0
-    reason: str = ""
-    case: str | None = None
-    snippet: str | None = None
-    seconds: float = 0.0
-    adapter_seconds: float = 0.0  # of ``seconds``, the time spent inside the adapter's protocol methods
-    cpu_seconds: float = 0.0  # the CPU time of ``seconds`` (this process, all its threads)
-    adapter_cpu_seconds: float = 0.0  # of ``cpu_seconds``, inside the adapter's protocol methods
-    worst: dict | None = None
-    sizes: dict | None = None
-    seed: int | None = None
-    not_drawn: list = dataclasses.field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def note_comparisons(self, log) -> None:
-        """Fold one example's ``(quantity, error, bound)`` comparisons into ``worst``."""
-        for name, err, bound in log:
-            ratio = err / bound if bound > 0 else (0.0 if err == 0 else float("inf"))
-            if self.worst is None or ratio > self.worst["ratio"]:
-                self.worst = {"quantity": name, "error": err, "bound": bound, "ratio": ratio}
-
-
-def _arrays(case) -> dict:
-    """name -> ndarray of the case's array fields (dataclass fields or attributes)."""
-    import numpy as np
-
-    if dataclasses.is_dataclass(case) and not isinstance(case, type):
-        items = ((f.name, getattr(case, f.name, None)) for f in dataclasses.fields(case))
-    else:
-        items = getattr(case, "__dict__", {}).items()
-    return {k: v for k, v in items if isinstance(v, np.ndarray) and v.ndim > 0}
-
-
-class SizeCoverage:
-    """Which array shapes a run drew: per field, the range of each axis and the distinct shapes;
-    with declared ``tiles``, how the drawn lengths (axis -2 of q and k, else of the first
-    array) sit against each tile: below one tile, an exact multiple, or crossing into a partial tile."""
-
-    def __init__(self, tiles=()):
-        self.tiles = tuple(tiles or ())
-        self.fields: dict = {}
-        self.tile_hits = {t: {"below": 0, "multiple": 0, "partial": 0} for t in self.tiles}
-
-    def add(self, case) -> None:
-        arrays = _arrays(case)
-        for name, a in arrays.items():
-            f = self.fields.setdefault(name, {"min": list(a.shape), "max": list(a.shape), "shapes": set()})
-            if len(f["min"]) == a.ndim:
-                f["min"] = [min(x, y) for x, y in zip(f["min"], a.shape)]
-                f["max"] = [max(x, y) for x, y in zip(f["max"], a.shape)]
-            f["shapes"].add(tuple(a.shape))
-        lengths = [arrays[n].shape[-2] for n in ("q", "k") if n in arrays and arrays[n].ndim >= 2]
-        if not lengths:
-            lengths = [a.shape[-2] for a in list(arrays.values())[:1] if a.ndim >= 2]
-        for t in self.tiles:
-            for L in lengths:
-                key = "below" if L < t else ("multiple" if L % t == 0 else "partial")
-                self.tile_hits[t][key] += 1
-
-    def as_dict(self) -> dict:
-        out = {n: {"min": f["min"], "max": f["max"], "distinct_shapes": len(f["shapes"])}
-               for n, f in self.fields.items()}
-        if self.tiles:
-            out["tiles"] = {str(t): h for t, h in self.tile_hits.items()}
-        return out
 
 
 #: (property name, implementation name) -> RunRecord of the latest run in this process.
@@ -443,122 +360,6 @@ def find_counterexample(prop: Property, impl, max_examples: int = 300):
         )
     except NoSuchExample:
         return None
-
-
-def load_user_implementations(env_var: str = "REFIMPL_IMPLS") -> list:
-    """Adapters named in ``$REFIMPL_IMPLS`` ("pkg.mod:obj,pkg2.mod:obj2").
-
-    Each named object is an adapter, or a zero-argument callable returning one
-    or a list of them. This is how a user points the suite at their own kernels.
-    Every adapter is checked against its kind's protocol (``properties.protocol``):
-    any problem raises :class:`ProtocolError` listing them all, with the valid names;
-    so does a name used twice (among these adapters or with a bundled one).
-    """
-    spec = os.environ.get(env_var, "").strip()
-    out: list = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        out.extend(load_adapter(item, env_var))
-    if out:
-        from . import registry
-
-        check_unique_names(registry.all_bundled() + out, env_var)
-    return out
-
-
-def closest(name: str, candidates, n: int = 3, cutoff: float = 0.6) -> list:
-    """The ``n`` candidates nearest ``name`` (difflib), for "did you mean" messages."""
-    import difflib
-
-    return difflib.get_close_matches(name, sorted(set(candidates)), n=n, cutoff=cutoff)
-
-
-def _did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
-    near = closest(name, candidates, cutoff=cutoff)
-    return f"; did you mean {', '.join(map(repr, near))}?" if near else ""
-
-
-def _import_named(module_name: str, origin: str, item: str):
-    """``importlib.import_module`` with a one-line ProtocolError naming the closest modules."""
-    import pkgutil
-
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        missing = e.name or module_name
-        if not (module_name == missing or module_name.startswith(missing + ".")):
-            raise ProtocolError(f"{origin}: expected module:object with a module that imports, got {item!r} "
-                                f"(importing {module_name!r} failed: {e}; a module it imports is missing: install it)"
-                                ) from None
-        parent, _, leaf = missing.rpartition(".")
-        try:
-            where = importlib.import_module(parent).__path__ if parent else None
-            names = [m.name for m in pkgutil.iter_modules(where)]
-        except Exception:  # the parent itself is broken: no suggestions
-            names = []
-        prefix = parent + "." if parent else ""
-        raise ProtocolError(f"{origin}: expected module:object with a module that imports, got {item!r} "
-                            f"(no module named {missing!r}"
-                            + _did_you_mean(missing, [prefix + n for n in names], cutoff=0.75)
-                            + "; is it installed, or on sys.path? Run from your repository's root)") from None
-
-
-def check_unique_names(impls, origin: str = "adapters") -> None:
-    """Raise :class:`ProtocolError` when two adapters share a name (reports, xfail entries and
-    ``--impl`` select by name, so a duplicate would make one of them unreachable or mislabelled)."""
-    seen: dict = {}
-    dups = []
-    for impl in impls:
-        name = getattr(impl, "name", None)
-        if name in seen and seen[name] is not impl:
-            dups.append(name)
-        seen.setdefault(name, impl)
-    if dups:
-        raise ProtocolError(f"{origin}: expected adapters with unique names, got {sorted(set(dups))} named twice "
-                            "(give each adapter its own name, e.g. with the dtype or option in brackets)")
-
-
-def load_adapter(item: str, origin: str = "adapter") -> list:
-    """The validated adapter(s) named by ``"module:object"``.
-
-    A missing module or object is a one-line :class:`ProtocolError` naming the closest names.
-    """
-    module_name, _, attr = item.partition(":")
-    if not attr or not module_name:
-        raise ProtocolError(f"{origin}: expected 'module:object' (e.g. my_package.adapters:my_attention), "
-                            f"got {item!r}")
-    module = _import_named(module_name, origin, item)
-    if not hasattr(module, attr):
-        public = [n for n in dir(module) if not n.startswith("_")]
-        raise ProtocolError(f"{origin}: expected module:object naming an object of its module, got {item!r} "
-                            f"(module {module_name!r} has no object {attr!r}" + _did_you_mean(attr, public) + ")")
-    obj = getattr(module, attr)
-    if callable(obj) and not hasattr(obj, "kind"):
-        obj = obj()
-    impls = list(obj) if isinstance(obj, (list, tuple)) else [obj]
-    for impl in impls:
-        check_adapter(impl, origin)
-    return impls
-
-
-def check_adapter(impl, origin: str = "adapter") -> None:
-    """Raise :class:`ProtocolError` if ``impl`` does not follow its kind's protocol."""
-    from . import registry
-    from .protocol import validate
-
-    problems = validate(impl, registry.all_kinds())
-    if problems:
-        raise ProtocolError(f"{origin}: expected an adapter that follows its kind's protocol, got "
-                            + "\n  ".join(problems))
-
-
-def find_adapter(name: str):
-    """The adapter called ``name``: bundled, wrong, or named in $REFIMPL_IMPLS (used by snippets)."""
-    from . import registry
-
-    for impl in registry.all_bundled() + list(registry.all_wrong().values()) + load_user_implementations():
-        if impl.name == name:
-            return impl
-    raise LookupError(f"no adapter named {name!r} (set REFIMPL_IMPLS to the module:object that defines it)")
 
 
 def select(props: Iterable[Property], kind: str) -> list[Property]:
