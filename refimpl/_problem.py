@@ -18,7 +18,7 @@ import numpy as np
 
 from . import masks as _masks
 from ._validate import (attention_bias, attention_bool_mask, attention_dropout, attention_scale, broadcastable,
-                        check_qkv_shapes, check_real_4d, check_window, choice, flag, positive_float)
+                        check_qkv_shapes, check_real_4d, real_4d_extent, check_window, choice, flag, positive_float)
 from ._validate.conventions import gradients_finite, tile_scores_finite
 
 
@@ -31,9 +31,11 @@ def _real_4d(x, name: str) -> np.ndarray:
 
 
 def _check_qkv(q, k, v):
-    q, k, v = _real_4d(q, "q"), _real_4d(k, "k"), _real_4d(v, "v")
+    """(q, k, v) as float64, checked, and (max|q|, max|k|, max|v|) from the same check."""
+    (q, eq), (k, ek), (v, ev) = (real_4d_extent(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    q, k, v = (x.astype(np.float64, copy=False) for x in (q, k, v))
     check_qkv_shapes(q, k, v)
-    return q, k, v
+    return (q, k, v), (eq, ek, ev)
 
 
 class _Broadcast:
@@ -123,9 +125,10 @@ class AttentionMask:
     def tile(self, qs: slice, ks: slice) -> np.ndarray:
         q0, q1, _ = qs.indices(self.Lq)
         k0, k1, _ = ks.indices(self.Lk)
-        out = np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
-        for p in self.predicates:
-            out = out & p._tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None]
+        tiles = [p._tile(q0, q1, k0, k1, self.Lq, self.Lk)[None, None] for p in self.predicates]  # fresh arrays
+        out = tiles[0] if tiles else np.ones((1, 1, q1 - q0, k1 - k0), dtype=bool)
+        for t in tiles[1:]:
+            out = out & t
         for a in self.arrays:
             out = out & a.tile(qs, ks)
         return out
@@ -143,7 +146,12 @@ def _split_heads(x: np.ndarray, Hkv: int) -> np.ndarray:
 
 def _exponent(x) -> int:
     """e with max|x| < 2^e (frexp's exponent of the largest magnitude; 0 for all zeros or empty)."""
-    a = float(np.max(np.abs(x), initial=0.0))
+    x = np.asarray(x)
+    return _exponent_of(max(float(x.max()), -float(x.min())) if x.size else 0.0)  # max |x| without an |x| temporary
+
+
+def _exponent_of(a: float) -> int:
+    """``_exponent`` from a = max |x| >= 0."""
     return int(np.frexp(a)[1]) if a > 0 else 0
 
 
@@ -174,7 +182,7 @@ class _Setup:
     """Validated arguments of attention / attention_backward / flash_attention."""
 
     def __init__(self, q, k, v, mask, causal, align, window, scale, softcap, bias, dropout_mask, dropout_p):
-        self.q, self.k, self.v = _check_qkv(q, k, v)
+        (self.q, self.k, self.v), (eq, ek, self.v_extent) = _check_qkv(q, k, v)  # and max |q|, |k|, |v|
         B, Hq, Lq, D = self.q.shape
         Hkv, Lk, Dv = self.k.shape[1], self.k.shape[2], self.v.shape[3]
         self.B, self.Hq, self.Hkv, self.Lq, self.Lk, self.D, self.Dv = B, Hq, Hkv, Lq, Lk, D, Dv
@@ -185,7 +193,7 @@ class _Setup:
         self.mask = AttentionMask(mask, causal, align, window, full)
         bias = attention_bias(bias, full)
         self.bias = None if bias is None else _Broadcast(bias, "bias", full)
-        self.exact_range = _exponent(self.q) + _exponent(self.k) + _exponent(max(self.scale, 1.0)) \
+        self.exact_range = _exponent_of(eq) + _exponent_of(ek) + _exponent(max(self.scale, 1.0)) \
             + int(np.ceil(np.log2(max(D, 1)))) <= 1000 and (
                 self.bias is None or _exponent(np.where(np.isfinite(self.bias.arr), self.bias.arr, 0.0)) <= 1000)
         keep, self.dropout_p = attention_dropout(dropout_mask, dropout_p, full)

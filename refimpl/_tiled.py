@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from ._problem import _exponent, _fold, _Setup
+from ._problem import _exponent_of, _fold, _Setup
 from ._validate import FLOAT_MAX, finite_result, flag, positive_int
 
 
@@ -94,7 +94,7 @@ class _TiledSetup(_Setup):
         # bounded by Lk max|v| / (1 - p): near the top of float64 it would overflow although the output, a
         # weighted mean, does not. Then V is divided by 2^v_shift (exact) and the output multiplied back.
         headroom = self.Lk.bit_length() + 1 + (int(np.frexp(1.0 / (1.0 - self.dropout_p))[1]) if self.dropout_p else 0)
-        self.v_shift = headroom if _exponent(self.v) + headroom > 1023 else 0
+        self.v_shift = headroom if _exponent_of(self.v_extent) + headroom > 1023 else 0
         if self.v_shift:
             self.v = np.ldexp(self.v, -self.v_shift)
 

@@ -137,7 +137,8 @@ def _row_strips(visible, nq: int, nk: int) -> list[tuple[slice, slice]]:
     whole = [(slice(0, nq), slice(0, nk))]
     if visible is None:
         return whole
-    seen = visible.reshape(-1, nq, nk).any(axis=0)  # visible for some batch entry and head
+    seen = visible.reshape(-1, nq, nk)
+    seen = seen[0] if len(seen) == 1 else seen.any(axis=0)  # visible for some batch entry and head
     if seen.all():
         return whole
     parts = []

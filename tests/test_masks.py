@@ -248,3 +248,22 @@ def test_bad_use_raises():
         M.BigBird(2).materialize(4, 6)
     with pytest.raises(ValueError, match=r"^Lq, Lk: expected the lengths of segment_ids_q, segment_ids_k"):
         M.Document([0, 1]).materialize(3, 3)
+
+
+_EXTENTS = st.one_of(st.none(), st.integers(0, 80), st.just(10**12))
+
+
+@given(Lq=st.integers(1, 70), Lk=st.integers(1, 70), left=_EXTENTS, right=_EXTENTS,
+       align=st.sampled_from(["top_left", "bottom_right"]), cuts=st.lists(st.floats(0, 1), min_size=4, max_size=4))
+def test_band_tile_equals_its_predicate(Lq, Lk, left, right, align, cuts):
+    """SlidingWindow / Causal build a tile from block-relative int32 indices with clipped bounds
+    (mask_core.SlidingWindow._tile): it must equal the predicate evaluated at absolute indices
+    (the generic Mask._tile), for every block, alignment and extent, unbounded and huge included."""
+    from refimpl.mask_core import Mask
+    q0, q1 = sorted(int(c * Lq) for c in cuts[:2])
+    k0, k1 = sorted(int(c * Lk) for c in cuts[2:])
+    for m in (M.SlidingWindow(left, right, align), M.Causal(align)):
+        got = m._tile(q0, q1, k0, k1, Lq, Lk)
+        want = Mask._tile(m, q0, q1, k0, k1, Lq, Lk)
+        assert got.dtype == bool and got.shape == (q1 - q0, k1 - k0)
+        assert np.array_equal(got, want)

@@ -39,7 +39,7 @@ from .scalars import (fail, _type, plain, count, positive_int, real_number, posi
                       choice, instance, axis_index, finite_result)
 from .arrays import (as_float_array, entries_first, finite_entries, bool_array, leading_shape, chunk_starts, same_shape,  # noqa: F401
                      index_array, int_array)
-from .attention import (check_score_range, check_real_4d, check_qkv_shapes, check_window,  # noqa: F401
+from .attention import (check_score_range, check_real_4d, real_4d_extent, check_qkv_shapes, check_window,  # noqa: F401
                         broadcastable, attention_scale, attention_bias, attention_dropout,
                         attention_bool_mask)
 from .objects import capacity_factor, register_class, routing, experts  # noqa: F401

@@ -54,6 +54,11 @@ def check_score_range(q: np.ndarray, k: np.ndarray, scale: float, softcap, bias,
 def check_real_4d(x, name: str) -> np.ndarray:
     """``x`` as an array, checked to be a finite real floating-point (B, H, L, D) array
     (not converted; shared with the gpu facade)."""
+    return real_4d_extent(x, name)[0]
+
+
+def real_4d_extent(x, name: str) -> tuple[np.ndarray, float]:
+    """``check_real_4d`` and max |x| (0.0 when empty), read off the min and max the check takes."""
     arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
@@ -61,10 +66,11 @@ def check_real_4d(x, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected shape (B, H, L, D), got {arr.shape}")
     if arr.size > 2**20:  # a broadcast view is cheap to pass, not to compute with
         check_budget(name, shape=arr.shape, what=f"a float64 array of shape {arr.shape}")
-    if not np.isfinite(arr).all():
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)  # NaN propagates; no full-size temporary
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = "NaN" if np.isnan(arr).any() else ("+inf" if np.isposinf(arr).any() else "-inf")
         raise ValueError(f"{name}: expected finite entries, got an entry {bad}")
-    return arr
+    return arr, max(hi, -lo)
 
 
 def check_qkv_shapes(q, k, v) -> tuple:
