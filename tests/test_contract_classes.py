@@ -692,6 +692,25 @@ def test_importance_loss_refuses_an_overflowing_column_sum_by_name_without_a_war
         assert importance_loss(np.array([[0.25, 0.75], [0.75, 0.25]])) == 0.0
 
 
+@pytest.mark.parametrize("call, names", [
+    (lambda big: refimpl.mixers.ssm.causal_conv1d(np.full((1, 1, 3, 1), big), np.full((1, 1, 2), 2.0)),
+     "x, weight, bias"),
+    (lambda big: refimpl.mixers.linear_attention.favor_features(np.full((1, 1, 2, 4), 1e150), np.full((3, 4), big),
+                                                                 is_query=True), "x, W"),
+    (lambda big: refimpl.mixers.linear_attention.favor_features(np.full((1, 1, 2, 4), big), np.ones((3, 4)),
+                                                                 is_query=True), "x, W"),
+])
+def test_overflowing_conv_and_favor_bounds_are_refused_without_a_warning(call, names):
+    """An overflow in causal_conv1d's sum or in the FAVOR+ logit bound (|x| |w| beyond float64) is
+    the named ValueError, with no RuntimeWarning first (seen in the contract fuzz)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=re.escape(names)):
+            call(np.finfo(np.float64).max)
+
+
 # ---------------------------------------------------------------------------
 # found by the thorough fuzz on this round's final code (parts 3, 6, 7, 12 of 20)
 

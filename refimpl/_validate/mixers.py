@@ -114,9 +114,11 @@ def feature_matrix(x, W, xname: str) -> tuple:
 def favor_logit_range(x: np.ndarray, W: np.ndarray, names: str) -> None:
     """|W x - |x|^2/2| <= |W| |x| + |x|^2/2: below FLOAT_MAX / 4 neither term nor a difference of two
     logits overflows. Beyond it the features are not computed (an error, never NaN)."""
-    xn = max(np.abs(x).max(initial=0.0) * np.sqrt(x.shape[3]), 0.0)
-    wn = np.abs(W).max(initial=0.0) * np.sqrt(W.shape[1])
-    if xn > np.sqrt(FLOAT_MAX / 4) or (xn * wn > FLOAT_MAX / 4):
+    with np.errstate(over="ignore"):  # a bound beyond float64 is inf, refused below
+        xn = max(np.abs(x).max(initial=0.0) * np.sqrt(x.shape[3]), 0.0)
+        wn = np.abs(W).max(initial=0.0) * np.sqrt(W.shape[1])
+        wide = xn * wn
+    if xn > np.sqrt(FLOAT_MAX / 4) or (wide > FLOAT_MAX / 4):
         fail(names, "FAVOR+ logits W x - |x|^2/2 within float64",
              f"bounds that may overflow (|x| <= {xn:.3g}, |w_i| <= {wn:.3g}); rescale {names.split(',')[0]}")
 

@@ -418,14 +418,15 @@ def causal_conv1d(x, weight, bias=None, *, activation=None):
     b, H, L, P = x.shape
     leading_shape(weight, "weight", (H, P), "(H, P)")
     W = positive_int(weight.shape[2], "weight width")
-    xp = np.concatenate([np.zeros((b, H, W - 1, P)), x], axis=2)
-    out = sum(weight[None, :, None, :, i] * xp[:, :, i : i + L] for i in range(W))
     if bias is not None:
         bias = as_float_array(bias, "bias", ndim=2)
         leading_shape(bias, "bias", (H, P), "(H, P)")
-        out = out + bias[None, :, None, :]
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = out if activation is None else silu(out)  # (inf from an overflowed sum is caught below)
+    xp = np.concatenate([np.zeros((b, H, W - 1, P)), x], axis=2)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowed sum (inf or nan) is refused below
+        out = sum(weight[None, :, None, :, i] * xp[:, :, i : i + L] for i in range(W))
+        if bias is not None:
+            out = out + bias[None, :, None, :]
+        out = out if activation is None else silu(out)
     return finite_result(out, "an output", "x, weight, bias")
 
 
