@@ -409,6 +409,8 @@ def _attend(q, K, V, left, scale: float):
     the formula and order of operations of ``refimpl.attention``, for scores in its plain range."""
     B, Hq, n, D = q.shape
     Hkv, Lk, G = K.shape[1], K.shape[2], Hq // K.shape[1]
+    if left is not None and left >= Lk:  # a window reaching past the cache's start hides nothing (p - left: no int64)
+        left = None
     lo = 0 if left is None else max(0, Lk - n - left)
     s = np.matmul(q.reshape(B, Hkv, G * n, D), K[:, :, lo:].swapaxes(-1, -2))  # <q_i, k_j>, (B, Hkv, G n, Lk - lo)
     s *= scale

@@ -711,6 +711,22 @@ def test_overflowing_conv_and_favor_bounds_are_refused_without_a_warning(call, n
             call(np.finfo(np.float64).max)
 
 
+@pytest.mark.parametrize("left", [2**63, 2**63 - 1, 10**30])
+def test_decode_step_takes_a_window_wider_than_int64(left):
+    """A valid window (left, 0) beyond int64 (found by the thorough fuzz: window = (2**63, 0) raised
+    OverflowError from the single-pass step's mask, p - left) hides nothing on a short cache: the same
+    output as no window."""
+    from refimpl import kv_cache as KV
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 2, 4)) for _ in range(3))
+    outs = []
+    for window in (None, (left, 0)):
+        cache = KV.make_cache("contiguous", 2, 4, 4, batch=1, window=window)
+        outs.append(KV.decode_step(q, k, v, cache, window=window))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 # ---------------------------------------------------------------------------
 # found by the thorough fuzz on this round's final code (parts 3, 6, 7, 12 of 20)
 
