@@ -312,12 +312,15 @@ class RingCache(KVCache):
     """Sliding-window cache of ``capacity`` slots; position p in slot p % capacity.
 
     ``capacity = left + 1`` serves window (left, 0): W = left + 1 keys including self.
+    ``_sized_by``: the caller's argument the capacity comes from (``make_cache``: window), named when
+    the pool is beyond the work budget.
     """
 
-    def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, capacity: int):
+    def __init__(self, num_kv_heads, head_dim, v_head_dim=None, *, batch=1, capacity: int,
+                 _sized_by: str = "capacity"):
         super().__init__(num_kv_heads, head_dim, v_head_dim, batch=batch)
-        self.capacity = positive_int(capacity, "capacity")
-        names = "capacity, batch, num_kv_heads, head_dim, v_head_dim"
+        self.capacity = positive_int(capacity, _sized_by)
+        names = f"{_sized_by}, batch, num_kv_heads, head_dim, v_head_dim"
         self.k = zero_pool((self.B, self.Hkv, self.capacity, self.D), names)
         self.v = zero_pool((self.B, self.Hkv, self.capacity, self.Dv), names)
         self.slot_position = np.full(self.capacity, -1, dtype=np.int64)  # -1: empty
@@ -351,7 +354,8 @@ def make_cache(kind: str, num_kv_heads: int, head_dim: int, v_head_dim=None, *, 
         return PagedCache(num_kv_heads, head_dim, v_head_dim, batch=batch, block_size=block_size,
                           num_blocks=64 if num_blocks is None else num_blocks)
     if kind == "ring":
-        return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=ring_window(window) + 1)
+        return RingCache(num_kv_heads, head_dim, v_head_dim, batch=batch, capacity=ring_window(window) + 1,
+                         _sized_by="window")
 
 
 def decode_step(q, k, v, cache: KVCache, *, window=None, rope=None, scale=None, align: str = "bottom_right"):

@@ -711,6 +711,17 @@ def test_overflowing_conv_and_favor_bounds_are_refused_without_a_warning(call, n
             call(np.finfo(np.float64).max)
 
 
+@pytest.mark.parametrize("left", [2**63, 2**62, 10**9])
+def test_a_ring_cache_too_large_for_its_window_names_window(left):
+    """make_cache("ring", window=(left, 0)) sizes the ring from the window: beyond int64's slot count or
+    the work budget the refusal names window, which the caller passed, not the ring's capacity (found by
+    the thorough fuzz: window = (2**63, 0) named capacity)."""
+    from refimpl import kv_cache as KV
+
+    with pytest.raises(ValueError, match=r"^window"):
+        KV.make_cache("ring", 2, 4, 4, window=(left, 0))
+
+
 @pytest.mark.parametrize("left", [2**63, 2**63 - 1, 10**30])
 def test_decode_step_takes_a_window_wider_than_int64(left):
     """A valid window (left, 0) beyond int64 (found by the thorough fuzz: window = (2**63, 0) raised

@@ -35,6 +35,8 @@ def ring_window(window) -> int:
     left = causal_window(window)
     if left is None:
         fail("window", "a finite window (left, 0) for a ring cache", "None")
+    if left >= 2**62:  # the ring's left + 1 slots are counted as an int <= 2**62
+        fail("window", "(left, 0) with left < 2**62 for a ring cache (it holds left + 1 slots)", f"left = {left}")
     return left
 
 
