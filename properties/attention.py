@@ -20,6 +20,7 @@ from . import attention_impls, tiled
 from .attention_backward_checks import (  # noqa: F401  (re-exported: defined here before)
     check_backward_finite_differences, check_backward_matches_reference, spec_gradients_fd)
 from .attention_check_helpers import _assert_matches, _bounds, _close, _close_lse, _empty_rows_move, _run
+from .precision import precision_of  # noqa: F401  (the checks' bounds read the adapter's precision: _bounds)
 from .core import Declared, Property
 
 KINDS = (C.ATTENTION_KIND,)
