@@ -172,16 +172,16 @@ def _floor_problems():
     import numpy as np
 
     rng = np.random.default_rng(5)
-    for B, Hq, Hkv, Lq, Lk, D, Dv, mag in ((1, 2, 1, 65, 129, 8, 8, 0.3), (1, 2, 2, 33, 17, 16, 4, 3.0),
+    for B, Hq, Hkv, Lq, Lk, Dk, Dv, mag in ((1, 2, 1, 65, 129, 8, 8, 0.3), (1, 2, 2, 33, 17, 16, 4, 3.0),
                                            (2, 1, 1, 1, 1, 4, 4, 1.0), (1, 1, 1, 7, 40, 8, 8, 30.0),
                                            (1, 4, 2, 12, 12, 8, 8, 1e3)):
-        q = rng.standard_normal((B, Hq, Lq, D)) * mag
-        k = rng.standard_normal((B, Hkv, Lk, D)) * mag
+        q = rng.standard_normal((B, Hq, Lq, Dk)) * mag
+        k = rng.standard_normal((B, Hkv, Lk, Dk)) * mag
         vis = rng.random((B, 1, Lq, Lk)) < 0.7
         vis[..., 0, :] = False  # a fully masked row
         vis = np.broadcast_to(vis, (B, Hq, Lq, Lk))
         yield q, k, rng.standard_normal((B, Hkv, Lk, Dv)), vis
-        if D == Dv:
+        if Dk == Dv:
             yield q, k, k.copy(), np.ones((B, Hq, Lq, Lk), bool)  # v = k: v and k co-vary
 
 
