@@ -5,17 +5,7 @@ import numpy as np
 import pytest
 
 from refimpl import moe as M
-
-
-def _central(f, z, h=1e-6):
-    f0 = np.asarray(f(z))
-    g = np.zeros(f0.shape + z.shape)
-    for i in np.ndindex(*z.shape):
-        zp, zm = z.copy(), z.copy()
-        zp[i] += h
-        zm[i] -= h
-        g[(Ellipsis,) + i] = (np.asarray(f(zp)) - np.asarray(f(zm))) / (2 * h)
-    return g
+from properties.moe_grad_checks import _central_difference as _central  # d f / d z, central differences
 
 
 def _problem(T=6, E=4, D=3, H=5, seed=0, kind="swiglu"):

@@ -6,16 +6,7 @@ import pytest
 
 from refimpl import moe as M
 from properties.moe_cases import uniform_batch
-
-
-def _central(f, z, h=1e-6):
-    g = np.zeros_like(z)
-    for i in np.ndindex(*z.shape):
-        zp, zm = z.copy(), z.copy()
-        zp[i] += h
-        zm[i] -= h
-        g[i] = (f(zp) - f(zm)) / (2 * h)
-    return g
+from properties.moe_grad_checks import _central_difference as _central  # d f / d z, central differences
 
 
 @pytest.mark.parametrize(
