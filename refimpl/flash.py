@@ -223,14 +223,18 @@ def _heads_per_block(st: _TiledSetup, block_q: int, block_k: int) -> int:
     diagonal tile with the strips of 8 heads at once costs 0.71 of a whole tile, of 2 heads 0.84-1.05;
     whole tiles cost the same in groups of 1 to 8 MiB of scores, 25% more at 16 MiB (8 heads)."""
     rows = min(block_q, st.Lq) if st.mask.trivial else min(_STRIP, block_q, st.Lq)
-    return max(1, min(st.Hkv, _TILE_BYTES // (8 * st.G * max(1, rows) * max(1, min(block_k, st.Lk)))))
+    return min(st.Hkv, _heads_within(st, rows, min(block_k, st.Lk)))
 
 
 def _head_groups(st: _TiledSetup, rows: int, cols: int) -> list[slice]:
-    """The unit's kv heads in consecutive groups whose (heads * G * rows) x cols scores fit _TILE_BYTES
-    (at least one head per group)."""
-    n = max(1, _TILE_BYTES // (8 * st.G * max(1, rows) * max(1, cols)))
+    """The unit's kv heads in consecutive groups of ``_heads_within(st, rows, cols)``."""
+    n = _heads_within(st, rows, cols)
     return [slice(h, min(h + n, st.Hkv)) for h in range(0, st.Hkv, n)]
+
+
+def _heads_within(st: _TiledSetup, rows: int, cols: int) -> int:
+    """kv heads whose (heads * G * rows) x cols float64 scores fit _TILE_BYTES (at least one)."""
+    return max(1, _TILE_BYTES // (8 * st.G * max(1, rows) * max(1, cols)))
 
 
 def _forward_fa2(st: _TiledSetup, block_q: int, block_k: int, key_range: tuple, skip: bool, state=None):
