@@ -178,11 +178,17 @@ def _run(s: GatedSetup, form: str, starts: list, chunk_size: int, names: tuple, 
             o, S = _forms(s, form, starts, chunk_size)
             finite = np.isfinite(o).all()
     if not finite:
-        for x, name in scan:  # a NaN or inf in an argument is reported as such
-            finite_entries(x, name)
-        finite_result(o, "an output", names[0])
+        _refuse_nonfinite(o, scan, names[0])
     finite_result(S, "the final state", names[1])
     return o, S
+
+
+def _refuse_nonfinite(o: np.ndarray, scan: tuple, names: str) -> None:
+    """The error of a form whose output (or an entry of q, k, v still to be checked, ``scan``) is not
+    finite: a NaN or inf in an argument is reported as such, first, else the output's overflow."""
+    for x, name in scan:
+        finite_entries(x, name)
+    finite_result(o, "an output", names)
 
 
 def _forms(s: GatedSetup, form: str, starts: list, chunk_size: int):

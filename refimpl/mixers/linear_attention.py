@@ -53,7 +53,7 @@ import numpy as np
 from .._validate import mixers as VX
 from .._validate import (as_float_array, check_budget, choice, count, entries_first, finite_entries, finite_result,
                          flag, positive_float, positive_int, real_number)
-from .gated import FORMS, GatedSetup, _chunked_scalar, _gla
+from .gated import FORMS, GatedSetup, _chunked_scalar, _gla, _refuse_nonfinite
 
 FEATURE_MAPS = {
     "elu+1": lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0))),
@@ -130,9 +130,7 @@ def linear_attention(q, k, v, *, feature_map="elu+1", causal=True, normalize=Tru
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
             out, _, finite = _chunked_scalar(s, int(chunk_size), scan=bool(scan))
         if not finite:
-            for x, name in scan:  # a NaN or inf in an argument is reported as such
-                finite_entries(x, name)
-            finite_result(out, "an output", "q, k, v, scale, feature_map")
+            _refuse_nonfinite(out, scan, "q, k, v, scale, feature_map")
     else:
         for x, name in scan:
             finite_entries(x, name)
